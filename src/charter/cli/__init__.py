@@ -1,0 +1,74 @@
+"""The ``charter`` command.
+
+Conventions: every command that prints data accepts ``--json`` and then prints exactly one JSON document on
+stdout; exit codes are 0 for success, 1 when a check or policy said no, 2 for usage errors. Commands find the
+charter in the current folder, via ``--charter PATH`` or via ``CHARTER_FILE``. Errors are mapped to exit codes
+in one place, :func:`main`; no traceback reaches a user for a user mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from charter.cli._app import app
+from charter.errors import CharterError, CharterException, CharterRuntimeError, SpecError
+
+# Command modules register themselves on ``app`` when imported.
+from charter.cli import _check  # noqa: E402,F401  isort: skip
+from charter.cli import _identity  # noqa: E402,F401  isort: skip
+from charter.cli import _policy  # noqa: E402,F401  isort: skip
+from charter.cli import _audit  # noqa: E402,F401  isort: skip
+from charter.cli import _sources  # noqa: E402,F401  isort: skip
+
+
+def _report_error(exc: CharterException, as_json: bool) -> int:
+    from charter.cli._common import err_console
+
+    code = getattr(exc, "exit_code", 1)
+    if as_json:
+        doc: dict[str, object] = {"error": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, SpecError):
+            doc["problems"] = [p.__dict__ for p in exc.problems]
+        reasons = getattr(exc, "reasons", None)
+        if reasons:
+            doc["reasons"] = reasons
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    else:
+        kind = "error" if isinstance(exc, CharterError) else "refused" if isinstance(exc, CharterRuntimeError) else "error"
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            err_console.print(f"[bold red]{kind}:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+        for reason in getattr(exc, "reasons", []) or []:
+            err_console.print(f"  because: {reason}", highlight=False, soft_wrap=True)
+    return int(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``charter`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rc = app(args=args, prog_name="charter", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except CharterException as exc:
+        sys.exit(_report_error(exc, "--json" in args))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(0)
+
+
+__all__ = ["app", "main"]

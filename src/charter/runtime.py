@@ -1,0 +1,98 @@
+"""The runtime context shared by the CLI, the server and the tests: one charter, one store, one audit log.
+
+``Runtime.open()`` loads and checks the charter, opens (and migrates) the store, and records a
+``charter.changed`` audit event whenever the charter's fingerprint differs from the last one seen.
+Everything else (authorizer, index, gateway, …) is created lazily from it, once, and reused.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from charter.spec import LoadedCharter, load_charter
+from charter.store import Store, open_store, resolve_database_url, utcnow
+from charter.store._core_tables import state
+
+if TYPE_CHECKING:
+    from charter.policy import Authorizer
+    from charter.telemetry.audit import AuditLog
+
+
+class Runtime:
+    """Everything a request needs, built once per process."""
+
+    def __init__(self, loaded: LoadedCharter, store: Store, *, key_dir: Path | None = None) -> None:
+        self.charter = loaded
+        self.store = store
+        self.key_dir = key_dir or loaded.base_dir / ".charter" / "keys"
+
+    @classmethod
+    def open(cls, charter_path: Path | str | None = None, *, database_url: str | None = None,
+             record_changes: bool = True) -> Runtime:
+        loaded = load_charter(charter_path)
+        store = open_store(database_url or resolve_database_url(loaded.base_dir))
+        rt = cls(loaded, store)
+        if record_changes:
+            rt.record_charter_change()
+        return rt
+
+    @property
+    def spec(self):  # type: ignore[no-untyped-def]
+        return self.charter.spec
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return self.charter.fingerprint()
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        from charter.telemetry.audit import AuditLog
+
+        return AuditLog(self.store, key_dir=self.key_dir)
+
+    @cached_property
+    def authorizer(self) -> Authorizer:
+        from charter.policy import Authorizer
+
+        return Authorizer.from_charter(self.charter)
+
+    # ------------------------------------------------------------------------------------ state
+    def get_state(self, key: str, default: Any = None) -> Any:
+        with self.store.connect() as conn:
+            row = conn.execute(select(state.c.value).where(state.c.key == key)).first()
+        return default if row is None else row[0]
+
+    def set_state(self, key: str, value: Any) -> None:
+        with self.store.begin() as conn:
+            updated = conn.execute(state.update().where(state.c.key == key).values(value=value, updated_at=utcnow()))
+            if updated.rowcount == 0:
+                conn.execute(state.insert().values(key=key, value=value, updated_at=utcnow()))
+
+    def record_charter_change(self) -> None:
+        """Audit a change of charter (and of users and roles) since the last time this store saw it."""
+        previous = self.get_state("charter.fingerprint")
+        if previous == self.fingerprint:
+            return
+        snapshot = {
+            p.id: {"roles": sorted(p.roles), "groups": sorted(p.groups), "active": p.active}
+            for p in self.charter.principals.values()
+        }
+        old_snapshot = self.get_state("identity.snapshot", {}) or {}
+        changes = []
+        for pid in sorted(set(snapshot) | set(old_snapshot)):
+            if snapshot.get(pid) != old_snapshot.get(pid):
+                changes.append({"principal": pid, "before": old_snapshot.get(pid), "after": snapshot.get(pid)})
+        self.audit.append(
+            actor="system", action="charter.changed", resource=f"workflow:{self.spec.workflow.id}",
+            outcome="recorded",
+            details={"previous": previous, "current": self.fingerprint, "identity_changes": changes},
+        )
+        self.set_state("charter.fingerprint", self.fingerprint)
+        self.set_state("identity.snapshot", snapshot)
+
+    def close(self) -> None:
+        self.store.dispose()

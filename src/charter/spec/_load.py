@@ -1,0 +1,401 @@
+"""Loading and checking a charter: schema validation, cross-references, secrets, with file:line errors."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from charter.errors import Problem, SpecError, UsageError
+from charter.spec._schema import Charter, ServiceAccount, User, UsersFile
+from charter.spec._yaml import LocatedYAML, Loc, load_yaml_file
+
+CHARTER_FILENAMES = ("charter.yaml", "charter.yml")
+
+# Things that look like credentials. A charter names environment variables, never holds secrets.
+_SECRET_PATTERNS = [
+    (re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"), "an OpenAI/Anthropic-style API key"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "an AWS access key id"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "a Slack token"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "a Google API key"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"\bchr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}"), "a Charter API token"),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}"), "a bearer token"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), "a JWT"),
+]
+_SECRET_KEYS = re.compile(r"(?i)^(api_?key|secret|password|passwd|token|access_?key|private_?key)$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A user or service account as the runtime sees it."""
+
+    id: str
+    kind: str  # "user" | "service"
+    name: str
+    email: str | None
+    groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    active: bool
+
+    @property
+    def acl_tokens(self) -> frozenset[str]:
+        """ACL tokens this principal holds: ``public``, ``user:<id>`` and ``group:<id>`` for each group."""
+        return frozenset({"public", f"user:{self.id}", *(f"group:{g}" for g in self.groups)})
+
+
+@dataclass
+class LoadedCharter:
+    """A validated charter with everything resolved relative to its folder."""
+
+    spec: Charter
+    path: Path
+    users: UsersFile
+    located: LocatedYAML
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path named in the charter, resolved against the charter's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def principals(self) -> dict[str, Principal]:
+        out: dict[str, Principal] = {}
+        for u in self.users.users:
+            out[u.id] = _principal(u)
+        for s in self.users.service_accounts:
+            out[s.id] = _principal(s)
+        return out
+
+    def principal(self, principal_id: str) -> Principal:
+        try:
+            return self.principals[principal_id]
+        except KeyError:
+            known = ", ".join(sorted(self.principals)) or "none"
+            raise UsageError(f"unknown user {principal_id!r} (known: {known})") from None
+
+    def fingerprint(self) -> str:
+        from charter.spec._fingerprint import fingerprint
+
+        return fingerprint(self)
+
+
+def _principal(p: User | ServiceAccount) -> Principal:
+    return Principal(
+        id=p.id, kind="user" if isinstance(p, User) else "service", name=p.name,
+        email=p.email if isinstance(p, User) else None, groups=tuple(p.groups), roles=tuple(p.roles),
+        active=p.active,
+    )
+
+
+def find_charter(start: Path | str | None = None) -> Path:
+    """The charter file: an explicit path, ``CHARTER_FILE``, or ``charter.yaml`` in the current folder."""
+    candidate = start or os.environ.get("CHARTER_FILE")
+    if candidate:
+        p = Path(candidate)
+        if p.is_dir():
+            for name in CHARTER_FILENAMES:
+                if (p / name).is_file():
+                    return p / name
+            raise UsageError(f"no charter.yaml in {p}")
+        if not p.exists():
+            raise UsageError(f"charter file not found: {p}")
+        return p
+    for name in CHARTER_FILENAMES:
+        if Path(name).is_file():
+            return Path(name)
+    raise UsageError("no charter.yaml in the current folder; pass --charter PATH or set CHARTER_FILE")
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _model_fields(model: type[BaseModel], loc: Loc) -> list[str]:
+    """Field names valid at ``loc`` inside ``model`` (for "did you mean" suggestions)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        ann = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if ann is None:
+            return []
+        current = _inner_model(ann.annotation)
+        if current is None:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems_from_validation(exc: ValidationError, located: LocatedYAML, model: type[BaseModel]) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors(include_url=False):
+        loc: Loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        dotted = _dotted(loc)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            options = _model_fields(model, loc[:-1])
+            hint = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+            msg = f"unknown key {key!r}"
+            msg += f"; did you mean {hint[0]!r}?" if hint else (f"; expected one of: {', '.join(options)}" if options else "")
+            problems.append(Problem(msg, file=located.file, line=located.line_of(loc), field=dotted))
+        elif err["type"] == "missing":
+            problems.append(Problem("required field is missing", file=located.file, line=located.line_of(loc), field=dotted))
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            problems.append(Problem(msg, file=located.file, line=located.line_of(loc), field=dotted or None))
+    return problems
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _scan_secrets(data: Any, loc: Loc, located: LocatedYAML) -> list[Problem]:
+    problems: list[Problem] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and _SECRET_KEYS.match(k) and isinstance(v, str) and v:
+                problems.append(Problem(
+                    f"looks like a secret; put it in an environment variable and name the variable "
+                    f"(e.g. api_key_env: MY_API_KEY)", file=located.file, line=located.line_of((*loc, k)),
+                    field=_dotted((*loc, k))))
+            else:
+                problems += _scan_secrets(v, (*loc, k), located)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            problems += _scan_secrets(v, (*loc, i), located)
+    elif isinstance(data, str):
+        for pattern, what in _SECRET_PATTERNS:
+            if pattern.search(data):
+                problems.append(Problem(
+                    f"contains what looks like {what}; secrets never go in the charter — set an environment "
+                    f"variable and reference it with api_key_env", file=located.file, line=located.line_of(loc),
+                    field=_dotted(loc)))
+                break
+    return problems
+
+
+def _without(data: Any, loc: Loc) -> bool:
+    """Remove the value at ``loc`` from nested data (in place); False if there is nothing to remove."""
+    if not loc:
+        return False
+    parent = data
+    for part in loc[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = loc[-1]
+    if isinstance(parent, dict) and last in parent:
+        del parent[last]
+        return True
+    if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+        parent.pop(last)
+        return True
+    return False
+
+
+def _validate(model: type[BaseModel], located: LocatedYAML) -> tuple[Any, list[Problem], Any]:
+    """Validate; returns (model or None, problems, best-effort model for further cross-checks).
+
+    When validation fails, the offending values are removed one by one and validation is retried, so
+    that the cross-reference checks can still run on what is valid and *all* problems are reported at once.
+    """
+    import copy
+
+    problems = _scan_secrets(located.data, (), located)
+    if not isinstance(located.data, dict):
+        return None, [*problems, Problem("expected a mapping of sections at the top level", file=located.file, line=1)], None
+    try:
+        result = model.model_validate(located.data)
+        return result, problems, result
+    except ValidationError as exc:
+        problems += _problems_from_validation(exc, located, model)
+        errors = exc.errors(include_url=False)
+    data = copy.deepcopy(located.data)
+    for _ in range(5):
+        removed = False
+        # remove deepest locations first so list indices stay valid
+        for err in sorted(errors, key=lambda e: len(e["loc"]), reverse=True):
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if err["type"] != "missing":
+                removed = _without(data, loc) or removed
+        if not removed:
+            break
+        try:
+            return None, problems, model.model_validate(data)
+        except ValidationError as exc2:
+            errors = exc2.errors(include_url=False)
+    return None, problems, None
+
+
+# ------------------------------------------------------------------------------------------ cross-refs
+def _cross_references(spec: Charter, users: UsersFile, located: LocatedYAML,
+                      users_located: LocatedYAML) -> list[Problem]:
+    P = located
+    problems: list[Problem] = []
+
+    def add(msg: str, loc: Loc) -> None:
+        problems.append(Problem(msg, file=P.file, line=P.line_of(loc), field=_dotted(loc)))
+
+    roles = set(spec.roles)
+    people = {u.id: u for u in users.users}
+    principals = {**people, **{s.id: s for s in users.service_accounts}}
+
+    def check_role(role: str, loc: Loc) -> None:
+        if role not in roles:
+            hint = difflib.get_close_matches(role, sorted(roles), n=1)
+            add(f"role {role!r} is not defined in 'roles'" + (f"; did you mean {hint[0]!r}?" if hint else
+                f" (defined: {', '.join(sorted(roles))})"), loc)
+
+    def check_user(uid: str, loc: Loc, what: str) -> None:
+        if uid not in people:
+            hint = difflib.get_close_matches(uid, sorted(people), n=1)
+            add(f"{what} {uid!r} is not a user in {spec.identity.users_file}"
+                + (f"; did you mean {hint[0]!r}?" if hint else ""), loc)
+        elif not people[uid].active:
+            add(f"{what} {uid!r} is not an active user", loc)
+
+    for i, r in enumerate(spec.scope.users):
+        check_role(r, ("scope", "users", i))
+    for duty, uid in spec.owners.model_dump().items():
+        check_user(uid, ("owners", duty), "owner")
+    for i, s in enumerate(spec.sources):
+        check_user(s.owner, ("sources", i, "owner"), "source owner")
+        if s.approval:
+            check_user(s.approval.by, ("sources", i, "approval", "by"), "approver")
+    forbidden = set(spec.scope.forbidden_actions)
+    for i, t in enumerate(spec.tools):
+        if t.name in forbidden:
+            add(f"tool {t.name!r} is listed in scope.forbidden_actions; a forbidden action cannot be a tool", ("tools", i, "name"))
+        for j, r in enumerate(t.roles):
+            check_role(r, ("tools", i, "roles", j))
+        if t.approval.approver_role:
+            check_role(t.approval.approver_role, ("tools", i, "approval", "approver_role"))
+        for j, c in enumerate(t.approval.conditions):
+            check_role(c.approver_role, ("tools", i, "approval", "conditions", j, "approver_role"))
+    check_role(spec.review.reviewer_role, ("review", "reviewer_role"))
+    for i, e in enumerate(spec.review.escalations):
+        check_role(e.to, ("review", "escalations", i, "to"))
+        if e.then:
+            check_role(e.then, ("review", "escalations", i, "then"))
+    for i, p in enumerate(spec.prompts):
+        for j, v in enumerate(p.versions):
+            if v.approval:
+                check_user(v.approval.by, ("prompts", i, "versions", j, "approval", "by"), "prompt approver")
+    # users file: roles must exist; service account owners must be users
+    for i, u in enumerate(users.users):
+        for j, r in enumerate(u.roles):
+            if r not in roles:
+                problems.append(Problem(f"role {r!r} is not defined in the charter's 'roles'",
+                                        file=users_located.file, line=users_located.line_of(("users", i, "roles", j)),
+                                        field=f"users[{i}].roles[{j}]"))
+    for i, s in enumerate(users.service_accounts):
+        if s.owner not in people:
+            problems.append(Problem(f"owner {s.owner!r} is not a user", file=users_located.file,
+                                    line=users_located.line_of(("service_accounts", i, "owner")),
+                                    field=f"service_accounts[{i}].owner"))
+    declared_groups = {g.id for g in users.groups}
+    if declared_groups:
+        for i, u in enumerate([*users.users, *users.service_accounts]):
+            for g in u.groups:
+                if g not in declared_groups:
+                    problems.append(Problem(f"group {g!r} is not declared under 'groups'", file=users_located.file,
+                                            line=users_located.line_of(("users", i)), field=f"{u.id}.groups"))
+    del principals
+    return problems
+
+
+def _referenced_files(spec: Charter, located: LocatedYAML, base: Path) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def need(rel: str, loc: Loc, what: str, *, directory: bool = False) -> None:
+        p = Path(rel) if Path(rel).is_absolute() else base / rel
+        ok = p.is_dir() if directory else p.is_file()
+        if not ok:
+            problems.append(Problem(f"{what} not found: {rel}", file=located.file, line=located.line_of(loc),
+                                    field=_dotted(loc)))
+
+    for i, p in enumerate(spec.prompts):
+        for j, v in enumerate(p.versions):
+            need(v.file, ("prompts", i, "versions", j, "file"), "prompt file")
+    for i, f in enumerate(spec.policies):
+        need(f, ("policies", i), "policy file")
+    for i, f in enumerate(spec.evals.sets):
+        need(f, ("evals", "sets", i), "eval set")
+    for i, s in enumerate(spec.sources):
+        if s.connector in ("folder", "jsonl") and "://" not in s.location:
+            need(s.location, ("sources", i, "location"), "source location", directory=s.connector == "folder")
+    return problems
+
+
+def _display(path: Path) -> str:
+    """How a file is named in messages: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_charter(path: Path | str | None = None, *, check_policies: bool = True) -> LoadedCharter:
+    """Load and fully check a charter. Raises :class:`SpecError` listing *every* problem found."""
+    path = find_charter(path)
+    located = load_yaml_file(path, display=_display(path))
+    spec, problems, partial = _validate(Charter, located)
+    users: UsersFile | None = None
+    users_located: LocatedYAML | None = None
+    partial_users: UsersFile | None = None
+    if partial is not None:
+        users_path = path.parent / partial.identity.users_file
+        try:
+            users_located = load_yaml_file(users_path, display=_display(users_path))
+        except SpecError as exc:
+            problems += exc.problems
+        else:
+            users, user_problems, partial_users = _validate(UsersFile, users_located)
+            problems += user_problems
+        if partial_users is not None and users_located is not None:
+            problems += _cross_references(partial, partial_users, located, users_located)
+        problems += _referenced_files(partial, located, path.parent)
+    if problems:
+        raise SpecError(sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
+    assert spec is not None and users is not None and users_located is not None
+    loaded = LoadedCharter(spec=spec, path=path.resolve(), users=users, located=located)
+    if check_policies:
+        from charter.policy import check_policy_files
+
+        policy_problems = check_policy_files(loaded)
+        if policy_problems:
+            raise SpecError(policy_problems)
+    return loaded

@@ -1,0 +1,514 @@
+"""The charter schema: one pydantic model per section. This module is the reference for the file format;
+``docs/charter-reference.md`` is generated from it (``charter docs reference``)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from charter.spec._types import Comparator, Duration, Identifier, parse_threshold
+
+Sensitivity = Literal["public", "internal", "confidential", "restricted"]
+SENSITIVITY_ORDER: dict[str, int] = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, NaN/inf are refused, values are immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True, validate_default=True
+    )
+
+
+# --------------------------------------------------------------------------------------------- workflow
+class Workflow(Section):
+    """Which workflow this charter governs."""
+
+    id: Identifier = Field(description="Stable workflow id; used in URLs, metrics and as the OpenAI model name.")
+    name: str = Field(min_length=3, description="Human-readable name.")
+    description: str = Field("", description="One paragraph on what the workflow is for.")
+
+
+class Scope(Section):
+    """What the workflow is for, and what it must never do."""
+
+    job: str = Field(min_length=1, description="The job, as one specific sentence (who, what, for whom).")
+    users: list[Identifier] = Field(min_length=1, description="Roles that use the workflow.")
+    inputs: list[str] = Field(min_length=1, description="What comes in (e.g. a customer's billing question).")
+    outputs: list[str] = Field(min_length=1, description="What goes out (e.g. a cited draft reply).")
+    next_step: str = Field(min_length=1, description="What happens to the output next (e.g. reviewed, then sent).")
+    out_of_scope: list[str] = Field(default_factory=list,
+                                    description="Topics the workflow must not answer; questions on them escalate.")
+    forbidden_actions: list[Identifier] = Field(default_factory=list,
+                                                description="Actions no tool may ever perform; such tools cannot be registered.")
+
+
+# --------------------------------------------------------------------------------------------- identity
+class OIDC(Section):
+    """Optional OpenID Connect JWT validation for the server."""
+
+    issuer: str = Field(description="Expected `iss` claim.")
+    audience: str = Field(description="Expected `aud` claim.")
+    jwks: str = Field(description="Path (relative to the charter) or URL of the JWKS with the signing keys.")
+    user_claim: str = Field("sub", description="Claim that holds the user id.")
+
+
+class Identity(Section):
+    """Where principals come from."""
+
+    users_file: str = Field("users.yaml", description="YAML file (relative to the charter) with users, groups, service accounts.")
+    oidc: OIDC | None = Field(None, description="Optional OIDC settings.")
+
+
+class Role(Section):
+    """A role: what its members may do in this workflow."""
+
+    description: str = Field("", description="What the role is for.")
+    permissions: list[str] = Field(
+        default_factory=list,
+        description="Workflow actions this role may perform, e.g. `ask`, `search`, `review.decide`, `audit.read`, "
+        "`traces.read_all`, `sources.sync`, `kill_switch`, `gate.run`, `evals.run`. Tool use is granted per tool.",
+    )
+
+
+# --------------------------------------------------------------------------------------------- sources
+class Permissions(Section):
+    """How a source's documents are protected."""
+
+    model: Literal["public", "per-document", "groups"] = Field(
+        description="`public`: everyone may read; `per-document`: each document carries its own ACL "
+        "(missing or unparseable ACL means private); `groups`: every document readable by `groups` only."
+    )
+    groups: list[str] = Field(default_factory=list, description="With `groups`: the group ids that may read.")
+
+    @model_validator(mode="after")
+    def _groups_only_with_groups_model(self) -> Permissions:
+        if self.model == "groups" and not self.groups:
+            raise ValueError("permission model 'groups' needs a non-empty 'groups' list")
+        if self.model != "groups" and self.groups:
+            raise ValueError(f"'groups' is only allowed with permission model 'groups', not {self.model!r}")
+        return self
+
+
+class Chunking(Section):
+    """How documents are split for retrieval."""
+
+    max_tokens: int = Field(256, ge=32, le=2048, description="Upper bound on tokens per chunk.")
+    overlap: int = Field(32, ge=0, le=512, description="Tokens shared by consecutive chunks of one section.")
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> Chunking:
+        if self.overlap >= self.max_tokens:
+            raise ValueError("overlap must be smaller than max_tokens")
+        return self
+
+
+class Freshness(Section):
+    """How old a source may get before it is stale."""
+
+    max_age: Duration = Field(description="Maximum time since the last successful sync, e.g. `7d`.")
+    on_stale: Literal["flag", "exclude"] = Field("flag", description="Flag stale sources in answers, or exclude them.")
+
+
+class Approval(Section):
+    """Who approved something, and when."""
+
+    by: Identifier = Field(description="User id of the approver.")
+    at: datetime = Field(description="When (ISO 8601 with time zone).")
+    config_hash: str | None = Field(
+        None, description="Hash of the approved configuration; the launch gate checks it still matches."
+    )
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("timestamp needs a time zone, e.g. 2026-10-01T09:00:00Z")
+        return v
+
+
+class Source(Section):
+    """A data source and its governance metadata."""
+
+    id: Identifier = Field(description="Stable source id.")
+    title: str = Field("", description="Display name.")
+    connector: Identifier = Field(description="Connector name: `folder`, `jsonl`, or one you registered.")
+    location: str = Field(description="Where the connector reads from (path relative to the charter, or URL).")
+    owner: Identifier = Field(description="User id responsible for the source.")
+    sensitivity: Sensitivity = Field(description="`public`, `internal`, `confidential` or `restricted`.")
+    permissions: Permissions = Field(description="Permission model.")
+    allowed_in_prompts: bool = Field(True, description="Whether chunks of this source may enter a model prompt.")
+    freshness: Freshness = Field(description="Freshness policy.")
+    cadence: str = Field("daily", description="How often sync should run (documentation for schedulers), e.g. `hourly`.")
+    chunking: Chunking = Field(default_factory=lambda: Chunking(), description="Chunking settings.")
+    approval: Approval | None = Field(None, description="Who approved this source for this workflow.")
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+class Fusion(Section):
+    """How lexical (BM25) and dense scores are combined."""
+
+    method: Literal["weighted", "rrf"] = Field("weighted", description="`weighted` (normalised scores) or `rrf`.")
+    bm25_weight: float = Field(0.3, ge=0, le=1, description="Weight of the normalised BM25 score.")
+    dense_weight: float = Field(0.7, ge=0, le=1, description="Weight of the normalised dense score.")
+    rrf_k: int = Field(60, ge=1, description="k constant for reciprocal-rank fusion.")
+
+
+class Retrieval(Section):
+    """Search settings."""
+
+    top_k: int = Field(8, ge=1, le=100, description="Chunks retrieved per question.")
+    fusion: Fusion = Field(default_factory=lambda: Fusion(), description="Fusion of BM25 and dense scores.")
+    min_score: float = Field(0.0, ge=0, le=1, description="Chunks scoring below this are dropped.")
+    embedder: str = Field("minilm", description="Embedder name (registry); default all-MiniLM-L6-v2, offline.")
+
+
+# --------------------------------------------------------------------------------------------- model
+class Prices(Section):
+    """Prices in USD per 1,000 tokens."""
+
+    input_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 input tokens.")
+    output_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 output tokens.")
+
+
+class ModelEndpoint(Section):
+    """A model the gateway can call."""
+
+    provider: Identifier = Field(description="`extractive`, `openai`, `local`, or a registered provider.")
+    name: str = Field(description="Model name as the provider knows it.")
+    endpoint: str | None = Field(None, description="Base URL for OpenAI-compatible providers.")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Name of the environment variable that holds the API key (never the key itself).",
+    )
+    prices: Prices = Field(default_factory=lambda: Prices(), description="Per-token prices.")
+    timeout: Duration = Field("30s", description="Per-call timeout.")  # type: ignore[assignment]
+    retries: int = Field(2, ge=0, le=10, description="Retries on retryable errors, with exponential backoff.")
+    max_output_tokens: int = Field(512, ge=1, le=32768, description="Upper bound on generated tokens.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+
+
+class Model(ModelEndpoint):
+    """The primary model, and an optional fallback used when it fails or times out."""
+
+    fallback: ModelEndpoint | None = Field(None, description="Model used when the primary fails.")
+
+
+# --------------------------------------------------------------------------------------------- prompts
+class PromptVersion(Section):
+    """One version of a prompt."""
+
+    version: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Version label, e.g. `v3`.")
+    file: str = Field(description="Prompt file, relative to the charter.")
+    approval: Approval | None = Field(None, description="The prompt owner's approval; required to be active.")
+
+
+class Prompt(Section):
+    """A versioned prompt. Only an approved version can be active."""
+
+    name: Identifier = Field(description="Prompt name.")
+    active: str = Field(description="The active version label.")
+    versions: list[PromptVersion] = Field(min_length=1, description="All versions.")
+
+    @model_validator(mode="after")
+    def _active_exists(self) -> Prompt:
+        labels = [v.version for v in self.versions]
+        if len(set(labels)) != len(labels):
+            raise ValueError("prompt versions must be unique")
+        if self.active not in labels:
+            raise ValueError(f"active version {self.active!r} is not among the versions {labels}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- tools
+class RateLimit(Section):
+    """At most `calls` per principal within `per`."""
+
+    calls: int = Field(ge=1, description="Maximum calls.")
+    per: Duration = Field(description="Window, e.g. `1m`.")
+
+
+class ConditionalApproval(Section):
+    """Approval needed when a condition over the arguments holds."""
+
+    when: str = Field(description="Condition over `args` and `principal`, e.g. `amount > 100` (Cedar expression "
+                      "over `context.args` is generated from it).")
+    approver_role: Identifier = Field(description="Role whose member must approve.")
+
+
+class ApprovalRule(Section):
+    """When a tool call needs a human's approval, and whose."""
+
+    rule: Literal["none", "always", "conditional"] = Field("none", description="`none`, `always` or `conditional`.")
+    approver_role: Identifier | None = Field(None, description="With `always`: who approves.")
+    conditions: list[ConditionalApproval] = Field(
+        default_factory=list,
+        description="With `conditional`: the first condition that holds decides the approver role.",
+    )
+    expires_after: Duration = Field("24h", description="A pending approval expires after this.")  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApprovalRule:
+        if self.rule == "always" and not self.approver_role:
+            raise ValueError("approval rule 'always' needs 'approver_role'")
+        if self.rule == "conditional" and not self.conditions:
+            raise ValueError("approval rule 'conditional' needs 'conditions'")
+        if self.rule == "none" and (self.conditions or self.approver_role):
+            raise ValueError("approval rule 'none' takes no 'conditions' or 'approver_role'")
+        return self
+
+
+def _approval_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"rule": value}
+    return value
+
+
+class Tool(Section):
+    """A tool the model may propose and the system may run."""
+
+    name: Identifier = Field(description="Tool name.")
+    description: str = Field("", description="What it does (shown to the model).")
+    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                          description="`module:function`; modules are resolved relative to the charter folder first.")
+    effect: Literal["read", "write", "external"] = Field(description="`read`, `write` or `external`.")
+    roles: list[Identifier] = Field(min_length=1, description="Roles that may call the tool.")
+    approval: Annotated[ApprovalRule, BeforeValidator(_approval_shorthand)] = Field(
+        default_factory=lambda: ApprovalRule(), description="Approval rule: `none`, `always` or conditional.")
+    rate_limit: RateLimit | None = Field(None, description="Per-principal rate limit.")
+    requires: list[str] = Field(default_factory=list,
+                                description="Preconditions, e.g. `draft_approved` for sending a reply.")
+
+
+# --------------------------------------------------------------------------------------------- review
+class Escalation(Section):
+    """Who gets a draft or an action when a rule fires, and how long they have."""
+
+    when: Literal["no_sources", "low_groundedness", "out_of_scope", "sensitive_topic", "approval_sla", "always"] = Field(
+        description="Trigger."
+    )
+    to: Identifier = Field(description="Role that receives it.")
+    sla: Duration = Field(description="Time to act before it escalates further.")
+    then: Identifier | None = Field(None, description="Role it moves to when the SLA passes.")
+
+
+class Review(Section):
+    """Human review of drafts and escalation rules."""
+
+    drafts: Literal["all", "escalated", "none"] = Field(
+        "all", description="Which drafts need review before they can be sent: `all`, `escalated` or `none`.")
+    reviewer_role: Identifier = Field(description="Role that reviews drafts.")
+    groundedness_threshold: float = Field(0.6, ge=0, le=1, description="Below this, the draft escalates.")
+    sensitive_topics: list[str] = Field(default_factory=list, description="Topics that always go to a human.")
+    outbound_sensitivity: list[Literal["public", "internal", "confidential", "restricted"]] = Field(
+        default_factory=lambda: ["public"],
+        description="Sensitivities that may be quoted in customer-facing text; others become agent notes.",
+    )
+    escalations: list[Escalation] = Field(default_factory=list, description="Escalation rules.")
+    tone: str = Field("", description="Tone template for drafts (greeting, sign-off).")
+
+
+# --------------------------------------------------------------------------------------------- budgets
+class Budgets(Section):
+    """Cost limits, enforced by reservation before each model call."""
+
+    per_task_usd: float = Field(ge=0, description="Maximum cost of one request.")
+    monthly_usd: float = Field(ge=0, description="Maximum spend per calendar month (UTC).")
+    expected_monthly_requests: int = Field(ge=0, description="Expected volume, for projections.")
+    peak_rps: float = Field(1.0, ge=0, description="Expected peak requests per second.")
+
+
+class Latency(Section):
+    """Latency targets for a whole request."""
+
+    p50_ms: float = Field(gt=0, description="Median target in milliseconds.")
+    p95_ms: float = Field(gt=0, description="95th-percentile target in milliseconds.")
+
+
+class Limits(Section):
+    """Input limits enforced at admission."""
+
+    max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
+    max_upload_bytes: int = Field(10_000_000, ge=1, description="Largest accepted upload.")
+
+
+# --------------------------------------------------------------------------------------------- monitoring
+FieldPolicy = Literal["raw", "masked", "hashed", "dropped"]
+
+
+class Exporters(Section):
+    """Where telemetry goes."""
+
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318.")
+    prometheus: bool = Field(True, description="Expose /metrics.")
+    include_content: bool = Field(False, description="Export (masked) message content in spans.")
+
+
+class Monitoring(Section):
+    """What is recorded and how it is protected."""
+
+    fields: dict[str, FieldPolicy] = Field(
+        default_factory=lambda: {"question": "masked", "answer": "masked", "principal": "hashed"},
+        description="Per-field policy: `raw`, `masked`, `hashed` or `dropped`.",
+    )
+    masking: Literal["presidio", "presidio+spacy", "off"] = Field(
+        "presidio", description="Masker: Presidio pattern recognizers (default), with spaCy NER, or off.")
+    retention: Duration = Field("90d", description="Traces and feedback older than this are deleted.")  # type: ignore[assignment]
+    exporters: Exporters = Field(default_factory=lambda: Exporters(), description="Exporters.")
+
+
+# --------------------------------------------------------------------------------------------- owners
+class Owners(Section):
+    """Who is responsible for each duty. Every value is a user id that must exist and be active."""
+
+    sources: Identifier = Field(description="Sources and their permissions.")
+    failures: Identifier = Field(description="Failure review and quality.")
+    prompt_changes: Identifier = Field(description="Approves prompt versions.")
+    cost: Identifier = Field(description="Budget and cost.")
+    incidents: Identifier = Field(description="Incidents and the kill switch.")
+    scope: Identifier = Field(description="The workflow's scope.")
+
+
+# --------------------------------------------------------------------------------------------- evals
+class Threshold(Section):
+    """A metric that must reach a value for the eval (and the gate) to pass."""
+
+    metric: str = Field(description="`area.metric`, e.g. `retrieval.recall@5`.")
+    op: Comparator = Field(description="Comparison.")
+    value: float = Field(description="Target value.")
+    bound: Literal["point", "lower", "upper"] = Field(
+        "point", description="Compare the point estimate or a 95% confidence bound.")
+
+    def passes(self, observed: float) -> bool:
+        if math.isnan(observed):
+            return False
+        return {
+            ">=": observed >= self.value, "<=": observed <= self.value, ">": observed > self.value,
+            "<": observed < self.value, "==": observed == self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        b = "" if self.bound == "point" else f" ({self.bound})"
+        return f"{self.metric} {self.op} {self.value:g}{b}"
+
+
+class Evals(Section):
+    """Evaluation sets and thresholds."""
+
+    sets: list[str] = Field(default_factory=list, description="Eval set files, relative to the charter.")
+    thresholds: list[Annotated[Threshold, BeforeValidator(parse_threshold)]] = Field(
+        default_factory=list, description="E.g. `retrieval.recall@5 >= 0.9`, `permission.leaks == 0`.")
+    max_age: Duration = Field("7d", description="The gate ignores eval runs older than this.")  # type: ignore[assignment]
+    min_cases: dict[str, int] = Field(
+        default_factory=lambda: {"normal": 10, "edge": 5, "negative": 5, "permission": 5},
+        description="Minimum cases per category for the gate.",
+    )
+
+
+class Drift(Section):
+    """What happens when a post-launch check regresses."""
+
+    notify: str | None = Field(None, description="Webhook URL or `log`.")
+    on_regression: Literal["notify", "restrict", "kill"] = Field(
+        "notify", description="Only notify, restrict (every draft needs review) or turn on the kill switch.")
+
+
+# --------------------------------------------------------------------------------------------- root
+class Charter(Section):
+    """A workflow's charter. Every section is required unless marked optional."""
+
+    version: Literal[1] = Field(1, description="Charter format version.")
+    workflow: Workflow
+    scope: Scope
+    identity: Identity = Field(default_factory=lambda: Identity())
+    roles: dict[Identifier, Role] = Field(min_length=1, description="Roles by id.")
+    sources: list[Source] = Field(default_factory=list, description="Data sources.")
+    retrieval: Retrieval = Field(default_factory=lambda: Retrieval())
+    model: Model
+    prompts: list[Prompt] = Field(default_factory=list, description="Versioned prompts.")
+    tools: list[Tool] = Field(default_factory=list, description="Tools.")
+    review: Review
+    budgets: Budgets
+    latency: Latency
+    limits: Limits = Field(default_factory=lambda: Limits())
+    monitoring: Monitoring = Field(default_factory=lambda: Monitoring())
+    owners: Owners
+    evals: Evals = Field(default_factory=lambda: Evals())
+    policies: list[str] = Field(default_factory=list, description="Custom Cedar policy files, relative to the charter.")
+    drift: Drift = Field(default_factory=lambda: Drift())
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Charter:
+        for name, items in (("sources", [s.id for s in self.sources]), ("tools", [t.name for t in self.tools]),
+                            ("prompts", [p.name for p in self.prompts])):
+            dupes = sorted({i for i in items if items.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {name}: {', '.join(dupes)}")
+        return self
+
+    def source(self, source_id: str) -> Source:
+        for s in self.sources:
+            if s.id == source_id:
+                return s
+        raise KeyError(source_id)
+
+    def tool(self, name: str) -> Tool:
+        for t in self.tools:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def prompt(self, name: str) -> Prompt:
+        for p in self.prompts:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------- users file
+class User(Section):
+    """A person."""
+
+    id: Identifier = Field(description="Stable user id.")
+    name: str = Field(description="Display name.")
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", description="Contact address.")
+    groups: list[Identifier] = Field(default_factory=list, description="Group ids (ACL tokens `group:<id>`).")
+    roles: list[Identifier] = Field(default_factory=list, description="Role ids from the charter.")
+    active: bool = Field(True, description="Inactive users cannot authenticate or own anything.")
+
+
+class ServiceAccount(Section):
+    """A non-human principal (an integration)."""
+
+    id: Identifier = Field(description="Stable id.")
+    name: str = Field(description="Display name.")
+    owner: Identifier = Field(description="User responsible for it.")
+    groups: list[Identifier] = Field(default_factory=list)
+    roles: list[Identifier] = Field(default_factory=list)
+    active: bool = True
+
+
+class Group(Section):
+    """A group of users."""
+
+    id: Identifier
+    name: str = ""
+
+
+class UsersFile(Section):
+    """The users file named by `identity.users_file`."""
+
+    groups: list[Group] = Field(default_factory=list)
+    users: list[User] = Field(default_factory=list)
+    service_accounts: list[ServiceAccount] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> UsersFile:
+        ids = [u.id for u in self.users] + [s.id for s in self.service_accounts]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate principal ids: {', '.join(dupes)}")
+        return self

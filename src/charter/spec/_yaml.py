@@ -1,0 +1,101 @@
+"""YAML loading that remembers where every value came from, so errors can name file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from charter.errors import Problem, SpecError
+
+Loc = tuple[str | int, ...]
+
+
+class LocatedYAML:
+    """Parsed YAML data plus a map from each value's path (``("sources", 0, "owner")``) to its line."""
+
+    def __init__(self, data: Any, lines: dict[Loc, int], file: str) -> None:
+        self.data = data
+        self.lines = lines
+        self.file = file
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of ``loc``, or of its nearest ancestor that exists in the file."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+    def key_line(self, loc: Loc) -> int | None:
+        """The line of the *key* at ``loc`` (for unknown keys) — same as ``line_of`` here."""
+        return self.line_of(loc)
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            child = (*loc, key)
+            _walk(value_node, child, lines)
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*loc, i), lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent override is a classic configuration bug)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+
+
+def load_yaml_text(text: str, file: str) -> LocatedYAML:
+    """Parse YAML text; syntax errors become a :class:`SpecError` with the line."""
+    if "\x00" in text:
+        raise SpecError([Problem("file contains NUL bytes; expected a UTF-8 YAML text file", file=file)])
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        msg = f"invalid YAML: {exc.problem or exc.context}"
+        raise SpecError([Problem(msg, file=file, line=line)]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem(f"invalid YAML: {exc}", file=file)]) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return LocatedYAML(data, lines, file)
+
+
+def load_yaml_file(path: Path, *, display: str | None = None) -> LocatedYAML:
+    display = display or str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([Problem("file not found", file=display)]) from None
+    except OSError as exc:
+        raise SpecError([Problem(f"cannot read file: {exc.strerror}", file=display)]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([Problem(f"not UTF-8 text (byte {exc.start}); expected a YAML file", file=display)]) from None
+    return load_yaml_text(text, display)

@@ -1,0 +1,119 @@
+"""Opening the database: URL resolution, SQLite pragmas, migrations on open."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.pool import NullPool
+
+from charter.errors import UsageError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def resolve_database_url(charter_dir: Path | None) -> str:
+    """``CHARTER_DATABASE_URL`` if set, else SQLite at ``.charter/charter.db`` beside the charter."""
+    url = os.environ.get("CHARTER_DATABASE_URL")
+    if url:
+        return url
+    if charter_dir is None:
+        raise UsageError("no charter folder and no CHARTER_DATABASE_URL: cannot locate the database")
+    path = (charter_dir / ".charter" / "charter.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # isolation_level=None: we issue BEGIN ourselves (see Store.begin), so BEGIN IMMEDIATE is possible.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("begin_immediate") else "BEGIN")
+
+
+class Store:
+    """A database handle. ``begin()`` opens a transaction; ``begin(immediate=True)`` serialises writers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """A transaction that commits on success and rolls back on any exception.
+
+        ``immediate=True`` takes the write lock up front (SQLite ``BEGIN IMMEDIATE``), so that
+        read-then-write sequences such as appending to the audit chain are serialised across processes.
+        """
+        with self.engine.connect() as conn:
+            conn.info["begin_immediate"] = immediate
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("begin_immediate", None)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reads (autocommit on SQLite)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision`` with the append-only Alembic migrations."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("path_separator", "os")
+        with self.engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            conn.commit()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            try:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+            except Exception:
+                return None
+            return str(row[0]) if row else None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the database at ``url``."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=NullPool if ":memory:" not in url else None,
+                               connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    store = Store(engine)
+    if migrate:
+        store.migrate()
+    return store

@@ -1,0 +1,71 @@
+"""Fixtures shared by the whole suite. Nothing here reaches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "billing-support"
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test inherits a database URL or charter path from the developer's shell."""
+    monkeypatch.delenv("CHARTER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CHARTER_FILE", raising=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh copy of the billing-support example; returns the charter file's path."""
+    dest = tmp_path / "project"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    return dest / "charter.yaml"
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
+    """Run ``charter`` in-process exactly as the console script does; captures stdout, stderr, exit code."""
+    from charter.cli import main
+
+    out, err = StringIO(), StringIO()
+    old_out, old_err, old_cwd = sys.stdout, sys.stderr, Path.cwd()
+    sys.stdout, sys.stderr = out, err
+    code = 0
+    try:
+        if cwd:
+            os.chdir(cwd)
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout, sys.stderr = old_out, old_err
+        os.chdir(old_cwd)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli() -> Iterator[object]:
+    yield run_cli
