@@ -1,0 +1,44 @@
+"""The unit connectors produce and the index consumes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document read from a source, before chunking.
+
+    ``acl`` is the document's own ACL tokens (``public``, ``group:<id>``, ``user:<id>``) as the connector
+    found them; ``None`` means missing or unparseable (``acl_error`` says why), which the sync treats as
+    **private** — readable only by the source owner (fail closed). The *effective* tokens stored in the
+    index are computed by the sync from the source's permission model (see ``charter.sources``).
+    """
+
+    source_id: str
+    doc_id: str  # stable within the source, e.g. the path relative to the folder
+    title: str
+    text: str  # extracted text; Markdown headings ("#", "##") are kept so chunking can follow structure
+    format: str  # "markdown" | "text" | "html" | "pdf" | "jsonl"
+    url: str | None = None
+    acl: frozenset[str] | None = None
+    acl_error: str | None = None
+    updated_at: datetime | None = None
+    pages: tuple[str, ...] | None = None  # PDF: text per page; ``text`` is their concatenation
+
+    @property
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.title, self.format, self.url or "", self.text):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+        if self.pages:
+            h.update(str(len(self.pages)).encode())
+        return h.hexdigest()
+
+
+def acl_hash(tokens: frozenset[str] | set[str]) -> str:
+    """A stable hash of a set of ACL tokens."""
+    return hashlib.sha256("\n".join(sorted(tokens)).encode()).hexdigest()
