@@ -1,0 +1,27 @@
+"""Retrieval: chunking, embedding, the index, and permission-filtered hybrid search.
+
+Public API (the sources sync and the request pipeline use only these names):
+
+* :class:`Index` — ``Index(store, embedder=None)`` or ``Index.for_runtime(runtime)`` (built once per runtime).
+
+  - ``document_states(source_id) -> dict[doc_id, DocState]`` — what is indexed, for incremental sync.
+  - ``upsert_document(doc, acl_tokens, chunking, *, private_by_default=False)`` -> ``"added" | "updated" |
+    "acl_changed" | "unchanged"``. ``acl_tokens`` are the document's *effective* tokens, computed by the
+    sync from the source's permission model. Content unchanged and ACL changed: the ACL is updated without
+    re-embedding. Each document is written in one transaction.
+  - ``update_acl(source_id, doc_id, acl_tokens) -> bool``, ``delete_document(source_id, doc_id) -> bool``.
+  - ``counts() -> {source_id: {"documents", "chunks", "private_by_default"}}``.
+  - ``search(principal_tokens, query, *, k, fusion, sources, min_score, explain) -> list[Hit]`` — only chunks
+    whose document ACL intersects ``principal_tokens`` are ranked (filter *before* ranking).
+  - ``current_acl(source_id, doc_id) -> frozenset | None`` — re-check a hit before it enters a prompt.
+  - ``version`` — changes whenever indexed content or ACLs change.
+
+* :class:`Hit`, :class:`DocState`, :class:`Chunk` — value types.
+* :func:`chunk_document` — structure-aware, token-bounded chunking.
+* :class:`Embedder` protocol, :func:`embedder` registering decorator, :func:`get_embedder`.
+"""
+
+from charter.retrieval._index import Index
+from charter.retrieval._types import Chunk, DocState, Hit
+
+__all__ = ["Chunk", "DocState", "Hit", "Index"]
