@@ -1,0 +1,152 @@
+"""The *check* stage: citation validation, groundedness, canary and PII scans, topic rules.
+
+Groundedness method (no large model needed): each sentence is scored against the text of the chunks it
+cites. First a lexical containment score — the share of the sentence's content words (lower-cased, lightly
+stemmed, stop words removed) that occur in the cited text. Extractive or near-verbatim sentences score ~1.0
+and need nothing more. When that score is inconclusive (between ``LEXICAL_LOW`` and ``LEXICAL_HIGH``), a
+semantic proxy is added: the highest cosine similarity (all-MiniLM-L6-v2) between the sentence and any
+sentence of the cited text, rescaled so that 0.35 → 0 and 0.85 → 1; the sentence gets the larger of the two.
+This catches paraphrases while keeping the check cheap for the common case, and a sentence with no valid
+citation scores 0. The draft's groundedness is the mean over its sentences.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+CITATION = re.compile(r"\[(S\d{1,3})\]")
+CANARY = re.compile(r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+LEXICAL_LOW, LEXICAL_HIGH = 0.2, 0.8
+
+STOP_WORDS = frozenset(
+    "a an the and or but if then else of to in on at by for with from as is are was were be been being it its this "
+    "that these those i you he she we they me my your our their his her them us do does did doing have has had "
+    "having can could will would shall should may might must not no nor so than too very just also into over under "
+    "about after before between through during up down out off again further once here there when where why how "
+    "all any both each few more most other some such only own same what which who whom s t don now".split()
+)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ingly", "edly", "ing", "ed", "es", "s", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> list[str]:
+    return [_stem(w) for w in _WORD.findall(normalise(text).lower()) if w not in STOP_WORDS]
+
+
+def normalise(text: str) -> str:
+    """NFKC, invisible characters removed (zero-width, bidi controls, soft hyphen)."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s and s.strip()]
+
+
+@dataclass
+class SentenceScore:
+    sentence: str
+    citations: list[str]
+    lexical: float
+    semantic: float | None
+    score: float
+
+
+@dataclass
+class CitationCheck:
+    text: str  # the text with invalid citations removed
+    valid: list[str] = field(default_factory=list)  # citation ids kept, in order of first use
+    removed: list[str] = field(default_factory=list)  # citation ids that referred to nothing retrieved
+
+
+def validate_citations(text: str, allowed: set[str]) -> CitationCheck:
+    """Keep only citations to passages retrieved for this request; count the rest."""
+    result = CitationCheck(text="")
+
+    def repl(m: re.Match[str]) -> str:
+        cid = m.group(1)
+        if cid in allowed:
+            if cid not in result.valid:
+                result.valid.append(cid)
+            return m.group(0)
+        result.removed.append(cid)
+        return ""
+
+    result.text = re.sub(r"[ \t]+\n", "\n", CITATION.sub(repl, text)).strip()
+    return result
+
+
+Embed = Callable[[Sequence[str]], "list[list[float]]"]
+
+
+def lexical_support(sentence: str, source: str) -> float:
+    words = content_words(CITATION.sub("", sentence))
+    if not words:
+        return 1.0
+    have = set(content_words(source))
+    return sum(1 for w in words if w in have) / len(words)
+
+
+def score_sentences(text: str, passages: dict[str, str], embed: Embed | None = None) -> list[SentenceScore]:
+    """Groundedness of each sentence of ``text`` in the passages it cites (see module docstring)."""
+    scores: list[SentenceScore] = []
+    pending: list[tuple[int, str, list[str]]] = []
+    for sentence in split_sentences(text):
+        cited = [c for c in CITATION.findall(sentence) if c in passages]
+        bare = CITATION.sub("", sentence).strip()
+        if not content_words(bare):
+            continue  # greeting punctuation, sign-off fragments without content words
+        if not cited:
+            scores.append(SentenceScore(bare, [], 0.0, None, 0.0))
+            continue
+        source = "\n".join(passages[c] for c in cited)
+        lex = lexical_support(bare, source)
+        scores.append(SentenceScore(bare, cited, lex, None, lex))
+        if embed is not None and LEXICAL_LOW <= lex < LEXICAL_HIGH:
+            pending.append((len(scores) - 1, bare, split_sentences(source)))
+    if pending and embed is not None:
+        import numpy as np
+
+        texts = [p[1] for p in pending] + [s for p in pending for s in p[2]]
+        vectors = np.asarray(embed(texts), dtype=np.float32)
+        offset = len(pending)
+        for i, (idx, _bare, source_sentences) in enumerate(pending):
+            src = vectors[offset: offset + len(source_sentences)]
+            offset += len(source_sentences)
+            if len(src) == 0:
+                continue
+            cos = float(np.max(src @ vectors[i]))
+            sem = min(1.0, max(0.0, (cos - 0.35) / 0.5))
+            s = scores[idx]
+            s.semantic = sem
+            s.score = max(s.lexical, sem)
+    return scores
+
+
+def groundedness(scores: list[SentenceScore]) -> float:
+    return sum(s.score for s in scores) / len(scores) if scores else 0.0
+
+
+def find_canaries(text: str) -> list[str]:
+    return sorted(set(CANARY.findall(normalise(text))))
+
+
+def topic_hits(question: str, topics: Sequence[str]) -> list[str]:
+    """Topics whose content words all occur in the question (stemmed), e.g. 'legal advice', 'lawsuit'."""
+    words = set(content_words(question))
+    hits = []
+    for topic in topics:
+        needed = content_words(topic)
+        if needed and all(w in words for w in needed):
+            hits.append(topic)
+    return hits

@@ -1,0 +1,377 @@
+"""The request flow, stage by stage: identify → admit → retrieve → generate → check → act → record.
+
+Each stage is a plain function call and writes what it did into the request's :class:`Trace`. The caller
+identifies the principal (token, OIDC or the CLI's ``--as``) and calls :func:`ask`.
+
+Decisions that matter for security are made here in code, never by the model:
+
+* admission (Cedar ``ask`` on the workflow, kill switch, input limits, budget reservation in the gateway);
+* what the model sees: only chunks the principal may read, re-checked against the document's *current*
+  ACL, from sources allowed in prompts and fresh enough, passed as quoted data with citation ids;
+* what the user sees: citations must refer to passages retrieved for this request (others are removed and
+  counted); sentences citing agent-only sources move from the customer draft to agent notes; canary tokens
+  withhold the whole output; escalation rules mark the result ``needs_human`` instead of presenting it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from charter import _checks as checks
+from charter.errors import BudgetExceeded, CharterException, Denied, UsageError
+from charter.spec import SENSITIVITY_ORDER, Principal
+from charter.store import utcnow
+from charter.telemetry.traces import Trace, TraceStore
+
+if TYPE_CHECKING:
+    from charter.retrieval import Hit
+    from charter.runtime import Runtime
+
+NO_ANSWER = "I can't answer this from the knowledge base; I've routed it to a colleague."
+WITHHELD = "This draft was withheld by a safety check and routed to a human."
+
+
+@dataclass
+class Citation:
+    id: str
+    chunk_id: str
+    source_id: str
+    doc_id: str
+    title: str
+    heading: str
+    url: str | None
+    page: int | None
+    audience: str  # "customer" | "agent"
+
+
+@dataclass
+class AskResult:
+    """What the caller (CLI, API, eval) gets back. Only content the principal may read."""
+
+    request_id: str
+    status: str  # answered | needs_human | refused | error
+    draft: str
+    agent_notes: str
+    citations: list[Citation]
+    groundedness: float | None
+    escalation: dict[str, Any] | None
+    model: str | None
+    prompt_version: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: dict[str, float]
+    removed_citations: int = 0
+    warnings: list[str] = field(default_factory=list)
+    review_id: str | None = None
+    sentence_scores: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def admit(rt: Runtime, principal: Principal, question: str, trace: Trace) -> str:
+    """Cedar decision, kill switch and input limits. Returns the normalised question."""
+    with trace.span("admit") as span:
+        if not principal.active:
+            raise Denied(f"user {principal.id!r} is not active", reasons=["inactive principal"])
+        decision = rt.authorizer.authorize(principal, "ask", _workflow_resource(rt))
+        span["policy"] = {"allowed": decision.allowed, "policies": list(decision.policy_ids)}
+        if not decision.allowed:
+            rt.audit.append(actor=principal.id, action="ask.denied", resource=_workflow_resource(rt), outcome="denied",
+                            details={"reasons": list(decision.reasons), "request_id": trace.request_id})
+            raise Denied(f"{principal.id} may not use workflow {rt.spec.workflow.id}", reasons=list(decision.reasons))
+        if _workflow_killed(rt):
+            span["kill_switch"] = True
+            raise Denied(f"workflow {rt.spec.workflow.id} is switched off (kill switch)", reasons=["kill switch on"])
+        if not isinstance(question, str):
+            raise UsageError("question must be text")
+        if "\x00" in question:
+            raise UsageError("question contains NUL bytes")
+        q = question.strip()
+        if not q:
+            raise UsageError("question is empty")
+        limit = rt.spec.limits.max_question_chars
+        if len(q) > limit:
+            raise UsageError(f"question is {len(q)} characters; the limit is {limit}")
+        span["question_chars"] = len(q)
+        return q
+
+
+def _workflow_resource(rt: Runtime) -> str:
+    return f"workflow:{rt.spec.workflow.id}"
+
+
+def _workflow_killed(rt: Runtime) -> bool:
+    try:
+        from charter.tools import is_killed
+    except ImportError:  # pragma: no cover - tools package not installed
+        return bool(rt.get_state(f"kill_switch.workflow.{rt.spec.workflow.id}", False))
+    return bool(is_killed(rt))
+
+
+def _source_ages(rt: Runtime) -> dict[str, datetime | None]:
+    try:
+        from charter.sources import last_successful_syncs
+    except ImportError:  # pragma: no cover
+        return {}
+    return dict(last_successful_syncs(rt))
+
+
+def retrieve(rt: Runtime, principal: Principal, question: str, trace: Trace) -> tuple[list[Hit], list[str]]:
+    """Permission-filtered hybrid search, then the per-chunk re-check, prompt and freshness rules."""
+    from charter.retrieval import Index
+
+    warnings: list[str] = []
+    spec = rt.spec
+    index = Index.for_runtime(rt)
+    tokens = principal.acl_tokens
+    with trace.span("retrieve") as span:
+        allowed_sources = {s.id for s in spec.sources if s.allowed_in_prompts}
+        ages = _source_ages(rt)
+        now = utcnow()
+        excluded_stale: set[str] = set()
+        for s in spec.sources:
+            synced = ages.get(s.id)
+            if s.id in allowed_sources and (synced is None or now - synced > s.freshness.max_age):
+                if s.freshness.on_stale == "exclude":
+                    excluded_stale.add(s.id)
+                else:
+                    warnings.append(f"source {s.id} is stale (last sync {synced or 'never'})")
+        sources = allowed_sources - excluded_stale
+        hits = index.search(tokens, question, k=spec.retrieval.top_k, fusion=spec.retrieval.fusion,
+                            sources=sources, min_score=spec.retrieval.min_score) if sources else []
+        kept: list[Hit] = []
+        dropped = 0
+        for hit in hits:
+            current = index.current_acl(hit.source_id, hit.doc_id)
+            if current is None or not (current & tokens):
+                dropped += 1
+                continue
+            kept.append(hit)
+        span.update(k=spec.retrieval.top_k, returned=len(hits), kept=len(kept), recheck_dropped=dropped,
+                    excluded_stale=sorted(excluded_stale), index_version=index.version,
+                    chunks=[{"chunk_id": h.chunk_id, "score": round(h.score, 4), "rank": h.rank} for h in kept])
+        trace.index_version = index.version
+        trace.retrieved = [{"chunk_id": h.chunk_id, "source": h.source_id, "doc_id": h.doc_id, "rank": h.rank,
+                            "score": h.score} for h in kept]
+    return kept, warnings
+
+
+def _audience(rt: Runtime, source_id: str) -> str:
+    outbound = set(rt.spec.review.outbound_sensitivity)
+    try:
+        sensitivity = rt.spec.source(source_id).sensitivity
+    except KeyError:
+        return "agent"
+    return "customer" if sensitivity in outbound else "agent"
+
+
+def _passages(rt: Runtime, hits: list[Hit]) -> tuple[dict[str, Hit], dict[str, str]]:
+    by_id: dict[str, Hit] = {}
+    audience: dict[str, str] = {}
+    for i, h in enumerate(hits, 1):
+        cid = f"S{i}"
+        by_id[cid] = h
+        audience[cid] = _audience(rt, h.source_id)
+    return by_id, audience
+
+
+def _split_audience(text: str, audience: dict[str, str]) -> tuple[str, list[str]]:
+    """Sentences citing any agent-only passage move to the agent notes (least-privileged audience)."""
+    customer, notes = [], []
+    for sentence in checks.split_sentences(text):
+        cited = checks.CITATION.findall(sentence)
+        if any(audience.get(c) == "agent" for c in cited):
+            notes.append(sentence)
+        else:
+            customer.append(sentence)
+    return " ".join(customer), notes
+
+
+def _escalation_target(rt: Runtime, reason: str) -> dict[str, Any]:
+    for rule in rt.spec.review.escalations:
+        if rule.when == reason:
+            return {"reason": reason, "to": rule.to, "sla": rule.sla.total_seconds(), "then": rule.then}
+    return {"reason": reason, "to": rt.spec.review.reviewer_role, "sla": None, "then": None}
+
+
+# ------------------------------------------------------------------------------------------------ ask
+def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceStore | None = None,
+        submit_for_review: bool = True) -> AskResult:
+    """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded)."""
+    from charter.models import build_request, gateway_for
+
+    t0 = time.perf_counter()
+    spec = rt.spec
+    trace = Trace(workflow=spec.workflow.id, principal_id=principal.id, question=question,
+                  charter_fingerprint=rt.fingerprint)
+    store = trace_store or traces_for(rt)
+    warnings: list[str] = []
+    try:
+        q = admit(rt, principal, question, trace)
+        hits, warnings = retrieve(rt, principal, q, trace)
+        passages, audience = _passages(rt, hits)
+        gateway = gateway_for(rt)
+        with trace.span("generate") as span:
+            request = build_request(rt, q, [(cid, h, audience[cid]) for cid, h in passages.items()])
+            gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
+            span.update(model=gen.model, provider=gen.provider, prompt_version=request.prompt_version,
+                        input_tokens=gen.input_tokens, output_tokens=gen.output_tokens, cost_usd=gen.cost_usd,
+                        usage_source=gen.usage_source, attempts=getattr(gen, "attempts", 1),
+                        fallback_used=getattr(gen, "fallback_used", False))
+        trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, request.prompt_version
+        trace.input_tokens, trace.output_tokens = gen.input_tokens, gen.output_tokens
+        trace.usage_source, trace.cost_usd, trace.cost_source = gen.usage_source, gen.cost_usd, gen.cost_source
+        result = check(rt, principal, q, gen.text, passages, audience, trace)
+        result.warnings = warnings
+        result.model, result.prompt_version = gen.model, request.prompt_version
+        result.input_tokens, result.output_tokens, result.cost_usd = gen.input_tokens, gen.output_tokens, gen.cost_usd
+    except (Denied, UsageError) as exc:
+        trace.status = "refused"
+        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
+        trace.latency_ms = (time.perf_counter() - t0) * 1000
+        if isinstance(exc, BudgetExceeded):
+            rt.audit.append(actor=principal.id, action="budget.refused", resource=_workflow_resource(rt),
+                            outcome="denied", details={"request_id": trace.request_id, "reason": str(exc)})
+        store.write(trace)
+        raise
+    except CharterException as exc:
+        trace.status = "error"
+        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
+        trace.latency_ms = (time.perf_counter() - t0) * 1000
+        store.write(trace)
+        raise
+    with trace.span("record") as span:
+        if submit_for_review and _needs_review(rt, result):
+            result.review_id = _submit_review(rt, principal, q, result)
+            span["review_id"] = result.review_id
+        trace.status = result.status  # type: ignore[assignment]
+        trace.answer, trace.agent_notes = result.draft, result.agent_notes
+        trace.citations = [asdict(c) for c in result.citations]
+        trace.groundedness, trace.escalation = result.groundedness, result.escalation
+    trace.latency_ms = (time.perf_counter() - t0) * 1000
+    result.latency_ms = {**trace.stage_latency_ms, "total": round(trace.latency_ms, 3)}
+    store.write(trace)
+    return result
+
+
+def check(rt: Runtime, principal: Principal, question: str, text: str, passages: dict[str, Hit],
+          audience: dict[str, str], trace: Trace) -> AskResult:
+    """Validate citations, score groundedness, scan for canaries and PII, apply escalation rules."""
+    spec = rt.spec
+    with trace.span("check") as span:
+        cit = checks.validate_citations(checks.normalise(text), set(passages))
+        draft, note_sentences = _split_audience(cit.text, audience)
+        notes = "\n".join(note_sentences)
+        sources = {cid: h.text for cid, h in passages.items()}
+        embed = _embedder(rt)
+        scores = checks.score_sentences(cit.text, sources, embed)
+        grounded = checks.groundedness(scores) if scores else None
+        canaries = checks.find_canaries(cit.text)
+        pii = _new_pii(cit.text, sources)
+        topics_out = _topics(question, spec.scope.out_of_scope, embed)
+        topics_sensitive = _topics(question, spec.review.sensitive_topics, embed)
+        reason: str | None = None
+        if canaries:
+            reason = "canary_in_output"
+        elif topics_out:
+            reason = "out_of_scope"
+        elif not passages or not cit.valid:
+            reason = "no_sources"
+        elif grounded is not None and grounded < spec.review.groundedness_threshold:
+            reason = "low_groundedness"
+        elif topics_sensitive:
+            reason = "sensitive_topic"
+        elif pii:
+            reason = "pii_in_output"
+        escalation = _escalation_target(rt, reason) if reason else None
+        if escalation and topics_out:
+            escalation["topics"] = topics_out
+        if escalation and topics_sensitive and reason == "sensitive_topic":
+            escalation["topics"] = topics_sensitive
+        used = set(checks.CITATION.findall(draft + " " + notes))
+        citations = [
+            Citation(id=cid, chunk_id=h.chunk_id, source_id=h.source_id, doc_id=h.doc_id, title=h.title,
+                     heading=h.heading, url=h.url, page=h.page, audience=audience[cid])
+            for cid, h in passages.items() if cid in used
+        ]
+        if canaries:  # never show content that carries a canary; a human looks at it
+            draft, notes, citations = WITHHELD, "", []
+        elif reason in ("no_sources", "out_of_scope"):
+            draft = NO_ANSWER if reason == "no_sources" else (
+                "This question is outside what this assistant may answer; it has been routed to a colleague.")
+            notes, citations = "", []
+        span.update(valid_citations=cit.valid, removed_citations=len(cit.removed), groundedness=grounded,
+                    canaries=len(canaries), pii=pii, escalation=reason, sentences=len(scores))
+        trace.checks = {"removed_citations": len(cit.removed), "canaries": len(canaries), "pii": pii,
+                        "out_of_scope": topics_out, "sensitive": topics_sensitive}
+    status = "needs_human" if escalation else "answered"
+    return AskResult(
+        request_id=trace.request_id, status=status, draft=draft, agent_notes=notes, citations=citations,
+        groundedness=None if grounded is None else round(grounded, 4), escalation=escalation, model=None,
+        prompt_version=None, input_tokens=0, output_tokens=0, cost_usd=0.0, latency_ms={},
+        removed_citations=len(cit.removed),
+        sentence_scores=[{"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores],
+    )
+
+
+def _last_stage(trace: Trace) -> str:
+    return trace.spans[-1].stage if trace.spans else "identify"
+
+
+def _embedder(rt: Runtime) -> checks.Embed | None:
+    try:
+        from charter.retrieval import Index
+
+        index = Index.for_runtime(rt)
+        emb = index.embedder
+    except Exception:  # pragma: no cover - no embedder available: lexical groundedness only
+        return None
+    return lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]
+
+
+def _topics(question: str, topics: list[str], embed: checks.Embed | None) -> list[str]:
+    return checks.topic_hits(question, topics)
+
+
+def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
+    """Kinds of personal data or secrets in the output that do not come from a cited permitted passage."""
+    from charter.telemetry.masking import find_sensitive
+
+    corpus = "\n".join(sources.values())
+    return sorted({kind for kind, value in find_sensitive(text) if value not in corpus})
+
+
+def _needs_review(rt: Runtime, result: AskResult) -> bool:
+    mode = rt.spec.review.drafts
+    return mode == "all" or (mode == "escalated" and result.status == "needs_human")
+
+
+def _submit_review(rt: Runtime, principal: Principal, question: str, result: AskResult) -> str | None:
+    try:
+        from charter.review import submit_draft
+    except ImportError:  # pragma: no cover - review package not present
+        return None
+    item = submit_draft(
+        rt, request_id=result.request_id, principal=principal, question=question, draft=result.draft,
+        citations=[asdict(c) for c in result.citations], agent_notes=result.agent_notes,
+        groundedness=result.groundedness, escalation_reason=(result.escalation or {}).get("reason"),
+    )
+    return str(getattr(item, "id", item))
+
+
+def traces_for(rt: Runtime) -> TraceStore:
+    cached: TraceStore | None = getattr(rt, "_trace_store", None)
+    if cached is None:
+        cached = TraceStore(rt.store, field_policies=dict(rt.spec.monitoring.fields))
+        rt._trace_store = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def sensitivity_rank(name: str) -> int:
+    return SENSITIVITY_ORDER[name]
