@@ -1,6 +1,11 @@
-"""The append-only, hash-chained audit log and its signed checkpoints."""
+"""The append-only, hash-chained audit log and its signed checkpoints.
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Table, Text
+``ts`` and ``details`` are stored as the exact canonical text that the entry's hash covers (see
+``_audit_canon``): ISO-8601 UTC with microseconds (fixed width, so text order is time order) and canonical
+JSON. Verification therefore hashes the stored bytes, identically on SQLite and PostgreSQL.
+"""
+
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
 from charter.store._types import UTCDateTime, metadata
 
@@ -8,12 +13,12 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
-    Column("ts", UTCDateTime, nullable=False),
+    Column("ts", String(32), nullable=False),
     Column("actor", String(200), nullable=False),
     Column("action", String(100), nullable=False),
     Column("resource", String(500), nullable=False),
     Column("outcome", String(50), nullable=False),
-    Column("details", JSON, nullable=False),
+    Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_action", "action"),
@@ -28,4 +33,5 @@ audit_checkpoints = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("signature", Text, nullable=False),
+    Index("ix_audit_checkpoints_seq", "seq"),
 )

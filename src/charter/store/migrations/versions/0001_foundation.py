@@ -39,12 +39,12 @@ def upgrade() -> None:
         "audit_log",
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
                   autoincrement=False),
-        sa.Column("ts", UTCDateTime, nullable=False),
+        sa.Column("ts", sa.String(32), nullable=False),  # canonical ISO text, hashed as stored
         sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("action", sa.String(100), nullable=False),
         sa.Column("resource", sa.String(500), nullable=False),
         sa.Column("outcome", sa.String(50), nullable=False),
-        sa.Column("details", sa.JSON, nullable=False),
+        sa.Column("details", sa.Text, nullable=False),  # canonical JSON text, hashed as stored
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
@@ -58,3 +58,4 @@ def upgrade() -> None:
         sa.Column("key_id", sa.String(64), nullable=False),
         sa.Column("signature", sa.Text, nullable=False),
     )
+    op.create_index("ix_audit_checkpoints_seq", "audit_checkpoints", ["seq"])

@@ -1,0 +1,279 @@
+"""The tamper-evident audit log: an append-only SHA-256 hash chain with Ed25519-signed checkpoints.
+
+Every security-relevant action is one entry ``(seq, ts, actor, action, resource, outcome, details)``. Each
+entry stores the previous entry's hash and its own hash over a canonical JSON form (``_audit_canon``), so
+changing, deleting, inserting or reordering any entry breaks the chain. Because anyone who can write the
+database can also re-hash the chain, the head is periodically **checkpointed**: ``(seq, head_hash)`` signed
+with an Ed25519 key kept outside the database (:mod:`charter.telemetry.signing`), and the latest checkpoint
+is also copied to an **anchor file** beside the key. :meth:`AuditLog.verify` recomputes everything.
+
+Writers are serialised: SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``pg_advisory_xact_lock`` inside the
+transaction; one :meth:`~AuditLog.append` is one transaction, :meth:`~AuditLog.append_many` one for the
+batch. ``details`` must be a JSON object (no NaN, no infinity, string keys) of at most 64 KiB: the audit
+log references trace, document and report content by id; it never embeds it.
+
+Example::
+
+    log = AuditLog(store, key_dir=Path(".charter/keys"))
+    log.append(actor="ana", action="token.used", resource="workflow:billing-support",
+               outcome="allowed", details={"token_id": "t_12"})
+    assert log.verify().ok
+
+The guarantees, precisely, are in ``docs/security.md`` ("Audit log").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select, text
+
+from charter.errors import IntegrityError, UsageError
+from charter.store import Store, utcnow
+from charter.telemetry._audit_anchor import anchor_path, read_anchor, write_anchor
+from charter.telemetry._audit_canon import (
+    GENESIS_HASH,
+    canonical_details,
+    check_field,
+    entry_hash,
+    format_ts,
+)
+from charter.telemetry._audit_tables import audit_checkpoints, audit_log
+from charter.telemetry._audit_types import AuditEntry, AuditEvent, Checkpoint, VerifyResult
+from charter.telemetry._audit_verify import COLUMNS, check_signatures, scan, verify_all
+from charter.telemetry.signing import PublicKey, SigningKey, load_public_keys
+
+#: The PostgreSQL advisory lock that serialises audit writers (the bytes ``b"chartaud"``).
+PG_LOCK_KEY = int.from_bytes(b"chartaud", "big")
+DEFAULT_CHECKPOINT_EVERY = 1000
+
+_Prepared = tuple[str, str, str, str, str]  # actor, action, resource, outcome, canonical details
+
+
+class AuditLog:
+    """The audit log of one store. Thread-safe and multi-process-safe; cheap to construct."""
+
+    def __init__(self, store: Store, *, key_dir: Path | str,
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
+        if checkpoint_every < 1:
+            raise UsageError("checkpoint_every must be at least 1")
+        self.store = store
+        self.key_dir = Path(key_dir)
+        self.checkpoint_every = checkpoint_every
+        self.anchor_path = anchor_path(self.key_dir, store.url)
+        self._key: SigningKey | None = None
+        self._keys: dict[str, PublicKey] = {}
+
+    # ------------------------------------------------------------------------------------ writing
+    def append(self, *, actor: str, action: str, resource: str, outcome: str,
+               details: Mapping[str, Any] | None = None) -> AuditEntry:
+        """Append one event in its own transaction and return the stored entry."""
+        return self._append([_prepare(actor, action, resource, outcome, details)])[0]
+
+    def append_many(self, events: Iterable[AuditEvent | Mapping[str, Any]]) -> list[AuditEntry]:
+        """Append several events in one transaction (all or nothing); returns them in order."""
+        prepared = []
+        for i, ev in enumerate(events):
+            try:
+                if isinstance(ev, AuditEvent):
+                    prepared.append(_prepare(ev.actor, ev.action, ev.resource, ev.outcome, ev.details))
+                elif isinstance(ev, Mapping):
+                    unknown = set(ev) - {"actor", "action", "resource", "outcome", "details"}
+                    if unknown:
+                        raise UsageError(f"unknown field(s) {sorted(unknown)}")
+                    prepared.append(_prepare(ev.get("actor"), ev.get("action"), ev.get("resource"),
+                                             ev.get("outcome"), ev.get("details")))
+                else:
+                    raise UsageError(f"expected an AuditEvent or a mapping, got {type(ev).__name__}")
+            except UsageError as exc:
+                raise UsageError(f"event {i}: {exc}") from exc
+        if not prepared:
+            return []
+        return self._append(prepared)
+
+    def _append(self, prepared: Sequence[_Prepared]) -> list[AuditEntry]:
+        written: list[Checkpoint] = []
+        with self.store.begin(immediate=True) as conn:
+            _lock(conn)
+            head = conn.execute(text("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
+            last_seq, prev, last_ts = 0, GENESIS_HASH, ""
+            if head is not None:
+                last_seq, prev, last_ts = int(head[0]), str(head[1]), str(head[2])
+            if self._key is None:
+                self._key = self._load_key(conn, create=True)
+            ts = max(format_ts(utcnow()), last_ts)  # non-decreasing even if the clock steps back
+            rows = []
+            seq = last_seq
+            for actor, action, resource, outcome, details in prepared:
+                seq += 1
+                digest = entry_hash(seq, ts, actor, action, resource, outcome, details, prev)
+                rows.append({"seq": seq, "ts": ts, "actor": actor, "action": action, "resource": resource,
+                             "outcome": outcome, "details": details, "prev_hash": prev, "hash": digest})
+                prev = digest
+            conn.execute(audit_log.insert(), rows)
+            if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
+                written.append(self._checkpoint_in(conn, seq, prev))
+        self._anchor(written)
+        return [AuditEntry.from_row((r["seq"], r["ts"], r["actor"], r["action"], r["resource"], r["outcome"],
+                                     r["details"], r["prev_hash"], r["hash"])) for r in rows]
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the current head now (no-op if it is already checkpointed); ``None`` for an empty log.
+
+        Before signing, the entries since the previous checkpoint (or anchor) are re-verified, so a
+        checkpoint never blesses a chain that was rewritten below it: :class:`IntegrityError` instead.
+        """
+        with self.store.begin(immediate=True) as conn:
+            _lock(conn)
+            head = conn.execute(text("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
+            if head is None:
+                return None
+            cp = self._checkpoint_in(conn, int(head[0]), str(head[1]))
+        self._anchor([cp])
+        return cp
+
+    def _checkpoint_in(self, conn: Connection, seq: int, head_hash: str) -> Checkpoint:
+        latest = _latest_checkpoint(conn)
+        anchor = read_anchor(self.anchor_path)  # a corrupt anchor raises: fail closed
+        base = max((c for c in (latest, anchor) if c is not None), key=lambda c: c.seq, default=None)
+        if base is not None and base.seq > seq:
+            raise IntegrityError(f"audit log truncated: a checkpoint records {base.seq} entries but the log "
+                                 f"has {seq}; run `charter audit verify`")
+        if latest is not None and latest.seq == seq and latest.head_hash == head_hash:
+            return latest
+        keys = self._public_keys()
+        checked = check_signatures([base], keys) if base is not None else []
+        out = scan(conn, checked, start_seq=base.seq if base else 1,
+                   prev_hash=None if base else GENESIS_HASH)
+        if out.bad_seq is not None:
+            raise IntegrityError(f"refusing to sign an audit checkpoint: {out.reason}")
+        if out.last_seq != seq or out.last_hash != head_hash:
+            raise IntegrityError("the audit head changed during checkpointing")
+        key = self._key or self._load_key(conn, create=True)
+        if key is None:
+            raise IntegrityError(
+                f"the audit signing key is missing from {self.key_dir} but signed checkpoints exist: restore "
+                "the key from backup (or rotate it explicitly) before more checkpoints can be written")
+        self._key = key
+        unsigned = Checkpoint(seq, head_hash, utcnow(), key.key_id, "")
+        cp = replace(unsigned, signature=key.sign(unsigned.message()))
+        conn.execute(audit_checkpoints.insert().values(
+            seq=cp.seq, head_hash=cp.head_hash, created_at=cp.created_at, key_id=cp.key_id,
+            signature=cp.signature))
+        return cp
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every stored checkpoint, oldest first."""
+        with self.store.connect() as conn:
+            return _all_checkpoints(conn)
+
+    def _anchor(self, written: Sequence[Checkpoint]) -> None:
+        if written:
+            write_anchor(self.anchor_path, max(written, key=lambda c: c.seq), self.store.url)
+
+    def _load_key(self, conn: Connection, *, create: bool) -> SigningKey | None:
+        """The signing key; created on first use, but never silently replaced once something was signed."""
+        if SigningKey.exists(self.key_dir):
+            return SigningKey.load(self.key_dir)
+        signed_before = _latest_checkpoint(conn) is not None or self.anchor_path.exists()
+        if signed_before or not create:
+            return None
+        return SigningKey.load_or_create(self.key_dir)
+
+    def _public_keys(self) -> dict[str, PublicKey]:
+        if not self._keys or (self._key is not None and self._key.key_id not in self._keys):
+            self._keys = load_public_keys(self.key_dir)
+        return self._keys
+
+    # ------------------------------------------------------------------------------------ reading
+    def verify(self, *, expect_at_least: int | None = None, checkpoint: bool = False) -> VerifyResult:
+        """Recompute the whole chain and check every checkpoint and the anchor.
+
+        ``expect_at_least``: the log must have at least this many entries (an external anchor, e.g. the
+        count printed by an earlier run). ``checkpoint=True``: when intact, sign the head so that a later
+        truncation down to below it is detected.
+        """
+        keys = load_public_keys(self.key_dir)
+        anchor_problem = None
+        try:
+            anchor = read_anchor(self.anchor_path)
+        except IntegrityError as exc:
+            anchor, anchor_problem = None, str(exc)
+        with self.store.connect() as conn:
+            checkpoints = _all_checkpoints(conn)
+            result = verify_all(conn, checkpoints, anchor, keys, expect_at_least=expect_at_least,
+                                anchor_problem=anchor_problem)
+        if checkpoint and result.ok and result.head_seq > (result.last_checkpoint_seq or 0):
+            try:
+                cp = self.checkpoint()
+            except (IntegrityError, OSError) as exc:
+                return replace(result, notes=(*result.notes, f"no checkpoint written: {exc}"))
+            if cp is not None:
+                return replace(result, last_checkpoint_seq=cp.seq, notes=(
+                    f"signed a checkpoint at entry {cp.seq}: truncation below it is now detected",))
+        return result
+
+    def tail(self, n: int = 20, *, action: str | None = None) -> list[AuditEntry]:
+        """The ``n`` most recent entries (only ``action`` if given), oldest first."""
+        if n < 0:
+            raise UsageError("n must not be negative")
+        query = select(*[audit_log.c[name.strip()] for name in COLUMNS.split(",")])
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        query = query.order_by(audit_log.c.seq.desc()).limit(n)
+        with self.store.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AuditEntry.from_row(tuple(r)) for r in reversed(rows)]
+
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the newest entry, or ``None`` when the log is empty."""
+        with self.store.connect() as conn:
+            row = conn.execute(text("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def close(self) -> None:
+        """Checkpoint the head if it is beyond the last checkpoint (best effort: never raises)."""
+        try:
+            with self.store.connect() as conn:
+                latest = _latest_checkpoint(conn)
+                head = conn.execute(text("SELECT MAX(seq) FROM audit_log")).scalar()
+            if head and (latest is None or latest.seq < int(head)):
+                self.checkpoint()
+        except Exception:  # noqa: S110 - closing must not mask the caller's own outcome
+            pass
+
+
+def _prepare(actor: Any, action: Any, resource: Any, outcome: Any, details: Any) -> _Prepared:
+    if details is not None and isinstance(details, Mapping) and not isinstance(details, dict):
+        details = dict(details)
+    return (check_field("actor", actor), check_field("action", action), check_field("resource", resource),
+            check_field("outcome", outcome), canonical_details(details))
+
+
+def _lock(conn: Connection) -> None:
+    """Serialise writers. SQLite already holds the write lock (``BEGIN IMMEDIATE``)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+
+
+def _row_to_checkpoint(row: Any) -> Checkpoint:
+    return Checkpoint(int(row.seq), row.head_hash, row.created_at, row.key_id, row.signature)
+
+
+def _latest_checkpoint(conn: Connection) -> Checkpoint | None:
+    row = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc(),
+                                                          audit_checkpoints.c.id.desc()).limit(1)).first()
+    return None if row is None else _row_to_checkpoint(row)
+
+
+def _all_checkpoints(conn: Connection) -> list[Checkpoint]:
+    rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq, audit_checkpoints.c.id))
+    return [_row_to_checkpoint(r) for r in rows]
+
+
+__all__ = ["DEFAULT_CHECKPOINT_EVERY", "PG_LOCK_KEY", "AuditEntry", "AuditEvent", "AuditLog", "Checkpoint",
+           "VerifyResult"]
