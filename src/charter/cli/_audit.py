@@ -1,1 +1,96 @@
-"""CLI commands (registered on import)."""
+"""``charter audit verify`` and ``charter audit tail``: check and read the tamper-evident audit log.
+
+Access: these commands read the database and the key folder directly, so whoever runs them is already
+trusted with the local machine (an operator). The server will expose the same reads behind authorisation
+(``audit.read``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from charter.cli._app import app
+from charter.cli._common import CharterOpt, JsonOpt, console, emit, err_console, open_runtime
+
+audit_app = typer.Typer(
+    help="The tamper-evident audit log: verify the chain, show recent events. "
+         "Local operators only (reads the database and key folder directly).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def verify(
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    expect_at_least: Annotated[
+        int | None,
+        typer.Option("--expect-at-least", min=0, metavar="N",
+                     help="Fail unless the log has at least N entries (e.g. a count recorded elsewhere)."),
+    ] = None,
+    checkpoint: Annotated[
+        bool,
+        typer.Option("--checkpoint/--no-checkpoint",
+                     help="When intact, sign a checkpoint at the head so later truncation below it is caught."),
+    ] = True,
+) -> None:
+    """Recompute the whole hash chain and check every signed checkpoint.
+
+    Exits 0 and prints the number of entries verified when the log is intact; exits 1 naming the first bad
+    entry and the reason when anything was modified, deleted, inserted, reordered or truncated.
+    """
+    rt = open_runtime(charter)
+    try:
+        result = rt.audit.verify(expect_at_least=expect_at_least, checkpoint=checkpoint)
+    finally:
+        rt.close()
+    if as_json:
+        emit(result.to_dict(), True)
+    elif result.ok:
+        console.print(f"[green]audit log intact:[/] {result.entries_verified} entries verified, "
+                      f"{result.checkpoints_verified} signed checkpoints "
+                      f"({result.elapsed_s:.2f} s)", highlight=False)
+        for note in result.notes:
+            console.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
+    else:
+        err_console.print(f"[bold red]audit log FAILED at entry {result.first_bad_seq}:[/] {escape(result.reason or '')}",
+                          highlight=False, soft_wrap=True)
+        err_console.print(f"  {result.entries_verified} entries verified before the failure", highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("tail")
+def tail(
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    n: Annotated[int, typer.Option("-n", "--lines", min=0, help="How many events.")] = 20,
+    action: Annotated[str | None, typer.Option("--action", help="Only events with this action.")] = None,
+) -> None:
+    """Show the most recent audit events, oldest first."""
+    rt = open_runtime(charter)
+    try:
+        entries = rt.audit.tail(n, action=action)
+    finally:
+        rt.close()
+    emit([e.to_dict() for e in entries], as_json, _render_tail)
+
+
+def _render_tail(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("no audit events")
+        return
+    table = Table(show_lines=False)
+    for col in ("seq", "time (UTC)", "actor", "action", "resource", "outcome", "details"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        details = json.dumps(r["details"], ensure_ascii=False, sort_keys=True)
+        table.add_row(str(r["seq"]), r["ts"].replace("T", " ").rstrip("Z")[:19], r["actor"], r["action"],
+                      r["resource"], r["outcome"], details if len(details) <= 80 else details[:77] + "...")
+    console.print(table)
