@@ -1,5 +1,65 @@
-"""Sources: connectors, sync (incremental, deletions, ACL-only updates), freshness."""
+"""Sources: connectors, sync (incremental, deletions, ACL-only updates), freshness.
 
+Public API:
+
+* :class:`Document` and :func:`acl_hash` — what connectors produce and the index consumes.
+* :class:`Connector` protocol, the :func:`connector` registering decorator, :func:`get_connector`,
+  :func:`connector_names`, :class:`ConnectorContext`, :class:`Failed` (a document that could not be read)
+  and :class:`SourceUnavailable` (the whole source could not be read). Built-ins: ``folder``, ``jsonl``.
+* :func:`parse_acl`, :func:`is_valid_token`, :func:`effective_acl` / :class:`EffectiveAcl` — ACL tokens
+  (``public``, ``group:<id>``, ``user:<id>``) and the fail-closed rule of the ``per-document`` model.
+* :func:`sync_sources` (and :class:`Syncer`, :class:`SyncProgress`, :class:`SyncSummary`) — the sync.
+* :func:`source_statuses`, :func:`source_documents_listing`, :func:`source_freshness`,
+  :func:`freshness` / :class:`Freshness`, :func:`approval_status`, :func:`source_config_hash`,
+  :func:`last_successful_syncs` — the registry as operators (and the launch gate) see it.
+"""
+
+from charter.sources._acl import EffectiveAcl, effective_acl, is_valid_token, parse_acl
+from charter.sources._connector import (
+    Connector,
+    ConnectorContext,
+    Failed,
+    SourceUnavailable,
+    connector,
+    connector_names,
+    get_connector,
+)
 from charter.sources._document import Document, acl_hash
+from charter.sources._status import (
+    Freshness,
+    approval_status,
+    freshness,
+    last_successful_syncs,
+    source_documents_listing,
+    source_freshness,
+    source_statuses,
+)
+from charter.sources._sync import Syncer, SyncProgress, SyncSummary, source_config_hash, sync_sources
 
-__all__ = ["Document", "acl_hash"]
+__all__ = [
+    "Connector",
+    "ConnectorContext",
+    "Document",
+    "EffectiveAcl",
+    "Failed",
+    "Freshness",
+    "SourceUnavailable",
+    "SyncProgress",
+    "SyncSummary",
+    "Syncer",
+    "acl_hash",
+    "approval_status",
+    "connector",
+    "connector_names",
+    "effective_acl",
+    "freshness",
+    "get_connector",
+    "is_valid_token",
+    "last_successful_syncs",
+    "parse_acl",
+    "source_config_hash",
+    "source_documents_listing",
+    "source_freshness",
+    "source_statuses",
+    "sync_sources",
+]

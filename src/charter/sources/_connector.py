@@ -1,0 +1,146 @@
+"""The connector protocol and its registry.
+
+A connector turns a source's ``location`` into :class:`~charter.sources.Document` objects, lazily, one at
+a time. A document that cannot be read is yielded as :class:`Failed` (that document fails, never the
+sync); a source that cannot be read at all (missing folder, unreadable file) raises
+:class:`SourceUnavailable`, and then the sync deletes nothing.
+
+Built-in connectors (``folder``, ``jsonl``) register through the same decorator as yours::
+
+    @connector("notes")
+    def notes(ctx: ConnectorContext) -> Iterator[Document | Failed]:
+        \"\"\"One document per line of a text file.\"\"\"
+        ...
+
+A class with a ``documents(ctx)`` method (and optionally ``count(ctx)`` for the progress bar) works too.
+Third-party packages can also expose connectors through the ``charter.connectors`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from charter.errors import CharterRuntimeError, UsageError
+from charter.sources._document import Document
+from charter.spec import Source
+
+DEFAULT_MAX_BYTES = 20_000_000  # per file / per line; bigger ones are skipped and reported
+
+
+class SourceUnavailable(CharterRuntimeError):
+    """The source as a whole cannot be read (e.g. its folder is missing); nothing is deleted."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A document the connector could not read. ``doc_id`` is None when even its id is unknown."""
+
+    doc_id: str | None
+    reason: str
+    line: int | None = None  # for line-based sources such as ``jsonl``
+
+    def describe(self) -> str:
+        where = self.doc_id or (f"line {self.line}" if self.line else "?")
+        if self.doc_id and self.line:
+            where += f" (line {self.line})"
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What a connector gets: the source's charter entry and the folder the charter lives in."""
+
+    source: Source
+    base_dir: Path
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @property
+    def location(self) -> Path:
+        """``source.location`` resolved against the charter's folder (for file-based connectors)."""
+        p = Path(self.source.location)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def document(self, *, doc_id: str, title: str, text: str, format: str, url: str | None = None,
+                 acl: frozenset[str] | None = None, acl_error: str | None = None,
+                 updated_at: datetime | None = None, pages: tuple[str, ...] | None = None) -> Document:
+        """Build a :class:`Document` of this source (``source_id`` filled in)."""
+        return Document(source_id=self.source.id, doc_id=doc_id, title=title, text=text, format=format,
+                        url=url, acl=acl, acl_error=acl_error, updated_at=updated_at, pages=pages)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Reads one source. ``documents`` must be lazy: yield each document as soon as it is read."""
+
+    def documents(self, ctx: ConnectorContext) -> Iterable[Document | Failed]: ...
+
+
+class _FunctionConnector:
+    def __init__(self, fn: Callable[[ConnectorContext], Iterable[Document | Failed]]) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def documents(self, ctx: ConnectorContext) -> Iterable[Document | Failed]:
+        return self.fn(ctx)
+
+
+_REGISTRY: dict[str, Callable[[], Connector]] = {}
+ENTRY_POINT_GROUP = "charter.connectors"
+
+
+def connector(name: str) -> Callable[[Any], Any]:
+    """Register a connector under ``name`` (the value of ``connector:`` in the charter).
+
+    Decorates either a function ``(ctx) -> Iterable[Document | Failed]`` or a class whose instances
+    have ``documents(ctx)``. Registering a name twice replaces the earlier connector.
+    """
+
+    def register(obj: Any) -> Any:
+        if isinstance(obj, type):
+            _REGISTRY[name] = obj
+        elif callable(obj):
+            _REGISTRY[name] = lambda: _FunctionConnector(obj)
+        else:
+            raise TypeError(f"@connector({name!r}) needs a function or a class")
+        return obj
+
+    return register
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            obj = ep.load()
+            if ep.name not in _REGISTRY:  # loading may have registered it through the decorator
+                connector(ep.name)(obj)
+
+
+def _ensure_builtins() -> None:
+    import charter.sources._folder  # registers "folder"
+    import charter.sources._jsonl  # noqa: F401  registers "jsonl"
+
+
+def get_connector(name: str) -> Connector:
+    """A fresh instance of the connector registered as ``name``."""
+    _ensure_builtins()
+    if name not in _REGISTRY:
+        _load_entry_points()
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown connector {name!r} (known: {', '.join(connector_names())})") from None
+    instance = factory()
+    if not isinstance(instance, Connector):
+        raise UsageError(f"connector {name!r} has no documents(ctx) method")
+    return instance
+
+
+def connector_names() -> list[str]:
+    """Names of every registered connector."""
+    _ensure_builtins()
+    return sorted(_REGISTRY)

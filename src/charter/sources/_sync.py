@@ -1,0 +1,398 @@
+"""Sync: keep the index true to the sources, incrementally, and record what happened.
+
+For each source, the connector's documents are compared with what the index holds
+(``Index.document_states``):
+
+* same content hash, same effective ACL → **unchanged**, nothing is written or embedded;
+* same content, different ACL → ``upsert_document`` updates the ACL only (**acl_changed**, no re-embedding);
+* new or changed content → ``upsert_document`` (**added** / **updated**), with the ACL read together with
+  that content, so a content change never brings back an older ACL;
+* indexed but no longer in the source → ``delete_document`` (**deleted**) — only after the connector has
+  listed the whole source; a source that cannot be read (``SourceUnavailable``) deletes nothing;
+* a document the connector cannot read → **failed** with its reason; its previous version (if any) stays.
+
+Every index write is its own transaction, so a sync killed at any point leaves each document either at its
+old or its new version; re-running the sync converges to the same index as a clean sync. The run's summary
+goes to ``sync_runs``, the last successful sync per source to ``source_state`` (freshness is measured from
+it), and an audit event ``sources.synced``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from charter.errors import CharterException, Conflict, UsageError
+from charter.sources._acl import effective_acl
+from charter.sources._connector import ConnectorContext, Failed, get_connector
+from charter.sources._document import Document, acl_hash
+from charter.sources._tables import source_documents, source_state, sync_runs
+from charter.spec import Source, section_hash
+from charter.store import utcnow
+
+if TYPE_CHECKING:
+    from charter.retrieval import DocState, Index
+    from charter.runtime import Runtime
+
+MAX_REASON_CHARS = 300
+MAX_LISTED = 200  # failures / private documents listed per summary (counts are always complete)
+STALE_RUN_AFTER = timedelta(hours=12)  # a "running" run from another host older than this is interrupted
+CATALOG_BATCH = 64
+
+
+def source_config_hash(source: Source) -> str:
+    """Hash of a source's configuration without its approval record (what an approval is bound to)."""
+    return section_hash(source.model_dump(mode="json", exclude={"approval"}))
+
+
+def chunking_hash(source: Source) -> str:
+    return section_hash(source.chunking.model_dump(mode="json"))
+
+
+class SyncProgress(Protocol):
+    """Receives progress while a source syncs (the CLI draws a progress bar with it)."""
+
+    def start(self, source_id: str, total: int | None) -> None: ...
+
+    def advance(self, source_id: str) -> None: ...
+
+    def finish(self, source_id: str) -> None: ...
+
+
+@dataclass
+class SyncSummary:
+    """What one sync of one source did."""
+
+    source_id: str
+    status: str = "running"  # succeeded | partial (some documents failed) | failed | removed
+    run_id: int | None = None
+    added: int = 0
+    updated: int = 0
+    acl_changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    private_by_default: int = 0
+    failed: int = 0
+    documents: int = 0  # documents the connector yielded (including failed ones)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {doc_id, line, reason}
+    private: list[dict[str, str]] = field(default_factory=list)  # {doc_id, reason}
+    error: str | None = None  # why the whole source failed
+    rechunked: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    COUNTS = ("added", "updated", "acl_changed", "deleted", "unchanged", "private_by_default", "failed")
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(getattr(self, name)) for name in self.COUNTS}
+
+    @property
+    def ok(self) -> bool:
+        """The source was read completely (individual documents may still have failed)."""
+        return self.status in ("succeeded", "partial", "removed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source_id, "status": self.status, "run_id": self.run_id, **self.counts(),
+            "documents": self.documents, "failures": self.failures, "private": self.private,
+            "error": self.error, "rechunked": self.rechunked,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def _reason(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Catalog:
+    """The per-document catalog of one source, written in small batches (it heals itself on re-sync)."""
+
+    def __init__(self, rt: Runtime, source_id: str, now: Callable[[], datetime]) -> None:
+        self.rt, self.source_id, self.now = rt, source_id, now
+        with rt.store.connect() as conn:
+            rows = conn.execute(select(source_documents).where(source_documents.c.source_id == source_id))
+            self.rows: dict[str, dict[str, Any]] = {r.doc_id: dict(r._mapping) for r in rows}
+        self.pending: dict[str, dict[str, Any] | None] = {}
+
+    def record(self, doc: Document, tokens: frozenset[str], private: bool, acl_error: str | None) -> None:
+        row = {
+            "source_id": self.source_id, "doc_id": doc.doc_id, "title": doc.title, "url": doc.url,
+            "format": doc.format, "acl_tokens": sorted(tokens), "private_by_default": private,
+            "acl_error": acl_error if private else None, "content_hash": doc.content_hash,
+            "updated_at": doc.updated_at, "failed_reason": None,
+        }
+        self._put(doc.doc_id, row)
+
+    def failed(self, doc_id: str, reason: str) -> None:
+        old = self.rows.get(doc_id)
+        if old is not None:  # keep the previous version's metadata, mark it failed
+            self._put(doc_id, {**old, "failed_reason": reason})
+
+    def remove(self, doc_id: str) -> None:
+        if doc_id in self.rows:
+            self.pending[doc_id] = None
+            self.rows.pop(doc_id)
+            self._maybe_flush()
+
+    def _put(self, doc_id: str, row: dict[str, Any]) -> None:
+        old = self.rows.get(doc_id)
+        if old is not None and all(old.get(k) == v for k, v in row.items() if k != "recorded_at"):
+            return
+        row = {**row, "recorded_at": self.now()}
+        self.rows[doc_id] = row
+        self.pending[doc_id] = row
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self.pending) >= CATALOG_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        t = source_documents
+        with self.rt.store.begin() as conn:
+            for doc_id, row in self.pending.items():
+                conn.execute(t.delete().where(t.c.source_id == self.source_id, t.c.doc_id == doc_id))
+                if row is not None:
+                    conn.execute(t.insert().values(**row))
+        self.pending.clear()
+
+
+class Syncer:
+    """Syncs sources of one runtime into one index. Use :func:`sync_sources` unless you need the parts."""
+
+    def __init__(self, rt: Runtime, index: Index | None = None, *, actor: str = "system",
+                 progress: SyncProgress | None = None, now: Callable[[], datetime] = utcnow) -> None:
+        if index is None:
+            from charter.retrieval import Index as _Index
+
+            index = _Index.for_runtime(rt)
+        self.rt, self.index, self.actor, self.progress, self.now = rt, index, actor, progress, now
+
+    # ------------------------------------------------------------------------------------ runs
+    def _begin_run(self, source: Source) -> int:
+        host = socket.gethostname()
+        now = self.now()
+        with self.rt.store.begin(immediate=True) as conn:
+            t = sync_runs
+            running = conn.execute(select(t.c.id, t.c.pid, t.c.host, t.c.started_at)
+                                   .where(t.c.source_id == source.id, t.c.status == "running"))
+            for run in running.all():
+                same_host = run.host == host
+                if (same_host and run.pid and not _pid_alive(run.pid)) or (
+                        not same_host and now - run.started_at > STALE_RUN_AFTER):
+                    conn.execute(sync_runs.update().where(sync_runs.c.id == run.id).values(
+                        status="interrupted", error="the process stopped before the run finished"))
+                else:
+                    raise Conflict(f"source {source.id!r} is already being synced (run {run.id}, "
+                                   f"pid {run.pid} on {run.host}); wait for it to finish")
+            result = conn.execute(sync_runs.insert().values(
+                source_id=source.id, actor=self.actor, status="running", started_at=now, pid=os.getpid(),
+                host=host, config_hash=source_config_hash(source), summary={}))
+            pk = result.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def _end_run(self, source: Source, summary: SyncSummary) -> None:
+        summary.finished_at = self.now()
+        with self.rt.store.begin(immediate=True) as conn:
+            conn.execute(sync_runs.update().where(sync_runs.c.id == summary.run_id).values(
+                status=summary.status, finished_at=summary.finished_at, summary=summary.as_dict(),
+                error=summary.error))
+            values: dict[str, Any] = {"last_run_at": summary.finished_at, "last_status": summary.status}
+            if summary.ok:
+                values |= {"last_success_at": summary.finished_at, "last_success_run": summary.run_id,
+                           "config_hash": source_config_hash(source), "chunking_hash": chunking_hash(source)}
+            _upsert_state(conn, source.id, values)
+
+    # ------------------------------------------------------------------------------------ one source
+    def sync(self, source: Source) -> SyncSummary:
+        summary = SyncSummary(source_id=source.id, started_at=self.now())
+        summary.run_id = self._begin_run(source)
+        try:
+            self._sync(source, summary)
+        except (CharterException, OSError) as exc:
+            summary.status, summary.error = "failed", _reason(str(exc))
+        except Exception as exc:  # a connector bug must not leave the run "running"; nothing was deleted
+            summary.status, summary.error = "failed", _reason(f"{type(exc).__name__}: {exc}")
+            self._end_run(source, summary)
+            self._audit(summary)
+            raise
+        finally:
+            if self.progress is not None:
+                self.progress.finish(source.id)
+        self._end_run(source, summary)
+        self._audit(summary)
+        return summary
+
+    def _sync(self, source: Source, summary: SyncSummary) -> None:
+        conn = get_connector(source.connector)
+        ctx = ConnectorContext(source=source, base_dir=self.rt.charter.base_dir)
+        states = self.index.document_states(source.id)
+        rechunk = self._needs_rechunk(source, states)
+        summary.rechunked = rechunk
+        catalog = _Catalog(self.rt, source.id, self.now)
+        counter = getattr(conn, "count", None)
+        total = counter(ctx) if callable(counter) else None
+        if self.progress is not None:
+            self.progress.start(source.id, total)
+        seen: set[str] = set()
+        for item in conn.documents(ctx):
+            summary.documents += 1
+            if self.progress is not None:
+                self.progress.advance(source.id)
+            if isinstance(item, Failed):
+                self._fail(summary, catalog, seen, item.doc_id, item.reason, item.line)
+                continue
+            if not isinstance(item, Document) or item.source_id != source.id or not item.doc_id:
+                self._fail(summary, catalog, seen, getattr(item, "doc_id", None),
+                           "connector returned a document of another source or without an id")
+                continue
+            if item.doc_id in seen:
+                summary.failed += 1
+                self._list(summary.failures, {"doc_id": item.doc_id, "line": None,
+                                              "reason": "duplicate document id (the first one was kept)"})
+                continue
+            seen.add(item.doc_id)
+            try:
+                self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog)
+            except SQLAlchemyError:
+                raise  # the store itself is failing: stop this source, delete nothing
+            except Exception as exc:
+                self._fail(summary, catalog, seen, item.doc_id,
+                           f"indexing failed: {type(exc).__name__}: {exc}")
+        for doc_id in sorted(set(states) - seen):
+            if self.index.delete_document(source.id, doc_id):
+                summary.deleted += 1
+            catalog.remove(doc_id)
+        for doc_id in sorted(set(catalog.rows) - seen):
+            catalog.remove(doc_id)
+        catalog.flush()
+        summary.status = "partial" if summary.failed else "succeeded"
+
+    def _one(self, source: Source, doc: Document, state: DocState | None, rechunk: bool, summary: SyncSummary,
+             catalog: _Catalog) -> None:
+        eff = effective_acl(source, doc.acl, doc.acl_error)
+        if eff.private_by_default:
+            summary.private_by_default += 1
+            self._list(summary.private, {"doc_id": doc.doc_id, "reason": _reason(eff.reason or "no ACL")})
+        if (state is not None and not rechunk and state.content_hash == doc.content_hash
+                and state.acl_hash == acl_hash(eff.tokens)
+                and state.private_by_default == eff.private_by_default):
+            result = "unchanged"
+        else:
+            if rechunk and state is not None and state.content_hash == doc.content_hash:
+                # Same content, new chunking settings: the index only re-chunks on a content change.
+                self.index.delete_document(source.id, doc.doc_id)
+            result = self.index.upsert_document(doc, eff.tokens, source.chunking,
+                                                private_by_default=eff.private_by_default)
+            if rechunk and state is not None and result == "added":
+                result = "updated"
+        setattr(summary, result, getattr(summary, result) + 1)
+        catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
+
+    def _fail(self, summary: SyncSummary, catalog: _Catalog, seen: set[str], doc_id: str | None, reason: str,
+              line: int | None = None) -> None:
+        summary.failed += 1
+        reason = _reason(reason)
+        self._list(summary.failures, {"doc_id": doc_id, "line": line, "reason": reason})
+        if doc_id:
+            seen.add(doc_id)  # keep the previously indexed version: a bad read is not a deletion
+            catalog.failed(doc_id, reason)
+
+    @staticmethod
+    def _list(items: list[Any], item: Any) -> None:
+        if len(items) < MAX_LISTED:
+            items.append(item)
+
+    def _needs_rechunk(self, source: Source, states: dict[str, DocState]) -> bool:
+        """Whether the source's chunking settings changed since the index was built."""
+        current = chunking_hash(source)
+        with self.rt.store.connect() as conn:
+            built = conn.execute(select(source_state.c.chunking_hash)
+                                 .where(source_state.c.source_id == source.id)).scalar()
+        if built is None and not states:
+            # A first build: record the chunking now, so a crashed first sync resumes without re-chunking.
+            with self.rt.store.begin() as conn:
+                _upsert_state(conn, source.id, {"chunking_hash": current})
+            return False
+        return built is not None and built != current
+
+    def _audit(self, summary: SyncSummary) -> None:
+        self.rt.audit.append(
+            actor=self.actor, action="sources.synced", resource=f"source:{summary.source_id}",
+            outcome={"succeeded": "success", "partial": "partial", "removed": "success"}.get(summary.status,
+                                                                                            "failure"),
+            details={"run_id": summary.run_id, "status": summary.status, **summary.counts(),
+                     "documents": summary.documents, "error": summary.error,
+                     "failures": summary.failures[:20], "private": summary.private[:20]},
+        )
+
+    # ------------------------------------------------------------------------------------ removed sources
+    def prune(self, keep: Iterable[str]) -> list[SyncSummary]:
+        """Remove from the index every source that is no longer in the charter."""
+        keep = set(keep)
+        out = []
+        for source_id in sorted(set(self.index.counts()) - keep):
+            summary = SyncSummary(source_id=source_id, started_at=self.now())
+            for doc_id in sorted(self.index.document_states(source_id)):
+                if self.index.delete_document(source_id, doc_id):
+                    summary.deleted += 1
+            with self.rt.store.begin() as conn:
+                conn.execute(source_documents.delete().where(source_documents.c.source_id == source_id))
+                conn.execute(source_state.delete().where(source_state.c.source_id == source_id))
+            summary.status, summary.finished_at = "removed", self.now()
+            self.rt.audit.append(actor=self.actor, action="sources.removed", resource=f"source:{source_id}",
+                                 outcome="success", details={"deleted": summary.deleted,
+                                                             "reason": "source no longer in the charter"})
+            out.append(summary)
+        return out
+
+
+def _upsert_state(conn: Any, source_id: str, values: dict[str, Any]) -> None:
+    t = source_state
+    updated = conn.execute(t.update().where(t.c.source_id == source_id).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(source_state.insert().values(source_id=source_id, **values))
+
+
+def sync_sources(rt: Runtime, source_id: str | None = None, *, index: Index | None = None,
+                 actor: str = "system", progress: SyncProgress | None = None,
+                 now: Callable[[], datetime] = utcnow, prune: bool | None = None) -> list[SyncSummary]:
+    """Sync one source (``source_id``) or all of the charter's sources; returns one summary per source.
+
+    A full sync (no ``source_id``) also removes from the index any source that is no longer in the charter
+    (``prune`` overrides). Per-document problems never raise; a source that cannot be read is reported with
+    ``status="failed"`` and the others still sync.
+    """
+    sources = list(rt.spec.sources)
+    if source_id is not None:
+        sources = [s for s in sources if s.id == source_id]
+        if not sources:
+            known = ", ".join(s.id for s in rt.spec.sources) or "none"
+            raise UsageError(f"unknown source {source_id!r} (known: {known})")
+    syncer = Syncer(rt, index, actor=actor, progress=progress, now=now)
+    summaries = [syncer.sync(s) for s in sources]
+    if prune if prune is not None else source_id is None:
+        summaries += syncer.prune(s.id for s in rt.spec.sources)
+    return summaries
