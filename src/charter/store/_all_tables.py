@@ -3,7 +3,6 @@
 import charter.identity._tables  # noqa: F401
 import charter.retrieval._tables  # noqa: F401
 import charter.sources._tables  # noqa: F401
-import charter.sources._tables  # noqa: F401
 import charter.telemetry._audit_tables  # noqa: F401
 import charter.store._core_tables  # noqa: F401
 import charter.telemetry._trace_tables  # noqa: F401
