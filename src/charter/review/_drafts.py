@@ -1,0 +1,252 @@
+"""The review queue for drafts: submission by the pipeline, decisions by reviewers, escalation.
+
+``submit_draft`` stores a draft with its citations, agent notes, groundedness and escalation reason.
+Which drafts need a human is the charter's ``review.drafts`` (``all``, ``escalated``, ``none``); a draft
+with an escalation reason always does. It goes to the role of the first ``review.escalations`` rule for
+its reason (else to ``review.reviewer_role``) with that rule's SLA; ``tick`` moves it on to ``then``.
+
+Reviewers approve, edit (the edited text and a unified diff are stored) or reject (a reason from
+:data:`REJECT_REASONS` plus free text). Decisions are the ground truth for review acceptance.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import select
+
+from charter.errors import Conflict, Denied, NotFound, UsageError
+from charter.review._authority import escalation_rule, require_authority, role_chain
+from charter.review._clock import Clock, clock_or_default
+from charter.review._tables import review_items
+from charter.tools import resolve_principal
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+    from charter.spec import Principal
+
+#: Why a reviewer rejects a draft (``comment`` adds free text).
+REJECT_REASONS: tuple[str, ...] = (
+    "inaccurate", "unsupported_by_sources", "incomplete", "wrong_tone", "out_of_scope",
+    "sensitive_data", "policy_violation", "other",
+)
+#: Escalation reasons the pipeline may give (the triggers of ``review.escalations``).
+ESCALATION_REASONS: tuple[str, ...] = ("no_sources", "low_groundedness", "out_of_scope", "sensitive_topic")
+OPEN_REVIEW_STATES = ("pending", "escalated")
+REVIEW_STATES = ("pending", "escalated", "approved", "rejected")
+DraftDecision = Literal["approve", "edit", "reject"]
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A draft in (or through) the review queue."""
+
+    id: str
+    request_id: str | None
+    submitter: str
+    question: str
+    draft: str
+    citations: list[Any]
+    agent_notes: Any
+    groundedness: float | None
+    escalation_reason: str | None
+    status: str
+    assigned_role: str | None
+    escalation_level: int
+    sla_due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    decision: str | None  # approved | edited | rejected | auto
+    decided_by: str | None
+    decided_at: datetime | None
+    final_text: str | None
+    diff: str | None
+    reject_reason: str | None
+    comment: str | None
+    version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+
+
+def _item(row: Any) -> ReviewItem:
+    return ReviewItem(**{c.name: getattr(row, c.name) for c in review_items.columns})
+
+
+def get_review(runtime: Runtime, item_id: str) -> ReviewItem:
+    with runtime.store.connect() as conn:
+        row = conn.execute(select(review_items).where(review_items.c.id == item_id)).first()
+    if row is None:
+        raise NotFound(f"no review item {item_id!r}")
+    return _item(row)
+
+
+def list_reviews(runtime: Runtime, *, status: str | list[str] | None = None,
+                 principal: Principal | str | None = None, request_id: str | None = None,
+                 limit: int = 200) -> list[ReviewItem]:
+    """Review items, newest first. With ``principal``: those they submitted or may decide now."""
+    query = select(review_items).order_by(review_items.c.created_at.desc(), review_items.c.id).limit(limit)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        bad = [s for s in statuses if s not in REVIEW_STATES]
+        if bad:
+            raise UsageError(f"unknown status {bad[0]!r}; expected one of: {', '.join(REVIEW_STATES)}")
+        query = query.where(review_items.c.status.in_(statuses))
+    if request_id is not None:
+        query = query.where(review_items.c.request_id == request_id)
+    with runtime.store.connect() as conn:
+        items = [_item(r) for r in conn.execute(query)]
+    if principal is None:
+        return items
+    who = resolve_principal(runtime, principal)
+    return [i for i in items if i.submitter == who.id or set(reviewer_roles(runtime, i)) & set(who.roles)]
+
+
+def reviewer_roles(runtime: Runtime, item: ReviewItem) -> list[str]:
+    """Roles that may decide ``item`` now: the first assignee and each role it escalated to."""
+    trigger = item.escalation_reason or "always"
+    first = _initial_role(runtime, item.escalation_reason)
+    return role_chain(runtime, trigger, first, item.escalation_level)
+
+
+def _initial_role(runtime: Runtime, reason: str | None) -> str:
+    rule = escalation_rule(runtime, reason or "always", None)
+    return rule.to if rule is not None else runtime.spec.review.reviewer_role
+
+
+def submit_draft(runtime: Runtime, *, request_id: str | None, principal: Principal | str, question: str,
+                 draft: str, citations: list[Any], agent_notes: Any = None, groundedness: float | None = None,
+                 escalation_reason: str | None = None, clock: Clock | None = None) -> ReviewItem:
+    """Queue a draft for review (or record it as approved by policy when the charter needs no review)."""
+    now = clock_or_default(clock).now()
+    who = resolve_principal(runtime, principal)
+    if escalation_reason is not None and escalation_reason not in ESCALATION_REASONS:
+        raise UsageError(f"unknown escalation reason {escalation_reason!r}; expected one of: "
+                         f"{', '.join(ESCALATION_REASONS)}")
+    if groundedness is not None and (isinstance(groundedness, bool) or not isinstance(groundedness, int | float)
+                                     or not math.isfinite(groundedness) or not 0 <= groundedness <= 1):
+        raise UsageError("groundedness must be a number between 0 and 1")
+    if not isinstance(citations, list):
+        raise UsageError("citations must be a list")
+    mode = runtime.spec.review.drafts
+    needs_review = escalation_reason is not None or mode == "all"
+    row: dict[str, Any] = {
+        "id": "rev_" + secrets.token_hex(12), "request_id": request_id, "submitter": who.id,
+        "question": question, "draft": draft, "citations": citations, "agent_notes": agent_notes or [],
+        "groundedness": float(groundedness) if groundedness is not None else None,
+        "escalation_reason": escalation_reason, "escalation_level": 0, "created_at": now, "updated_at": now,
+        "version": 0,
+    }
+    if needs_review:
+        rule = escalation_rule(runtime, escalation_reason or "always", None)
+        row.update(status="escalated" if escalation_reason else "pending",
+                   assigned_role=rule.to if rule else runtime.spec.review.reviewer_role,
+                   sla_due_at=now + rule.sla if rule else None)
+    else:
+        row.update(status="approved", assigned_role=None, sla_due_at=None, decision="auto", decided_by="policy",
+                   decided_at=now, final_text=draft)
+    with runtime.store.begin() as conn:
+        conn.execute(review_items.insert().values(**row))
+    item = get_review(runtime, row["id"])
+    runtime.audit.append(actor=who.id, action="review.submitted", resource=f"review:{item.id}",
+                         outcome=item.status, details={"request_id": request_id, "assigned_role": item.assigned_role,
+                                                       "escalation_reason": escalation_reason,
+                                                       "groundedness": item.groundedness,
+                                                       "review_mode": mode})
+    return item
+
+
+def _transition(runtime: Runtime, item: ReviewItem, to: str, now: datetime, **values: Any) -> ReviewItem:
+    stmt = (review_items.update()
+            .where(review_items.c.id == item.id, review_items.c.version == item.version,
+                   review_items.c.status.in_(OPEN_REVIEW_STATES))
+            .values(status=to, version=item.version + 1, updated_at=now, **values))
+    with runtime.store.begin() as conn:
+        if conn.execute(stmt).rowcount != 1:
+            raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
+    return get_review(runtime, item.id)
+
+
+def decide_draft(runtime: Runtime, item_id: str, principal: Principal | str, decision: DraftDecision, *,
+                 text: str | None = None, reason: str | None = None, comment: str = "",
+                 clock: Clock | None = None) -> ReviewItem:
+    """Approve, edit (``text``) or reject (``reason`` from :data:`REJECT_REASONS`, ``comment``) a draft."""
+    now = clock_or_default(clock).now()
+    who = resolve_principal(runtime, principal)
+    item = get_review(runtime, item_id)
+    if decision not in ("approve", "edit", "reject"):
+        raise UsageError("decision must be approve, edit or reject")
+    if decision == "edit" and (not isinstance(text, str) or not text.strip()):
+        raise UsageError("an edit needs the edited text")
+    if decision == "reject" and reason not in REJECT_REASONS:
+        raise UsageError(f"a rejection needs a reason, one of: {', '.join(REJECT_REASONS)}")
+    if item.status not in OPEN_REVIEW_STATES:
+        raise Conflict(f"review item {item.id} is already {item.status}")
+    try:
+        because = require_authority(
+            runtime, who, owner=item.submitter, roles=reviewer_roles(runtime, item), assigned=item.assigned_role,
+            escalated=item.escalation_level > 0, cedar_action="review.decide", resource=None, context=None,
+            what="draft")
+    except Denied as exc:
+        runtime.audit.append(actor=who.id, action="review.refused", resource=f"review:{item.id}", outcome="denied",
+                             details={"decision": decision, "reasons": exc.reasons})
+        raise
+    values: dict[str, Any] = {"decided_by": who.id, "decided_at": now, "comment": comment or None}
+    if decision == "approve":
+        values.update(decision="approved", final_text=item.draft)
+        to = "approved"
+    elif decision == "edit":
+        assert text is not None
+        diff = "".join(difflib.unified_diff(item.draft.splitlines(keepends=True), text.splitlines(keepends=True),
+                                            fromfile="draft", tofile="edited"))
+        values.update(decision="edited", final_text=text, diff=diff)
+        to = "approved"
+    else:
+        values.update(decision="rejected", reject_reason=reason)
+        to = "rejected"
+    done = _transition(runtime, item, to, now, **values)
+    runtime.audit.append(actor=who.id, action=f"review.{done.decision}", resource=f"review:{item.id}",
+                         outcome=to, details={"request_id": item.request_id, "reason": reason, "comment": comment,
+                                              "authority": because, "at": now.isoformat()})
+    return done
+
+
+def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
+    """Move open drafts past their SLA to their escalation rule's ``then`` role."""
+    moved: list[str] = []
+    for item in list_reviews(runtime, status=list(OPEN_REVIEW_STATES), limit=100_000):
+        if item.sla_due_at is None or now < item.sla_due_at:
+            continue
+        trigger = item.escalation_reason or "always"
+        rule = escalation_rule(runtime, trigger, item.assigned_role)
+        if rule is None or rule.then is None or rule.then == item.assigned_role:
+            continue
+        following = escalation_rule(runtime, trigger, rule.then)
+        try:
+            after = _transition(runtime, item, "escalated", now, assigned_role=rule.then,
+                                escalation_level=item.escalation_level + 1,
+                                sla_due_at=now + following.sla if following else None)
+        except Conflict:
+            continue
+        runtime.audit.append(actor="system", action="review.escalated", resource=f"review:{item.id}",
+                             outcome="escalated",
+                             details={"from": item.assigned_role, "to": rule.then, "trigger": trigger,
+                                      "sla_due_at": after.sla_due_at.isoformat() if after.sla_due_at else None})
+        moved.append(item.id)
+    return moved
+
+
+def review_stats(runtime: Runtime) -> dict[str, Any]:
+    """Counts of human decisions (``auto`` excluded) and the acceptance rate: approved as-is / decided."""
+    with runtime.store.connect() as conn:
+        rows = conn.execute(select(review_items.c.decision).where(review_items.c.decision.is_not(None))).all()
+    counts = {"approved": 0, "edited": 0, "rejected": 0, "auto": 0}
+    for (d,) in rows:
+        counts[d] = counts.get(d, 0) + 1
+    human = counts["approved"] + counts["edited"] + counts["rejected"]
+    return {**counts, "decided": human, "acceptance": counts["approved"] / human if human else None}

@@ -1,0 +1,432 @@
+"""Proposals and exactly-once execution of tool calls.
+
+``propose`` is how the pipeline (``origin="model"``), the API and the CLI ask for a tool call. The call
+runs at once only when *all* of these hold, checked in this order, each refusal audited and raised as
+:class:`~charter.errors.Denied` (or :class:`~charter.errors.UsageError` for bad arguments):
+
+1. the tool is not a forbidden action and is in the charter's tool list;
+2. the arguments validate (a JSON object; no NaN, unknown fields or wrong types);
+3. Cedar permits ``tools.call`` on ``Tool::"<name>"`` for this principal, with the arguments as context;
+4. neither the workflow's nor the tool's kill switch is on;
+5. the tool's preconditions hold (``requires``, e.g. ``draft_approved``);
+6. the principal's rate limit for the tool is not used up;
+7. the approval rule asks for no approval.
+
+Otherwise a pending approval request is stored and returned: its id is the approval id *and* the
+idempotency key of the eventual execution.
+
+**The execution guarantee.** The tool function runs *at most once* per action id without an operator's
+say-so, and an approved action is never lost:
+
+* the transition ``approved → executing`` is committed (optimistic concurrency, ``version``) *before*
+  the function is called, so of any number of concurrent executors exactly one runs it;
+* the outcome is committed afterwards (``executed`` with the JSON result, or ``failed`` with the error);
+  a retry of ``execute`` returns the stored outcome and never runs the function again;
+* if the process dies while the function runs, the row stays ``executing``: nothing re-runs it
+  automatically. ``stuck_actions`` lists such rows and ``resolve_stuck`` lets an operator record what
+  happened (``executed`` or ``failed``, after checking the external system) or, for tools marked
+  ``@tool(idempotent=True)`` that pass the idempotency key on, re-run it with the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import func, select
+
+from charter.errors import CharterException, Conflict, Denied, IntegrityError, NotFound, UsageError
+from charter.spec import Principal, Tool
+from charter.tools._killswitch import is_killed
+from charter.tools._preconditions import check_preconditions
+from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool_registry
+from charter.tools._tables import tool_actions
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from charter.review._clock import Clock
+    from charter.runtime import Runtime
+
+Origin = Literal["api", "model", "cli"]
+ORIGINS = ("api", "model", "cli")
+OPEN_STATES = ("pending", "escalated")
+STATES = ("pending", "approved", "rejected", "expired", "escalated", "executing", "executed", "failed")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One proposed tool call: its approval state and (once run) its stored outcome."""
+
+    id: str
+    request_id: str | None
+    tool: str
+    requester: str
+    origin: str
+    args: dict[str, Any]
+    args_hash: str
+    reason: str
+    status: str
+    needs_approval: bool
+    required_role: str | None
+    assigned_role: str | None
+    escalation_level: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    sla_due_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    error: str | None
+    version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What ``propose`` returns: the stored action, and whether it ran or waits for an approval."""
+
+    action: Action
+
+    @property
+    def id(self) -> str:
+        return self.action.id
+
+    @property
+    def status(self) -> str:
+        return self.action.status
+
+    @property
+    def executed(self) -> bool:
+        return self.action.status == "executed"
+
+    @property
+    def approval_id(self) -> str | None:
+        """The approval request's id while one is needed, else None."""
+        return self.action.id if self.action.status in OPEN_STATES else None
+
+    @property
+    def result(self) -> Any:
+        return self.action.result
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.action.to_dict(), "approval_id": self.approval_id}
+
+
+def _clock(clock: Clock | None) -> Clock:
+    from charter.review._clock import clock_or_default
+
+    return clock_or_default(clock)
+
+
+def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal:
+    """The charter's own view of a principal (roles are never taken from the caller); must be active."""
+    pid = principal.id if isinstance(principal, Principal) else principal
+    known = runtime.charter.principal(pid)
+    if not known.active:
+        raise Denied(f"principal {pid!r} is not active", reasons=["identity.inactive"])
+    return known
+
+
+def _row_to_action(row: Any) -> Action:
+    return Action(**{c.name: getattr(row, c.name) for c in tool_actions.columns})
+
+
+def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = None) -> Action:
+    """The action (approval request) with this id; :class:`NotFound` if there is none."""
+    query = select(tool_actions).where(tool_actions.c.id == action_id)
+    if conn is not None:
+        row = conn.execute(query).first()
+    else:
+        with runtime.store.connect() as c:
+            row = c.execute(query).first()
+    if row is None:
+        raise NotFound(f"no action or approval request {action_id!r}")
+    return _row_to_action(row)
+
+
+def list_actions(runtime: Runtime, *, status: str | list[str] | None = None, requester: str | None = None,
+                 tool: str | None = None, request_id: str | None = None, needs_approval: bool | None = None,
+                 limit: int = 200) -> list[Action]:
+    """Actions, newest first, filtered by status(es), requester, tool, request or approval need."""
+    query = select(tool_actions).order_by(tool_actions.c.created_at.desc(), tool_actions.c.id).limit(limit)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        unknown = [s for s in statuses if s not in STATES]
+        if unknown:
+            raise UsageError(f"unknown status {unknown[0]!r}; expected one of: {', '.join(STATES)}")
+        query = query.where(tool_actions.c.status.in_(statuses))
+    if requester is not None:
+        query = query.where(tool_actions.c.requester == requester)
+    if tool is not None:
+        query = query.where(tool_actions.c.tool == tool)
+    if request_id is not None:
+        query = query.where(tool_actions.c.request_id == request_id)
+    if needs_approval is not None:
+        query = query.where(tool_actions.c.needs_approval == needs_approval)
+    with runtime.store.connect() as conn:
+        return [_row_to_action(r) for r in conn.execute(query)]
+
+
+def transition(runtime: Runtime, action: Action, to: str, *, now: datetime,
+               allowed_from: tuple[str, ...] | None = None, **values: Any) -> Action:
+    """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`."""
+    stmt = (tool_actions.update()
+            .where(tool_actions.c.id == action.id, tool_actions.c.version == action.version,
+                   tool_actions.c.status.in_(allowed_from or (action.status,)))
+            .values(status=to, version=action.version + 1, updated_at=now, **values))
+    with runtime.store.begin() as conn:
+        if conn.execute(stmt).rowcount != 1:
+            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
+        return get_action(runtime, action.id, conn=conn)
+
+
+def _audit(runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any) -> None:
+    resource = f"action:{act.id}" if act else f"tool:{details.get('tool', '?')}"
+    if act is not None:
+        details = {"tool": act.tool, "requester": act.requester, "args_hash": act.args_hash,
+                   "status": act.status, **details}
+    runtime.audit.append(actor=actor, action=action, resource=resource, outcome=outcome, details=details)
+
+
+# ------------------------------------------------------------------------------------------ approvals
+def approval_requirement(spec: Tool, args: dict[str, Any]) -> tuple[str | None, str]:
+    """``(approver_role or None, why)`` from the charter's approval rule for these arguments.
+
+    For ``conditional`` the first condition that holds decides; a condition that cannot be evaluated
+    (missing or mistyped argument) counts as holding, so it can only make an approval *more* necessary.
+    """
+    from charter.policy import parse_condition
+
+    rule = spec.approval
+    if rule.rule == "none":
+        return None, "approval rule: none"
+    if rule.rule == "always":
+        return rule.approver_role, f"approval rule: always ({rule.approver_role})"
+    for i, cond in enumerate(rule.conditions):
+        try:
+            holds = parse_condition(cond.when).evaluate(args)
+        except UsageError as exc:
+            return cond.approver_role, f"approval condition {i + 1} ({cond.when}) could not be evaluated: {exc}"
+        if holds:
+            return cond.approver_role, f"approval condition {i + 1}: {cond.when} → {cond.approver_role}"
+    return None, "no approval condition holds"
+
+
+def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
+    """The escalation rule for ``trigger`` that applies to items currently with ``role``."""
+    for rule in runtime.spec.review.escalations:
+        if rule.when == trigger and (role is None or rule.to == role):
+            return rule
+    return None
+
+
+# ------------------------------------------------------------------------------------------ propose
+def propose(runtime: Runtime, principal: Principal | str, tool: str, args: Any, *, request_id: str | None = None,
+            origin: Origin = "api", reason: str = "", clock: Clock | None = None) -> Proposal:
+    """Propose a tool call; see the module docstring for what is checked. Runs it when nothing more is
+    needed, else stores a pending approval request. Refusals are audited and raised."""
+    now = _clock(clock).now()
+    if origin not in ORIGINS:
+        raise UsageError(f"origin must be one of {', '.join(ORIGINS)}")
+    if not isinstance(reason, str) or len(reason) > 10_000:
+        raise UsageError("reason must be a string of at most 10,000 characters")
+    who = resolve_principal(runtime, principal)
+    base = {"tool": tool, "origin": origin, "request_id": request_id}
+
+    def refuse(message: str, reasons: list[str]) -> Denied:
+        runtime.audit.append(actor=who.id, action="tools.refused", resource=f"tool:{str(tool)[:100]}",
+                             outcome="denied", details={**base, "reasons": reasons})
+        return Denied(message, reasons=reasons)
+
+    if not isinstance(tool, str):
+        raise UsageError("tool must be a name")
+    if tool in runtime.spec.scope.forbidden_actions:
+        raise refuse(f"{tool!r} is a forbidden action", [f"scope.forbidden_actions: {tool}"])
+    registry = tool_registry(runtime)
+    if tool not in registry:
+        raise refuse(f"{tool!r} is not in the workflow's tool list",
+                     [f"tools: {tool} is not declared (declared: {', '.join(registry.names()) or 'none'})"])
+    reg = registry.get(tool)
+    try:
+        validated = reg.validate(args)
+    except UsageError as exc:
+        runtime.audit.append(actor=who.id, action="tools.refused", resource=f"tool:{tool}", outcome="invalid",
+                             details={**base, "reasons": [str(exc)]})
+        raise
+    decision = runtime.authorizer.authorize(who, "tools.call", f"tool:{tool}", {"args": validated})
+    if not decision.allowed:
+        raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
+    if is_killed(runtime, tool):
+        raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
+    try:
+        check_preconditions(runtime, reg.spec.requires, validated, who)
+    except Denied as exc:
+        raise refuse(str(exc), exc.reasons) from None
+    role, why = approval_requirement(reg.spec, validated)
+    needs = role is not None
+    sla = _sla_rule(runtime, "approval_sla", role) if needs else None
+    action_id = "act_" + secrets.token_hex(12)
+    row: dict[str, Any] = {
+        "id": action_id, "request_id": request_id, "tool": tool, "requester": who.id,
+        "origin": origin, "args": validated, "args_hash": args_hash(validated), "reason": reason,
+        "status": "pending" if needs else "approved", "needs_approval": needs, "required_role": role,
+        "assigned_role": role, "escalation_level": 0, "created_at": now, "updated_at": now,
+        "expires_at": now + reg.spec.approval.expires_after if needs else None,
+        "sla_due_at": now + sla.sla if sla is not None else None,
+        "decided_by": None if needs else "policy", "decided_at": None if needs else now,
+        "decision_reason": why, "version": 0,
+    }
+    limit = reg.spec.rate_limit
+    used = 0
+    with runtime.store.begin(immediate=True) as conn:  # count and insert under one write lock
+        if limit is not None:
+            used = conn.execute(
+                select(func.count()).select_from(tool_actions).where(
+                    tool_actions.c.requester == who.id, tool_actions.c.tool == tool,
+                    tool_actions.c.created_at > now - limit.per)).scalar_one()
+        if limit is None or used < limit.calls:
+            conn.execute(tool_actions.insert().values(**row))
+    if limit is not None and used >= limit.calls:
+        raise refuse(f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
+                     [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"])
+    action = get_action(runtime, action_id)
+    _audit(runtime, who.id, "tools.proposed", action, "pending" if needs else "approved",
+           origin=origin, request_id=request_id, args=validated, reason=reason, approval=why,
+           approver_role=role, policy=list(decision.policy_ids))
+    if needs:
+        return Proposal(action)
+    return Proposal(execute(runtime, action.id, actor=who.id, clock=clock))
+
+
+# ------------------------------------------------------------------------------------------ execute
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=str, allow_nan=False))
+    except ValueError:
+        return json.loads(json.dumps(repr(value)))
+
+
+def execute(runtime: Runtime, action_id: str, *, args: dict[str, Any] | None = None, actor: str | None = None,
+            clock: Clock | None = None) -> Action:
+    """Run an approved action exactly once; a retry returns the stored outcome.
+
+    ``args``, when given, must hash to what was approved (an approval for ``refund(50)`` cannot run
+    ``refund(500)``). Raises :class:`Denied` if the action is not approved, is bound to other arguments,
+    the kill switch is on, the requester lost the right to call the tool, or a precondition fails;
+    :class:`Conflict` if it is already executing (or was interrupted by a crash: see ``stuck_actions``).
+    """
+    clk = _clock(clock)
+    action = get_action(runtime, action_id)
+    who = actor or action.requester
+    if args is not None and args_hash(args) != action.args_hash:
+        _audit(runtime, who, "tools.refused", action, "denied", reasons=["arguments differ from the approved ones"])
+        raise Denied(f"action {action.id} was approved for other arguments", reasons=[
+            f"approval bound to args sha256 {action.args_hash[:12]}…, got {args_hash(args)[:12]}…"])
+    if action.status in ("executed", "failed"):
+        return action
+    if action.status == "executing":
+        raise Conflict(f"action {action.id} is already executing (or was interrupted; see `charter approvals "
+                       f"recover`)")
+    if action.status != "approved":
+        raise Denied(f"action {action.id} is {action.status}; it cannot run",
+                     reasons=[f"status {action.status}: needs an approval" if action.status in OPEN_STATES
+                              else f"status {action.status}"])
+    if args_hash(action.args) != action.args_hash:
+        _audit(runtime, who, "tools.integrity_failed", action, "denied")
+        raise IntegrityError(f"action {action.id}: stored arguments do not match their approved hash")
+    reg = _registered(runtime, action.tool)
+    requester = resolve_principal(runtime, action.requester)
+    decision = runtime.authorizer.authorize(requester, "tools.call", f"tool:{action.tool}", {"args": action.args})
+    if not decision.allowed:
+        _audit(runtime, who, "tools.refused", action, "denied", reasons=list(decision.reasons))
+        raise Denied(f"{requester.id} may no longer call {action.tool}", reasons=list(decision.reasons))
+    if is_killed(runtime, action.tool):
+        _audit(runtime, who, "tools.refused", action, "denied", reasons=["kill_switch: on"])
+        raise Denied(f"the kill switch is on for {action.tool}; the approved action waits",
+                     reasons=["kill_switch: on"])
+    check_preconditions(runtime, reg.spec.requires, action.args, requester)
+    running = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
+    _audit(runtime, who, "tools.executing", running, "started")
+    return _run(runtime, reg, running, who, clk)
+
+
+def _registered(runtime: Runtime, tool: str) -> RegisteredTool:
+    registry = tool_registry(runtime)
+    if tool not in registry:
+        raise Denied(f"tool {tool!r} is no longer in the workflow's tool list", reasons=[f"tools: {tool}"])
+    return registry.get(tool)
+
+
+def _run(runtime: Runtime, reg: RegisteredTool, running: Action, who: str, clk: Clock) -> Action:
+    ctx = ToolContext(idempotency_key=running.id, principal_id=running.requester, tool=running.tool,
+                      base_dir=runtime.charter.base_dir, runtime=runtime)
+    try:
+        result = reg.call(running.args, ctx)
+    except Exception as exc:  # the tool's failure is recorded, never lost
+        message = str(exc) if isinstance(exc, CharterException) else f"{type(exc).__name__}: {exc}"
+        done = transition(runtime, running, "failed", now=clk.now(), finished_at=clk.now(), error=message[:4000])
+        _audit(runtime, who, "tools.failed", done, "failed", error=message[:1000])
+        return done
+    done = transition(runtime, running, "executed", now=clk.now(), finished_at=clk.now(), result=_jsonable(result))
+    _audit(runtime, who, "tools.executed", done, "executed")
+    return done
+
+
+# ------------------------------------------------------------------------------------------ recovery
+def stuck_actions(runtime: Runtime, *, older_than: timedelta = timedelta(0), clock: Clock | None = None) -> list[Action]:
+    """Actions left ``executing`` (a crash or a still-running call) for longer than ``older_than``."""
+    cutoff = _clock(clock).now() - older_than
+    return [a for a in list_actions(runtime, status="executing", limit=10_000)
+            if a.started_at is None or a.started_at <= cutoff]
+
+
+def resolve_stuck(runtime: Runtime, action_id: str, principal: Principal | str,
+                  outcome: Literal["executed", "failed", "retry"], *, reason: str,
+                  clock: Clock | None = None) -> Action:
+    """An operator's explicit recovery of an action left ``executing``.
+
+    ``executed`` / ``failed`` record what the operator found in the external system; ``retry`` re-runs the
+    tool with the same idempotency key and is allowed only for tools marked ``@tool(idempotent=True)``.
+    Only the incidents owner or a role with the ``kill_switch`` permission may do this (audited).
+    """
+    from charter.tools._killswitch import may_operate_kill_switch
+
+    clk = _clock(clock)
+    who = resolve_principal(runtime, principal)
+    if not reason.strip():
+        raise UsageError("say why (reason): what did you check before resolving the action?")
+    allowed, reasons = may_operate_kill_switch(runtime, who)
+    action = get_action(runtime, action_id)
+    if not allowed:
+        _audit(runtime, who.id, "tools.recover_refused", action, "denied", reasons=reasons)
+        raise Denied(f"{who.id} may not resolve stuck actions", reasons=reasons)
+    if action.status != "executing":
+        raise Conflict(f"action {action.id} is {action.status}, not executing; nothing to recover")
+    if outcome == "retry":
+        reg = _registered(runtime, action.tool)
+        if not reg.definition.idempotent:
+            raise Denied(f"{action.tool} is not marked idempotent; record the outcome you found instead "
+                         f"(executed or failed)", reasons=[f"@tool({action.tool}): idempotent=False"])
+        again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
+        _audit(runtime, who.id, "tools.recovered", again, "retry", reason=reason)
+        return _run(runtime, reg, again, who.id, clk)
+    if outcome == "executed":
+        done = transition(runtime, action, "executed", now=clk.now(), finished_at=clk.now(),
+                          result={"recovered_by": who.id, "note": reason})
+    elif outcome == "failed":
+        done = transition(runtime, action, "failed", now=clk.now(), finished_at=clk.now(),
+                          error=f"interrupted; marked failed by {who.id}: {reason}")
+    else:
+        raise UsageError("outcome must be executed, failed or retry")
+    _audit(runtime, who.id, "tools.recovered", done, outcome, reason=reason)
+    return done

@@ -1,0 +1,75 @@
+"""The kill switch, per workflow and per tool, kept in the ``state`` table so that it survives restarts.
+
+``is_killed`` is read on every proposal and again right before every execution, so turning a switch on
+stops new requests and approved-but-not-started executions at once. A tool that is already running is not
+interrupted (nothing can safely interrupt an external side effect halfway).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from charter.errors import Denied, UsageError
+from charter.store import utcnow
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+    from charter.spec import Principal
+
+WORKFLOW_KEY = "kill_switch.workflow"
+
+
+def _tool_key(tool: str) -> str:
+    return f"kill_switch.tool.{tool}"
+
+
+def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
+    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on."""
+    state = runtime.get_state(WORKFLOW_KEY)
+    if isinstance(state, dict) and state.get("on"):
+        return True
+    if tool is not None:
+        tstate = runtime.get_state(_tool_key(tool))
+        return isinstance(tstate, dict) and bool(tstate.get("on"))
+    return False
+
+
+def kill_switch_status(runtime: Runtime) -> dict[str, Any]:
+    """``{"workflow": {...}, "tools": {name: {...}}}`` with who set each switch, when and why."""
+    off = {"on": False}
+    return {
+        "workflow": runtime.get_state(WORKFLOW_KEY) or off,
+        "tools": {t.name: runtime.get_state(_tool_key(t.name)) or off for t in runtime.spec.tools},
+    }
+
+
+def may_operate_kill_switch(runtime: Runtime, principal: Principal) -> tuple[bool, list[str]]:
+    """The incidents owner, or anyone whose role has the ``kill_switch`` permission (decided by Cedar)."""
+    if principal.id == runtime.spec.owners.incidents and principal.active:
+        return True, [f"{principal.id} is owners.incidents"]
+    decision = runtime.authorizer.authorize(principal, "kill_switch", None)
+    return decision.allowed, [*decision.reasons, *decision.errors]
+
+
+def set_kill_switch(runtime: Runtime, principal: Principal | str, on: bool, *, tool: str | None = None,
+                    reason: str = "") -> dict[str, Any]:
+    """Turn a switch on or off (audited). Raises :class:`Denied` for anyone but the incidents owner or a
+    role with the ``kill_switch`` permission."""
+    from charter.tools._actions import resolve_principal
+
+    who = resolve_principal(runtime, principal)
+    if tool is not None and tool not in {t.name for t in runtime.spec.tools}:
+        raise UsageError(f"unknown tool {tool!r}; the charter's tools are: "
+                         f"{', '.join(t.name for t in runtime.spec.tools) or 'none'}")
+    target = f"tool:{tool}" if tool else f"workflow:{runtime.spec.workflow.id}"
+    allowed, reasons = may_operate_kill_switch(runtime, who)
+    if not allowed:
+        runtime.audit.append(actor=who.id, action="kill_switch.refused", resource=target, outcome="denied",
+                             details={"on": on, "reasons": reasons})
+        raise Denied(f"{who.id} may not operate the kill switch (owners.incidents or a role with the "
+                     f"'kill_switch' permission may)", reasons=reasons)
+    value = {"on": bool(on), "by": who.id, "at": utcnow().isoformat(), "reason": reason}
+    runtime.set_state(_tool_key(tool) if tool else WORKFLOW_KEY, value)
+    runtime.audit.append(actor=who.id, action="kill_switch.on" if on else "kill_switch.off", resource=target,
+                         outcome="recorded", details={"reason": reason, "authorized_by": reasons})
+    return {"target": target, **value}
