@@ -1,0 +1,275 @@
+"""Sentence-level text handling for drafts: markdown to sentences, relevance by lexical overlap, and the
+detector for text that addresses an AI (prompt-injection attempts) rather than informing a reader.
+
+The detector is deliberately over-eager: a false positive drops one sentence from a draft; a false
+negative would put an attacker's words into a customer reply.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+
+from charter.models._render import clean_text
+
+# --------------------------------------------------------------------------------------------- markdown
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_EMPH = re.compile(r"(\*\*|__|\*|`)")
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
+_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}")
+_ABBREV = re.compile(
+    r"(?:\b(?:e\.g|i\.e|etc|vs|approx|incl|no|nr|inc|ltd|co|mr|mrs|ms|dr|st|min|max|fig)\.|\b[A-Z]\.)$",
+    re.IGNORECASE,
+)
+_SPLIT = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]*[A-Z0-9€$£])")
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"\s+", " ", _EMPH.sub("", _LINK.sub(r"\1", text))).strip()
+
+
+def markdown_lines(text: str) -> list[str]:
+    """Prose lines of a markdown passage: headings dropped, list markers and emphasis removed, table rows
+    turned into ``"<header> <key>: <cells>"`` lines, links reduced to their text."""
+    out: list[str] = []
+    header: list[str] | None = None
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            out.append(_inline(" ".join(paragraph)))
+            paragraph.clear()
+
+    for raw in clean_text(text).splitlines():
+        line = raw.rstrip()
+        stripped = line.strip()
+        if not stripped:
+            flush()
+            header = None
+            continue
+        if stripped.startswith("#") or (stripped.startswith(">") and stripped.lstrip("> ").startswith("#")):
+            flush()
+            continue
+        if stripped.startswith("|"):
+            flush()
+            cells = [_inline(c) for c in stripped.strip("|").split("|")]
+            if _TABLE_SEP.match(stripped.replace("|", "", 1)):
+                continue
+            if header is None:
+                header = cells
+                continue
+            key = f"{header[0]} {cells[0]}".strip() if header and header[0] else cells[0]
+            rest = " ".join(c if c.endswith((".", "!", "?")) else c + "." for c in cells[1:] if c)
+            out.append(f"{key}: {rest}".strip())
+            continue
+        if _BULLET.match(line):
+            flush()
+            paragraph.append(_BULLET.sub("", line))
+            flush()
+            continue
+        paragraph.append(stripped.lstrip("> "))
+    flush()
+    return [x for x in out if x]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a markdown passage, in order. Lines without final punctuation get a full stop."""
+    sentences: list[str] = []
+    for line in markdown_lines(text):
+        pieces = _SPLIT.split(line)
+        merged: list[str] = []
+        for piece in pieces:
+            if merged and _ABBREV.search(merged[-1]):
+                merged[-1] = merged[-1] + " " + piece
+            else:
+                merged.append(piece)
+        for s in merged:
+            s = s.strip()
+            if s:
+                sentences.append(s)
+    return sentences
+
+
+# --------------------------------------------------------------------------------------------- relevance
+_STOP_WORDS = """
+a about above after again against all am an and any are as at be because been before being below
+between both but by can cannot could did do does doing down during each few for from further had has
+have having he her here hers herself him himself his how i if in into is it its itself just me more
+most my myself no nor not now of off on once only or other our ours ourselves out over own same she
+should so some such than that the their theirs them themselves then there these they this those
+through to too under until up very was we were what when where which while who whom why will with
+would you your yours yourself yourselves get got please hi hello thanks thank customer customers
+asks asked ask wants want know tell us also may might must shall im ive id dont doesnt isnt cant
+wont
+"""
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def stem(word: str) -> str:
+    """A deliberately light stemmer: plural and common verb endings."""
+    for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: -len(suffix)] + keep
+    return word
+
+
+def terms(text: str) -> list[str]:
+    """Content terms of ``text``: lower-cased, stop words removed, lightly stemmed."""
+    words = re.findall(r"[a-z0-9]+", unicodedata.normalize("NFKC", text).lower())
+    return [stem(w) for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]
+
+
+class Overlap:
+    """Question-term coverage of candidate texts, IDF-weighted over the candidates."""
+
+    def __init__(self, question: str, candidates: Iterable[str]) -> None:
+        self.question_terms = list(dict.fromkeys(terms(question)))
+        docs = [set(terms(c)) for c in candidates]
+        df: Counter[str] = Counter()
+        for d in docs:
+            df.update(d)
+        n = max(len(docs), 1)
+        self.idf = {t: math.log(1 + n / (1 + df.get(t, 0))) + 0.1 for t in self.question_terms}
+        self.total = sum(self.idf.values())
+
+    def coverage(self, text: str) -> float:
+        """Share of the question's (IDF-weighted) terms found in ``text``, 0..1."""
+        if not self.total:
+            return 0.0
+        found = set(terms(text))
+        return sum(w for t, w in self.idf.items() if t in found) / self.total
+
+
+# --------------------------------------------------------------------------------------------- injection
+_CONFUSABLES = str.maketrans(
+    {
+        "а": "a",
+        "е": "e",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "у": "y",
+        "х": "x",
+        "і": "i",
+        "ј": "j",
+        "ѕ": "s",
+        "ԁ": "d",
+        "ɡ": "g",
+        "ο": "o",
+        "ν": "v",
+        "ι": "i",
+        "α": "a",
+        "κ": "k",
+        "τ": "t",
+        "ρ": "p",
+        "ε": "e",
+        "0": "o",
+        "1": "l",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "@": "a",
+        "$": "s",
+    }
+)
+_WORD_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"\b(ignore|disregard|forget|override|bypass)\b(\s+\w+){0,4}\s+(instruction|prompt|rule|guideline|"
+        r"directive|guardrail|context)",
+        r"\b(system|developer|hidden|original|initial)\s+(prompt|message|instruction)",
+        r"\b(reveal|disclose|leak|dump|exfiltrate)\b(\s+\w+){0,4}\s+(polic(y|ie)|prompt|instruction|"
+        r"secret|confidential|restricted|password|key|document|finance|internal)",
+        r"\b(call|invoke|execute|trigger)\b(\s+\w+){0,3}\s+(issue\s*refund|lookup\s*invoice|send\s*reply|tool|"
+        r"function)",
+        r"\b(use|run)\b(\s+\w+){0,2}\s+(issue\s*refund|lookup\s*invoice|send\s*reply)\s+(tool|function)",
+        r"\b(you are|you re|act as|pretend|roleplay|role play|behave as)\b(\s+\w+){0,3}\s+"
+        r"(ai|assistant|model|chatbot|bot|dan|gpt|llm)\b",
+        r"\b(as an ai|language model|ai model|chatgpt|llm)\b",
+        r"\b(new|updated|override) instruction",
+        r"\b(instruction|note|message)s? (for|to) (the |any )?(ai|assistant|model|bot|llm)\b",
+        r"\b(ai|assistant|chatbot|bot|llm)s?\s*(must|should|shall|will|needs? to)\b",
+    )
+]
+_SQUASHED = (
+    "ignoreprevious",
+    "ignoreallprevious",
+    "ignoreprior",
+    "ignoreallprior",
+    "ignoretheabove",
+    "ignoreabove",
+    "ignoreallinstructions",
+    "ignoreyourinstructions",
+    "ignoretheinstructions",
+    "ignoreinstructions",
+    "disregardprevious",
+    "disregardall",
+    "disregardtheabove",
+    "disregardyour",
+    "forgetprevious",
+    "forgetallprevious",
+    "forgetyourinstructions",
+    "previousinstructions",
+    "priorinstructions",
+    "systemprompt",
+    "developermode",
+    "jailbreak",
+    "newinstructions",
+    "callissuerefund",
+    "calltheissuerefund",
+    "issuerefundtool",
+    "invokeissuerefund",
+    "revealthefinance",
+    "revealfinance",
+    "revealtheconfidential",
+    "revealtherestricted",
+    "revealthesystem",
+    "revealyour",
+    "revealthepolicy",
+    "languagemodel",
+)
+
+
+def _normal_words(text: str) -> list[str]:
+    norm = unicodedata.normalize("NFKC", clean_text(text)).lower().translate(_CONFUSABLES)
+    raw = re.findall(r"[a-z]+", norm.replace("_", " "))
+    words: list[str] = []
+    run: list[str] = []
+    for w in [*raw, ""]:
+        if len(w) == 1:
+            run.append(w)
+            continue
+        if len(run) >= 3:
+            words.append("".join(run))
+        else:
+            words.extend(run)
+        run = []
+        if w:
+            words.append(w)
+    return words
+
+
+def looks_like_instruction(text: str) -> bool:
+    """Whether ``text`` addresses an AI (injection attempt) — checked on a normalised form that defeats
+    invisible characters, look-alike letters, leetspeak and spaced-out letters (``i g n o r e``)."""
+    words = _normal_words(text)
+    joined = " ".join(words)
+    if any(p.search(joined) for p in _WORD_PATTERNS):
+        return True
+    squashed = "".join(words)
+    return any(s in squashed for s in _SQUASHED)
+
+
+def is_statement(sentence: str) -> bool:
+    """A declarative sentence worth quoting: not a question, not a heading-like fragment, not too short."""
+    s = sentence.strip()
+    if not s or s.endswith("?") or s.endswith(":"):
+        return False
+    words = s.split()
+    if len(words) < 4 or len(words) > 80:
+        return False
+    return s[-1] in ".!" or len(words) >= 6

@@ -1,0 +1,182 @@
+"""The ``Model`` protocol, what goes in (:class:`GenerationRequest`) and out (:class:`Generation`), and the
+provider registry (``@provider("name")``).
+
+A provider is a factory ``(endpoint, *, base_dir) -> Model`` registered under a name that the charter's
+``model.provider`` refers to. Built-in providers register themselves exactly like third-party ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from charter.errors import ProviderError, UsageError
+from charter.spec._schema import ModelEndpoint
+
+Audience = Literal["customer", "agent"]
+UsageSource = Literal["reported", "estimated"]
+CostSource = Literal["reported", "estimated", "reserved", "none"]
+
+
+class ModelTimeout(ProviderError):
+    """The model did not answer within its deadline (always retryable)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One quoted source passage in a request: its citation id (``S1``…), text and where it comes from.
+
+    ``audience`` is ``customer`` when the passage's source sensitivity is in the charter's
+    ``review.outbound_sensitivity`` (it may be quoted to the customer), else ``agent`` (agent notes only).
+    """
+
+    id: str
+    text: str
+    title: str = ""
+    heading: str = ""
+    audience: Audience = "agent"
+    source_id: str = ""
+    chunk_id: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything a model needs for one draft. ``system_prompt`` is the rendered active prompt version."""
+
+    question: str
+    context: tuple[Passage, ...] = ()
+    system_prompt: str = ""
+    max_output_tokens: int = 512
+    temperature: float = 0.0
+    tone: str = ""
+    customer_name: str = "there"
+    agent_name: str = ""
+    prompt_name: str = ""
+    prompt_version: str = ""
+    request_id: str = ""
+    principal: str = ""
+
+    def passage(self, citation_id: str) -> Passage | None:
+        for p in self.context:
+            if p.id == citation_id:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A model's answer plus what the gateway recorded about producing it.
+
+    Providers fill ``text``, ``model``, ``provider``, ``finish_reason`` and, when the backend reports usage,
+    ``input_tokens``/``output_tokens`` with ``usage_source="reported"``. The wrappers fill in the rest:
+    estimated usage (``usage_source="estimated"``), cost, latency, attempts, fallback.
+    """
+
+    text: str
+    model: str
+    provider: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    usage_source: UsageSource = "estimated"
+    finish_reason: str = "stop"
+    latency_ms: float = 0.0
+    citations: tuple[str, ...] = ()
+    cost_usd: float = 0.0
+    cost_source: CostSource = "none"
+    attempts: int = 1
+    fallback_used: bool = False
+    fallback_reason: str | None = None
+    errors: tuple[str, ...] = ()
+    prompt_name: str = ""
+    prompt_version: str = ""
+    request_id: str = ""
+    gateway_ms: float = 0.0
+    reservation_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> Generation:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record (for traces and ``--json``)."""
+        return {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "usage_source": self.usage_source,
+            "finish_reason": self.finish_reason,
+            "latency_ms": round(self.latency_ms, 3),
+            "gateway_ms": round(self.gateway_ms, 3),
+            "citations": list(self.citations),
+            "cost_usd": self.cost_usd,
+            "cost_source": self.cost_source,
+            "attempts": self.attempts,
+            "fallback_used": self.fallback_used,
+            "fallback_reason": self.fallback_reason,
+            "errors": list(self.errors),
+            "prompt_name": self.prompt_name,
+            "prompt_version": self.prompt_version,
+            "request_id": self.request_id,
+        }
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that turns a :class:`GenerationRequest` into a :class:`Generation`. Must be thread-safe.
+
+    Raise :class:`charter.errors.ProviderError` (``retryable=True`` for timeouts, rate limits, 5xx and
+    connection errors) when the backend fails; never return a partial answer as a success.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def provider_name(self) -> str: ...
+
+    def generate(self, request: GenerationRequest) -> Generation: ...
+
+
+ProviderFactory = Callable[..., Model]
+_PROVIDERS: dict[str, ProviderFactory] = {}
+
+
+def provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]:
+    """Register a provider factory ``(endpoint: ModelEndpoint, *, base_dir: Path | None) -> Model``.
+
+    ```python
+    @provider("echo")
+    def echo(endpoint, *, base_dir=None):
+        return EchoModel(endpoint.name)
+    ```
+    """
+
+    def register(factory: ProviderFactory) -> ProviderFactory:
+        _PROVIDERS[name] = factory
+        return factory
+
+    return register
+
+
+def provider_names() -> list[str]:
+    """Names of every registered provider."""
+    return sorted(_PROVIDERS)
+
+
+def create_model(endpoint: ModelEndpoint, *, base_dir: Path | None = None) -> Model:
+    """Build the model an endpoint of the charter describes, through the registry."""
+    factory = _PROVIDERS.get(endpoint.provider)
+    if factory is None:
+        raise UsageError(
+            f"unknown model provider {endpoint.provider!r}; registered: {', '.join(provider_names())}",
+            field="model.provider",
+        )
+    return factory(endpoint, base_dir=base_dir)

@@ -1,0 +1,242 @@
+"""Gateway wrappers: each wraps any :class:`Model` and adds exactly one concern (wrap, never fork).
+
+The gateway composes them per endpoint, innermost first::
+
+    Fallback(
+        Retrying(Budgeted(Timed(Metered(primary)))),
+        Retrying(Budgeted(Timed(Metered(fallback)))),
+    )
+
+so every attempt is metered, bounded in time and paid for from the budget before it runs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from charter.errors import ProviderError, UsageError
+from charter.models._budget import BudgetLedger, nano_to_usd, token_cost_nano
+from charter.models._render import estimate_request_tokens, estimate_tokens
+from charter.models._types import Generation, GenerationRequest, Model, ModelTimeout
+from charter.spec._schema import Prices
+
+
+class ModelWrapper:
+    """Base class: delegates everything to ``inner``."""
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def provider_name(self) -> str:
+        return self.inner.provider_name
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        return self.inner.generate(request)
+
+
+class GenerationFailed(ProviderError):
+    """Every attempt on one model failed. ``attempts`` and ``errors`` say what happened."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, attempts: int, errors: list[str], timed_out: bool = False
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.attempts = attempts
+        self.errors = list(errors)
+        self.timed_out = timed_out
+
+
+def estimate_max_cost_nano(request: GenerationRequest, prices: Prices) -> int:
+    """The most a call can cost: estimated input tokens + ``max_output_tokens``, at ``prices``."""
+    return token_cost_nano(estimate_request_tokens(request), prices.input_per_1k) + token_cost_nano(
+        request.max_output_tokens, prices.output_per_1k
+    )
+
+
+def cost_nano(input_tokens: int, output_tokens: int, prices: Prices) -> int:
+    return token_cost_nano(input_tokens, prices.input_per_1k) + token_cost_nano(
+        output_tokens, prices.output_per_1k
+    )
+
+
+class Metered(ModelWrapper):
+    """Latency, tokens (reported by the backend first, else estimated with :func:`estimate_tokens`) and cost
+    at the charter's prices; ``usage_source`` and ``cost_source`` say which."""
+
+    def __init__(self, inner: Model, prices: Prices) -> None:
+        super().__init__(inner)
+        self.prices = prices
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        gen = self.inner.generate(request)
+        latency = (time.perf_counter() - started) * 1000
+        if gen.usage_source == "reported" and gen.input_tokens is not None and gen.output_tokens is not None:
+            tokens_in, tokens_out, source = gen.input_tokens, gen.output_tokens, "reported"
+        else:
+            tokens_in, tokens_out, source = (
+                estimate_request_tokens(request),
+                estimate_tokens(gen.text),
+                "estimated",
+            )
+        cost = cost_nano(tokens_in, tokens_out, self.prices)
+        return gen.with_(
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            usage_source=source,
+            latency_ms=latency,
+            cost_usd=nano_to_usd(cost),
+            cost_source=source if cost else "none",
+        )
+
+
+class Timed(ModelWrapper):
+    """Enforces a deadline even when the backend ignores its own timeout: the call runs in a daemon worker
+    thread; when the deadline passes, :class:`ModelTimeout` is raised and the worker is abandoned."""
+
+    def __init__(self, inner: Model, timeout_s: float) -> None:
+        super().__init__(inner)
+        self.timeout_s = timeout_s
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["result"] = self.inner.generate(request)
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name=f"model-{self.name}", daemon=True).start()
+        if not done.wait(self.timeout_s):
+            raise ModelTimeout(f"model {self.name!r} did not answer within {self.timeout_s:g}s")
+        if "error" in box:
+            raise box["error"]
+        result: Generation = box["result"]
+        return result
+
+
+class Budgeted(ModelWrapper):
+    """Reserves the estimated maximum cost before the call and settles the actual cost after it (released on
+    failure, charged in full on timeout). Raises :class:`charter.errors.BudgetExceeded` without calling."""
+
+    def __init__(self, inner: Model, ledger: BudgetLedger, prices: Prices) -> None:
+        super().__init__(inner)
+        self.ledger = ledger
+        self.prices = prices
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        if not request.request_id:
+            raise UsageError("a budgeted model call needs a request_id")
+        reservation = self.ledger.reserve(
+            request_id=request.request_id,
+            principal=request.principal or "unknown",
+            model=f"{self.provider_name}:{self.name}",
+            estimated_nano=estimate_max_cost_nano(request, self.prices),
+        )
+        try:
+            gen = self.inner.generate(request)
+        except ModelTimeout:
+            self.ledger.charge_estimate(reservation)
+            raise
+        except BaseException:
+            self.ledger.release(reservation)
+            raise
+        actual = cost_nano(gen.input_tokens or 0, gen.output_tokens or 0, self.prices)
+        self.ledger.settle(reservation, actual)
+        return gen.with_(reservation_id=reservation.id)
+
+
+class Retrying(ModelWrapper):
+    """Up to ``1 + retries`` attempts on *retryable* :class:`ProviderError` only, with exponential backoff
+    and jitter (``delay = min(max_delay, base × 2^n)``, sleeping a random time in ``[delay/2, delay]``)."""
+
+    def __init__(
+        self,
+        inner: Model,
+        retries: int,
+        *,
+        base_delay: float = 0.5,
+        max_delay: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.retries = retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def backoff(self, attempt: int) -> float:
+        delay = min(self.max_delay, self.base_delay * 2.0**attempt)
+        return float(delay / 2 + self.rng.uniform(0, delay / 2))
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        errors: list[str] = []
+        timed_out = False
+        for attempt in range(self.retries + 1):
+            try:
+                gen = self.inner.generate(request)
+            except ProviderError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                timed_out = timed_out or isinstance(exc, ModelTimeout)
+                if not exc.retryable or attempt == self.retries:
+                    why = "not retryable" if not exc.retryable else f"gave up after {attempt + 1} attempts"
+                    raise GenerationFailed(
+                        f"model {self.name!r} failed ({why}): {exc}",
+                        retryable=exc.retryable,
+                        attempts=attempt + 1,
+                        errors=errors,
+                        timed_out=timed_out,
+                    ) from exc
+                self.sleep(self.backoff(attempt))
+                continue
+            return gen.with_(attempts=attempt + 1, errors=tuple(errors))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Fallback(ModelWrapper):
+    """Calls ``fallback`` when ``inner`` fails with a :class:`ProviderError` (including timeouts); the result
+    records ``fallback_used``, the reason, and the attempts on both."""
+
+    def __init__(self, inner: Model, fallback: Model) -> None:
+        super().__init__(inner)
+        self.fallback = fallback
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        try:
+            return self.inner.generate(request)
+        except ProviderError as primary_exc:
+            first_attempts = getattr(primary_exc, "attempts", 1)
+            first_errors = getattr(primary_exc, "errors", [str(primary_exc)])
+            try:
+                gen = self.fallback.generate(request)
+            except ProviderError as exc:
+                attempts = first_attempts + getattr(exc, "attempts", 1)
+                errors = first_errors + getattr(exc, "errors", [str(exc)])
+                raise GenerationFailed(
+                    f"model {self.name!r} failed and so did fallback {self.fallback.name!r}: {exc}",
+                    retryable=False,
+                    attempts=attempts,
+                    errors=errors,
+                    timed_out=bool(getattr(exc, "timed_out", False)),
+                ) from exc
+            return gen.with_(
+                fallback_used=True,
+                fallback_reason=str(primary_exc),
+                attempts=first_attempts + gen.attempts,
+                errors=tuple(first_errors) + gen.errors,
+            )
