@@ -1,6 +1,7 @@
 """Imports every package's table module so that the shared metadata is complete."""
 
 import charter.identity._tables  # noqa: F401
+import charter.models._tables  # noqa: F401
 import charter.retrieval._tables  # noqa: F401
 import charter.sources._tables  # noqa: F401
 import charter.telemetry._audit_tables  # noqa: F401
