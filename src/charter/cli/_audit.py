@@ -37,7 +37,8 @@ def verify(
     checkpoint: Annotated[
         bool,
         typer.Option("--checkpoint/--no-checkpoint",
-                     help="When intact, sign a checkpoint at the head so later truncation below it is caught."),
+                     help="When intact, sign a checkpoint at the head so that later truncation below it "
+                          "is caught."),
     ] = True,
 ) -> None:
     """Recompute the whole hash chain and check every signed checkpoint.
@@ -59,7 +60,8 @@ def verify(
         for note in result.notes:
             console.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
     else:
-        err_console.print(f"[bold red]audit log FAILED at entry {result.first_bad_seq}:[/] {escape(result.reason or '')}",
+        reason = escape(result.reason or "")
+        err_console.print(f"[bold red]audit log FAILED at entry {result.first_bad_seq}:[/] {reason}",
                           highlight=False, soft_wrap=True)
         err_console.print(f"  {result.entries_verified} entries verified before the failure", highlight=False)
     if not result.ok:
@@ -86,11 +88,19 @@ def _render_tail(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print("no audit events")
         return
+    wide = console.width >= 140  # details only fit on a wide terminal; --json always has them
     table = Table(show_lines=False)
-    for col in ("seq", "time (UTC)", "actor", "action", "resource", "outcome", "details"):
-        table.add_column(col, overflow="fold")
+    for col in ("seq", "time (UTC)", "actor", "action", "outcome"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("resource", overflow="fold")
+    if wide:
+        table.add_column("details", overflow="ellipsis", no_wrap=True, max_width=console.width - 100)
     for r in rows:
-        details = json.dumps(r["details"], ensure_ascii=False, sort_keys=True)
-        table.add_row(str(r["seq"]), r["ts"].replace("T", " ").rstrip("Z")[:19], r["actor"], r["action"],
-                      r["resource"], r["outcome"], details if len(details) <= 80 else details[:77] + "...")
+        cells = [str(r["seq"]), r["ts"].replace("T", " ")[:19], r["actor"], r["action"], r["outcome"],
+                 r["resource"]]
+        if wide:
+            cells.append(json.dumps(r["details"], ensure_ascii=False, sort_keys=True))
+        table.add_row(*cells)
     console.print(table)
+    if not wide:
+        console.print("details: use --json (or a wider terminal)", style="dim")
