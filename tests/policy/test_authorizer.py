@@ -12,8 +12,8 @@ import pytest
 from charter.errors import Denied
 from charter.policy import Authorizer, Decision
 from charter.spec import load_charter
-from charter.telemetry.audit import AuditLog
 from charter.store import open_store
+from charter.telemetry.audit import AuditLog
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "billing-support" / "charter.yaml"
 
@@ -25,13 +25,28 @@ def authz() -> Authorizer:
 
 WORKFLOW_TABLE = [
     # user, action, allowed
-    ("ana", "ask", True), ("ben", "search", True), ("casey", "ask", True), ("casey", "search", False),
-    ("casey", "feedback", True), ("ana", "review.decide", False), ("lena", "review.decide", True),
-    ("farid", "review.decide", True), ("ana", "audit.read", False), ("lena", "audit.read", False),
-    ("omar", "audit.read", True), ("omar", "kill_switch", True), ("lena", "kill_switch", False),
-    ("omar", "gate.run", True), ("farid", "gate.run", False), ("omar", "users.manage", True),
-    ("ana", "users.manage", False), ("svc-helpdesk", "ask", True), ("svc-helpdesk", "review.decide", False),
-    ("farid", "reports.read", True), ("ana", "reports.read", False), ("lena", "traces.read_all", True),
+    ("ana", "ask", True),
+    ("ben", "search", True),
+    ("casey", "ask", True),
+    ("casey", "search", False),
+    ("casey", "feedback", True),
+    ("ana", "review.decide", False),
+    ("lena", "review.decide", True),
+    ("farid", "review.decide", True),
+    ("ana", "audit.read", False),
+    ("lena", "audit.read", False),
+    ("omar", "audit.read", True),
+    ("omar", "kill_switch", True),
+    ("lena", "kill_switch", False),
+    ("omar", "gate.run", True),
+    ("farid", "gate.run", False),
+    ("omar", "users.manage", True),
+    ("ana", "users.manage", False),
+    ("svc-helpdesk", "ask", True),
+    ("svc-helpdesk", "review.decide", False),
+    ("farid", "reports.read", True),
+    ("ana", "reports.read", False),
+    ("lena", "traces.read_all", True),
     ("ana", "traces.read_all", False),
 ]
 
@@ -49,11 +64,18 @@ def test_workflow_actions(authz: Authorizer, user: str, action: str, allowed: bo
 
 
 TOOL_CALL_TABLE = [
-    ("ana", "lookup_invoice", True), ("ana", "issue_refund", True), ("ana", "send_reply", True),
-    ("lena", "send_reply", True), ("farid", "send_reply", False), ("farid", "issue_refund", True),
-    ("omar", "lookup_invoice", False), ("svc-helpdesk", "lookup_invoice", True),
+    ("ana", "lookup_invoice", True),
+    ("ana", "issue_refund", True),
+    ("ana", "send_reply", True),
+    ("lena", "send_reply", True),
+    ("farid", "send_reply", False),
+    ("farid", "issue_refund", True),
+    ("omar", "lookup_invoice", False),
+    ("svc-helpdesk", "lookup_invoice", True),
     # the contractor custom policy forbids every tool, whatever the role lists say
-    ("casey", "lookup_invoice", False), ("casey", "send_reply", False), ("casey", "issue_refund", False),
+    ("casey", "lookup_invoice", False),
+    ("casey", "send_reply", False),
+    ("casey", "issue_refund", False),
 ]
 
 
@@ -74,10 +96,21 @@ def test_contractor_forbid_names_the_custom_policy(authz: Authorizer) -> None:
 
 APPROVE_TABLE = [
     # user, amount, allowed — first matching condition decides: <= 100 lead, > 100 finance
-    ("lena", 50, True), ("lena", 100, True), ("lena", 100.01, False), ("lena", 500, False),
-    ("farid", 500, True), ("farid", 100.01, True), ("farid", 50, False), ("farid", 100, False),
-    ("ana", 50, False), ("ana", 500, False), ("omar", 500, False), ("casey", 5, False),
-    ("lena", Decimal("99.99"), True), ("lena", 0, True), ("lena", -5, True),
+    ("lena", 50, True),
+    ("lena", 100, True),
+    ("lena", 100.01, False),
+    ("lena", 500, False),
+    ("farid", 500, True),
+    ("farid", 100.01, True),
+    ("farid", 50, False),
+    ("farid", 100, False),
+    ("ana", 50, False),
+    ("ana", 500, False),
+    ("omar", 500, False),
+    ("casey", 5, False),
+    ("lena", Decimal("99.99"), True),
+    ("lena", 0, True),
+    ("lena", -5, True),
 ]
 
 
@@ -87,7 +120,9 @@ def test_refund_approval_conditions(authz: Authorizer, user: str, amount: object
     assert decision.allowed is allowed, decision
     if allowed:
         role = "lead" if user == "lena" else "finance"
-        assert decision.policy_ids[0].startswith("tool.issue_refund.approve.") and decision.policy_ids[0].endswith(role)
+        assert decision.policy_ids[0].startswith("tool.issue_refund.approve.") and decision.policy_ids[
+            0
+        ].endswith(role)
 
 
 def test_tools_without_approval_rule_cannot_be_approved(authz: Authorizer) -> None:
@@ -118,8 +153,14 @@ MALFORMED = [
     ("no context", ("lena", "tools.approve", "tool:issue_refund", None)),
     ("args not a mapping", ("lena", "tools.approve", "tool:issue_refund", {"args": [1, 2]})),
     ("context not a mapping", ("lena", "tools.approve", "tool:issue_refund", "amount=5")),
-    ("extra context junk", ("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": 5}, "admin": True})),
-    ("object in args", ("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": 5, "x": object()}})),
+    (
+        "extra context junk",
+        ("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": 5}, "admin": True}),
+    ),
+    (
+        "object in args",
+        ("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": 5, "x": object()}}),
+    ),
     ("bytes in args", ("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": 5, "x": b"\x00"}})),
 ]
 
@@ -135,7 +176,11 @@ def test_malformed_input_denies(authz: Authorizer, label: str, request_: tuple) 
 def test_inactive_principal_is_denied(project: Path) -> None:
     users = project.parent / "users.yaml"
     text = users.read_text()
-    users.write_text(text.replace("groups: [support], roles: [agent]}", "groups: [support], roles: [agent], active: false}", 1))
+    users.write_text(
+        text.replace(
+            "groups: [support], roles: [agent]}", "groups: [support], roles: [agent], active: false}", 1
+        )
+    )
     authz = Authorizer.from_charter(load_charter(project))
     decision = authz.authorize("ana", "ask")
     assert not decision.allowed
@@ -147,14 +192,19 @@ def test_charter_not_caller_decides_roles(authz: Authorizer) -> None:
     """A Principal object claiming extra roles gets only what the charter gives its id."""
     from charter.spec import Principal
 
-    forged = Principal(id="ana", kind="user", name="Ana", email=None, groups=("platform",),
-                       roles=("operator",), active=True)
+    forged = Principal(
+        id="ana", kind="user", name="Ana", email=None, groups=("platform",), roles=("operator",), active=True
+    )
     assert not authz.authorize(forged, "audit.read").allowed
 
 
 def test_resource_spellings(authz: Authorizer) -> None:
-    for spelling in ('Charter::Tool::"lookup_invoice"', 'Tool::"lookup_invoice"', "tool:lookup_invoice",
-                     ("Tool", "lookup_invoice")):
+    for spelling in (
+        'Charter::Tool::"lookup_invoice"',
+        'Tool::"lookup_invoice"',
+        "tool:lookup_invoice",
+        ("Tool", "lookup_invoice"),
+    ):
         assert authz.authorize("ana", "tools.call", spelling).allowed, spelling
     assert authz.authorize("ana", "ask").allowed  # default resource: the workflow
 

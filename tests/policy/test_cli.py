@@ -8,8 +8,19 @@ from tests.conftest import run_cli
 
 
 def test_explain_allow_exits_0_and_names_the_policy(project: Path) -> None:
-    result = run_cli("policy", "explain", "--charter", str(project), "--as", "lena", "tools.approve",
-                     "tool:issue_refund", "--context", '{"args": {"amount": 50}}', "--json")
+    result = run_cli(
+        "policy",
+        "explain",
+        "--charter",
+        str(project),
+        "--as",
+        "lena",
+        "tools.approve",
+        "tool:issue_refund",
+        "--context",
+        '{"args": {"amount": 50}}',
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     doc = result.json()
     assert doc["decision"] == "allow"  # type: ignore[index]
@@ -20,15 +31,26 @@ def test_explain_allow_exits_0_and_names_the_policy(project: Path) -> None:
 
 
 def test_explain_deny_exits_1(project: Path) -> None:
-    result = run_cli("policy", "explain", "--charter", str(project), "--as", "lena", "tools.approve",
-                     "tool:issue_refund", "--context", '{"args": {"amount": 500}}')
+    result = run_cli(
+        "policy",
+        "explain",
+        "--charter",
+        str(project),
+        "--as",
+        "lena",
+        "tools.approve",
+        "tool:issue_refund",
+        "--context",
+        '{"args": {"amount": 500}}',
+    )
     assert result.exit_code == 1
     assert "DENY" in result.stdout and "deny by default" in result.stdout
 
 
 def test_explain_forbid_shows_the_custom_file(project: Path) -> None:
-    result = run_cli("policy", "explain", "--charter", str(project), "--as", "casey", "tools.call",
-                     "tool:lookup_invoice")
+    result = run_cli(
+        "policy", "explain", "--charter", str(project), "--as", "casey", "tools.call", "tool:lookup_invoice"
+    )
     assert result.exit_code == 1
     assert "billing.cedar:3" in result.stdout and "contractors" in result.stdout
 
@@ -41,10 +63,25 @@ def test_explain_default_resource_is_the_workflow(project: Path) -> None:
 
 def test_explain_bad_input(project: Path) -> None:
     assert run_cli("policy", "explain", "--charter", str(project), "--as", "nobody", "ask").exit_code == 2
-    assert run_cli("policy", "explain", "--charter", str(project), "--as", "ana", "ask", "--context",
-                   "{not json").exit_code == 2
-    nan = run_cli("policy", "explain", "--charter", str(project), "--as", "farid", "tools.approve",
-                  "tool:issue_refund", "--context", '{"args": {"amount": NaN}}', "--json")
+    assert (
+        run_cli(
+            "policy", "explain", "--charter", str(project), "--as", "ana", "ask", "--context", "{not json"
+        ).exit_code
+        == 2
+    )
+    nan = run_cli(
+        "policy",
+        "explain",
+        "--charter",
+        str(project),
+        "--as",
+        "farid",
+        "tools.approve",
+        "tool:issue_refund",
+        "--context",
+        '{"args": {"amount": NaN}}',
+        "--json",
+    )
     assert nan.exit_code == 1 and nan.json()["errors"]  # type: ignore[index]
     unknown = run_cli("policy", "explain", "--charter", str(project), "--as", "ana", "fly", "--json")
     assert unknown.exit_code == 1 and "unknown action" in unknown.json()["errors"][0]  # type: ignore[index]

@@ -30,7 +30,9 @@ def oracle(loaded: LoadedCharter, principal: Any, action: Any, resource: Any, co
     if p is None or not p.active or not isinstance(action, str):
         return False
     wf = loaded.spec.workflow.id
-    kind, ident = resource if isinstance(resource, tuple) else ("Workflow", wf) if resource is None else (None, None)
+    kind, ident = (
+        resource if isinstance(resource, tuple) else ("Workflow", wf) if resource is None else (None, None)
+    )
     if kind == "Workflow" and ident != wf:
         return False
     if kind == "Tool" and ident not in TOOLS:
@@ -61,33 +63,60 @@ def oracle(loaded: LoadedCharter, principal: Any, action: Any, resource: Any, co
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**20), max_value=10**20),
-    st.floats(allow_nan=True, allow_infinity=True), st.decimals(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20), st.binary(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=5),
 )
-junk = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                         max_size=3), max_leaves=8)
+junk = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 principals = st.one_of(
-    st.sampled_from(USERS), st.text(max_size=12), st.integers(),
-    st.builds(Principal, id=st.sampled_from([*USERS, "mallory"]), kind=st.sampled_from(["user", "service"]),
-              name=st.just("x"), email=st.none(), groups=st.lists(st.sampled_from(["contractors", "finance", "x"]),
-                                                                  max_size=2).map(tuple),
-              roles=st.lists(st.sampled_from([*LOADED.spec.roles, "root"]), max_size=2).map(tuple),
-              active=st.booleans()),
+    st.sampled_from(USERS),
+    st.text(max_size=12),
+    st.integers(),
+    st.builds(
+        Principal,
+        id=st.sampled_from([*USERS, "mallory"]),
+        kind=st.sampled_from(["user", "service"]),
+        name=st.just("x"),
+        email=st.none(),
+        groups=st.lists(st.sampled_from(["contractors", "finance", "x"]), max_size=2).map(tuple),
+        roles=st.lists(st.sampled_from([*LOADED.spec.roles, "root"]), max_size=2).map(tuple),
+        active=st.booleans(),
+    ),
 )
 actions = st.one_of(st.sampled_from(ACTIONS), st.text(max_size=15), st.none())
 resources = st.one_of(
-    st.none(), st.tuples(st.just("Tool"), st.sampled_from([*TOOLS, "delete_account", "x"])),
-    st.tuples(st.sampled_from(["Workflow", "Source", "Group", "Role", "Action", "Nope"]),
-              st.sampled_from(["billing-support", "help-center", "x", ""])),
+    st.none(),
+    st.tuples(st.just("Tool"), st.sampled_from([*TOOLS, "delete_account", "x"])),
+    st.tuples(
+        st.sampled_from(["Workflow", "Source", "Group", "Role", "Action", "Nope"]),
+        st.sampled_from(["billing-support", "help-center", "x", ""]),
+    ),
     st.text(max_size=30),
 )
-amounts = st.one_of(st.integers(min_value=-1000, max_value=10**6), st.floats(), st.decimals(places=2),
-                    st.text(max_size=5), st.none(), st.booleans())
+amounts = st.one_of(
+    st.integers(min_value=-1000, max_value=10**6),
+    st.floats(),
+    st.decimals(places=2),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+)
 contexts = st.one_of(
-    st.none(), junk,
-    st.builds(lambda a, extra: {"args": {"amount": a, **extra}},
-              amounts, st.dictionaries(st.sampled_from(["currency", "invoice", "reason"]), junk, max_size=2)),
+    st.none(),
+    junk,
+    st.builds(
+        lambda a, extra: {"args": {"amount": a, **extra}},
+        amounts,
+        st.dictionaries(st.sampled_from(["currency", "invoice", "reason"]), junk, max_size=2),
+    ),
     st.builds(lambda a: {"args": {"amount": a}, "admin": True}, amounts),
 )
 
@@ -108,15 +137,22 @@ def test_never_crashes_never_over_grants(principal: Any, action: Any, resource: 
         assert expected, (principal, action, resource, context, decision)
 
 
-well_formed_amounts = st.one_of(st.integers(min_value=-10**6, max_value=10**6),
-                                st.decimals(min_value=-10**6, max_value=10**6, places=2, allow_nan=False))
+well_formed_amounts = st.one_of(
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.decimals(min_value=-(10**6), max_value=10**6, places=2, allow_nan=False),
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(user=st.sampled_from(USERS), action=st.sampled_from(ACTIONS),
-       resource=st.one_of(st.none(), st.tuples(st.just("Tool"), st.sampled_from(TOOLS))),
-       amount=well_formed_amounts)
-def test_well_formed_requests_match_the_oracle_exactly(user: str, action: str, resource: Any, amount: Any) -> None:
+@given(
+    user=st.sampled_from(USERS),
+    action=st.sampled_from(ACTIONS),
+    resource=st.one_of(st.none(), st.tuples(st.just("Tool"), st.sampled_from(TOOLS))),
+    amount=well_formed_amounts,
+)
+def test_well_formed_requests_match_the_oracle_exactly(
+    user: str, action: str, resource: Any, amount: Any
+) -> None:
     context = {"args": {"amount": amount}}
     decision = AUTHZ.authorize(user, action, resource, context)
     assert decision.allowed is oracle(LOADED, user, action, resource, context), decision
@@ -125,4 +161,6 @@ def test_well_formed_requests_match_the_oracle_exactly(user: str, action: str, r
 def test_float_edge_values_deny() -> None:
     for amount in (math.nan, math.inf, -math.inf, Decimal("sNaN"), 1e-9, 1e300):
         for user in ("lena", "farid"):
-            assert not AUTHZ.authorize(user, "tools.approve", "tool:issue_refund", {"args": {"amount": amount}}).allowed
+            assert not AUTHZ.authorize(
+                user, "tools.approve", "tool:issue_refund", {"args": {"amount": amount}}
+            ).allowed

@@ -30,17 +30,22 @@ from charter.identity import create_token, list_tokens, resolve_token, revoke_to
 from charter.runtime import Runtime
 from charter.spec import parse_duration
 
-users_app = typer.Typer(help="Principals (users and service accounts) from the charter's users file.",
-                        no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens: create (shown once), list, revoke. Local operators only.",
-                         no_args_is_help=True)
+users_app = typer.Typer(
+    help="Principals (users and service accounts) from the charter's users file.", no_args_is_help=True
+)
+tokens_app = typer.Typer(
+    help="API tokens: create (shown once), list, revoke. Local operators only.", no_args_is_help=True
+)
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 
 OptionalAs = Annotated[
     str | None,
-    typer.Option("--as", help="Act as this user (needs users.manage; audited under this id). An operator "
-                              "convenience on the local machine only."),
+    typer.Option(
+        "--as",
+        help="Act as this user (needs users.manage; audited under this id). An operator "
+        "convenience on the local machine only.",
+    ),
 ]
 
 
@@ -61,17 +66,38 @@ def users_list(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
     """Users and service accounts with their groups, roles and whether they are active."""
     rt = open_runtime(charter)
     try:
-        rows = [{"id": p.id, "kind": p.kind, "name": p.name, "email": p.email, "groups": list(p.groups),
-                 "roles": list(p.roles), "active": p.active} for p in rt.charter.principals.values()]
+        rows = [
+            {
+                "id": p.id,
+                "kind": p.kind,
+                "name": p.name,
+                "email": p.email,
+                "groups": list(p.groups),
+                "roles": list(p.roles),
+                "active": p.active,
+            }
+            for p in rt.charter.principals.values()
+        ]
     finally:
         rt.close()
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table("id", "kind", "name", "email", "groups", "roles", "active")
         for r in data:
-            table.add_row(*(escape(str(x)) for x in (r["id"], r["kind"], r["name"], r["email"] or "",
-                                                       ", ".join(r["groups"]), ", ".join(r["roles"]),
-                                                       "yes" if r["active"] else "no")))
+            table.add_row(
+                *(
+                    escape(str(x))
+                    for x in (
+                        r["id"],
+                        r["kind"],
+                        r["name"],
+                        r["email"] or "",
+                        ", ".join(r["groups"]),
+                        ", ".join(r["roles"]),
+                        "yes" if r["active"] else "no",
+                    )
+                )
+            )
         console.print(table)
 
     emit(rows, as_json, render)
@@ -102,8 +128,11 @@ def tokens_create(
     doc = {"token": issued.token, **issued.info.as_dict()}
 
     def render(d: dict[str, Any]) -> None:
-        err_console.print(f"token for {d['user']} (id {d['id']}, expires {d['expires_at'] or 'never'}); "
-                          f"store it now, it is not shown again:", highlight=False)
+        err_console.print(
+            f"token for {d['user']} (id {d['id']}, expires {d['expires_at'] or 'never'}); "
+            f"store it now, it is not shown again:",
+            highlight=False,
+        )
         typer.echo(d["token"])
 
     emit(doc, as_json, render)
@@ -125,9 +154,20 @@ def tokens_list(
     def render(data: list[dict[str, Any]]) -> None:
         table = Table("id", "user", "label", "status", "created", "expires", "last used")
         for r in data:
-            table.add_row(*(escape(str(x or "")) for x in (r["id"], r["user"], r["label"], r["status"],
-                                                             r["created_at"], r["expires_at"] or "never",
-                                                             r["last_used_at"])))
+            table.add_row(
+                *(
+                    escape(str(x or ""))
+                    for x in (
+                        r["id"],
+                        r["user"],
+                        r["label"],
+                        r["status"],
+                        r["created_at"],
+                        r["expires_at"] or "never",
+                        r["last_used_at"],
+                    )
+                )
+            )
         console.print(table)
 
     emit(rows, as_json, render)
@@ -146,8 +186,13 @@ def tokens_revoke(
         info = revoke_token(rt, token_id, revoked_by=_actor(rt, as_user))
     finally:
         rt.close()
-    emit(info.as_dict(), as_json, lambda d: console.print(
-        f"revoked token {d['id']} of {d['user']} at {d['revoked_at']}", highlight=False))
+    emit(
+        info.as_dict(),
+        as_json,
+        lambda d: console.print(
+            f"revoked token {d['id']} of {d['user']} at {d['revoked_at']}", highlight=False
+        ),
+    )
 
 
 @tokens_app.command("whoami")
@@ -169,5 +214,10 @@ def tokens_whoami(
     finally:
         rt.close()
     doc = {"id": p.id, "kind": p.kind, "name": p.name, "groups": list(p.groups), "roles": list(p.roles)}
-    emit(doc, as_json, lambda d: console.print(
-        f"{d['id']} ({d['kind']}, roles: {', '.join(d['roles']) or 'none'})", highlight=False))
+    emit(
+        doc,
+        as_json,
+        lambda d: console.print(
+            f"{d['id']} ({d['kind']}, roles: {', '.join(d['roles']) or 'none'})", highlight=False
+        ),
+    )

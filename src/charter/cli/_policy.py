@@ -12,20 +12,30 @@ from charter.cli._app import app
 from charter.cli._common import CharterOpt, JsonOpt, console, emit, open_runtime
 from charter.errors import UsageError
 
-policy_app = typer.Typer(help="Cedar policies: explain a decision, show the generated policy set.",
-                         no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Cedar policies: explain a decision, show the generated policy set.", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 
 
 @policy_app.command("explain")
 def explain(
     action: Annotated[str, typer.Argument(help="Action, e.g. ask, review.decide, tools.call.")],
-    resource: Annotated[str | None, typer.Argument(
-        help="Resource, e.g. tool:issue_refund or workflow:billing-support (default: the workflow).")] = None,
-    as_user: Annotated[str, typer.Option("--as", help="The principal to decide for (any user in the charter, "
-                                                      "including inactive ones).")] = "",
-    context: Annotated[str | None, typer.Option(
-        help='Request context as JSON, e.g. \'{"args": {"amount": 250}}\'.')] = None,
+    resource: Annotated[
+        str | None,
+        typer.Argument(
+            help="Resource, e.g. tool:issue_refund or workflow:billing-support (default: the workflow)."
+        ),
+    ] = None,
+    as_user: Annotated[
+        str,
+        typer.Option(
+            "--as", help="The principal to decide for (any user in the charter, including inactive ones)."
+        ),
+    ] = "",
+    context: Annotated[
+        str | None, typer.Option(help='Request context as JSON, e.g. \'{"args": {"amount": 250}}\'.')
+    ] = None,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -46,19 +56,37 @@ def explain(
         rt.charter.principal(as_user)  # a usage error for unknown users, with the known ones listed
         authz = rt.authorizer
         decision = authz.authorize(as_user, action, resource, ctx)
-        policies = [{"id": pid, "effect": authz.policy(pid).effect, "source": authz.policy(pid).source,
-                     "text": authz.policy(pid).text} for pid in decision.policy_ids]
+        policies = [
+            {
+                "id": pid,
+                "effect": authz.policy(pid).effect,
+                "source": authz.policy(pid).source,
+                "text": authz.policy(pid).text,
+            }
+            for pid in decision.policy_ids
+        ]
     finally:
         rt.close()
-    doc = {"principal": as_user, "action": action, "resource": resource or f"workflow:{authz.workflow_id}",
-           "context": ctx, "decision": "allow" if decision.allowed else "deny", "allowed": decision.allowed,
-           "reasons": list(decision.reasons), "policy_ids": list(decision.policy_ids),
-           "errors": list(decision.errors), "policies": policies}
+    doc = {
+        "principal": as_user,
+        "action": action,
+        "resource": resource or f"workflow:{authz.workflow_id}",
+        "context": ctx,
+        "decision": "allow" if decision.allowed else "deny",
+        "allowed": decision.allowed,
+        "reasons": list(decision.reasons),
+        "policy_ids": list(decision.policy_ids),
+        "errors": list(decision.errors),
+        "policies": policies,
+    }
 
     def render(d: dict[str, Any]) -> None:
         colour = "green" if d["allowed"] else "red"
-        console.print(f"[bold {colour}]{d['decision'].upper()}[/] {escape(d['principal'])} → "
-                      f"{escape(d['action'])} on {escape(d['resource'])}", highlight=False)
+        console.print(
+            f"[bold {colour}]{d['decision'].upper()}[/] {escape(d['principal'])} → "
+            f"{escape(d['action'])} on {escape(d['resource'])}",
+            highlight=False,
+        )
         for r in d["reasons"]:
             console.print(f"  because: {escape(r)}", highlight=False, soft_wrap=True)
         for e in d["errors"]:
@@ -80,8 +108,10 @@ def show(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
         authz = rt.authorizer
     finally:
         rt.close()
-    doc = [{"id": p.id, "effect": p.effect, "source": p.source, "generated": p.generated, "text": p.text}
-           for p in authz.policies]
+    doc = [
+        {"id": p.id, "effect": p.effect, "source": p.source, "generated": p.generated, "text": p.text}
+        for p in authz.policies
+    ]
 
     def render(items: list[dict[str, Any]]) -> None:
         for p in items:

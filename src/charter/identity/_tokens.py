@@ -52,8 +52,9 @@ _MAX_BEARER = 300
 
 
 class AuditLike(Protocol):
-    def append(self, *, actor: str, action: str, resource: str, outcome: str,
-               details: dict[str, Any]) -> Any: ...
+    def append(
+        self, *, actor: str, action: str, resource: str, outcome: str, details: dict[str, Any]
+    ) -> Any: ...
 
 
 class RuntimeLike(Protocol):
@@ -90,9 +91,14 @@ class TokenInfo:
 
     def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
         return {
-            "id": self.id, "user": self.principal_id, "label": self.label, "created_by": self.created_by,
-            "created_at": _iso(self.created_at), "expires_at": _iso(self.expires_at),
-            "revoked_at": _iso(self.revoked_at), "last_used_at": _iso(self.last_used_at),
+            "id": self.id,
+            "user": self.principal_id,
+            "label": self.label,
+            "created_by": self.created_by,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "last_used_at": _iso(self.last_used_at),
             "status": self.status(now),
         }
 
@@ -113,8 +119,10 @@ def _iso(value: datetime | None) -> str | None:
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    return (f"scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}$"
-            f"{base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}")
+    return (
+        f"scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}$"
+        f"{base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    )
 
 
 def verify_secret(secret: str, stored: str) -> bool:
@@ -128,8 +136,9 @@ def verify_secret(secret: str, stored: str) -> bool:
         if not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= par <= 16):
             return False
         salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-        actual = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=par, dklen=len(expected),
-                                maxmem=256 * 1024 * 1024)
+        actual = hashlib.scrypt(
+            secret.encode(), salt=salt, n=n, r=r, p=par, dklen=len(expected), maxmem=256 * 1024 * 1024
+        )
     except (ValueError, KeyError):
         return False
     return hmac.compare_digest(actual, expected)
@@ -212,14 +221,28 @@ def _token_id_from(value: str) -> str:
 
 
 def _info(row: Any) -> TokenInfo:
-    return TokenInfo(id=row.id, principal_id=row.principal_id, label=row.label, created_by=row.created_by,
-                     created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
-                     last_used_at=row.last_used_at)
+    return TokenInfo(
+        id=row.id,
+        principal_id=row.principal_id,
+        label=row.label,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
 
 
 # ------------------------------------------------------------------------------------------ operations
-def create_token(rt: RuntimeLike, user: str, *, expires_in: timedelta | None = None, label: str | None = None,
-                 created_by: str = "local-operator", now: datetime | None = None) -> IssuedToken:
+def create_token(
+    rt: RuntimeLike,
+    user: str,
+    *,
+    expires_in: timedelta | None = None,
+    label: str | None = None,
+    created_by: str = "local-operator",
+    now: datetime | None = None,
+) -> IssuedToken:
     """Issue a token for an active principal. The returned ``token`` is the only copy of the secret."""
     principal = rt.charter.principal(user)  # UsageError for unknown users
     if not principal.active:
@@ -231,15 +254,35 @@ def create_token(rt: RuntimeLike, user: str, *, expires_in: timedelta | None = N
     now = now or utcnow()
     token_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(ID_LENGTH))
     secret = secrets.token_urlsafe(SECRET_BYTES)
-    info = TokenInfo(id=token_id, principal_id=principal.id, label=label, created_by=created_by,
-                     created_at=now, expires_at=now + expires_in if expires_in else None, revoked_at=None,
-                     last_used_at=None)
+    info = TokenInfo(
+        id=token_id,
+        principal_id=principal.id,
+        label=label,
+        created_by=created_by,
+        created_at=now,
+        expires_at=now + expires_in if expires_in else None,
+        revoked_at=None,
+        last_used_at=None,
+    )
     with rt.store.begin() as conn:
-        conn.execute(tokens.insert().values(
-            id=info.id, principal_id=info.principal_id, secret_hash=hash_secret(secret), label=label,
-            created_by=created_by, created_at=now, expires_at=info.expires_at))
-    rt.audit.append(actor=created_by, action="token.created", resource=f"token:{token_id}", outcome="ok",
-                    details={"user": principal.id, "label": label, "expires_at": _iso(info.expires_at)})
+        conn.execute(
+            tokens.insert().values(
+                id=info.id,
+                principal_id=info.principal_id,
+                secret_hash=hash_secret(secret),
+                label=label,
+                created_by=created_by,
+                created_at=now,
+                expires_at=info.expires_at,
+            )
+        )
+    rt.audit.append(
+        actor=created_by,
+        action="token.created",
+        resource=f"token:{token_id}",
+        outcome="ok",
+        details={"user": principal.id, "label": label, "expires_at": _iso(info.expires_at)},
+    )
     return IssuedToken(token=f"{PREFIX}{token_id}_{secret}", info=info)
 
 
@@ -252,8 +295,9 @@ def list_tokens(rt: RuntimeLike, user: str | None = None) -> list[TokenInfo]:
         return [_info(row) for row in conn.execute(query)]
 
 
-def revoke_token(rt: RuntimeLike, token_or_id: str, *, revoked_by: str = "local-operator",
-                 now: datetime | None = None) -> TokenInfo:
+def revoke_token(
+    rt: RuntimeLike, token_or_id: str, *, revoked_by: str = "local-operator", now: datetime | None = None
+) -> TokenInfo:
     """Revoke a token (by id or full token). Idempotent: revoking twice keeps the first time."""
     token_id = _token_id_from(token_or_id)
     now = now or utcnow()
@@ -266,13 +310,19 @@ def revoke_token(rt: RuntimeLike, token_or_id: str, *, revoked_by: str = "local-
             conn.execute(tokens.update().where(tokens.c.id == token_id).values(revoked_at=now))
         row = conn.execute(select(tokens).where(tokens.c.id == token_id)).one()
     verify_cache.forget(token_id)
-    rt.audit.append(actor=revoked_by, action="token.revoked", resource=f"token:{token_id}",
-                    outcome="unchanged" if already else "ok", details={"user": row.principal_id})
+    rt.audit.append(
+        actor=revoked_by,
+        action="token.revoked",
+        resource=f"token:{token_id}",
+        outcome="unchanged" if already else "ok",
+        details={"user": row.principal_id},
+    )
     return _info(row)
 
 
-def resolve_token(rt: RuntimeLike, bearer: str, *, now: datetime | None = None,
-                  channel: str = "api") -> Principal:
+def resolve_token(
+    rt: RuntimeLike, bearer: str, *, now: datetime | None = None, channel: str = "api"
+) -> Principal:
     """The principal a bearer token stands for; refusals raise :class:`AuthenticationError`, audited.
 
     Refused: malformed, unknown, wrong secret, expired, revoked, a user that is inactive or no longer in the
@@ -307,8 +357,13 @@ def resolve_token(rt: RuntimeLike, bearer: str, *, now: datetime | None = None,
     if not principal.active:
         _refuse(rt, actor, res, "inactive user", channel, {}, tell=True)
     _touch(rt, token_id, row.last_used_at, now)
-    rt.audit.append(actor=principal.id, action="auth.token_used", resource=f"token:{token_id}", outcome="ok",
-                    details={"channel": channel})
+    rt.audit.append(
+        actor=principal.id,
+        action="auth.token_used",
+        resource=f"token:{token_id}",
+        outcome="ok",
+        details={"channel": channel},
+    )
     return principal
 
 
@@ -320,9 +375,22 @@ def _touch(rt: RuntimeLike, token_id: str, last_used_at: datetime | None, now: d
         conn.execute(tokens.update().where(tokens.c.id == token_id).values(last_used_at=now))
 
 
-def _refuse(rt: RuntimeLike, actor: str, resource: str, reason: str, channel: str,
-            details: dict[str, Any], *, tell: bool = False) -> NoReturn:
+def _refuse(
+    rt: RuntimeLike,
+    actor: str,
+    resource: str,
+    reason: str,
+    channel: str,
+    details: dict[str, Any],
+    *,
+    tell: bool = False,
+) -> NoReturn:
     """Audit a refusal and raise. Only a caller who proved the secret (``tell``) learns the exact reason."""
-    rt.audit.append(actor=actor, action="auth.refused", resource=resource, outcome="denied",
-                    details={"reason": reason, "channel": channel, **details})
+    rt.audit.append(
+        actor=actor,
+        action="auth.refused",
+        resource=resource,
+        outcome="denied",
+        details={"reason": reason, "channel": channel, **details},
+    )
     raise AuthenticationError(f"token refused: {reason}" if tell else "invalid token")

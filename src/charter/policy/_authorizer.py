@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 _POLICY_REF = re.compile(r"\bpolicy(\d+)\b")
 _RESOURCE_CEDAR = re.compile(r'^(?:Charter::)?([A-Za-z]+)::"([^"\\]{1,200})"$')
 _RESOURCE_SHORT = re.compile(r"^([A-Za-z_]+):([^\s:\"]{1,200})$")
-_SHORT_TYPES = {t.lower(): t for t in ENTITY_TYPES if t != "Action"} | {"service": "ServiceAccount",
-                                                                          "service_account": "ServiceAccount"}
+_SHORT_TYPES = {t.lower(): t for t in ENTITY_TYPES if t != "Action"} | {
+    "service": "ServiceAccount",
+    "service_account": "ServiceAccount",
+}
 _CONTEXT_KEYS = frozenset({"args"})
 _MAX_DEPTH = 8
 _MAX_ITEMS = 1000
@@ -53,8 +55,9 @@ ResourceRef = str | tuple[str, str] | None
 class AuditSink(Protocol):
     """What :meth:`Authorizer.require` needs from the audit log (``charter.telemetry.audit.AuditLog``)."""
 
-    def append(self, *, actor: str, action: str, resource: str, outcome: str,
-               details: dict[str, Any]) -> Any: ...
+    def append(
+        self, *, actor: str, action: str, resource: str, outcome: str, details: dict[str, Any]
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Decision:
 
 class _Malformed(Exception):
     """Raised inside the authorizer for bad input; always turned into a deny."""
+
     pass
 
 
@@ -89,15 +93,19 @@ def parse_resource(resource: ResourceRef, workflow_id: str) -> tuple[str, str]:
         text = resource.strip()
         m = _RESOURCE_CEDAR.match(text) or _RESOURCE_SHORT.match(text)
         if not m:
-            raise UsageError(f"cannot read resource {resource!r}; expected e.g. 'tool:issue_refund', "
-                             f"'workflow:{workflow_id}' or 'Charter::Tool::\"issue_refund\"'")
+            raise UsageError(
+                f"cannot read resource {resource!r}; expected e.g. 'tool:issue_refund', "
+                f"'workflow:{workflow_id}' or 'Charter::Tool::\"issue_refund\"'"
+            )
         kind, ident = m.group(1), m.group(2)
     else:
         raise UsageError(f"a resource must be a string, got {type(resource).__name__}")
     canonical = _SHORT_TYPES.get(kind.lower()) if kind not in ENTITY_TYPES else kind
     if canonical is None or canonical == "Action":
-        raise UsageError(f"unknown resource type {kind!r}; expected one of: "
-                         f"{', '.join(t for t in ENTITY_TYPES if t != 'Action')}")
+        raise UsageError(
+            f"unknown resource type {kind!r}; expected one of: "
+            f"{', '.join(t for t in ENTITY_TYPES if t != 'Action')}"
+        )
     return canonical, ident
 
 
@@ -153,8 +161,14 @@ def _context(context: Mapping[str, Any] | None) -> dict[str, Any]:
 class Authorizer:
     """Decides ``(principal, action, resource, context)`` with Cedar. Build with :meth:`from_charter`."""
 
-    def __init__(self, policies: list[PolicyInfo], entities: list[dict[str, Any]], actions: frozenset[str],
-                 principals: Mapping[str, Principal], workflow_id: str) -> None:
+    def __init__(
+        self,
+        policies: list[PolicyInfo],
+        entities: list[dict[str, Any]],
+        actions: frozenset[str],
+        principals: Mapping[str, Principal],
+        workflow_id: str,
+    ) -> None:
         self.policies: tuple[PolicyInfo, ...] = tuple(policies)
         self.actions = actions
         self.workflow_id = workflow_id
@@ -167,8 +181,14 @@ class Authorizer:
             raise SpecError([Problem(f"the policy set does not parse: {exc}")]) from None
         count = len(self._policy_set) + len(self._policy_set.templates())
         if count != len(self.policies):
-            raise SpecError([Problem(f"policy count mismatch: parsed {count}, expected {len(self.policies)} "
-                                     f"(templates are not supported in custom policy files)")])
+            raise SpecError(
+                [
+                    Problem(
+                        f"policy count mismatch: parsed {count}, expected {len(self.policies)} "
+                        f"(templates are not supported in custom policy files)"
+                    )
+                ]
+            )
         self._resources = {(e["uid"]["type"], e["uid"]["id"]) for e in entities}
         self._by_id = {p.id: p for p in self.policies}
 
@@ -191,8 +211,13 @@ class Authorizer:
             raise UsageError(f"unknown policy id {policy_id!r}") from None
 
     # ------------------------------------------------------------------------------------ deciding
-    def authorize(self, principal: Principal | str, action: str, resource: ResourceRef = None,
-                  context: Mapping[str, Any] | None = None) -> Decision:
+    def authorize(
+        self,
+        principal: Principal | str,
+        action: str,
+        resource: ResourceRef = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
         """Decide one request. Never raises for bad input: it denies, with the reason in ``errors``."""
         try:
             request = self._request(principal, action, resource, context)
@@ -208,7 +233,7 @@ class Authorizer:
             return Decision(False, ("authorizer error: request denied",), (), (error,))
         ids = tuple(self._policy_id(r) for r in reasons)
         who = request["principal"]["id"]
-        what = f"{action} on {request['resource']['type'].split('::')[-1]}::\"{request['resource']['id']}\""
+        what = f'{action} on {request["resource"]["type"].split("::")[-1]}::"{request["resource"]["id"]}"'
         if decision == cedarpy.Decision.Allow:
             return Decision(True, tuple(f"permitted by {self._cite(i)}" for i in ids), ids, tuple(errors))
         if decision == cedarpy.Decision.Deny and ids:
@@ -220,8 +245,15 @@ class Authorizer:
             why += "; some policies could not be evaluated (see errors)"
         return Decision(False, (why,), (), tuple(errors))
 
-    def require(self, principal: Principal | str, action: str, resource: ResourceRef = None,
-                context: Mapping[str, Any] | None = None, *, audit: AuditSink | None) -> Decision:
+    def require(
+        self,
+        principal: Principal | str,
+        action: str,
+        resource: ResourceRef = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        audit: AuditSink | None,
+    ) -> Decision:
         """Like :meth:`authorize`, but a deny is audited (``policy.denied``) and raised as :class:`Denied`.
 
         Pass ``audit=None`` only where auditing is done by the caller.
@@ -232,9 +264,18 @@ class Authorizer:
         actor = principal.id if isinstance(principal, Principal) else str(principal)
         target = self._describe_resource(resource)
         if audit is not None:
-            audit.append(actor=actor[:200], action="policy.denied", resource=target[:500], outcome="denied",
-                         details={"action": str(action)[:200], "policy_ids": list(decision.policy_ids),
-                                  "reasons": list(decision.reasons), "errors": list(decision.errors)})
+            audit.append(
+                actor=actor[:200],
+                action="policy.denied",
+                resource=target[:500],
+                outcome="denied",
+                details={
+                    "action": str(action)[:200],
+                    "policy_ids": list(decision.policy_ids),
+                    "reasons": list(decision.reasons),
+                    "errors": list(decision.errors),
+                },
+            )
         raise Denied(f"{actor} may not {action} on {target}", reasons=list(decision.reasons))
 
     # ------------------------------------------------------------------------------------ internals
@@ -245,8 +286,13 @@ class Authorizer:
             return repr(resource)
         return f"{kind.lower()}:{ident}"
 
-    def _request(self, principal: Principal | str, action: str, resource: ResourceRef,
-                 context: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _request(
+        self,
+        principal: Principal | str,
+        action: str,
+        resource: ResourceRef,
+        context: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
         pid = principal.id if isinstance(principal, Principal) else principal
         if not isinstance(pid, str) or pid not in self._principals:
             raise _Malformed(f"unknown principal {pid!r}")
@@ -260,8 +306,12 @@ class Authorizer:
         ruid = uid(kind, ident)
         if (ruid["type"], ruid["id"]) not in self._resources:
             raise _Malformed(f"unknown resource {kind}::{ident!r}")
-        return {"principal": principal_uid(known.kind, known.id), "action": uid("Action", action),
-                "resource": ruid, "context": _context(context)}
+        return {
+            "principal": principal_uid(known.kind, known.id),
+            "action": uid("Action", action),
+            "resource": ruid,
+            "context": _context(context),
+        }
 
     def _cite(self, policy_id: str) -> str:
         info = self._by_id.get(policy_id)
@@ -307,15 +357,22 @@ def custom_policies(loaded: LoadedCharter) -> tuple[list[PolicyInfo], list[Probl
             pid = stmt.annotations.get("id") or f"{shown}:{stmt.line}"
             if pid in generated_ids or pid in seen_ids:
                 where = "a generated policy" if pid in generated_ids else seen_ids[pid]
-                problems.append(Problem(f"policy id {pid!r} is already used by {where}; choose another @id",
-                                        file=shown, line=stmt.line, field=field))
+                problems.append(
+                    Problem(
+                        f"policy id {pid!r} is already used by {where}; choose another @id",
+                        file=shown,
+                        line=stmt.line,
+                        field=field,
+                    )
+                )
             seen_ids[pid] = f"{shown}:{stmt.line}"
             for ref in entity_refs(stmt):
                 problem = _check_ref(ref.type, ref.id, known)
                 if problem:
                     problems.append(Problem(problem, file=shown, line=ref.line, field=field))
-            policies.append(PolicyInfo(pid, stmt.effect or "permit", stmt.text(text), f"{shown}:{stmt.line}",
-                                       False))
+            policies.append(
+                PolicyInfo(pid, stmt.effect or "permit", stmt.text(text), f"{shown}:{stmt.line}", False)
+            )
     return policies, problems
 
 
@@ -345,13 +402,16 @@ def _known_entities(loaded: LoadedCharter) -> dict[str, set[str]]:
 def _check_ref(full_type: str, ident: str, known: dict[str, set[str]]) -> str | None:
     ns, _, kind = full_type.rpartition("::")
     if ns != NAMESPACE or kind not in known:
-        return (f"entity type {full_type!r} is not used by Charter and can never match; "
-                f"expected {NAMESPACE}::<{'|'.join(ENTITY_TYPES)}>")
+        return (
+            f"entity type {full_type!r} is not used by Charter and can never match; "
+            f"expected {NAMESPACE}::<{'|'.join(ENTITY_TYPES)}>"
+        )
     if ident not in known[kind]:
         import difflib
 
         hint = difflib.get_close_matches(ident, sorted(known[kind]), n=1)
         what = "action" if kind == "Action" else kind
-        return (f"unknown {what} {ident!r} in {full_type}::\"{ident}\""
-                + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return f'unknown {what} {ident!r} in {full_type}::"{ident}"' + (
+            f"; did you mean {hint[0]!r}?" if hint else ""
+        )
     return None

@@ -40,7 +40,7 @@ class Statement:
     complete: bool  # ends with ';'
 
     def text(self, source: str) -> str:
-        return source[self.start:self.end]
+        return source[self.start : self.end]
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -52,8 +52,12 @@ class Statement:
             key = toks[i + 1].text
             value = ""
             i += 2
-            if (i + 2 < len(toks) and toks[i].text == "(" and toks[i + 1].kind == "string"
-                    and toks[i + 2].text == ")"):
+            if (
+                i + 2 < len(toks)
+                and toks[i].text == "("
+                and toks[i + 1].kind == "string"
+                and toks[i + 2].text == ")"
+            ):
                 value = unquote(toks[i + 1].text)
                 i += 3
             out[key] = value
@@ -102,9 +106,9 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("number", m.group(), i, m.end(), line))
             i = m.end()
         else:
-            two = text[i:i + 2]
+            two = text[i : i + 2]
             size = 2 if two in _PUNCT else 1
-            tokens.append(Token("punct", text[i:i + size], i, i + size, line))
+            tokens.append(Token("punct", text[i : i + size], i, i + size, line))
             i += size
     return tokens
 
@@ -149,7 +153,7 @@ def _locate_in_statement(text: str, stmt: Statement, message: str) -> tuple[int,
     """The line of the offending token, and a hint to append to the message."""
     culprit: Token | None = None
     for k, tok in enumerate(stmt.tokens):
-        err = _parse_error(text[stmt.start:tok.end])
+        err = _parse_error(text[stmt.start : tok.end])
         if err is not None and err != _EOF_ERROR:
             culprit = stmt.tokens[k]
             if k >= 2 and stmt.tokens[k - 1].text in ("permit", "forbid"):

@@ -79,8 +79,12 @@ class Comparison:
             return actual == self.value if self.op == "==" else actual != self.value
         number = to_decimal(actual, self.arg)
         return {
-            "<": number < self.value, "<=": number <= self.value, ">": number > self.value,
-            ">=": number >= self.value, "==": number == self.value, "!=": number != self.value,
+            "<": number < self.value,
+            "<=": number <= self.value,
+            ">": number > self.value,
+            ">=": number >= self.value,
+            "==": number == self.value,
+            "!=": number != self.value,
         }[self.op]
 
     def __str__(self) -> str:
@@ -149,8 +153,10 @@ def parse_condition(text: str) -> Condition:
         kind = m.lastgroup or "bad"
         tok = m.group(kind)
         if kind == "bad":
-            raise UsageError(f"unexpected {tok!r} at column {m.start(kind) + 1} in condition {text!r}; "
-                             f"expected '<arg> <op> <number|'string'>' joined by 'and'/'or'")
+            raise UsageError(
+                f"unexpected {tok!r} at column {m.start(kind) + 1} in condition {text!r}; "
+                f"expected '<arg> <op> <number|'string'>' joined by 'and'/'or'"
+            )
         tokens.append((kind, tok, m.start(kind) + 1))
         pos = m.end()
         if not text[pos:].strip():
@@ -162,8 +168,10 @@ def parse_condition(text: str) -> Condition:
 
     def fail(msg: str, col: int | None) -> UsageError:
         where = f" at column {col}" if col else " at the end"
-        return UsageError(f"{msg}{where} in condition {text!r}; expected '<arg> <op> <number|'string'>' "
-                          f"joined by 'and'/'or'")
+        return UsageError(
+            f"{msg}{where} in condition {text!r}; expected '<arg> <op> <number|'string'>' "
+            f"joined by 'and'/'or'"
+        )
 
     while True:
         if i + 3 > len(tokens):

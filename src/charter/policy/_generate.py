@@ -33,10 +33,23 @@ from charter.spec import LoadedCharter
 NAMESPACE = "Charter"
 
 #: Workflow actions a role's ``permissions`` may name (others may be declared; these are the built-in ones).
-WORKFLOW_ACTIONS: frozenset[str] = frozenset({
-    "ask", "search", "feedback", "review.submit", "review.decide", "traces.read_all", "audit.read",
-    "sources.sync", "kill_switch", "gate.run", "evals.run", "reports.read", "users.manage",
-})
+WORKFLOW_ACTIONS: frozenset[str] = frozenset(
+    {
+        "ask",
+        "search",
+        "feedback",
+        "review.submit",
+        "review.decide",
+        "traces.read_all",
+        "audit.read",
+        "sources.sync",
+        "kill_switch",
+        "gate.run",
+        "evals.run",
+        "reports.read",
+        "users.manage",
+    }
+)
 #: Actions on tools; granted per tool (``tools[].roles`` and ``tools[].approval``), never through a role.
 TOOL_ACTIONS: frozenset[str] = frozenset({"tools.call", "tools.approve"})
 
@@ -85,22 +98,38 @@ def charter_problems(loaded: LoadedCharter) -> list[Problem]:
             loc: tuple[str | int, ...] = ("roles", role_id, "permissions", j)
             field = f"roles.{role_id}.permissions[{j}]"
             if perm in TOOL_ACTIONS:
-                problems.append(Problem(
-                    f"{perm!r} is granted per tool (tools[].roles and tools[].approval), not through a role",
-                    file=located.file, line=located.line_of(loc), field=field))
+                problems.append(
+                    Problem(
+                        f"{perm!r} is granted per tool (tools[].roles, tools[].approval), not through a role",
+                        file=located.file,
+                        line=located.line_of(loc),
+                        field=field,
+                    )
+                )
             elif not _ACTION_NAME.match(perm):
-                problems.append(Problem(
-                    f"invalid action name {perm!r}; expected lower-case words joined by '.', "
-                    f"e.g. 'review.decide'",
-                    file=located.file, line=located.line_of(loc), field=field))
+                problems.append(
+                    Problem(
+                        f"invalid action name {perm!r}; expected lower-case words joined by '.', "
+                        f"e.g. 'review.decide'",
+                        file=located.file,
+                        line=located.line_of(loc),
+                        field=field,
+                    )
+                )
     for i, tool in enumerate(loaded.spec.tools):
         for j, cond in enumerate(tool.approval.conditions):
             loc = ("tools", i, "approval", "conditions", j, "when")
             try:
                 parse_condition(cond.when)
             except UsageError as exc:
-                problems.append(Problem(exc.problem.message, file=located.file, line=located.line_of(loc),
-                                        field=f"tools[{i}].approval.conditions[{j}].when"))
+                problems.append(
+                    Problem(
+                        exc.problem.message,
+                        file=located.file,
+                        line=located.line_of(loc),
+                        field=f"tools[{i}].approval.conditions[{j}].when",
+                    )
+                )
     return problems
 
 
@@ -113,54 +142,74 @@ def generate(loaded: LoadedCharter) -> tuple[list[PolicyInfo], list[dict[str, An
     def add(pid: str, effect: str, body: str, source: str) -> None:
         policies.append(PolicyInfo(pid, effect, _policy(pid, effect, body), source, True))
 
-    add("identity.inactive", "forbid", "  principal,\n  action,\n  resource\n) unless { principal.active };",
-        f"{loaded.spec.identity.users_file}: principals with active: false")
+    add(
+        "identity.inactive",
+        "forbid",
+        "  principal,\n  action,\n  resource\n) unless { principal.active };",
+        f"{loaded.spec.identity.users_file}: principals with active: false",
+    )
     for role_id, role in spec.roles.items():
         for j, perm in enumerate(role.permissions):
-            add(f"role.{role_id}.{perm}", "permit",
+            add(
+                f"role.{role_id}.{perm}",
+                "permit",
                 f"  principal in {cedar_uid('Role', role_id)},\n"
                 f"  action == {cedar_uid('Action', perm)},\n"
                 f"  resource in {cedar_uid('Workflow', wf)}\n);",
-                _source(loaded, ("roles", role_id, "permissions", j)))
+                _source(loaded, ("roles", role_id, "permissions", j)),
+            )
     for i, tool in enumerate(spec.tools):
         resource = cedar_uid("Tool", tool.name)
         for j, role_id in enumerate(tool.roles):
-            add(f"tool.{tool.name}.call.{role_id}", "permit",
+            add(
+                f"tool.{tool.name}.call.{role_id}",
+                "permit",
                 f"  principal in {cedar_uid('Role', role_id)},\n"
                 f"  action == {cedar_uid('Action', 'tools.call')},\n"
                 f"  resource == {resource}\n);",
-                _source(loaded, ("tools", i, "roles", j)))
+                _source(loaded, ("tools", i, "roles", j)),
+            )
         rule = tool.approval
         if rule.rule == "always" and rule.approver_role:
-            add(f"tool.{tool.name}.approve.{rule.approver_role}", "permit",
+            add(
+                f"tool.{tool.name}.approve.{rule.approver_role}",
+                "permit",
                 f"  principal in {cedar_uid('Role', rule.approver_role)},\n"
                 f"  action == {cedar_uid('Action', 'tools.approve')},\n"
                 f"  resource == {resource}\n);",
-                _source(loaded, ("tools", i, "approval", "approver_role")))
+                _source(loaded, ("tools", i, "approval", "approver_role")),
+            )
         previous: list[Condition] = []
         for j, cond in enumerate(rule.conditions):
             parsed = parse_condition(cond.when)
             guard = " && ".join([parsed.to_cedar(), *(f"!{p.to_cedar()}" for p in previous)])
-            add(f"tool.{tool.name}.approve.{j + 1}.{cond.approver_role}", "permit",
+            add(
+                f"tool.{tool.name}.approve.{j + 1}.{cond.approver_role}",
+                "permit",
                 f"  principal in {cedar_uid('Role', cond.approver_role)},\n"
                 f"  action == {cedar_uid('Action', 'tools.approve')},\n"
                 f"  resource == {resource}\n) when {{\n  {guard}\n}};",
-                _source(loaded, ("tools", i, "approval", "conditions", j, "when")))
+                _source(loaded, ("tools", i, "approval", "conditions", j, "when")),
+            )
             previous.append(parsed)
     if spec.scope.forbidden_actions:
         targets = " || ".join(f"resource == {cedar_uid('Tool', n)}" for n in spec.scope.forbidden_actions)
-        add("scope.forbidden_actions", "forbid",
+        add(
+            "scope.forbidden_actions",
+            "forbid",
             f"  principal,\n  action == {cedar_uid('Action', 'tools.call')},\n  resource\n"
             f") when {{ {targets} }};",
-            _source(loaded, ("scope", "forbidden_actions")))
+            _source(loaded, ("scope", "forbidden_actions")),
+        )
 
     return policies, entities(loaded), known_actions(loaded)
 
 
 def known_actions(loaded: LoadedCharter) -> frozenset[str]:
     """The built-in actions plus every action a role's ``permissions`` names."""
-    return frozenset(WORKFLOW_ACTIONS | TOOL_ACTIONS
-                     | {p for role in loaded.spec.roles.values() for p in role.permissions})
+    return frozenset(
+        WORKFLOW_ACTIONS | TOOL_ACTIONS | {p for role in loaded.spec.roles.values() for p in role.permissions}
+    )
 
 
 def entities(loaded: LoadedCharter) -> list[dict[str, Any]]:
@@ -169,17 +218,21 @@ def entities(loaded: LoadedCharter) -> list[dict[str, Any]]:
     wf = uid("Workflow", spec.workflow.id)
     out: list[dict[str, Any]] = [{"uid": wf, "attrs": {"name": spec.workflow.name}, "parents": []}]
     out += [{"uid": uid("Tool", t.name), "attrs": {"effect": t.effect}, "parents": [wf]} for t in spec.tools]
-    out += [{"uid": uid("Source", s.id), "attrs": {"sensitivity": s.sensitivity}, "parents": [wf]}
-            for s in spec.sources]
+    out += [
+        {"uid": uid("Source", s.id), "attrs": {"sensitivity": s.sensitivity}, "parents": [wf]}
+        for s in spec.sources
+    ]
     out += [{"uid": uid("Role", r), "attrs": {}, "parents": []} for r in spec.roles]
     groups = {g.id for g in users.groups} | {g for p in loaded.principals.values() for g in p.groups}
     out += [{"uid": uid("Group", g), "attrs": {}, "parents": []} for g in sorted(groups)]
     for p in loaded.principals.values():
-        out.append({
-            "uid": principal_uid(p.kind, p.id),
-            "attrs": {"active": p.active, "kind": p.kind},
-            "parents": [*(uid("Group", g) for g in p.groups), *(uid("Role", r) for r in p.roles)],
-        })
+        out.append(
+            {
+                "uid": principal_uid(p.kind, p.id),
+                "attrs": {"active": p.active, "kind": p.kind},
+                "parents": [*(uid("Group", g) for g in p.groups), *(uid("Role", r) for r in p.roles)],
+            }
+        )
     return out
 
 
