@@ -132,6 +132,7 @@ def tokens_create(
             f"token for {d['user']} (id {d['id']}, expires {d['expires_at'] or 'never'}); "
             f"store it now, it is not shown again:",
             highlight=False,
+            soft_wrap=True,
         )
         typer.echo(d["token"])
 
