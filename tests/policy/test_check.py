@@ -124,3 +124,11 @@ def test_tools_call_as_role_permission_is_refused(project: Path) -> None:
     result = run_cli("check", str(project), "--json")
     assert result.exit_code == 1
     assert any("granted per tool" in p["message"] for p in result.json()["problems"])  # type: ignore[index]
+
+
+def test_templates_are_refused(project: Path) -> None:
+    _add_policy(project, "tpl.cedar", "\npermit (principal == ?principal, action, resource);\n")
+    result = run_cli("check", str(project), "--json")
+    assert result.exit_code == 1
+    [problem] = [p for p in result.json()["problems"] if "tpl.cedar" in (p["file"] or "")]  # type: ignore[index]
+    assert problem["line"] == 2 and "templates" in problem["message"]

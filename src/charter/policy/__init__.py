@@ -24,6 +24,13 @@ def check_policy_files(loaded: LoadedCharter) -> list[Problem]:
     entities or actions that do not exist."""
     problems = charter_problems(loaded)
     problems += custom_policies(loaded)[1]
+    if not problems:
+        from charter.errors import SpecError
+
+        try:  # whatever passes the checks must also build: the runtime builds exactly this
+            Authorizer.from_charter(loaded)
+        except SpecError as exc:
+            problems += exc.problems
     return problems
 
 

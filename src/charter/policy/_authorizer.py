@@ -7,6 +7,7 @@ a mapping of ``args``, a NaN or infinite number, an unsupported value — is den
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -366,6 +367,18 @@ def custom_policies(loaded: LoadedCharter) -> tuple[list[PolicyInfo], list[Probl
                     )
                 )
             seen_ids[pid] = f"{shown}:{stmt.line}"
+            toks = stmt.tokens
+            if any(
+                a.text == "?" and b.text in ("principal", "resource") for a, b in itertools.pairwise(toks)
+            ):
+                problems.append(
+                    Problem(
+                        "policy templates (?principal, ?resource) are not supported; write a static policy",
+                        file=shown,
+                        line=stmt.line,
+                        field=field,
+                    )
+                )
             for ref in entity_refs(stmt):
                 problem = _check_ref(ref.type, ref.id, known)
                 if problem:
