@@ -1,0 +1,73 @@
+"""Migrations are append-only: a database created by the first migration upgrades with its data intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, DateTime, MetaData, Table, select
+
+from charter.store import metadata, open_store, utcnow
+from charter.store._core_tables import state
+from charter.store._engine import MIGRATIONS_DIR
+from charter.telemetry._audit_tables import audit_checkpoints, audit_log
+from charter.telemetry.audit import AuditLog
+
+
+def _head() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
+    store.migrate("0001")
+    assert store.current_revision() == "0001"
+    log = AuditLog(store, key_dir=tmp_path / "keys", checkpoint_every=5)
+    for i in range(12):
+        log.append(actor="ana", action="token.used", resource="workflow:billing-support", outcome="allowed",
+                   details={"i": i, "text": "àé"})
+    with store.begin() as conn:
+        conn.execute(state.insert().values(key="charter.fingerprint", value={"v": "sha256:abc"},
+                                           updated_at=utcnow()))
+    head_before = log.head()
+
+    store.migrate()
+
+    assert store.current_revision() == _head()
+    assert log.head() == head_before
+    result = log.verify()
+    assert result.ok and result.entries_verified == 12 and result.checkpoints_verified == 2
+    with store.connect() as conn:
+        assert conn.execute(select(state.c.value).where(state.c.key == "charter.fingerprint")).scalar() == {
+            "v": "sha256:abc"}
+    log.append(actor="omar", action="charter.changed", resource="workflow:billing-support",
+               outcome="recorded")
+    assert log.verify().ok
+    store.dispose()
+
+
+def _audit_only(obj: object, name: str | None, type_: str, _reflected: bool, _other: object) -> bool:
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
+    return str(table).startswith("audit_")
+
+
+def test_audit_tables_match_the_migrations(tmp_path: Path) -> None:
+    """The table definitions in ``_audit_tables.py`` and the migrations describe the same schema."""
+    store = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    with store.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"include_object": _audit_only, "compare_type": True})
+        assert compare_metadata(ctx, metadata) == []
+        # and the comparison can fail: a stale definition of the table is noticed
+        stale = MetaData()
+        Table("audit_log", stale, *[c.copy() for c in audit_log.columns if c.name != "ts"],
+              Column("ts", DateTime, nullable=False))
+        Table("audit_checkpoints", stale, *[c.copy() for c in audit_checkpoints.columns])
+        assert compare_metadata(ctx, stale) != []
+    store.dispose()
