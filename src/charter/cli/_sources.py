@@ -1,1 +1,263 @@
-"""CLI commands (registered on import)."""
+"""``charter sources``, ``charter sources show ID`` and ``charter sync``.
+
+Like the other operator commands these read the local database directly, so whoever runs them is trusted
+with the local machine. With ``--as USER`` the command is also checked against the charter — ``sync`` needs
+the ``sources.sync`` permission, ``sources show`` the source's owner (or the charter's sources owner) — and
+audited under that user's id; without it, the actor recorded is ``local:<os user>``.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from charter.cli._app import app
+from charter.cli._common import (
+    CharterOpt,
+    JsonOpt,
+    acting_principal,
+    console,
+    emit,
+    err_console,
+    open_runtime,
+)
+from charter.errors import Denied, UsageError
+from charter.runtime import Runtime
+
+sources_app = typer.Typer(
+    help="Data sources: owner, counts, freshness and approval; `show ID` lists a source's documents.",
+    invoke_without_command=True,
+)
+app.add_typer(sources_app, name="sources")
+
+OptionalAs = Annotated[
+    str | None,
+    typer.Option("--as", help="Act as this user (checked against the charter and audited under this id)."),
+]
+
+
+def _local_actor() -> str:
+    try:
+        return f"local:{getpass.getuser()}"
+    except Exception:  # no login name (containers)
+        return "local:unknown"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}".removesuffix(".0") + unit
+    return f"{seconds:.0f}s"
+
+
+# ------------------------------------------------------------------------------------------ sources
+@sources_app.callback()
+def sources_list(ctx: typer.Context, charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+    """List the charter's sources: owner, sensitivity, permissions, counts, freshness and approval."""
+    if ctx.invoked_subcommand is not None:
+        ctx.ensure_object(dict)
+        ctx.obj.update(charter=charter, as_json=as_json)
+        return
+    from charter.sources import source_statuses
+
+    rt = open_runtime(charter)
+    try:
+        rows = source_statuses(rt)
+    finally:
+        rt.close()
+    emit({"sources": rows}, as_json, _render_sources)
+
+
+def _render_sources(data: dict[str, Any]) -> None:
+    table = Table(title="Sources", title_justify="left")
+    for col in ("source", "owner", "access", "indexed", "freshness", "approval"):
+        table.add_column(col, overflow="fold")
+    for r in data["sources"]:
+        access = f"{r['sensitivity']}\n{r['permission_model']}"
+        if r["groups"]:
+            access += f" ({', '.join(r['groups'])})"
+        if not r["allowed_in_prompts"]:
+            access += "\nnot in prompts"
+        indexed = f"{r['documents']} docs\n{r['chunks']} chunks"
+        if r["private_by_default"]:
+            indexed += f"\n[yellow]{r['private_by_default']} private[/]"
+        fresh = {"fresh": "[green]fresh[/]", "stale": "[red]stale[/]"}.get(r["freshness"],
+                                                                          "[yellow]never synced[/]")
+        if r["last_successful_sync"]:
+            fresh += (f"\n{_age(r['age_seconds'])} of {_age(r['max_age_seconds'])}"
+                      f"\n{r['last_successful_sync'][:10]}")
+        if r["last_run"] and r["last_run"]["status"] == "failed":
+            fresh += "\n[red]last run failed[/]"
+        a = r["approval"]
+        when = f"{a['by']} {str(a['at'])[:10]}" if a["by"] else ""
+        approval = {
+            "approved": f"[green]approved[/]\n{when}",
+            "approved_unbound": f"approved\n{when}\n[yellow]no config hash[/]",
+            "config_changed": f"[red]config changed[/]\nsince {when}",
+        }.get(a["state"], "[red]unapproved[/]")
+        table.add_row(f"{escape(r['id'])}\n{escape(r['connector'])}", escape(r["owner"]), escape(access),
+                      indexed, fresh, approval)
+    console.print(table)
+
+
+@sources_app.command("show")
+def sources_show(
+    ctx: typer.Context,
+    source_id: Annotated[str, typer.Argument(help="Source id.")],
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    as_user: OptionalAs = None,
+) -> None:
+    """List a source's documents: id, title, ACL, chunks, private-by-default and failures (for owners)."""
+    from charter.sources import source_documents_listing, source_statuses
+
+    parent = ctx.obj or {}
+    charter = charter or parent.get("charter")
+    as_json = as_json or bool(parent.get("as_json"))
+    rt = open_runtime(charter)
+    try:
+        source = _source(rt, source_id)
+        actor = _local_actor()
+        if as_user is not None:
+            principal = acting_principal(rt, as_user)
+            if principal.id not in (source.owner, rt.spec.owners.sources):
+                rt.audit.append(actor=principal.id, action="sources.show", resource=f"source:{source.id}",
+                                outcome="denied", details={"reason": "not the source owner"})
+                raise Denied(f"{principal.id} may not list the documents of source {source.id}",
+                             reasons=[f"only the source owner ({source.owner}) or the sources owner "
+                                      f"({rt.spec.owners.sources}) may"])
+            actor = principal.id
+        status = next(r for r in source_statuses(rt) if r["id"] == source.id)
+        docs = source_documents_listing(rt, source.id)
+        rt.audit.append(actor=actor, action="sources.show", resource=f"source:{source.id}", outcome="success",
+                        details={"documents": len(docs)})
+    finally:
+        rt.close()
+    emit({"source": status, "documents": docs}, as_json, _render_documents)
+
+
+def _render_documents(data: dict[str, Any]) -> None:
+    s = data["source"]
+    console.print(f"[bold]{escape(s['id'])}[/] — {escape(s['title'])} ({s['permission_model']}, "
+                  f"owner {s['owner']}, {s['documents']} documents, {s['chunks']} chunks)", highlight=False)
+    table = Table(title_justify="left")
+    for col in ("doc id", "title", "acl", "chunks", "private", "note"):
+        table.add_column(col, overflow="fold")
+    for d in data["documents"]:
+        note = ""
+        if d["failed_reason"]:
+            note = f"[red]last read failed:[/] {escape(d['failed_reason'])}"
+        elif d["private_by_default"]:
+            note = f"[yellow]{escape(d['acl_error'] or 'no ACL')}[/]"
+        table.add_row(escape(d["doc_id"]), escape(d["title"]), escape(", ".join(d["acl"])), str(d["chunks"]),
+                      "[yellow]yes[/]" if d["private_by_default"] else "no", note)
+    console.print(table)
+
+
+def _source(rt: Runtime, source_id: str) -> Any:
+    try:
+        return rt.spec.source(source_id)
+    except KeyError:
+        known = ", ".join(s.id for s in rt.spec.sources) or "none"
+        raise UsageError(f"unknown source {source_id!r} (known: {known})") from None
+
+
+# ------------------------------------------------------------------------------------------ sync
+class _RichProgress:
+    """Documents processed / total per source, on stderr (stdout stays clean for --json)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console, transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, source_id: str, total: int | None) -> None:
+        self.tasks[source_id] = self.progress.add_task(f"sync {source_id}", total=total)
+
+    def advance(self, source_id: str) -> None:
+        self.progress.advance(self.tasks[source_id])
+
+    def finish(self, source_id: str) -> None:
+        task = self.tasks.get(source_id)
+        if task is not None:
+            self.progress.update(task, total=self.progress.tasks[task].completed)
+
+
+@app.command()
+def sync(
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Sync only this source.")] = None,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    as_user: OptionalAs = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress",
+                                           help="Show a progress bar on stderr (off with --json).")] = True,
+) -> None:
+    """Sync sources into the index: incremental, deletions propagate, ACL-only changes without re-embedding.
+
+    Prints (and records, and audits) a summary per source. A document that cannot be read fails alone; the
+    command exits 1 only when a whole source could not be read.
+    """
+    from charter.sources import sync_sources
+
+    rt = open_runtime(charter)
+    try:
+        if source is not None:
+            _source(rt, source)
+        actor = _local_actor()
+        if as_user is not None:
+            principal = acting_principal(rt, as_user)
+            resource = f"source:{source}" if source else None
+            rt.authorizer.require(principal, "sources.sync", resource, audit=rt.audit)
+            actor = principal.id
+        if progress and not as_json:
+            with _RichProgress() as bar:
+                summaries = sync_sources(rt, source, actor=actor, progress=bar)
+        else:
+            summaries = sync_sources(rt, source, actor=actor)
+    finally:
+        rt.close()
+    data = {"sources": [s.as_dict() for s in summaries], "ok": all(s.ok for s in summaries)}
+    emit(data, as_json, _render_summaries)
+    if not data["ok"]:
+        raise typer.Exit(1)
+
+
+def _render_summaries(data: dict[str, Any]) -> None:
+    table = Table(title="Sync summary", title_justify="left")
+    table.add_column("source", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for col in ("added", "updated", "acl", "deleted", "same", "private", "failed"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in data["sources"]:
+        color = {"succeeded": "green", "partial": "yellow", "removed": "cyan"}.get(s["status"], "red")
+        status = "ok" if s["status"] == "succeeded" else s["status"]
+        table.add_row(escape(s["source"]), f"[{color}]{status}[/]", *(str(s[k]) for k in (
+            "added", "updated", "acl_changed", "deleted", "unchanged", "private_by_default", "failed")))
+    console.print(table)
+    for s in data["sources"]:
+        if s["error"]:
+            console.print(f"[red]{escape(s['source'])}: {escape(s['error'])}[/]", highlight=False,
+                          soft_wrap=True)
+        for p in s["private"]:
+            console.print(f"[yellow]private by default[/] {escape(s['source'])}/{escape(p['doc_id'])}: "
+                          f"{escape(p['reason'])}", highlight=False, soft_wrap=True)
+        for f in s["failures"]:
+            where = f["doc_id"] or f"line {f['line']}"
+            if f["doc_id"] and f["line"]:
+                where += f" (line {f['line']})"
+            console.print(f"[red]failed[/] {escape(s['source'])}/{escape(where)}: {escape(f['reason'])}",
+                          highlight=False, soft_wrap=True)

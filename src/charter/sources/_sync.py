@@ -257,7 +257,13 @@ class Syncer:
         if self.progress is not None:
             self.progress.start(source.id, total)
         seen: set[str] = set()
-        for item in conn.documents(ctx):
+        items = iter(conn.documents(ctx))
+        while True:
+            read_at = utcnow()  # real time (not the injectable clock): the index orders writes by it
+            try:
+                item = next(items)
+            except StopIteration:
+                break
             summary.documents += 1
             if self.progress is not None:
                 self.progress.advance(source.id)
@@ -275,7 +281,7 @@ class Syncer:
                 continue
             seen.add(item.doc_id)
             try:
-                self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog)
+                self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
             except SQLAlchemyError:
                 raise  # the store itself is failing: stop this source, delete nothing
             except Exception as exc:
@@ -291,7 +297,7 @@ class Syncer:
         summary.status = "partial" if summary.failed else "succeeded"
 
     def _one(self, source: Source, doc: Document, state: DocState | None, rechunk: bool, summary: SyncSummary,
-             catalog: _Catalog) -> None:
+             catalog: _Catalog, read_at: datetime) -> None:
         eff = effective_acl(source, doc.acl, doc.acl_error)
         if eff.private_by_default:
             summary.private_by_default += 1
@@ -300,14 +306,9 @@ class Syncer:
                 and state.acl_hash == acl_hash(eff.tokens)
                 and state.private_by_default == eff.private_by_default):
             result = "unchanged"
-        else:
-            if rechunk and state is not None and state.content_hash == doc.content_hash:
-                # Same content, new chunking settings: the index only re-chunks on a content change.
-                self.index.delete_document(source.id, doc.doc_id)
+        else:  # the index re-chunks when the chunking settings differ, and re-embeds only new chunk texts
             result = self.index.upsert_document(doc, eff.tokens, source.chunking,
-                                                private_by_default=eff.private_by_default)
-            if rechunk and state is not None and result == "added":
-                result = "updated"
+                                                private_by_default=eff.private_by_default, seen_at=read_at)
         setattr(summary, result, getattr(summary, result) + 1)
         catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
 
