@@ -8,9 +8,10 @@ Rules (see ``docs/models.md``):
 * The charter's own ``approval:`` block on a version is a *declaration*, not an approval: it never
   approves anything by itself. If it carries a ``config_hash`` that no longer matches the file, the version
   is refused as well (the declaration is stale).
-* The active version is the charter's ``active``, unless ``charter prompts activate`` recorded another one
-  since the charter last changed its ``active`` (the most recent explicit decision wins). Only an approved
-  version can be activated, and the runtime refuses to run a workflow whose active version is not approved.
+* The active version is the most recent decision: the charter's ``active`` (recorded as an activation by
+  ``@charter`` whenever the file names a different version than last seen) or a later
+  ``charter prompts activate``. Only an approved version can be activated, and the runtime refuses to run
+  a workflow whose active version is not approved.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from charter.spec._schema import Prompt, PromptVersion
 from charter.store import Store, utcnow
 
 AuditFn = Callable[..., Any]
+CHARTER_ACTOR = "@charter"  # activations that record the charter file's own `active` (not a user id)
 
 
 def file_sha256(data: bytes) -> str:
@@ -113,25 +115,54 @@ class PromptRegistry:
                 return row
         return rows[0] if rows else None
 
-    def _latest_activation(self, prompt: str) -> Any:
+    def _latest_activation(self, prompt: str, *, by: str | None = None) -> Any:
         a = prompt_activations.c
+        query = select(prompt_activations).where((a.workflow_id == self.workflow_id) & (a.prompt == prompt))
+        if by is not None:
+            query = query.where(a.activated_by == by)
         with self.store.connect() as conn:
-            return conn.execute(
-                select(prompt_activations)
-                .where((a.workflow_id == self.workflow_id) & (a.prompt == prompt))
+            return conn.execute(query.order_by(a.id.desc()).limit(1)).first()
+
+    def _sync_charter_choice(self, prompt: Prompt) -> None:
+        """Record the charter's ``active`` as an activation when it differs from the last one recorded, so
+        that the newest decision — a charter edit or ``prompts activate`` — is simply the newest row."""
+        seen = self._latest_activation(prompt.name, by=CHARTER_ACTOR)
+        if seen is not None and seen.version == prompt.active:
+            return
+        data = self._read(self._version(prompt, prompt.active))
+        with self.store.begin(immediate=True) as conn:
+            a = prompt_activations.c
+            again = conn.execute(
+                select(a.version)
+                .where(
+                    (a.workflow_id == self.workflow_id)
+                    & (a.prompt == prompt.name)
+                    & (a.activated_by == CHARTER_ACTOR)
+                )
                 .order_by(a.id.desc())
                 .limit(1)
             ).first()
+            if again is not None and again[0] == prompt.active:
+                return
+            conn.execute(
+                prompt_activations.insert().values(
+                    workflow_id=self.workflow_id,
+                    prompt=prompt.name,
+                    version=prompt.active,
+                    file_hash=file_sha256(data) if data is not None else "",
+                    charter_active=prompt.active,
+                    activated_by=CHARTER_ACTOR,
+                    activated_at=utcnow(),
+                )
+            )
 
     def active_version(self, name: str) -> str:
-        """The version label in force: the last recorded activation, unless the charter changed since."""
+        """The version in force: the newest decision, either the charter's ``active`` (recorded when it
+        changes) or a later ``charter prompts activate``."""
         prompt = self._prompt(name)
+        self._sync_charter_choice(prompt)
         row = self._latest_activation(name)
-        if (
-            row is not None
-            and row.charter_active == prompt.active
-            and any(v.version == row.version for v in prompt.versions)
-        ):
+        if row is not None and any(v.version == row.version for v in prompt.versions):
             return str(row.version)
         return prompt.active
 
