@@ -19,6 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "billing-support" /
 LOADED = load_charter(EXAMPLE)
 AUTHZ = Authorizer.from_charter(LOADED)
 TOOLS = [t.name for t in LOADED.spec.tools]
+SOURCES = [s.id for s in LOADED.spec.sources]
 USERS = sorted(LOADED.principals)
 ACTIONS = sorted(AUTHZ.actions)
 
@@ -37,7 +38,9 @@ def oracle(loaded: LoadedCharter, principal: Any, action: Any, resource: Any, co
         return False
     if kind == "Tool" and ident not in TOOLS:
         return False
-    if kind not in ("Workflow", "Tool"):
+    if kind == "Source" and ident not in SOURCES:
+        return False
+    if kind not in ("Workflow", "Tool", "Source"):  # role permissions cover the workflow and its children
         return False
     if action in {perm for r in p.roles for perm in loaded.spec.roles[r].permissions}:
         return True
