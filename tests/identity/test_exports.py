@@ -1,0 +1,19 @@
+"""The public surface of charter.identity is exactly this; everything else is private."""
+
+import charter.identity
+
+
+def test_exported_names() -> None:
+    assert sorted(charter.identity.__all__) == sorted(
+        [
+            "IssuedToken",
+            "TokenInfo",
+            "create_token",
+            "list_tokens",
+            "parse_token",
+            "resolve_token",
+            "revoke_token",
+        ]
+    )
+    for name in charter.identity.__all__:
+        assert getattr(charter.identity, name) is not None
