@@ -7,5 +7,6 @@ import charter.sources._tables  # noqa: F401
 import charter.telemetry._audit_tables  # noqa: F401
 import charter.store._core_tables  # noqa: F401
 import charter.telemetry._trace_tables  # noqa: F401
+import charter.telemetry._monitoring_tables  # noqa: F401
 import charter.tools._tables  # noqa: F401
 import charter.review._tables  # noqa: F401

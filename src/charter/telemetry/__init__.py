@@ -1,0 +1,77 @@
+"""Telemetry: traces, masking, feedback, metrics, OpenTelemetry export, the operator report, retention
+(and the audit log, in :mod:`charter.telemetry.audit`).
+
+Public API:
+
+* :class:`Trace`, :class:`SpanRecord`, :class:`TraceStore` — one masked document per request;
+  :func:`trace_store_for` builds the runtime's store (charter field policies, masker, metrics, OTLP sink).
+* Masking at one choke point: :func:`masker_for`, :func:`mask_text`, :func:`mask_value` (use these on every
+  write path), :class:`Masker`, :class:`PresidioMasker` (default), :class:`PatternMasker`,
+  :func:`protect`, :data:`REDACTED`.
+* Feedback: :func:`record_feedback`, :data:`FEEDBACK_REASONS`, :func:`review_decisions`.
+* Metrics: :func:`metrics_for` (a per-runtime ``CollectorRegistry``; ``.exposition()``).
+* OpenTelemetry: :class:`TraceExporter`, :data:`SEMCONV_VERSION`.
+* Report: :func:`build_report`, :func:`render_report`, :func:`wilson_interval`, :func:`error_signature`.
+* Retention: :func:`apply_retention`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from charter.telemetry._feedback import FEEDBACK_REASONS, record_feedback, review_decisions
+from charter.telemetry._metrics import metrics_for
+from charter.telemetry._report import build_report, error_signature, wilson_interval
+from charter.telemetry._report_render import render_report
+from charter.telemetry._retention import RetentionResult, apply_retention
+from charter.telemetry._wiring import mask_text, mask_value, masker_for, masking_salt, trace_store_for
+from charter.telemetry.masking import REDACTED, Masker, NullMasker, PatternMasker, protect
+from charter.telemetry.traces import SpanRecord, Trace, TraceStore
+
+if TYPE_CHECKING:
+    from charter.telemetry._otel import SEMCONV_VERSION, TraceExporter
+    from charter.telemetry._presidio import PresidioMasker
+
+_LAZY = {
+    "PresidioMasker": "charter.telemetry._presidio",
+    "TraceExporter": "charter.telemetry._otel",
+    "SEMCONV_VERSION": "charter.telemetry._otel",
+}
+
+
+def __getattr__(name: str) -> Any:  # heavy imports (presidio, the OTel SDK) only when used
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "FEEDBACK_REASONS",
+    "REDACTED",
+    "SEMCONV_VERSION",
+    "Masker",
+    "NullMasker",
+    "PatternMasker",
+    "PresidioMasker",
+    "RetentionResult",
+    "SpanRecord",
+    "Trace",
+    "TraceExporter",
+    "TraceStore",
+    "apply_retention",
+    "build_report",
+    "error_signature",
+    "mask_text",
+    "mask_value",
+    "masker_for",
+    "masking_salt",
+    "metrics_for",
+    "protect",
+    "record_feedback",
+    "render_report",
+    "review_decisions",
+    "trace_store_for",
+    "wilson_interval",
+]

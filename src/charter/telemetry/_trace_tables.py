@@ -1,6 +1,11 @@
-"""One row per request plus one row per stage (span). Content columns are written only through the masker."""
+"""One row per request, one per stage (span) and one per retrieved passage. Content is written only masked.
 
-from sqlalchemy import JSON, Column, Float, Index, Integer, String, Table, Text
+``traces`` keeps the columns the metrics and the operator report aggregate on (status, cost, tokens, first
+error) next to the masked trace document (``body``); ``trace_sources`` lists the passages a request
+retrieved and whether the answer cited them, so "which source caused bad answers" is one join.
+"""
+
+from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, String, Table, Text
 
 from charter.store._types import UTCDateTime, metadata
 
@@ -13,13 +18,17 @@ traces = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("status", String(30), nullable=False),  # answered | needs_human | refused | error
     Column("model", String(200), nullable=True),
+    Column("provider", String(100), nullable=True),
     Column("prompt_version", String(100), nullable=True),
     Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("cost_source", String(30), nullable=True),  # reported | estimated
     Column("latency_ms", Float, nullable=False, default=0.0),
     Column("input_tokens", Integer, nullable=False, default=0),
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("escalation", String(100), nullable=True),
     Column("groundedness", Float, nullable=True),
+    Column("error_type", String(100), nullable=True),  # first error's class name
+    Column("error_stage", String(50), nullable=True),
     Column("body", JSON, nullable=False),  # the masked trace document
     Index("ix_traces_started", "started_at"),
     Index("ix_traces_principal", "principal_id"),
@@ -36,4 +45,18 @@ trace_spans = Table(
     Column("status", String(20), nullable=False),
     Column("attributes", JSON, nullable=False),
     Column("error", Text, nullable=True),
+)
+
+trace_sources = Table(
+    "trace_sources",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("rank", Integer, primary_key=True, autoincrement=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("source_id", String(100), nullable=False),
+    Column("doc_id", String(300), nullable=False),
+    Column("chunk_id", String(300), nullable=False),
+    Column("score", Float, nullable=True),
+    Column("cited", Boolean, nullable=False),
+    Index("ix_trace_sources_doc", "source_id", "doc_id"),
 )

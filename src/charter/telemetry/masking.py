@@ -49,15 +49,29 @@ def _iban_ok(candidate: str) -> bool:
 
 
 _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = [
-    ("PRIVATE_KEY", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"), None),
-    ("SECRET", re.compile(r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
-                          r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|chr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,})"), None),
+    (
+        "PRIVATE_KEY",
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+        None,
+    ),
+    (
+        "SECRET",
+        re.compile(
+            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
+            r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|chr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,})"
+        ),
+        None,
+    ),
     ("BEARER", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{16,}"), None),
     ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), None),
     ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), None),
     ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), _iban_ok),
     ("CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), lambda m: _luhn_ok(re.sub(r"\D", "", m))),
-    ("PHONE", re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{2,4}[ .-]\d{2,6}\b"), None),
+    (
+        "PHONE",
+        re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{2,4}[ .-]\d{2,6}\b"),
+        None,
+    ),
 ]
 
 
@@ -73,6 +87,7 @@ class PatternMasker:
 
     def mask(self, text: str) -> str:
         for kind, pattern, check in _PATTERNS:
+
             def repl(m: re.Match[str], kind: str = kind, check: Callable[[str], bool] | None = check) -> str:
                 value = m.group(0)
                 if check is not None and not check(value):
@@ -80,6 +95,13 @@ class PatternMasker:
                 return self._placeholder(kind, value)
 
             text = pattern.sub(repl, text)
+        return text
+
+
+class NullMasker:
+    """``monitoring.masking: off`` — content is stored as the field policies say, without recognizers."""
+
+    def mask(self, text: str) -> str:
         return text
 
 
@@ -105,10 +127,14 @@ def mask_any(value: Any, masker: Masker) -> Any:
         if isinstance(value, str):
             return masker.mask(value)
         if isinstance(value, dict):
-            return {k: mask_any(v, masker) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+            return {
+                (masker.mask(k) if isinstance(k, str) else k): mask_any(v, masker) for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
             return [mask_any(v, masker) for v in value]
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return masker.mask(str(value))  # anything else is stored as (masked) text, never as-is
     except Exception:
         return REDACTED
 

@@ -4,13 +4,18 @@ The pipeline builds a :class:`Trace` while a request runs (``trace.span("retriev
 records its attributes) and hands it to :meth:`TraceStore.write`, the only write path for trace content.
 Content fields follow the charter's ``monitoring.fields`` policy (raw / masked / hashed / dropped); every
 other string is masked; if masking fails the value becomes a redaction marker, never raw.
+
+After the row is committed, :meth:`TraceStore.write` hands the *masked* document to its sinks (the
+metrics cache invalidation and the OTLP exporter, wired by :func:`charter.telemetry.trace_store_for`); a
+failing sink is logged and never fails the request.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
@@ -20,9 +25,11 @@ from sqlalchemy import select
 
 from charter.errors import NotFound
 from charter.store import Store, utcnow
-from charter.telemetry._trace_tables import trace_spans, traces
+from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
 from charter.telemetry.masking import Masker, PatternMasker, mask_any, protect
 
+log = logging.getLogger("charter.telemetry")
+Sink = Callable[[dict[str, Any]], None]
 Status = Literal["answered", "needs_human", "refused", "error"]
 
 # Fields whose policy comes from the charter's monitoring.fields; all other strings are always masked.
@@ -87,11 +94,25 @@ class Trace(BaseModel):
         try:
             yield attrs
         except BaseException as exc:
-            self.spans.append(SpanRecord(stage=stage, started_at=started, duration_ms=(time.perf_counter() - t0) * 1000,
-                                         status="error", attributes=attrs, error=f"{type(exc).__name__}: {exc}"))
+            self.spans.append(
+                SpanRecord(
+                    stage=stage,
+                    started_at=started,
+                    duration_ms=(time.perf_counter() - t0) * 1000,
+                    status="error",
+                    attributes=attrs,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
             raise
-        self.spans.append(SpanRecord(stage=stage, started_at=started, duration_ms=(time.perf_counter() - t0) * 1000,
-                                     attributes=attrs))
+        self.spans.append(
+            SpanRecord(
+                stage=stage,
+                started_at=started,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                attributes=attrs,
+            )
+        )
 
     @property
     def stage_latency_ms(self) -> dict[str, float]:
@@ -101,15 +122,36 @@ class Trace(BaseModel):
 class TraceStore:
     """Writes and reads traces; the only code that writes trace content to the database."""
 
-    def __init__(self, store: Store, *, field_policies: dict[str, str] | None = None,
-                 masker: Masker | None = None, salt: bytes = b"charter") -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        field_policies: dict[str, str] | None = None,
+        masker: Masker | None = None,
+        salt: bytes = b"charter",
+        sinks: Iterable[Sink] = (),
+    ) -> None:
         self.store = store
         self.policies = dict(field_policies or {})
         self.masker = masker or PatternMasker(salt)
         self.salt = salt
+        self.sinks: list[Sink] = list(sinks)
+        self.on_change: list[Callable[[], None]] = []  # e.g. the metrics collector drops its cache
+
+    def notify_changed(self) -> None:
+        """Tell listeners that monitoring data changed (a trace or feedback was written, or deleted)."""
+        for listener in self.on_change:
+            try:
+                listener()
+            except Exception:
+                log.warning("change listener %r failed", listener, exc_info=True)
 
     def _policy(self, name: str) -> str:
         return self.policies.get(name, "masked")
+
+    def protect(self, value: Any, field: str) -> Any:
+        """Apply the charter's policy for ``field`` (``question``, ``answer``, ``feedback_comment``, …)."""
+        return protect(value, self._policy(field), self.masker, self.salt)
 
     def protect_document(self, trace: Trace) -> dict[str, Any]:
         """The masked document that is stored (and exported)."""
@@ -117,19 +159,37 @@ class TraceStore:
         out: dict[str, Any] = {}
         for key, value in doc.items():
             if key == "question":
-                out[key] = protect(value, self._policy("question"), self.masker, self.salt)
+                out[key] = self.protect(value, "question")
             elif key in ("answer", "agent_notes"):
-                out[key] = protect(value, self._policy("answer"), self.masker, self.salt)
+                out[key] = self.protect(value, "answer")
             elif key == "principal_id":
-                out[key] = protect(value, self._policy("principal"), self.masker, self.salt)
+                out[key] = self.protect(value, "principal")
             elif key == "tool_calls":
                 out[key] = [
-                    {**mask_any({k: v for k, v in call.items() if k != "args"}, self.masker),
-                     "args": protect(call.get("args"), self._policy("tool_args"), self.masker, self.salt)}
+                    {
+                        **mask_any({k: v for k, v in call.items() if k != "args"}, self.masker),
+                        "args": self.protect(call.get("args"), "tool_args"),
+                    }
                     for call in value
                 ]
-            elif key in ("request_id", "workflow", "started_at", "status", "model", "provider", "prompt_version",
-                         "index_version", "charter_fingerprint", "usage_source", "cost_source"):
+            elif key in (
+                "request_id",
+                "workflow",
+                "started_at",
+                "status",
+                "model",
+                "provider",
+                "prompt_version",
+                "index_version",
+                "charter_fingerprint",
+                "usage_source",
+                "cost_source",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "latency_ms",
+                "groundedness",
+            ):
                 out[key] = value
             else:
                 out[key] = mask_any(value, self.masker)
@@ -140,41 +200,127 @@ class TraceStore:
         value = protect(principal_id, self._policy("principal"), self.masker, self.salt)
         return str(value) if value is not None else "-"
 
-    def write(self, trace: Trace) -> None:
+    def write(self, trace: Trace) -> dict[str, Any]:
+        """Mask and store ``trace``; then notify the sinks with the masked document (which is returned)."""
         doc = self.protect_document(trace)
+        first_error = doc["errors"][0] if doc["errors"] else {}
+        cited = {(c.get("chunk_id")) for c in doc["citations"]}
         with self.store.begin() as conn:
-            conn.execute(traces.insert().values(
-                request_id=trace.request_id, workflow=trace.workflow, principal_id=doc["principal_id"] or "-",
-                started_at=trace.started_at, status=trace.status, model=trace.model,
-                prompt_version=trace.prompt_version, cost_usd=trace.cost_usd, latency_ms=trace.latency_ms,
-                input_tokens=trace.input_tokens, output_tokens=trace.output_tokens,
-                escalation=(trace.escalation or {}).get("reason"), groundedness=trace.groundedness, body=doc,
-            ))
+            conn.execute(
+                traces.insert().values(
+                    request_id=trace.request_id,
+                    workflow=trace.workflow,
+                    principal_id=doc["principal_id"] or "-",
+                    started_at=trace.started_at,
+                    status=trace.status,
+                    model=_short(doc["model"], 200),
+                    provider=_short(doc["provider"], 100),
+                    prompt_version=_short(doc["prompt_version"], 100),
+                    cost_usd=trace.cost_usd,
+                    cost_source=_short(trace.cost_source, 30),
+                    latency_ms=trace.latency_ms,
+                    input_tokens=trace.input_tokens,
+                    output_tokens=trace.output_tokens,
+                    escalation=_short((doc["escalation"] or {}).get("reason"), 100),
+                    groundedness=trace.groundedness,
+                    error_type=_short(first_error.get("type"), 100),
+                    error_stage=_short(first_error.get("stage"), 50),
+                    body=doc,
+                )
+            )
             if doc["spans"]:
-                conn.execute(trace_spans.insert(), [
-                    {"request_id": trace.request_id, "seq": i, "stage": s["stage"],
-                     "started_at": datetime.fromisoformat(s["started_at"]), "duration_ms": s["duration_ms"],
-                     "status": s["status"], "attributes": s["attributes"], "error": s["error"]}
-                    for i, s in enumerate(doc["spans"])
-                ])
+                conn.execute(
+                    trace_spans.insert(),
+                    [
+                        {
+                            "request_id": trace.request_id,
+                            "seq": i,
+                            "stage": s["stage"],
+                            "started_at": datetime.fromisoformat(s["started_at"]),
+                            "duration_ms": s["duration_ms"],
+                            "status": s["status"],
+                            "attributes": s["attributes"],
+                            "error": s["error"],
+                        }
+                        for i, s in enumerate(doc["spans"])
+                    ],
+                )
+            if doc["retrieved"]:
+                conn.execute(
+                    trace_sources.insert(),
+                    [
+                        {
+                            "request_id": trace.request_id,
+                            "rank": i,
+                            "started_at": trace.started_at,
+                            "source_id": _short(str(r.get("source") or r.get("source_id") or "-"), 100),
+                            "doc_id": _short(str(r.get("doc_id") or "-"), 300),
+                            "chunk_id": _short(str(r.get("chunk_id") or "-"), 300),
+                            "score": r.get("score") if isinstance(r.get("score"), int | float) else None,
+                            "cited": r.get("chunk_id") in cited,
+                        }
+                        for i, r in enumerate(doc["retrieved"], 1)
+                    ],
+                )
+        self.notify_changed()
+        for sink in self.sinks:
+            try:
+                sink(doc)
+            except Exception:  # a broken exporter must never fail or slow down the request path
+                log.warning("trace sink %r failed for %s", sink, trace.request_id, exc_info=True)
+        return doc
 
     def get(self, request_id: str) -> dict[str, Any]:
+        """The stored (masked) trace with its feedback and review decisions, linked by request id."""
         with self.store.connect() as conn:
             row = conn.execute(select(traces.c.body).where(traces.c.request_id == request_id)).first()
         if row is None:
             raise NotFound(f"no trace {request_id!r}")
-        return dict(row[0])
+        doc = dict(row[0])
+        from charter.telemetry._feedback import feedback_for_request, review_decisions
 
-    def list(self, *, since: datetime | None = None, status: str | None = None, principal_id: str | None = None,
-             limit: int = 50) -> list[dict[str, Any]]:
-        q = select(traces.c.request_id, traces.c.started_at, traces.c.principal_id, traces.c.status, traces.c.model,
-                   traces.c.prompt_version, traces.c.cost_usd, traces.c.latency_ms, traces.c.escalation,
-                   traces.c.groundedness).order_by(traces.c.started_at.desc()).limit(limit)
+        doc["feedback"] = feedback_for_request(self.store, request_id)
+        doc["reviews"] = review_decisions(self.store, request_ids=[request_id])
+        return doc
+
+    def list(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        principal_id: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Summary rows, newest first. ``principal_id`` is the stored key (see :meth:`principal_key`)."""
+        q = (
+            select(
+                traces.c.request_id,
+                traces.c.started_at,
+                traces.c.principal_id,
+                traces.c.status,
+                traces.c.model,
+                traces.c.prompt_version,
+                traces.c.cost_usd,
+                traces.c.latency_ms,
+                traces.c.escalation,
+                traces.c.groundedness,
+                traces.c.error_type,
+            )
+            .order_by(traces.c.started_at.desc())
+            .limit(limit)
+        )
         if since is not None:
             q = q.where(traces.c.started_at >= since)
+        if until is not None:
+            q = q.where(traces.c.started_at < until)
         if status is not None:
             q = q.where(traces.c.status == status)
         if principal_id is not None:
             q = q.where(traces.c.principal_id == principal_id)
         with self.store.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _short(value: Any, size: int) -> Any:
+    return value[:size] if isinstance(value, str) else value

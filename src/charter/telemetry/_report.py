@@ -1,0 +1,411 @@
+"""The operator report: usage, quality, cost, repeating failures and source blame, with trends.
+
+:func:`build_report` answers the five monitoring questions for a period (default: the last 7 days) and
+compares each headline number with the previous period of the same length. Everything is computed from
+the masked monitoring tables (``traces``, ``trace_sources``, ``feedback``) and the review decisions; the
+report never reads raw content, so it cannot leak what masking removed.
+
+**Source blame.** A request is *negative* when its draft was rejected in review or it received a
+thumbs-down (and no thumbs-up outweighs it); *rated* when it has either a review decision or feedback.
+For each document (and each source) we count ``n`` = rated requests whose answer cited it and ``k`` = the
+negative ones among them, and compute the Wilson score interval for ``k/n`` at 95%. A document is
+*blamed* only when ``n >= min_support`` and the interval's **lower bound** exceeds the base rate (the
+negative share of all rated requests that cited anything): with two citations and two rejections the
+lower bound is 0.34, far from certain, whereas 20 of 25 gives 0.61. Ranking is by that lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from charter.store import utcnow
+from charter.telemetry._feedback import review_decisions
+from charter.telemetry._monitoring_tables import feedback
+from charter.telemetry._trace_tables import trace_sources, traces
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+
+Z95 = 1.959963984540054
+GROUNDEDNESS_BINS = 10
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k/n`` (``(0, 1)`` when ``n == 0``)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate(num: float, den: float) -> float | None:
+    return None if not den else num / den
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    idx = min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))
+    return s[idx]
+
+
+_PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_IDS = re.compile(r"\b(?:req|rv|fb|act|appr)_[0-9a-z]+\b")
+
+
+def error_signature(etype: str | None, stage: str | None, message: str | None) -> str:
+    """A stable grouping key for an error: type, stage and the message with values blanked out."""
+    msg = _PLACEHOLDER.sub(r"<\1>", message or "")
+    msg = _IDS.sub("<id>", msg)
+    msg = _QUOTED.sub("'…'", msg)
+    msg = _NUMBER.sub("#", msg)
+    msg = " ".join(msg.split())[:120]
+    return f"{etype or 'Error'} @ {stage or '-'}: {msg}"
+
+
+def _load(rt: Runtime, start: datetime, end: datetime) -> dict[str, Any]:
+    cols = [
+        traces.c.request_id,
+        traces.c.started_at,
+        traces.c.principal_id,
+        traces.c.status,
+        traces.c.workflow,
+        traces.c.model,
+        traces.c.prompt_version,
+        traces.c.cost_usd,
+        traces.c.latency_ms,
+        traces.c.input_tokens,
+        traces.c.output_tokens,
+        traces.c.escalation,
+        traces.c.groundedness,
+        traces.c.error_type,
+        traces.c.error_stage,
+    ]
+    window = (traces.c.started_at >= start) & (traces.c.started_at < end)
+    with rt.store.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(*cols).where(window))]
+        errors = {
+            r.request_id: (r.body or {}).get("errors") or []
+            for r in conn.execute(
+                select(traces.c.request_id, traces.c.body).where(window & traces.c.error_type.is_not(None))
+            )
+        }
+        cited = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(trace_sources.c.request_id, trace_sources.c.source_id, trace_sources.c.doc_id).where(
+                    trace_sources.c.cited.is_(True)
+                    & (trace_sources.c.started_at >= start)
+                    & (trace_sources.c.started_at < end)
+                )
+            )
+        ]
+        ids = select(traces.c.request_id).where(window)
+        fb = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(feedback.c.request_id, feedback.c.rating, feedback.c.reasons).where(
+                    feedback.c.request_id.in_(ids)
+                )
+            )
+        ]
+    ids_set = {r["request_id"] for r in rows}
+    reviews = [d for d in review_decisions(rt.store) if d["request_id"] in ids_set] if ids_set else []
+    return {"rows": rows, "errors": errors, "cited": cited, "feedback": fb, "reviews": reviews}
+
+
+def _summary(data: dict[str, Any]) -> dict[str, float | None]:
+    rows = data["rows"]
+    n = len(rows)
+    up = sum(1 for f in data["feedback"] if f["rating"] > 0)
+    down = sum(1 for f in data["feedback"] if f["rating"] < 0)
+    outcomes = Counter(d["outcome"] for d in data["reviews"])
+    decided = sum(outcomes.values())
+    g = [r["groundedness"] for r in rows if r["groundedness"] is not None]
+    cost = sum(r["cost_usd"] or 0.0 for r in rows)
+    return {
+        "requests": n,
+        "active_users": len({r["principal_id"] for r in rows}),
+        "escalation_rate": _rate(sum(1 for r in rows if r["escalation"]), n),
+        "error_rate": _rate(sum(1 for r in rows if r["status"] == "error"), n),
+        "feedback_score": _rate(up - down, up + down),
+        "acceptance_rate": _rate(outcomes["unchanged"] + outcomes["edited"], decided),
+        "groundedness_mean": (sum(g) / len(g)) if g else None,
+        "cost_usd": cost,
+        "cost_per_request_usd": _rate(cost, n),
+    }
+
+
+def _outcomes(data: dict[str, Any]) -> dict[str, str]:
+    """request id → ``negative`` / ``positive`` for rated requests (reviews and feedback)."""
+    score: dict[str, int] = defaultdict(int)
+    rejected: set[str] = set()
+    for f in data["feedback"]:
+        score[f["request_id"]] += 1 if f["rating"] > 0 else -1
+    for d in data["reviews"]:
+        if d["outcome"] == "rejected":
+            rejected.add(d["request_id"])
+        else:
+            score.setdefault(d["request_id"], 0)
+    out = {rid: ("negative" if s < 0 else "positive") for rid, s in score.items()}
+    for rid in rejected:
+        out[rid] = "negative"
+    return out
+
+
+def _blame(data: dict[str, Any], min_support: int) -> dict[str, Any]:
+    outcome = _outcomes(data)
+    by_doc: dict[tuple[str, str], set[str]] = defaultdict(set)
+    by_source: dict[str, set[str]] = defaultdict(set)
+    for c in data["cited"]:
+        if c["request_id"] in outcome:
+            by_doc[(c["source_id"], c["doc_id"])].add(c["request_id"])
+            by_source[c["source_id"]].add(c["request_id"])
+    rated = set().union(*by_doc.values()) if by_doc else set()
+    base = _rate(sum(1 for r in rated if outcome[r] == "negative"), len(rated)) or 0.0
+
+    def rank(groups: dict[Any, set[str]], key_names: tuple[str, ...]) -> list[dict[str, Any]]:
+        out = []
+        for key, reqs in groups.items():
+            n = len(reqs)
+            k = sum(1 for r in reqs if outcome[r] == "negative")
+            lo, hi = wilson_interval(k, n)
+            keys = key if isinstance(key, tuple) else (key,)
+            out.append(
+                {
+                    **dict(zip(key_names, keys, strict=True)),
+                    "cited_in_rated": n,
+                    "negative": k,
+                    "negative_rate": k / n,
+                    "wilson_lower": round(lo, 4),
+                    "wilson_upper": round(hi, 4),
+                    "lift": round((k / n) / base, 3) if base else None,
+                    "blamed": n >= min_support and lo > base,
+                    "examples": sorted(r for r in reqs if outcome[r] == "negative")[:3],
+                }
+            )
+        out.sort(key=lambda d: (-d["wilson_lower"], -d["negative"], str(d.get("doc_id", d.get("source_id")))))
+        return out
+
+    return {
+        "base_negative_rate": round(base, 4),
+        "rated_requests_with_citations": len(rated),
+        "min_support": min_support,
+        "method": "Wilson 95% lower bound > base rate and n >= min_support",
+        "documents": rank(by_doc, ("source_id", "doc_id")),
+        "sources": rank(by_source, ("source_id",)),
+    }
+
+
+def _failures(data: dict[str, Any], top: int = 10) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for rid, errs in data["errors"].items():
+        for e in errs or []:
+            sig = error_signature(e.get("type"), e.get("stage"), e.get("message"))
+            g = groups.setdefault(
+                sig,
+                {
+                    "signature": sig,
+                    "category": e.get("type") or "Error",
+                    "stage": e.get("stage") or "-",
+                    "requests": set(),
+                },
+            )
+            g["requests"].add(rid)
+    out = [
+        {
+            "signature": g["signature"],
+            "category": g["category"],
+            "stage": g["stage"],
+            "count": len(g["requests"]),
+            "examples": sorted(g["requests"])[:3],
+        }
+        for g in groups.values()
+    ]
+    out.sort(key=lambda g: (-g["count"], g["signature"]))
+    return out[:top]
+
+
+def _by_prompt_version(data: dict[str, Any]) -> list[dict[str, Any]]:
+    versions: dict[str, dict[str, Any]] = {}
+    for pv in sorted({r["prompt_version"] or "-" for r in data["rows"]}):
+        rows = [r for r in data["rows"] if (r["prompt_version"] or "-") == pv]
+        ids = {r["request_id"] for r in rows}
+        sub = {
+            "rows": rows,
+            "feedback": [f for f in data["feedback"] if f["request_id"] in ids],
+            "reviews": [d for d in data["reviews"] if d["request_id"] in ids],
+        }
+        s = _summary(sub)
+        versions[pv] = {
+            "prompt_version": pv,
+            "requests": s["requests"],
+            "escalation_rate": s["escalation_rate"],
+            "feedback_score": s["feedback_score"],
+            "acceptance_rate": s["acceptance_rate"],
+            "groundedness_mean": s["groundedness_mean"],
+            "cost_per_request_usd": s["cost_per_request_usd"],
+        }
+    return list(versions.values())
+
+
+def _month_spend(rt: Runtime, now: datetime) -> float:
+    from sqlalchemy import func
+
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    with rt.store.connect() as conn:
+        return float(
+            conn.execute(
+                select(func.coalesce(func.sum(traces.c.cost_usd), 0.0)).where(
+                    (traces.c.started_at >= start) & (traces.c.started_at < now)
+                )
+            ).scalar()
+            or 0.0
+        )
+
+
+def _days_in_month(now: datetime) -> int:
+    nxt = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return (nxt - timedelta(days=1)).day
+
+
+def build_report(
+    rt: Runtime, *, since: timedelta = timedelta(days=7), now: datetime | None = None, min_support: int = 5
+) -> dict[str, Any]:
+    """The report as one JSON-ready document (rendered by :func:`render_report`)."""
+    end = now or utcnow()
+    start = end - since
+    prev_start = start - since
+    cur, prev = _load(rt, start, end), _load(rt, prev_start, start)
+    s_cur, s_prev = _summary(cur), _summary(prev)
+    rows = cur["rows"]
+    n = len(rows)
+
+    by_day = Counter(r["started_at"].date().isoformat() for r in rows)
+    day_list = [
+        (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
+    ]
+    usage = {
+        "requests": n,
+        "active_users": s_cur["active_users"],
+        "by_status": dict(sorted(Counter(r["status"] for r in rows).items())),
+        "by_workflow": dict(sorted(Counter(r["workflow"] for r in rows).items())),
+        "by_day": [{"day": d, "requests": by_day.get(d, 0)} for d in day_list],
+    }
+
+    outcomes = Counter(d["outcome"] for d in cur["reviews"])
+    up = sum(1 for f in cur["feedback"] if f["rating"] > 0)
+    down = sum(1 for f in cur["feedback"] if f["rating"] < 0)
+    reasons = Counter(r for f in cur["feedback"] if f["rating"] < 0 for r in (f["reasons"] or []))
+    g = [r["groundedness"] for r in rows if r["groundedness"] is not None]
+    hist = [0] * GROUNDEDNESS_BINS
+    for v in g:
+        hist[min(GROUNDEDNESS_BINS - 1, max(0, int(v * GROUNDEDNESS_BINS)))] += 1
+    quality = {
+        "review": {
+            "unchanged": outcomes["unchanged"],
+            "edited": outcomes["edited"],
+            "rejected": outcomes["rejected"],
+            "decided": sum(outcomes.values()),
+            "acceptance_rate": s_cur["acceptance_rate"],
+            "unchanged_rate": _rate(outcomes["unchanged"], sum(outcomes.values())),
+        },
+        "feedback": {
+            "up": up,
+            "down": down,
+            "score": s_cur["feedback_score"],
+            "down_reasons": dict(reasons.most_common()),
+        },
+        "escalation_rate": s_cur["escalation_rate"],
+        "escalations_by_reason": dict(
+            Counter(r["escalation"] for r in rows if r["escalation"]).most_common()
+        ),
+        "groundedness": {
+            "count": len(g),
+            "mean": s_cur["groundedness_mean"],
+            "p10": _pct(g, 0.1),
+            "p50": _pct(g, 0.5),
+            "p90": _pct(g, 0.9),
+            "histogram": [
+                {"bin": f"{i / GROUNDEDNESS_BINS:.1f}-{(i + 1) / GROUNDEDNESS_BINS:.1f}", "count": c}
+                for i, c in enumerate(hist)
+            ],
+        },
+        "by_prompt_version": _by_prompt_version(cur),
+    }
+
+    budgets = rt.spec.budgets
+    costs = [r["cost_usd"] or 0.0 for r in rows]
+    month_spend = _month_spend(rt, end)
+    month_days = _days_in_month(end)
+    elapsed_days = max(
+        (end - end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 86400, 1 / 24
+    )
+    projection = month_spend / elapsed_days * month_days
+    period_projection = (
+        (sum(costs) / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
+    )
+    drivers: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        drivers[(r["model"] or "-", r["prompt_version"] or "-")].append(r["cost_usd"] or 0.0)
+    total_cost = sum(costs)
+    cost = {
+        "total_usd": round(total_cost, 6),
+        "per_request_usd": s_cur["cost_per_request_usd"],
+        "per_request_p95_usd": _pct(costs, 0.95),
+        "per_request_max_usd": max(costs) if costs else None,
+        "per_task_budget_usd": budgets.per_task_usd,
+        "over_task_budget": sum(1 for c in costs if c > budgets.per_task_usd),
+        "month_to_date_usd": round(month_spend, 6),
+        "monthly_budget_usd": budgets.monthly_usd,
+        "monthly_projection_usd": round(projection, 6),
+        "monthly_projection_from_period_usd": round(period_projection, 6),
+        "projection_vs_budget": _rate(max(projection, period_projection), budgets.monthly_usd),
+        "expected_monthly_requests": budgets.expected_monthly_requests,
+        "top_drivers": sorted(
+            (
+                {
+                    "model": m,
+                    "prompt_version": pv,
+                    "requests": len(v),
+                    "cost_usd": round(sum(v), 6),
+                    "share": _rate(sum(v), total_cost),
+                }
+                for (m, pv), v in drivers.items()
+            ),
+            key=lambda d: -d["cost_usd"],
+        )[:5],
+    }
+
+    trends = {
+        k: {
+            "current": s_cur[k],
+            "previous": s_prev[k],
+            "change": (None if s_cur[k] is None or s_prev[k] is None else s_cur[k] - s_prev[k]),
+        }  # type: ignore[operator]
+        for k in s_cur
+    }
+    return {
+        "workflow": rt.spec.workflow.id,
+        "generated_at": end.isoformat(),
+        "period": {"start": start.isoformat(), "end": end.isoformat(), "days": since.total_seconds() / 86400},
+        "previous_period": {"start": prev_start.isoformat(), "end": start.isoformat()},
+        "usage": usage,
+        "quality": quality,
+        "cost": cost,
+        "failures": _failures(cur),
+        "source_blame": _blame(cur, min_support),
+        "trends": trends,
+    }

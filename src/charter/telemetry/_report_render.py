@@ -1,0 +1,364 @@
+"""Rendering the operator report as Markdown, HTML (with server-side SVG charts, no JavaScript) or JSON."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+FORMATS = ("md", "html", "json")
+
+
+def _n(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _usd(v: Any) -> str:
+    return "n/a" if v is None else f"${v:,.4f}"
+
+
+def _change(t: dict[str, Any], kind: str) -> str:
+    c = t.get("change")
+    if c is None:
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * c:+.1f} pp"
+    if kind == "usd":
+        return f"{c:+.4f} USD"
+    return f"{c:+,.3f}" if isinstance(c, float) else f"{c:+,}"
+
+
+_TRENDS = [
+    ("requests", "Requests", "int"),
+    ("active_users", "Active users", "int"),
+    ("escalation_rate", "Escalation rate", "pct"),
+    ("error_rate", "Error rate", "pct"),
+    ("feedback_score", "Feedback score (up−down)/n", "num"),
+    ("acceptance_rate", "Review acceptance", "pct"),
+    ("groundedness_mean", "Mean groundedness", "num"),
+    ("cost_usd", "Cost", "usd"),
+    ("cost_per_request_usd", "Cost per request", "usd"),
+]
+
+
+def _fmt(v: Any, kind: str) -> str:
+    return {"pct": _pct, "usd": _usd}.get(kind, _n)(v)
+
+
+# -------------------------------------------------------------------------------------------- markdown
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    q, c, u, b = r["quality"], r["cost"], r["usage"], r["source_blame"]
+    lines = [
+        f"# Operator report — {r['workflow']}",
+        "",
+        f"Period {r['period']['start']} → {r['period']['end']} (compared with {r['previous_period']['start']} → "
+        f"{r['previous_period']['end']}).",
+        "",
+        "## Trends",
+        "",
+    ]
+    lines += _table(
+        ["metric", "this period", "previous", "change"],
+        [
+            [
+                label,
+                _fmt(r["trends"][k]["current"], kind),
+                _fmt(r["trends"][k]["previous"], kind),
+                _change(r["trends"][k], kind),
+            ]
+            for k, label, kind in _TRENDS
+        ],
+    )
+    lines += [
+        "",
+        "## Usage — is the system being used?",
+        "",
+        f"{u['requests']} requests by {u['active_users']} users (pseudonymous ids).",
+        "",
+    ]
+    lines += _table(["status", "requests"], [[k, v] for k, v in u["by_status"].items()])
+    lines += ["", *_table(["day", "requests"], [[d["day"], d["requests"]] for d in u["by_day"]])]
+    lines += [
+        "",
+        "## Quality — is it improving?",
+        "",
+        f"Review: {q['review']['unchanged']} approved unchanged, {q['review']['edited']} edited, "
+        f"{q['review']['rejected']} rejected (acceptance {_pct(q['review']['acceptance_rate'])}).",
+        f"Feedback: {q['feedback']['up']} up, {q['feedback']['down']} down (score {_n(q['feedback']['score'])}).",
+        f"Escalation rate {_pct(q['escalation_rate'])}; groundedness mean {_n(q['groundedness']['mean'])}, "
+        f"p10 {_n(q['groundedness']['p10'])}, p50 {_n(q['groundedness']['p50'])}.",
+        "",
+    ]
+    lines += _table(
+        ["prompt version", "requests", "escalation", "feedback score", "acceptance", "groundedness"],
+        [
+            [
+                p["prompt_version"],
+                p["requests"],
+                _pct(p["escalation_rate"]),
+                _n(p["feedback_score"]),
+                _pct(p["acceptance_rate"]),
+                _n(p["groundedness_mean"]),
+            ]
+            for p in q["by_prompt_version"]
+        ],
+    )
+    lines += [
+        "",
+        "## Cost — within range?",
+        "",
+        f"Total {_usd(c['total_usd'])}; per request {_usd(c['per_request_usd'])} (p95 {_usd(c['per_request_p95_usd'])}) "
+        f"vs budget {_usd(c['per_task_budget_usd'])} per task; {c['over_task_budget']} over budget.",
+        f"Month to date {_usd(c['month_to_date_usd'])}; projected {_usd(c['monthly_projection_usd'])} "
+        f"(from this period's rate {_usd(c['monthly_projection_from_period_usd'])}) vs budget "
+        f"{_usd(c['monthly_budget_usd'])} ({_pct(c['projection_vs_budget'])}).",
+        "",
+    ]
+    lines += _table(
+        ["model", "prompt version", "requests", "cost", "share"],
+        [
+            [d["model"], d["prompt_version"], d["requests"], _usd(d["cost_usd"]), _pct(d["share"])]
+            for d in c["top_drivers"]
+        ],
+    )
+    lines += ["", "## Repeating failures", ""]
+    lines += (
+        _table(
+            ["count", "category", "stage", "signature", "examples"],
+            [
+                [f["count"], f["category"], f["stage"], f["signature"], ", ".join(f["examples"])]
+                for f in r["failures"]
+            ],
+        )
+        if r["failures"]
+        else ["No failures in this period."]
+    )
+    lines += [
+        "",
+        "## Source blame — which sources cause bad answers?",
+        "",
+        f"Base negative rate {_pct(b['base_negative_rate'])} over {b['rated_requests_with_citations']} rated "
+        f"requests with citations; a document is blamed when the Wilson 95% lower bound of its negative rate "
+        f"exceeds the base rate with at least {b['min_support']} rated citations.",
+        "",
+    ]
+    lines += _table(
+        ["rank", "source", "document", "cited (rated)", "negative", "rate", "Wilson lower", "blamed"],
+        [
+            [
+                i,
+                d["source_id"],
+                d["doc_id"],
+                d["cited_in_rated"],
+                d["negative"],
+                _pct(d["negative_rate"]),
+                _n(d["wilson_lower"]),
+                "yes" if d["blamed"] else "no",
+            ]
+            for i, d in enumerate(b["documents"][:15], 1)
+        ],
+    )
+    lines += ["", *_table(["source", "cited (rated)", "negative", "Wilson lower", "blamed"], [[d["source_id"], d["cited_in_rated"], d["negative"], _n(d["wilson_lower"]), "yes" if d["blamed"] else "no"] for d in b["sources"]])]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------- svg / html
+def svg_bars(
+    items: list[tuple[str, float]],
+    *,
+    title: str,
+    width: int = 640,
+    bar: int = 18,
+    reference: float | None = None,
+    fmt: str = "{:g}",
+) -> str:
+    """A horizontal bar chart as an SVG string (labels escaped; no scripts)."""
+    label_w, pad = 220, 6
+    h = 30 + len(items) * (bar + pad) + 10
+    top = max([v for _, v in items] + [reference or 0, 1e-12])
+    scale = (width - label_w - 80) / top
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" role="img" '
+        f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
+        f'<text x="4" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, (label, value) in enumerate(items):
+        y = 30 + i * (bar + pad)
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + bar - 5}" font-size="12" text-anchor="end">'
+            f"{html.escape(label[:34])}</text>"
+        )
+        parts.append(
+            f'<rect x="{label_w}" y="{y}" width="{max(0.0, value * scale):.1f}" height="{bar}" fill="#4a78b8"/>'
+        )
+        parts.append(
+            f'<text x="{label_w + value * scale + 4:.1f}" y="{y + bar - 5}" font-size="12">'
+            f"{html.escape(fmt.format(value))}</text>"
+        )
+    if reference is not None:
+        x = label_w + reference * scale
+        parts.append(
+            f'<line x1="{x:.1f}" y1="26" x2="{x:.1f}" y2="{h - 6}" stroke="#c0392b" stroke-dasharray="4 3"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_columns(items: list[tuple[str, float]], *, title: str, width: int = 640, height: int = 200) -> str:
+    """A column chart (e.g. requests per day) as an SVG string."""
+    n = max(1, len(items))
+    top = max([v for _, v in items] + [1e-12])
+    plot_h = height - 60
+    col = (width - 40) / n
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
+        f'<text x="4" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, (label, value) in enumerate(items):
+        hgt = value / top * plot_h
+        x = 20 + i * col
+        parts.append(
+            f'<rect x="{x + 2:.1f}" y="{30 + plot_h - hgt:.1f}" width="{max(1.0, col - 4):.1f}" '
+            f'height="{hgt:.1f}" fill="#4a78b8"><title>{html.escape(label)}: {value:g}</title></rect>'
+        )
+        if n <= 16 or i % max(1, n // 8) == 0:
+            parts.append(
+                f'<text x="{x + col / 2:.1f}" y="{height - 12}" font-size="10" text-anchor="middle">'
+                f"{html.escape(label[-5:])}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(r: dict[str, Any]) -> str:
+    q, c, u, b = r["quality"], r["cost"], r["usage"], r["source_blame"]
+    charts = {
+        "usage": svg_columns([(d["day"], d["requests"]) for d in u["by_day"]], title="Requests per day"),
+        "groundedness": svg_columns(
+            [(h["bin"], h["count"]) for h in q["groundedness"]["histogram"]],
+            title="Groundedness distribution",
+        ),
+        "review": svg_bars(
+            [
+                ("approved unchanged", q["review"]["unchanged"]),
+                ("edited", q["review"]["edited"]),
+                ("rejected", q["review"]["rejected"]),
+            ],
+            title="Review decisions",
+        ),
+        "cost": svg_bars(
+            [(f"{d['model']} / {d['prompt_version']}", d["cost_usd"]) for d in c["top_drivers"]],
+            title="Top cost drivers (USD)",
+            fmt="{:.4f}",
+        ),
+        "blame": svg_bars(
+            [(f"{d['source_id']}/{d['doc_id']}", d["wilson_lower"]) for d in b["documents"][:10]],
+            title="Source blame: Wilson lower bound of negative rate (red: base rate)",
+            reference=b["base_negative_rate"],
+            fmt="{:.2f}",
+        ),
+    }
+    md_sections = to_markdown(r)
+    trends = _html_table(
+        ["metric", "this period", "previous", "change"],
+        [
+            [
+                label,
+                _fmt(r["trends"][k]["current"], kind),
+                _fmt(r["trends"][k]["previous"], kind),
+                _change(r["trends"][k], kind),
+            ]
+            for k, label, kind in _TRENDS
+        ],
+    )
+    failures = _html_table(
+        ["count", "category", "stage", "signature", "examples"],
+        [
+            [f["count"], f["category"], f["stage"], f["signature"], ", ".join(f["examples"])]
+            for f in r["failures"]
+        ],
+    )
+    blame = _html_table(
+        ["rank", "source", "document", "cited (rated)", "negative", "rate", "Wilson lower", "blamed"],
+        [
+            [
+                i,
+                d["source_id"],
+                d["doc_id"],
+                d["cited_in_rated"],
+                d["negative"],
+                _pct(d["negative_rate"]),
+                _n(d["wilson_lower"]),
+                "yes" if d["blamed"] else "no",
+            ]
+            for i, d in enumerate(b["documents"][:15], 1)
+        ],
+    )
+    prompt = _html_table(
+        ["prompt version", "requests", "escalation", "feedback score", "acceptance", "groundedness"],
+        [
+            [
+                p["prompt_version"],
+                p["requests"],
+                _pct(p["escalation_rate"]),
+                _n(p["feedback_score"]),
+                _pct(p["acceptance_rate"]),
+                _n(p["groundedness_mean"]),
+            ]
+            for p in q["by_prompt_version"]
+        ],
+    )
+    e = html.escape
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Operator report — {e(r["workflow"])}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+th{{background:#f3f3f3}}svg{{display:block;margin:.5em 0}}</style></head><body>
+<h1>Operator report — {e(r["workflow"])}</h1>
+<p>Period {e(r["period"]["start"])} → {e(r["period"]["end"])}, compared with the previous period.</p>
+<h2>Trends</h2>{trends}
+<h2>Usage</h2><p>{u["requests"]} requests by {u["active_users"]} users (pseudonymous ids).</p>{charts["usage"]}
+<h2>Quality</h2><p>Review acceptance {_pct(q["review"]["acceptance_rate"])}; feedback score {_n(q["feedback"]["score"])};
+escalation rate {_pct(q["escalation_rate"])}.</p>{charts["review"]}{charts["groundedness"]}{prompt}
+<h2>Cost</h2><p>Total {_usd(c["total_usd"])}; per request {_usd(c["per_request_usd"])} vs {_usd(c["per_task_budget_usd"])}
+per task; projected month {_usd(c["monthly_projection_usd"])} vs budget {_usd(c["monthly_budget_usd"])}.</p>{charts["cost"]}
+<h2>Repeating failures</h2>{failures}
+<h2>Source blame</h2><p>Base negative rate {_pct(b["base_negative_rate"])}; blamed only when the Wilson 95% lower
+bound exceeds it with at least {b["min_support"]} rated citations.</p>{charts["blame"]}{blame}
+<details><summary>Markdown version</summary><pre>{e(md_sections)}</pre></details>
+</body></html>
+"""
+
+
+def render_report(report: dict[str, Any], fmt: str = "md") -> str:
+    """Render :func:`build_report`'s document as ``md``, ``html`` or ``json``."""
+    if fmt == "json":
+        return json.dumps(report, indent=2, default=str, ensure_ascii=False) + "\n"
+    if fmt == "html":
+        return to_html(report)
+    if fmt == "md":
+        return to_markdown(report)
+    from charter.errors import UsageError
+
+    raise UsageError(f"unknown report format {fmt!r}; expected one of {list(FORMATS)}")

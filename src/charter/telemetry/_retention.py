@@ -1,0 +1,94 @@
+"""Retention: delete traces (with their spans and retrieved passages) and feedback older than the charter's
+``monitoring.retention``.
+
+The audit log is untouched: audit entries reference request ids and never embed trace content, so the
+hash chain stays intact and ``charter audit verify`` still passes after a purge. The purge itself is
+recorded as an audit event with the counts and the cut-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from charter.store import utcnow
+from charter.telemetry._monitoring_tables import feedback
+from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+
+
+@dataclass
+class RetentionResult:
+    cutoff: datetime
+    traces: int
+    spans: int
+    sources: int
+    feedback: int
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cutoff"] = self.cutoff.isoformat()
+        return d
+
+
+def apply_retention(
+    rt: Runtime,
+    *,
+    now: datetime | None = None,
+    retention: timedelta | None = None,
+    dry_run: bool = False,
+    audit: bool = True,
+) -> RetentionResult:
+    """Delete monitoring data older than ``retention`` (default: the charter's). Safe to run any time."""
+    keep = retention if retention is not None else rt.spec.monitoring.retention
+    cutoff = (now or utcnow()) - keep
+    old = select(traces.c.request_id).where(traces.c.started_at < cutoff)
+    with rt.store.begin(immediate=True) as conn:
+        if dry_run:
+            from sqlalchemy import func
+
+            n_tr = conn.execute(select(func.count()).select_from(old.subquery())).scalar() or 0
+            n_sp = conn.execute(select(func.count()).where(trace_spans.c.request_id.in_(old))).scalar() or 0
+            n_so = conn.execute(select(func.count()).where(trace_sources.c.request_id.in_(old))).scalar() or 0
+            n_fb = (
+                conn.execute(
+                    select(func.count()).where(
+                        (feedback.c.created_at < cutoff) | feedback.c.request_id.in_(old)
+                    )
+                ).scalar()
+                or 0
+            )
+        else:
+            n_sp = conn.execute(delete(trace_spans).where(trace_spans.c.request_id.in_(old))).rowcount
+            n_so = conn.execute(delete(trace_sources).where(trace_sources.c.request_id.in_(old))).rowcount
+            n_fb = conn.execute(
+                delete(feedback).where((feedback.c.created_at < cutoff) | feedback.c.request_id.in_(old))
+            ).rowcount
+            n_tr = conn.execute(delete(traces).where(traces.c.started_at < cutoff)).rowcount
+    result = RetentionResult(
+        cutoff=cutoff,
+        traces=int(n_tr),
+        spans=int(n_sp),
+        sources=int(n_so),
+        feedback=int(n_fb),
+        dry_run=dry_run,
+    )
+    if not dry_run:
+        from charter.telemetry._wiring import trace_store_for
+
+        trace_store_for(rt).notify_changed()
+        if audit:
+            rt.audit.append(
+                actor="system",
+                action="retention.applied",
+                resource=f"workflow:{rt.spec.workflow.id}",
+                outcome="recorded",
+                details={k: v for k, v in result.as_dict().items() if k != "dry_run"},
+            )
+    return result

@@ -1,0 +1,101 @@
+"""One masker and one trace store per runtime, built from the charter's ``monitoring`` section.
+
+Every write path asks for the same masker: traces (:func:`trace_store_for`), audit details, feedback
+comments, review edits, eval reports and error messages (:func:`mask_text` / :func:`mask_value`), exported
+spans (the OTLP sink receives the already-masked document). The masking salt (which keys the
+deterministic placeholders and hashed ids) comes from ``CHARTER_MASKING_SALT`` or a random per-installation
+file ``<key_dir>/masking.salt``; it never appears in the charter.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from charter.telemetry.masking import REDACTED, Masker, NullMasker, mask_any
+from charter.telemetry.traces import TraceStore
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+
+_SALT_ENV = "CHARTER_MASKING_SALT"
+
+
+def masking_salt(rt: Runtime) -> bytes:
+    """The installation's secret salt for placeholders and hashed ids (created on first use)."""
+    cached: bytes | None = getattr(rt, "_masking_salt", None)
+    if cached is not None:
+        return cached
+    env = os.environ.get(_SALT_ENV)
+    if env:
+        salt = env.encode()
+    else:
+        path = rt.key_dir / "masking.salt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secrets.token_hex(32).encode())
+            finally:
+                os.close(fd)
+        salt = path.read_bytes().strip()
+    rt._masking_salt = salt  # type: ignore[attr-defined]
+    return salt
+
+
+def build_masker(mode: str, salt: bytes) -> Masker:
+    """The masker for ``monitoring.masking``: ``presidio`` (default), ``presidio+spacy`` or ``off``."""
+    if mode == "off":
+        return NullMasker()
+    from charter.telemetry._presidio import PresidioMasker
+
+    return PresidioMasker(salt, nlp=(mode == "presidio+spacy"))
+
+
+def masker_for(rt: Runtime) -> Masker:
+    """The runtime's one masker (built once)."""
+    cached: Masker | None = getattr(rt, "_masker", None)
+    if cached is None:
+        cached = build_masker(rt.spec.monitoring.masking, masking_salt(rt))
+        rt._masker = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def mask_text(rt: Runtime, text: str | None) -> str | None:
+    """Mask one text with the runtime's masker; on any failure return the redaction marker (fail closed)."""
+    if text is None:
+        return None
+    try:
+        return masker_for(rt).mask(text)
+    except Exception:
+        return REDACTED
+
+
+def mask_value(rt: Runtime, value: Any) -> Any:
+    """Mask every string inside a JSON-like value (dicts, lists), e.g. audit details or an eval report."""
+    try:
+        masker = masker_for(rt)
+    except Exception:
+        return REDACTED
+    return mask_any(value, masker)
+
+
+def trace_store_for(rt: Runtime) -> TraceStore:
+    """The runtime's trace store: the charter's field policies and masker, metrics and OTLP sinks."""
+    cached: TraceStore | None = getattr(rt, "_trace_store", None)
+    if cached is not None:
+        return cached
+    mon = rt.spec.monitoring
+    store = TraceStore(
+        rt.store, field_policies=dict(mon.fields), masker=masker_for(rt), salt=masking_salt(rt)
+    )
+    from charter.telemetry._metrics import metrics_for
+
+    store.on_change.append(metrics_for(rt).invalidate)
+    if mon.exporters.otlp_endpoint:
+        from charter.telemetry._otel import TraceExporter
+
+        store.sinks.append(TraceExporter.for_runtime(rt))
+    rt._trace_store = store  # type: ignore[attr-defined]
+    return store
