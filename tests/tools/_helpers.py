@@ -44,3 +44,9 @@ CUSTOMER_EMAIL: str = next(c["billing_email"] for c in json.loads((EXAMPLE_DATA 
                            if c["id"] == CUSTOMER_ID)
 REFUND_50 = {"invoice_id": INVOICE_ID, "amount": 50, "reason": "duplicate charge"}
 REFUND_500 = {"invoice_id": INVOICE_ID, "amount": 500, "reason": "duplicate charge"}
+
+
+def details(row: Any) -> dict[str, Any]:
+    """An audit row's details as a dict (the audit log may store them as canonical JSON text)."""
+    value = row.details
+    return json.loads(value) if isinstance(value, str) else dict(value)
