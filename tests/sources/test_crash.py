@@ -30,7 +30,7 @@ def paragraph(i: int, version: str) -> str:
 
 
 def write_version(ws: Workspace, version: str) -> None:
-    """Version "a": N_DOCS documents. Version "b": a third changed, some ACLs changed, some deleted, new ones."""
+    """Version "a": N_DOCS documents. Version "b": a third changed, ACLs changed, some deleted, some new."""
     for p in ws.docs.glob("*.md"):
         p.unlink()
     for i in range(N_DOCS):
@@ -42,7 +42,8 @@ def write_version(ws: Workspace, version: str) -> None:
         if version == "b" and i % 17 == 3:
             acl = "[nonsense]"  # broken: private by default
         content_version = "b" if version == "b" and i % 3 == 0 else "a"
-        body = f"# Rule {i}\n\n{paragraph(i, content_version)}\n\n## Details\n\n{paragraph(i + 1000, content_version)}\n"
+        body = (f"# Rule {i}\n\n{paragraph(i, content_version)}\n\n"
+                f"## Details\n\n{paragraph(i + 1000, content_version)}\n")
         ws.write(f"rule-{i:04}.md", md(body, acl=acl))
     if version == "b":
         for j in range(20):

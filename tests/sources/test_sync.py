@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import timedelta
 
 import pytest
@@ -167,7 +168,8 @@ def test_corrupt_file_fails_alone_and_keeps_its_previous_version(ws: Workspace) 
     ws.write("junk.md", b"\x00\x00binary")
     s = ws.sync()["docs"]
     assert s.status == "partial" and s.failed == 1 and s.added == 3
-    assert s.failures == [{"doc_id": "junk.md", "line": None, "reason": "binary content (NUL bytes) in a text file"}]
+    assert s.failures == [{"doc_id": "junk.md", "line": None,
+                           "reason": "binary content (NUL bytes) in a text file"}]
     # a document that was fine becomes unreadable: reported, previous version kept, not deleted
     ws.write("refunds.md", b"\xff\xfe not utf-8 \x00")
     s2 = ws.sync()["docs"]
@@ -247,10 +249,9 @@ def test_full_sync_prunes_sources_removed_from_the_charter(ws: Workspace) -> Non
 def test_a_live_concurrent_sync_is_refused_and_a_dead_one_is_marked_interrupted(ws: Workspace) -> None:
     seed(ws)
     with ws.rt.store.begin() as conn:
-        import socket
-
-        conn.execute(sync_runs.insert().values(source_id="docs", actor="x", status="running", started_at=utcnow(),
-                                               pid=os.getpid(), host=socket.gethostname(), summary={}))
+        conn.execute(sync_runs.insert().values(source_id="docs", actor="x", status="running",
+                                               started_at=utcnow(), pid=os.getpid(),
+                                               host=socket.gethostname(), summary={}))
     with pytest.raises(Conflict, match="already being synced"):
         ws.sync()
     with ws.rt.store.begin() as conn:
