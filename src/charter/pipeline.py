@@ -193,6 +193,30 @@ def _split_audience(text: str, audience: dict[str, str]) -> tuple[str, list[str]
     return " ".join(customer), notes
 
 
+def _passage(cid: str, hit: Hit, audience: str) -> Any:
+    from charter.models import Passage
+
+    return Passage(id=cid, text=hit.text, title=hit.title, heading=hit.heading, audience=audience,  # type: ignore[arg-type]
+                   source_id=hit.source_id, chunk_id=hit.chunk_id, url=hit.url or "")
+
+
+def _tone(rt: Runtime, customer: str, agent: str) -> tuple[str, str]:
+    from charter.models import tone_parts
+
+    return tone_parts(rt.spec.review.tone, customer=customer, agent=agent)
+
+
+def gateway_for(rt: Runtime) -> Any:
+    """The runtime's gateway, built once (prompt approvals are checked when it is built)."""
+    cached = getattr(rt, "_gateway", None)
+    if cached is None:
+        from charter.models import build_gateway
+
+        cached = build_gateway(rt)
+        rt._gateway = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _escalation_target(rt: Runtime, reason: str) -> dict[str, Any]:
     for rule in rt.spec.review.escalations:
         if rule.when == reason:
@@ -204,8 +228,6 @@ def _escalation_target(rt: Runtime, reason: str) -> dict[str, Any]:
 def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceStore | None = None,
         submit_for_review: bool = True) -> AskResult:
     """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded)."""
-    from charter.models import build_request, gateway_for
-
     t0 = time.perf_counter()
     spec = rt.spec
     trace = Trace(workflow=spec.workflow.id, principal_id=principal.id, question=question,
@@ -218,19 +240,22 @@ def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceS
         passages, audience = _passages(rt, hits)
         gateway = gateway_for(rt)
         with trace.span("generate") as span:
-            request = build_request(rt, q, [(cid, h, audience[cid]) for cid, h in passages.items()])
+            request = gateway.build_request(q, [_passage(cid, h, audience[cid]) for cid, h in passages.items()],
+                                            agent_name=principal.name)
             gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
-            span.update(model=gen.model, provider=gen.provider, prompt_version=request.prompt_version,
+            span.update(model=gen.model, provider=gen.provider, prompt_version=gen.prompt_version,
                         input_tokens=gen.input_tokens, output_tokens=gen.output_tokens, cost_usd=gen.cost_usd,
-                        usage_source=gen.usage_source, attempts=getattr(gen, "attempts", 1),
-                        fallback_used=getattr(gen, "fallback_used", False))
-        trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, request.prompt_version
-        trace.input_tokens, trace.output_tokens = gen.input_tokens, gen.output_tokens
+                        usage_source=gen.usage_source, attempts=gen.attempts, fallback_used=gen.fallback_used,
+                        fallback_reason=gen.fallback_reason, errors=list(gen.errors))
+        trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, gen.prompt_version
+        trace.input_tokens, trace.output_tokens = gen.input_tokens or 0, gen.output_tokens or 0
         trace.usage_source, trace.cost_usd, trace.cost_source = gen.usage_source, gen.cost_usd, gen.cost_source
-        result = check(rt, principal, q, gen.text, passages, audience, trace)
+        greeting, signoff = _tone(rt, request.customer_name, request.agent_name)
+        result = check(rt, principal, q, gen.text, passages, audience, trace, template=(greeting, signoff))
         result.warnings = warnings
-        result.model, result.prompt_version = gen.model, request.prompt_version
-        result.input_tokens, result.output_tokens, result.cost_usd = gen.input_tokens, gen.output_tokens, gen.cost_usd
+        result.model, result.prompt_version = gen.model, gen.prompt_version
+        result.input_tokens, result.output_tokens = trace.input_tokens, trace.output_tokens
+        result.cost_usd = gen.cost_usd
     except (Denied, UsageError) as exc:
         trace.status = "refused"
         trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
@@ -261,16 +286,31 @@ def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceS
 
 
 def check(rt: Runtime, principal: Principal, question: str, text: str, passages: dict[str, Hit],
-          audience: dict[str, str], trace: Trace) -> AskResult:
-    """Validate citations, score groundedness, scan for canaries and PII, apply escalation rules."""
+          audience: dict[str, str], trace: Trace, *, template: tuple[str, str] = ("", "")) -> AskResult:
+    """Validate citations, score groundedness, scan for canaries and PII, apply escalation rules.
+
+    ``template`` is the tone's greeting and sign-off: fixed text from the charter, not claims, so it is
+    neither scored nor required to carry a citation.
+    """
+    from charter.models import split_draft
+
     spec = rt.spec
     with trace.span("check") as span:
         cit = checks.validate_citations(checks.normalise(text), set(passages))
-        draft, note_sentences = _split_audience(cit.text, audience)
+        parts = split_draft(cit.text)
+        greeting, signoff = template
+        body = parts.customer
+        for fixed in (greeting, signoff):
+            if fixed:
+                body = body.replace(fixed, "")
+        body = body.strip()
+        customer_body, moved = _split_audience(body, audience)
+        note_sentences = [*moved, *parts.agent_notes]
         notes = "\n".join(note_sentences)
+        draft = "\n\n".join(p for p in (greeting, customer_body, signoff) if p) if customer_body else ""
         sources = {cid: h.text for cid, h in passages.items()}
         embed = _embedder(rt)
-        scores = checks.score_sentences(cit.text, sources, embed)
+        scores = checks.score_sentences(customer_body + "\n" + notes, sources, embed)
         grounded = checks.groundedness(scores) if scores else None
         canaries = checks.find_canaries(cit.text)
         pii = _new_pii(cit.text, sources)
@@ -281,7 +321,7 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
             reason = "canary_in_output"
         elif topics_out:
             reason = "out_of_scope"
-        elif not passages or not cit.valid:
+        elif not passages or not cit.valid or not customer_body:
             reason = "no_sources"
         elif grounded is not None and grounded < spec.review.groundedness_threshold:
             reason = "low_groundedness"

@@ -36,7 +36,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "sensitive_data", "policy_violation", "other",
 )
 #: Escalation reasons the pipeline may give (the triggers of ``review.escalations``).
-ESCALATION_REASONS: tuple[str, ...] = ("no_sources", "low_groundedness", "out_of_scope", "sensitive_topic")
+ESCALATION_REASONS: tuple[str, ...] = (
+    "no_sources", "low_groundedness", "out_of_scope", "sensitive_topic", "canary_in_output", "pii_in_output",
+)
 OPEN_REVIEW_STATES = ("pending", "escalated")
 REVIEW_STATES = ("pending", "escalated", "approved", "rejected")
 DraftDecision = Literal["approve", "edit", "reject"]

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class LoadedCharter:
         p = Path(relative)
         return p if p.is_absolute() else (self.base_dir / p)
 
-    @property
+    @cached_property
     def principals(self) -> dict[str, Principal]:
         out: dict[str, Principal] = {}
         for u in self.users.users:

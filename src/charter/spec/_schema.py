@@ -287,9 +287,8 @@ class Tool(Section):
 class Escalation(Section):
     """Who gets a draft or an action when a rule fires, and how long they have."""
 
-    when: Literal["no_sources", "low_groundedness", "out_of_scope", "sensitive_topic", "approval_sla", "always"] = Field(
-        description="Trigger."
-    )
+    when: Literal["no_sources", "low_groundedness", "out_of_scope", "sensitive_topic", "canary_in_output",
+                  "pii_in_output", "approval_sla", "always"] = Field(description="Trigger.")
     to: Identifier = Field(description="Role that receives it.")
     sla: Duration = Field(description="Time to act before it escalates further.")
     then: Identifier | None = Field(None, description="Role it moves to when the SLA passes.")
