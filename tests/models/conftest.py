@@ -38,13 +38,26 @@ def edit_charter(charter_path: Path, changes: dict[str, Any]) -> Path:
     return charter_path
 
 
-def scripted_model_section(*, fallback: bool = True, timeout: str = "5s", retries: int = 2,
-                           max_output_tokens: int = 100) -> dict[str, Any]:
+def scripted_model_section(
+    *, fallback: bool = True, timeout: str = "5s", retries: int = 2, max_output_tokens: int = 100
+) -> dict[str, Any]:
     section: dict[str, Any] = {
-        "provider": "scripted", "name": "primary", "prices": PRICES, "timeout": timeout, "retries": retries,
+        "provider": "scripted",
+        "name": "primary",
+        "prices": PRICES,
+        "timeout": timeout,
+        "retries": retries,
         "max_output_tokens": max_output_tokens,
-        "fallback": {"provider": "scripted", "name": "backup", "prices": PRICES, "timeout": "5s", "retries": 0,
-                     "max_output_tokens": max_output_tokens} if fallback else None,
+        "fallback": {
+            "provider": "scripted",
+            "name": "backup",
+            "prices": PRICES,
+            "timeout": "5s",
+            "retries": 0,
+            "max_output_tokens": max_output_tokens,
+        }
+        if fallback
+        else None,
     }
     return section
 
@@ -58,13 +71,14 @@ def approve_active_prompt(rt: Runtime) -> None:
 @pytest.fixture
 def scripted_project(project: Path) -> Path:
     """The example with a scripted, priced primary and fallback model and a roomy budget."""
-    return edit_charter(project, {"model": scripted_model_section(),
-                                  "budgets": {"per_task_usd": 5.0, "monthly_usd": 1000.0}})
+    return edit_charter(
+        project, {"model": scripted_model_section(), "budgets": {"per_task_usd": 5.0, "monthly_usd": 1000.0}}
+    )
 
 
 @pytest.fixture
 def open_runtime() -> Iterator[Any]:
-    """``open_runtime(path, approve=True)``: a Runtime (closed after the test) with the active prompt approved."""
+    """``open_runtime(path, approve=True)``: a Runtime (closed after the test), active prompt approved."""
     opened: list[Runtime] = []
 
     def _open(path: Path, *, approve: bool = True) -> Runtime:

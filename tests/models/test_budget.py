@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from charter.errors import BudgetExceeded
 from charter.models import (
     BudgetLedger,
@@ -25,15 +26,24 @@ from charter.spec._schema import Prices
 
 from .conftest import PRICES, edit_charter
 
-PASSAGES = [Passage("S1", "Refunds go back to the original payment method within 5 to 10 business days.",
-                    title="Refunds", audience="customer")]
+PASSAGES = [
+    Passage(
+        "S1",
+        "Refunds go back to the original payment method within 5 to 10 business days.",
+        title="Refunds",
+        audience="customer",
+    )
+]
 QUESTION = "How long does a refund take?"
 
 
 def _exact_reply(gateway, request) -> ScriptedReply:  # type: ignore[no-untyped-def]
     """A reply whose reported usage equals the reservation estimate, so settling releases nothing."""
-    return ScriptedReply("Refunds take 5 to 10 business days [S1].",
-                         input_tokens=estimate_request_tokens(request), output_tokens=request.max_output_tokens)
+    return ScriptedReply(
+        "Refunds take 5 to 10 business days [S1].",
+        input_tokens=estimate_request_tokens(request),
+        output_tokens=request.max_output_tokens,
+    )
 
 
 def _estimate_usd(path: Path, open_runtime) -> tuple[int, float]:  # type: ignore[no-untyped-def]
@@ -125,8 +135,15 @@ def test_two_processes_share_one_budget(scripted_project, open_runtime, tmp_path
     rt = open_runtime(path, approve=False)  # records the charter change before the workers start
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(path), tag, "15"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(path), tag, "15"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b")
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -134,8 +151,12 @@ def test_two_processes_share_one_budget(scripted_project, open_runtime, tmp_path
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert sum(r["ok"] for r in results) == admit
     assert sum(r["refused"] for r in results) == 30 - admit
-    ledger = BudgetLedger(rt.store, workflow_id=rt.spec.workflow.id, per_task_usd=rt.spec.budgets.per_task_usd,
-                          monthly_usd=rt.spec.budgets.monthly_usd)
+    ledger = BudgetLedger(
+        rt.store,
+        workflow_id=rt.spec.workflow.id,
+        per_task_usd=rt.spec.budgets.per_task_usd,
+        monthly_usd=rt.spec.budgets.monthly_usd,
+    )
     status = ledger.month_status()
     assert usd_to_nano(status["spent_usd"]) == nano * admit
     assert status["reserved_usd"] == 0

@@ -51,11 +51,18 @@ def test_only_the_prompt_owner_approves_and_refusals_are_audited(scripted_projec
         with pytest.raises(Denied, match=r"only the prompt owner \(lena\)"):
             reg.approve("draft_reply", "v2", principal=rt.charter.principal(user))
     refused = rt.audit.tail(10, action="prompt.approve")
-    assert [(e.actor, e.outcome) for e in refused] == [("ben", "denied"), ("omar", "denied"), ("farid", "denied")]
+    assert [(e.actor, e.outcome) for e in refused] == [
+        ("ben", "denied"),
+        ("omar", "denied"),
+        ("farid", "denied"),
+    ]
     assert not reg.status("draft_reply", "v2").approved
     reg.approve("draft_reply", "v2", principal=rt.charter.principal("lena"))
     entry = rt.audit.tail(1, action="prompt.approve")[0]
-    assert entry.outcome == "approved" and entry.details["file_hash"] == reg.status("draft_reply", "v2").file_hash
+    assert (
+        entry.outcome == "approved"
+        and entry.details["file_hash"] == reg.status("draft_reply", "v2").file_hash
+    )
 
 
 def test_changing_an_approved_prompt_file_voids_the_approval(scripted_project, open_runtime):
@@ -96,23 +103,31 @@ def test_a_later_charter_change_of_active_wins_over_an_older_activation(scripted
     reg.activate("draft_reply", "v1", principal=lena)
     assert reg.active_version("draft_reply") == "v1"
     # the charter now names v1 itself, then goes back to v2: the newest explicit decision (the file) wins
-    edit_charter(scripted_project, {"prompts": [{**rt.spec.prompts[0].model_dump(mode="json", exclude_none=True),
-                                                 "active": "v1"}]})
+    edit_charter(
+        scripted_project,
+        {"prompts": [{**rt.spec.prompts[0].model_dump(mode="json", exclude_none=True), "active": "v1"}]},
+    )
     rt2 = open_runtime(scripted_project, approve=False)
     assert registry(rt2).active_version("draft_reply") == "v1"
-    edit_charter(scripted_project, {"prompts": [{**rt.spec.prompts[0].model_dump(mode="json", exclude_none=True),
-                                                 "active": "v2"}]})
+    edit_charter(
+        scripted_project,
+        {"prompts": [{**rt.spec.prompts[0].model_dump(mode="json", exclude_none=True), "active": "v2"}]},
+    )
     rt3 = open_runtime(scripted_project, approve=False)
     assert registry(rt3).active_version("draft_reply") == "v2"
 
 
 def test_a_stale_config_hash_in_the_charter_is_refused(scripted_project, open_runtime):
     prompt = {
-        "name": "draft_reply", "active": "v2",
+        "name": "draft_reply",
+        "active": "v2",
         "versions": [
             {"version": "v1", "file": "prompts/draft_reply/v1.md"},
-            {"version": "v2", "file": "prompts/draft_reply/v2.md",
-             "approval": {"by": "lena", "at": "2026-11-04T09:00:00Z", "config_hash": "0" * 64}},
+            {
+                "version": "v2",
+                "file": "prompts/draft_reply/v2.md",
+                "approval": {"by": "lena", "at": "2026-11-04T09:00:00Z", "config_hash": "0" * 64},
+            },
         ],
     }
     rt = open_runtime(edit_charter(scripted_project, {"prompts": [prompt]}))  # approved in the DB

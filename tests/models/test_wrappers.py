@@ -27,7 +27,9 @@ from charter.spec._schema import Prices
 
 from .conftest import PRICES, edit_charter
 
-PASSAGES = [Passage("S1", "Invoices are emailed to billing contacts on the renewal date.", audience="customer")]
+PASSAGES = [
+    Passage("S1", "Invoices are emailed to billing contacts on the renewal date.", audience="customer")
+]
 
 
 def test_a_timeout_triggers_the_fallback_and_is_recorded(scripted_project, open_runtime):
@@ -85,11 +87,16 @@ def test_a_non_retryable_error_goes_to_the_fallback_once(scripted_project, open_
     assert gen.fallback_used and "HTTP 400" in (gen.fallback_reason or "")
 
 
-def test_retryable_errors_are_retried_with_bounded_attempts_and_growing_backoff(scripted_project, open_runtime):
+def test_retryable_errors_are_retried_with_bounded_attempts_and_growing_backoff(
+    scripted_project, open_runtime
+):
     rt = open_runtime(edit_charter(scripted_project, {"model": {"fallback": None, "retries": 2}}))
     primary = ScriptedModel("primary")
-    primary.enqueue(ProviderError("HTTP 503", retryable=True), ProviderError("HTTP 429", retryable=True),
-                    "Recovered [S1].")
+    primary.enqueue(
+        ProviderError("HTTP 503", retryable=True),
+        ProviderError("HTTP 429", retryable=True),
+        "Recovered [S1].",
+    )
     sleeps: list[float] = []
     gw = build_gateway(rt, primary=primary, sleep=sleeps.append, retry_base_delay=0.5, retry_max_delay=8)
     gen = gw.generate(gw.build_request("q?", PASSAGES), request_id="r1", principal="ana")
@@ -112,7 +119,9 @@ def test_backoff_is_capped():
 def test_reported_usage_is_used_when_given_and_estimated_otherwise(scripted_project, open_runtime):
     rt = open_runtime(edit_charter(scripted_project, {"model": {"fallback": None}}))
     primary = ScriptedModel("primary")
-    primary.enqueue(ScriptedReply("Reported [S1].", input_tokens=120, output_tokens=7), "Estimated reply [S1].")
+    primary.enqueue(
+        ScriptedReply("Reported [S1].", input_tokens=120, output_tokens=7), "Estimated reply [S1]."
+    )
     gw = build_gateway(rt, primary=primary)
     request = gw.build_request("When do I get my invoice?", PASSAGES)
 
@@ -125,7 +134,9 @@ def test_reported_usage_is_used_when_given_and_estimated_otherwise(scripted_proj
     assert estimated.usage_source == "estimated" and estimated.cost_source == "estimated"
     assert estimated.input_tokens == estimate_request_tokens(request)
     assert estimated.output_tokens == estimate_tokens("Estimated reply [S1].")
-    assert estimated.cost_usd == pytest.approx(estimated.input_tokens * 0.001 + estimated.output_tokens * 0.002)
+    assert estimated.cost_usd == pytest.approx(
+        estimated.input_tokens * 0.001 + estimated.output_tokens * 0.002
+    )
     assert estimated.latency_ms >= 0 and estimated.gateway_ms >= estimated.latency_ms
 
 
@@ -136,9 +147,18 @@ def test_metered_without_prices_costs_nothing():
 
 def test_missing_api_key_variable_is_a_clear_usage_error(scripted_project, open_runtime, monkeypatch):
     monkeypatch.delenv("CHARTER_TEST_MISSING_KEY", raising=False)
-    path = edit_charter(scripted_project, {"model": {
-        "provider": "openai", "name": "gpt-x", "endpoint": "http://127.0.0.1:9/v1",
-        "api_key_env": "CHARTER_TEST_MISSING_KEY", "fallback": None}})
+    path = edit_charter(
+        scripted_project,
+        {
+            "model": {
+                "provider": "openai",
+                "name": "gpt-x",
+                "endpoint": "http://127.0.0.1:9/v1",
+                "api_key_env": "CHARTER_TEST_MISSING_KEY",
+                "fallback": None,
+            }
+        },
+    )
     rt = open_runtime(path)
     with pytest.raises(UsageError, match="CHARTER_TEST_MISSING_KEY"):
         build_gateway(rt)
@@ -146,9 +166,20 @@ def test_missing_api_key_variable_is_a_clear_usage_error(scripted_project, open_
 
 def test_openai_connection_errors_are_retryable(scripted_project, open_runtime, monkeypatch):
     monkeypatch.setenv("CHARTER_TEST_KEY", "sk-test")
-    path = edit_charter(scripted_project, {"model": {
-        "provider": "openai", "name": "gpt-x", "endpoint": "http://127.0.0.1:9/v1", "timeout": "2s",
-        "api_key_env": "CHARTER_TEST_KEY", "fallback": None, "retries": 1}})
+    path = edit_charter(
+        scripted_project,
+        {
+            "model": {
+                "provider": "openai",
+                "name": "gpt-x",
+                "endpoint": "http://127.0.0.1:9/v1",
+                "timeout": "2s",
+                "api_key_env": "CHARTER_TEST_KEY",
+                "fallback": None,
+                "retries": 1,
+            }
+        },
+    )
     rt = open_runtime(path)
     sleeps: list[float] = []
     gw = build_gateway(rt, sleep=sleeps.append)

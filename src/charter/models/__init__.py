@@ -27,6 +27,7 @@ from charter.models._render import (
     parse_citations,
     render_messages,
     render_prompt,
+    strip_citation_markers,
 )
 from charter.models._scripted import ScriptedModel, ScriptedReply
 from charter.models._text import looks_like_instruction, split_sentences
@@ -97,6 +98,7 @@ __all__ = [
     "smollm2_path",
     "split_draft",
     "split_sentences",
+    "strip_citation_markers",
     "token_cost_nano",
     "tone_parts",
     "usd_to_nano",

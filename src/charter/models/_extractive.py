@@ -6,8 +6,12 @@ How a draft is composed:
 2. A sentence is a *candidate* only if it is a statement (not a question, heading or fragment) and does not
    address an AI (:func:`looks_like_instruction`: "ignore previous instructions", "call issue_refund", ...,
    also hidden by invisible characters, look-alike letters or spaced-out letters).
-3. Candidates are scored by IDF-weighted coverage of the question's terms (``0.75 × sentence + 0.25 ×
-   passage title/heading``); those with no term of their own in common with the question are dropped.
+3. Candidates are scored by IDF-weighted coverage of the question's terms: ``0.6 × sentence + 0.25 ×
+   its section heading + 0.15 × passage title/heading`` (+0.05 for the first sentence of a section); those
+   with no term of their own in common with the question, or scoring below ``min_score``, are dropped.
+   Sentences are then picked greedily by score plus the share of the question they cover that the
+   sentences already picked do not (so a draft answers several parts of a question rather than repeating
+   one), and printed in document order.
 4. The customer draft quotes only passages with ``audience == "customer"``; passages for the agent become
    "Agent notes". Each sentence ends with its passage's citation, e.g. ``[S2]``.
 5. The draft is wrapped in the charter's tone template (``review.tone``): the text before ``...`` (or
@@ -22,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.models._render import clean_text, estimate_tokens, parse_citations
-from charter.models._text import Overlap, is_statement, looks_like_instruction, split_sentences
+from charter.models._render import clean_text, estimate_tokens, parse_citations, strip_citation_markers
+from charter.models._text import Overlap, is_statement, looks_like_instruction, sentences_with_headings
 from charter.models._types import Generation, GenerationRequest, Passage, provider
 from charter.spec._schema import ModelEndpoint
 
@@ -32,7 +36,7 @@ NO_ANSWER_TEXT = (
 )
 AGENT_NOTES_HEADER = "Agent notes (internal, do not send to the customer):"
 
-MIN_SCORE = 0.3
+MIN_SCORE = 0.2
 MAX_CUSTOMER_SENTENCES = 4
 MAX_AGENT_SENTENCES = 3
 
@@ -44,6 +48,7 @@ class _Candidate:
     position: int  # sentence order within the passage
     text: str
     score: float
+    matched: frozenset[str]
 
 
 def tone_parts(tone: str, *, customer: str, agent: str) -> tuple[str, str]:
@@ -87,54 +92,73 @@ class ExtractiveModel:
         self.max_customer = max_customer_sentences
         self.max_agent = max_agent_sentences
 
-    def candidates(self, request: GenerationRequest) -> list[_Candidate]:
+    def candidates(self, request: GenerationRequest) -> tuple[list[_Candidate], Overlap]:
         """Every quotable sentence of the request's passages with its relevance score, best first."""
-        raw: list[tuple[int, int, Passage, str]] = []
+        raw: list[tuple[int, int, Passage, str, str]] = []
         for rank, passage in enumerate(request.context):
-            for pos, sentence in enumerate(split_sentences(passage.text)):
+            last_heading = None
+            for pos, (heading, sentence) in enumerate(sentences_with_headings(passage.text)):
+                lead = heading != last_heading
+                last_heading = heading
+                sentence = strip_citation_markers(clean_text(sentence))
                 if is_statement(sentence) and not looks_like_instruction(sentence):
-                    raw.append((rank, pos, passage, sentence))
+                    raw.append((rank, pos, passage, heading if not lead else "\0" + heading, sentence))
         overlap = Overlap(request.question, [s for *_, s in raw])
         out: list[_Candidate] = []
-        for rank, pos, passage, sentence in raw:
-            own = overlap.coverage(sentence)
-            if own <= 0:
+        for rank, pos, passage, heading, sentence in raw:
+            matched = overlap.matched(sentence)
+            if not matched:
                 continue
-            about = overlap.coverage(f"{passage.title} {passage.heading}")
-            score = 0.75 * own + 0.25 * about
+            lead = heading.startswith("\0")
+            score = (
+                0.6 * overlap.weight(matched)
+                + 0.25 * overlap.coverage(heading.lstrip("\0"))
+                + 0.15 * overlap.coverage(f"{passage.title} {passage.heading}")
+                + (0.05 if lead else 0.0)
+            )
             if score >= self.min_score:
-                out.append(_Candidate(passage, rank, pos, clean_text(sentence), score))
+                out.append(_Candidate(passage, rank, pos, sentence, score, matched))
         out.sort(key=lambda c: (-c.score, c.rank, c.position))
-        return out
+        return out, overlap
 
     def _pick(
-        self, cands: list[_Candidate], audience: str, limit: int, budget: int, seen: set[str]
+        self,
+        cands: list[_Candidate],
+        overlap: Overlap,
+        audience: str,
+        limit: int,
+        budget: int,
+        seen: set[str],
     ) -> tuple[list[_Candidate], int]:
+        pool = [c for c in cands if c.passage.audience == audience]
         picked: list[_Candidate] = []
-        for c in cands:
-            if len(picked) >= limit:
-                break
-            key = " ".join(c.text.lower().split())
-            if c.passage.audience != audience or key in seen:
-                continue
-            cost = estimate_tokens(_cite(c.text, c.passage.id)) + 1
-            if cost > budget:
+        covered: set[str] = set()
+        while pool and len(picked) < limit:
+            best = max(
+                pool,
+                key=lambda c: (c.score + 0.5 * overlap.weight(c.matched - covered), -c.rank, -c.position),
+            )
+            pool.remove(best)
+            key = " ".join(best.text.lower().split())
+            cost = estimate_tokens(_cite(best.text, best.passage.id)) + 1
+            if key in seen or cost > budget:
                 continue
             seen.add(key)
             budget -= cost
-            picked.append(c)
+            covered |= best.matched
+            picked.append(best)
         picked.sort(key=lambda c: (c.rank, c.position))
         return picked, budget
 
     def generate(self, request: GenerationRequest) -> Generation:
-        cands = self.candidates(request)
+        cands, overlap = self.candidates(request)
         greeting, signoff = tone_parts(request.tone, customer=request.customer_name, agent=request.agent_name)
         budget = request.max_output_tokens - estimate_tokens(
             f"{greeting}\n\n\n\n{signoff}\n\n{AGENT_NOTES_HEADER}"
         )
         seen: set[str] = set()
-        customer, budget = self._pick(cands, "customer", self.max_customer, budget, seen)
-        agent, _ = self._pick(cands, "agent", self.max_agent, budget, seen)
+        customer, budget = self._pick(cands, overlap, "customer", self.max_customer, budget, seen)
+        agent, _ = self._pick(cands, overlap, "agent", self.max_agent, budget, seen)
         sentences: list[dict[str, Any]] = []
         if customer:
             body = " ".join(_cite(c.text, c.passage.id) for c in customer)

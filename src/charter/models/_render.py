@@ -131,6 +131,13 @@ def parse_citations(text: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def strip_citation_markers(text: str) -> str:
+    """``text`` without anything that reads as a citation (``[S2]``, ``［S2］``), so quoted source text cannot
+    forge citations of its own."""
+    normal = unicodedata.normalize("NFKC", text)
+    return re.sub(r"\s{2,}", " ", _CITATION.sub("", normal)).replace(" .", ".").strip()
+
+
 def estimate_tokens(text: str) -> int:
     """Token estimate when the backend reports none: ``ceil(characters / 4)`` — the usual rule of thumb
     for English BPE tokenizers (about four characters per token); never 0 for non-empty text."""

@@ -31,16 +31,31 @@ def _inline(text: str) -> str:
     return re.sub(r"\s+", " ", _EMPH.sub("", _LINK.sub(r"\1", text))).strip()
 
 
-def markdown_lines(text: str) -> list[str]:
-    """Prose lines of a markdown passage: headings dropped, list markers and emphasis removed, table rows
-    turned into ``"<header> <key>: <cells>"`` lines, links reduced to their text."""
-    out: list[str] = []
+def _table_row(header: list[str], cells: list[str]) -> str:
+    """``Day | What happens`` / ``14 | Suspended`` → ``Day 14: Suspended.``;
+    ``Method | Time to arrive`` / ``Card | 5 days`` → ``Card — Time to arrive: 5 days.``"""
+    first = cells[0] if cells else ""
+    short_key = len(first) <= 4 or first.replace(",", "").replace(" ", "").isdigit()
+    key = f"{header[0]} {first}".strip() if header and header[0] and short_key else first
+    values = [c for c in cells[1:] if c and c not in {"—", "-"}]
+    if len(cells) == 2 and len(header) == 2 and header[1] and not short_key:
+        key = f"{key} — {header[1]}"
+    rest = " ".join(c if c.endswith((".", "!", "?")) else c + "." for c in values)
+    return f"{key}: {rest}".strip() if rest else ""
+
+
+def markdown_lines(text: str) -> list[tuple[str, str]]:
+    """Prose lines of a markdown passage with the heading they sit under: headings themselves are not
+    lines, list markers and emphasis are removed, table rows become ``"<header> <key>: <cells>"`` lines,
+    links are reduced to their text."""
+    out: list[tuple[str, str]] = []
     header: list[str] | None = None
     paragraph: list[str] = []
+    heading = ""
 
     def flush() -> None:
         if paragraph:
-            out.append(_inline(" ".join(paragraph)))
+            out.append((heading, _inline(" ".join(paragraph))))
             paragraph.clear()
 
     for raw in clean_text(text).splitlines():
@@ -52,6 +67,7 @@ def markdown_lines(text: str) -> list[str]:
             continue
         if stripped.startswith("#") or (stripped.startswith(">") and stripped.lstrip("> ").startswith("#")):
             flush()
+            heading = _inline(stripped.lstrip("> ").lstrip("#"))
             continue
         if stripped.startswith("|"):
             flush()
@@ -61,9 +77,7 @@ def markdown_lines(text: str) -> list[str]:
             if header is None:
                 header = cells
                 continue
-            key = f"{header[0]} {cells[0]}".strip() if header and header[0] else cells[0]
-            rest = " ".join(c if c.endswith((".", "!", "?")) else c + "." for c in cells[1:] if c)
-            out.append(f"{key}: {rest}".strip())
+            out.append((heading, _table_row(header, cells)))
             continue
         if _BULLET.match(line):
             flush()
@@ -72,25 +86,26 @@ def markdown_lines(text: str) -> list[str]:
             continue
         paragraph.append(stripped.lstrip("> "))
     flush()
-    return [x for x in out if x]
+    return [(h, x) for h, x in out if x]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a markdown passage, in order. Lines without final punctuation get a full stop."""
-    sentences: list[str] = []
-    for line in markdown_lines(text):
-        pieces = _SPLIT.split(line)
+def sentences_with_headings(text: str) -> list[tuple[str, str]]:
+    """``(heading, sentence)`` for every sentence of a markdown passage, in order."""
+    sentences: list[tuple[str, str]] = []
+    for heading, line in markdown_lines(text):
         merged: list[str] = []
-        for piece in pieces:
+        for piece in _SPLIT.split(line):
             if merged and _ABBREV.search(merged[-1]):
                 merged[-1] = merged[-1] + " " + piece
             else:
                 merged.append(piece)
-        for s in merged:
-            s = s.strip()
-            if s:
-                sentences.append(s)
+        sentences.extend((heading, s.strip()) for s in merged if s.strip())
     return sentences
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a markdown passage, in order (headings are not sentences)."""
+    return [s for _, s in sentences_with_headings(text)]
 
 
 # --------------------------------------------------------------------------------------------- relevance
@@ -135,12 +150,18 @@ class Overlap:
         self.idf = {t: math.log(1 + n / (1 + df.get(t, 0))) + 0.1 for t in self.question_terms}
         self.total = sum(self.idf.values())
 
+    def matched(self, text: str) -> frozenset[str]:
+        """The question's terms that occur in ``text``."""
+        found = set(terms(text))
+        return frozenset(t for t in self.idf if t in found)
+
+    def weight(self, matched: Iterable[str]) -> float:
+        """IDF-weighted share of the question covered by ``matched`` terms, 0..1."""
+        return sum(self.idf[t] for t in set(matched)) / self.total if self.total else 0.0
+
     def coverage(self, text: str) -> float:
         """Share of the question's (IDF-weighted) terms found in ``text``, 0..1."""
-        if not self.total:
-            return 0.0
-        found = set(terms(text))
-        return sum(w for t, w in self.idf.items() if t in found) / self.total
+        return self.weight(self.matched(text))
 
 
 # --------------------------------------------------------------------------------------------- injection
@@ -267,7 +288,7 @@ def looks_like_instruction(text: str) -> bool:
 def is_statement(sentence: str) -> bool:
     """A declarative sentence worth quoting: not a question, not a heading-like fragment, not too short."""
     s = sentence.strip()
-    if not s or s.endswith("?") or s.endswith(":"):
+    if not s or "?" in s or s.endswith(":") or s.lower().startswith(("see ", "for more")):
         return False
     words = s.split()
     if len(words) < 4 or len(words) > 80:
