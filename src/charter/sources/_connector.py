@@ -62,6 +62,9 @@ class ConnectorContext:
     @property
     def location(self) -> Path:
         """``source.location`` resolved against the charter's folder (for file-based connectors)."""
+        if "://" in self.source.location:
+            raise SourceUnavailable(f"source {self.source.id!r}: connector {self.source.connector!r} reads "
+                                    f"local paths, not URLs ({self.source.location})")
         p = Path(self.source.location)
         return p if p.is_absolute() else self.base_dir / p
 
