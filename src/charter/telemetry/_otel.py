@@ -55,17 +55,24 @@ class TraceExporter:
         *,
         include_content: bool = False,
         service_name: str = "charter",
+        project: str | None = None,
         batch: bool = True,
     ) -> None:
         self.include_content = include_content
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        resource = {"service.name": service_name, "openinference.project.name": project or service_name}
+        self.provider = TracerProvider(resource=Resource.create(resource))
         self.processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         self.provider.add_span_processor(self.processor)
         self.tracer: Tracer = self.provider.get_tracer("charter", schema_url=SCHEMA_URL)
 
     @classmethod
     def otlp(
-        cls, endpoint: str, *, include_content: bool = False, service_name: str = "charter"
+        cls,
+        endpoint: str,
+        *,
+        include_content: bool = False,
+        service_name: str = "charter",
+        project: str | None = None,
     ) -> TraceExporter:
         """Export over OTLP/HTTP (protobuf) to ``endpoint`` (``/v1/traces`` is appended unless present)."""
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -77,6 +84,7 @@ class TraceExporter:
             OTLPSpanExporter(endpoint=url, timeout=5),
             include_content=include_content,
             service_name=service_name,
+            project=project,
         )
         atexit.register(exp.shutdown)  # short-lived CLI processes: flush what is queued
         return exp
@@ -84,8 +92,13 @@ class TraceExporter:
     @classmethod
     def for_runtime(cls, rt: Runtime) -> TraceExporter:
         ex = rt.spec.monitoring.exporters
+        if not ex.otlp_endpoint:
+            from charter.errors import UsageError
+
+            raise UsageError("monitoring.exporters.otlp_endpoint is not set")
         return cls.otlp(
             ex.otlp_endpoint,
+            project=rt.spec.workflow.id,
             include_content=ex.include_content,
             service_name=f"charter:{rt.spec.workflow.id}",
         )

@@ -27,7 +27,7 @@ from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpEngine, NoOpNlpEngine
 
 from charter.errors import CharterRuntimeError
-from charter.telemetry.masking import _iban_ok, _luhn_ok
+from charter.telemetry.masking import RECOGNIZERS
 
 _FLAGS = re.MULTILINE | re.DOTALL
 
@@ -55,78 +55,9 @@ class _Recognizer(PatternRecognizer):
         return bool(self._check(pattern_text))
 
 
-def _phone_ok(text: str) -> bool:
-    digits = re.sub(r"\D", "", text.split("x")[0].split("ext")[0])
-    return 7 <= len(digits) <= 15
-
-
-def _card_ok(text: str) -> bool:
-    digits = re.sub(r"\D", "", text)
-    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
-
-
 def recognizers() -> list[PatternRecognizer]:
-    """Charter's recognizers (the same set the pattern-only and spaCy configurations use)."""
-    return [
-        _Recognizer(
-            "PRIVATE_KEY",
-            [
-                (
-                    "pem",
-                    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
-                    1.0,
-                )
-            ],
-        ),
-        _Recognizer(
-            "SECRET",
-            [
-                (
-                    "provider_key",
-                    r"\b(?:sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
-                    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}"
-                    r"|AIza[0-9A-Za-z_-]{35}|(?:rk|pk|sk)_(?:live|test)_[A-Za-z0-9]{16,}"
-                    r"|glpat-[A-Za-z0-9_-]{20,}|chr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,})",
-                    1.0,
-                ),
-                (
-                    "assignment",
-                    r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd"
-                    r"|client[_-]?secret)\b\s*[:=]\s*[\"']?[^\s\"',;]{6,}",
-                    0.9,
-                ),
-            ],
-        ),
-        _Recognizer("BEARER", [("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}", 1.0)]),
-        _Recognizer("JWT", [("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 1.0)]),
-        _Recognizer(
-            "EMAIL",
-            [("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", 1.0)],
-        ),
-        _Recognizer(
-            "IBAN",
-            [("iban", r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b", 0.95)],
-            check=lambda t: _iban_ok(t.replace("-", " ")),
-        ),
-        _Recognizer("CARD", [("card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", 0.95)], check=_card_ok),
-        _Recognizer(
-            "PHONE",
-            [
-                (
-                    "phone",
-                    r"(?<![\w+/.-])(?!\d{4}-\d{2}-\d{2}(?:\b|T))(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?"
-                    r"\d{2,5}(?:[ .-]\d{2,5}){1,3}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])",
-                    0.7,
-                ),
-                (
-                    "phone_compact",
-                    r"(?<![\w+/.-])(?:\+|00)?\(?\d{3}\)?\d{3}[ .-]?\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])",
-                    0.6,
-                ),
-            ],
-            check=_phone_ok,
-        ),
-    ]
+    """Charter's recognizers (:data:`charter.telemetry.masking.RECOGNIZERS`) as Presidio recognizers."""
+    return [_Recognizer(kind, pats, check=check) for kind, pats, check in RECOGNIZERS]
 
 
 class _NoContext(ContextAwareEnhancer):

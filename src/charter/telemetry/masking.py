@@ -48,35 +48,104 @@ def _iban_ok(candidate: str) -> bool:
     return number % 97 == 1
 
 
-_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = [
+def _phone_ok(text: str) -> bool:
+    digits = re.sub(r"\D", "", re.split(r"x|ext", text)[0])
+    return 7 <= len(digits) <= 15
+
+
+def _card_ok(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
+
+
+PatternSpec = tuple[str, str, float]  # name, regex, score
+#: Charter's recognizers: (entity kind, patterns, validator). Presidio's analyzer runs exactly these (see
+#: ``_presidio.py``); :class:`PatternMasker` runs them with the standard library only.
+RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] = [
     (
         "PRIVATE_KEY",
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+        [("pem", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", 1.0)],
         None,
     ),
     (
         "SECRET",
-        re.compile(
-            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
-            r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|chr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,})"
-        ),
+        [
+            (
+                "provider_key",
+                r"\b(?:sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
+                r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}"
+                r"|AIza[0-9A-Za-z_-]{35}|(?:rk|pk|sk)_(?:live|test)_[A-Za-z0-9]{16,}"
+                r"|glpat-[A-Za-z0-9_-]{20,}|chr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,})",
+                1.0,
+            ),
+            (
+                "assignment",
+                r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd"
+                r"|client[_-]?secret)\b\s*[:=]\s*[\"']?[^\s\"',;]{6,}",
+                0.9,
+            ),
+        ],
         None,
     ),
-    ("BEARER", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{16,}"), None),
-    ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), None),
-    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), None),
-    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), _iban_ok),
-    ("CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), lambda m: _luhn_ok(re.sub(r"\D", "", m))),
+    ("BEARER", [("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}", 1.0)], None),
+    ("JWT", [("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 1.0)], None),
+    (
+        "EMAIL",
+        [("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", 1.0)],
+        None,
+    ),
+    (
+        "IBAN",
+        [("iban", r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b", 0.95)],
+        lambda t: _iban_ok(t.replace("-", " ")),
+    ),
+    ("CARD", [("card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", 0.95)], _card_ok),
     (
         "PHONE",
-        re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{2,4}[ .-]\d{2,6}\b"),
-        None,
+        [
+            (
+                "phone",
+                r"(?<![\w+/.-])(?!\d{4}-\d{2}-\d{2}(?:\b|T))(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?"
+                r"\d{2,5}(?:[ .-]\d{2,5}){1,3}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])",
+                0.7,
+            ),
+            (
+                "phone_compact",
+                r"(?<![\w+/.-])(?:\+|00)?\(?\d{3}\)?\d{3}[ .-]?\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])",
+                0.6,
+            ),
+        ],
+        _phone_ok,
     ),
 ]
 
+_FLAGS = re.MULTILINE | re.DOTALL
+_COMPILED: list[tuple[str, re.Pattern[str], float, Callable[[str], bool] | None]] = [
+    (kind, re.compile(regex, _FLAGS), score, check)
+    for kind, pats, check in RECOGNIZERS
+    for _, regex, score in pats
+]
+
+
+def _findings(text: str) -> list[tuple[int, int, str]]:
+    """Non-overlapping (start, end, kind); on overlap the longer (then higher-scoring) finding wins."""
+    found: list[tuple[int, int, float, str]] = []
+    for kind, pattern, score, check in _COMPILED:
+        for m in pattern.finditer(text):
+            if m.end() > m.start() and (check is None or check(m.group(0))):
+                found.append((m.start(), m.end(), score, kind))
+    found.sort(key=lambda f: (f[0], -(f[1] - f[0]), -f[2]))
+    kept: list[tuple[int, int, str]] = []
+    end = -1
+    for start, stop, _, kind in found:
+        if start >= end:
+            kept.append((start, stop, kind))
+            end = stop
+    return kept
+
 
 class PatternMasker:
-    """Fast, dependency-free recognizers with deterministic placeholders (keyed by ``salt``)."""
+    """Charter's recognizers with the standard library only; deterministic placeholders keyed by ``salt``."""
 
     def __init__(self, salt: bytes = b"charter") -> None:
         self._salt = salt
@@ -86,16 +155,13 @@ class PatternMasker:
         return f"<{kind}_{digest}>"
 
     def mask(self, text: str) -> str:
-        for kind, pattern, check in _PATTERNS:
-
-            def repl(m: re.Match[str], kind: str = kind, check: Callable[[str], bool] | None = check) -> str:
-                value = m.group(0)
-                if check is not None and not check(value):
-                    return value
-                return self._placeholder(kind, value)
-
-            text = pattern.sub(repl, text)
-        return text
+        out, pos = [], 0
+        for start, stop, kind in _findings(text):
+            out.append(text[pos:start])
+            out.append(self._placeholder(kind, text[start:stop]))
+            pos = stop
+        out.append(text[pos:])
+        return "".join(out)
 
 
 class NullMasker:
@@ -107,13 +173,7 @@ class NullMasker:
 
 def find_sensitive(text: str) -> list[tuple[str, str]]:
     """Every (kind, value) the pattern recognizers find in ``text``."""
-    found: list[tuple[str, str]] = []
-    for kind, pattern, check in _PATTERNS:
-        for m in pattern.finditer(text):
-            value = m.group(0)
-            if check is None or check(value):
-                found.append((kind, value))
-    return found
+    return [(kind, text[start:stop]) for start, stop, kind in _findings(text)]
 
 
 def hash_value(value: str, salt: bytes = b"charter") -> str:

