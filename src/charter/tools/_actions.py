@@ -296,10 +296,10 @@ def propose(runtime: Runtime, principal: Principal | str, tool: str, args: Any, 
                     tool_actions.c.created_at > now - limit.per)).scalar_one()
         if limit is None or used < limit.calls:
             conn.execute(tool_actions.insert().values(**row))
+            action = get_action(runtime, action_id, conn=conn)
     if limit is not None and used >= limit.calls:
         raise refuse(f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
                      [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"])
-    action = get_action(runtime, action_id)
     _audit(runtime, who.id, "tools.proposed", action, "pending" if needs else "approved",
            origin=origin, request_id=request_id, args=validated, reason=reason, approval=why,
            approver_role=role, policy=list(decision.policy_ids))

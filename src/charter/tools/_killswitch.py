@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from charter.errors import Denied, UsageError
 from charter.store import utcnow
+from charter.store._core_tables import state
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -25,13 +28,10 @@ def _tool_key(tool: str) -> str:
 
 def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
     """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on."""
-    state = runtime.get_state(WORKFLOW_KEY)
-    if isinstance(state, dict) and state.get("on"):
-        return True
-    if tool is not None:
-        tstate = runtime.get_state(_tool_key(tool))
-        return isinstance(tstate, dict) and bool(tstate.get("on"))
-    return False
+    keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
+    with runtime.store.connect() as conn:  # one read for both switches
+        values = conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars().all()
+    return any(isinstance(v, dict) and bool(v.get("on")) for v in values)
 
 
 def kill_switch_status(runtime: Runtime) -> dict[str, Any]:
