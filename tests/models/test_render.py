@@ -101,6 +101,7 @@ def test_exported_names_are_pinned():
         "Generation",
         "GenerationFailed",
         "GenerationRequest",
+        "Limited",
         "LocalModel",
         "Metered",
         "Model",

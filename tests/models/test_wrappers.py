@@ -186,3 +186,30 @@ def test_openai_connection_errors_are_retryable(scripted_project, open_runtime, 
     with pytest.raises(GenerationFailed, match="gave up after 2 attempts"):
         gw.generate(gw.build_request("q?", PASSAGES), request_id="c1", principal="ana")
     assert len(sleeps) == 1
+
+
+def test_the_fallback_runs_with_its_own_output_limit_and_temperature(scripted_project, open_runtime):
+    path = edit_charter(
+        scripted_project,
+        {
+            "model": {
+                "retries": 0,
+                "temperature": 0.0,
+                "fallback": {
+                    "provider": "scripted",
+                    "name": "backup",
+                    "prices": PRICES,
+                    "max_output_tokens": 16,
+                    "temperature": 0.7,
+                },
+            }
+        },
+    )
+    rt = open_runtime(path)
+    primary = ScriptedModel("primary").enqueue(ProviderError("HTTP 500", retryable=True))
+    backup = ScriptedModel("backup", default="ok [S1].")
+    gw = build_gateway(rt, primary=primary, fallback=backup, retry_base_delay=0)
+    gen = gw.generate(gw.build_request("q?", PASSAGES), request_id="f1", principal="ana")
+    assert gen.fallback_used
+    assert primary.requests[0].max_output_tokens == 100 and primary.requests[0].temperature == 0.0
+    assert backup.requests[0].max_output_tokens == 16 and backup.requests[0].temperature == 0.7

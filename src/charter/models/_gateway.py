@@ -20,7 +20,7 @@ from charter.models._budget import BudgetLedger
 from charter.models._prompts import ActivePrompt, AuditFn, PromptRegistry
 from charter.models._render import render_prompt
 from charter.models._types import Generation, GenerationRequest, Model, Passage, create_model
-from charter.models._wrappers import Budgeted, Fallback, Metered, Retrying, Timed
+from charter.models._wrappers import Budgeted, Fallback, Limited, Metered, Retrying, Timed
 from charter.spec import LoadedCharter, Principal
 from charter.spec._schema import ModelEndpoint
 
@@ -44,11 +44,12 @@ def wrap_endpoint(
     max_delay: float = 8.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Model:
-    """One endpoint's chain: ``Retrying(Budgeted(Timed(Metered(model))))``."""
+    """One endpoint's chain: ``Limited(Retrying(Budgeted(Timed(Metered(model)))))``."""
     metered = Metered(model, endpoint.prices)
     timed = Timed(metered, endpoint.timeout.total_seconds())
     budgeted = Budgeted(timed, ledger, endpoint.prices)
-    return Retrying(budgeted, endpoint.retries, base_delay=base_delay, max_delay=max_delay, sleep=sleep)
+    retrying = Retrying(budgeted, endpoint.retries, base_delay=base_delay, max_delay=max_delay, sleep=sleep)
+    return Limited(retrying, max_output_tokens=endpoint.max_output_tokens, temperature=endpoint.temperature)
 
 
 class Gateway:

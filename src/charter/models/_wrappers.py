@@ -3,8 +3,8 @@
 The gateway composes them per endpoint, innermost first::
 
     Fallback(
-        Retrying(Budgeted(Timed(Metered(primary)))),
-        Retrying(Budgeted(Timed(Metered(fallback)))),
+        Limited(Retrying(Budgeted(Timed(Metered(primary))))),
+        Limited(Retrying(Budgeted(Timed(Metered(fallback))))),
     )
 
 so every attempt is metered, bounded in time and paid for from the budget before it runs.
@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from charter.errors import ProviderError, UsageError
@@ -66,6 +67,25 @@ def cost_nano(input_tokens: int, output_tokens: int, prices: Prices) -> int:
     return token_cost_nano(input_tokens, prices.input_per_1k) + token_cost_nano(
         output_tokens, prices.output_per_1k
     )
+
+
+class Limited(ModelWrapper):
+    """Applies an endpoint's own settings to every request it gets: ``max_output_tokens`` is capped at the
+    endpoint's, and its ``temperature`` is used (so a fallback runs with its settings, not the primary's)."""
+
+    def __init__(self, inner: Model, *, max_output_tokens: int, temperature: float) -> None:
+        super().__init__(inner)
+        self.max_output_tokens = max_output_tokens
+        self.temperature = temperature
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        return self.inner.generate(
+            replace(
+                request,
+                max_output_tokens=min(request.max_output_tokens, self.max_output_tokens),
+                temperature=self.temperature,
+            )
+        )
 
 
 class Metered(ModelWrapper):
