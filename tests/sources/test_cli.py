@@ -7,10 +7,11 @@ from typing import Any
 
 import yaml
 
+from charter.retrieval import Index
 from charter.sources import source_config_hash, source_statuses
 from charter.spec import Source
 from charter.store import utcnow
-from tests.conftest import run_cli
+from tests.conftest import EXAMPLE, run_cli
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 
 SOURCE_KEYS = {
@@ -164,10 +165,6 @@ def test_sources_show_lists_documents_for_owners_only(ws: Workspace) -> None:
 
 def test_example_project_syncs_cleanly_and_broken_acls_are_private(ws: Workspace) -> None:
     """The shipped example: every document parses; its broken-ACL folder is indexed private (fail closed)."""
-    example = yaml.safe_load((ws.base / "charter.yaml").read_text(encoding="utf-8"))
-    del example  # configured below from the original example file
-    from tests.conftest import EXAMPLE
-
     original = yaml.safe_load((EXAMPLE / "charter.yaml").read_text(encoding="utf-8"))
     sources = original["sources"] + [{
         "id": "team-notes", "connector": "folder", "location": "sources/broken-acl", "owner": "lena",
@@ -181,8 +178,6 @@ def test_example_project_syncs_cleanly_and_broken_acls_are_private(ws: Workspace
         assert out[sid].added >= 3
     notes = out["team-notes"]
     assert notes.private_by_default == notes.added >= 2
-    from charter.retrieval import Index
-
     index = Index.for_runtime(ws.rt)
     for user in ("ana", "ben", "farid", "omar", "casey"):
         tokens = ws.rt.charter.principal(user).acl_tokens

@@ -6,15 +6,16 @@ Public API:
 * :class:`Connector` protocol, the :func:`connector` registering decorator, :func:`get_connector`,
   :func:`connector_names`, :class:`ConnectorContext`, :class:`Failed` (a document that could not be read)
   and :class:`SourceUnavailable` (the whole source could not be read). Built-ins: ``folder``, ``jsonl``.
-* :func:`parse_acl`, :func:`is_valid_token`, :func:`effective_acl` / :class:`EffectiveAcl` — ACL tokens
-  (``public``, ``group:<id>``, ``user:<id>``) and the fail-closed rule of the ``per-document`` model.
+* :func:`parse_acl` (raises :class:`AclParseError`), :func:`is_valid_token`, :func:`effective_acl` /
+  :class:`EffectiveAcl` — ACL tokens (``public``, ``group:<id>``, ``user:<id>``) and the fail-closed rule
+  of the ``per-document`` model.
 * :func:`sync_sources` (and :class:`Syncer`, :class:`SyncProgress`, :class:`SyncSummary`) — the sync.
 * :func:`source_statuses`, :func:`source_documents_listing`, :func:`source_freshness`,
   :func:`freshness` / :class:`Freshness`, :func:`approval_status`, :func:`source_config_hash`,
   :func:`last_successful_syncs` — the registry as operators (and the launch gate) see it.
 """
 
-from charter.sources._acl import EffectiveAcl, effective_acl, is_valid_token, parse_acl
+from charter.sources._acl import AclParseError, EffectiveAcl, effective_acl, is_valid_token, parse_acl
 from charter.sources._connector import (
     Connector,
     ConnectorContext,
@@ -37,6 +38,7 @@ from charter.sources._status import (
 from charter.sources._sync import Syncer, SyncProgress, SyncSummary, source_config_hash, sync_sources
 
 __all__ = [
+    "AclParseError",
     "Connector",
     "ConnectorContext",
     "Document",

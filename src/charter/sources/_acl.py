@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from charter.errors import CharterError
+
 if TYPE_CHECKING:
     from charter.spec import Source
 
@@ -20,8 +22,8 @@ _TOKEN = re.compile(rf"^(?:public|group:{_ID}|user:{_ID})$")
 MAX_ACL_TOKENS = 1000
 
 
-class AclParseError(Exception):
-    """An ACL value that is not a list of valid tokens (internal: connectors turn it into ``acl_error``)."""
+class AclParseError(CharterError):
+    """An ACL value that is not a list of valid tokens; connectors turn it into ``Document.acl_error``."""
 
 
 def is_valid_token(token: str) -> bool:
