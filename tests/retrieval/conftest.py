@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +45,29 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def index(store: Store) -> Index:
     return Index(store, HashEmbedder())
+
+
+@pytest.fixture(scope="session")
+def _example_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[frozenset[str], str]]]:
+    """The example's documents indexed once per session (with the hash embedder) into a template database."""
+    from tests.conftest import EXAMPLE
+    from tests.retrieval._example import index_example
+
+    folder = tmp_path_factory.mktemp("example-index")
+    s = open_store(f"sqlite:///{folder / 'template.db'}")
+    truth = index_example(Index(s, HashEmbedder()), EXAMPLE / "charter.yaml")
+    with s.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.dispose()
+    return folder / "template.db", truth
+
+
+@pytest.fixture
+def example_index(_example_template, tmp_path: Path) -> Iterator[tuple[Index, dict[str, tuple[frozenset[str], str]]]]:
+    """A private copy of the indexed example: tests may change ACLs and delete documents."""
+    template, truth = _example_template
+    db = tmp_path / "example.db"
+    shutil.copyfile(template, db)
+    s = open_store(f"sqlite:///{db}")
+    yield Index(s, HashEmbedder()), truth
+    s.dispose()

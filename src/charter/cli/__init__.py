@@ -24,6 +24,7 @@ from charter.cli import _audit  # noqa: E402,F401  isort: skip
 from charter.cli import _sources  # noqa: E402,F401  isort: skip
 from charter.cli import _ask  # noqa: E402,F401  isort: skip
 from charter.cli import _prompts  # noqa: E402,F401  isort: skip
+from charter.cli import _search  # noqa: E402,F401  isort: skip
 from charter.cli import _tools  # noqa: E402,F401  isort: skip
 from charter.cli import _review  # noqa: E402,F401  isort: skip
 from charter.cli import _monitor  # noqa: E402,F401  isort: skip

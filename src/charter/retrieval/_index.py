@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, update
 
 from charter.errors import UsageError
 from charter.retrieval._chunking import chunk_document
@@ -97,7 +97,7 @@ class Index:
         with self.store.connect() as conn:
             rows = conn.execute(
                 select(d.source_id, func.count(), func.coalesce(func.sum(d.chunk_count), 0),
-                       func.coalesce(func.sum(d.private_by_default), 0)).group_by(d.source_id)
+                       func.coalesce(func.sum(cast(d.private_by_default, Integer)), 0)).group_by(d.source_id)
             ).all()
         return {r[0]: {"documents": int(r[1]), "chunks": int(r[2]), "private_by_default": int(r[3])}
                 for r in rows}
@@ -133,8 +133,11 @@ class Index:
         if tokens:
             conn.execute(insert(acl), [{"doc_pk": doc_pk, "token": t} for t in sorted(tokens)])
 
-    def _vectors_for(self, texts: list[str]) -> tuple[list[str], Vectors]:
-        """Hashes and vectors of ``texts``, from the cache where possible; new vectors are cached."""
+    def _vectors_for(self, texts: list[str]) -> tuple[list[str], Vectors, list[dict[str, Any]]]:
+        """Hashes and vectors of ``texts`` from the cache, embedding what is missing.
+
+        Returns the cache rows to insert for the new vectors; the caller writes them in its transaction.
+        """
         model = self.embedder.name
         hashes = [_text_hash(t) for t in texts]
         found: dict[str, Vectors] = {}
@@ -146,21 +149,30 @@ class Index:
                                       .where(embeddings.c.model == model, embeddings.c.text_hash.in_(part))):
                     found[r.text_hash] = np.frombuffer(r.vector, dtype="<f4")
         missing = [h for h in wanted if h not in found]
+        new_rows: list[dict[str, Any]] = []
         if missing:
-            first = {h: t for h, t in zip(hashes, texts, strict=True)}
+            first = dict(zip(hashes, texts, strict=True))
             vecs = self.embedder.embed([first[h] for h in missing])
-            rows = [{"model": model, "text_hash": h, "dim": int(v.shape[0]), "vector": v.astype("<f4").tobytes()}
-                    for h, v in zip(missing, vecs, strict=True)]
-            with self.store.begin() as conn:
-                conn.execute(insert(embeddings).prefix_with("OR IGNORE") if self.store.is_sqlite
-                             else insert(embeddings), rows)
             for h, v in zip(missing, vecs, strict=True):
                 found[h] = v
-        dim = self.embedder.dim
-        out = np.zeros((len(texts), dim), dtype=np.float32)
+                new_rows.append({"model": model, "text_hash": h, "dim": int(v.shape[0]),
+                                 "vector": np.asarray(v, dtype="<f4").tobytes()})
+        out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
         for i, h in enumerate(hashes):
             out[i] = found[h]
-        return hashes, out
+        return hashes, out, new_rows
+
+    def _cache_vectors(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt = insert(embeddings)
+        if self.store.is_sqlite:
+            stmt = stmt.prefix_with("OR IGNORE")
+        else:  # pragma: no cover - PostgreSQL
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(embeddings).on_conflict_do_nothing()
+        conn.execute(stmt, rows)
 
     def upsert_document(self, doc: Document, acl_tokens: frozenset[str], chunking: Chunking, *,
                         private_by_default: bool = False, seen_at: datetime | None = None) -> UpsertResult:
@@ -190,9 +202,10 @@ class Index:
 
         pieces: list[Chunk] = chunk_document(doc, chunking)
         texts = [c.embed_text for c in pieces]
-        hashes, _ = self._vectors_for(texts)  # cached before the document transaction; idempotent
+        hashes, _, new_vectors = self._vectors_for(texts)  # embedding happens outside the transaction
         now = utcnow()
         with self.store.begin(immediate=True) as conn:
+            self._cache_vectors(conn, new_vectors)
             cur = conn.execute(select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)).first()
             if cur is not None and cur.content_seen_at > seen:
                 # newer content was indexed while we were embedding: keep it; the ACL only if ours is newer
@@ -306,8 +319,10 @@ class Index:
                                  .select_from(chunks.join(documents, documents.c.id == c.doc_pk))
                                  .where(c.id.in_([int(pks[i]) for i in missing]))).all()
             by_pk = {t.id: Chunk("", "", t.title, t.heading, 0, t.text, 0).embed_text for t in texts}
-            _, vecs = self._vectors_for([by_pk[int(pks[i])] for i in missing])
+            _, vecs, new_vectors = self._vectors_for([by_pk[int(pks[i])] for i in missing])
             vectors[missing] = vecs
+            with self.store.begin() as wconn:
+                self._cache_vectors(wconn, new_vectors)
         postings = Postings.build([r.terms.split() for r in rows])
         snap = Snapshot(content_v, acl_v, pks, chunk_doc, vectors, postings, docs, doc_index)
         self._load_acl(conn, snap)
