@@ -284,3 +284,12 @@ def test_a_function_registered_with_the_decorator_is_a_connector(tmp_path: Path)
     docs = list(get_connector("test-lines").documents(ConnectorContext(src, tmp_path)))
     assert [d.doc_id for d in docs] == ["l0", "l1"]
     assert all(isinstance(d, Document) and d.source_id == "docs" for d in docs)
+
+
+def test_sidecar_by_stem_applies_only_to_files_with_that_stem(tmp_path: Path) -> None:
+    folder(tmp_path, {"q3.prices.html": "<p>x</p>", "q3.prices.acl": "group:finance",
+                      "q3.html": "<p>y</p>"})
+    docs = read_all(tmp_path)
+    a, b = docs["q3.prices.html"], docs["q3.html"]
+    assert isinstance(a, Document) and a.acl == frozenset({"group:finance"})
+    assert isinstance(b, Document) and b.acl is None and b.acl_error is None

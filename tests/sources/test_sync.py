@@ -269,3 +269,41 @@ def test_sync_time_comes_from_the_injected_clock(ws: Workspace) -> None:
     with ws.rt.store.connect() as conn:
         state = conn.execute(select(source_state).where(source_state.c.source_id == "docs")).one()
     assert state.last_success_at == past
+
+
+def test_acl_naming_an_unknown_group_is_indexed_as_written_and_warned_about(ws: Workspace) -> None:
+    ws.write("typo.md", md("# Typo\n\nsome text\n", acl="[group:suport, user:lena]"))
+    s = ws.sync()["docs"]
+    assert s.private_by_default == 0 and s.added == 1
+    assert s.warnings == [{"doc_id": "typo.md",
+                           "reason": "ACL names group:suport, which no user or group in the users file has"}]
+    assert index(ws).current_acl("docs", "typo.md") == frozenset({"group:suport", "user:lena"})
+    assert search_ids(ws, "ana", "some text") == set()
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_the_next_sync_finishes(ws: Workspace) -> None:
+    from charter.sources import Syncer
+
+    seed(ws)
+
+    class StopAfterOne:
+        def start(self, source_id: str, total: int | None) -> None:
+            self.n = 0
+
+        def advance(self, source_id: str) -> None:
+            self.n += 1
+            if self.n == 2:
+                raise KeyboardInterrupt
+
+        def finish(self, source_id: str) -> None:
+            pass
+
+    syncer = Syncer(ws.rt, progress=StopAfterOne())
+    with pytest.raises(KeyboardInterrupt):
+        syncer.sync(ws.rt.spec.source("docs"))
+    assert len(index(ws).document_states("docs")) == 1
+    with ws.rt.store.connect() as conn:
+        assert conn.execute(select(sync_runs.c.status)).scalar() == "interrupted"
+        assert conn.execute(select(source_state.c.last_success_at)).scalar() is None
+    s = ws.sync()["docs"]
+    assert (s.status, s.added, s.unchanged) == ("succeeded", 2, 1)

@@ -255,6 +255,9 @@ def _render_summaries(data: dict[str, Any]) -> None:
         for p in s["private"]:
             console.print(f"[yellow]private by default[/] {escape(s['source'])}/{escape(p['doc_id'])}: "
                           f"{escape(p['reason'])}", highlight=False, soft_wrap=True)
+        for w in s["warnings"]:
+            console.print(f"[yellow]warning[/] {escape(s['source'])}/{escape(w['doc_id'])}: "
+                          f"{escape(w['reason'])}", highlight=False, soft_wrap=True)
         for f in s["failures"]:
             where = f["doc_id"] or f"line {f['line']}"
             if f["doc_id"] and f["line"]:

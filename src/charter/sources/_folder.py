@@ -128,7 +128,7 @@ def _string(value: Any) -> str | None:
 def _sidecars(path: Path) -> _Meta:
     """Read ``<file>.acl`` / ``<file>.meta.yaml`` (full name or stem) next to ``path``."""
     meta = _Meta(values={})
-    stem = path.name.split(".", 1)[0]
+    stem = path.stem  # "q3.prices.pdf" -> "q3.prices": only the format suffix is dropped
     acl_sources = meta.acl_sources
     for base in dict.fromkeys((path.name, stem)):
         acl_path = path.with_name(base + ".acl")

@@ -83,6 +83,7 @@ class SyncSummary:
     documents: int = 0  # documents the connector yielded (including failed ones)
     failures: list[dict[str, Any]] = field(default_factory=list)  # {doc_id, line, reason}
     private: list[dict[str, str]] = field(default_factory=list)  # {doc_id, reason}
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {doc_id, reason}: e.g. unknown groups
     error: str | None = None  # why the whole source failed
     rechunked: bool = False
     started_at: datetime | None = None
@@ -102,7 +103,7 @@ class SyncSummary:
         return {
             "source": self.source_id, "status": self.status, "run_id": self.run_id, **self.counts(),
             "documents": self.documents, "failures": self.failures, "private": self.private,
-            "error": self.error, "rechunked": self.rechunked,
+            "warnings": self.warnings, "error": self.error, "rechunked": self.rechunked,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
@@ -188,6 +189,10 @@ class Syncer:
 
             index = _Index.for_runtime(rt)
         self.rt, self.index, self.actor, self.progress, self.now = rt, index, actor, progress, now
+        principals = rt.charter.principals
+        self.known_tokens = frozenset({"public"} | {f"user:{p}" for p in principals}
+                                      | {f"group:{g.id}" for g in rt.charter.users.groups}
+                                      | {f"group:{g}" for p in principals.values() for g in p.groups})
 
     # ------------------------------------------------------------------------------------ runs
     def _begin_run(self, source: Source) -> int:
@@ -237,6 +242,10 @@ class Syncer:
             summary.status, summary.error = "failed", _reason(f"{type(exc).__name__}: {exc}")
             self._end_run(source, summary)
             self._audit(summary)
+            raise
+        except BaseException:  # Ctrl-C: every written document is whole; the next sync finishes the job
+            summary.status, summary.error = "interrupted", "interrupted before the run finished"
+            self._end_run(source, summary)
             raise
         finally:
             if self.progress is not None:
@@ -302,6 +311,10 @@ class Syncer:
         if eff.private_by_default:
             summary.private_by_default += 1
             self._list(summary.private, {"doc_id": doc.doc_id, "reason": _reason(eff.reason or "no ACL")})
+        unknown = sorted(eff.tokens - self.known_tokens)
+        if unknown:  # still fail closed (nobody holds the token), but the author probably made a typo
+            self._list(summary.warnings, {"doc_id": doc.doc_id, "reason": _reason(
+                f"ACL names {', '.join(unknown)}, which no user or group in the users file has")})
         if (state is not None and not rechunk and state.content_hash == doc.content_hash
                 and state.acl_hash == acl_hash(eff.tokens)
                 and state.private_by_default == eff.private_by_default):
@@ -346,7 +359,8 @@ class Syncer:
                                                                                             "failure"),
             details={"run_id": summary.run_id, "status": summary.status, **summary.counts(),
                      "documents": summary.documents, "error": summary.error,
-                     "failures": summary.failures[:20], "private": summary.private[:20]},
+                     "failures": summary.failures[:20], "private": summary.private[:20],
+                     "warnings": summary.warnings[:20]},
         )
 
     # ------------------------------------------------------------------------------------ removed sources
