@@ -81,8 +81,8 @@ def open_runtime() -> Iterator[Any]:
     """``open_runtime(path, approve=True)``: a Runtime (closed after the test), active prompt approved."""
     opened: list[Runtime] = []
 
-    def _open(path: Path, *, approve: bool = True) -> Runtime:
-        rt = Runtime.open(path)
+    def _open(path: Path, *, approve: bool = True, database_url: str | None = None) -> Runtime:
+        rt = Runtime.open(path, database_url=database_url)
         opened.append(rt)
         if approve:
             approve_active_prompt(rt)
