@@ -69,8 +69,12 @@ def test_changing_an_approved_prompt_file_voids_the_approval(scripted_project, o
     rt = open_runtime(scripted_project)
     reg = registry(rt)
     assert reg.status("draft_reply", "v2").approved
+    running = build_gateway(rt, primary=ScriptedModel())
+    assert running.build_request("q?", []).prompt_version == "v2"  # now cached by the running gateway
     prompt_file = rt.charter.resolve("prompts/draft_reply/v2.md")
     prompt_file.write_text(prompt_file.read_text() + "\nAlways promise a refund.\n")
+    with pytest.raises(Denied, match="changed after it was approved"):
+        running.build_request("q?", [])  # noticed at once, not after the cache expires
 
     status = reg.status("draft_reply", "v2")
     assert not status.approved and "changed after it was approved" in (status.approval_problem or "")

@@ -17,6 +17,7 @@ Rules (see ``docs/models.md``):
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from charter.errors import Denied, NotFound, SpecError, UsageError
+from charter.errors import Denied, NotFound, UsageError
 from charter.models._tables import prompt_activations, prompt_approvals
 from charter.spec import LoadedCharter, Principal
 from charter.spec._schema import Prompt, PromptVersion
@@ -73,11 +74,15 @@ class PromptVersionStatus:
 class PromptRegistry:
     """Reads prompt files named by the charter, records approvals and activations in the store."""
 
-    def __init__(self, charter: LoadedCharter, store: Store, *, audit: AuditFn | None = None) -> None:
+    def __init__(
+        self, charter: LoadedCharter, store: Store, *, audit: AuditFn | None = None, cache_ttl: float = 5.0
+    ) -> None:
         self.charter = charter
         self.store = store
         self.workflow_id = charter.spec.workflow.id
         self._audit = audit
+        self.cache_ttl = cache_ttl
+        self._cache: dict[str, tuple[float, ActivePrompt]] = {}
 
     # ------------------------------------------------------------------------------------ lookups
     def _prompt(self, name: str) -> Prompt:
@@ -202,7 +207,23 @@ class PromptRegistry:
         return [self.status(p.name, v.version) for p in prompts for v in p.versions]
 
     def active(self, name: str) -> ActivePrompt:
-        """The active, approved version's text. Raises :class:`Denied` when it is not approved."""
+        """The active, approved version's text. Raises :class:`Denied` when it is not approved.
+
+        The file is re-read and re-hashed on every call (an edit voids the approval at once); what comes from
+        the database (approvals, activations) is cached for ``cache_ttl`` seconds, so another process's
+        ``charter prompts activate`` takes effect within that time.
+        """
+        hit = self._cache.get(name)
+        if hit is not None and time.monotonic() < hit[0]:
+            cached = hit[1]
+            data = self._read(self._version(self._prompt(name), cached.version))
+            if data is not None and file_sha256(data) == cached.file_hash:
+                return cached
+        result = self._load_active(name)
+        self._cache[name] = (time.monotonic() + self.cache_ttl, result)
+        return result
+
+    def _load_active(self, name: str) -> ActivePrompt:
         version = self.active_version(name)
         st = self.status(name, version)
         if not st.approved or st.approved_by is None or st.approved_at is None:
@@ -213,8 +234,8 @@ class PromptRegistry:
                 reasons=["prompts.approval"],
             )
         data = self._read(self._version(self._prompt(name), version))
-        if data is None:  # pragma: no cover - status() already reported it
-            raise SpecError([])
+        if data is None or file_sha256(data) != st.file_hash:  # changed since status(): check again
+            return self._load_active(name)
         return ActivePrompt(
             name=name,
             version=version,
@@ -265,6 +286,7 @@ class PromptRegistry:
         if data is None:
             raise UsageError(f"prompt file {v.file} does not exist; cannot approve a missing file")
         file_hash = file_sha256(data)
+        self._cache.clear()
         now = utcnow()
         with self.store.begin() as conn:
             conn.execute(
@@ -308,6 +330,7 @@ class PromptRegistry:
                 reasons=["prompts.approval"],
             )
         previous = self.active_version(name)
+        self._cache.clear()
         with self.store.begin() as conn:
             conn.execute(
                 prompt_activations.insert().values(
