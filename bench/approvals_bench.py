@@ -41,19 +41,31 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
 
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
-    return {"p50_ms": round(pct(50), 4), "p95_ms": round(pct(95), 4), "p99_ms": round(pct(99), 4),
-            "mean_ms": round(statistics.fmean(ordered), 4), "n": len(ordered)}
+    return {
+        "p50_ms": round(pct(50), 4),
+        "p95_ms": round(pct(95), 4),
+        "p99_ms": round(pct(99), 4),
+        "mean_ms": round(statistics.fmean(ordered), 4),
+        "n": len(ordered),
+    }
 
 
 def _first_paid_invoice() -> str:
     data = json.loads((REPO / "examples/billing-support/data/invoices.json").read_text())["invoices"]
-    return str(next(i["id"] for i in data if i["status"] == "paid" and i["amount_paid"] >= 1000 and not i["amount_refunded"]))
+    return str(
+        next(
+            i["id"]
+            for i in data
+            if i["status"] == "paid" and i["amount_paid"] >= 1000 and not i["amount_refunded"]
+        )
+    )
 
 
-def _throughput(rt: Runtime, clock: ManualClock, cycles: int, invoice: str,
-                call_args: dict[str, Any]) -> dict[str, Any]:
+def _throughput(
+    rt: Runtime, clock: ManualClock, cycles: int, invoice: str, call_args: dict[str, Any]
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     for _ in range(cycles):
         clock.advance(timedelta(seconds=2))  # lookup_invoice: 60 per minute
@@ -67,15 +79,22 @@ def _throughput(rt: Runtime, clock: ManualClock, cycles: int, invoice: str,
         done = decide(rt, p.id, "lena", "approve", clock=clock)
         cycle_ms.append((time.perf_counter() - t0) * 1000)
         assert done.status == "executed", done.error
-    return {"auto_per_second": round(cycles / auto_s, 1),
-            "approval_cycle": {"cycles": cycles, "per_second": round(cycles / (sum(cycle_ms) / 1000), 1),
-                               **_percentiles(cycle_ms)}}
+    return {
+        "auto_per_second": round(cycles / auto_s, 1),
+        "approval_cycle": {
+            "cycles": cycles,
+            "per_second": round(cycles / (sum(cycle_ms) / 1000), 1),
+            **_percentiles(cycle_ms),
+        },
+    }
 
 
 def run(cycles: int, checks: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="charter-bench-"))
     project = workdir / "project"
-    shutil.copytree(REPO / "examples/billing-support", project, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    shutil.copytree(
+        REPO / "examples/billing-support", project, ignore=shutil.ignore_patterns(".charter", "__pycache__")
+    )
     rt = Runtime.open(project / "charter.yaml")
     invoice = _first_paid_invoice()
     try:
@@ -108,8 +127,12 @@ def run(cycles: int, checks: int) -> dict[str, Any]:
             keepalive.close()
         return {
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+            "machine": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+            },
             "store": rt.store.dialect,
             "policy_check": {"tools.call": _percentiles(call_ms), "tools.approve": _percentiles(approve_ms)},
             "as_shipped": shipped,
@@ -131,17 +154,24 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     pc = result["policy_check"]
-    print(f"{result['date']} · {result['machine']['processor']} · {result['machine']['cpus']} CPUs · "
-          f"Python {result['machine']['python']} · {result['store']}")
+    print(
+        f"{result['date']} · {result['machine']['processor']} · {result['machine']['cpus']} CPUs · "
+        f"Python {result['machine']['python']} · {result['store']}"
+    )
     for action, s in pc.items():
-        print(f"policy check {action:14s} p50 {s['p50_ms']:.3f} ms  p95 {s['p95_ms']:.3f} ms  "
-              f"p99 {s['p99_ms']:.3f} ms  (n={s['n']})")
+        print(
+            f"policy check {action:14s} p50 {s['p50_ms']:.3f} ms  p95 {s['p95_ms']:.3f} ms  "
+            f"p99 {s['p99_ms']:.3f} ms  (n={s['n']})"
+        )
     for label in ("as_shipped", "keepalive_connection"):
         r = result[label]
         ac = r["approval_cycle"]
-        print(f"[{label}] propose → execute (no approval): {r['auto_per_second']:.1f}/s; "
-              f"propose → approve → execute: {ac['per_second']:.1f}/s (p50 {ac['p50_ms']:.1f} ms, "
-              f"p95 {ac['p95_ms']:.1f} ms)")
+        print(
+            f"[{label}] propose → execute (no approval): {r['auto_per_second']:.1f}/s; "
+            f"propose → approve → execute: {ac['per_second']:.1f}/s (p50 {ac['p50_ms']:.1f} ms, "
+            f"p95 {ac['p95_ms']:.1f} ms)"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,9 @@ from charter.tools import ToolContext, tool
 
 DATA = Path(__file__).resolve().parent / "data"
 
-InvoiceId = Annotated[str, Field(pattern=r"^INV-\d{4}-\d{5}$", description="Invoice number, e.g. INV-2026-00073.")]
+InvoiceId = Annotated[
+    str, Field(pattern=r"^INV-\d{4}-\d{5}$", description="Invoice number, e.g. INV-2026-00073.")
+]
 CustomerId = Annotated[str, Field(pattern=r"^cus_\d{4}$", description="Customer id, e.g. cus_1001.")]
 
 
@@ -59,8 +61,11 @@ def _state(base_dir: Path) -> Iterator[dict[str, Any]]:
     with (folder / "billing-state.lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            state: dict[str, Any] = (json.loads(path.read_text(encoding="utf-8")) if path.is_file()
-                                     else {"refunds": [], "outbox": []})
+            state: dict[str, Any] = (
+                json.loads(path.read_text(encoding="utf-8"))
+                if path.is_file()
+                else {"refunds": [], "outbox": []}
+            )
             yield state
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
@@ -86,26 +91,38 @@ def read_state(base_dir: Path) -> dict[str, Any]:
 
 @tool
 def lookup_invoice(invoice_id: InvoiceId, ctx: ToolContext) -> dict[str, Any]:
-    """Look up one invoice: amounts, status, payment method (last 4 digits only) and what is still refundable."""
+    """Look up one invoice: amounts, status, payment method (last 4 digits only), what is refundable."""
     inv = _invoice(invoice_id)
     with _state(ctx.base_dir) as state:
         refundable = _refundable(inv, state)
         local = [r for r in state["refunds"] if r["invoice_id"] == invoice_id]
     pm = inv.get("payment_method") or {}
     return {
-        "id": inv["id"], "customer_id": inv["customer_id"], "status": inv["status"], "currency": inv["currency"],
-        "issued_at": inv["issued_at"], "period": [inv.get("period_start"), inv.get("period_end")],
-        "total": inv["total"], "amount_paid": inv["amount_paid"],
-        "amount_refunded": float(_money(inv["amount_refunded"]) + sum((_money(r["amount"]) for r in local), Decimal(0))),
-        "amount_due": inv["amount_due"], "refundable": float(refundable),
+        "id": inv["id"],
+        "customer_id": inv["customer_id"],
+        "status": inv["status"],
+        "currency": inv["currency"],
+        "issued_at": inv["issued_at"],
+        "period": [inv.get("period_start"), inv.get("period_end")],
+        "total": inv["total"],
+        "amount_paid": inv["amount_paid"],
+        "amount_refunded": float(
+            _money(inv["amount_refunded"]) + sum((_money(r["amount"]) for r in local), Decimal(0))
+        ),
+        "amount_due": inv["amount_due"],
+        "refundable": float(refundable),
         "payment_method": {k: pm[k] for k in ("type", "brand", "last4") if k in pm},
         "line_items": [li["description"] for li in inv.get("line_items", [])],
     }
 
 
 @tool(idempotent=True)
-def issue_refund(invoice_id: InvoiceId, amount: Annotated[float, Field(gt=0, le=1_000_000)],
-                 reason: Annotated[str, Field(min_length=3, max_length=500)], ctx: ToolContext) -> dict[str, Any]:
+def issue_refund(
+    invoice_id: InvoiceId,
+    amount: Annotated[float, Field(gt=0, le=1_000_000)],
+    reason: Annotated[str, Field(min_length=3, max_length=500)],
+    ctx: ToolContext,
+) -> dict[str, Any]:
     """Refund part or all of a paid invoice to its original payment method.
 
     Never more than what is still refundable. The action id is the idempotency key: running the same
@@ -123,20 +140,29 @@ def issue_refund(invoice_id: InvoiceId, amount: Annotated[float, Field(gt=0, le=
             raise Denied(f"invoice {invoice_id} is {inv['status']}; only paid invoices can be refunded")
         remaining = _refundable(inv, state)
         if value > remaining:
-            raise Denied(f"cannot refund {value} {inv['currency']} on {invoice_id}: only {remaining} is refundable")
+            raise Denied(
+                f"cannot refund {value} {inv['currency']} on {invoice_id}: only {remaining} is refundable"
+            )
         refund = {
-            "id": "re_" + ctx.idempotency_key.removeprefix("act_")[:14], "invoice_id": invoice_id,
-            "customer_id": inv["customer_id"], "amount": float(value), "currency": inv["currency"],
-            "reason": reason, "requested_by": ctx.principal_id, "idempotency_key": ctx.idempotency_key,
-            "created_at": datetime.now(UTC).isoformat(), "status": "succeeded",
+            "id": "re_" + ctx.idempotency_key.removeprefix("act_")[:14],
+            "invoice_id": invoice_id,
+            "customer_id": inv["customer_id"],
+            "amount": float(value),
+            "currency": inv["currency"],
+            "reason": reason,
+            "requested_by": ctx.principal_id,
+            "idempotency_key": ctx.idempotency_key,
+            "created_at": datetime.now(UTC).isoformat(),
+            "status": "succeeded",
         }
         state["refunds"].append(refund)
     return refund
 
 
 @tool
-def send_reply(review_id: Annotated[str, Field(pattern=r"^rev_[0-9a-f]{24}$")], customer_id: CustomerId,
-               ctx: ToolContext) -> dict[str, Any]:
+def send_reply(
+    review_id: Annotated[str, Field(pattern=r"^rev_[0-9a-f]{24}$")], customer_id: CustomerId, ctx: ToolContext
+) -> dict[str, Any]:
     """Send the approved text of a reviewed draft to the customer's billing address (appends to the outbox).
 
     The text sent is the reviewer's approved (or edited) version; the caller cannot change it.
@@ -154,9 +180,13 @@ def send_reply(review_id: Annotated[str, Field(pattern=r"^rev_[0-9a-f]{24}$")], 
                     return {**sent, "duplicate": True}
                 raise Denied(f"the reply for {review_id} was already sent ({sent['id']})")
         message = {
-            "id": "msg_" + ctx.idempotency_key.removeprefix("act_")[:14], "review_id": review_id,
-            "to": customer["billing_email"], "customer_id": customer_id, "body": item.final_text,
-            "sent_by": ctx.principal_id, "idempotency_key": ctx.idempotency_key,
+            "id": "msg_" + ctx.idempotency_key.removeprefix("act_")[:14],
+            "review_id": review_id,
+            "to": customer["billing_email"],
+            "customer_id": customer_id,
+            "body": item.final_text,
+            "sent_by": ctx.principal_id,
+            "idempotency_key": ctx.idempotency_key,
             "sent_at": datetime.now(UTC).isoformat(),
         }
         state["outbox"].append(message)

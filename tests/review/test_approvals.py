@@ -26,7 +26,10 @@ def test_an_expired_request_cannot_be_approved(rt: Runtime, project: Path) -> No
         decide(rt, proposal.id, "farid", "approve", clock=clock)
     assert billing_state(project)["refunds"] == []
     assert [r.action for r in audit_rows(rt, f"action:{proposal.id}")][-3:] == [
-        "approval.expired", "approval.refused", "approval.refused"]
+        "approval.expired",
+        "approval.refused",
+        "approval.refused",
+    ]
 
 
 def test_tick_expires_requests_exactly_at_their_deadline(rt: Runtime) -> None:

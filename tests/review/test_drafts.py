@@ -25,13 +25,26 @@ from charter.runtime import Runtime
 from tests.tools._helpers import audit_rows
 
 
-def _submit(rt: Runtime, *, reason: str | None = None, who: str = "ana", clock: ManualClock | None = None,
-            groundedness: float | None = 0.9):
-    return submit_draft(rt, request_id="req-1", principal=who, question="Can I get a refund for last month?",
-                        draft="Hi,\nRefunds are possible within 14 days [1].\nBest regards\n",
-                        citations=[{"n": 1, "chunk_id": "help-center/refunds#0"}],
-                        agent_notes=["Playbook: check the duplicate first"], groundedness=groundedness,
-                        escalation_reason=reason, clock=clock)
+def _submit(
+    rt: Runtime,
+    *,
+    reason: str | None = None,
+    who: str = "ana",
+    clock: ManualClock | None = None,
+    groundedness: float | None = 0.9,
+):
+    return submit_draft(
+        rt,
+        request_id="req-1",
+        principal=who,
+        question="Can I get a refund for last month?",
+        draft="Hi,\nRefunds are possible within 14 days [1].\nBest regards\n",
+        citations=[{"n": 1, "chunk_id": "help-center/refunds#0"}],
+        agent_notes=["Playbook: check the duplicate first"],
+        groundedness=groundedness,
+        escalation_reason=reason,
+        clock=clock,
+    )
 
 
 def test_every_draft_goes_to_the_reviewer_role_when_the_charter_says_all(rt: Runtime) -> None:
@@ -45,19 +58,33 @@ def test_every_draft_goes_to_the_reviewer_role_when_the_charter_says_all(rt: Run
 def test_approve_edit_and_reject_are_stored_with_diff_and_reason(rt: Runtime) -> None:
     a, b, c = _submit(rt), _submit(rt), _submit(rt)
     approved = decide_draft(rt, a.id, "lena", "approve")
-    assert approved.status == "approved" and approved.decision == "approved" and approved.final_text == a.draft
-    edited = decide_draft(rt, b.id, "lena", "edit", text="Hi,\nRefunds are possible within 30 days [1].\nBest regards\n")
+    assert (
+        approved.status == "approved" and approved.decision == "approved" and approved.final_text == a.draft
+    )
+    edited = decide_draft(
+        rt, b.id, "lena", "edit", text="Hi,\nRefunds are possible within 30 days [1].\nBest regards\n"
+    )
     assert edited.status == "approved" and edited.decision == "edited"
     assert "-Refunds are possible within 14 days [1]." in (edited.diff or "")
     assert "+Refunds are possible within 30 days [1]." in (edited.diff or "")
     with pytest.raises(UsageError):
         decide_draft(rt, c.id, "lena", "reject", reason="meh")
     rejected = decide_draft(rt, c.id, "lena", "reject", reason="inaccurate", comment="14 days is wrong")
-    assert rejected.status == "rejected" and rejected.reject_reason == "inaccurate" and "inaccurate" in REJECT_REASONS
+    assert (
+        rejected.status == "rejected"
+        and rejected.reject_reason == "inaccurate"
+        and "inaccurate" in REJECT_REASONS
+    )
     with pytest.raises(Conflict):
         decide_draft(rt, c.id, "lena", "approve")
-    assert review_stats(rt) == {"approved": 1, "edited": 1, "rejected": 1, "auto": 0, "decided": 3,
-                                "acceptance": pytest.approx(1 / 3)}
+    assert review_stats(rt) == {
+        "approved": 1,
+        "edited": 1,
+        "rejected": 1,
+        "auto": 0,
+        "decided": 3,
+        "acceptance": pytest.approx(1 / 3),
+    }
     assert [r.action for r in audit_rows(rt, f"review:{b.id}")] == ["review.submitted", "review.edited"]
 
 
@@ -93,7 +120,9 @@ def test_a_draft_escalated_to_a_role_without_review_permission_can_be_decided_by
     tick(rt, clock=clock)
     assert get_review(rt, item.id).assigned_role == "operator"
     # the charter's escalation rule is the grant: omar (operator) has no review.decide permission
-    assert decide_draft(rt, item.id, "omar", "reject", reason="out_of_scope", clock=clock).status == "rejected"
+    assert (
+        decide_draft(rt, item.id, "omar", "reject", reason="out_of_scope", clock=clock).status == "rejected"
+    )
 
 
 def test_submissions_are_validated(rt: Runtime) -> None:

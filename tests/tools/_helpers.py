@@ -34,14 +34,19 @@ EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "billing-suppo
 def _pick_invoice() -> dict[str, Any]:
     """A paid, never-refunded invoice of at least 1,000 from the example data (whatever its number)."""
     invoices = json.loads((EXAMPLE_DATA / "invoices.json").read_text())["invoices"]
-    return next(i for i in invoices if i["status"] == "paid" and not i["amount_refunded"] and i["amount_paid"] >= 1000)
+    return next(
+        i for i in invoices if i["status"] == "paid" and not i["amount_refunded"] and i["amount_paid"] >= 1000
+    )
 
 
 INVOICE = _pick_invoice()
 INVOICE_ID: str = INVOICE["id"]
 CUSTOMER_ID: str = INVOICE["customer_id"]
-CUSTOMER_EMAIL: str = next(c["billing_email"] for c in json.loads((EXAMPLE_DATA / "customers.json").read_text())["customers"]
-                           if c["id"] == CUSTOMER_ID)
+CUSTOMER_EMAIL: str = next(
+    c["billing_email"]
+    for c in json.loads((EXAMPLE_DATA / "customers.json").read_text())["customers"]
+    if c["id"] == CUSTOMER_ID
+)
 REFUND_50 = {"invoice_id": INVOICE_ID, "amount": 50, "reason": "duplicate charge"}
 REFUND_500 = {"invoice_id": INVOICE_ID, "amount": 500, "reason": "duplicate charge"}
 

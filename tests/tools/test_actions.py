@@ -33,15 +33,19 @@ from tests.tools._helpers import (
 
 
 def test_a_read_tool_runs_at_once_and_a_retry_returns_the_stored_result(rt: Runtime, project: Path) -> None:
-    proposal = propose(rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-1",
-                       origin="model")
+    proposal = propose(
+        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-1", origin="model"
+    )
     assert proposal.executed and proposal.approval_id is None
     assert proposal.result["refundable"] == INVOICE["amount_paid"]
     again = execute(rt, proposal.id)
     assert again.result == proposal.result and again.version == proposal.action.version
     assert [a.id for a in list_actions(rt, request_id="req-1")] == [proposal.id]
-    assert [r.action for r in audit_rows(rt, f"action:{proposal.id}")] == ["tools.proposed", "tools.executing",
-                                                                           "tools.executed"]
+    assert [r.action for r in audit_rows(rt, f"action:{proposal.id}")] == [
+        "tools.proposed",
+        "tools.executing",
+        "tools.executed",
+    ]
 
 
 def test_cedar_decides_who_may_call_a_tool_and_the_refusal_names_the_policy(rt: Runtime) -> None:
@@ -59,7 +63,7 @@ def test_a_small_refund_needs_a_lead_and_never_its_requester(rt: Runtime, projec
     proposal = propose(rt, "ana", "issue_refund", REFUND_50, reason="customer was charged twice")
     assert proposal.status == "pending" and proposal.approval_id == proposal.id
     assert proposal.action.required_role == "lead"
-    with pytest.raises(Denied, match="execute|cannot run|needs an approval"):
+    with pytest.raises(Denied, match=r"cannot run"):
         execute(rt, proposal.id)
     assert billing_state(project)["refunds"] == []
 
@@ -76,8 +80,15 @@ def test_a_small_refund_needs_a_lead_and_never_its_requester(rt: Runtime, projec
     assert done.status == "executed" and done.decided_by == "lena"
     assert [r["amount"] for r in billing_state(project)["refunds"]] == [50.0]
     actions = [r.action for r in audit_rows(rt, f"action:{proposal.id}")]
-    assert actions == ["tools.proposed", "approval.refused", "approval.refused", "approval.refused",
-                       "approval.approved", "tools.executing", "tools.executed"]
+    assert actions == [
+        "tools.proposed",
+        "approval.refused",
+        "approval.refused",
+        "approval.refused",
+        "approval.approved",
+        "tools.executing",
+        "tools.executed",
+    ]
 
 
 def test_a_lead_cannot_approve_a_large_refund_and_a_lead_request_needs_another_approver(rt: Runtime) -> None:
@@ -107,7 +118,9 @@ def test_an_approval_for_refund_50_cannot_execute_refund_500(rt: Runtime, projec
     assert propose(rt, "ana", "issue_refund", REFUND_500).status == "pending"
 
 
-def test_a_refund_larger_than_what_is_refundable_fails_and_the_failure_is_stored(rt: Runtime, project: Path) -> None:
+def test_a_refund_larger_than_what_is_refundable_fails_and_the_failure_is_stored(
+    rt: Runtime, project: Path
+) -> None:
     proposal = propose(rt, "ana", "issue_refund", {**REFUND_50, "amount": INVOICE["amount_paid"] + 1})
     done = decide(rt, proposal.id, "farid", "approve")
     assert done.status == "failed" and "refundable" in (done.error or "")
@@ -159,13 +172,26 @@ def test_the_kill_switch_stops_new_calls_and_pending_executions(rt: Runtime, pro
     assert execute(rt, pending.id).status == "executed"  # not lost: runs once the switch is off
     assert len(billing_state(project)["refunds"]) == 1
     assert [r.action for r in audit_rows(rt) if r.action.startswith("kill_switch")] == [
-        "kill_switch.refused", "kill_switch.on", "kill_switch.on", "kill_switch.off", "kill_switch.off"]
+        "kill_switch.refused",
+        "kill_switch.on",
+        "kill_switch.on",
+        "kill_switch.off",
+        "kill_switch.off",
+    ]
 
 
 def test_send_reply_needs_an_approved_draft_and_sends_the_approved_text(rt: Runtime, project: Path) -> None:
-    item = submit_draft(rt, request_id="req-9", principal="ana", question="Why was I charged twice?",
-                        draft="Hi, we refunded the duplicate charge [1].", citations=[{"n": 1, "chunk": "c1"}],
-                        agent_notes=[], groundedness=0.9, escalation_reason=None)
+    item = submit_draft(
+        rt,
+        request_id="req-9",
+        principal="ana",
+        question="Why was I charged twice?",
+        draft="Hi, we refunded the duplicate charge [1].",
+        citations=[{"n": 1, "chunk": "c1"}],
+        agent_notes=[],
+        groundedness=0.9,
+        escalation_reason=None,
+    )
     args = {"review_id": item.id, "customer_id": CUSTOMER_ID}
     with pytest.raises(Denied, match="approved draft"):
         propose(rt, "ana", "send_reply", args)

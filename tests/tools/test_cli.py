@@ -27,8 +27,17 @@ def test_tools_list(project: Path) -> None:
 
 
 def test_a_call_without_approval_runs_and_one_with_approval_prints_its_id(project: Path) -> None:
-    res = _cli(project, "tools", "call", "lookup_invoice", "--args", json.dumps({"invoice_id": INVOICE_ID}),
-               "--as", "ana", "--json")
+    res = _cli(
+        project,
+        "tools",
+        "call",
+        "lookup_invoice",
+        "--args",
+        json.dumps({"invoice_id": INVOICE_ID}),
+        "--as",
+        "ana",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     assert res.json()["status"] == "executed" and res.json()["result"]["id"] == INVOICE_ID
 
@@ -53,21 +62,41 @@ def test_a_call_without_approval_runs_and_one_with_approval_prints_its_id(projec
 
 
 def test_a_refused_call_exits_1_with_the_policy_that_refused(project: Path) -> None:
-    res = _cli(project, "tools", "call", "lookup_invoice", "--args", json.dumps({"invoice_id": INVOICE_ID}),
-               "--as", "casey")
+    res = _cli(
+        project,
+        "tools",
+        "call",
+        "lookup_invoice",
+        "--args",
+        json.dumps({"invoice_id": INVOICE_ID}),
+        "--as",
+        "casey",
+    )
     assert res.exit_code == 1
     assert "refused" in res.stderr and "billing.cedar" in res.stderr
-    res = _cli(project, "tools", "call", "lookup_invoice", "--args", json.dumps({"invoice_id": INVOICE_ID}),
-               "--as", "casey", "--json")
+    res = _cli(
+        project,
+        "tools",
+        "call",
+        "lookup_invoice",
+        "--args",
+        json.dumps({"invoice_id": INVOICE_ID}),
+        "--as",
+        "casey",
+        "--json",
+    )
     assert res.exit_code == 1 and res.json()["error"] == "Denied" and res.json()["reasons"]
     bad = _cli(project, "tools", "call", "issue_refund", "--args", '{"amount": NaN}', "--as", "ana")
     assert bad.exit_code == 2 and "NaN" in bad.stderr
 
 
 def test_reject_and_recover_from_the_cli(project: Path) -> None:
-    approval_id = _cli(project, "tools", "call", "issue_refund", "--args", json.dumps(REFUND_50), "--as", "ana",
-                       "--json").json()["id"]
-    res = _cli(project, "approvals", "reject", approval_id, "--as", "lena", "--reason", "no duplicate", "--json")
+    approval_id = _cli(
+        project, "tools", "call", "issue_refund", "--args", json.dumps(REFUND_50), "--as", "ana", "--json"
+    ).json()["id"]
+    res = _cli(
+        project, "approvals", "reject", approval_id, "--as", "lena", "--reason", "no duplicate", "--json"
+    )
     assert res.exit_code == 0 and res.json()["status"] == "rejected"
     stuck = _cli(project, "approvals", "recover", "--as", "omar", "--json")
     assert stuck.exit_code == 0 and stuck.json() == []
@@ -75,10 +104,28 @@ def test_reject_and_recover_from_the_cli(project: Path) -> None:
 
 def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
     rt = Runtime.open(project)
-    item = submit_draft(rt, request_id="r1", principal="ana", question="Refund?", draft="Yes [1].\n",
-                        citations=[{"n": 1}], agent_notes=[], groundedness=0.8, escalation_reason=None)
-    other = submit_draft(rt, request_id="r2", principal="ana", question="VAT?", draft="No.\n", citations=[],
-                         agent_notes=[], groundedness=0.2, escalation_reason="low_groundedness")
+    item = submit_draft(
+        rt,
+        request_id="r1",
+        principal="ana",
+        question="Refund?",
+        draft="Yes [1].\n",
+        citations=[{"n": 1}],
+        agent_notes=[],
+        groundedness=0.8,
+        escalation_reason=None,
+    )
+    other = submit_draft(
+        rt,
+        request_id="r2",
+        principal="ana",
+        question="VAT?",
+        draft="No.\n",
+        citations=[],
+        agent_notes=[],
+        groundedness=0.2,
+        escalation_reason="low_groundedness",
+    )
     rt.close()
     listed = _cli(project, "review", "list", "--as", "lena", "--json").json()
     assert {i["id"] for i in listed} == {item.id, other.id}
@@ -93,11 +140,31 @@ def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
     assert res.json()["decision"] == "edited" and "+Yes, within 14 days [1]." in res.json()["diff"]
     bad = _cli(project, "review", "reject", other.id, "--as", "lena", "--reason", "because")
     assert bad.exit_code == 2
-    res = _cli(project, "review", "reject", other.id, "--as", "lena", "--reason", "unsupported_by_sources",
-               "--comment", "no source says this", "--json")
+    res = _cli(
+        project,
+        "review",
+        "reject",
+        other.id,
+        "--as",
+        "lena",
+        "--reason",
+        "unsupported_by_sources",
+        "--comment",
+        "no source says this",
+        "--json",
+    )
     assert res.json()["status"] == "rejected"
-    sent = _cli(project, "tools", "call", "send_reply", "--args",
-                json.dumps({"review_id": item.id, "customer_id": CUSTOMER_ID}), "--as", "ana", "--json")
+    sent = _cli(
+        project,
+        "tools",
+        "call",
+        "send_reply",
+        "--args",
+        json.dumps({"review_id": item.id, "customer_id": CUSTOMER_ID}),
+        "--as",
+        "ana",
+        "--json",
+    )
     assert sent.exit_code == 0, sent.stdout + sent.stderr
     assert billing_state(project)["outbox"][0]["body"] == "Yes, within 14 days [1].\n"
     stats = _cli(project, "review", "stats", "--json").json()
@@ -109,13 +176,43 @@ def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
 def test_the_kill_switch_from_the_cli(project: Path) -> None:
     refused = _cli(project, "kill-switch", "on", "--as", "ana")
     assert refused.exit_code == 1
-    res = _cli(project, "kill-switch", "on", "--tool", "lookup_invoice", "--as", "omar", "--reason", "drill", "--json")
+    res = _cli(
+        project,
+        "kill-switch",
+        "on",
+        "--tool",
+        "lookup_invoice",
+        "--as",
+        "omar",
+        "--reason",
+        "drill",
+        "--json",
+    )
     assert res.exit_code == 0 and res.json()["on"] is True
-    blocked = _cli(project, "tools", "call", "lookup_invoice", "--args", json.dumps({"invoice_id": INVOICE_ID}),
-                   "--as", "ana")
+    blocked = _cli(
+        project,
+        "tools",
+        "call",
+        "lookup_invoice",
+        "--args",
+        json.dumps({"invoice_id": INVOICE_ID}),
+        "--as",
+        "ana",
+    )
     assert blocked.exit_code == 1 and "kill switch" in blocked.stderr
     status = _cli(project, "kill-switch", "status", "--json").json()
     assert status["tools"]["lookup_invoice"]["on"] is True and status["workflow"]["on"] is False
     assert _cli(project, "kill-switch", "off", "--tool", "lookup_invoice", "--as", "omar").exit_code == 0
-    assert _cli(project, "tools", "call", "lookup_invoice", "--args", json.dumps({"invoice_id": INVOICE_ID}),
-                "--as", "ana").exit_code == 0
+    assert (
+        _cli(
+            project,
+            "tools",
+            "call",
+            "lookup_invoice",
+            "--args",
+            json.dumps({"invoice_id": INVOICE_ID}),
+            "--as",
+            "ana",
+        ).exit_code
+        == 0
+    )

@@ -76,12 +76,22 @@ _APPROVER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_approvals_across_two_processes_execute_once(rt: Runtime, project: Path, tmp_path: Path) -> None:
+def test_concurrent_approvals_across_two_processes_execute_once(
+    rt: Runtime, project: Path, tmp_path: Path
+) -> None:
     proposal = propose(rt, "ana", "issue_refund", REFUND_50)
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    procs = [subprocess.Popen([sys.executable, "-c", _APPROVER, str(project), proposal.id, str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _APPROVER, str(project), proposal.id, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     time.sleep(1.5)  # both processes loaded and waiting
     go.touch()
     results: list[str] = []
@@ -133,8 +143,15 @@ def slow_project(project: Path) -> Path:
     (project.parent / "slow_tools.py").write_text(_SLOW_TOOLS)
     data = yaml.safe_load(project.read_text())
     for name in ("slow_write", "slow_keyed"):
-        data["tools"].append({"name": name, "callable": f"slow_tools:{name}", "effect": "write", "roles": ["agent"],
-                              "approval": {"rule": "always", "approver_role": "lead"}})
+        data["tools"].append(
+            {
+                "name": name,
+                "callable": f"slow_tools:{name}",
+                "effect": "write",
+                "roles": ["agent"],
+                "approval": {"rule": "always", "approver_role": "lead"},
+            }
+        )
     project.write_text(yaml.safe_dump(data, sort_keys=False))
     return project
 
@@ -145,8 +162,12 @@ def _lines(path: Path) -> list[str]:
 
 def _kill_during_execution(project: Path, action_id: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "SLOW_TOOL_SECONDS": "60"}
-    proc = subprocess.Popen([sys.executable, "-c", _EXECUTOR, str(project), action_id],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EXECUTOR, str(project), action_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     started = project.parent / "started.log"
     deadline = time.monotonic() + 60
     while action_id not in _lines(started):

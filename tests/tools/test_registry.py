@@ -39,7 +39,9 @@ def test_a_forbidden_action_cannot_be_registered() -> None:
         registry.register(spec, delete_account)
     # nor under another charter name, when the function calls itself a forbidden action
     with pytest.raises(UsageError, match="forbidden action"):
-        registry.register(Tool(name="cleanup", callable="x:f", effect="write", roles=["agent"]), delete_account)
+        registry.register(
+            Tool(name="cleanup", callable="x:f", effect="write", roles=["agent"]), delete_account
+        )
     assert "delete_account" not in registry
 
 
@@ -48,7 +50,9 @@ def test_an_unmarked_function_cannot_be_a_tool() -> None:
         return x
 
     with pytest.raises(UsageError, match="not marked"):
-        ToolRegistry(set()).register(Tool(name="plain", callable="m:plain", effect="read", roles=["agent"]), plain)
+        ToolRegistry(set()).register(
+            Tool(name="plain", callable="m:plain", effect="read", roles=["agent"]), plain
+        )
 
 
 def _add_tool(project: Path, module_source: str, tool_entry: dict[str, object]) -> None:
@@ -59,8 +63,11 @@ def _add_tool(project: Path, module_source: str, tool_entry: dict[str, object]) 
 
 
 def test_a_tool_that_is_not_marked_is_a_startup_error_with_its_line(project: Path) -> None:
-    _add_tool(project, "def sneaky(x: int) -> int:\n    return x\n",
-              {"name": "sneaky", "callable": "extra_tools:sneaky", "effect": "read", "roles": ["agent"]})
+    _add_tool(
+        project,
+        "def sneaky(x: int) -> int:\n    return x\n",
+        {"name": "sneaky", "callable": "extra_tools:sneaky", "effect": "read", "roles": ["agent"]},
+    )
     runtime = Runtime.open(project)
     with pytest.raises(SpecError) as info:
         tool_registry(runtime)
@@ -79,25 +86,37 @@ def test_a_tools_own_claims_are_never_trusted(project: Path) -> None:
         "archive.effect = 'read'\n"
         "archive.approval = 'none'\n"
     )
-    _add_tool(project, source, {"name": "archive", "callable": "extra_tools:archive", "effect": "write",
-                                "roles": ["agent"], "approval": {"rule": "always", "approver_role": "lead"}})
+    _add_tool(
+        project,
+        source,
+        {
+            "name": "archive",
+            "callable": "extra_tools:archive",
+            "effect": "write",
+            "roles": ["agent"],
+            "approval": {"rule": "always", "approver_role": "lead"},
+        },
+    )
     runtime = Runtime.open(project)
     proposal = propose(runtime, "ana", "archive", {"note": "x"})
     assert proposal.status == "pending" and proposal.action.required_role == "lead"
 
 
-@pytest.mark.parametrize("bad", [
-    {"invoice_id": INVOICE_ID, "amount": "50", "reason": "duplicate"},  # wrong type (no coercion)
-    {"invoice_id": INVOICE_ID, "amount": math.nan, "reason": "duplicate"},  # NaN
-    {"invoice_id": INVOICE_ID, "amount": math.inf, "reason": "duplicate"},  # infinity
-    {"invoice_id": INVOICE_ID, "amount": 50, "reason": "duplicate", "approved_by": "farid"},  # extra
-    {"invoice_id": INVOICE_ID, "reason": "duplicate"},  # missing
-    {"invoice_id": INVOICE_ID, "amount": -5, "reason": "duplicate"},  # out of range
-    {"invoice_id": "'; DROP TABLE tool_actions; --", "amount": 5, "reason": "duplicate"},  # pattern
-    [INVOICE_ID, 50],  # not an object
-    "amount=50",
-    None,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"invoice_id": INVOICE_ID, "amount": "50", "reason": "duplicate"},  # wrong type (no coercion)
+        {"invoice_id": INVOICE_ID, "amount": math.nan, "reason": "duplicate"},  # NaN
+        {"invoice_id": INVOICE_ID, "amount": math.inf, "reason": "duplicate"},  # infinity
+        {"invoice_id": INVOICE_ID, "amount": 50, "reason": "duplicate", "approved_by": "farid"},  # extra
+        {"invoice_id": INVOICE_ID, "reason": "duplicate"},  # missing
+        {"invoice_id": INVOICE_ID, "amount": -5, "reason": "duplicate"},  # out of range
+        {"invoice_id": "'; DROP TABLE tool_actions; --", "amount": 5, "reason": "duplicate"},  # pattern
+        [INVOICE_ID, 50],  # not an object
+        "amount=50",
+        None,
+    ],
+)
 def test_invalid_arguments_are_refused_and_change_nothing(rt: Runtime, bad: object) -> None:
     with pytest.raises(UsageError):
         propose(rt, "ana", "issue_refund", bad)
@@ -124,10 +143,15 @@ def test_a_tool_gets_its_context_and_modules_are_isolated_per_charter(rt: Runtim
         return ctx.idempotency_key
 
     registry = ToolRegistry(set())
-    registered = registry.register(Tool(name="keyed", callable="m:keyed", effect="write", roles=["agent"]), keyed)
-    ctx = ToolContext(idempotency_key="act_1", principal_id="ana", tool="keyed", base_dir=tmp_path, runtime=rt)
+    registered = registry.register(
+        Tool(name="keyed", callable="m:keyed", effect="write", roles=["agent"]), keyed
+    )
+    ctx = ToolContext(
+        idempotency_key="act_1", principal_id="ana", tool="keyed", base_dir=tmp_path, runtime=rt
+    )
     assert registered.call({"x": 1}, ctx) == "act_1"
     with pytest.raises(UsageError):
+
         @tool(idempotent=True)
         def no_key(x: int) -> None: ...
 

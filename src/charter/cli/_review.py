@@ -30,14 +30,27 @@ def _short(dt: str | None) -> str:
 def _render_actions(items: list[dict[str, Any]]) -> None:
     table = Table("id", "tool", "requester", "args", "status", "with role", "SLA due", "expires")
     for a in items:
-        table.add_row(a["id"], a["tool"], a["requester"], str(a["args"])[:60], a["status"],
-                      a["assigned_role"] or "-", _short(a["sla_due_at"]), _short(a["expires_at"]))
+        table.add_row(
+            a["id"],
+            a["tool"],
+            a["requester"],
+            str(a["args"])[:60],
+            a["status"],
+            a["assigned_role"] or "-",
+            _short(a["sla_due_at"]),
+            _short(a["expires_at"]),
+        )
     console.print(table)
 
 
 @approvals_app.command("list")
-def approvals_list(user: AsOpt, status: StatusOpt = None, show_all: AllOpt = False, charter: CharterOpt = None,
-                   as_json: JsonOpt = False) -> None:
+def approvals_list(
+    user: AsOpt,
+    status: StatusOpt = None,
+    show_all: AllOpt = False,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Approval requests you asked for or may decide (newest first)."""
     from charter.review import list_approvals
 
@@ -48,7 +61,9 @@ def approvals_list(user: AsOpt, status: StatusOpt = None, show_all: AllOpt = Fal
 
 
 @approvals_app.command("show")
-def approvals_show(approval_id: str, user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+def approvals_show(
+    approval_id: str, user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False
+) -> None:
     """One approval request: tool, exact arguments and their hash, state, who may decide, outcome."""
     from charter.review import approver_roles, get_approval
 
@@ -58,31 +73,47 @@ def approvals_show(approval_id: str, user: AsOpt, charter: CharterOpt = None, as
     emit({**action.to_dict(), "approver_roles": approver_roles(rt, action)}, as_json)
 
 
-def _decide(approval_id: str, user: str, decision: str, reason: str, charter: Path | None, as_json: bool) -> None:
+def _decide(
+    approval_id: str, user: str, decision: str, reason: str, charter: Path | None, as_json: bool
+) -> None:
     from charter.review import decide
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
     action = decide(rt, approval_id, who, decision, reason=reason)  # type: ignore[arg-type]
-    emit(action.to_dict(), as_json, lambda d: console.print(
-        f"{d['id']}: [bold]{d['status']}[/]" + (f" — {d['error']}" if d.get("error") else ""),
-        highlight=False, soft_wrap=True))
+    emit(
+        action.to_dict(),
+        as_json,
+        lambda d: console.print(
+            f"{d['id']}: [bold]{d['status']}[/]" + (f" — {d['error']}" if d.get("error") else ""),
+            highlight=False,
+            soft_wrap=True,
+        ),
+    )
     if action.status == "failed":
         raise typer.Exit(1)
 
 
 @approvals_app.command("approve")
-def approvals_approve(approval_id: str, user: AsOpt,
-                      reason: Annotated[str, typer.Option(help="Why (audited).")] = "",
-                      charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+def approvals_approve(
+    approval_id: str,
+    user: AsOpt,
+    reason: Annotated[str, typer.Option(help="Why (audited).")] = "",
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Approve a request; the action then runs exactly once."""
     _decide(approval_id, user, "approve", reason, charter, as_json)
 
 
 @approvals_app.command("reject")
-def approvals_reject(approval_id: str, user: AsOpt,
-                     reason: Annotated[str, typer.Option(help="Why (required, audited).")] = "",
-                     charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+def approvals_reject(
+    approval_id: str,
+    user: AsOpt,
+    reason: Annotated[str, typer.Option(help="Why (required, audited).")] = "",
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Reject a request (a reason is required)."""
     _decide(approval_id, user, "reject", reason, charter, as_json)
 
@@ -91,7 +122,9 @@ def approvals_reject(approval_id: str, user: AsOpt,
 def approvals_recover(
     user: AsOpt,
     resolve: Annotated[str | None, typer.Option(help="Resolve this stuck action.")] = None,
-    outcome: Annotated[str | None, typer.Option(help="executed, failed or retry (idempotent tools only).")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="executed, failed or retry (idempotent tools only).")
+    ] = None,
     reason: Annotated[str, typer.Option(help="What you checked (required with --resolve).")] = "",
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
@@ -107,22 +140,35 @@ def approvals_recover(
     if outcome not in ("executed", "failed", "retry"):
         raise UsageError("--outcome must be executed, failed or retry")
     action = resolve_stuck(rt, resolve, who, outcome, reason=reason)  # type: ignore[arg-type]
-    emit(action.to_dict(), as_json, lambda d: console.print(f"{d['id']}: [bold]{d['status']}[/]", highlight=False))
+    emit(
+        action.to_dict(),
+        as_json,
+        lambda d: console.print(f"{d['id']}: [bold]{d['status']}[/]", highlight=False),
+    )
 
 
 # -------------------------------------------------------------------------------------------- drafts
 def _render_reviews(items: list[dict[str, Any]]) -> None:
     table = Table("id", "submitter", "question", "status", "reason", "with role", "SLA due")
     for r in items:
-        table.add_row(r["id"], r["submitter"], r["question"][:50], r["status"], r["escalation_reason"] or "-",
-                      r["assigned_role"] or "-", _short(r["sla_due_at"]))
+        table.add_row(
+            r["id"],
+            r["submitter"],
+            r["question"][:50],
+            r["status"],
+            r["escalation_reason"] or "-",
+            r["assigned_role"] or "-",
+            _short(r["sla_due_at"]),
+        )
     console.print(table)
 
 
 def _render_review(d: dict[str, Any]) -> None:
-    console.print(f"[bold]{d['id']}[/] {d['status']} (with {d['assigned_role'] or '-'}, SLA {_short(d['sla_due_at'])},"
-                  f" escalation: {d['escalation_reason'] or 'none'}, groundedness: {d['groundedness']})",
-                  highlight=False)
+    console.print(
+        f"[bold]{d['id']}[/] {d['status']} (with {d['assigned_role'] or '-'}, SLA {_short(d['sla_due_at'])},"
+        f" escalation: {d['escalation_reason'] or 'none'}, groundedness: {d['groundedness']})",
+        highlight=False,
+    )
     console.print(f"[bold]question[/]: {d['question']}", highlight=False, soft_wrap=True)
     console.print(f"[bold]draft[/]:\n{d['draft']}", highlight=False, soft_wrap=True)
     if d["citations"]:
@@ -130,15 +176,24 @@ def _render_review(d: dict[str, Any]) -> None:
     if d["agent_notes"]:
         console.print(f"[bold]agent notes[/]: {d['agent_notes']}", highlight=False, soft_wrap=True)
     if d["decision"]:
-        console.print(f"[bold]decision[/]: {d['decision']} by {d['decided_by']} {d['reject_reason'] or ''} "
-                      f"{d['comment'] or ''}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold]decision[/]: {d['decision']} by {d['decided_by']} {d['reject_reason'] or ''} "
+            f"{d['comment'] or ''}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if d["diff"]:
         console.print(d["diff"], highlight=False, markup=False)
 
 
 @review_app.command("list")
-def review_list(user: AsOpt, status: StatusOpt = None, show_all: AllOpt = False, charter: CharterOpt = None,
-                as_json: JsonOpt = False) -> None:
+def review_list(
+    user: AsOpt,
+    status: StatusOpt = None,
+    show_all: AllOpt = False,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Drafts you submitted or may decide (newest first); escalated ones show their role and SLA."""
     from charter.review import list_reviews
 
@@ -159,7 +214,9 @@ def review_show(item_id: str, user: AsOpt, charter: CharterOpt = None, as_json: 
     emit({**item.to_dict(), "reviewer_roles": reviewer_roles(rt, item)}, as_json, _render_review)
 
 
-def _decide_draft(item_id: str, user: str, decision: str, charter: Path | None, as_json: bool, **kw: Any) -> None:
+def _decide_draft(
+    item_id: str, user: str, decision: str, charter: Path | None, as_json: bool, **kw: Any
+) -> None:
     from charter.review import decide_draft
 
     rt = open_runtime(charter)
@@ -169,18 +226,28 @@ def _decide_draft(item_id: str, user: str, decision: str, charter: Path | None, 
 
 
 @review_app.command("approve")
-def review_approve(item_id: str, user: AsOpt, comment: Annotated[str, typer.Option()] = "",
-                   charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+def review_approve(
+    item_id: str,
+    user: AsOpt,
+    comment: Annotated[str, typer.Option()] = "",
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Approve a draft as it is."""
     _decide_draft(item_id, user, "approve", charter, as_json, comment=comment)
 
 
 @review_app.command("edit")
 def review_edit(
-    item_id: str, user: AsOpt,
+    item_id: str,
+    user: AsOpt,
     text: Annotated[str | None, typer.Option(help="The edited reply.")] = None,
-    text_file: Annotated[Path | None, typer.Option("--file", help="Read the edited reply from a file.")] = None,
-    comment: Annotated[str, typer.Option()] = "", charter: CharterOpt = None, as_json: JsonOpt = False,
+    text_file: Annotated[
+        Path | None, typer.Option("--file", help="Read the edited reply from a file.")
+    ] = None,
+    comment: Annotated[str, typer.Option()] = "",
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Approve a draft with your edits (the edit and a diff are stored)."""
     if text_file is not None:
@@ -192,10 +259,17 @@ def review_edit(
 
 @review_app.command("reject")
 def review_reject(
-    item_id: str, user: AsOpt,
-    reason: Annotated[str, typer.Option(help="inaccurate, unsupported_by_sources, incomplete, wrong_tone, "
-                                             "out_of_scope, sensitive_data, policy_violation or other.")] = "",
-    comment: Annotated[str, typer.Option(help="Free text.")] = "", charter: CharterOpt = None,
+    item_id: str,
+    user: AsOpt,
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="inaccurate, unsupported_by_sources, incomplete, wrong_tone, "
+            "out_of_scope, sensitive_data, policy_violation or other."
+        ),
+    ] = "",
+    comment: Annotated[str, typer.Option(help="Free text.")] = "",
+    charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a draft with a reason from the fixed list, plus free text."""
@@ -209,9 +283,15 @@ def review_tick(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
 
     rt = open_runtime(charter)
     report = tick(rt).to_dict()
-    emit(report, as_json, lambda r: console.print(
-        f"expired {len(r['approvals_expired'])} approval(s), escalated {len(r['approvals_escalated'])} "
-        f"approval(s) and {len(r['reviews_escalated'])} draft(s)", highlight=False))
+    emit(
+        report,
+        as_json,
+        lambda r: console.print(
+            f"expired {len(r['approvals_expired'])} approval(s), escalated {len(r['approvals_escalated'])} "
+            f"approval(s) and {len(r['reviews_escalated'])} draft(s)",
+            highlight=False,
+        ),
+    )
 
 
 @review_app.command("stats")

@@ -33,21 +33,35 @@ def tools_list(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
     rows = []
     for t in rt.spec.tools:
         reg = registry.get(t.name)
-        rows.append({
-            "name": t.name, "effect": t.effect, "roles": list(t.roles), "approval": t.approval.model_dump(mode="json"),
-            "approval_text": _approval_text(t.approval),
-            "rate_limit": t.rate_limit.model_dump(mode="json") if t.rate_limit else None,
-            "requires": list(t.requires), "callable": t.callable, "killed": is_killed(rt, t.name),
-            "description": t.description, "args_schema": reg.json_schema(),
-        })
+        rows.append(
+            {
+                "name": t.name,
+                "effect": t.effect,
+                "roles": list(t.roles),
+                "approval": t.approval.model_dump(mode="json"),
+                "approval_text": _approval_text(t.approval),
+                "rate_limit": t.rate_limit.model_dump(mode="json") if t.rate_limit else None,
+                "requires": list(t.requires),
+                "callable": t.callable,
+                "killed": is_killed(rt, t.name),
+                "description": t.description,
+                "args_schema": reg.json_schema(),
+            }
+        )
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table("tool", "effect", "roles", "approval", "rate limit", "requires", "state")
         for r in data:
             rl = r["rate_limit"]
-            table.add_row(r["name"], r["effect"], ", ".join(r["roles"]), r["approval_text"],
-                          f"{rl['calls']}/{rl['per']}" if rl else "-", ", ".join(r["requires"]) or "-",
-                          "[red]killed[/]" if r["killed"] else "on")
+            table.add_row(
+                r["name"],
+                r["effect"],
+                ", ".join(r["roles"]),
+                r["approval_text"],
+                f"{rl['calls']}/{rl['per']}" if rl else "-",
+                ", ".join(r["requires"]) or "-",
+                "[red]killed[/]" if r["killed"] else "on",
+            )
         console.print(table)
 
     emit(rows, as_json, render)
@@ -59,7 +73,9 @@ def tools_call(
     user: AsOpt,
     args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
     reason: Annotated[str, typer.Option(help="Why (recorded with the approval request).")] = "",
-    request_id: Annotated[str | None, typer.Option("--request-id", help="The request this call belongs to.")] = None,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="The request this call belongs to.")
+    ] = None,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -69,7 +85,9 @@ def tools_call(
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
-    proposal = propose(rt, who, name, parse_args_json(args), request_id=request_id, origin="cli", reason=reason)
+    proposal = propose(
+        rt, who, name, parse_args_json(args), request_id=request_id, origin="cli", reason=reason
+    )
     data = proposal.to_dict()
 
     def render(d: dict[str, Any]) -> None:
@@ -77,10 +95,16 @@ def tools_call(
             console.print(f"[green]executed[/] {d['tool']} ({d['id']})", highlight=False)
             console.print_json(data=d["result"])
         elif d["status"] == "failed":
-            console.print(f"[red]failed[/] {d['tool']} ({d['id']}): {d['error']}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[red]failed[/] {d['tool']} ({d['id']}): {d['error']}", highlight=False, soft_wrap=True
+            )
         else:
-            console.print(f"[yellow]pending approval[/] {d['id']}: needs role {d['assigned_role']} "
-                          f"({d['decision_reason']}); expires {d['expires_at']}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[yellow]pending approval[/] {d['id']}: needs role {d['assigned_role']} "
+                f"({d['decision_reason']}); expires {d['expires_at']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     emit(data, as_json, render)
     if proposal.status == "failed":
@@ -90,14 +114,20 @@ def tools_call(
 @app.command("kill-switch")
 def kill_switch(
     state: Annotated[str, typer.Argument(help="on, off or status.")],
-    user: Annotated[str | None, typer.Option("--as", help="Act as this user (owners.incidents or a role with "
-                                                          "the kill_switch permission).")] = None,
-    tool: Annotated[str | None, typer.Option("--tool", help="Only this tool (default: the whole workflow).")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--as", help="Act as this user (owners.incidents or a role with the kill_switch permission)."
+        ),
+    ] = None,
+    tool: Annotated[
+        str | None, typer.Option("--tool", help="Only this tool (default: the whole workflow).")
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why (audited).")] = "",
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop (on) or resume (off) the workflow or one tool, at once, for new requests and pending executions."""
+    """Stop (on) or resume (off) the workflow or one tool, at once, for new calls and pending executions."""
     from charter.tools import kill_switch_status, set_kill_switch
 
     rt = open_runtime(charter)
@@ -110,5 +140,11 @@ def kill_switch(
         raise UsageError("--as USER is required to operate the kill switch")
     who = acting_principal(rt, user)
     result = set_kill_switch(rt, who, state == "on", tool=tool, reason=reason)
-    emit(result, as_json, lambda r: console.print(
-        f"kill switch for {r['target']} is [bold]{'ON' if r['on'] else 'off'}[/] (by {r['by']})", highlight=False))
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            f"kill switch for {r['target']} is [bold]{'ON' if r['on'] else 'off'}[/] (by {r['by']})",
+            highlight=False,
+        ),
+    )

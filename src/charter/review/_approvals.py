@@ -39,15 +39,19 @@ def get_approval(runtime: Runtime, approval_id: str) -> Action:
     return action
 
 
-def list_approvals(runtime: Runtime, *, status: str | list[str] | None = None,
-                   principal: Principal | str | None = None, limit: int = 200) -> list[Action]:
+def list_approvals(
+    runtime: Runtime,
+    *,
+    status: str | list[str] | None = None,
+    principal: Principal | str | None = None,
+    limit: int = 200,
+) -> list[Action]:
     """Approval requests, newest first. With ``principal``: those they asked for or may decide now."""
     items = list_actions(runtime, status=status, needs_approval=True, limit=limit)
     if principal is None:
         return items
     who = resolve_principal(runtime, principal)
-    return [a for a in items if a.requester == who.id
-            or set(approver_roles(runtime, a)) & set(who.roles)]
+    return [a for a in items if a.requester == who.id or set(approver_roles(runtime, a)) & set(who.roles)]
 
 
 def approver_roles(runtime: Runtime, action: Action) -> list[str]:
@@ -58,18 +62,36 @@ def approver_roles(runtime: Runtime, action: Action) -> list[str]:
 def _expire_if_due(runtime: Runtime, action: Action, now: datetime, actor: str) -> Action:
     if action.status in OPEN_STATES and action.expires_at is not None and now >= action.expires_at:
         try:
-            expired = transition(runtime, action, "expired", now=now, decision_reason="expired: no decision in time")
+            expired = transition(
+                runtime, action, "expired", now=now, decision_reason="expired: no decision in time"
+            )
         except Conflict:
             return get_action(runtime, action.id)
-        runtime.audit.append(actor=actor, action="approval.expired", resource=f"action:{action.id}",
-                             outcome="expired", details={"tool": action.tool, "requester": action.requester,
-                                                         "expires_at": action.expires_at.isoformat()})
+        runtime.audit.append(
+            actor=actor,
+            action="approval.expired",
+            resource=f"action:{action.id}",
+            outcome="expired",
+            details={
+                "tool": action.tool,
+                "requester": action.requester,
+                "expires_at": action.expires_at.isoformat(),
+            },
+        )
         return expired
     return action
 
 
-def decide(runtime: Runtime, approval_id: str, principal: Principal | str, decision: Decision, *,
-           reason: str = "", clock: Clock | None = None, run: bool = True) -> Action:
+def decide(
+    runtime: Runtime,
+    approval_id: str,
+    principal: Principal | str,
+    decision: Decision,
+    *,
+    reason: str = "",
+    clock: Clock | None = None,
+    run: bool = True,
+) -> Action:
     """Approve or reject an approval request; approving runs the action (unless ``run=False``).
 
     Raises :class:`Denied` for self-approval, a missing role or Cedar permission, or an expired request;
@@ -84,30 +106,72 @@ def decide(runtime: Runtime, approval_id: str, principal: Principal | str, decis
     action = _expire_if_due(runtime, get_approval(runtime, approval_id), now, "system")
     resource = f"action:{action.id}"
     if action.status == "expired":
-        runtime.audit.append(actor=who.id, action="approval.refused", resource=resource, outcome="denied",
-                             details={"decision": decision, "reasons": ["expired"]})
-        raise Denied(f"approval request {action.id} has expired; propose the call again",
-                     reasons=[f"expired at {action.expires_at.isoformat() if action.expires_at else '?'}"])
+        runtime.audit.append(
+            actor=who.id,
+            action="approval.refused",
+            resource=resource,
+            outcome="denied",
+            details={"decision": decision, "reasons": ["expired"]},
+        )
+        raise Denied(
+            f"approval request {action.id} has expired; propose the call again",
+            reasons=[f"expired at {action.expires_at.isoformat() if action.expires_at else '?'}"],
+        )
     if action.status not in OPEN_STATES:
         raise Conflict(f"approval request {action.id} is already {action.status}")
     try:
         because = require_authority(
-            runtime, who, owner=action.requester, roles=approver_roles(runtime, action),
-            assigned=action.assigned_role, escalated=action.status == "escalated",
-            cedar_action="tools.approve", resource=f"tool:{action.tool}", context={"args": action.args},
-            what="approval request")
+            runtime,
+            who,
+            owner=action.requester,
+            roles=approver_roles(runtime, action),
+            assigned=action.assigned_role,
+            escalated=action.status == "escalated",
+            cedar_action="tools.approve",
+            resource=f"tool:{action.tool}",
+            context={"args": action.args},
+            what="approval request",
+        )
     except Denied as exc:
-        runtime.audit.append(actor=who.id, action="approval.refused", resource=resource, outcome="denied",
-                             details={"decision": decision, "reasons": exc.reasons, "tool": action.tool,
-                                      "args_hash": action.args_hash})
+        runtime.audit.append(
+            actor=who.id,
+            action="approval.refused",
+            resource=resource,
+            outcome="denied",
+            details={
+                "decision": decision,
+                "reasons": exc.reasons,
+                "tool": action.tool,
+                "args_hash": action.args_hash,
+            },
+        )
         raise
     to = "approved" if decision == "approve" else "rejected"
-    decided = transition(runtime, action, to, now=now, allowed_from=OPEN_STATES, decided_by=who.id,
-                         decided_at=now, decision_reason=reason or f"{decision}d by {who.id}")
-    runtime.audit.append(actor=who.id, action=f"approval.{to}", resource=resource, outcome=to,
-                         details={"tool": action.tool, "requester": action.requester, "args": action.args,
-                                  "args_hash": action.args_hash, "reason": reason, "authority": because,
-                                  "at": now.isoformat()})
+    decided = transition(
+        runtime,
+        action,
+        to,
+        now=now,
+        allowed_from=OPEN_STATES,
+        decided_by=who.id,
+        decided_at=now,
+        decision_reason=reason or f"{decision}d by {who.id}",
+    )
+    runtime.audit.append(
+        actor=who.id,
+        action=f"approval.{to}",
+        resource=resource,
+        outcome=to,
+        details={
+            "tool": action.tool,
+            "requester": action.requester,
+            "args": action.args,
+            "args_hash": action.args_hash,
+            "reason": reason,
+            "authority": because,
+            "at": now.isoformat(),
+        },
+    )
     if to == "approved" and run:
         return execute(runtime, decided.id, actor=who.id, clock=clock)
     return decided
@@ -129,14 +193,29 @@ def tick_approvals(runtime: Runtime, now: datetime) -> dict[str, list[str]]:
             continue
         following = escalation_rule(runtime, "approval_sla", rule.then)
         try:
-            moved = transition(runtime, action, "escalated", now=now, allowed_from=OPEN_STATES,
-                               assigned_role=rule.then, escalation_level=action.escalation_level + 1,
-                               sla_due_at=now + following.sla if following else None)
+            moved = transition(
+                runtime,
+                action,
+                "escalated",
+                now=now,
+                allowed_from=OPEN_STATES,
+                assigned_role=rule.then,
+                escalation_level=action.escalation_level + 1,
+                sla_due_at=now + following.sla if following else None,
+            )
         except Conflict:
             continue
-        runtime.audit.append(actor="system", action="approval.escalated", resource=f"action:{action.id}",
-                             outcome="escalated",
-                             details={"from": action.assigned_role, "to": rule.then, "sla": str(rule.sla),
-                                      "sla_due_at": moved.sla_due_at.isoformat() if moved.sla_due_at else None})
+        runtime.audit.append(
+            actor="system",
+            action="approval.escalated",
+            resource=f"action:{action.id}",
+            outcome="escalated",
+            details={
+                "from": action.assigned_role,
+                "to": rule.then,
+                "sla": str(rule.sla),
+                "sla_due_at": moved.sla_due_at.isoformat() if moved.sla_due_at else None,
+            },
+        )
         escalated.append(action.id)
     return {"expired": expired, "escalated": escalated}

@@ -48,16 +48,34 @@ def role_chain(runtime: Runtime, trigger: str, start: str | None, level: int) ->
     return roles
 
 
-def require_authority(runtime: Runtime, who: Principal, *, owner: str, roles: list[str], assigned: str | None,
-                      escalated: bool, cedar_action: str, resource: str | None,
-                      context: dict[str, Any] | None, what: str) -> list[str]:
+def require_authority(
+    runtime: Runtime,
+    who: Principal,
+    *,
+    owner: str,
+    roles: list[str],
+    assigned: str | None,
+    escalated: bool,
+    cedar_action: str,
+    resource: str | None,
+    context: dict[str, Any] | None,
+    what: str,
+) -> list[str]:
     """Raise :class:`Denied` unless ``who`` may decide; returns the reasons it may (for the audit)."""
     if who.id == owner:
-        raise Denied(f"{who.id} cannot decide their own {what} (four-eyes)", reasons=["four-eyes: requester == approver"])
+        raise Denied(
+            f"{who.id} cannot decide their own {what} (four-eyes)",
+            reasons=["four-eyes: requester == approver"],
+        )
     held = [r for r in roles if r in who.roles]
     if not held:
-        raise Denied(f"{who.id} lacks the role to decide this {what}: needs {' or '.join(roles) or 'a role'}",
-                     reasons=[f"required role: {' or '.join(roles) or '(none)'}; {who.id} has {', '.join(who.roles) or 'none'}"])
+        raise Denied(
+            f"{who.id} lacks the role to decide this {what}: needs {' or '.join(roles) or 'a role'}",
+            reasons=[
+                f"required role: {' or '.join(roles) or '(none)'}; "
+                f"{who.id} has {', '.join(who.roles) or 'none'}"
+            ],
+        )
     decision = runtime.authorizer.authorize(who, cedar_action, resource, context)
     if decision.allowed:
         return [f"role {held[0]}", *decision.reasons]

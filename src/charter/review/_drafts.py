@@ -32,12 +32,23 @@ if TYPE_CHECKING:
 
 #: Why a reviewer rejects a draft (``comment`` adds free text).
 REJECT_REASONS: tuple[str, ...] = (
-    "inaccurate", "unsupported_by_sources", "incomplete", "wrong_tone", "out_of_scope",
-    "sensitive_data", "policy_violation", "other",
+    "inaccurate",
+    "unsupported_by_sources",
+    "incomplete",
+    "wrong_tone",
+    "out_of_scope",
+    "sensitive_data",
+    "policy_violation",
+    "other",
 )
 #: Escalation reasons the pipeline may give (the triggers of ``review.escalations``).
 ESCALATION_REASONS: tuple[str, ...] = (
-    "no_sources", "low_groundedness", "out_of_scope", "sensitive_topic", "canary_in_output", "pii_in_output",
+    "no_sources",
+    "low_groundedness",
+    "out_of_scope",
+    "sensitive_topic",
+    "canary_in_output",
+    "pii_in_output",
 )
 OPEN_REVIEW_STATES = ("pending", "escalated")
 REVIEW_STATES = ("pending", "escalated", "approved", "rejected")
@@ -88,9 +99,14 @@ def get_review(runtime: Runtime, item_id: str) -> ReviewItem:
     return _item(row)
 
 
-def list_reviews(runtime: Runtime, *, status: str | list[str] | None = None,
-                 principal: Principal | str | None = None, request_id: str | None = None,
-                 limit: int = 200) -> list[ReviewItem]:
+def list_reviews(
+    runtime: Runtime,
+    *,
+    status: str | list[str] | None = None,
+    principal: Principal | str | None = None,
+    request_id: str | None = None,
+    limit: int = 200,
+) -> list[ReviewItem]:
     """Review items, newest first. With ``principal``: those they submitted or may decide now."""
     query = select(review_items).order_by(review_items.c.created_at.desc(), review_items.c.id).limit(limit)
     if status is not None:
@@ -121,62 +137,116 @@ def _initial_role(runtime: Runtime, reason: str | None) -> str:
     return rule.to if rule is not None else runtime.spec.review.reviewer_role
 
 
-def submit_draft(runtime: Runtime, *, request_id: str | None, principal: Principal | str, question: str,
-                 draft: str, citations: list[Any], agent_notes: Any = None, groundedness: float | None = None,
-                 escalation_reason: str | None = None, clock: Clock | None = None) -> ReviewItem:
+def submit_draft(
+    runtime: Runtime,
+    *,
+    request_id: str | None,
+    principal: Principal | str,
+    question: str,
+    draft: str,
+    citations: list[Any],
+    agent_notes: Any = None,
+    groundedness: float | None = None,
+    escalation_reason: str | None = None,
+    clock: Clock | None = None,
+) -> ReviewItem:
     """Queue a draft for review (or record it as approved by policy when the charter needs no review)."""
     now = clock_or_default(clock).now()
     who = resolve_principal(runtime, principal)
     if escalation_reason is not None and escalation_reason not in ESCALATION_REASONS:
-        raise UsageError(f"unknown escalation reason {escalation_reason!r}; expected one of: "
-                         f"{', '.join(ESCALATION_REASONS)}")
-    if groundedness is not None and (isinstance(groundedness, bool) or not isinstance(groundedness, int | float)
-                                     or not math.isfinite(groundedness) or not 0 <= groundedness <= 1):
+        raise UsageError(
+            f"unknown escalation reason {escalation_reason!r}; expected one of: "
+            f"{', '.join(ESCALATION_REASONS)}"
+        )
+    if groundedness is not None and (
+        isinstance(groundedness, bool)
+        or not isinstance(groundedness, int | float)
+        or not math.isfinite(groundedness)
+        or not 0 <= groundedness <= 1
+    ):
         raise UsageError("groundedness must be a number between 0 and 1")
     if not isinstance(citations, list):
         raise UsageError("citations must be a list")
     mode = runtime.spec.review.drafts
     needs_review = escalation_reason is not None or mode == "all"
     row: dict[str, Any] = {
-        "id": "rev_" + secrets.token_hex(12), "request_id": request_id, "submitter": who.id,
-        "question": question, "draft": draft, "citations": citations, "agent_notes": agent_notes or [],
+        "id": "rev_" + secrets.token_hex(12),
+        "request_id": request_id,
+        "submitter": who.id,
+        "question": question,
+        "draft": draft,
+        "citations": citations,
+        "agent_notes": agent_notes or [],
         "groundedness": float(groundedness) if groundedness is not None else None,
-        "escalation_reason": escalation_reason, "escalation_level": 0, "created_at": now, "updated_at": now,
+        "escalation_reason": escalation_reason,
+        "escalation_level": 0,
+        "created_at": now,
+        "updated_at": now,
         "version": 0,
     }
     if needs_review:
         rule = escalation_rule(runtime, escalation_reason or "always", None)
-        row.update(status="escalated" if escalation_reason else "pending",
-                   assigned_role=rule.to if rule else runtime.spec.review.reviewer_role,
-                   sla_due_at=now + rule.sla if rule else None)
+        row.update(
+            status="escalated" if escalation_reason else "pending",
+            assigned_role=rule.to if rule else runtime.spec.review.reviewer_role,
+            sla_due_at=now + rule.sla if rule else None,
+        )
     else:
-        row.update(status="approved", assigned_role=None, sla_due_at=None, decision="auto", decided_by="policy",
-                   decided_at=now, final_text=draft)
+        row.update(
+            status="approved",
+            assigned_role=None,
+            sla_due_at=None,
+            decision="auto",
+            decided_by="policy",
+            decided_at=now,
+            final_text=draft,
+        )
     with runtime.store.begin() as conn:
         conn.execute(review_items.insert().values(**row))
     item = get_review(runtime, row["id"])
-    runtime.audit.append(actor=who.id, action="review.submitted", resource=f"review:{item.id}",
-                         outcome=item.status, details={"request_id": request_id, "assigned_role": item.assigned_role,
-                                                       "escalation_reason": escalation_reason,
-                                                       "groundedness": item.groundedness,
-                                                       "review_mode": mode})
+    runtime.audit.append(
+        actor=who.id,
+        action="review.submitted",
+        resource=f"review:{item.id}",
+        outcome=item.status,
+        details={
+            "request_id": request_id,
+            "assigned_role": item.assigned_role,
+            "escalation_reason": escalation_reason,
+            "groundedness": item.groundedness,
+            "review_mode": mode,
+        },
+    )
     return item
 
 
 def _transition(runtime: Runtime, item: ReviewItem, to: str, now: datetime, **values: Any) -> ReviewItem:
-    stmt = (review_items.update()
-            .where(review_items.c.id == item.id, review_items.c.version == item.version,
-                   review_items.c.status.in_(OPEN_REVIEW_STATES))
-            .values(status=to, version=item.version + 1, updated_at=now, **values))
+    stmt = (
+        review_items.update()
+        .where(
+            review_items.c.id == item.id,
+            review_items.c.version == item.version,
+            review_items.c.status.in_(OPEN_REVIEW_STATES),
+        )
+        .values(status=to, version=item.version + 1, updated_at=now, **values)
+    )
     with runtime.store.begin() as conn:
         if conn.execute(stmt).rowcount != 1:
             raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
     return get_review(runtime, item.id)
 
 
-def decide_draft(runtime: Runtime, item_id: str, principal: Principal | str, decision: DraftDecision, *,
-                 text: str | None = None, reason: str | None = None, comment: str = "",
-                 clock: Clock | None = None) -> ReviewItem:
+def decide_draft(
+    runtime: Runtime,
+    item_id: str,
+    principal: Principal | str,
+    decision: DraftDecision,
+    *,
+    text: str | None = None,
+    reason: str | None = None,
+    comment: str = "",
+    clock: Clock | None = None,
+) -> ReviewItem:
     """Approve, edit (``text``) or reject (``reason`` from :data:`REJECT_REASONS`, ``comment``) a draft."""
     now = clock_or_default(clock).now()
     who = resolve_principal(runtime, principal)
@@ -191,12 +261,25 @@ def decide_draft(runtime: Runtime, item_id: str, principal: Principal | str, dec
         raise Conflict(f"review item {item.id} is already {item.status}")
     try:
         because = require_authority(
-            runtime, who, owner=item.submitter, roles=reviewer_roles(runtime, item), assigned=item.assigned_role,
-            escalated=item.escalation_level > 0, cedar_action="review.decide", resource=None, context=None,
-            what="draft")
+            runtime,
+            who,
+            owner=item.submitter,
+            roles=reviewer_roles(runtime, item),
+            assigned=item.assigned_role,
+            escalated=item.escalation_level > 0,
+            cedar_action="review.decide",
+            resource=None,
+            context=None,
+            what="draft",
+        )
     except Denied as exc:
-        runtime.audit.append(actor=who.id, action="review.refused", resource=f"review:{item.id}", outcome="denied",
-                             details={"decision": decision, "reasons": exc.reasons})
+        runtime.audit.append(
+            actor=who.id,
+            action="review.refused",
+            resource=f"review:{item.id}",
+            outcome="denied",
+            details={"decision": decision, "reasons": exc.reasons},
+        )
         raise
     values: dict[str, Any] = {"decided_by": who.id, "decided_at": now, "comment": comment or None}
     if decision == "approve":
@@ -204,17 +287,33 @@ def decide_draft(runtime: Runtime, item_id: str, principal: Principal | str, dec
         to = "approved"
     elif decision == "edit":
         assert text is not None
-        diff = "".join(difflib.unified_diff(item.draft.splitlines(keepends=True), text.splitlines(keepends=True),
-                                            fromfile="draft", tofile="edited"))
+        diff = "".join(
+            difflib.unified_diff(
+                item.draft.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile="draft",
+                tofile="edited",
+            )
+        )
         values.update(decision="edited", final_text=text, diff=diff)
         to = "approved"
     else:
         values.update(decision="rejected", reject_reason=reason)
         to = "rejected"
     done = _transition(runtime, item, to, now, **values)
-    runtime.audit.append(actor=who.id, action=f"review.{done.decision}", resource=f"review:{item.id}",
-                         outcome=to, details={"request_id": item.request_id, "reason": reason, "comment": comment,
-                                              "authority": because, "at": now.isoformat()})
+    runtime.audit.append(
+        actor=who.id,
+        action=f"review.{done.decision}",
+        resource=f"review:{item.id}",
+        outcome=to,
+        details={
+            "request_id": item.request_id,
+            "reason": reason,
+            "comment": comment,
+            "authority": because,
+            "at": now.isoformat(),
+        },
+    )
     return done
 
 
@@ -230,15 +329,29 @@ def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
             continue
         following = escalation_rule(runtime, trigger, rule.then)
         try:
-            after = _transition(runtime, item, "escalated", now, assigned_role=rule.then,
-                                escalation_level=item.escalation_level + 1,
-                                sla_due_at=now + following.sla if following else None)
+            after = _transition(
+                runtime,
+                item,
+                "escalated",
+                now,
+                assigned_role=rule.then,
+                escalation_level=item.escalation_level + 1,
+                sla_due_at=now + following.sla if following else None,
+            )
         except Conflict:
             continue
-        runtime.audit.append(actor="system", action="review.escalated", resource=f"review:{item.id}",
-                             outcome="escalated",
-                             details={"from": item.assigned_role, "to": rule.then, "trigger": trigger,
-                                      "sla_due_at": after.sla_due_at.isoformat() if after.sla_due_at else None})
+        runtime.audit.append(
+            actor="system",
+            action="review.escalated",
+            resource=f"review:{item.id}",
+            outcome="escalated",
+            details={
+                "from": item.assigned_role,
+                "to": rule.then,
+                "trigger": trigger,
+                "sla_due_at": after.sla_due_at.isoformat() if after.sla_due_at else None,
+            },
+        )
         moved.append(item.id)
     return moved
 

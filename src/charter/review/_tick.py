@@ -35,5 +35,9 @@ def tick(runtime: Runtime, *, clock: Clock | None = None) -> TickReport:
     now = clock_or_default(clock).now()
     approvals = tick_approvals(runtime, now)
     reviews = tick_reviews(runtime, now)
-    return TickReport(at=now.isoformat(), approvals_expired=approvals["expired"],
-                      approvals_escalated=approvals["escalated"], reviews_escalated=reviews)
+    return TickReport(
+        at=now.isoformat(),
+        approvals_expired=approvals["expired"],
+        approvals_escalated=approvals["escalated"],
+        reviews_escalated=reviews,
+    )

@@ -154,9 +154,16 @@ def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = No
     return _row_to_action(row)
 
 
-def list_actions(runtime: Runtime, *, status: str | list[str] | None = None, requester: str | None = None,
-                 tool: str | None = None, request_id: str | None = None, needs_approval: bool | None = None,
-                 limit: int = 200) -> list[Action]:
+def list_actions(
+    runtime: Runtime,
+    *,
+    status: str | list[str] | None = None,
+    requester: str | None = None,
+    tool: str | None = None,
+    request_id: str | None = None,
+    needs_approval: bool | None = None,
+    limit: int = 200,
+) -> list[Action]:
     """Actions, newest first, filtered by status(es), requester, tool, request or approval need."""
     query = select(tool_actions).order_by(tool_actions.c.created_at.desc(), tool_actions.c.id).limit(limit)
     if status is not None:
@@ -177,24 +184,43 @@ def list_actions(runtime: Runtime, *, status: str | list[str] | None = None, req
         return [_row_to_action(r) for r in conn.execute(query)]
 
 
-def transition(runtime: Runtime, action: Action, to: str, *, now: datetime,
-               allowed_from: tuple[str, ...] | None = None, **values: Any) -> Action:
+def transition(
+    runtime: Runtime,
+    action: Action,
+    to: str,
+    *,
+    now: datetime,
+    allowed_from: tuple[str, ...] | None = None,
+    **values: Any,
+) -> Action:
     """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`."""
-    stmt = (tool_actions.update()
-            .where(tool_actions.c.id == action.id, tool_actions.c.version == action.version,
-                   tool_actions.c.status.in_(allowed_from or (action.status,)))
-            .values(status=to, version=action.version + 1, updated_at=now, **values))
+    stmt = (
+        tool_actions.update()
+        .where(
+            tool_actions.c.id == action.id,
+            tool_actions.c.version == action.version,
+            tool_actions.c.status.in_(allowed_from or (action.status,)),
+        )
+        .values(status=to, version=action.version + 1, updated_at=now, **values)
+    )
     with runtime.store.begin() as conn:
         if conn.execute(stmt).rowcount != 1:
             raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
         return get_action(runtime, action.id, conn=conn)
 
 
-def _audit(runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any) -> None:
+def _audit(
+    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
+) -> None:
     resource = f"action:{act.id}" if act else f"tool:{details.get('tool', '?')}"
     if act is not None:
-        details = {"tool": act.tool, "requester": act.requester, "args_hash": act.args_hash,
-                   "status": act.status, **details}
+        details = {
+            "tool": act.tool,
+            "requester": act.requester,
+            "args_hash": act.args_hash,
+            "status": act.status,
+            **details,
+        }
     runtime.audit.append(actor=actor, action=action, resource=resource, outcome=outcome, details=details)
 
 
@@ -216,7 +242,10 @@ def approval_requirement(spec: Tool, args: dict[str, Any]) -> tuple[str | None, 
         try:
             holds = parse_condition(cond.when).evaluate(args)
         except UsageError as exc:
-            return cond.approver_role, f"approval condition {i + 1} ({cond.when}) could not be evaluated: {exc}"
+            return (
+                cond.approver_role,
+                f"approval condition {i + 1} ({cond.when}) could not be evaluated: {exc}",
+            )
         if holds:
             return cond.approver_role, f"approval condition {i + 1}: {cond.when} → {cond.approver_role}"
     return None, "no approval condition holds"
@@ -231,8 +260,17 @@ def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ propose
-def propose(runtime: Runtime, principal: Principal | str, tool: str, args: Any, *, request_id: str | None = None,
-            origin: Origin = "api", reason: str = "", clock: Clock | None = None) -> Proposal:
+def propose(
+    runtime: Runtime,
+    principal: Principal | str,
+    tool: str,
+    args: Any,
+    *,
+    request_id: str | None = None,
+    origin: Origin = "api",
+    reason: str = "",
+    clock: Clock | None = None,
+) -> Proposal:
     """Propose a tool call; see the module docstring for what is checked. Runs it when nothing more is
     needed, else stores a pending approval request. Refusals are audited and raised."""
     now = _clock(clock).now()
@@ -244,8 +282,13 @@ def propose(runtime: Runtime, principal: Principal | str, tool: str, args: Any, 
     base = {"tool": tool, "origin": origin, "request_id": request_id}
 
     def refuse(message: str, reasons: list[str]) -> Denied:
-        runtime.audit.append(actor=who.id, action="tools.refused", resource=f"tool:{str(tool)[:100]}",
-                             outcome="denied", details={**base, "reasons": reasons})
+        runtime.audit.append(
+            actor=who.id,
+            action="tools.refused",
+            resource=f"tool:{str(tool)[:100]}",
+            outcome="denied",
+            details={**base, "reasons": reasons},
+        )
         return Denied(message, reasons=reasons)
 
     if not isinstance(tool, str):
@@ -254,14 +297,21 @@ def propose(runtime: Runtime, principal: Principal | str, tool: str, args: Any, 
         raise refuse(f"{tool!r} is a forbidden action", [f"scope.forbidden_actions: {tool}"])
     registry = tool_registry(runtime)
     if tool not in registry:
-        raise refuse(f"{tool!r} is not in the workflow's tool list",
-                     [f"tools: {tool} is not declared (declared: {', '.join(registry.names()) or 'none'})"])
+        raise refuse(
+            f"{tool!r} is not in the workflow's tool list",
+            [f"tools: {tool} is not declared (declared: {', '.join(registry.names()) or 'none'})"],
+        )
     reg = registry.get(tool)
     try:
         validated = reg.validate(args)
     except UsageError as exc:
-        runtime.audit.append(actor=who.id, action="tools.refused", resource=f"tool:{tool}", outcome="invalid",
-                             details={**base, "reasons": [str(exc)]})
+        runtime.audit.append(
+            actor=who.id,
+            action="tools.refused",
+            resource=f"tool:{tool}",
+            outcome="invalid",
+            details={**base, "reasons": [str(exc)]},
+        )
         raise
     decision = runtime.authorizer.authorize(who, "tools.call", f"tool:{tool}", {"args": validated})
     if not decision.allowed:
@@ -277,32 +327,63 @@ def propose(runtime: Runtime, principal: Principal | str, tool: str, args: Any, 
     sla = _sla_rule(runtime, "approval_sla", role) if needs else None
     action_id = "act_" + secrets.token_hex(12)
     row: dict[str, Any] = {
-        "id": action_id, "request_id": request_id, "tool": tool, "requester": who.id,
-        "origin": origin, "args": validated, "args_hash": args_hash(validated), "reason": reason,
-        "status": "pending" if needs else "approved", "needs_approval": needs, "required_role": role,
-        "assigned_role": role, "escalation_level": 0, "created_at": now, "updated_at": now,
+        "id": action_id,
+        "request_id": request_id,
+        "tool": tool,
+        "requester": who.id,
+        "origin": origin,
+        "args": validated,
+        "args_hash": args_hash(validated),
+        "reason": reason,
+        "status": "pending" if needs else "approved",
+        "needs_approval": needs,
+        "required_role": role,
+        "assigned_role": role,
+        "escalation_level": 0,
+        "created_at": now,
+        "updated_at": now,
         "expires_at": now + reg.spec.approval.expires_after if needs else None,
         "sla_due_at": now + sla.sla if sla is not None else None,
-        "decided_by": None if needs else "policy", "decided_at": None if needs else now,
-        "decision_reason": why, "version": 0,
+        "decided_by": None if needs else "policy",
+        "decided_at": None if needs else now,
+        "decision_reason": why,
+        "version": 0,
     }
     limit = reg.spec.rate_limit
     used = 0
     with runtime.store.begin(immediate=True) as conn:  # count and insert under one write lock
         if limit is not None:
             used = conn.execute(
-                select(func.count()).select_from(tool_actions).where(
-                    tool_actions.c.requester == who.id, tool_actions.c.tool == tool,
-                    tool_actions.c.created_at > now - limit.per)).scalar_one()
+                select(func.count())
+                .select_from(tool_actions)
+                .where(
+                    tool_actions.c.requester == who.id,
+                    tool_actions.c.tool == tool,
+                    tool_actions.c.created_at > now - limit.per,
+                )
+            ).scalar_one()
         if limit is None or used < limit.calls:
             conn.execute(tool_actions.insert().values(**row))
             action = get_action(runtime, action_id, conn=conn)
     if limit is not None and used >= limit.calls:
-        raise refuse(f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
-                     [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"])
-    _audit(runtime, who.id, "tools.proposed", action, "pending" if needs else "approved",
-           origin=origin, request_id=request_id, args=validated, reason=reason, approval=why,
-           approver_role=role, policy=list(decision.policy_ids))
+        raise refuse(
+            f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
+            [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
+        )
+    _audit(
+        runtime,
+        who.id,
+        "tools.proposed",
+        action,
+        "pending" if needs else "approved",
+        origin=origin,
+        request_id=request_id,
+        args=validated,
+        reason=reason,
+        approval=why,
+        approver_role=role,
+        policy=list(decision.policy_ids),
+    )
     if needs:
         return Proposal(action)
     return Proposal(execute(runtime, action.id, actor=who.id, clock=clock))
@@ -316,8 +397,14 @@ def _jsonable(value: Any) -> Any:
         return json.loads(json.dumps(repr(value)))
 
 
-def execute(runtime: Runtime, action_id: str, *, args: dict[str, Any] | None = None, actor: str | None = None,
-            clock: Clock | None = None) -> Action:
+def execute(
+    runtime: Runtime,
+    action_id: str,
+    *,
+    args: dict[str, Any] | None = None,
+    actor: str | None = None,
+    clock: Clock | None = None,
+) -> Action:
     """Run an approved action exactly once; a retry returns the stored outcome.
 
     ``args``, when given, must hash to what was approved (an approval for ``refund(50)`` cannot run
@@ -329,31 +416,49 @@ def execute(runtime: Runtime, action_id: str, *, args: dict[str, Any] | None = N
     action = get_action(runtime, action_id)
     who = actor or action.requester
     if args is not None and args_hash(args) != action.args_hash:
-        _audit(runtime, who, "tools.refused", action, "denied", reasons=["arguments differ from the approved ones"])
-        raise Denied(f"action {action.id} was approved for other arguments", reasons=[
-            f"approval bound to args sha256 {action.args_hash[:12]}…, got {args_hash(args)[:12]}…"])
+        _audit(
+            runtime,
+            who,
+            "tools.refused",
+            action,
+            "denied",
+            reasons=["arguments differ from the approved ones"],
+        )
+        raise Denied(
+            f"action {action.id} was approved for other arguments",
+            reasons=[f"approval bound to args sha256 {action.args_hash[:12]}…, got {args_hash(args)[:12]}…"],
+        )
     if action.status in ("executed", "failed"):
         return action
     if action.status == "executing":
-        raise Conflict(f"action {action.id} is already executing (or was interrupted; see `charter approvals "
-                       f"recover`)")
+        raise Conflict(
+            f"action {action.id} is already executing (or was interrupted; see `charter approvals recover`)"
+        )
     if action.status != "approved":
-        raise Denied(f"action {action.id} is {action.status}; it cannot run",
-                     reasons=[f"status {action.status}: needs an approval" if action.status in OPEN_STATES
-                              else f"status {action.status}"])
+        raise Denied(
+            f"action {action.id} is {action.status}; it cannot run",
+            reasons=[
+                f"status {action.status}: needs an approval"
+                if action.status in OPEN_STATES
+                else f"status {action.status}"
+            ],
+        )
     if args_hash(action.args) != action.args_hash:
         _audit(runtime, who, "tools.integrity_failed", action, "denied")
         raise IntegrityError(f"action {action.id}: stored arguments do not match their approved hash")
     reg = _registered(runtime, action.tool)
     requester = resolve_principal(runtime, action.requester)
-    decision = runtime.authorizer.authorize(requester, "tools.call", f"tool:{action.tool}", {"args": action.args})
+    decision = runtime.authorizer.authorize(
+        requester, "tools.call", f"tool:{action.tool}", {"args": action.args}
+    )
     if not decision.allowed:
         _audit(runtime, who, "tools.refused", action, "denied", reasons=list(decision.reasons))
         raise Denied(f"{requester.id} may no longer call {action.tool}", reasons=list(decision.reasons))
     if is_killed(runtime, action.tool):
         _audit(runtime, who, "tools.refused", action, "denied", reasons=["kill_switch: on"])
-        raise Denied(f"the kill switch is on for {action.tool}; the approved action waits",
-                     reasons=["kill_switch: on"])
+        raise Denied(
+            f"the kill switch is on for {action.tool}; the approved action waits", reasons=["kill_switch: on"]
+        )
     check_preconditions(runtime, reg.spec.requires, action.args, requester)
     running = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
     _audit(runtime, who, "tools.executing", running, "started")
@@ -368,31 +473,51 @@ def _registered(runtime: Runtime, tool: str) -> RegisteredTool:
 
 
 def _run(runtime: Runtime, reg: RegisteredTool, running: Action, who: str, clk: Clock) -> Action:
-    ctx = ToolContext(idempotency_key=running.id, principal_id=running.requester, tool=running.tool,
-                      base_dir=runtime.charter.base_dir, runtime=runtime)
+    ctx = ToolContext(
+        idempotency_key=running.id,
+        principal_id=running.requester,
+        tool=running.tool,
+        base_dir=runtime.charter.base_dir,
+        runtime=runtime,
+    )
     try:
         result = reg.call(running.args, ctx)
     except Exception as exc:  # the tool's failure is recorded, never lost
         message = str(exc) if isinstance(exc, CharterException) else f"{type(exc).__name__}: {exc}"
-        done = transition(runtime, running, "failed", now=clk.now(), finished_at=clk.now(), error=message[:4000])
+        done = transition(
+            runtime, running, "failed", now=clk.now(), finished_at=clk.now(), error=message[:4000]
+        )
         _audit(runtime, who, "tools.failed", done, "failed", error=message[:1000])
         return done
-    done = transition(runtime, running, "executed", now=clk.now(), finished_at=clk.now(), result=_jsonable(result))
+    done = transition(
+        runtime, running, "executed", now=clk.now(), finished_at=clk.now(), result=_jsonable(result)
+    )
     _audit(runtime, who, "tools.executed", done, "executed")
     return done
 
 
 # ------------------------------------------------------------------------------------------ recovery
-def stuck_actions(runtime: Runtime, *, older_than: timedelta = timedelta(0), clock: Clock | None = None) -> list[Action]:
+def stuck_actions(
+    runtime: Runtime, *, older_than: timedelta = timedelta(0), clock: Clock | None = None
+) -> list[Action]:
     """Actions left ``executing`` (a crash or a still-running call) for longer than ``older_than``."""
     cutoff = _clock(clock).now() - older_than
-    return [a for a in list_actions(runtime, status="executing", limit=10_000)
-            if a.started_at is None or a.started_at <= cutoff]
+    return [
+        a
+        for a in list_actions(runtime, status="executing", limit=10_000)
+        if a.started_at is None or a.started_at <= cutoff
+    ]
 
 
-def resolve_stuck(runtime: Runtime, action_id: str, principal: Principal | str,
-                  outcome: Literal["executed", "failed", "retry"], *, reason: str,
-                  clock: Clock | None = None) -> Action:
+def resolve_stuck(
+    runtime: Runtime,
+    action_id: str,
+    principal: Principal | str,
+    outcome: Literal["executed", "failed", "retry"],
+    *,
+    reason: str,
+    clock: Clock | None = None,
+) -> Action:
     """An operator's explicit recovery of an action left ``executing``.
 
     ``executed`` / ``failed`` record what the operator found in the external system; ``retry`` re-runs the
@@ -415,17 +540,32 @@ def resolve_stuck(runtime: Runtime, action_id: str, principal: Principal | str,
     if outcome == "retry":
         reg = _registered(runtime, action.tool)
         if not reg.definition.idempotent:
-            raise Denied(f"{action.tool} is not marked idempotent; record the outcome you found instead "
-                         f"(executed or failed)", reasons=[f"@tool({action.tool}): idempotent=False"])
+            raise Denied(
+                f"{action.tool} is not marked idempotent; record the outcome you found instead "
+                f"(executed or failed)",
+                reasons=[f"@tool({action.tool}): idempotent=False"],
+            )
         again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
         _audit(runtime, who.id, "tools.recovered", again, "retry", reason=reason)
         return _run(runtime, reg, again, who.id, clk)
     if outcome == "executed":
-        done = transition(runtime, action, "executed", now=clk.now(), finished_at=clk.now(),
-                          result={"recovered_by": who.id, "note": reason})
+        done = transition(
+            runtime,
+            action,
+            "executed",
+            now=clk.now(),
+            finished_at=clk.now(),
+            result={"recovered_by": who.id, "note": reason},
+        )
     elif outcome == "failed":
-        done = transition(runtime, action, "failed", now=clk.now(), finished_at=clk.now(),
-                          error=f"interrupted; marked failed by {who.id}: {reason}")
+        done = transition(
+            runtime,
+            action,
+            "failed",
+            now=clk.now(),
+            finished_at=clk.now(),
+            error=f"interrupted; marked failed by {who.id}: {reason}",
+        )
     else:
         raise UsageError("outcome must be executed, failed or retry")
     _audit(runtime, who.id, "tools.recovered", done, outcome, reason=reason)

@@ -51,25 +51,41 @@ def may_operate_kill_switch(runtime: Runtime, principal: Principal) -> tuple[boo
     return decision.allowed, [*decision.reasons, *decision.errors]
 
 
-def set_kill_switch(runtime: Runtime, principal: Principal | str, on: bool, *, tool: str | None = None,
-                    reason: str = "") -> dict[str, Any]:
+def set_kill_switch(
+    runtime: Runtime, principal: Principal | str, on: bool, *, tool: str | None = None, reason: str = ""
+) -> dict[str, Any]:
     """Turn a switch on or off (audited). Raises :class:`Denied` for anyone but the incidents owner or a
     role with the ``kill_switch`` permission."""
     from charter.tools._actions import resolve_principal
 
     who = resolve_principal(runtime, principal)
     if tool is not None and tool not in {t.name for t in runtime.spec.tools}:
-        raise UsageError(f"unknown tool {tool!r}; the charter's tools are: "
-                         f"{', '.join(t.name for t in runtime.spec.tools) or 'none'}")
+        raise UsageError(
+            f"unknown tool {tool!r}; the charter's tools are: "
+            f"{', '.join(t.name for t in runtime.spec.tools) or 'none'}"
+        )
     target = f"tool:{tool}" if tool else f"workflow:{runtime.spec.workflow.id}"
     allowed, reasons = may_operate_kill_switch(runtime, who)
     if not allowed:
-        runtime.audit.append(actor=who.id, action="kill_switch.refused", resource=target, outcome="denied",
-                             details={"on": on, "reasons": reasons})
-        raise Denied(f"{who.id} may not operate the kill switch (owners.incidents or a role with the "
-                     f"'kill_switch' permission may)", reasons=reasons)
+        runtime.audit.append(
+            actor=who.id,
+            action="kill_switch.refused",
+            resource=target,
+            outcome="denied",
+            details={"on": on, "reasons": reasons},
+        )
+        raise Denied(
+            f"{who.id} may not operate the kill switch (owners.incidents or a role with the "
+            f"'kill_switch' permission may)",
+            reasons=reasons,
+        )
     value = {"on": bool(on), "by": who.id, "at": utcnow().isoformat(), "reason": reason}
     runtime.set_state(_tool_key(tool) if tool else WORKFLOW_KEY, value)
-    runtime.audit.append(actor=who.id, action="kill_switch.on" if on else "kill_switch.off", resource=target,
-                         outcome="recorded", details={"reason": reason, "authorized_by": reasons})
+    runtime.audit.append(
+        actor=who.id,
+        action="kill_switch.on" if on else "kill_switch.off",
+        resource=target,
+        outcome="recorded",
+        details={"reason": reason, "authorized_by": reasons},
+    )
     return {"target": target, **value}

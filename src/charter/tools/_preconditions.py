@@ -31,11 +31,15 @@ def precondition(name: str) -> Callable[[Precondition], Precondition]:
     return register
 
 
-def check_preconditions(runtime: Runtime, names: list[str], args: dict[str, Any], principal: Principal) -> None:
+def check_preconditions(
+    runtime: Runtime, names: list[str], args: dict[str, Any], principal: Principal
+) -> None:
     for name in names:
         fn = _PRECONDITIONS.get(name)
         if fn is None:
-            raise Denied(f"unknown precondition {name!r}: denied", reasons=[f"requires: {name} (not registered)"])
+            raise Denied(
+                f"unknown precondition {name!r}: denied", reasons=[f"requires: {name} (not registered)"]
+            )
         fn(runtime, args, principal)
 
 
@@ -45,13 +49,19 @@ def draft_approved(runtime: Runtime, args: dict[str, Any], principal: Principal)
 
     review_id = args.get("review_id")
     if not isinstance(review_id, str) or not review_id:
-        raise Denied("requires an approved draft: the call has no review_id",
-                     reasons=["requires: draft_approved (no review_id argument)"])
+        raise Denied(
+            "requires an approved draft: the call has no review_id",
+            reasons=["requires: draft_approved (no review_id argument)"],
+        )
     try:
         item = get_review(runtime, review_id)
     except NotFound:
-        raise Denied(f"requires an approved draft: review {review_id!r} does not exist",
-                     reasons=["requires: draft_approved"]) from None
+        raise Denied(
+            f"requires an approved draft: review {review_id!r} does not exist",
+            reasons=["requires: draft_approved"],
+        ) from None
     if item.status != "approved":
-        raise Denied(f"requires an approved draft: review {review_id} is {item.status}",
-                     reasons=[f"requires: draft_approved (review {review_id} is {item.status})"])
+        raise Denied(
+            f"requires an approved draft: review {review_id} is {item.status}",
+            reasons=[f"requires: draft_approved (review {review_id} is {item.status})"],
+        )

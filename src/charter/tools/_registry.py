@@ -91,12 +91,19 @@ def _args_model_from_signature(fn: Callable[..., Any], name: str) -> tuple[type[
 @overload
 def tool(fn: F, /) -> F: ...
 @overload
-def tool(*, name: str | None = None, args: type[BaseModel] | None = None,
-         idempotent: bool = False) -> Callable[[F], F]: ...
+def tool(
+    *, name: str | None = None, args: type[BaseModel] | None = None, idempotent: bool = False
+) -> Callable[[F], F]: ...
 
 
-def tool(fn: F | None = None, /, *, name: str | None = None, args: type[BaseModel] | None = None,
-         idempotent: bool = False) -> F | Callable[[F], F]:
+def tool(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    args: type[BaseModel] | None = None,
+    idempotent: bool = False,
+) -> F | Callable[[F], F]:
     """Mark a function as a tool. ``name`` defaults to the function's name; ``args`` to a model built from
     the signature (a parameter annotated :class:`ToolContext` receives the call context instead).
 
@@ -115,9 +122,14 @@ def tool(fn: F | None = None, /, *, name: str | None = None, args: type[BaseMode
         else:
             model, ctx = _args_model_from_signature(f, tool_name)
         if idempotent and ctx is None:
-            raise UsageError(f"tool {tool_name!r}: idempotent=True needs a ToolContext parameter to get the key")
-        setattr(f, _MARK, ToolDefinition(name=tool_name, fn=f, args_model=model, context_param=ctx,
-                                         idempotent=idempotent))
+            raise UsageError(
+                f"tool {tool_name!r}: idempotent=True needs a ToolContext parameter to get the key"
+            )
+        setattr(
+            f,
+            _MARK,
+            ToolDefinition(name=tool_name, fn=f, args_model=model, context_param=ctx, idempotent=idempotent),
+        )
         return f
 
     return mark(fn) if fn is not None else mark
@@ -205,10 +217,14 @@ class ToolRegistry:
         """Bind a charter tool to a ``@tool`` function. Forbidden actions can never be registered."""
         definition = getattr(fn, _MARK, None)
         if not isinstance(definition, ToolDefinition):
-            raise UsageError(f"{spec.callable} is not marked with @charter.tools.tool; only marked functions can be tools")
+            raise UsageError(
+                f"{spec.callable} is not marked with @charter.tools.tool; only marked functions can be tools"
+            )
         for name in {spec.name, definition.name}:
             if name in self.forbidden:
-                raise UsageError(f"tool {name!r} is a forbidden action (scope.forbidden_actions) and cannot be registered")
+                raise UsageError(
+                    f"tool {name!r} is a forbidden action (scope.forbidden_actions) and cannot be registered"
+                )
         if spec.name in self._tools:
             raise UsageError(f"tool {spec.name!r} is registered twice")
         registered = RegisteredTool(spec=spec, definition=definition)
@@ -241,8 +257,14 @@ class ToolRegistry:
                 fn = resolve_callable(t.callable, loaded.base_dir)
                 registry.register(t, fn)
             except UsageError as exc:
-                problems.append(Problem(str(exc.problem.message), file=loaded.located.file, line=line,
-                                        field=f"tools[{i}].callable"))
+                problems.append(
+                    Problem(
+                        str(exc.problem.message),
+                        file=loaded.located.file,
+                        line=line,
+                        field=f"tools[{i}].callable",
+                    )
+                )
         if problems:
             raise SpecError(problems)
         return registry
@@ -276,7 +298,9 @@ def _load_module(module: str, base_dir: Path) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise UsageError(f"cannot import module {module!r} (not found beside the charter nor installed): {exc}") from None
+        raise UsageError(
+            f"cannot import module {module!r} (not found beside the charter nor installed): {exc}"
+        ) from None
 
 
 def resolve_callable(ref: str, base_dir: Path) -> Callable[..., Any]:

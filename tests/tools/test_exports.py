@@ -1,0 +1,68 @@
+"""The public surface of charter.tools and charter.review is exactly what their ``__all__`` says."""
+
+from __future__ import annotations
+
+import charter.review
+import charter.tools
+
+
+def test_tools_exports() -> None:
+    assert sorted(charter.tools.__all__) == sorted(
+        [
+            "OPEN_STATES",
+            "STATES",
+            "Action",
+            "Proposal",
+            "RegisteredTool",
+            "StrictArgs",
+            "ToolContext",
+            "ToolRegistry",
+            "approval_requirement",
+            "args_hash",
+            "canonical_args",
+            "execute",
+            "get_action",
+            "is_killed",
+            "kill_switch_status",
+            "list_actions",
+            "parse_args_json",
+            "precondition",
+            "propose",
+            "resolve_principal",
+            "resolve_stuck",
+            "set_kill_switch",
+            "stuck_actions",
+            "tool",
+            "tool_registry",
+        ]
+    )
+    for name in charter.tools.__all__:
+        assert getattr(charter.tools, name) is not None
+
+
+def test_review_exports() -> None:
+    assert sorted(charter.review.__all__) == sorted(
+        [
+            "ESCALATION_REASONS",
+            "REJECT_REASONS",
+            "REVIEW_STATES",
+            "Clock",
+            "ManualClock",
+            "ReviewItem",
+            "SystemClock",
+            "TickReport",
+            "approver_roles",
+            "decide",
+            "decide_draft",
+            "get_approval",
+            "get_review",
+            "list_approvals",
+            "list_reviews",
+            "review_stats",
+            "reviewer_roles",
+            "submit_draft",
+            "tick",
+        ]
+    )
+    for name in charter.review.__all__:
+        assert getattr(charter.review, name) is not None
