@@ -69,3 +69,34 @@ def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
 @pytest.fixture
 def cli() -> Iterator[object]:
     yield run_cli
+
+
+@pytest.fixture(scope="session")
+def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The billing example, synced once per test session with the real MiniLM embedder, prompt approved."""
+    from charter.models import PromptRegistry
+    from charter.runtime import Runtime
+    from charter.sources import sync_sources
+
+    dest = tmp_path_factory.mktemp("synced") / "project"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    rt = Runtime.open(dest / "charter.yaml")
+    try:
+        sync_sources(rt)
+        registry = PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e))
+        lena = rt.charter.principal("lena")
+        for prompt in rt.spec.prompts:
+            registry.approve(prompt.name, prompt.active, principal=lena)
+    finally:
+        rt.close()
+    return dest
+
+
+@pytest.fixture
+def synced_project(_synced_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the synced example (database included); returns the charter path."""
+    dest = tmp_path / "synced"
+    shutil.copytree(_synced_template, dest)
+    for key in (dest / ".charter" / "keys").glob("*"):
+        key.chmod(0o600)
+    return dest / "charter.yaml"

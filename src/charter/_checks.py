@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 CITATION = re.compile(r"\[(S\d{1,3})\]")
 CANARY = re.compile(r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b")
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 LEXICAL_LOW, LEXICAL_HIGH = 0.2, 0.8
 
@@ -50,7 +49,10 @@ def normalise(text: str) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s and s.strip()]
+    """The same sentence splitter the drafters use (abbreviation-aware), so checks and drafts agree."""
+    from charter.models._text import split_sentences as split
+
+    return split(text)
 
 
 @dataclass

@@ -340,12 +340,13 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
                      heading=h.heading, url=h.url, page=h.page, audience=audience[cid])
             for cid, h in passages.items() if cid in used
         ]
+        shown_scores = [{"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores]
         if canaries:  # never show content that carries a canary; a human looks at it
-            draft, notes, citations = WITHHELD, "", []
+            draft, notes, citations, shown_scores = WITHHELD, "", [], []
         elif reason in ("no_sources", "out_of_scope"):
             draft = NO_ANSWER if reason == "no_sources" else (
                 "This question is outside what this assistant may answer; it has been routed to a colleague.")
-            notes, citations = "", []
+            notes, citations, shown_scores = "", [], []
         span.update(valid_citations=cit.valid, removed_citations=len(cit.removed), groundedness=grounded,
                     canaries=len(canaries), pii=pii, escalation=reason, sentences=len(scores))
         trace.checks = {"removed_citations": len(cit.removed), "canaries": len(canaries), "pii": pii,
@@ -356,7 +357,7 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
         groundedness=None if grounded is None else round(grounded, 4), escalation=escalation, model=None,
         prompt_version=None, input_tokens=0, output_tokens=0, cost_usd=0.0, latency_ms={},
         removed_citations=len(cit.removed),
-        sentence_scores=[{"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores],
+        sentence_scores=shown_scores,
     )
 
 
