@@ -134,9 +134,9 @@ def main() -> None:
     for name, r in results.items():
         if isinstance(r, dict):
             print(
-                f"{name:42s} gateway p50 {r['gateway_p50_ms']:8.3f} p95 {r['gateway_p95_ms']:8.3f} · bare p50 "
-                f"{r['bare_p50_ms']:7.3f} · overhead p50 {r['overhead_p50_ms']:8.3f} · build_request "
-                f"{r['build_request_ms']:.4f} ms"
+                f"{name:42s} gateway p50 {r['gateway_p50_ms']:8.3f} p95 {r['gateway_p95_ms']:8.3f}"
+                f" · bare p50 {r['bare_p50_ms']:7.3f} · overhead p50 {r['overhead_p50_ms']:8.3f}"
+                f" · build_request {r['build_request_ms']:.4f} ms"
             )
 
 
