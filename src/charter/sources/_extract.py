@@ -19,6 +19,14 @@ _FM_CLOSE = re.compile(r"^(?:---|\.\.\.)[ \t]*\r?$", re.MULTILINE)
 _ATX_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
 
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with the C loader when PyYAML has it."""
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+
+
 class ExtractionError(Exception):
     """The file cannot be turned into text (internal: the connector reports it as a failed document)."""
 
@@ -47,7 +55,7 @@ def split_front_matter(text: str) -> FrontMatter:
     raw = text[m.end():close.start()]
     body = text[close.end():].lstrip("\r\n")
     try:
-        meta = yaml.safe_load(raw) if raw.strip() else {}
+        meta = load_yaml(raw) if raw.strip() else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark is not None else ""

@@ -31,6 +31,7 @@ from charter.sources._extract import (
     decode_text,
     first_heading,
     html_to_text,
+    load_yaml,
     parse_timestamp,
     pdf_pages,
     split_front_matter,
@@ -141,7 +142,7 @@ def _sidecars(path: Path) -> _Meta:
         yaml_path = path.with_name(base + ".meta.yaml")
         if yaml_path.is_file():
             try:
-                loaded = yaml.safe_load(_read_small(yaml_path))
+                loaded = load_yaml(_read_small(yaml_path))
             except (yaml.YAMLError, ExtractionError, OSError):
                 meta.acl_error = f"{yaml_path.name}: not valid YAML"
                 acl_sources.append(yaml_path.name)
