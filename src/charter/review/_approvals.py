@@ -165,9 +165,8 @@ def decide(
         details={
             "tool": action.tool,
             "requester": action.requester,
-            "args": action.args,
             "args_hash": action.args_hash,
-            "reason": reason,
+            "reason": reason[:1000],
             "authority": because,
             "at": now.isoformat(),
         },

@@ -309,7 +309,7 @@ def decide_draft(
         details={
             "request_id": item.request_id,
             "reason": reason,
-            "comment": comment,
+            "comment": comment[:1000],
             "authority": because,
             "at": now.isoformat(),
         },

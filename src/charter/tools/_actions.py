@@ -378,8 +378,6 @@ def propose(
         "pending" if needs else "approved",
         origin=origin,
         request_id=request_id,
-        args=validated,
-        reason=reason,
         approval=why,
         approver_role=role,
         policy=list(decision.policy_ids),
@@ -546,7 +544,7 @@ def resolve_stuck(
                 reasons=[f"@tool({action.tool}): idempotent=False"],
             )
         again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
-        _audit(runtime, who.id, "tools.recovered", again, "retry", reason=reason)
+        _audit(runtime, who.id, "tools.recovered", again, "retry", reason=reason[:1000])
         return _run(runtime, reg, again, who.id, clk)
     if outcome == "executed":
         done = transition(
@@ -568,5 +566,5 @@ def resolve_stuck(
         )
     else:
         raise UsageError("outcome must be executed, failed or retry")
-    _audit(runtime, who.id, "tools.recovered", done, outcome, reason=reason)
+    _audit(runtime, who.id, "tools.recovered", done, outcome, reason=reason[:1000])
     return done
