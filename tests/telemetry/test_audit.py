@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _audit_helpers import RawDB, canonical, fill
@@ -16,6 +17,7 @@ from _audit_helpers import RawDB, canonical, fill
 import charter.telemetry.audit as audit_module
 from charter.errors import IntegrityError, UsageError
 from charter.store import Store
+from charter.telemetry import _audit_verify
 from charter.telemetry.audit import AuditEntry, AuditEvent, AuditLog
 from charter.telemetry.signing import SigningKey, load_public_keys
 
@@ -234,17 +236,43 @@ TAMPERS: dict[str, tuple[Tamper, int, str]] = {
 }
 
 
+@pytest.fixture(params=["one-pass", "two-ranges"])
+def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Verify in one pass, or as two ranges with a forked child (forced on for small chains)."""
+    stitched: list[int] = []
+    if request.param == "two-ranges":
+        real = _audit_verify._stitch
+
+        def spy(low: Any, high: Any, mid: int) -> Any:
+            stitched.append(mid)
+            return real(low, high, mid)
+
+        monkeypatch.setattr(_audit_verify, "PARALLEL_MIN_ENTRIES", 2)
+        monkeypatch.setattr(_audit_verify, "_can_fork", lambda: True)
+        monkeypatch.setattr(_audit_verify, "_stitch", spy)
+    return stitched
+
+
 @pytest.mark.parametrize("name", sorted(TAMPERS))
-def test_tampering_is_detected(name: str, log: AuditLog, raw: RawDB, key_dir: Path) -> None:
+def test_tampering_is_detected(name: str, log: AuditLog, raw: RawDB, key_dir: Path, scan_mode: list[int],
+                               request: pytest.FixtureRequest) -> None:
     fill(log, 25)
     assert log.verify().ok
     tamper, bad_seq, words = TAMPERS[name]
     tamper(raw, key_dir)
     result = log.verify(checkpoint=True)
+    assert bool(scan_mode) == ("two-ranges" in request.node.name)
     assert not result.ok, name
     assert result.first_bad_seq == bad_seq, result.reason
     assert words in (result.reason or ""), result.reason
     assert not any("signed a checkpoint" in n for n in result.notes)  # never blesses a broken chain
+
+
+def test_two_range_scan_matches_one_pass(log: AuditLog, scan_mode: list[int]) -> None:
+    fill(log, 25)
+    result = log.verify()
+    assert result.ok and result.entries_verified == 25 and result.head_hash == log.head()[1]  # type: ignore[index]
+    assert result.checkpoints_verified == 2
 
 
 def test_a_rewrite_below_a_checkpoint_blocks_new_checkpoints(log: AuditLog, raw: RawDB) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -36,9 +38,18 @@ events = st.builds(AuditEvent, actor=field("actor"), action=field("action"), res
 COLUMNS = ["ts", "actor", "action", "resource", "outcome", "details", "prev_hash", "hash"]
 
 
+@functools.cache
+def _template() -> Path:
+    """One migrated empty database, copied for every example (migrating each time would dominate)."""
+    db = Path(tempfile.mkdtemp(prefix="audit-template-")) / "template.db"
+    open_store(f"sqlite:///{db}").dispose()
+    return db
+
+
 def _fresh(tmp: str, every: int) -> tuple[AuditLog, Path]:
     db = Path(tmp) / "a.db"
-    store = open_store(f"sqlite:///{db}")
+    shutil.copyfile(_template(), db)
+    store = open_store(f"sqlite:///{db}", migrate=False)
     return AuditLog(store, key_dir=Path(tmp) / "keys", checkpoint_every=every), db
 
 

@@ -41,7 +41,8 @@ def format_ts(ts: datetime) -> str:
 
 
 def parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, TS_FORMAT).replace(tzinfo=UTC)
+    """The aware datetime of a canonical timestamp (``fromisoformat`` reads the ``Z`` suffix on 3.11+)."""
+    return datetime.fromisoformat(text)
 
 
 def preimage(seq: int, ts: str, actor: str, action: str, resource: str, outcome: str, details: str,
@@ -58,7 +59,12 @@ def entry_hash(seq: int, ts: str, actor: str, action: str, resource: str, outcom
     return _sha256(text.encode("utf-8")).hexdigest()
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def _check_json(value: Any, path: str, depth: int) -> None:
+    if type(value) in _SCALARS:  # the common case first; subclasses take the slower path below
+        return
     if depth > MAX_DEPTH:
         raise UsageError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bool, int)):
@@ -108,10 +114,11 @@ def check_field(name: str, value: Any) -> str:
     limit = FIELD_LIMITS[name]
     if len(value) > limit:
         raise UsageError(f"{name}: {len(value)} characters is over the limit of {limit}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise UsageError(f"{name}: not valid Unicode ({exc.reason})") from exc
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UsageError(f"{name}: not valid Unicode ({exc.reason})") from exc
     if "\x00" in value:
         raise UsageError(f"{name}: must not contain NUL characters")
     return value

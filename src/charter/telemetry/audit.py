@@ -24,6 +24,7 @@ The guarantees, precisely, are in ``docs/security.md`` ("Audit log").
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from charter.telemetry._audit_canon import (
     check_field,
     entry_hash,
     format_ts,
+    parse_ts,
 )
 from charter.telemetry._audit_tables import audit_checkpoints, audit_log
 from charter.telemetry._audit_types import AuditEntry, AuditEvent, Checkpoint, VerifyResult
@@ -110,15 +112,14 @@ class AuditLog:
             for actor, action, resource, outcome, details in prepared:
                 seq += 1
                 digest = entry_hash(seq, ts, actor, action, resource, outcome, details, prev)
-                rows.append({"seq": seq, "ts": ts, "actor": actor, "action": action, "resource": resource,
-                             "outcome": outcome, "details": details, "prev_hash": prev, "hash": digest})
+                rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest))
                 prev = digest
-            conn.execute(audit_log.insert(), rows)
+            conn.exec_driver_sql(_insert_sql(conn), rows)
             if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
                 written.append(self._checkpoint_in(conn, seq, prev))
         self._anchor(written)
-        return [AuditEntry.from_row((r["seq"], r["ts"], r["actor"], r["action"], r["resource"], r["outcome"],
-                                     r["details"], r["prev_hash"], r["hash"])) for r in rows]
+        when = parse_ts(ts)
+        return [AuditEntry(r[0], when, r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
 
     # ------------------------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> Checkpoint | None:
@@ -252,6 +253,14 @@ def _prepare(actor: Any, action: Any, resource: Any, outcome: Any, details: Any)
         details = dict(details)
     return (check_field("actor", actor), check_field("action", action), check_field("resource", resource),
             check_field("outcome", outcome), canonical_details(details))
+
+
+def _insert_sql(conn: Connection) -> str:
+    """A plain multi-row INSERT in the driver's own parameter style (no per-row SQLAlchemy processing)."""
+    style = conn.dialect.paramstyle
+    mark = "?" if style == "qmark" else "%s" if style in ("format", "pyformat") else None
+    marks = ", ".join([mark] * 9) if mark else ", ".join(f":{i}" for i in range(1, 10))
+    return f"INSERT INTO audit_log ({COLUMNS}) VALUES ({marks})"
 
 
 def _lock(conn: Connection) -> None:
