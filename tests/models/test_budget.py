@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from charter.errors import BudgetExceeded
 from charter.models import (
@@ -206,3 +207,36 @@ def test_settle_releases_the_difference_and_failure_releases_everything(scripted
     status = gw.ledger.month_status()
     assert status["reserved_usd"] == 0
     assert status["spent_usd"] == pytest.approx(gen.cost_usd)
+
+
+def test_reservations_left_by_a_crashed_process_are_charged_and_freed_at_startup(
+    scripted_project, open_runtime
+):
+    from datetime import timedelta
+
+    from charter.models._tables import budget_reservations
+    from charter.store import utcnow
+
+    rt = open_runtime(scripted_project)
+    gw = build_gateway(rt, primary=ScriptedModel("primary"))
+    held = gw.ledger.reserve(
+        request_id="crashed", principal="ana", model="scripted:primary", estimated_nano=5000
+    )
+    fresh = gw.ledger.reserve(
+        request_id="running", principal="ana", model="scripted:primary", estimated_nano=7000
+    )
+    with rt.store.begin() as conn:
+        conn.execute(
+            budget_reservations.update()
+            .where(budget_reservations.c.id == held.id)
+            .values(created_at=utcnow() - timedelta(hours=2))
+        )
+    assert usd_to_nano(gw.ledger.month_status()["reserved_usd"]) == 12000
+
+    build_gateway(rt, primary=ScriptedModel("primary"))  # a restart
+    status = gw.ledger.month_status()
+    assert usd_to_nano(status["reserved_usd"]) == 7000  # the running call keeps its reservation
+    assert usd_to_nano(status["spent_usd"]) == 5000  # the abandoned one is charged in full
+    with rt.store.connect() as conn:
+        rows = dict(conn.execute(select(budget_reservations.c.id, budget_reservations.c.status)).all())
+    assert rows[held.id] == "expired" and rows[fresh.id] == "reserved"

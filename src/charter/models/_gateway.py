@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from charter.errors import BudgetExceeded, Denied, UsageError
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from charter.runtime import Runtime
 
 DEFAULT_PROMPT = "draft_reply"
+STALE_RESERVATION_AGE = timedelta(hours=1)
 
 
 def audience_for(sensitivity: str, charter: LoadedCharter) -> str:
@@ -179,6 +181,9 @@ def build_gateway(
         per_task_usd=spec.budgets.per_task_usd,
         monthly_usd=spec.budgets.monthly_usd,
     )
+    # Reservations a crashed process left behind would block the budget forever: charge them in full.
+    longest = max([spec.model.timeout] + ([spec.model.fallback.timeout] if spec.model.fallback else []))
+    ledger.expire_stale(max(STALE_RESERVATION_AGE, longest * 10))
     main_model = primary or create_model(spec.model, base_dir=charter.base_dir)
     chain = wrap_endpoint(
         main_model, spec.model, ledger, base_delay=retry_base_delay, max_delay=retry_max_delay, sleep=sleep
