@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import charter.sources
 from charter.retrieval import Index
 from charter.sources import ConnectorContext, Document, connector_names, get_connector
@@ -69,3 +71,15 @@ def test_every_public_name_is_documented_in_the_package_docstring() -> None:
     doc = charter.sources.__doc__ or ""
     for name in charter.sources.__all__:
         assert name in doc, name
+
+
+def test_python_api_example_runs(ws: Workspace, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    ws.write("a.md", "---\nacl: [public]\n---\n# A\n\ntext\n")
+    ws.close()
+    monkeypatch.chdir(ws.base)
+    namespace: dict[str, object] = {}
+    exec(compile(block("## From Python", "python"), "docs/sources.md", "exec"), namespace)
+    assert "docs succeeded" in capsys.readouterr().out
+    assert namespace["stale"] == [] and len(namespace["rows"]) == 1  # type: ignore[arg-type]
+    namespace["rt"].close()  # type: ignore[attr-defined]
