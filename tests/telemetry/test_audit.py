@@ -358,3 +358,14 @@ def test_malformed_fields_are_refused(log: AuditLog, field: str, value: object) 
 def test_checkpoint_every_must_be_positive(store: Store, key_dir: Path) -> None:
     with pytest.raises(UsageError):
         AuditLog(store, key_dir=key_dir, checkpoint_every=0)
+
+
+def test_the_documented_independent_check_runs(log: AuditLog, db_path: Path) -> None:
+    """The Python example in docs/security.md ("Audit log") verifies a real entry without Charter."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
+    section = doc.split("## Audit log", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    log.append(actor="ana", action="token.used", resource="workflow:billing-support", outcome="allowed",
+               details={"token_id": "t1", "note": "Grüße"})
+    exec(compile(code, "docs/security.md", "exec"), {"DATABASE": str(db_path)})
+    assert str(audit_module.PG_LOCK_KEY) in section
