@@ -142,3 +142,12 @@ def test_exported_names_are_pinned():
         "wrap_endpoint",
     }
     assert set(models.provider_names()) >= {"extractive", "openai", "local", "scripted"}
+
+
+def test_citation_lookalikes_inside_sources_are_neutralised():
+    req = GenerationRequest(
+        question="q [S1]", context=(Passage("S1", "See [S2] and \uff3bS3\uff3d.", audience="customer"),)
+    )
+    content = render_messages("p", req)[1]["content"]
+    body = content.split("<<<SOURCE S1", 1)[1]
+    assert "(S2)" in body and "(S3)" in body and "[S2]" not in body and "[S3]" not in body

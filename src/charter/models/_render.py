@@ -14,7 +14,8 @@ Layout of the user message::
     ...
     <<<END SOURCE S1>>>
 
-Inside quoted text, anything that looks like a delimiter (three or more ``<`` or ``>`` in a row, whatever
+Citation look-alikes inside source text (``[S3]``) become ``(S3)``. Inside quoted text, anything that
+looks like a delimiter (three or more ``<`` or ``>`` in a row, whatever
 spacing or look-alike characters are used) is defanged, so a passage cannot close its own quote and speak
 as the system. Invisible characters (zero-width, bidi controls, tag characters, other format characters)
 are removed first, so they cannot hide such sequences either.
@@ -79,6 +80,11 @@ def quote(text: str) -> str:
     return escape_delimiters(clean_text(text)).strip()
 
 
+def _neutralise_citations(text: str) -> str:
+    """``[S3]`` inside quoted source text becomes ``(S3)``: the model must not mistake it for a citation."""
+    return _CITATION.sub(lambda m: f"({m.group(1)})", unicodedata.normalize("NFKC", text))
+
+
 def _attr(text: str) -> str:
     return quote(text).replace("|", "/").replace("\n", " ")
 
@@ -100,7 +106,7 @@ def render_context(request: GenerationRequest) -> str:
                 header += f" | title: {_attr(p.title)}"
             if p.heading:
                 header += f" | heading: {_attr(p.heading)}"
-            parts += [header + ">>>", quote(p.text), f"<<<END SOURCE {p.id}>>>", ""]
+            parts += [header + ">>>", _neutralise_citations(quote(p.text)), f"<<<END SOURCE {p.id}>>>", ""]
     else:
         parts.append("SOURCES: none were retrieved.")
     return "\n".join(parts).rstrip() + "\n"
