@@ -279,7 +279,8 @@ def _load_module(module: str, base_dir: Path) -> ModuleType:
         if candidate.is_file():
             resolved = candidate.resolve()
             # A unique name per file: two charters with a ``tools.py`` each never share a module.
-            unique = "charter_tools_" + hashlib.sha256(str(resolved).encode()).hexdigest()[:12] + "." + module
+            digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+            unique = f"charter_tools_{digest}_{module.replace('.', '_')}"
             with _import_lock:
                 cached = sys.modules.get(unique)
                 if cached is not None:
