@@ -19,7 +19,7 @@ from charter.errors import Conflict, Denied
 from charter.review import decide
 from charter.runtime import Runtime
 from charter.tools import execute, get_action, propose, resolve_stuck, stuck_actions
-from tests.tools._helpers import REFUND_50, billing_state
+from tests.tools._helpers import REFUND_50, audit_rows, billing_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,9 @@ def test_twenty_concurrent_approvals_execute_once_and_nineteen_conflict(rt: Runt
     assert sorted(outcomes) == ["conflict"] * 19 + ["executed"]
     assert len(billing_state(project)["refunds"]) == 1
     assert get_action(rt, proposal.id).status == "executed"
+    approved = audit_rows(rt, f"action:{proposal.id}", action="approval.approved")
+    assert len(approved) == 1 and len(audit_rows(rt, f"action:{proposal.id}", action="tools.executed")) == 1
+    assert rt.audit.verify().ok
 
 
 _APPROVER = textwrap.dedent("""
