@@ -307,3 +307,25 @@ def test_ctrl_c_marks_the_run_interrupted_and_the_next_sync_finishes(ws: Workspa
         assert conn.execute(select(source_state.c.last_success_at)).scalar() is None
     s = ws.sync()["docs"]
     assert (s.status, s.added, s.unchanged) == ("succeeded", 2, 1)
+
+
+def test_a_source_where_every_document_fails_is_a_failed_sync_that_deletes_nothing(ws: Workspace) -> None:
+    kb = ws.base / "kb.jsonl"
+    kb.write_text(json.dumps({"id": "a", "text": "alpha", "acl": "public"}) + "\n"
+                  + json.dumps({"id": "b", "text": "beta", "acl": "public"}) + "\n", encoding="utf-8")
+    ws.configure([{**DOCS_SOURCE, "id": "kb", "connector": "jsonl", "location": "kb.jsonl"}])
+    assert ws.sync()["kb"].added == 2
+    kb.write_bytes(b"\x89PNG\r\n\x1a\n garbage that replaced the export\n{{{\n")
+    s = ws.sync()["kb"]
+    assert s.status == "failed" and s.failed == 4 and "every document failed" in (s.error or "")
+    assert s.deleted == 0 and set(index(ws).document_states("kb")) == {"a", "b"}
+
+
+def test_full_sync_prunes_a_removed_source_even_without_indexed_documents(ws: Workspace) -> None:
+    assert ws.sync()["docs"].status == "succeeded"  # empty folder: zero documents, but a recorded state
+    ws.configure([{**DOCS_SOURCE, "id": "other"}])
+    out = ws.sync()
+    assert out["docs"].status == "removed" and out["docs"].deleted == 0
+    from charter.sources import last_successful_syncs
+
+    assert set(last_successful_syncs(ws.rt)) == {"other"}

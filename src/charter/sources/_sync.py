@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import CharterException, Conflict, UsageError
 from charter.sources._acl import effective_acl
-from charter.sources._connector import ConnectorContext, Failed, get_connector
+from charter.sources._connector import ConnectorContext, Failed, SourceUnavailable, get_connector
 from charter.sources._document import Document, acl_hash
 from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.spec import Source, section_hash
@@ -291,11 +291,14 @@ class Syncer:
             seen.add(item.doc_id)
             try:
                 self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
-            except SQLAlchemyError:
-                raise  # the store itself is failing: stop this source, delete nothing
+            except (SQLAlchemyError, CharterException):
+                raise  # the store or the index setup (e.g. the embedder) is failing: stop, delete nothing
             except Exception as exc:
                 self._fail(summary, catalog, seen, item.doc_id,
                            f"indexing failed: {type(exc).__name__}: {exc}")
+        if summary.failed and summary.failed == summary.documents:
+            catalog.flush()  # nothing could be read: not a successful sync, and no grounds to delete anything
+            raise SourceUnavailable(f"source {source.id!r}: every document failed (see failures)")
         for doc_id in sorted(set(states) - seen):
             if self.index.delete_document(source.id, doc_id):
                 summary.deleted += 1
@@ -367,8 +370,11 @@ class Syncer:
     def prune(self, keep: Iterable[str]) -> list[SyncSummary]:
         """Remove from the index every source that is no longer in the charter."""
         keep = set(keep)
+        with self.rt.store.connect() as conn:
+            known = set(conn.execute(select(source_state.c.source_id)).scalars())
+            known |= set(conn.execute(select(source_documents.c.source_id).distinct()).scalars())
         out = []
-        for source_id in sorted(set(self.index.counts()) - keep):
+        for source_id in sorted((set(self.index.counts()) | known) - keep):
             summary = SyncSummary(source_id=source_id, started_at=self.now())
             for doc_id in sorted(self.index.document_states(source_id)):
                 if self.index.delete_document(source_id, doc_id):
