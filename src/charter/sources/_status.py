@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from charter.sources._sync import source_config_hash
 from charter.sources._tables import source_documents, source_state, sync_runs
@@ -94,11 +94,12 @@ def source_statuses(rt: Runtime, *, index: Index | None = None, now: datetime | 
     counts = index.counts()
     with rt.store.connect() as conn:
         states = {r.source_id: r for r in conn.execute(select(source_state))}
-        last_runs: dict[str, Any] = {}
-        for r in conn.execute(select(sync_runs.c.source_id, sync_runs.c.id, sync_runs.c.status,
-                                     sync_runs.c.finished_at, sync_runs.c.summary, sync_runs.c.error)
-                              .order_by(sync_runs.c.id)):
-            last_runs[r.source_id] = r
+        t = sync_runs
+        latest = select(func.max(t.c.id)).group_by(t.c.source_id).scalar_subquery()
+        last_runs: dict[str, Any] = {
+            r.source_id: r for r in conn.execute(
+                select(t.c.source_id, t.c.id, t.c.status, t.c.finished_at, t.c.summary, t.c.error)
+                .where(t.c.id.in_(latest)))}
     out = []
     for s in rt.spec.sources:
         st = states.get(s.id)
