@@ -16,7 +16,7 @@ import math
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from sqlalchemy import select
 
@@ -24,6 +24,7 @@ from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
 from charter.review._clock import Clock, clock_or_default
 from charter.review._tables import review_items
+from charter.spec._schema import Escalation
 from charter.tools import resolve_principal
 
 if TYPE_CHECKING:
@@ -41,14 +42,10 @@ REJECT_REASONS: tuple[str, ...] = (
     "policy_violation",
     "other",
 )
-#: Escalation reasons the pipeline may give (the triggers of ``review.escalations``).
-ESCALATION_REASONS: tuple[str, ...] = (
-    "no_sources",
-    "low_groundedness",
-    "out_of_scope",
-    "sensitive_topic",
-    "canary_in_output",
-    "pii_in_output",
+#: Escalation reasons the pipeline may give: the triggers of ``review.escalations`` (from the schema, so the
+#: two never drift apart) other than ``approval_sla`` and ``always``.
+ESCALATION_REASONS: tuple[str, ...] = tuple(
+    t for t in get_args(Escalation.model_fields["when"].annotation) if t not in ("approval_sla", "always")
 )
 OPEN_REVIEW_STATES = ("pending", "escalated")
 REVIEW_STATES = ("pending", "escalated", "approved", "rejected")
