@@ -19,6 +19,7 @@ it), and an audit event ``sources.synced``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import CharterException, Conflict, UsageError
@@ -199,6 +200,10 @@ class Syncer:
         host = socket.gethostname()
         now = self.now()
         with self.rt.store.begin(immediate=True) as conn:
+            if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises this
+                key = int.from_bytes(hashlib.sha256(f"charter.sync:{source.id}".encode()).digest()[:8], "big",
+                                     signed=True)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             t = sync_runs
             running = conn.execute(select(t.c.id, t.c.pid, t.c.host, t.c.started_at)
                                    .where(t.c.source_id == source.id, t.c.status == "running"))
