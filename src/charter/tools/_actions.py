@@ -30,13 +30,14 @@ say-so, and an approved action is never lost:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from charter.errors import CharterException, Conflict, Denied, IntegrityError, NotFound, UsageError
 from charter.spec import Principal, Tool
@@ -260,6 +261,12 @@ def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ propose
+def _lock_key(principal_id: str, tool: str) -> int:
+    """A signed 64-bit key for PostgreSQL's advisory lock on one principal's use of one tool."""
+    digest = hashlib.sha256(f"charter.rate:{principal_id}:{tool}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def propose(
     runtime: Runtime,
     principal: Principal | str,
@@ -351,8 +358,12 @@ def propose(
     }
     limit = reg.spec.rate_limit
     used = 0
-    with runtime.store.begin(immediate=True) as conn:  # count and insert under one write lock
+    # Count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a transaction-scoped
+    # advisory lock per (principal, tool), so concurrent workers cannot both take the last call.
+    with runtime.store.begin(immediate=True) as conn:
         if limit is not None:
+            if not runtime.store.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
             used = conn.execute(
                 select(func.count())
                 .select_from(tool_actions)
