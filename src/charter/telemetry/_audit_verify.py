@@ -43,9 +43,11 @@ def iter_batches(conn: Connection, start_seq: int, end_seq: int | None = None,
         # The raw DBAPI cursor streams natively and skips SQLAlchemy's per-row processing.
         yield from _sqlite_batches(conn.connection.driver_connection, start_seq, end, batch)
         return
-    result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+    # Per-statement options: ``Connection.execution_options()`` would switch the whole connection (and so
+    # a later INSERT in the same transaction) to a server-side cursor.
+    result = conn.execute(
         text(f"SELECT {COLUMNS} FROM audit_log WHERE seq >= :start AND seq <= :end ORDER BY seq"),
-        {"start": start_seq, "end": end})
+        {"start": start_seq, "end": end}, execution_options={"stream_results": True, "yield_per": batch})
     yield from result.partitions(batch)
 
 
