@@ -63,8 +63,12 @@ def load_data(path: Path) -> tuple[list[dict], dict[str, str], dict[str, dict[st
 
 
 def docs_of(corpus: list[dict]) -> list[Document]:
-    return [Document(source_id="msmarco", doc_id=d["_id"], title=d.get("title") or "", text=d["text"],
-                     format="text") for d in corpus]
+    return [
+        Document(
+            source_id="msmarco", doc_id=d["_id"], title=d.get("title") or "", text=d["text"], format="text"
+        )
+        for d in corpus
+    ]
 
 
 def fresh_store(tmp: Path, name: str):  # type: ignore[no-untyped-def]
@@ -92,7 +96,7 @@ def seed_cache(store, model: str, cache: dict[str, bytes]) -> None:  # type: ign
     with store.begin() as conn:
         rows = [{"model": model, "text_hash": h, "dim": len(v) // 4, "vector": v} for h, v in cache.items()]
         for i in range(0, len(rows), 5000):
-            conn.execute(insert(embeddings), rows[i:i + 5000])
+            conn.execute(insert(embeddings), rows[i : i + 5000])
 
 
 # ------------------------------------------------------------------------------------------------ quality
@@ -107,12 +111,21 @@ def build_quality_index(tmp: Path, corpus: list[dict], report: dict) -> Index:
     index = Index(store, emb)
     index.embedder.embed(["warm up the model"])  # model load is not indexing time
     t = time.perf_counter()
-    for d in docs[:n_cold]:
-        index.upsert_document(d, frozenset({"public"}), BENCH_CHUNKING)
+    for start in range(
+        0, n_cold, 64
+    ):  # as the sync does: embed a batch of changed documents, then write each
+        batch = docs[start : min(start + 64, n_cold)]
+        index.prefetch_embeddings(batch, BENCH_CHUNKING)
+        for d in batch:
+            index.upsert_document(d, frozenset({"public"}), BENCH_CHUNKING)
     dt = time.perf_counter() - t
     chunks_cold = sum(c["chunks"] for c in index.counts().values())
-    tp["cold"] = {"documents": n_cold, "seconds": round(dt, 2), "docs_per_s": round(n_cold / dt, 1),
-                  "chunks_per_s": round(chunks_cold / dt, 1)}
+    tp["cold"] = {
+        "documents": n_cold,
+        "seconds": round(dt, 2),
+        "docs_per_s": round(n_cold / dt, 1),
+        "chunks_per_s": round(chunks_cold / dt, 1),
+    }
     if not cache:
         save_embeddings(store, emb.name)
         cache = cached_embeddings(emb.name)
@@ -126,14 +139,22 @@ def build_quality_index(tmp: Path, corpus: list[dict], report: dict) -> Index:
         index.upsert_document(d, frozenset({"public"}), BENCH_CHUNKING)
     dt = time.perf_counter() - t
     n_chunks = sum(c["chunks"] for c in index.counts().values())
-    tp["warm"] = {"documents": len(docs), "seconds": round(dt, 2), "docs_per_s": round(len(docs) / dt, 1),
-                  "chunks_per_s": round(n_chunks / dt, 1)}
+    tp["warm"] = {
+        "documents": len(docs),
+        "seconds": round(dt, 2),
+        "docs_per_s": round(len(docs) / dt, 1),
+        "chunks_per_s": round(n_chunks / dt, 1),
+    }
     # re-sync of unchanged documents
     t = time.perf_counter()
     results = [index.upsert_document(d, frozenset({"public"}), BENCH_CHUNKING) for d in docs]
     dt = time.perf_counter() - t
-    tp["unchanged"] = {"documents": len(docs), "seconds": round(dt, 2), "docs_per_s": round(len(docs) / dt, 1),
-                       "all_unchanged": all(r == "unchanged" for r in results)}
+    tp["unchanged"] = {
+        "documents": len(docs),
+        "seconds": round(dt, 2),
+        "docs_per_s": round(len(docs) / dt, 1),
+        "all_unchanged": all(r == "unchanged" for r in results),
+    }
     # ACL-only change: no re-embedding
     t = time.perf_counter()
     for d in docs[:500]:
@@ -153,8 +174,14 @@ def run_of(hits_by_query: dict[str, list[tuple[str, float]]]) -> dict[str, dict[
     return {q: {doc: float(s) for doc, s in hits} for q, hits in hits_by_query.items() if hits}
 
 
-def quality(index: Index, corpus: list[dict], queries: dict[str, str], qrels: dict[str, dict[str, int]],
-            report: dict, tune: bool) -> None:
+def quality(
+    index: Index,
+    corpus: list[dict],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    report: dict,
+    tune: bool,
+) -> None:
     import bm25s
     import Stemmer
     from ranx import Qrels, Run, evaluate
@@ -164,30 +191,48 @@ def quality(index: Index, corpus: list[dict], queries: dict[str, str], qrels: di
     everyone = frozenset({"public"})
     runs: dict[str, dict[str, dict[str, float]]] = {}
     for mode in ("bm25", "dense", "hybrid"):
-        runs[f"ours-{mode}"] = run_of({
-            q: [(h.doc_id, h.score) for h in index.search(everyone, text, k=100, mode=mode)]
-            for q, text in judged.items()})
+        runs[f"ours-{mode}"] = run_of(
+            {
+                q: [(h.doc_id, h.score) for h in index.search(everyone, text, k=100, mode=mode)]
+                for q, text in judged.items()
+            }
+        )
     # peer: bm25s with English stop words and the Snowball stemmer
     stemmer = Stemmer.Stemmer("english")
     ids = [d["_id"] for d in corpus]
     texts = [((d.get("title") or "") + " " + d["text"]).strip() for d in corpus]
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
     qids = list(judged)
-    res, scores = retriever.retrieve(bm25s.tokenize([judged[q] for q in qids], stopwords="en", stemmer=stemmer,
-                                                    show_progress=False), k=100, show_progress=False)
-    runs["bm25s"] = {q: {ids[int(i)]: float(s) for i, s in zip(res[j], scores[j], strict=True) if s > 0}
-                     for j, q in enumerate(qids)}
-    rrf = ranx_fuse([Run(runs["bm25s"], name="bm25s"), Run(runs["ours-dense"], name="dense")], method="rrf",
-                    params={"k": 60})
+    res, scores = retriever.retrieve(
+        bm25s.tokenize([judged[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False),
+        k=100,
+        show_progress=False,
+    )
+    runs["bm25s"] = {
+        q: {ids[int(i)]: float(s) for i, s in zip(res[j], scores[j], strict=True) if s > 0}
+        for j, q in enumerate(qids)
+    }
+    rrf = ranx_fuse(
+        [Run(runs["bm25s"], name="bm25s"), Run(runs["ours-dense"], name="dense")],
+        method="rrf",
+        params={"k": 60},
+    )
     runs["rrf(bm25s,dense) k=60"] = {q: dict(v) for q, v in rrf.to_dict().items()}
     qr = Qrels(qrels)
     table = {}
     for name, run in runs.items():
-        table[name] = {m: round(float(v), 4) for m, v in
-                       evaluate(qr, Run(run, name=name), METRICS, make_comparable=True).items()}
-    report["quality"] = {"queries_judged": len(judged), "fusion": _fusion_dict(index.default_fusion or Fusion()),
-                         "results": table}
+        table[name] = {
+            m: round(float(v), 4)
+            for m, v in evaluate(qr, Run(run, name=name), METRICS, make_comparable=True).items()
+        }
+    report["quality"] = {
+        "queries_judged": len(judged),
+        "fusion": _fusion_dict(index.default_fusion or Fusion()),
+        "results": table,
+    }
     if tune:
         report["tuning"] = tune_fusion(index, judged, qrels)
 
@@ -239,8 +284,15 @@ def tune_fusion(index: Index, judged: dict[str, str], qrels: dict[str, dict[str,
     for norm in ("minmax", "zscore"):
         for depth in (10, 20, 50, 100, 1000):
             for wb in np.round(np.arange(0.0, 1.01, 0.05), 2):
-                grid.append(SimpleNamespace(method="weighted", normalization=norm, depth=depth,
-                                            bm25_weight=float(wb), dense_weight=float(round(1 - wb, 2))))
+                grid.append(
+                    SimpleNamespace(
+                        method="weighted",
+                        normalization=norm,
+                        depth=depth,
+                        bm25_weight=float(wb),
+                        dense_weight=float(round(1 - wb, 2)),
+                    )
+                )
     for k in (10, 30, 60):
         for depth in (20, 100, 1000):
             grid.append(SimpleNamespace(method="rrf", rrf_k=k, depth=depth, bm25_weight=0, dense_weight=0))
@@ -252,12 +304,13 @@ def tune_fusion(index: Index, judged: dict[str, str], qrels: dict[str, dict[str,
     rng = random.Random(7)
     held_out, held_default, held_dense = [], [], []
     default = index.default_fusion or Fusion()
-    dense_cfg = SimpleNamespace(method="weighted", normalization="minmax", depth=100, bm25_weight=0.0,
-                                dense_weight=1.0)
+    dense_cfg = SimpleNamespace(
+        method="weighted", normalization="minmax", depth=100, bm25_weight=0.0, dense_weight=1.0
+    )
     for _ in range(10):
         shuffled = qs[:]
         rng.shuffle(shuffled)
-        a, b = shuffled[: len(qs) // 2], shuffled[len(qs) // 2:]
+        a, b = shuffled[: len(qs) // 2], shuffled[len(qs) // 2 :]
         for train, test in ((a, b), (b, a)):
             qa = {q: qrels[q] for q in train}
             qb = {q: qrels[q] for q in test}
@@ -265,10 +318,15 @@ def tune_fusion(index: Index, judged: dict[str, str], qrels: dict[str, dict[str,
             held_out.append(_ndcg10(run_for(chosen, test), qb))
             held_default.append(_ndcg10(run_for(default, test), qb))
             held_dense.append(_ndcg10(run_for(dense_cfg, test), qb))
-    return {"grid_size": len(grid), "best_on_full_set": best,
-            "cv_2fold_x10": {"tuned_on_other_half": round(statistics.mean(held_out), 4),
-                             "default_fusion": round(statistics.mean(held_default), 4),
-                             "dense_only": round(statistics.mean(held_dense), 4)}}
+    return {
+        "grid_size": len(grid),
+        "best_on_full_set": best,
+        "cv_2fold_x10": {
+            "tuned_on_other_half": round(statistics.mean(held_out), 4),
+            "default_fusion": round(statistics.mean(held_default), 4),
+            "dense_only": round(statistics.mean(held_dense), 4),
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------------ latency
@@ -280,8 +338,9 @@ def _perturb(words: list[str], rng: random.Random) -> list[str]:
     return kept
 
 
-def build_latency_index(tmp: Path, corpus: list[dict], n_chunks: int, model: str, dim: int,
-                        cache: dict[str, bytes]) -> tuple[Index, dict[int, frozenset[str]]]:
+def build_latency_index(
+    tmp: Path, corpus: list[dict], n_chunks: int, model: str, dim: int, cache: dict[str, bytes]
+) -> tuple[Index, dict[int, frozenset[str]]]:
     """A store with ``n_chunks`` one-chunk documents; ACL tokens drawn so that 100 %, 10 % and 1 % of the
     chunks are readable by the principals ``group:all``, ``group:ten`` and ``group:one``."""
     import hashlib
@@ -311,20 +370,52 @@ def build_latency_index(tmp: Path, corpus: list[dict], n_chunks: int, model: str
             vec = vec + nrng.normal(0, 0.02, size=vec.shape).astype(np.float32)
             vec = vec / np.linalg.norm(vec)
         h = hashlib.sha256(f"{copy}:{d['_id']}:{text}".encode()).hexdigest()
-        tokens = {"group:all"} | ({"group:ten"} if i in ten else set()) | ({"group:one"} if i in one else set())
+        tokens = (
+            {"group:all"} | ({"group:ten"} if i in ten else set()) | ({"group:one"} if i in one else set())
+        )
         acls[i + 1] = frozenset(tokens)
-        doc_rows.append({"id": i + 1, "source_id": "bench", "doc_id": f"{copy:03d}-{d['_id']}", "title": "",
-                         "url": None, "format": "text", "chunking": "512/0", "content_hash": h, "acl_hash": "",
-                         "private_by_default": False, "chunk_count": 1, "content_seen_at": now,
-                         "acl_seen_at": now, "synced_at": now})
+        doc_rows.append(
+            {
+                "id": i + 1,
+                "source_id": "bench",
+                "doc_id": f"{copy:03d}-{d['_id']}",
+                "title": "",
+                "url": None,
+                "format": "text",
+                "chunking": "512/0",
+                "content_hash": h,
+                "acl_hash": "",
+                "private_by_default": False,
+                "chunk_count": 1,
+                "content_seen_at": now,
+                "acl_seen_at": now,
+                "synced_at": now,
+            }
+        )
         acl_rows.extend({"doc_pk": i + 1, "token": t} for t in tokens)
-        chunk_rows.append({"id": i + 1, "doc_pk": i + 1, "position": 0, "heading": "", "page": None, "text": text,
-                           "tokens": len(words), "text_hash": h, "terms": " ".join(analyse(text))})
+        chunk_rows.append(
+            {
+                "id": i + 1,
+                "doc_pk": i + 1,
+                "position": 0,
+                "heading": "",
+                "page": None,
+                "text": text,
+                "tokens": len(words),
+                "text_hash": h,
+                "terms": " ".join(analyse(text)),
+            }
+        )
         emb_rows.append({"model": model, "text_hash": h, "dim": dim, "vector": vec.astype("<f4").tobytes()})
     with store.begin() as conn:
-        for table, rows in ((documents, doc_rows), (acl, acl_rows), (chunks, chunk_rows), (embeddings, emb_rows)):
+        for table, rows in (
+            (documents, doc_rows),
+            (acl, acl_rows),
+            (chunks, chunk_rows),
+            (embeddings, emb_rows),
+        ):
             for j in range(0, len(rows), 10000):
-                conn.execute(insert(table), rows[j:j + 10000])
+                conn.execute(insert(table), rows[j : j + 10000])
         conn.execute(versions.update().values(counter=versions.c.counter + 1))
     return Index(store, get_embedder("minilm")), acls
 
@@ -343,15 +434,21 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
     qtexts = list(queries.values())
     index.embedder.embed(["warm up"])
     qvecs = {q: index.embedder.embed([q])[0] for q in qtexts}
-    out: dict[str, object] = {"chunks": snap.size, "build_s": round(build_s, 1), "snapshot_load_s": round(load_s, 2)}
+    out: dict[str, object] = {
+        "chunks": snap.size,
+        "build_s": round(build_s, 1),
+        "snapshot_load_s": round(load_s, 2),
+    }
     # query embedding alone (part of every search)
     emb_times = []
     for q in qtexts:
         t = time.perf_counter()
         index.embedder.embed([q])
         emb_times.append((time.perf_counter() - t) * 1000)
-    out["query_embedding_ms"] = {"p50": round(float(np.percentile(emb_times, 50)), 2),
-                                 "p95": round(float(np.percentile(emb_times, 95)), 2)}
+    out["query_embedding_ms"] = {
+        "p50": round(float(np.percentile(emb_times, 50)), 2),
+        "p95": round(float(np.percentile(emb_times, 95)), 2),
+    }
     k = 10
     fusion = index.default_fusion or Fusion()
     row_of = {int(pk): r for r, pk in enumerate(snap.chunk_pks)}
@@ -379,13 +476,20 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
                 exact_docs = {snap.docs[snap.chunk_doc[r]].doc_id for r in exact.rows}
                 recalls.append(len(ours & exact_docs) / max(1, len(exact_docs)))
                 full_k += int(len(hits) == min(k, len(readable)))
-        out[label] = {"readable_chunks": len(readable),
-                      "search_ms": {"p50": round(float(np.percentile(end_to_end, 50)), 2),
-                                    "p95": round(float(np.percentile(end_to_end, 95)), 2)},
-                      "filter_and_score_ms": {"p50": round(float(np.percentile(scoring, 50)), 2),
-                                              "p95": round(float(np.percentile(scoring, 95)), 2)},
-                      "recall_vs_exact_filtered_scan": round(statistics.mean(recalls), 4),
-                      "queries_with_full_k": f"{full_k}/{len(qtexts)}", "searches": len(end_to_end)}
+        out[label] = {
+            "readable_chunks": len(readable),
+            "search_ms": {
+                "p50": round(float(np.percentile(end_to_end, 50)), 2),
+                "p95": round(float(np.percentile(end_to_end, 95)), 2),
+            },
+            "filter_and_score_ms": {
+                "p50": round(float(np.percentile(scoring, 50)), 2),
+                "p95": round(float(np.percentile(scoring, 95)), 2),
+            },
+            "recall_vs_exact_filtered_scan": round(statistics.mean(recalls), 4),
+            "queries_with_full_k": f"{full_k}/{len(qtexts)}",
+            "searches": len(end_to_end),
+        }
     report["latency"] = out
 
 
@@ -399,9 +503,13 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true", help="Grid-search fusion settings with cross-validation.")
     args = ap.parse_args()
     corpus, queries, qrels = load_data(args.data)
-    report: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
-                               f"numpy {np.__version__}", "corpus": len(corpus), "queries": len(queries)}
+    report: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
+        f"numpy {np.__version__}",
+        "corpus": len(corpus),
+        "queries": len(queries),
+    }
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         index = build_quality_index(tmp, corpus, report)

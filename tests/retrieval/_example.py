@@ -40,9 +40,16 @@ def read_doc(path: Path, source_id: str, doc_id: str) -> Document:
         acl = frozenset(value)
     elif error is None:
         error = "no acl"
-    return Document(source_id=source_id, doc_id=doc_id, title=str(meta.get("title") or path.stem), text=body,
-                    format="markdown", url=meta.get("url") if isinstance(meta.get("url"), str) else None,
-                    acl=acl, acl_error=error)
+    return Document(
+        source_id=source_id,
+        doc_id=doc_id,
+        title=str(meta.get("title") or path.stem),
+        text=body,
+        format="markdown",
+        url=meta.get("url") if isinstance(meta.get("url"), str) else None,
+        acl=acl,
+        acl_error=error,
+    )
 
 
 def effective_acl(doc: Document, owner: str, public: bool) -> tuple[frozenset[str], bool]:

@@ -48,7 +48,9 @@ def index(store: Store) -> Index:
 
 
 @pytest.fixture(scope="session")
-def _example_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[frozenset[str], str]]]:
+def _example_template(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, tuple[frozenset[str], str]]]:
     """The example's documents indexed once per session (with the hash embedder) into a template database."""
     from tests.conftest import EXAMPLE
     from tests.retrieval._example import index_example
@@ -63,7 +65,9 @@ def _example_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
 
 
 @pytest.fixture
-def example_index(_example_template, tmp_path: Path) -> Iterator[tuple[Index, dict[str, tuple[frozenset[str], str]]]]:
+def example_index(
+    _example_template, tmp_path: Path
+) -> Iterator[tuple[Index, dict[str, tuple[frozenset[str], str]]]]:
     """A private copy of the indexed example: tests may change ACLs and delete documents."""
     template, truth = _example_template
     db = tmp_path / "example.db"

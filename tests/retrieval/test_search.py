@@ -1,8 +1,9 @@
-"""Permission-filtered search: the filter applies before ranking, and changes are effective on the next query."""
+"""Permission-filtered search: the filter applies before ranking; changes are effective on the next query."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import shutil
@@ -21,13 +22,19 @@ from charter.sources import Document
 from charter.spec import load_charter
 from charter.spec._schema import Chunking, Fusion
 from charter.store import open_store
-
 from tests.retrieval.conftest import HashEmbedder
 
 QUERIES = [
-    "refund for annual plan", "price change 2027 new prices", "chargeback dispute fee", "goodwill credit limits",
-    "refund exceptions policy reference", "Project Lantern Tasklane migration", "offsite notes OPS-NOTE",
-    "helpdesk macro cleanup", "how do I update my card", "enterprise discount floor",
+    "refund for annual plan",
+    "price change 2027 new prices",
+    "chargeback dispute fee",
+    "goodwill credit limits",
+    "refund exceptions policy reference",
+    "Project Lantern Tasklane migration",
+    "offsite notes OPS-NOTE",
+    "helpdesk macro cleanup",
+    "how do I update my card",
+    "enterprise discount floor",
 ]
 
 
@@ -55,14 +62,19 @@ def test_every_demo_user_only_sees_permitted_chunks(example_index, project: Path
 def test_support_agent_never_sees_finance_or_pricing_canaries(example_index) -> None:
     index, _ = example_index
     ana = frozenset({"public", "user:ana", "group:support"})
-    for q in ["CANARY-FIN-7d3a91", "CANARY-PRICE-4be2c8", "decision ID price change", "policy reference refund"]:
+    for q in [
+        "CANARY-FIN-7d3a91",
+        "CANARY-PRICE-4be2c8",
+        "decision ID price change",
+        "policy reference refund",
+    ]:
         for h in index.search(ana, q, k=50):
             assert "CANARY" not in h.text
             assert h.source_id not in {"finance-policies", "pricing-committee"}
 
 
 def test_full_k_when_enough_is_readable(example_index) -> None:
-    index, truth = example_index
+    index, _ = example_index
     casey = frozenset({"public", "user:casey", "group:contractors"})
     # a query that matches restricted documents best still returns k public chunks
     hits = index.search(casey, "2027 price change Team Business new list prices", k=12)
@@ -75,7 +87,9 @@ def test_acl_change_is_effective_on_next_query(example_index) -> None:
     ana = frozenset({"public", "user:ana", "group:support"})
 
     def sees_price_doc() -> bool:
-        return any(h.doc_id == "price-change-2027.md" for h in index.search(ana, "2027 list price change", k=50))
+        return any(
+            h.doc_id == "price-change-2027.md" for h in index.search(ana, "2027 list price change", k=50)
+        )
 
     assert not sees_price_doc()
     assert index.update_acl("pricing-committee", "price-change-2027.md", frozenset({"group:support"}))
@@ -83,20 +97,28 @@ def test_acl_change_is_effective_on_next_query(example_index) -> None:
     # and back, through upsert (content unchanged, ACL changed)
     before = index.version
     assert index.current_acl("pricing-committee", "price-change-2027.md") == frozenset({"group:support"})
-    assert index.update_acl("pricing-committee", "price-change-2027.md", frozenset({"group:pricing-committee"}))
+    assert index.update_acl(
+        "pricing-committee", "price-change-2027.md", frozenset({"group:pricing-committee"})
+    )
     assert index.version != before
     assert not sees_price_doc()
 
 
 def test_change_by_another_process_is_seen_on_next_query(example_index) -> None:
     index, _ = example_index
-    other = Index(open_store(index.store.url), HashEmbedder())  # a second handle, as another process would have
+    other = Index(
+        open_store(index.store.url), HashEmbedder()
+    )  # a second handle, as another process would have
     ana = frozenset({"public", "user:ana", "group:support"})
     assert not any(h.source_id == "finance-policies" for h in index.search(ana, "refund exceptions", k=50))
     other.update_acl("finance-policies", "refund-exceptions-policy.md", frozenset({"group:support"}))
-    assert any(h.doc_id == "refund-exceptions-policy.md" for h in index.search(ana, "refund exceptions", k=50))
+    assert any(
+        h.doc_id == "refund-exceptions-policy.md" for h in index.search(ana, "refund exceptions", k=50)
+    )
     other.delete_document("finance-policies", "refund-exceptions-policy.md")
-    assert not any(h.doc_id == "refund-exceptions-policy.md" for h in index.search(ana, "refund exceptions", k=50))
+    assert not any(
+        h.doc_id == "refund-exceptions-policy.md" for h in index.search(ana, "refund exceptions", k=50)
+    )
 
 
 def test_group_removal_is_effective_on_next_query(example_index, project: Path) -> None:
@@ -117,15 +139,19 @@ def test_group_removal_is_effective_on_next_query(example_index, project: Path) 
 def test_deleted_document_disappears(example_index) -> None:
     index, _ = example_index
     everyone = frozenset({"public"})
-    assert any(h.doc_id == "refunds.md" for h in index.search(everyone, "refunds annual plans pro rata", k=100))
+    assert any(
+        h.doc_id == "refunds.md" for h in index.search(everyone, "refunds annual plans pro rata", k=100)
+    )
     assert index.delete_document("help-center", "refunds.md")
     assert not index.delete_document("help-center", "refunds.md")
-    assert all(h.doc_id != "refunds.md" for h in index.search(everyone, "refunds annual plans pro rata", k=100))
+    assert all(
+        h.doc_id != "refunds.md" for h in index.search(everyone, "refunds annual plans pro rata", k=100)
+    )
     assert index.current_acl("help-center", "refunds.md") is None
 
 
 def test_broken_acl_only_owner_sees(example_index, project: Path) -> None:
-    index, truth = example_index
+    index, _ = example_index
     counts = index.counts()
     assert counts["playbook"]["private_by_default"] == 2
     for p in load_charter(project).principals.values():
@@ -161,15 +187,29 @@ def test_fusion_methods_and_min_score(example_index) -> None:
     for fusion in (Fusion(method="rrf"), Fusion(method="weighted", bm25_weight=1.0, dense_weight=0.0)):
         hits = index.search(everyone, "failed payment retries", k=5, fusion=fusion)
         assert len(hits) == 5
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
     top = index.search(everyone, "failed payment retries", k=5)
     cut = top[2].score
     assert all(h.score >= cut for h in index.search(everyone, "failed payment retries", k=5, min_score=cut))
 
 
 # ------------------------------------------------------------------------------------------------ property
-WORDS = ["refund", "invoice", "card", "plan", "annual", "monthly", "tax", "credit", "seat", "price", "dispute",
-         "currency", "receipt", "trial"]
+WORDS = [
+    "refund",
+    "invoice",
+    "card",
+    "plan",
+    "annual",
+    "monthly",
+    "tax",
+    "credit",
+    "seat",
+    "price",
+    "dispute",
+    "currency",
+    "receipt",
+    "trial",
+]
 TOKENS = ["public", "group:a", "group:b", "group:c", "user:x", "user:y"]
 
 doc_strategy = st.tuples(
@@ -207,10 +247,12 @@ def _migrated_template() -> Path:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(docs=st.lists(doc_strategy, min_size=1, max_size=10),
-       principal=st.frozensets(st.sampled_from(TOKENS), max_size=3),
-       query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4),
-       k=st.integers(1, 8))
+@given(
+    docs=st.lists(doc_strategy, min_size=1, max_size=10),
+    principal=st.frozensets(st.sampled_from(TOKENS), max_size=3),
+    query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4),
+    k=st.integers(1, 8),
+)
 def test_results_are_exactly_the_permitted_top_k(docs, principal, query, k) -> None:
     tmp = Path(tempfile.mkdtemp())
     try:

@@ -21,8 +21,12 @@ from charter.errors import UsageError
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     as_user: AsOpt,
-    k: Annotated[int | None, typer.Option("--k", min=1, max=100, help="Results (default: retrieval.top_k).")] = None,
-    source: Annotated[list[str] | None, typer.Option("--source", help="Only these source ids (repeatable).")] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", min=1, max=100, help="Results (default: retrieval.top_k).")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Only these source ids (repeatable).")
+    ] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show BM25 and vector contributions.")] = False,
     as_json: JsonOpt = False,
     charter: CharterOpt = None,
@@ -38,17 +42,28 @@ def search(
     if source:
         unknown = sorted(set(source) - configured)
         if unknown:
-            raise UsageError(f"unknown source id(s) {', '.join(unknown)}; the charter has {', '.join(sorted(configured))}")
+            raise UsageError(
+                f"unknown source id(s) {', '.join(unknown)}; the charter has {', '.join(sorted(configured))}"
+            )
         sources = set(source)
     else:
         sources = configured
     fusion = spec.retrieval.fusion
     index = Index.for_runtime(rt)
-    hits = index.search(principal.acl_tokens, query, k=k or spec.retrieval.top_k, fusion=fusion, sources=sources,
-                        min_score=spec.retrieval.min_score, explain=explain)
+    hits = index.search(
+        principal.acl_tokens,
+        query,
+        k=k or spec.retrieval.top_k,
+        fusion=fusion,
+        sources=sources,
+        min_score=spec.retrieval.min_score,
+        explain=explain,
+    )
     data: dict[str, Any] = {
-        "user": principal.id, "k": k or spec.retrieval.top_k,
-        "fusion": fusion.model_dump(), "results": [],
+        "user": principal.id,
+        "k": k or spec.retrieval.top_k,
+        "fusion": fusion.model_dump(),
+        "results": [],
     }
     for h in hits:
         item = h.as_dict()
@@ -60,14 +75,28 @@ def search(
 
 def _explain(hit: Any, fusion: Any) -> dict[str, Any]:
     if fusion.method == "rrf":
-        return {"method": "rrf", "bm25_rrf": hit.bm25_norm, "dense_rrf": hit.dense_norm, "bm25_raw": hit.bm25,
-                "dense_cosine": hit.dense}
+        return {
+            "method": "rrf",
+            "bm25_rrf": hit.bm25_norm,
+            "dense_rrf": hit.dense_norm,
+            "bm25_raw": hit.bm25,
+            "dense_cosine": hit.dense,
+        }
     return {
-        "method": "weighted", "normalization": fusion.normalization,
-        "bm25": {"raw": hit.bm25, "normalised": hit.bm25_norm, "weight": fusion.bm25_weight,
-                 "contribution": fusion.bm25_weight * hit.bm25_norm},
-        "dense": {"cosine": hit.dense, "normalised": hit.dense_norm, "weight": fusion.dense_weight,
-                  "contribution": fusion.dense_weight * hit.dense_norm},
+        "method": "weighted",
+        "normalization": fusion.normalization,
+        "bm25": {
+            "raw": hit.bm25,
+            "normalised": hit.bm25_norm,
+            "weight": fusion.bm25_weight,
+            "contribution": fusion.bm25_weight * hit.bm25_norm,
+        },
+        "dense": {
+            "cosine": hit.dense,
+            "normalised": hit.dense_norm,
+            "weight": fusion.dense_weight,
+            "contribution": fusion.dense_weight * hit.dense_norm,
+        },
     }
 
 
@@ -80,20 +109,34 @@ def _render(data: dict[str, Any], explain: bool) -> None:
         where = escape(r["heading"] or r["title"])
         if r["page"]:
             where += f", page {r['page']}"
-        console.print(f"[bold]{r['rank']}.[/] {r['score']:.3f}  [cyan]{escape(r['source'])}[/]/{escape(r['doc_id'])}"
-                      f"#{r['position']}  {where}", highlight=False, soft_wrap=True)
-        console.print(f"   title: {escape(r['title'])}   visible via: {escape(', '.join(r['acl_reason']))}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold]{r['rank']}.[/] {r['score']:.3f}  [cyan]{escape(r['source'])}[/]/{escape(r['doc_id'])}"
+            f"#{r['position']}  {where}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            f"   title: {escape(r['title'])}   visible via: {escape(', '.join(r['acl_reason']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         if explain:
             e = r["explain"]
             if e["method"] == "rrf":
-                console.print(f"   rrf: bm25 {e['bm25_rrf']:.4f} (raw {e['bm25_raw']:.3f}) + dense {e['dense_rrf']:.4f} "
-                              f"(cosine {e['dense_cosine']:.3f})", highlight=False)
+                console.print(
+                    f"   rrf: bm25 {e['bm25_rrf']:.4f} (raw {e['bm25_raw']:.3f})"
+                    f" + dense {e['dense_rrf']:.4f} (cosine {e['dense_cosine']:.3f})",
+                    highlight=False,
+                )
             else:
                 b, d = e["bm25"], e["dense"]
-                console.print(f"   bm25 {b['raw']:.3f} → {b['normalised']:.3f} × {b['weight']} = {b['contribution']:.3f}"
-                              f"   dense {d['cosine']:.3f} → {d['normalised']:.3f} × {d['weight']} = "
-                              f"{d['contribution']:.3f}   ({e['normalization']})", highlight=False)
+                console.print(
+                    f"   bm25 {b['raw']:.3f} → {b['normalised']:.3f} × {b['weight']}"
+                    f" = {b['contribution']:.3f}"
+                    f"   dense {d['cosine']:.3f} → {d['normalised']:.3f} × {d['weight']} = "
+                    f"{d['contribution']:.3f}   ({e['normalization']})",
+                    highlight=False,
+                )
         snippet = " ".join(r["text"].split())
         if len(snippet) > 240:
             snippet = snippet[:237] + "..."

@@ -22,7 +22,13 @@ Public API (the sources sync and the request pipeline use only these names):
 """
 
 from charter.retrieval._chunking import chunk_document, count_tokens
-from charter.retrieval._embedding import Embedder, MiniLMEmbedder, embedder, get_embedder, registered_embedders
+from charter.retrieval._embedding import (
+    Embedder,
+    MiniLMEmbedder,
+    embedder,
+    get_embedder,
+    registered_embedders,
+)
 from charter.retrieval._index import Index, UpsertResult
 from charter.retrieval._lexical import analyse
 from charter.retrieval._types import Chunk, DocState, Hit

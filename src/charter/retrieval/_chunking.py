@@ -154,7 +154,10 @@ def _pack(units: list[_Unit], max_tokens: int, overlap: int) -> Iterable[tuple[s
             carried: list[_Unit] = []
             carried_size = 0
             for prev in reversed(chunk):
-                if carried_size + prev.tokens > overlap or carried_size + prev.tokens + unit.tokens > max_tokens:
+                if (
+                    carried_size + prev.tokens > overlap
+                    or carried_size + prev.tokens + unit.tokens > max_tokens
+                ):
                     break
                 carried.insert(0, prev)
                 carried_size += prev.tokens
@@ -185,14 +188,22 @@ def chunk_text(text: str, max_tokens: int, overlap: int) -> list[tuple[str, str,
 
 def chunk_document(doc: Document, chunking: Chunking) -> list[Chunk]:
     """Chunks of ``doc`` following its structure (headings, paragraphs; pages for PDFs)."""
-    pages: list[tuple[int | None, str]]
-    if doc.pages:
-        pages = [(i + 1, p) for i, p in enumerate(doc.pages)]
-    else:
-        pages = [(None, doc.text)]
+    pages: list[tuple[int | None, str]] = (
+        [(i + 1, p) for i, p in enumerate(doc.pages)] if doc.pages else [(None, doc.text)]
+    )
     chunks: list[Chunk] = []
     for page, text in pages:
         for heading, body, size in chunk_text(text, chunking.max_tokens, chunking.overlap):
-            chunks.append(Chunk(source_id=doc.source_id, doc_id=doc.doc_id, title=doc.title, heading=heading,
-                                position=len(chunks), text=body, tokens=size, page=page))
+            chunks.append(
+                Chunk(
+                    source_id=doc.source_id,
+                    doc_id=doc.doc_id,
+                    title=doc.title,
+                    heading=heading,
+                    position=len(chunks),
+                    text=body,
+                    tokens=size,
+                    page=page,
+                )
+            )
     return chunks

@@ -72,7 +72,8 @@ def normalise(vectors: npt.NDArray[Any]) -> Vectors:
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (v / norms).astype(np.float32, copy=False)
+    out: Vectors = (v / norms).astype(np.float32, copy=False)
+    return out
 
 
 def minilm_model_dir() -> str:
@@ -109,8 +110,8 @@ class MiniLMEmbedder:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()
-                hf_logging.set_verbosity_error()
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
                 model = SentenceTransformer(minilm_model_dir(), device="cpu", local_files_only=True)
                 model.max_seq_length = self.max_seq_length
                 self._model = model
@@ -123,8 +124,13 @@ class MiniLMEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            vecs = model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
+            idx = order[start : start + self.batch_size]
+            vecs = model.encode(
+                [texts[i] for i in idx],
+                batch_size=len(idx),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
             out[idx] = vecs
         return normalise(out)

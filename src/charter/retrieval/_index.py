@@ -85,28 +85,39 @@ class Index:
         d = documents.c
         with self.store.connect() as conn:
             rows = conn.execute(
-                select(d.doc_id, d.content_hash, d.acl_hash, d.private_by_default, d.chunk_count, d.synced_at)
-                .where(d.source_id == source_id)
+                select(
+                    d.doc_id, d.content_hash, d.acl_hash, d.private_by_default, d.chunk_count, d.synced_at
+                ).where(d.source_id == source_id)
             ).all()
-        return {r.doc_id: DocState(r.content_hash, r.acl_hash, bool(r.private_by_default), r.chunk_count,
-                                   r.synced_at) for r in rows}
+        return {
+            r.doc_id: DocState(
+                r.content_hash, r.acl_hash, bool(r.private_by_default), r.chunk_count, r.synced_at
+            )
+            for r in rows
+        }
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per source: documents, chunks and documents indexed private by default."""
         d = documents.c
         with self.store.connect() as conn:
             rows = conn.execute(
-                select(d.source_id, func.count(), func.coalesce(func.sum(d.chunk_count), 0),
-                       func.coalesce(func.sum(cast(d.private_by_default, Integer)), 0)).group_by(d.source_id)
+                select(
+                    d.source_id,
+                    func.count(),
+                    func.coalesce(func.sum(d.chunk_count), 0),
+                    func.coalesce(func.sum(cast(d.private_by_default, Integer)), 0),
+                ).group_by(d.source_id)
             ).all()
-        return {r[0]: {"documents": int(r[1]), "chunks": int(r[2]), "private_by_default": int(r[3])}
-                for r in rows}
+        return {
+            r[0]: {"documents": int(r[1]), "chunks": int(r[2]), "private_by_default": int(r[3])} for r in rows
+        }
 
     def current_acl(self, source_id: str, doc_id: str) -> frozenset[str] | None:
         """The document's ACL tokens as stored now (``None`` if the document is not indexed)."""
         with self.store.connect() as conn:
-            pk = conn.execute(select(documents.c.id).where(documents.c.source_id == source_id,
-                                                           documents.c.doc_id == doc_id)).scalar()
+            pk = conn.execute(
+                select(documents.c.id).where(documents.c.source_id == source_id, documents.c.doc_id == doc_id)
+            ).scalar()
             if pk is None:
                 return None
             return frozenset(conn.execute(select(acl.c.token).where(acl.c.doc_pk == pk)).scalars())
@@ -124,8 +135,11 @@ class Index:
     # ------------------------------------------------------------------------------------------ writes
     @staticmethod
     def _bump(conn: Connection, name: str) -> None:
-        conn.execute(update(versions).where(versions.c.name == name)
-                     .values(counter=versions.c.counter + 1, stamp=uuid.uuid4().hex))
+        conn.execute(
+            update(versions)
+            .where(versions.c.name == name)
+            .values(counter=versions.c.counter + 1, stamp=uuid.uuid4().hex)
+        )
 
     @staticmethod
     def _write_acl(conn: Connection, doc_pk: int, tokens: frozenset[str]) -> None:
@@ -144,9 +158,12 @@ class Index:
         wanted = sorted(set(hashes))
         with self.store.connect() as conn:
             for i in range(0, len(wanted), 500):
-                part = wanted[i:i + 500]
-                for r in conn.execute(select(embeddings.c.text_hash, embeddings.c.vector)
-                                      .where(embeddings.c.model == model, embeddings.c.text_hash.in_(part))):
+                part = wanted[i : i + 500]
+                for r in conn.execute(
+                    select(embeddings.c.text_hash, embeddings.c.vector).where(
+                        embeddings.c.model == model, embeddings.c.text_hash.in_(part)
+                    )
+                ):
                     found[r.text_hash] = np.frombuffer(r.vector, dtype="<f4")
         missing = [h for h in wanted if h not in found]
         new_rows: list[dict[str, Any]] = []
@@ -155,8 +172,14 @@ class Index:
             vecs = self.embedder.embed([first[h] for h in missing])
             for h, v in zip(missing, vecs, strict=True):
                 found[h] = v
-                new_rows.append({"model": model, "text_hash": h, "dim": int(v.shape[0]),
-                                 "vector": np.asarray(v, dtype="<f4").tobytes()})
+                new_rows.append(
+                    {
+                        "model": model,
+                        "text_hash": h,
+                        "dim": int(v.shape[0]),
+                        "vector": np.asarray(v, dtype="<f4").tobytes(),
+                    }
+                )
         out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
         for i, h in enumerate(hashes):
             out[i] = found[h]
@@ -174,8 +197,29 @@ class Index:
             stmt = pg_insert(embeddings).on_conflict_do_nothing()
         conn.execute(stmt, rows)
 
-    def upsert_document(self, doc: Document, acl_tokens: frozenset[str], chunking: Chunking, *,
-                        private_by_default: bool = False, seen_at: datetime | None = None) -> UpsertResult:
+    def prefetch_embeddings(self, docs: list[Document], chunking: Chunking) -> int:
+        """Embed and cache the chunks of many documents at once (large, length-sorted batches).
+
+        Optional: call it on a batch of new or changed documents before their :meth:`upsert_document` calls,
+        which then find every vector in the cache. Returns the number of newly embedded texts.
+        """
+        texts = [c.embed_text for doc in docs for c in chunk_document(doc, chunking)]
+        if not texts:
+            return 0
+        _, _, rows = self._vectors_for(texts)
+        with self.store.begin() as conn:
+            self._cache_vectors(conn, rows)
+        return len(rows)
+
+    def upsert_document(
+        self,
+        doc: Document,
+        acl_tokens: frozenset[str],
+        chunking: Chunking,
+        *,
+        private_by_default: bool = False,
+        seen_at: datetime | None = None,
+    ) -> UpsertResult:
         """Index ``doc`` with its effective ``acl_tokens``; see the module docstring for ordering."""
         seen = seen_at or utcnow()
         tokens = frozenset(acl_tokens)
@@ -184,9 +228,10 @@ class Index:
         chunking_key = f"{chunking.max_tokens}/{chunking.overlap}"
         d = documents.c
         with self.store.connect() as conn:
-            row = conn.execute(select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)).first()
-        same_content = row is not None and row.content_hash == content_hash and row.chunking == chunking_key
-        if row is not None and same_content:
+            row = conn.execute(
+                select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)
+            ).first()
+        if row is not None and row.content_hash == content_hash and row.chunking == chunking_key:
             if row.acl_hash == new_acl_hash and bool(row.private_by_default) == private_by_default:
                 return "unchanged"
             with self.store.begin(immediate=True) as conn:
@@ -194,9 +239,16 @@ class Index:
                 if cur is None or cur.acl_seen_at > seen:  # deleted meanwhile, or a newer ACL is stored
                     return "unchanged"
                 self._write_acl(conn, cur.id, tokens)
-                conn.execute(update(documents).where(d.id == cur.id).values(
-                    acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen,
-                    synced_at=utcnow()))
+                conn.execute(
+                    update(documents)
+                    .where(d.id == cur.id)
+                    .values(
+                        acl_hash=new_acl_hash,
+                        private_by_default=private_by_default,
+                        acl_seen_at=seen,
+                        synced_at=utcnow(),
+                    )
+                )
                 self._bump(conn, "acl")
             return "acl_changed"
 
@@ -206,25 +258,42 @@ class Index:
         now = utcnow()
         with self.store.begin(immediate=True) as conn:
             self._cache_vectors(conn, new_vectors)
-            cur = conn.execute(select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)).first()
+            cur = conn.execute(
+                select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)
+            ).first()
             if cur is not None and cur.content_seen_at > seen:
                 # newer content was indexed while we were embedding: keep it; the ACL only if ours is newer
                 if cur.acl_seen_at <= seen and cur.acl_hash != new_acl_hash:
                     self._write_acl(conn, cur.id, tokens)
-                    conn.execute(update(documents).where(d.id == cur.id).values(
-                        acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen))
+                    conn.execute(
+                        update(documents)
+                        .where(d.id == cur.id)
+                        .values(
+                            acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen
+                        )
+                    )
                     self._bump(conn, "acl")
                     return "acl_changed"
                 return "unchanged"
-            values = {"title": doc.title, "url": doc.url, "format": doc.format, "chunking": chunking_key,
-                      "content_hash": content_hash, "chunk_count": len(pieces), "content_seen_at": seen,
-                      "synced_at": now}
+            values = {
+                "title": doc.title,
+                "url": doc.url,
+                "format": doc.format,
+                "chunking": chunking_key,
+                "content_hash": content_hash,
+                "chunk_count": len(pieces),
+                "content_seen_at": seen,
+                "synced_at": now,
+            }
             keep_newer_acl = cur is not None and cur.acl_seen_at > seen
             if not keep_newer_acl:
                 values.update(acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen)
             if cur is None:
-                pk = int(conn.execute(insert(documents).values(source_id=doc.source_id, doc_id=doc.doc_id,
-                                                               **values)).inserted_primary_key[0])
+                inserted = conn.execute(
+                    insert(documents).values(source_id=doc.source_id, doc_id=doc.doc_id, **values)
+                ).inserted_primary_key
+                assert inserted is not None
+                pk = int(inserted[0])
             else:
                 pk = int(cur.id)
                 conn.execute(update(documents).where(d.id == pk).values(**values))
@@ -233,15 +302,28 @@ class Index:
                 self._write_acl(conn, pk, tokens)
                 self._bump(conn, "acl")
             if pieces:
-                conn.execute(insert(chunks), [
-                    {"doc_pk": pk, "position": c.position, "heading": c.heading, "page": c.page, "text": c.text,
-                     "tokens": c.tokens, "text_hash": h, "terms": " ".join(analyse(t))}
-                    for c, h, t in zip(pieces, hashes, texts, strict=True)])
+                conn.execute(
+                    insert(chunks),
+                    [
+                        {
+                            "doc_pk": pk,
+                            "position": c.position,
+                            "heading": c.heading,
+                            "page": c.page,
+                            "text": c.text,
+                            "tokens": c.tokens,
+                            "text_hash": h,
+                            "terms": " ".join(analyse(t)),
+                        }
+                        for c, h, t in zip(pieces, hashes, texts, strict=True)
+                    ],
+                )
             self._bump(conn, "content")
         return "added" if cur is None else "updated"
 
-    def update_acl(self, source_id: str, doc_id: str, acl_tokens: frozenset[str], *,
-                   seen_at: datetime | None = None) -> bool:
+    def update_acl(
+        self, source_id: str, doc_id: str, acl_tokens: frozenset[str], *, seen_at: datetime | None = None
+    ) -> bool:
         """Replace a document's ACL (no re-embedding). False if the document is not indexed."""
         seen = seen_at or utcnow()
         tokens = frozenset(acl_tokens)
@@ -253,7 +335,9 @@ class Index:
             if cur.acl_seen_at > seen:
                 return True  # a newer ACL is already stored
             self._write_acl(conn, cur.id, tokens)
-            conn.execute(update(documents).where(d.id == cur.id).values(acl_hash=_acl_hash(tokens), acl_seen_at=seen))
+            conn.execute(
+                update(documents).where(d.id == cur.id).values(acl_hash=_acl_hash(tokens), acl_seen_at=seen)
+            )
             self._bump(conn, "acl")
         return True
 
@@ -293,15 +377,19 @@ class Index:
         d, c = documents.c, chunks.c
         docs: list[DocMeta] = []
         doc_index: dict[int, int] = {}
-        for r in conn.execute(select(d.id, d.source_id, d.doc_id, d.title, d.url)
-                              .order_by(d.source_id, d.doc_id)):
+        for r in conn.execute(
+            select(d.id, d.source_id, d.doc_id, d.title, d.url).order_by(d.source_id, d.doc_id)
+        ):
             doc_index[r.id] = len(docs)
             docs.append(DocMeta(r.id, r.source_id, r.doc_id, r.title, r.url))
         rows = conn.execute(
             select(c.id, c.doc_pk, c.text_hash, c.terms, embeddings.c.vector)
-            .select_from(chunks.join(documents, documents.c.id == c.doc_pk)
-                         .outerjoin(embeddings, (embeddings.c.text_hash == c.text_hash)
-                                    & (embeddings.c.model == self.embedder.name)))
+            .select_from(
+                chunks.join(documents, documents.c.id == c.doc_pk).outerjoin(
+                    embeddings,
+                    (embeddings.c.text_hash == c.text_hash) & (embeddings.c.model == self.embedder.name),
+                )
+            )
             .order_by(d.source_id, d.doc_id, c.position)
         ).all()
         dim = self.embedder.dim
@@ -315,9 +403,11 @@ class Index:
             else:
                 vectors[i] = np.frombuffer(r.vector, dtype="<f4")
         if missing:  # another embedder indexed these chunks: embed them now (and cache)
-            texts = conn.execute(select(c.id, c.text, c.heading, d.title)
-                                 .select_from(chunks.join(documents, documents.c.id == c.doc_pk))
-                                 .where(c.id.in_([int(pks[i]) for i in missing]))).all()
+            texts = conn.execute(
+                select(c.id, c.text, c.heading, d.title)
+                .select_from(chunks.join(documents, documents.c.id == c.doc_pk))
+                .where(c.id.in_([int(pks[i]) for i in missing]))
+            ).all()
             by_pk = {t.id: Chunk("", "", t.title, t.heading, 0, t.text, 0).embed_text for t in texts}
             _, vecs, new_vectors = self._vectors_for([by_pk[int(pks[i])] for i in missing])
             vectors[missing] = vecs
@@ -342,9 +432,18 @@ class Index:
             return snap
 
     # ------------------------------------------------------------------------------------------ search
-    def search(self, principal_tokens: frozenset[str], query: str, *, k: int = 8, fusion: Fusion | None = None,
-               sources: set[str] | None = None, min_score: float = 0.0, explain: bool = False,
-               mode: str = "hybrid") -> list[Hit]:
+    def search(
+        self,
+        principal_tokens: frozenset[str],
+        query: str,
+        *,
+        k: int = 8,
+        fusion: Fusion | None = None,
+        sources: set[str] | None = None,
+        min_score: float = 0.0,
+        explain: bool = False,
+        mode: str = "hybrid",
+    ) -> list[Hit]:
         """The top ``k`` chunks that ``principal_tokens`` may read, best first.
 
         Only documents whose current ACL shares a token with ``principal_tokens`` (and, if given, that belong
@@ -376,8 +475,9 @@ class Index:
 
         raise Conflict("the index kept changing during the search; try again")
 
-    def _materialise(self, snap: Snapshot, scored: Scored, tokens: frozenset[str],
-                     min_score: float) -> list[Hit] | None:
+    def _materialise(
+        self, snap: Snapshot, scored: Scored, tokens: frozenset[str], min_score: float
+    ) -> list[Hit] | None:
         """Hits for the scored rows after re-checking each document's ACL in the store.
 
         Returns ``None`` if a document's ACL no longer admits the principal (the snapshot was stale): the
@@ -388,12 +488,30 @@ class Index:
         pks = [int(snap.chunk_pks[r]) for r in scored.rows]
         c, d = chunks.c, documents.c
         with self.store.connect() as conn:
-            rows = {r.id: r for r in conn.execute(
-                select(c.id, c.doc_pk, c.position, c.heading, c.page, c.text, d.source_id, d.doc_id, d.title, d.url)
-                .select_from(chunks.join(documents, d.id == c.doc_pk)).where(c.id.in_(pks)))}
+            rows = {
+                r.id: r
+                for r in conn.execute(
+                    select(
+                        c.id,
+                        c.doc_pk,
+                        c.position,
+                        c.heading,
+                        c.page,
+                        c.text,
+                        d.source_id,
+                        d.doc_id,
+                        d.title,
+                        d.url,
+                    )
+                    .select_from(chunks.join(documents, d.id == c.doc_pk))
+                    .where(c.id.in_(pks))
+                )
+            }
             doc_pks = sorted({r.doc_pk for r in rows.values()})
             acls: dict[int, set[str]] = {}
-            for pk, token in conn.execute(select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(doc_pks))).tuples():
+            for pk, token in conn.execute(
+                select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(doc_pks))
+            ).tuples():
                 acls.setdefault(pk, set()).add(token)
         hits: list[Hit] = []
         for i, pk in enumerate(pks):
@@ -406,10 +524,24 @@ class Index:
             fused = float(scored.fused[i])
             if fused < min_score:
                 continue
-            hits.append(Hit(
-                chunk_id=chunk_key(row.source_id, row.doc_id, row.position), source_id=row.source_id,
-                doc_id=row.doc_id, title=row.title, heading=row.heading, page=row.page, position=row.position,
-                text=row.text, score=fused, bm25=float(scored.bm25[i]), bm25_norm=float(scored.bm25_norm[i]),
-                dense=float(scored.dense[i]), dense_norm=float(scored.dense_norm[i]), rank=len(hits) + 1,
-                acl_reason=reason, url=row.url))
+            hits.append(
+                Hit(
+                    chunk_id=chunk_key(row.source_id, row.doc_id, row.position),
+                    source_id=row.source_id,
+                    doc_id=row.doc_id,
+                    title=row.title,
+                    heading=row.heading,
+                    page=row.page,
+                    position=row.position,
+                    text=row.text,
+                    score=fused,
+                    bm25=float(scored.bm25[i]),
+                    bm25_norm=float(scored.bm25_norm[i]),
+                    dense=float(scored.dense[i]),
+                    dense_norm=float(scored.dense_norm[i]),
+                    rank=len(hits) + 1,
+                    acl_reason=reason,
+                    url=row.url,
+                )
+            )
         return hits

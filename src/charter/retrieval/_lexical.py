@@ -23,11 +23,43 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-STOPWORDS_EN = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not",
-    "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was",
-    "will", "with",
-})
+STOPWORDS_EN = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    }
+)
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 K1 = 1.5
 B = 0.75
@@ -79,8 +111,13 @@ class Postings:
                 term_ids.append(tid)
                 row_ids.append(row)
         if not term_ids:
-            return cls(vocab, np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32),
-                       np.zeros(0, dtype=np.float32), lengths)
+            return cls(
+                vocab,
+                np.zeros(1, dtype=np.int64),
+                np.zeros(0, dtype=np.int32),
+                np.zeros(0, dtype=np.float32),
+                lengths,
+            )
         tid_arr = np.asarray(term_ids, dtype=np.int64)
         row_arr = np.asarray(row_ids, dtype=np.int64)
         # unique (term, row) pairs with counts, sorted by term then row
@@ -93,8 +130,9 @@ class Postings:
         np.cumsum(indptr, out=indptr)
         return cls(vocab, indptr, rows_sorted, counts.astype(np.float32), lengths)
 
-    def scores(self, query_terms: list[str], mask: npt.NDArray[np.bool_] | None, n_permitted: int,
-               avgdl: float) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    def scores(
+        self, query_terms: list[str], mask: npt.NDArray[np.bool_] | None, n_permitted: int, avgdl: float
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
         """(rows, scores) of the permitted rows that match at least one query term.
 
         A query term that repeats counts once per occurrence, as in bm25s.

@@ -62,8 +62,9 @@ class Snapshot:
             if m is not None:
                 mask |= m
         if sources is not None:
-            allowed = np.fromiter((d.source_id in sources for d in self.docs), dtype=np.bool_,
-                                  count=len(self.docs))
+            allowed = np.fromiter(
+                (d.source_id in sources for d in self.docs), dtype=np.bool_, count=len(self.docs)
+            )
             mask &= allowed
         return mask
 
@@ -90,7 +91,7 @@ def _normalise(scores: F32, present: Mask, method: str, depth: int) -> F32:
     if len(vals) == 0:
         return out
     d = min(depth, len(vals))
-    top = np.partition(vals, len(vals) - d)[len(vals) - d:] if d < len(vals) else vals
+    top = np.partition(vals, len(vals) - d)[len(vals) - d :] if d < len(vals) else vals
     if method == "none":
         out[present] = vals
     elif method == "zscore":
@@ -133,8 +134,15 @@ def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F
     return (wb * nb + wd * nd).astype(np.float32), nb, nd
 
 
-def score(snap: Snapshot, permitted_rows: I32, query_vec: F32 | None, query_terms: list[str],
-          k: int, fusion: Any, mode: str = "hybrid") -> Scored:
+def score(
+    snap: Snapshot,
+    permitted_rows: I32,
+    query_vec: F32 | None,
+    query_terms: list[str],
+    k: int,
+    fusion: Any,
+    mode: str = "hybrid",
+) -> Scored:
     """Exact scores of every permitted row; the top ``k`` by fused score (ties: canonical row order).
 
     ``mode`` is ``hybrid``, ``bm25`` or ``dense`` (the single retrievers, for benchmarks and explain).
@@ -180,5 +188,6 @@ def score(snap: Snapshot, permitted_rows: I32, query_vec: F32 | None, query_term
     order = cand[np.lexsort((cand, -fused[cand]))][:kk]
     if mode == "bm25":
         order = order[np.isfinite(fused[order])]
-    return Scored(permitted_rows[order].astype(np.int32), fused[order], bm25[order], nb[order], dense[order],
-                  nd[order])
+    return Scored(
+        permitted_rows[order].astype(np.int32), fused[order], bm25[order], nb[order], dense[order], nd[order]
+    )

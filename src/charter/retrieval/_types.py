@@ -27,7 +27,7 @@ class Chunk:
             parts.append(self.title)
         heading = self.heading
         if heading and self.title and heading.startswith(self.title):
-            heading = heading[len(self.title):].lstrip(" >")
+            heading = heading[len(self.title) :].lstrip(" >")
         if heading:
             parts.append(heading)
         parts.append(self.text)
@@ -73,10 +73,21 @@ class Hit:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "rank": self.rank, "chunk_id": self.chunk_id, "source": self.source_id, "doc_id": self.doc_id,
-            "title": self.title, "heading": self.heading, "page": self.page, "position": self.position,
-            "url": self.url, "score": self.score, "bm25": self.bm25, "bm25_norm": self.bm25_norm,
-            "dense": self.dense, "dense_norm": self.dense_norm, "acl_reason": list(self.acl_reason),
+            "rank": self.rank,
+            "chunk_id": self.chunk_id,
+            "source": self.source_id,
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "heading": self.heading,
+            "page": self.page,
+            "position": self.position,
+            "url": self.url,
+            "score": self.score,
+            "bm25": self.bm25,
+            "bm25_norm": self.bm25_norm,
+            "dense": self.dense,
+            "dense_norm": self.dense_norm,
+            "acl_reason": list(self.acl_reason),
             "text": self.text,
         }
 

@@ -38,16 +38,21 @@ def upgrade() -> None:
     )
     op.create_table(
         "retrieval_acl",
-        sa.Column("doc_pk", sa.Integer, sa.ForeignKey("retrieval_documents.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "doc_pk",
+            sa.Integer,
+            sa.ForeignKey("retrieval_documents.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("token", sa.String(300), primary_key=True),
     )
     op.create_index("ix_retrieval_acl_token", "retrieval_acl", ["token"])
     op.create_table(
         "retrieval_chunks",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("doc_pk", sa.Integer, sa.ForeignKey("retrieval_documents.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "doc_pk", sa.Integer, sa.ForeignKey("retrieval_documents.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("heading", sa.Text, nullable=False),
         sa.Column("page", sa.Integer, nullable=True),
@@ -70,10 +75,13 @@ def upgrade() -> None:
         sa.Column("counter", sa.BigInteger, nullable=False),
         sa.Column("stamp", sa.String(32), nullable=False),
     )
-    op.bulk_insert(versions, [
-        {"name": "content", "counter": 0, "stamp": uuid.uuid4().hex},
-        {"name": "acl", "counter": 0, "stamp": uuid.uuid4().hex},
-    ])
+    op.bulk_insert(
+        versions,
+        [
+            {"name": "content", "counter": 0, "stamp": uuid.uuid4().hex},
+            {"name": "acl", "counter": 0, "stamp": uuid.uuid4().hex},
+        ],
+    )
 
 
 def downgrade() -> None:

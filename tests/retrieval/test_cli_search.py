@@ -1,0 +1,110 @@
+"""``charter search``: ranked chunks with the ACL reason; canaries never leak, including ``--explain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from charter.retrieval import Index
+from charter.runtime import Runtime
+from tests.conftest import run_cli
+from tests.retrieval._example import index_example
+
+CANARIES = ("CANARY-FIN-7d3a91", "CANARY-PRICE-4be2c8", "OPS-NOTE-118", "OPS-NOTE-119")
+PROBES = [
+    "CANARY-FIN-7d3a91 refund exceptions policy reference",
+    "CANARY-PRICE-4be2c8 2027 list price change",
+    "Project Lantern Tasklane enterprise discount floor",
+    "OPS-NOTE-118 offsite OPS-NOTE-119 macro cleanup",
+]
+
+
+@pytest.fixture
+def indexed(project: Path) -> Path:
+    """The example project using the fast test embedder, with every example document indexed."""
+    text = project.read_text()
+    text = text.replace("  min_score: 0.0\n", "  min_score: 0.0\n  embedder: test-hash\n", 1)
+    project.write_text(text)
+    rt = Runtime.open(project)
+    index_example(Index.for_runtime(rt), project)
+    rt.close()
+    return project
+
+
+def test_search_shows_rank_source_heading_and_reason(indexed: Path) -> None:
+    r = run_cli(
+        "search", "--as", "ana", "how long does a card refund take", "--k", "4", "--json", cwd=indexed.parent
+    )
+    assert r.exit_code == 0, r.stderr
+    data = r.json()
+    assert data["user"] == "ana" and len(data["results"]) == 4
+    first = data["results"][0]
+    assert {"rank", "chunk_id", "source", "doc_id", "title", "heading", "score", "acl_reason", "text"} <= set(
+        first
+    )
+    assert all(
+        set(x["acl_reason"]) <= {"public", "user:ana", "group:support"} and x["acl_reason"]
+        for x in data["results"]
+    )
+    r = run_cli("search", "--as", "ana", "goodwill credit limits", "--explain", cwd=indexed.parent)
+    assert r.exit_code == 0, r.stderr
+    assert "visible via:" in r.stdout and "bm25" in r.stdout and "dense" in r.stdout
+
+
+@pytest.mark.parametrize("user", ["ana", "ben", "lena", "casey", "svc-helpdesk", "farid"])
+def test_canaries_never_leak_to_users_without_access(indexed: Path, user: str) -> None:
+    allowed = {"farid": {"CANARY-FIN-7d3a91"}, "lena": {"OPS-NOTE-118", "OPS-NOTE-119"}}.get(user, set())
+    for probe in PROBES:
+        for extra in (["--k", "100", "--explain"], ["--k", "100", "--json", "--explain"]):
+            r = run_cli("search", "--as", user, probe, *extra, cwd=indexed.parent)
+            out = r.stdout + r.stderr
+            for canary in CANARIES:
+                if canary not in allowed:
+                    assert canary not in out, (user, probe, extra, canary)
+            assert "Lantern" not in out or user == "omar"
+
+
+def test_owner_and_members_do_see_their_documents(indexed: Path) -> None:
+    r = run_cli(
+        "search",
+        "--as",
+        "omar",
+        "2027 list price change decision ID",
+        "--k",
+        "20",
+        "--json",
+        cwd=indexed.parent,
+    )
+    assert r.exit_code == 0, r.stderr
+    assert any("CANARY-PRICE-4be2c8" in x["text"] for x in r.json()["results"])
+    r = run_cli(
+        "search",
+        "--as",
+        "farid",
+        "refund exceptions policy reference",
+        "--k",
+        "20",
+        "--json",
+        cwd=indexed.parent,
+    )
+    assert any(x["source"] == "finance-policies" for x in r.json()["results"])
+
+
+def test_errors_say_nothing_about_documents(indexed: Path) -> None:
+    r = run_cli("search", "--as", "nobody", "CANARY-PRICE-4be2c8", cwd=indexed.parent)
+    assert r.exit_code != 0 and "CANARY" not in r.stdout + r.stderr.replace("CANARY-PRICE-4be2c8", "", 0)
+    r = run_cli("search", "--as", "ana", "price", "--source", "secret-source", cwd=indexed.parent)
+    assert r.exit_code == 2 and "unknown source" in r.stderr
+    r = run_cli("search", "--as", "ana", "   ", cwd=indexed.parent)
+    assert r.exit_code == 2 and "empty" in r.stderr
+    r = run_cli(
+        "search", "--as", "ana", "refund", "--source", "pricing-committee", "--json", cwd=indexed.parent
+    )
+    assert r.exit_code == 0 and r.json()["results"] == []
+
+
+def test_contractor_without_search_permission_is_denied(indexed: Path) -> None:
+    r = run_cli("search", "--as", "casey", "refund", cwd=indexed.parent)
+    assert r.exit_code == 1
+    assert "search" in r.stderr
