@@ -152,6 +152,11 @@ class Fusion(Section):
     """How lexical (BM25) and dense scores are combined."""
 
     method: Literal["weighted", "rrf"] = Field("weighted", description="`weighted` (normalised scores) or `rrf`.")
+    normalization: Literal["minmax", "zscore", "none"] = Field(
+        "minmax", description="How each list's scores are normalised before weighting: `minmax` maps the "
+        "`depth`-th best score to 0 and the best to 1; `zscore` uses the mean and deviation of the top `depth`.")
+    depth: int = Field(100, ge=1, le=10000, description="How many top results of each list set the normalisation "
+                       "statistics (and, for `rrf`, which ranks count).")
     bm25_weight: float = Field(0.3, ge=0, le=1, description="Weight of the normalised BM25 score.")
     dense_weight: float = Field(0.7, ge=0, le=1, description="Weight of the normalised dense score.")
     rrf_k: int = Field(60, ge=1, description="k constant for reciprocal-rank fusion.")
