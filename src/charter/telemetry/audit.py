@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import IntegrityError, UsageError
 from charter.store import Store, utcnow
@@ -211,7 +212,7 @@ class AuditLog:
         if checkpoint and result.ok and result.head_seq > (result.last_checkpoint_seq or 0):
             try:
                 cp = self.checkpoint()
-            except (IntegrityError, OSError) as exc:
+            except (IntegrityError, OSError, SQLAlchemyError) as exc:  # e.g. a read-only auditor
                 return replace(result, notes=(*result.notes, f"no checkpoint written: {exc}"))
             if cp is not None:
                 return replace(result, last_checkpoint_seq=cp.seq, notes=(
