@@ -237,10 +237,12 @@ def sync(
 
 
 def _render_summaries(data: dict[str, Any]) -> None:
-    table = Table(title="Sync summary", title_justify="left")
+    table = Table(title="Sync summary", title_justify="left",
+                  caption="upd updated, acl ACL changed, del deleted, same unchanged, priv private",
+                  caption_justify="left")
     table.add_column("source", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for col in ("added", "updated", "acl", "deleted", "same", "private", "failed"):
+    for col in ("added", "upd", "acl", "del", "same", "priv", "fail"):
         table.add_column(col, justify="right", no_wrap=True)
     for s in data["sources"]:
         color = {"succeeded": "green", "partial": "yellow", "removed": "cyan"}.get(s["status"], "red")
