@@ -204,3 +204,20 @@ def test_send_reply_needs_an_approved_draft_and_sends_the_approved_text(rt: Runt
     assert len(outbox) == 1 and outbox[0]["body"].endswith("Best, Ana") and outbox[0]["to"] == CUSTOMER_EMAIL
     second = propose(rt, "ana", "send_reply", args)  # the same draft is never sent twice
     assert second.status == "failed" and len(billing_state(project)["outbox"]) == 1
+
+
+def test_a_retried_request_does_not_queue_the_same_call_twice(rt: Runtime, project: Path) -> None:
+    first = propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-7", origin="model")
+    again = propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-7", origin="model")
+    assert again.id == first.id and again.status == "pending"
+    other = propose(rt, "ana", "issue_refund", REFUND_500, request_id="req-7", origin="model")
+    assert other.id != first.id  # other arguments: another action
+    elsewhere = propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-8", origin="model")
+    assert elsewhere.id != first.id  # another request: another action
+    decide(rt, first.id, "lena", "approve")
+    assert propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-7").status == "executed"
+    assert len(billing_state(project)["refunds"]) == 1
+    lookup = propose(rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7")
+    assert (
+        propose(rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7").id == lookup.id
+    )

@@ -15,6 +15,10 @@ runs at once only when *all* of these hold, checked in this order, each refusal 
 Otherwise a pending approval request is stored and returned: its id is the approval id *and* the
 idempotency key of the eventual execution.
 
+With a ``request_id``, proposing the same call (same principal, tool and arguments) again within that
+request returns the action already stored instead of creating a second one, so a retried request cannot
+queue a second refund.
+
 **The execution guarantee.** The tool function runs *at most once* per action id without an operator's
 say-so, and an approved action is never lost:
 
@@ -358,12 +362,26 @@ def propose(
     }
     limit = reg.spec.rate_limit
     used = 0
-    # Count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a transaction-scoped
+    existing: Action | None = None
+    # Look up, count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a transaction-scoped
     # advisory lock per (principal, tool), so concurrent workers cannot both take the last call.
     with runtime.store.begin(immediate=True) as conn:
-        if limit is not None:
-            if not runtime.store.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
+        if not runtime.store.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
+        if request_id is not None:  # the same request proposing the same call again gets the same action
+            found = conn.execute(
+                select(tool_actions)
+                .where(
+                    tool_actions.c.request_id == request_id,
+                    tool_actions.c.requester == who.id,
+                    tool_actions.c.tool == tool,
+                    tool_actions.c.args_hash == row["args_hash"],
+                )
+                .order_by(tool_actions.c.created_at)
+                .limit(1)
+            ).first()
+            existing = _row_to_action(found) if found is not None else None
+        if existing is None and limit is not None:
             used = conn.execute(
                 select(func.count())
                 .select_from(tool_actions)
@@ -373,9 +391,13 @@ def propose(
                     tool_actions.c.created_at > now - limit.per,
                 )
             ).scalar_one()
-        if limit is None or used < limit.calls:
+        if existing is None and (limit is None or used < limit.calls):
             conn.execute(tool_actions.insert().values(**row))
             action = get_action(runtime, action_id, conn=conn)
+    if existing is not None:
+        if existing.status == "approved" and not existing.needs_approval:
+            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock))
+        return Proposal(existing)
     if limit is not None and used >= limit.calls:
         raise refuse(
             f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
