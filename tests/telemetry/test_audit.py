@@ -23,16 +23,29 @@ from charter.telemetry.signing import SigningKey, load_public_keys
 
 
 def test_exported_names() -> None:
-    assert set(audit_module.__all__) == {"DEFAULT_CHECKPOINT_EVERY", "PG_LOCK_KEY", "AuditEntry",
-                                         "AuditEvent", "AuditLog", "Checkpoint", "VerifyResult"}
+    assert set(audit_module.__all__) == {
+        "DEFAULT_CHECKPOINT_EVERY",
+        "PG_LOCK_KEY",
+        "AuditEntry",
+        "AuditEvent",
+        "AuditLog",
+        "Checkpoint",
+        "VerifyResult",
+    }
 
 
 # ------------------------------------------------------------------------------------------- appending
 def test_append_builds_a_chain_with_the_documented_hash(log: AuditLog, raw: RawDB) -> None:
-    first = log.append(actor="ana", action="token.used", resource="workflow:billing-support",
-                       outcome="allowed", details={"token_id": "t1", "z": [1, "é"], "a": {"b": None}})
-    second = log.append(actor="omar", action="charter.changed", resource="workflow:billing-support",
-                        outcome="recorded")
+    first = log.append(
+        actor="ana",
+        action="token.used",
+        resource="workflow:billing-support",
+        outcome="allowed",
+        details={"token_id": "t1", "z": [1, "é"], "a": {"b": None}},
+    )
+    second = log.append(
+        actor="omar", action="charter.changed", resource="workflow:billing-support", outcome="recorded"
+    )
     assert isinstance(first, AuditEntry)
     assert (first.seq, second.seq) == (1, 2)
     assert first.prev_hash == "0" * 64
@@ -48,8 +61,12 @@ def test_append_builds_a_chain_with_the_documented_hash(log: AuditLog, raw: RawD
 
 
 def test_append_many_is_one_batch_and_verifies(log: AuditLog) -> None:
-    entries = log.append_many([AuditEvent("a", "x.y", "r", "ok", {"i": 1}),
-                               {"actor": "b", "action": "x.z", "resource": "r", "outcome": "ok"}])
+    entries = log.append_many(
+        [
+            AuditEvent("a", "x.y", "r", "ok", {"i": 1}),
+            {"actor": "b", "action": "x.z", "resource": "r", "outcome": "ok"},
+        ]
+    )
     assert [e.seq for e in entries] == [1, 2]
     assert entries[1].prev_hash == entries[0].hash
     assert log.append_many([]) == []
@@ -147,8 +164,10 @@ def _swap_rows(raw: RawDB, _: Path) -> None:
     a, b = raw.row(4), raw.row(6)
     cols = [c for c in a if c != "seq"]
     for src, dst in ((b, 4), (a, 6)):
-        raw.execute(f"UPDATE audit_log SET {', '.join(f'{c} = ?' for c in cols)} WHERE seq = ?",
-                    (*[src[c] for c in cols], dst))
+        raw.execute(
+            f"UPDATE audit_log SET {', '.join(f'{c} = ?' for c in cols)} WHERE seq = ?",
+            (*[src[c] for c in cols], dst),
+        )
 
 
 def _insert_forged_row(raw: RawDB, _: Path) -> None:
@@ -156,17 +175,38 @@ def _insert_forged_row(raw: RawDB, _: Path) -> None:
     raw.execute("UPDATE audit_log SET seq = seq + 1000 WHERE seq > 12")
     raw.execute("UPDATE audit_log SET seq = seq - 999 WHERE seq > 1000")
     prev = raw.row(12)
-    record = {"seq": 13, "ts": prev["ts"], "actor": "mallory", "action": "refund.approved",
-              "resource": "invoice:9", "outcome": "allowed", "details": {}, "prev_hash": prev["hash"]}
+    record = {
+        "seq": 13,
+        "ts": prev["ts"],
+        "actor": "mallory",
+        "action": "refund.approved",
+        "resource": "invoice:9",
+        "outcome": "allowed",
+        "details": {},
+        "prev_hash": prev["hash"],
+    }
     digest = hashlib.sha256(canonical(record).encode()).hexdigest()
-    raw.execute("INSERT INTO audit_log VALUES (13, ?, 'mallory', 'refund.approved', 'invoice:9', 'allowed', "
-                "'{}', ?, ?)", (prev["ts"], prev["hash"], digest))
+    raw.execute(
+        "INSERT INTO audit_log VALUES (13, ?, 'mallory', 'refund.approved', 'invoice:9', 'allowed', "
+        "'{}', ?, ?)",
+        (prev["ts"], prev["hash"], digest),
+    )
 
 
 def _append_forged_bad_hash(raw: RawDB, _: Path) -> None:
     last = raw.row(25)
-    raw.execute("INSERT INTO audit_log VALUES (26, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
-                (last["ts"], last["hash"], "f" * 64))
+    raw.execute(
+        "INSERT INTO audit_log VALUES (26, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
+        (last["ts"], last["hash"], "f" * 64),
+    )
+
+
+def _insert_row_before_the_chain(raw: RawDB, _: Path) -> None:
+    first = raw.row(1)
+    raw.execute(
+        "INSERT INTO audit_log VALUES (0, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
+        (first["ts"], "0" * 64, first["prev_hash"]),
+    )
 
 
 def _truncate_below_checkpoint(raw: RawDB, _: Path) -> None:
@@ -190,8 +230,10 @@ def _rewrite_rehash_and_drop_checkpoints(raw: RawDB, _: Path) -> None:
 
 def _corrupt_signature(raw: RawDB, _: Path) -> None:
     sig = str(raw.execute("SELECT signature FROM audit_checkpoints WHERE seq = 10")[0][0])
-    raw.execute("UPDATE audit_checkpoints SET signature = ? WHERE seq = 10",
-                (("A" if sig[0] != "A" else "B") + sig[1:],))
+    raw.execute(
+        "UPDATE audit_checkpoints SET signature = ? WHERE seq = 10",
+        (("A" if sig[0] != "A" else "B") + sig[1:],),
+    )
 
 
 def _forge_checkpoint_head(raw: RawDB, _: Path) -> None:
@@ -224,6 +266,7 @@ TAMPERS: dict[str, tuple[Tamper, int, str]] = {
     "swap-two-rows": (_swap_rows, 4, "stored hash"),
     "insert-a-forged-row": (_insert_forged_row, 14, "stored hash"),
     "append-a-row-with-a-bad-hash": (_append_forged_bad_hash, 26, "stored hash"),
+    "insert-a-row-before-the-chain": (_insert_row_before_the_chain, 0, "impossible seq"),
     "truncate-below-a-checkpoint": (_truncate_below_checkpoint, 16, "truncated"),
     "truncate-and-drop-its-checkpoints": (_truncate_and_drop_checkpoints, 16, "anchor file"),
     "rewrite-and-rehash-without-key": (_rewrite_and_rehash, 1, "rewritten"),
@@ -254,8 +297,9 @@ def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("name", sorted(TAMPERS))
-def test_tampering_is_detected(name: str, log: AuditLog, raw: RawDB, key_dir: Path, scan_mode: list[int],
-                               request: pytest.FixtureRequest) -> None:
+def test_tampering_is_detected(
+    name: str, log: AuditLog, raw: RawDB, key_dir: Path, scan_mode: list[int], request: pytest.FixtureRequest
+) -> None:
     fill(log, 25)
     assert log.verify().ok
     tamper, bad_seq, words = TAMPERS[name]
@@ -324,9 +368,19 @@ def test_rotated_keys_still_verify_old_checkpoints(log: AuditLog, store: Store, 
 
 # ------------------------------------------------------------------------------------------- bad input
 BAD_DETAILS: list[object] = [
-    {"x": math.nan}, {"x": math.inf}, {"x": [1, -math.inf]}, {"x": {1, 2}}, {"x": b"bytes"},
-    {"x": datetime.now(UTC)}, {1: "non-string key"}, {"x": object()}, ["not", "a", "dict"], "text",
-    {"x": "\ud800 lone surrogate"}, {"big": "x" * 70_000}, {"deep": json.loads("[" * 40 + "]" * 40)},
+    {"x": math.nan},
+    {"x": math.inf},
+    {"x": [1, -math.inf]},
+    {"x": {1, 2}},
+    {"x": b"bytes"},
+    {"x": datetime.now(UTC)},
+    {1: "non-string key"},
+    {"x": object()},
+    ["not", "a", "dict"],
+    "text",
+    {"x": "\ud800 lone surrogate"},
+    {"big": "x" * 70_000},
+    {"deep": json.loads("[" * 40 + "]" * 40)},
 ]
 
 
@@ -336,16 +390,27 @@ def test_malformed_details_are_refused_and_nothing_is_written(log: AuditLog, det
     with pytest.raises(UsageError, match="details"):
         log.append(actor="a", action="b", resource="c", outcome="d", details=details)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="event 1"):
-        log.append_many([AuditEvent("a", "b", "c", "d"), {"actor": "a", "action": "b", "resource": "c",
-                                                          "outcome": "d", "details": details}])
+        log.append_many(
+            [
+                AuditEvent("a", "b", "c", "d"),
+                {"actor": "a", "action": "b", "resource": "c", "outcome": "d", "details": details},
+            ]
+        )
     assert [e.seq for e in log.tail()] == [1]
     assert log.verify().ok
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("actor", ""), ("actor", None), ("action", 5), ("resource", "r" * 501), ("outcome", "a\x00b"),
-    ("actor", "\udfff"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("actor", ""),
+        ("actor", None),
+        ("action", 5),
+        ("resource", "r" * 501),
+        ("outcome", "a\x00b"),
+        ("actor", "\udfff"),
+    ],
+)
 def test_malformed_fields_are_refused(log: AuditLog, field: str, value: object) -> None:
     event: dict[str, object] = {"actor": "a", "action": "b", "resource": "c", "outcome": "d", field: value}
     with pytest.raises(UsageError, match=field):
@@ -365,7 +430,12 @@ def test_the_documented_independent_check_runs(log: AuditLog, db_path: Path) -> 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
     section = doc.split("## Audit log", 1)[1]
     code = section.split("```python", 1)[1].split("```", 1)[0]
-    log.append(actor="ana", action="token.used", resource="workflow:billing-support", outcome="allowed",
-               details={"token_id": "t1", "note": "Grüße"})
+    log.append(
+        actor="ana",
+        action="token.used",
+        resource="workflow:billing-support",
+        outcome="allowed",
+        details={"token_id": "t1", "note": "Grüße"},
+    )
     exec(compile(code, "docs/security.md", "exec"), {"DATABASE": str(db_path)})
     assert str(audit_module.PG_LOCK_KEY) in section

@@ -35,8 +35,9 @@ BATCH = 20_000
 PARALLEL_MIN_ENTRIES = 200_000
 
 
-def iter_batches(conn: Connection, start_seq: int, end_seq: int | None = None,
-                 batch: int = BATCH) -> Iterator[Sequence[Any]]:
+def iter_batches(
+    conn: Connection, start_seq: int, end_seq: int | None = None, batch: int = BATCH
+) -> Iterator[Sequence[Any]]:
     """Rows with ``start_seq <= seq (<= end_seq)`` in order, in batches, never the whole table in memory."""
     end = end_seq if end_seq is not None else 2**62
     if conn.dialect.name == "sqlite":
@@ -47,15 +48,18 @@ def iter_batches(conn: Connection, start_seq: int, end_seq: int | None = None,
     # a later INSERT in the same transaction) to a server-side cursor.
     result = conn.execute(
         text(f"SELECT {COLUMNS} FROM audit_log WHERE seq >= :start AND seq <= :end ORDER BY seq"),
-        {"start": start_seq, "end": end}, execution_options={"stream_results": True, "yield_per": batch})
+        {"start": start_seq, "end": end},
+        execution_options={"stream_results": True, "yield_per": batch},
+    )
     yield from result.partitions(batch)
 
 
 def _sqlite_batches(dbapi_conn: Any, start_seq: int, end_seq: int, batch: int) -> Iterator[Sequence[Any]]:
     cur = dbapi_conn.cursor()
     try:
-        cur.execute(f"SELECT {COLUMNS} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",
-                    (start_seq, end_seq))
+        cur.execute(
+            f"SELECT {COLUMNS} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq", (start_seq, end_seq)
+        )
         while rows := cur.fetchmany(batch):
             yield rows
     finally:
@@ -71,15 +75,18 @@ class CheckedCheckpoint:
     problem: str | None = None
 
 
-def check_signatures(checkpoints: Sequence[Checkpoint], keys: dict[str, PublicKey],
-                     source: str = "database") -> list[CheckedCheckpoint]:
+def check_signatures(
+    checkpoints: Sequence[Checkpoint], keys: dict[str, PublicKey], source: str = "database"
+) -> list[CheckedCheckpoint]:
     out = []
     for cp in checkpoints:
         key = keys.get(cp.key_id)
         where = "the anchor file" if source == "anchor" else "checkpoint"
         if key is None:
-            problem = (f"{where} at seq {cp.seq} is signed by key {cp.key_id}, which is not in the key "
-                       "folder (key deleted or replaced): its signature cannot be checked")
+            problem = (
+                f"{where} at seq {cp.seq} is signed by key {cp.key_id}, which is not in the key "
+                "folder (key deleted or replaced): its signature cannot be checked"
+            )
         elif not key.verify(cp.message(), cp.signature):
             problem = f"{where} at seq {cp.seq} has an invalid signature (forged or modified checkpoint)"
         elif cp.seq < 1:
@@ -111,17 +118,30 @@ def _by_seq(checkpoints: Sequence[CheckedCheckpoint]) -> dict[int, list[CheckedC
     return by_seq
 
 
-def scan(conn: Connection, checkpoints: Sequence[CheckedCheckpoint], *, start_seq: int = 1,
-         prev_hash: str | None = GENESIS_HASH) -> ScanOutcome:
+def scan(
+    conn: Connection,
+    checkpoints: Sequence[CheckedCheckpoint],
+    *,
+    start_seq: int = 1,
+    prev_hash: str | None = GENESIS_HASH,
+) -> ScanOutcome:
     """Check entries from ``start_seq`` to the end. ``prev_hash=None`` trusts the first row's stored link."""
     by_seq = _by_seq(checkpoints)
-    out = scan_rows(iter_batches(conn, start_seq), by_seq, start_seq=start_seq, prev_hash=prev_hash,
-                    good_cp=start_seq - 1)
+    out = scan_rows(
+        iter_batches(conn, start_seq), by_seq, start_seq=start_seq, prev_hash=prev_hash, good_cp=start_seq - 1
+    )
     return finish(out, by_seq, start_seq)
 
 
-def scan_rows(batches: Iterable[Sequence[Any]], by_seq: dict[int, list[CheckedCheckpoint]], *,
-              start_seq: int, prev_hash: str | None, good_cp: int, end_seq: int | None = None) -> ScanOutcome:
+def scan_rows(
+    batches: Iterable[Sequence[Any]],
+    by_seq: dict[int, list[CheckedCheckpoint]],
+    *,
+    start_seq: int,
+    prev_hash: str | None,
+    good_cp: int,
+    end_seq: int | None = None,
+) -> ScanOutcome:
     """The hot loop over one contiguous range. ``good_cp``: the last checkpoint at or before the range."""
     out = ScanOutcome()
     enc = encode_basestring
@@ -148,8 +168,10 @@ def scan_rows(batches: Iterable[Sequence[Any]], by_seq: dict[int, list[CheckedCh
         for seq, ts, actor, action, resource, outcome, details, stored_prev, stored_hash in rows:
             if seq != expected:
                 if isinstance(seq, int) and seq > expected:
-                    return fail(expected, f"entry {expected} is missing (next stored entry is {seq}): "
-                                          "deleted or renumbered")
+                    return fail(
+                        expected,
+                        f"entry {expected} is missing (next stored entry is {seq}): deleted or renumbered",
+                    )
                 return fail(expected, f"entry {expected} is out of order or duplicated (found seq {seq!r})")
             try:
                 if ts != last_ts:
@@ -167,17 +189,26 @@ def scan_rows(batches: Iterable[Sequence[Any]], by_seq: dict[int, list[CheckedCh
                     memo.clear()
                 linked = stored_prev == prev
                 ep = f'"{prev}"' if linked else enc(stored_prev)
-                digest = sha((f'{{"action":{ea},"actor":{eb},"details":{details},"outcome":{eo},'
-                              f'"prev_hash":{ep},"resource":{enc(resource)},"seq":{seq},"ts":{ets}}}'
-                              ).encode()).hexdigest()
+                digest = sha(
+                    (
+                        f'{{"action":{ea},"actor":{eb},"details":{details},"outcome":{eo},'
+                        f'"prev_hash":{ep},"resource":{enc(resource)},"seq":{seq},"ts":{ets}}}'
+                    ).encode()
+                ).hexdigest()
             except (TypeError, UnicodeEncodeError) as exc:
                 return fail(seq, f"entry {seq} has a malformed field ({exc})")
             if digest != stored_hash:
-                return fail(seq, f"entry {seq}: stored hash does not match its contents "
-                                 "(the entry or its hash was modified)")
+                return fail(
+                    seq,
+                    f"entry {seq}: stored hash does not match its contents "
+                    "(the entry or its hash was modified)",
+                )
             if prev is not None and not linked:
-                return fail(seq, f"entry {seq}: prev_hash does not link to entry {seq - 1} "
-                                 "(entries were inserted, deleted, reordered or rewritten)")
+                return fail(
+                    seq,
+                    f"entry {seq}: prev_hash does not link to entry {seq - 1} "
+                    "(entries were inserted, deleted, reordered or rewritten)",
+                )
             if ts < last_ts:
                 return fail(seq, f"entry {seq}: timestamp {ts} is earlier than entry {seq - 1}'s ({last_ts})")
             cps = by_seq.get(seq)
@@ -187,9 +218,11 @@ def scan_rows(batches: Iterable[Sequence[Any]], by_seq: dict[int, list[CheckedCh
                         return fail(seq, cc.problem)
                     if cc.checkpoint.head_hash != digest:
                         what = "the anchor file" if cc.source == "anchor" else "the signed checkpoint"
-                        return fail(good_cp + 1,
-                                    f"entries {good_cp + 1}..{seq} were rewritten: {what} at seq {seq} "
-                                    "does not match the recomputed chain (re-hashed without the signing key)")
+                        return fail(
+                            good_cp + 1,
+                            f"entries {good_cp + 1}..{seq} were rewritten: {what} at seq {seq} "
+                            "does not match the recomputed chain (re-hashed without the signing key)",
+                        )
                     out.checkpoints += cc.source == "database"
                 good_cp = seq
             prev = stored_hash
@@ -216,8 +249,10 @@ def finish(out: ScanOutcome, by_seq: dict[int, list[CheckedCheckpoint]], start_s
             if seq > out.last_seq:
                 what = "the anchor file" if cc.source == "anchor" else "a signed checkpoint"
                 out.bad_seq = out.last_seq + 1
-                out.reason = (f"the log was truncated: {what} records {seq} entries but the log ends at "
-                              f"entry {out.last_seq} (entries {out.last_seq + 1}..{seq} are missing)")
+                out.reason = (
+                    f"the log was truncated: {what} records {seq} entries but the log ends at "
+                    f"entry {out.last_seq} (entries {out.last_seq + 1}..{seq} are missing)"
+                )
                 return out
     return out
 
@@ -232,18 +267,28 @@ def _sqlite_file(conn: Connection) -> str | None:
 
 
 def _can_fork() -> bool:
-    return ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-            and (os.cpu_count() or 1) > 1)
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+        and (os.cpu_count() or 1) > 1
+    )
 
 
-def _child_scan(path: str, by_seq: dict[int, list[CheckedCheckpoint]], start: int, end: int, good_cp: int,
-                send: Any) -> None:
+def _child_scan(
+    path: str, by_seq: dict[int, list[CheckedCheckpoint]], start: int, end: int, good_cp: int, send: Any
+) -> None:
     """In the forked child: scan ``start..end`` on a fresh read-only connection and send the outcome."""
     try:
         db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
         try:
-            out = scan_rows(_sqlite_batches(db, start, end, BATCH), by_seq, start_seq=start, prev_hash=None,
-                            good_cp=good_cp, end_seq=end)
+            out = scan_rows(
+                _sqlite_batches(db, start, end, BATCH),
+                by_seq,
+                start_seq=start,
+                prev_hash=None,
+                good_cp=good_cp,
+                end_seq=end,
+            )
         finally:
             db.close()
         send.send(out)
@@ -268,8 +313,9 @@ def scan_parallel(conn: Connection, checkpoints: Sequence[CheckedCheckpoint]) ->
     child.start()
     send.close()
     try:
-        low = scan_rows(iter_batches(conn, 1, mid), by_seq, start_seq=1, prev_hash=GENESIS_HASH, good_cp=0,
-                        end_seq=mid)
+        low = scan_rows(
+            iter_batches(conn, 1, mid), by_seq, start_seq=1, prev_hash=GENESIS_HASH, good_cp=0, end_seq=mid
+        )
         high = recv.recv()
     finally:
         recv.close()
@@ -285,20 +331,28 @@ def _stitch(low: ScanOutcome, high: ScanOutcome, mid: int) -> ScanOutcome:
     """One outcome from two adjacent ranges, reporting the first failure in ``seq`` order."""
     if low.bad_seq is not None:
         return low
-    combined = ScanOutcome(entries=low.entries, checkpoints=low.checkpoints, last_seq=low.last_seq,
-                           last_hash=low.last_hash, last_ts=low.last_ts)
+    combined = ScanOutcome(
+        entries=low.entries,
+        checkpoints=low.checkpoints,
+        last_seq=low.last_seq,
+        last_hash=low.last_hash,
+        last_ts=low.last_ts,
+    )
     first = mid + 1
     if high.bad_seq is not None and high.bad_seq <= first:
         pass  # a missing or altered first entry of the upper half (or a rewrite reaching below it)
     elif high.first_prev != low.last_hash:
         combined.bad_seq = first
-        combined.reason = (f"entry {first}: prev_hash does not link to entry {mid} "
-                           "(entries were inserted, deleted, reordered or rewritten)")
+        combined.reason = (
+            f"entry {first}: prev_hash does not link to entry {mid} "
+            "(entries were inserted, deleted, reordered or rewritten)"
+        )
         return combined
     elif (high.first_ts or "") < low.last_ts:
         combined.bad_seq = first
-        combined.reason = (f"entry {first}: timestamp {high.first_ts} is earlier than entry {mid}'s "
-                           f"({low.last_ts})")
+        combined.reason = (
+            f"entry {first}: timestamp {high.first_ts} is earlier than entry {mid}'s ({low.last_ts})"
+        )
         return combined
     combined.entries += high.entries
     combined.checkpoints += high.checkpoints
@@ -308,29 +362,54 @@ def _stitch(low: ScanOutcome, high: ScanOutcome, mid: int) -> ScanOutcome:
     return combined
 
 
-def verify_all(conn: Connection, checkpoints: Sequence[Checkpoint], anchor: Checkpoint | None,
-               keys: dict[str, PublicKey], *, expect_at_least: int | None = None,
-               anchor_problem: str | None = None, parallel: bool = True) -> VerifyResult:
+def verify_all(
+    conn: Connection,
+    checkpoints: Sequence[Checkpoint],
+    anchor: Checkpoint | None,
+    keys: dict[str, PublicKey],
+    *,
+    expect_at_least: int | None = None,
+    anchor_problem: str | None = None,
+    parallel: bool = True,
+) -> VerifyResult:
     """The full verification used by :meth:`AuditLog.verify`."""
     started = time.perf_counter()
     checked = check_signatures(checkpoints, keys)
     if anchor is not None:
         checked += check_signatures([anchor], keys, source="anchor")
-    out = scan_parallel(conn, checked) if parallel else scan(conn, checked)
+    lowest = conn.execute(text("SELECT MIN(seq) FROM audit_log")).scalar()
+    if lowest is not None and int(lowest) < 1:
+        out = ScanOutcome(
+            bad_seq=int(lowest),
+            reason=f"entry {lowest} has an impossible seq (inserted outside the chain, which starts at 1)",
+        )
+    else:
+        out = scan_parallel(conn, checked) if parallel else scan(conn, checked)
     last_cp = max((cp.seq for cp in checkpoints), default=None)
     notes = list(out.notes)
     if out.bad_seq is None and anchor_problem is not None:
         out.bad_seq, out.reason = 1, anchor_problem
     if out.bad_seq is None and expect_at_least is not None and out.last_seq < expect_at_least:
         out.bad_seq = out.last_seq + 1
-        out.reason = (f"the log was truncated: at least {expect_at_least} entries were expected but it ends "
-                      f"at entry {out.last_seq}")
+        out.reason = (
+            f"the log was truncated: at least {expect_at_least} entries were expected but it ends "
+            f"at entry {out.last_seq}"
+        )
     if out.bad_seq is None and out.last_seq > (last_cp or 0):
-        notes.append(f"entries {(last_cp or 0) + 1}..{out.last_seq} are after the last signed checkpoint: "
-                     "their deletion could only be detected against an external anchor")
+        notes.append(
+            f"entries {(last_cp or 0) + 1}..{out.last_seq} are after the last signed checkpoint: "
+            "their deletion could only be detected against an external anchor"
+        )
     return VerifyResult(
-        ok=out.bad_seq is None, entries_verified=out.entries, checkpoints_verified=out.checkpoints,
-        first_bad_seq=out.bad_seq, reason=out.reason, head_seq=out.last_seq, head_hash=out.last_hash,
-        last_checkpoint_seq=last_cp, anchor_seq=anchor.seq if anchor else None,
-        elapsed_s=time.perf_counter() - started, notes=tuple(notes),
+        ok=out.bad_seq is None,
+        entries_verified=out.entries,
+        checkpoints_verified=out.checkpoints,
+        first_bad_seq=out.bad_seq,
+        reason=out.reason,
+        head_seq=out.last_seq,
+        head_hash=out.last_hash,
+        last_checkpoint_seq=last_cp,
+        anchor_seq=anchor.seq if anchor else None,
+        elapsed_s=time.perf_counter() - started,
+        notes=tuple(notes),
     )

@@ -60,8 +60,9 @@ class PublicKey:
         return cls(key, _key_id(key))
 
     def to_pem(self) -> bytes:
-        return self.key.public_bytes(serialization.Encoding.PEM,
-                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def verify(self, data: bytes, signature: str) -> bool:
         """True when ``signature`` (base64) is this key's signature over ``data``; never raises."""
@@ -111,8 +112,9 @@ class SigningKey:
         with contextlib.suppress(OSError):
             folder.chmod(0o700)
         private = Ed25519PrivateKey.generate()
-        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         path = folder / PRIVATE_KEY_FILE
         try:
             # O_EXCL: two processes creating the key at once cannot both win; the loser loads the winner's.
@@ -195,5 +197,11 @@ def verify_signature(data: bytes, signature: str, public_key: PublicKey | Signin
     return pk.verify(data, signature)
 
 
-__all__ = ["PRIVATE_KEY_FILE", "PUBLIC_KEY_FILE", "PublicKey", "SigningKey", "load_public_keys",
-           "verify_signature"]
+__all__ = [
+    "PRIVATE_KEY_FILE",
+    "PUBLIC_KEY_FILE",
+    "PublicKey",
+    "SigningKey",
+    "load_public_keys",
+    "verify_signature",
+]
