@@ -22,7 +22,7 @@ from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
 from charter.review._clock import Clock, clock_or_default
 from charter.tools import OPEN_STATES, Action, execute, get_action, list_actions, resolve_principal
-from charter.tools._actions import transition
+from charter.tools._records import transition
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

@@ -5,22 +5,19 @@ actions), Cedar, the arguments, the kill switch, preconditions, the rate limit a
 either runs the call or stores an approval request (decided with :func:`charter.review.decide`).
 """
 
-from charter.tools._actions import (
+from charter.tools._actions import approval_requirement, execute, propose
+from charter.tools._killswitch import is_killed, kill_switch_status, set_kill_switch
+from charter.tools._preconditions import precondition
+from charter.tools._records import (
     OPEN_STATES,
     STATES,
     Action,
     Proposal,
-    approval_requirement,
-    execute,
     get_action,
     list_actions,
-    propose,
     resolve_principal,
-    resolve_stuck,
-    stuck_actions,
 )
-from charter.tools._killswitch import is_killed, kill_switch_status, set_kill_switch
-from charter.tools._preconditions import precondition
+from charter.tools._recovery import resolve_stuck, stuck_actions
 from charter.tools._registry import (
     RegisteredTool,
     StrictArgs,

@@ -37,196 +37,33 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 
-from charter.errors import CharterException, Conflict, Denied, IntegrityError, NotFound, UsageError
+from charter.errors import CharterException, Conflict, Denied, IntegrityError, UsageError
 from charter.spec import Principal, Tool
 from charter.tools._killswitch import is_killed
 from charter.tools._preconditions import check_preconditions
+from charter.tools._records import (
+    OPEN_STATES,
+    ORIGINS,
+    Action,
+    Origin,
+    Proposal,
+    audit_action,
+    clock_of,
+    get_action,
+    resolve_principal,
+    row_to_action,
+    transition,
+)
 from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool_registry
 from charter.tools._tables import tool_actions
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from charter.review._clock import Clock
     from charter.runtime import Runtime
-
-Origin = Literal["api", "model", "cli"]
-ORIGINS = ("api", "model", "cli")
-OPEN_STATES = ("pending", "escalated")
-STATES = ("pending", "approved", "rejected", "expired", "escalated", "executing", "executed", "failed")
-
-
-@dataclass(frozen=True)
-class Action:
-    """One proposed tool call: its approval state and (once run) its stored outcome."""
-
-    id: str
-    request_id: str | None
-    tool: str
-    requester: str
-    origin: str
-    args: dict[str, Any]
-    args_hash: str
-    reason: str
-    status: str
-    needs_approval: bool
-    required_role: str | None
-    assigned_role: str | None
-    escalation_level: int
-    created_at: datetime
-    updated_at: datetime
-    expires_at: datetime | None
-    sla_due_at: datetime | None
-    decided_by: str | None
-    decided_at: datetime | None
-    decision_reason: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    result: Any
-    error: str | None
-    version: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """What ``propose`` returns: the stored action, and whether it ran or waits for an approval."""
-
-    action: Action
-
-    @property
-    def id(self) -> str:
-        return self.action.id
-
-    @property
-    def status(self) -> str:
-        return self.action.status
-
-    @property
-    def executed(self) -> bool:
-        return self.action.status == "executed"
-
-    @property
-    def approval_id(self) -> str | None:
-        """The approval request's id while one is needed, else None."""
-        return self.action.id if self.action.status in OPEN_STATES else None
-
-    @property
-    def result(self) -> Any:
-        return self.action.result
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.action.to_dict(), "approval_id": self.approval_id}
-
-
-def _clock(clock: Clock | None) -> Clock:
-    from charter.review._clock import clock_or_default
-
-    return clock_or_default(clock)
-
-
-def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal:
-    """The charter's own view of a principal (roles are never taken from the caller); must be active."""
-    pid = principal.id if isinstance(principal, Principal) else principal
-    known = runtime.charter.principal(pid)
-    if not known.active:
-        raise Denied(f"principal {pid!r} is not active", reasons=["identity.inactive"])
-    return known
-
-
-def _row_to_action(row: Any) -> Action:
-    return Action(**{c.name: getattr(row, c.name) for c in tool_actions.columns})
-
-
-def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = None) -> Action:
-    """The action (approval request) with this id; :class:`NotFound` if there is none."""
-    query = select(tool_actions).where(tool_actions.c.id == action_id)
-    if conn is not None:
-        row = conn.execute(query).first()
-    else:
-        with runtime.store.connect() as c:
-            row = c.execute(query).first()
-    if row is None:
-        raise NotFound(f"no action or approval request {action_id!r}")
-    return _row_to_action(row)
-
-
-def list_actions(
-    runtime: Runtime,
-    *,
-    status: str | list[str] | None = None,
-    requester: str | None = None,
-    tool: str | None = None,
-    request_id: str | None = None,
-    needs_approval: bool | None = None,
-    limit: int = 200,
-) -> list[Action]:
-    """Actions, newest first, filtered by status(es), requester, tool, request or approval need."""
-    query = select(tool_actions).order_by(tool_actions.c.created_at.desc(), tool_actions.c.id).limit(limit)
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        unknown = [s for s in statuses if s not in STATES]
-        if unknown:
-            raise UsageError(f"unknown status {unknown[0]!r}; expected one of: {', '.join(STATES)}")
-        query = query.where(tool_actions.c.status.in_(statuses))
-    if requester is not None:
-        query = query.where(tool_actions.c.requester == requester)
-    if tool is not None:
-        query = query.where(tool_actions.c.tool == tool)
-    if request_id is not None:
-        query = query.where(tool_actions.c.request_id == request_id)
-    if needs_approval is not None:
-        query = query.where(tool_actions.c.needs_approval == needs_approval)
-    with runtime.store.connect() as conn:
-        return [_row_to_action(r) for r in conn.execute(query)]
-
-
-def transition(
-    runtime: Runtime,
-    action: Action,
-    to: str,
-    *,
-    now: datetime,
-    allowed_from: tuple[str, ...] | None = None,
-    **values: Any,
-) -> Action:
-    """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`."""
-    stmt = (
-        tool_actions.update()
-        .where(
-            tool_actions.c.id == action.id,
-            tool_actions.c.version == action.version,
-            tool_actions.c.status.in_(allowed_from or (action.status,)),
-        )
-        .values(status=to, version=action.version + 1, updated_at=now, **values)
-    )
-    with runtime.store.begin() as conn:
-        if conn.execute(stmt).rowcount != 1:
-            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
-        return get_action(runtime, action.id, conn=conn)
-
-
-def _audit(
-    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
-) -> None:
-    resource = f"action:{act.id}" if act else f"tool:{details.get('tool', '?')}"
-    if act is not None:
-        details = {
-            "tool": act.tool,
-            "requester": act.requester,
-            "args_hash": act.args_hash,
-            "status": act.status,
-            **details,
-        }
-    runtime.audit.append(actor=actor, action=action, resource=resource, outcome=outcome, details=details)
 
 
 # ------------------------------------------------------------------------------------------ approvals
@@ -284,7 +121,7 @@ def propose(
 ) -> Proposal:
     """Propose a tool call; see the module docstring for what is checked. Runs it when nothing more is
     needed, else stores a pending approval request. Refusals are audited and raised."""
-    now = _clock(clock).now()
+    now = clock_of(clock).now()
     if origin not in ORIGINS:
         raise UsageError(f"origin must be one of {', '.join(ORIGINS)}")
     if not isinstance(reason, str) or len(reason) > 10_000:
@@ -380,7 +217,7 @@ def propose(
                 .order_by(tool_actions.c.created_at)
                 .limit(1)
             ).first()
-            existing = _row_to_action(found) if found is not None else None
+            existing = row_to_action(found) if found is not None else None
         if existing is None and limit is not None:
             used = conn.execute(
                 select(func.count())
@@ -403,7 +240,7 @@ def propose(
             f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
             [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
         )
-    _audit(
+    audit_action(
         runtime,
         who.id,
         "tools.proposed",
@@ -443,11 +280,11 @@ def execute(
     the kill switch is on, the requester lost the right to call the tool, or a precondition fails;
     :class:`Conflict` if it is already executing (or was interrupted by a crash: see ``stuck_actions``).
     """
-    clk = _clock(clock)
+    clk = clock_of(clock)
     action = get_action(runtime, action_id)
     who = actor or action.requester
     if args is not None and args_hash(args) != action.args_hash:
-        _audit(
+        audit_action(
             runtime,
             who,
             "tools.refused",
@@ -475,35 +312,35 @@ def execute(
             ],
         )
     if args_hash(action.args) != action.args_hash:
-        _audit(runtime, who, "tools.integrity_failed", action, "denied")
+        audit_action(runtime, who, "tools.integrity_failed", action, "denied")
         raise IntegrityError(f"action {action.id}: stored arguments do not match their approved hash")
-    reg = _registered(runtime, action.tool)
+    reg = registered_tool(runtime, action.tool)
     requester = resolve_principal(runtime, action.requester)
     decision = runtime.authorizer.authorize(
         requester, "tools.call", f"tool:{action.tool}", {"args": action.args}
     )
     if not decision.allowed:
-        _audit(runtime, who, "tools.refused", action, "denied", reasons=list(decision.reasons))
+        audit_action(runtime, who, "tools.refused", action, "denied", reasons=list(decision.reasons))
         raise Denied(f"{requester.id} may no longer call {action.tool}", reasons=list(decision.reasons))
     if is_killed(runtime, action.tool):
-        _audit(runtime, who, "tools.refused", action, "denied", reasons=["kill_switch: on"])
+        audit_action(runtime, who, "tools.refused", action, "denied", reasons=["kill_switch: on"])
         raise Denied(
             f"the kill switch is on for {action.tool}; the approved action waits", reasons=["kill_switch: on"]
         )
     check_preconditions(runtime, reg.spec.requires, action.args, requester)
     running = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
-    _audit(runtime, who, "tools.executing", running, "started")
-    return _run(runtime, reg, running, who, clk)
+    audit_action(runtime, who, "tools.executing", running, "started")
+    return run_action(runtime, reg, running, who, clk)
 
 
-def _registered(runtime: Runtime, tool: str) -> RegisteredTool:
+def registered_tool(runtime: Runtime, tool: str) -> RegisteredTool:
     registry = tool_registry(runtime)
     if tool not in registry:
         raise Denied(f"tool {tool!r} is no longer in the workflow's tool list", reasons=[f"tools: {tool}"])
     return registry.get(tool)
 
 
-def _run(runtime: Runtime, reg: RegisteredTool, running: Action, who: str, clk: Clock) -> Action:
+def run_action(runtime: Runtime, reg: RegisteredTool, running: Action, who: str, clk: Clock) -> Action:
     ctx = ToolContext(
         idempotency_key=running.id,
         principal_id=running.requester,
@@ -518,86 +355,10 @@ def _run(runtime: Runtime, reg: RegisteredTool, running: Action, who: str, clk: 
         done = transition(
             runtime, running, "failed", now=clk.now(), finished_at=clk.now(), error=message[:4000]
         )
-        _audit(runtime, who, "tools.failed", done, "failed", error=message[:1000])
+        audit_action(runtime, who, "tools.failed", done, "failed", error=message[:1000])
         return done
     done = transition(
         runtime, running, "executed", now=clk.now(), finished_at=clk.now(), result=_jsonable(result)
     )
-    _audit(runtime, who, "tools.executed", done, "executed")
-    return done
-
-
-# ------------------------------------------------------------------------------------------ recovery
-def stuck_actions(
-    runtime: Runtime, *, older_than: timedelta = timedelta(0), clock: Clock | None = None
-) -> list[Action]:
-    """Actions left ``executing`` (a crash or a still-running call) for longer than ``older_than``."""
-    cutoff = _clock(clock).now() - older_than
-    return [
-        a
-        for a in list_actions(runtime, status="executing", limit=10_000)
-        if a.started_at is None or a.started_at <= cutoff
-    ]
-
-
-def resolve_stuck(
-    runtime: Runtime,
-    action_id: str,
-    principal: Principal | str,
-    outcome: Literal["executed", "failed", "retry"],
-    *,
-    reason: str,
-    clock: Clock | None = None,
-) -> Action:
-    """An operator's explicit recovery of an action left ``executing``.
-
-    ``executed`` / ``failed`` record what the operator found in the external system; ``retry`` re-runs the
-    tool with the same idempotency key and is allowed only for tools marked ``@tool(idempotent=True)``.
-    Only the incidents owner or a role with the ``kill_switch`` permission may do this (audited).
-    """
-    from charter.tools._killswitch import may_operate_kill_switch
-
-    clk = _clock(clock)
-    who = resolve_principal(runtime, principal)
-    if not reason.strip():
-        raise UsageError("say why (reason): what did you check before resolving the action?")
-    allowed, reasons = may_operate_kill_switch(runtime, who)
-    action = get_action(runtime, action_id)
-    if not allowed:
-        _audit(runtime, who.id, "tools.recover_refused", action, "denied", reasons=reasons)
-        raise Denied(f"{who.id} may not resolve stuck actions", reasons=reasons)
-    if action.status != "executing":
-        raise Conflict(f"action {action.id} is {action.status}, not executing; nothing to recover")
-    if outcome == "retry":
-        reg = _registered(runtime, action.tool)
-        if not reg.definition.idempotent:
-            raise Denied(
-                f"{action.tool} is not marked idempotent; record the outcome you found instead "
-                f"(executed or failed)",
-                reasons=[f"@tool({action.tool}): idempotent=False"],
-            )
-        again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
-        _audit(runtime, who.id, "tools.recovered", again, "retry", reason=reason[:1000])
-        return _run(runtime, reg, again, who.id, clk)
-    if outcome == "executed":
-        done = transition(
-            runtime,
-            action,
-            "executed",
-            now=clk.now(),
-            finished_at=clk.now(),
-            result={"recovered_by": who.id, "note": reason},
-        )
-    elif outcome == "failed":
-        done = transition(
-            runtime,
-            action,
-            "failed",
-            now=clk.now(),
-            finished_at=clk.now(),
-            error=f"interrupted; marked failed by {who.id}: {reason}",
-        )
-    else:
-        raise UsageError("outcome must be executed, failed or retry")
-    _audit(runtime, who.id, "tools.recovered", done, outcome, reason=reason[:1000])
+    audit_action(runtime, who, "tools.executed", done, "executed")
     return done

@@ -1,0 +1,192 @@
+"""Stored actions: the :class:`Action` record, the :class:`Proposal` returned by ``propose``, reads, and the
+optimistic-concurrency transition every state change goes through."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import select
+
+from charter.errors import Conflict, Denied, NotFound, UsageError
+from charter.spec import Principal
+from charter.tools._tables import tool_actions
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from charter.review._clock import Clock
+    from charter.runtime import Runtime
+
+Origin = Literal["api", "model", "cli"]
+ORIGINS = ("api", "model", "cli")
+OPEN_STATES = ("pending", "escalated")
+STATES = ("pending", "approved", "rejected", "expired", "escalated", "executing", "executed", "failed")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One proposed tool call: its approval state and (once run) its stored outcome."""
+
+    id: str
+    request_id: str | None
+    tool: str
+    requester: str
+    origin: str
+    args: dict[str, Any]
+    args_hash: str
+    reason: str
+    status: str
+    needs_approval: bool
+    required_role: str | None
+    assigned_role: str | None
+    escalation_level: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    sla_due_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    error: str | None
+    version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What ``propose`` returns: the stored action, and whether it ran or waits for an approval."""
+
+    action: Action
+
+    @property
+    def id(self) -> str:
+        return self.action.id
+
+    @property
+    def status(self) -> str:
+        return self.action.status
+
+    @property
+    def executed(self) -> bool:
+        return self.action.status == "executed"
+
+    @property
+    def approval_id(self) -> str | None:
+        """The approval request's id while one is needed, else None."""
+        return self.action.id if self.action.status in OPEN_STATES else None
+
+    @property
+    def result(self) -> Any:
+        return self.action.result
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.action.to_dict(), "approval_id": self.approval_id}
+
+
+def clock_of(clock: Clock | None) -> Clock:
+    from charter.review._clock import clock_or_default
+
+    return clock_or_default(clock)
+
+
+def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal:
+    """The charter's own view of a principal (roles are never taken from the caller); must be active."""
+    pid = principal.id if isinstance(principal, Principal) else principal
+    known = runtime.charter.principal(pid)
+    if not known.active:
+        raise Denied(f"principal {pid!r} is not active", reasons=["identity.inactive"])
+    return known
+
+
+def row_to_action(row: Any) -> Action:
+    return Action(**{c.name: getattr(row, c.name) for c in tool_actions.columns})
+
+
+def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = None) -> Action:
+    """The action (approval request) with this id; :class:`NotFound` if there is none."""
+    query = select(tool_actions).where(tool_actions.c.id == action_id)
+    if conn is not None:
+        row = conn.execute(query).first()
+    else:
+        with runtime.store.connect() as c:
+            row = c.execute(query).first()
+    if row is None:
+        raise NotFound(f"no action or approval request {action_id!r}")
+    return row_to_action(row)
+
+
+def list_actions(
+    runtime: Runtime,
+    *,
+    status: str | list[str] | None = None,
+    requester: str | None = None,
+    tool: str | None = None,
+    request_id: str | None = None,
+    needs_approval: bool | None = None,
+    limit: int = 200,
+) -> list[Action]:
+    """Actions, newest first, filtered by status(es), requester, tool, request or approval need."""
+    query = select(tool_actions).order_by(tool_actions.c.created_at.desc(), tool_actions.c.id).limit(limit)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        unknown = [s for s in statuses if s not in STATES]
+        if unknown:
+            raise UsageError(f"unknown status {unknown[0]!r}; expected one of: {', '.join(STATES)}")
+        query = query.where(tool_actions.c.status.in_(statuses))
+    if requester is not None:
+        query = query.where(tool_actions.c.requester == requester)
+    if tool is not None:
+        query = query.where(tool_actions.c.tool == tool)
+    if request_id is not None:
+        query = query.where(tool_actions.c.request_id == request_id)
+    if needs_approval is not None:
+        query = query.where(tool_actions.c.needs_approval == needs_approval)
+    with runtime.store.connect() as conn:
+        return [row_to_action(r) for r in conn.execute(query)]
+
+
+def transition(
+    runtime: Runtime,
+    action: Action,
+    to: str,
+    *,
+    now: datetime,
+    allowed_from: tuple[str, ...] | None = None,
+    **values: Any,
+) -> Action:
+    """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`."""
+    stmt = (
+        tool_actions.update()
+        .where(
+            tool_actions.c.id == action.id,
+            tool_actions.c.version == action.version,
+            tool_actions.c.status.in_(allowed_from or (action.status,)),
+        )
+        .values(status=to, version=action.version + 1, updated_at=now, **values)
+    )
+    with runtime.store.begin() as conn:
+        if conn.execute(stmt).rowcount != 1:
+            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
+        return get_action(runtime, action.id, conn=conn)
+
+
+def audit_action(
+    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
+) -> None:
+    resource = f"action:{act.id}" if act else f"tool:{details.get('tool', '?')}"
+    if act is not None:
+        details = {
+            "tool": act.tool,
+            "requester": act.requester,
+            "args_hash": act.args_hash,
+            "status": act.status,
+            **details,
+        }
+    runtime.audit.append(actor=actor, action=action, resource=resource, outcome=outcome, details=details)
