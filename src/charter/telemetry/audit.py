@@ -24,6 +24,7 @@ The guarantees, precisely, are in ``docs/security.md`` ("Audit log").
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -215,8 +216,11 @@ class AuditLog:
             except (IntegrityError, OSError, SQLAlchemyError) as exc:  # e.g. a read-only auditor
                 return replace(result, notes=(*result.notes, f"no checkpoint written: {exc}"))
             if cp is not None:
-                return replace(result, last_checkpoint_seq=cp.seq, notes=(
-                    f"signed a checkpoint at entry {cp.seq}: truncation below it is now detected",))
+                with contextlib.suppress(IntegrityError):
+                    anchor = read_anchor(self.anchor_path)
+                note = f"signed a checkpoint at entry {cp.seq}: truncation below it is now detected"
+                return replace(result, last_checkpoint_seq=cp.seq, anchor_seq=anchor.seq if anchor else None,
+                               notes=(note,))
         return result
 
     def tail(self, n: int = 20, *, action: str | None = None) -> list[AuditEntry]:
