@@ -18,7 +18,7 @@ import yaml
 from charter.errors import Conflict, Denied
 from charter.review import decide
 from charter.runtime import Runtime
-from charter.tools import execute, get_action, propose, resolve_stuck, stuck_actions
+from charter.tools import execute, get_action, propose, resolve_stuck, set_kill_switch, stuck_actions
 from tests.tools._helpers import REFUND_50, audit_rows, billing_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,6 +216,10 @@ def test_an_idempotent_tool_can_be_rerun_with_the_same_key_after_a_crash(slow_pr
     _kill_during_execution(slow_project, proposal.id)
     rt.close()
     restarted = Runtime.open(slow_project)
+    set_kill_switch(restarted, "omar", True, reason="incident")
+    with pytest.raises(Denied, match="kill switch"):
+        resolve_stuck(restarted, proposal.id, "omar", "retry", reason="tool is idempotent on the key")
+    set_kill_switch(restarted, "omar", False)
     done = resolve_stuck(restarted, proposal.id, "omar", "retry", reason="tool is idempotent on the key")
     assert done.status == "executed"
     assert _lines(slow_project.parent / "finished.log") == [proposal.id]

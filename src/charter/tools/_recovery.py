@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from charter.errors import Conflict, Denied, UsageError
 from charter.spec import Principal
 from charter.tools._actions import registered_tool, run_action
+from charter.tools._killswitch import is_killed
 from charter.tools._records import (
     Action,
     audit_action,
@@ -73,6 +74,11 @@ def resolve_stuck(
                 f"{action.tool} is not marked idempotent; record the outcome you found instead "
                 f"(executed or failed)",
                 reasons=[f"@tool({action.tool}): idempotent=False"],
+            )
+        if is_killed(runtime, action.tool):
+            raise Denied(
+                f"the kill switch is on for {action.tool}; turn it off before re-running",
+                reasons=["kill_switch: on"],
             )
         again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
         audit_action(runtime, who.id, "tools.recovered", again, "retry", reason=reason[:1000])
