@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import sqlite3
@@ -10,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,17 +38,17 @@ events = st.builds(AuditEvent, actor=field("actor"), action=field("action"), res
 COLUMNS = ["ts", "actor", "action", "resource", "outcome", "details", "prev_hash", "hash"]
 
 
-@functools.cache
-def _template() -> Path:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated empty database, copied for every example (migrating each time would dominate)."""
-    db = Path(tempfile.mkdtemp(prefix="audit-template-")) / "template.db"
+    db = tmp_path_factory.mktemp("audit-template") / "template.db"
     open_store(f"sqlite:///{db}").dispose()
     return db
 
 
-def _fresh(tmp: str, every: int) -> tuple[AuditLog, Path]:
+def _fresh(template: Path, tmp: str, every: int) -> tuple[AuditLog, Path]:
     db = Path(tmp) / "a.db"
-    shutil.copyfile(_template(), db)
+    shutil.copyfile(template, db)
     store = open_store(f"sqlite:///{db}", migrate=False)
     return AuditLog(store, key_dir=Path(tmp) / "keys", checkpoint_every=every), db
 
@@ -56,9 +56,10 @@ def _fresh(tmp: str, every: int) -> tuple[AuditLog, Path]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=st.lists(st.lists(events, min_size=1, max_size=6), min_size=1, max_size=6),
        every=st.integers(min_value=1, max_value=7))
-def test_random_events_verify_and_round_trip(batches: list[list[AuditEvent]], every: int) -> None:
+def test_random_events_verify_and_round_trip(template: Path, batches: list[list[AuditEvent]],
+                                             every: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        log, _ = _fresh(tmp, every)
+        log, _ = _fresh(template, tmp, every)
         appended: list[AuditEvent] = []
         for i, batch in enumerate(batches):
             if i % 2:
@@ -82,9 +83,10 @@ def test_random_events_verify_and_round_trip(batches: list[list[AuditEvent]], ev
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(evs=st.lists(events, min_size=2, max_size=8), data=st.data())
-def test_any_single_character_edit_is_detected(evs: list[AuditEvent], data: st.DataObject) -> None:
+def test_any_single_character_edit_is_detected(template: Path, evs: list[AuditEvent],
+                                                data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        log, db = _fresh(tmp, 1000)
+        log, db = _fresh(template, tmp, 1000)
         log.append_many(evs)
         log.store.dispose()
         seq = data.draw(st.integers(min_value=1, max_value=len(evs)), label="seq")
