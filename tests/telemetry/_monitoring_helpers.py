@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
+
 from charter.store import utcnow
 from charter.telemetry import Trace
 
@@ -26,9 +27,20 @@ PLANTED: dict[str, str] = {
     "password_assignment": "password=Hunter2-Secret!",
 }
 # Fragments that must not survive either (e.g. the token without the word "Bearer").
-FRAGMENTS = ["tok_live_7Hq2Xv9LmP4sR8tW3yZ6", "Zq8vT3kLmN4pR7sW2xY5aB9cD1eF6gH0", "Hunter2-Secret!", "zoe.kowalski",
-             "7946 0958", "555-2671", "1111 1111 1111", "5555-5555-5555", "378282246310005", "WEST 1234 5698",
-             "370400440532013000", "IOSFODNN7EXAMPLE"]
+FRAGMENTS = [
+    "tok_live_7Hq2Xv9LmP4sR8tW3yZ6",
+    "Zq8vT3kLmN4pR7sW2xY5aB9cD1eF6gH0",
+    "Hunter2-Secret!",
+    "zoe.kowalski",
+    "7946 0958",
+    "555-2671",
+    "1111 1111 1111",
+    "5555-5555-5555",
+    "378282246310005",
+    "WEST 1234 5698",
+    "370400440532013000",
+    "IOSFODNN7EXAMPLE",
+]
 
 
 def needles() -> list[str]:
@@ -59,22 +71,51 @@ def db_files(db: Path) -> list[Path]:
 def pii_trace(workflow: str, principal: str, *, started_at: datetime | None = None) -> Trace:
     """A trace with every planted value in the question, answer, tool args, errors and span attributes."""
     p = PLANTED
-    t = Trace(workflow=workflow, principal_id=principal, question=(
-        f"Customer {p['email']} (phone {p['phone_us']}) paid with {p['card']} and wants the refund to "
-        f"IBAN {p['iban']}; our key {p['openai_key']} failed."), started_at=started_at or utcnow())
+    t = Trace(
+        workflow=workflow,
+        principal_id=principal,
+        question=(
+            f"Customer {p['email']} (phone {p['phone_us']}) paid with {p['card']} and wants the refund to "
+            f"IBAN {p['iban']}; our key {p['openai_key']} failed."
+        ),
+        started_at=started_at or utcnow(),
+    )
     with t.span("admit") as s:
         s["note"] = f"header Authorization: {p['bearer']}"
     with t.span("retrieve") as s:
         s["k"] = 5
-    t.retrieved = [{"chunk_id": "help-center:refunds.md#0", "source": "help-center", "doc_id": "refunds.md",
-                    "rank": 1, "score": 0.9}]
-    t.citations = [{"id": "S1", "chunk_id": "help-center:refunds.md#0", "source_id": "help-center",
-                    "doc_id": "refunds.md"}]
-    t.tool_calls = [{"tool": "lookup_invoice", "decision": "allowed",
-                     "args": {"email": p["email2"], "card": p["card_dashes"], "note": p["password_assignment"]},
-                     "error": f"upstream said: bad token {p['github_token']} for {p['phone_intl']}"}]
-    t.errors = [{"type": "ProviderError", "message": f"auth failed with {p['aws_key']} for {p['iban_compact']}",
-                 "stage": "generate"}]
+    t.retrieved = [
+        {
+            "chunk_id": "help-center:refunds.md#0",
+            "source": "help-center",
+            "doc_id": "refunds.md",
+            "rank": 1,
+            "score": 0.9,
+        }
+    ]
+    t.citations = [
+        {
+            "id": "S1",
+            "chunk_id": "help-center:refunds.md#0",
+            "source_id": "help-center",
+            "doc_id": "refunds.md",
+        }
+    ]
+    t.tool_calls = [
+        {
+            "tool": "lookup_invoice",
+            "decision": "allowed",
+            "args": {"email": p["email2"], "card": p["card_dashes"], "note": p["password_assignment"]},
+            "error": f"upstream said: bad token {p['github_token']} for {p['phone_intl']}",
+        }
+    ]
+    t.errors = [
+        {
+            "type": "ProviderError",
+            "message": f"auth failed with {p['aws_key']} for {p['iban_compact']}",
+            "stage": "generate",
+        }
+    ]
     t.answer = f"We refunded card {p['card_compact']}; write to {p['email']}."
     t.agent_notes = f"Customer phone {p['phone_intl']}"
     t.status = "answered"
@@ -84,16 +125,34 @@ def pii_trace(workflow: str, principal: str, *, started_at: datetime | None = No
     return t
 
 
-def scripted_trace(rng: random.Random, *, workflow: str, principal: str, started_at: datetime,
-                   cited: list[tuple[str, str]], status: str = "answered", prompt_version: str = "v1",
-                   cost: float = 0.001, groundedness: float | None = 0.8, escalation: str | None = None,
-                   error: tuple[str, str, str] | None = None) -> Trace:
-    t = Trace(workflow=workflow, principal_id=principal, question=f"question {rng.random():.6f}",
-              started_at=started_at)
-    t.retrieved = [{"chunk_id": f"{s}:{d}#0", "source": s, "doc_id": d, "rank": i, "score": 0.5}
-                   for i, (s, d) in enumerate(cited, 1)]
-    t.citations = [{"id": f"S{i}", "chunk_id": f"{s}:{d}#0", "source_id": s, "doc_id": d}
-                   for i, (s, d) in enumerate(cited, 1)]
+def scripted_trace(
+    rng: random.Random,
+    *,
+    workflow: str,
+    principal: str,
+    started_at: datetime,
+    cited: list[tuple[str, str]],
+    status: str = "answered",
+    prompt_version: str = "v1",
+    cost: float = 0.001,
+    groundedness: float | None = 0.8,
+    escalation: str | None = None,
+    error: tuple[str, str, str] | None = None,
+) -> Trace:
+    t = Trace(
+        workflow=workflow,
+        principal_id=principal,
+        question=f"question {rng.random():.6f}",
+        started_at=started_at,
+    )
+    t.retrieved = [
+        {"chunk_id": f"{s}:{d}#0", "source": s, "doc_id": d, "rank": i, "score": 0.5}
+        for i, (s, d) in enumerate(cited, 1)
+    ]
+    t.citations = [
+        {"id": f"S{i}", "chunk_id": f"{s}:{d}#0", "source_id": s, "doc_id": d}
+        for i, (s, d) in enumerate(cited, 1)
+    ]
     t.status = status  # type: ignore[assignment]
     t.answer = "an answer"
     t.model, t.provider, t.prompt_version = "extractive", "extractive", prompt_version

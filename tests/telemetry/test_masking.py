@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from _monitoring_helpers import PLANTED, needles
 
-from charter.telemetry import REDACTED, NullMasker, PatternMasker, PresidioMasker, mask_text, masker_for, protect
+from charter.telemetry import (
+    REDACTED,
+    NullMasker,
+    PatternMasker,
+    PresidioMasker,
+    mask_text,
+    masker_for,
+    protect,
+)
 from charter.telemetry.masking import hash_value, mask_any
 
 
@@ -29,7 +37,13 @@ def test_kinds(masker: PresidioMasker) -> None:
     assert kinds["phone_us"] == kinds["phone_intl"] == "PHONE"
     assert kinds["card"] == kinds["card_dashes"] == kinds["card_compact"] == "CARD"
     assert kinds["iban"] == kinds["iban_compact"] == "IBAN"
-    assert kinds["openai_key"] == kinds["aws_key"] == kinds["github_token"] == kinds["password_assignment"] == "SECRET"
+    assert (
+        kinds["openai_key"]
+        == kinds["aws_key"]
+        == kinds["github_token"]
+        == kinds["password_assignment"]
+        == "SECRET"
+    )
     assert kinds["bearer"] == "BEARER"
 
 
@@ -42,8 +56,10 @@ def test_private_key_and_jwt(masker: PresidioMasker) -> None:
 
 
 def test_not_over_masking(masker: PresidioMasker) -> None:
-    benign = ("Invoice INV-2026-0042 of 2026-11-25 for 120.50 EUR, version 1.2.3, at 10:30; refunds take 5-10 "
-              "business days; order 12345.")
+    benign = (
+        "Invoice INV-2026-0042 of 2026-11-25 for 120.50 EUR, version 1.2.3, at 10:30; refunds take 5-10 "
+        "business days; order 12345."
+    )
     assert masker.mask(benign) == benign
     assert masker.mask("4111 1111 1111 1112") == "4111 1111 1111 1112"  # fails Luhn: not a card
 
@@ -84,8 +100,11 @@ def test_field_policies(masker: PresidioMasker) -> None:
 
 
 def test_nested_values_and_keys(masker: PresidioMasker) -> None:
-    doc = {"args": {PLANTED["email"]: [PLANTED["card"], 3, None, True, {"iban": PLANTED["iban"]}]},
-           "n": 1.5, "raw": b"bytes " + PLANTED["email2"].encode()}
+    doc = {
+        "args": {PLANTED["email"]: [PLANTED["card"], 3, None, True, {"iban": PLANTED["iban"]}]},
+        "n": 1.5,
+        "raw": b"bytes " + PLANTED["email2"].encode(),
+    }
     out = repr(mask_any(doc, masker))
     assert not [n for n in needles() if n in out]
 

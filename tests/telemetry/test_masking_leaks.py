@@ -1,4 +1,4 @@
-"""Acceptance: planted PII and secrets never reach the database file, the WAL, exported spans or any report."""
+"""Acceptance: planted PII and secrets never reach the database file, WAL, exported spans or reports."""
 
 from __future__ import annotations
 
@@ -40,9 +40,15 @@ def test_planted_values_never_stored_exported_or_reported(project: Path, cli) ->
             t.status = "error"
         store.write(t)
         ids.append(t.request_id)
-        record_feedback(rt, t.request_id, ana, rating="down", reasons=["inaccurate"],
-                        comment=f"Customer {PLANTED['email']} says card {PLANTED['card']} was charged twice; "
-                                f"{PLANTED['bearer']} / {PLANTED['openai_key']}")
+        record_feedback(
+            rt,
+            t.request_id,
+            ana,
+            rating="down",
+            reasons=["inaccurate"],
+            comment=f"Customer {PLANTED['email']} says card {PLANTED['card']} was charged twice; "
+            f"{PLANTED['bearer']} / {PLANTED['openai_key']}",
+        )
     # an error message and an eval-report style document through the same masker
     assert PLANTED["aws_key"] not in (mask_text(rt, f"boom {PLANTED['aws_key']}") or "")
     exporter.flush()
@@ -52,17 +58,23 @@ def test_planted_values_never_stored_exported_or_reported(project: Path, cli) ->
         "report.html": render_report(build_report(rt), "html"),
         "report.json": render_report(build_report(rt), "json"),
         "metrics": metrics_for(rt).exposition(),
-        "spans": json.dumps([{"name": s.name, "attributes": dict(s.attributes or {}),
-                              "status": s.status.description} for s in spans.get_finished_spans()]),
+        "spans": json.dumps(
+            [
+                {"name": s.name, "attributes": dict(s.attributes or {}), "status": s.status.description}
+                for s in spans.get_finished_spans()
+            ]
+        ),
         "trace views": json.dumps([store.get(r) for r in ids], default=str),
         "trace list": json.dumps(store.list(), default=str),
     }
     assert len(spans.get_finished_spans()) >= 5 * 4
     assert "input.value" in outputs["spans"]  # content was exported (masked), so the scan is meaningful
     rt.close()
-    for name, args in {"cli report": ("report", "--as", "omar", "--format", "html"),
-                       "cli traces": ("traces", "list", "--as", "omar", "--json"),
-                       "cli metrics": ("metrics",)}.items():
+    for name, args in {
+        "cli report": ("report", "--as", "omar", "--format", "html"),
+        "cli traces": ("traces", "list", "--as", "omar", "--json"),
+        "cli metrics": ("metrics",),
+    }.items():
         r = cli(*args, "--charter", str(project))
         assert r.exit_code == 0, r.stderr
         outputs[name] = r.stdout
@@ -80,17 +92,34 @@ def test_retention_purge_leaves_no_trace_content_behind(project: Path) -> None:
     assert scan_files(db_files(_db(project))) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review package stores question/draft/edit text and audit details unmasked; "
-                                       "it must call charter.telemetry.mask_text (reported to the lead)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="review package stores question/draft/edit text and audit details unmasked; "
+    "it must call charter.telemetry.mask_text (reported to the lead)",
+)
 def test_review_edits_and_audit_details_are_masked(project: Path) -> None:
     from charter.review import decide_draft, submit_draft
 
     rt = Runtime.open(project)
     t = pii_trace(rt.spec.workflow.id, "ana")
     trace_store_for(rt).write(t)
-    item = submit_draft(rt, request_id=t.request_id, principal="ana", question=t.question, draft=t.answer or "",
-                        citations=[], escalation_reason="low_groundedness", groundedness=0.2)
-    decide_draft(rt, item.id, "lena", "edit", text=f"Refund sent to {PLANTED['iban']}; mail {PLANTED['email2']}",
-                 comment=f"fixed, customer phone {PLANTED['phone_us']}")
+    item = submit_draft(
+        rt,
+        request_id=t.request_id,
+        principal="ana",
+        question=t.question,
+        draft=t.answer or "",
+        citations=[],
+        escalation_reason="low_groundedness",
+        groundedness=0.2,
+    )
+    decide_draft(
+        rt,
+        item.id,
+        "lena",
+        "edit",
+        text=f"Refund sent to {PLANTED['iban']}; mail {PLANTED['email2']}",
+        comment=f"fixed, customer phone {PLANTED['phone_us']}",
+    )
     rt.close()
     assert scan_files(db_files(_db(project))) == []

@@ -32,11 +32,21 @@ def test_metrics_reflect_the_database(project: Path, cli) -> None:  # type: igno
     ids = []
     for i in range(12):
         status = "error" if i % 4 == 0 else "answered"
-        t = scripted_trace(rng, workflow=rt.spec.workflow.id, principal="ana", started_at=now, cited=[("help-center", "a.md")],
-                           status=status, cost=0.01, escalation="no_sources" if i % 6 == 1 else None,
-                           error=("ProviderError", "timeout", "generate") if status == "error" else None)
-        t.spans = [SpanRecord(stage="retrieve", started_at=now, duration_ms=3.0 + i),
-                   SpanRecord(stage="generate", started_at=now, duration_ms=200.0 * (i + 1))]
+        t = scripted_trace(
+            rng,
+            workflow=rt.spec.workflow.id,
+            principal="ana",
+            started_at=now,
+            cited=[("help-center", "a.md")],
+            status=status,
+            cost=0.01,
+            escalation="no_sources" if i % 6 == 1 else None,
+            error=("ProviderError", "timeout", "generate") if status == "error" else None,
+        )
+        t.spans = [
+            SpanRecord(stage="retrieve", started_at=now, duration_ms=3.0 + i),
+            SpanRecord(stage="generate", started_at=now, duration_ms=200.0 * (i + 1)),
+        ]
         t.latency_ms = 1000.0
         store.write(t)
         ids.append(t.request_id)
@@ -48,11 +58,17 @@ def test_metrics_reflect_the_database(project: Path, cli) -> None:  # type: igno
     assert s[("charter_errors_total", (("category", "ProviderError"), ("stage", "generate")))] == 3
     assert s[("charter_escalations_total", (("reason", "no_sources"),))] == 2
     assert s[("charter_tokens_total", (("direction", "input"), ("model", "extractive")))] == 12 * 100
-    assert s[("charter_cost_usd_total", (("model", "extractive"), ("source", "estimated")))] == pytest.approx(0.12)
+    assert s[("charter_cost_usd_total", (("model", "extractive"), ("source", "estimated")))] == pytest.approx(
+        0.12
+    )
     assert s[("charter_feedback_total", (("rating", "down"),))] == 1
     assert s[("charter_stage_latency_seconds_count", (("stage", "generate"),))] == 12
-    assert s[("charter_stage_latency_seconds_bucket", (("le", "1.0"), ("stage", "generate")))] == 5  # 200..1000 ms
-    assert s[("charter_stage_latency_seconds_sum", (("stage", "retrieve"),))] == pytest.approx(sum(3.0 + i for i in range(12)) / 1000)
+    assert (
+        s[("charter_stage_latency_seconds_bucket", (("le", "1.0"), ("stage", "generate")))] == 5
+    )  # 200..1000 ms
+    assert s[("charter_stage_latency_seconds_sum", (("stage", "retrieve"),))] == pytest.approx(
+        sum(3.0 + i for i in range(12)) / 1000
+    )
     assert s[("charter_budget_month_spent_usd", ())] == pytest.approx(0.12)
     assert s[("charter_budget_month_consumed_ratio", ())] == pytest.approx(0.12 / rt.spec.budgets.monthly_usd)
     assert s[("charter_review_outcomes_total", (("outcome", "rejected"),))] == 0
@@ -67,4 +83,7 @@ def test_metrics_reflect_the_database(project: Path, cli) -> None:  # type: igno
     r = cli("metrics", "--charter", str(project))
     assert r.exit_code == 0, r.stderr
     assert _samples(r.stdout)[("charter_requests_total", (("status", "answered"),))] == 10
-    assert _samples(r.stdout)[("charter_errors_total", (("category", "ProviderError"), ("stage", "generate")))] == 3
+    assert (
+        _samples(r.stdout)[("charter_errors_total", (("category", "ProviderError"), ("stage", "generate")))]
+        == 3
+    )

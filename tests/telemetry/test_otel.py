@@ -34,11 +34,21 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("phoenix", reason="arize-phoenix is part of the dev extra")
     port, grpc = _free_port(), _free_port()
     workdir = tmp_path_factory.mktemp("phoenix")
-    env = {**os.environ, "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(grpc), "PHOENIX_HOST": "127.0.0.1",
-           "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_TELEMETRY_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PHOENIX_PORT": str(port),
+        "PHOENIX_GRPC_PORT": str(grpc),
+        "PHOENIX_HOST": "127.0.0.1",
+        "PHOENIX_WORKING_DIR": str(workdir),
+        "PHOENIX_TELEMETRY_ENABLED": "false",
+    }
     log = (workdir / "phoenix.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from phoenix.server.main import main; main()", "serve"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from phoenix.server.main import main; main()", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -88,8 +98,12 @@ def _attrs(span: dict[str, Any]) -> dict[str, Any]:
 def test_spans_reach_phoenix_masked_with_genai_attributes(project: Path, phoenix: str) -> None:
     text = project.read_text()
     assert "exporters: {prometheus: true}" in text
-    project.write_text(text.replace("exporters: {prometheus: true}", "exporters: {prometheus: true, otlp_endpoint: "
-                                    f"\"{phoenix}\", include_content: true}}"))
+    project.write_text(
+        text.replace(
+            "exporters: {prometheus: true}",
+            f'exporters: {{prometheus: true, otlp_endpoint: "{phoenix}", include_content: true}}',
+        )
+    )
     rt = Runtime.open(project)
     store = trace_store_for(rt)
     exporters = [s for s in store.sinks if isinstance(s, TraceExporter)]
@@ -98,7 +112,9 @@ def test_spans_reach_phoenix_masked_with_genai_attributes(project: Path, phoenix
     for _ in range(3):
         t = pii_trace(rt.spec.workflow.id, "ana")
         with t.span("generate") as s:
-            s.update(model="extractive", provider="extractive", input_tokens=120, output_tokens=40, cost_usd=0.0012)
+            s.update(
+                model="extractive", provider="extractive", input_tokens=120, output_tokens=40, cost_usd=0.0012
+            )
         store.write(t)
         ids.append(t.request_id)
     assert exporters[0].flush()
@@ -112,8 +128,13 @@ def test_spans_reach_phoenix_masked_with_genai_attributes(project: Path, phoenix
     roots = by_name["invoke_workflow billing-support"]
     assert {r["charter.request_id"] for r in roots} == set(ids)
     root = roots[0]
-    assert root["gen_ai.operation.name"] == "invoke_workflow" and root["gen_ai.workflow.name"] == "billing-support"
-    assert root["gen_ai.usage.cost"] == pytest.approx(0.0012) and root["llm.cost.total"] == pytest.approx(0.0012)
+    assert (
+        root["gen_ai.operation.name"] == "invoke_workflow"
+        and root["gen_ai.workflow.name"] == "billing-support"
+    )
+    assert root["gen_ai.usage.cost"] == pytest.approx(0.0012) and root["llm.cost.total"] == pytest.approx(
+        0.0012
+    )
     assert "<EMAIL_" in root["input.value"]  # content opted in, and masked
     chat = by_name["chat extractive"][0]
     assert chat["gen_ai.operation.name"] == "chat" and chat["gen_ai.provider.name"] == "extractive"
@@ -129,8 +150,8 @@ def test_spans_reach_phoenix_masked_with_genai_attributes(project: Path, phoenix
 def test_no_content_unless_opted_in(tmp_path: Path) -> None:
     mem = InMemorySpanExporter()
     exporter = TraceExporter(mem, include_content=False, batch=False)
-    from charter.telemetry import PresidioMasker, TraceStore
     from charter.store import open_store
+    from charter.telemetry import PresidioMasker, TraceStore
 
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     ts = TraceStore(store, masker=PresidioMasker(b"s"), sinks=[exporter])
@@ -140,15 +161,19 @@ def test_no_content_unless_opted_in(tmp_path: Path) -> None:
     spans = mem.get_finished_spans()
     keys = {k for s in spans for k in (s.attributes or {})}
     assert not keys & {"input.value", "output.value", "gen_ai.input.messages", "gen_ai.tool.call.arguments"}
-    root = [s for s in spans if s.name == "invoke_workflow wf"][0]
-    assert root.status.status_code.name == "ERROR" and (root.attributes or {})["error.type"] == "ProviderError"
-    assert root.instrumentation_scope is not None and root.instrumentation_scope.schema_url.endswith(SEMCONV_VERSION)
+    root = next(s for s in spans if s.name == "invoke_workflow wf")
+    assert (
+        root.status.status_code.name == "ERROR" and (root.attributes or {})["error.type"] == "ProviderError"
+    )
+    assert root.instrumentation_scope is not None and root.instrumentation_scope.schema_url.endswith(
+        SEMCONV_VERSION
+    )
     assert scan_text("spans", repr([dict(s.attributes or {}) for s in spans])) == []
 
 
 def test_broken_exporter_never_fails_the_request(tmp_path: Path) -> None:
-    from charter.telemetry import PresidioMasker, TraceStore
     from charter.store import open_store
+    from charter.telemetry import PresidioMasker, TraceStore
 
     def broken(_doc: dict[str, Any]) -> None:
         raise ConnectionError("collector down")

@@ -14,7 +14,14 @@ from _monitoring_helpers import scripted_trace
 
 from charter.runtime import Runtime
 from charter.store import utcnow
-from charter.telemetry import build_report, error_signature, record_feedback, render_report, trace_store_for, wilson_interval
+from charter.telemetry import (
+    build_report,
+    error_signature,
+    record_feedback,
+    render_report,
+    trace_store_for,
+    wilson_interval,
+)
 
 GOOD_DOCS = [("help-center", f"article-{i}.md") for i in range(8)] + [("playbook", "escalations.md")]
 BAD_DOC = ("help-center", "legacy-refund-policy.md")
@@ -40,8 +47,15 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     store = trace_store_for(rt)
     rng = random.Random(7)
     now = utcnow()
-    truth: dict[str, Any] = {"now": now, "cur": [], "prev": [], "neg": {}, "fb": Counter(), "cited": {},
-                             "errors": Counter()}
+    truth: dict[str, Any] = {
+        "now": now,
+        "cur": [],
+        "prev": [],
+        "neg": {},
+        "fb": Counter(),
+        "cited": {},
+        "errors": Counter(),
+    }
     wf = rt.spec.workflow.id
 
     def one(period: str, i: int) -> None:
@@ -58,23 +72,51 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if i % 10 == 3:
             status, escalation = "needs_human", "low_groundedness"
         if i % 25 == 7:
-            status, error = "error", ("ProviderError", f"model timed out after {30 + i % 3}s on attempt {i % 4}",
-                                      "generate")
+            status, error = (
+                "error",
+                ("ProviderError", f"model timed out after {30 + i % 3}s on attempt {i % 4}", "generate"),
+            )
         elif i % 40 == 9:
             status, error = "refused", ("BudgetExceeded", f"monthly budget reached ({i} requests)", "admit")
-        t = scripted_trace(rng, workflow=wf, principal=user, started_at=now - timedelta(days=offset), cited=docs,
-                           status=status, prompt_version=pv, cost=cost, groundedness=round(rng.uniform(0.3, 1.0), 3),
-                           escalation=escalation, error=error)
+        t = scripted_trace(
+            rng,
+            workflow=wf,
+            principal=user,
+            started_at=now - timedelta(days=offset),
+            cited=docs,
+            status=status,
+            prompt_version=pv,
+            cost=cost,
+            groundedness=round(rng.uniform(0.3, 1.0), 3),
+            escalation=escalation,
+            error=error,
+        )
         store.write(t)
-        truth[period].append({"id": t.request_id, "user": user, "docs": docs, "status": status, "pv": pv,
-                              "cost": cost, "escalation": escalation, "error": error, "g": t.groundedness})
+        truth[period].append(
+            {
+                "id": t.request_id,
+                "user": user,
+                "docs": docs,
+                "status": status,
+                "pv": pv,
+                "cost": cost,
+                "escalation": escalation,
+                "error": error,
+                "g": t.groundedness,
+            }
+        )
         if period != "cur" or status != "answered":
             return
-        bad = BAD_DOC in docs and rng.random() < 0.7 or TINY_DOC in docs or rng.random() < 0.1
+        bad = (BAD_DOC in docs and rng.random() < 0.7) or TINY_DOC in docs or rng.random() < 0.1
         if rng.random() < 0.6 or TINY_DOC in docs:
             rating = "down" if bad else "up"
-            record_feedback(rt, t.request_id, rt.charter.principal(user), rating=rating,
-                            reasons=["wrong_source"] if bad else [])
+            record_feedback(
+                rt,
+                t.request_id,
+                rt.charter.principal(user),
+                rating=rating,
+                reasons=["wrong_source"] if bad else [],
+            )
             truth["fb"][rating] += 1
             truth["neg"][t.request_id] = bad
             truth["cited"][t.request_id] = docs
@@ -134,21 +176,28 @@ def test_cost(report: dict[str, Any], scripted: dict[str, Any]) -> None:
     period_rate = sum(r["cost"] for r in cur) / (7 * 86400)
     now = scripted["now"]
     month_days = ((now.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)).day
-    assert c["monthly_projection_from_period_usd"] == pytest.approx(period_rate * month_days * 86400, rel=1e-6)
+    assert c["monthly_projection_from_period_usd"] == pytest.approx(
+        period_rate * month_days * 86400, rel=1e-6
+    )
 
 
 def test_failures_grouped_by_signature(report: dict[str, Any], scripted: dict[str, Any]) -> None:
-    expected = Counter(error_signature(*r["error"][:1], r["error"][2], r["error"][1])
-                       for r in scripted["cur"] if r["error"])
+    expected = Counter(
+        error_signature(*r["error"][:1], r["error"][2], r["error"][1]) for r in scripted["cur"] if r["error"]
+    )
     got = {f["signature"]: f["count"] for f in report["failures"]}
     assert got == dict(expected)
-    timeouts = [f for f in report["failures"] if f["category"] == "ProviderError"][0]
-    assert timeouts["count"] == sum(1 for r in scripted["cur"] if r["error"] and r["error"][0] == "ProviderError")
+    timeouts = next(f for f in report["failures"] if f["category"] == "ProviderError")
+    assert timeouts["count"] == sum(
+        1 for r in scripted["cur"] if r["error"] and r["error"][0] == "ProviderError"
+    )
     assert timeouts["signature"] == "ProviderError @ generate: model timed out after #s on attempt #"
     assert len(timeouts["examples"]) == 3 and all(e.startswith("req_") for e in timeouts["examples"])
 
 
-def test_source_blame_ranks_the_planted_bad_source_first(report: dict[str, Any], scripted: dict[str, Any]) -> None:
+def test_source_blame_ranks_the_planted_bad_source_first(
+    report: dict[str, Any], scripted: dict[str, Any]
+) -> None:
     blame = report["source_blame"]
     neg, cited = scripted["neg"], scripted["cited"]
     base = sum(neg.values()) / len(neg)
@@ -161,7 +210,7 @@ def test_source_blame_ranks_the_planted_bad_source_first(report: dict[str, Any],
     assert first["wilson_lower"] == pytest.approx(_wilson_lower(k, n), abs=1e-4)
     assert first["blamed"] is True
     assert [d for d in blame["documents"] if d["blamed"]] == [first]
-    tiny = [d for d in blame["documents"] if (d["source_id"], d["doc_id"]) == TINY_DOC][0]
+    tiny = next(d for d in blame["documents"] if (d["source_id"], d["doc_id"]) == TINY_DOC)
     assert (tiny["cited_in_rated"], tiny["negative"], tiny["negative_rate"]) == (2, 2, 1.0)
     assert tiny["blamed"] is False  # 2 of 2 is not evidence: below min_support, lower bound 0.34
 
@@ -175,7 +224,14 @@ def test_wilson_interval_known_values() -> None:
 
 def test_renderings(report: dict[str, Any]) -> None:
     md = render_report(report, "md")
-    for heading in ("## Usage", "## Quality", "## Cost", "## Repeating failures", "## Source blame", "## Trends"):
+    for heading in (
+        "## Usage",
+        "## Quality",
+        "## Cost",
+        "## Repeating failures",
+        "## Source blame",
+        "## Trends",
+    ):
         assert heading in md
     assert "legacy-refund-policy.md" in md.split("## Source blame")[1].split("\n| 2 |")[0]
     page = render_report(report, "html")
@@ -191,7 +247,9 @@ def test_report_cli(scripted: dict[str, Any], cli, tmp_path: Path) -> None:  # t
     assert r.exit_code == 0, r.stderr
     assert r.json()["usage"]["requests"] == 400
     out = tmp_path / "r.html"
-    assert cli("report", "--as", "omar", "--format", "html", "-o", str(out), "--charter", charter).exit_code == 0
+    assert (
+        cli("report", "--as", "omar", "--format", "html", "-o", str(out), "--charter", charter).exit_code == 0
+    )
     assert out.read_text().startswith("<!doctype html>")
     assert cli("report", "--as", "ana", "--charter", charter).exit_code != 0  # agents may not read reports
     assert cli("report", "--as", "omar", "--format", "pdf", "--charter", charter).exit_code == 2

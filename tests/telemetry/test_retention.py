@@ -29,13 +29,23 @@ def test_retention_apply(project: Path, cli) -> None:  # type: ignore[no-untyped
     keep = rt.spec.monitoring.retention
     old_ids, new_ids = [], []
     for age_days in (keep.days + 1, keep.days + 30, 1, 0.1):
-        t = scripted_trace(rng, workflow=rt.spec.workflow.id, principal="ana", started_at=now - timedelta(days=age_days),
-                           cited=[("help-center", "a.md")])
+        t = scripted_trace(
+            rng,
+            workflow=rt.spec.workflow.id,
+            principal="ana",
+            started_at=now - timedelta(days=age_days),
+            cited=[("help-center", "a.md")],
+        )
         t.spans = [SpanRecord(stage="retrieve", started_at=t.started_at, duration_ms=1.0)]
         store.write(t)
         (old_ids if age_days > keep.days else new_ids).append(t.request_id)
-        rt.audit.append(actor="ana", action="ask.answered", resource=f"request:{t.request_id}", outcome="answered",
-                        details={"request_id": t.request_id})
+        rt.audit.append(
+            actor="ana",
+            action="ask.answered",
+            resource=f"request:{t.request_id}",
+            outcome="answered",
+            details={"request_id": t.request_id},
+        )
         record_feedback(rt, t.request_id, rt.charter.principal("ana"), rating="up")
     dry = apply_retention(rt, dry_run=True)
     assert (dry.traces, dry.spans, dry.sources, dry.feedback) == (2, 2, 2, 2)
@@ -45,7 +55,11 @@ def test_retention_apply(project: Path, cli) -> None:  # type: ignore[no-untyped
     r = cli("retention", "apply", "--charter", str(project), "--json")
     assert r.exit_code == 0, r.stderr
     assert {k: r.json()[k] for k in ("traces", "spans", "sources", "feedback")} == {
-        "traces": 2, "spans": 2, "sources": 2, "feedback": 2}
+        "traces": 2,
+        "spans": 2,
+        "sources": 2,
+        "feedback": 2,
+    }
     rt = Runtime.open(project)
     with rt.store.connect() as conn:
         left = {row[0] for row in conn.execute(select(traces.c.request_id))}

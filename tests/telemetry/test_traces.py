@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +37,15 @@ def test_trace_holds_everything_masked(rt: Runtime) -> None:
     assert {s["stage"] for s in doc["spans"]} == {"admit", "retrieve"}
     assert doc["model"] == "extractive" and doc["prompt_version"] == "v1" and doc["index_version"] == "idx-1"
     assert doc["charter_fingerprint"] == rt.fingerprint
-    assert doc["input_tokens"] == 120 and doc["cost_usd"] == pytest.approx(0.0012) and doc["cost_source"] == "estimated"
+    assert (
+        doc["input_tokens"] == 120
+        and doc["cost_usd"] == pytest.approx(0.0012)
+        and doc["cost_source"] == "estimated"
+    )
     assert doc["principal_id"].startswith("h:")  # pseudonymous under the example's policy
     assert doc["feedback"] == [] and doc["reviews"] == []
     # deterministic within the trace: the same e-mail in question and answer has one placeholder
-    q_email = [w for w in doc["question"].split() if w.startswith("<EMAIL_")][0]
+    q_email = next(w for w in doc["question"].split() if w.startswith("<EMAIL_"))
     assert q_email in doc["answer"]
 
 
@@ -49,8 +54,14 @@ def test_feedback_is_linked_masked_and_checked(rt: Runtime) -> None:
     t = Trace(workflow=rt.spec.workflow.id, principal_id="ana", question="q", status="answered")
     store.write(t)
     ana, ben, omar = (rt.charter.principal(u) for u in ("ana", "ben", "omar"))
-    record_feedback(rt, t.request_id, ana, rating="down", reasons=["inaccurate", "outdated"],
-                    comment=f"wrong! call me on {PLANTED['phone_intl']} or {PLANTED['email']}")
+    record_feedback(
+        rt,
+        t.request_id,
+        ana,
+        rating="down",
+        reasons=["inaccurate", "outdated"],
+        comment=f"wrong! call me on {PLANTED['phone_intl']} or {PLANTED['email']}",
+    )
     record_feedback(rt, t.request_id, omar, rating="up")  # operators may read (and rate) every trace
     with pytest.raises(NotFound):
         record_feedback(rt, t.request_id, ben, rating="up")  # not ben's request: looks like a missing one
@@ -79,8 +90,19 @@ def test_traces_list_cli(project: Path, cli) -> None:  # type: ignore[no-untyped
     assert all(r["principal_id"].startswith("h:") for r in mine.json())
     everyone = cli("traces", "list", "--as", "omar", "--charter", str(project), "--json")
     assert len(everyone.json()) == 4
-    only_ben = cli("traces", "list", "--as", "omar", "--user", "ben", "--status", "error", "--charter", str(project),
-                   "--json")
+    only_ben = cli(
+        "traces",
+        "list",
+        "--as",
+        "omar",
+        "--user",
+        "ben",
+        "--status",
+        "error",
+        "--charter",
+        str(project),
+        "--json",
+    )
     assert [r["status"] for r in only_ben.json()] == ["error"]
     denied = cli("traces", "list", "--as", "ana", "--user", "ben", "--charter", str(project), "--json")
     assert denied.exit_code != 0
@@ -95,10 +117,49 @@ def test_feedback_cli(project: Path, cli) -> None:  # type: ignore[no-untyped-de
     t = Trace(workflow=rt.spec.workflow.id, principal_id="ana", question="q", status="answered")
     trace_store_for(rt).write(t)
     rt.close()
-    r = cli("feedback", t.request_id, "down", "--reason", "wrong_source", "--comment",
-            f"see {PLANTED['iban']}", "--as", "ana", "--charter", str(project), "--json")
+    r = cli(
+        "feedback",
+        t.request_id,
+        "down",
+        "--reason",
+        "wrong_source",
+        "--comment",
+        f"see {PLANTED['iban']}",
+        "--as",
+        "ana",
+        "--charter",
+        str(project),
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr + r.stdout
     rt = Runtime.open(project)
     fb = trace_store_for(rt).get(t.request_id)["feedback"]
     rt.close()
     assert fb[0]["reasons"] == ["wrong_source"] and PLANTED["iban"] not in fb[0]["comment"]
+
+
+def test_background_writes_are_read_your_writes_and_flushed(rt: Runtime) -> None:
+    from charter.telemetry import start_server_telemetry
+
+    scheduler = start_server_telemetry(rt)
+    try:
+        store = trace_store_for(rt)
+        ids = []
+        for i in range(30):
+            t = pii_trace(rt.spec.workflow.id, "ana" if i % 2 else "ben")
+            store.write(t)
+            ids.append(t.request_id)
+        assert {r["request_id"] for r in store.list(limit=100)} == set(ids)  # reads flush the queue first
+        store.write(Trace(workflow=rt.spec.workflow.id, principal_id="ana", question="last"))
+        store.flush()
+        other = Runtime.open(rt.charter.base_dir / "charter.yaml")
+        try:
+            assert len(trace_store_for(other).list(limit=100)) == 31  # committed for other processes too
+        finally:
+            other.close()
+        deadline = time.monotonic() + 10
+        while scheduler.last is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scheduler.last is not None and scheduler.last.traces == 0  # nothing old enough to delete
+    finally:
+        scheduler.stop()

@@ -1,4 +1,4 @@
-"""``charter traces list``, ``charter feedback``, ``charter metrics``, ``charter report``, ``charter retention``."""
+"""Monitoring commands: ``traces list``, ``feedback``, ``metrics``, ``report``, ``retention apply``."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ Public API:
 * Metrics: :func:`metrics_for` (a per-runtime ``CollectorRegistry``; ``.exposition()``).
 * OpenTelemetry: :class:`TraceExporter`, :data:`SEMCONV_VERSION`.
 * Report: :func:`build_report`, :func:`render_report`, :func:`wilson_interval`, :func:`error_signature`.
-* Retention: :func:`apply_retention`.
+* Retention: :func:`apply_retention`, :class:`RetentionScheduler`.
+* Server start-up: :func:`start_server_telemetry` (background trace writes + periodic retention).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from charter.telemetry._feedback import FEEDBACK_REASONS, record_feedback, revie
 from charter.telemetry._metrics import metrics_for
 from charter.telemetry._report import build_report, error_signature, wilson_interval
 from charter.telemetry._report_render import render_report
-from charter.telemetry._retention import RetentionResult, apply_retention
+from charter.telemetry._retention import (
+    RetentionResult,
+    RetentionScheduler,
+    apply_retention,
+    start_server_telemetry,
+)
 from charter.telemetry._wiring import mask_text, mask_value, masker_for, masking_salt, trace_store_for
 from charter.telemetry.masking import REDACTED, Masker, NullMasker, PatternMasker, protect
 from charter.telemetry.traces import SpanRecord, Trace, TraceStore
@@ -56,6 +62,7 @@ __all__ = [
     "PatternMasker",
     "PresidioMasker",
     "RetentionResult",
+    "RetentionScheduler",
     "SpanRecord",
     "Trace",
     "TraceExporter",
@@ -72,6 +79,7 @@ __all__ = [
     "record_feedback",
     "render_report",
     "review_decisions",
+    "start_server_telemetry",
     "trace_store_for",
     "wilson_interval",
 ]

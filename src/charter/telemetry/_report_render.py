@@ -65,7 +65,8 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Operator report — {r['workflow']}",
         "",
-        f"Period {r['period']['start']} → {r['period']['end']} (compared with {r['previous_period']['start']} → "
+        f"Period {r['period']['start']} → {r['period']['end']} "
+        f"(compared with {r['previous_period']['start']} → "
         f"{r['previous_period']['end']}).",
         "",
         "## Trends",
@@ -98,7 +99,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"Review: {q['review']['unchanged']} approved unchanged, {q['review']['edited']} edited, "
         f"{q['review']['rejected']} rejected (acceptance {_pct(q['review']['acceptance_rate'])}).",
-        f"Feedback: {q['feedback']['up']} up, {q['feedback']['down']} down (score {_n(q['feedback']['score'])}).",
+        f"Feedback: {q['feedback']['up']} up, {q['feedback']['down']} down "
+        f"(score {_n(q['feedback']['score'])}).",
         f"Escalation rate {_pct(q['escalation_rate'])}; groundedness mean {_n(q['groundedness']['mean'])}, "
         f"p10 {_n(q['groundedness']['p10'])}, p50 {_n(q['groundedness']['p50'])}.",
         "",
@@ -121,7 +123,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         "## Cost — within range?",
         "",
-        f"Total {_usd(c['total_usd'])}; per request {_usd(c['per_request_usd'])} (p95 {_usd(c['per_request_p95_usd'])}) "
+        f"Total {_usd(c['total_usd'])}; per request {_usd(c['per_request_usd'])} "
+        f"(p95 {_usd(c['per_request_p95_usd'])}) "
         f"vs budget {_usd(c['per_task_budget_usd'])} per task; {c['over_task_budget']} over budget.",
         f"Month to date {_usd(c['month_to_date_usd'])}; projected {_usd(c['monthly_projection_usd'])} "
         f"(from this period's rate {_usd(c['monthly_projection_from_period_usd'])}) vs budget "
@@ -172,7 +175,22 @@ def to_markdown(r: dict[str, Any]) -> str:
             for i, d in enumerate(b["documents"][:15], 1)
         ],
     )
-    lines += ["", *_table(["source", "cited (rated)", "negative", "Wilson lower", "blamed"], [[d["source_id"], d["cited_in_rated"], d["negative"], _n(d["wilson_lower"]), "yes" if d["blamed"] else "no"] for d in b["sources"]])]
+    lines += [
+        "",
+        *_table(
+            ["source", "cited (rated)", "negative", "Wilson lower", "blamed"],
+            [
+                [
+                    d["source_id"],
+                    d["cited_in_rated"],
+                    d["negative"],
+                    _n(d["wilson_lower"]),
+                    "yes" if d["blamed"] else "no",
+                ]
+                for d in b["sources"]
+            ],
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -203,7 +221,8 @@ def svg_bars(
             f"{html.escape(label[:34])}</text>"
         )
         parts.append(
-            f'<rect x="{label_w}" y="{y}" width="{max(0.0, value * scale):.1f}" height="{bar}" fill="#4a78b8"/>'
+            f'<rect x="{label_w}" y="{y}" width="{max(0.0, value * scale):.1f}" '
+            f'height="{bar}" fill="#4a78b8"/>'
         )
         parts.append(
             f'<text x="{label_w + value * scale + 4:.1f}" y="{y + bar - 5}" font-size="12">'
@@ -333,18 +352,23 @@ def to_html(r: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Operator report — {e(r["workflow"])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
 th{{background:#f3f3f3}}svg{{display:block;margin:.5em 0}}</style></head><body>
 <h1>Operator report — {e(r["workflow"])}</h1>
 <p>Period {e(r["period"]["start"])} → {e(r["period"]["end"])}, compared with the previous period.</p>
 <h2>Trends</h2>{trends}
-<h2>Usage</h2><p>{u["requests"]} requests by {u["active_users"]} users (pseudonymous ids).</p>{charts["usage"]}
-<h2>Quality</h2><p>Review acceptance {_pct(q["review"]["acceptance_rate"])}; feedback score {_n(q["feedback"]["score"])};
+<h2>Usage</h2><p>{u["requests"]} requests by {u["active_users"]} users (pseudonymous ids).</p>
+{charts["usage"]}
+<h2>Quality</h2><p>Review acceptance {_pct(q["review"]["acceptance_rate"])};
+feedback score {_n(q["feedback"]["score"])};
 escalation rate {_pct(q["escalation_rate"])}.</p>{charts["review"]}{charts["groundedness"]}{prompt}
-<h2>Cost</h2><p>Total {_usd(c["total_usd"])}; per request {_usd(c["per_request_usd"])} vs {_usd(c["per_task_budget_usd"])}
-per task; projected month {_usd(c["monthly_projection_usd"])} vs budget {_usd(c["monthly_budget_usd"])}.</p>{charts["cost"]}
+<h2>Cost</h2><p>Total {_usd(c["total_usd"])}; per request {_usd(c["per_request_usd"])}
+vs {_usd(c["per_task_budget_usd"])} per task; projected month {_usd(c["monthly_projection_usd"])}
+vs budget {_usd(c["monthly_budget_usd"])}.</p>{charts["cost"]}
 <h2>Repeating failures</h2>{failures}
-<h2>Source blame</h2><p>Base negative rate {_pct(b["base_negative_rate"])}; blamed only when the Wilson 95% lower
+<h2>Source blame</h2><p>Base negative rate {_pct(b["base_negative_rate"])};
+blamed only when the Wilson 95% lower
 bound exceeds it with at least {b["min_support"]} rated citations.</p>{charts["blame"]}{blame}
 <details><summary>Markdown version</summary><pre>{e(md_sections)}</pre></details>
 </body></html>

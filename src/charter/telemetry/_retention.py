@@ -92,3 +92,48 @@ def apply_retention(
                 details={k: v for k, v in result.as_dict().items() if k != "dry_run"},
             )
     return result
+
+
+class RetentionScheduler:
+    """Applies retention every ``every`` on a daemon thread (the server starts one; ``stop()`` ends it)."""
+
+    def __init__(self, rt: Runtime, *, every: timedelta = timedelta(hours=6)) -> None:
+        import threading
+
+        self.rt = rt
+        self.every = every
+        self.last: RetentionResult | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="charter-retention", daemon=True)
+
+    def start(self) -> RetentionScheduler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import logging
+
+        while not self._stop.is_set():
+            try:
+                self.last = apply_retention(self.rt)
+            except Exception:  # keep serving; the next run retries
+                logging.getLogger("charter.telemetry").exception("retention run failed")
+            self._stop.wait(self.every.total_seconds())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+
+def start_server_telemetry(
+    rt: Runtime, *, retention_every: timedelta = timedelta(hours=6)
+) -> RetentionScheduler:
+    """What a long-running server calls once at start-up: background trace writes and periodic retention.
+
+    (After warming up, a server should also call ``gc.freeze()``: with torch and spaCy loaded, full
+    garbage collections otherwise add ~10 ms to one request in twenty; see docs/benchmarks.md.)
+    """
+    from charter.telemetry._wiring import trace_store_for
+
+    trace_store_for(rt).enable_background_writes()
+    return RetentionScheduler(rt, every=retention_every).start()

@@ -55,7 +55,7 @@ def _phone_ok(text: str) -> bool:
 
 def _card_ok(text: str) -> bool:
     digits = re.sub(r"\D", "", text)
-    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
+    return 12 <= len(digits) <= 19 and _luhn_ok(digits)
 
 
 PatternSpec = tuple[str, str, float]  # name, regex, score
@@ -99,19 +99,23 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
         [("iban", r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b", 0.95)],
         lambda t: _iban_ok(t.replace("-", " ")),
     ),
-    ("CARD", [("card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", 0.95)], _card_ok),
+    ("CARD", [("card", r"(?<![\d.,])\d(?:[ -]?\d){11,18}(?![\d,]|\.\d)", 0.95)], _card_ok),
     (
         "PHONE",
         [
             (
+                # groups of digits separated by space, dot or dash, optionally +CC / 00CC and an (area) code;
+                # not an ISO date, not a dotted date, not the tail of an identifier such as INV-2026-0042
                 "phone",
-                r"(?<![\w+/.-])(?!\d{4}-\d{2}-\d{2}(?:\b|T))(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?"
-                r"\d{2,5}(?:[ .-]\d{2,5}){1,3}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])",
+                r"(?<![\d+:])(?<![A-Za-z]-)(?<![A-Za-z]\.)(?!\d{4}-\d{2}-\d{2}(?!\d))(?!\d{1,2}[./-]\d{1,2}[./-]\d{4}(?!\d))"
+                r"(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){1,5}"
+                r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\d]|\.\d)",
                 0.7,
             ),
             (
                 "phone_compact",
-                r"(?<![\w+/.-])(?:\+|00)?\(?\d{3}\)?\d{3}[ .-]?\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])",
+                r"(?<![\d+.:])(?<![A-Za-z]-)(?:(?:\+|00)\d{8,14}|\(\d{2,5}\)[ .-]?\d{5,9}|\d{10,11})"
+                r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\d,]|\.\d)",
                 0.6,
             ),
         ],

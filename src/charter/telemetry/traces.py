@@ -12,7 +12,10 @@ failing sink is logged and never fails the request.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -88,7 +91,7 @@ class Trace(BaseModel):
 
     @contextmanager
     def span(self, stage: str, **attributes: Any) -> Iterator[dict[str, Any]]:
-        """Time a stage; the yielded dict collects the stage's attributes. Errors are recorded and re-raised."""
+        """Time a stage; the yielded dict collects its attributes. Errors are recorded and re-raised."""
         started, t0 = utcnow(), time.perf_counter()
         attrs: dict[str, Any] = dict(attributes)
         try:
@@ -137,6 +140,7 @@ class TraceStore:
         self.salt = salt
         self.sinks: list[Sink] = list(sinks)
         self.on_change: list[Callable[[], None]] = []  # e.g. the metrics collector drops its cache
+        self._writer: _BackgroundWriter | None = None
 
     def notify_changed(self) -> None:
         """Tell listeners that monitoring data changed (a trace or feedback was written, or deleted)."""
@@ -172,6 +176,15 @@ class TraceStore:
                     }
                     for call in value
                 ]
+            elif key == "spans":
+                out[key] = [
+                    {
+                        **{k: v for k, v in span.items() if k not in ("attributes", "error")},
+                        "attributes": mask_any(span["attributes"], self.masker),
+                        "error": mask_any(span["error"], self.masker),
+                    }
+                    for span in value
+                ]
             elif key in (
                 "request_id",
                 "workflow",
@@ -200,69 +213,90 @@ class TraceStore:
         value = protect(principal_id, self._policy("principal"), self.masker, self.salt)
         return str(value) if value is not None else "-"
 
+    def _rows(self, trace: Trace, doc: dict[str, Any]) -> _Rows:
+        first_error = doc["errors"][0] if doc["errors"] else {}
+        cited = {c.get("chunk_id") for c in doc["citations"]}
+        row = {
+            "request_id": trace.request_id,
+            "workflow": trace.workflow,
+            "principal_id": doc["principal_id"] or "-",
+            "started_at": trace.started_at,
+            "status": trace.status,
+            "model": _short(doc["model"], 200),
+            "provider": _short(doc["provider"], 100),
+            "prompt_version": _short(doc["prompt_version"], 100),
+            "cost_usd": trace.cost_usd,
+            "cost_source": _short(trace.cost_source, 30),
+            "latency_ms": trace.latency_ms,
+            "input_tokens": trace.input_tokens,
+            "output_tokens": trace.output_tokens,
+            "escalation": _short((doc["escalation"] or {}).get("reason"), 100),
+            "groundedness": trace.groundedness,
+            "error_type": _short(first_error.get("type"), 100),
+            "error_stage": _short(first_error.get("stage"), 50),
+            "body": doc,
+        }
+        spans = [
+            {
+                "request_id": trace.request_id,
+                "seq": i,
+                "stage": s["stage"],
+                "started_at": datetime.fromisoformat(s["started_at"]),
+                "duration_ms": s["duration_ms"],
+                "status": s["status"],
+                "attributes": s["attributes"],
+                "error": s["error"],
+            }
+            for i, s in enumerate(doc["spans"])
+        ]
+        sources = [
+            {
+                "request_id": trace.request_id,
+                "rank": i,
+                "started_at": trace.started_at,
+                "source_id": _short(str(r.get("source") or r.get("source_id") or "-"), 100),
+                "doc_id": _short(str(r.get("doc_id") or "-"), 300),
+                "chunk_id": _short(str(r.get("chunk_id") or "-"), 300),
+                "score": r.get("score") if isinstance(r.get("score"), int | float) else None,
+                "cited": r.get("chunk_id") in cited,
+            }
+            for i, r in enumerate(doc["retrieved"], 1)
+        ]
+        return row, spans, sources
+
+    def _insert(self, batch: list[_Rows]) -> None:
+        with self.store.begin() as conn:
+            conn.execute(traces.insert(), [row for row, _, _ in batch])
+            spans = [s for _, ss, _ in batch for s in ss]
+            if spans:
+                conn.execute(trace_spans.insert(), spans)
+            sources = [s for _, _, ss in batch for s in ss]
+            if sources:
+                conn.execute(trace_sources.insert(), sources)
+        self.notify_changed()
+
+    def enable_background_writes(self) -> None:
+        """Write on a background thread (for the server): the request path pays only for masking.
+
+        Reads through this store (:meth:`get`, :meth:`list`, :meth:`flush`) see every queued trace; other
+        processes see it once the batch commits (milliseconds). Queued traces are flushed at exit.
+        """
+        if self._writer is None:
+            self._writer = _BackgroundWriter(self._insert)
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until every queued trace is committed (no-op for synchronous writes)."""
+        if self._writer is not None:
+            self._writer.flush(timeout)
+
     def write(self, trace: Trace) -> dict[str, Any]:
         """Mask and store ``trace``; then notify the sinks with the masked document (which is returned)."""
         doc = self.protect_document(trace)
-        first_error = doc["errors"][0] if doc["errors"] else {}
-        cited = {(c.get("chunk_id")) for c in doc["citations"]}
-        with self.store.begin() as conn:
-            conn.execute(
-                traces.insert().values(
-                    request_id=trace.request_id,
-                    workflow=trace.workflow,
-                    principal_id=doc["principal_id"] or "-",
-                    started_at=trace.started_at,
-                    status=trace.status,
-                    model=_short(doc["model"], 200),
-                    provider=_short(doc["provider"], 100),
-                    prompt_version=_short(doc["prompt_version"], 100),
-                    cost_usd=trace.cost_usd,
-                    cost_source=_short(trace.cost_source, 30),
-                    latency_ms=trace.latency_ms,
-                    input_tokens=trace.input_tokens,
-                    output_tokens=trace.output_tokens,
-                    escalation=_short((doc["escalation"] or {}).get("reason"), 100),
-                    groundedness=trace.groundedness,
-                    error_type=_short(first_error.get("type"), 100),
-                    error_stage=_short(first_error.get("stage"), 50),
-                    body=doc,
-                )
-            )
-            if doc["spans"]:
-                conn.execute(
-                    trace_spans.insert(),
-                    [
-                        {
-                            "request_id": trace.request_id,
-                            "seq": i,
-                            "stage": s["stage"],
-                            "started_at": datetime.fromisoformat(s["started_at"]),
-                            "duration_ms": s["duration_ms"],
-                            "status": s["status"],
-                            "attributes": s["attributes"],
-                            "error": s["error"],
-                        }
-                        for i, s in enumerate(doc["spans"])
-                    ],
-                )
-            if doc["retrieved"]:
-                conn.execute(
-                    trace_sources.insert(),
-                    [
-                        {
-                            "request_id": trace.request_id,
-                            "rank": i,
-                            "started_at": trace.started_at,
-                            "source_id": _short(str(r.get("source") or r.get("source_id") or "-"), 100),
-                            "doc_id": _short(str(r.get("doc_id") or "-"), 300),
-                            "chunk_id": _short(str(r.get("chunk_id") or "-"), 300),
-                            "score": r.get("score") if isinstance(r.get("score"), int | float) else None,
-                            "cited": r.get("chunk_id") in cited,
-                        }
-                        for i, r in enumerate(doc["retrieved"], 1)
-                    ],
-                )
-        self.notify_changed()
+        rows = self._rows(trace, doc)
+        if self._writer is not None:
+            self._writer.submit(rows)
+        else:
+            self._insert([rows])
         for sink in self.sinks:
             try:
                 sink(doc)
@@ -272,6 +306,7 @@ class TraceStore:
 
     def get(self, request_id: str) -> dict[str, Any]:
         """The stored (masked) trace with its feedback and review decisions, linked by request id."""
+        self.flush()
         with self.store.connect() as conn:
             row = conn.execute(select(traces.c.body).where(traces.c.request_id == request_id)).first()
         if row is None:
@@ -293,6 +328,7 @@ class TraceStore:
         limit: int = 50,
     ) -> list[dict[str, Any]]:
         """Summary rows, newest first. ``principal_id`` is the stored key (see :meth:`principal_key`)."""
+        self.flush()
         q = (
             select(
                 traces.c.request_id,
@@ -320,6 +356,66 @@ class TraceStore:
             q = q.where(traces.c.principal_id == principal_id)
         with self.store.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+_Rows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+class _BackgroundWriter:
+    """One daemon thread that commits queued traces in batches (one transaction per batch)."""
+
+    def __init__(
+        self, insert: Callable[[list[_Rows]], None], max_batch: int = 500, linger: float = 0.05
+    ) -> None:
+        self._insert = insert
+        self._max = max_batch
+        self._linger = linger
+        self._queue: queue.Queue[_Rows | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="charter-trace-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush, 30.0)
+
+    def submit(self, rows: _Rows) -> None:
+        self._queue.put(rows)
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    log.error(
+                        "trace writer: %d traces still queued after %.0fs",
+                        self._queue.unfinished_tasks,
+                        timeout,
+                    )
+                    return
+                self._queue.all_tasks_done.wait(left)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first] if first is not None else []
+            time.sleep(self._linger)  # gather a batch: one transaction for many traces
+            while len(batch) < self._max:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    batch.append(item)
+                else:
+                    self._queue.task_done()
+            try:
+                if batch:
+                    self._insert(batch)
+            except Exception:
+                log.exception(
+                    "trace writer: could not store %d traces (%s...)", len(batch), batch[0][0]["request_id"]
+                )
+            finally:
+                for _ in range(len(batch) + (1 if first is None else 0)):
+                    self._queue.task_done()
 
 
 def _short(value: Any, size: int) -> Any:
