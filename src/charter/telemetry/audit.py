@@ -193,12 +193,13 @@ class AuditLog:
         return self._keys
 
     # ------------------------------------------------------------------------------------ reading
-    def verify(self, *, expect_at_least: int | None = None, checkpoint: bool = False) -> VerifyResult:
+    def verify(self, *, expect_at_least: int | None = None, checkpoint: bool = False,
+               parallel: bool = True) -> VerifyResult:
         """Recompute the whole chain and check every checkpoint and the anchor.
 
         ``expect_at_least``: the log must have at least this many entries (an external anchor, e.g. the
         count printed by an earlier run). ``checkpoint=True``: when intact, sign the head so that a later
-        truncation down to below it is detected.
+        truncation down to below it is detected. ``parallel=False``: never fork a second scanner.
         """
         keys = load_public_keys(self.key_dir)
         anchor_problem = None
@@ -209,7 +210,7 @@ class AuditLog:
         with self.store.connect() as conn:
             checkpoints = _all_checkpoints(conn)
             result = verify_all(conn, checkpoints, anchor, keys, expect_at_least=expect_at_least,
-                                anchor_problem=anchor_problem)
+                                anchor_problem=anchor_problem, parallel=parallel)
         if checkpoint and result.ok and result.head_seq > (result.last_checkpoint_seq or 0):
             try:
                 cp = self.checkpoint()
