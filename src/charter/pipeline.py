@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from charter import _checks as checks
-from charter.errors import BudgetExceeded, CharterException, Denied, UsageError
+from charter.errors import CharterException, Denied, UsageError
 from charter.spec import SENSITIVITY_ORDER, Principal
 from charter.store import utcnow
 from charter.telemetry.traces import Trace, TraceStore
@@ -260,9 +260,6 @@ def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceS
         trace.status = "refused"
         trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
         trace.latency_ms = (time.perf_counter() - t0) * 1000
-        if isinstance(exc, BudgetExceeded):
-            rt.audit.append(actor=principal.id, action="budget.refused", resource=_workflow_resource(rt),
-                            outcome="denied", details={"request_id": trace.request_id, "reason": str(exc)})
         store.write(trace)
         raise
     except CharterException as exc:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.pool import NullPool
 
 from charter.errors import UsageError
 
@@ -107,7 +106,9 @@ class Store:
 def open_store(url: str, *, migrate: bool = True) -> Store:
     """Open (and by default migrate) the database at ``url``."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool if ":memory:" not in url else None,
+        # A small pool: keeping connections open avoids the checkpoint-on-last-close that SQLite does when
+        # the final connection to a WAL database closes (it made every write transaction ~20 ms slower).
+        engine = create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False,
                                connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
