@@ -404,11 +404,10 @@ def _submit_review(rt: Runtime, principal: Principal, question: str, result: Ask
 
 
 def traces_for(rt: Runtime) -> TraceStore:
-    cached: TraceStore | None = getattr(rt, "_trace_store", None)
-    if cached is None:
-        cached = TraceStore(rt.store, field_policies=dict(rt.spec.monitoring.fields))
-        rt._trace_store = cached  # type: ignore[attr-defined]
-    return cached
+    """The runtime's trace store (field policies, masker, metrics and export sinks from the charter)."""
+    from charter.telemetry import trace_store_for
+
+    return trace_store_for(rt)
 
 
 def sensitivity_rank(name: str) -> int:

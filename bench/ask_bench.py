@@ -1,0 +1,206 @@
+"""Ask pipeline overhead: what governance adds on top of retrieval and the model.
+
+    .venv/bin/python bench/ask_bench.py [--chunks 10000 100000] [--requests 200] [--json out.json]
+
+For each index size, the billing example is synced for real (its ~400 chunks, MiniLM embeddings) and then
+padded with public filler chunks (MS MARCO passages from ../shared, random unit vectors — search cost does
+not depend on vector values) up to the target size. Then, for every request, in the same process and on the
+same question, two paths are timed back to back:
+
+* **bare** — the same retrieval (``Index.search``) and the same model call (extractive) with nothing else:
+  no policy, no budget, no checks, no recording;
+* **governed** — ``charter.pipeline.ask``: identify/admit (Cedar, kill switch, limits), retrieve with the
+  per-chunk ACL re-check, freshness and prompt rules, the gateway (metering, budget reservation and
+  settlement, retries), check (citations, groundedness, canaries, PII, topics) and record (masked trace
+  write, metrics).
+
+Governance overhead = governed − bare, per request (paired), reported at p50/p95 and as a share of bare.
+The record stage (trace masking + write) is also reported on its own (issue 6: p95 ≤ 2 ms).
+Results go to docs/benchmarks.md by hand (the script prints a Markdown table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from sqlalchemy import func, insert, select  # noqa: E402
+
+from charter.pipeline import _passage, _passages, ask, gateway_for, traces_for  # noqa: E402
+from charter.retrieval import Index, analyse  # noqa: E402
+from charter.retrieval._tables import acl, chunks, documents, embeddings, versions  # noqa: E402
+from charter.runtime import Runtime  # noqa: E402
+from charter.sources import sync_sources  # noqa: E402
+from charter.store import utcnow  # noqa: E402
+from charter.telemetry import Trace  # noqa: E402
+
+QUESTIONS = [
+    "How long does a refund take to show up on my card?",
+    "Can I get a refund on my annual plan?",
+    "What happens if my card payment fails?",
+    "How do I change my billing currency?",
+    "Where can I download my invoices?",
+    "How much does the Business plan cost per seat?",
+    "Can I pay by bank transfer?",
+    "How do I add my VAT ID to an invoice?",
+    "How do I cancel my subscription?",
+    "I was charged twice this month, what should I do?",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def pad_index(rt: Runtime, target: int, corpus: list[dict]) -> int:
+    """Insert public filler chunks into the help-center source until the index holds ``target`` chunks."""
+    with rt.store.connect() as conn:
+        have = conn.execute(select(func.count()).select_from(chunks)).scalar() or 0
+        dim_row = conn.execute(select(embeddings.c.model, embeddings.c.dim).limit(1)).first()
+        next_doc = (conn.execute(select(func.max(documents.c.id))).scalar() or 0) + 1
+        next_chunk = (conn.execute(select(func.max(chunks.c.id))).scalar() or 0) + 1
+    assert dim_row is not None, "sync first"
+    model, dim = dim_row
+    need = target - have
+    if need <= 0:
+        return int(have)
+    rng = np.random.default_rng(7)
+    now = utcnow()
+    doc_rows, acl_rows, chunk_rows, emb_rows = [], [], [], []
+    for i in range(need):
+        d = corpus[i % len(corpus)]
+        text = d["text"]
+        h = f"filler-{target}-{i}"
+        vec = rng.normal(size=dim).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+        doc_pk, chunk_pk = next_doc + i, next_chunk + i
+        doc_rows.append({"id": doc_pk, "source_id": "help-center", "doc_id": f"filler/{target}/{i}.md",
+                         "title": d.get("title") or "", "url": None, "format": "text", "chunking": "200/30",
+                         "content_hash": h, "acl_hash": "", "private_by_default": False, "chunk_count": 1,
+                         "content_seen_at": now, "acl_seen_at": now, "synced_at": now})
+        acl_rows.append({"doc_pk": doc_pk, "token": "public"})
+        chunk_rows.append({"id": chunk_pk, "doc_pk": doc_pk, "position": 0, "heading": "", "page": None,
+                           "text": text, "tokens": len(text.split()), "text_hash": h,
+                           "terms": " ".join(analyse(text))})
+        emb_rows.append({"model": model, "text_hash": h, "dim": dim, "vector": vec.astype("<f4").tobytes()})
+    with rt.store.begin() as conn:
+        for table, rows in ((documents, doc_rows), (acl, acl_rows), (chunks, chunk_rows), (embeddings, emb_rows)):
+            for j in range(0, len(rows), 10000):
+                conn.execute(insert(table), rows[j: j + 10000])
+        conn.execute(versions.update().values(counter=versions.c.counter + 1))
+    return target
+
+
+def measure(rt: Runtime, n_requests: int) -> dict[str, object]:
+    ana = rt.charter.principal("ana")
+    index = Index.for_runtime(rt)
+    gateway = gateway_for(rt)
+    model = gateway.model  # the wrapped chain; bare calls go to the innermost provider below
+    inner = model
+    while hasattr(inner, "inner"):
+        inner = inner.inner
+    spec = rt.spec
+    # warm up: index matrices, embedder, prompt cache, policy set
+    for q in QUESTIONS:
+        ask(rt, ana, q, submit_for_review=False)
+    bare_ms, governed_ms, overhead_ms, record_ms, write_ms = [], [], [], [], []
+    for i in range(n_requests):
+        q = QUESTIONS[i % len(QUESTIONS)]
+        t0 = time.perf_counter()
+        hits = index.search(ana.acl_tokens, q, k=spec.retrieval.top_k, fusion=spec.retrieval.fusion)
+        passages, audience = _passages(rt, hits)
+        request = gateway.build_request(q, [_passage(c, h, audience[c]) for c, h in passages.items()])
+        inner.generate(request)
+        t1 = time.perf_counter()
+        result = ask(rt, ana, q, submit_for_review=False)
+        t2 = time.perf_counter()
+        bare, governed = (t1 - t0) * 1000, (t2 - t1) * 1000
+        bare_ms.append(bare)
+        governed_ms.append(governed)
+        overhead_ms.append(governed - bare)
+        record_ms.append(result.latency_ms.get("record", 0.0))
+    # trace write alone (masking + insert), on realistic traces
+    store = traces_for(rt)
+    for i in range(n_requests):
+        trace = Trace(workflow="billing-support", principal_id="ana", question=QUESTIONS[i % len(QUESTIONS)] +
+                      " my email is jane.doe@example.com", status="answered", answer="Refunds take 5–10 days [S1].")
+        t0 = time.perf_counter()
+        store.write(trace)
+        write_ms.append((time.perf_counter() - t0) * 1000)
+    return {
+        "bare_p50": pct(bare_ms, 50), "bare_p95": pct(bare_ms, 95),
+        "governed_p50": pct(governed_ms, 50), "governed_p95": pct(governed_ms, 95),
+        "overhead_p50": pct(overhead_ms, 50), "overhead_p95": pct(overhead_ms, 95),
+        "overhead_share_p50": statistics.median(o / b for o, b in zip(overhead_ms, bare_ms, strict=True)),
+        "overhead_p95_share_of_bare_p95": pct(overhead_ms, 95) / pct(bare_ms, 95),
+        "trace_write_p50": pct(write_ms, 50), "trace_write_p95": pct(write_ms, 95),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "retrieval" / "msmarco")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    corpus = [json.loads(line) for line in (args.data / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "project"
+        shutil.copytree(REPO / "examples" / "billing-support", project, ignore=shutil.ignore_patterns(".charter"))
+        rt = Runtime.open(project / "charter.yaml")
+        print("syncing the billing example…", flush=True)
+        sync_sources(rt)
+        from charter.models import PromptRegistry
+
+        PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e)).approve(
+            "draft_reply", rt.spec.prompt("draft_reply").active, principal=rt.charter.principal("lena"))
+        for n in sorted(args.chunks):
+            size = pad_index(rt, n, corpus)
+            print(f"measuring at {size} chunks…", flush=True)
+            results[size] = measure(rt, args.requests)
+        rt.close()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n### Ask pipeline overhead — {stamp}, {machine()}, {args.requests} requests per size\n")
+    print("| chunks | bare p50 / p95 ms | governed p50 / p95 ms | overhead p50 / p95 ms | overhead p95 / bare p95 "
+          "| trace write p50 / p95 ms |")
+    print("|---|---|---|---|---|---|")
+    for n, r in results.items():
+        print(f"| {n:,} | {r['bare_p50']:.1f} / {r['bare_p95']:.1f} | {r['governed_p50']:.1f} / {r['governed_p95']:.1f} "
+              f"| {r['overhead_p50']:.2f} / {r['overhead_p95']:.2f} | {100 * r['overhead_p95_share_of_bare_p95']:.1f}% "
+              f"| {r['trace_write_p50']:.2f} / {r['trace_write_p95']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"date": stamp, "machine": machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
