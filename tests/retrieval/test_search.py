@@ -272,9 +272,15 @@ def test_results_are_exactly_the_permitted_top_k(docs, principal, query, k) -> N
         q = " ".join(query)
         for mode in ("hybrid", "dense", "bm25"):
             got = full.search(principal, q, k=k, mode=mode)
-            ref = only.search(principal, q, k=k, mode=mode) if permitted_chunks else []
-            # identical to searching an index that holds only the permitted documents: nothing else counts
-            assert [(h.chunk_id, h.score) for h in got] == [(h.chunk_id, h.score) for h in ref]
+            ref = only.search(principal, q, k=1000, mode=mode) if permitted_chunks else []
+            # the same as searching an index that holds only the permitted documents: nothing else counts
+            # (up to float rounding: BLAS may sum a dot product differently for a differently sized matrix)
+            ref_scores = {h.chunk_id: h.score for h in ref}
+            assert len(got) == min(k, len(ref))
+            for h in got:
+                assert h.chunk_id in ref_scores
+                assert abs(ref_scores[h.chunk_id] - h.score) < 1e-5
+            assert np.allclose([h.score for h in got], [h.score for h in ref[:k]], atol=1e-5)
             assert all(set(h.acl_reason) <= principal and h.acl_reason for h in got)
         # and equal to an exact ranking written out independently
         if permitted_chunks:

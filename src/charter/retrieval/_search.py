@@ -50,6 +50,14 @@ class Snapshot:
     docs: list[DocMeta]
     doc_index: dict[int, int]  # document pk -> document index
     token_docs: dict[str, Mask] = field(default_factory=dict)  # ACL token -> mask over documents
+    source_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # docs are sorted by source
+
+    def __post_init__(self) -> None:
+        ranges: dict[str, tuple[int, int]] = {}
+        for i, d in enumerate(self.docs):
+            lo, _ = ranges.get(d.source_id, (i, i))
+            ranges[d.source_id] = (lo, i + 1)
+        self.source_ranges = ranges
 
     @property
     def size(self) -> int:
@@ -62,9 +70,10 @@ class Snapshot:
             if m is not None:
                 mask |= m
         if sources is not None:
-            allowed = np.fromiter(
-                (d.source_id in sources for d in self.docs), dtype=np.bool_, count=len(self.docs)
-            )
+            allowed = np.zeros(len(self.docs), dtype=np.bool_)
+            for source_id, (lo, hi) in self.source_ranges.items():
+                if source_id in sources:
+                    allowed[lo:hi] = True
             mask &= allowed
         return mask
 
