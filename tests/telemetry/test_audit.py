@@ -326,6 +326,16 @@ def test_a_rewrite_below_a_checkpoint_blocks_new_checkpoints(log: AuditLog, raw:
         log.checkpoint()
 
 
+def test_appending_over_a_truncated_log_refuses_to_checkpoint(log: AuditLog, raw: RawDB) -> None:
+    fill(log, 15)
+    raw.execute("DELETE FROM audit_log WHERE seq > 5")
+    fill(log, 4, start=100)  # entries 6..9: no checkpoint due yet
+    with pytest.raises(IntegrityError, match="truncated"):
+        log.append(actor="a", action="b", resource="c", outcome="d")  # entry 10 would need one
+    result = log.verify()
+    assert not result.ok and "truncated" in (result.reason or "")
+
+
 def test_truncation_after_the_last_checkpoint_needs_an_external_anchor(log: AuditLog, raw: RawDB) -> None:
     """The documented limit: the unsigned tail can be cut; --expect-at-least (or a checkpoint) catches it."""
     fill(log, 25)

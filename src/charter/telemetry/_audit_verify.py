@@ -124,12 +124,13 @@ def scan(
     *,
     start_seq: int = 1,
     prev_hash: str | None = GENESIS_HASH,
+    end_seq: int | None = None,
 ) -> ScanOutcome:
-    """Check entries from ``start_seq`` to the end. ``prev_hash=None`` trusts the first row's stored link."""
+    """Check entries from ``start_seq`` to ``end_seq`` (default: the end). ``prev_hash=None`` trusts the
+    first row's stored link."""
     by_seq = _by_seq(checkpoints)
-    out = scan_rows(
-        iter_batches(conn, start_seq), by_seq, start_seq=start_seq, prev_hash=prev_hash, good_cp=start_seq - 1
-    )
+    out = scan_rows(iter_batches(conn, start_seq, end_seq), by_seq, start_seq=start_seq, prev_hash=prev_hash,
+                    good_cp=start_seq - 1, end_seq=end_seq)
     return finish(out, by_seq, start_seq)
 
 

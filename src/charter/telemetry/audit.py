@@ -108,6 +108,7 @@ class AuditLog:
                 last_seq, prev, last_ts = int(head[0]), str(head[1]), str(head[2])
             if self._key is None:
                 self._key = self._load_key(conn, create=True)
+            head_prev = prev
             ts = max(format_ts(utcnow()), last_ts)  # non-decreasing even if the clock steps back
             rows = []
             seq = last_seq
@@ -118,7 +119,7 @@ class AuditLog:
                 prev = digest
             conn.exec_driver_sql(_insert_sql(conn), rows)
             if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
-                written.append(self._checkpoint_in(conn, seq, prev))
+                written.append(self._checkpoint_in(conn, seq, prev, old_head=(last_seq, head_prev)))
         self._anchor(written)
         when = parse_ts(ts)
         return [AuditEntry(r[0], when, r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
@@ -139,23 +140,30 @@ class AuditLog:
         self._anchor([cp])
         return cp
 
-    def _checkpoint_in(self, conn: Connection, seq: int, head_hash: str) -> Checkpoint:
+    def _checkpoint_in(self, conn: Connection, seq: int, head_hash: str, *,
+                       old_head: tuple[int, str] | None = None) -> Checkpoint:
+        """Sign ``(seq, head_hash)`` inside the caller's write transaction.
+
+        ``old_head``: the head before this transaction's own entries, which were just computed here and
+        link to it by construction; only the stored entries from the last checkpoint up to it are re-read.
+        """
+        end, end_hash = old_head if old_head is not None else (seq, head_hash)
         latest = _latest_checkpoint(conn)
         anchor = read_anchor(self.anchor_path)  # a corrupt anchor raises: fail closed
         base = max((c for c in (latest, anchor) if c is not None), key=lambda c: c.seq, default=None)
-        if base is not None and base.seq > seq:
+        if base is not None and base.seq > end:
             raise IntegrityError(f"audit log truncated: a checkpoint records {base.seq} entries but the log "
-                                 f"has {seq}; run `charter audit verify`")
+                                 f"has {end}; run `charter audit verify`")
         if latest is not None and latest.seq == seq and latest.head_hash == head_hash:
             return latest
-        keys = self._public_keys()
-        checked = check_signatures([base], keys) if base is not None else []
-        out = scan(conn, checked, start_seq=base.seq if base else 1,
-                   prev_hash=None if base else GENESIS_HASH)
-        if out.bad_seq is not None:
-            raise IntegrityError(f"refusing to sign an audit checkpoint: {out.reason}")
-        if out.last_seq != seq or out.last_hash != head_hash:
-            raise IntegrityError("the audit head changed during checkpointing")
+        if end > 0:
+            checked = check_signatures([base], self._public_keys()) if base is not None else []
+            out = scan(conn, checked, start_seq=base.seq if base else 1,
+                       prev_hash=None if base else GENESIS_HASH, end_seq=end)
+            if out.bad_seq is not None:
+                raise IntegrityError(f"refusing to sign an audit checkpoint: {out.reason}")
+            if out.last_seq != end or out.last_hash != end_hash:
+                raise IntegrityError("the audit head changed during checkpointing")
         key = self._key or self._load_key(conn, create=True)
         if key is None:
             raise IntegrityError(
