@@ -87,6 +87,8 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
         ],
         None,
     ),
+    # canary tokens planted in restricted documents: never in a trace, span or report, whoever reads it
+    ("CANARY", [("canary", r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b", 1.0)], None),
     ("BEARER", [("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}", 1.0)], None),
     ("JWT", [("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 1.0)], None),
     (
