@@ -10,3 +10,4 @@ import charter.telemetry._trace_tables  # noqa: F401
 import charter.telemetry._monitoring_tables  # noqa: F401
 import charter.tools._tables  # noqa: F401
 import charter.review._tables  # noqa: F401
+import charter.evals._tables  # noqa: F401

@@ -1,0 +1,258 @@
+"""``charter eval`` (run the eval sets through the real pipeline, gate on the charter's thresholds) and
+``charter evals list|show`` (stored runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from charter.cli._app import app
+from charter.cli._common import CharterOpt, JsonOpt, console, emit, err_console, open_runtime
+
+evals_app = typer.Typer(help="Stored eval runs.", no_args_is_help=True)
+app.add_typer(evals_app, name="evals")
+
+
+def _set_paths(rt: Any, sets: list[Path] | None) -> list[Path]:
+    if sets:
+        return [p if p.is_absolute() else Path.cwd() / p for p in sets]
+    return [rt.charter.resolve(s) for s in rt.spec.evals.sets]
+
+
+def _summary_table(s: dict[str, Any]) -> Table:
+    from charter.evals._report import AREAS, is_category_metric
+
+    t = Table("metric", "value", "95% CI", "n", title="Metrics (all cases)")
+    for name, est in s["metrics"].items():
+        if name.split(".")[0] in AREAS and not is_category_metric(name):
+            t.add_row(name, _f(est["value"]), f"[{_f(est['low'])}, {_f(est['high'])}]", str(est["n"]))
+    return t
+
+
+def _f(v: Any) -> str:
+    from charter.evals._report import _fmt
+
+    return _fmt(None if v is None else float(v))
+
+
+def _render(s: dict[str, Any]) -> None:
+    verdict = "[green]PASSED[/]" if s["passed"] else "[red]FAILED[/]"
+    cats = ", ".join(f"{k} {v}" for k, v in s["categories"].items())
+    console.print(
+        f"[bold]{s['id']}[/] {verdict} · {s['cases']} cases ({cats}) × {s['repeat']} · model {s['model']} "
+        f"· prompt {s['prompt_version']} · index {s['index_version']} · {s['duration_s']:.1f} s",
+        highlight=False,
+    )
+    per = Table(
+        "category",
+        "cases",
+        "pass rate",
+        "refusal acc.",
+        "recall@5",
+        "groundedness",
+        "leaks",
+        title="Per category",
+    )
+    m = s["metrics"]
+    for c, n in s["categories"].items():
+
+        def g(key: str, c: str = c) -> str:
+            est = m.get(f"{c}.{key}")
+            return _f(est["value"]) if est else "-"
+
+        per.add_row(
+            c,
+            str(n),
+            g("overall.pass_rate"),
+            g("generation.refusal_accuracy"),
+            g("retrieval.recall@5"),
+            g("generation.groundedness"),
+            g("permission.leaks"),
+        )
+    console.print(per)
+    console.print(_summary_table(s))
+    t = Table("threshold", "observed", "result", title="Thresholds (charter evals section)")
+    for th in s["thresholds"]:
+        t.add_row(
+            th["threshold"],
+            _f(th["observed"]),
+            ("[green]pass[/]" if th["passed"] else "[red]FAIL[/]") + (f" {th['note']}" if th["note"] else ""),
+        )
+    console.print(t)
+    if s["failures"]:
+        console.print("failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()), highlight=False)
+    for c in s.get("comparison") or []:
+        if c["significant"]:
+            console.print(
+                f"significant vs baseline: {c['metric']} {_f(c['baseline'])} → {_f(c['current'])} "
+                f"(diff {_f(c['diff'])}, p {_f(c['p_value'])})",
+                highlight=False,
+            )
+    for k, p in (s.get("reports") or {}).items():
+        console.print(f"{k} report: {p}", highlight=False)
+
+
+@app.command("eval")
+def eval_command(
+    sets: Annotated[
+        list[Path] | None, typer.Argument(help="Eval set files (default: the charter's evals.sets).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Provider[:name] to evaluate instead of the charter's model, e.g. extractive or scripted.",
+        ),
+    ] = None,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, max=100, help="Run every case N times.")] = 1,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Compare with this stored run id (or 'latest').")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write Markdown, JSON and HTML reports into this folder.")
+    ] = None,
+    probes: Annotated[
+        bool,
+        typer.Option(
+            "--permission-probes", help="Also run generated ACL probes with canaries (in a temporary copy)."
+        ),
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Cases in parallel.")] = 4,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds after which a case counts as timeout.")
+    ] = 60.0,
+    user: Annotated[str | None, typer.Option("--as", help="Act as this user (needs evals.run).")] = None,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run eval cases through the real pipeline; exit 0 only when every charter threshold passes."""
+    from charter.errors import Denied
+    from charter.evals import latest_run, load_eval_sets, load_run, run_eval, save_run, write_reports
+
+    rt = open_runtime(charter)
+    actor = "cli"
+    if user:
+        from charter.cli._common import acting_principal
+
+        principal = acting_principal(rt, user)
+        decision = rt.authorizer.authorize(principal, "evals.run", f"workflow:{rt.spec.workflow.id}")
+        if not decision.allowed:
+            raise Denied(f"{user} may not run evals", reasons=list(decision.reasons))
+        actor = principal.id
+    paths = _set_paths(rt, sets)
+    users = set(rt.charter.principals)
+    cases = load_eval_sets(paths, users=users)
+    base = None
+    if baseline:
+        base = latest_run(rt, with_results=True) if baseline == "latest" else load_run(rt, baseline)
+        if base is None:
+            from charter.errors import NotFound
+
+            raise NotFound("no stored eval run for this charter to compare with")
+    quiet = as_json or not console.is_terminal
+    with Progress(
+        TextColumn("eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("cases", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        run = run_eval(
+            rt,
+            cases,
+            sets=[str(p) for p in paths],
+            model=model,
+            repeat=repeat,
+            concurrency=concurrency,
+            timeout_s=timeout,
+            progress=progress,
+            baseline=base,
+            probes=probes,
+            options={
+                "concurrency": concurrency,
+                "permission_probes": probes,
+                "timeout_s": timeout,
+                "model_option": model,
+            },
+        )
+    save_run(rt, run)
+    rt.audit.append(
+        actor=actor,
+        action="evals.run",
+        resource=f"workflow:{rt.spec.workflow.id}",
+        outcome="passed" if run.passed else "failed",
+        details={
+            "run_id": run.id,
+            "cases": run.n_cases,
+            "fingerprint": run.charter_fingerprint,
+            "failures": {k: len(v) for k, v in run.failures_by_category().items()},
+        },
+    )
+    summary = run.summary()
+    if report:
+        summary["reports"] = {k: str(v) for k, v in write_reports(run, report).items()}
+    emit(summary, as_json, _render)
+    if not run.passed:
+        raise typer.Exit(1)
+
+
+@evals_app.command("list")
+def evals_list(
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+) -> None:
+    """Stored eval runs, newest first."""
+    from charter.evals import list_runs
+
+    rt = open_runtime(charter)
+    rows = list_runs(rt, limit=limit)
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        t = Table("run", "when", "fingerprint", "model", "cases", "passed", "failures")
+        for r in rows:
+            t.add_row(
+                r["id"],
+                str(r["created_at"])[:19],
+                r["charter_fingerprint"][:19],
+                str(r["model"]),
+                str(r["n_cases"]),
+                "yes" if r["passed"] else "no",
+                ", ".join(f"{k} {v}" for k, v in (r["failures"] or {}).items()),
+            )
+        console.print(t)
+
+    emit(rows, as_json, render)
+
+
+@evals_app.command("show")
+def evals_show(
+    run_id: Annotated[str, typer.Argument(help="Run id, or 'latest' (for the current charter fingerprint).")],
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the reports into this folder.")
+    ] = None,
+) -> None:
+    """One stored run: summary, thresholds, failures; optionally its reports."""
+    from charter.errors import NotFound
+    from charter.evals import latest_run, load_run, write_reports
+
+    rt = open_runtime(charter)
+    run = latest_run(rt, with_results=True) if run_id == "latest" else load_run(rt, run_id)
+    if run is None:
+        raise NotFound("no eval run for the current charter fingerprint")
+    summary = run.summary()
+    if report:
+        summary["reports"] = {k: str(v) for k, v in write_reports(run, report).items()}
+    emit(summary, as_json, _render)
