@@ -1,0 +1,404 @@
+"""The REST API under ``/api`` (plus ``/metrics``). Every endpoint authenticates and asks Cedar.
+
+Resources that belong to someone (traces, review items, approval requests) are visible to their owner and
+to whoever the charter lets decide or read them; anyone else gets 404, the same as for a missing id.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+
+from charter.errors import NotFound, UsageError
+from charter.server import _schemas as S
+from charter.server._app import bearer_of, state_of
+from charter.server._auth import require, require_any, require_capability, tool_callable, workflow_resource
+from charter.spec import Principal
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+
+router = APIRouter(responses=S.ERRORS)
+
+
+def current_principal(request: Request) -> Principal:
+    """The authenticated principal (401 without a valid token; 429 over the rate limit)."""
+    principal = state_of(request).auth.authenticate(bearer_of(request))
+    request.state.principal = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def _rt(request: Request) -> Runtime:
+    return state_of(request).rt
+
+
+def _iso(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------ health
+@router.get("/api/health", response_model=S.Health, tags=["health"])
+def health() -> S.Health:
+    """Liveness: the process answers. No authentication."""
+    return S.Health(status="ok")
+
+
+@router.get("/api/ready", response_model=S.Health, tags=["health"], responses={503: {"model": S.Health}})
+def ready(request: Request) -> Any:
+    """Readiness: the database answers and the charter is loaded. No authentication."""
+    from fastapi.responses import JSONResponse
+    from sqlalchemy import text
+
+    rt = _rt(request)
+    try:
+        with rt.store.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        return JSONResponse(
+            S.Health(status="unavailable", checks={"database": False}).model_dump(), status_code=503
+        )
+    return S.Health(status="ready", checks={"database": True, "workflow": rt.spec.workflow.id})
+
+
+@router.get("/api/me", response_model=S.Me, tags=["identity"])
+def me(request: Request, principal: Caller) -> S.Me:
+    """Who the token stands for and what they may do (the console's navigation follows this)."""
+    return S.Me(
+        id=principal.id,
+        name=principal.name,
+        kind=principal.kind,
+        roles=list(principal.roles),
+        groups=list(principal.groups),
+        capabilities=state_of(request).capabilities(principal),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ ask
+@router.post("/api/ask", response_model=S.AskOut, tags=["ask"])
+def ask(request: Request, body: S.AskIn, principal: Caller) -> Any:
+    """Run a question through the governed pipeline (Cedar ``ask``)."""
+    from charter.pipeline import ask as run
+
+    rt = _rt(request)
+    require(rt, principal, "ask")
+    return run(rt, principal, body.question, submit_for_review=body.submit_for_review).as_dict()
+
+
+@router.post("/api/search", response_model=S.ObjList, tags=["ask"])
+def search(request: Request, body: S.SearchIn, principal: Caller) -> S.ObjList:
+    """Permission-filtered hybrid search (Cedar ``search``): only chunks this principal may read."""
+    from charter.retrieval import Index
+
+    rt = _rt(request)
+    require(rt, principal, "search")
+    hits = Index.for_runtime(rt).search(
+        principal.acl_tokens, body.query, k=body.k, fusion=rt.spec.retrieval.fusion
+    )
+    items = [
+        {
+            "chunk_id": h.chunk_id,
+            "source_id": h.source_id,
+            "doc_id": h.doc_id,
+            "title": h.title,
+            "heading": h.heading,
+            "page": h.page,
+            "text": h.text,
+            "score": h.score,
+        }
+        for h in hits
+    ]
+    return S.ObjList(items=items)
+
+
+# ------------------------------------------------------------------------------------------------ traces
+def _may_read_all(rt: Runtime, principal: Principal) -> bool:
+    return rt.authorizer.authorize(principal, "traces.read_all", workflow_resource(rt)).allowed
+
+
+@router.get("/api/traces", response_model=S.ObjList, tags=["traces"])
+def list_traces(
+    request: Request,
+    principal: Caller,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> S.ObjList:
+    """Recent requests: your own; everyone's with ``traces.read_all``."""
+    from charter.pipeline import traces_for
+
+    rt = _rt(request)
+    require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
+    store = traces_for(rt)
+    who = None if _may_read_all(rt, principal) else store.principal_key(principal.id)
+    return S.ObjList(items=_iso(store.list(status=status, principal_id=who, limit=limit)))
+
+
+def _own_trace(rt: Runtime, principal: Principal, request_id: str) -> dict[str, Any]:
+    from charter.pipeline import traces_for
+
+    store = traces_for(rt)
+    doc = store.get(request_id)
+    if doc.get("principal_id") != store.principal_key(principal.id) and not _may_read_all(rt, principal):
+        raise NotFound(f"no trace {request_id!r}")
+    return doc
+
+
+@router.get("/api/traces/{request_id}", response_model=S.Obj, tags=["traces"])
+def get_trace(request: Request, request_id: str, principal: Caller) -> Any:
+    """One trace with every stage (masked as the charter says). Others' traces need ``traces.read_all``."""
+    rt = _rt(request)
+    require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
+    return _iso([_own_trace(rt, principal, request_id)])[0]
+
+
+@router.post("/api/traces/{request_id}/feedback", response_model=S.IdOut, tags=["traces"])
+def feedback(request: Request, request_id: str, body: S.FeedbackIn, principal: Caller) -> S.IdOut:
+    """Rate an answer (Cedar ``feedback``; only your own requests unless you may read all traces)."""
+    from charter.telemetry import record_feedback
+
+    rt = _rt(request)
+    require(rt, principal, "feedback")
+    rating: int | str = body.rating
+    if isinstance(rating, int) and rating not in (-1, 1):
+        raise UsageError("rating must be 'up', 'down', 1 or -1")
+    fid = record_feedback(
+        rt, request_id, principal, rating=rating, reasons=body.reasons, comment=body.comment
+    )
+    return S.IdOut(id=fid)
+
+
+# ------------------------------------------------------------------------------------------------ review
+def _visible_review(rt: Runtime, principal: Principal, item_id: str) -> Any:
+    from charter.review import get_review, reviewer_roles
+
+    item = get_review(rt, item_id)
+    if item.submitter != principal.id and not set(reviewer_roles(rt, item)) & set(principal.roles):
+        raise NotFound(f"no review item {item_id!r}")
+    return item
+
+
+@router.get("/api/reviews", response_model=S.ObjList, tags=["review"])
+def list_reviews(
+    request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
+) -> S.ObjList:
+    """Drafts you submitted or may decide now."""
+    from charter.review import list_reviews as items
+
+    rt = _rt(request)
+    require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
+    return S.ObjList(items=[i.to_dict() for i in items(rt, status=status, principal=principal)])
+
+
+@router.get("/api/reviews/{item_id}", response_model=S.Obj, tags=["review"])
+def get_review(request: Request, item_id: str, principal: Caller) -> Any:
+    rt = _rt(request)
+    require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
+    return _visible_review(rt, principal, item_id).to_dict()
+
+
+@router.post("/api/reviews/{item_id}/decision", response_model=S.Obj, tags=["review"])
+def decide_review(request: Request, item_id: str, body: S.ReviewDecisionIn, principal: Caller) -> Any:
+    """Approve, edit or reject a draft (Cedar ``review.decide``; never your own)."""
+    from charter.review import decide_draft
+
+    rt = _rt(request)
+    require(rt, principal, "review.decide")
+    _visible_review(rt, principal, item_id)
+    return decide_draft(
+        rt, item_id, principal, body.decision, text=body.text, reason=body.reason, comment=body.comment
+    ).to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ approvals
+def _visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any:
+    from charter.review import approver_roles, get_approval
+
+    try:
+        action = get_approval(rt, approval_id)
+    except NotFound:
+        raise NotFound(f"no approval request {approval_id!r}") from None
+    if action.requester != principal.id and not set(approver_roles(rt, action)) & set(principal.roles):
+        raise NotFound(f"no approval request {approval_id!r}")
+    return action
+
+
+@router.get("/api/approvals", response_model=S.ObjList, tags=["approvals"])
+def list_approvals(
+    request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
+) -> S.ObjList:
+    """Approval requests you asked for or may decide now."""
+    from charter.review import approver_roles
+    from charter.review import list_approvals as items
+
+    rt = _rt(request)
+    require_capability(rt, principal, "approvals", "see approval requests")
+    out = []
+    for a in items(rt, status=status, principal=principal):
+        d = a.to_dict()
+        d["approver_roles"] = approver_roles(rt, a)
+        d["may_decide"] = a.requester != principal.id and bool(
+            set(d["approver_roles"]) & set(principal.roles)
+        )
+        out.append(d)
+    return S.ObjList(items=out)
+
+
+@router.get("/api/approvals/{approval_id}", response_model=S.Obj, tags=["approvals"])
+def get_approval(request: Request, approval_id: str, principal: Caller) -> Any:
+    rt = _rt(request)
+    require_capability(rt, principal, "approvals", "see approval requests")
+    return _visible_approval(rt, principal, approval_id).to_dict()
+
+
+@router.post("/api/approvals/{approval_id}/decision", response_model=S.Obj, tags=["approvals"])
+def decide_approval(request: Request, approval_id: str, body: S.ApprovalDecisionIn, principal: Caller) -> Any:
+    """Approve (runs the action once) or reject. Nobody decides their own request (403)."""
+    from charter.review import decide
+
+    rt = _rt(request)
+    require_capability(rt, principal, "approvals", "decide approval requests")
+    _visible_approval(rt, principal, approval_id)
+    return decide(rt, approval_id, principal, body.decision, reason=body.reason).to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ tools
+@router.get("/api/tools", response_model=S.ObjList, tags=["tools"])
+def list_tools(request: Request, principal: Caller) -> S.ObjList:
+    """The charter's tools this principal may call, with effect, approval rule and kill switch."""
+    from charter.tools import is_killed
+
+    rt = _rt(request)
+    require_capability(rt, principal, "tools", "call tools")
+    items = []
+    for t in rt.spec.tools:
+        if not tool_callable(rt, principal, t.name):
+            continue
+        items.append(
+            {
+                "name": t.name,
+                "description": t.description,
+                "effect": t.effect,
+                "approval": t.approval if isinstance(t.approval, str) else t.approval.model_dump(mode="json"),
+                "killed": is_killed(rt, t.name),
+            }
+        )
+    return S.ObjList(items=items)
+
+
+@router.post("/api/tools/{name}/calls", response_model=S.Obj, tags=["tools"])
+def call_tool(request: Request, name: str, body: S.ToolCallIn, principal: Caller) -> Any:
+    """Propose a call: runs at once, or stores an approval request (Cedar ``tools.call``, charter rules)."""
+    from charter.tools import propose
+
+    rt = _rt(request)
+    if name not in {t.name for t in rt.spec.tools}:
+        raise NotFound(f"no tool {name!r}")
+    return propose(
+        rt, principal, name, body.args, request_id=body.request_id, origin="api", reason=body.reason
+    ).to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ sources
+@router.get("/api/sources", response_model=S.ObjList, tags=["sources"])
+def list_sources(request: Request, principal: Caller) -> S.ObjList:
+    """Owners, freshness against policy, last sync, document counts (``sources.sync`` or a source owner)."""
+    from charter.sources import source_statuses
+
+    rt = _rt(request)
+    require_capability(rt, principal, "sources", "see sources")
+    return S.ObjList(items=source_statuses(rt))
+
+
+@router.post("/api/sources/{source_id}/sync", response_model=S.Obj, tags=["sources"])
+def sync_source(request: Request, source_id: str, principal: Caller) -> Any:
+    """Sync one source now (Cedar ``sources.sync`` on the source)."""
+    from charter.sources import sync_sources
+
+    rt = _rt(request)
+    if source_id not in {s.id for s in rt.spec.sources}:
+        raise NotFound(f"no source {source_id!r}")
+    require(rt, principal, "sources.sync", f"source:{source_id}")
+    summaries = sync_sources(rt, source_id, actor=principal.id)
+    return {"sources": [s.as_dict() for s in summaries], "ok": all(s.ok for s in summaries)}
+
+
+# ------------------------------------------------------------------------------------------------ reports
+@router.get("/api/reports", response_model=S.Obj, tags=["monitoring"])
+def report(
+    request: Request,
+    principal: Caller,
+    since_days: Annotated[int, Query(ge=1, le=366)] = 7,
+    min_support: Annotated[int, Query(ge=1, le=1000)] = 5,
+) -> Any:
+    """The operator report: usage, quality, cost, failures, source blame (Cedar ``reports.read``)."""
+    import json
+
+    from charter.telemetry import build_report
+
+    rt = _rt(request)
+    require(rt, principal, "reports.read")
+    doc = build_report(rt, since=timedelta(days=since_days), min_support=min_support)
+    return json.loads(json.dumps(doc, default=str))
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    tags=["monitoring"],
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def metrics(request: Request, principal: Caller) -> PlainTextResponse:
+    """Prometheus metrics (a bearer token with ``reports.read`` or ``traces.read_all``)."""
+    from charter.telemetry import metrics_for
+
+    rt = _rt(request)
+    require_any(rt, principal, ("reports.read", "traces.read_all"), "read metrics")
+    return PlainTextResponse(metrics_for(rt).exposition(), media_type="text/plain; version=0.0.4")
+
+
+# ------------------------------------------------------------------------------------------------ audit
+@router.get("/api/audit/tail", response_model=S.ObjList, tags=["audit"])
+def audit_tail(
+    request: Request,
+    principal: Caller,
+    n: Annotated[int, Query(ge=1, le=1000)] = 50,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+) -> S.ObjList:
+    """The most recent audit events (Cedar ``audit.read``)."""
+    rt = _rt(request)
+    require(rt, principal, "audit.read")
+    return S.ObjList(items=[e.to_dict() for e in rt.audit.tail(n, action=action)])
+
+
+@router.post("/api/audit/verify", response_model=S.Obj, tags=["audit"])
+def audit_verify(request: Request, principal: Caller) -> Any:
+    """Recompute the hash chain and check the signed checkpoints (Cedar ``audit.read``)."""
+    rt = _rt(request)
+    require(rt, principal, "audit.read")
+    return rt.audit.verify().to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ kill switch
+@router.get("/api/kill-switch", response_model=S.Obj, tags=["kill switch"])
+def kill_switch(request: Request, principal: Caller) -> Any:
+    from charter.tools import kill_switch_status
+
+    rt = _rt(request)
+    require_capability(rt, principal, "kill_switch", "see the kill switch")
+    return kill_switch_status(rt)
+
+
+@router.post("/api/kill-switch", response_model=S.Obj, tags=["kill switch"])
+def set_kill(request: Request, body: S.KillSwitchIn, principal: Caller) -> Any:
+    """Turn the workflow's (or one tool's) kill switch on or off (``kill_switch`` or the incidents owner)."""
+    from charter.tools import kill_switch_status, set_kill_switch
+
+    rt = _rt(request)
+    require_capability(rt, principal, "kill_switch", "operate the kill switch")
+    set_kill_switch(rt, principal, body.on, tool=body.tool, reason=body.reason)
+    return kill_switch_status(rt)

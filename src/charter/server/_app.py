@@ -1,0 +1,255 @@
+"""The application factory: one runtime per process, middleware, error handlers, routers.
+
+``create_app(charter_path_or_runtime, settings=None)`` builds the FastAPI app. For ``uvicorn --workers N``
+(which imports the app in each worker) use :func:`app_from_env`, which reads ``CHARTER_FILE`` and the
+``CHARTER_SERVER_*`` settings from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from charter.server._auth import COOKIE, Authenticator, capabilities
+from charter.server._errors import install_error_handlers
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+    from charter.spec import Principal
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class ServerSettings:
+    """Server settings (environment: ``CHARTER_SERVER_<NAME>``)."""
+
+    max_body_bytes: int = 1_000_000  #: larger request bodies are refused with 413
+    rate_limit_per_minute: int = 600  #: per principal and process; 0 disables
+    cors_origins: list[str] = field(default_factory=list)  #: origins allowed to call the API from a browser
+    secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
+    background_telemetry: bool = True  #: batched trace writes and periodic retention (start_server_telemetry)
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        s = cls()
+        env = os.environ
+        if "CHARTER_SERVER_MAX_BODY_BYTES" in env:
+            s.max_body_bytes = int(env["CHARTER_SERVER_MAX_BODY_BYTES"])
+        if "CHARTER_SERVER_RATE_LIMIT_PER_MINUTE" in env:
+            s.rate_limit_per_minute = int(env["CHARTER_SERVER_RATE_LIMIT_PER_MINUTE"])
+        if env.get("CHARTER_SERVER_CORS_ORIGINS"):
+            s.cors_origins = [o.strip() for o in env["CHARTER_SERVER_CORS_ORIGINS"].split(",") if o.strip()]
+        s.secure_cookies = env.get("CHARTER_SERVER_SECURE_COOKIES", "") in ("1", "true", "yes")
+        if "CHARTER_SERVER_BACKGROUND_TELEMETRY" in env:
+            s.background_telemetry = env["CHARTER_SERVER_BACKGROUND_TELEMETRY"] in ("1", "true", "yes")
+        return s
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+
+
+class GuardMiddleware:
+    """Request ids, security headers, ``no-store`` caching and the request body size limit (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = "req_" + secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._too_large(send, rid)
+            return
+        seen = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                raw = list(message.get("headers") or [])
+                names = {k.lower() for k, _ in raw}
+                for k, v in SECURITY_HEADERS.items():
+                    if k.encode() not in names:
+                        raw.append((k.encode(), v.encode()))
+                if b"cache-control" not in names:
+                    raw.append((b"cache-control", b"no-store"))
+                raw.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": raw}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(send, rid)
+        except Exception:
+            if too_large and not started:
+                await self._too_large(send, rid)
+            else:
+                raise
+
+    async def _too_large(self, send: Send, rid: str) -> None:
+        import json
+
+        body = json.dumps(
+            {
+                "error": {
+                    "type": "PayloadTooLarge",
+                    "code": 413,
+                    "reasons": [],
+                    "request_id": rid,
+                    "message": f"request body larger than {self.max_body} bytes",
+                }
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode()),
+        ]
+        headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServerState:
+    """What every request handler reaches through ``request.app.state.charter``."""
+
+    def __init__(self, rt: Runtime, settings: ServerSettings) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.auth = Authenticator(rt, rate_limit_per_minute=settings.rate_limit_per_minute)
+        self._caps: dict[str, dict[str, bool]] = {}
+        self.scheduler: Any = None
+
+    def capabilities(self, principal: Principal) -> dict[str, bool]:
+        caps = self._caps.get(principal.id)
+        if caps is None:
+            caps = self._caps[principal.id] = capabilities(self.rt, principal)
+        return caps
+
+
+def state_of(request: Request) -> ServerState:
+    st: ServerState = request.app.state.charter
+    return st
+
+
+def bearer_of(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        return header
+    return request.cookies.get(COOKIE)
+
+
+def create_app(
+    charter: Runtime | Path | str | None = None, settings: ServerSettings | None = None
+) -> FastAPI:
+    """The Charter server for one charter (a path, or an open :class:`~charter.runtime.Runtime`)."""
+    from contextlib import asynccontextmanager
+
+    from charter.runtime import Runtime
+    from charter.server import _api, _console, _openai
+
+    settings = settings or ServerSettings()
+    rt = charter if isinstance(charter, Runtime) else Runtime.open(charter)
+    state = ServerState(rt, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        if settings.background_telemetry:
+            from charter.telemetry import start_server_telemetry
+
+            state.scheduler = start_server_telemetry(rt)
+        try:
+            yield
+        finally:
+            if state.scheduler is not None:
+                stop = getattr(state.scheduler, "stop", None)
+                if callable(stop):
+                    stop()
+            from charter.telemetry import trace_store_for
+
+            trace_store_for(rt).flush()
+
+    app = FastAPI(
+        title="Charter",
+        version=_version(),
+        description=(
+            f"Governed AI workflow **{rt.spec.workflow.id}**: REST API, OpenAI-compatible endpoint and "
+            "web console. Authenticate with `Authorization: Bearer <token>` (`charter token create`)."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.charter = state
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(_api.router)
+    app.include_router(_openai.router)
+    app.include_router(_console.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("charter")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory charter.server:app_from_env`` (each worker opens its own runtime)."""
+    return create_app(os.environ.get("CHARTER_FILE"), ServerSettings.from_env())

@@ -1,0 +1,129 @@
+"""Request and response bodies of the REST API (what the OpenAPI schema documents)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    code: int
+    reasons: list[str] = []
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": desc}
+    for code, desc in {
+        400: "Bad request (a usage error)",
+        401: "Missing or invalid token",
+        402: "A budget is used up",
+        403: "Refused by policy",
+        404: "Not found (or not yours)",
+        409: "A concurrent change won",
+        413: "Request body too large",
+        422: "Invalid request body or parameters",
+        429: "Rate limit reached",
+        502: "The model or tool backend failed",
+        503: "Backend unavailable, retry",
+    }.items()
+}
+
+
+class AskIn(_In):
+    question: str = Field(min_length=1, max_length=20_000, description="The customer's question.")
+    submit_for_review: bool = Field(True, description="Queue the draft for review (as the charter says).")
+
+
+class AskOut(BaseModel):
+    request_id: str
+    status: str
+    draft: str
+    agent_notes: str
+    citations: list[dict[str, Any]]
+    groundedness: float | None
+    escalation: dict[str, Any] | None
+    model: str | None
+    prompt_version: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: dict[str, float]
+    removed_citations: int = 0
+    warnings: list[str] = []
+    review_id: str | None = None
+    sentence_scores: list[dict[str, Any]] = []
+
+
+class SearchIn(_In):
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(5, ge=1, le=50)
+
+
+class FeedbackIn(_In):
+    rating: Literal["up", "down"] | int = Field(description="'up', 'down', +1 or -1.")
+    reasons: list[str] = Field(default_factory=list, max_length=20)
+    comment: str | None = Field(None, max_length=4000)
+
+
+class IdOut(BaseModel):
+    id: str
+
+
+class ReviewDecisionIn(_In):
+    decision: Literal["approve", "edit", "reject"]
+    text: str | None = Field(None, max_length=20_000, description="The edited text (for 'edit').")
+    reason: str | None = Field(None, max_length=100, description="A reject reason (REJECT_REASONS).")
+    comment: str = Field("", max_length=4000)
+
+
+class ApprovalDecisionIn(_In):
+    decision: Literal["approve", "reject"]
+    reason: str = Field("", max_length=4000)
+
+
+class ToolCallIn(_In):
+    args: dict[str, Any] = Field(default_factory=dict)
+    reason: str = Field("", max_length=4000)
+    request_id: str | None = Field(None, max_length=100)
+
+
+class KillSwitchIn(_In):
+    on: bool
+    tool: str | None = Field(None, max_length=200)
+    reason: str = Field("", max_length=4000)
+
+
+class Me(BaseModel):
+    id: str
+    name: str
+    kind: str
+    roles: list[str]
+    groups: list[str]
+    capabilities: dict[str, bool]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = {}
+
+
+class Obj(BaseModel):
+    """A JSON object (documented in docs/server.md)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ObjList(BaseModel):
+    items: list[dict[str, Any]]

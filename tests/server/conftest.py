@@ -1,0 +1,86 @@
+"""Server fixtures: the synced billing example behind the real app, a token per demo user, a live server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DEMO_USERS = ("ana", "ben", "lena", "farid", "omar", "casey", "svc-helpdesk", "guest")
+#: A user the tests add to the example: in the support group but without any role (may not use the workflow).
+GUEST = "  - {id: guest, name: Guest Visitor, email: guest@quillo.example, groups: [support], roles: []}\n"
+
+
+@dataclass
+class Served:
+    charter: Path
+    rt: object
+    app: object
+    tokens: dict[str, str]
+    url: str = ""
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+
+def _build(charter: Path, **settings: object) -> Served:
+    from charter.identity import create_token
+    from charter.runtime import Runtime
+    from charter.server import ServerSettings, create_app
+
+    users = charter.parent / "users.yaml"
+    text = users.read_text(encoding="utf-8")
+    if "id: guest" not in text:
+        users.write_text(text.replace("\nservice_accounts:", GUEST + "\nservice_accounts:"), encoding="utf-8")
+    rt = Runtime.open(charter)
+    tokens = {u: create_token(rt, u, label="test").token for u in DEMO_USERS}
+    opts = {"background_telemetry": False, **settings}
+    app = create_app(rt, ServerSettings(**opts))  # type: ignore[arg-type]
+    return Served(charter, rt, app, tokens)
+
+
+@pytest.fixture
+def served(synced_project: Path) -> Iterator[Served]:
+    s = _build(synced_project)
+    yield s
+    s.rt.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[object]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(served.app, raise_server_exceptions=False) as c:  # type: ignore[arg-type]
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live(served: Served) -> Iterator[Served]:
+    """The app served by uvicorn on a loopback port, in a thread."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(served.app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    served.url = f"http://127.0.0.1:{port}"
+    yield served
+    server.should_exit = True
+    thread.join(10)
