@@ -163,3 +163,42 @@ def test_background_writes_are_read_your_writes_and_flushed(rt: Runtime) -> None
         assert scheduler.last is not None and scheduler.last.traces == 0  # nothing old enough to delete
     finally:
         scheduler.stop()
+
+
+def test_exported_names() -> None:
+    import charter.telemetry as telemetry
+
+    assert sorted(telemetry.__all__) == sorted(
+        [
+            "FEEDBACK_REASONS",
+            "REDACTED",
+            "SEMCONV_VERSION",
+            "Masker",
+            "NullMasker",
+            "PatternMasker",
+            "PresidioMasker",
+            "RetentionResult",
+            "RetentionScheduler",
+            "SpanRecord",
+            "Trace",
+            "TraceExporter",
+            "TraceStore",
+            "apply_retention",
+            "build_report",
+            "error_signature",
+            "mask_text",
+            "mask_value",
+            "masker_for",
+            "masking_salt",
+            "metrics_for",
+            "protect",
+            "record_feedback",
+            "render_report",
+            "review_decisions",
+            "start_server_telemetry",
+            "trace_store_for",
+            "wilson_interval",
+        ]
+    )
+    for name in telemetry.__all__:
+        assert getattr(telemetry, name) is not None
