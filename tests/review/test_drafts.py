@@ -165,3 +165,11 @@ def test_concurrent_review_decisions_have_one_winner(rt: Runtime) -> None:
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+
+
+def test_free_text_from_reviewers_is_masked_in_the_record(rt: Runtime) -> None:
+    item = _submit(rt)
+    done = decide_draft(rt, item.id, "lena", "approve", comment="customer asked me to call +1 415 555 0100")
+    assert "415 555 0100" not in (done.comment or "")
+    rows = audit_rows(rt, f"review:{item.id}")
+    assert all("415 555 0100" not in str(r.details) for r in rows)

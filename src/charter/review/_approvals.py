@@ -22,7 +22,7 @@ from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
 from charter.review._clock import Clock, clock_or_default
 from charter.tools import OPEN_STATES, Action, execute, get_action, list_actions, resolve_principal
-from charter.tools._records import transition
+from charter.tools._records import masked, transition
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -155,7 +155,7 @@ def decide(
         allowed_from=OPEN_STATES,
         decided_by=who.id,
         decided_at=now,
-        decision_reason=reason or f"{decision}d by {who.id}",
+        decision_reason=masked(runtime, reason) or f"{decision}d by {who.id}",
     )
     runtime.audit.append(
         actor=who.id,
@@ -166,7 +166,7 @@ def decide(
             "tool": action.tool,
             "requester": action.requester,
             "args_hash": action.args_hash,
-            "reason": reason[:1000],
+            "reason": masked(runtime, reason),
             "authority": because,
             "at": now.isoformat(),
         },

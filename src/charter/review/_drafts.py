@@ -26,6 +26,7 @@ from charter.review._clock import Clock, clock_or_default
 from charter.review._tables import review_items
 from charter.spec._schema import Escalation
 from charter.tools import resolve_principal
+from charter.tools._records import masked
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -278,7 +279,11 @@ def decide_draft(
             details={"decision": decision, "reasons": exc.reasons},
         )
         raise
-    values: dict[str, Any] = {"decided_by": who.id, "decided_at": now, "comment": comment or None}
+    values: dict[str, Any] = {
+        "decided_by": who.id,
+        "decided_at": now,
+        "comment": masked(runtime, comment) or None,
+    }
     if decision == "approve":
         values.update(decision="approved", final_text=item.draft)
         to = "approved"
@@ -306,7 +311,7 @@ def decide_draft(
         details={
             "request_id": item.request_id,
             "reason": reason,
-            "comment": comment[:1000],
+            "comment": values["comment"],
             "authority": because,
             "at": now.isoformat(),
         },

@@ -56,7 +56,7 @@ def set_kill_switch(
 ) -> dict[str, Any]:
     """Turn a switch on or off (audited). Raises :class:`Denied` for anyone but the incidents owner or a
     role with the ``kill_switch`` permission."""
-    from charter.tools._records import resolve_principal
+    from charter.tools._records import masked, resolve_principal
 
     who = resolve_principal(runtime, principal)
     if tool is not None and tool not in {t.name for t in runtime.spec.tools}:
@@ -79,6 +79,7 @@ def set_kill_switch(
             f"'kill_switch' permission may)",
             reasons=reasons,
         )
+    reason = masked(runtime, reason)
     value = {"on": bool(on), "by": who.id, "at": utcnow().isoformat(), "reason": reason}
     runtime.set_state(_tool_key(tool) if tool else WORKFLOW_KEY, value)
     runtime.audit.append(

@@ -190,3 +190,11 @@ def audit_action(
             **details,
         }
     runtime.audit.append(actor=actor, action=action, resource=resource, outcome=outcome, details=details)
+
+
+def masked(runtime: Runtime, text: str, limit: int = 1000) -> str:
+    """Free text a person typed (a reason, a comment) as it may be recorded: masked at the telemetry
+    choke point (fail closed) and cut to ``limit`` characters."""
+    from charter.telemetry import mask_text
+
+    return (mask_text(runtime, text[:limit]) or "") if text else ""

@@ -18,6 +18,7 @@ from charter.tools._records import (
     clock_of,
     get_action,
     list_actions,
+    masked,
     resolve_principal,
     transition,
 )
@@ -81,7 +82,7 @@ def resolve_stuck(
                 reasons=["kill_switch: on"],
             )
         again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
-        audit_action(runtime, who.id, "tools.recovered", again, "retry", reason=reason[:1000])
+        audit_action(runtime, who.id, "tools.recovered", again, "retry", reason=masked(runtime, reason))
         return run_action(runtime, reg, again, who.id, clk)
     if outcome == "executed":
         done = transition(
@@ -90,7 +91,7 @@ def resolve_stuck(
             "executed",
             now=clk.now(),
             finished_at=clk.now(),
-            result={"recovered_by": who.id, "note": reason},
+            result={"recovered_by": who.id, "note": masked(runtime, reason)},
         )
     elif outcome == "failed":
         done = transition(
@@ -99,9 +100,9 @@ def resolve_stuck(
             "failed",
             now=clk.now(),
             finished_at=clk.now(),
-            error=f"interrupted; marked failed by {who.id}: {reason}",
+            error=f"interrupted; marked failed by {who.id}: {masked(runtime, reason)}",
         )
     else:
         raise UsageError("outcome must be executed, failed or retry")
-    audit_action(runtime, who.id, "tools.recovered", done, outcome, reason=reason[:1000])
+    audit_action(runtime, who.id, "tools.recovered", done, outcome, reason=masked(runtime, reason))
     return done
