@@ -60,7 +60,8 @@ def verify(
         for note in result.notes:
             console.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
     else:
-        reason = escape(result.reason or "")
+        reason = result.reason or ""
+        reason = escape(reason.removeprefix(f"entry {result.first_bad_seq}: "))
         err_console.print(f"[bold red]audit log FAILED at entry {result.first_bad_seq}:[/] {reason}",
                           highlight=False, soft_wrap=True)
         err_console.print(f"  {result.entries_verified} entries verified before the failure", highlight=False)
