@@ -512,9 +512,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        index = build_quality_index(tmp, corpus, report)
-        index.default_fusion = Fusion()
         if not args.skip_quality:
+            index = build_quality_index(tmp, corpus, report)
+            index.default_fusion = Fusion()
             quality(index, corpus, queries, qrels, report, args.tune)
         if not args.skip_latency:
             latency(tmp, corpus, queries, args.latency_chunks, report)
