@@ -133,3 +133,18 @@ def test_spacy_ner_configuration() -> None:
     m = PresidioMasker(b"s", nlp=True)
     out = m.mask(f"Maria Gonzalez from Madrid wrote from {PLANTED['email']}")
     assert "Maria Gonzalez" not in out and PLANTED["email"] not in out
+
+
+def test_overlapping_findings_mask_their_union() -> None:
+    from charter.telemetry.masking import merge_findings
+
+    # an NER name that runs into an e-mail address must not leave the rest of the address raw
+    merged = merge_findings(
+        [(0, 10, 0.8, "PERSON"), (5, 25, 1.0, "EMAIL"), (30, 40, 0.7, "PHONE"), (30, 35, 0.95, "CARD")]
+    )
+    assert merged == [(0, 25, "EMAIL"), (30, 40, "CARD")]
+
+
+def test_canary_tokens_are_masked(masker: PresidioMasker) -> None:
+    out = masker.mask("internal ref CANARY-FIN-7d3a91 in the draft")
+    assert "CANARY-FIN-7d3a91" not in out and "<CANARY_" in out

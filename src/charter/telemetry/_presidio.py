@@ -27,7 +27,7 @@ from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpEngine, NoOpNlpEngine
 
 from charter.errors import CharterRuntimeError
-from charter.telemetry.masking import RECOGNIZERS
+from charter.telemetry.masking import RECOGNIZERS, merge_findings
 
 _FLAGS = re.MULTILINE | re.DOTALL
 
@@ -130,16 +130,12 @@ class PresidioMasker:
         return f"<{_PRESIDIO_NAMES.get(kind, kind)}_{digest}>"
 
     def analyze(self, text: str) -> list[RecognizerResult]:
-        """Non-overlapping findings, longest and highest-scoring first when two overlap."""
+        """Disjoint findings covering the union of overlapping ones (see ``masking.merge_findings``)."""
         found = self.analyzer.analyze(text, language="en")
-        found.sort(key=lambda r: (r.start, -(r.end - r.start), -r.score))
-        kept: list[RecognizerResult] = []
-        end = -1
-        for r in found:
-            if r.start >= end:
-                kept.append(r)
-                end = r.end
-        return kept
+        merged = merge_findings(
+            [(r.start, r.end, r.score, _PRESIDIO_NAMES.get(r.entity_type, r.entity_type)) for r in found]
+        )
+        return [RecognizerResult(kind, start, end, 1.0) for start, end, kind in merged]
 
     def _mask(self, text: str) -> str:
         if not self.nlp and _TRIGGER.search(text) is None:

@@ -133,21 +133,44 @@ _COMPILED: list[tuple[str, re.Pattern[str], float, Callable[[str], bool] | None]
 ]
 
 
+NER_KINDS = frozenset({"PERSON", "LOCATION"})
+
+
+def merge_findings(found: list[tuple[int, int, float, str]]) -> list[tuple[int, int, str]]:
+    """Merge overlapping (start, end, score, kind) findings into disjoint spans covering their union.
+
+    Masking the union means a partial overlap can never leave part of a value raw. The merged span takes
+    the kind of its strongest member: pattern kinds before NER kinds, then the higher score, then the longer.
+    """
+    found = sorted(found, key=lambda f: (f[0], -f[1]))
+    merged: list[tuple[int, int, str]] = []
+    group: list[tuple[int, int, float, str]] = []
+    end = -1
+
+    def close() -> None:
+        if group:
+            best = max(group, key=lambda f: (f[3] not in NER_KINDS, f[2], f[1] - f[0]))
+            merged.append((group[0][0], max(f[1] for f in group), best[3]))
+
+    for f in found:
+        if f[0] >= end:
+            close()
+            group = [f]
+        else:
+            group.append(f)
+        end = max(end, f[1])
+    close()
+    return merged
+
+
 def _findings(text: str) -> list[tuple[int, int, str]]:
-    """Non-overlapping (start, end, kind); on overlap the longer (then higher-scoring) finding wins."""
+    """Disjoint (start, end, kind) spans of everything the recognizers find (see :func:`merge_findings`)."""
     found: list[tuple[int, int, float, str]] = []
     for kind, pattern, score, check in _COMPILED:
         for m in pattern.finditer(text):
             if m.end() > m.start() and (check is None or check(m.group(0))):
                 found.append((m.start(), m.end(), score, kind))
-    found.sort(key=lambda f: (f[0], -(f[1] - f[0]), -f[2]))
-    kept: list[tuple[int, int, str]] = []
-    end = -1
-    for start, stop, _, kind in found:
-        if start >= end:
-            kept.append((start, stop, kind))
-            end = stop
-    return kept
+    return merge_findings(found)
 
 
 class PatternMasker:
