@@ -156,10 +156,8 @@ def scan_rows(
         out.entries = expected - start_seq
         return out
 
-    # Actors, actions and outcomes repeat: their JSON encodings are memoised (bounded). A timestamp is
-    # shared by a whole batch: it is re-encoded only when it changes. Equal stored and expected links are
-    # known hex, so they need no escaping.
-    memo: dict[str, str] = {}
+    # A timestamp is shared by a whole batch: it is re-encoded only when it changes. A stored link equal to
+    # the expected one is known hex, so it goes into the text unescaped.
     ets = enc(last_ts)
     for rows in batches:
         if out.first_ts is None and rows:
@@ -174,28 +172,19 @@ def scan_rows(
                         f"entry {expected} is missing (next stored entry is {seq}): deleted or renumbered",
                     )
                 return fail(expected, f"entry {expected} is out of order or duplicated (found seq {seq!r})")
+            linked = stored_prev == prev
             try:
                 if ts != last_ts:
                     ets = enc(ts)
-                ea = memo.get(action)
-                if ea is None:
-                    ea = memo[action] = enc(action)
-                eb = memo.get(actor)
-                if eb is None:
-                    eb = memo[actor] = enc(actor)
-                eo = memo.get(outcome)
-                if eo is None:
-                    eo = memo[outcome] = enc(outcome)
-                if len(memo) > 10_000:
-                    memo.clear()
-                linked = stored_prev == prev
-                ep = f'"{prev}"' if linked else enc(stored_prev)
-                digest = sha(
-                    (
-                        f'{{"action":{ea},"actor":{eb},"details":{details},"outcome":{eo},'
-                        f'"prev_hash":{ep},"resource":{enc(resource)},"seq":{seq},"ts":{ets}}}'
-                    ).encode()
-                ).hexdigest()
+                if linked:
+                    text = (f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details},'
+                            f'"outcome":{enc(outcome)},"prev_hash":"{prev}","resource":{enc(resource)},'
+                            f'"seq":{seq},"ts":{ets}}}')
+                else:
+                    text = (f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details},'
+                            f'"outcome":{enc(outcome)},"prev_hash":{enc(stored_prev)},'
+                            f'"resource":{enc(resource)},"seq":{seq},"ts":{ets}}}')
+                digest = sha(text.encode()).hexdigest()
             except (TypeError, UnicodeEncodeError) as exc:
                 return fail(seq, f"entry {seq} has a malformed field ({exc})")
             if digest != stored_hash:
