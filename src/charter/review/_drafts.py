@@ -25,6 +25,7 @@ from charter.review._authority import escalation_rule, require_authority, role_c
 from charter.review._clock import Clock, clock_or_default
 from charter.review._tables import review_items
 from charter.spec._schema import Escalation
+from charter.store import sealer_for
 from charter.tools import resolve_principal
 from charter.tools._records import masked
 
@@ -85,8 +86,29 @@ class ReviewItem:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
 
 
-def _item(row: Any) -> ReviewItem:
-    return ReviewItem(**{c.name: getattr(row, c.name) for c in review_items.columns})
+_SEALED_TEXT = ("question", "draft", "final_text", "diff")
+
+
+def _item(row: Any, runtime: Runtime) -> ReviewItem:
+    """A stored row as an item; the work product (question, draft, edit, diff, notes) is unsealed here."""
+    sealer = sealer_for(runtime)
+    values = {c.name: getattr(row, c.name) for c in review_items.columns}
+    for name in _SEALED_TEXT:
+        values[name] = sealer.open(values[name])
+    values["agent_notes"] = sealer.open_json(values["agent_notes"])
+    return ReviewItem(**values)
+
+
+def _seal(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
+    """Seal the work-product columns before they are written (see charter.store._sealing)."""
+    sealer = sealer_for(runtime)
+    out = dict(values)
+    for name in _SEALED_TEXT:
+        if name in out and out[name] is not None:
+            out[name] = sealer.seal(out[name])
+    if "agent_notes" in out:
+        out["agent_notes"] = sealer.seal_json(out["agent_notes"])
+    return out
 
 
 def get_review(runtime: Runtime, item_id: str) -> ReviewItem:
@@ -94,7 +116,7 @@ def get_review(runtime: Runtime, item_id: str) -> ReviewItem:
         row = conn.execute(select(review_items).where(review_items.c.id == item_id)).first()
     if row is None:
         raise NotFound(f"no review item {item_id!r}")
-    return _item(row)
+    return _item(row, runtime)
 
 
 def list_reviews(
@@ -116,7 +138,7 @@ def list_reviews(
     if request_id is not None:
         query = query.where(review_items.c.request_id == request_id)
     with runtime.store.connect() as conn:
-        items = [_item(r) for r in conn.execute(query)]
+        items = [_item(r, runtime) for r in conn.execute(query)]
     if principal is None:
         return items
     who = resolve_principal(runtime, principal)
@@ -200,7 +222,7 @@ def submit_draft(
             final_text=draft,
         )
     with runtime.store.begin() as conn:
-        conn.execute(review_items.insert().values(**row))
+        conn.execute(review_items.insert().values(**_seal(runtime, row)))
     item = get_review(runtime, row["id"])
     runtime.audit.append(
         actor=who.id,
@@ -226,7 +248,7 @@ def _transition(runtime: Runtime, item: ReviewItem, to: str, now: datetime, **va
             review_items.c.version == item.version,
             review_items.c.status.in_(OPEN_REVIEW_STATES),
         )
-        .values(status=to, version=item.version + 1, updated_at=now, **values)
+        .values(status=to, version=item.version + 1, updated_at=now, **_seal(runtime, values))
     )
     with runtime.store.begin() as conn:
         if conn.execute(stmt).rowcount != 1:

@@ -1,0 +1,81 @@
+"""Sealing at rest: content that people must read back exactly (a draft under review, the reviewer's edit)
+but that must not sit readable in the database.
+
+Masking (``charter.telemetry``) is the rule for everything analysts read; some content cannot be masked
+because it is the work product itself — the reply a reviewer approves is the reply that is sent. Such values
+are *sealed*: encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under a key kept
+outside the database, beside the audit signing key (``.charter/keys/sealing.key``, mode 0600), or given in
+``CHARTER_SEALING_KEY`` for deployments whose workers share one database. A copy of the database alone
+reveals nothing of it; losing the key loses the sealed content (back it up with the signing key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from charter.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+
+PREFIX = "sealed:v1:"
+_CACHE: dict[str, Sealer] = {}
+
+
+class Sealer:
+    """Encrypts and decrypts strings (and JSON values) under one key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def load_or_create(cls, key_dir: Path) -> Sealer:
+        env = os.environ.get("CHARTER_SEALING_KEY")
+        if env:
+            return cls(env.encode())
+        path = key_dir / "sealing.key"
+        cached = _CACHE.get(str(path))
+        if cached is not None:
+            return cached
+        if not path.exists():
+            key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = Fernet.generate_key()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, key)
+            finally:
+                os.close(fd)
+        sealer = cls(path.read_bytes().strip())
+        _CACHE[str(path)] = sealer
+        return sealer
+
+    def seal(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return PREFIX + self._fernet.encrypt(value.encode("utf-8")).decode("ascii")
+
+    def open(self, value: str | None) -> str | None:
+        """The plain text of a sealed value; values written before sealing existed pass through."""
+        if value is None or not value.startswith(PREFIX):
+            return value
+        try:
+            return self._fernet.decrypt(value[len(PREFIX):].encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            raise IntegrityError("sealed content cannot be opened: wrong sealing key or modified data") from None
+
+    def seal_json(self, value: Any) -> dict[str, str]:
+        return {"sealed": self.seal(json.dumps(value, ensure_ascii=False)) or ""}
+
+    def open_json(self, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"sealed"} and isinstance(value["sealed"], str):
+            return json.loads(self.open(value["sealed"]) or "null")
+        return value
+
+
+def sealer_for(rt: Runtime) -> Sealer:
+    return Sealer.load_or_create(rt.key_dir)
