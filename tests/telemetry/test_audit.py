@@ -128,6 +128,14 @@ def test_checkpoint_on_demand_and_on_verify(log: AuditLog) -> None:
     assert len(log.checkpoints()) == 3
 
 
+def test_close_signs_an_unsigned_head(log: AuditLog, raw: RawDB) -> None:
+    fill(log, 13)
+    log.close()
+    assert [c.seq for c in log.checkpoints()] == [10, 13]
+    raw.execute("DELETE FROM audit_log WHERE seq > 11")
+    assert log.verify().first_bad_seq == 12
+
+
 def test_batch_crossing_a_boundary_checkpoints_its_head(log: AuditLog) -> None:
     log.append_many([AuditEvent("a", "b", "c", "d")] * 25)
     assert [c.seq for c in log.checkpoints()] == [25]
