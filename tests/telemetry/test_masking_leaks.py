@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from _monitoring_helpers import PLANTED, db_files, pii_trace, scan_files, scan_text
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

@@ -62,7 +62,7 @@ def test_end_to_end_requests_leave_no_planted_values(synced_project: Path, cli) 
     ]
     ids = []
     for q in questions:
-        result = ask(rt, ana, q, trace_store=store, submit_for_review=False)
+        result = ask(rt, ana, q, trace_store=store)  # drafts go to the (sealed) review queue too
         ids.append(result.request_id)
         record_feedback(
             rt,

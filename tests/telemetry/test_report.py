@@ -253,3 +253,54 @@ def test_report_cli(scripted: dict[str, Any], cli, tmp_path: Path) -> None:  # t
     assert out.read_text().startswith("<!doctype html>")
     assert cli("report", "--as", "ana", "--charter", charter).exit_code != 0  # agents may not read reports
     assert cli("report", "--as", "omar", "--format", "pdf", "--charter", charter).exit_code == 2
+
+
+def test_review_decisions_count_as_feedback(project: Path) -> None:
+    from charter.review import decide_draft, submit_draft
+    from charter.telemetry import metrics_for
+
+    rt = Runtime.open(project)
+    try:
+        store = trace_store_for(rt)
+        rng = random.Random(5)
+        outcomes = {"approve": None, "edit": "Edited reply.", "reject": None}
+        ids = {}
+        for decision in outcomes:
+            t = scripted_trace(
+                rng,
+                workflow=rt.spec.workflow.id,
+                principal="ana",
+                started_at=utcnow(),
+                cited=[("help-center", f"{decision}.md")],
+            )
+            store.write(t)
+            item = submit_draft(
+                rt,
+                request_id=t.request_id,
+                principal="ana",
+                question="q",
+                draft="a draft",
+                citations=[],
+                escalation_reason="low_groundedness",
+                groundedness=0.5,
+            )
+            decide_draft(
+                rt,
+                item.id,
+                "lena",
+                decision,
+                text=outcomes[decision],  # type: ignore[arg-type]
+                reason="inaccurate" if decision == "reject" else None,
+            )
+            ids[decision] = t.request_id
+        report = build_report(rt, min_support=1)
+        review = report["quality"]["review"]
+        assert (review["unchanged"], review["edited"], review["rejected"]) == (1, 1, 1)
+        assert review["acceptance_rate"] == pytest.approx(2 / 3)
+        blamed = {d["doc_id"]: d for d in report["source_blame"]["documents"]}
+        assert blamed["reject.md"]["negative"] == 1 and blamed["approve.md"]["negative"] == 0
+        assert [r["outcome"] for r in store.get(ids["edit"])["reviews"]] == ["edited"]
+        metrics = metrics_for(rt).exposition()
+        assert 'charter_review_outcomes_total{outcome="rejected",workflow="billing-support"} 1.0' in metrics
+    finally:
+        rt.close()
