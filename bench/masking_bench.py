@@ -307,7 +307,6 @@ def main() -> int:
             "kb_per_s": kb / secs,
             "scores": score(corpus, preds),
         }
-    results["trace_write"] = trace_write_overhead()
 
     names = list(results["maskers"])
     print(f"{len(texts)} sentences ({kb:.0f} KB), seed {args.seed}; {results['machine']}")
@@ -337,7 +336,8 @@ def main() -> int:
         ratio = results["maskers"][names[0]]["kb_per_s"] / results["maskers"][names[-1]]["kb_per_s"]
         results["speedup"] = ratio
         print(f"speed-up of our default over Presidio's default: {ratio:.1f}x")
-    tw = results["trace_write"]
+    sys.stdout.flush()
+    results["trace_write"] = tw = trace_write_overhead()
     for mode in ("masking", "synchronous", "background"):
         print(
             f"trace write, {mode:11}: p50 {tw[mode]['p50_ms']:.2f} ms, p95 {tw[mode]['p95_ms']:.2f} ms, "
