@@ -28,6 +28,22 @@ class Served:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
 
+@pytest.fixture
+def server_project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """``synced_project``; or, for quick local iterations, a copy of the synced folder ``CHARTER_TEST_SYNCED_DIR``."""
+    import os
+    import shutil
+
+    cached = os.environ.get("CHARTER_TEST_SYNCED_DIR")
+    if cached and (Path(cached) / "charter.yaml").is_file():
+        dest = tmp_path / "synced"
+        shutil.copytree(cached, dest)
+        for key in (dest / ".charter" / "keys").glob("*"):
+            key.chmod(0o600)
+        return dest / "charter.yaml"
+    return Path(request.getfixturevalue("synced_project"))
+
+
 def _build(charter: Path, **settings: object) -> Served:
     from charter.identity import create_token
     from charter.runtime import Runtime
@@ -45,8 +61,8 @@ def _build(charter: Path, **settings: object) -> Served:
 
 
 @pytest.fixture
-def served(synced_project: Path) -> Iterator[Served]:
-    s = _build(synced_project)
+def served(server_project: Path) -> Iterator[Served]:
+    s = _build(server_project)
     yield s
     s.rt.close()  # type: ignore[attr-defined]
 

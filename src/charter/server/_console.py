@@ -1,7 +1,440 @@
-"""The web console (placeholder)."""
+"""The web console: server-rendered pages (Jinja2), a few lines of plain JavaScript, no build step.
+
+Log in with a Charter token (``charter token create USER``): it is kept in an HttpOnly, SameSite=Strict
+cookie, so page scripts never see it and other sites cannot send it. Forms post back to the same pages; a
+cross-site ``Origin`` on a form post is refused. Every page and every form asks the same Cedar questions as
+the API (through the same functions), so what a role sees follows the charter.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+
+from charter.errors import AuthenticationError, CharterException, Denied, NotFound
+from charter.server._app import bearer_of, state_of
+from charter.server._auth import COOKIE, require, require_any, require_capability
+from charter.server._errors import status_for
+from charter.spec import Principal
 
 router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+_CITE = re.compile(r"\[([A-Za-z]?\d{1,3})\]")
+
+
+def _linkcites(text: Any) -> Markup:
+    """Escape ``text`` and turn ``[S2]`` citation markers into links to the numbered source below."""
+    escaped = str(escape("" if text is None else text))
+    return Markup(
+        _CITE.sub(lambda m: f'<a class="cite" href="#cite-{m.group(1)}">[{m.group(1)}]</a>', escaped)
+    )
+
+
+templates.env.filters["linkcites"] = _linkcites
+templates.env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
+
+NAV = [
+    ("ask", "Ask", "/ask"),
+    ("review", "Review queue", "/review"),
+    ("approvals", "Approvals", "/approvals"),
+    ("monitor", "Monitor", "/monitor"),
+    ("sources", "Sources", "/sources"),
+    ("audit", "Audit", "/audit"),
+]
+
+
+def _who(request: Request) -> Principal:
+    principal = state_of(request).auth.authenticate(bearer_of(request))
+    request.state.principal = principal
+    return principal
+
+
+def _render(
+    request: Request, name: str, principal: Principal | None, status: int = 200, **ctx: Any
+) -> Response:
+    caps = state_of(request).capabilities(principal) if principal else {}
+    nav = [(key, label, href) for key, label, href in NAV if caps.get(key)]
+    rt = state_of(request).rt
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"principal": principal, "caps": caps, "nav": nav, "workflow": rt.spec.workflow, **ctx},
+        status_code=status,
+    )
+
+
+def _failure(request: Request, exc: Exception, principal: Principal | None) -> Response:
+    if isinstance(exc, AuthenticationError):
+        return RedirectResponse("/login", status_code=303)
+    status = status_for(exc)
+    message = str(exc) if isinstance(exc, CharterException) and status < 500 else "internal error"
+    reasons = list(getattr(exc, "reasons", []) or []) if status < 500 else []
+    return _render(
+        request, "error.html", principal, status=status, status_code=status, message=message, reasons=reasons
+    )
+
+
+def _same_origin(request: Request) -> None:
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc != host:
+            raise Denied("cross-site form post refused", reasons=["origin does not match host"])
+
+
+def _page(request: Request, fn: Any) -> Response:
+    principal: Principal | None = None
+    try:
+        principal = _who(request)
+        if request.method == "POST":
+            _same_origin(request)
+        result: Response = fn(principal)
+        return result
+    except Exception as exc:
+        return _failure(request, exc, principal)
+
+
+# ------------------------------------------------------------------------------------------------ login
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    return _render(request, "login.html", None)
+
+
+@router.post("/login")
+def login(request: Request, token: str = Form(max_length=2000)) -> Response:
+    st = state_of(request)
+    try:
+        _same_origin(request)
+        st.auth.authenticate(token)
+    except CharterException:
+        return _render(request, "login.html", None, status=401, message="That token is not valid.")
+    resp = RedirectResponse("/", status_code=303)
+    resp.set_cookie(
+        COOKIE,
+        token.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=st.settings.secure_cookies,
+        max_age=12 * 3600,
+        path="/",
+    )
+    return resp
+
+
+@router.post("/logout")
+def logout() -> Response:
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/")
+    return resp
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        caps = state_of(request).capabilities(p)
+        first = next((href for key, _, href in NAV if caps.get(key)), None)
+        if first is None:
+            raise Denied(f"{p.id} may not use this workflow", reasons=["no role grants a page"])
+        return RedirectResponse(first, status_code=303)
+
+    return _page(request, page)
+
+
+# ------------------------------------------------------------------------------------------------ ask
+@router.get("/ask", response_class=HTMLResponse)
+def ask_form(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        require(state_of(request).rt, p, "ask")
+        return _render(request, "ask.html", p, result=None, question="")
+
+    return _page(request, page)
+
+
+@router.post("/ask", response_class=HTMLResponse)
+def ask_post(
+    request: Request, question: str = Form(max_length=20_000), submit_for_review: str | None = Form(None)
+) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.pipeline import ask
+
+        rt = state_of(request).rt
+        require(rt, p, "ask")
+        result = ask(rt, p, question, submit_for_review=bool(submit_for_review)).as_dict()
+        passages = _passages(rt, p, result)
+        return _render(request, "ask.html", p, result=result, question=question, passages=passages)
+
+    return _page(request, page)
+
+
+def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str, str]:
+    """The text of each cited passage, re-checked against the document's current ACL."""
+    from sqlalchemy import select
+
+    from charter.retrieval import Index
+    from charter.retrieval._tables import chunks, documents
+
+    index = Index.for_runtime(rt)
+    out: dict[str, str] = {}
+    for c in result.get("citations") or []:
+        acl = index.current_acl(c["source_id"], c["doc_id"])
+        if not acl or not (acl & principal.acl_tokens):
+            continue
+        position = int(str(c["chunk_id"]).rsplit("#", 1)[-1]) if "#" in str(c["chunk_id"]) else 0
+        q = (
+            select(chunks.c.text)
+            .join(documents, documents.c.id == chunks.c.doc_pk)
+            .where(
+                documents.c.source_id == c["source_id"],
+                documents.c.doc_id == c["doc_id"],
+                chunks.c.position == position,
+            )
+        )
+        with rt.store.connect() as conn:
+            text = conn.execute(q).scalar()
+        if text:
+            out[str(c["id"])] = str(text)
+    return out
+
+
+@router.post("/feedback/{request_id}", response_class=HTMLResponse)
+def feedback(request: Request, request_id: str, rating: str = Form(max_length=10)) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.telemetry import record_feedback
+
+        rt = state_of(request).rt
+        require(rt, p, "feedback")
+        record_feedback(rt, request_id, p, rating=rating)
+        return _render(
+            request, "notice.html", p, title="Thank you", message="Your feedback was recorded.", back="/ask"
+        )
+
+    return _page(request, page)
+
+
+# ------------------------------------------------------------------------------------------------ review
+@router.get("/review", response_class=HTMLResponse)
+def review_list(request: Request, status: str = "open") -> Response:
+    def page(p: Principal) -> Response:
+        from charter.review import list_reviews, reviewer_roles
+
+        rt = state_of(request).rt
+        require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
+        statuses: list[str] | None = (
+            ["pending", "escalated"] if status == "open" else (None if status == "all" else [status])
+        )
+        items = list_reviews(rt, status=statuses, principal=p)
+        rows = [{**i.to_dict(), "roles": reviewer_roles(rt, i)} for i in items]
+        return _render(request, "review_list.html", p, items=rows, status=status)
+
+    return _page(request, page)
+
+
+@router.get("/review/{item_id}", response_class=HTMLResponse)
+def review_item(request: Request, item_id: str) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.server._api import _visible_review
+
+        rt = state_of(request).rt
+        require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
+        item = _visible_review(rt, p, item_id)
+        from charter.review import REJECT_REASONS, reviewer_roles
+
+        may_decide = (
+            item.status in ("pending", "escalated")
+            and item.submitter != p.id
+            and bool(set(reviewer_roles(rt, item)) & set(p.roles))
+            and state_of(request).capabilities(p).get("review_decide", False)
+        )
+        return _render(
+            request,
+            "review_item.html",
+            p,
+            item=item.to_dict(),
+            may_decide=may_decide,
+            reject_reasons=REJECT_REASONS,
+        )
+
+    return _page(request, page)
+
+
+@router.post("/review/{item_id}", response_class=HTMLResponse)
+def review_decide(
+    request: Request,
+    item_id: str,
+    decision: str = Form(max_length=10),
+    text: str | None = Form(None, max_length=20_000),
+    reason: str | None = Form(None, max_length=100),
+    comment: str = Form("", max_length=4000),
+) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.review import decide_draft
+        from charter.server._api import _visible_review
+
+        rt = state_of(request).rt
+        require(rt, p, "review.decide")
+        _visible_review(rt, p, item_id)
+        if decision not in ("approve", "edit", "reject"):
+            raise Denied("unknown decision")
+        decide_draft(
+            rt,
+            item_id,
+            p,
+            decision,
+            text=text if decision == "edit" else None,  # type: ignore[arg-type]
+            reason=reason if decision == "reject" else None,
+            comment=comment,
+        )
+        return RedirectResponse(f"/review/{item_id}", status_code=303)
+
+    return _page(request, page)
+
+
+# ------------------------------------------------------------------------------------------------ approvals
+@router.get("/approvals", response_class=HTMLResponse)
+def approvals(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.review import approver_roles, list_approvals
+
+        rt = state_of(request).rt
+        require_capability(rt, p, "approvals", "see approval requests")
+        rows = []
+        for a in list_approvals(rt, principal=p):
+            roles = approver_roles(rt, a)
+            rows.append(
+                {
+                    **a.to_dict(),
+                    "approver_roles": roles,
+                    "rule": _rule(rt, a.tool, a.required_role),
+                    "may_decide": a.status in ("pending", "escalated")
+                    and a.requester != p.id
+                    and bool(set(roles) & set(p.roles)),
+                }
+            )
+        return _render(request, "approvals.html", p, items=rows)
+
+    return _page(request, page)
+
+
+def _rule(rt: Any, tool: str, role: str | None) -> str:
+    for t in rt.spec.tools:
+        if t.name == tool and not isinstance(t.approval, str):
+            for c in getattr(t.approval, "conditions", None) or []:
+                if c.approver_role == role:
+                    return f"{c.when} → {role}"
+            return f"{t.approval.rule} → {role}"
+    return role or "-"
+
+
+@router.post("/approvals/{approval_id}", response_class=HTMLResponse)
+def approval_decide(
+    request: Request,
+    approval_id: str,
+    decision: str = Form(max_length=10),
+    reason: str = Form("", max_length=4000),
+) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.review import decide
+        from charter.server._api import _visible_approval
+
+        rt = state_of(request).rt
+        require_capability(rt, p, "approvals", "decide approval requests")
+        _visible_approval(rt, p, approval_id)
+        if decision not in ("approve", "reject"):
+            raise Denied("unknown decision")
+        decide(rt, approval_id, p, decision, reason=reason)  # type: ignore[arg-type]
+        return RedirectResponse("/approvals", status_code=303)
+
+    return _page(request, page)
+
+
+# ------------------------------------------------------------------------------------------------ monitor
+@router.get("/monitor", response_class=HTMLResponse)
+def monitor(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.pipeline import traces_for
+        from charter.telemetry import build_report
+
+        rt = state_of(request).rt
+        require_capability(rt, p, "monitor", "see monitoring")
+        caps = state_of(request).capabilities(p)
+        report = build_report(rt, since=timedelta(days=7)) if caps.get("reports") else None
+        store = traces_for(rt)
+        who = None if caps.get("traces_all") else store.principal_key(p.id)
+        traces = store.list(principal_id=who, limit=25)
+        return _render(request, "monitor.html", p, report=report, traces=traces)
+
+    return _page(request, page)
+
+
+@router.get("/traces/{request_id}", response_class=HTMLResponse)
+def trace(request: Request, request_id: str) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.server._api import _own_trace
+
+        rt = state_of(request).rt
+        require_any(rt, p, ("ask", "traces.read_all"), "read traces")
+        return _render(request, "trace.html", p, trace=_own_trace(rt, p, request_id))
+
+    return _page(request, page)
+
+
+# ------------------------------------------------------------------------------------------------ sources
+@router.get("/sources", response_class=HTMLResponse)
+def sources(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.sources import source_statuses
+
+        rt = state_of(request).rt
+        require_capability(rt, p, "sources", "see sources")
+        return _render(request, "sources.html", p, items=source_statuses(rt), synced=None)
+
+    return _page(request, page)
+
+
+@router.post("/sources/{source_id}/sync", response_class=HTMLResponse)
+def sources_sync(request: Request, source_id: str) -> Response:
+    def page(p: Principal) -> Response:
+        from charter.sources import source_statuses, sync_sources
+
+        rt = state_of(request).rt
+        if source_id not in {s.id for s in rt.spec.sources}:
+            raise NotFound(f"no source {source_id!r}")
+        require(rt, p, "sources.sync", f"source:{source_id}")
+        summaries = sync_sources(rt, source_id, actor=p.id)
+        return _render(
+            request, "sources.html", p, items=source_statuses(rt), synced=[s.as_dict() for s in summaries]
+        )
+
+    return _page(request, page)
+
+
+# ------------------------------------------------------------------------------------------------ audit
+@router.get("/audit", response_class=HTMLResponse)
+def audit(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        rt = state_of(request).rt
+        require(rt, p, "audit.read")
+        events = [e.to_dict() for e in reversed(rt.audit.tail(100))]
+        return _render(request, "audit.html", p, events=events, verify=None)
+
+    return _page(request, page)
+
+
+@router.post("/audit/verify", response_class=HTMLResponse)
+def audit_verify(request: Request) -> Response:
+    def page(p: Principal) -> Response:
+        rt = state_of(request).rt
+        require(rt, p, "audit.read")
+        result = rt.audit.verify().to_dict()
+        events = [e.to_dict() for e in reversed(rt.audit.tail(100))]
+        return _render(request, "audit.html", p, events=events, verify=result)
+
+    return _page(request, page)

@@ -1,0 +1,305 @@
+"""The REST API: an authorisation matrix (endpoint × demo role × own/other's resources) and error mapping.
+
+Exactly the cells listed as allowed succeed; everything else gets the status named here. Other people's
+traces, drafts and approval requests answer 404 (the same as a missing id), never 200.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import DEMO_USERS, Served
+
+QUESTION = "How long does a refund take to show up on my card?"
+EVERYONE = set(DEMO_USERS)
+ASKERS = EVERYONE - {"guest"}
+AGENTS = {"ana", "ben", "svc-helpdesk"}
+TOOL_USERS = AGENTS | {"lena", "farid"}
+
+
+def _check(
+    client: Any,
+    served: Served,
+    method: str,
+    path: str,
+    expect: dict[str, int],
+    body: Any = None,
+    order: list[str] | None = None,
+) -> None:
+    """``expect`` maps user → status; users in the order given (successes that change state last)."""
+    failures = []
+    for user in order or sorted(expect):
+        r = client.request(method, path, headers=served.headers(user), json=body)
+        if r.status_code != expect[user]:
+            failures.append(
+                f"{user}: {method} {path} → {r.status_code} (expected {expect[user]}): {r.text[:200]}"
+            )
+        if r.status_code >= 400:
+            assert r.json()["error"]["code"] == r.status_code
+    assert not failures, "\n".join(failures)
+
+
+def _matrix(allowed: set[str], ok: int = 200, denied: int = 403, **others: int) -> dict[str, int]:
+    out = {u: (ok if u in allowed else denied) for u in DEMO_USERS}
+    out.update({k.replace("_", "-"): v for k, v in others.items()})
+    return out
+
+
+@pytest.fixture
+def world(client: Any, served: Served) -> dict[str, Any]:
+    """Ana asks (a trace and a draft in review) and asks for two refunds (one for a lead, one for finance)."""
+    r = client.post("/api/ask", json={"question": QUESTION}, headers=served.headers("ana"))
+    assert r.status_code == 200, r.text
+    ask = r.json()
+    small = client.post(
+        "/api/tools/issue_refund/calls",
+        headers=served.headers("ana"),
+        json={"args": {"invoice_id": "INV-2026-00093", "amount": 20.0, "reason": "duplicate seat"}},
+    )
+    big = client.post(
+        "/api/tools/issue_refund/calls",
+        headers=served.headers("ana"),
+        json={"args": {"invoice_id": "INV-2026-00048", "amount": 150.0, "reason": "downgrade"}},
+    )
+    assert small.status_code == 200 and big.status_code == 200, (small.text, big.text)
+    assert small.json()["status"] == "pending" and big.json()["status"] == "pending"
+    return {
+        "request_id": ask["request_id"],
+        "review_id": ask["review_id"],
+        "small": small.json()["id"],
+        "big": big.json()["id"],
+    }
+
+
+def test_every_endpoint_needs_a_token(client: Any, served: Served) -> None:
+    paths = [
+        ("GET", "/api/me"),
+        ("POST", "/api/ask"),
+        ("GET", "/api/traces"),
+        ("GET", "/api/reviews"),
+        ("GET", "/api/approvals"),
+        ("GET", "/api/tools"),
+        ("GET", "/api/sources"),
+        ("GET", "/api/reports"),
+        ("GET", "/api/audit/tail"),
+        ("POST", "/api/audit/verify"),
+        ("GET", "/api/kill-switch"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+    ]
+    for method, path in paths:
+        r = client.request(method, path, json={})
+        assert r.status_code == 401, (path, r.status_code)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        r = client.request(method, path, json={}, headers={"Authorization": "Bearer chr_nope_nope"})
+        assert r.status_code == 401
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/ready").json()["status"] == "ready"
+
+
+def test_workflow_level_matrix(client: Any, served: Served) -> None:
+    _check(client, served, "GET", "/api/me", _matrix(EVERYONE))
+    _check(
+        client, served, "POST", "/api/search", _matrix(ASKERS - {"casey"}), body={"query": "refund", "k": 2}
+    )
+    _check(client, served, "GET", "/api/traces", _matrix(ASKERS))
+    _check(client, served, "GET", "/api/reviews", _matrix(AGENTS | {"lena", "farid"}))
+    _check(client, served, "GET", "/api/approvals", _matrix(TOOL_USERS))
+    _check(client, served, "GET", "/api/tools", _matrix(TOOL_USERS))
+    _check(client, served, "GET", "/api/sources", _matrix({"omar", "lena", "farid"}))
+    _check(client, served, "GET", "/api/reports", _matrix({"omar", "farid"}))
+    _check(client, served, "GET", "/metrics", _matrix({"omar", "farid", "lena"}))
+    _check(client, served, "GET", "/api/audit/tail", _matrix({"omar"}))
+    _check(client, served, "POST", "/api/audit/verify", _matrix({"omar"}))
+    _check(client, served, "GET", "/api/kill-switch", _matrix({"omar"}))
+    _check(
+        client,
+        served,
+        "POST",
+        "/api/kill-switch",
+        _matrix(set()),
+        body={"on": True, "reason": "x"},
+        order=[u for u in DEMO_USERS if u != "omar"],
+    )  # omar may: see test_kill_switch_by_the_operator
+    _check(client, served, "POST", "/api/sources/help-center/sync", _matrix({"omar"}))
+    _check(
+        client,
+        served,
+        "POST",
+        "/api/tools/lookup_invoice/calls",
+        _matrix(TOOL_USERS),
+        body={"args": {"invoice_id": "INV-2026-00093"}},
+    )
+
+
+def test_ask_matrix(client: Any, served: Served) -> None:
+    _check(client, served, "POST", "/api/ask", _matrix(ASKERS), body={"question": QUESTION})
+
+
+def test_own_and_others_resources(client: Any, served: Served, world: dict[str, Any]) -> None:
+    rid, rev, small, big = world["request_id"], world["review_id"], world["small"], world["big"]
+    readers = {"ana", "lena", "farid", "omar"}  # the owner and everyone with traces.read_all
+    _check(client, served, "GET", f"/api/traces/{rid}", _matrix(readers, denied=404, guest=403))
+    _check(
+        client,
+        served,
+        "POST",
+        f"/api/traces/{rid}/feedback",
+        _matrix({"ana", "lena", "farid"}, denied=404, omar=403, guest=403),
+        body={"rating": "up"},
+    )
+    # the draft went to the lead; the submitter sees it too; finance does not (not assigned to them)
+    _check(
+        client,
+        served,
+        "GET",
+        f"/api/reviews/{rev}",
+        _matrix({"ana", "lena"}, denied=404, omar=403, casey=403, guest=403),
+    )
+    _check(
+        client,
+        served,
+        "GET",
+        f"/api/approvals/{small}",
+        _matrix({"ana", "lena"}, denied=404, omar=403, casey=403, guest=403),
+    )
+    _check(
+        client,
+        served,
+        "GET",
+        f"/api/approvals/{big}",
+        _matrix({"ana", "farid"}, denied=404, omar=403, casey=403, guest=403),
+    )
+    # decisions: the owner is refused (four-eyes), strangers get 404, the right approver wins, once
+    users = ["ana", "ben", "casey", "farid", "guest", "omar", "svc-helpdesk", "lena"]
+    _check(
+        client,
+        served,
+        "POST",
+        f"/api/reviews/{rev}/decision",
+        _matrix({"lena"}, denied=403, ben=403, farid=404, **{"svc_helpdesk": 403}),
+        body={"decision": "approve"},
+        order=users,
+    )
+    _check(
+        client,
+        served,
+        "POST",
+        f"/api/approvals/{small}/decision",
+        _matrix({"lena"}, denied=404, ana=403, omar=403, casey=403, guest=403),
+        body={"decision": "approve", "reason": "ok"},
+        order=users,
+    )
+    order = ["ana", "ben", "casey", "lena", "guest", "omar", "svc-helpdesk", "farid"]
+    _check(
+        client,
+        served,
+        "POST",
+        f"/api/approvals/{big}/decision",
+        _matrix({"farid"}, denied=404, ana=403, omar=403, casey=403, guest=403),
+        body={"decision": "approve", "reason": "ok"},
+        order=order,
+    )
+    again = client.post(
+        f"/api/approvals/{big}/decision",
+        headers=served.headers("farid"),
+        json={"decision": "approve", "reason": "again"},
+    )
+    assert again.status_code == 409
+    # each user's trace list holds only their own requests unless they may read all
+    mine = client.get("/api/traces", headers=served.headers("ben")).json()["items"]
+    assert all(t["request_id"] != rid for t in mine)
+    theirs = client.get("/api/traces", headers=served.headers("lena")).json()["items"]
+    assert any(t["request_id"] == rid for t in theirs)
+
+
+def test_kill_switch_by_the_operator(client: Any, served: Served) -> None:
+    h = served.headers("omar")
+    r = client.post("/api/kill-switch", headers=h, json={"on": True, "reason": "drill"})
+    assert r.status_code == 200 and r.json()["workflow"]["on"] is True
+    r = client.post("/api/ask", headers=served.headers("ana"), json={"question": QUESTION})
+    assert r.status_code == 403 and "kill switch" in r.json()["error"]["message"]
+    assert client.post("/api/kill-switch", headers=h, json={"on": False, "reason": "done"}).status_code == 200
+
+
+def test_bad_input_is_4xx_not_500(client: Any, served: Served) -> None:
+    h = served.headers("ana")
+    cases = [
+        ("POST", "/api/ask", {"question": ""}),
+        ("POST", "/api/ask", {"question": 3}),
+        ("POST", "/api/ask", []),
+        ("POST", "/api/ask", {"question": "x", "extra": 1}),
+        ("POST", "/api/ask", {"question": "a\x00b"}),
+        ("POST", "/api/tools/issue_refund/calls", {"args": {"amount": "50"}}),
+        ("POST", "/api/tools/nope/calls", {"args": {}}),
+        ("GET", "/api/traces/nope", None),
+        ("GET", "/api/reviews?status=bogus", None),
+        ("POST", "/v1/chat/completions", {"model": "billing-support"}),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": "billing-support", "messages": [{"role": "user", "content": ""}]},
+        ),
+    ]
+    for method, path, body in cases:
+        r = client.request(method, path, headers=h, json=body)
+        assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+        assert r.json()["error"]["message"]
+
+
+def test_body_size_limit_and_headers(client: Any, served: Served) -> None:
+    r = client.post("/api/ask", headers=served.headers("ana"), content=b"{" + b" " * 2_000_000 + b"}")
+    assert r.status_code == 413
+    r = client.get("/api/health")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+def test_rate_limit_per_principal(server_project: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.server.conftest import _build
+
+    s = _build(server_project, rate_limit_per_minute=3)
+    with TestClient(s.app) as c:  # type: ignore[arg-type]
+        codes = [c.get("/api/me", headers=s.headers("ana")).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        assert c.get("/api/me", headers=s.headers("ben")).status_code == 200  # per principal
+    s.rt.close()  # type: ignore[attr-defined]
+
+
+def test_status_mapping_is_in_one_place() -> None:
+    from charter.errors import (
+        AuthenticationError,
+        BudgetExceeded,
+        Conflict,
+        Denied,
+        IntegrityError,
+        NotFound,
+        ProviderError,
+        SpecError,
+        UsageError,
+    )
+    from charter.server import RateLimited, status_for
+
+    assert [
+        status_for(e)
+        for e in (
+            UsageError("x"),
+            NotFound("x"),
+            SpecError([]),
+            AuthenticationError("x"),
+            Denied("x"),
+            BudgetExceeded("x"),
+            Conflict("x"),
+            ProviderError("x"),
+            ProviderError("x", retryable=True),
+            IntegrityError("x"),
+            RateLimited("x", retry_after=1),
+            RuntimeError("x"),
+        )
+    ] == [400, 404, 422, 401, 403, 402, 409, 502, 503, 500, 429, 500]
