@@ -29,6 +29,7 @@ from charter.cli import _tools  # noqa: E402,F401  isort: skip
 from charter.cli import _review  # noqa: E402,F401  isort: skip
 from charter.cli import _monitor  # noqa: E402,F401  isort: skip
 from charter.cli import _eval  # noqa: E402,F401  isort: skip
+from charter.cli import _gate  # noqa: E402,F401  isort: skip
 
 
 def _report_error(exc: CharterException, as_json: bool) -> int:

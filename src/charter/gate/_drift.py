@@ -1,0 +1,103 @@
+"""Drift after launch: re-run the checks that can change without a new configuration (freshness, eval
+recency against the fingerprint, owners, budget burn, audit verification); on a regression notify the
+responsible owners and apply ``drift.on_regression``:
+
+* ``notify`` — notify only;
+* ``restrict`` — turn on **restricted mode**: the runtime state key ``workflow.restricted``
+  (``{"on": true, "by", "at", "reason", "checks"}``); while it is on every draft requires review,
+  whatever ``review.drafts`` says (:func:`is_restricted` is what the review queue consults);
+* ``kill`` — turn on the workflow's kill switch (as the incidents owner).
+
+Notifications go to ``drift.notify``: an ``http(s)://`` webhook (JSON POST via httpx) or ``log`` (the
+``charter.gate`` logger). Every regression and every action is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from charter.gate._run import POST_LAUNCH, record_gate, run_gate
+from charter.gate._types import GateResult
+from charter.store import utcnow
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
+
+log = logging.getLogger("charter.gate")
+RESTRICTED_KEY = "workflow.restricted"
+
+
+def is_restricted(rt: Runtime) -> bool:
+    """True while restricted mode is on (every draft requires review)."""
+    value = rt.get_state(RESTRICTED_KEY)
+    return isinstance(value, dict) and bool(value.get("on"))
+
+
+def set_restricted(rt: Runtime, on: bool, *, actor: str, reason: str, checks: list[str] | None = None) -> None:
+    record = {"on": on, "by": actor, "at": utcnow().isoformat(), "reason": reason, "checks": checks or []}
+    rt.set_state(RESTRICTED_KEY, record)
+    rt.audit.append(actor=actor, action="workflow.restricted", resource=f"workflow:{rt.spec.workflow.id}",
+                    outcome="on" if on else "off", details=record)
+
+
+def notify(rt: Runtime, payload: dict[str, Any]) -> str:
+    """Send ``payload`` to ``drift.notify``; returns how it went (never raises: a failed webhook is logged)."""
+    target = rt.spec.drift.notify or "log"
+    if target.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            resp = httpx.post(target, json=payload, timeout=10)
+            return f"webhook {resp.status_code}"
+        except httpx.HTTPError as exc:
+            log.error("gate drift webhook failed: %s; payload: %s", exc, payload)
+            return f"webhook failed: {exc}"
+    log.warning("gate drift regression: %s", payload)
+    return "log"
+
+
+def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateResult, dict[str, Any] | None]:
+    """One drift pass. Returns the result and, when something regressed, what was done about it."""
+    result = run_gate(rt, only=POST_LAUNCH, drills=False)
+    record_gate(rt, result, actor=actor, report=None, manifest=None, action="gate.drift")
+    failed = result.failed
+    if not failed:
+        return result, None
+    owners = {c.id: c.owner for c in result.checks if c.status == "fail"}
+    payload = {"event": "charter.gate.drift", "workflow": result.workflow, "gate_run": result.id,
+               "fingerprint": result.charter_fingerprint, "failed": failed, "owners": owners,
+               "findings": {c.id: [f.message for f in c.findings if f.status == "fail"]
+                            for c in result.checks if c.status == "fail"},
+               "on_regression": rt.spec.drift.on_regression}
+    sent = notify(rt, payload)
+    mode = rt.spec.drift.on_regression
+    applied = "notify"
+    if mode == "restrict" and not is_restricted(rt):
+        set_restricted(rt, True, actor=actor, reason=f"gate drift: {', '.join(failed)}", checks=failed)
+        applied = "restricted"
+    elif mode == "kill":
+        from charter.tools import is_killed, set_kill_switch
+
+        if not is_killed(rt):
+            set_kill_switch(rt, rt.spec.owners.incidents, True, reason=f"gate drift: {', '.join(failed)}")
+        applied = "killed"
+    action = {"notified": sent, "applied": applied, "owners": owners, "failed": failed}
+    rt.audit.append(actor=actor, action="gate.drift.regression", resource=f"workflow:{result.workflow}",
+                    outcome=applied, details=action)
+    return result, action
+
+
+def watch(rt: Runtime, *, interval_s: float, once: bool = False,
+          on_pass: Callable[[GateResult, dict[str, Any] | None], None] | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run :func:`drift_once` every ``interval_s`` seconds (once with ``once``)."""
+    while True:
+        result, action = drift_once(rt)
+        if on_pass:
+            on_pass(result, action)
+        if once:
+            return
+        sleep(interval_s)
