@@ -327,19 +327,27 @@ def aggregate(
                     out[name] = bootstrap_stat(
                         list(found.values()), _quantile(q), seed=seed
                     )
-    # short aliases: "negative.refusal_accuracy" for "negative.generation.refusal_accuracy",
-    # "edge.pass_rate" for "edge.overall.pass_rate"
-    for name in list(out):
-        parts = name.split(".")
-        if len(parts) == 3 and parts[0] in CATEGORIES and parts[1] in ("generation", "overall"):
-            out.setdefault(f"{parts[0]}.{parts[2]}", out[name])
     return out
+
+
+def resolve_metric(metrics: dict[str, Estimate], name: str) -> Estimate | None:
+    """``name`` itself, or the short form of a category metric: ``negative.refusal_accuracy`` is
+    ``negative.generation.refusal_accuracy``, ``edge.pass_rate`` is ``edge.overall.pass_rate``."""
+    if name in metrics:
+        return metrics[name]
+    parts = name.split(".")
+    if len(parts) == 2 and parts[0] in CATEGORIES:
+        for area in ("generation", "overall", "retrieval", "permission", "actions", "latency", "cost"):
+            found = metrics.get(f"{parts[0]}.{area}.{parts[1]}")
+            if found is not None:
+                return found
+    return None
 
 
 def check_thresholds(rt: Runtime, metrics: dict[str, Estimate]) -> list[ThresholdResult]:
     out = []
     for t in rt.spec.evals.thresholds:
-        est = metrics.get(t.metric)
+        est = resolve_metric(metrics, t.metric)
         if est is None or est.n == 0:
             out.append(ThresholdResult(str(t), t.metric, None, False, "not measured by this run"))
             continue
