@@ -41,15 +41,30 @@ def approve_policies(rt: Runtime, principal: Principal) -> dict[str, Any]:
     """Record the scope owner's approval of the current policy set (audited). Others are refused."""
     owner = rt.spec.owners.scope
     if principal.id != owner:
-        rt.audit.append(actor=principal.id, action="gate.policies_approval", resource="policies",
-                        outcome="denied", details={"reason": f"only the scope owner ({owner}) approves"})
-        raise Denied(f"only the scope owner ({owner}) may approve the policy set",
-                     reasons=[f"owners.scope: {owner}"])
-    record = {"by": principal.id, "at": utcnow().isoformat(), "hash": policy_set_hash(rt),
-              "policies": len(rt.authorizer.policies)}
+        rt.audit.append(
+            actor=principal.id,
+            action="gate.policies_approval",
+            resource="policies",
+            outcome="denied",
+            details={"reason": f"only the scope owner ({owner}) approves"},
+        )
+        raise Denied(
+            f"only the scope owner ({owner}) may approve the policy set", reasons=[f"owners.scope: {owner}"]
+        )
+    record = {
+        "by": principal.id,
+        "at": utcnow().isoformat(),
+        "hash": policy_set_hash(rt),
+        "policies": len(rt.authorizer.policies),
+    }
     rt.set_state(POLICIES_KEY, record)
-    rt.audit.append(actor=principal.id, action="gate.policies_approval", resource="policies",
-                    outcome="approved", details=record)
+    rt.audit.append(
+        actor=principal.id,
+        action="gate.policies_approval",
+        resource="policies",
+        outcome="approved",
+        details=record,
+    )
     return record
 
 
@@ -60,8 +75,9 @@ def private_documents(rt: Runtime, source_id: str) -> list[str]:
     from charter.sources._tables import source_documents as t
 
     with rt.store.connect() as conn:
-        rows = conn.execute(select(t.c.doc_id).where(t.c.source_id == source_id,
-                                                     t.c.private_by_default.is_(True)))
+        rows = conn.execute(
+            select(t.c.doc_id).where(t.c.source_id == source_id, t.c.private_by_default.is_(True))
+        )
         return sorted(r.doc_id for r in rows)
 
 
@@ -77,12 +93,24 @@ def acknowledge_private(rt: Runtime, source_id: str, principal: Principal) -> di
     except KeyError:
         raise NotFound(f"no source {source_id!r} in the charter") from None
     if principal.id != source.owner:
-        rt.audit.append(actor=principal.id, action="gate.private_ack", resource=f"source:{source_id}",
-                        outcome="denied", details={"reason": f"only the source owner ({source.owner})"})
-        raise Denied(f"only the source's owner ({source.owner}) may acknowledge its private documents",
-                     reasons=[f"sources[{source_id}].owner: {source.owner}"])
+        rt.audit.append(
+            actor=principal.id,
+            action="gate.private_ack",
+            resource=f"source:{source_id}",
+            outcome="denied",
+            details={"reason": f"only the source owner ({source.owner})"},
+        )
+        raise Denied(
+            f"only the source's owner ({source.owner}) may acknowledge its private documents",
+            reasons=[f"sources[{source_id}].owner: {source.owner}"],
+        )
     record = {"by": principal.id, "at": utcnow().isoformat(), "documents": private_documents(rt, source_id)}
     rt.set_state(PRIVATE_ACK_PREFIX + source_id, record)
-    rt.audit.append(actor=principal.id, action="gate.private_ack", resource=f"source:{source_id}",
-                    outcome="acknowledged", details=record)
+    rt.audit.append(
+        actor=principal.id,
+        action="gate.private_ack",
+        resource=f"source:{source_id}",
+        outcome="acknowledged",
+        details=record,
+    )
     return record

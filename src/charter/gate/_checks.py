@@ -16,9 +16,48 @@ if TYPE_CHECKING:
 
 #: Jobs made of these words only, or this short, say nothing about who, what and for whom.
 VAGUE_WORDS = frozenset(
-    "a an and the to of for with in on ai automate automation support help assist handle answer answers "
-    "questions question tickets ticket stuff things customers customer users user do it everything "
-    "process work tasks task chatbot bot agent".split())
+    [
+        "a",
+        "an",
+        "and",
+        "the",
+        "to",
+        "of",
+        "for",
+        "with",
+        "in",
+        "on",
+        "ai",
+        "automate",
+        "automation",
+        "support",
+        "help",
+        "assist",
+        "handle",
+        "answer",
+        "answers",
+        "questions",
+        "question",
+        "tickets",
+        "ticket",
+        "stuff",
+        "things",
+        "customers",
+        "customer",
+        "users",
+        "user",
+        "do",
+        "it",
+        "everything",
+        "process",
+        "work",
+        "tasks",
+        "task",
+        "chatbot",
+        "bot",
+        "agent",
+    ]
+)
 MIN_JOB_WORDS = 8
 MIN_FIELD_WORDS = 3
 
@@ -31,8 +70,10 @@ def vague_job(job: str) -> str | None:
     """Why ``job`` is too vague to launch on, or None."""
     words = _words(job)
     if len(words) < MIN_JOB_WORDS:
-        return f"the job has {len(words)} words; say who it serves, what it produces and from what " \
-               f"(at least {MIN_JOB_WORDS} words)"
+        return (
+            f"the job has {len(words)} words; say who it serves, what it produces and from what "
+            f"(at least {MIN_JOB_WORDS} words)"
+        )
     specific = [w for w in words if w not in VAGUE_WORDS]
     if len(specific) < 3:
         return "the job uses only generic words (e.g. 'automate support'); name the task and its users"
@@ -49,26 +90,39 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
     for name in ("inputs", "outputs"):
         items = list(getattr(s, name))
         short = [i for i in items if len(_words(i)) < MIN_FIELD_WORDS]
-        c.add("fail" if short else "pass",
-              f"scope.{name}: {len(items)} listed" + (f"; too short to be specific: {short}" if short else ""),
-              **{name: items})
+        c.add(
+            "fail" if short else "pass",
+            f"scope.{name}: {len(items)} listed" + (f"; too short to be specific: {short}" if short else ""),
+            **{name: items},
+        )
     if len(_words(s.next_step)) < MIN_FIELD_WORDS:
         c.add("fail", "scope.next_step does not say what happens to the output", next_step=s.next_step)
     else:
         c.add("pass", "scope.next_step is documented", next_step=" ".join(s.next_step.split()))
     unknown_roles = [u for u in s.users if u not in rt.spec.roles]
-    c.add("fail" if unknown_roles else "pass", f"scope.users: {len(s.users)} roles",
-          users=list(s.users), unknown=unknown_roles)
-    c.add("pass" if s.out_of_scope else "fail",
-          "out-of-scope topics listed" if s.out_of_scope else "scope.out_of_scope is empty",
-          out_of_scope=list(s.out_of_scope))
-    c.add("pass" if s.forbidden_actions else "fail",
-          "forbidden actions listed" if s.forbidden_actions else "scope.forbidden_actions is empty",
-          forbidden_actions=list(s.forbidden_actions))
+    c.add(
+        "fail" if unknown_roles else "pass",
+        f"scope.users: {len(s.users)} roles",
+        users=list(s.users),
+        unknown=unknown_roles,
+    )
+    c.add(
+        "pass" if s.out_of_scope else "fail",
+        "out-of-scope topics listed" if s.out_of_scope else "scope.out_of_scope is empty",
+        out_of_scope=list(s.out_of_scope),
+    )
+    c.add(
+        "pass" if s.forbidden_actions else "fail",
+        "forbidden actions listed" if s.forbidden_actions else "scope.forbidden_actions is empty",
+        forbidden_actions=list(s.forbidden_actions),
+    )
     tools = [t.name for t in rt.spec.tools]
     clash = sorted(set(tools) & set(s.forbidden_actions))
-    c.add("fail" if clash else "pass", f"{len(tools)} tools listed" + (f"; forbidden: {clash}" if clash else ""),
-          tools=tools)
+    c.add(
+        "fail" if clash else "pass",
+        f"{len(tools)} tools listed" + (f"; forbidden: {clash}" if clash else ""),
+        tools=tools,
+    )
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -79,52 +133,93 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
     fresh = source_freshness(rt, now=now)
     for s in rt.spec.sources:
         owner = principals.get(s.owner)
-        ev: dict[str, Any] = {"source": s.id, "owner": s.owner, "sensitivity": s.sensitivity,
-                              "permission_model": s.permissions.model}
+        ev: dict[str, Any] = {
+            "source": s.id,
+            "owner": s.owner,
+            "sensitivity": s.sensitivity,
+            "permission_model": s.permissions.model,
+        }
         if owner is None or not owner.active:
             c.add("fail", f"{s.id}: owner {s.owner!r} does not exist or is inactive", **ev)
         a = approval_status(rt, s)
         ev_a = {**ev, "approval": a}
         if a["state"] == "approved" and a["approver_active"]:
-            c.add("pass", f"{s.id}: approved by {a['by']} at {a['at']}, bound to {a['current_config_hash']}",
-                  **ev_a)
+            c.add(
+                "pass",
+                f"{s.id}: approved by {a['by']} at {a['at']}, bound to {a['current_config_hash']}",
+                **ev_a,
+            )
         elif a["state"] == "approved":
             c.add("fail", f"{s.id}: approver {a['by']!r} does not exist or is inactive", **ev_a)
         elif a["state"] == "unapproved":
             c.add("fail", f"{s.id}: no approval record", **ev_a)
         elif a["state"] == "config_changed":
-            c.add("fail", f"{s.id}: configuration changed since approval ({a['config_hash']} approved, "
-                          f"now {a['current_config_hash']})", **ev_a)
+            c.add(
+                "fail",
+                f"{s.id}: configuration changed since approval ({a['config_hash']} approved, "
+                f"now {a['current_config_hash']})",
+                **ev_a,
+            )
         else:
-            c.add("fail", f"{s.id}: approval not bound to a configuration hash "
-                          f"(set approval.config_hash: {a['current_config_hash']})", **ev_a)
+            c.add(
+                "fail",
+                f"{s.id}: approval not bound to a configuration hash "
+                f"(set approval.config_hash: {a['current_config_hash']})",
+                **ev_a,
+            )
         f = fresh[s.id]
-        c.add("pass" if f.is_fresh else "fail",
-              f"{s.id}: {f.state}" + (f" (age {f.age_seconds:.0f} s, max {f.max_age_seconds:.0f} s)"
-                                      if f.age_seconds is not None else ""),
-              source=s.id, freshness=f.as_dict())
+        c.add(
+            "pass" if f.is_fresh else "fail",
+            f"{s.id}: {f.state}"
+            + (
+                f" (age {f.age_seconds:.0f} s, max {f.max_age_seconds:.0f} s)"
+                if f.age_seconds is not None
+                else ""
+            ),
+            source=s.id,
+            freshness=f.as_dict(),
+        )
         private = private_documents(rt, s.id)
         if private:
             ack = private_ack(rt, s.id) or {}
             acked = set(ack.get("documents") or []) if ack.get("by") == s.owner else set()
             missing = sorted(set(private) - acked)
             if missing:
-                c.add("fail", f"{s.id}: {len(missing)} private-by-default documents without the owner's "
-                              f"acknowledgement (charter gate ack-private {s.id} --as {s.owner})",
-                      source=s.id, documents=missing, acknowledgement=ack or None)
+                c.add(
+                    "fail",
+                    f"{s.id}: {len(missing)} private-by-default documents without the owner's "
+                    f"acknowledgement (charter gate ack-private {s.id} --as {s.owner})",
+                    source=s.id,
+                    documents=missing,
+                    acknowledgement=ack or None,
+                )
             else:
-                c.add("pass", f"{s.id}: {len(private)} private-by-default documents acknowledged by "
-                              f"{ack['by']} at {ack['at']}", source=s.id, documents=private)
+                c.add(
+                    "pass",
+                    f"{s.id}: {len(private)} private-by-default documents acknowledged by "
+                    f"{ack['by']} at {ack['at']}",
+                    source=s.id,
+                    documents=private,
+                )
     current = policy_set_hash(rt)
     appr = policies_approval(rt)
-    ev_p = {"policy_set_hash": current, "policies": len(rt.authorizer.policies),
-            "custom_files": list(rt.spec.policies), "approval": appr}
+    ev_p = {
+        "policy_set_hash": current,
+        "policies": len(rt.authorizer.policies),
+        "custom_files": list(rt.spec.policies),
+        "approval": appr,
+    }
     scope_owner = rt.spec.owners.scope
     if appr is None:
-        c.add("fail", f"the role and policy set has no approval (charter gate approve-policies --as "
-                      f"{scope_owner})", **ev_p)
+        c.add(
+            "fail",
+            f"the role and policy set has no approval (charter gate approve-policies --as {scope_owner})",
+            **ev_p,
+        )
     elif appr.get("hash") != current:
-        c.add("fail", f"the policy set changed since {appr.get('by')} approved it at {appr.get('at')}", **ev_p)
+        c.add(
+            "fail", f"the policy set changed since {appr.get('by')} approved it at {appr.get('at')}", **ev_p
+        )
     elif appr.get("by") != scope_owner:
         c.add("fail", f"the policy set was approved by {appr.get('by')}, not the scope owner", **ev_p)
     else:
@@ -145,36 +240,61 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
     spec = rt.spec.evals
     if run is None:
         older = list_runs(rt, limit=1)
-        c.add("fail", "no eval run for the current charter fingerprint"
-                      + (f" (newest run {older[0]['id']} is for {older[0]['charter_fingerprint']})" if older else ""),
-              fingerprint=rt.fingerprint, newest_other=older[0] if older else None)
+        c.add(
+            "fail",
+            "no eval run for the current charter fingerprint"
+            + (f" (newest run {older[0]['id']} is for {older[0]['charter_fingerprint']})" if older else ""),
+            fingerprint=rt.fingerprint,
+            newest_other=older[0] if older else None,
+        )
         return
     ev = {"run": run.id, "created_at": run.created_at.isoformat(), "fingerprint": run.charter_fingerprint}
     age = (now - run.created_at).total_seconds()
     max_age = spec.max_age.total_seconds()
-    c.add("pass" if age <= max_age else "fail",
-          f"run {run.id} is {age / 3600:.1f} h old (max {max_age / 3600:.0f} h)", **ev, age_seconds=age)
+    c.add(
+        "pass" if age <= max_age else "fail",
+        f"run {run.id} is {age / 3600:.1f} h old (max {max_age / 3600:.0f} h)",
+        **ev,
+        age_seconds=age,
+    )
     active = ",".join(sorted(p.active for p in rt.spec.prompts)) or None
     index_version = Index.for_runtime(rt).version
-    bound = {"model": (run.model, rt.spec.model.name), "prompt_version": (run.prompt_version, active),
-             "index_version": (run.index_version, index_version)}
+    bound = {
+        "model": (run.model, rt.spec.model.name),
+        "prompt_version": (run.prompt_version, active),
+        "index_version": (run.index_version, index_version),
+    }
     for name, (got, want) in bound.items():
         ok = want is None or got == want or (name == "model" and want in (got or "").split(","))
         c.add("pass" if ok else "fail", f"{name}: run {got!r}, current {want!r}", **ev)
     cases = [r for r in run.results if r.output.repeat == 0]
-    counts = {cat: sum(1 for r in cases if r.case.category == cat and "generated" not in r.case.tags)
-              for cat in CATEGORIES}
+    counts = {
+        cat: sum(1 for r in cases if r.case.category == cat and "generated" not in r.case.tags)
+        for cat in CATEGORIES
+    }
     low = {k: (counts.get(k, 0), v) for k, v in spec.min_cases.items() if counts.get(k, 0) < v}
-    c.add("fail" if low else "pass",
-          "category coverage " + ", ".join(f"{k} {n}" for k, n in counts.items())
-          + (f"; below minimum: {low}" if low else ""), **ev, counts=counts, minimum=dict(spec.min_cases))
+    c.add(
+        "fail" if low else "pass",
+        "category coverage "
+        + ", ".join(f"{k} {n}" for k, n in counts.items())
+        + (f"; below minimum: {low}" if low else ""),
+        **ev,
+        counts=counts,
+        minimum=dict(spec.min_cases),
+    )
     probes = sum(1 for r in cases if "generated" in r.case.tags)
-    c.add("pass" if probes else "fail", f"{probes} generated permission probes in the run", **ev, probes=probes)
+    c.add(
+        "pass" if probes else "fail", f"{probes} generated permission probes in the run", **ev, probes=probes
+    )
     results = check_thresholds(rt, run.metrics)
     for t in results:
         d = t.as_dict()
-        c.add("pass" if t.passed else "fail", f"threshold {d.get('threshold') or d}: observed "
-                                               f"{d.get('observed')}", **ev, threshold=d)
+        c.add(
+            "pass" if t.passed else "fail",
+            f"threshold {d.get('threshold') or d}: observed {d.get('observed')}",
+            **ev,
+            threshold=d,
+        )
     if not results:
         c.add("fail", "the charter sets no eval thresholds", **ev)
 
@@ -188,30 +308,64 @@ def _metric(run: EvalRun, name: str) -> float | None:
 def check_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None) -> None:
     b, lat, prices = rt.spec.budgets, rt.spec.latency, rt.spec.model.prices
     if run is None:
-        c.add("fail", "no eval run for the current fingerprint to measure cost and latency")
-        return
+        from charter.evals import latest_run, list_runs
+
+        newest = list_runs(rt, limit=1)
+        if not newest:
+            c.add("fail", "no eval run has measured cost and latency")
+            return
+        run = latest_run(rt, fingerprint=newest[0]["charter_fingerprint"], with_results=True)
+        assert run is not None
+        c.add(
+            "warn",
+            f"measured by run {run.id} of an older configuration ({run.charter_fingerprint}); "
+            "the evaluation check requires a run for the current one",
+            run=run.id,
+        )
     measured = _metric(run, "cost.per_task_usd") or 0.0
     outs = [r.output for r in run.results if r.output.result]
-    toks = [(int(o.result.get("input_tokens") or 0), int(o.result.get("output_tokens") or 0))  # type: ignore[union-attr]
-            for o in outs]
-    repriced = (sum(i * prices.input_per_1k + o * prices.output_per_1k for i, o in toks) / 1000 / len(toks)
-                if toks else 0.0)
+    toks = [
+        (int(o.result.get("input_tokens") or 0), int(o.result.get("output_tokens") or 0))  # type: ignore[union-attr]
+        for o in outs
+    ]
+    repriced = (
+        sum(i * prices.input_per_1k + o * prices.output_per_1k for i, o in toks) / 1000 / len(toks)
+        if toks
+        else 0.0
+    )
     per_task = max(measured, repriced)
-    ev = {"run": run.id, "measured_cost_per_task_usd": measured, "cost_per_task_at_current_prices_usd": repriced,
-          "tasks": len(toks), "budget_per_task_usd": b.per_task_usd}
-    c.add("pass" if per_task <= b.per_task_usd else "fail",
-          f"cost per task {per_task:.6f} USD (budget {b.per_task_usd} USD)", **ev)
+    ev = {
+        "run": run.id,
+        "measured_cost_per_task_usd": measured,
+        "cost_per_task_at_current_prices_usd": repriced,
+        "tasks": len(toks),
+        "budget_per_task_usd": b.per_task_usd,
+    }
+    c.add(
+        "pass" if per_task <= b.per_task_usd else "fail",
+        f"cost per task {per_task:.6f} USD (budget {b.per_task_usd} USD)",
+        **ev,
+    )
     monthly = per_task * b.expected_monthly_requests
-    c.add("pass" if monthly <= b.monthly_usd else "fail",
-          f"monthly projection {monthly:.2f} USD at {b.expected_monthly_requests} requests "
-          f"(budget {b.monthly_usd} USD)", projected_monthly_usd=monthly, budget_monthly_usd=b.monthly_usd)
+    c.add(
+        "pass" if monthly <= b.monthly_usd else "fail",
+        f"monthly projection {monthly:.2f} USD at {b.expected_monthly_requests} requests "
+        f"(budget {b.monthly_usd} USD)",
+        projected_monthly_usd=monthly,
+        budget_monthly_usd=b.monthly_usd,
+    )
     for key, target in (("latency.p95_ms", lat.p95_ms), ("latency.p50_ms", lat.p50_ms)):
         v = _metric(run, key)
         if v is None:
             c.add("warn" if key.endswith("p50_ms") else "fail", f"{key} not measured in run {run.id}")
         else:
-            c.add("pass" if v <= target else "fail", f"{key} {v:.0f} ms (target {target:.0f} ms)",
-                  run=run.id, observed_ms=v, target_ms=target)
+            c.add(
+                "pass" if v <= target else "fail",
+                f"{key} {v:.0f} ms (target {target:.0f} ms)",
+                run=run.id,
+                observed_ms=v,
+                target_ms=target,
+            )
 
 
 # --------------------------------------------------------------------------------------------- owners

@@ -36,15 +36,22 @@ def is_restricted(rt: Runtime) -> bool:
     return isinstance(value, dict) and bool(value.get("on"))
 
 
-def set_restricted(rt: Runtime, on: bool, *, actor: str, reason: str, checks: list[str] | None = None) -> None:
+def set_restricted(
+    rt: Runtime, on: bool, *, actor: str, reason: str, checks: list[str] | None = None
+) -> None:
     record = {"on": on, "by": actor, "at": utcnow().isoformat(), "reason": reason, "checks": checks or []}
     rt.set_state(RESTRICTED_KEY, record)
-    rt.audit.append(actor=actor, action="workflow.restricted", resource=f"workflow:{rt.spec.workflow.id}",
-                    outcome="on" if on else "off", details=record)
+    rt.audit.append(
+        actor=actor,
+        action="workflow.restricted",
+        resource=f"workflow:{rt.spec.workflow.id}",
+        outcome="on" if on else "off",
+        details=record,
+    )
 
 
 def notify(rt: Runtime, payload: dict[str, Any]) -> str:
-    """Send ``payload`` to ``drift.notify``; returns how it went (never raises: a failed webhook is logged)."""
+    """Send ``payload`` to ``drift.notify``; returns how it went; never raises (failures are logged)."""
     target = rt.spec.drift.notify or "log"
     if target.startswith(("http://", "https://")):
         import httpx
@@ -67,11 +74,20 @@ def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateRe
     if not failed:
         return result, None
     owners = {c.id: c.owner for c in result.checks if c.status == "fail"}
-    payload = {"event": "charter.gate.drift", "workflow": result.workflow, "gate_run": result.id,
-               "fingerprint": result.charter_fingerprint, "failed": failed, "owners": owners,
-               "findings": {c.id: [f.message for f in c.findings if f.status == "fail"]
-                            for c in result.checks if c.status == "fail"},
-               "on_regression": rt.spec.drift.on_regression}
+    payload = {
+        "event": "charter.gate.drift",
+        "workflow": result.workflow,
+        "gate_run": result.id,
+        "fingerprint": result.charter_fingerprint,
+        "failed": failed,
+        "owners": owners,
+        "findings": {
+            c.id: [f.message for f in c.findings if f.status == "fail"]
+            for c in result.checks
+            if c.status == "fail"
+        },
+        "on_regression": rt.spec.drift.on_regression,
+    }
     sent = notify(rt, payload)
     mode = rt.spec.drift.on_regression
     applied = "notify"
@@ -85,14 +101,24 @@ def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateRe
             set_kill_switch(rt, rt.spec.owners.incidents, True, reason=f"gate drift: {', '.join(failed)}")
         applied = "killed"
     action = {"notified": sent, "applied": applied, "owners": owners, "failed": failed}
-    rt.audit.append(actor=actor, action="gate.drift.regression", resource=f"workflow:{result.workflow}",
-                    outcome=applied, details=action)
+    rt.audit.append(
+        actor=actor,
+        action="gate.drift.regression",
+        resource=f"workflow:{result.workflow}",
+        outcome=applied,
+        details=action,
+    )
     return result, action
 
 
-def watch(rt: Runtime, *, interval_s: float, once: bool = False,
-          on_pass: Callable[[GateResult, dict[str, Any] | None], None] | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> None:
+def watch(
+    rt: Runtime,
+    *,
+    interval_s: float,
+    once: bool = False,
+    on_pass: Callable[[GateResult, dict[str, Any] | None], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Run :func:`drift_once` every ``interval_s`` seconds (once with ``once``)."""
     while True:
         result, action = drift_once(rt)

@@ -60,8 +60,12 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "title": self.title, "status": self.status, "owner_duty": self.owner_duty,
-            "owner": self.owner, "duration_s": round(self.duration_s, 3),
+            "id": self.id,
+            "title": self.title,
+            "status": self.status,
+            "owner_duty": self.owner_duty,
+            "owner": self.owner,
+            "duration_s": round(self.duration_s, 3),
             "findings": [f.as_dict() for f in self.findings],
         }
 
@@ -99,10 +103,16 @@ class GateResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "kind": "charter.gate.report", "version": 1, "id": self.id, "workflow": self.workflow,
-            "charter_fingerprint": self.charter_fingerprint, "started_at": self.started_at.isoformat(),
+            "kind": "charter.gate.report",
+            "version": 1,
+            "id": self.id,
+            "workflow": self.workflow,
+            "charter_fingerprint": self.charter_fingerprint,
+            "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
             "duration_s": round((self.finished_at - self.started_at).total_seconds(), 3),
-            "status": self.status(), "failed": self.failed, "only": list(self.only),
+            "status": self.status(),
+            "failed": self.failed,
+            "only": list(self.only),
             "checks": [c.as_dict() for c in self.checks],
         }
