@@ -107,13 +107,17 @@ def permission_probes(
     *,
     users: list[str] | None = None,
     max_sentences: int = MAX_KEY_SENTENCES,
+    documents: set[str] | None = None,
 ) -> tuple[list[EvalCase], dict[tuple[str, str], list[str]]]:
-    """Probe cases (without canaries) and each document's key sentences, from the ACLs of the index."""
+    """Probe cases (without canaries) and each document's key sentences, from the ACLs of the index.
+    ``users`` and ``documents`` (``"source/doc"``) restrict the probes; default: every user and document."""
     principals = [p for p in rt.charter.principals.values() if p.active and (users is None or p.id in users)]
     cases: list[EvalCase] = []
     keys: dict[tuple[str, str], list[str]] = {}
     readable: dict[str, str] = {}
     for source_id, doc_id, title, acl_tokens in _restricted_documents(rt):
+        if documents is not None and f"{source_id}/{doc_id}" not in documents:
+            continue
         outsiders = [p for p in principals if not (acl_tokens & frozenset(p.acl_tokens))]
         if not outsiders:
             continue
@@ -162,7 +166,11 @@ def _copy_sqlite(url: str, dest: Path) -> str:
 
 @contextmanager
 def probe_runtime(
-    rt: Runtime, *, users: list[str] | None = None, max_sentences: int = MAX_KEY_SENTENCES
+    rt: Runtime,
+    *,
+    users: list[str] | None = None,
+    max_sentences: int = MAX_KEY_SENTENCES,
+    documents: set[str] | None = None,
 ) -> Iterator[ProbeSet]:
     """A temporary copy of the store with one unique canary planted per restricted document; yields the
     second runtime, the probe cases (with their canaries) and the canary map. Removed on exit."""
@@ -170,7 +178,7 @@ def probe_runtime(
     from charter.runtime import Runtime as _Runtime
     from charter.store import open_store
 
-    cases, keys = permission_probes(rt, users=users, max_sentences=max_sentences)
+    cases, keys = permission_probes(rt, users=users, max_sentences=max_sentences, documents=documents)
     tmp = Path(tempfile.mkdtemp(prefix="charter-probes-"))
     prt: Runtime | None = None
     try:
