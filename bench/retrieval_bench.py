@@ -345,17 +345,17 @@ def build_latency_index(
     chunks are readable by the principals ``group:all``, ``group:ten`` and ``group:one``."""
     import hashlib
 
+    from charter.retrieval import chunk_document
     from charter.retrieval._index import _text_hash
-    from charter.retrieval._types import Chunk
 
     rng = random.Random(42)
     nrng = np.random.default_rng(42)
     store = fresh_store(tmp, "latency.db")
     now = utcnow()
     base_vecs = {}
-    for d in corpus:
-        text = Chunk("", "", d.get("title") or "", "", 0, d["text"], 0).embed_text
-        base_vecs[d["_id"]] = np.frombuffer(cache[_text_hash(text)], dtype="<f4")
+    for doc in docs_of(corpus):
+        pieces = chunk_document(doc, BENCH_CHUNKING)
+        base_vecs[doc.doc_id] = np.frombuffer(cache[_text_hash(pieces[0].embed_text)], dtype="<f4")
     ten = set(rng.sample(range(n_chunks), n_chunks // 10))
     one = set(rng.sample(range(n_chunks), n_chunks // 100))
     acls: dict[int, frozenset[str]] = {}
@@ -455,12 +455,12 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
     for label, token in (("100%", "group:all"), ("10%", "group:ten"), ("1%", "group:one")):
         principal = frozenset({"user:bench", token})
         readable = [pk for pk, toks in acls.items() if token in toks]
-        end_to_end, scoring, recalls, full_k = [], [], [], 0
+        end_to_end, first, scoring, recalls, full_k = [], [], [], [], 0
         for rep in range(4):
             for q in qtexts:
                 t = time.perf_counter()
                 hits = index.search(principal, q, k=k, fusion=fusion)
-                end_to_end.append((time.perf_counter() - t) * 1000)
+                (end_to_end if rep else first).append((time.perf_counter() - t) * 1000)
                 if rep:
                     continue
                 # the same ranking with the query vector precomputed: filter + scoring + re-check only

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from collections import OrderedDict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,6 +60,7 @@ class Index:
         self._embedder = embedder
         self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
+        self._query_vectors: OrderedDict[str, Vectors] = OrderedDict()  # small LRU of query embeddings
         self.default_fusion: Fusion | None = None
 
     @classmethod
@@ -461,7 +463,7 @@ class Index:
             raise UsageError(f"unknown search mode {mode!r}")
         tokens = frozenset(principal_tokens)
         fusion = fusion or self.default_fusion
-        qvec = self.embedder.embed([query])[0] if mode != "bm25" else None
+        qvec = self._query_vector(query) if mode != "bm25" else None
         terms = analyse(query)
         for _attempt in range(3):
             snap = self.snapshot()
@@ -474,6 +476,21 @@ class Index:
         from charter.errors import Conflict
 
         raise Conflict("the index kept changing during the search; try again")
+
+    def _query_vector(self, query: str) -> Vectors:
+        """The query's embedding; the last 256 distinct queries are kept in memory."""
+        key = f"{self.embedder.name}\x00{query}"
+        with self._lock:
+            vec = self._query_vectors.get(key)
+            if vec is not None:
+                self._query_vectors.move_to_end(key)
+                return vec
+        vec = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+        with self._lock:
+            self._query_vectors[key] = vec
+            while len(self._query_vectors) > 256:
+                self._query_vectors.popitem(last=False)
+        return vec
 
     def _materialise(
         self, snap: Snapshot, scored: Scored, tokens: frozenset[str], min_score: float

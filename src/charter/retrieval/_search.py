@@ -161,7 +161,9 @@ def score(
     if n == 0 or k <= 0:
         return Scored(np.zeros(0, dtype=np.int32), empty, empty, empty, empty, empty)
     if query_vec is not None and mode != "bm25":
-        if n > snap.size // 4:
+        if n == snap.size:
+            dense = snap.vectors @ query_vec
+        elif n > snap.size // 4:
             dense = (snap.vectors @ query_vec)[permitted_rows]
         else:
             dense = snap.vectors[permitted_rows] @ query_vec
