@@ -206,4 +206,10 @@ def test_login_with_a_bad_token_shows_the_form_again(browser: Any, live: Served)
     assert page.locator(".error").inner_text() == "That token is not valid."
     cookies = ctx.cookies()
     assert not cookies
+    page.fill("#token", live.tokens["casey"])
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    (cookie,) = ctx.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert page.evaluate("document.cookie") == "", "page scripts must not see the token"
     ctx.close()

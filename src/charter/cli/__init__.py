@@ -28,6 +28,7 @@ from charter.cli import _search  # noqa: E402,F401  isort: skip
 from charter.cli import _tools  # noqa: E402,F401  isort: skip
 from charter.cli import _review  # noqa: E402,F401  isort: skip
 from charter.cli import _monitor  # noqa: E402,F401  isort: skip
+from charter.cli import _serve  # noqa: E402,F401  isort: skip
 from charter.cli import _eval  # noqa: E402,F401  isort: skip
 from charter.cli import _gate  # noqa: E402,F401  isort: skip
 

@@ -217,7 +217,7 @@ def create_app(
         version=_version(),
         description=(
             f"Governed AI workflow **{rt.spec.workflow.id}**: REST API, OpenAI-compatible endpoint and "
-            "web console. Authenticate with `Authorization: Bearer <token>` (`charter token create`)."
+            "web console. Authenticate with `Authorization: Bearer <token>` (`charter tokens create`)."
         ),
         docs_url=None,
         redoc_url=None,

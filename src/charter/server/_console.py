@@ -1,6 +1,6 @@
 """The web console: server-rendered pages (Jinja2), a few lines of plain JavaScript, no build step.
 
-Log in with a Charter token (``charter token create USER``): it is kept in an HttpOnly, SameSite=Strict
+Log in with a Charter token (``charter tokens create USER``): it is kept in an HttpOnly, SameSite=Strict
 cookie, so page scripts never see it and other sites cannot send it. Forms post back to the same pages; a
 cross-site ``Origin`` on a form post is refused. Every page and every form asks the same Cedar questions as
 the API (through the same functions), so what a role sees follows the charter.
@@ -8,6 +8,7 @@ the API (through the same functions), so what a role sees follows the charter.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from charter.server._auth import COOKIE, require, require_any, require_capabilit
 from charter.server._errors import status_for
 from charter.spec import Principal
 
+log = logging.getLogger("charter.server")
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 _CITE = re.compile(r"\[([A-Za-z]?\d{1,3})\]")
@@ -75,6 +77,8 @@ def _failure(request: Request, exc: Exception, principal: Principal | None) -> R
     if isinstance(exc, AuthenticationError):
         return RedirectResponse("/login", status_code=303)
     status = status_for(exc)
+    if status >= 500:
+        log.error("console page %s failed", request.url.path, exc_info=exc)
     message = str(exc) if isinstance(exc, CharterException) and status < 500 else "internal error"
     reasons = list(getattr(exc, "reasons", []) or []) if status < 500 else []
     return _render(
@@ -232,7 +236,7 @@ def review_list(request: Request, status: str = "open") -> Response:
         )
         items = list_reviews(rt, status=statuses, principal=p)
         rows = [{**i.to_dict(), "roles": reviewer_roles(rt, i)} for i in items]
-        return _render(request, "review_list.html", p, items=rows, status=status)
+        return _render(request, "review_list.html", p, items=rows, filter_status=status)
 
     return _page(request, page)
 
