@@ -8,8 +8,8 @@ Public API (the sources sync and the request pipeline use only these names):
   - ``upsert_document(doc, acl_tokens, chunking, *, private_by_default=False, seen_at=None)`` ->
     ``"added" | "updated" | "acl_changed" | "unchanged"``; ``seen_at`` is when the data was read (a write
     never replaces content or an ACL that was read later). ``acl_tokens`` are the document's *effective*
-    tokens, computed by the sync from the source's permission model. Content unchanged and ACL changed: the ACL is updated without
-    re-embedding. Each document is written in one transaction.
+    tokens, computed by the sync from the source's permission model. Content unchanged and ACL changed: the
+    ACL is updated without re-embedding. Each document is written in one transaction.
   - ``prefetch_embeddings(docs, chunking) -> int`` — optional: embed a batch of changed documents at once.
   - ``update_acl(source_id, doc_id, acl_tokens, *, seen_at=None) -> bool``.
   - ``delete_document(source_id, doc_id) -> bool``.
