@@ -15,6 +15,8 @@ Decisions that matter for security are made here in code, never by the model:
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -68,6 +70,7 @@ class AskResult:
     warnings: list[str] = field(default_factory=list)
     review_id: str | None = None
     sentence_scores: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -256,6 +259,7 @@ def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceS
         result.model, result.prompt_version = gen.model, gen.prompt_version
         result.input_tokens, result.output_tokens = trace.input_tokens, trace.output_tokens
         result.cost_usd = gen.cost_usd
+        result.tool_calls = act(rt, principal, gen.text, trace)
     except (Denied, UsageError) as exc:
         trace.status = "refused"
         trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
@@ -293,7 +297,7 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
 
     spec = rt.spec
     with trace.span("check") as span:
-        cit = checks.validate_citations(checks.normalise(text), set(passages))
+        cit = checks.validate_citations(checks.normalise(TOOL_CALL.sub("", text)), set(passages))
         parts = split_draft(cit.text)
         greeting, signoff = template
         body = parts.customer
@@ -356,6 +360,47 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
         removed_citations=len(cit.removed),
         sentence_scores=shown_scores,
     )
+
+
+TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+MAX_TOOL_CALLS = 5
+
+
+def act(rt: Runtime, principal: Principal, text: str, trace: Trace) -> list[dict[str, Any]]:
+    """The model may *propose* tool calls (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``);
+    the system decides. Each proposal goes through ``charter.tools.propose`` with ``origin="model"`` as the
+    asking principal — tool list, Cedar, argument validation, rate limit, kill switch and approval rules all
+    apply, so a proposal can never do more than the principal could ask for directly, and anything that
+    needs approval waits for another human. Refusals are recorded, not raised."""
+    calls = TOOL_CALL.findall(checks.normalise(text))
+    if not calls:
+        return []
+    from charter.errors import CharterException as _CE
+    from charter.tools import propose
+
+    out: list[dict[str, Any]] = []
+    with trace.span("act") as span:
+        for raw in calls[:MAX_TOOL_CALLS]:
+            record: dict[str, Any] = {"raw": raw[:2000]}
+            try:
+                payload = json.loads(raw)
+                if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+                    raise UsageError("a tool call must be an object with a string 'name'")
+                args = payload.get("arguments", payload.get("args", {}))
+                record.update(name=payload["name"], args=args)
+                proposal = propose(rt, principal, payload["name"], args, request_id=trace.request_id, origin="model",
+                                   reason="proposed by the model")
+                record.update(decision=proposal.status, action_id=proposal.id, approval_id=proposal.approval_id)
+            except json.JSONDecodeError:
+                record.update(decision="refused", reason="not valid JSON")
+            except _CE as exc:
+                record.update(decision="refused", reason=str(exc), reasons=list(getattr(exc, "reasons", [])))
+            out.append(record)
+        if len(calls) > MAX_TOOL_CALLS:
+            out.append({"decision": "refused", "reason": f"more than {MAX_TOOL_CALLS} tool calls in one answer"})
+        span.update(proposed=len(calls), decisions=[r.get("decision") for r in out])
+    trace.tool_calls = out
+    return [{k: v for k, v in r.items() if k != "raw"} for r in out]
 
 
 def _last_stage(trace: Trace) -> str:
