@@ -87,3 +87,23 @@ def test_metrics_reflect_the_database(project: Path, cli) -> None:  # type: igno
         _samples(r.stdout)[("charter_errors_total", (("category", "ProviderError"), ("stage", "generate")))]
         == 3
     )
+
+
+def test_every_metric_and_command_is_documented(project: Path) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
+    rt = Runtime.open(project)
+    try:
+        names = {f.name for f in text_string_to_metric_families(metrics_for(rt).exposition())}
+    finally:
+        rt.close()
+    missing = [n for n in names if n not in docs and f"{n}_total" not in docs]
+    assert missing == [], f"metrics missing from docs/monitoring.md: {missing}"
+    for command in (
+        "charter traces list",
+        "charter feedback",
+        "charter metrics",
+        "charter report",
+        "charter retention apply",
+        "charter trace show",
+    ):
+        assert command in docs, command

