@@ -23,7 +23,8 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
     demo_tokens: Annotated[
-        bool, typer.Option("--demo-tokens", help="Issue and print a 12-hour token for every active user (demos).")
+        bool,
+        typer.Option("--demo-tokens", help="Issue and print a 12-hour token for every active user (demos)."),
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
@@ -41,16 +42,33 @@ def serve(
             console.print("[bold]Demo tokens[/] (shown once; valid 12 hours):", highlight=False)
             for pid, principal in sorted(rt.charter.principals.items()):
                 if principal.active:
-                    issued = create_token(rt, pid, expires_in=timedelta(hours=12), label="demo",
-                                          created_by="charter serve --demo-tokens")
+                    issued = create_token(
+                        rt,
+                        pid,
+                        expires_in=timedelta(hours=12),
+                        label="demo",
+                        created_by="charter serve --demo-tokens",
+                    )
                     roles = ", ".join(principal.roles) or "no role"
                     console.print(f"  {pid:<14} ({roles}): {issued.token}", highlight=False, soft_wrap=True)
     finally:
         rt.close()
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"note: listening on {host}; put TLS in front and set CHARTER_SERVER_SECURE_COOKIES=1",
-                          highlight=False)
-    console.print(f"Console: http://{host}:{port}/   API schema: http://{host}:{port}/openapi.json", highlight=False)
+        err_console.print(
+            f"note: listening on {host}; put TLS in front and set CHARTER_SERVER_SECURE_COOKIES=1",
+            highlight=False,
+        )
+    console.print(
+        f"Console: http://{host}:{port}/   API schema: http://{host}:{port}/openapi.json", highlight=False
+    )
     os.environ["CHARTER_FILE"] = path
-    uvicorn.run("charter.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=False, server_header=False)
+    uvicorn.run(
+        "charter.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
