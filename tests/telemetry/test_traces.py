@@ -132,10 +132,13 @@ def test_feedback_cli(project: Path, cli) -> None:  # type: ignore[no-untyped-de
         "--json",
     )
     assert r.exit_code == 0, r.stderr + r.stdout
-    rt = Runtime.open(project)
-    fb = trace_store_for(rt).get(t.request_id)["feedback"]
-    rt.close()
+    shown = cli("trace", "show", t.request_id, "--as", "ana", "--charter", str(project), "--json")
+    assert shown.exit_code == 0, shown.stderr
+    fb = shown.json()["feedback"]
     assert fb[0]["reasons"] == ["wrong_source"] and PLANTED["iban"] not in fb[0]["comment"]
+    assert shown.json()["principal_id"].startswith("h:")
+    other = cli("trace", "show", t.request_id, "--as", "ben", "--charter", str(project), "--json")
+    assert other.exit_code != 0  # not ben's request: reported as missing
 
 
 def test_background_writes_are_read_your_writes_and_flushed(rt: Runtime) -> None:
