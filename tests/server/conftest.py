@@ -30,7 +30,7 @@ class Served:
 
 @pytest.fixture
 def server_project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """``synced_project``; or, for quick local iterations, a copy of the synced folder ``CHARTER_TEST_SYNCED_DIR``."""
+    """``synced_project``; or (quick local runs) a copy of the synced folder ``CHARTER_TEST_SYNCED_DIR``."""
     import os
     import shutil
 

@@ -1,6 +1,6 @@
 """schemathesis against the OpenAPI schema with a valid token: no 5xx, responses match the schema.
 
-Bounded: ``CHARTER_SCHEMATHESIS_EXAMPLES`` examples per operation (default 100; ~30 operations, so a few
+Bounded: ``CHARTER_SCHEMATHESIS_EXAMPLES`` examples per operation (default 250; 26 operations, so a few
 thousand cases) and a timeout per operation. The token is Lena's (a lead: the widest set of allowed
 operations among the demo users except the operator's); the server's rate limit is off for this run.
 """
@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.server.conftest import _build
 
-EXAMPLES = int(os.environ.get("CHARTER_SCHEMATHESIS_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("CHARTER_SCHEMATHESIS_EXAMPLES", "250"))
 
 
 @pytest.fixture(scope="module")
