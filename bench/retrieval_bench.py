@@ -478,7 +478,11 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
                 full_k += int(len(hits) == min(k, len(readable)))
         out[label] = {
             "readable_chunks": len(readable),
-            "search_ms": {
+            "search_ms_first_time_query": {
+                "p50": round(float(np.percentile(first, 50)), 2),
+                "p95": round(float(np.percentile(first, 95)), 2),
+            },
+            "search_ms_query_vector_cached": {
                 "p50": round(float(np.percentile(end_to_end, 50)), 2),
                 "p95": round(float(np.percentile(end_to_end, 95)), 2),
             },
@@ -488,7 +492,7 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
             },
             "recall_vs_exact_filtered_scan": round(statistics.mean(recalls), 4),
             "queries_with_full_k": f"{full_k}/{len(qtexts)}",
-            "searches": len(end_to_end),
+            "searches": len(end_to_end) + len(first),
         }
     report["latency"] = out
 
