@@ -152,7 +152,7 @@ def test_masking_disabled(gated_project: Path) -> None:
 
 def test_budget_below_measured_cost(gated_project: Path) -> None:
     def change(d: dict) -> None:  # type: ignore[type-arg]
-        d["model"]["prices"] = {"input_per_1k": 0.01, "output_per_1k": 0.03}
+        d["model"]["prices"] = {"input_per_1k": 0.001, "output_per_1k": 0.003}
         d["budgets"]["monthly_usd"] = 5
 
     edit_yaml(gated_project, change)
