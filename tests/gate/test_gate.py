@@ -159,12 +159,14 @@ def test_budget_below_measured_cost(gated_project: Path) -> None:
     rebind_eval(gated_project)
     res = gate(gated_project)
     assert_only(res, "cost_latency", "farid")
-    assert any("monthly projection" in f.message and f.status == "fail" for f in res.check("cost_latency").findings)
+    findings = res.check("cost_latency").findings
+    assert any("monthly projection" in f.message and f.status == "fail" for f in findings)
 
 
 def test_missing_owner(gated_project: Path) -> None:
     users = gated_project.parent / "users.yaml"
-    edit_yaml(users, lambda d: d["users"].append({"id": "pat", "name": "Pat Former", "email": "pat@quillo.example"}))
+    pat = {"id": "pat", "name": "Pat Former", "email": "pat@quillo.example"}  # no role left in the workflow
+    edit_yaml(users, lambda d: d["users"].append(pat))
     edit_yaml(gated_project, lambda d: d["owners"].update(cost="pat"))
     rebind_eval(gated_project)
     res = gate(gated_project)

@@ -8,7 +8,8 @@ Public API:
 * :func:`write_report`, :func:`verify_report` — Markdown/HTML/JSON reports and their signed manifest.
 * :func:`approve_policies`, :func:`policy_set_hash`, :func:`acknowledge_private` — the approvals the gate
   reads that the charter file cannot carry.
-* :func:`drift_once`, :func:`watch`, :func:`is_restricted`, :func:`set_restricted`, :data:`RESTRICTED_KEY`
+* :func:`drift_once`, :func:`watch`, :class:`DriftScheduler` (periodic, for the server),
+  :func:`is_restricted`, :func:`set_restricted`, :data:`RESTRICTED_KEY`
   — drift after launch and restricted mode.
 * :func:`isolated_copy` — a second runtime over a temporary copy of the state (the drills use it).
 """
@@ -20,7 +21,15 @@ from charter.gate._approvals import (
     policy_set_hash,
     private_documents,
 )
-from charter.gate._drift import RESTRICTED_KEY, drift_once, is_restricted, notify, set_restricted, watch
+from charter.gate._drift import (
+    RESTRICTED_KEY,
+    DriftScheduler,
+    drift_once,
+    is_restricted,
+    notify,
+    set_restricted,
+    watch,
+)
 from charter.gate._drill import isolated_copy
 from charter.gate._report import render_html, render_markdown, verify_report, write_report
 from charter.gate._run import POST_LAUNCH, record_gate, run_gate
@@ -32,6 +41,7 @@ __all__ = [
     "POST_LAUNCH",
     "RESTRICTED_KEY",
     "CheckResult",
+    "DriftScheduler",
     "Finding",
     "GateResult",
     "acknowledge_private",

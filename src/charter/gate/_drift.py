@@ -127,3 +127,30 @@ def watch(
         if once:
             return
         sleep(interval_s)
+
+
+class DriftScheduler:
+    """Runs :func:`drift_once` every ``interval_s`` seconds on a daemon thread (for the server's start-up:
+    ``DriftScheduler(rt, 3600).start()``; ``stop()`` on shutdown). A failing pass is logged, never raised."""
+
+    def __init__(self, rt: Runtime, interval_s: float) -> None:
+        import threading
+
+        self.rt, self.interval_s = rt, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="charter-gate-drift", daemon=True)
+
+    def start(self) -> DriftScheduler:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                drift_once(self.rt)
+            except Exception:  # a drift pass must never take the server down
+                log.exception("gate drift pass failed")
