@@ -171,8 +171,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "retrieval" / "msmarco")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--sync-writes", action="store_true",
+                    help="write traces synchronously (the CLI's way) instead of the server's background writer")
     args = ap.parse_args()
-    corpus = [json.loads(line) for line in (args.data / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    corpus = [json.loads(line) for line in (args.data / "corpus.jsonl").read_text().split("\n") if line.strip()]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
@@ -184,13 +186,21 @@ def main() -> None:
 
         PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e)).approve(
             "draft_reply", rt.spec.prompt("draft_reply").active, principal=rt.charter.principal("lena"))
+        if not args.sync_writes:
+            traces_for(rt).enable_background_writes()  # what `charter serve` does (start_server_telemetry)
+        import gc
+
         for n in sorted(args.chunks):
             size = pad_index(rt, n, corpus)
             print(f"measuring at {size} chunks…", flush=True)
+            gc.collect()
+            gc.freeze()  # as the server does after warm-up: keeps GC pauses of torch/spaCy objects out of p95
             results[size] = measure(rt, args.requests)
+            traces_for(rt).flush()
         rt.close()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n### Ask pipeline overhead — {stamp}, {machine()}, {args.requests} requests per size\n")
+    mode = "synchronous trace writes" if args.sync_writes else "background trace writes (server mode)"
+    print(f"\n### Ask pipeline overhead — {stamp}, {machine()}, {args.requests} requests per size, {mode}\n")
     print("| chunks | bare p50 / p95 ms | governed p50 / p95 ms | overhead p50 / p95 ms | overhead p95 / bare p95 "
           "| trace write p50 / p95 ms |")
     print("|---|---|---|---|---|---|")
