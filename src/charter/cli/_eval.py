@@ -108,7 +108,7 @@ def eval_command(
             help="Provider[:name] to evaluate instead of the charter's model, e.g. extractive or scripted.",
         ),
     ] = None,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, max=100, help="Run every case N times.")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", help="Run every case N times (1-100).")] = 1,
     baseline: Annotated[
         str | None, typer.Option("--baseline", help="Compare with this stored run id (or 'latest').")
     ] = None,
@@ -121,7 +121,7 @@ def eval_command(
             "--permission-probes", help="Also run generated ACL probes with canaries (in a temporary copy)."
         ),
     ] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Cases in parallel.")] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Cases in parallel (1-64).")] = 4,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds after which a case counts as timeout.")
     ] = 60.0,
@@ -130,9 +130,15 @@ def eval_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Run eval cases through the real pipeline; exit 0 only when every charter threshold passes."""
-    from charter.errors import Denied
+    from charter.errors import Denied, UsageError
     from charter.evals import latest_run, load_eval_sets, load_run, run_eval, save_run, write_reports
 
+    if not 1 <= repeat <= 100:
+        raise UsageError("--repeat must be between 1 and 100")
+    if not 1 <= concurrency <= 64:
+        raise UsageError("--concurrency must be between 1 and 64")
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
     rt = open_runtime(charter)
     actor = "cli"
     if user:
@@ -210,13 +216,13 @@ def eval_command(
 def evals_list(
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 20,
 ) -> None:
     """Stored eval runs, newest first."""
     from charter.evals import list_runs
 
     rt = open_runtime(charter)
-    rows = list_runs(rt, limit=limit)
+    rows = list_runs(rt, limit=max(1, limit))
 
     def render(rows: list[dict[str, Any]]) -> None:
         t = Table("run", "when", "fingerprint", "model", "cases", "passed", "failures")
