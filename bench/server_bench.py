@@ -358,20 +358,24 @@ def main() -> None:
                     )
                 )
                 port = free_port()
+                import secrets
+
+                master = "sk-" + secrets.token_hex(32)
                 lp = start(
                     [args.litellm, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1"],
                     env={
                         "LITELLM_LOG": "ERROR",
                         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                         "DISABLE_SCHEMA_UPDATE": "True",
+                        "LITELLM_MASTER_KEY": master,  # LiteLLM refuses to start without a key
                     },
                 )
                 procs.append(lp)
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
-                    load(f"http://127.0.0.1:{port}/v1/chat/completions", "x", "upstream", 50, 1, 120)
+                    load(f"http://127.0.0.1:{port}/v1/chat/completions", master, "upstream", 50, 1, 120)
                     rows["litellm"] = load(
-                        f"http://127.0.0.1:{port}/v1/chat/completions", "x", "upstream", n, 1, 180
+                        f"http://127.0.0.1:{port}/v1/chat/completions", master, "upstream", n, 1, 180
                     )
                 except RuntimeError as exc:
                     rows["litellm_error"] = str(exc)
