@@ -105,3 +105,13 @@ def synced_project(_synced_template: Path, tmp_path: Path) -> Path:
     for key in (dest / ".charter" / "keys").glob("*"):
         key.chmod(0o600)
     return dest / "charter.yaml"
+
+
+def require(module: str, hint: str) -> object:
+    """Import a test dependency or FAIL (never skip) with how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} is required for this test ({hint}); run scripts/setup. ({exc})", pytrace=False)

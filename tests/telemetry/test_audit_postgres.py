@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require
 from _audit_helpers import fill
 from sqlalchemy import create_engine, text
 
 from charter.store import Store, open_store
 from charter.telemetry.audit import PG_LOCK_KEY, AuditEvent, AuditLog
 
-pgserver = pytest.importorskip("pgserver")
+pgserver = require("pgserver", "pgserver is part of the dev extra")
 pytestmark = pytest.mark.postgres
 _names = itertools.count()
 

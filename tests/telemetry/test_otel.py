@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import require
 from _monitoring_helpers import pii_trace, scan_text
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -31,7 +33,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Phoenix server (its own SQLite file, loopback only, no telemetry); yields its base URL."""
-    pytest.importorskip("phoenix", reason="arize-phoenix is part of the dev extra")
+    require("phoenix", "arize-phoenix is part of the dev extra")
     port, grpc = _free_port(), _free_port()
     workdir = tmp_path_factory.mktemp("phoenix")
     env = {

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require
 from _monitoring_helpers import PLANTED, pii_trace, scripted_trace
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
@@ -16,7 +18,7 @@ from charter.runtime import Runtime
 from charter.store import utcnow
 from charter.telemetry import apply_retention, build_report, metrics_for, record_feedback, trace_store_for
 
-pgserver = pytest.importorskip("pgserver")
+pgserver = require("pgserver", "pgserver is part of the dev extra")
 pytestmark = pytest.mark.postgres
 
 
