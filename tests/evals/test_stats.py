@@ -67,3 +67,26 @@ def test_empty_and_single_cluster() -> None:
     assert math.isnan(bootstrap_mean([]).value)
     one = bootstrap_mean([[0.25, 0.75]])
     assert (one.value, one.low, one.high, one.n) == (0.5, 0.5, 0.5, 1)
+
+
+def test_thresholds_on_the_point_or_a_bound_and_unmeasured_metrics_fail() -> None:
+    from charter.evals import Estimate, evaluate_thresholds
+    from charter.spec._schema import Threshold
+    from charter.spec._types import parse_threshold
+
+    metrics = {
+        "negative.generation.refusal_accuracy": Estimate(0.93, 0.8, 1.0, 15),
+        "permission.leaks": Estimate(0.0, 0.0, 0.0, 20),
+        "latency.p95_ms": Estimate(700.0, 400.0, 2100.0, 100),
+    }
+    specs = [
+        "negative.refusal_accuracy >= 0.9",
+        "negative.refusal_accuracy >= 0.9 (lower)",
+        "permission.leaks == 0",
+        "latency.p95_ms <= 2000 (upper)",
+        "edge.pass_rate >= 0.5",
+    ]
+    results = evaluate_thresholds([Threshold(**parse_threshold(s)) for s in specs], metrics)
+    assert [r.passed for r in results] == [True, False, True, False, False]
+    assert results[1].observed == 0.8 and results[3].observed == 2100.0
+    assert results[4].note == "not measured by this run"

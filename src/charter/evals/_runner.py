@@ -345,8 +345,14 @@ def resolve_metric(metrics: dict[str, Estimate], name: str) -> Estimate | None:
 
 
 def check_thresholds(rt: Runtime, metrics: dict[str, Estimate]) -> list[ThresholdResult]:
+    """The charter's ``evals.thresholds`` against ``metrics``."""
+    return evaluate_thresholds(rt.spec.evals.thresholds, metrics)
+
+
+def evaluate_thresholds(thresholds: Sequence[Any], metrics: dict[str, Estimate]) -> list[ThresholdResult]:
+    """Each threshold on its point estimate or 95% bound; a metric the run did not measure fails."""
     out = []
-    for t in rt.spec.evals.thresholds:
+    for t in thresholds:
         est = resolve_metric(metrics, t.metric)
         if est is None or est.n == 0:
             out.append(ThresholdResult(str(t), t.metric, None, False, "not measured by this run"))
