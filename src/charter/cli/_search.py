@@ -127,6 +127,7 @@ def _render(data: dict[str, Any], explain: bool) -> None:
                     f"   rrf: bm25 {e['bm25_rrf']:.4f} (raw {e['bm25_raw']:.3f})"
                     f" + dense {e['dense_rrf']:.4f} (cosine {e['dense_cosine']:.3f})",
                     highlight=False,
+                    soft_wrap=True,
                 )
             else:
                 b, d = e["bm25"], e["dense"]
@@ -136,6 +137,7 @@ def _render(data: dict[str, Any], explain: bool) -> None:
                     f"   dense {d['cosine']:.3f} → {d['normalised']:.3f} × {d['weight']} = "
                     f"{d['contribution']:.3f}   ({e['normalization']})",
                     highlight=False,
+                    soft_wrap=True,
                 )
         snippet = " ".join(r["text"].split())
         if len(snippet) > 240:
