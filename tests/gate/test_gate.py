@@ -39,6 +39,7 @@ def test_intact_example_passes_and_report_verifies(gated_project: Path, tmp_path
     assert [c["id"] for c in data["checks"]] == ["scope", "sources", "evaluation", "review", "monitoring",
                                                  "cost_latency", "owners"]
     assert data["status"] in ("pass", "warn")
+    assert data["duration_s"] < 120  # the acceptance bound for the whole gate on this example
     assert {p.name for p in out.iterdir()} == {"gate-report.json", "gate-report.md", "gate-report.html",
                                                "gate-report.sig.json"}
     ok = run_cli("gate", "verify", str(out), "-c", str(gated_project))
