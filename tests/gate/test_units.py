@@ -30,3 +30,38 @@ def test_interval() -> None:
 def test_exported_names() -> None:
     assert set(charter.gate.__all__) == {n for n in dir(charter.gate) if not n.startswith("_")} - {
         "annotations"}
+
+
+def test_webhook_notification_posts_json(project) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from charter.gate import notify
+    from charter.runtime import Runtime
+    from tests.gate.conftest import edit_yaml
+
+    received: list[dict] = []  # type: ignore[type-arg]
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        edit_yaml(project, lambda d: d["drift"].update(notify=url))
+        rt = Runtime.open(project)
+        try:
+            assert notify(rt, {"event": "charter.gate.drift", "failed": ["sources"]}) == "webhook 204"
+        finally:
+            rt.close()
+    finally:
+        server.shutdown()
+    assert received == [{"event": "charter.gate.drift", "failed": ["sources"]}]
