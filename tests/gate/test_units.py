@@ -65,3 +65,12 @@ def test_webhook_notification_posts_json(project) -> None:  # type: ignore[no-un
     finally:
         server.shutdown()
     assert received == [{"event": "charter.gate.drift", "failed": ["sources"]}]
+
+
+def test_every_gate_command_and_option_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gate.md").read_text(encoding="utf-8")
+    for item in ("charter gate verify", "approve-policies", "ack-private", "--report", "--json", "--strict",
+                 "--watch", "--interval", "--once", "--as", "workflow.restricted", "DriftScheduler"):
+        assert item in doc, item
