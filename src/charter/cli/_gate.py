@@ -14,8 +14,10 @@ from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
 from charter.errors import UsageError
 
-gate_app = typer.Typer(help="The launch gate: seven checks with evidence, drills, a signed report, drift.",
-                       invoke_without_command=True)
+gate_app = typer.Typer(
+    help="The launch gate: seven checks with evidence, drills, a signed report, drift.",
+    invoke_without_command=True,
+)
 app.add_typer(gate_app, name="gate")
 
 _STYLE = {"pass": "[green]PASS[/]", "warn": "[yellow]WARN[/]", "fail": "[red]FAIL[/]"}
@@ -29,7 +31,9 @@ def parse_interval(text: str) -> float:
 
 
 def _render(data: dict[str, Any]) -> None:
-    t = Table("check", "status", "owner", "evidence (problems first)", title=f"Launch gate: {data['workflow']}")
+    t = Table(
+        "check", "status", "owner", "evidence (problems first)", title=f"Launch gate: {data['workflow']}"
+    )
     for c in data["checks"]:
         msgs = sorted(c["findings"], key=lambda f: {"fail": 0, "warn": 1, "pass": 2}[f["status"]])
         shown = "\n".join(f"{_STYLE[f['status']]} {f['message']}" for f in msgs[:4])
@@ -37,20 +41,28 @@ def _render(data: dict[str, Any]) -> None:
             shown += f"\n… {len(msgs) - 4} more"
         t.add_row(c["title"], _STYLE[c["status"]], f"{c['owner']} ({c['owner_duty']})", shown)
     console.print(t)
-    console.print(f"{_STYLE[data['status']]} · gate run {data['id']} · fingerprint {data['charter_fingerprint']}"
-                  f" · {data['duration_s']} s" + (f" · report {data['report']}" if data.get("report") else ""),
-                  highlight=False)
+    console.print(
+        f"{_STYLE[data['status']]} · gate run {data['id']} · fingerprint {data['charter_fingerprint']}"
+        f" · {data['duration_s']} s" + (f" · report {data['report']}" if data.get("report") else ""),
+        highlight=False,
+    )
 
 
 @gate_app.callback()
 def gate(
     ctx: typer.Context,
-    report: Annotated[Path | None, typer.Option("--report", help="Write the signed report into this folder.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the signed report into this folder.")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the gate too.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Re-run the post-launch checks periodically (drift).")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Re-run the post-launch checks periodically (drift).")
+    ] = False,
     interval: Annotated[str, typer.Option("--interval", help="With --watch: e.g. 15m, 1h.")] = "1h",
     once: Annotated[bool, typer.Option("--once", help="With --watch: one pass, then exit.")] = False,
-    user: Annotated[str | None, typer.Option("--as", help="Run as this user (needs gate.run); default: local operator.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--as", help="Run as this user (needs gate.run); default: local operator.")
+    ] = None,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,8 +95,12 @@ def gate(
         result = run_gate(rt)
         manifest = write_report(rt, result, report) if report else None
         record_gate(rt, result, actor=actor, report=report, manifest=manifest, strict=strict)
-        data = {**result.as_dict(), "status": result.status(strict), "strict": strict,
-                "report": str(report) if report else None}
+        data = {
+            **result.as_dict(),
+            "status": result.status(strict),
+            "strict": strict,
+            "report": str(report) if report else None,
+        }
         emit(data, as_json, _render)
         if not result.passed(strict):
             raise typer.Exit(1)
@@ -97,8 +113,13 @@ def _require(rt: Any, who: Any) -> None:
 
     d = rt.authorizer.authorize(who, "gate.run")
     if not d.allowed:
-        rt.audit.append(actor=who.id, action="gate.run", resource=f"workflow:{rt.spec.workflow.id}",
-                        outcome="denied", details={"reasons": list(d.reasons)})
+        rt.audit.append(
+            actor=who.id,
+            action="gate.run",
+            resource=f"workflow:{rt.spec.workflow.id}",
+            outcome="denied",
+            details={"reasons": list(d.reasons)},
+        )
         raise Denied(f"{who.id} may not run the gate", reasons=list(d.reasons))
 
 
@@ -117,11 +138,21 @@ def verify(
         try:
             out = verify_report(rt, report)
         except IntegrityError as exc:
-            emit({"ok": False, "error": str(exc)}, as_json, lambda d: console.print(f"[red]NOT VERIFIED[/] {d['error']}"))
+            emit(
+                {"ok": False, "error": str(exc)},
+                as_json,
+                lambda d: console.print(f"[red]NOT VERIFIED[/] {d['error']}"),
+            )
             raise typer.Exit(1) from None
-        emit(out, as_json, lambda d: console.print(
-            f"[green]VERIFIED[/] gate run {d['gate_run']} ({d['status']}) · key {d['key_id']} · "
-            f"fingerprint {d['charter_fingerprint']} · {', '.join(d['files'])}", highlight=False))
+        emit(
+            out,
+            as_json,
+            lambda d: console.print(
+                f"[green]VERIFIED[/] gate run {d['gate_run']} ({d['status']}) · key {d['key_id']} · "
+                f"fingerprint {d['charter_fingerprint']} · {', '.join(d['files'])}",
+                highlight=False,
+            ),
+        )
     finally:
         rt.close()
 
@@ -134,21 +165,34 @@ def approve_policies_cmd(user: AsOpt, charter: CharterOpt = None, as_json: JsonO
     rt = open_runtime(charter)
     try:
         rec = approve_policies(rt, acting_principal(rt, user))
-        emit(rec, as_json, lambda d: console.print(f"policy set {d['hash']} approved by {d['by']}", highlight=False))
+        emit(
+            rec,
+            as_json,
+            lambda d: console.print(f"policy set {d['hash']} approved by {d['by']}", highlight=False),
+        )
     finally:
         rt.close()
 
 
 @gate_app.command("ack-private")
-def ack_private_cmd(source: Annotated[str, typer.Argument(help="Source id.")], user: AsOpt,
-                    charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+def ack_private_cmd(
+    source: Annotated[str, typer.Argument(help="Source id.")],
+    user: AsOpt,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Acknowledge a source's private-by-default documents (the source owner only; audited)."""
     from charter.gate import acknowledge_private
 
     rt = open_runtime(charter)
     try:
         rec = acknowledge_private(rt, source, acting_principal(rt, user))
-        emit(rec, as_json, lambda d: console.print(
-            f"{len(d['documents'])} private-by-default documents of {source} acknowledged by {d['by']}"))
+        emit(
+            rec,
+            as_json,
+            lambda d: console.print(
+                f"{len(d['documents'])} private-by-default documents of {source} acknowledged by {d['by']}"
+            ),
+        )
     finally:
         rt.close()
