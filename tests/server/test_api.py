@@ -115,6 +115,7 @@ def test_workflow_level_matrix(client: Any, served: Served) -> None:
     _check(client, served, "GET", "/api/audit/tail", _matrix({"omar"}))
     _check(client, served, "POST", "/api/audit/verify", _matrix({"omar"}))
     _check(client, served, "GET", "/api/kill-switch", _matrix({"omar"}))
+    _check(client, served, "GET", "/api/evals", _matrix({"omar", "lena", "farid"}))
     _check(
         client,
         served,
