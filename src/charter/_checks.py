@@ -143,12 +143,21 @@ def find_canaries(text: str) -> list[str]:
     return sorted(set(CANARY.findall(normalise(text))))
 
 
+# Words that change a topic's meaning and so are never dropped from it ("*other* customers' data").
+TOPIC_KEEP = frozenset({"other", "own", "not", "no", "all"})
+
+
+def _topic_words(text: str) -> list[str]:
+    return [_stem(w) for w in _WORD.findall(normalise(text).lower().replace("_", " "))
+            if w not in STOP_WORDS or w in TOPIC_KEEP]
+
+
 def topic_hits(question: str, topics: Sequence[str]) -> list[str]:
-    """Topics whose content words all occur in the question (stemmed), e.g. 'legal advice', 'lawsuit'."""
-    words = set(content_words(question))
+    """Topics whose words all occur in the question (stemmed), e.g. 'legal advice', 'lawsuit'."""
+    words = set(_topic_words(question))
     hits = []
     for topic in topics:
-        needed = content_words(topic)
+        needed = _topic_words(topic)
         if needed and all(w in words for w in needed):
             hits.append(topic)
     return hits

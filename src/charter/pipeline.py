@@ -315,7 +315,9 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
         grounded = checks.groundedness(scores) if scores else None
         canaries = checks.find_canaries(cit.text)
         pii = _new_pii(cit.text, sources)
-        topics_out = _topics(question, spec.scope.out_of_scope, embed)
+        # requests for a forbidden action ("delete this account", "export the customer list") are out of scope
+        forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
+        topics_out = _topics(question, [*spec.scope.out_of_scope, *forbidden], embed)
         topics_sensitive = _topics(question, spec.review.sensitive_topics, embed)
         reason: str | None = None
         if canaries:
@@ -431,8 +433,10 @@ def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
 
 
 def _needs_review(rt: Runtime, result: AskResult) -> bool:
+    from charter.gate import is_restricted
+
     mode = rt.spec.review.drafts
-    return mode == "all" or (mode == "escalated" and result.status == "needs_human")
+    return mode == "all" or result.status == "needs_human" or is_restricted(rt)
 
 
 def _submit_review(rt: Runtime, principal: Principal, question: str, result: AskResult) -> str | None:

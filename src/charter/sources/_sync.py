@@ -180,6 +180,9 @@ class _Catalog:
         self.pending.clear()
 
 
+EMBED_BATCH = 32  # documents read before their new chunks are embedded together
+
+
 class Syncer:
     """Syncs sources of one runtime into one index. Use :func:`sync_sources` unless you need the parts."""
 
@@ -271,6 +274,7 @@ class Syncer:
         if self.progress is not None:
             self.progress.start(source.id, total)
         seen: set[str] = set()
+        pending: list[tuple[Document, datetime]] = []
         items = iter(conn.documents(ctx))
         while True:
             read_at = utcnow()  # real time (not the injectable clock): the index orders writes by it
@@ -294,13 +298,10 @@ class Syncer:
                                               "reason": "duplicate document id (the first one was kept)"})
                 continue
             seen.add(item.doc_id)
-            try:
-                self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
-            except (SQLAlchemyError, CharterException):
-                raise  # the store or the index setup (e.g. the embedder) is failing: stop, delete nothing
-            except Exception as exc:
-                self._fail(summary, catalog, seen, item.doc_id,
-                           f"indexing failed: {type(exc).__name__}: {exc}")
+            pending.append((item, read_at))
+            if len(pending) >= EMBED_BATCH:
+                self._process(source, pending, states, rechunk, summary, catalog, seen)
+        self._process(source, pending, states, rechunk, summary, catalog, seen)
         if summary.failed and summary.failed == summary.documents:
             catalog.flush()  # nothing could be read: not a successful sync, and no grounds to delete anything
             raise SourceUnavailable(f"source {source.id!r}: every document failed (see failures)")
@@ -312,6 +313,29 @@ class Syncer:
             catalog.remove(doc_id)
         catalog.flush()
         summary.status = "partial" if summary.failed else "succeeded"
+
+    def _process(self, source: Source, pending: list[tuple[Document, datetime]], states: dict[str, DocState],
+                 rechunk: bool, summary: SyncSummary, catalog: _Catalog, seen: set[str]) -> None:
+        """Index a batch of read documents: embed the new or changed ones in one pass, then write each
+        document in its own transaction (so an interruption still leaves every document whole)."""
+        if not pending:
+            return
+        changed = [d for d, _ in pending if rechunk or states.get(d.doc_id) is None
+                   or states[d.doc_id].content_hash != d.content_hash]
+        if len(changed) > 1:
+            try:
+                self.index.prefetch_embeddings(changed, source.chunking)
+            except Exception:  # noqa: S110 - a bad document fails below, on its own, with its reason
+                pass
+        for item, read_at in pending:
+            try:
+                self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
+            except (SQLAlchemyError, CharterException):
+                raise  # the store or the index setup (e.g. the embedder) is failing: stop, delete nothing
+            except Exception as exc:
+                self._fail(summary, catalog, seen, item.doc_id,
+                           f"indexing failed: {type(exc).__name__}: {exc}")
+        pending.clear()
 
     def _one(self, source: Source, doc: Document, state: DocState | None, rechunk: bool, summary: SyncSummary,
              catalog: _Catalog, read_at: datetime) -> None:
