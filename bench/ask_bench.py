@@ -102,19 +102,48 @@ def pad_index(rt: Runtime, target: int, corpus: list[dict]) -> int:
         vec = rng.normal(size=dim).astype(np.float32)
         vec /= np.linalg.norm(vec)
         doc_pk, chunk_pk = next_doc + i, next_chunk + i
-        doc_rows.append({"id": doc_pk, "source_id": "help-center", "doc_id": f"filler/{target}/{i}.md",
-                         "title": d.get("title") or "", "url": None, "format": "text", "chunking": "200/30",
-                         "content_hash": h, "acl_hash": "", "private_by_default": False, "chunk_count": 1,
-                         "content_seen_at": now, "acl_seen_at": now, "synced_at": now})
+        doc_rows.append(
+            {
+                "id": doc_pk,
+                "source_id": "help-center",
+                "doc_id": f"filler/{target}/{i}.md",
+                "title": d.get("title") or "",
+                "url": None,
+                "format": "text",
+                "chunking": "200/30",
+                "content_hash": h,
+                "acl_hash": "",
+                "private_by_default": False,
+                "chunk_count": 1,
+                "content_seen_at": now,
+                "acl_seen_at": now,
+                "synced_at": now,
+            }
+        )
         acl_rows.append({"doc_pk": doc_pk, "token": "public"})
-        chunk_rows.append({"id": chunk_pk, "doc_pk": doc_pk, "position": 0, "heading": "", "page": None,
-                           "text": text, "tokens": len(text.split()), "text_hash": h,
-                           "terms": " ".join(analyse(text))})
+        chunk_rows.append(
+            {
+                "id": chunk_pk,
+                "doc_pk": doc_pk,
+                "position": 0,
+                "heading": "",
+                "page": None,
+                "text": text,
+                "tokens": len(text.split()),
+                "text_hash": h,
+                "terms": " ".join(analyse(text)),
+            }
+        )
         emb_rows.append({"model": model, "text_hash": h, "dim": dim, "vector": vec.astype("<f4").tobytes()})
     with rt.store.begin() as conn:
-        for table, rows in ((documents, doc_rows), (acl, acl_rows), (chunks, chunk_rows), (embeddings, emb_rows)):
+        for table, rows in (
+            (documents, doc_rows),
+            (acl, acl_rows),
+            (chunks, chunk_rows),
+            (embeddings, emb_rows),
+        ):
             for j in range(0, len(rows), 10000):
-                conn.execute(insert(table), rows[j: j + 10000])
+                conn.execute(insert(table), rows[j : j + 10000])
         conn.execute(versions.update().values(counter=versions.c.counter + 1))
     return target
 
@@ -150,18 +179,27 @@ def measure(rt: Runtime, n_requests: int) -> dict[str, object]:
     # trace write alone (masking + insert), on realistic traces
     store = traces_for(rt)
     for i in range(n_requests):
-        trace = Trace(workflow="billing-support", principal_id="ana", question=QUESTIONS[i % len(QUESTIONS)] +
-                      " my email is jane.doe@example.com", status="answered", answer="Refunds take 5–10 days [S1].")
+        trace = Trace(
+            workflow="billing-support",
+            principal_id="ana",
+            question=QUESTIONS[i % len(QUESTIONS)] + " my email is jane.doe@example.com",
+            status="answered",
+            answer="Refunds take 5–10 days [S1].",
+        )
         t0 = time.perf_counter()
         store.write(trace)
         write_ms.append((time.perf_counter() - t0) * 1000)
     return {
-        "bare_p50": pct(bare_ms, 50), "bare_p95": pct(bare_ms, 95),
-        "governed_p50": pct(governed_ms, 50), "governed_p95": pct(governed_ms, 95),
-        "overhead_p50": pct(overhead_ms, 50), "overhead_p95": pct(overhead_ms, 95),
+        "bare_p50": pct(bare_ms, 50),
+        "bare_p95": pct(bare_ms, 95),
+        "governed_p50": pct(governed_ms, 50),
+        "governed_p95": pct(governed_ms, 95),
+        "overhead_p50": pct(overhead_ms, 50),
+        "overhead_p95": pct(overhead_ms, 95),
         "overhead_share_p50": statistics.median(o / b for o, b in zip(overhead_ms, bare_ms, strict=True)),
         "overhead_p95_share_of_bare_p95": pct(overhead_ms, 95) / pct(bare_ms, 95),
-        "trace_write_p50": pct(write_ms, 50), "trace_write_p95": pct(write_ms, 95),
+        "trace_write_p50": pct(write_ms, 50),
+        "trace_write_p95": pct(write_ms, 95),
     }
 
 
@@ -171,21 +209,29 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "retrieval" / "msmarco")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--sync-writes", action="store_true",
-                    help="write traces synchronously (the CLI's way) instead of the server's background writer")
+    ap.add_argument(
+        "--sync-writes",
+        action="store_true",
+        help="write traces synchronously (the CLI's way) instead of the server's background writer",
+    )
     args = ap.parse_args()
-    corpus = [json.loads(line) for line in (args.data / "corpus.jsonl").read_text().split("\n") if line.strip()]
+    corpus = [
+        json.loads(line) for line in (args.data / "corpus.jsonl").read_text().split("\n") if line.strip()
+    ]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
-        shutil.copytree(REPO / "examples" / "billing-support", project, ignore=shutil.ignore_patterns(".charter"))
+        shutil.copytree(
+            REPO / "examples" / "billing-support", project, ignore=shutil.ignore_patterns(".charter")
+        )
         rt = Runtime.open(project / "charter.yaml")
         print("syncing the billing example…", flush=True)
         sync_sources(rt)
         from charter.models import PromptRegistry
 
         PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e)).approve(
-            "draft_reply", rt.spec.prompt("draft_reply").active, principal=rt.charter.principal("lena"))
+            "draft_reply", rt.spec.prompt("draft_reply").active, principal=rt.charter.principal("lena")
+        )
         if not args.sync_writes:
             traces_for(rt).enable_background_writes()  # what `charter serve` does (start_server_telemetry)
         import gc
@@ -201,13 +247,17 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "synchronous trace writes" if args.sync_writes else "background trace writes (server mode)"
     print(f"\n### Ask pipeline overhead — {stamp}, {machine()}, {args.requests} requests per size, {mode}\n")
-    print("| chunks | bare p50 / p95 ms | governed p50 / p95 ms | overhead p50 / p95 ms | overhead p95 / bare p95 "
-          "| trace write p50 / p95 ms |")
+    print(
+        "| chunks | bare p50 / p95 ms | governed p50 / p95 ms | overhead p50 / p95 ms | overhead p95 / bare p95 "
+        "| trace write p50 / p95 ms |"
+    )
     print("|---|---|---|---|---|---|")
     for n, r in results.items():
-        print(f"| {n:,} | {r['bare_p50']:.1f} / {r['bare_p95']:.1f} | {r['governed_p50']:.1f} / {r['governed_p95']:.1f} "
-              f"| {r['overhead_p50']:.2f} / {r['overhead_p95']:.2f} | {100 * r['overhead_p95_share_of_bare_p95']:.1f}% "
-              f"| {r['trace_write_p50']:.2f} / {r['trace_write_p95']:.2f} |")
+        print(
+            f"| {n:,} | {r['bare_p50']:.1f} / {r['bare_p95']:.1f} | {r['governed_p50']:.1f} / {r['governed_p95']:.1f} "
+            f"| {r['overhead_p50']:.2f} / {r['overhead_p95']:.2f} | {100 * r['overhead_p95_share_of_bare_p95']:.1f}% "
+            f"| {r['trace_write_p50']:.2f} / {r['trace_write_p95']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps({"date": stamp, "machine": machine(), "results": results}, indent=2))
 

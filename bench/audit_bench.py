@@ -50,16 +50,25 @@ def machine() -> str:
         load = f"load average {os.getloadavg()[0]:.1f}"
     except OSError:
         load = "load unknown"
-    return (f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}; {load} at start")
+    return (
+        f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}; {load} at start"
+    )
 
 
 def event_for(i: int) -> AuditEvent:
-    return AuditEvent(actor=f"user-{i % 7}", action="token.used" if i % 3 else "policy.denied",
-                      resource=f"workflow:billing-support/request/{i}",
-                      outcome="allowed" if i % 3 else "denied",
-                      details={"request_id": f"req-{i:08d}", "token_id": f"tok-{i % 97}", "cost_usd": 0.0012,
-                               "note": "résumé ✓"})
+    return AuditEvent(
+        actor=f"user-{i % 7}",
+        action="token.used" if i % 3 else "policy.denied",
+        resource=f"workflow:billing-support/request/{i}",
+        outcome="allowed" if i % 3 else "denied",
+        details={
+            "request_id": f"req-{i:08d}",
+            "token_id": f"tok-{i % 97}",
+            "cost_usd": 0.0012,
+            "note": "résumé ✓",
+        },
+    )
 
 
 def bench_single(store: Store, key_dir: Path, n: int) -> float:
@@ -67,8 +76,9 @@ def bench_single(store: Store, key_dir: Path, n: int) -> float:
     start = time.perf_counter()
     for i in range(n):
         ev = event_for(i)
-        log.append(actor=ev.actor, action=ev.action, resource=ev.resource, outcome=ev.outcome,
-                   details=ev.details)
+        log.append(
+            actor=ev.actor, action=ev.action, resource=ev.resource, outcome=ev.outcome, details=ev.details
+        )
     return n / (time.perf_counter() - start)
 
 
@@ -120,13 +130,24 @@ def table(r: dict[str, object]) -> str:
     ok_v = "yes" if float(r["verify_s"]) < TARGET_VERIFY_S else "**no**"  # type: ignore[arg-type]
     rows = [
         ("appends/s, one event per transaction", f"{r['single_open_store']:,.0f}", "-", "-"),
-        (f"appends/s, batched ({BATCH} per transaction)", f"{r['batched']:,.0f}", f">= {TARGET_BATCHED:,.0f}",
-         ok_b),
-        (f"verify {entries:,} entries ({r['checkpoints']} checkpoints)", f"{r['verify_s']:.2f} s wall, "
-         f"{r['verify_cpu_s']:.2f} s CPU ({r['verify_per_s']:,.0f} entries/s)", f"< {TARGET_VERIFY_S:.0f} s",
-         ok_v),
-        (f"verify {entries:,} entries in one pass (no forked scanner)",
-         f"{r['verify_one_pass_s']:.2f} s wall, {r['verify_one_pass_cpu_s']:.2f} s CPU", "-", "-"),
+        (
+            f"appends/s, batched ({BATCH} per transaction)",
+            f"{r['batched']:,.0f}",
+            f">= {TARGET_BATCHED:,.0f}",
+            ok_b,
+        ),
+        (
+            f"verify {entries:,} entries ({r['checkpoints']} checkpoints)",
+            f"{r['verify_s']:.2f} s wall, {r['verify_cpu_s']:.2f} s CPU ({r['verify_per_s']:,.0f} entries/s)",
+            f"< {TARGET_VERIFY_S:.0f} s",
+            ok_v,
+        ),
+        (
+            f"verify {entries:,} entries in one pass (no forked scanner)",
+            f"{r['verify_one_pass_s']:.2f} s wall, {r['verify_one_pass_cpu_s']:.2f} s CPU",
+            "-",
+            "-",
+        ),
     ]
     lines = ["| measure | result | target | met |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -154,8 +175,12 @@ def write_doc(r: dict[str, object], mach: str, stamp: str | None = None) -> None
             "run. "
             "Re-run on an idle machine to check the wall-time target.\n"
         )
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n\nResults recorded by the " \
+    text = (
+        DOC.read_text(encoding="utf-8")
+        if DOC.exists()
+        else "# Benchmarks\n\nResults recorded by the "
         "scripts in `bench/`; each section is rewritten by its script.\n"
+    )
     pattern = re.compile(r"^## Audit log\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _m: section + "\n", text, count=1)

@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Wall-clock deadlines make property tests flaky on a loaded 2-core CI machine; correctness is what they test.
-settings.register_profile("charter", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile(
+    "charter", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
 settings.load_profile("charter")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -42,8 +42,7 @@ def rt(synced_project: Path) -> Iterator[Runtime]:
 @pytest.mark.parametrize("user", ["ana", "casey"])
 @pytest.mark.parametrize(
     "question",
-    ["How long do card refunds take?", "What do the community notes about refunds say?",
-     *INJECTIONS],
+    ["How long do card refunds take?", "What do the community notes about refunds say?", *INJECTIONS],
 )
 def test_injection_changes_nothing(rt: Runtime, user: str, question: str) -> None:
     result = ask(rt, rt.charter.principal(user), question, submit_for_review=False)

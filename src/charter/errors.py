@@ -26,7 +26,7 @@ codes in one place (``charter.cli``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Problem:
         return f"{where}{fld}{self.message}"
 
 
-class CharterException(Exception):  # noqa: N818 - root of the hierarchy
+class CharterException(Exception):
     """Root of every exception Charter raises on purpose."""
 
 
@@ -57,8 +57,9 @@ class CharterError(CharterException):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
         self.problem = Problem(message, file=file, line=line, field=field)
         super().__init__(str(self.problem))
 

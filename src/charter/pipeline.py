@@ -85,12 +85,21 @@ def admit(rt: Runtime, principal: Principal, question: str, trace: Trace) -> str
         decision = rt.authorizer.authorize(principal, "ask", _workflow_resource(rt))
         span["policy"] = {"allowed": decision.allowed, "policies": list(decision.policy_ids)}
         if not decision.allowed:
-            rt.audit.append(actor=principal.id, action="ask.denied", resource=_workflow_resource(rt), outcome="denied",
-                            details={"reasons": list(decision.reasons), "request_id": trace.request_id})
-            raise Denied(f"{principal.id} may not use workflow {rt.spec.workflow.id}", reasons=list(decision.reasons))
+            rt.audit.append(
+                actor=principal.id,
+                action="ask.denied",
+                resource=_workflow_resource(rt),
+                outcome="denied",
+                details={"reasons": list(decision.reasons), "request_id": trace.request_id},
+            )
+            raise Denied(
+                f"{principal.id} may not use workflow {rt.spec.workflow.id}", reasons=list(decision.reasons)
+            )
         if _workflow_killed(rt):
             span["kill_switch"] = True
-            raise Denied(f"workflow {rt.spec.workflow.id} is switched off (kill switch)", reasons=["kill switch on"])
+            raise Denied(
+                f"workflow {rt.spec.workflow.id} is switched off (kill switch)", reasons=["kill switch on"]
+            )
         if not isinstance(question, str):
             raise UsageError("question must be text")
         if "\x00" in question:
@@ -146,8 +155,18 @@ def retrieve(rt: Runtime, principal: Principal, question: str, trace: Trace) -> 
                 else:
                     warnings.append(f"source {s.id} is stale (last sync {synced or 'never'})")
         sources = allowed_sources - excluded_stale
-        hits = index.search(tokens, question, k=spec.retrieval.top_k, fusion=spec.retrieval.fusion,
-                            sources=sources, min_score=spec.retrieval.min_score) if sources else []
+        hits = (
+            index.search(
+                tokens,
+                question,
+                k=spec.retrieval.top_k,
+                fusion=spec.retrieval.fusion,
+                sources=sources,
+                min_score=spec.retrieval.min_score,
+            )
+            if sources
+            else []
+        )
         kept: list[Hit] = []
         dropped = 0
         for hit in hits:
@@ -156,12 +175,26 @@ def retrieve(rt: Runtime, principal: Principal, question: str, trace: Trace) -> 
                 dropped += 1
                 continue
             kept.append(hit)
-        span.update(k=spec.retrieval.top_k, returned=len(hits), kept=len(kept), recheck_dropped=dropped,
-                    excluded_stale=sorted(excluded_stale), index_version=index.version,
-                    chunks=[{"chunk_id": h.chunk_id, "score": round(h.score, 4), "rank": h.rank} for h in kept])
+        span.update(
+            k=spec.retrieval.top_k,
+            returned=len(hits),
+            kept=len(kept),
+            recheck_dropped=dropped,
+            excluded_stale=sorted(excluded_stale),
+            index_version=index.version,
+            chunks=[{"chunk_id": h.chunk_id, "score": round(h.score, 4), "rank": h.rank} for h in kept],
+        )
         trace.index_version = index.version
-        trace.retrieved = [{"chunk_id": h.chunk_id, "source": h.source_id, "doc_id": h.doc_id, "rank": h.rank,
-                            "score": h.score} for h in kept]
+        trace.retrieved = [
+            {
+                "chunk_id": h.chunk_id,
+                "source": h.source_id,
+                "doc_id": h.doc_id,
+                "rank": h.rank,
+                "score": h.score,
+            }
+            for h in kept
+        ]
     return kept, warnings
 
 
@@ -199,8 +232,16 @@ def _split_audience(text: str, audience: dict[str, str]) -> tuple[str, list[str]
 def _passage(cid: str, hit: Hit, audience: str) -> Any:
     from charter.models import Passage
 
-    return Passage(id=cid, text=hit.text, title=hit.title, heading=hit.heading, audience=audience,  # type: ignore[arg-type]
-                   source_id=hit.source_id, chunk_id=hit.chunk_id, url=hit.url or "")
+    return Passage(
+        id=cid,
+        text=hit.text,
+        title=hit.title,
+        heading=hit.heading,
+        audience=audience,  # type: ignore[arg-type]
+        source_id=hit.source_id,
+        chunk_id=hit.chunk_id,
+        url=hit.url or "",
+    )
 
 
 def _tone(rt: Runtime, customer: str, agent: str) -> tuple[str, str]:
@@ -228,13 +269,23 @@ def _escalation_target(rt: Runtime, reason: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ ask
-def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceStore | None = None,
-        submit_for_review: bool = True) -> AskResult:
+def ask(
+    rt: Runtime,
+    principal: Principal,
+    question: str,
+    *,
+    trace_store: TraceStore | None = None,
+    submit_for_review: bool = True,
+) -> AskResult:
     """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded)."""
     t0 = time.perf_counter()
     spec = rt.spec
-    trace = Trace(workflow=spec.workflow.id, principal_id=principal.id, question=question,
-                  charter_fingerprint=rt.fingerprint)
+    trace = Trace(
+        workflow=spec.workflow.id,
+        principal_id=principal.id,
+        question=question,
+        charter_fingerprint=rt.fingerprint,
+    )
     store = trace_store or traces_for(rt)
     warnings: list[str] = []
     try:
@@ -243,16 +294,30 @@ def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceS
         passages, audience = _passages(rt, hits)
         gateway = gateway_for(rt)
         with trace.span("generate") as span:
-            request = gateway.build_request(q, [_passage(cid, h, audience[cid]) for cid, h in passages.items()],
-                                            agent_name=principal.name)
+            request = gateway.build_request(
+                q, [_passage(cid, h, audience[cid]) for cid, h in passages.items()], agent_name=principal.name
+            )
             gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
-            span.update(model=gen.model, provider=gen.provider, prompt_version=gen.prompt_version,
-                        input_tokens=gen.input_tokens, output_tokens=gen.output_tokens, cost_usd=gen.cost_usd,
-                        usage_source=gen.usage_source, attempts=gen.attempts, fallback_used=gen.fallback_used,
-                        fallback_reason=gen.fallback_reason, errors=list(gen.errors))
+            span.update(
+                model=gen.model,
+                provider=gen.provider,
+                prompt_version=gen.prompt_version,
+                input_tokens=gen.input_tokens,
+                output_tokens=gen.output_tokens,
+                cost_usd=gen.cost_usd,
+                usage_source=gen.usage_source,
+                attempts=gen.attempts,
+                fallback_used=gen.fallback_used,
+                fallback_reason=gen.fallback_reason,
+                errors=list(gen.errors),
+            )
         trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, gen.prompt_version
         trace.input_tokens, trace.output_tokens = gen.input_tokens or 0, gen.output_tokens or 0
-        trace.usage_source, trace.cost_usd, trace.cost_source = gen.usage_source, gen.cost_usd, gen.cost_source
+        trace.usage_source, trace.cost_usd, trace.cost_source = (
+            gen.usage_source,
+            gen.cost_usd,
+            gen.cost_source,
+        )
         greeting, signoff = _tone(rt, request.customer_name, request.agent_name)
         result = check(rt, principal, q, gen.text, passages, audience, trace, template=(greeting, signoff))
         result.warnings = warnings
@@ -286,8 +351,17 @@ def ask(rt: Runtime, principal: Principal, question: str, *, trace_store: TraceS
     return result
 
 
-def check(rt: Runtime, principal: Principal, question: str, text: str, passages: dict[str, Hit],
-          audience: dict[str, str], trace: Trace, *, template: tuple[str, str] = ("", "")) -> AskResult:
+def check(
+    rt: Runtime,
+    principal: Principal,
+    question: str,
+    text: str,
+    passages: dict[str, Hit],
+    audience: dict[str, str],
+    trace: Trace,
+    *,
+    template: tuple[str, str] = ("", ""),
+) -> AskResult:
     """Validate citations, score groundedness, scan for canaries and PII, apply escalation rules.
 
     ``template`` is the tone's greeting and sign-off: fixed text from the charter, not claims, so it is
@@ -339,26 +413,65 @@ def check(rt: Runtime, principal: Principal, question: str, text: str, passages:
             escalation["topics"] = topics_sensitive
         used = set(checks.CITATION.findall(draft + " " + notes))
         citations = [
-            Citation(id=cid, chunk_id=h.chunk_id, source_id=h.source_id, doc_id=h.doc_id, title=h.title,
-                     heading=h.heading, url=h.url, page=h.page, audience=audience[cid])
-            for cid, h in passages.items() if cid in used
+            Citation(
+                id=cid,
+                chunk_id=h.chunk_id,
+                source_id=h.source_id,
+                doc_id=h.doc_id,
+                title=h.title,
+                heading=h.heading,
+                url=h.url,
+                page=h.page,
+                audience=audience[cid],
+            )
+            for cid, h in passages.items()
+            if cid in used
         ]
-        shown_scores = [{"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores]
+        shown_scores = [
+            {"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores
+        ]
         if canaries:  # never show content that carries a canary; a human looks at it
             draft, notes, citations, shown_scores = WITHHELD, "", [], []
         elif reason in ("no_sources", "out_of_scope"):
-            draft = NO_ANSWER if reason == "no_sources" else (
-                "This question is outside what this assistant may answer; it has been routed to a colleague.")
+            draft = (
+                NO_ANSWER
+                if reason == "no_sources"
+                else (
+                    "This question is outside what this assistant may answer; it has been routed to a colleague."
+                )
+            )
             notes, citations, shown_scores = "", [], []
-        span.update(valid_citations=cit.valid, removed_citations=len(cit.removed), groundedness=grounded,
-                    canaries=len(canaries), pii=pii, escalation=reason, sentences=len(scores))
-        trace.checks = {"removed_citations": len(cit.removed), "canaries": len(canaries), "pii": pii,
-                        "out_of_scope": topics_out, "sensitive": topics_sensitive}
+        span.update(
+            valid_citations=cit.valid,
+            removed_citations=len(cit.removed),
+            groundedness=grounded,
+            canaries=len(canaries),
+            pii=pii,
+            escalation=reason,
+            sentences=len(scores),
+        )
+        trace.checks = {
+            "removed_citations": len(cit.removed),
+            "canaries": len(canaries),
+            "pii": pii,
+            "out_of_scope": topics_out,
+            "sensitive": topics_sensitive,
+        }
     status = "needs_human" if escalation else "answered"
     return AskResult(
-        request_id=trace.request_id, status=status, draft=draft, agent_notes=notes, citations=citations,
-        groundedness=None if grounded is None else round(grounded, 4), escalation=escalation, model=None,
-        prompt_version=None, input_tokens=0, output_tokens=0, cost_usd=0.0, latency_ms={},
+        request_id=trace.request_id,
+        status=status,
+        draft=draft,
+        agent_notes=notes,
+        citations=citations,
+        groundedness=None if grounded is None else round(grounded, 4),
+        escalation=escalation,
+        model=None,
+        prompt_version=None,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0.0,
+        latency_ms={},
         removed_citations=len(cit.removed),
         sentence_scores=shown_scores,
     )
@@ -390,16 +503,27 @@ def act(rt: Runtime, principal: Principal, text: str, trace: Trace) -> list[dict
                     raise UsageError("a tool call must be an object with a string 'name'")
                 args = payload.get("arguments", payload.get("args", {}))
                 record.update(name=payload["name"], args=args)
-                proposal = propose(rt, principal, payload["name"], args, request_id=trace.request_id, origin="model",
-                                   reason="proposed by the model")
-                record.update(decision=proposal.status, action_id=proposal.id, approval_id=proposal.approval_id)
+                proposal = propose(
+                    rt,
+                    principal,
+                    payload["name"],
+                    args,
+                    request_id=trace.request_id,
+                    origin="model",
+                    reason="proposed by the model",
+                )
+                record.update(
+                    decision=proposal.status, action_id=proposal.id, approval_id=proposal.approval_id
+                )
             except json.JSONDecodeError:
                 record.update(decision="refused", reason="not valid JSON")
             except _CE as exc:
                 record.update(decision="refused", reason=str(exc), reasons=list(getattr(exc, "reasons", [])))
             out.append(record)
         if len(calls) > MAX_TOOL_CALLS:
-            out.append({"decision": "refused", "reason": f"more than {MAX_TOOL_CALLS} tool calls in one answer"})
+            out.append(
+                {"decision": "refused", "reason": f"more than {MAX_TOOL_CALLS} tool calls in one answer"}
+            )
         span.update(proposed=len(calls), decisions=[r.get("decision") for r in out])
     trace.tool_calls = out
     return [{k: v for k, v in r.items() if k != "raw"} for r in out]
@@ -445,9 +569,15 @@ def _submit_review(rt: Runtime, principal: Principal, question: str, result: Ask
     except ImportError:  # pragma: no cover - review package not present
         return None
     item = submit_draft(
-        rt, request_id=result.request_id, principal=principal, question=question, draft=result.draft,
-        citations=[asdict(c) for c in result.citations], agent_notes=result.agent_notes,
-        groundedness=result.groundedness, escalation_reason=(result.escalation or {}).get("reason"),
+        rt,
+        request_id=result.request_id,
+        principal=principal,
+        question=question,
+        draft=result.draft,
+        citations=[asdict(c) for c in result.citations],
+        agent_notes=result.agent_notes,
+        groundedness=result.groundedness,
+        escalation_reason=(result.escalation or {}).get("reason"),
     )
     return str(getattr(item, "id", item))
 

@@ -31,8 +31,13 @@ class Runtime:
         self.key_dir = key_dir or loaded.base_dir / ".charter" / "keys"
 
     @classmethod
-    def open(cls, charter_path: Path | str | None = None, *, database_url: str | None = None,
-             record_changes: bool = True) -> Runtime:
+    def open(
+        cls,
+        charter_path: Path | str | None = None,
+        *,
+        database_url: str | None = None,
+        record_changes: bool = True,
+    ) -> Runtime:
         loaded = load_charter(charter_path)
         store = open_store(database_url or resolve_database_url(loaded.base_dir))
         rt = cls(loaded, store)
@@ -68,7 +73,9 @@ class Runtime:
 
     def set_state(self, key: str, value: Any) -> None:
         with self.store.begin() as conn:
-            updated = conn.execute(state.update().where(state.c.key == key).values(value=value, updated_at=utcnow()))
+            updated = conn.execute(
+                state.update().where(state.c.key == key).values(value=value, updated_at=utcnow())
+            )
             if updated.rowcount == 0:
                 conn.execute(state.insert().values(key=key, value=value, updated_at=utcnow()))
 
@@ -85,9 +92,13 @@ class Runtime:
         changes = []
         for pid in sorted(set(snapshot) | set(old_snapshot)):
             if snapshot.get(pid) != old_snapshot.get(pid):
-                changes.append({"principal": pid, "before": old_snapshot.get(pid), "after": snapshot.get(pid)})
+                changes.append(
+                    {"principal": pid, "before": old_snapshot.get(pid), "after": snapshot.get(pid)}
+                )
         self.audit.append(
-            actor="system", action="charter.changed", resource=f"workflow:{self.spec.workflow.id}",
+            actor="system",
+            action="charter.changed",
+            resource=f"workflow:{self.spec.workflow.id}",
             outcome="recorded",
             details={"previous": previous, "current": self.fingerprint, "identity_changes": changes},
         )

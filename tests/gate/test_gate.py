@@ -34,14 +34,26 @@ def test_intact_example_passes_and_report_verifies(gated_project: Path, tmp_path
     out = tmp_path / "report"
     res = run_cli("gate", "--report", str(out), "--json", "-c", str(gated_project))
     data = res.json()
-    assert res.exit_code == 0, [(c["id"], [f["message"] for f in c["findings"] if f["status"] != "pass"])
-                                for c in data["checks"]]
-    assert [c["id"] for c in data["checks"]] == ["scope", "sources", "evaluation", "review", "monitoring",
-                                                 "cost_latency", "owners"]
+    assert res.exit_code == 0, [
+        (c["id"], [f["message"] for f in c["findings"] if f["status"] != "pass"]) for c in data["checks"]
+    ]
+    assert [c["id"] for c in data["checks"]] == [
+        "scope",
+        "sources",
+        "evaluation",
+        "review",
+        "monitoring",
+        "cost_latency",
+        "owners",
+    ]
     assert data["status"] in ("pass", "warn")
     assert data["duration_s"] < 120  # the acceptance bound for the whole gate on this example
-    assert {p.name for p in out.iterdir()} == {"gate-report.json", "gate-report.md", "gate-report.html",
-                                               "gate-report.sig.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "gate-report.json",
+        "gate-report.md",
+        "gate-report.html",
+        "gate-report.sig.json",
+    }
     ok = run_cli("gate", "verify", str(out), "-c", str(gated_project))
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     # one edited byte in any report file fails verification
@@ -49,7 +61,7 @@ def test_intact_example_passes_and_report_verifies(gated_project: Path, tmp_path
         p = out / name
         original = p.read_bytes()
         i = original.index(b"pass") if b"pass" in original else len(original) // 2
-        p.write_bytes(original[:i] + bytes([original[i] ^ 0x01]) + original[i + 1:])
+        p.write_bytes(original[:i] + bytes([original[i] ^ 0x01]) + original[i + 1 :])
         bad = run_cli("gate", "verify", str(out), "-c", str(gated_project))
         assert bad.exit_code == 1, name
         p.write_bytes(original)
@@ -93,8 +105,11 @@ def test_stale_source(gated_project: Path) -> None:
     rt = Runtime.open(gated_project)
     try:
         with rt.store.begin() as conn:
-            conn.execute(update(source_state).where(source_state.c.source_id == "help-center")
-                         .values(last_success_at=utcnow() - timedelta(days=45)))
+            conn.execute(
+                update(source_state)
+                .where(source_state.c.source_id == "help-center")
+                .values(last_success_at=utcnow() - timedelta(days=45))
+            )
     finally:
         rt.close()
     res = gate(gated_project)
@@ -116,13 +131,16 @@ def test_eval_for_old_prompt_version(gated_project: Path) -> None:
     rt = Runtime.open(gated_project)
     try:
         PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e)).approve(
-            "draft_reply", "v1", principal=rt.charter.principal("lena"))
+            "draft_reply", "v1", principal=rt.charter.principal("lena")
+        )
     finally:
         rt.close()
     res = gate(gated_project)
     assert_only(res, "evaluation", "lena")
-    assert any("no eval run for the current charter fingerprint" in f.message
-               for f in res.check("evaluation").findings)
+    assert any(
+        "no eval run for the current charter fingerprint" in f.message
+        for f in res.check("evaluation").findings
+    )
 
 
 def test_self_approval_through_bad_custom_policy(gated_project: Path) -> None:
@@ -130,8 +148,10 @@ def test_self_approval_through_bad_custom_policy(gated_project: Path) -> None:
     from charter.runtime import Runtime
 
     policy = gated_project.parent / "policies" / "billing.cedar"
-    policy.write_text(policy.read_text() + '\n@id("anyone-approves")\npermit (principal, action == '
-                      'Charter::Action::"tools.approve", resource);\n')
+    policy.write_text(
+        policy.read_text() + '\n@id("anyone-approves")\npermit (principal, action == '
+        'Charter::Action::"tools.approve", resource);\n'
+    )
     rt = Runtime.open(gated_project)
     try:  # the bad policy set even carries a (mistaken) approval, so only the drill can catch it
         approve_policies(rt, rt.charter.principal("lena"))

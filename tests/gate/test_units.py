@@ -10,15 +10,18 @@ from charter.errors import UsageError
 from charter.gate._checks import vague_job
 
 
-@pytest.mark.parametrize("job", ["Support.", "automate support", "Help customers with questions and tickets "
-                                 "and support and stuff"])
+@pytest.mark.parametrize(
+    "job", ["Support.", "automate support", "Help customers with questions and tickets and support and stuff"]
+)
 def test_vague_jobs_are_flagged(job: str) -> None:
     assert vague_job(job)
 
 
 def test_specific_job_passes() -> None:
-    assert vague_job("Draft replies to customer billing questions for support agents, citing the help "
-                     "centre") is None
+    assert (
+        vague_job("Draft replies to customer billing questions for support agents, citing the help centre")
+        is None
+    )
 
 
 def test_interval() -> None:
@@ -29,7 +32,8 @@ def test_interval() -> None:
 
 def test_exported_names() -> None:
     assert set(charter.gate.__all__) == {n for n in dir(charter.gate) if not n.startswith("_")} - {
-        "annotations"}
+        "annotations"
+    }
 
 
 def test_webhook_notification_posts_json(project) -> None:  # type: ignore[no-untyped-def]
@@ -71,6 +75,18 @@ def test_every_gate_command_and_option_is_documented() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "gate.md").read_text(encoding="utf-8")
-    for item in ("charter gate verify", "approve-policies", "ack-private", "--report", "--json", "--strict",
-                 "--watch", "--interval", "--once", "--as", "workflow.restricted", "DriftScheduler"):
+    for item in (
+        "charter gate verify",
+        "approve-policies",
+        "ack-private",
+        "--report",
+        "--json",
+        "--strict",
+        "--watch",
+        "--interval",
+        "--once",
+        "--as",
+        "workflow.restricted",
+        "DriftScheduler",
+    ):
         assert item in doc, item

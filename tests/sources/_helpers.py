@@ -10,8 +10,13 @@ from charter.spec import Source
 
 def make_source(**overrides: Any) -> Source:
     data: dict[str, Any] = {
-        "id": "docs", "connector": "folder", "location": "docs", "owner": "omar", "sensitivity": "internal",
-        "permissions": {"model": "per-document"}, "freshness": {"max_age": "7d"},
+        "id": "docs",
+        "connector": "folder",
+        "location": "docs",
+        "owner": "omar",
+        "sensitivity": "internal",
+        "permissions": {"model": "per-document"},
+        "freshness": {"max_age": "7d"},
     }
     data.update(overrides)
     return Source.model_validate(data)
@@ -23,14 +28,20 @@ def write_pdf(path: Path, pages: list[str], title: str | None = None) -> Path:
     from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
     writer = PdfWriter()
-    font = writer._add_object(DictionaryObject({
-        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
-        NameObject("/BaseFont"): NameObject("/Helvetica"),
-    }))
+    font = writer._add_object(
+        DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+    )
     for text in pages:
         page = writer.add_blank_page(612, 792)
         page[NameObject("/Resources")] = DictionaryObject(
-            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})})
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        )
         stream = DecodedStreamObject()
         escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         stream.set_data(f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("latin-1"))

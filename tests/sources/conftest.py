@@ -14,8 +14,14 @@ from charter.runtime import Runtime
 from charter.sources import SyncSummary, sync_sources
 
 DOCS_SOURCE: dict[str, Any] = {
-    "id": "docs", "title": "Test documents", "connector": "folder", "location": "testdocs", "owner": "omar",
-    "sensitivity": "internal", "permissions": {"model": "per-document"}, "freshness": {"max_age": "7d"},
+    "id": "docs",
+    "title": "Test documents",
+    "connector": "folder",
+    "location": "testdocs",
+    "owner": "omar",
+    "sensitivity": "internal",
+    "permissions": {"model": "per-document"},
+    "freshness": {"max_age": "7d"},
     "chunking": {"max_tokens": 64, "overlap": 8},
 }
 

@@ -15,9 +15,27 @@ from tests.conftest import EXAMPLE, run_cli
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 
 SOURCE_KEYS = {
-    "id", "title", "connector", "location", "owner", "sensitivity", "permission_model", "groups",
-    "allowed_in_prompts", "cadence", "documents", "chunks", "private_by_default", "last_successful_sync",
-    "age_seconds", "max_age_seconds", "freshness", "on_stale", "last_run", "config_hash", "approval",
+    "id",
+    "title",
+    "connector",
+    "location",
+    "owner",
+    "sensitivity",
+    "permission_model",
+    "groups",
+    "allowed_in_prompts",
+    "cadence",
+    "documents",
+    "chunks",
+    "private_by_default",
+    "last_successful_sync",
+    "age_seconds",
+    "max_age_seconds",
+    "freshness",
+    "on_stale",
+    "last_run",
+    "config_hash",
+    "approval",
 }
 
 
@@ -40,9 +58,18 @@ def test_sync_json_summary_and_exit_code(ws: Workspace) -> None:
     assert data["ok"] is True
     [s] = data["sources"]
     assert s["source"] == "docs" and s["status"] == "partial"
-    assert {k: s[k] for k in ("added", "updated", "acl_changed", "deleted", "unchanged", "private_by_default",
-                              "failed")} == {"added": 2, "updated": 0, "acl_changed": 0, "deleted": 0,
-                                             "unchanged": 0, "private_by_default": 1, "failed": 1}
+    assert {
+        k: s[k]
+        for k in ("added", "updated", "acl_changed", "deleted", "unchanged", "private_by_default", "failed")
+    } == {
+        "added": 2,
+        "updated": 0,
+        "acl_changed": 0,
+        "deleted": 0,
+        "unchanged": 0,
+        "private_by_default": 1,
+        "failed": 1,
+    }
     assert s["private"] == [{"doc_id": "orphan.md", "reason": "no ACL"}]
     assert s["failures"][0]["doc_id"] == "junk.txt" and "binary" in s["failures"][0]["reason"]
 
@@ -127,8 +154,11 @@ def test_approval_status_and_config_hash(ws: Workspace) -> None:
         (None, "unapproved", None),
         ({"by": "lena", "at": "2026-11-02T10:00:00Z"}, "approved_unbound", None),
         ({"by": "lena", "at": "2026-11-02T10:00:00Z", "config_hash": current}, "approved", True),
-        ({"by": "lena", "at": "2026-11-02T10:00:00Z", "config_hash": "sha256:0000000000000000"},
-         "config_changed", False),
+        (
+            {"by": "lena", "at": "2026-11-02T10:00:00Z", "config_hash": "sha256:0000000000000000"},
+            "config_changed",
+            False,
+        ),
     ]
     for approval, state, matches in cases:
         _with_approval(ws, approval)
@@ -166,10 +196,17 @@ def test_sources_show_lists_documents_for_owners_only(ws: Workspace) -> None:
 def test_example_project_syncs_cleanly_and_broken_acls_are_private(ws: Workspace) -> None:
     """The shipped example: every document parses; its broken-ACL folder is indexed private (fail closed)."""
     original = yaml.safe_load((EXAMPLE / "charter.yaml").read_text(encoding="utf-8"))
-    sources = original["sources"] + [{
-        "id": "team-notes", "connector": "folder", "location": "sources/broken-acl", "owner": "lena",
-        "sensitivity": "internal", "permissions": {"model": "per-document"}, "freshness": {"max_age": "30d"},
-    }]
+    sources = original["sources"] + [
+        {
+            "id": "team-notes",
+            "connector": "folder",
+            "location": "sources/broken-acl",
+            "owner": "lena",
+            "sensitivity": "internal",
+            "permissions": {"model": "per-document"},
+            "freshness": {"max_age": "30d"},
+        }
+    ]
     ws.configure(sources)
     out = ws.sync()
     for sid in ("help-center", "playbook", "finance-policies", "pricing-committee"):
@@ -183,5 +220,9 @@ def test_example_project_syncs_cleanly_and_broken_acls_are_private(ws: Workspace
         tokens = ws.rt.charter.principal(user).acl_tokens
         hits = index.search(tokens, "helpdesk macro cleanup offsite notes", k=20)
         assert all(h.source_id != "team-notes" for h in hits), user
-    assert any(h.source_id == "team-notes" for h in index.search(
-        ws.rt.charter.principal("lena").acl_tokens, "helpdesk macro cleanup offsite notes", k=20))
+    assert any(
+        h.source_id == "team-notes"
+        for h in index.search(
+            ws.rt.charter.principal("lena").acl_tokens, "helpdesk macro cleanup offsite notes", k=20
+        )
+    )

@@ -51,9 +51,15 @@ def test_builtins_are_registered_through_the_public_registry() -> None:
 
 
 def test_markdown_front_matter_gives_acl_title_url_and_updated_at(tmp_path: Path) -> None:
-    folder(tmp_path, {"guides/refunds.md": (
-        "---\ntitle: How refunds work\nurl: https://help.example/refunds\nupdated_at: 2026-10-02T09:00:00Z\n"
-        "acl: [group:support, user:farid]\n---\n# Refunds\n\nAnnual plans are refunded pro-rata.\n")})
+    folder(
+        tmp_path,
+        {
+            "guides/refunds.md": (
+                "---\ntitle: How refunds work\nurl: https://help.example/refunds\nupdated_at: 2026-10-02T09:00:00Z\n"
+                "acl: [group:support, user:farid]\n---\n# Refunds\n\nAnnual plans are refunded pro-rata.\n"
+            )
+        },
+    )
     docs = read_all(tmp_path)
     doc = docs["guides/refunds.md"]
     assert isinstance(doc, Document)
@@ -66,8 +72,9 @@ def test_markdown_front_matter_gives_acl_title_url_and_updated_at(tmp_path: Path
 
 
 def test_title_falls_back_to_first_heading_then_file_name_and_mtime(tmp_path: Path) -> None:
-    root = folder(tmp_path, {"a.md": "Intro line\n\n## Second-level title\n\nBody",
-                             "failed-payments.txt": "x"})
+    root = folder(
+        tmp_path, {"a.md": "Intro line\n\n## Second-level title\n\nBody", "failed-payments.txt": "x"}
+    )
     docs = read_all(tmp_path)
     a, b = docs["a.md"], docs["failed-payments.txt"]
     assert isinstance(a, Document) and isinstance(b, Document)
@@ -79,19 +86,31 @@ def test_title_falls_back_to_first_heading_then_file_name_and_mtime(tmp_path: Pa
 
 
 def test_document_ids_are_stable_relative_posix_paths_and_hidden_files_are_skipped(tmp_path: Path) -> None:
-    folder(tmp_path, {"b/c/deep.md": "# Deep", "top.md": "# Top", ".hidden.md": "# no", ".git/x.md": "# no",
-                      "image.png": b"\x89PNG", "notes.acl": "public"})
+    folder(
+        tmp_path,
+        {
+            "b/c/deep.md": "# Deep",
+            "top.md": "# Top",
+            ".hidden.md": "# no",
+            ".git/x.md": "# no",
+            "image.png": b"\x89PNG",
+            "notes.acl": "public",
+        },
+    )
     assert sorted(read_all(tmp_path)) == ["b/c/deep.md", "top.md"]
 
 
-@pytest.mark.parametrize("front_matter, error", [
-    ("acl: [group:support, admins]", "invalid ACL token 'admins'"),
-    ("acl: []", "empty ACL"),
-    ("acl: {group: support}", "ACL must be a list"),
-    ("acl: [group:Support]", "invalid ACL token"),
-    ("acl: [group:support\ntitle: x", "not valid YAML"),
-    ("- just\n- a list", "not a mapping"),
-])
+@pytest.mark.parametrize(
+    "front_matter, error",
+    [
+        ("acl: [group:support, admins]", "invalid ACL token 'admins'"),
+        ("acl: []", "empty ACL"),
+        ("acl: {group: support}", "ACL must be a list"),
+        ("acl: [group:Support]", "invalid ACL token"),
+        ("acl: [group:support\ntitle: x", "not valid YAML"),
+        ("- just\n- a list", "not a mapping"),
+    ],
+)
 def test_unparseable_acls_become_none_with_a_reason(tmp_path: Path, front_matter: str, error: str) -> None:
     folder(tmp_path, {"d.md": f"---\n{front_matter}\n---\n# Body\n\ntext"})
     doc = read_all(tmp_path)["d.md"]
@@ -138,9 +157,11 @@ def test_html_keeps_headings_as_markdown_and_uses_title_tag(tmp_path: Path) -> N
 
 def test_pdf_text_per_page_title_from_metadata_and_sidecar_meta_yaml(tmp_path: Path) -> None:
     root = folder(tmp_path, {})
-    write_pdf(root / "policy.pdf",
-              ["Refund exceptions need finance approval.", "Page two: goodwill credits."],
-              title="Refund exceptions policy")
+    write_pdf(
+        root / "policy.pdf",
+        ["Refund exceptions need finance approval.", "Page two: goodwill credits."],
+        title="Refund exceptions policy",
+    )
     (root / "policy.meta.yaml").write_text("acl: [group:finance]\nurl: https://wiki.example/policy\n")
     doc = read_all(tmp_path)["policy.pdf"]
     assert isinstance(doc, Document)
@@ -158,8 +179,16 @@ def test_pdf_without_metadata_title_uses_file_name(tmp_path: Path) -> None:
 
 
 def test_acl_in_two_places_is_an_error(tmp_path: Path) -> None:
-    folder(tmp_path, {"a.md": "---\nacl: [public]\n---\nx", "a.acl": "group:support",
-                      "b.html": "<p>x</p>", "b.html.acl": "public", "b.meta.yaml": "acl: [group:finance]"})
+    folder(
+        tmp_path,
+        {
+            "a.md": "---\nacl: [public]\n---\nx",
+            "a.acl": "group:support",
+            "b.html": "<p>x</p>",
+            "b.html.acl": "public",
+            "b.meta.yaml": "acl: [group:finance]",
+        },
+    )
     docs = read_all(tmp_path)
     for key in ("a.md", "b.html"):
         doc = docs[key]
@@ -168,8 +197,15 @@ def test_acl_in_two_places_is_an_error(tmp_path: Path) -> None:
 
 
 def test_bad_sidecar_is_an_acl_error(tmp_path: Path) -> None:
-    folder(tmp_path, {"a.html": "<p>x</p>", "a.acl": "group:support\nadmins  # who?\n",
-                      "b.html": "<p>y</p>", "b.meta.yaml": "acl: [public\n"})
+    folder(
+        tmp_path,
+        {
+            "a.html": "<p>x</p>",
+            "a.acl": "group:support\nadmins  # who?\n",
+            "b.html": "<p>y</p>",
+            "b.meta.yaml": "acl: [public\n",
+        },
+    )
     docs = read_all(tmp_path)
     a, b = docs["a.html"], docs["b.html"]
     assert isinstance(a, Document) and a.acl is None and "a.acl" in (a.acl_error or "")
@@ -177,22 +213,34 @@ def test_bad_sidecar_is_an_acl_error(tmp_path: Path) -> None:
 
 
 def test_acl_file_comments_and_separators(tmp_path: Path) -> None:
-    folder(tmp_path, {"a.txt": "x",
-                      "a.txt.acl": "# who may read\ngroup:support, user:lena\n\npublic # all\n"})
+    folder(
+        tmp_path, {"a.txt": "x", "a.txt.acl": "# who may read\ngroup:support, user:lena\n\npublic # all\n"}
+    )
     doc = read_all(tmp_path)["a.txt"]
     assert isinstance(doc, Document) and doc.acl == frozenset({"group:support", "user:lena", "public"})
 
 
 def test_corrupt_binary_and_oversize_files_fail_alone(tmp_path: Path) -> None:
-    folder(tmp_path, {"ok.md": "# fine", "broken.pdf": b"%PDF-1.4\nthis is not really a pdf",
-                      "junk.md": b"\x00\x01\x02binary", "latin1.txt": "caf\xe9".encode("latin-1"),
-                      "big.txt": "x" * 5000})
+    folder(
+        tmp_path,
+        {
+            "ok.md": "# fine",
+            "broken.pdf": b"%PDF-1.4\nthis is not really a pdf",
+            "junk.md": b"\x00\x01\x02binary",
+            "latin1.txt": "caf\xe9".encode("latin-1"),
+            "big.txt": "x" * 5000,
+        },
+    )
     src = make_source()
     ctx = ConnectorContext(source=src, base_dir=tmp_path, max_bytes=4000)
     items = {i.doc_id: i for i in get_connector("folder").documents(ctx)}
     assert isinstance(items["ok.md"], Document)
-    for key, reason in (("broken.pdf", "PDF"), ("junk.md", "binary"), ("latin1.txt", "not UTF-8"),
-                        ("big.txt", "too large")):
+    for key, reason in (
+        ("broken.pdf", "PDF"),
+        ("junk.md", "binary"),
+        ("latin1.txt", "not UTF-8"),
+        ("big.txt", "too large"),
+    ):
         item = items[key]
         assert isinstance(item, Failed), key
         assert reason in item.reason, (key, item.reason)
@@ -223,19 +271,28 @@ def write_jsonl(tmp_path: Path, lines: list[str]) -> None:
 
 
 def test_jsonl_reads_documents_and_reports_bad_lines_with_numbers(tmp_path: Path) -> None:
-    good = {"id": "kb-1", "title": "Refunds", "text": "# Refunds\n\nWithin 30 days.", "url": "https://x/1",
-            "acl": ["group:support"], "updated_at": "2026-11-01T10:00:00+01:00"}
-    write_jsonl(tmp_path, [
-        json.dumps(good),
-        "",
-        '{"id": "kb-2", "title": "Broken", "text": "unterminated',
-        json.dumps({"title": "no id", "text": "x"}),
-        json.dumps({"id": "kb-3", "text": "no acl"}),
-        json.dumps({"id": 7, "text": "numeric id", "acl": "public"}),
-        json.dumps({"id": "kb-4", "text": 12}),
-        "[1, 2]",
-        json.dumps({"id": "kb-5", "text": "bad acl", "acl": ["everyone"]}),
-    ])
+    good = {
+        "id": "kb-1",
+        "title": "Refunds",
+        "text": "# Refunds\n\nWithin 30 days.",
+        "url": "https://x/1",
+        "acl": ["group:support"],
+        "updated_at": "2026-11-01T10:00:00+01:00",
+    }
+    write_jsonl(
+        tmp_path,
+        [
+            json.dumps(good),
+            "",
+            '{"id": "kb-2", "title": "Broken", "text": "unterminated',
+            json.dumps({"title": "no id", "text": "x"}),
+            json.dumps({"id": "kb-3", "text": "no acl"}),
+            json.dumps({"id": 7, "text": "numeric id", "acl": "public"}),
+            json.dumps({"id": "kb-4", "text": 12}),
+            "[1, 2]",
+            json.dumps({"id": "kb-5", "text": "bad acl", "acl": ["everyone"]}),
+        ],
+    )
     docs = read_all(tmp_path, connector="jsonl", location="kb.jsonl")
     kb1 = docs["kb-1"]
     assert isinstance(kb1, Document) and kb1.format == "jsonl" and kb1.title == "Refunds"
@@ -257,8 +314,13 @@ def test_jsonl_reads_documents_and_reports_bad_lines_with_numbers(tmp_path: Path
 
 
 def test_jsonl_overlong_line_fails_alone(tmp_path: Path) -> None:
-    write_jsonl(tmp_path, [json.dumps({"id": "big", "text": "x" * 3000, "acl": ["public"]}),
-                           json.dumps({"id": "small", "text": "y", "acl": ["public"]})])
+    write_jsonl(
+        tmp_path,
+        [
+            json.dumps({"id": "big", "text": "x" * 3000, "acl": ["public"]}),
+            json.dumps({"id": "small", "text": "y", "acl": ["public"]}),
+        ],
+    )
     src = make_source(connector="jsonl", location="kb.jsonl")
     items = list(get_connector("jsonl").documents(ConnectorContext(src, tmp_path, max_bytes=1000)))
     assert isinstance(items[0], Failed) and items[0].line == 1 and "longer than" in items[0].reason
@@ -277,8 +339,9 @@ def test_a_function_registered_with_the_decorator_is_a_connector(tmp_path: Path)
     def lines(ctx: ConnectorContext):  # type: ignore[no-untyped-def]
         """One document per line of the location string."""
         for i, line in enumerate(ctx.source.location.split("|")):
-            yield ctx.document(doc_id=f"l{i}", title=line, text=line, format="text",
-                               acl=frozenset({"public"}))
+            yield ctx.document(
+                doc_id=f"l{i}", title=line, text=line, format="text", acl=frozenset({"public"})
+            )
 
     src = make_source(connector="test-lines", location="a|b")
     docs = list(get_connector("test-lines").documents(ConnectorContext(src, tmp_path)))
@@ -287,8 +350,7 @@ def test_a_function_registered_with_the_decorator_is_a_connector(tmp_path: Path)
 
 
 def test_sidecar_by_stem_applies_only_to_files_with_that_stem(tmp_path: Path) -> None:
-    folder(tmp_path, {"q3.prices.html": "<p>x</p>", "q3.prices.acl": "group:finance",
-                      "q3.html": "<p>y</p>"})
+    folder(tmp_path, {"q3.prices.html": "<p>x</p>", "q3.prices.acl": "group:finance", "q3.html": "<p>y</p>"})
     docs = read_all(tmp_path)
     a, b = docs["q3.prices.html"], docs["q3.html"]
     assert isinstance(a, Document) and a.acl == frozenset({"group:finance"})

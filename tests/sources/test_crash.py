@@ -25,8 +25,10 @@ N_DOCS = 150
 
 
 def paragraph(i: int, version: str) -> str:
-    return (f"Document {i} ({version}) explains billing rule number {i}: invoices, refunds and credits "
-            f"for plan tier {i % 7}. " * 6)
+    return (
+        f"Document {i} ({version}) explains billing rule number {i}: invoices, refunds and credits "
+        f"for plan tier {i % 7}. " * 6
+    )
 
 
 def write_version(ws: Workspace, version: str) -> None:
@@ -42,8 +44,10 @@ def write_version(ws: Workspace, version: str) -> None:
         if version == "b" and i % 17 == 3:
             acl = "[nonsense]"  # broken: private by default
         content_version = "b" if version == "b" and i % 3 == 0 else "a"
-        body = (f"# Rule {i}\n\n{paragraph(i, content_version)}\n\n"
-                f"## Details\n\n{paragraph(i + 1000, content_version)}\n")
+        body = (
+            f"# Rule {i}\n\n{paragraph(i, content_version)}\n\n"
+            f"## Details\n\n{paragraph(i + 1000, content_version)}\n"
+        )
         ws.write(f"rule-{i:04}.md", md(body, acl=acl))
     if version == "b":
         for j in range(20):
@@ -64,12 +68,12 @@ def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(project: Path, tmp_path
 
     write_version(ws, "b")
     started = utcnow()
-    env = {**os.environ, "SOURCES_TEST_EMBED_DELAY": "0.05", "PYTHONPATH": str(REPO),
-           "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "SOURCES_TEST_EMBED_DELAY": "0.05", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     env.pop("CHARTER_DATABASE_URL", None)
     code = "import tests.sources._embedder; from charter.cli import main; main(['sync', '--no-progress'])"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ws.base, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ws.base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 120
         index = Index(ws.rt.store)

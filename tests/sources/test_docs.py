@@ -34,7 +34,8 @@ def test_custom_connector_example_registers_and_syncs(ws: Workspace) -> None:
         "faq-1,How long do refunds take?,Card refunds take 5 to 10 business days.,group:support public\n"
         "faq-2,Who approves large refunds?,Finance approves refunds above 100 dollars.,\n"
         "faq-3,Broken row,,public\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     ws.configure([{**DOCS_SOURCE, "id": "faq", "connector": "faq-csv", "location": "faq.csv"}])
     s = ws.sync()["faq"]
     assert (s.added, s.private_by_default, s.failed) == (2, 1, 1)
@@ -59,11 +60,32 @@ def test_acl_sidecar_example_parses() -> None:
 
 def test_public_names_are_pinned() -> None:
     assert set(charter.sources.__all__) == {
-        "AclParseError", "Connector", "ConnectorContext", "Document", "EffectiveAcl", "Failed", "Freshness",
-        "SourceUnavailable", "SyncProgress", "SyncSummary", "Syncer", "acl_hash", "approval_status",
-        "connector", "connector_names", "effective_acl", "freshness", "get_connector", "is_valid_token",
-        "last_successful_syncs", "parse_acl", "source_config_hash", "source_documents_listing",
-        "source_freshness", "source_statuses", "sync_sources",
+        "AclParseError",
+        "Connector",
+        "ConnectorContext",
+        "Document",
+        "EffectiveAcl",
+        "Failed",
+        "Freshness",
+        "SourceUnavailable",
+        "SyncProgress",
+        "SyncSummary",
+        "Syncer",
+        "acl_hash",
+        "approval_status",
+        "connector",
+        "connector_names",
+        "effective_acl",
+        "freshness",
+        "get_connector",
+        "is_valid_token",
+        "last_successful_syncs",
+        "parse_acl",
+        "source_config_hash",
+        "source_documents_listing",
+        "source_freshness",
+        "source_statuses",
+        "sync_sources",
     }
 
 
@@ -73,8 +95,9 @@ def test_every_public_name_is_documented_in_the_package_docstring() -> None:
         assert name in doc, name
 
 
-def test_python_api_example_runs(ws: Workspace, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_python_api_example_runs(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws.write("a.md", "---\nacl: [public]\n---\n# A\n\ntext\n")
     ws.close()
     monkeypatch.chdir(ws.base)

@@ -23,12 +23,24 @@ def test_upgrade_from_0002_adds_the_sources_tables(tmp_path: Path) -> None:
         names = set(inspect(store.engine).get_table_names())
         assert {"sync_runs", "source_state", "source_documents"} <= names
         with store.begin() as conn:
-            conn.execute(sync_runs.insert().values(source_id="s", actor="a", status="running",
-                                                   started_at=utcnow(), summary={}))
+            conn.execute(
+                sync_runs.insert().values(
+                    source_id="s", actor="a", status="running", started_at=utcnow(), summary={}
+                )
+            )
             conn.execute(source_state.insert().values(source_id="s", last_success_at=utcnow()))
-            conn.execute(source_documents.insert().values(
-                source_id="s", doc_id="d", title="t", format="markdown", acl_tokens=["public"],
-                private_by_default=False, content_hash="h", recorded_at=utcnow()))
+            conn.execute(
+                source_documents.insert().values(
+                    source_id="s",
+                    doc_id="d",
+                    title="t",
+                    format="markdown",
+                    acl_tokens=["public"],
+                    private_by_default=False,
+                    content_hash="h",
+                    recorded_at=utcnow(),
+                )
+            )
             assert conn.execute(select(state.c.value).where(state.c.key == "k")).scalar() == {"kept": True}
         store.migrate("head")
     finally:

@@ -51,8 +51,9 @@ def test_front_matter_split_never_raises(text: str) -> None:
 
 
 @settings(max_examples=60)
-@given(st.binary(max_size=400)
-       | st.text(max_size=400).map(lambda t: f"<html><h2>{t}</h2><p>{t}</p>".encode()))
+@given(
+    st.binary(max_size=400) | st.text(max_size=400).map(lambda t: f"<html><h2>{t}</h2><p>{t}</p>".encode())
+)
 def test_html_extraction_never_crashes(data: bytes) -> None:
     try:
         out = html_to_text(data)
@@ -63,8 +64,9 @@ def test_html_extraction_never_crashes(data: bytes) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.text(max_size=60).filter(lambda s: "\n" not in s and "\r" not in s), max_size=8))
-def test_jsonl_lines_become_documents_or_failures(tmp_path_factory: pytest.TempPathFactory,
-                                                   lines: list[str]) -> None:
+def test_jsonl_lines_become_documents_or_failures(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str]
+) -> None:
     base: Path = tmp_path_factory.mktemp("jsonl")
     (base / "kb.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     ctx = ConnectorContext(make_source(connector="jsonl", location="kb.jsonl"), base)

@@ -34,8 +34,11 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def pg_url(pg_server) -> str:  # type: ignore[no-untyped-def]
     name = "t_" + uuid.uuid4().hex[:12]
     pg_server.psql(f"CREATE DATABASE {name};")
-    return (str(pg_server.get_uri()).replace("postgresql://", "postgresql+psycopg://")
-            .replace("/postgres?", f"/{name}?"))
+    return (
+        str(pg_server.get_uri())
+        .replace("postgresql://", "postgresql+psycopg://")
+        .replace("/postgres?", f"/{name}?")
+    )
 
 
 def test_sync_on_postgres(project: Path, pg_url: str) -> None:

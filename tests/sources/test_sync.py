@@ -42,8 +42,15 @@ def test_first_sync_adds_everything_and_records_run_state_and_audit(ws: Workspac
     seed(ws)
     s = ws.sync()["docs"]
     assert s.status == "succeeded"
-    assert s.counts() == {"added": 3, "updated": 0, "acl_changed": 0, "deleted": 0, "unchanged": 0,
-                          "private_by_default": 0, "failed": 0}
+    assert s.counts() == {
+        "added": 3,
+        "updated": 0,
+        "acl_changed": 0,
+        "deleted": 0,
+        "unchanged": 0,
+        "private_by_default": 0,
+        "failed": 0,
+    }
     states = index(ws).document_states("docs")
     assert set(states) == {"refunds.md", "invoices.md", "pricing/secret.md"}
     assert states["pricing/secret.md"].acl_hash == acl_hash(frozenset({"group:pricing-committee"}))
@@ -148,12 +155,16 @@ def test_owner_change_moves_private_documents_to_the_new_owner(ws: Workspace) ->
     assert index(ws).current_acl("docs", "no-acl.md") == frozenset({"user:lena"})
 
 
-@pytest.mark.parametrize("permissions, expected", [
-    ({"model": "public"}, {"public"}),
-    ({"model": "groups", "groups": ["support", "finance"]}, {"group:support", "group:finance"}),
-])
-def test_source_permission_models_override_document_acls(ws: Workspace, permissions: dict[str, object],
-                                                          expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions, expected",
+    [
+        ({"model": "public"}, {"public"}),
+        ({"model": "groups", "groups": ["support", "finance"]}, {"group:support", "group:finance"}),
+    ],
+)
+def test_source_permission_models_override_document_acls(
+    ws: Workspace, permissions: dict[str, object], expected: set[str]
+) -> None:
     ws.configure([{**DOCS_SOURCE, "permissions": permissions}])
     ws.write("a.md", md(REFUNDS, acl="[user:farid]"))
     ws.write("b.md", "# No ACL at all\n\ntext")
@@ -168,8 +179,9 @@ def test_corrupt_file_fails_alone_and_keeps_its_previous_version(ws: Workspace) 
     ws.write("junk.md", b"\x00\x00binary")
     s = ws.sync()["docs"]
     assert s.status == "partial" and s.failed == 1 and s.added == 3
-    assert s.failures == [{"doc_id": "junk.md", "line": None,
-                           "reason": "binary content (NUL bytes) in a text file"}]
+    assert s.failures == [
+        {"doc_id": "junk.md", "line": None, "reason": "binary content (NUL bytes) in a text file"}
+    ]
     # a document that was fine becomes unreadable: reported, previous version kept, not deleted
     ws.write("refunds.md", b"\xff\xfe not utf-8 \x00")
     s2 = ws.sync()["docs"]
@@ -216,8 +228,13 @@ def test_jsonl_source_with_a_bad_line(ws: Workspace) -> None:
 
 def test_duplicate_jsonl_ids_keep_the_first(ws: Workspace) -> None:
     kb = ws.base / "kb.jsonl"
-    kb.write_text(json.dumps({"id": "a", "text": "first", "acl": "public"}) + "\n"
-                  + json.dumps({"id": "a", "text": "second", "acl": "public"}) + "\n", encoding="utf-8")
+    kb.write_text(
+        json.dumps({"id": "a", "text": "first", "acl": "public"})
+        + "\n"
+        + json.dumps({"id": "a", "text": "second", "acl": "public"})
+        + "\n",
+        encoding="utf-8",
+    )
     ws.configure([{**DOCS_SOURCE, "id": "kb", "connector": "jsonl", "location": "kb.jsonl"}])
     s = ws.sync()["kb"]
     assert (s.added, s.failed) == (1, 1) and "duplicate" in s.failures[0]["reason"]
@@ -249,9 +266,17 @@ def test_full_sync_prunes_sources_removed_from_the_charter(ws: Workspace) -> Non
 def test_a_live_concurrent_sync_is_refused_and_a_dead_one_is_marked_interrupted(ws: Workspace) -> None:
     seed(ws)
     with ws.rt.store.begin() as conn:
-        conn.execute(sync_runs.insert().values(source_id="docs", actor="x", status="running",
-                                               started_at=utcnow(), pid=os.getpid(),
-                                               host=socket.gethostname(), summary={}))
+        conn.execute(
+            sync_runs.insert().values(
+                source_id="docs",
+                actor="x",
+                status="running",
+                started_at=utcnow(),
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                summary={},
+            )
+        )
     with pytest.raises(Conflict, match="already being synced"):
         ws.sync()
     with ws.rt.store.begin() as conn:
@@ -275,8 +300,12 @@ def test_acl_naming_an_unknown_group_is_indexed_as_written_and_warned_about(ws: 
     ws.write("typo.md", md("# Typo\n\nsome text\n", acl="[group:suport, user:lena]"))
     s = ws.sync()["docs"]
     assert s.private_by_default == 0 and s.added == 1
-    assert s.warnings == [{"doc_id": "typo.md",
-                           "reason": "ACL names group:suport, which no user or group in the users file has"}]
+    assert s.warnings == [
+        {
+            "doc_id": "typo.md",
+            "reason": "ACL names group:suport, which no user or group in the users file has",
+        }
+    ]
     assert index(ws).current_acl("docs", "typo.md") == frozenset({"group:suport", "user:lena"})
     assert search_ids(ws, "ana", "some text") == set()
 
@@ -313,8 +342,13 @@ def test_ctrl_c_marks_the_run_interrupted_and_the_next_sync_finishes(ws: Workspa
 
 def test_a_source_where_every_document_fails_is_a_failed_sync_that_deletes_nothing(ws: Workspace) -> None:
     kb = ws.base / "kb.jsonl"
-    kb.write_text(json.dumps({"id": "a", "text": "alpha", "acl": "public"}) + "\n"
-                  + json.dumps({"id": "b", "text": "beta", "acl": "public"}) + "\n", encoding="utf-8")
+    kb.write_text(
+        json.dumps({"id": "a", "text": "alpha", "acl": "public"})
+        + "\n"
+        + json.dumps({"id": "b", "text": "beta", "acl": "public"})
+        + "\n",
+        encoding="utf-8",
+    )
     ws.configure([{**DOCS_SOURCE, "id": "kb", "connector": "jsonl", "location": "kb.jsonl"}])
     assert ws.sync()["kb"].added == 2
     kb.write_bytes(b"\x89PNG\r\n\x1a\n garbage that replaced the export\n{{{\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -42,11 +43,17 @@ def test_three_mistakes_all_reported_with_lines(project: Path) -> None:
     result = run_cli("check", str(project))
     assert result.exit_code == 1
     out = result.stdout
-    assert f"charter.yaml:{line_of(project, 'topk: 6')}: retrieval.topk: unknown key 'topk'; did you mean 'top_k'?" in out
+    assert (
+        f"charter.yaml:{line_of(project, 'topk: 6')}: retrieval.topk: unknown key 'topk'; did you mean 'top_k'?"
+        in out
+    )
     assert f"charter.yaml:{line_of(project, 'cost: fred')}: owners.cost: owner 'fred'" in out
     assert "did you mean 'farid'" in out
     refund_line = line_of(project, "- name: issue_refund")
-    assert f"charter.yaml:{refund_line}: tools[1].name: tool 'issue_refund' is listed in scope.forbidden_actions" in out
+    assert (
+        f"charter.yaml:{refund_line}: tools[1].name: tool 'issue_refund' is listed in scope.forbidden_actions"
+        in out
+    )
     assert "3 problem(s) found" in out
 
 
@@ -73,9 +80,16 @@ def test_check_json(project: Path) -> None:
         ("  retention: 90d", "  retention: ninety days", "expected a duration"),
         ("    - retrieval.recall@5 >= 0.8", "    - recall is good", "expected '<area>.<metric>"),
         ("  reviewer_role: lead", "  reviewer_role: leed", "did you mean 'lead'"),
-        ("    roles: [agent, lead, finance]\n    approval: none", "    roles: [agent, lead, finance]\n    approval: sometimes",
-         "tools[0].approval.rule"),
-        ("    owner: omar\n    sensitivity: public", "    owner: ghost\n    sensitivity: public", "source owner 'ghost'"),
+        (
+            "    roles: [agent, lead, finance]\n    approval: none",
+            "    roles: [agent, lead, finance]\n    approval: sometimes",
+            "tools[0].approval.rule",
+        ),
+        (
+            "    owner: omar\n    sensitivity: public",
+            "    owner: ghost\n    sensitivity: public",
+            "source owner 'ghost'",
+        ),
         ("active: v2", "active: v9", "active version 'v9'"),
         ("policies: [policies/billing.cedar]", "policies: [policies/missing.cedar]", "policy file not found"),
         ("  job: >", "  jobb: >", "unknown key 'jobb'; did you mean 'job'?"),
@@ -91,7 +105,11 @@ def test_single_mistakes(project: Path, old: str, new: str, expected: str) -> No
 
 
 def test_secret_in_charter_is_refused(project: Path) -> None:
-    edit(project, "  name: extractive-v1", "  name: extractive-v1\n  endpoint: http://x/?key=sk-proj-abcdefghijklmnopqrstuvwx")
+    edit(
+        project,
+        "  name: extractive-v1",
+        "  name: extractive-v1\n  endpoint: http://x/?key=sk-proj-abcdefghijklmnopqrstuvwx",
+    )
     with pytest.raises(SpecError) as info:
         load_charter(project)
     assert "looks like an OpenAI/Anthropic-style API key" in str(info.value)
@@ -198,7 +216,5 @@ def test_threshold_parser_never_crashes(text: str) -> None:
 @given(st.text(max_size=200))
 @settings(max_examples=200)
 def test_yaml_loader_never_crashes(text: str) -> None:
-    try:
+    with contextlib.suppress(SpecError):
         load_yaml_text(text, "fuzz.yaml")
-    except SpecError:
-        pass

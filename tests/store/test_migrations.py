@@ -31,11 +31,17 @@ def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
     assert store.current_revision() == "0001"
     log = AuditLog(store, key_dir=tmp_path / "keys", checkpoint_every=5)
     for i in range(12):
-        log.append(actor="ana", action="token.used", resource="workflow:billing-support", outcome="allowed",
-                   details={"i": i, "text": "àé"})
+        log.append(
+            actor="ana",
+            action="token.used",
+            resource="workflow:billing-support",
+            outcome="allowed",
+            details={"i": i, "text": "àé"},
+        )
     with store.begin() as conn:
-        conn.execute(state.insert().values(key="charter.fingerprint", value={"v": "sha256:abc"},
-                                           updated_at=utcnow()))
+        conn.execute(
+            state.insert().values(key="charter.fingerprint", value={"v": "sha256:abc"}, updated_at=utcnow())
+        )
     head_before = log.head()
 
     store.migrate()
@@ -46,9 +52,11 @@ def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
     assert result.ok and result.entries_verified == 12 and result.checkpoints_verified == 2
     with store.connect() as conn:
         assert conn.execute(select(state.c.value).where(state.c.key == "charter.fingerprint")).scalar() == {
-            "v": "sha256:abc"}
-    log.append(actor="omar", action="charter.changed", resource="workflow:billing-support",
-               outcome="recorded")
+            "v": "sha256:abc"
+        }
+    log.append(
+        actor="omar", action="charter.changed", resource="workflow:billing-support", outcome="recorded"
+    )
     assert log.verify().ok
     store.dispose()
 
@@ -66,8 +74,12 @@ def test_audit_tables_match_the_migrations(tmp_path: Path) -> None:
         assert compare_metadata(ctx, metadata) == []
         # and the comparison can fail: a stale definition of the table is noticed
         stale = MetaData()
-        Table("audit_log", stale, *[c.copy() for c in audit_log.columns if c.name != "ts"],
-              Column("ts", DateTime, nullable=False))
+        Table(
+            "audit_log",
+            stale,
+            *[c.copy() for c in audit_log.columns if c.name != "ts"],
+            Column("ts", DateTime, nullable=False),
+        )
         Table("audit_checkpoints", stale, *[c.copy() for c in audit_checkpoints.columns])
         assert compare_metadata(ctx, stale) != []
     store.dispose()

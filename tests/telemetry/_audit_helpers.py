@@ -13,9 +13,13 @@ from charter.telemetry.audit import AuditLog
 def fill(log: AuditLog, n: int, *, start: int = 0) -> None:
     """``n`` single-transaction appends with varied content."""
     for i in range(start, start + n):
-        log.append(actor=f"user-{i % 3}", action="token.used" if i % 2 else "policy.denied",
-                   resource=f"workflow:billing/{i}", outcome="allowed" if i % 2 else "denied",
-                   details={"i": i, "note": "ünïcödé ✓", "nested": {"list": [1, 2.5, None, True]}})
+        log.append(
+            actor=f"user-{i % 3}",
+            action="token.used" if i % 2 else "policy.denied",
+            resource=f"workflow:billing/{i}",
+            outcome="allowed" if i % 2 else "denied",
+            details={"i": i, "note": "ünïcödé ✓", "nested": {"list": [1, 2.5, None, True]}},
+        )
 
 
 class RawDB:
@@ -47,11 +51,22 @@ class RawDB:
         conn = sqlite3.connect(self.path)
         try:
             prev = conn.execute("SELECT prev_hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()[0]
-            rows = conn.execute("SELECT seq, ts, actor, action, resource, outcome, details FROM audit_log "
-                                "WHERE seq >= ? ORDER BY seq", (seq,)).fetchall()
+            rows = conn.execute(
+                "SELECT seq, ts, actor, action, resource, outcome, details FROM audit_log "
+                "WHERE seq >= ? ORDER BY seq",
+                (seq,),
+            ).fetchall()
             for s, ts, actor, action, resource, outcome, details in rows:
-                record = {"seq": s, "ts": ts, "actor": actor, "action": action, "resource": resource,
-                          "outcome": outcome, "details": json.loads(details), "prev_hash": prev}
+                record = {
+                    "seq": s,
+                    "ts": ts,
+                    "actor": actor,
+                    "action": action,
+                    "resource": resource,
+                    "outcome": outcome,
+                    "details": json.loads(details),
+                    "prev_hash": prev,
+                }
                 digest = hashlib.sha256(canonical(record).encode()).hexdigest()
                 conn.execute("UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, s))
                 prev = digest

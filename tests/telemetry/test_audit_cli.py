@@ -48,10 +48,20 @@ def _flip(raw: RawDB) -> None:
 def _swap(raw: RawDB) -> None:
     a, b = raw.row(7), raw.row(8)
     for src, dst in ((b, 7), (a, 8)):
-        raw.execute("UPDATE audit_log SET actor = ?, action = ?, resource = ?, outcome = ?, details = ?, "
-                    "prev_hash = ?, hash = ? WHERE seq = ?",
-                    (src["actor"], src["action"], src["resource"], src["outcome"], src["details"],
-                     src["prev_hash"], src["hash"], dst))
+        raw.execute(
+            "UPDATE audit_log SET actor = ?, action = ?, resource = ?, outcome = ?, details = ?, "
+            "prev_hash = ?, hash = ? WHERE seq = ?",
+            (
+                src["actor"],
+                src["action"],
+                src["resource"],
+                src["outcome"],
+                src["details"],
+                src["prev_hash"],
+                src["hash"],
+                dst,
+            ),
+        )
 
 
 def _rehash(raw: RawDB) -> None:

@@ -16,11 +16,20 @@ def _writer(db_url: str, key_dir: str, worker: int, n: int) -> None:
     log = AuditLog(store, key_dir=Path(key_dir), checkpoint_every=7)
     for i in range(n):
         if i % 5 == 4:
-            log.append_many([AuditEvent(f"proc-{worker}", "test.batch", f"item:{i}", "ok", {"i": i, "k": k})
-                             for k in range(3)])
+            log.append_many(
+                [
+                    AuditEvent(f"proc-{worker}", "test.batch", f"item:{i}", "ok", {"i": i, "k": k})
+                    for k in range(3)
+                ]
+            )
         else:
-            log.append(actor=f"proc-{worker}", action="test.single", resource=f"item:{i}", outcome="ok",
-                       details={"i": i, "worker": worker})
+            log.append(
+                actor=f"proc-{worker}",
+                action="test.single",
+                resource=f"item:{i}",
+                outcome="ok",
+                details={"i": i, "worker": worker},
+            )
     store.dispose()
 
 
@@ -44,8 +53,13 @@ def test_threads_append_concurrently(store: Store, key_dir: Path) -> None:
         try:
             log = AuditLog(store, key_dir=key_dir, checkpoint_every=7)  # one instance per thread
             for i in range(40):
-                log.append(actor=f"thread-{worker}", action="test.single", resource=f"item:{i}", outcome="ok",
-                           details={"i": i})
+                log.append(
+                    actor=f"thread-{worker}",
+                    action="test.single",
+                    resource=f"item:{i}",
+                    outcome="ok",
+                    details={"i": i},
+                )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import require
 from _audit_helpers import fill
 from sqlalchemy import create_engine, text
+from tests.conftest import require
 
 from charter.store import Store, open_store
 from charter.telemetry.audit import PG_LOCK_KEY, AuditEvent, AuditLog

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.conftest import require
 from _monitoring_helpers import PLANTED, needles
+from tests.conftest import require
 
 from charter.telemetry import (
     REDACTED,

@@ -15,10 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-
-from tests.conftest import require
 from _monitoring_helpers import pii_trace, scan_text
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.conftest import require
 
 from charter.runtime import Runtime
 from charter.telemetry import SEMCONV_VERSION, TraceExporter, trace_store_for

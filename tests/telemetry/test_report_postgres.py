@@ -8,11 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import require
 from _monitoring_helpers import PLANTED, pii_trace, scripted_trace
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
+from tests.conftest import require
 
 from charter.runtime import Runtime
 from charter.store import utcnow

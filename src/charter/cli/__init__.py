@@ -17,20 +17,20 @@ from charter.cli._app import app
 from charter.errors import CharterError, CharterException, CharterRuntimeError, SpecError
 
 # Command modules register themselves on ``app`` when imported.
-from charter.cli import _check  # noqa: E402,F401  isort: skip
-from charter.cli import _identity  # noqa: E402,F401  isort: skip
-from charter.cli import _policy  # noqa: E402,F401  isort: skip
-from charter.cli import _audit  # noqa: E402,F401  isort: skip
-from charter.cli import _sources  # noqa: E402,F401  isort: skip
-from charter.cli import _ask  # noqa: E402,F401  isort: skip
-from charter.cli import _prompts  # noqa: E402,F401  isort: skip
-from charter.cli import _search  # noqa: E402,F401  isort: skip
-from charter.cli import _tools  # noqa: E402,F401  isort: skip
-from charter.cli import _review  # noqa: E402,F401  isort: skip
-from charter.cli import _monitor  # noqa: E402,F401  isort: skip
-from charter.cli import _serve  # noqa: E402,F401  isort: skip
-from charter.cli import _eval  # noqa: E402,F401  isort: skip
-from charter.cli import _gate  # noqa: E402,F401  isort: skip
+from charter.cli import _check  # noqa: F401  isort: skip
+from charter.cli import _identity  # noqa: F401  isort: skip
+from charter.cli import _policy  # noqa: F401  isort: skip
+from charter.cli import _audit  # noqa: F401  isort: skip
+from charter.cli import _sources  # noqa: F401  isort: skip
+from charter.cli import _ask  # noqa: F401  isort: skip
+from charter.cli import _prompts  # noqa: F401  isort: skip
+from charter.cli import _search  # noqa: F401  isort: skip
+from charter.cli import _tools  # noqa: F401  isort: skip
+from charter.cli import _review  # noqa: F401  isort: skip
+from charter.cli import _monitor  # noqa: F401  isort: skip
+from charter.cli import _serve  # noqa: F401  isort: skip
+from charter.cli import _eval  # noqa: F401  isort: skip
+from charter.cli import _gate  # noqa: F401  isort: skip
 
 
 def _report_error(exc: CharterException, as_json: bool) -> int:
@@ -46,7 +46,13 @@ def _report_error(exc: CharterException, as_json: bool) -> int:
             doc["reasons"] = reasons
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
-        kind = "error" if isinstance(exc, CharterError) else "refused" if isinstance(exc, CharterRuntimeError) else "error"
+        kind = (
+            "error"
+            if isinstance(exc, CharterError)
+            else "refused"
+            if isinstance(exc, CharterRuntimeError)
+            else "error"
+        )
         for line in str(exc).splitlines() or [type(exc).__name__]:
             err_console.print(f"[bold red]{kind}:[/] {line}", markup=True, highlight=False, soft_wrap=True)
         for reason in getattr(exc, "reasons", []) or []:

@@ -22,8 +22,15 @@ def _render_answer(r: dict[str, Any]) -> None:
         badge += f" — escalated ({esc['reason']}) to {esc['to']}"
     console.print(Panel(r["draft"] or "(empty)", title=f"Draft {badge}", title_align="left"), highlight=False)
     if r["agent_notes"]:
-        console.print(Panel(r["agent_notes"], title="Agent notes (internal; not for the customer)", title_align="left",
-                            border_style="blue"), highlight=False)
+        console.print(
+            Panel(
+                r["agent_notes"],
+                title="Agent notes (internal; not for the customer)",
+                title_align="left",
+                border_style="blue",
+            ),
+            highlight=False,
+        )
     if r["citations"]:
         t = Table("id", "document", "heading", "source", "link", title="Citations")
         for c in r["citations"]:
@@ -31,10 +38,13 @@ def _render_answer(r: dict[str, Any]) -> None:
         console.print(t)
     g = r["groundedness"]
     console.print(
-        f"groundedness {('%.2f' % g) if g is not None else 'n/a'} · model {r['model']} · prompt {r['prompt_version']} · "
+        f"groundedness {(f'{g:.2f}') if g is not None else 'n/a'} · model {r['model']} · prompt {r['prompt_version']} · "
         f"tokens {r['input_tokens']}+{r['output_tokens']} · cost ${r['cost_usd']:.5f} · request {r['request_id']}",
-        highlight=False)
-    console.print("latency ms: " + ", ".join(f"{k} {v:.1f}" for k, v in r["latency_ms"].items()), highlight=False)
+        highlight=False,
+    )
+    console.print(
+        "latency ms: " + ", ".join(f"{k} {v:.1f}" for k, v in r["latency_ms"].items()), highlight=False
+    )
     if r.get("review_id"):
         console.print(f"queued for review: {r['review_id']}", highlight=False)
     for w in r.get("warnings") or []:
@@ -47,7 +57,9 @@ def ask(
     user: AsOpt,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
-    no_review: Annotated[bool, typer.Option("--no-review", help="Do not put the draft in the review queue.")] = False,
+    no_review: Annotated[
+        bool, typer.Option("--no-review", help="Do not put the draft in the review queue.")
+    ] = False,
 ) -> None:
     """Ask the workflow a question as USER: a cited draft, agent notes, checks, cost and latency."""
     from charter.pipeline import ask as run_ask
@@ -73,13 +85,17 @@ def trace_show(
     principal = acting_principal(rt, user)
     store = traces_for(rt)
     doc = store.get(request_id)
-    may_read_all = rt.authorizer.authorize(principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}").allowed
+    may_read_all = rt.authorizer.authorize(
+        principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}"
+    ).allowed
     if not may_read_all and doc.get("principal_id") != store.principal_key(principal.id):
         raise NotFound(f"no trace {request_id!r}")  # same answer as a missing trace: no existence leak
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"[bold]{d['request_id']}[/] {d['status']} at {d['started_at']} model {d.get('model')}",
-                      highlight=False)
+        console.print(
+            f"[bold]{d['request_id']}[/] {d['status']} at {d['started_at']} model {d.get('model')}",
+            highlight=False,
+        )
         t = Table("stage", "status", "ms", "attributes")
         for s in d["spans"]:
             t.add_row(s["stage"], s["status"], f"{s['duration_ms']:.1f}", str(s["attributes"])[:200])

@@ -19,7 +19,7 @@ from charter.cli._common import CharterOpt, JsonOpt, console, emit, err_console,
 
 audit_app = typer.Typer(
     help="The tamper-evident audit log: verify the chain, show recent events. "
-         "Local operators only (reads the database and key folder directly).",
+    "Local operators only (reads the database and key folder directly).",
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
@@ -31,14 +31,19 @@ def verify(
     as_json: JsonOpt = False,
     expect_at_least: Annotated[
         int | None,
-        typer.Option("--expect-at-least", min=0, metavar="N",
-                     help="Fail unless the log has at least N entries (e.g. a count recorded elsewhere)."),
+        typer.Option(
+            "--expect-at-least",
+            min=0,
+            metavar="N",
+            help="Fail unless the log has at least N entries (e.g. a count recorded elsewhere).",
+        ),
     ] = None,
     checkpoint: Annotated[
         bool,
-        typer.Option("--checkpoint/--no-checkpoint",
-                     help="When intact, sign a checkpoint at the head so that later truncation below it "
-                          "is caught."),
+        typer.Option(
+            "--checkpoint/--no-checkpoint",
+            help="When intact, sign a checkpoint at the head so that later truncation below it is caught.",
+        ),
     ] = True,
 ) -> None:
     """Recompute the whole hash chain and check every signed checkpoint.
@@ -54,16 +59,22 @@ def verify(
     if as_json:
         emit(result.to_dict(), True)
     elif result.ok:
-        console.print(f"[green]audit log intact:[/] {result.entries_verified} entries verified, "
-                      f"{result.checkpoints_verified} signed checkpoints "
-                      f"({result.elapsed_s:.2f} s)", highlight=False)
+        console.print(
+            f"[green]audit log intact:[/] {result.entries_verified} entries verified, "
+            f"{result.checkpoints_verified} signed checkpoints "
+            f"({result.elapsed_s:.2f} s)",
+            highlight=False,
+        )
         for note in result.notes:
             console.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
     else:
         reason = result.reason or ""
         reason = escape(reason.removeprefix(f"entry {result.first_bad_seq}: "))
-        err_console.print(f"[bold red]audit log FAILED at entry {result.first_bad_seq}:[/] {reason}",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]audit log FAILED at entry {result.first_bad_seq}:[/] {reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
         err_console.print(f"  {result.entries_verified} entries verified before the failure", highlight=False)
     if not result.ok:
         raise typer.Exit(1)
@@ -97,8 +108,14 @@ def _render_tail(rows: list[dict[str, Any]]) -> None:
     if wide:
         table.add_column("details", overflow="ellipsis", no_wrap=True, max_width=console.width - 100)
     for r in rows:
-        cells = [str(r["seq"]), r["ts"].replace("T", " ")[:19], r["actor"], r["action"], r["outcome"],
-                 r["resource"]]
+        cells = [
+            str(r["seq"]),
+            r["ts"].replace("T", " ")[:19],
+            r["actor"],
+            r["action"],
+            r["outcome"],
+            r["resource"],
+        ]
         if wide:
             cells.append(json.dumps(r["details"], ensure_ascii=False, sort_keys=True))
         table.add_row(*cells)

@@ -21,7 +21,9 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
 @app.command()
 def check(
-    path: Annotated[Path | None, typer.Argument(help="Charter file or folder (default: ./charter.yaml).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Charter file or folder (default: ./charter.yaml).")
+    ] = None,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -40,20 +42,36 @@ def check(
                 console.print(str(p), highlight=False, soft_wrap=True)
             console.print(f"[red]{len(exc.problems)} problem(s) found[/]")
         raise typer.Exit(1) from None
-    result = {"valid": True, "charter": str(loaded.path), "workflow": loaded.spec.workflow.id,
-              "fingerprint": loaded.fingerprint()}
-    emit(result, as_json, lambda r: console.print(
-        f"[green]ok[/]: {r['charter']} is valid (workflow {r['workflow']}, fingerprint {r['fingerprint'][:23]}…)",
-        highlight=False, soft_wrap=True))
+    result = {
+        "valid": True,
+        "charter": str(loaded.path),
+        "workflow": loaded.spec.workflow.id,
+        "fingerprint": loaded.fingerprint(),
+    }
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            f"[green]ok[/]: {r['charter']} is valid (workflow {r['workflow']}, fingerprint {r['fingerprint'][:23]}…)",
+            highlight=False,
+            soft_wrap=True,
+        ),
+    )
 
 
 def list_examples() -> list[str]:
-    return sorted(p.name for p in EXAMPLES_DIR.iterdir() if (p / "charter.yaml").is_file()) if EXAMPLES_DIR.is_dir() else []
+    return (
+        sorted(p.name for p in EXAMPLES_DIR.iterdir() if (p / "charter.yaml").is_file())
+        if EXAMPLES_DIR.is_dir()
+        else []
+    )
 
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Folder to create the project in (must be empty or absent).")],
+    directory: Annotated[
+        Path, typer.Argument(help="Folder to create the project in (must be empty or absent).")
+    ],
     example: Annotated[str, typer.Option(help="Example to start from.")] = "billing-support",
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,13 +81,24 @@ def init(
         raise UsageError(f"unknown example {example!r}; available: {', '.join(list_examples()) or 'none'}")
     if directory.exists() and any(directory.iterdir()):
         raise UsageError(f"{directory} exists and is not empty; choose a new folder")
-    shutil.copytree(src, directory, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(".charter", "__pycache__", "*.pyc"))
-    result = {"created": str(directory.resolve()), "example": example, "charter": str((directory / "charter.yaml").resolve())}
-    emit(result, as_json, lambda r: console.print(
-        f"[green]created[/] {r['created']} from example {r['example']}\n"
-        f"next: cd {directory} && charter check && charter sync && charter ask --as ana \"How do refunds work?\"",
-        highlight=False, soft_wrap=True))
+    shutil.copytree(
+        src, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".charter", "__pycache__", "*.pyc")
+    )
+    result = {
+        "created": str(directory.resolve()),
+        "example": example,
+        "charter": str((directory / "charter.yaml").resolve()),
+    }
+    emit(
+        result,
+        as_json,
+        lambda r: console.print(
+            f"[green]created[/] {r['created']} from example {r['example']}\n"
+            f'next: cd {directory} && charter check && charter sync && charter ask --as ana "How do refunds work?"',
+            highlight=False,
+            soft_wrap=True,
+        ),
+    )
 
 
 @docs_app.command("reference")

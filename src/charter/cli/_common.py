@@ -19,13 +19,18 @@ err_console = Console(stderr=True)
 
 CharterOpt = Annotated[
     Path | None,
-    typer.Option("--charter", "-c", envvar="CHARTER_FILE", help="Charter file or its folder (default: ./charter.yaml)."),
+    typer.Option(
+        "--charter", "-c", envvar="CHARTER_FILE", help="Charter file or its folder (default: ./charter.yaml)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 AsOpt = Annotated[
     str,
-    typer.Option("--as", help="Act as this user. An operator convenience on the local machine only; "
-                              "the server always authenticates with a token."),
+    typer.Option(
+        "--as",
+        help="Act as this user. An operator convenience on the local machine only; "
+        "the server always authenticates with a token.",
+    ),
 ]
 
 
@@ -50,7 +55,12 @@ def acting_principal(rt: Runtime, user: str) -> Principal:
 
     principal = rt.charter.principal(user)
     if not principal.active:
-        rt.audit.append(actor=user, action="auth.refused", resource="cli", outcome="denied",
-                        details={"reason": "inactive user"})
+        rt.audit.append(
+            actor=user,
+            action="auth.refused",
+            resource="cli",
+            outcome="denied",
+            details={"reason": "inactive user"},
+        )
         raise AuthenticationError(f"user {user!r} is not active")
     return principal

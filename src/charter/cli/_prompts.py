@@ -12,8 +12,9 @@ from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
 from charter.runtime import Runtime
 
-prompts_app = typer.Typer(help="Versioned prompts: list them, approve a version, make it active.",
-                          no_args_is_help=True)
+prompts_app = typer.Typer(
+    help="Versioned prompts: list them, approve a version, make it active.", no_args_is_help=True
+)
 app.add_typer(prompts_app, name="prompts")
 
 NameArg = Annotated[str, typer.Argument(help="Prompt name, e.g. draft_reply.")]
@@ -29,8 +30,11 @@ def _registry(rt: Runtime) -> Any:
 def _render_one(d: dict[str, Any]) -> None:
     problem = escape(d["approval_problem"] or "not approved")
     state = "[green]approved[/]" if d["approved"] else f"[red]{problem}[/]"
-    console.print(f"{escape(d['prompt'])} {escape(d['version'])}: {state}"
-                  + (" [bold](active)[/]" if d["active"] else ""), highlight=False)
+    console.print(
+        f"{escape(d['prompt'])} {escape(d['version'])}: {state}"
+        + (" [bold](active)[/]" if d["active"] else ""),
+        highlight=False,
+    )
 
 
 @prompts_app.command("list")
@@ -56,17 +60,28 @@ def list_prompts(
             active = "[bold]active[/]" if d["active"] else ""
             if d["charter_active"] and not d["active"]:
                 active = "charter's active (overridden)"
-            table.add_row(escape(d["prompt"]), escape(d["version"]), escape(d["file"]),
-                          (d["file_hash"] or "missing")[:12], approval, active)
+            table.add_row(
+                escape(d["prompt"]),
+                escape(d["version"]),
+                escape(d["file"]),
+                (d["file_hash"] or "missing")[:12],
+                approval,
+                active,
+            )
         console.print(table)
 
     emit(rows, as_json, render)
 
 
 @prompts_app.command("approve")
-def approve(name: NameArg, version: VersionArg, as_user: AsOpt,
-            note: Annotated[str | None, typer.Option(help="Why it is approved (recorded).")] = None,
-            charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
+def approve(
+    name: NameArg,
+    version: VersionArg,
+    as_user: AsOpt,
+    note: Annotated[str | None, typer.Option(help="Why it is approved (recorded).")] = None,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Approve a prompt version's current file content (the prompt owner only; audited).
 
     Editing the file afterwards voids the approval.
@@ -81,8 +96,9 @@ def approve(name: NameArg, version: VersionArg, as_user: AsOpt,
 
 
 @prompts_app.command("activate")
-def activate(name: NameArg, version: VersionArg, as_user: AsOpt, charter: CharterOpt = None,
-             as_json: JsonOpt = False) -> None:
+def activate(
+    name: NameArg, version: VersionArg, as_user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False
+) -> None:
     """Make an approved version the active one (the prompt owner only; audited). Refused if not approved."""
     rt = open_runtime(charter)
     try:

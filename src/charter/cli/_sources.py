@@ -88,11 +88,14 @@ def _render_sources(data: dict[str, Any]) -> None:
         indexed = f"{r['documents']} docs\n{r['chunks']} chunks"
         if r["private_by_default"]:
             indexed += f"\n[yellow]{r['private_by_default']} private[/]"
-        fresh = {"fresh": "[green]fresh[/]", "stale": "[red]stale[/]"}.get(r["freshness"],
-                                                                          "[yellow]never synced[/]")
+        fresh = {"fresh": "[green]fresh[/]", "stale": "[red]stale[/]"}.get(
+            r["freshness"], "[yellow]never synced[/]"
+        )
         if r["last_successful_sync"]:
-            fresh += (f"\n{_age(r['age_seconds'])} of {_age(r['max_age_seconds'])}"
-                      f"\n{r['last_successful_sync'][:10]}")
+            fresh += (
+                f"\n{_age(r['age_seconds'])} of {_age(r['max_age_seconds'])}"
+                f"\n{r['last_successful_sync'][:10]}"
+            )
         if r["last_run"] and r["last_run"]["status"] == "failed":
             fresh += "\n[red]last run failed[/]"
         a = r["approval"]
@@ -102,8 +105,14 @@ def _render_sources(data: dict[str, Any]) -> None:
             "approved_unbound": f"approved\n{when}\n[yellow]no config hash[/]",
             "config_changed": f"[red]config changed[/]\nsince {when}",
         }.get(a["state"], "[red]unapproved[/]")
-        table.add_row(f"{escape(r['id'])}\n{escape(r['connector'])}", escape(r["owner"]), escape(access),
-                      indexed, fresh, approval)
+        table.add_row(
+            f"{escape(r['id'])}\n{escape(r['connector'])}",
+            escape(r["owner"]),
+            escape(access),
+            indexed,
+            fresh,
+            approval,
+        )
     console.print(table)
 
 
@@ -128,16 +137,30 @@ def sources_show(
         if as_user is not None:
             principal = acting_principal(rt, as_user)
             if principal.id not in (source.owner, rt.spec.owners.sources):
-                rt.audit.append(actor=principal.id, action="sources.show", resource=f"source:{source.id}",
-                                outcome="denied", details={"reason": "not the source owner"})
-                raise Denied(f"{principal.id} may not list the documents of source {source.id}",
-                             reasons=[f"only the source owner ({source.owner}) or the sources owner "
-                                      f"({rt.spec.owners.sources}) may"])
+                rt.audit.append(
+                    actor=principal.id,
+                    action="sources.show",
+                    resource=f"source:{source.id}",
+                    outcome="denied",
+                    details={"reason": "not the source owner"},
+                )
+                raise Denied(
+                    f"{principal.id} may not list the documents of source {source.id}",
+                    reasons=[
+                        f"only the source owner ({source.owner}) or the sources owner "
+                        f"({rt.spec.owners.sources}) may"
+                    ],
+                )
             actor = principal.id
         status = next(r for r in source_statuses(rt) if r["id"] == source.id)
         docs = source_documents_listing(rt, source.id)
-        rt.audit.append(actor=actor, action="sources.show", resource=f"source:{source.id}", outcome="success",
-                        details={"documents": len(docs)})
+        rt.audit.append(
+            actor=actor,
+            action="sources.show",
+            resource=f"source:{source.id}",
+            outcome="success",
+            details={"documents": len(docs)},
+        )
     finally:
         rt.close()
     emit({"source": status, "documents": docs}, as_json, _render_documents)
@@ -145,8 +168,11 @@ def sources_show(
 
 def _render_documents(data: dict[str, Any]) -> None:
     s = data["source"]
-    console.print(f"[bold]{escape(s['id'])}[/] — {escape(s['title'])} ({s['permission_model']}, "
-                  f"owner {s['owner']}, {s['documents']} documents, {s['chunks']} chunks)", highlight=False)
+    console.print(
+        f"[bold]{escape(s['id'])}[/] — {escape(s['title'])} ({s['permission_model']}, "
+        f"owner {s['owner']}, {s['documents']} documents, {s['chunks']} chunks)",
+        highlight=False,
+    )
     table = Table(title_justify="left")
     for col in ("doc id", "title", "acl", "chunks", "private", "note"):
         table.add_column(col, overflow="fold")
@@ -156,8 +182,14 @@ def _render_documents(data: dict[str, Any]) -> None:
             note = f"[red]last read failed:[/] {escape(d['failed_reason'])}"
         elif d["private_by_default"]:
             note = f"[yellow]{escape(d['acl_error'] or 'no ACL')}[/]"
-        table.add_row(escape(d["doc_id"]), escape(d["title"]), escape(", ".join(d["acl"])), str(d["chunks"]),
-                      "[yellow]yes[/]" if d["private_by_default"] else "no", note)
+        table.add_row(
+            escape(d["doc_id"]),
+            escape(d["title"]),
+            escape(", ".join(d["acl"])),
+            str(d["chunks"]),
+            "[yellow]yes[/]" if d["private_by_default"] else "no",
+            note,
+        )
     console.print(table)
 
 
@@ -174,8 +206,14 @@ class _RichProgress:
     """Documents processed / total per source, on stderr (stdout stays clean for --json)."""
 
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _RichProgress:
@@ -203,8 +241,10 @@ def sync(
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
     as_user: OptionalAs = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress",
-                                           help="Show a progress bar on stderr (off with --json).")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option("--progress/--no-progress", help="Show a progress bar on stderr (off with --json)."),
+    ] = True,
 ) -> None:
     """Sync sources into the index: incremental, deletions propagate, ACL-only changes without re-embedding.
 
@@ -237,9 +277,12 @@ def sync(
 
 
 def _render_summaries(data: dict[str, Any]) -> None:
-    table = Table(title="Sync summary", title_justify="left",
-                  caption="upd updated, acl ACL changed, del deleted, same unchanged, priv private",
-                  caption_justify="left")
+    table = Table(
+        title="Sync summary",
+        title_justify="left",
+        caption="upd updated, acl ACL changed, del deleted, same unchanged, priv private",
+        caption_justify="left",
+    )
     table.add_column("source", overflow="fold")
     table.add_column("status", no_wrap=True)
     for col in ("added", "upd", "acl", "del", "same", "priv", "fail"):
@@ -247,22 +290,47 @@ def _render_summaries(data: dict[str, Any]) -> None:
     for s in data["sources"]:
         color = {"succeeded": "green", "partial": "yellow", "removed": "cyan"}.get(s["status"], "red")
         status = "ok" if s["status"] == "succeeded" else s["status"]
-        table.add_row(escape(s["source"]), f"[{color}]{status}[/]", *(str(s[k]) for k in (
-            "added", "updated", "acl_changed", "deleted", "unchanged", "private_by_default", "failed")))
+        table.add_row(
+            escape(s["source"]),
+            f"[{color}]{status}[/]",
+            *(
+                str(s[k])
+                for k in (
+                    "added",
+                    "updated",
+                    "acl_changed",
+                    "deleted",
+                    "unchanged",
+                    "private_by_default",
+                    "failed",
+                )
+            ),
+        )
     console.print(table)
     for s in data["sources"]:
         if s["error"]:
-            console.print(f"[red]{escape(s['source'])}: {escape(s['error'])}[/]", highlight=False,
-                          soft_wrap=True)
+            console.print(
+                f"[red]{escape(s['source'])}: {escape(s['error'])}[/]", highlight=False, soft_wrap=True
+            )
         for p in s["private"]:
-            console.print(f"[yellow]private by default[/] {escape(s['source'])}/{escape(p['doc_id'])}: "
-                          f"{escape(p['reason'])}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[yellow]private by default[/] {escape(s['source'])}/{escape(p['doc_id'])}: "
+                f"{escape(p['reason'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
         for w in s["warnings"]:
-            console.print(f"[yellow]warning[/] {escape(s['source'])}/{escape(w['doc_id'])}: "
-                          f"{escape(w['reason'])}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[yellow]warning[/] {escape(s['source'])}/{escape(w['doc_id'])}: {escape(w['reason'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
         for f in s["failures"]:
             where = f["doc_id"] or f"line {f['line']}"
             if f["doc_id"] and f["line"]:
                 where += f" (line {f['line']})"
-            console.print(f"[red]failed[/] {escape(s['source'])}/{escape(where)}: {escape(f['reason'])}",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[red]failed[/] {escape(s['source'])}/{escape(where)}: {escape(f['reason'])}",
+                highlight=False,
+                soft_wrap=True,
+            )

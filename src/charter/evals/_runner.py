@@ -324,9 +324,7 @@ def aggregate(
                     )
                 elif agg.kind.startswith("p"):
                     q = float(agg.kind[1:]) / 100
-                    out[name] = bootstrap_stat(
-                        list(found.values()), _quantile(q), seed=seed
-                    )
+                    out[name] = bootstrap_stat(list(found.values()), _quantile(q), seed=seed)
     return out
 
 

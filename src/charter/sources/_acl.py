@@ -56,7 +56,8 @@ def parse_acl(value: Any) -> frozenset[str]:
         token = item.strip()
         if not is_valid_token(token):
             raise AclParseError(
-                f"invalid ACL token {token[:80]!r} (expected 'public', 'group:<id>' or 'user:<id>')")
+                f"invalid ACL token {token[:80]!r} (expected 'public', 'group:<id>' or 'user:<id>')"
+            )
         tokens.add(token)
     return frozenset(tokens)
 

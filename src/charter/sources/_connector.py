@@ -63,17 +63,39 @@ class ConnectorContext:
     def location(self) -> Path:
         """``source.location`` resolved against the charter's folder (for file-based connectors)."""
         if "://" in self.source.location:
-            raise SourceUnavailable(f"source {self.source.id!r}: connector {self.source.connector!r} reads "
-                                    f"local paths, not URLs ({self.source.location})")
+            raise SourceUnavailable(
+                f"source {self.source.id!r}: connector {self.source.connector!r} reads "
+                f"local paths, not URLs ({self.source.location})"
+            )
         p = Path(self.source.location)
         return p if p.is_absolute() else self.base_dir / p
 
-    def document(self, *, doc_id: str, title: str, text: str, format: str, url: str | None = None,
-                 acl: frozenset[str] | None = None, acl_error: str | None = None,
-                 updated_at: datetime | None = None, pages: tuple[str, ...] | None = None) -> Document:
+    def document(
+        self,
+        *,
+        doc_id: str,
+        title: str,
+        text: str,
+        format: str,
+        url: str | None = None,
+        acl: frozenset[str] | None = None,
+        acl_error: str | None = None,
+        updated_at: datetime | None = None,
+        pages: tuple[str, ...] | None = None,
+    ) -> Document:
         """Build a :class:`Document` of this source (``source_id`` filled in)."""
-        return Document(source_id=self.source.id, doc_id=doc_id, title=title, text=text, format=format,
-                        url=url, acl=acl, acl_error=acl_error, updated_at=updated_at, pages=pages)
+        return Document(
+            source_id=self.source.id,
+            doc_id=doc_id,
+            title=title,
+            text=text,
+            format=format,
+            url=url,
+            acl=acl,
+            acl_error=acl_error,
+            updated_at=updated_at,
+            pages=pages,
+        )
 
 
 @runtime_checkable

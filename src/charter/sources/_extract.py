@@ -51,9 +51,9 @@ def split_front_matter(text: str) -> FrontMatter:
         return FrontMatter(body=text.lstrip("\ufeff"))
     close = _FM_CLOSE.search(text, m.end())
     if close is None:
-        return FrontMatter(body=text[m.end():], error="front matter is not closed with '---'")
-    raw = text[m.end():close.start()]
-    body = text[close.end():].lstrip("\r\n")
+        return FrontMatter(body=text[m.end() :], error="front matter is not closed with '---'")
+    raw = text[m.end() : close.start()]
+    body = text[close.end() :].lstrip("\r\n")
     try:
         meta = load_yaml(raw) if raw.strip() else {}
     except yaml.YAMLError as exc:
@@ -107,9 +107,35 @@ def decode_text(data: bytes) -> str:
 _SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "button", "select"}
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _BLOCK = {
-    "p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "ul", "ol", "table",
-    "thead", "tbody", "tfoot", "blockquote", "dl", "dt", "dd", "figure", "figcaption", "form", "hr",
-    "details", "summary", "address", "body", "html", "caption",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "nav",
+    "ul",
+    "ol",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "blockquote",
+    "dl",
+    "dt",
+    "dd",
+    "figure",
+    "figcaption",
+    "form",
+    "hr",
+    "details",
+    "summary",
+    "address",
+    "body",
+    "html",
+    "caption",
 }
 _WS = re.compile(r"\s+")
 
@@ -168,8 +194,9 @@ def html_to_text(data: bytes) -> HtmlText:
             return
         if name == "tr":
             flush()
-            cells = [_WS.sub(" ", c.get_text(" ")).strip()
-                     for c in node.find_all(["td", "th"], recursive=False)]
+            cells = [
+                _WS.sub(" ", c.get_text(" ")).strip() for c in node.find_all(["td", "th"], recursive=False)
+            ]
             if any(cells):
                 blocks.append(" | ".join(cells))
             return
@@ -228,8 +255,19 @@ def pdf_pages(path: Path) -> PdfText:
             meta_title = reader.metadata.title
     except ExtractionError:
         raise
-    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError,
-            RecursionError, IndexError, AssertionError, ZeroDivisionError) as exc:
+    except (
+        PdfReadError,
+        PyPdfError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OSError,
+        RecursionError,
+        IndexError,
+        AssertionError,
+        ZeroDivisionError,
+    ) as exc:
         raise ExtractionError(f"unreadable PDF ({type(exc).__name__}: {str(exc)[:160]})") from None
     if not pages:
         raise ExtractionError("PDF has no pages")

@@ -38,8 +38,14 @@ from charter.sources._extract import (
     title_from_filename,
 )
 
-FORMATS = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html",
-           ".pdf": "pdf"}
+FORMATS = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
 SIDECAR_SUFFIXES = (".acl", ".meta.yaml")
 MAX_SIDECAR_BYTES = 1_000_000
 
@@ -116,8 +122,17 @@ class FolderConnector:
         title = _string(meta.values.get("title")) or title or title_from_filename(path)
         url = _string(meta.values.get("url")) or url
         updated = parse_timestamp(meta.values.get("updated_at")) or datetime.fromtimestamp(st.st_mtime, UTC)
-        return ctx.document(doc_id=doc_id, title=title, text=text, format=fmt, url=url, acl=meta.acl,
-                            acl_error=meta.acl_error, updated_at=updated, pages=pages)
+        return ctx.document(
+            doc_id=doc_id,
+            title=title,
+            text=text,
+            format=fmt,
+            url=url,
+            acl=meta.acl,
+            acl_error=meta.acl_error,
+            updated_at=updated,
+            pages=pages,
+        )
 
 
 def _string(value: Any) -> str | None:

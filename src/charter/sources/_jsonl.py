@@ -104,6 +104,13 @@ class JsonlConnector:
             acl = parse_acl(obj.get("acl"))
         except AclParseError as exc:
             acl_error = str(exc)
-        return ctx.document(doc_id=doc_id, title=(title or "").strip() or doc_id, text=text, format="jsonl",
-                            url=url or None, acl=acl, acl_error=acl_error,
-                            updated_at=parse_timestamp(obj.get("updated_at")))
+        return ctx.document(
+            doc_id=doc_id,
+            title=(title or "").strip() or doc_id,
+            text=text,
+            format="jsonl",
+            url=url or None,
+            acl=acl,
+            acl_error=acl_error,
+            updated_at=parse_timestamp(obj.get("updated_at")),
+        )

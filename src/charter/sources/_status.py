@@ -35,8 +35,13 @@ class Freshness:
 
     def as_dict(self) -> dict[str, Any]:
         last = self.last_success_at.isoformat() if self.last_success_at else None
-        return {"state": self.state, "last_success_at": last, "age_seconds": self.age_seconds,
-                "max_age_seconds": self.max_age_seconds, "on_stale": self.on_stale}
+        return {
+            "state": self.state,
+            "last_success_at": last,
+            "age_seconds": self.age_seconds,
+            "max_age_seconds": self.max_age_seconds,
+            "on_stale": self.on_stale,
+        }
 
 
 def freshness(source: Source, last_success_at: datetime | None, now: datetime) -> Freshness:
@@ -45,15 +50,19 @@ def freshness(source: Source, last_success_at: datetime | None, now: datetime) -
     if last_success_at is None:
         return Freshness("never synced", None, None, max_age, source.freshness.on_stale)
     age = max(0.0, (now - last_success_at).total_seconds())
-    return Freshness("fresh" if age <= max_age else "stale", last_success_at, age, max_age,
-                     source.freshness.on_stale)
+    return Freshness(
+        "fresh" if age <= max_age else "stale", last_success_at, age, max_age, source.freshness.on_stale
+    )
 
 
 def last_successful_syncs(rt: Runtime) -> dict[str, datetime]:
     """Last successful sync time per source id."""
     with rt.store.connect() as conn:
-        rows = conn.execute(select(source_state.c.source_id, source_state.c.last_success_at)
-                            .where(source_state.c.last_success_at.is_not(None)))
+        rows = conn.execute(
+            select(source_state.c.source_id, source_state.c.last_success_at).where(
+                source_state.c.last_success_at.is_not(None)
+            )
+        )
         return {r.source_id: r.last_success_at for r in rows}
 
 
@@ -73,18 +82,36 @@ def approval_status(rt: Runtime, source: Source) -> dict[str, Any]:
     current = source_config_hash(source)
     a = source.approval
     if a is None:
-        return {"state": "unapproved", "by": None, "at": None, "config_hash": None,
-                "current_config_hash": current, "matches": None, "approver_active": None}
+        return {
+            "state": "unapproved",
+            "by": None,
+            "at": None,
+            "config_hash": None,
+            "current_config_hash": current,
+            "matches": None,
+            "approver_active": None,
+        }
     approver = rt.charter.principals.get(a.by)
     matches = None if a.config_hash is None else a.config_hash == current
     state = "approved_unbound" if matches is None else "approved" if matches else "config_changed"
-    return {"state": state, "by": a.by, "at": a.at.isoformat(), "config_hash": a.config_hash,
-            "current_config_hash": current, "matches": matches,
-            "approver_active": bool(approver and approver.active)}
+    return {
+        "state": state,
+        "by": a.by,
+        "at": a.at.isoformat(),
+        "config_hash": a.config_hash,
+        "current_config_hash": current,
+        "matches": matches,
+        "approver_active": bool(approver and approver.active),
+    }
 
 
-def source_statuses(rt: Runtime, *, index: Index | None = None, now: datetime | None = None,
-                    clock: Callable[[], datetime] = utcnow) -> list[dict[str, Any]]:
+def source_statuses(
+    rt: Runtime,
+    *,
+    index: Index | None = None,
+    now: datetime | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> list[dict[str, Any]]:
     """One row per source in the charter: governance metadata, counts, freshness and approval."""
     if index is None:
         from charter.retrieval import Index as _Index
@@ -97,37 +124,58 @@ def source_statuses(rt: Runtime, *, index: Index | None = None, now: datetime | 
         t = sync_runs
         latest = select(func.max(t.c.id)).group_by(t.c.source_id).scalar_subquery()
         last_runs: dict[str, Any] = {
-            r.source_id: r for r in conn.execute(
-                select(t.c.source_id, t.c.id, t.c.status, t.c.finished_at, t.c.summary, t.c.error)
-                .where(t.c.id.in_(latest)))}
+            r.source_id: r
+            for r in conn.execute(
+                select(t.c.source_id, t.c.id, t.c.status, t.c.finished_at, t.c.summary, t.c.error).where(
+                    t.c.id.in_(latest)
+                )
+            )
+        }
     out = []
     for s in rt.spec.sources:
         st = states.get(s.id)
         fresh = freshness(s, st.last_success_at if st else None, now)
         c = counts.get(s.id, {})
         run = last_runs.get(s.id)
-        out.append({
-            "id": s.id, "title": s.title or s.id, "connector": s.connector, "location": s.location,
-            "owner": s.owner, "sensitivity": s.sensitivity, "permission_model": s.permissions.model,
-            "groups": list(s.permissions.groups), "allowed_in_prompts": s.allowed_in_prompts,
-            "cadence": s.cadence,
-            "documents": int(c.get("documents", 0)), "chunks": int(c.get("chunks", 0)),
-            "private_by_default": int(c.get("private_by_default", 0)),
-            "last_successful_sync": fresh.last_success_at.isoformat() if fresh.last_success_at else None,
-            "age_seconds": fresh.age_seconds, "max_age_seconds": fresh.max_age_seconds,
-            "freshness": fresh.state, "on_stale": fresh.on_stale,
-            "last_run": None if run is None else {
-                "id": run.id, "status": run.status,
-                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                "failed": int((run.summary or {}).get("failed", 0)), "error": run.error},
-            "config_hash": source_config_hash(s),
-            "approval": approval_status(rt, s),
-        })
+        out.append(
+            {
+                "id": s.id,
+                "title": s.title or s.id,
+                "connector": s.connector,
+                "location": s.location,
+                "owner": s.owner,
+                "sensitivity": s.sensitivity,
+                "permission_model": s.permissions.model,
+                "groups": list(s.permissions.groups),
+                "allowed_in_prompts": s.allowed_in_prompts,
+                "cadence": s.cadence,
+                "documents": int(c.get("documents", 0)),
+                "chunks": int(c.get("chunks", 0)),
+                "private_by_default": int(c.get("private_by_default", 0)),
+                "last_successful_sync": fresh.last_success_at.isoformat() if fresh.last_success_at else None,
+                "age_seconds": fresh.age_seconds,
+                "max_age_seconds": fresh.max_age_seconds,
+                "freshness": fresh.state,
+                "on_stale": fresh.on_stale,
+                "last_run": None
+                if run is None
+                else {
+                    "id": run.id,
+                    "status": run.status,
+                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                    "failed": int((run.summary or {}).get("failed", 0)),
+                    "error": run.error,
+                },
+                "config_hash": source_config_hash(s),
+                "approval": approval_status(rt, s),
+            }
+        )
     return out
 
 
-def source_documents_listing(rt: Runtime, source_id: str, *,
-                             index: Index | None = None) -> list[dict[str, Any]]:
+def source_documents_listing(
+    rt: Runtime, source_id: str, *, index: Index | None = None
+) -> list[dict[str, Any]]:
     """Documents of one source as the last sync recorded them, with chunk counts from the index."""
     if index is None:
         from charter.retrieval import Index as _Index
@@ -140,11 +188,19 @@ def source_documents_listing(rt: Runtime, source_id: str, *,
     out = []
     for r in rows:
         st = states.get(r.doc_id)
-        out.append({
-            "doc_id": r.doc_id, "title": r.title, "url": r.url, "format": r.format, "acl": list(r.acl_tokens),
-            "private_by_default": bool(r.private_by_default), "acl_error": r.acl_error,
-            "chunks": st.chunk_count if st else 0, "indexed": st is not None,
-            "updated_at": r.updated_at.isoformat() if r.updated_at else None,
-            "failed_reason": r.failed_reason,
-        })
+        out.append(
+            {
+                "doc_id": r.doc_id,
+                "title": r.title,
+                "url": r.url,
+                "format": r.format,
+                "acl": list(r.acl_tokens),
+                "private_by_default": bool(r.private_by_default),
+                "acl_error": r.acl_error,
+                "chunks": st.chunk_count if st else 0,
+                "indexed": st is not None,
+                "updated_at": r.updated_at.isoformat() if r.updated_at else None,
+                "failed_reason": r.failed_reason,
+            }
+        )
     return out

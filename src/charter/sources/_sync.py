@@ -19,6 +19,7 @@ it), and an audit event ``sources.synced``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -102,9 +103,16 @@ class SyncSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source_id, "status": self.status, "run_id": self.run_id, **self.counts(),
-            "documents": self.documents, "failures": self.failures, "private": self.private,
-            "warnings": self.warnings, "error": self.error, "rechunked": self.rechunked,
+            "source": self.source_id,
+            "status": self.status,
+            "run_id": self.run_id,
+            **self.counts(),
+            "documents": self.documents,
+            "failures": self.failures,
+            "private": self.private,
+            "warnings": self.warnings,
+            "error": self.error,
+            "rechunked": self.rechunked,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
@@ -137,10 +145,17 @@ class _Catalog:
 
     def record(self, doc: Document, tokens: frozenset[str], private: bool, acl_error: str | None) -> None:
         row = {
-            "source_id": self.source_id, "doc_id": doc.doc_id, "title": doc.title, "url": doc.url,
-            "format": doc.format, "acl_tokens": sorted(tokens), "private_by_default": private,
-            "acl_error": acl_error if private else None, "content_hash": doc.content_hash,
-            "updated_at": doc.updated_at, "failed_reason": None,
+            "source_id": self.source_id,
+            "doc_id": doc.doc_id,
+            "title": doc.title,
+            "url": doc.url,
+            "format": doc.format,
+            "acl_tokens": sorted(tokens),
+            "private_by_default": private,
+            "acl_error": acl_error if private else None,
+            "content_hash": doc.content_hash,
+            "updated_at": doc.updated_at,
+            "failed_reason": None,
         }
         self._put(doc.doc_id, row)
 
@@ -186,17 +201,27 @@ EMBED_BATCH = 32  # documents read before their new chunks are embedded together
 class Syncer:
     """Syncs sources of one runtime into one index. Use :func:`sync_sources` unless you need the parts."""
 
-    def __init__(self, rt: Runtime, index: Index | None = None, *, actor: str = "system",
-                 progress: SyncProgress | None = None, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        index: Index | None = None,
+        *,
+        actor: str = "system",
+        progress: SyncProgress | None = None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
         if index is None:
             from charter.retrieval import Index as _Index
 
             index = _Index.for_runtime(rt)
         self.rt, self.index, self.actor, self.progress, self.now = rt, index, actor, progress, now
         principals = rt.charter.principals
-        self.known_tokens = frozenset({"public"} | {f"user:{p}" for p in principals}
-                                      | {f"group:{g.id}" for g in rt.charter.users.groups}
-                                      | {f"group:{g}" for p in principals.values() for g in p.groups})
+        self.known_tokens = frozenset(
+            {"public"}
+            | {f"user:{p}" for p in principals}
+            | {f"group:{g.id}" for g in rt.charter.users.groups}
+            | {f"group:{g}" for p in principals.values() for g in p.groups}
+        )
 
     # ------------------------------------------------------------------------------------ runs
     def _begin_run(self, source: Source) -> int:
@@ -204,24 +229,43 @@ class Syncer:
         now = self.now()
         with self.rt.store.begin(immediate=True) as conn:
             if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises this
-                key = int.from_bytes(hashlib.sha256(f"charter.sync:{source.id}".encode()).digest()[:8], "big",
-                                     signed=True)
+                key = int.from_bytes(
+                    hashlib.sha256(f"charter.sync:{source.id}".encode()).digest()[:8], "big", signed=True
+                )
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             t = sync_runs
-            running = conn.execute(select(t.c.id, t.c.pid, t.c.host, t.c.started_at)
-                                   .where(t.c.source_id == source.id, t.c.status == "running"))
+            running = conn.execute(
+                select(t.c.id, t.c.pid, t.c.host, t.c.started_at).where(
+                    t.c.source_id == source.id, t.c.status == "running"
+                )
+            )
             for run in running.all():
                 same_host = run.host == host
                 if (same_host and run.pid and not _pid_alive(run.pid)) or (
-                        not same_host and now - run.started_at > STALE_RUN_AFTER):
-                    conn.execute(sync_runs.update().where(sync_runs.c.id == run.id).values(
-                        status="interrupted", error="the process stopped before the run finished"))
+                    not same_host and now - run.started_at > STALE_RUN_AFTER
+                ):
+                    conn.execute(
+                        sync_runs.update()
+                        .where(sync_runs.c.id == run.id)
+                        .values(status="interrupted", error="the process stopped before the run finished")
+                    )
                 else:
-                    raise Conflict(f"source {source.id!r} is already being synced (run {run.id}, "
-                                   f"pid {run.pid} on {run.host}); wait for it to finish")
-            result = conn.execute(sync_runs.insert().values(
-                source_id=source.id, actor=self.actor, status="running", started_at=now, pid=os.getpid(),
-                host=host, config_hash=source_config_hash(source), summary={}))
+                    raise Conflict(
+                        f"source {source.id!r} is already being synced (run {run.id}, "
+                        f"pid {run.pid} on {run.host}); wait for it to finish"
+                    )
+            result = conn.execute(
+                sync_runs.insert().values(
+                    source_id=source.id,
+                    actor=self.actor,
+                    status="running",
+                    started_at=now,
+                    pid=os.getpid(),
+                    host=host,
+                    config_hash=source_config_hash(source),
+                    summary={},
+                )
+            )
             pk = result.inserted_primary_key
             assert pk is not None
             return int(pk[0])
@@ -229,13 +273,24 @@ class Syncer:
     def _end_run(self, source: Source, summary: SyncSummary) -> None:
         summary.finished_at = self.now()
         with self.rt.store.begin(immediate=True) as conn:
-            conn.execute(sync_runs.update().where(sync_runs.c.id == summary.run_id).values(
-                status=summary.status, finished_at=summary.finished_at, summary=summary.as_dict(),
-                error=summary.error))
+            conn.execute(
+                sync_runs.update()
+                .where(sync_runs.c.id == summary.run_id)
+                .values(
+                    status=summary.status,
+                    finished_at=summary.finished_at,
+                    summary=summary.as_dict(),
+                    error=summary.error,
+                )
+            )
             values: dict[str, Any] = {"last_run_at": summary.finished_at, "last_status": summary.status}
             if summary.ok:
-                values |= {"last_success_at": summary.finished_at, "last_success_run": summary.run_id,
-                           "config_hash": source_config_hash(source), "chunking_hash": chunking_hash(source)}
+                values |= {
+                    "last_success_at": summary.finished_at,
+                    "last_success_run": summary.run_id,
+                    "config_hash": source_config_hash(source),
+                    "chunking_hash": chunking_hash(source),
+                }
             _upsert_state(conn, source.id, values)
 
     # ------------------------------------------------------------------------------------ one source
@@ -289,13 +344,24 @@ class Syncer:
                 self._fail(summary, catalog, seen, item.doc_id, item.reason, item.line)
                 continue
             if not isinstance(item, Document) or item.source_id != source.id or not item.doc_id:
-                self._fail(summary, catalog, seen, getattr(item, "doc_id", None),
-                           "connector returned a document of another source or without an id")
+                self._fail(
+                    summary,
+                    catalog,
+                    seen,
+                    getattr(item, "doc_id", None),
+                    "connector returned a document of another source or without an id",
+                )
                 continue
             if item.doc_id in seen:
                 summary.failed += 1
-                self._list(summary.failures, {"doc_id": item.doc_id, "line": None,
-                                              "reason": "duplicate document id (the first one was kept)"})
+                self._list(
+                    summary.failures,
+                    {
+                        "doc_id": item.doc_id,
+                        "line": None,
+                        "reason": "duplicate document id (the first one was kept)",
+                    },
+                )
                 continue
             seen.add(item.doc_id)
             pending.append((item, read_at))
@@ -314,51 +380,89 @@ class Syncer:
         catalog.flush()
         summary.status = "partial" if summary.failed else "succeeded"
 
-    def _process(self, source: Source, pending: list[tuple[Document, datetime]], states: dict[str, DocState],
-                 rechunk: bool, summary: SyncSummary, catalog: _Catalog, seen: set[str]) -> None:
+    def _process(
+        self,
+        source: Source,
+        pending: list[tuple[Document, datetime]],
+        states: dict[str, DocState],
+        rechunk: bool,
+        summary: SyncSummary,
+        catalog: _Catalog,
+        seen: set[str],
+    ) -> None:
         """Index a batch of read documents: embed the new or changed ones in one pass, then write each
         document in its own transaction (so an interruption still leaves every document whole)."""
         if not pending:
             return
-        changed = [d for d, _ in pending if rechunk or states.get(d.doc_id) is None
-                   or states[d.doc_id].content_hash != d.content_hash]
+        changed = [
+            d
+            for d, _ in pending
+            if rechunk or states.get(d.doc_id) is None or states[d.doc_id].content_hash != d.content_hash
+        ]
         if len(changed) > 1:
-            try:
+            # a bad document fails below, on its own, with its reason
+            with contextlib.suppress(Exception):
                 self.index.prefetch_embeddings(changed, source.chunking)
-            except Exception:  # noqa: S110 - a bad document fails below, on its own, with its reason
-                pass
         for item, read_at in pending:
             try:
                 self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
             except (SQLAlchemyError, CharterException):
                 raise  # the store or the index setup (e.g. the embedder) is failing: stop, delete nothing
             except Exception as exc:
-                self._fail(summary, catalog, seen, item.doc_id,
-                           f"indexing failed: {type(exc).__name__}: {exc}")
+                self._fail(
+                    summary, catalog, seen, item.doc_id, f"indexing failed: {type(exc).__name__}: {exc}"
+                )
         pending.clear()
 
-    def _one(self, source: Source, doc: Document, state: DocState | None, rechunk: bool, summary: SyncSummary,
-             catalog: _Catalog, read_at: datetime) -> None:
+    def _one(
+        self,
+        source: Source,
+        doc: Document,
+        state: DocState | None,
+        rechunk: bool,
+        summary: SyncSummary,
+        catalog: _Catalog,
+        read_at: datetime,
+    ) -> None:
         eff = effective_acl(source, doc.acl, doc.acl_error)
         if eff.private_by_default:
             summary.private_by_default += 1
             self._list(summary.private, {"doc_id": doc.doc_id, "reason": _reason(eff.reason or "no ACL")})
         unknown = sorted(eff.tokens - self.known_tokens)
         if unknown:  # still fail closed (nobody holds the token), but the author probably made a typo
-            self._list(summary.warnings, {"doc_id": doc.doc_id, "reason": _reason(
-                f"ACL names {', '.join(unknown)}, which no user or group in the users file has")})
-        if (state is not None and not rechunk and state.content_hash == doc.content_hash
-                and state.acl_hash == acl_hash(eff.tokens)
-                and state.private_by_default == eff.private_by_default):
+            self._list(
+                summary.warnings,
+                {
+                    "doc_id": doc.doc_id,
+                    "reason": _reason(
+                        f"ACL names {', '.join(unknown)}, which no user or group in the users file has"
+                    ),
+                },
+            )
+        if (
+            state is not None
+            and not rechunk
+            and state.content_hash == doc.content_hash
+            and state.acl_hash == acl_hash(eff.tokens)
+            and state.private_by_default == eff.private_by_default
+        ):
             result = "unchanged"
         else:  # the index re-chunks when the chunking settings differ, and re-embeds only new chunk texts
-            result = self.index.upsert_document(doc, eff.tokens, source.chunking,
-                                                private_by_default=eff.private_by_default, seen_at=read_at)
+            result = self.index.upsert_document(
+                doc, eff.tokens, source.chunking, private_by_default=eff.private_by_default, seen_at=read_at
+            )
         setattr(summary, result, getattr(summary, result) + 1)
         catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
 
-    def _fail(self, summary: SyncSummary, catalog: _Catalog, seen: set[str], doc_id: str | None, reason: str,
-              line: int | None = None) -> None:
+    def _fail(
+        self,
+        summary: SyncSummary,
+        catalog: _Catalog,
+        seen: set[str],
+        doc_id: str | None,
+        reason: str,
+        line: int | None = None,
+    ) -> None:
         summary.failed += 1
         reason = _reason(reason)
         self._list(summary.failures, {"doc_id": doc_id, "line": line, "reason": reason})
@@ -375,8 +479,9 @@ class Syncer:
         """Whether the source's chunking settings changed since the index was built."""
         current = chunking_hash(source)
         with self.rt.store.connect() as conn:
-            built = conn.execute(select(source_state.c.chunking_hash)
-                                 .where(source_state.c.source_id == source.id)).scalar()
+            built = conn.execute(
+                select(source_state.c.chunking_hash).where(source_state.c.source_id == source.id)
+            ).scalar()
         if built is None and not states:
             # A first build: record the chunking now, so a crashed first sync resumes without re-chunking.
             with self.rt.store.begin() as conn:
@@ -386,13 +491,22 @@ class Syncer:
 
     def _audit(self, summary: SyncSummary) -> None:
         self.rt.audit.append(
-            actor=self.actor, action="sources.synced", resource=f"source:{summary.source_id}",
-            outcome={"succeeded": "success", "partial": "partial", "removed": "success"}.get(summary.status,
-                                                                                            "failure"),
-            details={"run_id": summary.run_id, "status": summary.status, **summary.counts(),
-                     "documents": summary.documents, "error": summary.error,
-                     "failures": summary.failures[:20], "private": summary.private[:20],
-                     "warnings": summary.warnings[:20]},
+            actor=self.actor,
+            action="sources.synced",
+            resource=f"source:{summary.source_id}",
+            outcome={"succeeded": "success", "partial": "partial", "removed": "success"}.get(
+                summary.status, "failure"
+            ),
+            details={
+                "run_id": summary.run_id,
+                "status": summary.status,
+                **summary.counts(),
+                "documents": summary.documents,
+                "error": summary.error,
+                "failures": summary.failures[:20],
+                "private": summary.private[:20],
+                "warnings": summary.warnings[:20],
+            },
         )
 
     # ------------------------------------------------------------------------------------ removed sources
@@ -412,9 +526,13 @@ class Syncer:
                 conn.execute(source_documents.delete().where(source_documents.c.source_id == source_id))
                 conn.execute(source_state.delete().where(source_state.c.source_id == source_id))
             summary.status, summary.finished_at = "removed", self.now()
-            self.rt.audit.append(actor=self.actor, action="sources.removed", resource=f"source:{source_id}",
-                                 outcome="success", details={"deleted": summary.deleted,
-                                                             "reason": "source no longer in the charter"})
+            self.rt.audit.append(
+                actor=self.actor,
+                action="sources.removed",
+                resource=f"source:{source_id}",
+                outcome="success",
+                details={"deleted": summary.deleted, "reason": "source no longer in the charter"},
+            )
             out.append(summary)
         return out
 
@@ -426,9 +544,16 @@ def _upsert_state(conn: Any, source_id: str, values: dict[str, Any]) -> None:
         conn.execute(source_state.insert().values(source_id=source_id, **values))
 
 
-def sync_sources(rt: Runtime, source_id: str | None = None, *, index: Index | None = None,
-                 actor: str = "system", progress: SyncProgress | None = None,
-                 now: Callable[[], datetime] = utcnow, prune: bool | None = None) -> list[SyncSummary]:
+def sync_sources(
+    rt: Runtime,
+    source_id: str | None = None,
+    *,
+    index: Index | None = None,
+    actor: str = "system",
+    progress: SyncProgress | None = None,
+    now: Callable[[], datetime] = utcnow,
+    prune: bool | None = None,
+) -> list[SyncSummary]:
     """Sync one source (``source_id``) or all of the charter's sources; returns one summary per source.
 
     A full sync (no ``source_id``) also removes from the index any source that is no longer in the charter

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from charter.errors import Problem, SpecError, UsageError
 from charter.spec._schema import Charter, ServiceAccount, User, UsersFile
-from charter.spec._yaml import LocatedYAML, Loc, load_yaml_file
+from charter.spec._yaml import Loc, LocatedYAML, load_yaml_file
 
 CHARTER_FILENAMES = ("charter.yaml", "charter.yml")
 
@@ -95,8 +95,12 @@ class LoadedCharter:
 
 def _principal(p: User | ServiceAccount) -> Principal:
     return Principal(
-        id=p.id, kind="user" if isinstance(p, User) else "service", name=p.name,
-        email=p.email if isinstance(p, User) else None, groups=tuple(p.groups), roles=tuple(p.roles),
+        id=p.id,
+        kind="user" if isinstance(p, User) else "service",
+        name=p.name,
+        email=p.email if isinstance(p, User) else None,
+        groups=tuple(p.groups),
+        roles=tuple(p.roles),
         active=p.active,
     )
 
@@ -127,7 +131,11 @@ def _model_fields(model: type[BaseModel], loc: Loc) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        ann = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        ann = (
+            current.model_fields.get(part)
+            if isinstance(current, type) and issubclass(current, BaseModel)
+            else None
+        )
         if ann is None:
             return []
         current = _inner_model(ann.annotation)
@@ -150,7 +158,9 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def _problems_from_validation(exc: ValidationError, located: LocatedYAML, model: type[BaseModel]) -> list[Problem]:
+def _problems_from_validation(
+    exc: ValidationError, located: LocatedYAML, model: type[BaseModel]
+) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc: Loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -160,14 +170,22 @@ def _problems_from_validation(exc: ValidationError, located: LocatedYAML, model:
             options = _model_fields(model, loc[:-1])
             hint = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
             msg = f"unknown key {key!r}"
-            msg += f"; did you mean {hint[0]!r}?" if hint else (f"; expected one of: {', '.join(options)}" if options else "")
+            msg += (
+                f"; did you mean {hint[0]!r}?"
+                if hint
+                else (f"; expected one of: {', '.join(options)}" if options else "")
+            )
             problems.append(Problem(msg, file=located.file, line=located.line_of(loc), field=dotted))
         elif err["type"] == "missing":
-            problems.append(Problem("required field is missing", file=located.file, line=located.line_of(loc), field=dotted))
+            problems.append(
+                Problem(
+                    "required field is missing", file=located.file, line=located.line_of(loc), field=dotted
+                )
+            )
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
             problems.append(Problem(msg, file=located.file, line=located.line_of(loc), field=dotted or None))
     return problems
 
@@ -187,10 +205,15 @@ def _scan_secrets(data: Any, loc: Loc, located: LocatedYAML) -> list[Problem]:
     if isinstance(data, dict):
         for k, v in data.items():
             if isinstance(k, str) and _SECRET_KEYS.match(k) and isinstance(v, str) and v:
-                problems.append(Problem(
-                    f"looks like a secret; put it in an environment variable and name the variable "
-                    f"(e.g. api_key_env: MY_API_KEY)", file=located.file, line=located.line_of((*loc, k)),
-                    field=_dotted((*loc, k))))
+                problems.append(
+                    Problem(
+                        "looks like a secret; put it in an environment variable and name the variable "
+                        "(e.g. api_key_env: MY_API_KEY)",
+                        file=located.file,
+                        line=located.line_of((*loc, k)),
+                        field=_dotted((*loc, k)),
+                    )
+                )
             else:
                 problems += _scan_secrets(v, (*loc, k), located)
     elif isinstance(data, list):
@@ -199,10 +222,15 @@ def _scan_secrets(data: Any, loc: Loc, located: LocatedYAML) -> list[Problem]:
     elif isinstance(data, str):
         for pattern, what in _SECRET_PATTERNS:
             if pattern.search(data):
-                problems.append(Problem(
-                    f"contains what looks like {what}; secrets never go in the charter — set an environment "
-                    f"variable and reference it with api_key_env", file=located.file, line=located.line_of(loc),
-                    field=_dotted(loc)))
+                problems.append(
+                    Problem(
+                        f"contains what looks like {what}; secrets never go in the charter — set an environment "
+                        f"variable and reference it with api_key_env",
+                        file=located.file,
+                        line=located.line_of(loc),
+                        field=_dotted(loc),
+                    )
+                )
                 break
     return problems
 
@@ -237,7 +265,14 @@ def _validate(model: type[BaseModel], located: LocatedYAML) -> tuple[Any, list[P
 
     problems = _scan_secrets(located.data, (), located)
     if not isinstance(located.data, dict):
-        return None, [*problems, Problem("expected a mapping of sections at the top level", file=located.file, line=1)], None
+        return (
+            None,
+            [
+                *problems,
+                Problem("expected a mapping of sections at the top level", file=located.file, line=1),
+            ],
+            None,
+        )
     try:
         result = model.model_validate(located.data)
         return result, problems, result
@@ -262,8 +297,9 @@ def _validate(model: type[BaseModel], located: LocatedYAML) -> tuple[Any, list[P
 
 
 # ------------------------------------------------------------------------------------------ cross-refs
-def _cross_references(spec: Charter, users: UsersFile, located: LocatedYAML,
-                      users_located: LocatedYAML) -> list[Problem]:
+def _cross_references(
+    spec: Charter, users: UsersFile, located: LocatedYAML, users_located: LocatedYAML
+) -> list[Problem]:
     P = located
     problems: list[Problem] = []
 
@@ -277,14 +313,20 @@ def _cross_references(spec: Charter, users: UsersFile, located: LocatedYAML,
     def check_role(role: str, loc: Loc) -> None:
         if role not in roles:
             hint = difflib.get_close_matches(role, sorted(roles), n=1)
-            add(f"role {role!r} is not defined in 'roles'" + (f"; did you mean {hint[0]!r}?" if hint else
-                f" (defined: {', '.join(sorted(roles))})"), loc)
+            add(
+                f"role {role!r} is not defined in 'roles'"
+                + (f"; did you mean {hint[0]!r}?" if hint else f" (defined: {', '.join(sorted(roles))})"),
+                loc,
+            )
 
     def check_user(uid: str, loc: Loc, what: str) -> None:
         if uid not in people:
             hint = difflib.get_close_matches(uid, sorted(people), n=1)
-            add(f"{what} {uid!r} is not a user in {spec.identity.users_file}"
-                + (f"; did you mean {hint[0]!r}?" if hint else ""), loc)
+            add(
+                f"{what} {uid!r} is not a user in {spec.identity.users_file}"
+                + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                loc,
+            )
         elif not people[uid].active:
             add(f"{what} {uid!r} is not an active user", loc)
 
@@ -299,7 +341,10 @@ def _cross_references(spec: Charter, users: UsersFile, located: LocatedYAML,
     forbidden = set(spec.scope.forbidden_actions)
     for i, t in enumerate(spec.tools):
         if t.name in forbidden:
-            add(f"tool {t.name!r} is listed in scope.forbidden_actions; a forbidden action cannot be a tool", ("tools", i, "name"))
+            add(
+                f"tool {t.name!r} is listed in scope.forbidden_actions; a forbidden action cannot be a tool",
+                ("tools", i, "name"),
+            )
         for j, r in enumerate(t.roles):
             check_role(r, ("tools", i, "roles", j))
         if t.approval.approver_role:
@@ -319,21 +364,38 @@ def _cross_references(spec: Charter, users: UsersFile, located: LocatedYAML,
     for i, u in enumerate(users.users):
         for j, r in enumerate(u.roles):
             if r not in roles:
-                problems.append(Problem(f"role {r!r} is not defined in the charter's 'roles'",
-                                        file=users_located.file, line=users_located.line_of(("users", i, "roles", j)),
-                                        field=f"users[{i}].roles[{j}]"))
-    for i, s in enumerate(users.service_accounts):
-        if s.owner not in people:
-            problems.append(Problem(f"owner {s.owner!r} is not a user", file=users_located.file,
-                                    line=users_located.line_of(("service_accounts", i, "owner")),
-                                    field=f"service_accounts[{i}].owner"))
+                problems.append(
+                    Problem(
+                        f"role {r!r} is not defined in the charter's 'roles'",
+                        file=users_located.file,
+                        line=users_located.line_of(("users", i, "roles", j)),
+                        field=f"users[{i}].roles[{j}]",
+                    )
+                )
+    for i, account in enumerate(users.service_accounts):
+        if account.owner not in people:
+            problems.append(
+                Problem(
+                    f"owner {account.owner!r} is not a user",
+                    file=users_located.file,
+                    line=users_located.line_of(("service_accounts", i, "owner")),
+                    field=f"service_accounts[{i}].owner",
+                )
+            )
     declared_groups = {g.id for g in users.groups}
     if declared_groups:
-        for i, u in enumerate([*users.users, *users.service_accounts]):
-            for g in u.groups:
+        members: list[User | ServiceAccount] = [*users.users, *users.service_accounts]
+        for i, member in enumerate(members):
+            for g in member.groups:
                 if g not in declared_groups:
-                    problems.append(Problem(f"group {g!r} is not declared under 'groups'", file=users_located.file,
-                                            line=users_located.line_of(("users", i)), field=f"{u.id}.groups"))
+                    problems.append(
+                        Problem(
+                            f"group {g!r} is not declared under 'groups'",
+                            file=users_located.file,
+                            line=users_located.line_of(("users", i)),
+                            field=f"{member.id}.groups",
+                        )
+                    )
     del principals
     return problems
 
@@ -345,8 +407,14 @@ def _referenced_files(spec: Charter, located: LocatedYAML, base: Path) -> list[P
         p = Path(rel) if Path(rel).is_absolute() else base / rel
         ok = p.is_dir() if directory else p.is_file()
         if not ok:
-            problems.append(Problem(f"{what} not found: {rel}", file=located.file, line=located.line_of(loc),
-                                    field=_dotted(loc)))
+            problems.append(
+                Problem(
+                    f"{what} not found: {rel}",
+                    file=located.file,
+                    line=located.line_of(loc),
+                    field=_dotted(loc),
+                )
+            )
 
     for i, p in enumerate(spec.prompts):
         for j, v in enumerate(p.versions):

@@ -27,7 +27,9 @@ class Section(BaseModel):
 class Workflow(Section):
     """Which workflow this charter governs."""
 
-    id: Identifier = Field(description="Stable workflow id; used in URLs, metrics and as the OpenAI model name.")
+    id: Identifier = Field(
+        description="Stable workflow id; used in URLs, metrics and as the OpenAI model name."
+    )
     name: str = Field(min_length=3, description="Human-readable name.")
     description: str = Field("", description="One paragraph on what the workflow is for.")
 
@@ -39,11 +41,15 @@ class Scope(Section):
     users: list[Identifier] = Field(min_length=1, description="Roles that use the workflow.")
     inputs: list[str] = Field(min_length=1, description="What comes in (e.g. a customer's billing question).")
     outputs: list[str] = Field(min_length=1, description="What goes out (e.g. a cited draft reply).")
-    next_step: str = Field(min_length=1, description="What happens to the output next (e.g. reviewed, then sent).")
-    out_of_scope: list[str] = Field(default_factory=list,
-                                    description="Topics the workflow must not answer; questions on them escalate.")
-    forbidden_actions: list[Identifier] = Field(default_factory=list,
-                                                description="Actions no tool may ever perform; such tools cannot be registered.")
+    next_step: str = Field(
+        min_length=1, description="What happens to the output next (e.g. reviewed, then sent)."
+    )
+    out_of_scope: list[str] = Field(
+        default_factory=list, description="Topics the workflow must not answer; questions on them escalate."
+    )
+    forbidden_actions: list[Identifier] = Field(
+        default_factory=list, description="Actions no tool may ever perform; such tools cannot be registered."
+    )
 
 
 # --------------------------------------------------------------------------------------------- identity
@@ -59,7 +65,9 @@ class OIDC(Section):
 class Identity(Section):
     """Where principals come from."""
 
-    users_file: str = Field("users.yaml", description="YAML file (relative to the charter) with users, groups, service accounts.")
+    users_file: str = Field(
+        "users.yaml", description="YAML file (relative to the charter) with users, groups, service accounts."
+    )
     oidc: OIDC | None = Field(None, description="Optional OIDC settings.")
 
 
@@ -110,7 +118,9 @@ class Freshness(Section):
     """How old a source may get before it is stale."""
 
     max_age: Duration = Field(description="Maximum time since the last successful sync, e.g. `7d`.")
-    on_stale: Literal["flag", "exclude"] = Field("flag", description="Flag stale sources in answers, or exclude them.")
+    on_stale: Literal["flag", "exclude"] = Field(
+        "flag", description="Flag stale sources in answers, or exclude them."
+    )
 
 
 class Approval(Section):
@@ -136,13 +146,19 @@ class Source(Section):
     id: Identifier = Field(description="Stable source id.")
     title: str = Field("", description="Display name.")
     connector: Identifier = Field(description="Connector name: `folder`, `jsonl`, or one you registered.")
-    location: str = Field(description="Where the connector reads from (path relative to the charter, or URL).")
+    location: str = Field(
+        description="Where the connector reads from (path relative to the charter, or URL)."
+    )
     owner: Identifier = Field(description="User id responsible for the source.")
     sensitivity: Sensitivity = Field(description="`public`, `internal`, `confidential` or `restricted`.")
     permissions: Permissions = Field(description="Permission model.")
-    allowed_in_prompts: bool = Field(True, description="Whether chunks of this source may enter a model prompt.")
+    allowed_in_prompts: bool = Field(
+        True, description="Whether chunks of this source may enter a model prompt."
+    )
     freshness: Freshness = Field(description="Freshness policy.")
-    cadence: str = Field("daily", description="How often sync should run (documentation for schedulers), e.g. `hourly`.")
+    cadence: str = Field(
+        "daily", description="How often sync should run (documentation for schedulers), e.g. `hourly`."
+    )
     chunking: Chunking = Field(default_factory=lambda: Chunking(), description="Chunking settings.")
     approval: Approval | None = Field(None, description="Who approved this source for this workflow.")
 
@@ -151,12 +167,21 @@ class Source(Section):
 class Fusion(Section):
     """How lexical (BM25) and dense scores are combined."""
 
-    method: Literal["weighted", "rrf"] = Field("weighted", description="`weighted` (normalised scores) or `rrf`.")
+    method: Literal["weighted", "rrf"] = Field(
+        "weighted", description="`weighted` (normalised scores) or `rrf`."
+    )
     normalization: Literal["minmax", "zscore", "none"] = Field(
-        "minmax", description="How each list's scores are normalised before weighting: `minmax` maps the "
-        "`depth`-th best score to 0 and the best to 1; `zscore` uses the mean and deviation of the top `depth`.")
-    depth: int = Field(100, ge=1, le=10000, description="How many top results of each list set the normalisation "
-                       "statistics (and, for `rrf`, which ranks count).")
+        "minmax",
+        description="How each list's scores are normalised before weighting: `minmax` maps the "
+        "`depth`-th best score to 0 and the best to 1; `zscore` uses the mean and deviation of the top `depth`.",
+    )
+    depth: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        description="How many top results of each list set the normalisation "
+        "statistics (and, for `rrf`, which ranks count).",
+    )
     bm25_weight: float = Field(0.3, ge=0, le=1, description="Weight of the normalised BM25 score.")
     dense_weight: float = Field(0.7, ge=0, le=1, description="Weight of the normalised dense score.")
     rrf_k: int = Field(60, ge=1, description="k constant for reciprocal-rank fusion.")
@@ -168,7 +193,9 @@ class Retrieval(Section):
     top_k: int = Field(8, ge=1, le=100, description="Chunks retrieved per question.")
     fusion: Fusion = Field(default_factory=lambda: Fusion(), description="Fusion of BM25 and dense scores.")
     min_score: float = Field(0.0, ge=0, le=1, description="Chunks scoring below this are dropped.")
-    embedder: str = Field("minilm", description="Embedder name (registry); default all-MiniLM-L6-v2, offline.")
+    embedder: str = Field(
+        "minilm", description="Embedder name (registry); default all-MiniLM-L6-v2, offline."
+    )
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -186,7 +213,8 @@ class ModelEndpoint(Section):
     name: str = Field(description="Model name as the provider knows it.")
     endpoint: str | None = Field(None, description="Base URL for OpenAI-compatible providers.")
     api_key_env: str | None = Field(
-        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Name of the environment variable that holds the API key (never the key itself).",
     )
     prices: Prices = Field(default_factory=lambda: Prices(), description="Per-token prices.")
@@ -239,15 +267,19 @@ class RateLimit(Section):
 class ConditionalApproval(Section):
     """Approval needed when a condition over the arguments holds."""
 
-    when: str = Field(description="Condition over `args` and `principal`, e.g. `amount > 100` (Cedar expression "
-                      "over `context.args` is generated from it).")
+    when: str = Field(
+        description="Condition over `args` and `principal`, e.g. `amount > 100` (Cedar expression "
+        "over `context.args` is generated from it)."
+    )
     approver_role: Identifier = Field(description="Role whose member must approve.")
 
 
 class ApprovalRule(Section):
     """When a tool call needs a human's approval, and whose."""
 
-    rule: Literal["none", "always", "conditional"] = Field("none", description="`none`, `always` or `conditional`.")
+    rule: Literal["none", "always", "conditional"] = Field(
+        "none", description="`none`, `always` or `conditional`."
+    )
     approver_role: Identifier | None = Field(None, description="With `always`: who approves.")
     conditions: list[ConditionalApproval] = Field(
         default_factory=list,
@@ -277,23 +309,35 @@ class Tool(Section):
 
     name: Identifier = Field(description="Tool name.")
     description: str = Field("", description="What it does (shown to the model).")
-    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
-                          description="`module:function`; modules are resolved relative to the charter folder first.")
+    callable: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="`module:function`; modules are resolved relative to the charter folder first.",
+    )
     effect: Literal["read", "write", "external"] = Field(description="`read`, `write` or `external`.")
     roles: list[Identifier] = Field(min_length=1, description="Roles that may call the tool.")
     approval: Annotated[ApprovalRule, BeforeValidator(_approval_shorthand)] = Field(
-        default_factory=lambda: ApprovalRule(), description="Approval rule: `none`, `always` or conditional.")
+        default_factory=lambda: ApprovalRule(), description="Approval rule: `none`, `always` or conditional."
+    )
     rate_limit: RateLimit | None = Field(None, description="Per-principal rate limit.")
-    requires: list[str] = Field(default_factory=list,
-                                description="Preconditions, e.g. `draft_approved` for sending a reply.")
+    requires: list[str] = Field(
+        default_factory=list, description="Preconditions, e.g. `draft_approved` for sending a reply."
+    )
 
 
 # --------------------------------------------------------------------------------------------- review
 class Escalation(Section):
     """Who gets a draft or an action when a rule fires, and how long they have."""
 
-    when: Literal["no_sources", "low_groundedness", "out_of_scope", "sensitive_topic", "canary_in_output",
-                  "pii_in_output", "approval_sla", "always"] = Field(description="Trigger.")
+    when: Literal[
+        "no_sources",
+        "low_groundedness",
+        "out_of_scope",
+        "sensitive_topic",
+        "canary_in_output",
+        "pii_in_output",
+        "approval_sla",
+        "always",
+    ] = Field(description="Trigger.")
     to: Identifier = Field(description="Role that receives it.")
     sla: Duration = Field(description="Time to act before it escalates further.")
     then: Identifier | None = Field(None, description="Role it moves to when the SLA passes.")
@@ -303,12 +347,13 @@ class Review(Section):
     """Human review of drafts and escalation rules."""
 
     drafts: Literal["all", "escalated", "none"] = Field(
-        "all", description="Which drafts need review before they can be sent: `all`, `escalated` or `none`.")
+        "all", description="Which drafts need review before they can be sent: `all`, `escalated` or `none`."
+    )
     reviewer_role: Identifier = Field(description="Role that reviews drafts.")
     groundedness_threshold: float = Field(0.6, ge=0, le=1, description="Below this, the draft escalates.")
     sensitive_topics: list[str] = Field(default_factory=list, description="Topics that always go to a human.")
     outbound_sensitivity: list[Literal["public", "internal", "confidential", "restricted"]] = Field(
-        default_factory=lambda: ["public"],
+        default_factory=lambda: ["public"],  # type: ignore[arg-type]
         description="Sensitivities that may be quoted in customer-facing text; others become agent notes.",
     )
     escalations: list[Escalation] = Field(default_factory=list, description="Escalation rules.")
@@ -346,7 +391,9 @@ FieldPolicy = Literal["raw", "masked", "hashed", "dropped"]
 class Exporters(Section):
     """Where telemetry goes."""
 
-    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint for traces, e.g. http://collector:4318."
+    )
     prometheus: bool = Field(True, description="Expose /metrics.")
     include_content: bool = Field(False, description="Export (masked) message content in spans.")
 
@@ -355,11 +402,12 @@ class Monitoring(Section):
     """What is recorded and how it is protected."""
 
     fields: dict[str, FieldPolicy] = Field(
-        default_factory=lambda: {"question": "masked", "answer": "masked", "principal": "hashed"},
+        default_factory=lambda: {"question": "masked", "answer": "masked", "principal": "hashed"},  # type: ignore[arg-type]
         description="Per-field policy: `raw`, `masked`, `hashed` or `dropped`.",
     )
     masking: Literal["presidio", "presidio+spacy", "off"] = Field(
-        "presidio", description="Masker: Presidio pattern recognizers (default), with spaCy NER, or off.")
+        "presidio", description="Masker: Presidio pattern recognizers (default), with spaCy NER, or off."
+    )
     retention: Duration = Field("90d", description="Traces and feedback older than this are deleted.")  # type: ignore[assignment]
     exporters: Exporters = Field(default_factory=lambda: Exporters(), description="Exporters.")
 
@@ -384,14 +432,18 @@ class Threshold(Section):
     op: Comparator = Field(description="Comparison.")
     value: float = Field(description="Target value.")
     bound: Literal["point", "lower", "upper"] = Field(
-        "point", description="Compare the point estimate or a 95% confidence bound.")
+        "point", description="Compare the point estimate or a 95% confidence bound."
+    )
 
     def passes(self, observed: float) -> bool:
         if math.isnan(observed):
             return False
         return {
-            ">=": observed >= self.value, "<=": observed <= self.value, ">": observed > self.value,
-            "<": observed < self.value, "==": observed == self.value,
+            ">=": observed >= self.value,
+            "<=": observed <= self.value,
+            ">": observed > self.value,
+            "<": observed < self.value,
+            "==": observed == self.value,
         }[self.op]
 
     def __str__(self) -> str:
@@ -404,7 +456,8 @@ class Evals(Section):
 
     sets: list[str] = Field(default_factory=list, description="Eval set files, relative to the charter.")
     thresholds: list[Annotated[Threshold, BeforeValidator(parse_threshold)]] = Field(
-        default_factory=list, description="E.g. `retrieval.recall@5 >= 0.9`, `permission.leaks == 0`.")
+        default_factory=list, description="E.g. `retrieval.recall@5 >= 0.9`, `permission.leaks == 0`."
+    )
     max_age: Duration = Field("7d", description="The gate ignores eval runs older than this.")  # type: ignore[assignment]
     min_cases: dict[str, int] = Field(
         default_factory=lambda: {"normal": 10, "edge": 5, "negative": 5, "permission": 5},
@@ -417,7 +470,8 @@ class Drift(Section):
 
     notify: str | None = Field(None, description="Webhook URL or `log`.")
     on_regression: Literal["notify", "restrict", "kill"] = Field(
-        "notify", description="Only notify, restrict (every draft needs review) or turn on the kill switch.")
+        "notify", description="Only notify, restrict (every draft needs review) or turn on the kill switch."
+    )
 
 
 # --------------------------------------------------------------------------------------------- root
@@ -441,13 +495,18 @@ class Charter(Section):
     monitoring: Monitoring = Field(default_factory=lambda: Monitoring())
     owners: Owners
     evals: Evals = Field(default_factory=lambda: Evals())
-    policies: list[str] = Field(default_factory=list, description="Custom Cedar policy files, relative to the charter.")
+    policies: list[str] = Field(
+        default_factory=list, description="Custom Cedar policy files, relative to the charter."
+    )
     drift: Drift = Field(default_factory=lambda: Drift())
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Charter:
-        for name, items in (("sources", [s.id for s in self.sources]), ("tools", [t.name for t in self.tools]),
-                            ("prompts", [p.name for p in self.prompts])):
+        for name, items in (
+            ("sources", [s.id for s in self.sources]),
+            ("tools", [t.name for t in self.tools]),
+            ("prompts", [p.name for p in self.prompts]),
+        ):
             dupes = sorted({i for i in items if items.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {name}: {', '.join(dupes)}")

@@ -38,7 +38,9 @@ def format_duration(value: timedelta) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
 
 Identifier = Annotated[str, BeforeValidator(lambda v: _identifier(v))]
 _IDENT = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")

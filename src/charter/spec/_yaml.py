@@ -51,19 +51,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (a silent override is a classic configuration bug)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
             )
         seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
+    return mapping
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_yaml_text(text: str, file: str) -> LocatedYAML:
@@ -71,7 +74,7 @@ def load_yaml_text(text: str, file: str) -> LocatedYAML:
     if "\x00" in text:
         raise SpecError([Problem("file contains NUL bytes; expected a UTF-8 YAML text file", file=file)])
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -97,5 +100,7 @@ def load_yaml_file(path: Path, *, display: str | None = None) -> LocatedYAML:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(f"not UTF-8 text (byte {exc.start}); expected a YAML file", file=display)]) from None
+        raise SpecError(
+            [Problem(f"not UTF-8 text (byte {exc.start}); expected a YAML file", file=display)]
+        ) from None
     return load_yaml_text(text, display)

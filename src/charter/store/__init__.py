@@ -8,4 +8,13 @@ from charter.store._engine import Store, open_store, resolve_database_url
 from charter.store._sealing import Sealer, sealer_for
 from charter.store._types import UTCDateTime, metadata, utcnow
 
-__all__ = ["Sealer", "Store", "UTCDateTime", "metadata", "open_store", "resolve_database_url", "sealer_for", "utcnow"]
+__all__ = [
+    "Sealer",
+    "Store",
+    "UTCDateTime",
+    "metadata",
+    "open_store",
+    "resolve_database_url",
+    "sealer_for",
+    "utcnow",
+]

@@ -108,8 +108,13 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if url.startswith("sqlite"):
         # A small pool: keeping connections open avoids the checkpoint-on-last-close that SQLite does when
         # the final connection to a WAL database closes (it made every write transaction ~20 ms slower).
-        engine = create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False,
-                               connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            pool_size=8,
+            max_overflow=32,
+            pool_pre_ping=False,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     else:

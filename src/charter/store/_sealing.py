@@ -64,9 +64,11 @@ class Sealer:
         if value is None or not value.startswith(PREFIX):
             return value
         try:
-            return self._fernet.decrypt(value[len(PREFIX):].encode("ascii")).decode("utf-8")
+            return self._fernet.decrypt(value[len(PREFIX) :].encode("ascii")).decode("utf-8")
         except InvalidToken:
-            raise IntegrityError("sealed content cannot be opened: wrong sealing key or modified data") from None
+            raise IntegrityError(
+                "sealed content cannot be opened: wrong sealing key or modified data"
+            ) from None
 
     def seal_json(self, value: Any) -> dict[str, str]:
         return {"sealed": self.seal(json.dumps(value, ensure_ascii=False)) or ""}

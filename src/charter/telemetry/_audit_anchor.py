@@ -58,8 +58,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def write_anchor(path: Path, checkpoint: Checkpoint, database: str) -> bool:
-    """Record ``checkpoint`` unless the anchor holds a later one. False if it could not (read-only, corrupt).
-    """
+    """Record ``checkpoint`` unless the anchor holds a later one. False if it could not (read-only, corrupt)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):

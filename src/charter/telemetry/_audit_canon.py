@@ -45,16 +45,20 @@ def parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def preimage(seq: int, ts: str, actor: str, action: str, resource: str, outcome: str, details: str,
-             prev_hash: str) -> str:
+def preimage(
+    seq: int, ts: str, actor: str, action: str, resource: str, outcome: str, details: str, prev_hash: str
+) -> str:
     """The canonical JSON text that is hashed (``details`` is already canonical JSON text)."""
-    return (f'{{"action":{_enc(action)},"actor":{_enc(actor)},"details":{details},'
-            f'"outcome":{_enc(outcome)},"prev_hash":{_enc(prev_hash)},"resource":{_enc(resource)},'
-            f'"seq":{seq},"ts":{_enc(ts)}}}')
+    return (
+        f'{{"action":{_enc(action)},"actor":{_enc(actor)},"details":{details},'
+        f'"outcome":{_enc(outcome)},"prev_hash":{_enc(prev_hash)},"resource":{_enc(resource)},'
+        f'"seq":{seq},"ts":{_enc(ts)}}}'
+    )
 
 
-def entry_hash(seq: int, ts: str, actor: str, action: str, resource: str, outcome: str, details: str,
-               prev_hash: str) -> str:
+def entry_hash(
+    seq: int, ts: str, actor: str, action: str, resource: str, outcome: str, details: str, prev_hash: str
+) -> str:
     text = preimage(seq, ts, actor, action, resource, outcome, details, prev_hash)
     return _sha256(text.encode("utf-8")).hexdigest()
 
@@ -83,8 +87,10 @@ def _check_json(value: Any, path: str, depth: int) -> None:
         for i, item in enumerate(value):
             _check_json(item, f"{path}[{i}]", depth + 1)
         return
-    raise UsageError(f"{path}: {type(value).__name__} is not JSON-serialisable "
-                     "(use str, int, float, bool, None, list or dict; reference large content by id)")
+    raise UsageError(
+        f"{path}: {type(value).__name__} is not JSON-serialisable "
+        "(use str, int, float, bool, None, list or dict; reference large content by id)"
+    )
 
 
 def canonical_details(details: Any) -> str:
@@ -100,8 +106,10 @@ def canonical_details(details: Any) -> str:
     except UnicodeEncodeError as exc:
         raise UsageError(f"details: contains text that is not valid Unicode ({exc.reason})") from exc
     if size > MAX_DETAILS_BYTES:
-        raise UsageError(f"details: {size} bytes is over the {MAX_DETAILS_BYTES}-byte limit; the audit log "
-                         "references content (trace, document, report) by id instead of embedding it")
+        raise UsageError(
+            f"details: {size} bytes is over the {MAX_DETAILS_BYTES}-byte limit; the audit log "
+            "references content (trace, document, report) by id instead of embedding it"
+        )
     return text
 
 

@@ -38,8 +38,9 @@ class AuditEntry:
     @classmethod
     def from_row(cls, row: Any) -> AuditEntry:
         seq, ts, actor, action, resource, outcome, details, prev_hash, hash_ = row
-        return cls(int(seq), parse_ts(ts), actor, action, resource, outcome, json.loads(details),
-                   prev_hash, hash_)
+        return cls(
+            int(seq), parse_ts(ts), actor, action, resource, outcome, json.loads(details), prev_hash, hash_
+        )
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -62,17 +63,29 @@ class Checkpoint:
 
     def message(self) -> bytes:
         """The exact bytes that are signed."""
-        return (f"{CHECKPOINT_DOMAIN}\nseq={self.seq}\nhead={self.head_hash}\n"
-                f"created={format_ts(self.created_at)}\nkey={self.key_id}\n").encode()
+        return (
+            f"{CHECKPOINT_DOMAIN}\nseq={self.seq}\nhead={self.head_hash}\n"
+            f"created={format_ts(self.created_at)}\nkey={self.key_id}\n"
+        ).encode()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "head_hash": self.head_hash, "created_at": format_ts(self.created_at),
-                "key_id": self.key_id, "signature": self.signature}
+        return {
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "created_at": format_ts(self.created_at),
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Checkpoint:
-        return cls(int(doc["seq"]), str(doc["head_hash"]), parse_ts(str(doc["created_at"])),
-                   str(doc["key_id"]), str(doc["signature"]))
+        return cls(
+            int(doc["seq"]),
+            str(doc["head_hash"]),
+            parse_ts(str(doc["created_at"])),
+            str(doc["key_id"]),
+            str(doc["signature"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,8 +129,14 @@ def scan(
     """Check entries from ``start_seq`` to ``end_seq`` (default: the end). ``prev_hash=None`` trusts the
     first row's stored link."""
     by_seq = _by_seq(checkpoints)
-    out = scan_rows(iter_batches(conn, start_seq, end_seq), by_seq, start_seq=start_seq, prev_hash=prev_hash,
-                    good_cp=start_seq - 1, end_seq=end_seq)
+    out = scan_rows(
+        iter_batches(conn, start_seq, end_seq),
+        by_seq,
+        start_seq=start_seq,
+        prev_hash=prev_hash,
+        good_cp=start_seq - 1,
+        end_seq=end_seq,
+    )
     return finish(out, by_seq, start_seq)
 
 
@@ -177,13 +183,17 @@ def scan_rows(
                 if ts != last_ts:
                     ets = enc(ts)
                 if linked:
-                    text = (f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details},'
-                            f'"outcome":{enc(outcome)},"prev_hash":"{prev}","resource":{enc(resource)},'
-                            f'"seq":{seq},"ts":{ets}}}')
+                    text = (
+                        f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details},'
+                        f'"outcome":{enc(outcome)},"prev_hash":"{prev}","resource":{enc(resource)},'
+                        f'"seq":{seq},"ts":{ets}}}'
+                    )
                 else:
-                    text = (f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details},'
-                            f'"outcome":{enc(outcome)},"prev_hash":{enc(stored_prev)},'
-                            f'"resource":{enc(resource)},"seq":{seq},"ts":{ets}}}')
+                    text = (
+                        f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{details},'
+                        f'"outcome":{enc(outcome)},"prev_hash":{enc(stored_prev)},'
+                        f'"resource":{enc(resource)},"seq":{seq},"ts":{ets}}}'
+                    )
                 digest = sha(text.encode()).hexdigest()
             except (TypeError, UnicodeEncodeError) as exc:
                 return fail(seq, f"entry {seq} has a malformed field ({exc})")

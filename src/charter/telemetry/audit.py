@@ -60,8 +60,9 @@ _Prepared = tuple[str, str, str, str, str]  # actor, action, resource, outcome, 
 class AuditLog:
     """The audit log of one store. Thread-safe and multi-process-safe; cheap to construct."""
 
-    def __init__(self, store: Store, *, key_dir: Path | str,
-                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
+    def __init__(
+        self, store: Store, *, key_dir: Path | str, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    ) -> None:
         if checkpoint_every < 1:
             raise UsageError("checkpoint_every must be at least 1")
         self.store = store
@@ -72,8 +73,15 @@ class AuditLog:
         self._keys: dict[str, PublicKey] = {}
 
     # ------------------------------------------------------------------------------------ writing
-    def append(self, *, actor: str, action: str, resource: str, outcome: str,
-               details: Mapping[str, Any] | None = None) -> AuditEntry:
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        resource: str,
+        outcome: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
         """Append one event in its own transaction and return the stored entry."""
         return self._append([_prepare(actor, action, resource, outcome, details)])[0]
 
@@ -88,8 +96,15 @@ class AuditLog:
                     unknown = set(ev) - {"actor", "action", "resource", "outcome", "details"}
                     if unknown:
                         raise UsageError(f"unknown field(s) {sorted(unknown)}")
-                    prepared.append(_prepare(ev.get("actor"), ev.get("action"), ev.get("resource"),
-                                             ev.get("outcome"), ev.get("details")))
+                    prepared.append(
+                        _prepare(
+                            ev.get("actor"),
+                            ev.get("action"),
+                            ev.get("resource"),
+                            ev.get("outcome"),
+                            ev.get("details"),
+                        )
+                    )
                 else:
                     raise UsageError(f"expected an AuditEvent or a mapping, got {type(ev).__name__}")
             except UsageError as exc:
@@ -140,8 +155,9 @@ class AuditLog:
         self._anchor([cp])
         return cp
 
-    def _checkpoint_in(self, conn: Connection, seq: int, head_hash: str, *,
-                       old_head: tuple[int, str] | None = None) -> Checkpoint:
+    def _checkpoint_in(
+        self, conn: Connection, seq: int, head_hash: str, *, old_head: tuple[int, str] | None = None
+    ) -> Checkpoint:
         """Sign ``(seq, head_hash)`` inside the caller's write transaction.
 
         ``old_head``: the head before this transaction's own entries, which were just computed here and
@@ -152,14 +168,21 @@ class AuditLog:
         anchor = read_anchor(self.anchor_path)  # a corrupt anchor raises: fail closed
         base = max((c for c in (latest, anchor) if c is not None), key=lambda c: c.seq, default=None)
         if base is not None and base.seq > end:
-            raise IntegrityError(f"audit log truncated: a checkpoint records {base.seq} entries but the log "
-                                 f"has {end}; run `charter audit verify`")
+            raise IntegrityError(
+                f"audit log truncated: a checkpoint records {base.seq} entries but the log "
+                f"has {end}; run `charter audit verify`"
+            )
         if latest is not None and latest.seq == seq and latest.head_hash == head_hash:
             return latest
         if end > 0:
             checked = check_signatures([base], self._public_keys()) if base is not None else []
-            out = scan(conn, checked, start_seq=base.seq if base else 1,
-                       prev_hash=None if base else GENESIS_HASH, end_seq=end)
+            out = scan(
+                conn,
+                checked,
+                start_seq=base.seq if base else 1,
+                prev_hash=None if base else GENESIS_HASH,
+                end_seq=end,
+            )
             if out.bad_seq is not None:
                 raise IntegrityError(f"refusing to sign an audit checkpoint: {out.reason}")
             if out.last_seq != end or out.last_hash != end_hash:
@@ -168,13 +191,20 @@ class AuditLog:
         if key is None:
             raise IntegrityError(
                 f"the audit signing key is missing from {self.key_dir} but signed checkpoints exist: restore "
-                "the key from backup (or rotate it explicitly) before more checkpoints can be written")
+                "the key from backup (or rotate it explicitly) before more checkpoints can be written"
+            )
         self._key = key
         unsigned = Checkpoint(seq, head_hash, utcnow(), key.key_id, "")
         cp = replace(unsigned, signature=key.sign(unsigned.message()))
-        conn.execute(audit_checkpoints.insert().values(
-            seq=cp.seq, head_hash=cp.head_hash, created_at=cp.created_at, key_id=cp.key_id,
-            signature=cp.signature))
+        conn.execute(
+            audit_checkpoints.insert().values(
+                seq=cp.seq,
+                head_hash=cp.head_hash,
+                created_at=cp.created_at,
+                key_id=cp.key_id,
+                signature=cp.signature,
+            )
+        )
         return cp
 
     def checkpoints(self) -> list[Checkpoint]:
@@ -201,8 +231,9 @@ class AuditLog:
         return self._keys
 
     # ------------------------------------------------------------------------------------ reading
-    def verify(self, *, expect_at_least: int | None = None, checkpoint: bool = False,
-               parallel: bool = True) -> VerifyResult:
+    def verify(
+        self, *, expect_at_least: int | None = None, checkpoint: bool = False, parallel: bool = True
+    ) -> VerifyResult:
         """Recompute the whole chain and check every checkpoint and the anchor.
 
         ``expect_at_least``: the log must have at least this many entries (an external anchor, e.g. the
@@ -217,8 +248,15 @@ class AuditLog:
             anchor, anchor_problem = None, str(exc)
         with self.store.connect() as conn:
             checkpoints = _all_checkpoints(conn)
-            result = verify_all(conn, checkpoints, anchor, keys, expect_at_least=expect_at_least,
-                                anchor_problem=anchor_problem, parallel=parallel)
+            result = verify_all(
+                conn,
+                checkpoints,
+                anchor,
+                keys,
+                expect_at_least=expect_at_least,
+                anchor_problem=anchor_problem,
+                parallel=parallel,
+            )
         if checkpoint and result.ok and result.head_seq > (result.last_checkpoint_seq or 0):
             try:
                 cp = self.checkpoint()
@@ -228,8 +266,12 @@ class AuditLog:
                 with contextlib.suppress(IntegrityError):
                     anchor = read_anchor(self.anchor_path)
                 note = f"signed a checkpoint at entry {cp.seq}: truncation below it is now detected"
-                return replace(result, last_checkpoint_seq=cp.seq, anchor_seq=anchor.seq if anchor else None,
-                               notes=(note,))
+                return replace(
+                    result,
+                    last_checkpoint_seq=cp.seq,
+                    anchor_seq=anchor.seq if anchor else None,
+                    notes=(note,),
+                )
         return result
 
     def tail(self, n: int = 20, *, action: str | None = None) -> list[AuditEntry]:
@@ -265,8 +307,13 @@ class AuditLog:
 def _prepare(actor: Any, action: Any, resource: Any, outcome: Any, details: Any) -> _Prepared:
     if details is not None and isinstance(details, Mapping) and not isinstance(details, dict):
         details = dict(details)
-    return (check_field("actor", actor), check_field("action", action), check_field("resource", resource),
-            check_field("outcome", outcome), canonical_details(details))
+    return (
+        check_field("actor", actor),
+        check_field("action", action),
+        check_field("resource", resource),
+        check_field("outcome", outcome),
+        canonical_details(details),
+    )
 
 
 def _insert_sql(conn: Connection) -> str:
@@ -288,8 +335,11 @@ def _row_to_checkpoint(row: Any) -> Checkpoint:
 
 
 def _latest_checkpoint(conn: Connection) -> Checkpoint | None:
-    row = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc(),
-                                                          audit_checkpoints.c.id.desc()).limit(1)).first()
+    row = conn.execute(
+        select(audit_checkpoints)
+        .order_by(audit_checkpoints.c.seq.desc(), audit_checkpoints.c.id.desc())
+        .limit(1)
+    ).first()
     return None if row is None else _row_to_checkpoint(row)
 
 
@@ -298,5 +348,12 @@ def _all_checkpoints(conn: Connection) -> list[Checkpoint]:
     return [_row_to_checkpoint(r) for r in rows]
 
 
-__all__ = ["DEFAULT_CHECKPOINT_EVERY", "PG_LOCK_KEY", "AuditEntry", "AuditEvent", "AuditLog", "Checkpoint",
-           "VerifyResult"]
+__all__ = [
+    "DEFAULT_CHECKPOINT_EVERY",
+    "PG_LOCK_KEY",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditLog",
+    "Checkpoint",
+    "VerifyResult",
+]

@@ -37,8 +37,9 @@ def upgrade() -> None:
     op.create_index("ix_tokens_principal", "tokens", ["principal_id"])
     op.create_table(
         "audit_log",
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                  autoincrement=False),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
+        ),
         sa.Column("ts", sa.String(32), nullable=False),  # canonical ISO text, hashed as stored
         sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("action", sa.String(100), nullable=False),
