@@ -116,6 +116,7 @@ def test_workflow_level_matrix(client: Any, served: Served) -> None:
     _check(client, served, "POST", "/api/audit/verify", _matrix({"omar"}))
     _check(client, served, "GET", "/api/kill-switch", _matrix({"omar"}))
     _check(client, served, "GET", "/api/evals", _matrix({"omar", "lena", "farid"}))
+    _check(client, served, "GET", "/api/gate", _matrix({"omar", "farid"}))
     _check(
         client,
         served,

@@ -415,3 +415,12 @@ def list_eval_runs(
     rt = _rt(request)
     require_any(rt, principal, ("evals.run", "reports.read"), "see evaluation runs")
     return S.ObjList(items=_iso(list_runs(rt, limit=limit)))
+
+
+# ------------------------------------------------------------------------------------------------ gate
+@router.get("/api/gate", response_model=S.Obj, tags=["gate"])
+def gate_latest(request: Request, principal: Caller) -> Any:
+    """The latest launch-gate result and drift check (Cedar ``gate.run`` or ``reports.read``)."""
+    rt = _rt(request)
+    require_any(rt, principal, ("gate.run", "reports.read"), "see the launch gate")
+    return {"latest": rt.get_state("gate.latest"), "drift": rt.get_state("gate.drift.latest")}
