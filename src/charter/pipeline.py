@@ -169,8 +169,9 @@ def retrieve(rt: Runtime, principal: Principal, question: str, trace: Trace) -> 
         )
         kept: list[Hit] = []
         dropped = 0
+        current_acls = index.current_acls([(h.source_id, h.doc_id) for h in hits])
         for hit in hits:
-            current = index.current_acl(hit.source_id, hit.doc_id)
+            current = current_acls.get((hit.source_id, hit.doc_id))
             if current is None or not (current & tokens):
                 dropped += 1
                 continue

@@ -12,6 +12,8 @@ so every attempt is metered, bounded in time and paid for from the budget before
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import random
 import threading
 import time
@@ -128,24 +130,27 @@ class Timed(ModelWrapper):
         self.timeout_s = timeout_s
 
     def generate(self, request: GenerationRequest) -> Generation:
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                box["result"] = self.inner.generate(request)
-            except BaseException as exc:
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=work, name=f"model-{self.name}", daemon=True).start()
-        if not done.wait(self.timeout_s):
-            raise ModelTimeout(f"model {self.name!r} did not answer within {self.timeout_s:g}s")
-        if "error" in box:
-            raise box["error"]
-        result: Generation = box["result"]
+        future = _timeout_pool().submit(self.inner.generate, request)
+        try:
+            result: Generation = future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ModelTimeout(f"model {self.name!r} did not answer within {self.timeout_s:g}s") from None
         return result
+
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _timeout_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One shared pool of worker threads for deadlines (starting a thread per call cost milliseconds).
+    A call abandoned at its deadline keeps its worker until the backend returns; 64 workers bound that."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="model")
+        return _POOL
 
 
 class Budgeted(ModelWrapper):
@@ -164,7 +169,11 @@ class Budgeted(ModelWrapper):
             request_id=request.request_id,
             principal=request.principal or "unknown",
             model=f"{self.provider_name}:{self.name}",
-            estimated_nano=estimate_max_cost_nano(request, self.prices),
+            estimated_nano=(
+                estimate_max_cost_nano(request, self.prices)
+                if self.prices.input_per_1k or self.prices.output_per_1k
+                else 0  # a free model: nothing to estimate
+            ),
         )
         try:
             gen = self.inner.generate(request)
