@@ -13,13 +13,11 @@ so every attempt is metered, bounded in time and paid for from the budget before
 from __future__ import annotations
 
 import concurrent.futures
-
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from charter.errors import ProviderError, UsageError
 from charter.models._budget import BudgetLedger, nano_to_usd, token_cost_nano

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)  #: origins allowed to call the API from a browser
     secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
     background_telemetry: bool = True  #: batched trace writes and periodic retention (start_server_telemetry)
+    review_tick_seconds: float = 60.0  #: run charter.review.tick (expiry, escalation) this often; 0 disables
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -49,6 +51,8 @@ class ServerSettings:
         if env.get("CHARTER_SERVER_CORS_ORIGINS"):
             s.cors_origins = [o.strip() for o in env["CHARTER_SERVER_CORS_ORIGINS"].split(",") if o.strip()]
         s.secure_cookies = env.get("CHARTER_SERVER_SECURE_COOKIES", "") in ("1", "true", "yes")
+        if "CHARTER_SERVER_REVIEW_TICK_SECONDS" in env:
+            s.review_tick_seconds = float(env["CHARTER_SERVER_REVIEW_TICK_SECONDS"])
         if "CHARTER_SERVER_BACKGROUND_TELEMETRY" in env:
             s.background_telemetry = env["CHARTER_SERVER_BACKGROUND_TELEMETRY"] in ("1", "true", "yes")
         return s
@@ -201,9 +205,18 @@ def create_app(
             from charter.telemetry import start_server_telemetry
 
             state.scheduler = start_server_telemetry(rt)
+        stop_tick = threading.Event()
+        if settings.review_tick_seconds > 0:
+            threading.Thread(
+                target=_tick_loop,
+                args=(rt, settings.review_tick_seconds, stop_tick),
+                name="charter-review-tick",
+                daemon=True,
+            ).start()
         try:
             yield
         finally:
+            stop_tick.set()
             if state.scheduler is not None:
                 stop = getattr(state.scheduler, "stop", None)
                 if callable(stop):
@@ -239,6 +252,19 @@ def create_app(
     app.include_router(_console.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
+
+
+def _tick_loop(rt: Runtime, every: float, stop: threading.Event) -> None:
+    """Expire and escalate approvals and drafts that are due (``charter.review.tick``), until stopped."""
+    import logging
+
+    from charter.review import tick
+
+    while not stop.wait(every):
+        try:
+            tick(rt)
+        except Exception:  # a failed tick is retried at the next interval; the server keeps serving
+            logging.getLogger("charter.server").warning("review tick failed", exc_info=True)
 
 
 def _version() -> str:
