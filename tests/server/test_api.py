@@ -305,3 +305,18 @@ def test_status_mapping_is_in_one_place() -> None:
             RuntimeError("x"),
         )
     ] == [400, 404, 422, 401, 403, 402, 409, 502, 503, 500, 429, 500]
+
+
+def test_review_tick_runs_in_the_background(server_project: Any) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from tests.server.conftest import _build
+
+    s = _build(server_project, review_tick_seconds=0.1)
+    with TestClient(s.app) as c:  # type: ignore[arg-type]
+        time.sleep(0.5)  # several ticks; each is idempotent and must not disturb requests
+        assert c.get("/api/me", headers=s.headers("omar")).status_code == 200
+        assert c.post("/api/audit/verify", headers=s.headers("omar")).json()["ok"] is True
+    s.rt.close()  # type: ignore[attr-defined]
