@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,15 +43,7 @@ class Sealer:
         cached = _CACHE.get(str(path))
         if cached is not None:
             return cached
-        if not path.exists():
-            key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            key = Fernet.generate_key()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, key)
-            finally:
-                os.close(fd)
-        sealer = cls(path.read_bytes().strip())
+        sealer = cls(create_secret_file(path, Fernet.generate_key()))
         _CACHE[str(path)] = sealer
         return sealer
 
@@ -77,6 +70,31 @@ class Sealer:
         if isinstance(value, dict) and set(value) == {"sealed"} and isinstance(value["sealed"], str):
             return json.loads(self.open(value["sealed"]) or "null")
         return value
+
+
+def create_secret_file(path: Path, data: bytes) -> bytes:
+    """Create ``path`` (mode 0600) holding ``data`` unless it exists; return what the file holds.
+
+    Safe under races between threads and processes: the content is written to a private temporary file and
+    linked into place atomically, so a reader never sees a half-written key and exactly one writer wins.
+    """
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another writer won; use its content
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_bytes().strip()
 
 
 def sealer_for(rt: Runtime) -> Sealer:

@@ -36,14 +36,9 @@ def masking_salt(rt: Runtime) -> bytes:
         salt = env.encode()
     else:
         path = rt.key_dir / "masking.salt"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, secrets.token_hex(32).encode())
-            finally:
-                os.close(fd)
-        salt = path.read_bytes().strip()
+        from charter.store._sealing import create_secret_file
+
+        salt = create_secret_file(path, secrets.token_hex(32).encode())
     rt._masking_salt = salt  # type: ignore[attr-defined]
     return salt
 
