@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from charter.gate._approvals import policies_approval, policy_set_hash, private_ack, private_documents
@@ -305,7 +305,94 @@ def _metric(run: EvalRun, name: str) -> float | None:
     return None if est is None or est.value != est.value else float(est.value)
 
 
-def check_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None) -> None:
+#: Production traffic the cost and latency check also reads: this recent, and at least this many requests.
+LOAD_WINDOW = timedelta(days=7)
+LOAD_MIN_REQUESTS = 20
+
+
+def production_load(rt: Runtime, now: datetime, *, window: timedelta = LOAD_WINDOW) -> dict[str, Any]:
+    """Latency and cost of real requests in ``window`` before ``now``, from the stored traces.
+
+    Eval cases are not production traffic: traces whose request id an eval run recorded are left out
+    (gate drills and permission probes run in isolated copies, so their traces never reach this store).
+    Refused requests are left out too: they never reach a model, and would dilute both numbers.
+    ``requests`` counts what is left; ``p95_ms`` and ``cost_per_request_usd`` are None without requests."""
+    import numpy as np
+    from sqlalchemy import and_, func, select
+
+    from charter.evals._tables import eval_results
+    from charter.telemetry._trace_tables import traces
+
+    since = now - window
+    in_window = and_(
+        traces.c.workflow == rt.spec.workflow.id,
+        traces.c.started_at >= since,
+        traces.c.started_at <= now,
+        traces.c.status != "refused",
+    )
+    evals = select(eval_results.c.request_id).where(eval_results.c.request_id.is_not(None))
+    with rt.store.connect() as conn:
+        rows = conn.execute(
+            select(traces.c.latency_ms, traces.c.cost_usd).where(in_window, traces.c.request_id.not_in(evals))
+        ).all()
+        excluded = conn.execute(
+            select(func.count()).select_from(traces).where(in_window, traces.c.request_id.in_(evals))
+        ).scalar()
+    lat = np.array([float(r[0] or 0.0) for r in rows])
+    cost = np.array([float(r[1] or 0.0) for r in rows])
+    return {
+        "window_days": window.total_seconds() / 86400,
+        "from": since.isoformat(),
+        "to": now.isoformat(),
+        "requests": len(rows),
+        "eval_requests_excluded": int(excluded or 0),
+        "p50_ms": float(np.percentile(lat, 50)) if len(rows) else None,
+        "p95_ms": float(np.percentile(lat, 95)) if len(rows) else None,
+        "cost_per_request_usd": float(cost.mean()) if len(rows) else None,
+    }
+
+
+def check_load(rt: Runtime, c: CheckResult, now: datetime) -> None:
+    """Production p95 latency and cost per request against the charter's targets, when there is enough
+    recent traffic (:data:`LOAD_MIN_REQUESTS` in :data:`LOAD_WINDOW`)."""
+    b, lat = rt.spec.budgets, rt.spec.latency
+    load = production_load(rt, now)
+    if load["requests"] < LOAD_MIN_REQUESTS:
+        c.add(
+            "pass",
+            f"load measurements: {load['requests']} production requests in the last "
+            f"{load['window_days']:g} days (fewer than {LOAD_MIN_REQUESTS}: not used)",
+            load=load,
+        )
+        return
+    p95, per_request = load["p95_ms"], load["cost_per_request_usd"]
+    c.add(
+        "pass" if p95 <= lat.p95_ms else "fail",
+        f"production p95 latency {p95:.0f} ms over {load['requests']} requests in the last "
+        f"{load['window_days']:g} days (target {lat.p95_ms:.0f} ms)",
+        load=load,
+        observed_ms=p95,
+        target_ms=lat.p95_ms,
+    )
+    c.add(
+        "pass" if per_request <= b.per_task_usd else "fail",
+        f"production cost per request {per_request:.6f} USD over {load['requests']} requests "
+        f"(budget {b.per_task_usd} USD per task)",
+        load=load,
+        observed_usd=per_request,
+        budget_per_task_usd=b.per_task_usd,
+    )
+
+
+def check_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None, now: datetime | None = None) -> None:
+    """Cost and latency from the eval run, then from production traffic where there is enough of it."""
+    from charter.store import utcnow
+
+    _check_eval_cost_latency(rt, c, run)
+    check_load(rt, c, now or utcnow())
+
+
+def _check_eval_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None) -> None:
     b, lat, prices = rt.spec.budgets, rt.spec.latency, rt.spec.model.prices
     if run is None:
         from charter.evals import latest_run, list_runs
