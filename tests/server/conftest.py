@@ -55,7 +55,13 @@ def _build(charter: Path, **settings: object) -> Served:
         users.write_text(text.replace("\nservice_accounts:", GUEST + "\nservice_accounts:"), encoding="utf-8")
     rt = Runtime.open(charter)
     tokens = {u: create_token(rt, u, label="test").token for u in DEMO_USERS}
-    opts = {"background_telemetry": False, "review_tick_seconds": 0, **settings}
+    opts = {
+        "background_telemetry": False,
+        "review_tick_seconds": 0,
+        "drift_seconds": 0,
+        "warm_up": False,
+        **settings,
+    }
     app = create_app(rt, ServerSettings(**opts))  # type: ignore[arg-type]
     return Served(charter, rt, app, tokens)
 

@@ -402,25 +402,3 @@ def set_kill(request: Request, body: S.KillSwitchIn, principal: Caller) -> Any:
     require_capability(rt, principal, "kill_switch", "operate the kill switch")
     set_kill_switch(rt, principal, body.on, tool=body.tool, reason=body.reason)
     return kill_switch_status(rt)
-
-
-# ------------------------------------------------------------------------------------------------ evals
-@router.get("/api/evals", response_model=S.ObjList, tags=["evals"])
-def list_eval_runs(
-    request: Request, principal: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20
-) -> S.ObjList:
-    """Stored evaluation runs, newest first (Cedar ``evals.run`` or ``reports.read``)."""
-    from charter.evals import list_runs
-
-    rt = _rt(request)
-    require_any(rt, principal, ("evals.run", "reports.read"), "see evaluation runs")
-    return S.ObjList(items=_iso(list_runs(rt, limit=limit)))
-
-
-# ------------------------------------------------------------------------------------------------ gate
-@router.get("/api/gate", response_model=S.Obj, tags=["gate"])
-def gate_latest(request: Request, principal: Caller) -> Any:
-    """The latest launch-gate result and drift check (Cedar ``gate.run`` or ``reports.read``)."""
-    rt = _rt(request)
-    require_any(rt, principal, ("gate.run", "reports.read"), "see the launch gate")
-    return {"latest": rt.get_state("gate.latest"), "drift": rt.get_state("gate.drift.latest")}

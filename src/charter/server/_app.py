@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charter.server._auth import COOKIE, Authenticator, capabilities
 from charter.server._errors import install_error_handlers
+from charter.server._jobs import JobRunner
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -39,6 +40,10 @@ class ServerSettings:
     secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
     background_telemetry: bool = True  #: batched trace writes and periodic retention (start_server_telemetry)
     review_tick_seconds: float = 60.0  #: run charter.review.tick (expiry, escalation) this often; 0 disables
+    drift_seconds: float = (
+        3600.0  #: run the gate's drift checks (charter.gate.drift_once) this often; 0 disables
+    )
+    warm_up: bool = True  #: at start-up, load the index, embedder, masker and gateway, then gc.freeze()
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -53,6 +58,10 @@ class ServerSettings:
         s.secure_cookies = env.get("CHARTER_SERVER_SECURE_COOKIES", "") in ("1", "true", "yes")
         if "CHARTER_SERVER_REVIEW_TICK_SECONDS" in env:
             s.review_tick_seconds = float(env["CHARTER_SERVER_REVIEW_TICK_SECONDS"])
+        if "CHARTER_SERVER_DRIFT_SECONDS" in env:
+            s.drift_seconds = float(env["CHARTER_SERVER_DRIFT_SECONDS"])
+        if "CHARTER_SERVER_WARM_UP" in env:
+            s.warm_up = env["CHARTER_SERVER_WARM_UP"] in ("1", "true", "yes")
         if "CHARTER_SERVER_BACKGROUND_TELEMETRY" in env:
             s.background_telemetry = env["CHARTER_SERVER_BACKGROUND_TELEMETRY"] in ("1", "true", "yes")
         return s
@@ -166,6 +175,8 @@ class ServerState:
         self.auth = Authenticator(rt, rate_limit_per_minute=settings.rate_limit_per_minute)
         self._caps: dict[str, dict[str, bool]] = {}
         self.scheduler: Any = None
+        self.drift: Any = None
+        self.jobs = JobRunner(rt)
 
     def capabilities(self, principal: Principal) -> dict[str, bool]:
         caps = self._caps.get(principal.id)
@@ -193,7 +204,7 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from charter.runtime import Runtime
-    from charter.server import _api, _console, _openai
+    from charter.server import _api, _console, _launch, _launch_pages, _openai
 
     settings = settings or ServerSettings()
     rt = charter if isinstance(charter, Runtime) else Runtime.open(charter)
@@ -213,10 +224,18 @@ def create_app(
                 name="charter-review-tick",
                 daemon=True,
             ).start()
+        if settings.drift_seconds > 0:
+            from charter.gate import DriftScheduler
+
+            state.drift = DriftScheduler(rt, settings.drift_seconds).start()
+        if settings.warm_up:
+            warm_up(rt)
         try:
             yield
         finally:
             stop_tick.set()
+            if state.drift is not None:
+                state.drift.stop()
             if state.scheduler is not None:
                 stop = getattr(state.scheduler, "stop", None)
                 if callable(stop):
@@ -248,10 +267,41 @@ def create_app(
         )
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(_api.router)
+    app.include_router(_launch.router)
     app.include_router(_openai.router)
     app.include_router(_console.router)
+    app.include_router(_launch_pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
+
+
+def warm_up(rt: Runtime) -> None:
+    """Build what the first request would otherwise pay for — policy set, index snapshot and embedder,
+    masker, model gateway — then move every object that exists now into the permanent generation
+    (``gc.freeze()``): with torch and spaCy loaded, full collections otherwise add ~10 ms to one request in
+    twenty (docs/benchmarks.md). Each part that cannot be built yet (no sync, unapproved prompt) is skipped:
+    requests report that problem themselves."""
+    import gc
+    import logging
+
+    from charter.pipeline import gateway_for
+    from charter.retrieval import Index
+    from charter.telemetry import masker_for
+
+    log = logging.getLogger("charter.server")
+    steps: list[tuple[str, Any]] = [
+        ("policies", lambda: rt.authorizer),
+        ("index", lambda: Index.for_runtime(rt).embedder.embed(["warm-up"])),
+        ("masker", lambda: masker_for(rt).mask("warm-up ana@example.com")),
+        ("gateway", lambda: gateway_for(rt)),
+    ]
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:  # the request that needs it will fail with a clear error instead
+            log.warning("warm-up of %s skipped: %s: %s", name, type(exc).__name__, exc)
+    gc.collect()
+    gc.freeze()
 
 
 def _tick_loop(rt: Runtime, every: float, stop: threading.Event) -> None:

@@ -221,8 +221,10 @@ def capabilities(rt: Runtime, principal: Principal) -> dict[str, bool]:
         "sources_sync": allowed(rt, principal, "sources.sync"),
         "audit": allowed(rt, principal, "audit.read"),
         "kill_switch": allowed(rt, principal, "kill_switch") or principal.id == rt.spec.owners.incidents,
-        "evals": allowed(rt, principal, "evals.run"),
-        "gate": allowed(rt, principal, "gate.run"),
+        "evals": allowed(rt, principal, "evals.run") or allowed(rt, principal, "reports.read"),
+        "evals_run": allowed(rt, principal, "evals.run"),
+        "gate": allowed(rt, principal, "gate.run") or allowed(rt, principal, "reports.read"),
+        "gate_run": allowed(rt, principal, "gate.run"),
     }
     return caps
 

@@ -49,6 +49,8 @@ NAV = [
     ("approvals", "Approvals", "/approvals"),
     ("monitor", "Monitor", "/monitor"),
     ("sources", "Sources", "/sources"),
+    ("evals", "Evals", "/evals"),
+    ("gate", "Gate", "/gate"),
     ("audit", "Audit", "/audit"),
 ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -127,3 +127,32 @@ class Obj(BaseModel):
 
 class ObjList(BaseModel):
     items: list[dict[str, Any]]
+
+
+class EvalRunIn(_In):
+    permission_probes: bool = Field(
+        True, description="Also run the generated ACL probes (the launch gate requires them)."
+    )
+    repeat: int = Field(1, ge=1, le=10, description="Run every case this many times.")
+    concurrency: int = Field(4, ge=1, le=16, description="Cases in parallel.")
+    timeout_s: float = Field(60.0, gt=0, le=600, description="Seconds after which a case counts as timeout.")
+    cases: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        max_length=1000,
+        description="Only these case ids of the charter's eval sets (default: every case).",
+    )
+
+
+class JobOut(BaseModel):
+    """A background run (evaluation or launch gate) and, when it has finished, its outcome."""
+
+    id: str
+    kind: Literal["eval", "gate"]
+    status: Literal["running", "succeeded", "failed"]
+    actor: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: dict[str, int] | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    href: str
