@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 CITATION = re.compile(r"\[(S\d{1,3})\]")
 CANARY = re.compile(r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b")
@@ -155,10 +156,29 @@ def content_words(text: str) -> list[str]:
     return [_stem(w) for w in _WORD.findall(normalise(text).lower()) if w not in STOP_WORDS]
 
 
+class _DropFormat(dict[int, "int | None"]):
+    """``str.translate`` table dropping format characters (category Cf), classified once per code point."""
+
+    def __missing__(self, cp: int) -> int | None:
+        out = None if unicodedata.category(chr(cp)) == "Cf" else cp
+        self[cp] = out
+        return out
+
+
+_DROP_FORMAT = _DropFormat()
+
+
 def normalise(text: str) -> str:
     """NFKC, invisible characters removed (zero-width, bidi controls, soft hyphen)."""
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    if text.isascii():  # NFKC is the identity on ASCII, which has no format characters
+        return text
+    return unicodedata.normalize("NFKC", text).translate(_DROP_FORMAT)
+
+
+@lru_cache(maxsize=4096)
+def _content_set(text: str) -> frozenset[str]:
+    """The content words of a cited passage (passages repeat across requests: cached)."""
+    return frozenset(content_words(text))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -208,7 +228,7 @@ def lexical_support(sentence: str, source: str) -> float:
     words = content_words(CITATION.sub("", sentence))
     if not words:
         return 1.0
-    have = set(content_words(source))
+    have = _content_set(source)
     return sum(1 for w in words if w in have) / len(words)
 
 

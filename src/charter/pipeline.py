@@ -76,8 +76,38 @@ class AskResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RequestState:
+    """The mutable workflow state one request depends on, read once, on one connection, when it is admitted:
+    the kill switch, restricted mode, each source's last successful sync and the index version.
+
+    Nothing here is cached across requests — turning the kill switch on stops the very next request."""
+
+    killed: bool
+    restricted: bool
+    last_syncs: dict[str, datetime]
+    index_version: str
+
+
+def read_request_state(rt: Runtime) -> RequestState:
+    from charter.gate import is_restricted
+    from charter.retrieval import Index
+    from charter.sources import last_successful_syncs
+    from charter.tools import is_killed
+
+    with rt.store.connect() as conn:
+        return RequestState(
+            killed=is_killed(rt, conn=conn),
+            restricted=is_restricted(rt, conn=conn),
+            last_syncs=last_successful_syncs(rt, conn=conn),
+            index_version=Index.version_on(conn),
+        )
+
+
 # ------------------------------------------------------------------------------------------------ stages
-def admit(rt: Runtime, principal: Principal, question: str, trace: Trace) -> str:
+def admit(
+    rt: Runtime, principal: Principal, question: str, trace: Trace, state: RequestState | None = None
+) -> str:
     """Cedar decision, kill switch and input limits. Returns the normalised question."""
     with trace.span("admit") as span:
         if not principal.active:
@@ -95,7 +125,7 @@ def admit(rt: Runtime, principal: Principal, question: str, trace: Trace) -> str
             raise Denied(
                 f"{principal.id} may not use workflow {rt.spec.workflow.id}", reasons=list(decision.reasons)
             )
-        if _workflow_killed(rt):
+        if (state or read_request_state(rt)).killed:
             span["kill_switch"] = True
             raise Denied(
                 f"workflow {rt.spec.workflow.id} is switched off (kill switch)", reasons=["kill switch on"]
@@ -118,33 +148,21 @@ def _workflow_resource(rt: Runtime) -> str:
     return f"workflow:{rt.spec.workflow.id}"
 
 
-def _workflow_killed(rt: Runtime) -> bool:
-    try:
-        from charter.tools import is_killed
-    except ImportError:  # pragma: no cover - tools package not installed
-        return bool(rt.get_state(f"kill_switch.workflow.{rt.spec.workflow.id}", False))
-    return bool(is_killed(rt))
-
-
-def _source_ages(rt: Runtime) -> dict[str, datetime | None]:
-    try:
-        from charter.sources import last_successful_syncs
-    except ImportError:  # pragma: no cover
-        return {}
-    return dict(last_successful_syncs(rt))
-
-
-def retrieve(rt: Runtime, principal: Principal, question: str, trace: Trace) -> tuple[list[Hit], list[str]]:
-    """Permission-filtered hybrid search, then the per-chunk re-check, prompt and freshness rules."""
+def retrieve(
+    rt: Runtime, principal: Principal, question: str, trace: Trace, state: RequestState | None = None
+) -> tuple[list[Hit], list[str]]:
+    """Permission-filtered hybrid search (every returned chunk re-checked against its document's current ACL
+    in the store, see :meth:`Index.search`), with the prompt and freshness rules."""
     from charter.retrieval import Index
 
     warnings: list[str] = []
     spec = rt.spec
     index = Index.for_runtime(rt)
     tokens = principal.acl_tokens
+    state = state or read_request_state(rt)
     with trace.span("retrieve") as span:
         allowed_sources = {s.id for s in spec.sources if s.allowed_in_prompts}
-        ages = _source_ages(rt)
+        ages = state.last_syncs
         now = utcnow()
         excluded_stale: set[str] = set()
         for s in spec.sources:
@@ -167,25 +185,19 @@ def retrieve(rt: Runtime, principal: Principal, question: str, trace: Trace) -> 
             if sources
             else []
         )
-        kept: list[Hit] = []
-        dropped = 0
-        current_acls = index.current_acls([(h.source_id, h.doc_id) for h in hits])
-        for hit in hits:
-            current = current_acls.get((hit.source_id, hit.doc_id))
-            if current is None or not (current & tokens):
-                dropped += 1
-                continue
-            kept.append(hit)
+        # Index.search re-checks every hit against its document's ACL in the store as it reads the chunk
+        # text (and re-ranks on a stale snapshot), so each hit carries the token that admitted it.
+        kept = [h for h in hits if h.acl_reason and set(h.acl_reason) <= tokens]
         span.update(
             k=spec.retrieval.top_k,
             returned=len(hits),
             kept=len(kept),
-            recheck_dropped=dropped,
+            recheck="store ACL of every returned chunk",
             excluded_stale=sorted(excluded_stale),
-            index_version=index.version,
+            index_version=state.index_version,
             chunks=[{"chunk_id": h.chunk_id, "score": round(h.score, 4), "rank": h.rank} for h in kept],
         )
-        trace.index_version = index.version
+        trace.index_version = state.index_version
         trace.retrieved = [
             {
                 "chunk_id": h.chunk_id,
@@ -290,8 +302,9 @@ def ask(
     store = trace_store or traces_for(rt)
     warnings: list[str] = []
     try:
-        q = admit(rt, principal, question, trace)
-        hits, warnings = retrieve(rt, principal, q, trace)
+        state = read_request_state(rt)
+        q = admit(rt, principal, question, trace, state)
+        hits, warnings = retrieve(rt, principal, q, trace, state)
         passages, audience = _passages(rt, hits)
         gateway = gateway_for(rt)
         with trace.span("generate") as span:
@@ -339,7 +352,7 @@ def ask(
         store.write(trace)
         raise
     with trace.span("record") as span:
-        if submit_for_review and _needs_review(rt, result):
+        if submit_for_review and _needs_review(rt, result, state.restricted):
             result.review_id = _submit_review(rt, principal, q, result)
             span["review_id"] = result.review_id
         trace.status = result.status  # type: ignore[assignment]
@@ -557,11 +570,9 @@ def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
     return sorted({kind for kind, value in find_sensitive(text) if value not in corpus})
 
 
-def _needs_review(rt: Runtime, result: AskResult) -> bool:
-    from charter.gate import is_restricted
-
+def _needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
     mode = rt.spec.review.drafts
-    return mode == "all" or result.status == "needs_human" or is_restricted(rt)
+    return mode == "all" or result.status == "needs_human" or restricted
 
 
 def _submit_review(rt: Runtime, principal: Principal, question: str, result: AskResult) -> str | None:

@@ -24,15 +24,17 @@ from charter.gate._types import GateResult
 from charter.store import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from charter.runtime import Runtime
 
 log = logging.getLogger("charter.gate")
 RESTRICTED_KEY = "workflow.restricted"
 
 
-def is_restricted(rt: Runtime) -> bool:
+def is_restricted(rt: Runtime, *, conn: Connection | None = None) -> bool:
     """True while restricted mode is on (every draft requires review)."""
-    value = rt.get_state(RESTRICTED_KEY)
+    value = rt.get_state(RESTRICTED_KEY, conn=conn)
     return isinstance(value, dict) and bool(value.get("on"))
 
 

@@ -42,21 +42,36 @@ def _invisible(ch: str) -> bool:
     return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF
 
 
+class _CleanTable(dict[int, "int | str | None"]):
+    """``str.translate`` table for :func:`clean_text`, filled lazily: each distinct code point is classified
+    once (``unicodedata`` per character was the check stage's hottest loop), then looked up in C."""
+
+    def __missing__(self, cp: int) -> int | str | None:
+        ch = chr(cp)
+        out: int | str | None
+        if _invisible(ch):
+            out = None
+        elif ch in "\u2028\u2029\x85":
+            out = "\n"
+        elif ch != "\n" and ch != "\t" and unicodedata.category(ch) == "Zs":
+            out = " "
+        elif unicodedata.category(ch) == "Cc" and ch not in "\n\t":
+            out = None
+        else:
+            out = cp
+        self[cp] = out
+        return out
+
+
+_CLEAN = _CleanTable()
+_ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def clean_text(text: str) -> str:
     """``text`` without invisible characters, with exotic spaces and line separators made ordinary."""
-    out = []
-    for ch in text:
-        if _invisible(ch):
-            continue
-        if ch in "\u2028\u2029\x85":
-            out.append("\n")
-        elif ch != "\n" and ch != "\t" and unicodedata.category(ch) == "Zs":
-            out.append(" ")
-        elif unicodedata.category(ch) == "Cc" and ch not in "\n\t":
-            continue
-        else:
-            out.append(ch)
-    return "".join(out)
+    if text.isascii():  # the common case: only ASCII control characters can need removing
+        return _ASCII_CONTROLS.sub("", text)
+    return text.translate(_CLEAN)
 
 
 # <, >, and their look-alikes (fullwidth, small, angle brackets, guillemets, math brackets).

@@ -149,7 +149,12 @@ class Index:
     def version(self) -> str:
         """Changes whenever indexed content or ACLs change (never repeats across databases)."""
         with self.store.connect() as conn:
-            rows = {r.name: r for r in conn.execute(select(versions)).all()}
+            return self.version_on(conn)
+
+    @staticmethod
+    def version_on(conn: Connection) -> str:
+        """:attr:`version`, read on an open connection."""
+        rows = {r.name: r for r in conn.execute(select(versions)).all()}
         c, a = rows.get("content"), rows.get("acl")
         if c is None or a is None:
             return "empty"
@@ -277,7 +282,7 @@ class Index:
 
         pieces: list[Chunk] = chunk_document(doc, chunking)
         texts = [c.embed_text for c in pieces]
-        hashes, _, new_vectors = self._vectors_for(texts)  # embedding happens outside the transaction
+        hashes, vecs, new_vectors = self._vectors_for(texts)  # embedding happens outside the transaction
         now = utcnow()
         with self.store.begin(immediate=True) as conn:
             self._cache_vectors(conn, new_vectors)
@@ -341,6 +346,14 @@ class Index:
                         for c, h, t in zip(pieces, hashes, texts, strict=True)
                     ],
                 )
+                # --- PostgreSQL: the chunks' vector and postings rows (charter.retrieval._pg) ---
+                if not self.store.is_sqlite:
+                    from charter.retrieval import _pg
+
+                    positions = [c.position for c in pieces]
+                    _pg.write_chunks(
+                        conn, pk, self.embedder.name, positions, vecs, [analyse(t) for t in texts]
+                    )
             self._bump(conn, "content")
         return "added" if cur is None else "updated"
 
@@ -486,6 +499,11 @@ class Index:
         fusion = fusion or self.default_fusion
         qvec = self._query_vector(query) if mode != "bm25" else None
         terms = analyse(query)
+        # --- PostgreSQL: search runs in the database (charter.retrieval._pg) ---
+        if not self.store.is_sqlite:
+            from charter.retrieval._pg import pg_search
+
+            return pg_search(self, tokens, qvec, terms, k, fusion, sources, min_score, mode)
         for _attempt in range(3):
             snap = self.snapshot()
             doc_mask = snap.doc_mask(tokens, sources)

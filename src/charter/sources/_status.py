@@ -15,6 +15,8 @@ from charter.spec import Source
 from charter.store import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from charter.retrieval import Index
     from charter.runtime import Runtime
 
@@ -55,15 +57,15 @@ def freshness(source: Source, last_success_at: datetime | None, now: datetime) -
     )
 
 
-def last_successful_syncs(rt: Runtime) -> dict[str, datetime]:
-    """Last successful sync time per source id."""
-    with rt.store.connect() as conn:
-        rows = conn.execute(
-            select(source_state.c.source_id, source_state.c.last_success_at).where(
-                source_state.c.last_success_at.is_not(None)
-            )
-        )
-        return {r.source_id: r.last_success_at for r in rows}
+def last_successful_syncs(rt: Runtime, *, conn: Connection | None = None) -> dict[str, datetime]:
+    """Last successful sync time per source id (read on ``conn`` when given)."""
+    query = select(source_state.c.source_id, source_state.c.last_success_at).where(
+        source_state.c.last_success_at.is_not(None)
+    )
+    if conn is not None:
+        return {r.source_id: r.last_success_at for r in conn.execute(query)}
+    with rt.store.connect() as c:
+        return {r.source_id: r.last_success_at for r in c.execute(query)}
 
 
 def source_freshness(rt: Runtime, now: datetime | None = None) -> dict[str, Freshness]:

@@ -16,6 +16,8 @@ from charter.store import utcnow
 from charter.store._core_tables import state
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from charter.runtime import Runtime
     from charter.spec import Principal
 
@@ -26,11 +28,17 @@ def _tool_key(tool: str) -> str:
     return f"kill_switch.tool.{tool}"
 
 
-def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
-    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on."""
+def is_killed(runtime: Runtime, tool: str | None = None, *, conn: Connection | None = None) -> bool:
+    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on.
+
+    ``conn``: read on this connection (the pipeline reads all per-request state in one go)."""
     keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
-    with runtime.store.connect() as conn:  # one read for both switches
-        values = conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars().all()
+    query = select(state.c.value).where(state.c.key.in_(keys))
+    if conn is not None:
+        values = conn.execute(query).scalars().all()
+    else:
+        with runtime.store.connect() as c:  # one read for both switches
+            values = c.execute(query).scalars().all()
     return any(isinstance(v, dict) and bool(v.get("on")) for v in values)
 
 
