@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import make_url
 
 from charter.retrieval import Index, embedder
 from charter.store import Store, open_store
+from tests._pg import PgCluster
 
 DIM = 64
 
@@ -36,10 +39,19 @@ class HashEmbedder:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'index.db'}")
+def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh, migrated store on each backend: a SQLite file, or a PostgreSQL database (``tests/_pg.py``)."""
+    if backend == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'index.db'}")
+        yield s
+        s.dispose()
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    s = open_store(url)
     yield s
     s.dispose()
+    _drop_pg_database(cluster, url)
 
 
 @pytest.fixture
@@ -64,14 +76,69 @@ def _example_template(
     return folder / "template.db", truth
 
 
+def _copy_pg_database(cluster: PgCluster, template: str) -> str:
+    """A new database copied from ``template`` (no session may be connected to the template)."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(cluster.server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")  # type: ignore[arg-type]
+    return cluster.url(name)
+
+
+def _drop_pg_database(cluster: PgCluster, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(cluster.server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {make_url(url).database} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def _new_pg_database(cluster: PgCluster) -> str:
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(cluster.server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    return cluster.url(name)
+
+
+@pytest.fixture(scope="session")
+def _pg_migrated_template(pg_cluster: PgCluster) -> str:
+    """An empty database migrated to head, copied by every PostgreSQL ``store`` (a file copy, ~50 ms)."""
+    url = _new_pg_database(pg_cluster)
+    open_store(url).dispose()
+    return str(make_url(url).database)
+
+
+@pytest.fixture(scope="session")
+def _example_pg_template(pg_cluster: PgCluster) -> str:
+    """The example indexed once per session into a PostgreSQL database used as a ``CREATE DATABASE`` template."""
+    from tests.conftest import EXAMPLE
+    from tests.retrieval._example import index_example
+
+    url = _new_pg_database(pg_cluster)
+    s = open_store(url)
+    index_example(Index(s, HashEmbedder()), EXAMPLE / "charter.yaml")
+    s.dispose()
+    return str(make_url(url).database)
+
+
 @pytest.fixture
 def example_index(
-    _example_template, tmp_path: Path
+    backend: str, _example_template, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Index, dict[str, tuple[frozenset[str], str]]]]:
-    """A private copy of the indexed example: tests may change ACLs and delete documents."""
+    """A private copy of the indexed example on each backend: tests may change ACLs and delete documents."""
     template, truth = _example_template
-    db = tmp_path / "example.db"
-    shutil.copyfile(template, db)
-    s = open_store(f"sqlite:///{db}")
+    if backend == "sqlite":
+        db = tmp_path / "example.db"
+        shutil.copyfile(template, db)
+        url = f"sqlite:///{db}"
+    else:
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        name = request.getfixturevalue("_example_pg_template")
+        url = _copy_pg_database(cluster, name)
+    s = open_store(url)
     yield Index(s, HashEmbedder()), truth
     s.dispose()
+    if backend != "sqlite":
+        _drop_pg_database(cluster, url)

@@ -1,0 +1,564 @@
+"""Search on PostgreSQL: pgvector dense retrieval and BM25 in SQL, permission filter inside both.
+
+On SQLite, search loads an in-memory snapshot (``_search.py``). On PostgreSQL every query runs in the
+database, so many stateless workers share one index without each holding (and reloading) a copy:
+
+* **Permitted set.** Documents whose ACL (``retrieval_acl``) shares a token with the principal, restricted to
+  the requested sources. Its size ``N`` and total length in terms (for BM25's average length) come from
+  ``retrieval_chunk_vectors`` (one row per chunk) and are cached per (index version, tokens, sources): any
+  write bumps the version, so the cache can never be stale.
+* **Dense.** Exact top-M by inner product over the permitted chunks (``ORDER BY embedding <#> q`` with the
+  filter in the ``WHERE``), or, when the permitted set is large and the vectors have the indexed dimension
+  (384), the HNSW index with a raised ``hnsw.ef_search`` and over-fetch, the permission filter applied to
+  the index's candidates in the same statement. pgvector 0.6 has no iterative index scans, so the path is
+  chosen by selectivity: the HNSW path is taken only when the expected number of permitted candidates
+  among ``ef_search`` is well above what is needed, and whenever it returns fewer than needed the exact
+  scan runs instead — so the full k comes back whenever k chunks are readable.
+* **BM25.** ``retrieval_postings`` holds (term, chunk, tf, chunk length). One statement takes the query
+  terms' postings of the permitted chunks, computes each term's document frequency over those postings and
+  scores Lucene BM25 (``k1 = 1.5``, ``b = 0.75``) with ``N`` and the average length of the permitted set:
+  the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read.
+* **Fusion** is :func:`charter.retrieval._search.fuse`, unchanged, applied to the union of both top-M
+  lists. Rows outside both lists score at most what a row at both lists' boundaries would (fusion is
+  monotone in each score), so if the k-th fused score beats that bound the result equals the exact fused
+  ranking over the whole permitted set (Fagin's threshold algorithm); otherwise M grows until it does or
+  until M covers every permitted chunk. With the exact dense path the result is therefore identical to the
+  in-memory search; with the HNSW path the dense list is approximate (recall measured in
+  ``bench/scale_bench.py``).
+
+Writes: :func:`write_chunks` adds a chunk's vector row and postings in the document's transaction
+(``Index.upsert_document``); deleting chunks cascades. Chunks indexed before migration 0009 (or by another
+embedder) get their vectors on the first search of a process (:meth:`PgSearch.backfill`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection, bindparam, select, text
+
+from charter.errors import Conflict
+from charter.retrieval._lexical import K1, B
+from charter.retrieval._search import fuse
+from charter.retrieval._tables import acl, chunks, documents, versions
+from charter.retrieval._types import Chunk, Hit, chunk_key
+
+if TYPE_CHECKING:
+    from charter.retrieval._index import Index
+
+F32 = npt.NDArray[np.float32]
+
+INDEXED_DIM = 384  # the HNSW index of migration 0009 covers embedding::vector(384)
+EXACT_MAX_ROWS = 20_000  # at most this many permitted chunks: always the exact scan
+EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+HNSW_MARGIN = 2.0  # expected permitted candidates must be this many times what is needed
+
+
+def vector_literal(v: npt.NDArray[np.float32]) -> str:
+    """pgvector's text form; Python's float repr round-trips each float32 exactly."""
+    return "[" + ",".join(map(repr, np.asarray(v, dtype=np.float32).tolist())) + "]"
+
+
+# ---------------------------------------------------------------------------------------------- writes
+def write_chunks(
+    conn: Connection,
+    doc_pk: int,
+    model: str,
+    positions: list[int],
+    vectors: npt.NDArray[np.float32],
+    term_lists: list[list[str]],
+) -> None:
+    """The vector rows and postings of a document's freshly inserted chunks (same transaction)."""
+    ids = dict(
+        conn.execute(select(chunks.c.position, chunks.c.id).where(chunks.c.doc_pk == doc_pk)).tuples().all()
+    )
+    write_chunk_rows(
+        conn,
+        model,
+        [(int(ids[p]), doc_pk, v, t) for p, v, t in zip(positions, vectors, term_lists, strict=True)],
+    )
+
+
+def write_chunk_rows(
+    conn: Connection, model: str, items: list[tuple[int, int, npt.NDArray[np.float32], list[str]]]
+) -> None:
+    """Upsert (chunk id, document pk, vector, analysed terms) rows into the vector and postings tables."""
+    vec_rows: list[dict[str, Any]] = []
+    post_rows: list[dict[str, Any]] = []
+    for cid, doc_pk, vec, terms in items:
+        vec_rows.append(
+            {
+                "c": cid,
+                "d": doc_pk,
+                "l": len(terms),
+                "m": model,
+                "n": int(vec.shape[0]),
+                "e": vector_literal(vec),
+            }
+        )
+        for term, tf in Counter(terms).items():
+            post_rows.append({"t": term, "c": cid, "d": doc_pk, "f": tf, "l": len(terms)})
+    if vec_rows:
+        conn.execute(
+            text(
+                "INSERT INTO retrieval_chunk_vectors (chunk_id, doc_pk, length, model, dim, embedding) "
+                "VALUES (:c, :d, :l, :m, :n, CAST(:e AS vector)) ON CONFLICT (chunk_id) DO UPDATE SET "
+                "doc_pk = EXCLUDED.doc_pk, length = EXCLUDED.length, model = EXCLUDED.model, "
+                "dim = EXCLUDED.dim, embedding = EXCLUDED.embedding"
+            ),
+            vec_rows,
+        )
+    if post_rows:
+        conn.execute(
+            text(
+                "INSERT INTO retrieval_postings (term, chunk_id, doc_pk, tf, length) "
+                "VALUES (:t, :c, :d, :f, :l) ON CONFLICT DO NOTHING"
+            ),
+            post_rows,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- search
+@dataclass
+class Ranked:
+    pks: list[int]
+    fused: F32
+    bm25: F32
+    bm25_norm: F32
+    dense: F32
+    dense_norm: F32
+    path: str = "exact"  # "exact" | "hnsw" (how the dense list was found), for benchmarks and tests
+
+
+@dataclass
+class _Cand:
+    key: tuple[str, str, int]  # canonical order: source, document, position
+    dense: float = 0.0
+    bm25: float = 0.0
+    present: bool = False  # matches a query term
+
+
+def _perm_sql(sources: bool) -> str:
+    """The permitted documents (a CTE body) — the only rows any statement below ever scores."""
+    if sources:
+        return (
+            "SELECT DISTINCT a.doc_pk FROM retrieval_acl a JOIN retrieval_documents d ON d.id = a.doc_pk "
+            "WHERE a.token = ANY(:tokens) AND d.source_id = ANY(:sources)"
+        )
+    return "SELECT DISTINCT a.doc_pk FROM retrieval_acl a WHERE a.token = ANY(:tokens)"
+
+
+def _bm25_term(df: float, n: int, tf: float, length: float, avgdl: float) -> float:
+    idf = math.log1p((n - df + 0.5) / (df + 0.5))
+    return idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / max(avgdl, 1e-9)))
+
+
+class PgSearch:
+    """Permission-filtered hybrid search in PostgreSQL for one :class:`Index` (thread-safe)."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._lock = threading.Lock()
+        self._stats: OrderedDict[tuple[Any, ...], tuple[int, int, int]] = OrderedDict()
+        self._backfilled: str | None = None
+        self.exact_max_rows = EXACT_MAX_ROWS
+        self.last_path = ""
+
+    # -------------------------------------------------------------------------------------- backfill
+    def backfill(self) -> int:
+        """Vector rows for chunks that have none for the current embedder (once per process and model)."""
+        model = self.index.embedder.name
+        if self._backfilled == model:
+            return 0
+        c, d = chunks.c, documents.c
+        sql = text(
+            "SELECT c.id FROM retrieval_chunks c LEFT JOIN retrieval_chunk_vectors v ON v.chunk_id = c.id "
+            "WHERE v.chunk_id IS NULL OR v.model <> :m"
+        )
+        with self.index.store.connect() as conn:
+            todo = [int(r[0]) for r in conn.execute(sql, {"m": model})]
+        for start in range(0, len(todo), 500):
+            part = todo[start : start + 500]
+            with self.index.store.connect() as conn:
+                rows = conn.execute(
+                    select(c.id, c.doc_pk, c.text, c.heading, c.terms, d.title)
+                    .select_from(chunks.join(documents, d.id == c.doc_pk))
+                    .where(c.id.in_(part))
+                ).all()
+            texts = [Chunk("", "", r.title, r.heading, 0, r.text, 0).embed_text for r in rows]
+            _, vecs, new = self.index._vectors_for(texts)
+            with self.index.store.begin() as conn:
+                self.index._cache_vectors(conn, new)
+                write_chunk_rows(
+                    conn,
+                    model,
+                    [(int(r.id), int(r.doc_pk), v, r.terms.split()) for r, v in zip(rows, vecs, strict=True)],
+                )
+        self._backfilled = model
+        return len(todo)
+
+    # -------------------------------------------------------------------------------------- statistics
+    def _versions(self, conn: Connection) -> tuple[int, int]:
+        rows = dict(conn.execute(select(versions.c.name, versions.c.counter)).tuples().all())
+        return int(rows.get("content", 0)), int(rows.get("acl", 0))
+
+    def _permitted_stats(
+        self, conn: Connection, params: dict[str, Any], has_sources: bool
+    ) -> tuple[int, int, int]:
+        """(permitted chunks, their total length in terms, all chunks with a vector of this model)."""
+        key = (
+            self._versions(conn),
+            tuple(params["tokens"]),
+            tuple(params.get("sources") or ()),
+            params["model"],
+        )
+        with self._lock:
+            hit = self._stats.get(key)
+            if hit is not None:
+                self._stats.move_to_end(key)
+                return hit
+        row = conn.execute(
+            text(
+                f"WITH perm AS MATERIALIZED ({_perm_sql(has_sources)}) "
+                "SELECT count(*), coalesce(sum(v.length), 0) FROM retrieval_chunk_vectors v "
+                "WHERE v.doc_pk IN (SELECT doc_pk FROM perm)"
+            ),
+            params,
+        ).one()
+        total = conn.execute(
+            text("SELECT count(*) FROM retrieval_chunk_vectors WHERE model = :model"), params
+        ).scalar_one()
+        stats = (int(row[0]), int(row[1]), int(total))
+        with self._lock:
+            self._stats[key] = stats
+            while len(self._stats) > 1024:
+                self._stats.popitem(last=False)
+        return stats
+
+    # -------------------------------------------------------------------------------------- the lists
+    def _dense_exact(
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int
+    ) -> list[tuple[int, float]]:
+        sql = text(
+            f"WITH perm AS MATERIALIZED ({_perm_sql(has_sources)}) "
+            "SELECT v.chunk_id, -(v.embedding <#> CAST(:q AS vector)) AS s FROM retrieval_chunk_vectors v "
+            "WHERE v.model = :model AND v.doc_pk IN (SELECT doc_pk FROM perm) "
+            "ORDER BY s DESC, v.chunk_id LIMIT :m"
+        )
+        return [(int(a), float(b)) for a, b in conn.execute(sql, {**params, "m": m})]
+
+    def _dense_hnsw(
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, ef: int
+    ) -> list[tuple[int, float]]:
+        """Top-m permitted chunks among the HNSW index's ``ef`` nearest (the filter is in the statement)."""
+        conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef)}"))
+        src = (
+            "AND EXISTS (SELECT 1 FROM retrieval_documents d WHERE d.id = c.doc_pk "
+            "AND d.source_id = ANY(:sources)) "
+            if has_sources
+            else ""
+        )
+        sql = text(
+            "SELECT c.chunk_id, -c.dist AS s FROM ("
+            f"  SELECT v.chunk_id, v.doc_pk, v.model, v.embedding::vector({INDEXED_DIM}) "
+            f"    <#> CAST(:q AS vector({INDEXED_DIM})) AS dist "
+            f"  FROM retrieval_chunk_vectors v WHERE v.dim = {INDEXED_DIM} "
+            f"  ORDER BY v.embedding::vector({INDEXED_DIM}) <#> CAST(:q AS vector({INDEXED_DIM})) LIMIT :ef"
+            ") c WHERE c.model = :model "
+            "AND EXISTS (SELECT 1 FROM retrieval_acl a WHERE a.doc_pk = c.doc_pk AND a.token = ANY(:tokens)) "
+            f"{src}ORDER BY c.dist, c.chunk_id LIMIT :m"
+        )
+        return [(int(a), float(b)) for a, b in conn.execute(sql, {**params, "m": m, "ef": ef})]
+
+    def _bm25_top(
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int
+    ) -> tuple[list[tuple[int, float]], dict[str, int]]:
+        """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df."""
+        sql = text(
+            f"WITH perm AS MATERIALIZED ({_perm_sql(has_sources)}), "
+            "q AS (SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:weights AS int[])) AS q(term, w)), "
+            "p AS MATERIALIZED (SELECT p.term, p.chunk_id, p.tf, p.length FROM retrieval_postings p "
+            "  WHERE p.term = ANY(:terms) AND p.doc_pk IN (SELECT doc_pk FROM perm)), "
+            "df AS (SELECT term, count(*) AS df FROM p GROUP BY term), "
+            "s AS (SELECT p.chunk_id, sum(q.w * ln(1 + (:n - df.df + 0.5) / (df.df + 0.5)) * p.tf * :k1p1 "
+            "  / (p.tf + :k1 * (1 - :b + :b * p.length / :avgdl))) AS s "
+            "  FROM p JOIN df ON df.term = p.term JOIN q ON q.term = p.term GROUP BY p.chunk_id) "
+            "SELECT 0 AS kind, chunk_id::text, s FROM (SELECT chunk_id, s FROM s ORDER BY s DESC, chunk_id "
+            "LIMIT :m) top "
+            "UNION ALL SELECT 1, term, df FROM df"
+        )
+        top: list[tuple[int, float]] = []
+        dfs: dict[str, int] = {}
+        for kind, ident, value in conn.execute(sql, {**params, "m": m}):
+            if kind == 0:
+                top.append((int(ident), float(value)))
+            else:
+                dfs[str(ident)] = int(value)
+        top.sort(key=lambda t: (-t[1], t[0]))
+        return top, dfs
+
+    # -------------------------------------------------------------------------------------- ranking
+    def rank(
+        self,
+        tokens: frozenset[str],
+        qvec: F32 | None,
+        terms: list[str],
+        k: int,
+        fusion: Any,
+        sources: set[str] | None,
+        mode: str,
+    ) -> Ranked:
+        """The exact (or, on the HNSW path, approximate-dense) permitted top ``k``; see the module docstring."""
+        self.backfill()
+        empty = np.zeros(0, dtype=np.float32)
+        none = Ranked([], empty, empty, empty, empty, empty)
+        if not tokens or (sources is not None and not sources):
+            return none
+        weights = Counter(terms)
+        params: dict[str, Any] = {
+            "tokens": sorted(tokens),
+            "model": self.index.embedder.name,
+            "terms": list(weights),
+            "weights": list(weights.values()),
+            "k1": K1,
+            "k1p1": K1 + 1.0,
+            "b": B,
+        }
+        has_sources = sources is not None
+        if has_sources:
+            params["sources"] = sorted(sources or ())
+        if qvec is not None:
+            params["q"] = vector_literal(qvec)
+        use_dense = mode != "bm25" and qvec is not None
+        use_bm25 = mode != "dense" and bool(terms)
+        with self.index.store.begin() as conn:
+            n, total_len, n_model = self._permitted_stats(conn, params, has_sources)
+            if n == 0:
+                return none
+            params["n"] = n
+            params["avgdl"] = max(total_len / n, 1e-9)
+            depth = int(getattr(fusion, "depth", 100)) if mode == "hybrid" else 0
+            m = max(depth, 2 * k, 16)
+            hnsw = self._hnsw_ef(n, n_model, m) if use_dense else None
+            path = "hnsw" if hnsw else "exact"
+            while True:
+                exhaustive = m >= n
+                if use_dense:
+                    if hnsw and not exhaustive:
+                        dense_list = self._dense_hnsw(conn, params, has_sources, m, hnsw)
+                        if len(dense_list) < min(m, n):  # not enough permitted candidates: exact scan
+                            hnsw, path = None, "exact"
+                            dense_list = self._dense_exact(conn, params, has_sources, m)
+                    else:
+                        dense_list = self._dense_exact(conn, params, has_sources, m)
+                else:
+                    dense_list = []
+                bm25_list, dfs = self._bm25_top(conn, params, has_sources, m) if use_bm25 else ([], {})
+                ranked = self._fuse_candidates(
+                    conn, params, dense_list, bm25_list, dfs, k, m, n, fusion, mode, use_dense, use_bm25
+                )
+                if ranked is not None:
+                    ranked.path = path
+                    self.last_path = path
+                    return ranked
+                m = min(m * 4, n)
+                if hnsw:
+                    hnsw = self._hnsw_ef(n, n_model, m)
+
+    def _hnsw_ef(self, n: int, n_model: int, need: int) -> int | None:
+        """``ef_search`` for the HNSW path, or ``None`` when the exact scan is the right (or only) choice."""
+        if n <= self.exact_max_rows or n_model == 0 or self.index.embedder.dim != INDEXED_DIM:
+            return None
+        selectivity = n / n_model
+        ef = math.ceil(need * HNSW_MARGIN / max(selectivity, 1e-9))
+        if ef > EF_SEARCH_MAX:
+            return None
+        return max(ef, 100)
+
+    def _fuse_candidates(
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        dense_list: list[tuple[int, float]],
+        bm25_list: list[tuple[int, float]],
+        dfs: dict[str, int],
+        k: int,
+        m: int,
+        n: int,
+        fusion: Any,
+        mode: str,
+        use_dense: bool,
+        use_bm25: bool,
+    ) -> Ranked | None:
+        """Fuse the union of both lists; ``None`` when rows outside them might still reach the top k."""
+        cands: dict[int, _Cand] = {}
+        for cid, s in dense_list:
+            cands[cid] = _Cand(("", "", 0), dense=s)
+        for cid, s in bm25_list:
+            c = cands.setdefault(cid, _Cand(("", "", 0)))
+            c.bm25, c.present = s, True
+        if not cands:
+            empty = np.zeros(0, dtype=np.float32)
+            return Ranked([], empty, empty, empty, empty, empty)
+        ids = list(cands)
+        dense_known = {cid for cid, _ in dense_list}
+        bm25_known = {cid for cid, _ in bm25_list}
+        for cid, source_id, doc_id, position in conn.execute(
+            select(chunks.c.id, documents.c.source_id, documents.c.doc_id, chunks.c.position)
+            .select_from(chunks.join(documents, documents.c.id == chunks.c.doc_pk))
+            .where(chunks.c.id.in_(ids))
+        ):
+            cands[int(cid)].key = (source_id, doc_id, int(position))
+        if use_dense and (missing := [i for i in ids if i not in dense_known]):
+            for cid, s in conn.execute(
+                text(
+                    "SELECT chunk_id, -(embedding <#> CAST(:q AS vector)) FROM retrieval_chunk_vectors "
+                    "WHERE chunk_id IN :ids AND model = :model"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {**params, "ids": missing},
+            ):
+                cands[int(cid)].dense = float(s)
+        if use_bm25 and (missing := [i for i in ids if i not in bm25_known]):
+            weights = dict(zip(params["terms"], params["weights"], strict=True))
+            for cid, term, tf, length in conn.execute(
+                text(
+                    "SELECT chunk_id, term, tf, length FROM retrieval_postings "
+                    "WHERE chunk_id IN :ids AND term IN :terms"
+                ).bindparams(bindparam("ids", expanding=True), bindparam("terms", expanding=True)),
+                {"ids": missing, "terms": params["terms"]},
+            ):
+                c = cands[int(cid)]
+                c.bm25 += weights[term] * _bm25_term(dfs[term], n, tf, length, params["avgdl"])
+                c.present = True
+        order = sorted(ids, key=lambda i: cands[i].key)
+        dense = np.array([cands[i].dense for i in order], dtype=np.float32)
+        bm25 = np.array([cands[i].bm25 for i in order], dtype=np.float32)
+        present = np.array([cands[i].present for i in order], dtype=np.bool_)
+        dense_done = not use_dense or len(dense_list) < m or len(dense_list) >= n
+        bm25_done = not use_bm25 or len(bm25_list) < m
+        d_edge = dense_list[-1][1] if dense_list else 0.0
+        b_edge = bm25_list[-1][1] if bm25_list else 0.0
+        if mode == "bm25":
+            fused, nb, nd = bm25.copy(), bm25.copy(), np.zeros(len(order), dtype=np.float32)
+            fused[~present] = -np.inf
+            done, bound = bm25_done, b_edge
+        elif mode == "dense":
+            fused, nb, nd = dense.copy(), np.zeros(len(order), dtype=np.float32), dense.copy()
+            done, bound = dense_done, d_edge
+        else:
+            fused, nb, nd = fuse(bm25, present, dense, fusion)
+            done = use_dense and dense_done  # every permitted chunk is a candidate
+            # the fused score of a row at both lists' boundaries bounds every row outside them; appended as
+            # a sentinel it cannot move the normalisation (it is not above either list's m-th >= depth-th)
+            sb = np.append(bm25, np.float32(b_edge if not bm25_done else 0.0))
+            sp = np.append(present, not bm25_done)
+            sd = np.append(dense, np.float32(d_edge if use_dense else 0.0))
+            _, snb, snd = fuse(sb, sp, sd, fusion)
+            if getattr(fusion, "method", "weighted") == "rrf":
+                wb = wd = 1.0
+            else:
+                wb = float(getattr(fusion, "bm25_weight", 0.3))
+                wd = float(getattr(fusion, "dense_weight", 0.7))
+            bound = wb * max(float(snb[-1]), 0.0) + wd * float(snd[-1])
+        idx = np.arange(len(order))
+        ranked = idx[np.lexsort((idx, -fused))]
+        if mode == "bm25":
+            ranked = ranked[np.isfinite(fused[ranked])]
+        top = ranked[:k]
+        if not done and (len(top) < k or not float(fused[top[-1]]) > bound + 1e-6):
+            return None  # a row outside both lists might tie or win: widen them
+        return Ranked([order[i] for i in top], fused[top], bm25[top], nb[top], dense[top], nd[top])
+
+    # -------------------------------------------------------------------------------------- hits
+    def materialise(self, ranked: Ranked, tokens: frozenset[str], min_score: float) -> list[Hit] | None:
+        """Hits after re-checking each document's current ACL; ``None`` if one no longer admits them."""
+        if not ranked.pks:
+            return []
+        c, d = chunks.c, documents.c
+        with self.index.store.connect() as conn:
+            rows = {
+                r.id: r
+                for r in conn.execute(
+                    select(
+                        c.id,
+                        c.doc_pk,
+                        c.position,
+                        c.heading,
+                        c.page,
+                        c.text,
+                        d.source_id,
+                        d.doc_id,
+                        d.title,
+                        d.url,
+                    )
+                    .select_from(chunks.join(documents, d.id == c.doc_pk))
+                    .where(c.id.in_(ranked.pks))
+                )
+            }
+            acls: dict[int, set[str]] = {}
+            for pk, token in conn.execute(
+                select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_({r.doc_pk for r in rows.values()}))
+            ).tuples():
+                acls.setdefault(pk, set()).add(token)
+        hits: list[Hit] = []
+        for i, pk in enumerate(ranked.pks):
+            row = rows.get(pk)
+            if row is None:
+                return None
+            reason = tuple(sorted(acls.get(row.doc_pk, set()) & tokens))
+            if not reason:
+                return None
+            fused = float(ranked.fused[i])
+            if fused < min_score:
+                continue
+            hits.append(
+                Hit(
+                    chunk_id=chunk_key(row.source_id, row.doc_id, row.position),
+                    source_id=row.source_id,
+                    doc_id=row.doc_id,
+                    title=row.title,
+                    heading=row.heading,
+                    page=row.page,
+                    position=row.position,
+                    text=row.text,
+                    score=fused,
+                    bm25=float(ranked.bm25[i]),
+                    bm25_norm=float(ranked.bm25_norm[i]),
+                    dense=float(ranked.dense[i]),
+                    dense_norm=float(ranked.dense_norm[i]),
+                    rank=len(hits) + 1,
+                    acl_reason=reason,
+                    url=row.url,
+                )
+            )
+        return hits
+
+
+def pg_search(
+    index: Index,
+    tokens: frozenset[str],
+    qvec: F32 | None,
+    terms: list[str],
+    k: int,
+    fusion: Any,
+    sources: set[str] | None,
+    min_score: float,
+    mode: str,
+) -> list[Hit]:
+    """``Index.search`` on PostgreSQL: rank in the database, then re-check every hit's ACL (3 attempts)."""
+    searcher = getattr(index, "_charter_pg_search", None)
+    if not isinstance(searcher, PgSearch):
+        searcher = PgSearch(index)
+        index._charter_pg_search = searcher  # type: ignore[attr-defined]
+    for _attempt in range(3):
+        ranked = searcher.rank(tokens, qvec, terms, k, fusion, sources, mode)
+        hits = searcher.materialise(ranked, tokens, min_score)
+        if hits is not None:
+            return hits
+    raise Conflict("the index kept changing during the search; try again")
