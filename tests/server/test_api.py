@@ -86,6 +86,14 @@ def test_every_endpoint_needs_a_token(client: Any, served: Served) -> None:
         ("GET", "/api/audit/tail"),
         ("POST", "/api/audit/verify"),
         ("GET", "/api/kill-switch"),
+        ("GET", "/api/evals"),
+        ("POST", "/api/evals"),
+        ("GET", "/api/evals/eval_x"),
+        ("GET", "/api/gate"),
+        ("GET", "/api/gate/history"),
+        ("POST", "/api/gate/runs"),
+        ("GET", "/api/gate/runs/job_x"),
+        ("GET", "/api/gate/reports/gate_x/md"),
         ("GET", "/metrics"),
         ("GET", "/v1/models"),
         ("POST", "/v1/chat/completions"),
@@ -115,8 +123,6 @@ def test_workflow_level_matrix(client: Any, served: Served) -> None:
     _check(client, served, "GET", "/api/audit/tail", _matrix({"omar"}))
     _check(client, served, "POST", "/api/audit/verify", _matrix({"omar"}))
     _check(client, served, "GET", "/api/kill-switch", _matrix({"omar"}))
-    _check(client, served, "GET", "/api/evals", _matrix({"omar", "lena", "farid"}))
-    _check(client, served, "GET", "/api/gate", _matrix({"omar", "farid"}))
     _check(
         client,
         served,
@@ -135,6 +141,48 @@ def test_workflow_level_matrix(client: Any, served: Served) -> None:
         _matrix(TOOL_USERS),
         body={"args": {"invoice_id": "INV-2026-00093"}},
     )
+
+
+def test_evals_and_gate_matrix(client: Any, served: Served) -> None:
+    """Reading needs evals.run / gate.run or reports.read; starting needs evals.run / gate.run. Both slots are
+    held by a running job first, so an allowed start answers 409 (it passed authorisation) without starting
+    a real run; tests/server/test_launch.py starts real ones."""
+    from tests.server.test_launch import blocking_job
+
+    eval_readers, gate_readers = {"omar", "lena", "farid"}, {"omar", "farid"}
+    release = [blocking_job(served, "eval"), blocking_job(served, "gate")]
+    jobs = served.app.state.charter.jobs  # type: ignore[attr-defined]
+    eval_job, gate_job = jobs.running("eval").id, jobs.running("gate").id
+    try:
+        _check(client, served, "GET", "/api/evals", _matrix(eval_readers))
+        _check(client, served, "GET", f"/api/evals/{eval_job}", _matrix(eval_readers))
+        _check(
+            client,
+            served,
+            "GET",
+            "/api/evals/eval_missing",
+            _matrix(set(), denied=403, **_all(eval_readers, 404)),
+        )
+        _check(client, served, "POST", "/api/evals", _matrix({"omar", "lena"}, ok=409), body={})
+        _check(client, served, "GET", "/api/gate", _matrix(gate_readers))
+        _check(client, served, "GET", "/api/gate/history", _matrix(gate_readers))
+        _check(client, served, "GET", f"/api/gate/runs/{gate_job}", _matrix(gate_readers))
+        _check(client, served, "GET", f"/api/gate/runs/{eval_job}", _matrix(set(), **_all(gate_readers, 404)))
+        _check(client, served, "POST", "/api/gate/runs", _matrix({"omar"}, ok=409))
+        _check(
+            client,
+            served,
+            "GET",
+            "/api/gate/reports/gate_missing/md",
+            _matrix(set(), **_all(gate_readers, 404)),
+        )
+    finally:
+        for event in release:
+            event.set()
+
+
+def _all(users: set[str], status: int) -> dict[str, int]:
+    return {u.replace("-", "_"): status for u in users}
 
 
 def test_ask_matrix(client: Any, served: Served) -> None:
