@@ -35,8 +35,11 @@ ALL_PAGES = {
     "approvals": "Approvals",
     "monitor": "Monitor",
     "sources": "Sources",
+    "evals": "Evals",
+    "gate": "Gate",
     "audit": "Audit",
 }
+EVAL_CASES = ["n-refund-monthly", "n-duplicate-charge", "neg-legal-advice"]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,7 @@ def test_demo_story_in_the_browser(browser: Any, live: Served) -> None:
 
     # --- Lena, the lead: the draft is in her queue; she approves it; she cannot decide a refund above 100
     lena = Session(browser, live, "lena")
-    _expect_nav(lena, {"ask", "review", "approvals", "monitor", "sources"})
+    _expect_nav(lena, {"ask", "review", "approvals", "monitor", "sources", "evals"})
     p = lena.goto("/review")
     lena.ok("review-queue")
     p.click(f"a[href='/review/{review_id}']")
@@ -150,11 +153,14 @@ def test_demo_story_in_the_browser(browser: Any, live: Served) -> None:
     lena.goto("/approvals")
     lena.ok("approvals-lead")
     assert p.locator(f"tr[data-approval='{refund['id']}']").count() == 0, "finance's refund shown to the lead"
+    lena.goto("/evals")
+    lena.ok("evals-lead")
+    assert p.locator("#start-eval-run").count() == 1, "the lead may run evals (evals.run)"
     lena.close()
 
     # --- Farid, finance: approves the refund
     farid = Session(browser, live, "farid")
-    _expect_nav(farid, {"ask", "review", "approvals", "monitor", "sources"})
+    _expect_nav(farid, {"ask", "review", "approvals", "monitor", "sources", "evals", "gate"})
     p = farid.goto("/approvals")
     farid.ok("approvals-finance")
     row = p.locator(f"tr[data-approval='{refund['id']}']")
@@ -165,11 +171,20 @@ def test_demo_story_in_the_browser(browser: Any, live: Served) -> None:
     assert "executed" in p.locator(f"tr[data-approval='{refund['id']}']").inner_text()
     farid.goto("/monitor")
     farid.ok("monitor-finance")
+    # finance reads evals and the gate (reports.read) but may start neither
+    p = farid.goto("/evals")
+    farid.ok("evals-finance")
+    assert p.locator("#start-eval-run").count() == 0, "finance must not see 'Start eval run'"
+    p = farid.goto("/gate")
+    farid.ok("gate-finance")
+    assert p.locator("#run-gate").count() == 0, "finance must not see 'Run gate'"
+    assert farid.context.request.post(live.url + "/gate/runs").status == 403
+    assert farid.context.request.post(live.url + "/evals/runs").status == 403
     farid.close()
 
     # --- Omar, the operator: Monitor, a trace, Sources, Audit (verify)
     omar = Session(browser, live, "omar")
-    _expect_nav(omar, {"ask", "monitor", "sources", "audit"})
+    _expect_nav(omar, {"ask", "monitor", "sources", "evals", "gate", "audit"})
     p = omar.goto("/monitor")
     omar.ok("monitor")
     assert p.locator("table a[href^='/traces/']").count() >= 1
@@ -187,6 +202,7 @@ def test_demo_story_in_the_browser(browser: Any, live: Served) -> None:
     p.wait_for_load_state()
     omar.ok("audit-verified")
     assert "Intact" in p.locator("#verify-result").inner_text()
+    _operator_evals_and_gate(omar, live)
     omar.close()
 
     # --- Casey, a contractor: only Ask
@@ -194,6 +210,72 @@ def test_demo_story_in_the_browser(browser: Any, live: Served) -> None:
     casey.ok("ask-contractor")
     _expect_nav(casey, {"ask"})
     casey.close()
+
+
+def _operator_evals_and_gate(omar: Session, live: Served) -> None:
+    """Omar starts a (small) eval run through the API and reads it on the Evals page; runs the gate from
+    the Gate page and sees the result appear; the pages fit a phone's width."""
+    import time
+
+    api = omar.context.request
+    r = api.post(
+        live.url + "/api/evals",
+        headers=live.headers("omar"),
+        data={"cases": EVAL_CASES, "permission_probes": False, "concurrency": 2},
+    )
+    assert r.status == 202, r.text()
+    job = r.json()
+    p = omar.goto(f"/evals/{job['id']}")
+    omar.ok("eval-job")
+    deadline = time.monotonic() + 300
+    while (status := api.get(live.url + job["href"]).json())["status"] == "running":
+        assert time.monotonic() < deadline, "the eval run did not finish"
+        time.sleep(1)
+    assert status["status"] == "succeeded", status
+    run_id = status["summary"]["run_id"]
+    p = omar.goto("/evals")
+    omar.ok("evals")
+    assert p.locator("#start-eval-run").count() == 1
+    row = p.locator(f"tr[data-run='{run_id}']")
+    assert row.count() == 1 and "normal" in row.inner_text()
+    row.locator(f"a[href='/evals/{run_id}']").click()
+    p.wait_for_load_state()
+    omar.ok("eval-run")
+    assert p.locator("#thresholds tbody tr").count() >= 1
+    assert (
+        p.locator("#thresholds .badge", has_text="pass").count()
+        + p.locator("#thresholds .badge", has_text="FAIL").count()
+        == p.locator("#thresholds tbody tr").count()
+    )
+
+    p = omar.goto("/gate")
+    omar.ok("gate-before")
+    p.click("#run-gate")
+    p.wait_for_selector("#job-result", timeout=240_000)  # the page refreshes itself until the run is done
+    omar.ok("gate-run")
+    assert "Gate run" in p.locator("#job-result").inner_text()
+    p.click("#job-result a[href='/gate']")
+    p.wait_for_load_state()
+    omar.ok("gate")
+    assert p.locator("#gate-checks tbody tr").count() == 7
+    assert "signature verified" in p.locator("#gate-verification").inner_text()
+    history = p.locator("#gate-history tbody tr")
+    assert history.count() >= 1 and "yes" in history.first.inner_text()
+    for fmt in ("md", "html", "json"):
+        href = p.locator(f"#gate-latest ~ p a[href$='/{fmt}']").first.get_attribute("href")
+        assert href, fmt
+        download = api.get(live.url + href)
+        assert download.status == 200 and "attachment" in download.headers["content-disposition"]
+
+    phone = omar.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.add_cookies(omar.context.cookies())
+    page = phone.new_page()
+    for path in ("/gate", "/evals"):
+        page.goto(live.url + path)
+        wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        page.screenshot(path=str(ARTIFACTS / f"omar-phone-{path.strip('/')}.png"), full_page=True)
+        assert wide <= 1, f"{path} is {wide}px wider than a phone screen"
+    phone.close()
 
 
 def test_login_with_a_bad_token_shows_the_form_again(browser: Any, live: Served) -> None:
