@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests._pg import backend, db_url, empty_db_url, pg_cluster, pg_url  # noqa: F401  (shared PostgreSQL)
+
 # Wall-clock deadlines make property tests flaky on a loaded 2-core CI machine; correctness is what they test.
 settings.register_profile(
     "charter", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

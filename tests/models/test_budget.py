@@ -1,8 +1,12 @@
-"""Budget enforcement by reservation: concurrent threads and processes never overshoot."""
+"""Budget enforcement by reservation: concurrent threads and processes never overshoot.
+
+Every test runs on SQLite and on PostgreSQL (``db_url``, ``tests/_pg.py``): on PostgreSQL the reservation is a
+``SELECT ... FOR UPDATE`` on the workflow-month row."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -36,6 +40,16 @@ PASSAGES = [
     )
 ]
 QUESTION = "How long does a refund take?"
+
+
+@pytest.fixture
+def open_runtime(open_runtime, db_url):  # type: ignore[no-untyped-def]
+    """The models ``open_runtime`` on this test's backend (SQLite file or a fresh PostgreSQL database)."""
+
+    def _open(path: Path, *, approve: bool = True, database_url: str | None = None):  # type: ignore[no-untyped-def]
+        return open_runtime(path, approve=approve, database_url=database_url or db_url)
+
+    return _open
 
 
 def _exact_reply(gateway, request) -> ScriptedReply:  # type: ignore[no-untyped-def]
@@ -128,7 +142,7 @@ WORKER = textwrap.dedent("""
 """).format(question=QUESTION, text=PASSAGES[0].text)
 
 
-def test_two_processes_share_one_budget(scripted_project, open_runtime, tmp_path):
+def test_two_processes_share_one_budget(scripted_project, open_runtime, tmp_path, db_url):
     path = edit_charter(scripted_project, {"model": {"fallback": None}})
     nano, usd = _estimate_usd(path, open_runtime)  # also migrates the database and approves the prompt
     admit = 9
@@ -142,6 +156,7 @@ def test_two_processes_share_one_budget(scripted_project, open_runtime, tmp_path
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "CHARTER_DATABASE_URL": db_url},
         )
         for tag in ("a", "b")
     ]

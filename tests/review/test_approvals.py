@@ -1,4 +1,6 @@
-"""Approval requests over time: expiry, SLA escalation to the next role, audit of every transition."""
+"""Approval requests over time: expiry, SLA escalation to the next role, audit of every transition.
+
+Every test runs on SQLite and on PostgreSQL (``db_url``, ``tests/_pg.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,12 @@ from charter.review import ManualClock, approver_roles, decide, get_approval, li
 from charter.runtime import Runtime
 from charter.tools import propose
 from tests.tools._helpers import REFUND_50, REFUND_500, audit_rows, billing_state, details
+
+
+@pytest.fixture(autouse=True)
+def _on_backend(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on SQLite and on PostgreSQL: ``Runtime.open`` (and child processes) use ``db_url``."""
+    monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
 
 
 def test_an_expired_request_cannot_be_approved(rt: Runtime, project: Path) -> None:

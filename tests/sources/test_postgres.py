@@ -1,11 +1,8 @@
 """The sync on a real PostgreSQL started by the fixture (``pgserver``): same semantics as on SQLite.
-Fails (does not skip) when pgserver or psycopg is missing."""
+The server is the session's (``tests/_pg.py``); fails (does not skip) when pgserver or psycopg is missing."""
 
 from __future__ import annotations
 
-import importlib.util
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,29 +13,6 @@ from charter.sources import source_statuses, sync_sources
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    for module in ("pgserver", "psycopg"):
-        if importlib.util.find_spec(module) is None:
-            pytest.fail(f"{module} is not installed: pip install 'pgserver>=0.1.4' 'psycopg[binary]>=3.1.19'")
-    import pgserver
-
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def pg_url(pg_server) -> str:  # type: ignore[no-untyped-def]
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg_server.psql(f"CREATE DATABASE {name};")
-    return (
-        str(pg_server.get_uri())
-        .replace("postgresql://", "postgresql+psycopg://")
-        .replace("/postgres?", f"/{name}?")
-    )
 
 
 def test_sync_on_postgres(project: Path, pg_url: str) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from charter.telemetry.audit import AuditLog
 
@@ -23,37 +27,50 @@ def fill(log: AuditLog, n: int, *, start: int = 0) -> None:
 
 
 class RawDB:
-    """Direct SQL access to the database file, as an attacker with write access would have."""
+    """Direct SQL access to the database, as an attacker with write access would have.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    ``where`` is a SQLite file path or a database URL (SQLite or PostgreSQL); SQL uses ``?`` placeholders.
+    """
+
+    def __init__(self, where: Path | str) -> None:
+        self.url = where if isinstance(where, str) and "://" in where else f"sqlite:///{where}"
+
+    def _run(self, fn: Callable[[Any], Any]) -> Any:
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                return fn(conn)
+        finally:
+            engine.dispose()
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.url.startswith("sqlite") else sql.replace("%", "%%").replace("?", "%s")
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        conn = sqlite3.connect(self.path)
-        try:
-            rows = conn.execute(sql, params).fetchall()
-            conn.commit()
-            return rows
-        finally:
-            conn.close()
+        def run(conn: Any) -> list[tuple[object, ...]]:
+            result = conn.exec_driver_sql(self._sql(sql), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+
+        return self._run(run)  # type: ignore[no-any-return]
 
     def row(self, seq: int) -> dict[str, object]:
-        conn = sqlite3.connect(self.path)
-        conn.row_factory = sqlite3.Row
-        try:
-            r = conn.execute("SELECT * FROM audit_log WHERE seq = ?", (seq,)).fetchone()
-            return dict(r)
-        finally:
-            conn.close()
+        def run(conn: Any) -> dict[str, object]:
+            r = conn.exec_driver_sql(self._sql("SELECT * FROM audit_log WHERE seq = ?"), (seq,)).first()
+            return dict(r._mapping)
+
+        return self._run(run)  # type: ignore[no-any-return]
 
     def rehash_from(self, seq: int) -> None:
         """Recompute every hash from ``seq`` on so the chain is internally consistent (no key needed)."""
-        conn = sqlite3.connect(self.path)
-        try:
-            prev = conn.execute("SELECT prev_hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()[0]
-            rows = conn.execute(
-                "SELECT seq, ts, actor, action, resource, outcome, details FROM audit_log "
-                "WHERE seq >= ? ORDER BY seq",
+
+        def run(conn: Any) -> None:
+            q = self._sql
+            prev = conn.exec_driver_sql(q("SELECT prev_hash FROM audit_log WHERE seq = ?"), (seq,)).first()[0]
+            rows = conn.exec_driver_sql(
+                q(
+                    "SELECT seq, ts, actor, action, resource, outcome, details FROM audit_log "
+                    "WHERE seq >= ? ORDER BY seq"
+                ),
                 (seq,),
             ).fetchall()
             for s, ts, actor, action, resource, outcome, details in rows:
@@ -68,11 +85,12 @@ class RawDB:
                     "prev_hash": prev,
                 }
                 digest = hashlib.sha256(canonical(record).encode()).hexdigest()
-                conn.execute("UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, s))
+                conn.exec_driver_sql(
+                    q("UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?"), (prev, digest, s)
+                )
                 prev = digest
-            conn.commit()
-        finally:
-            conn.close()
+
+        self._run(run)
 
 
 def canonical(record: dict[str, object]) -> str:

@@ -1,10 +1,15 @@
-"""Concurrent writers, threads and processes, never fork or gap the chain (real SQLite, BEGIN IMMEDIATE)."""
+"""Concurrent writers, threads and processes, never fork or gap the chain.
+
+On SQLite (``BEGIN IMMEDIATE``) and on PostgreSQL (advisory lock): ``db_url`` runs each test on both."""
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from charter.store import Store, open_store
 from charter.telemetry.audit import AuditEvent, AuditLog
@@ -31,6 +36,13 @@ def _writer(db_url: str, key_dir: str, worker: int, n: int) -> None:
                 details={"i": i, "worker": worker},
             )
     store.dispose()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    st = open_store(db_url)
+    yield st
+    st.dispose()
 
 
 def _expected(n: int) -> int:
@@ -72,10 +84,10 @@ def test_threads_append_concurrently(store: Store, key_dir: Path) -> None:
     _assert_chain(AuditLog(store, key_dir=key_dir), 160)
 
 
-def test_processes_append_concurrently(store: Store, db_path: Path, key_dir: Path) -> None:
+def test_processes_append_concurrently(store: Store, db_url: str, key_dir: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     n = 60
-    procs = [ctx.Process(target=_writer, args=(f"sqlite:///{db_path}", str(key_dir), w, n)) for w in range(3)]
+    procs = [ctx.Process(target=_writer, args=(db_url, str(key_dir), w, n)) for w in range(3)]
     for p in procs:
         p.start()
     for p in procs:

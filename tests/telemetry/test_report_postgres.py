@@ -1,4 +1,4 @@
-"""Traces, feedback, metrics, the report and retention on a real PostgreSQL server (pgserver)."""
+"""Traces, feedback, metrics, the report and retention on a real PostgreSQL server (the session's, ``tests/_pg.py``)."""
 
 from __future__ import annotations
 
@@ -10,32 +10,17 @@ from pathlib import Path
 import pytest
 from _monitoring_helpers import PLANTED, pii_trace, scripted_trace
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
-from tests.conftest import require
 
 from charter.runtime import Runtime
 from charter.store import utcnow
 from charter.telemetry import apply_retention, build_report, metrics_for, record_feedback, trace_store_for
 
-pgserver = require("pgserver", "pgserver is part of the dev extra")
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg-monitoring")), cleanup_mode="stop")
-    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://")
-    server.cleanup()
-
-
 @pytest.fixture
-def rt(pg_uri: str, project: Path) -> Iterator[Runtime]:
-    admin = create_engine(pg_uri, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS monitoring"))
-        conn.execute(text("CREATE DATABASE monitoring"))
-    admin.dispose()
-    runtime = Runtime.open(project, database_url=pg_uri.replace("/postgres?", "/monitoring?"))
+def rt(pg_url: str, project: Path) -> Iterator[Runtime]:
+    runtime = Runtime.open(project, database_url=pg_url)
     yield runtime
     runtime.close()
 

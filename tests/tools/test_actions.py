@@ -1,7 +1,10 @@
-"""Proposals and execution: policy, approvals bound to arguments, exactly-once, rate limits, kill switch."""
+"""Proposals and execution: policy, approvals bound to arguments, exactly-once, rate limits, kill switch.
+
+Every test runs on SQLite and on PostgreSQL (``db_url``, ``tests/_pg.py``)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,6 +33,12 @@ from tests.tools._helpers import (
     audit_rows,
     billing_state,
 )
+
+
+@pytest.fixture(autouse=True)
+def _on_backend(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on SQLite and on PostgreSQL: ``Runtime.open`` (and child processes) use ``db_url``."""
+    monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
 
 
 def test_a_read_tool_runs_at_once_and_a_retry_returns_the_stored_result(rt: Runtime, project: Path) -> None:
@@ -147,6 +156,29 @@ def test_the_rate_limit_is_per_principal_and_window(rt: Runtime) -> None:
     propose(rt, "ben", "issue_refund", REFUND_50, clock=clock)  # another principal has their own budget
     clock.advance(timedelta(hours=1, seconds=1))
     assert propose(rt, "ana", "issue_refund", REFUND_50, clock=clock).status == "pending"
+
+
+def test_the_rate_limit_is_exact_under_concurrency(rt: Runtime) -> None:
+    barrier = threading.Barrier(15)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        barrier.wait()
+        try:
+            result = propose(rt, "ana", "issue_refund", REFUND_50).status
+        except Denied:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=call) for _ in range(15)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["pending"] * 10 + ["refused"] * 5  # issue_refund: 10 per hour
+    assert len(list_actions(rt, requester="ana")) == 10
 
 
 def test_the_kill_switch_stops_new_calls_and_pending_executions(rt: Runtime, project: Path) -> None:

@@ -1,4 +1,7 @@
-"""Exactly-once under concurrent approvals (threads and processes) and under a crash mid-execution."""
+"""Exactly-once under concurrent approvals (threads and processes) and under a crash mid-execution.
+
+Every test runs on SQLite and on PostgreSQL (``db_url``, ``tests/_pg.py``); the worker processes inherit
+``CHARTER_DATABASE_URL``."""
 
 from __future__ import annotations
 
@@ -22,6 +25,12 @@ from charter.tools import execute, get_action, propose, resolve_stuck, set_kill_
 from tests.tools._helpers import REFUND_50, audit_rows, billing_state
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _on_backend(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on SQLite and on PostgreSQL: ``Runtime.open`` (and child processes) use ``db_url``."""
+    monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
 
 
 def test_twenty_concurrent_approvals_execute_once_and_nineteen_conflict(rt: Runtime, project: Path) -> None:
