@@ -145,6 +145,7 @@ STOP_WORDS = frozenset(
 )
 
 
+@lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     for suffix in ("ingly", "edly", "ing", "ed", "es", "s", "ly"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:

@@ -232,3 +232,25 @@ def test_decisions_are_fast(authz: Authorizer) -> None:
     samples.sort()
     p95 = samples[int(len(samples) * 0.95)]
     assert p95 < 0.002, f"p95 {p95 * 1000:.3f} ms"
+
+
+def test_memoised_decisions_equal_fresh_ones(authz: Authorizer) -> None:
+    """Context-free decisions are memoised; every cell of the tables must match a fresh authorizer's answer,
+    asked twice (the second answer comes from the memo), and context-bearing requests are never memoised."""
+    fresh = Authorizer.from_charter(load_charter(EXAMPLE))
+    for user, action, _allowed in WORKFLOW_TABLE:
+        first = authz.authorize(user, action, "workflow:billing-support")
+        again = authz.authorize(user, action, "workflow:billing-support")
+        assert first == again == fresh._decide(user, action, "workflow:billing-support", None)
+    small = authz.authorize("farid", "approve", ("Tool", "issue_refund"), {"args": {"amount": 10}})
+    large = authz.authorize("farid", "approve", ("Tool", "issue_refund"), {"args": {"amount": 10**9}})
+    assert small == fresh.authorize("farid", "approve", ("Tool", "issue_refund"), {"args": {"amount": 10}})
+    assert large == fresh.authorize("farid", "approve", ("Tool", "issue_refund"), {"args": {"amount": 10**9}})
+    # a caller-supplied Principal object with extra roles does not poison the memo for that id
+    from charter.spec import Principal
+
+    forged = Principal(
+        id="ana", kind="user", name="Ana", email=None, groups=("platform",), roles=("operator",), active=True
+    )
+    assert not authz.authorize(forged, "audit.read", "workflow:billing-support").allowed
+    assert not authz.authorize("ana", "audit.read", "workflow:billing-support").allowed

@@ -159,6 +159,30 @@ def _context(context: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"args": _cedar_value(args, "args")}
 
 
+_MEMO_SIZE = 4096
+
+
+def _memo_key(
+    principal: Principal | str, action: str, resource: ResourceRef, context: Mapping[str, Any] | None
+) -> tuple[str, str, str | tuple[str, str] | None] | None:
+    """The memo key of a context-free request with well-typed parts; ``None``: decide without the memo."""
+    if context:
+        return None
+    pid = principal.id if isinstance(principal, Principal) else principal
+    if not isinstance(pid, str) or not isinstance(action, str):
+        return None
+    if resource is None or isinstance(resource, str):
+        return (pid, action, resource)
+    if (
+        isinstance(resource, tuple)
+        and len(resource) == 2
+        and isinstance(resource[0], str)
+        and isinstance(resource[1], str)
+    ):
+        return (pid, action, resource)
+    return None
+
+
 class Authorizer:
     """Decides ``(principal, action, resource, context)`` with Cedar. Build with :meth:`from_charter`."""
 
@@ -192,6 +216,9 @@ class Authorizer:
             )
         self._resources = {(e["uid"]["type"], e["uid"]["id"]) for e in entities}
         self._by_id = {p.id: p for p in self.policies}
+        # Policies, entities and principals are fixed for the authorizer's life, so a decision is a pure
+        # function of the request: decisions without context are memoised (bounded; cleared when full).
+        self._decisions: dict[tuple[str, str, str | tuple[str, str] | None], Decision] = {}
 
     # ------------------------------------------------------------------------------------ building
     @classmethod
@@ -220,6 +247,25 @@ class Authorizer:
         context: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Decide one request. Never raises for bad input: it denies, with the reason in ``errors``."""
+        key = _memo_key(principal, action, resource, context)
+        if key is not None:
+            cached = self._decisions.get(key)
+            if cached is not None:
+                return cached
+        decision = self._decide(principal, action, resource, context)
+        if key is not None:
+            if len(self._decisions) >= _MEMO_SIZE:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _decide(
+        self,
+        principal: Principal | str,
+        action: str,
+        resource: ResourceRef,
+        context: Mapping[str, Any] | None,
+    ) -> Decision:
         try:
             request = self._request(principal, action, resource, context)
         except _Malformed as exc:
