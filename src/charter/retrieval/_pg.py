@@ -167,7 +167,8 @@ class PgSearch:
         self._lock = threading.Lock()
         self._stats: OrderedDict[tuple[Any, ...], tuple[int, int, int]] = OrderedDict()
         self._backfilled: str | None = None
-        self.exact_max_rows = EXACT_MAX_ROWS
+        self.exact_max_rows = EXACT_MAX_ROWS  # tunable (benchmarks, tests)
+        self.hnsw_margin = HNSW_MARGIN
         self.last_path = ""
 
     # -------------------------------------------------------------------------------------- backfill
@@ -253,18 +254,16 @@ class PgSearch:
         )
         return [(int(a), float(b)) for a, b in conn.execute(sql, {**params, "m": m})]
 
-    def _dense_hnsw(
-        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, ef: int
-    ) -> list[tuple[int, float]]:
-        """Top-m permitted chunks among the HNSW index's ``ef`` nearest (the filter is in the statement)."""
-        conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef)}"))
+    @staticmethod
+    def hnsw_sql(has_sources: bool) -> str:
+        """The HNSW statement: the index's ``:ef`` nearest, then the permission (and source) filter, top ``:m``."""
         src = (
             "AND EXISTS (SELECT 1 FROM retrieval_documents d WHERE d.id = c.doc_pk "
             "AND d.source_id = ANY(:sources)) "
             if has_sources
             else ""
         )
-        sql = text(
+        return (
             "SELECT c.chunk_id, -c.dist AS s FROM ("
             f"  SELECT v.chunk_id, v.doc_pk, v.model, v.embedding::vector({INDEXED_DIM}) "
             f"    <#> CAST(:q AS vector({INDEXED_DIM})) AS dist "
@@ -274,7 +273,22 @@ class PgSearch:
             "AND EXISTS (SELECT 1 FROM retrieval_acl a WHERE a.doc_pk = c.doc_pk AND a.token = ANY(:tokens)) "
             f"{src}ORDER BY c.dist, c.chunk_id LIMIT :m"
         )
-        return [(int(a), float(b)) for a, b in conn.execute(sql, {**params, "m": m, "ef": ef})]
+
+    def _dense_hnsw(
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, ef: int
+    ) -> list[tuple[int, float]]:
+        """Top-m permitted chunks among the HNSW index's ``ef`` nearest (the filter is in the statement).
+
+        Sequential scans are switched off for this one statement: the path was chosen for the index, and on a
+        small table the planner would otherwise sort every row (exact, but not what was chosen).
+        """
+        conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef)}"))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        try:
+            rows = conn.execute(text(self.hnsw_sql(has_sources)), {**params, "m": m, "ef": ef}).all()
+        finally:
+            conn.execute(text("SET LOCAL enable_seqscan = on"))
+        return [(int(a), float(b)) for a, b in rows]
 
     def _bm25_top(
         self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int
@@ -376,7 +390,7 @@ class PgSearch:
         if n <= self.exact_max_rows or n_model == 0 or self.index.embedder.dim != INDEXED_DIM:
             return None
         selectivity = n / n_model
-        ef = math.ceil(need * HNSW_MARGIN / max(selectivity, 1e-9))
+        ef = math.ceil(need * self.hnsw_margin / max(selectivity, 1e-9))
         if ef > EF_SEARCH_MAX:
             return None
         return max(ef, 100)
