@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from charter.errors import AuthenticationError, Denied, UsageError
@@ -23,20 +24,43 @@ from charter.server._errors import RateLimited
 if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.spec import Principal
+    from charter.store import Store
 
 COOKIE = "charter_token"
 
 
 class RateLimiter:
-    """A sliding one-minute window per principal (per server process)."""
+    """Requests per minute per principal.
 
-    def __init__(self, per_minute: int) -> None:
+    * In-process (the default on SQLite, one machine): an exact sliding one-minute window per server process.
+    * Shared (the default on PostgreSQL, where many workers or replicas serve one database): counters in
+      ``rate_limit_windows``, one row per principal and minute, incremented atomically (``INSERT … ON
+      CONFLICT DO UPDATE … RETURNING``: concurrent increments of one row queue on its row lock). The window
+      slides: the previous minute's count is weighted by the part of it still inside the last 60 s. A
+      refused request rolls its increment back, so it does not count.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        store: Store | None = None,
+        shared: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.per_minute = per_minute
+        self.store = store
+        self.shared = store is not None and (not store.is_sqlite if shared is None else shared)
+        self.clock = clock
         self._hits: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self._swept_minute = -1
 
     def check(self, key: str) -> None:
         if self.per_minute <= 0:
+            return
+        if self.shared:
+            self._check_shared(key[:200])
             return
         now = time.monotonic()
         with self._lock:
@@ -45,10 +69,43 @@ class RateLimiter:
                 window.popleft()
             if len(window) >= self.per_minute:
                 retry = max(1, int(60.0 - (now - window[0])) + 1)
-                raise RateLimited(
-                    f"rate limit of {self.per_minute} requests per minute reached", retry_after=retry
-                )
+                raise self._refusal(retry)
             window.append(now)
+
+    def _refusal(self, retry_after: int) -> RateLimited:
+        return RateLimited(
+            f"rate limit of {self.per_minute} requests per minute reached", retry_after=retry_after
+        )
+
+    def _check_shared(self, key: str) -> None:
+        from sqlalchemy import delete, select
+
+        from charter.store._core_tables import rate_limit_windows as t
+
+        assert self.store is not None
+        now = self.clock()
+        minute, into = divmod(now, 60.0)
+        minute_i = int(minute)
+        if self.store.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        upsert = (
+            insert(t)
+            .values(key=key, minute=minute_i, hits=1)
+            .on_conflict_do_update(index_elements=[t.c.key, t.c.minute], set_={"hits": t.c.hits + 1})
+            .returning(t.c.hits)
+        )
+        with self.store.begin(immediate=True) as conn:  # raising inside rolls the increment back
+            hits = int(conn.execute(upsert).scalar_one())
+            previous = conn.execute(select(t.c.hits).where(t.c.key == key, t.c.minute == minute_i - 1))
+            prev = int(previous.scalar() or 0)
+            if prev * (1.0 - into / 60.0) + hits > self.per_minute:
+                raise self._refusal(max(1, int(60.0 - into) + 1))
+        if minute_i != self._swept_minute:  # once a minute per process: forget windows nobody reads
+            self._swept_minute = minute_i
+            with self.store.begin() as conn:
+                conn.execute(delete(t).where(t.c.minute < minute_i - 1))
 
 
 class OIDCVerifier:
@@ -125,7 +182,7 @@ class Authenticator:
     def __init__(self, rt: Runtime, *, rate_limit_per_minute: int) -> None:
         self.rt = rt
         self.oidc = OIDCVerifier(rt) if rt.spec.identity.oidc is not None else None
-        self.limiter = RateLimiter(rate_limit_per_minute)
+        self.limiter = RateLimiter(rate_limit_per_minute, store=rt.store)
 
     def authenticate(self, bearer: str | None) -> Principal:
         from charter.identity import resolve_token

@@ -1,4 +1,11 @@
-"""Opening the database: URL resolution, SQLite pragmas, migrations on open."""
+"""Opening the database: URL resolution, SQLite pragmas, migrations on open, and losing the server.
+
+On PostgreSQL the pool checks each connection before use (``pool_pre_ping``), so after the server restarts
+the next request reconnects by itself. A request that was in flight when the connection broke, or that
+cannot connect while the server is down, raises :class:`StoreUnavailable` (a retryable
+:class:`~charter.errors.ProviderError`, HTTP 503) instead of a raw driver error; its transaction was rolled
+back by the server, so nothing of it was written.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,40 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext
 
-from charter.errors import UsageError
+from charter.errors import ProviderError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# pg_advisory_lock key held while migrating, so that workers starting together upgrade the schema once.
+PG_MIGRATE_LOCK_KEY = 0x63686D67  # "chmg"
+
+
+class StoreUnavailable(ProviderError):
+    """The database cannot be reached (down, restarting, connection cut). Retry later: nothing was written."""
+
+    def __init__(self, message: str = "the database is unavailable; retry shortly") -> None:
+        super().__init__(message, retryable=True)
+
+
+def _is_connection_failure(ctx: ExceptionContext) -> bool:
+    if ctx.is_disconnect:
+        return True
+    orig = ctx.original_exception
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - PostgreSQL URLs need psycopg
+        return False
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    # no SQLSTATE: the connection could not be made; 08: connection exception; 57P: server shutting down
+    return state is None or state.startswith(("08", "57P"))
+
+
+def _translate_connection_errors(ctx: ExceptionContext) -> None:
+    if _is_connection_failure(ctx):
+        raise StoreUnavailable() from ctx.original_exception
 
 
 def resolve_database_url(charter_dir: Path | None) -> str:
@@ -87,9 +124,18 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("path_separator", "os")
         with self.engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-            conn.commit()
+            if not self.is_sqlite:  # one migrator at a time; the others wait, then find nothing to do
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATE_LOCK_KEY})
+                conn.commit()
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                conn.commit()
+            finally:
+                if not self.is_sqlite:
+                    conn.rollback()
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATE_LOCK_KEY})
+                    conn.commit()
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
@@ -118,7 +164,15 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,  # a connection broken by a server restart is replaced before use
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=30,
+            connect_args={"connect_timeout": 10} if url.startswith("postgresql") else {},
+        )
+        event.listen(engine, "handle_error", _translate_connection_errors)
     store = Store(engine)
     if migrate:
         store.migrate()
