@@ -118,6 +118,18 @@ def test_run_the_gate(client: Any, served: Served) -> None:
     md.write_text(md.read_text() + "edited\n")
     again = client.get("/api/gate/history", headers=h).json()["items"][0]
     assert again["verification"]["signature"] is False and "modified" in again["verification"]["message"]
+    # a run whose report was written elsewhere (e.g. `charter gate --report` on another machine)
+    from charter.gate import record_gate, run_gate
+
+    other = run_gate(served.rt, only=["owners"], drills=False)  # type: ignore[arg-type]
+    record_gate(served.rt, other, actor="cli:local", report=Path("/nonexistent/report"), manifest=None)  # type: ignore[arg-type]
+    elsewhere = client.get("/api/gate/history", headers=h).json()["items"][0]
+    assert elsewhere["id"] == other.id and elsewhere["report"] is True
+    assert (
+        elsewhere["verification"]["signature"] is None
+        and "not on this server" in elsewhere["verification"]["message"]
+    )
+    assert client.get(f"/api/gate/reports/{other.id}/md", headers=h).status_code == 404
 
 
 def test_server_drift_scheduler_notifies_and_restricts(server_project: Path, caplog: Any) -> None:

@@ -188,6 +188,8 @@ def _verify(rt: Runtime, folder: str | None) -> dict[str, Any]:
 
     if not folder:
         return {"signature": None, "current": None, "message": "no report was written"}
+    if not Path(folder).is_dir():  # e.g. written by `charter gate --report` on another machine
+        return {"signature": None, "current": None, "message": f"the report {folder} is not on this server"}
     try:
         verify_report(rt, folder)
     except IntegrityError as exc:
@@ -240,11 +242,12 @@ def gate_report(rt: Runtime, latest: Any) -> tuple[dict[str, Any] | None, dict[s
     if not isinstance(latest, dict) or not latest.get("report"):
         return None, None
     folder = Path(str(latest["report"]))
+    verification = _verify(rt, str(folder))
     try:
         data = json.loads((folder / "gate-report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, {"signature": False, "current": None, "message": f"report missing in {folder}"}
-    return data, _verify(rt, str(folder))
+        return None, verification
+    return data, verification
 
 
 def report_download(rt: Runtime, gate_run: str, fmt: str) -> Response:
