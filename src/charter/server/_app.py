@@ -40,9 +40,7 @@ class ServerSettings:
     secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
     background_telemetry: bool = True  #: batched trace writes and periodic retention (start_server_telemetry)
     review_tick_seconds: float = 60.0  #: run charter.review.tick (expiry, escalation) this often; 0 disables
-    drift_seconds: float = (
-        3600.0  #: run the gate's drift checks (charter.gate.drift_once) this often; 0 disables
-    )
+    drift_seconds: float = 3600.0  #: run charter.gate's drift pass this often; 0 disables
     warm_up: bool = True  #: at start-up, load the index, embedder, masker and gateway, then gc.freeze()
 
     @classmethod

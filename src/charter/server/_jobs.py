@@ -143,7 +143,7 @@ class JobRunner:
             stored = self.rt.get_state(_STATE + job_id)
             doc = stored if isinstance(stored, dict) else None
         if doc is None or (kind is not None and doc.get("kind") != kind):
-            raise NotFound(f"no {kind or ''} job {job_id!r}".replace("  ", " "))
+            raise NotFound(f"no {kind + ' ' if kind else ''}job {job_id!r}")
         return doc
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
