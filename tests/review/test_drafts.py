@@ -173,3 +173,10 @@ def test_free_text_from_reviewers_is_masked_in_the_record(rt: Runtime) -> None:
     assert "415 555 0100" not in (done.comment or "")
     rows = audit_rows(rt, f"review:{item.id}")
     assert all("415 555 0100" not in str(r.details) for r in rows)
+
+
+@pytest.mark.parametrize("reason", [None, "low_groundedness"])
+def test_submit_returns_exactly_what_is_stored(rt: Runtime, reason: str | None) -> None:
+    """submit_draft builds its result without reading the row back; it must equal the stored row."""
+    item = _submit(rt, reason=reason, clock=ManualClock())
+    assert item == get_review(rt, item.id)
