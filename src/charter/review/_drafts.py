@@ -229,7 +229,8 @@ def submit_draft(
     # what a read-back would return, without the round trip: JSON columns as JSON gives them back
     for name in ("citations", "agent_notes"):
         row[name] = json.loads(json.dumps(row[name]))
-    item = ReviewItem(**{c.name: row.get(c.name) for c in review_items.columns})
+    stored: dict[str, Any] = {c.name: row.get(c.name) for c in review_items.columns}
+    item = ReviewItem(**stored)
     runtime.audit.append(
         actor=who.id,
         action="review.submitted",
