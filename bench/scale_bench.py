@@ -520,6 +520,107 @@ def sqlite_bench(tmp: Path, synth_for: Any, n: int, queries: list[str], reps: in
     return out
 
 
+# ------------------------------------------------------------------------------------------------ lexical
+class _NullEmbedder:
+    """Lexical quality needs no dense vectors: a constant unit vector keeps the index's write path intact."""
+
+    name = "bench-null@1"
+    dim = 384
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+def lexical_quality(server: Any, data: Path, corpus: list[dict], report: dict) -> None:
+    """nDCG@10 / recall@10 / MRR of our BM25 on PostgreSQL vs in memory vs PostgreSQL's ts_rank(_cd)."""
+    import tempfile
+
+    import psycopg
+    from ranx import Qrels, Run, evaluate
+    from sqlalchemy import text as sql
+
+    from charter.sources import Document
+    from charter.spec._schema import Chunking
+
+    raw = (data / "queries.jsonl").read_text(encoding="utf-8")
+    queries = {q["_id"]: q["text"] for q in (json.loads(x) for x in raw.split("\n") if x.strip())}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (data / "qrels" / "test.tsv").read_text(encoding="utf-8").split("\n"):
+        parts = line.strip().split("\t")
+        if len(parts) == 3 and parts[2].isdigit():
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    judged = {q: t for q, t in queries.items() if q in qrels}
+    docs = [
+        Document(source_id="msmarco", doc_id=d["_id"], title="", text=d["text"], format="text")
+        for d in corpus
+    ]
+    chunking = Chunking(max_tokens=512, overlap=0)
+    admin = server.get_uri()
+    name = "lexical_msmarco"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    url = admin.replace("/postgres?", f"/{name}?", 1).replace("postgresql://", "postgresql+psycopg://", 1)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE))
+    indexes = {
+        "ours-bm25-postgres": Index(open_store(url), _NullEmbedder()),
+        "ours-bm25-in-memory": Index(open_store(f"sqlite:///{tmp / 'lex.db'}"), _NullEmbedder()),
+    }
+    with progress() as bar:
+        for label, index in indexes.items():
+            task = bar.add_task(f"index {label}", total=len(docs))
+            for d in docs:
+                index.upsert_document(d, frozenset({"public"}), chunking)
+                bar.advance(task)
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    everyone = frozenset({"public"})
+    for label, index in indexes.items():
+        runs[label] = {
+            q: {h.doc_id: h.score for h in index.search(everyone, t, k=100, mode="bm25")} or {"none": 0.0}
+            for q, t in judged.items()
+        }
+    pg = indexes["ours-bm25-postgres"].store
+    with pg.begin() as conn:
+        conn.execute(
+            sql(
+                "CREATE TABLE lexical_fts AS SELECT d.doc_id, to_tsvector('english', c.text) AS tsv "
+                "FROM retrieval_chunks c JOIN retrieval_documents d ON d.id = c.doc_pk"
+            )
+        )
+        conn.execute(sql("CREATE INDEX ON lexical_fts USING gin (tsv)"))
+    for label, rank in (
+        ("postgres-ts_rank_cd", "ts_rank_cd(tsv, q)"),
+        ("postgres-ts_rank", "ts_rank(tsv, q)"),
+    ):
+        run: dict[str, dict[str, float]] = {}
+        with pg.connect() as conn:
+            for q, t in judged.items():
+                rows = conn.execute(
+                    sql(
+                        f"SELECT doc_id, {rank} AS s FROM lexical_fts, "
+                        "CAST(replace(CAST(plainto_tsquery('english', :t) AS text), '&', '|') AS tsquery) q "
+                        "WHERE tsv @@ q ORDER BY s DESC, doc_id LIMIT 100"
+                    ),
+                    {"t": t},
+                ).all()
+                run[q] = {r[0]: float(r[1]) for r in rows} or {"none": 0.0}
+        runs[label] = run
+    same = all(
+        list(runs["ours-bm25-postgres"][q])[:10] == list(runs["ours-bm25-in-memory"][q])[:10] for q in judged
+    )
+    qr = Qrels(qrels)
+    out: dict[str, Any] = {"judged_queries": len(judged), "postgres_top10_equals_in_memory": same}
+    for label, run in runs.items():
+        scores = evaluate(qr, Run(run), ["ndcg@10", "recall@10", "mrr"])
+        out[label] = {m: round(float(v), 4) for m, v in scores.items()}
+    console.print(out)
+    for index in indexes.values():
+        index.store.dispose()
+    report["lexical_quality"] = out
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -529,6 +630,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--lexical", action="store_true", help="only the lexical quality comparison")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     corpus, queries = load_corpus(args.data)
@@ -541,6 +643,9 @@ def main() -> None:
         "k": K,
         "chunks_per_document": CHUNKS_PER_DOC,
     }
+    if args.lexical:
+        lexical_quality(pg_server(), args.data, corpus, report)
+        args.skip_pg = args.skip_sqlite = True
     if not args.skip_pg:
         synth = Synth(corpus, vectors, args.chunks)
         server = pg_server()

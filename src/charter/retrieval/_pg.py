@@ -145,13 +145,16 @@ class _Cand:
 
 
 def _perm_sql(sources: bool) -> str:
-    """The permitted documents (a CTE body) — the only rows any statement below ever scores."""
+    """The permitted documents, for ``doc_pk IN (...)`` — the only rows any statement below ever scores.
+
+    (A plain subquery, not a materialised CTE: the planner semi-joins it without de-duplicating first.)
+    """
     if sources:
         return (
-            "SELECT DISTINCT a.doc_pk FROM retrieval_acl a JOIN retrieval_documents d ON d.id = a.doc_pk "
+            "SELECT a.doc_pk FROM retrieval_acl a JOIN retrieval_documents d ON d.id = a.doc_pk "
             "WHERE a.token = ANY(:tokens) AND d.source_id = ANY(:sources)"
         )
-    return "SELECT DISTINCT a.doc_pk FROM retrieval_acl a WHERE a.token = ANY(:tokens)"
+    return "SELECT a.doc_pk FROM retrieval_acl a WHERE a.token = ANY(:tokens)"
 
 
 def _bm25_term(df: float, n: int, tf: float, length: float, avgdl: float) -> float:
@@ -226,9 +229,8 @@ class PgSearch:
                 return hit
         row = conn.execute(
             text(
-                f"WITH perm AS MATERIALIZED ({_perm_sql(has_sources)}) "
                 "SELECT count(*), coalesce(sum(v.length), 0) FROM retrieval_chunk_vectors v "
-                "WHERE v.doc_pk IN (SELECT doc_pk FROM perm)"
+                f"WHERE v.doc_pk IN ({_perm_sql(has_sources)})"
             ),
             params,
         ).one()
@@ -247,9 +249,8 @@ class PgSearch:
         self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int
     ) -> list[tuple[int, float]]:
         sql = text(
-            f"WITH perm AS MATERIALIZED ({_perm_sql(has_sources)}) "
             "SELECT v.chunk_id, -(v.embedding <#> CAST(:q AS vector)) AS s FROM retrieval_chunk_vectors v "
-            "WHERE v.model = :model AND v.doc_pk IN (SELECT doc_pk FROM perm) "
+            f"WHERE v.model = :model AND v.doc_pk IN ({_perm_sql(has_sources)}) "
             "ORDER BY s DESC, v.chunk_id LIMIT :m"
         )
         return [(int(a), float(b)) for a, b in conn.execute(sql, {**params, "m": m})]
@@ -295,14 +296,17 @@ class PgSearch:
     ) -> tuple[list[tuple[int, float]], dict[str, int]]:
         """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df."""
         sql = text(
-            f"WITH perm AS MATERIALIZED ({_perm_sql(has_sources)}), "
-            "q AS (SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:weights AS int[])) AS q(term, w)), "
-            "p AS MATERIALIZED (SELECT p.term, p.chunk_id, p.tf, p.length FROM retrieval_postings p "
-            "  WHERE p.term = ANY(:terms) AND p.doc_pk IN (SELECT doc_pk FROM perm)), "
+            "WITH p AS MATERIALIZED (SELECT p.term, p.chunk_id, p.tf, p.length FROM retrieval_postings p "
+            f"  WHERE p.term = ANY(:terms) AND p.doc_pk IN ({_perm_sql(has_sources)})), "
             "df AS (SELECT term, count(*) AS df FROM p GROUP BY term), "
-            "s AS (SELECT p.chunk_id, sum(q.w * ln(1 + (:n - df.df + 0.5) / (df.df + 0.5)) * p.tf * :k1p1 "
-            "  / (p.tf + :k1 * (1 - :b + :b * p.length / :avgdl))) AS s "
-            "  FROM p JOIN df ON df.term = p.term JOIN q ON q.term = p.term GROUP BY p.chunk_id) "
+            # each query term's weight x idf, from its document frequency over the permitted postings
+            "w AS (SELECT q.term, q.w * ln(1.0::float8 + (CAST(:n AS float8) - df.df + 0.5::float8) "
+            "  / (df.df + 0.5::float8)) AS idfw "
+            "  FROM unnest(CAST(:terms AS text[]), CAST(:weights AS int[])) AS q(term, w) "
+            "  JOIN df ON df.term = q.term), "
+            "s AS (SELECT p.chunk_id, sum(w.idfw * p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) "
+            "  * (1.0::float8 - CAST(:b AS float8) + CAST(:b AS float8) * p.length / CAST(:avgdl AS float8)))) AS s "
+            "  FROM p JOIN w ON w.term = p.term GROUP BY p.chunk_id) "
             "SELECT 0 AS kind, chunk_id::text, s FROM (SELECT chunk_id, s FROM s ORDER BY s DESC, chunk_id "
             "LIMIT :m) top "
             "UNION ALL SELECT 1, term, df FROM df"
@@ -352,6 +356,7 @@ class PgSearch:
         use_dense = mode != "bm25" and qvec is not None
         use_bm25 = mode != "dense" and bool(terms)
         with self.index.store.begin() as conn:
+            conn.execute(text("SET LOCAL work_mem = '64MB'"))  # hash joins over large permitted sets
             n, total_len, n_model = self._permitted_stats(conn, params, has_sources)
             if n == 0:
                 return none
