@@ -225,3 +225,57 @@ def test_hnsw_path_filters_inside_and_always_returns_k(request: pytest.FixtureRe
         hits = index.search(frozenset({"group:third"}), q, k=50)
         assert len(hits) == 50 and searcher.last_path == "exact"
         assert all("group:third" in acls[h.doc_id] for h in hits)
+
+
+# ------------------------------------------------------------------------------------------------ upgrade
+def test_upgrade_to_0009_backfills_postings_and_vectors(request: pytest.FixtureRequest, project) -> None:
+    """An index written before migration 0009 (revision 0008) searches the same after the upgrade: the
+    migration derives the postings in SQL, the first search fills the vectors from the embedding cache."""
+    from charter.retrieval._tables import acl, chunks, documents, embeddings, versions
+    from charter.spec import load_charter
+    from tests.retrieval.conftest import _drop_pg_database, _new_pg_database
+
+    template, _ = request.getfixturevalue("_example_template")
+    sqlite = Index(open_store(f"sqlite:///{template}", migrate=False), HashEmbedder())
+    request.addfinalizer(sqlite.store.dispose)
+    cluster = request.getfixturevalue("pg_cluster")
+    url = _new_pg_database(cluster)
+    request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+    old = open_store(url, migrate=False)
+    old.migrate("0008")
+    with sqlite.store.connect() as src, old.begin() as dst:
+        dst.execute(versions.delete())
+        for table in (documents, acl, chunks, embeddings, versions):
+            rows = [dict(r._mapping) for r in src.execute(table.select())]
+            dst.execute(table.insert(), rows)
+        dst.execute(text("SELECT setval('retrieval_chunks_id_seq', (SELECT max(id) FROM retrieval_chunks))"))
+        dst.execute(
+            text("SELECT setval('retrieval_documents_id_seq', (SELECT max(id) FROM retrieval_documents))")
+        )
+    old.migrate()
+    with old.connect() as conn:
+        n_postings = conn.execute(text("SELECT count(*) FROM retrieval_postings")).scalar()
+        n_vectors = conn.execute(text("SELECT count(*) FROM retrieval_chunk_vectors")).scalar()
+        n_expected = conn.execute(
+            text(
+                "SELECT count(*) FROM (SELECT DISTINCT c.id, t FROM retrieval_chunks c, unnest(string_to_array(c.terms, ' ')) t) x"
+            )
+        ).scalar()
+    assert n_postings == n_expected and n_postings > 0
+    assert n_vectors == 0
+    pg = Index(old, HashEmbedder())
+    for p in list(load_charter(project).principals.values())[:3]:
+        for q in QUERIES[:4]:
+            want = sqlite.search(p.acl_tokens, q, k=8)
+            got = pg.search(p.acl_tokens, q, k=8)
+            assert [h.chunk_id for h in got] == [h.chunk_id for h in want], (p.id, q)
+    with old.connect() as conn:
+        assert (
+            conn.execute(text("SELECT count(*) FROM retrieval_chunk_vectors")).scalar()
+            == conn.execute(text("SELECT count(*) FROM retrieval_chunks")).scalar()
+        )
+    # the index keeps working for writes after the upgrade
+    doc = Document(source_id="help-center", doc_id="new.md", title="New", text="zebra invoice", format="text")
+    pg.upsert_document(doc, frozenset({"public"}), Chunking())
+    assert pg.search(frozenset({"public"}), "zebra", k=1, mode="bm25")[0].doc_id == "new.md"
+    old.dispose()
