@@ -66,7 +66,7 @@ class PgCluster:
         import psycopg
 
         with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql.encode())
 
     def _ensure_template(self) -> None:
         with self._lock:
@@ -100,29 +100,25 @@ class PgCluster:
         name = make_url(url).database
         self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def _pg_ctl(self, args: list[str]) -> None:
+        import pgserver._commands
+
+        pg_ctl = pgserver._commands.pg_ctl  # type: ignore[attr-defined]
+        pg_ctl(args, pgdata=self.pgdata, user=self.server.system_user)
+
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are cut off)."""
-        from pgserver._commands import pg_ctl
-
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user)
+        self._pg_ctl(["-w", "-m", "fast", "stop"])
 
     def start(self) -> None:
         """Start it again on the same socket folder (so every URL handed out stays valid)."""
         from urllib.parse import parse_qs, urlsplit
 
-        from pgserver._commands import pg_ctl
-
         socket_dir = parse_qs(urlsplit(self.server.get_uri()).query)["host"][0]
-        pg_ctl(
-            ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.pgdata / "log"), "start"],
-            pgdata=self.pgdata,
-            user=self.server.system_user,
-        )
+        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.pgdata / "log"), "start"])
 
     def restart(self) -> None:
-        from pgserver._commands import pg_ctl
-
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=self.server.system_user)
+        self._pg_ctl(["-w", "-m", "fast", "restart"])
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +129,7 @@ def pg_cluster() -> Iterator[PgCluster]:
 
     # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, and with them a live PGDATA.
     pgdata = Path(tempfile.mkdtemp(prefix="charter-pg-"))
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
     try:
         yield PgCluster(server)
     finally:

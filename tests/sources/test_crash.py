@@ -1,4 +1,7 @@
-"""kill -9 in the middle of ``charter sync``, re-run it, and the index equals a clean sync."""
+"""kill -9 in the middle of ``charter sync``, re-run it, and the index equals a clean sync.
+
+Runs on SQLite and on PostgreSQL (``db_url``, ``tests/_pg.py``); the killed ``charter sync`` process inherits
+``CHARTER_DATABASE_URL``."""
 
 from __future__ import annotations
 
@@ -59,7 +62,15 @@ def state_of(ws: Workspace) -> dict[str, tuple[str, str, bool, int]]:
     return {k: (v.content_hash, v.acl_hash, v.private_by_default, v.chunk_count) for k, v in states.items()}
 
 
-def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(project: Path, tmp_path: Path) -> None:
+def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(
+    project: Path,
+    tmp_path: Path,
+    db_url: str,
+    backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
     ws = Workspace(project)
     ws.configure([DOCS_SOURCE])
     write_version(ws, "a")
@@ -69,7 +80,6 @@ def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(project: Path, tmp_path
     write_version(ws, "b")
     started = utcnow()
     env = {**os.environ, "SOURCES_TEST_EMBED_DELAY": "0.05", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    env.pop("CHARTER_DATABASE_URL", None)
     code = "import tests.sources._embedder; from charter.cli import main; main(['sync', '--no-progress'])"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ws.base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -106,6 +116,10 @@ def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(project: Path, tmp_path
     assert mixed != recovered
 
     clean_project = tmp_path / "clean"
+    if backend == "sqlite":  # the clean copy gets a database of its own
+        monkeypatch.delenv("CHARTER_DATABASE_URL")
+    else:
+        monkeypatch.setenv("CHARTER_DATABASE_URL", request.getfixturevalue("pg_cluster").create_database())
     shutil.copytree(ws.base, clean_project, ignore=shutil.ignore_patterns(".charter"))
     clean = Workspace(clean_project / "charter.yaml")
     try:
