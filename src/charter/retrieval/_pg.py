@@ -58,6 +58,8 @@ INDEXED_DIM = 384  # the HNSW index of migration 0009 covers embedding::vector(3
 EXACT_MAX_ROWS = 20_000  # at most this many permitted chunks: always the exact scan
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 HNSW_MARGIN = 2.0  # expected permitted candidates must be this many times what is needed
+HNSW_MIN_RESULTS = 20  # permitted chunks the HNSW path must return (at least 2k)
+HNSW_MIN_EF = 200
 
 
 def vector_literal(v: npt.NDArray[np.float32]) -> str:
@@ -364,31 +366,48 @@ class PgSearch:
             params["avgdl"] = max(total_len / n, 1e-9)
             depth = int(getattr(fusion, "depth", 100)) if mode == "hybrid" else 0
             m = max(depth, 2 * k, 16)
-            hnsw = self._hnsw_ef(n, n_model, m) if use_dense else None
-            path = "hnsw" if hnsw else "exact"
+            # the HNSW path must bring back at least this many permitted chunks (it may bring fewer than m:
+            # then the fusion's normalisation sees the dense list it has — the path is approximate anyway)
+            hnsw_need = max(2 * k, HNSW_MIN_RESULTS)
+            hnsw = self._hnsw_ef(n, n_model, hnsw_need) if use_dense else None
             while True:
                 exhaustive = m >= n
+                dense_exact = True
                 if use_dense:
+                    dense_list = []
                     if hnsw and not exhaustive:
                         dense_list = self._dense_hnsw(conn, params, has_sources, m, hnsw)
-                        if len(dense_list) < min(m, n):  # not enough permitted candidates: exact scan
-                            hnsw, path = None, "exact"
-                            dense_list = self._dense_exact(conn, params, has_sources, m)
-                    else:
+                        dense_exact = False
+                        if len(dense_list) < min(hnsw_need, n):  # too few permitted candidates: exact scan
+                            hnsw, dense_exact = None, True
+                    if dense_exact:
                         dense_list = self._dense_exact(conn, params, has_sources, m)
                 else:
                     dense_list = []
                 bm25_list, dfs = self._bm25_top(conn, params, has_sources, m) if use_bm25 else ([], {})
                 ranked = self._fuse_candidates(
-                    conn, params, dense_list, bm25_list, dfs, k, m, n, fusion, mode, use_dense, use_bm25
+                    conn,
+                    params,
+                    dense_list,
+                    bm25_list,
+                    dfs,
+                    k,
+                    m,
+                    n,
+                    fusion,
+                    mode,
+                    use_dense,
+                    use_bm25,
+                    dense_exact,
                 )
                 if ranked is not None:
-                    ranked.path = path
-                    self.last_path = path
+                    ranked.path = "exact" if dense_exact else "hnsw"
+                    self.last_path = ranked.path
                     return ranked
-                m = min(m * 4, n)
-                if hnsw:
-                    hnsw = self._hnsw_ef(n, n_model, m)
+                if not dense_exact:
+                    hnsw = None  # the approximate lists could not settle the top k: rank exactly
+                else:
+                    m = min(m * 4, n)
 
     def _hnsw_ef(self, n: int, n_model: int, need: int) -> int | None:
         """``ef_search`` for the HNSW path, or ``None`` when the exact scan is the right (or only) choice."""
@@ -398,7 +417,7 @@ class PgSearch:
         ef = math.ceil(need * self.hnsw_margin / max(selectivity, 1e-9))
         if ef > EF_SEARCH_MAX:
             return None
-        return max(ef, 100)
+        return max(ef, HNSW_MIN_EF)
 
     def _fuse_candidates(
         self,
@@ -414,6 +433,7 @@ class PgSearch:
         mode: str,
         use_dense: bool,
         use_bm25: bool,
+        dense_exact: bool = True,
     ) -> Ranked | None:
         """Fuse the union of both lists; ``None`` when rows outside them might still reach the top k."""
         cands: dict[int, _Cand] = {}
@@ -459,7 +479,7 @@ class PgSearch:
         dense = np.array([cands[i].dense for i in order], dtype=np.float32)
         bm25 = np.array([cands[i].bm25 for i in order], dtype=np.float32)
         present = np.array([cands[i].present for i in order], dtype=np.bool_)
-        dense_done = not use_dense or len(dense_list) < m or len(dense_list) >= n
+        dense_done = not use_dense or (dense_exact and (len(dense_list) < m or len(dense_list) >= n))
         bm25_done = not use_bm25 or len(bm25_list) < m
         d_edge = dense_list[-1][1] if dense_list else 0.0
         b_edge = bm25_list[-1][1] if bm25_list else 0.0
