@@ -144,12 +144,13 @@ def test_workflow_level_matrix(client: Any, served: Served) -> None:
 
 
 def test_evals_and_gate_matrix(client: Any, served: Served) -> None:
-    """Reading needs evals.run / gate.run or reports.read; starting needs evals.run / gate.run. Both slots are
+    """Reading needs evals.run / gate.run or reports.read (the gate also: being an owner); starting needs
+    evals.run / for the gate gate.run or being one of the charter's owners (omar, lena, farid). Both slots are
     held by a running job first, so an allowed start answers 409 (it passed authorisation) without starting
     a real run; tests/server/test_launch.py starts real ones."""
     from tests.server.test_launch import blocking_job
 
-    eval_readers, gate_readers = {"omar", "lena", "farid"}, {"omar", "farid"}
+    eval_readers, gate_readers = {"omar", "lena", "farid"}, {"omar", "lena", "farid"}
     release = [blocking_job(served, "eval"), blocking_job(served, "gate")]
     jobs = served.app.state.charter.jobs  # type: ignore[attr-defined]
     eval_job, gate_job = jobs.running("eval").id, jobs.running("gate").id
@@ -168,7 +169,7 @@ def test_evals_and_gate_matrix(client: Any, served: Served) -> None:
         _check(client, served, "GET", "/api/gate/history", _matrix(gate_readers))
         _check(client, served, "GET", f"/api/gate/runs/{gate_job}", _matrix(gate_readers))
         _check(client, served, "GET", f"/api/gate/runs/{eval_job}", _matrix(set(), **_all(gate_readers, 404)))
-        _check(client, served, "POST", "/api/gate/runs", _matrix({"omar"}, ok=409))
+        _check(client, served, "POST", "/api/gate/runs", _matrix({"omar", "lena", "farid"}, ok=409))
         _check(
             client,
             served,

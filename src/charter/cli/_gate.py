@@ -61,7 +61,10 @@ def gate(
     interval: Annotated[str, typer.Option("--interval", help="With --watch: e.g. 15m, 1h.")] = "1h",
     once: Annotated[bool, typer.Option("--once", help="With --watch: one pass, then exit.")] = False,
     user: Annotated[
-        str | None, typer.Option("--as", help="Run as this user (needs gate.run); default: local operator.")
+        str | None,
+        typer.Option(
+            "--as", help="Run as this user (an owner, or a role with gate.run); default: local operator."
+        ),
     ] = None,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
@@ -110,17 +113,18 @@ def gate(
 
 def _require(rt: Any, who: Any) -> None:
     from charter.errors import Denied
+    from charter.gate import may_run_gate
 
-    d = rt.authorizer.authorize(who, "gate.run")
-    if not d.allowed:
+    allowed, reasons = may_run_gate(rt, who)
+    if not allowed:
         rt.audit.append(
             actor=who.id,
             action="gate.run",
             resource=f"workflow:{rt.spec.workflow.id}",
             outcome="denied",
-            details={"reasons": list(d.reasons)},
+            details={"reasons": reasons},
         )
-        raise Denied(f"{who.id} may not run the gate", reasons=list(d.reasons))
+        raise Denied(f"{who.id} may not run the gate", reasons=reasons)
 
 
 @gate_app.command("verify")

@@ -14,6 +14,7 @@ Public API:
 * :func:`isolated_copy` — a second runtime over a temporary copy of the state (the drills use it).
 """
 
+from charter.gate._access import gate_owners, may_run_gate
 from charter.gate._approvals import (
     acknowledge_private,
     approve_policies,
@@ -47,8 +48,10 @@ __all__ = [
     "acknowledge_private",
     "approve_policies",
     "drift_once",
+    "gate_owners",
     "is_restricted",
     "isolated_copy",
+    "may_run_gate",
     "notify",
     "policies_approval",
     "policy_set_hash",

@@ -259,6 +259,8 @@ def tool_callable(rt: Runtime, principal: Principal, tool: str) -> bool:
 
 def capabilities(rt: Runtime, principal: Principal) -> dict[str, bool]:
     """What this principal may do, by console page; decided by Cedar and the charter's ownership fields."""
+    from charter.gate import may_run_gate
+
     owns_source = principal.id == rt.spec.owners.sources or any(
         s.owner == principal.id for s in rt.spec.sources
     )
@@ -280,8 +282,8 @@ def capabilities(rt: Runtime, principal: Principal) -> dict[str, bool]:
         "kill_switch": allowed(rt, principal, "kill_switch") or principal.id == rt.spec.owners.incidents,
         "evals": allowed(rt, principal, "evals.run") or allowed(rt, principal, "reports.read"),
         "evals_run": allowed(rt, principal, "evals.run"),
-        "gate": allowed(rt, principal, "gate.run") or allowed(rt, principal, "reports.read"),
-        "gate_run": allowed(rt, principal, "gate.run"),
+        "gate": may_run_gate(rt, principal)[0] or allowed(rt, principal, "reports.read"),
+        "gate_run": may_run_gate(rt, principal)[0],
     }
     return caps
 

@@ -1,7 +1,8 @@
 """The REST API for evaluation and the launch gate: stored runs, background runs, reports, history.
 
-Reading needs Cedar ``evals.run`` / ``gate.run`` or ``reports.read``; starting a run needs ``evals.run`` /
-``gate.run`` (denials audited). Starting answers 202 with a job; a second start while one of the same kind
+Reading needs Cedar ``evals.run`` / ``gate.run`` or ``reports.read`` (the gate also: being one of the
+workflow's owners); starting a run needs ``evals.run`` / for the gate ``gate.run`` or being an owner (denials
+audited). Starting answers 202 with a job; a second start while one of the same kind
 runs in this process answers 409. The helpers at the bottom (:func:`gate_history`, :func:`gate_report`,
 :func:`eval_detail`) are shared with the console pages.
 """
@@ -20,7 +21,7 @@ from charter.errors import CharterException, IntegrityError, NotFound
 from charter.server import _schemas as S
 from charter.server._api import Caller, _iso, _rt
 from charter.server._app import state_of
-from charter.server._auth import require, require_any
+from charter.server._auth import require, require_any, require_capability
 from charter.server._jobs import eval_cases, eval_job, gate_job
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 router = APIRouter(responses=S.ERRORS)
 EVAL_READERS = ("evals.run", "reports.read")
-GATE_READERS = ("gate.run", "reports.read")
 RunId = Annotated[str, PathParam(min_length=1, max_length=100)]
 REPORT_FILES = {
     "json": ("gate-report.json", "application/json"),
@@ -88,9 +88,9 @@ def get_eval_run(request: Request, run_id: RunId, principal: Caller) -> S.JobOut
 @router.get("/api/gate", response_model=S.Obj, tags=["gate"])
 def gate_latest(request: Request, principal: Caller) -> Any:
     """The latest launch-gate result, its report with every check's evidence (when one was written) and
-    whether its signature verifies, and the latest drift check (Cedar ``gate.run`` or ``reports.read``)."""
+    whether its signature verifies, and the latest drift check (owners, Cedar ``gate.run`` or ``reports.read``)."""
     rt = _rt(request)
-    require_any(rt, principal, GATE_READERS, "see the launch gate")
+    require_capability(rt, principal, "gate", "see the launch gate")
     latest = rt.get_state("gate.latest")
     report, verified = gate_report(rt, latest)
     return {
@@ -111,16 +111,17 @@ def gate_history_api(
     """Gate runs from the audit log, newest first: time, actor, result, fingerprint, failed checks and
     whether the signed report verifies (``drift``: the drift passes; ``all``: both)."""
     rt = _rt(request)
-    require_any(rt, principal, GATE_READERS, "see the launch gate")
+    require_capability(rt, principal, "gate", "see the launch gate")
     return S.ObjList(items=gate_history(rt, limit=limit, kind=kind))
 
 
 @router.post("/api/gate/runs", response_model=S.JobOut, status_code=202, tags=["gate"])
 def start_gate_run(request: Request, principal: Caller) -> S.JobOut:
     """Run the seven checks in the background, write the signed report and record it, as ``charter gate
-    --report`` does (Cedar ``gate.run``). 409 while another gate run runs in this server process."""
+    --report`` does (the workflow's owners, or Cedar ``gate.run``). 409 while another gate run runs in this
+    server process."""
     rt = _rt(request)
-    require(rt, principal, "gate.run")
+    require_capability(rt, principal, "gate_run", "run the launch gate")
     job = state_of(request).jobs.start("gate", principal.id, gate_job(rt, principal.id))
     return _job_out(job.as_dict())
 
@@ -129,7 +130,7 @@ def start_gate_run(request: Request, principal: Caller) -> S.JobOut:
 def get_gate_run(request: Request, job_id: RunId, principal: Caller) -> S.JobOut:
     """A gate run started here: running, succeeded (with the result) or failed (with the error)."""
     rt = _rt(request)
-    require_any(rt, principal, GATE_READERS, "see the launch gate")
+    require_capability(rt, principal, "gate", "see the launch gate")
     return _job_out(state_of(request).jobs.get(job_id, "gate"))
 
 
@@ -150,7 +151,7 @@ def gate_report_file(
     """Download a gate run's signed report as JSON, Markdown or HTML (verify it with
     ``charter gate verify``)."""
     rt = _rt(request)
-    require_any(rt, principal, GATE_READERS, "see the launch gate")
+    require_capability(rt, principal, "gate", "see the launch gate")
     return report_download(rt, gate_run, fmt)
 
 

@@ -5,7 +5,7 @@
   thresholds, failures) or a background run's status (the page refreshes itself while it runs).
 * ``/gate`` — the latest gate result with each of the seven checks' status, owner, findings and evidence,
   whether its signed report verifies, the latest drift pass, the history of runs and downloads of the
-  reports; "Run gate" for whoever may ``gate.run``; ``/gate/runs/{job}`` — a background gate run's status.
+  reports; "Run gate" for the owners and whoever may ``gate.run``; ``/gate/runs/{job}`` — a background gate run's status.
 
 Every page and form asks the same questions as the API (``charter.server._launch``); a hidden button is
 also refused by the server.
@@ -19,9 +19,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from charter.server._app import state_of
-from charter.server._auth import require, require_any
+from charter.server._auth import require, require_any, require_capability
 from charter.server._console import _page, _render
-from charter.server._launch import EVAL_READERS, GATE_READERS, eval_detail, gate_history, gate_report
+from charter.server._launch import EVAL_READERS, eval_detail, gate_history, gate_report
 from charter.spec import Principal
 
 router = APIRouter(include_in_schema=False)
@@ -135,7 +135,7 @@ def gate_page(request: Request) -> Response:
     def page(p: Principal) -> Response:
         st = state_of(request)
         rt = st.rt
-        require_any(rt, p, GATE_READERS, "see the launch gate")
+        require_capability(rt, p, "gate", "see the launch gate")
         latest = rt.get_state("gate.latest")
         report, verification = gate_report(rt, latest)
         running = st.jobs.running("gate")
@@ -161,7 +161,7 @@ def gate_start(request: Request) -> Response:
         from charter.server._jobs import gate_job
 
         st = state_of(request)
-        require(st.rt, p, "gate.run")
+        require_capability(st.rt, p, "gate_run", "run the launch gate")
         job = st.jobs.start("gate", p.id, gate_job(st.rt, p.id))
         return RedirectResponse(f"/gate/runs/{job.id}", status_code=303)
 
@@ -172,7 +172,7 @@ def gate_start(request: Request) -> Response:
 def gate_job_page(request: Request, job_id: str) -> Response:
     def page(p: Principal) -> Response:
         st = state_of(request)
-        require_any(st.rt, p, GATE_READERS, "see the launch gate")
+        require_capability(st.rt, p, "gate", "see the launch gate")
         doc = st.jobs.get(job_id[:100], "gate")
         return _render(
             request, "job.html", p, job=doc, refresh=REFRESH_SECONDS if doc["status"] == "running" else None
