@@ -31,3 +31,32 @@ def test_cli_refuses_a_non_owner_and_audits_it(project: Path) -> None:
         assert (event.actor, event.outcome) == ("ben", "denied")
     finally:
         rt.close()
+
+
+def test_one_drift_turn_per_period_across_processes(project: Path) -> None:
+    """Every server worker runs a drift scheduler; only one per period claims the turn (the others'
+    runtimes share the store, as processes do), including when they race from threads."""
+    import threading
+
+    from charter.gate._drift import claim_turn
+
+    runtimes = [Runtime.open(project) for _ in range(4)]
+    try:
+        wins: list[bool] = []
+        barrier = threading.Barrier(len(runtimes))
+
+        def go(rt: Runtime) -> None:
+            barrier.wait()
+            wins.append(claim_turn(rt, "test.lease", 3600))
+
+        threads = [threading.Thread(target=go, args=(rt,)) for rt in runtimes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(wins) == [False, False, False, True]
+        assert not claim_turn(runtimes[0], "test.lease", 3600)
+        assert claim_turn(runtimes[1], "test.lease", 0)  # the period has passed: next turn
+    finally:
+        for rt in runtimes:
+            rt.close()

@@ -153,6 +153,42 @@ class DriftScheduler:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                drift_once(self.rt)
+                if claim_turn(self.rt, DRIFT_LEASE_KEY, self.interval_s * 0.9):
+                    drift_once(self.rt)
             except Exception:  # a drift pass must never take the server down
                 log.exception("gate drift pass failed")
+
+
+DRIFT_LEASE_KEY = "gate.drift.lease"
+
+
+def claim_turn(rt: Runtime, key: str, period_s: float) -> bool:
+    """True for exactly one caller per ``period_s`` across every process sharing the store: the server's
+    workers each run a scheduler, and only the one that claims the turn runs the pass (no duplicate
+    notifications). An atomic conditional update of a ``state`` row; works on SQLite and PostgreSQL."""
+    from datetime import timedelta
+
+    from sqlalchemy.exc import IntegrityError
+
+    from charter.store._core_tables import state
+
+    now = utcnow()
+    cutoff = now - timedelta(seconds=period_s)
+    value = {"at": now.isoformat()}
+    with rt.store.begin() as conn:
+        claimed = conn.execute(
+            state.update()
+            .where((state.c.key == key) & (state.c.updated_at <= cutoff))
+            .values(value=value, updated_at=now)
+        ).rowcount
+        if claimed:
+            return True
+        exists = conn.execute(state.select().where(state.c.key == key)).first() is not None
+    if exists:
+        return False
+    try:
+        with rt.store.begin() as conn:
+            conn.execute(state.insert().values(key=key, value=value, updated_at=now))
+    except IntegrityError:  # another process inserted it first: its turn
+        return False
+    return True
