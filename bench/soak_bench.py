@@ -208,7 +208,7 @@ def soak(
                     "/api/search", json={"query": QUESTIONS[i % len(QUESTIONS)]}, headers=headers
                 )
             elif kind == "tool":
-                user = ("ana", "ben")[i % 2]
+                user = ("ana", "ben")[(i // 4) % 2]  # each at 30 calls/min: below the tool's own limit
                 r = clients.c.post(
                     "/api/tools/lookup_invoice/calls",
                     json={"args": {"invoice_id": invoice}},
