@@ -230,9 +230,11 @@ def test_the_database_restarting_under_load(
             t.start()
         wait_for(lambda: sum(1 for r in results if r[1] == 200) >= 20, "load to be flowing")
         down_at = time.monotonic()
-        pg_cluster.stop()
-        time.sleep(3.0)
-        pg_cluster.start()
+        try:
+            pg_cluster.stop()
+            time.sleep(3.0)
+        finally:
+            pg_cluster.start()  # the session's server: later tests need it
         up_at = time.monotonic()
         wait_for(
             lambda: sum(1 for r in results if r[0] > up_at and r[1] == 200) >= 20,
