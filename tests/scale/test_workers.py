@@ -2,16 +2,20 @@
 worker processes. Each test starts a real server (subprocess) on the session's PostgreSQL (``tests/_pg.py``)
 and checks, by the workers' CPU time, that both workers served requests.
 
-The budget across processes is tested by ``tests/models/test_budget.py::test_two_processes_share_one_budget``
-(two processes calling the gateway, parametrised over SQLite and PostgreSQL): a reservation whose cost is
-exactly known needs the scripted model, which a server cannot be given from outside.
+The budget test points the charter's ``openai`` model at a local upstream that answers after a few
+seconds, so that every request has reserved its estimated cost before any settles: exactly N fit.
+(``tests/models/test_budget.py::test_two_processes_share_one_budget`` tests the same through the library,
+with exact costs, on both backends.)
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -147,5 +151,111 @@ def test_the_audit_chain_verifies_after_concurrent_writers_in_both_workers(
     try:
         executed = rt.audit.tail(10 * n, action="tools.executed")
         assert len(executed) == n  # every call audited once, none lost in the race for the chain
+    finally:
+        rt.close()
+
+
+# ---------------------------------------------------------------------------------------------- budget
+@contextmanager
+def slow_upstream(delay: float) -> Iterator[str]:
+    """An OpenAI-compatible endpoint that answers every chat completion after ``delay`` seconds."""
+    body = json.dumps(
+        {
+            "id": "chatcmpl-slow",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "upstream",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Noted."}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            time.sleep(delay)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _gateway_charter(project: Path, upstream: str, monthly_usd: float) -> None:
+    import yaml
+
+    data = yaml.safe_load(project.read_text())
+    data["sources"] = []
+    data["model"] = {
+        "provider": "openai",
+        "name": "upstream",
+        "endpoint": upstream,
+        "timeout": "60s",
+        "retries": 0,
+        "prices": {"input_per_1k": 1.0, "output_per_1k": 1.0},
+        "max_output_tokens": 100,
+    }
+    data["budgets"] = {**data["budgets"], "per_task_usd": 100.0, "monthly_usd": monthly_usd}
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_a_budget_for_n_requests_admits_n_across_workers(project: Path, pg_url: str) -> None:
+    from sqlalchemy import select
+
+    from charter.models import PromptRegistry
+    from charter.models._tables import budget_months, budget_reservations
+    from charter.runtime import Runtime
+
+    question = {"question": "How long does a refund take to reach the card?", "submit_for_review": False}
+    admit, concurrent = 5, 16
+    with slow_upstream(delay=6.0) as upstream:
+        _gateway_charter(project, upstream, monthly_usd=1000.0)
+        rt = Runtime.open(project, database_url=pg_url)
+        PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e)).approve(
+            "draft_reply", rt.spec.prompt("draft_reply").active, principal=rt.charter.principal("lena")
+        )
+        rt.close()
+        tokens = issue_tokens(project, pg_url, ("ana",))
+        # one request measures the reservation this question takes (the same for every identical request)
+        with serve(project, pg_url, workers=2) as server:
+            first = httpx.post(
+                f"{server.base}/api/ask", json=question, headers=bearer(tokens["ana"]), timeout=120
+            )
+            assert first.status_code == 200, first.text
+        rt = Runtime.open(project, database_url=pg_url)
+        with rt.store.connect() as conn:
+            estimate = conn.execute(select(budget_reservations.c.estimated_nano)).scalar_one()
+            spent = conn.execute(select(budget_months.c.spent_nano)).scalar_one()
+        rt.close()
+        _gateway_charter(project, upstream, monthly_usd=(spent + admit * estimate) / 1e9)
+
+        with serve(project, pg_url, workers=2) as server:
+
+            def ask(client: httpx.Client) -> httpx.Response:
+                return client.post(f"{server.base}/api/ask", json=question, headers=bearer(tokens["ana"]))
+
+            responses = both_workers_busy(server, lambda: race(concurrent, ask))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * admit + [402] * (concurrent - admit), [r.text[:200] for r in responses]
+    rt = Runtime.open(project, database_url=pg_url)
+    try:
+        with rt.store.connect() as conn:
+            month = conn.execute(select(budget_months.c.spent_nano, budget_months.c.reserved_nano)).one()
+        assert month.reserved_nano == 0 and month.spent_nano <= spent + admit * estimate
+        assert len(rt.audit.tail(1000, action="model.budget_refused")) == concurrent - admit
     finally:
         rt.close()
