@@ -132,7 +132,7 @@ def test_postgres_results_are_exactly_the_permitted_top_k(
         "hybrid": fuse(bm25, present, dense.astype(np.float32), fusion or Fusion())[0],
     }
     for mode, scores in expected.items():
-        got = index.search(principal, q, k=k, mode=mode, sources={source}, fusion=fusion)
+        got = index.search(principal, q, k=k, mode=mode, sources={source}, fusion=fusion, min_score=-1e9)
         order = sorted(range(len(permitted)), key=lambda i: (-scores[i], i))
         if mode == "bm25":
             order = [i for i in order if np.isfinite(scores[i])]

@@ -16,6 +16,8 @@ Public API (the sources sync and the request pipeline use only these names):
   - ``counts() -> {source_id: {"documents", "chunks", "private_by_default"}}``.
   - ``search(principal_tokens, query, *, k, fusion, sources, min_score, explain) -> list[Hit]`` — only chunks
     whose document ACL intersects ``principal_tokens`` are ranked (filter *before* ranking).
+    On SQLite it ranks an in-memory snapshot; on PostgreSQL it ranks in the database (pgvector + BM25 in
+    SQL, ``_pg.py``, migration 0009) with the same results.
   - ``current_acl(source_id, doc_id) -> frozenset | None`` — re-check a hit before it enters a prompt.
   - ``version`` — changes whenever indexed content or ACLs change.
 
