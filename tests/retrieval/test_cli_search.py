@@ -21,12 +21,23 @@ PROBES = [
 
 
 @pytest.fixture
-def indexed(project: Path) -> Path:
-    """The example project using the fast test embedder, with every example document indexed."""
+def indexed(
+    project: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The example project using the fast test embedder, with every example document indexed — on SQLite
+    (``.charter/charter.db``) or on PostgreSQL (``CHARTER_DATABASE_URL``, a fresh database)."""
+    if backend == "postgres":
+        from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
+
+        cluster = request.getfixturevalue("pg_cluster")
+        url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+        request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+        monkeypatch.setenv("CHARTER_DATABASE_URL", url)
     text = project.read_text()
     text = text.replace("  min_score: 0.0\n", "  min_score: 0.0\n  embedder: test-hash\n", 1)
     project.write_text(text)
     rt = Runtime.open(project)
+    assert rt.store.is_sqlite == (backend == "sqlite")
     index_example(Index.for_runtime(rt), project)
     rt.close()
     return project
