@@ -358,6 +358,10 @@ class PgSearch:
         use_dense = mode != "bm25" and qvec is not None
         use_bm25 = mode != "dense" and bool(terms)
         with self.index.store.begin() as conn:
+            # one snapshot for every statement of the ranking (as the in-memory snapshot): the change counters,
+            # the permitted-set statistics and the lists agree even while a sync commits; read-only, so
+            # REPEATABLE READ never fails with a serialisation error
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
             conn.execute(text("SET LOCAL work_mem = '64MB'"))  # hash joins over large permitted sets
             n, total_len, n_model = self._permitted_stats(conn, params, has_sources)
             if n == 0:
