@@ -20,6 +20,8 @@ Everything Charter raises on purpose derives from :class:`CharterException`. The
   - :class:`IntegrityError` — stored evidence (the audit chain, a signed report) does not verify.
   - :class:`ProviderError` — a model or tool backend failed (``retryable`` says whether to retry).
 
+    - :class:`StoreUnavailable` — the database cannot be reached right now (retryable).
+
 The server maps these to HTTP status codes in one place (``charter.server``); the CLI maps them to exit
 codes in one place (``charter.cli``).
 """
@@ -120,3 +122,11 @@ class ProviderError(CharterRuntimeError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class StoreUnavailable(ProviderError):
+    """The database cannot be reached (down, restarting, connection cut). Retry later: nothing was written
+    by the failed statement's transaction (HTTP 503)."""
+
+    def __init__(self, message: str = "the database is unavailable; retry shortly") -> None:
+        super().__init__(message, retryable=True)

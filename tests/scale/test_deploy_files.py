@@ -161,4 +161,4 @@ def test_the_checker_can_fail() -> None:
     with pytest.raises(UsageError):
         parse_charter_command(["charter", "gate", "--interval", "1h", "--wach"])
     with pytest.raises(AssertionError):
-        parse_charter_command(["charter", "db", "upgrade"])
+        parse_charter_command(["charter", "database", "upgrade"])

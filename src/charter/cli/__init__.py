@@ -31,6 +31,7 @@ from charter.cli import _monitor  # noqa: F401  isort: skip
 from charter.cli import _serve  # noqa: F401  isort: skip
 from charter.cli import _eval  # noqa: F401  isort: skip
 from charter.cli import _gate  # noqa: F401  isort: skip
+from charter.cli import _db  # noqa: F401  isort: skip
 
 
 def _report_error(exc: CharterException, as_json: bool) -> int:

@@ -35,7 +35,7 @@ class ServerSettings:
     """Server settings (environment: ``CHARTER_SERVER_<NAME>``)."""
 
     max_body_bytes: int = 1_000_000  #: larger request bodies are refused with 413
-    rate_limit_per_minute: int = 600  #: per principal and process; 0 disables
+    rate_limit_per_minute: int = 600  #: per principal (shared by all workers on PostgreSQL); 0 disables
     cors_origins: list[str] = field(default_factory=list)  #: origins allowed to call the API from a browser
     secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
     background_telemetry: bool = True  #: batched trace writes and periodic retention (start_server_telemetry)

@@ -12,7 +12,7 @@ expect: ``{"error": {"type", "message", "code", "reasons", "request_id"}}``.
 | ``RateLimited`` (the server's per-principal limit) | 429 with ``Retry-After`` |
 | ``BudgetExceeded`` | 402: a budget is used up. Not 429, because OpenAI clients retry a 429 automatically |
 | ``Conflict`` | 409 |
-| ``ProviderError`` | 503 when retryable, else 502 |
+| ``ProviderError`` | 503 when retryable (``StoreUnavailable``: the database is down), else 502 |
 | ``IntegrityError`` and anything unexpected | 500 with a generic message (details only in the server log) |
 """
 

@@ -18,18 +18,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
 
-from charter.errors import ProviderError, UsageError
+from charter.errors import StoreUnavailable, UsageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key held while migrating, so that workers starting together upgrade the schema once.
 PG_MIGRATE_LOCK_KEY = 0x63686D67  # "chmg"
-
-
-class StoreUnavailable(ProviderError):
-    """The database cannot be reached (down, restarting, connection cut). Retry later: nothing was written."""
-
-    def __init__(self, message: str = "the database is unavailable; retry shortly") -> None:
-        super().__init__(message, retryable=True)
 
 
 def _is_connection_failure(ctx: ExceptionContext) -> bool:
