@@ -279,3 +279,30 @@ def test_upgrade_to_0009_backfills_postings_and_vectors(request: pytest.FixtureR
     pg.upsert_document(doc, frozenset({"public"}), Chunking())
     assert pg.search(frozenset({"public"}), "zebra", k=1, mode="bm25")[0].doc_id == "new.md"
     old.dispose()
+
+
+def test_everything_readable_skips_the_filter_with_the_same_results(
+    request: pytest.FixtureRequest, tmp_path
+) -> None:
+    """When every chunk is readable the statements drop the permission filter: same results as SQLite."""
+    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
+
+    cluster = request.getfixturevalue("pg_cluster")
+    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+    pg = Index(open_store(url), HashEmbedder())
+    lite = Index(open_store(f"sqlite:///{tmp_path / 'all.db'}"), HashEmbedder())
+    request.addfinalizer(pg.store.dispose)
+    request.addfinalizer(lite.store.dispose)
+    rng = np.random.default_rng(11)
+    for i in range(40):
+        text_ = "\n\n".join(" ".join(rng.choice(WORDS, size=6).tolist()) for _ in range(3))
+        doc = Document(source_id="s", doc_id=f"d{i:02d}", title="", text=text_, format="text")
+        for index in (pg, lite):
+            index.upsert_document(doc, frozenset({"public"}), Chunking(max_tokens=32, overlap=0))
+    for q in ["refund invoice", "annual plan price tax", "dispute"]:
+        for mode in ("hybrid", "bm25", "dense"):
+            want = lite.search(frozenset({"public", "user:x"}), q, k=10, mode=mode)
+            got = pg.search(frozenset({"public", "user:x"}), q, k=10, mode=mode)
+            assert [h.chunk_id for h in got] == [h.chunk_id for h in want], (q, mode)
+            assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-4)

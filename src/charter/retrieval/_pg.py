@@ -170,7 +170,7 @@ class PgSearch:
     def __init__(self, index: Index) -> None:
         self.index = index
         self._lock = threading.Lock()
-        self._stats: OrderedDict[tuple[Any, ...], tuple[int, int, int]] = OrderedDict()
+        self._stats: OrderedDict[tuple[Any, ...], tuple[int, int, int, int]] = OrderedDict()
         self._backfilled: str | None = None
         self.exact_max_rows = EXACT_MAX_ROWS  # tunable (benchmarks, tests)
         self.hnsw_margin = HNSW_MARGIN
@@ -216,8 +216,8 @@ class PgSearch:
 
     def _permitted_stats(
         self, conn: Connection, params: dict[str, Any], has_sources: bool
-    ) -> tuple[int, int, int]:
-        """(permitted chunks, their total length in terms, all chunks with a vector of this model)."""
+    ) -> tuple[int, int, int, int]:
+        """(permitted chunks, their total length in terms, chunks with a vector of this model, all chunks)."""
         key = (
             self._versions(conn),
             tuple(params["tokens"]),
@@ -237,9 +237,10 @@ class PgSearch:
             params,
         ).one()
         total = conn.execute(
-            text("SELECT count(*) FROM retrieval_chunk_vectors WHERE model = :model"), params
-        ).scalar_one()
-        stats = (int(row[0]), int(row[1]), int(total))
+            text("SELECT count(*) FILTER (WHERE model = :model), count(*) FROM retrieval_chunk_vectors"),
+            params,
+        ).one()
+        stats = (int(row[0]), int(row[1]), int(total[0]), int(total[1]))
         with self._lock:
             self._stats[key] = stats
             while len(self._stats) > 1024:
@@ -247,12 +248,17 @@ class PgSearch:
         return stats
 
     # -------------------------------------------------------------------------------------- the lists
+    @staticmethod
+    def _filter(column: str, has_sources: bool, everything: bool) -> str:
+        """`` AND <column> IN (permitted documents)``; nothing when every chunk is permitted (same snapshot)."""
+        return "" if everything else f" AND {column} IN ({_perm_sql(has_sources)})"
+
     def _dense_exact(
-        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, everything: bool = False
     ) -> list[tuple[int, float]]:
         sql = text(
             "SELECT v.chunk_id, -(v.embedding <#> CAST(:q AS vector)) AS s FROM retrieval_chunk_vectors v "
-            f"WHERE v.model = :model AND v.doc_pk IN ({_perm_sql(has_sources)}) "
+            f"WHERE v.model = :model{self._filter('v.doc_pk', has_sources, everything)} "
             "ORDER BY s DESC, v.chunk_id LIMIT :m"
         )
         return [(int(a), float(b)) for a, b in conn.execute(sql, {**params, "m": m})]
@@ -294,12 +300,12 @@ class PgSearch:
         return [(int(a), float(b)) for a, b in rows]
 
     def _bm25_top(
-        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, everything: bool = False
     ) -> tuple[list[tuple[int, float]], dict[str, int]]:
         """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df."""
         sql = text(
             "WITH p AS MATERIALIZED (SELECT p.term, p.chunk_id, p.tf, p.length FROM retrieval_postings p "
-            f"  WHERE p.term = ANY(:terms) AND p.doc_pk IN ({_perm_sql(has_sources)})), "
+            f"  WHERE p.term = ANY(:terms){self._filter('p.doc_pk', has_sources, everything)}), "
             "df AS (SELECT term, count(*) AS df FROM p GROUP BY term), "
             # each query term's weight x idf, from its document frequency over the permitted postings
             "w AS (SELECT q.term, q.w * ln(1.0::float8 + (CAST(:n AS float8) - df.df + 0.5::float8) "
@@ -363,7 +369,8 @@ class PgSearch:
             # REPEATABLE READ never fails with a serialisation error
             conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
             conn.execute(text("SET LOCAL work_mem = '64MB'"))  # hash joins over large permitted sets
-            n, total_len, n_model = self._permitted_stats(conn, params, has_sources)
+            n, total_len, n_model, n_all = self._permitted_stats(conn, params, has_sources)
+            everything = n == n_all  # every chunk is readable: the permission filter would keep every row
             if n == 0:
                 return none
             params["n"] = n
@@ -385,10 +392,12 @@ class PgSearch:
                         if len(dense_list) < min(hnsw_need, n):  # too few permitted candidates: exact scan
                             hnsw, dense_exact = None, True
                     if dense_exact:
-                        dense_list = self._dense_exact(conn, params, has_sources, m)
+                        dense_list = self._dense_exact(conn, params, has_sources, m, everything)
                 else:
                     dense_list = []
-                bm25_list, dfs = self._bm25_top(conn, params, has_sources, m) if use_bm25 else ([], {})
+                bm25_list, dfs = (
+                    self._bm25_top(conn, params, has_sources, m, everything) if use_bm25 else ([], {})
+                )
                 ranked = self._fuse_candidates(
                     conn,
                     params,
