@@ -4,7 +4,8 @@ Every package defines its tables in its own ``_tables.py`` on the shared :data:`
 created and upgraded only by the append-only migrations in ``charter/store/migrations/versions``.
 """
 
-from charter.store._engine import Store, StoreUnavailable, open_store, resolve_database_url
+from charter.errors import StoreUnavailable
+from charter.store._engine import Store, open_store, resolve_database_url
 from charter.store._sealing import Sealer, sealer_for
 from charter.store._types import UTCDateTime, metadata, utcnow
 
