@@ -246,3 +246,32 @@ def test_an_approved_action_survives_a_restart_before_it_runs(slow_project: Path
     assert execute(restarted, proposal.id).status == "executed"
     assert _lines(slow_project.parent / "finished.log") == [proposal.id]
     restarted.close()
+
+
+def test_an_executed_state_is_never_stored_without_its_audit_entry(
+    rt: Runtime, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails while the result is being recorded (injected into the audit append of
+    ``tools.executed``): the state change rolls back with it, so the action stays ``executing`` (listed
+    as stuck for an operator) and the chain holds no half of the pair; nothing claims an unaudited run."""
+    from charter.errors import StoreUnavailable
+    from charter.telemetry.audit import AuditLog
+
+    original = AuditLog._append_in
+
+    def failing(self, conn, prepared, written):  # type: ignore[no-untyped-def]
+        if any(p[1] == "tools.executed" for p in prepared):
+            raise StoreUnavailable()
+        return original(self, conn, prepared, written)
+
+    monkeypatch.setattr(AuditLog, "_append_in", failing)
+    proposal = propose(rt, "ana", "issue_refund", REFUND_50)
+    with pytest.raises(StoreUnavailable):
+        decide(rt, proposal.id, "lena", "approve")
+    monkeypatch.setattr(AuditLog, "_append_in", original)
+    action = get_action(rt, proposal.id)
+    assert action.status == "executing"
+    assert [a.id for a in stuck_actions(rt)] == [proposal.id]
+    assert audit_rows(rt, f"action:{proposal.id}", action="tools.executing")
+    assert not audit_rows(rt, f"action:{proposal.id}", action="tools.executed")
+    assert rt.audit.verify().ok

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,29 +113,49 @@ class AuditLog:
             return []
         return self._append(prepared)
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[AuditTransaction]:
+        """A write transaction whose own changes and audit entries commit together, or not at all.
+
+        For state changes that must never be stored without their audit entry (a tool action becoming
+        ``executed``): ``with audit.transaction() as tx: tx.conn.execute(update...); tx.append(...)``. The
+        audit lock is taken first, so writers serialise exactly as :meth:`append` does."""
+        written: list[Checkpoint] = []
+        with self.store.begin(immediate=True) as conn:
+            _lock(conn)
+            yield AuditTransaction(self, conn, written)
+        self._anchor(written)
+
     def _append(self, prepared: Sequence[_Prepared]) -> list[AuditEntry]:
         written: list[Checkpoint] = []
         with self.store.begin(immediate=True) as conn:
             _lock(conn)
-            head = conn.execute(text("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
-            last_seq, prev, last_ts = 0, GENESIS_HASH, ""
-            if head is not None:
-                last_seq, prev, last_ts = int(head[0]), str(head[1]), str(head[2])
-            if self._key is None:
-                self._key = self._load_key(conn, create=True)
-            head_prev = prev
-            ts = max(format_ts(utcnow()), last_ts)  # non-decreasing even if the clock steps back
-            rows = []
-            seq = last_seq
-            for actor, action, resource, outcome, details in prepared:
-                seq += 1
-                digest = entry_hash(seq, ts, actor, action, resource, outcome, details, prev)
-                rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest))
-                prev = digest
-            conn.exec_driver_sql(_insert_sql(conn), rows)
-            if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
-                written.append(self._checkpoint_in(conn, seq, prev, old_head=(last_seq, head_prev)))
+            entries = self._append_in(conn, prepared, written)
         self._anchor(written)
+        return entries
+
+    def _append_in(
+        self, conn: Connection, prepared: Sequence[_Prepared], written: list[Checkpoint]
+    ) -> list[AuditEntry]:
+        """Append inside the caller's write transaction, which holds the audit lock (see :func:`_lock`)."""
+        head = conn.execute(text("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
+        last_seq, prev, last_ts = 0, GENESIS_HASH, ""
+        if head is not None:
+            last_seq, prev, last_ts = int(head[0]), str(head[1]), str(head[2])
+        if self._key is None:
+            self._key = self._load_key(conn, create=True)
+        head_prev = prev
+        ts = max(format_ts(utcnow()), last_ts)  # non-decreasing even if the clock steps back
+        rows = []
+        seq = last_seq
+        for actor, action, resource, outcome, details in prepared:
+            seq += 1
+            digest = entry_hash(seq, ts, actor, action, resource, outcome, details, prev)
+            rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest))
+            prev = digest
+        conn.exec_driver_sql(_insert_sql(conn), rows)
+        if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
+            written.append(self._checkpoint_in(conn, seq, prev, old_head=(last_seq, head_prev)))
         when = parse_ts(ts)
         return [AuditEntry(r[0], when, r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
 
@@ -322,6 +342,25 @@ def _insert_sql(conn: Connection) -> str:
     mark = "?" if style == "qmark" else "%s" if style in ("format", "pyformat") else None
     marks = ", ".join([mark] * 9) if mark else ", ".join(f":{i}" for i in range(1, 10))
     return f"INSERT INTO audit_log ({COLUMNS}) VALUES ({marks})"
+
+
+class AuditTransaction:
+    """See :meth:`AuditLog.transaction`: ``conn`` for the caller's own statements, :meth:`append` for events."""
+
+    def __init__(self, log: AuditLog, conn: Connection, written: list[Checkpoint]) -> None:
+        self.log, self.conn, self._written = log, conn, written
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        resource: str,
+        outcome: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        prepared = [_prepare(actor, action, resource, outcome, details)]
+        return self.log._append_in(self.conn, prepared, self._written)[0]
 
 
 def _lock(conn: Connection) -> None:

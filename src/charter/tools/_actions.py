@@ -49,6 +49,7 @@ from charter.tools._records import (
     OPEN_STATES,
     ORIGINS,
     Action,
+    AuditNote,
     Origin,
     Proposal,
     audit_action,
@@ -328,8 +329,14 @@ def execute(
             f"the kill switch is on for {action.tool}; the approved action waits", reasons=["kill_switch: on"]
         )
     check_preconditions(runtime, reg.spec.requires, action.args, requester)
-    running = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
-    audit_action(runtime, who, "tools.executing", running, "started")
+    running = transition(
+        runtime,
+        action,
+        "executing",
+        now=clk.now(),
+        started_at=clk.now(),
+        audit=AuditNote(who, "tools.executing", "started"),
+    )
     return run_action(runtime, reg, running, who, clk)
 
 
@@ -352,13 +359,22 @@ def run_action(runtime: Runtime, reg: RegisteredTool, running: Action, who: str,
         result = reg.call(running.args, ctx)
     except Exception as exc:  # the tool's failure is recorded, never lost
         message = str(exc) if isinstance(exc, CharterException) else f"{type(exc).__name__}: {exc}"
-        done = transition(
-            runtime, running, "failed", now=clk.now(), finished_at=clk.now(), error=message[:4000]
+        return transition(
+            runtime,
+            running,
+            "failed",
+            now=clk.now(),
+            finished_at=clk.now(),
+            error=message[:4000],
+            audit=AuditNote(who, "tools.failed", "failed", {"error": message[:1000]}),
         )
-        audit_action(runtime, who, "tools.failed", done, "failed", error=message[:1000])
-        return done
-    done = transition(
-        runtime, running, "executed", now=clk.now(), finished_at=clk.now(), result=_jsonable(result)
+    # the result and its audit entry commit together: never an executed action without its entry
+    return transition(
+        runtime,
+        running,
+        "executed",
+        now=clk.now(),
+        finished_at=clk.now(),
+        result=_jsonable(result),
+        audit=AuditNote(who, "tools.executed", "executed"),
     )
-    audit_action(runtime, who, "tools.executed", done, "executed")
-    return done

@@ -3,7 +3,7 @@ optimistic-concurrency transition every state change goes through."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -159,9 +159,14 @@ def transition(
     *,
     now: datetime,
     allowed_from: tuple[str, ...] | None = None,
+    audit: AuditNote | None = None,
     **values: Any,
 ) -> Action:
-    """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`."""
+    """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`.
+
+    With ``audit``, the audit entry is appended in the same transaction: the new state and its entry are
+    stored together or not at all (a crash or a lost database between the two cannot leave an
+    ``executed`` action without its ``tools.executed`` entry)."""
     stmt = (
         tool_actions.update()
         .where(
@@ -171,15 +176,32 @@ def transition(
         )
         .values(status=to, version=action.version + 1, updated_at=now, **values)
     )
-    with runtime.store.begin() as conn:
-        if conn.execute(stmt).rowcount != 1:
+    if audit is None:
+        with runtime.store.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
+            return get_action(runtime, action.id, conn=conn)
+    with runtime.audit.transaction() as tx:
+        if tx.conn.execute(stmt).rowcount != 1:
             raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
-        return get_action(runtime, action.id, conn=conn)
+        moved = get_action(runtime, action.id, conn=tx.conn)
+        tx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
+    return moved
 
 
-def audit_action(
-    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
-) -> None:
+@dataclass(frozen=True)
+class AuditNote:
+    """The audit entry a :func:`transition` writes with the state change."""
+
+    actor: str
+    action: str
+    outcome: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _audit_fields(
+    actor: str, action: str, act: Action | None, outcome: str, details: dict[str, Any]
+) -> dict[str, Any]:
     resource = f"action:{act.id}" if act else f"tool:{details.get('tool', '?')}"
     if act is not None:
         details = {
@@ -189,7 +211,13 @@ def audit_action(
             "status": act.status,
             **details,
         }
-    runtime.audit.append(actor=actor, action=action, resource=resource, outcome=outcome, details=details)
+    return {"actor": actor, "action": action, "resource": resource, "outcome": outcome, "details": details}
+
+
+def audit_action(
+    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
+) -> None:
+    runtime.audit.append(**_audit_fields(actor, action, act, outcome, details))
 
 
 def masked(runtime: Runtime, text: str, limit: int = 1000) -> str:

@@ -14,6 +14,7 @@ from charter.tools._actions import registered_tool, run_action
 from charter.tools._killswitch import is_killed
 from charter.tools._records import (
     Action,
+    AuditNote,
     audit_action,
     clock_of,
     get_action,
@@ -81,28 +82,28 @@ def resolve_stuck(
                 f"the kill switch is on for {action.tool}; turn it off before re-running",
                 reasons=["kill_switch: on"],
             )
-        again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now())
-        audit_action(runtime, who.id, "tools.recovered", again, "retry", reason=masked(runtime, reason))
+        note = AuditNote(who.id, "tools.recovered", "retry", {"reason": masked(runtime, reason)})
+        again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now(), audit=note)
         return run_action(runtime, reg, again, who.id, clk)
+    note = AuditNote(who.id, "tools.recovered", outcome, {"reason": masked(runtime, reason)})
     if outcome == "executed":
-        done = transition(
+        return transition(
             runtime,
             action,
             "executed",
             now=clk.now(),
             finished_at=clk.now(),
             result={"recovered_by": who.id, "note": masked(runtime, reason)},
+            audit=note,
         )
-    elif outcome == "failed":
-        done = transition(
+    if outcome == "failed":
+        return transition(
             runtime,
             action,
             "failed",
             now=clk.now(),
             finished_at=clk.now(),
             error=f"interrupted; marked failed by {who.id}: {masked(runtime, reason)}",
+            audit=note,
         )
-    else:
-        raise UsageError("outcome must be executed, failed or retry")
-    audit_action(runtime, who.id, "tools.recovered", done, outcome, reason=masked(runtime, reason))
-    return done
+    raise UsageError("outcome must be executed, failed or retry")
