@@ -168,6 +168,44 @@ def test_background_writes_are_read_your_writes_and_flushed(rt: Runtime) -> None
         scheduler.stop()
 
 
+def test_background_writer_masks_off_the_request_path_and_notifies_after_commit(rt: Runtime) -> None:
+    """With background writes the writer thread masks: no planted value reaches the database or a sink,
+    sinks see each masked document only once it is committed, and a trace that cannot be masked is
+    dropped (logged) without losing the others in its batch."""
+    store = trace_store_for(rt)
+    store.enable_background_writes()
+    seen: list[tuple[str, bool]] = []
+
+    def sink(doc: dict) -> None:  # type: ignore[type-arg]
+        with rt.store.connect() as conn:
+            from sqlalchemy import text
+
+            stored = conn.execute(
+                text("SELECT count(*) FROM traces WHERE request_id = :r"), {"r": doc["request_id"]}
+            ).scalar()
+        seen.append((str(doc), bool(stored)))
+
+    store.sinks.append(sink)
+    good = [pii_trace(rt.spec.workflow.id, "ana") for _ in range(5)]
+    broken = pii_trace(rt.spec.workflow.id, "ana")
+    original = store.protect_document
+
+    def protect(trace: Trace) -> dict:  # type: ignore[type-arg]
+        if trace.request_id == broken.request_id:
+            raise RuntimeError("masker crashed")
+        return original(trace)
+
+    store.protect_document = protect  # type: ignore[method-assign]
+    for t in [*good[:2], broken, *good[2:]]:
+        assert store.write(t) is None  # queued, not masked on the caller's thread
+    store.flush()
+    ids = {r["request_id"] for r in store.list(limit=100)}
+    assert ids == {t.request_id for t in good}
+    assert len(seen) == 5 and all(committed for _, committed in seen)
+    for doc, _ in seen:
+        assert not any(v in doc for v in needles())
+
+
 def test_exported_names() -> None:
     import charter.telemetry as telemetry
 

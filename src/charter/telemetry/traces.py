@@ -5,7 +5,8 @@ records its attributes) and hands it to :meth:`TraceStore.write`, the only write
 Content fields follow the charter's ``monitoring.fields`` policy (raw / masked / hashed / dropped); every
 other string is masked; if masking fails the value becomes a redaction marker, never raw.
 
-After the row is committed, :meth:`TraceStore.write` hands the *masked* document to its sinks (the
+After the row is committed, :meth:`TraceStore.write` (or, in the server, its background writer, which also
+masks off the request path) hands the *masked* document to its sinks (the
 metrics cache invalidation and the OTLP exporter, wired by :func:`charter.telemetry.trace_store_for`); a
 failing sink is logged and never fails the request.
 """
@@ -276,32 +277,43 @@ class TraceStore:
         self.notify_changed()
 
     def enable_background_writes(self) -> None:
-        """Write on a background thread (for the server): the request path pays only for masking.
+        """Mask and write on a background thread (for the server): the request path only queues the trace.
 
         Reads through this store (:meth:`get`, :meth:`list`, :meth:`flush`) see every queued trace; other
-        processes see it once the batch commits (milliseconds). Queued traces are flushed at exit.
+        processes see it once the batch commits (milliseconds). Queued traces are flushed at exit. The
+        unmasked trace exists only in this process's memory until the writer masks it; the sinks get the
+        masked document after its batch commits.
         """
         if self._writer is None:
-            self._writer = _BackgroundWriter(self._insert)
+            self._writer = _BackgroundWriter(self._insert, self._notify_sinks)
+
+    def _prepare(self, trace: Trace) -> tuple[_Rows, dict[str, Any]]:
+        doc = self.protect_document(trace)
+        return self._rows(trace, doc), doc
+
+    def _notify_sinks(self, doc: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            try:
+                sink(doc)
+            except Exception:  # a broken exporter must never fail or slow down the request path
+                log.warning("trace sink %r failed for %s", sink, doc.get("request_id"), exc_info=True)
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Wait until every queued trace is committed (no-op for synchronous writes)."""
         if self._writer is not None:
             self._writer.flush(timeout)
 
-    def write(self, trace: Trace) -> dict[str, Any]:
-        """Mask and store ``trace``; then notify the sinks with the masked document (which is returned)."""
-        doc = self.protect_document(trace)
-        rows = self._rows(trace, doc)
+    def write(self, trace: Trace) -> dict[str, Any] | None:
+        """Mask and store ``trace``, then notify the sinks with the masked document, which is returned.
+
+        With background writes on, the trace is queued (masking, storing and the sinks happen on the writer
+        thread) and ``None`` is returned; :meth:`flush` waits for it."""
         if self._writer is not None:
-            self._writer.submit(rows)
-        else:
-            self._insert([rows])
-        for sink in self.sinks:
-            try:
-                sink(doc)
-            except Exception:  # a broken exporter must never fail or slow down the request path
-                log.warning("trace sink %r failed for %s", sink, trace.request_id, exc_info=True)
+            self._writer.submit(lambda: self._prepare(trace))
+            return None
+        rows, doc = self._prepare(trace)
+        self._insert([rows])
+        self._notify_sinks(doc)
         return doc
 
     def get(self, request_id: str) -> dict[str, Any]:
@@ -359,24 +371,31 @@ class TraceStore:
 
 
 _Rows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+_Job = Callable[[], tuple[_Rows, dict[str, Any]]]
 
 
 class _BackgroundWriter:
-    """One daemon thread that commits queued traces in batches (one transaction per batch)."""
+    """One daemon thread that masks queued traces and commits them in batches (one transaction per batch),
+    then hands each masked document to ``committed``."""
 
     def __init__(
-        self, insert: Callable[[list[_Rows]], None], max_batch: int = 500, linger: float = 0.05
+        self,
+        insert: Callable[[list[_Rows]], None],
+        committed: Callable[[dict[str, Any]], None],
+        max_batch: int = 500,
+        linger: float = 0.05,
     ) -> None:
         self._insert = insert
+        self._committed = committed
         self._max = max_batch
         self._linger = linger
-        self._queue: queue.Queue[_Rows | None] = queue.Queue()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="charter-trace-writer", daemon=True)
         self._thread.start()
         atexit.register(self.flush, 30.0)
 
-    def submit(self, rows: _Rows) -> None:
-        self._queue.put(rows)
+    def submit(self, job: _Job) -> None:
+        self._queue.put(job)
 
     def flush(self, timeout: float | None = 30.0) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -395,26 +414,32 @@ class _BackgroundWriter:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
-            batch = [first] if first is not None else []
+            jobs = [first] if first is not None else []
             time.sleep(self._linger)  # gather a batch: one transaction for many traces
-            while len(batch) < self._max:
+            while len(jobs) < self._max:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is not None:
-                    batch.append(item)
+                    jobs.append(item)
                 else:
                     self._queue.task_done()
             try:
-                if batch:
-                    self._insert(batch)
+                prepared: list[tuple[_Rows, dict[str, Any]]] = []
+                for job in jobs:
+                    try:
+                        prepared.append(job())
+                    except Exception:  # one trace that cannot be prepared must not lose the others
+                        log.exception("trace writer: could not mask a trace; it is not stored")
+                if prepared:
+                    self._insert([rows for rows, _ in prepared])
+                    for _, doc in prepared:
+                        self._committed(doc)
             except Exception:
-                log.exception(
-                    "trace writer: could not store %d traces (%s...)", len(batch), batch[0][0]["request_id"]
-                )
+                log.exception("trace writer: could not store %d traces", len(jobs))
             finally:
-                for _ in range(len(batch) + (1 if first is None else 0)):
+                for _ in range(len(jobs) + (1 if first is None else 0)):
                     self._queue.task_done()
 
 
