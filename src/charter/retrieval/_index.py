@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, update
@@ -539,65 +539,84 @@ class Index:
         Returns ``None`` if a document's ACL no longer admits the principal (the snapshot was stale): the
         caller reloads and ranks again, so the result is still the full permitted top k.
         """
-        if len(scored.rows) == 0:
-            return []
         pks = [int(snap.chunk_pks[r]) for r in scored.rows]
-        c, d = chunks.c, documents.c
-        with self.store.connect() as conn:
-            rows = {
-                r.id: r
-                for r in conn.execute(
-                    select(
-                        c.id,
-                        c.doc_pk,
-                        c.position,
-                        c.heading,
-                        c.page,
-                        c.text,
-                        d.source_id,
-                        d.doc_id,
-                        d.title,
-                        d.url,
-                    )
-                    .select_from(chunks.join(documents, d.id == c.doc_pk))
-                    .where(c.id.in_(pks))
+        return hits_for(self.store, pks, scored, tokens, min_score)
+
+
+class RankedScores(Protocol):
+    """Score arrays aligned with a list of chunk primary keys (best first)."""
+
+    fused: Any
+    bm25: Any
+    bm25_norm: Any
+    dense: Any
+    dense_norm: Any
+
+
+def hits_for(
+    store: Store, pks: list[int], scores: RankedScores, tokens: frozenset[str], min_score: float
+) -> list[Hit] | None:
+    """The hits for ranked chunk ``pks``, each re-checked against its document's *current* ACL in the store
+    in the same read that fetches its text. ``None`` when a chunk is gone or its document no longer admits
+    ``tokens`` (the ranking was made on stale data: the caller ranks again). Shared by both backends."""
+    if not pks:
+        return []
+    c, d = chunks.c, documents.c
+    with store.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                select(
+                    c.id,
+                    c.doc_pk,
+                    c.position,
+                    c.heading,
+                    c.page,
+                    c.text,
+                    d.source_id,
+                    d.doc_id,
+                    d.title,
+                    d.url,
                 )
-            }
-            doc_pks = sorted({r.doc_pk for r in rows.values()})
-            acls: dict[int, set[str]] = {}
-            for pk, token in conn.execute(
-                select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(doc_pks))
-            ).tuples():
-                acls.setdefault(pk, set()).add(token)
-        hits: list[Hit] = []
-        for i, pk in enumerate(pks):
-            row = rows.get(pk)
-            if row is None:
-                return None
-            reason = tuple(sorted(acls.get(row.doc_pk, set()) & tokens))
-            if not reason:
-                return None
-            fused = float(scored.fused[i])
-            if fused < min_score:
-                continue
-            hits.append(
-                Hit(
-                    chunk_id=chunk_key(row.source_id, row.doc_id, row.position),
-                    source_id=row.source_id,
-                    doc_id=row.doc_id,
-                    title=row.title,
-                    heading=row.heading,
-                    page=row.page,
-                    position=row.position,
-                    text=row.text,
-                    score=fused,
-                    bm25=float(scored.bm25[i]),
-                    bm25_norm=float(scored.bm25_norm[i]),
-                    dense=float(scored.dense[i]),
-                    dense_norm=float(scored.dense_norm[i]),
-                    rank=len(hits) + 1,
-                    acl_reason=reason,
-                    url=row.url,
-                )
+                .select_from(chunks.join(documents, d.id == c.doc_pk))
+                .where(c.id.in_(pks))
             )
-        return hits
+        }
+        doc_pks = sorted({r.doc_pk for r in rows.values()})
+        acls: dict[int, set[str]] = {}
+        for pk, token in conn.execute(
+            select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(doc_pks))
+        ).tuples():
+            acls.setdefault(pk, set()).add(token)
+    hits: list[Hit] = []
+    for i, pk in enumerate(pks):
+        row = rows.get(pk)
+        if row is None:
+            return None
+        reason = tuple(sorted(acls.get(row.doc_pk, set()) & tokens))
+        if not reason:
+            return None
+        fused = float(scores.fused[i])
+        if fused < min_score:
+            continue
+        hits.append(
+            Hit(
+                chunk_id=chunk_key(row.source_id, row.doc_id, row.position),
+                source_id=row.source_id,
+                doc_id=row.doc_id,
+                title=row.title,
+                heading=row.heading,
+                page=row.page,
+                position=row.position,
+                text=row.text,
+                score=fused,
+                bm25=float(scores.bm25[i]),
+                bm25_norm=float(scores.bm25_norm[i]),
+                dense=float(scores.dense[i]),
+                dense_norm=float(scores.dense_norm[i]),
+                rank=len(hits) + 1,
+                acl_reason=reason,
+                url=row.url,
+            )
+        )
+    return hits

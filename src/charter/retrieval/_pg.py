@@ -46,8 +46,8 @@ from sqlalchemy import Connection, bindparam, select, text
 from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
 from charter.retrieval._search import fuse
-from charter.retrieval._tables import acl, chunks, documents, versions
-from charter.retrieval._types import Chunk, Hit, chunk_key
+from charter.retrieval._tables import chunks, documents, versions
+from charter.retrieval._types import Chunk, Hit
 
 if TYPE_CHECKING:
     from charter.retrieval._index import Index
@@ -530,66 +530,9 @@ class PgSearch:
     # -------------------------------------------------------------------------------------- hits
     def materialise(self, ranked: Ranked, tokens: frozenset[str], min_score: float) -> list[Hit] | None:
         """Hits after re-checking each document's current ACL; ``None`` if one no longer admits them."""
-        if not ranked.pks:
-            return []
-        c, d = chunks.c, documents.c
-        with self.index.store.connect() as conn:
-            rows = {
-                r.id: r
-                for r in conn.execute(
-                    select(
-                        c.id,
-                        c.doc_pk,
-                        c.position,
-                        c.heading,
-                        c.page,
-                        c.text,
-                        d.source_id,
-                        d.doc_id,
-                        d.title,
-                        d.url,
-                    )
-                    .select_from(chunks.join(documents, d.id == c.doc_pk))
-                    .where(c.id.in_(ranked.pks))
-                )
-            }
-            acls: dict[int, set[str]] = {}
-            for pk, token in conn.execute(
-                select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_({r.doc_pk for r in rows.values()}))
-            ).tuples():
-                acls.setdefault(pk, set()).add(token)
-        hits: list[Hit] = []
-        for i, pk in enumerate(ranked.pks):
-            row = rows.get(pk)
-            if row is None:
-                return None
-            reason = tuple(sorted(acls.get(row.doc_pk, set()) & tokens))
-            if not reason:
-                return None
-            fused = float(ranked.fused[i])
-            if fused < min_score:
-                continue
-            hits.append(
-                Hit(
-                    chunk_id=chunk_key(row.source_id, row.doc_id, row.position),
-                    source_id=row.source_id,
-                    doc_id=row.doc_id,
-                    title=row.title,
-                    heading=row.heading,
-                    page=row.page,
-                    position=row.position,
-                    text=row.text,
-                    score=fused,
-                    bm25=float(ranked.bm25[i]),
-                    bm25_norm=float(ranked.bm25_norm[i]),
-                    dense=float(ranked.dense[i]),
-                    dense_norm=float(ranked.dense_norm[i]),
-                    rank=len(hits) + 1,
-                    acl_reason=reason,
-                    url=row.url,
-                )
-            )
-        return hits
+        from charter.retrieval._index import hits_for
+
+        return hits_for(self.index.store, list(ranked.pks), ranked, tokens, min_score)
 
 
 def pg_search(
