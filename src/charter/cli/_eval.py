@@ -131,7 +131,7 @@ def eval_command(
 ) -> None:
     """Run eval cases through the real pipeline; exit 0 only when every charter threshold passes."""
     from charter.errors import Denied, UsageError
-    from charter.evals import latest_run, load_eval_sets, load_run, run_eval, save_run, write_reports
+    from charter.evals import latest_run, load_eval_sets, load_run, record_run, run_eval, write_reports
 
     if not 1 <= repeat <= 100:
         raise UsageError("--repeat must be between 1 and 100")
@@ -191,19 +191,7 @@ def eval_command(
                 "model_option": model,
             },
         )
-    save_run(rt, run)
-    rt.audit.append(
-        actor=actor,
-        action="evals.run",
-        resource=f"workflow:{rt.spec.workflow.id}",
-        outcome="passed" if run.passed else "failed",
-        details={
-            "run_id": run.id,
-            "cases": run.n_cases,
-            "fingerprint": run.charter_fingerprint,
-            "failures": {k: len(v) for k, v in run.failures_by_category().items()},
-        },
-    )
+    record_run(rt, run, actor)
     summary = run.summary()
     if report:
         summary["reports"] = {k: str(v) for k, v in write_reports(run, report).items()}

@@ -52,7 +52,7 @@ from charter.evals._stats import (
     bootstrap_stat,
     paired_comparison,
 )
-from charter.evals._store import latest_run, list_runs, load_run, save_run
+from charter.evals._store import latest_run, list_runs, load_run, record_run, save_run
 
 __all__ = [
     "CATEGORIES",
@@ -88,6 +88,7 @@ __all__ = [
     "permission_probes",
     "probe_runtime",
     "ranx_scores",
+    "record_run",
     "render_html",
     "render_markdown",
     "report_data",

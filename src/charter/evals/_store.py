@@ -18,6 +18,26 @@ if TYPE_CHECKING:
     from charter.runtime import Runtime
 
 
+def record_run(rt: Runtime, run: EvalRun, actor: str, **details: object) -> str:
+    """Store ``run`` (:func:`save_run`) and audit it as ``evals.run`` by ``actor``; ``details`` are added to
+    the audit entry (e.g. the server's job id). Returns the run id."""
+    save_run(rt, run)
+    rt.audit.append(
+        actor=actor,
+        action="evals.run",
+        resource=f"workflow:{rt.spec.workflow.id}",
+        outcome="passed" if run.passed else "failed",
+        details={
+            "run_id": run.id,
+            "cases": run.n_cases,
+            "fingerprint": run.charter_fingerprint,
+            "failures": {k: len(v) for k, v in run.failures_by_category().items()},
+            **details,
+        },
+    )
+    return run.id
+
+
 def save_run(rt: Runtime, run: EvalRun) -> str:
     """Store the run and every (case, repeat) result in one transaction; returns the run id."""
     with rt.store.begin(immediate=True) as conn:

@@ -8,7 +8,7 @@ process of the same server can answer a status request too. A job interrupted by
 ``running`` in the state.
 
 What the jobs do is what the CLI does: :func:`eval_job` is ``charter eval`` (load the charter's eval sets,
-``run_eval``, ``save_run``, audit ``evals.run``); :func:`gate_job` is ``charter gate --report DIR`` (run the
+``run_eval``, ``record_run``: store and audit ``evals.run``); :func:`gate_job` is ``charter gate --report DIR`` (run the
 seven checks, write the signed report into :func:`reports_dir`, ``record_gate``).
 """
 
@@ -187,7 +187,7 @@ def eval_job(
     """What ``charter eval [--permission-probes] --as ACTOR`` does, as a job."""
 
     def work(job: Job) -> dict[str, Any]:
-        from charter.evals import run_eval, save_run
+        from charter.evals import record_run, run_eval
 
         def progress(done: int, total: int) -> None:
             job.progress = {"done": done, "total": total}
@@ -210,21 +210,7 @@ def eval_job(
                 "job": job.id,
             },
         )
-        save_run(rt, run)
-        failures = {k: len(v) for k, v in run.failures_by_category().items()}
-        rt.audit.append(
-            actor=actor,
-            action="evals.run",
-            resource=f"workflow:{rt.spec.workflow.id}",
-            outcome="passed" if run.passed else "failed",
-            details={
-                "run_id": run.id,
-                "cases": run.n_cases,
-                "fingerprint": run.charter_fingerprint,
-                "failures": failures,
-                "job": job.id,
-            },
-        )
+        record_run(rt, run, actor, job=job.id)
         s = run.summary()
         return {
             "run_id": run.id,
@@ -233,7 +219,7 @@ def eval_job(
             "categories": s["categories"],
             "fingerprint": run.charter_fingerprint,
             "thresholds": s["thresholds"],
-            "failures": failures,
+            "failures": {k: len(v) for k, v in run.failures_by_category().items()},
             "duration_s": s["duration_s"],
         }
 
