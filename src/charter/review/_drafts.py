@@ -224,26 +224,28 @@ def submit_draft(
             decided_at=now,
             final_text=draft,
         )
-    with runtime.store.begin() as conn:
-        conn.execute(review_items.insert().values(**_seal(runtime, row)))
+    sealed = _seal(runtime, row)
     # what a read-back would return, without the round trip: JSON columns as JSON gives them back
     for name in ("citations", "agent_notes"):
         row[name] = json.loads(json.dumps(row[name]))
     stored: dict[str, Any] = {c.name: row.get(c.name) for c in review_items.columns}
     item = ReviewItem(**stored)
-    runtime.audit.append(
-        actor=who.id,
-        action="review.submitted",
-        resource=f"review:{item.id}",
-        outcome=item.status,
-        details={
-            "request_id": request_id,
-            "assigned_role": item.assigned_role,
-            "escalation_reason": escalation_reason,
-            "groundedness": item.groundedness,
-            "review_mode": mode,
-        },
-    )
+    # the queued draft and its audit entry commit together: no item in the queue without its entry
+    with runtime.audit.transaction() as tx:
+        tx.conn.execute(review_items.insert().values(**sealed))
+        tx.append(
+            actor=who.id,
+            action="review.submitted",
+            resource=f"review:{item.id}",
+            outcome=item.status,
+            details={
+                "request_id": request_id,
+                "assigned_role": item.assigned_role,
+                "escalation_reason": escalation_reason,
+                "groundedness": item.groundedness,
+                "review_mode": mode,
+            },
+        )
     return item
 
 
