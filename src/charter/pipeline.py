@@ -90,15 +90,24 @@ class RequestState:
 
 
 def read_request_state(rt: Runtime) -> RequestState:
-    from charter.gate import is_restricted
+    """Three statements on one connection: the two switches (one ``state`` read), last syncs, versions."""
+    from sqlalchemy import select
+
+    from charter.gate import RESTRICTED_KEY
     from charter.retrieval import Index
     from charter.sources import last_successful_syncs
-    from charter.tools import is_killed
+    from charter.store._core_tables import state
+    from charter.tools._killswitch import WORKFLOW_KEY
+
+    def on(value: Any) -> bool:  # how both switches are stored: {"on": bool, "by", "at", ...}
+        return isinstance(value, dict) and bool(value.get("on"))
 
     with rt.store.connect() as conn:
+        query = select(state.c.key, state.c.value).where(state.c.key.in_([WORKFLOW_KEY, RESTRICTED_KEY]))
+        switches = {key: value for key, value in conn.execute(query).all()}
         return RequestState(
-            killed=is_killed(rt, conn=conn),
-            restricted=is_restricted(rt, conn=conn),
+            killed=on(switches.get(WORKFLOW_KEY)),
+            restricted=on(switches.get(RESTRICTED_KEY)),
             last_syncs=last_successful_syncs(rt, conn=conn),
             index_version=Index.version_on(conn),
         )
