@@ -281,12 +281,14 @@ def find_canaries(text: str) -> list[str]:
 TOPIC_KEEP = frozenset({"other", "own", "not", "no", "all"})
 
 
-def _topic_words(text: str) -> list[str]:
-    return [
+@lru_cache(maxsize=4096)
+def _topic_words(text: str) -> tuple[str, ...]:
+    """Stemmed content words of a topic or question (the charter's topics repeat on every request)."""
+    return tuple(
         _stem(w)
         for w in _WORD.findall(normalise(text).lower().replace("_", " "))
         if w not in STOP_WORDS or w in TOPIC_KEEP
-    ]
+    )
 
 
 def topic_hits(question: str, topics: Sequence[str]) -> list[str]:
