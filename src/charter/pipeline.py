@@ -97,17 +97,14 @@ def read_request_state(rt: Runtime) -> RequestState:
     from charter.retrieval import Index
     from charter.sources import last_successful_syncs
     from charter.store._core_tables import state
-    from charter.tools._killswitch import WORKFLOW_KEY
-
-    def on(value: Any) -> bool:  # how both switches are stored: {"on": bool, "by", "at", ...}
-        return isinstance(value, dict) and bool(value.get("on"))
+    from charter.tools._killswitch import WORKFLOW_KEY, switch_on
 
     with rt.store.connect() as conn:
         query = select(state.c.key, state.c.value).where(state.c.key.in_([WORKFLOW_KEY, RESTRICTED_KEY]))
         switches = {key: value for key, value in conn.execute(query).all()}
         return RequestState(
-            killed=on(switches.get(WORKFLOW_KEY)),
-            restricted=on(switches.get(RESTRICTED_KEY)),
+            killed=switch_on(switches.get(WORKFLOW_KEY)),
+            restricted=switch_on(switches.get(RESTRICTED_KEY)),
             last_syncs=last_successful_syncs(rt, conn=conn),
             index_version=Index.version_on(conn),
         )

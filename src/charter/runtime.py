@@ -18,8 +18,6 @@ from charter.store import Store, open_store, resolve_database_url, utcnow
 from charter.store._core_tables import state
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from charter.policy import Authorizer
     from charter.telemetry.audit import AuditLog
 
@@ -68,14 +66,9 @@ class Runtime:
         return Authorizer.from_charter(self.charter)
 
     # ------------------------------------------------------------------------------------ state
-    def get_state(self, key: str, default: Any = None, *, conn: Connection | None = None) -> Any:
-        """The value stored under ``key`` (``default`` if none); read on ``conn`` when given."""
-        query = select(state.c.value).where(state.c.key == key)
-        if conn is not None:
-            row = conn.execute(query).first()
-        else:
-            with self.store.connect() as c:
-                row = c.execute(query).first()
+    def get_state(self, key: str, default: Any = None) -> Any:
+        with self.store.connect() as conn:
+            row = conn.execute(select(state.c.value).where(state.c.key == key)).first()
         return default if row is None else row[0]
 
     def set_state(self, key: str, value: Any) -> None:

@@ -24,18 +24,17 @@ from charter.gate._types import GateResult
 from charter.store import utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from charter.runtime import Runtime
 
 log = logging.getLogger("charter.gate")
 RESTRICTED_KEY = "workflow.restricted"
 
 
-def is_restricted(rt: Runtime, *, conn: Connection | None = None) -> bool:
+def is_restricted(rt: Runtime) -> bool:
     """True while restricted mode is on (every draft requires review)."""
-    value = rt.get_state(RESTRICTED_KEY, conn=conn)
-    return isinstance(value, dict) and bool(value.get("on"))
+    from charter.tools._killswitch import switch_on
+
+    return switch_on(rt.get_state(RESTRICTED_KEY))
 
 
 def set_restricted(

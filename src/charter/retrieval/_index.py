@@ -124,27 +124,6 @@ class Index:
                 return None
             return frozenset(conn.execute(select(acl.c.token).where(acl.c.doc_pk == pk)).scalars())
 
-    def current_acls(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], frozenset[str]]:
-        """:meth:`current_acl` for many documents in one query; documents not indexed are absent."""
-        if not keys:
-            return {}
-        wanted = set(keys)
-        sources = {s for s, _ in keys}
-        doc_ids = {d for _, d in keys}
-        out: dict[tuple[str, str], set[str]] = {}
-        with self.store.connect() as conn:
-            rows = conn.execute(
-                select(documents.c.source_id, documents.c.doc_id, acl.c.token)
-                .select_from(documents.outerjoin(acl, acl.c.doc_pk == documents.c.id))
-                .where(documents.c.source_id.in_(sources), documents.c.doc_id.in_(doc_ids))
-            ).all()
-        for source_id, doc_id, token in rows:
-            if (source_id, doc_id) in wanted:
-                tokens = out.setdefault((source_id, doc_id), set())
-                if token is not None:
-                    tokens.add(token)
-        return {k: frozenset(v) for k, v in out.items()}
-
     @property
     def version(self) -> str:
         """Changes whenever indexed content or ACLs change (never repeats across databases)."""

@@ -16,8 +16,6 @@ from charter.store import utcnow
 from charter.store._core_tables import state
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from charter.runtime import Runtime
     from charter.spec import Principal
 
@@ -28,18 +26,17 @@ def _tool_key(tool: str) -> str:
     return f"kill_switch.tool.{tool}"
 
 
-def is_killed(runtime: Runtime, tool: str | None = None, *, conn: Connection | None = None) -> bool:
-    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on.
+def switch_on(value: Any) -> bool:
+    """How every switch is stored in ``state`` (kill switches, restricted mode): ``{"on": bool, ...}``."""
+    return isinstance(value, dict) and bool(value.get("on"))
 
-    ``conn``: read on this connection (the pipeline reads all per-request state in one go)."""
+
+def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
+    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on."""
     keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
-    query = select(state.c.value).where(state.c.key.in_(keys))
-    if conn is not None:
-        values = conn.execute(query).scalars().all()
-    else:
-        with runtime.store.connect() as c:  # one read for both switches
-            values = c.execute(query).scalars().all()
-    return any(isinstance(v, dict) and bool(v.get("on")) for v in values)
+    with runtime.store.connect() as conn:  # one read for both switches
+        values = conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars().all()
+    return any(switch_on(v) for v in values)
 
 
 def kill_switch_status(runtime: Runtime) -> dict[str, Any]:
