@@ -233,11 +233,14 @@ def lexical_support(sentence: str, source: str) -> float:
     return sum(1 for w in words if w in have) / len(words)
 
 
-def score_sentences(text: str, passages: dict[str, str], embed: Embed | None = None) -> list[SentenceScore]:
-    """Groundedness of each sentence of ``text`` in the passages it cites (see module docstring)."""
+def score_sentences(
+    text: str | Sequence[str], passages: dict[str, str], embed: Embed | None = None
+) -> list[SentenceScore]:
+    """Groundedness of each sentence of ``text`` (a text, or its sentences already split) in the passages it
+    cites (see module docstring)."""
     scores: list[SentenceScore] = []
     pending: list[tuple[int, str, list[str]]] = []
-    for sentence in split_sentences(text):
+    for sentence in split_sentences(text) if isinstance(text, str) else text:
         cited = [c for c in CITATION.findall(sentence) if c in passages]
         bare = CITATION.sub("", sentence).strip()
         if not content_words(bare):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from charter.errors import ProviderError, UsageError
 from charter.models import (
+    Generation,
     GenerationFailed,
     Metered,
     ModelTimeout,
@@ -62,6 +64,48 @@ def test_timed_enforces_the_deadline_even_if_the_provider_ignores_it():
         started = time.perf_counter()
         Timed(slow, 0.1).generate(Req("q"))
     assert time.perf_counter() - started < 1.0
+
+
+class _InlineScripted(ScriptedModel):
+    """A scripted provider that declares bounded in-process work (like the extractive drafter)."""
+
+    runs_inline = True
+
+    def generate(self, request: Req) -> Generation:
+        self.thread = threading.get_ident()
+        return super().generate(request)
+
+
+def test_an_inline_provider_runs_on_the_callers_thread_and_still_times_out():
+    fast = _InlineScripted("fast", default="ok")
+    assert Timed(Metered(fast, Prices()), 1.0).generate(Req("q")).text == "ok"
+    assert fast.thread == threading.get_ident()  # no worker-thread handoff
+    late = _InlineScripted("late", default=ScriptedReply("too late", delay=0.3))
+    with pytest.raises(ModelTimeout, match=r"within 0\.1s"):
+        Timed(Metered(late, Prices()), 0.1).generate(Req("q"))
+    threaded = ScriptedModel("threaded", default="ok")
+    assert not Timed(threaded, 1.0).runs_inline and Timed(fast, 1.0).runs_inline
+
+
+def test_a_late_inline_answer_goes_to_the_fallback_like_any_timeout(scripted_project, open_runtime):
+    rt = open_runtime(edit_charter(scripted_project, {"model": {"timeout": "100ms", "retries": 0}}))
+    primary = _InlineScripted("primary", default=ScriptedReply("too late [S1].", delay=0.3))
+    backup = ScriptedModel("backup", default="Invoices are emailed on the renewal date [S1].")
+    gw = build_gateway(rt, primary=primary, fallback=backup, retry_base_delay=0)
+    gen = gw.generate(gw.build_request("When?", PASSAGES), request_id="late1", principal="ana")
+    assert gen.fallback_used and gen.model == "backup"
+    assert "did not answer within 0.1s" in (gen.fallback_reason or "")
+    estimate = estimate_max_cost_nano(gw.build_request("When?", PASSAGES), Prices(**PRICES))
+    assert gw.ledger.request_cost("late1") == pytest.approx(nano_to_usd(estimate) + gen.cost_usd)
+
+
+def test_evolve_copies_a_record_with_changes_and_rejects_unknown_fields():
+    gen = Generation(text="a", model="m", provider="p")
+    changed = gen.with_(attempts=3, errors=("x",))
+    assert (changed.attempts, changed.errors, changed.text) == (3, ("x",), "a")
+    assert (gen.attempts, gen.errors) == (1, ())  # the original is untouched
+    with pytest.raises(TypeError, match="no field"):
+        gen.with_(atempts=3)
 
 
 def test_a_non_retryable_error_is_not_retried(scripted_project, open_runtime):

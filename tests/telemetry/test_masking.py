@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from _monitoring_helpers import PLANTED, needles
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.conftest import require
 
 from charter.telemetry import (
@@ -149,3 +151,69 @@ def test_overlapping_findings_mask_their_union() -> None:
 def test_canary_tokens_are_masked(masker: PresidioMasker) -> None:
     out = masker.mask("internal ref CANARY-FIN-7d3a91 in the draft")
     assert "CANARY-FIN-7d3a91" not in out and "<CANARY_" in out
+
+
+# --------------------------------------------------------------------------- gating never changes findings
+_ALPHABET = (
+    "0123456789 -.+()@:=_/\n'\""
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "٠١٢٣٤٥٦٧٨٩"  # Arabic-Indic digits: \d matches them
+    "ſKİı\u200b"  # case-folding oddities and an invisible character
+)
+_FRAGMENTS = [
+    *PLANTED.values(),
+    "CANARY-",
+    "PRIVATE KEY-----",
+    "-----BEGIN RSA ",
+    "eyJ",
+    "sk-",
+    "AKIA",
+    "sk_live_",
+    "ghp_",
+    "IBAN ",
+    "DE89",
+    "+44 ",
+    "(020) ",
+    "4111 1111 1111 1111",
+    "٤١١١٤١١١٤١١١٤١١١",
+    "password=",
+    "ſecret: ",
+    "Bearer ",
+]
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(alphabet=_ALPHABET, max_size=24)), max_size=12)
+)
+def test_the_cheap_gates_never_change_what_the_recognizers_find(parts: list[str]) -> None:
+    from charter.telemetry.masking import _findings
+
+    text = "".join(parts)
+    assert _findings(text) == _findings(text, gated=False)
+
+
+def test_every_planted_kind_is_still_found_through_the_gates() -> None:
+    from charter.telemetry.masking import _findings
+
+    for name, value in PLANTED.items():
+        text = f"Note {value} thanks"
+        assert _findings(text), name
+        assert _findings(text) == _findings(text, gated=False), name
+
+
+def test_the_case_fold_table_covers_every_character_that_matches_an_ascii_letter() -> None:
+    import re
+    import sys
+
+    from charter.telemetry.masking import ASCII_FOLDS
+
+    letter = re.compile("(?i)[a-z]")
+    equated = {
+        cp: chr(cp).lower() if chr(cp).lower().isascii() else None
+        for cp in range(128, sys.maxunicode + 1)
+        if letter.fullmatch(chr(cp))
+    }
+    assert set(equated) == set(ASCII_FOLDS)
+    for cp, ascii_letter in ASCII_FOLDS.items():
+        assert re.fullmatch(f"(?i){ascii_letter}", chr(cp))

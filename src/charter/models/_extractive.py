@@ -78,6 +78,7 @@ class ExtractiveModel:
     """Composes drafts from the request's own passages; see the module docstring."""
 
     provider_name = "extractive"
+    runs_inline = True  # bounded in-process work, no I/O: the gateway's deadline is checked on return
 
     def __init__(
         self,

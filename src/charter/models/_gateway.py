@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from charter.errors import BudgetExceeded, Denied, UsageError
 from charter.models._budget import BudgetLedger
 from charter.models._prompts import ActivePrompt, AuditFn, PromptRegistry
 from charter.models._render import render_prompt
-from charter.models._types import Generation, GenerationRequest, Model, Passage, create_model
+from charter.models._types import Generation, GenerationRequest, Model, Passage, create_model, evolve
 from charter.models._wrappers import Budgeted, Fallback, Limited, Metered, Retrying, Timed
 from charter.spec import LoadedCharter, Principal
 from charter.spec._schema import ModelEndpoint
@@ -122,7 +121,7 @@ class Gateway:
         :class:`charter.errors.ProviderError` when the model and its fallback failed.
         """
         pid = principal if isinstance(principal, str) else principal.id
-        req = replace(request, request_id=request_id, principal=pid)
+        req = evolve(request, {"request_id": request_id, "principal": pid})
         started = time.perf_counter()
         try:
             gen = self.model.generate(req)

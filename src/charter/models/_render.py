@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
 
 from charter.models._types import GenerationRequest
@@ -176,6 +177,8 @@ def estimate_input_tokens(messages: list[dict[str, Any]]) -> int:
     )
 
 
+@lru_cache(maxsize=32)
 def estimate_request_tokens(request: GenerationRequest) -> int:
-    """Estimated prompt tokens of ``request`` as :func:`render_messages` would send it."""
+    """Estimated prompt tokens of ``request`` as :func:`render_messages` would send it. Cached per request
+    (requests are frozen): the budget reservation and the metering both estimate the same request."""
     return estimate_input_tokens(render_messages(request.system_prompt, request))

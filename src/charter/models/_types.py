@@ -8,9 +8,9 @@ A provider is a factory ``(endpoint, *, base_dir) -> Model`` registered under a 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from charter.errors import ProviderError, UsageError
 from charter.spec._schema import ModelEndpoint
@@ -25,6 +25,22 @@ class ModelTimeout(ProviderError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)
+
+
+_T = TypeVar("_T")
+
+
+def evolve(obj: _T, changes: dict[str, Any]) -> _T:
+    """``dataclasses.replace`` for the frozen request/answer records, without re-running ``__init__`` (the
+    gateway copies a record once per wrapper on every call; ``replace`` costs ~10 µs each)."""
+    fields = type(obj).__dataclass_fields__  # type: ignore[attr-defined]
+    unknown = [k for k in changes if k not in fields]
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field(s) {', '.join(unknown)}")
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,7 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> Generation:
-        return replace(self, **changes)
+        return evolve(self, changes)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (for traces and ``--json``)."""

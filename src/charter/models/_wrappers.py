@@ -17,12 +17,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from charter.errors import ProviderError, UsageError
 from charter.models._budget import BudgetLedger, nano_to_usd, token_cost_nano
 from charter.models._render import estimate_request_tokens, estimate_tokens
-from charter.models._types import Generation, GenerationRequest, Model, ModelTimeout
+from charter.models._types import Generation, GenerationRequest, Model, ModelTimeout, evolve
 from charter.spec._schema import Prices
 
 
@@ -39,6 +38,11 @@ class ModelWrapper:
     @property
     def provider_name(self) -> str:
         return self.inner.provider_name
+
+    @property
+    def runs_inline(self) -> bool:
+        """See :class:`Timed`: true when the provider underneath declares ``runs_inline = True``."""
+        return bool(getattr(self.inner, "runs_inline", False))
 
     def generate(self, request: GenerationRequest) -> Generation:
         return self.inner.generate(request)
@@ -80,10 +84,12 @@ class Limited(ModelWrapper):
 
     def generate(self, request: GenerationRequest) -> Generation:
         return self.inner.generate(
-            replace(
+            evolve(
                 request,
-                max_output_tokens=min(request.max_output_tokens, self.max_output_tokens),
-                temperature=self.temperature,
+                {
+                    "max_output_tokens": min(request.max_output_tokens, self.max_output_tokens),
+                    "temperature": self.temperature,
+                },
             )
         )
 
@@ -121,13 +127,25 @@ class Metered(ModelWrapper):
 
 class Timed(ModelWrapper):
     """Enforces a deadline even when the backend ignores its own timeout: the call runs in a daemon worker
-    thread; when the deadline passes, :class:`ModelTimeout` is raised and the worker is abandoned."""
+    thread; when the deadline passes, :class:`ModelTimeout` is raised and the worker is abandoned.
+
+    A provider that does bounded in-process work and never waits on I/O (the extractive drafter) declares
+    ``runs_inline = True``: its call runs on the caller's thread (a thread handoff would cost more than the
+    call) and an answer that arrives after the deadline is discarded as a :class:`ModelTimeout` all the
+    same, so retries, fallback and budget charging behave identically."""
 
     def __init__(self, inner: Model, timeout_s: float) -> None:
         super().__init__(inner)
         self.timeout_s = timeout_s
+        self._inline = self.runs_inline
 
     def generate(self, request: GenerationRequest) -> Generation:
+        if self._inline:
+            started = time.perf_counter()
+            answer = self.inner.generate(request)
+            if time.perf_counter() - started > self.timeout_s:
+                raise ModelTimeout(f"model {self.name!r} did not answer within {self.timeout_s:g}s")
+            return answer
         future = _timeout_pool().submit(self.inner.generate, request)
         try:
             result: Generation = future.result(timeout=self.timeout_s)

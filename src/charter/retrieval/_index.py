@@ -52,6 +52,9 @@ def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_VERSIONS = select(versions.c.name, versions.c.counter, versions.c.stamp)
+
+
 class Index:
     """The retrieval index of one store. Thread-safe for searches; writes serialise in the database."""
 
@@ -133,11 +136,11 @@ class Index:
     @staticmethod
     def version_on(conn: Connection) -> str:
         """:attr:`version`, read on an open connection."""
-        rows = {r.name: r for r in conn.execute(select(versions)).all()}
+        rows = {name: (counter, stamp) for name, counter, stamp in conn.execute(_VERSIONS).tuples()}
         c, a = rows.get("content"), rows.get("acl")
         if c is None or a is None:
             return "empty"
-        return f"c{c.counter}.a{a.counter}-{c.stamp[:8]}{a.stamp[:8]}"
+        return f"c{c[0]}.a{a[0]}-{c[1][:8]}{a[1][:8]}"
 
     # ------------------------------------------------------------------------------------------ writes
     @staticmethod
@@ -433,8 +436,17 @@ class Index:
         self._load_acl(conn, snap)
         return snap
 
-    def snapshot(self) -> Snapshot:
-        """The in-memory snapshot, reloaded if the store changed since (one cheap query per call)."""
+    def snapshot(self, versions: tuple[int, int] | None = None) -> Snapshot:
+        """The in-memory snapshot, reloaded if the store changed since (one cheap query per call).
+
+        ``versions`` are the store's (content, acl) counters when the caller has just read them (the ask
+        pipeline reads them with the request state): if the snapshot is at exactly those, no query is made.
+        """
+        if versions is not None:
+            with self._lock:
+                snap = self._snapshot
+                if snap is not None and (snap.content_version, snap.acl_version) == versions:
+                    return snap
         with self._lock, self.store.connect() as conn:
             content_v, acl_v = self._counters(conn)
             snap = self._snapshot
@@ -458,13 +470,15 @@ class Index:
         min_score: float = 0.0,
         explain: bool = False,
         mode: str = "hybrid",
+        versions: tuple[int, int] | None = None,
     ) -> list[Hit]:
         """The top ``k`` chunks that ``principal_tokens`` may read, best first.
 
         Only documents whose current ACL shares a token with ``principal_tokens`` (and, if given, that belong
         to ``sources``) are scored; every returned chunk is re-checked against its document's ACL in the
         store. ``mode`` selects ``hybrid`` (default), ``bm25`` or ``dense`` ranking. ``explain`` is accepted
-        for symmetry with the CLI: every hit always carries its BM25 and dense contributions.
+        for symmetry with the CLI: every hit always carries its BM25 and dense contributions. ``versions``:
+        see :meth:`snapshot` (first attempt only; a snapshot found stale later is reloaded as usual).
         """
         if not isinstance(query, str) or not query.strip():
             raise UsageError("the query is empty")
@@ -483,8 +497,8 @@ class Index:
             from charter.retrieval._pg import pg_search
 
             return pg_search(self, tokens, qvec, terms, k, fusion, sources, min_score, mode)
-        for _attempt in range(3):
-            snap = self.snapshot()
+        for attempt in range(3):
+            snap = self.snapshot(versions if attempt == 0 else None)
             doc_mask = snap.doc_mask(tokens, sources)
             permitted = np.flatnonzero(doc_mask[snap.chunk_doc]).astype(np.int32)
             scored = score(snap, permitted, qvec, terms, k, fusion, mode)

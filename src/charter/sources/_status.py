@@ -57,15 +57,17 @@ def freshness(source: Source, last_success_at: datetime | None, now: datetime) -
     )
 
 
+_LAST_SUCCESS = select(source_state.c.source_id, source_state.c.last_success_at).where(
+    source_state.c.last_success_at.is_not(None)
+)
+
+
 def last_successful_syncs(rt: Runtime, *, conn: Connection | None = None) -> dict[str, datetime]:
     """Last successful sync time per source id (read on ``conn`` when given)."""
-    query = select(source_state.c.source_id, source_state.c.last_success_at).where(
-        source_state.c.last_success_at.is_not(None)
-    )
     if conn is not None:
-        return {r.source_id: r.last_success_at for r in conn.execute(query)}
+        return dict(conn.execute(_LAST_SUCCESS).tuples().all())
     with rt.store.connect() as c:
-        return {r.source_id: r.last_success_at for r in c.execute(query)}
+        return dict(c.execute(_LAST_SUCCESS).tuples().all())
 
 
 def source_freshness(rt: Runtime, now: datetime | None = None) -> dict[str, Freshness]:

@@ -69,6 +69,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
+    if conn.info.get("single_statement"):
+        return  # Store.read: one SELECT is a consistent snapshot by itself, no transaction needed
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("begin_immediate") else "BEGIN")
 
 
@@ -107,6 +109,17 @@ class Store:
         """A connection for reads (autocommit on SQLite)."""
         with self.engine.connect() as conn:
             yield conn
+
+    def read(self, statement: Any) -> list[tuple[Any, ...]]:
+        """The rows of one ``SELECT``, read outside any transaction: a single statement sees one
+        consistent snapshot on its own, so SQLite's ``BEGIN``/``ROLLBACK`` round trips are skipped (the
+        per-request state read is on every request's path). Never use it for writes."""
+        with self.engine.connect() as conn:
+            conn.info["single_statement"] = True
+            try:
+                return list(conn.execute(statement).tuples().all())
+            finally:
+                conn.info.pop("single_statement", None)
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to ``revision`` with the append-only Alembic migrations."""

@@ -126,11 +126,77 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
 ]
 
 _FLAGS = re.MULTILINE | re.DOTALL
-_COMPILED: list[tuple[str, re.Pattern[str], float, Callable[[str], bool] | None]] = [
-    (kind, re.compile(regex, _FLAGS), score, check)
+_COMPILED: list[tuple[str, str, re.Pattern[str], float, Callable[[str], bool] | None]] = [
+    (kind, name, re.compile(regex, _FLAGS), score, check)
     for kind, pats, check in RECOGNIZERS
-    for _, regex, score in pats
+    for name, regex, score in pats
 ]
+
+_DIGIT = re.compile(r"\d")  # the same (Unicode) digits the patterns' \d matches
+# Seven digits apart by at most two of " .()-": every phone the validator accepts (7+ digits before any
+# extension, in groups separated by one [ .-], after an optional +CC / (area) code) contains such a run.
+_SEVEN_DIGITS = re.compile(r"\d(?:[ .()-]{0,2}\d){6}")
+_IBAN_HEAD = re.compile(r"[A-Z]{2}\d{2}")
+_PROVIDER_PREFIXES = (
+    "sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza",
+    "_live_", "_test_", "glpat-", "chr_",
+)  # fmt: skip
+
+
+#: The only non-ASCII characters that Python's case-insensitive matching equates with ASCII letters
+#: (İ ı → i, ſ → s, K → k); ``tests/telemetry/test_masking.py`` checks every code point.
+ASCII_FOLDS = {0x130: "i", 0x131: "i", 0x17F: "s", 0x212A: "k"}
+
+
+class _Gate:
+    """What the cheap tests need to know about one text, each part computed at most once."""
+
+    __slots__ = ("_folded", "_run7", "digits", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.digits = len(_DIGIT.findall(text))
+        self._folded: str | None = None
+        self._run7: bool | None = None
+
+    @property
+    def folded(self) -> str:
+        """The text lower-cased with :data:`ASCII_FOLDS` applied: wherever a case-insensitive pattern
+        matches an ASCII word, that word occurs in here in lower case."""
+        if self._folded is None:
+            t = self.text
+            self._folded = t.lower() if t.isascii() else t.translate(ASCII_FOLDS).lower()
+        return self._folded
+
+    @property
+    def run7(self) -> bool:
+        if self._run7 is None:
+            self._run7 = self.digits >= 7 and _SEVEN_DIGITS.search(self.text) is not None
+        return self._run7
+
+
+def _has_any(g: _Gate, words: tuple[str, ...]) -> bool:
+    folded = g.folded
+    return any(w in folded for w in words)
+
+
+#: Necessary conditions, cheap to test, under which a pattern *can* produce a finding (a match that also
+#: passes its validator); a pattern whose condition is false is not run. Each one is implied by the pattern
+#: itself (a literal it must contain, or the digits its validator requires), so skipping never changes
+#: the findings — ``tests/telemetry/test_masking.py`` checks that against the ungated scan.
+_NEEDS: dict[str, Callable[[_Gate], bool]] = {
+    "pem": lambda g: "PRIVATE KEY-----" in g.text,
+    "provider_key": lambda g: any(p in g.text for p in _PROVIDER_PREFIXES),
+    "assignment": lambda g: _has_any(g, ("api", "secret", "token", "passw")),
+    "canary": lambda g: "CANARY-" in g.text,
+    "bearer": lambda g: _has_any(g, ("bearer",)),
+    "jwt": lambda g: "eyJ" in g.text,
+    "email": lambda g: "@" in g.text,
+    "iban": lambda g: g.digits >= 2 and _IBAN_HEAD.search(g.text) is not None,
+    "card": lambda g: g.digits >= 12 and g.run7,  # _card_ok: 12–19 digits, apart by at most one [ -]
+    "phone": lambda g: g.run7,  # _phone_ok: 7–15 digits
+    "phone_compact": lambda g: g.run7,
+}
 
 
 NER_KINDS = frozenset({"PERSON", "LOCATION"})
@@ -163,10 +229,14 @@ def merge_findings(found: list[tuple[int, int, float, str]]) -> list[tuple[int, 
     return merged
 
 
-def _findings(text: str) -> list[tuple[int, int, str]]:
+def _findings(text: str, *, gated: bool = True) -> list[tuple[int, int, str]]:
     """Disjoint (start, end, kind) spans of everything the recognizers find (see :func:`merge_findings`)."""
     found: list[tuple[int, int, float, str]] = []
-    for kind, pattern, score, check in _COMPILED:
+    gate = _Gate(text)
+    for kind, name, pattern, score, check in _COMPILED:
+        needs = _NEEDS.get(name)
+        if gated and needs is not None and not needs(gate):
+            continue
         for m in pattern.finditer(text):
             if m.end() > m.start() and (check is None or check(m.group(0))):
                 found.append((m.start(), m.end(), score, kind))

@@ -276,16 +276,17 @@ class TraceStore:
                 conn.execute(trace_sources.insert(), sources)
         self.notify_changed()
 
-    def enable_background_writes(self) -> None:
+    def enable_background_writes(self, *, linger: float = 0.05) -> None:
         """Mask and write on a background thread (for the server): the request path only queues the trace.
 
         Reads through this store (:meth:`get`, :meth:`list`, :meth:`flush`) see every queued trace; other
         processes see it once the batch commits (milliseconds). Queued traces are flushed at exit. The
         unmasked trace exists only in this process's memory until the writer masks it; the sinks get the
-        masked document after its batch commits.
+        masked document after its batch commits. ``linger`` (seconds) is how long the writer waits after a
+        trace arrives to gather a batch into one transaction.
         """
         if self._writer is None:
-            self._writer = _BackgroundWriter(self._insert, self._notify_sinks)
+            self._writer = _BackgroundWriter(self._insert, self._notify_sinks, linger=linger)
 
     def _prepare(self, trace: Trace) -> tuple[_Rows, dict[str, Any]]:
         doc = self.protect_document(trace)
