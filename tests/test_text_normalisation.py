@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charter import _checks as checks
@@ -61,3 +61,29 @@ def test_invisible_characters_cannot_hide_a_canary() -> None:
 def test_lexical_support_uses_the_cited_text() -> None:
     assert checks.lexical_support("Refunds take ten days.", "Refunds take ten business days") == 1.0
     assert checks.lexical_support("Refunds take ten days.", "Invoices are emailed monthly") == 0.0
+
+
+_MIXED = st.text(
+    alphabet=st.one_of(
+        st.characters(max_codepoint=0x7F),
+        st.sampled_from("–—’“é\u00a0\u2028\u2029\x85\u200b\u202e\ufeff\u00ad\u3000\ufe0f\U000e0041ﬁ"),
+        st.characters(),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=500)
+@given(_MIXED)
+def test_the_no_change_shortcut_gives_exactly_the_full_translation(text: str) -> None:
+    """clean_text and normalise skip str.translate when no non-ASCII character would change; the result
+    must be identical to always translating."""
+    import unicodedata
+
+    from charter._checks import _DROP_FORMAT, normalise
+    from charter.models._render import _ASCII_CONTROLS, _CLEAN, clean_text
+
+    full_clean = _ASCII_CONTROLS.sub("", text) if text.isascii() else text.translate(_CLEAN)
+    assert clean_text(text) == full_clean
+    full_normal = text if text.isascii() else unicodedata.normalize("NFKC", text).translate(_DROP_FORMAT)
+    assert normalise(text) == full_normal

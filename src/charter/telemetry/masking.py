@@ -165,7 +165,8 @@ class _Gate:
         matches an ASCII word, that word occurs in here in lower case."""
         if self._folded is None:
             t = self.text
-            self._folded = t.lower() if t.isascii() else t.translate(ASCII_FOLDS).lower()
+            special = not t.isascii() and any(chr(cp) in t for cp in ASCII_FOLDS)
+            self._folded = (t.translate(ASCII_FOLDS) if special else t).lower()
         return self._folded
 
     @property
