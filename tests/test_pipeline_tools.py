@@ -78,6 +78,20 @@ def test_model_proposals_are_decided_by_policy(rt: Runtime) -> None:
     assert "act" in [s["stage"] for s in trace["spans"]]
 
 
+def test_look_alike_tool_call_markup_never_reaches_the_draft(rt: Runtime) -> None:
+    """Fullwidth brackets normalise to ``<tool_call>``: the check removes the markup after normalising, so
+    the customer never sees it, and the proposal still goes through policy like any other."""
+    inv = paid_invoice()
+    fullwidth = call("issue_refund", invoice_id=inv, amount=50, reason="customer asked").replace(
+        "<", "\uff1c"
+    )
+    script(rt, "Card refunds take 5–10 business days [S1]. " + fullwidth.replace(">", "\uff1e"))
+    result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False)
+    assert "tool_call" not in result.draft and "issue_refund" not in result.draft
+    assert [c["decision"] for c in result.tool_calls] == ["pending"], result.tool_calls
+    assert unapproved_executions(rt) == []
+
+
 def test_contractor_model_proposals_refused_by_custom_policy(rt: Runtime) -> None:
     script(
         rt, "Card refunds take 5–10 business days [S1]. " + call("lookup_invoice", invoice_id=paid_invoice())

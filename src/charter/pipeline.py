@@ -444,7 +444,8 @@ def check(
 
     spec = rt.spec
     with trace.span("check") as span:
-        cit = checks.validate_citations(checks.normalise(TOOL_CALL.sub("", text)), set(passages))
+        # normalise first, so that look-alike tool-call markup (fullwidth brackets) is removed as well
+        cit = checks.validate_citations(TOOL_CALL.sub("", checks.normalise(text)), set(passages))
         parts = split_draft(cit.text)
         greeting, signoff = template
         body = parts.customer
