@@ -144,7 +144,7 @@ def read_request_state(rt: Runtime) -> RequestState:
     switches: dict[str, Any] = {}
     syncs: dict[str, datetime] = {}
     counters: dict[str, tuple[int, str]] = {}
-    for kind, name, value, at, counter, stamp in rt.store.read(_state_query()):
+    for kind, name, value, at, counter, stamp in rt.store.read_constant(_state_query()):
         if kind == "switch":
             switches[name] = value
         elif kind == "sync":

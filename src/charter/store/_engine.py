@@ -73,7 +73,7 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def _prepare(statement: Any, engine: Engine) -> tuple[str, list[Any]]:
-    """SQL text (constants inlined) and a result processor per column, for :meth:`Store.read`."""
+    """SQL text (constants inlined) and a result processor per column, for :meth:`Store.read_constant`."""
     dialect = engine.dialect
     compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     processors = [
@@ -120,9 +120,11 @@ class Store:
         with self.engine.connect() as conn:
             yield conn
 
-    def read(self, statement: Any) -> list[tuple[Any, ...]]:
-        """The rows of one constant ``SELECT`` (no parameters that change between calls), converted by the
-        column types exactly as ``Connection.execute`` would convert them. Never use it for writes.
+    def read_constant(self, statement: Any) -> list[tuple[Any, ...]]:
+        """The rows of one constant ``SELECT``, converted by the column types exactly as
+        ``Connection.execute`` would convert them. Only for statements built once from the code's own
+        constants (a module-level query): its literals are inlined into SQL that is compiled once and kept
+        per statement object, so it must never carry user input, and never be used for writes.
 
         This is the per-request state read's path, so it is made cheap: the statement is compiled once; on
         SQLite it runs straight on a pooled DBAPI connection outside any transaction (one statement sees
