@@ -27,8 +27,15 @@ _ABBREV = re.compile(
 _SPLIT = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]*[A-Z0-9€$£])")
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def _inline(text: str) -> str:
-    return re.sub(r"\s+", " ", _EMPH.sub("", _LINK.sub(r"\1", text))).strip()
+    if "](" in text:  # a link needs "](" (checked first: most lines have none)
+        text = _LINK.sub(r"\1", text)
+    if "*" in text or "_" in text or "`" in text:
+        text = _EMPH.sub("", text)
+    return _SPACES.sub(" ", text).strip()
 
 
 def _table_row(header: list[str], cells: list[str]) -> str:
@@ -95,7 +102,9 @@ def sentences_with_headings(text: str) -> list[tuple[str, str]]:
     for heading, line in markdown_lines(text):
         merged: list[str] = []
         for piece in _SPLIT.split(line):
-            if merged and _ABBREV.search(merged[-1]):
+            # every abbreviation match ends at the end of the piece and is at most 8 characters long:
+            # search only the tail (``pos`` still lets ``\b`` see the character before it)
+            if merged and _ABBREV.search(merged[-1], max(0, len(merged[-1]) - 9)):
                 merged[-1] = merged[-1] + " " + piece
             else:
                 merged.append(piece)
