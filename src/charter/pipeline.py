@@ -139,6 +139,7 @@ def _state_query() -> Any:
 def read_request_state(rt: Runtime) -> RequestState:
     """One statement on one connection (see :func:`_state_query`)."""
     from charter.gate import RESTRICTED_KEY
+    from charter.retrieval import Index
     from charter.tools._killswitch import WORKFLOW_KEY, switch_on
 
     switches: dict[str, Any] = {}
@@ -156,7 +157,7 @@ def read_request_state(rt: Runtime) -> RequestState:
         killed=switch_on(switches.get(WORKFLOW_KEY)),
         restricted=switch_on(switches.get(RESTRICTED_KEY)),
         last_syncs=syncs,
-        index_version="empty" if c is None or a is None else f"c{c[0]}.a{a[0]}-{c[1][:8]}{a[1][:8]}",
+        index_version=Index.format_version(c, a),
         index_counters=None if c is None or a is None else (c[0], a[0]),
     )
 

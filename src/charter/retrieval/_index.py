@@ -137,10 +137,14 @@ class Index:
     def version_on(conn: Connection) -> str:
         """:attr:`version`, read on an open connection."""
         rows = {name: (counter, stamp) for name, counter, stamp in conn.execute(_VERSIONS).tuples()}
-        c, a = rows.get("content"), rows.get("acl")
-        if c is None or a is None:
+        return Index.format_version(rows.get("content"), rows.get("acl"))
+
+    @staticmethod
+    def format_version(content: tuple[int, str] | None, acl: tuple[int, str] | None) -> str:
+        """The version string from the (counter, stamp) rows of ``retrieval_versions``."""
+        if content is None or acl is None:
             return "empty"
-        return f"c{c[0]}.a{a[0]}-{c[1][:8]}{a[1][:8]}"
+        return f"c{content[0]}.a{acl[0]}-{content[1][:8]}{acl[1][:8]}"
 
     # ------------------------------------------------------------------------------------------ writes
     @staticmethod

@@ -15,8 +15,6 @@ from charter.spec import Source
 from charter.store import utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from charter.retrieval import Index
     from charter.runtime import Runtime
 
@@ -62,12 +60,10 @@ _LAST_SUCCESS = select(source_state.c.source_id, source_state.c.last_success_at)
 )
 
 
-def last_successful_syncs(rt: Runtime, *, conn: Connection | None = None) -> dict[str, datetime]:
-    """Last successful sync time per source id (read on ``conn`` when given)."""
-    if conn is not None:
+def last_successful_syncs(rt: Runtime) -> dict[str, datetime]:
+    """Last successful sync time per source id."""
+    with rt.store.connect() as conn:
         return dict(conn.execute(_LAST_SUCCESS).tuples().all())
-    with rt.store.connect() as c:
-        return dict(c.execute(_LAST_SUCCESS).tuples().all())
 
 
 def source_freshness(rt: Runtime, now: datetime | None = None) -> dict[str, Freshness]:
