@@ -60,18 +60,8 @@ from charter.sources import sync_sources  # noqa: E402
 from charter.store import utcnow  # noqa: E402
 from charter.telemetry import Trace  # noqa: E402
 
-QUESTIONS = [
-    "How long does a refund take to show up on my card?",
-    "Can I get a refund on my annual plan?",
-    "What happens if my card payment fails?",
-    "How do I change my billing currency?",
-    "Where can I download my invoices?",
-    "How much does the Business plan cost per seat?",
-    "Can I pay by bank transfer?",
-    "How do I add my VAT ID to an invoice?",
-    "How do I cancel my subscription?",
-    "I was charged twice this month, what should I do?",
-]
+sys.path.insert(0, str(REPO / "bench"))
+from _common import QUESTIONS  # type: ignore[import-not-found]  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

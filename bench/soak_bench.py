@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,26 +41,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import QUESTIONS, free_port, pct  # type: ignore[import-not-found]  # noqa: E402
 
 USERS = ("ana", "ben", "lena", "farid")
-QUESTIONS = [
-    "How long does a refund take to show up on my card?",
-    "Can I get a refund on my annual plan?",
-    "What happens if my card payment fails?",
-    "How do I change my billing currency?",
-    "Where can I download my invoices?",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    xs = sorted(values)
-    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
+SOAK_QUESTIONS = QUESTIONS[:5]  # the soak's mix: the first five billing questions
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -201,11 +186,11 @@ def soak(
         try:
             if kind == "ask":
                 r = clients.c.post(
-                    "/api/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]}, headers=headers
+                    "/api/ask", json={"question": SOAK_QUESTIONS[i % len(SOAK_QUESTIONS)]}, headers=headers
                 )
             elif kind == "search":
                 r = clients.c.post(
-                    "/api/search", json={"query": QUESTIONS[i % len(QUESTIONS)]}, headers=headers
+                    "/api/search", json={"query": SOAK_QUESTIONS[i % len(SOAK_QUESTIONS)]}, headers=headers
                 )
             elif kind == "tool":
                 user = ("ana", "ben")[(i // 4) % 2]  # each at 30 calls/min: below the tool's own limit

@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from charter import _checks as checks
@@ -95,45 +96,40 @@ class RequestState:
     index_counters: tuple[int, int] | None = None  # (content, acl) counters, None when never indexed
 
 
-_STATE_QUERY: Any = None
-
-
+@cache
 def _state_query() -> Any:
     """Switches, last successful syncs and index versions as one ``UNION ALL`` (built once). Each part fills
     its own typed columns, so the driver's results are converted exactly as a per-table read would be."""
-    global _STATE_QUERY
-    if _STATE_QUERY is None:
-        from sqlalchemy import BigInteger, String, cast, literal, null, or_, select, union_all
+    from sqlalchemy import BigInteger, String, cast, literal, null, or_, select, union_all
 
-        from charter.gate import RESTRICTED_KEY
-        from charter.retrieval._tables import versions
-        from charter.sources._tables import source_state
-        from charter.store._core_tables import state
-        from charter.tools._killswitch import WORKFLOW_KEY
+    from charter.gate import RESTRICTED_KEY
+    from charter.retrieval._tables import versions
+    from charter.sources._tables import source_state
+    from charter.store._core_tables import state
+    from charter.tools._killswitch import WORKFLOW_KEY
 
-        def typed_null(column: Any) -> Any:
-            return cast(null(), column.type)
+    def typed_null(column: Any) -> Any:
+        return cast(null(), column.type)
 
-        _STATE_QUERY = union_all(
-            select(
-                literal("switch").label("kind"),
-                state.c.key.label("name"),
-                state.c.value.label("value"),
-                typed_null(source_state.c.last_success_at).label("at"),
-                cast(null(), BigInteger).label("counter"),
-                cast(null(), String).label("stamp"),
-            ).where(or_(state.c.key == WORKFLOW_KEY, state.c.key == RESTRICTED_KEY)),  # no expanding IN
-            select(
-                literal("sync"),
-                source_state.c.source_id,
-                null(),
-                source_state.c.last_success_at,
-                null(),
-                null(),
-            ).where(source_state.c.last_success_at.is_not(None)),
-            select(literal("version"), versions.c.name, null(), null(), versions.c.counter, versions.c.stamp),
-        )
-    return _STATE_QUERY
+    return union_all(
+        select(
+            literal("switch").label("kind"),
+            state.c.key.label("name"),
+            state.c.value.label("value"),
+            typed_null(source_state.c.last_success_at).label("at"),
+            cast(null(), BigInteger).label("counter"),
+            cast(null(), String).label("stamp"),
+        ).where(or_(state.c.key == WORKFLOW_KEY, state.c.key == RESTRICTED_KEY)),  # no expanding IN
+        select(
+            literal("sync"),
+            source_state.c.source_id,
+            null(),
+            source_state.c.last_success_at,
+            null(),
+            null(),
+        ).where(source_state.c.last_success_at.is_not(None)),
+        select(literal("version"), versions.c.name, null(), null(), versions.c.counter, versions.c.stamp),
+    )
 
 
 def read_request_state(rt: Runtime) -> RequestState:
