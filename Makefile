@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test check lint types fmt docs bench
+.PHONY: setup demo test test-fast check lint types fmt docs bench
 
 setup:
 	@bash scripts/setup
@@ -14,6 +14,10 @@ demo: setup
 
 test: setup
 	@bash scripts/test
+
+# The edit loop: everything but the slow, PostgreSQL and browser tests, on every core (< 90 s here).
+test-fast: setup
+	@bash scripts/test -m "not slow and not postgres and not browser"
 
 lint:
 	$(BIN)/ruff check src tests bench

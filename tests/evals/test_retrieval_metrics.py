@@ -1,20 +1,19 @@
 """The retrieval scorer's ranx metrics, reproduced by an independent implementation, on our own hybrid
-retrieval over a subset of MS MARCO (../shared/data/retrieval/msmarco): every judged query, its judged
-passages and deterministic distractors, 300 passages in all, embedded with the real MiniLM model."""
+retrieval over the billing example (data the project owns): every document of its sources, and every eval case
+with judged ``expected_sources`` as a query with graded relevance, embedded with the real MiniLM model.
+(Benchmark corpora such as MS MARCO are read by ``bench/`` scripts from a path argument, never by tests.)"""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from charter.evals import CaseOutput, EvalCase, get_scorers, ranx_scores
+from charter.evals import CaseOutput, EvalCase, get_scorers, load_eval_set, ranx_scores
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "retrieval" / "msmarco"
-N_PASSAGES = 300
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "billing-support"
 K = 10
 
 
@@ -55,29 +54,22 @@ def independent(rels: dict[str, int], ranked: list[str]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------- data and retrieval
 def _subset() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, dict[str, int]]]:
-    if not DATA.exists():
-        pytest.fail(f"MS MARCO data not found at {DATA}")  # never skip silently
-    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").open(encoding="utf-8")]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (DATA / "queries.jsonl").open(encoding="utf-8"))}
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (DATA / "qrels" / "test.tsv").open(encoding="utf-8"):
-        parts = line.strip().split("\t")
-        if len(parts) == 3 and parts[2].isdigit() and parts[0] in queries:
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    judged = {d for rels in qrels.values() for d, r in rels.items() if r > 0}
-    chosen = [d for d in corpus if d["_id"] in judged]
-    # cap the judged passages per query so the subset stays small but every query keeps its relevant ones
-    if len(chosen) > N_PASSAGES - 50:
-        keep: set[str] = set()
-        for rels in qrels.values():
-            keep.update(sorted(d for d, r in rels.items() if r > 0)[:3])
-        chosen = [d for d in corpus if d["_id"] in keep]
-    distractors = [d for d in corpus if d["_id"] not in judged][: max(0, N_PASSAGES - len(chosen))]
-    docs = chosen + distractors
+    """Documents ``{_id, text}`` (``_id`` = "source/relative path"), queries and graded qrels."""
+    sources = EXAMPLE / "sources"
+    docs = [
+        {"_id": f.relative_to(sources).as_posix(), "text": f.read_text(encoding="utf-8")}
+        for f in sorted(sources.rglob("*.md"))
+        if f.name != "README.md"
+    ]
     ids = {d["_id"] for d in docs}
-    qrels = {q: {d: r for d, r in rels.items() if d in ids} for q, rels in qrels.items()}
+    cases = load_eval_set(EXAMPLE / "evals" / "billing.yaml")
+    qrels = {
+        c.id: {d: r for d, r in c.expected_sources.items() if d in ids}
+        for c in cases
+        if c.expected_sources
+    }
     qrels = {q: rels for q, rels in qrels.items() if any(r > 0 for r in rels.values())}
-    return docs, {q: queries[q] for q in qrels}, qrels
+    return docs, {c.id: c.question for c in cases if c.id in qrels}, qrels
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +82,11 @@ def retrieval_run(
     from charter.store import open_store
 
     docs, queries, qrels = _subset()
-    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('msmarco') / 'idx.db'}")
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('billing') / 'idx.db'}")
     index = Index(store, get_embedder("minilm"))
     chunking = Chunking(max_tokens=512, overlap=0)
     documents = [
-        Document(
-            source_id="msmarco", doc_id=d["_id"], title=d.get("title") or "", text=d["text"], format="text"
-        )
+        Document(source_id="billing", doc_id=d["_id"], title="", text=d["text"], format="markdown")
         for d in docs
     ]
     index.prefetch_embeddings(documents, chunking)
@@ -113,7 +103,7 @@ def retrieval_run(
 
 def test_ranx_scores_match_an_independent_implementation(retrieval_run: Any) -> None:
     qrels, ranked = retrieval_run
-    assert len(qrels) >= 40
+    assert len(qrels) >= 40, "the billing eval set has fewer judged cases than expected"
     run = {q: {d: float(K - i) for i, d in enumerate(docs)} for q, docs in ranked.items()}
     ours = ranx_scores(qrels, run)
     for q in qrels:
@@ -133,10 +123,10 @@ def test_retrieval_scorer_reproduces_the_same_values_through_case_outputs(retrie
             category="normal",
             user="u",
             question="q",
-            expected_sources={f"msmarco/{d}": r for d, r in rels.items() if r > 0},
+            expected_sources={d: r for d, r in rels.items() if r > 0},
         )
         retrieved = [
-            {"chunk_id": f"msmarco/{d}#0", "source": "msmarco", "doc_id": d, "rank": i}
+            {"chunk_id": f"{d}#0", "source": d.split("/", 1)[0], "doc_id": d.split("/", 1)[1], "rank": i}
             for i, d in enumerate(ranked[q], 1)
         ]
         outputs.append(CaseOutput(case=case, repeat=0, status="answered", retrieved=retrieved))

@@ -1,0 +1,127 @@
+"""The package layering of ``src/charter`` (docs/architecture.md), enforced from the source text.
+
+Every ``import charter.…`` / ``from charter.… import …`` — at module level *and* inside functions — is an
+edge from the importing package to the imported one. Two rules:
+
+* **Layers import downward.** An edge from a package to one in a higher layer is a violation.
+* **No reach-ins.** Importing another package's private module (``charter.pkg._mod``) is a violation.
+
+The code base does not satisfy either rule yet. ``KNOWN_UPWARD`` and ``KNOWN_REACH_INS`` list today's
+violations, and work as a ratchet: a *new* violation fails the first two tests, and a listed violation that has
+been fixed fails the third until it is removed from the list — so the lists only ever shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "charter"
+
+# Bottom to top; a package may import packages of its own layer or below (same-layer edges are allowed
+# when they do not form a cycle, which the cycle test checks separately).
+LAYERS: list[set[str]] = [
+    {"errors"},
+    {"spec", "store"},
+    {"policy", "identity", "canaries"},
+    {"telemetry", "sources", "retrieval", "models", "access"},
+    {"runtime", "review", "tools", "_checks", "screening"},
+    {"pipeline", "evals", "gate", "mcp"},
+    {"cli", "server"},
+]
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "<root>"
+
+
+def _imports() -> list[tuple[str, str]]:
+    """(importing module, imported module) for every charter-internal import in src/charter."""
+    out: list[tuple[str, str]] = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            out.extend((module, t) for t in targets if t.startswith("charter.") or t == "charter")
+    return out
+
+
+def _layer(package: str) -> int | None:
+    for i, layer in enumerate(LAYERS):
+        if package in layer:
+            return i
+    return None
+
+
+def upward_edges() -> set[tuple[str, str]]:
+    edges: set[tuple[str, str]] = set()
+    for src, dst in _imports():
+        a, b = _package(src), _package(dst)
+        if a == b or "<root>" in (a, b):
+            continue
+        la, lb = _layer(a), _layer(b)
+        assert la is not None, f"package {a!r} is in no layer: add it to LAYERS and docs/architecture.md"
+        assert lb is not None, f"package {b!r} is in no layer: add it to LAYERS and docs/architecture.md"
+        if lb > la:
+            edges.add((a, b))
+    return edges
+
+
+def reach_ins() -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for src, dst in _imports():
+        a, b = _package(src), _package(dst)
+        if a == b:
+            continue
+        rest = dst.split(".")[2:]
+        if any(p.startswith("_") and not p.startswith("__") for p in rest):
+            found.add((a, dst))
+    return found
+
+
+def cycles() -> list[list[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for src, dst in _imports():
+        a, b = _package(src), _package(dst)
+        if a != b and "<root>" not in (a, b):
+            graph[a].add(b)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(set(graph) | {w for ws in graph.values() for w in ws}):
+        if v not in index:
+            visit(v)
+    return out
