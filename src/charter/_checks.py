@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from charter.canaries import DEFAULT as DEFAULT_CANARIES
+from charter.canaries import Canaries
 from charter.models._render import changes_non_ascii
 
 CITATION = re.compile(r"\[(S\d{1,3})\]")
-CANARY = re.compile(r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 LEXICAL_LOW, LEXICAL_HIGH = 0.2, 0.8
 
@@ -292,9 +293,10 @@ def groundedness(scores: list[SentenceScore]) -> float:
     return sum(s.score for s in scores) / len(scores) if scores else 0.0
 
 
-def find_canaries(text: str, *, normalised: bool = False) -> list[str]:
-    """Canary tokens in ``text`` (after :func:`normalise`, unless the caller already did)."""
-    return sorted(set(CANARY.findall(text if normalised else normalise(text))))
+def find_canaries(text: str, *, normalised: bool = False, canaries: Canaries = DEFAULT_CANARIES) -> list[str]:
+    """Canary tokens in ``text`` (after :func:`normalise`, unless the caller already did); ``canaries`` is
+    the charter's set (:func:`charter.canaries.canaries_for`), the built-in pattern by default."""
+    return canaries.find(text if normalised else normalise(text))
 
 
 # Words that change a topic's meaning and so are never dropped from it ("*other* customers' data").

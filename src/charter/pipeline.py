@@ -24,6 +24,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from charter import _checks as checks
+from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
 from charter.spec import SENSITIVITY_ORDER, Principal
 from charter.store import utcnow
@@ -465,7 +466,8 @@ def check(
         ]
         scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
         grounded = checks.groundedness(scores) if scores else None
-        canaries = checks.find_canaries(cit.text, normalised=True)  # cit.text comes from normalise()
+        # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
+        canaries = checks.find_canaries(cit.text, normalised=True, canaries=canaries_for(spec))
         pii = _new_pii(cit.text, sources)
         # requests for a forbidden action ("delete this account", "export the customer list") are out of scope
         forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]

@@ -141,7 +141,7 @@ def test_feedback_cli(project: Path, cli) -> None:  # type: ignore[no-untyped-de
     assert other.exit_code != 0  # not ben's request: reported as missing
 
 
-def test_background_writes_are_read_your_writes_and_flushed(rt: Runtime) -> None:
+def test_server_writes_are_read_your_writes_and_durable(rt: Runtime) -> None:
     from charter.telemetry import start_server_telemetry
 
     scheduler = start_server_telemetry(rt)
@@ -168,22 +168,23 @@ def test_background_writes_are_read_your_writes_and_flushed(rt: Runtime) -> None
         scheduler.stop()
 
 
-def test_background_writer_masks_off_the_request_path_and_notifies_after_commit(rt: Runtime) -> None:
-    """With background writes the writer thread masks: no planted value reaches the database or a sink,
-    sinks see each masked document only once it is committed, and a trace that cannot be masked is
-    dropped (logged) without losing the others in its batch."""
+def test_group_commit_returns_only_after_the_commit_and_notifies_sinks_after_it(rt: Runtime) -> None:
+    """With group commit, write() returns the masked document only once the row is committed (another
+    connection sees it at once), sinks see each masked document after its commit, and a trace that cannot
+    be prepared raises instead of being silently dropped — without losing the others."""
     store = trace_store_for(rt)
-    store.enable_background_writes()
+    store.enable_group_commit()
     seen: list[tuple[str, bool]] = []
 
-    def sink(doc: dict) -> None:  # type: ignore[type-arg]
-        with rt.store.connect() as conn:
-            from sqlalchemy import text
+    def stored(request_id: str) -> bool:
+        from sqlalchemy import text
 
-            stored = conn.execute(
-                text("SELECT count(*) FROM traces WHERE request_id = :r"), {"r": doc["request_id"]}
-            ).scalar()
-        seen.append((str(doc), bool(stored)))
+        with rt.store.connect() as conn:
+            n = conn.execute(text("SELECT count(*) FROM traces WHERE request_id = :r"), {"r": request_id})
+            return bool(n.scalar())
+
+    def sink(doc: dict) -> None:  # type: ignore[type-arg]
+        seen.append((str(doc), stored(doc["request_id"])))
 
     store.sinks.append(sink)
     good = [pii_trace(rt.spec.workflow.id, "ana") for _ in range(5)]
@@ -197,13 +198,59 @@ def test_background_writer_masks_off_the_request_path_and_notifies_after_commit(
 
     store.protect_document = protect  # type: ignore[method-assign]
     for t in [*good[:2], broken, *good[2:]]:
-        assert store.write(t) is None  # queued, not masked on the caller's thread
-    store.flush()
+        if t is broken:
+            with pytest.raises(RuntimeError):
+                store.write(t)
+            continue
+        doc = store.write(t)
+        assert doc is not None and doc["request_id"] == t.request_id
+        assert stored(t.request_id)  # committed before write() returned
     ids = {r["request_id"] for r in store.list(limit=100)}
     assert ids == {t.request_id for t in good}
     assert len(seen) == 5 and all(committed for _, committed in seen)
     for doc, _ in seen:
         assert not any(v in doc for v in needles())
+
+
+def test_group_commit_under_concurrency_every_write_is_durable_when_it_returns(rt: Runtime) -> None:
+    """40 threads write at once: each write() returns after its own trace is visible to a fresh
+    connection, and the traces share commits (fewer transactions than traces)."""
+    import threading
+
+    from sqlalchemy import text
+
+    store = trace_store_for(rt)
+    store.enable_group_commit()
+    commits = 0
+    inner = store._insert
+
+    def counting(batch):  # type: ignore[no-untyped-def]
+        nonlocal commits
+        commits += 1
+        inner(batch)
+
+    store._insert = counting  # type: ignore[method-assign]
+    store._writer._insert = counting  # type: ignore[union-attr]
+    missing: list[str] = []
+    start = threading.Barrier(40)
+
+    def one() -> None:
+        t = Trace(workflow=rt.spec.workflow.id, principal_id="ana", question="q")
+        start.wait()
+        store.write(t)
+        with rt.store.connect() as conn:
+            if not conn.execute(
+                text("SELECT count(*) FROM traces WHERE request_id = :r"), {"r": t.request_id}
+            ).scalar():
+                missing.append(t.request_id)
+
+    threads = [threading.Thread(target=one) for _ in range(40)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert missing == []
+    assert 1 <= commits < 40
 
 
 def test_exported_names() -> None:

@@ -155,8 +155,10 @@ def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
         return []
     from sqlalchemy import select
 
+    from charter.store import sealer_for
     from charter.tools._tables import tool_actions as t
 
+    sealer = sealer_for(rt)  # arguments are sealed at rest (charter.tools._records.seal_values)
     with rt.store.connect() as conn:
         rows = conn.execute(
             select(t.c.tool, t.c.status, t.c.args, t.c.needs_approval, t.c.required_role).where(
@@ -167,7 +169,7 @@ def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
         {
             "tool": r.tool,
             "status": r.status,
-            "args": r.args,
+            "args": sealer.open_json(r.args),
             "needs_approval": bool(r.needs_approval),
             "required_role": r.required_role,
         }

@@ -19,7 +19,6 @@ overall and per category (``negative.generation.refusal_accuracy``, also reachab
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -42,7 +41,6 @@ FAILURE_CATEGORIES = (
     "ungrounded",
     "missing_fact",
 )
-CANARY_RE = re.compile(r"CANARY-[A-Z0-9]+-[0-9a-f]{6,}")
 
 
 @dataclass
@@ -127,15 +125,20 @@ def _index_canaries(rt: Runtime) -> dict[str, str]:
 
     from charter.retrieval._tables import chunks, documents
 
+    from charter._checks import normalise
+    from charter.canaries import canaries_for
+
+    found = canaries_for(rt.spec)  # the one canary definition: built-in pattern plus monitoring.canaries
     out: dict[str, str] = {}
+    query = select(documents.c.source_id, documents.c.doc_id, chunks.c.text).join(
+        chunks, chunks.c.doc_pk == documents.c.id
+    )
+    if found.sql_literal is not None:
+        query = query.where(chunks.c.text.like(f"%{found.sql_literal}%"))
     with rt.store.connect() as conn:
-        rows = conn.execute(
-            select(documents.c.source_id, documents.c.doc_id, chunks.c.text)
-            .join(chunks, chunks.c.doc_pk == documents.c.id)
-            .where(chunks.c.text.like("%CANARY-%"))
-        ).all()
+        rows = conn.execute(query).all()
     for r in rows:
-        for tok in CANARY_RE.findall(r.text):
+        for tok in found.find(normalise(r.text)):
             out[tok] = f"{r.source_id}/{r.doc_id}"
     return out
 

@@ -410,6 +410,23 @@ class Monitoring(Section):
     )
     retention: Duration = Field("90d", description="Traces and feedback older than this are deleted.")  # type: ignore[assignment]
     exporters: Exporters = Field(default_factory=lambda: Exporters(), description="Exporters.")
+    canaries: list[str] = Field(
+        default_factory=list,
+        description="Extra canary token patterns (regular expressions). The built-in pattern, which matches "
+        "`CANARY`-style tokens with any prefix (`CANARY-FIN-7d3a91`, `ACME-CANARY-2f9c`), always applies; "
+        "these add to it. Used by the check stage, the eval scorers and masking.",
+    )
+
+    @field_validator("canaries")
+    @classmethod
+    def _canaries_compile(cls, value: list[str]) -> list[str]:
+        from charter.canaries import validate_pattern
+        from charter.errors import UsageError
+
+        try:
+            return [validate_pattern(p) for p in value]
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------- owners

@@ -128,12 +128,12 @@ class RetentionScheduler:
 def start_server_telemetry(
     rt: Runtime, *, retention_every: timedelta = timedelta(hours=6)
 ) -> RetentionScheduler:
-    """What a long-running server calls once at start-up: background trace writes and periodic retention.
+    """What a long-running server calls once at start-up: group-committed trace writes and periodic retention.
 
     (After warming up, a server should also call ``gc.freeze()``: with torch and spaCy loaded, full
     garbage collections otherwise add ~10 ms to one request in twenty; see docs/benchmarks.md.)
     """
     from charter.telemetry._wiring import trace_store_for
 
-    trace_store_for(rt).enable_background_writes()
+    trace_store_for(rt).enable_group_commit()
     return RetentionScheduler(rt, every=retention_every).start()

@@ -15,6 +15,7 @@ import secrets
 import threading
 from typing import TYPE_CHECKING, Any
 
+from charter.canaries import Canaries, canaries_for
 from charter.errors import CharterRuntimeError
 from charter.telemetry.masking import REDACTED, Masker, NullMasker, mask_any
 from charter.telemetry.traces import TraceStore
@@ -43,20 +44,23 @@ def masking_salt(rt: Runtime) -> bytes:
     return salt
 
 
-def build_masker(mode: str, salt: bytes) -> Masker:
-    """The masker for ``monitoring.masking``: ``presidio`` (default), ``presidio+spacy`` or ``off``."""
+def build_masker(mode: str, salt: bytes, canaries: Canaries | None = None) -> Masker:
+    """The masker for ``monitoring.masking``: ``presidio`` (default), ``presidio+spacy`` or ``off``.
+
+    ``canaries`` (the charter's ``monitoring.canaries`` plus the built-in pattern) are masked in every mode
+    but ``off``."""
     if mode == "off":
         return NullMasker()
     from charter.telemetry._presidio import PresidioMasker
 
-    return PresidioMasker(salt, nlp=(mode == "presidio+spacy"))
+    return PresidioMasker(salt, nlp=(mode == "presidio+spacy"), canaries=canaries)
 
 
 class _LazyMasker:
     """Builds the real masker on first use, so commands that never mask do not load Presidio."""
 
-    def __init__(self, mode: str, salt: bytes) -> None:
-        self._mode, self._salt = mode, salt
+    def __init__(self, mode: str, salt: bytes, canaries: Canaries | None = None) -> None:
+        self._mode, self._salt, self._canaries = mode, salt, canaries
         self._inner: Masker | None = None
         self._lock = threading.Lock()
 
@@ -65,7 +69,7 @@ class _LazyMasker:
         if self._inner is None:
             with self._lock:
                 if self._inner is None:
-                    self._inner = build_masker(self._mode, self._salt)
+                    self._inner = build_masker(self._mode, self._salt, self._canaries)
         return self._inner
 
     def mask(self, text: str) -> str:
@@ -82,7 +86,7 @@ def masker_for(rt: Runtime) -> Masker:
                 f"monitoring.masking is presidio+spacy but the spaCy model {SPACY_MODEL!r} is not installed: "
                 "pip install 'charter[nlp]'"
             )
-        cached = _LazyMasker(mode, masking_salt(rt))
+        cached = _LazyMasker(mode, masking_salt(rt), canaries_for(rt.spec))
         rt._masker = cached  # type: ignore[attr-defined]
     return cached
 

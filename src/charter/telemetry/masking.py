@@ -11,8 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Protocol
+
+from charter.canaries import DEFAULT as DEFAULT_CANARIES
+from charter.canaries import DEFAULT_PATTERN as DEFAULT_CANARY
+from charter.canaries import Canaries
 
 REDACTED = "[REDACTED: masking failed]"
 FieldPolicy = str  # "raw" | "masked" | "hashed" | "dropped"
@@ -37,8 +43,8 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _iban_ok(candidate: str) -> bool:
-    s = candidate.replace(" ", "").upper()
-    if not 15 <= len(s) <= 34:
+    s = re.sub(r"[\s-]", "", candidate).upper()
+    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
         return False
     rearranged = s[4:] + s[:4]
     try:
@@ -58,9 +64,55 @@ def _card_ok(text: str) -> bool:
     return 12 <= len(digits) <= 19 and _luhn_ok(digits)
 
 
+# ---------------------------------------------------------------------------------------- normalisation
+def _invisible(ch: str) -> bool:
+    """Format characters (zero-width spaces and joiners, bidi controls, soft hyphen, BOM …): removed."""
+    return unicodedata.category(ch) == "Cf"
+
+
+def normalise_for_masking(text: str) -> tuple[str, list[int] | None, list[int] | None]:
+    """``(normalised, starts, ends)``: ``text`` with every character NFKC-normalised (full-width ``＠`` and
+    digits, no-break spaces, ligatures become ASCII) and format characters (zero-width, bidi controls)
+    removed. ``starts[j]``/``ends[j]`` is the span of the original character that produced normalised
+    character ``j``; both are None when the text is unchanged (the common, ASCII case)."""
+    if text.isascii():
+        return text, None, None
+    if unicodedata.is_normalized("NFKC", text) and not any(_invisible(c) for c in text if ord(c) > 127):
+        return text, None, None
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isascii():
+            out.append(ch)
+            starts.append(i)
+            ends.append(i + 1)
+            continue
+        if _invisible(ch):
+            continue
+        norm = unicodedata.normalize("NFKC", ch)
+        for c in norm:
+            if not _invisible(c):
+                out.append(c)
+                starts.append(i)
+                ends.append(i + 1)
+    return "".join(out), starts, ends
+
+
+# ----------------------------------------------------------------------------------------- recognizers
+# Boundaries. A value is recognised whatever punctuation, bracket, quote or line break surrounds it: the
+# only things that stop a match at its edge are characters that would *continue* the value (a letter or
+# digit for words and keys; a digit, or a decimal point or comma followed by a digit, for numbers).
+_NOT_WORD_BEFORE = r"(?<![A-Za-z0-9])"
+_NOT_WORD_AFTER = r"(?![A-Za-z0-9])"
+_NUMBER_BEFORE = r"(?<!\d)(?<!\d[.,:])"  # not inside a number, a decimal or a time
+_NUMBER_AFTER = r"(?!\d)(?![.,]\d)"
+#: Between the digit groups of a card: one of ``- . / _`` (with optional spaces around it) or 1–4 spaces.
+_CARD_SEP = r"(?: {0,3}[-./_] {0,3}| {1,4})"
+
 PatternSpec = tuple[str, str, float]  # name, regex, score
-#: Charter's recognizers: (entity kind, patterns, validator). Presidio's analyzer runs exactly these (see
-#: ``_presidio.py``); :class:`PatternMasker` runs them with the standard library only.
+#: Charter's recognizers: (entity kind, patterns, validator). Both maskers run exactly these, on the
+#: normalised text (see :func:`normalise_for_masking`); the canary pattern is :mod:`charter.canaries`'.
 RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] = [
     (
         "PRIVATE_KEY",
@@ -72,7 +124,8 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
         [
             (
                 "provider_key",
-                r"\b(?:sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
+                _NOT_WORD_BEFORE
+                + r"(?:sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
                 r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}"
                 r"|AIza[0-9A-Za-z_-]{35}|(?:rk|pk|sk)_(?:live|test)_[A-Za-z0-9]{16,}"
                 r"|glpat-[A-Za-z0-9_-]{20,}|chr_[a-z0-9]{12}_[A-Za-z0-9_-]{20,})",
@@ -80,28 +133,46 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
             ),
             (
                 "assignment",
-                r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd"
-                r"|client[_-]?secret)\b\s*[:=]\s*[\"']?[^\s\"',;]{6,}",
+                r"(?i)(?<![A-Za-z0-9])(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token"
+                r"|password|passwd|client[_-]?secret)(?![A-Za-z0-9])\s*[:=]\s*[\"']?[^\s\"',;]{6,}",
                 0.9,
             ),
         ],
         None,
     ),
     # canary tokens planted in restricted documents: never in a trace, span or report, whoever reads it
-    ("CANARY", [("canary", r"\bCANARY-[A-Z0-9]+-[A-Za-z0-9]+\b", 1.0)], None),
-    ("BEARER", [("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}", 1.0)], None),
-    ("JWT", [("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 1.0)], None),
+    ("CANARY", [("canary", DEFAULT_CANARY, 1.0)], None),
+    ("BEARER", [("bearer", r"(?i)(?<![A-Za-z0-9])bearer\s+[A-Za-z0-9._~+/=-]{12,}", 1.0)], None),
+    (
+        "JWT",
+        [("jwt", _NOT_WORD_BEFORE + r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 1.0)],
+        None,
+    ),
     (
         "EMAIL",
-        [("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", 1.0)],
+        [
+            (
+                "email",
+                r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9_.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+                + _NOT_WORD_AFTER,
+                1.0,
+            )
+        ],
         None,
     ),
     (
         "IBAN",
-        [("iban", r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b", 0.95)],
-        lambda t: _iban_ok(t.replace("-", " ")),
+        [
+            (
+                "iban",
+                r"(?i)" + _NOT_WORD_BEFORE + r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?"
+                + _NOT_WORD_AFTER,
+                0.95,
+            )
+        ],
+        _iban_ok,
     ),
-    ("CARD", [("card", r"(?<![\d.,])\d(?:[ -]?\d){11,18}(?![\d,]|\.\d)", 0.95)], _card_ok),
+    ("CARD", [("card", _NUMBER_BEFORE + r"\d(?:" + _CARD_SEP + r"?\d){11,18}(?!\d)", 0.95)], _card_ok),
     (
         "PHONE",
         [
@@ -109,34 +180,40 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
                 # groups of digits separated by space, dot or dash, optionally +CC / 00CC and an (area) code;
                 # not an ISO date, not a dotted date, not the tail of an identifier such as INV-2026-0042
                 "phone",
-                r"(?<![\d+:])(?<![A-Za-z]-)(?<![A-Za-z]\.)(?!\d{4}-\d{2}-\d{2}(?!\d))(?!\d{1,2}[./-]\d{1,2}[./-]\d{4}(?!\d))"
+                r"(?<![\d+])(?<!\d[.,:])(?<![A-Za-z]-)(?!\d{4}-\d{2}-\d{2}(?!\d))"
+                r"(?!\d{1,2}[./-]\d{1,2}[./-]\d{4}(?!\d))"
                 r"(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){1,5}"
-                r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\d]|\.\d)",
+                r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?" + _NUMBER_AFTER,
                 0.7,
             ),
             (
                 "phone_compact",
-                r"(?<![\d+.:])(?<![A-Za-z]-)(?:(?:\+|00)\d{8,14}|\(\d{2,5}\)[ .-]?\d{5,9}|\d{10,11})"
-                r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\d,]|\.\d)",
+                r"(?<![\d+])(?<!\d[.,:])(?<![A-Za-z]-)(?:(?:\+|00)\d{8,14}|\(\d{2,5}\)[ .-]?\d{5,9}|\d{10,11}"
+                r"|0\d{8})(?:\s?(?:x|ext\.?)\s?\d{1,6})?" + _NUMBER_AFTER,
                 0.6,
             ),
         ],
         _phone_ok,
     ),
 ]
+#: Kinds whose validator is a checksum: when a greedy match fails it (a card followed by an expiry date, an
+#: IBAN followed by a word), its sub-spans cut at separators are tried, longest first.
+_SHRINK_KINDS = frozenset({"CARD", "IBAN"})
 
 _FLAGS = re.MULTILINE | re.DOTALL
 _COMPILED: list[tuple[str, str, re.Pattern[str], float, Callable[[str], bool] | None]] = [
     (kind, name, re.compile(regex, _FLAGS), score, check)
     for kind, pats, check in RECOGNIZERS
     for name, regex, score in pats
+    if name != "canary"  # run through charter.canaries (built-in pattern plus the charter's own)
 ]
 
 _DIGIT = re.compile(r"\d")  # the same (Unicode) digits the patterns' \d matches
-# Seven digits apart by at most two of " .()-": every phone the validator accepts (7+ digits before any
-# extension, in groups separated by one [ .-], after an optional +CC / (area) code) contains such a run.
-_SEVEN_DIGITS = re.compile(r"\d(?:[ .()-]{0,2}\d){6}")
-_IBAN_HEAD = re.compile(r"[A-Z]{2}\d{2}")
+# Seven digits apart by at most seven characters of " .()/_-": every phone the validator accepts (7+ digits
+# before any extension, in groups separated by one [ .-], after an optional +CC / (area) code) and every
+# card (12+ digits apart by at most one card separator) contains such a run.
+_SEVEN_DIGITS = re.compile(r"\d(?:[ .()/_-]{0,7}\d){6}")
+_IBAN_HEAD = re.compile(r"(?i)[A-Z]{2}\d{2}")
 _PROVIDER_PREFIXES = (
     "sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza",
     "_live_", "_test_", "glpat-", "chr_",
@@ -189,12 +266,11 @@ _NEEDS: dict[str, Callable[[_Gate], bool]] = {
     "pem": lambda g: "PRIVATE KEY-----" in g.text,
     "provider_key": lambda g: any(p in g.text for p in _PROVIDER_PREFIXES),
     "assignment": lambda g: _has_any(g, ("api", "secret", "token", "passw")),
-    "canary": lambda g: "CANARY-" in g.text,
     "bearer": lambda g: _has_any(g, ("bearer",)),
     "jwt": lambda g: "eyJ" in g.text,
     "email": lambda g: "@" in g.text,
     "iban": lambda g: g.digits >= 2 and _IBAN_HEAD.search(g.text) is not None,
-    "card": lambda g: g.digits >= 12 and g.run7,  # _card_ok: 12–19 digits, apart by at most one [ -]
+    "card": lambda g: g.digits >= 12 and g.run7,  # _card_ok: 12–19 digits, apart by at most one separator
     "phone": lambda g: g.run7,  # _phone_ok: 7–15 digits
     "phone_compact": lambda g: g.run7,
 }
@@ -230,38 +306,100 @@ def merge_findings(found: list[tuple[int, int, float, str]]) -> list[tuple[int, 
     return merged
 
 
-def _findings(text: str, *, gated: bool = True) -> list[tuple[int, int, str]]:
-    """Disjoint (start, end, kind) spans of everything the recognizers find (see :func:`merge_findings`)."""
-    found: list[tuple[int, int, float, str]] = []
+def _shrunk(
+    text: str, start: int, end: int, pattern: re.Pattern[str], check: Callable[[str], bool]
+) -> tuple[int, int] | None:
+    """The longest sub-span of a failed match, cut where a separator meets a letter or digit, that the
+    pattern matches on its own and the validator accepts (None if there is none)."""
+    starts = [start] + [p for p in range(start + 1, end) if text[p].isalnum() and not text[p - 1].isalnum()]
+    ends = [p for p in range(start + 1, end) if text[p - 1].isalnum() and not text[p].isalnum()] + [end]
+    spans = sorted(((s, e) for s in starts[:24] for e in ends[-24:] if e > s), key=lambda se: se[0] - se[1])
+    for s, e in spans:
+        if (s, e) != (start, end) and pattern.fullmatch(text, s, e) is not None and check(text[s:e]):
+            return s, e
+    return None
+
+
+def _scan(
+    text: str, *, gated: bool, canaries: Canaries
+) -> list[tuple[int, int, float, str]]:
+    found: list[tuple[int, int, float, str]] = [(s, e, 1.0, "CANARY") for s, e in canaries.spans(text)]
     gate = _Gate(text)
     for kind, name, pattern, score, check in _COMPILED:
         needs = _NEEDS.get(name)
         if gated and needs is not None and not needs(gate):
             continue
         for m in pattern.finditer(text):
-            if m.end() > m.start() and (check is None or check(m.group(0))):
+            if m.end() <= m.start():
+                continue
+            if check is None or check(m.group(0)):
                 found.append((m.start(), m.end(), score, kind))
+            elif kind in _SHRINK_KINDS:
+                sub = _shrunk(text, m.start(), m.end(), pattern, check)
+                if sub is not None:
+                    found.append((sub[0], sub[1], score, kind))
+    return found
+
+
+def _findings(
+    text: str, *, gated: bool = True, canaries: Canaries = DEFAULT_CANARIES
+) -> list[tuple[int, int, str]]:
+    """Disjoint (start, end, kind) spans of ``text`` — positions in the text as given — of everything the
+    recognizers find in its normalised form (see :func:`normalise_for_masking`, :func:`merge_findings`)."""
+    norm, starts, ends = normalise_for_masking(text)
+    found = _scan(norm, gated=gated, canaries=canaries)
+    if starts is not None and ends is not None:
+        found = [(starts[s], ends[e - 1], score, kind) for s, e, score, kind in found]
     return merge_findings(found)
 
 
 class PatternMasker:
-    """Charter's recognizers with the standard library only; deterministic placeholders keyed by ``salt``."""
+    """Charter's recognizers with the standard library only; deterministic placeholders keyed by ``salt``.
 
-    def __init__(self, salt: bytes = b"charter") -> None:
+    ``canaries`` adds a charter's own canary patterns to the built-in one (:mod:`charter.canaries`).
+    """
+
+    def __init__(
+        self, salt: bytes = b"charter", *, canaries: Canaries | None = None, cache_size: int = 8192
+    ) -> None:
         self._salt = salt
+        self.canaries = canaries or DEFAULT_CANARIES
+        self._mask_cached = lru_cache(maxsize=cache_size)(self._mask)
 
     def _placeholder(self, kind: str, value: str) -> str:
-        digest = hmac.new(self._salt, value.encode(), hashlib.sha256).hexdigest()[:8]
-        return f"<{kind}_{digest}>"
+        return placeholder(self._salt, kind, value)
+
+    def findings(self, text: str) -> list[tuple[int, int, str]]:
+        """Disjoint (start, end, kind) spans of every sensitive value in ``text``."""
+        return _findings(text, canaries=self.canaries)
+
+    def _mask(self, text: str) -> str:
+        return apply_findings(text, self.findings(text), self._salt)
 
     def mask(self, text: str) -> str:
-        out, pos = [], 0
-        for start, stop, kind in _findings(text):
-            out.append(text[pos:start])
-            out.append(self._placeholder(kind, text[start:stop]))
-            pos = stop
-        out.append(text[pos:])
-        return "".join(out)
+        if len(text) > 4096:  # long texts: do not fill the cache with them
+            return self._mask(text)
+        return self._mask_cached(text)
+
+
+def placeholder(salt: bytes, kind: str, value: str) -> str:
+    """``<KIND_hmac8>`` of the value's normalised form: one value, one placeholder (full-width or not)."""
+    norm = normalise_for_masking(value)[0]
+    digest = hmac.new(salt, norm.encode(), hashlib.sha256).hexdigest()[:8]
+    return f"<{kind}_{digest}>"
+
+
+def apply_findings(text: str, spans: list[tuple[int, int, str]], salt: bytes) -> str:
+    """``text`` with each disjoint (start, end, kind) span replaced by its placeholder."""
+    if not spans:
+        return text
+    out, pos = [], 0
+    for start, stop, kind in spans:
+        out.append(text[pos:start])
+        out.append(placeholder(salt, kind, text[start:stop]))
+        pos = stop
+    out.append(text[pos:])
+    return "".join(out)
 
 
 class NullMasker:
@@ -271,9 +409,9 @@ class NullMasker:
         return text
 
 
-def find_sensitive(text: str) -> list[tuple[str, str]]:
+def find_sensitive(text: str, canaries: Canaries = DEFAULT_CANARIES) -> list[tuple[str, str]]:
     """Every (kind, value) the pattern recognizers find in ``text``."""
-    return [(kind, text[start:stop]) for start, stop, kind in _findings(text)]
+    return [(kind, text[start:stop]) for start, stop, kind in _findings(text, canaries=canaries)]
 
 
 def hash_value(value: str, salt: bytes = b"charter") -> str:

@@ -5,15 +5,16 @@ records its attributes) and hands it to :meth:`TraceStore.write`, the only write
 Content fields follow the charter's ``monitoring.fields`` policy (raw / masked / hashed / dropped); every
 other string is masked; if masking fails the value becomes a redaction marker, never raw.
 
-After the row is committed, :meth:`TraceStore.write` (or, in the server, its background writer, which also
-masks off the request path) hands the *masked* document to its sinks (the
-metrics cache invalidation and the OTLP exporter, wired by :func:`charter.telemetry.trace_store_for`); a
-failing sink is logged and never fails the request.
+:meth:`TraceStore.write` returns only after the trace row is **committed** — in the server through a
+group-commit writer that stores the traces of concurrent requests in one transaction while each request
+waits for its own — so a trace is durable before the answer that it records is returned, and feedback,
+review and trace reads find the request as soon as its answer arrives. Then the *masked* document goes to
+the sinks (the metrics cache invalidation and the OTLP exporter, wired by
+:func:`charter.telemetry.trace_store_for`); a failing sink is logged and never fails the request.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import queue
 import threading
@@ -27,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from charter.errors import NotFound
+from charter.errors import CharterRuntimeError, NotFound
 from charter.store import Store, utcnow
 from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
 from charter.telemetry.masking import Masker, PatternMasker, mask_any, protect
@@ -276,17 +277,21 @@ class TraceStore:
                 conn.execute(trace_sources.insert(), sources)
         self.notify_changed()
 
-    def enable_background_writes(self, *, linger: float = 0.05) -> None:
-        """Mask and write on a background thread (for the server): the request path only queues the trace.
+    def enable_group_commit(self, *, linger: float = 0.0) -> None:
+        """Commit concurrent requests' traces together (for the server); each :meth:`write` still returns
+        only once *its* trace is committed.
 
-        Reads through this store (:meth:`get`, :meth:`list`, :meth:`flush`) see every queued trace; other
-        processes see it once the batch commits (milliseconds). Queued traces are flushed at exit. The
-        unmasked trace exists only in this process's memory until the writer masks it; the sinks get the
-        masked document after its batch commits. ``linger`` (seconds) is how long the writer waits after a
-        trace arrives to gather a batch into one transaction.
+        The request thread masks its trace and hands the rows to one writer thread, which commits everything
+        queued at that moment in one transaction and then releases every waiting request (group commit).
+        So a trace is durable before the answer leaves, and many concurrent requests cost one commit instead
+        of contending for the database's write lock one by one. ``linger`` (seconds, default 0) makes the
+        writer wait that long after the first trace of a batch to gather more: larger batches, slower answers.
         """
         if self._writer is None:
-            self._writer = _BackgroundWriter(self._insert, self._notify_sinks, linger=linger)
+            self._writer = _GroupCommitWriter(self._insert, self._notify_sinks, linger=linger)
+
+    #: The old name; the writer no longer returns before the commit.
+    enable_background_writes = enable_group_commit
 
     def _prepare(self, trace: Trace) -> tuple[_Rows, dict[str, Any]]:
         doc = self.protect_document(trace)
@@ -300,19 +305,21 @@ class TraceStore:
                 log.warning("trace sink %r failed for %s", sink, doc.get("request_id"), exc_info=True)
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until every queued trace is committed (no-op for synchronous writes)."""
+        """Wait until the group-commit writer is idle (every :meth:`write` already waits for its own)."""
         if self._writer is not None:
             self._writer.flush(timeout)
 
-    def write(self, trace: Trace) -> dict[str, Any] | None:
-        """Mask and store ``trace``, then notify the sinks with the masked document, which is returned.
+    def write(self, trace: Trace) -> dict[str, Any]:
+        """Mask and store ``trace``; returns the masked document once the row is **committed**.
 
-        With background writes on, the trace is queued (masking, storing and the sinks happen on the writer
-        thread) and ``None`` is returned; :meth:`flush` waits for it."""
-        if self._writer is not None:
-            self._writer.submit(lambda: self._prepare(trace))
-            return None
+        With group commit on, the commit may be shared with other requests' traces, but this call waits
+        for it. The sinks (metrics, OTLP) get the masked document after the commit; a failing sink is
+        logged and never fails the request. If the trace cannot be stored the error is raised: an answer
+        must not leave without its record."""
         rows, doc = self._prepare(trace)
+        if self._writer is not None:
+            self._writer.commit(rows, doc)
+            return doc
         self._insert([rows])
         self._notify_sinks(doc)
         return doc
@@ -372,31 +379,53 @@ class TraceStore:
 
 
 _Rows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
-_Job = Callable[[], tuple[_Rows, dict[str, Any]]]
 
 
-class _BackgroundWriter:
-    """One daemon thread that masks queued traces and commits them in batches (one transaction per batch),
-    then hands each masked document to ``committed``."""
+class _Pending:
+    __slots__ = ("doc", "done", "error", "rows")
+
+    def __init__(self, rows: _Rows, doc: dict[str, Any]) -> None:
+        self.rows, self.doc = rows, doc
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _GroupCommitWriter:
+    """One daemon thread that commits every queued trace in one transaction, then wakes their requests.
+
+    A request that is waiting is never left waiting forever: it gets the commit's outcome (success or the
+    database error). The sinks run after the waiting requests are released."""
 
     def __init__(
         self,
         insert: Callable[[list[_Rows]], None],
         committed: Callable[[dict[str, Any]], None],
         max_batch: int = 500,
-        linger: float = 0.05,
+        linger: float = 0.0,
+        timeout: float = 60.0,
     ) -> None:
         self._insert = insert
         self._committed = committed
         self._max = max_batch
         self._linger = linger
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._timeout = timeout
+        self._queue: queue.Queue[_Pending] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="charter-trace-writer", daemon=True)
         self._thread.start()
-        atexit.register(self.flush, 30.0)
 
-    def submit(self, job: _Job) -> None:
-        self._queue.put(job)
+    def commit(self, rows: _Rows, doc: dict[str, Any]) -> None:
+        """Queue one trace and wait until its batch is committed; raise if it could not be."""
+        item = _Pending(rows, doc)
+        self._queue.put(item)
+        if not item.done.wait(self._timeout):
+            raise CharterRuntimeError(
+                f"trace {doc.get('request_id')} was not committed within {self._timeout:.0f}s; "
+                "check the database (the answer is withheld rather than given without its record)"
+            )
+        if item.error is not None:
+            raise CharterRuntimeError(
+                f"trace {doc.get('request_id')} could not be stored: {item.error}"
+            ) from item.error
 
     def flush(self, timeout: float | None = 30.0) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -404,44 +433,34 @@ class _BackgroundWriter:
             while self._queue.unfinished_tasks:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    log.error(
-                        "trace writer: %d traces still queued after %.0fs",
-                        self._queue.unfinished_tasks,
-                        timeout,
-                    )
+                    log.error("trace writer: %d traces still queued after %.0fs", self._queue.unfinished_tasks, timeout)
                     return
                 self._queue.all_tasks_done.wait(left)
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            jobs = [first] if first is not None else []
-            time.sleep(self._linger)  # gather a batch: one transaction for many traces
-            while len(jobs) < self._max:
+            batch = [self._queue.get()]
+            if self._linger:
+                time.sleep(self._linger)
+            while len(batch) < self._max:
                 try:
-                    item = self._queue.get_nowait()
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is not None:
-                    jobs.append(item)
-                else:
-                    self._queue.task_done()
             try:
-                prepared: list[tuple[_Rows, dict[str, Any]]] = []
-                for job in jobs:
-                    try:
-                        prepared.append(job())
-                    except Exception:  # one trace that cannot be prepared must not lose the others
-                        log.exception("trace writer: could not mask a trace; it is not stored")
-                if prepared:
-                    self._insert([rows for rows, _ in prepared])
-                    for _, doc in prepared:
-                        self._committed(doc)
-            except Exception:
-                log.exception("trace writer: could not store %d traces", len(jobs))
+                self._insert([p.rows for p in batch])
+            except BaseException as exc:  # every waiting request learns the outcome
+                log.exception("trace writer: could not store %d traces", len(batch))
+                for p in batch:
+                    p.error = exc
             finally:
-                for _ in range(len(jobs) + (1 if first is None else 0)):
-                    self._queue.task_done()
+                for p in batch:
+                    p.done.set()
+            if batch[0].error is None:
+                for p in batch:
+                    self._committed(p.doc)
+            for _ in batch:
+                self._queue.task_done()
 
 
 def _short(value: Any, size: int) -> Any:

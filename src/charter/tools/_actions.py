@@ -54,9 +54,11 @@ from charter.tools._records import (
     Proposal,
     audit_action,
     clock_of,
+    masked,
     get_action,
     resolve_principal,
     row_to_action,
+    seal_values,
     transition,
 )
 from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool_registry
@@ -218,7 +220,7 @@ def propose(
                 .order_by(tool_actions.c.created_at)
                 .limit(1)
             ).first()
-            existing = row_to_action(found) if found is not None else None
+            existing = row_to_action(runtime, found) if found is not None else None
         if existing is None and limit is not None:
             used = conn.execute(
                 select(func.count())
@@ -230,7 +232,7 @@ def propose(
                 )
             ).scalar_one()
         if existing is None and (limit is None or used < limit.calls):
-            conn.execute(tool_actions.insert().values(**row))
+            conn.execute(tool_actions.insert().values(**seal_values(runtime, row)))
             action = get_action(runtime, action_id, conn=conn)
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
@@ -365,8 +367,8 @@ def run_action(runtime: Runtime, reg: RegisteredTool, running: Action, who: str,
             "failed",
             now=clk.now(),
             finished_at=clk.now(),
-            error=message[:4000],
-            audit=AuditNote(who, "tools.failed", "failed", {"error": message[:1000]}),
+            error=message[:4000],  # masked by transition (seal_values)
+            audit=AuditNote(who, "tools.failed", "failed", {"error": masked(runtime, message)}),
         )
     # the result and its audit entry commit together: never an executed action without its entry
     return transition(

@@ -54,9 +54,14 @@ class Action:
     result: Any
     error: str | None
     version: int
+    #: ``args`` as they may be shown (masked by the runtime's masker); ``args`` itself is for execution only.
+    shown_args: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+        """The action as it may be shown: arguments masked, never the raw ones."""
+        out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+        out["args"] = out.pop("shown_args")
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,33 @@ def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal
     return known
 
 
-def row_to_action(row: Any) -> Action:
-    return Action(**{c.name: getattr(row, c.name) for c in tool_actions.columns})
+def row_to_action(runtime: Runtime, row: Any) -> Action:
+    """A stored row as an :class:`Action`: arguments and result unsealed, ``shown_args`` masked."""
+    from charter.store import sealer_for
+    from charter.telemetry import mask_value
+
+    values = {c.name: getattr(row, c.name) for c in tool_actions.columns}
+    sealer = sealer_for(runtime)
+    values["args"] = sealer.open_json(values["args"])
+    values["result"] = sealer.open_json(values["result"])
+    return Action(**values, shown_args=mask_value(runtime, values["args"]))
+
+
+def seal_values(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
+    """Column values as stored: ``args`` and ``result`` sealed (encrypted, see ``charter.store._sealing``)
+    — the arguments are needed verbatim to execute the call, so they cannot be masked at rest — and the
+    free-text ``reason``, ``decision_reason`` and ``error`` masked."""
+    from charter.store import sealer_for
+
+    out = dict(values)
+    sealer = sealer_for(runtime)
+    for name in ("args", "result"):
+        if name in out and out[name] is not None:
+            out[name] = sealer.seal_json(out[name])
+    for name in ("reason", "decision_reason", "error"):
+        if isinstance(out.get(name), str):
+            out[name] = masked(runtime, out[name], limit=10_000)
+    return out
 
 
 def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = None) -> Action:
@@ -119,7 +149,7 @@ def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = No
             row = c.execute(query).first()
     if row is None:
         raise NotFound(f"no action or approval request {action_id!r}")
-    return row_to_action(row)
+    return row_to_action(runtime, row)
 
 
 def list_actions(
@@ -149,7 +179,7 @@ def list_actions(
     if needs_approval is not None:
         query = query.where(tool_actions.c.needs_approval == needs_approval)
     with runtime.store.connect() as conn:
-        return [row_to_action(r) for r in conn.execute(query)]
+        return [row_to_action(runtime, r) for r in conn.execute(query)]
 
 
 def transition(
@@ -174,7 +204,7 @@ def transition(
             tool_actions.c.version == action.version,
             tool_actions.c.status.in_(allowed_from or (action.status,)),
         )
-        .values(status=to, version=action.version + 1, updated_at=now, **values)
+        .values(status=to, version=action.version + 1, updated_at=now, **seal_values(runtime, values))
     )
     if audit is None:
         with runtime.store.begin() as conn:
@@ -221,8 +251,8 @@ def audit_action(
 
 
 def masked(runtime: Runtime, text: str, limit: int = 1000) -> str:
-    """Free text a person typed (a reason, a comment) as it may be recorded: masked at the telemetry
-    choke point (fail closed) and cut to ``limit`` characters."""
+    """Free text a person (or a tool's error) wrote — a reason, a comment — as it may be recorded: masked
+    at the telemetry choke point (fail closed) and cut to ``limit`` characters."""
     from charter.telemetry import mask_text
 
     return (mask_text(runtime, text[:limit]) or "") if text else ""
