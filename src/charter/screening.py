@@ -83,6 +83,8 @@ _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}(?![0-9A-Fa-
 
 def _visible(text: str) -> tuple[str, bool]:
     """NFKC text without format characters; whether Unicode *tag* characters (smuggling) were present."""
+    if text.isascii():  # no format characters, NFKC is the identity
+        return text, False
     tags = any(0xE0000 <= ord(ch) <= 0xE007F for ch in text)
     text = unicodedata.normalize("NFKC", text)
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf"), tags
@@ -168,6 +170,7 @@ def _hidden_views(text: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ the rules
+_LEETISH = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]", re.IGNORECASE)
 _COMMON = frozenset("the a an and or to of in on for is are be you your we our it this that with at by from as".split())
 _AI = (
     r"(?:ai|a i|assistant|assistants|model|models|chatbot|chatbots|bot|bots|llm|llms|gpt|chatgpt|claude|"
@@ -278,6 +281,48 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
     ("tool_call", r"\btool\s*call\b"),
 )
 _RULES = tuple((reason, re.compile(pattern)) for reason, pattern in _RULE_TEXT)
+
+
+def _anchors(pattern: str) -> tuple[str, ...] | None:
+    """The word prefixes a rule's match must start with (its leading alternation), or ``None`` if it has none:
+    a sentence runs only the rules one of whose anchors begins one of its words (most run a handful)."""
+    m = re.match(r"\\b\((?:\?:)?([^()]*)\)", pattern)
+    if not m:
+        return None
+    out = []
+    for alt in m.group(1).split("|"):
+        lead = re.match(r"[a-z]+", alt)
+        if not lead:
+            return None
+        out.append(lead.group(0))
+    return tuple(out)
+
+
+_ALWAYS: list[int] = []
+_BY_ANCHOR: dict[str, list[int]] = {}
+for _i, (_, _pattern) in enumerate(_RULE_TEXT):
+    _a = _anchors(_pattern)
+    if _a is None:
+        _ALWAYS.append(_i)
+    else:
+        for _prefix in set(_a):
+            _BY_ANCHOR.setdefault(_prefix, []).append(_i)
+_MAX_ANCHOR = max(map(len, _BY_ANCHOR))
+
+
+@lru_cache(maxsize=16384)
+def _word_rules(word: str) -> frozenset[int]:
+    found: set[int] = set()
+    for k in range(1, min(len(word), _MAX_ANCHOR) + 1):
+        found.update(_BY_ANCHOR.get(word[:k], ()))
+    return frozenset(found)
+
+
+def _candidate_rules(words: list[str]) -> list[int]:
+    found = set(_ALWAYS)
+    for w in set(words):
+        found |= _word_rules(w)
+    return sorted(found)
 # rules on the visible lower-case text itself (punctuation and underscores matter)
 _RAW_RULES = tuple(
     (reason, re.compile(pattern, re.MULTILINE))
@@ -340,13 +385,14 @@ def _rule_reasons(text: str) -> list[str]:
     for leet in (False, True):
         words = _words(text, leet=leet)
         joined = " ".join(words)
-        for reason, pattern in _RULES:
+        for i in _candidate_rules(words):
+            reason, pattern = _RULES[i]
             if reason not in reasons and pattern.search(joined):
                 reasons.append(reason)
         squashed = "".join(words)
         if not reasons and any(s in squashed for s in _SQUASHED):
             reasons.append("override")
-        if reasons:
+        if reasons or not _LEETISH.search(text):
             break
     return reasons
 
