@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
+from tests.server.conftest import server_project  # noqa: F401  (the synced example; see its docstring)
 
 require("mcp", "pip install 'mcp>=2.3' (a runtime dependency of charter)")
 require("mcp_server_git", "pip install 'mcp-server-git>=2026.10' (the dev extra: pip install -e '.[dev]')")
@@ -141,21 +142,21 @@ def governed(project: Path, tmp_path: Path) -> Iterator[Governed]:
 
 
 @pytest.fixture
-def governed_synced(synced_project: Path, tmp_path: Path) -> Iterator[Governed]:
+def governed_synced(server_project: Path, tmp_path: Path) -> Iterator[Governed]:
     """As ``governed``, on the synced example (documents indexed, prompt approved: ``ask`` works)."""
     from charter.mcp import approve_upstream
     from charter.runtime import Runtime
 
     repo = make_repo(tmp_path / "repo")
     override = tmp_path / "rug-pull.json"
-    add_upstreams(synced_project, repo, override)
-    rt = Runtime.open(synced_project)
+    add_upstreams(server_project, repo, override)
+    rt = Runtime.open(server_project)
     try:
         approve_upstream(rt, "git", None, "omar")
         approve_upstream(rt, "misbehaving", None, "omar")
     finally:
         rt.close()
-    yield Governed(synced_project, repo, override)
+    yield Governed(server_project, repo, override)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 _validators: dict[str, Any] = {}
 _validators_lock = threading.Lock()
+_memo = threading.local()
+_REUSE_S = 1.0
 
 
 def _validator(pin_hash: str, schema: dict[str, Any]) -> Any:
@@ -93,10 +96,22 @@ class UpstreamRegisteredTool(RegisteredTool):
             raise UsageError(f"tool {self.name!r}: upstream tools need the runtime that loaded them")
         return rt  # type: ignore[no-any-return]
 
-    def _pin(self) -> Any:
+    def _pin(self, *, reuse: bool = False) -> Any:
+        """The stored pin. ``reuse``: the pin this thread read for this tool within the last
+        :data:`_REUSE_S` seconds — one decision (propose, or execute) reads it once, not at every step."""
         from charter.mcp._pins import get_pin
 
-        return get_pin(self._runtime(), self.server, self.upstream_tool)
+        key = (id(self), self.server, self.upstream_tool)
+        now = time.monotonic()
+        memo = getattr(_memo, "pin", None)
+        if reuse and memo is not None and memo[0] == key and now - memo[1] < _REUSE_S:
+            return memo[2]
+        pin = get_pin(self._runtime(), self.server, self.upstream_tool)
+        _memo.pin = (key, now, pin)
+        return pin
+
+    def _remember(self, pin: Any) -> None:
+        _memo.pin = ((id(self), self.server, self.upstream_tool), time.monotonic(), pin)
 
     def validate(self, args: Any) -> dict[str, Any]:
         text = canonical_args(args)
@@ -124,12 +139,14 @@ class UpstreamRegisteredTool(RegisteredTool):
 
         rt = self._runtime()
         fix = f"`charter tools approve-upstream {self.server} {self.upstream_tool}`"
-        pin = self._pin()
-        if pin is None:
-            return f"upstream tool {self.server}/{self.upstream_tool} is not pinned yet; its owner runs {fix}"
-        if live and pin.enabled:
+        if live:  # right before a call leaves: the stored pin, fresh, against the live listing
             listing = hub_for(rt).list_tools(self.server)
             pin = record_live(rt, self.server, self.upstream_tool, listing.get(self.upstream_tool))
+            self._remember(pin)
+        else:
+            pin = self._pin(reuse=True)  # read by ``validate`` in the same proposal
+        if pin is None:
+            return f"upstream tool {self.server}/{self.upstream_tool} is not pinned yet; its owner runs {fix}"
         if pin is None or not pin.enabled:
             return (
                 f"upstream tool {self.server}/{self.upstream_tool} changed since it was approved and is "
@@ -142,8 +159,8 @@ class UpstreamRegisteredTool(RegisteredTool):
         from charter.telemetry import mask_text
 
         rt = self._runtime()
-        pin = self._pin()
-        if pin is None or not pin.enabled:  # re-checked at the last moment: never call a drifted tool
+        pin = self._pin(reuse=True)  # the pin the live check just compared (execute), else read now
+        if pin is None or not pin.enabled:  # never call a drifted or unpinned tool
             raise UsageError(self.unavailable() or "upstream tool is disabled")
         data = json.loads(canonical_args(args))
         check_args(self.name, pin.input_schema, pin.pin_hash, data)

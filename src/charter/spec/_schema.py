@@ -317,8 +317,9 @@ class UpstreamTool(Section):
 
 
 class Tool(Section):
-    """A tool the model may propose and the system may run: a Python function (`callable`) or a tool of an
-    upstream MCP server (`upstream`), never both. Both kinds take the same declarations."""
+    """A tool the model may propose and the system may run: a Python `callable` or an MCP `upstream` tool.
+
+    Exactly one of the two; both kinds take the same declarations."""
 
     name: Identifier = Field(description="Tool name.")
     description: str = Field(
@@ -353,8 +354,9 @@ class Tool(Section):
 
 # --------------------------------------------------------------------------------------------- mcp
 class McpServer(Section):
-    """An upstream MCP server whose tools the charter may expose (`tools[].upstream`). Its descriptions and
-    schemas are data: what a tool may do is decided by the charter's tool entry alone."""
+    """An upstream MCP server whose tools the charter may expose (`tools[].upstream`).
+
+    Its descriptions and schemas are data: what a tool may do is decided by the charter's tool entry alone."""
 
     id: Identifier = Field(description="Server id, referenced by `tools[].upstream.server`.")
     command: list[str] | None = Field(
