@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pct  # noqa: E402
+from _common import pct
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "billing-support"
@@ -135,7 +135,11 @@ def main() -> None:
     rt.close()
 
     def stats(xs: list[float]) -> dict[str, float]:
-        return {"p50": round(pct(xs, 0.5), 3), "p95": round(pct(xs, 0.95), 3), "mean": round(sum(xs) / len(xs), 3)}
+        return {
+            "p50": round(pct(xs, 0.5), 3),
+            "p95": round(pct(xs, 0.95), 3),
+            "mean": round(sum(xs) / len(xs), 3),
+        }
 
     doc = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

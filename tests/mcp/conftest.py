@@ -101,12 +101,12 @@ def add_upstreams(charter: Path, repo: Path, override: Path, *, git_timeout: str
 mcp:
   servers:
     - id: git
-      command: ["{py}", "{UPSTREAMS / 'git_upstream.py'}", "{repo}", "{override}"]
+      command: ["{py}", "{UPSTREAMS / "git_upstream.py"}", "{repo}", "{override}"]
       owner: omar
       timeout: {git_timeout}
       max_result_chars: 4000
     - id: misbehaving
-      command: ["{py}", "{UPSTREAMS / 'misbehaving.py'}"]
+      command: ["{py}", "{UPSTREAMS / "misbehaving.py"}"]
       owner: omar
       timeout: 2s
       max_result_chars: 1000
@@ -142,7 +142,7 @@ def governed(project: Path, tmp_path: Path) -> Iterator[Governed]:
 
 
 @pytest.fixture
-def governed_synced(server_project: Path, tmp_path: Path) -> Iterator[Governed]:
+def governed_synced(server_project: Path, tmp_path: Path) -> Iterator[Governed]:  # noqa: F811
     """As ``governed``, on the synced example (documents indexed, prompt approved: ``ask`` works)."""
     from charter.mcp import approve_upstream
     from charter.runtime import Runtime

@@ -40,10 +40,16 @@ def rt(governed_synced: Governed) -> Iterator[Runtime]:
 def executed_writes(rt: Runtime) -> list[tuple[str, str]]:
     with rt.store.connect() as conn:
         rows = conn.execute(select(tool_actions.c.tool, tool_actions.c.status)).all()
-    return [(r.tool, r.status) for r in rows if r.tool in ("git_reset", "git_commit", "git_add") and r.status == "executed"]
+    return [
+        (r.tool, r.status)
+        for r in rows
+        if r.tool in ("git_reset", "git_commit", "git_add") and r.status == "executed"
+    ]
 
 
-def test_an_instruction_in_an_upstream_result_causes_no_unapproved_call(rt: Runtime, governed_synced: Governed) -> None:
+def test_an_instruction_in_an_upstream_result_causes_no_unapproved_call(
+    rt: Runtime, governed_synced: Governed
+) -> None:
     repo = governed_synced.repo
     git(repo, "add", "draft.txt")
     git(repo, "commit", "-q", "--allow-empty", "-m", INJECTION)
@@ -64,7 +70,9 @@ def test_an_instruction_in_an_upstream_result_causes_no_unapproved_call(rt: Runt
         + call("git_reset", repo_path=str(repo), mode="hard")
     )
     rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
-    result = ask(rt, rt.charter.principal("ana"), "What changed in the last commit? " + log.result["content"][:500])
+    result = ask(
+        rt, rt.charter.principal("ana"), "What changed in the last commit? " + log.result["content"][:500]
+    )
     decisions = [c.get("decision") for c in result.tool_calls]
     assert decisions and "executed" not in decisions, result.tool_calls
     assert decisions.count("pending") == 2 and "refused" in decisions  # the unknown "mode" argument
@@ -72,7 +80,10 @@ def test_an_instruction_in_an_upstream_result_causes_no_unapproved_call(rt: Runt
     assert repo_state(repo) == before
 
     # the same proposals straight from a caller (an agent over MCP uses this very path) wait as well
-    for name, args in (("git_reset", {"repo_path": str(repo)}), ("git_commit", {"repo_path": str(repo), "message": "c"})):
+    for name, args in (
+        ("git_reset", {"repo_path": str(repo)}),
+        ("git_commit", {"repo_path": str(repo), "message": "c"}),
+    ):
         assert propose(rt, "lena", name, args, origin="mcp").status == "pending"
     assert executed_writes(rt) == []
     assert repo_state(repo) == before

@@ -56,7 +56,9 @@ def expected_view(charter: Path, user: str) -> tuple[set[str], set[str]]:
         try:
             with rt.store.connect() as conn:
                 rows = conn.execute(
-                    select(source_documents.c.source_id, source_documents.c.doc_id, source_documents.c.acl_tokens)
+                    select(
+                        source_documents.c.source_id, source_documents.c.doc_id, source_documents.c.acl_tokens
+                    )
                 ).all()
         finally:
             rt.close()
@@ -67,9 +69,11 @@ def expected_view(charter: Path, user: str) -> tuple[set[str], set[str]]:
 # ------------------------------------------------------------------------------------------ clients
 @asynccontextmanager
 async def http_client(url: str, token: str) -> AsyncIterator[Client]:
-    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as hc:
-        async with Client(streamable_http_client(url + "/mcp", http_client=hc), cache=None) as client:
-            yield client
+    async with (
+        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as hc,
+        Client(streamable_http_client(url + "/mcp", http_client=hc), cache=None) as client,
+    ):
+        yield client
 
 
 def stdio_params(charter: Path, user: str) -> StdioServerParameters:
@@ -169,10 +173,16 @@ def test_http_calls_go_through_the_governed_paths(live: tuple[Served, Governed])
 
     assert traces_for(rt).get(out["ask"]["request_id"])["principal_id"]  # type: ignore[arg-type]
     # search: only chunks ana may read, each with its document uri
-    assert out["search"]["items"] and all(i["uri"].startswith("charter://documents/") for i in out["search"]["items"])
+    assert out["search"]["items"] and all(
+        i["uri"].startswith("charter://documents/") for i in out["search"]["items"]
+    )
     # an upstream read tool ran; a write tool returned the pending approval, never a result
     assert out["log"]["status"] == "executed" and "second commit" in out["log"]["result"]["content"]
-    assert out["commit"]["status"] == "pending" and out["commit"]["approval_id"] and out["commit"]["result"] is None
+    assert (
+        out["commit"]["status"] == "pending"
+        and out["commit"]["approval_id"]
+        and out["commit"]["result"] is None
+    )
     assert out["commit_error"] is False and "pending approval" in out["commit"]["message"]
     assert out["commit"]["origin"] == "mcp"
     assert repo_state(gov.repo) == before
@@ -246,7 +256,9 @@ def test_stdio_each_user_sees_exactly_what_the_matrix_allows(governed_synced: Go
             tools, docs = await view(client)
             pending = None
             if "git_reset" in tools:
-                pending = payload(await client.call_tool("git_reset", {"repo_path": str(governed_synced.repo)}))
+                pending = payload(
+                    await client.call_tool("git_reset", {"repo_path": str(governed_synced.repo)})
+                )
             return tools, docs, pending
 
     before = repo_state(governed_synced.repo)

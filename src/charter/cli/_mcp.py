@@ -24,7 +24,9 @@ def mcp_serve(
     ctx: typer.Context,
     user: Annotated[
         str | None,
-        typer.Option("--as", help="Serve as this user (stdio, for a local MCP client such as Claude Desktop)."),
+        typer.Option(
+            "--as", help="Serve as this user (stdio, for a local MCP client such as Claude Desktop)."
+        ),
     ] = None,
     charter: CharterOpt = None,
 ) -> None:
@@ -140,7 +142,8 @@ def approve_upstream_cmd(
     server: Annotated[str, typer.Argument(help="Server id (mcp.servers).")],
     user: AsOpt,
     tools: Annotated[
-        list[str] | None, typer.Argument(help="Upstream tool names (default: every tool the charter exposes).")
+        list[str] | None,
+        typer.Argument(help="Upstream tool names (default: every tool the charter exposes)."),
     ] = None,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,

@@ -88,7 +88,9 @@ class McpEndpoint:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         try:
-            principal = await anyio.to_thread.run_sync(self.state.auth.authenticate, headers.get("authorization"))
+            principal = await anyio.to_thread.run_sync(
+                self.state.auth.authenticate, headers.get("authorization")
+            )
         except AuthenticationError as exc:
             await self._refuse(scope, receive, send, 401, str(exc))
             return

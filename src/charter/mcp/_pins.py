@@ -202,11 +202,17 @@ def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, act
         )
         raise Denied(
             f"{actor} may not approve upstream tools of {server}",
-            reasons=[f"mcp.servers.{server}.owner is {spec.owner}; owners.incidents is "
-                     f"{runtime.spec.owners.incidents}"],
+            reasons=[
+                f"mcp.servers.{server}.owner is {spec.owner}; owners.incidents is "
+                f"{runtime.spec.owners.incidents}"
+            ],
         )
     exposed = sorted(
-        {t.upstream.tool for t in runtime.spec.tools if t.upstream is not None and t.upstream.server == server}
+        {
+            t.upstream.tool
+            for t in runtime.spec.tools
+            if t.upstream is not None and t.upstream.server == server
+        }
     )
     wanted = exposed if not tools else list(tools)
     unknown = [t for t in wanted if t not in exposed]

@@ -46,7 +46,11 @@ MAX_RESOURCES = 1000
 ASK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "question": {"type": "string", "minLength": 1, "description": "The question, as the customer asked it."},
+        "question": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The question, as the customer asked it.",
+        },
         "submit_for_review": {
             "type": "boolean",
             "default": False,
@@ -101,7 +105,9 @@ def visible_tools(rt: Runtime, principal: Principal) -> list[types.Tool]:
         if reg.name in BUILTINS or not tool_callable(rt, principal, reg.name):
             continue
         spec = reg.spec
-        approval = "none" if spec.approval.rule == "none" else f"{spec.approval.rule} (pending until approved)"
+        approval = (
+            "none" if spec.approval.rule == "none" else f"{spec.approval.rule} (pending until approved)"
+        )
         origin = f"; upstream {reg.origin}" if reg.origin else ""
         out.append(
             types.Tool(
@@ -141,7 +147,9 @@ def readable_documents(rt: Runtime, principal: Principal, limit: int = MAX_RESOU
     )
     with rt.store.connect() as conn:
         rows = conn.execute(query).all()
-    return [{"source_id": r.source_id, "doc_id": r.doc_id, "title": r.title, "format": r.format} for r in rows]
+    return [
+        {"source_id": r.source_id, "doc_id": r.doc_id, "title": r.title, "format": r.format} for r in rows
+    ]
 
 
 def document_uri(source_id: str, doc_id: str) -> str:
@@ -193,7 +201,11 @@ def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> 
 
         question = args.get("question")
         review = args.get("submit_for_review", False)
-        if not isinstance(question, str) or not isinstance(review, bool) or set(args) - {"question", "submit_for_review"}:
+        if (
+            not isinstance(question, str)
+            or not isinstance(review, bool)
+            or set(args) - {"question", "submit_for_review"}
+        ):
             raise UsageError("ask takes {question: string, submit_for_review?: boolean}")
         require(rt, principal, "ask")
         return ask(rt, principal, question, submit_for_review=review).as_dict(), False
@@ -266,10 +278,14 @@ def build_server(rt: Runtime, principal_of: PrincipalOf) -> Server[Any]:
         tools = await anyio.to_thread.run_sync(visible_tools, rt, principal)
         return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 
-    async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         principal = principal_of(ctx)
         try:
-            doc, is_error = await anyio.to_thread.run_sync(call, rt, principal, params.name, dict(params.arguments or {}))
+            doc, is_error = await anyio.to_thread.run_sync(
+                call, rt, principal, params.name, dict(params.arguments or {})
+            )
         except CharterException as exc:
             return _result(_error_doc(exc), True)
         return _result(doc, is_error)
@@ -340,8 +356,9 @@ def _version() -> str:
 # ------------------------------------------------------------------------------------------ stdio
 def stdio_principal(rt: Runtime, user: str) -> PrincipalOf:
     """``--as USER`` on stdio: the user is re-resolved on every request (deactivation takes effect at once)."""
-    from charter.errors import AuthenticationError
     from mcp.shared.exceptions import MCPError
+
+    from charter.errors import AuthenticationError
 
     def principal_of(_ctx: ServerRequestContext[Any, Any]) -> Principal:
         try:
@@ -350,9 +367,15 @@ def stdio_principal(rt: Runtime, user: str) -> PrincipalOf:
             raise MCPError(code=types.INVALID_REQUEST, message=str(exc)) from None
         if not principal.active:
             rt.audit.append(
-                actor=user, action="auth.refused", resource="mcp", outcome="denied", details={"reason": "inactive"}
+                actor=user,
+                action="auth.refused",
+                resource="mcp",
+                outcome="denied",
+                details={"reason": "inactive"},
             )
-            raise MCPError(code=types.INVALID_REQUEST, message=str(AuthenticationError(f"user {user!r} is not active")))
+            raise MCPError(
+                code=types.INVALID_REQUEST, message=str(AuthenticationError(f"user {user!r} is not active"))
+            )
         return principal
 
     return principal_of

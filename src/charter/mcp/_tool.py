@@ -174,7 +174,9 @@ class UpstreamRegisteredTool(RegisteredTool):
         if len(masked) > limit:
             masked = masked[:limit]
         if outcome.is_error:
-            raise UpstreamError(f"upstream tool {self.server}/{self.upstream_tool} reported an error: {masked}")
+            raise UpstreamError(
+                f"upstream tool {self.server}/{self.upstream_tool} reported an error: {masked}"
+            )
         return {
             "upstream": f"{self.server}/{self.upstream_tool}",
             "content": masked,

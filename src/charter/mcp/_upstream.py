@@ -144,7 +144,9 @@ class _Connection:
             raise
         except Exception as exc:
             await self.drop()
-            raise UpstreamError(f"MCP server {self.spec.id!r} could not be reached: {_describe(exc)}") from None
+            raise UpstreamError(
+                f"MCP server {self.spec.id!r} could not be reached: {_describe(exc)}"
+            ) from None
 
     async def drop(self) -> None:
         """Close the connection (kills a stdio server); the next call reconnects."""
@@ -200,7 +202,9 @@ class UpstreamHub:
         loop = self._ensure_loop()
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            return future.result(timeout + 10)  # the coroutine enforces ``timeout`` itself; this is a backstop
+            return future.result(
+                timeout + 10
+            )  # the coroutine enforces ``timeout`` itself; this is a backstop
         except TimeoutError:
             future.cancel()
             raise UpstreamError("the upstream call did not finish") from None
