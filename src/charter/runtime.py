@@ -106,4 +106,7 @@ class Runtime:
         self.set_state("identity.snapshot", snapshot)
 
     def close(self) -> None:
+        hub = getattr(self, "_charter_mcp_hub", None)  # upstream MCP connections (charter.mcp)
+        if hub is not None:
+            hub.close()
         self.store.dispose()

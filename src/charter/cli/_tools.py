@@ -43,6 +43,7 @@ def tools_list(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
                 "rate_limit": t.rate_limit.model_dump(mode="json") if t.rate_limit else None,
                 "requires": list(t.requires),
                 "callable": t.callable,
+                "origin": reg.origin or "python",
                 "killed": is_killed(rt, t.name),
                 "description": t.description,
                 "args_schema": reg.json_schema(),
@@ -50,7 +51,7 @@ def tools_list(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
         )
 
     def render(data: list[dict[str, Any]]) -> None:
-        table = Table("tool", "effect", "roles", "approval", "rate limit", "requires", "state")
+        table = Table("tool", "effect", "roles", "approval", "rate limit", "requires", "origin", "state")
         for r in data:
             rl = r["rate_limit"]
             table.add_row(
@@ -60,6 +61,7 @@ def tools_list(charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
                 r["approval_text"],
                 f"{rl['calls']}/{rl['per']}" if rl else "-",
                 ", ".join(r["requires"]) or "-",
+                r["origin"],
                 "[red]killed[/]" if r["killed"] else "on",
             )
         console.print(table)

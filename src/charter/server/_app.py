@@ -269,6 +269,9 @@ def create_app(
     app.include_router(_openai.router)
     app.include_router(_console.router)
     app.include_router(_launch_pages.router)
+    from charter.mcp import mount_mcp  # MCP over streamable HTTP at /mcp (charter.mcp)
+
+    mount_mcp(app, state)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
 

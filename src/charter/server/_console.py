@@ -304,6 +304,14 @@ def review_decide(
 
 
 # ------------------------------------------------------------------------------------------------ approvals
+def _upstream_of(rt: Any, tool: str) -> str | None:
+    """``server/tool`` when the charter tool is an upstream MCP tool (shown on the Approvals page)."""
+    spec = next((t for t in rt.spec.tools if t.name == tool), None)
+    if spec is None or spec.upstream is None:
+        return None
+    return f"{spec.upstream.server}/{spec.upstream.tool}"
+
+
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals(request: Request) -> Response:
     def page(p: Principal) -> Response:
@@ -319,6 +327,7 @@ def approvals(request: Request) -> Response:
                     **a.to_dict(),
                     "approver_roles": roles,
                     "rule": _rule(rt, a.tool, a.required_role),
+                    "upstream": _upstream_of(rt, a.tool),
                     "may_decide": a.status in ("pending", "escalated")
                     and a.requester != p.id
                     and bool(set(roles) & set(p.roles)),

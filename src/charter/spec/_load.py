@@ -338,6 +338,8 @@ def _cross_references(
         check_user(s.owner, ("sources", i, "owner"), "source owner")
         if s.approval:
             check_user(s.approval.by, ("sources", i, "approval", "by"), "approver")
+    for i, m in enumerate(spec.mcp.servers):
+        check_user(m.owner, ("mcp", "servers", i, "owner"), "MCP server owner")
     forbidden = set(spec.scope.forbidden_actions)
     for i, t in enumerate(spec.tools):
         if t.name in forbidden:

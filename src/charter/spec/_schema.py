@@ -304,14 +304,36 @@ def _approval_shorthand(value: Any) -> Any:
     return value
 
 
+class UpstreamTool(Section):
+    """Where an upstream MCP tool comes from: a server of the `mcp` section and the tool's name there."""
+
+    server: Identifier = Field(description="Id of a server in `mcp.servers`.")
+    tool: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.\-/]+$",
+        description="The tool's name on the upstream server.",
+    )
+
+
 class Tool(Section):
-    """A tool the model may propose and the system may run."""
+    """A tool the model may propose and the system may run: a Python `callable` or an MCP `upstream` tool.
+
+    Exactly one of the two; both kinds take the same declarations."""
 
     name: Identifier = Field(description="Tool name.")
-    description: str = Field("", description="What it does (shown to the model).")
-    callable: str = Field(
+    description: str = Field(
+        "",
+        description="What it does (shown to the model). For an upstream tool, empty means the pinned "
+        "upstream description is shown, as data.",
+    )
+    callable: str | None = Field(
+        None,
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="`module:function`; modules are resolved relative to the charter folder first.",
+    )
+    upstream: UpstreamTool | None = Field(
+        None, description="An upstream MCP tool (`{server, tool}`) instead of a `callable`."
     )
     effect: Literal["read", "write", "external"] = Field(description="`read`, `write` or `external`.")
     roles: list[Identifier] = Field(min_length=1, description="Roles that may call the tool.")
@@ -322,6 +344,74 @@ class Tool(Section):
     requires: list[str] = Field(
         default_factory=list, description="Preconditions, e.g. `draft_approved` for sending a reply."
     )
+
+    @model_validator(mode="after")
+    def _one_implementation(self) -> Tool:
+        if (self.callable is None) == (self.upstream is None):
+            raise ValueError("a tool needs exactly one of 'callable' (a Python function) or 'upstream'")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- mcp
+class McpServer(Section):
+    """An upstream MCP server whose tools the charter may expose (`tools[].upstream`).
+
+    Its descriptions and schemas are data: what a tool may do is decided by the charter's tool entry alone."""
+
+    id: Identifier = Field(description="Server id, referenced by `tools[].upstream.server`.")
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Launch over stdio: the command and its arguments, e.g. `[uvx, mcp-server-git]`.",
+    )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Or connect over streamable HTTP to this URL.",
+    )
+    env: dict[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")], str] = Field(
+        default_factory=dict,
+        description="stdio: environment of the server process: variable name → the name of a variable of "
+        "Charter's own environment that holds the value (never the value itself).",
+    )
+    token_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="HTTP: name of the environment variable holding the bearer token sent upstream.",
+    )
+    cwd: str | None = Field(None, description="stdio: working folder (relative to the charter).")
+    owner: Identifier = Field(
+        description="User notified (audit and log) when an upstream tool changes and is disabled."
+    )
+    timeout: Duration = Field("30s", description="Per-call timeout; a call that takes longer is cut off.")  # type: ignore[assignment]
+    connect_timeout: Duration = Field(  # type: ignore[assignment]
+        "30s", description="How long starting (stdio) or reaching (HTTP) the server may take."
+    )
+    max_result_chars: int = Field(
+        100_000, ge=100, le=10_000_000, description="Longer results are cut to this many characters."
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs exactly one of 'command' (stdio) or 'url' (HTTP)")
+        if self.command is None and (self.env or self.cwd):
+            raise ValueError("'env' and 'cwd' apply to stdio servers ('command') only")
+        if self.url is None and self.token_env:
+            raise ValueError("'token_env' applies to HTTP servers ('url') only")
+        return self
+
+
+class Mcp(Section):
+    """Model Context Protocol: the upstream servers the charter's tools may come from."""
+
+    servers: list[McpServer] = Field(default_factory=list, description="Upstream MCP servers.")
+
+    def server(self, server_id: str) -> McpServer:
+        for s in self.servers:
+            if s.id == server_id:
+                return s
+        raise KeyError(server_id)
 
 
 # --------------------------------------------------------------------------------------------- review
@@ -505,6 +595,7 @@ class Charter(Section):
     model: Model
     prompts: list[Prompt] = Field(default_factory=list, description="Versioned prompts.")
     tools: list[Tool] = Field(default_factory=list, description="Tools.")
+    mcp: Mcp = Field(default_factory=lambda: Mcp(), description="Upstream MCP servers (tool sources).")
     review: Review
     budgets: Budgets
     latency: Latency
@@ -523,10 +614,17 @@ class Charter(Section):
             ("sources", [s.id for s in self.sources]),
             ("tools", [t.name for t in self.tools]),
             ("prompts", [p.name for p in self.prompts]),
+            ("mcp servers", [s.id for s in self.mcp.servers]),
         ):
             dupes = sorted({i for i in items if items.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {name}: {', '.join(dupes)}")
+        servers = {s.id for s in self.mcp.servers}
+        for t in self.tools:
+            if t.upstream is not None and t.upstream.server not in servers:
+                raise ValueError(
+                    f"tool {t.name!r}: upstream server {t.upstream.server!r} is not declared in mcp.servers"
+                )
         return self
 
     def source(self, source_id: str) -> Source:

@@ -2,6 +2,7 @@
 
 import charter.evals._tables
 import charter.identity._tables
+import charter.mcp._tables
 import charter.models._tables
 import charter.retrieval._tables
 import charter.review._tables

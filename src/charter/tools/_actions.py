@@ -169,6 +169,9 @@ def propose(
         raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
     if is_killed(runtime, tool):
         raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
+    unavailable = reg.unavailable()  # upstream MCP tools: pinned and not changed (charter.mcp)
+    if unavailable:
+        raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
     try:
         check_preconditions(runtime, reg.spec.requires, validated, who)
     except Denied as exc:
@@ -330,6 +333,10 @@ def execute(
         raise Denied(
             f"the kill switch is on for {action.tool}; the approved action waits", reasons=["kill_switch: on"]
         )
+    unavailable = reg.unavailable(live=True)  # upstream MCP tools: the live definition still matches its pin
+    if unavailable:
+        audit_action(runtime, who, "tools.refused", action, "denied", reasons=[unavailable])
+        raise Denied(f"{unavailable}; the approved action waits", reasons=[f"upstream: {reg.origin}"])
     check_preconditions(runtime, reg.spec.requires, action.args, requester)
     running = transition(
         runtime,

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from charter.review._clock import Clock
     from charter.runtime import Runtime
 
-Origin = Literal["api", "model", "cli"]
-ORIGINS = ("api", "model", "cli")
+Origin = Literal["api", "model", "cli", "mcp"]
+ORIGINS = ("api", "model", "cli", "mcp")
 OPEN_STATES = ("pending", "escalated")
 STATES = ("pending", "approved", "rejected", "expired", "escalated", "executing", "executed", "failed")
 

@@ -198,6 +198,20 @@ class RegisteredTool:
     def json_schema(self) -> dict[str, Any]:
         return self.definition.args_model.model_json_schema()
 
+    @property
+    def origin(self) -> str | None:
+        """Where the implementation lives when it is not a local function (``mcp:<server>/<tool>``)."""
+        return None
+
+    def shown_description(self) -> str:
+        """What a model or client is told the tool does (the charter's description)."""
+        return self.spec.description
+
+    def unavailable(self, *, live: bool = False) -> str | None:
+        """Why the tool cannot run now, or ``None``. Local functions are always available (the kill switch is
+        checked separately); upstream tools must be pinned and, with ``live``, still match their pin."""
+        return None
+
     def call(self, args: dict[str, Any], context: ToolContext) -> Any:
         model = self.definition.args_model.model_validate_json(canonical_args(args))
         kwargs = {k: getattr(model, k) for k in type(model).model_fields}
@@ -225,9 +239,17 @@ class ToolRegistry:
                 raise UsageError(
                     f"tool {name!r} is a forbidden action (scope.forbidden_actions) and cannot be registered"
                 )
+        return self.add(RegisteredTool(spec=spec, definition=definition))
+
+    def add(self, registered: RegisteredTool) -> RegisteredTool:
+        """Add a bound tool (a Python function, or an upstream MCP tool: ``charter.mcp``)."""
+        spec = registered.spec
+        if spec.name in self.forbidden:
+            raise UsageError(
+                f"tool {spec.name!r} is a forbidden action (scope.forbidden_actions) and cannot be registered"
+            )
         if spec.name in self._tools:
             raise UsageError(f"tool {spec.name!r} is registered twice")
-        registered = RegisteredTool(spec=spec, definition=definition)
         self._tools[spec.name] = registered
         return registered
 
@@ -246,14 +268,21 @@ class ToolRegistry:
         return sorted(self._tools)
 
     @classmethod
-    def from_charter(cls, loaded: LoadedCharter) -> ToolRegistry:
-        """Import every tool the charter declares; every problem is reported, each with file and line."""
+    def from_charter(cls, loaded: LoadedCharter, runtime: Runtime | None = None) -> ToolRegistry:
+        """Import every tool the charter declares; every problem is reported, each with file and line.
+        Upstream MCP tools (``upstream:``) are bound to ``runtime`` (their pins live in its store)."""
         spec = loaded.spec
         registry = cls(set(spec.scope.forbidden_actions))
         problems: list[Problem] = []
         for i, t in enumerate(spec.tools):
-            line = loaded.located.line_of(("tools", i, "callable"))
+            line = loaded.located.line_of(("tools", i, "callable" if t.callable else "upstream"))
             try:
+                if t.upstream is not None:
+                    from charter.mcp._tool import upstream_tool
+
+                    registry.add(upstream_tool(t, runtime))
+                    continue
+                assert t.callable is not None
                 fn = resolve_callable(t.callable, loaded.base_dir)
                 registry.register(t, fn)
             except UsageError as exc:
@@ -262,7 +291,7 @@ class ToolRegistry:
                         str(exc.problem.message),
                         file=loaded.located.file,
                         line=line,
-                        field=f"tools[{i}].callable",
+                        field=f"tools[{i}].{'callable' if t.callable else 'upstream'}",
                     )
                 )
         if problems:
@@ -323,6 +352,6 @@ def tool_registry(runtime: Runtime) -> ToolRegistry:
     with _registries_lock:
         reg = _registries.get(runtime)
         if reg is None:
-            reg = ToolRegistry.from_charter(runtime.charter)
+            reg = ToolRegistry.from_charter(runtime.charter, runtime)
             _registries[runtime] = reg
         return reg

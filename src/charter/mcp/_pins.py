@@ -1,0 +1,228 @@
+"""Pinning upstream MCP tools: what was approved, and whether the upstream still says the same.
+
+The pin of a tool is the SHA-256 of the canonical JSON of ``{"name", "description", "input_schema"}`` as
+the upstream listed them when an owner approved it (``charter tools approve-upstream``). Invariants:
+
+* an upstream tool without a pin, or whose pin is ``drifted``, cannot be proposed or executed;
+* every check against the live listing that finds a different hash marks the pin ``drifted`` — at most once
+  per change — with an ``mcp.upstream_changed`` audit entry and a warning log naming the server's owner;
+  only a new approval (a human's, audited as ``mcp.upstream_pinned``) re-enables the tool;
+* arguments are validated against the *pinned* schema, never the live one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from charter.errors import NotFound, UsageError
+from charter.mcp._tables import mcp_pins
+from charter.spec import canonical_json
+from charter.store import utcnow
+
+if TYPE_CHECKING:
+    from charter.mcp._upstream import LiveTool
+    from charter.runtime import Runtime
+
+log = logging.getLogger("charter.mcp")
+
+
+def definition_hash(name: str, description: str, input_schema: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of a tool's name, description and input schema."""
+    doc = {"name": name, "description": description, "input_schema": input_schema}
+    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The approved definition of one upstream tool."""
+
+    server: str
+    tool: str
+    pin_hash: str
+    description: str
+    input_schema: dict[str, Any]
+    status: str
+    live_hash: str | None
+    pinned_by: str
+    pinned_at: datetime
+    checked_at: datetime | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.status == "pinned"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "tool": self.tool,
+            "pin_hash": self.pin_hash,
+            "status": self.status,
+            "live_hash": self.live_hash,
+            "pinned_by": self.pinned_by,
+            "pinned_at": self.pinned_at.isoformat(),
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+        }
+
+
+def get_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
+    with runtime.store.connect() as conn:
+        row = conn.execute(
+            select(mcp_pins).where(mcp_pins.c.server == server, mcp_pins.c.tool == tool)
+        ).first()
+    if row is None:
+        return None
+    return Pin(**{c.name: getattr(row, c.name) for c in mcp_pins.columns})
+
+
+def all_pins(runtime: Runtime) -> dict[tuple[str, str], Pin]:
+    with runtime.store.connect() as conn:
+        rows = conn.execute(select(mcp_pins)).all()
+    return {(r.server, r.tool): Pin(**{c.name: getattr(r, c.name) for c in mcp_pins.columns}) for r in rows}
+
+
+def pin_tool(runtime: Runtime, server: str, live: LiveTool, actor: str) -> Pin:
+    """Record ``live`` as the approved definition (insert or replace), audited as ``mcp.upstream_pinned``."""
+    h = definition_hash(live.name, live.description, live.input_schema)
+    now = utcnow()
+    values = {
+        "pin_hash": h,
+        "description": live.description,
+        "input_schema": live.input_schema,
+        "status": "pinned",
+        "live_hash": h,
+        "pinned_by": actor,
+        "pinned_at": now,
+        "checked_at": now,
+    }
+    with runtime.audit.transaction() as tx:
+        updated = tx.conn.execute(
+            mcp_pins.update()
+            .where(mcp_pins.c.server == server, mcp_pins.c.tool == live.name)
+            .values(**values)
+        ).rowcount
+        if not updated:
+            tx.conn.execute(mcp_pins.insert().values(server=server, tool=live.name, **values))
+        tx.append(
+            actor=actor,
+            action="mcp.upstream_pinned",
+            resource=f"mcp:{server}/{live.name}",
+            outcome="pinned",
+            details={"server": server, "tool": live.name, "hash": h},
+        )
+    pin = get_pin(runtime, server, live.name)
+    assert pin is not None
+    return pin
+
+
+def record_live(runtime: Runtime, server: str, tool: str, live: LiveTool | None) -> Pin | None:
+    """Compare the live definition with the pin; a difference (or a tool gone) disables it.
+
+    Returns the pin as it is now (``None`` when the tool was never pinned)."""
+    pin = get_pin(runtime, server, tool)
+    if pin is None:
+        return None
+    live_hash = (
+        definition_hash(live.name, live.description, live.input_schema) if live is not None else "missing"
+    )
+    now = utcnow()
+    if live_hash == pin.pin_hash:
+        if pin.status == "pinned":
+            return pin
+        # the upstream reverted to exactly what was approved: still disabled until a human re-approves
+        with runtime.store.begin() as conn:
+            conn.execute(
+                mcp_pins.update()
+                .where(mcp_pins.c.server == server, mcp_pins.c.tool == tool)
+                .values(live_hash=live_hash, checked_at=now)
+            )
+        return get_pin(runtime, server, tool)
+    if pin.status == "drifted" and pin.live_hash == live_hash:
+        return pin
+    owner = runtime.spec.mcp.server(server).owner
+    with runtime.audit.transaction() as tx:
+        tx.conn.execute(
+            mcp_pins.update()
+            .where(mcp_pins.c.server == server, mcp_pins.c.tool == tool)
+            .values(status="drifted", live_hash=live_hash, checked_at=now)
+        )
+        tx.append(
+            actor="system",
+            action="mcp.upstream_changed",
+            resource=f"mcp:{server}/{tool}",
+            outcome="disabled",
+            details={
+                "server": server,
+                "tool": tool,
+                "pinned_hash": pin.pin_hash,
+                "live_hash": live_hash,
+                "notify": owner,
+                "next_step": f"review the change, then: charter tools approve-upstream {server} {tool}",
+            },
+        )
+    log.warning(
+        "upstream MCP tool %s/%s changed (pinned %s…, live %s…): disabled; owner %s must review and run "
+        "`charter tools approve-upstream %s %s`",
+        server,
+        tool,
+        pin.pin_hash[:12],
+        live_hash[:12],
+        owner,
+        server,
+        tool,
+    )
+    return get_pin(runtime, server, tool)
+
+
+def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, actor: str) -> list[Pin]:
+    """Pin the *live* definitions of ``tools`` (default: every charter tool from ``server``).
+
+    Only tools the charter exposes can be pinned; the actor must be the server's owner or the incidents
+    owner (the people the charter makes responsible for what upstream tools do)."""
+    from charter.mcp._upstream import hub_for
+
+    try:
+        spec = runtime.spec.mcp.server(server)
+    except KeyError:
+        raise NotFound(f"no MCP server {server!r} in the charter's mcp.servers") from None
+    if actor not in (spec.owner, runtime.spec.owners.incidents):
+        from charter.errors import Denied
+
+        runtime.audit.append(
+            actor=actor,
+            action="mcp.pin_refused",
+            resource=f"mcp:{server}",
+            outcome="denied",
+            details={"reason": "not the server owner or the incidents owner"},
+        )
+        raise Denied(
+            f"{actor} may not approve upstream tools of {server}",
+            reasons=[
+                f"mcp.servers.{server}.owner is {spec.owner}; owners.incidents is "
+                f"{runtime.spec.owners.incidents}"
+            ],
+        )
+    exposed = sorted(
+        {
+            t.upstream.tool
+            for t in runtime.spec.tools
+            if t.upstream is not None and t.upstream.server == server
+        }
+    )
+    wanted = exposed if not tools else list(tools)
+    unknown = [t for t in wanted if t not in exposed]
+    if unknown:
+        raise UsageError(
+            f"{', '.join(unknown)}: not exposed by any charter tool from {server} "
+            f"(exposed: {', '.join(exposed) or 'none'}); add a tools[] entry with upstream first"
+        )
+    live = hub_for(runtime).list_tools(server)
+    missing = [t for t in wanted if t not in live]
+    if missing:
+        raise UsageError(f"{server} does not list {', '.join(missing)} now; nothing was pinned")
+    return [pin_tool(runtime, server, live[t], actor) for t in wanted]
