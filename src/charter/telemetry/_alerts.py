@@ -8,9 +8,8 @@ alert                  fires when                                               
 budget_burn            this month's spend, projected to the month's end, exceeds                    cost
                        ``drift.alerts.budget_projection_ratio`` × ``budgets.monthly_usd``
 escalation_spike:R     escalation reason R: in the last ``escalation_window`` at least
-                       ``escalation_min_count`` escalations, a rate ≥ ``escalation_factor`` × the
-                       rate in the ``escalation_baseline`` before it, and the recent rate's Wilson
-                       95% lower bound above the baseline rate                                     per reason
+                       ``escalation_min_count`` escalations and a rate ≥ ``escalation_factor`` × the
+                       rate in the ``escalation_baseline`` before it                               per reason
 latency_slo_burn       the share of served requests slower than ``latency.p95_ms`` burns the error
                        budget (1 − ``latency_objective``) fast in a long *and* a short window
                        (SRE workbook, multiwindow multi-burn-rate: 1h & 5m at 14.4×, 6h & 30m at
@@ -35,7 +34,7 @@ from sqlalchemy import and_, case, func, select
 
 from charter.store import utcnow
 from charter.telemetry._trace_tables import traces
-from charter.telemetry._trends import SERVED, wilson_interval
+from charter.telemetry._trends import SERVED
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -158,8 +157,7 @@ def _escalations(rt: Runtime, now: datetime) -> list[Alert]:
 
     for reason, (kb, kr) in sorted(r["by_reason"].items()):
         base, cur = kb / nb, kr / nr
-        low, _ = wilson_interval(kr, nr)
-        if kr >= a.escalation_min_count and cur >= a.escalation_factor * base and low > base:
+        if kr >= a.escalation_min_count and cur >= a.escalation_factor * base:
             out.append(
                 Alert(
                     id=f"escalation_spike:{reason}",
