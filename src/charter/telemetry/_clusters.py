@@ -357,3 +357,63 @@ def find_cluster(
         f"no failure cluster {cluster_id!r} in the last {since}; "
         f"clusters now: {known} (see `charter report --format json`, failures.clusters)"
     )
+
+
+#: What an eval case made from a failure expects, by the cluster's main category: a correct escalation
+#: stays one (a regression guard); everything else should have been answered well (the case fails until
+#: the cause is fixed — that is the point of adding it).
+EXPECT_FOR: dict[str, str] = {
+    "escalation:out_of_scope": "escalate",
+    "escalation:sensitive_topic": "escalate",
+    "escalation:canary_in_output": "escalate",
+    "escalation:pii_in_output": "escalate",
+    "tool_refused": "any",
+}
+
+
+def cases_from_cluster(
+    rt: Runtime, cluster: dict[str, Any], *, ask_as: str, max_cases: int = 5, today: str = ""
+) -> list[dict[str, Any]]:
+    """Eval cases (eval-set YAML dicts) from a cluster's distinct masked questions: ``prod-<cluster>-<n>``,
+    category ``edge``, ``expect`` per :data:`EXPECT_FOR` (default ``answer``), tagged ``production``, with
+    the categories and request ids in ``notes`` so the owner can add ``expected_sources``/``must_include``."""
+    from charter.errors import UsageError
+
+    questions = _questions(rt, list(cluster["requests"]))
+    seen: set[str] = set()
+    picked: list[tuple[str, str]] = []
+    for rid in cluster["requests"]:
+        q = questions.get(rid)
+        if not q:
+            continue
+        key = normalise(q)
+        if key in seen:
+            continue
+        seen.add(key)
+        picked.append((rid, q))
+    if not picked:
+        raise UsageError(
+            f"cluster {cluster['id']} has no question text (monitoring.fields.question is hashed or dropped), "
+            "so no eval case can be made from it"
+        )
+    main = cluster["main_category"]
+    expect = EXPECT_FOR.get(main, "answer")
+    cats = ", ".join(f"{k} ×{v}" for k, v in cluster["categories"].items())
+    out = []
+    for i, (rid, q) in enumerate(picked[:max_cases], 1):
+        out.append(
+            {
+                "id": f"prod-{cluster['id'][3:]}-{i}",
+                "category": "edge",
+                "as": ask_as,
+                "question": q,
+                "expect": expect,
+                "tags": ["production", cluster["id"], main.replace(":", "-")],
+                "notes": (
+                    f"From production failure cluster {cluster['id']} ({cluster['count']} requests: {cats}); "
+                    f"example request {rid}; added {today}. Owner: {cluster['owner']['principal']} "
+                    f"({cluster['owner']['duty']}) — add expected_sources / must_include."
+                ),
+            }
+        )
+    return out
