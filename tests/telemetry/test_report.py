@@ -235,7 +235,9 @@ def test_renderings(report: dict[str, Any]) -> None:
         assert heading in md
     assert "legacy-refund-policy.md" in md.split("## Source blame")[1].split("\n| 2 |")[0]
     page = render_report(report, "html")
-    assert page.count("<svg") == 5 and "<script" not in page
+    from charter.telemetry._report_render import TREND_CHARTS
+
+    assert page.count("<svg") == 5 + len(TREND_CHARTS) and "<script" not in page
     import json
 
     assert json.loads(render_report(report, "json"))["usage"]["requests"] == 400

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from charter.cli._app import app
-from charter.cli._common import CharterOpt, JsonOpt, console, emit, err_console, open_runtime
+from charter.cli._common import AsOpt, CharterOpt, JsonOpt, console, emit, err_console, open_runtime
 
 evals_app = typer.Typer(help="Stored eval runs.", no_args_is_help=True)
 app.add_typer(evals_app, name="evals")
@@ -250,3 +250,96 @@ def evals_show(
     if report:
         summary["reports"] = {k: str(v) for k, v in write_reports(run, report).items()}
     emit(summary, as_json, _render)
+
+
+@evals_app.command("add-from-production")
+def evals_add_from_production(
+    cluster: Annotated[str, typer.Argument(help="A failure cluster id (cl_…) from `charter report`.")],
+    to: Annotated[Path, typer.Option("--to", help="Eval set file to create or append to.")],
+    user: AsOpt,
+    ask_as: Annotated[
+        str | None, typer.Option("--ask-as", help="User the cases ask as (default: the first who may ask).")
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="The report window the cluster is from.")] = "28d",
+    max_cases: Annotated[int, typer.Option("--max", min=1, max=100, help="At most this many cases.")] = 5,
+    semantic: Annotated[
+        bool, typer.Option("--semantic", help="Clusters by the index's embeddings (as the report did).")
+    ] = False,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a cluster of repeating production failures into eval cases, so the eval set grows from real
+    failures. The set file is validated before it is written; existing cases are kept."""
+    import yaml
+
+    from charter.cli._common import acting_principal
+    from charter.errors import Denied, UsageError
+    from charter.evals import EvalSetError, load_eval_set
+    from charter.spec._types import parse_duration
+    from charter.store import utcnow
+    from charter.telemetry._clusters import cases_from_cluster, find_cluster
+
+    rt = open_runtime(charter)
+    principal = acting_principal(rt, user)
+    wf = f"workflow:{rt.spec.workflow.id}"
+    decision = rt.authorizer.authorize(principal, "reports.read", wf)
+    if not decision.allowed:
+        raise Denied(f"{principal.id} may not read reports", reasons=list(decision.reasons) or ["no reports.read"])
+    if ask_as is None:
+        ask_as = next(
+            (
+                pid
+                for pid, p in sorted(rt.charter.principals.items())
+                if p.active and rt.authorizer.authorize(p, "ask", wf).allowed
+            ),
+            None,
+        )
+        if ask_as is None:
+            raise UsageError("no user may ask this workflow; pass --ask-as USER")
+    elif ask_as not in rt.charter.principals:
+        raise UsageError(f"--ask-as: unknown user {ask_as!r}")
+    embed = None
+    if semantic:
+        from charter.retrieval import Index
+
+        emb = Index.for_runtime(rt).embedder
+        embed = lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]  # noqa: E731
+    found = find_cluster(rt, cluster, since=parse_duration(since), embed=embed)
+    new = cases_from_cluster(rt, found, ask_as=ask_as, max_cases=max_cases, today=utcnow().date().isoformat())
+    path = to if to.is_absolute() else Path.cwd() / to
+    doc: dict[str, Any] = {"name": "production", "description": "Cases from repeating production failures.", "cases": []}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("cases", []), list):
+            raise UsageError(f"{to}: not an eval set (expected a mapping with a `cases` list)")
+        doc = {**loaded, "cases": list(loaded.get("cases") or [])}
+    have_ids = {c.get("id") for c in doc["cases"] if isinstance(c, dict)}
+    have_q = {c.get("question") for c in doc["cases"] if isinstance(c, dict)}
+    added = [c for c in new if c["id"] not in have_ids and c["question"] not in have_q]
+    doc["cases"] += added
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
+    try:
+        load_eval_set(tmp, display=str(to))
+    except EvalSetError:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+    rt.audit.append(
+        actor=principal.id,
+        action="evals.add_from_production",
+        resource=wf,
+        outcome="added",
+        details={"cluster": cluster, "file": str(to), "cases": [c["id"] for c in added]},
+    )
+    emit(
+        {"cluster": cluster, "file": str(to), "added": [c["id"] for c in added], "skipped": len(new) - len(added)},
+        as_json,
+        lambda d: console.print(
+            f"added {len(d['added'])} case(s) from {d['cluster']} to {d['file']}"
+            + (f" ({d['skipped']} already there)" if d["skipped"] else "")
+            + (f": {', '.join(d['added'])}" if d["added"] else ""),
+            highlight=False,
+        ),
+    )

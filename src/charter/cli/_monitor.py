@@ -145,9 +145,16 @@ def report(
     min_support: Annotated[
         int, typer.Option("--min-support", min=1, help="Rated citations needed to blame a document.")
     ] = 5,
+    trend_window: Annotated[
+        str, typer.Option("--trend-window", help="Window of the trends over time and the failure clusters.")
+    ] = "28d",
+    semantic: Annotated[
+        bool, typer.Option("--semantic", help="Cluster failing questions by the index's embeddings.")
+    ] = False,
     charter: CharterOpt = None,
 ) -> None:
-    """The operator report: usage, quality, cost, repeating failures, source blame, trends."""
+    """The operator report: usage, quality, cost, trends over time with change points, repeating failures
+    from production (categories and question clusters, with owners), source blame."""
     from charter.telemetry import build_report, render_report
 
     if fmt not in ("md", "html", "json"):
@@ -159,7 +166,16 @@ def report(
         raise Denied(
             f"{principal.id} may not read reports", reasons=list(decision.reasons) or ["no reports.read"]
         )
-    text = render_report(build_report(rt, since=_duration(since), min_support=min_support), fmt)
+    embed = None
+    if semantic:
+        from charter.retrieval import Index
+
+        emb = Index.for_runtime(rt).embedder
+        embed = lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]  # noqa: E731
+    report_doc = build_report(
+        rt, since=_duration(since), min_support=min_support, trend_window=_duration(trend_window), embed=embed
+    )
+    text = render_report(report_doc, fmt)
     if output is not None:
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}", highlight=False)

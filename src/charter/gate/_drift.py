@@ -10,6 +10,11 @@ responsible owners and apply ``drift.on_regression``:
 
 Notifications go to ``drift.notify``: an ``http(s)://`` webhook (JSON POST via httpx) or ``log`` (the
 ``charter.gate`` logger). Every regression and every action is audited.
+
+Each pass also evaluates the **alerts** (:func:`charter.telemetry._alerts.alerts_once`: budget burn,
+escalation spike, latency SLO burn, sync freshness, audit verification, kill switch — the same conditions
+as the shipped Prometheus rules) and notifies ``drift.notify`` when one starts or stops firing, so a
+deployment without Prometheus is alerted too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from charter.gate._run import POST_LAUNCH, record_gate, run_gate
@@ -70,6 +76,7 @@ def notify(rt: Runtime, payload: dict[str, Any]) -> str:
 def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateResult, dict[str, Any] | None]:
     """One drift pass. Returns the result and, when something regressed, what was done about it."""
     result = run_gate(rt, only=POST_LAUNCH, drills=False)
+    check_alerts(rt)
     record_gate(rt, result, actor=actor, report=None, manifest=None, action="gate.drift")
     failed = result.failed
     if not failed:
@@ -110,6 +117,17 @@ def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateRe
         details=action,
     )
     return result, action
+
+
+def check_alerts(rt: Runtime, now: datetime | None = None) -> dict[str, Any] | None:
+    """Evaluate and notify the alerts (see the module docstring); a failure is logged, never raised."""
+    from charter.telemetry._alerts import alerts_once
+
+    try:
+        return alerts_once(rt, now)
+    except Exception:  # alerting must never break the drift pass
+        log.exception("alert evaluation failed")
+        return None
 
 
 def watch(

@@ -381,10 +381,26 @@ def monitor(request: Request) -> Response:
         require_capability(rt, p, "monitor", "see monitoring")
         caps = state_of(request).capabilities(p)
         report = build_report(rt, since=timedelta(days=7)) if caps.get("reports") else None
+        extra: dict[str, Any] = {}
+        if report is not None:  # trends, clusters and alerts only with reports.read: the report's own data
+            from charter.telemetry._alerts import firing_alerts
+            from charter.telemetry._report_render import TREND_CHARTS, comparison_text, trend_charts
+
+            granularity = "by_week" if request.query_params.get("by") == "week" else "by_day"
+            charts = trend_charts(report["time_series"], granularity)
+            extra = {
+                "charts": [
+                    (key, title, Markup(charts[key]))  # noqa: S704 - built by svg_trend with every text escaped
+                    for key, title, _ in TREND_CHARTS
+                ],
+                "granularity": granularity,
+                "comparison_text": comparison_text,
+                "alerts": firing_alerts(rt),
+            }
         store = traces_for(rt)
         who = None if caps.get("traces_all") else store.principal_key(p.id)
         traces = store.list(principal_id=who, limit=25)
-        return _render(request, "monitor.html", p, report=report, traces=traces)
+        return _render(request, "monitor.html", p, report=report, traces=traces, **extra)
 
     return _page(request, page)
 

@@ -572,13 +572,37 @@ class Evals(Section):
     )
 
 
+class Alerts(Section):
+    """Alert conditions the drift loop evaluates (the same as ``deploy/prometheus/charter-alerts.yaml``)."""
+
+    enabled: bool = Field(True, description="Evaluate the alerts on every drift pass and notify `drift.notify`.")
+    budget_projection_ratio: float = Field(
+        1.0, gt=0, description="Alert when this month's projected spend exceeds this share of `budgets.monthly_usd`."
+    )
+    budget_min_elapsed: Duration = Field(  # type: ignore[assignment]
+        "1d", description="Project from at least this much of the month (one early request is not a trend)."
+    )
+    escalation_window: Duration = Field("1h", description="Recent window for the escalation spike.")  # type: ignore[assignment]
+    escalation_baseline: Duration = Field(  # type: ignore[assignment]
+        "7d", description="Trailing baseline (before the recent window) the spike is compared with."
+    )
+    escalation_factor: float = Field(
+        2.0, gt=1, description="Spike: a reason's recent rate is at least this many times its baseline rate."
+    )
+    escalation_min_count: int = Field(5, ge=1, description="…and at least this many escalations in the window.")
+    latency_objective: float = Field(
+        0.95, gt=0, lt=1, description="Share of served requests that must be faster than `latency.p95_ms` (SLO)."
+    )
+
+
 class Drift(Section):
-    """What happens when a post-launch check regresses."""
+    """What happens when a post-launch check regresses, and which alerts are evaluated without Prometheus."""
 
     notify: str | None = Field(None, description="Webhook URL or `log`.")
     on_regression: Literal["notify", "restrict", "kill"] = Field(
         "notify", description="Only notify, restrict (every draft needs review) or turn on the kill switch."
     )
+    alerts: Alerts = Field(default_factory=lambda: Alerts(), description="Alert conditions.")
 
 
 # --------------------------------------------------------------------------------------------- root

@@ -115,6 +115,37 @@ class DatabaseCollector(Collector):
                 req_h.add_metric([wf, status], _buckets(cum, count), total)
             yield req_h
 
+            target_ms = self.rt.spec.latency.p95_ms
+            slow = CounterMetricFamily(
+                "charter_request_latency_slo_breaches",
+                "Served requests (answered or needs_human) slower than the charter's latency.p95_ms.",
+                labels=["workflow"],
+            )
+            slow.add_metric(
+                [wf],
+                int(
+                    conn.execute(
+                        select(func.count()).where(
+                            traces.c.status.in_(("answered", "needs_human")) & (traces.c.latency_ms > target_ms)
+                        )
+                    ).scalar()
+                    or 0
+                ),
+            )
+            yield slow
+            yield _gauge(
+                "charter_latency_slo_threshold_seconds",
+                "The latency SLO threshold: the charter's latency.p95_ms, in seconds.",
+                wf,
+                target_ms / 1000.0,
+            )
+            yield _gauge(
+                "charter_latency_slo_objective",
+                "Share of served requests that must be faster than the threshold (drift.alerts.latency_objective).",
+                wf,
+                self.rt.spec.drift.alerts.latency_objective,
+            )
+
             tokens = CounterMetricFamily(
                 "charter_tokens", "Model tokens.", labels=["workflow", "model", "direction"]
             )
@@ -193,6 +224,31 @@ class DatabaseCollector(Collector):
         )
         yield _gauge(
             "charter_budget_task_limit_usd", "Per-request budget from the charter.", wf, budgets.per_task_usd
+        )
+        from charter.telemetry._alerts import AUDIT_VERIFY_KEY, budget_projection
+
+        yield _gauge(
+            "charter_budget_month_projected_usd",
+            "This month's spend projected to the month's end at the month-to-date pace.",
+            wf,
+            budget_projection(self.rt)["projected_usd"],
+        )
+        from charter.tools import is_killed
+
+        yield _gauge(
+            "charter_kill_switch_engaged", "1 while the workflow's kill switch is on.", wf, float(is_killed(self.rt))
+        )
+        verified = self.rt.get_state(AUDIT_VERIFY_KEY)
+        ok = -1.0 if not isinstance(verified, dict) else (1.0 if verified.get("ok") else 0.0)
+        yield _gauge(
+            "charter_audit_verify_ok",
+            "Last audit chain verification by the drift loop: 1 verified, 0 broken, -1 not verified yet.",
+            wf,
+            ok,
+        )
+        at = datetime.fromisoformat(verified["at"]).timestamp() if isinstance(verified, dict) else 0.0
+        yield _gauge(
+            "charter_audit_verify_timestamp_seconds", "Unix time of the last audit chain verification.", wf, at
         )
         yield from self._freshness(wf)
 

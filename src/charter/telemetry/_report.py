@@ -28,23 +28,12 @@ from charter.store import utcnow
 from charter.telemetry._feedback import review_decisions
 from charter.telemetry._monitoring_tables import feedback
 from charter.telemetry._trace_tables import trace_sources, traces
+from charter.telemetry._trends import wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
 
-Z95 = 1.959963984540054
 GROUNDEDNESS_BINS = 10
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k/n`` (``(0, 1)`` when ``n == 0``)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _rate(num: float, den: float) -> float | None:
@@ -286,10 +275,23 @@ def _days_in_month(now: datetime) -> int:
 
 
 def build_report(
-    rt: Runtime, *, since: timedelta = timedelta(days=7), now: datetime | None = None, min_support: int = 5
+    rt: Runtime,
+    *,
+    since: timedelta = timedelta(days=7),
+    now: datetime | None = None,
+    min_support: int = 5,
+    trend_window: timedelta = timedelta(days=28),
+    embed: Any = None,
 ) -> dict[str, Any]:
-    """The report as one JSON-ready document (rendered by :func:`render_report`)."""
+    """The report as one JSON-ready document (rendered by :func:`render_report`; the console's Monitor
+    page shows the same document). ``time_series`` (:func:`charter.telemetry._trends.build_trends`) and
+    ``production_failures`` (:func:`charter.telemetry._clusters.build_failures`) cover ``trend_window``
+    (at least ``since``); ``embed`` clusters failing questions by embeddings instead of words."""
+    from charter.telemetry._clusters import build_failures
+    from charter.telemetry._trends import build_trends, compare_periods, period_aggregates
+
     end = now or utcnow()
+    window = max(since, trend_window)
     start = end - since
     prev_start = start - since
     cur, prev = _load(rt, start, end), _load(rt, prev_start, start)
@@ -396,6 +398,10 @@ def build_report(
     trends = {
         k: {"current": s_cur[k], "previous": s_prev[k], "change": _diff(s_cur[k], s_prev[k])} for k in s_cur
     }
+    compared = compare_periods(period_aggregates(rt, start, end), period_aggregates(rt, prev_start, start))
+    for k, v in compared.items():
+        if k in trends:
+            trends[k]["comparison"] = v
     return {
         "workflow": rt.spec.workflow.id,
         "generated_at": end.isoformat(),
@@ -407,4 +413,7 @@ def build_report(
         "failures": _failures(cur),
         "source_blame": _blame(cur, min_support),
         "trends": trends,
+        "rate_comparisons": compared,
+        "time_series": build_trends(rt, since=window, now=end),
+        "production_failures": build_failures(rt, since=window, now=end, embed=embed),
     }

@@ -84,6 +84,9 @@ def to_markdown(r: dict[str, Any]) -> str:
             for k, label, kind in _TRENDS
         ],
     )
+    if r.get("rate_comparisons"):
+        lines += ["", "Rates, this period against the previous one:", ""]
+        lines += [f"- {k.replace('_', ' ')}: {comparison_text(c)}" for k, c in r["rate_comparisons"].items()]
     lines += [
         "",
         "## Usage — is the system being used?",
@@ -191,6 +194,10 @@ def to_markdown(r: dict[str, Any]) -> str:
             ],
         ),
     ]
+    if r.get("time_series"):
+        lines += ["", *time_series_markdown(r["time_series"])]
+    if r.get("production_failures"):
+        lines += ["", *failures_markdown(r["production_failures"])]
     return "\n".join(lines) + "\n"
 
 
@@ -349,6 +356,7 @@ def to_html(r: dict[str, Any]) -> str:
         ],
     )
     e = html.escape
+    trend_svgs = "".join(trend_charts(r["time_series"]).values()) if r.get("time_series") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Operator report — {e(r["workflow"])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
@@ -366,6 +374,7 @@ escalation rate {_pct(q["escalation_rate"])}.</p>{charts["review"]}{charts["grou
 <h2>Cost</h2><p>Total {_usd(c["total_usd"])}; per request {_usd(c["per_request_usd"])}
 vs {_usd(c["per_task_budget_usd"])} per task; projected month {_usd(c["monthly_projection_usd"])}
 vs budget {_usd(c["monthly_budget_usd"])}.</p>{charts["cost"]}
+<h2>Trends over time</h2>{trend_svgs}
 <h2>Repeating failures</h2>{failures}
 <h2>Source blame</h2><p>Base negative rate {_pct(b["base_negative_rate"])};
 blamed only when the Wilson 95% lower
@@ -386,3 +395,241 @@ def render_report(report: dict[str, Any], fmt: str = "md") -> str:
     from charter.errors import UsageError
 
     raise UsageError(f"unknown report format {fmt!r}; expected one of {list(FORMATS)}")
+
+
+# -------------------------------------------------------------------------------------------- time series
+#: The trend charts: (key in a time-series point, title, kind).
+TREND_CHARTS: list[tuple[str, str, str]] = [
+    ("requests", "Requests", "int"),
+    ("acceptance_rate", "Review acceptance", "pct"),
+    ("rejection_rate", "Review rejection", "pct"),
+    ("negative_feedback_rate", "Negative feedback", "pct"),
+    ("escalation_rate", "Escalation rate", "pct"),
+    ("groundedness_mean", "Mean groundedness", "num"),
+    ("eval_pass_rate", "Eval pass rate", "pct"),
+    ("cost_per_task_usd", "Cost per task (USD)", "usd"),
+    ("latency_p95_ms", "p95 latency of served requests (ms)", "ms"),
+]
+_MARK_COLOURS = {
+    "prompt_activated": "#c0392b",
+    "source_synced": "#27ae60",
+    "model_changed": "#8e44ad",
+    "index_changed": "#d68910",
+}
+
+
+def _tick(v: float, kind: str) -> str:
+    if kind == "pct":
+        return f"{100 * v:.0f}%"
+    if kind == "usd":
+        return f"{v:.4f}"
+    if kind == "int" or kind == "ms":
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+
+
+def svg_trend(
+    points: list[tuple[str, float | None]],
+    *,
+    title: str,
+    kind: str = "num",
+    markers: list[dict[str, Any]] | None = None,
+    width: int = 420,
+    height: int = 150,
+) -> str:
+    """A small line chart (one point per period; gaps where a period has no data) with change points as
+    labelled vertical dashed lines. Plain SVG: escaped text, no scripts."""
+    e = html.escape
+    left, right, top, bottom = 44, 8, 22, 22
+    pw, ph = width - left - right, height - top - bottom
+    n = max(1, len(points))
+    vals = [v for _, v in points if v is not None]
+    hi = max(vals) if vals else 1.0
+    lo = min(0.0, min(vals)) if vals else 0.0
+    if kind == "pct":
+        hi = max(hi, 1e-9) if hi > 0 else 1.0
+    hi = hi if hi > lo else lo + 1.0
+
+    def x(i: float) -> float:
+        return left + (pw * (i + 0.5) / n)
+
+    def y(v: float) -> float:
+        return top + ph - (v - lo) / (hi - lo) * ph
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{width}" height="{height}" '
+        f'role="img" aria-label="{e(title)}"><title>{e(title)}</title>',
+        f'<text x="4" y="14" font-size="12" font-weight="bold">{e(title)}</text>',
+        f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#999"/>',
+        f'<text x="{left - 4}" y="{top + 8}" font-size="9" text-anchor="end">{e(_tick(hi, kind))}</text>',
+        f'<text x="{left - 4}" y="{top + ph}" font-size="9" text-anchor="end">{e(_tick(lo, kind))}</text>',
+    ]
+    index = {label: i for i, (label, _) in enumerate(points)}
+    for m in markers or []:
+        i = index.get(m.get("period", ""))
+        if i is None:
+            continue
+        colour = _MARK_COLOURS.get(m.get("kind", ""), "#555")
+        parts.append(
+            f'<line class="change-point" data-kind="{e(m.get("kind", ""))}" x1="{x(i):.1f}" y1="{top}" '
+            f'x2="{x(i):.1f}" y2="{top + ph}" stroke="{colour}" stroke-dasharray="3 2">'
+            f"<title>{e(m.get('label', ''))} ({e(m.get('at', '')[:16])})</title></line>"
+        )
+    path: list[str] = []
+    for i, (label, v) in enumerate(points):
+        if v is None:
+            if len(path) > 1:
+                parts.append(f'<polyline fill="none" stroke="#4a78b8" stroke-width="1.5" points="{" ".join(path)}"/>')
+            path = []
+            continue
+        path.append(f"{x(i):.1f},{y(v):.1f}")
+        parts.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2" fill="#4a78b8">'
+            f"<title>{e(label)}: {e(_tick(v, kind))}</title></circle>"
+        )
+    if len(path) > 1:
+        parts.append(f'<polyline fill="none" stroke="#4a78b8" stroke-width="1.5" points="{" ".join(path)}"/>')
+    if points:
+        parts.append(
+            f'<text x="{left}" y="{height - 6}" font-size="9">{e(points[0][0])}</text>'
+            f'<text x="{left + pw}" y="{height - 6}" font-size="9" text-anchor="end">{e(points[-1][0])}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def trend_charts(ts: dict[str, Any], granularity: str = "by_day") -> dict[str, str]:
+    """One SVG per :data:`TREND_CHARTS` metric over ``by_day`` or ``by_week``, change points marked."""
+    series = ts.get(granularity) or []
+    markers = []
+    for c in ts.get("change_points") or []:
+        period = c["day"]
+        if granularity == "by_week":
+            from datetime import date, timedelta
+
+            d = date.fromisoformat(period)
+            period = (d - timedelta(days=d.weekday())).isoformat()
+        markers.append({**c, "period": period})
+    return {
+        key: svg_trend(
+            [(p["period"], p.get(key)) for p in series], title=title, kind=kind, markers=markers
+        )
+        for key, title, kind in TREND_CHARTS
+    }
+
+
+def _fmt_kind(v: Any, kind: str) -> str:
+    if v is None:
+        return "n/a"
+    if kind == "pct":
+        return _pct(v)
+    if kind == "usd":
+        return _usd(v)
+    if kind == "ms":
+        return f"{v:,.0f} ms"
+    return _n(v)
+
+
+def comparison_text(c: dict[str, Any]) -> str:
+    """``62.0% → 41.0% (−21.0 pp, 95% CI −30.1…−11.8 pp; significant)`` or the minimum-sample note."""
+    b, a = c["before"], c["after"]
+    if c.get("change") is None:
+        return f"{_pct(b['rate'])} → {_pct(a['rate'])} ({c.get('note', 'no data')})"
+    ci = f"95% CI {100 * c['low']:+.1f}…{100 * c['high']:+.1f} pp"
+    return (
+        f"{_pct(b['rate'])} (n={b['n']}) → {_pct(a['rate'])} (n={a['n']}): "
+        f"{100 * c['change']:+.1f} pp, {ci}; {c['note']}"
+    )
+
+
+_SERIES_COLS = [
+    ("requests", "requests", "int"),
+    ("acceptance_rate", "accept", "pct"),
+    ("edit_rate", "edit", "pct"),
+    ("rejection_rate", "reject", "pct"),
+    ("negative_feedback_rate", "neg. feedback", "pct"),
+    ("escalation_rate", "escalation", "pct"),
+    ("tool_refusals", "tool refusals", "int"),
+    ("groundedness_mean", "groundedness", "num"),
+    ("eval_pass_rate", "eval pass", "pct"),
+    ("cost_per_task_usd", "cost/task", "usd"),
+    ("latency_p50_ms", "p50", "ms"),
+    ("latency_p95_ms", "p95", "ms"),
+]
+
+
+def _series_rows(points: list[dict[str, Any]], first: str) -> tuple[list[str], list[list[Any]]]:
+    headers = [first, *(label for _, label, _ in _SERIES_COLS)]
+    rows = [[p[first] if first in p else p["period"], *(_fmt_kind(p.get(k), kind) for k, _, kind in _SERIES_COLS)] for p in points]
+    return headers, rows
+
+
+def time_series_markdown(ts: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Trends over time",
+        "",
+        f"Window {ts['window']['start'][:10]} → {ts['window']['end'][:10]}; rates compared between periods "
+        f"carry a 95% interval and are never called significant below n = {ts['min_sample']} per side. "
+        f"Latency resolution: {ts['latency_resolution']}.",
+        "",
+        "### Per week",
+        "",
+    ]
+    lines += _table(*_series_rows(ts["by_week"], "period"))
+    lines += ["", "### Per day", ""]
+    lines += _table(*_series_rows([p for p in ts["by_day"] if p["requests"]], "period"))
+    for dim, label in (("prompt_version", "prompt version"), ("index_version", "index version"), ("model", "model")):
+        lines += ["", f"### Per {label}", ""]
+        lines += _table(*_series_rows(ts["by"][dim], dim))
+    lines += ["", "### Change points", ""]
+    if not ts["change_points"]:
+        lines.append("No prompt activation, source sync or model change in the window.")
+    for c in ts["change_points"]:
+        lines += [
+            f"- **{c['at'][:16]} {c['label']}** ({c['kind']}): days {c['before_days'][0]}…{c['before_days'][1]} "
+            f"({c['before_requests']} requests) vs {c['after_days'][0]}…{c['after_days'][1]} "
+            f"({c['after_requests']} requests), the change day excluded:",
+        ]
+        for k in ("acceptance_rate", "rejection_rate", "negative_feedback_rate", "escalation_rate"):
+            lines.append(f"  - {k.replace('_', ' ')}: {comparison_text(c['rates'][k])}")
+    return lines
+
+
+def failures_markdown(f: dict[str, Any]) -> list[str]:
+    lines = ["## Repeating failures from production", "", "### Categories", ""]
+    if not f["categories"]:
+        lines.append("No escalations, rejections, negative feedback, tool refusals or errors in the window.")
+    else:
+        lines += _table(
+            ["count", "category", "trend", "owner", "example (masked)"],
+            [
+                [
+                    c["count"],
+                    c["category"],
+                    f"{c['trend']} ({c['first_half']}→{c['second_half']})",
+                    f"{c['owner']['principal']} ({c['owner']['duty']})",
+                    (c["example"] or "–")[:100],
+                ]
+                for c in f["categories"]
+            ],
+        )
+    lines += ["", f"### Near-duplicate question clusters ({f['method']})", ""]
+    if not f["clusters"]:
+        lines.append("No repeated failing question.")
+    else:
+        lines += _table(
+            ["cluster", "count", "trend", "main category", "owner", "example (masked)"],
+            [
+                [
+                    c["id"],
+                    c["count"],
+                    c["trend"] or "–",
+                    c["main_category"],
+                    f"{c['owner']['principal']} ({c['owner']['duty']})",
+                    (c["example"] or "–")[:100],
+                ]
+                for c in f["clusters"]
+            ],
+        )
+        lines += ["", "Turn a cluster into eval cases: `charter evals add-from-production CLUSTER --to FILE`."]
+    return lines

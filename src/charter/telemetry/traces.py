@@ -227,6 +227,8 @@ class TraceStore:
             "model": _short(doc["model"], 200),
             "provider": _short(doc["provider"], 100),
             "prompt_version": _short(doc["prompt_version"], 100),
+            "index_version": _short(doc["index_version"], 100),
+            "tool_refusals": sum(1 for c in doc["tool_calls"] if c.get("decision") == "refused"),
             "cost_usd": trace.cost_usd,
             "cost_source": _short(trace.cost_source, 30),
             "latency_ms": trace.latency_ms,
