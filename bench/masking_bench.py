@@ -42,7 +42,9 @@ from _masking_values import CONTEXTS, GENERATORS, compose, presidio_builtin_anal
 EXAMPLE = ROOT / "examples" / "billing-support"
 READABLE = {
     "invoice number": re.compile(r"\bINV-\d{4}-\d{3,5}\b"),
-    "date": re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\w* \d{4}\b"),
+    "date": re.compile(
+        r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\w* \d{4}\b"
+    ),
     "amount": re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d{2})?|\b\d[\d,]*\.\d{2}\s?(?:USD|EUR|GBP)\b)"),
     "plan name": re.compile(r"\b(?:Starter|Team|Business|Enterprise|Pro)\b(?: plan)?"),
 }
@@ -98,8 +100,12 @@ def recall(n: int, seed: int, presidio_limit: int | None) -> dict[str, Any]:
     table = {
         kind: {
             ctx: {
-                "charter": round(hit[(kind, ctx)][0] / hit[(kind, ctx)][1], 4) if hit[(kind, ctx)][1] else None,
-                "presidio": round(p_hit[(kind, ctx)][0] / p_hit[(kind, ctx)][1], 4) if p_hit[(kind, ctx)][1] else None,
+                "charter": round(hit[(kind, ctx)][0] / hit[(kind, ctx)][1], 4)
+                if hit[(kind, ctx)][1]
+                else None,
+                "presidio": round(p_hit[(kind, ctx)][0] / p_hit[(kind, ctx)][1], 4)
+                if p_hit[(kind, ctx)][1]
+                else None,
                 "values": hit[(kind, ctx)][1],
             }
             for ctx in CONTEXTS
@@ -108,8 +114,14 @@ def recall(n: int, seed: int, presidio_limit: int | None) -> dict[str, Any]:
     }
     per_kind = {
         kind: {
-            "charter": round(sum(hit[(kind, c)][0] for c in CONTEXTS) / max(1, sum(hit[(kind, c)][1] for c in CONTEXTS)), 4),
-            "presidio": round(sum(p_hit[(kind, c)][0] for c in CONTEXTS) / max(1, sum(p_hit[(kind, c)][1] for c in CONTEXTS)), 4),
+            "charter": round(
+                sum(hit[(kind, c)][0] for c in CONTEXTS) / max(1, sum(hit[(kind, c)][1] for c in CONTEXTS)), 4
+            ),
+            "presidio": round(
+                sum(p_hit[(kind, c)][0] for c in CONTEXTS)
+                / max(1, sum(p_hit[(kind, c)][1] for c in CONTEXTS)),
+                4,
+            ),
         }
         for kind in sorted(GENERATORS)
     }
@@ -122,7 +134,8 @@ def recall(n: int, seed: int, presidio_limit: int | None) -> dict[str, Any]:
         "charter_ms_per_text": round(1000 * charter_s / n, 3),
         "presidio_ms_per_text": round(1000 * presidio_s / max(1, p_limit), 3),
         "misses": [
-            c.text for i, c in enumerate(comps)
+            c.text
+            for i, c in enumerate(comps)
             if any(not _spans_cover(found[i], c.text, s, e) for _, s, e in _value_positions(c.text, c.values))
         ][:10],
     }
@@ -156,7 +169,9 @@ def false_positives() -> dict[str, Any]:
     from charter.telemetry.masking import PatternMasker
 
     masker = PatternMasker(b"bench", cache_size=0)
-    canaries = set(re.findall(r"`(CANARY-[A-Z]+-[0-9a-f]+)`", (EXAMPLE / "sources" / "README.md").read_text()))
+    canaries = set(
+        re.findall(r"`(CANARY-[A-Z]+-[0-9a-f]+)`", (EXAMPLE / "sources" / "README.md").read_text())
+    )
     out: dict[str, Any] = {}
     for corpus, lines in example_lines().items():
         fps, true, readable_seen, readable_masked = [], 0, 0, []
@@ -164,7 +179,9 @@ def false_positives() -> dict[str, Any]:
             spans = masker.findings(line)
             for s, e, kind in spans:
                 value = line[s:e]
-                if (kind == "EMAIL" and _EMAIL_ORACLE.match(value)) or (kind == "CANARY" and value in canaries):
+                if (kind == "EMAIL" and _EMAIL_ORACLE.match(value)) or (
+                    kind == "CANARY" and value in canaries
+                ):
                     true += 1
                 else:
                     fps.append((kind, value, line.strip()[:120]))

@@ -92,7 +92,10 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     assert len(answered) >= 40, f"only {len(answered)} answers before the deadline"
     with serve(project, url, workers=workers, env=env) as server:  # restarts on the same database
         r = httpx.post(
-            f"{server.base}/api/ask", json={"question": QUESTIONS[0]}, headers=bearer(tokens["ana"]), timeout=60
+            f"{server.base}/api/ask",
+            json={"question": QUESTIONS[0]},
+            headers=bearer(tokens["ana"]),
+            timeout=60,
         )
         assert r.status_code == 200, r.text
 

@@ -165,7 +165,9 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
         [
             (
                 "iban",
-                r"(?i)" + _NOT_WORD_BEFORE + r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?"
+                r"(?i)"
+                + _NOT_WORD_BEFORE
+                + r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?"
                 + _NOT_WORD_AFTER,
                 0.95,
             )
@@ -320,9 +322,7 @@ def _shrunk(
     return None
 
 
-def _scan(
-    text: str, *, gated: bool, canaries: Canaries
-) -> list[tuple[int, int, float, str]]:
+def _scan(text: str, *, gated: bool, canaries: Canaries) -> list[tuple[int, int, float, str]]:
     found: list[tuple[int, int, float, str]] = [(s, e, 1.0, "CANARY") for s, e in canaries.spans(text)]
     gate = _Gate(text)
     for kind, name, pattern, score, check in _COMPILED:
