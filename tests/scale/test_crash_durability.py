@@ -53,7 +53,7 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     if backend == "postgres":
         url, workers = str(request.getfixturevalue("pg_url")), 2
     else:
-        url, workers = f"sqlite:///{project.parent / '.charter' / 'charter.db'}", 1
+        url, workers = f"sqlite:///{project.parent / 'crash.db'}", 1
     users = ("ana", "ben", "farid")
     tokens = issue_tokens(project, url, users)
     answered: list[dict[str, Any]] = []
