@@ -120,13 +120,16 @@ def email(r: random.Random) -> str:
     words = ["".join(r.choice(_LOCAL) for _ in range(r.randint(1, 8))) for _ in range(r.randint(1, 3))]
     local = r.choice([".", "_", "-", "+"]).join(words)
     domain = ".".join(
-        "".join(r.choice(string.ascii_lowercase) for _ in range(r.randint(2, 9))) for _ in range(r.randint(1, 2))
+        "".join(r.choice(string.ascii_lowercase) for _ in range(r.randint(2, 9)))
+        for _ in range(r.randint(1, 2))
     )
     value = f"{local}@{domain}.{r.choice(_TLDS)}"
     return value.upper() if r.random() < 0.1 else value
 
 
-IBAN_FORMATS: dict[str, list[tuple[str, int]]] = {  # country → BBAN parts: (n = digits / a = upper / c = alnum, len)
+IBAN_FORMATS: dict[
+    str, list[tuple[str, int]]
+] = {  # country → BBAN parts: (n = digits / a = upper / c = alnum, len)
     "DE": [("n", 18)],
     "GB": [("a", 4), ("n", 14)],
     "FR": [("n", 10), ("c", 11), ("n", 2)],
@@ -140,7 +143,11 @@ IBAN_FORMATS: dict[str, list[tuple[str, int]]] = {  # country → BBAN parts: (n
     "IE": [("a", 4), ("n", 14)],
     "NO": [("n", 11)],
 }
-_IBAN_ALPHABETS = {"n": string.digits, "a": string.ascii_uppercase, "c": string.ascii_uppercase + string.digits}
+_IBAN_ALPHABETS = {
+    "n": string.digits,
+    "a": string.ascii_uppercase,
+    "c": string.ascii_uppercase + string.digits,
+}
 
 
 def iban(r: random.Random) -> str:
@@ -221,10 +228,7 @@ GENERATORS: dict[str, Callable[[random.Random], str]] = {
 
 
 # ----------------------------------------------------------------------------------------------- contexts
-WORDS = (
-    "please refund the invoice for my account because I was billed twice this month and the plan "
-    "changed without notice thanks team customer support ticket follow up urgent note reply"
-).split()
+WORDS = ["please", "refund", "the", "invoice", "for", "my", "account", "because", "I", "was", "billed", "twice", "this", "month", "and", "the", "plan", "changed", "without", "notice", "thanks", "team", "customer", "support", "ticket", "follow", "up", "urgent", "note", "reply"]
 OPENERS = ["", "", '"', "'", "(", "[", "{", "<", "«", "“", "‘", "*", "**", "_", "`", "-", "#", "/", "|", ":"]
 CLOSERS = [
     "", "", ",", ".", ";", ":", "!", "?", ")", "]", "}", ">", "»", "”", "’", '"', "'", "*", "**", "_", "`",

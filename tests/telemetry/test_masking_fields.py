@@ -54,7 +54,9 @@ CARD = "4111 1111 1111 1111"
 class _World:
     def __init__(self, project: Path) -> None:
         charter = project.read_text()  # many writes per test: lift the refund tool's hourly rate limit
-        project.write_text(charter.replace("rate_limit: {calls: 10, per: 1h}", "rate_limit: {calls: 10000, per: 1h}"))
+        project.write_text(
+            charter.replace("rate_limit: {calls: 10, per: 1h}", "rate_limit: {calls: 10000, per: 1h}")
+        )
         self.rt = Runtime.open(project)
         self.db = project.parent / ".charter" / "charter.db"
         self.spans = InMemorySpanExporter()
@@ -120,7 +122,10 @@ class _World:
             "report.json": render_report(report, "json"),
             "metrics": metrics_for(self.rt).exposition(),
             "otel spans": json.dumps(
-                [{"name": s.name, "attributes": dict(s.attributes or {})} for s in self.spans.get_finished_spans()],
+                [
+                    {"name": s.name, "attributes": dict(s.attributes or {})}
+                    for s in self.spans.get_finished_spans()
+                ],
                 default=str,
             ),
         }

@@ -123,10 +123,9 @@ class ScoreContext:
 def _index_canaries(rt: Runtime) -> dict[str, str]:
     from sqlalchemy import select
 
-    from charter.retrieval._tables import chunks, documents
-
     from charter._checks import normalise
     from charter.canaries import canaries_for
+    from charter.retrieval._tables import chunks, documents
 
     found = canaries_for(rt.spec)  # the one canary definition: built-in pattern plus monitoring.canaries
     out: dict[str, str] = {}

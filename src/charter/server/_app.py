@@ -38,7 +38,7 @@ class ServerSettings:
     rate_limit_per_minute: int = 600  #: per principal (shared by all workers on PostgreSQL); 0 disables
     cors_origins: list[str] = field(default_factory=list)  #: origins allowed to call the API from a browser
     secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
-    background_telemetry: bool = True  #: batched trace writes and periodic retention (start_server_telemetry)
+    background_telemetry: bool = True  #: group-committed trace writes and periodic retention (start_server_telemetry)
     review_tick_seconds: float = 60.0  #: run charter.review.tick (expiry, escalation) this often; 0 disables
     drift_seconds: float = 3600.0  #: run charter.gate's drift pass this often; 0 disables
     warm_up: bool = True  #: at start-up, load the index, embedder, masker and gateway, then gc.freeze()

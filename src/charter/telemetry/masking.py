@@ -105,7 +105,7 @@ def normalise_for_masking(text: str) -> tuple[str, list[int] | None, list[int] |
 # digit for words and keys; a digit, or a decimal point or comma followed by a digit, for numbers).
 _NOT_WORD_BEFORE = r"(?<![A-Za-z0-9])"
 _NOT_WORD_AFTER = r"(?![A-Za-z0-9])"
-_NUMBER_BEFORE = r"(?<!\d)(?<!\d[.,:])"  # not inside a number, a decimal or a time
+_NUMBER_BEFORE = r"(?<![\dA-Za-z])(?<!\d[.,:])"  # not inside a number or word, a decimal or a time
 _NUMBER_AFTER = r"(?!\d)(?![.,]\d)"
 #: Between the digit groups of a card: one of ``- . / _`` (with optional spaces around it) or 1–4 spaces.
 _CARD_SEP = r"(?: {0,3}[-./_] {0,3}| {1,4})"
@@ -165,7 +165,9 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
         [
             (
                 "iban",
-                r"(?i)" + _NOT_WORD_BEFORE + r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?"
+                r"(?i)"
+                + _NOT_WORD_BEFORE
+                + r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?"
                 + _NOT_WORD_AFTER,
                 0.95,
             )
@@ -180,7 +182,7 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
                 # groups of digits separated by space, dot or dash, optionally +CC / 00CC and an (area) code;
                 # not an ISO date, not a dotted date, not the tail of an identifier such as INV-2026-0042
                 "phone",
-                r"(?<![\d+])(?<!\d[.,:])(?<![A-Za-z]-)(?!\d{4}-\d{2}-\d{2}(?!\d))"
+                r"(?<![\d+A-Za-z])(?<!\d[.,:])(?<![A-Za-z]-)(?!\d{4}-\d{2}-\d{2}(?!\d))"
                 r"(?!\d{1,2}[./-]\d{1,2}[./-]\d{4}(?!\d))"
                 r"(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){1,5}"
                 r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?" + _NUMBER_AFTER,
@@ -188,7 +190,7 @@ RECOGNIZERS: list[tuple[str, list[PatternSpec], Callable[[str], bool] | None]] =
             ),
             (
                 "phone_compact",
-                r"(?<![\d+])(?<!\d[.,:])(?<![A-Za-z]-)(?:(?:\+|00)\d{8,14}|\(\d{2,5}\)[ .-]?\d{5,9}|\d{10,11}"
+                r"(?<![\d+A-Za-z])(?<!\d[.,:])(?<![A-Za-z]-)(?:(?:\+|00)\d{8,14}|\(\d{2,5}\)[ .-]?\d{5,9}|\d{10,11}"
                 r"|0\d{8})(?:\s?(?:x|ext\.?)\s?\d{1,6})?" + _NUMBER_AFTER,
                 0.6,
             ),
@@ -320,9 +322,7 @@ def _shrunk(
     return None
 
 
-def _scan(
-    text: str, *, gated: bool, canaries: Canaries
-) -> list[tuple[int, int, float, str]]:
+def _scan(text: str, *, gated: bool, canaries: Canaries) -> list[tuple[int, int, float, str]]:
     found: list[tuple[int, int, float, str]] = [(s, e, 1.0, "CANARY") for s, e in canaries.spans(text)]
     gate = _Gate(text)
     for kind, name, pattern, score, check in _COMPILED:

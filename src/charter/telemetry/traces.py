@@ -142,7 +142,7 @@ class TraceStore:
         self.salt = salt
         self.sinks: list[Sink] = list(sinks)
         self.on_change: list[Callable[[], None]] = []  # e.g. the metrics collector drops its cache
-        self._writer: _BackgroundWriter | None = None
+        self._writer: _GroupCommitWriter | None = None
 
     def notify_changed(self) -> None:
         """Tell listeners that monitoring data changed (a trace or feedback was written, or deleted)."""
@@ -435,7 +435,11 @@ class _GroupCommitWriter:
             while self._queue.unfinished_tasks:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    log.error("trace writer: %d traces still queued after %.0fs", self._queue.unfinished_tasks, timeout)
+                    log.error(
+                        "trace writer: %d traces still queued after %.0fs",
+                        self._queue.unfinished_tasks,
+                        timeout,
+                    )
                     return
                 self._queue.all_tasks_done.wait(left)
 
