@@ -37,6 +37,7 @@ import codecs
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -471,3 +472,54 @@ def _strip_markup(piece: str) -> str:
 def instruction_sentences(texts: Iterable[str]) -> list[Screened]:
     """The instruction sentences among ``texts`` (already split)."""
     return [s for s in (screen_sentence(t) for t in texts) if s.instruction]
+
+
+# ------------------------------------------------------------------------------------------ sync
+def screen_pending(
+    rt: Any, source: Any, pending: list[tuple[Any, Any]], summary: Any, *, actor: str = "system"
+) -> list[tuple[Any, Any]]:
+    """The sync hook: screen a batch of read documents before they are indexed.
+
+    A document whose text carries instruction sentences is indexed *without* them (the cleaned text, so
+    they can never be retrieved, quoted or noted), flagged to the source owner in the sync summary's
+    ``warnings`` (shown by ``charter sync``, stored with the run, listed by ``charter sources show``) and
+    audited as ``sources.screened`` with each sentence and its reasons. Documents without instructions
+    pass unchanged (same object, same content hash, so an unchanged document stays unchanged)."""
+    from dataclasses import replace
+
+    out: list[tuple[Any, Any]] = []
+    for doc, read_at in pending:
+        result = screen_text(doc.text) if not doc.pages else _screen_pages(doc)
+        if not result.flagged:
+            out.append((doc, read_at))
+            continue
+        reasons = ", ".join(result.reasons)
+        if len(summary.warnings) < 200:
+            summary.warnings.append(
+                {
+                    "doc_id": doc.doc_id,
+                    "reason": f"{len(result.flagged)} instruction sentence(s) addressed to an assistant "
+                    f"({reasons}) were excluded from the index; the owner ({source.owner}) should review "
+                    "the document",
+                }
+            )
+        rt.audit.append(
+            actor=actor,
+            action="sources.screened",
+            resource=f"source:{source.id}",
+            outcome="flagged",
+            details={"doc_id": doc.doc_id, "owner": source.owner, "sentences": result.as_dict()[:20]},
+        )
+        if doc.pages:
+            pages = tuple(screen_text(p).cleaned for p in doc.pages)
+            out.append((replace(doc, text="\n".join(pages), pages=pages), read_at))
+        else:
+            out.append((replace(doc, text=result.cleaned), read_at))
+    return out
+
+
+def _screen_pages(doc: Any) -> DocumentScreen:
+    result = DocumentScreen()
+    for page in doc.pages:
+        result.flagged += screen_text(page).flagged
+    return result
