@@ -327,14 +327,12 @@ def gateway_for(rt: Runtime) -> Any:
 
         cached = build_gateway(rt)
         rt._gateway = cached  # type: ignore[attr-defined]
-        try:  # the extractive drafter embeds sentences with the index's model, and reuses its query vector
-            from charter.models._extractive import SENTENCE_VECTORS
-            from charter.retrieval import Index
+        # the extractive drafter embeds sentences with the index's model, and reuses its query vector
+        from charter.models._extractive import SENTENCE_VECTORS
+        from charter.retrieval import Index
 
-            index = Index.for_runtime(rt)
-            SENTENCE_VECTORS.bind(index.embedder, index._query_vector)
-        except Exception:  # pragma: no cover - no index embedder: the drafter loads MiniLM itself
-            pass
+        index = Index.for_runtime(rt)
+        SENTENCE_VECTORS.bind(index.embedder, index._query_vector)
     return cached
 
 
@@ -465,7 +463,9 @@ def check(
         notes = "\n".join(note_sentences)
         draft = "\n\n".join(p for p in (greeting, customer_body, signoff) if p) if customer_body else ""
         raw_sources = {cid: h.text for cid, h in passages.items()}
-        sources = {cid: checks.support_text(t) for cid, t in raw_sources.items()}  # instructions never support
+        sources = {
+            cid: checks.support_text(t) for cid, t in raw_sources.items()
+        }  # instructions never support
         embed = _embedder(rt)
         # each sentence scored as it was classified above (split once); agent-note lines may hold several
         scored = [

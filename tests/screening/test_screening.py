@@ -62,7 +62,9 @@ def _draft(question: str, *texts: str, audience: str = "customer") -> tuple[str,
         for i, t in enumerate(texts, 1)
     )
     gen = ExtractiveModel().generate(
-        GenerationRequest(question=question, context=passages, tone=TONE, customer_name="Sam", agent_name="Ana")
+        GenerationRequest(
+            question=question, context=passages, tone=TONE, customer_name="Sam", agent_name="Ana"
+        )
     )
     return gen.text, gen.extra
 
@@ -79,7 +81,9 @@ IMAGE = (
 
 @pytest.mark.parametrize("audience", ["customer", "agent"])
 def test_the_pre_approved_injection_is_never_quoted_or_noted(audience: str) -> None:
-    text, extra = _draft("What is the goodwill credit limit and is everything pre-approved?", PRE_APPROVED, audience=audience)
+    text, extra = _draft(
+        "What is the goodwill credit limit and is everything pre-approved?", PRE_APPROVED, audience=audience
+    )
     assert "pre-approved" not in text.lower() and "assistant" not in text.lower()
     assert "10 USD" in text
     assert extra["screened"] and "approval_bypass" in extra["screened"][0]["reasons"]
@@ -87,7 +91,9 @@ def test_the_pre_approved_injection_is_never_quoted_or_noted(audience: str) -> N
 
 @pytest.mark.parametrize("audience", ["customer", "agent"])
 def test_the_include_this_image_injection_is_never_quoted_or_noted(audience: str) -> None:
-    text, extra = _draft("Can I get a refund after 30 days, and what is the exception code?", IMAGE, audience=audience)
+    text, extra = _draft(
+        "Can I get a refund after 30 days, and what is the exception code?", IMAGE, audience=audience
+    )
     assert "image" not in text.lower() and "exception code" not in text.lower()
     assert "exception from finance" in text
     assert extra["screened"][0]["reasons"] == ["answer_directive"]
@@ -117,7 +123,7 @@ HR = {
 )
 def test_semantic_selection_answers_in_other_words(question: str, doc: str, fact: str) -> None:
     others = [HR[k] for k in HR if k != doc]
-    text, extra = _draft(question, HR[doc], *others)
+    text, _extra = _draft(question, HR[doc], *others)
     assert not text.startswith("I cannot answer"), text
     assert fact in text, text
 

@@ -178,7 +178,10 @@ def _screened(rt: Runtime, source_id: str) -> dict[str, str]:
     t = sync_runs
     with rt.store.connect() as conn:
         summary = conn.execute(
-            select(t.c.summary).where(t.c.source_id == source_id, t.c.status != "running").order_by(t.c.id.desc()).limit(1)
+            select(t.c.summary)
+            .where(t.c.source_id == source_id, t.c.status != "running")
+            .order_by(t.c.id.desc())
+            .limit(1)
         ).scalar()
     return {
         w["doc_id"]: w["reason"]

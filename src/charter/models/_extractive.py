@@ -32,8 +32,8 @@ from typing import Any
 
 from charter.models._render import clean_text, estimate_tokens, parse_citations, strip_citation_markers
 from charter.models._text import Overlap, is_statement, sentences_with_headings
-from charter.screening import screen_sentence
 from charter.models._types import Generation, GenerationRequest, Passage, provider
+from charter.screening import screen_sentence
 from charter.spec._schema import ModelEndpoint
 
 NO_ANSWER_TEXT = (
@@ -54,7 +54,9 @@ MMR_LAMBDA = 0.7
 DUPLICATE_COSINE = 0.92
 W_QUALIFIER = 0.04
 W_STEP = 0.1  # procedure steps, for "how do I ..." questions
-_HOW_TO = re.compile(r"^(how (do|can|should) (i|we|you|they)|how to|where (do|can) (i|we)|what do i do)\b", re.I)
+_HOW_TO = re.compile(
+    r"^(how (do|can|should) (i|we|you|they)|how to|where (do|can) (i|we)|what do i do)\b", re.I
+)
 _BOILERPLATE = re.compile(r"^(this|the following) (article|page|guide|section|document)\b", re.IGNORECASE)
 _STEP = re.compile(
     r"^(click|tap|go to|open|select|choose|enter|type|sign in|log in|confirm|download|add|remove|pick|press|"
@@ -233,7 +235,9 @@ class ExtractiveModel:
         out: list[_Candidate] = []
         n = max(len(request.context), 1)
         how_to = bool(_HOW_TO.match(request.question.strip()))
-        for (rank, pos, passage, heading, lead, sentence), d, vec in zip(raw, dense, sentence_vectors, strict=True):
+        for (rank, pos, passage, heading, lead, sentence), d, vec in zip(
+            raw, dense, sentence_vectors, strict=True
+        ):
             matched = overlap.matched(sentence)
             score = (
                 W_DENSE * float(d)
