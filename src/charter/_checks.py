@@ -1,10 +1,12 @@
 """The *check* stage: citation validation, groundedness, canary and PII scans, topic rules.
 
 Groundedness method (no large model needed): each sentence is scored against the text of the chunks it
-cites. First a lexical containment score — the share of the sentence's content words (lower-cased, lightly
+cites, *without* their instruction sentences (:mod:`charter.screening`: text addressed to an assistant is
+never support). First a lexical containment score — the share of the sentence's content words (lower-cased, lightly
 stemmed, stop words removed) that occur in the cited text. Extractive or near-verbatim sentences score ~1.0
 and need nothing more. When that score is inconclusive (between ``LEXICAL_LOW`` and ``LEXICAL_HIGH``), a
-semantic proxy is added: the highest cosine similarity (all-MiniLM-L6-v2) between the sentence and any
+semantic proxy is added (below ``LEXICAL_HIGH``, however low the word overlap, so that a paraphrase
+in other words can pass): the highest cosine similarity (all-MiniLM-L6-v2) between the sentence and any
 sentence of the cited text, rescaled so that 0.35 → 0 and 0.85 → 1; the sentence gets the larger of the two.
 This catches paraphrases while keeping the check cheap for the common case, and a sentence with no valid
 citation scores 0. The draft's groundedness is the mean over its sentences.
@@ -24,7 +26,10 @@ from charter.models._render import changes_non_ascii
 
 CITATION = re.compile(r"\[(S\d{1,3})\]")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-LEXICAL_LOW, LEXICAL_HIGH = 0.2, 0.8
+LEXICAL_LOW, LEXICAL_HIGH = 0.0, 0.8
+# A sentence is *supported* when its score reaches this (calibrated on labelled paraphrase / unrelated pairs,
+# tests/test_groundedness_calibration.py; docs/pipeline.md): a draft with an unsupported sentence escalates.
+SENTENCE_SUPPORT_MIN = 0.5
 
 STOP_WORDS = frozenset(
     [
@@ -287,6 +292,39 @@ def score_sentences(
             s.semantic = sem
             s.score = max(s.lexical, sem)
     return scores
+
+
+def support_text(passage_text: str) -> str:
+    """A passage's text as support for groundedness: its instruction sentences removed."""
+    from charter.screening import screen_text
+
+    return screen_text(passage_text).cleaned
+
+
+def instruction_echoes(sentences: Sequence[str], passages: dict[str, str]) -> list[dict[str, object]]:
+    """Output sentences that are (or repeat) an instruction: either the sentence itself screens as one, or
+    most of the content words of an instruction sentence of a retrieved passage reappear in it. Any provider's
+    output is checked the same way; the pipeline blocks a draft with any echo."""
+    from charter.screening import screen_sentence, screen_text
+
+    planted = [
+        (cid, frozenset(content_words(f.text)))
+        for cid, text in passages.items()
+        for f in screen_text(text).flagged
+    ]
+    out: list[dict[str, object]] = []
+    for sentence in sentences:
+        bare = CITATION.sub("", sentence).strip()
+        verdict = screen_sentence(bare)
+        if verdict.instruction:
+            out.append({"sentence": bare[:300], "reasons": list(verdict.reasons)})
+            continue
+        words = set(content_words(bare))
+        for cid, needed in planted:
+            if len(needed) >= 3 and len(needed & words) / len(needed) >= 0.6:
+                out.append({"sentence": bare[:300], "reasons": ["repeats_instruction"], "passage": cid})
+                break
+    return out
 
 
 def groundedness(scores: list[SentenceScore]) -> float:

@@ -328,6 +328,12 @@ def gateway_for(rt: Runtime) -> Any:
 
         cached = build_gateway(rt)
         rt._gateway = cached  # type: ignore[attr-defined]
+        # the extractive drafter embeds sentences with the index's model, and reuses its query vector
+        from charter.models._extractive import SENTENCE_VECTORS
+        from charter.retrieval import Index
+
+        index = Index.for_runtime(rt)
+        SENTENCE_VECTORS.bind(index.embedder, index._query_vector)
     return cached
 
 
@@ -438,6 +444,7 @@ def check(
     ``template`` is the tone's greeting and sign-off: fixed text from the charter, not claims, so it is
     neither scored nor required to carry a citation.
     """
+    from charter.models import NO_ANSWER_TEXT as NO_ANSWER_TEXT_MODEL
     from charter.models import split_draft
 
     spec = rt.spec
@@ -456,7 +463,10 @@ def check(
         note_sentences = [*moved, *parts.agent_notes]
         notes = "\n".join(note_sentences)
         draft = "\n\n".join(p for p in (greeting, customer_body, signoff) if p) if customer_body else ""
-        sources = {cid: h.text for cid, h in passages.items()}
+        raw_sources = {cid: h.text for cid, h in passages.items()}
+        sources = {
+            cid: checks.support_text(t) for cid, t in raw_sources.items()
+        }  # instructions never support
         embed = _embedder(rt)
         # each sentence scored as it was classified above (split once); agent-note lines may hold several
         scored = [
@@ -466,9 +476,12 @@ def check(
         ]
         scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
         grounded = checks.groundedness(scores) if scores else None
+        fixed = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
+        unsupported = [s for s in scores if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in fixed]
+        echoes = checks.instruction_echoes(scored, raw_sources)
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
         canaries = checks.find_canaries(cit.text, normalised=True, canaries=canaries_for(spec))
-        pii = _new_pii(cit.text, sources)
+        pii = _new_pii(cit.text, raw_sources)
         # requests for a forbidden action ("delete this account", "export the customer list") are out of scope
         forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
         topics_out = _topics(question, [*spec.scope.out_of_scope, *forbidden], embed)
@@ -476,11 +489,13 @@ def check(
         reason: str | None = None
         if canaries:
             reason = "canary_in_output"
+        elif echoes:
+            reason = "instruction_in_output"
         elif topics_out:
             reason = "out_of_scope"
         elif not passages or not cit.valid or not customer_body:
             reason = "no_sources"
-        elif grounded is not None and grounded < spec.review.groundedness_threshold:
+        elif grounded is not None and (grounded < spec.review.groundedness_threshold or unsupported):
             reason = "low_groundedness"
         elif topics_sensitive:
             reason = "sensitive_topic"
@@ -510,7 +525,11 @@ def check(
         shown_scores = [
             {"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores
         ]
-        if canaries:  # never show content that carries a canary; a human looks at it
+        if escalation and unsupported and reason == "low_groundedness":
+            escalation["unsupported"] = [s.sentence[:300] for s in unsupported]
+        if escalation and echoes and reason == "instruction_in_output":
+            escalation["instructions"] = echoes
+        if canaries or echoes:  # never show content that carries a canary or an instruction; a human looks
             draft, notes, citations, shown_scores = WITHHELD, "", [], []
         elif reason in ("no_sources", "out_of_scope"):
             draft = (
@@ -526,6 +545,8 @@ def check(
             removed_citations=len(cit.removed),
             groundedness=grounded,
             canaries=len(canaries),
+            instruction_echoes=len(echoes),
+            unsupported=len(unsupported),
             pii=pii,
             escalation=reason,
             sentences=len(scores),
@@ -533,6 +554,8 @@ def check(
         trace.checks = {
             "removed_citations": len(cit.removed),
             "canaries": len(canaries),
+            "instruction_echoes": echoes,
+            "unsupported_sentences": len(unsupported),
             "pii": pii,
             "out_of_scope": topics_out,
             "sensitive": topics_sensitive,

@@ -39,6 +39,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 # ------------------------------------------------------------------------------------------ normalising
 _CONFUSABLES = str.maketrans(
@@ -171,7 +172,9 @@ def _hidden_views(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ the rules
 _LEETISH = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]", re.IGNORECASE)
-_COMMON = frozenset("the a an and or to of in on for is are be you your we our it this that with at by from as".split())
+_COMMON = frozenset(
+    ["the", "a", "an", "and", "or", "to", "of", "in", "on", "for", "is", "are", "be", "you", "your", "we", "our", "it", "this", "that", "with", "at", "by", "from", "as"]
+)
 _AI = (
     r"(?:ai|a i|assistant|assistants|model|models|chatbot|chatbots|bot|bots|llm|llms|gpt|chatgpt|claude|"
     r"copilot|language model|ai agent|ai agents|agent reading this|autonomous agent)"
@@ -189,18 +192,36 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         r"guardrail|guardrails|context|restriction|restrictions|safeguards?|filters?|everything above|"
         r"the above|all above|the user)\b",
     ),
-    ("override", r"\b(disregard|forget|ignore)\s+(everything|all|anything)\b(\s+\w+){0,2}\s+(above|before|said|told)\b"),
-    ("override", r"\b(new|updated|revised|real|actual|secret|hidden)\s+(instruction|instructions|directive|directives|orders)\b"),
-    ("override", r"\b(system|developer|hidden|original|initial)\s+(prompt|message|instruction|instructions|update|override)\b"),
-    ("override", r"\b(developer mode|jailbreak|jailbroken|dan mode|god mode|no restrictions|without restrictions|unrestricted|unfiltered|uncensored|without limits|no limits)\b"),
+    (
+        "override",
+        r"\b(disregard|forget|ignore)\s+(everything|all|anything)\b(\s+\w+){0,2}\s+(above|before|said|told)\b",
+    ),
+    (
+        "override",
+        r"\b(new|updated|revised|real|actual|secret|hidden)\s+(instruction|instructions|directive|directives|orders)\b",
+    ),
+    (
+        "override",
+        r"\b(system|developer|hidden|original|initial)\s+(prompt|message|instruction|instructions|update|override)\b",
+    ),
+    (
+        "override",
+        r"\b(developer mode|jailbreak|jailbroken|dan mode|god mode|no restrictions|without restrictions|unrestricted|unfiltered|uncensored|without limits|no limits)\b",
+    ),
     ("override", r"\bfrom now on\b(\s+\w+){0,3}\s+(you|the|must|always)\b"),
-    ("override", r"\byour\s+(rules|instructions|guidelines|restrictions|policies)\s+(have|has)\s+(changed|been (updated|lifted|removed|changed))\b"),
+    (
+        "override",
+        r"\byour\s+(rules|instructions|guidelines|restrictions|policies)\s+(have|has)\s+(changed|been (updated|lifted|removed|changed))\b",
+    ),
     (
         "override",
         r"\b(safety|security|content)\s+(protocols?|filters?|checks?|rules?|guidelines?|measures?)\s+"
         r"(are\s+|is\s+|have been\s+)?(disabled|off|lifted|removed|suspended|do not apply|don t apply|no longer apply)\b",
     ),
-    ("override", r"\b(skip|disable|bypass|ignore|turn off)\s+(all\s+)?(the\s+)?(safety|security)\s+(checks?|rules?|filters?|measures?|confirmations?|protocols?)\b"),
+    (
+        "override",
+        r"\b(skip|disable|bypass|ignore|turn off)\s+(all\s+)?(the\s+)?(safety|security)\s+(checks?|rules?|filters?|measures?|confirmations?|protocols?)\b",
+    ),
     (
         "override",
         r"\b(ignoriere|vergiss|ignora|dimentica|ignorez|oubliez|olvida)\b(\s+\w+){0,5}\s+"
@@ -213,14 +234,26 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         r"is permitted|is authorised|is authorized|needs to|has to|ought to|is to|are to|always|never)\b",
     ),
     ("addressed_to_ai", rf"\b{_AI}\s+(must|should|shall|needs? to|has to|is instructed|are instructed)\b"),
-    ("addressed_to_ai", rf"\b(note|message|instruction|instructions|reminder)s?\s+(for|to)\s+(the\s+|any\s+|all\s+)?{_AI}\b"),
+    (
+        "addressed_to_ai",
+        rf"\b(note|message|instruction|instructions|reminder)s?\s+(for|to)\s+(the\s+|any\s+|all\s+)?{_AI}\b",
+    ),
     ("addressed_to_ai", rf"\b(if|when|while)\s+you\s+are\s+(an?\s+)?{_AI}\b"),
     ("addressed_to_ai", rf"\b(dear|attention|hey|hello|important for the|for the)\s+{_AI}\b"),
-    ("addressed_to_ai", r"\b(as an ai|as a language model|as an assistant|come assistente|als assistent|en tant qu assistant|como asistente)\b"),
-    ("addressed_to_ai", rf"\b{_AI}\s+(reading|processing|parsing|summari[sz]ing|integrating|indexing)\s+(this|these)\b"),
+    (
+        "addressed_to_ai",
+        r"\b(as an ai|as a language model|as an assistant|come assistente|als assistent|en tant qu assistant|como asistente)\b",
+    ),
+    (
+        "addressed_to_ai",
+        rf"\b{_AI}\s+(reading|processing|parsing|summari[sz]ing|integrating|indexing)\s+(this|these)\b",
+    ),
     ("addressed_to_ai", r"\b(for|to)\s+(ai|llm)\s+(coding\s+)?(agents?|assistants?|models?)\b"),
     # role play
-    ("role_play", rf"\b(you are|you re|youre)\s+(now\s+)?(an?\s+|the\s+)?(unrestricted|new|different|evil)?\s*{_AI}\b"),
+    (
+        "role_play",
+        rf"\b(you are|you re|youre)\s+(now\s+)?(an?\s+|the\s+)?(unrestricted|new|different|evil)?\s*{_AI}\b",
+    ),
     ("role_play", r"\b(you are|you re|youre|du bist|ahora estas|tu es)\s+(now|jetzt|maintenant)\b"),
     ("role_play", r"\b(you now|ab jetzt hast du|ab sofort)\b"),
     (
@@ -228,36 +261,75 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         rf"\b(act|behave|operate)\s+as\s+(if\s+you\s+were\s+)?(an?\s+|the\s+)?(unrestricted|different|evil|jailbroken|"
         rf"admin|administrator|root|developer|system|superuser|dan|{_AI})\b",
     ),
-    ("role_play", r"\bpretend\s+(that\s+)?(you|the assistant|the ai)\s+(are|is|have|has|were)\s+(no|not|an?\s+(unrestricted|different|evil|admin|developer))\b"),
+    (
+        "role_play",
+        r"\bpretend\s+(that\s+)?(you|the assistant|the ai)\s+(are|is|have|has|were)\s+(no|not|an?\s+(unrestricted|different|evil|admin|developer))\b",
+    ),
     ("role_play", r"\b(roleplay|role play)\s+as\b"),
     # directives about the answer
     ("answer_directive", r"\b(when|while|before|after)\s+(answering|responding|generating|summari[sz]ing)\b"),
     ("answer_directive", r"\b(when|while|before|after)\s+you\s+(answer|respond|generate|summari[sz]e)\b"),
-    ("answer_directive", r"\b(when|while|after|before|if)\s+you\s+(read|process|see|parse|handle|summari[sz]e|index)\s+(this|these|the following)\b"),
-    ("answer_directive", rf"\b(in|to|into|at the (end|start|top|bottom) of)\s+(your|every|each|any|all)\s+({_ANSWERING}|summary|summaries|report|reports)\b"),
-    ("answer_directive", r"\b(every|each|all|any)\s+(future\s+)?(answer|response|reply|summary|report|output)s?\s+(you|that you)\s+(give|write|generate|produce|send)\b"),
-    ("answer_directive", r"\b(every|all)\s+future\s+(replies|reply|tasks|answers|responses|turns|reports|conversations|sessions)\b"),
-    ("answer_directive", r"\b(save|store|add|write|keep)\b(\s+\w+){0,5}\s+(to|in)\s+your\s+(long term\s+)?memory\b"),
-    ("answer_directive", r"\b(do exactly what it says|follow the instructions?\s+(inside|in it|below|hidden)|execute it as a command|decode (it|this)(\s+\w+){0,2}\s+and\s+(do|follow|execute|run))\b"),
+    (
+        "answer_directive",
+        r"\b(when|while|after|before|if)\s+you\s+(read|process|see|parse|handle|summari[sz]e|index)\s+(this|these|the following)\b",
+    ),
+    (
+        "answer_directive",
+        rf"\b(in|to|into|at the (end|start|top|bottom) of)\s+(your|every|each|any|all)\s+({_ANSWERING}|summary|summaries|report|reports)\b",
+    ),
+    (
+        "answer_directive",
+        r"\b(every|each|all|any)\s+(future\s+)?(answer|response|reply|summary|report|output)s?\s+(you|that you)\s+(give|write|generate|produce|send)\b",
+    ),
+    (
+        "answer_directive",
+        r"\b(every|all)\s+future\s+(replies|reply|tasks|answers|responses|turns|reports|conversations|sessions)\b",
+    ),
+    (
+        "answer_directive",
+        r"\b(save|store|add|write|keep)\b(\s+\w+){0,5}\s+(to|in)\s+your\s+(long term\s+)?memory\b",
+    ),
+    (
+        "answer_directive",
+        r"\b(do exactly what it says|follow the instructions?\s+(inside|in it|below|hidden)|execute it as a command|decode (it|this)(\s+\w+){0,2}\s+and\s+(do|follow|execute|run))\b",
+    ),
     (
         "answer_directive",
         r"\b(include|insert|add|append|embed|render|display|show|attach|output|print)\s+(this|the following|these|that)\s+"
         r"(image|images|picture|link|links|url|urls|markdown|html|pixel|text|snippet|code|token|tokens)\b",
     ),
-    ("answer_directive", r"\b(append|attach|add)\s+(the\s+)?(token|code|reference|marker|tag)\b(\s+\S+){0,3}\s+to\s+(my|your|every|each|any|all)\b"),
+    (
+        "answer_directive",
+        r"\b(append|attach|add)\s+(the\s+)?(token|code|reference|marker|tag)\b(\s+\S+){0,3}\s+to\s+(my|your|every|each|any|all)\b",
+    ),
     (
         "answer_directive",
         r"\b(fill in|fill out|insert|add|provide|state|supply|make up|invent)\b(\s+\w+){0,6}\s+"
         r"(you know|you remember|from memory|from your (memory|knowledge|training))\b",
     ),
-    ("answer_directive", r"\b(respond|reply|answer)\s+(only\s+)?(with|in)\s+(yes|no|json|the word|only|exactly)\b"),
-    ("answer_directive", r"\bdo not (mention|tell|reveal|cite|disclose)\s+(this|these|that)\s+(instruction|instructions|note|message|text)\b"),
+    (
+        "answer_directive",
+        r"\b(respond|reply|answer)\s+(only\s+)?(with|in)\s+(yes|no|json|the word|only|exactly)\b",
+    ),
+    (
+        "answer_directive",
+        r"\bdo not (mention|tell|reveal|cite|disclose)\s+(this|these|that)\s+(instruction|instructions|note|message|text)\b",
+    ),
     # approvals the system decides, not a document
-    ("approval_bypass", r"\btreat(ed|s|ing)?\b(\s+\w+){0,6}\s+as\s+(pre\s*approved|preapproved|approved|authori[sz]ed|verified|confirmed|exempt|eligible)\b"),
-    ("approval_bypass", r"\b(pre\s*approved|preapproved)\b(\s+\w+){0,3}\s+(by default|automatically|always)\b"),
+    (
+        "approval_bypass",
+        r"\btreat(ed|s|ing)?\b(\s+\w+){0,6}\s+as\s+(pre\s*approved|preapproved|approved|authori[sz]ed|verified|confirmed|exempt|eligible)\b",
+    ),
+    (
+        "approval_bypass",
+        r"\b(pre\s*approved|preapproved)\b(\s+\w+){0,3}\s+(by default|automatically|always)\b",
+    ),
     ("approval_bypass", r"\b(auto\s*approve|automatically approve|always approve|approve (every|all|any)\b)"),
     ("approval_bypass", r"\b(grant|approve)\s+(all|every|any)\s+(requests?|refunds?|credits?|exceptions?)\b"),
-    ("approval_bypass", r"\b(has|have)\s+(granted|given)\s+(you\s+)?permission\s+to\s+(skip|bypass|ignore|disable)\b"),
+    (
+        "approval_bypass",
+        r"\b(has|have)\s+(granted|given)\s+(you\s+)?permission\s+to\s+(skip|bypass|ignore|disable)\b",
+    ),
     # reveal / exfiltrate
     (
         "reveal",
@@ -272,12 +344,24 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         r"(full\s+|all\s+|entire\s+|every\s+|raw\s+)?(customer list|customer database|customer data|customer emails|"
         r"customer records|order data|user data|the database|api keys|credentials|all records|all invoices)\b",
     ),
-    ("reveal", r"\b(instructions|rules|prompt|guidelines)\s+(you were|you have been|you ve been|you re)\s+given\b"),
-    ("reveal", r"\b(repeat|print|output|recite)\s+(the\s+)?(words|text|everything|all)\s+(above|before this)\b"),
+    (
+        "reveal",
+        r"\b(instructions|rules|prompt|guidelines)\s+(you were|you have been|you ve been|you re)\s+given\b",
+    ),
+    (
+        "reveal",
+        r"\b(repeat|print|output|recite)\s+(the\s+)?(words|text|everything|all)\s+(above|before this)\b",
+    ),
     ("reveal", r"\b(verrate|revele|revela|rivela)\b"),
     # tool calls
-    ("tool_call", r"\b(call|invoke|execute|trigger|run|use|fire)\b(\s+\w+){0,3}\s+(tool|tools|function|functions|api call)\b"),
-    ("tool_call", r"\b(issue refund|lookup invoice|send reply|delete account|export customer list|change plan price)\b"),
+    (
+        "tool_call",
+        r"\b(call|invoke|execute|trigger|run|use|fire)\b(\s+\w+){0,3}\s+(tool|tools|function|functions|api call)\b",
+    ),
+    (
+        "tool_call",
+        r"\b(issue refund|lookup invoice|send reply|delete account|export customer list|change plan price)\b",
+    ),
     ("tool_call", r"\btool\s*call\b"),
 )
 _RULES = tuple((reason, re.compile(pattern)) for reason, pattern in _RULE_TEXT)
@@ -323,6 +407,8 @@ def _candidate_rules(words: list[str]) -> list[int]:
     for w in set(words):
         found |= _word_rules(w)
     return sorted(found)
+
+
 # rules on the visible lower-case text itself (punctuation and underscores matter)
 _RAW_RULES = tuple(
     (reason, re.compile(pattern, re.MULTILINE))
@@ -471,3 +557,54 @@ def _strip_markup(piece: str) -> str:
 def instruction_sentences(texts: Iterable[str]) -> list[Screened]:
     """The instruction sentences among ``texts`` (already split)."""
     return [s for s in (screen_sentence(t) for t in texts) if s.instruction]
+
+
+# ------------------------------------------------------------------------------------------ sync
+def screen_pending(
+    rt: Any, source: Any, pending: list[tuple[Any, Any]], summary: Any, *, actor: str = "system"
+) -> list[tuple[Any, Any]]:
+    """The sync hook: screen a batch of read documents before they are indexed.
+
+    A document whose text carries instruction sentences is indexed *without* them (the cleaned text, so
+    they can never be retrieved, quoted or noted), flagged to the source owner in the sync summary's
+    ``warnings`` (shown by ``charter sync``, stored with the run, listed by ``charter sources show``) and
+    audited as ``sources.screened`` with each sentence and its reasons. Documents without instructions
+    pass unchanged (same object, same content hash, so an unchanged document stays unchanged)."""
+    from dataclasses import replace
+
+    out: list[tuple[Any, Any]] = []
+    for doc, read_at in pending:
+        result = screen_text(doc.text) if not doc.pages else _screen_pages(doc)
+        if not result.flagged:
+            out.append((doc, read_at))
+            continue
+        reasons = ", ".join(result.reasons)
+        if len(summary.warnings) < 200:
+            summary.warnings.append(
+                {
+                    "doc_id": doc.doc_id,
+                    "reason": f"{len(result.flagged)} instruction sentence(s) addressed to an assistant "
+                    f"({reasons}) were excluded from the index; the owner ({source.owner}) should review "
+                    "the document",
+                }
+            )
+        rt.audit.append(
+            actor=actor,
+            action="sources.screened",
+            resource=f"source:{source.id}",
+            outcome="flagged",
+            details={"doc_id": doc.doc_id, "owner": source.owner, "sentences": result.as_dict()[:20]},
+        )
+        if doc.pages:
+            pages = tuple(screen_text(p).cleaned for p in doc.pages)
+            out.append((replace(doc, text="\n".join(pages), pages=pages), read_at))
+        else:
+            out.append((replace(doc, text=result.cleaned), read_at))
+    return out
+
+
+def _screen_pages(doc: Any) -> DocumentScreen:
+    result = DocumentScreen()
+    for page in doc.pages:
+        result.flagged += screen_text(page).flagged
+    return result

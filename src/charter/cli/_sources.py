@@ -154,6 +154,9 @@ def sources_show(
             actor = principal.id
         status = next(r for r in source_statuses(rt) if r["id"] == source.id)
         docs = source_documents_listing(rt, source.id)
+        flagged = _screened(rt, source.id)
+        for d in docs:
+            d["screened"] = flagged.get(d["doc_id"])
         rt.audit.append(
             actor=actor,
             action="sources.show",
@@ -164,6 +167,27 @@ def sources_show(
     finally:
         rt.close()
     emit({"source": status, "documents": docs}, as_json, _render_documents)
+
+
+def _screened(rt: Runtime, source_id: str) -> dict[str, str]:
+    """Documents the source's last sync flagged for carrying instructions (``charter.screening``)."""
+    from sqlalchemy import select
+
+    from charter.sources._tables import sync_runs
+
+    t = sync_runs
+    with rt.store.connect() as conn:
+        summary = conn.execute(
+            select(t.c.summary)
+            .where(t.c.source_id == source_id, t.c.status != "running")
+            .order_by(t.c.id.desc())
+            .limit(1)
+        ).scalar()
+    return {
+        w["doc_id"]: w["reason"]
+        for w in (summary or {}).get("warnings", [])
+        if "instruction sentence" in str(w.get("reason", ""))
+    }
 
 
 def _render_documents(data: dict[str, Any]) -> None:
@@ -178,7 +202,9 @@ def _render_documents(data: dict[str, Any]) -> None:
         table.add_column(col, overflow="fold")
     for d in data["documents"]:
         note = ""
-        if d["failed_reason"]:
+        if d.get("screened"):
+            note = f"[red]screened:[/] {escape(d['screened'])}"
+        elif d["failed_reason"]:
             note = f"[red]last read failed:[/] {escape(d['failed_reason'])}"
         elif d["private_by_default"]:
             note = f"[yellow]{escape(d['acl_error'] or 'no ACL')}[/]"

@@ -22,13 +22,18 @@ How a draft is composed:
 
 from __future__ import annotations
 
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from charter.models._render import clean_text, estimate_tokens, parse_citations, strip_citation_markers
-from charter.models._text import Overlap, is_statement, looks_like_instruction, sentences_with_headings
+from charter.models._text import Overlap, is_statement, sentences_with_headings
 from charter.models._types import Generation, GenerationRequest, Passage, provider
+from charter.screening import screen_sentence
 from charter.spec._schema import ModelEndpoint
 
 NO_ANSWER_TEXT = (
@@ -39,6 +44,39 @@ AGENT_NOTES_HEADER = "Agent notes (internal, do not send to the customer):"
 MIN_SCORE = 0.2
 MAX_CUSTOMER_SENTENCES = 4
 MAX_AGENT_SENTENCES = 3
+# Weights of a sentence's relevance (see module docstring) and the selection parameters. ABSTAIN_BELOW is the
+# calibrated retrieval-score threshold: the best passage sentence's cosine similarity to the question below
+# which no passage answers it (calibration: docs/models.md, bench/answer_quality.py).
+W_DENSE, W_LEXICAL, W_HEADING, W_LEAD, W_RANK = 0.6, 0.25, 0.08, 0.03, 0.04
+ABSTAIN_BELOW = 0.35
+RELATIVE_CUTOFF = 0.7  # a sentence must score at least this share of the best one
+MMR_LAMBDA = 0.7
+DUPLICATE_COSINE = 0.92
+W_QUALIFIER = 0.04
+W_STEP = 0.1  # procedure steps, for "how do I ..." questions
+_HOW_TO = re.compile(
+    r"^(how (do|can|should) (i|we|you|they)|how to|where (do|can) (i|we)|what do i do)\b", re.I
+)
+_BOILERPLATE = re.compile(r"^(this|the following) (article|page|guide|section|document)\b", re.IGNORECASE)
+_STEP = re.compile(
+    r"^(click|tap|go to|open|select|choose|enter|type|sign in|log in|confirm|download|add|remove|pick|press|"
+    r"check|find|scroll|under|in settings|copy|paste|upload|save)\b",
+    re.IGNORECASE,
+)
+
+
+def _is_step(sentence: str) -> bool:
+    """A short procedure step ("Click **Replace card**."): quotable although shorter than a statement."""
+    words = sentence.split()
+    return 2 <= len(words) <= 30 and bool(_STEP.match(sentence)) and sentence.rstrip()[-1:] in ".!"
+
+
+QUALIFIERS = re.compile(
+    r"\b(pro[- ]rata|prorated|pro-rated|up to|except|excluding|unless|only if|only for|only when|provided that|"
+    r"does not apply|doesn't apply|not refundable|aren't refundable|isn't refundable|at most|at least|"
+    r"no more than|capped|maximum|minimum|instead|however|but not)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +87,75 @@ class _Candidate:
     text: str
     score: float
     matched: frozenset[str]
+    dense: float = 0.0
+    vector: Any = None
+
+
+# ------------------------------------------------------------------------------------------ sentence vectors
+class SentenceVectors:
+    """Embeddings of passage sentences, cached in memory by text (passages repeat across requests; the sync
+    warms the cache for every new or changed document, see :func:`charter.screening.screen_document`).
+
+    The embedder is the runtime's (bound by the pipeline with :meth:`bind`), so question and sentence
+    vectors come from the same model; unbound, the built-in MiniLM is loaded on first use."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._embedder: Any = None
+        self._query: Callable[[str], Any] | None = None
+        self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def bind(self, embedder: Any, query: Callable[[str], Any] | None = None) -> None:
+        """Use ``embedder`` for sentences and ``query`` (the index's cached query embedding, so the question
+        is embedded once per request, by retrieval) for questions."""
+        self._embedder, self._query = embedder, query
+
+    def query(self, question: str) -> Any:
+        if self._query is not None and self._embedder is not None:
+            return self._query(question)
+        return self([question])[0]
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from charter.retrieval._embedding import get_embedder
+
+            self._embedder = get_embedder("minilm")
+        return self._embedder
+
+    def __call__(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        emb = self.embedder
+        out = np.zeros((len(texts), emb.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._lock:
+            for i, t in enumerate(texts):
+                v = self._cache.get((emb.name, t))
+                if v is None:
+                    missing.setdefault(t, []).append(i)
+                else:
+                    out[i] = v
+        if missing:
+            keys = list(missing)
+            vecs = np.asarray(emb.embed(keys), dtype=np.float32)
+            with self._lock:
+                for t, v in zip(keys, vecs, strict=True):
+                    self._cache[(emb.name, t)] = v
+                    for i in missing[t]:
+                        out[i] = v
+                while len(self._cache) > self.capacity:
+                    self._cache.popitem(last=False)
+        return out
+
+
+SENTENCE_VECTORS = SentenceVectors()
+
+
+def sentence_key(heading: str, sentence: str) -> str:
+    """The text a passage sentence is embedded as: its section heading gives it context."""
+    return f"{heading}: {sentence}" if heading else sentence
 
 
 def tone_parts(tone: str, *, customer: str, agent: str) -> tuple[str, str]:
@@ -87,79 +194,137 @@ class ExtractiveModel:
         min_score: float = MIN_SCORE,
         max_customer_sentences: int = MAX_CUSTOMER_SENTENCES,
         max_agent_sentences: int = MAX_AGENT_SENTENCES,
+        abstain_below: float = ABSTAIN_BELOW,
+        vectors: SentenceVectors | None = None,
     ) -> None:
         self.name = name
+        self.abstain_below = abstain_below
+        self.vectors = vectors or SENTENCE_VECTORS
         self.min_score = min_score
         self.max_customer = max_customer_sentences
         self.max_agent = max_agent_sentences
 
-    def candidates(self, request: GenerationRequest) -> tuple[list[_Candidate], Overlap]:
-        """Every quotable sentence of the request's passages with its relevance score, best first."""
-        raw: list[tuple[int, int, Passage, str, str]] = []
+    def candidates(
+        self, request: GenerationRequest
+    ) -> tuple[list[_Candidate], Overlap, list[dict[str, Any]], float]:
+        """Every quotable sentence of the request's passages with its relevance, best first; the screened
+        (instruction) sentences with their reasons; and the best dense similarity (the abstention score)."""
+        import numpy as np
+
+        raw: list[tuple[int, int, Passage, str, bool, str]] = []
+        screened: list[dict[str, Any]] = []
         for rank, passage in enumerate(request.context):
             last_heading = None
             for pos, (heading, sentence) in enumerate(sentences_with_headings(passage.text)):
                 lead = heading != last_heading
                 last_heading = heading
                 sentence = strip_citation_markers(clean_text(sentence))
-                if is_statement(sentence) and not looks_like_instruction(sentence):
-                    raw.append((rank, pos, passage, heading if not lead else "\0" + heading, sentence))
+                verdict = screen_sentence(sentence)
+                if verdict.instruction:
+                    screened.append(
+                        {"passage": passage.id, "sentence": sentence[:300], "reasons": list(verdict.reasons)}
+                    )
+                    continue
+                if (is_statement(sentence) or _is_step(sentence)) and not _BOILERPLATE.match(sentence):
+                    raw.append((rank, pos, passage, heading, lead, sentence))
         overlap = Overlap(request.question, [s for *_, s in raw])
+        if not raw or screen_sentence(request.question).instruction:  # a question that instructs: no answer
+            return [], overlap, screened, 0.0
+        sentence_vectors = self.vectors([sentence_key(h, s) for _, _, _, h, _, s in raw])
+        dense = sentence_vectors @ np.asarray(self.vectors.query(request.question), dtype=np.float32)
         out: list[_Candidate] = []
-        for rank, pos, passage, heading, sentence in raw:
+        n = max(len(request.context), 1)
+        how_to = bool(_HOW_TO.match(request.question.strip()))
+        for (rank, pos, passage, heading, lead, sentence), d, vec in zip(
+            raw, dense, sentence_vectors, strict=True
+        ):
             matched = overlap.matched(sentence)
-            if not matched:
-                continue
-            lead = heading.startswith("\0")
             score = (
-                0.6 * overlap.weight(matched)
-                + 0.25 * overlap.coverage(heading.lstrip("\0"))
-                + 0.15 * overlap.coverage(f"{passage.title} {passage.heading}")
-                + (0.05 if lead else 0.0)
+                W_DENSE * float(d)
+                + W_LEXICAL * overlap.weight(matched)
+                + W_HEADING * overlap.coverage(f"{passage.title} {passage.heading} {heading}")
+                + (W_LEAD if lead else 0.0)
+                + W_RANK * (1 - rank / n)
+                + (W_QUALIFIER if QUALIFIERS.search(sentence) else 0.0)
+                + (W_STEP if how_to and _is_step(sentence) else 0.0)
             )
-            if score >= self.min_score:
-                out.append(_Candidate(passage, rank, pos, sentence, score, matched))
+            out.append(_Candidate(passage, rank, pos, sentence, score, matched, float(d), vec))
         out.sort(key=lambda c: (-c.score, c.rank, c.position))
-        return out, overlap
+        best = float(np.max(dense)) if len(dense) else 0.0
+        return out, overlap, screened, best
 
     def _pick(
         self,
         cands: list[_Candidate],
-        overlap: Overlap,
         audience: str,
         limit: int,
         budget: int,
         seen: set[str],
     ) -> tuple[list[_Candidate], int]:
+        """Maximal marginal relevance over the candidates of one audience, then each picked sentence's
+        qualifying follow-up ("... pro rata", "except ...") from the same passage."""
         pool = [c for c in cands if c.passage.audience == audience]
+        if not pool:
+            return [], budget
+        top = pool[0].score
+        pool = [c for c in pool if c.score >= max(self.min_score, RELATIVE_CUTOFF * top)]
         picked: list[_Candidate] = []
-        covered: set[str] = set()
-        while pool and len(picked) < limit:
-            best = max(
-                pool,
-                key=lambda c: (c.score + 0.5 * overlap.weight(c.matched - covered), -c.rank, -c.position),
-            )
-            pool.remove(best)
-            key = " ".join(best.text.lower().split())
-            cost = estimate_tokens(_cite(best.text, best.passage.id)) + 1
+
+        def take(c: _Candidate) -> bool:
+            nonlocal budget
+            key = " ".join(c.text.lower().split())
+            cost = estimate_tokens(_cite(c.text, c.passage.id)) + 1
             if key in seen or cost > budget:
-                continue
+                return False
             seen.add(key)
             budget -= cost
-            covered |= best.matched
-            picked.append(best)
+            picked.append(c)
+            return True
+
+        while pool and len(picked) < limit:
+
+            def mmr(c: _Candidate) -> float:
+                sim = max((float(c.vector @ p.vector) for p in picked), default=0.0)
+                return MMR_LAMBDA * c.score - (1 - MMR_LAMBDA) * sim
+
+            best = max(pool, key=lambda c: (mmr(c), -c.rank, -c.position))
+            pool.remove(best)
+            if any(float(best.vector @ p.vector) >= DUPLICATE_COSINE for p in picked):
+                continue
+            take(best)
+        by_place = {(c.passage.id, c.position): c for c in cands if c.passage.audience == audience}
+        for c in list(picked):
+            # the sentence that completes a picked one: its qualifier ("... pro rata", "except ..."), the
+            # worked result of an example, or the next steps of a procedure
+            follow = 4 if _is_step(c.text) else 1
+            for offset in range(1, follow + 1):
+                nxt = by_place.get((c.passage.id, c.position + offset))
+                if nxt is None or nxt in picked:
+                    break
+                if _is_step(c.text) and not _is_step(nxt.text):
+                    break
+                if not (
+                    _is_step(c.text)
+                    or c.text.lower().startswith(("example", "for example"))
+                    or (QUALIFIERS.search(nxt.text) and (nxt.dense >= self.abstain_below or nxt.matched))
+                ):
+                    break
+                take(nxt)
         picked.sort(key=lambda c: (c.rank, c.position))
         return picked, budget
 
     def generate(self, request: GenerationRequest) -> Generation:
-        cands, overlap = self.candidates(request)
+        cands, _overlap, screened, best = self.candidates(request)
         greeting, signoff = tone_parts(request.tone, customer=request.customer_name, agent=request.agent_name)
         budget = request.max_output_tokens - estimate_tokens(
             f"{greeting}\n\n\n\n{signoff}\n\n{AGENT_NOTES_HEADER}"
         )
         seen: set[str] = set()
-        customer, budget = self._pick(cands, overlap, "customer", self.max_customer, budget, seen)
-        agent, _ = self._pick(cands, overlap, "agent", self.max_agent, budget, seen)
+        relevant = best >= self.abstain_below
+        customer, budget = (
+            self._pick(cands, "customer", self.max_customer, budget, seen) if relevant else ([], budget)
+        )
+        agent, _ = self._pick(cands, "agent", self.max_agent, budget, seen) if relevant else ([], budget)
         sentences: list[dict[str, Any]] = []
         if customer:
             body = " ".join(_cite(c.text, c.passage.id) for c in customer)
@@ -175,6 +340,7 @@ class ExtractiveModel:
                     "citation": c.passage.id,
                     "audience": c.passage.audience,
                     "score": round(c.score, 4),
+                    "dense": round(c.dense, 4),
                 }
             )
         if agent:
@@ -191,6 +357,8 @@ class ExtractiveModel:
             usage_source="estimated",
             extra={
                 "sentences": sentences,
+                "screened": screened,
+                "relevance": round(best, 4),
                 "greeting": greeting if customer else "",
                 "signoff": signoff if customer else "",
             },

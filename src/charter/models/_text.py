@@ -47,6 +47,10 @@ def _table_row(header: list[str], cells: list[str]) -> str:
     values = [c for c in cells[1:] if c and c not in {"—", "-"}]
     if len(cells) == 2 and len(header) == 2 and header[1] and not short_key:
         key = f"{key} — {header[1]}"
+    elif len(cells) > 2 and len(header) == len(cells) and all(header[1:]):
+        # several columns: name each value by its column ("Billing admin — See invoices: Yes; Cancel: Yes.")
+        named = [f"{h}: {c.rstrip('.')}" for h, c in zip(header[1:], cells[1:], strict=True) if c]
+        return f"{key} — {'; '.join(named)}." if named else ""
     rest = " ".join(c if c.endswith((".", "!", "?")) else c + "." for c in values)
     return f"{key}: {rest}".strip() if rest else ""
 

@@ -36,6 +36,7 @@ from charter.sources._acl import effective_acl
 from charter.sources._connector import ConnectorContext, Failed, SourceUnavailable, get_connector
 from charter.sources._document import Document, acl_hash
 from charter.sources._tables import source_documents, source_state, sync_runs
+from charter.screening import screen_pending
 from charter.spec import Source, section_hash
 from charter.store import utcnow
 
@@ -394,6 +395,7 @@ class Syncer:
         document in its own transaction (so an interruption still leaves every document whole)."""
         if not pending:
             return
+        pending[:] = screen_pending(self.rt, source, pending, summary, actor=self.actor)  # charter.screening
         changed = [
             d
             for d, _ in pending
