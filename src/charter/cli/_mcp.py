@@ -10,6 +10,7 @@ from rich.table import Table
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
 from charter.cli._tools import tools_app
+from charter.errors import UsageError
 
 mcp_app = typer.Typer(
     help="Model Context Protocol: serve the workflow to MCP clients (`charter mcp --as USER`, stdio), and "
@@ -35,7 +36,7 @@ def mcp_serve(
     if ctx.invoked_subcommand is not None:
         return
     if not user:
-        raise typer.BadParameter("name the user to serve as: charter mcp --as USER", param_hint="--as")
+        raise UsageError("name the user to serve as: charter mcp --as USER (or see: charter mcp --help)")
     import anyio
 
     from charter.mcp import serve_stdio
