@@ -66,13 +66,21 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
             return
         rows = [
             tuple(
-                (r[c].strftime("%Y-%m-%d %H:%M:%S.%f") if c == "started_at" else json.dumps(r[c]) if c == "body" else r[c])
+                (
+                    r[c].strftime("%Y-%m-%d %H:%M:%S.%f")
+                    if c == "started_at"
+                    else json.dumps(r[c])
+                    if c == "body"
+                    else r[c]
+                )
                 for c in cols
             )
             for r in batch
         ]
         with store.begin() as conn:
-            conn.exec_driver_sql(f"INSERT INTO traces ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+            conn.exec_driver_sql(
+                f"INSERT INTO traces ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+            )
         counts["traces"] += len(batch)
         batch.clear()
         flush()
@@ -148,7 +156,9 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
                     "created_at": at + timedelta(minutes=5),
                     "principal_id": f"u{i % 500}",
                     "rating": -1 if down else 1,
-                    "reasons": [rng.choice(["outdated", "inaccurate", "incomplete"])] if down else ["helpful"],
+                    "reasons": [rng.choice(["outdated", "inaccurate", "incomplete"])]
+                    if down
+                    else ["helpful"],
                     "comment": None,
                 }
             )
@@ -199,7 +209,11 @@ def main() -> None:
         counts = seed(rt, args.traces, now)
         seeded_s = time.perf_counter() - t0
         only = ("budget_burn", "escalation_spike", "latency_slo_burn", "sync_freshness", "kill_switch")
-        results: dict[str, object] = {"seeded": counts, "seed_s": round(seeded_s, 1), "dialect": rt.store.dialect}
+        results: dict[str, object] = {
+            "seeded": counts,
+            "seed_s": round(seeded_s, 1),
+            "dialect": rt.store.dialect,
+        }
         for name, fn in (
             ("trends_28d", lambda: build_trends(rt, since=timedelta(days=28), now=now)),
             ("trends_90d", lambda: build_trends(rt, since=timedelta(days=90), now=now)),
@@ -207,7 +221,10 @@ def main() -> None:
             ("alerts", lambda: evaluate_alerts(rt, now, only=only)),
             (
                 "trends_28d+failures_28d",
-                lambda: (build_trends(rt, since=timedelta(days=28), now=now), build_failures(rt, since=timedelta(days=28), now=now)),
+                lambda: (
+                    build_trends(rt, since=timedelta(days=28), now=now),
+                    build_failures(rt, since=timedelta(days=28), now=now),
+                ),
             ),
             ("build_report_7d", lambda: build_report(rt, since=timedelta(days=7), now=now)),
         ):

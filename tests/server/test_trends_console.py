@@ -59,7 +59,11 @@ def _seed(rt: Any) -> None:
             )
             reject = rng.random() < (0.6 if new else 0.2)
             decide_draft(
-                rt, item.id, "lena", "reject" if reject else "approve", reason="inaccurate" if reject else None
+                rt,
+                item.id,
+                "lena",
+                "reject" if reject else "approve",
+                reason="inaccurate" if reject else None,
             )
 
 
@@ -72,7 +76,9 @@ def test_monitor_page_trends_and_clusters_in_the_browser(browser: Any, live: Ser
     assert p.locator("#trends svg line.change-point[data-kind='model_changed']").count() >= 1
     changes = p.locator("#change-points tbody tr")
     assert changes.count() >= 1 and "model m-new first used" in changes.first.inner_text()
-    assert "→" in changes.first.inner_text() and ("pp" in changes.first.inner_text() or "too few" in changes.first.inner_text())
+    assert "→" in changes.first.inner_text() and (
+        "pp" in changes.first.inner_text() or "too few" in changes.first.inner_text()
+    )
     clusters = p.locator("#failure-clusters tbody tr")
     assert clusters.count() >= 1
     first = clusters.first.inner_text()
@@ -130,4 +136,4 @@ def test_grafana_dashboard_and_alert_rules_query_only_exported_metrics(served: S
     rules = (DEPLOY / "prometheus" / "charter-alerts.yaml").read_text()
     assert sorted(_queried(rules) - exported) == [], "the alert rules query metrics /metrics does not export"
     # and the check can fail: a made-up name is caught
-    assert _queried('rate(charter_made_up_total[5m])') - exported == {"charter_made_up_total"}
+    assert _queried("rate(charter_made_up_total[5m])") - exported == {"charter_made_up_total"}
