@@ -105,7 +105,10 @@ def change_history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     rng = random.Random(3)
     truth: dict[str, Any] = {"t0": t0, "decisions": [], "latency": []}
     # ... and the history around it is seeded at known times; the report's clock is injected
-    for side, days, pv, accept_share in (("before", range(-7, 0), "v2", 0.8), ("after", range(1, 8), "v1", 0.4)):
+    for side, days, pv, accept_share in (
+        ("before", range(-7, 0), "v2", 0.8),
+        ("after", range(1, 8), "v1", 0.4),
+    ):
         for d in days:
             day_start = (t0 + timedelta(days=d)).replace(hour=0, minute=0, second=0, microsecond=0)
             for i in range(PER_DAY):
@@ -115,7 +118,9 @@ def change_history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 store.write(t)
                 truth["latency"].append(lat)
                 r = rng.random()
-                decision = "approve" if r < accept_share * 0.75 else ("edit" if r < accept_share else "reject")
+                decision = (
+                    "approve" if r < accept_share * 0.75 else ("edit" if r < accept_share else "reject")
+                )
                 reason = "inaccurate" if decision == "reject" else None
                 review(rt, t.request_id, decision, reason)
                 truth["decisions"].append((side, pv, at.date().isoformat(), decision, reason))
@@ -125,7 +130,9 @@ def change_history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         t = make_trace(rt, at, prompt_version="v1" if at > t0 else "v2")
         store.write(t)
         review(rt, t.request_id, "reject", "incomplete")
-        truth["decisions"].append(("change_day", t.prompt_version, at.date().isoformat(), "reject", "incomplete"))
+        truth["decisions"].append(
+            ("change_day", t.prompt_version, at.date().isoformat(), "reject", "incomplete")
+        )
     truth["now"] = t0 + timedelta(days=9)
     truth["trends"] = build_trends(rt, since=timedelta(days=21), now=truth["now"], change_window_days=7)
     truth["rt"] = rt
@@ -198,7 +205,9 @@ def test_report_and_console_charts_mark_the_change_point(change_history: dict[st
     from charter.telemetry._report_render import trend_charts
 
     rt = change_history["rt"]
-    report = build_report(rt, since=timedelta(days=7), now=change_history["now"], trend_window=timedelta(days=21))
+    report = build_report(
+        rt, since=timedelta(days=7), now=change_history["now"], trend_window=timedelta(days=21)
+    )
     assert report["time_series"]["change_points"] == change_history["trends"]["change_points"]
     md = render_report(report, "md")
     assert "## Trends over time" in md and "prompt draft_reply → v1" in md
@@ -230,7 +239,9 @@ def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:  # wri
 
     (l1, u1), (l2, u2) = w(k1, n1), w(k2, n2)
     p1, p2 = k1 / n1, k2 / n2
-    return p2 - p1 - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), p2 - p1 + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+    return p2 - p1 - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), p2 - p1 + math.sqrt(
+        (u2 - p2) ** 2 + (p1 - l1) ** 2
+    )
 
 
 @pytest.mark.parametrize("k1,n1,k2,n2", [(8, 10, 4, 10), (56, 70, 28, 70), (0, 40, 3, 40), (40, 40, 39, 41)])

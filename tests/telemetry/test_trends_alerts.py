@@ -31,7 +31,9 @@ def _seed_escalations(rt: Runtime, now: datetime, *, spike: bool) -> None:
         store.write(make_trace(rt, at, status="needs_human" if reason else "answered", escalation=reason))
     for i in range(40):
         at = now - timedelta(minutes=rng.uniform(0.5, 59))
-        reason = "no_sources" if i % 10 == 0 else ("out_of_scope" if (spike and i % 10 in (1, 2, 3)) else None)
+        reason = (
+            "no_sources" if i % 10 == 0 else ("out_of_scope" if (spike and i % 10 in (1, 2, 3)) else None)
+        )
         store.write(make_trace(rt, at, status="needs_human" if reason else "answered", escalation=reason))
 
 
@@ -87,7 +89,9 @@ def test_budget_burn_at_twice_the_pace_alerts_by_day_ten_not_day_thirty(project:
             b = budget_projection(rt, day10)
             assert b["spent_usd"] == pytest.approx(10 * daily)
             assert b["spent_usd"] < rt.spec.budgets.monthly_usd  # spend alone would not alert yet ...
-            assert b["projected_usd"] == pytest.approx(2 * rt.spec.budgets.monthly_usd)  # ... the projection does
+            assert b["projected_usd"] == pytest.approx(
+                2 * rt.spec.budgets.monthly_usd
+            )  # ... the projection does
             alert = evaluate_alerts(rt, day10, only=("budget_burn",))[0]
             assert alert.owner == {"duty": "cost", "principal": "farid"}
         else:
@@ -105,7 +109,9 @@ def test_latency_slo_multiwindow_burn(project: Path) -> None:
         for i in range(200):
             store.write(make_trace(rt, NOW - timedelta(hours=2, minutes=i * 5), latency_ms=300))
         for i in range(50):
-            store.write(make_trace(rt, NOW - timedelta(seconds=30 + 70 * i), latency_ms=slow if i % 5 else 300))
+            store.write(
+                make_trace(rt, NOW - timedelta(seconds=30 + 70 * i), latency_ms=slow if i % 5 else 300)
+            )
         fired = evaluate_alerts(rt, NOW, only=("latency_slo_burn",))
         assert [a.id for a in fired] == ["latency_slo_burn"] and fired[0].severity == "page"
         assert fired[0].labels == {"long_window": "1:00:00", "short_window": "0:05:00"}
@@ -142,7 +148,9 @@ def test_freshness_kill_switch_and_audit_alerts(project: Path) -> None:
         rt.close()
 
 
-def test_drift_loop_notifies_once_per_change_and_audits(project: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_drift_loop_notifies_once_per_change_and_audits(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rt = Runtime.open(project)
     try:
         _seed_escalations(rt, NOW, spike=True)
@@ -161,7 +169,10 @@ def test_drift_loop_notifies_once_per_change_and_audits(project: Path, caplog: p
             for e in rt.audit.tail(50, action="monitor.alert")
             if e.details.get("id") == "escalation_spike:out_of_scope"
         ]
-        assert outcomes == [("firing", "escalation_spike:out_of_scope"), ("resolved", "escalation_spike:out_of_scope")]
+        assert outcomes == [
+            ("firing", "escalation_spike:out_of_scope"),
+            ("resolved", "escalation_spike:out_of_scope"),
+        ]
     finally:
         rt.close()
 
@@ -175,7 +186,7 @@ def test_drift_notify_webhook_receives_the_alert(project: Path) -> None:
     got: list[dict[str, object]] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
@@ -187,7 +198,9 @@ def test_drift_notify_webhook_receives_the_alert(project: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     text = project.read_text()
     assert "\n  notify: log\n" in text
-    project.write_text(text.replace("\n  notify: log\n", f"\n  notify: http://127.0.0.1:{server.server_port}/hook\n"))
+    project.write_text(
+        text.replace("\n  notify: log\n", f"\n  notify: http://127.0.0.1:{server.server_port}/hook\n")
+    )
     rt = Runtime.open(project)
     try:
         from charter.tools import set_kill_switch

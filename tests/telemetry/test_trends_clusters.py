@@ -44,7 +44,11 @@ def seeded(project: Path) -> Any:
         store.write(t)
         truth["double"].append(t.request_id)
     for i, q in enumerate(UNRELATED):  # out of scope, each different
-        store.write(make_trace(rt, now - timedelta(days=1 + i), status="needs_human", escalation="out_of_scope", question=q))
+        store.write(
+            make_trace(
+                rt, now - timedelta(days=1 + i), status="needs_human", escalation="out_of_scope", question=q
+            )
+        )
     rejected = make_trace(rt, now - timedelta(days=2), question="What does the Pro plan cost per seat?")
     store.write(rejected)
     review(rt, rejected.request_id, "reject", "inaccurate")
@@ -127,8 +131,20 @@ def test_add_from_production_writes_valid_eval_cases(seeded: dict[str, Any], cli
     cluster = build_failures(rt, since=timedelta(days=14), now=seeded["now"])["clusters"][0]
     out = project.parent / "evals" / "production.yaml"
     r = cli(
-        "evals", "add-from-production", cluster["id"], "--to", str(out), "--as", "omar", "--ask-as", "ana",
-        "--since", "14d", "--charter", str(project), "--json",
+        "evals",
+        "add-from-production",
+        cluster["id"],
+        "--to",
+        str(out),
+        "--as",
+        "omar",
+        "--ask-as",
+        "ana",
+        "--since",
+        "14d",
+        "--charter",
+        str(project),
+        "--json",
     )
     assert r.exit_code == 0, r.stderr
     added = r.json()["added"]  # type: ignore[index]
@@ -144,13 +160,45 @@ def test_add_from_production_writes_valid_eval_cases(seeded: dict[str, Any], cli
     assert len(load_eval_set(out)) == len(cases)
     # running it again adds nothing; the audit log records who added what
     again = cli(
-        "evals", "add-from-production", cluster["id"], "--to", str(out), "--as", "omar", "--ask-as", "ana",
-        "--since", "14d", "--charter", str(project), "--json",
+        "evals",
+        "add-from-production",
+        cluster["id"],
+        "--to",
+        str(out),
+        "--as",
+        "omar",
+        "--ask-as",
+        "ana",
+        "--since",
+        "14d",
+        "--charter",
+        str(project),
+        "--json",
     )
     assert again.exit_code == 0 and again.json()["added"] == []  # type: ignore[index]
     assert [e.actor for e in rt.audit.tail(5, action="evals.add_from_production")] == ["omar", "omar"]
     # an agent without reports.read may not; an unknown cluster says what to do
-    denied = cli("evals", "add-from-production", cluster["id"], "--to", str(out), "--as", "ana", "--charter", str(project))
+    denied = cli(
+        "evals",
+        "add-from-production",
+        cluster["id"],
+        "--to",
+        str(out),
+        "--as",
+        "ana",
+        "--charter",
+        str(project),
+    )
     assert denied.exit_code != 0
-    missing = cli("evals", "add-from-production", "cl_nothere", "--to", str(out), "--as", "omar", "--charter", str(project))
+    missing = cli(
+        "evals",
+        "add-from-production",
+        "cl_nothere",
+        "--to",
+        str(out),
+        "--as",
+        "omar",
+        "--charter",
+        str(project),
+    )
     assert missing.exit_code != 0 and "charter report" in missing.stderr

@@ -73,7 +73,11 @@ def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
     assert ">= on (workflow, reason) 2 *" in text
     broken.write_text(text.replace(">= on (workflow, reason) 2 *", ">= on (workflow, reason) 7 *"))
     r = subprocess.run(
-        [_promtool(), "test", "rules", TESTS[1].name], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        [_promtool(), "test", "rules", TESTS[1].name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode != 0 and "CharterEscalationSpike" in r.stdout + r.stderr
 

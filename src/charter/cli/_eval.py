@@ -284,7 +284,9 @@ def evals_add_from_production(
     wf = f"workflow:{rt.spec.workflow.id}"
     decision = rt.authorizer.authorize(principal, "reports.read", wf)
     if not decision.allowed:
-        raise Denied(f"{principal.id} may not read reports", reasons=list(decision.reasons) or ["no reports.read"])
+        raise Denied(
+            f"{principal.id} may not read reports", reasons=list(decision.reasons) or ["no reports.read"]
+        )
     if ask_as is None:
         ask_as = next(
             (
@@ -307,7 +309,11 @@ def evals_add_from_production(
     found = find_cluster(rt, cluster, since=parse_duration(since), embed=embed)
     new = cases_from_cluster(rt, found, ask_as=ask_as, max_cases=max_cases, today=utcnow().date().isoformat())
     path = to if to.is_absolute() else Path.cwd() / to
-    doc: dict[str, Any] = {"name": "production", "description": "Cases from repeating production failures.", "cases": []}
+    doc: dict[str, Any] = {
+        "name": "production",
+        "description": "Cases from repeating production failures.",
+        "cases": [],
+    }
     if path.exists():
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict) or not isinstance(loaded.get("cases", []), list):
@@ -334,7 +340,12 @@ def evals_add_from_production(
         details={"cluster": cluster, "file": str(to), "cases": [c["id"] for c in added]},
     )
     emit(
-        {"cluster": cluster, "file": str(to), "added": [c["id"] for c in added], "skipped": len(new) - len(added)},
+        {
+            "cluster": cluster,
+            "file": str(to),
+            "added": [c["id"] for c in added],
+            "skipped": len(new) - len(added),
+        },
         as_json,
         lambda d: console.print(
             f"added {len(d['added'])} case(s) from {d['cluster']} to {d['file']}"

@@ -575,9 +575,13 @@ class Evals(Section):
 class Alerts(Section):
     """Alert conditions the drift loop evaluates (the same as ``deploy/prometheus/charter-alerts.yaml``)."""
 
-    enabled: bool = Field(True, description="Evaluate the alerts on every drift pass and notify `drift.notify`.")
+    enabled: bool = Field(
+        True, description="Evaluate the alerts on every drift pass and notify `drift.notify`."
+    )
     budget_projection_ratio: float = Field(
-        1.0, gt=0, description="Alert when this month's projected spend exceeds this share of `budgets.monthly_usd`."
+        1.0,
+        gt=0,
+        description="Alert when this month's projected spend exceeds this share of `budgets.monthly_usd`.",
     )
     budget_min_elapsed: Duration = Field(  # type: ignore[assignment]
         "1d", description="Project from at least this much of the month (one early request is not a trend)."
@@ -589,9 +593,14 @@ class Alerts(Section):
     escalation_factor: float = Field(
         2.0, gt=1, description="Spike: a reason's recent rate is at least this many times its baseline rate."
     )
-    escalation_min_count: int = Field(5, ge=1, description="…and at least this many escalations in the window.")
+    escalation_min_count: int = Field(
+        5, ge=1, description="…and at least this many escalations in the window."
+    )
     latency_objective: float = Field(
-        0.95, gt=0, lt=1, description="Share of served requests that must be faster than `latency.p95_ms` (SLO)."
+        0.95,
+        gt=0,
+        lt=1,
+        description="Share of served requests that must be faster than `latency.p95_ms` (SLO).",
     )
 
 

@@ -306,7 +306,9 @@ CONDITIONS = {
 }
 
 
-def evaluate_alerts(rt: Runtime, now: datetime | None = None, *, only: tuple[str, ...] | None = None) -> list[Alert]:
+def evaluate_alerts(
+    rt: Runtime, now: datetime | None = None, *, only: tuple[str, ...] | None = None
+) -> list[Alert]:
     """Every firing alert at ``now`` (``only``: a subset of :data:`CONDITIONS`)."""
     now = now or utcnow()
     out: list[Alert] = []
@@ -359,7 +361,11 @@ def alerts_once(
                 details={"id": k, "notified": sent},
             )
     state = {
-        k: {"since": previous.get(k, {}).get("since", now.isoformat()), "summary": a.summary, "alert": a.alert}
+        k: {
+            "since": previous.get(k, {}).get("since", now.isoformat()),
+            "summary": a.summary,
+            "alert": a.alert,
+        }
         for k, a in firing.items()
     }
     rt.set_state(ALERTS_STATE_KEY, {"at": now.isoformat(), "firing": state})

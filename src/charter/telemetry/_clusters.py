@@ -74,7 +74,35 @@ def owner_duty(category: str) -> str:
 _PLACEHOLDER = re.compile(r"<([A-Z_]+?)(?:_[0-9a-f]{6,})?>")
 _WORD = re.compile(r"<[a-z_]+>|#|[a-z0-9']+")
 _NUM = re.compile(r"\d+(?:[.,]\d+)*")
-_STOP = frozenset("a an the to of for and or is it my i me we our you your on in at be do does can with".split())
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "to",
+        "of",
+        "for",
+        "and",
+        "or",
+        "is",
+        "it",
+        "my",
+        "i",
+        "me",
+        "we",
+        "our",
+        "you",
+        "your",
+        "on",
+        "in",
+        "at",
+        "be",
+        "do",
+        "does",
+        "can",
+        "with",
+    ]
+)
 
 
 def normalise(text: str) -> str:
@@ -213,7 +241,7 @@ def build_failures(
             )
         )
     fb_rows = _feedback_failures(rt, start, end)
-    for rid, at, cat in fb_rows:
+    for _rid, at, cat in fb_rows:
         per_day[cat][at.date().isoformat()] += 1
     mid_day = mid.date().isoformat()
     for cat, days in per_day.items():

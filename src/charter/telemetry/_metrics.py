@@ -126,7 +126,8 @@ class DatabaseCollector(Collector):
                 int(
                     conn.execute(
                         select(func.count()).where(
-                            traces.c.status.in_(("answered", "needs_human")) & (traces.c.latency_ms > target_ms)
+                            traces.c.status.in_(("answered", "needs_human"))
+                            & (traces.c.latency_ms > target_ms)
                         )
                     ).scalar()
                     or 0
@@ -236,7 +237,10 @@ class DatabaseCollector(Collector):
         from charter.tools import is_killed
 
         yield _gauge(
-            "charter_kill_switch_engaged", "1 while the workflow's kill switch is on.", wf, float(is_killed(self.rt))
+            "charter_kill_switch_engaged",
+            "1 while the workflow's kill switch is on.",
+            wf,
+            float(is_killed(self.rt)),
         )
         verified = self.rt.get_state(AUDIT_VERIFY_KEY)
         ok = -1.0 if not isinstance(verified, dict) else (1.0 if verified.get("ok") else 0.0)
@@ -248,7 +252,10 @@ class DatabaseCollector(Collector):
         )
         at = datetime.fromisoformat(verified["at"]).timestamp() if isinstance(verified, dict) else 0.0
         yield _gauge(
-            "charter_audit_verify_timestamp_seconds", "Unix time of the last audit chain verification.", wf, at
+            "charter_audit_verify_timestamp_seconds",
+            "Unix time of the last audit chain verification.",
+            wf,
+            at,
         )
         yield from self._freshness(wf)
 

@@ -457,8 +457,8 @@ def svg_trend(
         return top + ph - (v - lo) / (hi - lo) * ph
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{width}" height="{height}" '
-        f'role="img" aria-label="{e(title)}"><title>{e(title)}</title>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" viewBox="0 0 {width} {height}" '
+        f'width="100%" style="max-width:{width}px" role="img" aria-label="{e(title)}"><title>{e(title)}</title>',
         f'<text x="4" y="14" font-size="12" font-weight="bold">{e(title)}</text>',
         f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#999"/>',
         f'<text x="{left - 4}" y="{top + 8}" font-size="9" text-anchor="end">{e(_tick(hi, kind))}</text>',
@@ -479,7 +479,9 @@ def svg_trend(
     for i, (label, v) in enumerate(points):
         if v is None:
             if len(path) > 1:
-                parts.append(f'<polyline fill="none" stroke="#4a78b8" stroke-width="1.5" points="{" ".join(path)}"/>')
+                parts.append(
+                    f'<polyline fill="none" stroke="#4a78b8" stroke-width="1.5" points="{" ".join(path)}"/>'
+                )
             path = []
             continue
         path.append(f"{x(i):.1f},{y(v):.1f}")
@@ -511,9 +513,7 @@ def trend_charts(ts: dict[str, Any], granularity: str = "by_day") -> dict[str, s
             period = (d - timedelta(days=d.weekday())).isoformat()
         markers.append({**c, "period": period})
     return {
-        key: svg_trend(
-            [(p["period"], p.get(key)) for p in series], title=title, kind=kind, markers=markers
-        )
+        key: svg_trend([(p["period"], p.get(key)) for p in series], title=title, kind=kind, markers=markers)
         for key, title, kind in TREND_CHARTS
     }
 
@@ -560,7 +560,10 @@ _SERIES_COLS = [
 
 def _series_rows(points: list[dict[str, Any]], first: str) -> tuple[list[str], list[list[Any]]]:
     headers = [first, *(label for _, label, _ in _SERIES_COLS)]
-    rows = [[p[first] if first in p else p["period"], *(_fmt_kind(p.get(k), kind) for k, _, kind in _SERIES_COLS)] for p in points]
+    rows = [
+        [p[first] if first in p else p["period"], *(_fmt_kind(p.get(k), kind) for k, _, kind in _SERIES_COLS)]
+        for p in points
+    ]
     return headers, rows
 
 
@@ -578,7 +581,11 @@ def time_series_markdown(ts: dict[str, Any]) -> list[str]:
     lines += _table(*_series_rows(ts["by_week"], "period"))
     lines += ["", "### Per day", ""]
     lines += _table(*_series_rows([p for p in ts["by_day"] if p["requests"]], "period"))
-    for dim, label in (("prompt_version", "prompt version"), ("index_version", "index version"), ("model", "model")):
+    for dim, label in (
+        ("prompt_version", "prompt version"),
+        ("index_version", "index version"),
+        ("model", "model"),
+    ):
         lines += ["", f"### Per {label}", ""]
         lines += _table(*_series_rows(ts["by"][dim], dim))
     lines += ["", "### Change points", ""]
@@ -631,5 +638,8 @@ def failures_markdown(f: dict[str, Any]) -> list[str]:
                 for c in f["clusters"]
             ],
         )
-        lines += ["", "Turn a cluster into eval cases: `charter evals add-from-production CLUSTER --to FILE`."]
+        lines += [
+            "",
+            "Turn a cluster into eval cases: `charter evals add-from-production CLUSTER --to FILE`.",
+        ]
     return lines

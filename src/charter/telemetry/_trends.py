@@ -23,6 +23,7 @@ days: the day of the change belongs to neither side (the cells are daily), the s
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, and_, case, cast, func, literal, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from charter.store import utcnow
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.store import Store
 
+log = logging.getLogger("charter.monitor")
 Z95 = 1.959963984540054
 #: Below this many observations on either side, a comparison is reported but never called significant.
 MIN_SAMPLE = 30
@@ -66,7 +69,9 @@ def rate(k: int, n: int) -> dict[str, Any]:
     return {"k": k, "n": n, "rate": (k / n) if n else None, "low": round(lo, 4), "high": round(hi, 4)}
 
 
-def compare_rates(before: tuple[int, int], after: tuple[int, int], min_sample: int = MIN_SAMPLE) -> dict[str, Any]:
+def compare_rates(
+    before: tuple[int, int], after: tuple[int, int], min_sample: int = MIN_SAMPLE
+) -> dict[str, Any]:
     """``after`` vs ``before`` (each ``(k, n)``): both rates, the difference with Newcombe's 95% interval
     (hybrid Wilson score), ``significant`` when that interval excludes 0 and both sides reach
     ``min_sample``, and a ``note`` saying why a comparison is not conclusive."""
@@ -382,8 +387,8 @@ def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, 
                         },
                     }
                 )
-        except Exception:  # table not migrated in this store: no prompt change points
-            pass
+        except SQLAlchemyError:  # table not migrated in this store: no prompt change points
+            log.debug("no prompt activations table", exc_info=True)
         try:
             from charter.sources._tables import sync_runs as sr
 
@@ -406,8 +411,8 @@ def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, 
                         "detail": {"source": r.source_id, "summary": summary},
                     }
                 )
-        except Exception:  # pragma: no cover - sources tables missing
-            pass
+        except SQLAlchemyError:  # pragma: no cover - sources tables missing
+            log.debug("no sync runs table", exc_info=True)
     # models and index versions: the first day each value shows up after the window's first day
     first_day: dict[tuple[str, str], str] = {}
     days = sorted({k[0] for k in cells})
@@ -545,9 +550,14 @@ def build_trends(
     weeks = sorted({_week(d) for d in days})
     by_week = rollup(cells, lambda k: _week(k[0]))
     evals = eval_pass_rates(rt, start, end)
-    ev_day, ev_week = _eval_by(evals, "day"), _eval_by([{**r, "week": _week(r["day"])} for r in evals], "week")
+    ev_day, ev_week = (
+        _eval_by(evals, "day"),
+        _eval_by([{**r, "week": _week(r["day"])} for r in evals], "week"),
+    )
 
-    def series(groups: dict[str, Agg], keys: list[str], ev: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def series(
+        groups: dict[str, Agg], keys: list[str], ev: dict[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         return [
             {"period": k, **groups.get(k, Agg()).summary(), "eval_pass_rate": ev.get(k, {}).get("pass_rate")}
             for k in keys
@@ -581,7 +591,10 @@ def build_trends(
         "window": {"start": start.isoformat(), "end": end.isoformat(), "days": len(days)},
         "min_sample": MIN_SAMPLE,
         "latency_resolution": "1 ms <100 ms, 10 ms <1 s, 100 ms <10 s, 1 s above (upper bucket edge)",
-        "totals": {**total.summary(), "eval_pass_rate": _eval_by(evals, "workflow").get("-", {}).get("pass_rate")},
+        "totals": {
+            **total.summary(),
+            "eval_pass_rate": _eval_by(evals, "workflow").get("-", {}).get("pass_rate"),
+        },
         "by_day": series(by_day, days, ev_day),
         "by_week": series(by_week, weeks, ev_week),
         "by": dims,

@@ -1,0 +1,243 @@
+"""How long the monitoring aggregates take on a large history: 1M traces over 90 days (SQLite by default).
+
+Seeds a copy of the billing example's database with N traces (bulk inserts, not through the pipeline),
+10% of them reviewed, 3% rated, with three prompt versions, two models and four index versions over time,
+then times, on the injected clock ``now`` (median of ``--repeat`` runs):
+
+* ``build_trends`` over 28 days and over 90 days (what the report and the console chart);
+* ``build_failures`` over 28 days (categories + question clusters of the newest 1000 failing requests);
+* the alert conditions (``evaluate_alerts`` without the audit verification, which scales with the audit log);
+* the whole ``build_report`` (7-day period + 28-day trends), for reference.
+
+Usage: ``python bench/report_bench.py [--traces 1000000] [--repeat 3] [--db-url URL]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "billing-support"
+REASONS = ["no_sources", "out_of_scope", "low_groundedness", "sensitive_topic"]
+REJECT = ["inaccurate", "unsupported_by_sources", "incomplete", "wrong_tone"]
+
+
+def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
+    from charter.review._tables import review_items
+    from charter.telemetry._monitoring_tables import feedback
+    from charter.telemetry._trace_tables import traces
+
+    rng = random.Random(1)
+    store = rt.store  # type: ignore[attr-defined]
+    wf = rt.spec.workflow.id  # type: ignore[attr-defined]
+    start = now - timedelta(days=90)
+    batch, reviews, fbs = [], [], []
+    counts = {"traces": 0, "reviews": 0, "feedback": 0}
+
+    def flush() -> None:
+        with store.begin() as conn:
+            if batch:
+                conn.execute(traces.insert(), batch)
+            if reviews:
+                conn.execute(review_items.insert(), reviews)
+            if fbs:
+                conn.execute(feedback.insert(), fbs)
+        counts["traces"] += len(batch)
+        counts["reviews"] += len(reviews)
+        counts["feedback"] += len(fbs)
+        batch.clear()
+        reviews.clear()
+        fbs.clear()
+
+    cols = list(traces.c.keys())
+
+    def fast_flush() -> None:
+        """Traces through the driver directly on SQLite (the ORM's per-row processing would dominate)."""
+        if store.dialect != "sqlite":
+            flush()
+            return
+        rows = [
+            tuple(
+                (
+                    r[c].strftime("%Y-%m-%d %H:%M:%S.%f")
+                    if c == "started_at"
+                    else json.dumps(r[c])
+                    if c == "body"
+                    else r[c]
+                )
+                for c in cols
+            )
+            for r in batch
+        ]
+        with store.begin() as conn:
+            conn.exec_driver_sql(
+                f"INSERT INTO traces ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+            )
+        counts["traces"] += len(batch)
+        batch.clear()
+        flush()
+
+    for i in range(n):
+        at = start + timedelta(seconds=90 * 86400 * i / n)
+        day = (at - start).days
+        pv = "v1" if day < 30 else ("v2" if day < 60 else "v3")
+        model = "extractive" if day < 45 else "local-smollm2"
+        iv = f"idx-{1 + day // 23}"
+        esc = REASONS[i % 4] if rng.random() < 0.1 else None
+        status = "needs_human" if esc else ("error" if rng.random() < 0.01 else "answered")
+        rid = f"req_b{i:018d}"
+        batch.append(
+            {
+                "request_id": rid,
+                "workflow": wf,
+                "principal_id": f"u{i % 500}",
+                "started_at": at,
+                "status": status,
+                "model": model,
+                "provider": "local",
+                "prompt_version": pv,
+                "index_version": iv,
+                "tool_refusals": 1 if rng.random() < 0.005 else 0,
+                "cost_usd": rng.uniform(0.0005, 0.004),
+                "cost_source": "estimated",
+                "latency_ms": rng.lognormvariate(6.5, 0.6),
+                "input_tokens": 400,
+                "output_tokens": 120,
+                "escalation": esc,
+                "groundedness": rng.uniform(0.3, 1.0),
+                "error_type": "ProviderError" if status == "error" else None,
+                "error_stage": "generate" if status == "error" else None,
+                "body": {"question": f"billing question {i % 2000} about invoice <ID>"},
+            }
+        )
+        if rng.random() < 0.1:
+            decision = rng.choice(["approved", "approved", "edited", "rejected"])
+            reviews.append(
+                {
+                    "id": f"rv_b{i:018d}",
+                    "request_id": rid,
+                    "submitter": "ana",
+                    "question": "q",
+                    "draft": "d",
+                    "citations": [],
+                    "agent_notes": [],
+                    "groundedness": 0.8,
+                    "escalation_reason": esc,
+                    "status": decision,
+                    "assigned_role": "lead",
+                    "escalation_level": 0,
+                    "sla_due_at": None,
+                    "created_at": at,
+                    "updated_at": at,
+                    "decision": decision,
+                    "decided_by": "lena",
+                    "decided_at": at + timedelta(minutes=10),
+                    "final_text": None,
+                    "diff": None,
+                    "reject_reason": rng.choice(REJECT) if decision == "rejected" else None,
+                    "comment": None,
+                    "version": 1,
+                }
+            )
+        if rng.random() < 0.03:
+            down = rng.random() < 0.3
+            fbs.append(
+                {
+                    "id": f"fb_b{i:018d}",
+                    "request_id": rid,
+                    "created_at": at + timedelta(minutes=5),
+                    "principal_id": f"u{i % 500}",
+                    "rating": -1 if down else 1,
+                    "reasons": [rng.choice(["outdated", "inaccurate", "incomplete"])]
+                    if down
+                    else ["helpful"],
+                    "comment": None,
+                }
+            )
+        if len(batch) >= 20_000:
+            fast_flush()
+    fast_flush()
+    if store.dialect == "sqlite":
+        from sqlalchemy import text
+
+        with store.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    return counts
+
+
+def timed(fn: object, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--traces", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--db-url", default=None, help="Default: a SQLite file in a temporary folder.")
+    args = ap.parse_args()
+
+    import os
+
+    from charter.runtime import Runtime
+    from charter.telemetry import build_report
+    from charter.telemetry._alerts import evaluate_alerts
+    from charter.telemetry._clusters import build_failures
+    from charter.telemetry._trends import build_trends
+
+    tmp = Path(tempfile.mkdtemp(prefix="report-bench-"))
+    try:
+        dest = tmp / "project"
+        shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+        if args.db_url:
+            os.environ["CHARTER_DATABASE_URL"] = args.db_url
+        rt = Runtime.open(dest / "charter.yaml")
+        now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+        t0 = time.perf_counter()
+        counts = seed(rt, args.traces, now)
+        seeded_s = time.perf_counter() - t0
+        only = ("budget_burn", "escalation_spike", "latency_slo_burn", "sync_freshness", "kill_switch")
+        results: dict[str, object] = {
+            "seeded": counts,
+            "seed_s": round(seeded_s, 1),
+            "dialect": rt.store.dialect,
+        }
+        for name, fn in (
+            ("trends_28d", lambda: build_trends(rt, since=timedelta(days=28), now=now)),
+            ("trends_90d", lambda: build_trends(rt, since=timedelta(days=90), now=now)),
+            ("failures_28d", lambda: build_failures(rt, since=timedelta(days=28), now=now)),
+            ("alerts", lambda: evaluate_alerts(rt, now, only=only)),
+            (
+                "trends_28d+failures_28d",
+                lambda: (
+                    build_trends(rt, since=timedelta(days=28), now=now),
+                    build_failures(rt, since=timedelta(days=28), now=now),
+                ),
+            ),
+            ("build_report_7d", lambda: build_report(rt, since=timedelta(days=7), now=now)),
+        ):
+            secs, out = timed(fn, args.repeat)
+            results[name + "_s"] = round(secs, 3)
+            if name == "trends_90d":
+                results["requests_in_90d"] = out["totals"]["requests"]  # type: ignore[index]
+                results["cells_days"] = len(out["by_day"])  # type: ignore[index]
+        rt.close()
+        print(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
