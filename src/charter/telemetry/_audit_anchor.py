@@ -60,7 +60,9 @@ def _locked(path: Path) -> Iterator[None]:
 def write_anchor(path: Path, checkpoint: Checkpoint, database: str) -> bool:
     """Record ``checkpoint`` unless the anchor holds a later one. False if it could not (read-only, corrupt)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from charter.store._perms import private_dir
+
+        private_dir(path.parent)
         with _locked(path):
             try:
                 current = read_anchor(path)
