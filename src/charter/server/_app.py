@@ -228,9 +228,14 @@ def create_app(
             state.drift = DriftScheduler(rt, settings.drift_seconds).start()
         if settings.warm_up:
             warm_up(rt)
+        from charter.telemetry.audit import start_checkpointer
+
+        interval = rt.spec.monitoring.audit.checkpoint_interval.total_seconds()
+        stop_checkpoints = start_checkpointer(rt.audit, interval) if interval > 0 else threading.Event()
         try:
             yield
         finally:
+            stop_checkpoints.set()
             stop_tick.set()
             if state.drift is not None:
                 state.drift.stop()

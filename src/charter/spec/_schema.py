@@ -398,6 +398,18 @@ class Exporters(Section):
     include_content: bool = Field(False, description="Export (masked) message content in spans.")
 
 
+class AuditSettings(Section):
+    """How often the audit log's head is signed: this bounds the unsigned tail (docs/security.md)."""
+
+    checkpoint_every: int = Field(
+        1000, ge=1, le=1_000_000, description="Sign a checkpoint at least every this many audit entries."
+    )
+    checkpoint_interval: Duration = Field(  # type: ignore[assignment]
+        "5m",
+        description="The server also signs the head this often when entries arrived since the last checkpoint.",
+    )
+
+
 class Monitoring(Section):
     """What is recorded and how it is protected."""
 
@@ -410,6 +422,10 @@ class Monitoring(Section):
     )
     retention: Duration = Field("90d", description="Traces and feedback older than this are deleted.")  # type: ignore[assignment]
     exporters: Exporters = Field(default_factory=lambda: Exporters(), description="Exporters.")
+    audit: AuditSettings = Field(
+        default_factory=lambda: AuditSettings(),
+        description="Audit checkpoint cadence (bounds the unsigned tail).",
+    )
 
 
 # --------------------------------------------------------------------------------------------- owners
