@@ -166,9 +166,14 @@ class _VerifyCache:
                 return False
             tid, h, at = entry
             if time.monotonic() - at > self._ttl:
-                del self._entries[key]
-                return False
+                return False  # kept (bounded by size) so that seen() still knows the token was once good
         return hmac.compare_digest(tid, token_id) and hmac.compare_digest(h, stored_hash)
+
+    def seen(self, token: str) -> bool:
+        """Whether this exact token verified in this process before (even if that result expired): the
+        server lets such tokens through its failure limits — an attacker cannot produce one."""
+        with self._lock:
+            return self._k(token) in self._entries
 
     def remember(self, token: str, token_id: str, stored_hash: str) -> None:
         with self._lock:

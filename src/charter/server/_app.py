@@ -80,7 +80,10 @@ class ServerSettings:
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` on same-site form posts,
+    # which the console must refuse (a null Origin is what sandboxed frames and data: URLs send); no
+    # referrer ever leaves the site either way
+    "referrer-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=()",
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

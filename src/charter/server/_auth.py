@@ -377,12 +377,15 @@ class Authenticator:
             self._limit_failures(client)
             principal = self.oidc.principal(text, self._sink(client))
         else:
+            from charter.identity._tokens import verify_cache
+
+            if verify_cache.seen(text):  # verified here before: never held back by others' failures
+                before_verify = None
+            else:
+                self._limit_failures(client)  # a blocked client: refused before any lookup at all
+                before_verify = lambda token_id: self._limit_failures(client, token_id)  # noqa: E731
             principal = resolve_token(
-                self.rt,
-                text,
-                channel=channel,
-                refused=self._sink(client),
-                before_verify=lambda token_id: self._limit_failures(client, token_id),
+                self.rt, text, channel=channel, refused=self._sink(client), before_verify=before_verify
             )
         self.limiter.check(principal.id)
         return principal
