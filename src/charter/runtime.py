@@ -57,7 +57,9 @@ class Runtime:
     def audit(self) -> AuditLog:
         from charter.telemetry.audit import AuditLog
 
-        return AuditLog(self.store, key_dir=self.key_dir)
+        return AuditLog(
+            self.store, key_dir=self.key_dir, checkpoint_every=self.spec.monitoring.audit.checkpoint_every
+        )
 
     @cached_property
     def authorizer(self) -> Authorizer:

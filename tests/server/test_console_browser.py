@@ -227,7 +227,9 @@ def _operator_evals_and_gate(omar: Session, live: Served) -> None:
     p = omar.goto(f"/evals/{job['id']}")
     omar.ok("eval-job")
     deadline = time.monotonic() + 300
-    while (status := api.get(live.url + job["href"]).json())["status"] == "running":
+    while (status := api.get(live.url + job["href"], headers=live.headers("omar")).json())[
+        "status"
+    ] == "running":
         assert time.monotonic() < deadline, "the eval run did not finish"
         time.sleep(1)
     assert status["status"] == "succeeded", status
@@ -285,12 +287,25 @@ def test_login_with_a_bad_token_shows_the_form_again(browser: Any, live: Served)
     page.fill("#token", "chr_nope")
     page.click("button[type=submit]")
     assert page.locator(".error").inner_text() == "That token is not valid."
-    cookies = ctx.cookies()
-    assert not cookies
+    assert not [c for c in ctx.cookies() if c["name"] == "charter_session"]
     page.fill("#token", live.tokens["casey"])
     page.click("button[type=submit]")
     page.wait_for_load_state()
     (cookie,) = ctx.cookies()
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
-    assert page.evaluate("document.cookie") == "", "page scripts must not see the token"
+    assert cookie["name"] == "charter_session" and cookie["value"].startswith("chs_"), cookie
+    assert live.tokens["casey"] not in cookie["value"], "the cookie is a session, never the API token"
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["secure"], cookie
+    assert page.evaluate("document.cookie") == "", "page scripts must not see the session"
+    # the REST API does not accept the session cookie, even from the console's own origin
+    assert ctx.request.post(live.url + "/api/audit/verify").status == 401
+    # logging out ends the session on the server: a copy of the cookie is worthless afterwards
+    page.click("form.who button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url.endswith("/login")
+    replay = browser.new_context()
+    replay.add_cookies([cookie])
+    again = replay.new_page()
+    again.goto(live.url + "/ask")
+    assert again.url.endswith("/login"), "a logged-out session must not open pages"
+    replay.close()
     ctx.close()

@@ -27,6 +27,8 @@ from charter.telemetry.signing import SigningKey, load_public_keys
 def test_exported_names() -> None:
     assert set(audit_module.__all__) == {
         "DEFAULT_CHECKPOINT_EVERY",
+        "DEFAULT_CHECKPOINT_SECONDS",
+        "start_checkpointer",
         "PG_LOCK_KEY",
         "AuditEntry",
         "AuditEvent",
@@ -210,7 +212,7 @@ def _insert_forged_row(raw: RawDB, _: Path) -> None:
     }
     digest = hashlib.sha256(canonical(record).encode()).hexdigest()
     raw.execute(
-        "INSERT INTO audit_log VALUES (13, ?, 'mallory', 'refund.approved', 'invoice:9', 'allowed', "
+        "INSERT INTO audit_log (seq, ts, actor, action, resource, outcome, details, prev_hash, hash) VALUES (13, ?, 'mallory', 'refund.approved', 'invoice:9', 'allowed', "
         "'{}', ?, ?)",
         (prev["ts"], prev["hash"], digest),
     )
@@ -219,7 +221,7 @@ def _insert_forged_row(raw: RawDB, _: Path) -> None:
 def _append_forged_bad_hash(raw: RawDB, _: Path) -> None:
     last = raw.row(25)
     raw.execute(
-        "INSERT INTO audit_log VALUES (26, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
+        "INSERT INTO audit_log (seq, ts, actor, action, resource, outcome, details, prev_hash, hash) VALUES (26, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
         (last["ts"], last["hash"], "f" * 64),
     )
 
@@ -227,7 +229,7 @@ def _append_forged_bad_hash(raw: RawDB, _: Path) -> None:
 def _insert_row_before_the_chain(raw: RawDB, _: Path) -> None:
     first = raw.row(1)
     raw.execute(
-        "INSERT INTO audit_log VALUES (0, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
+        "INSERT INTO audit_log (seq, ts, actor, action, resource, outcome, details, prev_hash, hash) VALUES (0, ?, 'mallory', 'x', 'y', 'z', '{}', ?, ?)",
         (first["ts"], "0" * 64, first["prev_hash"]),
     )
 

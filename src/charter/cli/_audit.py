@@ -49,7 +49,9 @@ def verify(
     """Recompute the whole hash chain and check every signed checkpoint.
 
     Exits 0 and prints the number of entries verified when the log is intact; exits 1 naming the first bad
-    entry and the reason when anything was modified, deleted, inserted, reordered or truncated.
+    entry and the reason when anything was modified, deleted, inserted, reordered or truncated. Entries
+    after the last signed checkpoint (the unsigned tail) are checked against their seals; a rewritten tail
+    fails and is never signed.
     """
     rt = open_runtime(charter)
     try:
@@ -65,6 +67,12 @@ def verify(
             f"({result.elapsed_s:.2f} s)",
             highlight=False,
         )
+        if result.unsigned_tail:
+            how = "seals checked" if result.tail_checked else "seals NOT checked (no audit-seal.key here)"
+            console.print(
+                f"  unsigned tail: {result.unsigned_tail} entries after the last signed checkpoint ({how})",
+                highlight=False,
+            )
         for note in result.notes:
             console.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
     else:
@@ -76,6 +84,9 @@ def verify(
             soft_wrap=True,
         )
         err_console.print(f"  {result.entries_verified} entries verified before the failure", highlight=False)
+        err_console.print(
+            "  nothing was signed: fix or investigate before any new checkpoint", highlight=False
+        )
     if not result.ok:
         raise typer.Exit(1)
 

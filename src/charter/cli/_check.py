@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +13,7 @@ from charter.cli._app import app
 from charter.cli._common import CharterOpt, JsonOpt, console, emit
 from charter.errors import SpecError, UsageError
 from charter.spec import load_charter
+from charter.store._perms import storage_wide_modes
 
 docs_app = typer.Typer(help="Generate documentation from the code.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
@@ -29,7 +31,9 @@ def check(
 ) -> None:
     """Validate a charter: schema, cross-references, referenced files, policies and secrets.
 
-    Prints every problem as ``file:line: field: message`` and exits 1 if there is any.
+    Prints every problem as ``file:line: field: message`` and exits 1 if there is any. Also warns (exit 0)
+    about files under ``.charter/`` and a SQLite database readable by other users, with the ``chmod`` that
+    fixes each.
     """
     target = path or charter
     try:
@@ -42,21 +46,25 @@ def check(
                 console.print(str(p), highlight=False, soft_wrap=True)
             console.print(f"[red]{len(exc.problems)} problem(s) found[/]")
         raise typer.Exit(1) from None
+    wide = storage_wide_modes(loaded.base_dir, os.environ.get("CHARTER_DATABASE_URL"))
     result = {
         "valid": True,
         "charter": str(loaded.path),
         "workflow": loaded.spec.workflow.id,
         "fingerprint": loaded.fingerprint(),
+        "warnings": [{"kind": "file_mode", "message": w.message(), **w.as_dict()} for w in wide],
     }
-    emit(
-        result,
-        as_json,
-        lambda r: console.print(
+
+    def show(r: dict[str, Any]) -> None:
+        for w in r["warnings"]:
+            console.print(f"[yellow]warning[/]: {w['message']}", highlight=False, soft_wrap=True)
+        console.print(
             f"[green]ok[/]: {r['charter']} is valid (workflow {r['workflow']}, fingerprint {r['fingerprint'][:23]}…)",
             highlight=False,
             soft_wrap=True,
-        ),
-    )
+        )
+
+    emit(result, as_json, show)
 
 
 def list_examples() -> list[str]:

@@ -212,15 +212,18 @@ def render_html(run: EvalRun) -> str:
 
 def write_reports(run: EvalRun, directory: Path) -> dict[str, Path]:
     """Write ``<run>.md``, ``<run>.json`` and ``<run>.html`` into ``directory``; returns their paths."""
-    directory.mkdir(parents=True, exist_ok=True)
+    from charter.store._perms import private_dir, write_private
+
+    private_dir(directory)  # 0700 when created here; the reports (0600) quote answers and sources
     paths = {
         "markdown": directory / f"{run.id}.md",
         "json": directory / f"{run.id}.json",
         "html": directory / f"{run.id}.html",
     }
-    paths["markdown"].write_text(render_markdown(run), encoding="utf-8")
-    paths["json"].write_text(
-        json.dumps(report_data(run), indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8"
+    write_private(paths["markdown"], render_markdown(run).encode())
+    write_private(
+        paths["json"],
+        (json.dumps(report_data(run), indent=2, default=str, ensure_ascii=False) + "\n").encode(),
     )
-    paths["html"].write_text(render_html(run), encoding="utf-8")
+    write_private(paths["html"], render_html(run).encode())
     return paths

@@ -126,8 +126,22 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
 
 
 # --------------------------------------------------------------------------------------------- sources
+def check_storage_modes(rt: Runtime, c: CheckResult) -> None:
+    """The database (and ``-wal``/``-shm``), keys, anchors and reports must be private (0600 in 0700)."""
+    from charter.store._perms import storage_wide_modes
+
+    db = rt.store.url if rt.store.is_sqlite else None
+    wide = storage_wide_modes(rt.charter.base_dir, db, rt.key_dir)
+    for w in wide:
+        c.add("fail", f"storage: {w.message()}", **w.as_dict())
+    if not wide:
+        c.add("pass", "storage: .charter/, keys and database are private (folders 0700, files 0600)")
+
+
 def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
     from charter.sources import approval_status, source_freshness
+
+    check_storage_modes(rt, c)
 
     principals = rt.charter.principals
     fresh = source_freshness(rt, now=now)

@@ -99,10 +99,10 @@ def render_html(data: dict[str, Any]) -> str:
 
 def write_report(rt: Runtime, result: GateResult, folder: Path | str) -> dict[str, Any]:
     """Write the three reports and the signed manifest into ``folder``; returns the manifest."""
+    from charter.store._perms import private_dir, write_private
     from charter.telemetry.signing import SigningKey
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(folder)  # 0700 when created here; reports are 0600 (they quote evidence)
     data = result.as_dict()
     blobs = {
         "gate-report.json": (json.dumps(data, indent=2, default=str) + "\n").encode(),
@@ -110,7 +110,7 @@ def write_report(rt: Runtime, result: GateResult, folder: Path | str) -> dict[st
         "gate-report.html": render_html(data).encode(),
     }
     for name, blob in blobs.items():
-        (folder / name).write_bytes(blob)
+        write_private(folder / name, blob)
     key = SigningKey.load_or_create(rt.key_dir)
     body = {
         "kind": "charter.gate.signature",
@@ -123,7 +123,7 @@ def write_report(rt: Runtime, result: GateResult, folder: Path | str) -> dict[st
         "alg": "ed25519",
     }
     manifest = {**body, "signature": key.sign(canonical_json(body).encode())}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_private(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 
 

@@ -25,6 +25,7 @@ import string
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -144,9 +145,6 @@ def verify_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-_DUMMY_HASH = hash_secret(secrets.token_urlsafe(SECRET_BYTES))
-
-
 class _VerifyCache:
     """Successful scrypt verifications, keyed by HMAC(process key, token) and bound to the stored hash."""
 
@@ -168,9 +166,14 @@ class _VerifyCache:
                 return False
             tid, h, at = entry
             if time.monotonic() - at > self._ttl:
-                del self._entries[key]
-                return False
+                return False  # kept (bounded by size) so that seen() still knows the token was once good
         return hmac.compare_digest(tid, token_id) and hmac.compare_digest(h, stored_hash)
+
+    def seen(self, token: str) -> bool:
+        """Whether this exact token verified in this process before (even if that result expired): the
+        server lets such tokens through its failure limits — an attacker cannot produce one."""
+        with self._lock:
+            return self._k(token) in self._entries
 
     def remember(self, token: str, token_id: str, stored_hash: str) -> None:
         with self._lock:
@@ -320,8 +323,18 @@ def revoke_token(
     return _info(row)
 
 
+#: ``refused(actor, resource, reason, details)``: records a refusal instead of one audit entry per attempt
+RefusalSink = Callable[[str, str, str, dict[str, Any]], None]
+
+
 def resolve_token(
-    rt: RuntimeLike, bearer: str, *, now: datetime | None = None, channel: str = "api"
+    rt: RuntimeLike,
+    bearer: str,
+    *,
+    now: datetime | None = None,
+    channel: str = "api",
+    refused: RefusalSink | None = None,
+    before_verify: Callable[[str], None] | None = None,
 ) -> Principal:
     """The principal a bearer token stands for; refusals raise :class:`AuthenticationError`, audited.
 
@@ -329,33 +342,41 @@ def resolve_token(
     charter. Malformed, unknown and wrong-secret tokens all get the same message ("invalid token"); the
     precise reason is given only once the secret has been verified, and is always in the audit event.
     ``channel`` (e.g. ``api``, ``cli``) is recorded. ``now`` is injectable for tests.
+
+    Cheap refusals come first: a malformed token and an unknown token id cost no scrypt (ids are not
+    secret). ``before_verify(token_id)`` runs right before an scrypt verification (a verification cache
+    miss) and may raise, e.g. a rate limit; ``refused`` replaces the per-attempt audit entry (the server
+    aggregates refusals into counts per window).
     """
     now = now or utcnow()
     try:
         token_id, secret = parse_token(bearer)
     except AuthenticationError:
         length = len(bearer) if isinstance(bearer, str) else None
-        _refuse(rt, "anonymous", "token:?", "malformed token", channel, {"length": length})
+        _refuse(rt, "anonymous", "token:?", "malformed token", channel, {"length": length}, sink=refused)
     with rt.store.connect() as conn:
         row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
-    if row is None:
-        verify_secret(secret, _DUMMY_HASH)  # same cost as a real check: existence does not leak by timing
-        _refuse(rt, "anonymous", f"token:{token_id}", "unknown token", channel, {})
+    if row is None:  # token ids are not secret: no scrypt for an id that does not exist
+        _refuse(rt, "anonymous", f"token:{token_id}", "unknown token", channel, {}, sink=refused)
     full = f"{PREFIX}{token_id}_{secret}"
     if not verify_cache.hit(full, token_id, row.secret_hash):
+        if before_verify is not None:
+            before_verify(token_id)
         if not verify_secret(secret, row.secret_hash):
-            _refuse(rt, "anonymous", f"token:{token_id}", "wrong secret", channel, {})
+            _refuse(rt, "anonymous", f"token:{token_id}", "wrong secret", channel, {}, sink=refused)
         verify_cache.remember(full, token_id, row.secret_hash)
     actor, res = row.principal_id, f"token:{token_id}"
     if row.revoked_at is not None:
-        _refuse(rt, actor, res, "revoked token", channel, {"revoked_at": _iso(row.revoked_at)}, tell=True)
+        details = {"revoked_at": _iso(row.revoked_at)}
+        _refuse(rt, actor, res, "revoked token", channel, details, tell=True, sink=refused)
     if row.expires_at is not None and row.expires_at <= now:
-        _refuse(rt, actor, res, "expired token", channel, {"expired_at": _iso(row.expires_at)}, tell=True)
+        details = {"expired_at": _iso(row.expires_at)}
+        _refuse(rt, actor, res, "expired token", channel, details, tell=True, sink=refused)
     principal = rt.charter.principals.get(row.principal_id)
     if principal is None:
-        _refuse(rt, actor, res, "user no longer in the charter", channel, {}, tell=True)
+        _refuse(rt, actor, res, "user no longer in the charter", channel, {}, tell=True, sink=refused)
     if not principal.active:
-        _refuse(rt, actor, res, "inactive user", channel, {}, tell=True)
+        _refuse(rt, actor, res, "inactive user", channel, {}, tell=True, sink=refused)
     _touch(rt, token_id, row.last_used_at, now)
     rt.audit.append(
         actor=principal.id,
@@ -384,13 +405,17 @@ def _refuse(
     details: dict[str, Any],
     *,
     tell: bool = False,
+    sink: RefusalSink | None = None,
 ) -> NoReturn:
     """Audit a refusal and raise. Only a caller who proved the secret (``tell``) learns the exact reason."""
-    rt.audit.append(
-        actor=actor,
-        action="auth.refused",
-        resource=resource,
-        outcome="denied",
-        details={"reason": reason, "channel": channel, **details},
-    )
+    if sink is not None:
+        sink(actor, resource, reason, {"channel": channel, **details})
+    else:
+        rt.audit.append(
+            actor=actor,
+            action="auth.refused",
+            resource=resource,
+            outcome="denied",
+            details={"reason": reason, "channel": channel, **details},
+        )
     raise AuthenticationError(f"token refused: {reason}" if tell else "invalid token")

@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 
 from charter.errors import NotFound, UsageError
 from charter.server import _schemas as S
-from charter.server._app import bearer_of, state_of
+from charter.server._app import state_of
 from charter.server._auth import require, require_any, require_capability, tool_callable, workflow_resource
 from charter.spec import Principal
 
@@ -25,8 +25,9 @@ router = APIRouter(responses=S.ERRORS)
 
 
 def current_principal(request: Request) -> Principal:
-    """The authenticated principal (401 without a valid token; 429 over the rate limit)."""
-    principal = state_of(request).auth.authenticate(bearer_of(request))
+    """The authenticated principal (401 without a valid bearer token — cookies never count here; 429 over
+    the rate limit or after too many failed attempts)."""
+    principal = state_of(request).auth.authenticate_request(request)
     request.state.principal = principal
     return principal
 

@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from charter.server._auth import COOKIE, Authenticator, capabilities
+from charter.server._auth import Authenticator, capabilities
 from charter.server._errors import install_error_handlers
 from charter.server._jobs import JobRunner
 
@@ -37,7 +37,12 @@ class ServerSettings:
     max_body_bytes: int = 1_000_000  #: larger request bodies are refused with 413
     rate_limit_per_minute: int = 600  #: per principal (shared by all workers on PostgreSQL); 0 disables
     cors_origins: list[str] = field(default_factory=list)  #: origins allowed to call the API from a browser
-    secure_cookies: bool = False  #: mark the console cookie Secure (set behind HTTPS)
+    #: mark the console session cookie ``Secure`` (browsers then send it over HTTPS only — and to
+    #: http://localhost). Set ``CHARTER_SERVER_SECURE_COOKIES=0`` only for plain http on a trusted host.
+    secure_cookies: bool = True
+    session_hours: float = 8.0  #: console sessions expire after this long (logging out ends them at once)
+    auth_failures_per_client: int = 20  #: failed authentications per client address per minute before 429
+    auth_failures_per_token: int = 10  #: failed authentications per token id per minute before 429
     background_telemetry: bool = True  #: group-committed trace writes and periodic retention (start_server_telemetry)
     review_tick_seconds: float = 60.0  #: run charter.review.tick (expiry, escalation) this often; 0 disables
     drift_seconds: float = 3600.0  #: run charter.gate's drift pass this often; 0 disables
@@ -53,7 +58,14 @@ class ServerSettings:
             s.rate_limit_per_minute = int(env["CHARTER_SERVER_RATE_LIMIT_PER_MINUTE"])
         if env.get("CHARTER_SERVER_CORS_ORIGINS"):
             s.cors_origins = [o.strip() for o in env["CHARTER_SERVER_CORS_ORIGINS"].split(",") if o.strip()]
-        s.secure_cookies = env.get("CHARTER_SERVER_SECURE_COOKIES", "") in ("1", "true", "yes")
+        if "CHARTER_SERVER_SECURE_COOKIES" in env:
+            s.secure_cookies = env["CHARTER_SERVER_SECURE_COOKIES"] in ("1", "true", "yes")
+        if "CHARTER_SERVER_SESSION_HOURS" in env:
+            s.session_hours = float(env["CHARTER_SERVER_SESSION_HOURS"])
+        if "CHARTER_SERVER_AUTH_FAILURES_PER_CLIENT" in env:
+            s.auth_failures_per_client = int(env["CHARTER_SERVER_AUTH_FAILURES_PER_CLIENT"])
+        if "CHARTER_SERVER_AUTH_FAILURES_PER_TOKEN" in env:
+            s.auth_failures_per_token = int(env["CHARTER_SERVER_AUTH_FAILURES_PER_TOKEN"])
         if "CHARTER_SERVER_REVIEW_TICK_SECONDS" in env:
             s.review_tick_seconds = float(env["CHARTER_SERVER_REVIEW_TICK_SECONDS"])
         if "CHARTER_SERVER_DRIFT_SECONDS" in env:
@@ -68,7 +80,10 @@ class ServerSettings:
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` on same-site form posts,
+    # which the console must refuse (a null Origin is what sandboxed frames and data: URLs send); no
+    # referrer ever leaves the site either way
+    "referrer-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=()",
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -164,13 +179,109 @@ class _BodyTooLarge(Exception):
     pass
 
 
+#: Paths that are not console pages: they authenticate with a bearer header only, so need no CSRF token.
+NON_CONSOLE_PREFIXES = ("/api/", "/v1/", "/mcp", "/static/", "/metrics")
+
+
+class ConsoleCsrfMiddleware:
+    """Every console POST (not ``/api``, ``/v1``, ``/mcp``) must come from this site (pure ASGI).
+
+    * ``Origin`` must be present and name this host — a missing or ``null`` Origin is refused (browsers
+      send it on every form POST);
+    * a CSRF token must match the cookie: the ``csrf`` form field (or an ``X-CSRF-Token`` header) equals
+      :func:`charter.identity._sessions.csrf_token` of the session cookie (for ``/login``: of the pre-login
+      cookie set by the login form). The body is read (it is already size-limited) and replayed.
+
+    A refusal is 403 with a page saying what to do; nothing of the request reaches the route.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].startswith(NON_CONSOLE_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        from http.cookies import SimpleCookie
+        from urllib.parse import parse_qs, urlsplit
+
+        from charter.identity._sessions import csrf_token
+        from charter.server._auth import LOGIN_COOKIE, SESSION_COOKIE
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        origin = headers.get("origin", "")
+        host = headers.get("host", "")
+        if not origin or origin == "null" or urlsplit(origin).netloc != host:
+            await _forbidden(
+                send, "cross-site or origin-less form post refused: reload the page and try again"
+            )
+            return
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(headers.get("cookie", ""))
+        except Exception:  # a malformed Cookie header: no cookie at all
+            jar = SimpleCookie()
+        name = LOGIN_COOKIE if scope["path"] == "/login" else SESSION_COOKIE
+        cookie = jar[name].value if name in jar else ""
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body"))
+        body = b"".join(chunks)
+        sent = headers.get("x-csrf-token", "")
+        if not sent and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            sent = (parse_qs(body.decode("latin-1")).get("csrf") or [""])[0]
+        import hmac
+
+        if not cookie or not sent or not hmac.compare_digest(sent, csrf_token(cookie)):
+            what = "log in again" if scope["path"] != "/login" else "reload the login page"
+            await _forbidden(send, f"missing or stale form token (CSRF): {what} and resubmit")
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _forbidden(send: Send, message: str) -> None:
+    from html import escape
+
+    body = (
+        "<!doctype html><title>Refused</title><h1>403 — refused</h1>"
+        f'<p>{escape(message)}</p><p><a href="/">Back to the console</a></p>'
+    ).encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+    await send({"type": "http.response.start", "status": 403, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ServerState:
     """What every request handler reaches through ``request.app.state.charter``."""
 
     def __init__(self, rt: Runtime, settings: ServerSettings) -> None:
         self.rt = rt
         self.settings = settings
-        self.auth = Authenticator(rt, rate_limit_per_minute=settings.rate_limit_per_minute)
+        self.auth = Authenticator(
+            rt,
+            rate_limit_per_minute=settings.rate_limit_per_minute,
+            failures_per_client=settings.auth_failures_per_client,
+            failures_per_token=settings.auth_failures_per_token,
+        )
         self._caps: dict[str, dict[str, bool]] = {}
         self.scheduler: Any = None
         self.drift: Any = None
@@ -189,10 +300,8 @@ def state_of(request: Request) -> ServerState:
 
 
 def bearer_of(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        return header
-    return request.cookies.get(COOKIE)
+    """The ``Authorization`` header (the only credential the API accepts; never a cookie)."""
+    return request.headers.get("authorization")
 
 
 def create_app(
@@ -228,9 +337,20 @@ def create_app(
             state.drift = DriftScheduler(rt, settings.drift_seconds).start()
         if settings.warm_up:
             warm_up(rt)
+        from charter.telemetry.audit import start_checkpointer
+
+        interval = rt.spec.monitoring.audit.checkpoint_interval.total_seconds()
+        stop_checkpoints = start_checkpointer(rt.audit, interval) if interval > 0 else threading.Event()
+        stop_refusals = threading.Event()
+        threading.Thread(
+            target=_flush_loop, args=(state, stop_refusals), name="charter-auth-refusals", daemon=True
+        ).start()
         try:
             yield
         finally:
+            stop_refusals.set()
+            state.auth.refusals.flush()
+            stop_checkpoints.set()
             stop_tick.set()
             if state.drift is not None:
                 state.drift.stop()
@@ -263,6 +383,7 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(ConsoleCsrfMiddleware)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(_api.router)
     app.include_router(_launch.router)
@@ -303,6 +424,17 @@ def warm_up(rt: Runtime) -> None:
             log.warning("warm-up of %s skipped: %s: %s", name, type(exc).__name__, exc)
     gc.collect()
     gc.freeze()
+
+
+def _flush_loop(state: ServerState, stop: threading.Event) -> None:
+    """Write the refused-authentication counts once per window."""
+    import logging
+
+    while not stop.wait(state.auth.refusals.window):
+        try:
+            state.auth.refusals.flush()
+        except Exception:  # e.g. the database is down: that window's counts are lost, later ones are not
+            logging.getLogger("charter.server").warning("writing auth refusal counts failed", exc_info=True)
 
 
 def _tick_loop(rt: Runtime, every: float, stop: threading.Event) -> None:

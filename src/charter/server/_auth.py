@@ -4,7 +4,19 @@
 * ``Authorization: Bearer <JWT>`` — an OIDC ID/access token, when the charter has ``identity.oidc``: the
   signature is checked against the JWKS (file beside the charter, or URL), ``iss`` and ``aud`` must match,
   ``exp`` must be in the future, and ``identity.oidc.user_claim`` names a principal of the charter.
-* The web console sends the same token from an HttpOnly, SameSite=Strict cookie (:data:`COOKIE`).
+* The REST API, the OpenAI endpoint (and ``/mcp``) accept **only** the ``Authorization`` header
+  (:meth:`Authenticator.authenticate_request`): a browser cookie never authenticates an API call, so another
+  site cannot make a logged-in browser call the API.
+* The web console uses a separate short-lived **session** (:mod:`charter.identity._sessions`) in an
+  HttpOnly, SameSite=Strict, ``Secure`` cookie (:data:`SESSION_COOKIE`), opened by logging in with a token
+  and revoked by logging out (:meth:`Authenticator.authenticate_console`).
+
+Before any scrypt verification (the expensive part of checking a Charter token): the token's format is
+checked and its id looked up (both cheap; an unknown id costs no scrypt), and a client — or a token id —
+with too many failed attempts in the last minute gets HTTP 429 instead of another verification. Tokens
+already verified in this process (the verification cache) still work from that client, so a flood from a
+shared address does not lock out the real users behind it. Refusals are audited as counts per window
+(:class:`RefusalLog`: one ``auth.refused`` entry per reason and client per minute), not one row per attempt.
 
 Every endpoint then asks Cedar (:func:`require`); what the console shows comes from :func:`capabilities`,
 which asks the same questions, so a page and its API cannot disagree.
@@ -26,7 +38,9 @@ if TYPE_CHECKING:
     from charter.spec import Principal
     from charter.store import Store
 
-COOKIE = "charter_token"
+COOKIE = "charter_token"  # the pre-0011 console cookie (the raw API token): only ever deleted now
+SESSION_COOKIE = "charter_session"
+LOGIN_COOKIE = "charter_login"  # pre-login CSRF secret for the login form
 
 
 class RateLimiter:
@@ -108,6 +122,127 @@ class RateLimiter:
                 conn.execute(delete(t).where(t.c.minute < minute_i - 1))
 
 
+class FailureLimiter:
+    """Failed authentication attempts per key (a client address, a token id) in a sliding minute, in
+    process. ``blocked`` is checked before an expensive verification; ``record`` counts a failure."""
+
+    def __init__(self, per_minute: int, *, max_keys: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self.max_keys = max_keys
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _window(self, key: str, now: float) -> deque[float]:
+        window = self._hits.get(key)
+        if window is None:
+            if len(self._hits) >= self.max_keys:  # forget the stalest keys rather than grow without bound
+                for old in list(self._hits)[: self.max_keys // 10]:
+                    del self._hits[old]
+            window = self._hits[key] = deque()
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        return window
+
+    def blocked(self, key: str) -> int | None:
+        """Seconds to wait when ``key`` used up its failures, else ``None``."""
+        if self.per_minute <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            window = self._window(key, now)
+            if len(window) >= self.per_minute:
+                return max(1, int(60.0 - (now - window[0])) + 1)
+        return None
+
+    def record(self, key: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._window(key, now).append(now)
+
+
+class RefusalLog:
+    """Refused authentications, audited as counts: one ``auth.refused`` entry per (reason, channel, client)
+    and window, carrying ``count``, the window's bounds and up to 10 of the resources (token ids) tried.
+
+    A window's entry is written when the next refusal arrives after it ended, by :meth:`flush` (the server
+    calls it every window), and at shutdown. At most ``MAX_KEYS`` distinct keys are kept per window; beyond
+    that, refusals are counted under the client ``*``."""
+
+    MAX_KEYS = 1000
+
+    def __init__(
+        self, rt: Runtime, window_seconds: float = 60.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.rt = rt
+        self.window = window_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._start = clock()
+        self._counts: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def add(self, client: str, actor: str, resource: str, reason: str, details: dict[str, Any]) -> None:
+        now = self.clock()
+        due: list[dict[str, Any]] = []
+        with self._lock:
+            if now - self._start >= self.window:
+                due = self._take(now)
+            channel = str(details.get("channel", "api"))
+            key = (reason, channel, client[:100])
+            if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
+                key = (reason, channel, "*")
+            entry = self._counts.setdefault(
+                key, {"actor": actor, "count": 0, "resources": [], "first": now, "last": now}
+            )
+            entry["count"] += 1
+            entry["last"] = now
+            if resource not in entry["resources"] and len(entry["resources"]) < 10:
+                entry["resources"].append(resource)
+            if entry["actor"] != actor:
+                entry["actor"] = "anonymous"
+        self._write(due)
+
+    def _take(self, now: float) -> list[dict[str, Any]]:
+        from datetime import UTC, datetime
+
+        def iso(t: float) -> str:
+            return datetime.fromtimestamp(t, UTC).isoformat()
+
+        events = [
+            {
+                "actor": e["actor"],
+                "action": "auth.refused",
+                "resource": e["resources"][0] if len(e["resources"]) == 1 else "token:*",
+                "outcome": "denied",
+                "details": {
+                    "reason": reason,
+                    "channel": channel,
+                    "client": client,
+                    "count": e["count"],
+                    "first_at": iso(e["first"]),
+                    "last_at": iso(e["last"]),
+                    "resources": e["resources"],
+                },
+            }
+            for (reason, channel, client), e in sorted(self._counts.items())
+        ]
+        self._counts = {}
+        self._start = now
+        return events
+
+    def _write(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.rt.audit.append_many(events)
+
+    def flush(self) -> int:
+        """Write the counts gathered so far (one entry per key); returns how many entries were written."""
+        with self._lock:
+            due = self._take(self.clock())
+        self._write(due)
+        return len(due)
+
+
 class OIDCVerifier:
     """Validates JWTs against the charter's ``identity.oidc`` settings."""
 
@@ -140,7 +275,10 @@ class OIDCVerifier:
             raise AuthenticationError("invalid token")
         return key.key
 
-    def principal(self, token: str) -> Principal:
+    def principal(
+        self, token: str, refused: Callable[[str, str, str, dict[str, Any]], None] | None = None
+    ) -> Principal:
+        """The principal of a valid JWT; ``refused`` records refusals (default: one audit entry each)."""
         import jwt
 
         try:
@@ -156,35 +294,75 @@ class OIDCVerifier:
         except AuthenticationError:
             raise
         except Exception as exc:  # any PyJWT error (signature, expiry, claims) or an unreadable JWKS
-            self._refuse("anonymous", f"invalid OIDC token: {type(exc).__name__}")
+            self._refuse("anonymous", f"invalid OIDC token: {type(exc).__name__}", refused)
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or user not in self.rt.charter.principals:
-            self._refuse(str(user)[:100], "OIDC subject is not a principal of the charter")
+            self._refuse(str(user)[:100], "OIDC subject is not a principal of the charter", refused)
         principal = self.rt.charter.principal(user)
         if not principal.active:
-            self._refuse(user, "inactive user")
+            self._refuse(user, "inactive user", refused)
         return principal
 
-    def _refuse(self, actor: str, reason: str) -> NoReturn:
-        self.rt.audit.append(
-            actor=actor,
-            action="auth.refused",
-            resource="oidc",
-            outcome="denied",
-            details={"reason": reason, "channel": "api"},
-        )
+    def _refuse(
+        self, actor: str, reason: str, refused: Callable[[str, str, str, dict[str, Any]], None] | None
+    ) -> NoReturn:
+        if refused is not None:
+            refused(actor, "oidc", reason, {"channel": "api"})
+        else:
+            self.rt.audit.append(
+                actor=actor,
+                action="auth.refused",
+                resource="oidc",
+                outcome="denied",
+                details={"reason": reason, "channel": "api"},
+            )
         raise AuthenticationError("invalid token")
 
 
 class Authenticator:
-    """Turns a bearer (header or cookie) into a principal; shared by the API and the console."""
+    """Turns a credential into a principal; shared by the API, the OpenAI endpoint, ``/mcp`` and the console.
 
-    def __init__(self, rt: Runtime, *, rate_limit_per_minute: int) -> None:
+    * :meth:`authenticate_request` — the ``Authorization`` header of an API request (never a cookie);
+    * :meth:`authenticate_console` — the console's session cookie;
+    * :meth:`authenticate` — a bearer value (the API token typed into the login form, or the header).
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        rate_limit_per_minute: int,
+        failures_per_client: int = 20,
+        failures_per_token: int = 10,
+    ) -> None:
         self.rt = rt
         self.oidc = OIDCVerifier(rt) if rt.spec.identity.oidc is not None else None
         self.limiter = RateLimiter(rate_limit_per_minute, store=rt.store)
+        self.client_failures = FailureLimiter(failures_per_client)
+        self.token_failures = FailureLimiter(failures_per_token)
+        self.refusals = RefusalLog(rt)
 
-    def authenticate(self, bearer: str | None) -> Principal:
+    def _sink(self, client: str) -> Callable[[str, str, str, dict[str, Any]], None]:
+        def refused(actor: str, resource: str, reason: str, details: dict[str, Any]) -> None:
+            self.client_failures.record(client)
+            if resource.startswith("token:") and resource != "token:?":
+                self.token_failures.record(resource)
+            self.refusals.add(client, actor, resource, reason, details)
+
+        return refused
+
+    def _limit_failures(self, client: str, token_id: str | None = None) -> None:
+        retry = self.client_failures.blocked(client)
+        what = "this client"
+        if retry is None and token_id is not None:
+            retry, what = self.token_failures.blocked(f"token:{token_id}"), "this token"
+        if retry is not None:
+            raise RateLimited(
+                f"too many failed authentication attempts from {what}; retry in {retry} s", retry_after=retry
+            )
+
+    def authenticate(self, bearer: str | None, *, client: str = "?", channel: str = "api") -> Principal:
+        """The principal of a bearer credential (``Bearer `` prefix optional)."""
         from charter.identity import resolve_token
 
         if not bearer:
@@ -194,12 +372,50 @@ class Authenticator:
             text = text[7:].strip()
         if text.count(".") == 2 and not text.startswith("chr_"):
             if self.oidc is None:
+                self._sink(client)("anonymous", "oidc", "OIDC is not configured", {"channel": channel})
                 raise AuthenticationError("invalid token")
-            principal = self.oidc.principal(text)
+            self._limit_failures(client)
+            principal = self.oidc.principal(text, self._sink(client))
         else:
-            principal = resolve_token(self.rt, text, channel="api")
+            from charter.identity._tokens import verify_cache
+
+            if verify_cache.seen(text):  # verified here before: never held back by others' failures
+                before_verify = None
+            else:
+                self._limit_failures(client)  # a blocked client: refused before any lookup at all
+                before_verify = lambda token_id: self._limit_failures(client, token_id)  # noqa: E731
+            principal = resolve_token(
+                self.rt, text, channel=channel, refused=self._sink(client), before_verify=before_verify
+            )
         self.limiter.check(principal.id)
         return principal
+
+    def authenticate_request(self, request: Any) -> Principal:
+        """The caller of an API request: ``Authorization: Bearer …`` only — cookies are ignored here."""
+        return self.authenticate(request.headers.get("authorization"), client=client_of(request))
+
+    def authenticate_console(self, request: Any) -> Principal:
+        """The caller of a console page: the session cookie (see :mod:`charter.identity._sessions`)."""
+        from charter.identity._sessions import resolve_session
+
+        cookie = request.cookies.get(SESSION_COOKIE)
+        try:
+            principal = resolve_session(self.rt, cookie)
+        except AuthenticationError as exc:
+            if cookie:
+                self.refusals.add(
+                    client_of(request), "anonymous", "session", str(exc), {"channel": "console"}
+                )
+            raise
+        self.limiter.check(principal.id)
+        return principal
+
+
+def client_of(request: Any) -> str:
+    """The client address of a request (the proxy's address behind a proxy, unless uvicorn is run with
+    ``--proxy-headers`` and a trusted ``--forwarded-allow-ips``)."""
+    client = getattr(request, "client", None)
+    return str(client.host) if client is not None and client.host else "?"
 
 
 # ------------------------------------------------------------------------------------------ authorisation

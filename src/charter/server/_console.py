@@ -1,8 +1,10 @@
 """The web console: server-rendered pages (Jinja2), a few lines of plain JavaScript, no build step.
 
-Log in with a Charter token (``charter tokens create USER``): it is kept in an HttpOnly, SameSite=Strict
-cookie, so page scripts never see it and other sites cannot send it. Forms post back to the same pages; a
-cross-site ``Origin`` on a form post is refused. Every page and every form asks the same Cedar questions as
+Log in with a Charter token (``charter tokens create USER``): it is checked once and a separate console
+**session** is opened (:mod:`charter.identity._sessions`, ``session_hours`` long, revoked by logging out);
+only the session is kept in an HttpOnly, SameSite=Strict, ``Secure`` cookie — never the API token. Every
+form carries a CSRF token, and every console POST must have a same-origin ``Origin``
+(``ConsoleCsrfMiddleware`` in ``_app``: a missing, ``null`` or foreign Origin is refused). Every page and every form asks the same Cedar questions as
 the API (through the same functions), so what a role sees follows the charter.
 """
 
@@ -13,7 +15,6 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -21,8 +22,15 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from charter.errors import AuthenticationError, CharterException, Denied, NotFound
-from charter.server._app import bearer_of, state_of
-from charter.server._auth import COOKIE, require, require_any, require_capability
+from charter.server._app import state_of
+from charter.server._auth import (
+    COOKIE,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    require,
+    require_any,
+    require_capability,
+)
 from charter.server._errors import status_for
 from charter.spec import Principal
 
@@ -56,9 +64,19 @@ NAV = [
 
 
 def _who(request: Request) -> Principal:
-    principal = state_of(request).auth.authenticate(bearer_of(request))
+    principal = state_of(request).auth.authenticate_console(request)
     request.state.principal = principal
     return principal
+
+
+def _csrf_field(request: Request, cookie: str | None = None) -> Markup:
+    """The hidden CSRF input every POST form carries (empty without a session or pre-login cookie)."""
+    from charter.identity._sessions import csrf_token
+
+    value = cookie or request.cookies.get(SESSION_COOKIE) or ""
+    if not value:
+        return Markup("")
+    return Markup('<input type="hidden" name="csrf" value="{}">').format(csrf_token(value))
 
 
 def _render(
@@ -67,6 +85,7 @@ def _render(
     caps = state_of(request).capabilities(principal) if principal else {}
     nav = [(key, label, href) for key, label, href in NAV if caps.get(key)]
     rt = state_of(request).rt
+    ctx.setdefault("csrf_field", _csrf_field(request))
     return templates.TemplateResponse(
         request,
         name,
@@ -88,20 +107,11 @@ def _failure(request: Request, exc: Exception, principal: Principal | None) -> R
     )
 
 
-def _same_origin(request: Request) -> None:
-    origin = request.headers.get("origin")
-    if origin and origin != "null":
-        host = request.headers.get("host", "")
-        if urlsplit(origin).netloc != host:
-            raise Denied("cross-site form post refused", reasons=["origin does not match host"])
-
-
 def _page(request: Request, fn: Any) -> Response:
+    """Render a page for the session's principal (POSTs were checked for Origin and CSRF before this)."""
     principal: Principal | None = None
     try:
         principal = _who(request)
-        if request.method == "POST":
-            _same_origin(request)
         result: Response = fn(principal)
         return result
     except Exception as exc:
@@ -109,35 +119,84 @@ def _page(request: Request, fn: Any) -> Response:
 
 
 # ------------------------------------------------------------------------------------------------ login
+def _cookie_opts(request: Request) -> dict[str, Any]:
+    return {
+        "httponly": True,
+        "samesite": "strict",
+        "secure": state_of(request).settings.secure_cookies,
+        "path": "/",
+    }
+
+
+def _login_page(request: Request, status: int = 200, message: str | None = None) -> Response:
+    """The login form with a fresh pre-login CSRF cookie (the form's token is derived from it)."""
+    import secrets
+
+    pre = secrets.token_urlsafe(32)
+    resp = _render(
+        request, "login.html", None, status=status, message=message, csrf_field=_csrf_field(request, pre)
+    )
+    resp.set_cookie(LOGIN_COOKIE, pre, max_age=3600, **_cookie_opts(request))
+    return resp
+
+
+def _insecure_transport(request: Request) -> bool:
+    """A Secure cookie over plain http to a non-loopback host: the browser would drop it (login loop)."""
+    if not state_of(request).settings.secure_cookies or request.url.scheme == "https":
+        return False
+    host = (request.url.hostname or "").lower()
+    return host not in ("localhost", "127.0.0.1", "::1") and not host.endswith(".localhost")
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> Response:
-    return _render(request, "login.html", None)
+    return _login_page(request)
 
 
 @router.post("/login")
 def login(request: Request, token: str = Form(max_length=2000)) -> Response:
+    from charter.identity import parse_token
+    from charter.identity._sessions import create_session
+    from charter.server._auth import client_of
+
     st = state_of(request)
+    if _insecure_transport(request):
+        return _login_page(
+            request,
+            status=400,
+            message="This server only sends its session cookie over HTTPS: open it through TLS "
+            "(or, for plain http on a trusted machine, start it with CHARTER_SERVER_SECURE_COOKIES=0).",
+        )
     try:
-        _same_origin(request)
-        st.auth.authenticate(token)
+        principal = st.auth.authenticate(token, client=client_of(request), channel="console")
+    except CharterException as exc:
+        status = status_for(exc)
+        msg = str(exc) if status == 429 else "That token is not valid."
+        return _login_page(request, status=401 if status != 429 else 429, message=msg)
+    try:
+        token_id: str | None = parse_token(token)[0]
     except CharterException:
-        return _render(request, "login.html", None, status=401, message="That token is not valid.")
+        token_id = None  # an OIDC token: the session lasts session_hours, bounded by nothing else
+    cookie, _session = create_session(
+        st.rt, principal.id, token_id=token_id, ttl=timedelta(hours=st.settings.session_hours)
+    )
     resp = RedirectResponse("/", status_code=303)
     resp.set_cookie(
-        COOKIE,
-        token.strip(),
-        httponly=True,
-        samesite="strict",
-        secure=st.settings.secure_cookies,
-        max_age=12 * 3600,
-        path="/",
+        SESSION_COOKIE, cookie, max_age=int(st.settings.session_hours * 3600), **_cookie_opts(request)
     )
+    resp.delete_cookie(LOGIN_COOKIE, path="/")
+    resp.delete_cookie(COOKIE, path="/")  # a raw API token left by an older version
     return resp
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    """End the session server-side (the cookie is useless afterwards, even if it was copied)."""
+    from charter.identity._sessions import revoke_session
+
+    revoke_session(state_of(request).rt, request.cookies.get(SESSION_COOKIE))
     resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE, path="/")
     resp.delete_cookie(COOKIE, path="/")
     return resp
 

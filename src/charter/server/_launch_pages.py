@@ -179,3 +179,20 @@ def gate_job_page(request: Request, job_id: str) -> Response:
         )
 
     return _page(request, page)
+
+
+@router.get("/gate/reports/{gate_run}/{fmt}")
+def gate_report_page(request: Request, gate_run: str, fmt: str) -> Response:
+    """The console's download of a signed gate report (the API's needs a bearer token, not the session)."""
+    from charter.server._launch import REPORT_FILES, report_download
+
+    def page(p: Principal) -> Response:
+        st = state_of(request)
+        require_capability(st.rt, p, "gate", "see the launch gate")
+        if fmt not in REPORT_FILES or not gate_run.replace("_", "").isalnum():
+            from charter.errors import NotFound
+
+            raise NotFound("no such report")
+        return report_download(st.rt, gate_run[:100], fmt)
+
+    return _page(request, page)

@@ -30,6 +30,8 @@ from charter.sources._document import Document
 from charter.spec import Source
 
 DEFAULT_MAX_BYTES = 20_000_000  # per file / per line; bigger ones are skipped and reported
+DEFAULT_MAX_SECONDS = 30.0  # per document: extraction that takes longer fails that document
+DEFAULT_MAX_PDF_PAGES = 2_000  # a PDF with more pages fails (split it, or raise the limit)
 
 
 class SourceUnavailable(CharterRuntimeError):
@@ -43,6 +45,9 @@ class Failed:
     doc_id: str | None
     reason: str
     line: int | None = None  # for line-based sources such as ``jsonl``
+    #: refused by the safe-read rule (symlink out of the source, not a regular file): the sync reports it
+    #: and removes any version of it indexed earlier, instead of keeping that version as for a read error
+    refused: bool = False
 
     def describe(self) -> str:
         where = self.doc_id or (f"line {self.line}" if self.line else "?")
@@ -58,6 +63,8 @@ class ConnectorContext:
     source: Source
     base_dir: Path
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    max_pdf_pages: int = DEFAULT_MAX_PDF_PAGES
 
     @property
     def location(self) -> Path:

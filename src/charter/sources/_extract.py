@@ -235,13 +235,21 @@ class PdfText:
     pages: tuple[str, ...]
 
 
-def pdf_pages(path: Path) -> PdfText:
-    """Text per page with pypdf; encrypted (with a password), broken or text-less PDFs raise."""
+def pdf_pages(data: bytes | Path, *, max_pages: int | None = None, deadline: float | None = None) -> PdfText:
+    """Text per page with pypdf; encrypted (with a password), broken or text-less PDFs raise.
+
+    ``data``: the file's bytes (read by the safe-read rule) or, for tools, a path. ``max_pages``: a PDF
+    with more pages raises before any text is extracted; ``deadline`` (a ``time.monotonic()`` value):
+    extraction stops with :class:`ExtractionError` once it is passed, checked between pages.
+    """
+    import io
+    import time
+
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError, PyPdfError
 
     try:
-        reader = PdfReader(path, strict=False)
+        reader = PdfReader(io.BytesIO(data) if isinstance(data, bytes) else data, strict=False)
         if reader.is_encrypted:
             try:
                 opened = bool(reader.decrypt(""))
@@ -249,7 +257,19 @@ def pdf_pages(path: Path) -> PdfText:
                 opened = False
             if not opened:
                 raise ExtractionError("encrypted PDF (needs a password)")
-        pages = tuple((page.extract_text() or "").strip() for page in reader.pages)
+        count = _declared_pages(reader)  # the page tree's /Count: cheap, unlike flattening the tree
+        if max_pages is not None and count > max_pages:
+            raise ExtractionError(f"PDF has {count} pages (limit {max_pages}): split it into smaller files")
+        texts: list[str] = []
+        for page in reader.pages:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ExtractionError(
+                    f"PDF text extraction ran out of time after {len(texts)} of {count} pages"
+                )
+            texts.append((page.extract_text() or "").strip())
+            if max_pages is not None and len(texts) > max_pages:  # a /Count that lied
+                raise ExtractionError(f"PDF has more than {max_pages} pages: split it into smaller files")
+        pages = tuple(texts)
         meta_title = None
         if reader.metadata is not None:
             meta_title = reader.metadata.title
@@ -275,3 +295,11 @@ def pdf_pages(path: Path) -> PdfText:
         raise ExtractionError("PDF has no extractable text (a scanned PDF needs OCR first)")
     title = str(meta_title).strip() if meta_title else None
     return PdfText(title=title or None, pages=pages)
+
+
+def _declared_pages(reader: Any) -> int:
+    try:
+        count = reader.trailer["/Root"]["/Pages"]["/Count"]
+        return int(count)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return len(reader.pages)

@@ -10,11 +10,17 @@
   file name. ``updated_at`` falls back to the file's modification time.
 * Hidden files and folders (``.name``) are ignored, symlinked folders are not followed, files over the
   size limit and binary junk in text files fail that document only.
+* Every file (documents and sidecars) is read through :func:`charter.sources._files.read_source_file`:
+  regular files only, a symlink only when it resolves inside the source folder, sizes counted on the bytes
+  actually read. A refused file is reported (``Failed(refused=True)``) and any earlier version of it is
+  removed from the index. PDFs over ``ctx.max_pdf_pages`` pages, and documents whose extraction takes
+  longer than ``ctx.max_seconds``, fail alone.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +43,7 @@ from charter.sources._extract import (
     split_front_matter,
     title_from_filename,
 )
+from charter.sources._files import FileRefused, check_source_file, read_source_file
 
 FORMATS = {
     ".md": "markdown",
@@ -90,6 +97,8 @@ class FolderConnector:
             doc_id = path.relative_to(root).as_posix()
             try:
                 yield self.read(ctx, path, doc_id)
+            except FileRefused as exc:
+                yield Failed(doc_id, str(exc), refused=True)
             except ExtractionError as exc:
                 yield Failed(doc_id, str(exc))
             except FileNotFoundError:
@@ -99,26 +108,34 @@ class FolderConnector:
 
     # ---------------------------------------------------------------------------------- one file
     def read(self, ctx: ConnectorContext, path: Path, doc_id: str) -> Document:
-        st = path.stat()
+        root = ctx.location
+        started = time.monotonic()
+        deadline = started + ctx.max_seconds
+        _real, st = check_source_file(path, root)  # refuse before reading anything, sidecars included
         if st.st_size > ctx.max_bytes:
             raise ExtractionError(f"file too large: {st.st_size} bytes (limit {ctx.max_bytes})")
         fmt = FORMATS[path.suffix.lower()]
-        meta = _sidecars(path)
+        meta = _sidecars(path, root)
+        data, st = read_source_file(path, root, ctx.max_bytes)
         title: str | None = None
         url: str | None = None
         pages: tuple[str, ...] | None = None
         if fmt in ("markdown", "text"):
-            fm = split_front_matter(decode_text(path.read_bytes()))
+            fm = split_front_matter(decode_text(data))
             _merge_front_matter(meta, fm.meta, fm.error)
             text = fm.body
             title = first_heading(text) if fmt == "markdown" else None
         elif fmt == "html":
-            html = html_to_text(path.read_bytes())
+            html = html_to_text(data)
             text, title, url = html.text, html.title, html.url
         else:
-            pdf = pdf_pages(path)
+            pdf = pdf_pages(data, max_pages=ctx.max_pdf_pages, deadline=deadline)
             pages, title = pdf.pages, pdf.title
             text = "\n\n".join(pages)
+        if time.monotonic() > deadline:
+            raise ExtractionError(
+                f"extraction took {time.monotonic() - started:.1f} s (limit {ctx.max_seconds:g} s per document)"
+            )
         title = _string(meta.values.get("title")) or title or title_from_filename(path)
         url = _string(meta.values.get("url")) or url
         updated = parse_timestamp(meta.values.get("updated_at")) or datetime.fromtimestamp(st.st_mtime, UTC)
@@ -141,23 +158,30 @@ def _string(value: Any) -> str | None:
     return None
 
 
-def _sidecars(path: Path) -> _Meta:
-    """Read ``<file>.acl`` / ``<file>.meta.yaml`` (full name or stem) next to ``path``."""
+def _sidecars(path: Path, root: Path) -> _Meta:
+    """Read ``<file>.acl`` / ``<file>.meta.yaml`` (full name or stem) next to ``path``.
+
+    A sidecar that exists but is refused by the safe-read rule (a FIFO, a symlink out of the folder) is an
+    ACL error: the document fails closed instead of silently losing its ACL."""
     meta = _Meta(values={})
     stem = path.stem  # "q3.prices.pdf" -> "q3.prices": only the format suffix is dropped
     acl_sources = meta.acl_sources
     for base in dict.fromkeys((path.name, stem)):
         acl_path = path.with_name(base + ".acl")
-        if acl_path.is_file():
+        if os.path.lexists(acl_path):
             acl_sources.append(acl_path.name)
             try:
-                meta.acl = parse_acl_file(_read_small(acl_path))
+                meta.acl = parse_acl_file(_read_small(acl_path, root))
             except (AclParseError, ExtractionError, OSError) as exc:
                 meta.acl_error = f"{acl_path.name}: {exc}"
         yaml_path = path.with_name(base + ".meta.yaml")
-        if yaml_path.is_file():
+        if os.path.lexists(yaml_path):
             try:
-                loaded = load_yaml(_read_small(yaml_path))
+                loaded = load_yaml(_read_small(yaml_path, root))
+            except FileRefused as exc:
+                meta.acl_error = f"{yaml_path.name}: {exc}"
+                acl_sources.append(yaml_path.name)
+                continue
             except (yaml.YAMLError, ExtractionError, OSError):
                 meta.acl_error = f"{yaml_path.name}: not valid YAML"
                 acl_sources.append(yaml_path.name)
@@ -203,7 +227,11 @@ def _merge_front_matter(meta: _Meta, fm: dict[str, Any], error: str | None) -> N
             meta.acl, meta.acl_error = None, f"front matter: {exc}"
 
 
-def _read_small(path: Path) -> str:
-    if path.stat().st_size > MAX_SIDECAR_BYTES:
-        raise ExtractionError(f"sidecar too large (limit {MAX_SIDECAR_BYTES} bytes)")
-    return decode_text(path.read_bytes())
+def _read_small(path: Path, root: Path) -> str:
+    try:
+        data, _ = read_source_file(path, root, MAX_SIDECAR_BYTES)
+    except FileRefused:
+        raise
+    except ExtractionError:
+        raise ExtractionError(f"sidecar too large (limit {MAX_SIDECAR_BYTES} bytes)") from None
+    return decode_text(data)

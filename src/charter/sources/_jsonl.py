@@ -4,12 +4,15 @@ Each line: ``{"id": ..., "title": ..., "text": ..., "url": ..., "acl": [...], "u
 and ``text`` are required, ``acl`` is a list of tokens (or one comma-separated string). A line that is
 not valid JSON, or lacks a field, fails that document only and is reported with its line number; when
 the id can still be recognised, the previously indexed version of that document is kept. Blank lines
-are ignored. The file is read line by line, never as a whole.
+are ignored. The file is read line by line, never as a whole, through the safe-read rule
+(:func:`charter.sources._files.open_source_file`): it must be a regular file (a FIFO or a device makes the
+source unavailable instead of hanging the sync).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +20,8 @@ from typing import Any
 from charter.sources._acl import AclParseError, parse_acl
 from charter.sources._connector import ConnectorContext, Failed, SourceUnavailable, connector
 from charter.sources._document import Document
-from charter.sources._extract import parse_timestamp
+from charter.sources._extract import ExtractionError, parse_timestamp
+from charter.sources._files import open_source_file
 
 MAX_ID_CHARS = 500
 _ID_HINT = re.compile(rb'"id"\s*:\s*"([^"\\]{1,500})"')
@@ -37,10 +41,10 @@ class JsonlConnector:
     def _lines(self, ctx: ConnectorContext) -> Iterator[tuple[int, bytes | None]]:
         """(line number, raw bytes) per non-blank line; ``None`` for a line over the size limit."""
         path = ctx.location
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise SourceUnavailable(f"source {ctx.source.id!r}: file not found: {path}")
         try:
-            with path.open("rb") as f:
+            with open_source_file(path, None) as (f, _):
                 number = 0
                 while True:
                     raw = f.readline(ctx.max_bytes + 1)
@@ -54,6 +58,10 @@ class JsonlConnector:
                         continue
                     if raw.strip():
                         yield number, raw
+        except ExtractionError as exc:
+            raise SourceUnavailable(f"source {ctx.source.id!r}: {path}: {exc}") from None
+        except FileNotFoundError:
+            raise SourceUnavailable(f"source {ctx.source.id!r}: file not found: {path}") from None
         except OSError as exc:
             raise SourceUnavailable(f"source {ctx.source.id!r}: cannot read {path}: {exc.strerror}") from None
 

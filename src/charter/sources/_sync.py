@@ -342,6 +342,10 @@ class Syncer:
             if self.progress is not None:
                 self.progress.advance(source.id)
             if isinstance(item, Failed):
+                if item.refused and item.doc_id:  # never keep (or serve) an earlier version of a refused file
+                    if self.index.delete_document(source.id, item.doc_id):
+                        summary.deleted += 1
+                    catalog.remove(item.doc_id)
                 self._fail(summary, catalog, seen, item.doc_id, item.reason, item.line)
                 continue
             if not isinstance(item, Document) or item.source_id != source.id or not item.doc_id:

@@ -488,6 +488,18 @@ class Exporters(Section):
     include_content: bool = Field(False, description="Export (masked) message content in spans.")
 
 
+class AuditSettings(Section):
+    """How often the audit log's head is signed: this bounds the unsigned tail (docs/security.md)."""
+
+    checkpoint_every: int = Field(
+        1000, ge=1, le=1_000_000, description="Sign a checkpoint at least every this many audit entries."
+    )
+    checkpoint_interval: Duration = Field(  # type: ignore[assignment]
+        "5m",
+        description="The server also signs the head this often when entries arrived since the last checkpoint.",
+    )
+
+
 class Monitoring(Section):
     """What is recorded and how it is protected."""
 
@@ -505,6 +517,11 @@ class Monitoring(Section):
         description="Extra canary token patterns (regular expressions). The built-in pattern, which matches "
         "`CANARY`-style tokens with any prefix (`CANARY-FIN-7d3a91`, `ACME-CANARY-2f9c`), always applies; "
         "these add to it. Used by the check stage, the eval scorers and masking.",
+    )
+
+    audit: AuditSettings = Field(
+        default_factory=lambda: AuditSettings(),
+        description="Audit checkpoint cadence (bounds the unsigned tail).",
     )
 
     @field_validator("canaries")

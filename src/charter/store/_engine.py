@@ -1,5 +1,8 @@
 """Opening the database: URL resolution, SQLite pragmas, migrations on open, and losing the server.
 
+A SQLite database is created mode 0600 in a 0700 folder (:mod:`charter.store._perms`); SQLite creates its
+``-wal`` and ``-shm`` files with the database file's mode, so they are private too.
+
 On PostgreSQL the pool checks each connection before use (``pool_pre_ping``), so after the server restarts
 the next request reconnects by itself. A request that was in flight when the connection broke, or that
 cannot connect while the server is down, raises :class:`StoreUnavailable` (a retryable
@@ -19,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
 
 from charter.errors import StoreUnavailable, UsageError
+from charter.store._perms import create_private_file, private_dir, sqlite_path
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key held while migrating, so that workers starting together upgrade the schema once.
@@ -53,7 +57,7 @@ def resolve_database_url(charter_dir: Path | None) -> str:
     if charter_dir is None:
         raise UsageError("no charter folder and no CHARTER_DATABASE_URL: cannot locate the database")
     path = (charter_dir / ".charter" / "charter.db").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700: the database, keys and reports beside it are private
     return f"sqlite:///{path}"
 
 
@@ -187,6 +191,11 @@ class Store:
 def open_store(url: str, *, migrate: bool = True) -> Store:
     """Open (and by default migrate) the database at ``url``."""
     if url.startswith("sqlite"):
+        db_path = sqlite_path(url)
+        if db_path is not None and not db_path.exists():
+            # created 0600 before SQLite opens it: SQLite gives -wal and -shm the database file's mode
+            private_dir(db_path.parent)
+            create_private_file(db_path)
         # A small pool: keeping connections open avoids the checkpoint-on-last-close that SQLite does when
         # the final connection to a WAL database closes (it made every write transaction ~20 ms slower).
         engine = create_engine(

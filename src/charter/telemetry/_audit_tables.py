@@ -21,6 +21,8 @@ audit_log = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # HMAC of (seq, hash) under the secret audit-seal.key beside the signing key: see charter.telemetry.audit (0011)
+    Column("seal", String(64), nullable=True),
     Index("ix_audit_log_action", "action"),
 )
 

@@ -103,6 +103,10 @@ class VerifyResult:
     anchor_seq: int | None = None
     elapsed_s: float = 0.0
     notes: tuple[str, ...] = ()
+    #: entries after the last signed checkpoint (covered only by their seals until the next checkpoint)
+    unsigned_tail: int = 0
+    #: whether the tail's seals were checked (False: no private key here to check them with)
+    tail_checked: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -413,3 +413,60 @@ def verify_all(
         elapsed_s=time.perf_counter() - started,
         notes=tuple(notes),
     )
+
+
+# ------------------------------------------------------------------------------------------------ seals
+def seal_of(key: bytes, seq: int, digest: str) -> str:
+    """The seal of entry ``seq`` with hash ``digest``: HMAC-SHA256 under the seal secret (``audit-seal.key``)."""
+    import hmac
+
+    return hmac.new(key, f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class SealCheck:
+    """Seals of the entries after the last signed checkpoint (the unsigned tail)."""
+
+    checked: int = 0
+    legacy: int = 0  # unsealed entries written before seals existed (``seq <= sealed_from``)
+    bad_seq: int | None = None
+    reason: str | None = None
+
+
+def check_seals(
+    conn: Connection, key: bytes, start_seq: int, end_seq: int | None, sealed_from: int | None
+) -> SealCheck:
+    """Check every seal from ``start_seq`` to ``end_seq``. The hashes themselves are checked by :func:`scan`;
+    a seal binds ``(seq, hash)``, so an entry rewritten and re-hashed without the key fails here.
+
+    ``sealed_from``: entries after it must be sealed; ``None`` (no record) lets unsealed entries pass as
+    written before seals existed."""
+    import hmac
+
+    out = SealCheck()
+    end = end_seq if end_seq is not None else 2**62
+    rows = conn.execute(
+        text("SELECT seq, hash, seal FROM audit_log WHERE seq >= :s AND seq <= :e ORDER BY seq"),
+        {"s": start_seq, "e": end},
+    )
+    for seq, digest, seal in rows:
+        seq = int(seq)
+        if seal is None:
+            if sealed_from is not None and seq > sealed_from:
+                out.bad_seq = seq
+                out.reason = (
+                    f"entry {seq} is after the last signed checkpoint and has no seal: it was written "
+                    "or rewritten without the signing key"
+                )
+                return out
+            out.legacy += 1
+            continue
+        if not hmac.compare_digest(str(seal), seal_of(key, seq, str(digest))):
+            out.bad_seq = seq
+            out.reason = (
+                f"entry {seq} was rewritten after the last signed checkpoint: its seal does not match "
+                "its hash (re-hashed without the signing key)"
+            )
+            return out
+        out.checked += 1
+    return out

@@ -7,6 +7,15 @@ database can also re-hash the chain, the head is periodically **checkpointed**: 
 with an Ed25519 key kept outside the database (:mod:`charter.telemetry.signing`), and the latest checkpoint
 is also copied to an **anchor file** beside the key. :meth:`AuditLog.verify` recomputes everything.
 
+**The unsigned tail.** Entries after the last checkpoint are not covered by a signature yet. Each entry is
+therefore also **sealed**: ``seal = HMAC-SHA256(k, "seq:hash")`` with ``k`` a random secret kept beside the
+signing key (``audit-seal.key``, 0600; it is not rotated with the signing key, never in the database). Rewriting tail entries and re-computing their hashes breaks their seals;
+:meth:`AuditLog.verify` reports the tail's length, checks its seals when the key is present, and never signs
+a tail whose seals fail — nor does the automatic checkpoint. The window in which an attacker holding the
+database *and* the key could rewrite unsigned entries is bounded by the checkpoint cadence: a checkpoint at
+least every ``checkpoint_every`` entries (on append) and, in the server, every ``checkpoint_seconds``
+(:func:`start_checkpointer`); both come from the charter's ``monitoring.audit`` settings.
+
 Writers are serialised: SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``pg_advisory_xact_lock`` inside the
 transaction; one :meth:`~AuditLog.append` is one transaction, :meth:`~AuditLog.append_many` one for the
 batch. ``details`` must be a JSON object (no NaN, no infinity, string keys) of at most 64 KiB: the audit
@@ -26,17 +35,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import IntegrityError, UsageError
 from charter.store import Store, utcnow
-from charter.telemetry._audit_anchor import anchor_path, read_anchor, write_anchor
+from charter.telemetry._audit_anchor import (
+    anchor_path,
+    mark_sealed,
+    read_anchor,
+    read_sealed_from,
+    write_anchor,
+)
 from charter.telemetry._audit_canon import (
     GENESIS_HASH,
     canonical_details,
@@ -47,12 +64,21 @@ from charter.telemetry._audit_canon import (
 )
 from charter.telemetry._audit_tables import audit_checkpoints, audit_log
 from charter.telemetry._audit_types import AuditEntry, AuditEvent, Checkpoint, VerifyResult
-from charter.telemetry._audit_verify import COLUMNS, check_signatures, scan, verify_all
+from charter.telemetry._audit_verify import (
+    COLUMNS,
+    check_seals,
+    check_signatures,
+    scan,
+    seal_of,
+    verify_all,
+)
 from charter.telemetry.signing import PublicKey, SigningKey, load_public_keys
 
 #: The PostgreSQL advisory lock that serialises audit writers (the bytes ``b"chartaud"``).
 PG_LOCK_KEY = int.from_bytes(b"chartaud", "big")
 DEFAULT_CHECKPOINT_EVERY = 1000
+DEFAULT_CHECKPOINT_SECONDS = 300.0
+SEAL_KEY_FILE = "audit-seal.key"
 
 _Prepared = tuple[str, str, str, str, str]  # actor, action, resource, outcome, canonical details
 
@@ -70,6 +96,9 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.anchor_path = anchor_path(self.key_dir, store.url)
         self._key: SigningKey | None = None
+        self._seal_key: bytes | None = None
+        self._sealed_marked = False
+        self._has_seal: bool | None = None  # the 0011 column (absent only before migrating an old store)
         self._keys: dict[str, PublicKey] = {}
 
     # ------------------------------------------------------------------------------------ writing
@@ -144,6 +173,14 @@ class AuditLog:
             last_seq, prev, last_ts = int(head[0]), str(head[1]), str(head[2])
         if self._key is None:
             self._key = self._load_key(conn, create=True)
+        if self._has_seal is None:
+            self._has_seal = any(c["name"] == "seal" for c in inspect(conn).get_columns("audit_log"))
+        if self._key is not None and self._seal_key is None and self._has_seal:
+            self._seal_key = self._seal_key_or_none(create=True)
+        if self._seal_key is not None and self._has_seal and not self._sealed_marked:
+            # once per process, under the audit lock: entries after this head must carry a seal
+            self._sealed_marked = mark_sealed(self.anchor_path, last_seq, self.store.url)
+        seal_key = self._seal_key if self._has_seal else None
         head_prev = prev
         ts = max(format_ts(utcnow()), last_ts)  # non-decreasing even if the clock steps back
         rows = []
@@ -151,9 +188,12 @@ class AuditLog:
         for actor, action, resource, outcome, details in prepared:
             seq += 1
             digest = entry_hash(seq, ts, actor, action, resource, outcome, details, prev)
-            rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest))
+            seal = seal_of(seal_key, seq, digest) if seal_key is not None else None
+            rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest, seal))
             prev = digest
-        conn.exec_driver_sql(_insert_sql(conn), rows)
+        conn.exec_driver_sql(
+            _insert_sql(conn, sealed=bool(self._has_seal)), rows if self._has_seal else [r[:9] for r in rows]
+        )
         if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
             written.append(self._checkpoint_in(conn, seq, prev, old_head=(last_seq, head_prev)))
         when = parse_ts(ts)
@@ -207,6 +247,13 @@ class AuditLog:
                 raise IntegrityError(f"refusing to sign an audit checkpoint: {out.reason}")
             if out.last_seq != end or out.last_hash != end_hash:
                 raise IntegrityError("the audit head changed during checkpointing")
+            seal_key = self._seal_key_or_none()
+            if seal_key is not None:
+                seals = check_seals(
+                    conn, seal_key, (base.seq if base else 0) + 1, end, read_sealed_from(self.anchor_path)
+                )
+                if seals.bad_seq is not None:
+                    raise IntegrityError(f"refusing to sign an audit checkpoint: {seals.reason}")
         key = self._key or self._load_key(conn, create=True)
         if key is None:
             raise IntegrityError(
@@ -240,10 +287,34 @@ class AuditLog:
         """The signing key; created on first use, but never silently replaced once something was signed."""
         if SigningKey.exists(self.key_dir):
             return SigningKey.load(self.key_dir)
-        signed_before = _latest_checkpoint(conn) is not None or self.anchor_path.exists()
+        try:
+            anchored = read_anchor(self.anchor_path) is not None
+        except IntegrityError:
+            anchored = True  # a corrupt anchor: something was signed; never silently start over
+        signed_before = _latest_checkpoint(conn) is not None or anchored
         if signed_before or not create:
             return None
         return SigningKey.load_or_create(self.key_dir)
+
+    def _seal_key_or_none(self, *, create: bool = False) -> bytes | None:
+        """The seal secret (``audit-seal.key`` beside the signing key); an auditor holding only public keys
+        has none. Created on first use — but never again once entries were sealed (sealed_from is
+        recorded): a lost secret must be restored from backup, or every later seal would be "forged"."""
+        if self._seal_key is not None:
+            return self._seal_key
+        path = self.key_dir / SEAL_KEY_FILE
+        try:
+            if path.is_file():
+                self._seal_key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+            elif create and read_sealed_from(self.anchor_path) is None:
+                from charter.store._sealing import create_secret_file
+
+                self._seal_key = bytes.fromhex(
+                    create_secret_file(path, secrets.token_hex(32).encode()).decode("ascii")
+                )
+        except (OSError, ValueError):
+            return None
+        return self._seal_key
 
     def _public_keys(self) -> dict[str, PublicKey]:
         if not self._keys or (self._key is not None and self._key.key_id not in self._keys):
@@ -259,6 +330,10 @@ class AuditLog:
         ``expect_at_least``: the log must have at least this many entries (an external anchor, e.g. the
         count printed by an earlier run). ``checkpoint=True``: when intact, sign the head so that a later
         truncation down to below it is detected. ``parallel=False``: never fork a second scanner.
+
+        The entries after the last signed checkpoint (``unsigned_tail``) are also checked against their
+        seals when the private key is here (``tail_checked``); a broken seal fails verification, so a
+        rewritten tail is reported and never signed.
         """
         keys = load_public_keys(self.key_dir)
         anchor_problem = None
@@ -277,6 +352,7 @@ class AuditLog:
                 anchor_problem=anchor_problem,
                 parallel=parallel,
             )
+            result = self._check_tail(conn, result)
         if checkpoint and result.ok and result.head_seq > (result.last_checkpoint_seq or 0):
             try:
                 cp = self.checkpoint()
@@ -293,6 +369,33 @@ class AuditLog:
                     notes=(note,),
                 )
         return result
+
+    def _check_tail(self, conn: Connection, result: VerifyResult) -> VerifyResult:
+        signed = max(result.last_checkpoint_seq or 0, result.anchor_seq or 0)
+        tail = max(0, result.head_seq - signed)
+        if not result.ok:
+            return replace(result, unsigned_tail=tail)
+        seal_key = self._seal_key_or_none()
+        if seal_key is None:
+            note = (
+                f"the {tail} entries after the last signed checkpoint were not checked against their seals: "
+                "no private key in this key folder"
+            )
+            return replace(result, unsigned_tail=tail, notes=(*result.notes, note) if tail else result.notes)
+        seals = check_seals(conn, seal_key, signed + 1, result.head_seq, read_sealed_from(self.anchor_path))
+        if seals.bad_seq is not None:
+            return replace(
+                result,
+                ok=False,
+                first_bad_seq=seals.bad_seq,
+                reason=seals.reason,
+                unsigned_tail=tail,
+                tail_checked=True,
+            )
+        notes = result.notes
+        if seals.legacy:
+            notes = (*notes, f"{seals.legacy} unsigned entries predate seals and could not be checked")
+        return replace(result, unsigned_tail=tail, tail_checked=True, notes=notes)
 
     def tail(self, n: int = 20, *, action: str | None = None) -> list[AuditEntry]:
         """The ``n`` most recent entries (only ``action`` if given), oldest first."""
@@ -312,16 +415,19 @@ class AuditLog:
             row = conn.execute(text("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
         return None if row is None else (int(row[0]), str(row[1]))
 
+    def close_checkpoint(self) -> Checkpoint | None:
+        """Checkpoint the head if it is beyond the last checkpoint; raises like :meth:`checkpoint`."""
+        with self.store.connect() as conn:
+            latest = _latest_checkpoint(conn)
+            head = conn.execute(text("SELECT MAX(seq) FROM audit_log")).scalar()
+        if head and (latest is None or latest.seq < int(head)):
+            return self.checkpoint()
+        return None
+
     def close(self) -> None:
         """Checkpoint the head if it is beyond the last checkpoint (best effort: never raises)."""
-        try:
-            with self.store.connect() as conn:
-                latest = _latest_checkpoint(conn)
-                head = conn.execute(text("SELECT MAX(seq) FROM audit_log")).scalar()
-            if head and (latest is None or latest.seq < int(head)):
-                self.checkpoint()
-        except Exception:  # noqa: S110 - closing must not mask the caller's own outcome
-            pass
+        with contextlib.suppress(Exception):  # closing must not mask the caller's own outcome
+            self.close_checkpoint()
 
 
 def _prepare(actor: Any, action: Any, resource: Any, outcome: Any, details: Any) -> _Prepared:
@@ -336,12 +442,13 @@ def _prepare(actor: Any, action: Any, resource: Any, outcome: Any, details: Any)
     )
 
 
-def _insert_sql(conn: Connection) -> str:
+def _insert_sql(conn: Connection, *, sealed: bool = True) -> str:
     """A plain multi-row INSERT in the driver's own parameter style (no per-row SQLAlchemy processing)."""
     style = conn.dialect.paramstyle
     mark = "?" if style == "qmark" else "%s" if style in ("format", "pyformat") else None
-    marks = ", ".join([mark] * 9) if mark else ", ".join(f":{i}" for i in range(1, 10))
-    return f"INSERT INTO audit_log ({COLUMNS}) VALUES ({marks})"
+    n = 10 if sealed else 9
+    marks = ", ".join([mark] * n) if mark else ", ".join(f":{i}" for i in range(1, n + 1))
+    return f"INSERT INTO audit_log ({COLUMNS}{', seal' if sealed else ''}) VALUES ({marks})"
 
 
 class AuditTransaction:
@@ -387,12 +494,32 @@ def _all_checkpoints(conn: Connection) -> list[Checkpoint]:
     return [_row_to_checkpoint(r) for r in rows]
 
 
+def start_checkpointer(log: AuditLog, every_seconds: float) -> threading.Event:
+    """Sign the head at least every ``every_seconds`` while entries arrive (a daemon thread); set the returned
+    event to stop it. A failed checkpoint (e.g. a rewritten tail) is logged and retried at the next tick."""
+    import logging
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                log.close_checkpoint()
+            except Exception:  # reported by `charter audit verify`; the server keeps serving
+                logging.getLogger("charter.audit").warning("periodic audit checkpoint failed", exc_info=True)
+
+    threading.Thread(target=loop, name="charter-audit-checkpoint", daemon=True).start()
+    return stop
+
+
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY",
+    "DEFAULT_CHECKPOINT_SECONDS",
     "PG_LOCK_KEY",
     "AuditEntry",
     "AuditEvent",
     "AuditLog",
     "Checkpoint",
     "VerifyResult",
+    "start_checkpointer",
 ]

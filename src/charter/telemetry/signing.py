@@ -107,8 +107,9 @@ class SigningKey:
     @classmethod
     def create(cls, key_dir: Path | str) -> SigningKey:
         """Create a new key in ``key_dir`` (0700); refuses to overwrite an existing private key."""
-        folder = Path(key_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        from charter.store._perms import private_dir
+
+        folder = private_dir(key_dir)
         with contextlib.suppress(OSError):
             folder.chmod(0o700)
         private = Ed25519PrivateKey.generate()
@@ -164,10 +165,9 @@ class SigningKey:
 
 
 def _write_public(path: Path, public: PublicKey) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(public.to_pem())
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    from charter.store._perms import write_private
+
+    write_private(path, public.to_pem())  # 0600 like everything under .charter/ (export it to share it)
 
 
 def load_public_keys(key_dir: Path | str) -> dict[str, PublicKey]:
