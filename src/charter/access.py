@@ -473,3 +473,19 @@ def visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any
     if action.requester != principal.id and not set(approver_roles(rt, action)) & set(principal.roles):
         raise NotFound(f"no approval request {approval_id!r}")
     return action
+
+
+def assigned_to(rt: Runtime, principal: Principal, item_id: str | None = None) -> bool:
+    """Whether an open draft (``item_id``, or any) escalated to ``principal`` as the owner of a restricting
+    source: that escalation is their grant to use the review queue, as ``review.escalations`` is for roles."""
+    from sqlalchemy import select
+
+    from charter.review._tables import review_items
+
+    q = select(review_items.c.id).where(
+        review_items.c.assigned_user == principal.id, review_items.c.status.in_(("pending", "escalated"))
+    )
+    if item_id is not None:
+        q = q.where(review_items.c.id == item_id)
+    with rt.store.connect() as conn:
+        return conn.execute(q.limit(1)).first() is not None

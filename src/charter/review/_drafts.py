@@ -498,8 +498,9 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     from charter.pipeline import _embedder, _new_pii
 
     passages = _cited_passages(runtime, item)
+    cited_ids = {c["id"] for c in item.citations or [] if isinstance(c, dict) and isinstance(c.get("id"), str)}
     normalised = checks.normalise(text)
-    cit = checks.validate_citations(normalised, set(passages))
+    cit = checks.validate_citations(normalised, cited_ids)
     problems: list[str] = []
     if cit.removed:
         problems.append(f"citations to passages this draft does not have: {', '.join(sorted(set(cit.removed)))}")
