@@ -202,7 +202,7 @@ def test_an_edit_runs_the_draft_checks_and_needs_a_second_reviewer(rt: Runtime, 
     with pytest.raises(Denied, match="draft checks"):
         decide_draft(rt, item.id, "lena", "edit", text=edit)
     assert get_review(rt, item.id).final_text is None
-    ok = decide_draft(rt, item.id, "lena", "edit", text=f"The rule {canary('help-center')} applies here [S1].")
+    ok = decide_draft(rt, item.id, "lena", "edit", text=f"The rule {canary('help-center')} applies to this refund [S1].")
     assert ok.status == "pending" and ok.edited_by == "lena" and ok.diff and ok.edit_checks is not None
     with pytest.raises(Denied, match="four-eyes"):
         decide_draft(rt, item.id, "lena", "approve")
