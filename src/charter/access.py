@@ -117,8 +117,9 @@ def document_acls(rt: Runtime, refs: Iterable[DocRef]) -> dict[DocRef, frozenset
         for i in range(0, len(missing), 200):
             part = missing[i : i + 200]
             for source_id, doc_id, tokens in conn.execute(
-                select(source_documents.c.source_id, source_documents.c.doc_id, source_documents.c.acl_tokens)
-                .where(tuple_(source_documents.c.source_id, source_documents.c.doc_id).in_(part))
+                select(
+                    source_documents.c.source_id, source_documents.c.doc_id, source_documents.c.acl_tokens
+                ).where(tuple_(source_documents.c.source_id, source_documents.c.doc_id).in_(part))
             ).all():
                 found[DocRef(source_id, doc_id)] = {t for t in (tokens or []) if isinstance(t, str)}
     for ref, tokens in found.items():
@@ -285,7 +286,9 @@ def redact_parts(
 # ------------------------------------------------------------------------------------------------ traces
 def may_list_all_traces(rt: Runtime, principal: Principal) -> bool:
     """``traces.read_all``: which *requests* you may open (never which documents you may read)."""
-    return bool(rt.authorizer.authorize(principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}").allowed)
+    return bool(
+        rt.authorizer.authorize(principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}").allowed
+    )
 
 
 def trace_list_filter(rt: Runtime, principal: Principal) -> str | None:
@@ -333,7 +336,9 @@ def visible_trace(rt: Runtime, principal: Principal, request_id: str) -> dict[st
         doc = store.get(request_id)
     except NotFound:
         raise NotFound(f"no trace {request_id!r}") from None
-    if doc.get("principal_id") != store.principal_key(principal.id) and not may_list_all_traces(rt, principal):
+    if doc.get("principal_id") != store.principal_key(principal.id) and not may_list_all_traces(
+        rt, principal
+    ):
         raise NotFound(f"no trace {request_id!r}")
     return redact_trace(rt, principal, doc)
 
@@ -394,9 +399,9 @@ def restricting_owners(rt: Runtime, item: ReviewItem, readers: Iterable[str]) ->
     members = [rt.charter.principals[r] for r in readers if r in rt.charter.principals]
     blocking: list[str] = []
     for ref in item_sources(item):
-        if not members or any(not Reader(rt, m).may_read(ref) for m in members):
-            if ref.source_id not in blocking:
-                blocking.append(ref.source_id)
+        blocked = not members or any(not Reader(rt, m).may_read(ref) for m in members)
+        if blocked and ref.source_id not in blocking:
+            blocking.append(ref.source_id)
     owners: list[str] = []
     for source_id in blocking:
         try:

@@ -25,6 +25,21 @@ LEVELS: dict[str, str] = {
 }
 
 
+#: A second support lead (four-eyes on edits needs two).
+LEO = (
+    "  - {id: leo, name: Leo Brandt, email: leo@quillo.example, groups: [support, support-leads], "
+    "roles: [lead]}\n"
+)
+
+
+def add_user(charter: Path, line: str) -> None:
+    """Add a user line to the example's users.yaml (before the service accounts), before a runtime opens."""
+    users = charter.parent / "users.yaml"
+    text = users.read_text(encoding="utf-8")
+    if line not in text:
+        users.write_text(text.replace("\nservice_accounts:", line + "\nservice_accounts:"), encoding="utf-8")
+
+
 def canary(source_id: str) -> str:
     """A token no masker or canary detector touches, unique to the level."""
     return "quokka" + hashlib.sha256(source_id.encode()).hexdigest()[:10]
@@ -172,7 +187,13 @@ def plant(rt: Any, submitter: str, sources: list[str]) -> tuple[str, str]:
         agent_notes=notes,
         citations=cites,
         retrieved=[
-            {"chunk_id": c["chunk_id"], "source": c["source_id"], "doc_id": c["doc_id"], "rank": i, "score": 0.5}
+            {
+                "chunk_id": c["chunk_id"],
+                "source": c["source_id"],
+                "doc_id": c["doc_id"],
+                "rank": i,
+                "score": 0.5,
+            }
             for i, c in enumerate(cites, 1)
         ],
     )

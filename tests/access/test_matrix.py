@@ -72,7 +72,9 @@ def _console(served: Served, user: str) -> Any:
     return client
 
 
-def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(world: dict[str, Any]) -> None:
+def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(
+    world: dict[str, Any],
+) -> None:
     from fastapi.testclient import TestClient
 
     served: Served = world["served"]
@@ -96,7 +98,9 @@ def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(
         elif status != 200:
             failures.append(f"{front} {view} {key} as {user}: status {status}, expected 200")
         elif got != want:
-            failures.append(f"{front} {view} {key} as {user}: shows {sorted(got or ())}, expected {sorted(want)}")
+            failures.append(
+                f"{front} {view} {key} as {user}: shows {sorted(got or ())}, expected {sorted(want)}"
+            )
         if status == 200 and want is not None:  # a redacted part leaves no title, heading or link behind
             hidden = set(_sources(key)) - want
             if hidden and "[redacted: " not in body:
@@ -106,8 +110,18 @@ def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(
         console = _console(served, user)
         for key, (request_id, review_id) in items.items():
             for kind, rest, page, cli_args in (
-                ("trace", f"/api/traces/{request_id}", f"/traces/{request_id}", ("trace", "show", request_id)),
-                ("review", f"/api/reviews/{review_id}", f"/review/{review_id}", ("review", "show", review_id)),
+                (
+                    "trace",
+                    f"/api/traces/{request_id}",
+                    f"/traces/{request_id}",
+                    ("trace", "show", request_id),
+                ),
+                (
+                    "review",
+                    f"/api/reviews/{review_id}",
+                    f"/review/{review_id}",
+                    ("review", "show", review_id),
+                ),
             ):
                 r = api.get(rest, headers=served.headers(user))
                 status = 404 if r.status_code == 403 and kind == "review" else r.status_code
@@ -137,15 +151,23 @@ def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(
         page = console.get("/review?status=all")
         if page.status_code == 200:
             visible = {k for k, (_, rid) in items.items() if _expected(oracle, user, k, "review") is not None}
-            allowed = set().union(*[_expected(oracle, user, k, "review") or set() for k in visible]) if visible else set()
+            allowed = (
+                set().union(*[_expected(oracle, user, k, "review") or set() for k in visible])
+                if visible
+                else set()
+            )
             if not _canaries_in(page.text) <= allowed:
-                failures.append(f"console /review as {user}: shows {sorted(_canaries_in(page.text) - allowed)}")
+                failures.append(
+                    f"console /review as {user}: shows {sorted(_canaries_in(page.text) - allowed)}"
+                )
         out = run_cli("review", "list", "--as", user, "--json", "--charter", charter)
         if out.exit_code == 0:
             for row in out.json():  # type: ignore[union-attr]
                 key = next(k for k, (_, rid) in items.items() if rid == row["id"])
                 if _canaries_in(str(row)) != _expected(oracle, user, key, "review"):
-                    failures.append(f"CLI review list as {user}: {key} shows {sorted(_canaries_in(str(row)))}")
+                    failures.append(
+                        f"CLI review list as {user}: {key} shows {sorted(_canaries_in(str(row)))}"
+                    )
     for key, (request_id, review_id) in items.items():  # the guest: refused, never a canary
         for path in (f"/api/traces/{request_id}", f"/api/reviews/{review_id}"):
             r = api.get(path, headers=served.headers("guest"))

@@ -4,7 +4,6 @@ of the redaction rule over random ACLs and principals (SQLite and PostgreSQL).""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,23 +15,14 @@ from hypothesis import strategies as st
 from charter.errors import Denied
 from charter.runtime import Runtime
 from charter.spec import Principal
-from tests.access._world import LEVELS, Oracle, canary, citation, index_documents, plant, texts
-
-#: A second support lead (four-eyes on edits needs two).
-LEO = "  - {id: leo, name: Leo Brandt, email: leo@quillo.example, groups: [support, support-leads], roles: [lead]}\n"
-
-
-def _add_user(charter: Path, line: str) -> None:
-    users = charter.parent / "users.yaml"
-    text = users.read_text(encoding="utf-8")
-    users.write_text(text.replace("\nservice_accounts:", line + "\nservice_accounts:"), encoding="utf-8")
+from tests.access._world import LEO, LEVELS, Oracle, add_user, canary, citation, index_documents, plant, texts
 
 
 @pytest.fixture
 def rt(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """The example on ``db_url`` with the five access-level documents indexed with their real ACLs."""
     monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
-    _add_user(project, LEO)
+    add_user(project, LEO)
     runtime = Runtime.open(project)
     oracle = Oracle.load(project)
     index_documents(runtime, {(s, d): oracle.acl(s, d) for s, d in LEVELS.items()})
@@ -44,7 +34,9 @@ def rt(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 TOKENS = ["public", "group:support", "group:finance", "group:pricing-committee", "user:lena", "user:zed"]
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])  # each example rewrites every ACL
+@settings(
+    max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # each example rewrites every ACL
 @given(
     acls=st.lists(st.frozensets(st.sampled_from(TOKENS), max_size=3), min_size=5, max_size=5),
     groups=st.frozensets(st.sampled_from(["support", "finance", "pricing-committee", "platform"])),
@@ -74,16 +66,39 @@ def test_redaction_shows_each_part_iff_its_document_is_readable(
             "answer": draft,
             "agent_notes": notes,
             "citations": cites,
-            "retrieved": [{"source": c["source_id"], "doc_id": c["doc_id"], "chunk_id": c["chunk_id"]} for c in cites],
-            "spans": [{"stage": "retrieve", "attributes": {"chunks": [{"chunk_id": c["chunk_id"]} for c in cites]}}],
+            "retrieved": [
+                {"source": c["source_id"], "doc_id": c["doc_id"], "chunk_id": c["chunk_id"]} for c in cites
+            ],
+            "spans": [
+                {"stage": "retrieve", "attributes": {"chunks": [{"chunk_id": c["chunk_id"]} for c in cites]}}
+            ],
         },
     )
     now = utcnow()
     item = ReviewItem(
-        id="rev_x", request_id=None, submitter="ben", question="q", draft=draft, citations=cites,
-        agent_notes=notes, groundedness=None, escalation_reason=None, status="pending", assigned_role="lead",
-        escalation_level=0, sla_due_at=None, created_at=now, updated_at=now, decision=None, decided_by=None,
-        decided_at=None, final_text=draft, diff=None, reject_reason=None, comment=None, version=0,
+        id="rev_x",
+        request_id=None,
+        submitter="ben",
+        question="q",
+        draft=draft,
+        citations=cites,
+        agent_notes=notes,
+        groundedness=None,
+        escalation_reason=None,
+        status="pending",
+        assigned_role="lead",
+        escalation_level=0,
+        sla_due_at=None,
+        created_at=now,
+        updated_at=now,
+        decision=None,
+        decided_by=None,
+        decided_at=None,
+        final_text=draft,
+        diff=None,
+        reject_reason=None,
+        comment=None,
+        version=0,
     )
     review = access.redact_review(rt, who, item)
     for shown in (trace, review):
@@ -112,7 +127,9 @@ def test_roles_never_widen_reading_and_the_cli_checks_review_show(rt: Runtime, c
 
 
 # ------------------------------------------------------------------------------------------------ 2: routing
-def test_a_draft_goes_only_to_reviewers_who_may_read_its_sources_else_to_the_source_owner(rt: Runtime) -> None:
+def test_a_draft_goes_only_to_reviewers_who_may_read_its_sources_else_to_the_source_owner(
+    rt: Runtime,
+) -> None:
     from charter.review import decide_draft, get_review, list_reviews
 
     _, finance = plant(rt, "ana", ["finance-policies"])
@@ -130,7 +147,9 @@ def test_a_draft_goes_only_to_reviewers_who_may_read_its_sources_else_to_the_sou
     _, nobody = plant(rt, "ana", ["finance-policies", "pricing-committee"])
     stuck = get_review(rt, nobody)
     assert stuck.assigned_user is None and "operator must assign" in (stuck.routing or "")
-    assert list_reviews(rt, principal="lena") and nobody not in [i.id for i in list_reviews(rt, principal="lena")]
+    assert list_reviews(rt, principal="lena") and nobody not in [
+        i.id for i in list_reviews(rt, principal="lena")
+    ]
 
 
 def test_sla_escalation_follows_the_same_rule(rt: Runtime) -> None:
@@ -142,8 +161,15 @@ def test_sla_escalation_follows_the_same_rule(rt: Runtime) -> None:
     clock = ManualClock()
     draft, notes = texts(["playbook"])
     item = submit_draft(
-        rt, request_id=None, principal="ana", question="chargeback?", draft=draft,
-        citations=[citation(1, "playbook")], agent_notes=notes, escalation_reason="sensitive_topic", clock=clock,
+        rt,
+        request_id=None,
+        principal="ana",
+        question="chargeback?",
+        draft=draft,
+        citations=[citation(1, "playbook")],
+        agent_notes=notes,
+        escalation_reason="sensitive_topic",
+        clock=clock,
     )
     assert item.assigned_user is None and item.assigned_role == "lead"
     clock.advance(timedelta(hours=3))
@@ -158,8 +184,14 @@ def _approved_draft(rt: Runtime, submitter: str, customer: str | None) -> str:
 
     draft, notes = texts(["help-center"])
     item = submit_draft(
-        rt, request_id=None, principal=submitter, question="refund?", draft=draft,
-        citations=[citation(1, "help-center")], agent_notes=notes, customer_id=customer,
+        rt,
+        request_id=None,
+        principal=submitter,
+        question="refund?",
+        draft=draft,
+        citations=[citation(1, "help-center")],
+        agent_notes=notes,
+        customer_id=customer,
     )
     decide_draft(rt, item.id, "lena", "approve")
     return item.id
@@ -173,7 +205,9 @@ def test_send_reply_only_by_the_submitter_and_only_to_the_drafts_customer(rt: Ru
         propose(rt, "ana", "send_reply", {"review_id": review_id, "customer_id": "cus_1001"})
     with pytest.raises(Denied) as missing:
         propose(rt, "ana", "send_reply", {"review_id": "rev_" + "0" * 24, "customer_id": "cus_1001"})
-    assert str(other_agent.value).replace(review_id, "X") == str(missing.value).replace("rev_" + "0" * 24, "X")
+    assert str(other_agent.value).replace(review_id, "X") == str(missing.value).replace(
+        "rev_" + "0" * 24, "X"
+    )
     with pytest.raises(Denied, match="another customer"):
         propose(rt, "ben", "send_reply", {"review_id": review_id, "customer_id": "cus_1002"})
     sent = propose(rt, "ben", "send_reply", {"review_id": review_id, "customer_id": "cus_1001"})
@@ -196,13 +230,21 @@ def test_an_edit_runs_the_draft_checks_and_needs_a_second_reviewer(rt: Runtime, 
 
     draft, notes = texts(["help-center"])
     item = submit_draft(
-        rt, request_id=None, principal="ana", question="refund?", draft=draft,
-        citations=[citation(1, "help-center")], agent_notes=notes, customer_id="cus_1001",
+        rt,
+        request_id=None,
+        principal="ana",
+        question="refund?",
+        draft=draft,
+        citations=[citation(1, "help-center")],
+        agent_notes=notes,
+        customer_id="cus_1001",
     )
     with pytest.raises(Denied, match="draft checks"):
         decide_draft(rt, item.id, "lena", "edit", text=edit)
     assert get_review(rt, item.id).final_text is None
-    ok = decide_draft(rt, item.id, "lena", "edit", text=f"The rule {canary('help-center')} applies to this refund [S1].")
+    ok = decide_draft(
+        rt, item.id, "lena", "edit", text=f"The rule {canary('help-center')} applies to this refund [S1]."
+    )
     assert ok.status == "pending" and ok.edited_by == "lena" and ok.diff and ok.edit_checks is not None
     with pytest.raises(Denied, match="four-eyes"):
         decide_draft(rt, item.id, "lena", "approve")
@@ -227,13 +269,23 @@ def test_lookup_invoice_is_scoped_to_the_conversations_customer(rt: Runtime) -> 
     assert no_context.status == "failed" and "customer" in (no_context.action.error or "")
     draft, notes = texts(["help-center"])
     submit_draft(
-        rt, request_id="req_conv1", principal="ana", question="invoice?", draft=draft,
-        citations=[citation(1, "help-center")], agent_notes=notes, customer_id="cus_1001",
+        rt,
+        request_id="req_conv1",
+        principal="ana",
+        question="invoice?",
+        draft=draft,
+        citations=[citation(1, "help-center")],
+        agent_notes=notes,
+        customer_id="cus_1001",
     )
     ok = propose(rt, "ana", "lookup_invoice", {"invoice_id": mine["id"]}, request_id="req_conv1")
     assert ok.status == "executed" and ok.action.result["customer_id"] == "cus_1001"
     other = propose(rt, "ana", "lookup_invoice", {"invoice_id": theirs["id"]}, request_id="req_conv1")
-    assert other.status == "failed" and other.action.result is None and theirs["customer_id"] not in (other.action.error or "")
+    assert (
+        other.status == "failed"
+        and other.action.result is None
+        and theirs["customer_id"] not in (other.action.error or "")
+    )
     # someone else's conversation gives no customer
     stolen = propose(rt, "ben", "lookup_invoice", {"invoice_id": mine["id"]}, request_id="req_conv1")
     assert stolen.status == "failed"
@@ -279,7 +331,9 @@ def test_a_javascript_front_matter_url_is_no_link_on_ask(synced_project: Path) -
         summary = sync_sources(served.rt, "help-center")  # type: ignore[arg-type]
         assert all(s.ok for s in summary)
         client = TestClient(served.app, raise_server_exceptions=False)  # type: ignore[arg-type]
-        assert client.post("/login", data={"token": served.tokens["ana"]}, follow_redirects=False).status_code in (302, 303)
+        assert client.post(
+            "/login", data={"token": served.tokens["ana"]}, follow_redirects=False
+        ).status_code in (302, 303)
         page = client.post("/ask", data={"question": "How long does a refund take to show up on my card?"})
         assert page.status_code == 200
         assert "When will I see my refund?" in page.text  # the document was cited
@@ -287,7 +341,10 @@ def test_a_javascript_front_matter_url_is_no_link_on_ask(synced_project: Path) -
         api = client.post(
             "/v1/chat/completions",
             headers=served.headers("ana"),
-            json={"model": "billing-support", "messages": [{"role": "user", "content": "How long does a refund take?"}]},
+            json={
+                "model": "billing-support",
+                "messages": [{"role": "user", "content": "How long does a refund take?"}],
+            },
         )
         assert "javascript:" not in api.text
     finally:
@@ -295,7 +352,9 @@ def test_a_javascript_front_matter_url_is_no_link_on_ask(synced_project: Path) -
 
 
 # ------------------------------------------------------------------------------------------------ 9: eval leaks
-def test_must_not_include_is_a_leak_only_for_an_asker_who_may_not_read_the_document(synced_project: Path) -> None:
+def test_must_not_include_is_a_leak_only_for_an_asker_who_may_not_read_the_document(
+    synced_project: Path,
+) -> None:
     from charter.evals._cases import EvalCase, Pattern
     from charter.evals._scorers import CaseOutput, PermissionScorer, ScoreContext
 
@@ -306,10 +365,15 @@ def test_must_not_include_is_a_leak_only_for_an_asker_who_may_not_read_the_docum
 
         def leaks(user: str, text: str) -> float:
             case = EvalCase(
-                id="p", category="permission", user=user, question="q",
+                id="p",
+                category="permission",
+                user=user,
+                question="q",
                 must_not_include=(Pattern.parse(phrase), Pattern.parse("made-up phrase")),
             )
-            out = CaseOutput(case=case, repeat=0, status="answered", result={"draft": text, "agent_notes": ""})
+            out = CaseOutput(
+                case=case, repeat=0, status="answered", result={"draft": text, "agent_notes": ""}
+            )
             return PermissionScorer().score([out], ctx)[0].metrics["permission.leak_count"]
 
         text = f"{phrase}. Also a made-up phrase."

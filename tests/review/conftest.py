@@ -9,7 +9,6 @@ import pytest
 
 from charter.runtime import Runtime
 
-
 #: A second support lead, so that a lead's edit can be approved by another lead (four-eyes on edits).
 SECOND_LEAD = "  - {id: leo, name: Leo Brandt, email: leo@quillo.example, groups: [support, support-leads], roles: [lead]}\n"
 

@@ -46,7 +46,12 @@ def _submit(
         question="Can I get a refund for last month?",
         draft="Hi,\nRefunds are possible within 14 days [S1].\nBest regards\n",
         citations=[
-            {"id": "S1", "source_id": "help-center", "doc_id": "refund-timing.md", "chunk_id": "help-center/refund-timing.md#0"}
+            {
+                "id": "S1",
+                "source_id": "help-center",
+                "doc_id": "refund-timing.md",
+                "chunk_id": "help-center/refund-timing.md#0",
+            }
         ],
         agent_notes=["Playbook: check the duplicate first"],
         groundedness=groundedness,

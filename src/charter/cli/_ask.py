@@ -62,7 +62,9 @@ def ask(
     ] = False,
     customer: Annotated[
         str | None,
-        typer.Option("--customer", help="The customer the conversation is about (tools and send_reply use it)."),
+        typer.Option(
+            "--customer", help="The customer the conversation is about (tools and send_reply use it)."
+        ),
     ] = None,
 ) -> None:
     """Ask the workflow a question as USER: a cited draft, agent notes, checks, cost and latency."""

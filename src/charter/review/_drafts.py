@@ -121,7 +121,12 @@ def route(runtime: Runtime, item: ReviewItem, role: str | None) -> tuple[str | N
     names = ", ".join(sorted({r.source_id for r in access.item_sources(item)})) or "its sources"
     for owner in owners:
         who = runtime.charter.principals.get(owner)
-        if who is not None and who.id != item.submitter and who.active and access.may_read_item(runtime, who, item):
+        if (
+            who is not None
+            and who.id != item.submitter
+            and who.active
+            and access.may_read_item(runtime, who, item)
+        ):
             return owner, (
                 f"no {role} may read every source of this draft ({names}); escalated to {owner}, "
                 "owner of the restricting source"
@@ -498,12 +503,16 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     from charter.pipeline import _embedder, _new_pii
 
     passages = _cited_passages(runtime, item)
-    cited_ids = {c["id"] for c in item.citations or [] if isinstance(c, dict) and isinstance(c.get("id"), str)}
+    cited_ids = {
+        c["id"] for c in item.citations or [] if isinstance(c, dict) and isinstance(c.get("id"), str)
+    }
     normalised = checks.normalise(text)
     cit = checks.validate_citations(normalised, cited_ids)
     problems: list[str] = []
     if cit.removed:
-        problems.append(f"citations to passages this draft does not have: {', '.join(sorted(set(cit.removed)))}")
+        problems.append(
+            f"citations to passages this draft does not have: {', '.join(sorted(set(cit.removed)))}"
+        )
     canaries = checks.find_canaries(normalised, normalised=True)
     if canaries:
         problems.append(f"{len(canaries)} canary token(s)")

@@ -256,10 +256,7 @@ def review_item(request: Request, item_id: str) -> Response:
         may_decide = (
             item.status in ("pending", "escalated")
             and access.is_eligible_reviewer(rt, p, item)
-            and (
-                p.id == item.assigned_user
-                or state_of(request).capabilities(p).get("review_decide", False)
-            )
+            and (p.id == item.assigned_user or state_of(request).capabilities(p).get("review_decide", False))
         )
         return _render(
             request,

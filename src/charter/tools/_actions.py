@@ -239,9 +239,7 @@ def propose(
             action = get_action(runtime, action_id, conn=conn)
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
-            return Proposal(
-                execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id)
-            )
+            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))
         return Proposal(existing)
     if limit is not None and used >= limit.calls:
         raise refuse(
