@@ -82,7 +82,12 @@ def cli() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The billing example, synced once per test session with the real MiniLM embedder, prompt approved."""
+    """The billing example, synced once per test session with the real MiniLM embedder, prompt approved.
+
+    Quick local runs: ``CHARTER_TEST_SYNCED_DIR`` names such a folder already synced (copied per test)."""
+    cached = os.environ.get("CHARTER_TEST_SYNCED_DIR")
+    if cached and (Path(cached) / "charter.yaml").is_file():
+        return Path(cached)
     from charter.models import PromptRegistry
     from charter.runtime import Runtime
     from charter.sources import sync_sources

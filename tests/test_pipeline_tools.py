@@ -31,11 +31,15 @@ def rt(synced_project: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
-def paid_invoice() -> str:
+def _invoices() -> list[dict[str, str]]:
     data = json.loads(
         (Path(__file__).parent.parent / "examples/billing-support/data/invoices.json").read_text()
     )
-    return next(i["id"] for i in data["invoices"] if i["status"] == "paid")
+    return list(data["invoices"])
+
+
+def paid_invoice() -> str:
+    return next(i["id"] for i in _invoices() if i["status"] == "paid")
 
 
 def actions(rt: Runtime) -> list[dict[str, object]]:
@@ -66,9 +70,10 @@ def test_model_proposals_are_decided_by_policy(rt: Runtime) -> None:
         + call("delete_account", customer_id="cus_1001")
         + "<tool_call>{not json</tool_call>",
     )
-    result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False)
+    customer = next(i["customer_id"] for i in _invoices() if i["id"] == inv)
+    result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False, customer_id=customer)
     decisions = {c.get("name", "?"): c["decision"] for c in result.tool_calls}
-    assert decisions["lookup_invoice"] == "executed"  # read tool, agents may call it, no approval needed
+    assert decisions["lookup_invoice"] == "executed"  # read tool, the conversation's customer, no approval
     assert decisions["issue_refund"] == "pending"  # waits for a lead; the model cannot approve it
     assert decisions["delete_account"] == "refused"  # forbidden action
     assert decisions["?"] == "refused"

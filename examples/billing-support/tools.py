@@ -89,10 +89,28 @@ def read_state(base_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"refunds": [], "outbox": []}
 
 
+def _for_conversation(invoice_id: str, ctx: ToolContext) -> dict[str, Any]:
+    """The invoice, only when it belongs to the conversation's customer; another customer's invoice gets the
+    same answer as a missing one (ids cannot be probed)."""
+    if ctx.customer_id is None:
+        raise Denied(
+            "invoice look-ups are scoped to the conversation's customer: ask with the customer id "
+            "(e.g. `charter ask --customer cus_1001`) and pass that request's id"
+        )
+    try:
+        inv = _invoice(invoice_id)
+    except NotFound:
+        inv = None
+    if inv is None or inv["customer_id"] != ctx.customer_id:
+        raise NotFound(f"no invoice {invoice_id} for customer {ctx.customer_id}")
+    return inv
+
+
 @tool
 def lookup_invoice(invoice_id: InvoiceId, ctx: ToolContext) -> dict[str, Any]:
-    """Look up one invoice: amounts, status, payment method (last 4 digits only), what is refundable."""
-    inv = _invoice(invoice_id)
+    """Look up one invoice of the conversation's customer: amounts, status, payment method (last 4 digits
+    only), what is refundable."""
+    inv = _for_conversation(invoice_id, ctx)
     with _state(ctx.base_dir) as state:
         refundable = _refundable(inv, state)
         local = [r for r in state["refunds"] if r["invoice_id"] == invoice_id]

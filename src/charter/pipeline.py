@@ -24,6 +24,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from charter import _checks as checks
+from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
 from charter.spec import SENSITIVITY_ORDER, Principal
@@ -352,8 +353,12 @@ def ask(
     *,
     trace_store: TraceStore | None = None,
     submit_for_review: bool = True,
+    customer_id: str | None = None,
 ) -> AskResult:
-    """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded)."""
+    """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded).
+
+    ``customer_id`` is the customer the conversation is about: tools see it (and only it) and the draft is
+    bound to it (``send_reply`` sends it to that customer only)."""
     t0 = time.perf_counter()
     spec = rt.spec
     trace = Trace(
@@ -401,7 +406,7 @@ def ask(
         result.model, result.prompt_version = gen.model, gen.prompt_version
         result.input_tokens, result.output_tokens = trace.input_tokens, trace.output_tokens
         result.cost_usd = gen.cost_usd
-        result.tool_calls = act(rt, principal, gen.text, trace)
+        result.tool_calls = act(rt, principal, gen.text, trace, customer_id=customer_id)
     except (Denied, UsageError) as exc:
         trace.status = "refused"
         trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
@@ -416,7 +421,7 @@ def ask(
         raise
     with trace.span("record") as span:
         if submit_for_review and _needs_review(rt, result, state.restricted):
-            result.review_id = _submit_review(rt, principal, q, result)
+            result.review_id = _submit_review(rt, principal, q, result, customer_id)
             span["review_id"] = result.review_id
         trace.status = result.status  # type: ignore[assignment]
         trace.answer, trace.agent_notes = result.draft, result.agent_notes
@@ -515,7 +520,7 @@ def check(
                 doc_id=h.doc_id,
                 title=h.title,
                 heading=h.heading,
-                url=h.url,
+                url=safe_url(h.url),  # only http, https and mailto links ever leave the pipeline
                 page=h.page,
                 audience=audience[cid],
             )
@@ -584,7 +589,9 @@ TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 MAX_TOOL_CALLS = 5
 
 
-def act(rt: Runtime, principal: Principal, text: str, trace: Trace) -> list[dict[str, Any]]:
+def act(
+    rt: Runtime, principal: Principal, text: str, trace: Trace, *, customer_id: str | None = None
+) -> list[dict[str, Any]]:
     """The model may *propose* tool calls (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``);
     the system decides. Each proposal goes through ``charter.tools.propose`` with ``origin="model"`` as the
     asking principal — tool list, Cedar, argument validation, rate limit, kill switch and approval rules all
@@ -614,6 +621,7 @@ def act(rt: Runtime, principal: Principal, text: str, trace: Trace) -> list[dict
                     request_id=trace.request_id,
                     origin="model",
                     reason="proposed by the model",
+                    customer_id=customer_id,
                 )
                 record.update(
                     decision=proposal.status, action_id=proposal.id, approval_id=proposal.approval_id
@@ -664,7 +672,9 @@ def _needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
     return mode == "all" or result.status == "needs_human" or restricted
 
 
-def _submit_review(rt: Runtime, principal: Principal, question: str, result: AskResult) -> str | None:
+def _submit_review(
+    rt: Runtime, principal: Principal, question: str, result: AskResult, customer_id: str | None = None
+) -> str | None:
     try:
         from charter.review import submit_draft
     except ImportError:  # pragma: no cover - review package not present
@@ -679,6 +689,7 @@ def _submit_review(rt: Runtime, principal: Principal, question: str, result: Ask
         agent_notes=result.agent_notes,
         groundedness=result.groundedness,
         escalation_reason=(result.escalation or {}).get("reason"),
+        customer_id=customer_id,
     )
     return str(getattr(item, "id", item))
 

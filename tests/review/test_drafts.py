@@ -25,6 +25,12 @@ from charter.runtime import Runtime
 from tests.tools._helpers import audit_rows
 
 
+@pytest.fixture
+def rt(synced_rt: Runtime) -> Runtime:
+    """Drafts cite indexed documents: their routing depends on who may read them."""
+    return synced_rt
+
+
 def _submit(
     rt: Runtime,
     *,
@@ -38,8 +44,15 @@ def _submit(
         request_id="req-1",
         principal=who,
         question="Can I get a refund for last month?",
-        draft="Hi,\nRefunds are possible within 14 days [1].\nBest regards\n",
-        citations=[{"n": 1, "chunk_id": "help-center/refunds#0"}],
+        draft="Hi,\nRefunds are possible within 14 days [S1].\nBest regards\n",
+        citations=[
+            {
+                "id": "S1",
+                "source_id": "help-center",
+                "doc_id": "refund-timing.md",
+                "chunk_id": "help-center/refund-timing.md#0",
+            }
+        ],
         agent_notes=["Playbook: check the duplicate first"],
         groundedness=groundedness,
         escalation_reason=reason,
@@ -50,7 +63,7 @@ def _submit(
 def test_every_draft_goes_to_the_reviewer_role_when_the_charter_says_all(rt: Runtime) -> None:
     item = _submit(rt)
     assert item.status == "pending" and item.assigned_role == "lead" and item.sla_due_at is None
-    assert item.citations == [{"n": 1, "chunk_id": "help-center/refunds#0"}] and item.groundedness == 0.9
+    assert item.citations[0]["doc_id"] == "refund-timing.md" and item.groundedness == 0.9
     assert [i.id for i in list_reviews(rt, principal="lena")] == [item.id]
     assert list_reviews(rt, principal="ben") == []
 
@@ -61,12 +74,17 @@ def test_approve_edit_and_reject_are_stored_with_diff_and_reason(rt: Runtime) ->
     assert (
         approved.status == "approved" and approved.decision == "approved" and approved.final_text == a.draft
     )
-    edited = decide_draft(
-        rt, b.id, "lena", "edit", text="Hi,\nRefunds are possible within 30 days [1].\nBest regards\n"
+    proposed = decide_draft(
+        rt, b.id, "lena", "edit", text="Hi,\nRefunds are possible within 30 days [S1].\nBest regards\n"
     )
+    assert proposed.status == "pending" and proposed.decision is None and proposed.edited_by == "lena"
+    with pytest.raises(Denied, match="four-eyes"):  # the editor cannot approve their own edit
+        decide_draft(rt, b.id, "lena", "approve")
+    edited = decide_draft(rt, b.id, "leo", "approve")
     assert edited.status == "approved" and edited.decision == "edited"
-    assert "-Refunds are possible within 14 days [1]." in (edited.diff or "")
-    assert "+Refunds are possible within 30 days [1]." in (edited.diff or "")
+    assert edited.final_text == "Hi,\nRefunds are possible within 30 days [S1].\nBest regards\n"
+    assert "-Refunds are possible within 14 days [S1]." in (edited.diff or "")
+    assert "+Refunds are possible within 30 days [S1]." in (edited.diff or "")
     with pytest.raises(UsageError):
         decide_draft(rt, c.id, "lena", "reject", reason="meh")
     rejected = decide_draft(rt, c.id, "lena", "reject", reason="inaccurate", comment="14 days is wrong")
@@ -85,7 +103,12 @@ def test_approve_edit_and_reject_are_stored_with_diff_and_reason(rt: Runtime) ->
         "decided": 3,
         "acceptance": pytest.approx(1 / 3),
     }
-    assert [r.action for r in audit_rows(rt, f"review:{b.id}")] == ["review.submitted", "review.edited"]
+    assert [r.action for r in audit_rows(rt, f"review:{b.id}")] == [
+        "review.submitted",
+        "review.edit_proposed",
+        "review.refused",
+        "review.edited",
+    ]
 
 
 def test_nobody_reviews_their_own_draft_and_agents_cannot_review(rt: Runtime) -> None:

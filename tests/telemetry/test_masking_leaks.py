@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from _monitoring_helpers import PLANTED, db_files, pii_trace, scan_files, scan_text
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -108,13 +109,19 @@ def test_review_edits_and_audit_details_are_masked(project: Path) -> None:
         escalation_reason="low_groundedness",
         groundedness=0.2,
     )
+    from charter.errors import Denied
+
+    with pytest.raises(Denied, match="draft checks"):  # personal data in an edit is refused, never stored
+        decide_draft(
+            rt,
+            item.id,
+            "lena",
+            "edit",
+            text=f"Refund sent to {PLANTED['iban']}; mail {PLANTED['email2']}",
+            comment=f"fixed, customer phone {PLANTED['phone_us']}",
+        )
     decide_draft(
-        rt,
-        item.id,
-        "lena",
-        "edit",
-        text=f"Refund sent to {PLANTED['iban']}; mail {PLANTED['email2']}",
-        comment=f"fixed, customer phone {PLANTED['phone_us']}",
+        rt, item.id, "lena", "reject", reason="other", comment=f"customer phone {PLANTED['phone_us']}"
     )
     rt.close()
     assert scan_files(db_files(_db(project))) == []

@@ -258,9 +258,12 @@ def test_report_cli(scripted: dict[str, Any], cli, tmp_path: Path) -> None:  # t
 
 
 def test_review_decisions_count_as_feedback(project: Path) -> None:
+    from tests.access._world import LEO, add_user
+
     from charter.review import decide_draft, submit_draft
     from charter.telemetry import metrics_for
 
+    add_user(project, LEO)  # an edit is approved by a second lead (four-eyes on edits)
     rt = Runtime.open(project)
     try:
         store = trace_store_for(rt)
@@ -294,6 +297,8 @@ def test_review_decisions_count_as_feedback(project: Path) -> None:
                 text=outcomes[decision],  # type: ignore[arg-type]
                 reason="inaccurate" if decision == "reject" else None,
             )
+            if decision == "edit":
+                decide_draft(rt, item.id, "leo", "approve")
             ids[decision] = t.request_id
         report = build_report(rt, min_support=1)
         review = report["quality"]["review"]

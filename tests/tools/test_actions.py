@@ -43,7 +43,13 @@ def _on_backend(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_read_tool_runs_at_once_and_a_retry_returns_the_stored_result(rt: Runtime, project: Path) -> None:
     proposal = propose(
-        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-1", origin="model"
+        rt,
+        "ana",
+        "lookup_invoice",
+        {"invoice_id": INVOICE_ID},
+        request_id="req-1",
+        origin="model",
+        customer_id=INVOICE["customer_id"],  # the conversation's customer (tools see only theirs)
     )
     assert proposal.executed and proposal.approval_id is None
     assert proposal.result["refundable"] == INVOICE["amount_paid"]
@@ -189,7 +195,9 @@ def test_the_kill_switch_stops_new_calls_and_pending_executions(rt: Runtime, pro
     assert is_killed(rt, "issue_refund") and not is_killed(rt, "lookup_invoice") and not is_killed(rt)
     with pytest.raises(Denied, match="kill switch"):
         propose(rt, "ben", "issue_refund", REFUND_50)
-    assert propose(rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}).executed
+    assert propose(
+        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, customer_id=INVOICE["customer_id"]
+    ).executed
     with pytest.raises(Denied, match="kill switch"):
         decide(rt, pending.id, "lena", "approve")  # approved, but it must not run while the switch is on
     assert get_action(rt, pending.id).status == "approved"
@@ -213,23 +221,27 @@ def test_the_kill_switch_stops_new_calls_and_pending_executions(rt: Runtime, pro
 
 
 def test_send_reply_needs_an_approved_draft_and_sends_the_approved_text(rt: Runtime, project: Path) -> None:
+    from tests.access._world import citation, index_documents
+
+    index_documents(rt, {("help-center", "refund-timing.md"): frozenset({"public"})})
     item = submit_draft(
         rt,
         request_id="req-9",
         principal="ana",
         question="Why was I charged twice?",
-        draft="Hi, we refunded the duplicate charge [1].",
-        citations=[{"n": 1, "chunk": "c1"}],
+        draft="Hi, we have refunded the duplicate charge [S1]. Best, Ana",
+        citations=[citation(1, "help-center")],
         agent_notes=[],
         groundedness=0.9,
         escalation_reason=None,
+        customer_id=CUSTOMER_ID,  # the reply is bound to this customer
     )
     args = {"review_id": item.id, "customer_id": CUSTOMER_ID}
     with pytest.raises(Denied, match="approved draft"):
         propose(rt, "ana", "send_reply", args)
     with pytest.raises(Denied, match="approved draft"):
         propose(rt, "ana", "send_reply", {"review_id": "rev_" + "0" * 24, "customer_id": CUSTOMER_ID})
-    decide_draft(rt, item.id, "lena", "edit", text="Hi, we have refunded the duplicate charge [1]. Best, Ana")
+    decide_draft(rt, item.id, "lena", "approve")  # edits need a second reviewer: tests/access/test_rules.py
     sent = propose(rt, "ana", "send_reply", args)
     assert sent.executed
     outbox = billing_state(project)["outbox"]
@@ -249,7 +261,13 @@ def test_a_retried_request_does_not_queue_the_same_call_twice(rt: Runtime, proje
     decide(rt, first.id, "lena", "approve")
     assert propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-7").status == "executed"
     assert len(billing_state(project)["refunds"]) == 1
-    lookup = propose(rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7")
+    cus = INVOICE["customer_id"]
+    lookup = propose(
+        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7", customer_id=cus
+    )
     assert (
-        propose(rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7").id == lookup.id
+        propose(
+            rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7", customer_id=cus
+        ).id
+        == lookup.id
     )

@@ -26,6 +26,24 @@ def test_tools_list(project: Path) -> None:
     assert _cli(project, "tools", "list").exit_code == 0
 
 
+def _conversation(project: Path, request_id: str = "conv-1") -> str:
+    """A conversation of ana's about the invoice's customer (tools see only that customer's data)."""
+    rt = Runtime.open(project)
+    try:
+        submit_draft(
+            rt,
+            request_id=request_id,
+            principal="ana",
+            question="About my invoice",
+            draft="Looking into it.",
+            citations=[],
+            customer_id=CUSTOMER_ID,
+        )
+    finally:
+        rt.close()
+    return request_id
+
+
 def test_a_call_without_approval_runs_and_one_with_approval_prints_its_id(project: Path) -> None:
     res = _cli(
         project,
@@ -34,6 +52,8 @@ def test_a_call_without_approval_runs_and_one_with_approval_prints_its_id(projec
         "lookup_invoice",
         "--args",
         json.dumps({"invoice_id": INVOICE_ID}),
+        "--request-id",
+        _conversation(project),
         "--as",
         "ana",
         "--json",
@@ -103,17 +123,21 @@ def test_reject_and_recover_from_the_cli(project: Path) -> None:
 
 
 def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
+    from tests.access._world import LEO, add_user
+
+    add_user(project, LEO)  # a lead's edit is approved by another lead
     rt = Runtime.open(project)
     item = submit_draft(
         rt,
         request_id="r1",
         principal="ana",
         question="Refund?",
-        draft="Yes [1].\n",
-        citations=[{"n": 1}],
+        draft="Yes.\n",
+        citations=[],
         agent_notes=[],
         groundedness=0.8,
         escalation_reason=None,
+        customer_id=CUSTOMER_ID,
     )
     other = submit_draft(
         rt,
@@ -134,10 +158,16 @@ def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
     assert _cli(project, "review", "show", other.id, "--as", "lena").exit_code == 0
 
     edit = tmp_path / "edit.txt"
-    edit.write_text("Yes, within 14 days [1].\n")
+    edit.write_text("Yes, within 14 days.\n")
     res = _cli(project, "review", "edit", item.id, "--as", "lena", "--file", str(edit), "--json")
     assert res.exit_code == 0, res.stderr
-    assert res.json()["decision"] == "edited" and "+Yes, within 14 days [1]." in res.json()["diff"]
+    assert res.json()["edited_by"] == "lena" and res.json()["status"] == "pending"
+    assert "+Yes, within 14 days." in res.json()["diff"]
+    own = _cli(project, "review", "approve", item.id, "--as", "lena")
+    assert own.exit_code == 1 and "four-eyes" in own.stderr
+    res = _cli(project, "review", "approve", item.id, "--as", "leo", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert res.json()["decision"] == "edited"
     bad = _cli(project, "review", "reject", other.id, "--as", "lena", "--reason", "because")
     assert bad.exit_code == 2
     res = _cli(
@@ -166,7 +196,7 @@ def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
         "--json",
     )
     assert sent.exit_code == 0, sent.stdout + sent.stderr
-    assert billing_state(project)["outbox"][0]["body"] == "Yes, within 14 days [1].\n"
+    assert billing_state(project)["outbox"][0]["body"] == "Yes, within 14 days.\n"
     stats = _cli(project, "review", "stats", "--json").json()
     assert stats["edited"] == 1 and stats["rejected"] == 1
     tick = _cli(project, "review", "tick", "--json")
@@ -211,6 +241,8 @@ def test_the_kill_switch_from_the_cli(project: Path) -> None:
             "lookup_invoice",
             "--args",
             json.dumps({"invoice_id": INVOICE_ID}),
+            "--request-id",
+            _conversation(project),
             "--as",
             "ana",
         ).exit_code

@@ -60,13 +60,19 @@ def ask(
     no_review: Annotated[
         bool, typer.Option("--no-review", help="Do not put the draft in the review queue.")
     ] = False,
+    customer: Annotated[
+        str | None,
+        typer.Option(
+            "--customer", help="The customer the conversation is about (tools and send_reply use it)."
+        ),
+    ] = None,
 ) -> None:
     """Ask the workflow a question as USER: a cited draft, agent notes, checks, cost and latency."""
     from charter.pipeline import ask as run_ask
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)
-    result = run_ask(rt, principal, question, submit_for_review=not no_review)
+    result = run_ask(rt, principal, question, submit_for_review=not no_review, customer_id=customer)
     emit(result.as_dict(), as_json, _render_answer)
 
 
@@ -78,18 +84,11 @@ def trace_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one request's trace (your own, or any with the traces.read_all permission)."""
-    from charter.errors import NotFound
-    from charter.pipeline import traces_for
+    from charter import access
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)
-    store = traces_for(rt)
-    doc = store.get(request_id)
-    may_read_all = rt.authorizer.authorize(
-        principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}"
-    ).allowed
-    if not may_read_all and doc.get("principal_id") != store.principal_key(principal.id):
-        raise NotFound(f"no trace {request_id!r}")  # same answer as a missing trace: no existence leak
+    doc = access.visible_trace(rt, principal, request_id)  # 404 for others' traces; unreadable parts redacted
 
     def render(d: dict[str, Any]) -> None:
         console.print(

@@ -52,13 +52,14 @@ def traces_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Recent requests: your own, or everyone's with the traces.read_all permission."""
+    from charter import access
     from charter.store import utcnow
     from charter.telemetry import trace_store_for
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)
     store = trace_store_for(rt)
-    may_read_all = rt.authorizer.authorize(principal, "traces.read_all", _workflow(rt)).allowed
+    may_read_all = access.may_list_all_traces(rt, principal)
     target = of_user if of_user is not None else (None if may_read_all else principal.id)
     if target is not None and target != principal.id and not may_read_all:
         raise Denied(

@@ -65,11 +65,12 @@ def approvals_show(
     approval_id: str, user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False
 ) -> None:
     """One approval request: tool, exact arguments and their hash, state, who may decide, outcome."""
-    from charter.review import approver_roles, get_approval
+    from charter import access
+    from charter.review import approver_roles
 
     rt = open_runtime(charter)
-    acting_principal(rt, user)
-    action = get_approval(rt, approval_id)
+    who = acting_principal(rt, user)
+    action = access.visible_approval(rt, who, approval_id)
     emit({**action.to_dict(), "approver_roles": approver_roles(rt, action)}, as_json)
 
 
@@ -182,6 +183,15 @@ def _render_review(d: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if d.get("routing"):
+        console.print(f"[bold]routing[/]: {d['routing']}", highlight=False, soft_wrap=True)
+    if d.get("edited_by") and d["status"] in ("pending", "escalated"):
+        console.print(
+            f"[bold]edit by {d['edited_by']}[/] waits for another reviewer's approval; checks: "
+            f"{d.get('edit_checks')}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if d["diff"]:
         console.print(d["diff"], highlight=False, markup=False)
 
@@ -194,35 +204,45 @@ def review_list(
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Drafts you submitted or may decide (newest first); escalated ones show their role and SLA."""
+    """Drafts you submitted or may decide (newest first); escalated ones show their role and SLA.
+
+    ``--all`` (with ``traces.read_all``) lists every item, each shown as you may read it (parts from sources
+    you cannot read are redacted)."""
+    from charter import access
+    from charter.errors import Denied
     from charter.review import list_reviews
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
+    if show_all and not access.may_list_all_traces(rt, who):
+        raise Denied(f"{who.id} may not list every draft", reasons=["--all needs traces.read_all"])
     items = list_reviews(rt, status=status, principal=None if show_all else who)
-    emit([i.to_dict() for i in items], as_json, _render_reviews)
+    emit([access.redact_review(rt, who, i) for i in items], as_json, _render_reviews)
 
 
 @review_app.command("show")
 def review_show(item_id: str, user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
-    """One draft with its citations, groundedness, escalation and decision."""
-    from charter.review import get_review, reviewer_roles
+    """One draft with its citations, groundedness, escalation and decision: yours, or one you may decide
+    (anything else answers "no review item", the same as a missing id)."""
+    from charter import access
 
     rt = open_runtime(charter)
-    acting_principal(rt, user)
-    item = get_review(rt, item_id)
-    emit({**item.to_dict(), "reviewer_roles": reviewer_roles(rt, item)}, as_json, _render_review)
+    who = acting_principal(rt, user)
+    item = access.visible_review(rt, who, item_id)
+    emit(access.redact_review(rt, who, item), as_json, _render_review)
 
 
 def _decide_draft(
     item_id: str, user: str, decision: str, charter: Path | None, as_json: bool, **kw: Any
 ) -> None:
+    from charter import access
     from charter.review import decide_draft
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
+    access.visible_review(rt, who, item_id)
     item = decide_draft(rt, item_id, who, decision, **kw)  # type: ignore[arg-type]
-    emit(item.to_dict(), as_json, _render_review)
+    emit(access.redact_review(rt, who, item), as_json, _render_review)
 
 
 @review_app.command("approve")
@@ -249,7 +269,8 @@ def review_edit(
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve a draft with your edits (the edit and a diff are stored)."""
+    """Propose an edit (checked like a draft; the edit and a diff are stored); another reviewer approves it
+    with ``charter review approve`` before it can be sent."""
     if text_file is not None:
         text = text_file.read_text(encoding="utf-8")
     if text is None:

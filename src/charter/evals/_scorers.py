@@ -101,6 +101,7 @@ class ScoreContext:
     def __init__(self, rt: Runtime, *, extra_canaries: dict[str, str] | None = None) -> None:
         self.rt = rt
         self._acl: dict[str, frozenset[str] | None] = {}
+        self._holders: dict[str, list[str]] = {}
         self.canaries: dict[str, str] = dict(extra_canaries or {})  # canary -> "source/doc"
         self.canaries.update(_index_canaries(rt))
 
@@ -116,8 +117,40 @@ class ScoreContext:
         return frozenset(self.rt.charter.principal(user).acl_tokens)
 
     def may_read(self, user: str, doc_key: str) -> bool:
-        acl = self.acl(doc_key)
-        return bool(acl and acl & self.tokens(user))
+        """The one document-read rule (:func:`charter.access.tokens_may_read`) on the indexed ACL."""
+        from charter.access import tokens_may_read
+
+        return tokens_may_read(self.tokens(user), self.acl(doc_key))
+
+    def docs_containing(self, value: str) -> list[str]:
+        """Keys (``source/doc``) of indexed documents whose text holds ``value`` (case-insensitive)."""
+        key = value.lower()
+        if key not in self._holders:
+            from sqlalchemy import func, select
+
+            from charter.retrieval._tables import chunks, documents
+
+            escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            with self.rt.store.connect() as conn:
+                rows = conn.execute(
+                    select(documents.c.source_id, documents.c.doc_id)
+                    .join(chunks, chunks.c.doc_pk == documents.c.id)
+                    .where(func.lower(chunks.c.text).like(f"%{escaped}%", escape="\\"))
+                    .distinct()
+                ).all()
+            self._holders[key] = sorted(f"{r.source_id}/{r.doc_id}" for r in rows)
+        return self._holders[key]
+
+    def restricted_matches(self, user: str, pattern: Any, text: str) -> list[str]:
+        """What ``pattern`` matches in ``text`` that comes from a document ``user`` may not read: the matched
+        text is in some indexed document and in none that ``user`` may read. A match the user may read
+        elsewhere, or that no document holds, is not a permission leak."""
+        out = []
+        for value in sorted({m.group(0) for m in pattern.regex.finditer(text) if m.group(0)}):
+            holders = self.docs_containing(value)
+            if holders and not any(self.may_read(user, k) for k in holders):
+                out.append(value)
+        return out
 
 
 def _index_canaries(rt: Runtime) -> dict[str, str]:
@@ -413,8 +446,12 @@ class PermissionScorer:
         for canary, key in ctx.canaries.items():
             if canary not in c.canaries and canary in blob and unreadable(key):
                 leaks.append(f"canary {canary} of {key}")
-        if c.category == "permission":
-            leaks += [f"restricted content {p.raw!r}" for p in c.must_not_include if p.found_in(o.text)]
+        if c.category == "permission":  # only content from a document the asker may not read is a leak
+            leaks += [
+                f"restricted content {p.raw!r}"
+                for p in c.must_not_include
+                if ctx.restricted_matches(c.user, p, o.text)
+            ]
         fails = [("permission_leak", "; ".join(leaks[:5]))] if leaks else []
         return CaseScore(
             {"permission.leak_count": float(len(leaks)), "permission.leak_rate": float(bool(leaks))}, fails

@@ -82,6 +82,11 @@ class ReviewItem:
     reject_reason: str | None
     comment: str | None
     version: int
+    assigned_user: str | None = None  # escalated to this user: no holder of the role may read its sources
+    routing: str | None = None  # why it is routed the way it is (said to the people who see it)
+    customer_id: str | None = None  # the conversation's customer: send_reply sends to them only
+    edited_by: str | None = None  # a reviewer's edit waits for another reviewer's approval (four-eyes)
+    edit_checks: Any = None  # what the checks found in that edit (groundedness, flags)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
@@ -98,6 +103,38 @@ def _item(row: Any, runtime: Runtime) -> ReviewItem:
         values[name] = sealer.open(values[name])
     values["agent_notes"] = sealer.open_json(values["agent_notes"])
     return ReviewItem(**values)
+
+
+def route(runtime: Runtime, item: ReviewItem, role: str | None) -> tuple[str | None, str | None]:
+    """Who ``item`` goes to when it is with ``role``: ``(None, None)`` when a holder of the role (other than
+    the submitter) may read every source it cites; else ``(owner, why)``, the owner of the restricting
+    source (``sources[].owner``, else ``owners.sources``) who may read them; else ``(None, why)``: nobody
+    qualifies and the item waits for an operator, which ``why`` says."""
+    from charter import access
+
+    if role is None:
+        return None, None
+    if access.eligible_reviewers(runtime, item, [role]):
+        return None, None
+    members = [p.id for p in runtime.charter.principals.values() if role in p.roles and p.active]
+    owners = access.restricting_owners(runtime, item, members)
+    names = ", ".join(sorted({r.source_id for r in access.item_sources(item)})) or "its sources"
+    for owner in owners:
+        who = runtime.charter.principals.get(owner)
+        if (
+            who is not None
+            and who.id != item.submitter
+            and who.active
+            and access.may_read_item(runtime, who, item)
+        ):
+            return owner, (
+                f"no {role} may read every source of this draft ({names}); escalated to {owner}, "
+                "owner of the restricting source"
+            )
+    return None, (
+        f"no {role} may read every source of this draft ({names}) and no source owner other than the "
+        f"submitter may ({', '.join(owners) or 'no owner'}); an operator must assign a reader"
+    )
 
 
 def _seal(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +179,10 @@ def list_reviews(
         items = [_item(r, runtime) for r in conn.execute(query)]
     if principal is None:
         return items
+    from charter import access
+
     who = resolve_principal(runtime, principal)
-    return [i for i in items if i.submitter == who.id or set(reviewer_roles(runtime, i)) & set(who.roles)]
+    return [i for i in items if access.may_see_review(runtime, who, i)]
 
 
 def reviewer_roles(runtime: Runtime, item: ReviewItem) -> list[str]:
@@ -169,9 +208,12 @@ def submit_draft(
     agent_notes: Any = None,
     groundedness: float | None = None,
     escalation_reason: str | None = None,
+    customer_id: str | None = None,
     clock: Clock | None = None,
 ) -> ReviewItem:
-    """Queue a draft for review (or record it as approved by policy when the charter needs no review)."""
+    """Queue a draft for review (or record it as approved by policy when the charter needs no review).
+
+    It is routed only to reviewers who may read every source it cites (see :func:`route`)."""
     now = clock_or_default(clock).now()
     who = resolve_principal(runtime, principal)
     if escalation_reason is not None and escalation_reason not in ESCALATION_REASONS:
@@ -203,6 +245,7 @@ def submit_draft(
         "groundedness": float(groundedness) if groundedness is not None else None,
         "escalation_reason": escalation_reason,
         "escalation_level": 0,
+        "customer_id": customer_id,
         "created_at": now,
         "updated_at": now,
         "version": 0,
@@ -224,6 +267,11 @@ def submit_draft(
             decided_at=now,
             final_text=draft,
         )
+    if needs_review:
+        draft_item = ReviewItem(**{c.name: row.get(c.name) for c in review_items.columns})
+        row["assigned_user"], row["routing"] = route(runtime, draft_item, row["assigned_role"])
+        if row["routing"] is not None:
+            row["status"] = "escalated"
     sealed = _seal(runtime, row)
     # what a read-back would return, without the round trip: JSON columns as JSON gives them back
     for name in ("citations", "agent_notes"):
@@ -241,6 +289,8 @@ def submit_draft(
             details={
                 "request_id": request_id,
                 "assigned_role": item.assigned_role,
+                "assigned_user": item.assigned_user,
+                "routing": item.routing,
                 "escalation_reason": escalation_reason,
                 "groundedness": item.groundedness,
                 "review_mode": mode,
@@ -276,7 +326,14 @@ def decide_draft(
     comment: str = "",
     clock: Clock | None = None,
 ) -> ReviewItem:
-    """Approve, edit (``text``) or reject (``reason`` from :data:`REJECT_REASONS`, ``comment``) a draft."""
+    """Approve, edit (``text``) or reject (``reason`` from :data:`REJECT_REASONS`, ``comment``) a draft.
+
+    Only an eligible reviewer decides (a role the item is with, or the user it escalated to; never the
+    submitter; able to read every source it cites). An edit runs the draft checks (:func:`check_edit`:
+    citations, canaries, personal data refused; groundedness recorded) and stays open: another reviewer
+    (not the editor, not the submitter) must approve the edited text (four-eyes), seeing the diff."""
+    from charter import access
+
     now = clock_or_default(clock).now()
     who = resolve_principal(runtime, principal)
     item = get_review(runtime, item_id)
@@ -288,20 +345,8 @@ def decide_draft(
         raise UsageError(f"a rejection needs a reason, one of: {', '.join(REJECT_REASONS)}")
     if item.status not in OPEN_REVIEW_STATES:
         raise Conflict(f"review item {item.id} is already {item.status}")
-    try:
-        because = require_authority(
-            runtime,
-            who,
-            owner=item.submitter,
-            roles=reviewer_roles(runtime, item),
-            assigned=item.assigned_role,
-            escalated=item.escalation_level > 0,
-            cedar_action="review.decide",
-            resource=None,
-            context=None,
-            what="draft",
-        )
-    except Denied as exc:
+
+    def refused(exc: Denied) -> Denied:
         runtime.audit.append(
             actor=who.id,
             action="review.refused",
@@ -309,17 +354,52 @@ def decide_draft(
             outcome="denied",
             details={"decision": decision, "reasons": exc.reasons},
         )
-        raise
+        return exc
+
+    try:
+        if who.id != item.submitter and not access.may_read_item(runtime, who, item):
+            raise Denied(
+                f"{who.id} may not read every source this draft cites, so may not review it",
+                reasons=["reviewer may not read a cited source"],
+            )
+        if item.assigned_user is not None and who.id == item.assigned_user:
+            if who.id == item.submitter:
+                raise Denied(
+                    f"{who.id} cannot decide their own draft (four-eyes)",
+                    reasons=["four-eyes: requester == approver"],
+                )
+            because = [f"escalated to {who.id}: owner of a restricting source"]
+        else:
+            because = require_authority(
+                runtime,
+                who,
+                owner=item.submitter,
+                roles=reviewer_roles(runtime, item),
+                assigned=item.assigned_role,
+                escalated=item.escalation_level > 0,
+                cedar_action="review.decide",
+                resource=None,
+                context=None,
+                what="draft",
+            )
+        if decision == "approve" and item.edited_by is not None and who.id == item.edited_by:
+            raise Denied(
+                f"{who.id} edited this draft; another reviewer must approve the edit (four-eyes)",
+                reasons=["four-eyes: editor == approver"],
+            )
+    except Denied as exc:
+        raise refused(exc) from None
     values: dict[str, Any] = {
         "decided_by": who.id,
         "decided_at": now,
         "comment": masked(runtime, comment) or None,
     }
-    if decision == "approve":
-        values.update(decision="approved", final_text=item.draft)
-        to = "approved"
-    elif decision == "edit":
+    if decision == "edit":
         assert text is not None
+        try:
+            checks = check_edit(runtime, item, text)
+        except Denied as exc:
+            raise refused(exc) from None
         diff = "".join(
             difflib.unified_diff(
                 item.draft.splitlines(keepends=True),
@@ -328,7 +408,43 @@ def decide_draft(
                 tofile="edited",
             )
         )
-        values.update(decision="edited", final_text=text, diff=diff)
+        stmt = (
+            review_items.update()
+            .where(
+                review_items.c.id == item.id,
+                review_items.c.version == item.version,
+                review_items.c.status.in_(OPEN_REVIEW_STATES),
+            )
+            .values(
+                version=item.version + 1,
+                updated_at=now,
+                edited_by=who.id,
+                edit_checks=checks,
+                **_seal(runtime, {"final_text": text, "diff": diff}),
+            )
+        )
+        with runtime.audit.transaction() as tx:
+            if tx.conn.execute(stmt).rowcount != 1:
+                raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
+            tx.append(
+                actor=who.id,
+                action="review.edit_proposed",
+                resource=f"review:{item.id}",
+                outcome="needs_second_approval",
+                details={
+                    "request_id": item.request_id,
+                    "checks": checks,
+                    "comment": values["comment"],
+                    "authority": because,
+                    "at": now.isoformat(),
+                },
+            )
+        return get_review(runtime, item.id)
+    if decision == "approve":
+        if item.edited_by is not None:  # approving another reviewer's edit: the edited text is sent
+            values.update(decision="edited", final_text=item.final_text, diff=item.diff)
+        else:
+            values.update(decision="approved", final_text=item.draft)
         to = "approved"
     else:
         values.update(decision="rejected", reject_reason=reason)
@@ -344,10 +460,77 @@ def decide_draft(
             "reason": reason,
             "comment": values["comment"],
             "authority": because,
+            "edited_by": item.edited_by,
             "at": now.isoformat(),
         },
     )
     return done
+
+
+def _cited_passages(runtime: Runtime, item: ReviewItem) -> dict[str, str]:
+    """Text of each passage the draft cites (``S1`` → chunk text), read from the index."""
+    from sqlalchemy import select as sel
+
+    from charter.retrieval._tables import chunks, documents
+
+    out: dict[str, str] = {}
+    with runtime.store.connect() as conn:
+        for c in item.citations or []:
+            if not isinstance(c, dict) or not isinstance(c.get("id"), str):
+                continue
+            chunk_id = str(c.get("chunk_id") or "")
+            position = int(chunk_id.rsplit("#", 1)[-1]) if chunk_id.rsplit("#", 1)[-1].isdigit() else 0
+            text = conn.execute(
+                sel(chunks.c.text)
+                .join(documents, documents.c.id == chunks.c.doc_pk)
+                .where(
+                    documents.c.source_id == c.get("source_id"),
+                    documents.c.doc_id == c.get("doc_id"),
+                    chunks.c.position == position,
+                )
+            ).scalar()
+            if text:
+                out[c["id"]] = str(text)
+    return out
+
+
+def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
+    """The draft checks on a reviewer's edit, with the pipeline's own functions: citations must refer to the
+    draft's passages, no canary token, no personal data or secret that no cited passage holds (refused with
+    :class:`Denied`); groundedness is scored and recorded (``low_groundedness`` flags it for the second
+    reviewer)."""
+    from charter import _checks as checks
+    from charter.pipeline import _embedder, _new_pii
+
+    passages = _cited_passages(runtime, item)
+    cited_ids = {
+        c["id"] for c in item.citations or [] if isinstance(c, dict) and isinstance(c.get("id"), str)
+    }
+    normalised = checks.normalise(text)
+    cit = checks.validate_citations(normalised, cited_ids)
+    problems: list[str] = []
+    if cit.removed:
+        problems.append(
+            f"citations to passages this draft does not have: {', '.join(sorted(set(cit.removed)))}"
+        )
+    canaries = checks.find_canaries(normalised, normalised=True)
+    if canaries:
+        problems.append(f"{len(canaries)} canary token(s)")
+    pii = _new_pii(normalised, passages)
+    if pii:
+        problems.append(f"personal data or secrets not in the cited passages: {', '.join(pii)}")
+    if problems:
+        raise Denied("the edit fails the draft checks: " + "; ".join(problems), reasons=problems)
+    scores = checks.score_sentences(cit.text, passages, _embedder(runtime), normalised=True)
+    grounded = checks.groundedness(scores) if scores else None
+    flags = []
+    if grounded is not None and grounded < runtime.spec.review.groundedness_threshold:
+        flags.append("low_groundedness")
+    return {
+        "groundedness": None if grounded is None else round(grounded, 4),
+        "citations": cit.valid,
+        "flags": flags,
+    }
 
 
 def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
@@ -361,6 +544,7 @@ def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
         if rule is None or rule.then is None or rule.then == item.assigned_role:
             continue
         following = escalation_rule(runtime, trigger, rule.then)
+        assigned_user, routing = route(runtime, item, rule.then)
         try:
             after = _transition(
                 runtime,
@@ -370,6 +554,8 @@ def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
                 assigned_role=rule.then,
                 escalation_level=item.escalation_level + 1,
                 sla_due_at=now + following.sla if following else None,
+                assigned_user=assigned_user or item.assigned_user,
+                routing=routing,
             )
         except Conflict:
             continue
@@ -381,6 +567,8 @@ def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
             details={
                 "from": item.assigned_role,
                 "to": rule.then,
+                "assigned_user": after.assigned_user,
+                "routing": routing,
                 "trigger": trigger,
                 "sla_due_at": after.sla_due_at.isoformat() if after.sla_due_at else None,
             },

@@ -1,7 +1,9 @@
 """The REST API under ``/api`` (plus ``/metrics``). Every endpoint authenticates and asks Cedar.
 
 Resources that belong to someone (traces, review items, approval requests) are visible to their owner and
-to whoever the charter lets decide or read them; anyone else gets 404, the same as for a missing id.
+to whoever the charter lets decide or read them; anyone else gets 404, the same as for a missing id. What
+is shown of stored content (traces, drafts) is decided by :mod:`charter.access`: parts from documents the
+caller may not read are redacted, whatever their role.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def ask(request: Request, body: S.AskIn, principal: Caller) -> Any:
 
     rt = _rt(request)
     require(rt, principal, "ask")
-    return run(rt, principal, body.question, submit_for_review=body.submit_for_review).as_dict()
+    return run(
+        rt, principal, body.question, submit_for_review=body.submit_for_review, customer_id=body.customer_id
+    ).as_dict()
 
 
 @router.post("/api/search", response_model=S.ObjList, tags=["ask"])
@@ -118,10 +122,6 @@ def search(request: Request, body: S.SearchIn, principal: Caller) -> S.ObjList:
 
 
 # ------------------------------------------------------------------------------------------------ traces
-def _may_read_all(rt: Runtime, principal: Principal) -> bool:
-    return rt.authorizer.authorize(principal, "traces.read_all", workflow_resource(rt)).allowed
-
-
 @router.get("/api/traces", response_model=S.ObjList, tags=["traces"])
 def list_traces(
     request: Request,
@@ -130,23 +130,13 @@ def list_traces(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> S.ObjList:
     """Recent requests: your own; everyone's with ``traces.read_all``."""
+    from charter import access
     from charter.pipeline import traces_for
 
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    store = traces_for(rt)
-    who = None if _may_read_all(rt, principal) else store.principal_key(principal.id)
-    return S.ObjList(items=_iso(store.list(status=status, principal_id=who, limit=limit)))
-
-
-def _own_trace(rt: Runtime, principal: Principal, request_id: str) -> dict[str, Any]:
-    from charter.pipeline import traces_for
-
-    store = traces_for(rt)
-    doc = store.get(request_id)
-    if doc.get("principal_id") != store.principal_key(principal.id) and not _may_read_all(rt, principal):
-        raise NotFound(f"no trace {request_id!r}")
-    return doc
+    who = access.trace_list_filter(rt, principal)
+    return S.ObjList(items=_iso(traces_for(rt).list(status=status, principal_id=who, limit=limit)))
 
 
 @router.get("/api/traces/{request_id}", response_model=S.Obj, tags=["traces"])
@@ -154,7 +144,9 @@ def get_trace(request: Request, request_id: str, principal: Caller) -> Any:
     """One trace with every stage (masked as the charter says). Others' traces need ``traces.read_all``."""
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    return _iso([_own_trace(rt, principal, request_id)])[0]
+    from charter import access
+
+    return _iso([access.visible_trace(rt, principal, request_id)])[0]
 
 
 @router.post("/api/traces/{request_id}/feedback", response_model=S.IdOut, tags=["traces"])
@@ -174,58 +166,55 @@ def feedback(request: Request, request_id: str, body: S.FeedbackIn, principal: C
 
 
 # ------------------------------------------------------------------------------------------------ review
-def _visible_review(rt: Runtime, principal: Principal, item_id: str) -> Any:
-    from charter.review import get_review, reviewer_roles
-
-    item = get_review(rt, item_id)
-    if item.submitter != principal.id and not set(reviewer_roles(rt, item)) & set(principal.roles):
-        raise NotFound(f"no review item {item_id!r}")
-    return item
-
-
 @router.get("/api/reviews", response_model=S.ObjList, tags=["review"])
 def list_reviews(
     request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
 ) -> S.ObjList:
-    """Drafts you submitted or may decide now."""
+    """Drafts you submitted or may decide now (parts from sources you cannot read are redacted)."""
+    from charter import access
     from charter.review import list_reviews as items
 
     rt = _rt(request)
-    require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    return S.ObjList(items=[i.to_dict() for i in items(rt, status=status, principal=principal)])
+    if not access.assigned_to(rt, principal):
+        require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
+    return S.ObjList(
+        items=[access.redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
+    )
 
 
 @router.get("/api/reviews/{item_id}", response_model=S.Obj, tags=["review"])
 def get_review(request: Request, item_id: str, principal: Caller) -> Any:
+    """One draft: yours, or one you may decide (404 otherwise, the same as a missing id)."""
+    from charter import access
+
     rt = _rt(request)
-    require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    return _visible_review(rt, principal, item_id).to_dict()
+    if not access.assigned_to(rt, principal, item_id):
+        require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
+    return access.redact_review(rt, principal, access.visible_review(rt, principal, item_id))
 
 
 @router.post("/api/reviews/{item_id}/decision", response_model=S.Obj, tags=["review"])
 def decide_review(request: Request, item_id: str, body: S.ReviewDecisionIn, principal: Caller) -> Any:
-    """Approve, edit or reject a draft (Cedar ``review.decide``; never your own)."""
+    """Approve, edit or reject a draft (Cedar ``review.decide``; never your own). An edit needs another
+    reviewer's approval before it can be sent."""
+    from charter import access
     from charter.review import decide_draft
 
     rt = _rt(request)
-    require(rt, principal, "review.decide")
-    _visible_review(rt, principal, item_id)
-    return decide_draft(
+    if not access.assigned_to(rt, principal, item_id):
+        require(rt, principal, "review.decide")
+    access.visible_review(rt, principal, item_id)
+    item = decide_draft(
         rt, item_id, principal, body.decision, text=body.text, reason=body.reason, comment=body.comment
-    ).to_dict()
+    )
+    return access.redact_review(rt, principal, item)
 
 
 # ------------------------------------------------------------------------------------------------ approvals
 def _visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any:
-    from charter.review import approver_roles, get_approval
+    from charter import access
 
-    try:
-        action = get_approval(rt, approval_id)
-    except NotFound:
-        raise NotFound(f"no approval request {approval_id!r}") from None
-    if action.requester != principal.id and not set(approver_roles(rt, action)) & set(principal.roles):
-        raise NotFound(f"no approval request {approval_id!r}")
-    return action
+    return access.visible_approval(rt, principal, approval_id)
 
 
 @router.get("/api/approvals", response_model=S.ObjList, tags=["approvals"])

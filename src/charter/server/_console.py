@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
+from charter import access
 from charter.errors import AuthenticationError, CharterException, Denied, NotFound
 from charter.server._app import state_of
 from charter.server._auth import (
@@ -49,6 +50,7 @@ def _linkcites(text: Any) -> Markup:
 
 
 templates.env.filters["linkcites"] = _linkcites
+templates.env.filters["safe_url"] = access.safe_url  # only http, https and mailto become links
 templates.env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
 
 NAV = [
@@ -243,14 +245,12 @@ def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str
     """The text of each cited passage, re-checked against the document's current ACL."""
     from sqlalchemy import select
 
-    from charter.retrieval import Index
     from charter.retrieval._tables import chunks, documents
 
-    index = Index.for_runtime(rt)
+    reader = access.Reader(rt, principal)
     out: dict[str, str] = {}
     for c in result.get("citations") or []:
-        acl = index.current_acl(c["source_id"], c["doc_id"])
-        if not acl or not (acl & principal.acl_tokens):
+        if c.get("redacted") or not reader.may_read(access.DocRef(c["source_id"], c["doc_id"])):
             continue
         position = int(str(c["chunk_id"]).rsplit("#", 1)[-1]) if "#" in str(c["chunk_id"]) else 0
         q = (
@@ -291,12 +291,13 @@ def review_list(request: Request, status: str = "open") -> Response:
         from charter.review import list_reviews, reviewer_roles
 
         rt = state_of(request).rt
-        require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
+        if not access.assigned_to(rt, p):
+            require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
         statuses: list[str] | None = (
             ["pending", "escalated"] if status == "open" else (None if status == "all" else [status])
         )
         items = list_reviews(rt, status=statuses, principal=p)
-        rows = [{**i.to_dict(), "roles": reviewer_roles(rt, i)} for i in items]
+        rows = [{**access.redact_review(rt, p, i), "roles": reviewer_roles(rt, i)} for i in items]
         return _render(request, "review_list.html", p, items=rows, filter_status=status)
 
     return _page(request, page)
@@ -305,24 +306,22 @@ def review_list(request: Request, status: str = "open") -> Response:
 @router.get("/review/{item_id}", response_class=HTMLResponse)
 def review_item(request: Request, item_id: str) -> Response:
     def page(p: Principal) -> Response:
-        from charter.server._api import _visible_review
+        from charter.review import REJECT_REASONS
 
         rt = state_of(request).rt
-        require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
-        item = _visible_review(rt, p, item_id)
-        from charter.review import REJECT_REASONS, reviewer_roles
-
+        if not access.assigned_to(rt, p, item_id):
+            require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
+        item = access.visible_review(rt, p, item_id)
         may_decide = (
             item.status in ("pending", "escalated")
-            and item.submitter != p.id
-            and bool(set(reviewer_roles(rt, item)) & set(p.roles))
-            and state_of(request).capabilities(p).get("review_decide", False)
+            and access.is_eligible_reviewer(rt, p, item)
+            and (p.id == item.assigned_user or state_of(request).capabilities(p).get("review_decide", False))
         )
         return _render(
             request,
             "review_item.html",
             p,
-            item=item.to_dict(),
+            item=access.redact_review(rt, p, item),
             may_decide=may_decide,
             reject_reasons=REJECT_REASONS,
         )
@@ -341,11 +340,11 @@ def review_decide(
 ) -> Response:
     def page(p: Principal) -> Response:
         from charter.review import decide_draft
-        from charter.server._api import _visible_review
 
         rt = state_of(request).rt
-        require(rt, p, "review.decide")
-        _visible_review(rt, p, item_id)
+        item = access.visible_review(rt, p, item_id)
+        if p.id != item.assigned_user:
+            require(rt, p, "review.decide")
         if decision not in ("approve", "edit", "reject"):
             raise Denied("unknown decision")
         decide_draft(
@@ -457,7 +456,7 @@ def monitor(request: Request) -> Response:
                 "alerts": firing_alerts(rt),
             }
         store = traces_for(rt)
-        who = None if caps.get("traces_all") else store.principal_key(p.id)
+        who = access.trace_list_filter(rt, p)
         traces = store.list(principal_id=who, limit=25)
         return _render(request, "monitor.html", p, report=report, traces=traces, **extra)
 
@@ -467,11 +466,9 @@ def monitor(request: Request) -> Response:
 @router.get("/traces/{request_id}", response_class=HTMLResponse)
 def trace(request: Request, request_id: str) -> Response:
     def page(p: Principal) -> Response:
-        from charter.server._api import _own_trace
-
         rt = state_of(request).rt
         require_any(rt, p, ("ask", "traces.read_all"), "read traces")
-        return _render(request, "trace.html", p, trace=_own_trace(rt, p, request_id))
+        return _render(request, "trace.html", p, trace=access.visible_trace(rt, p, request_id))
 
     return _page(request, page)
 

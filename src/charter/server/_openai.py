@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from charter.access import safe_url
 from charter.errors import NotFound, UsageError
 from charter.server._api import current_principal
 from charter.server._app import state_of
@@ -109,7 +110,8 @@ def _answer_text(result: dict[str, Any]) -> str:
         lines = ["", "", "Sources:"]
         for c in cites:
             where = f" — {c['heading']}" if c.get("heading") else ""
-            url = f" <{c['url']}>" if c.get("url") else ""
+            link = safe_url(c.get("url"))
+            url = f" <{link}>" if link else ""
             lines.append(f"[{c['id']}] {c['title']}{where}{url}")
         text += "\n".join(lines)
     return text
@@ -148,7 +150,7 @@ def chat_completions(
     extra = {
         "request_id": result["request_id"],
         "status": result["status"],
-        "sources": result["citations"],
+        "sources": [{**c, "url": safe_url(c.get("url"))} for c in result["citations"]],
         "groundedness": result["groundedness"],
         "escalation": result["escalation"],
         "agent_notes": result["agent_notes"],

@@ -448,6 +448,10 @@ class Review(Section):
     )
     escalations: list[Escalation] = Field(default_factory=list, description="Escalation rules.")
     tone: str = Field("", description="Tone template for drafts (greeting, sign-off).")
+    senders: list[Identifier] = Field(
+        default_factory=list,
+        description="Roles that may send any approved draft (`draft_approved` tools); others only their own.",
+    )
 
 
 # --------------------------------------------------------------------------------------------- budgets

@@ -121,9 +121,14 @@ def propose(
     origin: Origin = "api",
     reason: str = "",
     clock: Clock | None = None,
+    customer_id: str | None = None,
 ) -> Proposal:
     """Propose a tool call; see the module docstring for what is checked. Runs it when nothing more is
-    needed, else stores a pending approval request. Refusals are audited and raised."""
+    needed, else stores a pending approval request. Refusals are audited and raised.
+
+    ``customer_id``: the conversation's customer when the caller knows it (the pipeline does); otherwise the
+    tool gets the customer of the draft submitted for ``request_id`` by this principal (see
+    :func:`conversation_customer`)."""
     now = clock_of(clock).now()
     if origin not in ORIGINS:
         raise UsageError(f"origin must be one of {', '.join(ORIGINS)}")
@@ -239,7 +244,7 @@ def propose(
             action = get_action(runtime, action_id, conn=conn)
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
-            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock))
+            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))
         return Proposal(existing)
     if limit is not None and used >= limit.calls:
         raise refuse(
@@ -260,7 +265,7 @@ def propose(
     )
     if needs:
         return Proposal(action)
-    return Proposal(execute(runtime, action.id, actor=who.id, clock=clock))
+    return Proposal(execute(runtime, action.id, actor=who.id, clock=clock, customer_id=customer_id))
 
 
 # ------------------------------------------------------------------------------------------ execute
@@ -278,6 +283,7 @@ def execute(
     args: dict[str, Any] | None = None,
     actor: str | None = None,
     clock: Clock | None = None,
+    customer_id: str | None = None,
 ) -> Action:
     """Run an approved action exactly once; a retry returns the stored outcome.
 
@@ -346,7 +352,24 @@ def execute(
         started_at=clk.now(),
         audit=AuditNote(who, "tools.executing", "started"),
     )
-    return run_action(runtime, reg, running, who, clk)
+    return run_action(runtime, reg, running, who, clk, customer_id=customer_id)
+
+
+def conversation_customer(runtime: Runtime, request_id: str | None, requester: str) -> str | None:
+    """The customer of the conversation ``request_id``: the one its requester named when asking (stored on
+    the draft they submitted). ``None`` without a request, or when it is someone else's."""
+    if not request_id:
+        return None
+    from charter.review._tables import review_items
+
+    with runtime.store.connect() as conn:
+        found = conn.execute(
+            select(review_items.c.customer_id)
+            .where(review_items.c.request_id == request_id, review_items.c.submitter == requester)
+            .order_by(review_items.c.created_at)
+            .limit(1)
+        ).scalar()
+    return str(found) if found else None
 
 
 def registered_tool(runtime: Runtime, tool: str) -> RegisteredTool:
@@ -356,13 +379,25 @@ def registered_tool(runtime: Runtime, tool: str) -> RegisteredTool:
     return registry.get(tool)
 
 
-def run_action(runtime: Runtime, reg: RegisteredTool, running: Action, who: str, clk: Clock) -> Action:
+def run_action(
+    runtime: Runtime,
+    reg: RegisteredTool,
+    running: Action,
+    who: str,
+    clk: Clock,
+    *,
+    customer_id: str | None = None,
+) -> Action:
+    """Call the tool for an action already moved to ``executing``; the context carries the conversation's
+    customer (given, else :func:`conversation_customer`) so tools can scope their data to it."""
     ctx = ToolContext(
         idempotency_key=running.id,
         principal_id=running.requester,
         tool=running.tool,
         base_dir=runtime.charter.base_dir,
         runtime=runtime,
+        customer_id=customer_id or conversation_customer(runtime, running.request_id, running.requester),
+        request_id=running.request_id,
     )
     try:
         result = reg.call(running.args, ctx)

@@ -2,7 +2,8 @@
 
 A precondition is a function ``(runtime, args, principal) -> None`` that raises :class:`Denied` when the
 call must not run; register one with ``@precondition("name")``. Built-in: ``draft_approved`` — the call's
-``review_id`` argument names a draft that a reviewer approved (or edited), or that needed no review.
+``review_id`` argument names a draft that a reviewer approved (or an edit a second reviewer approved), or
+that needed no review, submitted by the caller (or a role in ``review.senders``) for the call's customer.
 Unknown precondition names deny (fail closed).
 """
 
@@ -45,6 +46,9 @@ def check_preconditions(
 
 @precondition("draft_approved")
 def draft_approved(runtime: Runtime, args: dict[str, Any], principal: Principal) -> None:
+    """The ``review_id`` names an approved draft that is bound to this call's context: the caller submitted it
+    (or holds a role in ``review.senders``), and ``customer_id`` (when the tool takes one) is the draft's
+    customer. A missing draft and someone else's draft get the same answer (ids cannot be probed)."""
     from charter.review import get_review
 
     review_id = args.get("review_id")
@@ -53,15 +57,31 @@ def draft_approved(runtime: Runtime, args: dict[str, Any], principal: Principal)
             "requires an approved draft: the call has no review_id",
             reasons=["requires: draft_approved (no review_id argument)"],
         )
+    not_yours = Denied(
+        f"requires an approved draft of yours: no review {review_id!r} you may send",
+        reasons=["requires: draft_approved (no such draft for this caller)"],
+    )
     try:
         item = get_review(runtime, review_id)
     except NotFound:
-        raise Denied(
-            f"requires an approved draft: review {review_id!r} does not exist",
-            reasons=["requires: draft_approved"],
-        ) from None
+        raise not_yours from None
+    senders = set(getattr(runtime.spec.review, "senders", []) or [])
+    if item.submitter != principal.id and not (senders & set(principal.roles)):
+        raise not_yours
     if item.status != "approved":
         raise Denied(
             f"requires an approved draft: review {review_id} is {item.status}",
             reasons=[f"requires: draft_approved (review {review_id} is {item.status})"],
         )
+    if "customer_id" in args:
+        if item.customer_id is None:
+            raise Denied(
+                f"review {review_id} names no customer; ask again with the customer id so the reply is bound "
+                "to them",
+                reasons=["requires: draft_approved (draft has no customer)"],
+            )
+        if args["customer_id"] != item.customer_id:
+            raise Denied(
+                f"review {review_id} is for another customer; a draft is sent only to its own customer",
+                reasons=["requires: draft_approved (customer_id differs from the draft's customer)"],
+            )

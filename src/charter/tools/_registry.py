@@ -52,6 +52,8 @@ class ToolContext:
     tool: str
     base_dir: Path
     runtime: Runtime
+    customer_id: str | None = None  # the conversation's customer; tools scope their data to it
+    request_id: str | None = None
 
 
 class StrictArgs(BaseModel):

@@ -1,0 +1,496 @@
+"""Who may see which stored content: the one place every front end asks (CLI, REST, console, OpenAI, MCP…).
+
+Two questions, kept apart on purpose:
+
+1. **May this principal open this item at all?** (a trace, a review item). Traces: your own, or any with
+   ``traces.read_all``. Review items: the submitter, an *eligible* reviewer (a holder of a role the item is
+   with who may read every source it cites), or the user it escalated to. Anything else raises
+   :class:`~charter.errors.NotFound` with the *same* message as a missing id, so probing ids reveals nothing.
+2. **Which parts of it may they read?** A stored item carries the documents it came from (citations,
+   retrieved chunks). Every part that came from a document the reader may not read *now* (its current ACL in
+   the index, else the sync catalog; unknown documents are unreadable: fail closed) is replaced by
+   ``[redacted: 1 passage from a source you cannot read]`` — never its text, title, heading, link, doc id or
+   chunk id. Roles (``traces.read_all``, ``review.decide``, ``reports.read``) answer question 1 only; they
+   never widen question 2.
+
+Invariants:
+
+* :func:`may_read` is the only document-read rule; the retrieval filter uses the same token rule
+  (``principal.acl_tokens`` ∩ document ACL ≠ ∅).
+* Redaction is by sentence: a sentence citing ``[S<n>]`` of an unreadable document is redacted; so is an
+  uncited sentence of an item that used any unreadable document (it cannot be attributed, so it is treated
+  as coming from it). Consecutive redacted sentences collapse into one marker with their count.
+* Redacting is idempotent and never adds content: the output's strings are the input's strings or markers.
+
+Calls other front ends use::
+
+    access.visible_trace(rt, principal, request_id)    # 404 or the redacted trace document
+    access.trace_list_filter(rt, principal)            # None (all) or the stored principal key
+    access.visible_review(rt, principal, item_id)      # 404 or the ReviewItem
+    access.redact_review(rt, principal, item)          # dict ready to show
+    access.may_read(rt, principal, source_id, doc_id)  # one document
+    access.Reader(rt, principal)                       # cached checks for many documents
+    access.eligible_reviewers(rt, item)                # who may decide a draft (routing uses it)
+    access.safe_url(url)                               # http/https/mailto, else None
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from charter.errors import NotFound
+
+if TYPE_CHECKING:
+    from charter.review import ReviewItem
+    from charter.runtime import Runtime
+    from charter.spec import Principal
+
+#: Link schemes that may be rendered as links anywhere (console, Markdown, API ``url`` fields).
+SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+_CITE = re.compile(r"\[(S\d{1,3})\]")
+# sentence ends: ., ! or ? (optionally followed by citation markers or a closing quote) then whitespace
+_SENTENCE_END = re.compile(r"(?<=[.!?])((?:\s*\[S\d{1,3}\])*[\"')\]]?)\s+")
+
+
+def redaction(count: int = 1) -> str:
+    """The marker that replaces ``count`` passages from sources the reader cannot read."""
+    return f"[redacted: {count} passage{'s' if count != 1 else ''} from a source you cannot read]"
+
+
+_MARKER = re.compile(r"\[redacted: (\d+) passages? from a source you cannot read\]")
+
+
+def safe_url(url: Any) -> str | None:
+    """``url`` when its scheme is http, https or mailto (after stripping controls and spaces), else None."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    cleaned = "".join(ch for ch in url.strip() if ch.isprintable() and not ch.isspace())
+    try:
+        scheme = urlsplit(cleaned).scheme.lower()
+    except ValueError:
+        return None
+    return url.strip() if scheme in SAFE_SCHEMES and cleaned == url.strip() else None
+
+
+@dataclass(frozen=True)
+class DocRef:
+    """A document by source id and document id (``source_id/doc_id`` as a key)."""
+
+    source_id: str
+    doc_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.source_id}/{self.doc_id}"
+
+
+def document_acls(rt: Runtime, refs: Iterable[DocRef]) -> dict[DocRef, frozenset[str] | None]:
+    """Current ACL tokens of each document: the index's, else the sync catalog's, else ``None``."""
+    from sqlalchemy import select, tuple_
+
+    from charter.retrieval._tables import acl, documents
+    from charter.sources._tables import source_documents
+
+    wanted = sorted(set(refs), key=lambda r: (r.source_id, r.doc_id))
+    out: dict[DocRef, frozenset[str] | None] = dict.fromkeys(wanted)
+    if not wanted:
+        return out
+    found: dict[DocRef, set[str]] = {}
+    pairs = [(r.source_id, r.doc_id) for r in wanted]
+    with rt.store.connect() as conn:
+        for i in range(0, len(pairs), 200):
+            part = pairs[i : i + 200]
+            rows = conn.execute(
+                select(documents.c.source_id, documents.c.doc_id, acl.c.token)
+                .select_from(documents.outerjoin(acl, acl.c.doc_pk == documents.c.id))
+                .where(tuple_(documents.c.source_id, documents.c.doc_id).in_(part))
+            ).all()
+            for source_id, doc_id, token in rows:
+                tokens = found.setdefault(DocRef(source_id, doc_id), set())
+                if token is not None:
+                    tokens.add(token)
+        missing = [(r.source_id, r.doc_id) for r in wanted if r not in found]
+        for i in range(0, len(missing), 200):
+            part = missing[i : i + 200]
+            for source_id, doc_id, tokens in conn.execute(
+                select(
+                    source_documents.c.source_id, source_documents.c.doc_id, source_documents.c.acl_tokens
+                ).where(tuple_(source_documents.c.source_id, source_documents.c.doc_id).in_(part))
+            ).all():
+                found[DocRef(source_id, doc_id)] = {t for t in (tokens or []) if isinstance(t, str)}
+    for ref, tokens in found.items():
+        out[ref] = frozenset(tokens)
+    return out
+
+
+def tokens_may_read(tokens: frozenset[str], document_acl: frozenset[str] | None) -> bool:
+    """The document-read rule: a shared token (``public``, ``user:<id>``, ``group:<id>``). No ACL: no."""
+    return bool(document_acl) and bool(tokens & document_acl)  # type: ignore[operator]
+
+
+class Reader:
+    """What one principal may read, with the ACL lookups cached for the life of this object (one request)."""
+
+    def __init__(self, rt: Runtime, principal: Principal) -> None:
+        self.rt = rt
+        self.principal = principal
+        self.tokens = frozenset(principal.acl_tokens)
+        self._acls: dict[DocRef, frozenset[str] | None] = {}
+
+    def load(self, refs: Iterable[DocRef]) -> None:
+        todo = [r for r in set(refs) if r not in self._acls]
+        if todo:
+            self._acls.update(document_acls(self.rt, todo))
+
+    def may_read(self, ref: DocRef) -> bool:
+        self.load([ref])
+        return tokens_may_read(self.tokens, self._acls.get(ref))
+
+    def unreadable(self, refs: Iterable[DocRef]) -> list[DocRef]:
+        refs = list(refs)
+        self.load(refs)
+        return sorted({r for r in refs if not self.may_read(r)}, key=lambda r: r.key)
+
+
+def may_read(rt: Runtime, principal: Principal, source_id: str, doc_id: str) -> bool:
+    """Whether ``principal`` may read the document now (its current ACL; unknown documents: no)."""
+    return Reader(rt, principal).may_read(DocRef(source_id, doc_id))
+
+
+may_read_source = may_read  # the name other modules were told to call
+
+
+# ------------------------------------------------------------------------------------------------ text
+def _sentences(line: str) -> list[str]:
+    """``line`` cut after each sentence end (citation markers stay with their sentence); joins back exactly
+    with single spaces where the split happened."""
+    parts: list[str] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(line):
+        end = m.end(1)
+        parts.append(line[start:end])
+        start = m.end()
+    parts.append(line[start:])
+    return [p for p in parts if p]
+
+
+def redact_text(text: Any, cited: dict[str, DocRef | None], unreadable: set[DocRef], *, tainted: bool) -> Any:
+    """``text`` with each sentence from an unreadable document replaced by the marker.
+
+    ``cited`` maps citation ids (``S1``…) to their documents (``None``: unknown, treated as unreadable).
+    ``tainted``: the item used an unreadable document, so uncited sentences are redacted too.
+    """
+    if not isinstance(text, str) or not text:
+        return text
+    if not unreadable and not tainted and all(v is not None for v in cited.values()):
+        unknown = {c for c in _CITE.findall(text) if c not in cited}
+        if not unknown:
+            return text
+    out_lines = []
+    for line in text.split("\n"):
+        pieces: list[str] = []
+        pending = 0
+        for sentence in _sentences(line):
+            if _MARKER.fullmatch(sentence.strip()):
+                pending += int(_MARKER.fullmatch(sentence.strip()).group(1))  # type: ignore[union-attr]
+                continue
+            ids = _CITE.findall(sentence)
+            if ids:
+                hide = any(cited.get(c) is None or cited[c] in unreadable for c in ids)
+            else:
+                hide = tainted and bool(sentence.strip())
+            if hide:
+                pending += 1
+                continue
+            if pending:
+                pieces.append(redaction(pending))
+                pending = 0
+            pieces.append(sentence)
+        if pending:
+            pieces.append(redaction(pending))
+        out_lines.append(" ".join(pieces))
+    return "\n".join(out_lines)
+
+
+def _scrub(value: Any, keys: list[str]) -> Any:
+    """Any string naming an unreadable document (``source/doc``) becomes the marker; containers recurse."""
+    if isinstance(value, str):
+        return redaction() if any(k in value for k in keys) else value
+    if isinstance(value, list):
+        return [_scrub(v, keys) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v, keys) for k, v in value.items()}
+    return value
+
+
+def _redact_citation(c: dict[str, Any]) -> dict[str, Any]:
+    return {"id": c.get("id"), "redacted": True, "title": redaction(), "heading": "", "url": None}
+
+
+def _ref_of(d: dict[str, Any]) -> DocRef | None:
+    """The document a citation or retrieved entry names (``source_id``/``doc_id``, else its ``chunk_id``
+    ``source/doc#n``); ``None`` when it names none (callers treat that as unreadable)."""
+    source = d.get("source_id") or d.get("source")
+    doc = d.get("doc_id")
+    if isinstance(source, str) and isinstance(doc, str):
+        return DocRef(source, doc)
+    chunk = d.get("chunk_id")
+    if isinstance(chunk, str) and "/" in chunk:
+        source, _, rest = chunk.partition("/")
+        doc = rest.rsplit("#", 1)[0] if "#" in rest else rest
+        if source and doc:
+            return DocRef(source, doc)
+    return None
+
+
+def _safe_citation(c: dict[str, Any]) -> dict[str, Any]:
+    out = dict(c)
+    if "url" in out:
+        out["url"] = safe_url(out["url"])
+    return out
+
+
+def redact_parts(
+    reader: Reader,
+    *,
+    citations: list[Any],
+    texts: dict[str, Any],
+    extra_refs: Iterable[DocRef] = (),
+) -> tuple[list[Any], dict[str, Any], list[DocRef]]:
+    """Redact citations and free texts of one item for ``reader``. Returns (citations, texts, unreadable)."""
+    cited: dict[str, DocRef | None] = {}
+    refs: list[DocRef] = list(extra_refs)
+    for c in citations:
+        if isinstance(c, dict) and isinstance(c.get("id"), str):
+            ref = _ref_of(c)
+            cited[c["id"]] = ref
+            if ref is not None:
+                refs.append(ref)
+    unreadable = set(reader.unreadable(refs))
+    tainted = bool(unreadable) or any(v is None for v in cited.values())
+    out_citations = []
+    for c in citations:
+        if not isinstance(c, dict):
+            out_citations.append(redaction())
+            continue
+        ref = _ref_of(c)
+        out_citations.append(_redact_citation(c) if ref is None or ref in unreadable else _safe_citation(c))
+    out_texts = {k: redact_text(v, cited, unreadable, tainted=tainted) for k, v in texts.items()}
+    return out_citations, out_texts, sorted(unreadable, key=lambda r: r.key)
+
+
+# ------------------------------------------------------------------------------------------------ traces
+def may_list_all_traces(rt: Runtime, principal: Principal) -> bool:
+    """``traces.read_all``: which *requests* you may open (never which documents you may read)."""
+    return bool(
+        rt.authorizer.authorize(principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}").allowed
+    )
+
+
+def trace_list_filter(rt: Runtime, principal: Principal) -> str | None:
+    """``None`` when the principal may list every request, else the stored key of their own id."""
+    from charter.pipeline import traces_for
+
+    return None if may_list_all_traces(rt, principal) else traces_for(rt).principal_key(principal.id)
+
+
+def redact_trace(rt: Runtime, principal: Principal, doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored trace document with every part from an unreadable document redacted."""
+    reader = Reader(rt, principal)
+    retrieved = [r for r in doc.get("retrieved") or [] if isinstance(r, dict)]
+    retrieved_refs = [ref for r in retrieved if (ref := _ref_of(r)) is not None]
+    citations, texts, unreadable = redact_parts(
+        reader,
+        citations=list(doc.get("citations") or []),
+        texts={"answer": doc.get("answer"), "agent_notes": doc.get("agent_notes")},
+        extra_refs=retrieved_refs,
+    )
+    out = dict(doc)
+    out["citations"] = citations
+    out.update(texts)
+    if not unreadable:
+        return out
+    keys = [r.key for r in unreadable]
+    bad = set(unreadable)
+    out["retrieved"] = [
+        {"rank": r.get("rank"), "redacted": True, "chunk_id": redaction()} if _ref_of(r) in bad else r
+        for r in retrieved
+    ]
+    for name, value in list(out.items()):
+        if name not in ("citations", "answer", "agent_notes", "retrieved", "question"):
+            out[name] = _scrub(value, keys)
+    out["redacted_sources"] = len(unreadable)
+    return out
+
+
+def visible_trace(rt: Runtime, principal: Principal, request_id: str) -> dict[str, Any]:
+    """The trace ``request_id`` as ``principal`` may see it; NotFound (same as a missing id) if not theirs."""
+    from charter.pipeline import traces_for
+
+    store = traces_for(rt)
+    try:
+        doc = store.get(request_id)
+    except NotFound:
+        raise NotFound(f"no trace {request_id!r}") from None
+    if doc.get("principal_id") != store.principal_key(principal.id) and not may_list_all_traces(
+        rt, principal
+    ):
+        raise NotFound(f"no trace {request_id!r}")
+    return redact_trace(rt, principal, doc)
+
+
+# ------------------------------------------------------------------------------------------------ reviews
+def item_sources(item: ReviewItem) -> list[DocRef]:
+    """The documents a draft cites or notes (its citations; agent notes cite the same ids)."""
+    out = []
+    for c in item.citations or []:
+        if isinstance(c, dict) and (ref := _ref_of(c)) is not None:
+            out.append(ref)
+    return out
+
+
+def _unknown_citations(item: ReviewItem) -> bool:
+    return any(not isinstance(c, dict) or _ref_of(c) is None for c in item.citations or [])
+
+
+def may_read_item(rt: Runtime, principal: Principal, item: ReviewItem, reader: Reader | None = None) -> bool:
+    """Whether ``principal`` may read every source ``item`` cites (eligibility to review it)."""
+    if _unknown_citations(item):
+        return False
+    return not (reader or Reader(rt, principal)).unreadable(item_sources(item))
+
+
+def is_eligible_reviewer(rt: Runtime, principal: Principal, item: ReviewItem) -> bool:
+    """May decide ``item`` now, as far as roles and reading go: holds a role it is with (or is the user it
+    escalated to), is not the submitter, is active, and may read every source it cites."""
+    from charter.review import reviewer_roles
+
+    if principal.id == item.submitter or not principal.active:
+        return False
+    assigned_user = getattr(item, "assigned_user", None)
+    by_role = bool(set(reviewer_roles(rt, item)) & set(principal.roles))
+    if not by_role and principal.id != assigned_user:
+        return False
+    return may_read_item(rt, principal, item)
+
+
+def eligible_reviewers(rt: Runtime, item: ReviewItem, roles: Iterable[str] | None = None) -> list[str]:
+    """Ids of principals who hold one of ``roles`` (default: the roles the item is with), are not the
+    submitter, and may read every source the item cites."""
+    from charter.review import reviewer_roles
+
+    wanted = set(reviewer_roles(rt, item) if roles is None else roles)
+    out = []
+    for p in rt.charter.principals.values():
+        if p.id == item.submitter or not p.active or not (set(p.roles) & wanted):
+            continue
+        if may_read_item(rt, p, item):
+            out.append(p.id)
+    return sorted(out)
+
+
+def restricting_owners(rt: Runtime, item: ReviewItem, readers: Iterable[str]) -> list[str]:
+    """Owners of the sources that stop ``readers`` (the role's members) from reviewing ``item``; the
+    charter's ``owners.sources`` when a source has no owner. In source order, without duplicates."""
+    members = [rt.charter.principals[r] for r in readers if r in rt.charter.principals]
+    blocking: list[str] = []
+    for ref in item_sources(item):
+        blocked = not members or any(not Reader(rt, m).may_read(ref) for m in members)
+        if blocked and ref.source_id not in blocking:
+            blocking.append(ref.source_id)
+    owners: list[str] = []
+    for source_id in blocking:
+        try:
+            owner = rt.spec.source(source_id).owner
+        except KeyError:
+            owner = None
+        owner = owner or getattr(rt.spec.owners, "sources", None)
+        if owner and owner not in owners:
+            owners.append(owner)
+    return owners
+
+
+def may_see_review(rt: Runtime, principal: Principal, item: ReviewItem) -> bool:
+    """The submitter, or an eligible reviewer (see :func:`is_eligible_reviewer`)."""
+    return item.submitter == principal.id or is_eligible_reviewer(rt, principal, item)
+
+
+def visible_review(rt: Runtime, principal: Principal, item_id: str) -> ReviewItem:
+    """The review item, or NotFound with the same message whether it is missing or not visible."""
+    from charter.review import get_review
+
+    try:
+        item = get_review(rt, item_id)
+    except NotFound:
+        raise NotFound(f"no review item {item_id!r}") from None
+    if not may_see_review(rt, principal, item):
+        raise NotFound(f"no review item {item_id!r}")
+    return item
+
+
+def redact_review(rt: Runtime, principal: Principal, item: ReviewItem) -> dict[str, Any]:
+    """``item`` as a dict for ``principal``: parts from unreadable documents redacted (draft, notes, edit,
+    diff), and the reviewer roles / eligibility it is routed by."""
+    from charter.review import reviewer_roles
+
+    reader = Reader(rt, principal)
+    d = item.to_dict()
+    citations, texts, unreadable = redact_parts(
+        reader,
+        citations=list(item.citations or []),
+        texts={
+            "draft": item.draft,
+            "agent_notes": item.agent_notes if isinstance(item.agent_notes, str) else None,
+            "final_text": item.final_text,
+            "diff": item.diff,
+        },
+    )
+    d["citations"] = citations
+    for k, v in texts.items():
+        if k == "agent_notes" and not isinstance(item.agent_notes, str):
+            notes = item.agent_notes if isinstance(item.agent_notes, list) else []
+            d[k] = [
+                redact_text(n, {}, set(unreadable), tainted=bool(unreadable)) if isinstance(n, str) else n
+                for n in notes
+            ]
+        else:
+            d[k] = v
+    if unreadable:
+        d["redacted_sources"] = len(unreadable)
+    d["reviewer_roles"] = reviewer_roles(rt, item)
+    return d
+
+
+# ------------------------------------------------------------------------------------------------ approvals
+def visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any:
+    """An approval request: the requester's, or one a holder of an approver role may see; NotFound (the
+    same as a missing id) otherwise."""
+    from charter.review import approver_roles, get_approval
+
+    try:
+        action = get_approval(rt, approval_id)
+    except NotFound:
+        raise NotFound(f"no approval request {approval_id!r}") from None
+    if action.requester != principal.id and not set(approver_roles(rt, action)) & set(principal.roles):
+        raise NotFound(f"no approval request {approval_id!r}")
+    return action
+
+
+def assigned_to(rt: Runtime, principal: Principal, item_id: str | None = None) -> bool:
+    """Whether an open draft (``item_id``, or any) escalated to ``principal`` as the owner of a restricting
+    source: that escalation is their grant to use the review queue, as ``review.escalations`` is for roles."""
+    from sqlalchemy import select
+
+    from charter.review._tables import review_items
+
+    q = select(review_items.c.id).where(
+        review_items.c.assigned_user == principal.id, review_items.c.status.in_(("pending", "escalated"))
+    )
+    if item_id is not None:
+        q = q.where(review_items.c.id == item_id)
+    with rt.store.connect() as conn:
+        return conn.execute(q.limit(1)).first() is not None
