@@ -34,7 +34,7 @@ from charter.retrieval._embedding import (
     get_embedder,
     registered_embedders,
 )
-from charter.retrieval._index import Index, UpsertResult
+from charter.retrieval._index import EmbedderMismatch, Index, UpsertResult
 from charter.retrieval._lexical import analyse
 from charter.retrieval._types import Chunk, DocState, Hit
 
@@ -43,6 +43,7 @@ __all__ = [
     "DocState",
     "Embedder",
     "Hit",
+    "EmbedderMismatch",
     "Index",
     "MiniLMEmbedder",
     "UpsertResult",
