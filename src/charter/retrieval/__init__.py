@@ -30,6 +30,7 @@ from charter.retrieval._chunking import chunk_document, count_tokens
 from charter.retrieval._embedding import (
     Embedder,
     MiniLMEmbedder,
+    OpenAIEmbedder,
     embedder,
     get_embedder,
     registered_embedders,
@@ -46,6 +47,7 @@ __all__ = [
     "EmbedderMismatch",
     "Index",
     "MiniLMEmbedder",
+    "OpenAIEmbedder",
     "UpsertResult",
     "analyse",
     "chunk_document",
