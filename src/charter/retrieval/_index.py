@@ -129,9 +129,15 @@ class Index:
     def _record_embedder(self, conn: Connection, *, replace: bool = False) -> None:
         name = self.embedder.name
         built = conn.execute(_BUILT_WITH).scalar()
-        if built is None:
-            conn.execute(insert(meta).values(key="embedder", value=name))
-        elif built != name:
+        if built is None:  # two first writers may race (PostgreSQL): the first insert wins, then compare
+            if self.store.is_sqlite:
+                conn.execute(insert(meta).prefix_with("OR IGNORE").values(key="embedder", value=name))
+            else:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                conn.execute(pg_insert(meta).values(key="embedder", value=name).on_conflict_do_nothing())
+            built = conn.execute(_BUILT_WITH).scalar()
+        if built != name:
             if not replace:
                 raise EmbedderMismatch(str(built), name)
             conn.execute(update(meta).where(meta.c.key == "embedder").values(value=name))
