@@ -65,7 +65,13 @@ class Site:
         f = self.root / name
         if "/" in name or not f.is_file():
             return 404, b"not here", {"Content-Type": "text/plain"}
-        ctype = "text/html" if name.endswith(".html") else "text/css" if name.endswith(".css") else "image/svg+xml"
+        ctype = (
+            "text/html"
+            if name.endswith(".html")
+            else "text/css"
+            if name.endswith(".css")
+            else "image/svg+xml"
+        )
         data = f.read_bytes()
         if name == "index.html":  # the traps are linked from the start page
             at = data.index(b">", data.index(b"<body")) + 1
@@ -73,8 +79,7 @@ class Site:
                 data[:at]
                 + b'<a href="loop-a.html">loop</a> <a href="away.html">away</a> <a href="big.html">big</a> '
                 b'<a href="private/secret.html">private</a> <a href="index-copy.html">copy</a> '
-                b'<a href="tutorial.html">tutorial</a> <a href="preface.html">preface</a>'
-                + data[at:]
+                b'<a href="tutorial.html">tutorial</a> <a href="preface.html">preface</a>' + data[at:]
             )
         return 200, data, {"Content-Type": ctype}
 
@@ -87,7 +92,7 @@ def serve(pages: list[str] | None = None) -> Iterator[Site]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             with site.lock:
                 site.hits[path] += 1

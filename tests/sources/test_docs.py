@@ -60,7 +60,12 @@ def test_acl_sidecar_example_parses() -> None:
 
 def test_public_names_are_pinned() -> None:
     assert set(charter.sources.__all__) == {
+        "AclEntry",
         "AclParseError",
+        "Deleted",
+        "Moved",
+        "Unchanged",
+        "acl_freshness",
         "Connector",
         "ConnectorContext",
         "Document",

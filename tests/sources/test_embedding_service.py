@@ -53,9 +53,23 @@ def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2-emb",
-                "--embedding", "true", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                "--n_threads", "1",
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--model_alias",
+                "smollm2-emb",
+                "--embedding",
+                "true",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -87,7 +101,12 @@ def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_provider_embeds_through_the_real_server(embedding_server: str) -> None:
     emb = OpenAIEmbedder(embedding_server, "smollm2-emb", batch_size=2, concurrency=2, timeout=60)
-    texts = ["Refunds reach the card in five days.", "Invoices are sent monthly.", "Card refunds take days.", "x"]
+    texts = [
+        "Refunds reach the card in five days.",
+        "Invoices are sent monthly.",
+        "Card refunds take days.",
+        "x",
+    ]
     vecs = emb.embed(texts)
     assert vecs.shape == (4, emb.dim) and emb.dim > 100
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
@@ -142,7 +161,7 @@ class _Flaky(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         _Flaky.calls += 1
         n = int(self.headers.get("Content-Length", "0"))
         import json

@@ -44,7 +44,9 @@ def commit(repo: Path, msg: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-REFUND = "# Refund runbook\n\nPayments team: reverse the charge with token snorkwell.\n" + "Step detail. " * 40
+REFUND = (
+    "# Refund runbook\n\nPayments team: reverse the charge with token snorkwell.\n" + "Step detail. " * 40
+)
 INTRO = "# Welcome\n\nGeneral runbook introduction, word glimbart.\n"
 README = "Public readme with the word fennigal.\n"
 PAGE = "<html><head><title>Status page</title></head><body><h1>Status</h1><p>word hovrack</p></body></html>"
@@ -83,14 +85,21 @@ def git_source(location: str, **git_opts: Any) -> dict[str, Any]:
             {"path": "runbooks/payments/**", "acl": ["group:finance"]},
             {"path": "board/**", "acl": ["group:pricing-committee", "user:lena"]},
         ],
-        "git": {"branch": "main", "acl_file": ".acl", "url_template": "https://git.example/kb/blob/{commit}/{path}", **git_opts},
+        "git": {
+            "branch": "main",
+            "acl_file": ".acl",
+            "url_template": "https://git.example/kb/blob/{commit}/{path}",
+            **git_opts,
+        },
     }
 
 
 def test_git_sync_renames_deletions_acl_and_force_push(ws: Workspace, repo: Path) -> None:
     ws.configure([git_source(repo.as_uri())])  # a clone URL: mirrored under .charter/git
     s = ws.sync()["runbooks"]
-    assert (s.status, s.added, s.private_by_default) == ("succeeded", 5, 1), s.as_dict()  # status.html: no rule
+    assert (s.status, s.added, s.private_by_default) == ("succeeded", 5, 1), (
+        s.as_dict()
+    )  # status.html: no rule
     index = Index.for_runtime(ws.rt)
     head = git(repo, "rev-parse", "HEAD")
     canaries = {
@@ -103,7 +112,10 @@ def test_git_sync_renames_deletions_acl_and_force_push(ws: Workspace, repo: Path
     }
     check_matrix(ws.rt, index, "runbooks", canaries)
     rows = {r["doc_id"]: r for r in source_documents_listing(ws.rt, "runbooks")}
-    assert rows["runbooks/payments/refund.md"]["url"] == f"https://git.example/kb/blob/{head}/runbooks/payments/refund.md"
+    assert (
+        rows["runbooks/payments/refund.md"]["url"]
+        == f"https://git.example/kb/blob/{head}/runbooks/payments/refund.md"
+    )
     assert (ws.base / ".charter" / "git" / "runbooks.git").is_dir()
 
     # a rename (moved: chunks kept), a modification, a deletion
@@ -114,11 +126,14 @@ def test_git_sync_renames_deletions_acl_and_force_push(ws: Workspace, repo: Path
     before = CountingEmbedder.texts
     s = ws.sync()["runbooks"]
     assert (s.moved, s.updated, s.deleted, s.added, s.unchanged) == (1, 2, 1, 0, 2), s.as_dict()
-    assert CountingEmbedder.texts - before <= 3  # only the refund's changed chunk(s); the move re-embeds nothing
+    assert (
+        CountingEmbedder.texts - before <= 3
+    )  # only the refund's changed chunk(s); the move re-embeds nothing
     states = index.document_states("runbooks")
     assert "runbooks/general/welcome.md" in states and "runbooks/general/intro.md" not in states
-    from charter.sources._tables import source_documents
     from sqlalchemy import select
+
+    from charter.sources._tables import source_documents
 
     with ws.rt.store.connect() as conn:
         versions = dict(conn.execute(select(source_documents.c.doc_id, source_documents.c.revision)).all())
@@ -157,7 +172,9 @@ def test_git_local_path_reads_committed_objects_only(ws: Workspace, repo: Path) 
     write(repo, "runbooks/general/draft.md", "# Draft\n\nnot committed\n")  # working tree only
     ws.configure([git_source(str(repo))])
     s = ws.sync()["runbooks"]
-    assert s.added == 5 and "runbooks/general/draft.md" not in Index.for_runtime(ws.rt).document_states("runbooks")
+    assert s.added == 5 and "runbooks/general/draft.md" not in Index.for_runtime(ws.rt).document_states(
+        "runbooks"
+    )
     ws.configure([git_source(str(repo), branch="nope")])
     s = ws.sync()["runbooks"]
     assert s.status == "failed" and len(Index.for_runtime(ws.rt).document_states("runbooks")) == 5

@@ -59,7 +59,12 @@ def create_kb(url: str) -> sa.Engine:
         for i, (doc_id, (word, acl)) in enumerate(CANARIES.items()):
             c.execute(
                 sa.text("INSERT INTO articles (id, title, body, updated_at) VALUES (:i, :t, :b, :u)"),
-                {"i": doc_id, "t": f"Article {doc_id}", "b": f"Billing note {i}: the word is {word}.", "u": T0},
+                {
+                    "i": doc_id,
+                    "t": f"Article {doc_id}",
+                    "b": f"Billing note {i}: the word is {word}.",
+                    "u": T0,
+                },
             )
             for token in acl:
                 c.execute(sa.text("INSERT INTO grants VALUES (:i, :p)"), {"i": doc_id, "p": token})
@@ -106,10 +111,14 @@ def test_sql_full_incremental_tombstone_and_acl_only(ws: Workspace, kb_url: str)
             sa.text("UPDATE articles SET body = :b, updated_at = :u WHERE id = 'a-sup'"),
             {"b": "Billing note: the word is quimvex, refunds take five days.", "u": T0 + timedelta(hours=1)},
         )
-        c.execute(sa.text("UPDATE articles SET deleted = TRUE, updated_at = :u WHERE id = 'a-pub'"), {"u": T0})
+        c.execute(
+            sa.text("UPDATE articles SET deleted = TRUE, updated_at = :u WHERE id = 'a-pub'"), {"u": T0}
+        )
         c.execute(sa.text("DELETE FROM articles WHERE id = 'a-two'"))
         c.execute(
-            sa.text("INSERT INTO articles (id, title, body, updated_at) VALUES ('a-new', 'New', 'fresh', :u)"),
+            sa.text(
+                "INSERT INTO articles (id, title, body, updated_at) VALUES ('a-new', 'New', 'fresh', :u)"
+            ),
             {"u": T0 + timedelta(hours=2)},
         )
         c.execute(sa.text("INSERT INTO grants VALUES ('a-new', 'group:support')"))
@@ -171,7 +180,9 @@ def test_sql_credentials_only_by_environment_variable(monkeypatch: pytest.Monkey
         make_source(connector="sql", location="postgresql://u:hunter2@db/kb", sql={"table": "t"})
     with pytest.raises(ValidationError, match="exactly one of"):
         make_source(connector="sql", location="sqlite:///x.db", sql={"table": "t", "query": "SELECT 1"})
-    src = make_source(connector="sql", location="postgresql://u@db/kb", sql={"table": "t", "password_env": "KB_PW"})
+    src = make_source(
+        connector="sql", location="postgresql://u@db/kb", sql={"table": "t", "password_env": "KB_PW"}
+    )
     from charter.sources import ConnectorContext, SourceUnavailable, get_connector
 
     monkeypatch.delenv("KB_PW", raising=False)

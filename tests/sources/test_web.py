@@ -62,7 +62,9 @@ def test_crawl_of_the_postgresql_manual(ws: Workspace) -> None:
         assert site.hits["/index.html"] == 1 and site.hits["/index-copy.html"] == 1
         index = Index.for_runtime(ws.rt)
         states = index.document_states("pgdocs")
-        assert f"{site.base}/index.html" in states and f"{site.base}/index-copy.html" not in states  # canonical
+        assert (
+            f"{site.base}/index.html" in states and f"{site.base}/index-copy.html" not in states
+        )  # canonical
         assert 20 <= len(states) <= 40
         tutorial = f"{site.base}/tutorial.html"
         preface = f"{site.base}/preface.html"
@@ -81,13 +83,17 @@ def test_crawl_of_the_postgresql_manual(ws: Workspace) -> None:
         assert CountingEmbedder.texts == before
 
         # one page changes at the source: only it is re-read and re-embedded
-        site.overrides["preface.html"] = b"<html><head><title>Preface</title></head><body><h1>Preface</h1><p>rewritten preface</p></body></html>"
+        site.overrides["preface.html"] = (
+            b"<html><head><title>Preface</title></head><body><h1>Preface</h1><p>rewritten preface</p></body></html>"
+        )
         s = ws.sync()["pgdocs"]
         assert (s.updated, s.unchanged) == (1, len(states) - 1), s.as_dict()
         assert sum(site.hits.values()) > hits_before
 
         # ACL change in the charter: --acl-only, no request to the site, no embedding
-        ws.configure([web_source(site.base, [*RULES, {"path": "/tutorial*.html", "acl": ["group:platform"]}])])
+        ws.configure(
+            [web_source(site.base, [*RULES, {"path": "/tutorial*.html", "acl": ["group:platform"]}])]
+        )
         hits, before = sum(site.hits.values()), CountingEmbedder.texts
         [s] = sync_sources(ws.rt, acl_only=True)
         assert s.acl_changed >= 1 and sum(site.hits.values()) == hits and CountingEmbedder.texts == before
@@ -98,11 +104,17 @@ def test_crawl_of_the_postgresql_manual(ws: Workspace) -> None:
 def test_sitemap_mode_and_limits(ws: Workspace, tmp_path: Any) -> None:
     pages = ["tutorial.html", "preface.html", "intro-whatis.html", "history.html"]
     with serve(pages) as site:
-        urls = "".join(f"<url><loc>{site.base}/{p}</loc></url>" for p in pages + ["big.html", "private/secret.html"])
+        urls = "".join(
+            f"<url><loc>{site.base}/{p}</loc></url>" for p in [*pages, "big.html", "private/secret.html"]
+        )
         site.overrides["sitemap.xml"] = (
-            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">' + urls + "</urlset>"
+            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            + urls
+            + "</urlset>"
         ).encode()
-        ws.configure([web_source(site.base, RULES, sitemap=f"{site.base}/sitemap.xml", content_types=["text/html"])])
+        ws.configure(
+            [web_source(site.base, RULES, sitemap=f"{site.base}/sitemap.xml", content_types=["text/html"])]
+        )
         s = ws.sync()["pgdocs"]
         assert s.added == 4 and s.failed == 2, s.as_dict()  # big.html too large, secret disallowed by robots
         assert "robots.txt" in failures(s) and site.hits["/private/secret.html"] == 0

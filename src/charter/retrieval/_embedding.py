@@ -278,6 +278,10 @@ class OpenAIEmbedder:
             self._dim = int(self._request(["dimension probe"]).shape[1])
         return self._dim
 
+    @dim.setter
+    def dim(self, value: int) -> None:
+        self._dim = value
+
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -304,7 +308,7 @@ class OpenAIEmbedder:
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random()))
+                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random()))  # noqa: S311 - jitter
             try:
                 self.requests += 1
                 r = self._client.post(url, json=body)

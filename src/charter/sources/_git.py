@@ -238,8 +238,9 @@ class GitConnector:
                 i += 1
                 continue
             if status.startswith(("R", "C")):
-                src, dst = parts[i + 1].decode("utf-8", "surrogateescape"), parts[i + 2].decode(
-                    "utf-8", "surrogateescape"
+                src, dst = (
+                    parts[i + 1].decode("utf-8", "surrogateescape"),
+                    parts[i + 2].decode("utf-8", "surrogateescape"),
                 )
                 if status.startswith("R"):
                     renames[dst] = src

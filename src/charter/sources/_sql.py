@@ -59,7 +59,9 @@ def _url(ctx: ConnectorContext, opts: SqlOptions) -> str:
     if opts.url_env:
         value = os.environ.get(opts.url_env)
         if not value:
-            raise SourceUnavailable(f"source {sid!r}: environment variable {opts.url_env} (sql.url_env) is not set")
+            raise SourceUnavailable(
+                f"source {sid!r}: environment variable {opts.url_env} (sql.url_env) is not set"
+            )
         url = make_url(value)
     else:
         url = make_url(ctx.source.location)
@@ -176,7 +178,10 @@ class SqlConnector:
         engine, opts = self._engine(ctx)
         sid = ctx.source.id
         base = self._base(engine, opts)
-        c = lambda name: self._col(engine, name)  # noqa: E731
+
+        def c(name: str) -> str:
+            return self._col(engine, name)
+
         since = None
         if ctx.cursor and opts.updated_column and "max" in ctx.cursor:
             since = _from_cursor(ctx.cursor["max"])
@@ -196,22 +201,22 @@ class SqlConnector:
                         )
                     ).tuples()
                     changed: set[str] = set()
-                    for row in listing:
-                        doc_id = _as_text(row[0])
+                    for item in listing:
+                        doc_id = _as_text(item[0])
                         if not doc_id:
                             continue
-                        tomb = bool(row[2]) if opts.tombstone_column else False
+                        tomb = bool(item[2]) if opts.tombstone_column else False
                         if tomb:
                             yield Deleted(doc_id)
                             continue
-                        if row[1] is not None and _greater(row[1], since):
+                        if item[1] is not None and _greater(item[1], since):
                             changed.add(doc_id)
                             continue
                         if doc_id not in ctx.known:
                             changed.add(doc_id)  # never indexed (or failed before): read it
                             continue
                         seen.add(doc_id)
-                        acl, err = self._acl_for(opts, doc_id, row[-1] if opts.acl_column else None, grants)
+                        acl, err = self._acl_for(opts, doc_id, item[-1] if opts.acl_column else None, grants)
                         known = opts.grants_query is not None or opts.acl_column is not None
                         yield Unchanged(doc_id, acl, err, acl_known=known)
                     if not changed:
@@ -220,7 +225,8 @@ class SqlConnector:
                 rows = conn.execution_options(stream_results=True).execute(
                     text(f"SELECT * FROM ({base}) AS charter_q")
                 )
-                for row in rows.mappings():
+                for rec in rows.mappings():
+                    row: Any = rec
                     doc_id = _as_text(row.get(opts.id_column))
                     if not doc_id or doc_id in seen:
                         if not doc_id:
@@ -269,7 +275,10 @@ class SqlConnector:
         """Current ACL per document id: the id listing and the ACL column or grants query only."""
         engine, opts = self._engine(ctx)
         base = self._base(engine, opts)
-        c = lambda name: self._col(engine, name)  # noqa: E731
+
+        def c(name: str) -> str:
+            return self._col(engine, name)
+
         cols = [c(opts.id_column)]
         if opts.tombstone_column:
             cols.append(c(opts.tombstone_column))
@@ -278,7 +287,9 @@ class SqlConnector:
         try:
             with engine.connect() as conn:
                 grants = self._grants(conn, opts)
-                for row in conn.execute(text(f"SELECT {', '.join(cols)} FROM ({base}) AS charter_q")).tuples():
+                for row in conn.execute(
+                    text(f"SELECT {', '.join(cols)} FROM ({base}) AS charter_q")
+                ).tuples():
                     doc_id = _as_text(row[0])
                     if not doc_id or (opts.tombstone_column and row[1]):
                         continue  # a tombstone: not listed, so the ACL sync deletes it

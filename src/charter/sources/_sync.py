@@ -842,9 +842,7 @@ def sync_sources(
         if not sources:
             known = ", ".join(s.id for s in rt.spec.sources) or "none"
             raise UsageError(f"unknown source {source_id!r} (known: {known})")
-    syncer = Syncer(
-        rt, index, actor=actor, progress=progress, now=now, skip_busy=skip_busy, reembed=reembed
-    )
+    syncer = Syncer(rt, index, actor=actor, progress=progress, now=now, skip_busy=skip_busy, reembed=reembed)
     if acl_only:
         return [syncer.sync_acls(s) for s in sources]
     summaries = [syncer.sync(s) for s in sources]

@@ -153,7 +153,7 @@ class WebConnector:
                 rules = Protego.parse(r.text)
             elif r.status_code in (401, 403):
                 rules = Protego.parse("User-agent: *\nDisallow: /")  # RFC 9309: unauthorised = disallow all
-        except Exception:  # unreachable robots.txt: treated as "no rules" (RFC 9309 §2.3.1.3 for 4xx)
+        except Exception:  # noqa: S110 - unreachable robots.txt: "no rules" (RFC 9309 2.3.1.3)
             pass
         delay = rules.crawl_delay(self.opts.user_agent)
         if delay:
@@ -276,7 +276,9 @@ class WebConnector:
                 while frontier or in_flight:
                     while frontier and len(in_flight) < opts.concurrency and fetched < opts.max_pages:
                         url, depth = frontier.pop(0)
-                        validators = saved.get(url) if url in saved and saved[url].get("doc") in ctx.known else None
+                        validators = (
+                            saved.get(url) if url in saved and saved[url].get("doc") in ctx.known else None
+                        )
                         in_flight[pool.submit(self._safe_fetch, url, validators)] = (url, depth)
                         fetched += 1
                     if not in_flight:
@@ -370,18 +372,18 @@ def _links(body: bytes, base: str) -> tuple[list[str], str | None]:
     soup = BeautifulSoup(body, "html.parser")
     b = soup.find("base", href=True)
     if b is not None:
-        base = urljoin(base, str(b["href"]))  # type: ignore[index]
+        base = urljoin(base, str(b.get("href")))
     canonical = None
     for link in soup.find_all("link", href=True):
-        rel = link.get("rel") or []
+        rel: Any = link.get("rel") or []
         if "canonical" in rel:
             canonical = normalise_url(urljoin(base, str(link["href"])))
             break
     out: list[str] = []
     seen: set[str] = set()
     for a in soup.find_all("a", href=True):
-        rel = a.get("rel") or []
-        if "nofollow" in rel:
+        rel_a: Any = a.get("rel") or []
+        if "nofollow" in rel_a:
             continue
         href = str(a["href"]).strip()
         if not href or href.startswith(("mailto:", "javascript:", "tel:", "#")):

@@ -158,9 +158,7 @@ class AclRule(Section):
         description="Glob: `*` matches within one path segment, `**` across segments, e.g. "
         "`runbooks/payments/**` or `/internal/**`.",
     )
-    acl: list[str] = Field(
-        min_length=1, description="Tokens: `public`, `group:<id>`, `user:<id>`."
-    )
+    acl: list[str] = Field(min_length=1, description="Tokens: `public`, `group:<id>`, `user:<id>`.")
 
     @field_validator("acl")
     @classmethod
