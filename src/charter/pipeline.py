@@ -96,6 +96,7 @@ class RequestState:
     last_syncs: dict[str, datetime]
     index_version: str
     index_counters: tuple[int, int] | None = None  # (content, acl) counters, None when never indexed
+    acl_syncs: dict[str, datetime] = field(default_factory=dict)  # last full or --acl-only sync
 
 
 @cache
@@ -130,6 +131,14 @@ def _state_query() -> Any:
             null(),
             null(),
         ).where(source_state.c.last_success_at.is_not(None)),
+        select(
+            literal("aclsync"),
+            source_state.c.source_id,
+            null(),
+            source_state.c.acl_synced_at,
+            null(),
+            null(),
+        ).where(source_state.c.acl_synced_at.is_not(None)),
         select(literal("version"), versions.c.name, null(), null(), versions.c.counter, versions.c.stamp),
     )
 
@@ -142,12 +151,15 @@ def read_request_state(rt: Runtime) -> RequestState:
 
     switches: dict[str, Any] = {}
     syncs: dict[str, datetime] = {}
+    acl_syncs: dict[str, datetime] = {}
     counters: dict[str, tuple[int, str]] = {}
     for kind, name, value, at, counter, stamp in rt.store.read_constant(_state_query()):
         if kind == "switch":
             switches[name] = value
         elif kind == "sync":
             syncs[name] = at
+        elif kind == "aclsync":
+            acl_syncs[name] = at
         else:
             counters[name] = (int(counter), stamp)
     c, a = counters.get("content"), counters.get("acl")
@@ -157,6 +169,7 @@ def read_request_state(rt: Runtime) -> RequestState:
         last_syncs=syncs,
         index_version=Index.format_version(c, a),
         index_counters=None if c is None or a is None else (c[0], a[0]),
+        acl_syncs=acl_syncs,
     )
 
 
@@ -228,6 +241,13 @@ def retrieve(
                     excluded_stale.add(s.id)
                 else:
                     warnings.append(f"source {s.id} is stale (last sync {synced or 'never'})")
+            acl_synced = state.acl_syncs.get(s.id) or synced
+            acl_max_age = s.freshness.acl_max_age or s.freshness.max_age
+            if s.id in allowed_sources and (acl_synced is None or now - acl_synced > acl_max_age):
+                if s.freshness.on_acl_stale == "exclude":  # stale permissions: fail closed
+                    excluded_stale.add(s.id)
+                else:
+                    warnings.append(f"source {s.id} has stale ACLs (last ACL sync {acl_synced or 'never'})")
         sources = allowed_sources - excluded_stale
         hits = (
             index.search(

@@ -60,7 +60,12 @@ def test_acl_sidecar_example_parses() -> None:
 
 def test_public_names_are_pinned() -> None:
     assert set(charter.sources.__all__) == {
+        "AclEntry",
         "AclParseError",
+        "Deleted",
+        "Moved",
+        "Unchanged",
+        "acl_freshness",
         "Connector",
         "ConnectorContext",
         "Document",
@@ -106,3 +111,23 @@ def test_python_api_example_runs(
     assert "docs succeeded" in capsys.readouterr().out
     assert namespace["stale"] == [] and len(namespace["rows"]) == 1  # type: ignore[arg-type]
     namespace["rt"].close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["sql-example", "git-example", "web-example"])
+def test_connector_examples_are_valid_sources(name: str) -> None:
+    import yaml
+
+    from charter.spec import Source
+
+    [data] = yaml.safe_load(block(f"<!-- test: {name} -->", "yaml"))
+    source = Source.model_validate(data)
+    assert source.connector in connector_names()
+
+
+def test_embeddings_example_is_a_valid_retrieval_section() -> None:
+    import yaml
+
+    from charter.spec._schema import Retrieval
+
+    data = yaml.safe_load(block("<!-- test: embeddings-example -->", "yaml"))
+    assert Retrieval.model_validate(data["retrieval"]).embeddings is not None

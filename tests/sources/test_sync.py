@@ -47,6 +47,7 @@ def test_first_sync_adds_everything_and_records_run_state_and_audit(ws: Workspac
         "updated": 0,
         "acl_changed": 0,
         "deleted": 0,
+        "moved": 0,
         "unchanged": 0,
         "private_by_default": 0,
         "failed": 0,

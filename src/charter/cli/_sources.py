@@ -271,6 +271,26 @@ def sync(
         bool,
         typer.Option("--progress/--no-progress", help="Show a progress bar on stderr (off with --json)."),
     ] = True,
+    acl_only: Annotated[
+        bool,
+        typer.Option(
+            "--acl-only",
+            help="Only re-read ACLs (and deletions): fast, nothing is chunked or embedded. Keeps ACL "
+            "freshness (freshness.acl_max_age) between full syncs.",
+        ),
+    ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker",
+            help="Skip sources another process is syncing (start several workers on one PostgreSQL store "
+            "and they split the sources).",
+        ),
+    ] = False,
+    reembed: Annotated[
+        bool,
+        typer.Option("--reembed", help="Re-embed every document with the charter's (changed) embedder."),
+    ] = False,
 ) -> None:
     """Sync sources into the index: incremental, deletions propagate, ACL-only changes without re-embedding.
 
@@ -289,11 +309,14 @@ def sync(
             resource = f"source:{source}" if source else None
             rt.authorizer.require(principal, "sources.sync", resource, audit=rt.audit)
             actor = principal.id
+        if acl_only and reembed:
+            raise UsageError("--acl-only and --reembed cannot be combined")
+        kw: dict[str, Any] = {"acl_only": acl_only, "skip_busy": worker, "reembed": reembed}
         if progress and not as_json:
             with _RichProgress() as bar:
-                summaries = sync_sources(rt, source, actor=actor, progress=bar)
+                summaries = sync_sources(rt, source, actor=actor, progress=bar, **kw)
         else:
-            summaries = sync_sources(rt, source, actor=actor)
+            summaries = sync_sources(rt, source, actor=actor, **kw)
     finally:
         rt.close()
     data = {"sources": [s.as_dict() for s in summaries], "ok": all(s.ok for s in summaries)}
@@ -311,11 +334,15 @@ def _render_summaries(data: dict[str, Any]) -> None:
     )
     table.add_column("source", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for col in ("added", "upd", "acl", "del", "same", "priv", "fail"):
+    for col in ("added", "upd", "acl", "del", "moved", "same", "priv", "fail"):
         table.add_column(col, justify="right", no_wrap=True)
     for s in data["sources"]:
-        color = {"succeeded": "green", "partial": "yellow", "removed": "cyan"}.get(s["status"], "red")
+        color = {"succeeded": "green", "partial": "yellow", "removed": "cyan", "skipped": "cyan"}.get(
+            s["status"], "red"
+        )
         status = "ok" if s["status"] == "succeeded" else s["status"]
+        if s.get("mode") == "acl-only":
+            status += " (ACLs)"
         table.add_row(
             escape(s["source"]),
             f"[{color}]{status}[/]",
@@ -326,6 +353,7 @@ def _render_summaries(data: dict[str, Any]) -> None:
                     "updated",
                     "acl_changed",
                     "deleted",
+                    "moved",
                     "unchanged",
                     "private_by_default",
                     "failed",

@@ -30,11 +30,12 @@ from charter.retrieval._chunking import chunk_document, count_tokens
 from charter.retrieval._embedding import (
     Embedder,
     MiniLMEmbedder,
+    OpenAIEmbedder,
     embedder,
     get_embedder,
     registered_embedders,
 )
-from charter.retrieval._index import Index, UpsertResult
+from charter.retrieval._index import EmbedderMismatch, Index, UpsertResult
 from charter.retrieval._lexical import analyse
 from charter.retrieval._types import Chunk, DocState, Hit
 
@@ -42,9 +43,11 @@ __all__ = [
     "Chunk",
     "DocState",
     "Embedder",
+    "EmbedderMismatch",
     "Hit",
     "Index",
     "MiniLMEmbedder",
+    "OpenAIEmbedder",
     "UpsertResult",
     "analyse",
     "chunk_document",

@@ -11,20 +11,32 @@ Write your own::
         def embed(self, texts: list[str]) -> numpy.ndarray: ...   # (len(texts), dim) float32, L2-normalised
 
 and set ``retrieval.embedder: my-model`` in the charter.
+
+An embeddings *service* needs no code: ``retrieval.embedder: openai`` with an ``embeddings`` section
+(endpoint, model, batching, concurrency, retries, timeout) uses :class:`OpenAIEmbedder`, which speaks the
+OpenAI ``/v1/embeddings`` API (OpenAI, vLLM, text-embeddings-inference, Ollama, llama.cpp's server). Every
+vector goes through the index's content-hash cache (``retrieval_embeddings``, keyed by model and text
+hash), so an unchanged text is never sent twice, whichever source or sync it comes from.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from charter.errors import CharterRuntimeError, UsageError
+
+if TYPE_CHECKING:
+    from charter.spec._schema import EmbeddingService
 
 Vectors = npt.NDArray[np.float32]
 
@@ -190,3 +202,149 @@ class MiniLMEmbedder:
             )
             out[idx] = vecs
         return normalise(out)
+
+
+# ------------------------------------------------------------------------------------------ service
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class EmbeddingServiceError(CharterRuntimeError):
+    """The embeddings service failed (after retries) or answered something that is not embeddings."""
+
+
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible ``POST {endpoint}/embeddings`` service.
+
+    Invariants: the returned array has one L2-normalised row per input text, in input order; a batch
+    either succeeds whole or raises :class:`EmbeddingServiceError` (the sync then writes nothing for
+    those documents, and re-running it resumes). Batches of ``batch_size`` texts are sent with up to
+    ``concurrency`` requests in flight; 429/5xx/network errors are retried ``retries`` times with
+    exponential backoff and jitter (a ``Retry-After`` header is honoured, capped at 30 s). ``name`` is
+    ``openai:<model>``: the index refuses to query with a different model than the one that built it.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        batch_size: int = 64,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        retries: int = 3,
+        max_chars: int = 8000,
+    ) -> None:
+        import httpx
+
+        self.endpoint = endpoint.rstrip("/")
+        self.model = model
+        self.name = f"openai:{model}"
+        self.batch_size, self.concurrency = batch_size, concurrency
+        self.timeout, self.retries, self.max_chars = timeout, retries, max_chars
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            timeout=timeout,
+            headers=headers,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        self._dim: int | None = None
+        self.requests = 0  # requests sent (for tests and benchmarks)
+
+    @classmethod
+    def from_settings(cls, cfg: EmbeddingService) -> OpenAIEmbedder:
+        api_key = None
+        if cfg.api_key_env:
+            api_key = os.environ.get(cfg.api_key_env)
+            if not api_key:
+                raise UsageError(
+                    f"retrieval.embeddings.api_key_env names {cfg.api_key_env}, which is not set; "
+                    f"export {cfg.api_key_env}=<key> before running charter"
+                )
+        return cls(
+            cfg.endpoint,
+            cfg.model,
+            api_key=api_key,
+            batch_size=cfg.batch_size,
+            concurrency=cfg.concurrency,
+            timeout=cfg.timeout.total_seconds(),
+            retries=cfg.retries,
+            max_chars=cfg.max_chars,
+        )
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self._request(["dimension probe"]).shape[1])
+        return self._dim
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        self._dim = value
+
+    def embed(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        if len(batches) == 1 or self.concurrency == 1:
+            parts = [self._request(b) for b in batches]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batches))) as pool:
+                parts = list(pool.map(self._request, batches))
+        out = np.concatenate(parts, axis=0)
+        if self._dim is None:
+            self._dim = int(out.shape[1])
+        return normalise(out)
+
+    def _request(self, texts: list[str]) -> Vectors:
+        import httpx
+
+        body = {
+            "model": self.model,
+            "input": [t[: self.max_chars] if t.strip() else "." for t in texts],
+            "encoding_format": "float",
+        }
+        url = f"{self.endpoint}/embeddings"
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random()))  # noqa: S311 - jitter
+            try:
+                self.requests += 1
+                r = self._client.post(url, json=body)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if r.status_code in RETRYABLE_STATUS:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                retry_after = r.headers.get("retry-after", "")
+                if retry_after.isdigit() and attempt < self.retries:
+                    time.sleep(min(30.0, float(retry_after)))
+                continue
+            if r.status_code >= 400:
+                raise EmbeddingServiceError(
+                    f"embeddings service {url} refused the request: HTTP {r.status_code}: {r.text[:300]}"
+                )
+            return self._parse(r, len(texts))
+        raise EmbeddingServiceError(
+            f"embeddings service {url} failed after {self.retries + 1} attempts: {last}"
+        )
+
+    def _parse(self, r: Any, n: int) -> Vectors:
+        try:
+            data = r.json()["data"]
+            rows = sorted(data, key=lambda d: int(d.get("index", 0)))
+            vecs = [np.asarray(d["embedding"], dtype=np.float32) for d in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbeddingServiceError(f"the embeddings service answered no embeddings: {exc}") from None
+        if len(vecs) != n:
+            raise EmbeddingServiceError(f"the embeddings service returned {len(vecs)} vectors for {n} texts")
+        if vecs and vecs[0].ndim == 2:  # llama.cpp without pooling: one vector per token; mean-pool
+            vecs = [v.mean(axis=0) for v in vecs]
+        dims = {v.shape[0] for v in vecs}
+        if len(dims) != 1 or (self._dim is not None and dims != {self._dim}):
+            raise EmbeddingServiceError(f"the embeddings service returned vectors of dimensions {dims}")
+        return np.stack(vecs).astype(np.float32)
+
+    def close(self) -> None:
+        self._client.close()

@@ -34,7 +34,7 @@ from charter.retrieval._chunking import chunk_document
 from charter.retrieval._embedding import Embedder, Vectors, get_embedder
 from charter.retrieval._lexical import Postings, analyse
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
-from charter.retrieval._tables import acl, chunks, documents, embeddings, versions
+from charter.retrieval._tables import acl, chunks, documents, embeddings, meta, versions
 from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
 from charter.sources._document import acl_hash as _acl_hash
 from charter.store import utcnow
@@ -53,6 +53,19 @@ def _text_hash(text: str) -> str:
 
 
 _VERSIONS = select(versions.c.name, versions.c.counter, versions.c.stamp)
+_BUILT_WITH = select(meta.c.value).where(meta.c.key == "embedder")
+
+
+class EmbedderMismatch(UsageError):
+    """The index was built with another embedder than the one asked to query or extend it."""
+
+    def __init__(self, built: str, current: str) -> None:
+        super().__init__(
+            f"the index was built with the embedder {built!r} but the charter's embedder is {current!r}; "
+            "query and document embeddings must come from the same model. Either set retrieval.embedder "
+            "back, or re-embed everything with: charter sync --reembed"
+        )
+        self.built, self.current = built, current
 
 
 class Index:
@@ -65,6 +78,7 @@ class Index:
         self._lock = threading.RLock()
         self._query_vectors: OrderedDict[str, Vectors] = OrderedDict()  # small LRU of query embeddings
         self.default_fusion: Fusion | None = None
+        self._embedder_checked = False
 
     @classmethod
     def for_runtime(cls, runtime: Any) -> Index:
@@ -73,7 +87,13 @@ class Index:
         if isinstance(existing, Index):
             return existing
         retrieval = runtime.spec.retrieval
-        index = cls(runtime.store, get_embedder(retrieval.embedder))
+        if retrieval.embedder == "openai" and retrieval.embeddings is not None:
+            from charter.retrieval._embedding import OpenAIEmbedder
+
+            emb: Embedder = OpenAIEmbedder.from_settings(retrieval.embeddings)
+        else:
+            emb = get_embedder(retrieval.embedder)
+        index = cls(runtime.store, emb)
         index.default_fusion = retrieval.fusion
         runtime._charter_retrieval_index = index
         return index
@@ -83,6 +103,44 @@ class Index:
         if self._embedder is None:
             self._embedder = get_embedder("minilm")
         return self._embedder
+
+    # ------------------------------------------------------------------------------------------ embedder
+    def built_with(self) -> str | None:
+        """The embedder (``Embedder.name``) that built the index; ``None`` for an index never written."""
+        with self.store.connect() as conn:
+            value = conn.execute(_BUILT_WITH).scalar()
+        return None if value is None else str(value)
+
+    def check_embedder(self, *, allow_switch: bool = False) -> None:
+        """Raise :class:`EmbedderMismatch` if the index was built with another embedder. ``allow_switch``
+        records this index's embedder instead (the caller re-embeds every document)."""
+        built = self.built_with()
+        if built is not None and built != self.embedder.name:
+            if not allow_switch:
+                raise EmbedderMismatch(built, self.embedder.name)
+            self.record_embedder()
+        self._embedder_checked = True
+
+    def record_embedder(self) -> None:
+        """Record this index's embedder as the one that built it."""
+        with self.store.begin(immediate=True) as conn:
+            self._record_embedder(conn, replace=True)
+
+    def _record_embedder(self, conn: Connection, *, replace: bool = False) -> None:
+        name = self.embedder.name
+        built = conn.execute(_BUILT_WITH).scalar()
+        if built is None:  # two first writers may race (PostgreSQL): the first insert wins, then compare
+            if self.store.is_sqlite:
+                conn.execute(insert(meta).prefix_with("OR IGNORE").values(key="embedder", value=name))
+            else:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                conn.execute(pg_insert(meta).values(key="embedder", value=name).on_conflict_do_nothing())
+            built = conn.execute(_BUILT_WITH).scalar()
+        if built != name:
+            if not replace:
+                raise EmbedderMismatch(str(built), name)
+            conn.execute(update(meta).where(meta.c.key == "embedder").values(value=name))
 
     # ------------------------------------------------------------------------------------------ reads
     def document_states(self, source_id: str) -> dict[str, DocState]:
@@ -233,8 +291,12 @@ class Index:
         *,
         private_by_default: bool = False,
         seen_at: datetime | None = None,
+        force: bool = False,
     ) -> UpsertResult:
-        """Index ``doc`` with its effective ``acl_tokens``; see the module docstring for ordering."""
+        """Index ``doc`` with its effective ``acl_tokens``; see the module docstring for ordering.
+
+        ``force`` re-chunks and re-embeds (through the cache) even when nothing changed: used after a
+        change of embedder. Raises :class:`EmbedderMismatch` when the index was built with another one."""
         seen = seen_at or utcnow()
         tokens = frozenset(acl_tokens)
         new_acl_hash = _acl_hash(tokens)
@@ -245,7 +307,12 @@ class Index:
             row = conn.execute(
                 select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)
             ).first()
-        if row is not None and row.content_hash == content_hash and row.chunking == chunking_key:
+        if (
+            not force
+            and row is not None
+            and row.content_hash == content_hash
+            and row.chunking == chunking_key
+        ):
             if row.acl_hash == new_acl_hash and bool(row.private_by_default) == private_by_default:
                 return "unchanged"
             with self.store.begin(immediate=True) as conn:
@@ -271,11 +338,12 @@ class Index:
         hashes, vecs, new_vectors = self._vectors_for(texts)  # embedding happens outside the transaction
         now = utcnow()
         with self.store.begin(immediate=True) as conn:
+            self._record_embedder(conn)
             self._cache_vectors(conn, new_vectors)
             cur = conn.execute(
                 select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)
             ).first()
-            if cur is not None and cur.content_seen_at > seen:
+            if cur is not None and cur.content_seen_at > seen and not force:
                 # newer content was indexed while we were embedding: keep it; the ACL only if ours is newer
                 if cur.acl_seen_at <= seen and cur.acl_hash != new_acl_hash:
                     self._write_acl(conn, cur.id, tokens)
@@ -344,7 +412,13 @@ class Index:
         return "added" if cur is None else "updated"
 
     def update_acl(
-        self, source_id: str, doc_id: str, acl_tokens: frozenset[str], *, seen_at: datetime | None = None
+        self,
+        source_id: str,
+        doc_id: str,
+        acl_tokens: frozenset[str],
+        *,
+        seen_at: datetime | None = None,
+        private_by_default: bool | None = None,
     ) -> bool:
         """Replace a document's ACL (no re-embedding). False if the document is not indexed."""
         seen = seen_at or utcnow()
@@ -357,10 +431,24 @@ class Index:
             if cur.acl_seen_at > seen:
                 return True  # a newer ACL is already stored
             self._write_acl(conn, cur.id, tokens)
-            conn.execute(
-                update(documents).where(d.id == cur.id).values(acl_hash=_acl_hash(tokens), acl_seen_at=seen)
-            )
+            values: dict[str, Any] = {"acl_hash": _acl_hash(tokens), "acl_seen_at": seen}
+            if private_by_default is not None:
+                values["private_by_default"] = private_by_default
+            conn.execute(update(documents).where(d.id == cur.id).values(**values))
             self._bump(conn, "acl")
+        return True
+
+    def move_document(self, source_id: str, old_id: str, new_id: str) -> bool:
+        """Rename a document (its chunks, vectors and ACL stay). False if ``old_id`` is not indexed or
+        ``new_id`` already is."""
+        d = documents.c
+        with self.store.begin(immediate=True) as conn:
+            pk = conn.execute(select(d.id).where(d.source_id == source_id, d.doc_id == old_id)).scalar()
+            taken = conn.execute(select(d.id).where(d.source_id == source_id, d.doc_id == new_id)).scalar()
+            if pk is None or taken is not None:
+                return False
+            conn.execute(update(documents).where(d.id == pk).values(doc_id=new_id))
+            self._bump(conn, "content")
         return True
 
     def delete_document(self, source_id: str, doc_id: str) -> bool:
@@ -455,6 +543,9 @@ class Index:
             content_v, acl_v = self._counters(conn)
             snap = self._snapshot
             if snap is None or snap.content_version != content_v:
+                built = conn.execute(_BUILT_WITH).scalar()
+                if built is not None and built != self.embedder.name:
+                    raise EmbedderMismatch(str(built), self.embedder.name)
                 snap = self._load(conn, content_v, acl_v)
             elif snap.acl_version != acl_v:
                 self._load_acl(conn, snap)
@@ -494,6 +585,8 @@ class Index:
             raise UsageError(f"unknown search mode {mode!r}")
         tokens = frozenset(principal_tokens)
         fusion = fusion or self.default_fusion
+        if not self._embedder_checked:
+            self.check_embedder()
         qvec = self._query_vector(query) if mode != "bm25" else None
         terms = analyse(query)
         # --- PostgreSQL: search runs in the database (charter.retrieval._pg) ---

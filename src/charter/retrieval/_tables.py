@@ -79,3 +79,10 @@ versions = Table(
     Column("counter", BigInteger, nullable=False),
     Column("stamp", String(32), nullable=False),  # random per change: versions never repeat across databases
 )
+
+meta = Table(
+    "retrieval_meta",
+    metadata,
+    Column("key", String(100), primary_key=True),  # "embedder": the model that built the index
+    Column("value", Text, nullable=False),
+)

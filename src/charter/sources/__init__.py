@@ -5,22 +5,28 @@ Public API:
 * :class:`Document` and :func:`acl_hash` — what connectors produce and the index consumes.
 * :class:`Connector` protocol, the :func:`connector` registering decorator, :func:`get_connector`,
   :func:`connector_names`, :class:`ConnectorContext`, :class:`Failed` (a document that could not be read)
-  and :class:`SourceUnavailable` (the whole source could not be read). Built-ins: ``folder``, ``jsonl``.
+  and :class:`SourceUnavailable` (the whole source could not be read); for incremental connectors
+  :class:`Unchanged`, :class:`Deleted`, :class:`Moved`, and :class:`AclEntry` (``acls(ctx)`` for
+  ``--acl-only``). Built-ins: ``folder``, ``jsonl``, ``sql``, ``git``, ``web``.
 * :func:`parse_acl` (raises :class:`AclParseError`), :func:`is_valid_token`, :func:`effective_acl` /
   :class:`EffectiveAcl` — ACL tokens (``public``, ``group:<id>``, ``user:<id>``) and the fail-closed rule
   of the ``per-document`` model.
 * :func:`sync_sources` (and :class:`Syncer`, :class:`SyncProgress`, :class:`SyncSummary`) — the sync.
 * :func:`source_statuses`, :func:`source_documents_listing`, :func:`source_freshness`,
-  :func:`freshness` / :class:`Freshness`, :func:`approval_status`, :func:`source_config_hash`,
+  :func:`freshness` / :class:`Freshness`, :func:`acl_freshness`, :func:`approval_status`, :func:`source_config_hash`,
   :func:`last_successful_syncs` — the registry as operators (and the launch gate) see it.
 """
 
 from charter.sources._acl import AclParseError, EffectiveAcl, effective_acl, is_valid_token, parse_acl
 from charter.sources._connector import (
+    AclEntry,
     Connector,
     ConnectorContext,
+    Deleted,
     Failed,
+    Moved,
     SourceUnavailable,
+    Unchanged,
     connector,
     connector_names,
     get_connector,
@@ -28,6 +34,7 @@ from charter.sources._connector import (
 from charter.sources._document import Document, acl_hash
 from charter.sources._status import (
     Freshness,
+    acl_freshness,
     approval_status,
     freshness,
     last_successful_syncs,
@@ -38,17 +45,22 @@ from charter.sources._status import (
 from charter.sources._sync import Syncer, SyncProgress, SyncSummary, source_config_hash, sync_sources
 
 __all__ = [
+    "AclEntry",
     "AclParseError",
     "Connector",
     "ConnectorContext",
+    "Deleted",
     "Document",
     "EffectiveAcl",
     "Failed",
     "Freshness",
+    "Moved",
     "SourceUnavailable",
     "SyncProgress",
     "SyncSummary",
     "Syncer",
+    "Unchanged",
+    "acl_freshness",
     "acl_hash",
     "approval_status",
     "connector",

@@ -103,3 +103,54 @@ def effective_acl(source: Source, acl: frozenset[str] | None, acl_error: str | N
         return EffectiveAcl(owner_only(source), True, acl_error or "no ACL")
     # An unknown model cannot come from a validated charter; deny anyway.
     return EffectiveAcl(owner_only(source), True, f"unknown permission model {model!r}")
+
+
+# --------------------------------------------------------------------------------------------- path rules
+_GLOB_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob as a regex: ``**`` matches anything (including ``/``), ``*`` and ``?`` stay within one
+    segment, everything else is literal. ``dir/**`` also matches ``dir`` itself; a leading ``/`` is
+    optional on both sides."""
+    cached = _GLOB_CACHE.get(pattern)
+    if cached is not None:
+        return cached
+    p = pattern.lstrip("/")
+    out, i = [], 0
+    while i < len(p):
+        if p.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif p.startswith("/**", i) and i + 3 == len(p):
+            out.append("(?:/.*)?")
+            i += 3
+        elif p.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif p[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif p[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(p[i]))
+            i += 1
+    rx = re.compile("^" + "".join(out) + "$", re.DOTALL)
+    _GLOB_CACHE[pattern] = rx
+    return rx
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether ``path`` matches the glob ``pattern`` (see :func:`glob_regex`)."""
+    return bool(glob_regex(pattern).match(path.lstrip("/")))
+
+
+def rule_acl(rules: Any, path: str) -> frozenset[str] | None:
+    """The ACL of the **last** rule (``.path``, ``.acl``) whose glob matches ``path``; ``None`` if none does."""
+    found: frozenset[str] | None = None
+    for rule in rules:
+        if glob_match(rule.path, path):
+            found = frozenset(rule.acl)
+    return found

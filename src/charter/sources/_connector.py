@@ -5,7 +5,7 @@ a time. A document that cannot be read is yielded as :class:`Failed` (that docum
 sync); a source that cannot be read at all (missing folder, unreadable file) raises
 :class:`SourceUnavailable`, and then the sync deletes nothing.
 
-Built-in connectors (``folder``, ``jsonl``) register through the same decorator as yours::
+Built-in connectors (``folder``, ``jsonl``, ``sql``, ``git``, ``web``) register through the same decorator as yours::
 
     @connector("notes")
     def notes(ctx: ConnectorContext) -> Iterator[Document | Failed]:
@@ -14,12 +14,20 @@ Built-in connectors (``folder``, ``jsonl``) register through the same decorator 
 
 A class with a ``documents(ctx)`` method (and optionally ``count(ctx)`` for the progress bar) works too.
 Third-party packages can also expose connectors through the ``charter.connectors`` entry-point group.
+
+Incremental connectors (``sql``, ``git``, ``web``) read ``ctx.cursor`` (what they saved after the last
+successful sync) and ``ctx.known`` (doc id -> version recorded then), and besides documents yield
+:class:`Unchanged` (still there, not re-read), :class:`Deleted` (gone, e.g. a tombstone) and
+:class:`Moved` (renamed: the indexed chunks follow, nothing is re-embedded). After the iteration they set
+``ctx.new_cursor``; the sync stores it only when the run succeeds, so a crashed run starts again from the
+previous cursor. A connector that can list ACLs without reading content implements ``acls(ctx)``
+(yielding :class:`AclEntry`): ``charter sync --acl-only`` uses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -57,14 +65,56 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Unchanged:
+    """A document that is still at the source and unchanged since the last sync (not re-read). With
+    ``acl_known``, ``acl``/``acl_error`` are its current ACL (the sync updates it if it changed)."""
+
+    doc_id: str
+    acl: frozenset[str] | None = None
+    acl_error: str | None = None
+    acl_known: bool = False
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A document the source reports as deleted (e.g. a tombstone row)."""
+
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A document renamed at the source; ``document`` is its content under the new id."""
+
+    old_id: str
+    document: Document
+
+
+@dataclass(frozen=True)
+class AclEntry:
+    """One document's ACL as the source says now (``acl=None``: missing or invalid, ``acl_error`` why)."""
+
+    doc_id: str
+    acl: frozenset[str] | None
+    acl_error: str | None = None
+
+
+Item = Document | Failed | Unchanged | Deleted | Moved
+
+
+@dataclass
 class ConnectorContext:
-    """What a connector gets: the source's charter entry and the folder the charter lives in."""
+    """What a connector gets: the source's charter entry and the folder the charter lives in; incremental
+    connectors also get their saved ``cursor`` and the ``known`` versions, and set ``new_cursor``."""
 
     source: Source
     base_dir: Path
     max_bytes: int = DEFAULT_MAX_BYTES
     max_seconds: float = DEFAULT_MAX_SECONDS
     max_pdf_pages: int = DEFAULT_MAX_PDF_PAGES
+    cursor: dict[str, Any] | None = None
+    known: dict[str, str | None] = field(default_factory=dict)  # doc_id -> version at the last sync
+    new_cursor: dict[str, Any] | None = None
 
     @property
     def location(self) -> Path:
@@ -89,6 +139,8 @@ class ConnectorContext:
         acl_error: str | None = None,
         updated_at: datetime | None = None,
         pages: tuple[str, ...] | None = None,
+        version: str | None = None,
+        revision: str | None = None,
     ) -> Document:
         """Build a :class:`Document` of this source (``source_id`` filled in)."""
         return Document(
@@ -102,6 +154,8 @@ class ConnectorContext:
             acl_error=acl_error,
             updated_at=updated_at,
             pages=pages,
+            version=version,
+            revision=revision,
         )
 
 
@@ -109,7 +163,7 @@ class ConnectorContext:
 class Connector(Protocol):
     """Reads one source. ``documents`` must be lazy: yield each document as soon as it is read."""
 
-    def documents(self, ctx: ConnectorContext) -> Iterable[Document | Failed]: ...
+    def documents(self, ctx: ConnectorContext) -> Iterable[Item]: ...
 
 
 class _FunctionConnector:
@@ -154,7 +208,10 @@ def _load_entry_points() -> None:
 
 def _ensure_builtins() -> None:
     import charter.sources._folder  # registers "folder"
-    import charter.sources._jsonl  # noqa: F401  registers "jsonl"
+    import charter.sources._git
+    import charter.sources._jsonl
+    import charter.sources._sql
+    import charter.sources._web  # noqa: F401  registers "git", "jsonl", "sql", "web"
 
 
 def get_connector(name: str) -> Connector:

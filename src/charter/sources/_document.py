@@ -27,6 +27,8 @@ class Document:
     acl_error: str | None = None
     updated_at: datetime | None = None
     pages: tuple[str, ...] | None = None  # PDF: text per page; ``text`` is their concatenation
+    version: str | None = None  # the version at the source (Git blob hash, HTTP ETag); not in content_hash
+    revision: str | None = None  # the revision it was read at (Git commit id): recorded for citations
 
     @property
     def content_hash(self) -> str:

@@ -55,6 +55,17 @@ def freshness(source: Source, last_success_at: datetime | None, now: datetime) -
     )
 
 
+def acl_freshness(source: Source, acl_synced_at: datetime | None, now: datetime) -> Freshness:
+    """Freshness of ``source``'s ACLs (last full or ``--acl-only`` sync) against ``freshness.acl_max_age``
+    (default ``max_age``); ``on_stale`` is ``freshness.on_acl_stale`` (default ``exclude``: fail closed)."""
+    policy = source.freshness
+    max_age = (policy.acl_max_age or policy.max_age).total_seconds()
+    if acl_synced_at is None:
+        return Freshness("never synced", None, None, max_age, policy.on_acl_stale)
+    age = max(0.0, (now - acl_synced_at).total_seconds())
+    return Freshness("fresh" if age <= max_age else "stale", acl_synced_at, age, max_age, policy.on_acl_stale)
+
+
 _LAST_SUCCESS = select(source_state.c.source_id, source_state.c.last_success_at).where(
     source_state.c.last_success_at.is_not(None)
 )
@@ -135,6 +146,7 @@ def source_statuses(
     for s in rt.spec.sources:
         st = states.get(s.id)
         fresh = freshness(s, st.last_success_at if st else None, now)
+        acl_fresh = acl_freshness(s, st.acl_synced_at if st else None, now)
         c = counts.get(s.id, {})
         run = last_runs.get(s.id)
         out.append(
@@ -157,6 +169,9 @@ def source_statuses(
                 "max_age_seconds": fresh.max_age_seconds,
                 "freshness": fresh.state,
                 "on_stale": fresh.on_stale,
+                "acl_synced_at": acl_fresh.last_success_at.isoformat() if acl_fresh.last_success_at else None,
+                "acl_freshness": acl_fresh.state,
+                "on_acl_stale": acl_fresh.on_stale,
                 "last_run": None
                 if run is None
                 else {

@@ -11,10 +11,29 @@ For each source, the connector's documents are compared with what the index hold
   listed the whole source; a source that cannot be read (``SourceUnavailable``) deletes nothing;
 * a document the connector cannot read → **failed** with its reason; its previous version (if any) stays.
 
+Incremental connectors (``sql``, ``git``, ``web``) also yield ``Unchanged`` (still there, with its current
+ACL when the connector knows it), ``Deleted`` (a tombstone) and ``Moved`` (a rename: the indexed document
+follows under its new id, its chunks and vectors are kept). Their cursor is saved only when the run
+succeeds, so a crashed run resumes from the previous cursor and skips what it already indexed.
+
+**Pipeline.** The connector runs in a reader thread that fills a bounded queue (``PIPELINE_DEPTH``
+items): fetching and extraction overlap the embedding of the previous batch, and a slow source never
+holds more than the queue in memory.
+
+**ACL-only sync** (:meth:`Syncer.sync_acls`, ``charter sync --acl-only``) asks the connector for the
+current ACL of every document (``acls(ctx)``, or a content read without embedding for connectors that
+have no cheaper way), rewrites the ACL rows of the documents whose ACL changed and deletes the documents
+that are gone — no chunking, no embedding. Both kinds of sync record ``source_state.acl_synced_at``; ACL
+freshness (``freshness.acl_max_age``) is measured from it.
+
 Every index write is its own transaction, so a sync killed at any point leaves each document either at its
 old or its new version; re-running the sync converges to the same index as a clean sync. The run's summary
 goes to ``sync_runs``, the last successful sync per source to ``source_state`` (freshness is measured from
 it), and an audit event ``sources.synced``.
+
+**Several workers.** ``sync_sources(..., skip_busy=True)`` (``charter sync --worker``) skips a source
+another live process is syncing instead of failing, so N workers started together on one PostgreSQL
+store split the sources between them; a source's run is still taken under an advisory lock.
 """
 
 from __future__ import annotations
@@ -22,8 +41,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import socket
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +54,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import CharterException, Conflict, UsageError
 from charter.sources._acl import effective_acl
-from charter.sources._connector import ConnectorContext, Failed, SourceUnavailable, get_connector
+from charter.sources._connector import (
+    AclEntry,
+    ConnectorContext,
+    Deleted,
+    Failed,
+    Moved,
+    SourceUnavailable,
+    Unchanged,
+    get_connector,
+)
 from charter.sources._document import Document, acl_hash
 from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.screening import screen_pending
@@ -48,6 +78,7 @@ MAX_REASON_CHARS = 300
 MAX_LISTED = 200  # failures / private documents listed per summary (counts are always complete)
 STALE_RUN_AFTER = timedelta(hours=12)  # a "running" run from another host older than this is interrupted
 CATALOG_BATCH = 64
+PIPELINE_DEPTH = 256  # items read ahead of the embedder
 
 
 def source_config_hash(source: Source) -> str:
@@ -74,12 +105,14 @@ class SyncSummary:
     """What one sync of one source did."""
 
     source_id: str
-    status: str = "running"  # succeeded | partial (some documents failed) | failed | removed
+    status: str = "running"  # succeeded | partial (some documents failed) | failed | removed | skipped
     run_id: int | None = None
+    mode: str = "full"  # full | acl-only
     added: int = 0
     updated: int = 0
     acl_changed: int = 0
     deleted: int = 0
+    moved: int = 0
     unchanged: int = 0
     private_by_default: int = 0
     failed: int = 0
@@ -92,7 +125,16 @@ class SyncSummary:
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
-    COUNTS = ("added", "updated", "acl_changed", "deleted", "unchanged", "private_by_default", "failed")
+    COUNTS = (
+        "added",
+        "updated",
+        "acl_changed",
+        "deleted",
+        "moved",
+        "unchanged",
+        "private_by_default",
+        "failed",
+    )
 
     def counts(self) -> dict[str, int]:
         return {name: int(getattr(self, name)) for name in self.COUNTS}
@@ -100,12 +142,13 @@ class SyncSummary:
     @property
     def ok(self) -> bool:
         """The source was read completely (individual documents may still have failed)."""
-        return self.status in ("succeeded", "partial", "removed")
+        return self.status in ("succeeded", "partial", "removed", "skipped")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source_id,
             "status": self.status,
+            "mode": self.mode,
             "run_id": self.run_id,
             **self.counts(),
             "documents": self.documents,
@@ -157,8 +200,29 @@ class _Catalog:
             "content_hash": doc.content_hash,
             "updated_at": doc.updated_at,
             "failed_reason": None,
+            "version": (doc.version or "")[:200] or None,
+            "revision": (doc.revision or "")[:200] or None,
         }
         self._put(doc.doc_id, row)
+
+    def record_acl(self, doc_id: str, tokens: frozenset[str], private: bool, acl_error: str | None) -> None:
+        old = self.rows.get(doc_id)
+        if old is not None:
+            self._put(
+                doc_id,
+                {
+                    **old,
+                    "acl_tokens": sorted(tokens),
+                    "private_by_default": private,
+                    "acl_error": acl_error if private else None,
+                },
+            )
+
+    def move(self, old_id: str, new_id: str) -> None:
+        old = self.rows.get(old_id)
+        self.remove(old_id)
+        if old is not None:
+            self._put(new_id, {**old, "doc_id": new_id})
 
     def failed(self, doc_id: str, reason: str) -> None:
         old = self.rows.get(doc_id)
@@ -210,7 +274,10 @@ class Syncer:
         actor: str = "system",
         progress: SyncProgress | None = None,
         now: Callable[[], datetime] = utcnow,
+        skip_busy: bool = False,
+        reembed: bool = False,
     ) -> None:
+        self.skip_busy, self.reembed = skip_busy, reembed
         if index is None:
             from charter.retrieval import Index as _Index
 
@@ -271,7 +338,7 @@ class Syncer:
             assert pk is not None
             return int(pk[0])
 
-    def _end_run(self, source: Source, summary: SyncSummary) -> None:
+    def _end_run(self, source: Source, summary: SyncSummary, cursor: dict[str, Any] | None = None) -> None:
         summary.finished_at = self.now()
         with self.rt.store.begin(immediate=True) as conn:
             conn.execute(
@@ -286,20 +353,42 @@ class Syncer:
             )
             values: dict[str, Any] = {"last_run_at": summary.finished_at, "last_status": summary.status}
             if summary.ok:
-                values |= {
-                    "last_success_at": summary.finished_at,
-                    "last_success_run": summary.run_id,
-                    "config_hash": source_config_hash(source),
-                    "chunking_hash": chunking_hash(source),
-                }
+                values["acl_synced_at"] = summary.finished_at
+                if summary.mode == "full":
+                    values |= {
+                        "last_success_at": summary.finished_at,
+                        "last_success_run": summary.run_id,
+                        "config_hash": source_config_hash(source),
+                        "chunking_hash": chunking_hash(source),
+                        "cursor": cursor,
+                    }
             _upsert_state(conn, source.id, values)
 
     # ------------------------------------------------------------------------------------ one source
     def sync(self, source: Source) -> SyncSummary:
-        summary = SyncSummary(source_id=source.id, started_at=self.now())
-        summary.run_id = self._begin_run(source)
+        """A full (incremental where the connector can) sync of ``source``."""
+        return self._run(source, "full")
+
+    def sync_acls(self, source: Source) -> SyncSummary:
+        """Only the ACLs of ``source``'s indexed documents (and deletions): no chunking, no embedding."""
+        return self._run(source, "acl-only")
+
+    def _run(self, source: Source, mode: str) -> SyncSummary:
+        summary = SyncSummary(source_id=source.id, started_at=self.now(), mode=mode)
         try:
-            self._sync(source, summary)
+            summary.run_id = self._begin_run(source)
+        except Conflict as exc:
+            if not self.skip_busy:
+                raise
+            summary.status, summary.error = "skipped", _reason(str(exc))
+            summary.finished_at = self.now()
+            return summary
+        cursor: dict[str, Any] | None = None
+        try:
+            if mode == "acl-only":
+                self._sync_acls(source, summary)
+            else:
+                cursor = self._sync(source, summary)
         except (CharterException, OSError) as exc:
             summary.status, summary.error = "failed", _reason(str(exc))
         except Exception as exc:  # a connector bug must not leave the run "running"; nothing was deleted
@@ -314,30 +403,39 @@ class Syncer:
         finally:
             if self.progress is not None:
                 self.progress.finish(source.id)
-        self._end_run(source, summary)
+        self._end_run(source, summary, cursor)
         self._audit(summary)
         return summary
 
-    def _sync(self, source: Source, summary: SyncSummary) -> None:
+    def _saved_cursor(self, source: Source) -> dict[str, Any] | None:
+        with self.rt.store.connect() as conn:
+            row = conn.execute(
+                select(source_state.c.cursor, source_state.c.config_hash).where(
+                    source_state.c.source_id == source.id
+                )
+            ).first()
+        if row is None or row.cursor is None or row.config_hash != source_config_hash(source):
+            return None  # a changed configuration (query, branch, rules...) reads everything again
+        return dict(row.cursor)
+
+    def _sync(self, source: Source, summary: SyncSummary) -> dict[str, Any] | None:
         conn = get_connector(source.connector)
-        ctx = ConnectorContext(source=source, base_dir=self.rt.charter.base_dir)
+        self.index.check_embedder(allow_switch=self.reembed)
         states = self.index.document_states(source.id)
-        rechunk = self._needs_rechunk(source, states)
+        rechunk = self.reembed or self._needs_rechunk(source, states)
         summary.rechunked = rechunk
         catalog = _Catalog(self.rt, source.id, self.now)
+        ctx = ConnectorContext(source=source, base_dir=self.rt.charter.base_dir)
+        if not rechunk:
+            ctx.cursor = self._saved_cursor(source)
+            ctx.known = {k: r.get("version") for k, r in catalog.rows.items() if k in states}
         counter = getattr(conn, "count", None)
         total = counter(ctx) if callable(counter) else None
         if self.progress is not None:
             self.progress.start(source.id, total)
         seen: set[str] = set()
         pending: list[tuple[Document, datetime]] = []
-        items = iter(conn.documents(ctx))
-        while True:
-            read_at = utcnow()  # real time (not the injectable clock): the index orders writes by it
-            try:
-                item = next(items)
-            except StopIteration:
-                break
+        for item, read_at in _read_ahead(conn.documents(ctx), PIPELINE_DEPTH):
             summary.documents += 1
             if self.progress is not None:
                 self.progress.advance(source.id)
@@ -348,6 +446,40 @@ class Syncer:
                     catalog.remove(item.doc_id)
                 self._fail(summary, catalog, seen, item.doc_id, item.reason, item.line)
                 continue
+            if isinstance(item, Unchanged):
+                if item.doc_id not in states and item.doc_id not in seen:
+                    # the connector believes it is indexed but it is not (e.g. removed by hand): read all again
+                    raise SourceUnavailable(
+                        f"source {source.id!r}: document {item.doc_id!r} is missing from the index; "
+                        "the next sync reads the whole source again"
+                    )
+                seen.add(item.doc_id)
+                if item.acl_known:
+                    entry = AclEntry(item.doc_id, item.acl, item.acl_error)
+                    self._apply_acl(source, entry, states, summary, catalog, read_at, count_unchanged=True)
+                else:
+                    summary.unchanged += 1
+                continue
+            if isinstance(item, Deleted):
+                if item.doc_id in seen:
+                    continue
+                if self.index.delete_document(source.id, item.doc_id):
+                    summary.deleted += 1
+                states.pop(item.doc_id, None)
+                catalog.remove(item.doc_id)
+                continue
+            if isinstance(item, Moved):
+                doc = item.document
+                if (
+                    item.old_id in states
+                    and doc.doc_id not in states
+                    and doc.doc_id not in seen
+                    and self.index.move_document(source.id, item.old_id, doc.doc_id)
+                ):
+                    states[doc.doc_id] = states.pop(item.old_id)
+                    catalog.move(item.old_id, doc.doc_id)
+                    summary.moved += 1
+                item = doc
             if not isinstance(item, Document) or item.source_id != source.id or not item.doc_id:
                 self._fail(
                     summary,
@@ -384,6 +516,83 @@ class Syncer:
             catalog.remove(doc_id)
         catalog.flush()
         summary.status = "partial" if summary.failed else "succeeded"
+        return ctx.new_cursor
+
+    def _sync_acls(self, source: Source, summary: SyncSummary) -> None:
+        conn = get_connector(source.connector)
+        states = self.index.document_states(source.id)
+        catalog = _Catalog(self.rt, source.id, self.now)
+        ctx = ConnectorContext(source=source, base_dir=self.rt.charter.base_dir)
+        ctx.cursor = self._saved_cursor(source)
+        ctx.known = {k: r.get("version") for k, r in catalog.rows.items() if k in states}
+        lister = getattr(conn, "acls", None)
+        entries: Iterable[Any]
+        if callable(lister):
+            entries = lister(ctx)
+        else:  # no cheaper way: read the content, but never chunk or embed it
+            entries = (
+                AclEntry(d.doc_id, d.acl, d.acl_error) if isinstance(d, Document) else d
+                for d in conn.documents(ctx)
+            )
+        if self.progress is not None:
+            self.progress.start(source.id, len(states) or None)
+        seen: set[str] = set()
+        for entry, read_at in _read_ahead(entries, PIPELINE_DEPTH):
+            if isinstance(entry, Failed):
+                summary.documents += 1
+                self._fail(summary, catalog, seen, entry.doc_id, entry.reason, entry.line)
+                continue
+            if not isinstance(entry, AclEntry):
+                continue
+            summary.documents += 1
+            seen.add(entry.doc_id)
+            if entry.doc_id not in states:
+                continue  # new at the source: the next full sync indexes it
+            if self.progress is not None:
+                self.progress.advance(source.id)
+            self._apply_acl(source, entry, states, summary, catalog, read_at, count_unchanged=True)
+        if summary.failed and summary.failed == summary.documents:
+            catalog.flush()
+            raise SourceUnavailable(f"source {source.id!r}: every document failed (see failures)")
+        for doc_id in sorted(set(states) - seen):  # gone from the source: revoke by deleting
+            if self.index.delete_document(source.id, doc_id):
+                summary.deleted += 1
+            catalog.remove(doc_id)
+        catalog.flush()
+        summary.status = "partial" if summary.failed else "succeeded"
+
+    def _apply_acl(
+        self,
+        source: Source,
+        entry: AclEntry,
+        states: dict[str, DocState],
+        summary: SyncSummary,
+        catalog: _Catalog,
+        read_at: datetime,
+        *,
+        count_unchanged: bool,
+    ) -> None:
+        """Bring one indexed document's ACL up to date (the ACL rows only)."""
+        state = states.get(entry.doc_id)
+        if state is None:
+            return
+        eff = effective_acl(source, entry.acl, entry.acl_error)
+        if eff.private_by_default:
+            summary.private_by_default += 1
+            self._list(summary.private, {"doc_id": entry.doc_id, "reason": _reason(eff.reason or "no ACL")})
+        if state.acl_hash == acl_hash(eff.tokens) and state.private_by_default == eff.private_by_default:
+            if count_unchanged:
+                summary.unchanged += 1
+        else:
+            self.index.update_acl(
+                source.id,
+                entry.doc_id,
+                eff.tokens,
+                seen_at=read_at,
+                private_by_default=eff.private_by_default,
+            )
+            summary.acl_changed += 1
+        catalog.record_acl(entry.doc_id, eff.tokens, eff.private_by_default, eff.reason)
 
     def _process(
         self,
@@ -455,7 +664,12 @@ class Syncer:
             result = "unchanged"
         else:  # the index re-chunks when the chunking settings differ, and re-embeds only new chunk texts
             result = self.index.upsert_document(
-                doc, eff.tokens, source.chunking, private_by_default=eff.private_by_default, seen_at=read_at
+                doc,
+                eff.tokens,
+                source.chunking,
+                private_by_default=eff.private_by_default,
+                seen_at=read_at,
+                force=self.reembed,
             )
         setattr(summary, result, getattr(summary, result) + 1)
         catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
@@ -543,6 +757,61 @@ class Syncer:
         return out
 
 
+_DONE = object()
+
+
+def _read_ahead(items: Iterable[Any], depth: int) -> Iterator[tuple[Any, datetime]]:
+    """Iterate ``items`` in a reader thread, up to ``depth`` items ahead of the consumer; yields
+    ``(item, read_at)``. An exception of the reader is raised in the consumer; when the consumer stops
+    early (an error, Ctrl-C), the reader is told to stop and its iterator is closed."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        it = iter(items)
+        try:
+            while not stop.is_set():
+                try:
+                    read_at = utcnow()  # real time: the index orders writes by when their data was read
+                    item = next(it)
+                except StopIteration:
+                    break
+                if not put((item, read_at)):
+                    break
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("__error__", exc))
+            return
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close) and stop.is_set():
+                with contextlib.suppress(Exception):
+                    close()
+        put(_DONE)
+
+    thread = threading.Thread(target=reader, name="charter-sync-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            value = q.get()
+            if value is _DONE:
+                return
+            if isinstance(value, tuple) and len(value) == 2 and value[0] == "__error__":
+                raise value[1]
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _upsert_state(conn: Any, source_id: str, values: dict[str, Any]) -> None:
     t = source_state
     updated = conn.execute(t.update().where(t.c.source_id == source_id).values(**values))
@@ -559,12 +828,19 @@ def sync_sources(
     progress: SyncProgress | None = None,
     now: Callable[[], datetime] = utcnow,
     prune: bool | None = None,
+    acl_only: bool = False,
+    skip_busy: bool = False,
+    reembed: bool = False,
 ) -> list[SyncSummary]:
     """Sync one source (``source_id``) or all of the charter's sources; returns one summary per source.
 
     A full sync (no ``source_id``) also removes from the index any source that is no longer in the charter
     (``prune`` overrides). Per-document problems never raise; a source that cannot be read is reported with
     ``status="failed"`` and the others still sync.
+
+    ``acl_only``: only ACLs and deletions (:meth:`Syncer.sync_acls`), never pruning. ``skip_busy``: a source
+    another process is syncing is reported ``skipped`` (several workers split the sources). ``reembed``:
+    re-embed every document with the charter's embedder (after changing ``retrieval.embedder``).
     """
     sources = list(rt.spec.sources)
     if source_id is not None:
@@ -572,8 +848,12 @@ def sync_sources(
         if not sources:
             known = ", ".join(s.id for s in rt.spec.sources) or "none"
             raise UsageError(f"unknown source {source_id!r} (known: {known})")
-    syncer = Syncer(rt, index, actor=actor, progress=progress, now=now)
+    syncer = Syncer(rt, index, actor=actor, progress=progress, now=now, skip_busy=skip_busy, reembed=reembed)
+    if acl_only:
+        return [syncer.sync_acls(s) for s in sources]
     summaries = [syncer.sync(s) for s in sources]
+    if reembed and source_id is None and all(s.ok for s in summaries):
+        syncer.index.record_embedder()
     if prune if prune is not None else source_id is None:
         summaries += syncer.prune(s.id for s in rt.spec.sources)
     return summaries

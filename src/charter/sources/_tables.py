@@ -36,6 +36,8 @@ source_state = Table(
     Column("last_status", String(20), nullable=True),
     Column("config_hash", String(64), nullable=True),  # source config at the last successful sync
     Column("chunking_hash", String(64), nullable=True),  # chunking settings the index was built with
+    Column("acl_synced_at", UTCDateTime, nullable=True),  # ACLs last read completely (full or --acl-only)
+    Column("cursor", JSON, nullable=True),  # the connector's incremental state after its last success
 )
 
 source_documents = Table(
@@ -53,4 +55,6 @@ source_documents = Table(
     Column("updated_at", UTCDateTime, nullable=True),
     Column("failed_reason", Text, nullable=True),  # last sync could not read it (previous version kept)
     Column("recorded_at", UTCDateTime, nullable=False),  # when this row last changed
+    Column("version", String(200), nullable=True),  # version at the source (Git blob hash, HTTP ETag)
+    Column("revision", String(200), nullable=True),  # revision read (Git commit id, for citations)
 )

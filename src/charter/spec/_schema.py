@@ -121,6 +121,16 @@ class Freshness(Section):
     on_stale: Literal["flag", "exclude"] = Field(
         "flag", description="Flag stale sources in answers, or exclude them."
     )
+    acl_max_age: Duration | None = Field(
+        None,
+        description="Maximum time since the source's ACLs were last synced (a full sync or "
+        "`charter sync --acl-only`); default: `max_age`.",
+    )
+    on_acl_stale: Literal["exclude", "flag"] = Field(
+        "exclude",
+        description="When the ACLs are older than `acl_max_age`: `exclude` the source from answers "
+        "(fail closed, the default) or only `flag` it.",
+    )
 
 
 class Approval(Section):
@@ -138,6 +148,120 @@ class Approval(Section):
         if v.tzinfo is None:
             raise ValueError("timestamp needs a time zone, e.g. 2026-10-01T09:00:00Z")
         return v
+
+
+class AclRule(Section):
+    """An ACL for the documents whose path (Git: path in the repository; web: URL path) matches a glob."""
+
+    path: str = Field(
+        min_length=1,
+        description="Glob: `*` matches within one path segment, `**` across segments, e.g. "
+        "`runbooks/payments/**` or `/internal/**`.",
+    )
+    acl: list[str] = Field(min_length=1, description="Tokens: `public`, `group:<id>`, `user:<id>`.")
+
+    @field_validator("acl")
+    @classmethod
+    def _tokens(cls, v: list[str]) -> list[str]:
+        from charter.sources._acl import is_valid_token
+
+        bad = [t for t in v if not is_valid_token(t)]
+        if bad:
+            raise ValueError(f"invalid ACL token {bad[0]!r} (expected 'public', 'group:<id>' or 'user:<id>')")
+        return v
+
+
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class SqlOptions(Section):
+    """The `sql` connector: which rows are documents, and where their ACLs come from."""
+
+    query: str | None = Field(
+        None, description="A SELECT whose rows are documents (use `table` for a whole table)."
+    )
+    table: str | None = Field(None, description="A table whose rows are documents (instead of `query`).")
+    id_column: str = Field("id", description="Column with the document id.")
+    title_column: str | None = Field("title", description="Column with the title.")
+    body_column: str = Field("body", description="Column with the text.")
+    url_column: str | None = Field(None, description="Column with the document's URL, if any.")
+    updated_column: str | None = Field(
+        None,
+        description="A column that grows when a row changes (`updated_at` timestamp or a change counter): "
+        "only newer rows are read on incremental syncs.",
+    )
+    tombstone_column: str | None = Field(
+        None, description="A boolean column; a true value deletes the document (rows may also disappear)."
+    )
+    acl_column: str | None = Field(
+        None, description="Column with the ACL (a list or a comma-separated string of tokens)."
+    )
+    grants_query: str | None = Field(
+        None,
+        description="A SELECT returning (document id, principal) rows; the principal is a token "
+        "(`group:x`, `user:y`, `public`) or, with `grants_kind`, a bare id.",
+    )
+    grants_kind: Literal["token", "user", "group"] = Field(
+        "token", description="How to read `grants_query`'s second column."
+    )
+    password_env: str | None = Field(
+        None, pattern=_ENV_NAME, description="Environment variable holding the database password."
+    )
+    url_env: str | None = Field(
+        None,
+        pattern=_ENV_NAME,
+        description="Environment variable holding the whole SQLAlchemy URL (then `location` is only a label).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of_query_table(self) -> SqlOptions:
+        if (self.query is None) == (self.table is None):
+            raise ValueError("sql: give exactly one of 'query' or 'table'")
+        if self.acl_column and self.grants_query:
+            raise ValueError("sql: give at most one of 'acl_column' or 'grants_query'")
+        return self
+
+
+class GitOptions(Section):
+    """The `git` connector."""
+
+    branch: str = Field("main", description="Branch to read.")
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm"],
+        description="Globs of files that are documents.",
+    )
+    acl_file: str | None = Field(
+        None,
+        description="Per-folder ACL file name (e.g. `.acl`): applies to its folder and below (the nearest "
+        "wins); where a charter `acl_rules` entry also matches, only tokens in both are kept.",
+    )
+    url_template: str | None = Field(
+        None, description="Citation URL, e.g. `https://git.example/docs/blob/{commit}/{path}`."
+    )
+
+
+class WebOptions(Section):
+    """The `web` connector."""
+
+    sitemap: str | None = Field(None, description="Sitemap URL (else the crawl starts at `location`).")
+    allowed_domains: list[str] = Field(
+        default_factory=list, description="Hosts the crawler may fetch (default: the start URL's host)."
+    )
+    allowed_paths: list[str] = Field(
+        default_factory=lambda: ["/**"], description="Globs of URL paths to fetch."
+    )
+    max_depth: int = Field(3, ge=0, le=50, description="Links followed from the start URL.")
+    max_pages: int = Field(10000, ge=1, description="Upper bound on pages per sync.")
+    max_bytes: int = Field(5_000_000, ge=1024, description="Pages larger than this are skipped.")
+    content_types: list[str] = Field(
+        default_factory=lambda: ["text/html", "text/plain", "text/markdown"],
+        description="Accepted content types.",
+    )
+    max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed per request.")
+    concurrency: int = Field(4, ge=1, le=64, description="Requests in flight.")
+    per_host_rps: float = Field(5.0, gt=0, le=1000, description="Requests per second per host.")
+    timeout: Duration = Field("20s", description="Per-request timeout.")  # type: ignore[assignment]
+    user_agent: str = Field("CharterBot/0.1", description="User-Agent (also the robots.txt agent).")
 
 
 class Source(Section):
@@ -161,6 +285,27 @@ class Source(Section):
     )
     chunking: Chunking = Field(default_factory=lambda: Chunking(), description="Chunking settings.")
     approval: Approval | None = Field(None, description="Who approved this source for this workflow.")
+    acl_rules: list[AclRule] = Field(
+        default_factory=list,
+        description="Git and web connectors: ACLs by path / URL pattern (the last matching rule wins).",
+    )
+    sql: SqlOptions | None = Field(None, description="Settings of the `sql` connector.")
+    git: GitOptions | None = Field(None, description="Settings of the `git` connector.")
+    web: WebOptions | None = Field(None, description="Settings of the `web` connector.")
+
+    @model_validator(mode="after")
+    def _connector_settings(self) -> Source:
+        if self.connector == "sql" and self.sql is None:
+            raise ValueError("connector 'sql' needs a 'sql' section (query or table)")
+        if self.connector == "sql" and "://" in self.location:
+            from urllib.parse import urlsplit
+
+            if urlsplit(self.location).password:
+                raise ValueError(
+                    "the sql location must not contain a password: set sql.password_env "
+                    "(or sql.url_env) to the name of an environment variable"
+                )
+        return self
 
 
 # --------------------------------------------------------------------------------------------- retrieval
@@ -187,6 +332,23 @@ class Fusion(Section):
     rrf_k: int = Field(60, ge=1, description="k constant for reciprocal-rank fusion.")
 
 
+class EmbeddingService(Section):
+    """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp server)."""
+
+    endpoint: str = Field(description="Base URL, e.g. `http://127.0.0.1:8080/v1`.")
+    model: str = Field(min_length=1, description="Model name as the service knows it.")
+    api_key_env: str | None = Field(
+        None, pattern=_ENV_NAME, description="Environment variable that holds the API key."
+    )
+    batch_size: int = Field(64, ge=1, le=2048, description="Texts per request.")
+    concurrency: int = Field(4, ge=1, le=64, description="Requests in flight.")
+    timeout: Duration = Field("60s", description="Per-request timeout.")  # type: ignore[assignment]
+    retries: int = Field(3, ge=0, le=10, description="Retries on 429/5xx/network errors (backoff).")
+    max_chars: int = Field(
+        8000, ge=16, description="Texts are cut to this many characters before they are sent."
+    )
+
+
 class Retrieval(Section):
     """Search settings."""
 
@@ -194,8 +356,19 @@ class Retrieval(Section):
     fusion: Fusion = Field(default_factory=lambda: Fusion(), description="Fusion of BM25 and dense scores.")
     min_score: float = Field(0.0, ge=0, le=1, description="Chunks scoring below this are dropped.")
     embedder: str = Field(
-        "minilm", description="Embedder name (registry); default all-MiniLM-L6-v2, offline."
+        "minilm",
+        description="Embedder name (registry); default all-MiniLM-L6-v2, offline; `openai` uses "
+        "`embeddings` (any OpenAI-compatible `/v1/embeddings` service).",
     )
+    embeddings: EmbeddingService | None = Field(
+        None, description="The embeddings service, with `embedder: openai`."
+    )
+
+    @model_validator(mode="after")
+    def _service_settings(self) -> Retrieval:
+        if self.embedder == "openai" and self.embeddings is None:
+            raise ValueError("embedder 'openai' needs an 'embeddings' section (endpoint, model)")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- model

@@ -1,0 +1,395 @@
+"""The ``web`` connector: pages of a website, from its sitemap or by crawling from a start URL.
+
+``location`` is the start URL; ``web.sitemap`` a sitemap (or sitemap index) URL to read instead of crawling.
+
+Politeness and limits (all in the ``web`` section):
+
+* only hosts in ``allowed_domains`` (default: the start URL's host) and paths matching ``allowed_paths``;
+  links deeper than ``max_depth`` from the start page are not followed; at most ``max_pages`` per sync;
+* ``robots.txt`` of each host is read first (``protego``) and respected for ``user_agent``, including its
+  ``Crawl-delay`` when that is slower than ``per_host_rps``;
+* ``concurrency`` requests in flight overall, at most ``per_host_rps`` request starts per second per host;
+* redirects are followed by hand, at most ``max_redirects`` per page, each hop checked against the allowed
+  domains, paths and robots.txt (a redirect loop or an off-domain redirect fails that page only);
+* bodies larger than ``max_bytes`` are cut off while streaming and the page fails; content types outside
+  ``content_types`` are skipped.
+
+The document id is the page's **canonical URL** (``<link rel="canonical">`` when it is allowed, else the
+final URL without fragment); two URLs with one canonical yield one document. Incremental syncs send
+``If-None-Match`` / ``If-Modified-Since`` with the validators saved in the cursor; a ``304`` page is
+reported unchanged and its saved links are followed. ACLs come from the charter's ``acl_rules`` matched
+against the URL path (last match wins); an unmatched page has no ACL (private under ``per-document``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
+
+from charter.sources._acl import glob_match, rule_acl
+from charter.sources._connector import (
+    AclEntry,
+    ConnectorContext,
+    Failed,
+    Item,
+    SourceUnavailable,
+    Unchanged,
+    connector,
+)
+from charter.sources._extract import decode_text, html_to_text
+from charter.spec._schema import WebOptions
+
+MAX_SITEMAP_BYTES = 50_000_000
+MAX_LINKS_PER_PAGE = 2000
+
+
+class _PageError(Exception):
+    pass
+
+
+def normalise_url(url: str) -> str:
+    """Scheme and host lower-cased, default port dropped, fragment removed, empty path as ``/``."""
+    url, _ = urldefrag(url.strip())
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port and not ((parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme.lower(), host, parts.path or "/", parts.query, ""))
+
+
+class _HostLimiter:
+    """Request starts per host no closer than ``interval`` seconds (thread-safe)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at: dict[str, float] = {}
+        self.delays: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def wait(self, host: str) -> None:
+        with self.lock:
+            now = time.monotonic()
+            gap = max(self.interval, self.delays.get(host, 0.0))
+            at = max(now, self.next_at.get(host, 0.0))
+            self.next_at[host] = at + gap
+        if at > now:
+            time.sleep(at - now)
+
+
+@dataclass
+class _Page:
+    url: str  # as requested
+    final: str = ""
+    status: int = 0
+    body: bytes = b""
+    content_type: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+    links: list[str] = field(default_factory=list)
+
+
+@connector("web")
+class WebConnector:
+    """Pages of a website (sitemap or crawl), politely, with conditional requests; ACL per URL pattern."""
+
+    def _opts(self, ctx: ConnectorContext) -> WebOptions:
+        return ctx.source.web or WebOptions()
+
+    def _setup(self, ctx: ConnectorContext) -> None:
+        import httpx
+
+        opts = self._opts(ctx)
+        start = normalise_url(ctx.source.location)
+        parts = urlsplit(start)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SourceUnavailable(f"source {ctx.source.id!r}: location must be an http(s) URL: {start}")
+        self.opts = opts
+        self.start = start
+        self.domains = {d.lower() for d in opts.allowed_domains} or {parts.hostname.lower()}
+        self.limiter = _HostLimiter(1.0 / opts.per_host_rps)
+        self.robots: dict[str, Any] = {}
+        self.robots_lock = threading.Lock()
+        self.client = httpx.Client(
+            timeout=opts.timeout.total_seconds(),
+            follow_redirects=False,
+            headers={"User-Agent": opts.user_agent},
+            limits=httpx.Limits(max_connections=opts.concurrency),
+        )
+
+    # ------------------------------------------------------------------------------------ rules
+    def allowed(self, url: str) -> str | None:
+        """``None`` if ``url`` may be fetched, else why not."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return f"not http(s): {url}"
+        if (parts.hostname or "").lower() not in self.domains:
+            return f"outside the allowed domains: {parts.hostname}"
+        if not any(glob_match(p, parts.path or "/") for p in self.opts.allowed_paths):
+            return f"outside the allowed paths: {parts.path}"
+        return None
+
+    def _robots_for(self, url: str) -> Any:
+        from protego import Protego
+
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        with self.robots_lock:
+            if origin in self.robots:
+                return self.robots[origin]
+        rules = Protego.parse("")
+        try:
+            self.limiter.wait(origin)
+            r = self.client.get(origin + "/robots.txt")
+            if r.status_code == 200 and len(r.content) < 1_000_000:
+                rules = Protego.parse(r.text)
+            elif r.status_code in (401, 403):
+                rules = Protego.parse("User-agent: *\nDisallow: /")  # RFC 9309: unauthorised = disallow all
+        except Exception:  # noqa: S110 - unreachable robots.txt: "no rules" (RFC 9309 2.3.1.3)
+            pass
+        delay = rules.crawl_delay(self.opts.user_agent)
+        if delay:
+            self.limiter.delays[origin] = min(float(delay), 60.0)
+        with self.robots_lock:
+            self.robots[origin] = rules
+        return rules
+
+    def robots_allow(self, url: str) -> bool:
+        return bool(self._robots_for(url).can_fetch(url, self.opts.user_agent))
+
+    # ------------------------------------------------------------------------------------ fetch
+    def fetch(self, url: str, validators: dict[str, str] | None) -> _Page:
+        page = _Page(url)
+        current = url
+        for _hop in range(self.opts.max_redirects + 1):
+            why = self.allowed(current)
+            if why is not None:
+                page.error = f"redirected {why}" if current != url else why
+                return page
+            if not self.robots_allow(current):
+                page.error = f"disallowed by robots.txt: {current}"
+                return page
+            headers = {}
+            if validators and current == url:
+                if validators.get("etag"):
+                    headers["If-None-Match"] = validators["etag"]
+                if validators.get("last_modified"):
+                    headers["If-Modified-Since"] = validators["last_modified"]
+            host = urlsplit(current).netloc
+            self.limiter.wait(f"{urlsplit(current).scheme}://{host}")
+            with self.client.stream("GET", current, headers=headers) as r:
+                if r.status_code in (301, 302, 303, 307, 308):
+                    loc = r.headers.get("location")
+                    if not loc:
+                        page.error = f"redirect without a Location ({r.status_code})"
+                        return page
+                    current = normalise_url(urljoin(current, loc))
+                    continue
+                page.final, page.status = current, r.status_code
+                if r.status_code == 304:
+                    return page
+                if r.status_code != 200:
+                    page.error = f"HTTP {r.status_code}"
+                    return page
+                ctype = r.headers.get("content-type", "").split(";")[0].strip().lower()
+                page.content_type = ctype
+                if ctype not in self.opts.content_types:
+                    page.error = f"content type {ctype or 'unknown'} is not accepted"
+                    return page
+                declared = r.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self.opts.max_bytes:
+                    page.error = f"page too large: {declared} bytes (limit {self.opts.max_bytes})"
+                    return page
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    if size > self.opts.max_bytes:
+                        page.error = f"page too large: over {self.opts.max_bytes} bytes"
+                        return page
+                    chunks.append(chunk)
+                page.body = b"".join(chunks)
+                page.etag = r.headers.get("etag")
+                page.last_modified = r.headers.get("last-modified")
+                return page
+        page.error = f"too many redirects (more than {self.opts.max_redirects}; a loop?)"
+        return page
+
+    # ------------------------------------------------------------------------------------ sitemap
+    def _sitemap_urls(self, url: str, depth: int = 0) -> list[str]:
+        import httpx
+
+        if depth > 3:
+            return []
+        try:
+            if self.allowed(url) is not None or not self.robots_allow(url):
+                raise SourceUnavailable(f"sitemap not allowed: {url}")
+            self.limiter.wait(f"{urlsplit(url).scheme}://{urlsplit(url).netloc}")
+            r = self.client.get(url)
+        except httpx.HTTPError as exc:
+            raise SourceUnavailable(f"cannot read the sitemap {url}: {exc}") from None
+        if r.status_code != 200 or len(r.content) > MAX_SITEMAP_BYTES:
+            raise SourceUnavailable(f"cannot read the sitemap {url}: HTTP {r.status_code}")
+        data = r.content
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)[:MAX_SITEMAP_BYTES]
+        try:
+            root = ET.fromstring(data)  # noqa: S314 - stdlib parser: no external entities are resolved
+        except ET.ParseError as exc:
+            raise SourceUnavailable(f"the sitemap {url} is not valid XML: {exc}") from None
+        urls: list[str] = []
+        for el in root.iter():
+            if el.tag.endswith("loc") and el.text:
+                loc = normalise_url(urljoin(url, el.text.strip()))
+                if root.tag.endswith("sitemapindex"):
+                    urls += self._sitemap_urls(loc, depth + 1)
+                else:
+                    urls.append(loc)
+        return urls
+
+    # ------------------------------------------------------------------------------------ sync
+    def documents(self, ctx: ConnectorContext) -> Iterator[Item]:
+        self._setup(ctx)
+        opts = self.opts
+        saved: dict[str, Any] = dict((ctx.cursor or {}).get("pages", {}))
+        new_pages: dict[str, Any] = {}
+        emitted: set[str] = set()
+        try:
+            if opts.sitemap:
+                frontier = [(u, 0) for u in self._sitemap_urls(normalise_url(opts.sitemap))]
+                follow = False
+            else:
+                frontier = [(self.start, 0)]
+                follow = True
+            queued = {u for u, _ in frontier}
+            in_flight: dict[Future[_Page], tuple[str, int]] = {}
+            fetched = 0
+            with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="charter-web") as pool:
+                while frontier or in_flight:
+                    while frontier and len(in_flight) < opts.concurrency and fetched < opts.max_pages:
+                        url, depth = frontier.pop(0)
+                        validators = (
+                            saved.get(url) if url in saved and saved[url].get("doc") in ctx.known else None
+                        )
+                        in_flight[pool.submit(self._safe_fetch, url, validators)] = (url, depth)
+                        fetched += 1
+                    if not in_flight:
+                        break
+                    done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        url, depth = in_flight.pop(fut)
+                        page = fut.result()
+                        items, links, record = self._handle(ctx, page, saved.get(url), emitted)
+                        if record is not None:
+                            new_pages[url] = record
+                        yield from items
+                        if follow and depth < opts.max_depth:
+                            for link in links:
+                                if link not in queued and self.allowed(link) is None:
+                                    queued.add(link)
+                                    frontier.append((link, depth + 1))
+        finally:
+            self.client.close()
+        ctx.new_cursor = {"pages": new_pages}
+
+    def _safe_fetch(self, url: str, validators: dict[str, str] | None) -> _Page:
+        try:
+            return self.fetch(url, validators)
+        except Exception as exc:  # network errors fail that page only
+            return _Page(url, error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def _handle(
+        self, ctx: ConnectorContext, page: _Page, prev: dict[str, Any] | None, emitted: set[str]
+    ) -> tuple[list[Item], list[str], dict[str, Any] | None]:
+        if page.error is not None:
+            doc_id = prev.get("doc") if prev else None
+            return [Failed(doc_id if doc_id in ctx.known else None, f"{page.url}: {page.error}")], [], prev
+        if page.status == 304 and prev is not None:
+            doc_id = prev["doc"]
+            if doc_id in emitted:
+                return [], list(prev.get("links", [])), prev
+            emitted.add(doc_id)
+            acl = rule_acl(ctx.source.acl_rules, urlsplit(doc_id).path)
+            err = None if acl is not None else "no acl_rules entry matches this URL"
+            return [Unchanged(doc_id, acl, err, acl_known=True)], list(prev.get("links", [])), prev
+        final = page.final or page.url
+        if page.content_type == "text/html":
+            html = html_to_text(page.body)
+            text, title = html.text, html.title
+            links, canonical = _links(page.body, final)
+        else:
+            text, title, links, canonical = decode_text(page.body), None, [], None
+        doc_id = normalise_url(final)
+        if canonical and self.allowed(canonical) is None:
+            doc_id = canonical
+        record = {
+            "doc": doc_id,
+            "etag": page.etag,
+            "last_modified": page.last_modified,
+            "links": links[:MAX_LINKS_PER_PAGE],
+        }
+        if doc_id in emitted:
+            return [], links, record  # another URL of the same canonical page
+        emitted.add(doc_id)
+        acl = rule_acl(ctx.source.acl_rules, urlsplit(doc_id).path)
+        err = None if acl is not None else "no acl_rules entry matches this URL"
+        fmt = "html" if page.content_type == "text/html" else "text"
+        doc = ctx.document(
+            doc_id=doc_id,
+            title=(title or urlsplit(doc_id).path.rstrip("/").rsplit("/", 1)[-1] or doc_id),
+            text=text,
+            format=fmt,
+            url=doc_id,
+            acl=acl,
+            acl_error=err,
+            version=(page.etag or page.last_modified or "")[:200] or None,
+        )
+        return [doc], links, record
+
+    def acls(self, ctx: ConnectorContext) -> Iterator[AclEntry]:
+        """ACLs come from the charter's URL patterns: every indexed page, no request at all."""
+        for doc_id in ctx.known or self._known_ids(ctx):
+            acl = rule_acl(ctx.source.acl_rules, urlsplit(doc_id).path)
+            yield AclEntry(doc_id, acl, None if acl is not None else "no acl_rules entry matches this URL")
+
+    @staticmethod
+    def _known_ids(ctx: ConnectorContext) -> list[str]:
+        pages = (ctx.cursor or {}).get("pages", {})
+        return sorted({p["doc"] for p in pages.values() if isinstance(p, dict) and p.get("doc")})
+
+
+def _links(body: bytes, base: str) -> tuple[list[str], str | None]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(body, "html.parser")
+    b = soup.find("base", href=True)
+    if b is not None:
+        base = urljoin(base, str(b.get("href")))
+    canonical = None
+    for link in soup.find_all("link", href=True):
+        rel: Any = link.get("rel") or []
+        if "canonical" in rel:
+            canonical = normalise_url(urljoin(base, str(link["href"])))
+            break
+    out: list[str] = []
+    seen: set[str] = set()
+    for a in soup.find_all("a", href=True):
+        rel_a: Any = a.get("rel") or []
+        if "nofollow" in rel_a:
+            continue
+        href = str(a["href"]).strip()
+        if not href or href.startswith(("mailto:", "javascript:", "tel:", "#")):
+            continue
+        u = normalise_url(urljoin(base, href))
+        if u not in seen:
+            seen.add(u)
+            out.append(u)
+    return out, canonical
