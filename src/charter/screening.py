@@ -173,7 +173,33 @@ def _hidden_views(text: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ the rules
 _LEETISH = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]", re.IGNORECASE)
 _COMMON = frozenset(
-    ["the", "a", "an", "and", "or", "to", "of", "in", "on", "for", "is", "are", "be", "you", "your", "we", "our", "it", "this", "that", "with", "at", "by", "from", "as"]
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "to",
+        "of",
+        "in",
+        "on",
+        "for",
+        "is",
+        "are",
+        "be",
+        "you",
+        "your",
+        "we",
+        "our",
+        "it",
+        "this",
+        "that",
+        "with",
+        "at",
+        "by",
+        "from",
+        "as",
+    ]
 )
 _AI = (
     r"(?:ai|a i|assistant|assistants|model|models|chatbot|chatbots|bot|bots|llm|llms|gpt|chatgpt|claude|"

@@ -64,9 +64,7 @@ def _subset() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, dict[str,
     ids = {d["_id"] for d in docs}
     cases = load_eval_set(EXAMPLE / "evals" / "billing.yaml")
     qrels = {
-        c.id: {d: r for d, r in c.expected_sources.items() if d in ids}
-        for c in cases
-        if c.expected_sources
+        c.id: {d: r for d, r in c.expected_sources.items() if d in ids} for c in cases if c.expected_sources
     }
     qrels = {q: rels for q, rels in qrels.items() if any(r > 0 for r in rels.values())}
     return docs, {c.id: c.question for c in cases if c.id in qrels}, qrels

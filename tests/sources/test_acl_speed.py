@@ -15,7 +15,20 @@ from charter.sources import sync_sources
 from tests.sources._matrix import check_matrix
 from tests.sources.conftest import Workspace
 
-WORDS = ["refund", "invoice", "card", "plan", "annual", "monthly", "proration", "tax", "receipt", "currency", "dispute", "chargeback"]
+WORDS = [
+    "refund",
+    "invoice",
+    "card",
+    "plan",
+    "annual",
+    "monthly",
+    "proration",
+    "tax",
+    "receipt",
+    "currency",
+    "dispute",
+    "chargeback",
+]
 
 
 def cached_vectors(ws: Workspace) -> int:

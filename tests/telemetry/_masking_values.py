@@ -228,7 +228,38 @@ GENERATORS: dict[str, Callable[[random.Random], str]] = {
 
 
 # ----------------------------------------------------------------------------------------------- contexts
-WORDS = ["please", "refund", "the", "invoice", "for", "my", "account", "because", "I", "was", "billed", "twice", "this", "month", "and", "the", "plan", "changed", "without", "notice", "thanks", "team", "customer", "support", "ticket", "follow", "up", "urgent", "note", "reply"]
+WORDS = [
+    "please",
+    "refund",
+    "the",
+    "invoice",
+    "for",
+    "my",
+    "account",
+    "because",
+    "I",
+    "was",
+    "billed",
+    "twice",
+    "this",
+    "month",
+    "and",
+    "the",
+    "plan",
+    "changed",
+    "without",
+    "notice",
+    "thanks",
+    "team",
+    "customer",
+    "support",
+    "ticket",
+    "follow",
+    "up",
+    "urgent",
+    "note",
+    "reply",
+]
 OPENERS = ["", "", '"', "'", "(", "[", "{", "<", "«", "“", "‘", "*", "**", "_", "`", "-", "#", "/", "|", ":"]
 CLOSERS = [
     "", "", ",", ".", ";", ":", "!", "?", ")", "]", "}", ">", "»", "”", "’", '"', "'", "*", "**", "_", "`",

@@ -17,7 +17,7 @@ from fastapi.responses import PlainTextResponse
 from charter.errors import NotFound, UsageError
 from charter.server import _schemas as S
 from charter.server._app import state_of
-from charter.server._auth import require, require_any, require_capability, tool_callable, workflow_resource
+from charter.server._auth import require, require_any, require_capability, tool_callable
 from charter.spec import Principal
 
 if TYPE_CHECKING:

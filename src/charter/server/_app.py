@@ -43,7 +43,9 @@ class ServerSettings:
     session_hours: float = 8.0  #: console sessions expire after this long (logging out ends them at once)
     auth_failures_per_client: int = 20  #: failed authentications per client address per minute before 429
     auth_failures_per_token: int = 10  #: failed authentications per token id per minute before 429
-    background_telemetry: bool = True  #: group-committed trace writes and periodic retention (start_server_telemetry)
+    background_telemetry: bool = (
+        True  #: group-committed trace writes and periodic retention (start_server_telemetry)
+    )
     review_tick_seconds: float = 60.0  #: run charter.review.tick (expiry, escalation) this often; 0 disables
     drift_seconds: float = 3600.0  #: run charter.gate's drift pass this often; 0 disables
     warm_up: bool = True  #: at start-up, load the index, embedder, masker and gateway, then gc.freeze()

@@ -53,6 +53,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import CharterException, Conflict, UsageError
+from charter.screening import screen_pending
 from charter.sources._acl import effective_acl
 from charter.sources._connector import (
     AclEntry,
@@ -66,7 +67,6 @@ from charter.sources._connector import (
 )
 from charter.sources._document import Document, acl_hash
 from charter.sources._tables import source_documents, source_state, sync_runs
-from charter.screening import screen_pending
 from charter.spec import Source, section_hash
 from charter.store import utcnow
 
