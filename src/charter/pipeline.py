@@ -341,6 +341,43 @@ def _tone(rt: Runtime, customer: str, agent: str) -> tuple[str, str]:
     return tone_parts(rt.spec.review.tone, customer=customer, agent=agent)
 
 
+def search(
+    rt: Runtime,
+    principal: Principal,
+    query: str,
+    *,
+    k: int | None = None,
+    sources: set[str] | None = None,
+    explain: bool = False,
+) -> list[Hit]:
+    """Permission-filtered hybrid search as ``principal`` — the one search every front end calls (CLI, REST,
+    MCP, the root API). Cedar must permit ``search`` (a deny is audited and raised as :class:`Denied`);
+    then :meth:`~charter.retrieval.Index.search` ranks only the chunks the principal may read (and re-checks
+    each hit's document ACL in the store), with the charter's fusion and minimum score. ``sources`` narrows
+    the search to some source ids (unknown ids are a :class:`UsageError`); ``k`` defaults to
+    ``retrieval.top_k``."""
+    from charter.retrieval import Index
+
+    spec = rt.spec
+    rt.authorizer.require(principal, "search", _workflow_resource(rt), audit=rt.audit)
+    configured = {s.id for s in spec.sources}
+    if sources:
+        unknown = sorted(set(sources) - configured)
+        if unknown:
+            raise UsageError(
+                f"unknown source id(s) {', '.join(unknown)}; the charter has {', '.join(sorted(configured))}"
+            )
+    return Index.for_runtime(rt).search(
+        principal.acl_tokens,
+        query,
+        k=k or spec.retrieval.top_k,
+        fusion=spec.retrieval.fusion,
+        sources=set(sources) if sources else configured,
+        min_score=spec.retrieval.min_score,
+        explain=explain,
+    )
+
+
 def gateway_for(rt: Runtime) -> Any:
     """The runtime's gateway, built once (prompt approvals are checked when it is built)."""
     cached = getattr(rt, "_gateway", None)

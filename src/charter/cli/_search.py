@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
-from charter.errors import UsageError
 
 
 @app.command("search")
@@ -32,32 +31,14 @@ def search(
     charter: CharterOpt = None,
 ) -> None:
     """Search the indexed sources as USER: only chunks USER may read are ranked and shown."""
-    from charter.retrieval import Index
+    from charter.pipeline import search as governed_search
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, as_user)
-    rt.authorizer.require(principal, "search", audit=rt.audit)
     spec = rt.spec
-    configured = {s.id for s in spec.sources}
-    if source:
-        unknown = sorted(set(source) - configured)
-        if unknown:
-            raise UsageError(
-                f"unknown source id(s) {', '.join(unknown)}; the charter has {', '.join(sorted(configured))}"
-            )
-        sources = set(source)
-    else:
-        sources = configured
     fusion = spec.retrieval.fusion
-    index = Index.for_runtime(rt)
-    hits = index.search(
-        principal.acl_tokens,
-        query,
-        k=k or spec.retrieval.top_k,
-        fusion=fusion,
-        sources=sources,
-        min_score=spec.retrieval.min_score,
-        explain=explain,
+    hits = governed_search(
+        rt, principal, query, k=k, sources=set(source) if source else None, explain=explain
     )
     data: dict[str, Any] = {
         "user": principal.id,

@@ -7,8 +7,8 @@ in a worker thread:
 
 * ``ask`` → ``charter.server._auth.require(..., "ask")`` and :func:`charter.pipeline.ask` (admission,
   retrieval, budget, checks, review, trace, audit);
-* ``search`` → ``require(..., "search")`` and :meth:`charter.retrieval.Index.search` with the caller's ACL
-  tokens (only chunks the caller may read);
+* ``search`` → :func:`charter.pipeline.search` (Cedar ``search``, then the index with the caller's ACL
+  tokens: only chunks the caller may read);
 * a charter tool → :func:`charter.tools.propose` with ``origin="mcp"`` (tool list, Cedar, arguments, kill
   switch, preconditions, rate limit, approval rule); an approval-requiring call returns the pending
   approval, never a result;
@@ -210,7 +210,7 @@ def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> 
         require(rt, principal, "ask")
         return ask(rt, principal, question, submit_for_review=review).as_dict(), False
     if name == "search":
-        from charter.retrieval import Index
+        from charter.pipeline import search as governed_search
 
         query, k = args.get("query"), args.get("k", 8)
         if (
@@ -221,8 +221,7 @@ def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> 
             or set(args) - {"query", "k"}
         ):
             raise UsageError("search takes {query: string, k?: integer 1..50}")
-        require(rt, principal, "search")
-        hits = Index.for_runtime(rt).search(principal.acl_tokens, query, k=k, fusion=rt.spec.retrieval.fusion)
+        hits = governed_search(rt, principal, query, k=k)
         return {
             "items": [
                 {

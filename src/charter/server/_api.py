@@ -98,13 +98,9 @@ def ask(request: Request, body: S.AskIn, principal: Caller) -> Any:
 @router.post("/api/search", response_model=S.ObjList, tags=["ask"])
 def search(request: Request, body: S.SearchIn, principal: Caller) -> S.ObjList:
     """Permission-filtered hybrid search (Cedar ``search``): only chunks this principal may read."""
-    from charter.retrieval import Index
+    from charter.pipeline import search as governed_search
 
-    rt = _rt(request)
-    require(rt, principal, "search")
-    hits = Index.for_runtime(rt).search(
-        principal.acl_tokens, body.query, k=body.k, fusion=rt.spec.retrieval.fusion
-    )
+    hits = governed_search(_rt(request), principal, body.query, k=body.k)
     items = [
         {
             "chunk_id": h.chunk_id,
