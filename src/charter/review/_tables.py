@@ -34,7 +34,7 @@ review_items = Table(
     Column("reject_reason", String(50), nullable=True),
     Column("comment", Text, nullable=True),
     Column("version", Integer, nullable=False),
-    # 0011_access: routing to a source owner, the conversation's customer, a pending edit (four-eyes)
+    # 0012_access: routing to a source owner, the conversation's customer, a pending edit (four-eyes)
     Column("assigned_user", String(200), nullable=True),
     Column("routing", Text, nullable=True),
     Column("customer_id", String(100), nullable=True),

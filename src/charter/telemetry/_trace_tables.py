@@ -20,7 +20,7 @@ traces = Table(
     Column("model", String(200), nullable=True),
     Column("provider", String(100), nullable=True),
     Column("prompt_version", String(100), nullable=True),
-    Column("index_version", String(100), nullable=True),  # for trends by index version (0011_monitor)
+    Column("index_version", String(100), nullable=True),  # for trends by index version (0015_monitor)
     Column("tool_refusals", Integer, nullable=True),  # model-proposed tool calls that were refused
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("cost_source", String(30), nullable=True),  # reported | estimated

@@ -7,7 +7,7 @@
   database), so that rewriting entries after the last signed checkpoint — and re-computing their hashes —
   is detected (see ``charter.telemetry.audit``). Entries written before this migration have no seal.
 
-Revision ID: 0011_harden
+Revision ID: 0011
 Revises: 0010
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 
 from charter.store._types import UTCDateTime
 
-revision = "0011_harden"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None

@@ -1,7 +1,7 @@
 """Pins of upstream MCP tools: the approved hash of each tool's name, description and input schema.
 
-Revision ID: 0011_mcp
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 from charter.store._types import UTCDateTime
 
-revision = "0011_mcp"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -4,15 +4,15 @@
 tool calls that were refused. Both are aggregated in SQL by :mod:`charter.telemetry._trends`. Old rows
 keep NULL (reported as ``-`` and 0).
 
-Revision ID: 0011_monitor
-Revises: 0010
+Revision ID: 0015
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_monitor"
-down_revision = "0010"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -3,15 +3,15 @@
 (``customer_id``: ``send_reply`` may send only to them), and a reviewer's pending edit (``edited_by`` and
 the checks it passed, ``edit_checks``) that another reviewer must approve before it can be sent.
 
-Revision ID: 0011_access
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_access"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

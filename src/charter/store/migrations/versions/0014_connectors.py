@@ -8,15 +8,15 @@
   HTTP ETag) and the revision it was read at (Git commit id, for citations).
 * ``retrieval_meta`` — key/value facts about the index; ``embedder`` is the model that built it.
 
-Revision ID: 0011_connectors
-Revises: 0010
+Revision ID: 0014
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_connectors"
-down_revision = "0010"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
