@@ -30,6 +30,7 @@ from charter.errors import AuthenticationError, Denied
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from mcp.server import ServerRequestContext
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
     from charter.server._app import ServerState
     from charter.spec import Principal
@@ -73,13 +74,17 @@ class McpEndpoint:
     """The ASGI app at ``/mcp``: authenticate, then hand the request to the SDK's session manager."""
 
     def __init__(self, state: ServerState) -> None:
-        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-
         from charter.mcp._server import build_server
 
         self.state = state
         self.server = build_server(state.rt, principal_from_request)
-        self.manager = StreamableHTTPSessionManager(
+        self.manager = self.new_manager()
+
+    def new_manager(self) -> StreamableHTTPSessionManager:
+        """A fresh session manager: the SDK's can run once, and an app may be started more than once."""
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        return StreamableHTTPSessionManager(
             app=self.server, stateless=True, json_response=True, security_settings=None
         )
 
@@ -129,6 +134,7 @@ def mount_mcp(app: FastAPI, state: ServerState) -> McpEndpoint:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> Any:
+        endpoint.manager = endpoint.new_manager()
         async with outer(a) as value, endpoint.manager.run():
             yield value
 
