@@ -272,7 +272,7 @@ def redact_parts(
                 refs.append(ref)
     unreadable = set(reader.unreadable(refs))
     tainted = bool(unreadable) or any(v is None for v in cited.values())
-    out_citations = []
+    out_citations: list[Any] = []
     for c in citations:
         if not isinstance(c, dict):
             out_citations.append(redaction())

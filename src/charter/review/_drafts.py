@@ -268,7 +268,8 @@ def submit_draft(
             final_text=draft,
         )
     if needs_review:
-        draft_item = ReviewItem(**{c.name: row.get(c.name) for c in review_items.columns})
+        columns: dict[str, Any] = {c.name: row.get(c.name) for c in review_items.columns}
+        draft_item = ReviewItem(**columns)
         row["assigned_user"], row["routing"] = route(runtime, draft_item, row["assigned_role"])
         if row["routing"] is not None:
             row["status"] = "escalated"
