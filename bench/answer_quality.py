@@ -50,9 +50,11 @@ def _old_drafter(rev: str) -> Any:
 
 
 def _pct(values: list[float], q: float) -> float:
-    from bench._common import percentile
-
-    return percentile(values, q)
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * q // 100) - 1))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     prepared = []
     for c in cases:
         p = rt.charter.principal(c.user)
-        tr = Trace(workflow=rt.spec.workflow.id, principal_id=p.id, question=c.question, charter_fingerprint=rt.fingerprint)
+        tr = Trace(
+            workflow=rt.spec.workflow.id,
+            principal_id=p.id,
+            question=c.question,
+            charter_fingerprint=rt.fingerprint,
+        )
         try:
             state = pipeline.read_request_state(rt)
             q = pipeline.admit(rt, p, c.question, tr, state)
@@ -93,13 +100,20 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 passages, audience = pipeline._passages(rt, hits)
                 req = gw.build_request(
-                    q, [pipeline._passage(cid, h, audience[cid]) for cid, h in passages.items()], agent_name=p.name
+                    q,
+                    [pipeline._passage(cid, h, audience[cid]) for cid, h in passages.items()],
+                    agent_name=p.name,
                 )
                 model.generate(req)
                 t0 = time.perf_counter()
                 gen = model.generate(req)
                 lat.append((time.perf_counter() - t0) * 1000)
-                tr = Trace(workflow=rt.spec.workflow.id, principal_id=p.id, question=c.question, charter_fingerprint=rt.fingerprint)
+                tr = Trace(
+                    workflow=rt.spec.workflow.id,
+                    principal_id=p.id,
+                    question=c.question,
+                    charter_fingerprint=rt.fingerprint,
+                )
                 g, s = pipeline._tone(rt, req.customer_name, req.agent_name)
                 res = pipeline.check(rt, p, q, gen.text, passages, audience, tr, template=(g, s))
                 observed = {"answered": "answer", "needs_human": "escalate"}.get(res.status, "refuse")
