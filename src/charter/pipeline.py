@@ -391,7 +391,7 @@ def gateway_for(rt: Runtime) -> Any:
         from charter.retrieval import Index
 
         index = Index.for_runtime(rt)
-        SENTENCE_VECTORS.bind(index.embedder, index._query_vector)
+        SENTENCE_VECTORS.bind(index.embedder, index._query_vector, index)
     return cached
 
 

@@ -93,8 +93,8 @@ class _Candidate:
 
 # ------------------------------------------------------------------------------------------ sentence vectors
 class SentenceVectors:
-    """Embeddings of passage sentences, cached in memory by text (passages repeat across requests; the sync
-    warms the cache for every new or changed document, see :func:`charter.screening.screen_document`).
+    """Embeddings of passage sentences, cached in memory by text (passages repeat across requests) and,
+    when bound to an index, persisted in its embedding cache.
 
     The embedder is the runtime's (bound by the pipeline with :meth:`bind`), so question and sentence
     vectors come from the same model; unbound, the built-in MiniLM is loaded on first use."""
@@ -103,13 +103,29 @@ class SentenceVectors:
         self.capacity = capacity
         self._embedder: Any = None
         self._query: Callable[[str], Any] | None = None
+        self._index: Any = None
         self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def bind(self, embedder: Any, query: Callable[[str], Any] | None = None) -> None:
+    def bind(self, embedder: Any, query: Callable[[str], Any] | None = None, index: Any = None) -> None:
         """Use ``embedder`` for sentences and ``query`` (the index's cached query embedding, so the question
-        is embedded once per request, by retrieval) for questions."""
-        self._embedder, self._query = embedder, query
+        is embedded once per request, by retrieval) for questions. With ``index``, sentences missing from
+        memory are read from the index's persistent embedding cache (``retrieval_embeddings``, keyed by
+        model and text hash) and only the ones never seen are embedded and written back: each sentence is
+        embedded once, whichever process sees it first."""
+        self._embedder, self._query, self._index = embedder, query, index
+
+    def _embed_missing(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        index = self._index
+        if index is None:
+            return np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        _hashes, vecs, new_rows = index._vectors_for(texts)
+        if new_rows:
+            with index.store.begin() as conn:
+                index._cache_vectors(conn, new_rows)
+        return vecs
 
     def query(self, question: str) -> Any:
         if self._query is not None and self._embedder is not None:
@@ -139,7 +155,7 @@ class SentenceVectors:
                     out[i] = v
         if missing:
             keys = list(missing)
-            vecs = np.asarray(emb.embed(keys), dtype=np.float32)
+            vecs = self._embed_missing(keys)
             with self._lock:
                 for t, v in zip(keys, vecs, strict=True):
                     self._cache[(emb.name, t)] = v
@@ -154,8 +170,9 @@ SENTENCE_VECTORS = SentenceVectors()
 
 
 def sentence_key(heading: str, sentence: str) -> str:
-    """The text a passage sentence is embedded as: its section heading gives it context."""
-    return f"{heading}: {sentence}" if heading else sentence
+    """The text a passage sentence is embedded as: the sentence alone, so its vector does not depend on
+    where a chunk boundary fell (headings count through lexical heading coverage instead)."""
+    return sentence
 
 
 def tone_parts(tone: str, *, customer: str, agent: str) -> tuple[str, str]:
