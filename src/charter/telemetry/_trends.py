@@ -593,7 +593,9 @@ def build_trends(
         "latency_resolution": "1 ms <100 ms, 10 ms <1 s, 100 ms <10 s, 1 s above (upper bucket edge)",
         "totals": {
             **total.summary(),
-            "eval_pass_rate": _eval_by(evals, "workflow").get("-", {}).get("pass_rate"),
+            "eval_pass_rate": _eval_by([{**r, "all": "all"} for r in evals], "all")
+            .get("all", {})
+            .get("pass_rate"),
         },
         "by_day": series(by_day, days, ev_day),
         "by_week": series(by_week, weeks, ev_week),
