@@ -77,10 +77,11 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
             )
             for r in batch
         ]
-        with store.begin() as conn:
-            conn.exec_driver_sql(
-                f"INSERT INTO traces ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
-            )
+        if rows:
+            with store.begin() as conn:
+                conn.exec_driver_sql(
+                    f"INSERT INTO traces ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+                )
         counts["traces"] += len(batch)
         batch.clear()
         flush()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from charter.telemetry._feedback import FEEDBACK_REASONS, record_feedback, review_decisions
 from charter.telemetry._metrics import metrics_for
-from charter.telemetry._report import build_report, error_signature, wilson_interval
+from charter.telemetry._report import build_report, error_signature
 from charter.telemetry._report_render import render_report
 from charter.telemetry._retention import (
     RetentionResult,
@@ -30,6 +30,7 @@ from charter.telemetry._retention import (
     apply_retention,
     start_server_telemetry,
 )
+from charter.telemetry._trends import wilson_interval
 from charter.telemetry._wiring import mask_text, mask_value, masker_for, masking_salt, trace_store_for
 from charter.telemetry.masking import REDACTED, Masker, NullMasker, PatternMasker, protect
 from charter.telemetry.traces import SpanRecord, Trace, TraceStore

@@ -150,7 +150,7 @@ def _escalations(rt: Runtime, now: datetime) -> list[Alert]:
     a = rt.spec.drift.alerts
     r = escalation_rates(rt, now)
     nb, nr = r["baseline_requests"], r["recent_requests"]
-    out = []
+    out: list[Alert] = []
     if not nb or not nr:
         return out
     from charter.telemetry._clusters import owner_duty

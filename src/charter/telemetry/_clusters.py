@@ -260,7 +260,7 @@ def build_failures(
         for cat in cats_of[rid]:
             if cat not in example and questions.get(rid):
                 example[cat] = str(questions[rid])
-    categories = [
+    categories: list[dict[str, Any]] = [
         {
             "category": cat,
             "kind": cat.split(":", 1)[0],
@@ -379,7 +379,7 @@ def find_cluster(
     report = build_failures(rt, since=since, now=now, embed=embed, min_cluster=1, top=10_000)
     for c in report["clusters"]:
         if c["id"] == cluster_id:
-            return c
+            return dict(c)
     known = ", ".join(c["id"] for c in report["clusters"][:10]) or "none"
     raise NotFound(
         f"no failure cluster {cluster_id!r} in the last {since}; "

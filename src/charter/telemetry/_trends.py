@@ -392,23 +392,23 @@ def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, 
         try:
             from charter.sources._tables import sync_runs as sr
 
-            for r in conn.execute(
+            for sync in conn.execute(
                 select(sr.c.source_id, sr.c.finished_at, sr.c.summary).where(
                     sr.c.status.in_(("succeeded", "partial"))
                     & (sr.c.finished_at >= start)
                     & (sr.c.finished_at < end)
                 )
             ):
-                summary = r.summary if isinstance(r.summary, dict) else {}
+                summary = sync.summary if isinstance(sync.summary, dict) else {}
                 changed = sum(int(summary.get(k) or 0) for k in ("added", "updated", "deleted", "changed"))
                 if summary and not changed and any(k in summary for k in ("added", "updated", "deleted")):
                     continue  # a sync that changed nothing cannot explain a change
                 out.append(
                     {
                         "kind": "source_synced",
-                        "at": r.finished_at,
-                        "label": f"source {r.source_id} synced",
-                        "detail": {"source": r.source_id, "summary": summary},
+                        "at": sync.finished_at,
+                        "label": f"source {sync.source_id} synced",
+                        "detail": {"source": sync.source_id, "summary": summary},
                     }
                 )
         except SQLAlchemyError:  # pragma: no cover - sources tables missing
@@ -566,9 +566,9 @@ def build_trends(
     dims: dict[str, list[dict[str, Any]]] = {}
     for i, name in enumerate(DIMENSIONS):
         col = {"prompt_version": 1, "model": 2, "index_version": 3}[name]
-        groups = rollup(cells, lambda k, c=col: k[c])  # type: ignore[misc]
+        groups = rollup(cells, lambda k, c=col: k[c])
         ev = _eval_by(evals, name)
-        first_seen = {}
+        first_seen: dict[str, str] = {}
         for k in sorted(cells):
             first_seen.setdefault(k[col], k[0])
         dims[name] = [
@@ -593,7 +593,9 @@ def build_trends(
         "latency_resolution": "1 ms <100 ms, 10 ms <1 s, 100 ms <10 s, 1 s above (upper bucket edge)",
         "totals": {
             **total.summary(),
-            "eval_pass_rate": _eval_by(evals, "workflow").get("-", {}).get("pass_rate"),
+            "eval_pass_rate": _eval_by([{**r, "all": "all"} for r in evals], "all")
+            .get("all", {})
+            .get("pass_rate"),
         },
         "by_day": series(by_day, days, ev_day),
         "by_week": series(by_week, weeks, ev_week),
