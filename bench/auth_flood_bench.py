@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, pct  # noqa: E402
+from _common import free_port, pct
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "billing-support"
@@ -42,7 +42,9 @@ def measure(url: str, headers: dict[str, str], n: int) -> tuple[list[float], dic
     return times, codes
 
 
-def flood(url: str, known_id: str, stop: threading.Event, counts: dict[int, int], lock: threading.Lock) -> None:
+def flood(
+    url: str, known_id: str, stop: threading.Event, counts: dict[int, int], lock: threading.Lock
+) -> None:
     import httpx
 
     i = 0
@@ -89,8 +91,17 @@ def main() -> None:
         "CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "0",  # measure authentication, not the per-user limit
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "charter.server:app_from_env", "--port", str(port),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "charter.server:app_from_env",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -128,7 +139,9 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     rt = Runtime.open(project / "charter.yaml")
-    refused_rows = [e for e in rt.audit.tail(100_000, action="auth.refused") if e.seq > (audit_before or (0, ""))[0]]
+    refused_rows = [
+        e for e in rt.audit.tail(100_000, action="auth.refused") if e.seq > (audit_before or (0, ""))[0]
+    ]
     rt.close()
     bogus = sum(counts.values())
     p95_idle, p95_busy = pct(idle, 0.95), pct(busy, 0.95)
