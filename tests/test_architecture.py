@@ -136,9 +136,8 @@ KNOWN_REACH_INS: set[tuple[str, str]] = set()  # filled below
 
 def test_no_new_upward_import() -> None:
     new = upward_edges() - KNOWN_UPWARD
-    assert not new, (
-        "imports from a lower layer to a higher one (docs/architecture.md): "
-        + ", ".join(f"{a} -> {b}" for a, b in sorted(new))
+    assert not new, "imports from a lower layer to a higher one (docs/architecture.md): " + ", ".join(
+        f"{a} -> {b}" for a, b in sorted(new)
     )
 
 
@@ -151,7 +150,9 @@ def test_no_new_reach_into_another_package() -> None:
 
 def test_fixed_violations_are_removed_from_the_ratchet() -> None:
     stale = (KNOWN_UPWARD - upward_edges()) | (KNOWN_REACH_INS - reach_ins())
-    assert not stale, f"these violations are gone: delete them from tests/test_architecture.py: {sorted(stale)}"
+    assert not stale, (
+        f"these violations are gone: delete them from tests/test_architecture.py: {sorted(stale)}"
+    )
 
 
 def test_every_package_is_in_a_layer_and_the_checker_sees_imports() -> None:

@@ -96,7 +96,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def open(charter_path: Path | str | None = None, *, database_url: str | None = None) -> Runtime:  # noqa: A001
+def open(charter_path: Path | str | None = None, *, database_url: str | None = None) -> Runtime:
     """Load and check the charter (``charter.yaml`` in the current folder by default, or ``CHARTER_FILE``),
     open and migrate its store, and return the :class:`Runtime` every call takes. Close it with
     ``rt.close()``."""
