@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port  # noqa: E402
+from _common import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "billing-support"
@@ -68,7 +68,9 @@ class RssSampler:
         self.thread.join()
 
 
-def make_project(root: Path, pages: list[Path], sources: list[str], retrieval: dict[str, Any], tokens: int) -> Path:
+def make_project(
+    root: Path, pages: list[Path], sources: list[str], retrieval: dict[str, Any], tokens: int
+) -> Path:
     import yaml
 
     proj = root / "project"
@@ -135,8 +137,21 @@ def start_llama(log: Path) -> tuple[subprocess.Popen[bytes], str]:
     out = log.open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", "smollm2-emb",
-            "--embedding", "true", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_path()),
+            "--model_alias",
+            "smollm2-emb",
+            "--embedding",
+            "true",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
         ],
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -182,7 +197,9 @@ def main() -> None:
         print(json.dumps({"cold": results["cold"]}), flush=True)
         results["warm"] = timed_sync(charter, "pg-copy")
         print(json.dumps({"warm": results["warm"]}), flush=True)
-        results["warm_over_cold"] = round(results["warm"]["chunks_per_s"] / results["cold"]["chunks_per_s"], 1)
+        results["warm_over_cold"] = round(
+            results["warm"]["chunks_per_s"] / results["cold"]["chunks_per_s"], 1
+        )
     if not args.skip_endpoint:
         ep_pages = pages[: args.endpoint_pages]
         with tempfile.TemporaryDirectory(prefix="ingest-bench-ep-") as tmp:
@@ -193,7 +210,12 @@ def main() -> None:
                     sub.mkdir()
                     retrieval = {
                         "embedder": "openai",
-                        "embeddings": {"endpoint": base, "model": "smollm2-emb", "batch_size": 16, "concurrency": conc},
+                        "embeddings": {
+                            "endpoint": base,
+                            "model": "smollm2-emb",
+                            "batch_size": 16,
+                            "concurrency": conc,
+                        },
                     }
                     charter = make_project(sub, ep_pages, ["pg"], retrieval, args.chunk_tokens)
                     results[f"endpoint_c{conc}"] = timed_sync(charter, "pg")
