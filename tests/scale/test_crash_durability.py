@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from tests.scale._server import issue_tokens, serve
 from tests.scale.test_workers import audit_verify, bearer
+from tests.server.test_trace_durability import approve_prompts
 
 pytestmark = [pytest.mark.slow]
 
@@ -55,6 +56,7 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     else:
         url, workers = f"sqlite:///{project.parent / 'crash.db'}", 1
     users = ("ana", "ben", "farid")
+    approve_prompts(project, url)
     tokens = issue_tokens(project, url, users)
     answered: list[dict[str, Any]] = []
     lock = threading.Lock()
