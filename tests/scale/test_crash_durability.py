@@ -62,7 +62,7 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     lock = threading.Lock()
     stop = threading.Event()
     env = {"CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "0"}
-    with serve(project, url, workers=workers, env=env) as server:
+    with serve(project, url, workers=workers, env=env, ready_timeout=540) as server:
 
         def load(user: str, k: int) -> None:
             with httpx.Client(timeout=60) as client:
@@ -92,7 +92,9 @@ def test_sigkill_mid_load_keeps_every_answered_request(
         for t in threads:
             t.join(timeout=120)
     assert len(answered) >= 40, f"only {len(answered)} answers before the deadline"
-    with serve(project, url, workers=workers, env=env) as server:  # restarts on the same database
+    with serve(
+        project, url, workers=workers, env=env, ready_timeout=540
+    ) as server:  # restarts on the same database
         r = httpx.post(
             f"{server.base}/api/ask",
             json={"question": QUESTIONS[0]},
