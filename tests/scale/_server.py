@@ -130,7 +130,12 @@ class Server:
 
 @contextmanager
 def serve(
-    project: Path, database_url: str, *, workers: int = 2, env: dict[str, str] | None = None
+    project: Path,
+    database_url: str,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 180.0,
 ) -> Iterator[Server]:
     """Start ``charter serve --workers N`` on ``database_url`` and wait until every worker is ready."""
     port = free_port()
@@ -165,7 +170,7 @@ def serve(
         )
     server = Server(proc, port, workers, log)
     try:
-        server.wait_ready()
+        server.wait_ready(ready_timeout)
         yield server
     finally:
         server.stop()

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from tests.scale._server import issue_tokens, serve
 from tests.scale.test_workers import audit_verify, bearer
+from tests.server.test_trace_durability import approve_prompts
 
 pytestmark = [pytest.mark.slow]
 
@@ -55,12 +56,13 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     else:
         url, workers = f"sqlite:///{project.parent / 'crash.db'}", 1
     users = ("ana", "ben", "farid")
+    approve_prompts(project, url)
     tokens = issue_tokens(project, url, users)
     answered: list[dict[str, Any]] = []
     lock = threading.Lock()
     stop = threading.Event()
     env = {"CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "0"}
-    with serve(project, url, workers=workers, env=env) as server:
+    with serve(project, url, workers=workers, env=env, ready_timeout=540) as server:
 
         def load(user: str, k: int) -> None:
             with httpx.Client(timeout=60) as client:
@@ -90,7 +92,9 @@ def test_sigkill_mid_load_keeps_every_answered_request(
         for t in threads:
             t.join(timeout=120)
     assert len(answered) >= 40, f"only {len(answered)} answers before the deadline"
-    with serve(project, url, workers=workers, env=env) as server:  # restarts on the same database
+    with serve(
+        project, url, workers=workers, env=env, ready_timeout=540
+    ) as server:  # restarts on the same database
         r = httpx.post(
             f"{server.base}/api/ask",
             json={"question": QUESTIONS[0]},

@@ -23,11 +23,26 @@ QUESTIONS = [
 ]
 
 
+def approve_prompts(charter: Path, database_url: str | None = None) -> None:
+    """What the prompt owner does before the workflow may run (no source sync needed to answer)."""
+    from charter.models import PromptRegistry
+    from charter.runtime import Runtime
+
+    rt = Runtime.open(charter, database_url=database_url)
+    try:
+        registry = PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e))
+        for prompt in rt.spec.prompts:
+            registry.approve(prompt.name, prompt.active, principal=rt.charter.principal("lena"))
+    finally:
+        rt.close()
+
+
 @pytest.fixture
-def production_client(server_project: Path) -> Iterator[tuple[Any, Any]]:
+def production_client(project: Path) -> Iterator[tuple[Any, Any]]:
     from fastapi.testclient import TestClient
 
-    served = _build(server_project, background_telemetry=True)
+    approve_prompts(project)
+    served = _build(project, background_telemetry=True)
     try:
         with TestClient(served.app, raise_server_exceptions=False) as c:  # type: ignore[arg-type]
             yield c, served

@@ -1,9 +1,16 @@
 """Masking at one choke point: every write of content goes through :func:`protect`.
 
 The :class:`Masker` protocol has one method; the default :class:`PatternMasker` recognises e-mail
-addresses, phone numbers, payment cards (Luhn-checked), IBANs and secrets (API keys, bearer tokens, private
-keys). Masking is deterministic per value (``<EMAIL_1a2b3c>``) so analysts can follow an entity without
-seeing it. If masking fails, the value is replaced by :data:`REDACTED` — never stored raw (fail closed).
+addresses, phone numbers, payment cards (Luhn-checked), IBANs (mod-97), secrets (API keys, bearer tokens,
+JWTs, private keys) and canary tokens (:mod:`charter.canaries`). Masking is deterministic per value
+(``<EMAIL_1a2b3c>``) so analysts can follow an entity without seeing it. If masking fails, the value is
+replaced by :data:`REDACTED` — never stored raw (fail closed).
+
+Invariants: the recognizers run on the *normalised* text (:func:`normalise_for_masking`: NFKC, format
+characters such as zero-width spaces and bidi controls removed) and every finding is mapped back to the
+original characters, which are replaced; a value is recognised whatever punctuation, bracket, quote or line
+break surrounds it (only a character that would continue the value stops a match at its edge). Tested by
+construction in ``tests/telemetry/test_masking_properties.py`` against independent oracles.
 """
 
 from __future__ import annotations

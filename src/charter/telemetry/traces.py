@@ -16,7 +16,6 @@ the sinks (the metrics cache invalidation and the OTLP exporter, wired by
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -283,11 +282,11 @@ class TraceStore:
         """Commit concurrent requests' traces together (for the server); each :meth:`write` still returns
         only once *its* trace is committed.
 
-        The request thread masks its trace and hands the rows to one writer thread, which commits everything
-        queued at that moment in one transaction and then releases every waiting request (group commit).
-        So a trace is durable before the answer leaves, and many concurrent requests cost one commit instead
-        of contending for the database's write lock one by one. ``linger`` (seconds, default 0) makes the
-        writer wait that long after the first trace of a batch to gather more: larger batches, slower answers.
+        Each request masks its own trace. A request that finds no commit in progress commits in its own
+        thread (no hand-off) everything queued so far; requests that arrive meanwhile wait and are committed
+        together by the next leader (group commit). So a trace is durable before the answer leaves, and many
+        concurrent requests cost one commit instead of contending for the write lock one by one. ``linger``
+        (seconds, default 0) makes a leader wait that long to gather more: larger batches, slower answers.
         """
         if self._writer is None:
             self._writer = _GroupCommitWriter(self._insert, self._notify_sinks, linger=linger)
@@ -393,10 +392,13 @@ class _Pending:
 
 
 class _GroupCommitWriter:
-    """One daemon thread that commits every queued trace in one transaction, then wakes their requests.
+    """Leader/follower group commit: no thread hand-off when requests do not overlap.
 
-    A request that is waiting is never left waiting forever: it gets the commit's outcome (success or the
-    database error). The sinks run after the waiting requests are released."""
+    A request that finds no commit in progress becomes the leader: it takes every trace queued so far (its
+    own included), commits them in one transaction in its own thread, wakes the followers whose traces were
+    in the batch, and then hands the sinks the masked documents. A request that finds a commit in progress
+    queues its trace and waits; when that commit ends, one of the waiters leads the next batch. Every waiting
+    request learns the outcome of the commit that held its trace (success or the database error)."""
 
     def __init__(
         self,
@@ -411,62 +413,68 @@ class _GroupCommitWriter:
         self._max = max_batch
         self._linger = linger
         self._timeout = timeout
-        self._queue: queue.Queue[_Pending] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="charter-trace-writer", daemon=True)
-        self._thread.start()
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._leading = False
 
     def commit(self, rows: _Rows, doc: dict[str, Any]) -> None:
-        """Queue one trace and wait until its batch is committed; raise if it could not be."""
+        """Store one trace (in a shared transaction) and return once it is committed; raise if it is not."""
         item = _Pending(rows, doc)
-        self._queue.put(item)
-        if not item.done.wait(self._timeout):
-            raise CharterRuntimeError(
-                f"trace {doc.get('request_id')} was not committed within {self._timeout:.0f}s; "
-                "check the database (the answer is withheld rather than given without its record)"
-            )
+        deadline = time.monotonic() + self._timeout
+        batch: list[_Pending] | None = None
+        with self._cond:
+            self._pending.append(item)
+            while not item.done.is_set():
+                if not self._leading:
+                    self._leading = True
+                    batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CharterRuntimeError(
+                        f"trace {doc.get('request_id')} was not committed within {self._timeout:.0f}s; "
+                        "check the database (the answer is withheld rather than given without its record)"
+                    )
+                self._cond.wait(left)
+        if batch is not None:
+            self._lead(batch)
         if item.error is not None:
             raise CharterRuntimeError(
                 f"trace {doc.get('request_id')} could not be stored: {item.error}"
             ) from item.error
 
-    def flush(self, timeout: float | None = 30.0) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    log.error(
-                        "trace writer: %d traces still queued after %.0fs",
-                        self._queue.unfinished_tasks,
-                        timeout,
-                    )
-                    return
-                self._queue.all_tasks_done.wait(left)
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
+    def _lead(self, batch: list[_Pending]) -> None:
+        try:
             if self._linger:
                 time.sleep(self._linger)
-            while len(batch) < self._max:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._insert([p.rows for p in batch])
-            except BaseException as exc:  # every waiting request learns the outcome
-                log.exception("trace writer: could not store %d traces", len(batch))
-                for p in batch:
-                    p.error = exc
-            finally:
+                with self._cond:
+                    room = self._max - len(batch)
+                    batch, self._pending = batch + self._pending[:room], self._pending[room:]
+            self._insert([p.rows for p in batch])
+        except BaseException as exc:  # every waiting request learns the outcome
+            log.exception("trace writer: could not store %d traces", len(batch))
+            for p in batch:
+                p.error = exc
+        finally:
+            with self._cond:
                 for p in batch:
                     p.done.set()
-            if batch[0].error is None:
-                for p in batch:
-                    self._committed(p.doc)
-            for _ in batch:
-                self._queue.task_done()
+                self._leading = False
+                self._cond.notify_all()
+        for p in batch:
+            if p.error is None:
+                self._committed(p.doc)
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until no trace is queued and no commit is in progress."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._leading:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    log.error("trace writer: %d traces still queued after %.0fs", len(self._pending), timeout)
+                    return
+                self._cond.wait(left)
 
 
 def _short(value: Any, size: int) -> Any:
