@@ -539,7 +539,9 @@ def check(
         scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
         grounded = checks.groundedness(scores) if scores else None
         own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
-        unsupported = [s for s in scores if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text]
+        unsupported = [
+            s for s in scores if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text
+        ]
         echoes = checks.instruction_echoes(scored, raw_sources)
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
         canaries = checks.find_canaries(cit.text, normalised=True, canaries=canaries_for(spec))
