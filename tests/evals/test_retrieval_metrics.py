@@ -94,7 +94,7 @@ def retrieval_run(
     ranked = {}
     for q, text in queries.items():
         hits = index.search(frozenset({"public"}), text, k=K, fusion=fusion)
-        ranked[q] = [h.doc_id for h in hits]
+        ranked[q] = list(dict.fromkeys(h.doc_id for h in hits))  # a document once, at its best chunk
     store.dispose()
     return qrels, ranked
 
