@@ -64,12 +64,9 @@ def _expected(oracle: Oracle, user: str, key: str, kind: str) -> set[str] | None
 
 
 def _console(served: Served, user: str) -> Any:
-    from fastapi.testclient import TestClient
+    from tests.server.conftest import console_client
 
-    client = TestClient(served.app, raise_server_exceptions=False)  # type: ignore[arg-type]
-    r = client.post("/login", data={"token": served.tokens[user]}, follow_redirects=False)
-    assert r.status_code in (302, 303), r.text[:300]
-    return client
+    return console_client(served.app, served.tokens[user])
 
 
 def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
 from charter.identity import create_token
 from charter.runtime import Runtime
 from charter.server import ServerSettings, create_app
 from charter.tools import propose
 from tests.mcp.conftest import Governed
+from tests.server.conftest import console_client
 
 
 def test_approvals_page_shows_upstream_calls(governed: Governed) -> None:
@@ -22,8 +21,7 @@ def test_approvals_page_shows_upstream_calls(governed: Governed) -> None:
         settings = ServerSettings(
             background_telemetry=False, review_tick_seconds=0, drift_seconds=0, warm_up=False
         )
-        with TestClient(create_app(rt, settings)) as client:
-            client.cookies.set("charter_token", token)
+        with console_client(create_app(rt, settings), token) as client:  # type: ignore[attr-defined]
             page = client.get("/approvals")
         assert page.status_code == 200
         assert pending.id in page.text

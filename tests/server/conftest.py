@@ -106,3 +106,36 @@ def live(served: Served) -> Iterator[Served]:
     yield served
     server.should_exit = True
     thread.join(10)
+
+
+#: The console's origin in tests: https, so the Secure session cookie is sent back.
+CONSOLE_BASE = "https://testserver"
+
+
+def console_client(app: object, token: str) -> object:
+    """A TestClient logged in to the console like a browser: it fetches the login form, posts the token with
+    the form's CSRF field and a same-origin ``Origin``, and from then on sends ``Origin`` and the session's
+    ``X-CSRF-Token`` with every request (what the console's own forms do). The caller closes it."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from charter.identity._sessions import csrf_token
+    from charter.server._auth import SESSION_COOKIE
+
+    client = TestClient(app, base_url=CONSOLE_BASE, raise_server_exceptions=False)  # type: ignore[arg-type]
+    form = client.get("/login")
+    field = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
+    assert form.status_code == 200 and field, f"no login form: {form.status_code} {form.text[:200]}"
+    r = client.post(
+        "/login",
+        data={"token": token, "csrf": field.group(1)},
+        headers={"Origin": CONSOLE_BASE},
+        follow_redirects=False,
+    )
+    assert r.status_code in (302, 303), f"console login refused: {r.status_code} {r.text[:300]}"
+    cookie = client.cookies.get(SESSION_COOKIE)
+    assert cookie, "the console login set no session cookie"
+    client.headers["Origin"] = CONSOLE_BASE
+    client.headers["X-CSRF-Token"] = csrf_token(cookie)
+    return client

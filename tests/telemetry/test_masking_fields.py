@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from charter.errors import Denied
 from charter.runtime import Runtime
 from charter.telemetry import (
     Trace,
@@ -70,6 +71,9 @@ class _World:
         from charter.tools import propose, set_kill_switch
 
         rt, wf = self.rt, self.rt.spec.workflow.id
+        # the example tool caps its ``reason`` argument at 500 characters (a private key is longer); the
+        # free-text reasons of the proposal and the decision take the whole text either way
+        arg_reason = text if len(text) <= 500 else "customer asked"
         ana = rt.charter.principal("ana")
         store = trace_store_for(rt)
         t = Trace(workflow=wf, principal_id="ana", question="how do refunds work?", status="answered")
@@ -97,19 +101,24 @@ class _World:
                 agent_notes=text,
             )
             if field == "review_edit":
-                decide_draft(rt, item.id, "lena", "edit", text=text, comment="edited")
+                # An edit that adds personal data no cited passage holds is refused (four-eyes rule); then
+                # the refusal's own records (audit, trace) are what must not hold the value.
+                try:
+                    decide_draft(rt, item.id, "lena", "edit", text=text, comment="edited")
+                except Denied as exc:
+                    assert "personal data or secrets" in str(exc), exc
             elif field == "review_comment":
                 decide_draft(rt, item.id, "lena", "approve", comment=text)
         elif field == "approval_reason":
             p = propose(rt, ana, "issue_refund", {"invoice_id": "INV-2026-00093", "amount": 20.0,
-                        "reason": text}, reason="customer asked")  # fmt: skip
+                        "reason": arg_reason}, reason="customer asked")  # fmt: skip
             decide(rt, p.id, "lena", "reject", reason=text)
         elif field == "kill_switch_reason":
             set_kill_switch(rt, "omar", True, tool="issue_refund", reason=text)
             set_kill_switch(rt, "omar", False, tool="issue_refund", reason="back on")
         elif field == "tool_reason":
             propose(rt, ana, "issue_refund", {"invoice_id": "INV-2026-00093", "amount": 20.0,
-                    "reason": text}, reason=text)  # fmt: skip
+                    "reason": arg_reason}, reason=text)  # fmt: skip
 
     def outputs(self) -> dict[str, str]:
         store = trace_store_for(self.rt)

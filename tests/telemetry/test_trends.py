@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.access._world import LEO, add_user
 
 from charter.runtime import Runtime
 from charter.store import utcnow
@@ -77,6 +78,8 @@ def review(rt: Runtime, request_id: str, decision: str, reason: str | None = Non
         text="Edited." if decision == "edit" else None,
         reason=reason,
     )
+    if decision == "edit":  # four-eyes: a second lead approves the edited text, which decides the draft
+        decide_draft(rt, item.id, "leo", "approve")
 
 
 def activate(rt: Runtime, version: str) -> datetime:
@@ -99,6 +102,7 @@ def change_history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     dest = tmp_path_factory.mktemp("trends") / "project"
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    add_user(dest / "charter.yaml", LEO)  # the second lead who approves edits (four-eyes)
     rt = Runtime.open(dest / "charter.yaml")
     store = fast_store(rt)
     t0 = activate(rt, "v1")  # the real clock: the activation is recorded now ...
