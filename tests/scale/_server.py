@@ -86,8 +86,11 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
 
     def workers(self) -> list[psutil.Process]:
-        """The worker processes (children of uvicorn's supervisor that run the app)."""
+        """The worker processes (children of uvicorn's supervisor that run the app). With one worker uvicorn
+        starts no child: the app runs in the ``charter serve`` process itself."""
         root = psutil.Process(self.proc.pid)
+        if self.n_workers == 1:
+            return [root]
         workers = []
         for p in root.children(recursive=True):
             try:
