@@ -75,6 +75,38 @@ def issue_tokens(project: Path, database_url: str, users: tuple[str, ...]) -> di
         rt.close()
 
 
+def conversations(project: Path, database_url: str, users: tuple[str, ...], n: int) -> dict[str, list[str]]:
+    """``n`` conversations per user about the example invoice's customer: their request ids, per user.
+
+    ``lookup_invoice`` sees only the conversation's customer; over the API a call names its conversation by
+    ``request_id`` (the draft its caller submitted records the customer). The same request proposing the same
+    call again gets the same action back, so every call of a load test needs a conversation of its own."""
+    from charter.review import submit_draft
+    from charter.runtime import Runtime
+    from tests.tools._helpers import CUSTOMER_ID
+
+    rt = Runtime.open(project, database_url=database_url)
+    try:
+        out: dict[str, list[str]] = {}
+        for user in users:
+            out[user] = []
+            for i in range(n):
+                request_id = f"conv-{user}-{i}"
+                submit_draft(
+                    rt,
+                    request_id=request_id,
+                    principal=user,
+                    question="About my invoice",
+                    draft="Looking into it.",
+                    citations=[],
+                    customer_id=CUSTOMER_ID,
+                )
+                out[user].append(request_id)
+        return out
+    finally:
+        rt.close()
+
+
 class Server:
     """A running ``charter serve``: its base URL, supervisor pid and worker pids."""
 
@@ -86,8 +118,11 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
 
     def workers(self) -> list[psutil.Process]:
-        """The worker processes (children of uvicorn's supervisor that run the app)."""
+        """The worker processes (children of uvicorn's supervisor that run the app). With one worker uvicorn
+        starts no child: the app runs in the ``charter serve`` process itself."""
         root = psutil.Process(self.proc.pid)
+        if self.n_workers == 1:
+            return [root]
         workers = []
         for p in root.children(recursive=True):
             try:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from tests._pg import PgCluster
 from tests.conftest import REPO
-from tests.scale._server import add_slow_tool, issue_tokens, serve
+from tests.scale._server import add_slow_tool, conversations, issue_tokens, serve
 from tests.scale.test_workers import audit_verify, bearer
 from tests.tools._helpers import INVOICE_ID
 
@@ -195,6 +195,11 @@ def test_kill_9_during_an_audit_append_loses_nothing_committed(
 
 
 # --------------------------------------------------------------------------- the database restarts under load
+# More calls than a user's two clients send in the whole test: 220 each on a loaded 2-core machine (24 answered,
+# the rest fast 503s during the outage); ~12 ms per conversation to create on PostgreSQL.
+CONVERSATIONS_PER_USER = 1000
+
+
 def test_the_database_restarting_under_load(
     project: Path, pg_url: str, pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,6 +210,8 @@ def test_the_database_restarting_under_load(
     from charter.tools._tables import tool_actions
 
     tokens = issue_tokens(project, pg_url, ("ana", "ben"))
+    # every call in a conversation of its own (a new request, never a retry of an earlier one)
+    unused = conversations(project, pg_url, ("ana", "ben"), CONVERSATIONS_PER_USER)
     results: list[tuple[float, int, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -213,10 +220,14 @@ def test_the_database_restarting_under_load(
         def load(user: str) -> None:
             with httpx.Client(timeout=60) as client:
                 while not stop.is_set():
+                    with lock:
+                        if not unused[user]:
+                            return  # reported by the wait for recovery below
+                        request_id = unused[user].pop()
                     try:
                         r = client.post(
                             f"{server.base}/api/tools/lookup_invoice/calls",
-                            json={"args": {"invoice_id": INVOICE_ID}},
+                            json={"args": {"invoice_id": INVOICE_ID}, "request_id": request_id},
                             headers=bearer(tokens[user]),
                         )
                         item = (time.monotonic(), r.status_code, r.text[:300])
@@ -238,7 +249,12 @@ def test_the_database_restarting_under_load(
         up_at = time.monotonic()
         wait_for(
             lambda: sum(1 for r in results if r[0] > up_at and r[1] == 200) >= 20,
-            "requests to succeed again after the restart",
+            "requests to succeed again after the restart"
+            + (
+                f" (a user's {CONVERSATIONS_PER_USER} conversations ran out)"
+                if not all(unused.values())
+                else ""
+            ),
         )
         stop.set()
         for t in threads:

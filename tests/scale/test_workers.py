@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_cli
-from tests.scale._server import Server, cpu_seconds, issue_tokens, serve
+from tests.scale._server import Server, conversations, cpu_seconds, issue_tokens, serve
 from tests.tools._helpers import INVOICE_ID, REFUND_50, billing_state
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -128,13 +128,17 @@ def test_the_audit_chain_verifies_after_concurrent_writers_in_both_workers(
 ) -> None:
     tokens = issue_tokens(project, pg_url, ("ana", "ben"))
     n = 40
+    unused = conversations(project, pg_url, ("ana", "ben"), n)  # each call in a conversation of its own
+    taking = threading.Lock()
     with serve(project, pg_url, workers=2) as server:
 
         def lookup(client: httpx.Client) -> httpx.Response:
             user = "ana" if threading.get_ident() % 2 else "ben"
+            with taking:
+                request_id = unused[user].pop()
             return client.post(
                 f"{server.base}/api/tools/lookup_invoice/calls",
-                json={"args": {"invoice_id": INVOICE_ID}},
+                json={"args": {"invoice_id": INVOICE_ID}, "request_id": request_id},
                 headers=bearer(tokens[user]),
             )
 
