@@ -88,21 +88,33 @@ def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cached = os.environ.get("CHARTER_TEST_SYNCED_DIR")
     if cached and (Path(cached) / "charter.yaml").is_file():
         return Path(cached)
+    from filelock import FileLock
+
     from charter.models import PromptRegistry
     from charter.runtime import Runtime
     from charter.sources import sync_sources
 
-    dest = tmp_path_factory.mktemp("synced") / "project"
-    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
-    rt = Runtime.open(dest / "charter.yaml")
-    try:
-        sync_sources(rt)
-        registry = PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e))
-        lena = rt.charter.principal("lena")
-        for prompt in rt.spec.prompts:
-            registry.approve(prompt.name, prompt.active, principal=lena)
-    finally:
-        rt.close()
+    # Built once per run, not once per xdist worker: the workers' base temp folders share a parent that is
+    # unique to the run, and the first worker to take the lock builds it (tests only ever copy it).
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    dest, done = root / "synced-template" / "project", root / "synced-template" / "done"
+    with FileLock(str(root / "synced-template.lock")):
+        if done.is_file():
+            return dest
+        shutil.rmtree(dest.parent, ignore_errors=True)  # a build interrupted in another worker
+        shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+        rt = Runtime.open(dest / "charter.yaml")
+        try:
+            sync_sources(rt)
+            registry = PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e))
+            lena = rt.charter.principal("lena")
+            for prompt in rt.spec.prompts:
+                registry.approve(prompt.name, prompt.active, principal=lena)
+        finally:
+            rt.close()
+        done.touch()
     return dest
 
 

@@ -274,3 +274,41 @@ def test_the_injection_detector_flags_almost_no_real_help_centre_sentence():
     flagged = [s for s in sentences if looks_like_instruction(s)]
     assert len(sentences) > 500
     assert len(flagged) <= len(sentences) // 100, flagged
+
+
+def test_sync_embeds_the_drafters_sentences_so_answering_embeds_only_the_question(
+    synced_project: Path,
+) -> None:
+    """The extractive drafter scores passage sentences by embedding; their vectors are computed when the
+    document is synced, so a request never waits for them (the eval's latency threshold depends on it)."""
+    from charter.models._extractive import SENTENCE_VECTORS
+    from charter.pipeline import ask
+    from charter.retrieval import Index
+    from charter.runtime import Runtime
+
+    SENTENCE_VECTORS._cache.clear()  # nothing remembered from other tests in this process
+    rt = Runtime.open(synced_project)
+    embedder = Index.for_runtime(rt).embedder
+    try:
+        seen: list[list[str]] = []
+        real = embedder.embed
+
+        def recording(texts: list[str]) -> object:
+            seen.append(list(texts))
+            return real(texts)
+
+        embedder.embed = recording  # type: ignore[method-assign]
+        ana = rt.charter.principal("ana")
+        questions = [
+            "How long does a refund to a credit card take to arrive?",
+            "Can I change my plan in the middle of a billing cycle?",
+            "Why does my invoice show VAT?",
+        ]
+        for q in questions:
+            result = ask(rt, ana, q)
+            assert result.citations, f"{q!r} was answered from the example's documents"
+        embedded = [t for batch in seen for t in batch]
+        assert embedded and all(t in questions for t in embedded), embedded[:5]
+    finally:
+        vars(embedder).pop("embed", None)  # the embedder may be shared by the process
+        rt.close()

@@ -169,6 +169,47 @@ class SentenceVectors:
 SENTENCE_VECTORS = SentenceVectors()
 
 
+def passage_sentences(text: str) -> list[tuple[int, str, bool, str, list[str]]]:
+    """The sentences of a passage the drafter considers, in order: ``(position, heading, lead, sentence,
+    screening reasons)`` — ``lead`` is true for the first sentence under a heading; a sentence with reasons
+    is an instruction (screened out, never quoted). Only quotable sentences (statements and procedure
+    steps, not boilerplate) and screened ones are returned. One definition, used by :meth:`ExtractiveModel.
+    candidates` at answer time and by :func:`prefetch_sentence_vectors` at sync time."""
+    out: list[tuple[int, str, bool, str, list[str]]] = []
+    last_heading = None
+    for pos, (heading, sentence) in enumerate(sentences_with_headings(text)):
+        lead = heading != last_heading
+        last_heading = heading
+        sentence = strip_citation_markers(clean_text(sentence))
+        verdict = screen_sentence(sentence)
+        if verdict.instruction:
+            out.append((pos, heading, lead, sentence, list(verdict.reasons)))
+        elif (is_statement(sentence) or _is_step(sentence)) and not _BOILERPLATE.match(sentence):
+            out.append((pos, heading, lead, sentence, []))
+    return out
+
+
+def prefetch_sentence_vectors(index: Any, texts: list[str]) -> int:
+    """Embed the quotable sentences of chunk ``texts`` into ``index``'s persistent embedding cache (the
+    sync hook for the extractive drafter), so that answering never waits for a sentence embedding of an
+    indexed passage. Returns how many new vectors were embedded."""
+    keys = sorted(
+        {
+            sentence_key(h, s)
+            for text in texts
+            for _p, h, _l, s, reasons in passage_sentences(text)
+            if not reasons
+        }
+    )
+    if not keys:
+        return 0
+    _hashes, _vecs, rows = index._vectors_for(keys)
+    if rows:
+        with index.store.begin() as conn:
+            index._cache_vectors(conn, rows)
+    return len(rows)
+
+
 def sentence_key(heading: str, sentence: str) -> str:
     """The text a passage sentence is embedded as: the sentence alone, so its vector does not depend on
     where a chunk boundary fell (headings count through lexical heading coverage instead)."""
@@ -221,6 +262,12 @@ class ExtractiveModel:
         self.max_customer = max_customer_sentences
         self.max_agent = max_agent_sentences
 
+    @staticmethod
+    def prefetch(index: Any, texts: list[str]) -> int:
+        """The sync hook: embed the quotable sentences of chunk ``texts`` into ``index``'s embedding cache
+        (:func:`prefetch_sentence_vectors`); returns how many new vectors were embedded."""
+        return prefetch_sentence_vectors(index, texts)
+
     def candidates(
         self, request: GenerationRequest
     ) -> tuple[list[_Candidate], Overlap, list[dict[str, Any]], float]:
@@ -231,18 +278,10 @@ class ExtractiveModel:
         raw: list[tuple[int, int, Passage, str, bool, str]] = []
         screened: list[dict[str, Any]] = []
         for rank, passage in enumerate(request.context):
-            last_heading = None
-            for pos, (heading, sentence) in enumerate(sentences_with_headings(passage.text)):
-                lead = heading != last_heading
-                last_heading = heading
-                sentence = strip_citation_markers(clean_text(sentence))
-                verdict = screen_sentence(sentence)
-                if verdict.instruction:
-                    screened.append(
-                        {"passage": passage.id, "sentence": sentence[:300], "reasons": list(verdict.reasons)}
-                    )
-                    continue
-                if (is_statement(sentence) or _is_step(sentence)) and not _BOILERPLATE.match(sentence):
+            for pos, heading, lead, sentence, reasons in passage_sentences(passage.text):
+                if reasons:
+                    screened.append({"passage": passage.id, "sentence": sentence[:300], "reasons": reasons})
+                else:
                     raw.append((rank, pos, passage, heading, lead, sentence))
         overlap = Overlap(request.question, [s for *_, s in raw])
         if not raw or screen_sentence(request.question).instruction:  # a question that instructs: no answer

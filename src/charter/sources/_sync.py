@@ -618,6 +618,14 @@ class Syncer:
             # a bad document fails below, on its own, with its reason
             with contextlib.suppress(Exception):
                 self.index.prefetch_embeddings(changed, source.chunking)
+        if changed and self._drafts_extractively():
+            # the extractive drafter's sentence vectors, embedded now rather than while someone waits
+            with contextlib.suppress(Exception):
+                from charter.models import ExtractiveModel
+                from charter.retrieval import chunk_document
+
+                texts = [c.text for d in changed for c in chunk_document(d, source.chunking)]
+                ExtractiveModel.prefetch(self.index, texts)
         for item, read_at in pending:
             try:
                 self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
@@ -628,6 +636,12 @@ class Syncer:
                     summary, catalog, seen, item.doc_id, f"indexing failed: {type(exc).__name__}: {exc}"
                 )
         pending.clear()
+
+    def _drafts_extractively(self) -> bool:
+        """Whether the workflow's model or its fallback is the extractive drafter (which scores passage
+        sentences by embedding: their vectors are then computed at sync time)."""
+        model = self.rt.spec.model
+        return "extractive" in {model.provider, getattr(model.fallback, "provider", None)}
 
     def _one(
         self,
