@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -555,7 +556,15 @@ _SENT_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+")
 def screen_text(text: str) -> DocumentScreen:
     """Screen every sentence of a document's text (markdown or plain). ``cleaned`` is the text with each
     instruction sentence removed in place — lines, headings and the other sentences are kept as they are,
-    so chunking, citations and quoting work on the cleaned text exactly as on the original."""
+    so chunking, citations and quoting work on the cleaned text exactly as on the original.
+
+    Pure, so cached by text (retrieved passages repeat across requests; every request checks them)."""
+    flagged, cleaned = _screen_text(text)
+    return DocumentScreen(flagged=list(flagged), cleaned=cleaned)
+
+
+@functools.lru_cache(maxsize=4096)
+def _screen_text(text: str) -> tuple[tuple[Screened, ...], str]:
     result = DocumentScreen()
     out_lines: list[str] = []
     for line in text.splitlines(keepends=True):
@@ -572,8 +581,7 @@ def screen_text(text: str) -> DocumentScreen:
         kept = " ".join(p for p in pieces if p not in bad).rstrip()
         if kept.strip(" \t>-*#|"):
             out_lines.append(kept + ("\n" if line.endswith("\n") else ""))
-    result.cleaned = "".join(out_lines)
-    return result
+    return tuple(result.flagged), "".join(out_lines)
 
 
 def _strip_markup(piece: str) -> str:

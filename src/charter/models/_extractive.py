@@ -22,6 +22,7 @@ How a draft is composed:
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -169,13 +170,15 @@ class SentenceVectors:
 SENTENCE_VECTORS = SentenceVectors()
 
 
-def passage_sentences(text: str) -> list[tuple[int, str, bool, str, list[str]]]:
+@functools.lru_cache(maxsize=8192)
+def passage_sentences(text: str) -> tuple[tuple[int, str, bool, str, tuple[str, ...]], ...]:
     """The sentences of a passage the drafter considers, in order: ``(position, heading, lead, sentence,
     screening reasons)`` — ``lead`` is true for the first sentence under a heading; a sentence with reasons
     is an instruction (screened out, never quoted). Only quotable sentences (statements and procedure
-    steps, not boilerplate) and screened ones are returned. One definition, used by :meth:`ExtractiveModel.
+    steps, not boilerplate) and screened ones are returned; pure, so cached by text (passages repeat across
+    requests). One definition, used by :meth:`ExtractiveModel.
     candidates` at answer time and by :func:`prefetch_sentence_vectors` at sync time."""
-    out: list[tuple[int, str, bool, str, list[str]]] = []
+    out: list[tuple[int, str, bool, str, tuple[str, ...]]] = []
     last_heading = None
     for pos, (heading, sentence) in enumerate(sentences_with_headings(text)):
         lead = heading != last_heading
@@ -183,10 +186,10 @@ def passage_sentences(text: str) -> list[tuple[int, str, bool, str, list[str]]]:
         sentence = strip_citation_markers(clean_text(sentence))
         verdict = screen_sentence(sentence)
         if verdict.instruction:
-            out.append((pos, heading, lead, sentence, list(verdict.reasons)))
+            out.append((pos, heading, lead, sentence, tuple(verdict.reasons)))
         elif (is_statement(sentence) or _is_step(sentence)) and not _BOILERPLATE.match(sentence):
-            out.append((pos, heading, lead, sentence, []))
-    return out
+            out.append((pos, heading, lead, sentence, ()))
+    return tuple(out)
 
 
 def prefetch_sentence_vectors(index: Any, texts: list[str]) -> int:
@@ -280,7 +283,9 @@ class ExtractiveModel:
         for rank, passage in enumerate(request.context):
             for pos, heading, lead, sentence, reasons in passage_sentences(passage.text):
                 if reasons:
-                    screened.append({"passage": passage.id, "sentence": sentence[:300], "reasons": reasons})
+                    screened.append(
+                        {"passage": passage.id, "sentence": sentence[:300], "reasons": list(reasons)}
+                    )
                 else:
                     raw.append((rank, pos, passage, heading, lead, sentence))
         overlap = Overlap(request.question, [s for *_, s in raw])

@@ -7,6 +7,7 @@ negative would put an attacker's words into a customer reply.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -136,6 +137,7 @@ wont
 _STOP = frozenset(_STOP_WORDS.split())
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A deliberately light stemmer: plural and common verb endings."""
     for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
@@ -146,8 +148,14 @@ def stem(word: str) -> str:
 
 def terms(text: str) -> list[str]:
     """Content terms of ``text``: lower-cased, stop words removed, lightly stemmed."""
+    return list(_terms(text))
+
+
+@functools.lru_cache(maxsize=32768)
+def _terms(text: str) -> tuple[str, ...]:
+    # passages repeat across requests: their sentences' terms are computed once per process
     words = re.findall(r"[a-z0-9]+", unicodedata.normalize("NFKC", text).lower())
-    return [stem(w) for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]
+    return tuple(stem(w) for w in words if w not in _STOP and (len(w) > 1 or w.isdigit()))
 
 
 class Overlap:
