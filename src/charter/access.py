@@ -549,9 +549,7 @@ def redact_eval_output(
         extra_refs=[r for r in retrieved_refs if r is not None],
     )
     hidden = set(unreadable) | set(reader.unreadable(r for _, r in expected if r is not None))
-    out_retrieved = [
-        redaction() if ref is None or ref in hidden else ref.key for ref in retrieved_refs
-    ]
+    out_retrieved = [redaction() if ref is None or ref in hidden else ref.key for ref in retrieved_refs]
     out_expected = [redaction() if ref is None or ref in hidden else key for key, ref in expected]
     return {
         "draft": texts["draft"],

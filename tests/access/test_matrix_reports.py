@@ -27,7 +27,14 @@ SUBMITTER = "ben"
 ALL_LEVELS = list(LEVELS)
 USERS = [u for u in DEMO_USERS if u != "guest"]
 #: the failure category each planted eval case fails with (at most three per category are examples)
-FAILURES = ("permission_leak", "forbidden_content", "wrong_refusal", "retrieval_miss", "ungrounded", "missing_fact")
+FAILURES = (
+    "permission_leak",
+    "forbidden_content",
+    "wrong_refusal",
+    "retrieval_miss",
+    "ungrounded",
+    "missing_fact",
+)
 
 
 @pytest.fixture
@@ -140,7 +147,9 @@ def test_report_names_a_document_iff_the_reader_may_read_it(world: dict[str, Any
             failures.append(f"{front} as {user}: names {sorted(_docs_in(body))}, expected {sorted(want)}")
         shown_sources = {d["source_id"] for d in blame["sources"] if not d.get("redacted")}
         if shown_sources != want:
-            failures.append(f"{front} as {user}: source rows {sorted(shown_sources)}, expected {sorted(want)}")
+            failures.append(
+                f"{front} as {user}: source rows {sorted(shown_sources)}, expected {sorted(want)}"
+            )
         hidden = set(ALL_LEVELS) - want
         redacted = [d for d in blame["documents"] if d.get("redacted")]
         if hidden and not (redacted and redacted[0]["documents"] == len(hidden)):
@@ -253,8 +262,93 @@ def test_eval_reports_show_a_canary_iff_the_reader_may_read_its_document(
         if page.status_code == 200 or _canaries_in(page.text):
             failures.append(f"console /evals/{run_id} as {user}: {page.status_code}")
     # the local operator (no --as) reads the database anyway: the unredacted report, every canary
-    out = run_cli("evals", "show", run_id, "--report", str(tmp_path / "operator"), "--json", "--charter", charter)
+    out = run_cli(
+        "evals", "show", run_id, "--report", str(tmp_path / "operator"), "--json", "--charter", charter
+    )
     text = Path(out.json()["reports"]["markdown"]).read_text(encoding="utf-8")  # type: ignore[index]
     if _canaries_in(text) != set(ALL_LEVELS):
         failures.append(f"CLI evals show without --as: {sorted(_canaries_in(text))}")
+    assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------------------------------------------ answers
+#: A word per level: the question about it retrieves that level's canary sentence and nothing else.
+WORDS = {
+    "help-center": "marmalade",
+    "playbook": "tangerine",
+    "finance-policies": "juniper",
+    "pricing-committee": "saffron",
+    "ops-notes": "lavender",
+}
+
+
+@pytest.fixture
+def answering(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The example on ``db_url`` with each level's document (only that one per source) carrying a canary
+    sentence about its own word, synced by the real connector and embedder; the app with a token per user."""
+    import yaml
+
+    from charter.models import PromptRegistry
+    from charter.runtime import Runtime
+    from charter.sources import sync_sources
+
+    monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
+    spec = yaml.safe_load(project.read_text(encoding="utf-8"))
+    for source in spec["sources"]:
+        keep = LEVELS[source["id"]]
+        folder = project.parent / source["location"]
+        for doc in folder.iterdir():
+            if doc.name != keep and doc.is_file():
+                doc.unlink()
+        word = WORDS[source["id"]]
+        with (folder / keep).open("a", encoding="utf-8") as f:
+            f.write(f"\n\n## The {word} refund code\n\nThe {word} refund code is {canary(source['id'])}.\n")
+    rt = Runtime.open(project)
+    try:
+        sync_sources(rt)
+        registry = PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e))
+        for prompt in rt.spec.prompts:
+            registry.approve(prompt.name, prompt.active, principal=rt.charter.principal("lena"))
+    finally:
+        rt.close()
+    served = _build(project)
+    yield {"served": served, "oracle": Oracle.load(project), "spec": spec}
+    served.rt.close()  # type: ignore[attr-defined]
+
+
+def test_openai_answers_carry_a_canary_iff_the_asker_may_read_its_document(answering: dict[str, Any]) -> None:
+    """``POST /v1/chat/completions``: the answer (message, sources, agent notes) asked about a level carries
+    its canary if and only if the asker may read its document (and its source may be quoted in prompts at
+    all: ``allowed_in_prompts``); no answer ever carries a canary of a document the asker may not read."""
+    from fastapi.testclient import TestClient
+
+    served: Served = answering["served"]
+    oracle: Oracle = answering["oracle"]
+    quotable = {s["id"] for s in answering["spec"]["sources"] if s.get("allowed_in_prompts", True)}
+    api = TestClient(served.app, raise_server_exceptions=False)  # type: ignore[arg-type]
+    failures: list[str] = []
+    for user in DEMO_USERS:
+        for level, word in WORDS.items():
+            r = api.post(
+                "/v1/chat/completions",
+                headers=served.headers(user),
+                json={
+                    "model": "billing-support",
+                    "messages": [{"role": "user", "content": f"What is the {word} refund code?"}],
+                },
+            )
+            asks = "ask" in oracle.permissions(user) if user != "guest" else False
+            if not asks:
+                if r.status_code != 403 or _canaries_in(r.text):
+                    failures.append(f"OpenAI as {user} ({level}): {r.status_code}")
+                continue
+            if r.status_code != 200:
+                failures.append(f"OpenAI as {user} ({level}): {r.status_code} {r.text[:200]}")
+                continue
+            readable = {s for s in ALL_LEVELS if oracle.may_read(user, s) and s in quotable}
+            got = _canaries_in(r.text)
+            if got - readable:  # never a canary of a document the asker may not read, whatever the question
+                failures.append(f"OpenAI as {user} asking about {level}: leaks {sorted(got - readable)}")
+            if (level in got) != (level in readable):  # and the one asked about iff they may read it
+                failures.append(f"OpenAI as {user} asking about {level}: shows {sorted(got)}")
     assert not failures, "\n".join(failures)

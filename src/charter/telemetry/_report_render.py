@@ -307,7 +307,10 @@ def to_html(r: dict[str, Any]) -> str:
         ),
         "blame": svg_bars(
             [
-                (d["source_id"] if d.get("redacted") else f"{d['source_id']}/{d['doc_id']}", d["wilson_lower"])
+                (
+                    d["source_id"] if d.get("redacted") else f"{d['source_id']}/{d['doc_id']}",
+                    d["wilson_lower"],
+                )
                 for d in blame_rows(b["documents"], 10)
             ],
             title="Source blame: Wilson lower bound of negative rate (red: base rate)",
