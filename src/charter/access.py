@@ -32,6 +32,9 @@ Calls other front ends use::
     access.Reader(rt, principal)                       # cached checks for many documents
     access.eligible_reviewers(rt, item)                # who may decide a draft (routing uses it)
     access.safe_url(url)                               # http/https/mailto, else None
+    access.redact_eval_output(reader, output, …)       # an eval case's output in a report, for a reader
+    access.document_redaction(n)                       # the report row replacing n unreadable documents
+    access.scrub_documents(value, refs)                # strings naming unreadable documents → marker
 """
 
 from __future__ import annotations
@@ -537,8 +540,8 @@ def redact_eval_output(
     ``details``, ``error`` and ``redacted_sources`` (how many documents were hidden) — nothing else of the
     output, so a field added to results later is not shown until it is redacted here.
     """
-    result = output.get("result") if isinstance(output.get("result"), dict) else {}
-    assert isinstance(result, dict)
+    stored = output.get("result")
+    result: dict[str, Any] = stored if isinstance(stored, dict) else {}
     retrieved = [r for r in output.get("retrieved") or [] if isinstance(r, dict)]
     retrieved_refs = [_ref_of(r) for r in retrieved]
     expected = [(k, doc_ref(k)) for k in expected_sources if isinstance(k, str)]

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.access._world import LEVELS, Oracle, canary, citation, index_documents, plant, texts
 from tests.conftest import run_cli
@@ -352,3 +354,86 @@ def test_openai_answers_carry_a_canary_iff_the_asker_may_read_its_document(answe
             if (level in got) != (level in readable):  # and the one asked about iff they may read it
                 failures.append(f"OpenAI as {user} asking about {level}: shows {sorted(got)}")
     assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------------------------------------------ property
+TOKENS = ["public", "group:support", "group:finance", "group:pricing-committee", "user:lena", "user:zed"]
+
+
+@pytest.fixture
+def rated(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The example on ``db_url`` with one thumbs-down trace per level plus one citing every level."""
+    from charter.runtime import Runtime
+    from charter.telemetry import record_feedback
+
+    monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
+    rt = Runtime.open(project)
+    oracle = Oracle.load(project)
+    index_documents(rt, {(s, d): oracle.acl(s, d) for s, d in LEVELS.items()})
+    ben = rt.charter.principal(SUBMITTER)
+    for sources in [[s] for s in ALL_LEVELS] + [ALL_LEVELS]:
+        request_id, _ = plant(rt, SUBMITTER, sources)
+        record_feedback(rt, request_id, ben, rating=-1)
+    yield rt
+    rt.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    acls=st.lists(st.frozensets(st.sampled_from(TOKENS), max_size=3), min_size=5, max_size=5),
+    groups=st.frozensets(st.sampled_from(["support", "finance", "pricing-committee", "platform"])),
+    uid=st.sampled_from(["lena", "zed", "ana"]),
+)
+def test_report_and_eval_output_redaction_over_random_acls_and_readers(
+    rated: Any, acls: list[frozenset[str]], groups: frozenset[str], uid: str
+) -> None:
+    """Random ACLs (possibly empty: nobody) and random readers: a document's row in the source blame and its
+    canary in an eval output show iff the reader's tokens meet its ACL (the oracle is the token rule written
+    here), and the redacted row accounts for exactly the hidden documents and their requests."""
+    from charter.access import Reader, redact_eval_output
+    from charter.spec import Principal
+    from charter.telemetry import build_report
+
+    index_documents(rated, {(s, LEVELS[s]): acl for s, acl in zip(ALL_LEVELS, acls, strict=True)})
+    who = Principal(id=uid, kind="user", name=uid, email=None, groups=tuple(groups), roles=(), active=True)
+    tokens = {"public", f"user:{uid}", *(f"group:{g}" for g in groups)}
+    readable = {s for s, acl in zip(ALL_LEVELS, acls, strict=True) if acl & tokens}
+    hidden = set(ALL_LEVELS) - readable
+
+    blame = build_report(rated, principal=who)["source_blame"]
+    rows = {d["doc_id"]: d for d in blame["documents"] if not d.get("redacted")}
+    assert set(rows) == {LEVELS[s] for s in readable}
+    assert {d["source_id"] for d in blame["sources"] if not d.get("redacted")} == readable
+    marker = [d for d in blame["documents"] if d.get("redacted")]
+    assert blame["rated_requests_with_citations"] == len(ALL_LEVELS) + 1
+    if hidden:
+        assert marker[0]["documents"] == len(hidden)
+        assert (
+            marker[0]["cited_in_rated"] == len(hidden) + 1
+        )  # each hidden one's own request + the shared one
+        assert not _docs_in(json.dumps(marker)) and not marker[0]["examples"]
+    else:
+        assert not marker
+
+    draft, notes = texts(ALL_LEVELS)
+    cites = [citation(i, s) for i, s in enumerate(ALL_LEVELS, 1)]
+    shown = redact_eval_output(
+        Reader(rated, who),
+        {
+            "result": {"draft": draft, "agent_notes": notes, "citations": cites},
+            "retrieved": [{"source": c["source_id"], "doc_id": c["doc_id"]} for c in cites],
+        },
+        expected_sources=[f"{s}/{LEVELS[s]}" for s in ALL_LEVELS],
+        details=[f"contains {canary(s)} of {s}/{LEVELS[s]}" for s in ALL_LEVELS],
+    )
+    text = json.dumps(shown)
+    assert _canaries_in(text) == readable and _docs_in(text) == readable
+    assert shown["redacted_sources"] == len(hidden)
+    # expected sources and details alone (an output that cited nothing) follow the same rule
+    bare = redact_eval_output(
+        Reader(rated, who),
+        {"result": {"draft": "No answer.", "citations": []}, "error": f"failed on {ALL_LEVELS[-1]}/x"},
+        expected_sources=[f"{s}/{LEVELS[s]}" for s in ALL_LEVELS],
+        details=[f"expected {s}/{LEVELS[s]}" for s in ALL_LEVELS],
+    )
+    assert _docs_in(json.dumps(bare)) == readable and bare["draft"] == "No answer."
