@@ -32,6 +32,9 @@ Calls other front ends use::
     access.Reader(rt, principal)                       # cached checks for many documents
     access.eligible_reviewers(rt, item)                # who may decide a draft (routing uses it)
     access.safe_url(url)                               # http/https/mailto, else None
+    access.redact_eval_output(reader, output, …)       # an eval case's output in a report, for a reader
+    access.document_redaction(n)                       # the report row replacing n unreadable documents
+    access.scrub_documents(value, refs)                # strings naming unreadable documents → marker
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ def redaction(count: int = 1) -> str:
 
 
 _MARKER = re.compile(r"\[redacted: (\d+) passages? from a source you cannot read\]")
+
+
+def document_redaction(count: int, what: str = "document") -> str:
+    """The marker that replaces ``count`` report rows naming documents (or sources) the reader cannot read:
+    ``[redacted: 3 documents from sources you cannot read]``."""
+    plural = f"{what}s" if count != 1 else what
+    if what == "source":
+        return f"[redacted: {count} {plural} with documents you cannot read]"
+    return f"[redacted: {count} {plural} from sources you cannot read]"
 
 
 def safe_url(url: Any) -> str | None:
@@ -494,3 +506,61 @@ def assigned_to(rt: Runtime, principal: Principal, item_id: str | None = None) -
         q = q.where(review_items.c.id == item_id)
     with rt.store.connect() as conn:
         return conn.execute(q.limit(1)).first() is not None
+
+
+# ------------------------------------------------------------------------------------------------ reports, evals
+def scrub_documents(value: Any, refs: Iterable[DocRef]) -> Any:
+    """``value`` with every string that names one of ``refs`` (``source/doc``) replaced by the marker;
+    lists and dicts recurse. For free text that may quote a document id (error messages, failure details)."""
+    keys = [r.key for r in refs]
+    return _scrub(value, keys) if keys else value
+
+
+def doc_ref(key: str) -> DocRef | None:
+    """``source_id/doc_id`` as a :class:`DocRef` (source ids hold no ``/``); ``None`` if it is not one."""
+    source, sep, doc = key.partition("/")
+    return DocRef(source, doc) if sep and source and doc else None
+
+
+def redact_eval_output(
+    reader: Reader,
+    output: dict[str, Any],
+    *,
+    expected_sources: Iterable[str] = (),
+    details: Iterable[str] = (),
+) -> dict[str, Any]:
+    """What an eval report may show ``reader`` of one case's stored output.
+
+    ``output`` is ``CaseOutput.as_dict()`` (the pipeline's result for the case's ``as`` user: draft, agent
+    notes, citations; the retrieved chunks; an error), ``expected_sources`` the case's ``source/doc`` keys,
+    ``details`` its failure details. The same rule as traces: sentences citing, or (uncited) in an output
+    that used, a document the reader may not read become the marker; such citations, retrieved entries and
+    expected sources become the marker; any detail or error naming one does too. Returns ``draft``,
+    ``agent_notes``, ``citations``, ``retrieved`` (``source/doc`` keys or markers), ``expected_sources``,
+    ``details``, ``error`` and ``redacted_sources`` (how many documents were hidden) — nothing else of the
+    output, so a field added to results later is not shown until it is redacted here.
+    """
+    stored = output.get("result")
+    result: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    retrieved = [r for r in output.get("retrieved") or [] if isinstance(r, dict)]
+    retrieved_refs = [_ref_of(r) for r in retrieved]
+    expected = [(k, doc_ref(k)) for k in expected_sources if isinstance(k, str)]
+    citations, texts, unreadable = redact_parts(
+        reader,
+        citations=list(result.get("citations") or []),
+        texts={"draft": result.get("draft"), "agent_notes": result.get("agent_notes")},
+        extra_refs=[r for r in retrieved_refs if r is not None],
+    )
+    hidden = set(unreadable) | set(reader.unreadable(r for _, r in expected if r is not None))
+    out_retrieved = [redaction() if ref is None or ref in hidden else ref.key for ref in retrieved_refs]
+    out_expected = [redaction() if ref is None or ref in hidden else key for key, ref in expected]
+    return {
+        "draft": texts["draft"],
+        "agent_notes": texts["agent_notes"],
+        "citations": citations,
+        "retrieved": out_retrieved,
+        "expected_sources": out_expected,
+        "details": [scrub_documents(d, hidden) for d in details],
+        "error": scrub_documents(output.get("error"), hidden),
+        "redacted_sources": len(hidden),
+    }

@@ -89,6 +89,7 @@ def test_every_endpoint_needs_a_token(client: Any, served: Served) -> None:
         ("GET", "/api/evals"),
         ("POST", "/api/evals"),
         ("GET", "/api/evals/eval_x"),
+        ("GET", "/api/evals/eval_x/report/md"),
         ("GET", "/api/gate"),
         ("GET", "/api/gate/history"),
         ("POST", "/api/gate/runs"),

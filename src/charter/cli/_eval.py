@@ -141,6 +141,7 @@ def eval_command(
         raise UsageError("--timeout must be positive")
     rt = open_runtime(charter)
     actor = "cli"
+    reader = None  # without --as: the local operator, who can read the database anyway
     if user:
         from charter.cli._common import acting_principal
 
@@ -149,6 +150,9 @@ def eval_command(
         if not decision.allowed:
             raise Denied(f"{user} may not run evals", reasons=list(decision.reasons))
         actor = principal.id
+        from charter.access import Reader
+
+        reader = Reader(rt, principal)  # the reports are theirs: what they may not read is redacted
     paths = _set_paths(rt, sets)
     users = set(rt.charter.principals)
     cases = load_eval_sets(paths, users=users)
@@ -194,7 +198,7 @@ def eval_command(
     record_run(rt, run, actor)
     summary = run.summary()
     if report:
-        summary["reports"] = {k: str(v) for k, v in write_reports(run, report).items()}
+        summary["reports"] = {k: str(v) for k, v in write_reports(run, report, reader).items()}
     emit(summary, as_json, _render)
     if not run.passed:
         raise typer.Exit(1)
@@ -237,18 +241,36 @@ def evals_show(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the reports into this folder.")
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="Read as this user (needs evals.run or reports.read); the reports then show only what they "
+            "may read. Without it: the local operator's unredacted view.",
+        ),
+    ] = None,
 ) -> None:
     """One stored run: summary, thresholds, failures; optionally its reports."""
-    from charter.errors import NotFound
+    from charter.errors import Denied, NotFound
     from charter.evals import latest_run, load_run, write_reports
 
     rt = open_runtime(charter)
+    reader = None
+    if user:
+        from charter.access import Reader
+        from charter.cli._common import acting_principal
+
+        principal = acting_principal(rt, user)
+        wf = f"workflow:{rt.spec.workflow.id}"
+        if not any(rt.authorizer.authorize(principal, a, wf).allowed for a in ("evals.run", "reports.read")):
+            raise Denied(f"{user} may not see evaluation runs", reasons=["no evals.run or reports.read"])
+        reader = Reader(rt, principal)
     run = latest_run(rt, with_results=True) if run_id == "latest" else load_run(rt, run_id)
     if run is None:
         raise NotFound("no eval run for the current charter fingerprint")
     summary = run.summary()
     if report:
-        summary["reports"] = {k: str(v) for k, v in write_reports(run, report).items()}
+        summary["reports"] = {k: str(v) for k, v in write_reports(run, report, reader).items()}
     emit(summary, as_json, _render)
 
 

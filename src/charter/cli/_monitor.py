@@ -174,7 +174,12 @@ def report(
         emb = Index.for_runtime(rt).embedder
         embed = lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]  # noqa: E731
     report_doc = build_report(
-        rt, since=_duration(since), min_support=min_support, trend_window=_duration(trend_window), embed=embed
+        rt,
+        since=_duration(since),
+        min_support=min_support,
+        trend_window=_duration(trend_window),
+        embed=embed,
+        principal=principal,
     )
     text = render_report(report_doc, fmt)
     if output is not None:

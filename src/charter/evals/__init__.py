@@ -14,12 +14,13 @@ Public API:
 * :func:`permission_probes`, :func:`probe_runtime` — generated ACL probes in a temporary copy of the store.
 * :func:`save_run`, :func:`load_run`, :func:`latest_run`, :func:`list_runs` — stored runs (the launch gate
   reads ``latest_run(rt)``: the newest run for the current charter fingerprint).
-* :func:`write_reports`, :func:`render_markdown`, :func:`render_html` — reports.
+* :func:`write_reports`, :func:`render_markdown`, :func:`render_html`, :func:`render_json` — reports (for a
+  reader: :mod:`charter.access` redacts what they may not read).
 """
 
 from charter.evals._cases import CATEGORIES, EvalCase, EvalSetError, Pattern, load_eval_set, load_eval_sets
 from charter.evals._probes import ProbeSet, permission_probes, probe_runtime
-from charter.evals._report import render_html, render_markdown, report_data, write_reports
+from charter.evals._report import render_html, render_json, render_markdown, report_data, write_reports
 from charter.evals._runner import (
     CaseResult,
     EvalRun,
@@ -90,6 +91,7 @@ __all__ = [
     "ranx_scores",
     "record_run",
     "render_html",
+    "render_json",
     "render_markdown",
     "report_data",
     "run_case",

@@ -1,4 +1,12 @@
-"""Reports of an eval run: Markdown, JSON and one self-contained HTML file (no external assets)."""
+"""Reports of an eval run: Markdown, JSON and one self-contained HTML file (no external assets).
+
+Each case's output was produced as the case's ``as`` user; a report is read by someone else. Every
+renderer takes the ``reader`` (:class:`charter.access.Reader`): answers, agent notes, retrieved and expected
+documents and failure details are shown as :func:`charter.access.redact_eval_output` allows them (a passage
+from a document the reader may not read is ``[redacted: …]``). ``reader=None`` is the unredacted view of the
+local operator running ``charter eval`` / ``charter evals show`` without ``--as`` (who can read the database
+directly anyway).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from charter.access import Reader, redact_eval_output
 from charter.evals._cases import CATEGORIES
 from charter.evals._runner import CaseResult, EvalRun
 
@@ -47,27 +56,41 @@ def metric_rows(run: EvalRun) -> list[tuple[str, str, str, str, int]]:
     return rows
 
 
-def _example(r: CaseResult) -> dict[str, Any]:
+def _example(r: CaseResult, reader: Reader | None = None) -> dict[str, Any]:
     res = r.output.result or {}
+    details = [f"{c}: {d}" for c, d in r.failures]
+    shown: dict[str, Any] = {
+        "draft": res.get("draft"),
+        "error": r.output.error,
+        "retrieved": [f"{x.get('source')}/{x.get('doc_id')}" for x in r.output.retrieved],
+        "expected_sources": sorted(r.case.expected_sources),
+        "details": details,
+    }
+    if reader is not None:
+        shown = redact_eval_output(
+            reader, r.output.as_dict(), expected_sources=sorted(r.case.expected_sources), details=details
+        )
     return {
         "case": r.case.id,
         "category": r.case.category,
         "as": r.case.user,
         "question": r.case.question,
         "failure": r.failure,
-        "details": [f"{c}: {d}" for c, d in r.failures],
+        "details": shown["details"],
         "status": r.output.status,
-        "answer": (res.get("draft") or r.output.error or "")[:800],
-        "retrieved": [f"{x.get('source')}/{x.get('doc_id')}" for x in r.output.retrieved][:6],
-        "expected_sources": sorted(r.case.expected_sources),
+        "answer": (shown["draft"] or shown["error"] or "")[:800],
+        "retrieved": shown["retrieved"][:6],
+        "expected_sources": shown["expected_sources"],
     }
 
 
-def report_data(run: EvalRun) -> dict[str, Any]:
+def report_data(run: EvalRun, reader: Reader | None = None) -> dict[str, Any]:
     data = run.summary()
     data["failure_examples"] = {
-        k: [_example(r) for r in v[:MAX_EXAMPLES]] for k, v in run.failures_by_category().items()
+        k: [_example(r, reader) for r in v[:MAX_EXAMPLES]] for k, v in run.failures_by_category().items()
     }
+    if reader is not None:
+        data["reader"] = reader.principal.id
     data["cases"] = [
         {
             "case": r.case.id,
@@ -83,7 +106,7 @@ def report_data(run: EvalRun) -> dict[str, Any]:
     return data
 
 
-def render_markdown(run: EvalRun) -> str:
+def render_markdown(run: EvalRun, reader: Reader | None = None) -> str:
     s = run.summary()
     out = [
         f"# Eval run {run.id}",
@@ -120,7 +143,7 @@ def render_markdown(run: EvalRun) -> str:
     for cat, items in groups.items():
         out += [f"### {cat} ({len(items)})", ""]
         for r in items[:MAX_EXAMPLES]:
-            ex = _example(r)
+            ex = _example(r, reader)
             out += [
                 f"- **{ex['case']}** ({ex['category']}, as {ex['as']}): {ex['question']}",
                 f"  - why: {'; '.join(ex['details'])}",
@@ -153,7 +176,7 @@ th{background:#f3f3f3}.pass{color:#080;font-weight:600}.fail{color:#b00;font-wei
 details{margin:.3em 0}pre{white-space:pre-wrap;background:#f8f8f8;padding:.5em}"""
 
 
-def render_html(run: EvalRun) -> str:
+def render_html(run: EvalRun, reader: Reader | None = None) -> str:
     e = html.escape
     s = run.summary()
     verdict = '<span class="pass">PASSED</span>' if run.passed else '<span class="fail">FAILED</span>'
@@ -185,7 +208,7 @@ def render_html(run: EvalRun) -> str:
     for cat, items in groups.items():
         parts.append(f"<h3>{e(cat)} ({len(items)})</h3>")
         for r in items[:MAX_EXAMPLES]:
-            ex = _example(r)
+            ex = _example(r, reader)
             parts.append(
                 f"<details><summary><b>{e(ex['case'])}</b> ({e(ex['category'])}, as {e(ex['as'])}): "
                 f"{e(ex['question'])}</summary><p>{e('; '.join(ex['details']))}</p>"
@@ -210,8 +233,14 @@ def render_html(run: EvalRun) -> str:
     return "\n".join(parts)
 
 
-def write_reports(run: EvalRun, directory: Path) -> dict[str, Path]:
-    """Write ``<run>.md``, ``<run>.json`` and ``<run>.html`` into ``directory``; returns their paths."""
+def render_json(run: EvalRun, reader: Reader | None = None) -> str:
+    """:func:`report_data` as indented JSON (the ``<run>.json`` report)."""
+    return json.dumps(report_data(run, reader), indent=2, default=str, ensure_ascii=False) + "\n"
+
+
+def write_reports(run: EvalRun, directory: Path, reader: Reader | None = None) -> dict[str, Path]:
+    """Write ``<run>.md``, ``<run>.json`` and ``<run>.html`` into ``directory`` as ``reader`` may see them
+    (None: the local operator, unredacted); returns their paths."""
     from charter.store._perms import private_dir, write_private
 
     private_dir(directory)  # 0700 when created here; the reports (0600) quote answers and sources
@@ -220,10 +249,7 @@ def write_reports(run: EvalRun, directory: Path) -> dict[str, Path]:
         "json": directory / f"{run.id}.json",
         "html": directory / f"{run.id}.html",
     }
-    write_private(paths["markdown"], render_markdown(run).encode())
-    write_private(
-        paths["json"],
-        (json.dumps(report_data(run), indent=2, default=str, ensure_ascii=False) + "\n").encode(),
-    )
-    write_private(paths["html"], render_html(run).encode())
+    write_private(paths["markdown"], render_markdown(run, reader).encode())
+    write_private(paths["json"], render_json(run, reader).encode())
+    write_private(paths["html"], render_html(run, reader).encode())
     return paths

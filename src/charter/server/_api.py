@@ -328,7 +328,7 @@ def report(
 
     rt = _rt(request)
     require(rt, principal, "reports.read")
-    doc = build_report(rt, since=timedelta(days=since_days), min_support=min_support)
+    doc = build_report(rt, since=timedelta(days=since_days), min_support=min_support, principal=principal)
     return json.loads(json.dumps(doc, default=str))
 
 

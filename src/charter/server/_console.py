@@ -438,7 +438,7 @@ def monitor(request: Request) -> Response:
         rt = state_of(request).rt
         require_capability(rt, p, "monitor", "see monitoring")
         caps = state_of(request).capabilities(p)
-        report = build_report(rt, since=timedelta(days=7)) if caps.get("reports") else None
+        report = build_report(rt, since=timedelta(days=7), principal=p) if caps.get("reports") else None
         extra: dict[str, Any] = {}
         if report is not None:  # trends, clusters and alerts only with reports.read: the report's own data
             from charter.telemetry._alerts import firing_alerts

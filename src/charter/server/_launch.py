@@ -26,6 +26,7 @@ from charter.server._jobs import eval_cases, eval_job, gate_job
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
+    from charter.spec import Principal
 
 router = APIRouter(responses=S.ERRORS)
 EVAL_READERS = ("evals.run", "reports.read")
@@ -82,6 +83,35 @@ def get_eval_run(request: Request, run_id: RunId, principal: Caller) -> S.JobOut
     rt = _rt(request)
     require_any(rt, principal, EVAL_READERS, "see evaluation runs")
     return _job_out(eval_detail(rt, state_of(request).jobs, run_id))
+
+
+EVAL_REPORT_MEDIA = {
+    "json": "application/json",
+    "md": "text/markdown; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+
+
+@router.get(
+    "/api/evals/{run_id}/report/{fmt}",
+    tags=["evals"],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/json": {}, "text/markdown": {}, "text/html": {}},
+            "description": "The run's report (a download)",
+        }
+    },
+)
+def eval_report_file(
+    request: Request, run_id: RunId, fmt: Literal["json", "md", "html"], principal: Caller
+) -> Response:
+    """A stored run's report as JSON, Markdown or HTML, as ``charter evals show RUN --report DIR --as YOU``
+    writes it: failure examples (answers, notes, retrieved and expected documents) show only what the
+    caller may read now; the rest is ``[redacted: …]`` (Cedar ``evals.run`` or ``reports.read``)."""
+    rt = _rt(request)
+    require_any(rt, principal, EVAL_READERS, "see evaluation runs")
+    return eval_report_response(rt, principal, run_id, fmt)
 
 
 # ------------------------------------------------------------------------------------------------ gate
@@ -180,6 +210,24 @@ def eval_detail(rt: Runtime, jobs: Any, run_id: str) -> dict[str, Any]:
         "summary": run.summary(),
         "error": None,
     }
+
+
+def eval_report_response(rt: Runtime, principal: Principal, run_id: str, fmt: str) -> Response:
+    """A stored eval run's report in ``fmt`` for ``principal`` (redacted by :mod:`charter.access`)."""
+    from charter.access import Reader
+    from charter.evals import load_run, render_html, render_json, render_markdown
+
+    if fmt not in EVAL_REPORT_MEDIA:
+        raise NotFound(f"no {fmt!r} report; formats: {', '.join(EVAL_REPORT_MEDIA)}")
+    run = load_run(rt, run_id)
+    render = {"json": render_json, "md": render_markdown, "html": render_html}[fmt]
+    body = render(run, Reader(rt, principal))
+    name = f"{run.id}.{fmt}"
+    return Response(
+        body.encode(),
+        media_type=EVAL_REPORT_MEDIA[fmt],
+        headers={"content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"},
+    )
 
 
 def _verify(rt: Runtime, folder: str | None) -> dict[str, Any]:

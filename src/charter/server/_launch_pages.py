@@ -2,7 +2,8 @@
 
 * ``/evals`` — stored runs (fingerprint, cases per category, thresholds with pass/fail) and, for whoever
   may ``evals.run``, "Start eval run"; ``/evals/{id}`` — one run (metrics with intervals against the
-  thresholds, failures) or a background run's status (the page refreshes itself while it runs).
+  thresholds, failures with examples redacted for the reader by :mod:`charter.access`, report downloads)
+  or a background run's status (the page refreshes itself while it runs).
 * ``/gate`` — the latest gate result with each of the seven checks' status, owner, findings and evidence,
   whether its signed report verifies, the latest drift pass, the history of runs and downloads of the
   reports; "Run gate" for the owners and whoever may ``gate.run``; ``/gate/runs/{job}`` — a background gate run's status.
@@ -120,11 +121,29 @@ def eval_page(request: Request, run_id: str) -> Response:
                 job=doc,
                 refresh=REFRESH_SECONDS if doc["status"] == "running" else None,
             )
+        from charter.access import Reader
+        from charter.evals import load_run, report_data
+
         s = doc["summary"]
         overall = {
             k: v for k, v in s["metrics"].items() if k.split(".")[0] in AREAS and not is_category_metric(k)
         }
-        return _render(request, "eval_run.html", p, run=s, overall=overall)
+        # failure examples as this reader may see them: outputs were produced as each case's user
+        examples = report_data(load_run(st.rt, doc["id"]), Reader(st.rt, p))["failure_examples"]
+        return _render(request, "eval_run.html", p, run=s, overall=overall, examples=examples)
+
+    return _page(request, page)
+
+
+@router.get("/evals/{run_id}/report/{fmt}")
+def eval_report_page(request: Request, run_id: str, fmt: str) -> Response:
+    """The console's download of a run's report, redacted for the signed-in reader (as the API's)."""
+    from charter.server._launch import eval_report_response
+
+    def page(p: Principal) -> Response:
+        st = state_of(request)
+        require_any(st.rt, p, EVAL_READERS, "see evaluation runs")
+        return eval_report_response(st.rt, p, run_id[:100], fmt)
 
     return _page(request, page)
 

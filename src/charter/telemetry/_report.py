@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
 from charter.telemetry._feedback import review_decisions
 from charter.telemetry._monitoring_tables import feedback
@@ -32,6 +33,7 @@ from charter.telemetry._trends import wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
+    from charter.spec import Principal
 
 GROUNDEDNESS_BINS = 10
 
@@ -154,7 +156,7 @@ def _outcomes(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _blame(data: dict[str, Any], min_support: int) -> dict[str, Any]:
+def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None) -> dict[str, Any]:
     outcome = _outcomes(data)
     by_doc: dict[tuple[str, str], set[str]] = defaultdict(set)
     by_source: dict[str, set[str]] = defaultdict(set)
@@ -165,36 +167,75 @@ def _blame(data: dict[str, Any], min_support: int) -> dict[str, Any]:
     rated = set().union(*by_doc.values()) if by_doc else set()
     base = _rate(sum(1 for r in rated if outcome[r] == "negative"), len(rated)) or 0.0
 
+    def row(reqs: set[str]) -> dict[str, Any]:
+        n = len(reqs)
+        k = sum(1 for r in reqs if outcome[r] == "negative")
+        lo, hi = wilson_interval(k, n)
+        return {
+            "cited_in_rated": n,
+            "negative": k,
+            "negative_rate": k / n if n else 0.0,
+            "wilson_lower": round(lo, 4),
+            "wilson_upper": round(hi, 4),
+            "lift": round((k / n) / base, 3) if base and n else None,
+            "blamed": n >= min_support and lo > base,
+            "examples": sorted(r for r in reqs if outcome[r] == "negative")[:3],
+        }
+
     def rank(groups: dict[Any, set[str]], key_names: tuple[str, ...]) -> list[dict[str, Any]]:
         out = []
         for key, reqs in groups.items():
-            n = len(reqs)
-            k = sum(1 for r in reqs if outcome[r] == "negative")
-            lo, hi = wilson_interval(k, n)
             keys = key if isinstance(key, tuple) else (key,)
-            out.append(
-                {
-                    **dict(zip(key_names, keys, strict=True)),
-                    "cited_in_rated": n,
-                    "negative": k,
-                    "negative_rate": k / n,
-                    "wilson_lower": round(lo, 4),
-                    "wilson_upper": round(hi, 4),
-                    "lift": round((k / n) / base, 3) if base else None,
-                    "blamed": n >= min_support and lo > base,
-                    "examples": sorted(r for r in reqs if outcome[r] == "negative")[:3],
-                }
-            )
+            out.append({**dict(zip(key_names, keys, strict=True)), **row(reqs)})
         out.sort(key=lambda d: (-d["wilson_lower"], -d["negative"], str(d.get("doc_id", d.get("source_id")))))
         return out
 
+    # who reads: a document row only for a reader who may read the document now (charter.access); every
+    # other row goes into one redacted row per table, whose counts are those of the requests behind it
+    hidden: set[tuple[str, str]] = set()
+    if reader is not None:
+        refs = [DocRef(s, d) for s, d in by_doc]
+        hidden = {(r.source_id, r.doc_id) for r in reader.unreadable(refs)}
+    hidden_sources = {s for s, _ in hidden}
+    documents = rank({k: v for k, v in by_doc.items() if k not in hidden}, ("source_id", "doc_id"))
+    sources = rank({k: v for k, v in by_source.items() if k not in hidden_sources}, ("source_id",))
+    if hidden:
+        reqs = set().union(*(by_doc[k] for k in hidden))
+        blamed = sum(1 for k in hidden if row(by_doc[k])["blamed"])
+        marker = document_redaction(len(hidden))
+        documents.append(
+            {
+                "source_id": marker,
+                "doc_id": "",
+                **row(reqs),
+                "blamed": blamed > 0,
+                "examples": [],
+                "redacted": True,
+                "documents": len(hidden),
+                "blamed_documents": blamed,
+            }
+        )
+        reqs = set().union(*(by_source[s] for s in hidden_sources))
+        blamed = sum(1 for s in hidden_sources if row(by_source[s])["blamed"])
+        sources.append(
+            {
+                "source_id": document_redaction(len(hidden_sources), "source"),
+                **row(reqs),
+                "blamed": blamed > 0,
+                "examples": [],
+                "redacted": True,
+                "sources": len(hidden_sources),
+                "blamed_sources": blamed,
+            }
+        )
     return {
         "base_negative_rate": round(base, 4),
         "rated_requests_with_citations": len(rated),
         "min_support": min_support,
         "method": "Wilson 95% lower bound > base rate and n >= min_support",
-        "documents": rank(by_doc, ("source_id", "doc_id")),
-        "sources": rank(by_source, ("source_id",)),
+        "documents": documents,
+        "sources": sources,
+        "redacted_documents": len(hidden),
     }
 
 
@@ -282,11 +323,19 @@ def build_report(
     min_support: int = 5,
     trend_window: timedelta = timedelta(days=28),
     embed: Any = None,
+    principal: Principal | None = None,
 ) -> dict[str, Any]:
     """The report as one JSON-ready document (rendered by :func:`render_report`; the console's Monitor
     page shows the same document). ``time_series`` (:func:`charter.telemetry._trends.build_trends`) and
     ``production_failures`` (:func:`charter.telemetry._clusters.build_failures`) cover ``trend_window``
-    (at least ``since``); ``embed`` clusters failing questions by embeddings instead of words."""
+    (at least ``since``); ``embed`` clusters failing questions by embeddings instead of words.
+
+    ``principal`` is the reader (every front end passes it): a document's row in the source blame shows
+    its id only if they may read it now (:mod:`charter.access`); the others collapse into one redacted row
+    per table (``[redacted: N documents from sources you cannot read]``) with the counts of the requests
+    behind them, so totals and the base rate stay those of all requests; any other string naming such a
+    document is replaced by the marker. ``None`` is the unfiltered view, for code that shows the report
+    to no one (tests, the alert evaluator)."""
     from charter.telemetry._clusters import build_failures
     from charter.telemetry._trends import build_trends, compare_periods, period_aggregates
 
@@ -402,7 +451,9 @@ def build_report(
     for k, v in compared.items():
         if k in trends:
             trends[k]["comparison"] = v
-    return {
+    reader = Reader(rt, principal) if principal is not None else None
+    blame = _blame(cur, min_support, reader)
+    doc = {
         "workflow": rt.spec.workflow.id,
         "generated_at": end.isoformat(),
         "period": {"start": start.isoformat(), "end": end.isoformat(), "days": since.total_seconds() / 86400},
@@ -411,9 +462,14 @@ def build_report(
         "quality": quality,
         "cost": cost,
         "failures": _failures(cur),
-        "source_blame": _blame(cur, min_support),
+        "source_blame": blame,
         "trends": trends,
         "rate_comparisons": compared,
         "time_series": build_trends(rt, since=window, now=end),
         "production_failures": build_failures(rt, since=window, now=end, embed=embed),
     }
+    if reader is None:
+        return doc
+    hidden = reader.unreadable(DocRef(c["source_id"], c["doc_id"]) for c in cur["cited"])
+    doc["reader"] = principal.id if principal is not None else None
+    return {k: (v if k == "source_blame" else scrub_documents(v, hidden)) for k, v in doc.items()}

@@ -53,6 +53,13 @@ def _fmt(v: Any, kind: str) -> str:
     return {"pct": _pct, "usd": _usd}.get(kind, _n)(v)
 
 
+def blame_rows(rows: list[dict[str, Any]], top: int = 15) -> list[dict[str, Any]]:
+    """The first ``top`` source-blame rows, then the redacted row (documents the reader may not read) if
+    the report has one — it is always shown, wherever its counts would rank it."""
+    shown = [d for d in rows if not d.get("redacted")][:top]
+    return shown + [d for d in rows if d.get("redacted")]
+
+
 # -------------------------------------------------------------------------------------------- markdown
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -175,7 +182,7 @@ def to_markdown(r: dict[str, Any]) -> str:
                 _n(d["wilson_lower"]),
                 "yes" if d["blamed"] else "no",
             ]
-            for i, d in enumerate(b["documents"][:15], 1)
+            for i, d in enumerate(blame_rows(b["documents"]), 1)
         ],
     )
     lines += [
@@ -299,7 +306,13 @@ def to_html(r: dict[str, Any]) -> str:
             fmt="{:.4f}",
         ),
         "blame": svg_bars(
-            [(f"{d['source_id']}/{d['doc_id']}", d["wilson_lower"]) for d in b["documents"][:10]],
+            [
+                (
+                    d["source_id"] if d.get("redacted") else f"{d['source_id']}/{d['doc_id']}",
+                    d["wilson_lower"],
+                )
+                for d in blame_rows(b["documents"], 10)
+            ],
             title="Source blame: Wilson lower bound of negative rate (red: base rate)",
             reference=b["base_negative_rate"],
             fmt="{:.2f}",
@@ -338,7 +351,7 @@ def to_html(r: dict[str, Any]) -> str:
                 _n(d["wilson_lower"]),
                 "yes" if d["blamed"] else "no",
             ]
-            for i, d in enumerate(b["documents"][:15], 1)
+            for i, d in enumerate(blame_rows(b["documents"]), 1)
         ],
     )
     prompt = _html_table(

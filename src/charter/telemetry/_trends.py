@@ -408,7 +408,16 @@ def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, 
                         "kind": "source_synced",
                         "at": sync.finished_at,
                         "label": f"source {sync.source_id} synced",
-                        "detail": {"source": sync.source_id, "summary": summary},
+                        # counts only: the summary's failures/private/warnings name documents, and
+                        # report readers see a document's id only if they may read it (charter.access)
+                        "detail": {
+                            "source": sync.source_id,
+                            "summary": {
+                                k: v
+                                for k, v in summary.items()
+                                if isinstance(v, (int, float, str)) and k != "error"
+                            },
+                        },
                     }
                 )
         except SQLAlchemyError:  # pragma: no cover - sources tables missing
