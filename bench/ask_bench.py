@@ -14,10 +14,10 @@ same question, two paths are timed back to back:
   settlement, retries), check (citations, groundedness, canaries, PII, topics) and record (masked trace
   write, metrics).
 
-The two paths alternate which goes first, and after every governed request the background trace writer is
-waited for (outside both timed regions), so that its masking and insert — which hold the GIL — never run
-during the other path's timing. Its work is reported on its own ("record work": masking + insert per trace,
-what the writer thread does; issue 6: p95 ≤ 2 ms).
+The two paths alternate which goes first. The governed path includes the durable trace write (the server's
+group commit: the request returns only once its trace is committed, issue #24); after every governed
+request the writer is flushed outside both timed regions. The record work (masking + insert per trace) is
+also reported on its own ("record work"; issue 6: p95 ≤ 2 ms).
 
 Governance overhead is reported two ways:
 
