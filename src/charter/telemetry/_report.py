@@ -416,4 +416,23 @@ def build_report(
         "rate_comparisons": compared,
         "time_series": build_trends(rt, since=window, now=end),
         "production_failures": build_failures(rt, since=window, now=end, embed=embed),
+        "screened_documents": _screened(rt),
     }
+
+
+def _screened(rt: Runtime) -> list[dict[str, Any]]:
+    """Documents instruction screening flagged at sync (``charter.screening``): source, id, state, owner and
+    reasons — never the sentences (those are for the source owner, ``charter sources show``)."""
+    from charter.screening import screened_documents
+
+    owners = {s.id: s.owner for s in rt.spec.sources}
+    return [
+        {
+            "source": d["source"],
+            "doc_id": d["doc_id"],
+            "state": d["state"],
+            "owner": owners.get(d["source"], "-"),
+            "reasons": d["reasons"],
+        }
+        for d in screened_documents(rt)
+    ]
