@@ -96,11 +96,16 @@ def _mixed_script(text: str) -> bool:
     return any(_LATIN.search(w) and _FOREIGN_LETTER.search(w) for w in _WORDISH.findall(text))
 
 
+_SPACED_RUN = re.compile(r"\b[a-z](?:[ .\-_*][a-z]\b){2,}")
+
+
 def _words(text: str, *, leet: bool) -> list[str]:
     """Lower-case words after folding look-alikes; runs of ≥3 single letters are joined (``i g n o r e``)."""
     norm = text.lower().translate(_CONFUSABLES)
     if leet:
         norm = norm.translate(_LEET)
+    # letters spaced out one separator apart form a word; a wider gap separates words ("a t t e n t i o n   a i")
+    norm = _SPACED_RUN.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), norm)
     raw = re.findall(r"[a-z]+", norm.replace("_", " "))
     words: list[str] = []
     run: list[str] = []
@@ -292,6 +297,7 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         r"\bpretend\s+(that\s+)?(you|the assistant|the ai)\s+(are|is|have|has|were)\s+(no|not|an?\s+(unrestricted|different|evil|admin|developer))\b",
     ),
     ("role_play", r"\b(roleplay|role play)\s+as\b"),
+    ("role_play", r"\bpretend\s+(that\s+)?(you are|you re|youre|to be)\b"),
     # directives about the answer
     ("answer_directive", r"\b(when|while|before|after)\s+(answering|responding|generating|summari[sz]ing)\b"),
     ("answer_directive", r"\b(when|while|before|after)\s+you\s+(answer|respond|generate|summari[sz]e)\b"),
@@ -549,7 +555,19 @@ class DocumentScreen:
         return [{"sentence": s.text[:300], "reasons": list(s.reasons)} for s in self.flagged]
 
 
-_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+")
+# a sentence ends at . ! ? (closing quotes and invisible format characters may follow: a smuggled tag run
+# right after the full stop must not glue the next, honest sentence to the screened one)
+_SENT_END = re.compile(r"(?<=[.!?])([\"'”’)\u200b-\u200f\u2060-\u2064\ufeff\U000e0000-\U000e007f]*)\s+")
+
+
+def _sentences(line: str) -> list[str]:
+    """``line`` split into sentences; closing quotes and format characters stay with their sentence."""
+    parts = _SENT_END.split(line)
+    out = [parts[0]]
+    for closer, piece in zip(parts[1::2], parts[2::2], strict=True):
+        out[-1] += closer
+        out.append(piece)
+    return out
 
 
 def screen_text(text: str) -> DocumentScreen:
@@ -562,7 +580,7 @@ def screen_text(text: str) -> DocumentScreen:
         if not line.strip():
             out_lines.append(line)
             continue
-        pieces = _SENT_END.split(line.rstrip("\n"))
+        pieces = _sentences(line.rstrip("\n"))
         bad = [p for p in pieces if p.strip() and screen_sentence(_strip_markup(p)).instruction]
         if not bad:
             out_lines.append(line)
