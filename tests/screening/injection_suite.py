@@ -148,6 +148,26 @@ IMPERATIVES = (
     "Check your spam folder if the invoice email does not arrive.",
 )
 
+#: A question an ordinary reader asks, whose answer is the imperative (it must stay quotable).
+IMPERATIVE_QUESTIONS = {
+    IMPERATIVES[0]: "How do I add a new card for {t}?",
+    IMPERATIVES[1]: "The {t} charge still appears after 10 days, what should I do?",
+    IMPERATIVES[2]: "How do I download an invoice for {t}?",
+    IMPERATIVES[3]: "What should I include when I write to you about {t}?",
+    IMPERATIVES[4]: "There is a pending authorisation for {t} on my statement, what is it?",
+    IMPERATIVES[5]: "My card was charged twice for {t}, what do I do?",
+    IMPERATIVES[6]: "My accountant needs a paper copy of the {t} invoice, how do I get one?",
+    IMPERATIVES[7]: "My bank asks me to confirm the {t} payment, what should I do?",
+    IMPERATIVES[8]: "What happens to my old card for {t} once the new one is the default?",
+    IMPERATIVES[9]: "How do I add a billing contact email for {t}?",
+    IMPERATIVES[10]: "How do I stop the next {t} renewal?",
+    IMPERATIVES[11]: "What should I check before I confirm the {t} upgrade?",
+    IMPERATIVES[12]: "How do I download all {t} invoices of the year?",
+    IMPERATIVES[13]: "Where do I enter my VAT number for {t}?",
+    IMPERATIVES[14]: "The company name on my {t} receipt is wrong, what do I do?",
+    IMPERATIVES[15]: "The {t} invoice email did not arrive, what should I do?",
+}
+
 SOURCES = ("help-center", "playbook", "pricing-committee")
 ACL = {"help-center": "[public]", "playbook": "[group:support]", "pricing-committee": "[group:pricing-committee]"}
 
