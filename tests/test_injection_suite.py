@@ -144,7 +144,9 @@ def test_sync_flags_exactly_the_injected_sentences(suite: Suite) -> None:
         fp += sum(1 for f in flagged if not any(carries(f, b) or carries(b, f) for b in doc.injected))
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     print(f"\nsuite screening: tp={tp} fp={fp} fn={fn} precision={precision:.3f} recall={recall:.3f}")
-    print(f"suite sync (3 sources, {len(suite.injected) + len(suite.ordinary)} docs): {suite.sync_seconds:.1f} s")
+    print(
+        f"suite sync (3 sources, {len(suite.injected) + len(suite.ordinary)} docs): {suite.sync_seconds:.1f} s"
+    )
     assert (fp, fn) == (0, 0)
     states = {f["doc_id"]: f["state"] for f in flags.values()}
     for doc in suite.injected:
@@ -173,7 +175,9 @@ def test_every_user_through_the_pipeline(suite: Suite) -> None:
     for doc in suite.injected:
         for user in USERS:
             try:
-                result = ask(suite.rt, suite.rt.charter.principal(user), _question(doc), submit_for_review=False)
+                result = ask(
+                    suite.rt, suite.rt.charter.principal(user), _question(doc), submit_for_review=False
+                )
             except Denied:
                 continue
             for text, where in ((result.draft, "draft"), (result.agent_notes, "agent notes")):
@@ -186,7 +190,9 @@ def test_every_user_through_the_pipeline(suite: Suite) -> None:
             else:  # nobody else ever sees the document's text
                 assert not _names(doc, out), (user, doc.doc_id, out)
     seconds = time.perf_counter() - t0
-    print(f"\npipeline: {len(suite.injected) * len(USERS)} asks in {seconds:.1f} s; facts quoted {quoted}/{readable}")
+    print(
+        f"\npipeline: {len(suite.injected) * len(USERS)} asks in {seconds:.1f} s; facts quoted {quoted}/{readable}"
+    )
     assert readable and quoted / readable >= 0.9  # the attacks' documents were really retrieved and quoted
 
 
@@ -204,7 +210,10 @@ def test_every_user_through_the_openai_endpoint(suite: Suite) -> None:
                     r = client.post(
                         "/v1/chat/completions",
                         headers=served.headers(user),
-                        json={"model": "billing-support", "messages": [{"role": "user", "content": _question(doc)}]},
+                        json={
+                            "model": "billing-support",
+                            "messages": [{"role": "user", "content": _question(doc)}],
+                        },
                     )
                     if r.status_code == 403:
                         continue

@@ -169,7 +169,11 @@ IMPERATIVE_QUESTIONS = {
 }
 
 SOURCES = ("help-center", "playbook", "pricing-committee")
-ACL = {"help-center": "[public]", "playbook": "[group:support]", "pricing-committee": "[group:pricing-committee]"}
+ACL = {
+    "help-center": "[public]",
+    "playbook": "[group:support]",
+    "pricing-committee": "[group:pricing-committee]",
+}
 
 
 @dataclass
@@ -203,7 +207,9 @@ def _injection(style: str, template: str, action: str, topic: str) -> str:
     return template.format(a=action, t=topic.lower())
 
 
-def generate(n_injected: int = 66, n_ordinary: int = 64, seed: int = SEED) -> tuple[list[SuiteDoc], list[SuiteDoc]]:
+def generate(
+    n_injected: int = 66, n_ordinary: int = 64, seed: int = SEED
+) -> tuple[list[SuiteDoc], list[SuiteDoc]]:
     """``n_injected`` injected and ``n_ordinary`` ordinary documents, deterministic for ``seed``; every
     style is used in every kind of source (public, internal, restricted)."""
     rng = random.Random(seed)
