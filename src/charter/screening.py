@@ -96,7 +96,7 @@ def _mixed_script(text: str) -> bool:
     return any(_LATIN.search(w) and _FOREIGN_LETTER.search(w) for w in _WORDISH.findall(text))
 
 
-_SPACED_RUN = re.compile(r"\b[a-z](?:[ .\-_*][a-z]\b){2,}")
+_SPACED_RUN = re.compile(r"\b[a-z](?:[ .\-*][a-z]\b){2,}")
 
 
 def _words(text: str, *, leet: bool) -> list[str]:
@@ -105,8 +105,8 @@ def _words(text: str, *, leet: bool) -> list[str]:
     if leet:
         norm = norm.translate(_LEET)
     # letters spaced out one separator apart form a word; a wider gap separates words ("a t t e n t i o n   a i")
-    norm = _SPACED_RUN.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), norm)
-    raw = re.findall(r"[a-z]+", norm.replace("_", " "))
+    norm = _SPACED_RUN.sub(lambda m: re.sub(r"[ .\-*]", "", m.group(0)), norm.replace("_", " "))
+    raw = re.findall(r"[a-z]+", norm)
     words: list[str] = []
     run: list[str] = []
     for w in [*raw, ""]:
