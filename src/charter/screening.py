@@ -97,12 +97,17 @@ def _mixed_script(text: str) -> bool:
     return any(_LATIN.search(w) and _FOREIGN_LETTER.search(w) for w in _WORDISH.findall(text))
 
 
+_SPACED_RUN = re.compile(r"\b[a-z](?:[ .\-*][a-z]\b){2,}")
+
+
 def _words(text: str, *, leet: bool) -> list[str]:
     """Lower-case words after folding look-alikes; runs of ≥3 single letters are joined (``i g n o r e``)."""
     norm = text.lower().translate(_CONFUSABLES)
     if leet:
         norm = norm.translate(_LEET)
-    raw = re.findall(r"[a-z]+", norm.replace("_", " "))
+    # letters spaced out one separator apart form a word; a wider gap separates words ("a t t e n t i o n   a i")
+    norm = _SPACED_RUN.sub(lambda m: re.sub(r"[ .\-*]", "", m.group(0)), norm.replace("_", " "))
+    raw = re.findall(r"[a-z]+", norm)
     words: list[str] = []
     run: list[str] = []
     for w in [*raw, ""]:
@@ -293,6 +298,7 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         r"\bpretend\s+(that\s+)?(you|the assistant|the ai)\s+(are|is|have|has|were)\s+(no|not|an?\s+(unrestricted|different|evil|admin|developer))\b",
     ),
     ("role_play", r"\b(roleplay|role play)\s+as\b"),
+    ("role_play", r"\bpretend\s+(that\s+)?(you are|you re|youre|to be)\b"),
     # directives about the answer
     ("answer_directive", r"\b(when|while|before|after)\s+(answering|responding|generating|summari[sz]ing)\b"),
     ("answer_directive", r"\b(when|while|before|after)\s+you\s+(answer|respond|generate|summari[sz]e)\b"),
@@ -550,7 +556,19 @@ class DocumentScreen:
         return [{"sentence": s.text[:300], "reasons": list(s.reasons)} for s in self.flagged]
 
 
-_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+")
+# a sentence ends at . ! ? (closing quotes and invisible format characters may follow: a smuggled tag run
+# right after the full stop must not glue the next, honest sentence to the screened one)
+_SENT_END = re.compile(r"(?<=[.!?])([\"'”’)\u200b-\u200f\u2060-\u2064\ufeff\U000e0000-\U000e007f]*)\s+")
+
+
+def _sentences(line: str) -> list[str]:
+    """``line`` split into sentences; closing quotes and format characters stay with their sentence."""
+    parts = _SENT_END.split(line)
+    out = [parts[0]]
+    for closer, piece in zip(parts[1::2], parts[2::2], strict=True):
+        out[-1] += closer
+        out.append(piece)
+    return out
 
 
 def screen_text(text: str) -> DocumentScreen:
@@ -571,7 +589,7 @@ def _screen_text(text: str) -> tuple[tuple[Screened, ...], str]:
         if not line.strip():
             out_lines.append(line)
             continue
-        pieces = _SENT_END.split(line.rstrip("\n"))
+        pieces = _sentences(line.rstrip("\n"))
         bad = [p for p in pieces if p.strip() and screen_sentence(_strip_markup(p)).instruction]
         if not bad:
             out_lines.append(line)
@@ -594,47 +612,208 @@ def instruction_sentences(texts: Iterable[str]) -> list[Screened]:
 
 
 # ------------------------------------------------------------------------------------------ sync
+SCREENING_STATES = ("excluded", "quarantined", "approved")
+
+
 def screen_pending(
     rt: Any, source: Any, pending: list[tuple[Any, Any]], summary: Any, *, actor: str = "system"
-) -> list[tuple[Any, Any]]:
-    """The sync hook: screen a batch of read documents before they are indexed.
+) -> tuple[list[tuple[Any, Any]], list[str]]:
+    """The sync hook: screen a batch of read documents before they are indexed. Returns the documents to
+    index and the ids of the documents kept out of the index (quarantined).
 
-    A document whose text carries instruction sentences is indexed *without* them (the cleaned text, so
-    they can never be retrieved, quoted or noted), flagged to the source owner in the sync summary's
-    ``warnings`` (shown by ``charter sync``, stored with the run, listed by ``charter sources show``) and
-    audited as ``sources.screened`` with each sentence and its reasons. Documents without instructions
-    pass unchanged (same object, same content hash, so an unchanged document stays unchanged)."""
+    A document whose text carries instruction sentences is flagged to the source owner: a row in
+    ``source_screening`` (listed by ``charter sources show``, the operator report and the console's Sources
+    page), a warning in the sync summary and, when it is newly flagged (or its content or state changed),
+    an audit event ``sources.screened`` with each sentence and its reasons. What happens to it depends on
+    the source's ``screening`` setting:
+
+    * ``exclude`` (default) — indexed with the instruction sentences removed (the cleaned text, so they can
+      never be retrieved, quoted or noted); state ``excluded``.
+    * ``quarantine`` — not indexed at all (state ``quarantined``; the caller deletes any earlier version from
+      the index) until the source owner approves it (:func:`approve_screened`). The approval is bound to the
+      content hash of the text as read: a changed document is quarantined again. An approved document is
+      indexed like an excluded one (its instruction sentences still removed).
+
+    Documents without instructions pass unchanged (same object, same content hash, so an unchanged document
+    stays unchanged) and lose any earlier flag."""
     from dataclasses import replace
 
+    from sqlalchemy import select
+
+    from charter.sources._tables import source_screening as t
+    from charter.store import utcnow
+
+    ids = [doc.doc_id for doc, _ in pending]
+    with rt.store.connect() as conn:
+        rows = {
+            r.doc_id: r
+            for r in conn.execute(select(t).where(t.c.source_id == source.id, t.c.doc_id.in_(ids)))
+        }
     out: list[tuple[Any, Any]] = []
+    quarantined: list[str] = []
+    cleared: list[str] = []
     for doc, read_at in pending:
         result = screen_text(doc.text) if not doc.pages else _screen_pages(doc)
         if not result.flagged:
             out.append((doc, read_at))
+            if doc.doc_id in rows:
+                cleared.append(doc.doc_id)
             continue
+        digest = doc.content_hash
+        row = rows.get(doc.doc_id)
+        approved = row is not None and row.state == "approved" and row.content_hash == digest
+        mode = getattr(source, "screening", "exclude")
+        state = "approved" if approved else ("quarantined" if mode == "quarantine" else "excluded")
         reasons = ", ".join(result.reasons)
+        what = {
+            "excluded": "were excluded from the index",
+            "quarantined": "keep the document out of the index (quarantined) until the owner approves it "
+            f"(charter sources approve {source.id} {doc.doc_id})",
+            "approved": "were excluded from the index (the document was approved by its owner)",
+        }[state]
         if len(summary.warnings) < 200:
             summary.warnings.append(
                 {
                     "doc_id": doc.doc_id,
                     "reason": f"{len(result.flagged)} instruction sentence(s) addressed to an assistant "
-                    f"({reasons}) were excluded from the index; the owner ({source.owner}) should review "
-                    "the document",
+                    f"({reasons}) {what}; the owner ({source.owner}) should review the document",
                 }
             )
-        rt.audit.append(
-            actor=actor,
-            action="sources.screened",
-            resource=f"source:{source.id}",
-            outcome="flagged",
-            details={"doc_id": doc.doc_id, "owner": source.owner, "sentences": result.as_dict()[:20]},
-        )
-        if doc.pages:
+        if row is None or row.content_hash != digest or row.state != state:
+            values = {
+                "source_id": source.id,
+                "doc_id": doc.doc_id,
+                "title": doc.title,
+                "content_hash": digest,
+                "state": state,
+                "reasons": result.reasons,
+                "sentences": result.as_dict()[:20],
+                "flagged_at": utcnow(),
+                "approved_by": row.approved_by if approved and row is not None else None,
+                "approved_at": row.approved_at if approved and row is not None else None,
+            }
+            with rt.store.begin() as conn:
+                conn.execute(t.delete().where(t.c.source_id == source.id, t.c.doc_id == doc.doc_id))
+                conn.execute(t.insert().values(**values))
+            rt.audit.append(
+                actor=actor,
+                action="sources.screened",
+                resource=f"source:{source.id}",
+                outcome="quarantined" if state == "quarantined" else "flagged",
+                details={
+                    "doc_id": doc.doc_id,
+                    "owner": source.owner,
+                    "state": state,
+                    "content_hash": digest,
+                    "sentences": result.as_dict()[:20],
+                },
+            )
+        if state == "quarantined":
+            quarantined.append(doc.doc_id)
+        elif doc.pages:
             pages = tuple(screen_text(p).cleaned for p in doc.pages)
             out.append((replace(doc, text="\n".join(pages), pages=pages), read_at))
         else:
             out.append((replace(doc, text=result.cleaned), read_at))
-    return out
+    if cleared:
+        with rt.store.begin() as conn:
+            conn.execute(t.delete().where(t.c.source_id == source.id, t.c.doc_id.in_(cleared)))
+    return out, quarantined
+
+
+def forget_screened(rt: Any, source_id: str, keep: Iterable[str] | None = None) -> None:
+    """Drop the screening rows of ``source_id``'s documents that are no longer at the source (all of
+    them when ``keep`` is ``None``: the source left the charter)."""
+    from sqlalchemy import select
+
+    from charter.sources._tables import source_screening as t
+
+    with rt.store.begin() as conn:
+        if keep is None:
+            conn.execute(t.delete().where(t.c.source_id == source_id))
+            return
+        kept = set(keep)
+        gone = [
+            d
+            for d in conn.execute(select(t.c.doc_id).where(t.c.source_id == source_id)).scalars()
+            if d not in kept
+        ]
+        if gone:
+            conn.execute(t.delete().where(t.c.source_id == source_id, t.c.doc_id.in_(gone)))
+
+
+def screened_documents(rt: Any, source_id: str | None = None) -> list[dict[str, Any]]:
+    """The flagged documents (of one source, or all), newest first: ``source``, ``doc_id``, ``title``,
+    ``state`` (``excluded`` | ``quarantined`` | ``approved``), ``reasons``, ``sentences``, ``content_hash``,
+    ``flagged_at``, ``approved_by``, ``approved_at``. Sentences are the screened text itself: show them
+    only to the source's owner (they come from its documents)."""
+    from sqlalchemy import select
+
+    from charter.sources._tables import source_screening as t
+
+    query = select(t).order_by(t.c.flagged_at.desc(), t.c.source_id, t.c.doc_id)
+    if source_id is not None:
+        query = query.where(t.c.source_id == source_id)
+    with rt.store.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "source": r.source_id,
+            "doc_id": r.doc_id,
+            "title": r.title,
+            "state": r.state,
+            "reasons": list(r.reasons or []),
+            "sentences": list(r.sentences or []),
+            "content_hash": r.content_hash,
+            "flagged_at": r.flagged_at.isoformat() if r.flagged_at else None,
+            "approved_by": r.approved_by,
+            "approved_at": r.approved_at.isoformat() if r.approved_at else None,
+        }
+        for r in rows
+    ]
+
+
+def approve_screened(
+    rt: Any, source: Any, doc_id: str, *, actor: str, content_hash: str | None = None
+) -> str:
+    """Record the source owner's approval of a quarantined document; returns the approved content hash.
+
+    The approval is bound to the content hash recorded when the document was quarantined (and, when
+    ``content_hash`` is given, it must match it: the owner approves what they reviewed). The caller checks
+    that ``actor`` may approve (the source owner or the charter's sources owner) and runs a sync of the
+    source so the document is indexed. Audited as ``sources.screening_approved``."""
+    from sqlalchemy import select
+
+    from charter.errors import Conflict, NotFound
+    from charter.sources._tables import source_screening as t
+    from charter.store import utcnow
+
+    with rt.store.begin() as conn:
+        row = conn.execute(select(t).where(t.c.source_id == source.id, t.c.doc_id == doc_id)).first()
+        if row is None or row.state != "quarantined":
+            state = "not flagged" if row is None else row.state
+            raise NotFound(
+                f"document {doc_id!r} of source {source.id!r} is not quarantined ({state}); "
+                f"`charter sources show {source.id}` lists the flagged documents"
+            )
+        if content_hash is not None and not row.content_hash.startswith(content_hash):
+            raise Conflict(
+                f"document {doc_id!r} changed since you reviewed it (content hash {row.content_hash[:12]}, "
+                f"not {content_hash[:12]}); review it again"
+            )
+        conn.execute(
+            t.update()
+            .where(t.c.source_id == source.id, t.c.doc_id == doc_id)
+            .values(state="approved", approved_by=actor, approved_at=utcnow())
+        )
+    rt.audit.append(
+        actor=actor,
+        action="sources.screening_approved",
+        resource=f"source:{source.id}",
+        outcome="success",
+        details={"doc_id": doc_id, "content_hash": row.content_hash, "reasons": list(row.reasons or [])},
+    )
+    return str(row.content_hash)
 
 
 def _screen_pages(doc: Any) -> DocumentScreen:

@@ -28,6 +28,7 @@ from charter.cli._common import (
 )
 from charter.errors import Denied, UsageError
 from charter.runtime import Runtime
+from charter.screening import screened_documents
 
 sources_app = typer.Typer(
     help="Data sources: owner, counts, freshness and approval; `show ID` lists a source's documents.",
@@ -133,30 +134,25 @@ def sources_show(
     rt = open_runtime(charter)
     try:
         source = _source(rt, source_id)
-        actor = _local_actor()
-        if as_user is not None:
-            principal = acting_principal(rt, as_user)
-            if principal.id not in (source.owner, rt.spec.owners.sources):
-                rt.audit.append(
-                    actor=principal.id,
-                    action="sources.show",
-                    resource=f"source:{source.id}",
-                    outcome="denied",
-                    details={"reason": "not the source owner"},
-                )
-                raise Denied(
-                    f"{principal.id} may not list the documents of source {source.id}",
-                    reasons=[
-                        f"only the source owner ({source.owner}) or the sources owner "
-                        f"({rt.spec.owners.sources}) may"
-                    ],
-                )
-            actor = principal.id
+        actor = _owner_actor(rt, source, as_user, "sources.show", "list the documents of")
         status = next(r for r in source_statuses(rt) if r["id"] == source.id)
         docs = source_documents_listing(rt, source.id)
-        flagged = _screened(rt, source.id)
+        flagged = {f["doc_id"]: f for f in screened_documents(rt, source.id)}
         for d in docs:
-            d["screened"] = flagged.get(d["doc_id"])
+            d["screened"] = _screen_note(flagged.pop(d["doc_id"], None))
+        for f in flagged.values():  # quarantined: not in the index, so not in the catalog either
+            docs.append(
+                {
+                    "doc_id": f["doc_id"],
+                    "title": f["title"],
+                    "acl": [],
+                    "chunks": 0,
+                    "private_by_default": False,
+                    "acl_error": None,
+                    "failed_reason": None,
+                    "screened": _screen_note(f),
+                }
+            )
         rt.audit.append(
             actor=actor,
             action="sources.show",
@@ -169,25 +165,100 @@ def sources_show(
     emit({"source": status, "documents": docs}, as_json, _render_documents)
 
 
-def _screened(rt: Runtime, source_id: str) -> dict[str, str]:
-    """Documents the source's last sync flagged for carrying instructions (``charter.screening``)."""
-    from sqlalchemy import select
+def _owner_actor(rt: Runtime, source: Any, as_user: str | None, action: str, verb: str) -> str:
+    """The actor to audit: ``--as USER`` must be the source's owner or the charter's sources owner
+    (refusals are audited); without ``--as``, the local operator."""
+    if as_user is None:
+        return _local_actor()
+    principal = acting_principal(rt, as_user)
+    if principal.id not in (source.owner, rt.spec.owners.sources):
+        rt.audit.append(
+            actor=principal.id,
+            action=action,
+            resource=f"source:{source.id}",
+            outcome="denied",
+            details={"reason": "not the source owner"},
+        )
+        raise Denied(
+            f"{principal.id} may not {verb} source {source.id}",
+            reasons=[
+                f"only the source owner ({source.owner}) or the sources owner ({rt.spec.owners.sources}) may"
+            ],
+        )
+    return principal.id
 
-    from charter.sources._tables import sync_runs
 
-    t = sync_runs
-    with rt.store.connect() as conn:
-        summary = conn.execute(
-            select(t.c.summary)
-            .where(t.c.source_id == source_id, t.c.status != "running")
-            .order_by(t.c.id.desc())
-            .limit(1)
-        ).scalar()
+def _screen_note(flag: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A flagged document's screening record (``charter.screening.screened_documents``) for the listing."""
+    if flag is None:
+        return None
     return {
-        w["doc_id"]: w["reason"]
-        for w in (summary or {}).get("warnings", [])
-        if "instruction sentence" in str(w.get("reason", ""))
+        k: flag[k] for k in ("state", "reasons", "sentences", "content_hash", "approved_by", "flagged_at")
     }
+
+
+@sources_app.command("approve")
+def sources_approve(
+    ctx: typer.Context,
+    source_id: Annotated[str, typer.Argument(help="Source id.")],
+    doc_id: Annotated[
+        str, typer.Argument(help="The quarantined document's id (see `charter sources show`).")
+    ],
+    content_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--hash", help="The content hash you reviewed (a prefix is enough); refused if it changed."
+        ),
+    ] = None,
+    no_sync: Annotated[
+        bool, typer.Option("--no-sync", help="Only record the approval; the next `charter sync` indexes it.")
+    ] = False,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+    as_user: OptionalAs = None,
+) -> None:
+    """Approve a quarantined document (flagged by instruction screening) so it is indexed.
+
+    Only the source owner or the charter's sources owner may approve. The approval is bound to the content
+    that was screened: if the document changes, it is screened (and quarantined) again. The document is
+    indexed without its instruction sentences; the source is synced now unless ``--no-sync``."""
+    from charter.screening import approve_screened
+    from charter.sources import sync_sources
+
+    parent = ctx.obj or {}
+    charter = charter or parent.get("charter")
+    as_json = as_json or bool(parent.get("as_json"))
+    rt = open_runtime(charter)
+    try:
+        source = _source(rt, source_id)
+        actor = _owner_actor(rt, source, as_user, "sources.screening_approved", "approve documents of")
+        digest = approve_screened(rt, source, doc_id, actor=actor, content_hash=content_hash)
+        result: dict[str, Any] = {
+            "source": source.id,
+            "doc_id": doc_id,
+            "content_hash": digest,
+            "synced": None,
+        }
+        if not no_sync:
+            summary = sync_sources(rt, source.id, actor=actor)[0]
+            result["synced"] = summary.as_dict()
+    finally:
+        rt.close()
+
+    def render(data: dict[str, Any]) -> None:
+        console.print(
+            f"approved {escape(data['doc_id'])} of {escape(data['source'])} (content {data['content_hash'][:12]})",
+            highlight=False,
+        )
+        if data["synced"] is not None:
+            s = data["synced"]
+            console.print(
+                f"synced {escape(s['source'])}: {s['status']}, {s['added']} added, {s['updated']} updated"
+            )
+        else:
+            console.print("run `charter sync` to index it")
+
+    emit(result, as_json, render)
 
 
 def _render_documents(data: dict[str, Any]) -> None:
@@ -203,7 +274,15 @@ def _render_documents(data: dict[str, Any]) -> None:
     for d in data["documents"]:
         note = ""
         if d.get("screened"):
-            note = f"[red]screened:[/] {escape(d['screened'])}"
+            sc = d["screened"]
+            state = {"quarantined": "quarantined (not indexed; `charter sources approve`)"}.get(
+                sc["state"], sc["state"]
+            )
+            first = sc["sentences"][0]["sentence"] if sc["sentences"] else ""
+            note = (
+                f"[red]screened, {escape(state)}:[/] {escape(', '.join(sc['reasons']))} — "
+                f"{escape(first[:120])!s}"
+            )
         elif d["failed_reason"]:
             note = f"[red]last read failed:[/] {escape(d['failed_reason'])}"
         elif d["private_by_default"]:

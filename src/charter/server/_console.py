@@ -481,7 +481,61 @@ def sources(request: Request) -> Response:
 
         rt = state_of(request).rt
         require_capability(rt, p, "sources", "see sources")
-        return _render(request, "sources.html", p, items=source_statuses(rt), synced=None)
+        return _render(
+            request, "sources.html", p, items=source_statuses(rt), synced=None, flagged=_flagged_for(rt, p)
+        )
+
+    return _page(request, page)
+
+
+def _flagged_for(rt: Any, p: Principal) -> list[dict[str, Any]]:
+    """Documents flagged by instruction screening (``charter.screening``) in the sources ``p`` owns (or all,
+    for the charter's sources owner): the sentences come from those documents, so only owners see them."""
+    from charter.screening import screened_documents
+
+    owned = {s.id for s in rt.spec.sources if p.id in (s.owner, rt.spec.owners.sources)}
+    return [d for d in screened_documents(rt) if d["source"] in owned] if owned else []
+
+
+@router.post("/sources/{source_id}/approve", response_class=HTMLResponse)
+def sources_approve(
+    request: Request,
+    source_id: str,
+    doc_id: str = Form(max_length=1000),
+    content_hash: str = Form("", max_length=64),
+) -> Response:
+    digest = content_hash or None
+
+    def page(p: Principal) -> Response:
+        from charter.screening import approve_screened
+        from charter.sources import source_statuses, sync_sources
+
+        rt = state_of(request).rt
+        if source_id not in {s.id for s in rt.spec.sources}:
+            raise NotFound(f"no source {source_id!r}")
+        source = rt.spec.source(source_id)
+        if p.id not in (source.owner, rt.spec.owners.sources):
+            rt.audit.append(
+                actor=p.id,
+                action="sources.screening_approved",
+                resource=f"source:{source_id}",
+                outcome="denied",
+                details={"reason": "not the source owner", "doc_id": doc_id},
+            )
+            raise Denied(
+                f"{p.id} may not approve documents of source {source_id}",
+                reasons=[f"only the source owner ({source.owner}) or the sources owner may"],
+            )
+        approve_screened(rt, source, doc_id, actor=p.id, content_hash=digest)
+        summaries = sync_sources(rt, source_id, actor=p.id)
+        return _render(
+            request,
+            "sources.html",
+            p,
+            items=source_statuses(rt),
+            synced=[s.as_dict() for s in summaries],
+            flagged=_flagged_for(rt, p),
+        )
 
     return _page(request, page)
 
@@ -497,7 +551,12 @@ def sources_sync(request: Request, source_id: str) -> Response:
         require(rt, p, "sources.sync", f"source:{source_id}")
         summaries = sync_sources(rt, source_id, actor=p.id)
         return _render(
-            request, "sources.html", p, items=source_statuses(rt), synced=[s.as_dict() for s in summaries]
+            request,
+            "sources.html",
+            p,
+            items=source_statuses(rt),
+            synced=[s.as_dict() for s in summaries],
+            flagged=_flagged_for(rt, p),
         )
 
     return _page(request, page)

@@ -53,7 +53,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import CharterException, Conflict, UsageError
-from charter.screening import screen_pending
+from charter.screening import forget_screened, screen_pending
 from charter.sources._acl import effective_acl
 from charter.sources._connector import (
     AclEntry,
@@ -116,6 +116,7 @@ class SyncSummary:
     unchanged: int = 0
     private_by_default: int = 0
     failed: int = 0
+    quarantined: int = 0  # flagged documents kept out of the index (``screening: quarantine``)
     documents: int = 0  # documents the connector yielded (including failed ones)
     failures: list[dict[str, Any]] = field(default_factory=list)  # {doc_id, line, reason}
     private: list[dict[str, str]] = field(default_factory=list)  # {doc_id, reason}
@@ -151,6 +152,7 @@ class SyncSummary:
             "mode": self.mode,
             "run_id": self.run_id,
             **self.counts(),
+            "quarantined": self.quarantined,
             "documents": self.documents,
             "failures": self.failures,
             "private": self.private,
@@ -515,6 +517,7 @@ class Syncer:
         for doc_id in sorted(set(catalog.rows) - seen):
             catalog.remove(doc_id)
         catalog.flush()
+        forget_screened(self.rt, source.id, seen)
         summary.status = "partial" if summary.failed else "succeeded"
         return ctx.new_cursor
 
@@ -608,7 +611,12 @@ class Syncer:
         document in its own transaction (so an interruption still leaves every document whole)."""
         if not pending:
             return
-        pending[:] = screen_pending(self.rt, source, pending, summary, actor=self.actor)  # charter.screening
+        pending[:], quarantined = screen_pending(self.rt, source, pending, summary, actor=self.actor)
+        for doc_id in quarantined:  # not retrievable until its owner approves it: no earlier version either
+            self.index.delete_document(source.id, doc_id)
+            states.pop(doc_id, None)
+            catalog.remove(doc_id)
+            summary.quarantined += 1
         changed = [
             d
             for d, _ in pending
@@ -735,6 +743,7 @@ class Syncer:
                 "run_id": summary.run_id,
                 "status": summary.status,
                 **summary.counts(),
+                "quarantined": summary.quarantined,
                 "documents": summary.documents,
                 "error": summary.error,
                 "failures": summary.failures[:20],
@@ -759,6 +768,7 @@ class Syncer:
             with self.rt.store.begin() as conn:
                 conn.execute(source_documents.delete().where(source_documents.c.source_id == source_id))
                 conn.execute(source_state.delete().where(source_state.c.source_id == source_id))
+            forget_screened(self.rt, source_id)
             summary.status, summary.finished_at = "removed", self.now()
             self.rt.audit.append(
                 actor=self.actor,

@@ -58,3 +58,18 @@ source_documents = Table(
     Column("version", String(200), nullable=True),  # version at the source (Git blob hash, HTTP ETag)
     Column("revision", String(200), nullable=True),  # revision read (Git commit id, for citations)
 )
+
+source_screening = Table(
+    "source_screening",
+    metadata,
+    Column("source_id", String(200), primary_key=True),
+    Column("doc_id", String(1000), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),  # of the text as read (before screening)
+    Column("state", String(20), nullable=False),  # excluded | quarantined | approved
+    Column("reasons", JSON, nullable=False),  # sorted reason names
+    Column("sentences", JSON, nullable=False),  # [{sentence, reasons}], at most 20
+    Column("flagged_at", UTCDateTime, nullable=False),
+    Column("approved_by", String(200), nullable=True),
+    Column("approved_at", UTCDateTime, nullable=True),
+)

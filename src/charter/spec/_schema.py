@@ -284,6 +284,13 @@ class Source(Section):
         "daily", description="How often sync should run (documentation for schedulers), e.g. `hourly`."
     )
     chunking: Chunking = Field(default_factory=lambda: Chunking(), description="Chunking settings.")
+    screening: Literal["exclude", "quarantine"] = Field(
+        "exclude",
+        description="What sync does with a document that carries instructions addressed to an assistant "
+        "(prompt injection, `charter.screening`): `exclude` indexes it without those sentences; `quarantine` "
+        "keeps it out of the index until the source owner approves that exact content "
+        "(`charter sources approve`). Either way the owner is shown the document.",
+    )
     approval: Approval | None = Field(None, description="Who approved this source for this workflow.")
     acl_rules: list[AclRule] = Field(
         default_factory=list,

@@ -467,9 +467,38 @@ def build_report(
         "rate_comparisons": compared,
         "time_series": build_trends(rt, since=window, now=end),
         "production_failures": build_failures(rt, since=window, now=end, embed=embed),
+        "screened_documents": _screened(rt),
     }
     if reader is None:
         return doc
     hidden = reader.unreadable(DocRef(c["source_id"], c["doc_id"]) for c in cur["cited"])
     doc["reader"] = principal.id if principal is not None else None
+    # flagged documents the reader may not read are counted, never named
+    screened = doc["screened_documents"]
+    unseen = set(reader.unreadable(DocRef(d["source"], d["doc_id"]) for d in screened))
+    shown = [d for d in screened if DocRef(d["source"], d["doc_id"]) not in unseen]
+    if len(shown) < len(screened):
+        n = len(screened) - len(shown)
+        shown.append(
+            {"source": "-", "doc_id": document_redaction(n), "state": "-", "owner": "-", "reasons": []}
+        )
+    doc["screened_documents"] = shown
     return {k: (v if k == "source_blame" else scrub_documents(v, hidden)) for k, v in doc.items()}
+
+
+def _screened(rt: Runtime) -> list[dict[str, Any]]:
+    """Documents instruction screening flagged at sync (``charter.screening``): source, id, state, owner and
+    reasons — never the sentences (those are for the source owner, ``charter sources show``)."""
+    from charter.screening import screened_documents
+
+    owners = {s.id: s.owner for s in rt.spec.sources}
+    return [
+        {
+            "source": d["source"],
+            "doc_id": d["doc_id"],
+            "state": d["state"],
+            "owner": owners.get(d["source"], "-"),
+            "reasons": d["reasons"],
+        }
+        for d in screened_documents(rt)
+    ]

@@ -205,7 +205,25 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines += ["", *time_series_markdown(r["time_series"])]
     if r.get("production_failures"):
         lines += ["", *failures_markdown(r["production_failures"])]
+    if r.get("screened_documents"):
+        lines += ["", *screened_markdown(r["screened_documents"])]
     return "\n".join(lines) + "\n"
+
+
+def screened_markdown(items: list[dict[str, Any]]) -> list[str]:
+    """The documents instruction screening flagged at sync, for their owners to review."""
+    quarantined = sum(1 for d in items if d["state"] == "quarantined")
+    return [
+        "## Documents flagged by instruction screening",
+        "",
+        f"{len(items)} document(s) carry sentences addressed to an assistant; {quarantined} are quarantined "
+        "until their owner approves them (`charter sources show SOURCE`, `charter sources approve`).",
+        "",
+        *_table(
+            ["source", "document", "state", "owner", "reasons"],
+            [[d["source"], d["doc_id"], d["state"], d["owner"], ", ".join(d["reasons"])] for d in items],
+        ),
+    ]
 
 
 # -------------------------------------------------------------------------------------------- svg / html
@@ -319,6 +337,16 @@ def to_html(r: dict[str, Any]) -> str:
         ),
     }
     md_sections = to_markdown(r)
+    flagged = r.get("screened_documents") or []
+    screened = (
+        "<h2>Documents flagged by instruction screening</h2>"
+        + _html_table(
+            ["source", "document", "state", "owner", "reasons"],
+            [[d["source"], d["doc_id"], d["state"], d["owner"], ", ".join(d["reasons"])] for d in flagged],
+        )
+        if flagged
+        else ""
+    )
     trends = _html_table(
         ["metric", "this period", "previous", "change"],
         [
@@ -392,6 +420,7 @@ vs budget {_usd(c["monthly_budget_usd"])}.</p>{charts["cost"]}
 <h2>Source blame</h2><p>Base negative rate {_pct(b["base_negative_rate"])};
 blamed only when the Wilson 95% lower
 bound exceeds it with at least {b["min_support"]} rated citations.</p>{charts["blame"]}{blame}
+{screened}
 <details><summary>Markdown version</summary><pre>{e(md_sections)}</pre></details>
 </body></html>
 """
