@@ -168,7 +168,6 @@ KNOWN_REACH_INS: set[tuple[str, str]] = {
     ("access", "charter.review._tables"),
     ("access", "charter.sources._tables"),
     ("cli", "charter.evals._report"),
-    ("cli", "charter.sources._tables"),
     ("cli", "charter.spec._reference"),
     ("cli", "charter.spec._types"),
     ("cli", "charter.store._engine"),

@@ -32,6 +32,7 @@ from charter.sources._connector import (
     get_connector,
 )
 from charter.sources._document import Document, acl_hash
+from charter.sources._screened import screened_documents
 from charter.sources._status import (
     Freshness,
     acl_freshness,
@@ -43,6 +44,7 @@ from charter.sources._status import (
     source_statuses,
 )
 from charter.sources._sync import Syncer, SyncProgress, SyncSummary, source_config_hash, sync_sources
+from charter.sources._tables import source_screening
 
 __all__ = [
     "AclEntry",
@@ -71,9 +73,11 @@ __all__ = [
     "is_valid_token",
     "last_successful_syncs",
     "parse_acl",
+    "screened_documents",
     "source_config_hash",
     "source_documents_listing",
     "source_freshness",
+    "source_screening",
     "source_statuses",
     "sync_sources",
 ]

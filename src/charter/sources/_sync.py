@@ -82,8 +82,12 @@ PIPELINE_DEPTH = 256  # items read ahead of the embedder
 
 
 def source_config_hash(source: Source) -> str:
-    """Hash of a source's configuration without its approval record (what an approval is bound to)."""
-    return section_hash(source.model_dump(mode="json", exclude={"approval"}))
+    """Hash of a source's configuration without its approval record (what an approval is bound to).
+
+    Settings left at their defaults are not part of it, so a Charter upgrade that adds a setting (whose
+    default keeps today's behaviour) does not invalidate every approval; setting any value, or changing
+    one, does."""
+    return section_hash(source.model_dump(mode="json", exclude={"approval"}, exclude_defaults=True))
 
 
 def chunking_hash(source: Source) -> str:

@@ -30,12 +30,13 @@ def parse_duration(value: Any) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
+    # integer milliseconds: float seconds turn 1001 ms into 1000.9999…
+    ms = round(value / timedelta(milliseconds=1))
     for unit in ("w", "d", "h", "m", "s"):
-        size = _UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds * 1000)}ms"
+        size = round(_UNITS[unit] * 1000)
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
 
 
 Duration = Annotated[

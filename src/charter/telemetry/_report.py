@@ -489,7 +489,7 @@ def build_report(
 def _screened(rt: Runtime) -> list[dict[str, Any]]:
     """Documents instruction screening flagged at sync (``charter.screening``): source, id, state, owner and
     reasons — never the sentences (those are for the source owner, ``charter sources show``)."""
-    from charter.screening import screened_documents
+    from charter.sources import screened_documents
 
     owners = {s.id: s.owner for s in rt.spec.sources}
     return [
