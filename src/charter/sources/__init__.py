@@ -15,6 +15,8 @@ Public API:
 * :func:`source_statuses`, :func:`source_documents_listing`, :func:`source_freshness`,
   :func:`freshness` / :class:`Freshness`, :func:`acl_freshness`, :func:`approval_status`, :func:`source_config_hash`,
   :func:`last_successful_syncs` — the registry as operators (and the launch gate) see it.
+* :func:`screened_documents` and the ``source_screening`` table — documents instruction screening flagged at
+  sync (excluded sentences, quarantine and its approvals; written by :mod:`charter.screening`).
 """
 
 from charter.sources._acl import AclParseError, EffectiveAcl, effective_acl, is_valid_token, parse_acl
