@@ -13,13 +13,14 @@ back by the server, so nothing of it was written.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError
 
 from charter.errors import StoreUnavailable, UsageError
 from charter.store._perms import create_private_file, private_dir, sqlite_path
@@ -87,6 +88,24 @@ def _prepare(statement: Any, engine: Engine) -> tuple[str, list[Any]]:
     return str(compiled), processors
 
 
+_Insert = tuple[str, list[tuple[str, Any, Any]]]  # SQL, then per column: (name, bind processor, default)
+
+
+def _prepare_insert(table: Table, engine: Engine) -> _Insert:
+    """``INSERT`` SQL for every column of ``table`` and, per column, SQLAlchemy's own bind processor for
+    this dialect (type conversion exactly as ``Connection.execute`` would do it) and its scalar default."""
+    dialect = engine.dialect
+    columns = []
+    for column in table.columns:
+        default = column.default
+        scalar = default.arg if default is not None and getattr(default, "is_scalar", False) else None
+        columns.append((column.name, column.type.dialect_impl(dialect).bind_processor(dialect), scalar))
+    prep = dialect.identifier_preparer
+    names = ", ".join(prep.quote(c.name) for c in table.columns)
+    marks = ", ".join("?" for _ in table.columns)
+    return f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({marks})", columns
+
+
 class Store:
     """A database handle. ``begin()`` opens a transaction; ``begin(immediate=True)`` serialises writers."""
 
@@ -94,6 +113,7 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._prepared: dict[Any, tuple[str, list[Any]]] = {}
+        self._inserts: dict[Table, _Insert] = {}
 
     @property
     def url(self) -> str:
@@ -153,6 +173,56 @@ class Store:
         finally:
             raw.close()
         return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+
+    def insert_rows(self, batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:
+        """Insert every batch's rows into its table, all in one transaction (all or nothing).
+
+        The trace writer's path (every answered request waits for it), so it is made cheap: on SQLite the
+        ``INSERT`` is compiled once per table and run with ``executemany`` straight on a pooled DBAPI
+        connection, values converted by each column's own SQLAlchemy bind processor (so what is stored is
+        exactly what ``Connection.execute`` would store; a missing key takes the column's scalar default,
+        else NULL); a driver error is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` subclass,
+        as the normal path raises it. Elsewhere the rows go through a normal transaction.
+        """
+        batches = [(table, rows) for table, rows in batches if rows]
+        if not self.is_sqlite:
+            with self.begin() as conn:
+                for table, rows in batches:
+                    conn.execute(table.insert(), list(rows))
+            return
+        import sqlite3
+
+        statements = []
+        for table, rows in batches:
+            prepared = self._inserts.get(table)
+            if prepared is None:
+                prepared = self._inserts[table] = _prepare_insert(table, self.engine)
+            sql, columns = prepared
+            values = [
+                tuple((p(row.get(name, d)) if p else row.get(name, d)) for name, p, d in columns)
+                for row in rows
+            ]
+            statements.append((sql, values))
+        raw = self.engine.raw_connection()
+        try:
+            driver: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+            sql = "BEGIN"
+            try:
+                driver.execute(sql)
+                for sql, values in statements:
+                    driver.executemany(sql, values)
+                sql = "COMMIT"
+                driver.execute(sql)
+            except sqlite3.Error as exc:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+            except BaseException:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise
+        finally:
+            raw.close()
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to ``revision`` with the append-only Alembic migrations."""

@@ -268,14 +268,13 @@ class TraceStore:
         return row, spans, sources
 
     def _insert(self, batch: list[_Rows]) -> None:
-        with self.store.begin() as conn:
-            conn.execute(traces.insert(), [row for row, _, _ in batch])
-            spans = [s for _, ss, _ in batch for s in ss]
-            if spans:
-                conn.execute(trace_spans.insert(), spans)
-            sources = [s for _, _, ss in batch for s in ss]
-            if sources:
-                conn.execute(trace_sources.insert(), sources)
+        self.store.insert_rows(
+            [
+                (traces, [row for row, _, _ in batch]),
+                (trace_spans, [s for _, ss, _ in batch for s in ss]),
+                (trace_sources, [s for _, _, ss in batch for s in ss]),
+            ]
+        )
         self.notify_changed()
 
     def enable_group_commit(self, *, linger: float = 0.0) -> None:
