@@ -60,6 +60,7 @@ def _build(charter: Path, **settings: object) -> Served:
         "review_tick_seconds": 0,
         "drift_seconds": 0,
         "warm_up": False,
+        "auth_failure_delay": 0,  # the tarpit is tested on its own (test_auth_hardening)
         **settings,
     }
     app = create_app(rt, ServerSettings(**opts))  # type: ignore[arg-type]

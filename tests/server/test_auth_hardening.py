@@ -168,6 +168,36 @@ def test_a_bogus_token_flood_does_not_burn_scrypt_or_the_audit_log(
     assert sum(e.details["count"] for e in refused) == statuses.get(401, 0)
 
 
+def test_a_throttled_client_waits_for_its_429_without_holding_up_anyone_else(live: Served) -> None:
+    """The tarpit: over the failure limit, each refusal is answered only after the delay — 60 of them at
+    once (more than the server's worker threads) — while the real user behind the same address is
+    answered at once; refusals before the limit (401) are not delayed."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    st = live.app.state.charter  # type: ignore[attr-defined]
+    st.auth.failure_delay, st.auth.client_failures.per_minute = 2.0, 3
+    bogus = {"Authorization": f"Bearer chr_{0:012d}_{'A' * 43}"}
+
+    def timed(headers: dict[str, str]) -> tuple[int, float]:
+        start = time.monotonic()
+        code = httpx.get(live.url + "/api/me", headers=headers, timeout=30).status_code
+        return code, time.monotonic() - start
+
+    assert timed(live.headers("ana"))[0] == 200  # the real user, verified once
+    before_limit = [timed(bogus) for _ in range(3)]
+    assert [c for c, _ in before_limit] == [401] * 3 and all(t < 2.0 for _, t in before_limit)
+    with ThreadPoolExecutor(60) as pool:
+        flood = [pool.submit(timed, bogus) for _ in range(60)]
+        time.sleep(0.3)  # the flood is waiting in the tarpit
+        user = timed(live.headers("ana"))
+        refused = [f.result() for f in flood]
+    assert all(code == 429 and took >= 2.0 for code, took in refused), refused
+    assert user[0] == 200 and user[1] < 2.0, user
+
+
 def test_per_token_id_limit_stops_guessing_one_token(
     client: Any, served: Served, scrypt_calls: list[int]
 ) -> None:

@@ -43,6 +43,7 @@ class ServerSettings:
     session_hours: float = 8.0  #: console sessions expire after this long (logging out ends them at once)
     auth_failures_per_client: int = 20  #: failed authentications per client address per minute before 429
     auth_failures_per_token: int = 10  #: failed authentications per token id per minute before 429
+    auth_failure_delay: float = 1.0  #: seconds a client over those limits waits for its 429 (tarpit); 0: none
     background_telemetry: bool = (
         True  #: group-committed trace writes and periodic retention (start_server_telemetry)
     )
@@ -68,6 +69,8 @@ class ServerSettings:
             s.auth_failures_per_client = int(env["CHARTER_SERVER_AUTH_FAILURES_PER_CLIENT"])
         if "CHARTER_SERVER_AUTH_FAILURES_PER_TOKEN" in env:
             s.auth_failures_per_token = int(env["CHARTER_SERVER_AUTH_FAILURES_PER_TOKEN"])
+        if "CHARTER_SERVER_AUTH_FAILURE_DELAY" in env:
+            s.auth_failure_delay = float(env["CHARTER_SERVER_AUTH_FAILURE_DELAY"])
         if "CHARTER_SERVER_REVIEW_TICK_SECONDS" in env:
             s.review_tick_seconds = float(env["CHARTER_SERVER_REVIEW_TICK_SECONDS"])
         if "CHARTER_SERVER_DRIFT_SECONDS" in env:
@@ -283,6 +286,7 @@ class ServerState:
             rate_limit_per_minute=settings.rate_limit_per_minute,
             failures_per_client=settings.auth_failures_per_client,
             failures_per_token=settings.auth_failures_per_token,
+            failure_delay=settings.auth_failure_delay,
         )
         self._caps: dict[str, dict[str, bool]] = {}
         self.scheduler: Any = None

@@ -13,7 +13,9 @@
 
 Before any scrypt verification (the expensive part of checking a Charter token): the token's format is
 checked and its id looked up (both cheap; an unknown id costs no scrypt), and a client — or a token id —
-with too many failed attempts in the last minute gets HTTP 429 instead of another verification. Tokens
+with too many failed attempts in the last minute gets HTTP 429 instead of another verification, and gets it
+only after ``failure_delay`` seconds (a tarpit, :class:`~charter.server._errors.AuthThrottled`: a flooding
+or guessing client slows to a trickle, and the server stops spending its CPU on it). Tokens
 already verified in this process (the verification cache) still work from that client, so a flood from a
 shared address does not lock out the real users behind it. Refusals are audited as counts per window
 (:class:`RefusalLog`: one ``auth.refused`` entry per reason and client per minute), not one row per attempt.
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from charter.errors import AuthenticationError, Denied, UsageError
-from charter.server._errors import RateLimited
+from charter.server._errors import AuthThrottled, RateLimited
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -334,8 +336,10 @@ class Authenticator:
         rate_limit_per_minute: int,
         failures_per_client: int = 20,
         failures_per_token: int = 10,
+        failure_delay: float = 1.0,
     ) -> None:
         self.rt = rt
+        self.failure_delay = failure_delay
         self.oidc = OIDCVerifier(rt) if rt.spec.identity.oidc is not None else None
         self.limiter = RateLimiter(rate_limit_per_minute, store=rt.store)
         self.client_failures = FailureLimiter(failures_per_client)
@@ -357,8 +361,10 @@ class Authenticator:
         if retry is None and token_id is not None:
             retry, what = self.token_failures.blocked(f"token:{token_id}"), "this token"
         if retry is not None:
-            raise RateLimited(
-                f"too many failed authentication attempts from {what}; retry in {retry} s", retry_after=retry
+            raise AuthThrottled(
+                f"too many failed authentication attempts from {what}; retry in {retry} s",
+                retry_after=retry,
+                delay=self.failure_delay,
             )
 
     def authenticate(self, bearer: str | None, *, client: str = "?", channel: str = "api") -> Principal:

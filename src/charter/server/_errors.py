@@ -18,6 +18,7 @@ expect: ``{"error": {"type", "message", "code", "reasons", "request_id"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -48,6 +49,17 @@ class RateLimited(Denied):
     def __init__(self, message: str, *, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(message, reasons=["server.rate_limit"])
+
+
+class AuthThrottled(RateLimited):
+    """Too many failed authentications from a client (or for a token id): HTTP 429, answered only after
+    ``delay`` seconds (a tarpit: the wait holds a coroutine, not a worker thread nor CPU, and slows a
+    credential-guessing or flooding client to a trickle without touching anyone else's requests)."""
+
+    def __init__(self, message: str, *, retry_after: int, delay: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.delay = delay
+        self.reasons = ["server.auth_failures"]
 
 
 def status_for(exc: BaseException) -> int:
@@ -118,6 +130,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: Charter errors, validation errors, HTTP errors and the 500 fallback."""
 
     async def charter_handler(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, AuthThrottled) and exc.delay > 0:
+            await asyncio.sleep(exc.delay)  # the tarpit: see AuthThrottled
         return error_response(exc, request)
 
     async def validation_handler(request: Request, exc: Exception) -> Response:
