@@ -35,6 +35,7 @@ Calls other front ends use::
     access.redact_eval_output(reader, output, …)       # an eval case's output in a report, for a reader
     access.document_redaction(n)                       # the report row replacing n unreadable documents
     access.scrub_documents(value, refs)                # strings naming unreadable documents → marker
+    access.require_source_owner(rt, principal_id, source_id, action=…, verb=…)  # owner actions, audited
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from charter.errors import NotFound
+from charter.errors import Denied, NotFound
 
 if TYPE_CHECKING:
     from charter.review import ReviewItem
@@ -564,3 +565,33 @@ def redact_eval_output(
         "error": scrub_documents(output.get("error"), hidden),
         "redacted_sources": len(hidden),
     }
+
+
+def require_source_owner(
+    rt: Runtime,
+    principal_id: str,
+    source_id: str,
+    *,
+    action: str,
+    verb: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The one rule for a source owner's actions (listing its documents, approving screened ones): the
+    source's ``owner`` or the charter's ``owners.sources``. Anyone else is refused with
+    :class:`~charter.errors.Denied`, and the refusal is audited as ``action`` with outcome ``denied``."""
+    source = rt.spec.source(source_id)
+    if principal_id in (source.owner, rt.spec.owners.sources):
+        return
+    rt.audit.append(
+        actor=principal_id,
+        action=action,
+        resource=f"source:{source_id}",
+        outcome="denied",
+        details={"reason": "not the source owner", **(details or {})},
+    )
+    raise Denied(
+        f"{principal_id} may not {verb} source {source_id}",
+        reasons=[
+            f"only the source owner ({source.owner}) or the sources owner ({rt.spec.owners.sources}) may"
+        ],
+    )

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from charter.access import require_source_owner
 from charter.cli._app import app
 from charter.cli._common import (
     CharterOpt,
@@ -26,7 +27,7 @@ from charter.cli._common import (
     err_console,
     open_runtime,
 )
-from charter.errors import Denied, UsageError
+from charter.errors import UsageError
 from charter.runtime import Runtime
 from charter.screening import screened_documents
 
@@ -167,24 +168,12 @@ def sources_show(
 
 def _owner_actor(rt: Runtime, source: Any, as_user: str | None, action: str, verb: str) -> str:
     """The actor to audit: ``--as USER`` must be the source's owner or the charter's sources owner
-    (refusals are audited); without ``--as``, the local operator."""
+    (:func:`charter.access.require_source_owner`; refusals are audited); without ``--as``, the local
+    operator."""
     if as_user is None:
         return _local_actor()
     principal = acting_principal(rt, as_user)
-    if principal.id not in (source.owner, rt.spec.owners.sources):
-        rt.audit.append(
-            actor=principal.id,
-            action=action,
-            resource=f"source:{source.id}",
-            outcome="denied",
-            details={"reason": "not the source owner"},
-        )
-        raise Denied(
-            f"{principal.id} may not {verb} source {source.id}",
-            reasons=[
-                f"only the source owner ({source.owner}) or the sources owner ({rt.spec.owners.sources}) may"
-            ],
-        )
+    require_source_owner(rt, principal.id, source.id, action=action, verb=verb)
     return principal.id
 
 

@@ -514,18 +514,14 @@ def sources_approve(
         if source_id not in {s.id for s in rt.spec.sources}:
             raise NotFound(f"no source {source_id!r}")
         source = rt.spec.source(source_id)
-        if p.id not in (source.owner, rt.spec.owners.sources):
-            rt.audit.append(
-                actor=p.id,
-                action="sources.screening_approved",
-                resource=f"source:{source_id}",
-                outcome="denied",
-                details={"reason": "not the source owner", "doc_id": doc_id},
-            )
-            raise Denied(
-                f"{p.id} may not approve documents of source {source_id}",
-                reasons=[f"only the source owner ({source.owner}) or the sources owner may"],
-            )
+        access.require_source_owner(
+            rt,
+            p.id,
+            source_id,
+            action="sources.screening_approved",
+            verb="approve documents of",
+            details={"doc_id": doc_id},
+        )
         approve_screened(rt, source, doc_id, actor=p.id, content_hash=digest)
         summaries = sync_sources(rt, source_id, actor=p.id)
         return _render(
