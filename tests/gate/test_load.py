@@ -15,7 +15,13 @@ from tests.gate.test_gate import assert_only, gate
 
 
 def plant(
-    charter: Path, n: int, *, latency_ms: float, cost_usd: float, age: timedelta = timedelta(hours=1)
+    charter: Path,
+    n: int,
+    *,
+    latency_ms: float,
+    cost_usd: float,
+    age: timedelta = timedelta(hours=1),
+    channel: str | None = "server",
 ) -> None:
     from charter.runtime import Runtime
     from charter.store import utcnow
@@ -37,6 +43,7 @@ def plant(
                 "input_tokens": 100,
                 "output_tokens": 50,
                 "body": {"planted": True},
+                "channel": channel,
             }
             for _ in range(n)
         ]
@@ -69,6 +76,22 @@ def test_expensive_production_traffic_fails(gated_project: Path) -> None:
     (p95, cost) = _load_findings(res)
     assert p95.status == "pass" and cost.status == "fail"
     assert "production cost per request 0.050000 USD" in cost.message
+
+
+def test_only_served_requests_are_production_traffic(gated_project: Path) -> None:
+    """Cold CLI asks (model loading counted as latency), evals, drills, in-process calls and traces from
+    before channels were recorded are not production load: only ``server`` traces are."""
+    for channel in ("cli", "eval", "drill", "local", None):
+        plant(gated_project, 30, latency_ms=40934.0, cost_usd=1.0, channel=channel)
+    res = gate(gated_project)
+    assert res.failed == [], [
+        (c.id, [f.message for f in c.findings if f.status == "fail"]) for c in res.checks
+    ]
+    (used,) = _load_findings(res)
+    assert "0 production requests" in used.message, used.message
+    assert used.evidence["load"]["not_served_excluded"] == 150, used.evidence
+    plant(gated_project, 20, latency_ms=40934.0, cost_usd=0.0)  # now 20 served ones: measured, and slow
+    assert_only(gate(gated_project), "cost_latency", "farid")
 
 
 def test_little_or_old_traffic_is_not_used(gated_project: Path) -> None:

@@ -376,3 +376,30 @@ def test_review_tick_runs_in_the_background(server_project: Any) -> None:
         assert c.get("/api/me", headers=s.headers("omar")).status_code == 200
         assert c.post("/api/audit/verify", headers=s.headers("omar")).json()["ok"] is True
     s.rt.close()  # type: ignore[attr-defined]
+
+
+def test_traces_record_the_channel_a_request_arrived_by(client: Any, served: Served) -> None:
+    """Served requests are ``server`` (the gate's production traffic); an eval case run in the same process
+    is ``eval``, and a plain in-process call ``local`` — the channel is per request, not per process."""
+    from sqlalchemy import select
+
+    from charter.evals import EvalCase
+    from charter.evals._runner import run_case
+    from charter.pipeline import ask
+    from charter.telemetry._trace_tables import traces
+
+    rt: Any = served.rt
+    r = client.post("/api/ask", json={"question": QUESTION}, headers=served.headers("ana"))
+    assert r.status_code == 200, r.text
+    case = EvalCase(id="c1", category="normal", user="ana", question=QUESTION)
+    evaluated = run_case(rt, case)
+    local = ask(rt, rt.charter.principal("ana"), QUESTION, submit_for_review=False)
+    with rt.store.connect() as conn:
+        rows = dict(conn.execute(select(traces.c.request_id, traces.c.channel)).tuples().all())
+    assert rows[r.json()["request_id"]] == "server"
+    assert rows[evaluated.request_id] == "eval"
+    assert rows[local.request_id] == "local"
+    assert (
+        client.get(f"/api/traces/{r.json()['request_id']}", headers=served.headers("ana")).json()["channel"]
+        == "server"
+    )

@@ -258,6 +258,7 @@ def test_exported_names() -> None:
 
     assert sorted(telemetry.__all__) == sorted(
         [
+            "CHANNELS",
             "FEEDBACK_REASONS",
             "REDACTED",
             "SEMCONV_VERSION",
@@ -273,6 +274,7 @@ def test_exported_names() -> None:
             "TraceStore",
             "apply_retention",
             "build_report",
+            "current_channel",
             "error_signature",
             "mask_text",
             "mask_value",
@@ -281,6 +283,7 @@ def test_exported_names() -> None:
             "metrics_for",
             "protect",
             "record_feedback",
+            "recording_channel",
             "render_report",
             "review_decisions",
             "start_server_telemetry",

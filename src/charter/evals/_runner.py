@@ -180,12 +180,14 @@ def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
 def run_case(rt: Runtime, case: EvalCase, repeat: int = 0, *, timeout_s: float | None = None) -> CaseOutput:
     """One case through :func:`charter.pipeline.ask`, as production calls it (without review submission)."""
     from charter.pipeline import ask, traces_for
+    from charter.telemetry import recording_channel
 
     t0 = time.perf_counter()
     out = CaseOutput(case=case, repeat=repeat, status="error")
     try:
         principal = rt.charter.principal(case.user)
-        res = ask(rt, principal, case.question, submit_for_review=False)
+        with recording_channel("eval"):  # never production traffic, even when a server runs the eval
+            res = ask(rt, principal, case.question, submit_for_review=False)
         out.result = res.as_dict()
         out.status, out.request_id, out.cost_usd = res.status, res.request_id, float(res.cost_usd or 0.0)
     except (Denied, UsageError) as exc:

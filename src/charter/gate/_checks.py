@@ -327,8 +327,11 @@ LOAD_MIN_REQUESTS = 20
 def production_load(rt: Runtime, now: datetime, *, window: timedelta = LOAD_WINDOW) -> dict[str, Any]:
     """Latency and cost of real requests in ``window`` before ``now``, from the stored traces.
 
-    Eval cases are not production traffic: traces whose request id an eval run recorded are left out
-    (gate drills and permission probes run in isolated copies, so their traces never reach this store).
+    Only served requests are production traffic: traces of the ``server`` channel (not CLI asks, whose
+    cold starts would count model loading as latency, nor evals or drills; traces written before channels
+    were recorded have none and are left out). Eval cases are left out by request id too, also when a
+    server ran them (gate drills and permission probes run in isolated copies, so their traces never reach
+    this store).
     Refused requests are left out too: they never reach a model, and would dilute both numbers.
     ``requests`` counts what is left; ``p95_ms`` and ``cost_per_request_usd`` are None without requests."""
     import numpy as np
@@ -344,13 +347,21 @@ def production_load(rt: Runtime, now: datetime, *, window: timedelta = LOAD_WIND
         traces.c.started_at <= now,
         traces.c.status != "refused",
     )
+    served = traces.c.channel == "server"
     evals = select(eval_results.c.request_id).where(eval_results.c.request_id.is_not(None))
     with rt.store.connect() as conn:
         rows = conn.execute(
-            select(traces.c.latency_ms, traces.c.cost_usd).where(in_window, traces.c.request_id.not_in(evals))
+            select(traces.c.latency_ms, traces.c.cost_usd).where(
+                in_window, served, traces.c.request_id.not_in(evals)
+            )
         ).all()
         excluded = conn.execute(
             select(func.count()).select_from(traces).where(in_window, traces.c.request_id.in_(evals))
+        ).scalar()
+        not_served = conn.execute(
+            select(func.count())
+            .select_from(traces)
+            .where(in_window, ~served | traces.c.channel.is_(None), traces.c.request_id.not_in(evals))
         ).scalar()
     lat = np.array([float(r[0] or 0.0) for r in rows])
     cost = np.array([float(r[1] or 0.0) for r in rows])
@@ -360,6 +371,7 @@ def production_load(rt: Runtime, now: datetime, *, window: timedelta = LOAD_WIND
         "to": now.isoformat(),
         "requests": len(rows),
         "eval_requests_excluded": int(excluded or 0),
+        "not_served_excluded": int(not_served or 0),  # CLI, drills, in-process calls, pre-0017 traces
         "p50_ms": float(np.percentile(lat, 50)) if len(rows) else None,
         "p95_ms": float(np.percentile(lat, 95)) if len(rows) else None,
         "cost_per_request_usd": float(cost.mean()) if len(rows) else None,

@@ -347,7 +347,7 @@ def _refused(c: CheckResult, what: str, call: Any, aid: str) -> None:
 # --------------------------------------------------------------------------------------------- monitoring
 def monitoring_drill(rt: Runtime, c: CheckResult) -> None:
     from charter.pipeline import ask
-    from charter.telemetry import metrics_for, trace_store_for
+    from charter.telemetry import metrics_for, recording_channel, trace_store_for
 
     with isolated_copy(rt) as copy:
         who = _pick(copy, lambda p: copy.authorizer.authorize(p, "ask").allowed and p.kind == "user")
@@ -356,7 +356,8 @@ def monitoring_drill(rt: Runtime, c: CheckResult) -> None:
             f"{DRILL_PII['card']}. How do I update my payment method?"
         )
         try:
-            result = ask(copy, who, question)
+            with recording_channel("drill"):
+                result = ask(copy, who, question)
             rid = result.request_id
         except CharterException as exc:
             c.add("fail", f"the drill request was refused: {exc}", principal=who.id)

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from charter.server._auth import Authenticator, capabilities
 from charter.server._errors import install_error_handlers
 from charter.server._jobs import JobRunner
+from charter.telemetry import recording_channel
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -98,7 +99,8 @@ SECURITY_HEADERS = {
 
 
 class GuardMiddleware:
-    """Request ids, security headers, ``no-store`` caching and the request body size limit (pure ASGI)."""
+    """Request ids, security headers, ``no-store`` caching, the request body size limit, and the ``server``
+    trace channel (pure ASGI)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -146,7 +148,10 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_headers)
+            with recording_channel(
+                "server"
+            ):  # every trace of a served request says so (the gate counts them)
+                await self.app(scope, limited_receive, send_with_headers)
         except _BodyTooLarge:
             if not started:
                 await self._too_large(send, rid)

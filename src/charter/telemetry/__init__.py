@@ -5,6 +5,8 @@ Public API:
 
 * :class:`Trace`, :class:`SpanRecord`, :class:`TraceStore` — one masked document per request;
   :func:`trace_store_for` builds the runtime's store (charter field policies, masker, metrics, OTLP sink).
+  Each trace records its channel (:data:`CHANNELS`; :func:`recording_channel` sets it for a block,
+  :func:`current_channel` reads it): only ``server`` traces are production traffic for the gate.
 * Masking at one choke point: :func:`masker_for`, :func:`mask_text`, :func:`mask_value` (use these on every
   write path), :class:`Masker`, :class:`PresidioMasker` (default), :class:`PatternMasker`,
   :func:`protect`, :data:`REDACTED`.
@@ -33,7 +35,14 @@ from charter.telemetry._retention import (
 from charter.telemetry._trends import wilson_interval
 from charter.telemetry._wiring import mask_text, mask_value, masker_for, masking_salt, trace_store_for
 from charter.telemetry.masking import REDACTED, Masker, NullMasker, PatternMasker, protect
-from charter.telemetry.traces import SpanRecord, Trace, TraceStore
+from charter.telemetry.traces import (
+    CHANNELS,
+    SpanRecord,
+    Trace,
+    TraceStore,
+    current_channel,
+    recording_channel,
+)
 
 if TYPE_CHECKING:
     from charter.telemetry._otel import SEMCONV_VERSION, TraceExporter
@@ -55,6 +64,7 @@ def __getattr__(name: str) -> Any:  # heavy imports (presidio, the OTel SDK) onl
 
 
 __all__ = [
+    "CHANNELS",
     "FEEDBACK_REASONS",
     "REDACTED",
     "SEMCONV_VERSION",
@@ -70,6 +80,7 @@ __all__ = [
     "TraceStore",
     "apply_retention",
     "build_report",
+    "current_channel",
     "error_signature",
     "mask_text",
     "mask_value",
@@ -78,6 +89,7 @@ __all__ = [
     "metrics_for",
     "protect",
     "record_feedback",
+    "recording_channel",
     "render_report",
     "review_decisions",
     "start_server_telemetry",

@@ -32,6 +32,7 @@ traces = Table(
     Column("error_type", String(100), nullable=True),  # first error's class name
     Column("error_stage", String(50), nullable=True),
     Column("body", JSON, nullable=False),  # the masked trace document
+    Column("channel", String(20), nullable=True),  # server | cli | eval | drill | … (0017; NULL before)
     Index("ix_traces_started", "started_at"),
     Index("ix_traces_principal", "principal_id"),
 )

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Literal
 
@@ -38,6 +39,30 @@ Status = Literal["answered", "needs_human", "refused", "error"]
 
 # Fields whose policy comes from the charter's monitoring.fields; all other strings are always masked.
 CONTENT_FIELDS = ("question", "answer", "agent_notes", "principal", "tool_args", "feedback_comment")
+
+
+#: How requests arrive. Only ``server`` is production traffic (the gate's latency and cost read it alone);
+#: ``local`` is an in-process call that set no channel (library use, tests).
+CHANNELS = ("server", "cli", "eval", "drill", "probe", "local")
+_channel: ContextVar[str] = ContextVar("charter_channel", default="local")
+
+
+def current_channel() -> str:
+    """The channel the current request arrives by (see :func:`recording_channel`)."""
+    return _channel.get()
+
+
+@contextmanager
+def recording_channel(channel: str) -> Iterator[None]:
+    """Traces of requests made inside this block (this thread or task, and what it spawns with a copy of
+    its context) record ``channel``."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
+    token = _channel.set(channel)
+    try:
+        yield
+    finally:
+        _channel.reset(token)
 
 
 def new_request_id() -> str:
@@ -63,6 +88,7 @@ class Trace(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
     request_id: str = Field(default_factory=new_request_id)
+    channel: str = Field(default_factory=current_channel)
     workflow: str
     principal_id: str
     started_at: datetime = Field(default_factory=utcnow)
@@ -188,6 +214,7 @@ class TraceStore:
                 ]
             elif key in (
                 "request_id",
+                "channel",
                 "workflow",
                 "started_at",
                 "status",
@@ -238,6 +265,7 @@ class TraceStore:
             "error_type": _short(first_error.get("type"), 100),
             "error_stage": _short(first_error.get("stage"), 50),
             "body": doc,
+            "channel": _short(trace.channel, 20),
         }
         spans = [
             {
