@@ -88,22 +88,29 @@ def _prepare(statement: Any, engine: Engine) -> tuple[str, list[Any]]:
     return str(compiled), processors
 
 
-_Insert = tuple[str, list[tuple[str, Any, Any]]]  # SQL, then per column: (name, bind processor, default)
+# SQL; per column: (name, bind processor, scalar default); the columns whose default must be computed
+_Insert = tuple[str, list[tuple[str, Any, Any]], frozenset[str]]
 
 
 def _prepare_insert(table: Table, engine: Engine) -> _Insert:
     """``INSERT`` SQL for every column of ``table`` and, per column, SQLAlchemy's own bind processor for
     this dialect (type conversion exactly as ``Connection.execute`` would do it) and its scalar default."""
     dialect = engine.dialect
-    columns = []
+    columns, computed = [], set()
     for column in table.columns:
-        default = column.default
-        scalar = default.arg if default is not None and getattr(default, "is_scalar", False) else None
+        default: Any = column.default
+        scalar = None
+        if default is not None:
+            if getattr(default, "is_scalar", False):
+                scalar = default.arg
+            else:
+                computed.add(column.name)
         columns.append((column.name, column.type.dialect_impl(dialect).bind_processor(dialect), scalar))
     prep = dialect.identifier_preparer
     names = ", ".join(prep.quote(c.name) for c in table.columns)
     marks = ", ".join("?" for _ in table.columns)
-    return f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({marks})", columns
+    sql = f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({marks})"
+    return sql, columns, frozenset(computed)
 
 
 class Store:
@@ -181,11 +188,22 @@ class Store:
         ``INSERT`` is compiled once per table and run with ``executemany`` straight on a pooled DBAPI
         connection, values converted by each column's own SQLAlchemy bind processor (so what is stored is
         exactly what ``Connection.execute`` would store; a missing key takes the column's scalar default,
-        else NULL); a driver error is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` subclass,
-        as the normal path raises it. Elsewhere the rows go through a normal transaction.
+        else NULL; a row missing a column whose default is computed goes the normal way); a driver error
+        is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` subclass, as the normal path raises
+        it. Elsewhere the rows go through a normal transaction.
         """
         batches = [(table, rows) for table, rows in batches if rows]
-        if not self.is_sqlite:
+        prepared_all: list[_Insert] = []
+        if self.is_sqlite:
+            for table, rows in batches:
+                prepared = self._inserts.get(table)
+                if prepared is None:
+                    prepared = self._inserts[table] = _prepare_insert(table, self.engine)
+                if prepared[2] and any(not prepared[2] <= row.keys() for row in rows):
+                    prepared_all = []  # a default to compute (a callable): SQLAlchemy's own path does it
+                    break
+                prepared_all.append(prepared)
+        if not prepared_all:
             with self.begin() as conn:
                 for table, rows in batches:
                     conn.execute(table.insert(), list(rows))
@@ -193,11 +211,7 @@ class Store:
         import sqlite3
 
         statements = []
-        for table, rows in batches:
-            prepared = self._inserts.get(table)
-            if prepared is None:
-                prepared = self._inserts[table] = _prepare_insert(table, self.engine)
-            sql, columns = prepared
+        for (_, rows), (sql, columns, _) in zip(batches, prepared_all, strict=True):
             values = [
                 tuple((p(row.get(name, d)) if p else row.get(name, d)) for name, p, d in columns)
                 for row in rows
