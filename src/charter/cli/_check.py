@@ -52,7 +52,10 @@ def check(
         "charter": str(loaded.path),
         "workflow": loaded.spec.workflow.id,
         "fingerprint": loaded.fingerprint(),
-        "warnings": [{"kind": "file_mode", "message": w.message(), **w.as_dict()} for w in wide],
+        "warnings": [
+            *({"kind": "charter", "message": str(w), "field": w.field} for w in loaded.warnings),
+            *({"kind": "file_mode", "message": w.message(), **w.as_dict()} for w in wide),
+        ],
     }
 
     def show(r: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ def explain(
     resource: Annotated[
         str | None,
         typer.Argument(
-            help="Resource, e.g. tool:issue_refund or workflow:billing-support (default: the workflow)."
+            help="Resource, e.g. tool:<name> or workflow:<id> (default: the workflow)."
         ),
     ] = None,
     as_user: Annotated[
