@@ -38,7 +38,11 @@ def _kind(kind: str) -> object:
 
 @pytest.fixture
 def answer_rt(synced_project: Path) -> Iterator[Runtime]:
-    edit_charter(synced_project, _kind("answer"))
+    def edit(doc: dict) -> None:
+        doc["workflow"]["kind"] = "answer"
+        doc["review"].pop("drafts", None)  # the kind's default applies
+
+    edit_charter(synced_project, edit)
     runtime = Runtime.open(synced_project)
     yield runtime
     runtime.close()
@@ -135,7 +139,7 @@ def test_check_rejects_a_binding_to_a_missing_prompt(synced_project: Path) -> No
     res = run_cli("check", str(synced_project))
     assert res.exit_code == 1
     out = " ".join(res.stdout.split())
-    assert "workflow.prompts.system" in out and "'system_prompt'" in out and "answer" in out
+    assert "workflow.prompts.system: names prompt 'system_prompt'" in out and "answer" in out
 
 
 def test_check_asks_for_a_binding_when_there_are_several_prompts(synced_project: Path) -> None:

@@ -364,7 +364,32 @@ def _cross_references(
         check_role(e.to, ("review", "escalations", i, "to"))
         if e.then:
             check_role(e.then, ("review", "escalations", i, "then"))
+    names = [p.name for p in spec.prompts]
+    bound = spec.workflow.prompts.system
+    if bound is not None and bound not in names:
+        add(
+            f"names prompt {bound!r}, which is not in 'prompts' ({', '.join(names) or 'none defined'}); set "
+            f"workflow.prompts.system to one of them or add a prompt named {bound!r}",
+            ("workflow", "prompts", "system"),
+        )
+    if bound is None and len(names) > 1:
+        add(
+            f"the charter has {len(names)} prompts ({', '.join(names)}); set workflow.prompts.system to the "
+            "one every request uses",
+            ("prompts",),
+        )
     for rid, role in spec.roles.items():
+        for key, listed, where in (
+            ("allowed_topics", spec.scope.out_of_scope, "scope.out_of_scope"),
+            ("not_sensitive", spec.review.sensitive_topics, "review.sensitive_topics"),
+        ):
+            for i, topic in enumerate(getattr(role.scope, key)):
+                if topic not in listed:
+                    add(
+                        f"{topic!r} is not in {where}: a role may only lift a workflow-wide topic; add it to "
+                        f"{where} or remove it from roles.{rid}.scope.{key}",
+                        ("roles", rid, "scope", key, i),
+                    )
         for i, e in enumerate(role.scope.escalations):
             check_role(e.to, ("roles", rid, "scope", "escalations", i, "to"))
             if e.then:

@@ -920,32 +920,6 @@ class Charter(Section):
             dupes = sorted({i for i in items if items.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {name}: {', '.join(dupes)}")
-        names = [p.name for p in self.prompts]
-        bound = self.workflow.prompts.system
-        if bound is not None and bound not in names:
-            raise ValueError(
-                f"workflow.prompts.system names prompt {bound!r}, which is not in 'prompts' "
-                f"({', '.join(names) or 'none defined'}); set workflow.prompts.system to one of them or add "
-                f"a prompt named {bound!r}"
-            )
-        if bound is None and len(names) > 1:
-            raise ValueError(
-                f"the charter has {len(names)} prompts ({', '.join(names)}); set workflow.prompts.system to "
-                "the one every request uses"
-            )
-        for rid, role in self.roles.items():
-            stray = [t for t in role.scope.allowed_topics if t not in self.scope.out_of_scope]
-            if stray:
-                raise ValueError(
-                    f"roles.{rid}.scope.allowed_topics: {stray[0]!r} is not in scope.out_of_scope (a role may "
-                    "only lift a workflow-wide topic; list it there or remove it here)"
-                )
-            stray = [t for t in role.scope.not_sensitive if t not in self.review.sensitive_topics]
-            if stray:
-                raise ValueError(
-                    f"roles.{rid}.scope.not_sensitive: {stray[0]!r} is not in review.sensitive_topics (list it "
-                    "there or remove it here)"
-                )
         servers = {s.id for s in self.mcp.servers}
         for t in self.tools:
             if t.upstream is not None and t.upstream.server not in servers:
