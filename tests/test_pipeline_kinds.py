@@ -125,10 +125,17 @@ def test_a_prompt_of_any_name_is_the_system_prompt(synced_project: Path) -> None
     """The issue's first failure: a charter whose only prompt is named ``answer`` must run."""
     edit_charter(synced_project, _rename_prompt("answer", None))
     assert run_cli("check", str(synced_project)).exit_code == 0
-    assert run_cli("prompts", "approve", "answer", "v2", "--as", "lena", "--charter", str(synced_project)).exit_code == 0
+    assert (
+        run_cli(
+            "prompts", "approve", "answer", "v2", "--as", "lena", "--charter", str(synced_project)
+        ).exit_code
+        == 0
+    )
     rt = Runtime.open(synced_project)
     try:
-        result = ask(rt, rt.charter.principal("ana"), "How do I download my invoices?", submit_for_review=False)
+        result = ask(
+            rt, rt.charter.principal("ana"), "How do I download my invoices?", submit_for_review=False
+        )
         assert result.prompt_version == "v2"
     finally:
         rt.close()

@@ -450,7 +450,9 @@ def ask(
         gateway = gateway_for(rt)
         with trace.span("generate") as span:
             request = gateway.build_request(
-                q, [_passage(cid, h, audience[cid]) for cid, h in passages.items()], sender_name=principal.name
+                q,
+                [_passage(cid, h, audience[cid]) for cid, h in passages.items()],
+                sender_name=principal.name,
             )
             gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
             span.update(

@@ -41,15 +41,19 @@ def test_source_approval_in_the_database_keeps_the_fingerprint(synced_project: P
         c = CheckResult("sources", "Sources", "sources", None)
         check_sources(rt, c, utcnow())
         missing = [f for f in c.findings if f.message == "help-center: no approval record"]
-        assert missing and missing[0].fix and missing[0].fix.startswith(
-            "charter sources approve help-center --as omar"
+        assert (
+            missing
+            and missing[0].fix
+            and missing[0].fix.startswith("charter sources approve help-center --as omar")
         )
     finally:
         rt.close()
     # someone else may not approve (refused, audited); the owner may
     denied = run_cli("sources", "approve", "help-center", "--as", "ana", "--charter", str(synced_project))
     assert denied.exit_code != 0
-    ok = run_cli("sources", "approve", "help-center", "--as", "omar", "--json", "--charter", str(synced_project))
+    ok = run_cli(
+        "sources", "approve", "help-center", "--as", "omar", "--json", "--charter", str(synced_project)
+    )
     assert ok.exit_code == 0, ok.stderr
     rt = Runtime.open(synced_project)
     try:

@@ -10,7 +10,9 @@ from charter.spec import load_charter
 from tests.conftest import run_cli
 
 
-@pytest.mark.parametrize(("template", "kind"), [("blank", "answer"), ("answer", "answer"), ("draft", "draft")])
+@pytest.mark.parametrize(
+    ("template", "kind"), [("blank", "answer"), ("answer", "answer"), ("draft", "draft")]
+)
 def test_each_template_is_a_valid_charter(tmp_path: Path, template: str, kind: str) -> None:
     dest = tmp_path / template
     res = run_cli("init", str(dest), "--template", template, "--json")

@@ -21,7 +21,9 @@ def _render_answer(r: dict[str, Any]) -> None:
     if esc:
         badge += f" — escalated ({esc['reason']}) to {esc['to']}"
     title = "Answer" if r.get("kind") == "answer" else "Draft"
-    console.print(Panel(r["draft"] or "(empty)", title=f"{title} {badge}", title_align="left"), highlight=False)
+    console.print(
+        Panel(r["draft"] or "(empty)", title=f"{title} {badge}", title_align="left"), highlight=False
+    )
     if r["agent_notes"]:
         console.print(
             Panel(

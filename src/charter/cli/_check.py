@@ -117,7 +117,7 @@ def init(
     if template and example:
         raise UsageError("give --template or --example, not both")
     if example:
-        src, first = EXAMPLES_DIR / example, "charter ask --as <user> \"<question>\""
+        src, first = EXAMPLES_DIR / example, 'charter ask --as <user> "<question>"'
         if not (src / "charter.yaml").is_file():
             raise UsageError(
                 f"unknown example {example!r}; available: {', '.join(list_examples()) or 'none'}"

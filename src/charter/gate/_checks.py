@@ -533,9 +533,16 @@ def check_owners(rt: Runtime, c: CheckResult) -> None:
         p = rt.charter.principals.get(pid)
         ev = {"duty": duty, "principal": pid}
         if p is None:
-            c.add("fail", f"owners.{duty}: {pid!r} does not exist", fix=f"set owners.{duty} to a user in users.yaml", **ev)
+            c.add(
+                "fail",
+                f"owners.{duty}: {pid!r} does not exist",
+                fix=f"set owners.{duty} to a user in users.yaml",
+                **ev,
+            )
         elif not p.active:
-            c.add("fail", f"owners.{duty}: {pid} is inactive", fix=f"set owners.{duty} to an active user", **ev)
+            c.add(
+                "fail", f"owners.{duty}: {pid} is inactive", fix=f"set owners.{duty} to an active user", **ev
+            )
         elif p.kind != "user" or not p.email:
             c.add(
                 "fail",

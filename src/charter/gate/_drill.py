@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.spec import Principal, Tool
 
-DRILL_PII = {"email": "drill.customer@example.com", "phone": "+1 415 555 0134", "card": "4111 1111 1111 1111"}
+DRILL_PII = {"email": "drill.person@example.com", "phone": "+1 415 555 0134", "card": "4111 1111 1111 1111"}
 REQUIRED_TRACE_FIELDS = (
     "request_id",
     "workflow",

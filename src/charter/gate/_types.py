@@ -77,7 +77,9 @@ class CheckResult:
     def add(self, status: Status, message: str, *, fix: str | None = None, **evidence: Any) -> Finding:
         """Record a finding; a problem (``warn``/``fail``) without ``fix`` gets the check's next step."""
         if status != "pass" and not fix:
-            fix = NEXT_STEPS.get(self.id, "see docs/gate.md for this check, fix it, then run `charter gate` again")
+            fix = NEXT_STEPS.get(
+                self.id, "see docs/gate.md for this check, fix it, then run `charter gate` again"
+            )
         f = Finding(status, message, evidence, fix if status != "pass" else None)
         self.findings.append(f)
         return f

@@ -39,9 +39,7 @@ from charter.models._types import INTERNAL, OUTBOUND, Generation, GenerationRequ
 from charter.screening import screen_sentence
 from charter.spec._schema import ModelEndpoint
 
-NO_ANSWER_TEXT = (
-    "I cannot answer this from the knowledge base. Please escalate this question to a colleague."
-)
+NO_ANSWER_TEXT = "I cannot answer this from the knowledge base. Please escalate this question to a colleague."
 AGENT_NOTES_HEADER = "Agent notes (internal, not to be sent):"
 
 MIN_SCORE = 0.2
@@ -380,7 +378,9 @@ class ExtractiveModel:
 
     def generate(self, request: GenerationRequest) -> Generation:
         cands, _overlap, screened, best = self.candidates(request)
-        greeting, signoff = tone_parts(request.tone, recipient=request.recipient_name, sender=request.sender_name)
+        greeting, signoff = tone_parts(
+            request.tone, recipient=request.recipient_name, sender=request.sender_name
+        )
         budget = request.max_output_tokens - estimate_tokens(
             f"{greeting}\n\n\n\n{signoff}\n\n{AGENT_NOTES_HEADER}"
         )

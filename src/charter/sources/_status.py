@@ -103,7 +103,11 @@ def approve_source(rt: Runtime, source: Source, actor: str) -> dict[str, Any]:
     record = {"by": actor, "at": utcnow().isoformat(), "config_hash": source_config_hash(source)}
     rt.set_state(APPROVAL_KEY_PREFIX + source.id, record)
     rt.audit.append(
-        actor=actor, action="sources.approved", resource=f"source:{source.id}", outcome="approved", details=record
+        actor=actor,
+        action="sources.approved",
+        resource=f"source:{source.id}",
+        outcome="approved",
+        details=record,
     )
     return record
 

@@ -2,7 +2,15 @@
 
 from charter.spec._fingerprint import canonical_json, fingerprint, section_hash
 from charter.spec._load import AGENT_LOOP_UNAVAILABLE, LoadedCharter, Principal, find_charter, load_charter
-from charter.spec._schema import SENSITIVITY_ORDER, Charter, RoleScopeView, Source, Tool, UsersFile, WorkflowKind
+from charter.spec._schema import (
+    SENSITIVITY_ORDER,
+    Charter,
+    RoleScopeView,
+    Source,
+    Tool,
+    UsersFile,
+    WorkflowKind,
+)
 from charter.spec._types import parse_duration
 
 __all__ = [

@@ -69,7 +69,8 @@ class Scope(Section):
     inputs: list[str] = Field(min_length=1, description="What comes in (e.g. a question from a colleague).")
     outputs: list[str] = Field(min_length=1, description="What goes out (e.g. a cited answer).")
     next_step: str = Field(
-        min_length=1, description="What happens to the output next (e.g. read by the asker; reviewed, then sent)."
+        min_length=1,
+        description="What happens to the output next (e.g. read by the asker; reviewed, then sent).",
     )
     out_of_scope: list[str] = Field(
         default_factory=list, description="Topics the workflow must not answer; questions on them escalate."
@@ -111,7 +112,8 @@ class RoleScope(Section):
         "salary bands).",
     )
     out_of_scope: list[str] = Field(
-        default_factory=list, description="More topics this role may not ask about; questions on them escalate."
+        default_factory=list,
+        description="More topics this role may not ask about; questions on them escalate.",
     )
     not_sensitive: list[str] = Field(
         default_factory=list,
