@@ -66,6 +66,8 @@ def test_source_approval_in_the_database_keeps_the_fingerprint(synced_project: P
         check_sources(rt, c, utcnow())
         assert not [f for f in c.findings if f.message.startswith("help-center: no approval")]
         assert [f for f in c.findings if f.message.startswith("help-center: approved by omar")]
+        events = rt.audit.tail(2, action="sources.approved")
+        assert [(e.actor, e.outcome) for e in events] == [("ana", "denied"), ("omar", "approved")]
     finally:
         rt.close()
     # a configuration change after the approval is caught, with the command that fixes it
