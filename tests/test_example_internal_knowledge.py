@@ -23,7 +23,10 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     c = str(dest / "charter.yaml")
     for args in (
         ("sync", "--charter", c),
-        *(("sources", "approve", s, "--as", "priya", "--charter", c) for s in ("handbook", "teams", "managers")),
+        *(
+            ("sources", "approve", s, "--as", "priya", "--charter", c)
+            for s in ("handbook", "teams", "managers")
+        ),
         ("prompts", "approve", "answer", "v1", "--as", "priya", "--charter", c),
     ):
         res = run_cli(*args)
@@ -50,7 +53,9 @@ def test_team_acls_and_the_manager_role(kb: Path) -> None:
     eli = _ask(kb, "eli", "How much is the on-call allowance for engineers?")
     assert "250" in eli["draft"] and {c["source_id"] for c in eli["citations"]} == {"teams"}
     sam = _ask(kb, "sam", "How much is the on-call allowance for engineers?")
-    assert "250" not in json.dumps(sam) and all(c["doc_id"] != "engineering/on-call.md" for c in sam["citations"])
+    assert "250" not in json.dumps(sam) and all(
+        c["doc_id"] != "engineering/on-call.md" for c in sam["citations"]
+    )
     # salary bands: out of scope for employees, allowed for managers (roles.manager.scope.allowed_topics)
     employee = _ask(kb, "eli", E3)
     assert employee["escalation"]["reason"] == "out_of_scope" and "63,000" not in json.dumps(employee)
@@ -66,5 +71,7 @@ def test_its_evals_and_gate_pass(kb: Path) -> None:
     assert run_cli("gate", "approve-policies", "--as", "priya", "--charter", c).exit_code == 0
     gate = run_cli("gate", "--as", "priya", "--json", "--charter", c)
     report = gate.json()
-    problems = [(ch["id"], f["message"]) for ch in report["checks"] for f in ch["findings"] if f["status"] == "fail"]  # type: ignore[index]
+    problems = [
+        (ch["id"], f["message"]) for ch in report["checks"] for f in ch["findings"] if f["status"] == "fail"
+    ]  # type: ignore[index]
     assert gate.exit_code == 0 and not problems, problems

@@ -245,7 +245,7 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                 )
     current = policy_set_hash(rt)
     appr = policies_approval(rt)
-    ev_p = {
+    ev_p: dict[str, Any] = {
         "policy_set_hash": current,
         "policies": len(rt.authorizer.policies),
         "custom_files": list(rt.spec.policies),

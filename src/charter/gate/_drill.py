@@ -239,7 +239,7 @@ def _approval_drill(
     except LookupError:
         requester = _pick(copy, lambda p: bool(set(p.roles) & set(tool.roles)))
     full = {**args, **{a: 1.0 for a in _condition_args(tool) if a not in args}}
-    ev = {"tool": tool.name, "args": full, "approver_role": role, "requester": requester.id}
+    ev: dict[str, Any] = {"tool": tool.name, "args": full, "approver_role": role, "requester": requester.id}
     proposal = propose(copy, requester, tool.name, full, reason="launch gate drill", clock=clock)
     action = proposal.action if hasattr(proposal, "action") else proposal
     aid = action.id
