@@ -178,7 +178,11 @@ def review_drill(rt: Runtime, c: CheckResult) -> None:
 
     pick = high_risk_tool(rt)
     if pick is None:
-        c.add("warn", "no tool needs an approval: nothing to drill")
+        c.add(
+            "warn",
+            "no tool needs an approval: nothing to drill",
+            fix="nothing, unless a tool should need a human's approval: then set tools[].approval in charter.yaml",
+        )
     else:
         tool, args, role = pick
         with isolated_copy(rt, recorder_for=tool) as copy:
