@@ -61,7 +61,7 @@ def test_team_acls_and_the_manager_role(kb: Path) -> None:
     assert employee["escalation"]["reason"] == "out_of_scope" and "63,000" not in json.dumps(employee)
     manager = _ask(kb, "mara", E3)
     assert manager["status"] == "answered", manager
-    assert "63,000" in manager["draft"] and {c["source_id"] for c in manager["citations"]} == {"managers"}
+    assert "63,000" in manager["draft"] and "managers" in {c["source_id"] for c in manager["citations"]}
 
 
 def test_its_evals_and_gate_pass(kb: Path) -> None:
