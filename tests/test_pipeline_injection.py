@@ -21,8 +21,15 @@ INJECTIONS = [
 ]
 
 
-@pytest.fixture
-def rt(synced_project: Path) -> Iterator[Runtime]:
+@pytest.fixture(params=["draft", "answer"])
+def rt(synced_project: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """The synced example as a ``draft`` workflow (as shipped) and as an ``answer`` workflow (every
+    passage the asker may read is quotable): injection must change nothing in either."""
+    if request.param != "draft":
+        text = synced_project.read_text(encoding="utf-8")
+        synced_project.write_text(
+            text.replace("workflow:\n", f"workflow:\n  kind: {request.param}\n", 1), encoding="utf-8"
+        )
     folder = synced_project.parent / "sources" / "help-center"
     body = "\n\n".join(INJECTIONS)
     (folder / "refund-faq-community.md").write_text(
@@ -32,6 +39,7 @@ def rt(synced_project: Path) -> Iterator[Runtime]:
         f"## Notes\n\n{body}\n"
     )
     runtime = Runtime.open(synced_project)
+    assert runtime.spec.workflow.kind == request.param
     from charter.sources import sync_sources
 
     sync_sources(runtime, "help-center")

@@ -5,10 +5,10 @@ Charter in a program takes three calls::
 
     import charter
 
-    rt = charter.open("examples/billing-support/charter.yaml")
-    result = charter.ask(rt, "ana", "Can a customer get a refund on an annual plan?")
+    rt = charter.open("my-workflow/charter.yaml")
+    result = charter.ask(rt, "ana", "How many days of leave do I get?")
     print(result.status, result.draft)
-    hits = charter.search(rt, "ana", "refund timing")
+    hits = charter.search(rt, "ana", "leave policy")
 
 ``ask`` and ``search`` are the same governed functions the CLI, the REST API, the console, the
 OpenAI-compatible endpoint and the MCP server call: Cedar decides, only documents the user may read are

@@ -337,7 +337,7 @@ def find_canaries(text: str, *, normalised: bool = False, canaries: Canaries = D
     return canaries.find(text if normalised else normalise(text))
 
 
-# Words that change a topic's meaning and so are never dropped from it ("*other* customers' data").
+# Words that change a topic's meaning and so are never dropped from it ("*other* people's data").
 TOPIC_KEEP = frozenset({"other", "own", "not", "no", "all"})
 
 

@@ -9,8 +9,13 @@ Decisions that matter for security are made here in code, never by the model:
 * what the model sees: only chunks the principal may read, re-checked against the document's *current*
   ACL, from sources allowed in prompts and fresh enough, passed as quoted data with citation ids;
 * what the user sees: citations must refer to passages retrieved for this request (others are removed and
-  counted); sentences citing agent-only sources move from the customer draft to agent notes; canary tokens
-  withhold the whole output; escalation rules mark the result ``needs_human`` instead of presenting it.
+  counted); in a ``draft`` workflow, sentences citing internal-only sources move from the outbound draft to
+  internal notes (an ``answer`` workflow's output goes to the asker, who may see every passage they may
+  read); canary tokens withhold the whole output; escalation rules — the workflow's, with the asker's role
+  overrides (:meth:`Charter.scope_for`) — mark the result ``needs_human`` instead of presenting it.
+
+The workflow kind (``workflow.kind``) decides who the output is for; ``agent`` workflows are refused until
+the agent loop exists (:data:`charter.spec.AGENT_LOOP_UNAVAILABLE`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from charter import _checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
-from charter.spec import SENSITIVITY_ORDER, Principal
+from charter.spec import AGENT_LOOP_UNAVAILABLE, SENSITIVITY_ORDER, Principal
 from charter.store import utcnow
 from charter.telemetry.traces import Trace, TraceStore
 
@@ -49,7 +54,7 @@ class Citation:
     heading: str
     url: str | None
     page: int | None
-    audience: str  # "customer" | "agent"
+    audience: str  # "customer" (outbound draft) | "agent" (internal notes) | "asker" (answer workflows)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field is a scalar: a shallow copy (``dataclasses.asdict`` deep-copies, ~10× slower)."""
@@ -289,12 +294,13 @@ def retrieve(
 
 
 def _audience(rt: Runtime, source_id: str) -> str:
-    outbound = set(rt.spec.review.outbound_sensitivity)
+    from charter.models import INTERNAL, audience_for
+
     try:
         sensitivity = rt.spec.source(source_id).sensitivity
     except KeyError:
-        return "agent"
-    return "customer" if sensitivity in outbound else "agent"
+        return INTERNAL
+    return audience_for(sensitivity, rt.charter)
 
 
 def _passages(rt: Runtime, hits: list[Hit]) -> tuple[dict[str, Hit], dict[str, str]]:
@@ -308,16 +314,18 @@ def _passages(rt: Runtime, hits: list[Hit]) -> tuple[dict[str, Hit], dict[str, s
 
 
 def _split_audience(text: str, audience: dict[str, str]) -> tuple[list[str], list[str]]:
-    """Sentences citing any agent-only passage move to the agent notes (least-privileged audience).
-    Returns (customer sentences, moved sentences)."""
-    customer, notes = [], []
+    """Sentences citing any internal-only passage move to the internal notes (least-privileged audience).
+    Returns (outbound sentences, moved sentences)."""
+    from charter.models import INTERNAL
+
+    outbound, notes = [], []
     for sentence in checks.split_sentences(text):
         cited = checks.CITATION.findall(sentence)
-        if any(audience.get(c) == "agent" for c in cited):
+        if any(audience.get(c) == INTERNAL for c in cited):
             notes.append(sentence)
         else:
-            customer.append(sentence)
-    return customer, notes
+            outbound.append(sentence)
+    return outbound, notes
 
 
 def _passage(cid: str, hit: Hit, audience: str) -> Any:
@@ -335,10 +343,13 @@ def _passage(cid: str, hit: Hit, audience: str) -> Any:
     )
 
 
-def _tone(rt: Runtime, customer: str, agent: str) -> tuple[str, str]:
+def _tone(rt: Runtime, recipient: str, sender: str) -> tuple[str, str]:
+    """Greeting and sign-off of a ``draft`` workflow's tone; an ``answer`` goes to the asker as it is."""
     from charter.models import tone_parts
 
-    return tone_parts(rt.spec.review.tone, customer=customer, agent=agent)
+    if rt.spec.workflow.kind == "answer":
+        return "", ""
+    return tone_parts(rt.spec.review.tone, recipient=recipient, sender=sender)
 
 
 def search(
@@ -395,10 +406,13 @@ def gateway_for(rt: Runtime) -> Any:
     return cached
 
 
-def _escalation_target(rt: Runtime, reason: str) -> dict[str, Any]:
-    for rule in rt.spec.review.escalations:
-        if rule.when == reason:
-            return {"reason": reason, "to": rule.to, "sla": rule.sla.total_seconds(), "then": rule.then}
+def _escalation_target(rt: Runtime, reason: str, principal: Principal | None = None) -> dict[str, Any]:
+    """Where an escalation goes: the asker's role rule for ``reason``, else the workflow's, else the
+    reviewer role (:meth:`Charter.scope_for`)."""
+    rules = rt.spec.scope_for(principal.roles if principal else ()).escalations
+    rule = rules.get(reason)
+    if rule is not None:
+        return {"reason": reason, "to": rule.to, "sla": rule.sla.total_seconds(), "then": rule.then}
     return {"reason": reason, "to": rt.spec.review.reviewer_role, "sla": None, "then": None}
 
 
@@ -414,8 +428,8 @@ def ask(
 ) -> AskResult:
     """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded).
 
-    ``customer_id`` is the customer the conversation is about: tools see it (and only it) and the draft is
-    bound to it (``send_reply`` sends it to that customer only)."""
+    ``customer_id`` is the party the conversation is about (when there is one): tools see it (and only it)
+    and the draft is bound to it (a ``draft_approved`` tool sends it to that party only)."""
     t0 = time.perf_counter()
     spec = rt.spec
     trace = Trace(
@@ -429,12 +443,16 @@ def ask(
     try:
         state = read_request_state(rt)
         q = admit(rt, principal, question, trace, state)
+        if spec.workflow.kind == "agent":
+            raise UsageError(AGENT_LOOP_UNAVAILABLE)
         hits, warnings = retrieve(rt, principal, q, trace, state)
         passages, audience = _passages(rt, hits)
         gateway = gateway_for(rt)
         with trace.span("generate") as span:
             request = gateway.build_request(
-                q, [_passage(cid, h, audience[cid]) for cid, h in passages.items()], agent_name=principal.name
+                q,
+                [_passage(cid, h, audience[cid]) for cid, h in passages.items()],
+                sender_name=principal.name,
             )
             gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
             span.update(
@@ -457,7 +475,7 @@ def ask(
             gen.cost_usd,
             gen.cost_source,
         )
-        greeting, signoff = _tone(rt, request.customer_name, request.agent_name)
+        greeting, signoff = _tone(rt, request.recipient_name, request.sender_name)
         result = check(rt, principal, q, gen.text, passages, audience, trace, template=(greeting, signoff))
         result.warnings = warnings
         result.model, result.prompt_version = gen.model, gen.prompt_version
@@ -515,16 +533,16 @@ def check(
         cit = checks.validate_citations(TOOL_CALL.sub("", checks.normalise(text)), set(passages))
         parts = split_draft(cit.text)
         greeting, signoff = template
-        body = parts.customer
+        body = parts.outbound
         for fixed in (greeting, signoff):
             if fixed:
                 body = body.replace(fixed, "")
         body = body.strip()
-        customer_sentences, moved = _split_audience(body, audience)
-        customer_body = " ".join(customer_sentences)
+        outbound_sentences, moved = _split_audience(body, audience)
+        outbound_body = " ".join(outbound_sentences)
         note_sentences = [*moved, *parts.agent_notes]
         notes = "\n".join(note_sentences)
-        draft = "\n\n".join(p for p in (greeting, customer_body, signoff) if p) if customer_body else ""
+        draft = "\n\n".join(p for p in (greeting, outbound_body, signoff) if p) if outbound_body else ""
         raw_sources = {cid: h.text for cid, h in passages.items()}
         sources = {
             cid: checks.support_text(t) for cid, t in raw_sources.items()
@@ -532,7 +550,7 @@ def check(
         embed = _embedder(rt)
         # each sentence scored as it was classified above (split once); agent-note lines may hold several
         scored = [
-            *customer_sentences,
+            *outbound_sentences,
             *moved,
             *(x for n in parts.agent_notes for x in checks.split_sentences(n)),
         ]
@@ -546,10 +564,12 @@ def check(
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
         canaries = checks.find_canaries(cit.text, normalised=True, canaries=canaries_for(spec))
         pii = _new_pii(cit.text, raw_sources)
-        # requests for a forbidden action ("delete this account", "export the customer list") are out of scope
+        # requests for a forbidden action ("delete this account", "export the user list") are out of scope;
+        # out-of-scope and sensitive topics are the workflow's with the asker's role overrides
+        scope = spec.scope_for(principal.roles)
         forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
-        topics_out = _topics(question, [*spec.scope.out_of_scope, *forbidden], embed)
-        topics_sensitive = _topics(question, spec.review.sensitive_topics, embed)
+        topics_out = _topics(question, [*scope.out_of_scope, *forbidden], embed)
+        topics_sensitive = _topics(question, list(scope.sensitive_topics), embed)
         reason: str | None = None
         if canaries:
             reason = "canary_in_output"
@@ -557,7 +577,7 @@ def check(
             reason = "instruction_in_output"
         elif topics_out:
             reason = "out_of_scope"
-        elif not passages or not cit.valid or not customer_body:
+        elif not passages or not cit.valid or not outbound_body:
             reason = "no_sources"
         elif grounded is not None and (grounded < spec.review.groundedness_threshold or unsupported):
             reason = "low_groundedness"
@@ -565,7 +585,7 @@ def check(
             reason = "sensitive_topic"
         elif pii:
             reason = "pii_in_output"
-        escalation = _escalation_target(rt, reason) if reason else None
+        escalation = _escalation_target(rt, reason, principal) if reason else None
         if escalation and topics_out:
             escalation["topics"] = topics_out
         if escalation and topics_sensitive and reason == "sensitive_topic":
@@ -581,7 +601,7 @@ def check(
                 heading=h.heading,
                 url=safe_url(h.url),  # only http, https and mailto links ever leave the pipeline
                 page=h.page,
-                audience=audience[cid],
+                audience="asker" if spec.workflow.kind == "answer" else audience[cid],
             )
             for cid, h in passages.items()
             if cid in used
@@ -727,7 +747,7 @@ def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
 
 
 def _needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
-    mode = rt.spec.review.drafts
+    mode = rt.spec.review_drafts
     return mode == "all" or result.status == "needs_human" or restricted
 
 

@@ -44,13 +44,13 @@ def passage(cid: str, relpath: str, audience: str) -> Passage:
 
 def draft(question: str, passages: list[Passage], **kw: object) -> Generation:
     req = GenerationRequest(
-        question=question, context=tuple(passages), tone=TONE, customer_name="Sam", agent_name="Ana", **kw
+        question=question, context=tuple(passages), tone=TONE, recipient_name="Sam", sender_name="Ana", **kw
     )  # type: ignore[arg-type]
     return ExtractiveModel().generate(req)
 
 
 def customer_sentences(gen: Generation) -> list[str]:
-    body = split_draft(gen.text).customer
+    body = split_draft(gen.text).outbound
     greeting, signoff = gen.extra["greeting"], gen.extra["signoff"]
     assert body.startswith(greeting) and body.endswith(signoff)
     body = body[len(greeting) : len(body) - len(signoff)].strip()
@@ -197,7 +197,7 @@ def test_agent_only_material_never_reaches_the_customer_draft():
     gen = draft("How do refunds get approved?", passages)
     assert gen.finish_reason == "no_answer"
     parts = split_draft(gen.text)
-    assert parts.customer == NO_ANSWER_TEXT and parts.agent_notes
+    assert parts.outbound == NO_ANSWER_TEXT and parts.agent_notes
     assert all(n.endswith("[S1].") or n.endswith("[S1]!") for n in parts.agent_notes)
 
 

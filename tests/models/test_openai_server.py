@@ -137,7 +137,7 @@ def test_openai_provider_against_a_real_llama_cpp_server(
     rt = open_runtime(path)
     gateway = build_gateway(rt)
     request = gateway.build_request(
-        "How long does a card refund take?", PASSAGES, customer_name="Sam", agent_name="Ana"
+        "How long does a card refund take?", PASSAGES, recipient_name="Sam", sender_name="Ana"
     )
     started = time.perf_counter()
     gen = gateway.generate(request, request_id="llama-1", principal="ana")

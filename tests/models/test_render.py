@@ -90,8 +90,11 @@ def test_prompt_placeholders_and_token_estimate():
 def test_exported_names_are_pinned():
     assert set(models.__all__) == {
         "AGENT_NOTES_HEADER",
+        "INTERNAL",
         "NO_ANSWER_TEXT",
+        "OUTBOUND",
         "ActivePrompt",
+        "Audience",
         "BudgetLedger",
         "Budgeted",
         "DraftParts",

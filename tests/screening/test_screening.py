@@ -63,7 +63,7 @@ def _draft(question: str, *texts: str, audience: str = "customer") -> tuple[str,
     )
     gen = ExtractiveModel().generate(
         GenerationRequest(
-            question=question, context=passages, tone=TONE, customer_name="Sam", agent_name="Ana"
+            question=question, context=passages, tone=TONE, recipient_name="Sam", sender_name="Ana"
         )
     )
     return gen.text, gen.extra
@@ -164,4 +164,4 @@ def test_clean_output_has_no_echo_and_instruction_sentences_are_no_support() -> 
 
 def test_draft_parts_keep_citations() -> None:
     text, _ = _draft("What is the goodwill credit limit?", PRE_APPROVED)
-    assert split_draft(text).customer.count("[S1]") >= 1
+    assert split_draft(text).outbound.count("[S1]") >= 1

@@ -78,6 +78,7 @@ def test_public_names_are_pinned() -> None:
         "Syncer",
         "acl_hash",
         "approval_status",
+        "approve_source",
         "connector",
         "connector_names",
         "effective_acl",

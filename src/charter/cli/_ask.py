@@ -20,12 +20,15 @@ def _render_answer(r: dict[str, Any]) -> None:
     esc = r.get("escalation")
     if esc:
         badge += f" — escalated ({esc['reason']}) to {esc['to']}"
-    console.print(Panel(r["draft"] or "(empty)", title=f"Draft {badge}", title_align="left"), highlight=False)
+    title = "Answer" if r.get("kind") == "answer" else "Draft"
+    console.print(
+        Panel(r["draft"] or "(empty)", title=f"{title} {badge}", title_align="left"), highlight=False
+    )
     if r["agent_notes"]:
         console.print(
             Panel(
                 r["agent_notes"],
-                title="Agent notes (internal; not for the customer)",
+                title="Internal notes (not to be sent)",
                 title_align="left",
                 border_style="blue",
             ),
@@ -53,27 +56,30 @@ def _render_answer(r: dict[str, Any]) -> None:
 
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The customer's question, as the agent would paste it.")],
+    question: Annotated[str, typer.Argument(help="The question, as the asker would put it.")],
     user: AsOpt,
     charter: CharterOpt = None,
     as_json: JsonOpt = False,
     no_review: Annotated[
-        bool, typer.Option("--no-review", help="Do not put the draft in the review queue.")
+        bool, typer.Option("--no-review", help="Do not put the output in the review queue.")
     ] = False,
-    customer: Annotated[
+    subject: Annotated[
         str | None,
         typer.Option(
-            "--customer", help="The customer the conversation is about (tools and send_reply use it)."
+            "--subject",
+            "--customer",
+            help="The party the conversation is about, if any: tools see only them and a draft_approved "
+            "tool sends only to them.",
         ),
     ] = None,
 ) -> None:
-    """Ask the workflow a question as USER: a cited draft, agent notes, checks, cost and latency."""
+    """Ask the workflow a question as USER: a cited answer or draft, internal notes, checks, cost and latency."""
     from charter.pipeline import ask as run_ask
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)
-    result = run_ask(rt, principal, question, submit_for_review=not no_review, customer_id=customer)
-    emit(result.as_dict(), as_json, _render_answer)
+    result = run_ask(rt, principal, question, submit_for_review=not no_review, customer_id=subject)
+    emit({**result.as_dict(), "kind": rt.spec.workflow.kind}, as_json, _render_answer)
 
 
 @trace_app.command("show")

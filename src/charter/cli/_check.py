@@ -19,6 +19,7 @@ docs_app = typer.Typer(help="Generate documentation from the code.", no_args_is_
 app.add_typer(docs_app, name="docs")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 @app.command()
@@ -52,7 +53,10 @@ def check(
         "charter": str(loaded.path),
         "workflow": loaded.spec.workflow.id,
         "fingerprint": loaded.fingerprint(),
-        "warnings": [{"kind": "file_mode", "message": w.message(), **w.as_dict()} for w in wide],
+        "warnings": [
+            *({"kind": "charter", "message": str(w), "field": w.field} for w in loaded.warnings),
+            *({"kind": "file_mode", "message": w.message(), **w.as_dict()} for w in wide),
+        ],
     }
 
     def show(r: dict[str, Any]) -> None:
@@ -75,18 +79,55 @@ def list_examples() -> list[str]:
     )
 
 
+#: ``charter init --template``: name -> (folder, what it is, the command to try first).
+TEMPLATES: dict[str, tuple[Path, str, str]] = {
+    "blank": (
+        TEMPLATES_DIR / "blank",
+        "the smallest valid charter, with comments saying what to fill in",
+        'charter prompts approve system v1 --as you && charter ask --as alex "When do we meet?"',
+    ),
+    "answer": (
+        EXAMPLES_DIR / "internal-knowledge",
+        "an answer workflow: an internal knowledge assistant (team ACLs, a manager role that sees more)",
+        'charter prompts approve answer v1 --as priya && charter ask --as eli "How many days of leave do I get?"',
+    ),
+    "draft": (
+        EXAMPLES_DIR / "billing-support",
+        "a draft workflow: billing support reply drafts reviewed before they are sent, with tools",
+        'charter ask --as ana "How long does a card refund take?"',
+    ),
+}
+
+
 @app.command()
 def init(
     directory: Annotated[
         Path, typer.Argument(help="Folder to create the project in (must be empty or absent).")
     ],
-    example: Annotated[str, typer.Option(help="Example to start from.")] = "billing-support",
+    template: Annotated[
+        str | None,
+        typer.Option(help="Template: blank, answer or draft (docs/charter.md). Default: draft."),
+    ] = None,
+    example: Annotated[
+        str | None, typer.Option(help="Or an example by folder name (see --template for the usual ones).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a working project from an example (charter, users, sources, prompts, policies, tools, evals)."""
-    src = EXAMPLES_DIR / example
-    if not (src / "charter.yaml").is_file():
-        raise UsageError(f"unknown example {example!r}; available: {', '.join(list_examples()) or 'none'}")
+    """Create a working project from a template or an example (charter, users, sources, prompts, evals)."""
+    if template and example:
+        raise UsageError("give --template or --example, not both")
+    if example:
+        src, first = EXAMPLES_DIR / example, 'charter ask --as <user> "<question>"'
+        if not (src / "charter.yaml").is_file():
+            raise UsageError(
+                f"unknown example {example!r}; available: {', '.join(list_examples()) or 'none'}"
+            )
+        name = example
+    else:
+        name = template or "draft"
+        if name not in TEMPLATES:
+            raise UsageError(f"unknown template {name!r}; choose one of: {', '.join(TEMPLATES)}")
+        src, _, first = TEMPLATES[name]
     if directory.exists() and any(directory.iterdir()):
         raise UsageError(f"{directory} exists and is not empty; choose a new folder")
     shutil.copytree(
@@ -94,15 +135,16 @@ def init(
     )
     result = {
         "created": str(directory.resolve()),
-        "example": example,
+        "template": name,
+        "example": src.name,
         "charter": str((directory / "charter.yaml").resolve()),
+        "next": f"cd {directory} && charter check && charter sync && {first}",
     }
     emit(
         result,
         as_json,
         lambda r: console.print(
-            f"[green]created[/] {r['created']} from example {r['example']}\n"
-            f'next: cd {directory} && charter check && charter sync && charter ask --as ana "How do refunds work?"',
+            f"[green]created[/] {r['created']} from {r['template']}\nnext: {r['next']}",
             highlight=False,
             soft_wrap=True,
         ),

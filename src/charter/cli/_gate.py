@@ -36,7 +36,10 @@ def _render(data: dict[str, Any]) -> None:
     )
     for c in data["checks"]:
         msgs = sorted(c["findings"], key=lambda f: {"fail": 0, "warn": 1, "pass": 2}[f["status"]])
-        shown = "\n".join(f"{_STYLE[f['status']]} {f['message']}" for f in msgs[:4])
+        shown = "\n".join(
+            f"{_STYLE[f['status']]} {f['message']}" + (f" → next: {f['fix']}" if f.get("fix") else "")
+            for f in msgs[:4]
+        )
         if len(msgs) > 4:
             shown += f"\n… {len(msgs) - 4} more"
         t.add_row(c["title"], _STYLE[c["status"]], f"{c['owner']} ({c['owner_duty']})", shown)

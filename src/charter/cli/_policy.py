@@ -23,9 +23,7 @@ def explain(
     action: Annotated[str, typer.Argument(help="Action, e.g. ask, review.decide, tools.call.")],
     resource: Annotated[
         str | None,
-        typer.Argument(
-            help="Resource, e.g. tool:issue_refund or workflow:billing-support (default: the workflow)."
-        ),
+        typer.Argument(help="Resource, e.g. tool:<name> or workflow:<id> (default: the workflow)."),
     ] = None,
     as_user: Annotated[
         str,

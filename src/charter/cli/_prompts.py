@@ -17,7 +17,7 @@ prompts_app = typer.Typer(
 )
 app.add_typer(prompts_app, name="prompts")
 
-NameArg = Annotated[str, typer.Argument(help="Prompt name, e.g. draft_reply.")]
+NameArg = Annotated[str, typer.Argument(help="Prompt name, as in the charter's 'prompts'.")]
 VersionArg = Annotated[str, typer.Argument(help="Version label, e.g. v2.")]
 
 

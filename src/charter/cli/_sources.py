@@ -191,8 +191,12 @@ def sources_approve(
     ctx: typer.Context,
     source_id: Annotated[str, typer.Argument(help="Source id.")],
     doc_id: Annotated[
-        str, typer.Argument(help="The quarantined document's id (see `charter sources show`).")
-    ],
+        str | None,
+        typer.Argument(
+            help="A quarantined document's id (see `charter sources show`); without it, the source's "
+            "configuration is approved."
+        ),
+    ] = None,
     content_hash: Annotated[
         str | None,
         typer.Option(
@@ -206,18 +210,42 @@ def sources_approve(
     as_json: JsonOpt = False,
     as_user: OptionalAs = None,
 ) -> None:
-    """Approve a quarantined document (flagged by instruction screening) so it is indexed.
+    """Approve a source for this workflow, or a quarantined document of it.
 
-    Only the source owner or the charter's sources owner may approve. The approval is bound to the content
-    that was screened: if the document changes, it is screened (and quarantined) again. The document is
-    indexed without its instruction sentences; the source is synced now unless ``--no-sync``."""
+    ``charter sources approve SOURCE --as OWNER`` records the owner's approval of the source's current
+    configuration in the database (audited), like a prompt approval: the charter file and its fingerprint do
+    not change, so eval runs stay valid; a later configuration change needs a new approval (the gate says so).
+
+    With DOC_ID: approve a quarantined document (flagged by instruction screening) so it is indexed. The
+    approval is bound to the content that was screened: if the document changes, it is screened (and
+    quarantined) again. The document is indexed without its instruction sentences; the source is synced now
+    unless ``--no-sync``.
+
+    Only the source owner or the charter's sources owner may approve."""
     from charter.screening import approve_screened
-    from charter.sources import sync_sources
+    from charter.sources import approve_source, sync_sources
 
     parent = ctx.obj or {}
     charter = charter or parent.get("charter")
     as_json = as_json or bool(parent.get("as_json"))
     rt = open_runtime(charter)
+    if doc_id is None:
+        try:
+            source = _source(rt, source_id)
+            actor = _owner_actor(rt, source, as_user, "sources.approved", "approve")
+            record = {"source": source.id, **approve_source(rt, source, actor)}
+        finally:
+            rt.close()
+        emit(
+            record,
+            as_json,
+            lambda r: console.print(
+                f"approved source {escape(r['source'])} (configuration {r['config_hash']}) by {r['by']}; "
+                "recorded in the database (the charter fingerprint is unchanged)",
+                highlight=False,
+            ),
+        )
+        return
     try:
         source = _source(rt, source_id)
         actor = _owner_actor(rt, source, as_user, "sources.screening_approved", "approve documents of")

@@ -84,7 +84,7 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
     s = rt.spec.scope
     why = vague_job(s.job)
     if why:
-        c.add("fail", f"vague job: {why}", job=s.job)
+        c.add("fail", f"vague job: {why}", fix="rewrite scope.job in charter.yaml", job=s.job)
     else:
         c.add("pass", "the job is specific", job=" ".join(s.job.split()), words=len(_words(s.job)))
     for name in ("inputs", "outputs"):
@@ -93,10 +93,16 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
         c.add(
             "fail" if short else "pass",
             f"scope.{name}: {len(items)} listed" + (f"; too short to be specific: {short}" if short else ""),
+            fix=f"describe each of scope.{name} in at least {MIN_FIELD_WORDS} words in charter.yaml",
             **{name: items},
         )
     if len(_words(s.next_step)) < MIN_FIELD_WORDS:
-        c.add("fail", "scope.next_step does not say what happens to the output", next_step=s.next_step)
+        c.add(
+            "fail",
+            "scope.next_step does not say what happens to the output",
+            fix="set scope.next_step in charter.yaml (who reads or reviews the output, what happens then)",
+            next_step=s.next_step,
+        )
     else:
         c.add("pass", "scope.next_step is documented", next_step=" ".join(s.next_step.split()))
     unknown_roles = [u for u in s.users if u not in rt.spec.roles]
@@ -109,11 +115,13 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
     c.add(
         "pass" if s.out_of_scope else "fail",
         "out-of-scope topics listed" if s.out_of_scope else "scope.out_of_scope is empty",
+        fix="list the topics the workflow must not answer under scope.out_of_scope in charter.yaml",
         out_of_scope=list(s.out_of_scope),
     )
     c.add(
         "pass" if s.forbidden_actions else "fail",
         "forbidden actions listed" if s.forbidden_actions else "scope.forbidden_actions is empty",
+        fix="list the actions no tool may ever perform under scope.forbidden_actions in charter.yaml",
         forbidden_actions=list(s.forbidden_actions),
     )
     tools = [t.name for t in rt.spec.tools]
@@ -154,9 +162,15 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
             "permission_model": s.permissions.model,
         }
         if owner is None or not owner.active:
-            c.add("fail", f"{s.id}: owner {s.owner!r} does not exist or is inactive", **ev)
+            c.add(
+                "fail",
+                f"{s.id}: owner {s.owner!r} does not exist or is inactive",
+                fix=f"set sources[{s.id}].owner in charter.yaml to an active user of users.yaml",
+                **ev,
+            )
         a = approval_status(rt, s)
         ev_a = {**ev, "approval": a}
+        approve = f"charter sources approve {s.id} --as {s.owner}"
         if a["state"] == "approved" and a["approver_active"]:
             c.add(
                 "pass",
@@ -164,14 +178,25 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                 **ev_a,
             )
         elif a["state"] == "approved":
-            c.add("fail", f"{s.id}: approver {a['by']!r} does not exist or is inactive", **ev_a)
+            c.add(
+                "fail",
+                f"{s.id}: approver {a['by']!r} does not exist or is inactive",
+                fix=f"{approve} (the owner approves again)",
+                **ev_a,
+            )
         elif a["state"] == "unapproved":
-            c.add("fail", f"{s.id}: no approval record", **ev_a)
+            c.add(
+                "fail",
+                f"{s.id}: no approval record",
+                fix=f"{approve} (recorded in the database; the charter fingerprint and eval runs stay valid)",
+                **ev_a,
+            )
         elif a["state"] == "config_changed":
             c.add(
                 "fail",
                 f"{s.id}: configuration changed since approval ({a['config_hash']} approved, "
                 f"now {a['current_config_hash']})",
+                fix=f"{approve} (after reviewing the change)",
                 **ev_a,
             )
         else:
@@ -179,6 +204,7 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                 "fail",
                 f"{s.id}: approval not bound to a configuration hash "
                 f"(set approval.config_hash: {a['current_config_hash']})",
+                fix=f"{approve}, or set sources[{s.id}].approval.config_hash: {a['current_config_hash']}",
                 **ev_a,
             )
         f = fresh[s.id]
@@ -190,6 +216,7 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                 if f.age_seconds is not None
                 else ""
             ),
+            fix=f"charter sync --source {s.id}",
             source=s.id,
             freshness=f.as_dict(),
         )
@@ -203,6 +230,7 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                     "fail",
                     f"{s.id}: {len(missing)} private-by-default documents without the owner's "
                     f"acknowledgement (charter gate ack-private {s.id} --as {s.owner})",
+                    fix=f"give the documents an ACL (docs/sources.md), or charter gate ack-private {s.id} --as {s.owner}",
                     source=s.id,
                     documents=missing,
                     acknowledgement=ack or None,
@@ -217,25 +245,35 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                 )
     current = policy_set_hash(rt)
     appr = policies_approval(rt)
-    ev_p = {
+    ev_p: dict[str, Any] = {
         "policy_set_hash": current,
         "policies": len(rt.authorizer.policies),
         "custom_files": list(rt.spec.policies),
         "approval": appr,
     }
     scope_owner = rt.spec.owners.scope
+    approve_p = f"charter gate approve-policies --as {scope_owner}"
     if appr is None:
         c.add(
             "fail",
             f"the role and policy set has no approval (charter gate approve-policies --as {scope_owner})",
+            fix=approve_p,
             **ev_p,
         )
     elif appr.get("hash") != current:
         c.add(
-            "fail", f"the policy set changed since {appr.get('by')} approved it at {appr.get('at')}", **ev_p
+            "fail",
+            f"the policy set changed since {appr.get('by')} approved it at {appr.get('at')}",
+            fix=f"review `charter policy show`, then {approve_p}",
+            **ev_p,
         )
     elif appr.get("by") != scope_owner:
-        c.add("fail", f"the policy set was approved by {appr.get('by')}, not the scope owner", **ev_p)
+        c.add(
+            "fail",
+            f"the policy set was approved by {appr.get('by')}, not the scope owner",
+            fix=approve_p,
+            **ev_p,
+        )
     else:
         c.add("pass", f"policy set approved by {appr['by']} at {appr['at']}", **ev_p)
 
@@ -258,6 +296,7 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
             "fail",
             "no eval run for the current charter fingerprint"
             + (f" (newest run {older[0]['id']} is for {older[0]['charter_fingerprint']})" if older else ""),
+            fix="charter eval --permission-probes",
             fingerprint=rt.fingerprint,
             newest_other=older[0] if older else None,
         )
@@ -268,6 +307,7 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
     c.add(
         "pass" if age <= max_age else "fail",
         f"run {run.id} is {age / 3600:.1f} h old (max {max_age / 3600:.0f} h)",
+        fix="charter eval --permission-probes (a fresh run), or raise evals.max_age",
         **ev,
         age_seconds=age,
     )
@@ -280,7 +320,12 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
     }
     for name, (got, want) in bound.items():
         ok = want is None or got == want or (name == "model" and want in (got or "").split(","))
-        c.add("pass" if ok else "fail", f"{name}: run {got!r}, current {want!r}", **ev)
+        c.add(
+            "pass" if ok else "fail",
+            f"{name}: run {got!r}, current {want!r}",
+            fix="charter eval --permission-probes (the run must measure the current configuration)",
+            **ev,
+        )
     cases = [r for r in run.results if r.output.repeat == 0]
     counts = {
         cat: sum(1 for r in cases if r.case.category == cat and "generated" not in r.case.tags)
@@ -292,13 +337,19 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
         "category coverage "
         + ", ".join(f"{k} {n}" for k, n in counts.items())
         + (f"; below minimum: {low}" if low else ""),
+        fix="add eval cases (evals.sets) until every category reaches evals.min_cases, then charter eval "
+        "--permission-probes",
         **ev,
         counts=counts,
         minimum=dict(spec.min_cases),
     )
     probes = sum(1 for r in cases if "generated" in r.case.tags)
     c.add(
-        "pass" if probes else "fail", f"{probes} generated permission probes in the run", **ev, probes=probes
+        "pass" if probes else "fail",
+        f"{probes} generated permission probes in the run",
+        fix="charter eval --permission-probes (probes need at least one document that some user may not read)",
+        **ev,
+        probes=probes,
     )
     results = check_thresholds(rt, run.metrics)
     for t in results:
@@ -306,11 +357,18 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
         c.add(
             "pass" if t.passed else "fail",
             f"threshold {d.get('threshold') or d}: observed {d.get('observed')}",
+            fix="see the failing cases (charter eval --report DIR), fix the sources, prompt or retrieval, and "
+            "run charter eval again; or change evals.thresholds with the failures owner",
             **ev,
             threshold=d,
         )
     if not results:
-        c.add("fail", "the charter sets no eval thresholds", **ev)
+        c.add(
+            "fail",
+            "the charter sets no eval thresholds",
+            fix="add evals.thresholds to charter.yaml, e.g. `permission.leaks == 0`",
+            **ev,
+        )
 
 
 # --------------------------------------------------------------------------------------------- cost / latency
@@ -425,7 +483,7 @@ def _check_eval_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None) -
 
         newest = list_runs(rt, limit=1)
         if not newest:
-            c.add("fail", "no eval run has measured cost and latency")
+            c.add("fail", "no eval run has measured cost and latency", fix="charter eval --permission-probes")
             return
         run = latest_run(rt, fingerprint=newest[0]["charter_fingerprint"], with_results=True)
         assert run is not None
@@ -487,12 +545,29 @@ def check_owners(rt: Runtime, c: CheckResult) -> None:
         p = rt.charter.principals.get(pid)
         ev = {"duty": duty, "principal": pid}
         if p is None:
-            c.add("fail", f"owners.{duty}: {pid!r} does not exist", **ev)
+            c.add(
+                "fail",
+                f"owners.{duty}: {pid!r} does not exist",
+                fix=f"set owners.{duty} to a user in users.yaml",
+                **ev,
+            )
         elif not p.active:
-            c.add("fail", f"owners.{duty}: {pid} is inactive", **ev)
+            c.add(
+                "fail", f"owners.{duty}: {pid} is inactive", fix=f"set owners.{duty} to an active user", **ev
+            )
         elif p.kind != "user" or not p.email:
-            c.add("fail", f"owners.{duty}: {pid} has no contact address (a person must own it)", **ev)
+            c.add(
+                "fail",
+                f"owners.{duty}: {pid} has no contact address (a person must own it)",
+                fix=f"set owners.{duty} to a person with an email in users.yaml",
+                **ev,
+            )
         elif not p.roles:
-            c.add("fail", f"owners.{duty}: {pid} holds no role in this workflow (left the team?)", **ev)
+            c.add(
+                "fail",
+                f"owners.{duty}: {pid} holds no role in this workflow (left the team?)",
+                fix=f"give {pid} a role in users.yaml, or set owners.{duty} to someone who has one",
+                **ev,
+            )
         else:
             c.add("pass", f"owners.{duty}: {pid} <{p.email}>", **ev, contact=p.email, roles=list(p.roles))

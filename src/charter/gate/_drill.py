@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.spec import Principal, Tool
 
-DRILL_PII = {"email": "drill.customer@example.com", "phone": "+1 415 555 0134", "card": "4111 1111 1111 1111"}
+DRILL_PII = {"email": "drill.person@example.com", "phone": "+1 415 555 0134", "card": "4111 1111 1111 1111"}
 REQUIRED_TRACE_FIELDS = (
     "request_id",
     "workflow",
@@ -178,7 +178,11 @@ def review_drill(rt: Runtime, c: CheckResult) -> None:
 
     pick = high_risk_tool(rt)
     if pick is None:
-        c.add("warn", "no tool needs an approval: nothing to drill")
+        c.add(
+            "warn",
+            "no tool needs an approval: nothing to drill",
+            fix="nothing, unless a tool should need a human's approval: then set tools[].approval in charter.yaml",
+        )
     else:
         tool, args, role = pick
         with isolated_copy(rt, recorder_for=tool) as copy:
@@ -239,7 +243,7 @@ def _approval_drill(
     except LookupError:
         requester = _pick(copy, lambda p: bool(set(p.roles) & set(tool.roles)))
     full = {**args, **{a: 1.0 for a in _condition_args(tool) if a not in args}}
-    ev = {"tool": tool.name, "args": full, "approver_role": role, "requester": requester.id}
+    ev: dict[str, Any] = {"tool": tool.name, "args": full, "approver_role": role, "requester": requester.id}
     proposal = propose(copy, requester, tool.name, full, reason="launch gate drill", clock=clock)
     action = proposal.action if hasattr(proposal, "action") else proposal
     aid = action.id

@@ -49,7 +49,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             "",
         ]
         for f in c["findings"]:
-            out.append(f"- {_ICON[f['status']]} {f['message']}")
+            out.append(
+                f"- {_ICON[f['status']]} {f['message']}" + (f" — next: {f['fix']}" if f.get("fix") else "")
+            )
             if f["evidence"]:
                 out.append(f"  evidence: `{canonical_json(f['evidence'])}`")
     return "\n".join(out) + "\n"
@@ -66,6 +68,8 @@ def render_html(data: dict[str, Any]) -> str:
     for c in data["checks"]:
         items = "".join(
             f"<li class='{f['status']}'><b>{_ICON[f['status']]}</b> {e(f['message'])}"
+            + (f" <i>next: {e(f['fix'])}</i>" if f.get("fix") else "")
+            + ""
             + (
                 f"<details><summary>evidence</summary><pre>"
                 f"{e(json.dumps(f['evidence'], indent=2, default=str))}"

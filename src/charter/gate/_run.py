@@ -50,6 +50,7 @@ def _check_monitoring_logs(rt: Runtime, c: CheckResult, *, drill: bool) -> None:
         f"trace exporter: {exp.otlp_endpoint}"
         if exp.otlp_endpoint
         else "no OTLP exporter configured (monitoring.exporters.otlp_endpoint): traces stay in the database",
+        fix="set monitoring.exporters.otlp_endpoint to your OpenTelemetry collector (docs/monitoring.md)",
         otlp_endpoint=exp.otlp_endpoint,
         prometheus=exp.prometheus,
     )

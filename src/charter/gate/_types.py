@@ -21,16 +21,37 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
 CHECK_IDS = tuple(c[0] for c in CHECKS)
 
 
+#: What to do next about a problem of each check when the finding names nothing more specific.
+NEXT_STEPS: dict[str, str] = {
+    "scope": "edit the scope section of charter.yaml (job, inputs, outputs, next_step, out_of_scope, "
+    "forbidden_actions), then run `charter check` and `charter gate` again",
+    "sources": "see `charter sources` for each source's owner, freshness and approval; fix the source in "
+    "charter.yaml or run `charter sync`, then `charter gate` again",
+    "evaluation": "run `charter eval --permission-probes` for the current charter, fix the failing cases or "
+    "thresholds (evals section), then `charter gate` again",
+    "review": "set review.reviewer_role and review.escalations in charter.yaml to roles that have members, "
+    "then `charter gate` again",
+    "monitoring": "fix the monitoring section of charter.yaml (fields, masking, exporters), then `charter gate` "
+    "again",
+    "cost_latency": "lower the cost or latency (model, retrieval.top_k) or raise budgets / latency in "
+    "charter.yaml with the cost owner, then `charter eval` and `charter gate` again",
+    "owners": "set every owners.<duty> in charter.yaml to an active person with a role in users.yaml, then "
+    "`charter gate` again",
+}
+
+
 @dataclass
 class Finding:
-    """One observation inside a check: what was looked at, what was found, and whether it is a problem."""
+    """One observation inside a check: what was looked at, what was found, whether it is a problem, and —
+    for a problem — what to do next (``fix``: a command or the charter key to set; never empty)."""
 
     status: Status
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "message": self.message, "evidence": self.evidence}
+        return {"status": self.status, "message": self.message, "fix": self.fix, "evidence": self.evidence}
 
 
 @dataclass
@@ -53,8 +74,13 @@ class CheckResult:
             return "warn"
         return "pass"
 
-    def add(self, status: Status, message: str, **evidence: Any) -> Finding:
-        f = Finding(status, message, evidence)
+    def add(self, status: Status, message: str, *, fix: str | None = None, **evidence: Any) -> Finding:
+        """Record a finding; a problem (``warn``/``fail``) without ``fix`` gets the check's next step."""
+        if status != "pass" and not fix:
+            fix = NEXT_STEPS.get(
+                self.id, "see docs/gate.md for this check, fix it, then run `charter gate` again"
+            )
+        f = Finding(status, message, evidence, fix if status != "pass" else None)
         self.findings.append(f)
         return f
 

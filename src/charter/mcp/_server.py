@@ -49,7 +49,7 @@ ASK_SCHEMA: dict[str, Any] = {
         "question": {
             "type": "string",
             "minLength": 1,
-            "description": "The question, as the customer asked it.",
+            "description": "The question, as it was asked.",
         },
         "submit_for_review": {
             "type": "boolean",

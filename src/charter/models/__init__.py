@@ -32,6 +32,9 @@ from charter.models._render import (
 from charter.models._scripted import ScriptedModel, ScriptedReply
 from charter.models._text import looks_like_instruction, split_sentences
 from charter.models._types import (
+    INTERNAL,
+    OUTBOUND,
+    Audience,
     Generation,
     GenerationRequest,
     Model,
@@ -55,8 +58,11 @@ from charter.models._wrappers import (
 
 __all__ = [
     "AGENT_NOTES_HEADER",
+    "INTERNAL",
     "NO_ANSWER_TEXT",
+    "OUTBOUND",
     "ActivePrompt",
+    "Audience",
     "BudgetLedger",
     "Budgeted",
     "DraftParts",

@@ -4,7 +4,7 @@ How a draft is composed:
 
 1. Every passage is split into sentences (markdown headings dropped, tables turned into lines).
 2. A sentence is a *candidate* only if it is a statement (not a question, heading or fragment) and does not
-   address an AI (:func:`looks_like_instruction`: "ignore previous instructions", "call issue_refund", ...,
+   address an AI (:func:`looks_like_instruction`: "ignore previous instructions", "call the X tool", ...,
    also hidden by invisible characters, look-alike letters or spaced-out letters).
 3. Candidates are scored by IDF-weighted coverage of the question's terms: ``0.6 × sentence + 0.25 ×
    its section heading + 0.15 × passage title/heading`` (+0.05 for the first sentence of a section); those
@@ -12,11 +12,13 @@ How a draft is composed:
    Sentences are then picked greedily by score plus the share of the question they cover that the
    sentences already picked do not (so a draft answers several parts of a question rather than repeating
    one), and printed in document order.
-4. The customer draft quotes only passages with ``audience == "customer"``; passages for the agent become
-   "Agent notes". Each sentence ends with its passage's citation, e.g. ``[S2]``.
+4. The output quotes only passages with ``audience == OUTBOUND``; ``INTERNAL`` passages (``draft``
+   workflows: sources not cleared for the outbound draft) become "Agent notes". Each sentence ends with its
+   passage's citation, e.g. ``[S2]``.
 5. The draft is wrapped in the charter's tone template (``review.tone``): the text before ``...`` (or
-   ``{body}``) is the greeting, the text after it the sign-off; ``{customer}`` and ``{agent}`` are filled.
-6. When no customer sentence is relevant enough, the draft is the fixed :data:`NO_ANSWER_TEXT` (no
+   ``{body}``) is the greeting, the text after it the sign-off; ``{recipient}`` (alias ``{customer}``) and
+   ``{sender}`` (alias ``{agent}``) are filled. ``answer`` workflows have no tone.
+6. When no outbound sentence is relevant enough, the draft is the fixed :data:`NO_ANSWER_TEXT` (no
    citations) and ``finish_reason`` is ``"no_answer"``.
 """
 
@@ -33,17 +35,15 @@ from typing import Any
 
 from charter.models._render import clean_text, estimate_tokens, parse_citations, strip_citation_markers
 from charter.models._text import Overlap, is_statement, sentences_with_headings
-from charter.models._types import Generation, GenerationRequest, Passage, provider
+from charter.models._types import INTERNAL, OUTBOUND, Generation, GenerationRequest, Passage, provider
 from charter.screening import screen_sentence
 from charter.spec._schema import ModelEndpoint
 
-NO_ANSWER_TEXT = (
-    "I cannot answer this from the knowledge base. Please escalate this question to a support lead."
-)
-AGENT_NOTES_HEADER = "Agent notes (internal, do not send to the customer):"
+NO_ANSWER_TEXT = "I cannot answer this from the knowledge base. Please escalate this question to a colleague."
+AGENT_NOTES_HEADER = "Agent notes (internal, not to be sent):"
 
 MIN_SCORE = 0.2
-MAX_CUSTOMER_SENTENCES = 4
+MAX_OUTBOUND_SENTENCES = 4
 MAX_AGENT_SENTENCES = 3
 # Weights of a sentence's relevance (see module docstring) and the selection parameters. ABSTAIN_BELOW is the
 # calibrated retrieval-score threshold: the best passage sentence's cosine similarity to the question below
@@ -219,8 +219,9 @@ def sentence_key(heading: str, sentence: str) -> str:
     return sentence
 
 
-def tone_parts(tone: str, *, customer: str, agent: str) -> tuple[str, str]:
-    """The greeting and sign-off of a tone template, placeholders filled."""
+def tone_parts(tone: str, *, recipient: str, sender: str) -> tuple[str, str]:
+    """The greeting and sign-off of a tone template, placeholders filled (``{recipient}``/``{customer}``:
+    who the draft is addressed to; ``{sender}``/``{agent}``: who sends it)."""
     template = " ".join(tone.split())
     for marker in ("{body}", "..."):
         if marker in template:
@@ -228,7 +229,8 @@ def tone_parts(tone: str, *, customer: str, agent: str) -> tuple[str, str]:
             break
     else:
         greeting, signoff = template, ""
-    fill = {"{customer}": customer or "there", "{agent}": agent or "the support team"}
+    to, by = recipient or "there", sender or "the team"
+    fill = {"{recipient}": to, "{customer}": to, "{sender}": by, "{agent}": by}
     for key, value in fill.items():
         greeting = greeting.replace(key, value)
         signoff = signoff.replace(key, value)
@@ -253,7 +255,7 @@ class ExtractiveModel:
         name: str = "extractive-v1",
         *,
         min_score: float = MIN_SCORE,
-        max_customer_sentences: int = MAX_CUSTOMER_SENTENCES,
+        max_outbound_sentences: int = MAX_OUTBOUND_SENTENCES,
         max_agent_sentences: int = MAX_AGENT_SENTENCES,
         abstain_below: float = ABSTAIN_BELOW,
         vectors: SentenceVectors | None = None,
@@ -262,7 +264,7 @@ class ExtractiveModel:
         self.abstain_below = abstain_below
         self.vectors = vectors or SENTENCE_VECTORS
         self.min_score = min_score
-        self.max_customer = max_customer_sentences
+        self.max_outbound = max_outbound_sentences
         self.max_agent = max_agent_sentences
 
     @staticmethod
@@ -376,25 +378,27 @@ class ExtractiveModel:
 
     def generate(self, request: GenerationRequest) -> Generation:
         cands, _overlap, screened, best = self.candidates(request)
-        greeting, signoff = tone_parts(request.tone, customer=request.customer_name, agent=request.agent_name)
+        greeting, signoff = tone_parts(
+            request.tone, recipient=request.recipient_name, sender=request.sender_name
+        )
         budget = request.max_output_tokens - estimate_tokens(
             f"{greeting}\n\n\n\n{signoff}\n\n{AGENT_NOTES_HEADER}"
         )
         seen: set[str] = set()
         relevant = best >= self.abstain_below
-        customer, budget = (
-            self._pick(cands, "customer", self.max_customer, budget, seen) if relevant else ([], budget)
+        outbound, budget = (
+            self._pick(cands, OUTBOUND, self.max_outbound, budget, seen) if relevant else ([], budget)
         )
-        agent, _ = self._pick(cands, "agent", self.max_agent, budget, seen) if relevant else ([], budget)
+        agent, _ = self._pick(cands, INTERNAL, self.max_agent, budget, seen) if relevant else ([], budget)
         sentences: list[dict[str, Any]] = []
-        if customer:
-            body = " ".join(_cite(c.text, c.passage.id) for c in customer)
+        if outbound:
+            body = " ".join(_cite(c.text, c.passage.id) for c in outbound)
             parts = [p for p in (greeting, body, signoff) if p]
             finish = "stop"
         else:
             parts = [NO_ANSWER_TEXT]
             finish = "no_answer"
-        for c in customer + agent:
+        for c in outbound + agent:
             sentences.append(
                 {
                     "text": _cite(c.text, c.passage.id),
@@ -420,22 +424,22 @@ class ExtractiveModel:
                 "sentences": sentences,
                 "screened": screened,
                 "relevance": round(best, 4),
-                "greeting": greeting if customer else "",
-                "signoff": signoff if customer else "",
+                "greeting": greeting if outbound else "",
+                "signoff": signoff if outbound else "",
             },
         )
 
 
 @dataclass(frozen=True)
 class DraftParts:
-    """A draft split into its customer part and its agent notes (works on any provider's text)."""
+    """An output split into its outbound part and its internal notes (works on any provider's text)."""
 
-    customer: str
+    outbound: str
     agent_notes: list[str]
 
 
 def split_draft(text: str) -> DraftParts:
-    """Separate the customer draft from the agent notes (the part after a line starting ``Agent notes``)."""
+    """Separate the outbound text from the internal notes (the part after a line starting ``Agent notes``)."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.strip().lower().startswith("agent notes"):

@@ -3,7 +3,7 @@ budget reservation and retries, plus the active approved prompt.
 
 ```python
 gateway = build_gateway(runtime)
-request = gateway.build_request(question, passages, customer_name="Sam", agent_name="Ana")
+request = gateway.build_request(question, passages, recipient_name="Sam", sender_name="Ana")
 generation = gateway.generate(request, request_id=rid, principal=principal)
 ```
 """
@@ -19,7 +19,17 @@ from charter.errors import BudgetExceeded, Denied, UsageError
 from charter.models._budget import BudgetLedger
 from charter.models._prompts import ActivePrompt, AuditFn, PromptRegistry
 from charter.models._render import render_prompt
-from charter.models._types import Generation, GenerationRequest, Model, Passage, create_model, evolve
+from charter.models._types import (
+    INTERNAL,
+    OUTBOUND,
+    Audience,
+    Generation,
+    GenerationRequest,
+    Model,
+    Passage,
+    create_model,
+    evolve,
+)
 from charter.models._wrappers import Budgeted, Fallback, Limited, Metered, Retrying, Timed
 from charter.spec import LoadedCharter, Principal
 from charter.spec._schema import ModelEndpoint
@@ -27,13 +37,19 @@ from charter.spec._schema import ModelEndpoint
 if TYPE_CHECKING:
     from charter.runtime import Runtime
 
-DEFAULT_PROMPT = "draft_reply"
 STALE_RESERVATION_AGE = timedelta(hours=1)
+#: ``build_request(prompt=SYSTEM)``: the prompt the charter binds to the ``system`` purpose.
+SYSTEM = "\x00system"
 
 
-def audience_for(sensitivity: str, charter: LoadedCharter) -> str:
-    """``customer`` when a source of this sensitivity may be quoted to customers, else ``agent``."""
-    return "customer" if sensitivity in charter.spec.review.outbound_sensitivity else "agent"
+def audience_for(sensitivity: str, charter: LoadedCharter) -> Audience:
+    """Who a passage of a source of this sensitivity may be shown to. ``answer`` workflows: always
+    :data:`OUTBOUND` (the asker sees what they may read). ``draft`` workflows: :data:`OUTBOUND` when the
+    sensitivity is in ``review.outbound_sensitivity``, else :data:`INTERNAL` (internal notes only)."""
+    spec = charter.spec
+    if spec.workflow.kind == "answer" or sensitivity in spec.review.outbound_sensitivity:
+        return OUTBOUND
+    return INTERNAL
 
 
 def wrap_endpoint(
@@ -76,7 +92,11 @@ class Gateway:
         """``provider:name`` of the primary model."""
         return f"{self.model.provider_name}:{self.model.name}"
 
-    def active_prompt(self, name: str = DEFAULT_PROMPT) -> ActivePrompt:
+    def active_prompt(self, name: str | None = None) -> ActivePrompt:
+        """The active version of prompt ``name`` (default: the one bound to ``workflow.prompts.system``)."""
+        name = name or self.charter.spec.system_prompt
+        if name is None:
+            raise UsageError("the charter has no prompt; add one under 'prompts'")
         return self.prompts.active(name)
 
     def build_request(
@@ -84,17 +104,21 @@ class Gateway:
         question: str,
         passages: Sequence[Passage],
         *,
-        prompt: str | None = DEFAULT_PROMPT,
-        customer_name: str = "there",
-        agent_name: str = "",
+        prompt: str | None = SYSTEM,
+        recipient_name: str = "there",
+        sender_name: str = "",
     ) -> GenerationRequest:
         """A request with the active approved prompt rendered (``{tone}`` from ``review.tone``) and the
-        charter's output limit and temperature. ``prompt=None`` sends no system prompt."""
+        charter's output limit and temperature. ``prompt`` is a prompt name; by default the prompt bound to
+        the ``system`` purpose (``workflow.prompts.system``, see :attr:`Charter.system_prompt`); ``None``
+        sends no system prompt. ``answer`` workflows carry no tone (the output is not a letter)."""
         spec = self.charter.spec
         system, version, prompt_name = "", "", ""
-        if prompt is not None and spec.prompts:
-            active = self.prompts.active(prompt)
-            system = render_prompt(active.text, tone=spec.review.tone)
+        name = spec.system_prompt if prompt is SYSTEM else prompt
+        tone = "" if spec.workflow.kind == "answer" else spec.review.tone
+        if name is not None and spec.prompts:
+            active = self.prompts.active(name)
+            system = render_prompt(active.text, tone=tone)
             version, prompt_name = active.version, active.name
         ids = [p.id for p in passages]
         if len(set(ids)) != len(ids):
@@ -105,9 +129,9 @@ class Gateway:
             system_prompt=system,
             max_output_tokens=spec.model.max_output_tokens,
             temperature=spec.model.temperature,
-            tone=spec.review.tone,
-            customer_name=customer_name,
-            agent_name=agent_name,
+            tone=tone,
+            recipient_name=recipient_name,
+            sender_name=sender_name,
             prompt_name=prompt_name,
             prompt_version=version,
         )

@@ -3,7 +3,7 @@ slow backend) and records every request it received. For tests and evals; never 
 
 ```python
 model = ScriptedModel("test")
-model.enqueue("Refunds take 5 days [S1].", ProviderError("503", retryable=True))
+model.enqueue("Leave requests take 5 days [S1].", ProviderError("503", retryable=True))
 ```
 """
 

@@ -16,6 +16,11 @@ from charter.errors import ProviderError, UsageError
 from charter.spec._schema import ModelEndpoint
 
 Audience = Literal["customer", "agent"]
+#: The audience values (wire format, kept for compatibility): a passage that may be quoted in the output
+#: the workflow produces (the outbound draft of a ``draft`` workflow; everything in an ``answer`` workflow),
+#: and one for internal notes only (``draft`` workflows, sources outside ``review.outbound_sensitivity``).
+OUTBOUND: Audience = "customer"
+INTERNAL: Audience = "agent"
 UsageSource = Literal["reported", "estimated"]
 CostSource = Literal["reported", "estimated", "reserved", "none"]
 
@@ -47,8 +52,9 @@ def evolve(obj: _T, changes: dict[str, Any]) -> _T:
 class Passage:
     """One quoted source passage in a request: its citation id (``S1``…), text and where it comes from.
 
-    ``audience`` is ``customer`` when the passage's source sensitivity is in the charter's
-    ``review.outbound_sensitivity`` (it may be quoted to the customer), else ``agent`` (agent notes only).
+    ``audience`` is :data:`OUTBOUND` when the passage may be quoted in the output (``answer`` workflows:
+    always; ``draft`` workflows: its source's sensitivity is in ``review.outbound_sensitivity``), else
+    :data:`INTERNAL` (internal notes only).
     """
 
     id: str
@@ -71,8 +77,8 @@ class GenerationRequest:
     max_output_tokens: int = 512
     temperature: float = 0.0
     tone: str = ""
-    customer_name: str = "there"
-    agent_name: str = ""
+    recipient_name: str = "there"  # who the output is addressed to (the tone's ``{customer}``)
+    sender_name: str = ""  # who sends it (the tone's ``{agent}``)
     prompt_name: str = ""
     prompt_version: str = ""
     request_id: str = ""

@@ -95,8 +95,8 @@ def parse_resource(resource: ResourceRef, workflow_id: str) -> tuple[str, str]:
         m = _RESOURCE_CEDAR.match(text) or _RESOURCE_SHORT.match(text)
         if not m:
             raise UsageError(
-                f"cannot read resource {resource!r}; expected e.g. 'tool:issue_refund', "
-                f"'workflow:{workflow_id}' or 'Charter::Tool::\"issue_refund\"'"
+                f"cannot read resource {resource!r}; expected e.g. 'tool:<name>', "
+                f"'workflow:{workflow_id}' or 'Charter::Tool::\"<name>\"'"
             )
         kind, ident = m.group(1), m.group(2)
     else:

@@ -73,7 +73,7 @@ class PolicyInfo:
     id: str  # stable id: the @id annotation, or "<file>:<line>" for a custom policy without one
     effect: str  # "permit" | "forbid"
     text: str
-    source: str  # e.g. "charter.yaml:44 (roles.agent.permissions[0])" or "policies/billing.cedar:3"
+    source: str  # e.g. "charter.yaml:44 (roles.agent.permissions[0])" or "policies/extra.cedar:3"
     generated: bool
 
 

@@ -230,7 +230,7 @@ def submit_draft(
         raise UsageError("groundedness must be a number between 0 and 1")
     if not isinstance(citations, list):
         raise UsageError("citations must be a list")
-    mode = runtime.spec.review.drafts
+    mode = runtime.spec.review_drafts
     from charter.gate import is_restricted  # drift's restricted mode: every draft needs review
 
     needs_review = escalation_reason is not None or mode == "all" or is_restricted(runtime)

@@ -42,13 +42,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class AskIn(_In):
-    question: str = Field(min_length=1, max_length=20_000, description="The customer's question.")
+    question: str = Field(min_length=1, max_length=20_000, description="The question.")
     submit_for_review: bool = Field(True, description="Queue the draft for review (as the charter says).")
     customer_id: str | None = Field(
         None,
         max_length=100,
         pattern=r"^[A-Za-z0-9_.:-]+$",
-        description="The customer the conversation is about: tools see only them; send_reply sends only to them.",
+        description="The party the conversation is about, if any: tools see only them; a `draft_approved` tool "
+        "sends only to them.",
     )
 
 

@@ -13,7 +13,8 @@ Public API:
   of the ``per-document`` model.
 * :func:`sync_sources` (and :class:`Syncer`, :class:`SyncProgress`, :class:`SyncSummary`) — the sync.
 * :func:`source_statuses`, :func:`source_documents_listing`, :func:`source_freshness`,
-  :func:`freshness` / :class:`Freshness`, :func:`acl_freshness`, :func:`approval_status`, :func:`source_config_hash`,
+  :func:`freshness` / :class:`Freshness`, :func:`acl_freshness`, :func:`approval_status`, :func:`approve_source` (recorded in the database),
+  :func:`source_config_hash`,
   :func:`last_successful_syncs` — the registry as operators (and the launch gate) see it.
 * :func:`screened_documents` and the ``source_screening`` table — documents instruction screening flagged at
   sync (excluded sentences, quarantine and its approvals; written by :mod:`charter.screening`).
@@ -39,6 +40,7 @@ from charter.sources._status import (
     Freshness,
     acl_freshness,
     approval_status,
+    approve_source,
     freshness,
     last_successful_syncs,
     source_documents_listing,
@@ -67,6 +69,7 @@ __all__ = [
     "acl_freshness",
     "acl_hash",
     "approval_status",
+    "approve_source",
     "connector",
     "connector_names",
     "effective_acl",

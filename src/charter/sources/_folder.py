@@ -1,6 +1,6 @@
 """The ``folder`` connector: Markdown, plain text, HTML and PDF files under a folder, recursively.
 
-* Document id: the path relative to the folder, with ``/`` separators (``billing/refunds.md``) — stable
+* Document id: the path relative to the folder, with ``/`` separators (``handbook/leave.md``) — stable
   across machines and re-syncs; renaming a file is a delete plus an add.
 * ACL, title, url, updated_at: from YAML front matter (Markdown and text), and/or a sidecar file next to
   the document: ``<file>.acl`` (tokens, one per line) or ``<file>.meta.yaml`` (a mapping with ``acl``,

@@ -84,15 +84,50 @@ def source_freshness(rt: Runtime, now: datetime | None = None) -> dict[str, Fres
     return {s.id: freshness(s, last.get(s.id), now) for s in rt.spec.sources}
 
 
+#: Runtime state key of a source's approval recorded in the database (``charter sources approve SOURCE``).
+APPROVAL_KEY_PREFIX = "sources.approval."
+
+
+def recorded_approval(rt: Runtime, source_id: str) -> dict[str, Any] | None:
+    """The approval recorded in the database for ``source_id`` (``{by, at, config_hash}``), or None."""
+    value = rt.get_state(APPROVAL_KEY_PREFIX + source_id)
+    return dict(value) if isinstance(value, dict) else None
+
+
+def approve_source(rt: Runtime, source: Source, actor: str) -> dict[str, Any]:
+    """Record ``actor``'s approval of ``source``'s current configuration in the database (audited).
+
+    Like prompt approvals, it lives in the database, not the charter: approving a source does not change
+    the charter's fingerprint, so eval runs and gate evidence bound to it stay valid. The caller checks
+    that ``actor`` may approve (the source owner or ``owners.sources``)."""
+    record = {"by": actor, "at": utcnow().isoformat(), "config_hash": source_config_hash(source)}
+    rt.set_state(APPROVAL_KEY_PREFIX + source.id, record)
+    rt.audit.append(
+        actor=actor,
+        action="sources.approved",
+        resource=f"source:{source.id}",
+        outcome="approved",
+        details=record,
+    )
+    return record
+
+
 def approval_status(rt: Runtime, source: Source) -> dict[str, Any]:
     """Who approved the source and whether the approval still covers its current configuration.
 
-    ``state``: ``approved`` (bound to the current config hash), ``approved_unbound`` (no ``config_hash``
-    recorded), ``config_changed`` (the config changed since it was approved) or ``unapproved``.
+    The approval is the one recorded in the database (``charter sources approve SOURCE``) when there is
+    one, else the charter's ``sources[].approval``. ``state``: ``approved`` (bound to the current config
+    hash), ``approved_unbound`` (no ``config_hash`` recorded), ``config_changed`` (the config changed since
+    it was approved) or ``unapproved``. ``recorded_in``: ``database``, ``charter`` or None.
     """
     current = source_config_hash(source)
+    recorded = recorded_approval(rt, source.id)
     a = source.approval
-    if a is None:
+    if recorded is not None:
+        by, at, bound, where = recorded.get("by"), recorded.get("at"), recorded.get("config_hash"), "database"
+    elif a is not None:
+        by, at, bound, where = a.by, a.at.isoformat(), a.config_hash, "charter"
+    else:
         return {
             "state": "unapproved",
             "by": None,
@@ -101,18 +136,20 @@ def approval_status(rt: Runtime, source: Source) -> dict[str, Any]:
             "current_config_hash": current,
             "matches": None,
             "approver_active": None,
+            "recorded_in": None,
         }
-    approver = rt.charter.principals.get(a.by)
-    matches = None if a.config_hash is None else a.config_hash == current
+    approver = rt.charter.principals.get(str(by))
+    matches = None if bound is None else bound == current
     state = "approved_unbound" if matches is None else "approved" if matches else "config_changed"
     return {
         "state": state,
-        "by": a.by,
-        "at": a.at.isoformat(),
-        "config_hash": a.config_hash,
+        "by": by,
+        "at": at,
+        "config_hash": bound,
         "current_config_hash": current,
         "matches": matches,
         "approver_active": bool(approver and approver.active),
+        "recorded_in": where,
     }
 
 

@@ -19,6 +19,12 @@ from charter.spec._yaml import Loc, LocatedYAML, load_yaml_file
 
 CHARTER_FILENAMES = ("charter.yaml", "charter.yml")
 
+#: What ``charter check`` warns and ``ask`` refuses with for ``workflow.kind: agent``.
+AGENT_LOOP_UNAVAILABLE = (
+    "workflow kind 'agent' is accepted, but the agent loop (several tool-calling steps) is not available "
+    "yet: requests are refused; set workflow.kind to 'answer' or 'draft' to run this charter today"
+)
+
 # Things that look like credentials. A charter names environment variables, never holds secrets.
 _SECRET_PATTERNS = [
     (re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"), "an OpenAI/Anthropic-style API key"),
@@ -358,6 +364,36 @@ def _cross_references(
         check_role(e.to, ("review", "escalations", i, "to"))
         if e.then:
             check_role(e.then, ("review", "escalations", i, "then"))
+    names = [p.name for p in spec.prompts]
+    bound = spec.workflow.prompts.system
+    if bound is not None and bound not in names:
+        add(
+            f"names prompt {bound!r}, which is not in 'prompts' ({', '.join(names) or 'none defined'}); set "
+            f"workflow.prompts.system to one of them or add a prompt named {bound!r}",
+            ("workflow", "prompts", "system"),
+        )
+    if bound is None and len(names) > 1:
+        add(
+            f"the charter has {len(names)} prompts ({', '.join(names)}); set workflow.prompts.system to the "
+            "one every request uses",
+            ("prompts",),
+        )
+    for rid, role in spec.roles.items():
+        for key, listed, where in (
+            ("allowed_topics", spec.scope.out_of_scope, "scope.out_of_scope"),
+            ("not_sensitive", spec.review.sensitive_topics, "review.sensitive_topics"),
+        ):
+            for i, topic in enumerate(getattr(role.scope, key)):
+                if topic not in listed:
+                    add(
+                        f"{topic!r} is not in {where}: a role may only lift a workflow-wide topic; add it to "
+                        f"{where} or remove it from roles.{rid}.scope.{key}",
+                        ("roles", rid, "scope", key, i),
+                    )
+        for i, e in enumerate(role.scope.escalations):
+            check_role(e.to, ("roles", rid, "scope", "escalations", i, "to"))
+            if e.then:
+                check_role(e.then, ("roles", rid, "scope", "escalations", i, "then"))
     for i, p in enumerate(spec.prompts):
         for j, v in enumerate(p.versions):
             if v.approval:
@@ -463,6 +499,15 @@ def load_charter(path: Path | str | None = None, *, check_policies: bool = True)
         raise SpecError(sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
     assert spec is not None and users is not None and users_located is not None
     loaded = LoadedCharter(spec=spec, path=path.resolve(), users=users, located=located)
+    if spec.workflow.kind == "agent":
+        loaded.warnings.append(
+            Problem(
+                AGENT_LOOP_UNAVAILABLE,
+                file=located.file,
+                line=located.line_of(("workflow", "kind")),
+                field="workflow.kind",
+            )
+        )
     if check_policies:
         from charter.policy import check_policy_files
 

@@ -15,10 +15,12 @@ from charter.spec import _schema as S
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("(top level)", S.Charter),
     ("workflow", S.Workflow),
+    ("workflow.prompts", S.PromptBindings),
     ("scope", S.Scope),
     ("identity", S.Identity),
     ("identity.oidc", S.OIDC),
     ("roles.<id>", S.Role),
+    ("roles.<id>.scope", S.RoleScope),
     ("sources[]", S.Source),
     ("sources[].permissions", S.Permissions),
     ("sources[].freshness", S.Freshness),

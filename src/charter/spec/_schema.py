@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -24,6 +26,20 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- workflow
+WorkflowKind = Literal["answer", "draft", "agent"]
+
+
+class PromptBindings(Section):
+    """Which prompt (by name in `prompts`) serves which purpose. The pipeline looks prompts up by purpose,
+    never by a name of its own."""
+
+    system: Identifier | None = Field(
+        None,
+        description="The system prompt of every request. Default: the charter's only prompt (with several "
+        "prompts this key must be set; with none, requests carry no system prompt).",
+    )
+
+
 class Workflow(Section):
     """Which workflow this charter governs."""
 
@@ -32,6 +48,17 @@ class Workflow(Section):
     )
     name: str = Field(min_length=3, description="Human-readable name.")
     description: str = Field("", description="One paragraph on what the workflow is for.")
+    kind: WorkflowKind = Field(
+        "draft",
+        description="`answer`: the output goes back to the asker, who may see everything they may read "
+        "(no outbound/internal split, no tone); `draft`: the output is a draft for a third party, reviewed "
+        "before it is sent (sources outside `review.outbound_sensitivity` become internal notes); `agent`: a "
+        "task carried out with tools over several steps (accepted, but the agent loop is not available yet: "
+        "`charter check` and `charter ask` refuse it). Defaults per kind: docs/charter.md.",
+    )
+    prompts: PromptBindings = Field(
+        default_factory=lambda: PromptBindings(), description="Prompts by purpose (`system`)."
+    )
 
 
 class Scope(Section):
@@ -39,10 +66,11 @@ class Scope(Section):
 
     job: str = Field(min_length=1, description="The job, as one specific sentence (who, what, for whom).")
     users: list[Identifier] = Field(min_length=1, description="Roles that use the workflow.")
-    inputs: list[str] = Field(min_length=1, description="What comes in (e.g. a customer's billing question).")
-    outputs: list[str] = Field(min_length=1, description="What goes out (e.g. a cited draft reply).")
+    inputs: list[str] = Field(min_length=1, description="What comes in (e.g. a question from a colleague).")
+    outputs: list[str] = Field(min_length=1, description="What goes out (e.g. a cited answer).")
     next_step: str = Field(
-        min_length=1, description="What happens to the output next (e.g. reviewed, then sent)."
+        min_length=1,
+        description="What happens to the output next (e.g. read by the asker; reviewed, then sent).",
     )
     out_of_scope: list[str] = Field(
         default_factory=list, description="Topics the workflow must not answer; questions on them escalate."
@@ -71,6 +99,36 @@ class Identity(Section):
     oidc: OIDC | None = Field(None, description="Optional OIDC settings.")
 
 
+class RoleScope(Section):
+    """What this role's members may ask about, on top of the workflow-wide lists (`scope.out_of_scope`,
+    `review.sensitive_topics`, `review.escalations`).
+
+    For a principal with several roles: a workflow-wide topic is lifted when any of their roles lifts it,
+    and every topic any of their roles adds applies (an addition is never lifted by another role)."""
+
+    allowed_topics: list[str] = Field(
+        default_factory=list,
+        description="Topics of `scope.out_of_scope` this role may ask about (e.g. a manager may ask about "
+        "salary bands).",
+    )
+    out_of_scope: list[str] = Field(
+        default_factory=list,
+        description="More topics this role may not ask about; questions on them escalate.",
+    )
+    not_sensitive: list[str] = Field(
+        default_factory=list,
+        description="Topics of `review.sensitive_topics` that need no human when this role asks.",
+    )
+    sensitive_topics: list[str] = Field(
+        default_factory=list, description="More topics that always go to a human when this role asks."
+    )
+    escalations: list[Escalation] = Field(
+        default_factory=list,
+        description="Escalation rules for this role's requests; a rule here wins over `review.escalations` "
+        "for the same trigger.",
+    )
+
+
 class Role(Section):
     """A role: what its members may do in this workflow."""
 
@@ -79,6 +137,10 @@ class Role(Section):
         default_factory=list,
         description="Workflow actions this role may perform, e.g. `ask`, `search`, `review.decide`, `audit.read`, "
         "`traces.read_all`, `sources.sync`, `kill_switch`, `gate.run`, `evals.run`. Tool use is granted per tool.",
+    )
+    scope: RoleScope = Field(
+        default_factory=lambda: RoleScope(),
+        description="Scope by role: topics allowed, refused or sensitive for this role, and its escalation targets.",
     )
 
 
@@ -616,18 +678,25 @@ class Escalation(Section):
 class Review(Section):
     """Human review of drafts and escalation rules."""
 
-    drafts: Literal["all", "escalated", "none"] = Field(
-        "all", description="Which drafts need review before they can be sent: `all`, `escalated` or `none`."
+    drafts: Literal["all", "escalated", "none"] | None = Field(
+        None,
+        description="Which outputs go to the review queue: `all`, `escalated` or `none`. Default per "
+        "workflow kind: `all` for `draft`, `escalated` for `answer` and `agent` (`Charter.review_drafts`).",
     )
     reviewer_role: Identifier = Field(description="Role that reviews drafts.")
     groundedness_threshold: float = Field(0.6, ge=0, le=1, description="Below this, the draft escalates.")
     sensitive_topics: list[str] = Field(default_factory=list, description="Topics that always go to a human.")
     outbound_sensitivity: list[Literal["public", "internal", "confidential", "restricted"]] = Field(
         default_factory=lambda: ["public"],  # type: ignore[arg-type]
-        description="Sensitivities that may be quoted in customer-facing text; others become agent notes.",
+        description="`draft` workflows: sensitivities that may be quoted in the outbound draft; passages of "
+        "other sources become internal notes. `answer` workflows ignore it (the asker sees what they may read).",
     )
     escalations: list[Escalation] = Field(default_factory=list, description="Escalation rules.")
-    tone: str = Field("", description="Tone template for drafts (greeting, sign-off).")
+    tone: str = Field(
+        "",
+        description="`draft` workflows: tone template (greeting, `{body}`, sign-off; `{customer}` and `{agent}` "
+        "are filled in). `answer` workflows ignore it.",
+    )
     senders: list[Identifier] = Field(
         default_factory=list,
         description="Roles that may send any approved draft (`draft_approved` tools); others only their own.",
@@ -861,6 +930,44 @@ class Charter(Section):
                 )
         return self
 
+    @property
+    def review_drafts(self) -> Literal["all", "escalated", "none"]:
+        """``review.drafts``, or the workflow kind's default: ``all`` for ``draft``, else ``escalated``."""
+        if self.review.drafts is not None:
+            return self.review.drafts
+        return "all" if self.workflow.kind == "draft" else "escalated"
+
+    @property
+    def system_prompt(self) -> str | None:
+        """Name of the prompt bound to the ``system`` purpose: ``workflow.prompts.system``, else the only
+        prompt, else None (no prompt; with several prompts and no binding ``charter check`` refuses)."""
+        bound = self.workflow.prompts.system
+        if bound is not None:
+            return bound
+        return self.prompts[0].name if len(self.prompts) == 1 else None
+
+    def scope_for(self, roles: Iterable[str]) -> RoleScopeView:
+        """The scope that applies to a principal holding ``roles`` (see :class:`RoleScope` for how several
+        roles combine). Roles the charter does not define add nothing."""
+        own = [self.roles[r].scope for r in roles if r in self.roles]
+        lifted_out = {t for rs in own for t in rs.allowed_topics}
+        lifted_sensitive = {t for rs in own for t in rs.not_sensitive}
+        extra_out = [t for rs in own for t in rs.out_of_scope]
+        extra_sensitive = [t for rs in own for t in rs.sensitive_topics]
+        escalations: dict[str, Escalation] = {}
+        for rs in own:
+            for e in rs.escalations:
+                escalations.setdefault(e.when, e)
+        for e in self.review.escalations:
+            escalations.setdefault(e.when, e)
+        return RoleScopeView(
+            out_of_scope=_unique([*(t for t in self.scope.out_of_scope if t not in lifted_out), *extra_out]),
+            sensitive_topics=_unique(
+                [*(t for t in self.review.sensitive_topics if t not in lifted_sensitive), *extra_sensitive]
+            ),
+            escalations=escalations,
+        )
+
     def source(self, source_id: str) -> Source:
         for s in self.sources:
             if s.id == source_id:
@@ -878,6 +985,23 @@ class Charter(Section):
             if p.name == name:
                 return p
         raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class RoleScopeView:
+    """The scope one principal's request is checked against (:meth:`Charter.scope_for`)."""
+
+    out_of_scope: tuple[str, ...]
+    sensitive_topics: tuple[str, ...]
+    escalations: dict[str, Escalation]  # trigger -> the rule that routes it
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+RoleScope.model_rebuild()
+Role.model_rebuild()
 
 
 # --------------------------------------------------------------------------------------------- users file

@@ -24,7 +24,7 @@ log references trace, document and report content by id; it never embeds it.
 Example::
 
     log = AuditLog(store, key_dir=Path(".charter/keys"))
-    log.append(actor="ana", action="token.used", resource="workflow:billing-support",
+    log.append(actor="ana", action="token.used", resource="workflow:hr-answers",
                outcome="allowed", details={"token_id": "t_12"})
     assert log.verify().ok
 
