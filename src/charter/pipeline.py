@@ -773,6 +773,36 @@ def _submit_review(
     return str(getattr(item, "id", item))
 
 
+def warm_up(rt: Runtime) -> dict[str, float]:
+    """Build what a process's first request would otherwise pay for — policy set, index snapshot and
+    embedder, masker, model gateway — and return the seconds each part took (the process warm-up, reported
+    apart from any request's latency). A part that cannot be built yet (no sync, unapproved prompt) is
+    skipped and logged: the request that needs it reports the problem itself. Used by the server at
+    start-up, the eval runner before timing and the CLI's ``ask``."""
+    import logging
+
+    from charter.retrieval import Index
+    from charter.telemetry import masker_for
+
+    log = logging.getLogger("charter.pipeline")
+    steps: list[tuple[str, Any]] = [
+        ("policies", lambda: rt.authorizer),
+        ("index", lambda: Index.for_runtime(rt).embedder.embed(["warm-up"])),
+        ("masker", lambda: masker_for(rt).mask("warm-up ana@example.com")),
+        ("gateway", lambda: gateway_for(rt)),
+    ]
+    took: dict[str, float] = {}
+    for name, step in steps:
+        t0 = time.perf_counter()
+        try:
+            step()
+        except Exception as exc:  # the request that needs it will fail with a clear error instead
+            log.warning("warm-up of %s skipped: %s: %s", name, type(exc).__name__, exc)
+            continue
+        took[name] = time.perf_counter() - t0
+    return took
+
+
 def traces_for(rt: Runtime) -> TraceStore:
     """The runtime's trace store (field policies, masker, metrics and export sinks from the charter)."""
     from charter.telemetry import trace_store_for

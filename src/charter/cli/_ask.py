@@ -9,7 +9,16 @@ from rich.panel import Panel
 from rich.table import Table
 
 from charter.cli._app import app
-from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
+from charter.cli._common import (
+    AsOpt,
+    CharterOpt,
+    JsonOpt,
+    acting_principal,
+    console,
+    emit,
+    err_console,
+    open_runtime,
+)
 
 trace_app = typer.Typer(help="Read request traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
@@ -73,13 +82,75 @@ def ask(
         ),
     ] = None,
 ) -> None:
-    """Ask the workflow a question as USER: a cited answer or draft, internal notes, checks, cost and latency."""
+    """Ask the workflow a question as USER: a cited answer or draft, internal notes, checks, cost and latency.
+
+    With ``CHARTER_URL`` (and ``CHARTER_TOKEN``, USER's API token) set, the question goes to that running
+    server (``POST /api/ask``), which has everything loaded: the interactive loop is fast. Otherwise it runs
+    in this process, which first loads the index and models (the warm-up, reported apart from the answer's
+    latency); its trace is recorded with the ``cli`` channel, never as production traffic."""
+    import os
+
+    url = os.environ.get("CHARTER_URL", "").strip()
+    if url:
+        out = _ask_server(url, user, question, submit_for_review=not no_review, subject=subject)
+        emit(out, as_json, _render_answer)
+        return
     from charter.pipeline import ask as run_ask
+    from charter.pipeline import warm_up
+    from charter.telemetry import recording_channel
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)
-    result = run_ask(rt, principal, question, submit_for_review=not no_review, customer_id=subject)
-    emit({**result.as_dict(), "kind": rt.spec.workflow.kind}, as_json, _render_answer)
+    warm = warm_up(rt)
+    cold = sum(warm.values())
+    if cold >= 0.5 and not as_json:
+        err_console.print(
+            f"cold start: loading the index and models took {cold:.1f} s (not part of the answer's latency); "
+            "a running server has them loaded — `charter serve`, then set CHARTER_URL and CHARTER_TOKEN",
+            highlight=False,
+        )
+    with recording_channel("cli"):
+        result = run_ask(rt, principal, question, submit_for_review=not no_review, customer_id=subject)
+    warm_ms = {k: round(v * 1000, 1) for k, v in warm.items()}
+    emit({**result.as_dict(), "kind": rt.spec.workflow.kind, "warm_up_ms": warm_ms}, as_json, _render_answer)
+
+
+def _ask_server(url: str, user: str, question: str, *, submit_for_review: bool, subject: str | None) -> Any:
+    """``charter ask`` against a running server: the token in ``CHARTER_TOKEN`` must be USER's."""
+    import os
+
+    import httpx
+
+    from charter.errors import UsageError
+
+    token = os.environ.get("CHARTER_TOKEN", "").strip()
+    if not token:
+        raise UsageError(
+            "CHARTER_URL is set but CHARTER_TOKEN is not: set it to your API token "
+            f"(charter tokens create --for {user}), or unset CHARTER_URL to ask in this process"
+        )
+    headers = {"Authorization": f"Bearer {token}"}
+    base = url.rstrip("/")
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+            me = client.get("/api/me")
+            if me.status_code != 200:
+                raise _server_error(me)
+            if me.json().get("id") != user:
+                raise UsageError(
+                    f"CHARTER_TOKEN is {me.json().get('id')}'s token, not {user}'s: use --as "
+                    f"{me.json().get('id')} or that user's token"
+                )
+            body = {"question": question, "submit_for_review": submit_for_review, "customer_id": subject}
+            r = client.post("/api/ask", json=body)
+            if r.status_code != 200:
+                raise _server_error(r)
+            return r.json()
+    except httpx.HTTPError as exc:
+        raise UsageError(
+            f"cannot reach the server at {base} ({type(exc).__name__}: {exc}); start it with `charter serve` "
+            "or unset CHARTER_URL to ask in this process"
+        ) from exc
 
 
 @trace_app.command("show")
@@ -107,3 +178,21 @@ def trace_show(
         console.print(t)
 
     emit(doc, as_json, render)
+
+
+def _server_error(response: Any) -> Exception:
+    """The server's JSON error as the CLI's own error (same exit code and message as in process)."""
+    from charter.errors import AuthenticationError, Denied, ProviderError, UsageError
+
+    try:
+        err = response.json()["error"]
+        message, reasons = str(err["message"]), [str(r) for r in err.get("reasons") or []]
+    except Exception:
+        message, reasons = response.text[:500], []
+    if response.status_code == 401:
+        return AuthenticationError(f"the server refused CHARTER_TOKEN: {message}")
+    if response.status_code in (403, 429):
+        return Denied(message, reasons=reasons)
+    if response.status_code >= 500:
+        return ProviderError(f"the server failed ({response.status_code}): {message}")
+    return UsageError(f"the server refused the request ({response.status_code}): {message}")

@@ -222,16 +222,6 @@ def primary_failure(fails: Sequence[tuple[str, str]]) -> str | None:
     return None
 
 
-def _warm_up(rt: Runtime) -> None:
-    """Load the embedder before timing starts, so the first case's latency is not the model load."""
-    import contextlib
-
-    from charter.retrieval import Index
-
-    with contextlib.suppress(Exception):  # no embedder: the pipeline degrades the same way during the run
-        Index.for_runtime(rt).embedder.embed(["warm-up"])
-
-
 def execute(
     rt: Runtime,
     cases: Sequence[EvalCase],
@@ -246,10 +236,10 @@ def execute(
         raise UsageError("--repeat must be at least 1")
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    from charter.pipeline import gateway_for
+    from charter.pipeline import gateway_for, warm_up
 
     gateway_for(rt)  # build once before the threads start (prompt approvals are checked here)
-    _warm_up(rt)
+    warm_up(rt)  # the embedder and the rest load before timing starts: the first case is not the model load
     jobs = [(c, r) for r in range(repeat) for c in cases]
     outputs: dict[int, CaseOutput] = {}
     done = 0

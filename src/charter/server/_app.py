@@ -409,30 +409,14 @@ def create_app(
 
 
 def warm_up(rt: Runtime) -> None:
-    """Build what the first request would otherwise pay for — policy set, index snapshot and embedder,
-    masker, model gateway — then move every object that exists now into the permanent generation
-    (``gc.freeze()``): with torch and spaCy loaded, full collections otherwise add ~10 ms to one request in
-    twenty (docs/benchmarks.md). Each part that cannot be built yet (no sync, unapproved prompt) is skipped:
-    requests report that problem themselves."""
+    """:func:`charter.pipeline.warm_up` (policy set, index snapshot and embedder, masker, model gateway),
+    then move every object that exists now into the permanent generation (``gc.freeze()``): with torch and
+    spaCy loaded, full collections otherwise add ~10 ms to one request in twenty (docs/benchmarks.md)."""
     import gc
-    import logging
 
-    from charter.pipeline import gateway_for
-    from charter.retrieval import Index
-    from charter.telemetry import masker_for
+    from charter.pipeline import warm_up as build
 
-    log = logging.getLogger("charter.server")
-    steps: list[tuple[str, Any]] = [
-        ("policies", lambda: rt.authorizer),
-        ("index", lambda: Index.for_runtime(rt).embedder.embed(["warm-up"])),
-        ("masker", lambda: masker_for(rt).mask("warm-up ana@example.com")),
-        ("gateway", lambda: gateway_for(rt)),
-    ]
-    for name, step in steps:
-        try:
-            step()
-        except Exception as exc:  # the request that needs it will fail with a clear error instead
-            log.warning("warm-up of %s skipped: %s: %s", name, type(exc).__name__, exc)
+    build(rt)
     gc.collect()
     gc.freeze()
 
