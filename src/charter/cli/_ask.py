@@ -127,7 +127,7 @@ def _ask_server(url: str, user: str, question: str, *, submit_for_review: bool, 
     if not token:
         raise UsageError(
             "CHARTER_URL is set but CHARTER_TOKEN is not: set it to your API token "
-            f"(charter tokens create --for {user}), or unset CHARTER_URL to ask in this process"
+            f"(charter tokens create --user {user}), or unset CHARTER_URL to ask in this process"
         )
     headers = {"Authorization": f"Bearer {token}"}
     base = url.rstrip("/")

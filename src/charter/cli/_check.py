@@ -12,8 +12,6 @@ import typer
 from charter.cli._app import app
 from charter.cli._common import CharterOpt, JsonOpt, console, emit
 from charter.errors import SpecError, UsageError
-from charter.spec import load_charter
-from charter.store._perms import storage_wide_modes
 
 docs_app = typer.Typer(help="Generate documentation from the code.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
@@ -38,6 +36,8 @@ def check(
     """
     target = path or charter
     try:
+        from charter.spec import load_charter
+
         loaded = load_charter(target)
     except SpecError as exc:
         if as_json:
@@ -47,6 +47,8 @@ def check(
                 console.print(str(p), highlight=False, soft_wrap=True)
             console.print(f"[red]{len(exc.problems)} problem(s) found[/]")
         raise typer.Exit(1) from None
+    from charter.store._perms import storage_wide_modes
+
     wide = storage_wide_modes(loaded.base_dir, os.environ.get("CHARTER_DATABASE_URL"))
     result = {
         "valid": True,

@@ -6,13 +6,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from charter.runtime import Runtime
-from charter.spec import Principal
+if TYPE_CHECKING:  # imported when used: `charter --help` and remote asks stay fast
+    from charter.runtime import Runtime
+    from charter.spec import Principal
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,6 +47,8 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) 
 
 
 def open_runtime(charter: Path | None) -> Runtime:
+    from charter.runtime import Runtime
+
     return Runtime.open(charter)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,9 +26,9 @@ from charter.cli._common import (
     open_runtime,
 )
 from charter.errors import UsageError
-from charter.identity import create_token, list_tokens, resolve_token, revoke_token
-from charter.runtime import Runtime
-from charter.spec import parse_duration
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
 
 users_app = typer.Typer(
     help="Principals (users and service accounts) from the charter's users file.", no_args_is_help=True
@@ -117,9 +117,13 @@ def tokens_create(
         lifetime = None
     else:
         try:
+            from charter.spec import parse_duration
+
             lifetime = parse_duration(expires)
         except ValueError as exc:
             raise UsageError(f"--expires: {exc}") from None
+    from charter.identity import create_token
+
     rt = open_runtime(charter)
     try:
         issued = create_token(rt, user, expires_in=lifetime, label=label, created_by=_actor(rt, as_user))
@@ -146,6 +150,8 @@ def tokens_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Tokens (never their secrets): id, user, label, created, expires, revoked, last used, status."""
+    from charter.identity import list_tokens
+
     rt = open_runtime(charter)
     try:
         rows = [t.as_dict() for t in list_tokens(rt, user)]
@@ -182,6 +188,8 @@ def tokens_revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a token. Takes effect immediately in every process (each use re-reads the token's row)."""
+    from charter.identity import revoke_token
+
     rt = open_runtime(charter)
     try:
         info = revoke_token(rt, token_id, revoked_by=_actor(rt, as_user))
@@ -209,6 +217,8 @@ def tokens_whoami(
     bearer = os.environ.get("CHARTER_TOKEN", "")
     if not bearer:
         raise UsageError("set CHARTER_TOKEN to the token to check")
+    from charter.identity import resolve_token
+
     rt = open_runtime(charter)
     try:
         p = resolve_token(rt, bearer, channel="cli")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -10,7 +10,9 @@ from rich.table import Table
 
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
-from charter.runtime import Runtime
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
 
 prompts_app = typer.Typer(
     help="Versioned prompts: list them, approve a version, make it active.", no_args_is_help=True

@@ -9,7 +9,7 @@ audited under that user's id; without it, the actor recorded is ``local:<os user
 from __future__ import annotations
 
 import getpass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -28,8 +28,9 @@ from charter.cli._common import (
     open_runtime,
 )
 from charter.errors import UsageError
-from charter.runtime import Runtime
-from charter.screening import screened_documents
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
 
 sources_app = typer.Typer(
     help="Data sources: owner, counts, freshness and approval; `show ID` lists a source's documents.",
@@ -138,6 +139,8 @@ def sources_show(
         actor = _owner_actor(rt, source, as_user, "sources.show", "list the documents of")
         status = next(r for r in source_statuses(rt) if r["id"] == source.id)
         docs = source_documents_listing(rt, source.id)
+        from charter.screening import screened_documents
+
         flagged = {f["doc_id"]: f for f in screened_documents(rt, source.id)}
         for d in docs:
             d["screened"] = _screen_note(flagged.pop(d["doc_id"], None))
