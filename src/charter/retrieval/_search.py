@@ -125,8 +125,84 @@ def _ranks(scores: F32, present: Mask) -> F32:
     return ranks
 
 
-def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32]:
-    """(fused, bm25_norm, dense_norm) for aligned score arrays over the permitted rows."""
+def _top(scores: F32, present: Mask, depth: int) -> F32:
+    """The ``depth`` best scores of the rows in ``present``, best first."""
+    vals = scores[present]
+    d = min(depth, len(vals))
+    if d == 0:
+        return np.zeros(0, dtype=np.float32)
+    top = np.partition(vals, len(vals) - d)[len(vals) - d :] if d < len(vals) else vals
+    return np.sort(top)[::-1].astype(np.float32)
+
+
+def _spread(top: F32) -> float:
+    """How many hits of a list stand out: the sum of its top scores, min-max normalised over the top."""
+    if len(top) < 2:
+        return float(len(top))
+    lo, hi = float(top[-1]), float(top[0])
+    if hi - lo <= 1e-9:
+        return float(len(top))
+    return float(((top - lo) / (hi - lo)).sum())
+
+
+def _cliff(top: F32) -> float:
+    """The largest drop between consecutive top scores, as a fraction of the top's range (0 when flat)."""
+    if len(top) < 2:
+        return 0.0
+    span = float(top[0] - top[-1])
+    if span <= 1e-9:
+        return 0.0
+    return float(np.max(top[:-1] - top[1:]) / span)
+
+
+def _above(top: F32) -> int:
+    if len(top) < 2:
+        return 1
+    return int(np.argmax(top[:-1] - top[1:])) + 1
+
+
+def _adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any, depth: int) -> tuple[float, float]:
+    variant = getattr(fusion, "variant", "conc")
+    tb = _top(bm25, bm25_present, depth)
+    td = _top(dense, np.ones(len(dense), dtype=np.bool_), depth)
+    if len(tb) == 0:
+        return 0.0, 1.0
+    eb, ed = _spread(tb), _spread(td)
+    if variant == "conc":  # weights inversely proportional to each list's number of standing-out hits
+        wb = ed / (eb + ed) if eb + ed > 0 else 0.5
+        return wb, 1.0 - wb
+    if variant == "boost":  # dense first, BM25 boost 1/E_b
+        return 1.0 / max(eb, 1.0), 1.0
+    if variant == "conc2":
+        wb = ed * ed / (eb * eb + ed * ed)
+        return wb, 1.0 - wb
+    if variant == "concd":  # dense-first: dense keeps full weight
+        return ed / (eb + ed), 1.0
+    gb, gd = _cliff(tb), _cliff(td)
+    if variant == "cliffn":
+        cb, cd = gb / _above(tb), gd / _above(td)
+        return (cb / (cb + cd), cd / (cb + cd)) if cb + cd > 0 else (0.0, 1.0)
+    if variant == "mix":  # confidence = max(1/E, cliff/n_above)
+        cb, cd = max(1 / max(eb, 1.0), gb / _above(tb)), max(1 / max(ed, 1.0), gd / _above(td))
+        return cb / (cb + cd), cd / (cb + cd)
+    if variant == "gap":
+        return gb, 1.0 - gb
+    if variant == "gap2":
+        return (gb / (gb + gd), gd / (gb + gd)) if gb + gd > 0 else (0.5, 0.5)
+    if variant == "gapboost":
+        return gb / max(1.0 - gb, 1e-3), 1.0
+    if variant == "gapsq":
+        return gb * gb, 1.0 - gb * gb
+    raise ValueError(variant)
+
+
+def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32, float, float]:
+    """(fused, bm25_norm, dense_norm, bm25_weight, dense_weight): fused = wb * bm25_norm + wd * dense_norm.
+
+    The weights are constants of the query (functions of each list's top ``depth`` scores only), so for a
+    fixed query the fused score is non-decreasing in each row's BM25 and dense score — the property the
+    PostgreSQL path's threshold bound relies on (``_pg.py``).
+    """
     method = getattr(fusion, "method", "weighted")
     depth = int(getattr(fusion, "depth", 100))
     dense_present = np.ones(len(dense), dtype=np.bool_)
@@ -135,12 +211,21 @@ def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F
         rb, rd = _ranks(bm25, bm25_present), _ranks(dense, dense_present)
         nb = np.where(rb <= depth, 1.0 / (k + rb), 0.0).astype(np.float32)
         nd = np.where(rd <= depth, 1.0 / (k + rd), 0.0).astype(np.float32)
-        return (nb + nd).astype(np.float32), nb, nd
+        return (nb + nd).astype(np.float32), nb, nd, 1.0, 1.0
     norm = getattr(fusion, "normalization", "minmax")
     nb = _normalise(bm25, bm25_present, norm, depth)
     nd = _normalise(dense, dense_present, norm, depth)
-    wb, wd = float(getattr(fusion, "bm25_weight", 0.3)), float(getattr(fusion, "dense_weight", 0.7))
-    return (wb * nb + wd * nd).astype(np.float32), nb, nd
+    if method == "adaptive":
+        wb, wd = _adaptive_weights(bm25, bm25_present, dense, fusion, depth)
+    else:
+        wb, wd = float(getattr(fusion, "bm25_weight", 0.3)), float(getattr(fusion, "dense_weight", 0.7))
+    return (wb * nb + wd * nd).astype(np.float32), nb, nd, wb, wd
+
+
+def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32]:
+    """(fused, bm25_norm, dense_norm) for aligned score arrays over the permitted rows."""
+    fused, nb, nd, _, _ = fuse_parts(bm25, bm25_present, dense, fusion)
+    return fused, nb, nd
 
 
 def score(
