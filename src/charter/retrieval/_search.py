@@ -136,7 +136,8 @@ def _top(scores: F32, present: Mask, depth: int) -> F32:
 
 
 def _spread(top: F32) -> float:
-    """How many hits of a list stand out: the sum of its top scores, min-max normalised over the top."""
+    """The effective number of hits a list singles out: the sum of its top scores min-max normalised over
+    that top (1 when one hit stands far above the rest, up to ``len(top)`` when they are all alike)."""
     if len(top) < 2:
         return float(len(top))
     lo, hi = float(top[-1]), float(top[0])
@@ -145,55 +146,22 @@ def _spread(top: F32) -> float:
     return float(((top - lo) / (hi - lo)).sum())
 
 
-def _cliff(top: F32) -> float:
-    """The largest drop between consecutive top scores, as a fraction of the top's range (0 when flat)."""
-    if len(top) < 2:
-        return 0.0
-    span = float(top[0] - top[-1])
-    if span <= 1e-9:
-        return 0.0
-    return float(np.max(top[:-1] - top[1:]) / span)
+def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> tuple[float, float]:
+    """(bm25_weight, dense_weight) of the ``adaptive`` fusion for one query.
 
-
-def _above(top: F32) -> int:
-    if len(top) < 2:
-        return 1
-    return int(np.argmax(top[:-1] - top[1:])) + 1
-
-
-def _adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any, depth: int) -> tuple[float, float]:
-    variant = getattr(fusion, "variant", "conc")
+    Each list's weight is inversely proportional to the effective number of hits it singles out among its
+    top ``depth`` (:func:`_spread`): ``bm25_weight = E_dense / (E_bm25 + E_dense)``. A query whose rare words
+    select a few chunks (identifiers, codes, names) is led by BM25; one whose words match many chunks alike
+    is led by the dense model. No BM25 match at all gives ``(0, 1)``. The weights are functions of each
+    list's top ``depth`` scores only, so they are constants of the query for every row outside them.
+    """
     tb = _top(bm25, bm25_present, depth)
-    td = _top(dense, np.ones(len(dense), dtype=np.bool_), depth)
     if len(tb) == 0:
         return 0.0, 1.0
+    td = _top(dense, np.ones(len(dense), dtype=np.bool_), depth)
     eb, ed = _spread(tb), _spread(td)
-    if variant == "conc":  # weights inversely proportional to each list's number of standing-out hits
-        wb = ed / (eb + ed) if eb + ed > 0 else 0.5
-        return wb, 1.0 - wb
-    if variant == "boost":  # dense first, BM25 boost 1/E_b
-        return 1.0 / max(eb, 1.0), 1.0
-    if variant == "conc2":
-        wb = ed * ed / (eb * eb + ed * ed)
-        return wb, 1.0 - wb
-    if variant == "concd":  # dense-first: dense keeps full weight
-        return ed / (eb + ed), 1.0
-    gb, gd = _cliff(tb), _cliff(td)
-    if variant == "cliffn":
-        cb, cd = gb / _above(tb), gd / _above(td)
-        return (cb / (cb + cd), cd / (cb + cd)) if cb + cd > 0 else (0.0, 1.0)
-    if variant == "mix":  # confidence = max(1/E, cliff/n_above)
-        cb, cd = max(1 / max(eb, 1.0), gb / _above(tb)), max(1 / max(ed, 1.0), gd / _above(td))
-        return cb / (cb + cd), cd / (cb + cd)
-    if variant == "gap":
-        return gb, 1.0 - gb
-    if variant == "gap2":
-        return (gb / (gb + gd), gd / (gb + gd)) if gb + gd > 0 else (0.5, 0.5)
-    if variant == "gapboost":
-        return gb / max(1.0 - gb, 1e-3), 1.0
-    if variant == "gapsq":
-        return gb * gb, 1.0 - gb * gb
-    raise ValueError(variant)
+    wb = ed / (eb + ed) if eb + ed > 0 else 0.0
+    return wb, 1.0 - wb
 
 
 def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32, float, float]:
@@ -216,7 +184,7 @@ def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[
     nb = _normalise(bm25, bm25_present, norm, depth)
     nd = _normalise(dense, dense_present, norm, depth)
     if method == "adaptive":
-        wb, wd = _adaptive_weights(bm25, bm25_present, dense, fusion, depth)
+        wb, wd = adaptive_weights(bm25, bm25_present, dense, depth)
     else:
         wb, wd = float(getattr(fusion, "bm25_weight", 0.3)), float(getattr(fusion, "dense_weight", 0.7))
     return (wb * nb + wd * nd).astype(np.float32), nb, nd, wb, wd
