@@ -334,8 +334,8 @@ class Fusion(Section):
         100,
         ge=1,
         le=10000,
-        description="How many top results of each list set the normalisation "
-        "statistics (and, for `rrf`, which ranks count).",
+        description="How many top results of each list set the normalisation statistics and the "
+        "`adaptive` weights (and, for `rrf`, which ranks count).",
     )
     bm25_weight: float = Field(
         0.3, ge=0, le=1, description="Weight of the normalised BM25 score (method `weighted` only)."
