@@ -157,12 +157,16 @@ def _gap_weights(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
 
 
-def _inverse_square(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """As the adaptive default, with weights proportional to 1 / E**2 (a sharper preference)."""
-    every = np.ones(len(d), dtype=np.bool_)
-    eb, ed = _effective(b, p), _effective(d, every)
-    wb = ed * ed / (eb * eb + ed * ed) if p.any() else 0.0
-    return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
+def _inverse(power: float) -> Any:
+    """Weights proportional to 1 / E**power of each list (E: effective number of hits singled out)."""
+
+    def f(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
+        every = np.ones(len(d), dtype=np.bool_)
+        eb, ed = _effective(b, p), _effective(d, every)
+        wb = ed**power / (eb**power + ed**power) if p.any() else 0.0
+        return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
+
+    return f
 
 
 def candidates() -> dict[str, Any]:
@@ -175,7 +179,8 @@ def candidates() -> dict[str, Any]:
         ),
         "cand: dense-first + BM25 bonus": _dense_first,
         "cand: largest-gap weights": _gap_weights,
-        "cand: weights 1/E^2": _inverse_square,
+        "cand: weights 1/E (both lists)": _inverse(1.0),
+        "cand: weights 1/E^2 (both lists)": _inverse(2.0),
     }
 
 

@@ -15,6 +15,7 @@ an exact ranking over what the principal may read, and the full k whenever k chu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,18 +150,18 @@ def _spread(top: F32) -> float:
 def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> tuple[float, float]:
     """(bm25_weight, dense_weight) of the ``adaptive`` fusion for one query.
 
-    Each list's weight is inversely proportional to the effective number of hits it singles out among its
-    top ``depth`` (:func:`_spread`): ``bm25_weight = E_dense / (E_bm25 + E_dense)``. A query whose rare words
-    select a few chunks (identifiers, codes, names) is led by BM25; one whose words match many chunks alike
-    is led by the dense model. No BM25 match at all gives ``(0, 1)``. The weights are functions of each
-    list's top ``depth`` scores only, so they are constants of the query for every row outside them.
+    Dense-first: BM25's weight is ``1 / sqrt(E)``, where ``E`` is the effective number of hits the BM25
+    list singles out among its top ``depth`` (:func:`_spread`), and the dense weight is the rest. One chunk
+    far above the others (an identifier, a code, a rare name: ``E`` near 1) lets BM25 lead; four alike give
+    it half; a query whose words match many chunks alike (``E`` of 20 or more, typical of natural-language
+    questions) leaves it a small say (0.2 or less). No BM25 match at all gives ``(0, 1)``. The weights are
+    functions of the list's top ``depth`` scores only, so they are constants of the query for every row
+    outside them (the PostgreSQL path's bound).
     """
     tb = _top(bm25, bm25_present, depth)
     if len(tb) == 0:
         return 0.0, 1.0
-    td = _top(dense, np.ones(len(dense), dtype=np.bool_), depth)
-    eb, ed = _spread(tb), _spread(td)
-    wb = ed / (eb + ed) if eb + ed > 0 else 0.0
+    wb = 1.0 / math.sqrt(max(_spread(tb), 1.0))
     return wb, 1.0 - wb
 
 
