@@ -172,10 +172,14 @@ def _inverse(power: float) -> Any:
 def candidates() -> dict[str, Any]:
     return {
         "cand: z-score sum 0.5/0.5": _weighted(
-            SimpleNamespace(method="weighted", normalization="zscore", depth=100, bm25_weight=0.5, dense_weight=0.5)
+            SimpleNamespace(
+                method="weighted", normalization="zscore", depth=100, bm25_weight=0.5, dense_weight=0.5
+            )
         ),
         "cand: weighted 0.1/0.9": _weighted(
-            SimpleNamespace(method="weighted", normalization="minmax", depth=100, bm25_weight=0.1, dense_weight=0.9)
+            SimpleNamespace(
+                method="weighted", normalization="minmax", depth=100, bm25_weight=0.1, dense_weight=0.9
+            )
         ),
         "cand: dense-first + BM25 bonus": _dense_first,
         "cand: largest-gap weights": _gap_weights,
@@ -184,7 +188,9 @@ def candidates() -> dict[str, Any]:
     }
 
 
-def candidate_runs(index: Index, judged: dict[str, str], n_chunks: int) -> dict[str, dict[str, dict[str, float]]]:
+def candidate_runs(
+    index: Index, judged: dict[str, str], n_chunks: int
+) -> dict[str, dict[str, dict[str, float]]]:
     funcs = candidates()
     runs: dict[str, dict[str, dict[str, float]]] = {label: {} for label in funcs}
     for q, text in judged.items():
@@ -195,7 +201,7 @@ def candidate_runs(index: Index, judged: dict[str, str], n_chunks: int) -> dict[
         p = b > 0  # a chunk with a query term has a positive BM25 score (idf > 0)
         for label, f in funcs.items():
             fused = f(b, p, d)
-            order = np.lexsort((np.arange(len(fused)), -fused))[: K_CHUNKS]
+            order = np.lexsort((np.arange(len(fused)), -fused))[:K_CHUNKS]
             run: dict[str, float] = {}
             for i in order:
                 run.setdefault(docs[i], float(K_CHUNKS - len(run)))
@@ -251,8 +257,15 @@ def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
     paired: dict[str, Any] = {"against": best_single}
     for label in [x for x in runs if x not in ("bm25", "dense")]:
         d = per_query[label] - per_query[best_single]
-        rep = compare(qr, [ranx_runs[best_single], ranx_runs[label]], metrics=["ndcg@10"],
-                      stat_test="fisher", max_p=0.05, random_seed=0, n_permutations=5_000)
+        rep = compare(
+            qr,
+            [ranx_runs[best_single], ranx_runs[label]],
+            metrics=["ndcg@10"],
+            stat_test="fisher",
+            max_p=0.05,
+            random_seed=0,
+            n_permutations=5_000,
+        )
         p = rep.to_dict()[label]["comparisons"][best_single]["ndcg@10"]
         lo, hi = bootstrap_ci(d, rng)
         paired[label] = {

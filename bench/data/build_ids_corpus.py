@@ -24,14 +24,42 @@ import random
 from pathlib import Path
 
 COMPANIES = [
-    "Brightwater Dental", "Kestrel Logistics", "Northwind Bakery", "Orchid Legal LLP", "Pinecrest Schools",
-    "Harbor Freight Partners", "Lumen Architects", "Saffron Kitchens", "Vela Robotics", "Ironbark Mining",
-    "Tidewater Clinics", "Copperleaf Studios", "Meridian Travel", "Bluebell Nurseries", "Granite Insurance",
-    "Foxglove Pharmacy", "Riverstone Hotels", "Aster Analytics", "Juniper Wealth", "Cobalt Print Works",
+    "Brightwater Dental",
+    "Kestrel Logistics",
+    "Northwind Bakery",
+    "Orchid Legal LLP",
+    "Pinecrest Schools",
+    "Harbor Freight Partners",
+    "Lumen Architects",
+    "Saffron Kitchens",
+    "Vela Robotics",
+    "Ironbark Mining",
+    "Tidewater Clinics",
+    "Copperleaf Studios",
+    "Meridian Travel",
+    "Bluebell Nurseries",
+    "Granite Insurance",
+    "Foxglove Pharmacy",
+    "Riverstone Hotels",
+    "Aster Analytics",
+    "Juniper Wealth",
+    "Cobalt Print Works",
 ]
 PLANS = ["Team", "Business", "Enterprise", "Starter"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 PRODUCTS = [
     ("wireless barcode scanner", "scans 1D and 2D codes at up to 30 metres, IP54 housing"),
     ("thermal receipt printer", "80 mm paper, 250 mm/s, USB and Ethernet"),
@@ -51,69 +79,113 @@ GENERIC_ISSUES = [
     "reviewed.",
 ]
 UNIQUE = [
-    ("A veterinary clinic was billed in euros although their account is set to pounds sterling; the currency "
-     "switched after their administrator changed the workspace region to Ireland.",
-     "vet practice invoiced in the wrong currency after moving workspace location"),
-    ("The customer's finance team was charged twice in the same minute when their browser retried the "
-     "checkout form after a timeout on a slow hotel wifi connection.",
-     "duplicate charge caused by a resubmitted payment page on a bad network"),
-    ("A school district asked to split one annual invoice across three cost centres, one per campus, "
-     "because each campus pays from its own budget.",
-     "education customer wants a single yearly bill divided between several budgets"),
-    ("The thermal printer stopped cutting the paper after the firmware update; receipts come out as one long "
-     "strip until the device is power-cycled.",
-     "after upgrading its software the till printer no longer separates tickets"),
-    ("A nonprofit requested that its tax-exempt certificate be applied retroactively to the last four "
-     "invoices, which included sales tax.",
-     "charity wants past bills reissued without sales tax because it is exempt"),
-    ("The barcode scanner reads every code twice when paired over Bluetooth with an iPad running the "
-     "inventory app, doubling stock counts.",
-     "handheld reader registers each item two times with a tablet, inflating stock"),
-    ("A customer's bank rejected the direct debit because the mandate reference exceeded 35 characters "
-     "after the company name was appended.",
-     "automatic bank collection refused because an authorisation code was too long"),
-    ("An accounting firm asked for invoices addressed to each client they manage rather than to the firm "
-     "itself, so they can forward them unchanged.",
-     "bookkeepers want bills issued in the names of the businesses they represent"),
-    ("The card terminal shows 'contactless limit exceeded' for every tap above ten pounds since the "
-     "merchant category code was changed by the acquirer.",
-     "tap to pay refused for small amounts after the payment processor reclassified the shop"),
-    ("A hotel group's trial converted to a paid subscription on a public holiday and the welcome credit was "
-     "never applied to the first bill.",
-     "promised introductory discount missing from first charge after free period ended"),
-    ("Downloaded invoice PDFs print with the company logo cut in half on A4 paper because the template was "
-     "designed for US Letter.",
-     "exported bills are cropped when printed on European paper size"),
-    ("The customer asked whether invoices can be emailed to a shared accounts inbox and also posted as "
-     "paper copies to their head office for the auditors.",
-     "send bills both electronically to a team mailbox and by post for audit"),
-    ("After a merger, two workspaces must be combined into one billing account while keeping the order "
-     "history of both companies.",
-     "consolidate subscriptions of two merged businesses without losing past purchases"),
-    ("A mining company needs its invoices in Spanish for the Chilean subsidiary while the parent company "
-     "keeps receiving them in English.",
-     "bills in another language for a foreign branch office"),
-    ("The label printer feeds two blank labels after every print when the label size is set to 4 by 6 "
-     "inches in the driver.",
-     "sticker printer wastes empty stickers between each job"),
-    ("A pharmacy chain reported that refunds issued on the last day of the month appeared on the next "
-     "month's statement, confusing their reconciliation.",
-     "money returned at month end shows up on the following period statement"),
-    ("The customer wants to stop automatic renewal but keep access until the paid period ends, and asked "
-     "for written confirmation for their records.",
-     "cancel auto-renew while retaining service to end of term with written proof"),
-    ("The cash drawer pops open by itself whenever the receipt printer runs a self-test at start of day.",
-     "till box opens unexpectedly during the printer's morning check"),
-    ("An architecture studio was charged the enterprise price after a sales rep applied the wrong price "
-     "book when extending their contract.",
-     "design firm overcharged because the salesperson used an incorrect tariff on renewal"),
-    ("The handheld inventory computer's battery drains in two hours in cold-storage rooms kept at minus "
-     "twenty degrees.",
-     "mobile stock device loses charge quickly in freezer warehouses"),
+    (
+        "A veterinary clinic was billed in euros although their account is set to pounds sterling; the currency "
+        "switched after their administrator changed the workspace region to Ireland.",
+        "vet practice invoiced in the wrong currency after moving workspace location",
+    ),
+    (
+        "The customer's finance team was charged twice in the same minute when their browser retried the "
+        "checkout form after a timeout on a slow hotel wifi connection.",
+        "duplicate charge caused by a resubmitted payment page on a bad network",
+    ),
+    (
+        "A school district asked to split one annual invoice across three cost centres, one per campus, "
+        "because each campus pays from its own budget.",
+        "education customer wants a single yearly bill divided between several budgets",
+    ),
+    (
+        "The thermal printer stopped cutting the paper after the firmware update; receipts come out as one long "
+        "strip until the device is power-cycled.",
+        "after upgrading its software the till printer no longer separates tickets",
+    ),
+    (
+        "A nonprofit requested that its tax-exempt certificate be applied retroactively to the last four "
+        "invoices, which included sales tax.",
+        "charity wants past bills reissued without sales tax because it is exempt",
+    ),
+    (
+        "The barcode scanner reads every code twice when paired over Bluetooth with an iPad running the "
+        "inventory app, doubling stock counts.",
+        "handheld reader registers each item two times with a tablet, inflating stock",
+    ),
+    (
+        "A customer's bank rejected the direct debit because the mandate reference exceeded 35 characters "
+        "after the company name was appended.",
+        "automatic bank collection refused because an authorisation code was too long",
+    ),
+    (
+        "An accounting firm asked for invoices addressed to each client they manage rather than to the firm "
+        "itself, so they can forward them unchanged.",
+        "bookkeepers want bills issued in the names of the businesses they represent",
+    ),
+    (
+        "The card terminal shows 'contactless limit exceeded' for every tap above ten pounds since the "
+        "merchant category code was changed by the acquirer.",
+        "tap to pay refused for small amounts after the payment processor reclassified the shop",
+    ),
+    (
+        "A hotel group's trial converted to a paid subscription on a public holiday and the welcome credit was "
+        "never applied to the first bill.",
+        "promised introductory discount missing from first charge after free period ended",
+    ),
+    (
+        "Downloaded invoice PDFs print with the company logo cut in half on A4 paper because the template was "
+        "designed for US Letter.",
+        "exported bills are cropped when printed on European paper size",
+    ),
+    (
+        "The customer asked whether invoices can be emailed to a shared accounts inbox and also posted as "
+        "paper copies to their head office for the auditors.",
+        "send bills both electronically to a team mailbox and by post for audit",
+    ),
+    (
+        "After a merger, two workspaces must be combined into one billing account while keeping the order "
+        "history of both companies.",
+        "consolidate subscriptions of two merged businesses without losing past purchases",
+    ),
+    (
+        "A mining company needs its invoices in Spanish for the Chilean subsidiary while the parent company "
+        "keeps receiving them in English.",
+        "bills in another language for a foreign branch office",
+    ),
+    (
+        "The label printer feeds two blank labels after every print when the label size is set to 4 by 6 "
+        "inches in the driver.",
+        "sticker printer wastes empty stickers between each job",
+    ),
+    (
+        "A pharmacy chain reported that refunds issued on the last day of the month appeared on the next "
+        "month's statement, confusing their reconciliation.",
+        "money returned at month end shows up on the following period statement",
+    ),
+    (
+        "The customer wants to stop automatic renewal but keep access until the paid period ends, and asked "
+        "for written confirmation for their records.",
+        "cancel auto-renew while retaining service to end of term with written proof",
+    ),
+    (
+        "The cash drawer pops open by itself whenever the receipt printer runs a self-test at start of day.",
+        "till box opens unexpectedly during the printer's morning check",
+    ),
+    (
+        "An architecture studio was charged the enterprise price after a sales rep applied the wrong price "
+        "book when extending their contract.",
+        "design firm overcharged because the salesperson used an incorrect tariff on renewal",
+    ),
+    (
+        "The handheld inventory computer's battery drains in two hours in cold-storage rooms kept at minus "
+        "twenty degrees.",
+        "mobile stock device loses charge quickly in freezer warehouses",
+    ),
 ]
 ERROR_TEXT = [
-    "payment gateway timeout", "card declined by issuer", "webhook signature mismatch",
-    "tax calculation service unavailable", "duplicate idempotency key", "currency not supported",
+    "payment gateway timeout",
+    "card declined by issuer",
+    "webhook signature mismatch",
+    "tax calculation service unavailable",
+    "duplicate idempotency key",
+    "currency not supported",
 ]
 
 
@@ -124,9 +196,13 @@ def build(out: Path, seed: int, n_docs: int) -> None:
     def ident(fmt: str) -> str:
         while True:
             s = fmt.format(
-                n6=rng.randrange(10**6), n5=rng.randrange(10**4, 10**5), n4=rng.randrange(1000, 10000),
-                a=rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"), b=rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"),
-                n3=rng.randrange(100, 1000), c=rng.choice("ABCDE"),
+                n6=rng.randrange(10**6),
+                n5=rng.randrange(10**4, 10**5),
+                n4=rng.randrange(1000, 10000),
+                a=rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"),
+                b=rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"),
+                n3=rng.randrange(100, 1000),
+                c=rng.choice("ABCDE"),
             )
             if s not in used:
                 used.add(s)
@@ -138,15 +214,25 @@ def build(out: Path, seed: int, n_docs: int) -> None:
     skus = [(ident("{a}{b}-{n4}-{c}"), *PRODUCTS[i % len(PRODUCTS)]) for i in range(60)]
     errors = [(ident("E{n4}"), ERROR_TEXT[i % len(ERROR_TEXT)]) for i in range(40)]
     for sku, name, spec in skus:
-        docs.append({"_id": f"sku-{sku}", "title": f"{name.capitalize()} {sku}",
-                     "text": f"Catalogue entry {sku}: {name}. {spec.capitalize()}. Sold in packs of "
-                             f"{rng.choice([1, 2, 5, 10])}; warranty {rng.choice([12, 24, 36])} months. "
-                             f"Replacement parts are ordered under the same reference {sku}."})
+        docs.append(
+            {
+                "_id": f"sku-{sku}",
+                "title": f"{name.capitalize()} {sku}",
+                "text": f"Catalogue entry {sku}: {name}. {spec.capitalize()}. Sold in packs of "
+                f"{rng.choice([1, 2, 5, 10])}; warranty {rng.choice([12, 24, 36])} months. "
+                f"Replacement parts are ordered under the same reference {sku}.",
+            }
+        )
     for code, what in errors:
-        docs.append({"_id": f"err-{code}", "title": f"Error {code}",
-                     "text": f"Error code {code} means {what}. The billing service logs {code} together with "
-                             f"the request id. Retry after a few minutes; if {code} persists for more than an "
-                             f"hour, open an incident with the payments on-call engineer."})
+        docs.append(
+            {
+                "_id": f"err-{code}",
+                "title": f"Error {code}",
+                "text": f"Error code {code} means {what}. The billing service logs {code} together with "
+                f"the request id. Retry after a few minutes; if {code} persists for more than an "
+                f"hour, open an incident with the payments on-call engineer.",
+            }
+        )
     n_inv = n_docs - len(docs)
     invoices: list[tuple[str, str, str]] = []
     unique_slots = set(rng.sample(range(n_inv // 2), len(UNIQUE)))
@@ -159,10 +245,15 @@ def build(out: Path, seed: int, n_docs: int) -> None:
         plan = rng.choice(PLANS)
         seats = rng.randrange(2, 250)
         invoices.append((inv, company, month))
-        docs.append({"_id": f"inv-{inv}", "title": f"Invoice {inv}",
-                     "text": f"Invoice {inv} issued to {company} for the {plan} plan, {seats} seats, billing "
-                             f"period {month} 2026. Total due {amount} USD, payment terms net 30. "
-                             f"Status: {rng.choice(['paid', 'open', 'overdue', 'void'])}."})
+        docs.append(
+            {
+                "_id": f"inv-{inv}",
+                "title": f"Invoice {inv}",
+                "text": f"Invoice {inv} issued to {company} for the {plan} plan, {seats} seats, billing "
+                f"period {month} 2026. Total due {amount} USD, payment terms net 30. "
+                f"Status: {rng.choice(['paid', 'open', 'overdue', 'void'])}.",
+            }
+        )
         tkt = ident("TKT-{n5}")
         if i in unique_slots:
             story, question = UNIQUE[u]
@@ -175,10 +266,15 @@ def build(out: Path, seed: int, n_docs: int) -> None:
         ref = f" The ticket concerns invoice {inv}." if related else ""
         sku_ref = f" Affected device: {rng.choice(skus)[0]}." if rng.random() < 0.2 else ""
         err_ref = f" The logs show error {rng.choice(errors)[0]}." if rng.random() < 0.2 else ""
-        docs.append({"_id": f"tkt-{tkt}", "title": f"Support ticket {tkt}",
-                     "text": f"Ticket {tkt} opened by {company} in {month}. {story}{ref}{sku_ref}{err_ref} "
-                             f"Priority {rng.choice(['low', 'normal', 'high'])}; assigned to the billing "
-                             f"support queue."})
+        docs.append(
+            {
+                "_id": f"tkt-{tkt}",
+                "title": f"Support ticket {tkt}",
+                "text": f"Ticket {tkt} opened by {company} in {month}. {story}{ref}{sku_ref}{err_ref} "
+                f"Priority {rng.choice(['low', 'normal', 'high'])}; assigned to the billing "
+                f"support queue.",
+            }
+        )
     # identifier questions: invoices, tickets, SKUs, error codes
     templates = [
         ("inv", "what is the status of invoice {x}", "how much is due on {x} and when"),

@@ -50,7 +50,8 @@ def build(out: Path, html_dir: Path, budget: int | None) -> None:
     if budget is not None:  # the judged pages, then other pages in a fixed pseudo-random order
         judged = {p for q in spec["questions"] for p in q["relevant"]}
         ordered = [d for d in docs if d["_id"] in judged] + sorted(
-            (d for d in docs if d["_id"] not in judged), key=lambda d: hashlib.sha256(d["_id"].encode()).digest()
+            (d for d in docs if d["_id"] not in judged),
+            key=lambda d: hashlib.sha256(d["_id"].encode()).digest(),
         )
         kept, used = [], 0
         for d in ordered:
@@ -64,9 +65,10 @@ def build(out: Path, html_dir: Path, budget: int | None) -> None:
     with (out / "corpus.jsonl").open("w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps(d) + "\n")
-    with (out / "queries.jsonl").open("w", encoding="utf-8") as f, (out / "qrels" / "test.tsv").open(
-        "w", encoding="utf-8"
-    ) as g:
+    with (
+        (out / "queries.jsonl").open("w", encoding="utf-8") as f,
+        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as g,
+    ):
         g.write("query-id\tcorpus-id\tscore\n")
         for q in spec["questions"]:
             f.write(json.dumps({"_id": q["id"], "text": q["text"]}) + "\n")

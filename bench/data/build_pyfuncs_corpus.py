@@ -25,12 +25,39 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SKIP = ("test", "idlelib", "tkinter", "turtle", "turtledemo", "lib2to3", "ensurepip", "antigravity", "this",
-        "pydoc_data", "xxsubtype", "xxlimited", "_")
+SKIP = (
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "lib2to3",
+    "ensurepip",
+    "antigravity",
+    "this",
+    "pydoc_data",
+    "xxsubtype",
+    "xxlimited",
+    "_",
+)
 
-SUBMODULES = ("os.path", "urllib.parse", "urllib.request", "xml.etree.ElementTree", "concurrent.futures",
-              "email.utils", "logging.handlers", "importlib.resources", "collections.abc", "http.client",
-              "http.server", "unittest.mock", "multiprocessing.pool", "json.decoder", "email.message")
+SUBMODULES = (
+    "os.path",
+    "urllib.parse",
+    "urllib.request",
+    "xml.etree.ElementTree",
+    "concurrent.futures",
+    "email.utils",
+    "logging.handlers",
+    "importlib.resources",
+    "collections.abc",
+    "http.client",
+    "http.server",
+    "unittest.mock",
+    "multiprocessing.pool",
+    "json.decoder",
+    "email.message",
+)
 
 
 def entities() -> list[tuple[str, str]]:
@@ -42,7 +69,7 @@ def entities() -> list[tuple[str, str]]:
             warnings.simplefilter("ignore")
             try:
                 mod = importlib.import_module(modname)
-            except Exception:  # noqa: BLE001 - platform modules that do not import here
+            except Exception:
                 continue
         public = getattr(mod, "__all__", None) or [n for n in dir(mod) if not n.startswith("_")]
         for attr in sorted(set(public)):
@@ -78,22 +105,27 @@ def build(out: Path, max_docs: int) -> None:
         raise SystemExit(f"judged entities not found in this Python's standard library: {sorted(missing)}")
     if len(ents) > max_docs:
         keep = [e for e in ents if e[0] in judged]
-        rest = sorted((e for e in ents if e[0] not in judged), key=lambda e: hashlib.sha256(e[0].encode()).digest())
+        rest = sorted(
+            (e for e in ents if e[0] not in judged), key=lambda e: hashlib.sha256(e[0].encode()).digest()
+        )
         ents = sorted(keep + rest[: max_docs - len(keep)])
     out.mkdir(parents=True, exist_ok=True)
     (out / "qrels").mkdir(exist_ok=True)
     with (out / "corpus.jsonl").open("w", encoding="utf-8") as f:
         for qual, text in ents:
             f.write(json.dumps({"_id": qual, "title": "", "text": text}) + "\n")
-    with (out / "queries.jsonl").open("w", encoding="utf-8") as f, (out / "qrels" / "test.tsv").open(
-        "w", encoding="utf-8"
-    ) as g:
+    with (
+        (out / "queries.jsonl").open("w", encoding="utf-8") as f,
+        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as g,
+    ):
         g.write("query-id\tcorpus-id\tscore\n")
         for q in spec["questions"]:
             f.write(json.dumps({"_id": q["id"], "text": q["text"]}) + "\n")
             for doc_id, grade in q["relevant"].items():
                 g.write(f"{q['id']}\t{doc_id}\t{grade}\n")
-    print(f"{len(ents)} entities, {len(spec['questions'])} questions -> {out} (Python {sys.version.split()[0]})")
+    print(
+        f"{len(ents)} entities, {len(spec['questions'])} questions -> {out} (Python {sys.version.split()[0]})"
+    )
 
 
 if __name__ == "__main__":

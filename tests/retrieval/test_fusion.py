@@ -117,7 +117,12 @@ def test_rows_outside_both_top_lists_never_beat_the_boundary_bound(data, fusion,
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=lists(min_size=3), fusion=st.sampled_from(FUSIONS[:3]), row=st.integers(0, 39), raise_by=st.floats(0, 1))
+@given(
+    data=lists(min_size=3),
+    fusion=st.sampled_from(FUSIONS[:3]),
+    row=st.integers(0, 39),
+    raise_by=st.floats(0, 1),
+)
 def test_monotone_in_each_score_below_the_statistics(data, fusion, row, raise_by) -> None:
     """Raising one row's score without entering its list's top ``depth`` changes no other row and never
     lowers its own fused score (the weights and normalisation are constants of the query)."""
