@@ -15,7 +15,6 @@ an exact ranking over what the principal may read, and the full k whenever k chu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,21 +146,34 @@ def _spread(top: F32) -> float:
     return float(((top - lo) / (hi - lo)).sum())
 
 
+def _cliff(top: F32) -> float:
+    """The largest drop between consecutive scores of ``top`` (best first), as a fraction of its range."""
+    if len(top) < 2:
+        return 0.0
+    span = float(top[0] - top[-1])
+    if span <= 1e-9:
+        return 0.0
+    return float(np.max(top[:-1] - top[1:]) / span)
+
+
 def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> tuple[float, float]:
     """(bm25_weight, dense_weight) of the ``adaptive`` fusion for one query.
 
-    Dense-first: BM25's weight is ``1 / sqrt(E)``, where ``E`` is the effective number of hits the BM25
-    list singles out among its top ``depth`` (:func:`_spread`), and the dense weight is the rest. One chunk
-    far above the others (an identifier, a code, a rare name: ``E`` near 1) lets BM25 lead; four alike give
-    it half; a query whose words match many chunks alike (``E`` of 20 or more, typical of natural-language
-    questions) leaves it a small say (0.2 or less). No BM25 match at all gives ``(0, 1)``. The weights are
+    Dense-first: BM25's weight is the largest drop between consecutive scores of its top ``depth``, as a
+    fraction of their range (a BM25 list shorter than ``depth`` ends at 0, the score of every chunk without
+    a query term); the dense weight is the rest. A rare term (an identifier, a code, a name) that only a
+    few chunks contain puts a cliff under them — BM25 then leads; a natural-language question whose words
+    match many chunks gives a gently falling list and leaves the ranking to the dense model. No BM25 match
+    at all, or a list where every chunk scores alike, gives ``(0, 1)``: the dense ranking. The weights are
     functions of the list's top ``depth`` scores only, so they are constants of the query for every row
     outside them (the PostgreSQL path's bound).
     """
     tb = _top(bm25, bm25_present, depth)
     if len(tb) == 0:
         return 0.0, 1.0
-    wb = 1.0 / math.sqrt(max(_spread(tb), 1.0))
+    if len(tb) < depth:
+        tb = np.append(tb, np.float32(0.0))
+    wb = _cliff(tb)
     return wb, 1.0 - wb
 
 
@@ -172,7 +184,7 @@ def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[
     fixed query the fused score is non-decreasing in each row's BM25 and dense score — the property the
     PostgreSQL path's threshold bound relies on (``_pg.py``).
     """
-    method = getattr(fusion, "method", "weighted")
+    method = getattr(fusion, "method", "adaptive")  # no fusion given: the schema default
     depth = int(getattr(fusion, "depth", 100))
     dense_present = np.ones(len(dense), dtype=np.bool_)
     if method == "rrf":
