@@ -160,8 +160,7 @@ def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> t
     """(bm25_weight, dense_weight) of the ``adaptive`` fusion for one query.
 
     Dense-first: BM25's weight is the largest drop between consecutive scores of its top ``depth``, as a
-    fraction of their range (a BM25 list shorter than ``depth`` ends at 0, the score of every chunk without
-    a query term); the dense weight is the rest. A rare term (an identifier, a code, a name) that only a
+    fraction of their range (one half when a single chunk matches); the dense weight is the rest. A rare term (an identifier, a code, a name) that only a
     few chunks contain puts a cliff under them — BM25 then leads; a natural-language question whose words
     match many chunks gives a gently falling list and leaves the ranking to the dense model. No BM25 match
     at all, or a list where every chunk scores alike, gives ``(0, 1)``: the dense ranking. The weights are
@@ -171,9 +170,7 @@ def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> t
     tb = _top(bm25, bm25_present, depth)
     if len(tb) == 0:
         return 0.0, 1.0
-    if len(tb) < depth:
-        tb = np.append(tb, np.float32(0.0))
-    wb = _cliff(tb)
+    wb = 0.5 if len(tb) == 1 else _cliff(tb)  # a lone match leads; the other chunks keep the dense order
     return wb, 1.0 - wb
 
 
