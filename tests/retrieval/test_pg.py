@@ -42,7 +42,13 @@ def test_same_results_as_in_memory_search(request: pytest.FixtureRequest, projec
 
     sqlite, pg = _pair(request)
     assert not pg.store.is_sqlite
-    fusions = [None, Fusion(method="rrf"), Fusion(normalization="zscore", depth=5)]
+    fusions = [
+        None,  # the default: adaptive
+        Fusion(depth=5),
+        Fusion(method="weighted"),
+        Fusion(method="rrf"),
+        Fusion(method="weighted", normalization="zscore", depth=5),
+    ]
     for p in load_charter(project).principals.values():
         for q in QUERIES:
             for mode in ("hybrid", "bm25", "dense"):
@@ -99,7 +105,15 @@ _examples = itertools.count()
     principal=st.frozensets(st.sampled_from(TOKENS), max_size=3),
     query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4),
     k=st.integers(1, 8),
-    fusion=st.sampled_from([None, Fusion(method="rrf", depth=3), Fusion(normalization="zscore", depth=2)]),
+    fusion=st.sampled_from(
+        [
+            None,  # the default: adaptive
+            Fusion(depth=2),
+            Fusion(method="weighted"),
+            Fusion(method="rrf", depth=3),
+            Fusion(method="weighted", normalization="zscore", depth=2),
+        ]
+    ),
 )
 def test_postgres_results_are_exactly_the_permitted_top_k(
     pg_property_index, docs, principal, query, k, fusion

@@ -19,8 +19,10 @@ database, so many stateless workers share one index without each holding (and re
   scores Lucene BM25 (``k1 = 1.5``, ``b = 0.75``) with ``N`` and the average length of the permitted set:
   the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read.
 * **Fusion** is :func:`charter.retrieval._search.fuse`, unchanged, applied to the union of both top-M
-  lists. Rows outside both lists score at most what a row at both lists' boundaries would (fusion is
-  monotone in each score), so if the k-th fused score beats that bound the result equals the exact fused
+  lists. Every fusion is ``wb * bm25_norm + wd * dense_norm`` with weights and normalisation that depend
+  only on each list's top ``depth`` scores (``M >= depth``, so the union has them exactly); rows outside
+  both lists therefore score at most what a row at both lists' boundaries would (fusion is monotone in each
+  score), so if the k-th fused score beats that bound the result equals the exact fused
   ranking over the whole permitted set (Fagin's threshold algorithm); otherwise M grows until it does or
   until M covers every permitted chunk. With the exact dense path the result is therefore identical to the
   in-memory search; with the HNSW path the dense list is approximate (recall measured in
@@ -45,7 +47,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
-from charter.retrieval._search import fuse
+from charter.retrieval._search import fuse, fuse_parts
 from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
 
@@ -511,12 +513,9 @@ class PgSearch:
             sb = np.append(bm25, np.float32(b_edge if not bm25_done else 0.0))
             sp = np.append(present, not bm25_done)
             sd = np.append(dense, np.float32(d_edge if use_dense else 0.0))
-            _, snb, snd = fuse(sb, sp, sd, fusion)
-            if getattr(fusion, "method", "weighted") == "rrf":
-                wb = wd = 1.0
-            else:
-                wb = float(getattr(fusion, "bm25_weight", 0.3))
-                wd = float(getattr(fusion, "dense_weight", 0.7))
+            # the weights are the query's constants (functions of each list's top `depth` scores), the same
+            # with or without the sentinel
+            _, snb, snd, wb, wd = fuse_parts(sb, sp, sd, fusion)
             bound = wb * max(float(snb[-1]), 0.0) + wd * float(snd[-1])
         idx = np.arange(len(order))
         ranked = idx[np.lexsort((idx, -fused))]

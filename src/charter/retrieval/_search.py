@@ -125,9 +125,63 @@ def _ranks(scores: F32, present: Mask) -> F32:
     return ranks
 
 
-def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32]:
-    """(fused, bm25_norm, dense_norm) for aligned score arrays over the permitted rows."""
-    method = getattr(fusion, "method", "weighted")
+def _top(scores: F32, present: Mask, depth: int) -> F32:
+    """The ``depth`` best scores of the rows in ``present``, best first."""
+    vals = scores[present]
+    d = min(depth, len(vals))
+    if d == 0:
+        return np.zeros(0, dtype=np.float32)
+    top = np.partition(vals, len(vals) - d)[len(vals) - d :] if d < len(vals) else vals
+    return np.sort(top)[::-1].astype(np.float32)
+
+
+def _spread(top: F32) -> float:
+    """The effective number of hits a list singles out: the sum of its top scores min-max normalised over
+    that top (1 when one hit stands far above the rest, up to ``len(top)`` when they are all alike)."""
+    if len(top) < 2:
+        return float(len(top))
+    lo, hi = float(top[-1]), float(top[0])
+    if hi - lo <= 1e-9:
+        return float(len(top))
+    return float(((top - lo) / (hi - lo)).sum())
+
+
+def _cliff(top: F32) -> float:
+    """The largest drop between consecutive scores of ``top`` (best first), as a fraction of its range."""
+    if len(top) < 2:
+        return 0.0
+    span = float(top[0] - top[-1])
+    if span <= 1e-9:
+        return 0.0
+    return float(np.max(top[:-1] - top[1:]) / span)
+
+
+def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> tuple[float, float]:
+    """(bm25_weight, dense_weight) of the ``adaptive`` fusion for one query.
+
+    Dense-first: BM25's weight is the largest drop between consecutive scores of its top ``depth``, as a
+    fraction of their range (one half when a single chunk matches); the dense weight is the rest. A rare term (an identifier, a code, a name) that only a
+    few chunks contain puts a cliff under them — BM25 then leads; a natural-language question whose words
+    match many chunks gives a gently falling list and leaves the ranking to the dense model. No BM25 match
+    at all, or a list where every chunk scores alike, gives ``(0, 1)``: the dense ranking. The weights are
+    functions of the list's top ``depth`` scores only, so they are constants of the query for every row
+    outside them (the PostgreSQL path's bound).
+    """
+    tb = _top(bm25, bm25_present, depth)
+    if len(tb) == 0:
+        return 0.0, 1.0
+    wb = 0.5 if len(tb) == 1 else _cliff(tb)  # a lone match leads; the other chunks keep the dense order
+    return wb, 1.0 - wb
+
+
+def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32, float, float]:
+    """(fused, bm25_norm, dense_norm, bm25_weight, dense_weight): fused = wb * bm25_norm + wd * dense_norm.
+
+    The weights are constants of the query (functions of each list's top ``depth`` scores only), so for a
+    fixed query the fused score is non-decreasing in each row's BM25 and dense score — the property the
+    PostgreSQL path's threshold bound relies on (``_pg.py``).
+    """
+    method = getattr(fusion, "method", "adaptive")  # no fusion given: the schema default
     depth = int(getattr(fusion, "depth", 100))
     dense_present = np.ones(len(dense), dtype=np.bool_)
     if method == "rrf":
@@ -135,12 +189,21 @@ def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F
         rb, rd = _ranks(bm25, bm25_present), _ranks(dense, dense_present)
         nb = np.where(rb <= depth, 1.0 / (k + rb), 0.0).astype(np.float32)
         nd = np.where(rd <= depth, 1.0 / (k + rd), 0.0).astype(np.float32)
-        return (nb + nd).astype(np.float32), nb, nd
+        return (nb + nd).astype(np.float32), nb, nd, 1.0, 1.0
     norm = getattr(fusion, "normalization", "minmax")
     nb = _normalise(bm25, bm25_present, norm, depth)
     nd = _normalise(dense, dense_present, norm, depth)
-    wb, wd = float(getattr(fusion, "bm25_weight", 0.3)), float(getattr(fusion, "dense_weight", 0.7))
-    return (wb * nb + wd * nd).astype(np.float32), nb, nd
+    if method == "adaptive":
+        wb, wd = adaptive_weights(bm25, bm25_present, dense, depth)
+    else:
+        wb, wd = float(getattr(fusion, "bm25_weight", 0.3)), float(getattr(fusion, "dense_weight", 0.7))
+    return (wb * nb + wd * nd).astype(np.float32), nb, nd, wb, wd
+
+
+def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32]:
+    """(fused, bm25_norm, dense_norm) for aligned score arrays over the permitted rows."""
+    fused, nb, nd, _, _ = fuse_parts(bm25, bm25_present, dense, fusion)
+    return fused, nb, nd
 
 
 def score(

@@ -381,8 +381,11 @@ class Source(Section):
 class Fusion(Section):
     """How lexical (BM25) and dense scores are combined."""
 
-    method: Literal["weighted", "rrf"] = Field(
-        "weighted", description="`weighted` (normalised scores) or `rrf`."
+    method: Literal["adaptive", "weighted", "rrf"] = Field(
+        "adaptive",
+        description="`adaptive` (default: normalised scores weighted per query by how strongly each list "
+        "singles out its best hits, no per-corpus tuning; see docs/retrieval.md), `weighted` (normalised "
+        "scores with the fixed `bm25_weight` / `dense_weight`) or `rrf` (reciprocal-rank fusion).",
     )
     normalization: Literal["minmax", "zscore", "none"] = Field(
         "minmax",
@@ -393,11 +396,15 @@ class Fusion(Section):
         100,
         ge=1,
         le=10000,
-        description="How many top results of each list set the normalisation "
-        "statistics (and, for `rrf`, which ranks count).",
+        description="How many top results of each list set the normalisation statistics and the "
+        "`adaptive` weights (and, for `rrf`, which ranks count).",
     )
-    bm25_weight: float = Field(0.3, ge=0, le=1, description="Weight of the normalised BM25 score.")
-    dense_weight: float = Field(0.7, ge=0, le=1, description="Weight of the normalised dense score.")
+    bm25_weight: float = Field(
+        0.3, ge=0, le=1, description="Weight of the normalised BM25 score (method `weighted` only)."
+    )
+    dense_weight: float = Field(
+        0.7, ge=0, le=1, description="Weight of the normalised dense score (method `weighted` only)."
+    )
     rrf_k: int = Field(60, ge=1, description="k constant for reciprocal-rank fusion.")
 
 

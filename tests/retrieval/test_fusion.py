@@ -1,0 +1,217 @@
+"""The adaptive fusion (the default): its properties by construction, and the exactness bound the
+PostgreSQL path relies on.
+
+The oracle for the bound is the fused score of every row, computed over the whole list; the PostgreSQL
+path only ever sees the union of both top-M lists plus one sentinel row (``_pg.PgSearch._fuse_candidates``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from charter.retrieval import Index, get_embedder
+from charter.retrieval._search import fuse, fuse_parts
+from charter.sources import Document
+from charter.spec._schema import Chunking, Fusion
+
+DEFAULT = Fusion()
+FUSIONS = [
+    DEFAULT,
+    Fusion(depth=3),
+    Fusion(depth=7),
+    Fusion(method="weighted"),
+    Fusion(method="weighted", normalization="zscore", depth=4),
+    Fusion(method="rrf", depth=5),
+]
+
+scores = st.floats(min_value=0.015625, max_value=30.0, allow_nan=False, allow_subnormal=False, width=32)
+cosines = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False, allow_subnormal=False, width=32)
+
+
+@st.composite
+def lists(draw: st.DrawFn, min_size: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = draw(st.integers(min_size, 40))
+    bm25 = np.array(draw(st.lists(scores, min_size=n, max_size=n)), dtype=np.float32)
+    present = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=np.bool_)
+    bm25[~present] = 0.0
+    dense = np.array(draw(st.lists(cosines, min_size=n, max_size=n)), dtype=np.float32)
+    return bm25, present, dense
+
+
+def _order(fused: np.ndarray) -> list[int]:
+    return sorted(range(len(fused)), key=lambda i: (-float(fused[i]), i))
+
+
+def test_default_is_adaptive() -> None:
+    assert DEFAULT.method == "adaptive"
+
+
+def _same_ranking(got: list[int], scores: np.ndarray, depth: int) -> None:
+    """``got`` starts with the rows scoring above the ``depth``-th best score, in score order (ties in any
+    order). Only those are normalised apart (the rest share the floor of the min-max scale), so the reduction
+    to one list's ranking holds over them."""
+    ranked = sorted(scores.tolist(), reverse=True)
+    kth = ranked[min(depth, len(ranked)) - 1]
+    d = sum(1 for x in ranked if x > kth + 1e-4)  # clearly above the floor (float32 noise aside)
+    head = [float(scores[i]) for i in got[:d]]
+    assert np.allclose(head, sorted(scores.tolist(), reverse=True)[:d], atol=1e-6), head
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=lists(), fusion=st.sampled_from(FUSIONS[:3]))
+def test_without_lexical_evidence_it_is_the_dense_ranking(data, fusion) -> None:
+    """No row contains a query term, or every row scores the same BM25: the dense ranking."""
+    _, _, dense = data
+    d = fusion.depth
+    none = np.zeros(len(dense), dtype=np.bool_)
+    _same_ranking(_order(fuse(np.zeros_like(dense), none, dense, fusion)[0]), dense, d)
+    flat = np.full(len(dense), 7.5, dtype=np.float32)
+    every = np.ones(len(dense), dtype=np.bool_)
+    _same_ranking(_order(fuse(flat, every, dense, fusion)[0]), dense, d)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=lists(), fusion=st.sampled_from(FUSIONS[:3]), c=cosines)
+def test_without_dense_evidence_it_is_the_bm25_ranking(data, fusion, c) -> None:
+    """Every row equally similar to the query: the rows that match a query term, in BM25 order, first."""
+    bm25, present, _ = data
+    flat = np.full(len(bm25), c, dtype=np.float32)
+    got = _order(fuse(bm25, present, flat, fusion)[0])
+    n_present = int(present.sum())
+    _same_ranking(got, np.where(present, bm25, -1.0).astype(np.float32), min(fusion.depth, max(n_present, 1)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(data=lists(min_size=2), fusion=st.sampled_from(FUSIONS), m_extra=st.integers(0, 10))
+def test_rows_outside_both_top_lists_never_beat_the_boundary_bound(data, fusion, m_extra) -> None:
+    """The PostgreSQL threshold bound, built exactly as ``_pg`` builds it, bounds every row it never saw."""
+    bm25, present, dense = data
+    n = len(dense)
+    m = min(n - 1, fusion.depth + m_extra)
+    assume(m >= fusion.depth)
+    full, _, _ = fuse(bm25, present, dense, fusion)
+    b_rows = [i for i in _order(np.where(present, bm25, -np.inf)) if present[i]][:m]
+    d_rows = _order(dense)[:m]
+    union = sorted(set(b_rows) | set(d_rows))
+    outside = [i for i in range(n) if i not in set(union)]
+    assume(outside)
+    bm25_done = len(b_rows) < m
+    b_edge = float(bm25[b_rows[-1]]) if b_rows else 0.0
+    d_edge = float(dense[d_rows[-1]])
+    sb = np.append(bm25[union], np.float32(b_edge if not bm25_done else 0.0))
+    sp = np.append(present[union], not bm25_done)
+    sd = np.append(dense[union], np.float32(d_edge))
+    fused_union, _, _ = fuse(bm25[union], present[union], dense[union], fusion)
+    _, snb, snd, wb, wd = fuse_parts(sb, sp, sd, fusion)
+    bound = wb * max(float(snb[-1]), 0.0) + wd * float(snd[-1])
+    # the union's fused scores are the full list's (the statistics come from the top `depth` only) ...
+    assert np.allclose(fused_union, full[union], atol=1e-5)
+    # ... and nothing outside the union can score above the bound
+    assert max(float(full[i]) for i in outside) <= bound + 1e-5
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=lists(min_size=3),
+    fusion=st.sampled_from(FUSIONS[:3]),
+    row=st.integers(0, 39),
+    raise_by=st.floats(0, 1),
+)
+def test_monotone_in_each_score_below_the_statistics(data, fusion, row, raise_by) -> None:
+    """Raising one row's score without entering its list's top ``depth`` changes no other row and never
+    lowers its own fused score (the weights and normalisation are constants of the query)."""
+    bm25, present, dense = data
+    n = len(dense)
+    row %= n
+    base, _, _ = fuse(bm25, present, dense, fusion)
+    depth = fusion.depth
+    # dense: raise toward (not beyond) the depth-th best of the *other* rows
+    others = np.delete(dense, row)
+    if len(others) >= depth:
+        cap = float(np.sort(others)[::-1][depth - 1])
+        if dense[row] < cap:
+            d2 = dense.copy()
+            d2[row] = dense[row] + (cap - dense[row]) * raise_by * 0.999
+            got, _, _ = fuse(bm25, present, d2, fusion)
+            assert got[row] >= base[row] - 1e-6
+            assert np.allclose(np.delete(got, row), np.delete(base, row), atol=1e-6)
+    present_others = np.delete(bm25[present], np.flatnonzero(np.flatnonzero(present) == row))
+    if present[row] and len(present_others) >= depth:
+        cap = float(np.sort(present_others)[::-1][depth - 1])
+        if bm25[row] < cap:
+            b2 = bm25.copy()
+            b2[row] = bm25[row] + (cap - bm25[row]) * raise_by * 0.999
+            got, _, _ = fuse(b2, present, dense, fusion)
+            assert got[row] >= base[row] - 1e-6
+            assert np.allclose(np.delete(got, row), np.delete(base, row), atol=1e-6)
+
+
+# -------------------------------------------------------------------- identifiers in realistic text
+COMPANIES = ["Brightwater Dental", "Kestrel Logistics", "Northwind Bakery", "Orchid Legal", "Vela Robotics"]
+PLANS = ["Team", "Business", "Enterprise"]
+MONTHS = ["January", "March", "June", "September", "November"]
+ID_SHAPES = [
+    "INV-{y}-{n:06d}",
+    "INV/{y}/{n:06d}",
+    "#{n}",
+    "inv_{n:06d}",
+    "PO {n:06d}-{c}",
+    "TKT-{n}",
+]
+QUESTIONS = [
+    "what is the status of {x}?",
+    "How much is due on {x}",
+    "{x} — was it paid",
+    "customer asks about invoice {x}; can you check the amount",
+    "“{x}” overdue?",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():  # type: ignore[no-untyped-def]
+    return get_embedder("minilm")
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(ID_SHAPES), question=st.sampled_from(QUESTIONS))
+def test_exact_identifier_match_ranks_first(tmp_path_factory, minilm, seed, shape, question) -> None:
+    """Forty invoices written from the same template, told apart only by their identifiers: the real
+    embedding model cannot separate them, yet the default fusion puts the invoice the question names first."""
+    from charter.store import open_store
+
+    rng = random.Random(seed)
+    ids: list[str] = []
+    while len(ids) < 40:
+        x = shape.format(y=rng.choice([2025, 2026]), n=rng.randrange(10**5, 10**6), c=rng.choice("ABC"))
+        if x not in ids and not any(re.findall(r"\w\w+", x)[-1] in y for y in ids):
+            ids.append(x)
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('ids') / 'i.db'}")
+    try:
+        index = Index(store, minilm)
+        everyone = frozenset({"public"})
+        for i, x in enumerate(ids):
+            text = (
+                f"Invoice {x} issued to {rng.choice(COMPANIES)} for the {rng.choice(PLANS)} plan, "
+                f"{rng.randrange(2, 90)} seats, billing period {rng.choice(MONTHS)}. Total due "
+                f"{rng.randrange(40, 9000)}.{rng.randrange(100):02d} USD, payment terms net 30."
+            )
+            index.upsert_document(
+                Document(source_id="billing", doc_id=f"d{i:02d}", title="", text=text, format="text"),
+                everyone,
+                Chunking(),
+            )
+        target = rng.randrange(len(ids))
+        hits = index.search(everyone, question.format(x=ids[target]), k=5)
+        assert hits[0].doc_id == f"d{target:02d}", (ids[target], [h.doc_id for h in hits])
+    finally:
+        store.dispose()
