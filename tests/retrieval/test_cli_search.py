@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +63,22 @@ def test_search_shows_rank_source_heading_and_reason(indexed: Path) -> None:
     r = run_cli("search", "--as", "ana", "goodwill credit limits", "--explain", cwd=indexed.parent)
     assert r.exit_code == 0, r.stderr
     assert "visible via:" in r.stdout and "bm25" in r.stdout and "dense" in r.stdout
+    js = run_cli("search", "--as", "ana", "goodwill credit limits", "--explain", "--json", cwd=indexed.parent)
+    explained: Any = js.json()
+    for x in explained["results"]:  # the weights shown (the charter's, or this query's) give the score
+        e = x["explain"]
+        assert abs(e["bm25"]["weight"] + e["dense"]["weight"] - 1) < 1e-3
+        assert abs(e["bm25"]["contribution"] + e["dense"]["contribution"] - x["score"]) < 1e-3, e
+    charter = indexed if indexed.suffix == ".yaml" else indexed.parent / "charter.yaml"
+    text = charter.read_text(encoding="utf-8")
+    charter.write_text(re.sub(r"\n  fusion: \{[^}]*\}", "", text), encoding="utf-8")  # the default fusion
+    js = run_cli("search", "--as", "ana", "goodwill credit limits", "--explain", "--json", cwd=indexed.parent)
+    explained = js.json()
+    assert explained["fusion"]["method"] == "adaptive" and explained["results"]
+    for x in explained["results"]:  # adaptive: this query's weights, recovered, and they give the score
+        e = x["explain"]
+        assert e["method"] == "adaptive" and abs(e["bm25"]["weight"] + e["dense"]["weight"] - 1) < 1e-3
+        assert abs(e["bm25"]["contribution"] + e["dense"]["contribution"] - x["score"]) < 1e-3, e
 
 
 @pytest.mark.parametrize("user", ["ana", "ben", "lena", "casey", "svc-helpdesk", "farid"])

@@ -46,15 +46,29 @@ def search(
         "fusion": fusion.model_dump(),
         "results": [],
     }
+    weights = _weights(hits, fusion)
     for h in hits:
         item = h.as_dict()
         if explain:
-            item["explain"] = _explain(h, fusion)
+            item["explain"] = _explain(h, fusion, weights)
         data["results"].append(item)
     emit(data, as_json, lambda d: _render(d, explain))
 
 
-def _explain(hit: Any, fusion: Any) -> dict[str, Any]:
+def _weights(hits: list[Any], fusion: Any) -> tuple[float, float]:
+    """The (BM25, dense) weights this query's fusion used. Fixed for ``weighted``; for ``adaptive`` they are
+    per query with dense = 1 − BM25, recovered from any hit whose two normalised scores differ
+    (score = w·bm25 + (1 − w)·dense); with none, every split gives the same scores."""
+    if fusion.method != "adaptive":
+        return float(fusion.bm25_weight), float(fusion.dense_weight)
+    for h in hits:
+        if abs(h.bm25_norm - h.dense_norm) > 1e-4:
+            w = min(1.0, max(0.0, (h.score - h.dense_norm) / (h.bm25_norm - h.dense_norm)))
+            return round(w, 4), round(1.0 - w, 4)
+    return 0.0, 1.0
+
+
+def _explain(hit: Any, fusion: Any, weights: tuple[float, float]) -> dict[str, Any]:
     if fusion.method == "rrf":
         return {
             "method": "rrf",
@@ -63,20 +77,21 @@ def _explain(hit: Any, fusion: Any) -> dict[str, Any]:
             "bm25_raw": hit.bm25,
             "dense_cosine": hit.dense,
         }
+    wb, wd = weights
     return {
-        "method": "weighted",
+        "method": fusion.method,  # weighted: the charter's weights; adaptive: this query's (docs/retrieval.md)
         "normalization": fusion.normalization,
         "bm25": {
             "raw": hit.bm25,
             "normalised": hit.bm25_norm,
-            "weight": fusion.bm25_weight,
-            "contribution": fusion.bm25_weight * hit.bm25_norm,
+            "weight": wb,
+            "contribution": wb * hit.bm25_norm,
         },
         "dense": {
             "cosine": hit.dense,
             "normalised": hit.dense_norm,
-            "weight": fusion.dense_weight,
-            "contribution": fusion.dense_weight * hit.dense_norm,
+            "weight": wd,
+            "contribution": wd * hit.dense_norm,
         },
     }
 
