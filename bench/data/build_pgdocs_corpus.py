@@ -19,6 +19,7 @@ import json
 import re
 from pathlib import Path
 
+from _beir import write_beir  # bench/data/_beir.py (this script's folder is on sys.path)
 from lxml import html as lhtml
 
 HERE = Path(__file__).resolve().parent
@@ -59,23 +60,7 @@ def build(out: Path, html_dir: Path, budget: int | None) -> None:
                 kept.append(d)
                 used += len(d["text"])
         docs = sorted(kept, key=lambda d: d["_id"])
-    ids = {d["_id"] for d in docs}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qrels").mkdir(exist_ok=True)
-    with (out / "corpus.jsonl").open("w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps(d) + "\n")
-    with (
-        (out / "queries.jsonl").open("w", encoding="utf-8") as f,
-        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as g,
-    ):
-        g.write("query-id\tcorpus-id\tscore\n")
-        for q in spec["questions"]:
-            f.write(json.dumps({"_id": q["id"], "text": q["text"]}) + "\n")
-            for doc_id, grade in q["relevant"].items():
-                if doc_id not in ids:
-                    raise SystemExit(f"{q['id']}: judged page {doc_id} is not in the corpus")
-                g.write(f"{q['id']}\t{doc_id}\t{grade}\n")
+    write_beir(out, docs, spec["questions"])
     print(f"{len(docs)} pages, {len(spec['questions'])} questions -> {out}")
 
 

@@ -24,6 +24,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from _beir import write_beir  # bench/data/_beir.py (this script's folder is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 SKIP = (
     "test",
@@ -109,20 +111,7 @@ def build(out: Path, max_docs: int) -> None:
             (e for e in ents if e[0] not in judged), key=lambda e: hashlib.sha256(e[0].encode()).digest()
         )
         ents = sorted(keep + rest[: max_docs - len(keep)])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qrels").mkdir(exist_ok=True)
-    with (out / "corpus.jsonl").open("w", encoding="utf-8") as f:
-        for qual, text in ents:
-            f.write(json.dumps({"_id": qual, "title": "", "text": text}) + "\n")
-    with (
-        (out / "queries.jsonl").open("w", encoding="utf-8") as f,
-        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as g,
-    ):
-        g.write("query-id\tcorpus-id\tscore\n")
-        for q in spec["questions"]:
-            f.write(json.dumps({"_id": q["id"], "text": q["text"]}) + "\n")
-            for doc_id, grade in q["relevant"].items():
-                g.write(f"{q['id']}\t{doc_id}\t{grade}\n")
+    write_beir(out, ({"_id": qual, "title": "", "text": text} for qual, text in ents), spec["questions"])
     print(
         f"{len(ents)} entities, {len(spec['questions'])} questions -> {out} (Python {sys.version.split()[0]})"
     )
