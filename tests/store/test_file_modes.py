@@ -75,7 +75,7 @@ def test_check_warns_and_gate_fails_on_wider_modes(project: Path, loose_umask: N
         c = CheckResult("sources", "t", "sources", None)
         check_storage_modes(rt, c)
         assert c.status == "fail"
-        fixes = {f.evidence["fix"] for f in c.findings if f.status == "fail"}
+        fixes = {f.fix for f in c.findings if f.status == "fail"}  # the chmod that fixes each
         assert f"chmod 600 {base / 'charter.db'}" in fixes and f"chmod 700 {base}" in fixes
     finally:
         rt.close()
