@@ -81,12 +81,17 @@ def safe_url(url: Any) -> str | None:
     """``url`` when its scheme is http, https or mailto (after stripping controls and spaces), else None."""
     if not isinstance(url, str) or not url.strip():
         return None
-    cleaned = "".join(ch for ch in url.strip() if ch.isprintable() and not ch.isspace())
+    stripped = url.strip()
+    # A URL holding any control, format, separator or whitespace character is refused (such characters
+    # hide a scheme from a reader: "java\tscript:"). ``isprintable`` is False for every one of them except
+    # the ASCII space, which is checked apart — one C-level pass instead of a per-character loop.
+    if not stripped.isprintable() or " " in stripped:
+        return None
     try:
-        scheme = urlsplit(cleaned).scheme.lower()
+        scheme = urlsplit(stripped).scheme.lower()
     except ValueError:
         return None
-    return url.strip() if scheme in SAFE_SCHEMES and cleaned == url.strip() else None
+    return stripped if scheme in SAFE_SCHEMES else None
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,48 @@ def test_only_http_https_and_mailto_are_links(url: str, ok: bool) -> None:
     assert (safe_url(url) is not None) == ok
 
 
+def _safe_url_by_definition(url: object) -> str | None:
+    """The link rule written out plainly (the oracle): strip; refuse any character that is not printable
+    or is whitespace; keep only http, https and mailto schemes."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url.strip():
+        return None
+    stripped = url.strip()
+    if any(not ch.isprintable() or ch.isspace() for ch in stripped):
+        return None
+    try:
+        scheme = urlsplit(stripped).scheme.lower()
+    except ValueError:
+        return None
+    return stripped if scheme in ("http", "https", "mailto") else None
+
+
+def test_no_printable_character_but_the_space_is_whitespace() -> None:
+    """``safe_url`` refuses whitespace with one ``isprintable()`` pass plus a check for the ASCII space: that
+    is the plain rule only if no other printable character is whitespace — checked over every code point."""
+    import sys
+
+    odd = [hex(cp) for cp in range(sys.maxunicode + 1) if chr(cp).isprintable() and chr(cp).isspace()]
+    assert odd == ["0x20"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    prefix=st.sampled_from(["", " ", "\t", "\u200b", "\u00a0"]),
+    scheme=st.sampled_from(
+        ["https", "HTTP", "mailto", "javascript", "java\tscript", "jav\u200bascript", "data", ""]
+    ),
+    rest=st.text(st.characters(codec="utf-8"), max_size=30),
+)
+def test_safe_url_agrees_with_the_plain_rule(prefix: str, scheme: str, rest: str) -> None:
+    from charter.access import safe_url
+
+    url = f"{prefix}{scheme}:{rest}"
+    assert safe_url(url) == _safe_url_by_definition(url)
+    assert safe_url(rest) == _safe_url_by_definition(rest)
+
+
 def test_a_javascript_front_matter_url_is_no_link_on_ask(synced_project: Path) -> None:
     """The document's front matter says ``url: "javascript:…"``; after a sync, /ask shows no such link."""
     from charter.sources import sync_sources

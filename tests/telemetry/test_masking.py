@@ -93,6 +93,66 @@ def test_fail_closed() -> None:
     assert protect("text", "masked", _Broken()) == REDACTED
 
 
+class _Picky:
+    """Masks like a real masker (upper-cases) but fails on one kind of string: a part of the value."""
+
+    def mask(self, text: str) -> str:
+        if "boom" in text:
+            raise RuntimeError("recognizer crashed")
+        return text.upper()
+
+
+class _Obj:
+    def __str__(self) -> str:
+        return "obj boom" if id(self) % 2 else "obj"
+
+
+class _Str(str):
+    pass
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.sampled_from(["boom", "a boom b", "ok"]),
+    st.builds(_Str, st.text(max_size=5)),
+    st.builds(_Obj),
+    st.binary(max_size=4),
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.frozensets(st.text(max_size=4), max_size=3),
+        st.dictionaries(
+            st.one_of(st.text(max_size=6), st.integers(), st.sampled_from(["boom"])), inner, max_size=4
+        ),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=_VALUES)
+def test_the_fast_walk_gives_exactly_the_general_walks_result(value: object) -> None:
+    """``mask_any`` takes a fast path for plain JSON-shaped values; for any value (tuples, sets, ``str``
+    subclasses, objects, bytes, a masker failing on some parts) its result is the part-by-part general
+    walk's, so a failing part is ``[REDACTED]`` and its siblings are still masked."""
+    from charter.telemetry.masking import _mask_general
+
+    picky = _Picky()
+    assert mask_any(value, picky) == _mask_general(value, picky)
+
+
+def test_a_failing_part_is_redacted_and_its_siblings_masked() -> None:
+    out = mask_any({"a": ["fine", "boom here"], "b": {"c": "also fine"}}, _Picky())
+    assert out == {"A": ["FINE", REDACTED], "B": {"C": "ALSO FINE"}}
+
+
 def test_field_policies(masker: PresidioMasker) -> None:
     v = f"mail {PLANTED['email']}"
     assert protect(v, "raw", masker) == v

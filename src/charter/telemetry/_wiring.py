@@ -73,7 +73,8 @@ class _LazyMasker:
         return self._inner
 
     def mask(self, text: str) -> str:
-        return self.inner.mask(text)
+        inner = self._inner  # built already: skip the property (every string of every trace comes here)
+        return (inner if inner is not None else self.inner).mask(text)
 
 
 def masker_for(rt: Runtime) -> Masker:

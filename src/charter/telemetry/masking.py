@@ -84,7 +84,8 @@ def normalise_for_masking(text: str) -> tuple[str, list[int] | None, list[int] |
     character ``j``; both are None when the text is unchanged (the common, ASCII case)."""
     if text.isascii():
         return text, None, None
-    if unicodedata.is_normalized("NFKC", text) and not any(_invisible(c) for c in text if ord(c) > 127):
+    # each distinct non-ASCII character classified once (a text repeats the few it has: "–", "é")
+    if unicodedata.is_normalized("NFKC", text) and not any(_invisible(c) for c in set(text) if c > "\x7f"):
         return text, None, None
     out: list[str] = []
     starts: list[int] = []
@@ -426,17 +427,47 @@ def hash_value(value: str, salt: bytes = b"charter") -> str:
     return "h:" + hmac.new(salt, value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+class _NotPlain(Exception):
+    """Raised by :func:`_mask_plain` on anything but plain JSON-shaped values."""
+
+
+def _mask_plain(value: Any, mask: Callable[[str], str]) -> Any:
+    """:func:`mask_any` for plain JSON-shaped values (exact ``str``/``dict``/``list``/scalar types, as
+    ``model_dump(mode="json")`` makes them) without the per-level ``isinstance`` chain and ``try`` — the
+    trace writer's hot path. Anything else raises :class:`_NotPlain`, and the caller redoes the whole
+    value the general way, so the result is always exactly :func:`_mask_general`'s."""
+    t = type(value)
+    if t is str:
+        return mask(value)
+    if t is dict:
+        return {(mask(k) if type(k) is str else k): _mask_plain(v, mask) for k, v in value.items()}
+    if t is list:
+        return [_mask_plain(v, mask) for v in value]
+    if value is None or t is bool or t is int or t is float:
+        return value
+    raise _NotPlain
+
+
 def mask_any(value: Any, masker: Masker) -> Any:
-    """Mask every string inside ``value`` (dicts, lists, scalars); fail closed on any error."""
+    """Mask every string inside ``value`` (dicts, lists, scalars); fail closed on any error: a part whose
+    masking raises is stored as ``[REDACTED]``, never as-is."""
+    try:
+        return _mask_plain(value, masker.mask)
+    except Exception:  # not plain JSON, or a masker error: the general walk decides part by part
+        return _mask_general(value, masker)
+
+
+def _mask_general(value: Any, masker: Masker) -> Any:
     try:
         if isinstance(value, str):
             return masker.mask(value)
         if isinstance(value, dict):
             return {
-                (masker.mask(k) if isinstance(k, str) else k): mask_any(v, masker) for k, v in value.items()
+                (masker.mask(k) if isinstance(k, str) else k): _mask_general(v, masker)
+                for k, v in value.items()
             }
         if isinstance(value, list | tuple | set | frozenset):
-            return [mask_any(v, masker) for v in value]
+            return [_mask_general(v, masker) for v in value]
         if value is None or isinstance(value, bool | int | float):
             return value
         return masker.mask(str(value))  # anything else is stored as (masked) text, never as-is
