@@ -312,3 +312,68 @@ def test_sync_embeds_the_drafters_sentences_so_answering_embeds_only_the_questio
     finally:
         vars(embedder).pop("embed", None)  # the embedder may be shared by the process
         rt.close()
+
+
+# ------------------------------------------------------------------------------- lists and procedures
+def chunk_passages(*picks: tuple[str, int]) -> list[Passage]:
+    """Passages S1, S2 … made of the example's real chunks (the index's chunker, the example's 200/30
+    chunking), in the order given as ``(document, chunk number)`` — as retrieval hands them over."""
+    from charter.retrieval._chunking import chunk_text
+
+    out = []
+    for i, (relpath, n) in enumerate(picks, 1):
+        title, body = doc(relpath)
+        heading, text, _tokens = chunk_text(body, 200, 30)[n]
+        out.append(
+            Passage(f"S{i}", text, title=title, heading=heading, audience="customer", source_id="help-center")
+        )  # type: ignore[arg-type]
+    return out
+
+
+def test_a_sentence_that_leads_into_a_list_is_completed_by_the_list() -> None:
+    """The answer to "why does my statement differ?" is the list after "If your card is in another
+    currency:"; quoting the sentence before it without the list drops the fact (the bank's exchange rate)."""
+    doc_ = "help-center/exchange-rates-and-foreign-transaction-fees.md"
+    passages = chunk_passages(
+        (doc_, 0),
+        (doc_, 1),
+        ("help-center/billing-currency.md", 0),
+        ("help-center/whats-on-your-invoice.md", 0),
+    )
+    gen = draft(
+        "Why is the amount on my bank statement different from my Quillo invoice? My card is in Canadian dollars.",
+        passages,
+    )
+    sentences, _ = check_draft(gen, passages)
+    text = " ".join(sentences)
+    assert re.search(r"its own exchange rate", text), text
+    # the list's lead-in line is quoted only together with its first item, right before it
+    intro = [i for i, s in enumerate(sentences) if s.startswith("If your card is in another currency:")]
+    assert all(i + 1 < len(sentences) and sentences[i + 1].startswith("Your bank converts") for i in intro)
+
+
+def test_a_step_picked_from_the_middle_of_a_procedure_brings_the_steps_before_it() -> None:
+    """ "Update the company legal name …" is no answer without step 1, where to go."""
+    doc_ = "help-center/updating-billing-details-on-invoices.md"
+    passages = chunk_passages((doc_, 0), (doc_, 4), (doc_, 1), (doc_, 2))
+    gen = draft("How do I change the company name on future invoices?", passages)
+    sentences, _ = check_draft(gen, passages)
+    update = [i for i, s in enumerate(sentences) if s.startswith("Update the company legal name")]
+    assert update, sentences
+    assert sentences[update[0] - 1].startswith("Go to Settings → Billing → Billing details"), sentences
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Intro line for the steps:\n\n1. Open **Settings**.\n2. Click **Save**.\n",
+        "Some statement about billing here.\n\n- first item of a list here\n- second item of a list\n",
+        "| Role | See invoices |\n|---|---|\n| Owner | Yes |\n| Member | No |\n",
+    ],
+)
+def test_list_items_and_table_rows_are_marked_as_items(text: str) -> None:
+    from charter.models._text import sentences_with_headings, sentences_with_structure
+
+    structure = sentences_with_structure(text)
+    assert [(h, s) for h, s, _ in structure] == sentences_with_headings(text)
+    assert [item for *_, item in structure] == [False] * (len(structure) - 2) + [True, True]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.models._render import clean_text, estimate_tokens, parse_citations, strip_citation_markers
-from charter.models._text import Overlap, is_statement, sentences_with_headings
+from charter.models._text import Overlap, is_statement, sentences_with_structure
 from charter.models._types import INTERNAL, OUTBOUND, Generation, GenerationRequest, Passage, provider
 from charter.screening import screen_sentence
 from charter.spec._schema import ModelEndpoint
@@ -72,6 +72,13 @@ def _is_step(sentence: str) -> bool:
     return 2 <= len(words) <= 30 and bool(_STEP.match(sentence)) and sentence.rstrip()[-1:] in ".!"
 
 
+#: How a quotable sentence sits in its passage: a list item or table row (a *fragment* when it is no
+#: statement on its own: "The invoice number, if …"), the line that introduces a list ("If your card is in
+#: another currency:"), or running text. Fragments and introductions are quoted only with their list.
+ITEM, FRAGMENT, INTRO, TEXT = "item", "fragment", "intro", "text"
+LIST_ONLY = frozenset({FRAGMENT, INTRO})
+MAX_LIST_ITEMS = 4
+
 QUALIFIERS = re.compile(
     r"\b(pro[- ]rata|prorated|pro-rated|up to|except|excluding|unless|only if|only for|only when|provided that|"
     r"does not apply|doesn't apply|not refundable|aren't refundable|isn't refundable|at most|at least|"
@@ -90,6 +97,7 @@ class _Candidate:
     matched: frozenset[str]
     dense: float = 0.0
     vector: Any = None
+    place: str = TEXT
 
 
 # ------------------------------------------------------------------------------------------ sentence vectors
@@ -171,24 +179,37 @@ SENTENCE_VECTORS = SentenceVectors()
 
 
 @functools.lru_cache(maxsize=8192)
-def passage_sentences(text: str) -> tuple[tuple[int, str, bool, str, tuple[str, ...]], ...]:
+def passage_sentences(text: str) -> tuple[tuple[int, str, bool, str, tuple[str, ...], str], ...]:
     """The sentences of a passage the drafter considers, in order: ``(position, heading, lead, sentence,
-    screening reasons)`` — ``lead`` is true for the first sentence under a heading; a sentence with reasons
-    is an instruction (screened out, never quoted). Only quotable sentences (statements and procedure
-    steps, not boilerplate) and screened ones are returned; pure, so cached by text (passages repeat across
-    requests). One definition, used by :meth:`ExtractiveModel.
-    candidates` at answer time and by :func:`prefetch_sentence_vectors` at sync time."""
-    out: list[tuple[int, str, bool, str, tuple[str, ...]]] = []
+    screening reasons, place)`` — ``lead`` is true for the first sentence under a heading; a sentence with
+    reasons is an instruction (screened out, never quoted); ``place`` is :data:`ITEM`, :data:`INTRO` or
+    :data:`TEXT`. Only quotable sentences (statements, procedure steps, list items, and the line that
+    introduces a list — quoted only together with its list —, not boilerplate) and screened ones are
+    returned; pure, so cached by text (passages repeat across requests). One definition, used by
+    :meth:`ExtractiveModel.candidates` at answer time and by :func:`prefetch_sentence_vectors` at sync time."""
+    out: list[tuple[int, str, bool, str, tuple[str, ...], str]] = []
     last_heading = None
-    for pos, (heading, sentence) in enumerate(sentences_with_headings(text)):
+    structure = sentences_with_structure(text)
+    for pos, (heading, sentence, item) in enumerate(structure):
         lead = heading != last_heading
         last_heading = heading
         sentence = strip_citation_markers(clean_text(sentence))
         verdict = screen_sentence(sentence)
+        introduces = (
+            not item
+            and sentence.rstrip().endswith(":")
+            and pos + 1 < len(structure)
+            and structure[pos + 1][2]
+            and len(sentence.split()) >= 2
+        )
+        alone = is_statement(sentence) or _is_step(sentence)
+        place = (ITEM if alone else FRAGMENT) if item else INTRO if introduces else TEXT
         if verdict.instruction:
-            out.append((pos, heading, lead, sentence, tuple(verdict.reasons)))
-        elif (is_statement(sentence) or _is_step(sentence)) and not _BOILERPLATE.match(sentence):
-            out.append((pos, heading, lead, sentence, ()))
+            out.append((pos, heading, lead, sentence, tuple(verdict.reasons), place))
+        elif (alone or introduces or (item and len(sentence.split()) >= 3)) and not _BOILERPLATE.match(
+            sentence
+        ):
+            out.append((pos, heading, lead, sentence, (), place))
     return tuple(out)
 
 
@@ -200,7 +221,7 @@ def prefetch_sentence_vectors(index: Any, texts: list[str]) -> int:
         {
             sentence_key(h, s)
             for text in texts
-            for _p, h, _l, s, reasons in passage_sentences(text)
+            for _p, h, _l, s, reasons, _place in passage_sentences(text)
             if not reasons
         }
     )
@@ -281,15 +302,17 @@ class ExtractiveModel:
         import numpy as np
 
         raw: list[tuple[int, int, Passage, str, bool, str]] = []
+        places: list[str] = []
         screened: list[dict[str, Any]] = []
         for rank, passage in enumerate(request.context):
-            for pos, heading, lead, sentence, reasons in passage_sentences(passage.text):
+            for pos, heading, lead, sentence, reasons, place in passage_sentences(passage.text):
                 if reasons:
                     screened.append(
                         {"passage": passage.id, "sentence": sentence[:300], "reasons": list(reasons)}
                     )
                 else:
                     raw.append((rank, pos, passage, heading, lead, sentence))
+                    places.append(place)
         overlap = Overlap(request.question, [s for *_, s in raw])
         if not raw or screen_sentence(request.question).instruction:  # a question that instructs: no answer
             return [], overlap, screened, 0.0
@@ -298,8 +321,8 @@ class ExtractiveModel:
         out: list[_Candidate] = []
         n = max(len(request.context), 1)
         how_to = bool(_HOW_TO.match(request.question.strip()))
-        for (rank, pos, passage, heading, lead, sentence), d, vec in zip(
-            raw, dense, sentence_vectors, strict=True
+        for (rank, pos, passage, heading, lead, sentence), d, vec, place in zip(
+            raw, dense, sentence_vectors, places, strict=True
         ):
             matched = overlap.matched(sentence)
             score = (
@@ -311,7 +334,7 @@ class ExtractiveModel:
                 + (W_QUALIFIER if QUALIFIERS.search(sentence) else 0.0)
                 + (W_STEP if how_to and _is_step(sentence) else 0.0)
             )
-            out.append(_Candidate(passage, rank, pos, sentence, score, matched, float(d), vec))
+            out.append(_Candidate(passage, rank, pos, sentence, score, matched, float(d), vec, place))
         out.sort(key=lambda c: (-c.score, c.rank, c.position))
         best = float(np.max(dense)) if len(dense) else 0.0
         return out, overlap, screened, best
@@ -326,7 +349,7 @@ class ExtractiveModel:
     ) -> tuple[list[_Candidate], int]:
         """Maximal marginal relevance over the candidates of one audience, then each picked sentence's
         qualifying follow-up ("... pro rata", "except ...") from the same passage."""
-        pool = [c for c in cands if c.passage.audience == audience]
+        pool = [c for c in cands if c.passage.audience == audience and c.place not in LIST_ONLY]
         if not pool:
             return [], budget
         top = pool[0].score
@@ -357,6 +380,8 @@ class ExtractiveModel:
             take(best)
         by_place = {(c.passage.id, c.position): c for c in cands if c.passage.audience == audience}
         for c in list(picked):
+            if self._follow_list(c, by_place, picked, take):
+                continue
             # the sentence that completes a picked one: its qualifier ("... pro rata", "except ..."), the
             # worked result of an example, or the next steps of a procedure
             follow = 4 if _is_step(c.text) else 1
@@ -375,6 +400,50 @@ class ExtractiveModel:
                 take(nxt)
         picked.sort(key=lambda c: (c.rank, c.position))
         return picked, budget
+
+    @staticmethod
+    def _follow_list(
+        c: _Candidate,
+        by_place: dict[tuple[str, int], _Candidate],
+        picked: list[_Candidate],
+        take: Callable[[_Candidate], bool],
+    ) -> bool:
+        """A picked sentence directly followed by a list (or by the line introducing one) is completed by
+        the list's first items: "If you cancelled … still active." → "Go to Settings → Billing → Plan.",
+        "Click Resume subscription."; "If your card is in another currency:" → "Your bank converts the
+        charge using its own exchange rate …". At most :data:`MAX_LIST_ITEMS` items, within the token
+        budget. Returns whether a list followed.
+
+        A picked list item preceded by procedure steps brings those steps too: "Update the company legal
+        name …" is no answer without "Go to Settings → Billing → Billing details" before it."""
+        back = c.position - 1
+        steps: list[_Candidate] = []
+        while c.place in (ITEM, FRAGMENT) and len(steps) < MAX_LIST_ITEMS:
+            prev = by_place.get((c.passage.id, back))
+            if prev is None or prev.place not in (ITEM, FRAGMENT) or not _is_step(prev.text):
+                break
+            steps.append(prev)
+            back -= 1
+        for step in reversed(steps):
+            if step not in picked and not take(step):
+                break
+        pos = c.position + 1
+        nxt = by_place.get((c.passage.id, pos))
+        chain: list[_Candidate] = []
+        if nxt is not None and nxt.place == INTRO and c.place != INTRO:
+            chain.append(nxt)
+            pos += 1
+            nxt = by_place.get((c.passage.id, pos))
+        if nxt is None or nxt.place not in (ITEM, FRAGMENT):
+            return False
+        while nxt is not None and nxt.place in (ITEM, FRAGMENT) and len(chain) < MAX_LIST_ITEMS + 1:
+            chain.append(nxt)
+            pos += 1
+            nxt = by_place.get((c.passage.id, pos))
+        for follower in chain:
+            if follower not in picked and not take(follower):
+                break
+        return True
 
     def generate(self, request: GenerationRequest) -> Generation:
         cands, _overlap, screened, best = self.candidates(request)

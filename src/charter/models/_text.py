@@ -60,14 +60,19 @@ def markdown_lines(text: str) -> list[tuple[str, str]]:
     """Prose lines of a markdown passage with the heading they sit under: headings themselves are not
     lines, list markers and emphasis are removed, table rows become ``"<header> <key>: <cells>"`` lines,
     links are reduced to their text."""
-    out: list[tuple[str, str]] = []
+    return [(heading, line) for heading, line, _item in markdown_blocks(text)]
+
+
+def markdown_blocks(text: str) -> list[tuple[str, str, bool]]:
+    """:func:`markdown_lines` with, for each line, whether it is a list item or a table row (``item``)."""
+    out: list[tuple[str, str, bool]] = []
     header: list[str] | None = None
     paragraph: list[str] = []
     heading = ""
 
     def flush() -> None:
         if paragraph:
-            out.append((heading, _inline(" ".join(paragraph))))
+            out.append((heading, _inline(" ".join(paragraph)), False))
             paragraph.clear()
 
     for raw in clean_text(text).splitlines():
@@ -89,22 +94,27 @@ def markdown_lines(text: str) -> list[tuple[str, str]]:
             if header is None:
                 header = cells
                 continue
-            out.append((heading, _table_row(header, cells)))
+            out.append((heading, _table_row(header, cells), True))
             continue
         if _BULLET.match(line):
             flush()
-            paragraph.append(_BULLET.sub("", line))
-            flush()
+            out.append((heading, _inline(_BULLET.sub("", line)), True))
             continue
         paragraph.append(stripped.lstrip("> "))
     flush()
-    return [(h, x) for h, x in out if x]
+    return [(h, x, item) for h, x, item in out if x]
 
 
 def sentences_with_headings(text: str) -> list[tuple[str, str]]:
     """``(heading, sentence)`` for every sentence of a markdown passage, in order."""
-    sentences: list[tuple[str, str]] = []
-    for heading, line in markdown_lines(text):
+    return [(heading, sentence) for heading, sentence, _item in sentences_with_structure(text)]
+
+
+def sentences_with_structure(text: str) -> list[tuple[str, str, bool]]:
+    """``(heading, sentence, item)`` for every sentence of a markdown passage, in order; ``item``: the
+    sentence belongs to a list item or a table row."""
+    sentences: list[tuple[str, str, bool]] = []
+    for heading, line, item in markdown_blocks(text):
         merged: list[str] = []
         for piece in _SPLIT.split(line):
             # every abbreviation match ends at the end of the piece and is at most 8 characters long:
@@ -113,7 +123,7 @@ def sentences_with_headings(text: str) -> list[tuple[str, str]]:
                 merged[-1] = merged[-1] + " " + piece
             else:
                 merged.append(piece)
-        sentences.extend((heading, s.strip()) for s in merged if s.strip())
+        sentences.extend((heading, s.strip(), item) for s in merged if s.strip())
     return sentences
 
 
