@@ -62,7 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("charter_dir", type=Path)
     ap.add_argument("--before", default="530f986")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--pad",
+        type=int,
+        default=0,
+        help="first pad a temporary copy's index with public filler chunks up to this many (e.g. 100000)",
+    )
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "retrieval" / "msmarco")
     args = ap.parse_args(argv)
+    if args.pad:
+        import shutil
+
+        tmp = Path(tempfile.mkdtemp(prefix="answer-quality-"))
+        shutil.copytree(args.charter_dir, tmp / "project")
+        args.charter_dir = tmp / "project"
 
     from charter import pipeline
     from charter.evals._cases import load_eval_sets
@@ -72,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     from charter.telemetry.traces import Trace
 
     rt = Runtime.open(args.charter_dir / "charter.yaml")
+    if args.pad:
+        sys.path.insert(0, str(REPO / "bench"))
+        from ask_bench import pad_index  # type: ignore[import-not-found]
+
+        corpus = [json.loads(x) for x in (args.data / "corpus.jsonl").read_text().splitlines() if x.strip()]
+        print(f"index padded to {pad_index(rt, args.pad, corpus):,} chunks", flush=True)
     cases = load_eval_sets([rt.charter.base_dir / e for e in rt.spec.evals.sets])
     gw = pipeline.gateway_for(rt)
     drafters = {"before": _old_drafter(args.before), "after": ExtractiveModel()}
@@ -102,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 req = gw.build_request(
                     q,
                     [pipeline._passage(cid, h, audience[cid]) for cid, h in passages.items()],
-                    agent_name=p.name,
+                    sender_name=p.name,
                 )
                 model.generate(req)
                 t0 = time.perf_counter()
@@ -114,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                     question=c.question,
                     charter_fingerprint=rt.fingerprint,
                 )
-                g, s = pipeline._tone(rt, req.customer_name, req.agent_name)
+                g, s = pipeline._tone(rt, req.recipient_name, req.sender_name)
                 res = pipeline.check(rt, p, q, gen.text, passages, audience, tr, template=(g, s))
                 observed = {"answered": "answer", "needs_human": "escalate"}.get(res.status, "refuse")
                 text = f"{res.draft}\n{res.agent_notes}"

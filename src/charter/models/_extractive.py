@@ -2,16 +2,17 @@
 
 How a draft is composed:
 
-1. Every passage is split into sentences (markdown headings dropped, tables turned into lines).
-2. A sentence is a *candidate* only if it is a statement (not a question, heading or fragment) and does not
-   address an AI (:func:`looks_like_instruction`: "ignore previous instructions", "call the X tool", ...,
-   also hidden by invisible characters, look-alike letters or spaced-out letters).
-3. Candidates are scored by IDF-weighted coverage of the question's terms: ``0.6 × sentence + 0.25 ×
-   its section heading + 0.15 × passage title/heading`` (+0.05 for the first sentence of a section); those
-   with no term of their own in common with the question, or scoring below ``min_score``, are dropped.
-   Sentences are then picked greedily by score plus the share of the question they cover that the
-   sentences already picked do not (so a draft answers several parts of a question rather than repeating
-   one), and printed in document order.
+1. Every passage is split into sentences (markdown headings dropped, list items and table rows marked as
+   items, see :func:`passage_sentences`). A sentence is a *candidate* only if it is quotable (a statement, a
+   procedure step, a list item) and does not address an AI (:func:`charter.screening.screen_sentence`, the
+   one instruction rule: screened sentences are never quoted and are reported with their reasons).
+2. Candidates are scored by meaning and words (see :meth:`ExtractiveModel.candidates`: dense similarity
+   to the question, IDF-weighted lexical coverage, heading coverage, position, retrieval rank, qualifiers,
+   procedure steps), picked by maximal marginal relevance, and completed: a qualifying follow-up, the
+   result of an example, the list a sentence leads into, the steps before a step (:meth:`ExtractiveModel.
+   _pick`). Abstention comes from the best dense similarity (``ABSTAIN_BELOW``). docs/models.md has the
+   weights and why.
+3. Picked sentences are printed in document order.
 4. The output quotes only passages with ``audience == OUTBOUND``; ``INTERNAL`` passages (``draft``
    workflows: sources not cleared for the outbound draft) become "Agent notes". Each sentence ends with its
    passage's citation, e.g. ``[S2]``.

@@ -196,124 +196,13 @@ class Overlap:
 
 
 # --------------------------------------------------------------------------------------------- injection
-_CONFUSABLES = str.maketrans(
-    {
-        "а": "a",
-        "е": "e",
-        "о": "o",
-        "р": "p",
-        "с": "c",
-        "у": "y",
-        "х": "x",
-        "і": "i",
-        "ј": "j",
-        "ѕ": "s",
-        "ԁ": "d",
-        "ɡ": "g",
-        "ο": "o",
-        "ν": "v",
-        "ι": "i",
-        "α": "a",
-        "κ": "k",
-        "τ": "t",
-        "ρ": "p",
-        "ε": "e",
-        "0": "o",
-        "1": "l",
-        "3": "e",
-        "4": "a",
-        "5": "s",
-        "7": "t",
-        "@": "a",
-        "$": "s",
-    }
-)
-_WORD_PATTERNS = [
-    re.compile(p)
-    for p in (
-        r"\b(ignore|disregard|forget|override|bypass)\b(\s+\w+){0,4}\s+(instruction|prompt|rule|guideline|"
-        r"directive|guardrail|context)",
-        r"\b(system|developer|hidden|original|initial)\s+(prompt|message|instruction)",
-        r"\b(reveal|disclose|leak|dump|exfiltrate)\b(\s+\w+){0,4}\s+(polic(y|ie)|prompt|instruction|"
-        r"secret|confidential|restricted|password|key|document|finance|internal)",
-        r"\b(call|invoke|execute|trigger)\b(\s+\w+){0,3}\s+(issue\s*refund|lookup\s*invoice|send\s*reply|tool|"
-        r"function)",
-        r"\b(use|run)\b(\s+\w+){0,2}\s+(issue\s*refund|lookup\s*invoice|send\s*reply)\s+(tool|function)",
-        r"\b(you are|you re|act as|pretend|roleplay|role play|behave as)\b(\s+\w+){0,3}\s+"
-        r"(ai|assistant|model|chatbot|bot|dan|gpt|llm)\b",
-        r"\b(as an ai|language model|ai model|chatgpt|llm)\b",
-        r"\b(new|updated|override) instruction",
-        r"\b(instruction|note|message)s? (for|to) (the |any )?(ai|assistant|model|bot|llm)\b",
-        r"\b(ai|assistant|chatbot|bot|llm)s?\s*(must|should|shall|will|needs? to)\b",
-    )
-]
-_SQUASHED = (
-    "ignoreprevious",
-    "ignoreallprevious",
-    "ignoreprior",
-    "ignoreallprior",
-    "ignoretheabove",
-    "ignoreabove",
-    "ignoreallinstructions",
-    "ignoreyourinstructions",
-    "ignoretheinstructions",
-    "ignoreinstructions",
-    "disregardprevious",
-    "disregardall",
-    "disregardtheabove",
-    "disregardyour",
-    "forgetprevious",
-    "forgetallprevious",
-    "forgetyourinstructions",
-    "previousinstructions",
-    "priorinstructions",
-    "systemprompt",
-    "developermode",
-    "jailbreak",
-    "newinstructions",
-    "callissuerefund",
-    "calltheissuerefund",
-    "issuerefundtool",
-    "invokeissuerefund",
-    "revealthefinance",
-    "revealfinance",
-    "revealtheconfidential",
-    "revealtherestricted",
-    "revealthesystem",
-    "revealyour",
-    "revealthepolicy",
-    "languagemodel",
-)
-
-
-def _normal_words(text: str) -> list[str]:
-    norm = unicodedata.normalize("NFKC", clean_text(text)).lower().translate(_CONFUSABLES)
-    raw = re.findall(r"[a-z]+", norm.replace("_", " "))
-    words: list[str] = []
-    run: list[str] = []
-    for w in [*raw, ""]:
-        if len(w) == 1:
-            run.append(w)
-            continue
-        if len(run) >= 3:
-            words.append("".join(run))
-        else:
-            words.extend(run)
-        run = []
-        if w:
-            words.append(w)
-    return words
-
-
 def looks_like_instruction(text: str) -> bool:
-    """Whether ``text`` addresses an AI (injection attempt) — checked on a normalised form that defeats
-    invisible characters, look-alike letters, leetspeak and spaced-out letters (``i g n o r e``)."""
-    words = _normal_words(text)
-    joined = " ".join(words)
-    if any(p.search(joined) for p in _WORD_PATTERNS):
-        return True
-    squashed = "".join(words)
-    return any(s in squashed for s in _SQUASHED)
+    """Whether any sentence of ``text`` addresses an AI (an injection attempt). The rule lives in one place,
+    :mod:`charter.screening` (normalised view against invisible characters, look-alike letters, leetspeak,
+    spaced-out letters and encoded payloads); this is its yes/no form."""
+    from charter.screening import screen_text
+
+    return bool(screen_text(text).flagged)
 
 
 def is_statement(sentence: str) -> bool:
