@@ -117,6 +117,7 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
                 "error_type": "ProviderError" if status == "error" else None,
                 "error_stage": "generate" if status == "error" else None,
                 "body": {"question": f"billing question {i % 2000} about invoice <ID>"},
+                "channel": "server",
             }
         )
         if rng.random() < 0.1:

@@ -108,14 +108,19 @@ def day_expr(store: Store, column: Any) -> ColumnElement[str]:
     return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
 
 
-def latency_bucket(column: Any) -> ColumnElement[int]:
-    """The latency histogram bucket of a millisecond column (see the module docstring)."""
-    ms = cast(column, Integer)
+def latency_bucket(column: Any, dialect: str = "sqlite") -> ColumnElement[int]:
+    """The latency histogram bucket of a millisecond column (see the module docstring). Values are
+    truncated into their bucket on every backend (SQLite's CAST truncates; PostgreSQL's rounds, so there
+    the value is floored first). The rollup triggers (migration ``0018_rollup``) compute the same."""
+
+    def trunc(v: Any) -> ColumnElement[int]:
+        return cast(v if dialect == "sqlite" else func.floor(v), Integer)
+
     return case(
-        (column < 100, ms),
-        (column < 1_000, 100 + cast(column / 10, Integer) - 10),
-        (column < 10_000, 190 + cast(column / 100, Integer) - 10),
-        (column < 100_000, 280 + cast(column / 1_000, Integer) - 10),
+        (column < 100, trunc(column)),
+        (column < 1_000, 100 + trunc(column / 10.0) - 10),
+        (column < 10_000, 190 + trunc(column / 100.0) - 10),
+        (column < 100_000, 280 + trunc(column / 1_000.0) - 10),
         else_=literal(370),
     )
 
@@ -253,9 +258,99 @@ def _key(day: Any, pv: Any, model: Any, iv: Any) -> Key:
     return (str(day), pv or "-", model or "-", iv or "-")
 
 
+def day_split(start: datetime, end: datetime) -> tuple[list[tuple[datetime, datetime]], tuple[str, str] | None]:
+    """Split ``[start, end)`` into the whole UTC days the rollup answers (``(first_day, end_day)``, end
+    exclusive, ``None`` when there is none) and the partial days at either edge, read from raw rows."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if end <= start:
+        return [], None
+    first = datetime.combine(start.date(), datetime.min.time(), UTC)
+    if first < start:
+        first += timedelta(days=1)
+    last = datetime.combine(end.date(), datetime.min.time(), UTC)
+    if first >= last:
+        return [(start, end)], None
+    raw = [(a, b) for a, b in ((start, first), (last, end)) if a < b]
+    return raw, (first.date().isoformat(), last.date().isoformat())
+
+
 def load_cells(rt: Runtime, start: datetime, end: datetime) -> dict[Key, Agg]:
-    """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version), in SQL."""
-    store = rt.store
+    """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version): whole UTC days
+    from the daily rollup (``monitor_rollup``, kept by triggers on every write, migration
+    ``0018_rollup``), the partial days at the edges (today, and the window's first day unless it starts at
+    midnight) from the raw rows — the same numbers :func:`raw_cells` computes for the whole window."""
+    raw, days = day_split(start, end)
+    cells: dict[Key, Agg] = {}
+    for a, b in raw:
+        cells.update(raw_cells(rt.store, a, b))
+    if days is not None:
+        cells.update(rollup_cells(rt.store, *days))
+    return cells
+
+
+ROLLUP_COUNTS = (
+    "n",
+    "served",
+    "errors",
+    "refused",
+    "tool_refusals",
+    "cost_usd",
+    "g_sum",
+    "g_n",
+    "fb_up",
+    "fb_down",
+    "unchanged",
+    "edited",
+    "rejected",
+)
+
+
+def rollup_rows(store: Store, first_day: str, end_day: str) -> list[Any]:
+    """The rollup's rows for the days ``[first_day, end_day)`` (``YYYY-MM-DD``)."""
+    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+
+    c = mr.c
+    q = select(c.day, c.prompt_version, c.model, c.index_version, c.kind, c.label, *(c[n] for n in ROLLUP_COUNTS))
+    with store.connect() as conn:
+        return list(conn.execute(q.where((c.day >= first_day) & (c.day < end_day))))
+
+
+def rollup_cells(store: Store, first_day: str, end_day: str) -> dict[Key, Agg]:
+    """The cells of the days ``[first_day, end_day)`` from the rollup (a cell exists while it has a trace)."""
+    cells: dict[Key, Agg] = {}
+    labels = []
+    for r in rollup_rows(store, first_day, end_day):
+        key = (r.day, r.prompt_version, r.model, r.index_version)
+        if r.kind:
+            if r.n:
+                labels.append((key, r.kind, r.label, int(r.n)))
+            continue
+        if not r.n:
+            continue  # every trace of this cell was deleted
+        a = cells[key] = Agg()
+        a.requests, a.served, a.errors, a.refused = int(r.n), int(r.served), int(r.errors), int(r.refused)
+        a.tool_refusals, a.cost_usd = int(r.tool_refusals), float(r.cost_usd)
+        a.g_sum, a.g_n, a.fb_up, a.fb_down = float(r.g_sum), int(r.g_n), int(r.fb_up), int(r.fb_down)
+        for outcome, v in (("unchanged", r.unchanged), ("edited", r.edited), ("rejected", r.rejected)):
+            if v:
+                a.reviews[outcome] += int(v)
+    for key, kind, label, n in labels:
+        cell = cells.get(key)
+        if cell is None:
+            continue
+        if kind == "esc":
+            cell.escalations[label] += n
+        elif kind == "lat":
+            cell.latency[int(label)] += n
+        elif kind == "rej":
+            cell.reject_reasons[label] += n
+        elif kind == "down":
+            cell.down_reasons[label] += n
+    return cells
+
+
+def raw_cells(store: Store, start: datetime, end: datetime) -> dict[Key, Agg]:
+    """Aggregate ``[start, end)`` into cells from the raw rows, in SQL (grouped scans of the window)."""
     t = traces.c
     day = day_expr(store, t.started_at)
     dims = (day, t.prompt_version, t.model, t.index_version)
@@ -291,7 +386,7 @@ def load_cells(rt: Runtime, start: datetime, end: datetime) -> dict[Key, Agg]:
             a.g_n += int(gn or 0)
             if esc:
                 a.escalations[esc] += int(n)
-        lb = latency_bucket(t.latency_ms)
+        lb = latency_bucket(t.latency_ms, store.dialect)
         q2 = select(*dims, lb, func.count()).where(window & served).group_by(*dims, lb)
         for d, pv, m, iv, b, n in conn.execute(q2):
             cells[_key(d, pv, m, iv)].latency[int(b)] += int(n)
