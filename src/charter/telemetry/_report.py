@@ -292,18 +292,9 @@ def _by_prompt_version(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _month_spend(rt: Runtime, now: datetime) -> float:
-    from sqlalchemy import func
+    from charter.telemetry._trends import sum_cost
 
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    with rt.store.connect() as conn:
-        return float(
-            conn.execute(
-                select(func.coalesce(func.sum(traces.c.cost_usd), 0.0)).where(
-                    (traces.c.started_at >= start) & (traces.c.started_at < now)
-                )
-            ).scalar()
-            or 0.0
-        )
+    return sum_cost(rt, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now)
 
 
 def _diff(cur: float | None, prev: float | None) -> float | None:

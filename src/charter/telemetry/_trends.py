@@ -288,6 +288,26 @@ def load_cells(rt: Runtime, start: datetime, end: datetime) -> dict[Key, Agg]:
     return cells
 
 
+def sum_cost(rt: Runtime, start: datetime, end: datetime) -> float:
+    """Total ``cost_usd`` of the traces started in ``[start, end)``: whole days from the rollup, the edge
+    days from the raw rows (as :func:`load_cells`)."""
+    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+
+    raw, days = day_split(start, end)
+    total = 0.0
+    t = traces.c
+    with rt.store.connect() as conn:
+        for a, b in raw:
+            q = select(func.coalesce(func.sum(t.cost_usd), 0.0)).where((t.started_at >= a) & (t.started_at < b))
+            total += float(conn.execute(q).scalar() or 0.0)
+        if days is not None:
+            q = select(func.coalesce(func.sum(mr.c.cost_usd), 0.0)).where(
+                (mr.c.day >= days[0]) & (mr.c.day < days[1]) & (mr.c.kind == "")
+            )
+            total += float(conn.execute(q).scalar() or 0.0)
+    return total
+
+
 ROLLUP_COUNTS = (
     "n",
     "served",
