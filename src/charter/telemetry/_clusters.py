@@ -177,7 +177,7 @@ def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tupl
 def failure_counts(rt: Runtime, start: datetime, end: datetime) -> dict[str, Counter[str]]:
     """Failures per category and UTC day in ``[start, end)``: whole days from the monitoring rollup
     (``esc``/``rej``/``fail`` rows, migration ``0018_rollup``), the edge days from the raw rows."""
-    from charter.telemetry._trends import day_split, rollup_rows
+    from charter.telemetry._trends import day_split, rollup_labels
 
     raw, days = day_split(start, end)
     per_day: dict[str, Counter[str]] = defaultdict(Counter)
@@ -191,9 +191,8 @@ def failure_counts(rt: Runtime, start: datetime, end: datetime) -> dict[str, Cou
                 per_day[cat][at.date().isoformat()] += 1
     if days is not None:
         prefix = {"esc": "escalation:", "rej": "review_rejected:", "fail": ""}
-        for r in rollup_rows(rt.store, *days):
-            if r.kind in prefix and r.n:
-                per_day[prefix[r.kind] + r.label][r.day] += int(r.n)
+        for d, _pv, _m, _iv, kind, label, n in rollup_labels(rt.store, *days, tuple(prefix)):
+            per_day[prefix[kind] + label][d] += int(n)
     return dict(per_day)
 
 

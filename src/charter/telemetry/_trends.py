@@ -325,47 +325,50 @@ ROLLUP_COUNTS = (
 )
 
 
-def rollup_rows(store: Store, first_day: str, end_day: str) -> list[Any]:
-    """The rollup's rows for the days ``[first_day, end_day)`` (``YYYY-MM-DD``)."""
+def rollup_labels(store: Store, first_day: str, end_day: str, kinds: tuple[str, ...]) -> list[Any]:
+    """``(day, prompt_version, model, index_version, kind, label, n)`` of the rollup's non-zero label rows
+    of ``kinds`` for the days ``[first_day, end_day)`` (``YYYY-MM-DD``)."""
     from charter.telemetry._monitoring_tables import monitor_rollup as mr
 
     c = mr.c
-    q = select(c.day, c.prompt_version, c.model, c.index_version, c.kind, c.label, *(c[n] for n in ROLLUP_COUNTS))
+    q = select(c.day, c.prompt_version, c.model, c.index_version, c.kind, c.label, c.n).where(
+        (c.day >= first_day) & (c.day < end_day) & c.kind.in_(kinds) & (c.n != 0)
+    )
     with store.connect() as conn:
-        return list(conn.execute(q.where((c.day >= first_day) & (c.day < end_day))))
+        return list(conn.execute(q).fetchall())
 
 
 def rollup_cells(store: Store, first_day: str, end_day: str) -> dict[Key, Agg]:
     """The cells of the days ``[first_day, end_day)`` from the rollup (a cell exists while it has a trace)."""
+    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+
+    c = mr.c
+    q = select(c.day, c.prompt_version, c.model, c.index_version, *(c[n] for n in ROLLUP_COUNTS)).where(
+        (c.day >= first_day) & (c.day < end_day) & (c.kind == "") & (c.n != 0)
+    )
     cells: dict[Key, Agg] = {}
-    labels = []
-    for r in rollup_rows(store, first_day, end_day):
-        key = (r.day, r.prompt_version, r.model, r.index_version)
-        if r.kind:
-            if r.n:
-                labels.append((key, r.kind, r.label, int(r.n)))
-            continue
-        if not r.n:
-            continue  # every trace of this cell was deleted
-        a = cells[key] = Agg()
-        a.requests, a.served, a.errors, a.refused = int(r.n), int(r.served), int(r.errors), int(r.refused)
-        a.tool_refusals, a.cost_usd = int(r.tool_refusals), float(r.cost_usd)
-        a.g_sum, a.g_n, a.fb_up, a.fb_down = float(r.g_sum), int(r.g_n), int(r.fb_up), int(r.fb_down)
-        for outcome, v in (("unchanged", r.unchanged), ("edited", r.edited), ("rejected", r.rejected)):
+    with store.connect() as conn:
+        rows = conn.execute(q).fetchall()
+    for day, pv, m, iv, n, srv, err, ref, tref, cost, gs, gn, up, down, unch, edit, rej in rows:
+        a = cells[(day, pv, m, iv)] = Agg()
+        a.requests, a.served, a.errors, a.refused = int(n), int(srv), int(err), int(ref)
+        a.tool_refusals, a.cost_usd, a.g_sum, a.g_n = int(tref), float(cost), float(gs), int(gn)
+        a.fb_up, a.fb_down = int(up), int(down)
+        for outcome, v in (("unchanged", unch), ("edited", edit), ("rejected", rej)):
             if v:
-                a.reviews[outcome] += int(v)
-    for key, kind, label, n in labels:
-        cell = cells.get(key)
+                a.reviews[outcome] = int(v)
+    for day, pv, m, iv, kind, label, n in rollup_labels(store, first_day, end_day, ("esc", "lat", "rej", "down")):
+        cell = cells.get((day, pv, m, iv))
         if cell is None:
-            continue
+            continue  # cannot happen while the triggers hold: a label counts traces of its cell
         if kind == "esc":
-            cell.escalations[label] += n
+            cell.escalations[label] += int(n)
         elif kind == "lat":
-            cell.latency[int(label)] += n
+            cell.latency[int(label)] += int(n)
         elif kind == "rej":
-            cell.reject_reasons[label] += n
-        elif kind == "down":
-            cell.down_reasons[label] += n
+            cell.reject_reasons[label] += int(n)
+        else:
+            cell.down_reasons[label] += int(n)
     return cells
 
 
