@@ -33,7 +33,7 @@ from tests.telemetry.test_trends import fast_store, make_trace, review
 
 from charter.runtime import Runtime
 from charter.telemetry import apply_retention, record_feedback
-from charter.telemetry._clusters import _feedback_failures, _failure_rows, failure_counts
+from charter.telemetry._clusters import _failure_rows, _feedback_failures, failure_counts
 from charter.telemetry._monitoring_tables import feedback, monitor_rollup
 from charter.telemetry._trace_tables import traces
 from charter.telemetry._trends import day_expr, day_split, load_cells, raw_cells, sum_cost
@@ -66,8 +66,12 @@ trace_op = st.fixed_dictionaries(
         "review_first": st.booleans(),
         "reject_reason": st.sampled_from(["inaccurate", "incomplete", "unsupported_by_sources"]),
         "feedback": st.sampled_from([None, "up", "down"]),
-        "reasons": st.lists(st.sampled_from(["outdated", "inaccurate", "incomplete", "wrong_tone"]), max_size=2),
-        "raw_feedback": st.one_of(st.none(), st.tuples(st.sampled_from([1, -1]), st.lists(reason_text, max_size=3))),
+        "reasons": st.lists(
+            st.sampled_from(["outdated", "inaccurate", "incomplete", "wrong_tone"]), max_size=2
+        ),
+        "raw_feedback": st.one_of(
+            st.none(), st.tuples(st.sampled_from([1, -1]), st.lists(reason_text, max_size=3))
+        ),
     }
 )
 history = st.fixed_dictionaries(
@@ -168,7 +172,9 @@ def _raw_failures(rt: Runtime, start: datetime, end: datetime) -> dict[str, Coun
     day = day_expr(rt.store, sub.c.started_at)
     out: dict[str, Counter[str]] = defaultdict(Counter)
     with rt.store.connect() as conn:
-        for cat, d, n in conn.execute(select(sub.c.category, day, func.count()).group_by(sub.c.category, day)):
+        for cat, d, n in conn.execute(
+            select(sub.c.category, day, func.count()).group_by(sub.c.category, day)
+        ):
             out[cat][str(d)] += int(n)
     for _rid, at, cat in _feedback_failures(rt, start, end):
         out[cat][at.date().isoformat()] += 1
@@ -208,7 +214,9 @@ def _check(rt: Runtime, h: dict[str, Any]) -> None:
     rebuilt = _rollup_table(rt)
     assert kept.keys() == rebuilt.keys()
     for k, v in kept.items():
-        assert all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(v, rebuilt[k], strict=True)), k
+        assert all(
+            math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(v, rebuilt[k], strict=True)
+        ), k
 
 
 def _history_test(rt: Runtime, h: dict[str, Any]) -> None:
@@ -238,7 +246,10 @@ def test_day_split_edges() -> None:
     )
     raw, days = day_split(mid - timedelta(hours=1), mid + timedelta(days=1, hours=2))
     assert days == ("2026-03-01", "2026-03-02")
-    assert raw == [(mid - timedelta(hours=1), mid), (mid + timedelta(days=1), mid + timedelta(days=1, hours=2))]
+    assert raw == [
+        (mid - timedelta(hours=1), mid),
+        (mid + timedelta(days=1), mid + timedelta(days=1, hours=2)),
+    ]
     assert day_split(mid, mid) == ([], None)
 
 
@@ -249,7 +260,9 @@ def test_migration_backfills_existing_rows(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
     store.migrate("0017")
     with store.begin() as conn:
-        for i, (status, esc) in enumerate([("answered", None), ("needs_human", "no_sources"), ("error", None)]):
+        for i, (status, esc) in enumerate(
+            [("answered", None), ("needs_human", "no_sources"), ("error", None)]
+        ):
             conn.execute(
                 traces.insert().values(
                     request_id=f"r{i}",

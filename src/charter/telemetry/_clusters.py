@@ -185,7 +185,9 @@ def failure_counts(rt: Runtime, start: datetime, end: datetime) -> dict[str, Cou
         for a, b in raw:
             sub = _failure_rows(rt, a, b)
             day = day_expr(rt.store, sub.c.started_at)
-            for cat, d, n in conn.execute(select(sub.c.category, day, func.count()).group_by(sub.c.category, day)):
+            for cat, d, n in conn.execute(
+                select(sub.c.category, day, func.count()).group_by(sub.c.category, day)
+            ):
                 per_day[cat][str(d)] += int(n)
             for _rid, at, cat in _feedback_failures(rt, a, b):
                 per_day[cat][at.date().isoformat()] += 1

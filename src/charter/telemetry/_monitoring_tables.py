@@ -59,5 +59,7 @@ monitor_rollup = Table(
     Column("unchanged", BigInteger, nullable=False),
     Column("edited", BigInteger, nullable=False),
     Column("rejected", BigInteger, nullable=False),
-    PrimaryKeyConstraint("day", "prompt_version", "model", "index_version", "kind", "label", name="pk_monitor_rollup"),
+    PrimaryKeyConstraint(
+        "day", "prompt_version", "model", "index_version", "kind", "label", name="pk_monitor_rollup"
+    ),
 )

@@ -7,11 +7,15 @@ escalation rate by reason, tool refusals, groundedness, eval pass rate across st
 task and p50/p95 latency of served requests — plus the **change points** in the window (prompt activated,
 source synced, model changed) with the rates before and after each.
 
-**One implementation, in SQL.** Every number is aggregated by the database into small *cells* — one row per
-(day, prompt version, model, index version, …) — and the rollups (days → weeks, cells → dimensions) add
-cells, never rows: a million traces become a few thousand cells. Latency percentiles come from a
-per-cell histogram with 1 ms buckets below 100 ms, 10 ms below 1 s, 100 ms below 10 s and 1 s above, so
-p50/p95 are exact to that resolution (the reported value is the bucket's upper edge, never optimistic).
+**One implementation, over a daily rollup.** Every number is an additive aggregate of a *cell* — one per
+(UTC day, prompt version, model, index version) — and the rollups (days → weeks, cells → dimensions) add
+cells, never rows. :func:`load_cells` reads the whole days of a window from ``monitor_rollup`` (kept by
+database triggers on every write of ``traces``, ``feedback`` and ``review_items``, migration
+``0018_rollup``) and aggregates only the partial days at its edges from the raw rows
+(:func:`raw_cells`); the result equals :func:`raw_cells` over the whole window (``tests/telemetry/
+test_rollup.py`` is the oracle). Latency percentiles come from a per-cell histogram with 1 ms buckets
+below 100 ms, 10 ms below 1 s, 100 ms below 10 s, 1 s below 100 s and one above, so p50/p95 are exact to
+that resolution (the reported value is the bucket's upper edge, never optimistic).
 
 **Comparisons carry their uncertainty.** A rate compared between two periods (this period vs. the
 previous one, before vs. after a change point) comes with Wilson 95% intervals for both sides and
@@ -258,7 +262,9 @@ def _key(day: Any, pv: Any, model: Any, iv: Any) -> Key:
     return (str(day), pv or "-", model or "-", iv or "-")
 
 
-def day_split(start: datetime, end: datetime) -> tuple[list[tuple[datetime, datetime]], tuple[str, str] | None]:
+def day_split(
+    start: datetime, end: datetime
+) -> tuple[list[tuple[datetime, datetime]], tuple[str, str] | None]:
     """Split ``[start, end)`` into the whole UTC days the rollup answers (``(first_day, end_day)``, end
     exclusive, ``None`` when there is none) and the partial days at either edge, read from raw rows."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
@@ -298,7 +304,9 @@ def sum_cost(rt: Runtime, start: datetime, end: datetime) -> float:
     t = traces.c
     with rt.store.connect() as conn:
         for a, b in raw:
-            q = select(func.coalesce(func.sum(t.cost_usd), 0.0)).where((t.started_at >= a) & (t.started_at < b))
+            q = select(func.coalesce(func.sum(t.cost_usd), 0.0)).where(
+                (t.started_at >= a) & (t.started_at < b)
+            )
             total += float(conn.execute(q).scalar() or 0.0)
         if days is not None:
             q = select(func.coalesce(func.sum(mr.c.cost_usd), 0.0)).where(
@@ -357,7 +365,9 @@ def rollup_cells(store: Store, first_day: str, end_day: str) -> dict[Key, Agg]:
         for outcome, v in (("unchanged", unch), ("edited", edit), ("rejected", rej)):
             if v:
                 a.reviews[outcome] = int(v)
-    for day, pv, m, iv, kind, label, n in rollup_labels(store, first_day, end_day, ("esc", "lat", "rej", "down")):
+    for day, pv, m, iv, kind, label, n in rollup_labels(
+        store, first_day, end_day, ("esc", "lat", "rej", "down")
+    ):
         cell = cells.get((day, pv, m, iv))
         if cell is None:
             continue  # cannot happen while the triggers hold: a label counts traces of its cell

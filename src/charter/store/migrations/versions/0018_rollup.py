@@ -62,7 +62,10 @@ def _int(dialect: str, expr: str) -> str:
 
 def _bucket(dialect: str, col: str) -> str:
     """The latency bucket, as :func:`charter.telemetry._trends.latency_bucket` computes it."""
-    i = lambda e: _int(dialect, e)  # noqa: E731
+
+    def i(expr: str) -> str:
+        return _int(dialect, expr)
+
     return (
         f"CASE WHEN {col} < 100 THEN {i(col)} "
         f"WHEN {col} < 1000 THEN 100 + {i(col + ' / 10.0')} - 10 "
@@ -82,10 +85,7 @@ def _upsert(select: str) -> str:
     """An upsert adding the counts of ``select``'s rows (SQLite needs a WHERE before ``ON CONFLICT``)."""
     cols = ", ".join((*KEY, *COUNTS))
     sets = ", ".join(f"{c} = monitor_rollup.{c} + excluded.{c}" for c in COUNTS)
-    return (
-        f"INSERT INTO monitor_rollup ({cols}) {select} "
-        f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {sets}"
-    )
+    return f"INSERT INTO monitor_rollup ({cols}) {select} ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {sets}"
 
 
 def _vals(**given: str) -> str:
@@ -144,7 +144,9 @@ def trace_statements(d: str, r: str, s: str) -> list[str]:
             f"SELECT {key}, 'lat', CAST({_bucket(d, r + '.latency_ms')} AS TEXT), {_vals(n=s)} "
             f"WHERE {r}.status IN {SERVED}"
         ),
-        _upsert(f"SELECT {key}, 'fail', 'tool_refused', {_vals(n=s)} WHERE coalesce({r}.tool_refusals, 0) > 0"),
+        _upsert(
+            f"SELECT {key}, 'fail', 'tool_refused', {_vals(n=s)} WHERE coalesce({r}.tool_refusals, 0) > 0"
+        ),
         _upsert(
             f"SELECT {key}, 'fail', 'error:' || coalesce({r}.error_type, 'Error'), {_vals(n=s)} "
             f"WHERE {r}.status = 'error'"
@@ -360,7 +362,10 @@ def upgrade() -> None:
         sa.Column("index_version", sa.String(100), nullable=False),
         sa.Column("kind", sa.String(8), nullable=False),
         sa.Column("label", sa.Text, nullable=False),
-        *(sa.Column(c, sa.Float if c in ("cost_usd", "g_sum") else sa.BigInteger, nullable=False) for c in COUNTS),
+        *(
+            sa.Column(c, sa.Float if c in ("cost_usd", "g_sum") else sa.BigInteger, nullable=False)
+            for c in COUNTS
+        ),
         sa.PrimaryKeyConstraint(*KEY, name="pk_monitor_rollup"),
     )
     d = op.get_bind().dialect.name
