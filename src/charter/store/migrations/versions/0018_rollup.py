@@ -14,6 +14,9 @@ column is updated (a review decision) — inside the writing statement's transac
 A review or feedback row counts only while its request's trace exists, exactly as the raw joins do.
 The upgrade backfills existing rows with the same rules (grouped ``INSERT … SELECT``).
 
+A later migration that *rebuilds* one of these tables on SQLite (``batch_alter_table`` copy-and-move)
+drops its triggers with it and must create them again (``trigger_ddl``); the oracle test fails otherwise.
+
 The trigger SQL is written out here per dialect (a migration must not change with later code); the
 oracle test (``tests/telemetry/test_rollup.py``) compares the rollup with the raw aggregation on both.
 
