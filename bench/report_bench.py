@@ -1,6 +1,7 @@
 """How long the monitoring aggregates take on a large history: 1M traces over 90 days (SQLite by default).
 
-Seeds a copy of the billing example's database with N traces (bulk inserts, not through the pipeline),
+Seeds a copy of the billing example's database with N traces (bulk inserts, not through the pipeline —
+the database's triggers fill the daily rollup ``monitor_rollup`` exactly as on a production write),
 10% of them reviewed, 3% rated, with three prompt versions, two models and four index versions over time,
 then times, on the injected clock ``now`` (median of ``--repeat`` runs):
 
@@ -117,6 +118,7 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
                 "error_type": "ProviderError" if status == "error" else None,
                 "error_stage": "generate" if status == "error" else None,
                 "body": {"question": f"billing question {i % 2000} about invoice <ID>"},
+                "channel": "server",
             }
         )
         if rng.random() < 0.1:

@@ -34,7 +34,7 @@ from sqlalchemy import and_, case, func, select
 
 from charter.store import utcnow
 from charter.telemetry._trace_tables import traces
-from charter.telemetry._trends import SERVED
+from charter.telemetry._trends import SERVED, period_aggregates, sum_cost
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -80,15 +80,7 @@ def budget_projection(rt: Runtime, now: datetime | None = None) -> dict[str, flo
     """Month-to-date spend (from the traces) and its projection to the month's end at the current pace."""
     now = now or utcnow()
     start = _month_start(now)
-    with rt.store.connect() as conn:
-        spent = float(
-            conn.execute(
-                select(func.coalesce(func.sum(traces.c.cost_usd), 0.0)).where(
-                    (traces.c.started_at >= start) & (traces.c.started_at < now)
-                )
-            ).scalar()
-            or 0.0
-        )
+    spent = sum_cost(rt, start, now)
     days = monthrange(now.year, now.month)[1]
     elapsed = (now - start).total_seconds() / 86400
     floor = rt.spec.drift.alerts.budget_min_elapsed.total_seconds() / 86400
@@ -129,20 +121,13 @@ def escalation_rates(rt: Runtime, now: datetime) -> dict[str, Any]:
     a = rt.spec.drift.alerts
     cut = now - a.escalation_window
     start = cut - a.escalation_baseline
-    t = traces.c
-    recent = t.started_at >= cut
-    q = (
-        select(case((recent, 1), else_=0).label("recent"), t.escalation, func.count())
-        .where(and_(t.started_at >= start, t.started_at < now))
-        .group_by(case((recent, 1), else_=0), t.escalation)
-    )
-    n = [0, 0]  # baseline, recent
+    base, cur = period_aggregates(rt, start, cut), period_aggregates(rt, cut, now)
+    n = [base.requests, cur.requests]  # baseline, recent
     by: dict[str, list[int]] = {}
-    with rt.store.connect() as conn:
-        for is_recent, reason, count in conn.execute(q):
-            n[int(is_recent)] += int(count)
-            if reason:
-                by.setdefault(reason, [0, 0])[int(is_recent)] += int(count)
+    for i, agg in enumerate((base, cur)):
+        for reason, count in agg.escalations.items():
+            if count:
+                by.setdefault(reason, [0, 0])[i] += count
     return {"baseline_requests": n[0], "recent_requests": n[1], "by_reason": by}
 
 

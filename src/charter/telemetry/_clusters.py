@@ -27,7 +27,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal, select, union_all
@@ -174,6 +174,30 @@ def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tupl
     return out
 
 
+def failure_counts(rt: Runtime, start: datetime, end: datetime) -> dict[str, Counter[str]]:
+    """Failures per category and UTC day in ``[start, end)``: whole days from the monitoring rollup
+    (``esc``/``rej``/``fail`` rows, migration ``0018_rollup``), the edge days from the raw rows."""
+    from charter.telemetry._trends import day_split, rollup_labels
+
+    raw, days = day_split(start, end)
+    per_day: dict[str, Counter[str]] = defaultdict(Counter)
+    with rt.store.connect() as conn:
+        for a, b in raw:
+            sub = _failure_rows(rt, a, b)
+            day = day_expr(rt.store, sub.c.started_at)
+            for cat, d, n in conn.execute(
+                select(sub.c.category, day, func.count()).group_by(sub.c.category, day)
+            ):
+                per_day[cat][str(d)] += int(n)
+            for _rid, at, cat in _feedback_failures(rt, a, b):
+                per_day[cat][at.date().isoformat()] += 1
+    if days is not None:
+        prefix = {"esc": "escalation:", "rej": "review_rejected:", "fail": ""}
+        for d, _pv, _m, _iv, kind, label, n in rollup_labels(rt.store, *days, tuple(prefix)):
+            per_day[prefix[kind] + label][d] += int(n)
+    return dict(per_day)
+
+
 def _questions(rt: Runtime, request_ids: list[str]) -> dict[str, str | None]:
     """The stored (masked) question of each request, masked again if the policy stores it raw."""
     policy = rt.spec.monitoring.fields.get("question", "masked")
@@ -224,15 +248,21 @@ def build_failures(
     end = now or utcnow()
     start = end - since
     mid = start + (end - start) / 2
-    sub = _failure_rows(rt, start, end)
-    day = day_expr(rt.store, sub.c.started_at)
-    per_day: dict[str, Counter[str]] = defaultdict(Counter)
+    per_day = failure_counts(rt, start, end)
     halves: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    # the newest ``sample * 3`` non-feedback failure rows lie in the last days holding that many
+    by_day: Counter[str] = Counter()
+    for cat, days in per_day.items():
+        if not cat.startswith("negative_feedback:"):
+            by_day.update(days)
+    since_day, seen = start, 0
+    for d in sorted(by_day, reverse=True):
+        seen += by_day[d]
+        if seen >= sample * 3:
+            since_day = max(start, datetime.fromisoformat(d).replace(tzinfo=UTC))
+            break
+    sub = _failure_rows(rt, since_day, end)
     with rt.store.connect() as conn:
-        for cat, d, n in conn.execute(
-            select(sub.c.category, day, func.count()).group_by(sub.c.category, day)
-        ):
-            per_day[cat][str(d)] += int(n)
         recent = list(
             conn.execute(
                 select(sub.c.request_id, sub.c.started_at, sub.c.category)
@@ -241,8 +271,6 @@ def build_failures(
             )
         )
     fb_rows = _feedback_failures(rt, start, end)
-    for _rid, at, cat in fb_rows:
-        per_day[cat][at.date().isoformat()] += 1
     mid_day = mid.date().isoformat()
     for cat, days in per_day.items():
         for d, n in days.items():

@@ -140,8 +140,10 @@ def review_decisions(
     request_ids: list[str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    started: tuple[datetime, datetime] | None = None,
 ) -> list[dict[str, Any]]:
     """Human review decisions linked to requests: ``outcome`` is unchanged, edited or rejected.
+    ``started`` keeps the decisions on requests whose trace started in ``[a, b)`` (a join on ``traces``).
 
     Only the decision, its reason and time are read — never the draft or edited text.
     """
@@ -158,6 +160,10 @@ def review_decisions(
         q = q.where(ri.c.decided_at >= since)
     if until is not None:
         q = q.where(ri.c.decided_at < until)
+    if started is not None:
+        q = q.join_from(ri, traces, traces.c.request_id == ri.c.request_id).where(
+            (traces.c.started_at >= started[0]) & (traces.c.started_at < started[1])
+        )
     with store.connect() as conn:
         return [
             {

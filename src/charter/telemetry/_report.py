@@ -29,7 +29,7 @@ from charter.store import utcnow
 from charter.telemetry._feedback import review_decisions
 from charter.telemetry._monitoring_tables import feedback
 from charter.telemetry._trace_tables import trace_sources, traces
-from charter.telemetry._trends import wilson_interval
+from charter.telemetry._trends import Agg, wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -86,7 +86,9 @@ def _load(rt: Runtime, start: datetime, end: datetime) -> dict[str, Any]:
     ]
     window = (traces.c.started_at >= start) & (traces.c.started_at < end)
     with rt.store.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(select(*cols).where(window))]
+        result = conn.execute(select(*cols).where(window))
+        names = list(result.keys())
+        rows = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
         errors = {
             r.request_id: (r.body or {}).get("errors") or []
             for r in conn.execute(
@@ -112,8 +114,7 @@ def _load(rt: Runtime, start: datetime, end: datetime) -> dict[str, Any]:
                 )
             )
         ]
-    ids_set = {r["request_id"] for r in rows}
-    reviews = [d for d in review_decisions(rt.store) if d["request_id"] in ids_set] if ids_set else []
+    reviews = review_decisions(rt.store, started=(start, end)) if rows else []
     return {"rows": rows, "errors": errors, "cited": cited, "feedback": fb, "reviews": reviews}
 
 
@@ -136,6 +137,32 @@ def _summary(data: dict[str, Any]) -> dict[str, float | None]:
         "groundedness_mean": (sum(g) / len(g)) if g else None,
         "cost_usd": cost,
         "cost_per_request_usd": _rate(cost, n),
+    }
+
+
+def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
+    """:func:`_summary`'s numbers from the period's cells (the monitoring rollup) and one count of
+    distinct principals, for the previous period (ratings are ±1, so thumbs-down = rating < 0)."""
+    from sqlalchemy import distinct, func
+
+    with rt.store.connect() as conn:
+        users = conn.execute(
+            select(func.count(distinct(traces.c.principal_id))).where(
+                (traces.c.started_at >= start) & (traces.c.started_at < end)
+            )
+        ).scalar()
+    n, up, down = agg.requests, agg.fb_up, agg.fb_down
+    decided = agg.decided
+    return {
+        "requests": n,
+        "active_users": int(users or 0),
+        "escalation_rate": _rate(agg.escalated, n),
+        "error_rate": _rate(agg.errors, n),
+        "feedback_score": _rate(up - down, up + down),
+        "acceptance_rate": _rate(agg.reviews["unchanged"] + agg.reviews["edited"], decided),
+        "groundedness_mean": (agg.g_sum / agg.g_n) if agg.g_n else None,
+        "cost_usd": agg.cost_usd,
+        "cost_per_request_usd": _rate(agg.cost_usd, n),
     }
 
 
@@ -292,18 +319,9 @@ def _by_prompt_version(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _month_spend(rt: Runtime, now: datetime) -> float:
-    from sqlalchemy import func
+    from charter.telemetry._trends import sum_cost
 
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    with rt.store.connect() as conn:
-        return float(
-            conn.execute(
-                select(func.coalesce(func.sum(traces.c.cost_usd), 0.0)).where(
-                    (traces.c.started_at >= start) & (traces.c.started_at < now)
-                )
-            ).scalar()
-            or 0.0
-        )
+    return sum_cost(rt, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now)
 
 
 def _diff(cur: float | None, prev: float | None) -> float | None:
@@ -343,8 +361,9 @@ def build_report(
     window = max(since, trend_window)
     start = end - since
     prev_start = start - since
-    cur, prev = _load(rt, start, end), _load(rt, prev_start, start)
-    s_cur, s_prev = _summary(cur), _summary(prev)
+    cur = _load(rt, start, end)
+    agg_cur, agg_prev = period_aggregates(rt, start, end), period_aggregates(rt, prev_start, start)
+    s_cur, s_prev = _summary(cur), _agg_summary(rt, agg_prev, prev_start, start)
     rows = cur["rows"]
     n = len(rows)
 
@@ -447,7 +466,7 @@ def build_report(
     trends = {
         k: {"current": s_cur[k], "previous": s_prev[k], "change": _diff(s_cur[k], s_prev[k])} for k in s_cur
     }
-    compared = compare_periods(period_aggregates(rt, start, end), period_aggregates(rt, prev_start, start))
+    compared = compare_periods(agg_cur, agg_prev)
     for k, v in compared.items():
         if k in trends:
             trends[k]["comparison"] = v

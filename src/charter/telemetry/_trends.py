@@ -7,11 +7,15 @@ escalation rate by reason, tool refusals, groundedness, eval pass rate across st
 task and p50/p95 latency of served requests — plus the **change points** in the window (prompt activated,
 source synced, model changed) with the rates before and after each.
 
-**One implementation, in SQL.** Every number is aggregated by the database into small *cells* — one row per
-(day, prompt version, model, index version, …) — and the rollups (days → weeks, cells → dimensions) add
-cells, never rows: a million traces become a few thousand cells. Latency percentiles come from a
-per-cell histogram with 1 ms buckets below 100 ms, 10 ms below 1 s, 100 ms below 10 s and 1 s above, so
-p50/p95 are exact to that resolution (the reported value is the bucket's upper edge, never optimistic).
+**One implementation, over a daily rollup.** Every number is an additive aggregate of a *cell* — one per
+(UTC day, prompt version, model, index version) — and the rollups (days → weeks, cells → dimensions) add
+cells, never rows. :func:`load_cells` reads the whole days of a window from ``monitor_rollup`` (kept by
+database triggers on every write of ``traces``, ``feedback`` and ``review_items``, migration
+``0018_rollup``) and aggregates only the partial days at its edges from the raw rows
+(:func:`raw_cells`); the result equals :func:`raw_cells` over the whole window (``tests/telemetry/
+test_rollup.py`` is the oracle). Latency percentiles come from a per-cell histogram with 1 ms buckets
+below 100 ms, 10 ms below 1 s, 100 ms below 10 s, 1 s below 100 s and one above, so p50/p95 are exact to
+that resolution (the reported value is the bucket's upper edge, never optimistic).
 
 **Comparisons carry their uncertainty.** A rate compared between two periods (this period vs. the
 previous one, before vs. after a change point) comes with Wilson 95% intervals for both sides and
@@ -108,14 +112,19 @@ def day_expr(store: Store, column: Any) -> ColumnElement[str]:
     return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
 
 
-def latency_bucket(column: Any) -> ColumnElement[int]:
-    """The latency histogram bucket of a millisecond column (see the module docstring)."""
-    ms = cast(column, Integer)
+def latency_bucket(column: Any, dialect: str = "sqlite") -> ColumnElement[int]:
+    """The latency histogram bucket of a millisecond column (see the module docstring). Values are
+    truncated into their bucket on every backend (SQLite's CAST truncates; PostgreSQL's rounds, so there
+    the value is floored first). The rollup triggers (migration ``0018_rollup``) compute the same."""
+
+    def trunc(v: Any) -> ColumnElement[int]:
+        return cast(v if dialect == "sqlite" else func.floor(v), Integer)
+
     return case(
-        (column < 100, ms),
-        (column < 1_000, 100 + cast(column / 10, Integer) - 10),
-        (column < 10_000, 190 + cast(column / 100, Integer) - 10),
-        (column < 100_000, 280 + cast(column / 1_000, Integer) - 10),
+        (column < 100, trunc(column)),
+        (column < 1_000, 100 + trunc(column / 10.0) - 10),
+        (column < 10_000, 190 + trunc(column / 100.0) - 10),
+        (column < 100_000, 280 + trunc(column / 1_000.0) - 10),
         else_=literal(370),
     )
 
@@ -253,9 +262,128 @@ def _key(day: Any, pv: Any, model: Any, iv: Any) -> Key:
     return (str(day), pv or "-", model or "-", iv or "-")
 
 
+def day_split(
+    start: datetime, end: datetime
+) -> tuple[list[tuple[datetime, datetime]], tuple[str, str] | None]:
+    """Split ``[start, end)`` into the whole UTC days the rollup answers (``(first_day, end_day)``, end
+    exclusive, ``None`` when there is none) and the partial days at either edge, read from raw rows."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if end <= start:
+        return [], None
+    first = datetime.combine(start.date(), datetime.min.time(), UTC)
+    if first < start:
+        first += timedelta(days=1)
+    last = datetime.combine(end.date(), datetime.min.time(), UTC)
+    if first >= last:
+        return [(start, end)], None
+    raw = [(a, b) for a, b in ((start, first), (last, end)) if a < b]
+    return raw, (first.date().isoformat(), last.date().isoformat())
+
+
 def load_cells(rt: Runtime, start: datetime, end: datetime) -> dict[Key, Agg]:
-    """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version), in SQL."""
-    store = rt.store
+    """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version): whole UTC days
+    from the daily rollup (``monitor_rollup``, kept by triggers on every write, migration
+    ``0018_rollup``), the partial days at the edges (today, and the window's first day unless it starts at
+    midnight) from the raw rows — the same numbers :func:`raw_cells` computes for the whole window."""
+    raw, days = day_split(start, end)
+    cells: dict[Key, Agg] = {}
+    for a, b in raw:
+        cells.update(raw_cells(rt.store, a, b))
+    if days is not None:
+        cells.update(rollup_cells(rt.store, *days))
+    return cells
+
+
+def sum_cost(rt: Runtime, start: datetime, end: datetime) -> float:
+    """Total ``cost_usd`` of the traces started in ``[start, end)``: whole days from the rollup, the edge
+    days from the raw rows (as :func:`load_cells`)."""
+    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+
+    raw, days = day_split(start, end)
+    total = 0.0
+    t = traces.c
+    with rt.store.connect() as conn:
+        for a, b in raw:
+            q = select(func.coalesce(func.sum(t.cost_usd), 0.0)).where(
+                (t.started_at >= a) & (t.started_at < b)
+            )
+            total += float(conn.execute(q).scalar() or 0.0)
+        if days is not None:
+            q = select(func.coalesce(func.sum(mr.c.cost_usd), 0.0)).where(
+                (mr.c.day >= days[0]) & (mr.c.day < days[1]) & (mr.c.kind == "")
+            )
+            total += float(conn.execute(q).scalar() or 0.0)
+    return total
+
+
+ROLLUP_COUNTS = (
+    "n",
+    "served",
+    "errors",
+    "refused",
+    "tool_refusals",
+    "cost_usd",
+    "g_sum",
+    "g_n",
+    "fb_up",
+    "fb_down",
+    "unchanged",
+    "edited",
+    "rejected",
+)
+
+
+def rollup_labels(store: Store, first_day: str, end_day: str, kinds: tuple[str, ...]) -> list[Any]:
+    """``(day, prompt_version, model, index_version, kind, label, n)`` of the rollup's non-zero label rows
+    of ``kinds`` for the days ``[first_day, end_day)`` (``YYYY-MM-DD``)."""
+    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+
+    c = mr.c
+    q = select(c.day, c.prompt_version, c.model, c.index_version, c.kind, c.label, c.n).where(
+        (c.day >= first_day) & (c.day < end_day) & c.kind.in_(kinds) & (c.n != 0)
+    )
+    with store.connect() as conn:
+        return list(conn.execute(q).fetchall())
+
+
+def rollup_cells(store: Store, first_day: str, end_day: str) -> dict[Key, Agg]:
+    """The cells of the days ``[first_day, end_day)`` from the rollup (a cell exists while it has a trace)."""
+    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+
+    c = mr.c
+    q = select(c.day, c.prompt_version, c.model, c.index_version, *(c[n] for n in ROLLUP_COUNTS)).where(
+        (c.day >= first_day) & (c.day < end_day) & (c.kind == "") & (c.n != 0)
+    )
+    cells: dict[Key, Agg] = {}
+    with store.connect() as conn:
+        rows = conn.execute(q).fetchall()
+    for day, pv, m, iv, n, srv, err, ref, tref, cost, gs, gn, up, down, unch, edit, rej in rows:
+        a = cells[(day, pv, m, iv)] = Agg()
+        a.requests, a.served, a.errors, a.refused = int(n), int(srv), int(err), int(ref)
+        a.tool_refusals, a.cost_usd, a.g_sum, a.g_n = int(tref), float(cost), float(gs), int(gn)
+        a.fb_up, a.fb_down = int(up), int(down)
+        for outcome, v in (("unchanged", unch), ("edited", edit), ("rejected", rej)):
+            if v:
+                a.reviews[outcome] = int(v)
+    for day, pv, m, iv, kind, label, n in rollup_labels(
+        store, first_day, end_day, ("esc", "lat", "rej", "down")
+    ):
+        cell = cells.get((day, pv, m, iv))
+        if cell is None:
+            continue  # cannot happen while the triggers hold: a label counts traces of its cell
+        if kind == "esc":
+            cell.escalations[label] += int(n)
+        elif kind == "lat":
+            cell.latency[int(label)] += int(n)
+        elif kind == "rej":
+            cell.reject_reasons[label] += int(n)
+        else:
+            cell.down_reasons[label] += int(n)
+    return cells
+
+
+def raw_cells(store: Store, start: datetime, end: datetime) -> dict[Key, Agg]:
+    """Aggregate ``[start, end)`` into cells from the raw rows, in SQL (grouped scans of the window)."""
     t = traces.c
     day = day_expr(store, t.started_at)
     dims = (day, t.prompt_version, t.model, t.index_version)
@@ -291,7 +419,7 @@ def load_cells(rt: Runtime, start: datetime, end: datetime) -> dict[Key, Agg]:
             a.g_n += int(gn or 0)
             if esc:
                 a.escalations[esc] += int(n)
-        lb = latency_bucket(t.latency_ms)
+        lb = latency_bucket(t.latency_ms, store.dialect)
         q2 = select(*dims, lb, func.count()).where(window & served).group_by(*dims, lb)
         for d, pv, m, iv, b, n in conn.execute(q2):
             cells[_key(d, pv, m, iv)].latency[int(b)] += int(n)
