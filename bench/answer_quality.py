@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO / "bench"))
         from ask_bench import pad_index  # type: ignore[import-not-found]
 
-        corpus = [json.loads(x) for x in (args.data / "corpus.jsonl").read_text().splitlines() if x.strip()]
+        corpus = [json.loads(x) for x in (args.data / "corpus.jsonl").read_text().split("\n") if x.strip()]
         print(f"index padded to {pad_index(rt, args.pad, corpus):,} chunks", flush=True)
     cases = load_eval_sets([rt.charter.base_dir / e for e in rt.spec.evals.sets])
     gw = pipeline.gateway_for(rt)
