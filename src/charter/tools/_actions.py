@@ -23,7 +23,10 @@ queue a second refund.
 say-so, and an approved action is never lost:
 
 * the transition ``approved → executing`` is committed (optimistic concurrency, ``version``) *before*
-  the function is called, so of any number of concurrent executors exactly one runs it;
+  the function is called, so of any number of concurrent executors exactly one runs it; a call that needs
+  no approval is stored, audited (``tools.proposed``) and moved to ``executing`` (``tools.executing``) in
+  one transaction by ``propose`` itself, after the same checks ``execute`` makes — so its decision is
+  committed, with its audit entries, before the function is called;
 * the outcome is committed afterwards (``executed`` with the JSON result, or ``failed`` with the error);
   a retry of ``execute`` returns the stored outcome and never runs the function again;
 * if the process dies while the function runs, the row stays ``executing``: nothing re-runs it
@@ -174,15 +177,17 @@ def propose(
         raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
     if is_killed(runtime, tool):
         raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
-    unavailable = reg.unavailable()  # upstream MCP tools: pinned and not changed (charter.mcp)
+    role, why = approval_requirement(reg.spec, validated)
+    needs = role is not None
+    # upstream MCP tools: pinned and not changed (charter.mcp); a call that runs now is checked as
+    # ``execute`` checks it, against the upstream's live definition
+    unavailable = reg.unavailable(live=not needs)
     if unavailable:
         raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
     try:
         check_preconditions(runtime, reg.spec.requires, validated, who)
     except Denied as exc:
         raise refuse(str(exc), exc.reasons) from None
-    role, why = approval_requirement(reg.spec, validated)
-    needs = role is not None
     sla = _sla_rule(runtime, "approval_sla", role) if needs else None
     action_id = "act_" + secrets.token_hex(12)
     row: dict[str, Any] = {
@@ -211,9 +216,15 @@ def propose(
     limit = reg.spec.rate_limit
     used = 0
     existing: Action | None = None
+    action: Action | None = None
+    running: Action | None = None
     # Look up, count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a transaction-scoped
-    # advisory lock per (principal, tool), so concurrent workers cannot both take the last call.
-    with runtime.store.begin(immediate=True) as conn:
+    # advisory lock per (principal, tool), so concurrent workers cannot both take the last call. The new
+    # action commits with its ``tools.proposed`` entry and, when it runs now, already moved to ``executing``
+    # with its ``tools.executing`` entry: every check ``execute`` makes before that move was just made above,
+    # so the call leaves after one commit that records the decision, and its outcome is committed after it.
+    with runtime.audit.transaction() as tx:
+        conn = tx.conn
         if not runtime.store.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
         if request_id is not None:  # the same request proposing the same call again gets the same action
@@ -240,8 +251,34 @@ def propose(
                 )
             ).scalar_one()
         if existing is None and (limit is None or used < limit.calls):
-            conn.execute(tool_actions.insert().values(**seal_values(runtime, row)))
-            action = get_action(runtime, action_id, conn=conn)
+            inserted = conn.execute(
+                tool_actions.insert().values(**seal_values(runtime, row)).returning(*tool_actions.columns)
+            ).one()
+            action = row_to_action(runtime, inserted)
+            audit_action(
+                runtime,
+                who.id,
+                "tools.proposed",
+                action,
+                "pending" if needs else "approved",
+                tx=tx,
+                origin=origin,
+                request_id=request_id,
+                approval=why,
+                approver_role=role,
+                policy=list(decision.policy_ids),
+            )
+            if not needs:
+                started = clock_of(clock).now()
+                running = transition(
+                    runtime,
+                    action,
+                    "executing",
+                    now=started,
+                    started_at=started,
+                    audit=AuditNote(who.id, "tools.executing", "started"),
+                    tx=tx,
+                )
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
             return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))
@@ -251,21 +288,10 @@ def propose(
             f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
             [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
         )
-    audit_action(
-        runtime,
-        who.id,
-        "tools.proposed",
-        action,
-        "pending" if needs else "approved",
-        origin=origin,
-        request_id=request_id,
-        approval=why,
-        approver_role=role,
-        policy=list(decision.policy_ids),
-    )
-    if needs:
-        return Proposal(action)
-    return Proposal(execute(runtime, action.id, actor=who.id, clock=clock, customer_id=customer_id))
+    if running is not None:
+        return Proposal(run_action(runtime, reg, running, who.id, clock_of(clock), customer_id=customer_id))
+    assert action is not None
+    return Proposal(action)
 
 
 # ------------------------------------------------------------------------------------------ execute

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from charter.review._clock import Clock
     from charter.runtime import Runtime
+    from charter.telemetry.audit import AuditTransaction
 
 Origin = Literal["api", "model", "cli", "mcp"]
 ORIGINS = ("api", "model", "cli", "mcp")
@@ -190,13 +191,15 @@ def transition(
     now: datetime,
     allowed_from: tuple[str, ...] | None = None,
     audit: AuditNote | None = None,
+    tx: AuditTransaction | None = None,
     **values: Any,
 ) -> Action:
     """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`.
 
     With ``audit``, the audit entry is appended in the same transaction: the new state and its entry are
     stored together or not at all (a crash or a lost database between the two cannot leave an
-    ``executed`` action without its ``tools.executed`` entry)."""
+    ``executed`` action without its ``tools.executed`` entry). ``tx``: run inside this open audit
+    transaction (it commits, or not, with the caller's other writes) instead of a new one."""
     stmt = (
         tool_actions.update()
         .where(
@@ -205,17 +208,26 @@ def transition(
             tool_actions.c.status.in_(allowed_from or (action.status,)),
         )
         .values(status=to, version=action.version + 1, updated_at=now, **seal_values(runtime, values))
+        .returning(*tool_actions.columns)  # the moved row, without reading it again
     )
+
+    def move(conn: Connection) -> Action:
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
+        return row_to_action(runtime, row)
+
+    if tx is not None:
+        moved = move(tx.conn)
+        if audit is not None:
+            tx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
+        return moved
     if audit is None:
         with runtime.store.begin() as conn:
-            if conn.execute(stmt).rowcount != 1:
-                raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
-            return get_action(runtime, action.id, conn=conn)
-    with runtime.audit.transaction() as tx:
-        if tx.conn.execute(stmt).rowcount != 1:
-            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
-        moved = get_action(runtime, action.id, conn=tx.conn)
-        tx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
+            return move(conn)
+    with runtime.audit.transaction() as atx:
+        moved = move(atx.conn)
+        atx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
     return moved
 
 
@@ -245,9 +257,21 @@ def _audit_fields(
 
 
 def audit_action(
-    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
+    runtime: Runtime,
+    actor: str,
+    action: str,
+    act: Action | None,
+    outcome: str,
+    *,
+    tx: AuditTransaction | None = None,
+    **details: Any,
 ) -> None:
-    runtime.audit.append(**_audit_fields(actor, action, act, outcome, details))
+    """Append the audit entry of an action event (inside ``tx`` when given, else in its own transaction)."""
+    fields = _audit_fields(actor, action, act, outcome, details)
+    if tx is not None:
+        tx.append(**fields)
+    else:
+        runtime.audit.append(**fields)
 
 
 def masked(runtime: Runtime, text: str, limit: int = 1000) -> str:
