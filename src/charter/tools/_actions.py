@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
@@ -108,6 +109,10 @@ def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ propose
+#: the insert of a new action, returning the stored row (built once; the values come as parameters)
+_INSERT = tool_actions.insert().returning(*tool_actions.columns)
+
+
 def _lock_key(principal_id: str, tool: str) -> int:
     """A signed 64-bit key for PostgreSQL's advisory lock on one principal's use of one tool."""
     digest = hashlib.sha256(f"charter.rate:{principal_id}:{tool}".encode()).digest()
@@ -213,6 +218,8 @@ def propose(
         "decision_reason": why,
         "version": 0,
     }
+    if not needs:  # it runs now: stored as already moved ``approved → executing`` (see below)
+        row.update(status="executing", started_at=now, version=1)
     limit = reg.spec.rate_limit
     used = 0
     existing: Action | None = None
@@ -251,15 +258,15 @@ def propose(
                 )
             ).scalar_one()
         if existing is None and (limit is None or used < limit.calls):
-            inserted = conn.execute(
-                tool_actions.insert().values(**seal_values(runtime, row)).returning(*tool_actions.columns)
-            ).one()
+            inserted = conn.execute(_INSERT, seal_values(runtime, row)).one()
             action = row_to_action(runtime, inserted)
+            # the entries say what they said when the move was a separate step: proposed (approved, or
+            # pending), then executing
             audit_action(
                 runtime,
                 who.id,
                 "tools.proposed",
-                action,
+                action if needs else replace(action, status="approved", version=0, started_at=None),
                 "pending" if needs else "approved",
                 tx=tx,
                 origin=origin,
@@ -269,16 +276,8 @@ def propose(
                 policy=list(decision.policy_ids),
             )
             if not needs:
-                started = clock_of(clock).now()
-                running = transition(
-                    runtime,
-                    action,
-                    "executing",
-                    now=started,
-                    started_at=started,
-                    audit=AuditNote(who.id, "tools.executing", "started"),
-                    tx=tx,
-                )
+                audit_action(runtime, who.id, "tools.executing", action, "started", tx=tx)
+                running = action
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
             return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))
