@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_an_announced_change_disables_the_tool_without_waiting_for_the_interval(
     with pytest.raises(Denied, match="changed since it was approved"):
         propose(rt, "ana", "loud_lookup", {"word": "three"})
     assert arrived(calls, "loud") == ["one", "two"]  # the upstream saw nothing after the change
+
+
+def test_a_burst_of_announcements_is_compared_once_at_a_time(rt: Runtime, calls: Path) -> None:
+    """An upstream flooding ``tools/list_changed`` cannot make Charter start a listing per announcement."""
+    assert propose(rt, "ana", "loud_lookup", {"word": "one"}).executed
+    hub_for(rt).call_tool("loud", "reword", {"text": "Looks a word up, loudly.", "times": 300})
+    most = 0
+    deadline = time.monotonic() + 30
+    while (pin := get_pin(rt, "loud", "lookup")) is not None and pin.enabled:
+        most = max(most, sum(t.name == "mcp-recheck-loud" for t in threading.enumerate()))
+        assert time.monotonic() < deadline, "the announcements were not followed"
+        time.sleep(0.01)
+    assert most <= 1
+    assert len(changed_entries(rt, "loud/lookup")) == 1
 
 
 def test_a_change_the_upstream_does_not_announce_is_caught_after_the_interval(

@@ -250,6 +250,8 @@ class UpstreamHub:
         self._checked: dict[str, _Checked] = {}
         self._check_locks: dict[str, threading.Lock] = {}
         self._closing = False
+        self._rechecking: set[str] = set()  # servers with a background comparison running
+        self._recheck_again: set[str] = set()  # … and a change announced while it ran
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -296,24 +298,39 @@ class UpstreamHub:
     def changed(self, server_id: str, why: str = "invalidated") -> None:
         """Make every earlier comparison of ``server_id`` stale. On a ``"notification"`` the listing is
         also compared again at once in the background (so a changed tool is disabled, and its owner told,
-        without waiting for a call)."""
+        without waiting for a call): one comparison at a time per server, and a burst of announcements
+        while it runs leads to one more, never to one thread per announcement."""
         with self._lock:
             self._generation[server_id] = self._generation.get(server_id, 0) + 1
             self._checked.pop(server_id, None)
-            closing = self._closing
-        if why == "notification" and not closing:
-            log.info("MCP server %s says its tool list changed; comparing with the pins", server_id)
-            threading.Thread(
-                target=self._recheck, args=(server_id,), name=f"mcp-recheck-{server_id}", daemon=True
-            ).start()
+            if why != "notification" or self._closing:
+                return
+            if server_id in self._rechecking:  # a burst of notifications: one more comparison, not one each
+                self._recheck_again.add(server_id)
+                return
+            self._rechecking.add(server_id)
+        log.info("MCP server %s says its tool list changed; comparing with the pins", server_id)
+        threading.Thread(
+            target=self._recheck, args=(server_id,), name=f"mcp-recheck-{server_id}", daemon=True
+        ).start()
 
     def _recheck(self, server_id: str) -> None:
         from charter.mcp._pins import recheck_server
 
-        try:
-            recheck_server(self.runtime, server_id)
-        except Exception:
-            log.warning("MCP server %s: re-checking the pins after a change failed", server_id, exc_info=True)
+        while True:
+            try:
+                recheck_server(self.runtime, server_id)
+            except Exception:
+                log.warning(
+                    "MCP server %s: re-checking the pins after a change failed", server_id, exc_info=True
+                )
+            with self._lock:
+                if server_id in self._recheck_again and not self._closing:
+                    self._recheck_again.discard(server_id)
+                    continue
+                self._recheck_again.discard(server_id)
+                self._rechecking.discard(server_id)
+                return
 
     def fresh_pins(self, server_id: str) -> dict[str, Any] | None:
         """The pins the last comparison left, if it is still fresh (see the module docstring), else None."""

@@ -57,6 +57,7 @@ from charter.tools._records import (
     Origin,
     Proposal,
     audit_action,
+    audit_fields,
     clock_of,
     get_action,
     masked,
@@ -259,25 +260,26 @@ def propose(
             ).scalar_one()
         if existing is None and (limit is None or used < limit.calls):
             inserted = conn.execute(_INSERT, seal_values(runtime, row)).one()
-            action = row_to_action(runtime, inserted)
+            action = row_to_action(runtime, inserted, args=validated, result=None)
             # the entries say what they said when the move was a separate step: proposed (approved, or
             # pending), then executing
-            audit_action(
-                runtime,
-                who.id,
-                "tools.proposed",
-                action if needs else replace(action, status="approved", version=0, started_at=None),
-                "pending" if needs else "approved",
-                tx=tx,
-                origin=origin,
-                request_id=request_id,
-                approval=why,
-                approver_role=role,
-                policy=list(decision.policy_ids),
-            )
+            entries = [
+                audit_fields(
+                    who.id,
+                    "tools.proposed",
+                    action if needs else replace(action, status="approved", version=0, started_at=None),
+                    "pending" if needs else "approved",
+                    origin=origin,
+                    request_id=request_id,
+                    approval=why,
+                    approver_role=role,
+                    policy=list(decision.policy_ids),
+                )
+            ]
             if not needs:
-                audit_action(runtime, who.id, "tools.executing", action, "started", tx=tx)
+                entries.append(audit_fields(who.id, "tools.executing", action, "started"))
                 running = action
+            tx.append_many(entries)
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
             return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))

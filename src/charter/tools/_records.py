@@ -114,12 +114,15 @@ def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal
 _UNSET: Any = object()
 
 
-def row_to_action(runtime: Runtime, row: Any, *, known: Action | None = None, result: Any = _UNSET) -> Action:
+def row_to_action(
+    runtime: Runtime, row: Any, *, known: Action | None = None, result: Any = _UNSET, args: Any = _UNSET
+) -> Action:
     """A stored row as an :class:`Action`: arguments and result unsealed, ``shown_args`` masked.
 
     ``known``: the same action as read before a write that left its arguments alone, so they (and their
     masked form) are taken from it instead of being unsealed and masked again; ``result``: the value just
-    sealed into the row (JSON already), likewise, else ``known``'s result."""
+    sealed into the row (JSON already), likewise, else ``known``'s result; ``args``: the arguments just
+    sealed into a new row (they are masked here, not unsealed)."""
     from charter.store import sealer_for
     from charter.telemetry import mask_value
 
@@ -129,7 +132,7 @@ def row_to_action(runtime: Runtime, row: Any, *, known: Action | None = None, re
         values["result"] = known.result if result is _UNSET else result
         return Action(**values, shown_args=known.shown_args)
     sealer = sealer_for(runtime)
-    values["args"] = sealer.open_json(values["args"])
+    values["args"] = sealer.open_json(values["args"]) if args is _UNSET else args
     values["result"] = sealer.open_json(values["result"]) if result is _UNSET else result
     return Action(**values, shown_args=mask_value(runtime, values["args"]))
 
@@ -285,6 +288,11 @@ def _audit_fields(
             **details,
         }
     return {"actor": actor, "action": action, "resource": resource, "outcome": outcome, "details": details}
+
+
+def audit_fields(actor: str, action: str, act: Action | None, outcome: str, **details: Any) -> dict[str, Any]:
+    """The audit entry of an action event, as :func:`audit_action` appends it (for a batch of entries)."""
+    return _audit_fields(actor, action, act, outcome, details)
 
 
 def audit_action(

@@ -36,9 +36,10 @@ def lookup(word: str) -> str:
 
 
 @server.tool(name="reword", description="Rewords lookup and announces it.", structured_output=False)
-async def reword(text: str, ctx: Context) -> str:
+async def reword(text: str, ctx: Context, times: int = 1) -> str:
     state["description"] = text
-    await ctx.notify_tools_changed()
+    for _ in range(times):
+        await ctx.notify_tools_changed()
     return "reworded"
 
 
