@@ -6,8 +6,10 @@ throwaway repository, one call at a time, in one run:
 * **direct** — the official SDK ``Client`` connected to its own ``mcp-server-git`` process;
 * **governed** — ``charter.tools.propose(rt, "ana", "git_status", args)`` on the billing example with the
   server declared under ``mcp.servers`` and ``git_status`` pinned: tool list, pinned-schema validation,
-  Cedar, kill switch, rate limit, the stored action and its audit entries, the live pin check (a
-  ``tools/list`` round trip), the call, masking and the size limit;
+  Cedar, kill switch, rate limit, the stored action and its audit entries (two committed transactions:
+  the decision before the call, the outcome after it), the pin check (a ``tools/list`` round trip when
+  the last comparison is older than the server's ``pin_recheck``, default 5s, or a change was announced),
+  the call, masking and the size limit;
 * **hub only** — ``UpstreamHub.call_tool`` (Charter's connection, its thread hop and deadline; no policy),
   to separate transport from governance.
 

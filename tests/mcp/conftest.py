@@ -94,7 +94,11 @@ def repo_state(repo: Path) -> tuple[str, str, str]:
     )
 
 
-def add_upstreams(charter: Path, repo: Path, override: Path, *, git_timeout: str = "20s") -> None:
+def add_upstreams(
+    charter: Path, repo: Path, override: Path, *, git_timeout: str = "20s", pin_recheck: str = "0s"
+) -> None:
+    """Declare both upstreams. ``pin_recheck`` of the git server: ``0s`` by default, so that a rug pull
+    written to ``override`` (which the upstream does not announce) is seen by the very next call."""
     text = charter.read_text(encoding="utf-8")
     py = sys.executable
     servers = f"""
@@ -105,6 +109,7 @@ mcp:
       owner: omar
       timeout: {git_timeout}
       max_result_chars: 4000
+      pin_recheck: {pin_recheck}
     - id: misbehaving
       command: ["{py}", "{UPSTREAMS / "misbehaving.py"}"]
       owner: omar

@@ -91,6 +91,23 @@ def test_append_many_is_one_batch_and_verifies(log: AuditLog) -> None:
     assert result.ok and result.entries_verified == 2 and result.head_hash == entries[1].hash
 
 
+def test_a_transaction_appends_a_batch_with_its_own_writes_or_nothing(log: AuditLog) -> None:
+    with log.transaction() as tx:
+        entries = tx.append_many(
+            [
+                {"actor": "a", "action": "x.y", "resource": "r", "outcome": "ok", "details": {"i": 1}},
+                {"actor": "b", "action": "x.z", "resource": "r", "outcome": "ok"},
+            ]
+        )
+        assert tx.append_many([]) == []
+    assert [e.seq for e in entries] == [1, 2] and entries[1].prev_hash == entries[0].hash
+    with pytest.raises(RuntimeError), log.transaction() as tx:
+        tx.append_many([{"actor": "c", "action": "x.w", "resource": "r", "outcome": "ok"}])
+        raise RuntimeError("the caller's own write failed")
+    assert [e.action for e in log.tail()] == ["x.y", "x.z"]  # rolled back with the caller
+    assert log.verify().ok
+
+
 def test_empty_log_verifies(log: AuditLog) -> None:
     result = log.verify()
     assert result.ok and result.entries_verified == 0 and result.head_seq == 0

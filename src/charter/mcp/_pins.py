@@ -7,7 +7,12 @@ the upstream listed them when an owner approved it (``charter tools approve-upst
 * every check against the live listing that finds a different hash marks the pin ``drifted`` — at most once
   per change — with an ``mcp.upstream_changed`` audit entry and a warning log naming the server's owner;
   only a new approval (a human's, audited as ``mcp.upstream_pinned``) re-enables the tool;
-* arguments are validated against the *pinned* schema, never the live one.
+* arguments are validated against the *pinned* schema, never the live one;
+* before a call leaves Charter, :func:`checked_pin` makes sure the pin was compared with the live listing
+  no longer ago than the server's ``pin_recheck`` and with no change signalled since (a
+  ``tools/list_changed`` notification, a reconnect: see :mod:`charter.mcp._upstream`); otherwise it lists
+  the tools again first. So a change the upstream announces is never missed by a later call, and a silent
+  one is caught by the first call more than ``pin_recheck`` after the last comparison (``0s``: every call).
 """
 
 from __future__ import annotations
@@ -179,6 +184,58 @@ def record_live(runtime: Runtime, server: str, tool: str, live: LiveTool | None)
     return get_pin(runtime, server, tool)
 
 
+def exposed_tools(runtime: Runtime, server: str) -> list[str]:
+    """The upstream tool names of ``server`` that some charter tool exposes."""
+    return sorted(
+        {
+            t.upstream.tool
+            for t in runtime.spec.tools
+            if t.upstream is not None and t.upstream.server == server
+        }
+    )
+
+
+def _compare(runtime: Runtime, server: str, tools: list[str]) -> dict[str, Pin | None]:
+    """List ``server``'s tools now and :func:`record_live` each of ``tools``; remember the result as fresh.
+    The caller holds the server's check lock."""
+    from charter.mcp._upstream import hub_for
+
+    hub = hub_for(runtime)
+    started = hub.check_started(server)
+    listing = hub.list_tools(server)
+    pins = {t: record_live(runtime, server, t, listing.get(t)) for t in tools}
+    hub.checked(server, started, pins)
+    return pins
+
+
+def recheck_server(runtime: Runtime, server: str) -> dict[str, Pin | None]:
+    """Compare the live listing of ``server`` with the pins of every exposed tool now (what a
+    ``tools/list_changed`` notification triggers)."""
+    from charter.mcp._upstream import hub_for
+
+    with hub_for(runtime).check_lock(server):
+        return _compare(runtime, server, exposed_tools(runtime, server))
+
+
+def checked_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
+    """The pin of ``tool``, compared with the live listing recently enough to let a call leave now.
+
+    The last comparison is reused while it is fresh: younger than the server's ``pin_recheck`` and with no
+    change signalled since it started. Otherwise the tools are listed again and every exposed tool of the
+    server is compared; concurrent callers wait for that one listing."""
+    from charter.mcp._upstream import hub_for
+
+    hub = hub_for(runtime)
+    fresh = hub.fresh_pins(server)
+    if fresh is not None and tool in fresh:
+        return fresh[tool]  # type: ignore[no-any-return]
+    with hub.check_lock(server):
+        fresh = hub.fresh_pins(server)  # another thread may have compared while this one waited
+        if fresh is not None and tool in fresh:
+            return fresh[tool]  # type: ignore[no-any-return]
+        return _compare(runtime, server, sorted(set(exposed_tools(runtime, server)) | {tool}))[tool]
+
+
 def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, actor: str) -> list[Pin]:
     """Pin the *live* definitions of ``tools`` (default: every charter tool from ``server``).
 
@@ -207,13 +264,7 @@ def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, act
                 f"{runtime.spec.owners.incidents}"
             ],
         )
-    exposed = sorted(
-        {
-            t.upstream.tool
-            for t in runtime.spec.tools
-            if t.upstream is not None and t.upstream.server == server
-        }
-    )
+    exposed = exposed_tools(runtime, server)
     wanted = exposed if not tools else list(tools)
     unknown = [t for t in wanted if t not in exposed]
     if unknown:
@@ -225,4 +276,7 @@ def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, act
     missing = [t for t in wanted if t not in live]
     if missing:
         raise UsageError(f"{server} does not list {', '.join(missing)} now; nothing was pinned")
-    return [pin_tool(runtime, server, live[t], actor) for t in wanted]
+    try:
+        return [pin_tool(runtime, server, live[t], actor) for t in wanted]
+    finally:
+        hub_for(runtime).changed(server)  # this process's last comparison predates the new pins

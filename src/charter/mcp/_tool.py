@@ -7,9 +7,10 @@ ask it two more things:
 
 * :meth:`validate` — the arguments must be a JSON object valid under the **pinned** input schema (and name
   no property the schema does not declare) before anything is stored or sent;
-* :meth:`unavailable` — the tool must be pinned and not drifted; right before execution the live listing is
-  fetched and compared (:func:`charter.mcp._pins.record_live`), so a changed upstream is disabled before a
-  call leaves Charter.
+* :meth:`unavailable` — the tool must be pinned and not drifted; right before execution the pin is
+  compared with the live listing unless a comparison is still fresh (:func:`charter.mcp._pins.checked_pin`:
+  younger than the server's ``pin_recheck``, no ``tools/list_changed`` or reconnect since), so a changed
+  upstream is disabled before a call leaves Charter — at once when it says so, else within ``pin_recheck``.
 
 The result reaches the action record (and from there a model, a trace or an MCP client) only after it was
 cut to the server's ``max_result_chars`` and masked by the runtime's masker (fail closed).
@@ -97,10 +98,15 @@ class UpstreamRegisteredTool(RegisteredTool):
         return rt  # type: ignore[no-any-return]
 
     def _pin(self, *, reuse: bool = False) -> Any:
-        """The stored pin. ``reuse``: the pin this thread read for this tool within the last
-        :data:`_REUSE_S` seconds — one decision (propose, or execute) reads it once, not at every step."""
+        """The stored pin: the one the last fresh comparison with the live listing left (see
+        :meth:`unavailable`), else read from the store. ``reuse``: the pin this thread read for this tool
+        within the last :data:`_REUSE_S` seconds — one decision (propose, or execute) reads it once."""
         from charter.mcp._pins import get_pin
+        from charter.mcp._upstream import hub_for
 
+        fresh = hub_for(self._runtime()).fresh_pins(self.server)
+        if fresh is not None and self.upstream_tool in fresh:
+            return fresh[self.upstream_tool]
         key = (id(self), self.server, self.upstream_tool)
         now = time.monotonic()
         memo = getattr(_memo, "pin", None)
@@ -134,20 +140,18 @@ class UpstreamRegisteredTool(RegisteredTool):
         return f"[upstream {self.server}/{self.upstream_tool}] {pin.description if pin else ''}".strip()
 
     def unavailable(self, *, live: bool = False) -> str | None:
-        from charter.mcp._pins import record_live
-        from charter.mcp._upstream import hub_for
+        from charter.mcp._pins import checked_pin
 
         rt = self._runtime()
         fix = f"`charter tools approve-upstream {self.server} {self.upstream_tool}`"
-        if live:  # right before a call leaves: the stored pin, fresh, against the live listing
-            listing = hub_for(rt).list_tools(self.server)
-            pin = record_live(rt, self.server, self.upstream_tool, listing.get(self.upstream_tool))
+        if live:  # right before a call leaves: the pin as compared with the live listing (fresh enough)
+            pin = checked_pin(rt, self.server, self.upstream_tool)
             self._remember(pin)
         else:
             pin = self._pin(reuse=True)  # read by ``validate`` in the same proposal
         if pin is None:
             return f"upstream tool {self.server}/{self.upstream_tool} is not pinned yet; its owner runs {fix}"
-        if pin is None or not pin.enabled:
+        if not pin.enabled:
             return (
                 f"upstream tool {self.server}/{self.upstream_tool} changed since it was approved and is "
                 f"disabled; its owner reviews the change and runs {fix}"

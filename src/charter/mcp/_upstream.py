@@ -10,6 +10,12 @@ Invariants:
   cancelled and the connection is dropped (a stdio server is killed and restarted on the next call), so a
   hung upstream can never hold a worker or answer late into a later call;
 * a listing is never served from a cache (``cache=None``): pinning compares what the server says *now*;
+* the hub knows when an earlier comparison may be out of date: every server has a **change generation**,
+  bumped when the upstream says its tool list changed (``notifications/tools/list_changed`` on 2025-era
+  connections, a ``subscriptions/listen`` event on 2026-07-28 ones) and whenever the connection is
+  dropped or ends (notifications may have been missed). A comparison is *fresh* only while the generation
+  is the one it started under and it is younger than the server's ``pin_recheck``
+  (:func:`charter.mcp._pins.checked_pin` decides what that means for a call);
 * credentials reach the upstream only as declared: stdio servers get the SDK's minimal default environment
   plus the variables the charter maps by name (``env``); HTTP servers get ``Authorization: Bearer`` from
   ``token_env``. A declared variable that is unset is an error naming it, never an empty value.
@@ -21,7 +27,8 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -94,12 +101,34 @@ class _Connection:
     """One connected client, owned by a task on the hub's loop (the SDK's context must be entered and left
     in one task); other tasks use it until it is dropped."""
 
-    def __init__(self, spec: McpServer, base_dir: Path) -> None:
+    def __init__(self, spec: McpServer, base_dir: Path, on_change: Callable[[str], None]) -> None:
         self.spec = spec
         self.base_dir = base_dir
         self.client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
+        #: called on the hub's loop with ``"notification"`` (the upstream's tool list changed) or
+        #: ``"disconnected"`` (changes may have been missed)
+        self.on_change = on_change
+
+    async def _on_message(self, message: Any) -> None:
+        """The session's message handler: a 2025-era ``notifications/tools/list_changed``."""
+        if getattr(message, "method", None) == "notifications/tools/list_changed":
+            self.on_change("notification")
+        await asyncio.sleep(0)
+
+    async def _follow(self, client: Client) -> None:
+        """On a 2026-07-28 connection, changes arrive on a ``subscriptions/listen`` stream; when the stream
+        ends or cannot be opened, nothing more is heard (the re-check interval still applies)."""
+        try:
+            async with client.listen(tools_list_changed=True) as sub:
+                async for _event in sub:
+                    self.on_change("notification")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.debug("MCP server %s: tools/list_changed stream ended", self.spec.id, exc_info=True)
+        self.on_change("disconnected")
 
     async def get(self) -> Client:
         if self.client is not None and self._task is not None and not self._task.done():
@@ -116,11 +145,24 @@ class _Connection:
 
         async def hold() -> None:
             try:
-                async with Client(transport, cache=None, read_timeout_seconds=call_timeout) as client:
+                async with Client(
+                    transport,
+                    cache=None,
+                    read_timeout_seconds=call_timeout,
+                    message_handler=self._on_message,
+                ) as client:
+                    follow: asyncio.Task[None] | None = None
+                    if _listens(client):
+                        follow = asyncio.get_running_loop().create_task(self._follow(client))
                     self.client = client
                     if not ready.done():
                         ready.set_result(client)
-                    await stop.wait()
+                    try:
+                        await stop.wait()
+                    finally:
+                        if follow is not None:
+                            follow.cancel()
+                            await asyncio.gather(follow, return_exceptions=True)
             except BaseException as exc:  # reported to the waiting caller; the hub keeps running
                 if not ready.done():
                     ready.set_exception(
@@ -130,6 +172,7 @@ class _Connection:
                     raise
             finally:
                 self.client = None
+                self.on_change("disconnected")
 
         self._stop = stop
         self._task = asyncio.get_running_loop().create_task(hold(), name=f"mcp-upstream-{self.spec.id}")
@@ -154,6 +197,8 @@ class _Connection:
         if self._stop is not None:
             self._stop.set()
         self.client = None
+        if task is not None:
+            self.on_change("disconnected")
         if task is not None and not task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(task), 5)
@@ -163,6 +208,27 @@ class _Connection:
                     await task
                 except BaseException:
                     log.debug("upstream connection task ended with an error", exc_info=True)
+
+
+def _listens(client: Client) -> bool:
+    """Whether the server offers a tools/list_changed stream (2026-07-28 and ``tools.listChanged``)."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    try:
+        tools = client.server_capabilities.tools
+        return client.protocol_version in MODERN_PROTOCOL_VERSIONS and bool(tools and tools.list_changed)
+    except Exception:
+        return False
+
+
+@dataclass
+class _Checked:
+    """The last comparison of a server's live listing with the pins: the generation and monotonic time it
+    started at, and the pins it left (tool → pin, ``None`` for a tool never pinned)."""
+
+    generation: int
+    started: float
+    pins: dict[str, Any]
 
 
 def _describe(exc: BaseException) -> str:
@@ -180,6 +246,12 @@ class UpstreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[str, _Connection] = {}
+        self._generation: dict[str, int] = {}
+        self._checked: dict[str, _Checked] = {}
+        self._check_locks: dict[str, threading.Lock] = {}
+        self._closing = False
+        self._rechecking: set[str] = set()  # servers with a background comparison running
+        self._recheck_again: set[str] = set()  # … and a change announced while it ran
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -217,8 +289,77 @@ class UpstreamHub:
         with self._lock:
             conn = self._conns.get(server_id)
             if conn is None:
-                conn = self._conns[server_id] = _Connection(spec, self.runtime.charter.base_dir)
+                conn = self._conns[server_id] = _Connection(
+                    spec, self.runtime.charter.base_dir, lambda why: self.changed(server_id, why)
+                )
             return conn
+
+    # -------------------------------------------------------------------------------- change tracking
+    def changed(self, server_id: str, why: str = "invalidated") -> None:
+        """Make every earlier comparison of ``server_id`` stale. On a ``"notification"`` the listing is
+        also compared again at once in the background (so a changed tool is disabled, and its owner told,
+        without waiting for a call): one comparison at a time per server, and a burst of announcements
+        while it runs leads to one more, never to one thread per announcement."""
+        with self._lock:
+            self._generation[server_id] = self._generation.get(server_id, 0) + 1
+            self._checked.pop(server_id, None)
+            if why != "notification" or self._closing:
+                return
+            if server_id in self._rechecking:  # a burst of notifications: one more comparison, not one each
+                self._recheck_again.add(server_id)
+                return
+            self._rechecking.add(server_id)
+        log.info("MCP server %s says its tool list changed; comparing with the pins", server_id)
+        threading.Thread(
+            target=self._recheck, args=(server_id,), name=f"mcp-recheck-{server_id}", daemon=True
+        ).start()
+
+    def _recheck(self, server_id: str) -> None:
+        from charter.mcp._pins import recheck_server
+
+        while True:
+            try:
+                recheck_server(self.runtime, server_id)
+            except Exception:
+                log.warning(
+                    "MCP server %s: re-checking the pins after a change failed", server_id, exc_info=True
+                )
+            with self._lock:
+                if server_id in self._recheck_again and not self._closing:
+                    self._recheck_again.discard(server_id)
+                    continue
+                self._recheck_again.discard(server_id)
+                self._rechecking.discard(server_id)
+                return
+
+    def fresh_pins(self, server_id: str) -> dict[str, Any] | None:
+        """The pins the last comparison left, if it is still fresh (see the module docstring), else None."""
+        interval = self.runtime.spec.mcp.server(server_id).pin_recheck.total_seconds()
+        with self._lock:
+            checked = self._checked.get(server_id)
+            if (
+                checked is None
+                or checked.generation != self._generation.get(server_id, 0)
+                or time.monotonic() - checked.started >= interval
+            ):
+                return None
+            return checked.pins
+
+    def check_lock(self, server_id: str) -> threading.Lock:
+        """Held while one comparison of ``server_id`` runs, so concurrent calls list the tools once."""
+        with self._lock:
+            return self._check_locks.setdefault(server_id, threading.Lock())
+
+    def check_started(self, server_id: str) -> tuple[int, float]:
+        """The generation and time a comparison starts under (pass them to :meth:`checked`)."""
+        with self._lock:
+            return self._generation.get(server_id, 0), time.monotonic()
+
+    def checked(self, server_id: str, started: tuple[int, float], pins: dict[str, Any]) -> None:
+        """Record a finished comparison; ignored if a change was signalled since it started."""
+        with self._lock:
+            if self._generation.get(server_id, 0) == started[0]:
+                self._checked[server_id] = _Checked(started[0], started[1], dict(pins))
 
     def list_tools(self, server_id: str) -> dict[str, LiveTool]:
         """The server's tools as listed now (every page), by name."""
@@ -290,6 +431,9 @@ class UpstreamHub:
 
     def close(self) -> None:
         """Drop every connection and stop the loop."""
+        with self._lock:
+            self._closing = True
+            self._checked.clear()
         loop = self._loop
         if loop is None or not loop.is_running():
             return

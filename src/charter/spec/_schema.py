@@ -639,6 +639,12 @@ class McpServer(Section):
     max_result_chars: int = Field(
         100_000, ge=100, le=10_000_000, description="Longer results are cut to this many characters."
     )
+    pin_recheck: Duration = Field(  # type: ignore[assignment]
+        "5s",
+        description="How long a comparison of the live tool listing with the pins stays fresh: a call "
+        "after that re-lists the tools first; a `tools/list_changed` notification (or a reconnect) "
+        "makes it stale at once. `0s`: compare before every call.",
+    )
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:
@@ -648,6 +654,8 @@ class McpServer(Section):
             raise ValueError("'env' and 'cwd' apply to stdio servers ('command') only")
         if self.url is None and self.token_env:
             raise ValueError("'token_env' applies to HTTP servers ('url') only")
+        if self.pin_recheck.total_seconds() > 3600:
+            raise ValueError("'pin_recheck' must be at most 1h (a changed upstream stays callable that long)")
         return self
 
 

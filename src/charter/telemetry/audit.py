@@ -469,6 +469,13 @@ class AuditTransaction:
         prepared = [_prepare(actor, action, resource, outcome, details)]
         return self.log._append_in(self.conn, prepared, self._written)[0]
 
+    def append_many(self, events: Sequence[Mapping[str, Any]]) -> list[AuditEntry]:
+        """Append several events (mappings of :meth:`append`'s fields) with one chain write, in order."""
+        prepared = [
+            _prepare(e["actor"], e["action"], e["resource"], e["outcome"], e.get("details")) for e in events
+        ]
+        return self.log._append_in(self.conn, prepared, self._written) if prepared else []
+
 
 def _lock(conn: Connection) -> None:
     """Serialise writers. SQLite already holds the write lock (``BEGIN IMMEDIATE``)."""

@@ -23,7 +23,10 @@ queue a second refund.
 say-so, and an approved action is never lost:
 
 * the transition ``approved → executing`` is committed (optimistic concurrency, ``version``) *before*
-  the function is called, so of any number of concurrent executors exactly one runs it;
+  the function is called, so of any number of concurrent executors exactly one runs it; a call that needs
+  no approval is stored, audited (``tools.proposed``) and moved to ``executing`` (``tools.executing``) in
+  one transaction by ``propose`` itself, after the same checks ``execute`` makes — so its decision is
+  committed, with its audit entries, before the function is called;
 * the outcome is committed afterwards (``executed`` with the JSON result, or ``failed`` with the error);
   a retry of ``execute`` returns the stored outcome and never runs the function again;
 * if the process dies while the function runs, the row stays ``executing``: nothing re-runs it
@@ -37,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
@@ -53,6 +57,7 @@ from charter.tools._records import (
     Origin,
     Proposal,
     audit_action,
+    audit_fields,
     clock_of,
     get_action,
     masked,
@@ -105,6 +110,10 @@ def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ propose
+#: the insert of a new action, returning the stored row (built once; the values come as parameters)
+_INSERT = tool_actions.insert().returning(*tool_actions.columns)
+
+
 def _lock_key(principal_id: str, tool: str) -> int:
     """A signed 64-bit key for PostgreSQL's advisory lock on one principal's use of one tool."""
     digest = hashlib.sha256(f"charter.rate:{principal_id}:{tool}".encode()).digest()
@@ -174,15 +183,17 @@ def propose(
         raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
     if is_killed(runtime, tool):
         raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
-    unavailable = reg.unavailable()  # upstream MCP tools: pinned and not changed (charter.mcp)
+    role, why = approval_requirement(reg.spec, validated)
+    needs = role is not None
+    # upstream MCP tools: pinned and not changed (charter.mcp); a call that runs now is checked as
+    # ``execute`` checks it, against the upstream's live definition
+    unavailable = reg.unavailable(live=not needs)
     if unavailable:
         raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
     try:
         check_preconditions(runtime, reg.spec.requires, validated, who)
     except Denied as exc:
         raise refuse(str(exc), exc.reasons) from None
-    role, why = approval_requirement(reg.spec, validated)
-    needs = role is not None
     sla = _sla_rule(runtime, "approval_sla", role) if needs else None
     action_id = "act_" + secrets.token_hex(12)
     row: dict[str, Any] = {
@@ -208,12 +219,20 @@ def propose(
         "decision_reason": why,
         "version": 0,
     }
+    if not needs:  # it runs now: stored as already moved ``approved → executing`` (see below)
+        row.update(status="executing", started_at=now, version=1)
     limit = reg.spec.rate_limit
     used = 0
     existing: Action | None = None
+    action: Action | None = None
+    running: Action | None = None
     # Look up, count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a transaction-scoped
-    # advisory lock per (principal, tool), so concurrent workers cannot both take the last call.
-    with runtime.store.begin(immediate=True) as conn:
+    # advisory lock per (principal, tool), so concurrent workers cannot both take the last call. The new
+    # action commits with its ``tools.proposed`` entry and, when it runs now, already moved to ``executing``
+    # with its ``tools.executing`` entry: every check ``execute`` makes before that move was just made above,
+    # so the call leaves after one commit that records the decision, and its outcome is committed after it.
+    with runtime.audit.transaction() as tx:
+        conn = tx.conn
         if not runtime.store.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
         if request_id is not None:  # the same request proposing the same call again gets the same action
@@ -240,8 +259,27 @@ def propose(
                 )
             ).scalar_one()
         if existing is None and (limit is None or used < limit.calls):
-            conn.execute(tool_actions.insert().values(**seal_values(runtime, row)))
-            action = get_action(runtime, action_id, conn=conn)
+            inserted = conn.execute(_INSERT, seal_values(runtime, row)).one()
+            action = row_to_action(runtime, inserted, args=validated, result=None)
+            # the entries say what they said when the move was a separate step: proposed (approved, or
+            # pending), then executing
+            entries = [
+                audit_fields(
+                    who.id,
+                    "tools.proposed",
+                    action if needs else replace(action, status="approved", version=0, started_at=None),
+                    "pending" if needs else "approved",
+                    origin=origin,
+                    request_id=request_id,
+                    approval=why,
+                    approver_role=role,
+                    policy=list(decision.policy_ids),
+                )
+            ]
+            if not needs:
+                entries.append(audit_fields(who.id, "tools.executing", action, "started"))
+                running = action
+            tx.append_many(entries)
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
             return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))
@@ -251,21 +289,10 @@ def propose(
             f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
             [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
         )
-    audit_action(
-        runtime,
-        who.id,
-        "tools.proposed",
-        action,
-        "pending" if needs else "approved",
-        origin=origin,
-        request_id=request_id,
-        approval=why,
-        approver_role=role,
-        policy=list(decision.policy_ids),
-    )
-    if needs:
-        return Proposal(action)
-    return Proposal(execute(runtime, action.id, actor=who.id, clock=clock, customer_id=customer_id))
+    if running is not None:
+        return Proposal(run_action(runtime, reg, running, who.id, clock_of(clock), customer_id=customer_id))
+    assert action is not None
+    return Proposal(action)
 
 
 # ------------------------------------------------------------------------------------------ execute

@@ -7,6 +7,7 @@ interrupted (nothing can safely interrupt an external side effect halfway).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -31,11 +32,35 @@ def switch_on(value: Any) -> bool:
     return isinstance(value, dict) and bool(value.get("on"))
 
 
+_queries: dict[str | None, Any] = {}
+_TOOL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")  # the charter's identifier rule (spec._types)
+
+
+def _switch_query(tool: str | None) -> Any:
+    """The one ``SELECT`` of both switches, built once per tool (so the store can keep it compiled)."""
+    query = _queries.get(tool)
+    if query is None:
+        keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
+        query = _queries[tool] = select(state.c.value).where(state.c.key.in_(keys))
+    return query
+
+
 def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
-    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on."""
-    keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
-    with runtime.store.connect() as conn:  # one read for both switches
-        values = conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars().all()
+    """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on.
+
+    Read from the store on every call (never cached). For a tool the charter declares, the query is a
+    constant of the charter (:meth:`~charter.store.Store.read_constant`, compiled once); any other name
+    goes the ordinary way, so no caller-supplied text is ever inlined into SQL."""
+    declared = tool is None or (
+        _TOOL_NAME.match(tool) is not None and any(t.name == tool for t in runtime.spec.tools)
+    )
+    if declared:
+        values = [r[0] for r in runtime.store.read_constant(_switch_query(tool))]
+    else:
+        assert tool is not None
+        keys = [WORKFLOW_KEY, _tool_key(tool)]
+        with runtime.store.connect() as conn:  # one read for both switches
+            values = list(conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars())
     return any(switch_on(v) for v in values)
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.spec import Principal
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from charter.review._clock import Clock
     from charter.runtime import Runtime
+    from charter.telemetry.audit import AuditTransaction
 
 Origin = Literal["api", "model", "cli", "mcp"]
 ORIGINS = ("api", "model", "cli", "mcp")
@@ -110,15 +111,29 @@ def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal
     return known
 
 
-def row_to_action(runtime: Runtime, row: Any) -> Action:
-    """A stored row as an :class:`Action`: arguments and result unsealed, ``shown_args`` masked."""
+_UNSET: Any = object()
+
+
+def row_to_action(
+    runtime: Runtime, row: Any, *, known: Action | None = None, result: Any = _UNSET, args: Any = _UNSET
+) -> Action:
+    """A stored row as an :class:`Action`: arguments and result unsealed, ``shown_args`` masked.
+
+    ``known``: the same action as read before a write that left its arguments alone, so they (and their
+    masked form) are taken from it instead of being unsealed and masked again; ``result``: the value just
+    sealed into the row (JSON already), likewise, else ``known``'s result; ``args``: the arguments just
+    sealed into a new row (they are masked here, not unsealed)."""
     from charter.store import sealer_for
     from charter.telemetry import mask_value
 
     values = {c.name: getattr(row, c.name) for c in tool_actions.columns}
+    if known is not None:
+        values["args"] = known.args
+        values["result"] = known.result if result is _UNSET else result
+        return Action(**values, shown_args=known.shown_args)
     sealer = sealer_for(runtime)
-    values["args"] = sealer.open_json(values["args"])
-    values["result"] = sealer.open_json(values["result"])
+    values["args"] = sealer.open_json(values["args"]) if args is _UNSET else args
+    values["result"] = sealer.open_json(values["result"]) if result is _UNSET else result
     return Action(**values, shown_args=mask_value(runtime, values["args"]))
 
 
@@ -182,6 +197,27 @@ def list_actions(
         return [row_to_action(runtime, r) for r in conn.execute(query)]
 
 
+_updates: dict[tuple[str, ...], Any] = {}
+
+
+def _update_for(columns: tuple[str, ...]) -> Any:
+    """The optimistic-concurrency ``UPDATE … RETURNING`` setting ``columns``, built once per set of
+    columns, with every value a bound parameter (``set_<column>``; ``w_id``, ``w_version``, ``w_from``)."""
+    stmt = _updates.get(columns)
+    if stmt is None:
+        stmt = _updates[columns] = (
+            tool_actions.update()
+            .where(
+                tool_actions.c.id == bindparam("w_id"),
+                tool_actions.c.version == bindparam("w_version"),
+                tool_actions.c.status.in_(bindparam("w_from", expanding=True)),
+            )
+            .values({c: bindparam(f"set_{c}", type_=tool_actions.c[c].type) for c in columns})
+            .returning(*tool_actions.columns)  # the moved row, without reading it again
+        )
+    return stmt
+
+
 def transition(
     runtime: Runtime,
     action: Action,
@@ -190,32 +226,42 @@ def transition(
     now: datetime,
     allowed_from: tuple[str, ...] | None = None,
     audit: AuditNote | None = None,
+    tx: AuditTransaction | None = None,
     **values: Any,
 ) -> Action:
     """Move ``action`` to state ``to`` if nobody changed it since it was read; else :class:`Conflict`.
 
     With ``audit``, the audit entry is appended in the same transaction: the new state and its entry are
     stored together or not at all (a crash or a lost database between the two cannot leave an
-    ``executed`` action without its ``tools.executed`` entry)."""
-    stmt = (
-        tool_actions.update()
-        .where(
-            tool_actions.c.id == action.id,
-            tool_actions.c.version == action.version,
-            tool_actions.c.status.in_(allowed_from or (action.status,)),
-        )
-        .values(status=to, version=action.version + 1, updated_at=now, **seal_values(runtime, values))
-    )
+    ``executed`` action without its ``tools.executed`` entry). ``tx``: run inside this open audit
+    transaction (it commits, or not, with the caller's other writes) instead of a new one."""
+    sets = {"status": to, "version": action.version + 1, "updated_at": now, **seal_values(runtime, values)}
+    params = {
+        **{f"set_{k}": v for k, v in sets.items()},
+        "w_id": action.id,
+        "w_version": action.version,
+        "w_from": list(allowed_from or (action.status,)),
+    }
+    stmt = _update_for(tuple(sorted(sets)))
+
+    def move(conn: Connection) -> Action:
+        row = conn.execute(stmt, params).first()
+        if row is None:
+            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
+        # a transition never changes the arguments: reuse the unsealed (and masked) ones
+        return row_to_action(runtime, row, known=action, result=values.get("result", _UNSET))
+
+    if tx is not None:
+        moved = move(tx.conn)
+        if audit is not None:
+            tx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
+        return moved
     if audit is None:
         with runtime.store.begin() as conn:
-            if conn.execute(stmt).rowcount != 1:
-                raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
-            return get_action(runtime, action.id, conn=conn)
-    with runtime.audit.transaction() as tx:
-        if tx.conn.execute(stmt).rowcount != 1:
-            raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
-        moved = get_action(runtime, action.id, conn=tx.conn)
-        tx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
+            return move(conn)
+    with runtime.audit.transaction() as atx:
+        moved = move(atx.conn)
+        atx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
     return moved
 
 
@@ -244,10 +290,27 @@ def _audit_fields(
     return {"actor": actor, "action": action, "resource": resource, "outcome": outcome, "details": details}
 
 
+def audit_fields(actor: str, action: str, act: Action | None, outcome: str, **details: Any) -> dict[str, Any]:
+    """The audit entry of an action event, as :func:`audit_action` appends it (for a batch of entries)."""
+    return _audit_fields(actor, action, act, outcome, details)
+
+
 def audit_action(
-    runtime: Runtime, actor: str, action: str, act: Action | None, outcome: str, **details: Any
+    runtime: Runtime,
+    actor: str,
+    action: str,
+    act: Action | None,
+    outcome: str,
+    *,
+    tx: AuditTransaction | None = None,
+    **details: Any,
 ) -> None:
-    runtime.audit.append(**_audit_fields(actor, action, act, outcome, details))
+    """Append the audit entry of an action event (inside ``tx`` when given, else in its own transaction)."""
+    fields = _audit_fields(actor, action, act, outcome, details)
+    if tx is not None:
+        tx.append(**fields)
+    else:
+        runtime.audit.append(**fields)
 
 
 def masked(runtime: Runtime, text: str, limit: int = 1000) -> str:
