@@ -71,7 +71,7 @@ def test_model_proposals_are_decided_by_policy(rt: Runtime) -> None:
         + "<tool_call>{not json</tool_call>",
     )
     customer = next(i["customer_id"] for i in _invoices() if i["id"] == inv)
-    result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False, customer_id=customer)
+    result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False, subject_id=customer)
     decisions = {c.get("name", "?"): c["decision"] for c in result.tool_calls}
     assert decisions["lookup_invoice"] == "executed"  # read tool, the conversation's customer, no approval
     assert decisions["issue_refund"] == "pending"  # waits for a lead; the model cannot approve it

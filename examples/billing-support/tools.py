@@ -92,17 +92,17 @@ def read_state(base_dir: Path) -> dict[str, Any]:
 def _for_conversation(invoice_id: str, ctx: ToolContext) -> dict[str, Any]:
     """The invoice, only when it belongs to the conversation's customer; another customer's invoice gets the
     same answer as a missing one (ids cannot be probed)."""
-    if ctx.customer_id is None:
+    if ctx.subject_id is None:
         raise Denied(
             "invoice look-ups are scoped to the conversation's customer: ask with the customer id "
-            "(e.g. `charter ask --customer cus_1001`) and pass that request's id"
+            "(e.g. `charter ask --subject cus_1001`) and pass that request's id"
         )
     try:
         inv = _invoice(invoice_id)
     except NotFound:
         inv = None
-    if inv is None or inv["customer_id"] != ctx.customer_id:
-        raise NotFound(f"no invoice {invoice_id} for customer {ctx.customer_id}")
+    if inv is None or inv["customer_id"] != ctx.subject_id:
+        raise NotFound(f"no invoice {invoice_id} for customer {ctx.subject_id}")
     return inv
 
 

@@ -424,11 +424,11 @@ def ask(
     *,
     trace_store: TraceStore | None = None,
     submit_for_review: bool = True,
-    customer_id: str | None = None,
+    subject_id: str | None = None,
 ) -> AskResult:
     """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded).
 
-    ``customer_id`` is the party the conversation is about (when there is one): tools see it (and only it)
+    ``subject_id`` is whom the conversation is about (when there is one): tools see it (and only it)
     and the draft is bound to it (a ``draft_approved`` tool sends it to that party only)."""
     t0 = time.perf_counter()
     spec = rt.spec
@@ -481,7 +481,7 @@ def ask(
         result.model, result.prompt_version = gen.model, gen.prompt_version
         result.input_tokens, result.output_tokens = trace.input_tokens, trace.output_tokens
         result.cost_usd = gen.cost_usd
-        result.tool_calls = act(rt, principal, gen.text, trace, customer_id=customer_id)
+        result.tool_calls = act(rt, principal, gen.text, trace, subject_id=subject_id)
     except (Denied, UsageError) as exc:
         trace.status = "refused"
         trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
@@ -496,7 +496,7 @@ def ask(
         raise
     with trace.span("record") as span:
         if submit_for_review and _needs_review(rt, result, state.restricted):
-            result.review_id = _submit_review(rt, principal, q, result, customer_id)
+            result.review_id = _submit_review(rt, principal, q, result, subject_id)
             span["review_id"] = result.review_id
         trace.status = result.status  # type: ignore[assignment]
         trace.answer, trace.agent_notes = result.draft, result.agent_notes
@@ -669,7 +669,7 @@ MAX_TOOL_CALLS = 5
 
 
 def act(
-    rt: Runtime, principal: Principal, text: str, trace: Trace, *, customer_id: str | None = None
+    rt: Runtime, principal: Principal, text: str, trace: Trace, *, subject_id: str | None = None
 ) -> list[dict[str, Any]]:
     """The model may *propose* tool calls (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``);
     the system decides. Each proposal goes through ``charter.tools.propose`` with ``origin="model"`` as the
@@ -700,7 +700,7 @@ def act(
                     request_id=trace.request_id,
                     origin="model",
                     reason="proposed by the model",
-                    customer_id=customer_id,
+                    subject_id=subject_id,
                 )
                 record.update(
                     decision=proposal.status, action_id=proposal.id, approval_id=proposal.approval_id
@@ -752,7 +752,7 @@ def _needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
 
 
 def _submit_review(
-    rt: Runtime, principal: Principal, question: str, result: AskResult, customer_id: str | None = None
+    rt: Runtime, principal: Principal, question: str, result: AskResult, subject_id: str | None = None
 ) -> str | None:
     try:
         from charter.review import submit_draft
@@ -768,7 +768,7 @@ def _submit_review(
         agent_notes=result.agent_notes,
         groundedness=result.groundedness,
         escalation_reason=(result.escalation or {}).get("reason"),
-        customer_id=customer_id,
+        subject_id=subject_id,
     )
     return str(getattr(item, "id", item))
 

@@ -191,7 +191,7 @@ def _approved_draft(rt: Runtime, submitter: str, customer: str | None) -> str:
         draft=draft,
         citations=[citation(1, "help-center")],
         agent_notes=notes,
-        customer_id=customer,
+        subject_id=customer,
     )
     decide_draft(rt, item.id, "lena", "approve")
     return item.id
@@ -208,12 +208,12 @@ def test_send_reply_only_by_the_submitter_and_only_to_the_drafts_customer(rt: Ru
     assert str(other_agent.value).replace(review_id, "X") == str(missing.value).replace(
         "rev_" + "0" * 24, "X"
     )
-    with pytest.raises(Denied, match="another customer"):
+    with pytest.raises(Denied, match="about someone else"):
         propose(rt, "ben", "send_reply", {"review_id": review_id, "customer_id": "cus_1002"})
     sent = propose(rt, "ben", "send_reply", {"review_id": review_id, "customer_id": "cus_1001"})
     assert sent.status == "executed", sent
     unbound = _approved_draft(rt, "ben", None)
-    with pytest.raises(Denied, match="names no customer"):
+    with pytest.raises(Denied, match="names no subject"):
         propose(rt, "ben", "send_reply", {"review_id": unbound, "customer_id": "cus_1001"})
 
 
@@ -237,7 +237,7 @@ def test_an_edit_runs_the_draft_checks_and_needs_a_second_reviewer(rt: Runtime, 
         draft=draft,
         citations=[citation(1, "help-center")],
         agent_notes=notes,
-        customer_id="cus_1001",
+        subject_id="cus_1001",
     )
     with pytest.raises(Denied, match="draft checks"):
         decide_draft(rt, item.id, "lena", "edit", text=edit)
@@ -276,7 +276,7 @@ def test_lookup_invoice_is_scoped_to_the_conversations_customer(rt: Runtime) -> 
         draft=draft,
         citations=[citation(1, "help-center")],
         agent_notes=notes,
-        customer_id="cus_1001",
+        subject_id="cus_1001",
     )
     ok = propose(rt, "ana", "lookup_invoice", {"invoice_id": mine["id"]}, request_id="req_conv1")
     assert ok.status == "executed" and ok.action.result["customer_id"] == "cus_1001"

@@ -99,7 +99,7 @@ def conversations(project: Path, database_url: str, users: tuple[str, ...], n: i
                     question="About my invoice",
                     draft="Looking into it.",
                     citations=[],
-                    customer_id=CUSTOMER_ID,
+                    subject_id=CUSTOMER_ID,
                 )
                 out[user].append(request_id)
         return out

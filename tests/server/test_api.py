@@ -403,3 +403,19 @@ def test_traces_record_the_channel_a_request_arrived_by(client: Any, served: Ser
         client.get(f"/api/traces/{r.json()['request_id']}", headers=served.headers("ana")).json()["channel"]
         == "server"
     )
+
+
+@pytest.mark.parametrize("field", ["subject_id", "customer_id"])
+def test_ask_names_whom_the_conversation_is_about(client: Any, served: Served, field: str) -> None:
+    """``subject_id`` (and ``customer_id``, its earlier name) is stored on the draft, where
+    ``draft_approved`` binds a tool's ``subject_argument`` to it; a malformed id is refused."""
+    from charter.review import get_review
+
+    r = client.post("/api/ask", json={"question": QUESTION, field: "cus_1001"}, headers=served.headers("ana"))
+    assert r.status_code == 200, r.text
+    review_id = r.json()["review_id"]
+    assert review_id and get_review(served.rt, review_id).subject_id == "cus_1001"  # type: ignore[arg-type]
+    bad = client.post(
+        "/api/ask", json={"question": QUESTION, field: "x' OR 1=1"}, headers=served.headers("ana")
+    )
+    assert bad.status_code == 422

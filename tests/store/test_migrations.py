@@ -106,3 +106,51 @@ def test_every_table_matches_the_migrations(empty_db_url: str) -> None:
         ]
         assert diff == []
     store.dispose()
+
+
+def _review_triggers(conn: object) -> set[str]:
+    from sqlalchemy import text
+
+    c = conn  # a Connection
+    if c.dialect.name == "sqlite":  # type: ignore[attr-defined]
+        rows = c.execute(  # type: ignore[attr-defined]
+            text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'review_items'")
+        )
+    else:
+        rows = c.execute(  # type: ignore[attr-defined]
+            text(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'review_items'::regclass AND NOT tgisinternal"
+            )
+        )
+    return {r[0] for r in rows}
+
+
+def test_0019_renames_the_drafts_customer_to_its_subject_and_keeps_the_rollup_triggers(
+    empty_db_url: str,
+) -> None:
+    """A draft written before 0019 keeps whom it is about (``customer_id`` → ``subject_id``), and the table is
+    renamed in place: the monitoring rollup's triggers on it (0018) survive."""
+    from sqlalchemy import text
+
+    store = open_store(empty_db_url, migrate=False)
+    store.migrate("0018_rollup")
+    now = utcnow().replace(tzinfo=None) if store.is_sqlite else utcnow()
+    with store.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO review_items (id, submitter, question, draft, citations, agent_notes, status, "
+                "escalation_level, created_at, updated_at, version, customer_id) VALUES ('rev_1', 'ana', 'q', "
+                "'d', '[]', '[]', 'pending', 0, :now, :now, 1, 'cus_1001')"
+            ),
+            {"now": now},
+        )
+        triggers = _review_triggers(conn)
+    assert triggers, "0018 installs rollup triggers on review_items"
+    store.migrate()
+    with store.connect() as conn:
+        assert (
+            conn.execute(text("SELECT subject_id FROM review_items WHERE id = 'rev_1'")).scalar()
+            == "cus_1001"
+        )
+        assert _review_triggers(conn) == triggers
+    store.dispose()

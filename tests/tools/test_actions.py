@@ -49,7 +49,7 @@ def test_a_read_tool_runs_at_once_and_a_retry_returns_the_stored_result(rt: Runt
         {"invoice_id": INVOICE_ID},
         request_id="req-1",
         origin="model",
-        customer_id=INVOICE["customer_id"],  # the conversation's customer (tools see only theirs)
+        subject_id=INVOICE["customer_id"],  # the conversation's customer (tools see only theirs)
     )
     assert proposal.executed and proposal.approval_id is None
     assert proposal.result["refundable"] == INVOICE["amount_paid"]
@@ -196,7 +196,7 @@ def test_the_kill_switch_stops_new_calls_and_pending_executions(rt: Runtime, pro
     with pytest.raises(Denied, match="kill switch"):
         propose(rt, "ben", "issue_refund", REFUND_50)
     assert propose(
-        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, customer_id=INVOICE["customer_id"]
+        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, subject_id=INVOICE["customer_id"]
     ).executed
     with pytest.raises(Denied, match="kill switch"):
         decide(rt, pending.id, "lena", "approve")  # approved, but it must not run while the switch is on
@@ -234,7 +234,7 @@ def test_send_reply_needs_an_approved_draft_and_sends_the_approved_text(rt: Runt
         agent_notes=[],
         groundedness=0.9,
         escalation_reason=None,
-        customer_id=CUSTOMER_ID,  # the reply is bound to this customer
+        subject_id=CUSTOMER_ID,  # the reply is bound to this customer
     )
     args = {"review_id": item.id, "customer_id": CUSTOMER_ID}
     with pytest.raises(Denied, match="approved draft"):
@@ -263,11 +263,11 @@ def test_a_retried_request_does_not_queue_the_same_call_twice(rt: Runtime, proje
     assert len(billing_state(project)["refunds"]) == 1
     cus = INVOICE["customer_id"]
     lookup = propose(
-        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7", customer_id=cus
+        rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7", subject_id=cus
     )
     assert (
         propose(
-            rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7", customer_id=cus
+            rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, request_id="req-7", subject_id=cus
         ).id
         == lookup.id
     )

@@ -37,7 +37,7 @@ def _conversation(project: Path, request_id: str = "conv-1") -> str:
             question="About my invoice",
             draft="Looking into it.",
             citations=[],
-            customer_id=CUSTOMER_ID,
+            subject_id=CUSTOMER_ID,
         )
     finally:
         rt.close()
@@ -137,7 +137,7 @@ def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
         agent_notes=[],
         groundedness=0.8,
         escalation_reason=None,
-        customer_id=CUSTOMER_ID,
+        subject_id=CUSTOMER_ID,
     )
     other = submit_draft(
         rt,

@@ -162,3 +162,52 @@ def test_an_unknown_or_forbidden_tool_is_refused(rt: Runtime) -> None:
     with pytest.raises(Denied, match="not in the workflow's tool list"):
         propose(rt, "ana", "wire_money", {})
     assert _rows(rt) == 0
+
+
+def test_a_tools_subject_argument_binds_it_to_the_approved_drafts_subject(project: Path) -> None:
+    """Any workflow's subject, by any argument name: ``subject_argument: employee_id`` makes
+    ``draft_approved`` require the draft's subject there; a tool that declares none is bound to the
+    submitter only. The running tool sees the conversation's subject in ``ToolContext.subject_id``."""
+    from charter.review import decide_draft, submit_draft
+
+    source = (
+        "from charter.tools import ToolContext, tool\n"
+        "@tool\n"
+        "def notify(review_id: str, employee_id: str, ctx: ToolContext) -> dict:\n"
+        "    return {'to': employee_id, 'conversation': ctx.subject_id}\n"
+    )
+    _add_tool(
+        project,
+        source,
+        {
+            "name": "notify",
+            "callable": "extra_tools:notify",
+            "effect": "external",
+            "roles": ["agent"],
+            "requires": ["draft_approved"],
+            "subject_argument": "employee_id",
+        },
+    )
+    data = yaml.safe_load(project.read_text())
+    data["tools"].append({**data["tools"][-1], "name": "notify_unbound", "subject_argument": None})
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    rt = Runtime.open(project)
+    item = submit_draft(
+        rt,
+        request_id=None,
+        principal="ana",
+        question="leave?",
+        draft="Your leave request is approved.",
+        citations=[],
+        agent_notes="",
+        subject_id="emp_7",
+    )
+    decide_draft(rt, item.id, "lena", "approve")
+    with pytest.raises(Denied, match="about someone else"):
+        propose(rt, "ana", "notify", {"review_id": item.id, "employee_id": "emp_8"})
+    sent = propose(rt, "ana", "notify", {"review_id": item.id, "employee_id": "emp_7"})
+    assert sent.status == "executed" and sent.action.result == {"to": "emp_7", "conversation": None}
+    loose = propose(rt, "ana", "notify_unbound", {"review_id": item.id, "employee_id": "emp_8"})
+    assert loose.status == "executed"
+    with pytest.raises(Denied, match="approved draft of yours"):
+        propose(rt, "ben", "notify_unbound", {"review_id": item.id, "employee_id": "emp_7"})

@@ -76,9 +76,8 @@ def ask(
         str | None,
         typer.Option(
             "--subject",
-            "--customer",
-            help="The party the conversation is about, if any: tools see only them and a draft_approved "
-            "tool sends only to them.",
+            help="Whom the conversation is about, if anyone (a customer, an employee, a ticket id): tools "
+            "see only them, and a draft_approved tool sends only to them (its subject_argument).",
         ),
     ] = None,
 ) -> None:
@@ -110,7 +109,7 @@ def ask(
             highlight=False,
         )
     with recording_channel("cli"):
-        result = run_ask(rt, principal, question, submit_for_review=not no_review, customer_id=subject)
+        result = run_ask(rt, principal, question, submit_for_review=not no_review, subject_id=subject)
     warm_ms = {k: round(v * 1000, 1) for k, v in warm.items()}
     emit({**result.as_dict(), "kind": rt.spec.workflow.kind, "warm_up_ms": warm_ms}, as_json, _render_answer)
 
@@ -141,7 +140,7 @@ def _ask_server(url: str, user: str, question: str, *, submit_for_review: bool, 
                     f"CHARTER_TOKEN is {me.json().get('id')}'s token, not {user}'s: use --as "
                     f"{me.json().get('id')} or that user's token"
                 )
-            body = {"question": question, "submit_for_review": submit_for_review, "customer_id": subject}
+            body = {"question": question, "submit_for_review": submit_for_review, "subject_id": subject}
             r = client.post("/api/ask", json=body)
             if r.status_code != 200:
                 raise _server_error(r)

@@ -84,7 +84,7 @@ class ReviewItem:
     version: int
     assigned_user: str | None = None  # escalated to this user: no holder of the role may read its sources
     routing: str | None = None  # why it is routed the way it is (said to the people who see it)
-    customer_id: str | None = None  # the conversation's customer: send_reply sends to them only
+    subject_id: str | None = None  # whom the conversation is about: a tool's subject_argument must name them
     edited_by: str | None = None  # a reviewer's edit waits for another reviewer's approval (four-eyes)
     edit_checks: Any = None  # what the checks found in that edit (groundedness, flags)
 
@@ -208,7 +208,7 @@ def submit_draft(
     agent_notes: Any = None,
     groundedness: float | None = None,
     escalation_reason: str | None = None,
-    customer_id: str | None = None,
+    subject_id: str | None = None,
     clock: Clock | None = None,
 ) -> ReviewItem:
     """Queue a draft for review (or record it as approved by policy when the charter needs no review).
@@ -245,7 +245,7 @@ def submit_draft(
         "groundedness": float(groundedness) if groundedness is not None else None,
         "escalation_reason": escalation_reason,
         "escalation_level": 0,
-        "customer_id": customer_id,
+        "subject_id": subject_id,
         "created_at": now,
         "updated_at": now,
         "version": 0,

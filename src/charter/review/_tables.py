@@ -34,10 +34,10 @@ review_items = Table(
     Column("reject_reason", String(50), nullable=True),
     Column("comment", Text, nullable=True),
     Column("version", Integer, nullable=False),
-    # 0012_access: routing to a source owner, the conversation's customer, a pending edit (four-eyes)
+    # 0012_access: routing to a source owner, the conversation's subject, a pending edit (four-eyes)
     Column("assigned_user", String(200), nullable=True),
     Column("routing", Text, nullable=True),
-    Column("customer_id", String(100), nullable=True),
+    Column("subject_id", String(100), nullable=True),
     Column("edited_by", String(200), nullable=True),
     Column("edit_checks", JSON, nullable=True),
     Index("ix_review_items_status", "status"),

@@ -91,7 +91,7 @@ def ask(request: Request, body: S.AskIn, principal: Caller) -> Any:
     rt = _rt(request)
     require(rt, principal, "ask")
     return run(
-        rt, principal, body.question, submit_for_review=body.submit_for_review, customer_id=body.customer_id
+        rt, principal, body.question, submit_for_review=body.submit_for_review, subject_id=body.subject_id
     ).as_dict()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class _In(BaseModel):
@@ -44,12 +44,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class AskIn(_In):
     question: str = Field(min_length=1, max_length=20_000, description="The question.")
     submit_for_review: bool = Field(True, description="Queue the draft for review (as the charter says).")
-    customer_id: str | None = Field(
+    subject_id: str | None = Field(
         None,
         max_length=100,
         pattern=r"^[A-Za-z0-9_.:-]+$",
-        description="The party the conversation is about, if any: tools see only them; a `draft_approved` tool "
-        "sends only to them.",
+        # the name before workflows were general (billing replies) is still accepted
+        validation_alias=AliasChoices("subject_id", "customer_id"),
+        description="Whom the conversation is about, if anyone (a customer, an employee, a ticket): tools see "
+        "only them; a `draft_approved` tool sends only to them (its `subject_argument`). Also accepted as "
+        "`customer_id` (the earlier name).",
     )
 
 

@@ -593,6 +593,13 @@ class Tool(Section):
     requires: list[str] = Field(
         default_factory=list, description="Preconditions, e.g. `draft_approved` for sending a reply."
     )
+    subject_argument: Identifier | None = Field(
+        None,
+        description="The argument that names whom the conversation is about (a customer, an employee, a "
+        "ticket): with `requires: [draft_approved]` the call must name the approved draft's subject, so a "
+        "reply reaches only the party it was written for. Tools also get the conversation's subject as "
+        "`ToolContext.subject_id` to scope their data.",
+    )
 
     @model_validator(mode="after")
     def _one_implementation(self) -> Tool:

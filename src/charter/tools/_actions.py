@@ -130,14 +130,14 @@ def propose(
     origin: Origin = "api",
     reason: str = "",
     clock: Clock | None = None,
-    customer_id: str | None = None,
+    subject_id: str | None = None,
 ) -> Proposal:
     """Propose a tool call; see the module docstring for what is checked. Runs it when nothing more is
     needed, else stores a pending approval request. Refusals are audited and raised.
 
-    ``customer_id``: the conversation's customer when the caller knows it (the pipeline does); otherwise the
-    tool gets the customer of the draft submitted for ``request_id`` by this principal (see
-    :func:`conversation_customer`)."""
+    ``subject_id``: the conversation's subject when the caller knows it (the pipeline does); otherwise the
+    tool gets the subject of the draft submitted for ``request_id`` by this principal (see
+    :func:`conversation_subject`)."""
     now = clock_of(clock).now()
     if origin not in ORIGINS:
         raise UsageError(f"origin must be one of {', '.join(ORIGINS)}")
@@ -191,7 +191,7 @@ def propose(
     if unavailable:
         raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
     try:
-        check_preconditions(runtime, reg.spec.requires, validated, who)
+        check_preconditions(runtime, reg.spec, validated, who)
     except Denied as exc:
         raise refuse(str(exc), exc.reasons) from None
     sla = _sla_rule(runtime, "approval_sla", role) if needs else None
@@ -282,7 +282,7 @@ def propose(
             tx.append_many(entries)
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
-            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, customer_id=customer_id))
+            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, subject_id=subject_id))
         return Proposal(existing)
     if limit is not None and used >= limit.calls:
         raise refuse(
@@ -290,7 +290,7 @@ def propose(
             [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
         )
     if running is not None:
-        return Proposal(run_action(runtime, reg, running, who.id, clock_of(clock), customer_id=customer_id))
+        return Proposal(run_action(runtime, reg, running, who.id, clock_of(clock), subject_id=subject_id))
     assert action is not None
     return Proposal(action)
 
@@ -310,7 +310,7 @@ def execute(
     args: dict[str, Any] | None = None,
     actor: str | None = None,
     clock: Clock | None = None,
-    customer_id: str | None = None,
+    subject_id: str | None = None,
 ) -> Action:
     """Run an approved action exactly once; a retry returns the stored outcome.
 
@@ -370,7 +370,7 @@ def execute(
     if unavailable:
         audit_action(runtime, who, "tools.refused", action, "denied", reasons=[unavailable])
         raise Denied(f"{unavailable}; the approved action waits", reasons=[f"upstream: {reg.origin}"])
-    check_preconditions(runtime, reg.spec.requires, action.args, requester)
+    check_preconditions(runtime, reg.spec, action.args, requester)
     running = transition(
         runtime,
         action,
@@ -379,11 +379,11 @@ def execute(
         started_at=clk.now(),
         audit=AuditNote(who, "tools.executing", "started"),
     )
-    return run_action(runtime, reg, running, who, clk, customer_id=customer_id)
+    return run_action(runtime, reg, running, who, clk, subject_id=subject_id)
 
 
-def conversation_customer(runtime: Runtime, request_id: str | None, requester: str) -> str | None:
-    """The customer of the conversation ``request_id``: the one its requester named when asking (stored on
+def conversation_subject(runtime: Runtime, request_id: str | None, requester: str) -> str | None:
+    """The subject of the conversation ``request_id``: the one its requester named when asking (stored on
     the draft they submitted). ``None`` without a request, or when it is someone else's."""
     if not request_id:
         return None
@@ -391,7 +391,7 @@ def conversation_customer(runtime: Runtime, request_id: str | None, requester: s
 
     with runtime.store.connect() as conn:
         found = conn.execute(
-            select(review_items.c.customer_id)
+            select(review_items.c.subject_id)
             .where(review_items.c.request_id == request_id, review_items.c.submitter == requester)
             .order_by(review_items.c.created_at)
             .limit(1)
@@ -413,17 +413,17 @@ def run_action(
     who: str,
     clk: Clock,
     *,
-    customer_id: str | None = None,
+    subject_id: str | None = None,
 ) -> Action:
     """Call the tool for an action already moved to ``executing``; the context carries the conversation's
-    customer (given, else :func:`conversation_customer`) so tools can scope their data to it."""
+    subject (given, else :func:`conversation_subject`) so tools can scope their data to it."""
     ctx = ToolContext(
         idempotency_key=running.id,
         principal_id=running.requester,
         tool=running.tool,
         base_dir=runtime.charter.base_dir,
         runtime=runtime,
-        customer_id=customer_id or conversation_customer(runtime, running.request_id, running.requester),
+        subject_id=subject_id or conversation_subject(runtime, running.request_id, running.requester),
         request_id=running.request_id,
     )
     try:

@@ -1,14 +1,17 @@
 """Preconditions a charter can require of a tool call (``tools[].requires``), checked by the system.
 
 A precondition is a function ``(runtime, args, principal) -> None`` that raises :class:`Denied` when the
-call must not run; register one with ``@precondition("name")``. Built-in: ``draft_approved`` — the call's
-``review_id`` argument names a draft that a reviewer approved (or an edit a second reviewer approved), or
-that needed no review, submitted by the caller (or a role in ``review.senders``) for the call's customer.
-Unknown precondition names deny (fail closed).
+call must not run; register one with ``@precondition("name")``. One that also declares a keyword
+parameter ``tool`` receives the charter's tool entry (:class:`charter.spec.Tool`). Built-in:
+``draft_approved`` — the call's ``review_id`` argument names a draft that a reviewer approved (or an edit a
+second reviewer approved), or that needed no review, submitted by the caller (or a role in
+``review.senders``) for the call's subject (the tool's ``subject_argument``). Unknown precondition names
+deny (fail closed).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +19,11 @@ from charter.errors import Denied, NotFound
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
-    from charter.spec import Principal
+    from charter.spec import Principal, Tool
 
-Precondition = Callable[["Runtime", dict[str, Any], "Principal"], None]
+Precondition = Callable[..., None]  # (runtime, args, principal[, *, tool]) -> None, raises Denied
 _PRECONDITIONS: dict[str, Precondition] = {}
+_WANTS_TOOL: set[str] = set()
 
 
 def precondition(name: str) -> Callable[[Precondition], Precondition]:
@@ -27,28 +31,37 @@ def precondition(name: str) -> Callable[[Precondition], Precondition]:
 
     def register(fn: Precondition) -> Precondition:
         _PRECONDITIONS[name] = fn
+        if "tool" in inspect.signature(fn).parameters:
+            _WANTS_TOOL.add(name)
+        else:
+            _WANTS_TOOL.discard(name)
         return fn
 
     return register
 
 
-def check_preconditions(
-    runtime: Runtime, names: list[str], args: dict[str, Any], principal: Principal
-) -> None:
-    for name in names:
+def check_preconditions(runtime: Runtime, tool: Tool, args: dict[str, Any], principal: Principal) -> None:
+    """Run every precondition ``tool.requires`` names; the first that refuses raises :class:`Denied`."""
+    for name in tool.requires:
         fn = _PRECONDITIONS.get(name)
         if fn is None:
             raise Denied(
                 f"unknown precondition {name!r}: denied", reasons=[f"requires: {name} (not registered)"]
             )
-        fn(runtime, args, principal)
+        if name in _WANTS_TOOL:
+            fn(runtime, args, principal, tool=tool)
+        else:
+            fn(runtime, args, principal)
 
 
 @precondition("draft_approved")
-def draft_approved(runtime: Runtime, args: dict[str, Any], principal: Principal) -> None:
+def draft_approved(
+    runtime: Runtime, args: dict[str, Any], principal: Principal, *, tool: Tool | None = None
+) -> None:
     """The ``review_id`` names an approved draft that is bound to this call's context: the caller submitted it
-    (or holds a role in ``review.senders``), and ``customer_id`` (when the tool takes one) is the draft's
-    customer. A missing draft and someone else's draft get the same answer (ids cannot be probed)."""
+    (or holds a role in ``review.senders``), and the tool's ``subject_argument`` (when it declares one) names
+    the draft's subject. A missing draft and someone else's draft get the same answer (ids cannot be
+    probed)."""
     from charter.review import get_review
 
     review_id = args.get("review_id")
@@ -73,15 +86,17 @@ def draft_approved(runtime: Runtime, args: dict[str, Any], principal: Principal)
             f"requires an approved draft: review {review_id} is {item.status}",
             reasons=[f"requires: draft_approved (review {review_id} is {item.status})"],
         )
-    if "customer_id" in args:
-        if item.customer_id is None:
+    argument = tool.subject_argument if tool is not None else None
+    if argument is not None:
+        if item.subject_id is None:
             raise Denied(
-                f"review {review_id} names no customer; ask again with the customer id so the reply is bound "
-                "to them",
-                reasons=["requires: draft_approved (draft has no customer)"],
+                f"review {review_id} names no subject; ask again naming whom the conversation is about "
+                "(`charter ask --subject ID`, `subject_id` in the API) so the reply is bound to them",
+                reasons=["requires: draft_approved (draft has no subject)"],
             )
-        if args["customer_id"] != item.customer_id:
+        if args.get(argument) != item.subject_id:
             raise Denied(
-                f"review {review_id} is for another customer; a draft is sent only to its own customer",
-                reasons=["requires: draft_approved (customer_id differs from the draft's customer)"],
+                f"review {review_id} is about someone else; a draft is sent only to its own subject "
+                f"({argument} must be the draft's)",
+                reasons=[f"requires: draft_approved ({argument} differs from the draft's subject)"],
             )

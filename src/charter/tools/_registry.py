@@ -52,7 +52,7 @@ class ToolContext:
     tool: str
     base_dir: Path
     runtime: Runtime
-    customer_id: str | None = None  # the conversation's customer; tools scope their data to it
+    subject_id: str | None = None  # whom the conversation is about; tools scope their data to it
     request_id: str | None = None
 
 
