@@ -22,14 +22,13 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, case, cast, distinct, func, select
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
-from charter.telemetry._feedback import review_decisions
 from charter.telemetry._monitoring_tables import feedback
 from charter.telemetry._trace_tables import trace_sources, traces
-from charter.telemetry._trends import Agg, wilson_interval
+from charter.telemetry._trends import Agg, day_expr, rollup, wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -66,137 +65,230 @@ def error_signature(etype: str | None, stage: str | None, message: str | None) -
     return f"{etype or 'Error'} @ {stage or '-'}: {msg}"
 
 
-def _load(rt: Runtime, start: datetime, end: datetime) -> dict[str, Any]:
-    cols = [
-        traces.c.request_id,
-        traces.c.started_at,
-        traces.c.principal_id,
-        traces.c.status,
-        traces.c.workflow,
-        traces.c.model,
-        traces.c.prompt_version,
-        traces.c.cost_usd,
-        traces.c.latency_ms,
-        traces.c.input_tokens,
-        traces.c.output_tokens,
-        traces.c.escalation,
-        traces.c.groundedness,
-        traces.c.error_type,
-        traces.c.error_stage,
-    ]
-    window = (traces.c.started_at >= start) & (traces.c.started_at < end)
-    with rt.store.connect() as conn:
-        result = conn.execute(select(*cols).where(window))
-        names = list(result.keys())
-        rows = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
-        errors = {
-            r.request_id: (r.body or {}).get("errors") or []
-            for r in conn.execute(
-                select(traces.c.request_id, traces.c.body).where(window & traces.c.error_type.is_not(None))
-            )
-        }
-        cited = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(trace_sources.c.request_id, trace_sources.c.source_id, trace_sources.c.doc_id).where(
-                    trace_sources.c.cited.is_(True)
-                    & (trace_sources.c.started_at >= start)
-                    & (trace_sources.c.started_at < end)
-                )
-            )
-        ]
-        ids = select(traces.c.request_id).where(window)
-        fb = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(feedback.c.request_id, feedback.c.rating, feedback.c.reasons).where(
-                    feedback.c.request_id.in_(ids)
-                )
-            )
-        ]
-    reviews = review_decisions(rt.store, started=(start, end)) if rows else []
-    return {"rows": rows, "errors": errors, "cited": cited, "feedback": fb, "reviews": reviews}
-
-
-def _summary(data: dict[str, Any]) -> dict[str, float | None]:
-    rows = data["rows"]
-    n = len(rows)
-    up = sum(1 for f in data["feedback"] if f["rating"] > 0)
-    down = sum(1 for f in data["feedback"] if f["rating"] < 0)
-    outcomes = Counter(d["outcome"] for d in data["reviews"])
-    decided = sum(outcomes.values())
-    g = [r["groundedness"] for r in rows if r["groundedness"] is not None]
-    cost = sum(r["cost_usd"] or 0.0 for r in rows)
-    return {
-        "requests": n,
-        "active_users": len({r["principal_id"] for r in rows}),
-        "escalation_rate": _rate(sum(1 for r in rows if r["escalation"]), n),
-        "error_rate": _rate(sum(1 for r in rows if r["status"] == "error"), n),
-        "feedback_score": _rate(up - down, up + down),
-        "acceptance_rate": _rate(outcomes["unchanged"] + outcomes["edited"], decided),
-        "groundedness_mean": (sum(g) / len(g)) if g else None,
-        "cost_usd": cost,
-        "cost_per_request_usd": _rate(cost, n),
-    }
-
-
-def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
-    """:func:`_summary`'s numbers from the period's cells (the monitoring rollup) and one count of
-    distinct principals, for the previous period (ratings are ±1, so thumbs-down = rating < 0)."""
-    from sqlalchemy import distinct, func
-
-    with rt.store.connect() as conn:
-        users = conn.execute(
-            select(func.count(distinct(traces.c.principal_id))).where(
-                (traces.c.started_at >= start) & (traces.c.started_at < end)
-            )
-        ).scalar()
+def _agg_summary_of(agg: Agg, users: int) -> dict[str, float | None]:
+    """The headline numbers of a period from its cells (ratings are ±1, so thumbs-down = rating < 0)."""
     n, up, down = agg.requests, agg.fb_up, agg.fb_down
-    decided = agg.decided
     return {
         "requests": n,
-        "active_users": int(users or 0),
+        "active_users": users,
         "escalation_rate": _rate(agg.escalated, n),
         "error_rate": _rate(agg.errors, n),
         "feedback_score": _rate(up - down, up + down),
-        "acceptance_rate": _rate(agg.reviews["unchanged"] + agg.reviews["edited"], decided),
+        "acceptance_rate": _rate(agg.reviews["unchanged"] + agg.reviews["edited"], agg.decided),
         "groundedness_mean": (agg.g_sum / agg.g_n) if agg.g_n else None,
         "cost_usd": agg.cost_usd,
         "cost_per_request_usd": _rate(agg.cost_usd, n),
     }
 
 
-def _outcomes(data: dict[str, Any]) -> dict[str, str]:
-    """request id → ``negative`` / ``positive`` for rated requests (reviews and feedback)."""
-    score: dict[str, int] = defaultdict(int)
-    rejected: set[str] = set()
-    for f in data["feedback"]:
-        score[f["request_id"]] += 1 if f["rating"] > 0 else -1
-    for d in data["reviews"]:
-        if d["outcome"] == "rejected":
-            rejected.add(d["request_id"])
-        else:
-            score.setdefault(d["request_id"], 0)
-    out = {rid: ("negative" if s < 0 else "positive") for rid, s in score.items()}
-    for rid in rejected:
-        out[rid] = "negative"
-    return out
+def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
+    """:func:`_agg_summary_of` with the period's number of distinct principals (one count)."""
+    with rt.store.connect() as conn:
+        users = conn.execute(
+            select(func.count(distinct(traces.c.principal_id))).where(
+                (traces.c.started_at >= start) & (traces.c.started_at < end)
+            )
+        ).scalar()
+    return _agg_summary_of(agg, int(users or 0))
 
 
-def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None) -> dict[str, Any]:
-    outcome = _outcomes(data)
-    by_doc: dict[tuple[str, str], set[str]] = defaultdict(set)
-    by_source: dict[str, set[str]] = defaultdict(set)
-    for c in data["cited"]:
-        if c["request_id"] in outcome:
-            by_doc[(c["source_id"], c["doc_id"])].add(c["request_id"])
-            by_source[c["source_id"]].add(c["request_id"])
-    rated = set().union(*by_doc.values()) if by_doc else set()
-    base = _rate(sum(1 for r in rated if outcome[r] == "negative"), len(rated)) or 0.0
+# ------------------------------------------------------------------------------------------- the period, in SQL
+def _rank_values(conn: Any, column: Any, where: Any, ranks: list[int]) -> dict[int, float]:
+    """The values at the 1-based ``ranks`` of ``column`` sorted ascending over the rows ``where`` selects:
+    one sort in the database (``ROW_NUMBER``), only the requested rows come back."""
+    if not ranks:
+        return {}
+    rn = func.row_number().over(order_by=column).label("rn")
+    inner = select(column.label("v"), rn).where(where).subquery()
+    q = select(inner.c.rn, inner.c.v).where(inner.c.rn.in_(sorted(set(ranks))))
+    return {int(r): float(v) for r, v in conn.execute(q)}
 
-    def row(reqs: set[str]) -> dict[str, Any]:
-        n = len(reqs)
-        k = sum(1 for r in reqs if outcome[r] == "negative")
+
+def _nearest_rank(n: int, q: float) -> int:
+    """The 1-based nearest rank of quantile ``q`` among ``n`` sorted values (as :func:`_pct`)."""
+    return min(n, max(1, math.ceil(q * n)))
+
+
+def _sorted_ids(rt: Runtime, column: Any) -> Any:
+    """``column`` ordered by code point on every backend (PostgreSQL's database collation may not be)."""
+    return column.collate("C") if rt.store.dialect == "postgresql" else column
+
+
+def _period(rt: Runtime, start: datetime, end: datetime, cells: dict[Any, Agg]) -> dict[str, Any]:
+    """The period's sections as aggregates computed by the database (``GROUP BY``, exact ranks), plus the
+    period's cells (:func:`charter.telemetry._trends.load_cells`) for everything additive. No query returns
+    one row per request except the failing requests' error lists (for their signatures)."""
+    t = traces.c
+    window = (t.started_at >= start) & (t.started_at < end)
+    day = day_expr(rt.store, t.started_at)
+    cost = func.coalesce(t.cost_usd, 0.0)
+    per_task = rt.spec.budgets.per_task_usd
+    scaled = t.groundedness * GROUNDEDNESS_BINS
+    # the bin index, truncated as Python's int() (SQLite's CAST truncates; below 0 both clamp to bin 0)
+    g_bin = cast(scaled, Integer) if rt.store.dialect == "sqlite" else func.floor(scaled)
+    with rt.store.connect() as conn:
+        usage = list(
+            conn.execute(
+                select(day, t.status, t.workflow, func.count())
+                .where(window)
+                .group_by(day, t.status, t.workflow)
+            )
+        )
+        hist = [0] * GROUNDEDNESS_BINS
+        for b, c in conn.execute(
+            select(g_bin, func.count()).where(window & t.groundedness.is_not(None)).group_by(g_bin)
+        ):
+            hist[min(GROUNDEDNESS_BINS - 1, max(0, int(b)))] += int(c)
+        g_n = sum(hist)
+        g_ranks = {q: _nearest_rank(g_n, q) for q in (0.1, 0.5, 0.9)} if g_n else {}
+        g_vals = _rank_values(
+            conn, t.groundedness, window & t.groundedness.is_not(None), list(g_ranks.values())
+        )
+        n, c_max, over = conn.execute(
+            select(
+                func.count(), func.max(cost), func.coalesce(func.sum(case((cost > per_task, 1), else_=0)), 0)
+            ).where(window)
+        ).one()
+        c_rank = _nearest_rank(int(n), 0.95) if n else 0
+        c_vals = _rank_values(conn, cost, window, [c_rank] if n else [])
+        errors = [
+            (rid, errs)
+            for rid, errs in conn.execute(
+                select(t.request_id, t.body["errors"]).where(window & t.error_type.is_not(None))
+            )
+        ]
+        cited_docs = [
+            DocRef(s, d)
+            for s, d in conn.execute(
+                select(trace_sources.c.source_id, trace_sources.c.doc_id)
+                .where(
+                    trace_sources.c.cited.is_(True)
+                    & (trace_sources.c.started_at >= start)
+                    & (trace_sources.c.started_at < end)
+                )
+                .distinct()
+            )
+        ]
+    return {
+        "usage": usage,
+        "g_hist": hist,
+        "g_pct": {q: g_vals.get(r) for q, r in g_ranks.items()},
+        "cost": {
+            "n": int(n),
+            "max": float(c_max) if c_max is not None else None,
+            "over": int(over or 0),
+            "p95": c_vals.get(c_rank),
+        },
+        "errors": errors,
+        "cited_docs": cited_docs,
+        "cells": cells,
+    }
+
+
+def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
+    """One row per (source, document, rated request whose answer cited it, ``neg``): the subquery the source
+    blame groups. A request is rated when it has a review decision or feedback; ``neg`` = 1 when a review
+    rejected it or its thumbs-down outnumber its thumbs-up (see the module docstring)."""
+    from sqlalchemy import literal, union_all
+
+    from charter.telemetry._feedback import REVIEW_OUTCOMES, _has_table
+
+    t, ts, fb = traces.c, trace_sources.c, feedback.c
+    window = (t.started_at >= start) & (t.started_at < end)
+    parts = [
+        select(
+            fb.request_id.label("rid"),
+            case((func.sum(case((fb.rating > 0, 1), else_=-1)) < 0, 1), else_=0).label("neg"),
+        )
+        .select_from(feedback.join(traces, t.request_id == fb.request_id))
+        .where(window)
+        .group_by(fb.request_id)
+    ]
+    if _has_table(rt.store, "review_items"):
+        from charter.review._tables import review_items as ri
+
+        rejected = [d for d, o in REVIEW_OUTCOMES.items() if o == "rejected"]
+        parts.append(
+            select(
+                ri.c.request_id.label("rid"),
+                func.max(case((ri.c.decision.in_(rejected), 1), else_=literal(0))).label("neg"),
+            )
+            .select_from(ri.join(traces, t.request_id == ri.c.request_id))
+            .where(window & ri.c.decision.in_(list(REVIEW_OUTCOMES)))
+            .group_by(ri.c.request_id)
+        )
+    u = union_all(*parts).subquery("u")
+    outcome = select(u.c.rid, func.max(u.c.neg).label("neg")).group_by(u.c.rid).subquery("outcome")
+    return (
+        select(ts.source_id, ts.doc_id, outcome.c.rid, outcome.c.neg)
+        .select_from(outcome.join(trace_sources, ts.request_id == outcome.c.rid))
+        .where(ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
+        .distinct()
+        .subquery("rc")
+    )
+
+
+def _examples(rt: Runtime, conn: Any, rc: Any, keys: tuple[str, ...]) -> dict[Any, list[str]]:
+    """The first three negative request ids (code-point order) per group of ``keys``."""
+    cols = [rc.c[k] for k in keys]
+    neg = select(*cols, rc.c.rid).where(rc.c.neg == 1).distinct().subquery("negs")
+    rid = _sorted_ids(rt, neg.c.rid)
+    rn = func.row_number().over(partition_by=[neg.c[k] for k in keys], order_by=rid).label("rn")
+    ranked = select(*(neg.c[k] for k in keys), neg.c.rid, rn).subquery("ranked")
+    q = select(*(ranked.c[k] for k in keys), ranked.c.rid).where(ranked.c.rn <= 3)
+    out: dict[Any, list[str]] = defaultdict(list)
+    for *key, r in conn.execute(q):
+        out[tuple(key) if len(keys) > 1 else key[0]].append(r)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _blame(
+    rt: Runtime, start: datetime, end: datetime, min_support: int, reader: Reader | None = None
+) -> dict[str, Any]:
+    rc = _rated_cited(rt, start, end)
+    with rt.store.connect() as conn:
+        by_doc = {
+            (s, d): (int(n), int(k or 0))
+            for s, d, n, k in conn.execute(
+                select(rc.c.source_id, rc.c.doc_id, func.count(), func.sum(rc.c.neg)).group_by(
+                    rc.c.source_id, rc.c.doc_id
+                )
+            )
+        }
+        by_source = {
+            s: (int(n), int(k or 0))
+            for s, n, k in conn.execute(
+                select(
+                    rc.c.source_id,
+                    func.count(distinct(rc.c.rid)),
+                    func.count(distinct(case((rc.c.neg == 1, rc.c.rid)))),
+                ).group_by(rc.c.source_id)
+            )
+        }
+        rated, negative = conn.execute(
+            select(func.count(distinct(rc.c.rid)), func.count(distinct(case((rc.c.neg == 1, rc.c.rid)))))
+        ).one()
+        # who reads: a document row only for a reader who may read the document now (charter.access); every
+        # other row goes into one redacted row per table, whose counts are those of the requests behind it
+        hidden: set[tuple[str, str]] = set()
+        if reader is not None:
+            refs = [DocRef(s, d) for s, d in by_doc]
+            hidden = {(r.source_id, r.doc_id) for r in reader.unreadable(refs)}
+        hidden_sources = {s for s, _ in hidden}
+        doc_examples = _examples(rt, conn, rc, ("source_id", "doc_id"))
+        source_examples = _examples(rt, conn, rc, ("source_id",))
+        hidden_rows: list[Any] = []
+        if hidden:  # the requests behind the hidden documents, as sets (a request may cite several)
+            hidden_rows = list(
+                conn.execute(
+                    select(rc.c.source_id, rc.c.doc_id, rc.c.rid, rc.c.neg).where(
+                        rc.c.source_id.in_(sorted(hidden_sources))
+                    )
+                )
+            )
+    base = _rate(int(negative or 0), int(rated or 0)) or 0.0
+
+    def row(n: int, k: int, examples: list[str]) -> dict[str, Any]:
         lo, hi = wilson_interval(k, n)
         return {
             "cited_in_rated": n,
@@ -206,35 +298,40 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
             "wilson_upper": round(hi, 4),
             "lift": round((k / n) / base, 3) if base and n else None,
             "blamed": n >= min_support and lo > base,
-            "examples": sorted(r for r in reqs if outcome[r] == "negative")[:3],
+            "examples": examples,
         }
 
-    def rank(groups: dict[Any, set[str]], key_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    def rank(
+        groups: dict[Any, tuple[int, int]], examples: dict[Any, list[str]], key_names: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
         out = []
-        for key, reqs in groups.items():
+        for key, (n, k) in groups.items():
             keys = key if isinstance(key, tuple) else (key,)
-            out.append({**dict(zip(key_names, keys, strict=True)), **row(reqs)})
-        out.sort(key=lambda d: (-d["wilson_lower"], -d["negative"], str(d.get("doc_id", d.get("source_id")))))
+            out.append({**dict(zip(key_names, keys, strict=True)), **row(n, k, examples.get(key, []))})
+        out.sort(
+            key=lambda d: (
+                -d["wilson_lower"],
+                -d["negative"],
+                str(d.get("doc_id", d.get("source_id"))),
+                str(d["source_id"]),  # one document id in two sources
+            )
+        )
         return out
 
-    # who reads: a document row only for a reader who may read the document now (charter.access); every
-    # other row goes into one redacted row per table, whose counts are those of the requests behind it
-    hidden: set[tuple[str, str]] = set()
-    if reader is not None:
-        refs = [DocRef(s, d) for s, d in by_doc]
-        hidden = {(r.source_id, r.doc_id) for r in reader.unreadable(refs)}
-    hidden_sources = {s for s, _ in hidden}
-    documents = rank({k: v for k, v in by_doc.items() if k not in hidden}, ("source_id", "doc_id"))
-    sources = rank({k: v for k, v in by_source.items() if k not in hidden_sources}, ("source_id",))
+    documents = rank(
+        {k: v for k, v in by_doc.items() if k not in hidden}, doc_examples, ("source_id", "doc_id")
+    )
+    sources = rank(
+        {k: v for k, v in by_source.items() if k not in hidden_sources}, source_examples, ("source_id",)
+    )
     if hidden:
-        reqs = set().union(*(by_doc[k] for k in hidden))
-        blamed = sum(1 for k in hidden if row(by_doc[k])["blamed"])
-        marker = document_redaction(len(hidden))
+        docs_neg = {rid: neg for s, d, rid, neg in hidden_rows if (s, d) in hidden}
+        blamed = sum(1 for key in hidden if row(*by_doc[key], [])["blamed"])
         documents.append(
             {
-                "source_id": marker,
+                "source_id": document_redaction(len(hidden)),
                 "doc_id": "",
-                **row(reqs),
+                **row(len(docs_neg), sum(1 for v in docs_neg.values() if v == 1), []),
                 "blamed": blamed > 0,
                 "examples": [],
                 "redacted": True,
@@ -242,12 +339,12 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
                 "blamed_documents": blamed,
             }
         )
-        reqs = set().union(*(by_source[s] for s in hidden_sources))
-        blamed = sum(1 for s in hidden_sources if row(by_source[s])["blamed"])
+        src_neg = {rid: neg for _s, _d, rid, neg in hidden_rows}
+        blamed = sum(1 for s in hidden_sources if row(*by_source[s], [])["blamed"])
         sources.append(
             {
                 "source_id": document_redaction(len(hidden_sources), "source"),
-                **row(reqs),
+                **row(len(src_neg), sum(1 for v in src_neg.values() if v == 1), []),
                 "blamed": blamed > 0,
                 "examples": [],
                 "redacted": True,
@@ -257,7 +354,7 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
         )
     return {
         "base_negative_rate": round(base, 4),
-        "rated_requests_with_citations": len(rated),
+        "rated_requests_with_citations": int(rated or 0),
         "min_support": min_support,
         "method": "Wilson 95% lower bound > base rate and n >= min_support",
         "documents": documents,
@@ -266,9 +363,9 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
     }
 
 
-def _failures(data: dict[str, Any], top: int = 10) -> list[dict[str, Any]]:
+def _failures(errors: list[tuple[str, Any]], top: int = 10) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
-    for rid, errs in data["errors"].items():
+    for rid, errs in errors:
         for e in errs or []:
             sig = error_signature(e.get("type"), e.get("stage"), e.get("message"))
             g = groups.setdefault(
@@ -295,27 +392,28 @@ def _failures(data: dict[str, Any], top: int = 10) -> list[dict[str, Any]]:
     return out[:top]
 
 
-def _by_prompt_version(data: dict[str, Any]) -> list[dict[str, Any]]:
-    versions: dict[str, dict[str, Any]] = {}
-    for pv in sorted({r["prompt_version"] or "-" for r in data["rows"]}):
-        rows = [r for r in data["rows"] if (r["prompt_version"] or "-") == pv]
-        ids = {r["request_id"] for r in rows}
-        sub = {
-            "rows": rows,
-            "feedback": [f for f in data["feedback"] if f["request_id"] in ids],
-            "reviews": [d for d in data["reviews"] if d["request_id"] in ids],
-        }
-        s = _summary(sub)
-        versions[pv] = {
-            "prompt_version": pv,
-            "requests": s["requests"],
-            "escalation_rate": s["escalation_rate"],
-            "feedback_score": s["feedback_score"],
-            "acceptance_rate": s["acceptance_rate"],
-            "groundedness_mean": s["groundedness_mean"],
-            "cost_per_request_usd": s["cost_per_request_usd"],
-        }
-    return list(versions.values())
+def _by_prompt_version(cells: dict[Any, Agg]) -> list[dict[str, Any]]:
+    """Per prompt version (``-`` for none), from the period's cells."""
+    out = []
+    for pv, a in sorted(rollup(cells, lambda k: k[1]).items()):
+        s = _agg_summary_of(a, 0)
+        out.append(
+            {
+                "prompt_version": pv,
+                "requests": s["requests"],
+                "escalation_rate": s["escalation_rate"],
+                "feedback_score": s["feedback_score"],
+                "acceptance_rate": s["acceptance_rate"],
+                "groundedness_mean": s["groundedness_mean"],
+                "cost_per_request_usd": s["cost_per_request_usd"],
+            }
+        )
+    return out
+
+
+def _by_count(counts: Counter[str]) -> dict[str, int]:
+    """Largest count first, ties by name."""
+    return {k: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v}
 
 
 def _month_spend(rt: Runtime, now: datetime) -> float:
@@ -355,73 +453,72 @@ def build_report(
     document is replaced by the marker. ``None`` is the unfiltered view, for code that shows the report
     to no one (tests, the alert evaluator)."""
     from charter.telemetry._clusters import build_failures
-    from charter.telemetry._trends import build_trends, compare_periods, period_aggregates
+    from charter.telemetry._trends import _total, build_trends, compare_periods, load_cells, period_aggregates
 
     end = now or utcnow()
     window = max(since, trend_window)
     start = end - since
     prev_start = start - since
-    cur = _load(rt, start, end)
-    agg_cur, agg_prev = period_aggregates(rt, start, end), period_aggregates(rt, prev_start, start)
-    s_cur, s_prev = _summary(cur), _agg_summary(rt, agg_prev, prev_start, start)
-    rows = cur["rows"]
-    n = len(rows)
+    cells = load_cells(rt, start, end)
+    agg_cur, agg_prev = _total(cells), period_aggregates(rt, prev_start, start)
+    s_cur, s_prev = _agg_summary(rt, agg_cur, start, end), _agg_summary(rt, agg_prev, prev_start, start)
+    cur = _period(rt, start, end, cells)
+    n = agg_cur.requests
 
-    by_day = Counter(r["started_at"].date().isoformat() for r in rows)
+    by_day: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    by_workflow: Counter[str] = Counter()
+    for d, status, wf, c in cur["usage"]:
+        by_day[str(d)] += int(c)
+        by_status[status] += int(c)
+        by_workflow[wf] += int(c)
     day_list = [
         (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
     ]
     usage = {
         "requests": n,
         "active_users": s_cur["active_users"],
-        "by_status": dict(sorted(Counter(r["status"] for r in rows).items())),
-        "by_workflow": dict(sorted(Counter(r["workflow"] for r in rows).items())),
+        "by_status": dict(sorted(by_status.items())),
+        "by_workflow": dict(sorted(by_workflow.items())),
         "by_day": [{"day": d, "requests": by_day.get(d, 0)} for d in day_list],
     }
 
-    outcomes = Counter(d["outcome"] for d in cur["reviews"])
-    up = sum(1 for f in cur["feedback"] if f["rating"] > 0)
-    down = sum(1 for f in cur["feedback"] if f["rating"] < 0)
-    reasons = Counter(r for f in cur["feedback"] if f["rating"] < 0 for r in (f["reasons"] or []))
-    g = [r["groundedness"] for r in rows if r["groundedness"] is not None]
-    hist = [0] * GROUNDEDNESS_BINS
-    for v in g:
-        hist[min(GROUNDEDNESS_BINS - 1, max(0, int(v * GROUNDEDNESS_BINS)))] += 1
+    outcomes = agg_cur.reviews
+    up, down = agg_cur.fb_up, agg_cur.fb_down
+    hist = cur["g_hist"]
     quality = {
         "review": {
             "unchanged": outcomes["unchanged"],
             "edited": outcomes["edited"],
             "rejected": outcomes["rejected"],
-            "decided": sum(outcomes.values()),
+            "decided": agg_cur.decided,
             "acceptance_rate": s_cur["acceptance_rate"],
-            "unchanged_rate": _rate(outcomes["unchanged"], sum(outcomes.values())),
+            "unchanged_rate": _rate(outcomes["unchanged"], agg_cur.decided),
         },
         "feedback": {
             "up": up,
             "down": down,
             "score": s_cur["feedback_score"],
-            "down_reasons": dict(reasons.most_common()),
+            "down_reasons": _by_count(agg_cur.down_reasons),
         },
         "escalation_rate": s_cur["escalation_rate"],
-        "escalations_by_reason": dict(
-            Counter(r["escalation"] for r in rows if r["escalation"]).most_common()
-        ),
+        "escalations_by_reason": _by_count(agg_cur.escalations),
         "groundedness": {
-            "count": len(g),
+            "count": sum(hist),
             "mean": s_cur["groundedness_mean"],
-            "p10": _pct(g, 0.1),
-            "p50": _pct(g, 0.5),
-            "p90": _pct(g, 0.9),
+            "p10": cur["g_pct"].get(0.1),
+            "p50": cur["g_pct"].get(0.5),
+            "p90": cur["g_pct"].get(0.9),
             "histogram": [
                 {"bin": f"{i / GROUNDEDNESS_BINS:.1f}-{(i + 1) / GROUNDEDNESS_BINS:.1f}", "count": c}
                 for i, c in enumerate(hist)
             ],
         },
-        "by_prompt_version": _by_prompt_version(cur),
+        "by_prompt_version": _by_prompt_version(cells),
     }
 
     budgets = rt.spec.budgets
-    costs = [r["cost_usd"] or 0.0 for r in rows]
+    total_cost = agg_cur.cost_usd
     month_spend = _month_spend(rt, end)
     month_days = _days_in_month(end)
     elapsed_days = max(
@@ -429,19 +526,16 @@ def build_report(
     )
     projection = month_spend / elapsed_days * month_days
     period_projection = (
-        (sum(costs) / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
+        (total_cost / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
     )
-    drivers: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in rows:
-        drivers[(r["model"] or "-", r["prompt_version"] or "-")].append(r["cost_usd"] or 0.0)
-    total_cost = sum(costs)
+    drivers = rollup(cells, lambda k: (k[2], k[1]))  # (model, prompt version), '-' for none
     cost = {
         "total_usd": round(total_cost, 6),
         "per_request_usd": s_cur["cost_per_request_usd"],
-        "per_request_p95_usd": _pct(costs, 0.95),
-        "per_request_max_usd": max(costs) if costs else None,
+        "per_request_p95_usd": cur["cost"]["p95"],
+        "per_request_max_usd": cur["cost"]["max"],
         "per_task_budget_usd": budgets.per_task_usd,
-        "over_task_budget": sum(1 for c in costs if c > budgets.per_task_usd),
+        "over_task_budget": cur["cost"]["over"],
         "month_to_date_usd": round(month_spend, 6),
         "monthly_budget_usd": budgets.monthly_usd,
         "monthly_projection_usd": round(projection, 6),
@@ -453,11 +547,11 @@ def build_report(
                 {
                     "model": m,
                     "prompt_version": pv,
-                    "requests": len(v),
-                    "cost_usd": round(sum(v), 6),
-                    "share": _rate(sum(v), total_cost),
+                    "requests": a.requests,
+                    "cost_usd": round(a.cost_usd, 6),
+                    "share": _rate(a.cost_usd, total_cost),
                 }
-                for (m, pv), v in drivers.items()
+                for (m, pv), a in sorted(drivers.items())
             ),
             key=lambda d: -float(d["cost_usd"] or 0.0),
         )[:5],
@@ -471,7 +565,7 @@ def build_report(
         if k in trends:
             trends[k]["comparison"] = v
     reader = Reader(rt, principal) if principal is not None else None
-    blame = _blame(cur, min_support, reader)
+    blame = _blame(rt, start, end, min_support, reader)
     doc = {
         "workflow": rt.spec.workflow.id,
         "generated_at": end.isoformat(),
@@ -480,7 +574,7 @@ def build_report(
         "usage": usage,
         "quality": quality,
         "cost": cost,
-        "failures": _failures(cur),
+        "failures": _failures(cur["errors"]),
         "source_blame": blame,
         "trends": trends,
         "rate_comparisons": compared,
@@ -490,7 +584,7 @@ def build_report(
     }
     if reader is None:
         return doc
-    hidden = reader.unreadable(DocRef(c["source_id"], c["doc_id"]) for c in cur["cited"])
+    hidden = reader.unreadable(cur["cited_docs"])
     doc["reader"] = principal.id if principal is not None else None
     # flagged documents the reader may not read are counted, never named
     screened = doc["screened_documents"]
