@@ -28,7 +28,7 @@ from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
 from charter.telemetry._monitoring_tables import feedback
 from charter.telemetry._trace_tables import trace_sources, traces
-from charter.telemetry._trends import Agg, day_expr, rollup, wilson_interval
+from charter.telemetry._trends import Agg, rollup, wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -39,14 +39,6 @@ GROUNDEDNESS_BINS = 10
 
 def _rate(num: float, den: float) -> float | None:
     return None if not den else num / den
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    idx = min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))
-    return s[idx]
 
 
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
@@ -93,20 +85,22 @@ def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[
 
 
 # ------------------------------------------------------------------------------------------- the period, in SQL
-def _rank_values(conn: Any, column: Any, where: Any, ranks: list[int]) -> dict[int, float]:
-    """The values at the 1-based ``ranks`` of ``column`` sorted ascending over the rows ``where`` selects:
-    one sort in the database (``ROW_NUMBER``), only the requested rows come back."""
-    if not ranks:
-        return {}
-    rn = func.row_number().over(order_by=column).label("rn")
-    inner = select(column.label("v"), rn).where(where).subquery()
-    q = select(inner.c.rn, inner.c.v).where(inner.c.rn.in_(sorted(set(ranks))))
-    return {int(r): float(v) for r, v in conn.execute(q)}
-
-
 def _nearest_rank(n: int, q: float) -> int:
-    """The 1-based nearest rank of quantile ``q`` among ``n`` sorted values (as :func:`_pct`)."""
+    """The 1-based nearest rank of quantile ``q`` among ``n >= 1`` sorted values: ``ceil(q * n)``, within
+    ``[1, n]``."""
     return min(n, max(1, math.ceil(q * n)))
+
+
+def _value_at_rank(conn: Any, column: Any, where: Any, rank: int, n: int) -> float | None:
+    """The value at 1-based ``rank`` of ``column`` sorted ascending among the ``n`` rows ``where`` selects,
+    exactly: ``ORDER BY … LIMIT 1 OFFSET k`` from the nearer end, so the database's sorter keeps at most
+    ``min(rank, n - rank + 1)`` rows (ties make no difference: equal values are interchangeable)."""
+    if rank <= n - rank + 1:
+        q = select(column).where(where).order_by(column).limit(1).offset(rank - 1)
+    else:
+        q = select(column).where(where).order_by(column.desc()).limit(1).offset(n - rank)
+    v = conn.execute(q).scalar()
+    return None if v is None else float(v)
 
 
 def _sorted_ids(rt: Runtime, column: Any) -> Any:
@@ -114,82 +108,98 @@ def _sorted_ids(rt: Runtime, column: Any) -> Any:
     return column.collate("C") if rt.store.dialect == "postgresql" else column
 
 
-def _period(rt: Runtime, start: datetime, end: datetime, cells: dict[Any, Agg]) -> dict[str, Any]:
-    """The period's sections as aggregates computed by the database (``GROUP BY``, exact ranks), plus the
-    period's cells (:func:`charter.telemetry._trends.load_cells`) for everything additive. No query returns
-    one row per request except the failing requests' error lists (for their signatures)."""
+def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) -> dict[str, Any]:
+    """The period's non-additive numbers, each aggregated by the database: requests by status and workflow
+    with the cost maximum and the requests over the per-task budget (one ``GROUP BY``), the groundedness
+    histogram (one ``GROUP BY`` bin), exact nearest-rank percentiles (groundedness p10/p50/p90 within their
+    histogram bin, cost p95; ``ORDER BY … LIMIT 1 OFFSET k``), the failing requests' error lists (for their
+    signatures — the only per-request rows read) and, for a reader, the documents the period's answers
+    cited. Everything additive comes from the period's cells (:func:`charter.telemetry._trends.load_cells`)."""
     t = traces.c
     window = (t.started_at >= start) & (t.started_at < end)
-    day = day_expr(rt.store, t.started_at)
     cost = func.coalesce(t.cost_usd, 0.0)
     per_task = rt.spec.budgets.per_task_usd
     scaled = t.groundedness * GROUNDEDNESS_BINS
-    # the bin index, truncated as Python's int() (SQLite's CAST truncates; below 0 both clamp to bin 0)
-    g_bin = cast(scaled, Integer) if rt.store.dialect == "sqlite" else func.floor(scaled)
+    # the bin index as Python's int() truncates (SQLite's CAST truncates); below 0 both clamp to bin 0.
+    # Monotone in the value, so the k-th value overall is a known rank within one bin.
+    raw_bin = cast(scaled, Integer) if rt.store.dialect == "sqlite" else func.floor(scaled)
+    g_bin = case((raw_bin < 0, 0), (raw_bin > GROUNDEDNESS_BINS - 1, GROUNDEDNESS_BINS - 1), else_=raw_bin)
     with rt.store.connect() as conn:
-        usage = list(
-            conn.execute(
-                select(day, t.status, t.workflow, func.count())
+        usage = [
+            (status, wf, int(c), mx, int(over or 0))
+            for status, wf, c, mx, over in conn.execute(
+                select(
+                    t.status,
+                    t.workflow,
+                    func.count(),
+                    func.max(cost),
+                    func.sum(case((cost > per_task, 1), else_=0)),
+                )
                 .where(window)
-                .group_by(day, t.status, t.workflow)
+                .group_by(t.status, t.workflow)
             )
-        )
+        ]
         hist = [0] * GROUNDEDNESS_BINS
         for b, c in conn.execute(
             select(g_bin, func.count()).where(window & t.groundedness.is_not(None)).group_by(g_bin)
         ):
-            hist[min(GROUNDEDNESS_BINS - 1, max(0, int(b)))] += int(c)
+            hist[int(b)] += int(c)
+        g_pct: dict[float, float | None] = {}
         g_n = sum(hist)
-        g_ranks = {q: _nearest_rank(g_n, q) for q in (0.1, 0.5, 0.9)} if g_n else {}
-        g_vals = _rank_values(
-            conn, t.groundedness, window & t.groundedness.is_not(None), list(g_ranks.values())
-        )
-        n, c_max, over = conn.execute(
-            select(
-                func.count(), func.max(cost), func.coalesce(func.sum(case((cost > per_task, 1), else_=0)), 0)
-            ).where(window)
-        ).one()
-        c_rank = _nearest_rank(int(n), 0.95) if n else 0
-        c_vals = _rank_values(conn, cost, window, [c_rank] if n else [])
+        for q in (0.1, 0.5, 0.9):
+            if not g_n:
+                g_pct[q] = None
+                continue
+            rank, b = _nearest_rank(g_n, q), 0
+            while rank > hist[b]:
+                rank, b = rank - hist[b], b + 1
+            g_pct[q] = _value_at_rank(
+                conn, t.groundedness, window & t.groundedness.is_not(None) & (g_bin == b), rank, hist[b]
+            )
+        n = sum(u[2] for u in usage)
+        p95 = _value_at_rank(conn, cost, window, _nearest_rank(n, 0.95), n) if n else None
         errors = [
             (rid, errs)
             for rid, errs in conn.execute(
                 select(t.request_id, t.body["errors"]).where(window & t.error_type.is_not(None))
             )
         ]
-        cited_docs = [
-            DocRef(s, d)
-            for s, d in conn.execute(
-                select(trace_sources.c.source_id, trace_sources.c.doc_id)
-                .where(
-                    trace_sources.c.cited.is_(True)
-                    & (trace_sources.c.started_at >= start)
-                    & (trace_sources.c.started_at < end)
+        docs: list[DocRef] = []
+        if cited_docs:  # through the window's traces (trace_sources has no index on started_at)
+            ts = trace_sources.c
+            docs = [
+                DocRef(s, d)
+                for s, d in conn.execute(
+                    select(ts.source_id, ts.doc_id)
+                    .select_from(traces.join(trace_sources, ts.request_id == t.request_id))
+                    .where(window & ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
+                    .distinct()
                 )
-                .distinct()
-            )
-        ]
+            ]
+    maxes = [float(u[3]) for u in usage if u[3] is not None]
     return {
-        "usage": usage,
+        "by_status": _counter((u[0], u[2]) for u in usage),
+        "by_workflow": _counter((u[1], u[2]) for u in usage),
         "g_hist": hist,
-        "g_pct": {q: g_vals.get(r) for q, r in g_ranks.items()},
-        "cost": {
-            "n": int(n),
-            "max": float(c_max) if c_max is not None else None,
-            "over": int(over or 0),
-            "p95": c_vals.get(c_rank),
-        },
+        "g_pct": g_pct,
+        "cost": {"max": max(maxes) if maxes else None, "over": sum(u[4] for u in usage), "p95": p95},
         "errors": errors,
-        "cited_docs": cited_docs,
-        "cells": cells,
+        "cited_docs": docs,
     }
 
 
+def _counter(pairs: Any) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for k, v in pairs:
+        out[k] += v
+    return out
+
+
 def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
-    """One row per (source, document, rated request whose answer cited it, ``neg``): the subquery the source
-    blame groups. A request is rated when it has a review decision or feedback; ``neg`` = 1 when a review
-    rejected it or its thumbs-down outnumber its thumbs-up (see the module docstring)."""
-    from sqlalchemy import literal, union_all
+    """One row per (source, document, rated request whose answer cited it, ``neg``), as a CTE: what the
+    source blame groups. A request is rated when it has a review decision or feedback; ``neg`` = 1 when a
+    review rejected it or its thumbs-down outnumber its thumbs-up (see the module docstring)."""
+    from sqlalchemy import union_all
 
     from charter.telemetry._feedback import REVIEW_OUTCOMES, _has_table
 
@@ -200,7 +210,7 @@ def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
             fb.request_id.label("rid"),
             case((func.sum(case((fb.rating > 0, 1), else_=-1)) < 0, 1), else_=0).label("neg"),
         )
-        .select_from(feedback.join(traces, t.request_id == fb.request_id))
+        .select_from(traces.join(feedback, t.request_id == fb.request_id))
         .where(window)
         .group_by(fb.request_id)
     ]
@@ -211,9 +221,9 @@ def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
         parts.append(
             select(
                 ri.c.request_id.label("rid"),
-                func.max(case((ri.c.decision.in_(rejected), 1), else_=literal(0))).label("neg"),
+                func.max(case((ri.c.decision.in_(rejected), 1), else_=0)).label("neg"),
             )
-            .select_from(ri.join(traces, t.request_id == ri.c.request_id))
+            .select_from(traces.join(ri, t.request_id == ri.c.request_id))
             .where(window & ri.c.decision.in_(list(REVIEW_OUTCOMES)))
             .group_by(ri.c.request_id)
         )
@@ -224,69 +234,86 @@ def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
         .select_from(outcome.join(trace_sources, ts.request_id == outcome.c.rid))
         .where(ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
         .distinct()
-        .subquery("rc")
+        .cte("rc")
     )
 
 
-def _examples(rt: Runtime, conn: Any, rc: Any, keys: tuple[str, ...]) -> dict[Any, list[str]]:
-    """The first three negative request ids (code-point order) per group of ``keys``."""
-    cols = [rc.c[k] for k in keys]
-    neg = select(*cols, rc.c.rid).where(rc.c.neg == 1).distinct().subquery("negs")
-    rid = _sorted_ids(rt, neg.c.rid)
-    rn = func.row_number().over(partition_by=[neg.c[k] for k in keys], order_by=rid).label("rn")
-    ranked = select(*(neg.c[k] for k in keys), neg.c.rid, rn).subquery("ranked")
-    q = select(*(ranked.c[k] for k in keys), ranked.c.rid).where(ranked.c.rn <= 3)
-    out: dict[Any, list[str]] = defaultdict(list)
-    for *key, r in conn.execute(q):
-        out[tuple(key) if len(keys) > 1 else key[0]].append(r)
-    return {k: sorted(v) for k, v in out.items()}
+def _blame_rows(
+    rt: Runtime, start: datetime, end: datetime, hidden_sources: set[str]
+) -> dict[str, list[tuple[str, str, int, int, str | None]]]:
+    """One query (the rated citations as a CTE, evaluated once) returning, by ``kind``: ``doc`` and ``src``
+    (rated requests ``n`` and negative ones ``k`` per document / source, distinct requests), ``all`` (the
+    same over everything cited), ``xdoc`` / ``xsrc`` (the first three negative request ids per document /
+    source, code-point order) and ``hid`` (every rated citation of a document in ``hidden_sources``, so the
+    redacted rows count distinct requests)."""
+    from sqlalchemy import String, literal, null, union_all
+
+    rc = _rated_cited(rt, start, end)
+    none = null().cast(String)
+
+    def firsts(kind: str, keys: tuple[str, ...]) -> Any:
+        neg = select(*(rc.c[k] for k in keys), rc.c.rid).where(rc.c.neg == 1).distinct().subquery()
+        rn = func.row_number().over(
+            partition_by=[neg.c[k] for k in keys], order_by=_sorted_ids(rt, neg.c.rid)
+        )
+        ranked = select(*(neg.c[k] for k in keys), neg.c.rid, rn.label("rn")).subquery()
+        return select(
+            literal(kind),
+            ranked.c.source_id,
+            ranked.c.doc_id if "doc_id" in keys else literal(""),
+            literal(0),
+            literal(0),
+            ranked.c.rid,
+        ).where(ranked.c.rn <= 3)
+
+    distinct_k = func.count(distinct(case((rc.c.neg == 1, rc.c.rid))))
+    parts = [
+        select(literal("doc"), rc.c.source_id, rc.c.doc_id, func.count(), func.sum(rc.c.neg), none).group_by(
+            rc.c.source_id, rc.c.doc_id
+        ),
+        select(
+            literal("src"), rc.c.source_id, literal(""), func.count(distinct(rc.c.rid)), distinct_k, none
+        ).group_by(rc.c.source_id),
+        select(literal("all"), literal(""), literal(""), func.count(distinct(rc.c.rid)), distinct_k, none),
+        firsts("xdoc", ("source_id", "doc_id")),
+        firsts("xsrc", ("source_id",)),
+    ]
+    if hidden_sources:
+        parts.append(
+            select(literal("hid"), rc.c.source_id, rc.c.doc_id, literal(0), rc.c.neg, rc.c.rid).where(
+                rc.c.source_id.in_(sorted(hidden_sources))
+            )
+        )
+    out: dict[str, list[tuple[str, str, int, int, str | None]]] = defaultdict(list)
+    with rt.store.connect() as conn:
+        for kind, src, doc, n, k, rid in conn.execute(union_all(*parts)):
+            out[kind].append((src, doc, int(n or 0), int(k or 0), rid))
+    return out
 
 
 def _blame(
-    rt: Runtime, start: datetime, end: datetime, min_support: int, reader: Reader | None = None
+    rt: Runtime,
+    start: datetime,
+    end: datetime,
+    min_support: int,
+    reader: Reader | None = None,
+    unreadable: set[DocRef] | None = None,
 ) -> dict[str, Any]:
-    rc = _rated_cited(rt, start, end)
-    with rt.store.connect() as conn:
-        by_doc = {
-            (s, d): (int(n), int(k or 0))
-            for s, d, n, k in conn.execute(
-                select(rc.c.source_id, rc.c.doc_id, func.count(), func.sum(rc.c.neg)).group_by(
-                    rc.c.source_id, rc.c.doc_id
-                )
-            )
-        }
-        by_source = {
-            s: (int(n), int(k or 0))
-            for s, n, k in conn.execute(
-                select(
-                    rc.c.source_id,
-                    func.count(distinct(rc.c.rid)),
-                    func.count(distinct(case((rc.c.neg == 1, rc.c.rid)))),
-                ).group_by(rc.c.source_id)
-            )
-        }
-        rated, negative = conn.execute(
-            select(func.count(distinct(rc.c.rid)), func.count(distinct(case((rc.c.neg == 1, rc.c.rid)))))
-        ).one()
-        # who reads: a document row only for a reader who may read the document now (charter.access); every
-        # other row goes into one redacted row per table, whose counts are those of the requests behind it
-        hidden: set[tuple[str, str]] = set()
-        if reader is not None:
-            refs = [DocRef(s, d) for s, d in by_doc]
-            hidden = {(r.source_id, r.doc_id) for r in reader.unreadable(refs)}
-        hidden_sources = {s for s, _ in hidden}
-        doc_examples = _examples(rt, conn, rc, ("source_id", "doc_id"))
-        source_examples = _examples(rt, conn, rc, ("source_id",))
-        hidden_rows: list[Any] = []
-        if hidden:  # the requests behind the hidden documents, as sets (a request may cite several)
-            hidden_rows = list(
-                conn.execute(
-                    select(rc.c.source_id, rc.c.doc_id, rc.c.rid, rc.c.neg).where(
-                        rc.c.source_id.in_(sorted(hidden_sources))
-                    )
-                )
-            )
-    base = _rate(int(negative or 0), int(rated or 0)) or 0.0
+    """The source blame for ``[start, end)``. For a ``reader``, ``unreadable`` are the documents cited in the
+    period that they may not read (:meth:`charter.access.Reader.unreadable` of every cited document; the
+    documents cited by rated requests are among them)."""
+    hidden_refs = unreadable or set()
+    rows = _blame_rows(rt, start, end, {r.source_id for r in hidden_refs} if reader is not None else set())
+    by_doc = {(s, d): (n, k) for s, d, n, k, _ in rows["doc"]}
+    by_source = {s: (n, k) for s, _, n, k, _ in rows["src"]}
+    rated, negative = (rows["all"][0][2], rows["all"][0][3]) if rows["all"] else (0, 0)
+    doc_examples: dict[Any, list[str]] = defaultdict(list)
+    for s, d, _, _, rid in rows["xdoc"]:
+        doc_examples[(s, d)].append(str(rid))
+    source_examples: dict[Any, list[str]] = defaultdict(list)
+    for s, _, _, _, rid in rows["xsrc"]:
+        source_examples[s].append(str(rid))
+    base = _rate(negative, rated) or 0.0
 
     def row(n: int, k: int, examples: list[str]) -> dict[str, Any]:
         lo, hi = wilson_interval(k, n)
@@ -298,7 +325,7 @@ def _blame(
             "wilson_upper": round(hi, 4),
             "lift": round((k / n) / base, 3) if base and n else None,
             "blamed": n >= min_support and lo > base,
-            "examples": examples,
+            "examples": sorted(examples),
         }
 
     def rank(
@@ -318,6 +345,10 @@ def _blame(
         )
         return out
 
+    # who reads: a document row only for a reader who may read the document now (charter.access); every
+    # other row goes into one redacted row per table, whose counts are those of the requests behind it
+    hidden = {(r.source_id, r.doc_id) for r in hidden_refs} & set(by_doc) if reader is not None else set()
+    hidden_sources = {s for s, _ in hidden}
     documents = rank(
         {k: v for k, v in by_doc.items() if k not in hidden}, doc_examples, ("source_id", "doc_id")
     )
@@ -325,7 +356,7 @@ def _blame(
         {k: v for k, v in by_source.items() if k not in hidden_sources}, source_examples, ("source_id",)
     )
     if hidden:
-        docs_neg = {rid: neg for s, d, rid, neg in hidden_rows if (s, d) in hidden}
+        docs_neg = {rid: k for s, d, _, k, rid in rows["hid"] if (s, d) in hidden}
         blamed = sum(1 for key in hidden if row(*by_doc[key], [])["blamed"])
         documents.append(
             {
@@ -339,7 +370,7 @@ def _blame(
                 "blamed_documents": blamed,
             }
         )
-        src_neg = {rid: neg for _s, _d, rid, neg in hidden_rows}
+        src_neg = {rid: k for s, _, _, k, rid in rows["hid"] if s in hidden_sources}
         blamed = sum(1 for s in hidden_sources if row(*by_source[s], [])["blamed"])
         sources.append(
             {
@@ -354,7 +385,7 @@ def _blame(
         )
     return {
         "base_negative_rate": round(base, 4),
-        "rated_requests_with_citations": int(rated or 0),
+        "rated_requests_with_citations": rated,
         "min_support": min_support,
         "method": "Wilson 95% lower bound > base rate and n >= min_support",
         "documents": documents,
@@ -462,25 +493,22 @@ def build_report(
     cells = load_cells(rt, start, end)
     agg_cur, agg_prev = _total(cells), period_aggregates(rt, prev_start, start)
     s_cur, s_prev = _agg_summary(rt, agg_cur, start, end), _agg_summary(rt, agg_prev, prev_start, start)
-    cur = _period(rt, start, end, cells)
-    n = agg_cur.requests
+    reader = Reader(rt, principal) if principal is not None else None
+    cur = _period(rt, start, end, cited_docs=reader is not None)
+    # the documents cited in the period that the reader may not read (charter.access decides)
+    unreadable = set(reader.unreadable(cur["cited_docs"])) if reader is not None else set()
 
-    by_day: Counter[str] = Counter()
-    by_status: Counter[str] = Counter()
-    by_workflow: Counter[str] = Counter()
-    for d, status, wf, c in cur["usage"]:
-        by_day[str(d)] += int(c)
-        by_status[status] += int(c)
-        by_workflow[wf] += int(c)
+    n = agg_cur.requests
+    by_day = rollup(cells, lambda k: k[0])
     day_list = [
         (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
     ]
     usage = {
         "requests": n,
         "active_users": s_cur["active_users"],
-        "by_status": dict(sorted(by_status.items())),
-        "by_workflow": dict(sorted(by_workflow.items())),
-        "by_day": [{"day": d, "requests": by_day.get(d, 0)} for d in day_list],
+        "by_status": dict(sorted(cur["by_status"].items())),
+        "by_workflow": dict(sorted(cur["by_workflow"].items())),
+        "by_day": [{"day": d, "requests": by_day[d].requests if d in by_day else 0} for d in day_list],
     }
 
     outcomes = agg_cur.reviews
@@ -564,8 +592,7 @@ def build_report(
     for k, v in compared.items():
         if k in trends:
             trends[k]["comparison"] = v
-    reader = Reader(rt, principal) if principal is not None else None
-    blame = _blame(rt, start, end, min_support, reader)
+    blame = _blame(rt, start, end, min_support, reader, unreadable)
     doc = {
         "workflow": rt.spec.workflow.id,
         "generated_at": end.isoformat(),
@@ -584,7 +611,7 @@ def build_report(
     }
     if reader is None:
         return doc
-    hidden = reader.unreadable(cur["cited_docs"])
+    hidden = sorted(unreadable, key=lambda r: r.key)
     doc["reader"] = principal.id if principal is not None else None
     # flagged documents the reader may not read are counted, never named
     screened = doc["screened_documents"]
