@@ -8,7 +8,8 @@ then times, on the injected clock ``now`` (median of ``--repeat`` runs):
 * ``build_trends`` over 28 days and over 90 days (what the report and the console chart);
 * ``build_failures`` over 28 days (categories + question clusters of the newest 1000 failing requests);
 * the alert conditions (``evaluate_alerts`` without the audit verification, which scales with the audit log);
-* the whole ``build_report`` (7-day period + 28-day trends), for reference.
+* the whole ``build_report`` (7-day period + 28-day trends), unfiltered and as a reader (``ben``, who may
+  not read every cited document: the report is scrubbed for him).
 
 Every request cites two of 60 documents from three sources (``trace_sources``), so the report's source
 blame has real work to do. ``--keep DIR`` keeps the seeded project (SQLite file included) in ``DIR`` and
@@ -315,6 +316,12 @@ def main() -> None:
                 ),
             ),
             ("build_report_7d", lambda: build_report(rt, since=timedelta(days=7), now=now)),
+            (
+                "build_report_7d_as_reader",  # as the console builds it: for a principal (scrubbing)
+                lambda: build_report(
+                    rt, since=timedelta(days=7), now=now, principal=rt.charter.principal("ben")
+                ),
+            ),
         ):
             if wanted is not None and name not in wanted:
                 continue

@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, case, cast, distinct, func, select
+from sqlalchemy import Integer, case, cast, distinct, func, or_, select
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
@@ -144,18 +144,29 @@ def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) ->
             select(g_bin, func.count()).where(window & t.groundedness.is_not(None)).group_by(g_bin)
         ):
             hist[int(b)] += int(c)
-        g_pct: dict[float, float | None] = {}
+        # the nearest ranks of p10/p50/p90 as (bin, rank within the bin): one scan, and the database sorts
+        # only the rows of those bins
         g_n = sum(hist)
-        for q in (0.1, 0.5, 0.9):
-            if not g_n:
-                g_pct[q] = None
-                continue
+        targets: dict[float, tuple[int, int]] = {}
+        for q in (0.1, 0.5, 0.9) if g_n else ():
             rank, b = _nearest_rank(g_n, q), 0
             while rank > hist[b]:
                 rank, b = rank - hist[b], b + 1
-            g_pct[q] = _value_at_rank(
-                conn, t.groundedness, window & t.groundedness.is_not(None) & (g_bin == b), rank, hist[b]
+            targets[q] = (b, rank)
+        found: dict[tuple[int, int], float] = {}
+        if targets:
+            rn = func.row_number().over(partition_by=g_bin, order_by=t.groundedness)
+            inner = (
+                select(g_bin.label("b"), t.groundedness.label("g"), rn.label("rn"))
+                .where(
+                    window & t.groundedness.is_not(None) & g_bin.in_(sorted({b for b, _ in targets.values()}))
+                )
+                .subquery()
             )
+            wanted = or_(*((inner.c.b == b) & (inner.c.rn == r) for b, r in set(targets.values())))
+            for b, r, v in conn.execute(select(inner.c.b, inner.c.rn, inner.c.g).where(wanted)):
+                found[(int(b), int(r))] = float(v)
+        g_pct = {q: found.get(targets[q]) if q in targets else None for q in (0.1, 0.5, 0.9)}
         n = sum(u[2] for u in usage)
         p95 = _value_at_rank(conn, cost, window, _nearest_rank(n, 0.95), n) if n else None
         errors = [
