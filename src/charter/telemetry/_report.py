@@ -5,6 +5,13 @@ compares each headline number with the previous period of the same length. Every
 the masked monitoring tables (``traces``, ``trace_sources``, ``feedback``) and the review decisions; the
 report never reads raw content, so it cannot leak what masking removed.
 
+**Aggregated by the database.** The period's additive numbers come from its cells
+(:func:`charter.telemetry._trends.load_cells`: the daily rollup plus the edge days); the rest is grouped,
+ranked and counted in SQL (:func:`_period`, :func:`_blame_rows`) — percentiles are exact nearest-rank values
+(``ORDER BY … LIMIT 1 OFFSET k``, ``ROW_NUMBER()`` within a histogram bin), distinct requests are counted
+by the database. Only the failing requests' error lists (for their signatures) and, for a reader, the
+distinct cited documents are read row by row. ``tests/telemetry/test_report_sql.py`` is the oracle.
+
 **Source blame.** A request is *negative* when its draft was rejected in review or it received a
 thumbs-down (and no thumbs-up outweighs it); *rated* when it has either a review decision or feedback.
 For each document (and each source) we count ``n`` = rated requests whose answer cited it and ``k`` = the
@@ -567,7 +574,9 @@ def build_report(
     period_projection = (
         (total_cost / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
     )
-    drivers = rollup(cells, lambda k: (k[2], k[1]))  # (model, prompt version), '-' for none
+    drivers: dict[tuple[str, str], Agg] = defaultdict(Agg)  # (model, prompt version), '-' for none
+    for key, a in cells.items():
+        drivers[(key[2], key[1])].add(a)
     cost = {
         "total_usd": round(total_cost, 6),
         "per_request_usd": s_cur["cost_per_request_usd"],
