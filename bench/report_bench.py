@@ -8,9 +8,14 @@ then times, on the injected clock ``now`` (median of ``--repeat`` runs):
 * ``build_trends`` over 28 days and over 90 days (what the report and the console chart);
 * ``build_failures`` over 28 days (categories + question clusters of the newest 1000 failing requests);
 * the alert conditions (``evaluate_alerts`` without the audit verification, which scales with the audit log);
-* the whole ``build_report`` (7-day period + 28-day trends), for reference.
+* the whole ``build_report`` (7-day period + 28-day trends), unfiltered and as a reader (``ben``, who may
+  not read every cited document: the report is scrubbed for him).
 
-Usage: ``python bench/report_bench.py [--traces 1000000] [--repeat 3] [--db-url URL]``
+Every request cites two of 60 documents from three sources (``trace_sources``), so the report's source
+blame has real work to do. ``--keep DIR`` keeps the seeded project (SQLite file included) in ``DIR`` and
+a later run with the same ``--keep DIR`` and ``--traces`` reuses it instead of seeding again.
+
+Usage: ``python bench/report_bench.py [--traces 1000000] [--repeat 3] [--db-url URL] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -34,14 +39,15 @@ REJECT = ["inaccurate", "unsupported_by_sources", "incomplete", "wrong_tone"]
 def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
     from charter.review._tables import review_items
     from charter.telemetry._monitoring_tables import feedback
-    from charter.telemetry._trace_tables import traces
+    from charter.telemetry._trace_tables import trace_sources, traces
 
     rng = random.Random(1)
     store = rt.store  # type: ignore[attr-defined]
     wf = rt.spec.workflow.id  # type: ignore[attr-defined]
     start = now - timedelta(days=90)
-    batch, reviews, fbs = [], [], []
-    counts = {"traces": 0, "reviews": 0, "feedback": 0}
+    batch, reviews, fbs, cites = [], [], [], []
+    counts = {"traces": 0, "reviews": 0, "feedback": 0, "trace_sources": 0}
+    docs = [(f"src{j % 3}", f"doc-{j:02d}.md") for j in range(60)]
 
     def flush() -> None:
         with store.begin() as conn:
@@ -51,12 +57,15 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
                 conn.execute(review_items.insert(), reviews)
             if fbs:
                 conn.execute(feedback.insert(), fbs)
+            if cites:
+                conn.execute(trace_sources.insert(), cites)
         counts["traces"] += len(batch)
         counts["reviews"] += len(reviews)
         counts["feedback"] += len(fbs)
         batch.clear()
         reviews.clear()
         fbs.clear()
+        cites.clear()
 
     cols = list(traces.c.keys())
 
@@ -83,8 +92,30 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
                 conn.exec_driver_sql(
                     f"INSERT INTO traces ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
                 )
+            srows = [
+                (
+                    c["request_id"],
+                    c["rank"],
+                    c["started_at"].strftime("%Y-%m-%d %H:%M:%S.%f"),
+                    c["source_id"],
+                    c["doc_id"],
+                    c["chunk_id"],
+                    c["score"],
+                    1 if c["cited"] else 0,
+                )
+                for c in cites
+            ]
+            if srows:
+                with store.begin() as conn:
+                    conn.exec_driver_sql(
+                        "INSERT INTO trace_sources (request_id, rank, started_at, source_id, doc_id, chunk_id,"
+                        " score, cited) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        srows,
+                    )
         counts["traces"] += len(batch)
+        counts["trace_sources"] += len(cites)
         batch.clear()
+        cites.clear()
         flush()
 
     for i in range(n):
@@ -117,10 +148,39 @@ def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
                 "groundedness": rng.uniform(0.3, 1.0),
                 "error_type": "ProviderError" if status == "error" else None,
                 "error_stage": "generate" if status == "error" else None,
-                "body": {"question": f"billing question {i % 2000} about invoice <ID>"},
+                "body": {
+                    "question": f"billing question {i % 2000} about invoice <ID>",
+                    **(
+                        {
+                            "errors": [
+                                {
+                                    "type": "ProviderError",
+                                    "stage": "generate",
+                                    "message": f"upstream timeout after {1000 + i % 97} ms on req_{i:x}",
+                                }
+                            ]
+                        }
+                        if status == "error"
+                        else {}
+                    ),
+                },
                 "channel": "server",
             }
         )
+        for rank, j in enumerate(rng.sample(range(60), 3)):
+            src, doc = docs[j]
+            cites.append(
+                {
+                    "request_id": rid,
+                    "rank": rank,
+                    "started_at": at,
+                    "source_id": src,
+                    "doc_id": doc,
+                    "chunk_id": f"{doc}#0",
+                    "score": 1.0 / (rank + 1),
+                    "cited": rank < 2,
+                }
+            )
         if rng.random() < 0.1:
             decision = rng.choice(["approved", "approved", "edited", "rejected"])
             reviews.append(
@@ -190,6 +250,15 @@ def main() -> None:
     ap.add_argument("--traces", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--db-url", default=None, help="Default: a SQLite file in a temporary folder.")
+    ap.add_argument(
+        "--keep",
+        default=None,
+        help="Keep the seeded project (and its SQLite file) in this folder; reuse it when it was seeded "
+        "with the same --traces.",
+    )
+    ap.add_argument(
+        "--only", default=None, help="Comma-separated names of the timings to run (default: all)."
+    )
     args = ap.parse_args()
 
     import os
@@ -200,23 +269,40 @@ def main() -> None:
     from charter.telemetry._clusters import build_failures
     from charter.telemetry._trends import build_trends
 
-    tmp = Path(tempfile.mkdtemp(prefix="report-bench-"))
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="report-bench-"))
     try:
         dest = tmp / "project"
-        shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+        marker = tmp / "seeded.json"
+        reuse = (
+            bool(args.keep) and marker.exists() and json.loads(marker.read_text())["traces"] == args.traces
+        )
+        if not reuse:
+            shutil.rmtree(dest, ignore_errors=True)
+            marker.unlink(missing_ok=True)
+            shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
         if args.db_url:
             os.environ["CHARTER_DATABASE_URL"] = args.db_url
         rt = Runtime.open(dest / "charter.yaml")
         now = datetime(2026, 11, 30, 12, tzinfo=UTC)
         t0 = time.perf_counter()
-        counts = seed(rt, args.traces, now)
-        seeded_s = time.perf_counter() - t0
+        if reuse:
+            saved = json.loads(marker.read_text())
+            counts, seeded_s = saved["counts"], saved["seed_s"]
+        else:
+            counts = seed(rt, args.traces, now)
+            seeded_s = time.perf_counter() - t0
+            if args.keep:
+                marker.write_text(
+                    json.dumps({"traces": args.traces, "counts": counts, "seed_s": round(seeded_s, 1)})
+                )
         only = ("budget_burn", "escalation_spike", "latency_slo_burn", "sync_freshness", "kill_switch")
         results: dict[str, object] = {
             "seeded": counts,
             "seed_s": round(seeded_s, 1),
             "dialect": rt.store.dialect,
+            "reused_seed": reuse,
         }
+        wanted = set(args.only.split(",")) if args.only else None
         for name, fn in (
             ("trends_28d", lambda: build_trends(rt, since=timedelta(days=28), now=now)),
             ("trends_90d", lambda: build_trends(rt, since=timedelta(days=90), now=now)),
@@ -230,7 +316,15 @@ def main() -> None:
                 ),
             ),
             ("build_report_7d", lambda: build_report(rt, since=timedelta(days=7), now=now)),
+            (
+                "build_report_7d_as_reader",  # as the console builds it: for a principal (scrubbing)
+                lambda: build_report(
+                    rt, since=timedelta(days=7), now=now, principal=rt.charter.principal("ben")
+                ),
+            ),
         ):
+            if wanted is not None and name not in wanted:
+                continue
             secs, out = timed(fn, args.repeat)
             results[name + "_s"] = round(secs, 3)
             if name == "trends_90d":
@@ -239,7 +333,8 @@ def main() -> None:
         rt.close()
         print(json.dumps(results, indent=2))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, literal, select, union_all
+from sqlalchemy import and_, func, literal, literal_column, select, union_all
 
 from charter.store import utcnow
 from charter.telemetry._monitoring_tables import feedback
@@ -160,10 +160,15 @@ def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
 def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tuple[str, datetime, str]]:
     """Thumbs-down per reason (reasons are a JSON list, so they are split here; there are few rows)."""
     t = traces.c
+    # on SQLite, `+started_at` keeps the planner from walking the window's traces (hundreds of thousands)
+    # to probe feedback: the thumbs-down rows drive, each looks its trace up by key (~6x faster at 1M)
+    at: Any = t.started_at
+    if rt.store.dialect == "sqlite":
+        at = literal_column("+traces.started_at", type_=t.started_at.type)
     q = (
         select(t.request_id, t.started_at, feedback.c.reasons)
         .select_from(traces.join(feedback, feedback.c.request_id == t.request_id))
-        .where((t.started_at >= start) & (t.started_at < end) & (feedback.c.rating < 0))
+        .where((at >= start) & (at < end) & (feedback.c.rating < 0))
     )
     out = []
     with rt.store.connect() as conn:

@@ -5,6 +5,13 @@ compares each headline number with the previous period of the same length. Every
 the masked monitoring tables (``traces``, ``trace_sources``, ``feedback``) and the review decisions; the
 report never reads raw content, so it cannot leak what masking removed.
 
+**Aggregated by the database.** The period's additive numbers come from its cells
+(:func:`charter.telemetry._trends.load_cells`: the daily rollup plus the edge days); the rest is grouped,
+ranked and counted in SQL (:func:`_period`, :func:`_blame_rows`) — percentiles are exact nearest-rank values
+(``ORDER BY … LIMIT 1 OFFSET k``, ``ROW_NUMBER()`` within a histogram bin), distinct requests are counted
+by the database. Only the failing requests' error lists (for their signatures) and, for a reader, the
+distinct cited documents are read row by row. ``tests/telemetry/test_report_sql.py`` is the oracle.
+
 **Source blame.** A request is *negative* when its draft was rejected in review or it received a
 thumbs-down (and no thumbs-up outweighs it); *rated* when it has either a review decision or feedback.
 For each document (and each source) we count ``n`` = rated requests whose answer cited it and ``k`` = the
@@ -22,14 +29,13 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, case, cast, distinct, func, or_, select
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
-from charter.telemetry._feedback import review_decisions
 from charter.telemetry._monitoring_tables import feedback
 from charter.telemetry._trace_tables import trace_sources, traces
-from charter.telemetry._trends import Agg, wilson_interval
+from charter.telemetry._trends import Agg, rollup, wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -40,14 +46,6 @@ GROUNDEDNESS_BINS = 10
 
 def _rate(num: float, den: float) -> float | None:
     return None if not den else num / den
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    idx = min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))
-    return s[idx]
 
 
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
@@ -66,137 +64,276 @@ def error_signature(etype: str | None, stage: str | None, message: str | None) -
     return f"{etype or 'Error'} @ {stage or '-'}: {msg}"
 
 
-def _load(rt: Runtime, start: datetime, end: datetime) -> dict[str, Any]:
-    cols = [
-        traces.c.request_id,
-        traces.c.started_at,
-        traces.c.principal_id,
-        traces.c.status,
-        traces.c.workflow,
-        traces.c.model,
-        traces.c.prompt_version,
-        traces.c.cost_usd,
-        traces.c.latency_ms,
-        traces.c.input_tokens,
-        traces.c.output_tokens,
-        traces.c.escalation,
-        traces.c.groundedness,
-        traces.c.error_type,
-        traces.c.error_stage,
-    ]
-    window = (traces.c.started_at >= start) & (traces.c.started_at < end)
-    with rt.store.connect() as conn:
-        result = conn.execute(select(*cols).where(window))
-        names = list(result.keys())
-        rows = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
-        errors = {
-            r.request_id: (r.body or {}).get("errors") or []
-            for r in conn.execute(
-                select(traces.c.request_id, traces.c.body).where(window & traces.c.error_type.is_not(None))
-            )
-        }
-        cited = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(trace_sources.c.request_id, trace_sources.c.source_id, trace_sources.c.doc_id).where(
-                    trace_sources.c.cited.is_(True)
-                    & (trace_sources.c.started_at >= start)
-                    & (trace_sources.c.started_at < end)
-                )
-            )
-        ]
-        ids = select(traces.c.request_id).where(window)
-        fb = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(feedback.c.request_id, feedback.c.rating, feedback.c.reasons).where(
-                    feedback.c.request_id.in_(ids)
-                )
-            )
-        ]
-    reviews = review_decisions(rt.store, started=(start, end)) if rows else []
-    return {"rows": rows, "errors": errors, "cited": cited, "feedback": fb, "reviews": reviews}
-
-
-def _summary(data: dict[str, Any]) -> dict[str, float | None]:
-    rows = data["rows"]
-    n = len(rows)
-    up = sum(1 for f in data["feedback"] if f["rating"] > 0)
-    down = sum(1 for f in data["feedback"] if f["rating"] < 0)
-    outcomes = Counter(d["outcome"] for d in data["reviews"])
-    decided = sum(outcomes.values())
-    g = [r["groundedness"] for r in rows if r["groundedness"] is not None]
-    cost = sum(r["cost_usd"] or 0.0 for r in rows)
-    return {
-        "requests": n,
-        "active_users": len({r["principal_id"] for r in rows}),
-        "escalation_rate": _rate(sum(1 for r in rows if r["escalation"]), n),
-        "error_rate": _rate(sum(1 for r in rows if r["status"] == "error"), n),
-        "feedback_score": _rate(up - down, up + down),
-        "acceptance_rate": _rate(outcomes["unchanged"] + outcomes["edited"], decided),
-        "groundedness_mean": (sum(g) / len(g)) if g else None,
-        "cost_usd": cost,
-        "cost_per_request_usd": _rate(cost, n),
-    }
-
-
-def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
-    """:func:`_summary`'s numbers from the period's cells (the monitoring rollup) and one count of
-    distinct principals, for the previous period (ratings are ±1, so thumbs-down = rating < 0)."""
-    from sqlalchemy import distinct, func
-
-    with rt.store.connect() as conn:
-        users = conn.execute(
-            select(func.count(distinct(traces.c.principal_id))).where(
-                (traces.c.started_at >= start) & (traces.c.started_at < end)
-            )
-        ).scalar()
+def _agg_summary_of(agg: Agg, users: int) -> dict[str, float | None]:
+    """The headline numbers of a period from its cells (ratings are ±1, so thumbs-down = rating < 0)."""
     n, up, down = agg.requests, agg.fb_up, agg.fb_down
-    decided = agg.decided
     return {
         "requests": n,
-        "active_users": int(users or 0),
+        "active_users": users,
         "escalation_rate": _rate(agg.escalated, n),
         "error_rate": _rate(agg.errors, n),
         "feedback_score": _rate(up - down, up + down),
-        "acceptance_rate": _rate(agg.reviews["unchanged"] + agg.reviews["edited"], decided),
+        "acceptance_rate": _rate(agg.reviews["unchanged"] + agg.reviews["edited"], agg.decided),
         "groundedness_mean": (agg.g_sum / agg.g_n) if agg.g_n else None,
         "cost_usd": agg.cost_usd,
         "cost_per_request_usd": _rate(agg.cost_usd, n),
     }
 
 
-def _outcomes(data: dict[str, Any]) -> dict[str, str]:
-    """request id → ``negative`` / ``positive`` for rated requests (reviews and feedback)."""
-    score: dict[str, int] = defaultdict(int)
-    rejected: set[str] = set()
-    for f in data["feedback"]:
-        score[f["request_id"]] += 1 if f["rating"] > 0 else -1
-    for d in data["reviews"]:
-        if d["outcome"] == "rejected":
-            rejected.add(d["request_id"])
-        else:
-            score.setdefault(d["request_id"], 0)
-    out = {rid: ("negative" if s < 0 else "positive") for rid, s in score.items()}
-    for rid in rejected:
-        out[rid] = "negative"
+def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
+    """:func:`_agg_summary_of` with the period's number of distinct principals (one count)."""
+    with rt.store.connect() as conn:
+        users = conn.execute(
+            select(func.count(distinct(traces.c.principal_id))).where(
+                (traces.c.started_at >= start) & (traces.c.started_at < end)
+            )
+        ).scalar()
+    return _agg_summary_of(agg, int(users or 0))
+
+
+# ------------------------------------------------------------------------------------------- the period, in SQL
+def _nearest_rank(n: int, q: float) -> int:
+    """The 1-based nearest rank of quantile ``q`` among ``n >= 1`` sorted values: ``ceil(q * n)``, within
+    ``[1, n]``."""
+    return min(n, max(1, math.ceil(q * n)))
+
+
+def _value_at_rank(conn: Any, column: Any, where: Any, rank: int, n: int) -> float | None:
+    """The value at 1-based ``rank`` of ``column`` sorted ascending among the ``n`` rows ``where`` selects,
+    exactly: ``ORDER BY … LIMIT 1 OFFSET k`` from the nearer end, so the database's sorter keeps at most
+    ``min(rank, n - rank + 1)`` rows (ties make no difference: equal values are interchangeable)."""
+    if rank <= n - rank + 1:
+        q = select(column).where(where).order_by(column).limit(1).offset(rank - 1)
+    else:
+        q = select(column).where(where).order_by(column.desc()).limit(1).offset(n - rank)
+    v = conn.execute(q).scalar()
+    return None if v is None else float(v)
+
+
+def _sorted_ids(rt: Runtime, column: Any) -> Any:
+    """``column`` ordered by code point on every backend (PostgreSQL's database collation may not be)."""
+    return column.collate("C") if rt.store.dialect == "postgresql" else column
+
+
+def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) -> dict[str, Any]:
+    """The period's non-additive numbers, each aggregated by the database: requests by status and workflow
+    with the cost maximum and the requests over the per-task budget (one ``GROUP BY``), the groundedness
+    histogram (one ``GROUP BY`` bin), exact nearest-rank percentiles (groundedness p10/p50/p90 within their
+    histogram bin, cost p95; ``ORDER BY … LIMIT 1 OFFSET k``), the failing requests' error lists (for their
+    signatures — the only per-request rows read) and, for a reader, the documents the period's answers
+    cited. Everything additive comes from the period's cells (:func:`charter.telemetry._trends.load_cells`)."""
+    t = traces.c
+    window = (t.started_at >= start) & (t.started_at < end)
+    cost = func.coalesce(t.cost_usd, 0.0)
+    per_task = rt.spec.budgets.per_task_usd
+    scaled = t.groundedness * GROUNDEDNESS_BINS
+    # the bin index as Python's int() truncates (SQLite's CAST truncates); below 0 both clamp to bin 0.
+    # Monotone in the value, so the k-th value overall is a known rank within one bin.
+    raw_bin = cast(scaled, Integer) if rt.store.dialect == "sqlite" else func.floor(scaled)
+    g_bin = case((raw_bin < 0, 0), (raw_bin > GROUNDEDNESS_BINS - 1, GROUNDEDNESS_BINS - 1), else_=raw_bin)
+    with rt.store.connect() as conn:
+        usage = [
+            (status, wf, int(c), mx, int(over or 0))
+            for status, wf, c, mx, over in conn.execute(
+                select(
+                    t.status,
+                    t.workflow,
+                    func.count(),
+                    func.max(cost),
+                    func.sum(case((cost > per_task, 1), else_=0)),
+                )
+                .where(window)
+                .group_by(t.status, t.workflow)
+            )
+        ]
+        hist = [0] * GROUNDEDNESS_BINS
+        for b, c in conn.execute(
+            select(g_bin, func.count()).where(window & t.groundedness.is_not(None)).group_by(g_bin)
+        ):
+            hist[int(b)] += int(c)
+        # the nearest ranks of p10/p50/p90 as (bin, rank within the bin): one scan, and the database sorts
+        # only the rows of those bins
+        g_n = sum(hist)
+        targets: dict[float, tuple[int, int]] = {}
+        for q in (0.1, 0.5, 0.9) if g_n else ():
+            rank, b = _nearest_rank(g_n, q), 0
+            while rank > hist[b]:
+                rank, b = rank - hist[b], b + 1
+            targets[q] = (b, rank)
+        found: dict[tuple[int, int], float] = {}
+        if targets:
+            rn = func.row_number().over(partition_by=g_bin, order_by=t.groundedness)
+            inner = (
+                select(g_bin.label("b"), t.groundedness.label("g"), rn.label("rn"))
+                .where(
+                    window & t.groundedness.is_not(None) & g_bin.in_(sorted({b for b, _ in targets.values()}))
+                )
+                .subquery()
+            )
+            wanted = or_(*((inner.c.b == b) & (inner.c.rn == r) for b, r in set(targets.values())))
+            for b, r, v in conn.execute(select(inner.c.b, inner.c.rn, inner.c.g).where(wanted)):
+                found[(int(b), int(r))] = float(v)
+        g_pct = {q: found.get(targets[q]) if q in targets else None for q in (0.1, 0.5, 0.9)}
+        n = sum(u[2] for u in usage)
+        p95 = _value_at_rank(conn, cost, window, _nearest_rank(n, 0.95), n) if n else None
+        errors = [
+            (rid, errs)
+            for rid, errs in conn.execute(
+                select(t.request_id, t.body["errors"]).where(window & t.error_type.is_not(None))
+            )
+        ]
+        docs: list[DocRef] = []
+        if cited_docs:  # through the window's traces (trace_sources has no index on started_at)
+            ts = trace_sources.c
+            docs = [
+                DocRef(s, d)
+                for s, d in conn.execute(
+                    select(ts.source_id, ts.doc_id)
+                    .select_from(traces.join(trace_sources, ts.request_id == t.request_id))
+                    .where(window & ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
+                    .distinct()
+                )
+            ]
+    maxes = [float(u[3]) for u in usage if u[3] is not None]
+    return {
+        "by_status": _counter((u[0], u[2]) for u in usage),
+        "by_workflow": _counter((u[1], u[2]) for u in usage),
+        "g_hist": hist,
+        "g_pct": g_pct,
+        "cost": {"max": max(maxes) if maxes else None, "over": sum(u[4] for u in usage), "p95": p95},
+        "errors": errors,
+        "cited_docs": docs,
+    }
+
+
+def _counter(pairs: Any) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for k, v in pairs:
+        out[k] += v
     return out
 
 
-def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None) -> dict[str, Any]:
-    outcome = _outcomes(data)
-    by_doc: dict[tuple[str, str], set[str]] = defaultdict(set)
-    by_source: dict[str, set[str]] = defaultdict(set)
-    for c in data["cited"]:
-        if c["request_id"] in outcome:
-            by_doc[(c["source_id"], c["doc_id"])].add(c["request_id"])
-            by_source[c["source_id"]].add(c["request_id"])
-    rated = set().union(*by_doc.values()) if by_doc else set()
-    base = _rate(sum(1 for r in rated if outcome[r] == "negative"), len(rated)) or 0.0
+def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
+    """One row per (source, document, rated request whose answer cited it, ``neg``), as a CTE: what the
+    source blame groups. A request is rated when it has a review decision or feedback; ``neg`` = 1 when a
+    review rejected it or its thumbs-down outnumber its thumbs-up (see the module docstring)."""
+    from sqlalchemy import union_all
 
-    def row(reqs: set[str]) -> dict[str, Any]:
-        n = len(reqs)
-        k = sum(1 for r in reqs if outcome[r] == "negative")
+    from charter.telemetry._feedback import REVIEW_OUTCOMES, _has_table
+
+    t, ts, fb = traces.c, trace_sources.c, feedback.c
+    window = (t.started_at >= start) & (t.started_at < end)
+    parts = [
+        select(
+            fb.request_id.label("rid"),
+            case((func.sum(case((fb.rating > 0, 1), else_=-1)) < 0, 1), else_=0).label("neg"),
+        )
+        .select_from(traces.join(feedback, t.request_id == fb.request_id))
+        .where(window)
+        .group_by(fb.request_id)
+    ]
+    if _has_table(rt.store, "review_items"):
+        from charter.review._tables import review_items as ri
+
+        rejected = [d for d, o in REVIEW_OUTCOMES.items() if o == "rejected"]
+        parts.append(
+            select(
+                ri.c.request_id.label("rid"),
+                func.max(case((ri.c.decision.in_(rejected), 1), else_=0)).label("neg"),
+            )
+            .select_from(traces.join(ri, t.request_id == ri.c.request_id))
+            .where(window & ri.c.decision.in_(list(REVIEW_OUTCOMES)))
+            .group_by(ri.c.request_id)
+        )
+    u = union_all(*parts).subquery("u")
+    outcome = select(u.c.rid, func.max(u.c.neg).label("neg")).group_by(u.c.rid).subquery("outcome")
+    return (
+        select(ts.source_id, ts.doc_id, outcome.c.rid, outcome.c.neg)
+        .select_from(outcome.join(trace_sources, ts.request_id == outcome.c.rid))
+        .where(ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
+        .distinct()
+        .cte("rc")
+    )
+
+
+def _blame_rows(
+    rt: Runtime, start: datetime, end: datetime, hidden_sources: set[str]
+) -> dict[str, list[tuple[str, str, int, int, str | None]]]:
+    """One query (the rated citations as a CTE, evaluated once) returning, by ``kind``: ``doc`` and ``src``
+    (rated requests ``n`` and negative ones ``k`` per document / source, distinct requests), ``all`` (the
+    same over everything cited), ``xdoc`` / ``xsrc`` (the first three negative request ids per document /
+    source, code-point order) and ``hid`` (every rated citation of a document in ``hidden_sources``, so the
+    redacted rows count distinct requests)."""
+    from sqlalchemy import String, literal, null, union_all
+
+    rc = _rated_cited(rt, start, end)
+    none = null().cast(String)
+
+    def firsts(kind: str, keys: tuple[str, ...]) -> Any:
+        neg = select(*(rc.c[k] for k in keys), rc.c.rid).where(rc.c.neg == 1).distinct().subquery()
+        rn = func.row_number().over(
+            partition_by=[neg.c[k] for k in keys], order_by=_sorted_ids(rt, neg.c.rid)
+        )
+        ranked = select(*(neg.c[k] for k in keys), neg.c.rid, rn.label("rn")).subquery()
+        return select(
+            literal(kind),
+            ranked.c.source_id,
+            ranked.c.doc_id if "doc_id" in keys else literal(""),
+            literal(0),
+            literal(0),
+            ranked.c.rid,
+        ).where(ranked.c.rn <= 3)
+
+    distinct_k = func.count(distinct(case((rc.c.neg == 1, rc.c.rid))))
+    parts = [
+        select(literal("doc"), rc.c.source_id, rc.c.doc_id, func.count(), func.sum(rc.c.neg), none).group_by(
+            rc.c.source_id, rc.c.doc_id
+        ),
+        select(
+            literal("src"), rc.c.source_id, literal(""), func.count(distinct(rc.c.rid)), distinct_k, none
+        ).group_by(rc.c.source_id),
+        select(literal("all"), literal(""), literal(""), func.count(distinct(rc.c.rid)), distinct_k, none),
+        firsts("xdoc", ("source_id", "doc_id")),
+        firsts("xsrc", ("source_id",)),
+    ]
+    if hidden_sources:
+        parts.append(
+            select(literal("hid"), rc.c.source_id, rc.c.doc_id, literal(0), rc.c.neg, rc.c.rid).where(
+                rc.c.source_id.in_(sorted(hidden_sources))
+            )
+        )
+    out: dict[str, list[tuple[str, str, int, int, str | None]]] = defaultdict(list)
+    with rt.store.connect() as conn:
+        for kind, src, doc, n, k, rid in conn.execute(union_all(*parts)):
+            out[kind].append((src, doc, int(n or 0), int(k or 0), rid))
+    return out
+
+
+def _blame(
+    rt: Runtime,
+    start: datetime,
+    end: datetime,
+    min_support: int,
+    reader: Reader | None = None,
+    unreadable: set[DocRef] | None = None,
+) -> dict[str, Any]:
+    """The source blame for ``[start, end)``. For a ``reader``, ``unreadable`` are the documents cited in the
+    period that they may not read (:meth:`charter.access.Reader.unreadable` of every cited document; the
+    documents cited by rated requests are among them)."""
+    hidden_refs = unreadable or set()
+    rows = _blame_rows(rt, start, end, {r.source_id for r in hidden_refs} if reader is not None else set())
+    by_doc = {(s, d): (n, k) for s, d, n, k, _ in rows["doc"]}
+    by_source = {s: (n, k) for s, _, n, k, _ in rows["src"]}
+    rated, negative = (rows["all"][0][2], rows["all"][0][3]) if rows["all"] else (0, 0)
+    doc_examples: dict[Any, list[str]] = defaultdict(list)
+    for s, d, _, _, rid in rows["xdoc"]:
+        doc_examples[(s, d)].append(str(rid))
+    source_examples: dict[Any, list[str]] = defaultdict(list)
+    for s, _, _, _, rid in rows["xsrc"]:
+        source_examples[s].append(str(rid))
+    base = _rate(negative, rated) or 0.0
+
+    def row(n: int, k: int, examples: list[str]) -> dict[str, Any]:
         lo, hi = wilson_interval(k, n)
         return {
             "cited_in_rated": n,
@@ -206,35 +343,44 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
             "wilson_upper": round(hi, 4),
             "lift": round((k / n) / base, 3) if base and n else None,
             "blamed": n >= min_support and lo > base,
-            "examples": sorted(r for r in reqs if outcome[r] == "negative")[:3],
+            "examples": sorted(examples),
         }
 
-    def rank(groups: dict[Any, set[str]], key_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    def rank(
+        groups: dict[Any, tuple[int, int]], examples: dict[Any, list[str]], key_names: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
         out = []
-        for key, reqs in groups.items():
+        for key, (n, k) in groups.items():
             keys = key if isinstance(key, tuple) else (key,)
-            out.append({**dict(zip(key_names, keys, strict=True)), **row(reqs)})
-        out.sort(key=lambda d: (-d["wilson_lower"], -d["negative"], str(d.get("doc_id", d.get("source_id")))))
+            out.append({**dict(zip(key_names, keys, strict=True)), **row(n, k, examples.get(key, []))})
+        out.sort(
+            key=lambda d: (
+                -d["wilson_lower"],
+                -d["negative"],
+                str(d.get("doc_id", d.get("source_id"))),
+                str(d["source_id"]),  # one document id in two sources
+            )
+        )
         return out
 
     # who reads: a document row only for a reader who may read the document now (charter.access); every
     # other row goes into one redacted row per table, whose counts are those of the requests behind it
-    hidden: set[tuple[str, str]] = set()
-    if reader is not None:
-        refs = [DocRef(s, d) for s, d in by_doc]
-        hidden = {(r.source_id, r.doc_id) for r in reader.unreadable(refs)}
+    hidden = {(r.source_id, r.doc_id) for r in hidden_refs} & set(by_doc) if reader is not None else set()
     hidden_sources = {s for s, _ in hidden}
-    documents = rank({k: v for k, v in by_doc.items() if k not in hidden}, ("source_id", "doc_id"))
-    sources = rank({k: v for k, v in by_source.items() if k not in hidden_sources}, ("source_id",))
+    documents = rank(
+        {k: v for k, v in by_doc.items() if k not in hidden}, doc_examples, ("source_id", "doc_id")
+    )
+    sources = rank(
+        {k: v for k, v in by_source.items() if k not in hidden_sources}, source_examples, ("source_id",)
+    )
     if hidden:
-        reqs = set().union(*(by_doc[k] for k in hidden))
-        blamed = sum(1 for k in hidden if row(by_doc[k])["blamed"])
-        marker = document_redaction(len(hidden))
+        docs_neg = {rid: k for s, d, _, k, rid in rows["hid"] if (s, d) in hidden}
+        blamed = sum(1 for key in hidden if row(*by_doc[key], [])["blamed"])
         documents.append(
             {
-                "source_id": marker,
+                "source_id": document_redaction(len(hidden)),
                 "doc_id": "",
-                **row(reqs),
+                **row(len(docs_neg), sum(1 for v in docs_neg.values() if v == 1), []),
                 "blamed": blamed > 0,
                 "examples": [],
                 "redacted": True,
@@ -242,12 +388,12 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
                 "blamed_documents": blamed,
             }
         )
-        reqs = set().union(*(by_source[s] for s in hidden_sources))
-        blamed = sum(1 for s in hidden_sources if row(by_source[s])["blamed"])
+        src_neg = {rid: k for s, _, _, k, rid in rows["hid"] if s in hidden_sources}
+        blamed = sum(1 for s in hidden_sources if row(*by_source[s], [])["blamed"])
         sources.append(
             {
                 "source_id": document_redaction(len(hidden_sources), "source"),
-                **row(reqs),
+                **row(len(src_neg), sum(1 for v in src_neg.values() if v == 1), []),
                 "blamed": blamed > 0,
                 "examples": [],
                 "redacted": True,
@@ -257,7 +403,7 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
         )
     return {
         "base_negative_rate": round(base, 4),
-        "rated_requests_with_citations": len(rated),
+        "rated_requests_with_citations": rated,
         "min_support": min_support,
         "method": "Wilson 95% lower bound > base rate and n >= min_support",
         "documents": documents,
@@ -266,9 +412,9 @@ def _blame(data: dict[str, Any], min_support: int, reader: Reader | None = None)
     }
 
 
-def _failures(data: dict[str, Any], top: int = 10) -> list[dict[str, Any]]:
+def _failures(errors: list[tuple[str, Any]], top: int = 10) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
-    for rid, errs in data["errors"].items():
+    for rid, errs in errors:
         for e in errs or []:
             sig = error_signature(e.get("type"), e.get("stage"), e.get("message"))
             g = groups.setdefault(
@@ -295,27 +441,28 @@ def _failures(data: dict[str, Any], top: int = 10) -> list[dict[str, Any]]:
     return out[:top]
 
 
-def _by_prompt_version(data: dict[str, Any]) -> list[dict[str, Any]]:
-    versions: dict[str, dict[str, Any]] = {}
-    for pv in sorted({r["prompt_version"] or "-" for r in data["rows"]}):
-        rows = [r for r in data["rows"] if (r["prompt_version"] or "-") == pv]
-        ids = {r["request_id"] for r in rows}
-        sub = {
-            "rows": rows,
-            "feedback": [f for f in data["feedback"] if f["request_id"] in ids],
-            "reviews": [d for d in data["reviews"] if d["request_id"] in ids],
-        }
-        s = _summary(sub)
-        versions[pv] = {
-            "prompt_version": pv,
-            "requests": s["requests"],
-            "escalation_rate": s["escalation_rate"],
-            "feedback_score": s["feedback_score"],
-            "acceptance_rate": s["acceptance_rate"],
-            "groundedness_mean": s["groundedness_mean"],
-            "cost_per_request_usd": s["cost_per_request_usd"],
-        }
-    return list(versions.values())
+def _by_prompt_version(cells: dict[Any, Agg]) -> list[dict[str, Any]]:
+    """Per prompt version (``-`` for none), from the period's cells."""
+    out = []
+    for pv, a in sorted(rollup(cells, lambda k: k[1]).items()):
+        s = _agg_summary_of(a, 0)
+        out.append(
+            {
+                "prompt_version": pv,
+                "requests": s["requests"],
+                "escalation_rate": s["escalation_rate"],
+                "feedback_score": s["feedback_score"],
+                "acceptance_rate": s["acceptance_rate"],
+                "groundedness_mean": s["groundedness_mean"],
+                "cost_per_request_usd": s["cost_per_request_usd"],
+            }
+        )
+    return out
+
+
+def _by_count(counts: Counter[str]) -> dict[str, int]:
+    """Largest count first, ties by name."""
+    return {k: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v}
 
 
 def _month_spend(rt: Runtime, now: datetime) -> float:
@@ -355,73 +502,69 @@ def build_report(
     document is replaced by the marker. ``None`` is the unfiltered view, for code that shows the report
     to no one (tests, the alert evaluator)."""
     from charter.telemetry._clusters import build_failures
-    from charter.telemetry._trends import build_trends, compare_periods, period_aggregates
+    from charter.telemetry._trends import _total, build_trends, compare_periods, load_cells, period_aggregates
 
     end = now or utcnow()
     window = max(since, trend_window)
     start = end - since
     prev_start = start - since
-    cur = _load(rt, start, end)
-    agg_cur, agg_prev = period_aggregates(rt, start, end), period_aggregates(rt, prev_start, start)
-    s_cur, s_prev = _summary(cur), _agg_summary(rt, agg_prev, prev_start, start)
-    rows = cur["rows"]
-    n = len(rows)
+    cells = load_cells(rt, start, end)
+    agg_cur, agg_prev = _total(cells), period_aggregates(rt, prev_start, start)
+    s_cur, s_prev = _agg_summary(rt, agg_cur, start, end), _agg_summary(rt, agg_prev, prev_start, start)
+    reader = Reader(rt, principal) if principal is not None else None
+    cur = _period(rt, start, end, cited_docs=reader is not None)
+    # the documents cited in the period that the reader may not read (charter.access decides)
+    unreadable = set(reader.unreadable(cur["cited_docs"])) if reader is not None else set()
 
-    by_day = Counter(r["started_at"].date().isoformat() for r in rows)
+    n = agg_cur.requests
+    by_day = rollup(cells, lambda k: k[0])
     day_list = [
         (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
     ]
     usage = {
         "requests": n,
         "active_users": s_cur["active_users"],
-        "by_status": dict(sorted(Counter(r["status"] for r in rows).items())),
-        "by_workflow": dict(sorted(Counter(r["workflow"] for r in rows).items())),
-        "by_day": [{"day": d, "requests": by_day.get(d, 0)} for d in day_list],
+        "by_status": dict(sorted(cur["by_status"].items())),
+        "by_workflow": dict(sorted(cur["by_workflow"].items())),
+        "by_day": [{"day": d, "requests": by_day[d].requests if d in by_day else 0} for d in day_list],
     }
 
-    outcomes = Counter(d["outcome"] for d in cur["reviews"])
-    up = sum(1 for f in cur["feedback"] if f["rating"] > 0)
-    down = sum(1 for f in cur["feedback"] if f["rating"] < 0)
-    reasons = Counter(r for f in cur["feedback"] if f["rating"] < 0 for r in (f["reasons"] or []))
-    g = [r["groundedness"] for r in rows if r["groundedness"] is not None]
-    hist = [0] * GROUNDEDNESS_BINS
-    for v in g:
-        hist[min(GROUNDEDNESS_BINS - 1, max(0, int(v * GROUNDEDNESS_BINS)))] += 1
+    outcomes = agg_cur.reviews
+    up, down = agg_cur.fb_up, agg_cur.fb_down
+    hist = cur["g_hist"]
     quality = {
         "review": {
             "unchanged": outcomes["unchanged"],
             "edited": outcomes["edited"],
             "rejected": outcomes["rejected"],
-            "decided": sum(outcomes.values()),
+            "decided": agg_cur.decided,
             "acceptance_rate": s_cur["acceptance_rate"],
-            "unchanged_rate": _rate(outcomes["unchanged"], sum(outcomes.values())),
+            "unchanged_rate": _rate(outcomes["unchanged"], agg_cur.decided),
         },
         "feedback": {
             "up": up,
             "down": down,
             "score": s_cur["feedback_score"],
-            "down_reasons": dict(reasons.most_common()),
+            "down_reasons": _by_count(agg_cur.down_reasons),
         },
         "escalation_rate": s_cur["escalation_rate"],
-        "escalations_by_reason": dict(
-            Counter(r["escalation"] for r in rows if r["escalation"]).most_common()
-        ),
+        "escalations_by_reason": _by_count(agg_cur.escalations),
         "groundedness": {
-            "count": len(g),
+            "count": sum(hist),
             "mean": s_cur["groundedness_mean"],
-            "p10": _pct(g, 0.1),
-            "p50": _pct(g, 0.5),
-            "p90": _pct(g, 0.9),
+            "p10": cur["g_pct"].get(0.1),
+            "p50": cur["g_pct"].get(0.5),
+            "p90": cur["g_pct"].get(0.9),
             "histogram": [
                 {"bin": f"{i / GROUNDEDNESS_BINS:.1f}-{(i + 1) / GROUNDEDNESS_BINS:.1f}", "count": c}
                 for i, c in enumerate(hist)
             ],
         },
-        "by_prompt_version": _by_prompt_version(cur),
+        "by_prompt_version": _by_prompt_version(cells),
     }
 
     budgets = rt.spec.budgets
-    costs = [r["cost_usd"] or 0.0 for r in rows]
+    total_cost = agg_cur.cost_usd
     month_spend = _month_spend(rt, end)
     month_days = _days_in_month(end)
     elapsed_days = max(
@@ -429,19 +572,18 @@ def build_report(
     )
     projection = month_spend / elapsed_days * month_days
     period_projection = (
-        (sum(costs) / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
+        (total_cost / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
     )
-    drivers: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in rows:
-        drivers[(r["model"] or "-", r["prompt_version"] or "-")].append(r["cost_usd"] or 0.0)
-    total_cost = sum(costs)
+    drivers: dict[tuple[str, str], Agg] = defaultdict(Agg)  # (model, prompt version), '-' for none
+    for key, a in cells.items():
+        drivers[(key[2], key[1])].add(a)
     cost = {
         "total_usd": round(total_cost, 6),
         "per_request_usd": s_cur["cost_per_request_usd"],
-        "per_request_p95_usd": _pct(costs, 0.95),
-        "per_request_max_usd": max(costs) if costs else None,
+        "per_request_p95_usd": cur["cost"]["p95"],
+        "per_request_max_usd": cur["cost"]["max"],
         "per_task_budget_usd": budgets.per_task_usd,
-        "over_task_budget": sum(1 for c in costs if c > budgets.per_task_usd),
+        "over_task_budget": cur["cost"]["over"],
         "month_to_date_usd": round(month_spend, 6),
         "monthly_budget_usd": budgets.monthly_usd,
         "monthly_projection_usd": round(projection, 6),
@@ -453,11 +595,11 @@ def build_report(
                 {
                     "model": m,
                     "prompt_version": pv,
-                    "requests": len(v),
-                    "cost_usd": round(sum(v), 6),
-                    "share": _rate(sum(v), total_cost),
+                    "requests": a.requests,
+                    "cost_usd": round(a.cost_usd, 6),
+                    "share": _rate(a.cost_usd, total_cost),
                 }
-                for (m, pv), v in drivers.items()
+                for (m, pv), a in sorted(drivers.items())
             ),
             key=lambda d: -float(d["cost_usd"] or 0.0),
         )[:5],
@@ -470,8 +612,7 @@ def build_report(
     for k, v in compared.items():
         if k in trends:
             trends[k]["comparison"] = v
-    reader = Reader(rt, principal) if principal is not None else None
-    blame = _blame(cur, min_support, reader)
+    blame = _blame(rt, start, end, min_support, reader, unreadable)
     doc = {
         "workflow": rt.spec.workflow.id,
         "generated_at": end.isoformat(),
@@ -480,7 +621,7 @@ def build_report(
         "usage": usage,
         "quality": quality,
         "cost": cost,
-        "failures": _failures(cur),
+        "failures": _failures(cur["errors"]),
         "source_blame": blame,
         "trends": trends,
         "rate_comparisons": compared,
@@ -490,7 +631,7 @@ def build_report(
     }
     if reader is None:
         return doc
-    hidden = reader.unreadable(DocRef(c["source_id"], c["doc_id"]) for c in cur["cited"])
+    hidden = sorted(unreadable, key=lambda r: r.key)
     doc["reader"] = principal.id if principal is not None else None
     # flagged documents the reader may not read are counted, never named
     screened = doc["screened_documents"]
