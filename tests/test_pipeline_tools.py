@@ -142,3 +142,13 @@ def test_bastioncorpus_inside_retrieved_documents(synced_project: Path) -> None:
             assert result.tool_calls == []  # the extractive drafter never proposes; documents cannot either
     assert actions(rt) == [] and unapproved_executions(rt) == []
     rt.close()
+
+
+def test_a_lone_surrogate_in_a_question_is_answered_and_recorded(rt: Runtime) -> None:
+    """JSON's ``"\\ud800"`` decodes to a lone surrogate that no tokenizer or driver can encode: the question
+    is answered (each surrogate as U+FFFD) and its trace is written, instead of the request crashing."""
+    question = "How do refunds work? \ud800 and \udfff-\udc00"
+    result = ask(rt, rt.charter.principal("ana"), question, submit_for_review=False)
+    assert result.status in ("answered", "needs_human")
+    stored = traces_for(rt).get(result.request_id)
+    assert stored["question"].count("\ufffd") == 3

@@ -429,8 +429,12 @@ def ask(
     """Run one question through the whole flow. Raises ``Denied``/``UsageError`` on refusal (recorded).
 
     ``subject_id`` is whom the conversation is about (when there is one): tools see it (and only it)
-    and the draft is bound to it (a ``draft_approved`` tool sends it to that party only)."""
+    and the draft is bound to it (a ``draft_approved`` tool sends it to that party only).
+
+    A lone UTF-16 surrogate (JSON's ``"\\ud800"`` decodes to one) cannot be encoded, tokenized or stored:
+    each becomes U+FFFD before anything else sees the question."""
     t0 = time.perf_counter()
+    question = _LONE_SURROGATE.sub("\ufffd", question)
     spec = rt.spec
     trace = Trace(
         workflow=spec.workflow.id,
@@ -664,6 +668,7 @@ def check(
     )
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 MAX_TOOL_CALLS = 5
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -222,16 +221,25 @@ def test_require_audits_denials(tmp_path: Path, authz: Authorizer) -> None:
     assert audit.verify().ok
 
 
-def test_decisions_are_fast(authz: Authorizer) -> None:
-    """The policy set and entities are parsed once; one decision costs well under the 2 ms p95 target."""
-    samples = []
-    for i in range(2000):
-        t = time.perf_counter()
-        authz.authorize("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": i % 300}})
-        samples.append(time.perf_counter() - t)
-    samples.sort()
-    p95 = samples[int(len(samples) * 0.95)]
-    assert p95 < 0.002, f"p95 {p95 * 1000:.3f} ms"
+def test_the_policy_set_and_entities_are_parsed_once(
+    authz: Authorizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions reuse the parsed policy set and entities: 2,000 decisions parse nothing (cedarpy's own
+    parsers are counted). The cost of a decision is measured in bench/approvals_bench.py
+    (``policy_check``), not here: a timed unit test only measures the machine's load."""
+    import cedarpy
+
+    parsed: list[str] = []
+    for cls, name in ((cedarpy.PolicySet, "from_str"), (cedarpy.Entities, "from_json_str")):
+        original = getattr(cls, name)
+        monkeypatch.setattr(
+            cls, name, lambda *a, _o=original, _n=name, **k: (parsed.append(_n), _o(*a, **k))[1]
+        )
+    decisions = {
+        authz.authorize("lena", "tools.approve", "tool:issue_refund", {"args": {"amount": i % 300}}).allowed
+        for i in range(2000)
+    }
+    assert parsed == [] and decisions == {True, False}
 
 
 def test_memoised_decisions_equal_fresh_ones(authz: Authorizer) -> None:

@@ -64,10 +64,18 @@ def test_rows_read_back_exactly_as_the_normal_insert_stores_them(
 ) -> None:
     with store.begin() as conn:
         conn.execute(delete(trace_spans))
-        conn.execute(
-            trace_spans.insert(), [{"request_id": "normal", "seq": i, **s} for i, s in enumerate(spans)]
-        )
-    store.insert_rows([(trace_spans, [{"request_id": "fast", "seq": i, **s} for i, s in enumerate(spans)])])
+    fast = [(trace_spans, [{"request_id": "fast", "seq": i, **s} for i, s in enumerate(spans)])]
+    try:
+        with store.begin() as conn:
+            conn.execute(
+                trace_spans.insert(), [{"request_id": "normal", "seq": i, **s} for i, s in enumerate(spans)]
+            )
+    except Exception as normal_error:  # e.g. a lone surrogate no driver can encode: the same refusal
+        with pytest.raises(type(normal_error)):
+            store.insert_rows(fast)
+        assert _spans(store, "fast") == [] and _spans(store, "normal") == []
+        return
+    store.insert_rows(fast)
     assert _spans(store, "fast") == _spans(store, "normal")
     assert len(_spans(store, "fast")) == len(spans)
 
