@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"policy", "identity", "canaries"},
     {"telemetry", "sources", "retrieval", "models", "access"},
     {"runtime", "review", "tools", "_checks", "screening"},
-    {"pipeline", "evals", "gate", "mcp"},
+    {"pipeline", "agents", "evals", "gate", "mcp"},
     {"cli", "server"},
 ]
 

@@ -113,7 +113,7 @@ def ask(rt: Runtime, user: Principal | str, question: str, *, submit_for_review:
     """Run ``question`` through the governed pipeline as ``user`` (an id from the charter's users, or a
     :class:`Principal`): admitted by Cedar and the kill switch, answered only from documents the user may
     read, checked, escalated and recorded. Raises :class:`Denied` when refused (the refusal is recorded)."""
-    from charter.pipeline import ask as _ask
+    from charter.agents import respond as _ask
 
     return _ask(rt, _principal(rt, user), question, submit_for_review=submit_for_review)
 

@@ -14,8 +14,9 @@ Decisions that matter for security are made here in code, never by the model:
   read); canary tokens withhold the whole output; escalation rules — the workflow's, with the asker's role
   overrides (:meth:`Charter.scope_for`) — mark the result ``needs_human`` instead of presenting it.
 
-The workflow kind (``workflow.kind``) decides who the output is for; ``agent`` workflows are refused until
-the agent loop exists (:data:`charter.spec.AGENT_LOOP_UNAVAILABLE`).
+The workflow kind (``workflow.kind``) decides who the output is for (:attr:`Charter.output_to_asker`);
+``agent`` workflows run several steps in :mod:`charter.agents`, which reuses these stages (admit, retrieve,
+check, record); :func:`ask` refuses them with a pointer there.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from charter import _checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
-from charter.spec import AGENT_LOOP_UNAVAILABLE, SENSITIVITY_ORDER, Principal
+from charter.spec import SENSITIVITY_ORDER, Principal
 from charter.store import utcnow
 from charter.telemetry.traces import Trace, TraceStore
 
@@ -83,6 +84,9 @@ class AskResult:
     review_id: str | None = None
     sentence_scores: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: ``agent`` workflows (``charter.agents``): the run and its state (running, waiting, completed, stopped)
+    run_id: str | None = None
+    run_status: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -347,7 +351,7 @@ def _tone(rt: Runtime, recipient: str, sender: str) -> tuple[str, str]:
     """Greeting and sign-off of a ``draft`` workflow's tone; an ``answer`` goes to the asker as it is."""
     from charter.models import tone_parts
 
-    if rt.spec.workflow.kind == "answer":
+    if rt.spec.output_to_asker:
         return "", ""
     return tone_parts(rt.spec.review.tone, recipient=recipient, sender=sender)
 
@@ -406,7 +410,7 @@ def gateway_for(rt: Runtime) -> Any:
     return cached
 
 
-def _escalation_target(rt: Runtime, reason: str, principal: Principal | None = None) -> dict[str, Any]:
+def escalation_target(rt: Runtime, reason: str, principal: Principal | None = None) -> dict[str, Any]:
     """Where an escalation goes: the asker's role rule for ``reason``, else the workflow's, else the
     reviewer role (:meth:`Charter.scope_for`)."""
     rules = rt.spec.scope_for(principal.roles if principal else ()).escalations
@@ -434,7 +438,7 @@ def ask(
     A lone UTF-16 surrogate (JSON's ``"\\ud800"`` decodes to one) cannot be encoded, tokenized or stored:
     each becomes U+FFFD before anything else sees the question."""
     t0 = time.perf_counter()
-    question = _LONE_SURROGATE.sub("\ufffd", question)
+    question = LONE_SURROGATE.sub("\ufffd", question)
     spec = rt.spec
     trace = Trace(
         workflow=spec.workflow.id,
@@ -448,7 +452,10 @@ def ask(
         state = read_request_state(rt)
         q = admit(rt, principal, question, trace, state)
         if spec.workflow.kind == "agent":
-            raise UsageError(AGENT_LOOP_UNAVAILABLE)
+            raise UsageError(
+                f"workflow {spec.workflow.id} is an 'agent' workflow: its tasks run in the agent loop "
+                "(charter.agents.run_task; `charter ask` and POST /api/ask route there)"
+            )
         hits, warnings = retrieve(rt, principal, q, trace, state)
         passages, audience = _passages(rt, hits)
         gateway = gateway_for(rt)
@@ -499,8 +506,8 @@ def ask(
         store.write(trace)
         raise
     with trace.span("record") as span:
-        if submit_for_review and _needs_review(rt, result, state.restricted):
-            result.review_id = _submit_review(rt, principal, q, result, subject_id)
+        if submit_for_review and needs_review(rt, result, state.restricted):
+            result.review_id = submit_review(rt, principal, q, result, subject_id)
             span["review_id"] = result.review_id
         trace.status = result.status  # type: ignore[assignment]
         trace.answer, trace.agent_notes = result.draft, result.agent_notes
@@ -589,7 +596,7 @@ def check(
             reason = "sensitive_topic"
         elif pii:
             reason = "pii_in_output"
-        escalation = _escalation_target(rt, reason, principal) if reason else None
+        escalation = escalation_target(rt, reason, principal) if reason else None
         if escalation and topics_out:
             escalation["topics"] = topics_out
         if escalation and topics_sensitive and reason == "sensitive_topic":
@@ -605,7 +612,7 @@ def check(
                 heading=h.heading,
                 url=safe_url(h.url),  # only http, https and mailto links ever leave the pipeline
                 page=h.page,
-                audience="asker" if spec.workflow.kind == "answer" else audience[cid],
+                audience="asker" if spec.output_to_asker else audience[cid],
             )
             for cid, h in passages.items()
             if cid in used
@@ -668,7 +675,7 @@ def check(
     )
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 MAX_TOOL_CALLS = 5
 
@@ -751,12 +758,12 @@ def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
     return sorted({kind for kind, value in find_sensitive(text) if value not in corpus})
 
 
-def _needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
+def needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
     mode = rt.spec.review_drafts
     return mode == "all" or result.status == "needs_human" or restricted
 
 
-def _submit_review(
+def submit_review(
     rt: Runtime, principal: Principal, question: str, result: AskResult, subject_id: str | None = None
 ) -> str | None:
     try:

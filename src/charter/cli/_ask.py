@@ -29,7 +29,9 @@ def _render_answer(r: dict[str, Any]) -> None:
     esc = r.get("escalation")
     if esc:
         badge += f" — escalated ({esc['reason']}) to {esc['to']}"
-    title = "Answer" if r.get("kind") == "answer" else "Draft"
+    title = {"answer": "Answer", "agent": "Agent run"}.get(str(r.get("kind")), "Draft")
+    if r.get("run_id"):
+        title += f" {r['run_id']} ({r.get('run_status')})"
     console.print(
         Panel(r["draft"] or "(empty)", title=f"{title} {badge}", title_align="left"), highlight=False
     )
@@ -41,6 +43,22 @@ def _render_answer(r: dict[str, Any]) -> None:
                 title_align="left",
                 border_style="blue",
             ),
+            highlight=False,
+        )
+    if r.get("run_id") and r.get("tool_calls"):
+        calls = Table("tool", "decision", "action", "reason", title="Tool calls")
+        for c in r["tool_calls"]:
+            calls.add_row(
+                str(c.get("name") or "?"),
+                str(c.get("decision")),
+                str(c.get("action_id") or ""),
+                str(c.get("reason") or ""),
+            )
+        console.print(calls)
+    if r.get("run_status") == "waiting":
+        console.print(
+            "waiting for approval; when it is decided (`charter approvals decide …`), continue with "
+            f"`charter agent resume {r['run_id']}` (a running server resumes it by itself)",
             highlight=False,
         )
     if r["citations"]:
@@ -94,7 +112,7 @@ def ask(
         out = _ask_server(url, user, question, submit_for_review=not no_review, subject=subject)
         emit(out, as_json, _render_answer)
         return
-    from charter.pipeline import ask as run_ask
+    from charter.agents import respond as run_ask
     from charter.pipeline import warm_up
     from charter.telemetry import recording_channel
 

@@ -179,7 +179,8 @@ def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
 
 def run_case(rt: Runtime, case: EvalCase, repeat: int = 0, *, timeout_s: float | None = None) -> CaseOutput:
     """One case through :func:`charter.pipeline.ask`, as production calls it (without review submission)."""
-    from charter.pipeline import ask, traces_for
+    from charter.agents import respond as ask
+    from charter.pipeline import traces_for
     from charter.telemetry import recording_channel
 
     t0 = time.perf_counter()

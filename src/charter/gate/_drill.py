@@ -350,7 +350,7 @@ def _refused(c: CheckResult, what: str, call: Any, aid: str) -> None:
 
 # --------------------------------------------------------------------------------------------- monitoring
 def monitoring_drill(rt: Runtime, c: CheckResult) -> None:
-    from charter.pipeline import ask
+    from charter.agents import respond as ask
     from charter.telemetry import metrics_for, recording_channel, trace_store_for
 
     with isolated_copy(rt) as copy:

@@ -197,7 +197,7 @@ def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> 
     from charter.server._auth import require
 
     if name == "ask":
-        from charter.pipeline import ask
+        from charter.agents import respond as ask
 
         question = args.get("question")
         review = args.get("submit_for_review", False)

@@ -47,7 +47,7 @@ def audience_for(sensitivity: str, charter: LoadedCharter) -> Audience:
     :data:`OUTBOUND` (the asker sees what they may read). ``draft`` workflows: :data:`OUTBOUND` when the
     sensitivity is in ``review.outbound_sensitivity``, else :data:`INTERNAL` (internal notes only)."""
     spec = charter.spec
-    if spec.workflow.kind == "answer" or sensitivity in spec.review.outbound_sensitivity:
+    if spec.output_to_asker or sensitivity in spec.review.outbound_sensitivity:
         return OUTBOUND
     return INTERNAL
 
@@ -115,7 +115,7 @@ class Gateway:
         spec = self.charter.spec
         system, version, prompt_name = "", "", ""
         name = spec.system_prompt if prompt is SYSTEM else prompt
-        tone = "" if spec.workflow.kind == "answer" else spec.review.tone
+        tone = "" if spec.output_to_asker else spec.review.tone
         if name is not None and spec.prompts:
             active = self.prompts.active(name)
             system = render_prompt(active.text, tone=tone)

@@ -11,6 +11,7 @@ Errors are classified: timeouts, connection errors, 408, 409, 429 and 5xx are re
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from charter.errors import ProviderError, UsageError
 from charter.models._render import parse_citations, render_messages
-from charter.models._types import Generation, GenerationRequest, ModelTimeout, provider
+from charter.models._types import Generation, GenerationRequest, ModelTimeout, ToolCall, provider
 from charter.spec._schema import ModelEndpoint
 
 PLACEHOLDER_KEY = "not-needed"
@@ -83,12 +84,27 @@ class OpenAIModel:
         import openai
 
         client = self._get_client()
+        extra: dict[str, Any] = {}
+        if request.tools:  # an agent step: the tools as function definitions, the model decides
+            extra["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": json.loads(t.parameters),
+                    },
+                }
+                for t in request.tools
+            ]
+            extra["tool_choice"] = request.tool_choice
         try:
             resp = client.chat.completions.create(
                 model=self.name,
-                messages=render_messages(request.system_prompt, request),
+                messages=render_messages(request.system_prompt, request, native_tools=bool(request.tools)),
                 max_tokens=request.max_output_tokens,
                 temperature=request.temperature,
+                **extra,
             )
         except openai.OpenAIError as exc:
             raise classify_openai_error(exc) from exc
@@ -96,6 +112,15 @@ class OpenAIModel:
             raise ProviderError("model endpoint returned no choices", retryable=True)
         choice = resp.choices[0]
         text = (choice.message.content or "").strip() if choice.message else ""
+        calls = tuple(
+            ToolCall(
+                id=str(getattr(c, "id", "") or f"call_{i}"),
+                name=str(c.function.name or ""),
+                arguments=str(c.function.arguments or "{}"),
+            )
+            for i, c in enumerate((choice.message.tool_calls or []) if choice.message else [], 1)
+            if getattr(c, "function", None) is not None
+        )
         usage = getattr(resp, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None) if usage else None
         completion_tokens = getattr(usage, "completion_tokens", None) if usage else None
@@ -109,6 +134,7 @@ class OpenAIModel:
             output_tokens=completion_tokens if reported else None,
             usage_source="reported" if reported else "estimated",
             citations=parse_citations(text),
+            tool_calls=calls,
         )
 
 

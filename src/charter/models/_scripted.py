@@ -9,15 +9,17 @@ model.enqueue("Leave requests take 5 days [S1].", ProviderError("503", retryable
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from charter.errors import ProviderError
 from charter.models._render import parse_citations
-from charter.models._types import Generation, GenerationRequest, provider
+from charter.models._types import Generation, GenerationRequest, ToolCall, provider
 from charter.spec._schema import ModelEndpoint
 
 
@@ -31,6 +33,8 @@ class ScriptedReply:
     output_tokens: int | None = None
     delay: float = 0.0
     finish_reason: str = "stop"
+    #: native tool calls, as ``openai`` returns them: ``(name, arguments)`` with arguments a dict or JSON text
+    tool_calls: tuple[tuple[str, Any], ...] = ()
 
 
 Scripted = ScriptedReply | BaseException | str
@@ -80,6 +84,14 @@ class ScriptedModel:
             output_tokens=reply.output_tokens if reported else None,
             usage_source="reported" if reported else "estimated",
             citations=parse_citations(reply.text),
+            tool_calls=tuple(
+                ToolCall(
+                    id=f"call_{i}",
+                    name=name,
+                    arguments=args if isinstance(args, str) else json.dumps(args),
+                )
+                for i, (name, args) in enumerate(reply.tool_calls, 1)
+            ),
         )
 
 

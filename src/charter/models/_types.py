@@ -68,6 +68,46 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class ToolOffer:
+    """A tool the model may call in an ``agent`` run: its name, what it does (shown to the model) and its
+    arguments' JSON schema (as JSON text, so requests stay hashable). Offering a tool grants nothing: every
+    call the model makes is a *proposal* that the tools layer decides."""
+
+    name: str
+    description: str
+    parameters: str = '{"type": "object", "properties": {}}'
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call a model asked for: the provider's call id, the tool's name and the arguments as the model
+    wrote them (JSON text; parsed and validated by the tools layer, never trusted)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What the system answered to one :class:`ToolCall`: the outcome as quoted data (a result, a refusal, a
+    pending approval), and the citation id the final answer may cite it by."""
+
+    call_id: str
+    content: str
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier step of an ``agent`` run, replayed to the model: what it said and called, and the results."""
+
+    text: str
+    calls: tuple[ToolCall, ...] = ()
+    results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything a model needs for one draft. ``system_prompt`` is the rendered active prompt version."""
 
@@ -83,6 +123,10 @@ class GenerationRequest:
     prompt_version: str = ""
     request_id: str = ""
     principal: str = ""
+    #: ``agent`` runs: the tools offered, the earlier steps and whether the model may answer without a call
+    tools: tuple[ToolOffer, ...] = ()
+    turns: tuple[Turn, ...] = ()
+    tool_choice: Literal["auto", "none"] = "auto"
 
     def passage(self, citation_id: str) -> Passage | None:
         for p in self.context:
@@ -121,6 +165,9 @@ class Generation:
     gateway_ms: float = 0.0
     reservation_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the calls the model asked for through the provider's native tool calling (``openai``'s ``tool_calls``;
+    #: the ``scripted`` provider's); other providers write ``<tool_call>`` markup in ``text`` instead
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def with_(self, **changes: Any) -> Generation:
         return evolve(self, changes)
@@ -147,6 +194,7 @@ class Generation:
             "prompt_name": self.prompt_name,
             "prompt_version": self.prompt_version,
             "request_id": self.request_id,
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls],
         }
 
 

@@ -86,7 +86,7 @@ def me(request: Request, principal: Caller) -> S.Me:
 @router.post("/api/ask", response_model=S.AskOut, tags=["ask"])
 def ask(request: Request, body: S.AskIn, principal: Caller) -> Any:
     """Run a question through the governed pipeline (Cedar ``ask``)."""
-    from charter.pipeline import ask as run
+    from charter.agents import respond as run
 
     rt = _rt(request)
     require(rt, principal, "ask")

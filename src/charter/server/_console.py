@@ -230,7 +230,7 @@ def ask_post(
     request: Request, question: str = Form(max_length=20_000), submit_for_review: str | None = Form(None)
 ) -> Response:
     def page(p: Principal) -> Response:
-        from charter.pipeline import ask
+        from charter.agents import respond as ask
 
         rt = state_of(request).rt
         require(rt, p, "ask")

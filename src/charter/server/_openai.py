@@ -135,7 +135,7 @@ def chat_completions(
     request: Request, body: ChatRequest, principal: Annotated[Principal, Depends(current_principal)]
 ) -> Any:
     """Ask the workflow named by ``model``; the answer is the governed, cited draft."""
-    from charter.pipeline import ask
+    from charter.agents import respond as ask
 
     rt = state_of(request).rt
     wf = rt.spec.workflow.id

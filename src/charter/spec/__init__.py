@@ -1,7 +1,7 @@
 """The charter file: schema, loading with file:line errors, cross-reference checks and fingerprint."""
 
 from charter.spec._fingerprint import canonical_json, fingerprint, section_hash
-from charter.spec._load import AGENT_LOOP_UNAVAILABLE, LoadedCharter, Principal, find_charter, load_charter
+from charter.spec._load import LoadedCharter, Principal, find_charter, load_charter
 from charter.spec._schema import (
     SENSITIVITY_ORDER,
     Charter,
@@ -14,7 +14,6 @@ from charter.spec._schema import (
 from charter.spec._types import parse_duration
 
 __all__ = [
-    "AGENT_LOOP_UNAVAILABLE",
     "SENSITIVITY_ORDER",
     "Charter",
     "LoadedCharter",

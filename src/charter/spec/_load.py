@@ -19,12 +19,6 @@ from charter.spec._yaml import Loc, LocatedYAML, load_yaml_file
 
 CHARTER_FILENAMES = ("charter.yaml", "charter.yml")
 
-#: What ``charter check`` warns and ``ask`` refuses with for ``workflow.kind: agent``.
-AGENT_LOOP_UNAVAILABLE = (
-    "workflow kind 'agent' is accepted, but the agent loop (several tool-calling steps) is not available "
-    "yet: requests are refused; set workflow.kind to 'answer' or 'draft' to run this charter today"
-)
-
 # Things that look like credentials. A charter names environment variables, never holds secrets.
 _SECRET_PATTERNS = [
     (re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"), "an OpenAI/Anthropic-style API key"),
@@ -499,15 +493,6 @@ def load_charter(path: Path | str | None = None, *, check_policies: bool = True)
         raise SpecError(sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
     assert spec is not None and users is not None and users_located is not None
     loaded = LoadedCharter(spec=spec, path=path.resolve(), users=users, located=located)
-    if spec.workflow.kind == "agent":
-        loaded.warnings.append(
-            Problem(
-                AGENT_LOOP_UNAVAILABLE,
-                file=located.file,
-                line=located.line_of(("workflow", "kind")),
-                field="workflow.kind",
-            )
-        )
     if check_policies:
         from charter.policy import check_policy_files
 

@@ -53,8 +53,8 @@ class Workflow(Section):
         description="`answer`: the output goes back to the asker, who may see everything they may read "
         "(no outbound/internal split, no tone); `draft`: the output is a draft for a third party, reviewed "
         "before it is sent (sources outside `review.outbound_sensitivity` become internal notes); `agent`: a "
-        "task carried out with tools over several steps (accepted, but the agent loop is not available yet: "
-        "`charter check` and `charter ask` refuse it). Defaults per kind: docs/charter.md.",
+        "task carried out with tools over several steps, the final answer going back to the asker "
+        "(limits in `agent`). Defaults per kind: docs/charter.md.",
     )
     prompts: PromptBindings = Field(
         default_factory=lambda: PromptBindings(), description="Prompts by purpose (`system`)."
@@ -689,9 +689,13 @@ class Escalation(Section):
         "sensitive_topic",
         "canary_in_output",
         "pii_in_output",
+        "agent_stopped",
         "approval_sla",
         "always",
-    ] = Field(description="Trigger.")
+    ] = Field(
+        description="Trigger. `agent_stopped`: an `agent` run stopped by a limit (steps, time, budget, loop, "
+        "kill switch) or a failure."
+    )
     to: Identifier = Field(description="Role that receives it.")
     sla: Duration = Field(description="Time to act before it escalates further.")
     then: Identifier | None = Field(None, description="Role it moves to when the SLA passes.")
@@ -722,6 +726,32 @@ class Review(Section):
     senders: list[Identifier] = Field(
         default_factory=list,
         description="Roles that may send any approved draft (`draft_approved` tools); others only their own.",
+    )
+
+
+# --------------------------------------------------------------------------------------------- agent
+class AgentLimits(Section):
+    """`agent` workflows: how far one task may go. Every tool call is a proposal decided by the tools layer
+    (tool list, Cedar, arguments, kill switch, preconditions, rate limit, approval); these limits stop a run
+    that goes on too long. The cost of a task is limited by `budgets.per_task_usd` over all its steps."""
+
+    max_steps: int = Field(
+        8, ge=1, le=100, description="Model steps per task; a run still calling tools after that stops."
+    )
+    max_duration: Duration = Field(  # type: ignore[assignment]
+        "5m",
+        description="Working time per task (waiting for an approval does not count; the approval's own "
+        "`expires_after` bounds the wait). Checked between steps.",
+    )
+    max_calls_per_step: int = Field(
+        5, ge=1, le=50, description="Tool calls one model step may ask for; more are refused."
+    )
+    repeat_limit: int = Field(
+        2,
+        ge=1,
+        le=20,
+        description="How many times the same call (tool and arguments) may be asked for in one task; one "
+        "more stops the run as a loop.",
     )
 
 
@@ -920,6 +950,9 @@ class Charter(Section):
     model: Model
     prompts: list[Prompt] = Field(default_factory=list, description="Versioned prompts.")
     tools: list[Tool] = Field(default_factory=list, description="Tools.")
+    agent: AgentLimits = Field(
+        default_factory=lambda: AgentLimits(), description="`agent` workflows: step, time and loop limits."
+    )
     mcp: Mcp = Field(default_factory=lambda: Mcp(), description="Upstream MCP servers (tool sources).")
     review: Review
     budgets: Budgets
@@ -958,6 +991,13 @@ class Charter(Section):
         if self.review.drafts is not None:
             return self.review.drafts
         return "all" if self.workflow.kind == "draft" else "escalated"
+
+    @property
+    def output_to_asker(self) -> bool:
+        """The audience rule of the workflow kind: ``answer`` and ``agent`` outputs go back to the asker, who
+        may see every passage they may read (no outbound/internal split, no tone); a ``draft`` goes to a
+        third party."""
+        return self.workflow.kind != "draft"
 
     @property
     def system_prompt(self) -> str | None:

@@ -29,6 +29,7 @@ from charter.tools._registry import (
     tool,
     tool_registry,
 )
+from charter.tools._tables import agent_runs
 
 __all__ = [
     "OPEN_STATES",
@@ -39,6 +40,7 @@ __all__ = [
     "StrictArgs",
     "ToolContext",
     "ToolRegistry",
+    "agent_runs",
     "approval_requirement",
     "args_hash",
     "canonical_args",
