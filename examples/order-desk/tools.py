@@ -39,9 +39,9 @@ def _order(order_id: str) -> dict[str, Any]:
 def _state(base_dir: Path) -> Iterator[dict[str, Any]]:
     """The mutable state, locked (threads and processes), written back atomically."""
     folder = base_dir / ".charter"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / "order-desk-state.json"
-    with (folder / "order-desk-state.lock").open("a+") as lock:
+    with os.fdopen(os.open(folder / "order-desk-state.lock", os.O_RDWR | os.O_CREAT, 0o600), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             state: dict[str, Any] = (
@@ -49,8 +49,9 @@ def _state(base_dir: Path) -> Iterator[dict[str, Any]]:
             )
             yield state
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
-            os.replace(tmp, path)
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+                out.write(json.dumps(state, indent=2))
+            os.replace(tmp, path)  # private like everything under .charter (the gate checks the modes)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -150,6 +150,20 @@ def tokens_may_read(tokens: frozenset[str], document_acl: frozenset[str] | None)
     return bool(document_acl) and bool(tokens & document_acl)  # type: ignore[operator]
 
 
+#: ``source_id`` of a citation of an ``agent`` run's tool result: ``tool:<tool name>`` (``doc_id``: the action).
+TOOL_SOURCE = "tool:"
+
+
+def tool_result_readable(rt: Runtime, principal: Principal, source_id: str) -> bool | None:
+    """The read rule for a tool's result (``source_id`` ``tool:<name>``): whoever may call the tool may read
+    what it returns — Cedar ``tools.call`` on it, as the tool list offered to a model is decided. ``None``
+    when ``source_id`` names a document, not a tool result."""
+    if not source_id.startswith(TOOL_SOURCE):
+        return None
+    name = source_id[len(TOOL_SOURCE) :]
+    return rt.authorizer.authorize(principal, "tools.call", f"tool:{name}", {"args": {}}).allowed
+
+
 class Reader:
     """What one principal may read, with the ACL lookups cached for the life of this object (one request)."""
 
@@ -165,12 +179,15 @@ class Reader:
             self._acls.update(document_acls(self.rt, todo))
 
     def may_read(self, ref: DocRef) -> bool:
+        tool = tool_result_readable(self.rt, self.principal, ref.source_id)
+        if tool is not None:
+            return tool
         self.load([ref])
         return tokens_may_read(self.tokens, self._acls.get(ref))
 
     def unreadable(self, refs: Iterable[DocRef]) -> list[DocRef]:
         refs = list(refs)
-        self.load(refs)
+        self.load([r for r in refs if not r.source_id.startswith(TOOL_SOURCE)])
         return sorted({r for r in refs if not self.may_read(r)}, key=lambda r: r.key)
 
 

@@ -19,6 +19,9 @@ from charter.agents._loop import (
     resume_ready,
     resume_run,
     run_task,
+    shown_run,
+    visible_run,
+    visible_runs,
 )
 
 __all__ = [
@@ -30,4 +33,7 @@ __all__ = [
     "resume_ready",
     "resume_run",
     "run_task",
+    "shown_run",
+    "visible_run",
+    "visible_runs",
 ]

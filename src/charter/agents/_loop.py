@@ -34,6 +34,7 @@ from sqlalchemy import or_, select, update
 
 from charter import _checks as checks
 from charter import pipeline
+from charter.access import TOOL_SOURCE
 from charter.errors import BudgetExceeded, CharterException, Conflict, Denied, NotFound, UsageError
 from charter.models import ToolCall, ToolOffer, ToolResult, Turn, evolve
 from charter.retrieval import Hit
@@ -148,6 +149,33 @@ def get_run(rt: Runtime, run_id: str) -> AgentRun:
     if row is None:
         raise NotFound(f"no agent run {run_id!r}")
     return _row_to_run(rt, row)
+
+
+def visible_run(rt: Runtime, principal: Principal, run_id: str) -> AgentRun:
+    """The run, for its asker or a principal who may read every trace (``traces.read_all``); anyone else gets
+    :class:`NotFound`, as for a run that does not exist. Every front end reads runs through this rule."""
+    from charter.access import may_list_all_traces
+
+    run = get_run(rt, run_id)
+    if run.principal_id != principal.id and not may_list_all_traces(rt, principal):
+        raise NotFound(f"no agent run {run_id!r}")
+    return run
+
+
+def shown_run(run: AgentRun, principal: Principal) -> dict[str, Any]:
+    """A run as ``principal`` may see it: the state for anyone it is visible to, the final answer (which may
+    quote documents and tool results only the asker may read) for its asker alone."""
+    return {**run.summary(), "result": run.result if run.principal_id == principal.id else None}
+
+
+def visible_runs(
+    rt: Runtime, principal: Principal, *, status: str | None = None, limit: int = 100
+) -> list[AgentRun]:
+    """The runs ``principal`` may see: everyone's with ``traces.read_all``, else their own."""
+    from charter.access import may_list_all_traces
+
+    mine = None if may_list_all_traces(rt, principal) else principal.id
+    return list_runs(rt, status=status, principal_id=mine, limit=limit)
 
 
 def list_runs(
@@ -366,7 +394,7 @@ def resume_run(
     passages = run.state["passages"]
     if passages:
         reader = Reader(rt, principal)
-        refs = {cid: DocRef(p["source_id"], p["doc_id"]) for cid, p in passages.items() if not p.get("tool")}
+        refs = {cid: DocRef(p["source_id"], p["doc_id"]) for cid, p in passages.items()}
         reader.load(refs.values())
         for cid, ref in refs.items():
             if not reader.may_read(ref):
@@ -741,8 +769,8 @@ def _check_inputs(rt: Runtime, run: AgentRun) -> tuple[dict[str, Hit], dict[str,
         for r in turn["results"]:
             hits[r["citation"]] = _hit(
                 {
-                    "chunk_id": f"tool:{r.get('tool') or '?'}#{r.get('action_id') or r['call_id']}",
-                    "source_id": f"tool:{r.get('tool') or '?'}",
+                    "chunk_id": f"{TOOL_SOURCE}{r.get('tool') or '?'}#{r.get('action_id') or r['call_id']}",
+                    "source_id": f"{TOOL_SOURCE}{r.get('tool') or '?'}",
                     "doc_id": str(r.get("action_id") or r["call_id"]),
                     "title": f"result of {r.get('tool') or '?'}",
                     "heading": "",

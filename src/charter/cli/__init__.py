@@ -33,6 +33,7 @@ from charter.cli import _eval  # noqa: F401  isort: skip
 from charter.cli import _gate  # noqa: F401  isort: skip
 from charter.cli import _db  # noqa: F401  isort: skip
 from charter.cli import _mcp  # noqa: F401  isort: skip
+from charter.cli import _agent  # noqa: F401  isort: skip
 
 
 def _report_error(exc: CharterException, as_json: bool) -> int:

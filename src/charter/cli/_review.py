@@ -91,6 +91,12 @@ def _decide(
             soft_wrap=True,
         ),
     )
+    if rt.spec.workflow.kind == "agent" and action.status != "pending":
+        from charter.agents import resume_ready
+
+        resumed = resume_ready(rt)  # the run that waited for this decision goes on now
+        if resumed and not as_json:
+            console.print(f"continued agent run(s): {', '.join(resumed)}", highlight=False)
     if action.status == "failed":
         raise typer.Exit(1)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from charter.models._render import clean_text, estimate_tokens, parse_citations, strip_citation_markers
 from charter.models._text import Overlap, is_statement, sentences_with_structure
-from charter.models._types import INTERNAL, OUTBOUND, Generation, GenerationRequest, Passage, provider
+from charter.models._types import INTERNAL, OUTBOUND, Generation, GenerationRequest, Passage, evolve, provider
 from charter.screening import screen_sentence
 from charter.spec._schema import ModelEndpoint
 
@@ -65,6 +65,10 @@ _STEP = re.compile(
     r"check|find|scroll|under|in settings|copy|paste|upload|save)\b",
     re.IGNORECASE,
 )
+
+
+#: ``agent`` answers quote at most this many tool results (the latest ones)
+MAX_RESULTS_QUOTED = 3
 
 
 def _is_step(sentence: str) -> bool:
@@ -447,6 +451,37 @@ class ExtractiveModel:
         return True
 
     def generate(self, request: GenerationRequest) -> Generation:
+        if request.tools:  # an agent step: call the next tool the task needs, else answer (models._planner)
+            return self._agent_step(request)
+        return self._draft(request)
+
+    def _agent_step(self, request: GenerationRequest) -> Generation:
+        from charter.models._planner import plan, readable_result
+
+        calls = plan(request)
+        if calls:
+            return Generation(
+                text="",
+                model=self.name,
+                provider=self.provider_name,
+                finish_reason="tool_calls",
+                usage_source="estimated",
+                tool_calls=tuple(calls),
+            )
+        results = [
+            f"{readable_result(r.content)} [{r.citation}]"
+            for t in request.turns
+            for r in t.results
+            if r.citation and not r.content.startswith("waiting for approval")
+        ][-MAX_RESULTS_QUOTED:]
+        drafted = self._draft(evolve(request, {"tools": (), "turns": ()}))
+        body = [] if drafted.finish_reason == "no_answer" else [drafted.text]
+        if not results and not body:
+            return drafted
+        text = "\n\n".join([" ".join(results), *body] if results else body)
+        return drafted.with_(text=text, finish_reason="stop", citations=parse_citations(text))
+
+    def _draft(self, request: GenerationRequest) -> Generation:
         cands, _overlap, screened, best = self.candidates(request)
         greeting, signoff = tone_parts(
             request.tone, recipient=request.recipient_name, sender=request.sender_name

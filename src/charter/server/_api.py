@@ -249,7 +249,55 @@ def decide_approval(request: Request, approval_id: str, body: S.ApprovalDecision
     rt = _rt(request)
     require_capability(rt, principal, "approvals", "decide approval requests")
     _visible_approval(rt, principal, approval_id)
-    return decide(rt, approval_id, principal, body.decision, reason=body.reason).to_dict()
+    decided = decide(rt, approval_id, principal, body.decision, reason=body.reason)
+    if rt.spec.workflow.kind == "agent":  # the agent run that waits for it goes on, in the background
+        from charter.server._app import resume_runs_soon
+
+        resume_runs_soon(rt)
+    return decided.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ agent runs
+@router.get("/api/runs", response_model=S.RunList, tags=["agent"])
+def list_agent_runs(
+    request: Request,
+    principal: Caller,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> S.RunList:
+    """Agent runs (``workflow.kind: agent``): your own, or everyone's with ``traces.read_all``. No task text."""
+    from charter.agents import shown_run, visible_runs
+
+    rt = _rt(request)
+    require(rt, principal, "ask")
+    runs = visible_runs(rt, principal, status=status, limit=limit)
+    return S.RunList(items=[S.RunOut(**shown_run(r, principal)) for r in runs])
+
+
+@router.get("/api/runs/{run_id}", response_model=S.RunOut, tags=["agent"])
+def get_agent_run(request: Request, run_id: str, principal: Caller) -> S.RunOut:
+    """One agent run's state (its final answer for the asker)."""
+    from charter.agents import shown_run, visible_run
+
+    rt = _rt(request)
+    require(rt, principal, "ask")
+    return S.RunOut(**shown_run(visible_run(rt, principal, run_id), principal))
+
+
+@router.post("/api/runs/{run_id}/resume", response_model=S.AskOut, tags=["agent"])
+def resume_agent_run(request: Request, run_id: str, principal: Caller) -> Any:
+    """Continue a run whose approvals are decided, now (the server also does it by itself); 409 when there is
+    nothing to do yet (an approval is open, another worker has it, or it has ended)."""
+    from charter.agents import resume_run, visible_run
+    from charter.errors import Conflict
+
+    rt = _rt(request)
+    require(rt, principal, "ask")
+    visible_run(rt, principal, run_id)
+    result = resume_run(rt, run_id)
+    if result is None:
+        raise Conflict(f"agent run {run_id} cannot go on now (an approval is open, or it is not waiting)")
+    return result.as_dict()
 
 
 # ------------------------------------------------------------------------------------------------ tools

@@ -433,16 +433,55 @@ def _flush_loop(state: ServerState, stop: threading.Event) -> None:
 
 
 def _tick_loop(rt: Runtime, every: float, stop: threading.Event) -> None:
-    """Expire and escalate approvals and drafts that are due (``charter.review.tick``), until stopped."""
+    """Expire and escalate approvals and drafts that are due (``charter.review.tick``), and continue agent runs
+    that can go on (at start-up too: runs a restart left waiting), until stopped."""
     import logging
 
     from charter.review import tick
 
-    while not stop.wait(every):
+    first = True
+    while first or not stop.wait(every):
         try:
-            tick(rt)
+            if not first:
+                tick(rt)
+            if (
+                rt.spec.workflow.kind == "agent"
+            ):  # runs whose approvals were decided; on start: left by a restart
+                from charter.agents import resume_ready
+
+                resume_ready(rt)
         except Exception:  # a failed tick is retried at the next interval; the server keeps serving
             logging.getLogger("charter.server").warning("review tick failed", exc_info=True)
+        first = False
+
+
+_resuming = threading.Lock()
+_resume_wanted = threading.Event()
+
+
+def resume_runs_soon(rt: Runtime) -> None:
+    """Continue the agent runs that can go on, in a background thread (an approver's request does not wait
+    for the run's next steps). One such thread at a time, which goes round again when asked meanwhile; the
+    tick loop catches anything left."""
+    import logging
+
+    _resume_wanted.set()
+    if not _resuming.acquire(blocking=False):
+        return  # the running thread sees the request
+
+    def work() -> None:
+        try:
+            from charter.agents import resume_ready
+
+            while _resume_wanted.is_set():
+                _resume_wanted.clear()
+                resume_ready(rt)
+        except Exception:
+            logging.getLogger("charter.server").warning("resuming agent runs failed", exc_info=True)
+        finally:
+            _resuming.release()
+
+    threading.Thread(target=work, name="charter-agent-resume", daemon=True).start()
 
 
 def _version() -> str:

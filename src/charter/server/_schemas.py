@@ -74,6 +74,30 @@ class AskOut(BaseModel):
     warnings: list[str] = []
     review_id: str | None = None
     sentence_scores: list[dict[str, Any]] = []
+    tool_calls: list[dict[str, Any]] = []
+    run_id: str | None = None
+    run_status: str | None = None
+
+
+class RunOut(BaseModel):
+    """An ``agent`` run: its state; ``result`` (the final answer, checked) only for the asker."""
+
+    id: str
+    workflow: str
+    principal_id: str
+    status: str
+    steps: int
+    waiting_on: list[str]
+    stop_reason: str | None
+    segments: int
+    active_ms: float
+    created_at: str
+    updated_at: str
+    result: dict[str, Any] | None = None
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
 
 
 class SearchIn(_In):
