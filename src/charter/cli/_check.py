@@ -98,6 +98,11 @@ TEMPLATES: dict[str, tuple[Path, str, str]] = {
         "a draft workflow: billing support reply drafts reviewed before they are sent, with tools",
         'charter ask --as ana "How long does a card refund take?"',
     ),
+    "agent": (
+        EXAMPLES_DIR / "order-desk",
+        "an agent workflow: an order desk that looks orders up, refunds (a lead approves above 50 EUR) and notes",
+        'charter prompts approve system v1 --as ines && charter ask --as theo "ORD-10421 arrived damaged; refund 20 EUR."',
+    ),
 }
 
 
