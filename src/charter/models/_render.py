@@ -200,7 +200,7 @@ def render_messages(
             messages.append(
                 {
                     "role": "assistant",
-                    "content": turn.text or None,
+                    "content": turn.text,  # a string, possibly empty: llama-cpp-python refuses null and absent
                     **(
                         {
                             "tool_calls": [
