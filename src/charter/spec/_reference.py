@@ -37,6 +37,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("tools[].approval.conditions[]", S.ConditionalApproval),
     ("tools[].rate_limit", S.RateLimit),
     ("tools[].upstream", S.UpstreamTool),
+    ("agent", S.AgentLimits),
     ("mcp", S.Mcp),
     ("mcp.servers[]", S.McpServer),
     ("review", S.Review),
