@@ -473,3 +473,12 @@ def test_runs_are_stored_sealed_and_listed_without_content(rt: Runtime) -> None:
     assert "ORD-10421" not in json.dumps(row.task) and "ORD-10421" not in json.dumps(row.state)
     (listed,) = [r.summary() for r in list_runs(rt) if r.id == result.run_id]
     assert "task" not in listed and not re.search(r"ORD-\d+", json.dumps(listed))
+
+
+def test_an_agent_workflow_without_tools_is_flagged_by_check(order_desk: Path) -> None:
+    from tests.conftest import run_cli
+
+    edit(order_desk, lambda d: d.update(tools=[]))
+    checked = run_cli("check", str(order_desk))
+    assert checked.exit_code == 0 and "agent' workflow without tools" in checked.stdout, checked.stdout
+    assert "workflow.kind" in checked.stdout

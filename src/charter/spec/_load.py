@@ -493,6 +493,16 @@ def load_charter(path: Path | str | None = None, *, check_policies: bool = True)
         raise SpecError(sorted(problems, key=lambda p: (p.file or "", p.line or 0)))
     assert spec is not None and users is not None and users_located is not None
     loaded = LoadedCharter(spec=spec, path=path.resolve(), users=users, located=located)
+    if spec.workflow.kind == "agent" and not spec.tools:
+        loaded.warnings.append(
+            Problem(
+                "an 'agent' workflow without tools can only answer from its sources: declare the tools its "
+                "tasks need under `tools` (docs/agents.md), or set workflow.kind to 'answer'",
+                file=located.file,
+                line=located.line_of(("workflow", "kind")),
+                field="workflow.kind",
+            )
+        )
     if check_policies:
         from charter.policy import check_policy_files
 
