@@ -360,13 +360,11 @@ def resume_run(
     from charter.access import DocRef, Reader
 
     run = get_run(rt, run_id)
-    if run.status == "waiting":
-        for action_id in run.state.get("waiting", []):
-            action = get_action(rt, action_id)
-            if action.status in OPEN_STATES:
-                return None
-    elif not (run.status == "running" and run.lease_until is not None and run.lease_until < utcnow()):
+    dead_worker = run.status == "running" and run.lease_until is not None and run.lease_until < utcnow()
+    if run.status != "waiting" and not dead_worker:
         return None
+    if any(get_action(rt, a).status in OPEN_STATES for a in run.state.get("waiting", [])):
+        return None  # an approval it waits for is still open
     if not _claim(rt, run):
         return None
     t0 = time.perf_counter()
