@@ -482,3 +482,23 @@ def test_an_agent_workflow_without_tools_is_flagged_by_check(order_desk: Path) -
     checked = run_cli("check", str(order_desk))
     assert checked.exit_code == 0 and "agent' workflow without tools" in checked.stdout, checked.stdout
     assert "workflow.kind" in checked.stdout
+
+
+def test_exported_names_are_pinned() -> None:
+    import charter.agents
+
+    assert sorted(charter.agents.__all__) == [
+        "RUN_STATES",
+        "AgentRun",
+        "get_run",
+        "list_runs",
+        "respond",
+        "resume_ready",
+        "resume_run",
+        "run_task",
+        "shown_run",
+        "visible_run",
+        "visible_runs",
+    ]
+    for name in charter.agents.__all__:
+        assert getattr(charter.agents, name) is not None

@@ -17,6 +17,7 @@ def test_tools_exports() -> None:
             "StrictArgs",
             "ToolContext",
             "ToolRegistry",
+            "agent_runs",
             "approval_requirement",
             "args_hash",
             "canonical_args",
