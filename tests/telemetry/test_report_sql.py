@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _monitoring_helpers import write_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from tests.access._world import LEO, add_user
-from tests.telemetry.test_trends import fast_store, make_trace, review
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.runtime import Runtime
-from charter.telemetry import build_report, error_signature, record_feedback
+from charter.telemetry import build_report, error_signature
 from charter.telemetry._monitoring_tables import feedback, monitor_rollup
 from charter.telemetry._trace_tables import trace_sources, traces
 
@@ -99,40 +99,6 @@ def _wipe(rt: Runtime) -> None:
     with rt.store.begin() as conn:
         for table in (feedback, review_items, trace_sources, traces, monitor_rollup):
             conn.execute(delete(table))
-
-
-def _write(rt: Runtime, ops: list[dict[str, Any]]) -> None:
-    ts = fast_store(rt)
-    lena = rt.charter.principal("lena")  # may rate any trace (traces.read_all)
-    for op in ops:
-        t = make_trace(
-            rt,
-            NOW - timedelta(minutes=op["minutes"]),
-            prompt_version=op["prompt_version"],
-            model=op["model"],
-            status=op["status"],
-            escalation=op["escalation"],
-            cost=op["cost"],
-            groundedness=op["groundedness"],
-        )
-        t.principal_id = f"u{op['minutes'] % 3}"
-        retrieved = [(s, d, True) for s, d in op["cited"]] + [(s, d, False) for s, d in op["uncited"]]
-        t.retrieved = [
-            {"chunk_id": f"{s}:{d}#{i}", "source": s, "doc_id": d, "rank": i, "score": 0.5}
-            for i, (s, d, _) in enumerate(retrieved, 1)
-        ]
-        t.citations = [
-            {"id": f"S{i}", "chunk_id": f"{s}:{d}#{i}", "source_id": s, "doc_id": d}
-            for i, (s, d, cited) in enumerate(retrieved, 1)
-            if cited
-        ]
-        if op["error"]:
-            t.errors = [{"type": op["error"][0], "stage": op["error"][1], "message": op["error"][2]}]
-        ts.write(t)
-        if op["review"]:
-            review(rt, t.request_id, op["review"], "inaccurate" if op["review"] == "reject" else None)
-        for rating in op["ratings"]:
-            record_feedback(rt, t.request_id, lena, rating=rating, reasons=op["reasons"])
 
 
 # ------------------------------------------------------------------------------------------- the oracle
@@ -445,7 +411,7 @@ def _check(rt: Runtime, h: dict[str, Any]) -> None:
 @given(h=history)
 def test_report_sections_equal_raw_python_computation(rt: Runtime, h: dict[str, Any]) -> None:
     _wipe(rt)
-    _write(rt, h["traces"])
+    write_history(rt, h["traces"], NOW)
     _check(rt, h)
 
 
@@ -473,6 +439,6 @@ def test_report_sections_on_a_fixed_history(rt: Runtime) -> None:
                 "reasons": ["outdated"] if i % 2 else [],
             }
         )
-    _write(rt, ops)
+    write_history(rt, ops, NOW)
     for who in (None, "ben", "farid"):
         _check(rt, {"end": NOW, "reader": who, "min_support": 1})
