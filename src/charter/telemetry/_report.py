@@ -172,15 +172,26 @@ def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) ->
             while rank > ordered[i][1]:
                 rank, i = rank - ordered[i][1], i + 1
             targets[q] = (*ordered[i][0], rank)
+        # one scan for the values of those cells and the failing requests' error lists
+        cells_wanted = {(b, sub) for b, sub, _ in targets.values()}
+        failing = t.error_type.is_not(None)
+        wanted = or_(failing, *((g_bin == b) & (g_sub == sub) for b, sub in cells_wanted))
         values: dict[tuple[int, int], list[float]] = defaultdict(list)
-        if targets:
-            wanted = or_(
-                *((g_bin == b) & (g_sub == sub) for b, sub in {(b, sub) for b, sub, _ in targets.values()})
-            )
-            for b, sub, v in conn.execute(
-                select(g_bin, g_sub, t.groundedness).where(window & t.groundedness.is_not(None) & wanted)
-            ):
+        errors: list[tuple[str, Any]] = []
+        for b, sub, v, rid, is_error, errs in conn.execute(
+            select(
+                g_bin,
+                g_sub,
+                t.groundedness,
+                t.request_id,
+                case((failing, 1), else_=0),
+                case((failing, t.body["errors"]), else_=None),
+            ).where(window & wanted)
+        ):
+            if v is not None and (int(b), int(sub)) in cells_wanted:
                 values[(int(b), int(sub))].append(float(v))
+            if is_error:
+                errors.append((rid, errs))
         for vs in values.values():
             vs.sort()
         g_pct = {
@@ -189,12 +200,6 @@ def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) ->
         }
         n = sum(u[0] for u in usage.values())
         p95 = _value_at_rank(conn, cost, window, _nearest_rank(n, 0.95), n) if n else None
-        errors = [
-            (rid, errs)
-            for rid, errs in conn.execute(
-                select(t.request_id, t.body["errors"]).where(window & t.error_type.is_not(None))
-            )
-        ]
         docs = cited_documents(conn, start, end) if cited_docs else []
     maxes = [float(u[1]) for u in usage.values() if u[1] is not None]
     return {
