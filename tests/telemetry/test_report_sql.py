@@ -26,18 +26,19 @@ from _monitoring_helpers import write_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
-from tests.access._world import LEO, add_user
+from tests.access._world import LEO, add_user, index_documents
 from tests.telemetry.test_trends import fast_store, make_trace
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.runtime import Runtime
 from charter.telemetry import build_report, error_signature
 from charter.telemetry._monitoring_tables import feedback, monitor_rollup
+from charter.telemetry._report import _blame
 from charter.telemetry._trace_tables import trace_sources, traces
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
 SINCE = timedelta(days=7)
-#: (source, document): public, per-document (not indexed: unreadable for a reader) and one id in two sources
+#: (source, document): readable by some readers and not others (ACLS), and one id in two sources
 DOCS = [
     ("help-center", "refunds.md"),
     ("help-center", "invoices.md"),
@@ -90,10 +91,26 @@ history = st.fixed_dictionaries(
 )
 
 
+#: What the index says who may read (as a sync stores it): each reader may read some documents and not
+#: others, within one source too (``help-center``: ben and farid read ``refunds.md``, only farid
+#: ``shared.md``); ``finance-policies/limits.md`` is not indexed (nobody may read it).
+ACLS = {
+    ("help-center", "refunds.md"): frozenset({"public"}),
+    ("help-center", "invoices.md"): frozenset({"group:support"}),
+    ("help-center", "shared.md"): frozenset({"group:finance"}),
+    ("playbook", "shared.md"): frozenset({"group:support"}),
+    ("playbook", "escalations.md"): frozenset({"user:lena"}),
+}
+
+
 @pytest.fixture
 def rt(db_url: str, project: Path) -> Iterator[Runtime]:
     add_user(project, LEO)  # the second lead who approves edits (four-eyes)
     runtime = Runtime.open(project, database_url=db_url)
+    index_documents(runtime, ACLS)
+    for who, readable in (("ben", 3), ("farid", 2)):  # the readers see some documents, not all
+        hidden = Reader(runtime, runtime.charter.principal(who)).unreadable(DocRef(s, d) for s, d in DOCS)
+        assert len(DOCS) - len(list(hidden)) == readable, who
     yield runtime
     runtime.close()
 
@@ -407,6 +424,11 @@ def _check(rt: Runtime, h: dict[str, Any]) -> None:
     _close(report["source_blame"], blame, "source_blame")
     if principal is not None:  # the other sections name no hidden document (the core's scrubbing)
         hidden = set(Reader(rt, principal).unreadable(cited))
+        # the redacted rows counted from the returned citations (above INLINE_HIDDEN documents) are the same
+        rows_path = _blame(
+            rt, end - SINCE, end, h["min_support"], Reader(rt, principal), hidden, inline_hidden=0
+        )
+        _close(rows_path, blame, "source_blame (row by row)")
         want = {k: scrub_documents(v, hidden) for k, v in want.items()}
     for section, expected in want.items():
         _close(report[section], expected, section)
