@@ -154,3 +154,38 @@ def test_0019_renames_the_drafts_customer_to_its_subject_and_keeps_the_rollup_tr
         )
         assert _review_triggers(conn) == triggers
     store.dispose()
+
+
+def test_0020_indexes_the_cited_documents_by_time_and_keeps_the_rows(empty_db_url: str) -> None:
+    """A citation written before 0020_report is still there after it, and ``trace_sources`` has the index the
+    report's cited-documents query reads (``cited, started_at, source_id, doc_id``)."""
+    from sqlalchemy import inspect, text
+
+    store = open_store(empty_db_url, migrate=False)
+    store.migrate("0019")
+    now = utcnow().replace(tzinfo=None) if store.is_sqlite else utcnow()
+    with store.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO trace_sources (request_id, rank, started_at, source_id, doc_id, chunk_id, score, "
+                "cited) VALUES ('req_1', 1, :now, 'help-center', 'refunds.md', 'help-center:refunds.md#0', 0.5, "
+                ":cited)"
+            ),
+            {"now": now, "cited": True},
+        )
+
+    def indexes() -> dict[str, list[str]]:
+        with store.engine.connect() as conn:
+            return {
+                str(i["name"]): [str(c) for c in i["column_names"]]
+                for i in inspect(conn).get_indexes("trace_sources")
+            }
+
+    assert "ix_trace_sources_cited" not in indexes()
+    store.migrate()
+    assert indexes()["ix_trace_sources_cited"] == ["cited", "started_at", "source_id", "doc_id"]
+    with store.connect() as conn:
+        assert conn.execute(text("SELECT doc_id FROM trace_sources WHERE cited")).scalars().all() == [
+            "refunds.md"
+        ]
+    store.dispose()

@@ -1,13 +1,19 @@
-"""Shared by the monitoring tests: planted secrets, trace builders and a byte-level leak scanner."""
+"""Shared by the monitoring tests: planted secrets, trace builders, a byte-level leak scanner and the writer of
+generated monitoring histories (the oracle tests' Hypothesis operations)."""
 
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from charter.store import utcnow
 from charter.telemetry import Trace
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
 
 # Every value here must never be found raw anywhere Charter writes (database, WAL, spans, reports).
 PLANTED: dict[str, str] = {
@@ -169,3 +175,79 @@ def scripted_trace(
 
 def days_ago(now: datetime, days: float) -> datetime:
     return now - timedelta(days=days)
+
+
+def write_history(rt: Runtime, ops: list[dict[str, Any]], now: datetime) -> None:
+    """Write a generated history through the production paths: the trace store, the review queue and
+    :func:`charter.telemetry.record_feedback` (plus feedback rows inserted directly, for reason lists no
+    front end would send). One operation is one request, ``minutes`` before ``now``; every key but
+    ``minutes``, ``prompt_version``, ``model``, ``status``, ``escalation``, ``cost`` and ``groundedness``
+    is optional:
+
+    * ``index_version``, ``latency`` (ms), ``refused_tools``: the trace's labels and numbers;
+    * ``cited`` / ``uncited``: ``(source, document)`` pairs retrieved and cited / retrieved only
+      (``trace_sources``); the request's principal is ``u<minutes % 3>``;
+    * ``error``: ``(type, stage, message)`` of the request's error;
+    * ``review`` (approve | edit | reject, with ``reject_reason``), decided before the trace is written when
+      ``review_first``;
+    * ``ratings`` (``up`` / ``down``, each one feedback row by lena with ``reasons``) and ``raw_feedback``
+      (``(rating, reasons)`` inserted as a row).
+    """
+    from tests.telemetry.test_trends import fast_store, make_trace, review
+
+    from charter.telemetry import record_feedback
+    from charter.telemetry._monitoring_tables import feedback
+
+    ts = fast_store(rt)
+    lena = rt.charter.principal("lena")  # may rate any trace (traces.read_all)
+    for op in ops:
+        t = make_trace(
+            rt,
+            now - timedelta(minutes=op["minutes"]),
+            prompt_version=op["prompt_version"],
+            model=op["model"],
+            index_version=op.get("index_version", "idx-1"),
+            status=op["status"],
+            escalation=op["escalation"],
+            latency_ms=op.get("latency", 100.0),
+            cost=op["cost"],
+            groundedness=op["groundedness"],
+            refused_tools=op.get("refused_tools", 0),
+        )
+        t.principal_id = f"u{op['minutes'] % 3}"
+        retrieved = [(s, d, True) for s, d in op.get("cited", [])]
+        retrieved += [(s, d, False) for s, d in op.get("uncited", [])]
+        t.retrieved = [
+            {"chunk_id": f"{s}:{d}#{i}", "source": s, "doc_id": d, "rank": i, "score": 0.5}
+            for i, (s, d, _) in enumerate(retrieved, 1)
+        ]
+        t.citations = [
+            {"id": f"S{i}", "chunk_id": f"{s}:{d}#{i}", "source_id": s, "doc_id": d}
+            for i, (s, d, cited) in enumerate(retrieved, 1)
+            if cited
+        ]
+        if op.get("error"):
+            etype, stage, message = op["error"]
+            t.errors = [{"type": etype, "stage": stage, "message": message}]
+        decision = op.get("review")
+        reason = op.get("reject_reason", "inaccurate") if decision == "reject" else None
+        if decision and op.get("review_first"):
+            review(rt, t.request_id, decision, reason)
+        ts.write(t)
+        if decision and not op.get("review_first"):
+            review(rt, t.request_id, decision, reason)
+        for rating in op.get("ratings", []):
+            record_feedback(rt, t.request_id, lena, rating=rating, reasons=op.get("reasons", []))
+        if op.get("raw_feedback") is not None:  # any reason list, duplicates and punctuation included
+            rating, reasons = op["raw_feedback"]
+            with rt.store.begin() as conn:
+                conn.execute(
+                    feedback.insert().values(
+                        id="fb_" + uuid.uuid4().hex[:20],
+                        request_id=t.request_id,
+                        created_at=now,
+                        principal_id="x",
+                        rating=rating,
+                        reasons=reasons,
+                    )
+                )

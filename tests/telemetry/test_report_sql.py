@@ -22,21 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _monitoring_helpers import write_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
-from tests.access._world import LEO, add_user
-from tests.telemetry.test_trends import fast_store, make_trace, review
+from tests.access._world import LEO, add_user, index_documents
+from tests.telemetry.test_trends import fast_store, make_trace
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.runtime import Runtime
-from charter.telemetry import build_report, error_signature, record_feedback
+from charter.telemetry import build_report, error_signature
 from charter.telemetry._monitoring_tables import feedback, monitor_rollup
+from charter.telemetry._report import _blame
 from charter.telemetry._trace_tables import trace_sources, traces
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
 SINCE = timedelta(days=7)
-#: (source, document): public, per-document (not indexed: unreadable for a reader) and one id in two sources
+#: (source, document): readable by some readers and not others (ACLS), and one id in two sources
 DOCS = [
     ("help-center", "refunds.md"),
     ("help-center", "invoices.md"),
@@ -64,9 +66,13 @@ trace_op = st.fixed_dictionaries(
             st.tuples(
                 st.sampled_from(["ProviderError", "Timeout"]),
                 st.sampled_from(["generate", "retrieve"]),
-                st.text(
-                    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-                    max_size=30,
+                st.one_of(
+                    st.text(
+                        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                        max_size=30,
+                    ),
+                    # naming a document: hidden from a reader who may not read it, if the period cited it
+                    st.sampled_from([f"could not read {s}/{d}" for s, d in DOCS]),
                 ),
             ),
         ),
@@ -85,10 +91,26 @@ history = st.fixed_dictionaries(
 )
 
 
+#: What the index says who may read (as a sync stores it): each reader may read some documents and not
+#: others, within one source too (``help-center``: ben and farid read ``refunds.md``, only farid
+#: ``shared.md``); ``finance-policies/limits.md`` is not indexed (nobody may read it).
+ACLS = {
+    ("help-center", "refunds.md"): frozenset({"public"}),
+    ("help-center", "invoices.md"): frozenset({"group:support"}),
+    ("help-center", "shared.md"): frozenset({"group:finance"}),
+    ("playbook", "shared.md"): frozenset({"group:support"}),
+    ("playbook", "escalations.md"): frozenset({"user:lena"}),
+}
+
+
 @pytest.fixture
 def rt(db_url: str, project: Path) -> Iterator[Runtime]:
     add_user(project, LEO)  # the second lead who approves edits (four-eyes)
     runtime = Runtime.open(project, database_url=db_url)
+    index_documents(runtime, ACLS)
+    for who, readable in (("ben", 3), ("farid", 2)):  # the readers see some documents, not all
+        hidden = Reader(runtime, runtime.charter.principal(who)).unreadable(DocRef(s, d) for s, d in DOCS)
+        assert len(DOCS) - len(list(hidden)) == readable, who
     yield runtime
     runtime.close()
 
@@ -99,40 +121,6 @@ def _wipe(rt: Runtime) -> None:
     with rt.store.begin() as conn:
         for table in (feedback, review_items, trace_sources, traces, monitor_rollup):
             conn.execute(delete(table))
-
-
-def _write(rt: Runtime, ops: list[dict[str, Any]]) -> None:
-    ts = fast_store(rt)
-    lena = rt.charter.principal("lena")  # may rate any trace (traces.read_all)
-    for op in ops:
-        t = make_trace(
-            rt,
-            NOW - timedelta(minutes=op["minutes"]),
-            prompt_version=op["prompt_version"],
-            model=op["model"],
-            status=op["status"],
-            escalation=op["escalation"],
-            cost=op["cost"],
-            groundedness=op["groundedness"],
-        )
-        t.principal_id = f"u{op['minutes'] % 3}"
-        retrieved = [(s, d, True) for s, d in op["cited"]] + [(s, d, False) for s, d in op["uncited"]]
-        t.retrieved = [
-            {"chunk_id": f"{s}:{d}#{i}", "source": s, "doc_id": d, "rank": i, "score": 0.5}
-            for i, (s, d, _) in enumerate(retrieved, 1)
-        ]
-        t.citations = [
-            {"id": f"S{i}", "chunk_id": f"{s}:{d}#{i}", "source_id": s, "doc_id": d}
-            for i, (s, d, cited) in enumerate(retrieved, 1)
-            if cited
-        ]
-        if op["error"]:
-            t.errors = [{"type": op["error"][0], "stage": op["error"][1], "message": op["error"][2]}]
-        ts.write(t)
-        if op["review"]:
-            review(rt, t.request_id, op["review"], "inaccurate" if op["review"] == "reject" else None)
-        for rating in op["ratings"]:
-            record_feedback(rt, t.request_id, lena, rating=rating, reasons=op["reasons"])
 
 
 # ------------------------------------------------------------------------------------------- the oracle
@@ -436,6 +424,11 @@ def _check(rt: Runtime, h: dict[str, Any]) -> None:
     _close(report["source_blame"], blame, "source_blame")
     if principal is not None:  # the other sections name no hidden document (the core's scrubbing)
         hidden = set(Reader(rt, principal).unreadable(cited))
+        # the redacted rows counted from the returned citations (above INLINE_HIDDEN documents) are the same
+        rows_path = _blame(
+            rt, end - SINCE, end, h["min_support"], Reader(rt, principal), hidden, inline_hidden=0
+        )
+        _close(rows_path, blame, "source_blame (row by row)")
         want = {k: scrub_documents(v, hidden) for k, v in want.items()}
     for section, expected in want.items():
         _close(report[section], expected, section)
@@ -445,7 +438,7 @@ def _check(rt: Runtime, h: dict[str, Any]) -> None:
 @given(h=history)
 def test_report_sections_equal_raw_python_computation(rt: Runtime, h: dict[str, Any]) -> None:
     _wipe(rt)
-    _write(rt, h["traces"])
+    write_history(rt, h["traces"], NOW)
     _check(rt, h)
 
 
@@ -473,6 +466,117 @@ def test_report_sections_on_a_fixed_history(rt: Runtime) -> None:
                 "reasons": ["outdated"] if i % 2 else [],
             }
         )
-    _write(rt, ops)
+    write_history(rt, ops, NOW)
     for who in (None, "ben", "farid"):
         _check(rt, {"end": NOW, "reader": who, "min_support": 1})
+
+
+# ------------------------------------------------------------------------------------------- cited documents
+edge_op = st.fixed_dictionaries(
+    {
+        # on, just inside and just outside both edges of the period, and anywhere
+        "at": st.one_of(
+            st.sampled_from(
+                [
+                    timedelta(0),
+                    timedelta(microseconds=1),
+                    -timedelta(microseconds=1),
+                    SINCE,
+                    SINCE - timedelta(microseconds=1),
+                    SINCE + timedelta(microseconds=1),
+                ]
+            ),
+            st.integers(-60 * 24, 60 * 24 * 9).map(lambda m: timedelta(minutes=m)),
+        ),
+        "cited": st.lists(st.sampled_from(DOCS), max_size=3),
+        "uncited": st.lists(st.sampled_from(DOCS), max_size=2),
+    }
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(edge_op, max_size=12), who=st.sampled_from(["ben", "farid"]))
+def test_cited_documents_equal_the_join_through_the_periods_traces(
+    rt: Runtime, ops: list[dict[str, Any]], who: str
+) -> None:
+    """The documents a period's answers cited, read from ``trace_sources`` alone (0020_report's index),
+    are those found through the period's traces (the oracle: the join the report used before), for
+    citations on and beside both edges; and what the reader may not read among them is what the report
+    hides."""
+    from charter.telemetry._report import cited_documents
+
+    _wipe(rt)
+    end = NOW
+    ts = fast_store(rt)
+    for i, op in enumerate(ops):
+        t = make_trace(rt, end - op["at"], prompt_version="v1")
+        retrieved = [(s, d, True) for s, d in op["cited"]] + [(s, d, False) for s, d in op["uncited"]]
+        t.retrieved = [
+            {"chunk_id": f"{s}:{d}#{k}", "source": s, "doc_id": d, "rank": k, "score": 0.5}
+            for k, (s, d, _) in enumerate(retrieved, 1)
+        ]
+        t.citations = [
+            {"id": f"S{k}", "chunk_id": f"{s}:{d}#{k}", "source_id": s, "doc_id": d}
+            for k, (s, d, cited) in enumerate(retrieved, 1)
+            if cited
+        ]
+        t.request_id = f"req_{i:04d}"
+        ts.write(t)
+    start = end - SINCE
+    tr, so = traces.c, trace_sources.c
+    with rt.store.connect() as conn:
+        got = cited_documents(conn, start, end)
+        oracle = {
+            DocRef(s, d)
+            for s, d in conn.execute(
+                select(so.source_id, so.doc_id)
+                .select_from(traces.join(trace_sources, so.request_id == tr.request_id))
+                .where((tr.started_at >= start) & (tr.started_at < end) & so.cited.is_(True))
+            )
+        }
+    assert len(got) == len(set(got)) and set(got) == oracle
+    want_hidden = set(Reader(rt, rt.charter.principal(who)).unreadable(oracle))
+    report = build_report(rt, since=SINCE, now=end, principal=rt.charter.principal(who))
+    hidden_keys = {r.key for r in want_hidden}
+    assert report["source_blame"]["redacted_documents"] <= len(want_hidden)
+    text = repr({k: v for k, v in report.items() if k != "source_blame"})
+    assert not any(k in text for k in hidden_keys)
+
+
+def test_cited_documents_is_a_covering_range_scan(tmp_path: Path) -> None:
+    """On SQLite the period's cited documents are read from ``ix_trace_sources_cited`` alone (0020_report),
+    and the source blame still finds its citations by primary-key probes from the rated requests (the
+    period's cited rows outnumber them)."""
+    from sqlalchemy import text
+
+    from charter.store import open_store
+    from charter.telemetry._report import _rated_cited, cited_documents
+
+    store = open_store(f"sqlite:///{tmp_path / 'plan.db'}")
+    start, end = NOW - SINCE, NOW
+    captured: list[str] = []
+
+    class _Capture:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, q: Any) -> Any:
+            captured.append(str(q.compile(store.engine, compile_kwargs={"literal_binds": True})))
+            return self.conn.execute(q)
+
+    with store.connect() as conn:
+        assert cited_documents(_Capture(conn), start, end) == []
+        plan = " ".join(r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + captured[0])))
+    assert "COVERING INDEX ix_trace_sources_cited" in plan, plan
+    assert "traces" not in plan.replace("trace_sources", ""), plan
+
+    class _Rt:  # what _rated_cited reads of a runtime
+        def __init__(self) -> None:
+            self.store = store
+
+    rc = _rated_cited(_Rt(), start, end)  # type: ignore[arg-type]
+    sql = str(select(rc).compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.connect() as conn:
+        plan = " | ".join(r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    assert "ix_trace_sources_cited" not in plan, plan
+    store.dispose()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _monitoring_helpers import write_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, text
 from tests.access._world import LEO, add_user
-from tests.telemetry.test_trends import fast_store, make_trace, review
 
 from charter.runtime import Runtime
-from charter.telemetry import apply_retention, record_feedback
+from charter.telemetry import apply_retention
 from charter.telemetry._clusters import _failure_rows, _feedback_failures, failure_counts
 from charter.telemetry._monitoring_tables import feedback, monitor_rollup
 from charter.telemetry._trace_tables import traces
@@ -61,11 +60,11 @@ trace_op = st.fixed_dictionaries(
         "cost": st.floats(0, 0.05, allow_nan=False),
         "groundedness": st.one_of(st.none(), st.floats(0, 1, allow_nan=False)),
         "refused_tools": st.integers(0, 2),
-        "error_type": st.sampled_from([None, "ProviderError", "Timeout"]),
+        "error": st.sampled_from([None, ("ProviderError", "generate", "m"), ("Timeout", "generate", "m")]),
         "review": st.sampled_from([None, "approve", "edit", "reject"]),
         "review_first": st.booleans(),
         "reject_reason": st.sampled_from(["inaccurate", "incomplete", "unsupported_by_sources"]),
-        "feedback": st.sampled_from([None, "up", "down"]),
+        "ratings": st.sampled_from([[], ["up"], ["down"]]),
         "reasons": st.lists(
             st.sampled_from(["outdated", "inaccurate", "incomplete", "wrong_tone"]), max_size=2
         ),
@@ -107,48 +106,6 @@ def _wipe(rt: Runtime) -> None:
         ).scalar()
         assert left == 0
         conn.execute(delete(monitor_rollup))
-
-
-def _write(rt: Runtime, ops: list[dict[str, Any]]) -> None:
-    ts = fast_store(rt)
-    lena = rt.charter.principal("lena")  # may rate any trace (traces.read_all)
-    for op in ops:
-        t = make_trace(
-            rt,
-            NOW - timedelta(minutes=op["minutes"]),
-            prompt_version=op["prompt_version"],
-            model=op["model"],
-            index_version=op["index_version"],
-            status=op["status"],
-            escalation=op["escalation"],
-            latency_ms=op["latency"],
-            cost=op["cost"],
-            groundedness=op["groundedness"],
-            refused_tools=op["refused_tools"],
-        )
-        if op["error_type"]:
-            t.errors = [{"type": op["error_type"], "stage": "generate", "message": "m"}]
-        decision = op["review"]
-        if decision and op["review_first"]:
-            review(rt, t.request_id, decision, op["reject_reason"] if decision == "reject" else None)
-        ts.write(t)
-        if decision and not op["review_first"]:
-            review(rt, t.request_id, decision, op["reject_reason"] if decision == "reject" else None)
-        if op["feedback"]:
-            record_feedback(rt, t.request_id, lena, rating=op["feedback"], reasons=op["reasons"])
-        if op["raw_feedback"] is not None:  # any reason list, duplicates and punctuation included
-            rating, reasons = op["raw_feedback"]
-            with rt.store.begin() as conn:
-                conn.execute(
-                    feedback.insert().values(
-                        id="fb_" + uuid.uuid4().hex[:20],
-                        request_id=t.request_id,
-                        created_at=NOW,
-                        principal_id="x",
-                        rating=rating,
-                        reasons=reasons,
-                    )
-                )
 
 
 def _summaries(cells: dict[Any, Any]) -> dict[Any, dict[str, Any]]:
@@ -221,7 +178,7 @@ def _check(rt: Runtime, h: dict[str, Any]) -> None:
 
 def _history_test(rt: Runtime, h: dict[str, Any]) -> None:
     _wipe(rt)
-    _write(rt, h["traces"])
+    write_history(rt, h["traces"], NOW)
     if h["repeat_update"]:  # an UPDATE that changes an aggregated column moves the row's contribution
         with rt.store.begin() as conn:
             conn.execute(traces.update().values(latency_ms=traces.c.latency_ms + 950.0))

@@ -179,9 +179,16 @@ def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tupl
     return out
 
 
-def failure_counts(rt: Runtime, start: datetime, end: datetime) -> dict[str, Counter[str]]:
+def failure_counts(
+    rt: Runtime,
+    start: datetime,
+    end: datetime,
+    feedback_rows: list[tuple[str, datetime, str]] | None = None,
+) -> dict[str, Counter[str]]:
     """Failures per category and UTC day in ``[start, end)``: whole days from the monitoring rollup
-    (``esc``/``rej``/``fail`` rows, migration ``0018_rollup``), the edge days from the raw rows."""
+    (``esc``/``rej``/``fail`` rows, migration ``0018_rollup``), the edge days from the raw rows.
+    ``feedback_rows``: :func:`_feedback_failures` of ``[start, end)`` when the caller has them already (the
+    edges' thumbs-down are then taken from them instead of being queried again)."""
     from charter.telemetry._trends import day_split, rollup_labels
 
     raw, days = day_split(start, end)
@@ -194,7 +201,12 @@ def failure_counts(rt: Runtime, start: datetime, end: datetime) -> dict[str, Cou
                 select(sub.c.category, day, func.count()).group_by(sub.c.category, day)
             ):
                 per_day[cat][str(d)] += int(n)
-            for _rid, at, cat in _feedback_failures(rt, a, b):
+            edge_fb = (
+                _feedback_failures(rt, a, b)
+                if feedback_rows is None
+                else [r for r in feedback_rows if a <= r[1] < b]
+            )
+            for _rid, at, cat in edge_fb:
                 per_day[cat][at.date().isoformat()] += 1
     if days is not None:
         prefix = {"esc": "escalation:", "rej": "review_rejected:", "fail": ""}
@@ -253,7 +265,9 @@ def build_failures(
     end = now or utcnow()
     start = end - since
     mid = start + (end - start) / 2
-    per_day = failure_counts(rt, start, end)
+    # the window's thumbs-down once: the edge days' counts and the newest failing requests both use them
+    fb_rows = _feedback_failures(rt, start, end)
+    per_day = failure_counts(rt, start, end, fb_rows)
     halves: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     # the newest ``sample * 3`` non-feedback failure rows lie in the last days holding that many
     by_day: Counter[str] = Counter()
@@ -275,7 +289,6 @@ def build_failures(
                 .limit(sample * 3)
             )
         )
-    fb_rows = _feedback_failures(rt, start, end)
     mid_day = mid.date().isoformat()
     for cat, days in per_day.items():
         for d, n in days.items():

@@ -29,13 +29,13 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, case, cast, distinct, func, or_, select
+from sqlalchemy import Integer, case, cast, distinct, func, or_, select, true
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
 from charter.telemetry._monitoring_tables import feedback
 from charter.telemetry._trace_tables import trace_sources, traces
-from charter.telemetry._trends import Agg, rollup, wilson_interval
+from charter.telemetry._trends import Agg, EdgeMemo, rollup, wilson_interval
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -117,93 +117,114 @@ def _sorted_ids(rt: Runtime, column: Any) -> Any:
 
 def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) -> dict[str, Any]:
     """The period's non-additive numbers, each aggregated by the database: requests by status and workflow
-    with the cost maximum and the requests over the per-task budget (one ``GROUP BY``), the groundedness
-    histogram (one ``GROUP BY`` bin), exact nearest-rank percentiles (groundedness p10/p50/p90 within their
-    histogram bin, cost p95; ``ORDER BY … LIMIT 1 OFFSET k``), the failing requests' error lists (for their
-    signatures — the only per-request rows read) and, for a reader, the documents the period's answers
-    cited. Everything additive comes from the period's cells (:func:`charter.telemetry._trends.load_cells`)."""
+    with the cost maximum, the requests over the per-task budget and the groundedness histogram (one
+    ``GROUP BY`` status, workflow, bin and sub-bin), exact nearest-rank percentiles (groundedness
+    p10/p50/p90: the few values of the sub-bins holding those ranks, sorted here; cost p95:
+    ``ORDER BY … LIMIT 1 OFFSET k``), the failing requests' error lists (for their signatures — the only
+    per-request rows read) and, for a reader, the documents the period's answers cited. Everything additive
+    comes from the period's cells (:func:`charter.telemetry._trends.load_cells`)."""
     t = traces.c
     window = (t.started_at >= start) & (t.started_at < end)
     cost = func.coalesce(t.cost_usd, 0.0)
     per_task = rt.spec.budgets.per_task_usd
-    scaled = t.groundedness * GROUNDEDNESS_BINS
-    # the bin index as Python's int() truncates (SQLite's CAST truncates); below 0 both clamp to bin 0.
-    # Monotone in the value, so the k-th value overall is a known rank within one bin.
-    raw_bin = cast(scaled, Integer) if rt.store.dialect == "sqlite" else func.floor(scaled)
+
+    def trunc(v: Any) -> Any:  # SQLite's CAST truncates; PostgreSQL's rounds, so floor there
+        return cast(v, Integer) if rt.store.dialect == "sqlite" else func.floor(v)
+
+    # the histogram bin as Python's int() truncates; below 0 both clamp to bin 0, above 1 to the last bin.
+    # The sub-bin (hundredths, unclamped) only narrows where a percentile's rank lies. Both are monotone in
+    # the value, so the k-th value overall is a known rank within one (bin, sub-bin) cell.
+    raw_bin = trunc(t.groundedness * GROUNDEDNESS_BINS)
     g_bin = case((raw_bin < 0, 0), (raw_bin > GROUNDEDNESS_BINS - 1, GROUNDEDNESS_BINS - 1), else_=raw_bin)
+    g_sub = trunc(t.groundedness * (GROUNDEDNESS_BINS * 10))
     with rt.store.connect() as conn:
-        usage = [
-            (status, wf, int(c), mx, int(over or 0))
-            for status, wf, c, mx, over in conn.execute(
-                select(
-                    t.status,
-                    t.workflow,
-                    func.count(),
-                    func.max(cost),
-                    func.sum(case((cost > per_task, 1), else_=0)),
-                )
-                .where(window)
-                .group_by(t.status, t.workflow)
+        rows = conn.execute(
+            select(
+                t.status,
+                t.workflow,
+                g_bin,
+                g_sub,
+                func.count(),
+                func.max(cost),
+                func.sum(case((cost > per_task, 1), else_=0)),
             )
-        ]
+            .where(window)
+            .group_by(t.status, t.workflow, g_bin, g_sub)
+        ).fetchall()
+        usage: dict[tuple[str, str], list[Any]] = {}
         hist = [0] * GROUNDEDNESS_BINS
-        for b, c in conn.execute(
-            select(g_bin, func.count()).where(window & t.groundedness.is_not(None)).group_by(g_bin)
-        ):
-            hist[int(b)] += int(c)
-        # the nearest ranks of p10/p50/p90 as (bin, rank within the bin): one scan, and the database sorts
-        # only the rows of those bins
+        cells: Counter[tuple[int, int]] = Counter()  # (bin, sub-bin) → values
+        for status, wf, b, sub, c, mx, over in rows:
+            u = usage.setdefault((status, wf), [0, None, 0])
+            u[0] += int(c)
+            u[1] = mx if u[1] is None or (mx is not None and mx > u[1]) else u[1]
+            u[2] += int(over or 0)
+            if b is not None:
+                hist[int(b)] += int(c)
+                cells[(int(b), int(sub))] += int(c)
+        # the nearest ranks of p10/p50/p90 as (bin, sub-bin, rank within it); the database returns only
+        # those cells' values (about 1% of the period's each)
         g_n = sum(hist)
-        targets: dict[float, tuple[int, int]] = {}
+        targets: dict[float, tuple[int, int, int]] = {}
+        ordered = sorted(cells.items())
         for q in (0.1, 0.5, 0.9) if g_n else ():
-            rank, b = _nearest_rank(g_n, q), 0
-            while rank > hist[b]:
-                rank, b = rank - hist[b], b + 1
-            targets[q] = (b, rank)
-        found: dict[tuple[int, int], float] = {}
-        if targets:
-            rn = func.row_number().over(partition_by=g_bin, order_by=t.groundedness)
-            inner = (
-                select(g_bin.label("b"), t.groundedness.label("g"), rn.label("rn"))
-                .where(
-                    window & t.groundedness.is_not(None) & g_bin.in_(sorted({b for b, _ in targets.values()}))
-                )
-                .subquery()
-            )
-            wanted = or_(*((inner.c.b == b) & (inner.c.rn == r) for b, r in set(targets.values())))
-            for b, r, v in conn.execute(select(inner.c.b, inner.c.rn, inner.c.g).where(wanted)):
-                found[(int(b), int(r))] = float(v)
-        g_pct = {q: found.get(targets[q]) if q in targets else None for q in (0.1, 0.5, 0.9)}
-        n = sum(u[2] for u in usage)
+            rank, i = _nearest_rank(g_n, q), 0
+            while rank > ordered[i][1]:
+                rank, i = rank - ordered[i][1], i + 1
+            targets[q] = (*ordered[i][0], rank)
+        # one scan for the values of those cells and the failing requests' error lists
+        cells_wanted = {(b, sub) for b, sub, _ in targets.values()}
+        failing = t.error_type.is_not(None)
+        wanted = or_(failing, *((g_bin == b) & (g_sub == sub) for b, sub in cells_wanted))
+        values: dict[tuple[int, int], list[float]] = defaultdict(list)
+        errors: list[tuple[str, Any]] = []
+        for b, sub, v, rid, is_error, errs in conn.execute(
+            select(
+                g_bin,
+                g_sub,
+                t.groundedness,
+                t.request_id,
+                case((failing, 1), else_=0),
+                case((failing, t.body["errors"]), else_=None),
+            ).where(window & wanted)
+        ):
+            if v is not None and (int(b), int(sub)) in cells_wanted:
+                values[(int(b), int(sub))].append(float(v))
+            if is_error:
+                errors.append((rid, errs))
+        for vs in values.values():
+            vs.sort()
+        g_pct = {
+            q: values[(targets[q][0], targets[q][1])][targets[q][2] - 1] if q in targets else None
+            for q in (0.1, 0.5, 0.9)
+        }
+        n = sum(u[0] for u in usage.values())
         p95 = _value_at_rank(conn, cost, window, _nearest_rank(n, 0.95), n) if n else None
-        errors = [
-            (rid, errs)
-            for rid, errs in conn.execute(
-                select(t.request_id, t.body["errors"]).where(window & t.error_type.is_not(None))
-            )
-        ]
-        docs: list[DocRef] = []
-        if cited_docs:  # through the window's traces (trace_sources has no index on started_at)
-            ts = trace_sources.c
-            docs = [
-                DocRef(s, d)
-                for s, d in conn.execute(
-                    select(ts.source_id, ts.doc_id)
-                    .select_from(traces.join(trace_sources, ts.request_id == t.request_id))
-                    .where(window & ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
-                    .distinct()
-                )
-            ]
-    maxes = [float(u[3]) for u in usage if u[3] is not None]
+        docs = cited_documents(conn, start, end) if cited_docs else []
+    maxes = [float(u[1]) for u in usage.values() if u[1] is not None]
     return {
-        "by_status": _counter((u[0], u[2]) for u in usage),
-        "by_workflow": _counter((u[1], u[2]) for u in usage),
+        "by_status": _counter((status, u[0]) for (status, _), u in usage.items()),
+        "by_workflow": _counter((wf, u[0]) for (_, wf), u in usage.items()),
         "g_hist": hist,
         "g_pct": g_pct,
-        "cost": {"max": max(maxes) if maxes else None, "over": sum(u[4] for u in usage), "p95": p95},
+        "cost": {"max": max(maxes) if maxes else None, "over": sum(u[2] for u in usage.values()), "p95": p95},
         "errors": errors,
         "cited_docs": docs,
     }
+
+
+def cited_documents(conn: Any, start: datetime, end: datetime) -> list[DocRef]:
+    """The distinct documents cited by the answers of the requests started in ``[start, end)``: a covering
+    range scan of ``ix_trace_sources_cited`` (migration ``0020_report``). ``trace_sources`` rows are written
+    with their trace in one transaction, with its ``started_at``, and deleted with it by retention, so no
+    join with ``traces`` is needed to know which requests are in the period."""
+    ts = trace_sources.c
+    q = (
+        select(ts.source_id, ts.doc_id)
+        .where((ts.cited == true()) & (ts.started_at >= start) & (ts.started_at < end))
+        .distinct()
+    )
+    return [DocRef(s, d) for s, d in conn.execute(q)]
 
 
 def _counter(pairs: Any) -> Counter[str]:
@@ -250,23 +271,37 @@ def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
     return (
         select(ts.source_id, ts.doc_id, outcome.c.rid, outcome.c.neg)
         .select_from(outcome.join(trace_sources, ts.request_id == outcome.c.rid))
-        .where(ts.cited.is_(True) & (ts.started_at >= start) & (ts.started_at < end))
+        # `IS NOT false`, not `= true` (the same for this NOT NULL column): the period's cited rows
+        # (ix_trace_sources_cited) outnumber the rated requests' ~10 to 1, so the citations are found by
+        # primary-key probes from the rated requests; an equality on `cited` would let SQLite's planner
+        # (no statistics) scan that index instead — twice as slow at 1M traces
+        .where(ts.cited.is_not(False) & (ts.started_at >= start) & (ts.started_at < end))
         .distinct()
         .cte("rc")
     )
 
 
+#: Up to this many unreadable documents, the redacted rows' distinct requests are counted by the database
+#: (the documents in an ``IN`` list); above, the hidden sources' rated citations are returned row by row.
+INLINE_HIDDEN = 1000
+
+
 def _blame_rows(
-    rt: Runtime, start: datetime, end: datetime, hidden_sources: set[str]
+    rt: Runtime,
+    start: datetime,
+    end: datetime,
+    hidden_sources: set[str],
+    hidden_docs: set[DocRef] | None = None,
 ) -> dict[str, list[tuple[str, str, int, int, str | None]]]:
     """One query (the rated citations as a CTE, evaluated once) returning, by ``kind``: ``doc`` and ``src``
     (rated requests ``n`` and negative ones ``k`` per document / source, distinct requests), ``all`` (the
     same over everything cited), ``xdoc`` / ``xsrc`` (the first three negative request ids per document /
     source, code-point order) and ``hid`` (every rated citation of a document in ``hidden_sources``, so the
     redacted rows count distinct requests)."""
-    from sqlalchemy import String, literal, null, union_all
+    from sqlalchemy import String, literal, null, tuple_, union_all
 
     rc = _rated_cited(rt, start, end)
+    rc_pair = tuple_(rc.c.source_id, rc.c.doc_id)
     none = null().cast(String)
 
     def firsts(kind: str, keys: tuple[str, ...]) -> Any:
@@ -296,7 +331,18 @@ def _blame_rows(
         firsts("xdoc", ("source_id", "doc_id")),
         firsts("xsrc", ("source_id",)),
     ]
-    if hidden_sources:
+    if hidden_docs:
+        pairs = rc_pair.in_(sorted((r.source_id, r.doc_id) for r in hidden_docs))
+        cited_hidden = select(rc.c.source_id).where(pairs)
+        parts += [
+            select(
+                literal("hdoc"), literal(""), literal(""), func.count(distinct(rc.c.rid)), distinct_k, none
+            ).where(pairs),
+            select(
+                literal("hsrc"), literal(""), literal(""), func.count(distinct(rc.c.rid)), distinct_k, none
+            ).where(rc.c.source_id.in_(cited_hidden)),
+        ]
+    elif hidden_sources:
         parts.append(
             select(literal("hid"), rc.c.source_id, rc.c.doc_id, literal(0), rc.c.neg, rc.c.rid).where(
                 rc.c.source_id.in_(sorted(hidden_sources))
@@ -316,12 +362,22 @@ def _blame(
     min_support: int,
     reader: Reader | None = None,
     unreadable: set[DocRef] | None = None,
+    inline_hidden: int = INLINE_HIDDEN,
 ) -> dict[str, Any]:
     """The source blame for ``[start, end)``. For a ``reader``, ``unreadable`` are the documents cited in the
     period that they may not read (:meth:`charter.access.Reader.unreadable` of every cited document; the
-    documents cited by rated requests are among them)."""
+    documents cited by rated requests are among them). The redacted rows' distinct requests are counted by
+    the database for up to ``inline_hidden`` such documents, from the returned citations above (the same
+    numbers; the oracle test compares both)."""
     hidden_refs = unreadable or set()
-    rows = _blame_rows(rt, start, end, {r.source_id for r in hidden_refs} if reader is not None else set())
+    inline = reader is not None and 0 < len(hidden_refs) <= inline_hidden
+    rows = _blame_rows(
+        rt,
+        start,
+        end,
+        {r.source_id for r in hidden_refs} if reader is not None else set(),
+        set(hidden_refs) if inline else None,
+    )
     by_doc = {(s, d): (n, k) for s, d, n, k, _ in rows["doc"]}
     by_source = {s: (n, k) for s, _, n, k, _ in rows["src"]}
     rated, negative = (rows["all"][0][2], rows["all"][0][3]) if rows["all"] else (0, 0)
@@ -374,13 +430,20 @@ def _blame(
         {k: v for k, v in by_source.items() if k not in hidden_sources}, source_examples, ("source_id",)
     )
     if hidden:
-        docs_neg = {rid: k for s, d, _, k, rid in rows["hid"] if (s, d) in hidden}
+        # distinct requests (and negative ones) behind the hidden documents, and behind their sources
+        if inline:
+            hdoc, hsrc = rows["hdoc"][0][2:4], rows["hsrc"][0][2:4]
+        else:
+            docs_neg = {rid: k for s, d, _, k, rid in rows["hid"] if (s, d) in hidden}
+            src_neg = {rid: k for s, _, _, k, rid in rows["hid"] if s in hidden_sources}
+            hdoc = (len(docs_neg), sum(1 for v in docs_neg.values() if v == 1))
+            hsrc = (len(src_neg), sum(1 for v in src_neg.values() if v == 1))
         blamed = sum(1 for key in hidden if row(*by_doc[key], [])["blamed"])
         documents.append(
             {
                 "source_id": document_redaction(len(hidden)),
                 "doc_id": "",
-                **row(len(docs_neg), sum(1 for v in docs_neg.values() if v == 1), []),
+                **row(*hdoc, []),
                 "blamed": blamed > 0,
                 "examples": [],
                 "redacted": True,
@@ -388,12 +451,11 @@ def _blame(
                 "blamed_documents": blamed,
             }
         )
-        src_neg = {rid: k for s, _, _, k, rid in rows["hid"] if s in hidden_sources}
         blamed = sum(1 for s in hidden_sources if row(*by_source[s], [])["blamed"])
         sources.append(
             {
                 "source_id": document_redaction(len(hidden_sources), "source"),
-                **row(len(src_neg), sum(1 for v in src_neg.values() if v == 1), []),
+                **row(*hsrc, []),
                 "blamed": blamed > 0,
                 "examples": [],
                 "redacted": True,
@@ -465,10 +527,10 @@ def _by_count(counts: Counter[str]) -> dict[str, int]:
     return {k: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v}
 
 
-def _month_spend(rt: Runtime, now: datetime) -> float:
+def _month_spend(rt: Runtime, now: datetime, memo: EdgeMemo | None = None) -> float:
     from charter.telemetry._trends import sum_cost
 
-    return sum_cost(rt, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now)
+    return sum_cost(rt, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now, memo)
 
 
 def _diff(cur: float | None, prev: float | None) -> float | None:
@@ -508,8 +570,10 @@ def build_report(
     window = max(since, trend_window)
     start = end - since
     prev_start = start - since
-    cells = load_cells(rt, start, end)
-    agg_cur, agg_prev = _total(cells), period_aggregates(rt, prev_start, start)
+    # the windows all end at `end`: today's partial day is aggregated from the raw rows once for all of them
+    memo: EdgeMemo = {}
+    cells = load_cells(rt, start, end, memo)
+    agg_cur, agg_prev = _total(cells), period_aggregates(rt, prev_start, start, memo)
     s_cur, s_prev = _agg_summary(rt, agg_cur, start, end), _agg_summary(rt, agg_prev, prev_start, start)
     reader = Reader(rt, principal) if principal is not None else None
     cur = _period(rt, start, end, cited_docs=reader is not None)
@@ -565,7 +629,7 @@ def build_report(
 
     budgets = rt.spec.budgets
     total_cost = agg_cur.cost_usd
-    month_spend = _month_spend(rt, end)
+    month_spend = _month_spend(rt, end, memo)
     month_days = _days_in_month(end)
     elapsed_days = max(
         (end - end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 86400, 1 / 24
@@ -625,7 +689,7 @@ def build_report(
         "source_blame": blame,
         "trends": trends,
         "rate_comparisons": compared,
-        "time_series": build_trends(rt, since=window, now=end),
+        "time_series": build_trends(rt, since=window, now=end, memo=memo),
         "production_failures": build_failures(rt, since=window, now=end, embed=embed),
         "screened_documents": _screened(rt),
     }

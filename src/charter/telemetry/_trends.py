@@ -280,23 +280,39 @@ def day_split(
     return raw, (first.date().isoformat(), last.date().isoformat())
 
 
-def load_cells(rt: Runtime, start: datetime, end: datetime) -> dict[Key, Agg]:
+#: Raw cells of partial days already aggregated, by ``(start, end)``: one builder of several windows ending
+#: at the same moment (the report: its period, the previous one, the trends, the month's spend) passes one
+#: dictionary, so an edge they share (today) is aggregated from the raw rows once.
+EdgeMemo = dict[tuple[datetime, datetime], dict[Key, Agg]]
+
+
+def _edge_cells(store: Store, a: datetime, b: datetime, memo: EdgeMemo | None) -> dict[Key, Agg]:
+    if memo is None:
+        return raw_cells(store, a, b)
+    if (a, b) not in memo:
+        memo[(a, b)] = raw_cells(store, a, b)
+    return memo[(a, b)]
+
+
+def load_cells(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> dict[Key, Agg]:
     """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version): whole UTC days
     from the daily rollup (``monitor_rollup``, kept by triggers on every write, migration
     ``0018_rollup``), the partial days at the edges (today, and the window's first day unless it starts at
-    midnight) from the raw rows — the same numbers :func:`raw_cells` computes for the whole window."""
+    midnight) from the raw rows — the same numbers :func:`raw_cells` computes for the whole window.
+    ``memo`` (:data:`EdgeMemo`) shares the edges' raw cells between windows; the cells returned are the
+    memo's own objects, which callers only read (every rollup adds them into new :class:`Agg` objects)."""
     raw, days = day_split(start, end)
     cells: dict[Key, Agg] = {}
     for a, b in raw:
-        cells.update(raw_cells(rt.store, a, b))
+        cells.update(_edge_cells(rt.store, a, b, memo))
     if days is not None:
         cells.update(rollup_cells(rt.store, *days))
     return cells
 
 
-def sum_cost(rt: Runtime, start: datetime, end: datetime) -> float:
+def sum_cost(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> float:
     """Total ``cost_usd`` of the traces started in ``[start, end)``: whole days from the rollup, the edge
-    days from the raw rows (as :func:`load_cells`)."""
+    days from the raw rows (as :func:`load_cells`; an edge already in ``memo`` from its cells)."""
     from charter.telemetry._monitoring_tables import monitor_rollup as mr
 
     raw, days = day_split(start, end)
@@ -304,6 +320,9 @@ def sum_cost(rt: Runtime, start: datetime, end: datetime) -> float:
     t = traces.c
     with rt.store.connect() as conn:
         for a, b in raw:
+            if memo is not None and (a, b) in memo:
+                total += sum(c.cost_usd for c in memo[(a, b)].values())
+                continue
             q = select(func.coalesce(func.sum(t.cost_usd), 0.0)).where(
                 (t.started_at >= a) & (t.started_at < b)
             )
@@ -675,11 +694,13 @@ def build_trends(
     since: timedelta = timedelta(days=28),
     now: datetime | None = None,
     change_window_days: int = 7,
+    memo: EdgeMemo | None = None,
 ) -> dict[str, Any]:
-    """The trend aggregates for ``[now - since, now)`` (JSON-ready; see the module docstring)."""
+    """The trend aggregates for ``[now - since, now)`` (JSON-ready; see the module docstring); ``memo``
+    as for :func:`load_cells`."""
     end = now or utcnow()
     start = end - since
-    cells = load_cells(rt, start, end)
+    cells = load_cells(rt, start, end, memo)
     days = [
         (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
     ]
@@ -748,6 +769,6 @@ def compare_periods(cur: Agg, prev: Agg) -> dict[str, Any]:
     return {k: compare_rates(p[k], c[k]) for k in c}
 
 
-def period_aggregates(rt: Runtime, start: datetime, end: datetime) -> Agg:
+def period_aggregates(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> Agg:
     """All of ``[start, end)`` as one :class:`Agg` (same SQL as the trends)."""
-    return _total(load_cells(rt, start, end))
+    return _total(load_cells(rt, start, end, memo))
