@@ -156,8 +156,8 @@ def test_0019_renames_the_drafts_customer_to_its_subject_and_keeps_the_rollup_tr
     store.dispose()
 
 
-def test_0020_indexes_the_cited_documents_by_time_and_keeps_the_rows(empty_db_url: str) -> None:
-    """A citation written before 0020_report is still there after it, and ``trace_sources`` has the index the
+def test_0021_indexes_the_cited_documents_by_time_and_keeps_the_rows(empty_db_url: str) -> None:
+    """A citation written before 0021_report is still there after it, and ``trace_sources`` has the index the
     report's cited-documents query reads (``cited, started_at, source_id, doc_id``)."""
     from sqlalchemy import inspect, text
 

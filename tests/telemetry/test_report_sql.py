@@ -499,7 +499,7 @@ edge_op = st.fixed_dictionaries(
 def test_cited_documents_equal_the_join_through_the_periods_traces(
     rt: Runtime, ops: list[dict[str, Any]], who: str
 ) -> None:
-    """The documents a period's answers cited, read from ``trace_sources`` alone (0020_report's index),
+    """The documents a period's answers cited, read from ``trace_sources`` alone (0021_report's index),
     are those found through the period's traces (the oracle: the join the report used before), for
     citations on and beside both edges; and what the reader may not read among them is what the report
     hides."""
@@ -544,7 +544,7 @@ def test_cited_documents_equal_the_join_through_the_periods_traces(
 
 
 def test_cited_documents_is_a_covering_range_scan(tmp_path: Path) -> None:
-    """On SQLite the period's cited documents are read from ``ix_trace_sources_cited`` alone (0020_report),
+    """On SQLite the period's cited documents are read from ``ix_trace_sources_cited`` alone (0021_report),
     and the source blame still finds its citations by primary-key probes from the rated requests (the
     period's cited rows outnumber them)."""
     from sqlalchemy import text

@@ -215,7 +215,7 @@ def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) ->
 
 def cited_documents(conn: Any, start: datetime, end: datetime) -> list[DocRef]:
     """The distinct documents cited by the answers of the requests started in ``[start, end)``: a covering
-    range scan of ``ix_trace_sources_cited`` (migration ``0020_report``). ``trace_sources`` rows are written
+    range scan of ``ix_trace_sources_cited`` (migration ``0021_report``). ``trace_sources`` rows are written
     with their trace in one transaction, with its ``started_at``, and deleted with it by retention, so no
     join with ``traces`` is needed to know which requests are in the period."""
     ts = trace_sources.c

@@ -62,6 +62,6 @@ trace_sources = Table(
     Column("score", Float, nullable=True),
     Column("cited", Boolean, nullable=False),
     Index("ix_trace_sources_doc", "source_id", "doc_id"),
-    # the documents a period's answers cited: a covering range scan (0020_report)
+    # the documents a period's answers cited: a covering range scan (0021_report)
     Index("ix_trace_sources_cited", "cited", "started_at", "source_id", "doc_id"),
 )

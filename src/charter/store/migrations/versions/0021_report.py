@@ -9,14 +9,14 @@ covering range scan of the cited rows of the period, in both SQLite and PostgreS
 are written with their trace in one transaction (same ``started_at``) and deleted with it by retention, so
 the range of ``trace_sources`` is the range of the traces (:func:`charter.telemetry._report.cited_documents`).
 
-Revision ID: 0020_report
-Revises: 0019
+Revision ID: 0021_report
+Revises: 0020_agent_runs
 """
 
 from alembic import op
 
-revision = "0020_report"
-down_revision = "0019"
+revision = "0021_report"
+down_revision = "0020_agent_runs"
 branch_labels = None
 depends_on = None
 
