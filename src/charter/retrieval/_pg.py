@@ -19,7 +19,9 @@ database, so many stateless workers share one index without each holding (and re
   scores Lucene BM25 (``k1 = 1.5``, ``b = 0.75``) with ``N`` and the average length of the permitted set:
   the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read.
 * **Fusion** is :func:`charter.retrieval._search.fuse`, unchanged, applied to the union of both top-M
-  lists. Every fusion is ``wb * bm25_norm + wd * dense_norm`` with weights and normalisation that depend
+  lists; the adaptive fusion's identifier lead is decided from the codes' permitted document frequencies,
+  which the BM25 statement returns. Every fusion is ``wb * bm25_norm + wd * dense_norm`` (under the lead,
+  minus ``wb`` for a chunk with no query term) with weights and normalisation that depend
   only on each list's top ``depth`` scores (``M >= depth``, so the union has them exactly); rows outside
   both lists therefore score at most what a row at both lists' boundaries would (fusion is monotone in each
   score), so if the k-th fused score beats that bound the result equals the exact fused
