@@ -149,28 +149,32 @@ def _lead_fusion(weight: float) -> Any:
     return f
 
 
-def _cliff_of_top(b: np.ndarray, p: np.ndarray, d: np.ndarray, lead: bool, names: bool) -> np.ndarray:
-    """The default, with the cliff measured against the best score instead of the top's range."""
-    if lead:
-        return _search.fuse(b, p, d, Fusion(), True)[0]
-    top = _search._top(b, p, 100)
-    if len(top) == 0:
-        return d
-    wb = 0.5 if len(top) == 1 else float(np.max(top[:-1] - top[1:]) / max(float(top[0]), 1e-9))
-    every = np.ones(len(d), dtype=np.bool_)
-    return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
+def _range_cliff(lead_on: bool) -> Any:
+    """The cliff rule as first shipped: the largest drop divided by the top 100's range, not the best score."""
+
+    def f(b: np.ndarray, p: np.ndarray, d: np.ndarray, lead: bool, names: bool) -> np.ndarray:
+        if lead and lead_on:
+            return _search.fuse(b, p, d, Fusion(), True)[0]
+        top = _search._top(b, p, 100)
+        if len(top) == 0:
+            return d
+        span = float(top[0] - top[-1])
+        wb = 0.5 if len(top) == 1 else (float(np.max(top[:-1] - top[1:])) / span if span > 1e-9 else 0.0)
+        every = np.ones(len(d), dtype=np.bool_)
+        return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
+
+    return f
 
 
 def candidates() -> dict[str, Any]:
     return {
-        "cand: adaptive without the identifier lead (previous default)": lambda b, p, d, lead, names: (
-            _search.fuse(b, p, d, Fusion())[0]
-        ),
+        "cand: previous default (range cliff, no lead)": _range_cliff(False),
+        "cand: range cliff + identifier lead": _range_cliff(True),
+        "cand: no identifier lead": lambda b, p, d, lead, names: _search.fuse(b, p, d, Fusion())[0],
         "cand: lead also on snake_case / camelCase names": lambda b, p, d, lead, names: _search.fuse(
             b, p, d, Fusion(), lead or names
         )[0],
         "cand: softer lead (BM25 weight 0.9)": _lead_fusion(0.9),
-        "cand: cliff relative to the best score": _cliff_of_top,
     }
 
 

@@ -147,13 +147,11 @@ def _spread(top: F32) -> float:
 
 
 def _cliff(top: F32) -> float:
-    """The largest drop between consecutive scores of ``top`` (best first), as a fraction of its range."""
-    if len(top) < 2:
+    """The largest drop between consecutive scores of ``top`` (best first), as a fraction of the best score:
+    the share of the best hit's lexical evidence that the hits below the break lack."""
+    if len(top) < 2 or float(top[0]) <= 1e-9:
         return 0.0
-    span = float(top[0] - top[-1])
-    if span <= 1e-9:
-        return 0.0
-    return float(np.max(top[:-1] - top[1:]) / span)
+    return float(np.max(top[:-1] - top[1:]) / float(top[0]))
 
 
 # Under an identifier lead the dense score only orders chunks whose normalised BM25 scores (in [0, 1]) are
@@ -174,8 +172,8 @@ def adaptive_weights(
     one (:func:`fuse_parts`).
 
     Otherwise dense-first: BM25's weight is the largest drop between consecutive scores of its top
-    ``depth``, as a fraction of their range (one half when a single chunk matches); the dense weight is the
-    rest. A rare term that only a few chunks contain puts a cliff under them — BM25 then leads; a
+    ``depth``, as a fraction of the best score (one half when a single chunk matches); the dense weight is
+    the rest. A rare term that only a few chunks contain puts a cliff under them — BM25 then leads; a
     natural-language question whose words match many chunks gives a gently falling list and leaves the
     ranking to the dense model. No BM25 match at all, or a list where every chunk scores alike, gives
     ``(0, 1)``: the dense ranking.
