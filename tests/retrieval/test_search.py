@@ -209,6 +209,11 @@ WORDS = [
     "currency",
     "receipt",
     "trial",
+    # identifier-shaped words: they switch the adaptive fusion's lexical lead, which must be decided from the
+    # permitted chunks only (a hidden chunk holding the code must not change a result)
+    "INV-2026-004817",
+    "E4012",
+    "pg_stat_activity",
 ]
 TOKENS = ["public", "group:a", "group:b", "group:c", "user:x", "user:y"]
 

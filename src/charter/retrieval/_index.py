@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, 
 from charter.errors import UsageError
 from charter.retrieval._chunking import chunk_document
 from charter.retrieval._embedding import Embedder, Vectors, get_embedder
-from charter.retrieval._lexical import Postings, analyse
+from charter.retrieval._lexical import Postings, analyse, identifier_terms
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
 from charter.retrieval._tables import acl, chunks, documents, embeddings, meta, versions
 from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
@@ -589,16 +589,19 @@ class Index:
             self.check_embedder()
         qvec = self._query_vector(query) if mode != "bm25" else None
         terms = analyse(query)
+        identifiers = identifier_terms(
+            query
+        )  # the adaptive fusion's lexical lead (``_search.adaptive_weights``)
         # --- PostgreSQL: search runs in the database (charter.retrieval._pg) ---
         if not self.store.is_sqlite:
             from charter.retrieval._pg import pg_search
 
-            return pg_search(self, tokens, qvec, terms, k, fusion, sources, min_score, mode)
+            return pg_search(self, tokens, qvec, terms, k, fusion, sources, min_score, mode, identifiers)
         for attempt in range(3):
             snap = self.snapshot(versions if attempt == 0 else None)
             doc_mask = snap.doc_mask(tokens, sources)
             permitted = np.flatnonzero(doc_mask[snap.chunk_doc]).astype(np.int32)
-            scored = score(snap, permitted, qvec, terms, k, fusion, mode)
+            scored = score(snap, permitted, qvec, terms, k, fusion, mode, identifiers)
             hits = self._materialise(snap, scored, tokens, min_score)
             if hits is not None:
                 return hits

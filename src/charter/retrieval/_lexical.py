@@ -86,6 +86,37 @@ def analyse(text: str) -> list[str]:
     return list(_stemmer().stemWords(words))
 
 
+# A word of the raw query: a maximal run of non-space characters.
+_RAW_WORD = re.compile(r"\S+")
+# a letter followed by a digit, directly or through one separator: E4012, INV-2026, TKT#58213, 40P01, x86
+_CODE = re.compile(r"[^\W\d_][-_/.:#]?\d")
+_DIGIT = re.compile(r"\d")
+
+
+def is_identifier(word: str) -> bool:
+    """Whether a raw query word is a code: letters followed by digits, directly or through one separator.
+
+    ``INV-2026-004817``, ``TKT-58213``, ``E4012``, ``40P01``, ``SHA-256``, ``x86``: strings a sub-word
+    embedding model cannot read (their pieces are nearly the same vector for every number), so only exact
+    lexical matching can tell one from another. Not codes: bare numbers (years, amounts, ``3.5``), quantities
+    written number-first (``64-bit``, ``24h``, ``2nd``), dates, and names made of words (``work_mem``,
+    ``getElementById``) — the embedding model reads those.
+    """
+    return bool(_CODE.search(word))
+
+
+def identifier_terms(query: str) -> frozenset[str]:
+    """The BM25 terms of ``query`` that carry a code (see :func:`is_identifier`): for each code-shaped word,
+    its analysed terms that hold a digit — the part that tells one code from another (``297946`` and
+    ``2026`` of ``INV-2026-297946``, not ``inv``). Every returned term is also a term of ``analyse(query)``
+    (analysis is word by word)."""
+    out: set[str] = set()
+    for raw in _RAW_WORD.findall(query):
+        if is_identifier(raw):
+            out.update(t for t in analyse(raw) if _DIGIT.search(t))
+    return frozenset(out)
+
+
 @dataclass
 class Postings:
     """An in-memory inverted index: for each term, the rows that contain it and how often (CSC layout)."""
@@ -129,6 +160,14 @@ class Postings:
         np.add.at(indptr, terms_sorted + 1, 1)
         np.cumsum(indptr, out=indptr)
         return cls(vocab, indptr, rows_sorted, counts.astype(np.float32), lengths)
+
+    def df(self, term: str, mask: npt.NDArray[np.bool_] | None) -> int:
+        """How many rows (of those in ``mask``, if given) contain ``term``."""
+        tid = self.vocab.get(term)
+        if tid is None:
+            return 0
+        rows = self.rows[int(self.indptr[tid]) : int(self.indptr[tid + 1])]
+        return len(rows) if mask is None else int(np.count_nonzero(mask[rows]))
 
     def scores(
         self, query_terms: list[str], mask: npt.NDArray[np.bool_] | None, n_permitted: int, avgdl: float

@@ -19,7 +19,9 @@ database, so many stateless workers share one index without each holding (and re
   scores Lucene BM25 (``k1 = 1.5``, ``b = 0.75``) with ``N`` and the average length of the permitted set:
   the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read.
 * **Fusion** is :func:`charter.retrieval._search.fuse`, unchanged, applied to the union of both top-M
-  lists. Every fusion is ``wb * bm25_norm + wd * dense_norm`` with weights and normalisation that depend
+  lists; the adaptive fusion's identifier lead is decided from the codes' permitted document frequencies,
+  which the BM25 statement returns. Every fusion is ``wb * bm25_norm + wd * dense_norm`` (under the lead,
+  minus ``wb`` for a chunk with no query term) with weights and normalisation that depend
   only on each list's top ``depth`` scores (``M >= depth``, so the union has them exactly); rows outside
   both lists therefore score at most what a row at both lists' boundaries would (fusion is monotone in each
   score), so if the k-th fused score beats that bound the result equals the exact fused
@@ -341,8 +343,13 @@ class PgSearch:
         fusion: Any,
         sources: set[str] | None,
         mode: str,
+        identifiers: frozenset[str] = frozenset(),
     ) -> Ranked:
-        """The exact (or, on the HNSW path, approximate-dense) permitted top ``k``; see the module docstring."""
+        """The exact (or, on the HNSW path, approximate-dense) permitted top ``k``; see the module docstring.
+
+        ``identifiers``: the query's identifier terms; the adaptive fusion's lead is decided from their
+        permitted document frequencies, as in memory (``_search.score``).
+        """
         self.backfill()
         empty = np.zeros(0, dtype=np.float32)
         none = Ranked([], empty, empty, empty, empty, empty)
@@ -414,6 +421,7 @@ class PgSearch:
                     use_dense,
                     use_bm25,
                     dense_exact,
+                    any(dfs.get(t, 0) > 0 for t in identifiers),
                 )
                 if ranked is not None:
                     ranked.path = "exact" if dense_exact else "hnsw"
@@ -449,6 +457,7 @@ class PgSearch:
         use_dense: bool,
         use_bm25: bool,
         dense_exact: bool = True,
+        lead: bool = False,
     ) -> Ranked | None:
         """Fuse the union of both lists; ``None`` when rows outside them might still reach the top k."""
         cands: dict[int, _Cand] = {}
@@ -506,7 +515,7 @@ class PgSearch:
             fused, nb, nd = dense.copy(), np.zeros(len(order), dtype=np.float32), dense.copy()
             done, bound = dense_done, d_edge
         else:
-            fused, nb, nd = fuse(bm25, present, dense, fusion)
+            fused, nb, nd = fuse(bm25, present, dense, fusion, lead)
             done = use_dense and dense_done  # every permitted chunk is a candidate
             # the fused score of a row at both lists' boundaries bounds every row outside them; appended as
             # a sentinel it cannot move the normalisation (it is not above either list's m-th >= depth-th)
@@ -515,7 +524,7 @@ class PgSearch:
             sd = np.append(dense, np.float32(d_edge if use_dense else 0.0))
             # the weights are the query's constants (functions of each list's top `depth` scores), the same
             # with or without the sentinel
-            _, snb, snd, wb, wd = fuse_parts(sb, sp, sd, fusion)
+            _, snb, snd, wb, wd = fuse_parts(sb, sp, sd, fusion, lead)
             bound = wb * max(float(snb[-1]), 0.0) + wd * float(snd[-1])
         idx = np.arange(len(order))
         ranked = idx[np.lexsort((idx, -fused))]
@@ -544,6 +553,7 @@ def pg_search(
     sources: set[str] | None,
     min_score: float,
     mode: str,
+    identifiers: frozenset[str] = frozenset(),
 ) -> list[Hit]:
     """``Index.search`` on PostgreSQL: rank in the database, then re-check every hit's ACL (3 attempts)."""
     searcher = getattr(index, "_charter_pg_search", None)
@@ -551,7 +561,7 @@ def pg_search(
         searcher = PgSearch(index)
         index._charter_pg_search = searcher  # type: ignore[attr-defined]
     for _attempt in range(3):
-        ranked = searcher.rank(tokens, qvec, terms, k, fusion, sources, mode)
+        ranked = searcher.rank(tokens, qvec, terms, k, fusion, sources, mode, identifiers)
         hits = searcher.materialise(ranked, tokens, min_score)
         if hits is not None:
             return hits

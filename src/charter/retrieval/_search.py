@@ -147,35 +147,55 @@ def _spread(top: F32) -> float:
 
 
 def _cliff(top: F32) -> float:
-    """The largest drop between consecutive scores of ``top`` (best first), as a fraction of its range."""
-    if len(top) < 2:
+    """The largest drop between consecutive scores of ``top`` (best first), as a fraction of the best score:
+    the share of the best hit's lexical evidence that the hits below the break lack."""
+    if len(top) < 2 or float(top[0]) <= 1e-9:
         return 0.0
-    span = float(top[0] - top[-1])
-    if span <= 1e-9:
-        return 0.0
-    return float(np.max(top[:-1] - top[1:]) / span)
+    return float(np.max(top[:-1] - top[1:]) / float(top[0]))
 
 
-def adaptive_weights(bm25: F32, bm25_present: Mask, dense: F32, depth: int) -> tuple[float, float]:
+# Under an identifier lead the dense score only orders chunks whose normalised BM25 scores (in [0, 1]) are
+# within this much of each other: in effect BM25 first, dense second.
+LEAD_TIE = 1e-3
+
+
+def adaptive_weights(
+    bm25: F32, bm25_present: Mask, dense: F32, depth: int, lead: bool = False
+) -> tuple[float, float]:
     """(bm25_weight, dense_weight) of the ``adaptive`` fusion for one query.
 
-    Dense-first: BM25's weight is the largest drop between consecutive scores of its top ``depth``, as a
-    fraction of their range (one half when a single chunk matches); the dense weight is the rest. A rare term (an identifier, a code, a name) that only a
-    few chunks contain puts a cliff under them — BM25 then leads; a natural-language question whose words
-    match many chunks gives a gently falling list and leaves the ranking to the dense model. No BM25 match
-    at all, or a list where every chunk scores alike, gives ``(0, 1)``: the dense ranking. The weights are
-    functions of the list's top ``depth`` scores only, so they are constants of the query for every row
-    outside them (the PostgreSQL path's bound).
+    ``lead``: the query names a code (``charter.retrieval._lexical.identifier_terms``) that occurs in a
+    permitted chunk. The dense model cannot read codes (its sub-word pieces of ``INV-2026-004817`` and
+    ``INV-2026-004871`` are nearly the same vector), so only lexical evidence can tell the chunk that holds
+    the code from the ones that merely read alike: BM25 leads and the dense score breaks (near-)ties —
+    weights ``(1 - LEAD_TIE, LEAD_TIE)``, and chunks with no query term at all rank below every chunk with
+    one (:func:`fuse_parts`).
+
+    Otherwise dense-first: BM25's weight is the largest drop between consecutive scores of its top
+    ``depth``, as a fraction of the best score (one half when a single chunk matches); the dense weight is
+    the rest. A rare term that only a few chunks contain puts a cliff under them — BM25 then leads; a
+    natural-language question whose words match many chunks gives a gently falling list and leaves the
+    ranking to the dense model. No BM25 match at all, or a list where every chunk scores alike, gives
+    ``(0, 1)``: the dense ranking.
+
+    The weights are functions of the query and of the list's top ``depth`` scores only, so they are
+    constants of the query for every row outside them (the PostgreSQL path's bound).
     """
     tb = _top(bm25, bm25_present, depth)
     if len(tb) == 0:
         return 0.0, 1.0
+    if lead:
+        return 1.0 - LEAD_TIE, LEAD_TIE
     wb = 0.5 if len(tb) == 1 else _cliff(tb)  # a lone match leads; the other chunks keep the dense order
     return wb, 1.0 - wb
 
 
-def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32, float, float]:
+def fuse_parts(
+    bm25: F32, bm25_present: Mask, dense: F32, fusion: Any, lead: bool = False
+) -> tuple[F32, F32, F32, float, float]:
     """(fused, bm25_norm, dense_norm, bm25_weight, dense_weight): fused = wb * bm25_norm + wd * dense_norm.
+
+    ``lead``: see :func:`adaptive_weights` (``adaptive`` only; the other methods ignore it).
 
     The weights are constants of the query (functions of each list's top ``depth`` scores only), so for a
     fixed query the fused score is non-decreasing in each row's BM25 and dense score — the property the
@@ -194,15 +214,21 @@ def fuse_parts(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[
     nb = _normalise(bm25, bm25_present, norm, depth)
     nd = _normalise(dense, dense_present, norm, depth)
     if method == "adaptive":
-        wb, wd = adaptive_weights(bm25, bm25_present, dense, depth)
+        wb, wd = adaptive_weights(bm25, bm25_present, dense, depth, lead)
     else:
         wb, wd = float(getattr(fusion, "bm25_weight", 0.3)), float(getattr(fusion, "dense_weight", 0.7))
-    return (wb * nb + wd * nd).astype(np.float32), nb, nd, wb, wd
+    fused = wb * nb + wd * nd
+    if method == "adaptive" and lead:
+        # under the lead a chunk without any query term ranks below every chunk with one (min-max maps the
+        # depth-th best match to 0, the score of no match at all): lowers only absent rows, so the fused
+        # score stays non-decreasing in each row's BM25 and dense score and the PostgreSQL bound holds
+        fused = fused - wb * (~bm25_present)
+    return fused.astype(np.float32), nb, nd, wb, wd
 
 
-def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any) -> tuple[F32, F32, F32]:
+def fuse(bm25: F32, bm25_present: Mask, dense: F32, fusion: Any, lead: bool = False) -> tuple[F32, F32, F32]:
     """(fused, bm25_norm, dense_norm) for aligned score arrays over the permitted rows."""
-    fused, nb, nd, _, _ = fuse_parts(bm25, bm25_present, dense, fusion)
+    fused, nb, nd, _, _ = fuse_parts(bm25, bm25_present, dense, fusion, lead)
     return fused, nb, nd
 
 
@@ -214,10 +240,13 @@ def score(
     k: int,
     fusion: Any,
     mode: str = "hybrid",
+    identifiers: frozenset[str] = frozenset(),
 ) -> Scored:
     """Exact scores of every permitted row; the top ``k`` by fused score (ties: canonical row order).
 
     ``mode`` is ``hybrid``, ``bm25`` or ``dense`` (the single retrievers, for benchmarks and explain).
+    ``identifiers``: the query's identifier terms (``_lexical.identifier_terms``); when one of them occurs in
+    a permitted chunk the ``adaptive`` fusion lets BM25 lead (:func:`adaptive_weights`).
     """
     n = len(permitted_rows)
     empty = np.zeros(0, dtype=np.float32)
@@ -235,9 +264,11 @@ def score(
         dense = np.zeros(n, dtype=np.float32)
     bm25 = np.zeros(n, dtype=np.float32)
     present = np.zeros(n, dtype=np.bool_)
+    lead = False
     if mode != "dense" and query_terms:
         mask = np.zeros(snap.size, dtype=np.bool_)
         mask[permitted_rows] = True
+        lead = any(snap.postings.df(t, mask) > 0 for t in identifiers)
         avgdl = float(snap.postings.lengths[permitted_rows].mean())
         rows, sc = snap.postings.scores(query_terms, mask, n, avgdl)
         if len(rows):
@@ -250,7 +281,7 @@ def score(
     elif mode == "dense":
         fused, nb, nd = dense.copy(), np.zeros(n, dtype=np.float32), dense.copy()
     else:
-        fused, nb, nd = fuse(bm25, present, dense, fusion)
+        fused, nb, nd = fuse(bm25, present, dense, fusion, lead)
     kk = min(k, n)
     if kk < n:
         cand = np.argpartition(-fused, kk - 1)[:kk]

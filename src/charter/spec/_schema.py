@@ -383,8 +383,10 @@ class Fusion(Section):
 
     method: Literal["adaptive", "weighted", "rrf"] = Field(
         "adaptive",
-        description="`adaptive` (default: normalised scores weighted per query by how strongly each list "
-        "singles out its best hits, no per-corpus tuning; see docs/retrieval.md), `weighted` (normalised "
+        description="`adaptive` (default: BM25 leads when the question names a code such as an invoice "
+        "number or error code that a readable chunk contains, otherwise normalised scores weighted per query "
+        "by how sharply the BM25 list singles out its best hits; no per-corpus tuning, see "
+        "docs/retrieval.md), `weighted` (normalised "
         "scores with the fixed `bm25_weight` / `dense_weight`) or `rrf` (reciprocal-rank fusion).",
     )
     normalization: Literal["minmax", "zscore", "none"] = Field(
