@@ -393,6 +393,16 @@ def test_a_run_whose_worker_died_is_taken_over_after_its_lease(rt: Runtime) -> N
     from charter.store import utcnow
     from charter.tools import agent_runs
 
+    def die(run_id: str, *, expired: bool) -> None:
+        """Leave the run as a process that claimed it and died mid-step would: running, with a lease."""
+        year = 2000 if expired else 2999
+        with rt.store.begin() as conn:
+            conn.execute(
+                update(agent_runs)
+                .where(agent_runs.c.id == run_id)
+                .values(status="running", lease_until=utcnow().replace(year=year))
+            )
+
     use(
         rt,
         lambda req, step: [
@@ -401,23 +411,23 @@ def test_a_run_whose_worker_died_is_taken_over_after_its_lease(rt: Runtime) -> N
     )
     result = run_task(rt, rt.charter.principal("noor"), TASK)
     run_id = result.run_id
-    # simulate a process that claimed the run and died mid-step: running, lease in the future
-    with rt.store.begin() as conn:
-        conn.execute(
-            update(agent_runs)
-            .where(agent_runs.c.id == run_id)
-            .values(status="running", lease_until=utcnow().replace(year=2999))
-        )
+    assert run_id is not None
+    # its approval still open: the dead worker's run goes back to waiting, it does not go on
+    die(run_id, expired=True)
+    assert resume_ready(rt) == [] and get_run(rt, run_id).status == "waiting"
+    (approval,) = result.escalation["approvals"]  # type: ignore[index]
+    decide(rt, approval, rt.charter.principal("ines"), "approve")
+    die(run_id, expired=False)
     assert resume_ready(rt) == []  # someone else holds it
-    with rt.store.begin() as conn:
-        conn.execute(
-            update(agent_runs)
-            .where(agent_runs.c.id == run_id)
-            .values(lease_until=utcnow().replace(year=2000))
-        )
-    use(rt, lambda req, step: "The refund of 80 EUR for ORD-10422 is waiting for a lead.")
+    die(run_id, expired=True)
+    use(
+        rt,
+        lambda req, step: (
+            f"The refund of 80 EUR for ORD-10422 was issued [{req.turns[0].results[0].citation}]."
+        ),
+    )
     assert resume_ready(rt) == [run_id]
-    assert get_run(rt, run_id).status == "completed"  # type: ignore[arg-type]
+    assert get_run(rt, run_id).status == "completed"
 
 
 def test_two_workers_never_advance_the_same_run(order_desk: Path) -> None:
@@ -488,8 +498,8 @@ def test_exported_names_are_pinned() -> None:
     import charter.agents
 
     assert sorted(charter.agents.__all__) == [
-        "RUN_STATES",
         "AgentRun",
+        "RUN_STATES",
         "get_run",
         "list_runs",
         "respond",

@@ -364,6 +364,9 @@ def resume_run(
     if run.status != "waiting" and not dead_worker:
         return None
     if any(get_action(rt, a).status in OPEN_STATES for a in run.state.get("waiting", [])):
+        if dead_worker and _claim(rt, run):  # the dead worker's run waits again, for its open approvals
+            run.status, run.waiting_on = "waiting", run.state["waiting"][0]
+            _save(rt, run, keep_lease=False)
         return None  # an approval it waits for is still open
     if not _claim(rt, run):
         return None
