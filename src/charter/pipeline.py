@@ -33,7 +33,7 @@ from charter import _checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
-from charter.spec import SENSITIVITY_ORDER, Principal
+from charter.spec import Principal
 from charter.store import utcnow
 from charter.telemetry.traces import Trace, TraceStore
 
@@ -820,7 +820,3 @@ def traces_for(rt: Runtime) -> TraceStore:
     from charter.telemetry import trace_store_for
 
     return trace_store_for(rt)
-
-
-def sensitivity_rank(name: str) -> int:
-    return SENSITIVITY_ORDER[name]

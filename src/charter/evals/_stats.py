@@ -83,11 +83,6 @@ def bootstrap_stat(
     return Estimate(point, float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha)), n)
 
 
-def bootstrap_sum(clusters: Sequence[Sequence[float]], **kw: int) -> Estimate:
-    """Total over clusters (of cluster means), e.g. a leak count; interval by resampling clusters."""
-    return bootstrap_stat([[float(np.mean(c))] for c in clusters if len(c)], lambda a: float(a.sum()), **kw)
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Paired difference (current - baseline) over the cases both runs share."""

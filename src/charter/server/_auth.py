@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from charter.errors import AuthenticationError, Denied, UsageError
+from charter.errors import AuthenticationError, Denied
 from charter.server._errors import AuthThrottled, RateLimited
 
 if TYPE_CHECKING:
@@ -521,9 +521,3 @@ def require_capability(rt: Runtime, principal: Principal, cap: str, what: str) -
         details={"capability": cap, "what": what},
     )
     raise Denied(f"{principal.id} may not {what}", reasons=[f"no policy grants {cap}"])
-
-
-def parse_principal_id(rt: Runtime, value: str) -> str:
-    if value not in rt.charter.principals:
-        raise UsageError("unknown user")
-    return value

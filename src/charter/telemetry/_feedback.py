@@ -114,21 +114,6 @@ def feedback_for_request(store: Store, request_id: str) -> list[dict[str, Any]]:
         return [{**dict(r._mapping), "created_at": r.created_at.isoformat()} for r in rows]
 
 
-def list_feedback(
-    store: Store,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> list[dict[str, Any]]:
-    q = select(feedback.c.request_id, feedback.c.created_at, feedback.c.rating, feedback.c.reasons)
-    if since is not None:
-        q = q.where(feedback.c.created_at >= since)
-    if until is not None:
-        q = q.where(feedback.c.created_at < until)
-    with store.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
-
-
 def _has_table(store: Store, name: str) -> bool:
     with store.connect() as conn:
         return bool(inspect(conn).has_table(name))
