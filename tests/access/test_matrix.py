@@ -28,10 +28,24 @@ CLI_ITEMS = ("all", "playbook", "finance-policies", "pricing-committee")
 
 
 @pytest.fixture
-def world(project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def workflow_kind(request: pytest.FixtureRequest) -> str:
+    """The example's ``workflow.kind`` (``draft`` as shipped; tests parametrize it indirectly)."""
+    return str(getattr(request, "param", "draft"))
+
+
+@pytest.fixture
+def world(
+    project: Path, db_url: str, workflow_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     """The example on ``db_url`` with the five documents indexed, one trace and draft per level plus one
     citing every level, all submitted by ben; the app with a token per demo user."""
     monkeypatch.setenv("CHARTER_DATABASE_URL", db_url)
+    if workflow_kind != "draft":
+        import yaml
+
+        doc = yaml.safe_load(project.read_text(encoding="utf-8"))
+        doc["workflow"]["kind"] = workflow_kind
+        project.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     served = _build(project)  # adds the role-less guest user; Runtime.open migrates db_url
     rt: Any = served.rt
     oracle = Oracle.load(project)
@@ -72,6 +86,19 @@ def _console(served: Served, user: str) -> Any:
 def test_every_front_end_shows_a_canary_iff_the_principal_may_read_its_document(
     world: dict[str, Any],
 ) -> None:
+    _matrix(world)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("workflow_kind", ["answer", "agent"], indirect=True)
+def test_the_matrix_holds_for_every_workflow_kind(world: dict[str, Any], workflow_kind: str) -> None:
+    """Who may see stored content does not depend on the kind: the same matrix, with the example's charter
+    set to ``answer`` and to ``agent`` (SQLite; the draft kind runs on both backends above)."""
+    assert world["served"].rt.spec.workflow.kind == workflow_kind
+    _matrix(world)
+
+
+def _matrix(world: dict[str, Any]) -> None:
     from fastapi.testclient import TestClient
 
     served: Served = world["served"]
