@@ -29,9 +29,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(log_dir: Path, *extra: str) -> Iterator[str]:
-    """Base URL (``http://127.0.0.1:PORT/v1``) of a running server; ``extra`` are more server options
-    (e.g. ``--chat_format chatml-function-calling`` for native tool calls)."""
+def llama_server(log_dir: Path, *extra: str, alias: str = "smollm2", n_ctx: int = 4096) -> Iterator[str]:
+    """Base URL (``http://127.0.0.1:PORT/v1``) of a running server for model ``alias``; ``extra`` are more
+    server options (``--chat_format chatml-function-calling`` for native tool calls, ``--embedding true``)."""
     from charter.models import smollm2_path
 
     for module in ("llama_cpp", "llama_cpp.server", "uvicorn", "sse_starlette", "starlette_context"):
@@ -54,13 +54,13 @@ def llama_server(log_dir: Path, *extra: str) -> Iterator[str]:
                 "--model",
                 str(gguf),
                 "--model_alias",
-                "smollm2",
+                alias,
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
                 "--n_ctx",
-                "4096",
+                str(n_ctx),
                 *extra,
             ],
             stdout=out,

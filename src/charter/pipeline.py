@@ -494,16 +494,10 @@ def ask(
         result.cost_usd = gen.cost_usd
         result.tool_calls = act(rt, principal, gen.text, trace, subject_id=subject_id)
     except (Denied, UsageError) as exc:
-        trace.status = "refused"
-        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
-        trace.latency_ms = (time.perf_counter() - t0) * 1000
-        store.write(trace)
+        record_failure(trace, store, exc, t0, "refused")
         raise
     except CharterException as exc:
-        trace.status = "error"
-        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _last_stage(trace)})
-        trace.latency_ms = (time.perf_counter() - t0) * 1000
-        store.write(trace)
+        record_failure(trace, store, exc, t0, "error")
         raise
     with trace.span("record") as span:
         if submit_for_review and needs_review(rt, result, state.restricted):
@@ -731,8 +725,18 @@ def act(
     return [{k: v for k, v in r.items() if k != "raw"} for r in out]
 
 
-def _last_stage(trace: Trace) -> str:
+def last_stage(trace: Trace) -> str:
+    """The stage a request was in when it stopped (the last span), ``identify`` before any."""
     return trace.spans[-1].stage if trace.spans else "identify"
+
+
+def record_failure(trace: Trace, store: TraceStore, exc: Exception, t0: float, status: str) -> None:
+    """Write the trace of a request that was refused or failed: the error, the stage, the latency so far.
+    Every refusal is recorded — the front ends re-raise after this."""
+    trace.status = status  # type: ignore[assignment]
+    trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": last_stage(trace)})
+    trace.latency_ms = (time.perf_counter() - t0) * 1000
+    store.write(trace)
 
 
 def _embedder(rt: Runtime) -> checks.Embed | None:

