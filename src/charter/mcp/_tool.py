@@ -22,6 +22,7 @@ import json
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +57,25 @@ def _validator(pin_hash: str, schema: dict[str, Any]) -> Any:
         return v
 
 
-def check_args(tool_name: str, schema: dict[str, Any], pin_hash: str, args: dict[str, Any]) -> None:
-    """Raise :class:`UsageError` unless ``args`` is valid under ``schema`` and names only declared properties."""
+#: (pin hash, canonical arguments) already found valid: a proposal validates its arguments and the call that
+#: follows checks them again under the pin it runs with — the same pin and the same text need no second pass
+_valid: OrderedDict[tuple[str, str], None] = OrderedDict()
+_VALID_MAX = 4096
+
+
+def check_args(
+    tool_name: str, schema: dict[str, Any], pin_hash: str, args: dict[str, Any], canonical: str | None = None
+) -> None:
+    """Raise :class:`UsageError` unless ``args`` is valid under ``schema`` and names only declared properties.
+
+    ``canonical`` (``canonical_args(args)``, when the caller has it) lets a result be remembered: arguments
+    found valid under a pin are valid under that pin again (the pin hash covers the schema)."""
+    key = (pin_hash, canonical) if canonical is not None else None
+    if key is not None:
+        with _validators_lock:
+            if key in _valid:
+                _valid.move_to_end(key)
+                return
     errors = sorted(_validator(pin_hash, schema).iter_errors(args), key=lambda e: list(e.path))
     props = schema.get("properties")
     unknown = sorted(set(args) - set(props)) if isinstance(props, dict) else []
@@ -65,6 +83,11 @@ def check_args(tool_name: str, schema: dict[str, Any], pin_hash: str, args: dict
     parts += [f"{u}: not a property of the pinned schema" for u in unknown]
     if parts:
         raise UsageError(f"invalid arguments for tool {tool_name!r}: " + "; ".join(parts))
+    if key is not None:
+        with _validators_lock:
+            _valid[key] = None
+            while len(_valid) > _VALID_MAX:
+                _valid.popitem(last=False)
 
 
 def _no_direct_call(**_: Any) -> Any:  # pragma: no cover - the definition's fn is never called
@@ -124,7 +147,7 @@ class UpstreamRegisteredTool(RegisteredTool):
         data: dict[str, Any] = json.loads(text)
         pin = self._pin()
         if pin is not None:  # no pin: the call is refused by ``unavailable`` (after Cedar, audited)
-            check_args(self.name, pin.input_schema, pin.pin_hash, data)
+            check_args(self.name, pin.input_schema, pin.pin_hash, data, text)
         return data
 
     def json_schema(self) -> dict[str, Any]:
@@ -166,8 +189,9 @@ class UpstreamRegisteredTool(RegisteredTool):
         pin = self._pin(reuse=True)  # the pin the live check just compared (execute), else read now
         if pin is None or not pin.enabled:  # never call a drifted or unpinned tool
             raise UsageError(self.unavailable() or "upstream tool is disabled")
-        data = json.loads(canonical_args(args))
-        check_args(self.name, pin.input_schema, pin.pin_hash, data)
+        text = canonical_args(args)
+        data = json.loads(text)
+        check_args(self.name, pin.input_schema, pin.pin_hash, data, text)
         limit = rt.spec.mcp.server(self.server).max_result_chars
         outcome = hub_for(rt).call_tool(self.server, self.upstream_tool, data)
         text = outcome.text
