@@ -24,7 +24,6 @@ step (its tool calls and their results, as quoted data), and either asks for too
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,7 +59,6 @@ RUN_STATES = ("running", "waiting", "completed", "stopped", "failed")
 #: how long a process may work on a run without saving a step before another may take it over
 MIN_LEASE = timedelta(minutes=5)
 MAX_RESULT_CHARS = 8_000
-_TOOL_MARKUP = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
 @dataclass
@@ -508,9 +506,7 @@ def _work(rt: Runtime, seg: _Segment, store: TraceStore, *, submit_for_review: b
             _save(rt, run)  # progress is durable after every step
         if run.status == "running":  # the model answered: checked like any other answer
             hits, audience = _check_inputs(rt, run)
-            final = pipeline.check(
-                rt, principal, run.task, _TOOL_MARKUP.sub("", seg.text), hits, audience, trace
-            )
+            final = pipeline.check(rt, principal, run.task, seg.text, hits, audience, trace)
             run.status = "completed"
     except CharterException as exc:
         run.status, run.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
@@ -675,7 +671,7 @@ def _markup_calls(text: str) -> list[ToolCall]:
     """Tool calls written as ``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` (providers without
     native tool calling). Unparseable markup becomes a call with invalid arguments, refused and reported."""
     out = []
-    for i, raw in enumerate(_TOOL_MARKUP.findall(checks.normalise(text)), 1):
+    for i, raw in enumerate(pipeline.TOOL_CALL.findall(checks.normalise(text)), 1):
         try:
             payload = json.loads(raw)
         except ValueError:
