@@ -571,7 +571,9 @@ class Index:
 
         Only documents whose current ACL shares a token with ``principal_tokens`` (and, if given, that belong
         to ``sources``) are scored; every returned chunk is re-checked against its document's ACL in the
-        store. ``mode`` selects ``hybrid`` (default), ``bm25`` or ``dense`` ranking. ``explain`` is accepted
+        store. ``mode`` selects ``hybrid`` (default), ``bm25`` or ``dense`` ranking. Hits scoring below
+        ``min_score`` are dropped; in ``dense`` mode the score is the raw cosine, so the default floor (0) drops
+        chunks that point away from the query (pass ``-1.0`` for the whole ranking). ``explain`` is accepted
         for symmetry with the CLI: every hit always carries its BM25 and dense contributions. ``versions``:
         see :meth:`snapshot` (first attempt only; a snapshot found stale later is reloaded as usual).
         """
