@@ -40,7 +40,9 @@ def _state(desk: Path) -> dict:  # type: ignore[type-arg]
 
 
 def test_a_small_refund_runs_and_is_reported_with_citations(desk: Path) -> None:
-    out = _ask(desk, "theo", "Order ORD-10421 arrived damaged; refund 20 EUR of it, the damage is shown on a photo.")
+    out = _ask(
+        desk, "theo", "Order ORD-10421 arrived damaged; refund 20 EUR of it, the damage is shown on a photo."
+    )
     assert out["kind"] == "agent" and out["run_status"] == "completed" and out["status"] == "answered", out
     assert [(c["name"], c["decision"]) for c in out["tool_calls"]] == [("refund_order", "executed")]
     assert {c["source_id"] for c in out["citations"]} >= {"tool:refund_order", "policies"}
@@ -53,9 +55,13 @@ def test_a_large_refund_waits_for_a_lead_and_the_run_continues_when_approved(des
     assert out["run_status"] == "waiting" and out["escalation"]["reason"] == "approval_pending", out
     (approval,) = out["escalation"]["approvals"]
     assert not [r for r in _state(desk)["refunds"] if r["order_id"] == "ORD-10422"]  # nothing paid yet
-    assert run_cli("approvals", "approve", approval, "--as", "noor", "--charter", c).exit_code != 0  # not hers
+    assert (
+        run_cli("approvals", "approve", approval, "--as", "noor", "--charter", c).exit_code != 0
+    )  # not hers
     approved = run_cli("approvals", "approve", approval, "--as", "ines", "--charter", c)
-    assert approved.exit_code == 0 and "continued agent run" in approved.stdout, approved.stdout + approved.stderr
+    assert approved.exit_code == 0 and "continued agent run" in approved.stdout, (
+        approved.stdout + approved.stderr
+    )
     shown = run_cli("agent", "show", out["run_id"], "--as", "noor", "--json", "--charter", c).json()
     assert shown["status"] == "completed" and "129" in shown["result"]["draft"], shown  # type: ignore[index]
     assert [r["amount_eur"] for r in _state(desk)["refunds"] if r["order_id"] == "ORD-10422"] == [129.0]
@@ -77,6 +83,9 @@ def test_its_evals_and_gate_pass(desk: Path) -> None:
     gate = run_cli("gate", "--as", "kai", "--json", "--charter", c)
     report = gate.json()
     problems = [
-        (ch["id"], f["message"]) for ch in report["checks"] for f in ch["findings"] if f["status"] == "fail"  # type: ignore[index]
+        (ch["id"], f["message"])
+        for ch in report["checks"]
+        for f in ch["findings"]
+        if f["status"] == "fail"  # type: ignore[index]
     ]
     assert gate.exit_code == 0 and not problems, problems
