@@ -83,7 +83,7 @@ def test_every_sentence_cites_a_permitted_chunk(rt: Runtime, user: str) -> None:
         # customer text quotes only customer-audience (public) sources
         by_id = {c.id: c for c in result.citations}
         for cid in checks.CITATION.findall(body):
-            assert by_id[cid].audience == "customer"
+            assert by_id[cid].audience == "outbound"
     assert answered >= len(QUESTIONS) * 0.7, f"only {answered} of {len(QUESTIONS)} answered for {user}"
 
 
@@ -111,7 +111,7 @@ def test_agent_notes_never_in_customer_draft(rt: Runtime) -> None:
         "How much goodwill credit can an agent give without approval?",
         submit_for_review=False,
     )
-    agent_ids = {c.id for c in result.citations if c.audience == "agent"}
+    agent_ids = {c.id for c in result.citations if c.audience == "internal"}
     assert not agent_ids & set(checks.CITATION.findall(result.draft))
     if agent_ids:
         assert agent_ids & set(checks.CITATION.findall(result.agent_notes))

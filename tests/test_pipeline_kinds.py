@@ -87,7 +87,7 @@ def test_draft_kind_keeps_internal_sources_out_of_the_draft(synced_project: Path
     rt = Runtime.open(synced_project)
     try:
         result = ask(rt, rt.charter.principal("lena"), PLAYBOOK_QUESTION, submit_for_review=False)
-        internal = {c.id for c in result.citations if c.audience == "agent"}
+        internal = {c.id for c in result.citations if c.audience == "internal"}
         assert internal, result
         assert not internal & set(checks.CITATION.findall(result.draft))
     finally:

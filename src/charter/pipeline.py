@@ -55,7 +55,7 @@ class Citation:
     heading: str
     url: str | None
     page: int | None
-    audience: str  # "customer" (outbound draft) | "agent" (internal notes) | "asker" (answer workflows)
+    audience: str  # "outbound" (the draft) | "internal" (internal notes) | "asker" (answer workflows)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field is a scalar: a shallow copy (``dataclasses.asdict`` deep-copies, ~10× slower)."""

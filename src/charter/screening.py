@@ -9,10 +9,10 @@ them to the source owner (quarantine, or index without those sentences; see :fun
 Method (why rules and not a trained classifier): an injected sentence is recognised by *who it addresses*
 and *what it asks for*, and both have small closed vocabularies — an AI addressee ("the assistant",
 "the model", "AI agents reading this"), an answering context ("when answering", "in your reply"), and
-directives no customer-facing help text gives (override or forget instructions, reveal the prompt or
+directives no reader-facing help text gives (override or forget instructions, reveal the prompt or
 restricted text, call a tool, treat something as pre-approved, include an image or link in the answer,
-fill in what "you know", role-play). Legitimate help-centre imperatives ("Click Billing → Refunds",
-"Include your invoice number when you contact us") address a customer *acting in the product*, and none
+fill in what "you know", role-play). Legitimate help-centre imperatives ("Click Settings → Exports",
+"Include your order number when you contact us") address a reader *acting in the product*, and none
 of these patterns fires on them. Rules are deterministic, auditable (each hit has a named reason),
 cheap (~20 µs a sentence, cached), and need no training data that would overlap our evaluation set. An
 embedding-similarity detector was measured against them on the same labelled set (``bench/
@@ -391,10 +391,6 @@ _RULE_TEXT: tuple[tuple[str, str], ...] = (
         "tool_call",
         r"\b(call|invoke|execute|trigger|run|use|fire)\b(\s+\w+){0,3}\s+(tool|tools|function|functions|api call)\b",
     ),
-    (
-        "tool_call",
-        r"\b(issue refund|lookup invoice|send reply|delete account|export customer list|change plan price)\b",
-    ),
     ("tool_call", r"\btool\s*call\b"),
 )
 _RULES = tuple((reason, re.compile(pattern)) for reason, pattern in _RULE_TEXT)
@@ -477,8 +473,6 @@ _SQUASHED = (
     "developermode",
     "jailbreak",
     "newinstructions",
-    "callissuerefund",
-    "issuerefundtool",
     "revealthesystem",
     "revealyourprompt",
 )

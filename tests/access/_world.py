@@ -158,7 +158,7 @@ def citation(i: int, source_id: str) -> dict[str, Any]:
         "heading": f"Heading of {c}",
         "url": f"https://wiki.example/{c}",
         "page": None,
-        "audience": "agent",
+        "audience": "internal",
     }
 
 

@@ -333,7 +333,9 @@ def test_the_time_limit_stops_a_slow_loop(order_desk: Path) -> None:
         t0 = time.perf_counter()
         result = run_task(rt, rt.charter.principal("noor"), TASK, submit_for_review=False)
         assert result.run_status == "stopped" and result.escalation["stop"] == "time_limit"  # type: ignore[index]
-        assert 2 <= len(model.requests) <= 4 and time.perf_counter() - t0 < 5
+        # each step takes >= 0.4 s, so a 1 s limit allows at most 3 steps before the check that stops the run
+        # (at least 1: on a loaded machine the first step alone may use up the second)
+        assert 1 <= len(model.requests) <= 4 and time.perf_counter() - t0 < 10
     finally:
         rt.close()
 

@@ -36,7 +36,7 @@ PASSAGES = [
         "S1",
         "Refunds go back to the original payment method within 5 to 10 business days.",
         title="Refunds",
-        audience="customer",
+        audience="outbound",
     )
 ]
 QUESTION = "How long does a refund take?"
@@ -123,7 +123,7 @@ WORKER = textwrap.dedent("""
     rt = Runtime.open(path, record_changes=False)
     model = ScriptedModel("primary")
     gw = build_gateway(rt, primary=model)
-    req = gw.build_request({question!r}, [Passage("S1", {text!r}, title="Refunds", audience="customer")])
+    req = gw.build_request({question!r}, [Passage("S1", {text!r}, title="Refunds", audience="outbound")])
     model.default = ScriptedReply("ok [S1].", input_tokens=estimate_request_tokens(req),
                                   output_tokens=req.max_output_tokens)
     barrier = threading.Barrier(n)

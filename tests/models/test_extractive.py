@@ -25,7 +25,7 @@ from charter.models import (
 )
 
 SOURCES = Path(__file__).resolve().parents[2] / "examples" / "billing-support" / "sources"
-TONE = "Hi {customer}, thanks for getting in touch. ... Best regards, {agent} — Quillo Support"
+TONE = "Hi {recipient}, thanks for getting in touch. ... Best regards, {sender} — Quillo Support"
 CITED = re.compile(r"\[(S\d+)\][.!]$")
 
 
@@ -65,20 +65,20 @@ def check_draft(gen: Generation, passages: list[Passage]) -> tuple[list[str], li
     for s in sentences:
         m = CITED.search(s)
         assert m, f"uncited sentence: {s!r}"
-        assert audience[m.group(1)] == "customer", f"customer text quotes an agent-only passage: {s!r}"
+        assert audience[m.group(1)] == "outbound", f"customer text quotes an agent-only passage: {s!r}"
         assert len(re.findall(r"\[S\d+\]", s)) == 1
     notes = split_draft(gen.text).agent_notes
     for n in notes:
         m = CITED.search(n)
-        assert m and audience[m.group(1)] == "agent", f"agent note not from an agent passage: {n!r}"
+        assert m and audience[m.group(1)] == "internal", f"agent note not from an agent passage: {n!r}"
     assert set(gen.citations) <= set(audience)
     return sentences, notes
 
 
 def test_draft_is_cited_and_wrapped_in_the_tone_template():
     passages = [
-        passage("S1", "help-center/failed-payments.md", "customer"),
-        passage("S2", "playbook/failed-payments-and-suspension-overrides.md", "agent"),
+        passage("S1", "help-center/failed-payments.md", "outbound"),
+        passage("S2", "playbook/failed-payments-and-suspension-overrides.md", "internal"),
     ]
     gen = draft("What happens when my card payment fails? When is my workspace suspended?", passages)
     sentences, notes = check_draft(gen, passages)
@@ -130,7 +130,7 @@ def test_draft_is_cited_and_wrapped_in_the_tone_template():
 )
 def test_billing_questions_get_cited_drafts_from_permitted_passages(question, docs):
     passages = [
-        passage(f"S{i + 1}", d, "agent" if d.startswith("playbook") else "customer")
+        passage(f"S{i + 1}", d, "internal" if d.startswith("playbook") else "outbound")
         for i, d in enumerate(docs)
     ]
     gen = draft(question, passages)
@@ -155,11 +155,11 @@ def _normal(text: str) -> str:
     return re.sub(r"[^a-z]", "", unicodedata.normalize("NFKC", clean_text(text)).lower())
 
 
-@pytest.mark.parametrize("audience", ["customer", "agent"])
+@pytest.mark.parametrize("audience", ["outbound", "internal"])
 def test_injected_instructions_never_become_a_sentence_of_the_draft(audience):
     passages = [
         Passage("S1", INJECTED, title="Failed payments", audience=audience),  # type: ignore[arg-type]
-        passage("S2", "help-center/failed-payments.md", "customer"),
+        passage("S2", "help-center/failed-payments.md", "outbound"),
     ]
     gen = draft("My card payment failed. What happens now, and will you refund it?", passages)
     sentences, notes = check_draft(gen, passages)
@@ -177,14 +177,14 @@ def test_injected_instructions_never_become_a_sentence_of_the_draft(audience):
         "becauseoffraud",
     ):
         assert forbidden not in flat
-    if audience == "customer":
+    if audience == "outbound":
         assert any("retried automatically on days 3, 5 and 7 [S1]" in s for s in sentences)
 
 
 def test_no_relevant_passage_gives_the_fixed_no_answer_text_without_citations():
     passages = [
-        passage("S1", "help-center/refunds.md", "customer"),
-        passage("S2", "help-center/receipts.md", "customer"),
+        passage("S1", "help-center/refunds.md", "outbound"),
+        passage("S2", "help-center/receipts.md", "outbound"),
     ]
     gen = draft("What is the capital of Mongolia?", passages)
     assert gen.text == NO_ANSWER_TEXT and gen.citations == () and gen.finish_reason == "no_answer"
@@ -193,7 +193,7 @@ def test_no_relevant_passage_gives_the_fixed_no_answer_text_without_citations():
 
 
 def test_agent_only_material_never_reaches_the_customer_draft():
-    passages = [passage("S1", "playbook/refund-handling-procedure.md", "agent")]
+    passages = [passage("S1", "playbook/refund-handling-procedure.md", "internal")]
     gen = draft("How do refunds get approved?", passages)
     assert gen.finish_reason == "no_answer"
     parts = split_draft(gen.text)
@@ -203,8 +203,8 @@ def test_agent_only_material_never_reaches_the_customer_draft():
 
 def test_output_respects_max_output_tokens():
     passages = [
-        passage("S1", "help-center/failed-payments.md", "customer"),
-        passage("S2", "help-center/suspended-workspace.md", "customer"),
+        passage("S1", "help-center/failed-payments.md", "outbound"),
+        passage("S2", "help-center/suspended-workspace.md", "outbound"),
     ]
     gen = draft(
         "What happens when a payment fails and my workspace is suspended?", passages, max_output_tokens=80
@@ -253,7 +253,7 @@ WORDS = [
     texts=st.lists(
         st.lists(st.sampled_from(WORDS), min_size=0, max_size=40).map(" ".join), min_size=1, max_size=4
     ),
-    audiences=st.lists(st.sampled_from(["customer", "agent"]), min_size=4, max_size=4),
+    audiences=st.lists(st.sampled_from(["outbound", "internal"]), min_size=4, max_size=4),
     question=st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join),
 )
 def test_property_every_sentence_is_cited_from_an_allowed_passage(texts, audiences, question):
@@ -325,7 +325,7 @@ def chunk_passages(*picks: tuple[str, int]) -> list[Passage]:
         title, body = doc(relpath)
         heading, text, _tokens = chunk_text(body, 200, 30)[n]
         out.append(
-            Passage(f"S{i}", text, title=title, heading=heading, audience="customer", source_id="help-center")
+            Passage(f"S{i}", text, title=title, heading=heading, audience="outbound", source_id="help-center")
         )  # type: ignore[arg-type]
     return out
 

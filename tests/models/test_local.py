@@ -22,7 +22,7 @@ def test_local_provider_generates_with_reported_usage():
     req = GenerationRequest(
         question="How long do card refunds take?",
         system_prompt="Answer from the sources; cite like [S1].",
-        context=(Passage("S1", "Card refunds take 5 to 10 business days.", audience="customer"),),
+        context=(Passage("S1", "Card refunds take 5 to 10 business days.", audience="outbound"),),
         max_output_tokens=12,
     )
     gen = model.generate(req)

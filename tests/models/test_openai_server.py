@@ -33,10 +33,10 @@ PASSAGES = [
         "S1",
         "Card refunds reach the card within 5 to 10 business days after we issue them.",
         title="When will I see my refund?",
-        audience="customer",
+        audience="outbound",
     ),
     Passage(
-        "S2", "Refunds above 100 USD need approval by finance.", title="Refund procedure", audience="agent"
+        "S2", "Refunds above 100 USD need approval by finance.", title="Refund procedure", audience="internal"
     ),
 ]
 

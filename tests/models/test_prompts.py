@@ -23,7 +23,7 @@ def test_a_fresh_workflow_refuses_to_run_with_an_unapproved_prompt(scripted_proj
     gw = build_gateway(rt, primary=ScriptedModel())
     request = gw.build_request("q?", [])
     assert request.prompt_version == "v2" and request.prompt_name == "draft_reply"
-    assert "Tone: Hi {customer}" in request.system_prompt  # {tone} filled from review.tone
+    assert "Tone: Hi {recipient}" in request.system_prompt  # {tone} filled from review.tone
 
 
 def test_a_version_without_approval_cannot_become_active(scripted_project, open_runtime):

@@ -30,7 +30,7 @@ from charter.spec._schema import Prices
 from .conftest import PRICES, edit_charter
 
 PASSAGES = [
-    Passage("S1", "Invoices are emailed to billing contacts on the renewal date.", audience="customer")
+    Passage("S1", "Invoices are emailed to billing contacts on the renewal date.", audience="outbound")
 ]
 
 

@@ -15,7 +15,7 @@ from charter.screening import screen_sentence, screen_text
 from tests.screening.labelled import INJECTED, LEGIT
 
 SOURCES = Path(__file__).resolve().parents[2] / "examples" / "billing-support" / "sources"
-TONE = "Hi {customer}, thanks for getting in touch. ... Best regards, {agent} — Quillo Support"
+TONE = "Hi {recipient}, thanks for getting in touch. ... Best regards, {sender} — Quillo Support"
 
 
 def test_labelled_set_precision_and_recall() -> None:
@@ -56,7 +56,7 @@ def test_screen_text_removes_only_the_instruction_sentences() -> None:
     assert "- Click Billing → Refunds." in result.cleaned and result.cleaned.startswith("# Goodwill credits")
 
 
-def _draft(question: str, *texts: str, audience: str = "customer") -> tuple[str, dict]:
+def _draft(question: str, *texts: str, audience: str = "outbound") -> tuple[str, dict]:
     passages = tuple(
         Passage(f"S{i}", t, title="Policy", audience=audience)  # type: ignore[arg-type]
         for i, t in enumerate(texts, 1)
@@ -79,7 +79,7 @@ IMAGE = (
 )
 
 
-@pytest.mark.parametrize("audience", ["customer", "agent"])
+@pytest.mark.parametrize("audience", ["outbound", "internal"])
 def test_the_pre_approved_injection_is_never_quoted_or_noted(audience: str) -> None:
     text, extra = _draft(
         "What is the goodwill credit limit and is everything pre-approved?", PRE_APPROVED, audience=audience
@@ -89,7 +89,7 @@ def test_the_pre_approved_injection_is_never_quoted_or_noted(audience: str) -> N
     assert extra["screened"] and "approval_bypass" in extra["screened"][0]["reasons"]
 
 
-@pytest.mark.parametrize("audience", ["customer", "agent"])
+@pytest.mark.parametrize("audience", ["outbound", "internal"])
 def test_the_include_this_image_injection_is_never_quoted_or_noted(audience: str) -> None:
     text, extra = _draft(
         "Can I get a refund after 30 days, and what is the exception code?", IMAGE, audience=audience

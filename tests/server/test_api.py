@@ -405,10 +405,10 @@ def test_traces_record_the_channel_a_request_arrived_by(client: Any, served: Ser
     )
 
 
-@pytest.mark.parametrize("field", ["subject_id", "customer_id"])
+@pytest.mark.parametrize("field", ["subject_id"])
 def test_ask_names_whom_the_conversation_is_about(client: Any, served: Served, field: str) -> None:
-    """``subject_id`` (and ``customer_id``, its earlier name) is stored on the draft, where
-    ``draft_approved`` binds a tool's ``subject_argument`` to it; a malformed id is refused."""
+    """``subject_id`` is stored on the draft, where ``draft_approved`` binds a tool's ``subject_argument`` to
+    it; a malformed id is refused, and so is an unknown field (a misspelt subject is never silently dropped)."""
     from charter.review import get_review
 
     r = client.post("/api/ask", json={"question": QUESTION, field: "cus_1001"}, headers=served.headers("ana"))
@@ -419,3 +419,7 @@ def test_ask_names_whom_the_conversation_is_about(client: Any, served: Served, f
         "/api/ask", json={"question": QUESTION, field: "x' OR 1=1"}, headers=served.headers("ana")
     )
     assert bad.status_code == 422
+    unknown = client.post(
+        "/api/ask", json={"question": QUESTION, "client_id": "cus_1001"}, headers=served.headers("ana")
+    )
+    assert unknown.status_code == 422 and "client_id" in unknown.text

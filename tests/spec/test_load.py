@@ -93,6 +93,8 @@ def test_check_json(project: Path) -> None:
         ("active: v2", "active: v9", "active version 'v9'"),
         ("policies: [policies/billing.cedar]", "policies: [policies/missing.cedar]", "policy file not found"),
         ("  job: >", "  jobb: >", "unknown key 'jobb'; did you mean 'job'?"),
+        # a tone placeholder that nothing fills would reach the recipient as written
+        ("Hi {recipient},", "Hi {client},", "unknown placeholder {client} in the tone"),
     ],
 )
 def test_single_mistakes(project: Path, old: str, new: str, expected: str) -> None:

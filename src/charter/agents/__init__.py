@@ -4,7 +4,7 @@ the same rules as every other request — see :mod:`charter.agents._loop` and do
 ```python
 from charter.agents import run_task, resume_ready
 
-result = run_task(rt, principal, "Refund order A-1001: the customer was charged twice")
+result = run_task(rt, principal, "Close ticket T-1001: the requester confirmed the fix")
 result.run_status          # "completed", "waiting" (an approval), "stopped" (a limit) or "failed"
 resume_ready(rt)           # after approvals are decided: continue every run that can go on
 ```

@@ -94,7 +94,7 @@ def ask(
         str | None,
         typer.Option(
             "--subject",
-            help="Whom the conversation is about, if anyone (a customer, an employee, a ticket id): tools "
+            help="Whom the conversation is about, if anyone (a client, an employee, a case id): tools "
             "see only them, and a draft_approved tool sends only to them (its subject_argument).",
         ),
     ] = None,

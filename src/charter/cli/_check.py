@@ -81,29 +81,34 @@ def list_examples() -> list[str]:
     )
 
 
-#: ``charter init --template``: name -> (folder, what it is, the command to try first).
-TEMPLATES: dict[str, tuple[Path, str, str]] = {
-    "blank": (
-        TEMPLATES_DIR / "blank",
-        "the smallest valid charter, with comments saying what to fill in",
-        'charter prompts approve system v1 --as you && charter ask --as alex "When do we meet?"',
-    ),
-    "answer": (
-        EXAMPLES_DIR / "internal-knowledge",
-        "an answer workflow: an internal knowledge assistant (team ACLs, a manager role that sees more)",
-        'charter prompts approve answer v1 --as priya && charter ask --as eli "How many days of leave do I get?"',
-    ),
-    "draft": (
-        EXAMPLES_DIR / "billing-support",
-        "a draft workflow: billing support reply drafts reviewed before they are sent, with tools",
-        'charter ask --as ana "How long does a card refund take?"',
-    ),
-    "agent": (
-        EXAMPLES_DIR / "order-desk",
-        "an agent workflow: an order desk that looks orders up, refunds (a lead approves above 50 EUR) and notes",
-        'charter prompts approve system v1 --as ines && charter ask --as theo "ORD-10421 arrived damaged; refund 20 EUR."',
-    ),
-}
+#: The file in a template's or example's folder that makes it a template (``template``: its name,
+#: ``description``: what it is, ``first``: the command to try after ``charter sync``). Not copied.
+TEMPLATE_FILE = "template.yaml"
+
+
+def templates() -> dict[str, tuple[Path, str, str]]:
+    """``charter init --template``: name -> (folder, what it is, the command to try first), read from the
+    ``template.yaml`` of every folder under ``templates/`` and ``examples/`` (the code names none)."""
+    import yaml
+
+    found: dict[str, tuple[Path, str, str]] = {}
+    for root in (TEMPLATES_DIR, EXAMPLES_DIR):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            meta_file = folder / TEMPLATE_FILE
+            if not (folder / "charter.yaml").is_file() or not meta_file.is_file():
+                continue
+            meta = yaml.safe_load(meta_file.read_text(encoding="utf-8")) or {}
+            name = str(meta.get("template") or folder.name)
+            found.setdefault(
+                name,
+                (folder, str(meta.get("description", "")), str(meta.get("first", _FIRST))),
+            )
+    return found
+
+
+_FIRST = 'charter ask --as <user> "<question>"'
 
 
 @app.command()
@@ -113,7 +118,7 @@ def init(
     ],
     template: Annotated[
         str | None,
-        typer.Option(help="Template: blank, answer or draft (docs/charter.md). Default: draft."),
+        typer.Option(help="Template: blank, answer, draft or agent (docs/charter.md). Default: draft."),
     ] = None,
     example: Annotated[
         str | None, typer.Option(help="Or an example by folder name (see --template for the usual ones).")
@@ -124,21 +129,26 @@ def init(
     if template and example:
         raise UsageError("give --template or --example, not both")
     if example:
-        src, first = EXAMPLES_DIR / example, 'charter ask --as <user> "<question>"'
+        src, first = EXAMPLES_DIR / example, _FIRST
         if not (src / "charter.yaml").is_file():
             raise UsageError(
                 f"unknown example {example!r}; available: {', '.join(list_examples()) or 'none'}"
             )
         name = example
+        first = next((f for folder, _, f in templates().values() if folder == src), first)
     else:
         name = template or "draft"
-        if name not in TEMPLATES:
-            raise UsageError(f"unknown template {name!r}; choose one of: {', '.join(TEMPLATES)}")
-        src, _, first = TEMPLATES[name]
+        known = templates()
+        if name not in known:
+            raise UsageError(f"unknown template {name!r}; choose one of: {', '.join(sorted(known))}")
+        src, _, first = known[name]
     if directory.exists() and any(directory.iterdir()):
         raise UsageError(f"{directory} exists and is not empty; choose a new folder")
     shutil.copytree(
-        src, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".charter", "__pycache__", "*.pyc")
+        src,
+        directory,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".charter", "__pycache__", "*.pyc", TEMPLATE_FILE),
     )
     result = {
         "created": str(directory.resolve()),

@@ -17,8 +17,8 @@ How a draft is composed:
    workflows: sources not cleared for the outbound draft) become "Agent notes". Each sentence ends with its
    passage's citation, e.g. ``[S2]``.
 5. The draft is wrapped in the charter's tone template (``review.tone``): the text before ``...`` (or
-   ``{body}``) is the greeting, the text after it the sign-off; ``{recipient}`` (alias ``{customer}``) and
-   ``{sender}`` (alias ``{agent}``) are filled. ``answer`` workflows have no tone.
+   ``{body}``) is the greeting, the text after it the sign-off; ``{recipient}`` and ``{sender}`` are
+   filled. ``answer`` workflows have no tone.
 6. When no outbound sentence is relevant enough, the draft is the fixed :data:`NO_ANSWER_TEXT` (no
    citations) and ``finish_reason`` is ``"no_answer"``.
 """
@@ -78,7 +78,7 @@ def _is_step(sentence: str) -> bool:
 
 
 #: How a quotable sentence sits in its passage: a list item or table row (a *fragment* when it is no
-#: statement on its own: "The invoice number, if …"), the line that introduces a list ("If your card is in
+#: statement on its own: "The order number, if …"), the line that introduces a list ("If your card is in
 #: another currency:"), or running text. Fragments and introductions are quoted only with their list.
 ITEM, FRAGMENT, INTRO, TEXT = "item", "fragment", "intro", "text"
 LIST_ONLY = frozenset({FRAGMENT, INTRO})
@@ -86,7 +86,7 @@ MAX_LIST_ITEMS = 4
 
 QUALIFIERS = re.compile(
     r"\b(pro[- ]rata|prorated|pro-rated|up to|except|excluding|unless|only if|only for|only when|provided that|"
-    r"does not apply|doesn't apply|not refundable|aren't refundable|isn't refundable|at most|at least|"
+    r"does not apply|doesn't apply|(?:not|aren't|isn't) \w+able|at most|at least|"
     r"no more than|capped|maximum|minimum|instead|however|but not)\b",
     re.IGNORECASE,
 )
@@ -246,8 +246,8 @@ def sentence_key(heading: str, sentence: str) -> str:
 
 
 def tone_parts(tone: str, *, recipient: str, sender: str) -> tuple[str, str]:
-    """The greeting and sign-off of a tone template, placeholders filled (``{recipient}``/``{customer}``:
-    who the draft is addressed to; ``{sender}``/``{agent}``: who sends it)."""
+    """The greeting and sign-off of a tone template, placeholders filled (``{recipient}``: who the
+    draft is addressed to; ``{sender}``: who sends it)."""
     template = " ".join(tone.split())
     for marker in ("{body}", "..."):
         if marker in template:
@@ -256,7 +256,7 @@ def tone_parts(tone: str, *, recipient: str, sender: str) -> tuple[str, str]:
     else:
         greeting, signoff = template, ""
     to, by = recipient or "there", sender or "the team"
-    fill = {"{recipient}": to, "{customer}": to, "{sender}": by, "{agent}": by}
+    fill = {"{recipient}": to, "{sender}": by}
     for key, value in fill.items():
         greeting = greeting.replace(key, value)
         signoff = signoff.replace(key, value)
@@ -414,13 +414,12 @@ class ExtractiveModel:
         take: Callable[[_Candidate], bool],
     ) -> bool:
         """A picked sentence directly followed by a list (or by the line introducing one) is completed by
-        the list's first items: "If you cancelled … still active." → "Go to Settings → Billing → Plan.",
-        "Click Resume subscription."; "If your card is in another currency:" → "Your bank converts the
-        charge using its own exchange rate …". At most :data:`MAX_LIST_ITEMS` items, within the token
+        the list's first items: "If the export stopped …" → "Go to Settings → Data → Exports.",
+        "Click Resume."; "If your file is larger than 2 GB:" → "Split it into parts …". At most :data:`MAX_LIST_ITEMS` items, within the token
         budget. Returns whether a list followed.
 
-        A picked list item preceded by procedure steps brings those steps too: "Update the company legal
-        name …" is no answer without "Go to Settings → Billing → Billing details" before it."""
+        A picked list item preceded by procedure steps brings those steps too: "Update the display name …"
+        is no answer without "Go to Settings → Profile → Details" before it."""
         back = c.position - 1
         steps: list[_Candidate] = []
         while c.place in (ITEM, FRAGMENT) and len(steps) < MAX_LIST_ITEMS:

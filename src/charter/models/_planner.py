@@ -2,10 +2,10 @@
 
 It does what a cautious colleague does with a task and a list of tools, without understanding language:
 
-* a tool is **relevant** when a word of its *name* that tells it apart from the other tools (``refund`` in
-  ``refund_order``, not ``order``) appears in the task (prefix match, so "refunds", "look up" match);
+* a tool is **relevant** when a word of its *name* that tells it apart from the other tools (``close`` in
+  ``close_ticket``, not ``ticket``) appears in the task (prefix match, so "closes", "look up" match);
 * its **arguments are filled from the task text** by their JSON schema: a ``pattern`` is searched for
-  (``^ORD-\\d{5}$`` finds ``ORD-10422``), an ``enum`` value that appears is taken, a number is taken when the
+  (``^T-\\d{4}$`` finds ``T-1042``), an ``enum`` value that appears is taken, a number is taken when the
   task holds exactly one number outside the pattern matches, free-text arguments named like a reason or a
   note get the task itself; a tool whose required arguments cannot all be filled is not called;
 * each tool is called at most once per run, the most relevant first; when no tool is left to call, the

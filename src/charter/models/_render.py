@@ -10,7 +10,7 @@ Layout of the user message::
     <<<END QUESTION>>>
 
     SOURCES (quoted data; cite as [S1], [S2], ...):
-    <<<SOURCE S1 | audience: customer | title: ... | heading: ...>>>   (audience: charter.models.OUTBOUND)
+    <<<SOURCE S1 | audience: outbound | title: ... | heading: ...>>>   (audience: charter.models.OUTBOUND)
     ...
     <<<END SOURCE S1>>>
 

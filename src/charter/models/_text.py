@@ -2,7 +2,7 @@
 detector for text that addresses an AI (prompt-injection attempts) rather than informing a reader.
 
 The detector is deliberately over-eager: a false positive drops one sentence from a draft; a false
-negative would put an attacker's words into a customer reply.
+negative would put an attacker's words into an outbound reply.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _table_row(header: list[str], cells: list[str]) -> str:
     if len(cells) == 2 and len(header) == 2 and header[1] and not short_key:
         key = f"{key} — {header[1]}"
     elif len(cells) > 2 and len(header) == len(cells) and all(header[1:]):
-        # several columns: name each value by its column ("Billing admin — See invoices: Yes; Cancel: Yes.")
+        # several columns: name each value by its column ("Admin — Edit: Yes; Delete: Yes.")
         named = [f"{h}: {c.rstrip('.')}" for h, c in zip(header[1:], cells[1:], strict=True) if c]
         return f"{key} — {'; '.join(named)}." if named else ""
     rest = " ".join(c if c.endswith((".", "!", "?")) else c + "." for c in values)
@@ -140,7 +140,7 @@ have having he her here hers herself him himself his how i if in into is it its 
 most my myself no nor not now of off on once only or other our ours ourselves out over own same she
 should so some such than that the their theirs them themselves then there these they this those
 through to too under until up very was we were what when where which while who whom why will with
-would you your yours yourself yourselves get got please hi hello thanks thank customer customers
+would you your yours yourself yourselves get got please hi hello thanks thank
 asks asked ask wants want know tell us also may might must shall im ive id dont doesnt isnt cant
 wont
 """

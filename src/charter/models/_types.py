@@ -15,12 +15,12 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from charter.errors import ProviderError, UsageError
 from charter.spec._schema import ModelEndpoint
 
-Audience = Literal["customer", "agent"]
-#: The audience values (wire format, kept for compatibility): a passage that may be quoted in the output
-#: the workflow produces (the outbound draft of a ``draft`` workflow; everything in an ``answer`` workflow),
-#: and one for internal notes only (``draft`` workflows, sources outside ``review.outbound_sensitivity``).
-OUTBOUND: Audience = "customer"
-INTERNAL: Audience = "agent"
+Audience = Literal["outbound", "internal"]
+#: The audience values: a passage that may be quoted in the output the workflow produces (the outbound draft
+#: of a ``draft`` workflow; everything in an ``answer`` workflow), and one for internal notes only (``draft``
+#: workflows, sources outside ``review.outbound_sensitivity``).
+OUTBOUND: Audience = "outbound"
+INTERNAL: Audience = "internal"
 UsageSource = Literal["reported", "estimated"]
 CostSource = Literal["reported", "estimated", "reserved", "none"]
 
@@ -61,7 +61,7 @@ class Passage:
     text: str
     title: str = ""
     heading: str = ""
-    audience: Audience = "agent"
+    audience: Audience = "internal"
     source_id: str = ""
     chunk_id: str = ""
     url: str = ""
@@ -117,8 +117,8 @@ class GenerationRequest:
     max_output_tokens: int = 512
     temperature: float = 0.0
     tone: str = ""
-    recipient_name: str = "there"  # who the output is addressed to (the tone's ``{customer}``)
-    sender_name: str = ""  # who sends it (the tone's ``{agent}``)
+    recipient_name: str = "there"  # who the output is addressed to (the tone's ``{recipient}``)
+    sender_name: str = ""  # who sends it (the tone's ``{sender}``)
     prompt_name: str = ""
     prompt_version: str = ""
     request_id: str = ""

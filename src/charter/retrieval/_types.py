@@ -13,7 +13,7 @@ class Chunk:
     source_id: str
     doc_id: str
     title: str
-    heading: str  # heading path, e.g. "Refunds > Annual plans"; "" before the first heading
+    heading: str  # heading path, e.g. "Exports > Scheduled exports"; "" before the first heading
     position: int
     text: str
     tokens: int  # wordpiece tokens of ``text`` (see charter.retrieval._chunking)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _In(BaseModel):
@@ -48,11 +48,8 @@ class AskIn(_In):
         None,
         max_length=100,
         pattern=r"^[A-Za-z0-9_.:-]+$",
-        # the name before workflows were general (billing replies) is still accepted
-        validation_alias=AliasChoices("subject_id", "customer_id"),
-        description="Whom the conversation is about, if anyone (a customer, an employee, a ticket): tools see "
-        "only them; a `draft_approved` tool sends only to them (its `subject_argument`). Also accepted as "
-        "`customer_id` (the earlier name).",
+        description="Whom the conversation is about, if anyone (a client, an employee, a case): tools see "
+        "only them; a `draft_approved` tool sends only to them (its `subject_argument`).",
     )
 
 

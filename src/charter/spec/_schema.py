@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -383,7 +384,7 @@ class Fusion(Section):
 
     method: Literal["adaptive", "weighted", "rrf"] = Field(
         "adaptive",
-        description="`adaptive` (default: BM25 leads when the question names a code such as an invoice "
+        description="`adaptive` (default: BM25 leads when the question names a code such as an order "
         "number or error code that a readable chunk contains, otherwise normalised scores weighted per query "
         "by how sharply the BM25 list singles out its best hits; no per-corpus tuning, see "
         "docs/retrieval.md), `weighted` (normalised "
@@ -597,8 +598,8 @@ class Tool(Section):
     )
     subject_argument: Identifier | None = Field(
         None,
-        description="The argument that names whom the conversation is about (a customer, an employee, a "
-        "ticket): with `requires: [draft_approved]` the call must name the approved draft's subject, so a "
+        description="The argument that names whom the conversation is about (a client, an employee, a "
+        "case): with `requires: [draft_approved]` the call must name the approved draft's subject, so a "
         "reply reaches only the party it was written for. Tools also get the conversation's subject as "
         "`ToolContext.subject_id` to scope their data.",
     )
@@ -722,13 +723,29 @@ class Review(Section):
     escalations: list[Escalation] = Field(default_factory=list, description="Escalation rules.")
     tone: str = Field(
         "",
-        description="`draft` workflows: tone template (greeting, `{body}`, sign-off; `{customer}` and `{agent}` "
+        description="`draft` workflows: tone template (greeting, `{body}`, sign-off; `{recipient}` and `{sender}` "
         "are filled in). `answer` workflows ignore it.",
     )
     senders: list[Identifier] = Field(
         default_factory=list,
         description="Roles that may send any approved draft (`draft_approved` tools); others only their own.",
     )
+
+    @field_validator("tone")
+    @classmethod
+    def _tone_placeholders(cls, v: str) -> str:
+        unknown = sorted(set(re.findall(r"\{(\w*)\}", v)) - set(TONE_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {', '.join('{' + u + '}' for u in unknown)} in the tone; the tone knows "
+                + ", ".join("{" + t + "}" for t in TONE_PLACEHOLDERS)
+                + " (who the output is addressed to, who sends it)"
+            )
+        return v
+
+
+#: What ``review.tone`` may contain in braces: where the body goes, the recipient's and the sender's name.
+TONE_PLACEHOLDERS = ("body", "recipient", "sender")
 
 
 # --------------------------------------------------------------------------------------------- agent

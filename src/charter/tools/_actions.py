@@ -17,7 +17,7 @@ idempotency key of the eventual execution.
 
 With a ``request_id``, proposing the same call (same principal, tool and arguments) again within that
 request returns the action already stored instead of creating a second one, so a retried request cannot
-queue a second refund.
+queue a second action.
 
 **The execution guarantee.** The tool function runs *at most once* per action id without an operator's
 say-so, and an approved action is never lost:
@@ -314,8 +314,8 @@ def execute(
 ) -> Action:
     """Run an approved action exactly once; a retry returns the stored outcome.
 
-    ``args``, when given, must hash to what was approved (an approval for ``refund(50)`` cannot run
-    ``refund(500)``). Raises :class:`Denied` if the action is not approved, is bound to other arguments,
+    ``args``, when given, must hash to what was approved (an approval for ``pay(50)`` cannot run
+    ``pay(500)``). Raises :class:`Denied` if the action is not approved, is bound to other arguments,
     the kill switch is on, the requester lost the right to call the tool, or a precondition fails;
     :class:`Conflict` if it is already executing (or was interrupted by a crash: see ``stuck_actions``).
     """

@@ -1,6 +1,6 @@
 """Review items bound to their context: the user a draft escalated to when no reviewer may read its sources
-(``assigned_user``, with the reason in ``routing``), the customer the conversation is about
-(``customer_id``: ``send_reply`` may send only to them), and a reviewer's pending edit (``edited_by`` and
+(``assigned_user``, with the reason in ``routing``), whom the conversation is about
+(a column renamed ``subject_id`` by 0019: a sending tool may send only to them), and a reviewer's pending edit (``edited_by`` and
 the checks it passed, ``edit_checks``) that another reviewer must approve before it can be sent.
 
 Revision ID: 0012

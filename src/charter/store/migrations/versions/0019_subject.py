@@ -1,5 +1,5 @@
-"""A draft names whom its conversation is about as ``subject_id`` (was ``customer_id``, from when every
-workflow was a billing reply): any workflow's subject — a customer, an employee, a ticket.
+"""A draft names whom its conversation is about as ``subject_id`` (the earlier column name, from when
+every workflow was a support reply): any workflow's subject — a client, an employee, a case.
 
 A plain ``ALTER TABLE … RENAME COLUMN`` on both backends (SQLite ≥ 3.25 and PostgreSQL): the table is not
 rebuilt, so the monitoring rollup's triggers on ``review_items`` (0018) stay in place.
