@@ -117,7 +117,7 @@ def _state_query() -> Any:
     from charter.gate import RESTRICTED_KEY
     from charter.retrieval._tables import versions
     from charter.sources._tables import source_state
-    from charter.store._core_tables import state
+    from charter.store import state
     from charter.tools._killswitch import WORKFLOW_KEY
 
     def typed_null(column: Any) -> Any:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from charter.spec import LoadedCharter, load_charter
-from charter.store import Store, open_store, resolve_database_url, utcnow
-from charter.store._core_tables import state
+from charter.store import Store, open_store, resolve_database_url, state, utcnow
 
 if TYPE_CHECKING:
     from charter.policy import Authorizer

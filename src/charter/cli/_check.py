@@ -47,7 +47,7 @@ def check(
                 console.print(str(p), highlight=False, soft_wrap=True)
             console.print(f"[red]{len(exc.problems)} problem(s) found[/]")
         raise typer.Exit(1) from None
-    from charter.store._perms import storage_wide_modes
+    from charter.store import storage_wide_modes
 
     wide = storage_wide_modes(loaded.base_dir, os.environ.get("CHARTER_DATABASE_URL"))
     result = {

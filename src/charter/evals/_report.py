@@ -241,7 +241,7 @@ def render_json(run: EvalRun, reader: Reader | None = None) -> str:
 def write_reports(run: EvalRun, directory: Path, reader: Reader | None = None) -> dict[str, Path]:
     """Write ``<run>.md``, ``<run>.json`` and ``<run>.html`` into ``directory`` as ``reader`` may see them
     (None: the local operator, unredacted); returns their paths."""
-    from charter.store._perms import private_dir, write_private
+    from charter.store import private_dir, write_private
 
     private_dir(directory)  # 0700 when created here; the reports (0600) quote answers and sources
     paths = {

@@ -136,7 +136,7 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
 # --------------------------------------------------------------------------------------------- sources
 def check_storage_modes(rt: Runtime, c: CheckResult) -> None:
     """The database (and ``-wal``/``-shm``), keys, anchors and reports must be private (0600 in 0700)."""
-    from charter.store._perms import storage_wide_modes
+    from charter.store import storage_wide_modes
 
     db = rt.store.url if rt.store.is_sqlite else None
     wide = storage_wide_modes(rt.charter.base_dir, db, rt.key_dir)

@@ -187,7 +187,7 @@ def claim_turn(rt: Runtime, key: str, period_s: float) -> bool:
 
     from sqlalchemy.exc import IntegrityError
 
-    from charter.store._core_tables import state
+    from charter.store import state
 
     now = utcnow()
     cutoff = now - timedelta(seconds=period_s)

@@ -103,7 +103,7 @@ def render_html(data: dict[str, Any]) -> str:
 
 def write_report(rt: Runtime, result: GateResult, folder: Path | str) -> dict[str, Any]:
     """Write the three reports and the signed manifest into ``folder``; returns the manifest."""
-    from charter.store._perms import private_dir, write_private
+    from charter.store import private_dir, write_private
     from charter.telemetry.signing import SigningKey
 
     folder = private_dir(folder)  # 0700 when created here; reports are 0600 (they quote evidence)

@@ -96,7 +96,7 @@ class RateLimiter:
     def _check_shared(self, key: str) -> None:
         from sqlalchemy import delete, select
 
-        from charter.store._core_tables import rate_limit_windows as t
+        from charter.store import rate_limit_windows as t
 
         assert self.store is not None
         now = self.clock()

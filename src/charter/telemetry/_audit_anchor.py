@@ -63,7 +63,7 @@ def read_sealed_from(path: Path) -> int | None:
 def mark_sealed(path: Path, seq: int, database: str) -> bool:
     """Record once that every entry after ``seq`` is sealed (kept by later anchor updates). False if the
     anchor could not be written, or is corrupt (left for verify to report)."""
-    from charter.store._perms import private_dir
+    from charter.store import private_dir
 
     try:
         private_dir(path.parent)
@@ -112,7 +112,7 @@ def _locked(path: Path) -> Iterator[None]:
 def write_anchor(path: Path, checkpoint: Checkpoint, database: str) -> bool:
     """Record ``checkpoint`` unless the anchor holds a later one. False if it could not (read-only, corrupt)."""
     try:
-        from charter.store._perms import private_dir
+        from charter.store import private_dir
 
         private_dir(path.parent)
         with _locked(path):

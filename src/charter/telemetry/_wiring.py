@@ -37,7 +37,7 @@ def masking_salt(rt: Runtime) -> bytes:
         salt = env.encode()
     else:
         path = rt.key_dir / "masking.salt"
-        from charter.store._sealing import create_secret_file
+        from charter.store import create_secret_file
 
         salt = create_secret_file(path, secrets.token_hex(32).encode())
     rt._masking_salt = salt  # type: ignore[attr-defined]

@@ -307,7 +307,7 @@ class AuditLog:
             if path.is_file():
                 self._seal_key = bytes.fromhex(path.read_text(encoding="ascii").strip())
             elif create and read_sealed_from(self.anchor_path) is None:
-                from charter.store._sealing import create_secret_file
+                from charter.store import create_secret_file
 
                 self._seal_key = bytes.fromhex(
                     create_secret_file(path, secrets.token_hex(32).encode()).decode("ascii")

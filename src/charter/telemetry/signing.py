@@ -107,7 +107,7 @@ class SigningKey:
     @classmethod
     def create(cls, key_dir: Path | str) -> SigningKey:
         """Create a new key in ``key_dir`` (0700); refuses to overwrite an existing private key."""
-        from charter.store._perms import private_dir
+        from charter.store import private_dir
 
         folder = private_dir(key_dir)
         with contextlib.suppress(OSError):
@@ -165,7 +165,7 @@ class SigningKey:
 
 
 def _write_public(path: Path, public: PublicKey) -> None:
-    from charter.store._perms import write_private
+    from charter.store import write_private
 
     write_private(path, public.to_pem())  # 0600 like everything under .charter/ (export it to share it)
 
