@@ -173,7 +173,7 @@ def docs_reference(
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
 ) -> None:
     """Generate the charter reference (docs/charter-reference.md) from the schema."""
-    from charter.spec._reference import render_reference
+    from charter.spec import render_reference
 
     text = render_reference()
     if output:

@@ -297,7 +297,7 @@ def evals_add_from_production(
     from charter.cli._common import acting_principal
     from charter.errors import Denied, UsageError
     from charter.evals import EvalSetError, load_eval_set
-    from charter.spec._types import parse_duration
+    from charter.spec import parse_duration
     from charter.store import utcnow
     from charter.telemetry._clusters import cases_from_cluster, find_cluster
 

@@ -24,7 +24,7 @@ SinceOpt = Annotated[str, typer.Option("--since", help="How far back, e.g. 24h, 
 
 
 def _duration(text: str) -> timedelta:
-    from charter.spec._types import parse_duration
+    from charter.spec import parse_duration
 
     try:
         return parse_duration(text)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from charter.errors import Problem, SpecError
-from charter.spec._yaml import LocatedYAML, load_yaml_file
+from charter.spec import LocatedYAML, load_yaml_file
 
 CATEGORIES = ("normal", "edge", "negative", "permission")
 Category = Literal["normal", "edge", "negative", "permission"]

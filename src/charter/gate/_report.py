@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charter.errors import IntegrityError, UsageError
-from charter.spec._fingerprint import canonical_json
+from charter.spec import canonical_json
 
 if TYPE_CHECKING:
     from charter.gate._types import GateResult

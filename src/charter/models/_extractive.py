@@ -38,7 +38,7 @@ from charter.models._render import clean_text, estimate_tokens, parse_citations,
 from charter.models._text import Overlap, is_statement, sentences_with_structure
 from charter.models._types import INTERNAL, OUTBOUND, Generation, GenerationRequest, Passage, evolve, provider
 from charter.screening import screen_sentence
-from charter.spec._schema import ModelEndpoint
+from charter.spec import ModelEndpoint
 
 NO_ANSWER_TEXT = "I cannot answer this from the knowledge base. Please escalate this question to a colleague."
 AGENT_NOTES_HEADER = "Agent notes (internal, not to be sent):"

@@ -31,8 +31,7 @@ from charter.models._types import (
     evolve,
 )
 from charter.models._wrappers import Budgeted, Fallback, Limited, Metered, Retrying, Timed
-from charter.spec import LoadedCharter, Principal
-from charter.spec._schema import ModelEndpoint
+from charter.spec import LoadedCharter, ModelEndpoint, Principal
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

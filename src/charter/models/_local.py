@@ -16,7 +16,7 @@ from typing import Any
 from charter.errors import ProviderError, UsageError
 from charter.models._render import parse_citations, render_messages
 from charter.models._types import Generation, GenerationRequest, provider
-from charter.spec._schema import ModelEndpoint
+from charter.spec import ModelEndpoint
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -20,7 +20,7 @@ from typing import Any
 from charter.errors import ProviderError, UsageError
 from charter.models._render import parse_citations, render_messages
 from charter.models._types import Generation, GenerationRequest, ModelTimeout, ToolCall, provider
-from charter.spec._schema import ModelEndpoint
+from charter.spec import ModelEndpoint
 
 PLACEHOLDER_KEY = "not-needed"
 _RETRYABLE_STATUS = {408, 409, 429}

@@ -27,8 +27,7 @@ from sqlalchemy import select
 
 from charter.errors import Denied, NotFound, UsageError
 from charter.models._tables import prompt_activations, prompt_approvals
-from charter.spec import LoadedCharter, Principal
-from charter.spec._schema import Prompt, PromptVersion
+from charter.spec import LoadedCharter, Principal, Prompt, PromptVersion
 from charter.store import Store, utcnow
 
 AuditFn = Callable[..., Any]

@@ -20,7 +20,7 @@ from typing import Any
 from charter.errors import ProviderError
 from charter.models._render import parse_citations
 from charter.models._types import Generation, GenerationRequest, ToolCall, provider
-from charter.spec._schema import ModelEndpoint
+from charter.spec import ModelEndpoint
 
 
 @dataclass(frozen=True)

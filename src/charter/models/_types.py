@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from charter.errors import ProviderError, UsageError
-from charter.spec._schema import ModelEndpoint
+from charter.spec import ModelEndpoint
 
 Audience = Literal["outbound", "internal"]
 #: The audience values: a passage that may be quoted in the output the workflow produces (the outbound draft

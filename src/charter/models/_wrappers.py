@@ -22,7 +22,7 @@ from charter.errors import ProviderError, UsageError
 from charter.models._budget import BudgetLedger, nano_to_usd, token_cost_nano
 from charter.models._render import estimate_request_tokens, estimate_tokens
 from charter.models._types import Generation, GenerationRequest, Model, ModelTimeout, evolve
-from charter.spec._schema import Prices
+from charter.spec import Prices
 
 
 class ModelWrapper:

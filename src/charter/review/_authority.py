@@ -21,8 +21,7 @@ from charter.errors import Denied
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
-    from charter.spec import Principal
-    from charter.spec._schema import Escalation
+    from charter.spec import Escalation, Principal
 
 
 def escalation_rule(runtime: Runtime, trigger: str, role: str | None) -> Escalation | None:

@@ -25,7 +25,7 @@ from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
 from charter.review._clock import Clock, clock_or_default
 from charter.review._tables import review_items
-from charter.spec._schema import Escalation
+from charter.spec import Escalation
 from charter.store import sealer_for
 from charter.tools import resolve_principal
 from charter.tools._records import masked

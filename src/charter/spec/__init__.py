@@ -2,9 +2,15 @@
 
 from charter.spec._fingerprint import canonical_json, fingerprint, section_hash
 from charter.spec._load import LoadedCharter, Principal, find_charter, load_charter
+from charter.spec._reference import render_reference
 from charter.spec._schema import (
     SENSITIVITY_ORDER,
     Charter,
+    Escalation,
+    ModelEndpoint,
+    Prices,
+    Prompt,
+    PromptVersion,
     RoleScopeView,
     Source,
     Tool,
@@ -12,12 +18,19 @@ from charter.spec._schema import (
     WorkflowKind,
 )
 from charter.spec._types import parse_duration
+from charter.spec._yaml import LocatedYAML, load_yaml_file
 
 __all__ = [
     "SENSITIVITY_ORDER",
     "Charter",
+    "Escalation",
     "LoadedCharter",
+    "LocatedYAML",
+    "ModelEndpoint",
+    "Prices",
     "Principal",
+    "Prompt",
+    "PromptVersion",
     "RoleScopeView",
     "Source",
     "Tool",
@@ -27,6 +40,8 @@ __all__ = [
     "find_charter",
     "fingerprint",
     "load_charter",
+    "load_yaml_file",
     "parse_duration",
+    "render_reference",
     "section_hash",
 ]
