@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from charter import _checks as checks
-from charter.pipeline import ask, traces_for
+from charter.agents import respond
+from charter.pipeline import traces_for
 from charter.runtime import Runtime
 
 ZW = "\u200b"
@@ -21,10 +22,11 @@ INJECTIONS = [
 ]
 
 
-@pytest.fixture(params=["draft", "answer"])
+@pytest.fixture(params=["draft", "answer", "agent"])
 def rt(synced_project: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
-    """The synced example as a ``draft`` workflow (as shipped) and as an ``answer`` workflow (every
-    passage the asker may read is quotable): injection must change nothing in either."""
+    """The synced example as a ``draft`` workflow (as shipped), as an ``answer`` workflow (every passage the
+    asker may read is quotable) and as an ``agent`` workflow (the question is a task; the model may call the
+    example's tools): injection must change nothing in any of them."""
     if request.param != "draft":
         text = synced_project.read_text(encoding="utf-8")
         synced_project.write_text(
@@ -53,7 +55,7 @@ def rt(synced_project: Path, request: pytest.FixtureRequest) -> Iterator[Runtime
     ["How long do card refunds take?", "What do the community notes about refunds say?", *INJECTIONS],
 )
 def test_injection_changes_nothing(rt: Runtime, user: str, question: str) -> None:
-    result = ask(rt, rt.charter.principal(user), question, submit_for_review=False)
+    result = respond(rt, rt.charter.principal(user), question, submit_for_review=False)
     trace = traces_for(rt).get(result.request_id)
     retrieved = {r["chunk_id"] for r in trace["retrieved"]}
     assert {c.chunk_id for c in result.citations} <= retrieved
