@@ -13,6 +13,12 @@ def test_exported_names() -> None:
             "parse_token",
             "resolve_token",
             "revoke_token",
+            # the console's sessions (the server uses them)
+            "create_session",
+            "csrf_token",
+            "resolve_session",
+            "revoke_session",
+            "verify_cache",
         ]
     )
     for name in charter.identity.__all__:

@@ -289,6 +289,14 @@ def test_exported_names() -> None:
             "start_server_telemetry",
             "trace_store_for",
             "wilson_interval",
+            # alerts, trend charts and failure clusters, for the console, the CLI and the gate
+            "TREND_CHARTS",
+            "alerts_once",
+            "cases_from_cluster",
+            "comparison_text",
+            "find_cluster",
+            "firing_alerts",
+            "trend_charts",
         ]
     )
     for name in telemetry.__all__:

@@ -299,7 +299,7 @@ def evals_add_from_production(
     from charter.evals import EvalSetError, load_eval_set
     from charter.spec import parse_duration
     from charter.store import utcnow
-    from charter.telemetry._clusters import cases_from_cluster, find_cluster
+    from charter.telemetry import cases_from_cluster, find_cluster
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)

@@ -121,7 +121,7 @@ def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateRe
 
 def check_alerts(rt: Runtime, now: datetime | None = None) -> dict[str, Any] | None:
     """Evaluate and notify the alerts (see the module docstring); a failure is logged, never raised."""
-    from charter.telemetry._alerts import alerts_once
+    from charter.telemetry import alerts_once
 
     try:
         return alerts_once(rt, now)

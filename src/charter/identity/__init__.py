@@ -4,6 +4,7 @@ Use :func:`resolve_token` wherever a bearer token is presented (server and CLI s
 management: :func:`create_token`, :func:`list_tokens`, :func:`revoke_token`.
 """
 
+from charter.identity._sessions import create_session, csrf_token, resolve_session, revoke_session
 from charter.identity._tokens import (
     IssuedToken,
     TokenInfo,
@@ -12,14 +13,20 @@ from charter.identity._tokens import (
     parse_token,
     resolve_token,
     revoke_token,
+    verify_cache,
 )
 
 __all__ = [
     "IssuedToken",
     "TokenInfo",
+    "create_session",
     "create_token",
+    "csrf_token",
     "list_tokens",
     "parse_token",
+    "resolve_session",
     "resolve_token",
+    "revoke_session",
     "revoke_token",
+    "verify_cache",
 ]

@@ -219,7 +219,7 @@ class ConsoleCsrfMiddleware:
         from http.cookies import SimpleCookie
         from urllib.parse import parse_qs, urlsplit
 
-        from charter.identity._sessions import csrf_token
+        from charter.identity import csrf_token
         from charter.server._auth import LOGIN_COOKIE, SESSION_COOKIE
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}

@@ -383,7 +383,7 @@ class Authenticator:
             self._limit_failures(client)
             principal = self.oidc.principal(text, self._sink(client))
         else:
-            from charter.identity._tokens import verify_cache
+            from charter.identity import verify_cache
 
             if verify_cache.seen(text):  # verified here before: never held back by others' failures
                 before_verify = None
@@ -402,7 +402,7 @@ class Authenticator:
 
     def authenticate_console(self, request: Any) -> Principal:
         """The caller of a console page: the session cookie (see :mod:`charter.identity._sessions`)."""
-        from charter.identity._sessions import resolve_session
+        from charter.identity import resolve_session
 
         cookie = request.cookies.get(SESSION_COOKIE)
         try:

@@ -73,7 +73,7 @@ def _who(request: Request) -> Principal:
 
 def _csrf_field(request: Request, cookie: str | None = None) -> Markup:
     """The hidden CSRF input every POST form carries (empty without a session or pre-login cookie)."""
-    from charter.identity._sessions import csrf_token
+    from charter.identity import csrf_token
 
     value = cookie or request.cookies.get(SESSION_COOKIE) or ""
     if not value:
@@ -157,8 +157,7 @@ def login_form(request: Request) -> Response:
 
 @router.post("/login")
 def login(request: Request, token: str = Form(max_length=2000)) -> Response:
-    from charter.identity import parse_token
-    from charter.identity._sessions import create_session
+    from charter.identity import create_session, parse_token
     from charter.server._auth import client_of
 
     st = state_of(request)
@@ -194,7 +193,7 @@ def login(request: Request, token: str = Form(max_length=2000)) -> Response:
 @router.post("/logout")
 def logout(request: Request) -> Response:
     """End the session server-side (the cookie is useless afterwards, even if it was copied)."""
-    from charter.identity._sessions import revoke_session
+    from charter.identity import revoke_session
 
     revoke_session(state_of(request).rt, request.cookies.get(SESSION_COOKIE))
     resp = RedirectResponse("/login", status_code=303)
@@ -441,8 +440,7 @@ def monitor(request: Request) -> Response:
         report = build_report(rt, since=timedelta(days=7), principal=p) if caps.get("reports") else None
         extra: dict[str, Any] = {}
         if report is not None:  # trends, clusters and alerts only with reports.read: the report's own data
-            from charter.telemetry._alerts import firing_alerts
-            from charter.telemetry._report_render import TREND_CHARTS, comparison_text, trend_charts
+            from charter.telemetry import TREND_CHARTS, comparison_text, firing_alerts, trend_charts
 
             granularity = "by_week" if request.query_params.get("by") == "week" else "by_day"
             charts = trend_charts(report["time_series"], granularity)

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from charter.telemetry._alerts import alerts_once, firing_alerts
+from charter.telemetry._clusters import cases_from_cluster, find_cluster
 from charter.telemetry._feedback import FEEDBACK_REASONS, record_feedback, review_decisions
 from charter.telemetry._metrics import metrics_for
 from charter.telemetry._report import build_report, error_signature
-from charter.telemetry._report_render import render_report
+from charter.telemetry._report_render import TREND_CHARTS, comparison_text, render_report, trend_charts
 from charter.telemetry._retention import (
     RetentionResult,
     RetentionScheduler,
@@ -68,6 +70,7 @@ __all__ = [
     "FEEDBACK_REASONS",
     "REDACTED",
     "SEMCONV_VERSION",
+    "TREND_CHARTS",
     "Masker",
     "NullMasker",
     "PatternMasker",
@@ -78,10 +81,15 @@ __all__ = [
     "Trace",
     "TraceExporter",
     "TraceStore",
+    "alerts_once",
     "apply_retention",
     "build_report",
+    "cases_from_cluster",
+    "comparison_text",
     "current_channel",
     "error_signature",
+    "find_cluster",
+    "firing_alerts",
     "mask_text",
     "mask_value",
     "masker_for",
@@ -94,5 +102,6 @@ __all__ = [
     "review_decisions",
     "start_server_telemetry",
     "trace_store_for",
+    "trend_charts",
     "wilson_interval",
 ]
