@@ -125,7 +125,7 @@ def main() -> None:
         charter = _project(Path(tmp))
         rt = Runtime.open(charter)
         try:
-            rt._gateway = build_gateway(rt, primary=Planner())  # type: ignore[attr-defined]
+            rt.services.gateway = build_gateway(rt, primary=Planner())
             noor, ines = rt.charter.principal("noor"), rt.charter.principal("ines")
             run_task(
                 rt, noor, TASK, submit_for_review=False
@@ -160,7 +160,7 @@ def main() -> None:
                 assert result.run_status == "completed", result
             resumes: list[float] = []
             for _ in range(max(5, args.tasks // 5)):
-                rt._gateway = build_gateway(rt, primary=Refunder())  # type: ignore[attr-defined]
+                rt.services.gateway = build_gateway(rt, primary=Refunder())
                 paused = run_task(rt, noor, "Refund 80 EUR of ORD-10422, dented.", submit_for_review=False)
                 assert paused.run_status == "waiting", paused
                 (approval,) = paused.escalation["approvals"]  # type: ignore[index]

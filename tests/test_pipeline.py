@@ -142,7 +142,7 @@ def test_invalid_citations_are_removed_and_counted(rt: Runtime) -> None:
     model = ScriptedModel("scripted").enqueue(
         "Refunds to cards take 5–10 business days [S1]. The finance team secretly refunds everything [S42]."
     )
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     result = ask(
         rt,
         rt.charter.principal("ana"),
@@ -163,7 +163,7 @@ def test_ungrounded_answer_is_escalated(rt: Runtime) -> None:
     model = ScriptedModel("scripted").enqueue(
         "Quillo will refund you three times the amount and send a gift basket [S1]. Also free pizza [S2]."
     )
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     result = ask(
         rt,
         rt.charter.principal("ana"),
@@ -179,7 +179,7 @@ def test_canary_in_model_output_withholds_everything(rt: Runtime) -> None:
     from charter.models import ScriptedModel, build_gateway
 
     model = ScriptedModel("scripted").enqueue("The reference is CANARY-PRICE-4be2c8 [S1].")
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     result = ask(rt, rt.charter.principal("ana"), "What is the refund timing?", submit_for_review=False)
     assert result.status == "needs_human" and result.escalation["reason"] == "canary_in_output"  # type: ignore[index]
     assert "CANARY" not in str(result.as_dict())
@@ -237,11 +237,11 @@ def test_budget_admits_exactly_n_of_50_concurrent(synced_project: Path) -> None:
     q = "How long does a refund take to show up on my card?"
 
     rt = Runtime.open(synced_project)
-    rt._gateway = build_gateway(rt, primary=ScriptedModel("scripted", default=reply))  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=ScriptedModel("scripted", default=reply))
     first = ask(rt, rt.charter.principal("ana"), q, submit_for_review=False)
     per_request = first.cost_usd
     assert per_request > 0
-    spent = rt._gateway.ledger.month_status()["spent_usd"]  # type: ignore[attr-defined]
+    spent = rt.services.gateway.ledger.month_status()["spent_usd"]  # type: ignore[union-attr]
     rt.close()
 
     n = 7
@@ -251,7 +251,7 @@ def test_budget_admits_exactly_n_of_50_concurrent(synced_project: Path) -> None:
     )
     rt = Runtime.open(synced_project)
     model = ScriptedModel("scripted", default=reply)
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     outcomes: list[str] = []
     lock = threading.Lock()
 

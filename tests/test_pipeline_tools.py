@@ -56,7 +56,7 @@ def unapproved_executions(rt: Runtime) -> list[dict[str, object]]:
 
 def script(rt: Runtime, *replies: str) -> ScriptedModel:
     model = ScriptedModel("scripted").enqueue(*replies)
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     return model
 
 

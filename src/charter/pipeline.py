@@ -395,12 +395,11 @@ def search(
 
 def gateway_for(rt: Runtime) -> Any:
     """The runtime's gateway, built once (prompt approvals are checked when it is built)."""
-    cached = getattr(rt, "_gateway", None)
+    cached = rt.services.gateway
     if cached is None:
         from charter.models import build_gateway
 
-        cached = build_gateway(rt)
-        rt._gateway = cached  # type: ignore[attr-defined]
+        cached = rt.services.gateway = build_gateway(rt)
         # the extractive drafter embeds sentences with the index's model, and reuses its query vector
         from charter.models._extractive import SENTENCE_VECTORS
         from charter.retrieval import Index

@@ -7,9 +7,10 @@ Everything else (authorizer, index, gateway, …) is created lazily from it, onc
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -17,8 +18,35 @@ from charter.spec import LoadedCharter, load_charter
 from charter.store import Store, open_store, resolve_database_url, state, utcnow
 
 if TYPE_CHECKING:
+    from charter.models import Gateway
     from charter.policy import Authorizer
+    from charter.retrieval import Index
+    from charter.spec import Charter
+    from charter.telemetry import Masker, RuntimeMetrics, TraceStore
     from charter.telemetry.audit import AuditLog
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass
+class Services:
+    """What a runtime builds once and reuses, each built lazily by the package that owns it (``masker_for``,
+    ``trace_store_for``, ``metrics_for`` in :mod:`charter.telemetry`, ``gateway_for`` in
+    :mod:`charter.pipeline`, ``Index.for_runtime``, the MCP upstream hub). One typed slot per service: a
+    derived runtime (an eval with another model, a drill on a copy) gets its own :class:`Services` instead of
+    changing the shared one."""
+
+    masking_salt: bytes | None = None
+    masker: Masker | None = None
+    trace_store: TraceStore | None = None
+    metrics: RuntimeMetrics | None = None
+    gateway: Gateway | None = None
+    index: Index | None = None
+    mcp_hub: _Closeable | None = (
+        None  # charter.mcp's UpstreamHub (a higher layer: typed by what runtime needs)
+    )
 
 
 class Runtime:
@@ -28,6 +56,15 @@ class Runtime:
         self.charter = loaded
         self.store = store
         self.key_dir = key_dir or loaded.base_dir / ".charter" / "keys"
+        self.services = Services()
+
+    def derive(self) -> Runtime:
+        """A runtime on the same charter, store and keys, sharing what is built already (masker, trace
+        store, metrics, index) but with its own gateway slot: an eval that swaps the model sets the derived
+        runtime's gateway, and the shared runtime's is never replaced under other requests."""
+        derived = type(self)(self.charter, self.store, key_dir=self.key_dir)
+        derived.services = replace(self.services, gateway=None, mcp_hub=None)
+        return derived
 
     @classmethod
     def open(
@@ -45,7 +82,7 @@ class Runtime:
         return rt
 
     @property
-    def spec(self):  # type: ignore[no-untyped-def]
+    def spec(self) -> Charter:
         return self.charter.spec
 
     @cached_property
@@ -107,7 +144,7 @@ class Runtime:
         self.set_state("identity.snapshot", snapshot)
 
     def close(self) -> None:
-        hub = getattr(self, "_charter_mcp_hub", None)  # upstream MCP connections (charter.mcp)
+        hub = self.services.mcp_hub  # upstream MCP connections (charter.mcp)
         if hub is not None:
             hub.close()
         self.store.dispose()

@@ -52,5 +52,5 @@ def rt(order_desk: Path) -> Iterator[Runtime]:
 def script(rt: Runtime, *replies: object) -> ScriptedModel:
     """Replace the runtime's model with a scripted one replaying ``replies`` (prices, limits from the charter)."""
     model = ScriptedModel("scripted").enqueue(*replies)  # type: ignore[arg-type]
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     return model

@@ -57,7 +57,7 @@ class FnModel:
 
 def use(rt: Runtime, fn: Callable[[GenerationRequest, int], Any]) -> FnModel:
     model = FnModel(fn)
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     return model
 
 

@@ -69,7 +69,7 @@ def test_an_instruction_in_an_upstream_result_causes_no_unapproved_call(
         + call("git_commit", repo_path=str(repo), message="cleanup")
         + call("git_reset", repo_path=str(repo), mode="hard")
     )
-    rt._gateway = build_gateway(rt, primary=model)  # type: ignore[attr-defined]
+    rt.services.gateway = build_gateway(rt, primary=model)
     result = ask(
         rt, rt.charter.principal("ana"), "What changed in the last commit? " + log.result["content"][:500]
     )

@@ -290,6 +290,7 @@ def test_exported_names() -> None:
             "trace_store_for",
             "wilson_interval",
             # alerts, trend charts and failure clusters, for the console, the CLI and the gate
+            "RuntimeMetrics",
             "TREND_CHARTS",
             "alerts_once",
             "cases_from_cluster",

@@ -190,7 +190,7 @@ def probe_runtime(
         base = Index.for_runtime(rt)
         index = Index(prt.store, base.embedder)
         index.default_fusion = base.default_fusion
-        prt._charter_retrieval_index = index  # type: ignore[attr-defined]
+        prt.services.index = index
         canaries: dict[str, str] = {}
         planted: dict[tuple[str, str], str] = {}
         for (source_id, doc_id), sentences in keys.items():

@@ -130,16 +130,17 @@ class EvalRun:
 
 
 # --------------------------------------------------------------------------------------------- running
-def _use_model(rt: Runtime, model: str | None) -> None:
-    """Swap the runtime's gateway to ``model`` (``provider`` or ``provider:name``); None: the charter's."""
+def _use_model(rt: Runtime, model: str | None) -> Runtime:
+    """``rt``, or with ``model`` (``provider`` or ``provider:name``) other than the charter's, a runtime
+    derived from it whose gateway uses that model (the shared runtime's gateway is left as it is)."""
     if not model:
-        return
+        return rt
     from charter.models import ScriptedModel, build_gateway, create_model
 
     provider, _, name = model.partition(":")
     endpoint = rt.spec.model
     if provider == endpoint.provider and (not name or name == endpoint.name):
-        return
+        return rt
     if provider == "scripted":
         primary: Any = ScriptedModel(name or "scripted", default="I can't answer that from the sources.")
     else:
@@ -147,7 +148,9 @@ def _use_model(rt: Runtime, model: str | None) -> None:
             endpoint.model_copy(update={"provider": provider, "name": name or endpoint.name}),
             base_dir=rt.charter.base_dir,
         )
-    rt._gateway = build_gateway(rt, primary=primary)  # type: ignore[attr-defined]
+    derived = rt.derive()
+    derived.services.gateway = build_gateway(derived, primary=primary)
+    return derived
 
 
 def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
@@ -385,9 +388,9 @@ def _run_probes(
     from charter.evals._probes import probe_runtime
 
     with probe_runtime(rt) as probe:
-        _use_model(probe.runtime, model)
+        probe_rt = _use_model(probe.runtime, model)
         outputs = execute(
-            probe.runtime,
+            probe_rt,
             probe.cases,
             repeat=repeat,
             concurrency=concurrency,
@@ -421,13 +424,13 @@ def run_eval(
     from charter.retrieval import Index
 
     scorers = get_scorers(scorer_names)
-    _use_model(rt, model)
+    run_rt = _use_model(rt, model)  # with another model: a derived runtime, the shared one is untouched
     created = utcnow()
     t0 = time.perf_counter()
     outputs = execute(
-        rt, cases, repeat=repeat, concurrency=concurrency, timeout_s=timeout_s, progress=progress
+        run_rt, cases, repeat=repeat, concurrency=concurrency, timeout_s=timeout_s, progress=progress
     )
-    results = score_outputs(rt, outputs, scorers=scorers, extra_canaries=extra_canaries)
+    results = score_outputs(run_rt, outputs, scorers=scorers, extra_canaries=extra_canaries)
     if probes:
         results += _run_probes(
             rt,

@@ -505,7 +505,7 @@ def _check_eval_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None) -
         else 0.0
     )
     per_task = max(measured, repriced)
-    ev = {
+    ev: dict[str, Any] = {
         "run": run.id,
         "measured_cost_per_task_usd": measured,
         "cost_per_task_at_current_prices_usd": repriced,

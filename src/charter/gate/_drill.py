@@ -95,7 +95,7 @@ def isolated_copy(rt: Runtime, *, recorder_for: Tool | None = None) -> Iterator[
         base_index = Index.for_runtime(rt)
         index = Index(copy.store, base_index.embedder)  # share the loaded embedder: no second model load
         index.default_fusion = base_index.default_fusion
-        copy._charter_retrieval_index = index  # type: ignore[attr-defined]
+        copy.services.index = index
         yield copy
     finally:
         if copy is not None:

@@ -458,8 +458,8 @@ _hubs_lock = threading.Lock()
 def hub_for(runtime: Runtime) -> UpstreamHub:
     """The runtime's hub (created on first use, cached on the runtime)."""
     with _hubs_lock:
-        hub = getattr(runtime, "_charter_mcp_hub", None)
+        hub = runtime.services.mcp_hub
         if not isinstance(hub, UpstreamHub):
             hub = UpstreamHub(runtime)
-            runtime._charter_mcp_hub = hub  # type: ignore[attr-defined]
+            runtime.services.mcp_hub = hub
         return hub

@@ -83,9 +83,9 @@ class Index:
     @classmethod
     def for_runtime(cls, runtime: Any) -> Index:
         """The runtime's index, built once (cached on the runtime) with the charter's embedder and fusion."""
-        existing = getattr(runtime, "_charter_retrieval_index", None)
-        if isinstance(existing, Index):
-            return existing
+        existing = runtime.services.index
+        if existing is not None:
+            return existing  # type: ignore[no-any-return]
         retrieval = runtime.spec.retrieval
         if retrieval.embedder == "openai" and retrieval.embeddings is not None:
             from charter.retrieval._embedding import OpenAIEmbedder
@@ -95,7 +95,7 @@ class Index:
             emb = get_embedder(retrieval.embedder)
         index = cls(runtime.store, emb)
         index.default_fusion = retrieval.fusion
-        runtime._charter_retrieval_index = index
+        runtime.services.index = index
         return index
 
     @property

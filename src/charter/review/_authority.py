@@ -28,7 +28,7 @@ def escalation_rule(runtime: Runtime, trigger: str, role: str | None) -> Escalat
     """The first rule for ``trigger`` that applies to items currently with ``role`` (any role if None)."""
     for rule in runtime.spec.review.escalations:
         if rule.when == trigger and (role is None or rule.to == role):
-            return rule  # type: ignore[no-any-return]
+            return rule
     return None
 
 

