@@ -259,7 +259,7 @@ def propose(
                 )
             ).scalar_one()
         if existing is None and (limit is None or used < limit.calls):
-            inserted = conn.execute(_INSERT, seal_values(runtime, row)).one()
+            inserted = runtime.store.execute_in(conn, _INSERT, seal_values(runtime, row))[0]
             action = row_to_action(runtime, inserted, args=validated, result=None)
             # the entries say what they said when the move was a separate step: proposed (approved, or
             # pending), then executing
