@@ -122,10 +122,17 @@ _PARAM: Any = object()
 
 def _prepare_fast(statement: Any, keys: frozenset[str], engine: Engine) -> _Fast | None:
     """Positional SQL, bind processors and result processors for one statement executed with parameters
-    named ``keys`` (SQLite), or ``None`` when it needs SQLAlchemy's own execution (expanding parameters)."""
+    named ``keys`` (SQLite), or ``None`` when it needs SQLAlchemy's own execution (expanding parameters,
+    defaults computed in Python)."""
     dialect = engine.dialect
     compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
-    if compiled.positiontup is None or compiled.literal_execute_params or compiled.post_compile_params:
+    if (
+        compiled.positiontup is None
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or getattr(compiled, "insert_prefetch", None)  # a Python-side default to compute: SQLAlchemy's job
+        or getattr(compiled, "update_prefetch", None)
+    ):
         return None
     params = []
     for name in compiled.positiontup:
@@ -261,7 +268,8 @@ class Store:
                     row_class(*(p(v) if p else v for p, v in zip(processors, row, strict=True)))
                     for row in rows
                 ]
-        return list(conn.execute(statement, dict(params)).all())
+        result = conn.execute(statement, dict(params))
+        return list(result.all()) if result.returns_rows else []
 
     def insert_rows(self, batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:
         """Insert every batch's rows into its table, all in one transaction (all or nothing).

@@ -4,7 +4,7 @@ optimistic-concurrency transition every state change goes through."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import bindparam, select
@@ -135,6 +135,21 @@ def row_to_action(
     values["args"] = sealer.open_json(values["args"]) if args is _UNSET else args
     values["result"] = sealer.open_json(values["result"]) if result is _UNSET else result
     return Action(**values, shown_args=mask_value(runtime, values["args"]))
+
+
+def inserted_action(runtime: Runtime, stored: dict[str, Any], args: dict[str, Any]) -> Action:
+    """The :class:`Action` a new row holds, from the column values just inserted (``stored``, as
+    :func:`seal_values` made them) and the unsealed ``args`` — what reading the row back would give
+    (timestamps as UTC, the result still empty), without the read."""
+    from charter.telemetry import mask_value
+
+    values = {c.name: stored.get(c.name) for c in tool_actions.columns}
+    for name, value in values.items():
+        if isinstance(value, datetime):
+            values[name] = value.astimezone(UTC)
+    values["args"] = args
+    values["result"] = None
+    return Action(**values, shown_args=mask_value(runtime, args))
 
 
 def seal_values(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
