@@ -377,6 +377,9 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
             pool_size=8,
             max_overflow=32,
             pool_pre_ping=False,
+            # the most recently used connection first: one whose page cache is still valid (SQLite keeps
+            # a connection's cache across transactions only while no other connection wrote in between)
+            pool_use_lifo=True,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
