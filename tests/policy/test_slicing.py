@@ -33,7 +33,7 @@ EXTRA = [
     'forbid (principal, action == Charter::Action::"ask", resource) when { context.args.flag == true };',
     "forbid (principal, action, resource) when { context.args.level > 3 };",
     'permit (principal, action in Charter::Action::"feedback", resource) when { context.args.ok };',
-    'forbid (principal, action in [], resource) when { context.args.never };',
+    "forbid (principal, action in [], resource) when { context.args.never };",
 ]
 
 

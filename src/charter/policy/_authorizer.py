@@ -279,7 +279,9 @@ class Authorizer:
 
             def whole(text: str) -> str:  # the slice's ``policyK`` is the set's ``policy<index[K]>``
                 return _POLICY_REF.sub(
-                    lambda m: f"policy{index[int(m.group(1))]}" if int(m.group(1)) < len(index) else m.group(),
+                    lambda m: (
+                        f"policy{index[int(m.group(1))]}" if int(m.group(1)) < len(index) else m.group()
+                    ),
                     str(text),
                 )
 
@@ -447,7 +449,11 @@ def _may_match(scope: Any, target: dict[str, str], ancestors: list[dict[str, str
         return True
 
     def same(entity: Any) -> bool:
-        return isinstance(entity, dict) and entity.get("type") == target["type"] and entity.get("id") == target["id"]
+        return (
+            isinstance(entity, dict)
+            and entity.get("type") == target["type"]
+            and entity.get("id") == target["id"]
+        )
 
     def under(entity: Any) -> bool:
         return same(entity) or any(

@@ -140,7 +140,7 @@ def _prepare_fast(statement: Any, keys: frozenset[str], engine: Engine) -> _Fast
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         params.append((name, processor, _PARAM if name in keys else bind.effective_value))
     columns = list(statement.exported_columns)  # a SELECT's columns, or the RETURNING ones (else none)
-    row_class = namedtuple("_FastRow", [c.name for c in columns], rename=True) if columns else None  # type: ignore[misc]  # noqa: PYI024
+    row_class = namedtuple("_FastRow", [c.name for c in columns], rename=True) if columns else None
     processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
     return str(compiled), params, row_class, processors
 

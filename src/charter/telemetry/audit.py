@@ -199,7 +199,10 @@ class AuditLog:
             seal = seal_of(seal_key, seq, digest) if seal_key is not None else None
             rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest, seal))
             prev = digest
-        sql, values = _insert_sql(conn, sealed=bool(self._has_seal)), rows if self._has_seal else [r[:9] for r in rows]
+        sql, values = (
+            _insert_sql(conn, sealed=bool(self._has_seal)),
+            rows if self._has_seal else [r[:9] for r in rows],
+        )
         if driver is not None:
             run_driver(driver, sql, values, many=True)
         else:

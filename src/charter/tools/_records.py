@@ -143,7 +143,7 @@ def inserted_action(runtime: Runtime, stored: dict[str, Any], args: dict[str, An
     (timestamps as UTC, the result still empty), without the read."""
     from charter.telemetry import mask_value
 
-    values = {c.name: stored.get(c.name) for c in tool_actions.columns}
+    values: dict[str, Any] = {c.name: stored.get(c.name) for c in tool_actions.columns}
     for name, value in values.items():
         if isinstance(value, datetime):
             values[name] = value.astimezone(UTC)
