@@ -219,6 +219,9 @@ class Authorizer:
         # Policies, entities and principals are fixed for the authorizer's life, so a decision is a pure
         # function of the request: decisions without context are memoised (bounded; cleared when full).
         self._decisions: dict[tuple[str, str, str | tuple[str, str] | None], Decision] = {}
+        # Per action, the policies whose action scope can match it (see :meth:`_slice`), built on first use.
+        self._entity_list = entities
+        self._slices: dict[str, tuple[Any, tuple[int, ...]]] = {}
 
     # ------------------------------------------------------------------------------------ building
     @classmethod
@@ -271,10 +274,20 @@ class Authorizer:
         except _Malformed as exc:
             return Decision(False, (f"malformed request: {exc}",), (), (str(exc),))
         try:
-            result = cedarpy.is_authorized(request, self._policy_set, self._entities)
+            policy_set, index = self._slice(action)
+            result = cedarpy.is_authorized(request, policy_set, self._entities)
+
+            def whole(text: str) -> str:  # the slice's ``policyK`` is the set's ``policy<index[K]>``
+                return _POLICY_REF.sub(
+                    lambda m: (
+                        f"policy{index[int(m.group(1))]}" if int(m.group(1)) < len(index) else m.group()
+                    ),
+                    str(text),
+                )
+
             decision = result.decision
-            reasons = list(result.diagnostics.reasons)
-            errors = [self._rename(e) for e in result.diagnostics.errors]
+            reasons = [whole(r) for r in result.diagnostics.reasons]
+            errors = [self._rename(whole(e)) for e in result.diagnostics.errors]
         except Exception as exc:  # cedarpy raising is a bug or junk we did not catch: deny, never allow
             error = f"{type(exc).__name__}: {exc}"
             return Decision(False, ("authorizer error: request denied",), (), (error,))
@@ -360,6 +373,32 @@ class Authorizer:
             "context": _context(context),
         }
 
+    def _slice(self, action: str) -> tuple[Any, tuple[int, ...]]:
+        """The policy set a decision on ``action`` is made with, and the position in :attr:`policies` of each
+        of its policies: every policy except those whose action scope cannot match ``action``.
+
+        Cedar evaluates a policy's scope before its conditions (``principal && action && resource &&
+        when && !unless``, short-circuiting), so a policy whose action scope is false for a request is
+        never satisfied and never reports an error: leaving it out changes neither the decision, nor the
+        policies that decided, nor the errors. Only a scope that certainly excludes ``action`` is left out
+        (``action == A`` or ``action in [A, …]`` naming neither ``action`` nor one of its ancestors in the
+        entity graph); anything else — ``action`` unconstrained, a form not recognised, a text that does
+        not parse alone — stays in."""
+        got = self._slices.get(action)
+        if got is not None:
+            return got
+        target = uid("Action", action)
+        ancestors = _ancestors(self._entity_list, target)
+        index = tuple(
+            i for i, p in enumerate(self.policies) if _may_match(_action_scope(p.text), target, ancestors)
+        )
+        text = "\n\n".join(self.policies[i].text for i in index) + "\n"
+        got = (cedarpy.PolicySet.from_str(text), index)
+        if len(got[0]) + len(got[0].templates()) != len(index):  # never decide with a set that lost one
+            got = (self._policy_set, tuple(range(len(self.policies))))
+        self._slices[action] = got
+        return got
+
     def _cite(self, policy_id: str) -> str:
         info = self._by_id.get(policy_id)
         if info is None or info.source == policy_id:
@@ -374,6 +413,62 @@ class Authorizer:
 
     def _rename(self, message: str) -> str:
         return _POLICY_REF.sub(lambda m: self._policy_id(m.group()), str(message))
+
+
+# ---------------------------------------------------------------------------------------- slicing
+def _action_scope(text: str) -> Any:
+    """The action scope of the one policy in ``text`` (Cedar's JSON form), or ``None`` when unsure."""
+    try:
+        parsed = json.loads(cedarpy.policies_to_json_str(text))
+    except Exception:
+        return None
+    found = [*parsed.get("staticPolicies", {}).values(), *parsed.get("templates", {}).values()]
+    return found[0].get("action") if len(found) == 1 and isinstance(found[0], dict) else None
+
+
+def _ancestors(entities: list[dict[str, Any]], target: dict[str, str]) -> list[dict[str, str]]:
+    """Every ancestor of ``target`` in the entity graph (transitively)."""
+    parents = {(e["uid"]["type"], e["uid"]["id"]): e.get("parents", []) for e in entities}
+    out: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    todo = [target]
+    while todo:
+        node = todo.pop()
+        for parent in parents.get((node["type"], node["id"]), []):
+            key = (parent["type"], parent["id"])
+            if key not in seen:
+                seen.add(key)
+                out.append({"type": parent["type"], "id": parent["id"]})
+                todo.append(parent)
+    return out
+
+
+def _may_match(scope: Any, target: dict[str, str], ancestors: list[dict[str, str]]) -> bool:
+    """False only when the action scope certainly excludes ``target`` (see :meth:`Authorizer._slice`)."""
+    if not isinstance(scope, dict):
+        return True
+
+    def same(entity: Any) -> bool:
+        return (
+            isinstance(entity, dict)
+            and entity.get("type") == target["type"]
+            and entity.get("id") == target["id"]
+        )
+
+    def under(entity: Any) -> bool:
+        return same(entity) or any(
+            isinstance(entity, dict) and entity.get("type") == a["type"] and entity.get("id") == a["id"]
+            for a in ancestors
+        )
+
+    op = scope.get("op")
+    if op == "==" and isinstance(scope.get("entity"), dict):
+        return same(scope["entity"])
+    if op == "in" and isinstance(scope.get("entity"), dict):
+        return under(scope["entity"])
+    if op == "in" and isinstance(scope.get("entities"), list):
+        return any(under(e) for e in scope["entities"])
+    return True
 
 
 # ---------------------------------------------------------------------------------------- custom files

@@ -13,6 +13,8 @@ back by the server, so nothing of it was written.
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,7 +76,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("begin_immediate") else "BEGIN")
+    # straight on the driver: the statement needs none of SQLAlchemy's per-execution machinery (this runs
+    # for every transaction); a driver error is raised as SQLAlchemy's DBAPIError subclass, as before
+    sql = "BEGIN IMMEDIATE" if conn.info.get("begin_immediate") else "BEGIN"
+    run_driver(sqlite_driver(conn), sql)
+
+
+def sqlite_driver(conn: Connection) -> sqlite3.Connection:
+    """The ``sqlite3`` connection under an open SQLAlchemy connection to a SQLite database."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
+def run_driver(
+    driver: sqlite3.Connection, sql: str, params: Sequence[Any] = (), *, many: bool = False
+) -> list[Any]:
+    """Run one statement on a ``sqlite3`` connection (its rows, raw); a driver error is raised as
+    SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` subclass, exactly as ``Connection.execute`` raises it."""
+    try:
+        if many:
+            driver.executemany(sql, params)
+            return []
+        return driver.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 def _prepare(statement: Any, engine: Engine) -> tuple[str, list[Any]]:
@@ -86,6 +112,37 @@ def _prepare(statement: Any, engine: Engine) -> tuple[str, list[Any]]:
         for column in statement.selected_columns
     ]
     return str(compiled), processors
+
+
+# SQL; per positional parameter: (name, bind processor, constant value or _PARAM); a row class; per result
+# column: its result processor
+_Fast = tuple[str, list[tuple[str, Any, Any]], Any, list[Any]]
+_PARAM: Any = object()
+
+
+def _prepare_fast(statement: Any, keys: frozenset[str], engine: Engine) -> _Fast | None:
+    """Positional SQL, bind processors and result processors for one statement executed with parameters
+    named ``keys`` (SQLite), or ``None`` when it needs SQLAlchemy's own execution (expanding parameters,
+    defaults computed in Python)."""
+    dialect = engine.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+    if (
+        compiled.positiontup is None
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or getattr(compiled, "insert_prefetch", None)  # a Python-side default to compute: SQLAlchemy's job
+        or getattr(compiled, "update_prefetch", None)
+    ):
+        return None
+    params = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        params.append((name, processor, _PARAM if name in keys else bind.effective_value))
+    columns = list(statement.exported_columns)  # a SELECT's columns, or the RETURNING ones (else none)
+    row_class = namedtuple("_FastRow", [c.name for c in columns], rename=True) if columns else None
+    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+    return str(compiled), params, row_class, processors
 
 
 # SQL; per column: (name, bind processor, scalar default); the columns whose default must be computed
@@ -121,6 +178,7 @@ class Store:
         self.dialect = engine.dialect.name
         self._prepared: dict[Any, tuple[str, list[Any]]] = {}
         self._inserts: dict[Table, _Insert] = {}
+        self._fast: dict[tuple[Any, frozenset[str]], _Fast | None] = {}
 
     @property
     def url(self) -> str:
@@ -180,6 +238,38 @@ class Store:
         finally:
             raw.close()
         return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+
+    def execute_in(self, conn: Connection, statement: Any, params: Mapping[str, Any]) -> list[Any]:
+        """Execute one statement built once from the code's own constants (a module-level ``INSERT``,
+        ``UPDATE … RETURNING`` or ``SELECT`` with bound parameters) inside ``conn``'s open transaction and
+        return its rows (attribute access by column name, values converted by the column types).
+
+        The path of every governed tool call's two transactions, so it is made cheap on SQLite: compiled
+        once per statement and set of parameter names, values converted by SQLAlchemy's own bind and result
+        processors for this dialect (what is stored and read back is exactly what ``Connection.execute``
+        would store and read), run straight on the driver connection of the same transaction. Statements
+        with expanding parameters, and every statement elsewhere, go through ``conn.execute``."""
+        if self.is_sqlite:
+            keys = frozenset(params)
+            cache_key = (statement, keys)
+            fast = self._fast.get(cache_key, _PARAM)
+            if fast is _PARAM:
+                fast = self._fast[cache_key] = _prepare_fast(statement, keys, self.engine)
+            if fast is not None:
+                sql, binds, row_class, processors = fast
+                values = [
+                    (p(params[n] if d is _PARAM else d) if p else (params[n] if d is _PARAM else d))
+                    for n, p, d in binds
+                ]
+                rows = run_driver(sqlite_driver(conn), sql, values)
+                if row_class is None:
+                    return []
+                return [
+                    row_class(*(p(v) if p else v for p, v in zip(processors, row, strict=True)))
+                    for row in rows
+                ]
+        result = conn.execute(statement, dict(params))
+        return list(result.all()) if result.returns_rows else []
 
     def insert_rows(self, batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:
         """Insert every batch's rows into its table, all in one transaction (all or nothing).
@@ -287,6 +377,9 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
             pool_size=8,
             max_overflow=32,
             pool_pre_ping=False,
+            # the most recently used connection first: one whose page cache is still valid (SQLite keeps
+            # a connection's cache across transactions only while no other connection wrote in between)
+            pool_use_lifo=True,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         event.listen(engine, "connect", _sqlite_pragmas)

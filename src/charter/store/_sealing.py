@@ -98,4 +98,12 @@ def create_secret_file(path: Path, data: bytes) -> bytes:
 
 
 def sealer_for(rt: Runtime) -> Sealer:
-    return Sealer.load_or_create(rt.key_dir)
+    """The runtime's sealer (:meth:`Sealer.load_or_create` for its key folder), kept on the runtime while
+    ``CHARTER_SEALING_KEY`` and the key folder stay what they were (every sealed value asks for it)."""
+    which = (os.environ.get("CHARTER_SEALING_KEY"), rt.key_dir)
+    kept = getattr(rt, "_charter_sealer", None)
+    if kept is not None and kept[0] == which:
+        return kept[1]  # type: ignore[no-any-return]
+    sealer = Sealer.load_or_create(rt.key_dir)
+    rt._charter_sealer = (which, sealer)  # type: ignore[attr-defined]
+    return sealer

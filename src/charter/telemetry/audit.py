@@ -47,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import IntegrityError, UsageError
 from charter.store import Store, utcnow
+from charter.store._engine import run_driver, sqlite_driver
 from charter.telemetry._audit_anchor import (
     anchor_path,
     mark_sealed,
@@ -167,7 +168,14 @@ class AuditLog:
         self, conn: Connection, prepared: Sequence[_Prepared], written: list[Checkpoint]
     ) -> list[AuditEntry]:
         """Append inside the caller's write transaction, which holds the audit lock (see :func:`_lock`)."""
-        head = conn.execute(text("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")).first()
+        # on SQLite the two chain statements run straight on the driver (same transaction, plain SQL): this
+        # runs for every audited action, and SQLAlchemy's per-execution machinery would cost more than SQLite
+        driver = sqlite_driver(conn) if conn.dialect.name == "sqlite" else None
+        if driver is not None:
+            found = run_driver(driver, _HEAD_SQL)
+            head = found[0] if found else None
+        else:
+            head = conn.execute(text(_HEAD_SQL)).first()
         last_seq, prev, last_ts = 0, GENESIS_HASH, ""
         if head is not None:
             last_seq, prev, last_ts = int(head[0]), str(head[1]), str(head[2])
@@ -191,9 +199,14 @@ class AuditLog:
             seal = seal_of(seal_key, seq, digest) if seal_key is not None else None
             rows.append((seq, ts, actor, action, resource, outcome, details, prev, digest, seal))
             prev = digest
-        conn.exec_driver_sql(
-            _insert_sql(conn, sealed=bool(self._has_seal)), rows if self._has_seal else [r[:9] for r in rows]
+        sql, values = (
+            _insert_sql(conn, sealed=bool(self._has_seal)),
+            rows if self._has_seal else [r[:9] for r in rows],
         )
+        if driver is not None:
+            run_driver(driver, sql, values, many=True)
+        else:
+            conn.exec_driver_sql(sql, values)
         if seq // self.checkpoint_every > last_seq // self.checkpoint_every:
             written.append(self._checkpoint_in(conn, seq, prev, old_head=(last_seq, head_prev)))
         when = parse_ts(ts)
@@ -440,6 +453,9 @@ def _prepare(actor: Any, action: Any, resource: Any, outcome: Any, details: Any)
         check_field("outcome", outcome),
         canonical_details(details),
     )
+
+
+_HEAD_SQL = "SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1"
 
 
 def _insert_sql(conn: Connection, *, sealed: bool = True) -> str:

@@ -43,10 +43,11 @@ import secrets
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from charter.errors import CharterException, Conflict, Denied, IntegrityError, UsageError
 from charter.spec import Principal, Tool
+from charter.store import UTCDateTime
 from charter.tools._killswitch import is_killed
 from charter.tools._preconditions import check_preconditions
 from charter.tools._records import (
@@ -60,6 +61,7 @@ from charter.tools._records import (
     audit_fields,
     clock_of,
     get_action,
+    inserted_action,
     masked,
     resolve_principal,
     row_to_action,
@@ -110,8 +112,29 @@ def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ propose
-#: the insert of a new action, returning the stored row (built once; the values come as parameters)
-_INSERT = tool_actions.insert().returning(*tool_actions.columns)
+#: the statements of a proposal's transaction, built once (every value a bound parameter, so the store keeps
+#: them compiled): the insert of a new action, the action a request already proposed, the rate-limit count
+_INSERT = tool_actions.insert()
+_BY_REQUEST = (
+    select(tool_actions)
+    .where(
+        tool_actions.c.request_id == bindparam("request_id"),
+        tool_actions.c.requester == bindparam("requester"),
+        tool_actions.c.tool == bindparam("tool"),
+        tool_actions.c.args_hash == bindparam("args_hash"),
+    )
+    .order_by(tool_actions.c.created_at)
+    .limit(1)
+)
+_USED = (
+    select(func.count())
+    .select_from(tool_actions)
+    .where(
+        tool_actions.c.requester == bindparam("requester"),
+        tool_actions.c.tool == bindparam("tool"),
+        tool_actions.c.created_at > bindparam("since", type_=UTCDateTime),
+    )
+)
 
 
 def _lock_key(principal_id: str, tool: str) -> int:
@@ -235,32 +258,23 @@ def propose(
         conn = tx.conn
         if not runtime.store.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
+        store = runtime.store
         if request_id is not None:  # the same request proposing the same call again gets the same action
-            found = conn.execute(
-                select(tool_actions)
-                .where(
-                    tool_actions.c.request_id == request_id,
-                    tool_actions.c.requester == who.id,
-                    tool_actions.c.tool == tool,
-                    tool_actions.c.args_hash == row["args_hash"],
-                )
-                .order_by(tool_actions.c.created_at)
-                .limit(1)
-            ).first()
-            existing = row_to_action(runtime, found) if found is not None else None
+            found = store.execute_in(
+                conn,
+                _BY_REQUEST,
+                {"request_id": request_id, "requester": who.id, "tool": tool, "args_hash": row["args_hash"]},
+            )
+            existing = row_to_action(runtime, found[0]) if found else None
         if existing is None and limit is not None:
-            used = conn.execute(
-                select(func.count())
-                .select_from(tool_actions)
-                .where(
-                    tool_actions.c.requester == who.id,
-                    tool_actions.c.tool == tool,
-                    tool_actions.c.created_at > now - limit.per,
-                )
-            ).scalar_one()
+            counted = store.execute_in(
+                conn, _USED, {"requester": who.id, "tool": tool, "since": now - limit.per}
+            )
+            used = int(counted[0][0])
         if existing is None and (limit is None or used < limit.calls):
-            inserted = conn.execute(_INSERT, seal_values(runtime, row)).one()
-            action = row_to_action(runtime, inserted, args=validated, result=None)
+            stored = seal_values(runtime, row)
+            store.execute_in(conn, _INSERT, stored)
+            action = inserted_action(runtime, stored, validated)
             # the entries say what they said when the move was a separate step: proposed (approved, or
             # pending), then executing
             entries = [

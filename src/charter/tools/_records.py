@@ -4,7 +4,7 @@ optimistic-concurrency transition every state change goes through."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import bindparam, select
@@ -137,6 +137,21 @@ def row_to_action(
     return Action(**values, shown_args=mask_value(runtime, values["args"]))
 
 
+def inserted_action(runtime: Runtime, stored: dict[str, Any], args: dict[str, Any]) -> Action:
+    """The :class:`Action` a new row holds, from the column values just inserted (``stored``, as
+    :func:`seal_values` made them) and the unsealed ``args`` — what reading the row back would give
+    (timestamps as UTC, the result still empty), without the read."""
+    from charter.telemetry import mask_value
+
+    values: dict[str, Any] = {c.name: stored.get(c.name) for c in tool_actions.columns}
+    for name, value in values.items():
+        if isinstance(value, datetime):
+            values[name] = value.astimezone(UTC)
+    values["args"] = args
+    values["result"] = None
+    return Action(**values, shown_args=mask_value(runtime, args))
+
+
 def seal_values(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
     """Column values as stored: ``args`` and ``result`` sealed (encrypted, see ``charter.store._sealing``)
     — the arguments are needed verbatim to execute the call, so they cannot be masked at rest — and the
@@ -197,20 +212,21 @@ def list_actions(
         return [row_to_action(runtime, r) for r in conn.execute(query)]
 
 
-_updates: dict[tuple[str, ...], Any] = {}
+_updates: dict[tuple[tuple[str, ...], int], Any] = {}
 
 
-def _update_for(columns: tuple[str, ...]) -> Any:
-    """The optimistic-concurrency ``UPDATE … RETURNING`` setting ``columns``, built once per set of
-    columns, with every value a bound parameter (``set_<column>``; ``w_id``, ``w_version``, ``w_from``)."""
-    stmt = _updates.get(columns)
+def _update_for(columns: tuple[str, ...], sources: int) -> Any:
+    """The optimistic-concurrency ``UPDATE … RETURNING`` setting ``columns`` for a move from one of
+    ``sources`` states, built once per shape, with every value a bound parameter (``set_<column>``;
+    ``w_id``, ``w_version``, ``w_from_<i>``), so the store can keep it compiled."""
+    stmt = _updates.get((columns, sources))
     if stmt is None:
-        stmt = _updates[columns] = (
+        stmt = _updates[(columns, sources)] = (
             tool_actions.update()
             .where(
                 tool_actions.c.id == bindparam("w_id"),
                 tool_actions.c.version == bindparam("w_version"),
-                tool_actions.c.status.in_(bindparam("w_from", expanding=True)),
+                tool_actions.c.status.in_([bindparam(f"w_from_{i}") for i in range(sources)]),
             )
             .values({c: bindparam(f"set_{c}", type_=tool_actions.c[c].type) for c in columns})
             .returning(*tool_actions.columns)  # the moved row, without reading it again
@@ -236,16 +252,18 @@ def transition(
     ``executed`` action without its ``tools.executed`` entry). ``tx``: run inside this open audit
     transaction (it commits, or not, with the caller's other writes) instead of a new one."""
     sets = {"status": to, "version": action.version + 1, "updated_at": now, **seal_values(runtime, values)}
+    sources = allowed_from or (action.status,)
     params = {
         **{f"set_{k}": v for k, v in sets.items()},
         "w_id": action.id,
         "w_version": action.version,
-        "w_from": list(allowed_from or (action.status,)),
+        **{f"w_from_{i}": s for i, s in enumerate(sources)},
     }
-    stmt = _update_for(tuple(sorted(sets)))
+    stmt = _update_for(tuple(sorted(sets)), len(sources))
 
     def move(conn: Connection) -> Action:
-        row = conn.execute(stmt, params).first()
+        rows = runtime.store.execute_in(conn, stmt, params)
+        row = rows[0] if rows else None
         if row is None:
             raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
         # a transition never changes the arguments: reuse the unsealed (and masked) ones
