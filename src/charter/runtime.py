@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import select
 
 from charter.spec import LoadedCharter, load_charter
-from charter.store import Store, open_store, resolve_database_url, state, utcnow
+from charter.store import Sealer, Store, open_store, resolve_database_url, state, utcnow
 
 if TYPE_CHECKING:
     from charter.models import Gateway
@@ -38,6 +38,7 @@ class Services:
     derived runtime (an eval with another model, a drill on a copy) gets its own :class:`Services` instead of
     changing the shared one."""
 
+    sealer: tuple[tuple[str | None, Path], Sealer] | None = None  # (key env and folder it was loaded for, it)
     masking_salt: bytes | None = None
     masker: Masker | None = None
     trace_store: TraceStore | None = None

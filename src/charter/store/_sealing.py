@@ -101,9 +101,9 @@ def sealer_for(rt: Runtime) -> Sealer:
     """The runtime's sealer (:meth:`Sealer.load_or_create` for its key folder), kept on the runtime while
     ``CHARTER_SEALING_KEY`` and the key folder stay what they were (every sealed value asks for it)."""
     which = (os.environ.get("CHARTER_SEALING_KEY"), rt.key_dir)
-    kept = getattr(rt, "_charter_sealer", None)
+    kept = rt.services.sealer
     if kept is not None and kept[0] == which:
-        return kept[1]  # type: ignore[no-any-return]
+        return kept[1]
     sealer = Sealer.load_or_create(rt.key_dir)
-    rt._charter_sealer = (which, sealer)  # type: ignore[attr-defined]
+    rt.services.sealer = (which, sealer)
     return sealer
