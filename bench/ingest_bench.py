@@ -8,6 +8,10 @@ chunks (64 tokens → about 25,000 chunks for the whole manual).
     nice -n 10 python bench/ingest_bench.py --pages 1171 --chunk-tokens 64          # the full size
     nice -n 10 python bench/ingest_bench.py --pages 120 --endpoint-pages 15           # a smaller run
 
+``--phases cold`` / ``--phases warm,endpoint`` with the same ``--workdir`` run the phases in separate
+processes (the warm sync then starts without any in-process cache, like a re-sync by a new ``charter
+sync``); ``--json`` results of the two runs are merged into the file.
+
 Phases (each on a fresh SQLite store in a temporary folder, except ``warm``):
 
 * ``cold``     — local all-MiniLM-L6-v2, empty embedding cache;
@@ -177,8 +181,11 @@ def main() -> None:
     ap.add_argument("--endpoint-pages", type=int, default=40, help="pages for the endpoint phases")
     ap.add_argument("--chunk-tokens", type=int, default=64)
     ap.add_argument("--skip-endpoint", action="store_true")
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--json", type=Path, help="also write the results here (merged into an existing file)")
+    ap.add_argument("--phases", default="cold,warm,endpoint", help="comma-separated: cold, warm, endpoint")
+    ap.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if not (DOCS / "index.html").is_file():
@@ -187,20 +194,32 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "nproc": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
+        f"loadavg_start_{'_'.join(sorted(phases))}": os.getloadavg(),
         "pages": len(pages),
         "chunk_tokens": args.chunk_tokens,
     }
+    if args.json and args.json.is_file():
+        results = {**json.loads(args.json.read_text()), **{k: v for k, v in results.items() if k != "date"}}
+        results[f"date_{'_'.join(sorted(phases))}"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        charter = make_project(Path(tmp), pages, ["pg", "pg-copy"], {"embedder": "minilm"}, args.chunk_tokens)
-        results["cold"] = timed_sync(charter, "pg")
-        print(json.dumps({"cold": results["cold"]}), flush=True)
-        results["warm"] = timed_sync(charter, "pg-copy")
-        print(json.dumps({"warm": results["warm"]}), flush=True)
-        results["warm_over_cold"] = round(
-            results["warm"]["chunks_per_s"] / results["cold"]["chunks_per_s"], 1
-        )
-    if not args.skip_endpoint:
+        work = args.workdir or Path(tmp)
+        charter = work / "project" / "charter.yaml"
+        if "cold" in phases:
+            if args.workdir and (work / "project").exists():
+                shutil.rmtree(work / "project")
+            work.mkdir(parents=True, exist_ok=True)
+            charter = make_project(work, pages, ["pg", "pg-copy"], {"embedder": "minilm"}, args.chunk_tokens)
+            results["cold"] = timed_sync(charter, "pg")
+            results["peak_rss_mb_cold_process"] = round(peak_rss_mb())
+            print(json.dumps({"cold": results["cold"]}), flush=True)
+        if "warm" in phases:
+            results["warm"] = timed_sync(charter, "pg-copy")
+            print(json.dumps({"warm": results["warm"]}), flush=True)
+        if "cold" in results and "warm" in results:
+            results["warm_over_cold"] = round(
+                results["warm"]["chunks_per_s"] / results["cold"]["chunks_per_s"], 1
+            )
+    if not args.skip_endpoint and "endpoint" in phases:
         ep_pages = pages[: args.endpoint_pages]
         with tempfile.TemporaryDirectory(prefix="ingest-bench-ep-") as tmp:
             proc, base = start_llama(Path(tmp) / "llama.log")
@@ -224,7 +243,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
     results["peak_rss_mb"] = round(peak_rss_mb())
-    results["loadavg_end"] = os.getloadavg()
+    results[f"loadavg_end_{'_'.join(sorted(phases))}"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
