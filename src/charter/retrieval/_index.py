@@ -2,8 +2,9 @@
 
 Writes and ordering
 -------------------
-Every document is written in **one** transaction (``BEGIN IMMEDIATE`` on SQLite), so a sync killed at any
-point leaves each document either wholly old or wholly new; re-running the sync repairs the rest. Chunking
+Every document is written in **one** transaction (``BEGIN IMMEDIATE`` on SQLite; ``upsert_documents``
+writes several in one), so a sync killed at any point leaves each document either wholly old or wholly new;
+re-running the sync repairs the rest. Chunking
 and embedding happen *before* that transaction (embeddings go to the cache first, which is idempotent).
 
 A document row remembers when the sync read its content (``content_seen_at``) and its ACL

@@ -18,7 +18,9 @@ succeeds, so a crashed run resumes from the previous cursor and skips what it al
 
 **Pipeline.** The connector runs in a reader thread that fills a bounded queue (``PIPELINE_DEPTH``
 items): fetching and extraction overlap the embedding of the previous batch, and a slow source never
-holds more than the queue in memory.
+holds more than the queue in memory. Each batch is chunked once, its vectors looked up in one query and
+the missing ones embedded in one call (``Index.prepare``), then written in one transaction
+(``Index.upsert_documents``).
 
 **ACL-only sync** (:meth:`Syncer.sync_acls`, ``charter sync --acl-only``) asks the connector for the
 current ACL of every document (``acls(ctx)``, or a content read without embedding for connectors that
@@ -26,8 +28,8 @@ have no cheaper way), rewrites the ACL rows of the documents whose ACL changed a
 that are gone — no chunking, no embedding. Both kinds of sync record ``source_state.acl_synced_at``; ACL
 freshness (``freshness.acl_max_age``) is measured from it.
 
-Every index write is its own transaction, so a sync killed at any point leaves each document either at its
-old or its new version; re-running the sync converges to the same index as a clean sync. The run's summary
+Every index write is one transaction (a batch of up to ``EMBED_BATCH`` documents is written in one), so a
+sync killed at any point leaves each document either at its old or its new version; re-running the sync converges to the same index as a clean sync. The run's summary
 goes to ``sync_runs``, the last successful sync per source to ``source_state`` (freshness is measured from
 it), and an audit event ``sources.synced``.
 
