@@ -8,11 +8,17 @@ chunks (64 tokens → about 25,000 chunks for the whole manual).
     nice -n 10 python bench/ingest_bench.py --pages 1171 --chunk-tokens 64          # the full size
     nice -n 10 python bench/ingest_bench.py --pages 120 --endpoint-pages 15           # a smaller run
 
+``--phases cold`` / ``--phases warm,endpoint`` with the same ``--workdir`` run the phases in separate
+processes (the warm sync then starts without any in-process cache, like a re-sync by a new ``charter
+sync``); ``--json`` results of the two runs are merged into the file.
+
 Phases (each on a fresh SQLite store in a temporary folder, except ``warm``):
 
 * ``cold``     — local all-MiniLM-L6-v2, empty embedding cache;
 * ``warm``     — the same pages as a second source in the same store: every vector comes from the
-  content-hash cache (nothing is embedded), so this measures everything else in the pipeline;
+  content-hash cache (nothing is embedded), so this measures everything else in the pipeline; then a
+  third copy in the same process (``warm_same_process``: in-process memos of screening verdicts and
+  token counts warm too);
 * ``endpoint`` — llama.cpp's OpenAI-compatible server (SmolLM2-135M, ``--embedding``) started here,
   ``--endpoint-pages`` pages, with ``concurrency`` 1 and 4.
 """
@@ -99,8 +105,20 @@ def make_project(
     return charter
 
 
+def add_source(charter: Path, new_id: str, like: str) -> None:
+    """Add a copy of source ``like`` under ``new_id`` to the charter (unless it is there)."""
+    import yaml
+
+    data = yaml.safe_load(charter.read_text())
+    if any(s["id"] == new_id for s in data["sources"]):
+        return
+    model = next(s for s in data["sources"] if s["id"] == like)
+    data["sources"].append({**model, "id": new_id})
+    charter.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def timed_sync(charter: Path, source: str | None = None) -> dict[str, Any]:
-    from charter.retrieval import Index
+    from charter.retrieval import Index, count_tokens
     from charter.runtime import Runtime
     from charter.sources import sync_sources
 
@@ -108,6 +126,7 @@ def timed_sync(charter: Path, source: str | None = None) -> dict[str, Any]:
     try:
         index = Index.for_runtime(rt)
         index.embedder.embed(["load the model before the clock starts"])
+        count_tokens(["and the tokenizer the chunker counts with"])
         with RssSampler() as sampler:
             t0 = time.perf_counter()
             summaries = sync_sources(rt, source, prune=False)
@@ -177,8 +196,11 @@ def main() -> None:
     ap.add_argument("--endpoint-pages", type=int, default=40, help="pages for the endpoint phases")
     ap.add_argument("--chunk-tokens", type=int, default=64)
     ap.add_argument("--skip-endpoint", action="store_true")
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--json", type=Path, help="also write the results here (merged into an existing file)")
+    ap.add_argument("--phases", default="cold,warm,endpoint", help="comma-separated: cold, warm, endpoint")
+    ap.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if not (DOCS / "index.html").is_file():
@@ -187,20 +209,38 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "nproc": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
+        f"loadavg_start_{'_'.join(sorted(phases))}": os.getloadavg(),
         "pages": len(pages),
         "chunk_tokens": args.chunk_tokens,
     }
+    if args.json and args.json.is_file():
+        results = {**json.loads(args.json.read_text()), **{k: v for k, v in results.items() if k != "date"}}
+        results[f"date_{'_'.join(sorted(phases))}"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        charter = make_project(Path(tmp), pages, ["pg", "pg-copy"], {"embedder": "minilm"}, args.chunk_tokens)
-        results["cold"] = timed_sync(charter, "pg")
-        print(json.dumps({"cold": results["cold"]}), flush=True)
-        results["warm"] = timed_sync(charter, "pg-copy")
-        print(json.dumps({"warm": results["warm"]}), flush=True)
-        results["warm_over_cold"] = round(
-            results["warm"]["chunks_per_s"] / results["cold"]["chunks_per_s"], 1
-        )
-    if not args.skip_endpoint:
+        work = args.workdir or Path(tmp)
+        charter = work / "project" / "charter.yaml"
+        if "cold" in phases:
+            if args.workdir and (work / "project").exists():
+                shutil.rmtree(work / "project")
+            work.mkdir(parents=True, exist_ok=True)
+            charter = make_project(work, pages, ["pg", "pg-copy"], {"embedder": "minilm"}, args.chunk_tokens)
+            results["cold"] = timed_sync(charter, "pg")
+            print(json.dumps({"cold": results["cold"]}), flush=True)
+        if "warm" in phases:
+            add_source(charter, "pg-copy2", "pg")
+            results["warm"] = timed_sync(charter, "pg-copy")
+            print(json.dumps({"warm": results["warm"]}), flush=True)
+            # a third copy in the same process: what a long-lived process (or one sync of several
+            # sources holding the same texts) sees, with the screening and token-count memos warm too
+            results["warm_same_process"] = timed_sync(charter, "pg-copy2")
+            print(json.dumps({"warm_same_process": results["warm_same_process"]}), flush=True)
+        if "cold" in results and "warm" in results:
+            for key in ("warm", "warm_same_process"):
+                if key in results:
+                    results[f"{key}_over_cold"] = round(
+                        results[key]["chunks_per_s"] / results["cold"]["chunks_per_s"], 1
+                    )
+    if not args.skip_endpoint and "endpoint" in phases:
         ep_pages = pages[: args.endpoint_pages]
         with tempfile.TemporaryDirectory(prefix="ingest-bench-ep-") as tmp:
             proc, base = start_llama(Path(tmp) / "llama.log")
@@ -223,8 +263,8 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-    results["peak_rss_mb"] = round(peak_rss_mb())
-    results["loadavg_end"] = os.getloadavg()
+    results[f"peak_rss_mb_{'_'.join(sorted(phases))}"] = round(peak_rss_mb())
+    results[f"loadavg_end_{'_'.join(sorted(phases))}"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -9,12 +9,14 @@ def test_exported_names() -> None:
     assert sorted(charter.retrieval.__all__) == [
         "Chunk",
         "DocState",
+        "DocumentWrite",
         "Embedder",
         "EmbedderMismatch",
         "Hit",
         "Index",
         "MiniLMEmbedder",
         "OpenAIEmbedder",
+        "Prepared",
         "UpsertResult",
         "analyse",
         "chunk_document",
@@ -39,5 +41,7 @@ def test_index_methods() -> None:
         "current_acl",
         "version",
         "prefetch_embeddings",
+        "prepare",
+        "upsert_documents",
     ):
         assert hasattr(charter.retrieval.Index, name), name

@@ -79,7 +79,9 @@ def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(
 
     write_version(ws, "b")
     started = utcnow()
-    env = {**os.environ, "SOURCES_TEST_EMBED_DELAY": "0.05", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    # this checkout's code first (``src``), whichever checkout the virtualenv has installed
+    pythonpath = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    env = {**os.environ, "SOURCES_TEST_EMBED_DELAY": "0.05", "PYTHONPATH": pythonpath, "HF_HUB_OFFLINE": "1"}
     code = "import tests.sources._embedder; from charter.cli import main; main(['sync', '--no-progress'])"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ws.base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -10,7 +10,11 @@ Public API (the sources sync and the request pipeline use only these names):
     never replaces content or an ACL that was read later). ``acl_tokens`` are the document's *effective*
     tokens, computed by the sync from the source's permission model. Content unchanged and ACL changed: the
     ACL is updated without re-embedding. Each document is written in one transaction.
-  - ``prefetch_embeddings(docs, chunking) -> int`` — optional: embed a batch of changed documents at once.
+  - ``prepare(docs, chunking) -> list[Prepared]`` — chunk a batch of new or changed documents and get
+    their vectors at once (one cache lookup, one embedding call); ``upsert_documents([DocumentWrite(doc,
+    acl_tokens, private_by_default, seen_at, prepared)], chunking)`` then writes them in one transaction
+    (each document still whole after an interruption). ``prefetch_embeddings(docs, chunking) -> int``
+    only fills the embedding cache.
   - ``update_acl(source_id, doc_id, acl_tokens, *, seen_at=None) -> bool``.
   - ``delete_document(source_id, doc_id) -> bool``.
   - ``counts() -> {source_id: {"documents", "chunks", "private_by_default"}}``.
@@ -35,19 +39,21 @@ from charter.retrieval._embedding import (
     get_embedder,
     registered_embedders,
 )
-from charter.retrieval._index import EmbedderMismatch, Index, UpsertResult
+from charter.retrieval._index import DocumentWrite, EmbedderMismatch, Index, Prepared, UpsertResult
 from charter.retrieval._lexical import analyse
 from charter.retrieval._types import Chunk, DocState, Hit
 
 __all__ = [
     "Chunk",
     "DocState",
+    "DocumentWrite",
     "Embedder",
     "EmbedderMismatch",
     "Hit",
     "Index",
     "MiniLMEmbedder",
     "OpenAIEmbedder",
+    "Prepared",
     "UpsertResult",
     "analyse",
     "chunk_document",

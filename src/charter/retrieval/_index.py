@@ -2,8 +2,9 @@
 
 Writes and ordering
 -------------------
-Every document is written in **one** transaction (``BEGIN IMMEDIATE`` on SQLite), so a sync killed at any
-point leaves each document either wholly old or wholly new; re-running the sync repairs the rest. Chunking
+Every document is written in **one** transaction (``BEGIN IMMEDIATE`` on SQLite; ``upsert_documents``
+writes several in one), so a sync killed at any point leaves each document either wholly old or wholly new;
+re-running the sync repairs the rest. Chunking
 and embedding happen *before* that transaction (embeddings go to the cache first, which is idempotent).
 
 A document row remembers when the sync read its content (``content_seen_at``) and its ACL
@@ -23,6 +24,7 @@ import hashlib
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -50,6 +52,35 @@ MAX_QUERY_CHARS = 4000
 
 def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _chunking_key(chunking: Chunking) -> str:
+    return f"{chunking.max_tokens}/{chunking.overlap}"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document's chunks with their embed texts, text hashes and vectors (:meth:`Index.prepare`), valid
+    for the content hash and chunking settings it was made from."""
+
+    content_hash: str
+    chunking: str  # "max_tokens/overlap"
+    chunks: list[Chunk]
+    texts: list[str]  # ``Chunk.embed_text`` of each chunk
+    hashes: list[str]
+    vectors: Vectors
+
+
+@dataclass(frozen=True)
+class DocumentWrite:
+    """One document for :meth:`Index.upsert_documents`: its effective ACL tokens, whether it is private by
+    default, when its data was read, and optionally its :meth:`Index.prepare` result."""
+
+    doc: Document
+    acl_tokens: frozenset[str]
+    private_by_default: bool
+    seen_at: datetime
+    prepared: Prepared | None = None
 
 
 _VERSIONS = select(versions.c.name, versions.c.counter, versions.c.stamp)
@@ -269,6 +300,29 @@ class Index:
             stmt = pg_insert(embeddings).on_conflict_do_nothing()
         conn.execute(stmt, rows)
 
+    def prepare(self, docs: list[Document], chunking: Chunking) -> list[Prepared]:
+        """Chunk ``docs`` and get every chunk's vector (one cache lookup, one embedding call for what is
+        missing, in large length-sorted batches), before their writes; the new vectors are cached now
+        (idempotent). Pass each result to :meth:`upsert_document` / :meth:`upsert_documents` so a document
+        is chunked, hashed and looked up once. Raises on the first document that cannot be chunked or an
+        embedder failure: the caller then writes the documents one by one, and the bad one fails alone."""
+        key = _chunking_key(chunking)
+        per_doc = [chunk_document(doc, chunking) for doc in docs]
+        texts = [c.embed_text for pieces in per_doc for c in pieces]
+        hashes, vecs, rows = self._vectors_for(texts)
+        if rows:
+            with self.store.begin() as conn:
+                self._cache_vectors(conn, rows)
+        out: list[Prepared] = []
+        start = 0
+        for doc, pieces in zip(docs, per_doc, strict=True):
+            end = start + len(pieces)
+            out.append(
+                Prepared(doc.content_hash, key, pieces, texts[start:end], hashes[start:end], vecs[start:end])
+            )
+            start = end
+        return out
+
     def prefetch_embeddings(self, docs: list[Document], chunking: Chunking) -> int:
         """Embed and cache the chunks of many documents at once (large, length-sorted batches).
 
@@ -292,123 +346,200 @@ class Index:
         private_by_default: bool = False,
         seen_at: datetime | None = None,
         force: bool = False,
+        prepared: Prepared | None = None,
     ) -> UpsertResult:
         """Index ``doc`` with its effective ``acl_tokens``; see the module docstring for ordering.
 
         ``force`` re-chunks and re-embeds (through the cache) even when nothing changed: used after a
-        change of embedder. Raises :class:`EmbedderMismatch` when the index was built with another one."""
-        seen = seen_at or utcnow()
-        tokens = frozenset(acl_tokens)
-        new_acl_hash = _acl_hash(tokens)
-        content_hash = doc.content_hash
-        chunking_key = f"{chunking.max_tokens}/{chunking.overlap}"
+        change of embedder. ``prepared``: the document's :meth:`prepare` result (ignored unless it was made
+        from this content with these chunking settings). Raises :class:`EmbedderMismatch` when the index
+        was built with another embedder."""
+        write = DocumentWrite(doc, frozenset(acl_tokens), private_by_default, seen_at or utcnow(), prepared)
+        return self.upsert_documents([write], chunking, force=force)[0]
+
+    def upsert_documents(
+        self, writes: list[DocumentWrite], chunking: Chunking, *, force: bool = False
+    ) -> list[UpsertResult]:
+        """:meth:`upsert_document` for several documents, written in **one** transaction.
+
+        Each document is still all-or-nothing (the batch is: an interruption leaves every document wholly
+        old or wholly new), and the ordering rules (``seen_at``) apply per document exactly as for single
+        writes. Chunking and embedding of documents without a valid ``prepared`` happen before the
+        transaction; an exception there raises before anything is written (write the documents one by one
+        to find the bad one)."""
+        if not writes:
+            return []
+        if len({(w.doc.source_id, w.doc.doc_id) for w in writes}) != len(writes):
+            raise UsageError("upsert_documents: a document appears twice in one batch")
+        key = _chunking_key(chunking)
         d = documents.c
+        rows: dict[tuple[str, str], Any] = {}
         with self.store.connect() as conn:
-            row = conn.execute(
-                select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)
-            ).first()
-        if (
-            not force
-            and row is not None
-            and row.content_hash == content_hash
-            and row.chunking == chunking_key
-        ):
-            if row.acl_hash == new_acl_hash and bool(row.private_by_default) == private_by_default:
-                return "unchanged"
-            with self.store.begin(immediate=True) as conn:
-                cur = conn.execute(select(documents).where(d.id == row.id)).first()
-                if cur is None or cur.acl_seen_at > seen:  # deleted meanwhile, or a newer ACL is stored
-                    return "unchanged"
-                self._write_acl(conn, cur.id, tokens)
+            for row in self._rows(conn, [w.doc for w in writes]):
+                rows[(row.source_id, row.doc_id)] = row
+        results: list[UpsertResult | None] = [None] * len(writes)
+        content: list[tuple[int, Prepared]] = []  # (index in writes, chunks and vectors)
+        acl_only: list[int] = []
+        new_vectors: list[dict[str, Any]] = []
+        for i, w in enumerate(writes):
+            row = rows.get((w.doc.source_id, w.doc.doc_id))
+            if (
+                not force
+                and row is not None
+                and row.content_hash == w.doc.content_hash
+                and row.chunking == key
+            ):
+                if (
+                    row.acl_hash == _acl_hash(w.acl_tokens)
+                    and bool(row.private_by_default) == w.private_by_default
+                ):
+                    results[i] = "unchanged"
+                else:
+                    acl_only.append(i)
+                continue
+            p = w.prepared
+            if p is None or p.content_hash != w.doc.content_hash or p.chunking != key:
+                pieces = chunk_document(w.doc, chunking)
+                texts = [c.embed_text for c in pieces]
+                hashes, vecs, rows_new = self._vectors_for(texts)  # embedding happens outside the transaction
+                new_vectors += rows_new
+                p = Prepared(w.doc.content_hash, key, pieces, texts, hashes, vecs)
+            content.append((i, p))
+        if not content and not acl_only:
+            return [r or "unchanged" for r in results]
+        now = utcnow()
+        bumped: set[str] = set()
+        with self.store.begin(immediate=True) as conn:
+            if content:
+                self._record_embedder(conn)
+                self._cache_vectors(conn, new_vectors)
+            current = {(r.source_id, r.doc_id): r for r in self._rows(conn, [w.doc for w in writes])}
+            for i in acl_only:  # same content: the ACL only, unless a newer one is stored (or it is gone)
+                w = writes[i]
+                cur = current.get((w.doc.source_id, w.doc.doc_id))
+                if cur is None or cur.acl_seen_at > w.seen_at:
+                    results[i] = "unchanged"
+                    continue
+                self._write_acl(conn, cur.id, w.acl_tokens)
                 conn.execute(
                     update(documents)
                     .where(d.id == cur.id)
                     .values(
-                        acl_hash=new_acl_hash,
-                        private_by_default=private_by_default,
-                        acl_seen_at=seen,
-                        synced_at=utcnow(),
+                        acl_hash=_acl_hash(w.acl_tokens),
+                        private_by_default=w.private_by_default,
+                        acl_seen_at=w.seen_at,
+                        synced_at=now,
                     )
                 )
-                self._bump(conn, "acl")
-            return "acl_changed"
+                bumped.add("acl")
+                results[i] = "acl_changed"
+            chunk_rows: list[dict[str, Any]] = []
+            for i, p in content:
+                w = writes[i]
+                results[i] = self._write_content(
+                    conn, w, p, current.get((w.doc.source_id, w.doc.doc_id)), force, now, bumped, chunk_rows
+                )
+            if chunk_rows:
+                conn.execute(insert(chunks), chunk_rows)
+            for name in sorted(bumped):
+                self._bump(conn, name)
+        return [r or "unchanged" for r in results]
 
-        pieces: list[Chunk] = chunk_document(doc, chunking)
-        texts = [c.embed_text for c in pieces]
-        hashes, vecs, new_vectors = self._vectors_for(texts)  # embedding happens outside the transaction
-        now = utcnow()
-        with self.store.begin(immediate=True) as conn:
-            self._record_embedder(conn)
-            self._cache_vectors(conn, new_vectors)
-            cur = conn.execute(
-                select(documents).where(d.source_id == doc.source_id, d.doc_id == doc.doc_id)
-            ).first()
-            if cur is not None and cur.content_seen_at > seen and not force:
-                # newer content was indexed while we were embedding: keep it; the ACL only if ours is newer
-                if cur.acl_seen_at <= seen and cur.acl_hash != new_acl_hash:
-                    self._write_acl(conn, cur.id, tokens)
-                    conn.execute(
-                        update(documents)
-                        .where(d.id == cur.id)
-                        .values(
-                            acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen
-                        )
-                    )
-                    self._bump(conn, "acl")
-                    return "acl_changed"
-                return "unchanged"
-            values = {
-                "title": doc.title,
-                "url": doc.url,
-                "format": doc.format,
-                "chunking": chunking_key,
-                "content_hash": content_hash,
-                "chunk_count": len(pieces),
-                "content_seen_at": seen,
-                "synced_at": now,
-            }
-            keep_newer_acl = cur is not None and cur.acl_seen_at > seen
-            if not keep_newer_acl:
-                values.update(acl_hash=new_acl_hash, private_by_default=private_by_default, acl_seen_at=seen)
-            if cur is None:
-                inserted = conn.execute(
-                    insert(documents).values(source_id=doc.source_id, doc_id=doc.doc_id, **values)
-                ).inserted_primary_key
-                assert inserted is not None
-                pk = int(inserted[0])
-            else:
-                pk = int(cur.id)
-                conn.execute(update(documents).where(d.id == pk).values(**values))
-                conn.execute(delete(chunks).where(chunks.c.doc_pk == pk))
-            if not keep_newer_acl:
-                self._write_acl(conn, pk, tokens)
-                self._bump(conn, "acl")
-            if pieces:
+    def _rows(self, conn: Connection, docs: list[Document]) -> list[Any]:
+        """The ``documents`` rows of ``docs`` (those indexed)."""
+        d = documents.c
+        by_source: dict[str, list[str]] = {}
+        for doc in docs:
+            by_source.setdefault(doc.source_id, []).append(doc.doc_id)
+        out: list[Any] = []
+        for source_id, ids in by_source.items():
+            for start in range(0, len(ids), 500):
+                out += conn.execute(
+                    select(documents).where(d.source_id == source_id, d.doc_id.in_(ids[start : start + 500]))
+                ).all()
+        return out
+
+    def _write_content(
+        self,
+        conn: Connection,
+        w: DocumentWrite,
+        p: Prepared,
+        cur: Any,
+        force: bool,
+        now: datetime,
+        bumped: set[str],
+        chunk_rows: list[dict[str, Any]],
+    ) -> UpsertResult:
+        """Write one document's new content (inside the caller's transaction); chunk rows are appended to
+        ``chunk_rows`` for one insert per transaction (SQLite) — on PostgreSQL they are written here,
+        with their vector and postings rows."""
+        d = documents.c
+        doc, seen, tokens = w.doc, w.seen_at, w.acl_tokens
+        new_acl_hash = _acl_hash(tokens)
+        if cur is not None and cur.content_seen_at > seen and not force:
+            # newer content was indexed while we were embedding: keep it; the ACL only if ours is newer
+            if cur.acl_seen_at <= seen and cur.acl_hash != new_acl_hash:
+                self._write_acl(conn, cur.id, tokens)
                 conn.execute(
-                    insert(chunks),
-                    [
-                        {
-                            "doc_pk": pk,
-                            "position": c.position,
-                            "heading": c.heading,
-                            "page": c.page,
-                            "text": c.text,
-                            "tokens": c.tokens,
-                            "text_hash": h,
-                            "terms": " ".join(analyse(t)),
-                        }
-                        for c, h, t in zip(pieces, hashes, texts, strict=True)
-                    ],
+                    update(documents)
+                    .where(d.id == cur.id)
+                    .values(acl_hash=new_acl_hash, private_by_default=w.private_by_default, acl_seen_at=seen)
                 )
-                # --- PostgreSQL: the chunks' vector and postings rows (charter.retrieval._pg) ---
-                if not self.store.is_sqlite:
-                    from charter.retrieval import _pg
+                bumped.add("acl")
+                return "acl_changed"
+            return "unchanged"
+        values = {
+            "title": doc.title,
+            "url": doc.url,
+            "format": doc.format,
+            "chunking": p.chunking,
+            "content_hash": p.content_hash,
+            "chunk_count": len(p.chunks),
+            "content_seen_at": seen,
+            "synced_at": now,
+        }
+        keep_newer_acl = cur is not None and cur.acl_seen_at > seen
+        if not keep_newer_acl:
+            values.update(acl_hash=new_acl_hash, private_by_default=w.private_by_default, acl_seen_at=seen)
+        if cur is None:
+            inserted = conn.execute(
+                insert(documents).values(source_id=doc.source_id, doc_id=doc.doc_id, **values)
+            ).inserted_primary_key
+            assert inserted is not None
+            pk = int(inserted[0])
+        else:
+            pk = int(cur.id)
+            conn.execute(update(documents).where(d.id == pk).values(**values))
+            conn.execute(delete(chunks).where(chunks.c.doc_pk == pk))
+        if not keep_newer_acl:
+            self._write_acl(conn, pk, tokens)
+            bumped.add("acl")
+        bumped.add("content")
+        if not p.chunks:
+            return "added" if cur is None else "updated"
+        terms = [analyse(t) for t in p.texts]
+        rows = [
+            {
+                "doc_pk": pk,
+                "position": c.position,
+                "heading": c.heading,
+                "page": c.page,
+                "text": c.text,
+                "tokens": c.tokens,
+                "text_hash": h,
+                "terms": " ".join(ts),
+            }
+            for c, h, ts in zip(p.chunks, p.hashes, terms, strict=True)
+        ]
+        if self.store.is_sqlite:
+            chunk_rows += rows
+        else:
+            # --- PostgreSQL: the chunks' vector and postings rows (charter.retrieval._pg) ---
+            from charter.retrieval import _pg
 
-                    positions = [c.position for c in pieces]
-                    _pg.write_chunks(
-                        conn, pk, self.embedder.name, positions, vecs, [analyse(t) for t in texts]
-                    )
-            self._bump(conn, "content")
+            conn.execute(insert(chunks), rows)
+            positions = [c.position for c in p.chunks]
+            _pg.write_chunks(conn, pk, self.embedder.name, positions, p.vectors, terms)
         return "added" if cur is None else "updated"
 
     def update_acl(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,10 @@ class Document:
     version: str | None = None  # the version at the source (Git blob hash, HTTP ETag); not in content_hash
     revision: str | None = None  # the revision it was read at (Git commit id): recorded for citations
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
+        """SHA-256 of what the index stores for the document (title, format, url, text, page count);
+        computed once per instance (the sync compares it several times; the fields are frozen)."""
         h = hashlib.sha256()
         for part in (self.title, self.format, self.url or "", self.text):
             h.update(part.encode("utf-8", "surrogatepass"))

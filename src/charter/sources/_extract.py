@@ -144,58 +144,117 @@ _WS = re.compile(r"\s+")
 class HtmlText:
     title: str | None
     text: str
-    url: str | None
+    url: str | None  # the canonical link's href, as written
+    base: str | None = None  # the first ``<base href>``, as written
+    links: list[tuple[str, str]] = field(default_factory=list)  # (href, rel) of every ``<a href>``
+
+
+# Strings inside these elements are not page text (bs4 keeps them as Script/Stylesheet/TemplateString/ruby
+# strings); the extraction below skips them wherever they appear, as the bs4-based extraction did.
+_NOT_TEXT = frozenset({"script", "style", "template", "rt", "rp"})
+_BODY_TAG = re.compile(rb"<body[\s/>]", re.IGNORECASE)
+_HEAD_TAG = re.compile(rb"<head[\s/>]", re.IGNORECASE)
+
+
+def decode_html(data: bytes) -> str:
+    """HTML bytes as text: a byte-order mark, then the document's declared encoding (``<meta charset>``,
+    an XML declaration), then UTF-8, then Windows-1252 (bs4's ``UnicodeDammit``, as before)."""
+    from bs4.dammit import UnicodeDammit
+
+    text = UnicodeDammit(data, is_html=True).unicode_markup
+    return text if text is not None else data.decode("utf-8", "replace")
 
 
 def html_to_text(data: bytes) -> HtmlText:
-    """Parse HTML bytes (encoding from the document or detected) into Markdown-like text."""
-    from bs4 import BeautifulSoup
-    from bs4.element import NavigableString, Tag
+    """Parse HTML bytes (encoding from the document or detected) into Markdown-like text.
+
+    The page is parsed once, by libxml2 (``lxml``; about 30x faster than bs4's tree), and walked in
+    document order: headings become ``#`` lines, list items ``- `` lines, table rows ``a | b`` lines,
+    ``<pre>`` keeps its line breaks, every other block element (``_BLOCK``) ends a paragraph; the text of
+    scripts, styles, templates, ruby annotations, comments and ``_SKIP`` elements is never taken. On
+    well-formed HTML the result equals the earlier bs4 (``html.parser``) extraction exactly
+    (``tests/sources/test_html_extract.py`` checks it on generated pages and the PostgreSQL manual); on
+    malformed HTML libxml2's recovery applies (browser-like implied end tags: an unclosed ``<li>`` or
+    ``<p>`` ends at the next one)."""
+    import lxml.etree
 
     if b"\x00" in data:
         raise ExtractionError("binary content (NUL bytes) in an HTML file")
-    soup = BeautifulSoup(data, "html.parser")
-    title_tag = soup.find("title")
-    title = _WS.sub(" ", title_tag.get_text()).strip() if isinstance(title_tag, Tag) else None
-    canonical = soup.find("link", rel="canonical")
-    url = canonical.get("href") if isinstance(canonical, Tag) else None
-    root = soup.body if isinstance(soup.body, Tag) else soup
+    markup = decode_html(data).encode("utf-8", "surrogatepass")
+    parser = lxml.etree.HTMLParser(encoding="utf-8", remove_blank_text=False, huge_tree=True)
+    try:
+        doc = lxml.etree.fromstring(markup, parser=parser)
+    except (lxml.etree.ParserError, lxml.etree.XMLSyntaxError, ValueError):
+        doc = None
+    if doc is None:  # nothing but whitespace, comments or a doctype
+        return HtmlText(title=None, text="", url=None)
+
+    def strings(el: Any, out: list[str]) -> list[str]:
+        """The text strings under ``el`` in document order (bs4's ``get_text`` strings)."""
+        if not isinstance(el.tag, str) or el.tag in _NOT_TEXT:
+            return out
+        if el.text:
+            out.append(el.text)
+        for child in el:
+            strings(child, out)
+            if child.tail:
+                out.append(child.tail)
+        return out
+
+    title = url = base = None
+    links: list[tuple[str, str]] = []
+    for el in doc.iter("title", "link", "base", "a"):
+        tag = el.tag
+        if tag == "title":
+            if title is None:
+                title = _WS.sub(" ", "".join(strings(el, []))).strip()
+        elif tag == "link":
+            if url is None and el.get("href") is not None and "canonical" in (el.get("rel") or "").split():
+                url = el.get("href")
+        elif tag == "base":
+            if base is None and el.get("href") is not None:
+                base = el.get("href")
+        elif el.get("href") is not None:
+            links.append((str(el.get("href")), el.get("rel") or ""))
+    # bs4 walked the <body> when the page has one, else everything, skipping a <head> the page wrote;
+    # libxml2 also makes an implied <head> for leading <style>/<script>/<title>: walked like bs4 did.
+    body = doc.find("body") if _BODY_TAG.search(markup) else None
+    root = body if body is not None else doc
+    skip = _SKIP if _HEAD_TAG.search(markup) else _SKIP - {"head"}
 
     blocks: list[str] = []
     inline: list[str] = []
 
     def flush(prefix: str = "") -> None:
+        if not inline:
+            return
         line = _WS.sub(" ", "".join(inline)).strip()
         inline.clear()
         if line:
             blocks.append(prefix + line)
 
-    def walk(node: Any) -> None:
-        if isinstance(node, NavigableString):
-            if type(node) is NavigableString:  # not a Comment, Doctype, CData, ...
-                inline.append(str(node))
-            return
-        if not isinstance(node, Tag):
-            return
-        name = node.name.lower()
-        if name in _SKIP:
+    def walk(el: Any, text_ok: bool) -> None:
+        name = el.tag
+        if not isinstance(name, str) or name in skip:
             return
         if name in _HEADINGS:
             flush()
-            text = _WS.sub(" ", node.get_text(" ")).strip()
+            text = _WS.sub(" ", " ".join(strings(el, []) if text_ok else [])).strip()
             if text:
                 blocks.append("#" * _HEADINGS[name] + " " + text)
             return
         if name == "pre":
             flush()
-            text = node.get_text().strip("\n")
+            text = "".join(strings(el, []) if text_ok else []).strip("\n")
             if text.strip():
                 blocks.append(text)
             return
         if name == "tr":
             flush()
             cells = [
-                _WS.sub(" ", c.get_text(" ")).strip() for c in node.find_all(["td", "th"], recursive=False)
+                _WS.sub(" ", " ".join(strings(c, []) if text_ok else [])).strip()
+                for c in el
+                if isinstance(c.tag, str) and c.tag in ("td", "th")
             ]
             if any(cells):
                 blocks.append(" | ".join(cells))
@@ -203,29 +262,29 @@ def html_to_text(data: bytes) -> HtmlText:
         if name == "br":
             inline.append("\n")
             return
-        if name == "li":
+        text_ok = text_ok and name not in _NOT_TEXT
+        block = name in _BLOCK or name == "li"
+        if block:
             flush()
-            for child in node.children:
-                walk(child)
-            flush("- ")
-            return
-        if name in _BLOCK:
-            flush()
-            for child in node.children:
-                walk(child)
-            flush()
-            return
-        for child in node.children:
-            walk(child)
+        if text_ok and el.text:
+            inline.append(el.text)
+        for child in el:
+            walk(child, text_ok)
+            if text_ok and child.tail:
+                inline.append(child.tail)
+        if block:
+            flush("- " if name == "li" else "")
 
     try:
-        walk(root)
+        walk(root, True)
         flush()
     except RecursionError:
         raise ExtractionError("HTML is nested too deeply to extract") from None
     if not title:
         title = next((b.lstrip("# ") for b in blocks if b.startswith("# ")), None)
-    return HtmlText(title=title or None, text="\n\n".join(blocks), url=str(url) if url else None)
+    return HtmlText(
+        title=title or None, text="\n\n".join(blocks), url=str(url) if url else None, base=base, links=links
+    )
 
 
 # ------------------------------------------------------------------------------------------------ PDF

@@ -18,7 +18,9 @@ succeeds, so a crashed run resumes from the previous cursor and skips what it al
 
 **Pipeline.** The connector runs in a reader thread that fills a bounded queue (``PIPELINE_DEPTH``
 items): fetching and extraction overlap the embedding of the previous batch, and a slow source never
-holds more than the queue in memory.
+holds more than the queue in memory. Each batch is chunked once, its vectors looked up in one query and
+the missing ones embedded in one call (``Index.prepare``), then written in one transaction
+(``Index.upsert_documents``).
 
 **ACL-only sync** (:meth:`Syncer.sync_acls`, ``charter sync --acl-only``) asks the connector for the
 current ACL of every document (``acls(ctx)``, or a content read without embedding for connectors that
@@ -26,8 +28,8 @@ have no cheaper way), rewrites the ACL rows of the documents whose ACL changed a
 that are gone — no chunking, no embedding. Both kinds of sync record ``source_state.acl_synced_at``; ACL
 freshness (``freshness.acl_max_age``) is measured from it.
 
-Every index write is its own transaction, so a sync killed at any point leaves each document either at its
-old or its new version; re-running the sync converges to the same index as a clean sync. The run's summary
+Every index write is one transaction (a batch of up to ``EMBED_BATCH`` documents is written in one), so a
+sync killed at any point leaves each document either at its old or its new version; re-running the sync converges to the same index as a clean sync. The run's summary
 goes to ``sync_runs``, the last successful sync per source to ``source_state`` (freshness is measured from
 it), and an audit event ``sources.synced``.
 
@@ -54,7 +56,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import CharterException, Conflict, UsageError
 from charter.screening import forget_screened, screen_pending
-from charter.sources._acl import effective_acl
+from charter.sources._acl import EffectiveAcl, effective_acl
 from charter.sources._connector import (
     AclEntry,
     ConnectorContext,
@@ -71,7 +73,7 @@ from charter.spec import Source, section_hash
 from charter.store import utcnow
 
 if TYPE_CHECKING:
-    from charter.retrieval import DocState, Index
+    from charter.retrieval import DocState, DocumentWrite, Index, Prepared
     from charter.runtime import Runtime
 
 MAX_REASON_CHARS = 300
@@ -611,8 +613,10 @@ class Syncer:
         catalog: _Catalog,
         seen: set[str],
     ) -> None:
-        """Index a batch of read documents: embed the new or changed ones in one pass, then write each
-        document in its own transaction (so an interruption still leaves every document whole)."""
+        """Index a batch of read documents: chunk and embed the new or changed ones once, in one pass
+        (:meth:`Index.prepare`), then write the batch in one transaction (every document is still whole
+        after an interruption). If that batch write fails for a reason other than the store or the index
+        setup, the documents are written one by one so that only the bad one fails, with its reason."""
         if not pending:
             return
         pending[:], quarantined = screen_pending(self.rt, source, pending, summary, actor=self.actor)
@@ -626,27 +630,70 @@ class Syncer:
             for d, _ in pending
             if rechunk or states.get(d.doc_id) is None or states[d.doc_id].content_hash != d.content_hash
         ]
-        if len(changed) > 1:
+        prepared: dict[str, Prepared] = {}
+        if changed:
             # a bad document fails below, on its own, with its reason
             with contextlib.suppress(Exception):
-                self.index.prefetch_embeddings(changed, source.chunking)
+                prepared = dict(
+                    zip(
+                        (d.doc_id for d in changed), self.index.prepare(changed, source.chunking), strict=True
+                    )
+                )
         if changed and self._drafts_extractively():
             # the extractive drafter's sentence vectors, embedded now rather than while someone waits
             with contextlib.suppress(Exception):
                 from charter.models import ExtractiveModel
                 from charter.retrieval import chunk_document
 
-                texts = [c.text for d in changed for c in chunk_document(d, source.chunking)]
+                if len(prepared) == len(changed):
+                    texts = [c.text for p in prepared.values() for c in p.chunks]
+                else:
+                    texts = [c.text for d in changed for c in chunk_document(d, source.chunking)]
                 ExtractiveModel.prefetch(self.index, texts)
-        for item, read_at in pending:
-            try:
-                self._one(source, item, states.get(item.doc_id), rechunk, summary, catalog, read_at)
-            except (SQLAlchemyError, CharterException):
-                raise  # the store or the index setup (e.g. the embedder) is failing: stop, delete nothing
-            except Exception as exc:
-                self._fail(
-                    summary, catalog, seen, item.doc_id, f"indexing failed: {type(exc).__name__}: {exc}"
+        from charter.retrieval import DocumentWrite
+
+        planned: list[tuple[Document, EffectiveAcl, DocumentWrite | None]] = []
+        for doc, read_at in pending:
+            eff = self._check_acl(source, doc, summary)
+            state = states.get(doc.doc_id)
+            write: DocumentWrite | None = None
+            if not (
+                state is not None
+                and not rechunk
+                and state.content_hash == doc.content_hash
+                and state.acl_hash == acl_hash(eff.tokens)
+                and state.private_by_default == eff.private_by_default
+            ):  # the index re-chunks when the chunking settings differ, and re-embeds only new chunk texts
+                write = DocumentWrite(
+                    doc, eff.tokens, eff.private_by_default, read_at, prepared.get(doc.doc_id)
                 )
+            planned.append((doc, eff, write))
+        writes = [w for _, _, w in planned if w is not None]
+        results: dict[str, str] | None = None
+        try:
+            done = self.index.upsert_documents(writes, source.chunking, force=self.reembed)
+            results = {w.doc.doc_id: r for w, r in zip(writes, done, strict=True)}
+        except (SQLAlchemyError, CharterException):
+            raise  # the store or the index setup (e.g. the embedder) is failing: stop, delete nothing
+        except Exception:  # noqa: S110 - one bad document: write them one by one below to find it
+            pass
+        for doc, eff, write in planned:
+            if write is None:
+                result = "unchanged"
+            elif results is not None:
+                result = results[doc.doc_id]
+            else:
+                try:
+                    result = self.index.upsert_documents([write], source.chunking, force=self.reembed)[0]
+                except (SQLAlchemyError, CharterException):
+                    raise
+                except Exception as exc:
+                    self._fail(
+                        summary, catalog, seen, doc.doc_id, f"indexing failed: {type(exc).__name__}: {exc}"
+                    )
+                    continue
+            setattr(summary, result, getattr(summary, result) + 1)
+            catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
         pending.clear()
 
     def _drafts_extractively(self) -> bool:
@@ -655,16 +702,9 @@ class Syncer:
         model = self.rt.spec.model
         return "extractive" in {model.provider, getattr(model.fallback, "provider", None)}
 
-    def _one(
-        self,
-        source: Source,
-        doc: Document,
-        state: DocState | None,
-        rechunk: bool,
-        summary: SyncSummary,
-        catalog: _Catalog,
-        read_at: datetime,
-    ) -> None:
+    def _check_acl(self, source: Source, doc: Document, summary: SyncSummary) -> EffectiveAcl:
+        """The document's effective ACL; lists it when it is private by default, and warns about ACL
+        tokens that no user or group holds."""
         eff = effective_acl(source, doc.acl, doc.acl_error)
         if eff.private_by_default:
             summary.private_by_default += 1
@@ -680,25 +720,7 @@ class Syncer:
                     ),
                 },
             )
-        if (
-            state is not None
-            and not rechunk
-            and state.content_hash == doc.content_hash
-            and state.acl_hash == acl_hash(eff.tokens)
-            and state.private_by_default == eff.private_by_default
-        ):
-            result = "unchanged"
-        else:  # the index re-chunks when the chunking settings differ, and re-embeds only new chunk texts
-            result = self.index.upsert_document(
-                doc,
-                eff.tokens,
-                source.chunking,
-                private_by_default=eff.private_by_default,
-                seen_at=read_at,
-                force=self.reembed,
-            )
-        setattr(summary, result, getattr(summary, result) + 1)
-        catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
+        return eff
 
     def _fail(
         self,

@@ -43,7 +43,7 @@ from charter.sources._connector import (
     Unchanged,
     connector,
 )
-from charter.sources._extract import decode_text, html_to_text
+from charter.sources._extract import HtmlText, decode_text, html_to_text
 from charter.spec._schema import WebOptions
 
 MAX_SITEMAP_BYTES = 50_000_000
@@ -322,9 +322,9 @@ class WebConnector:
             return [Unchanged(doc_id, acl, err, acl_known=True)], list(prev.get("links", [])), prev
         final = page.final or page.url
         if page.content_type == "text/html":
-            html = html_to_text(page.body)
+            html = html_to_text(page.body)  # one parse: text, title, links and canonical URL
             text, title = html.text, html.title
-            links, canonical = _links(page.body, final)
+            links, canonical = _links(html, final)
         else:
             text, title, links, canonical = decode_text(page.body), None, [], None
         doc_id = normalise_url(final)
@@ -366,26 +366,18 @@ class WebConnector:
         return sorted({p["doc"] for p in pages.values() if isinstance(p, dict) and p.get("doc")})
 
 
-def _links(body: bytes, base: str) -> tuple[list[str], str | None]:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(body, "html.parser")
-    b = soup.find("base", href=True)
-    if b is not None:
-        base = urljoin(base, str(b.get("href")))
-    canonical = None
-    for link in soup.find_all("link", href=True):
-        rel: Any = link.get("rel") or []
-        if "canonical" in rel:
-            canonical = normalise_url(urljoin(base, str(link["href"])))
-            break
+def _links(html: HtmlText, base: str) -> tuple[list[str], str | None]:
+    """The page's links to follow (``<a href>`` without ``rel=nofollow``, resolved against ``<base
+    href>``; no mailto/javascript/tel/fragment links) and its canonical URL, from the one parse."""
+    if html.base is not None:
+        base = urljoin(base, html.base)
+    canonical = normalise_url(urljoin(base, html.url)) if html.url is not None else None
     out: list[str] = []
     seen: set[str] = set()
-    for a in soup.find_all("a", href=True):
-        rel_a: Any = a.get("rel") or []
-        if "nofollow" in rel_a:
+    for href, rel in html.links:
+        if "nofollow" in rel.split():
             continue
-        href = str(a["href"]).strip()
+        href = href.strip()
         if not href or href.startswith(("mailto:", "javascript:", "tel:", "#")):
             continue
         u = normalise_url(urljoin(base, href))
