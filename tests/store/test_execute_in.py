@@ -18,7 +18,9 @@ from charter.store import Store, open_store
 from charter.tools._records import _update_for
 from charter.tools._tables import tool_actions
 
-_chars = st.characters(exclude_characters="\x00")
+_chars = st.characters(
+    exclude_characters="\x00", exclude_categories=("Cs",)
+)  # what a database stores as text
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(_chars, max_size=20),
     lambda inner: (

@@ -6,7 +6,14 @@ created and upgraded only by the append-only migrations in ``charter/store/migra
 
 from charter.errors import StoreUnavailable
 from charter.store._core_tables import rate_limit_windows, state
-from charter.store._engine import MIGRATIONS_DIR, Store, open_store, resolve_database_url
+from charter.store._engine import (
+    MIGRATIONS_DIR,
+    Store,
+    open_store,
+    resolve_database_url,
+    run_driver,
+    sqlite_driver,
+)
 from charter.store._perms import private_dir, storage_wide_modes, write_private
 from charter.store._sealing import Sealer, create_secret_file, sealer_for
 from charter.store._types import UTCDateTime, metadata, utcnow
@@ -23,7 +30,9 @@ __all__ = [
     "private_dir",
     "rate_limit_windows",
     "resolve_database_url",
+    "run_driver",
     "sealer_for",
+    "sqlite_driver",
     "state",
     "storage_wide_modes",
     "utcnow",

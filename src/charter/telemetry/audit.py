@@ -46,8 +46,7 @@ from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import IntegrityError, UsageError
-from charter.store import Store, utcnow
-from charter.store._engine import run_driver, sqlite_driver
+from charter.store import Store, run_driver, sqlite_driver, utcnow
 from charter.telemetry._audit_anchor import (
     anchor_path,
     mark_sealed,
