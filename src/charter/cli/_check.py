@@ -129,13 +129,13 @@ def init(
     if template and example:
         raise UsageError("give --template or --example, not both")
     if example:
-        src, first = EXAMPLES_DIR / example, _FIRST
+        src = EXAMPLES_DIR / example
         if not (src / "charter.yaml").is_file():
             raise UsageError(
                 f"unknown example {example!r}; available: {', '.join(list_examples()) or 'none'}"
             )
         name = example
-        first = next((f for folder, _, f in templates().values() if folder == src), first)
+        first = next((f for folder, _, f in templates().values() if folder == src), _FIRST)
     else:
         name = template or "draft"
         known = templates()
