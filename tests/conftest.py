@@ -30,6 +30,42 @@ EXAMPLE = REPO / "examples" / "billing-support"
 SHARED = REPO.parent / "shared"
 
 
+# The suite syncs the same example documents in hundreds of tests, each into a fresh store, so each would embed
+# the same texts with the real model again (~2,400 texts for the billing example: most of a minute on 2 cores).
+# Within one test process every text is embedded once and its vector reused: MiniLM is deterministic per text,
+# so what a test sees is what the real model returns. Tests about the embedder's own work (threads, batching,
+# how long embedding takes) opt out with ``@pytest.mark.real_embedding``.
+_EMBED_MEMO: dict[str, object] = {}
+_EMBED_MEMO_MAX = 300_000
+
+
+@pytest.fixture(autouse=True)
+def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("real_embedding"):
+        return
+    import numpy as np
+
+    from charter.retrieval import MiniLMEmbedder
+
+    real = MiniLMEmbedder._embed
+
+    def memo_embed(self: MiniLMEmbedder, model: object, texts: list[str]) -> np.ndarray:
+        got = {t: _EMBED_MEMO.get(t) for t in texts}
+        missing = [t for t, v in got.items() if v is None]
+        if missing:
+            fresh = dict(zip(missing, real(self, model, missing), strict=True))
+            got.update(fresh)
+            if len(_EMBED_MEMO) + len(fresh) > _EMBED_MEMO_MAX:
+                _EMBED_MEMO.clear()
+            _EMBED_MEMO.update(fresh)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = got[t]
+        return out
+
+    monkeypatch.setattr(MiniLMEmbedder, "_embed", memo_embed)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits a database URL or charter path from the developer's shell."""

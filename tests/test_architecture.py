@@ -14,6 +14,7 @@ been fixed fails the third until it is removed from the list — so the lists on
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def _package(module: str) -> str:
     return parts[1] if len(parts) > 1 else "<root>"
 
 
+@functools.cache
 def _imports() -> list[tuple[str, str]]:
     """(importing module, imported module) for every charter-internal import in src/charter."""
     out: list[tuple[str, str]] = []

@@ -10,6 +10,8 @@ from charter.retrieval import Embedder, Index, get_embedder, registered_embedder
 from charter.sources import Document
 from charter.spec._schema import Chunking
 
+pytestmark = pytest.mark.real_embedding  # measures or inspects the embedder's own work
+
 
 def test_registry() -> None:
     assert {"minilm", "test-hash"} <= set(registered_embedders())

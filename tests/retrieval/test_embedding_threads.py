@@ -13,6 +13,8 @@ from charter.errors import UsageError
 from charter.retrieval import _embedding as emb
 from charter.retrieval import get_embedder
 
+pytestmark = pytest.mark.real_embedding  # measures or inspects the embedder's own work
+
 
 def test_query_embedding_is_single_threaded_and_restores_the_setting() -> None:
 

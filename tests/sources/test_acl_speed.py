@@ -8,12 +8,15 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from charter.retrieval import Index
 from charter.sources import sync_sources
 from tests.sources._matrix import check_matrix
 from tests.sources.conftest import Workspace
+
+pytestmark = pytest.mark.real_embedding  # measures or inspects the embedder's own work
 
 ROWS = 40  # 60 rows took 449 s for the full sync at load 23 on the shared 2-core machine (1,326x)
 WORDS = [
