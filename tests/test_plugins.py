@@ -7,6 +7,7 @@ would, and ``importlib.metadata`` finds it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -184,6 +185,41 @@ def test_an_entry_point_whose_import_registers_through_the_decorator(site: Path)
         assert reg.origin("hello") == f"{mod}:hello"
     finally:
         del sys.modules["charter_test_registry_host"]
+
+
+def test_a_module_entry_point_imported_before_the_first_lookup(site: Path) -> None:
+    """``name = module`` whose decorator already ran (the user imported it first) is the same plug-in."""
+    group, mod = _group(), _mod()
+    reg: Registry[Callable[[], str]] = Registry("widget", group=group)
+    host = type(sys)("charter_test_registry_host2")
+    host.reg = reg  # type: ignore[attr-defined]
+    sys.modules[host.__name__] = host
+    try:
+        source = """
+            from charter_test_registry_host2 import reg
+
+            def early():
+                return "early"
+
+            reg.add("early", early, origin=f"{__name__}:early")
+        """
+        _distribution(site, "charter-early", group, {"early": mod}, {mod: source})
+        importlib.import_module(mod)
+        assert reg.names() == ["early"] and reg.get("early")() == "early"
+    finally:
+        del sys.modules[host.__name__]
+
+
+def test_two_lambdas_of_one_module_are_two_definitions() -> None:
+    reg: Registry[Callable[[], int]] = Registry("widget", group=_group())
+    lambdas: list[Callable[[], int]] = [
+        lambda: 1,
+        lambda: 2,  # on another line: another definition
+    ]
+    reg.add("w", lambdas[0], origin=origin_of(lambdas[0]))
+    reg.add("w", lambdas[0], origin=origin_of(lambdas[0]))  # the same one again: fine
+    with pytest.raises(PluginError, match="registered twice"):
+        reg.add("w", lambdas[1], origin=origin_of(lambdas[1]))
 
 
 def test_a_broken_plug_in_names_its_entry_point(site: Path) -> None:

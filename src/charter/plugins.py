@@ -53,6 +53,8 @@ def origin_of(obj: Any) -> str:
     """Where a plug-in is defined: ``module:qualname`` (what duplicate-name errors show)."""
     module = getattr(obj, "__module__", None) or "?"
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__qualname__
+    if "<lambda>" in qualname and hasattr(obj, "__code__"):  # two lambdas of a module are two definitions
+        qualname += f"@{obj.__code__.co_firstlineno}"
     return f"{module}:{qualname}"
 
 
@@ -179,8 +181,8 @@ class Registry(Generic[T]):
                 f"fix or uninstall that distribution"
             ) from exc
         after = self._entries.get(ep.name)
-        if after is not None and after is not before:
-            return  # importing it registered the name through the decorator
+        if after is not None and (after is not before or after.origin.split(":")[0] == ep.module):
+            return  # its module registered the name through the decorator (now, or when imported before)
         if after is not None and after.value is obj:
             return  # it points at an object already registered under its name
         if self._adapt is None:
