@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 def _old_drafter(rev: str) -> Any:
     from charter.models import _types
 
-    saved = dict(_types._PROVIDERS) if hasattr(_types, "_PROVIDERS") else None
     src = subprocess.run(
         ["git", "show", f"{rev}:src/charter/models/_extractive.py"], cwd=REPO, check=True, capture_output=True
     ).stdout
@@ -42,10 +41,10 @@ def _old_drafter(rev: str) -> Any:
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    if saved is not None:
-        _types._PROVIDERS.clear()
-        _types._PROVIDERS.update(saved)
+    # the old module registers "extractive" again: let it, then put the current registrations back
+    with _types.providers.restoring():
+        _types.providers.remove("extractive")
+        spec.loader.exec_module(mod)
     return mod.ExtractiveModel()
 
 

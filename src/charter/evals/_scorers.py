@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from charter.errors import UsageError
+from charter.plugins import Registry, origin_of
 
 if TYPE_CHECKING:
     from charter.evals._cases import EvalCase
@@ -183,31 +184,33 @@ class Scorer(Protocol):
     def score(self, outputs: Sequence[CaseOutput], ctx: ScoreContext) -> list[CaseScore]: ...
 
 
-_SCORERS: dict[str, Callable[[], Scorer]] = {}
+#: the eval scorers (run in registration order: built-ins first); entry-point group ``charter.scorers``
+scorers: Registry[Callable[[], Scorer]] = Registry("scorer", group="charter.scorers")
 
 
 def scorer(name: str) -> Callable[[Any], Any]:
-    """Register a scorer class (instantiated without arguments) or a zero-argument factory under ``name``."""
+    """Register a scorer class (instantiated without arguments) or a zero-argument factory under ``name``;
+    a name another definition already holds is refused (:class:`charter.plugins.PluginError`)."""
 
     def register(obj: Any) -> Any:
-        if name in _SCORERS:
-            raise UsageError(f"scorer {name!r} is already registered")
-        _SCORERS[name] = obj
+        scorers.add(name, obj, origin=origin_of(obj))
         return obj
 
     return register
 
 
 def scorer_names() -> list[str]:
-    return list(_SCORERS)
+    """Every registered scorer, in registration order (the order a report lists them in)."""
+    return scorers.names(by_registration=True)
 
 
 def get_scorers(names: Sequence[str] | None = None) -> dict[str, Scorer]:
     chosen = list(names) if names else scorer_names()
-    unknown = [n for n in chosen if n not in _SCORERS]
+    known = set(scorer_names())
+    unknown = [n for n in chosen if n not in known]
     if unknown:
         raise UsageError(f"unknown scorer(s) {', '.join(unknown)}; registered: {', '.join(scorer_names())}")
-    return {n: _SCORERS[n]() for n in chosen}
+    return {n: scorers.get(n)() for n in chosen}
 
 
 def doc_key(source: str, doc_id: str) -> str:

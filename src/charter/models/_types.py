@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from charter.errors import ProviderError, UsageError
+from charter.errors import ProviderError
+from charter.plugins import Registry, origin_of
 from charter.spec import ModelEndpoint
 
 Audience = Literal["outbound", "internal"]
@@ -216,7 +217,10 @@ class Model(Protocol):
 
 
 ProviderFactory = Callable[..., Model]
-_PROVIDERS: dict[str, ProviderFactory] = {}
+#: the model providers, by the name ``model.provider`` gives; entry-point group ``charter.providers``
+providers: Registry[ProviderFactory] = Registry(
+    "model provider", group="charter.providers", field="model.provider"
+)
 
 
 def provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]:
@@ -227,10 +231,12 @@ def provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]:
     def echo(endpoint, *, base_dir=None):
         return EchoModel(endpoint.name)
     ```
+
+    A name another definition already holds is refused (:class:`charter.plugins.PluginError`).
     """
 
     def register(factory: ProviderFactory) -> ProviderFactory:
-        _PROVIDERS[name] = factory
+        providers.add(name, factory, origin=origin_of(factory))
         return factory
 
     return register
@@ -238,15 +244,9 @@ def provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]:
 
 def provider_names() -> list[str]:
     """Names of every registered provider."""
-    return sorted(_PROVIDERS)
+    return providers.names()
 
 
 def create_model(endpoint: ModelEndpoint, *, base_dir: Path | None = None) -> Model:
     """Build the model an endpoint of the charter describes, through the registry."""
-    factory = _PROVIDERS.get(endpoint.provider)
-    if factory is None:
-        raise UsageError(
-            f"unknown model provider {endpoint.provider!r}; registered: {', '.join(provider_names())}",
-            field="model.provider",
-        )
-    return factory(endpoint, base_dir=base_dir)
+    return providers.get(endpoint.provider)(endpoint, base_dir=base_dir)

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charter.errors import CharterRuntimeError, UsageError
+from charter.plugins import Registry, origin_of
 
 if TYPE_CHECKING:
     from charter.spec._schema import EmbeddingService
@@ -51,33 +52,31 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> Vectors: ...
 
 
-_REGISTRY: dict[str, Callable[[], Embedder]] = {}
 T = TypeVar("T", bound=Callable[[], Any])
+#: the embedders, by the name ``retrieval.embedder`` gives; entry-point group ``charter.embedders``
+embedders: Registry[Callable[[], Embedder]] = Registry(
+    "embedder", group="charter.embedders", field="retrieval.embedder"
+)
 
 
 def embedder(name: str) -> Callable[[T], T]:
-    """Register an embedder factory (a class or a zero-argument function) under ``name``."""
+    """Register an embedder factory (a class or a zero-argument function) under ``name``; a name another
+    definition already holds is refused (:class:`charter.plugins.PluginError`)."""
 
     def register(factory: T) -> T:
-        _REGISTRY[name] = factory
+        embedders.add(name, factory, origin=origin_of(factory))
         return factory
 
     return register
 
 
 def registered_embedders() -> list[str]:
-    return sorted(_REGISTRY)
+    return embedders.names()
 
 
 def get_embedder(name: str) -> Embedder:
     """A fresh embedder by registry name; :class:`UsageError` names the registered ones if unknown."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown embedder {name!r}; registered: {', '.join(registered_embedders()) or 'none'}"
-        ) from None
-    return factory()
+    return embedders.get(name)()
 
 
 def normalise(vectors: npt.NDArray[Any]) -> Vectors:

@@ -95,8 +95,8 @@ def ask(request: Request, body: S.AskIn, principal: Caller) -> Any:
     ).as_dict()
 
 
-@router.post("/api/search", response_model=S.ObjList, tags=["ask"])
-def search(request: Request, body: S.SearchIn, principal: Caller) -> S.ObjList:
+@router.post("/api/search", response_model=S.SearchOut, response_model_exclude_unset=True, tags=["ask"])
+def search(request: Request, body: S.SearchIn, principal: Caller) -> S.SearchOut:
     """Permission-filtered hybrid search (Cedar ``search``): only chunks this principal may read."""
     from charter.pipeline import search as governed_search
 
@@ -114,17 +114,17 @@ def search(request: Request, body: S.SearchIn, principal: Caller) -> S.ObjList:
         }
         for h in hits
     ]
-    return S.ObjList(items=items)
+    return S.SearchOut.model_validate({"items": items})
 
 
 # ------------------------------------------------------------------------------------------------ traces
-@router.get("/api/traces", response_model=S.ObjList, tags=["traces"])
+@router.get("/api/traces", response_model=S.TraceList, response_model_exclude_unset=True, tags=["traces"])
 def list_traces(
     request: Request,
     principal: Caller,
     status: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> S.ObjList:
+) -> S.TraceList:
     """Recent requests: your own; everyone's with ``traces.read_all``."""
     from charter import access
     from charter.pipeline import traces_for
@@ -132,10 +132,14 @@ def list_traces(
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
     who = access.trace_list_filter(rt, principal)
-    return S.ObjList(items=_iso(traces_for(rt).list(status=status, principal_id=who, limit=limit)))
+    return S.TraceList.model_validate(
+        {"items": _iso(traces_for(rt).list(status=status, principal_id=who, limit=limit))}
+    )
 
 
-@router.get("/api/traces/{request_id}", response_model=S.Obj, tags=["traces"])
+@router.get(
+    "/api/traces/{request_id}", response_model=S.TraceOut, response_model_exclude_unset=True, tags=["traces"]
+)
 def get_trace(request: Request, request_id: str, principal: Caller) -> Any:
     """One trace with every stage (masked as the charter says). Others' traces need ``traces.read_all``."""
     rt = _rt(request)
@@ -162,10 +166,10 @@ def feedback(request: Request, request_id: str, body: S.FeedbackIn, principal: C
 
 
 # ------------------------------------------------------------------------------------------------ review
-@router.get("/api/reviews", response_model=S.ObjList, tags=["review"])
+@router.get("/api/reviews", response_model=S.ReviewList, response_model_exclude_unset=True, tags=["review"])
 def list_reviews(
     request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
-) -> S.ObjList:
+) -> S.ReviewList:
     """Drafts you submitted or may decide now (parts from sources you cannot read are redacted)."""
     from charter import access
     from charter.review import list_reviews as items
@@ -173,12 +177,13 @@ def list_reviews(
     rt = _rt(request)
     if not access.assigned_to(rt, principal):
         require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    return S.ObjList(
-        items=[access.redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
-    )
+    shown = [access.redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
+    return S.ReviewList.model_validate({"items": shown})
 
 
-@router.get("/api/reviews/{item_id}", response_model=S.Obj, tags=["review"])
+@router.get(
+    "/api/reviews/{item_id}", response_model=S.ReviewOut, response_model_exclude_unset=True, tags=["review"]
+)
 def get_review(request: Request, item_id: str, principal: Caller) -> Any:
     """One draft: yours, or one you may decide (404 otherwise, the same as a missing id)."""
     from charter import access
@@ -189,7 +194,12 @@ def get_review(request: Request, item_id: str, principal: Caller) -> Any:
     return access.redact_review(rt, principal, access.visible_review(rt, principal, item_id))
 
 
-@router.post("/api/reviews/{item_id}/decision", response_model=S.Obj, tags=["review"])
+@router.post(
+    "/api/reviews/{item_id}/decision",
+    response_model=S.ReviewOut,
+    response_model_exclude_unset=True,
+    tags=["review"],
+)
 def decide_review(request: Request, item_id: str, body: S.ReviewDecisionIn, principal: Caller) -> Any:
     """Approve, edit or reject a draft (Cedar ``review.decide``; never your own). An edit needs another
     reviewer's approval before it can be sent."""
@@ -213,10 +223,12 @@ def _visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> An
     return access.visible_approval(rt, principal, approval_id)
 
 
-@router.get("/api/approvals", response_model=S.ObjList, tags=["approvals"])
+@router.get(
+    "/api/approvals", response_model=S.ActionList, response_model_exclude_unset=True, tags=["approvals"]
+)
 def list_approvals(
     request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
-) -> S.ObjList:
+) -> S.ActionList:
     """Approval requests you asked for or may decide now."""
     from charter.review import approver_roles
     from charter.review import list_approvals as items
@@ -231,17 +243,27 @@ def list_approvals(
             set(d["approver_roles"]) & set(principal.roles)
         )
         out.append(d)
-    return S.ObjList(items=out)
+    return S.ActionList.model_validate({"items": out})
 
 
-@router.get("/api/approvals/{approval_id}", response_model=S.Obj, tags=["approvals"])
+@router.get(
+    "/api/approvals/{approval_id}",
+    response_model=S.ActionOut,
+    response_model_exclude_unset=True,
+    tags=["approvals"],
+)
 def get_approval(request: Request, approval_id: str, principal: Caller) -> Any:
     rt = _rt(request)
     require_capability(rt, principal, "approvals", "see approval requests")
     return _visible_approval(rt, principal, approval_id).to_dict()
 
 
-@router.post("/api/approvals/{approval_id}/decision", response_model=S.Obj, tags=["approvals"])
+@router.post(
+    "/api/approvals/{approval_id}/decision",
+    response_model=S.ActionOut,
+    response_model_exclude_unset=True,
+    tags=["approvals"],
+)
 def decide_approval(request: Request, approval_id: str, body: S.ApprovalDecisionIn, principal: Caller) -> Any:
     """Approve (runs the action once) or reject. Nobody decides their own request (403)."""
     from charter.review import decide
@@ -301,8 +323,8 @@ def resume_agent_run(request: Request, run_id: str, principal: Caller) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ tools
-@router.get("/api/tools", response_model=S.ObjList, tags=["tools"])
-def list_tools(request: Request, principal: Caller) -> S.ObjList:
+@router.get("/api/tools", response_model=S.ToolList, response_model_exclude_unset=True, tags=["tools"])
+def list_tools(request: Request, principal: Caller) -> S.ToolList:
     """The charter's tools this principal may call, with effect, approval rule and kill switch."""
     from charter.tools import is_killed
 
@@ -321,10 +343,12 @@ def list_tools(request: Request, principal: Caller) -> S.ObjList:
                 "killed": is_killed(rt, t.name),
             }
         )
-    return S.ObjList(items=items)
+    return S.ToolList.model_validate({"items": items})
 
 
-@router.post("/api/tools/{name}/calls", response_model=S.Obj, tags=["tools"])
+@router.post(
+    "/api/tools/{name}/calls", response_model=S.ActionOut, response_model_exclude_unset=True, tags=["tools"]
+)
 def call_tool(request: Request, name: str, body: S.ToolCallIn, principal: Caller) -> Any:
     """Propose a call: runs at once, or stores an approval request (Cedar ``tools.call``, charter rules)."""
     from charter.tools import propose
@@ -338,17 +362,22 @@ def call_tool(request: Request, name: str, body: S.ToolCallIn, principal: Caller
 
 
 # ------------------------------------------------------------------------------------------------ sources
-@router.get("/api/sources", response_model=S.ObjList, tags=["sources"])
-def list_sources(request: Request, principal: Caller) -> S.ObjList:
+@router.get("/api/sources", response_model=S.SourceList, response_model_exclude_unset=True, tags=["sources"])
+def list_sources(request: Request, principal: Caller) -> S.SourceList:
     """Owners, freshness against policy, last sync, document counts (``sources.sync`` or a source owner)."""
     from charter.sources import source_statuses
 
     rt = _rt(request)
     require_capability(rt, principal, "sources", "see sources")
-    return S.ObjList(items=source_statuses(rt))
+    return S.SourceList.model_validate({"items": source_statuses(rt)})
 
 
-@router.post("/api/sources/{source_id}/sync", response_model=S.Obj, tags=["sources"])
+@router.post(
+    "/api/sources/{source_id}/sync",
+    response_model=S.SyncOut,
+    response_model_exclude_unset=True,
+    tags=["sources"],
+)
 def sync_source(request: Request, source_id: str, principal: Caller) -> Any:
     """Sync one source now (Cedar ``sources.sync`` on the source)."""
     from charter.sources import sync_sources
@@ -362,7 +391,9 @@ def sync_source(request: Request, source_id: str, principal: Caller) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ reports
-@router.get("/api/reports", response_model=S.Obj, tags=["monitoring"])
+@router.get(
+    "/api/reports", response_model=S.ReportOut, response_model_exclude_unset=True, tags=["monitoring"]
+)
 def report(
     request: Request,
     principal: Caller,
@@ -396,20 +427,22 @@ def metrics(request: Request, principal: Caller) -> PlainTextResponse:
 
 
 # ------------------------------------------------------------------------------------------------ audit
-@router.get("/api/audit/tail", response_model=S.ObjList, tags=["audit"])
+@router.get("/api/audit/tail", response_model=S.AuditList, response_model_exclude_unset=True, tags=["audit"])
 def audit_tail(
     request: Request,
     principal: Caller,
     n: Annotated[int, Query(ge=1, le=1000)] = 50,
     action: Annotated[str | None, Query(max_length=100)] = None,
-) -> S.ObjList:
+) -> S.AuditList:
     """The most recent audit events (Cedar ``audit.read``)."""
     rt = _rt(request)
     require(rt, principal, "audit.read")
-    return S.ObjList(items=[e.to_dict() for e in rt.audit.tail(n, action=action)])
+    return S.AuditList.model_validate({"items": [e.to_dict() for e in rt.audit.tail(n, action=action)]})
 
 
-@router.post("/api/audit/verify", response_model=S.Obj, tags=["audit"])
+@router.post(
+    "/api/audit/verify", response_model=S.AuditVerifyOut, response_model_exclude_unset=True, tags=["audit"]
+)
 def audit_verify(request: Request, principal: Caller) -> Any:
     """Recompute the hash chain and check the signed checkpoints (Cedar ``audit.read``)."""
     rt = _rt(request)
@@ -418,7 +451,12 @@ def audit_verify(request: Request, principal: Caller) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ kill switch
-@router.get("/api/kill-switch", response_model=S.Obj, tags=["kill switch"])
+@router.get(
+    "/api/kill-switch",
+    response_model=S.KillSwitchOut,
+    response_model_exclude_unset=True,
+    tags=["kill switch"],
+)
 def kill_switch(request: Request, principal: Caller) -> Any:
     from charter.tools import kill_switch_status
 
@@ -427,7 +465,12 @@ def kill_switch(request: Request, principal: Caller) -> Any:
     return kill_switch_status(rt)
 
 
-@router.post("/api/kill-switch", response_model=S.Obj, tags=["kill switch"])
+@router.post(
+    "/api/kill-switch",
+    response_model=S.KillSwitchOut,
+    response_model_exclude_unset=True,
+    tags=["kill switch"],
+)
 def set_kill(request: Request, body: S.KillSwitchIn, principal: Caller) -> Any:
     """Turn the workflow's (or one tool's) kill switch on or off (``kill_switch`` or the incidents owner)."""
     from charter.tools import kill_switch_status, set_kill_switch

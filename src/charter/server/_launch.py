@@ -39,16 +39,16 @@ REPORT_FILES = {
 
 
 # ------------------------------------------------------------------------------------------------ evals
-@router.get("/api/evals", response_model=S.ObjList, tags=["evals"])
+@router.get("/api/evals", response_model=S.EvalRunList, response_model_exclude_unset=True, tags=["evals"])
 def list_eval_runs(
     request: Request, principal: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20
-) -> S.ObjList:
+) -> S.EvalRunList:
     """Stored evaluation runs, newest first (Cedar ``evals.run`` or ``reports.read``)."""
     from charter.evals import list_runs
 
     rt = _rt(request)
     require_any(rt, principal, EVAL_READERS, "see evaluation runs")
-    return S.ObjList(items=_iso(list_runs(rt, limit=limit)))
+    return S.EvalRunList.model_validate({"items": _iso(list_runs(rt, limit=limit))})
 
 
 @router.post("/api/evals", response_model=S.JobOut, status_code=202, tags=["evals"])
@@ -115,7 +115,7 @@ def eval_report_file(
 
 
 # ------------------------------------------------------------------------------------------------ gate
-@router.get("/api/gate", response_model=S.Obj, tags=["gate"])
+@router.get("/api/gate", response_model=S.GateOut, response_model_exclude_unset=True, tags=["gate"])
 def gate_latest(request: Request, principal: Caller) -> Any:
     """The latest launch-gate result, its report with every check's evidence (when one was written) and
     whether its signature verifies, and the latest drift check (owners, Cedar ``gate.run`` or ``reports.read``)."""
@@ -131,18 +131,20 @@ def gate_latest(request: Request, principal: Caller) -> Any:
     }
 
 
-@router.get("/api/gate/history", response_model=S.ObjList, tags=["gate"])
+@router.get(
+    "/api/gate/history", response_model=S.GateHistory, response_model_exclude_unset=True, tags=["gate"]
+)
 def gate_history_api(
     request: Request,
     principal: Caller,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     kind: Literal["gate", "drift", "all"] = "gate",
-) -> S.ObjList:
+) -> S.GateHistory:
     """Gate runs from the audit log, newest first: time, actor, result, fingerprint, failed checks and
     whether the signed report verifies (``drift``: the drift passes; ``all``: both)."""
     rt = _rt(request)
     require_capability(rt, principal, "gate", "see the launch gate")
-    return S.ObjList(items=gate_history(rt, limit=limit, kind=kind))
+    return S.GateHistory.model_validate({"items": gate_history(rt, limit=limit, kind=kind)})
 
 
 @router.post("/api/gate/runs", response_model=S.JobOut, status_code=202, tags=["gate"])

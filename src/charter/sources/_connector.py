@@ -29,11 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from charter.errors import CharterRuntimeError, UsageError
+from charter.plugins import Registry, origin_of
 from charter.sources._document import Document
 from charter.spec import Source
 
@@ -175,55 +175,49 @@ class _FunctionConnector:
         return self.fn(ctx)
 
 
-_REGISTRY: dict[str, Callable[[], Connector]] = {}
+def _as_factory(name: str, obj: Any) -> Callable[[], Connector]:
+    if isinstance(obj, type):
+        cls: Callable[[], Connector] = obj
+        return cls
+    if callable(obj):
+        return lambda: _FunctionConnector(obj)
+    raise TypeError(f"@connector({name!r}) needs a function or a class")
+
+
 ENTRY_POINT_GROUP = "charter.connectors"
+connectors: Registry[Callable[[], Connector]] = Registry(
+    "connector",
+    group=ENTRY_POINT_GROUP,
+    adapt=_as_factory,
+    # the built-in connectors register on import; loaded on the first lookup
+    builtins=(
+        "charter.sources._folder",
+        "charter.sources._git",
+        "charter.sources._jsonl",
+        "charter.sources._sql",
+        "charter.sources._web",
+    ),
+)
 
 
 def connector(name: str) -> Callable[[Any], Any]:
     """Register a connector under ``name`` (the value of ``connector:`` in the charter).
 
     Decorates either a function ``(ctx) -> Iterable[Document | Failed]`` or a class whose instances
-    have ``documents(ctx)``. Registering a name twice replaces the earlier connector.
+    have ``documents(ctx)``. A name another definition already holds is refused (:class:`charter.plugins.PluginError`);
+    installed packages can add connectors through the ``charter.connectors`` entry-point group.
     """
 
     def register(obj: Any) -> Any:
-        if isinstance(obj, type):
-            _REGISTRY[name] = obj
-        elif callable(obj):
-            _REGISTRY[name] = lambda: _FunctionConnector(obj)
-        else:
-            raise TypeError(f"@connector({name!r}) needs a function or a class")
+        connectors.add(name, _as_factory(name, obj), origin=origin_of(obj))
         return obj
 
     return register
 
 
-def _load_entry_points() -> None:
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            obj = ep.load()
-            if ep.name not in _REGISTRY:  # loading may have registered it through the decorator
-                connector(ep.name)(obj)
-
-
-def _ensure_builtins() -> None:
-    import charter.sources._folder  # registers "folder"
-    import charter.sources._git
-    import charter.sources._jsonl
-    import charter.sources._sql
-    import charter.sources._web  # noqa: F401  registers "git", "jsonl", "sql", "web"
-
-
 def get_connector(name: str) -> Connector:
     """A fresh instance of the connector registered as ``name``."""
-    _ensure_builtins()
-    if name not in _REGISTRY:
-        _load_entry_points()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise UsageError(f"unknown connector {name!r} (known: {', '.join(connector_names())})") from None
-    instance = factory()
+    instance = connectors.get(name)()
     if not isinstance(instance, Connector):
         raise UsageError(f"connector {name!r} has no documents(ctx) method")
     return instance
@@ -231,5 +225,4 @@ def get_connector(name: str) -> Connector:
 
 def connector_names() -> list[str]:
     """Names of every registered connector."""
-    _ensure_builtins()
-    return sorted(_REGISTRY)
+    return connectors.names()

@@ -13,28 +13,43 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from charter.errors import Denied, NotFound
+from charter.plugins import Registry, origin_of
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.spec import Principal, Tool
 
 Precondition = Callable[..., None]  # (runtime, args, principal[, *, tool]) -> None, raises Denied
-_PRECONDITIONS: dict[str, Precondition] = {}
-_WANTS_TOOL: set[str] = set()
+
+
+@dataclass(frozen=True)
+class _Registered:
+    fn: Precondition
+    wants_tool: bool  # declares a ``tool`` parameter: gets the charter's tool entry
+
+
+def _as_registered(name: str, fn: Any) -> _Registered:
+    if not callable(fn):
+        raise TypeError(f"@precondition({name!r}) needs a function")
+    return _Registered(fn, "tool" in inspect.signature(fn).parameters)
+
+
+#: the preconditions ``tools[].requires`` may name; entry-point group ``charter.preconditions``
+preconditions: Registry[_Registered] = Registry(
+    "precondition", group="charter.preconditions", adapt=_as_registered
+)
 
 
 def precondition(name: str) -> Callable[[Precondition], Precondition]:
-    """Register a precondition under ``name`` (usable in ``tools[].requires``)."""
+    """Register a precondition under ``name`` (usable in ``tools[].requires``); a name another definition
+    already holds is refused (:class:`charter.plugins.PluginError`)."""
 
     def register(fn: Precondition) -> Precondition:
-        _PRECONDITIONS[name] = fn
-        if "tool" in inspect.signature(fn).parameters:
-            _WANTS_TOOL.add(name)
-        else:
-            _WANTS_TOOL.discard(name)
+        preconditions.add(name, _as_registered(name, fn), origin=origin_of(fn))
         return fn
 
     return register
@@ -43,15 +58,15 @@ def precondition(name: str) -> Callable[[Precondition], Precondition]:
 def check_preconditions(runtime: Runtime, tool: Tool, args: dict[str, Any], principal: Principal) -> None:
     """Run every precondition ``tool.requires`` names; the first that refuses raises :class:`Denied`."""
     for name in tool.requires:
-        fn = _PRECONDITIONS.get(name)
-        if fn is None:
+        if name not in preconditions:
             raise Denied(
                 f"unknown precondition {name!r}: denied", reasons=[f"requires: {name} (not registered)"]
             )
-        if name in _WANTS_TOOL:
-            fn(runtime, args, principal, tool=tool)
+        registered = preconditions.get(name)
+        if registered.wants_tool:
+            registered.fn(runtime, args, principal, tool=tool)
         else:
-            fn(runtime, args, principal)
+            registered.fn(runtime, args, principal)
 
 
 @precondition("draft_approved")
