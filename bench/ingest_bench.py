@@ -74,8 +74,23 @@ class RssSampler:
         self.thread.join()
 
 
+# ``--drafter model``: the workflow drafts with a model endpoint (never called by a sync), so the sync embeds
+# chunks only; the example's extractive drafter also has every passage sentence embedded at sync time.
+MODEL_DRAFTER = {
+    "provider": "openai",
+    "name": "any-chat-model",
+    "endpoint": "http://127.0.0.1:9/v1",
+    "prices": {"input_per_1k": 0.0, "output_per_1k": 0.0},
+}
+
+
 def make_project(
-    root: Path, pages: list[Path], sources: list[str], retrieval: dict[str, Any], tokens: int
+    root: Path,
+    pages: list[Path],
+    sources: list[str],
+    retrieval: dict[str, Any],
+    tokens: int,
+    drafter: str = "example",
 ) -> Path:
     import yaml
 
@@ -101,6 +116,8 @@ def make_project(
         for sid in sources
     ]
     data["retrieval"] = {**data.get("retrieval", {}), **retrieval}
+    if drafter == "model":
+        data["model"] = {**data["model"], **MODEL_DRAFTER}
     charter.write_text(yaml.safe_dump(data, sort_keys=False))
     return charter
 
@@ -199,6 +216,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here (merged into an existing file)")
     ap.add_argument("--phases", default="cold,warm,endpoint", help="comma-separated: cold, warm, endpoint")
     ap.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
+    ap.add_argument(
+        "--drafter",
+        choices=["example", "model"],
+        default="example",
+        help="example: the billing example's extractive drafter (sentence vectors embedded at sync time too); "
+        "model: a model endpoint drafts (the sync embeds chunks only)",
+    )
     args = ap.parse_args()
     phases = set(args.phases.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -212,6 +236,7 @@ def main() -> None:
         f"loadavg_start_{'_'.join(sorted(phases))}": os.getloadavg(),
         "pages": len(pages),
         "chunk_tokens": args.chunk_tokens,
+        "drafter": args.drafter,
     }
     if args.json and args.json.is_file():
         results = {**json.loads(args.json.read_text()), **{k: v for k, v in results.items() if k != "date"}}
@@ -223,7 +248,9 @@ def main() -> None:
             if args.workdir and (work / "project").exists():
                 shutil.rmtree(work / "project")
             work.mkdir(parents=True, exist_ok=True)
-            charter = make_project(work, pages, ["pg", "pg-copy"], {"embedder": "minilm"}, args.chunk_tokens)
+            charter = make_project(
+                work, pages, ["pg", "pg-copy"], {"embedder": "minilm"}, args.chunk_tokens, args.drafter
+            )
             results["cold"] = timed_sync(charter, "pg")
             print(json.dumps({"cold": results["cold"]}), flush=True)
         if "warm" in phases:
@@ -257,7 +284,7 @@ def main() -> None:
                             "concurrency": conc,
                         },
                     }
-                    charter = make_project(sub, ep_pages, ["pg"], retrieval, args.chunk_tokens)
+                    charter = make_project(sub, ep_pages, ["pg"], retrieval, args.chunk_tokens, args.drafter)
                     results[f"endpoint_c{conc}"] = timed_sync(charter, "pg")
                     print(json.dumps({f"endpoint_c{conc}": results[f"endpoint_c{conc}"]}), flush=True)
             finally:
