@@ -74,3 +74,15 @@ def test_real_minilm_search_and_cache(store, minilm: Embedder) -> None:
     )
     with store.connect() as conn:
         assert len(conn.execute(embeddings.select()).all()) == len(before)
+
+
+def test_free_memory_is_handed_back_on_glibc() -> None:
+    """A long sync's RSS stays flat only if the batches' freed memory is returned (``malloc_trim``): on a
+    glibc system the function must be found, not silently skipped."""
+    import platform
+
+    from charter.retrieval._embedding import _malloc_trim, release_free_memory
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert _malloc_trim is not None
+    release_free_memory()  # never raises
