@@ -138,7 +138,7 @@ def _matrix(world: dict[str, Any]) -> None:
                     "trace",
                     f"/api/traces/{request_id}",
                     f"/traces/{request_id}",
-                    ("trace", "show", request_id),
+                    ("traces", "show", request_id),
                 ),
                 (
                     "review",
@@ -220,7 +220,7 @@ def test_unknown_and_foreign_ids_get_the_same_answer(world: dict[str, Any]) -> N
     b1 = run_cli("review", "show", missing_review, "--as", "casey", "--charter", charter)
     assert a1.exit_code == b1.exit_code != 0
     assert a1.stderr.replace(review_id, "X") == b1.stderr.replace(missing_review, "X")
-    t1 = run_cli("trace", "show", request_id, "--as", "casey", "--charter", charter)
-    t2 = run_cli("trace", "show", "req_" + "0" * 20, "--as", "casey", "--charter", charter)
+    t1 = run_cli("traces", "show", request_id, "--as", "casey", "--charter", charter)
+    t2 = run_cli("traces", "show", "req_" + "0" * 20, "--as", "casey", "--charter", charter)
     assert t1.exit_code == t2.exit_code != 0
     assert t1.stderr.replace(request_id, "X") == t2.stderr.replace("req_" + "0" * 20, "X")

@@ -104,6 +104,6 @@ def test_every_metric_and_command_is_documented(project: Path) -> None:
         "charter metrics",
         "charter report",
         "charter retention apply",
-        "charter trace show",
+        "charter traces show",
     ):
         assert command in docs, command

@@ -132,13 +132,15 @@ def test_feedback_cli(project: Path, cli) -> None:  # type: ignore[no-untyped-de
         "--json",
     )
     assert r.exit_code == 0, r.stderr + r.stdout
-    shown = cli("trace", "show", t.request_id, "--as", "ana", "--charter", str(project), "--json")
+    shown = cli("traces", "show", t.request_id, "--as", "ana", "--charter", str(project), "--json")
     assert shown.exit_code == 0, shown.stderr
     fb = shown.json()["feedback"]
     assert fb[0]["reasons"] == ["wrong_source"] and PLANTED["iban"] not in fb[0]["comment"]
     assert shown.json()["principal_id"].startswith("h:")
-    other = cli("trace", "show", t.request_id, "--as", "ben", "--charter", str(project), "--json")
+    other = cli("traces", "show", t.request_id, "--as", "ben", "--charter", str(project), "--json")
     assert other.exit_code != 0  # not ben's request: reported as missing
+    old_name = cli("trace", "show", t.request_id, "--as", "ana", "--charter", str(project), "--json")
+    assert old_name.exit_code == 0 and old_name.json() == shown.json()  # the hidden alias of earlier scripts
 
 
 def test_server_writes_are_read_your_writes_and_durable(rt: Runtime) -> None:

@@ -1,4 +1,4 @@
-"""``charter ask`` and ``charter trace``."""
+"""``charter ask``."""
 
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ from charter.cli._common import (
     err_console,
     open_runtime,
 )
-
-trace_app = typer.Typer(help="Read request traces.", no_args_is_help=True)
-app.add_typer(trace_app, name="trace")
 
 
 def _render_answer(r: dict[str, Any]) -> None:
@@ -168,33 +165,6 @@ def _ask_server(url: str, user: str, question: str, *, submit_for_review: bool, 
             f"cannot reach the server at {base} ({type(exc).__name__}: {exc}); start it with `charter serve` "
             "or unset CHARTER_URL to ask in this process"
         ) from exc
-
-
-@trace_app.command("show")
-def trace_show(
-    request_id: Annotated[str, typer.Argument(help="Request id (req_...).")],
-    user: AsOpt,
-    charter: CharterOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show one request's trace (your own, or any with the traces.read_all permission)."""
-    from charter import access
-
-    rt = open_runtime(charter)
-    principal = acting_principal(rt, user)
-    doc = access.visible_trace(rt, principal, request_id)  # 404 for others' traces; unreadable parts redacted
-
-    def render(d: dict[str, Any]) -> None:
-        console.print(
-            f"[bold]{d['request_id']}[/] {d['status']} at {d['started_at']} model {d.get('model')}",
-            highlight=False,
-        )
-        t = Table("stage", "status", "ms", "attributes")
-        for s in d["spans"]:
-            t.add_row(s["stage"], s["status"], f"{s['duration_ms']:.1f}", str(s["attributes"])[:200])
-        console.print(t)
-
-    emit(doc, as_json, render)
 
 
 def _server_error(response: Any) -> Exception:

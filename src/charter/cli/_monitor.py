@@ -14,9 +14,12 @@ from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, co
 from charter.errors import Denied, UsageError
 
 traces_app = typer.Typer(
-    help="List request traces (masked; principals are pseudonymous).", no_args_is_help=True
+    help="Request traces: list them, show one (masked; principals are pseudonymous).", no_args_is_help=True
 )
 app.add_typer(traces_app, name="traces")
+# ``charter trace show`` was the first name of ``charter traces show``; kept (hidden) for existing scripts.
+_old_trace_app = typer.Typer(help="Same as `charter traces show`.", no_args_is_help=True)
+app.add_typer(_old_trace_app, name="trace", hidden=True)
 retention_app = typer.Typer(help="Enforce the charter's monitoring.retention.", no_args_is_help=True)
 app.add_typer(retention_app, name="retention")
 
@@ -209,3 +212,33 @@ def retention_apply(
             highlight=False,
         ),
     )
+
+
+@traces_app.command("show")
+def trace_show(
+    request_id: Annotated[str, typer.Argument(help="Request id (req_...).")],
+    user: AsOpt,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one request's trace (your own, or any with the traces.read_all permission)."""
+    from charter import access
+
+    rt = open_runtime(charter)
+    principal = acting_principal(rt, user)
+    doc = access.visible_trace(rt, principal, request_id)  # 404 for others' traces; unreadable parts redacted
+
+    def render(d: dict[str, Any]) -> None:
+        console.print(
+            f"[bold]{d['request_id']}[/] {d['status']} at {d['started_at']} model {d.get('model')}",
+            highlight=False,
+        )
+        t = Table("stage", "status", "ms", "attributes")
+        for s in d["spans"]:
+            t.add_row(s["stage"], s["status"], f"{s['duration_ms']:.1f}", str(s["attributes"])[:200])
+        console.print(t)
+
+    emit(doc, as_json, render)
+
+
+_old_trace_app.command("show", help="Same as `charter traces show`.")(trace_show)
