@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 EXAMPLE = REPO / "examples" / "billing-support"
 
-from charter.evals import execute, load_eval_sets  # noqa: E402
+from charter.evals import load_eval_sets, run_cases  # noqa: E402
 from charter.runtime import Runtime  # noqa: E402
 
 
@@ -56,9 +56,9 @@ def measure(project: Path, concurrency: int, limit: int | None) -> dict[str, obj
         cases = load_eval_sets([rt.charter.resolve(s) for s in rt.spec.evals.sets])
         if limit:
             cases = cases[:limit]
-        execute(rt, cases[:2], concurrency=1)  # warm-up: embedder, gateway, SQLite pool
+        run_cases(rt, cases[:2], concurrency=1)  # warm-up: embedder, gateway, SQLite pool
         t0 = time.perf_counter()
-        outputs = execute(rt, cases, concurrency=concurrency)
+        outputs = run_cases(rt, cases, concurrency=concurrency)
         elapsed = time.perf_counter() - t0
     finally:
         rt.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from charter.evals import execute, probe_runtime, score_outputs
+from charter.evals import probe_runtime, run_cases, score_outputs
 from charter.retrieval import Index
 from charter.retrieval._tables import chunks
 from charter.runtime import Runtime
@@ -58,14 +58,14 @@ def test_probes_plant_canaries_in_a_temporary_copy_and_catch_a_leak(synced_proje
                 if c.forbidden_sources[0] == "finance-policies/write-off-authority.md"
                 and c.user in ("ana", "casey")
             ]
-            clean = score_outputs(prt, execute(prt, sample, concurrency=2), extra_canaries=probe.canaries)
+            clean = score_outputs(prt, run_cases(prt, sample, concurrency=2), extra_canaries=probe.canaries)
             assert all(r.failure is None for r in clean), [(r.case.id, r.failures) for r in clean]
 
             # break the document's ACL in the copy: the probes must now report leaks
             Index.for_runtime(prt).update_acl(
                 "finance-policies", "write-off-authority.md", frozenset({"public"})
             )
-            leaky = score_outputs(prt, execute(prt, sample, concurrency=2), extra_canaries=probe.canaries)
+            leaky = score_outputs(prt, run_cases(prt, sample, concurrency=2), extra_canaries=probe.canaries)
             assert any(r.failure == "permission_leak" for r in leaky)
             assert sum(r.score.metrics["permission.leak_count"] for r in leaky) >= 1
         assert index.version == version

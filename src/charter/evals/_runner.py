@@ -226,7 +226,7 @@ def primary_failure(fails: Sequence[tuple[str, str]]) -> str | None:
     return None
 
 
-def execute(
+def run_cases(
     rt: Runtime,
     cases: Sequence[EvalCase],
     *,
@@ -389,7 +389,7 @@ def _run_probes(
 
     with probe_runtime(rt) as probe:
         probe_rt = _use_model(probe.runtime, model)
-        outputs = execute(
+        outputs = run_cases(
             probe_rt,
             probe.cases,
             repeat=repeat,
@@ -427,7 +427,7 @@ def run_eval(
     run_rt = _use_model(rt, model)  # with another model: a derived runtime, the shared one is untouched
     created = utcnow()
     t0 = time.perf_counter()
-    outputs = execute(
+    outputs = run_cases(
         run_rt, cases, repeat=repeat, concurrency=concurrency, timeout_s=timeout_s, progress=progress
     )
     results = score_outputs(run_rt, outputs, scorers=scorers, extra_canaries=extra_canaries)
