@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mcp import Client
 
     from charter.runtime import Runtime
-    from charter.spec._schema import McpServer
+    from charter.spec import McpServer
 
 log = logging.getLogger("charter.mcp")
 T = TypeVar("T")

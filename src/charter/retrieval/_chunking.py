@@ -27,7 +27,7 @@ from charter.retrieval._types import Chunk
 
 if TYPE_CHECKING:
     from charter.sources import Document
-    from charter.spec._schema import Chunking
+    from charter.spec import Chunking
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")

@@ -39,7 +39,7 @@ from charter.errors import CharterRuntimeError, UsageError
 from charter.plugins import Registry, origin_of
 
 if TYPE_CHECKING:
-    from charter.spec._schema import EmbeddingService
+    from charter.spec import EmbeddingService
 
 Vectors = npt.NDArray[np.float32]
 

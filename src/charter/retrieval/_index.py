@@ -43,7 +43,7 @@ from charter.store import utcnow
 
 if TYPE_CHECKING:
     from charter.sources import Document
-    from charter.spec._schema import Chunking, Fusion
+    from charter.spec import Chunking, Fusion
     from charter.store import Store
 
 UpsertResult = Literal["added", "updated", "acl_changed", "unchanged"]

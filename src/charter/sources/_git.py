@@ -46,7 +46,7 @@ from charter.sources._connector import (
 )
 from charter.sources._document import Document
 from charter.sources._extract import decode_text, first_heading, html_to_text, split_front_matter
-from charter.spec._schema import GitOptions
+from charter.spec import GitOptions
 
 FORMATS = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")

@@ -44,7 +44,7 @@ from charter.sources._connector import (
     connector,
 )
 from charter.sources._extract import parse_timestamp
-from charter.spec._schema import SqlOptions
+from charter.spec import SqlOptions
 
 MAX_ID_CHARS = 500
 

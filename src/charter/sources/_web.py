@@ -44,7 +44,7 @@ from charter.sources._connector import (
     connector,
 )
 from charter.sources._extract import HtmlText, decode_text, html_to_text
-from charter.spec._schema import WebOptions
+from charter.spec import WebOptions
 
 MAX_SITEMAP_BYTES = 50_000_000
 MAX_LINKS_PER_PAGE = 2000
