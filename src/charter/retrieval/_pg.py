@@ -49,7 +49,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
-from charter.retrieval._pg_bm25 import SEED_POSTINGS, bm25_top_maxscore
+from charter.retrieval._pg_bm25 import SEED_SHARE, bm25_top
 from charter.retrieval._search import fuse, fuse_parts
 from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
@@ -180,9 +180,10 @@ class PgSearch:
         self.exact_max_rows = EXACT_MAX_ROWS  # tunable (benchmarks, tests)
         self.hnsw_margin = HNSW_MARGIN
         self.last_path = ""
-        self.bm25_method = "maxscore"  # or "scan" (every permitted posting; benchmarks, tests)
-        self.bm25_seed = SEED_POSTINGS
-        self.last_bm25_rounds = 0
+        # "auto" (MaxScore or the merge, by cost), "maxscore", "merge", or "scan" (the one-statement reference)
+        self.bm25_method = "auto"
+        self.bm25_seed = SEED_SHARE
+        self.last_bm25_how = ""
 
     # -------------------------------------------------------------------------------------- backfill
     def backfill(self) -> int:
@@ -314,10 +315,10 @@ class PgSearch:
 
         MaxScore (``_pg_bm25``) by default; ``bm25_method = "scan"`` scores every permitted posting.
         """
-        if self.bm25_method == "maxscore":
+        if self.bm25_method != "scan":
             filt = self._filter("p.doc_pk", has_sources, everything)
-            top, dfs, rounds = bm25_top_maxscore(conn, params, filt, m, self.bm25_seed)
-            self.last_bm25_rounds = rounds
+            top, dfs, how = bm25_top(conn, params, filt, m, self.bm25_seed, self.bm25_method)
+            self.last_bm25_how = how
             return top, dfs
         return self._bm25_top_scan(conn, params, has_sources, m, everything)
 

@@ -38,7 +38,9 @@ from sqlalchemy import Connection, text
 
 from charter.retrieval._lexical import K1, B
 
-SEED_POSTINGS = 1_000  # the seed's postings budget (the rarest terms' lists up to about this many)
+SEED_SHARE = 0.25  # the seed: the rarest terms' lists, up to this share of the query's postings
+MERGE_SHARE = 0.5  # MaxScore reads the essential lists (hash-aggregated) and looks up the rest: past this
+# share of the postings, streaming all of them through the merge is cheaper
 SLACK = 1e-9  # relative inflation of every bound, against float rounding
 
 
@@ -84,12 +86,38 @@ def _score_sql(filt: str) -> str:
         "  AS q(term, idfw)), "
         f"e AS (SELECT p.chunk_id, sum({part}) AS s FROM retrieval_postings p JOIN w ON w.term = p.term "
         f"  WHERE p.term = ANY(:ess){filt} GROUP BY p.chunk_id), "
-        "c AS (SELECT chunk_id, s FROM e WHERE s + CAST(:rest_ub AS float8) >= CAST(:theta AS float8)), "
+        # the m-th best essential part is a lower bound of the m-th best score as well: prune by the larger
+        "t AS (SELECT greatest(CAST(:theta AS float8), coalesce((SELECT s FROM e ORDER BY s DESC "
+        "  OFFSET :m1 LIMIT 1), '-infinity'::float8)) AS theta), "
+        "c AS (SELECT e.chunk_id, e.s FROM e, t "
+        f"  WHERE e.s + CAST(:rest_ub AS float8) >= t.theta - abs(t.theta) * {SLACK} - {SLACK}), "
         "f AS (SELECT c.chunk_id, c.s + coalesce((SELECT sum("
         f"{part}) FROM retrieval_postings p JOIN w ON w.term = p.term "
         "  WHERE p.term = ANY(:rest) AND p.chunk_id = c.chunk_id), 0) AS s FROM c) "
         "SELECT chunk_id, s FROM f ORDER BY s DESC, chunk_id LIMIT :m"
     )
+
+
+def _seed_theta(conn: Connection, params: dict[str, Any], filt: str, seed: list[TermStat], m: int) -> float:
+    """A lower bound of the m-th best score: the m-th best score over the ``seed`` terms alone (0 if fewer
+    than m permitted chunks hold one). No lookups: a chunk's partial score never exceeds its score."""
+    part = (
+        "q.idfw * p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) * (1.0::float8 - CAST(:b AS float8)"
+        " + CAST(:b AS float8) * p.length / CAST(:avgdl AS float8)))"
+    )
+    sql = (
+        f"SELECT sum({part}) AS s FROM retrieval_postings p "
+        "JOIN unnest(CAST(:seed_terms AS text[]), CAST(:seed_idfws AS float8[])) AS q(term, idfw) ON q.term = p.term "
+        f"WHERE p.term = ANY(:seed_terms){filt} GROUP BY p.chunk_id ORDER BY s DESC OFFSET :m1 LIMIT 1"
+    )
+    values = {
+        **params,
+        "seed_terms": [s.term for s in seed],
+        "seed_idfws": [s.idfw for s in seed],
+        "m1": m - 1,
+    }
+    row = conn.execute(text(sql), values).first()
+    return float(row[0]) if row is not None else 0.0
 
 
 def _run(
@@ -112,6 +140,7 @@ def _run(
         "rest_ub": sum(s.ub for s in rest),
         "theta": theta,
         "m": m,
+        "m1": m - 1,
     }
     rows = conn.execute(text(_score_sql(filt)), values).all()
     return [(int(a), float(b)) for a, b in rows]
@@ -128,37 +157,88 @@ def essential(stats: list[TermStat], theta: float) -> list[TermStat]:
     return []
 
 
-def bm25_top_maxscore(
+def _merge_sql(n_terms: int, filt: str) -> str:
+    """Every posting of the query terms, one index range per term in chunk order, merged and summed per chunk
+    as the streams pass (Merge Append + GroupAggregate: no hash table over the candidate chunks)."""
+    part = (
+        "p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) * (1.0::float8 - CAST(:b AS float8)"
+        " + CAST(:b AS float8) * p.length / CAST(:avgdl AS float8)))"
+    )
+    branches = " UNION ALL ".join(
+        f"(SELECT p.chunk_id, CAST(:w{i} AS float8) * {part} AS x FROM retrieval_postings p "
+        f"WHERE p.term = :t{i}{filt} ORDER BY p.chunk_id)"
+        for i in range(n_terms)
+    )
+    merged = f"{branches} ORDER BY chunk_id" if n_terms > 1 else branches[1:-1]  # one term: its own order
+    return (
+        f"SELECT chunk_id, sum(x) AS s FROM ({merged}) u GROUP BY chunk_id ORDER BY s DESC, chunk_id LIMIT :m"
+    )
+
+
+def bm25_top_merge(
+    conn: Connection, params: dict[str, Any], filt: str, stats: list[TermStat], m: int
+) -> list[tuple[int, float]]:
+    """Exact top ``m`` over every permitted posting (the idf weights come from ``stats``)."""
+    values = {**params, "m": m}
+    for i, s in enumerate(stats):
+        values[f"t{i}"], values[f"w{i}"] = s.term, s.idfw
+    rows = conn.execute(text(_merge_sql(len(stats), filt)), values).all()
+    return [(int(a), float(b)) for a, b in rows]
+
+
+def _seed_terms(stats: list[TermStat], share: float) -> list[TermStat]:
+    """The rarest terms, while their lists hold at most ``share`` of all the query's postings (at least one)."""
+    total = sum(s.df for s in stats)
+    out: list[TermStat] = []
+    covered = 0
+    for s in sorted(stats, key=lambda s: (s.df, s.term)):
+        if out and covered + s.df > share * total:
+            break
+        out.append(s)
+        covered += s.df
+    return out
+
+
+def bm25_top(
     conn: Connection,
     params: dict[str, Any],
     filt: str,
     m: int,
-    seed: int = SEED_POSTINGS,
-) -> tuple[list[tuple[int, float]], dict[str, int], int]:
-    """Exact permitted BM25 top ``m``, the terms' permitted df, and the statements' rounds (1 or 2)."""
+    seed: float = SEED_SHARE,
+    method: str = "auto",
+) -> tuple[list[tuple[int, float]], dict[str, int], str]:
+    """Exact permitted BM25 top ``m``, the terms' permitted df, and how it was found.
+
+    ``method``: ``"merge"`` (every posting, streamed), ``"maxscore"`` (seed theta + one pruned statement),
+    or ``"auto"``: MaxScore unless its essential terms hold more than ``MERGE_SHARE`` of the postings, then
+    the merge. Both are exact; the choice is only cost.
+    """
     n, avgdl = int(params["n"]), float(params["avgdl"])
     stats = term_stats(conn, params, filt, n, avgdl)
     dfs = {s.term: s.df for s in stats}
     if not stats:
-        return [], dfs, 0
-    by_df = sorted(stats, key=lambda s: (s.df, s.term))
-    seed_terms: list[TermStat] = []
-    covered = 0
-    for s in by_df:  # the rarest lists, until they hold about `seed` (and at least m) postings
-        if seed_terms and covered >= max(seed, m):
-            break
-        seed_terms.append(s)
-        covered += s.df
-    top = _run(conn, params, filt, stats, seed_terms, -math.inf, m)
-    if len(seed_terms) == len(stats):
-        return top, dfs, 1
-    # fewer than m seed chunks: no lower bound on the m-th score, every term is essential
-    theta = top[-1][1] if len(top) >= m else 0.0
-    seeded = {s.term for s in seed_terms}
-    if len(top) >= m and sum(s.ub for s in stats if s.term not in seeded) < theta * (1.0 - SLACK):
-        return top, dfs, 1  # a chunk without a seed term scores below theta: the seed's top m is exact
-    ess = essential(stats, theta) if len(top) >= m else stats
-    if not ess:  # cannot happen (theta is a chunk's score, at most the sum of the bounds); stay exact anyway
-        ess = stats
-    margin = SLACK * max(1.0, abs(theta))
-    return _run(conn, params, filt, stats, ess, theta - margin, m), dfs, 2
+        return [], dfs, "none"
+    if method == "merge":
+        return bm25_top_merge(conn, params, filt, stats, m), dfs, "merge"
+    top = _maxscore(conn, params, filt, stats, seed, m, method == "auto")
+    if top is None:
+        return bm25_top_merge(conn, params, filt, stats, m), dfs, "merge"
+    return top, dfs, "maxscore"
+
+
+def _maxscore(
+    conn: Connection,
+    params: dict[str, Any],
+    filt: str,
+    stats: list[TermStat],
+    seed: float,
+    m: int,
+    auto: bool,
+) -> list[tuple[int, float]] | None:
+    """Seed theta, essential terms, one pruned statement; ``None`` (when ``auto``) if the essential terms
+    hold more than ``MERGE_SHARE`` of the postings: the merge reads them faster."""
+    theta = _seed_theta(conn, params, filt, _seed_terms(stats, seed), m)
+    ess = essential(stats, theta) or stats  # never empty in practice (theta is at most a chunk's score)
+    if auto and sum(s.df for s in ess) > MERGE_SHARE * sum(s.df for s in stats):
+        return None
+    return _run(conn, params, filt, stats, ess, theta - SLACK * max(1.0, abs(theta)), m)
