@@ -75,26 +75,36 @@ def term_stats(conn: Connection, params: dict[str, Any], filt: str, n: int, avgd
     return out
 
 
-def _score_sql(filt: str) -> str:
-    """Chunks of the essential terms' permitted postings, pruned by ``theta``, scored over every query term."""
+def _score_sql(filt: str, rest_ubs: list[float]) -> str:
+    """Chunks of the essential terms' permitted postings, scored over every query term, pruned as they go.
+
+    ``e``: each chunk's essential part. ``t``: theta, raised to the m-th best essential part (also a lower
+    bound of the m-th best score). Then the other terms are looked up one at a time by primary key, largest
+    bound first; before each lookup a chunk whose score so far plus the bounds still to come is below theta
+    is dropped (it cannot reach the top m).
+    """
     part = (
         "w.idfw * p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) * (1.0::float8 - CAST(:b AS float8)"
         " + CAST(:b AS float8) * p.length / CAST(:avgdl AS float8)))"
     )
+    ctes = [
+        "w AS (SELECT term, idfw FROM unnest(CAST(:all_terms AS text[]), CAST(:idfws AS float8[])) AS q(term, idfw))",
+        f"s0 AS (SELECT p.chunk_id, sum({part}) AS s FROM retrieval_postings p JOIN w ON w.term = p.term "
+        f"WHERE p.term = ANY(:ess){filt} GROUP BY p.chunk_id)",
+        "t AS (SELECT greatest(CAST(:theta AS float8), coalesce((SELECT s FROM s0 ORDER BY s DESC "
+        f"OFFSET :m1 LIMIT 1), '-infinity'::float8)) - {SLACK} * (1 + abs(CAST(:theta AS float8))) AS theta)",
+    ]
+    rpart = part.replace("w.idfw", "CAST(:rw{i} AS float8)")
+    for i, _ in enumerate(rest_ubs):
+        ctes.append(
+            f"s{i + 1} AS MATERIALIZED (SELECT c.chunk_id, c.s + coalesce({rpart.format(i=i)}, 0) AS s "
+            f"FROM s{i} c CROSS JOIN t LEFT JOIN retrieval_postings p ON p.term = :rt{i} AND p.chunk_id = c.chunk_id "
+            f"WHERE c.s + CAST(:rub{i} AS float8) >= t.theta)"
+        )
+    last = f"s{len(rest_ubs)}"
     return (
-        "WITH w AS (SELECT term, idfw FROM unnest(CAST(:all_terms AS text[]), CAST(:idfws AS float8[])) "
-        "  AS q(term, idfw)), "
-        f"e AS (SELECT p.chunk_id, sum({part}) AS s FROM retrieval_postings p JOIN w ON w.term = p.term "
-        f"  WHERE p.term = ANY(:ess){filt} GROUP BY p.chunk_id), "
-        # the m-th best essential part is a lower bound of the m-th best score as well: prune by the larger
-        "t AS (SELECT greatest(CAST(:theta AS float8), coalesce((SELECT s FROM e ORDER BY s DESC "
-        "  OFFSET :m1 LIMIT 1), '-infinity'::float8)) AS theta), "
-        "c AS (SELECT e.chunk_id, e.s FROM e, t "
-        f"  WHERE e.s + CAST(:rest_ub AS float8) >= t.theta - abs(t.theta) * {SLACK} - {SLACK}), "
-        "f AS (SELECT c.chunk_id, c.s + coalesce((SELECT sum("
-        f"{part}) FROM retrieval_postings p JOIN w ON w.term = p.term "
-        "  WHERE p.term = ANY(:rest) AND p.chunk_id = c.chunk_id), 0) AS s FROM c) "
-        "SELECT chunk_id, s FROM f ORDER BY s DESC, chunk_id LIMIT :m"
+        "WITH " + ", ".join(ctes) + f" SELECT c.chunk_id, c.s FROM {last} c, t WHERE c.s >= t.theta "
+        "ORDER BY c.s DESC, c.chunk_id LIMIT :m"
     )
 
 
@@ -130,19 +140,20 @@ def _run(
     m: int,
 ) -> list[tuple[int, float]]:
     names = {s.term for s in ess}
-    rest = [s for s in stats if s.term not in names]
-    values = {
+    rest = sorted((s for s in stats if s.term not in names), key=lambda s: (-s.ub, s.term))
+    values: dict[str, Any] = {
         **params,
         "all_terms": [s.term for s in stats],
         "idfws": [s.idfw for s in stats],
         "ess": sorted(names),
-        "rest": [s.term for s in rest],
-        "rest_ub": sum(s.ub for s in rest),
         "theta": theta,
         "m": m,
         "m1": m - 1,
     }
-    rows = conn.execute(text(_score_sql(filt)), values).all()
+    rest_ubs = [sum(s.ub for s in rest[i:]) for i in range(len(rest))]  # bounds still to come
+    for i, s in enumerate(rest):
+        values[f"rt{i}"], values[f"rub{i}"], values[f"rw{i}"] = s.term, rest_ubs[i], s.idfw
+    rows = conn.execute(text(_score_sql(filt, rest_ubs)), values).all()
     return [(int(a), float(b)) for a, b in rows]
 
 
