@@ -313,13 +313,17 @@ class PgSearch:
     ) -> tuple[list[tuple[int, float]], dict[str, int]]:
         """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df.
 
-        MaxScore (``_pg_bm25``) by default; ``bm25_method = "scan"`` scores every permitted posting.
+        ``bm25_method``: ``"auto"`` (the default) takes ``_pg_bm25`` (MaxScore or the merge, both exact) when
+        every chunk is readable and the one statement otherwise; ``"scan"`` always the one statement.
         """
-        if self.bm25_method != "scan":
+        # "auto": MaxScore or the merge when every chunk is readable; for a narrower reader the one statement,
+        # whose permission semi-join runs once (measured at 1M chunks: docs/benchmarks.md)
+        if self.bm25_method != "scan" and (everything or self.bm25_method != "auto"):
             filt = self._filter("p.doc_pk", has_sources, everything)
             top, dfs, how = bm25_top(conn, params, filt, m, self.bm25_seed, self.bm25_method)
             self.last_bm25_how = how
             return top, dfs
+        self.last_bm25_how = "scan"
         return self._bm25_top_scan(conn, params, has_sources, m, everything)
 
     def _bm25_top_scan(
