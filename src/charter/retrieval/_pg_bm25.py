@@ -39,8 +39,9 @@ from sqlalchemy import Connection, text
 from charter.retrieval._lexical import K1, B
 
 SEED_SHARE = 0.25  # the seed: the rarest terms' lists, up to this share of the query's postings
-MERGE_SHARE = 0.5  # MaxScore reads the essential lists (hash-aggregated) and looks up the rest: past this
-# share of the postings, streaming all of them through the merge is cheaper
+SEED_FULL = 2  # the seed scores this many times m chunks over every term
+MERGE_SHARE = 0.1  # MaxScore reads the essential lists (hash-aggregated) and looks up the rest: past this
+# share of the postings, streaming all of them through the merge was faster at 1M chunks (docs/benchmarks.md)
 SLACK = 1e-9  # relative inflation of every bound, against float rounding
 
 
@@ -108,22 +109,35 @@ def _score_sql(filt: str, rest_ubs: list[float]) -> str:
     )
 
 
-def _seed_theta(conn: Connection, params: dict[str, Any], filt: str, seed: list[TermStat], m: int) -> float:
-    """A lower bound of the m-th best score: the m-th best score over the ``seed`` terms alone (0 if fewer
-    than m permitted chunks hold one). No lookups: a chunk's partial score never exceeds its score."""
+def _seed_theta(
+    conn: Connection, params: dict[str, Any], filt: str, stats: list[TermStat], seed: list[TermStat], m: int
+) -> float:
+    """A lower bound of the m-th best score: the chunks with the best ``SEED_FULL x m`` scores over the
+    ``seed`` terms alone, scored over every term (the other terms looked up by primary key); the m-th best of
+    those full scores (0 if fewer than m permitted chunks hold a seed term). Real chunks' real scores, so
+    at least m chunks score that much."""
     part = (
-        "q.idfw * p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) * (1.0::float8 - CAST(:b AS float8)"
+        "w.idfw * p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) * (1.0::float8 - CAST(:b AS float8)"
         " + CAST(:b AS float8) * p.length / CAST(:avgdl AS float8)))"
     )
     sql = (
-        f"SELECT sum({part}) AS s FROM retrieval_postings p "
-        "JOIN unnest(CAST(:seed_terms AS text[]), CAST(:seed_idfws AS float8[])) AS q(term, idfw) ON q.term = p.term "
-        f"WHERE p.term = ANY(:seed_terms){filt} GROUP BY p.chunk_id ORDER BY s DESC OFFSET :m1 LIMIT 1"
+        "WITH w AS (SELECT term, idfw FROM unnest(CAST(:all_terms AS text[]), CAST(:idfws AS float8[])) "
+        "  AS q(term, idfw)), "
+        f"sp AS MATERIALIZED (SELECT p.chunk_id, sum({part}) AS s FROM retrieval_postings p "
+        f"  JOIN w ON w.term = p.term WHERE p.term = ANY(:seed_terms){filt} GROUP BY p.chunk_id "
+        "  ORDER BY s DESC, p.chunk_id LIMIT :top) "
+        f"SELECT sp.s + coalesce((SELECT sum({part}) FROM retrieval_postings p JOIN w ON w.term = p.term "
+        "  WHERE p.term = ANY(:others) AND p.chunk_id = sp.chunk_id), 0) AS s "
+        "FROM sp ORDER BY s DESC OFFSET :m1 LIMIT 1"
     )
+    names = {s.term for s in seed}
     values = {
         **params,
-        "seed_terms": [s.term for s in seed],
-        "seed_idfws": [s.idfw for s in seed],
+        "all_terms": [s.term for s in stats],
+        "idfws": [s.idfw for s in stats],
+        "seed_terms": sorted(names),
+        "others": [s.term for s in stats if s.term not in names],
+        "top": SEED_FULL * m,
         "m1": m - 1,
     }
     row = conn.execute(text(sql), values).first()
@@ -171,10 +185,8 @@ def essential(stats: list[TermStat], theta: float) -> list[TermStat]:
 def _merge_sql(n_terms: int, filt: str) -> str:
     """Every posting of the query terms, one index range per term in chunk order, merged and summed per chunk
     as the streams pass (Merge Append + GroupAggregate: no hash table over the candidate chunks)."""
-    part = (
-        "p.tf * CAST(:k1p1 AS float8) / (p.tf + CAST(:k1 AS float8) * (1.0::float8 - CAST(:b AS float8)"
-        " + CAST(:b AS float8) * p.length / CAST(:avgdl AS float8)))"
-    )
+    # w (k1 + 1) tf / (tf + k1 (1 - b) + (k1 b / avgdl) len): the constants folded, four operations a row
+    part = "p.tf / (p.tf + CAST(:c1 AS float8) + CAST(:c2 AS float8) * p.length)"
     branches = " UNION ALL ".join(
         f"(SELECT p.chunk_id, CAST(:w{i} AS float8) * {part} AS x FROM retrieval_postings p "
         f"WHERE p.term = :t{i}{filt} ORDER BY p.chunk_id)"
@@ -190,9 +202,10 @@ def bm25_top_merge(
     conn: Connection, params: dict[str, Any], filt: str, stats: list[TermStat], m: int
 ) -> list[tuple[int, float]]:
     """Exact top ``m`` over every permitted posting (the idf weights come from ``stats``)."""
-    values = {**params, "m": m}
+    avgdl = float(params["avgdl"])
+    values = {**params, "m": m, "c1": K1 * (1.0 - B), "c2": K1 * B / avgdl}
     for i, s in enumerate(stats):
-        values[f"t{i}"], values[f"w{i}"] = s.term, s.idfw
+        values[f"t{i}"], values[f"w{i}"] = s.term, s.idfw * (K1 + 1.0)
     rows = conn.execute(text(_merge_sql(len(stats), filt)), values).all()
     return [(int(a), float(b)) for a, b in rows]
 
@@ -229,8 +242,9 @@ def bm25_top(
     dfs = {s.term: s.df for s in stats}
     if not stats:
         return [], dfs, "none"
-    if method == "merge":
-        return bm25_top_merge(conn, params, filt, stats, m), dfs, "merge"
+    total = sum(s.df for s in stats)
+    if method == "merge" or (method == "auto" and min(s.df for s in stats) > MERGE_SHARE * total):
+        return bm25_top_merge(conn, params, filt, stats, m), dfs, "merge"  # no selective term: merge
     top = _maxscore(conn, params, filt, stats, seed, m, method == "auto")
     if top is None:
         return bm25_top_merge(conn, params, filt, stats, m), dfs, "merge"
@@ -248,7 +262,7 @@ def _maxscore(
 ) -> list[tuple[int, float]] | None:
     """Seed theta, essential terms, one pruned statement; ``None`` (when ``auto``) if the essential terms
     hold more than ``MERGE_SHARE`` of the postings: the merge reads them faster."""
-    theta = _seed_theta(conn, params, filt, _seed_terms(stats, seed), m)
+    theta = _seed_theta(conn, params, filt, stats, _seed_terms(stats, seed), m)
     ess = essential(stats, theta) or stats  # never empty in practice (theta is at most a chunk's score)
     if auto and sum(s.df for s in ess) > MERGE_SHARE * sum(s.df for s in stats):
         return None
