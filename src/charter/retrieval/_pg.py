@@ -17,7 +17,9 @@ database, so many stateless workers share one index without each holding (and re
 * **BM25.** ``retrieval_postings`` holds (term, chunk, tf, chunk length). One statement takes the query
   terms' postings of the permitted chunks, computes each term's document frequency over those postings and
   scores Lucene BM25 (``k1 = 1.5``, ``b = 0.75``) with ``N`` and the average length of the permitted set:
-  the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read.
+  the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read. When every
+  chunk is readable, ``_pg_bm25`` computes the same top m faster (a streamed merge of the terms' postings, or
+  MaxScore when a term is selective); the one statement stays for narrower readers, where it is faster.
 * **Fusion** is :func:`charter.retrieval._search.fuse`, unchanged, applied to the union of both top-M
   lists; the adaptive fusion's identifier lead is decided from the codes' permitted document frequencies,
   which the BM25 statement returns. Every fusion is ``wb * bm25_norm + wd * dense_norm`` (under the lead,

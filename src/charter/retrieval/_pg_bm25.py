@@ -1,31 +1,28 @@
-"""BM25 top-m on PostgreSQL without aggregating every posting of the query terms (MaxScore, exact).
+"""BM25 top-m on PostgreSQL when every chunk is readable: the merge, or MaxScore for selective queries (exact).
 
-The plain statement (``PgSearch._bm25_top_scan``) scores every permitted posting of every query term: at
-1,000,000 chunks a query's terms have ~75,000 postings and the aggregation costs ~250 ms. Most of those
-postings belong to common terms (``what``, ``definit``) whose idf is low, so no chunk can reach the top m
-on them alone. MaxScore (Turtle & Flood, 1995) makes that a proof instead of a heuristic:
+The one statement (``PgSearch._bm25_top_scan``) materialises the query terms' permitted postings, counts
+their ``df`` with a ``GROUP BY``, joins the weights and hash-aggregates every chunk: ~250 ms at 1,000,000
+chunks (~75,000–100,000 postings), although reading those postings is an index-only scan of ~15–20 ms.
+Measured in ``docs/benchmarks.md`` ("BM25 at 1M on PostgreSQL"); the design is in ``docs/retrieval.md``.
 
-1. **Per-term statistics over the permitted set** (one index-only pass over the query terms' postings,
-   counting only, no arithmetic): each term's permitted document frequency ``df`` (for its idf, exactly as
-   before), its largest term frequency and its shortest chunk length. Since BM25's term part
-   ``tf (k1 + 1) / (tf + k1 (1 - b + b len / avgdl))`` grows with ``tf`` and shrinks with ``len``, the term's
-   contribution to any permitted chunk is at most ``ub = w idf f(max tf, min len)`` (``w``: the term's count
-   in the query), computed with the permitted set's own ``N`` and average length. Nothing is stored ahead
-   of time, so writes need no extra bookkeeping and no statistic can go stale or leak across readers.
-2. **Seed.** The rarest terms' postings (their lists together about ``seed`` postings long) give candidate
-   chunks, each scored exactly over *all* query terms (the other terms are looked up by primary key for
-   those chunks only); the m-th best score is ``theta``, a lower bound on the true m-th score.
-3. **Essential terms.** Sort the terms by ``ub``; the longest prefix whose bounds sum to less than ``theta``
-   is non-essential: a chunk holding only those terms scores below ``theta`` and cannot be in the top m.
-   So every chunk of the top m holds an essential term. If the seed already covered every essential term,
-   its top m is exact. Otherwise one more statement scores the chunks of the essential terms' postings,
-   skips a chunk whose essential part plus the non-essential bounds is below ``theta``, and looks up the
-   non-essential terms of the rest by primary key.
+1. **Per-term statistics over the permitted set** (:func:`term_stats`: one index-only pass, counting only):
+   each term's permitted ``df`` (its idf, exactly as before), its largest ``tf`` and its shortest chunk
+   length. BM25's term part ``tf (k1 + 1) / (tf + k1 (1 - b + b len / avgdl))`` grows with ``tf`` and
+   shrinks with ``len``, so ``ub = w idf part(max tf, min len)`` bounds the term's contribution to any
+   permitted chunk (``w``: the term's count in the query). Nothing is stored ahead of time: writes need no
+   extra bookkeeping and no statistic can go stale or leak across readers.
+2. **The merge** (:func:`bm25_top_merge`): one index range per term in chunk order, merged and summed as the
+   streams pass (Merge Append + GroupAggregate, no hash table), the idf weights already known.
+3. **MaxScore** (Turtle & Flood 1995; :func:`_maxscore`) when a term is selective: ``theta`` = the m-th best
+   full score among the ``SEED_FULL x m`` best chunks on the rarest terms (a lower bound of the true m-th
+   score); the longest prefix of the terms sorted by ``ub`` whose bounds sum below ``theta`` is
+   non-essential (a chunk holding only those cannot reach the top m); one statement aggregates the essential
+   terms' postings, raises ``theta`` to the m-th best essential part, and looks the other terms up one at a
+   time, dropping a chunk as soon as its score so far plus the bounds still to come is below ``theta``.
 
-The result is the exact top m (ids, scores, ``chunk_id`` tie-break) of the permitted BM25 ranking — the
-bounds are inflated by a relative ``1e-9`` against float rounding, and a tie at ``theta`` is kept. What it
-saves depends on the query: a query of only common terms still scores their lists (correct, as slow as
-before); a query with one selective term touches that term's postings plus a few lookups per candidate.
+Both return the exact top m (ids, scores, ``chunk_id`` tie-break) of the permitted BM25 ranking: the bounds
+are inflated by a relative ``SLACK`` against float rounding and a tie at ``theta`` is kept. ``bm25_top``
+chooses by cost only (``MERGE_SHARE``).
 """
 
 from __future__ import annotations
