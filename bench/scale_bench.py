@@ -435,6 +435,50 @@ def pg_search_bench(url: str, synth: Synth, queries: list[str], reps: int, repor
     report["postgres"] = out
 
 
+def pg_bm25_bench(url: str, queries: list[str], report: dict) -> None:
+    """BM25 alone (top 100, the fusion's depth): the one statement ("scan") against the default ("auto":
+    MaxScore or the merge when every chunk is readable), asserting the same ids and scores."""
+    from charter.retrieval._pg import PgSearch
+
+    store = open_store(url, migrate=False)
+    searcher = PgSearch(Index(store, get_embedder("minilm")))
+    out: dict[str, Any] = {}
+    for label, token in SELECTIVITIES:
+        tokens = frozenset({"user:bench", token})
+        searcher.bm25_top(tokens, ["warm"], 100)  # the permitted-set statistics, cached per index version
+        lists: dict[str, list[list[tuple[int, float]]]] = {}
+        for method in ("scan", "auto"):
+            searcher.bm25_method = method
+            times, hows = [], []
+            for q in queries:
+                t = time.perf_counter()
+                top, _ = searcher.bm25_top(tokens, analyse(q), 100)
+                times.append((time.perf_counter() - t) * 1000)
+                hows.append(searcher.last_bm25_how)
+                lists.setdefault(method, []).append(top)
+            out[f"{label} {method}"] = {
+                "p50": pct(times, 50),
+                "p95": pct(times, 95),
+                "max": round(max(times), 1),
+                "paths": {h: hows.count(h) for h in sorted(set(hows))},
+            }
+        # the same scores at every rank, and the same chunk unless two chunks tie within float rounding (the
+        # statements sum the terms in different orders; a tie at rank 100 may then keep either chunk)
+        same = all(
+            len(a) == len(b)
+            and all(abs(x[1] - y[1]) <= 1e-9 * max(1.0, abs(y[1])) for x, y in zip(a, b, strict=True))
+            for a, b in zip(lists["scan"], lists["auto"], strict=True)
+        )
+        same_ids = sum(
+            [x[0] for x in a] == [y[0] for y in b] for a, b in zip(lists["scan"], lists["auto"], strict=True)
+        )
+        out[f"{label} identical_id_lists"] = f"{same_ids}/{len(queries)}"
+        out[f"{label} same_top100"] = same
+        console.print(f"BM25 {label}: scan {out[f'{label} scan']} auto {out[f'{label} auto']} same {same}")
+    store.dispose()
+    report["postgres_bm25"] = out
+
+
 # ------------------------------------------------------------------------------------------------ SQLite
 def sqlite_bench(tmp: Path, synth_for: Any, n: int, queries: list[str], reps: int, model: str) -> dict:
     """Build a SQLite index of ``n`` chunks, load its in-memory snapshot, search at three selectivities."""
@@ -631,6 +675,7 @@ def main() -> None:
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-pg", action="store_true")
     ap.add_argument("--lexical", action="store_true", help="only the lexical quality comparison")
+    ap.add_argument("--bm25", action="store_true", help="also time BM25 alone on PostgreSQL: scan vs auto")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     corpus, queries = load_corpus(args.data)
@@ -642,6 +687,7 @@ def main() -> None:
         "queries": len(queries),
         "k": K,
         "chunks_per_document": CHUNKS_PER_DOC,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     if args.lexical:
         lexical_quality(pg_server(), args.data, corpus, report)
@@ -650,6 +696,8 @@ def main() -> None:
         synth = Synth(corpus, vectors, args.chunks)
         server = pg_server()
         url = pg_load(server, synth, emb.name, report)
+        if args.bm25:
+            pg_bm25_bench(url, queries, report)
         pg_search_bench(url, synth, queries, args.reps, report)
     if not args.skip_sqlite:
         import tempfile
@@ -660,6 +708,7 @@ def main() -> None:
             for n in args.sqlite_sizes.split(",")
             if n
         ]
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text_ = json.dumps(report, indent=2)
     console.print(text_)
     if args.json:

@@ -17,7 +17,9 @@ database, so many stateless workers share one index without each holding (and re
 * **BM25.** ``retrieval_postings`` holds (term, chunk, tf, chunk length). One statement takes the query
   terms' postings of the permitted chunks, computes each term's document frequency over those postings and
   scores Lucene BM25 (``k1 = 1.5``, ``b = 0.75``) with ``N`` and the average length of the permitted set:
-  the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read.
+  the same numbers as the in-memory BM25, and no statistic of a chunk the principal cannot read. When every
+  chunk is readable, ``_pg_bm25`` computes the same top m faster (a streamed merge of the terms' postings, or
+  MaxScore when a term is selective); the one statement stays for narrower readers, where it is faster.
 * **Fusion** is :func:`charter.retrieval._search.fuse`, unchanged, applied to the union of both top-M
   lists; the adaptive fusion's identifier lead is decided from the codes' permitted document frequencies,
   which the BM25 statement returns. Every fusion is ``wb * bm25_norm + wd * dense_norm`` (under the lead,
@@ -49,6 +51,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
+from charter.retrieval._pg_bm25 import SEED_SHARE, bm25_top
 from charter.retrieval._search import fuse, fuse_parts
 from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
@@ -179,6 +182,10 @@ class PgSearch:
         self.exact_max_rows = EXACT_MAX_ROWS  # tunable (benchmarks, tests)
         self.hnsw_margin = HNSW_MARGIN
         self.last_path = ""
+        # "auto" (MaxScore or the merge, by cost), "maxscore", "merge", or "scan" (the one-statement reference)
+        self.bm25_method = "auto"
+        self.bm25_seed = SEED_SHARE
+        self.last_bm25_how = ""
 
     # -------------------------------------------------------------------------------------- backfill
     def backfill(self) -> int:
@@ -306,7 +313,25 @@ class PgSearch:
     def _bm25_top(
         self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, everything: bool = False
     ) -> tuple[list[tuple[int, float]], dict[str, int]]:
-        """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df."""
+        """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df.
+
+        ``bm25_method``: ``"auto"`` (the default) takes ``_pg_bm25`` (MaxScore or the merge, both exact) when
+        every chunk is readable and the one statement otherwise; ``"scan"`` always the one statement.
+        """
+        # "auto": MaxScore or the merge when every chunk is readable; for a narrower reader the one statement,
+        # whose permission semi-join runs once (measured at 1M chunks: docs/benchmarks.md)
+        if self.bm25_method != "scan" and (everything or self.bm25_method != "auto"):
+            filt = self._filter("p.doc_pk", has_sources, everything)
+            top, dfs, how = bm25_top(conn, params, filt, m, self.bm25_seed, self.bm25_method)
+            self.last_bm25_how = how
+            return top, dfs
+        self.last_bm25_how = "scan"
+        return self._bm25_top_scan(conn, params, has_sources, m, everything)
+
+    def _bm25_top_scan(
+        self, conn: Connection, params: dict[str, Any], has_sources: bool, m: int, everything: bool = False
+    ) -> tuple[list[tuple[int, float]], dict[str, int]]:
+        """Top-m by scoring every permitted posting of the query terms in one statement (the reference)."""
         sql = text(
             "WITH p AS MATERIALIZED (SELECT p.term, p.chunk_id, p.tf, p.length FROM retrieval_postings p "
             f"  WHERE p.term = ANY(:terms){self._filter('p.doc_pk', has_sources, everything)}), "
@@ -334,6 +359,39 @@ class PgSearch:
         return top, dfs
 
     # -------------------------------------------------------------------------------------- ranking
+    def _params(
+        self, tokens: frozenset[str], qvec: F32 | None, terms: list[str], sources: set[str] | None
+    ) -> dict[str, Any]:
+        weights = Counter(terms)
+        params: dict[str, Any] = {
+            "tokens": sorted(tokens),
+            "model": self.index.embedder.name,
+            "terms": list(weights),
+            "weights": list(weights.values()),
+            "k1": K1,
+            "k1p1": K1 + 1.0,
+            "b": B,
+        }
+        if sources is not None:
+            params["sources"] = sorted(sources)
+        if qvec is not None:
+            params["q"] = vector_literal(qvec)
+        return params
+
+    def bm25_top(
+        self, tokens: frozenset[str], terms: list[str], m: int, sources: set[str] | None = None
+    ) -> tuple[list[tuple[int, float]], dict[str, int]]:
+        """The permitted BM25 top ``m`` (chunk pk, score) and the terms' permitted df, by ``bm25_method``
+        (for tests and benchmarks; ``rank`` calls the same statements inside its snapshot)."""
+        params = self._params(tokens, None, terms, sources)
+        with self.index.store.begin() as conn:
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+            n, total_len, _, n_all = self._permitted_stats(conn, params, sources is not None)
+            if n == 0 or not terms:
+                return [], {}
+            params["n"], params["avgdl"] = n, max(total_len / n, 1e-9)
+            return self._bm25_top(conn, params, sources is not None, m, n == n_all)
+
     def rank(
         self,
         tokens: frozenset[str],
@@ -355,21 +413,8 @@ class PgSearch:
         none = Ranked([], empty, empty, empty, empty, empty)
         if not tokens or (sources is not None and not sources):
             return none
-        weights = Counter(terms)
-        params: dict[str, Any] = {
-            "tokens": sorted(tokens),
-            "model": self.index.embedder.name,
-            "terms": list(weights),
-            "weights": list(weights.values()),
-            "k1": K1,
-            "k1p1": K1 + 1.0,
-            "b": B,
-        }
+        params = self._params(tokens, qvec, terms, sources)
         has_sources = sources is not None
-        if has_sources:
-            params["sources"] = sorted(sources or ())
-        if qvec is not None:
-            params["q"] = vector_literal(qvec)
         use_dense = mode != "bm25" and qvec is not None
         use_bm25 = mode != "dense" and bool(terms)
         with self.index.store.begin() as conn:
