@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from charter.spec import LoadedCharter, load_charter
 from charter.store import Sealer, Store, open_store, resolve_database_url, state, utcnow
+from charter.threads import apply_process_policy
 
 if TYPE_CHECKING:
     from charter.models import Gateway
@@ -75,6 +76,7 @@ class Runtime:
         database_url: str | None = None,
         record_changes: bool = True,
     ) -> Runtime:
+        apply_process_policy()  # one BLAS thread per process (charter.threads), before any search
         loaded = load_charter(charter_path)
         store = open_store(database_url or resolve_database_url(loaded.base_dir))
         rt = cls(loaded, store)

@@ -14,6 +14,7 @@ import typer
 
 from charter.cli._app import app
 from charter.cli._common import CharterOpt, console, err_console
+from charter.threads import TORCH_ENV, worker_torch_threads
 
 
 @app.command()
@@ -64,7 +65,7 @@ def serve(
     os.environ["CHARTER_FILE"] = path
     # N worker processes share the cores: each gets cores / N intra-op threads for batch embeddings,
     # instead of every worker starting one thread per core (oversubscription stalls OpenMP).
-    os.environ.setdefault("CHARTER_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    os.environ.setdefault(TORCH_ENV, str(worker_torch_threads(workers)))  # charter.threads
     uvicorn.run(
         "charter.server:app_from_env",
         factory=True,

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from charter.errors import CharterRuntimeError, UsageError
 from charter.plugins import Registry, origin_of
+from charter.threads import torch_threads
 
 if TYPE_CHECKING:
     from charter.spec import EmbeddingService
@@ -111,15 +112,9 @@ _saved_threads = 0
 
 
 def _apply_thread_setting() -> None:
-    value = os.environ.get("CHARTER_TORCH_THREADS", "").strip()
-    if not value:
+    n = torch_threads()  # charter.threads: the one thread policy (CHARTER_TORCH_THREADS)
+    if n is None:
         return
-    try:
-        n = int(value)
-    except ValueError:
-        raise UsageError(f"CHARTER_TORCH_THREADS must be a whole number, got {value!r}") from None
-    if n < 1:
-        raise UsageError(f"CHARTER_TORCH_THREADS must be at least 1, got {n}")
     import torch
 
     torch.set_num_threads(n)
