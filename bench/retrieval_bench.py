@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -420,7 +422,17 @@ def build_latency_index(
     return Index(store, get_embedder("minilm")), acls
 
 
-def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: int, report: dict) -> None:
+def latency(
+    tmp: Path,
+    corpus: list[dict],
+    queries: dict[str, str],
+    n_chunks: int,
+    report: dict,
+    blas: list[int] = [1],  # noqa: B006 - read only
+    busy: list[int] = [0],  # noqa: B006 - read only
+) -> None:
+    """Search latency at each selectivity, for each (busy cores, BLAS threads) setting (``--blas-threads``,
+    ``--busy``: the thread policy measured with and without background load)."""
     from charter.retrieval._search import score
 
     emb = get_embedder("minilm")
@@ -452,7 +464,21 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
     k = 10
     fusion = index.default_fusion or Fusion()
     row_of = {int(pk): r for r, pk in enumerate(snap.chunk_pks)}
-    for label, token in (("100%", "group:all"), ("10%", "group:ten"), ("1%", "group:one")):
+    settings = [(b, n) for b in busy for n in blas]
+    cases = [
+        (label, token, b, n)
+        for b, n in settings
+        for label, token in (("100%", "group:all"), ("10%", "group:ten"), ("1%", "group:one"))
+    ]
+    hogs: list[subprocess.Popen[bytes]] = []
+    for label, token, n_busy, n_blas in cases:
+        while len(hogs) < n_busy:  # background load: one busy core per process
+            hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        while len(hogs) > n_busy:
+            hogs.pop().kill()
+        limiter = threadpool_limits(limits=n_blas, user_api="blas")
+        if len(settings) > 1:
+            label = f"{label} blas={n_blas} busy={n_busy}"
         principal = frozenset({"user:bench", token})
         readable = [pk for pk, toks in acls.items() if token in toks]
         end_to_end, first, scoring, recalls, full_k = [], [], [], [], 0
@@ -494,7 +520,13 @@ def latency(tmp: Path, corpus: list[dict], queries: dict[str, str], n_chunks: in
             "recall_vs_exact_filtered_scan": round(statistics.mean(recalls), 4),
             "queries_with_full_k": f"{full_k}/{len(qtexts)}",
             "searches": len(end_to_end) + len(first),
+            "blas_threads": n_blas,
+            "busy_cores": n_busy,
+            "loadavg_1m": round(os.getloadavg()[0], 2),
         }
+        limiter.restore_original_limits()
+    for h in hogs:
+        h.kill()
     report["latency"] = out
 
 
@@ -506,6 +538,10 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--latency-chunks", type=int, default=100_000)
     ap.add_argument("--tune", action="store_true", help="Grid-search fusion settings with cross-validation.")
+    ap.add_argument(
+        "--blas-threads", default="1", help="comma-separated BLAS thread counts to compare, e.g. 1,2"
+    )
+    ap.add_argument("--busy", default="0", help="comma-separated numbers of busy background cores, e.g. 0,1")
     args = ap.parse_args()
     corpus, queries, qrels = load_data(args.data)
     report: dict = {
@@ -522,7 +558,15 @@ def main() -> None:
             index.default_fusion = Fusion()
             quality(index, corpus, queries, qrels, report, args.tune)
         if not args.skip_latency:
-            latency(tmp, corpus, queries, args.latency_chunks, report)
+            latency(
+                tmp,
+                corpus,
+                queries,
+                args.latency_chunks,
+                report,
+                [int(x) for x in args.blas_threads.split(",")],
+                [int(x) for x in args.busy.split(",")],
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
