@@ -9,6 +9,9 @@ edge from the importing package to the imported one. Two rules:
 The code base does not satisfy either rule yet. ``KNOWN_UPWARD`` and ``KNOWN_REACH_INS`` list today's
 violations, and work as a ratchet: a *new* violation fails the first two tests, and a listed violation that has
 been fixed fails the third until it is removed from the list — so the lists only ever shrink.
+
+A third rule, at the end of this file: **no function over 80 lines** unless its docstring says why (a sentence
+containing "over 80 lines"); ``KNOWN_LONG_FUNCTIONS`` is the same kind of shrinking list.
 """
 
 from __future__ import annotations
@@ -268,35 +271,6 @@ KNOWN_LONG_FUNCTIONS: set[str] = {
     "retrieval/_index.py:upsert_documents",
     "retrieval/_index.py:_write_content",
     "server/_app.py:create_app",
-    # not yet split (issue 20): to do
-    "telemetry/_metrics.py:_compute",
-    "telemetry/_report.py:build_report",
-    "tools/_actions.py:propose",
-    "pipeline.py:check",
-    "review/_drafts.py:decide_draft",
-    "telemetry/_report_render.py:to_markdown",
-    "spec/_load.py:_cross_references",
-    "gate/_checks.py:check_sources",
-    "telemetry/_report_render.py:to_html",
-    "sources/_extract.py:html_to_text",
-    "telemetry/_report.py:_blame",
-    "gate/_drill.py:_approval_drill",
-    "cli/_eval.py:eval_command",
-    "screening.py:screen_pending",
-    "agents/_loop.py:_work",
-    "review/_drafts.py:submit_draft",
-    "cli/_eval.py:evals_add_from_production",
-    "sources/_sync.py:_sync",
-    "telemetry/_report.py:_period",
-    "telemetry/_clusters.py:build_failures",
-    "sources/_sql.py:documents",
-    "telemetry/_audit_verify.py:scan_rows",
-    "sources/_sync.py:_process",
-    "review/_approvals.py:decide",
-    "pipeline.py:ask",
-    "cli/_sources.py:sources_approve",
-    "telemetry/_trends.py:change_points",
-    "gate/_checks.py:check_evaluation",
 }
 
 
