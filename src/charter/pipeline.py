@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -38,11 +38,13 @@ from charter.store import utcnow
 from charter.telemetry.traces import Trace, TraceStore
 
 if TYPE_CHECKING:
+    from charter.models import Generation, GenerationRequest
     from charter.retrieval import Hit
     from charter.runtime import Runtime
 
 NO_ANSWER = "I can't answer this from the knowledge base; I've routed it to a colleague."
 WITHHELD = "This draft was withheld by a safety check and routed to a human."
+OUT_OF_SCOPE = "This question is outside what this assistant may answer; it has been routed to a colleague."
 
 
 @dataclass
@@ -446,7 +448,6 @@ def ask(
         charter_fingerprint=rt.fingerprint,
     )
     store = trace_store or traces_for(rt)
-    warnings: list[str] = []
     try:
         state = read_request_state(rt)
         q = admit(rt, principal, question, trace, state)
@@ -457,59 +458,300 @@ def ask(
             )
         hits, warnings = retrieve(rt, principal, q, trace, state)
         passages, audience = _passages(rt, hits)
-        gateway = gateway_for(rt)
-        with trace.span("generate") as span:
-            request = gateway.build_request(
-                q,
-                [_passage(cid, h, audience[cid]) for cid, h in passages.items()],
-                sender_name=principal.name,
-            )
-            gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
-            span.update(
-                model=gen.model,
-                provider=gen.provider,
-                prompt_version=gen.prompt_version,
-                input_tokens=gen.input_tokens,
-                output_tokens=gen.output_tokens,
-                cost_usd=gen.cost_usd,
-                usage_source=gen.usage_source,
-                attempts=gen.attempts,
-                fallback_used=gen.fallback_used,
-                fallback_reason=gen.fallback_reason,
-                errors=list(gen.errors),
-            )
-        trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, gen.prompt_version
-        trace.input_tokens, trace.output_tokens = gen.input_tokens or 0, gen.output_tokens or 0
-        trace.usage_source, trace.cost_usd, trace.cost_source = (
-            gen.usage_source,
-            gen.cost_usd,
-            gen.cost_source,
-        )
+        gen, request = _generate(rt, principal, q, passages, audience, trace)
         greeting, signoff = _tone(rt, request.recipient_name, request.sender_name)
-        result = check(rt, principal, q, gen.text, passages, audience, trace, template=(greeting, signoff))
-        result.warnings = warnings
-        result.model, result.prompt_version = gen.model, gen.prompt_version
-        result.input_tokens, result.output_tokens = trace.input_tokens, trace.output_tokens
-        result.cost_usd = gen.cost_usd
-        result.tool_calls = act(rt, principal, gen.text, trace, subject_id=subject_id)
+        checked = check(rt, principal, q, gen.text, passages, audience, trace, template=(greeting, signoff))
+        tool_calls = act(rt, principal, gen.text, trace, subject_id=subject_id)
+        result = checked.result(
+            trace.request_id,
+            model=gen.model,
+            prompt_version=gen.prompt_version,
+            input_tokens=trace.input_tokens,
+            output_tokens=trace.output_tokens,
+            cost_usd=gen.cost_usd,
+            warnings=warnings,
+            tool_calls=tool_calls,
+        )
     except (Denied, UsageError) as exc:
         record_failure(trace, store, exc, t0, "refused")
         raise
     except CharterException as exc:
         record_failure(trace, store, exc, t0, "error")
         raise
+    review_id = _record(
+        rt,
+        principal,
+        q,
+        result,
+        trace,
+        review=submit_for_review,
+        subject_id=subject_id,
+        restricted=state.restricted,
+    )
+    trace.latency_ms = (time.perf_counter() - t0) * 1000
+    store.write(trace)
+    return replace(
+        result,
+        review_id=review_id,
+        latency_ms={**trace.stage_latency_ms, "total": round(trace.latency_ms, 3)},
+    )
+
+
+def _generate(
+    rt: Runtime,
+    principal: Principal,
+    q: str,
+    passages: dict[str, Hit],
+    audience: dict[str, str],
+    trace: Trace,
+) -> tuple[Generation, GenerationRequest]:
+    """The generate stage: the model's draft (and the request it answered), its usage recorded on the
+    span and the trace."""
+    gateway = gateway_for(rt)
+    with trace.span("generate") as span:
+        request = gateway.build_request(
+            q,
+            [_passage(cid, h, audience[cid]) for cid, h in passages.items()],
+            sender_name=principal.name,
+        )
+        gen = gateway.generate(request, request_id=trace.request_id, principal=principal)
+        span.update(
+            model=gen.model,
+            provider=gen.provider,
+            prompt_version=gen.prompt_version,
+            input_tokens=gen.input_tokens,
+            output_tokens=gen.output_tokens,
+            cost_usd=gen.cost_usd,
+            usage_source=gen.usage_source,
+            attempts=gen.attempts,
+            fallback_used=gen.fallback_used,
+            fallback_reason=gen.fallback_reason,
+            errors=list(gen.errors),
+        )
+    trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, gen.prompt_version
+    trace.input_tokens, trace.output_tokens = gen.input_tokens or 0, gen.output_tokens or 0
+    trace.usage_source, trace.cost_usd, trace.cost_source = gen.usage_source, gen.cost_usd, gen.cost_source
+    return gen, request
+
+
+def _record(
+    rt: Runtime,
+    principal: Principal,
+    q: str,
+    result: AskResult,
+    trace: Trace,
+    *,
+    review: bool,
+    subject_id: str | None,
+    restricted: bool,
+) -> str | None:
+    """The record stage: the draft submitted for review when it needs one (its review id returned), the
+    outcome on the trace."""
+    review_id: str | None = None
     with trace.span("record") as span:
-        if submit_for_review and needs_review(rt, result, state.restricted):
-            result.review_id = submit_review(rt, principal, q, result, subject_id)
-            span["review_id"] = result.review_id
+        if review and needs_review(rt, result, restricted):
+            review_id = submit_review(rt, principal, q, result, subject_id)
+            span["review_id"] = review_id
         trace.status = result.status  # type: ignore[assignment]
         trace.answer, trace.agent_notes = result.draft, result.agent_notes
         trace.citations = [c.as_dict() for c in result.citations]
         trace.groundedness, trace.escalation = result.groundedness, result.escalation
-    trace.latency_ms = (time.perf_counter() - t0) * 1000
-    result.latency_ms = {**trace.stage_latency_ms, "total": round(trace.latency_ms, 3)}
-    store.write(trace)
-    return result
+    return review_id
+
+
+@dataclass(frozen=True)
+class CheckedDraft:
+    """What the check stage decided about one draft: what may be shown (draft, internal notes, the
+    citations they use, the per-sentence scores), its groundedness and escalation. :meth:`result` makes it
+    the caller's :class:`AskResult` once the rest of the request (model usage, tool calls) is known."""
+
+    status: str  # answered | needs_human
+    draft: str
+    agent_notes: str
+    citations: list[Citation]
+    groundedness: float | None
+    escalation: dict[str, Any] | None
+    removed_citations: int
+    sentence_scores: list[dict[str, Any]]
+
+    def result(
+        self,
+        request_id: str,
+        *,
+        model: str | None = None,
+        prompt_version: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        warnings: list[str] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        run_id: str | None = None,
+        run_status: str | None = None,
+    ) -> AskResult:
+        return AskResult(
+            request_id=request_id,
+            status=self.status,
+            draft=self.draft,
+            agent_notes=self.agent_notes,
+            citations=self.citations,
+            groundedness=self.groundedness,
+            escalation=self.escalation,
+            model=model,
+            prompt_version=prompt_version,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+            latency_ms={},
+            removed_citations=self.removed_citations,
+            warnings=list(warnings or []),
+            sentence_scores=self.sentence_scores,
+            tool_calls=list(tool_calls or []),
+            run_id=run_id,
+            run_status=run_status,
+        )
+
+
+@dataclass(frozen=True)
+class _Composed:
+    """A draft with invalid citations removed, split by audience: the outbound sentences (the tone's
+    greeting and sign-off taken out), the sentences moved to the internal notes, and the assembled texts."""
+
+    cit: checks.CitationCheck
+    outbound_sentences: list[str]
+    moved: list[str]
+    agent_notes: list[str]
+    outbound_body: str
+    notes: str
+    draft: str
+
+    def scored_sentences(self) -> list[str]:
+        """Each sentence as it was classified (split once); agent-note lines may hold several."""
+        return [
+            *self.outbound_sentences,
+            *self.moved,
+            *(x for n in self.agent_notes for x in checks.split_sentences(n)),
+        ]
+
+
+def _compose(
+    text: str, passage_ids: set[str], audience: dict[str, str], template: tuple[str, str]
+) -> _Composed:
+    from charter.models import split_draft
+
+    # normalise first, so that look-alike tool-call markup (fullwidth brackets) is removed as well
+    cit = checks.validate_citations(TOOL_CALL.sub("", checks.normalise(text)), passage_ids)
+    parts = split_draft(cit.text)
+    greeting, signoff = template
+    body = parts.outbound
+    for fixed in (greeting, signoff):
+        if fixed:
+            body = body.replace(fixed, "")
+    body = body.strip()
+    outbound_sentences, moved = _split_audience(body, audience)
+    outbound_body = " ".join(outbound_sentences)
+    notes = "\n".join([*moved, *parts.agent_notes])
+    draft = "\n\n".join(p for p in (greeting, outbound_body, signoff) if p) if outbound_body else ""
+    return _Composed(cit, outbound_sentences, moved, list(parts.agent_notes), outbound_body, notes, draft)
+
+
+@dataclass(frozen=True)
+class _Findings:
+    """What the checks found in a composed draft and in the question."""
+
+    scores: list[checks.SentenceScore]
+    grounded: float | None
+    unsupported: list[checks.SentenceScore]
+    echoes: list[dict[str, object]]
+    canaries: list[str]
+    pii: list[str]
+    topics_out: list[str]
+    topics_sensitive: list[str]
+
+
+def _findings(
+    rt: Runtime, principal: Principal, question: str, c: _Composed, passages: dict[str, Hit]
+) -> _Findings:
+    from charter.models import NO_ANSWER_TEXT as NO_ANSWER_TEXT_MODEL
+
+    spec = rt.spec
+    raw_sources = {cid: h.text for cid, h in passages.items()}
+    sources = {cid: checks.support_text(t) for cid, t in raw_sources.items()}  # instructions never support
+    embed = _embedder(rt)
+    scored = c.scored_sentences()
+    scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
+    own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
+    # requests for a forbidden action ("delete this account", "export the user list") are out of scope;
+    # out-of-scope and sensitive topics are the workflow's with the asker's role overrides
+    scope = spec.scope_for(principal.roles)
+    forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
+    return _Findings(
+        scores=scores,
+        grounded=checks.groundedness(scores) if scores else None,
+        unsupported=[
+            s for s in scores if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text
+        ],
+        echoes=checks.instruction_echoes(scored, raw_sources),
+        # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
+        canaries=checks.find_canaries(c.cit.text, normalised=True, canaries=canaries_for(spec)),
+        pii=_new_pii(c.cit.text, raw_sources),
+        topics_out=_topics(question, [*scope.out_of_scope, *forbidden], embed),
+        topics_sensitive=_topics(question, list(scope.sensitive_topics), embed),
+    )
+
+
+def _escalation_reason(f: _Findings, c: _Composed, has_passages: bool, threshold: float) -> str | None:
+    """The first escalation rule the draft meets, in order of precedence, or ``None``."""
+    if f.canaries:
+        return "canary_in_output"
+    if f.echoes:
+        return "instruction_in_output"
+    if f.topics_out:
+        return "out_of_scope"
+    if not has_passages or not c.cit.valid or not c.outbound_body:
+        return "no_sources"
+    if f.grounded is not None and (f.grounded < threshold or f.unsupported):
+        return "low_groundedness"
+    if f.topics_sensitive:
+        return "sensitive_topic"
+    if f.pii:
+        return "pii_in_output"
+    return None
+
+
+def _escalation(rt: Runtime, principal: Principal, reason: str | None, f: _Findings) -> dict[str, Any] | None:
+    """Where the draft goes (:func:`escalation_target`) with what a reviewer needs to see why."""
+    if not reason:
+        return None
+    escalation = escalation_target(rt, reason, principal)
+    if f.topics_out:
+        escalation["topics"] = f.topics_out
+    if f.topics_sensitive and reason == "sensitive_topic":
+        escalation["topics"] = f.topics_sensitive
+    if f.unsupported and reason == "low_groundedness":
+        escalation["unsupported"] = [s.sentence[:300] for s in f.unsupported]
+    if f.echoes and reason == "instruction_in_output":
+        escalation["instructions"] = f.echoes
+    return escalation
+
+
+def _citations(rt: Runtime, passages: dict[str, Hit], audience: dict[str, str], shown: str) -> list[Citation]:
+    """The passages the shown text cites, in retrieval order."""
+    used = set(checks.CITATION.findall(shown))
+    return [
+        Citation(
+            id=cid,
+            chunk_id=h.chunk_id,
+            source_id=h.source_id,
+            doc_id=h.doc_id,
+            title=h.title,
+            heading=h.heading,
+            url=safe_url(h.url),  # only http, https and mailto links ever leave the pipeline
+            page=h.page,
+            audience="asker" if rt.spec.output_to_asker else audience[cid],
+        )
+        for cid, h in passages.items()
+        if cid in used
+    ]
 
 
 def check(
@@ -522,148 +764,57 @@ def check(
     trace: Trace,
     *,
     template: tuple[str, str] = ("", ""),
-) -> AskResult:
+) -> CheckedDraft:
     """Validate citations, score groundedness, scan for canaries and PII, apply escalation rules.
 
     ``template`` is the tone's greeting and sign-off: fixed text from the charter, not claims, so it is
     neither scored nor required to carry a citation.
     """
-    from charter.models import NO_ANSWER_TEXT as NO_ANSWER_TEXT_MODEL
-    from charter.models import split_draft
-
-    spec = rt.spec
     with trace.span("check") as span:
-        # normalise first, so that look-alike tool-call markup (fullwidth brackets) is removed as well
-        cit = checks.validate_citations(TOOL_CALL.sub("", checks.normalise(text)), set(passages))
-        parts = split_draft(cit.text)
-        greeting, signoff = template
-        body = parts.outbound
-        for fixed in (greeting, signoff):
-            if fixed:
-                body = body.replace(fixed, "")
-        body = body.strip()
-        outbound_sentences, moved = _split_audience(body, audience)
-        outbound_body = " ".join(outbound_sentences)
-        note_sentences = [*moved, *parts.agent_notes]
-        notes = "\n".join(note_sentences)
-        draft = "\n\n".join(p for p in (greeting, outbound_body, signoff) if p) if outbound_body else ""
-        raw_sources = {cid: h.text for cid, h in passages.items()}
-        sources = {
-            cid: checks.support_text(t) for cid, t in raw_sources.items()
-        }  # instructions never support
-        embed = _embedder(rt)
-        # each sentence scored as it was classified above (split once); agent-note lines may hold several
-        scored = [
-            *outbound_sentences,
-            *moved,
-            *(x for n in parts.agent_notes for x in checks.split_sentences(n)),
-        ]
-        scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
-        grounded = checks.groundedness(scores) if scores else None
-        own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
-        unsupported = [
-            s for s in scores if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text
-        ]
-        echoes = checks.instruction_echoes(scored, raw_sources)
-        # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
-        canaries = checks.find_canaries(cit.text, normalised=True, canaries=canaries_for(spec))
-        pii = _new_pii(cit.text, raw_sources)
-        # requests for a forbidden action ("delete this account", "export the user list") are out of scope;
-        # out-of-scope and sensitive topics are the workflow's with the asker's role overrides
-        scope = spec.scope_for(principal.roles)
-        forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
-        topics_out = _topics(question, [*scope.out_of_scope, *forbidden], embed)
-        topics_sensitive = _topics(question, list(scope.sensitive_topics), embed)
-        reason: str | None = None
-        if canaries:
-            reason = "canary_in_output"
-        elif echoes:
-            reason = "instruction_in_output"
-        elif topics_out:
-            reason = "out_of_scope"
-        elif not passages or not cit.valid or not outbound_body:
-            reason = "no_sources"
-        elif grounded is not None and (grounded < spec.review.groundedness_threshold or unsupported):
-            reason = "low_groundedness"
-        elif topics_sensitive:
-            reason = "sensitive_topic"
-        elif pii:
-            reason = "pii_in_output"
-        escalation = escalation_target(rt, reason, principal) if reason else None
-        if escalation and topics_out:
-            escalation["topics"] = topics_out
-        if escalation and topics_sensitive and reason == "sensitive_topic":
-            escalation["topics"] = topics_sensitive
-        used = set(checks.CITATION.findall(draft + " " + notes))
-        citations = [
-            Citation(
-                id=cid,
-                chunk_id=h.chunk_id,
-                source_id=h.source_id,
-                doc_id=h.doc_id,
-                title=h.title,
-                heading=h.heading,
-                url=safe_url(h.url),  # only http, https and mailto links ever leave the pipeline
-                page=h.page,
-                audience="asker" if spec.output_to_asker else audience[cid],
-            )
-            for cid, h in passages.items()
-            if cid in used
-        ]
+        c = _compose(text, set(passages), audience, template)
+        f = _findings(rt, principal, question, c, passages)
+        reason = _escalation_reason(f, c, bool(passages), rt.spec.review.groundedness_threshold)
+        escalation = _escalation(rt, principal, reason, f)
+        draft, notes = c.draft, c.notes
+        citations = _citations(rt, passages, audience, draft + " " + notes)
         shown_scores = [
-            {"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in scores
+            {"sentence": s.sentence, "citations": s.citations, "score": round(s.score, 3)} for s in f.scores
         ]
-        if escalation and unsupported and reason == "low_groundedness":
-            escalation["unsupported"] = [s.sentence[:300] for s in unsupported]
-        if escalation and echoes and reason == "instruction_in_output":
-            escalation["instructions"] = echoes
-        if canaries or echoes:  # never show content that carries a canary or an instruction; a human looks
+        if (
+            f.canaries or f.echoes
+        ):  # never show content that carries a canary or an instruction; a human looks
             draft, notes, citations, shown_scores = WITHHELD, "", [], []
         elif reason in ("no_sources", "out_of_scope"):
-            draft = (
-                NO_ANSWER
-                if reason == "no_sources"
-                else (
-                    "This question is outside what this assistant may answer; it has been routed to a colleague."
-                )
-            )
+            draft = NO_ANSWER if reason == "no_sources" else OUT_OF_SCOPE
             notes, citations, shown_scores = "", [], []
         span.update(
-            valid_citations=cit.valid,
-            removed_citations=len(cit.removed),
-            groundedness=grounded,
-            canaries=len(canaries),
-            instruction_echoes=len(echoes),
-            unsupported=len(unsupported),
-            pii=pii,
+            valid_citations=c.cit.valid,
+            removed_citations=len(c.cit.removed),
+            groundedness=f.grounded,
+            canaries=len(f.canaries),
+            instruction_echoes=len(f.echoes),
+            unsupported=len(f.unsupported),
+            pii=f.pii,
             escalation=reason,
-            sentences=len(scores),
+            sentences=len(f.scores),
         )
         trace.checks = {
-            "removed_citations": len(cit.removed),
-            "canaries": len(canaries),
-            "instruction_echoes": echoes,
-            "unsupported_sentences": len(unsupported),
-            "pii": pii,
-            "out_of_scope": topics_out,
-            "sensitive": topics_sensitive,
+            "removed_citations": len(c.cit.removed),
+            "canaries": len(f.canaries),
+            "instruction_echoes": f.echoes,
+            "unsupported_sentences": len(f.unsupported),
+            "pii": f.pii,
+            "out_of_scope": f.topics_out,
+            "sensitive": f.topics_sensitive,
         }
-    status = "needs_human" if escalation else "answered"
-    return AskResult(
-        request_id=trace.request_id,
-        status=status,
+    return CheckedDraft(
+        status="needs_human" if escalation else "answered",
         draft=draft,
         agent_notes=notes,
         citations=citations,
-        groundedness=None if grounded is None else round(grounded, 4),
+        groundedness=None if f.grounded is None else round(f.grounded, 4),
         escalation=escalation,
-        model=None,
-        prompt_version=None,
-        input_tokens=0,
-        output_tokens=0,
-        cost_usd=0.0,
-        latency_ms={},
-        removed_citations=len(cit.removed),
+        removed_citations=len(c.cit.removed),
         sentence_scores=shown_scores,
     )
 

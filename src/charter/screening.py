@@ -609,6 +609,70 @@ def instruction_sentences(texts: Iterable[str]) -> list[Screened]:
 SCREENING_STATES = ("excluded", "quarantined", "approved")
 
 
+def _flagged_state(source: Any, doc: Any, row: Any) -> str:
+    """A flagged document's state: ``approved`` when its owner approved this content, else what the
+    source's ``screening`` setting says."""
+    approved = row is not None and row.state == "approved" and row.content_hash == doc.content_hash
+    mode = getattr(source, "screening", "exclude")
+    return "approved" if approved else ("quarantined" if mode == "quarantine" else "excluded")
+
+
+def _warn(summary: Any, source: Any, doc: Any, result: DocumentScreen, state: str) -> None:
+    """The sync summary's warning for a flagged document (at most 200 per sync)."""
+    what = {
+        "excluded": "were excluded from the index",
+        "quarantined": "keep the document out of the index (quarantined) until the owner approves it "
+        f"(charter sources approve {source.id} {doc.doc_id})",
+        "approved": "were excluded from the index (the document was approved by its owner)",
+    }[state]
+    if len(summary.warnings) < 200:
+        summary.warnings.append(
+            {
+                "doc_id": doc.doc_id,
+                "reason": f"{len(result.flagged)} instruction sentence(s) addressed to an assistant "
+                f"({', '.join(result.reasons)}) {what}; the owner ({source.owner}) should review the document",
+            }
+        )
+
+
+def _record_flag(
+    rt: Any, source: Any, doc: Any, result: DocumentScreen, row: Any, state: str, actor: str
+) -> None:
+    """Store a new or changed flag (``source_screening``) and audit it (``sources.screened``)."""
+    from charter.sources import source_screening as t
+    from charter.store import utcnow
+
+    approved = state == "approved"
+    values = {
+        "source_id": source.id,
+        "doc_id": doc.doc_id,
+        "title": doc.title,
+        "content_hash": doc.content_hash,
+        "state": state,
+        "reasons": result.reasons,
+        "sentences": result.as_dict()[:20],
+        "flagged_at": utcnow(),
+        "approved_by": row.approved_by if approved and row is not None else None,
+        "approved_at": row.approved_at if approved and row is not None else None,
+    }
+    with rt.store.begin() as conn:
+        conn.execute(t.delete().where(t.c.source_id == source.id, t.c.doc_id == doc.doc_id))
+        conn.execute(t.insert().values(**values))
+    rt.audit.append(
+        actor=actor,
+        action="sources.screened",
+        resource=f"source:{source.id}",
+        outcome="quarantined" if state == "quarantined" else "flagged",
+        details={
+            "doc_id": doc.doc_id,
+            "owner": source.owner,
+            "state": state,
+            "content_hash": doc.content_hash,
+            "sentences": result.as_dict()[:20],
+        },
+    )
+
+
 def screen_pending(
     rt: Any, source: Any, pending: list[tuple[Any, Any]], summary: Any, *, actor: str = "system"
 ) -> tuple[list[tuple[Any, Any]], list[str]]:
@@ -635,7 +699,6 @@ def screen_pending(
     from sqlalchemy import select
 
     from charter.sources import source_screening as t
-    from charter.store import utcnow
 
     ids = [doc.doc_id for doc, _ in pending]
     with rt.store.connect() as conn:
@@ -653,55 +716,11 @@ def screen_pending(
             if doc.doc_id in rows:
                 cleared.append(doc.doc_id)
             continue
-        digest = doc.content_hash
         row = rows.get(doc.doc_id)
-        approved = row is not None and row.state == "approved" and row.content_hash == digest
-        mode = getattr(source, "screening", "exclude")
-        state = "approved" if approved else ("quarantined" if mode == "quarantine" else "excluded")
-        reasons = ", ".join(result.reasons)
-        what = {
-            "excluded": "were excluded from the index",
-            "quarantined": "keep the document out of the index (quarantined) until the owner approves it "
-            f"(charter sources approve {source.id} {doc.doc_id})",
-            "approved": "were excluded from the index (the document was approved by its owner)",
-        }[state]
-        if len(summary.warnings) < 200:
-            summary.warnings.append(
-                {
-                    "doc_id": doc.doc_id,
-                    "reason": f"{len(result.flagged)} instruction sentence(s) addressed to an assistant "
-                    f"({reasons}) {what}; the owner ({source.owner}) should review the document",
-                }
-            )
-        if row is None or row.content_hash != digest or row.state != state:
-            values = {
-                "source_id": source.id,
-                "doc_id": doc.doc_id,
-                "title": doc.title,
-                "content_hash": digest,
-                "state": state,
-                "reasons": result.reasons,
-                "sentences": result.as_dict()[:20],
-                "flagged_at": utcnow(),
-                "approved_by": row.approved_by if approved and row is not None else None,
-                "approved_at": row.approved_at if approved and row is not None else None,
-            }
-            with rt.store.begin() as conn:
-                conn.execute(t.delete().where(t.c.source_id == source.id, t.c.doc_id == doc.doc_id))
-                conn.execute(t.insert().values(**values))
-            rt.audit.append(
-                actor=actor,
-                action="sources.screened",
-                resource=f"source:{source.id}",
-                outcome="quarantined" if state == "quarantined" else "flagged",
-                details={
-                    "doc_id": doc.doc_id,
-                    "owner": source.owner,
-                    "state": state,
-                    "content_hash": digest,
-                    "sentences": result.as_dict()[:20],
-                },
-            )
+        state = _flagged_state(source, doc, row)
+        _warn(summary, source, doc, result, state)
+        if row is None or row.content_hash != doc.content_hash or row.state != state:
+            _record_flag(rt, source, doc, result, row, state, actor)
         if state == "quarantined":
             quarantined.append(doc.doc_id)
         elif doc.pages:

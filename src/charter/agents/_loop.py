@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -445,61 +445,11 @@ def resume_ready(rt: Runtime, *, limit: int = 50) -> list[str]:
 def _work(rt: Runtime, seg: _Segment, store: TraceStore, *, submit_for_review: bool) -> pipeline.AskResult:
     """Step until the model answers, a call waits for an approval, or a limit stops the run."""
     run, trace, principal = seg.run, seg.trace, seg.principal
-    limits = rt.spec.agent
-    final: pipeline.AskResult | None = None
+    final: pipeline.CheckedDraft | None = None
     try:
         gateway = pipeline.gateway_for(rt)
         offers = _offers(rt, principal)
-        while True:
-            stop = _limit_reached(rt, seg)
-            if stop is not None:
-                run.status, run.stop_reason = "stopped", stop
-                break
-            with trace.span("step", step=run.steps + 1) as span:
-                request = gateway.build_request(run.task, _passages(run), sender_name=principal.name)
-                request = evolve(request, {"tools": offers, "turns": _turns(run)})
-                try:
-                    gen = gateway.generate(request, request_id=run.id, principal=principal)
-                except BudgetExceeded as exc:
-                    span.update(budget=str(exc))
-                    run.status, run.stop_reason = "stopped", f"budget: {exc}"
-                    break
-                calls = list(gen.tool_calls) or _markup_calls(gen.text)
-                trace.model, trace.provider, trace.prompt_version = (
-                    gen.model,
-                    gen.provider,
-                    gen.prompt_version,
-                )
-                trace.input_tokens += gen.input_tokens or 0
-                trace.output_tokens += gen.output_tokens or 0
-                trace.cost_usd += gen.cost_usd
-                trace.usage_source, trace.cost_source = gen.usage_source, gen.cost_source
-                span.update(
-                    run_id=run.id,
-                    model=gen.model,
-                    input_tokens=gen.input_tokens,
-                    output_tokens=gen.output_tokens,
-                    cost_usd=gen.cost_usd,
-                    calls=[c.name for c in calls],
-                )
-                run.steps += 1
-                if not calls:
-                    seg.text = gen.text
-                    run.state["turns"].append({"text": gen.text, "calls": [], "results": []})
-                    span["final"] = True
-                    break
-                looped = _propose_all(rt, seg, gen.text, calls[: limits.max_calls_per_step], span)
-                if len(calls) > limits.max_calls_per_step:
-                    seg.records.append(
-                        {
-                            "decision": "refused",
-                            "reason": f"more than {limits.max_calls_per_step} calls in a step",
-                        }
-                    )
-                if looped is not None:
-                    run.status, run.stop_reason = "stopped", looped
-                    _save(rt, run)
-                    break
+        while _step(rt, seg, gateway, offers):
             if run.state["waiting"]:
                 run.status, run.waiting_on = "waiting", run.state["waiting"][0]
                 break
@@ -513,21 +463,89 @@ def _work(rt: Runtime, seg: _Segment, store: TraceStore, *, submit_for_review: b
         trace.errors.append(
             {"type": type(exc).__name__, "message": str(exc), "stage": pipeline.last_stage(trace)}
         )
-    result = final if final is not None else _unfinished(rt, run, trace, principal)
-    result.run_id, result.run_status = run.id, run.status
-    result.tool_calls = [{k: v for k, v in r.items() if k != "raw"} for r in seg.records]
-    result.warnings = list(run.state.get("warnings", []))
-    result.model, result.prompt_version = trace.model, trace.prompt_version
-    result.input_tokens, result.output_tokens, result.cost_usd = (
-        trace.input_tokens,
-        trace.output_tokens,
-        trace.cost_usd,
+    checked = final if final is not None else _unfinished(rt, run, principal)
+    result = checked.result(
+        trace.request_id,
+        model=trace.model,
+        prompt_version=trace.prompt_version,
+        input_tokens=trace.input_tokens,
+        output_tokens=trace.output_tokens,
+        cost_usd=trace.cost_usd,
+        warnings=list(run.state.get("warnings", [])),
+        tool_calls=[{k: v for k, v in r.items() if k != "raw"} for r in seg.records],
+        run_id=run.id,
+        run_status=run.status,
     )
     run.active_ms += (time.perf_counter() - seg.started) * 1000
+    review_id = _record(rt, seg, result, submit_for_review=submit_for_review)
+    trace.latency_ms = (time.perf_counter() - seg.started) * 1000
+    store.write(trace)
+    return replace(
+        result,
+        review_id=review_id,
+        latency_ms={**trace.stage_latency_ms, "total": round(trace.latency_ms, 3)},
+    )
+
+
+def _step(rt: Runtime, seg: _Segment, gateway: Any, offers: tuple[ToolOffer, ...]) -> bool:
+    """One step of the run: the model's turn and its proposed calls. ``False`` when the run stops stepping
+    (a limit, the budget, a final answer, a loop)."""
+    run, trace, principal = seg.run, seg.trace, seg.principal
+    limits = rt.spec.agent
+    stop = _limit_reached(rt, seg)
+    if stop is not None:
+        run.status, run.stop_reason = "stopped", stop
+        return False
+    with trace.span("step", step=run.steps + 1) as span:
+        request = gateway.build_request(run.task, _passages(run), sender_name=principal.name)
+        request = evolve(request, {"tools": offers, "turns": _turns(run)})
+        try:
+            gen = gateway.generate(request, request_id=run.id, principal=principal)
+        except BudgetExceeded as exc:
+            span.update(budget=str(exc))
+            run.status, run.stop_reason = "stopped", f"budget: {exc}"
+            return False
+        calls = list(gen.tool_calls) or _markup_calls(gen.text)
+        trace.model, trace.provider, trace.prompt_version = gen.model, gen.provider, gen.prompt_version
+        trace.input_tokens += gen.input_tokens or 0
+        trace.output_tokens += gen.output_tokens or 0
+        trace.cost_usd += gen.cost_usd
+        trace.usage_source, trace.cost_source = gen.usage_source, gen.cost_source
+        span.update(
+            run_id=run.id,
+            model=gen.model,
+            input_tokens=gen.input_tokens,
+            output_tokens=gen.output_tokens,
+            cost_usd=gen.cost_usd,
+            calls=[c.name for c in calls],
+        )
+        run.steps += 1
+        if not calls:
+            seg.text = gen.text
+            run.state["turns"].append({"text": gen.text, "calls": [], "results": []})
+            span["final"] = True
+            return False
+        looped = _propose_all(rt, seg, gen.text, calls[: limits.max_calls_per_step], span)
+        if len(calls) > limits.max_calls_per_step:
+            seg.records.append(
+                {"decision": "refused", "reason": f"more than {limits.max_calls_per_step} calls in a step"}
+            )
+        if looped is not None:
+            run.status, run.stop_reason = "stopped", looped
+            _save(rt, run)
+            return False
+    return True
+
+
+def _record(rt: Runtime, seg: _Segment, result: pipeline.AskResult, *, submit_for_review: bool) -> str | None:
+    """The record stage of a segment: the review (when the draft needs one; its id returned), the outcome
+    on the trace, and the run saved with its lease released."""
+    run, trace = seg.run, seg.trace
+    review_id: str | None = None
     with trace.span("record") as span:
         if submit_for_review and run.status != "waiting" and pipeline.needs_review(rt, result, False):
-            result.review_id = pipeline.submit_review(rt, principal, run.task, result, run.subject_id)
-            span["review_id"] = result.review_id
+            review_id = pipeline.submit_review(rt, seg.principal, run.task, result, run.subject_id)
+            span["review_id"] = review_id
         trace.status = "error" if run.status == "failed" else result.status  # type: ignore[assignment]
         trace.answer, trace.agent_notes = result.draft, result.agent_notes or None
         trace.citations = [c.as_dict() for c in result.citations]
@@ -540,11 +558,7 @@ def _work(rt: Runtime, seg: _Segment, store: TraceStore, *, submit_for_review: b
             _save(rt, run, keep_lease=False)
         except Conflict as exc:
             trace.errors.append({"type": "Conflict", "message": str(exc), "stage": "record"})
-    trace.latency_ms = (time.perf_counter() - seg.started) * 1000
-    result.latency_ms = {**trace.stage_latency_ms, "total": round(trace.latency_ms, 3)}
-    result.request_id = trace.request_id
-    store.write(trace)
-    return result
+    return review_id
 
 
 def _limit_reached(rt: Runtime, seg: _Segment) -> str | None:
@@ -798,8 +812,8 @@ def _hit(p: dict[str, Any], cid: str) -> Hit:
     )
 
 
-def _unfinished(rt: Runtime, run: AgentRun, trace: Trace, principal: Principal) -> pipeline.AskResult:
-    """The result of a run that did not answer: waiting for approvals, stopped by a limit, or failed."""
+def _unfinished(rt: Runtime, run: AgentRun, principal: Principal) -> pipeline.CheckedDraft:
+    """The outcome of a run that did not answer: waiting for approvals, stopped by a limit, or failed."""
     escalation: dict[str, Any]
     if run.status == "waiting":
         text = "This task is waiting for an approval; it continues when the approval is decided."
@@ -810,20 +824,15 @@ def _unfinished(rt: Runtime, run: AgentRun, trace: Trace, principal: Principal) 
         escalation = pipeline.escalation_target(rt, "agent_stopped", principal)
         escalation["stop"] = "failed" if run.status == "failed" else (run.stop_reason or "").split(":", 1)[0]
         escalation["detail"] = run.stop_reason
-    return pipeline.AskResult(
-        request_id=trace.request_id,
+    return pipeline.CheckedDraft(
         status="needs_human",
         draft=text,
         agent_notes="",
         citations=[],
         groundedness=None,
         escalation=escalation,
-        model=None,
-        prompt_version=None,
-        input_tokens=0,
-        output_tokens=0,
-        cost_usd=0.0,
-        latency_ms={},
+        removed_citations=0,
+        sentence_scores=[],
     )
 
 

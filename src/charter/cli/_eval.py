@@ -96,6 +96,85 @@ def _render(s: dict[str, Any]) -> None:
         console.print(f"{k} report: {p}", highlight=False)
 
 
+def _eval_actor(rt: Any, user: str | None) -> tuple[str, Any]:
+    """Who runs the eval (``--as``, who needs ``evals.run``) and the reader of its reports (``None``: the
+    local operator, who can read the database anyway)."""
+    from charter.errors import Denied
+
+    if not user:
+        return "cli", None
+    from charter.access import Reader
+    from charter.cli._common import acting_principal
+
+    principal = acting_principal(rt, user)
+    decision = rt.authorizer.authorize(principal, "evals.run", f"workflow:{rt.spec.workflow.id}")
+    if not decision.allowed:
+        raise Denied(f"{user} may not run evals", reasons=list(decision.reasons))
+    return principal.id, Reader(rt, principal)  # the reports are theirs: what they may not read is redacted
+
+
+def _baseline_run(rt: Any, baseline: str | None) -> Any:
+    from charter.evals import latest_run, load_run
+
+    if not baseline:
+        return None
+    base = latest_run(rt, with_results=True) if baseline == "latest" else load_run(rt, baseline)
+    if base is None:
+        from charter.errors import NotFound
+
+        raise NotFound("no stored eval run for this charter to compare with")
+    return base
+
+
+def _run_with_progress(
+    rt: Any,
+    cases: Any,
+    *,
+    sets: list[str],
+    model: str | None,
+    repeat: int,
+    concurrency: int,
+    timeout_s: float,
+    baseline: Any,
+    probes: bool,
+    quiet: bool,
+) -> Any:
+    """:func:`charter.evals.run_eval` with a progress bar on stderr (unless ``quiet``)."""
+    from charter.evals import run_eval
+
+    with Progress(
+        TextColumn("eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("cases", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return run_eval(
+            rt,
+            cases,
+            sets=sets,
+            model=model,
+            repeat=repeat,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            progress=progress,
+            baseline=baseline,
+            probes=probes,
+            options={
+                "concurrency": concurrency,
+                "permission_probes": probes,
+                "timeout_s": timeout_s,
+                "model_option": model,
+            },
+        )
+
+
 @app.command("eval")
 def eval_command(
     sets: Annotated[
@@ -130,8 +209,8 @@ def eval_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Run eval cases through the real pipeline; exit 0 only when every charter threshold passes."""
-    from charter.errors import Denied, UsageError
-    from charter.evals import latest_run, load_eval_sets, load_run, record_run, run_eval, write_reports
+    from charter.errors import UsageError
+    from charter.evals import load_eval_sets, record_run, write_reports
 
     if not 1 <= repeat <= 100:
         raise UsageError("--repeat must be between 1 and 100")
@@ -140,61 +219,23 @@ def eval_command(
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     rt = open_runtime(charter)
-    actor = "cli"
-    reader = None  # without --as: the local operator, who can read the database anyway
-    if user:
-        from charter.cli._common import acting_principal
-
-        principal = acting_principal(rt, user)
-        decision = rt.authorizer.authorize(principal, "evals.run", f"workflow:{rt.spec.workflow.id}")
-        if not decision.allowed:
-            raise Denied(f"{user} may not run evals", reasons=list(decision.reasons))
-        actor = principal.id
-        from charter.access import Reader
-
-        reader = Reader(rt, principal)  # the reports are theirs: what they may not read is redacted
+    actor, reader = _eval_actor(rt, user)
     paths = _set_paths(rt, sets)
     users = set(rt.charter.principals)
     cases = load_eval_sets(paths, users=users)
-    base = None
-    if baseline:
-        base = latest_run(rt, with_results=True) if baseline == "latest" else load_run(rt, baseline)
-        if base is None:
-            from charter.errors import NotFound
-
-            raise NotFound("no stored eval run for this charter to compare with")
-    quiet = as_json or not console.is_terminal
-    with Progress(
-        TextColumn("eval"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-    ) as bar:
-        task = bar.add_task("cases", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        run = run_eval(
-            rt,
-            cases,
-            sets=[str(p) for p in paths],
-            model=model,
-            repeat=repeat,
-            concurrency=concurrency,
-            timeout_s=timeout,
-            progress=progress,
-            baseline=base,
-            probes=probes,
-            options={
-                "concurrency": concurrency,
-                "permission_probes": probes,
-                "timeout_s": timeout,
-                "model_option": model,
-            },
-        )
+    base = _baseline_run(rt, baseline)
+    run = _run_with_progress(
+        rt,
+        cases,
+        sets=[str(p) for p in paths],
+        model=model,
+        repeat=repeat,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        baseline=base,
+        probes=probes,
+        quiet=as_json or not console.is_terminal,
+    )
     record_run(rt, run, actor)
     summary = run.summary()
     if report:
@@ -274,43 +315,12 @@ def evals_show(
     emit(summary, as_json, _render)
 
 
-@evals_app.command("add-from-production")
-def evals_add_from_production(
-    cluster: Annotated[str, typer.Argument(help="A failure cluster id (cl_…) from `charter report`.")],
-    to: Annotated[Path, typer.Option("--to", help="Eval set file to create or append to.")],
-    user: AsOpt,
-    ask_as: Annotated[
-        str | None, typer.Option("--ask-as", help="User the cases ask as (default: the first who may ask).")
-    ] = None,
-    since: Annotated[str, typer.Option("--since", help="The report window the cluster is from.")] = "28d",
-    max_cases: Annotated[int, typer.Option("--max", min=1, max=100, help="At most this many cases.")] = 5,
-    semantic: Annotated[
-        bool, typer.Option("--semantic", help="Clusters by the index's embeddings (as the report did).")
-    ] = False,
-    charter: CharterOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Turn a cluster of repeating production failures into eval cases, so the eval set grows from real
-    failures. The set file is validated before it is written; existing cases are kept."""
-    import yaml
+def _case_asker(rt: Any, ask_as: str | None, wf: str) -> str:
+    """The user the new cases ask as: ``--ask-as``, or the first active user who may ask."""
+    from charter.errors import UsageError
 
-    from charter.cli._common import acting_principal
-    from charter.errors import Denied, UsageError
-    from charter.evals import EvalSetError, load_eval_set
-    from charter.spec import parse_duration
-    from charter.store import utcnow
-    from charter.telemetry import cases_from_cluster, find_cluster
-
-    rt = open_runtime(charter)
-    principal = acting_principal(rt, user)
-    wf = f"workflow:{rt.spec.workflow.id}"
-    decision = rt.authorizer.authorize(principal, "reports.read", wf)
-    if not decision.allowed:
-        raise Denied(
-            f"{principal.id} may not read reports", reasons=list(decision.reasons) or ["no reports.read"]
-        )
     if ask_as is None:
-        ask_as = next(
+        found = next(
             (
                 pid
                 for pid, p in sorted(rt.charter.principals.items())
@@ -318,18 +328,22 @@ def evals_add_from_production(
             ),
             None,
         )
-        if ask_as is None:
+        if found is None:
             raise UsageError("no user may ask this workflow; pass --ask-as USER")
-    elif ask_as not in rt.charter.principals:
+        return str(found)
+    if ask_as not in rt.charter.principals:
         raise UsageError(f"--ask-as: unknown user {ask_as!r}")
-    embed = None
-    if semantic:
-        from charter.retrieval import Index
+    return ask_as
 
-        emb = Index.for_runtime(rt).embedder
-        embed = lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]  # noqa: E731
-    found = find_cluster(rt, cluster, since=parse_duration(since), embed=embed)
-    new = cases_from_cluster(rt, found, ask_as=ask_as, max_cases=max_cases, today=utcnow().date().isoformat())
+
+def _append_cases(to: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append the cases not already in the eval set file ``to`` (by id or question), creating it; the file
+    is validated before it replaces the old one. Returns the cases added."""
+    import yaml
+
+    from charter.errors import UsageError
+    from charter.evals import EvalSetError, load_eval_set
+
     path = to if to.is_absolute() else Path.cwd() / to
     doc: dict[str, Any] = {
         "name": "production",
@@ -354,6 +368,51 @@ def evals_add_from_production(
         tmp.unlink()
         raise
     tmp.replace(path)
+    return added
+
+
+@evals_app.command("add-from-production")
+def evals_add_from_production(
+    cluster: Annotated[str, typer.Argument(help="A failure cluster id (cl_…) from `charter report`.")],
+    to: Annotated[Path, typer.Option("--to", help="Eval set file to create or append to.")],
+    user: AsOpt,
+    ask_as: Annotated[
+        str | None, typer.Option("--ask-as", help="User the cases ask as (default: the first who may ask).")
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="The report window the cluster is from.")] = "28d",
+    max_cases: Annotated[int, typer.Option("--max", min=1, max=100, help="At most this many cases.")] = 5,
+    semantic: Annotated[
+        bool, typer.Option("--semantic", help="Clusters by the index's embeddings (as the report did).")
+    ] = False,
+    charter: CharterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a cluster of repeating production failures into eval cases, so the eval set grows from real
+    failures. The set file is validated before it is written; existing cases are kept."""
+    from charter.cli._common import acting_principal
+    from charter.errors import Denied
+    from charter.spec import parse_duration
+    from charter.store import utcnow
+    from charter.telemetry import cases_from_cluster, find_cluster
+
+    rt = open_runtime(charter)
+    principal = acting_principal(rt, user)
+    wf = f"workflow:{rt.spec.workflow.id}"
+    decision = rt.authorizer.authorize(principal, "reports.read", wf)
+    if not decision.allowed:
+        raise Denied(
+            f"{principal.id} may not read reports", reasons=list(decision.reasons) or ["no reports.read"]
+        )
+    ask_as = _case_asker(rt, ask_as, wf)
+    embed = None
+    if semantic:
+        from charter.retrieval import Index
+
+        emb = Index.for_runtime(rt).embedder
+        embed = lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]  # noqa: E731
+    found = find_cluster(rt, cluster, since=parse_duration(since), embed=embed)
+    new = cases_from_cluster(rt, found, ask_as=ask_as, max_cases=max_cases, today=utcnow().date().isoformat())
+    added = _append_cases(to, new)
     rt.audit.append(
         actor=principal.id,
         action="evals.add_from_production",

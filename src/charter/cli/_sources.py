@@ -225,30 +225,51 @@ def sources_approve(
     unless ``--no-sync``.
 
     Only the source owner or the charter's sources owner may approve."""
-    from charter.screening import approve_screened
-    from charter.sources import approve_source, sync_sources
-
     parent = ctx.obj or {}
     charter = charter or parent.get("charter")
     as_json = as_json or bool(parent.get("as_json"))
     rt = open_runtime(charter)
     if doc_id is None:
-        try:
-            source = _source(rt, source_id)
-            actor = _owner_actor(rt, source, as_user, "sources.approved", "approve")
-            record = {"source": source.id, **approve_source(rt, source, actor)}
-        finally:
-            rt.close()
-        emit(
-            record,
-            as_json,
-            lambda r: console.print(
-                f"approved source {escape(r['source'])} (configuration {r['config_hash']}) by {r['by']}; "
-                "recorded in the database (the charter fingerprint is unchanged)",
-                highlight=False,
-            ),
-        )
-        return
+        _approve_source(rt, source_id, as_user, as_json)
+    else:
+        _approve_document(rt, source_id, doc_id, as_user, content_hash, sync=not no_sync, as_json=as_json)
+
+
+def _approve_source(rt: Any, source_id: str, as_user: str | None, as_json: bool) -> None:
+    """The owner's approval of the source's current configuration (closes ``rt``)."""
+    from charter.sources import approve_source
+
+    try:
+        source = _source(rt, source_id)
+        actor = _owner_actor(rt, source, as_user, "sources.approved", "approve")
+        record = {"source": source.id, **approve_source(rt, source, actor)}
+    finally:
+        rt.close()
+    emit(
+        record,
+        as_json,
+        lambda r: console.print(
+            f"approved source {escape(r['source'])} (configuration {r['config_hash']}) by {r['by']}; "
+            "recorded in the database (the charter fingerprint is unchanged)",
+            highlight=False,
+        ),
+    )
+
+
+def _approve_document(
+    rt: Any,
+    source_id: str,
+    doc_id: str,
+    as_user: str | None,
+    content_hash: str | None,
+    *,
+    sync: bool,
+    as_json: bool,
+) -> None:
+    """The owner's approval of a quarantined document, then a sync unless ``sync`` is off (closes ``rt``)."""
+    from charter.screening import approve_screened
+    from charter.sources import sync_sources
+
     try:
         source = _source(rt, source_id)
         actor = _owner_actor(rt, source, as_user, "sources.screening_approved", "approve documents of")
@@ -259,7 +280,7 @@ def sources_approve(
             "content_hash": digest,
             "synced": None,
         }
-        if not no_sync:
+        if sync:
             summary = sync_sources(rt, source.id, actor=actor)[0]
             result["synced"] = summary.as_dict()
     finally:

@@ -13,6 +13,7 @@ from charter.gate._types import CheckResult
 if TYPE_CHECKING:
     from charter.evals import EvalRun
     from charter.runtime import Runtime
+    from charter.spec import Source
 
 #: Jobs made of these words only, or this short, say nothing about who, what and for whom.
 VAGUE_WORDS = frozenset(
@@ -147,7 +148,7 @@ def check_storage_modes(rt: Runtime, c: CheckResult) -> None:
 
 
 def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
-    from charter.sources import approval_status, source_freshness
+    from charter.sources import source_freshness
 
     check_storage_modes(rt, c)
 
@@ -168,81 +169,101 @@ def check_sources(rt: Runtime, c: CheckResult, now: datetime) -> None:
                 fix=f"set sources[{s.id}].owner in charter.yaml to an active user of users.yaml",
                 **ev,
             )
-        a = approval_status(rt, s)
-        ev_a = {**ev, "approval": a}
-        approve = f"charter sources approve {s.id} --as {s.owner}"
-        if a["state"] == "approved" and a["approver_active"]:
-            c.add(
-                "pass",
-                f"{s.id}: approved by {a['by']} at {a['at']}, bound to {a['current_config_hash']}",
-                **ev_a,
-            )
-        elif a["state"] == "approved":
+        _check_source_approval(rt, c, s, ev)
+        _check_freshness(c, s, fresh[s.id])
+        _check_private_documents(rt, c, s)
+    _check_policy_approval(rt, c)
+
+
+def _check_source_approval(rt: Runtime, c: CheckResult, s: Source, ev: dict[str, Any]) -> None:
+    """The source's approval: recorded, by an active approver, bound to its current configuration."""
+    from charter.sources import approval_status
+
+    a = approval_status(rt, s)
+    ev_a = {**ev, "approval": a}
+    approve = f"charter sources approve {s.id} --as {s.owner}"
+    if a["state"] == "approved" and a["approver_active"]:
+        c.add(
+            "pass",
+            f"{s.id}: approved by {a['by']} at {a['at']}, bound to {a['current_config_hash']}",
+            **ev_a,
+        )
+    elif a["state"] == "approved":
+        c.add(
+            "fail",
+            f"{s.id}: approver {a['by']!r} does not exist or is inactive",
+            fix=f"{approve} (the owner approves again)",
+            **ev_a,
+        )
+    elif a["state"] == "unapproved":
+        c.add(
+            "fail",
+            f"{s.id}: no approval record",
+            fix=f"{approve} (recorded in the database; the charter fingerprint and eval runs stay valid)",
+            **ev_a,
+        )
+    elif a["state"] == "config_changed":
+        c.add(
+            "fail",
+            f"{s.id}: configuration changed since approval ({a['config_hash']} approved, "
+            f"now {a['current_config_hash']})",
+            fix=f"{approve} (after reviewing the change)",
+            **ev_a,
+        )
+    else:
+        c.add(
+            "fail",
+            f"{s.id}: approval not bound to a configuration hash "
+            f"(set approval.config_hash: {a['current_config_hash']})",
+            fix=f"{approve}, or set sources[{s.id}].approval.config_hash: {a['current_config_hash']}",
+            **ev_a,
+        )
+
+
+def _check_freshness(c: CheckResult, s: Source, f: Any) -> None:
+    c.add(
+        "pass" if f.is_fresh else "fail",
+        f"{s.id}: {f.state}"
+        + (
+            f" (age {f.age_seconds:.0f} s, max {f.max_age_seconds:.0f} s)"
+            if f.age_seconds is not None
+            else ""
+        ),
+        fix=f"charter sync --source {s.id}",
+        source=s.id,
+        freshness=f.as_dict(),
+    )
+
+
+def _check_private_documents(rt: Runtime, c: CheckResult, s: Source) -> None:
+    """Private-by-default documents (no ACL) need the source owner's acknowledgement."""
+    private = private_documents(rt, s.id)
+    if private:
+        ack = private_ack(rt, s.id) or {}
+        acked = set(ack.get("documents") or []) if ack.get("by") == s.owner else set()
+        missing = sorted(set(private) - acked)
+        if missing:
             c.add(
                 "fail",
-                f"{s.id}: approver {a['by']!r} does not exist or is inactive",
-                fix=f"{approve} (the owner approves again)",
-                **ev_a,
-            )
-        elif a["state"] == "unapproved":
-            c.add(
-                "fail",
-                f"{s.id}: no approval record",
-                fix=f"{approve} (recorded in the database; the charter fingerprint and eval runs stay valid)",
-                **ev_a,
-            )
-        elif a["state"] == "config_changed":
-            c.add(
-                "fail",
-                f"{s.id}: configuration changed since approval ({a['config_hash']} approved, "
-                f"now {a['current_config_hash']})",
-                fix=f"{approve} (after reviewing the change)",
-                **ev_a,
+                f"{s.id}: {len(missing)} private-by-default documents without the owner's "
+                f"acknowledgement (charter gate ack-private {s.id} --as {s.owner})",
+                fix=f"give the documents an ACL (docs/sources.md), or charter gate ack-private {s.id} --as {s.owner}",
+                source=s.id,
+                documents=missing,
+                acknowledgement=ack or None,
             )
         else:
             c.add(
-                "fail",
-                f"{s.id}: approval not bound to a configuration hash "
-                f"(set approval.config_hash: {a['current_config_hash']})",
-                fix=f"{approve}, or set sources[{s.id}].approval.config_hash: {a['current_config_hash']}",
-                **ev_a,
+                "pass",
+                f"{s.id}: {len(private)} private-by-default documents acknowledged by "
+                f"{ack['by']} at {ack['at']}",
+                source=s.id,
+                documents=private,
             )
-        f = fresh[s.id]
-        c.add(
-            "pass" if f.is_fresh else "fail",
-            f"{s.id}: {f.state}"
-            + (
-                f" (age {f.age_seconds:.0f} s, max {f.max_age_seconds:.0f} s)"
-                if f.age_seconds is not None
-                else ""
-            ),
-            fix=f"charter sync --source {s.id}",
-            source=s.id,
-            freshness=f.as_dict(),
-        )
-        private = private_documents(rt, s.id)
-        if private:
-            ack = private_ack(rt, s.id) or {}
-            acked = set(ack.get("documents") or []) if ack.get("by") == s.owner else set()
-            missing = sorted(set(private) - acked)
-            if missing:
-                c.add(
-                    "fail",
-                    f"{s.id}: {len(missing)} private-by-default documents without the owner's "
-                    f"acknowledgement (charter gate ack-private {s.id} --as {s.owner})",
-                    fix=f"give the documents an ACL (docs/sources.md), or charter gate ack-private {s.id} --as {s.owner}",
-                    source=s.id,
-                    documents=missing,
-                    acknowledgement=ack or None,
-                )
-            else:
-                c.add(
-                    "pass",
-                    f"{s.id}: {len(private)} private-by-default documents acknowledged by "
-                    f"{ack['by']} at {ack['at']}",
-                    source=s.id,
-                    documents=private,
-                )
+
+
+def _check_policy_approval(rt: Runtime, c: CheckResult) -> None:
+    """The role and policy set must be approved, as it is now, by the scope owner."""
     current = policy_set_hash(rt)
     appr = policies_approval(rt)
     ev_p: dict[str, Any] = {
@@ -285,32 +306,10 @@ def current_run(rt: Runtime) -> EvalRun | None:
     return latest_run(rt, with_results=True)
 
 
-def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: datetime) -> None:
-    from charter.evals import CATEGORIES, check_thresholds, list_runs
+def _check_run_configuration(rt: Runtime, c: CheckResult, run: EvalRun, ev: dict[str, Any]) -> None:
+    """The run must have measured the current model, active prompt versions and index version."""
     from charter.retrieval import Index
 
-    spec = rt.spec.evals
-    if run is None:
-        older = list_runs(rt, limit=1)
-        c.add(
-            "fail",
-            "no eval run for the current charter fingerprint"
-            + (f" (newest run {older[0]['id']} is for {older[0]['charter_fingerprint']})" if older else ""),
-            fix="charter eval --permission-probes",
-            fingerprint=rt.fingerprint,
-            newest_other=older[0] if older else None,
-        )
-        return
-    ev = {"run": run.id, "created_at": run.created_at.isoformat(), "fingerprint": run.charter_fingerprint}
-    age = (now - run.created_at).total_seconds()
-    max_age = spec.max_age.total_seconds()
-    c.add(
-        "pass" if age <= max_age else "fail",
-        f"run {run.id} is {age / 3600:.1f} h old (max {max_age / 3600:.0f} h)",
-        fix="charter eval --permission-probes (a fresh run), or raise evals.max_age",
-        **ev,
-        age_seconds=age,
-    )
     active = ",".join(sorted(p.active for p in rt.spec.prompts)) or None
     index_version = Index.for_runtime(rt).version
     bound = {
@@ -326,6 +325,13 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
             fix="charter eval --permission-probes (the run must measure the current configuration)",
             **ev,
         )
+
+
+def _check_coverage(rt: Runtime, c: CheckResult, run: EvalRun, ev: dict[str, Any]) -> None:
+    """Enough cases per category (evals.min_cases), and generated permission probes."""
+    from charter.evals import CATEGORIES
+
+    spec = rt.spec.evals
     cases = [r for r in run.results if r.output.repeat == 0]
     counts = {
         cat: sum(1 for r in cases if r.case.category == cat and "generated" not in r.case.tags)
@@ -351,6 +357,35 @@ def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: date
         **ev,
         probes=probes,
     )
+
+
+def check_evaluation(rt: Runtime, c: CheckResult, run: EvalRun | None, now: datetime) -> None:
+    from charter.evals import check_thresholds, list_runs
+
+    spec = rt.spec.evals
+    if run is None:
+        older = list_runs(rt, limit=1)
+        c.add(
+            "fail",
+            "no eval run for the current charter fingerprint"
+            + (f" (newest run {older[0]['id']} is for {older[0]['charter_fingerprint']})" if older else ""),
+            fix="charter eval --permission-probes",
+            fingerprint=rt.fingerprint,
+            newest_other=older[0] if older else None,
+        )
+        return
+    ev = {"run": run.id, "created_at": run.created_at.isoformat(), "fingerprint": run.charter_fingerprint}
+    age = (now - run.created_at).total_seconds()
+    max_age = spec.max_age.total_seconds()
+    c.add(
+        "pass" if age <= max_age else "fail",
+        f"run {run.id} is {age / 3600:.1f} h old (max {max_age / 3600:.0f} h)",
+        fix="charter eval --permission-probes (a fresh run), or raise evals.max_age",
+        **ev,
+        age_seconds=age,
+    )
+    _check_run_configuration(rt, c, run, ev)
+    _check_coverage(rt, c, run, ev)
     results = check_thresholds(rt, run.metrics)
     for t in results:
         d = t.as_dict()

@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -224,55 +225,80 @@ def review_drill(rt: Runtime, c: CheckResult) -> None:
         )
 
 
-def _approval_drill(
-    copy: Runtime,
-    c: CheckResult,
-    tool: Tool,
-    args: dict[str, Any],
-    role: str,
-    propose: Any,
-    decide: Any,
-    get_approval: Any,
-    tick: Any,
-    clock: Any,
-    role_chain: Any,
-) -> None:
-    chain = set(role_chain(copy, "approval_sla", role, 99))
-    try:
-        requester = _pick(copy, lambda p: bool(set(p.roles) & set(tool.roles)) and not set(p.roles) & chain)
-    except LookupError:
-        requester = _pick(copy, lambda p: bool(set(p.roles) & set(tool.roles)))
-    full = {**args, **{a: 1.0 for a in _condition_args(tool) if a not in args}}
-    ev: dict[str, Any] = {"tool": tool.name, "args": full, "approver_role": role, "requester": requester.id}
-    proposal = propose(copy, requester, tool.name, full, reason="launch gate drill", clock=clock)
-    action = proposal.action if hasattr(proposal, "action") else proposal
-    aid = action.id
-    status = get_approval(copy, aid).status
-    c.add(
-        "pass" if status == "pending" else "fail",
-        f"high-risk {tool.name} proposed by {requester.id}: {status}",
-        **ev,
-        action_id=aid,
-        state=status,
-    )
-    if status != "pending":
-        return
-    # self-approval: refused by the code, and by the policy set on its own
-    _refused(c, "self-approval", lambda: decide(copy, aid, requester, "approve", clock=clock), aid)
-    pol = copy.authorizer.authorize(requester, "tools.approve", f"tool:{tool.name}", {"args": full})
-    c.add(
-        "fail" if pol.allowed else "pass",
-        f"policy set alone {'PERMITS' if pol.allowed else 'denies'} the requester approving its own "
-        f"{tool.name}",
-        principal=requester.id,
-        policy_ids=list(pol.policy_ids),
-        reasons=list(pol.reasons),
-    )
-    try:
-        wrong = _pick(copy, lambda p: not set(p.roles) & chain, exclude=(requester.id,))
-    except LookupError:
-        c.add("warn", "no principal without an approver role to drill a wrong-role approval")
-    else:
+@dataclass
+class _ApprovalDrill:
+    """The approval drill on an isolated copy: a high-risk call is proposed, refused to its requester and
+    to a wrong role (by the code and by the policy set alone), escalated after its SLA, approved once by
+    the right role, and executed exactly once."""
+
+    copy: Runtime
+    c: CheckResult
+    tool: Tool
+    role: str
+    propose: Any
+    decide: Any
+    get_approval: Any
+    tick: Any
+    clock: Any
+    chain: set[str]
+
+    def run(self, args: dict[str, Any]) -> None:
+        proposed = self._propose(args)
+        if proposed is None:
+            return
+        requester, full, aid = proposed
+        self._refusals(requester, full, aid)
+        decider_role = self._escalation(aid)
+        self._approval(requester, decider_role, aid)
+
+    def _propose(self, args: dict[str, Any]) -> tuple[Principal, dict[str, Any], str] | None:
+        copy, tool = self.copy, self.tool
+        try:
+            requester = _pick(
+                copy, lambda p: bool(set(p.roles) & set(tool.roles)) and not set(p.roles) & self.chain
+            )
+        except LookupError:
+            requester = _pick(copy, lambda p: bool(set(p.roles) & set(tool.roles)))
+        full = {**args, **{a: 1.0 for a in _condition_args(tool) if a not in args}}
+        ev: dict[str, Any] = {
+            "tool": tool.name,
+            "args": full,
+            "approver_role": self.role,
+            "requester": requester.id,
+        }
+        proposal = self.propose(
+            copy, requester, tool.name, full, reason="launch gate drill", clock=self.clock
+        )
+        action = proposal.action if hasattr(proposal, "action") else proposal
+        aid = action.id
+        status = self.get_approval(copy, aid).status
+        self.c.add(
+            "pass" if status == "pending" else "fail",
+            f"high-risk {tool.name} proposed by {requester.id}: {status}",
+            **ev,
+            action_id=aid,
+            state=status,
+        )
+        return (requester, full, aid) if status == "pending" else None
+
+    def _refusals(self, requester: Principal, full: dict[str, Any], aid: str) -> None:
+        """Self-approval and a wrong role: refused by the code, and by the policy set on its own."""
+        copy, c, tool, decide, clock = self.copy, self.c, self.tool, self.decide, self.clock
+        _refused(c, "self-approval", lambda: decide(copy, aid, requester, "approve", clock=clock), aid)
+        pol = copy.authorizer.authorize(requester, "tools.approve", f"tool:{tool.name}", {"args": full})
+        c.add(
+            "fail" if pol.allowed else "pass",
+            f"policy set alone {'PERMITS' if pol.allowed else 'denies'} the requester approving its own "
+            f"{tool.name}",
+            principal=requester.id,
+            policy_ids=list(pol.policy_ids),
+            reasons=list(pol.reasons),
+        )
+        try:
+            wrong = _pick(copy, lambda p: not set(p.roles) & self.chain, exclude=(requester.id,))
+        except LookupError:
+            c.add("warn", "no principal without an approver role to drill a wrong-role approval")
+            return
         _refused(
             c,
             f"wrong-role approval by {wrong.id}",
@@ -287,14 +313,19 @@ def _approval_drill(
             principal=wrong.id,
             policy_ids=list(pol.policy_ids),
         )
-    rule = next((e for e in copy.spec.review.escalations if e.when == "approval_sla" and e.to == role), None)
-    decider_role = role
-    if rule is None or rule.then is None:
-        c.add("warn", f"no approval_sla escalation for role {role}: escalation not drilled", role=role)
-    else:
+
+    def _escalation(self, aid: str) -> str:
+        """Past the SLA the request escalates; returns the role that now decides it."""
+        copy, c, role, clock = self.copy, self.c, self.role, self.clock
+        rule = next(
+            (e for e in copy.spec.review.escalations if e.when == "approval_sla" and e.to == role), None
+        )
+        if rule is None or rule.then is None:
+            c.add("warn", f"no approval_sla escalation for role {role}: escalation not drilled", role=role)
+            return role
         clock.advance(rule.sla + timedelta(seconds=1))
-        report = tick(copy, clock=clock)
-        st = get_approval(copy, aid).status
+        report = self.tick(copy, clock=clock)
+        st = self.get_approval(copy, aid).status
         c.add(
             "pass" if st == "escalated" else "fail",
             f"after the SLA ({rule.sla}) passed the request is {st} (to {rule.then})",
@@ -304,37 +335,58 @@ def _approval_drill(
             state=st,
             tick=report.__dict__,
         )
-        decider_role = rule.then if st == "escalated" else role
-    try:
-        approver = _pick(copy, lambda p: decider_role in p.roles, exclude=(requester.id,))
-    except LookupError:
-        c.add("fail", f"nobody holds role {decider_role} to approve", role=decider_role)
-        return
-    try:
-        done = decide(copy, aid, approver, "approve", reason="launch gate drill", clock=clock)
-    except CharterException as exc:
+        return rule.then if st == "escalated" else role
+
+    def _approval(self, requester: Principal, decider_role: str, aid: str) -> None:
+        """The right approver's approval executes the call once; a second approval is refused."""
+        copy, c, decide, clock = self.copy, self.c, self.decide, self.clock
+        try:
+            approver = _pick(copy, lambda p: decider_role in p.roles, exclude=(requester.id,))
+        except LookupError:
+            c.add("fail", f"nobody holds role {decider_role} to approve", role=decider_role)
+            return
+        try:
+            done = decide(copy, aid, approver, "approve", reason="launch gate drill", clock=clock)
+        except CharterException as exc:
+            c.add(
+                "fail",
+                f"the right approver {approver.id} ({decider_role}) was refused: {exc}",
+                approver=approver.id,
+            )
+            return
+        try:
+            decide(copy, aid, approver, "approve", reason="launch gate drill", clock=clock)
+            second = "accepted"
+        except (Conflict, Denied):
+            second = "refused"
+        log = copy.charter.base_dir / "gate-drill-executions.jsonl"
+        runs = len(log.read_text().splitlines()) if log.exists() else 0
+        ok = done.status == "executed" and runs == 1 and second == "refused"
         c.add(
-            "fail",
-            f"the right approver {approver.id} ({decider_role}) was refused: {exc}",
+            "pass" if ok else "fail",
+            f"{approver.id} ({decider_role}) approved: {done.status}, executed {runs} time(s); a second "
+            f"approval was {second}",
             approver=approver.id,
+            state=done.status,
+            executions=runs,
         )
-        return
-    try:
-        decide(copy, aid, approver, "approve", reason="launch gate drill", clock=clock)
-        second = "accepted"
-    except (Conflict, Denied):
-        second = "refused"
-    log = copy.charter.base_dir / "gate-drill-executions.jsonl"
-    runs = len(log.read_text().splitlines()) if log.exists() else 0
-    ok = done.status == "executed" and runs == 1 and second == "refused"
-    c.add(
-        "pass" if ok else "fail",
-        f"{approver.id} ({decider_role}) approved: {done.status}, executed {runs} time(s); a second "
-        f"approval was {second}",
-        approver=approver.id,
-        state=done.status,
-        executions=runs,
-    )
+
+
+def _approval_drill(
+    copy: Runtime,
+    c: CheckResult,
+    tool: Tool,
+    args: dict[str, Any],
+    role: str,
+    propose: Any,
+    decide: Any,
+    get_approval: Any,
+    tick: Any,
+    clock: Any,
+    role_chain: Any,
+) -> None:
+    chain = set(role_chain(copy, "approval_sla", role, 99))
+    _ApprovalDrill(copy, c, tool, role, propose, decide, get_approval, tick, clock, chain).run(args)
 
 
 def _refused(c: CheckResult, what: str, call: Any, aid: str) -> None:

@@ -82,6 +82,55 @@ def _expire_if_due(runtime: Runtime, action: Action, now: datetime, actor: str) 
     return action
 
 
+def _check_open(runtime: Runtime, who: Principal, action: Action, decision: str) -> None:
+    """Refuse (audited) an expired request; a decided one is a :class:`Conflict`."""
+    if action.status == "expired":
+        runtime.audit.append(
+            actor=who.id,
+            action="approval.refused",
+            resource=f"action:{action.id}",
+            outcome="denied",
+            details={"decision": decision, "reasons": ["expired"]},
+        )
+        raise Denied(
+            f"approval request {action.id} has expired; propose the call again",
+            reasons=[f"expired at {action.expires_at.isoformat() if action.expires_at else '?'}"],
+        )
+    if action.status not in OPEN_STATES:
+        raise Conflict(f"approval request {action.id} is already {action.status}")
+
+
+def _approver_authority(runtime: Runtime, who: Principal, action: Action, decision: str) -> list[str]:
+    """Why ``who`` may decide ``action`` (recorded in the audit entry); a refusal is audited and raised."""
+    try:
+        return require_authority(
+            runtime,
+            who,
+            owner=action.requester,
+            roles=approver_roles(runtime, action),
+            assigned=action.assigned_role,
+            escalated=action.status == "escalated",
+            cedar_action="tools.approve",
+            resource=f"tool:{action.tool}",
+            context={"args": action.args},
+            what="approval request",
+        )
+    except Denied as exc:
+        runtime.audit.append(
+            actor=who.id,
+            action="approval.refused",
+            resource=f"action:{action.id}",
+            outcome="denied",
+            details={
+                "decision": decision,
+                "reasons": exc.reasons,
+                "tool": action.tool,
+                "args_hash": action.args_hash,
+            },
+        )
+        raise
+
+
 def decide(
     runtime: Runtime,
     approval_id: str,
@@ -105,47 +154,8 @@ def decide(
     who = resolve_principal(runtime, principal)
     action = _expire_if_due(runtime, get_approval(runtime, approval_id), now, "system")
     resource = f"action:{action.id}"
-    if action.status == "expired":
-        runtime.audit.append(
-            actor=who.id,
-            action="approval.refused",
-            resource=resource,
-            outcome="denied",
-            details={"decision": decision, "reasons": ["expired"]},
-        )
-        raise Denied(
-            f"approval request {action.id} has expired; propose the call again",
-            reasons=[f"expired at {action.expires_at.isoformat() if action.expires_at else '?'}"],
-        )
-    if action.status not in OPEN_STATES:
-        raise Conflict(f"approval request {action.id} is already {action.status}")
-    try:
-        because = require_authority(
-            runtime,
-            who,
-            owner=action.requester,
-            roles=approver_roles(runtime, action),
-            assigned=action.assigned_role,
-            escalated=action.status == "escalated",
-            cedar_action="tools.approve",
-            resource=f"tool:{action.tool}",
-            context={"args": action.args},
-            what="approval request",
-        )
-    except Denied as exc:
-        runtime.audit.append(
-            actor=who.id,
-            action="approval.refused",
-            resource=resource,
-            outcome="denied",
-            details={
-                "decision": decision,
-                "reasons": exc.reasons,
-                "tool": action.tool,
-                "args_hash": action.args_hash,
-            },
-        )
-        raise
+    _check_open(runtime, who, action, decision)
+    because = _approver_authority(runtime, who, action, decision)
     to = "approved" if decision == "approve" else "rejected"
     decided = transition(
         runtime,

@@ -197,25 +197,7 @@ def _initial_role(runtime: Runtime, reason: str | None) -> str:
     return rule.to if rule is not None else runtime.spec.review.reviewer_role
 
 
-def submit_draft(
-    runtime: Runtime,
-    *,
-    request_id: str | None,
-    principal: Principal | str,
-    question: str,
-    draft: str,
-    citations: list[Any],
-    agent_notes: Any = None,
-    groundedness: float | None = None,
-    escalation_reason: str | None = None,
-    subject_id: str | None = None,
-    clock: Clock | None = None,
-) -> ReviewItem:
-    """Queue a draft for review (or record it as approved by policy when the charter needs no review).
-
-    It is routed only to reviewers who may read every source it cites (see :func:`route`)."""
-    now = clock_or_default(clock).now()
-    who = resolve_principal(runtime, principal)
+def _check_submission(escalation_reason: str | None, groundedness: float | None, citations: Any) -> None:
     if escalation_reason is not None and escalation_reason not in ESCALATION_REASONS:
         raise UsageError(
             f"unknown escalation reason {escalation_reason!r}; expected one of: "
@@ -230,26 +212,19 @@ def submit_draft(
         raise UsageError("groundedness must be a number between 0 and 1")
     if not isinstance(citations, list):
         raise UsageError("citations must be a list")
-    mode = runtime.spec.review_drafts
-    from charter.gate import is_restricted  # drift's restricted mode: every draft needs review
 
-    needs_review = escalation_reason is not None or mode == "all" or is_restricted(runtime)
-    row: dict[str, Any] = {
-        "id": "rev_" + secrets.token_hex(12),
-        "request_id": request_id,
-        "submitter": who.id,
-        "question": question,
-        "draft": draft,
-        "citations": citations,
-        "agent_notes": agent_notes or [],
-        "groundedness": float(groundedness) if groundedness is not None else None,
-        "escalation_reason": escalation_reason,
-        "escalation_level": 0,
-        "subject_id": subject_id,
-        "created_at": now,
-        "updated_at": now,
-        "version": 0,
-    }
+
+def _place(
+    runtime: Runtime,
+    row: dict[str, Any],
+    *,
+    needs_review: bool,
+    escalation_reason: str | None,
+    draft: str,
+    now: datetime,
+) -> None:
+    """Set a new item's status and assignment on ``row``: queued for the escalation rule's role (and routed
+    to a reviewer who may read its sources, :func:`route`), or approved by policy."""
     if needs_review:
         rule = escalation_rule(runtime, escalation_reason or "always", None)
         row.update(
@@ -273,6 +248,49 @@ def submit_draft(
         row["assigned_user"], row["routing"] = route(runtime, draft_item, row["assigned_role"])
         if row["routing"] is not None:
             row["status"] = "escalated"
+
+
+def submit_draft(
+    runtime: Runtime,
+    *,
+    request_id: str | None,
+    principal: Principal | str,
+    question: str,
+    draft: str,
+    citations: list[Any],
+    agent_notes: Any = None,
+    groundedness: float | None = None,
+    escalation_reason: str | None = None,
+    subject_id: str | None = None,
+    clock: Clock | None = None,
+) -> ReviewItem:
+    """Queue a draft for review (or record it as approved by policy when the charter needs no review).
+
+    It is routed only to reviewers who may read every source it cites (see :func:`route`)."""
+    now = clock_or_default(clock).now()
+    who = resolve_principal(runtime, principal)
+    _check_submission(escalation_reason, groundedness, citations)
+    mode = runtime.spec.review_drafts
+    from charter.gate import is_restricted  # drift's restricted mode: every draft needs review
+
+    needs_review = escalation_reason is not None or mode == "all" or is_restricted(runtime)
+    row: dict[str, Any] = {
+        "id": "rev_" + secrets.token_hex(12),
+        "request_id": request_id,
+        "submitter": who.id,
+        "question": question,
+        "draft": draft,
+        "citations": citations,
+        "agent_notes": agent_notes or [],
+        "groundedness": float(groundedness) if groundedness is not None else None,
+        "escalation_reason": escalation_reason,
+        "escalation_level": 0,
+        "subject_id": subject_id,
+        "created_at": now,
+        "updated_at": now,
+        "version": 0,
+    }
+    _place(runtime, row, needs_review=needs_review, escalation_reason=escalation_reason, draft=draft, now=now)
     sealed = _seal(runtime, row)
     # what a read-back would return, without the round trip: JSON columns as JSON gives them back
     for name in ("citations", "agent_notes"):
@@ -316,6 +334,120 @@ def _transition(runtime: Runtime, item: ReviewItem, to: str, now: datetime, **va
     return get_review(runtime, item.id)
 
 
+def _check_decision(item: ReviewItem, decision: str, text: str | None, reason: str | None) -> None:
+    if decision not in ("approve", "edit", "reject"):
+        raise UsageError("decision must be approve, edit or reject")
+    if decision == "edit" and (not isinstance(text, str) or not text.strip()):
+        raise UsageError("an edit needs the edited text")
+    if decision == "reject" and reason not in REJECT_REASONS:
+        raise UsageError(f"a rejection needs a reason, one of: {', '.join(REJECT_REASONS)}")
+    if item.status not in OPEN_REVIEW_STATES:
+        raise Conflict(f"review item {item.id} is already {item.status}")
+
+
+def _refused(runtime: Runtime, who: Principal, item: ReviewItem, decision: str, exc: Denied) -> Denied:
+    """``exc``, audited as a refused review decision."""
+    runtime.audit.append(
+        actor=who.id,
+        action="review.refused",
+        resource=f"review:{item.id}",
+        outcome="denied",
+        details={"decision": decision, "reasons": exc.reasons},
+    )
+    return exc
+
+
+def _reviewer_authority(runtime: Runtime, who: Principal, item: ReviewItem, decision: str) -> list[str]:
+    """Why ``who`` may take ``decision`` on ``item`` (the authority recorded in the audit entry); raises
+    :class:`Denied` when they may not."""
+    from charter import access
+
+    if who.id != item.submitter and not access.may_read_item(runtime, who, item):
+        raise Denied(
+            f"{who.id} may not read every source this draft cites, so may not review it",
+            reasons=["reviewer may not read a cited source"],
+        )
+    if item.assigned_user is not None and who.id == item.assigned_user:
+        if who.id == item.submitter:
+            raise Denied(
+                f"{who.id} cannot decide their own draft (four-eyes)",
+                reasons=["four-eyes: requester == approver"],
+            )
+        because = [f"escalated to {who.id}: owner of a restricting source"]
+    else:
+        because = require_authority(
+            runtime,
+            who,
+            owner=item.submitter,
+            roles=reviewer_roles(runtime, item),
+            assigned=item.assigned_role,
+            escalated=item.escalation_level > 0,
+            cedar_action="review.decide",
+            resource=None,
+            context=None,
+            what="draft",
+        )
+    if decision == "approve" and item.edited_by is not None and who.id == item.edited_by:
+        raise Denied(
+            f"{who.id} edited this draft; another reviewer must approve the edit (four-eyes)",
+            reasons=["four-eyes: editor == approver"],
+        )
+    return because
+
+
+def _propose_edit(
+    runtime: Runtime,
+    item: ReviewItem,
+    who: Principal,
+    text: str,
+    checks: dict[str, Any],
+    comment: str | None,
+    because: list[str],
+    now: datetime,
+) -> ReviewItem:
+    """Store an edit (with its diff and checks) on the open item, which then waits for a second reviewer."""
+    diff = "".join(
+        difflib.unified_diff(
+            item.draft.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            fromfile="draft",
+            tofile="edited",
+        )
+    )
+    stmt = (
+        review_items.update()
+        .where(
+            review_items.c.id == item.id,
+            review_items.c.version == item.version,
+            review_items.c.status.in_(OPEN_REVIEW_STATES),
+        )
+        .values(
+            version=item.version + 1,
+            updated_at=now,
+            edited_by=who.id,
+            edit_checks=checks,
+            **_seal(runtime, {"final_text": text, "diff": diff}),
+        )
+    )
+    with runtime.audit.transaction() as tx:
+        if tx.conn.execute(stmt).rowcount != 1:
+            raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
+        tx.append(
+            actor=who.id,
+            action="review.edit_proposed",
+            resource=f"review:{item.id}",
+            outcome="needs_second_approval",
+            details={
+                "request_id": item.request_id,
+                "checks": checks,
+                "comment": comment,
+                "authority": because,
+                "at": now.isoformat(),
+            },
+        )
+    return get_review(runtime, item.id)
+
+
 def decide_draft(
     runtime: Runtime,
     item_id: str,
@@ -333,63 +465,14 @@ def decide_draft(
     submitter; able to read every source it cites). An edit runs the draft checks (:func:`check_edit`:
     citations, canaries, personal data refused; groundedness recorded) and stays open: another reviewer
     (not the editor, not the submitter) must approve the edited text (four-eyes), seeing the diff."""
-    from charter import access
-
     now = clock_or_default(clock).now()
     who = resolve_principal(runtime, principal)
     item = get_review(runtime, item_id)
-    if decision not in ("approve", "edit", "reject"):
-        raise UsageError("decision must be approve, edit or reject")
-    if decision == "edit" and (not isinstance(text, str) or not text.strip()):
-        raise UsageError("an edit needs the edited text")
-    if decision == "reject" and reason not in REJECT_REASONS:
-        raise UsageError(f"a rejection needs a reason, one of: {', '.join(REJECT_REASONS)}")
-    if item.status not in OPEN_REVIEW_STATES:
-        raise Conflict(f"review item {item.id} is already {item.status}")
-
-    def refused(exc: Denied) -> Denied:
-        runtime.audit.append(
-            actor=who.id,
-            action="review.refused",
-            resource=f"review:{item.id}",
-            outcome="denied",
-            details={"decision": decision, "reasons": exc.reasons},
-        )
-        return exc
-
+    _check_decision(item, decision, text, reason)
     try:
-        if who.id != item.submitter and not access.may_read_item(runtime, who, item):
-            raise Denied(
-                f"{who.id} may not read every source this draft cites, so may not review it",
-                reasons=["reviewer may not read a cited source"],
-            )
-        if item.assigned_user is not None and who.id == item.assigned_user:
-            if who.id == item.submitter:
-                raise Denied(
-                    f"{who.id} cannot decide their own draft (four-eyes)",
-                    reasons=["four-eyes: requester == approver"],
-                )
-            because = [f"escalated to {who.id}: owner of a restricting source"]
-        else:
-            because = require_authority(
-                runtime,
-                who,
-                owner=item.submitter,
-                roles=reviewer_roles(runtime, item),
-                assigned=item.assigned_role,
-                escalated=item.escalation_level > 0,
-                cedar_action="review.decide",
-                resource=None,
-                context=None,
-                what="draft",
-            )
-        if decision == "approve" and item.edited_by is not None and who.id == item.edited_by:
-            raise Denied(
-                f"{who.id} edited this draft; another reviewer must approve the edit (four-eyes)",
-                reasons=["four-eyes: editor == approver"],
-            )
+        because = _reviewer_authority(runtime, who, item, decision)
     except Denied as exc:
-        raise refused(exc) from None
+        raise _refused(runtime, who, item, decision, exc) from None
     values: dict[str, Any] = {
         "decided_by": who.id,
         "decided_at": now,
@@ -400,47 +483,8 @@ def decide_draft(
         try:
             checks = check_edit(runtime, item, text)
         except Denied as exc:
-            raise refused(exc) from None
-        diff = "".join(
-            difflib.unified_diff(
-                item.draft.splitlines(keepends=True),
-                text.splitlines(keepends=True),
-                fromfile="draft",
-                tofile="edited",
-            )
-        )
-        stmt = (
-            review_items.update()
-            .where(
-                review_items.c.id == item.id,
-                review_items.c.version == item.version,
-                review_items.c.status.in_(OPEN_REVIEW_STATES),
-            )
-            .values(
-                version=item.version + 1,
-                updated_at=now,
-                edited_by=who.id,
-                edit_checks=checks,
-                **_seal(runtime, {"final_text": text, "diff": diff}),
-            )
-        )
-        with runtime.audit.transaction() as tx:
-            if tx.conn.execute(stmt).rowcount != 1:
-                raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
-            tx.append(
-                actor=who.id,
-                action="review.edit_proposed",
-                resource=f"review:{item.id}",
-                outcome="needs_second_approval",
-                details={
-                    "request_id": item.request_id,
-                    "checks": checks,
-                    "comment": values["comment"],
-                    "authority": because,
-                    "at": now.isoformat(),
-                },
-            )
-        return get_review(runtime, item.id)
+            raise _refused(runtime, who, item, decision, exc) from None
+        return _propose_edit(runtime, item, who, text, checks, values["comment"], because, now)
     if decision == "approve":
         if item.edited_by is not None:  # approving another reviewer's edit: the edited text is sent
             values.update(decision="edited", final_text=item.final_text, diff=item.diff)

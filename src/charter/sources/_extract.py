@@ -165,6 +165,105 @@ def decode_html(data: bytes) -> str:
     return text if text is not None else data.decode("utf-8", "replace")
 
 
+def _strings(el: Any, out: list[str]) -> list[str]:
+    """The text strings under ``el`` in document order (bs4's ``get_text`` strings)."""
+    if not isinstance(el.tag, str) or el.tag in _NOT_TEXT:
+        return out
+    if el.text:
+        out.append(el.text)
+    for child in el:
+        _strings(child, out)
+        if child.tail:
+            out.append(child.tail)
+    return out
+
+
+def _head_fields(doc: Any) -> tuple[str | None, str | None, str | None, list[tuple[str, str]]]:
+    """The first ``<title>``, canonical link and ``<base href>``, and every ``<a href>`` as (href, rel)."""
+    title = url = base = None
+    links: list[tuple[str, str]] = []
+    for el in doc.iter("title", "link", "base", "a"):
+        tag = el.tag
+        if tag == "title":
+            if title is None:
+                title = _WS.sub(" ", "".join(_strings(el, []))).strip()
+        elif tag == "link":
+            if url is None and el.get("href") is not None and "canonical" in (el.get("rel") or "").split():
+                url = el.get("href")
+        elif tag == "base":
+            if base is None and el.get("href") is not None:
+                base = el.get("href")
+        elif el.get("href") is not None:
+            links.append((str(el.get("href")), el.get("rel") or ""))
+    return title, url, base, links
+
+
+class _Blocks:
+    """The Markdown-like blocks of a page, built by one walk in document order (see :func:`html_to_text`)."""
+
+    def __init__(self, skip: frozenset[str] | set[str]) -> None:
+        self.skip = skip
+        self.blocks: list[str] = []
+        self.inline: list[str] = []
+
+    def flush(self, prefix: str = "") -> None:
+        if not self.inline:
+            return
+        line = _WS.sub(" ", "".join(self.inline)).strip()
+        self.inline.clear()
+        if line:
+            self.blocks.append(prefix + line)
+
+    def _whole(self, el: Any, name: str, text_ok: bool) -> bool:
+        """A heading, ``<pre>`` or table row, taken whole as one block; ``False`` for any other element."""
+        if name in _HEADINGS:
+            self.flush()
+            text = _WS.sub(" ", " ".join(_strings(el, []) if text_ok else [])).strip()
+            if text:
+                self.blocks.append("#" * _HEADINGS[name] + " " + text)
+            return True
+        if name == "pre":
+            self.flush()
+            text = "".join(_strings(el, []) if text_ok else []).strip("\n")
+            if text.strip():
+                self.blocks.append(text)
+            return True
+        if name == "tr":
+            self.flush()
+            cells = [
+                _WS.sub(" ", " ".join(_strings(c, []) if text_ok else [])).strip()
+                for c in el
+                if isinstance(c.tag, str) and c.tag in ("td", "th")
+            ]
+            if any(cells):
+                self.blocks.append(" | ".join(cells))
+            return True
+        return False
+
+    def walk(self, el: Any, text_ok: bool) -> None:
+        name = el.tag
+        if not isinstance(name, str) or name in self.skip:
+            return
+        if self._whole(el, name, text_ok):
+            return
+        inline = self.inline
+        if name == "br":
+            inline.append("\n")
+            return
+        text_ok = text_ok and name not in _NOT_TEXT
+        block = name in _BLOCK or name == "li"
+        if block:
+            self.flush()
+        if text_ok and el.text:
+            inline.append(el.text)
+        for child in el:
+            self.walk(child, text_ok)
+            if text_ok and child.tail:
+                inline.append(child.tail)
+        if block:
+            self.flush("- " if name == "li" else "")
+
+
 def html_to_text(data: bytes) -> HtmlText:
     """Parse HTML bytes (encoding from the document or detected) into Markdown-like text.
 
@@ -189,101 +288,25 @@ def html_to_text(data: bytes) -> HtmlText:
     if doc is None:  # nothing but whitespace, comments or a doctype
         return HtmlText(title=None, text="", url=None)
 
-    def strings(el: Any, out: list[str]) -> list[str]:
-        """The text strings under ``el`` in document order (bs4's ``get_text`` strings)."""
-        if not isinstance(el.tag, str) or el.tag in _NOT_TEXT:
-            return out
-        if el.text:
-            out.append(el.text)
-        for child in el:
-            strings(child, out)
-            if child.tail:
-                out.append(child.tail)
-        return out
-
-    title = url = base = None
-    links: list[tuple[str, str]] = []
-    for el in doc.iter("title", "link", "base", "a"):
-        tag = el.tag
-        if tag == "title":
-            if title is None:
-                title = _WS.sub(" ", "".join(strings(el, []))).strip()
-        elif tag == "link":
-            if url is None and el.get("href") is not None and "canonical" in (el.get("rel") or "").split():
-                url = el.get("href")
-        elif tag == "base":
-            if base is None and el.get("href") is not None:
-                base = el.get("href")
-        elif el.get("href") is not None:
-            links.append((str(el.get("href")), el.get("rel") or ""))
+    title, url, base, links = _head_fields(doc)
     # bs4 walked the <body> when the page has one, else everything, skipping a <head> the page wrote;
     # libxml2 also makes an implied <head> for leading <style>/<script>/<title>: walked like bs4 did.
     body = doc.find("body") if _BODY_TAG.search(markup) else None
     root = body if body is not None else doc
-    skip = _SKIP if _HEAD_TAG.search(markup) else _SKIP - {"head"}
-
-    blocks: list[str] = []
-    inline: list[str] = []
-
-    def flush(prefix: str = "") -> None:
-        if not inline:
-            return
-        line = _WS.sub(" ", "".join(inline)).strip()
-        inline.clear()
-        if line:
-            blocks.append(prefix + line)
-
-    def walk(el: Any, text_ok: bool) -> None:
-        name = el.tag
-        if not isinstance(name, str) or name in skip:
-            return
-        if name in _HEADINGS:
-            flush()
-            text = _WS.sub(" ", " ".join(strings(el, []) if text_ok else [])).strip()
-            if text:
-                blocks.append("#" * _HEADINGS[name] + " " + text)
-            return
-        if name == "pre":
-            flush()
-            text = "".join(strings(el, []) if text_ok else []).strip("\n")
-            if text.strip():
-                blocks.append(text)
-            return
-        if name == "tr":
-            flush()
-            cells = [
-                _WS.sub(" ", " ".join(strings(c, []) if text_ok else [])).strip()
-                for c in el
-                if isinstance(c.tag, str) and c.tag in ("td", "th")
-            ]
-            if any(cells):
-                blocks.append(" | ".join(cells))
-            return
-        if name == "br":
-            inline.append("\n")
-            return
-        text_ok = text_ok and name not in _NOT_TEXT
-        block = name in _BLOCK or name == "li"
-        if block:
-            flush()
-        if text_ok and el.text:
-            inline.append(el.text)
-        for child in el:
-            walk(child, text_ok)
-            if text_ok and child.tail:
-                inline.append(child.tail)
-        if block:
-            flush("- " if name == "li" else "")
-
+    blocks = _Blocks(_SKIP if _HEAD_TAG.search(markup) else _SKIP - {"head"})
     try:
-        walk(root, True)
-        flush()
+        blocks.walk(root, True)
+        blocks.flush()
     except RecursionError:
         raise ExtractionError("HTML is nested too deeply to extract") from None
     if not title:
-        title = next((b.lstrip("# ") for b in blocks if b.startswith("# ")), None)
+        title = next((b.lstrip("# ") for b in blocks.blocks if b.startswith("# ")), None)
     return HtmlText(
-        title=title or None, text="\n\n".join(blocks), url=str(url) if url else None, base=base, links=links
+        title=title or None,
+        text="\n\n".join(blocks.blocks),
+        url=str(url) if url else None,
+        base=base,
+        links=links,
     )
 
 

@@ -178,10 +178,6 @@ class SqlConnector:
         engine, opts = self._engine(ctx)
         sid = ctx.source.id
         base = self._base(engine, opts)
-
-        def c(name: str) -> str:
-            return self._col(engine, name)
-
         since = None
         if ctx.cursor and opts.updated_column and "max" in ctx.cursor:
             since = _from_cursor(ctx.cursor["max"])
@@ -190,35 +186,9 @@ class SqlConnector:
             with engine.connect() as conn:
                 grants = self._grants(conn, opts)
                 seen: set[str] = set()
+                changed: set[str] = set()
                 if since is not None:
-                    # everything that is still there, by id (and change value): cheap, no bodies
-                    extra = f", {c(opts.tombstone_column)}" if opts.tombstone_column else ""
-                    acl_col = f", {c(opts.acl_column)}" if opts.acl_column else ""
-                    listing = conn.execute(
-                        text(
-                            f"SELECT {c(opts.id_column)}, {c(opts.updated_column or opts.id_column)}"
-                            f"{extra}{acl_col} FROM ({base}) AS charter_q"
-                        )
-                    ).tuples()
-                    changed: set[str] = set()
-                    for item in listing:
-                        doc_id = _as_text(item[0])
-                        if not doc_id:
-                            continue
-                        tomb = bool(item[2]) if opts.tombstone_column else False
-                        if tomb:
-                            yield Deleted(doc_id)
-                            continue
-                        if item[1] is not None and _greater(item[1], since):
-                            changed.add(doc_id)
-                            continue
-                        if doc_id not in ctx.known:
-                            changed.add(doc_id)  # never indexed (or failed before): read it
-                            continue
-                        seen.add(doc_id)
-                        acl, err = self._acl_for(opts, doc_id, item[-1] if opts.acl_column else None, grants)
-                        known = opts.grants_query is not None or opts.acl_column is not None
-                        yield Unchanged(doc_id, acl, err, acl_known=known)
+                    yield from self._listing(conn, engine, base, ctx, since, grants, seen, changed)
                     if not changed:
                         ctx.new_cursor = ctx.cursor
                         return
@@ -234,42 +204,96 @@ class SqlConnector:
                         continue
                     if since is not None and doc_id not in changed:
                         continue
-                    if len(doc_id) > MAX_ID_CHARS:
-                        yield Failed(None, f"id longer than {MAX_ID_CHARS} characters")
-                        continue
-                    if opts.tombstone_column and row.get(opts.tombstone_column):
-                        yield Deleted(doc_id)
-                        continue
                     change = row.get(opts.updated_column) if opts.updated_column else None
-                    if change is not None and (highest is None or _greater(change, highest)):
+                    item, read = self._row_item(ctx, row, doc_id, change, grants)
+                    if read and change is not None and (highest is None or _greater(change, highest)):
                         highest = change
-                    body = _as_text(row.get(opts.body_column))
-                    if len(body.encode("utf-8", "replace")) > ctx.max_bytes:
-                        yield Failed(doc_id, f"body larger than {ctx.max_bytes} bytes")
-                        continue
-                    acl, err = self._acl_for(opts, doc_id, row.get(opts.acl_column or ""), grants)
-                    title = _as_text(row.get(opts.title_column)) if opts.title_column else ""
-                    url = _as_text(row.get(opts.url_column)) if opts.url_column else ""
-                    updated = change if isinstance(change, datetime) else None
-                    if updated is not None and updated.tzinfo is None:
-                        updated = updated.replace(tzinfo=UTC)
-                    yield ctx.document(
-                        doc_id=doc_id,
-                        title=title.strip() or doc_id,
-                        text=body,
-                        format="text",
-                        url=url or None,
-                        acl=acl,
-                        acl_error=err,
-                        updated_at=updated,
-                        version=None if change is None else str(change),
-                    )
+                    yield item
         except SQLAlchemyError as exc:
             raise SourceUnavailable(f"source {sid!r}: query failed: {str(exc).splitlines()[0]}") from None
         finally:
             engine.dispose()
         if opts.updated_column:
             ctx.new_cursor = {"max": _cursor_value(highest)} if highest is not None else None
+
+    def _listing(
+        self,
+        conn: Any,
+        engine: Engine,
+        base: str,
+        ctx: ConnectorContext,
+        since: Any,
+        grants: dict[str, set[str]],
+        seen: set[str],
+        changed: set[str],
+    ) -> Iterator[Item]:
+        """Everything that is still there, by id (and change value): cheap, no bodies. Yields the deleted
+        and unchanged documents; adds the unchanged ids to ``seen`` and the ids to read to ``changed``."""
+        opts = ctx.source.sql
+        assert opts is not None
+
+        def c(name: str) -> str:
+            return self._col(engine, name)
+
+        extra = f", {c(opts.tombstone_column)}" if opts.tombstone_column else ""
+        acl_col = f", {c(opts.acl_column)}" if opts.acl_column else ""
+        listing = conn.execute(
+            text(
+                f"SELECT {c(opts.id_column)}, {c(opts.updated_column or opts.id_column)}"
+                f"{extra}{acl_col} FROM ({base}) AS charter_q"
+            )
+        ).tuples()
+        for item in listing:
+            doc_id = _as_text(item[0])
+            if not doc_id:
+                continue
+            tomb = bool(item[2]) if opts.tombstone_column else False
+            if tomb:
+                yield Deleted(doc_id)
+                continue
+            if item[1] is not None and _greater(item[1], since):
+                changed.add(doc_id)
+                continue
+            if doc_id not in ctx.known:
+                changed.add(doc_id)  # never indexed (or failed before): read it
+                continue
+            seen.add(doc_id)
+            acl, err = self._acl_for(opts, doc_id, item[-1] if opts.acl_column else None, grants)
+            known = opts.grants_query is not None or opts.acl_column is not None
+            yield Unchanged(doc_id, acl, err, acl_known=known)
+
+    def _row_item(
+        self, ctx: ConnectorContext, row: Any, doc_id: str, change: Any, grants: dict[str, set[str]]
+    ) -> tuple[Item, bool]:
+        """The item for one row, and whether the row was read (its change value then counts toward the
+        cursor): a document, or a failure or deletion."""
+        opts = ctx.source.sql
+        assert opts is not None
+        if len(doc_id) > MAX_ID_CHARS:
+            return Failed(None, f"id longer than {MAX_ID_CHARS} characters"), False
+        if opts.tombstone_column and row.get(opts.tombstone_column):
+            return Deleted(doc_id), False
+        body = _as_text(row.get(opts.body_column))
+        if len(body.encode("utf-8", "replace")) > ctx.max_bytes:
+            return Failed(doc_id, f"body larger than {ctx.max_bytes} bytes"), True
+        acl, err = self._acl_for(opts, doc_id, row.get(opts.acl_column or ""), grants)
+        title = _as_text(row.get(opts.title_column)) if opts.title_column else ""
+        url = _as_text(row.get(opts.url_column)) if opts.url_column else ""
+        updated = change if isinstance(change, datetime) else None
+        if updated is not None and updated.tzinfo is None:
+            updated = updated.replace(tzinfo=UTC)
+        doc = ctx.document(
+            doc_id=doc_id,
+            title=title.strip() or doc_id,
+            text=body,
+            format="text",
+            url=url or None,
+            acl=acl,
+            acl_error=err,
+            updated_at=updated,
+            version=None if change is None else str(change),
+        )
+        return doc, True
 
     def acls(self, ctx: ConnectorContext) -> Iterator[AclEntry | Failed]:
         """Current ACL per document id: the id listing and the ACL column or grants query only."""

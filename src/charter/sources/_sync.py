@@ -271,6 +271,20 @@ class _Catalog:
 EMBED_BATCH = 32  # documents read before their new chunks are embedded together
 
 
+@dataclass
+class _Pass:
+    """One sync pass over a source: the index's document states, what the pass has seen, and the read
+    documents waiting to be indexed (a batch)."""
+
+    source: Source
+    states: dict[str, DocState]
+    rechunk: bool
+    summary: SyncSummary
+    catalog: _Catalog
+    seen: set[str] = field(default_factory=set)
+    pending: list[tuple[Document, datetime]] = field(default_factory=list)
+
+
 class Syncer:
     """Syncs sources of one runtime into one index. Use :func:`sync_sources` unless you need the parts."""
 
@@ -432,91 +446,111 @@ class Syncer:
         states = self.index.document_states(source.id)
         rechunk = self.reembed or self._needs_rechunk(source, states)
         summary.rechunked = rechunk
-        catalog = _Catalog(self.rt, source.id, self.now)
+        p = _Pass(source, states, rechunk, summary, _Catalog(self.rt, source.id, self.now))
         ctx = ConnectorContext(source=source, base_dir=self.rt.charter.base_dir)
         if not rechunk:
             ctx.cursor = self._saved_cursor(source)
-            ctx.known = {k: r.get("version") for k, r in catalog.rows.items() if k in states}
+            ctx.known = {k: r.get("version") for k, r in p.catalog.rows.items() if k in states}
         counter = getattr(conn, "count", None)
         total = counter(ctx) if callable(counter) else None
         if self.progress is not None:
             self.progress.start(source.id, total)
-        seen: set[str] = set()
-        pending: list[tuple[Document, datetime]] = []
         for item, read_at in _read_ahead(conn.documents(ctx), PIPELINE_DEPTH):
             summary.documents += 1
             if self.progress is not None:
                 self.progress.advance(source.id)
-            if isinstance(item, Failed):
-                if item.refused and item.doc_id:  # never keep (or serve) an earlier version of a refused file
-                    if self.index.delete_document(source.id, item.doc_id):
-                        summary.deleted += 1
-                    catalog.remove(item.doc_id)
-                self._fail(summary, catalog, seen, item.doc_id, item.reason, item.line)
-                continue
-            if isinstance(item, Unchanged):
-                if item.doc_id not in states and item.doc_id not in seen:
-                    # the connector believes it is indexed but it is not (e.g. removed by hand): read all again
-                    raise SourceUnavailable(
-                        f"source {source.id!r}: document {item.doc_id!r} is missing from the index; "
-                        "the next sync reads the whole source again"
-                    )
-                seen.add(item.doc_id)
-                if item.acl_known:
-                    entry = AclEntry(item.doc_id, item.acl, item.acl_error)
-                    self._apply_acl(source, entry, states, summary, catalog, read_at, count_unchanged=True)
-                else:
-                    summary.unchanged += 1
-                continue
-            if isinstance(item, Deleted):
-                if item.doc_id in seen:
-                    continue
+            doc = self._take(p, item, read_at)
+            if doc is not None:
+                p.seen.add(doc.doc_id)
+                p.pending.append((doc, read_at))
+                if len(p.pending) >= EMBED_BATCH:
+                    self._process(p)
+        self._process(p)
+        self._finish_pass(p)
+        return ctx.new_cursor
+
+    def _take(self, p: _Pass, item: Any, read_at: datetime) -> Document | None:
+        """Apply one item the connector yielded (a failure, an unchanged, deleted or moved document); the
+        document to index, or ``None`` when there is nothing to index."""
+        source, summary, catalog, states, seen = p.source, p.summary, p.catalog, p.states, p.seen
+        if isinstance(item, Failed):
+            if item.refused and item.doc_id:  # never keep (or serve) an earlier version of a refused file
                 if self.index.delete_document(source.id, item.doc_id):
                     summary.deleted += 1
-                states.pop(item.doc_id, None)
                 catalog.remove(item.doc_id)
-                continue
-            if isinstance(item, Moved):
-                doc = item.document
-                if (
-                    item.old_id in states
-                    and doc.doc_id not in states
-                    and doc.doc_id not in seen
-                    and self.index.move_document(source.id, item.old_id, doc.doc_id)
-                ):
-                    states[doc.doc_id] = states.pop(item.old_id)
-                    catalog.move(item.old_id, doc.doc_id)
-                    summary.moved += 1
-                item = doc
-            if not isinstance(item, Document) or item.source_id != source.id or not item.doc_id:
-                self._fail(
-                    summary,
-                    catalog,
-                    seen,
-                    getattr(item, "doc_id", None),
-                    "connector returned a document of another source or without an id",
+            self._fail(summary, catalog, seen, item.doc_id, item.reason, item.line)
+            return None
+        if isinstance(item, Unchanged):
+            if item.doc_id not in states and item.doc_id not in seen:
+                # the connector believes it is indexed but it is not (e.g. removed by hand): read all again
+                raise SourceUnavailable(
+                    f"source {source.id!r}: document {item.doc_id!r} is missing from the index; "
+                    "the next sync reads the whole source again"
                 )
-                continue
-            if item.doc_id in seen:
-                summary.failed += 1
-                self._list(
-                    summary.failures,
-                    {
-                        "doc_id": item.doc_id,
-                        "line": None,
-                        "reason": "duplicate document id (the first one was kept)",
-                    },
-                )
-                continue
             seen.add(item.doc_id)
-            pending.append((item, read_at))
-            if len(pending) >= EMBED_BATCH:
-                self._process(source, pending, states, rechunk, summary, catalog, seen)
-        self._process(source, pending, states, rechunk, summary, catalog, seen)
+            if item.acl_known:
+                entry = AclEntry(item.doc_id, item.acl, item.acl_error)
+                self._apply_acl(source, entry, states, summary, catalog, read_at, count_unchanged=True)
+            else:
+                summary.unchanged += 1
+            return None
+        if isinstance(item, Deleted):
+            if item.doc_id in seen:
+                return None
+            if self.index.delete_document(source.id, item.doc_id):
+                summary.deleted += 1
+            states.pop(item.doc_id, None)
+            catalog.remove(item.doc_id)
+            return None
+        if isinstance(item, Moved):
+            item = self._move(p, item)
+        return self._accepted(p, item)
+
+    def _move(self, p: _Pass, item: Moved) -> Document:
+        """Move an indexed document to its new id (its chunks and vectors kept) when it can be moved."""
+        doc = item.document
+        if (
+            item.old_id in p.states
+            and doc.doc_id not in p.states
+            and doc.doc_id not in p.seen
+            and self.index.move_document(p.source.id, item.old_id, doc.doc_id)
+        ):
+            p.states[doc.doc_id] = p.states.pop(item.old_id)
+            p.catalog.move(item.old_id, doc.doc_id)
+            p.summary.moved += 1
+        return doc
+
+    def _accepted(self, p: _Pass, item: Any) -> Document | None:
+        """``item`` when it is a document of this source with an id not seen before in this pass."""
+        if not isinstance(item, Document) or item.source_id != p.source.id or not item.doc_id:
+            self._fail(
+                p.summary,
+                p.catalog,
+                p.seen,
+                getattr(item, "doc_id", None),
+                "connector returned a document of another source or without an id",
+            )
+            return None
+        if item.doc_id in p.seen:
+            p.summary.failed += 1
+            self._list(
+                p.summary.failures,
+                {
+                    "doc_id": item.doc_id,
+                    "line": None,
+                    "reason": "duplicate document id (the first one was kept)",
+                },
+            )
+            return None
+        return item
+
+    def _finish_pass(self, p: _Pass) -> None:
+        """Delete what the source no longer has, unless nothing could be read (then the sync fails)."""
+        source, summary, catalog, seen = p.source, p.summary, p.catalog, p.seen
         if summary.failed and summary.failed == summary.documents:
             catalog.flush()  # nothing could be read: not a successful sync, and no grounds to delete anything
             raise SourceUnavailable(f"source {source.id!r}: every document failed (see failures)")
-        for doc_id in sorted(set(states) - seen):
+        for doc_id in sorted(set(p.states) - seen):
             if self.index.delete_document(source.id, doc_id):
                 summary.deleted += 1
             catalog.remove(doc_id)
@@ -525,7 +559,6 @@ class Syncer:
         catalog.flush()
         forget_screened(self.rt, source.id, seen)
         summary.status = "partial" if summary.failed else "succeeded"
-        return ctx.new_cursor
 
     def _sync_acls(self, source: Source, summary: SyncSummary) -> None:
         conn = get_connector(source.connector)
@@ -603,63 +636,71 @@ class Syncer:
             summary.acl_changed += 1
         catalog.record_acl(entry.doc_id, eff.tokens, eff.private_by_default, eff.reason)
 
-    def _process(
-        self,
-        source: Source,
-        pending: list[tuple[Document, datetime]],
-        states: dict[str, DocState],
-        rechunk: bool,
-        summary: SyncSummary,
-        catalog: _Catalog,
-        seen: set[str],
-    ) -> None:
+    def _process(self, p: _Pass) -> None:
         """Index a batch of read documents: chunk and embed the new or changed ones once, in one pass
         (:meth:`Index.prepare`), then write the batch in one transaction (every document is still whole
         after an interruption). If that batch write fails for a reason other than the store or the index
         setup, the documents are written one by one so that only the bad one fails, with its reason."""
-        if not pending:
+        if not p.pending:
             return
-        pending[:], quarantined = screen_pending(self.rt, source, pending, summary, actor=self.actor)
-        for doc_id in quarantined:  # not retrievable until its owner approves it: no earlier version either
-            self.index.delete_document(source.id, doc_id)
-            states.pop(doc_id, None)
-            catalog.remove(doc_id)
-            summary.quarantined += 1
+        self._screen(p)
+        states, rechunk = p.states, p.rechunk
         changed = [
             d
-            for d, _ in pending
+            for d, _ in p.pending
             if rechunk or states.get(d.doc_id) is None or states[d.doc_id].content_hash != d.content_hash
         ]
+        prepared = self._prepare(p.source, changed)
+        self._write(p, self._plan(p, prepared))
+        p.pending.clear()
+
+    def _screen(self, p: _Pass) -> None:
+        """Instruction screening: a quarantined document is not retrievable until its owner approves it,
+        and no earlier version of it is either."""
+        p.pending[:], quarantined = screen_pending(self.rt, p.source, p.pending, p.summary, actor=self.actor)
+        for doc_id in quarantined:
+            self.index.delete_document(p.source.id, doc_id)
+            p.states.pop(doc_id, None)
+            p.catalog.remove(doc_id)
+            p.summary.quarantined += 1
+
+    def _prepare(self, source: Source, changed: list[Document]) -> dict[str, Prepared]:
+        """The changed documents' chunks and vectors (empty when that fails: each then fails on its own,
+        with its reason, when written); the extractive drafter's sentence vectors prefetched."""
         prepared: dict[str, Prepared] = {}
-        if changed:
-            # a bad document fails below, on its own, with its reason
-            with contextlib.suppress(Exception):
-                prepared = dict(
-                    zip(
-                        (d.doc_id for d in changed), self.index.prepare(changed, source.chunking), strict=True
-                    )
-                )
-        if changed and self._drafts_extractively():
+        if not changed:
+            return prepared
+        with contextlib.suppress(Exception):
+            prepared = dict(
+                zip((d.doc_id for d in changed), self.index.prepare(changed, source.chunking), strict=True)
+            )
+        if self._drafts_extractively():
             # the extractive drafter's sentence vectors, embedded now rather than while someone waits
             with contextlib.suppress(Exception):
                 from charter.models import ExtractiveModel
                 from charter.retrieval import chunk_document
 
                 if len(prepared) == len(changed):
-                    texts = [c.text for p in prepared.values() for c in p.chunks]
+                    texts = [c.text for pr in prepared.values() for c in pr.chunks]
                 else:
                     texts = [c.text for d in changed for c in chunk_document(d, source.chunking)]
                 ExtractiveModel.prefetch(self.index, texts)
+        return prepared
+
+    def _plan(
+        self, p: _Pass, prepared: dict[str, Prepared]
+    ) -> list[tuple[Document, EffectiveAcl, DocumentWrite | None]]:
+        """Each pending document with its effective ACL and its write (``None``: nothing changed)."""
         from charter.retrieval import DocumentWrite
 
         planned: list[tuple[Document, EffectiveAcl, DocumentWrite | None]] = []
-        for doc, read_at in pending:
-            eff = self._check_acl(source, doc, summary)
-            state = states.get(doc.doc_id)
+        for doc, read_at in p.pending:
+            eff = self._check_acl(p.source, doc, p.summary)
+            state = p.states.get(doc.doc_id)
             write: DocumentWrite | None = None
             if not (
                 state is not None
-                and not rechunk
+                and not p.rechunk
                 and state.content_hash == doc.content_hash
                 and state.acl_hash == acl_hash(eff.tokens)
                 and state.private_by_default == eff.private_by_default
@@ -668,6 +709,11 @@ class Syncer:
                     doc, eff.tokens, eff.private_by_default, read_at, prepared.get(doc.doc_id)
                 )
             planned.append((doc, eff, write))
+        return planned
+
+    def _write(self, p: _Pass, planned: list[tuple[Document, EffectiveAcl, DocumentWrite | None]]) -> None:
+        """Write the batch in one transaction, or one by one when that fails (only the bad one fails)."""
+        source, summary = p.source, p.summary
         writes = [w for _, _, w in planned if w is not None]
         results: dict[str, str] | None = None
         try:
@@ -689,12 +735,15 @@ class Syncer:
                     raise
                 except Exception as exc:
                     self._fail(
-                        summary, catalog, seen, doc.doc_id, f"indexing failed: {type(exc).__name__}: {exc}"
+                        summary,
+                        p.catalog,
+                        p.seen,
+                        doc.doc_id,
+                        f"indexing failed: {type(exc).__name__}: {exc}",
                     )
                     continue
             setattr(summary, result, getattr(summary, result) + 1)
-            catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
-        pending.clear()
+            p.catalog.record(doc, eff.tokens, eff.private_by_default, eff.reason)
 
     def _drafts_extractively(self) -> bool:
         """Whether the workflow's model or its fallback is the extractive drafter (which scores passage

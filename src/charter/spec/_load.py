@@ -297,81 +297,101 @@ def _validate(model: type[BaseModel], located: LocatedYAML) -> tuple[Any, list[P
 
 
 # ------------------------------------------------------------------------------------------ cross-refs
-def _cross_references(
-    spec: Charter, users: UsersFile, located: LocatedYAML, users_located: LocatedYAML
-) -> list[Problem]:
-    P = located
-    problems: list[Problem] = []
+@dataclass
+class _Refs:
+    """Collects cross-reference problems of a charter, with the line of each field in its file."""
 
-    def add(msg: str, loc: Loc) -> None:
-        problems.append(Problem(msg, file=P.file, line=P.line_of(loc), field=_dotted(loc)))
+    spec: Charter
+    located: LocatedYAML
+    roles: set[str]
+    people: dict[str, User]
+    problems: list[Problem] = field(default_factory=list)
 
-    roles = set(spec.roles)
-    people = {u.id: u for u in users.users}
-    principals = {**people, **{s.id: s for s in users.service_accounts}}
+    def add(self, msg: str, loc: Loc) -> None:
+        self.problems.append(
+            Problem(msg, file=self.located.file, line=self.located.line_of(loc), field=_dotted(loc))
+        )
 
-    def check_role(role: str, loc: Loc) -> None:
-        if role not in roles:
-            hint = difflib.get_close_matches(role, sorted(roles), n=1)
-            add(
+    def role(self, role: str, loc: Loc) -> None:
+        if role not in self.roles:
+            hint = difflib.get_close_matches(role, sorted(self.roles), n=1)
+            self.add(
                 f"role {role!r} is not defined in 'roles'"
-                + (f"; did you mean {hint[0]!r}?" if hint else f" (defined: {', '.join(sorted(roles))})"),
+                + (
+                    f"; did you mean {hint[0]!r}?" if hint else f" (defined: {', '.join(sorted(self.roles))})"
+                ),
                 loc,
             )
 
-    def check_user(uid: str, loc: Loc, what: str) -> None:
-        if uid not in people:
-            hint = difflib.get_close_matches(uid, sorted(people), n=1)
-            add(
-                f"{what} {uid!r} is not a user in {spec.identity.users_file}"
+    def user(self, uid: str, loc: Loc, what: str) -> None:
+        if uid not in self.people:
+            hint = difflib.get_close_matches(uid, sorted(self.people), n=1)
+            self.add(
+                f"{what} {uid!r} is not a user in {self.spec.identity.users_file}"
                 + (f"; did you mean {hint[0]!r}?" if hint else ""),
                 loc,
             )
-        elif not people[uid].active:
-            add(f"{what} {uid!r} is not an active user", loc)
+        elif not self.people[uid].active:
+            self.add(f"{what} {uid!r} is not an active user", loc)
 
-    for i, r in enumerate(spec.scope.users):
-        check_role(r, ("scope", "users", i))
+
+def _check_owners(r: _Refs) -> None:
+    spec = r.spec
+    for i, role in enumerate(spec.scope.users):
+        r.role(role, ("scope", "users", i))
     for duty, uid in spec.owners.model_dump().items():
-        check_user(uid, ("owners", duty), "owner")
+        r.user(uid, ("owners", duty), "owner")
     for i, s in enumerate(spec.sources):
-        check_user(s.owner, ("sources", i, "owner"), "source owner")
+        r.user(s.owner, ("sources", i, "owner"), "source owner")
         if s.approval:
-            check_user(s.approval.by, ("sources", i, "approval", "by"), "approver")
+            r.user(s.approval.by, ("sources", i, "approval", "by"), "approver")
     for i, m in enumerate(spec.mcp.servers):
-        check_user(m.owner, ("mcp", "servers", i, "owner"), "MCP server owner")
-    forbidden = set(spec.scope.forbidden_actions)
-    for i, t in enumerate(spec.tools):
+        r.user(m.owner, ("mcp", "servers", i, "owner"), "MCP server owner")
+
+
+def _check_tools(r: _Refs) -> None:
+    forbidden = set(r.spec.scope.forbidden_actions)
+    for i, t in enumerate(r.spec.tools):
         if t.name in forbidden:
-            add(
+            r.add(
                 f"tool {t.name!r} is listed in scope.forbidden_actions; a forbidden action cannot be a tool",
                 ("tools", i, "name"),
             )
-        for j, r in enumerate(t.roles):
-            check_role(r, ("tools", i, "roles", j))
+        for j, role in enumerate(t.roles):
+            r.role(role, ("tools", i, "roles", j))
         if t.approval.approver_role:
-            check_role(t.approval.approver_role, ("tools", i, "approval", "approver_role"))
+            r.role(t.approval.approver_role, ("tools", i, "approval", "approver_role"))
         for j, c in enumerate(t.approval.conditions):
-            check_role(c.approver_role, ("tools", i, "approval", "conditions", j, "approver_role"))
-    check_role(spec.review.reviewer_role, ("review", "reviewer_role"))
-    for i, e in enumerate(spec.review.escalations):
-        check_role(e.to, ("review", "escalations", i, "to"))
+            r.role(c.approver_role, ("tools", i, "approval", "conditions", j, "approver_role"))
+
+
+def _check_review(r: _Refs) -> None:
+    r.role(r.spec.review.reviewer_role, ("review", "reviewer_role"))
+    for i, e in enumerate(r.spec.review.escalations):
+        r.role(e.to, ("review", "escalations", i, "to"))
         if e.then:
-            check_role(e.then, ("review", "escalations", i, "then"))
-    names = [p.name for p in spec.prompts]
-    bound = spec.workflow.prompts.system
+            r.role(e.then, ("review", "escalations", i, "then"))
+
+
+def _check_prompt_binding(r: _Refs) -> None:
+    names = [p.name for p in r.spec.prompts]
+    bound = r.spec.workflow.prompts.system
     if bound is not None and bound not in names:
-        add(
+        r.add(
             f"names prompt {bound!r}, which is not in 'prompts' ({', '.join(names) or 'none defined'}); set "
             f"workflow.prompts.system to one of them or add a prompt named {bound!r}",
             ("workflow", "prompts", "system"),
         )
     if bound is None and len(names) > 1:
-        add(
+        r.add(
             f"the charter has {len(names)} prompts ({', '.join(names)}); set workflow.prompts.system to the "
             "one every request uses",
             ("prompts",),
         )
+
+
+def _check_role_scopes(r: _Refs) -> None:
+    spec = r.spec
     for rid, role in spec.roles.items():
         for key, listed, where in (
             ("allowed_topics", spec.scope.out_of_scope, "scope.out_of_scope"),
@@ -379,26 +399,27 @@ def _cross_references(
         ):
             for i, topic in enumerate(getattr(role.scope, key)):
                 if topic not in listed:
-                    add(
+                    r.add(
                         f"{topic!r} is not in {where}: a role may only lift a workflow-wide topic; add it to "
                         f"{where} or remove it from roles.{rid}.scope.{key}",
                         ("roles", rid, "scope", key, i),
                     )
         for i, e in enumerate(role.scope.escalations):
-            check_role(e.to, ("roles", rid, "scope", "escalations", i, "to"))
+            r.role(e.to, ("roles", rid, "scope", "escalations", i, "to"))
             if e.then:
-                check_role(e.then, ("roles", rid, "scope", "escalations", i, "then"))
-    for i, p in enumerate(spec.prompts):
-        for j, v in enumerate(p.versions):
-            if v.approval:
-                check_user(v.approval.by, ("prompts", i, "versions", j, "approval", "by"), "prompt approver")
-    # users file: roles must exist; service account owners must be users
+                r.role(e.then, ("roles", rid, "scope", "escalations", i, "then"))
+
+
+def _users_file_problems(users: UsersFile, roles: set[str], users_located: LocatedYAML) -> list[Problem]:
+    """The users file: roles must exist; service account owners must be users; groups must be declared."""
+    problems: list[Problem] = []
+    people = {u.id for u in users.users}
     for i, u in enumerate(users.users):
-        for j, r in enumerate(u.roles):
-            if r not in roles:
+        for j, role in enumerate(u.roles):
+            if role not in roles:
                 problems.append(
                     Problem(
-                        f"role {r!r} is not defined in the charter's 'roles'",
+                        f"role {role!r} is not defined in the charter's 'roles'",
                         file=users_located.file,
                         line=users_located.line_of(("users", i, "roles", j)),
                         field=f"users[{i}].roles[{j}]",
@@ -428,8 +449,23 @@ def _cross_references(
                             field=f"{member.id}.groups",
                         )
                     )
-    del principals
     return problems
+
+
+def _cross_references(
+    spec: Charter, users: UsersFile, located: LocatedYAML, users_located: LocatedYAML
+) -> list[Problem]:
+    r = _Refs(spec, located, set(spec.roles), {u.id: u for u in users.users})
+    _check_owners(r)
+    _check_tools(r)
+    _check_review(r)
+    _check_prompt_binding(r)
+    _check_role_scopes(r)
+    for i, p in enumerate(spec.prompts):
+        for j, v in enumerate(p.versions):
+            if v.approval:
+                r.user(v.approval.by, ("prompts", i, "versions", j, "approval", "by"), "prompt approver")
+    return r.problems + _users_file_problems(users, r.roles, users_located)
 
 
 def _referenced_files(spec: Charter, located: LocatedYAML, base: Path) -> list[Problem]:

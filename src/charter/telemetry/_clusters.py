@@ -249,6 +249,56 @@ def _owner(rt: Runtime, category: str) -> dict[str, str]:
     return {"duty": duty, "principal": str(getattr(rt.spec.owners, duty))}
 
 
+def _recent_start(per_day: dict[str, Counter[str]], start: datetime, rows: int) -> datetime:
+    """The start of the last days holding ``rows`` non-feedback failure rows (the newest ``rows`` such rows
+    lie in them), or ``start``."""
+    by_day: Counter[str] = Counter()
+    for cat, days in per_day.items():
+        if not cat.startswith("negative_feedback:"):
+            by_day.update(days)
+    seen = 0
+    for d in sorted(by_day, reverse=True):
+        seen += by_day[d]
+        if seen >= rows:
+            return max(start, datetime.fromisoformat(d).replace(tzinfo=UTC))
+    return start
+
+
+def _examples(ids: list[str], cats_of: dict[str, set[str]], questions: dict[str, Any]) -> dict[str, str]:
+    """Each category's example question: the newest failing request's of that category that has one."""
+    example: dict[str, str] = {}
+    for rid in ids:
+        for cat in cats_of[rid]:
+            if cat not in example and questions.get(rid):
+                example[cat] = str(questions[rid])
+    return example
+
+
+def _categories(
+    rt: Runtime, per_day: dict[str, Counter[str]], mid: datetime, example: dict[str, str]
+) -> list[dict[str, Any]]:
+    halves: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    mid_day = mid.date().isoformat()
+    for cat, days in per_day.items():
+        for d, n in days.items():
+            halves[cat][0 if d < mid_day else 1] += n
+    return [
+        {
+            "category": cat,
+            "kind": cat.split(":", 1)[0],
+            "reason": cat.split(":", 1)[1] if ":" in cat else None,
+            "count": sum(days.values()),
+            "by_day": dict(sorted(days.items())),
+            "first_half": halves[cat][0],
+            "second_half": halves[cat][1],
+            "trend": _trend(*halves[cat]),
+            "example": example.get(cat),
+            "owner": _owner(rt, cat),
+        }
+        for cat, days in per_day.items()
+    ]
+
+
 def build_failures(
     rt: Runtime,
     *,
@@ -268,18 +318,7 @@ def build_failures(
     # the window's thumbs-down once: the edge days' counts and the newest failing requests both use them
     fb_rows = _feedback_failures(rt, start, end)
     per_day = failure_counts(rt, start, end, fb_rows)
-    halves: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    # the newest ``sample * 3`` non-feedback failure rows lie in the last days holding that many
-    by_day: Counter[str] = Counter()
-    for cat, days in per_day.items():
-        if not cat.startswith("negative_feedback:"):
-            by_day.update(days)
-    since_day, seen = start, 0
-    for d in sorted(by_day, reverse=True):
-        seen += by_day[d]
-        if seen >= sample * 3:
-            since_day = max(start, datetime.fromisoformat(d).replace(tzinfo=UTC))
-            break
+    since_day = _recent_start(per_day, start, sample * 3)
     sub = _failure_rows(rt, since_day, end)
     with rt.store.connect() as conn:
         recent = list(
@@ -289,10 +328,6 @@ def build_failures(
                 .limit(sample * 3)
             )
         )
-    mid_day = mid.date().isoformat()
-    for cat, days in per_day.items():
-        for d, n in days.items():
-            halves[cat][0 if d < mid_day else 1] += n
     # failing requests (newest first), each with its categories
     cats_of: dict[str, set[str]] = defaultdict(set)
     at_of: dict[str, datetime] = {}
@@ -301,26 +336,7 @@ def build_failures(
         at_of[rid] = at
     ids = sorted(at_of, key=lambda r: at_of[r], reverse=True)[:sample]
     questions = _questions(rt, ids)
-    example: dict[str, str] = {}
-    for rid in ids:
-        for cat in cats_of[rid]:
-            if cat not in example and questions.get(rid):
-                example[cat] = str(questions[rid])
-    categories: list[dict[str, Any]] = [
-        {
-            "category": cat,
-            "kind": cat.split(":", 1)[0],
-            "reason": cat.split(":", 1)[1] if ":" in cat else None,
-            "count": sum(days.values()),
-            "by_day": dict(sorted(days.items())),
-            "first_half": halves[cat][0],
-            "second_half": halves[cat][1],
-            "trend": _trend(*halves[cat]),
-            "example": example.get(cat),
-            "owner": _owner(rt, cat),
-        }
-        for cat, days in per_day.items()
-    ]
+    categories = _categories(rt, per_day, mid, _examples(ids, cats_of, questions))
     categories.sort(key=lambda c: (-c["count"], c["category"]))
     clusters = cluster_questions(
         [(rid, at_of[rid], questions.get(rid), sorted(cats_of[rid])) for rid in reversed(ids)],

@@ -45,6 +45,105 @@ def _histogram(
     return out
 
 
+def _requests_and_errors(conn: Any, wf: str) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "charter_requests", "Requests recorded, by status.", labels=["workflow", "status"]
+    )
+    for status, n in conn.execute(select(traces.c.status, func.count()).group_by(traces.c.status)):
+        requests.add_metric([wf, status], n)
+    yield requests
+
+    errors = CounterMetricFamily(
+        "charter_errors",
+        "Failed or refused requests by error category and stage.",
+        labels=["workflow", "category", "stage"],
+    )
+    for etype, stage, n in conn.execute(
+        select(traces.c.error_type, traces.c.error_stage, func.count())
+        .where(traces.c.error_type.is_not(None))
+        .group_by(traces.c.error_type, traces.c.error_stage)
+    ):
+        errors.add_metric([wf, etype, stage or "-"], n)
+    yield errors
+
+
+def _latency_histograms(conn: Any, wf: str) -> Iterator[Metric]:
+    stage_h = HistogramMetricFamily(
+        "charter_stage_latency_seconds",
+        "Latency of each pipeline stage.",
+        labels=["workflow", "stage"],
+    )
+    for stage, cum, count, total in _histogram(
+        conn, trace_spans.c.duration_ms, trace_spans.c.stage, select(trace_spans.c.stage)
+    ):
+        stage_h.add_metric([wf, stage], _buckets(cum, count), total)
+    yield stage_h
+
+    req_h = HistogramMetricFamily(
+        "charter_request_latency_seconds",
+        "End-to-end request latency.",
+        labels=["workflow", "status"],
+    )
+    for status, cum, count, total in _histogram(
+        conn, traces.c.latency_ms, traces.c.status, select(traces.c.status)
+    ):
+        req_h.add_metric([wf, status], _buckets(cum, count), total)
+    yield req_h
+
+
+def _tokens_and_cost(conn: Any, wf: str) -> Iterator[Metric]:
+    tokens = CounterMetricFamily("charter_tokens", "Model tokens.", labels=["workflow", "model", "direction"])
+    cost = CounterMetricFamily(
+        "charter_cost_usd", "Model cost in US dollars.", labels=["workflow", "model", "source"]
+    )
+    for model, source, tin, tout, usd in conn.execute(
+        select(
+            traces.c.model,
+            traces.c.cost_source,
+            func.sum(traces.c.input_tokens),
+            func.sum(traces.c.output_tokens),
+            func.sum(traces.c.cost_usd),
+        )
+        .where(traces.c.model.is_not(None))
+        .group_by(traces.c.model, traces.c.cost_source)
+    ):
+        tokens.add_metric([wf, model, "input"], int(tin or 0))
+        tokens.add_metric([wf, model, "output"], int(tout or 0))
+        cost.add_metric([wf, model, source or "unknown"], float(usd or 0.0))
+    yield tokens
+    yield cost
+
+
+def _escalations_and_feedback(conn: Any, wf: str) -> Iterator[Metric]:
+    esc = CounterMetricFamily(
+        "charter_escalations", "Requests routed to a human, by reason.", labels=["workflow", "reason"]
+    )
+    for reason, n in conn.execute(
+        select(traces.c.escalation, func.count())
+        .where(traces.c.escalation.is_not(None))
+        .group_by(traces.c.escalation)
+    ):
+        esc.add_metric([wf, reason], n)
+    yield esc
+
+    fb = CounterMetricFamily("charter_feedback", "User feedback ratings.", labels=["workflow", "rating"])
+    for rating, n in conn.execute(select(feedback.c.rating, func.count()).group_by(feedback.c.rating)):
+        fb.add_metric([wf, "up" if rating > 0 else "down"], n)
+    yield fb
+
+
+def _month_spent(conn: Any) -> float:
+    """Cost of the traces started this calendar month (UTC)."""
+    return float(
+        conn.execute(
+            select(func.coalesce(func.sum(traces.c.cost_usd), 0.0)).where(
+                traces.c.started_at >= _month_start(utcnow())
+            )
+        ).scalar()
+        or 0.0
+    )
+
+
 class DatabaseCollector(Collector):
     """Collects Charter's metrics from the store (see the module docstring)."""
 
@@ -73,131 +172,50 @@ class DatabaseCollector(Collector):
     def _compute(self) -> Iterator[Metric]:
         wf = self.rt.spec.workflow.id
         with self.store.connect() as conn:
-            requests = CounterMetricFamily(
-                "charter_requests", "Requests recorded, by status.", labels=["workflow", "status"]
-            )
-            for status, n in conn.execute(select(traces.c.status, func.count()).group_by(traces.c.status)):
-                requests.add_metric([wf, status], n)
-            yield requests
+            yield from _requests_and_errors(conn, wf)
+            yield from _latency_histograms(conn, wf)
+            yield from self._latency_slo(conn, wf)
+            yield from _tokens_and_cost(conn, wf)
+            yield from _escalations_and_feedback(conn, wf)
+            spent = _month_spent(conn)
+        yield self._review_outcomes(wf)
+        yield from self._budget(wf, spent)
+        yield from self._operations(wf)
+        yield from self._freshness(wf)
 
-            errors = CounterMetricFamily(
-                "charter_errors",
-                "Failed or refused requests by error category and stage.",
-                labels=["workflow", "category", "stage"],
-            )
-            for etype, stage, n in conn.execute(
-                select(traces.c.error_type, traces.c.error_stage, func.count())
-                .where(traces.c.error_type.is_not(None))
-                .group_by(traces.c.error_type, traces.c.error_stage)
-            ):
-                errors.add_metric([wf, etype, stage or "-"], n)
-            yield errors
-
-            stage_h = HistogramMetricFamily(
-                "charter_stage_latency_seconds",
-                "Latency of each pipeline stage.",
-                labels=["workflow", "stage"],
-            )
-            for stage, cum, count, total in _histogram(
-                conn, trace_spans.c.duration_ms, trace_spans.c.stage, select(trace_spans.c.stage)
-            ):
-                stage_h.add_metric([wf, stage], _buckets(cum, count), total)
-            yield stage_h
-
-            req_h = HistogramMetricFamily(
-                "charter_request_latency_seconds",
-                "End-to-end request latency.",
-                labels=["workflow", "status"],
-            )
-            for status, cum, count, total in _histogram(
-                conn, traces.c.latency_ms, traces.c.status, select(traces.c.status)
-            ):
-                req_h.add_metric([wf, status], _buckets(cum, count), total)
-            yield req_h
-
-            target_ms = self.rt.spec.latency.p95_ms
-            slow = CounterMetricFamily(
-                "charter_request_latency_slo_breaches",
-                "Served requests (answered or needs_human) slower than the charter's latency.p95_ms.",
-                labels=["workflow"],
-            )
-            slow.add_metric(
-                [wf],
-                int(
-                    conn.execute(
-                        select(func.count()).where(
-                            traces.c.status.in_(("answered", "needs_human"))
-                            & (traces.c.latency_ms > target_ms)
-                        )
-                    ).scalar()
-                    or 0
-                ),
-            )
-            yield slow
-            yield _gauge(
-                "charter_latency_slo_threshold_seconds",
-                "The latency SLO threshold: the charter's latency.p95_ms, in seconds.",
-                wf,
-                target_ms / 1000.0,
-            )
-            yield _gauge(
-                "charter_latency_slo_objective",
-                "Share of served requests that must be faster than the threshold (drift.alerts.latency_objective).",
-                wf,
-                self.rt.spec.drift.alerts.latency_objective,
-            )
-
-            tokens = CounterMetricFamily(
-                "charter_tokens", "Model tokens.", labels=["workflow", "model", "direction"]
-            )
-            cost = CounterMetricFamily(
-                "charter_cost_usd", "Model cost in US dollars.", labels=["workflow", "model", "source"]
-            )
-            for model, source, tin, tout, usd in conn.execute(
-                select(
-                    traces.c.model,
-                    traces.c.cost_source,
-                    func.sum(traces.c.input_tokens),
-                    func.sum(traces.c.output_tokens),
-                    func.sum(traces.c.cost_usd),
-                )
-                .where(traces.c.model.is_not(None))
-                .group_by(traces.c.model, traces.c.cost_source)
-            ):
-                tokens.add_metric([wf, model, "input"], int(tin or 0))
-                tokens.add_metric([wf, model, "output"], int(tout or 0))
-                cost.add_metric([wf, model, source or "unknown"], float(usd or 0.0))
-            yield tokens
-            yield cost
-
-            esc = CounterMetricFamily(
-                "charter_escalations", "Requests routed to a human, by reason.", labels=["workflow", "reason"]
-            )
-            for reason, n in conn.execute(
-                select(traces.c.escalation, func.count())
-                .where(traces.c.escalation.is_not(None))
-                .group_by(traces.c.escalation)
-            ):
-                esc.add_metric([wf, reason], n)
-            yield esc
-
-            fb = CounterMetricFamily(
-                "charter_feedback", "User feedback ratings.", labels=["workflow", "rating"]
-            )
-            for rating, n in conn.execute(
-                select(feedback.c.rating, func.count()).group_by(feedback.c.rating)
-            ):
-                fb.add_metric([wf, "up" if rating > 0 else "down"], n)
-            yield fb
-
-            spent = (
+    def _latency_slo(self, conn: Any, wf: str) -> Iterator[Metric]:
+        target_ms = self.rt.spec.latency.p95_ms
+        slow = CounterMetricFamily(
+            "charter_request_latency_slo_breaches",
+            "Served requests (answered or needs_human) slower than the charter's latency.p95_ms.",
+            labels=["workflow"],
+        )
+        slow.add_metric(
+            [wf],
+            int(
                 conn.execute(
-                    select(func.coalesce(func.sum(traces.c.cost_usd), 0.0)).where(
-                        traces.c.started_at >= _month_start(utcnow())
+                    select(func.count()).where(
+                        traces.c.status.in_(("answered", "needs_human")) & (traces.c.latency_ms > target_ms)
                     )
                 ).scalar()
-                or 0.0
-            )
+                or 0
+            ),
+        )
+        yield slow
+        yield _gauge(
+            "charter_latency_slo_threshold_seconds",
+            "The latency SLO threshold: the charter's latency.p95_ms, in seconds.",
+            wf,
+            target_ms / 1000.0,
+        )
+        yield _gauge(
+            "charter_latency_slo_objective",
+            "Share of served requests that must be faster than the threshold (drift.alerts.latency_objective).",
+            wf,
+            self.rt.spec.drift.alerts.latency_objective,
+        )
+
+    def _review_outcomes(self, wf: str) -> Metric:
         from charter.telemetry._feedback import review_decisions
 
         outcomes = CounterMetricFamily(
@@ -208,8 +226,9 @@ class DatabaseCollector(Collector):
             counts[d["outcome"]] += 1
         for outcome, n in counts.items():
             outcomes.add_metric([wf, outcome], n)
-        yield outcomes
+        return outcomes
 
+    def _budget(self, wf: str, spent: float) -> Iterator[Metric]:
         budgets = self.rt.spec.budgets
         yield _gauge(
             "charter_budget_month_spent_usd", "Cost so far this calendar month (UTC).", wf, float(spent)
@@ -226,7 +245,7 @@ class DatabaseCollector(Collector):
         yield _gauge(
             "charter_budget_task_limit_usd", "Per-request budget from the charter.", wf, budgets.per_task_usd
         )
-        from charter.telemetry._alerts import AUDIT_VERIFY_KEY, budget_projection
+        from charter.telemetry._alerts import budget_projection
 
         yield _gauge(
             "charter_budget_month_projected_usd",
@@ -234,6 +253,10 @@ class DatabaseCollector(Collector):
             wf,
             budget_projection(self.rt)["projected_usd"],
         )
+
+    def _operations(self, wf: str) -> Iterator[Metric]:
+        """The kill switch and the drift loop's last audit chain verification."""
+        from charter.telemetry._alerts import AUDIT_VERIFY_KEY
         from charter.tools import is_killed
 
         yield _gauge(
@@ -257,7 +280,6 @@ class DatabaseCollector(Collector):
             wf,
             at,
         )
-        yield from self._freshness(wf)
 
     def _freshness(self, wf: str) -> Iterator[Metric]:
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +116,75 @@ def _sorted_ids(rt: Runtime, column: Any) -> Any:
     return column.collate("C") if rt.store.dialect == "postgresql" else column
 
 
+def _fold_period_rows(
+    rows: Any,
+) -> tuple[dict[tuple[str, str], list[Any]], list[int], Counter[tuple[int, int]]]:
+    """Usage per (status, workflow) as [count, max cost, over budget], the groundedness histogram and the
+    count of values per (bin, sub-bin), from :func:`_period`'s grouped rows."""
+    usage: dict[tuple[str, str], list[Any]] = {}
+    hist = [0] * GROUNDEDNESS_BINS
+    cells: Counter[tuple[int, int]] = Counter()  # (bin, sub-bin) → values
+    for status, wf, b, sub, c, mx, over in rows:
+        u = usage.setdefault((status, wf), [0, None, 0])
+        u[0] += int(c)
+        u[1] = mx if u[1] is None or (mx is not None and mx > u[1]) else u[1]
+        u[2] += int(over or 0)
+        if b is not None:
+            hist[int(b)] += int(c)
+            cells[(int(b), int(sub))] += int(c)
+    return usage, hist, cells
+
+
+def _percentile_targets(
+    hist: list[int], cells: Counter[tuple[int, int]]
+) -> dict[float, tuple[int, int, int]]:
+    """The nearest ranks of p10/p50/p90 as (bin, sub-bin, rank within it); the database then returns only
+    those cells' values (about 1% of the period's each)."""
+    g_n = sum(hist)
+    targets: dict[float, tuple[int, int, int]] = {}
+    ordered = sorted(cells.items())
+    for q in (0.1, 0.5, 0.9) if g_n else ():
+        rank, i = _nearest_rank(g_n, q), 0
+        while rank > ordered[i][1]:
+            rank, i = rank - ordered[i][1], i + 1
+        targets[q] = (*ordered[i][0], rank)
+    return targets
+
+
+def _percentile_values_and_errors(
+    conn: Any, window: Any, g_bin: Any, g_sub: Any, targets: dict[float, tuple[int, int, int]]
+) -> tuple[dict[float, float | None], list[tuple[str, Any]]]:
+    """One scan for the values of the target cells (giving the percentiles) and the failing requests'
+    error lists."""
+    t = traces.c
+    cells_wanted = {(b, sub) for b, sub, _ in targets.values()}
+    failing = t.error_type.is_not(None)
+    wanted = or_(failing, *((g_bin == b) & (g_sub == sub) for b, sub in cells_wanted))
+    values: dict[tuple[int, int], list[float]] = defaultdict(list)
+    errors: list[tuple[str, Any]] = []
+    for b, sub, v, rid, is_error, errs in conn.execute(
+        select(
+            g_bin,
+            g_sub,
+            t.groundedness,
+            t.request_id,
+            case((failing, 1), else_=0),
+            case((failing, t.body["errors"]), else_=None),
+        ).where(window & wanted)
+    ):
+        if v is not None and (int(b), int(sub)) in cells_wanted:
+            values[(int(b), int(sub))].append(float(v))
+        if is_error:
+            errors.append((rid, errs))
+    for vs in values.values():
+        vs.sort()
+    g_pct = {
+        q: values[(targets[q][0], targets[q][1])][targets[q][2] - 1] if q in targets else None
+        for q in (0.1, 0.5, 0.9)
+    }
+    return g_pct, errors
+
+
 def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) -> dict[str, Any]:
     """The period's non-additive numbers, each aggregated by the database: requests by status and workflow
     with the cost maximum, the requests over the per-task budget and the groundedness histogram (one
@@ -151,53 +221,9 @@ def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) ->
             .where(window)
             .group_by(t.status, t.workflow, g_bin, g_sub)
         ).fetchall()
-        usage: dict[tuple[str, str], list[Any]] = {}
-        hist = [0] * GROUNDEDNESS_BINS
-        cells: Counter[tuple[int, int]] = Counter()  # (bin, sub-bin) → values
-        for status, wf, b, sub, c, mx, over in rows:
-            u = usage.setdefault((status, wf), [0, None, 0])
-            u[0] += int(c)
-            u[1] = mx if u[1] is None or (mx is not None and mx > u[1]) else u[1]
-            u[2] += int(over or 0)
-            if b is not None:
-                hist[int(b)] += int(c)
-                cells[(int(b), int(sub))] += int(c)
-        # the nearest ranks of p10/p50/p90 as (bin, sub-bin, rank within it); the database returns only
-        # those cells' values (about 1% of the period's each)
-        g_n = sum(hist)
-        targets: dict[float, tuple[int, int, int]] = {}
-        ordered = sorted(cells.items())
-        for q in (0.1, 0.5, 0.9) if g_n else ():
-            rank, i = _nearest_rank(g_n, q), 0
-            while rank > ordered[i][1]:
-                rank, i = rank - ordered[i][1], i + 1
-            targets[q] = (*ordered[i][0], rank)
-        # one scan for the values of those cells and the failing requests' error lists
-        cells_wanted = {(b, sub) for b, sub, _ in targets.values()}
-        failing = t.error_type.is_not(None)
-        wanted = or_(failing, *((g_bin == b) & (g_sub == sub) for b, sub in cells_wanted))
-        values: dict[tuple[int, int], list[float]] = defaultdict(list)
-        errors: list[tuple[str, Any]] = []
-        for b, sub, v, rid, is_error, errs in conn.execute(
-            select(
-                g_bin,
-                g_sub,
-                t.groundedness,
-                t.request_id,
-                case((failing, 1), else_=0),
-                case((failing, t.body["errors"]), else_=None),
-            ).where(window & wanted)
-        ):
-            if v is not None and (int(b), int(sub)) in cells_wanted:
-                values[(int(b), int(sub))].append(float(v))
-            if is_error:
-                errors.append((rid, errs))
-        for vs in values.values():
-            vs.sort()
-        g_pct = {
-            q: values[(targets[q][0], targets[q][1])][targets[q][2] - 1] if q in targets else None
-            for q in (0.1, 0.5, 0.9)
-        }
+        usage, hist, cells = _fold_period_rows(rows)
+        targets = _percentile_targets(hist, cells)
+        g_pct, errors = _percentile_values_and_errors(conn, window, g_bin, g_sub, targets)
         n = sum(u[0] for u in usage.values())
         p95 = _value_at_rank(conn, cost, window, _nearest_rank(n, 0.95), n) if n else None
         docs = cited_documents(conn, start, end) if cited_docs else []
@@ -355,6 +381,86 @@ def _blame_rows(
     return out
 
 
+@dataclass(frozen=True)
+class _BlameScale:
+    """How :func:`_blame` scores a document or source: Wilson's interval against the base negative rate."""
+
+    base: float
+    min_support: int
+
+    def row(self, n: int, k: int, examples: list[str]) -> dict[str, Any]:
+        lo, hi = wilson_interval(k, n)
+        return {
+            "cited_in_rated": n,
+            "negative": k,
+            "negative_rate": k / n if n else 0.0,
+            "wilson_lower": round(lo, 4),
+            "wilson_upper": round(hi, 4),
+            "lift": round((k / n) / self.base, 3) if self.base and n else None,
+            "blamed": n >= self.min_support and lo > self.base,
+            "examples": sorted(examples),
+        }
+
+    def rank(
+        self, groups: dict[Any, tuple[int, int]], examples: dict[Any, list[str]], key_names: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        out = []
+        for key, (n, k) in groups.items():
+            keys = key if isinstance(key, tuple) else (key,)
+            out.append({**dict(zip(key_names, keys, strict=True)), **self.row(n, k, examples.get(key, []))})
+        out.sort(
+            key=lambda d: (
+                -d["wilson_lower"],
+                -d["negative"],
+                str(d.get("doc_id", d.get("source_id"))),
+                str(d["source_id"]),  # one document id in two sources
+            )
+        )
+        return out
+
+
+def _redacted_blame_rows(
+    scale: _BlameScale,
+    rows: dict[str, list[tuple[str, str, int, int, str | None]]],
+    inline: bool,
+    hidden: set[tuple[str, str]],
+    by_doc: dict[tuple[str, str], tuple[int, int]],
+    by_source: dict[str, tuple[int, int]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one redacted document row and the one redacted source row, counting the distinct requests (and
+    negative ones) behind the hidden documents and behind their sources."""
+    hidden_sources = {s for s, _ in hidden}
+    if inline:
+        hdoc, hsrc = rows["hdoc"][0][2:4], rows["hsrc"][0][2:4]
+    else:
+        docs_neg = {rid: k for s, d, _, k, rid in rows["hid"] if (s, d) in hidden}
+        src_neg = {rid: k for s, _, _, k, rid in rows["hid"] if s in hidden_sources}
+        hdoc = (len(docs_neg), sum(1 for v in docs_neg.values() if v == 1))
+        hsrc = (len(src_neg), sum(1 for v in src_neg.values() if v == 1))
+    blamed_docs = sum(1 for key in hidden if scale.row(*by_doc[key], [])["blamed"])
+    doc_row = {
+        "source_id": document_redaction(len(hidden)),
+        "doc_id": "",
+        **scale.row(*hdoc, []),
+        "blamed": blamed_docs > 0,
+        "examples": [],
+        "redacted": True,
+        "documents": len(hidden),
+        "blamed_documents": blamed_docs,
+    }
+    blamed_sources = sum(1 for s in hidden_sources if scale.row(*by_source[s], [])["blamed"])
+    source_row = {
+        "source_id": document_redaction(len(hidden_sources), "source"),
+        **scale.row(*hsrc, []),
+        "blamed": blamed_sources > 0,
+        "examples": [],
+        "redacted": True,
+        "sources": len(hidden_sources),
+        "blamed_sources": blamed_sources,
+    }
+    return doc_row, source_row
+
+
 def _blame(
     rt: Runtime,
     start: datetime,
@@ -388,81 +494,22 @@ def _blame(
     for s, _, _, _, rid in rows["xsrc"]:
         source_examples[s].append(str(rid))
     base = _rate(negative, rated) or 0.0
-
-    def row(n: int, k: int, examples: list[str]) -> dict[str, Any]:
-        lo, hi = wilson_interval(k, n)
-        return {
-            "cited_in_rated": n,
-            "negative": k,
-            "negative_rate": k / n if n else 0.0,
-            "wilson_lower": round(lo, 4),
-            "wilson_upper": round(hi, 4),
-            "lift": round((k / n) / base, 3) if base and n else None,
-            "blamed": n >= min_support and lo > base,
-            "examples": sorted(examples),
-        }
-
-    def rank(
-        groups: dict[Any, tuple[int, int]], examples: dict[Any, list[str]], key_names: tuple[str, ...]
-    ) -> list[dict[str, Any]]:
-        out = []
-        for key, (n, k) in groups.items():
-            keys = key if isinstance(key, tuple) else (key,)
-            out.append({**dict(zip(key_names, keys, strict=True)), **row(n, k, examples.get(key, []))})
-        out.sort(
-            key=lambda d: (
-                -d["wilson_lower"],
-                -d["negative"],
-                str(d.get("doc_id", d.get("source_id"))),
-                str(d["source_id"]),  # one document id in two sources
-            )
-        )
-        return out
+    scale = _BlameScale(base, min_support)
 
     # who reads: a document row only for a reader who may read the document now (charter.access); every
     # other row goes into one redacted row per table, whose counts are those of the requests behind it
     hidden = {(r.source_id, r.doc_id) for r in hidden_refs} & set(by_doc) if reader is not None else set()
     hidden_sources = {s for s, _ in hidden}
-    documents = rank(
+    documents = scale.rank(
         {k: v for k, v in by_doc.items() if k not in hidden}, doc_examples, ("source_id", "doc_id")
     )
-    sources = rank(
+    sources = scale.rank(
         {k: v for k, v in by_source.items() if k not in hidden_sources}, source_examples, ("source_id",)
     )
     if hidden:
-        # distinct requests (and negative ones) behind the hidden documents, and behind their sources
-        if inline:
-            hdoc, hsrc = rows["hdoc"][0][2:4], rows["hsrc"][0][2:4]
-        else:
-            docs_neg = {rid: k for s, d, _, k, rid in rows["hid"] if (s, d) in hidden}
-            src_neg = {rid: k for s, _, _, k, rid in rows["hid"] if s in hidden_sources}
-            hdoc = (len(docs_neg), sum(1 for v in docs_neg.values() if v == 1))
-            hsrc = (len(src_neg), sum(1 for v in src_neg.values() if v == 1))
-        blamed = sum(1 for key in hidden if row(*by_doc[key], [])["blamed"])
-        documents.append(
-            {
-                "source_id": document_redaction(len(hidden)),
-                "doc_id": "",
-                **row(*hdoc, []),
-                "blamed": blamed > 0,
-                "examples": [],
-                "redacted": True,
-                "documents": len(hidden),
-                "blamed_documents": blamed,
-            }
-        )
-        blamed = sum(1 for s in hidden_sources if row(*by_source[s], [])["blamed"])
-        sources.append(
-            {
-                "source_id": document_redaction(len(hidden_sources), "source"),
-                **row(*hsrc, []),
-                "blamed": blamed > 0,
-                "examples": [],
-                "redacted": True,
-                "sources": len(hidden_sources),
-                "blamed_sources": blamed,
-            }
-        )
+        doc_row, source_row = _redacted_blame_rows(scale, rows, inline, hidden, by_doc, by_source)
+        documents.append(doc_row)
+        sources.append(source_row)
     return {
         "base_negative_rate": round(base, 4),
         "rated_requests_with_citations": rated,
@@ -542,6 +589,153 @@ def _days_in_month(now: datetime) -> int:
     return (nxt - timedelta(days=1)).day
 
 
+def _usage_section(
+    cells: dict[Any, Agg],
+    n: int,
+    s_cur: dict[str, float | None],
+    cur: dict[str, Any],
+    start: datetime,
+    end: datetime,
+) -> dict[str, Any]:
+    by_day = rollup(cells, lambda k: k[0])
+    day_list = [
+        (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
+    ]
+    return {
+        "requests": n,
+        "active_users": s_cur["active_users"],
+        "by_status": dict(sorted(cur["by_status"].items())),
+        "by_workflow": dict(sorted(cur["by_workflow"].items())),
+        "by_day": [{"day": d, "requests": by_day[d].requests if d in by_day else 0} for d in day_list],
+    }
+
+
+def _quality_section(
+    cells: dict[Any, Agg], agg_cur: Agg, s_cur: dict[str, float | None], cur: dict[str, Any]
+) -> dict[str, Any]:
+    outcomes = agg_cur.reviews
+    hist = cur["g_hist"]
+    return {
+        "review": {
+            "unchanged": outcomes["unchanged"],
+            "edited": outcomes["edited"],
+            "rejected": outcomes["rejected"],
+            "decided": agg_cur.decided,
+            "acceptance_rate": s_cur["acceptance_rate"],
+            "unchanged_rate": _rate(outcomes["unchanged"], agg_cur.decided),
+        },
+        "feedback": {
+            "up": agg_cur.fb_up,
+            "down": agg_cur.fb_down,
+            "score": s_cur["feedback_score"],
+            "down_reasons": _by_count(agg_cur.down_reasons),
+        },
+        "escalation_rate": s_cur["escalation_rate"],
+        "escalations_by_reason": _by_count(agg_cur.escalations),
+        "groundedness": {
+            "count": sum(hist),
+            "mean": s_cur["groundedness_mean"],
+            "p10": cur["g_pct"].get(0.1),
+            "p50": cur["g_pct"].get(0.5),
+            "p90": cur["g_pct"].get(0.9),
+            "histogram": [
+                {"bin": f"{i / GROUNDEDNESS_BINS:.1f}-{(i + 1) / GROUNDEDNESS_BINS:.1f}", "count": c}
+                for i, c in enumerate(hist)
+            ],
+        },
+        "by_prompt_version": _by_prompt_version(cells),
+    }
+
+
+def _cost_drivers(cells: dict[Any, Agg], total_cost: float) -> list[dict[str, Any]]:
+    """The five (model, prompt version) pairs that cost most, '-' for none."""
+    drivers: dict[tuple[str, str], Agg] = defaultdict(Agg)
+    for key, a in cells.items():
+        drivers[(key[2], key[1])].add(a)
+    return sorted(
+        (
+            {
+                "model": m,
+                "prompt_version": pv,
+                "requests": a.requests,
+                "cost_usd": round(a.cost_usd, 6),
+                "share": _rate(a.cost_usd, total_cost),
+            }
+            for (m, pv), a in sorted(drivers.items())
+        ),
+        key=lambda d: -float(d["cost_usd"] or 0.0),
+    )[:5]
+
+
+def _cost_section(
+    rt: Runtime,
+    cells: dict[Any, Agg],
+    total_cost: float,
+    s_cur: dict[str, float | None],
+    cur: dict[str, Any],
+    end: datetime,
+    since: timedelta,
+    memo: EdgeMemo,
+) -> dict[str, Any]:
+    budgets = rt.spec.budgets
+    month_spend = _month_spend(rt, end, memo)
+    month_days = _days_in_month(end)
+    elapsed_days = max(
+        (end - end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 86400, 1 / 24
+    )
+    projection = month_spend / elapsed_days * month_days
+    period_projection = (
+        (total_cost / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
+    )
+    return {
+        "total_usd": round(total_cost, 6),
+        "per_request_usd": s_cur["cost_per_request_usd"],
+        "per_request_p95_usd": cur["cost"]["p95"],
+        "per_request_max_usd": cur["cost"]["max"],
+        "per_task_budget_usd": budgets.per_task_usd,
+        "over_task_budget": cur["cost"]["over"],
+        "month_to_date_usd": round(month_spend, 6),
+        "monthly_budget_usd": budgets.monthly_usd,
+        "monthly_projection_usd": round(projection, 6),
+        "monthly_projection_from_period_usd": round(period_projection, 6),
+        "projection_vs_budget": _rate(max(projection, period_projection), budgets.monthly_usd),
+        "expected_monthly_requests": budgets.expected_monthly_requests,
+        "top_drivers": _cost_drivers(cells, total_cost),
+    }
+
+
+def _trends_section(
+    s_cur: dict[str, float | None], s_prev: dict[str, float | None], compared: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    trends: dict[str, dict[str, Any]] = {
+        k: {"current": s_cur[k], "previous": s_prev[k], "change": _diff(s_cur[k], s_prev[k])} for k in s_cur
+    }
+    for k, v in compared.items():
+        if k in trends:
+            trends[k]["comparison"] = v
+    return trends, compared
+
+
+def _for_reader(
+    doc: dict[str, Any], reader: Reader, principal: Principal | None, unreadable: set[DocRef]
+) -> dict[str, Any]:
+    """``doc`` as ``reader`` may see it: flagged documents they may not read are counted, never named, and
+    every string naming an unreadable document is replaced by the marker (the source blame is already
+    redacted)."""
+    hidden = sorted(unreadable, key=lambda r: r.key)
+    doc["reader"] = principal.id if principal is not None else None
+    screened = doc["screened_documents"]
+    unseen = set(reader.unreadable(DocRef(d["source"], d["doc_id"]) for d in screened))
+    shown = [d for d in screened if DocRef(d["source"], d["doc_id"]) not in unseen]
+    if len(shown) < len(screened):
+        n = len(screened) - len(shown)
+        shown.append(
+            {"source": "-", "doc_id": document_redaction(n), "state": "-", "owner": "-", "reasons": []}
+        )
+    doc["screened_documents"] = shown
+    return {k: (v if k == "source_blame" else scrub_documents(v, hidden)) for k, v in doc.items()}
+
+
 def build_report(
     rt: Runtime,
     *,
@@ -580,102 +774,10 @@ def build_report(
     # the documents cited in the period that the reader may not read (charter.access decides)
     unreadable = set(reader.unreadable(cur["cited_docs"])) if reader is not None else set()
 
-    n = agg_cur.requests
-    by_day = rollup(cells, lambda k: k[0])
-    day_list = [
-        (start.date() + timedelta(days=i)).isoformat() for i in range((end.date() - start.date()).days + 1)
-    ]
-    usage = {
-        "requests": n,
-        "active_users": s_cur["active_users"],
-        "by_status": dict(sorted(cur["by_status"].items())),
-        "by_workflow": dict(sorted(cur["by_workflow"].items())),
-        "by_day": [{"day": d, "requests": by_day[d].requests if d in by_day else 0} for d in day_list],
-    }
-
-    outcomes = agg_cur.reviews
-    up, down = agg_cur.fb_up, agg_cur.fb_down
-    hist = cur["g_hist"]
-    quality = {
-        "review": {
-            "unchanged": outcomes["unchanged"],
-            "edited": outcomes["edited"],
-            "rejected": outcomes["rejected"],
-            "decided": agg_cur.decided,
-            "acceptance_rate": s_cur["acceptance_rate"],
-            "unchanged_rate": _rate(outcomes["unchanged"], agg_cur.decided),
-        },
-        "feedback": {
-            "up": up,
-            "down": down,
-            "score": s_cur["feedback_score"],
-            "down_reasons": _by_count(agg_cur.down_reasons),
-        },
-        "escalation_rate": s_cur["escalation_rate"],
-        "escalations_by_reason": _by_count(agg_cur.escalations),
-        "groundedness": {
-            "count": sum(hist),
-            "mean": s_cur["groundedness_mean"],
-            "p10": cur["g_pct"].get(0.1),
-            "p50": cur["g_pct"].get(0.5),
-            "p90": cur["g_pct"].get(0.9),
-            "histogram": [
-                {"bin": f"{i / GROUNDEDNESS_BINS:.1f}-{(i + 1) / GROUNDEDNESS_BINS:.1f}", "count": c}
-                for i, c in enumerate(hist)
-            ],
-        },
-        "by_prompt_version": _by_prompt_version(cells),
-    }
-
-    budgets = rt.spec.budgets
-    total_cost = agg_cur.cost_usd
-    month_spend = _month_spend(rt, end, memo)
-    month_days = _days_in_month(end)
-    elapsed_days = max(
-        (end - end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 86400, 1 / 24
-    )
-    projection = month_spend / elapsed_days * month_days
-    period_projection = (
-        (total_cost / since.total_seconds()) * month_days * 86400 if since.total_seconds() else 0.0
-    )
-    drivers: dict[tuple[str, str], Agg] = defaultdict(Agg)  # (model, prompt version), '-' for none
-    for key, a in cells.items():
-        drivers[(key[2], key[1])].add(a)
-    cost = {
-        "total_usd": round(total_cost, 6),
-        "per_request_usd": s_cur["cost_per_request_usd"],
-        "per_request_p95_usd": cur["cost"]["p95"],
-        "per_request_max_usd": cur["cost"]["max"],
-        "per_task_budget_usd": budgets.per_task_usd,
-        "over_task_budget": cur["cost"]["over"],
-        "month_to_date_usd": round(month_spend, 6),
-        "monthly_budget_usd": budgets.monthly_usd,
-        "monthly_projection_usd": round(projection, 6),
-        "monthly_projection_from_period_usd": round(period_projection, 6),
-        "projection_vs_budget": _rate(max(projection, period_projection), budgets.monthly_usd),
-        "expected_monthly_requests": budgets.expected_monthly_requests,
-        "top_drivers": sorted(
-            (
-                {
-                    "model": m,
-                    "prompt_version": pv,
-                    "requests": a.requests,
-                    "cost_usd": round(a.cost_usd, 6),
-                    "share": _rate(a.cost_usd, total_cost),
-                }
-                for (m, pv), a in sorted(drivers.items())
-            ),
-            key=lambda d: -float(d["cost_usd"] or 0.0),
-        )[:5],
-    }
-
-    trends = {
-        k: {"current": s_cur[k], "previous": s_prev[k], "change": _diff(s_cur[k], s_prev[k])} for k in s_cur
-    }
-    compared = compare_periods(agg_cur, agg_prev)
-    for k, v in compared.items():
-        if k in trends:
-            trends[k]["comparison"] = v
+    usage = _usage_section(cells, agg_cur.requests, s_cur, cur, start, end)
+    quality = _quality_section(cells, agg_cur, s_cur, cur)
+    cost = _cost_section(rt, cells, agg_cur.cost_usd, s_cur, cur, end, since, memo)
+    trends, compared = _trends_section(s_cur, s_prev, compare_periods(agg_cur, agg_prev))
     blame = _blame(rt, start, end, min_support, reader, unreadable)
     doc: dict[str, Any] = {
         "workflow": rt.spec.workflow.id,
@@ -695,19 +797,7 @@ def build_report(
     }
     if reader is None:
         return doc
-    hidden = sorted(unreadable, key=lambda r: r.key)
-    doc["reader"] = principal.id if principal is not None else None
-    # flagged documents the reader may not read are counted, never named
-    screened = doc["screened_documents"]
-    unseen = set(reader.unreadable(DocRef(d["source"], d["doc_id"]) for d in screened))
-    shown = [d for d in screened if DocRef(d["source"], d["doc_id"]) not in unseen]
-    if len(shown) < len(screened):
-        n = len(screened) - len(shown)
-        shown.append(
-            {"source": "-", "doc_id": document_redaction(n), "state": "-", "owner": "-", "reasons": []}
-        )
-    doc["screened_documents"] = shown
-    return {k: (v if k == "source_blame" else scrub_documents(v, hidden)) for k, v in doc.items()}
+    return _for_reader(doc, reader, principal, unreadable)
 
 
 def _screened(rt: Runtime) -> list[dict[str, Any]]:

@@ -60,6 +60,60 @@ def blame_rows(rows: list[dict[str, Any]], top: int = 15) -> list[dict[str, Any]
     return shown + [d for d in rows if d.get("redacted")]
 
 
+_TREND_HEADERS = ["metric", "this period", "previous", "change"]
+_PROMPT_HEADERS = ["prompt version", "requests", "escalation", "feedback score", "acceptance", "groundedness"]
+_FAILURE_HEADERS = ["count", "category", "stage", "signature", "examples"]
+_BLAME_HEADERS = ["rank", "source", "document", "cited (rated)", "negative", "rate", "Wilson lower", "blamed"]
+
+
+def _trend_rows(r: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [
+            label,
+            _fmt(r["trends"][k]["current"], kind),
+            _fmt(r["trends"][k]["previous"], kind),
+            _change(r["trends"][k], kind),
+        ]
+        for k, label, kind in _TRENDS
+    ]
+
+
+def _prompt_rows(q: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [
+            p["prompt_version"],
+            p["requests"],
+            _pct(p["escalation_rate"]),
+            _n(p["feedback_score"]),
+            _pct(p["acceptance_rate"]),
+            _n(p["groundedness_mean"]),
+        ]
+        for p in q["by_prompt_version"]
+    ]
+
+
+def _failure_rows(failures: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [f["count"], f["category"], f["stage"], f["signature"], ", ".join(f["examples"])] for f in failures
+    ]
+
+
+def _blame_doc_rows(b: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [
+            i,
+            d["source_id"],
+            d["doc_id"],
+            d["cited_in_rated"],
+            d["negative"],
+            _pct(d["negative_rate"]),
+            _n(d["wilson_lower"]),
+            "yes" if d["blamed"] else "no",
+        ]
+        for i, d in enumerate(blame_rows(b["documents"]), 1)
+    ]
+
+
 # -------------------------------------------------------------------------------------------- markdown
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -67,33 +121,17 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def to_markdown(r: dict[str, Any]) -> str:
-    q, c, u, b = r["quality"], r["cost"], r["usage"], r["source_blame"]
-    lines = [
-        f"# Operator report — {r['workflow']}",
-        "",
-        f"Period {r['period']['start']} → {r['period']['end']} "
-        f"(compared with {r['previous_period']['start']} → "
-        f"{r['previous_period']['end']}).",
-        "",
-        "## Trends",
-        "",
-    ]
-    lines += _table(
-        ["metric", "this period", "previous", "change"],
-        [
-            [
-                label,
-                _fmt(r["trends"][k]["current"], kind),
-                _fmt(r["trends"][k]["previous"], kind),
-                _change(r["trends"][k], kind),
-            ]
-            for k, label, kind in _TRENDS
-        ],
-    )
+def _md_trends(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    lines += _table(_TREND_HEADERS, _trend_rows(r))
     if r.get("rate_comparisons"):
         lines += ["", "Rates, this period against the previous one:", ""]
         lines += [f"- {k.replace('_', ' ')}: {comparison_text(c)}" for k, c in r["rate_comparisons"].items()]
+    return lines
+
+
+def _md_usage(u: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Usage — is the system being used?",
@@ -103,6 +141,11 @@ def to_markdown(r: dict[str, Any]) -> str:
     ]
     lines += _table(["status", "requests"], [[k, v] for k, v in u["by_status"].items()])
     lines += ["", *_table(["day", "requests"], [[d["day"], d["requests"]] for d in u["by_day"]])]
+    return lines
+
+
+def _md_quality(q: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Quality — is it improving?",
@@ -115,20 +158,12 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"p10 {_n(q['groundedness']['p10'])}, p50 {_n(q['groundedness']['p50'])}.",
         "",
     ]
-    lines += _table(
-        ["prompt version", "requests", "escalation", "feedback score", "acceptance", "groundedness"],
-        [
-            [
-                p["prompt_version"],
-                p["requests"],
-                _pct(p["escalation_rate"]),
-                _n(p["feedback_score"]),
-                _pct(p["acceptance_rate"]),
-                _n(p["groundedness_mean"]),
-            ]
-            for p in q["by_prompt_version"]
-        ],
-    )
+    lines += _table(_PROMPT_HEADERS, _prompt_rows(q))
+    return lines
+
+
+def _md_cost(c: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Cost — within range?",
@@ -148,18 +183,22 @@ def to_markdown(r: dict[str, Any]) -> str:
             for d in c["top_drivers"]
         ],
     )
+    return lines
+
+
+def _md_failures(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += ["", "## Repeating failures", ""]
     lines += (
-        _table(
-            ["count", "category", "stage", "signature", "examples"],
-            [
-                [f["count"], f["category"], f["stage"], f["signature"], ", ".join(f["examples"])]
-                for f in r["failures"]
-            ],
-        )
+        _table(_FAILURE_HEADERS, _failure_rows(r["failures"]))
         if r["failures"]
         else ["No failures in this period."]
     )
+    return lines
+
+
+def _md_blame(b: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Source blame — which sources cause bad answers?",
@@ -169,22 +208,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"exceeds the base rate with at least {b['min_support']} rated citations.",
         "",
     ]
-    lines += _table(
-        ["rank", "source", "document", "cited (rated)", "negative", "rate", "Wilson lower", "blamed"],
-        [
-            [
-                i,
-                d["source_id"],
-                d["doc_id"],
-                d["cited_in_rated"],
-                d["negative"],
-                _pct(d["negative_rate"]),
-                _n(d["wilson_lower"]),
-                "yes" if d["blamed"] else "no",
-            ]
-            for i, d in enumerate(blame_rows(b["documents"]), 1)
-        ],
-    )
+    lines += _table(_BLAME_HEADERS, _blame_doc_rows(b))
     lines += [
         "",
         *_table(
@@ -201,6 +225,27 @@ def to_markdown(r: dict[str, Any]) -> str:
             ],
         ),
     ]
+    return lines
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    q, c, u, b = r["quality"], r["cost"], r["usage"], r["source_blame"]
+    lines = [
+        f"# Operator report — {r['workflow']}",
+        "",
+        f"Period {r['period']['start']} → {r['period']['end']} "
+        f"(compared with {r['previous_period']['start']} → "
+        f"{r['previous_period']['end']}).",
+        "",
+        "## Trends",
+        "",
+    ]
+    lines += _md_trends(r)
+    lines += _md_usage(u)
+    lines += _md_quality(q)
+    lines += _md_cost(c)
+    lines += _md_failures(r)
+    lines += _md_blame(b)
     if r.get("time_series"):
         lines += ["", *time_series_markdown(r["time_series"])]
     if r.get("production_failures"):
@@ -302,9 +347,10 @@ def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def to_html(r: dict[str, Any]) -> str:
-    q, c, u, b = r["quality"], r["cost"], r["usage"], r["source_blame"]
-    charts = {
+def _html_charts(
+    q: dict[str, Any], c: dict[str, Any], u: dict[str, Any], b: dict[str, Any]
+) -> dict[str, str]:
+    return {
         "usage": svg_columns([(d["day"], d["requests"]) for d in u["by_day"]], title="Requests per day"),
         "groundedness": svg_columns(
             [(h["bin"], h["count"]) for h in q["groundedness"]["histogram"]],
@@ -336,66 +382,26 @@ def to_html(r: dict[str, Any]) -> str:
             fmt="{:.2f}",
         ),
     }
+
+
+def _html_screened(flagged: list[dict[str, Any]]) -> str:
+    if not flagged:
+        return ""
+    return "<h2>Documents flagged by instruction screening</h2>" + _html_table(
+        ["source", "document", "state", "owner", "reasons"],
+        [[d["source"], d["doc_id"], d["state"], d["owner"], ", ".join(d["reasons"])] for d in flagged],
+    )
+
+
+def to_html(r: dict[str, Any]) -> str:
+    q, c, u, b = r["quality"], r["cost"], r["usage"], r["source_blame"]
+    charts = _html_charts(q, c, u, b)
     md_sections = to_markdown(r)
-    flagged = r.get("screened_documents") or []
-    screened = (
-        "<h2>Documents flagged by instruction screening</h2>"
-        + _html_table(
-            ["source", "document", "state", "owner", "reasons"],
-            [[d["source"], d["doc_id"], d["state"], d["owner"], ", ".join(d["reasons"])] for d in flagged],
-        )
-        if flagged
-        else ""
-    )
-    trends = _html_table(
-        ["metric", "this period", "previous", "change"],
-        [
-            [
-                label,
-                _fmt(r["trends"][k]["current"], kind),
-                _fmt(r["trends"][k]["previous"], kind),
-                _change(r["trends"][k], kind),
-            ]
-            for k, label, kind in _TRENDS
-        ],
-    )
-    failures = _html_table(
-        ["count", "category", "stage", "signature", "examples"],
-        [
-            [f["count"], f["category"], f["stage"], f["signature"], ", ".join(f["examples"])]
-            for f in r["failures"]
-        ],
-    )
-    blame = _html_table(
-        ["rank", "source", "document", "cited (rated)", "negative", "rate", "Wilson lower", "blamed"],
-        [
-            [
-                i,
-                d["source_id"],
-                d["doc_id"],
-                d["cited_in_rated"],
-                d["negative"],
-                _pct(d["negative_rate"]),
-                _n(d["wilson_lower"]),
-                "yes" if d["blamed"] else "no",
-            ]
-            for i, d in enumerate(blame_rows(b["documents"]), 1)
-        ],
-    )
-    prompt = _html_table(
-        ["prompt version", "requests", "escalation", "feedback score", "acceptance", "groundedness"],
-        [
-            [
-                p["prompt_version"],
-                p["requests"],
-                _pct(p["escalation_rate"]),
-                _n(p["feedback_score"]),
-                _pct(p["acceptance_rate"]),
-                _n(p["groundedness_mean"]),
-            ]
-            for p in q["by_prompt_version"]
-        ],
-    )
+    screened = _html_screened(r.get("screened_documents") or [])
+    trends = _html_table(_TREND_HEADERS, _trend_rows(r))
+    failures = _html_table(_FAILURE_HEADERS, _failure_rows(r["failures"]))
+    blame = _html_table(_BLAME_HEADERS, _blame_doc_rows(b))
+    prompt = _html_table(_PROMPT_HEADERS, _prompt_rows(q))
     e = html.escape
     trend_svgs = "".join(trend_charts(r["time_series"]).values()) if r.get("time_series") else ""
     return f"""<!doctype html>

@@ -503,72 +503,78 @@ def _has_reviews(store: Store) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- change points
-def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, Agg]) -> list[dict[str, Any]]:
-    """What changed in ``[start, end)``: prompt activations and successful source syncs (from their
-    tables, exact times) and models / index versions first seen in the traffic (day resolution)."""
+def _prompt_changes(conn: Any, wf: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    wf = rt.spec.workflow.id
-    with rt.store.connect() as conn:
-        try:
-            from charter.models._tables import prompt_activations as pa
+    try:
+        from charter.models._tables import prompt_activations as pa
 
-            previous: dict[str, str] = {}
-            for r in conn.execute(
-                select(pa.c.prompt, pa.c.version, pa.c.activated_by, pa.c.activated_at)
-                .where((pa.c.workflow_id == wf) & (pa.c.activated_at < end))
-                .order_by(pa.c.activated_at, pa.c.id)
-            ):
-                before, previous[r.prompt] = previous.get(r.prompt), r.version
-                if before is None or before == r.version or r.activated_at < start:
-                    continue  # the first record is the baseline; re-activating the same version changes nothing
-                out.append(
-                    {
-                        "kind": "prompt_activated",
-                        "at": r.activated_at,
-                        "label": f"prompt {r.prompt} → {r.version}",
-                        "detail": {
-                            "prompt": r.prompt,
-                            "version": r.version,
-                            "previous": before,
-                            "by": r.activated_by,
-                        },
-                    }
-                )
-        except SQLAlchemyError:  # table not migrated in this store: no prompt change points
-            log.debug("no prompt activations table", exc_info=True)
-        try:
-            from charter.sources._tables import sync_runs as sr
+        previous: dict[str, str] = {}
+        for r in conn.execute(
+            select(pa.c.prompt, pa.c.version, pa.c.activated_by, pa.c.activated_at)
+            .where((pa.c.workflow_id == wf) & (pa.c.activated_at < end))
+            .order_by(pa.c.activated_at, pa.c.id)
+        ):
+            before, previous[r.prompt] = previous.get(r.prompt), r.version
+            if before is None or before == r.version or r.activated_at < start:
+                continue  # the first record is the baseline; re-activating the same version changes nothing
+            out.append(
+                {
+                    "kind": "prompt_activated",
+                    "at": r.activated_at,
+                    "label": f"prompt {r.prompt} → {r.version}",
+                    "detail": {
+                        "prompt": r.prompt,
+                        "version": r.version,
+                        "previous": before,
+                        "by": r.activated_by,
+                    },
+                }
+            )
+    except SQLAlchemyError:  # table not migrated in this store: no prompt change points
+        log.debug("no prompt activations table", exc_info=True)
+    return out
 
-            for sync in conn.execute(
-                select(sr.c.source_id, sr.c.finished_at, sr.c.summary).where(
-                    sr.c.status.in_(("succeeded", "partial"))
-                    & (sr.c.finished_at >= start)
-                    & (sr.c.finished_at < end)
-                )
-            ):
-                summary = sync.summary if isinstance(sync.summary, dict) else {}
-                changed = sum(int(summary.get(k) or 0) for k in ("added", "updated", "deleted", "changed"))
-                if summary and not changed and any(k in summary for k in ("added", "updated", "deleted")):
-                    continue  # a sync that changed nothing cannot explain a change
-                out.append(
-                    {
-                        "kind": "source_synced",
-                        "at": sync.finished_at,
-                        "label": f"source {sync.source_id} synced",
-                        # counts only: the summary's failures/private/warnings name documents, and
-                        # report readers see a document's id only if they may read it (charter.access)
-                        "detail": {
-                            "source": sync.source_id,
-                            "summary": {
-                                k: v
-                                for k, v in summary.items()
-                                if isinstance(v, (int, float, str)) and k != "error"
-                            },
+
+def _sync_changes(conn: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    try:
+        from charter.sources._tables import sync_runs as sr
+
+        for sync in conn.execute(
+            select(sr.c.source_id, sr.c.finished_at, sr.c.summary).where(
+                sr.c.status.in_(("succeeded", "partial"))
+                & (sr.c.finished_at >= start)
+                & (sr.c.finished_at < end)
+            )
+        ):
+            summary = sync.summary if isinstance(sync.summary, dict) else {}
+            changed = sum(int(summary.get(k) or 0) for k in ("added", "updated", "deleted", "changed"))
+            if summary and not changed and any(k in summary for k in ("added", "updated", "deleted")):
+                continue  # a sync that changed nothing cannot explain a change
+            out.append(
+                {
+                    "kind": "source_synced",
+                    "at": sync.finished_at,
+                    "label": f"source {sync.source_id} synced",
+                    # counts only: the summary's failures/private/warnings name documents, and
+                    # report readers see a document's id only if they may read it (charter.access)
+                    "detail": {
+                        "source": sync.source_id,
+                        "summary": {
+                            k: v
+                            for k, v in summary.items()
+                            if isinstance(v, (int, float, str)) and k != "error"
                         },
-                    }
-                )
-        except SQLAlchemyError:  # pragma: no cover - sources tables missing
-            log.debug("no sync runs table", exc_info=True)
+                    },
+                }
+            )
+    except SQLAlchemyError:  # pragma: no cover - sources tables missing
+        log.debug("no sync runs table", exc_info=True)
+    return out
+
+
+def _traffic_changes(cells: dict[Key, Agg]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     # models and index versions: the first day each value shows up after the window's first day
     first_day: dict[tuple[str, str], str] = {}
     days = sorted({k[0] for k in cells})
@@ -586,6 +592,16 @@ def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, 
                     "detail": {kind: v},
                 }
             )
+    return out
+
+
+def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, Agg]) -> list[dict[str, Any]]:
+    """What changed in ``[start, end)``: prompt activations and successful source syncs (from their
+    tables, exact times) and models / index versions first seen in the traffic (day resolution)."""
+    wf = rt.spec.workflow.id
+    with rt.store.connect() as conn:
+        out = _prompt_changes(conn, wf, start, end) + _sync_changes(conn, start, end)
+    out += _traffic_changes(cells)
     out.sort(key=lambda c: (c["at"], c["kind"]))
     return out
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, text
@@ -143,6 +143,199 @@ def _lock_key(principal_id: str, tool: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """Audits a refused proposal (``tools.refused``) and builds the :class:`Denied` to raise."""
+
+    runtime: Runtime
+    actor: str
+    tool: Any
+    base: dict[str, Any]
+
+    def __call__(self, message: str, reasons: list[str]) -> Denied:
+        self.runtime.audit.append(
+            actor=self.actor,
+            action="tools.refused",
+            resource=f"tool:{str(self.tool)[:100]}",
+            outcome="denied",
+            details={**self.base, "reasons": reasons},
+        )
+        return Denied(message, reasons=reasons)
+
+
+@dataclass(frozen=True)
+class _Allowed:
+    """A proposal that passed every check: the tool, the validated arguments, the deciding policies and
+    the approval it needs (``role`` None: none)."""
+
+    reg: RegisteredTool
+    validated: dict[str, Any]
+    policy_ids: tuple[str, ...]
+    role: str | None
+    why: str
+
+    @property
+    def needs(self) -> bool:
+        return self.role is not None
+
+
+@dataclass
+class _Stored:
+    """What :func:`_store_proposal` did under the write lock."""
+
+    existing: Action | None = None
+    action: Action | None = None
+    running: Action | None = None
+    used: int = 0
+
+
+def _check_proposal(runtime: Runtime, who: Principal, tool: Any, args: Any, refuse: _Refusal) -> _Allowed:
+    """Every check before a proposal is stored, in order; a failed one is audited and raised."""
+    if not isinstance(tool, str):
+        raise UsageError("tool must be a name")
+    if tool in runtime.spec.scope.forbidden_actions:
+        raise refuse(f"{tool!r} is a forbidden action", [f"scope.forbidden_actions: {tool}"])
+    registry = tool_registry(runtime)
+    if tool not in registry:
+        raise refuse(
+            f"{tool!r} is not in the workflow's tool list",
+            [f"tools: {tool} is not declared (declared: {', '.join(registry.names()) or 'none'})"],
+        )
+    reg = registry.get(tool)
+    try:
+        validated = reg.validate(args)
+    except UsageError as exc:
+        runtime.audit.append(
+            actor=who.id,
+            action="tools.refused",
+            resource=f"tool:{tool}",
+            outcome="invalid",
+            details={**refuse.base, "reasons": [str(exc)]},
+        )
+        raise
+    decision = runtime.authorizer.authorize(who, "tools.call", f"tool:{tool}", {"args": validated})
+    if not decision.allowed:
+        raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
+    if is_killed(runtime, tool):
+        raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
+    role, why = approval_requirement(reg.spec, validated)
+    # upstream MCP tools: pinned and not changed (charter.mcp); a call that runs now is checked as
+    # ``execute`` checks it, against the upstream's live definition
+    unavailable = reg.unavailable(live=role is None)
+    if unavailable:
+        raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
+    try:
+        check_preconditions(runtime, reg.spec, validated, who)
+    except Denied as exc:
+        raise refuse(str(exc), exc.reasons) from None
+    return _Allowed(reg, validated, tuple(decision.policy_ids), role, why)
+
+
+def _action_row(
+    runtime: Runtime,
+    who: Principal,
+    tool: str,
+    ok: _Allowed,
+    *,
+    request_id: str | None,
+    origin: Origin,
+    reason: str,
+    now: Any,
+) -> dict[str, Any]:
+    """The new action's row: pending approval, or (when it runs now) already moved ``approved → executing``."""
+    needs, role = ok.needs, ok.role
+    sla = _sla_rule(runtime, "approval_sla", role) if needs else None
+    row: dict[str, Any] = {
+        "id": "act_" + secrets.token_hex(12),
+        "request_id": request_id,
+        "tool": tool,
+        "requester": who.id,
+        "origin": origin,
+        "args": ok.validated,
+        "args_hash": args_hash(ok.validated),
+        "reason": reason,
+        "status": "pending" if needs else "approved",
+        "needs_approval": needs,
+        "required_role": role,
+        "assigned_role": role,
+        "escalation_level": 0,
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": now + ok.reg.spec.approval.expires_after if needs else None,
+        "sla_due_at": now + sla.sla if sla is not None else None,
+        "decided_by": None if needs else "policy",
+        "decided_at": None if needs else now,
+        "decision_reason": ok.why,
+        "version": 0,
+    }
+    if not needs:
+        row.update(status="executing", started_at=now, version=1)
+    return row
+
+
+def _store_proposal(
+    runtime: Runtime,
+    who: Principal,
+    tool: str,
+    ok: _Allowed,
+    row: dict[str, Any],
+    *,
+    request_id: str | None,
+    origin: Origin,
+    now: Any,
+) -> _Stored:
+    """Look up, count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a
+    transaction-scoped advisory lock per (principal, tool), so concurrent workers cannot both take the last
+    call. The new action commits with its ``tools.proposed`` entry and, when it runs now, already moved to
+    ``executing`` with its ``tools.executing`` entry: every check ``execute`` makes before that move was
+    just made by :func:`_check_proposal`, so the call leaves after one commit that records the decision,
+    and its outcome is committed after it."""
+    out = _Stored()
+    limit = ok.reg.spec.rate_limit
+    needs = ok.needs
+    with runtime.audit.transaction() as tx:
+        conn = tx.conn
+        if not runtime.store.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
+        store = runtime.store
+        if request_id is not None:  # the same request proposing the same call again gets the same action
+            found = store.execute_in(
+                conn,
+                _BY_REQUEST,
+                {"request_id": request_id, "requester": who.id, "tool": tool, "args_hash": row["args_hash"]},
+            )
+            out.existing = row_to_action(runtime, found[0]) if found else None
+        if out.existing is None and limit is not None:
+            counted = store.execute_in(
+                conn, _USED, {"requester": who.id, "tool": tool, "since": now - limit.per}
+            )
+            out.used = int(counted[0][0])
+        if out.existing is None and (limit is None or out.used < limit.calls):
+            stored = seal_values(runtime, row)
+            store.execute_in(conn, _INSERT, stored)
+            action = out.action = inserted_action(runtime, stored, ok.validated)
+            # the entries say what they said when the move was a separate step: proposed (approved, or
+            # pending), then executing
+            entries = [
+                audit_fields(
+                    who.id,
+                    "tools.proposed",
+                    action if needs else replace(action, status="approved", version=0, started_at=None),
+                    "pending" if needs else "approved",
+                    origin=origin,
+                    request_id=request_id,
+                    approval=ok.why,
+                    approver_role=ok.role,
+                    policy=list(ok.policy_ids),
+                )
+            ]
+            if not needs:
+                entries.append(audit_fields(who.id, "tools.executing", action, "started"))
+                out.running = action
+            tx.append_many(entries)
+    return out
+
+
 def propose(
     runtime: Runtime,
     principal: Principal | str,
@@ -167,146 +360,27 @@ def propose(
     if not isinstance(reason, str) or len(reason) > 10_000:
         raise UsageError("reason must be a string of at most 10,000 characters")
     who = resolve_principal(runtime, principal)
-    base = {"tool": tool, "origin": origin, "request_id": request_id}
-
-    def refuse(message: str, reasons: list[str]) -> Denied:
-        runtime.audit.append(
-            actor=who.id,
-            action="tools.refused",
-            resource=f"tool:{str(tool)[:100]}",
-            outcome="denied",
-            details={**base, "reasons": reasons},
-        )
-        return Denied(message, reasons=reasons)
-
-    if not isinstance(tool, str):
-        raise UsageError("tool must be a name")
-    if tool in runtime.spec.scope.forbidden_actions:
-        raise refuse(f"{tool!r} is a forbidden action", [f"scope.forbidden_actions: {tool}"])
-    registry = tool_registry(runtime)
-    if tool not in registry:
-        raise refuse(
-            f"{tool!r} is not in the workflow's tool list",
-            [f"tools: {tool} is not declared (declared: {', '.join(registry.names()) or 'none'})"],
-        )
-    reg = registry.get(tool)
-    try:
-        validated = reg.validate(args)
-    except UsageError as exc:
-        runtime.audit.append(
-            actor=who.id,
-            action="tools.refused",
-            resource=f"tool:{tool}",
-            outcome="invalid",
-            details={**base, "reasons": [str(exc)]},
-        )
-        raise
-    decision = runtime.authorizer.authorize(who, "tools.call", f"tool:{tool}", {"args": validated})
-    if not decision.allowed:
-        raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
-    if is_killed(runtime, tool):
-        raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
-    role, why = approval_requirement(reg.spec, validated)
-    needs = role is not None
-    # upstream MCP tools: pinned and not changed (charter.mcp); a call that runs now is checked as
-    # ``execute`` checks it, against the upstream's live definition
-    unavailable = reg.unavailable(live=not needs)
-    if unavailable:
-        raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
-    try:
-        check_preconditions(runtime, reg.spec, validated, who)
-    except Denied as exc:
-        raise refuse(str(exc), exc.reasons) from None
-    sla = _sla_rule(runtime, "approval_sla", role) if needs else None
-    action_id = "act_" + secrets.token_hex(12)
-    row: dict[str, Any] = {
-        "id": action_id,
-        "request_id": request_id,
-        "tool": tool,
-        "requester": who.id,
-        "origin": origin,
-        "args": validated,
-        "args_hash": args_hash(validated),
-        "reason": reason,
-        "status": "pending" if needs else "approved",
-        "needs_approval": needs,
-        "required_role": role,
-        "assigned_role": role,
-        "escalation_level": 0,
-        "created_at": now,
-        "updated_at": now,
-        "expires_at": now + reg.spec.approval.expires_after if needs else None,
-        "sla_due_at": now + sla.sla if sla is not None else None,
-        "decided_by": None if needs else "policy",
-        "decided_at": None if needs else now,
-        "decision_reason": why,
-        "version": 0,
-    }
-    if not needs:  # it runs now: stored as already moved ``approved → executing`` (see below)
-        row.update(status="executing", started_at=now, version=1)
-    limit = reg.spec.rate_limit
-    used = 0
-    existing: Action | None = None
-    action: Action | None = None
-    running: Action | None = None
-    # Look up, count and insert under one write lock: SQLite BEGIN IMMEDIATE; PostgreSQL a transaction-scoped
-    # advisory lock per (principal, tool), so concurrent workers cannot both take the last call. The new
-    # action commits with its ``tools.proposed`` entry and, when it runs now, already moved to ``executing``
-    # with its ``tools.executing`` entry: every check ``execute`` makes before that move was just made above,
-    # so the call leaves after one commit that records the decision, and its outcome is committed after it.
-    with runtime.audit.transaction() as tx:
-        conn = tx.conn
-        if not runtime.store.is_sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
-        store = runtime.store
-        if request_id is not None:  # the same request proposing the same call again gets the same action
-            found = store.execute_in(
-                conn,
-                _BY_REQUEST,
-                {"request_id": request_id, "requester": who.id, "tool": tool, "args_hash": row["args_hash"]},
-            )
-            existing = row_to_action(runtime, found[0]) if found else None
-        if existing is None and limit is not None:
-            counted = store.execute_in(
-                conn, _USED, {"requester": who.id, "tool": tool, "since": now - limit.per}
-            )
-            used = int(counted[0][0])
-        if existing is None and (limit is None or used < limit.calls):
-            stored = seal_values(runtime, row)
-            store.execute_in(conn, _INSERT, stored)
-            action = inserted_action(runtime, stored, validated)
-            # the entries say what they said when the move was a separate step: proposed (approved, or
-            # pending), then executing
-            entries = [
-                audit_fields(
-                    who.id,
-                    "tools.proposed",
-                    action if needs else replace(action, status="approved", version=0, started_at=None),
-                    "pending" if needs else "approved",
-                    origin=origin,
-                    request_id=request_id,
-                    approval=why,
-                    approver_role=role,
-                    policy=list(decision.policy_ids),
-                )
-            ]
-            if not needs:
-                entries.append(audit_fields(who.id, "tools.executing", action, "started"))
-                running = action
-            tx.append_many(entries)
+    refuse = _Refusal(runtime, who.id, tool, {"tool": tool, "origin": origin, "request_id": request_id})
+    ok = _check_proposal(runtime, who, tool, args, refuse)
+    row = _action_row(runtime, who, tool, ok, request_id=request_id, origin=origin, reason=reason, now=now)
+    done = _store_proposal(runtime, who, tool, ok, row, request_id=request_id, origin=origin, now=now)
+    existing = done.existing
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
             return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, subject_id=subject_id))
         return Proposal(existing)
-    if limit is not None and used >= limit.calls:
+    limit = ok.reg.spec.rate_limit
+    if limit is not None and done.used >= limit.calls:
         raise refuse(
-            f"rate limit: {who.id} used {used} of {limit.calls} calls of {tool} per {limit.per}",
+            f"rate limit: {who.id} used {done.used} of {limit.calls} calls of {tool} per {limit.per}",
             [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
         )
-    if running is not None:
-        return Proposal(run_action(runtime, reg, running, who.id, clock_of(clock), subject_id=subject_id))
-    assert action is not None
-    return Proposal(action)
+    if done.running is not None:
+        return Proposal(
+            run_action(runtime, ok.reg, done.running, who.id, clock_of(clock), subject_id=subject_id)
+        )
+    assert done.action is not None
+    return Proposal(done.action)
 
 
 # ------------------------------------------------------------------------------------------ execute
