@@ -39,7 +39,7 @@ from _common import pct  # noqa: E402
 
 from charter.agents import resume_run, run_task  # noqa: E402
 from charter.models import Generation, GenerationRequest, PromptRegistry, ToolCall, build_gateway  # noqa: E402
-from charter.review import decide  # noqa: E402
+from charter.review import decide_approval  # noqa: E402
 from charter.runtime import Runtime  # noqa: E402
 from charter.sources import sync_sources  # noqa: E402
 from charter.tools import ToolContext, tool_registry  # noqa: E402
@@ -164,7 +164,7 @@ def main() -> None:
                 paused = run_task(rt, noor, "Refund 80 EUR of ORD-10422, dented.", submit_for_review=False)
                 assert paused.run_status == "waiting", paused
                 (approval,) = paused.escalation["approvals"]  # type: ignore[index]
-                decide(rt, approval, ines, "approve")
+                decide_approval(rt, approval, ines, "approve")
                 t0 = time.perf_counter()
                 done = resume_run(rt, paused.run_id, submit_for_review=False)  # type: ignore[arg-type]
                 resumes.append((time.perf_counter() - t0) * 1000)

@@ -10,7 +10,7 @@ Measures
   ``tools.approve`` check with a conditional rule (the Cedar decision every proposal/approval adds);
 * ``auto``: ``propose`` of a tool that needs no approval (validate, Cedar, kill switch, rate limit, store,
   execute, audit) — calls per second;
-* ``approval_cycle``: ``propose(issue_refund 50)`` → ``decide(approve)`` → execution — cycles per second.
+* ``approval_cycle``: ``propose(issue_refund 50)`` → ``decide_approval(approve)`` → execution — cycles per second.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from charter.review import ManualClock, decide  # noqa: E402
+from charter.review import ManualClock, decide_approval  # noqa: E402
 from charter.runtime import Runtime  # noqa: E402
 from charter.tools import propose  # noqa: E402
 
@@ -76,7 +76,7 @@ def _throughput(
         clock.advance(timedelta(minutes=7))  # issue_refund: 10 per hour
         t0 = time.perf_counter()
         p = propose(rt, "ana", "issue_refund", {**call_args, "amount": 0.5}, origin="model", clock=clock)
-        done = decide(rt, p.id, "lena", "approve", clock=clock)
+        done = decide_approval(rt, p.id, "lena", "approve", clock=clock)
         cycle_ms.append((time.perf_counter() - t0) * 1000)
         assert done.status == "executed", done.error
     return {

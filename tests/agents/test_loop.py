@@ -19,7 +19,7 @@ from charter.agents import get_run, list_runs, resume_ready, resume_run, run_tas
 from charter.errors import Denied
 from charter.models import Generation, GenerationRequest, build_gateway
 from charter.pipeline import traces_for
-from charter.review import decide
+from charter.review import decide_approval
 from charter.runtime import Runtime
 from charter.tools import set_kill_switch
 from charter.tools._tables import tool_actions
@@ -159,7 +159,9 @@ def test_a_call_that_needs_approval_pauses_the_run_which_resumes_after_a_restart
     try:
         assert get_run(rt2, run_id).status == "waiting"
         assert resume_ready(rt2) == []
-        decide(rt2, approval, rt2.charter.principal("ines"), "approve")  # the lead approves: it runs once
+        decide_approval(
+            rt2, approval, rt2.charter.principal("ines"), "approve"
+        )  # the lead approves: it runs once
 
         def finish(req: GenerationRequest, step: int) -> Any:
             refund = req.turns[0].results[0]
@@ -193,7 +195,7 @@ def test_a_rejected_approval_is_reported_to_the_model_and_the_run_ends_cleanly(r
     )
     result = run_task(rt, rt.charter.principal("theo"), "Refund ORD-10424 in full, the mugs arrived broken.")
     (approval,) = result.escalation["approvals"]  # type: ignore[index]
-    decide(rt, approval, rt.charter.principal("ines"), "reject", reason="needs a photo first")
+    decide_approval(rt, approval, rt.charter.principal("ines"), "reject", reason="needs a photo first")
     seen: list[str] = []
 
     def after(req: GenerationRequest, step: int) -> str:
@@ -418,7 +420,7 @@ def test_a_run_whose_worker_died_is_taken_over_after_its_lease(rt: Runtime) -> N
     die(run_id, expired=True)
     assert resume_ready(rt) == [] and get_run(rt, run_id).status == "waiting"
     (approval,) = result.escalation["approvals"]  # type: ignore[index]
-    decide(rt, approval, rt.charter.principal("ines"), "approve")
+    decide_approval(rt, approval, rt.charter.principal("ines"), "approve")
     die(run_id, expired=False)
     assert resume_ready(rt) == []  # someone else holds it
     die(run_id, expired=True)
@@ -443,7 +445,7 @@ def test_two_workers_never_advance_the_same_run(order_desk: Path) -> None:
         )
         result = run_task(rt, rt.charter.principal("noor"), TASK)
         (approval,) = result.escalation["approvals"]  # type: ignore[index]
-        decide(rt, approval, rt.charter.principal("ines"), "approve")
+        decide_approval(rt, approval, rt.charter.principal("ines"), "approve")
         calls: list[int] = []
         errors: list[BaseException] = []
         gate = threading.Barrier(2, timeout=120)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from charter.identity import create_token
-from charter.review import decide
+from charter.review import decide_approval
 from charter.runtime import Runtime
 from charter.server import ServerSettings, create_app
 from tests.agents.test_loop import use
@@ -74,7 +74,7 @@ def test_a_waiting_run_survives_a_server_restart(order_desk: Path) -> None:
     # the server is gone; the lead approves from the command line's functions meanwhile
     rt = Runtime.open(order_desk)
     try:
-        decide(rt, approval, rt.charter.principal("ines"), "approve")
+        decide_approval(rt, approval, rt.charter.principal("ines"), "approve")
     finally:
         rt.close()
     with serve(order_desk, tick=30) as (client, _rt, h):  # the new server resumes it at start-up

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from charter.errors import Denied, UsageError
 from charter.mcp import approve_upstream, get_pin, hub_for
-from charter.review import decide
+from charter.review import decide_approval
 from charter.runtime import Runtime
 from charter.tools import execute, propose
 from charter.tools._tables import tool_actions
@@ -79,8 +79,8 @@ def test_write_tools_need_an_approval_bound_to_the_argument_hash_and_run_once(
     assert repo_state(repo) == before
     # the requester cannot approve their own call; a lead can
     with pytest.raises(Denied):
-        decide(rt, proposal.id, rt.charter.principal("ben"), "approve")
-    done = decide(rt, proposal.id, rt.charter.principal("lena"), "approve")
+        decide_approval(rt, proposal.id, rt.charter.principal("ben"), "approve")
+    done = decide_approval(rt, proposal.id, rt.charter.principal("lena"), "approve")
     assert done.status == "executed", done
     head = git(repo, "log", "-1", "--format=%s").strip()
     assert head == "add the draft"
@@ -163,7 +163,7 @@ def test_an_approved_call_waits_when_the_upstream_changed_before_it_runs(
     before = repo_state(repo)
     governed.override.write_text(json.dumps({"git_reset": "Unstages everything. Also deletes the repo."}))
     with pytest.raises(Denied, match="changed since it was approved"):
-        decide(rt, proposal.id, rt.charter.principal("lena"), "approve")
+        decide_approval(rt, proposal.id, rt.charter.principal("lena"), "approve")
     assert repo_state(repo) == before  # still staged: the reset never ran
     from charter.tools import get_action
 

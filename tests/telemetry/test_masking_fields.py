@@ -67,7 +67,7 @@ class _World:
         self.requests: list[str] = []
 
     def write(self, field: str, text: str) -> None:
-        from charter.review import decide, decide_draft, submit_draft
+        from charter.review import decide_approval, decide_draft, submit_draft
         from charter.tools import propose, set_kill_switch
 
         rt, wf = self.rt, self.rt.spec.workflow.id
@@ -112,7 +112,7 @@ class _World:
         elif field == "approval_reason":
             p = propose(rt, ana, "issue_refund", {"invoice_id": "INV-2026-00093", "amount": 20.0,
                         "reason": arg_reason}, reason="customer asked")  # fmt: skip
-            decide(rt, p.id, "lena", "reject", reason=text)
+            decide_approval(rt, p.id, "lena", "reject", reason=text)
         elif field == "kill_switch_reason":
             set_kill_switch(rt, "omar", True, tool="issue_refund", reason=text)
             set_kill_switch(rt, "omar", False, tool="issue_refund", reason="back on")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from charter.errors import Conflict, Denied, IntegrityError
-from charter.review import ManualClock, decide, decide_draft, submit_draft
+from charter.review import ManualClock, decide_approval, decide_draft, submit_draft
 from charter.runtime import Runtime
 from charter.tools import (
     execute,
@@ -83,15 +83,15 @@ def test_a_small_refund_needs_a_lead_and_never_its_requester(rt: Runtime, projec
     assert billing_state(project)["refunds"] == []
 
     with pytest.raises(Denied, match="four-eyes"):  # self-approval
-        decide(rt, proposal.id, "ana", "approve")
+        decide_approval(rt, proposal.id, "ana", "approve")
     with pytest.raises(Denied, match="lacks the role"):  # approver without the role
-        decide(rt, proposal.id, "farid", "approve")
+        decide_approval(rt, proposal.id, "farid", "approve")
     with pytest.raises(Denied):  # another agent
-        decide(rt, proposal.id, "ben", "approve")
+        decide_approval(rt, proposal.id, "ben", "approve")
     assert get_action(rt, proposal.id).status == "pending"
     assert billing_state(project)["refunds"] == []
 
-    done = decide(rt, proposal.id, "lena", "approve", reason="verified the duplicate")
+    done = decide_approval(rt, proposal.id, "lena", "approve", reason="verified the duplicate")
     assert done.status == "executed" and done.decided_by == "lena"
     assert [r["amount"] for r in billing_state(project)["refunds"]] == [50.0]
     actions = [r.action for r in audit_rows(rt, f"action:{proposal.id}")]
@@ -110,16 +110,16 @@ def test_a_lead_cannot_approve_a_large_refund_and_a_lead_request_needs_another_a
     big = propose(rt, "ana", "issue_refund", REFUND_500)
     assert big.action.required_role == "finance"
     with pytest.raises(Denied):
-        decide(rt, big.id, "lena", "approve")
-    assert decide(rt, big.id, "farid", "approve").status == "executed"
+        decide_approval(rt, big.id, "lena", "approve")
+    assert decide_approval(rt, big.id, "farid", "approve").status == "executed"
     own = propose(rt, "lena", "issue_refund", REFUND_50)
     with pytest.raises(Denied, match="four-eyes"):
-        decide(rt, own.id, "lena", "approve")
+        decide_approval(rt, own.id, "lena", "approve")
 
 
 def test_an_approval_for_refund_50_cannot_execute_refund_500(rt: Runtime, project: Path) -> None:
     proposal = propose(rt, "ana", "issue_refund", REFUND_50)
-    approved = decide(rt, proposal.id, "lena", "approve", run=False)
+    approved = decide_approval(rt, proposal.id, "lena", "approve", run=False)
     assert approved.status == "approved"
     with pytest.raises(Denied, match="other arguments"):
         execute(rt, proposal.id, args=REFUND_500)
@@ -137,7 +137,7 @@ def test_a_refund_larger_than_what_is_refundable_fails_and_the_failure_is_stored
     rt: Runtime, project: Path
 ) -> None:
     proposal = propose(rt, "ana", "issue_refund", {**REFUND_50, "amount": INVOICE["amount_paid"] + 1})
-    done = decide(rt, proposal.id, "farid", "approve")
+    done = decide_approval(rt, proposal.id, "farid", "approve")
     assert done.status == "failed" and "refundable" in (done.error or "")
     assert execute(rt, proposal.id).status == "failed"  # a retry returns the stored outcome
     assert billing_state(project)["refunds"] == []
@@ -145,10 +145,10 @@ def test_a_refund_larger_than_what_is_refundable_fails_and_the_failure_is_stored
 
 def test_rejected_requests_stay_rejected(rt: Runtime) -> None:
     proposal = propose(rt, "ana", "issue_refund", REFUND_50)
-    rejected = decide(rt, proposal.id, "lena", "reject", reason="not a duplicate")
+    rejected = decide_approval(rt, proposal.id, "lena", "reject", reason="not a duplicate")
     assert rejected.status == "rejected"
     with pytest.raises(Conflict):
-        decide(rt, proposal.id, "lena", "approve")
+        decide_approval(rt, proposal.id, "lena", "approve")
     with pytest.raises(Denied):
         execute(rt, proposal.id)
 
@@ -199,7 +199,9 @@ def test_the_kill_switch_stops_new_calls_and_pending_executions(rt: Runtime, pro
         rt, "ana", "lookup_invoice", {"invoice_id": INVOICE_ID}, subject_id=INVOICE["customer_id"]
     ).executed
     with pytest.raises(Denied, match="kill switch"):
-        decide(rt, pending.id, "lena", "approve")  # approved, but it must not run while the switch is on
+        decide_approval(
+            rt, pending.id, "lena", "approve"
+        )  # approved, but it must not run while the switch is on
     assert get_action(rt, pending.id).status == "approved"
     assert billing_state(project)["refunds"] == []
 
@@ -258,7 +260,7 @@ def test_a_retried_request_does_not_queue_the_same_call_twice(rt: Runtime, proje
     assert other.id != first.id  # other arguments: another action
     elsewhere = propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-8", origin="model")
     assert elsewhere.id != first.id  # another request: another action
-    decide(rt, first.id, "lena", "approve")
+    decide_approval(rt, first.id, "lena", "approve")
     assert propose(rt, "ana", "issue_refund", REFUND_50, request_id="req-7").status == "executed"
     assert len(billing_state(project)["refunds"]) == 1
     cus = INVOICE["customer_id"]

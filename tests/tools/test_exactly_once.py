@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from charter.errors import Conflict, Denied
-from charter.review import decide
+from charter.review import decide_approval
 from charter.runtime import Runtime
 from charter.tools import execute, get_action, propose, resolve_stuck, set_kill_switch, stuck_actions
 from tests.tools._helpers import REFUND_50, audit_rows, billing_state
@@ -42,7 +42,7 @@ def test_twenty_concurrent_approvals_execute_once_and_nineteen_conflict(rt: Runt
     def approve() -> None:
         barrier.wait()
         try:
-            action = decide(rt, proposal.id, "lena", "approve")
+            action = decide_approval(rt, proposal.id, "lena", "approve")
             result = action.status
         except Conflict:
             result = "conflict"
@@ -66,7 +66,7 @@ _APPROVER = textwrap.dedent("""
     import json, sys, threading, time
     from pathlib import Path
     from charter.errors import Conflict
-    from charter.review import decide
+    from charter.review import decide_approval
     from charter.runtime import Runtime
 
     charter, action_id, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -78,7 +78,7 @@ _APPROVER = textwrap.dedent("""
         while not go.exists():
             time.sleep(0.001)
         try:
-            results.append(decide(rt, action_id, "lena", "approve").status)
+            results.append(decide_approval(rt, action_id, "lena", "approve").status)
         except Conflict:
             results.append("conflict")
     threads = [threading.Thread(target=approve) for _ in range(10)]
@@ -143,10 +143,10 @@ _SLOW_TOOLS = textwrap.dedent("""
 
 _EXECUTOR = textwrap.dedent("""
     import sys
-    from charter.review import decide
+    from charter.review import decide_approval
     from charter.runtime import Runtime
     rt = Runtime.open(sys.argv[1], record_changes=False)
-    decide(rt, sys.argv[2], "lena", "approve")
+    decide_approval(rt, sys.argv[2], "lena", "approve")
 """)
 
 
@@ -204,7 +204,7 @@ def test_sigkill_during_execution_leaves_evidence_and_recovery_is_explicit(slow_
     with pytest.raises(Conflict):  # never executed twice by a retry ...
         execute(restarted, proposal.id)
     with pytest.raises(Conflict):  # ... nor by another approval
-        decide(restarted, proposal.id, "lena", "approve")
+        decide_approval(restarted, proposal.id, "lena", "approve")
     with pytest.raises(Denied):  # re-running a non-idempotent tool is refused
         resolve_stuck(restarted, proposal.id, "omar", "retry", reason="try again")
     with pytest.raises(Denied):  # only the incidents owner / kill_switch role recovers
@@ -239,7 +239,7 @@ def test_an_idempotent_tool_can_be_rerun_with_the_same_key_after_a_crash(slow_pr
 def test_an_approved_action_survives_a_restart_before_it_runs(slow_project: Path) -> None:
     rt = Runtime.open(slow_project)
     proposal = propose(rt, "ana", "slow_write", {"label": "z"})
-    decide(rt, proposal.id, "lena", "approve", run=False)
+    decide_approval(rt, proposal.id, "lena", "approve", run=False)
     rt.close()
     restarted = Runtime.open(slow_project)
     assert execute(restarted, proposal.id).status == "executed"
@@ -267,7 +267,7 @@ def test_an_executed_state_is_never_stored_without_its_audit_entry(
     monkeypatch.setattr(AuditLog, "_append_in", failing)
     proposal = propose(rt, "ana", "issue_refund", REFUND_50)
     with pytest.raises(StoreUnavailable):
-        decide(rt, proposal.id, "lena", "approve")
+        decide_approval(rt, proposal.id, "lena", "approve")
     monkeypatch.setattr(AuditLog, "_append_in", original)
     action = get_action(rt, proposal.id)
     assert action.status == "executing"

@@ -53,7 +53,7 @@ def test_review_exports() -> None:
             "SystemClock",
             "TickReport",
             "approver_roles",
-            "decide",
+            "decide_approval",
             "decide_draft",
             "get_approval",
             "get_review",

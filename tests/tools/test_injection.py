@@ -15,7 +15,7 @@ import pytest
 from bastioncorpus import load_corpus
 
 from charter.errors import Conflict, Denied, UsageError
-from charter.review import ManualClock, decide, submit_draft
+from charter.review import ManualClock, decide_approval, submit_draft
 from charter.runtime import Runtime
 from charter.tools import list_actions, propose
 from tests.tools._helpers import CUSTOMER_ID, INVOICE_ID, billing_state
@@ -70,7 +70,7 @@ def test_malicious_text_never_causes_an_unapproved_execution(rt: Runtime, projec
         # the requester cannot approve, whatever the reason says; nor can an agent colleague
         for who in ("ana", "ben"):
             with pytest.raises(Denied):
-                decide(rt, proposal.id, who, "approve", reason=text, clock=clock)
+                decide_approval(rt, proposal.id, who, "approve", reason=text, clock=clock)
         # malicious text as an argument value of a strictly typed field is refused outright
         with pytest.raises(UsageError):
             propose(rt, "ana", "lookup_invoice", {"invoice_id": text}, origin="model", clock=clock)
@@ -124,8 +124,8 @@ def test_a_decided_request_cannot_be_replayed_by_injected_approvals(rt: Runtime,
     proposal = propose(
         rt, "ana", "issue_refund", {"invoice_id": INVOICE_ID, "amount": 50, "reason": "dup"}, origin="model"
     )
-    decide(rt, proposal.id, "lena", "reject", reason="not a duplicate")
+    decide_approval(rt, proposal.id, "lena", "reject", reason="not a duplicate")
     for text in CRAFTED:
         with pytest.raises((Conflict, Denied)):
-            decide(rt, proposal.id, "lena", "approve", reason=text)
+            decide_approval(rt, proposal.id, "lena", "approve", reason=text)
     _no_unapproved_side_effects(rt, project)

@@ -77,11 +77,11 @@ def approvals_show(
 def _decide(
     approval_id: str, user: str, decision: str, reason: str, charter: Path | None, as_json: bool
 ) -> None:
-    from charter.review import decide
+    from charter.review import decide_approval
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
-    action = decide(rt, approval_id, who, decision, reason=reason)  # type: ignore[arg-type]
+    action = decide_approval(rt, approval_id, who, decision, reason=reason)  # type: ignore[arg-type]
     emit(
         action.to_dict(),
         as_json,

@@ -172,7 +172,7 @@ def _pick(rt: Runtime, ok: Any, exclude: tuple[str, ...] = ()) -> Principal:
 
 
 def review_drill(rt: Runtime, c: CheckResult) -> None:
-    from charter.review import ManualClock, decide, get_approval, submit_draft, tick
+    from charter.review import ManualClock, decide_approval, get_approval, submit_draft, tick
     from charter.review._authority import role_chain
     from charter.store import utcnow
     from charter.tools import propose
@@ -194,7 +194,7 @@ def review_drill(rt: Runtime, c: CheckResult) -> None:
                 args,
                 role,
                 propose,
-                decide,
+                decide_approval,
                 get_approval,
                 tick,
                 ManualClock(utcnow()),

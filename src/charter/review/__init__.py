@@ -1,11 +1,11 @@
 """Human decisions: approval requests for tool actions, the review queue for drafts, SLAs and escalation.
 
-* :func:`decide` approves or rejects an approval request (approving runs the action exactly once).
+* :func:`decide_approval` approves or rejects an approval request (approving runs the action exactly once).
 * :func:`submit_draft` queues a draft; :func:`decide_draft` approves, edits or rejects it.
 * :func:`tick` expires and escalates whatever is due; the :class:`Clock` is injectable (:class:`ManualClock`).
 """
 
-from charter.review._approvals import approver_roles, decide, get_approval, list_approvals
+from charter.review._approvals import approver_roles, decide_approval, get_approval, list_approvals
 from charter.review._clock import Clock, ManualClock, SystemClock
 from charter.review._drafts import (
     ESCALATION_REASONS,
@@ -31,7 +31,7 @@ __all__ = [
     "SystemClock",
     "TickReport",
     "approver_roles",
-    "decide",
+    "decide_approval",
     "decide_draft",
     "get_approval",
     "get_review",

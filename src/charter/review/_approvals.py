@@ -131,7 +131,7 @@ def _approver_authority(runtime: Runtime, who: Principal, action: Action, decisi
         raise
 
 
-def decide(
+def decide_approval(
     runtime: Runtime,
     approval_id: str,
     principal: Principal | str,

@@ -266,12 +266,12 @@ def get_approval(request: Request, approval_id: str, principal: Caller) -> Any:
 )
 def decide_approval(request: Request, approval_id: str, body: S.ApprovalDecisionIn, principal: Caller) -> Any:
     """Approve (runs the action once) or reject. Nobody decides their own request (403)."""
-    from charter.review import decide
+    from charter.review import decide_approval
 
     rt = _rt(request)
     require_capability(rt, principal, "approvals", "decide approval requests")
     _visible_approval(rt, principal, approval_id)
-    decided = decide(rt, approval_id, principal, body.decision, reason=body.reason)
+    decided = decide_approval(rt, approval_id, principal, body.decision, reason=body.reason)
     if rt.spec.workflow.kind == "agent":  # the agent run that waits for it goes on, in the background
         from charter.server._app import resume_runs_soon
 

@@ -413,7 +413,7 @@ def approval_decide(
     reason: str = Form("", max_length=4000),
 ) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import decide
+        from charter.review import decide_approval
         from charter.server._api import _visible_approval
 
         rt = state_of(request).rt
@@ -421,7 +421,7 @@ def approval_decide(
         _visible_approval(rt, p, approval_id)
         if decision not in ("approve", "reject"):
             raise Denied("unknown decision")
-        decide(rt, approval_id, p, decision, reason=reason)  # type: ignore[arg-type]
+        decide_approval(rt, approval_id, p, decision, reason=reason)  # type: ignore[arg-type]
         return RedirectResponse("/approvals", status_code=303)
 
     return _page(request, page)
