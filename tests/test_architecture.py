@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"spec", "store"},
     {"policy", "identity", "canaries"},
     {"telemetry", "sources", "retrieval", "models", "access"},
-    {"runtime", "review", "tools", "_checks", "screening"},
+    {"runtime", "review", "tools", "_answer_checks", "screening"},
     {"pipeline", "agents", "evals", "gate", "mcp"},
     {"cli", "server"},
 ]
@@ -167,8 +167,8 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("tools", "mcp"),
 }
 KNOWN_REACH_INS: set[tuple[str, str]] = {
-    ("_checks", "charter.models._render"),
-    ("_checks", "charter.models._text"),
+    ("_answer_checks", "charter.models._render"),
+    ("_answer_checks", "charter.models._text"),
     ("access", "charter.retrieval._tables"),
     ("access", "charter.review._tables"),
     ("access", "charter.sources._tables"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.errors import BudgetExceeded, Denied, UsageError
 from charter.pipeline import ask, traces_for
 from charter.runtime import Runtime

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.agents import respond
 from charter.pipeline import traces_for
 from charter.runtime import Runtime

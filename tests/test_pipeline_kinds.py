@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.errors import UsageError
 from charter.pipeline import ask
 from charter.runtime import Runtime

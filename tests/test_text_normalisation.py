@@ -8,7 +8,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.models._render import _invisible, clean_text
 
 TRICKY = (
@@ -80,7 +80,7 @@ def test_the_no_change_shortcut_gives_exactly_the_full_translation(text: str) ->
     must be identical to always translating."""
     import unicodedata
 
-    from charter._checks import _DROP_FORMAT, normalise
+    from charter._answer_checks import _DROP_FORMAT, normalise
     from charter.models._render import _ASCII_CONTROLS, _CLEAN, clean_text
 
     full_clean = _ASCII_CONTROLS.sub("", text) if text.isascii() else text.translate(_CLEAN)

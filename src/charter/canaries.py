@@ -8,7 +8,7 @@ its own shapes in ``monitoring.canaries`` (a list of regular expressions); they 
 they never replace it, so a configuration cannot switch canary detection off.
 
 Invariants: :meth:`Canaries.find` runs on text as given (callers normalise first, see
-``charter._checks.normalise`` and ``charter.telemetry.masking.normalise_for_masking``); a pattern that can
+``charter._answer_checks.normalise`` and ``charter.telemetry.masking.normalise_for_masking``); a pattern that can
 match the empty string, or does not compile, is refused with a :class:`~charter.errors.UsageError` that
 names it. This module imports nothing heavy: the check stage and the evals load it on every request.
 """

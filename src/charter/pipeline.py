@@ -29,7 +29,7 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError

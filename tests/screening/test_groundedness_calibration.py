@@ -3,7 +3,7 @@ The threshold ``SENTENCE_SUPPORT_MIN`` is calibrated on these pairs; docs/pipeli
 
 from __future__ import annotations
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.retrieval._embedding import get_embedder
 
 SOURCE = (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.models import ExtractiveModel, GenerationRequest, Passage, split_draft, split_sentences
 from charter.screening import screen_sentence, screen_text
 from tests.screening.labelled import INJECTED, LEGIT

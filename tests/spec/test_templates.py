@@ -42,7 +42,7 @@ def test_a_folder_with_a_template_file_is_a_template(tmp_path: Path, monkeypatch
     """The code names no template: a folder holding ``template.yaml`` is one, with its own first command."""
     import shutil
 
-    from charter.cli import _check
+    from charter.cli import _charter_check as _check
 
     examples = tmp_path / "examples"
     shutil.copytree(

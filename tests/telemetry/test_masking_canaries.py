@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sqlalchemy import select, update
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter.canaries import DEFAULT, Canaries, canaries_for
 from charter.errors import UsageError
 from charter.runtime import Runtime

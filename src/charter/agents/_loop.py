@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
-from charter import _checks as checks
+from charter import _answer_checks as checks
 from charter import pipeline
 from charter.access import TOOL_SOURCE
 from charter.errors import BudgetExceeded, CharterException, Conflict, Denied, NotFound, UsageError

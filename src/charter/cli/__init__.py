@@ -17,7 +17,7 @@ from charter.cli._app import app
 from charter.errors import CharterError, CharterException, CharterRuntimeError, SpecError
 
 # Command modules register themselves on ``app`` when imported.
-from charter.cli import _check  # noqa: F401  isort: skip
+from charter.cli import _charter_check  # noqa: F401  isort: skip
 from charter.cli import _identity  # noqa: F401  isort: skip
 from charter.cli import _policy  # noqa: F401  isort: skip
 from charter.cli import _audit  # noqa: F401  isort: skip

@@ -160,7 +160,7 @@ class ScoreContext:
 def _index_canaries(rt: Runtime) -> dict[str, str]:
     from sqlalchemy import select
 
-    from charter._checks import normalise
+    from charter._answer_checks import normalise
     from charter.canaries import canaries_for
     from charter.retrieval._tables import chunks, documents
 

@@ -544,7 +544,7 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     draft's passages, no canary token, no personal data or secret that no cited passage holds (refused with
     :class:`Denied`); groundedness is scored and recorded (``low_groundedness`` flags it for the second
     reviewer)."""
-    from charter import _checks as checks
+    from charter import _answer_checks as checks
     from charter.pipeline import _embedder, _new_pii
 
     passages = _cited_passages(runtime, item)
