@@ -24,7 +24,7 @@ import hashlib
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -97,6 +97,19 @@ class EmbedderMismatch(UsageError):
             "back, or re-embed everything with: charter sync --reembed"
         )
         self.built, self.current = built, current
+
+
+@dataclass
+class _BatchPlan:
+    """:meth:`Index.upsert_documents`' reading of a batch: a result per write where nothing is to be written,
+    the writes whose ACL alone changed, and the writes whose content is to be (re)written with its chunks."""
+
+    results: list[UpsertResult | None]
+    acl_only: list[int] = field(default_factory=list)
+    content: list[tuple[int, Prepared]] = field(
+        default_factory=list
+    )  # (index in the writes, chunks, vectors)
+    new_vectors: list[dict[str, Any]] = field(default_factory=list)  # cache rows of newly embedded texts
 
 
 class Index:
@@ -371,16 +384,45 @@ class Index:
             return []
         if len({(w.doc.source_id, w.doc.doc_id) for w in writes}) != len(writes):
             raise UsageError("upsert_documents: a document appears twice in one batch")
+        plan = self._plan_batch(writes, chunking, force)
+        results = plan.results
+        if not plan.content and not plan.acl_only:
+            return [r or "unchanged" for r in results]
+        now = utcnow()
+        bumped: set[str] = set()
+        with self.store.begin(immediate=True) as conn:
+            if plan.content:
+                self._record_embedder(conn)
+                self._cache_vectors(conn, plan.new_vectors)
+            current = {(r.source_id, r.doc_id): r for r in self._rows(conn, [w.doc for w in writes])}
+            for (
+                i
+            ) in plan.acl_only:  # same content: the ACL only, unless a newer one is stored (or it is gone)
+                w = writes[i]
+                results[i] = self._write_acl_only(conn, w, current.get((w.doc.source_id, w.doc.doc_id)), now)
+                if results[i] == "acl_changed":
+                    bumped.add("acl")
+            chunk_rows: list[dict[str, Any]] = []
+            for i, p in plan.content:
+                w = writes[i]
+                results[i] = self._write_content(
+                    conn, w, p, current.get((w.doc.source_id, w.doc.doc_id)), force, now, bumped, chunk_rows
+                )
+            if chunk_rows:
+                conn.execute(insert(chunks), chunk_rows)
+            for name in sorted(bumped):
+                self._bump(conn, name)
+        return [r or "unchanged" for r in results]
+
+    def _plan_batch(self, writes: list[DocumentWrite], chunking: Chunking, force: bool) -> _BatchPlan:
+        """What each write needs (nothing, its ACL only, or its content), read before the transaction; the
+        content's chunks and vectors are computed here (embedding happens outside the transaction)."""
         key = _chunking_key(chunking)
-        d = documents.c
         rows: dict[tuple[str, str], Any] = {}
         with self.store.connect() as conn:
             for row in self._rows(conn, [w.doc for w in writes]):
                 rows[(row.source_id, row.doc_id)] = row
-        results: list[UpsertResult | None] = [None] * len(writes)
-        content: list[tuple[int, Prepared]] = []  # (index in writes, chunks and vectors)
-        acl_only: list[int] = []
-        new_vectors: list[dict[str, Any]] = []
+        plan = _BatchPlan(results=[None] * len(writes))
         for i, w in enumerate(writes):
             row = rows.get((w.doc.source_id, w.doc.doc_id))
             if (
@@ -393,57 +435,36 @@ class Index:
                     row.acl_hash == _acl_hash(w.acl_tokens)
                     and bool(row.private_by_default) == w.private_by_default
                 ):
-                    results[i] = "unchanged"
+                    plan.results[i] = "unchanged"
                 else:
-                    acl_only.append(i)
+                    plan.acl_only.append(i)
                 continue
             p = w.prepared
             if p is None or p.content_hash != w.doc.content_hash or p.chunking != key:
                 pieces = chunk_document(w.doc, chunking)
                 texts = [c.embed_text for c in pieces]
-                hashes, vecs, rows_new = self._vectors_for(texts)  # embedding happens outside the transaction
-                new_vectors += rows_new
+                hashes, vecs, rows_new = self._vectors_for(texts)
+                plan.new_vectors += rows_new
                 p = Prepared(w.doc.content_hash, key, pieces, texts, hashes, vecs)
-            content.append((i, p))
-        if not content and not acl_only:
-            return [r or "unchanged" for r in results]
-        now = utcnow()
-        bumped: set[str] = set()
-        with self.store.begin(immediate=True) as conn:
-            if content:
-                self._record_embedder(conn)
-                self._cache_vectors(conn, new_vectors)
-            current = {(r.source_id, r.doc_id): r for r in self._rows(conn, [w.doc for w in writes])}
-            for i in acl_only:  # same content: the ACL only, unless a newer one is stored (or it is gone)
-                w = writes[i]
-                cur = current.get((w.doc.source_id, w.doc.doc_id))
-                if cur is None or cur.acl_seen_at > w.seen_at:
-                    results[i] = "unchanged"
-                    continue
-                self._write_acl(conn, cur.id, w.acl_tokens)
-                conn.execute(
-                    update(documents)
-                    .where(d.id == cur.id)
-                    .values(
-                        acl_hash=_acl_hash(w.acl_tokens),
-                        private_by_default=w.private_by_default,
-                        acl_seen_at=w.seen_at,
-                        synced_at=now,
-                    )
-                )
-                bumped.add("acl")
-                results[i] = "acl_changed"
-            chunk_rows: list[dict[str, Any]] = []
-            for i, p in content:
-                w = writes[i]
-                results[i] = self._write_content(
-                    conn, w, p, current.get((w.doc.source_id, w.doc.doc_id)), force, now, bumped, chunk_rows
-                )
-            if chunk_rows:
-                conn.execute(insert(chunks), chunk_rows)
-            for name in sorted(bumped):
-                self._bump(conn, name)
-        return [r or "unchanged" for r in results]
+            plan.content.append((i, p))
+        return plan
+
+    def _write_acl_only(self, conn: Connection, w: DocumentWrite, cur: Any, now: datetime) -> UpsertResult:
+        """Write a document's new ACL (its content is unchanged), unless a newer one is stored or it is gone."""
+        if cur is None or cur.acl_seen_at > w.seen_at:
+            return "unchanged"
+        self._write_acl(conn, cur.id, w.acl_tokens)
+        conn.execute(
+            update(documents)
+            .where(documents.c.id == cur.id)
+            .values(
+                acl_hash=_acl_hash(w.acl_tokens),
+                private_by_default=w.private_by_default,
+                acl_seen_at=w.seen_at,
+                synced_at=now,
+            )
+        )
+        return "acl_changed"
 
     def _rows(self, conn: Connection, docs: list[Document]) -> list[Any]:
         """The ``documents`` rows of ``docs`` (those indexed)."""
@@ -515,8 +536,13 @@ class Index:
             self._write_acl(conn, pk, tokens)
             bumped.add("acl")
         bumped.add("content")
-        if not p.chunks:
-            return "added" if cur is None else "updated"
+        if p.chunks:
+            self._write_chunks(conn, pk, p, chunk_rows)
+        return "added" if cur is None else "updated"
+
+    def _write_chunks(self, conn: Connection, pk: int, p: Prepared, chunk_rows: list[dict[str, Any]]) -> None:
+        """A document's chunk rows: appended to ``chunk_rows`` on SQLite (one insert per transaction); on
+        PostgreSQL written now, with their vector and postings rows."""
         terms = [analyse(t) for t in p.texts]
         rows = [
             {
@@ -533,14 +559,12 @@ class Index:
         ]
         if self.store.is_sqlite:
             chunk_rows += rows
-        else:
-            # --- PostgreSQL: the chunks' vector and postings rows (charter.retrieval._pg) ---
-            from charter.retrieval import _pg
+            return
+        from charter.retrieval import _pg  # PostgreSQL: the chunks' vector and postings rows
 
-            conn.execute(insert(chunks), rows)
-            positions = [c.position for c in p.chunks]
-            _pg.write_chunks(conn, pk, self.embedder.name, positions, p.vectors, terms)
-        return "added" if cur is None else "updated"
+        conn.execute(insert(chunks), rows)
+        positions = [c.position for c in p.chunks]
+        _pg.write_chunks(conn, pk, self.embedder.name, positions, p.vectors, terms)
 
     def update_acl(
         self,

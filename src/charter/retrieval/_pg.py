@@ -436,19 +436,13 @@ class PgSearch:
             hnsw_need = max(2 * k, HNSW_MIN_RESULTS)
             hnsw = self._hnsw_ef(n, n_model, hnsw_need) if use_dense else None
             while True:
-                exhaustive = m >= n
+                dense_list: list[Any] = []
                 dense_exact = True
                 if use_dense:
-                    dense_list = []
-                    if hnsw and not exhaustive:
-                        dense_list = self._dense_hnsw(conn, params, has_sources, m, hnsw)
-                        dense_exact = False
-                        if len(dense_list) < min(hnsw_need, n):  # too few permitted candidates: exact scan
-                            hnsw, dense_exact = None, True
-                    if dense_exact:
-                        dense_list = self._dense_exact(conn, params, has_sources, m, everything)
-                else:
-                    dense_list = []
+                    dense_list, hnsw = self._dense_list(
+                        conn, params, has_sources, m, n, hnsw, hnsw_need, everything
+                    )
+                    dense_exact = hnsw is None or m >= n
                 bm25_list, dfs = (
                     self._bm25_top(conn, params, has_sources, m, everything) if use_bm25 else ([], {})
                 )
@@ -476,6 +470,27 @@ class PgSearch:
                     hnsw = None  # the approximate lists could not settle the top k: rank exactly
                 else:
                     m = min(m * 4, n)
+
+    def _dense_list(
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        has_sources: bool,
+        m: int,
+        n: int,
+        hnsw: int | None,
+        hnsw_need: int,
+        everything: bool,
+    ) -> tuple[list[Any], int | None]:
+        """The dense candidate list of depth ``m``, and the HNSW ``ef_search`` still in use (``None``: the
+        list is exact). The HNSW path is left for the exact scan when it brings back too few permitted
+        chunks, or when ``m`` covers every permitted chunk anyway."""
+        if hnsw and m < n:
+            found = self._dense_hnsw(conn, params, has_sources, m, hnsw)
+            if len(found) >= min(hnsw_need, n):
+                return found, hnsw
+            hnsw = None  # too few permitted candidates: exact scan
+        return self._dense_exact(conn, params, has_sources, m, everything), hnsw
 
     def _hnsw_ef(self, n: int, n_model: int, need: int) -> int | None:
         """``ef_search`` for the HNSW path, or ``None`` when the exact scan is the right (or only) choice."""
@@ -515,35 +530,7 @@ class PgSearch:
             empty = np.zeros(0, dtype=np.float32)
             return Ranked([], empty, empty, empty, empty, empty)
         ids = list(cands)
-        dense_known = {cid for cid, _ in dense_list}
-        bm25_known = {cid for cid, _ in bm25_list}
-        for cid, source_id, doc_id, position in conn.execute(
-            select(chunks.c.id, documents.c.source_id, documents.c.doc_id, chunks.c.position)
-            .select_from(chunks.join(documents, documents.c.id == chunks.c.doc_pk))
-            .where(chunks.c.id.in_(ids))
-        ):
-            cands[int(cid)].key = (source_id, doc_id, int(position))
-        if use_dense and (missing := [i for i in ids if i not in dense_known]):
-            for cid, s in conn.execute(
-                text(
-                    "SELECT chunk_id, -(embedding <#> CAST(:q AS vector)) FROM retrieval_chunk_vectors "
-                    "WHERE chunk_id IN :ids AND model = :model"
-                ).bindparams(bindparam("ids", expanding=True)),
-                {**params, "ids": missing},
-            ):
-                cands[int(cid)].dense = float(s)
-        if use_bm25 and (missing := [i for i in ids if i not in bm25_known]):
-            weights = dict(zip(params["terms"], params["weights"], strict=True))
-            for cid, term, tf, length in conn.execute(
-                text(
-                    "SELECT chunk_id, term, tf, length FROM retrieval_postings "
-                    "WHERE chunk_id IN :ids AND term IN :terms"
-                ).bindparams(bindparam("ids", expanding=True), bindparam("terms", expanding=True)),
-                {"ids": missing, "terms": params["terms"]},
-            ):
-                c = cands[int(cid)]
-                c.bm25 += weights[term] * _bm25_term(dfs[term], n, tf, length, params["avgdl"])
-                c.present = True
+        self._complete(conn, params, cands, dense_list, bm25_list, dfs, n, use_dense, use_bm25)
         order = sorted(ids, key=lambda i: cands[i].key)
         dense = np.array([cands[i].dense for i in order], dtype=np.float32)
         bm25 = np.array([cands[i].bm25 for i in order], dtype=np.float32)
@@ -579,6 +566,51 @@ class PgSearch:
         if not done and (len(top) < k or not float(fused[top[-1]]) > bound + 1e-6):
             return None  # a row outside both lists might tie or win: widen them
         return Ranked([order[i] for i in top], fused[top], bm25[top], nb[top], dense[top], nd[top])
+
+    def _complete(
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        cands: dict[int, _Cand],
+        dense_list: list[tuple[int, float]],
+        bm25_list: list[tuple[int, float]],
+        dfs: dict[str, int],
+        n: int,
+        use_dense: bool,
+        use_bm25: bool,
+    ) -> None:
+        """Fill in each candidate's document key, and the dense / BM25 score of candidates that only the other
+        list brought (exact: the same formulas as the lists)."""
+        ids = list(cands)
+        dense_known = {cid for cid, _ in dense_list}
+        bm25_known = {cid for cid, _ in bm25_list}
+        for cid, source_id, doc_id, position in conn.execute(
+            select(chunks.c.id, documents.c.source_id, documents.c.doc_id, chunks.c.position)
+            .select_from(chunks.join(documents, documents.c.id == chunks.c.doc_pk))
+            .where(chunks.c.id.in_(ids))
+        ):
+            cands[int(cid)].key = (source_id, doc_id, int(position))
+        if use_dense and (missing := [i for i in ids if i not in dense_known]):
+            for cid, s in conn.execute(
+                text(
+                    "SELECT chunk_id, -(embedding <#> CAST(:q AS vector)) FROM retrieval_chunk_vectors "
+                    "WHERE chunk_id IN :ids AND model = :model"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {**params, "ids": missing},
+            ):
+                cands[int(cid)].dense = float(s)
+        if use_bm25 and (missing := [i for i in ids if i not in bm25_known]):
+            weights = dict(zip(params["terms"], params["weights"], strict=True))
+            for cid, term, tf, length in conn.execute(
+                text(
+                    "SELECT chunk_id, term, tf, length FROM retrieval_postings "
+                    "WHERE chunk_id IN :ids AND term IN :terms"
+                ).bindparams(bindparam("ids", expanding=True), bindparam("terms", expanding=True)),
+                {"ids": missing, "terms": params["terms"]},
+            ):
+                c = cands[int(cid)]
+                c.bm25 += weights[term] * _bm25_term(dfs[term], n, tf, length, params["avgdl"])
+                c.present = True
 
     # -------------------------------------------------------------------------------------- hits
     def materialise(self, ranked: Ranked, tokens: frozenset[str], min_score: float) -> list[Hit] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,6 +316,68 @@ def bearer_of(request: Request) -> str | None:
     return request.headers.get("authorization")
 
 
+def _start_background(state: ServerState) -> Callable[[], None]:
+    """Start the server's background work (telemetry, review SLA ticks, drift checks, audit checkpoints, the
+    auth-refusal flusher; warm-up); returns the function that stops all of it and flushes the traces."""
+    rt, settings = state.rt, state.settings
+    if settings.background_telemetry:
+        from charter.telemetry import start_server_telemetry
+
+        state.scheduler = start_server_telemetry(rt)
+    stop_tick = threading.Event()
+    if settings.review_tick_seconds > 0:
+        threading.Thread(
+            target=_tick_loop,
+            args=(rt, settings.review_tick_seconds, stop_tick),
+            name="charter-review-tick",
+            daemon=True,
+        ).start()
+    if settings.drift_seconds > 0:
+        from charter.gate import DriftScheduler
+
+        state.drift = DriftScheduler(rt, settings.drift_seconds).start()
+    if settings.warm_up:
+        warm_up(rt)
+    from charter.telemetry.audit import start_checkpointer
+
+    interval = rt.spec.monitoring.audit.checkpoint_interval.total_seconds()
+    stop_checkpoints = start_checkpointer(rt.audit, interval) if interval > 0 else threading.Event()
+    stop_refusals = threading.Event()
+    threading.Thread(
+        target=_flush_loop, args=(state, stop_refusals), name="charter-auth-refusals", daemon=True
+    ).start()
+
+    def stop() -> None:
+        stop_refusals.set()
+        state.auth.refusals.flush()
+        stop_checkpoints.set()
+        stop_tick.set()
+        if state.drift is not None:
+            state.drift.stop()
+        if state.scheduler is not None:
+            stop_scheduler = getattr(state.scheduler, "stop", None)
+            if callable(stop_scheduler):
+                stop_scheduler()
+        from charter.telemetry import trace_store_for
+
+        trace_store_for(rt).flush()
+
+    return stop
+
+
+def _install_middleware(app: FastAPI, settings: ServerSettings) -> None:
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(ConsoleCsrfMiddleware)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+
+
 def create_app(
     charter: Runtime | Path | str | None = None, settings: ServerSettings | None = None
 ) -> FastAPI:
@@ -330,48 +393,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        if settings.background_telemetry:
-            from charter.telemetry import start_server_telemetry
-
-            state.scheduler = start_server_telemetry(rt)
-        stop_tick = threading.Event()
-        if settings.review_tick_seconds > 0:
-            threading.Thread(
-                target=_tick_loop,
-                args=(rt, settings.review_tick_seconds, stop_tick),
-                name="charter-review-tick",
-                daemon=True,
-            ).start()
-        if settings.drift_seconds > 0:
-            from charter.gate import DriftScheduler
-
-            state.drift = DriftScheduler(rt, settings.drift_seconds).start()
-        if settings.warm_up:
-            warm_up(rt)
-        from charter.telemetry.audit import start_checkpointer
-
-        interval = rt.spec.monitoring.audit.checkpoint_interval.total_seconds()
-        stop_checkpoints = start_checkpointer(rt.audit, interval) if interval > 0 else threading.Event()
-        stop_refusals = threading.Event()
-        threading.Thread(
-            target=_flush_loop, args=(state, stop_refusals), name="charter-auth-refusals", daemon=True
-        ).start()
+        stop = _start_background(state)
         try:
             yield
         finally:
-            stop_refusals.set()
-            state.auth.refusals.flush()
-            stop_checkpoints.set()
-            stop_tick.set()
-            if state.drift is not None:
-                state.drift.stop()
-            if state.scheduler is not None:
-                stop = getattr(state.scheduler, "stop", None)
-                if callable(stop):
-                    stop()
-            from charter.telemetry import trace_store_for
-
-            trace_store_for(rt).flush()
+            stop()
 
     app = FastAPI(
         title="Charter",
@@ -386,21 +412,9 @@ def create_app(
     )
     app.state.charter = state
     install_error_handlers(app)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_credentials=False,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
-    app.add_middleware(ConsoleCsrfMiddleware)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.include_router(_api.router)
-    app.include_router(_launch.router)
-    app.include_router(_openai.router)
-    app.include_router(_console.router)
-    app.include_router(_launch_pages.router)
+    _install_middleware(app, settings)
+    for module in (_api, _launch, _openai, _console, _launch_pages):
+        app.include_router(module.router)
     from charter.mcp import mount_mcp  # MCP over streamable HTTP at /mcp (charter.mcp)
 
     mount_mcp(app, state)
