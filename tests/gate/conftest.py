@@ -45,9 +45,9 @@ def small_eval(rt, *, probe_users: tuple[str, ...] = ("casey",)) -> str:  # type
     from charter.evals import (
         aggregate,
         check_thresholds,
-        execute,
         get_scorers,
         load_eval_sets,
+        run_cases,
         probe_runtime,
         run_eval,
         save_run,
@@ -61,7 +61,7 @@ def small_eval(rt, *, probe_users: tuple[str, ...] = ("casey",)) -> str:  # type
     run = run_eval(rt, picked, sets=list(rt.spec.evals.sets), concurrency=2)
     scorers = get_scorers(None)
     with probe_runtime(rt, users=list(probe_users), max_sentences=1) as probe:
-        outs = execute(probe.runtime, probe.cases[:10], concurrency=2)
+        outs = run_cases(probe.runtime, probe.cases[:10], concurrency=2)
         probes = score_outputs(probe.runtime, outs, scorers=scorers, extra_canaries=probe.canaries)
     results = run.results + probes
     metrics = aggregate(results, scorers)
