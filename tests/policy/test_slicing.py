@@ -68,8 +68,10 @@ def oracle(pid: str, action: str, resource: tuple[str, str], args: dict[str, Any
     assert request["principal"] == principal_uid(p.kind, p.id) and request["action"] == uid("Action", action)
     result = cedarpy.is_authorized(request, WHOLE, ENTITIES)
     name = lambda m: AUTHZ.policies[int(m.group(1))].id  # noqa: E731
-    ids = tuple(REF.sub(name, r) for r in result.diagnostics.reasons)
-    errors = tuple(REF.sub(name, e) for e in result.diagnostics.errors)
+    # in the policy set's order (Cedar reports a set): the authorizer's documented order
+    order = lambda t: (int(m.group(1)) if (m := REF.search(t)) else 1 << 30, t)  # noqa: E731
+    ids = tuple(REF.sub(name, r) for r in sorted(result.diagnostics.reasons, key=order))
+    errors = tuple(REF.sub(name, e) for e in sorted(result.diagnostics.errors, key=order))
     return result.decision == cedarpy.Decision.Allow, ids, errors
 
 

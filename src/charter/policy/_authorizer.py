@@ -38,6 +38,14 @@ if TYPE_CHECKING:
     from charter.spec import LoadedCharter
 
 _POLICY_REF = re.compile(r"\bpolicy(\d+)\b")
+
+
+def _policy_order(text: str) -> tuple[int, str]:
+    """Sort key: the index of the first policy a diagnostic names (``policy<N>``), then the text."""
+    m = _POLICY_REF.search(text)
+    return (int(m.group(1)) if m else 1 << 30, text)
+
+
 _RESOURCE_CEDAR = re.compile(r'^(?:Charter::)?([A-Za-z]+)::"([^"\\]{1,200})"$')
 _RESOURCE_SHORT = re.compile(r"^([A-Za-z_]+):([^\s:\"]{1,200})$")
 _SHORT_TYPES = {t.lower(): t for t in ENTITY_TYPES if t != "Action"} | {
@@ -65,7 +73,7 @@ class AuditSink(Protocol):
 class Decision:
     """The outcome of one authorization request.
 
-    ``policy_ids`` are the policies that decided (the permits that allowed, or the forbids that denied;
+    ``policy_ids`` are the policies that decided, in the policy set's order (the permits that allowed, or the forbids that denied;
     empty when nothing matched and the default deny applied). ``reasons`` explains in words, ``errors``
     lists malformed input and policies that failed to evaluate (which never allow).
     """
@@ -286,8 +294,13 @@ class Authorizer:
                 )
 
             decision = result.decision
-            reasons = [whole(r) for r in result.diagnostics.reasons]
-            errors = [self._rename(whole(e)) for e in result.diagnostics.errors]
+            # Cedar reports the deciding policies as a set: listed in the policy set's order, so a decision
+            # (and its audit entry) reads the same however the set was sliced
+            reasons = sorted((whole(r) for r in result.diagnostics.reasons), key=_policy_order)
+            errors = [
+                self._rename(e)
+                for e in sorted((whole(e) for e in result.diagnostics.errors), key=_policy_order)
+            ]
         except Exception as exc:  # cedarpy raising is a bug or junk we did not catch: deny, never allow
             error = f"{type(exc).__name__}: {exc}"
             return Decision(False, ("authorizer error: request denied",), (), (error,))
