@@ -277,3 +277,24 @@ def test_the_case_fold_table_covers_every_character_that_matches_an_ascii_letter
     assert set(equated) == set(ASCII_FOLDS)
     for cp, ascii_letter in ASCII_FOLDS.items():
         assert re.fullmatch(f"(?i){ascii_letter}", chr(cp))
+
+
+@pytest.mark.parametrize(
+    "text, raws",
+    [
+        # the first IBAN's greedy match runs on through "this" into the second one, fails mod-97, and its
+        # valid part is the first IBAN alone: the scan must go on from there, not from the match's end
+        (
+            "+12015550000 please at18 0000 0000 0000 0000 this at66 0000 0000 0001 0000 please",
+            ["at18 0000 0000 0000 0000", "at66 0000 0000 0001 0000"],
+        ),
+        ("pay DE89 3704 0044 0532 0130 00 or GB82 WEST 1234 5698 7654 32 now", ["DE89", "GB82"]),
+        ("cards 4111 1111 1111 1111 and 5500 0000 0000 0004 12/27 ok", ["4111", "5500"]),
+    ],
+)
+def test_a_failed_greedy_match_does_not_hide_the_next_value(text: str, raws: list[str]) -> None:
+    from charter.telemetry.masking import PatternMasker
+
+    out = PatternMasker(b"t").mask(text)
+    for raw in raws:
+        assert raw not in out, out

@@ -337,16 +337,33 @@ def _scan(text: str, *, gated: bool, canaries: Canaries) -> list[tuple[int, int,
         needs = _NEEDS.get(name)
         if gated and needs is not None and not needs(gate):
             continue
-        for m in pattern.finditer(text):
-            if m.end() <= m.start():
+        pos = 0
+        while (m := pattern.search(text, pos)) is not None:
+            start, end = m.span()
+            pos = max(end, start + 1)
+            if end <= start:
                 continue
             if check is None or check(m.group(0)):
-                found.append((m.start(), m.end(), score, kind))
+                found.append((start, end, score, kind))
             elif kind in _SHRINK_KINDS:
-                sub = _shrunk(text, m.start(), m.end(), pattern, check)
+                # a greedy match that fails its checksum may have swallowed the start of the next value
+                # ("IBAN-1 this IBAN-2 …"): after the valid part (or, if none, after its first word) the
+                # search resumes inside the match, not after it
+                sub = _shrunk(text, start, end, pattern, check)
                 if sub is not None:
                     found.append((sub[0], sub[1], score, kind))
+                    pos = sub[1]
+                else:
+                    pos = _next_word(text, start, end)
     return found
+
+
+def _next_word(text: str, start: int, end: int) -> int:
+    """Where the second word of ``text[start:end]`` starts (``end`` if it has one word)."""
+    p = start + 1
+    while p < end and not (text[p].isalnum() and not text[p - 1].isalnum()):
+        p += 1
+    return p
 
 
 def _findings(
