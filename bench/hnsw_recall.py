@@ -1,0 +1,124 @@
+"""HNSW recall@10 on real text: pgvector's HNSW index (the product's settings: m 16, ef_construction 64,
+inner product on normalised all-MiniLM-L6-v2 vectors) against the exact scan, over the chunk vectors of a
+synced Charter store, for a range of ``ef_search`` values; with per-query latency.
+
+The vectors come from a store that a sync has filled (its ``retrieval_embeddings`` cache), e.g. the one that
+``bench/ingest_bench.py --workdir DIR`` leaves in ``DIR/project/.charter/charter.db`` (25,721 chunks of
+Debian's PostgreSQL manual with ``--pages 800 --chunk-tokens 64``). Queries: the 44 judged questions of
+``bench/data/pgdocs_questions.json`` plus the first words of randomly chosen chunks (``--sample``), embedded
+with the same model. The exact top 10 is computed in numpy over every vector (an oracle independent of
+PostgreSQL); recall@10 is the share of it that the index returns.
+
+    python bench/hnsw_recall.py /tmp/ing20k/project/.charter/charter.db --sample 156
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("store", type=Path, help="a synced Charter SQLite store (charter.db)")
+    ap.add_argument("--sample", type=int, default=156, help="chunk-derived queries besides the judged ones")
+    ap.add_argument("--ef", default="10,20,40,80,100,200,400")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import pgserver
+    import psycopg
+
+    from charter.retrieval import get_embedder
+
+    db = sqlite3.connect(args.store)
+    emb = get_embedder("minilm")
+    rows = db.execute("SELECT vector FROM retrieval_embeddings WHERE model = ?", (emb.name,)).fetchall()
+    vecs = np.stack([np.frombuffer(r[0], dtype="<f4") for r in rows]).astype(np.float32)
+    texts = [t for (t,) in db.execute("SELECT text FROM retrieval_chunks")]
+    rng = random.Random(args.seed)
+    questions = [
+        q["text"] for q in json.loads((REPO / "bench/data/pgdocs_questions.json").read_text())["questions"]
+    ]
+    sampled = [" ".join(t.split()[:12]) for t in rng.sample(texts, min(args.sample, len(texts)))]
+    queries = questions + sampled
+    qv = emb.embed(queries).astype(np.float32)
+    exact = np.argsort(-(qv @ vecs.T), axis=1)[:, : args.k]  # the oracle: every vector scored
+
+    pgdata = Path(tempfile.mkdtemp(prefix="hnsw-recall-"))
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nproc": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "vectors": len(vecs),
+        "queries": {"judged_questions": len(questions), "chunk_openings": len(sampled)},
+        "k": args.k,
+    }
+    try:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute("CREATE TABLE v (id int PRIMARY KEY, embedding vector(384))")
+            t0 = time.perf_counter()
+            with conn.cursor().copy("COPY v (id, embedding) FROM STDIN") as cp:
+                for i, v in enumerate(vecs):
+                    cp.write_row((i, "[" + ",".join(f"{x:.7g}" for x in v) + "]"))
+            report["load_s"] = round(time.perf_counter() - t0, 1)
+            t0 = time.perf_counter()
+            conn.execute(
+                "CREATE INDEX ON v USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)"
+            )
+            report["index_s"] = round(time.perf_counter() - t0, 1)
+            conn.execute("ANALYZE v")
+            curve = []
+            for ef in [int(x) for x in args.ef.split(",")]:
+                conn.execute(f"SET hnsw.ef_search = {ef}")
+                recalls, ms = [], []
+                for q, truth in zip(qv, exact, strict=True):
+                    lit = "[" + ",".join(f"{x:.7g}" for x in q) + "]"
+                    t0 = time.perf_counter()
+                    got = [
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT id FROM v ORDER BY embedding <#> %s::vector LIMIT %s", (lit, args.k)
+                        )
+                    ]
+                    ms.append((time.perf_counter() - t0) * 1000)
+                    recalls.append(len(set(got) & set(truth.tolist())) / args.k)
+                curve.append(
+                    {
+                        "ef_search": ef,
+                        "recall_at_10": round(float(np.mean(recalls)), 4),
+                        "min_query_recall": round(float(np.min(recalls)), 2),
+                        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+                    }
+                )
+                print(json.dumps(curve[-1]), flush=True)
+            report["curve"] = curve
+    finally:
+        server.cleanup()
+    report["loadavg_end"] = os.getloadavg()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
