@@ -46,9 +46,9 @@ PASSAGES = [
         "S1",
         "Card refunds reach the card within 5 to 10 business days after we issue them.",
         title="When will I see my refund?",
-        audience="customer",
+        audience="outbound",
     ),
-    Passage("S2", "Refunds above 100 USD need approval by finance.", title="Refunds", audience="agent"),
+    Passage("S2", "Refunds above 100 USD need approval by finance.", title="Refunds", audience="internal"),
 ]
 
 
