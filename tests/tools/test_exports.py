@@ -53,6 +53,7 @@ def test_review_exports() -> None:
             "SystemClock",
             "TickReport",
             "approver_roles",
+            "clock_or_default",
             "decide_approval",
             "decide_draft",
             "get_approval",

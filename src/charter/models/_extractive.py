@@ -149,7 +149,7 @@ class SentenceVectors:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from charter.retrieval._embedding import get_embedder
+            from charter.retrieval import get_embedder
 
             self._embedder = get_embedder("minilm")
         return self._embedder

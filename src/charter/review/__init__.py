@@ -6,7 +6,7 @@
 """
 
 from charter.review._approvals import approver_roles, decide_approval, get_approval, list_approvals
-from charter.review._clock import Clock, ManualClock, SystemClock
+from charter.review._clock import Clock, ManualClock, SystemClock, clock_or_default
 from charter.review._drafts import (
     ESCALATION_REASONS,
     REJECT_REASONS,
@@ -31,6 +31,7 @@ __all__ = [
     "SystemClock",
     "TickReport",
     "approver_roles",
+    "clock_or_default",
     "decide_approval",
     "decide_draft",
     "get_approval",

@@ -72,7 +72,7 @@ from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool
 from charter.tools._tables import tool_actions
 
 if TYPE_CHECKING:
-    from charter.review._clock import Clock
+    from charter.review import Clock
     from charter.runtime import Runtime
 
 

@@ -16,7 +16,7 @@ from charter.tools._tables import tool_actions
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from charter.review._clock import Clock
+    from charter.review import Clock
     from charter.runtime import Runtime
     from charter.telemetry.audit import AuditTransaction
 
@@ -97,7 +97,7 @@ class Proposal:
 
 
 def clock_of(clock: Clock | None) -> Clock:
-    from charter.review._clock import clock_or_default
+    from charter.review import clock_or_default
 
     return clock_or_default(clock)
 

@@ -25,7 +25,7 @@ from charter.tools._records import (
 )
 
 if TYPE_CHECKING:
-    from charter.review._clock import Clock
+    from charter.review import Clock
     from charter.runtime import Runtime
 
 
