@@ -229,6 +229,8 @@ def test_group_commit_under_concurrency_every_write_is_durable_when_it_returns(r
     def counting(batch):  # type: ignore[no-untyped-def]
         nonlocal commits
         commits += 1
+        if commits == 1:  # a slow first commit: the writers that arrive meanwhile must share the next one
+            time.sleep(0.3)  # (without it, a loaded machine may run the 40 writes one after another)
         inner(batch)
 
     store._insert = counting  # type: ignore[method-assign]
