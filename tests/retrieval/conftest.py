@@ -142,3 +142,15 @@ def example_index(
     s.dispose()
     if backend != "sqlite":
         _drop_pg_database(cluster, url)
+
+
+@pytest.fixture(scope="module")
+def pg_property_index(request: pytest.FixtureRequest) -> Iterator[Index]:
+    """One migrated PostgreSQL database (hash embedder) for a module's generated examples: each example
+    writes its own source."""
+    cluster = request.getfixturevalue("pg_cluster")
+    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    index = Index(open_store(url), HashEmbedder())
+    yield index
+    index.store.dispose()
+    _drop_pg_database(cluster, url)

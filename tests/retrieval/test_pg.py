@@ -80,19 +80,6 @@ def test_tables_exist_only_on_postgres(request: pytest.FixtureRequest, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ property
-@pytest.fixture(scope="module")
-def pg_property_index(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """One PostgreSQL database for all generated examples: each example is its own source."""
-    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
-
-    cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
-    index = Index(open_store(url), HashEmbedder())
-    yield index
-    index.store.dispose()
-    _drop_pg_database(cluster, url)
-
-
 _examples = itertools.count()
 
 

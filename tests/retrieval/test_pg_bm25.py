@@ -43,18 +43,6 @@ def _searcher(index: Index) -> PgSearch:
     return s
 
 
-@pytest.fixture(scope="module")
-def pg_db(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
-
-    cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
-    index = Index(open_store(url), HashEmbedder())
-    yield index
-    index.store.dispose()
-    _drop_pg_database(cluster, url)
-
-
 def _pks(index: Index, source: str) -> dict[tuple[str, int], int]:
     with index.store.connect() as conn:
         rows = conn.execute(
@@ -101,8 +89,10 @@ _examples = itertools.count()
     seed=st.sampled_from([0.0, 0.25, 1.0]),
     method=st.sampled_from(["maxscore", "merge", "auto"]),
 )
-def test_maxscore_is_the_exact_permitted_top_m(pg_db, docs, principal, query, m, seed, method) -> None:
-    index: Index = pg_db
+def test_maxscore_is_the_exact_permitted_top_m(
+    pg_property_index, docs, principal, query, m, seed, method
+) -> None:
+    index: Index = pg_property_index
     source = f"m{next(_examples)}"
     permitted: list[tuple[tuple[str, int], list[str]]] = []
     for i, (paragraphs, acl_tokens) in enumerate(docs):
@@ -227,10 +217,10 @@ def test_essential_terms_bound() -> None:
 
 
 @pytest.mark.parametrize("method", ["maxscore", "merge", "scan"])
-def test_pruned_second_round_keeps_a_chunk_only_the_common_terms_lift(pg_db, method) -> None:
+def test_pruned_second_round_keeps_a_chunk_only_the_common_terms_lift(pg_property_index, method) -> None:
     """A rare term in long chunks seeds a low theta; the best chunk holds only the two common terms. The
     second round must score it: its essential term alone is below theta, the non-essential bound lifts it."""
-    index: Index = pg_db
+    index: Index = pg_property_index
     source = f"crafted-{method}"
     filler = "alpha bravo delta echo foxtrot golf hotel india juliet kilo lima mike"
     texts = [f"zebra {filler}"] * 3 + ["refund invoice"] * 20 + ["refund"] * 20 + ["invoice"] * 20
