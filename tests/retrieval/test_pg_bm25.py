@@ -242,3 +242,42 @@ def test_pruned_second_round_keeps_a_chunk_only_the_common_terms_lift(pg_propert
     _assert_same(got, want)
     if method == "maxscore":
         assert searcher.last_bm25_how == "maxscore"
+
+
+def test_cached_term_statistics_follow_every_content_write(pg_all) -> None:
+    """When every chunk is readable, per-term statistics are cached for the content version: a repeated
+    search reads none again, and a write that changes a term's df, max tf or min length is seen by the next
+    search (scores equal the oracle's over the chunks indexed now)."""
+    index, model = pg_all
+    searcher = _searcher(index)
+    searcher.bm25_method = "auto"
+    reader = frozenset({"public"})
+    query = "quokka wombat"
+
+    def check() -> None:
+        got = index.search(reader, query, k=5, mode="bm25", min_score=-1e9)
+        chunks = [t for d in sorted(model) for t in model[d]]
+        scores = sorted((s for s in _bm25_reference(chunks, analyse(query)) if s > 0), reverse=True)[:5]
+        assert len(got) == len(scores)
+        for h, s in zip(got, scores, strict=True):
+            assert math.isclose(h.score, s, rel_tol=1e-5, abs_tol=1e-5), (got, scores)
+
+    def put(doc_id: str, body: str) -> None:
+        doc = Document(source_id="s", doc_id=doc_id, title="", text=body, format="text")
+        index.upsert_document(doc, frozenset({"public"}), CHUNKING)
+        model[doc_id] = [analyse(c.embed_text) for c in chunk_document(doc, CHUNKING)]
+
+    put("c-1", "quokka wombat alpha bravo")
+    put("c-2", "quokka alpha bravo delta echo foxtrot")
+    check()
+    with index.store.connect() as conn:
+        current = searcher._content_version(conn)
+    known, missing = searcher._term_stats.lookup(current, analyse(query))
+    assert set(known) == set(analyse(query)) and not missing  # the first search filled the cache
+    put("c-3", "quokka quokka quokka wombat")  # df, max tf and min length of both terms change
+    with index.store.connect() as conn:
+        assert searcher._content_version(conn) != current
+    check()
+    index.delete_document("s", "c-3")
+    model.pop("c-3")
+    check()

@@ -51,7 +51,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
-from charter.retrieval._pg_bm25 import SEED_SHARE, bm25_top
+from charter.retrieval._pg_bm25 import SEED_SHARE, TermStatsCache, bm25_top
 from charter.retrieval._search import fuse, fuse_parts
 from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
@@ -186,6 +186,7 @@ class PgSearch:
         self.bm25_method = "auto"
         self.bm25_seed = SEED_SHARE
         self.last_bm25_how = ""
+        self._term_stats = TermStatsCache()  # per-term statistics when every chunk is readable (_pg_bm25)
 
     # -------------------------------------------------------------------------------------- backfill
     def backfill(self) -> int:
@@ -221,6 +222,15 @@ class PgSearch:
         return len(todo)
 
     # -------------------------------------------------------------------------------------- statistics
+    @staticmethod
+    def _content_version(conn: Connection) -> tuple[int, str]:
+        """The content counter and its stamp in this snapshot (the stamp: a database rebuilt from scratch
+        never repeats a (counter, stamp) pair)."""
+        row = conn.execute(
+            select(versions.c.counter, versions.c.stamp).where(versions.c.name == "content")
+        ).first()
+        return (int(row[0]), str(row[1])) if row is not None else (0, "")
+
     def _versions(self, conn: Connection) -> tuple[int, int]:
         rows = dict(conn.execute(select(versions.c.name, versions.c.counter)).tuples().all())
         return int(rows.get("content", 0)), int(rows.get("acl", 0))
@@ -322,7 +332,8 @@ class PgSearch:
         # whose permission semi-join runs once (measured at 1M chunks: docs/benchmarks.md)
         if self.bm25_method != "scan" and (everything or self.bm25_method != "auto"):
             filt = self._filter("p.doc_pk", has_sources, everything)
-            top, dfs, how = bm25_top(conn, params, filt, m, self.bm25_seed, self.bm25_method)
+            cache, version = (self._term_stats, self._content_version(conn)) if everything else (None, None)
+            top, dfs, how = bm25_top(conn, params, filt, m, self.bm25_seed, self.bm25_method, cache, version)
             self.last_bm25_how = how
             return top, dfs
         self.last_bm25_how = "scan"

@@ -10,7 +10,9 @@ Measured in ``docs/benchmarks.md`` ("BM25 at 1M on PostgreSQL"); the design is i
    length. BM25's term part ``tf (k1 + 1) / (tf + k1 (1 - b + b len / avgdl))`` grows with ``tf`` and
    shrinks with ``len``, so ``ub = w idf part(max tf, min len)`` bounds the term's contribution to any
    permitted chunk (``w``: the term's count in the query). Nothing is stored ahead of time: writes need no
-   extra bookkeeping and no statistic can go stale or leak across readers.
+   extra bookkeeping and no statistic can go stale or leak across readers. When every chunk is readable the
+   permitted statistics are the index's own, so a process-local :class:`TermStatsCache` keeps them for the
+   content version they were read at (a repeated term costs no pass; any content write empties it).
 2. **The merge** (:func:`bm25_top_merge`): one index range per term in chunk order, merged and summed as the
    streams pass (Merge Append + GroupAggregate, no hash table), the idf weights already known.
 3. **MaxScore** (Turtle & Flood 1995; :func:`_maxscore`) when a term is selective: ``theta`` = the m-th best
@@ -28,6 +30,9 @@ chooses by cost only (``MERGE_SHARE``).
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,16 +58,78 @@ class TermStat:
     ub: float = 0.0  # upper bound of the term's contribution to any permitted chunk
 
 
-def term_stats(conn: Connection, params: dict[str, Any], filt: str, n: int, avgdl: float) -> list[TermStat]:
-    """The query terms that occur in a permitted chunk, with their permitted statistics and bounds."""
+class TermStatsCache:
+    """Each term's statistics over the *whole* index — ``(df, max tf, min length)``, or ``None`` for a term no
+    chunk holds — for one content version (thread-safe).
+
+    Only for searches where every chunk is readable: there the permitted statistics are the index's, the same
+    for every such reader, and they change only when content does — and every content write bumps the
+    version in its own transaction (``retrieval_versions``), read here in the search's snapshot. A new
+    version empties the cache, so a statistic is never used with content other than its own; narrower
+    readers never use it (their statistics depend on what they may read).
+    """
+
+    def __init__(self, max_terms: int = 100_000) -> None:
+        self.max_terms = max_terms
+        self._lock = threading.Lock()
+        self._version: Hashable = None
+        self._terms: OrderedDict[str, tuple[int, int, int] | None] = OrderedDict()
+
+    def lookup(
+        self, version: Hashable, terms: list[str]
+    ) -> tuple[dict[str, tuple[int, int, int] | None], list[str]]:
+        """The cached statistics of ``terms`` at ``version``, and the terms not cached."""
+        with self._lock:
+            if version != self._version:
+                return {}, list(terms)
+            known = {t: self._terms[t] for t in terms if t in self._terms}
+            for t in known:
+                self._terms.move_to_end(t)
+        return known, [t for t in terms if t not in known]
+
+    def store(self, version: Hashable, stats: dict[str, tuple[int, int, int] | None]) -> None:
+        with self._lock:
+            if version != self._version:
+                self._version, self._terms = version, OrderedDict()
+            self._terms.update(stats)
+            while len(self._terms) > self.max_terms:
+                self._terms.popitem(last=False)
+
+
+def term_stats(
+    conn: Connection,
+    params: dict[str, Any],
+    filt: str,
+    n: int,
+    avgdl: float,
+    cache: TermStatsCache | None = None,
+    version: Hashable = None,
+) -> list[TermStat]:
+    """The query terms that occur in a permitted chunk, with their permitted statistics and bounds.
+
+    ``cache`` (with the snapshot's content ``version``): statistics over the whole index, for searches
+    without a permission filter (``filt`` empty) — only the terms it does not hold are read.
+    """
+    if cache is not None and filt:
+        raise ValueError("term statistics are cached only for searches where every chunk is readable")
     weights = dict(zip(params["terms"], params["weights"], strict=True))
-    rows = conn.execute(
-        text(
-            "SELECT p.term, count(*), max(p.tf), min(p.length) FROM retrieval_postings p "
-            f"WHERE p.term = ANY(:terms){filt} GROUP BY p.term"
-        ),
-        params,
-    ).all()
+    known: dict[str, tuple[int, int, int] | None] = {}
+    todo = list(params["terms"])
+    if cache is not None:
+        known, todo = cache.lookup(version, todo)
+    read: dict[str, tuple[int, int, int] | None] = dict.fromkeys(todo)
+    if todo:
+        for term, df, max_tf, min_len in conn.execute(
+            text(
+                "SELECT p.term, count(*), max(p.tf), min(p.length) FROM retrieval_postings p "
+                f"WHERE p.term = ANY(:terms){filt} GROUP BY p.term"
+            ),
+            {**params, "terms": todo},
+        ):
+            read[str(term)] = (int(df), int(max_tf), int(min_len))
+        if cache is not None:
+            cache.store(version, read)
+    rows = sorted((t, *v) for t, v in {**known, **read}.items() if v is not None)
     out = []
     for term, df, max_tf, min_len in rows:
         s = TermStat(str(term), int(weights[term]), int(df), int(max_tf), int(min_len))
@@ -227,15 +294,17 @@ def bm25_top(
     m: int,
     seed: float = SEED_SHARE,
     method: str = "auto",
+    cache: TermStatsCache | None = None,
+    version: Hashable = None,
 ) -> tuple[list[tuple[int, float]], dict[str, int], str]:
     """Exact permitted BM25 top ``m``, the terms' permitted df, and how it was found.
 
     ``method``: ``"merge"`` (every posting, streamed), ``"maxscore"`` (seed theta + one pruned statement),
     or ``"auto"``: MaxScore unless its essential terms hold more than ``MERGE_SHARE`` of the postings, then
-    the merge. Both are exact; the choice is only cost.
+    the merge. Both are exact; the choice is only cost. ``cache``/``version``: see :func:`term_stats`.
     """
     n, avgdl = int(params["n"]), float(params["avgdl"])
-    stats = term_stats(conn, params, filt, n, avgdl)
+    stats = term_stats(conn, params, filt, n, avgdl, cache, version)
     dfs = {s.term: s.df for s in stats}
     if not stats:
         return [], dfs, "none"
