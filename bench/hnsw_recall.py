@@ -10,6 +10,13 @@ with the same model. The exact top 10 is computed in numpy over every vector (an
 PostgreSQL); recall@10 is the share of it that the index returns.
 
     python bench/hnsw_recall.py /tmp/ing20k/project/.charter/charter.db --sample 156
+
+``--readable 0.1`` measures the *permission-filtered* path instead: a random share of the vectors is
+readable, the oracle is the exact top 10 over the readable vectors only, and the index is queried the way
+``charter.retrieval._pg.PgSearch`` queries it for such a reader — the ``ef`` nearest by the index, then the
+permission filter, then the top 10, with ``ef`` from the product's own rule (``HNSW_MARGIN`` x the results it
+needs / the readable share, at least ``HNSW_MIN_EF``; the ``--ef`` list is ignored). A query whose filtered
+candidates are fewer than the product needs is ranked exactly by the product (counted as a fallback, recall 1).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +45,7 @@ def main() -> None:
     ap.add_argument("--ef", default="10,20,40,80,100,200,400")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--readable", type=float, default=1.0, help="share of vectors the reader may read")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,7 +67,12 @@ def main() -> None:
     sampled = [" ".join(t.split()[:12]) for t in rng.sample(texts, min(args.sample, len(texts)))]
     queries = questions + sampled
     qv = emb.embed(queries).astype(np.float32)
-    exact = np.argsort(-(qv @ vecs.T), axis=1)[:, : args.k]  # the oracle: every vector scored
+    readable = np.ones(len(vecs), dtype=bool)
+    if args.readable < 1.0:
+        readable = np.random.default_rng(args.seed).random(len(vecs)) < args.readable
+    scores = qv @ vecs.T
+    scores[:, ~readable] = -np.inf  # the oracle: every readable vector scored
+    exact = np.argsort(-scores, axis=1)[:, : args.k]
 
     pgdata = Path(tempfile.mkdtemp(prefix="hnsw-recall-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
@@ -69,15 +83,17 @@ def main() -> None:
         "vectors": len(vecs),
         "queries": {"judged_questions": len(questions), "chunk_openings": len(sampled)},
         "k": args.k,
+        "readable_share": args.readable,
+        "readable_vectors": int(readable.sum()),
     }
     try:
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            conn.execute("CREATE TABLE v (id int PRIMARY KEY, embedding vector(384))")
+            conn.execute("CREATE TABLE v (id int PRIMARY KEY, ok boolean, embedding vector(384))")
             t0 = time.perf_counter()
-            with conn.cursor().copy("COPY v (id, embedding) FROM STDIN") as cp:
+            with conn.cursor().copy("COPY v (id, ok, embedding) FROM STDIN") as cp:
                 for i, v in enumerate(vecs):
-                    cp.write_row((i, "[" + ",".join(f"{x:.7g}" for x in v) + "]"))
+                    cp.write_row((i, bool(readable[i]), "[" + ",".join(f"{x:.7g}" for x in v) + "]"))
             report["load_s"] = round(time.perf_counter() - t0, 1)
             t0 = time.perf_counter()
             conn.execute(
@@ -86,29 +102,11 @@ def main() -> None:
             report["index_s"] = round(time.perf_counter() - t0, 1)
             conn.execute("ANALYZE v")
             curve = []
-            for ef in [int(x) for x in args.ef.split(",")]:
-                conn.execute(f"SET hnsw.ef_search = {ef}")
-                recalls, ms = [], []
-                for q, truth in zip(qv, exact, strict=True):
-                    lit = "[" + ",".join(f"{x:.7g}" for x in q) + "]"
-                    t0 = time.perf_counter()
-                    got = [
-                        r[0]
-                        for r in conn.execute(
-                            "SELECT id FROM v ORDER BY embedding <#> %s::vector LIMIT %s", (lit, args.k)
-                        )
-                    ]
-                    ms.append((time.perf_counter() - t0) * 1000)
-                    recalls.append(len(set(got) & set(truth.tolist())) / args.k)
-                curve.append(
-                    {
-                        "ef_search": ef,
-                        "recall_at_10": round(float(np.mean(recalls)), 4),
-                        "min_query_recall": round(float(np.min(recalls)), 2),
-                        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-                        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-                    }
-                )
+            efs = (
+                [int(x) for x in args.ef.split(",")] if args.readable >= 1.0 else [_product_ef(args.readable)]
+            )
+            for ef in efs:
+                curve.append(_measure(conn, qv, exact, ef, args.k, filtered=args.readable < 1.0))
                 print(json.dumps(curve[-1]), flush=True)
             report["curve"] = curve
     finally:
@@ -118,6 +116,48 @@ def main() -> None:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+
+
+def _product_ef(share: float) -> int:
+    """``ef_search`` as ``PgSearch._hnsw_ef`` sizes it for a reader who may read ``share`` of the chunks."""
+    import math
+
+    from charter.retrieval._pg import HNSW_MARGIN, HNSW_MIN_EF, HNSW_MIN_RESULTS
+
+    return max(math.ceil(HNSW_MIN_RESULTS * HNSW_MARGIN / share), HNSW_MIN_EF)
+
+
+def _measure(conn: Any, qv: np.ndarray, exact: np.ndarray, ef: int, k: int, filtered: bool) -> dict[str, Any]:
+    """Recall@k of the index at ``ef`` (filtered: the product's statement shape and fallback rule)."""
+    from charter.retrieval._pg import HNSW_MIN_RESULTS
+
+    need = max(2 * k, HNSW_MIN_RESULTS)
+    conn.execute(f"SET hnsw.ef_search = {ef}")
+    sql = (
+        "SELECT id FROM (SELECT id, ok, embedding <#> %s::vector AS d FROM v ORDER BY embedding <#> %s::vector "
+        "LIMIT %s) c WHERE c.ok ORDER BY c.d, c.id LIMIT %s"
+        if filtered
+        else "SELECT id FROM v ORDER BY embedding <#> %s::vector LIMIT %s"
+    )
+    recalls, ms, fallbacks = [], [], 0
+    for q, truth in zip(qv, exact, strict=True):
+        lit = "[" + ",".join(f"{x:.7g}" for x in q) + "]"
+        t0 = time.perf_counter()
+        got = [r[0] for r in conn.execute(sql, (lit, lit, ef, need) if filtered else (lit, k))]
+        ms.append((time.perf_counter() - t0) * 1000)
+        if filtered and len(got) < need:
+            fallbacks += 1  # the product ranks this query exactly
+            recalls.append(1.0)
+            continue
+        recalls.append(len(set(got[:k]) & set(truth.tolist())) / k)
+    return {
+        "ef_search": ef,
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "min_query_recall": round(float(np.min(recalls)), 2),
+        "exact_fallbacks": fallbacks,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
 
 
 if __name__ == "__main__":
