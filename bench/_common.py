@@ -6,6 +6,10 @@ Standard library only, so that every bench can import it before anything heavy i
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Billing questions the benches ask, in a fixed order (the example's help center answers all of them).
 QUESTIONS = [
@@ -20,6 +24,23 @@ QUESTIONS = [
     "How do I cancel my subscription?",
     "I was charged twice this month, what should I do?",
 ]
+
+
+def spinner() -> subprocess.Popen[bytes]:
+    """A separate process that keeps one core busy until it is killed (background load for ``--busy``)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+@contextmanager
+def spinners(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` busy cores (:func:`spinner`) for the duration of the block; killed and reaped on exit."""
+    procs = [spinner() for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def free_port() -> int:

@@ -36,7 +36,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
 
+from _common import spinner  # type: ignore[import-not-found]  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from charter.retrieval import Index, analyse, get_embedder  # noqa: E402
@@ -473,7 +475,7 @@ def latency(
     hogs: list[subprocess.Popen[bytes]] = []
     for label, token, n_busy, n_blas in cases:
         while len(hogs) < n_busy:  # background load: one busy core per process
-            hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+            hogs.append(spinner())
         while len(hogs) > n_busy:
             hogs.pop().kill()
         limiter = threadpool_limits(limits=n_blas, user_api="blas")
