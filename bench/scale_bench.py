@@ -390,6 +390,8 @@ def pg_search_bench(url: str, synth: Synth, queries: list[str], reps: int, repor
         principal = frozenset({"user:bench", token})
         readable = synth.readable(token)
         times: list[float] = []
+        first: list[float] = []  # the first pass: this process has not yet read these queries' lists
+        bm25_paths: dict[str, int] = {}
         paths: dict[str, int] = {}
         full_k = 0
         results: dict[str, list[str]] = {}
@@ -399,8 +401,9 @@ def pg_search_bench(url: str, synth: Synth, queries: list[str], reps: int, repor
                 for q in queries:
                     t = time.perf_counter()
                     hits = index.search(principal, q, k=K, fusion=fusion)
-                    times.append((time.perf_counter() - t) * 1000)
+                    (first if rep == 0 else times).append((time.perf_counter() - t) * 1000)
                     assert len(hits) == min(K, readable), (label, q, len(hits))
+                    bm25_paths[searcher.last_bm25_how] = bm25_paths.get(searcher.last_bm25_how, 0) + 1
                     full_k += 1
                     paths[searcher.last_path] = paths.get(searcher.last_path, 0) + 1
                     if rep == 0:
@@ -422,12 +425,23 @@ def pg_search_bench(url: str, synth: Synth, queries: list[str], reps: int, repor
             searcher.exact_max_rows = saved
             recall = round(statistics.mean(rs), 3)
             out.setdefault("exact_path_ms", {})[label] = {"p50": pct(exact_ms, 50), "p95": pct(exact_ms, 95)}
+        every = first + times
         out[label] = {
             "readable_chunks": readable,
-            "search_ms": {"p50": pct(times, 50), "p95": pct(times, 95), "max": round(max(times), 1)},
-            "searches": len(times),
-            "full_k": f"{full_k}/{len(times)}",
+            # every pass; the first (a process that has not served these queries) and the later ones apart
+            "search_ms": {"p50": pct(every, 50), "p95": pct(every, 95), "max": round(max(every), 1)},
+            "search_ms_first_pass": {
+                "p50": pct(first, 50),
+                "p95": pct(first, 95),
+                "max": round(max(first), 1),
+            },
+            "search_ms_later_passes": (
+                {"p50": pct(times, 50), "p95": pct(times, 95), "max": round(max(times), 1)} if times else None
+            ),
+            "searches": len(every),
+            "full_k": f"{full_k}/{len(every)}",
             "dense_path": paths,
+            "bm25_path": bm25_paths,
             "recall_at_10_vs_exact": recall if recall is not None else 1.0,
         }
         console.print(f"PostgreSQL {label}: {out[label]}")

@@ -87,7 +87,7 @@ _examples = itertools.count()
     query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6, unique=True),
     m=st.sampled_from([1, 1, 2, 3, 6]),
     seed=st.sampled_from([0.0, 0.25, 1.0]),
-    method=st.sampled_from(["maxscore", "merge", "auto"]),
+    method=st.sampled_from(["maxscore", "merge", "memory", "auto"]),
 )
 def test_maxscore_is_the_exact_permitted_top_m(
     pg_property_index, docs, principal, query, m, seed, method
@@ -157,11 +157,12 @@ ops = st.lists(
     query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6),
     k=st.integers(1, 8),
     seed=st.sampled_from([0.0, 1.0]),
-    method=st.sampled_from(["maxscore", "merge", "auto"]),
+    method=st.sampled_from(["maxscore", "merge", "memory", "auto"]),
 )
 def test_everything_readable_after_writes(pg_all, steps, query, k, seed, method) -> None:
-    """Upserts and deletes (the sync's writes) keep the statistics MaxScore reads exact: search in ``bm25``
-    mode equals the oracle over the chunks indexed now, with the permission filter dropped."""
+    """Upserts and deletes (the sync's writes) keep the statistics MaxScore reads, and the posting lists kept in
+    memory, exact: search in ``bm25`` mode equals the oracle over the chunks indexed now, with the permission
+    filter dropped (the searcher and its caches live across examples, so stale lists would show)."""
     index, model = pg_all
     for op, i, paragraphs in steps:
         doc_id = f"d{i:02d}"
@@ -244,18 +245,21 @@ def test_pruned_second_round_keeps_a_chunk_only_the_common_terms_lift(pg_propert
         assert searcher.last_bm25_how == "maxscore"
 
 
-def test_cached_term_statistics_follow_every_content_write(pg_all) -> None:
-    """When every chunk is readable, per-term statistics are cached for the content version: a repeated
-    search reads none again, and a write that changes a term's df, max tf or min length is seen by the next
-    search (scores equal the oracle's over the chunks indexed now)."""
+@pytest.mark.parametrize("method", ["merge", "memory"])
+def test_cached_statistics_and_lists_follow_every_content_write(pg_all, method) -> None:
+    """When every chunk is readable, per-term statistics (merge, MaxScore) and whole posting lists (memory)
+    are cached for the content version: a repeated search reads none again, and a write that changes a
+    term's df, max tf or min length is seen by the next search (scores equal the oracle's)."""
     index, model = pg_all
     searcher = _searcher(index)
-    searcher.bm25_method = "auto"
+    searcher.bm25_method = method
     reader = frozenset({"public"})
-    query = "quokka wombat"
+    query = f"quokka wombat {method}"
+    terms = sorted(set(analyse(query)))
 
     def check() -> None:
         got = index.search(reader, query, k=5, mode="bm25", min_score=-1e9)
+        assert searcher.last_bm25_how == method
         chunks = [t for d in sorted(model) for t in model[d]]
         scores = sorted((s for s in _bm25_reference(chunks, analyse(query)) if s > 0), reverse=True)[:5]
         assert len(got) == len(scores)
@@ -267,17 +271,71 @@ def test_cached_term_statistics_follow_every_content_write(pg_all) -> None:
         index.upsert_document(doc, frozenset({"public"}), CHUNKING)
         model[doc_id] = [analyse(c.embed_text) for c in chunk_document(doc, CHUNKING)]
 
-    put("c-1", "quokka wombat alpha bravo")
-    put("c-2", "quokka alpha bravo delta echo foxtrot")
-    check()
-    with index.store.connect() as conn:
-        current = searcher._content_version(conn)
-    known, missing = searcher._term_stats.lookup(current, analyse(query))
-    assert set(known) == set(analyse(query)) and not missing  # the first search filled the cache
-    put("c-3", "quokka quokka quokka wombat")  # df, max tf and min length of both terms change
-    with index.store.connect() as conn:
-        assert searcher._content_version(conn) != current
-    check()
-    index.delete_document("s", "c-3")
-    model.pop("c-3")
-    check()
+    def cached(version: object) -> set[str]:
+        if method == "merge":
+            known, _ = searcher._term_stats.lookup(version, terms)
+            return set(known)
+        return (
+            {t for t in terms if t in searcher._postings._lists}
+            if searcher._postings._version == version
+            else set()
+        )
+
+    try:
+        put(f"{method}-1", f"quokka wombat alpha bravo {method}")
+        put(f"{method}-2", "quokka alpha bravo delta echo foxtrot")
+        check()
+        with index.store.connect() as conn:
+            current = searcher._content_version(conn)
+        assert cached(current) == set(terms)  # the first search filled the cache
+        put(f"{method}-3", "quokka quokka quokka wombat")  # df, max tf and min length of both terms change
+        with index.store.connect() as conn:
+            assert searcher._content_version(conn) != current
+        check()
+        index.delete_document("s", f"{method}-3")
+        model.pop(f"{method}-3")
+        check()
+    finally:
+        searcher.bm25_method = "auto"
+
+
+def test_the_postings_cache_keeps_at_most_its_size(pg_all) -> None:
+    """Least recently used lists leave first; a list longer than the whole cache is used, not kept; an absent
+    term reads as an empty list."""
+    from charter.retrieval._pg_bm25 import PostingsCache
+
+    index, model = pg_all
+    for i, body in enumerate(["kiwi kiwi mango", "kiwi mango papaya", "kiwi"]):
+        doc = Document(source_id="s", doc_id=f"fruit-{i}", title="", text=body, format="text")
+        index.upsert_document(doc, frozenset({"public"}), CHUNKING)
+        model[f"fruit-{i}"] = [analyse(c.embed_text) for c in chunk_document(doc, CHUNKING)]
+    kiwi, mango, papaya = (analyse(w)[0] for w in ("kiwi", "mango", "papaya"))
+    cache = PostingsCache(max_postings=3)
+    with index.store.begin() as conn:
+        lists = cache.lists(conn, "v1", [kiwi, mango, papaya, "nosuchterm"])
+        assert [len(lists[t].chunks) for t in (kiwi, mango, papaya, "nosuchterm")] == [3, 2, 1, 0]
+        assert list(lists[kiwi].tf) == [2, 1, 1] or sorted(lists[kiwi].tf) == [1, 1, 2]
+        # kiwi (3) fills it; mango (2) pushes kiwi out, the least recently used; papaya (1) fits beside mango
+        assert list(cache._lists) == [mango, papaya, "nosuchterm"] and cache._size == 3
+        cache.lists(conn, "v1", [mango])  # a hit: mango becomes the most recently used
+        cache.lists(
+            conn, "v1", [kiwi]
+        )  # 3 more: papaya, the empty list, then mango leave (least recent first)
+        assert list(cache._lists) == [kiwi] and cache._size == 3
+        big = PostingsCache(max_postings=2)
+        big.lists(conn, "v1", [kiwi])
+        assert kiwi not in big._lists  # longer than the cache: used once
+        cache.lists(conn, "v2", [papaya])
+        assert set(cache._lists) == {papaya}  # a new version empties it
+
+
+def test_postings_cache_size_from_the_environment(monkeypatch) -> None:
+    from charter.retrieval._pg_bm25 import postings_cache_size
+
+    monkeypatch.setenv("CHARTER_PG_POSTINGS_CACHE", "2_000_000")
+    assert postings_cache_size() == 2_000_000
+    monkeypatch.setenv("CHARTER_PG_POSTINGS_CACHE", "0")
+    assert postings_cache_size() == 0
+    monkeypatch.setenv("CHARTER_PG_POSTINGS_CACHE", "lots")
+    with pytest.raises(ValueError, match="whole number of postings"):
+        postings_cache_size()

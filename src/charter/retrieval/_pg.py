@@ -51,7 +51,14 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
-from charter.retrieval._pg_bm25 import SEED_SHARE, TermStatsCache, bm25_top
+from charter.retrieval._pg_bm25 import (
+    SEED_SHARE,
+    PostingsCache,
+    TermStatsCache,
+    bm25_top,
+    bm25_top_memory,
+    postings_cache_size,
+)
 from charter.retrieval._search import fuse, fuse_parts
 from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
@@ -182,11 +189,15 @@ class PgSearch:
         self.exact_max_rows = EXACT_MAX_ROWS  # tunable (benchmarks, tests)
         self.hnsw_margin = HNSW_MARGIN
         self.last_path = ""
-        # "auto" (MaxScore or the merge, by cost), "maxscore", "merge", or "scan" (the one-statement reference)
+        # "auto" (every chunk readable: the lists in memory, or — with CHARTER_PG_POSTINGS_CACHE=0 — MaxScore or
+        # the merge by cost; narrower readers: the one statement), "memory", "maxscore", "merge", or "scan" (the
+        # one-statement reference)
         self.bm25_method = "auto"
         self.bm25_seed = SEED_SHARE
         self.last_bm25_how = ""
         self._term_stats = TermStatsCache()  # per-term statistics when every chunk is readable (_pg_bm25)
+        # whole posting lists in memory when every chunk is readable ("auto"/"memory"; 0 postings: off)
+        self._postings = PostingsCache(postings_cache_size())
 
     # -------------------------------------------------------------------------------------- backfill
     def backfill(self) -> int:
@@ -325,12 +336,18 @@ class PgSearch:
     ) -> tuple[list[tuple[int, float]], dict[str, int]]:
         """Top-m permitted chunks by BM25 over the permitted set, and each query term's permitted df.
 
-        ``bm25_method``: ``"auto"`` (the default) takes ``_pg_bm25`` (MaxScore or the merge, both exact) when
-        every chunk is readable and the one statement otherwise; ``"scan"`` always the one statement.
+        ``bm25_method``: ``"auto"`` (the default) takes ``_pg_bm25`` when every chunk is readable — the posting
+        lists kept in memory (``PostingsCache``), or MaxScore / the merge when that cache is off (all exact) —
+        and the one statement otherwise; ``"scan"`` always the one statement.
         """
-        # "auto": MaxScore or the merge when every chunk is readable; for a narrower reader the one statement,
-        # whose permission semi-join runs once (measured at 1M chunks: docs/benchmarks.md)
-        if self.bm25_method != "scan" and (everything or self.bm25_method != "auto"):
+        # for a narrower reader the one statement, whose permission semi-join runs once (measured at 1M chunks:
+        # docs/benchmarks.md); the caches hold whole-index statistics and lists, so they serve only readers who
+        # may read every chunk
+        if everything and self.bm25_method in ("auto", "memory") and self._postings.max_postings > 0:
+            top, dfs = bm25_top_memory(conn, params, m, self._postings, self._content_version(conn))
+            self.last_bm25_how = "memory"
+            return top, dfs
+        if self.bm25_method not in ("scan", "memory") and (everything or self.bm25_method != "auto"):
             filt = self._filter("p.doc_pk", has_sources, everything)
             cache, version = (self._term_stats, self._content_version(conn)) if everything else (None, None)
             top, dfs, how = bm25_top(conn, params, filt, m, self.bm25_seed, self.bm25_method, cache, version)

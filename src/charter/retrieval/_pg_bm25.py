@@ -30,12 +30,15 @@ chooses by cost only (``MERGE_SHARE``).
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection, text
 
 from charter.retrieval._lexical import K1, B
@@ -333,3 +336,129 @@ def _maxscore(
     if auto and sum(s.df for s in ess) > MERGE_SHARE * sum(s.df for s in stats):
         return None
     return _run(conn, params, filt, stats, ess, theta - SLACK * max(1.0, abs(theta)), m)
+
+
+# ------------------------------------------------------------------------------ the lists in process memory
+_ROW = np.dtype([("chunk", ">i4"), ("tf", ">i4"), ("len", ">i4")])  # int4send: 4 bytes, big-endian
+
+
+@dataclass(frozen=True)
+class Postings:
+    """One term's posting list over the whole index: chunk pks (ascending), term counts, chunk lengths."""
+
+    chunks: npt.NDArray[np.int32]
+    tf: npt.NDArray[np.int32]
+    length: npt.NDArray[np.int32]
+
+
+def read_postings(conn: Connection, terms: list[str]) -> dict[str, Postings]:
+    """The terms' whole posting lists (an absent term: an empty list), in one statement inside the caller's
+    transaction (its snapshot). Each list comes back as one ``bytea`` of packed ``(chunk, tf, length)``
+    integers — about 3x faster to read than a ``COPY`` of the rows, 6x faster than one row each."""
+    rows = conn.execute(
+        text(
+            "SELECT term, string_agg(int4send(chunk_id) || int4send(tf) || int4send(length), ''::bytea) "
+            "FROM retrieval_postings WHERE term = ANY(:terms) GROUP BY term"
+        ),
+        {"terms": terms},
+    ).all()
+    empty = np.zeros(0, dtype=np.int32)
+    out = dict.fromkeys(terms, Postings(empty, empty, empty))
+    for term, packed in rows:
+        a = np.frombuffer(packed, dtype=_ROW)
+        order = np.argsort(
+            a["chunk"], kind="stable"
+        )  # the aggregate's order is the plan's: make it ascending
+        out[str(term)] = Postings(*(a[f][order].astype(np.int32) for f in ("chunk", "tf", "len")))
+    return out
+
+
+def postings_cache_size() -> int:
+    """``CHARTER_PG_POSTINGS_CACHE``: postings a search process keeps in memory (default 10,000,000 ≈ 120 MB;
+    0 turns the in-memory lists off, so that every-readable searches run the merge or MaxScore)."""
+    value = os.environ.get("CHARTER_PG_POSTINGS_CACHE", "").strip().replace("_", "")
+    if not value:
+        return 10_000_000
+    if not value.isdigit():
+        raise ValueError(
+            f"CHARTER_PG_POSTINGS_CACHE must be a whole number of postings (0 turns the cache off), not {value!r}"
+        )
+    return int(value)
+
+
+class PostingsCache:
+    """Whole posting lists kept in process memory for one content version (thread-safe), for searches where
+    every chunk is readable: BM25 over them is a vectorised sum instead of PostgreSQL's per-row merge.
+
+    A list is read once (:func:`read_postings`, in the search's snapshot) and kept, least recently used first out,
+    while the cache holds at most ``max_postings`` postings (12 bytes each); a list longer than that is used
+    once and not kept. As :class:`TermStatsCache`, a new content version empties it, and narrower readers
+    never use it (their statistics, and what they may see, differ).
+    """
+
+    def __init__(self, max_postings: int = 10_000_000) -> None:
+        self.max_postings = max_postings
+        self._lock = threading.Lock()
+        self._version: Hashable = None
+        self._lists: OrderedDict[str, Postings] = OrderedDict()
+        self._size = 0
+
+    def lists(self, conn: Connection, version: Hashable, terms: list[str]) -> dict[str, Postings]:
+        out: dict[str, Postings] = {}
+        with self._lock:
+            if version != self._version:
+                self._version, self._lists, self._size = version, OrderedDict(), 0
+            for t in terms:
+                if t in self._lists:
+                    self._lists.move_to_end(t)
+                    out[t] = self._lists[t]
+        missing = [t for t in terms if t not in out]
+        if missing:
+            for t, p in read_postings(conn, missing).items():
+                out[t] = p
+                self._keep(version, t, p)
+        return out
+
+    def _keep(self, version: Hashable, term: str, p: Postings) -> None:
+        if len(p.chunks) > self.max_postings:
+            return
+        with self._lock:
+            if version != self._version or term in self._lists:
+                return
+            self._lists[term] = p
+            self._size += len(p.chunks)
+            while self._size > self.max_postings:
+                _, old = self._lists.popitem(last=False)
+                self._size -= len(old.chunks)
+
+
+def bm25_top_memory(
+    conn: Connection, params: dict[str, Any], m: int, cache: PostingsCache, version: Hashable
+) -> tuple[list[tuple[int, float]], dict[str, int]]:
+    """Exact top ``m`` over the whole index (every chunk readable) from the cached lists: each posting's BM25
+    part in float64 (the same formula as the statements), summed per chunk, the top ``m`` by score then pk."""
+    n, avgdl = int(params["n"]), float(params["avgdl"])
+    weights = dict(zip(params["terms"], params["weights"], strict=True))
+    lists = cache.lists(conn, version, sorted(weights))
+    dfs = {t: len(p.chunks) for t, p in lists.items() if len(p.chunks)}
+    if not dfs:
+        return [], dfs
+    ids, parts = [], []
+    for term in sorted(dfs):
+        p, df = lists[term], dfs[term]
+        idfw = weights[term] * math.log1p((n - df + 0.5) / (df + 0.5))
+        tf = p.tf.astype(np.float64)
+        parts.append(idfw * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * p.length / max(avgdl, 1e-9))))
+        ids.append(p.chunks)
+    all_ids = np.concatenate(ids)
+    order = np.argsort(all_ids, kind="stable")  # each list is sorted: merging runs
+    sorted_ids = all_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    sums = np.add.reduceat(np.concatenate(parts)[order], starts)
+    chunk_ids = sorted_ids[starts]
+    if len(sums) > m:
+        threshold = np.partition(sums, len(sums) - m)[len(sums) - m]  # the m-th best score
+        keep = np.flatnonzero(sums >= threshold)  # every chunk tied with it too: the pk decides below
+        sums, chunk_ids = sums[keep], chunk_ids[keep]
+    best = np.lexsort((chunk_ids, -sums))[:m]
+    return [(int(chunk_ids[i]), float(sums[i])) for i in best], dfs
