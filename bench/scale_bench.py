@@ -451,7 +451,7 @@ def pg_search_bench(url: str, synth: Synth, queries: list[str], reps: int, repor
 
 def pg_bm25_bench(url: str, queries: list[str], report: dict) -> None:
     """BM25 alone (top 100, the fusion's depth): the one statement ("scan") against the default ("auto":
-    MaxScore or the merge when every chunk is readable), asserting the same ids and scores."""
+    the posting lists in memory when every chunk is readable), asserting the same ids and scores."""
     from charter.retrieval._pg import PgSearch
 
     store = open_store(url, migrate=False)
