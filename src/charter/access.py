@@ -110,8 +110,7 @@ def document_acls(rt: Runtime, refs: Iterable[DocRef]) -> dict[DocRef, frozenset
     """Current ACL tokens of each document: the index's, else the sync catalog's, else ``None``."""
     from sqlalchemy import select, tuple_
 
-    from charter.retrieval._tables import acl, documents
-    from charter.sources._tables import source_documents
+    from charter.store.tables import acl, documents, source_documents
 
     wanted = sorted(set(refs), key=lambda r: (r.source_id, r.doc_id))
     out: dict[DocRef, frozenset[str] | None] = dict.fromkeys(wanted)
@@ -520,7 +519,7 @@ def assigned_to(rt: Runtime, principal: Principal, item_id: str | None = None) -
     source: that escalation is their grant to use the review queue, as ``review.escalations`` is for roles."""
     from sqlalchemy import select
 
-    from charter.review._tables import review_items
+    from charter.store.tables import review_items
 
     q = select(review_items.c.id).where(
         review_items.c.assigned_user == principal.id, review_items.c.status.in_(("pending", "escalated"))

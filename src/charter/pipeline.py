@@ -117,9 +117,8 @@ def _state_query() -> Any:
     from sqlalchemy import BigInteger, String, cast, literal, null, or_, select, union_all
 
     from charter.gate import RESTRICTED_KEY
-    from charter.retrieval._tables import versions
-    from charter.sources._tables import source_state
     from charter.store import state
+    from charter.store.tables import source_state, versions
     from charter.tools._killswitch import WORKFLOW_KEY
 
     def typed_null(column: Any) -> Any:

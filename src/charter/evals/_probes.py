@@ -39,7 +39,7 @@ class ProbeSet:
 
 
 def _restricted_documents(rt: Runtime) -> list[tuple[str, str, str, frozenset[str]]]:
-    from charter.retrieval._tables import acl, documents
+    from charter.store.tables import acl, documents
 
     configured = {s.id for s in rt.spec.sources}
     with rt.store.connect() as conn:
@@ -59,7 +59,7 @@ def _restricted_documents(rt: Runtime) -> list[tuple[str, str, str, frozenset[st
 
 
 def _readable_text(rt: Runtime, user_tokens: frozenset[str]) -> str:
-    from charter.retrieval._tables import acl, chunks, documents
+    from charter.store.tables import acl, chunks, documents
 
     with rt.store.connect() as conn:
         rows = (

@@ -159,7 +159,7 @@ def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from charter.store import sealer_for
-    from charter.tools._tables import tool_actions as t
+    from charter.store.tables import tool_actions as t
 
     sealer = sealer_for(rt)  # arguments are sealed at rest (charter.tools._records.seal_values)
     with rt.store.connect() as conn:

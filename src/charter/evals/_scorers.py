@@ -132,7 +132,7 @@ class ScoreContext:
         if key not in self._holders:
             from sqlalchemy import func, select
 
-            from charter.retrieval._tables import chunks, documents
+            from charter.store.tables import chunks, documents
 
             escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             with self.rt.store.connect() as conn:
@@ -162,7 +162,7 @@ def _index_canaries(rt: Runtime) -> dict[str, str]:
 
     from charter._answer_checks import normalise
     from charter.canaries import canaries_for
-    from charter.retrieval._tables import chunks, documents
+    from charter.store.tables import chunks, documents
 
     found = canaries_for(rt.spec)  # the one canary definition: built-in pattern plus monitoring.canaries
     out: dict[str, str] = {}

@@ -430,8 +430,7 @@ def production_load(rt: Runtime, now: datetime, *, window: timedelta = LOAD_WIND
     import numpy as np
     from sqlalchemy import and_, func, select
 
-    from charter.evals._tables import eval_results
-    from charter.telemetry._trace_tables import traces
+    from charter.store.tables import eval_results, traces
 
     since = now - window
     in_window = and_(

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from charter.errors import NotFound, UsageError
-from charter.mcp._tables import mcp_pins
 from charter.spec import canonical_json
 from charter.store import utcnow
+from charter.store.tables import mcp_pins
 
 if TYPE_CHECKING:
     from charter.mcp._upstream import LiveTool

@@ -129,7 +129,7 @@ def readable_documents(rt: Runtime, principal: Principal, limit: int = MAX_RESOU
     """Documents of the charter's sources whose current ACL shares a token with the principal's."""
     from sqlalchemy import select
 
-    from charter.retrieval._tables import acl, documents
+    from charter.store.tables import acl, documents
 
     tokens = sorted(principal.acl_tokens)
     configured = [s.id for s in rt.spec.sources]
@@ -162,8 +162,8 @@ def read_document(rt: Runtime, principal: Principal, uri: str) -> tuple[str, str
     from sqlalchemy import select
 
     from charter.retrieval import Index
-    from charter.retrieval._tables import chunks, documents
     from charter.server._auth import require
+    from charter.store.tables import chunks, documents
 
     require(rt, principal, "search")
     if not uri.startswith(URI_PREFIX) or uri.count("/") != URI_PREFIX.count("/") + 1:

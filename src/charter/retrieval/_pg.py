@@ -53,8 +53,8 @@ from charter.errors import Conflict
 from charter.retrieval._lexical import K1, B
 from charter.retrieval._pg_bm25 import SEED_SHARE, bm25_top
 from charter.retrieval._search import fuse, fuse_parts
-from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
+from charter.store.tables import chunks, documents, versions
 
 if TYPE_CHECKING:
     from charter.retrieval._index import Index

@@ -24,9 +24,9 @@ from sqlalchemy import select
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
 from charter.review._clock import Clock, clock_or_default
-from charter.review._tables import review_items
 from charter.spec import Escalation
 from charter.store import sealer_for
+from charter.store.tables import review_items
 from charter.tools import resolve_principal
 from charter.tools._records import masked
 
@@ -516,7 +516,7 @@ def _cited_passages(runtime: Runtime, item: ReviewItem) -> dict[str, str]:
     """Text of each passage the draft cites (``S1`` → chunk text), read from the index."""
     from sqlalchemy import select as sel
 
-    from charter.retrieval._tables import chunks, documents
+    from charter.store.tables import chunks, documents
 
     out: dict[str, str] = {}
     with runtime.store.connect() as conn:

@@ -244,7 +244,7 @@ def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str
     """The text of each cited passage, re-checked against the document's current ACL."""
     from sqlalchemy import select
 
-    from charter.retrieval._tables import chunks, documents
+    from charter.store.tables import chunks, documents
 
     reader = access.Reader(rt, principal)
     out: dict[str, str] = {}

@@ -33,7 +33,7 @@ def _category_counts(rt: Any, run_ids: list[str]) -> dict[str, dict[str, int]]:
     """Hand-written and generated cases per category of each run (first repeat only), in one query."""
     from sqlalchemy import func, select
 
-    from charter.evals._tables import eval_results as r
+    from charter.store.tables import eval_results as r
 
     if not run_ids:
         return {}

@@ -48,7 +48,7 @@ from charter.sources._status import (
     source_statuses,
 )
 from charter.sources._sync import Syncer, SyncProgress, SyncSummary, source_config_hash, sync_sources
-from charter.sources._tables import source_screening
+from charter.store.tables import source_screening
 
 __all__ = [
     "AclEntry",

@@ -13,7 +13,7 @@ def screened_documents(rt: Any, source_id: str | None = None) -> list[dict[str, 
     only to the source's owner (they come from its documents)."""
     from sqlalchemy import select
 
-    from charter.sources._tables import source_screening as t
+    from charter.store.tables import source_screening as t
 
     query = select(t).order_by(t.c.flagged_at.desc(), t.c.source_id, t.c.doc_id)
     if source_id is not None:

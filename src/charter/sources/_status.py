@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from charter.sources._sync import source_config_hash
-from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.spec import Source
 from charter.store import utcnow
+from charter.store.tables import source_documents, source_state, sync_runs
 
 if TYPE_CHECKING:
     from charter.retrieval import Index

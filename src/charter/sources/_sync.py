@@ -68,9 +68,9 @@ from charter.sources._connector import (
     get_connector,
 )
 from charter.sources._document import Document, acl_hash
-from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.spec import Source, section_hash
 from charter.store import utcnow
+from charter.store.tables import source_documents, source_state, sync_runs
 
 if TYPE_CHECKING:
     from charter.retrieval import DocState, DocumentWrite, Index, Prepared

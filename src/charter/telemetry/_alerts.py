@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, case, func, select
 
 from charter.store import utcnow
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import traces
 from charter.telemetry._trends import SERVED, period_aggregates, sum_cost
 
 if TYPE_CHECKING:

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, literal, literal_column, select, union_all
 
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import feedback, traces
 from charter.telemetry._trends import _has_reviews, day_expr
 
 if TYPE_CHECKING:
@@ -141,7 +140,7 @@ def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
     ]
     selects = list(parts)
     if _has_reviews(rt.store):
-        from charter.review._tables import review_items as ri
+        from charter.store.tables import review_items as ri
 
         selects.append(
             select(

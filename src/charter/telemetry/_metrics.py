@@ -22,8 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Select, case, func, select
 
 from charter.store import Store, utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_spans, traces
+from charter.store.tables import feedback, trace_spans, traces
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

@@ -34,8 +34,7 @@ from sqlalchemy import Integer, case, cast, distinct, func, or_, select, true
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_sources, traces
+from charter.store.tables import feedback, trace_sources, traces
 from charter.telemetry._trends import Agg, EdgeMemo, rollup, wilson_interval
 
 if TYPE_CHECKING:
@@ -280,7 +279,7 @@ def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
         .group_by(fb.request_id)
     ]
     if _has_table(rt.store, "review_items"):
-        from charter.review._tables import review_items as ri
+        from charter.store.tables import review_items as ri
 
         rejected = [d for d, o in REVIEW_OUTCOMES.items() if o == "rejected"]
         parts.append(

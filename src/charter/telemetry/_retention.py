@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
+from charter.store.tables import feedback, trace_sources, trace_spans, traces
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

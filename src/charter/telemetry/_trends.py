@@ -39,8 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import feedback, traces
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -313,7 +312,7 @@ def load_cells(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | Non
 def sum_cost(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> float:
     """Total ``cost_usd`` of the traces started in ``[start, end)``: whole days from the rollup, the edge
     days from the raw rows (as :func:`load_cells`; an edge already in ``memo`` from its cells)."""
-    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+    from charter.store.tables import monitor_rollup as mr
 
     raw, days = day_split(start, end)
     total = 0.0
@@ -355,7 +354,7 @@ ROLLUP_COUNTS = (
 def rollup_labels(store: Store, first_day: str, end_day: str, kinds: tuple[str, ...]) -> list[Any]:
     """``(day, prompt_version, model, index_version, kind, label, n)`` of the rollup's non-zero label rows
     of ``kinds`` for the days ``[first_day, end_day)`` (``YYYY-MM-DD``)."""
-    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+    from charter.store.tables import monitor_rollup as mr
 
     c = mr.c
     q = select(c.day, c.prompt_version, c.model, c.index_version, c.kind, c.label, c.n).where(
@@ -367,7 +366,7 @@ def rollup_labels(store: Store, first_day: str, end_day: str, kinds: tuple[str, 
 
 def rollup_cells(store: Store, first_day: str, end_day: str) -> dict[Key, Agg]:
     """The cells of the days ``[first_day, end_day)`` from the rollup (a cell exists while it has a trace)."""
-    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+    from charter.store.tables import monitor_rollup as mr
 
     c = mr.c
     q = select(c.day, c.prompt_version, c.model, c.index_version, *(c[n] for n in ROLLUP_COUNTS)).where(
@@ -458,7 +457,7 @@ def raw_cells(store: Store, start: datetime, end: datetime) -> dict[Key, Agg]:
                 for reason in _json_list(reasons):
                     a.down_reasons[reason] += int(n)
         if _has_reviews(store):
-            from charter.review._tables import review_items as ri
+            from charter.store.tables import review_items as ri
             from charter.telemetry._feedback import REVIEW_OUTCOMES
 
             q3 = (
@@ -506,7 +505,7 @@ def _has_reviews(store: Store) -> bool:
 def _prompt_changes(conn: Any, wf: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
-        from charter.models._tables import prompt_activations as pa
+        from charter.store.tables import prompt_activations as pa
 
         previous: dict[str, str] = {}
         for r in conn.execute(
@@ -538,7 +537,7 @@ def _prompt_changes(conn: Any, wf: str, start: datetime, end: datetime) -> list[
 def _sync_changes(conn: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
-        from charter.sources._tables import sync_runs as sr
+        from charter.store.tables import sync_runs as sr
 
         for sync in conn.execute(
             select(sr.c.source_id, sr.c.finished_at, sr.c.summary).where(
@@ -651,8 +650,8 @@ def _before_after(cells: dict[Key, Agg], at: datetime, window_days: int) -> dict
 def eval_pass_rates(rt: Runtime, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Every stored eval run in the window with its case pass rate (results without a failure / all)."""
     try:
-        from charter.evals._tables import eval_results as er
-        from charter.evals._tables import eval_runs as ev
+        from charter.store.tables import eval_results as er
+        from charter.store.tables import eval_runs as ev
     except Exception:  # pragma: no cover
         return []
     q = (

@@ -5,6 +5,7 @@ actions), Cedar, the arguments, the kill switch, preconditions, the rate limit a
 either runs the call or stores an approval request (decided with :func:`charter.review.decide`).
 """
 
+from charter.store.tables import agent_runs
 from charter.tools._actions import approval_requirement, execute, propose
 from charter.tools._killswitch import is_killed, kill_switch_status, set_kill_switch
 from charter.tools._preconditions import precondition
@@ -29,7 +30,6 @@ from charter.tools._registry import (
     tool,
     tool_registry,
 )
-from charter.tools._tables import agent_runs
 
 __all__ = [
     "OPEN_STATES",

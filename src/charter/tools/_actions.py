@@ -48,6 +48,7 @@ from sqlalchemy import bindparam, func, select, text
 from charter.errors import CharterException, Conflict, Denied, IntegrityError, UsageError
 from charter.spec import Principal, Tool
 from charter.store import UTCDateTime
+from charter.store.tables import tool_actions
 from charter.tools._killswitch import is_killed
 from charter.tools._preconditions import check_preconditions
 from charter.tools._records import (
@@ -69,7 +70,6 @@ from charter.tools._records import (
     transition,
 )
 from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool_registry
-from charter.tools._tables import tool_actions
 
 if TYPE_CHECKING:
     from charter.review import Clock
@@ -475,7 +475,7 @@ def conversation_subject(runtime: Runtime, request_id: str | None, requester: st
     the draft they submitted). ``None`` without a request, or when it is someone else's."""
     if not request_id:
         return None
-    from charter.review._tables import review_items
+    from charter.store.tables import review_items
 
     with runtime.store.connect() as conn:
         found = conn.execute(

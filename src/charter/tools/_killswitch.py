@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from charter.errors import Denied, UsageError
 from charter.store import utcnow
-from charter.store._core_tables import state
+from charter.store.tables import state
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select
 
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.spec import Principal
-from charter.tools._tables import tool_actions
+from charter.store.tables import tool_actions
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
