@@ -116,10 +116,9 @@ def _state_query() -> Any:
     its own typed columns, so the driver's results are converted exactly as a per-table read would be."""
     from sqlalchemy import BigInteger, String, cast, literal, null, or_, select, union_all
 
-    from charter.gate import RESTRICTED_KEY
     from charter.store import state
+    from charter.store.switches import KILL_SWITCH_KEY, RESTRICTED_KEY
     from charter.store.tables import source_state, versions
-    from charter.tools._killswitch import WORKFLOW_KEY
 
     def typed_null(column: Any) -> Any:
         return cast(null(), column.type)
@@ -132,7 +131,7 @@ def _state_query() -> Any:
             typed_null(source_state.c.last_success_at).label("at"),
             cast(null(), BigInteger).label("counter"),
             cast(null(), String).label("stamp"),
-        ).where(or_(state.c.key == WORKFLOW_KEY, state.c.key == RESTRICTED_KEY)),  # no expanding IN
+        ).where(or_(state.c.key == KILL_SWITCH_KEY, state.c.key == RESTRICTED_KEY)),  # no expanding IN
         select(
             literal("sync"),
             source_state.c.source_id,
@@ -155,9 +154,8 @@ def _state_query() -> Any:
 
 def read_request_state(rt: Runtime) -> RequestState:
     """One statement on one connection (see :func:`_state_query`)."""
-    from charter.gate import RESTRICTED_KEY
     from charter.retrieval import Index
-    from charter.tools._killswitch import WORKFLOW_KEY, switch_on
+    from charter.store.switches import KILL_SWITCH_KEY, RESTRICTED_KEY, switch_on
 
     switches: dict[str, Any] = {}
     syncs: dict[str, datetime] = {}
@@ -174,7 +172,7 @@ def read_request_state(rt: Runtime) -> RequestState:
             counters[name] = (int(counter), stamp)
     c, a = counters.get("content"), counters.get("acl")
     return RequestState(
-        killed=switch_on(switches.get(WORKFLOW_KEY)),
+        killed=switch_on(switches.get(KILL_SWITCH_KEY)),
         restricted=switch_on(switches.get(RESTRICTED_KEY)),
         last_syncs=syncs,
         index_version=Index.format_version(c, a),
@@ -402,7 +400,7 @@ def gateway_for(rt: Runtime) -> Any:
 
         cached = rt.services.gateway = build_gateway(rt)
         # the extractive drafter embeds sentences with the index's model, and reuses its query vector
-        from charter.models._extractive import SENTENCE_VECTORS
+        from charter.models import SENTENCE_VECTORS
         from charter.retrieval import Index
 
         index = Index.for_runtime(rt)
@@ -675,7 +673,7 @@ def _findings(
     spec = rt.spec
     raw_sources = {cid: h.text for cid, h in passages.items()}
     sources = {cid: checks.support_text(t) for cid, t in raw_sources.items()}  # instructions never support
-    embed = _embedder(rt)
+    embed = checks.embedder_for(rt)
     scored = c.scored_sentences()
     scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
     own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
@@ -692,7 +690,7 @@ def _findings(
         echoes=checks.instruction_echoes(scored, raw_sources),
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
         canaries=checks.find_canaries(c.cit.text, normalised=True, canaries=canaries_for(spec)),
-        pii=_new_pii(c.cit.text, raw_sources),
+        pii=checks.new_pii(c.cit.text, raw_sources),
         topics_out=_topics(question, [*scope.out_of_scope, *forbidden], embed),
         topics_sensitive=_topics(question, list(scope.sensitive_topics), embed),
     )
@@ -888,27 +886,8 @@ def record_failure(trace: Trace, store: TraceStore, exc: Exception, t0: float, s
     store.write(trace)
 
 
-def _embedder(rt: Runtime) -> checks.Embed | None:
-    try:
-        from charter.retrieval import Index
-
-        index = Index.for_runtime(rt)
-        emb = index.embedder
-    except Exception:  # pragma: no cover - no embedder available: lexical groundedness only
-        return None
-    return lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]
-
-
 def _topics(question: str, topics: list[str], embed: checks.Embed | None) -> list[str]:
     return checks.topic_hits(question, topics)
-
-
-def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
-    """Kinds of personal data or secrets in the output that do not come from a cited permitted passage."""
-    from charter.telemetry.masking import find_sensitive
-
-    corpus = "\n".join(sources.values())
-    return sorted({kind for kind, value in find_sensitive(text) if value not in corpus})
 
 
 def needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:

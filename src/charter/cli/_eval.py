@@ -24,7 +24,7 @@ def _set_paths(rt: Any, sets: list[Path] | None) -> list[Path]:
 
 
 def _summary_table(s: dict[str, Any]) -> Table:
-    from charter.evals._report import AREAS, is_category_metric
+    from charter.evals import AREAS, is_category_metric
 
     t = Table("metric", "value", "95% CI", "n", title="Metrics (all cases)")
     for name, est in s["metrics"].items():
@@ -34,9 +34,9 @@ def _summary_table(s: dict[str, Any]) -> Table:
 
 
 def _f(v: Any) -> str:
-    from charter.evals._report import _fmt
+    from charter.evals import format_metric
 
-    return _fmt(None if v is None else float(v))
+    return format_metric(None if v is None else float(v))
 
 
 def _render(s: dict[str, Any]) -> None:

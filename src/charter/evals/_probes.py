@@ -148,7 +148,7 @@ def permission_probes(
     return cases, keys
 
 
-def _copy_sqlite(url: str, dest: Path) -> str:
+def copy_sqlite(url: str, dest: Path) -> str:
     if not url.startswith("sqlite:///"):
         raise UsageError(
             "permission probes run on a temporary copy of the store, which needs a SQLite "
@@ -182,7 +182,7 @@ def probe_runtime(
     tmp = Path(tempfile.mkdtemp(prefix="charter-probes-"))
     prt: Runtime | None = None
     try:
-        url = _copy_sqlite(str(rt.store.engine.url), tmp / "charter.db")
+        url = copy_sqlite(str(rt.store.engine.url), tmp / "charter.db")
         keydir = tmp / "keys"
         if rt.key_dir.exists():
             shutil.copytree(rt.key_dir, keydir)

@@ -62,7 +62,7 @@ def budget_burn(rt: Runtime, c: CheckResult, now: datetime) -> None:
 
     from sqlalchemy import select
 
-    from charter.models._budget import month_key
+    from charter.models import month_key
     from charter.store.tables import budget_months
 
     with rt.store.connect() as conn:

@@ -2,10 +2,10 @@
 
 :func:`build_server` makes one low-level :class:`mcp.server.Server` for a runtime. Every handler first
 resolves the caller (``principal_of``: the ``--as`` user on stdio, the bearer token's principal on HTTP —
-authenticated per request by :mod:`charter.mcp._http`) and then calls the *same* functions as the REST API,
+authenticated per request by :mod:`charter.server._mcp_http`) and then calls the *same* functions as the REST API,
 in a worker thread:
 
-* ``ask`` → ``charter.server._auth.require(..., "ask")`` and :func:`charter.pipeline.ask` (admission,
+* ``ask`` → ``charter.access.require(..., "ask")`` and :func:`charter.pipeline.ask` (admission,
   retrieval, budget, checks, review, trace, audit);
 * ``search`` → :func:`charter.pipeline.search` (Cedar ``search``, then the index with the caller's ACL
   tokens: only chunks the caller may read);
@@ -76,7 +76,7 @@ BUILTINS = ("ask", "search")
 def visible_tools(rt: Runtime, principal: Principal) -> list[types.Tool]:
     """The tools this principal sees: ``ask``/``search`` when Cedar permits them, and each charter tool
     Cedar lets them call. Descriptions are the charter's (upstream text only as approved data)."""
-    from charter.server._auth import allowed, tool_callable
+    from charter.access import allowed, tool_callable
     from charter.tools import tool_registry
 
     wf = rt.spec.workflow
@@ -161,8 +161,8 @@ def read_document(rt: Runtime, principal: Principal, uri: str) -> tuple[str, str
     (the same answer as for a document that does not exist)."""
     from sqlalchemy import select
 
+    from charter.access import require
     from charter.retrieval import Index
-    from charter.server._auth import require
     from charter.store.tables import chunks, documents
 
     require(rt, principal, "search")
@@ -194,7 +194,7 @@ def read_document(rt: Runtime, principal: Principal, uri: str) -> tuple[str, str
 # ------------------------------------------------------------------------------------------ calls
 def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Run one MCP tool call for ``principal`` through the REST path's functions: (document, is_error)."""
-    from charter.server._auth import require
+    from charter.access import require
 
     if name == "ask":
         from charter.agents import respond as ask
@@ -293,7 +293,7 @@ def build_server(rt: Runtime, principal_of: PrincipalOf) -> Server[Any]:
         principal = principal_of(ctx)
 
         def listing() -> list[dict[str, Any]]:
-            from charter.server._auth import allowed
+            from charter.access import allowed
 
             return readable_documents(rt, principal) if allowed(rt, principal, "search") else []
 

@@ -34,7 +34,7 @@ from charter.models._wrappers import Budgeted, Fallback, Limited, Metered, Retry
 from charter.spec import LoadedCharter, ModelEndpoint, Principal
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.context import RuntimeContext
 
 STALE_RESERVATION_AGE = timedelta(hours=1)
 #: ``build_request(prompt=SYSTEM)``: the prompt the charter binds to the ``system`` purpose.
@@ -172,7 +172,7 @@ class Gateway:
 
 
 def build_gateway(
-    runtime: Runtime,
+    runtime: RuntimeContext,
     *,
     primary: Model | None = None,
     fallback: Model | None = None,

@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, update
 
+from charter.documents import acl_hash as _acl_hash
 from charter.errors import UsageError
 from charter.retrieval._chunking import chunk_document
 from charter.retrieval._embedding import Embedder, Vectors, get_embedder
 from charter.retrieval._lexical import Postings, analyse, identifier_terms
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
 from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
-from charter.sources._document import acl_hash as _acl_hash
 from charter.store import utcnow
 from charter.store.tables import acl, chunks, documents, embeddings, meta, versions
 
 if TYPE_CHECKING:
-    from charter.sources import Document
+    from charter.documents import Document
     from charter.spec import Chunking, Fusion
     from charter.store import Store
 

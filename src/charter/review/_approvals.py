@@ -20,9 +20,17 @@ from typing import TYPE_CHECKING, Literal
 
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
-from charter.review._clock import Clock, clock_or_default
-from charter.tools import OPEN_STATES, Action, execute, get_action, list_actions, resolve_principal
-from charter.tools._records import masked, transition
+from charter.store.clock import Clock, clock_or_default
+from charter.tools import (
+    OPEN_STATES,
+    Action,
+    execute,
+    get_action,
+    list_actions,
+    masked,
+    resolve_principal,
+    transition,
+)
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from sqlalchemy import select
 
+from charter import access
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
-from charter.review._clock import Clock, clock_or_default
 from charter.spec import Escalation
 from charter.store import sealer_for
+from charter.store.clock import Clock, clock_or_default
 from charter.store.tables import review_items
-from charter.tools import resolve_principal
-from charter.tools._records import masked
+from charter.tools import masked, resolve_principal
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -110,11 +110,11 @@ def route(runtime: Runtime, item: ReviewItem, role: str | None) -> tuple[str | N
     the submitter) may read every source it cites; else ``(owner, why)``, the owner of the restricting
     source (``sources[].owner``, else ``owners.sources``) who may read them; else ``(None, why)``: nobody
     qualifies and the item waits for an operator, which ``why`` says."""
-    from charter import access
+    from charter.review._visibility import eligible_reviewers  # built on this module's reads
 
     if role is None:
         return None, None
-    if access.eligible_reviewers(runtime, item, [role]):
+    if eligible_reviewers(runtime, item, [role]):
         return None, None
     members = [p.id for p in runtime.charter.principals.values() if role in p.roles and p.active]
     owners = access.restricting_owners(runtime, item, members)
@@ -179,10 +179,10 @@ def list_reviews(
         items = [_item(r, runtime) for r in conn.execute(query)]
     if principal is None:
         return items
-    from charter import access
+    from charter.review._visibility import may_see_review  # built on this module's reads
 
     who = resolve_principal(runtime, principal)
-    return [i for i in items if access.may_see_review(runtime, who, i)]
+    return [i for i in items if may_see_review(runtime, who, i)]
 
 
 def reviewer_roles(runtime: Runtime, item: ReviewItem) -> list[str]:
@@ -271,7 +271,7 @@ def submit_draft(
     who = resolve_principal(runtime, principal)
     _check_submission(escalation_reason, groundedness, citations)
     mode = runtime.spec.review_drafts
-    from charter.gate import is_restricted  # drift's restricted mode: every draft needs review
+    from charter.store.switches import is_restricted  # drift's restricted mode: every draft needs review
 
     needs_review = escalation_reason is not None or mode == "all" or is_restricted(runtime)
     row: dict[str, Any] = {
@@ -360,8 +360,6 @@ def _refused(runtime: Runtime, who: Principal, item: ReviewItem, decision: str, 
 def _reviewer_authority(runtime: Runtime, who: Principal, item: ReviewItem, decision: str) -> list[str]:
     """Why ``who`` may take ``decision`` on ``item`` (the authority recorded in the audit entry); raises
     :class:`Denied` when they may not."""
-    from charter import access
-
     if who.id != item.submitter and not access.may_read_item(runtime, who, item):
         raise Denied(
             f"{who.id} may not read every source this draft cites, so may not review it",
@@ -545,7 +543,6 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     :class:`Denied`); groundedness is scored and recorded (``low_groundedness`` flags it for the second
     reviewer)."""
     from charter import _answer_checks as checks
-    from charter.pipeline import _embedder, _new_pii
 
     passages = _cited_passages(runtime, item)
     cited_ids = {
@@ -561,12 +558,12 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     canaries = checks.find_canaries(normalised, normalised=True)
     if canaries:
         problems.append(f"{len(canaries)} canary token(s)")
-    pii = _new_pii(normalised, passages)
+    pii = checks.new_pii(normalised, passages)
     if pii:
         problems.append(f"personal data or secrets not in the cited passages: {', '.join(pii)}")
     if problems:
         raise Denied("the edit fails the draft checks: " + "; ".join(problems), reasons=problems)
-    scores = checks.score_sentences(cit.text, passages, _embedder(runtime), normalised=True)
+    scores = checks.score_sentences(cit.text, passages, checks.embedder_for(runtime), normalised=True)
     grounded = checks.groundedness(scores) if scores else None
     flags = []
     if grounded is not None and grounded < runtime.spec.review.groundedness_threshold:

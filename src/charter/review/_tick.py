@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from charter.review._approvals import tick_approvals
-from charter.review._clock import Clock, clock_or_default
 from charter.review._drafts import tick_reviews
+from charter.store.clock import Clock, clock_or_default
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

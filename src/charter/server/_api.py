@@ -126,12 +126,12 @@ def list_traces(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> S.TraceList:
     """Recent requests: your own; everyone's with ``traces.read_all``."""
-    from charter import access
     from charter.pipeline import traces_for
+    from charter.telemetry import trace_list_filter
 
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    who = access.trace_list_filter(rt, principal)
+    who = trace_list_filter(rt, principal)
     return S.TraceList.model_validate(
         {"items": _iso(traces_for(rt).list(status=status, principal_id=who, limit=limit))}
     )
@@ -144,9 +144,9 @@ def get_trace(request: Request, request_id: str, principal: Caller) -> Any:
     """One trace with every stage (masked as the charter says). Others' traces need ``traces.read_all``."""
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    from charter import access
+    from charter.telemetry import visible_trace
 
-    return _iso([access.visible_trace(rt, principal, request_id)])[0]
+    return _iso([visible_trace(rt, principal, request_id)])[0]
 
 
 @router.post("/api/traces/{request_id}/feedback", response_model=S.IdOut, tags=["traces"])
@@ -171,13 +171,13 @@ def list_reviews(
     request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
 ) -> S.ReviewList:
     """Drafts you submitted or may decide now (parts from sources you cannot read are redacted)."""
-    from charter import access
+    from charter.review import assigned_to, redact_review
     from charter.review import list_reviews as items
 
     rt = _rt(request)
-    if not access.assigned_to(rt, principal):
+    if not assigned_to(rt, principal):
         require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    shown = [access.redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
+    shown = [redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
     return S.ReviewList.model_validate({"items": shown})
 
 
@@ -186,12 +186,12 @@ def list_reviews(
 )
 def get_review(request: Request, item_id: str, principal: Caller) -> Any:
     """One draft: yours, or one you may decide (404 otherwise, the same as a missing id)."""
-    from charter import access
+    from charter.review import assigned_to, redact_review, visible_review
 
     rt = _rt(request)
-    if not access.assigned_to(rt, principal, item_id):
+    if not assigned_to(rt, principal, item_id):
         require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    return access.redact_review(rt, principal, access.visible_review(rt, principal, item_id))
+    return redact_review(rt, principal, visible_review(rt, principal, item_id))
 
 
 @router.post(
@@ -203,24 +203,23 @@ def get_review(request: Request, item_id: str, principal: Caller) -> Any:
 def decide_review(request: Request, item_id: str, body: S.ReviewDecisionIn, principal: Caller) -> Any:
     """Approve, edit or reject a draft (Cedar ``review.decide``; never your own). An edit needs another
     reviewer's approval before it can be sent."""
-    from charter import access
-    from charter.review import decide_draft
+    from charter.review import assigned_to, decide_draft, redact_review, visible_review
 
     rt = _rt(request)
-    if not access.assigned_to(rt, principal, item_id):
+    if not assigned_to(rt, principal, item_id):
         require(rt, principal, "review.decide")
-    access.visible_review(rt, principal, item_id)
+    visible_review(rt, principal, item_id)
     item = decide_draft(
         rt, item_id, principal, body.decision, text=body.text, reason=body.reason, comment=body.comment
     )
-    return access.redact_review(rt, principal, item)
+    return redact_review(rt, principal, item)
 
 
 # ------------------------------------------------------------------------------------------------ approvals
 def _visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any:
-    from charter import access
+    from charter.review import visible_approval
 
-    return access.visible_approval(rt, principal, approval_id)
+    return visible_approval(rt, principal, approval_id)
 
 
 @router.get(

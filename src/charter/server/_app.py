@@ -415,7 +415,7 @@ def create_app(
     _install_middleware(app, settings)
     for module in (_api, _launch, _openai, _console, _launch_pages):
         app.include_router(module.router)
-    from charter.mcp import mount_mcp  # MCP over streamable HTTP at /mcp (charter.mcp)
+    from charter.server._mcp_http import mount_mcp  # MCP over streamable HTTP at /mcp (charter.mcp)
 
     mount_mcp(app, state)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

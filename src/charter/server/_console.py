@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 
 from charter import access
 from charter.errors import AuthenticationError, CharterException, Denied, NotFound
+from charter.review import assigned_to, is_eligible_reviewer, redact_review, visible_review
 from charter.server._app import state_of
 from charter.server._auth import (
     COOKIE,
@@ -34,6 +35,7 @@ from charter.server._auth import (
 )
 from charter.server._errors import status_for
 from charter.spec import Principal
+from charter.telemetry import trace_list_filter, visible_trace
 
 log = logging.getLogger("charter.server")
 router = APIRouter(include_in_schema=False)
@@ -290,13 +292,13 @@ def review_list(request: Request, status: str = "open") -> Response:
         from charter.review import list_reviews, reviewer_roles
 
         rt = state_of(request).rt
-        if not access.assigned_to(rt, p):
+        if not assigned_to(rt, p):
             require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
         statuses: list[str] | None = (
             ["pending", "escalated"] if status == "open" else (None if status == "all" else [status])
         )
         items = list_reviews(rt, status=statuses, principal=p)
-        rows = [{**access.redact_review(rt, p, i), "roles": reviewer_roles(rt, i)} for i in items]
+        rows = [{**redact_review(rt, p, i), "roles": reviewer_roles(rt, i)} for i in items]
         return _render(request, "review_list.html", p, items=rows, filter_status=status)
 
     return _page(request, page)
@@ -308,19 +310,19 @@ def review_item(request: Request, item_id: str) -> Response:
         from charter.review import REJECT_REASONS
 
         rt = state_of(request).rt
-        if not access.assigned_to(rt, p, item_id):
+        if not assigned_to(rt, p, item_id):
             require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
-        item = access.visible_review(rt, p, item_id)
+        item = visible_review(rt, p, item_id)
         may_decide = (
             item.status in ("pending", "escalated")
-            and access.is_eligible_reviewer(rt, p, item)
+            and is_eligible_reviewer(rt, p, item)
             and (p.id == item.assigned_user or state_of(request).capabilities(p).get("review_decide", False))
         )
         return _render(
             request,
             "review_item.html",
             p,
-            item=access.redact_review(rt, p, item),
+            item=redact_review(rt, p, item),
             may_decide=may_decide,
             reject_reasons=REJECT_REASONS,
         )
@@ -341,7 +343,7 @@ def review_decide(
         from charter.review import decide_draft
 
         rt = state_of(request).rt
-        item = access.visible_review(rt, p, item_id)
+        item = visible_review(rt, p, item_id)
         if p.id != item.assigned_user:
             require(rt, p, "review.decide")
         if decision not in ("approve", "edit", "reject"):
@@ -454,7 +456,7 @@ def monitor(request: Request) -> Response:
                 "alerts": firing_alerts(rt),
             }
         store = traces_for(rt)
-        who = access.trace_list_filter(rt, p)
+        who = trace_list_filter(rt, p)
         traces = store.list(principal_id=who, limit=25)
         return _render(request, "monitor.html", p, report=report, traces=traces, **extra)
 
@@ -466,7 +468,7 @@ def trace(request: Request, request_id: str) -> Response:
     def page(p: Principal) -> Response:
         rt = state_of(request).rt
         require_any(rt, p, ("ask", "traces.read_all"), "read traces")
-        return _render(request, "trace.html", p, trace=access.visible_trace(rt, p, request_id))
+        return _render(request, "trace.html", p, trace=visible_trace(rt, p, request_id))
 
     return _page(request, page)
 

@@ -108,7 +108,7 @@ def evals_start(request: Request, permission_probes: str | None = Form(None)) ->
 @router.get("/evals/{run_id}", response_class=HTMLResponse)
 def eval_page(request: Request, run_id: str) -> Response:
     def page(p: Principal) -> Response:
-        from charter.evals._report import AREAS, is_category_metric
+        from charter.evals import AREAS, is_category_metric
 
         st = state_of(request)
         require_any(st.rt, p, EVAL_READERS, "see evaluation runs")

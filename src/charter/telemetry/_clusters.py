@@ -37,7 +37,7 @@ from charter.store.tables import feedback, traces
 from charter.telemetry._trends import _has_reviews, day_expr
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
 Embed = Callable[[list[str]], Sequence[Sequence[float]]]
 
@@ -120,7 +120,7 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 # ------------------------------------------------------------------------------------------- the SQL
-def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
+def _failure_rows(rt: TelemetryRuntime, start: datetime, end: datetime) -> Any:
     """One select of ``(request_id, started_at, category)`` for every failure in the window except
     thumbs-down (their reasons are a JSON list: :func:`_feedback_failures`)."""
     t = traces.c
@@ -156,7 +156,9 @@ def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
     return union_all(*selects).subquery("failures")
 
 
-def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tuple[str, datetime, str]]:
+def _feedback_failures(
+    rt: TelemetryRuntime, start: datetime, end: datetime
+) -> list[tuple[str, datetime, str]]:
     """Thumbs-down per reason (reasons are a JSON list, so they are split here; there are few rows)."""
     t = traces.c
     # on SQLite, `+started_at` keeps the planner from walking the window's traces (hundreds of thousands)
@@ -179,7 +181,7 @@ def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tupl
 
 
 def failure_counts(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     start: datetime,
     end: datetime,
     feedback_rows: list[tuple[str, datetime, str]] | None = None,
@@ -214,7 +216,7 @@ def failure_counts(
     return dict(per_day)
 
 
-def _questions(rt: Runtime, request_ids: list[str]) -> dict[str, str | None]:
+def _questions(rt: TelemetryRuntime, request_ids: list[str]) -> dict[str, str | None]:
     """The stored (masked) question of each request, masked again if the policy stores it raw."""
     policy = rt.spec.monitoring.fields.get("question", "masked")
     out: dict[str, str | None] = {}
@@ -243,7 +245,7 @@ def _trend(first: int, second: int) -> str:
     return "rising" if ratio >= 1.25 else ("falling" if ratio <= 0.8 else "steady")
 
 
-def _owner(rt: Runtime, category: str) -> dict[str, str]:
+def _owner(rt: TelemetryRuntime, category: str) -> dict[str, str]:
     duty = owner_duty(category)
     return {"duty": duty, "principal": str(getattr(rt.spec.owners, duty))}
 
@@ -274,7 +276,7 @@ def _examples(ids: list[str], cats_of: dict[str, set[str]], questions: dict[str,
 
 
 def _categories(
-    rt: Runtime, per_day: dict[str, Counter[str]], mid: datetime, example: dict[str, str]
+    rt: TelemetryRuntime, per_day: dict[str, Counter[str]], mid: datetime, example: dict[str, str]
 ) -> list[dict[str, Any]]:
     halves: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     mid_day = mid.date().isoformat()
@@ -299,7 +301,7 @@ def _categories(
 
 
 def build_failures(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     *,
     since: timedelta = timedelta(days=28),
     now: datetime | None = None,
@@ -432,7 +434,12 @@ def cluster_questions(
 
 
 def find_cluster(
-    rt: Runtime, cluster_id: str, *, since: timedelta, now: datetime | None = None, embed: Embed | None = None
+    rt: TelemetryRuntime,
+    cluster_id: str,
+    *,
+    since: timedelta,
+    now: datetime | None = None,
+    embed: Embed | None = None,
 ) -> dict[str, Any]:
     """The cluster ``cluster_id`` as :func:`build_failures` reports it (any size), or ``NotFound``."""
     from charter.errors import NotFound
@@ -461,7 +468,7 @@ EXPECT_FOR: dict[str, str] = {
 
 
 def cases_from_cluster(
-    rt: Runtime, cluster: dict[str, Any], *, ask_as: str, max_cases: int = 5, today: str = ""
+    rt: TelemetryRuntime, cluster: dict[str, Any], *, ask_as: str, max_cases: int = 5, today: str = ""
 ) -> list[dict[str, Any]]:
     """Eval cases (eval-set YAML dicts) from a cluster's distinct masked questions: ``prod-<cluster>-<n>``,
     category ``edge``, ``expect`` per :data:`EXPECT_FOR` (default ``answer``), tagged ``production``, with

@@ -18,8 +18,8 @@ from charter.store import Store, utcnow
 from charter.store.tables import feedback, traces
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
     from charter.spec import Principal
+    from charter.telemetry._runtime import TelemetryRuntime
 
 #: Why an answer was rated down (or up). Unknown categories are refused.
 FEEDBACK_REASONS: tuple[str, ...] = (
@@ -39,7 +39,7 @@ REVIEW_OUTCOMES: dict[str, str] = {"approved": "unchanged", "edited": "edited", 
 
 
 def record_feedback(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     request_id: str,
     principal: Principal,
     *,

@@ -42,8 +42,8 @@ from charter.store import utcnow
 from charter.store.tables import feedback, traces
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
     from charter.store import Store
+    from charter.telemetry._runtime import TelemetryRuntime
 
 log = logging.getLogger("charter.monitor")
 Z95 = 1.959963984540054
@@ -293,7 +293,9 @@ def _edge_cells(store: Store, a: datetime, b: datetime, memo: EdgeMemo | None) -
     return memo[(a, b)]
 
 
-def load_cells(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> dict[Key, Agg]:
+def load_cells(
+    rt: TelemetryRuntime, start: datetime, end: datetime, memo: EdgeMemo | None = None
+) -> dict[Key, Agg]:
     """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version): whole UTC days
     from the daily rollup (``monitor_rollup``, kept by triggers on every write, migration
     ``0018_rollup``), the partial days at the edges (today, and the window's first day unless it starts at
@@ -309,7 +311,7 @@ def load_cells(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | Non
     return cells
 
 
-def sum_cost(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> float:
+def sum_cost(rt: TelemetryRuntime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> float:
     """Total ``cost_usd`` of the traces started in ``[start, end)``: whole days from the rollup, the edge
     days from the raw rows (as :func:`load_cells`; an edge already in ``memo`` from its cells)."""
     from charter.store.tables import monitor_rollup as mr
@@ -594,7 +596,9 @@ def _traffic_changes(cells: dict[Key, Agg]) -> list[dict[str, Any]]:
     return out
 
 
-def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, Agg]) -> list[dict[str, Any]]:
+def change_points(
+    rt: TelemetryRuntime, start: datetime, end: datetime, cells: dict[Key, Agg]
+) -> list[dict[str, Any]]:
     """What changed in ``[start, end)``: prompt activations and successful source syncs (from their
     tables, exact times) and models / index versions first seen in the traffic (day resolution)."""
     wf = rt.spec.workflow.id
@@ -647,7 +651,7 @@ def _before_after(cells: dict[Key, Agg], at: datetime, window_days: int) -> dict
     }
 
 
-def eval_pass_rates(rt: Runtime, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def eval_pass_rates(rt: TelemetryRuntime, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Every stored eval run in the window with its case pass rate (results without a failure / all)."""
     try:
         from charter.store.tables import eval_results as er
@@ -704,7 +708,7 @@ def _eval_by(runs: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
 
 
 def build_trends(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     *,
     since: timedelta = timedelta(days=28),
     now: datetime | None = None,
@@ -784,6 +788,8 @@ def compare_periods(cur: Agg, prev: Agg) -> dict[str, Any]:
     return {k: compare_rates(p[k], c[k]) for k in c}
 
 
-def period_aggregates(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> Agg:
+def period_aggregates(
+    rt: TelemetryRuntime, start: datetime, end: datetime, memo: EdgeMemo | None = None
+) -> Agg:
     """All of ``[start, end)`` as one :class:`Agg` (same SQL as the trends)."""
     return _total(load_cells(rt, start, end, memo))

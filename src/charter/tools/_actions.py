@@ -72,8 +72,8 @@ from charter.tools._records import (
 from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool_registry
 
 if TYPE_CHECKING:
-    from charter.review import Clock
     from charter.runtime import Runtime
+    from charter.store.clock import Clock
 
 
 # ------------------------------------------------------------------------------------------ approvals

@@ -10,66 +10,35 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from charter.errors import Denied, UsageError
 from charter.store import utcnow
-from charter.store.tables import state
+from charter.store.switches import KILL_SWITCH_KEY, read_kill_switch, tool_switch_key
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.spec import Principal
 
-WORKFLOW_KEY = "kill_switch.workflow"
-
-
-def _tool_key(tool: str) -> str:
-    return f"kill_switch.tool.{tool}"
-
-
-def switch_on(value: Any) -> bool:
-    """How every switch is stored in ``state`` (kill switches, restricted mode): ``{"on": bool, ...}``."""
-    return isinstance(value, dict) and bool(value.get("on"))
-
-
-_queries: dict[str | None, Any] = {}
 _TOOL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")  # the charter's identifier rule (spec._types)
-
-
-def _switch_query(tool: str | None) -> Any:
-    """The one ``SELECT`` of both switches, built once per tool (so the store can keep it compiled)."""
-    query = _queries.get(tool)
-    if query is None:
-        keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
-        query = _queries[tool] = select(state.c.value).where(state.c.key.in_(keys))
-    return query
 
 
 def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
     """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on.
 
-    Read from the store on every call (never cached). For a tool the charter declares, the query is a
-    constant of the charter (:meth:`~charter.store.Store.read_constant`, compiled once); any other name
-    goes the ordinary way, so no caller-supplied text is ever inlined into SQL."""
+    Read from the store on every call (never cached; :func:`charter.store.switches.read_kill_switch`). For
+    a tool the charter declares, the query is a constant of the charter (compiled once); any other name goes
+    the ordinary way, so no caller-supplied text is ever inlined into SQL."""
     declared = tool is None or (
         _TOOL_NAME.match(tool) is not None and any(t.name == tool for t in runtime.spec.tools)
     )
-    if declared:
-        values = [r[0] for r in runtime.store.read_constant(_switch_query(tool))]
-    else:
-        assert tool is not None
-        keys = [WORKFLOW_KEY, _tool_key(tool)]
-        with runtime.store.connect() as conn:  # one read for both switches
-            values = list(conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars())
-    return any(switch_on(v) for v in values)
+    return read_kill_switch(runtime.store, tool, declared=declared)
 
 
 def kill_switch_status(runtime: Runtime) -> dict[str, Any]:
     """``{"workflow": {...}, "tools": {name: {...}}}`` with who set each switch, when and why."""
     off = {"on": False}
     return {
-        "workflow": runtime.get_state(WORKFLOW_KEY) or off,
-        "tools": {t.name: runtime.get_state(_tool_key(t.name)) or off for t in runtime.spec.tools},
+        "workflow": runtime.get_state(KILL_SWITCH_KEY) or off,
+        "tools": {t.name: runtime.get_state(tool_switch_key(t.name)) or off for t in runtime.spec.tools},
     }
 
 
@@ -111,7 +80,7 @@ def set_kill_switch(
         )
     reason = masked(runtime, reason)
     value = {"on": bool(on), "by": who.id, "at": utcnow().isoformat(), "reason": reason}
-    runtime.set_state(_tool_key(tool) if tool else WORKFLOW_KEY, value)
+    runtime.set_state(tool_switch_key(tool) if tool else KILL_SWITCH_KEY, value)
     runtime.audit.append(
         actor=who.id,
         action="kill_switch.on" if on else "kill_switch.off",

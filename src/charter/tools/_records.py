@@ -16,8 +16,8 @@ from charter.store.tables import tool_actions
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from charter.review import Clock
     from charter.runtime import Runtime
+    from charter.store.clock import Clock
     from charter.telemetry.audit import AuditTransaction
 
 Origin = Literal["api", "model", "cli", "mcp"]
@@ -97,7 +97,7 @@ class Proposal:
 
 
 def clock_of(clock: Clock | None) -> Clock:
-    from charter.review import clock_or_default
+    from charter.store.clock import clock_or_default
 
     return clock_or_default(clock)
 

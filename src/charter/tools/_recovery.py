@@ -25,8 +25,8 @@ from charter.tools._records import (
 )
 
 if TYPE_CHECKING:
-    from charter.review import Clock
     from charter.runtime import Runtime
+    from charter.store.clock import Clock
 
 
 def stuck_actions(

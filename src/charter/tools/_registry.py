@@ -280,7 +280,7 @@ class ToolRegistry:
             line = loaded.located.line_of(("tools", i, "callable" if t.callable else "upstream"))
             try:
                 if t.upstream is not None:
-                    from charter.mcp._tool import upstream_tool
+                    from charter.tools._mcp_tool import upstream_tool
 
                     registry.add(upstream_tool(t, runtime))
                     continue

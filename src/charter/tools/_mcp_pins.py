@@ -10,7 +10,7 @@ the upstream listed them when an owner approved it (``charter tools approve-upst
 * arguments are validated against the *pinned* schema, never the live one;
 * before a call leaves Charter, :func:`checked_pin` makes sure the pin was compared with the live listing
   no longer ago than the server's ``pin_recheck`` and with no change signalled since (a
-  ``tools/list_changed`` notification, a reconnect: see :mod:`charter.mcp._upstream`); otherwise it lists
+  ``tools/list_changed`` notification, a reconnect: see :mod:`charter.tools._mcp_upstream`); otherwise it lists
   the tools again first. So a change the upstream announces is never missed by a later call, and a silent
   one is caught by the first call more than ``pin_recheck`` after the last comparison (``0s``: every call).
 """
@@ -31,8 +31,8 @@ from charter.store import utcnow
 from charter.store.tables import mcp_pins
 
 if TYPE_CHECKING:
-    from charter.mcp._upstream import LiveTool
     from charter.runtime import Runtime
+    from charter.tools._mcp_upstream import LiveTool
 
 log = logging.getLogger("charter.mcp")
 
@@ -198,7 +198,7 @@ def exposed_tools(runtime: Runtime, server: str) -> list[str]:
 def _compare(runtime: Runtime, server: str, tools: list[str]) -> dict[str, Pin | None]:
     """List ``server``'s tools now and :func:`record_live` each of ``tools``; remember the result as fresh.
     The caller holds the server's check lock."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
     hub = hub_for(runtime)
     started = hub.check_started(server)
@@ -211,7 +211,7 @@ def _compare(runtime: Runtime, server: str, tools: list[str]) -> dict[str, Pin |
 def recheck_server(runtime: Runtime, server: str) -> dict[str, Pin | None]:
     """Compare the live listing of ``server`` with the pins of every exposed tool now (what a
     ``tools/list_changed`` notification triggers)."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
     with hub_for(runtime).check_lock(server):
         return _compare(runtime, server, exposed_tools(runtime, server))
@@ -223,7 +223,7 @@ def checked_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
     The last comparison is reused while it is fresh: younger than the server's ``pin_recheck`` and with no
     change signalled since it started. Otherwise the tools are listed again and every exposed tool of the
     server is compared; concurrent callers wait for that one listing."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
     hub = hub_for(runtime)
     fresh = hub.fresh_pins(server)
@@ -241,7 +241,7 @@ def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, act
 
     Only tools the charter exposes can be pinned; the actor must be the server's owner or the incidents
     owner (the people the charter makes responsible for what upstream tools do)."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
     try:
         spec = runtime.spec.mcp.server(server)

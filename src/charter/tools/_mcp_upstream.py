@@ -15,7 +15,7 @@ Invariants:
   connections, a ``subscriptions/listen`` event on 2026-07-28 ones) and whenever the connection is
   dropped or ends (notifications may have been missed). A comparison is *fresh* only while the generation
   is the one it started under and it is younger than the server's ``pin_recheck``
-  (:func:`charter.mcp._pins.checked_pin` decides what that means for a call);
+  (:func:`charter.tools._mcp_pins.checked_pin` decides what that means for a call);
 * credentials reach the upstream only as declared: stdio servers get the SDK's minimal default environment
   plus the variables the charter maps by name (``env``); HTTP servers get ``Authorization: Bearer`` from
   ``token_env``. A declared variable that is unset is an error naming it, never an empty value.
@@ -315,7 +315,7 @@ class UpstreamHub:
         ).start()
 
     def _recheck(self, server_id: str) -> None:
-        from charter.mcp._pins import recheck_server
+        from charter.tools._mcp_pins import recheck_server
 
         while True:
             try:
