@@ -125,21 +125,21 @@ class Index:
         self._embedder_checked = False
 
     @classmethod
-    def for_runtime(cls, runtime: Any) -> Index:
+    def for_runtime(cls, rt: Any) -> Index:
         """The runtime's index, built once (cached on the runtime) with the charter's embedder and fusion."""
-        existing = runtime.services.index
+        existing = rt.services.index
         if existing is not None:
             return existing  # type: ignore[no-any-return]
-        retrieval = runtime.spec.retrieval
+        retrieval = rt.spec.retrieval
         if retrieval.embedder == "openai" and retrieval.embeddings is not None:
             from charter.retrieval._embedding import OpenAIEmbedder
 
             emb: Embedder = OpenAIEmbedder.from_settings(retrieval.embeddings)
         else:
             emb = get_embedder(retrieval.embedder)
-        index = cls(runtime.store, emb)
+        index = cls(rt.store, emb)
         index.default_fusion = retrieval.fusion
-        runtime.services.index = index
+        rt.services.index = index
         return index
 
     @property

@@ -213,8 +213,8 @@ class UpstreamRegisteredTool(RegisteredTool):
         }
 
 
-def upstream_tool(spec: Tool, runtime: Runtime | None) -> UpstreamRegisteredTool:
+def upstream_tool(spec: Tool, rt: Runtime | None) -> UpstreamRegisteredTool:
     """The registry entry for an upstream ``tools[]`` entry."""
     definition = ToolDefinition(name=spec.name, fn=_no_direct_call, args_model=StrictArgs, context_param=None)
-    ref = weakref.ref(runtime) if runtime is not None else None
+    ref = weakref.ref(rt) if rt is not None else None
     return UpstreamRegisteredTool(spec=spec, definition=definition, runtime_ref=ref)

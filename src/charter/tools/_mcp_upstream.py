@@ -240,8 +240,8 @@ def _describe(exc: BaseException) -> str:
 class UpstreamHub:
     """The runtime's upstream connections (see the module docstring). Thread-safe."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, rt: Runtime) -> None:
+        self.runtime = rt
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -455,11 +455,11 @@ class UpstreamHub:
 _hubs_lock = threading.Lock()
 
 
-def hub_for(runtime: Runtime) -> UpstreamHub:
+def hub_for(rt: Runtime) -> UpstreamHub:
     """The runtime's hub (created on first use, cached on the runtime)."""
     with _hubs_lock:
-        hub = runtime.services.mcp_hub
+        hub = rt.services.mcp_hub
         if not isinstance(hub, UpstreamHub):
-            hub = UpstreamHub(runtime)
-            runtime.services.mcp_hub = hub
+            hub = UpstreamHub(rt)
+            rt.services.mcp_hub = hub
         return hub

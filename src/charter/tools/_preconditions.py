@@ -58,7 +58,7 @@ def precondition(name: str) -> Callable[[Precondition], Precondition]:
     return register
 
 
-def check_preconditions(runtime: Runtime, tool: Tool, args: dict[str, Any], principal: Principal) -> None:
+def check_preconditions(rt: Runtime, tool: Tool, args: dict[str, Any], principal: Principal) -> None:
     """Run every precondition ``tool.requires`` names; the first that refuses raises :class:`Denied`."""
     for name in tool.requires:
         if name not in preconditions:
@@ -67,14 +67,14 @@ def check_preconditions(runtime: Runtime, tool: Tool, args: dict[str, Any], prin
             )
         registered = preconditions.get(name)
         if registered.wants_tool:
-            registered.fn(runtime, args, principal, tool=tool)
+            registered.fn(rt, args, principal, tool=tool)
         else:
-            registered.fn(runtime, args, principal)
+            registered.fn(rt, args, principal)
 
 
 @precondition("draft_approved")
 def draft_approved(
-    runtime: Runtime, args: dict[str, Any], principal: Principal, *, tool: Tool | None = None
+    rt: Runtime, args: dict[str, Any], principal: Principal, *, tool: Tool | None = None
 ) -> None:
     """The ``review_id`` names an approved draft that is bound to this call's context: the caller submitted it
     (or holds a role in ``review.senders``), and the tool's ``subject_argument`` (when it declares one) names
@@ -91,7 +91,7 @@ def draft_approved(
         f"requires an approved draft of yours: no review {review_id!r} you may send",
         reasons=["requires: draft_approved (no such draft for this caller)"],
     )
-    with runtime.store.connect() as conn:
+    with rt.store.connect() as conn:
         item = conn.execute(
             select(review_items.c.submitter, review_items.c.status, review_items.c.subject_id).where(
                 review_items.c.id == review_id
@@ -99,7 +99,7 @@ def draft_approved(
         ).first()
     if item is None:
         raise not_yours
-    senders = set(getattr(runtime.spec.review, "senders", []) or [])
+    senders = set(getattr(rt.spec.review, "senders", []) or [])
     if item.submitter != principal.id and not (senders & set(principal.roles)):
         raise not_yours
     if item.status != "approved":
