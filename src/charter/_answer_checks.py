@@ -25,6 +25,7 @@ from charter.canaries import DEFAULT as DEFAULT_CANARIES
 from charter.canaries import Canaries
 from charter.models import changes_non_ascii
 from charter.models import split_sentences as _split_sentences
+from charter.screening import screen_sentence, screen_text
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -320,8 +321,6 @@ def score_sentences(
 
 def support_text(passage_text: str) -> str:
     """A passage's text as support for groundedness: its instruction sentences removed."""
-    from charter.screening import screen_text
-
     return screen_text(passage_text).cleaned
 
 
@@ -329,8 +328,6 @@ def instruction_echoes(sentences: Sequence[str], passages: dict[str, str]) -> li
     """Output sentences that are (or repeat) an instruction: either the sentence itself screens as one, or
     most of the content words of an instruction sentence of a retrieved passage reappear in it. Any provider's
     output is checked the same way; the pipeline blocks a draft with any echo."""
-    from charter.screening import screen_sentence, screen_text
-
     planted = [
         (cid, frozenset(content_words(f.text)))
         for cid, text in passages.items()

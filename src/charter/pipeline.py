@@ -33,8 +33,12 @@ from charter import _answer_checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
+from charter.models import INTERNAL, Passage, audience_for, split_draft, tone_parts
 from charter.spec import Principal
-from charter.store import utcnow
+from charter.store import state, utcnow
+from charter.store.switches import KILL_SWITCH_KEY, RESTRICTED_KEY, switch_on
+from charter.store.tables import source_state, versions
+from charter.telemetry import masker_for, trace_store_for
 from charter.telemetry.traces import Trace, TraceStore
 
 if TYPE_CHECKING:
@@ -116,10 +120,6 @@ def _state_query() -> Any:
     its own typed columns, so the driver's results are converted exactly as a per-table read would be."""
     from sqlalchemy import BigInteger, String, cast, literal, null, or_, select, union_all
 
-    from charter.store import state
-    from charter.store.switches import KILL_SWITCH_KEY, RESTRICTED_KEY
-    from charter.store.tables import source_state, versions
-
     def typed_null(column: Any) -> Any:
         return cast(null(), column.type)
 
@@ -155,7 +155,6 @@ def _state_query() -> Any:
 def read_request_state(rt: Runtime) -> RequestState:
     """One statement on one connection (see :func:`_state_query`)."""
     from charter.retrieval import Index
-    from charter.store.switches import KILL_SWITCH_KEY, RESTRICTED_KEY, switch_on
 
     switches: dict[str, Any] = {}
     syncs: dict[str, datetime] = {}
@@ -297,8 +296,6 @@ def retrieve(
 
 
 def _audience(rt: Runtime, source_id: str) -> str:
-    from charter.models import INTERNAL, audience_for
-
     try:
         sensitivity = rt.spec.source(source_id).sensitivity
     except KeyError:
@@ -319,8 +316,6 @@ def _passages(rt: Runtime, hits: list[Hit]) -> tuple[dict[str, Hit], dict[str, s
 def _split_audience(text: str, audience: dict[str, str]) -> tuple[list[str], list[str]]:
     """Sentences citing any internal-only passage move to the internal notes (least-privileged audience).
     Returns (outbound sentences, moved sentences)."""
-    from charter.models import INTERNAL
-
     outbound, notes = [], []
     for sentence in checks.split_sentences(text):
         cited = checks.CITATION.findall(sentence)
@@ -332,8 +327,6 @@ def _split_audience(text: str, audience: dict[str, str]) -> tuple[list[str], lis
 
 
 def _passage(cid: str, hit: Hit, audience: str) -> Any:
-    from charter.models import Passage
-
     return Passage(
         id=cid,
         text=hit.text,
@@ -348,8 +341,6 @@ def _passage(cid: str, hit: Hit, audience: str) -> Any:
 
 def _tone(rt: Runtime, recipient: str, sender: str) -> tuple[str, str]:
     """Greeting and sign-off of a ``draft`` workflow's tone; an ``answer`` goes to the asker as it is."""
-    from charter.models import tone_parts
-
     if rt.spec.output_to_asker:
         return "", ""
     return tone_parts(rt.spec.review.tone, recipient=recipient, sender=sender)
@@ -633,8 +624,6 @@ class _Composed:
 def _compose(
     text: str, passage_ids: set[str], audience: dict[str, str], template: tuple[str, str]
 ) -> _Composed:
-    from charter.models import split_draft
-
     # normalise first, so that look-alike tool-call markup (fullwidth brackets) is removed as well
     cit = checks.validate_citations(TOOL_CALL.sub("", checks.normalise(text)), passage_ids)
     parts = split_draft(cit.text)
@@ -926,7 +915,6 @@ def warm_up(rt: Runtime) -> dict[str, float]:
     import logging
 
     from charter.retrieval import Index
-    from charter.telemetry import masker_for
 
     log = logging.getLogger("charter.pipeline")
     steps: list[tuple[str, Any]] = [
@@ -949,6 +937,4 @@ def warm_up(rt: Runtime) -> dict[str, float]:
 
 def traces_for(rt: Runtime) -> TraceStore:
     """The runtime's trace store (field policies, masker, metrics and export sinks from the charter)."""
-    from charter.telemetry import trace_store_for
-
     return trace_store_for(rt)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
-from charter.errors import UsageError
+from charter.errors import Denied, UsageError
 
 review_app = typer.Typer(help="The review queue for drafts, and SLA timers.", no_args_is_help=True)
 approvals_app = typer.Typer(help="Approval requests for tool actions.", no_args_is_help=True)
@@ -214,7 +214,6 @@ def review_list(
     ``--all`` (with ``traces.read_all``) lists every item, each shown as you may read it (parts from sources
     you cannot read are redacted)."""
     from charter import access
-    from charter.errors import Denied
     from charter.review import list_reviews, redact_review
 
     rt = open_runtime(charter)

@@ -23,6 +23,8 @@ from sqlalchemy import select
 
 from charter.errors import UsageError
 from charter.evals._cases import EvalCase, Pattern
+from charter.store import open_store
+from charter.store.tables import acl, chunks, documents
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -39,8 +41,6 @@ class ProbeSet:
 
 
 def _restricted_documents(rt: Runtime) -> list[tuple[str, str, str, frozenset[str]]]:
-    from charter.store.tables import acl, documents
-
     configured = {s.id for s in rt.spec.sources}
     with rt.store.connect() as conn:
         docs = conn.execute(
@@ -59,8 +59,6 @@ def _restricted_documents(rt: Runtime) -> list[tuple[str, str, str, frozenset[st
 
 
 def _readable_text(rt: Runtime, user_tokens: frozenset[str]) -> str:
-    from charter.store.tables import acl, chunks, documents
-
     with rt.store.connect() as conn:
         rows = (
             conn.execute(
@@ -176,7 +174,6 @@ def probe_runtime(
     second runtime, the probe cases (with their canaries) and the canary map. Removed on exit."""
     from charter.retrieval import Index
     from charter.runtime import Runtime as _Runtime
-    from charter.store import open_store
 
     cases, keys = permission_probes(rt, users=users, max_sentences=max_sentences, documents=documents)
     tmp = Path(tempfile.mkdtemp(prefix="charter-probes-"))

@@ -19,6 +19,7 @@ from typing import Any
 from charter.access import Reader, redact_eval_output
 from charter.evals._cases import CATEGORIES
 from charter.evals._runner import CaseResult, EvalRun
+from charter.store import private_dir, write_private
 
 MAX_EXAMPLES = 3
 AREAS = ("overall", "retrieval", "generation", "permission", "actions", "latency", "cost")
@@ -249,8 +250,6 @@ def render_json(run: EvalRun, reader: Reader | None = None) -> str:
 def write_reports(run: EvalRun, directory: Path, reader: Reader | None = None) -> dict[str, Path]:
     """Write ``<run>.md``, ``<run>.json`` and ``<run>.html`` into ``directory`` as ``reader`` may see them
     (None: the local operator, unredacted); returns their paths."""
-    from charter.store import private_dir, write_private
-
     private_dir(directory)  # 0700 when created here; the reports (0600) quote answers and sources
     paths = {
         "markdown": directory / f"{run.id}.md",

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from charter.gate._run import POST_LAUNCH, record_gate, run_gate
 from charter.gate._types import GateResult
-from charter.store import utcnow
+from charter.store import state, utcnow
 from charter.store.switches import RESTRICTED_KEY, is_restricted
-from charter.telemetry import notify
+from charter.telemetry import alerts_once, notify
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -99,8 +99,6 @@ def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateRe
 
 def check_alerts(rt: Runtime, now: datetime | None = None) -> dict[str, Any] | None:
     """Evaluate and notify the alerts (see the module docstring); a failure is logged, never raised."""
-    from charter.telemetry import alerts_once
-
     try:
         return alerts_once(rt, now)
     except Exception:  # alerting must never break the drift pass
@@ -164,8 +162,6 @@ def claim_turn(rt: Runtime, key: str, period_s: float) -> bool:
     from datetime import timedelta
 
     from sqlalchemy.exc import IntegrityError
-
-    from charter.store import state
 
     now = utcnow()
     cutoff = now - timedelta(seconds=period_s)

@@ -31,6 +31,8 @@ import yaml
 
 from charter.errors import CharterException, Conflict, Denied
 from charter.gate._types import CheckResult
+from charter.store import open_store, utcnow
+from charter.telemetry import metrics_for, recording_channel, trace_store_for
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -69,7 +71,6 @@ def isolated_copy(rt: Runtime, *, recorder_for: Tool | None = None) -> Iterator[
     from charter.evals import copy_sqlite
     from charter.policy import load_checked_charter
     from charter.runtime import Runtime as _Runtime
-    from charter.store import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="charter-gate-"))
     copy: Runtime | None = None
@@ -173,7 +174,6 @@ def _pick(rt: Runtime, ok: Any, exclude: tuple[str, ...] = ()) -> Principal:
 
 def review_drill(rt: Runtime, c: CheckResult) -> None:
     from charter.review import ManualClock, decide_approval, get_approval, role_chain, submit_draft, tick
-    from charter.store import utcnow
     from charter.tools import propose
 
     pick = high_risk_tool(rt)
@@ -402,7 +402,6 @@ def _refused(c: CheckResult, what: str, call: Any, aid: str) -> None:
 # --------------------------------------------------------------------------------------------- monitoring
 def monitoring_drill(rt: Runtime, c: CheckResult) -> None:
     from charter.agents import respond as ask
-    from charter.telemetry import metrics_for, recording_channel, trace_store_for
 
     with isolated_copy(rt) as copy:
         who = _pick(copy, lambda p: copy.authorizer.authorize(p, "ask").allowed and p.kind == "user")

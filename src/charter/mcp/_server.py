@@ -31,7 +31,9 @@ import anyio.to_thread
 import mcp_types as types
 from mcp.server import Server
 
-from charter.errors import CharterException, NotFound, UsageError
+from charter.errors import AuthenticationError, CharterException, NotFound, UsageError
+from charter.store.tables import acl, chunks, documents
+from charter.tools import propose, tool_registry
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -77,7 +79,6 @@ def visible_tools(rt: Runtime, principal: Principal) -> list[types.Tool]:
     """The tools this principal sees: ``ask``/``search`` when Cedar permits them, and each charter tool
     Cedar lets them call. Descriptions are the charter's (upstream text only as approved data)."""
     from charter.access import allowed, tool_callable
-    from charter.tools import tool_registry
 
     wf = rt.spec.workflow
     out: list[types.Tool] = []
@@ -129,8 +130,6 @@ def readable_documents(rt: Runtime, principal: Principal, limit: int = MAX_RESOU
     """Documents of the charter's sources whose current ACL shares a token with the principal's."""
     from sqlalchemy import select
 
-    from charter.store.tables import acl, documents
-
     tokens = sorted(principal.acl_tokens)
     configured = [s.id for s in rt.spec.sources]
     if not tokens or not configured:
@@ -163,7 +162,6 @@ def read_document(rt: Runtime, principal: Principal, uri: str) -> tuple[str, str
 
     from charter.access import require
     from charter.retrieval import Index
-    from charter.store.tables import chunks, documents
 
     require(rt, principal, "search")
     if not uri.startswith(URI_PREFIX) or uri.count("/") != URI_PREFIX.count("/") + 1:
@@ -238,8 +236,6 @@ def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> 
                 for h in hits
             ]
         }, False
-    from charter.tools import propose
-
     proposal = propose(rt, principal, name, args, origin="mcp", reason="called over MCP")
     doc = proposal.to_dict()
     if proposal.approval_id:
@@ -356,8 +352,6 @@ def _version() -> str:
 def stdio_principal(rt: Runtime, user: str) -> PrincipalOf:
     """``--as USER`` on stdio: the user is re-resolved on every request (deactivation takes effect at once)."""
     from mcp.shared.exceptions import MCPError
-
-    from charter.errors import AuthenticationError
 
     def principal_of(_ctx: ServerRequestContext[Any, Any]) -> Principal:
         try:

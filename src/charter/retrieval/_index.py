@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, update
 
 from charter.documents import acl_hash as _acl_hash
-from charter.errors import UsageError
+from charter.errors import Conflict, UsageError
 from charter.retrieval._chunking import chunk_document
 from charter.retrieval._embedding import Embedder, Vectors, get_embedder
 from charter.retrieval._lexical import Postings, analyse, identifier_terms
@@ -762,8 +762,6 @@ class Index:
             hits = self._materialise(snap, scored, tokens, min_score)
             if hits is not None:
                 return hits
-        from charter.errors import Conflict
-
         raise Conflict("the index kept changing during the search; try again")
 
     def _query_vector(self, query: str) -> Vectors:

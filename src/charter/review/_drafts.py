@@ -27,7 +27,8 @@ from charter.review._authority import escalation_rule, require_authority, role_c
 from charter.spec import Escalation
 from charter.store import sealer_for
 from charter.store.clock import Clock, clock_or_default
-from charter.store.tables import review_items
+from charter.store.switches import is_restricted
+from charter.store.tables import chunks, documents, review_items
 from charter.tools import masked, resolve_principal
 
 if TYPE_CHECKING:
@@ -271,8 +272,6 @@ def submit_draft(
     who = resolve_principal(rt, principal)
     _check_submission(escalation_reason, groundedness, citations)
     mode = rt.spec.review_drafts
-    from charter.store.switches import is_restricted  # drift's restricted mode: every draft needs review
-
     needs_review = escalation_reason is not None or mode == "all" or is_restricted(rt)
     row: dict[str, Any] = {
         "id": "rev_" + secrets.token_hex(12),
@@ -513,8 +512,6 @@ def decide_draft(
 def _cited_passages(rt: Runtime, item: ReviewItem) -> dict[str, str]:
     """Text of each passage the draft cites (``S1`` → chunk text), read from the index."""
     from sqlalchemy import select as sel
-
-    from charter.store.tables import chunks, documents
 
     out: dict[str, str] = {}
     with rt.store.connect() as conn:

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from charter.errors import NotFound, UsageError
+from charter.errors import Conflict, NotFound, UsageError
 from charter.server import _schemas as S
 from charter.server._app import state_of
 from charter.server._auth import require, require_any, require_capability, tool_callable
 from charter.spec import Principal
+from charter.telemetry import build_report, metrics_for, record_feedback, trace_list_filter, visible_trace
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -127,7 +128,6 @@ def list_traces(
 ) -> S.TraceList:
     """Recent requests: your own; everyone's with ``traces.read_all``."""
     from charter.pipeline import traces_for
-    from charter.telemetry import trace_list_filter
 
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
@@ -144,16 +144,12 @@ def get_trace(request: Request, request_id: str, principal: Caller) -> Any:
     """One trace with every stage (masked as the charter says). Others' traces need ``traces.read_all``."""
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    from charter.telemetry import visible_trace
-
     return _iso([visible_trace(rt, principal, request_id)])[0]
 
 
 @router.post("/api/traces/{request_id}/feedback", response_model=S.IdOut, tags=["traces"])
 def feedback(request: Request, request_id: str, body: S.FeedbackIn, principal: Caller) -> S.IdOut:
     """Rate an answer (Cedar ``feedback``; only your own requests unless you may read all traces)."""
-    from charter.telemetry import record_feedback
-
     rt = _rt(request)
     require(rt, principal, "feedback")
     rating: int | str = body.rating
@@ -310,7 +306,6 @@ def resume_agent_run(request: Request, run_id: str, principal: Caller) -> Any:
     """Continue a run whose approvals are decided, now (the server also does it by itself); 409 when there is
     nothing to do yet (an approval is open, another worker has it, or it has ended)."""
     from charter.agents import resume_run, visible_run
-    from charter.errors import Conflict
 
     rt = _rt(request)
     require(rt, principal, "ask")
@@ -402,8 +397,6 @@ def report(
     """The operator report: usage, quality, cost, failures, source blame (Cedar ``reports.read``)."""
     import json
 
-    from charter.telemetry import build_report
-
     rt = _rt(request)
     require(rt, principal, "reports.read")
     doc = build_report(rt, since=timedelta(days=since_days), min_support=min_support, principal=principal)
@@ -418,8 +411,6 @@ def report(
 )
 def metrics(request: Request, principal: Caller) -> PlainTextResponse:
     """Prometheus metrics (a bearer token with ``reports.read`` or ``traces.read_all``)."""
-    from charter.telemetry import metrics_for
-
     rt = _rt(request)
     require_any(rt, principal, ("reports.read", "traces.read_all"), "read metrics")
     return PlainTextResponse(metrics_for(rt).exposition(), media_type="text/plain; version=0.0.4")

@@ -23,7 +23,19 @@ from markupsafe import Markup, escape
 
 from charter import access
 from charter.errors import AuthenticationError, CharterException, Denied, NotFound
-from charter.review import assigned_to, is_eligible_reviewer, redact_review, visible_review
+from charter.review import (
+    REJECT_REASONS,
+    approver_roles,
+    assigned_to,
+    decide_approval,
+    decide_draft,
+    is_eligible_reviewer,
+    list_approvals,
+    list_reviews,
+    redact_review,
+    reviewer_roles,
+    visible_review,
+)
 from charter.server._app import state_of
 from charter.server._auth import (
     COOKIE,
@@ -35,7 +47,8 @@ from charter.server._auth import (
 )
 from charter.server._errors import status_for
 from charter.spec import Principal
-from charter.telemetry import trace_list_filter, visible_trace
+from charter.store.tables import chunks, documents
+from charter.telemetry import build_report, record_feedback, trace_list_filter, visible_trace
 
 log = logging.getLogger("charter.server")
 router = APIRouter(include_in_schema=False)
@@ -246,8 +259,6 @@ def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str
     """The text of each cited passage, re-checked against the document's current ACL."""
     from sqlalchemy import select
 
-    from charter.store.tables import chunks, documents
-
     reader = access.Reader(rt, principal)
     out: dict[str, str] = {}
     for c in result.get("citations") or []:
@@ -273,8 +284,6 @@ def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str
 @router.post("/feedback/{request_id}", response_class=HTMLResponse)
 def feedback(request: Request, request_id: str, rating: str = Form(max_length=10)) -> Response:
     def page(p: Principal) -> Response:
-        from charter.telemetry import record_feedback
-
         rt = state_of(request).rt
         require(rt, p, "feedback")
         record_feedback(rt, request_id, p, rating=rating)
@@ -289,8 +298,6 @@ def feedback(request: Request, request_id: str, rating: str = Form(max_length=10
 @router.get("/review", response_class=HTMLResponse)
 def review_list(request: Request, status: str = "open") -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import list_reviews, reviewer_roles
-
         rt = state_of(request).rt
         if not assigned_to(rt, p):
             require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
@@ -307,8 +314,6 @@ def review_list(request: Request, status: str = "open") -> Response:
 @router.get("/review/{item_id}", response_class=HTMLResponse)
 def review_item(request: Request, item_id: str) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import REJECT_REASONS
-
         rt = state_of(request).rt
         if not assigned_to(rt, p, item_id):
             require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
@@ -340,8 +345,6 @@ def review_decide(
     comment: str = Form("", max_length=4000),
 ) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import decide_draft
-
         rt = state_of(request).rt
         item = visible_review(rt, p, item_id)
         if p.id != item.assigned_user:
@@ -374,8 +377,6 @@ def _upstream_of(rt: Any, tool: str) -> str | None:
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals(request: Request) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import approver_roles, list_approvals
-
         rt = state_of(request).rt
         require_capability(rt, p, "approvals", "see approval requests")
         rows = []
@@ -415,7 +416,6 @@ def approval_decide(
     reason: str = Form("", max_length=4000),
 ) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import decide_approval
         from charter.server._api import _visible_approval
 
         rt = state_of(request).rt
@@ -434,7 +434,6 @@ def approval_decide(
 def monitor(request: Request) -> Response:
     def page(p: Principal) -> Response:
         from charter.pipeline import traces_for
-        from charter.telemetry import build_report
 
         rt = state_of(request).rt
         require_capability(rt, p, "monitor", "see monitoring")

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from charter.access import Reader
 from charter.server._app import state_of
 from charter.server._auth import require, require_any, require_capability
 from charter.server._console import _page, _render
@@ -121,7 +122,6 @@ def eval_page(request: Request, run_id: str) -> Response:
                 job=doc,
                 refresh=REFRESH_SECONDS if doc["status"] == "running" else None,
             )
-        from charter.access import Reader
         from charter.evals import load_run, report_data
 
         s = doc["summary"]

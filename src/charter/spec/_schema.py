@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from charter.errors import UsageError
 from charter.spec._types import Comparator, Duration, Identifier, is_valid_token, parse_threshold
 
 Sensitivity = Literal["public", "internal", "confidential", "restricted"]
@@ -850,7 +851,6 @@ class Monitoring(Section):
     @classmethod
     def _canaries_compile(cls, value: list[str]) -> list[str]:
         from charter.canaries import validate_pattern
-        from charter.errors import UsageError
 
         try:
             return [validate_pattern(p) for p in value]

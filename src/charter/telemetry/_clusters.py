@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal, literal_column, select, union_all
 
+from charter.errors import NotFound, UsageError
 from charter.store import utcnow
 from charter.store.tables import feedback, traces
 from charter.telemetry._trends import _has_reviews, day_expr
@@ -442,8 +443,6 @@ def find_cluster(
     embed: Embed | None = None,
 ) -> dict[str, Any]:
     """The cluster ``cluster_id`` as :func:`build_failures` reports it (any size), or ``NotFound``."""
-    from charter.errors import NotFound
-
     report = build_failures(rt, since=since, now=now, embed=embed, min_cluster=1, top=10_000)
     for c in report["clusters"]:
         if c["id"] == cluster_id:
@@ -473,8 +472,6 @@ def cases_from_cluster(
     """Eval cases (eval-set YAML dicts) from a cluster's distinct masked questions: ``prod-<cluster>-<n>``,
     category ``edge``, ``expect`` per :data:`EXPECT_FOR` (default ``answer``), tagged ``production``, with
     the categories and request ids in ``notes`` so the owner can add ``expected_sources``/``must_include``."""
-    from charter.errors import UsageError
-
     questions = _questions(rt, list(cluster["requests"]))
     seen: set[str] = set()
     picked: list[tuple[str, str]] = []

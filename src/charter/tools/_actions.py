@@ -48,7 +48,7 @@ from sqlalchemy import bindparam, func, select, text
 from charter.errors import CharterException, Conflict, Denied, IntegrityError, UsageError
 from charter.spec import Principal, Tool
 from charter.store import UTCDateTime
-from charter.store.tables import tool_actions
+from charter.store.tables import review_items, tool_actions
 from charter.tools._killswitch import is_killed
 from charter.tools._preconditions import check_preconditions
 from charter.tools._records import (
@@ -471,8 +471,6 @@ def conversation_subject(rt: Runtime, request_id: str | None, requester: str) ->
     the draft they submitted). ``None`` without a request, or when it is someone else's."""
     if not request_id:
         return None
-    from charter.store.tables import review_items
-
     with rt.store.connect() as conn:
         found = conn.execute(
             select(review_items.c.subject_id)

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, select
 
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.spec import Principal
+from charter.store import sealer_for
 from charter.store.tables import tool_actions
 
 if TYPE_CHECKING:
@@ -123,7 +124,6 @@ def row_to_action(
     masked form) are taken from it instead of being unsealed and masked again; ``result``: the value just
     sealed into the row (JSON already), likewise, else ``known``'s result; ``args``: the arguments just
     sealed into a new row (they are masked here, not unsealed)."""
-    from charter.store import sealer_for
     from charter.telemetry import mask_value
 
     values = {c.name: getattr(row, c.name) for c in tool_actions.columns}
@@ -156,8 +156,6 @@ def seal_values(rt: Runtime, values: dict[str, Any]) -> dict[str, Any]:
     """Column values as stored: ``args`` and ``result`` sealed (encrypted, see ``charter.store._sealing``)
     — the arguments are needed verbatim to execute the call, so they cannot be masked at rest — and the
     free-text ``reason``, ``decision_reason`` and ``error`` masked."""
-    from charter.store import sealer_for
-
     out = dict(values)
     sealer = sealer_for(rt)
     for name in ("args", "result"):
