@@ -54,10 +54,10 @@ from sqlalchemy import func, insert, select  # noqa: E402
 
 from charter.pipeline import _passage, _passages, ask, gateway_for, traces_for  # noqa: E402
 from charter.retrieval import Index, analyse  # noqa: E402
-from charter.retrieval._tables import acl, chunks, documents, embeddings, versions  # noqa: E402
 from charter.runtime import Runtime  # noqa: E402
 from charter.sources import sync_sources  # noqa: E402
 from charter.store import utcnow  # noqa: E402
+from charter.store.tables import acl, chunks, documents, embeddings, versions  # noqa: E402
 from charter.telemetry import Trace  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))

@@ -50,10 +50,10 @@ from sqlalchemy import insert  # noqa: E402
 
 from charter.retrieval import Index, _search, analyse, get_embedder  # noqa: E402
 from charter.retrieval._lexical import identifier_terms  # noqa: E402
-from charter.retrieval._tables import embeddings  # noqa: E402
 from charter.sources import Document  # noqa: E402
 from charter.spec._schema import Chunking, Fusion  # noqa: E402
 from charter.store import open_store  # noqa: E402
+from charter.store.tables import embeddings  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
 EVERYONE = frozenset({"public"})

@@ -41,9 +41,7 @@ REJECT = ["inaccurate", "unsupported_by_sources", "incomplete", "wrong_tone"]
 
 
 def seed(rt: object, n: int, now: datetime) -> dict[str, int]:
-    from charter.review._tables import review_items
-    from charter.telemetry._monitoring_tables import feedback
-    from charter.telemetry._trace_tables import trace_sources, traces
+    from charter.store.tables import feedback, review_items, trace_sources, traces
 
     rng = random.Random(1)
     store = rt.store  # type: ignore[attr-defined]

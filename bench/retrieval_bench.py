@@ -43,10 +43,10 @@ from sqlalchemy import insert  # noqa: E402
 
 from charter.retrieval import Index, analyse, get_embedder  # noqa: E402
 from charter.retrieval._search import fuse  # noqa: E402
-from charter.retrieval._tables import acl, chunks, documents, embeddings, versions  # noqa: E402
 from charter.sources import Document  # noqa: E402
 from charter.spec._schema import Chunking, Fusion  # noqa: E402
 from charter.store import open_store, utcnow  # noqa: E402
+from charter.store.tables import acl, chunks, documents, embeddings, versions  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "retrieval" / "msmarco"

@@ -499,7 +499,7 @@ def sqlite_bench(tmp: Path, synth_for: Any, n: int, queries: list[str], reps: in
     import psutil
     from sqlalchemy import insert
 
-    from charter.retrieval._tables import acl, chunks, documents, embeddings, versions
+    from charter.store.tables import acl, chunks, documents, embeddings, versions
 
     synth: Synth = synth_for(n)
     path = tmp / f"sqlite-{n}.db"

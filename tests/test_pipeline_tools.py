@@ -13,7 +13,7 @@ from sqlalchemy import select
 from charter.models import ScriptedModel, build_gateway
 from charter.pipeline import ask, traces_for
 from charter.runtime import Runtime
-from charter.tools._tables import tool_actions
+from charter.store.tables import tool_actions
 
 MALICIOUS = [row.render("CANARY-7f3a") for row in load_corpus() if row.is_malicious]
 NEEDS_APPROVAL = {"issue_refund"}

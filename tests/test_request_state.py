@@ -72,7 +72,7 @@ def test_search_reuses_the_admission_counters_only_while_they_match_its_snapshot
     from sqlalchemy import delete, select
 
     from charter.retrieval import Index
-    from charter.retrieval._tables import acl, documents
+    from charter.store.tables import acl, documents
 
     rt = Runtime.open(synced_project)
     try:

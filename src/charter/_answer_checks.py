@@ -19,10 +19,16 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from charter.canaries import DEFAULT as DEFAULT_CANARIES
 from charter.canaries import Canaries
-from charter.models._render import changes_non_ascii
+from charter.models import changes_non_ascii
+from charter.models import split_sentences as _split_sentences
+from charter.screening import screen_sentence, screen_text
+
+if TYPE_CHECKING:
+    from charter.runtime import Runtime
 
 CITATION = re.compile(r"\[(S\d{1,3})\]")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -199,9 +205,7 @@ def _content_set(text: str) -> frozenset[str]:
 
 def split_sentences(text: str) -> list[str]:
     """The same sentence splitter the drafters use (abbreviation-aware), so checks and drafts agree."""
-    from charter.models._text import split_sentences as split
-
-    return split(text)
+    return _split_sentences(text)
 
 
 @dataclass
@@ -238,6 +242,27 @@ def validate_citations(text: str, allowed: set[str]) -> CitationCheck:
 
 
 Embed = Callable[[Sequence[str]], "list[list[float]]"]
+
+
+def embedder_for(rt: Runtime) -> Embed | None:
+    """The runtime's index embedder as an :data:`Embed` for :func:`score_sentences`, or ``None`` when no
+    embedder is available (groundedness is then lexical only)."""
+    try:
+        from charter.retrieval import Index
+
+        index = Index.for_runtime(rt)
+        emb = index.embedder
+    except Exception:  # pragma: no cover - no embedder available: lexical groundedness only
+        return None
+    return lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]
+
+
+def new_pii(text: str, sources: dict[str, str]) -> list[str]:
+    """Kinds of personal data or secrets in the output that do not come from a cited permitted passage."""
+    from charter.telemetry.masking import find_sensitive
+
+    corpus = "\n".join(sources.values())
+    return sorted({kind for kind, value in find_sensitive(text) if value not in corpus})
 
 
 def lexical_support(sentence: str, source: str, words: list[str] | None = None) -> float:
@@ -296,8 +321,6 @@ def score_sentences(
 
 def support_text(passage_text: str) -> str:
     """A passage's text as support for groundedness: its instruction sentences removed."""
-    from charter.screening import screen_text
-
     return screen_text(passage_text).cleaned
 
 
@@ -305,8 +328,6 @@ def instruction_echoes(sentences: Sequence[str], passages: dict[str, str]) -> li
     """Output sentences that are (or repeat) an instruction: either the sentence itself screens as one, or
     most of the content words of an instruction sentence of a retrieved passage reappear in it. Any provider's
     output is checked the same way; the pipeline blocks a draft with any echo."""
-    from charter.screening import screen_sentence, screen_text
-
     planted = [
         (cid, frozenset(content_words(f.text)))
         for cid, text in passages.items()

@@ -22,15 +22,19 @@ Invariants:
   as coming from it). Consecutive redacted sentences collapse into one marker with their count.
 * Redacting is idempotent and never adds content: the output's strings are the input's strings or markers.
 
+The packages that own stored items apply these rules to their own records, so they sit above this module
+(which never imports them): traces in :mod:`charter.telemetry`, drafts and approvals in :mod:`charter.review`.
+
 Calls other front ends use::
 
-    access.visible_trace(rt, principal, request_id)    # 404 or the redacted trace document
-    access.trace_list_filter(rt, principal)            # None (all) or the stored principal key
-    access.visible_review(rt, principal, item_id)      # 404 or the ReviewItem
-    access.redact_review(rt, principal, item)          # dict ready to show
+    telemetry.visible_trace(rt, principal, request_id) # 404 or the redacted trace document (redact_trace)
+    telemetry.trace_list_filter(rt, principal)         # None (all) or the stored principal key
+    review.visible_review(rt, principal, item_id)      # 404 or the ReviewItem
+    review.redact_review(rt, principal, item)          # dict ready to show
+    review.visible_approval(rt, principal, approval_id)  # 404 or the approval request
     access.may_read(rt, principal, source_id, doc_id)  # one document
     access.Reader(rt, principal)                       # cached checks for many documents
-    access.eligible_reviewers(rt, item)                # who may decide a draft (routing uses it)
+    review.eligible_reviewers(rt, item)                # who may decide a draft (routing uses it)
     access.safe_url(url)                               # http/https/mailto, else None
     access.redact_eval_output(reader, output, …)       # an eval case's output in a report, for a reader
     access.document_redaction(n)                       # the report row replacing n unreadable documents
@@ -43,14 +47,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from charter.errors import Denied, NotFound
+from charter.errors import Denied
 
 if TYPE_CHECKING:
-    from charter.review import ReviewItem
-    from charter.runtime import Runtime
+    from charter.context import RuntimeContext
     from charter.spec import Principal
 
 #: Link schemes that may be rendered as links anywhere (console, Markdown, API ``url`` fields).
@@ -106,12 +109,11 @@ class DocRef:
         return f"{self.source_id}/{self.doc_id}"
 
 
-def document_acls(rt: Runtime, refs: Iterable[DocRef]) -> dict[DocRef, frozenset[str] | None]:
+def document_acls(rt: RuntimeContext, refs: Iterable[DocRef]) -> dict[DocRef, frozenset[str] | None]:
     """Current ACL tokens of each document: the index's, else the sync catalog's, else ``None``."""
     from sqlalchemy import select, tuple_
 
-    from charter.retrieval._tables import acl, documents
-    from charter.sources._tables import source_documents
+    from charter.store.tables import acl, documents, source_documents
 
     wanted = sorted(set(refs), key=lambda r: (r.source_id, r.doc_id))
     out: dict[DocRef, frozenset[str] | None] = dict.fromkeys(wanted)
@@ -154,7 +156,7 @@ def tokens_may_read(tokens: frozenset[str], document_acl: frozenset[str] | None)
 TOOL_SOURCE = "tool:"
 
 
-def tool_result_readable(rt: Runtime, principal: Principal, source_id: str) -> bool | None:
+def tool_result_readable(rt: RuntimeContext, principal: Principal, source_id: str) -> bool | None:
     """The read rule for a tool's result (``source_id`` ``tool:<name>``): whoever may call the tool may read
     what it returns — Cedar ``tools.call`` on it, as the tool list offered to a model is decided. ``None``
     when ``source_id`` names a document, not a tool result."""
@@ -167,7 +169,7 @@ def tool_result_readable(rt: Runtime, principal: Principal, source_id: str) -> b
 class Reader:
     """What one principal may read, with the ACL lookups cached for the life of this object (one request)."""
 
-    def __init__(self, rt: Runtime, principal: Principal) -> None:
+    def __init__(self, rt: RuntimeContext, principal: Principal) -> None:
         self.rt = rt
         self.principal = principal
         self.tokens = frozenset(principal.acl_tokens)
@@ -191,7 +193,7 @@ class Reader:
         return sorted({r for r in refs if not self.may_read(r)}, key=lambda r: r.key)
 
 
-def may_read(rt: Runtime, principal: Principal, source_id: str, doc_id: str) -> bool:
+def may_read(rt: RuntimeContext, principal: Principal, source_id: str, doc_id: str) -> bool:
     """Whether ``principal`` may read the document now (its current ACL; unknown documents: no)."""
     return Reader(rt, principal).may_read(DocRef(source_id, doc_id))
 
@@ -318,22 +320,46 @@ def redact_parts(
     return out_citations, out_texts, sorted(unreadable, key=lambda r: r.key)
 
 
+# ------------------------------------------------------------------------------------------------ actions
+# The Cedar checks every front end makes (REST, console, MCP), on the workflow unless a resource is named.
+def workflow_resource(rt: RuntimeContext) -> str:
+    return f"workflow:{rt.spec.workflow.id}"
+
+
+def allowed(
+    rt: RuntimeContext,
+    principal: Principal,
+    action: str,
+    resource: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> bool:
+    return rt.authorizer.authorize(principal, action, resource or workflow_resource(rt), context).allowed
+
+
+def require(
+    rt: RuntimeContext,
+    principal: Principal,
+    action: str,
+    resource: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> None:
+    """Cedar must permit ``action``; a deny is audited and raised as :class:`Denied` (HTTP 403)."""
+    rt.authorizer.require(principal, action, resource or workflow_resource(rt), context, audit=rt.audit)
+
+
+def tool_callable(rt: RuntimeContext, principal: Principal, tool: str) -> bool:
+    return allowed(rt, principal, "tools.call", f"tool:{tool}", {"args": {}})
+
+
 # ------------------------------------------------------------------------------------------------ traces
-def may_list_all_traces(rt: Runtime, principal: Principal) -> bool:
+def may_list_all_traces(rt: RuntimeContext, principal: Principal) -> bool:
     """``traces.read_all``: which *requests* you may open (never which documents you may read)."""
     return bool(
         rt.authorizer.authorize(principal, "traces.read_all", f"workflow:{rt.spec.workflow.id}").allowed
     )
 
 
-def trace_list_filter(rt: Runtime, principal: Principal) -> str | None:
-    """``None`` when the principal may list every request, else the stored key of their own id."""
-    from charter.pipeline import traces_for
-
-    return None if may_list_all_traces(rt, principal) else traces_for(rt).principal_key(principal.id)
-
-
-def redact_trace(rt: Runtime, principal: Principal, doc: dict[str, Any]) -> dict[str, Any]:
+def redact_trace(rt: RuntimeContext, principal: Principal, doc: dict[str, Any]) -> dict[str, Any]:
     """The stored trace document with every part from an unreadable document redacted."""
     reader = Reader(rt, principal)
     retrieved = [r for r in doc.get("retrieved") or [] if isinstance(r, dict)]
@@ -362,24 +388,16 @@ def redact_trace(rt: Runtime, principal: Principal, doc: dict[str, Any]) -> dict
     return out
 
 
-def visible_trace(rt: Runtime, principal: Principal, request_id: str) -> dict[str, Any]:
-    """The trace ``request_id`` as ``principal`` may see it; NotFound (same as a missing id) if not theirs."""
-    from charter.pipeline import traces_for
-
-    store = traces_for(rt)
-    try:
-        doc = store.get(request_id)
-    except NotFound:
-        raise NotFound(f"no trace {request_id!r}") from None
-    if doc.get("principal_id") != store.principal_key(principal.id) and not may_list_all_traces(
-        rt, principal
-    ):
-        raise NotFound(f"no trace {request_id!r}")
-    return redact_trace(rt, principal, doc)
-
-
 # ------------------------------------------------------------------------------------------------ reviews
-def item_sources(item: ReviewItem) -> list[DocRef]:
+class CitingItem(Protocol):
+    """A stored item that cites passages — a :class:`charter.review.ReviewItem` (whose visibility rules,
+    built on these, are :mod:`charter.review`'s: ``visible_review``, ``eligible_reviewers``, …)."""
+
+    @property
+    def citations(self) -> list[Any]: ...
+
+
+def item_sources(item: CitingItem) -> list[DocRef]:
     """The documents a draft cites or notes (its citations; agent notes cite the same ids)."""
     out = []
     for c in item.citations or []:
@@ -388,47 +406,20 @@ def item_sources(item: ReviewItem) -> list[DocRef]:
     return out
 
 
-def _unknown_citations(item: ReviewItem) -> bool:
+def _unknown_citations(item: CitingItem) -> bool:
     return any(not isinstance(c, dict) or _ref_of(c) is None for c in item.citations or [])
 
 
-def may_read_item(rt: Runtime, principal: Principal, item: ReviewItem, reader: Reader | None = None) -> bool:
+def may_read_item(
+    rt: RuntimeContext, principal: Principal, item: CitingItem, reader: Reader | None = None
+) -> bool:
     """Whether ``principal`` may read every source ``item`` cites (eligibility to review it)."""
     if _unknown_citations(item):
         return False
     return not (reader or Reader(rt, principal)).unreadable(item_sources(item))
 
 
-def is_eligible_reviewer(rt: Runtime, principal: Principal, item: ReviewItem) -> bool:
-    """May decide ``item`` now, as far as roles and reading go: holds a role it is with (or is the user it
-    escalated to), is not the submitter, is active, and may read every source it cites."""
-    from charter.review import reviewer_roles
-
-    if principal.id == item.submitter or not principal.active:
-        return False
-    assigned_user = getattr(item, "assigned_user", None)
-    by_role = bool(set(reviewer_roles(rt, item)) & set(principal.roles))
-    if not by_role and principal.id != assigned_user:
-        return False
-    return may_read_item(rt, principal, item)
-
-
-def eligible_reviewers(rt: Runtime, item: ReviewItem, roles: Iterable[str] | None = None) -> list[str]:
-    """Ids of principals who hold one of ``roles`` (default: the roles the item is with), are not the
-    submitter, and may read every source the item cites."""
-    from charter.review import reviewer_roles
-
-    wanted = set(reviewer_roles(rt, item) if roles is None else roles)
-    out = []
-    for p in rt.charter.principals.values():
-        if p.id == item.submitter or not p.active or not (set(p.roles) & wanted):
-            continue
-        if may_read_item(rt, p, item):
-            out.append(p.id)
-    return sorted(out)
-
-
-def restricting_owners(rt: Runtime, item: ReviewItem, readers: Iterable[str]) -> list[str]:
+def restricting_owners(rt: RuntimeContext, item: CitingItem, readers: Iterable[str]) -> list[str]:
     """Owners of the sources that stop ``readers`` (the role's members) from reviewing ``item``; the
     charter's ``owners.sources`` when a source has no owner. In source order, without duplicates."""
     members = [rt.charter.principals[r] for r in readers if r in rt.charter.principals]
@@ -447,88 +438,6 @@ def restricting_owners(rt: Runtime, item: ReviewItem, readers: Iterable[str]) ->
         if owner and owner not in owners:
             owners.append(owner)
     return owners
-
-
-def may_see_review(rt: Runtime, principal: Principal, item: ReviewItem) -> bool:
-    """The submitter, or an eligible reviewer (see :func:`is_eligible_reviewer`)."""
-    return item.submitter == principal.id or is_eligible_reviewer(rt, principal, item)
-
-
-def visible_review(rt: Runtime, principal: Principal, item_id: str) -> ReviewItem:
-    """The review item, or NotFound with the same message whether it is missing or not visible."""
-    from charter.review import get_review
-
-    try:
-        item = get_review(rt, item_id)
-    except NotFound:
-        raise NotFound(f"no review item {item_id!r}") from None
-    if not may_see_review(rt, principal, item):
-        raise NotFound(f"no review item {item_id!r}")
-    return item
-
-
-def redact_review(rt: Runtime, principal: Principal, item: ReviewItem) -> dict[str, Any]:
-    """``item`` as a dict for ``principal``: parts from unreadable documents redacted (draft, notes, edit,
-    diff), and the reviewer roles / eligibility it is routed by."""
-    from charter.review import reviewer_roles
-
-    reader = Reader(rt, principal)
-    d = item.to_dict()
-    citations, texts, unreadable = redact_parts(
-        reader,
-        citations=list(item.citations or []),
-        texts={
-            "draft": item.draft,
-            "agent_notes": item.agent_notes if isinstance(item.agent_notes, str) else None,
-            "final_text": item.final_text,
-            "diff": item.diff,
-        },
-    )
-    d["citations"] = citations
-    for k, v in texts.items():
-        if k == "agent_notes" and not isinstance(item.agent_notes, str):
-            notes = item.agent_notes if isinstance(item.agent_notes, list) else []
-            d[k] = [
-                redact_text(n, {}, set(unreadable), tainted=bool(unreadable)) if isinstance(n, str) else n
-                for n in notes
-            ]
-        else:
-            d[k] = v
-    if unreadable:
-        d["redacted_sources"] = len(unreadable)
-    d["reviewer_roles"] = reviewer_roles(rt, item)
-    return d
-
-
-# ------------------------------------------------------------------------------------------------ approvals
-def visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any:
-    """An approval request: the requester's, or one a holder of an approver role may see; NotFound (the
-    same as a missing id) otherwise."""
-    from charter.review import approver_roles, get_approval
-
-    try:
-        action = get_approval(rt, approval_id)
-    except NotFound:
-        raise NotFound(f"no approval request {approval_id!r}") from None
-    if action.requester != principal.id and not set(approver_roles(rt, action)) & set(principal.roles):
-        raise NotFound(f"no approval request {approval_id!r}")
-    return action
-
-
-def assigned_to(rt: Runtime, principal: Principal, item_id: str | None = None) -> bool:
-    """Whether an open draft (``item_id``, or any) escalated to ``principal`` as the owner of a restricting
-    source: that escalation is their grant to use the review queue, as ``review.escalations`` is for roles."""
-    from sqlalchemy import select
-
-    from charter.review._tables import review_items
-
-    q = select(review_items.c.id).where(
-        review_items.c.assigned_user == principal.id, review_items.c.status.in_(("pending", "escalated"))
-    )
-    if item_id is not None:
-        q = q.where(review_items.c.id == item_id)
-    with rt.store.connect() as conn:
-        return conn.execute(q.limit(1)).first() is not None
 
 
 # ------------------------------------------------------------------------------------------------ reports, evals
@@ -590,7 +499,7 @@ def redact_eval_output(
 
 
 def require_source_owner(
-    rt: Runtime,
+    rt: RuntimeContext,
     principal_id: str,
     source_id: str,
     *,

@@ -33,8 +33,12 @@ from charter import _answer_checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
 from charter.errors import CharterException, Denied, UsageError
+from charter.models import INTERNAL, Passage, audience_for, split_draft, tone_parts
 from charter.spec import Principal
-from charter.store import utcnow
+from charter.store import state, utcnow
+from charter.store.switches import KILL_SWITCH_KEY, RESTRICTED_KEY, switch_on
+from charter.store.tables import source_state, versions
+from charter.telemetry import masker_for, trace_store_for
 from charter.telemetry.traces import Trace, TraceStore
 
 if TYPE_CHECKING:
@@ -116,12 +120,6 @@ def _state_query() -> Any:
     its own typed columns, so the driver's results are converted exactly as a per-table read would be."""
     from sqlalchemy import BigInteger, String, cast, literal, null, or_, select, union_all
 
-    from charter.gate import RESTRICTED_KEY
-    from charter.retrieval._tables import versions
-    from charter.sources._tables import source_state
-    from charter.store import state
-    from charter.tools._killswitch import WORKFLOW_KEY
-
     def typed_null(column: Any) -> Any:
         return cast(null(), column.type)
 
@@ -133,7 +131,7 @@ def _state_query() -> Any:
             typed_null(source_state.c.last_success_at).label("at"),
             cast(null(), BigInteger).label("counter"),
             cast(null(), String).label("stamp"),
-        ).where(or_(state.c.key == WORKFLOW_KEY, state.c.key == RESTRICTED_KEY)),  # no expanding IN
+        ).where(or_(state.c.key == KILL_SWITCH_KEY, state.c.key == RESTRICTED_KEY)),  # no expanding IN
         select(
             literal("sync"),
             source_state.c.source_id,
@@ -156,9 +154,7 @@ def _state_query() -> Any:
 
 def read_request_state(rt: Runtime) -> RequestState:
     """One statement on one connection (see :func:`_state_query`)."""
-    from charter.gate import RESTRICTED_KEY
     from charter.retrieval import Index
-    from charter.tools._killswitch import WORKFLOW_KEY, switch_on
 
     switches: dict[str, Any] = {}
     syncs: dict[str, datetime] = {}
@@ -175,7 +171,7 @@ def read_request_state(rt: Runtime) -> RequestState:
             counters[name] = (int(counter), stamp)
     c, a = counters.get("content"), counters.get("acl")
     return RequestState(
-        killed=switch_on(switches.get(WORKFLOW_KEY)),
+        killed=switch_on(switches.get(KILL_SWITCH_KEY)),
         restricted=switch_on(switches.get(RESTRICTED_KEY)),
         last_syncs=syncs,
         index_version=Index.format_version(c, a),
@@ -300,8 +296,6 @@ def retrieve(
 
 
 def _audience(rt: Runtime, source_id: str) -> str:
-    from charter.models import INTERNAL, audience_for
-
     try:
         sensitivity = rt.spec.source(source_id).sensitivity
     except KeyError:
@@ -322,8 +316,6 @@ def _passages(rt: Runtime, hits: list[Hit]) -> tuple[dict[str, Hit], dict[str, s
 def _split_audience(text: str, audience: dict[str, str]) -> tuple[list[str], list[str]]:
     """Sentences citing any internal-only passage move to the internal notes (least-privileged audience).
     Returns (outbound sentences, moved sentences)."""
-    from charter.models import INTERNAL
-
     outbound, notes = [], []
     for sentence in checks.split_sentences(text):
         cited = checks.CITATION.findall(sentence)
@@ -335,8 +327,6 @@ def _split_audience(text: str, audience: dict[str, str]) -> tuple[list[str], lis
 
 
 def _passage(cid: str, hit: Hit, audience: str) -> Any:
-    from charter.models import Passage
-
     return Passage(
         id=cid,
         text=hit.text,
@@ -351,8 +341,6 @@ def _passage(cid: str, hit: Hit, audience: str) -> Any:
 
 def _tone(rt: Runtime, recipient: str, sender: str) -> tuple[str, str]:
     """Greeting and sign-off of a ``draft`` workflow's tone; an ``answer`` goes to the asker as it is."""
-    from charter.models import tone_parts
-
     if rt.spec.output_to_asker:
         return "", ""
     return tone_parts(rt.spec.review.tone, recipient=recipient, sender=sender)
@@ -403,7 +391,7 @@ def gateway_for(rt: Runtime) -> Any:
 
         cached = rt.services.gateway = build_gateway(rt)
         # the extractive drafter embeds sentences with the index's model, and reuses its query vector
-        from charter.models._extractive import SENTENCE_VECTORS
+        from charter.models import SENTENCE_VECTORS
         from charter.retrieval import Index
 
         index = Index.for_runtime(rt)
@@ -636,8 +624,6 @@ class _Composed:
 def _compose(
     text: str, passage_ids: set[str], audience: dict[str, str], template: tuple[str, str]
 ) -> _Composed:
-    from charter.models import split_draft
-
     # normalise first, so that look-alike tool-call markup (fullwidth brackets) is removed as well
     cit = checks.validate_citations(TOOL_CALL.sub("", checks.normalise(text)), passage_ids)
     parts = split_draft(cit.text)
@@ -676,7 +662,7 @@ def _findings(
     spec = rt.spec
     raw_sources = {cid: h.text for cid, h in passages.items()}
     sources = {cid: checks.support_text(t) for cid, t in raw_sources.items()}  # instructions never support
-    embed = _embedder(rt)
+    embed = checks.embedder_for(rt)
     scored = c.scored_sentences()
     scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
     own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
@@ -693,7 +679,7 @@ def _findings(
         echoes=checks.instruction_echoes(scored, raw_sources),
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
         canaries=checks.find_canaries(c.cit.text, normalised=True, canaries=canaries_for(spec)),
-        pii=_new_pii(c.cit.text, raw_sources),
+        pii=checks.new_pii(c.cit.text, raw_sources),
         topics_out=_topics(question, [*scope.out_of_scope, *forbidden], embed),
         topics_sensitive=_topics(question, list(scope.sensitive_topics), embed),
     )
@@ -889,27 +875,8 @@ def record_failure(trace: Trace, store: TraceStore, exc: Exception, t0: float, s
     store.write(trace)
 
 
-def _embedder(rt: Runtime) -> checks.Embed | None:
-    try:
-        from charter.retrieval import Index
-
-        index = Index.for_runtime(rt)
-        emb = index.embedder
-    except Exception:  # pragma: no cover - no embedder available: lexical groundedness only
-        return None
-    return lambda texts: [list(map(float, v)) for v in emb.embed(list(texts))]
-
-
 def _topics(question: str, topics: list[str], embed: checks.Embed | None) -> list[str]:
     return checks.topic_hits(question, topics)
-
-
-def _new_pii(text: str, sources: dict[str, str]) -> list[str]:
-    """Kinds of personal data or secrets in the output that do not come from a cited permitted passage."""
-    from charter.telemetry.masking import find_sensitive
-
-    corpus = "\n".join(sources.values())
-    return sorted({kind for kind, value in find_sensitive(text) if value not in corpus})
 
 
 def needs_review(rt: Runtime, result: AskResult, restricted: bool) -> bool:
@@ -948,7 +915,6 @@ def warm_up(rt: Runtime) -> dict[str, float]:
     import logging
 
     from charter.retrieval import Index
-    from charter.telemetry import masker_for
 
     log = logging.getLogger("charter.pipeline")
     steps: list[tuple[str, Any]] = [
@@ -971,6 +937,4 @@ def warm_up(rt: Runtime) -> dict[str, float]:
 
 def traces_for(rt: Runtime) -> TraceStore:
     """The runtime's trace store (field policies, masker, metrics and export sinks from the charter)."""
-    from charter.telemetry import trace_store_for
-
     return trace_store_for(rt)

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
-from charter.spec import LoadedCharter, load_charter
+from charter.policy import Authorizer, load_checked_charter
+from charter.spec import LoadedCharter
 from charter.store import Sealer, Store, open_store, resolve_database_url, state, utcnow
 from charter.threads import apply_process_policy
 
 if TYPE_CHECKING:
     from charter.models import Gateway
-    from charter.policy import Authorizer
     from charter.retrieval import Index
     from charter.spec import Charter
     from charter.telemetry import Masker, RuntimeMetrics, TraceStore
@@ -77,7 +77,7 @@ class Runtime:
         record_changes: bool = True,
     ) -> Runtime:
         apply_process_policy()  # one BLAS thread per process (charter.threads), before any search
-        loaded = load_charter(charter_path)
+        loaded = load_checked_charter(charter_path)
         store = open_store(database_url or resolve_database_url(loaded.base_dir))
         rt = cls(loaded, store)
         if record_changes:
@@ -102,8 +102,6 @@ class Runtime:
 
     @cached_property
     def authorizer(self) -> Authorizer:
-        from charter.policy import Authorizer
-
         return Authorizer.from_charter(self.charter)
 
     # ------------------------------------------------------------------------------------ state

@@ -639,8 +639,8 @@ def _record_flag(
     rt: Any, source: Any, doc: Any, result: DocumentScreen, row: Any, state: str, actor: str
 ) -> None:
     """Store a new or changed flag (``source_screening``) and audit it (``sources.screened``)."""
-    from charter.sources import source_screening as t
     from charter.store import utcnow
+    from charter.store.tables import source_screening as t
 
     approved = state == "approved"
     values = {
@@ -698,7 +698,7 @@ def screen_pending(
 
     from sqlalchemy import select
 
-    from charter.sources import source_screening as t
+    from charter.store.tables import source_screening as t
 
     ids = [doc.doc_id for doc, _ in pending]
     with rt.store.connect() as conn:
@@ -739,7 +739,7 @@ def forget_screened(rt: Any, source_id: str, keep: Iterable[str] | None = None) 
     them when ``keep`` is ``None``: the source left the charter)."""
     from sqlalchemy import select
 
-    from charter.sources import source_screening as t
+    from charter.store.tables import source_screening as t
 
     with rt.store.begin() as conn:
         if keep is None:
@@ -756,10 +756,34 @@ def forget_screened(rt: Any, source_id: str, keep: Iterable[str] | None = None) 
 
 
 def screened_documents(rt: Any, source_id: str | None = None) -> list[dict[str, Any]]:
-    """The flagged documents (of one source, or all): :func:`charter.sources.screened_documents`."""
-    from charter.sources import screened_documents as read
+    """The flagged documents (of one source, or all), newest first: ``source``, ``doc_id``, ``title``,
+    ``state`` (``excluded`` | ``quarantined`` | ``approved``), ``reasons``, ``sentences``, ``content_hash``,
+    ``flagged_at``, ``approved_by``, ``approved_at``. Sentences are the screened text itself: show them
+    only to the source's owner (they come from its documents)."""
+    from sqlalchemy import select
 
-    return read(rt, source_id)
+    from charter.store.tables import source_screening as t
+
+    query = select(t).order_by(t.c.flagged_at.desc(), t.c.source_id, t.c.doc_id)
+    if source_id is not None:
+        query = query.where(t.c.source_id == source_id)
+    with rt.store.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "source": r.source_id,
+            "doc_id": r.doc_id,
+            "title": r.title,
+            "state": r.state,
+            "reasons": list(r.reasons or []),
+            "sentences": list(r.sentences or []),
+            "content_hash": r.content_hash,
+            "flagged_at": r.flagged_at.isoformat() if r.flagged_at else None,
+            "approved_by": r.approved_by,
+            "approved_at": r.approved_at.isoformat() if r.approved_at else None,
+        }
+        for r in rows
+    ]
 
 
 def approve_screened(
@@ -774,8 +798,8 @@ def approve_screened(
     from sqlalchemy import select
 
     from charter.errors import Conflict, NotFound
-    from charter.sources import source_screening as t
     from charter.store import utcnow
+    from charter.store.tables import source_screening as t
 
     with rt.store.begin() as conn:
         row = conn.execute(select(t).where(t.c.source_id == source.id, t.c.doc_id == doc_id)).first()

@@ -112,8 +112,8 @@ def index_documents(rt: Any, acls: dict[tuple[str, str], frozenset[str]]) -> Non
     """Store documents with these ACLs in the index tables, as a sync would (no chunks: nothing to search)."""
     from sqlalchemy import delete, insert, select
 
-    from charter.retrieval._tables import acl, documents
     from charter.store import utcnow
+    from charter.store.tables import acl, documents
 
     now = utcnow()
     with rt.store.begin() as conn:

@@ -48,7 +48,7 @@ def test_redaction_shows_each_part_iff_its_document_is_readable(
 ) -> None:
     """Random ACLs (possibly empty: nobody) and random principals; the oracle is the token rule itself."""
     from charter import access
-    from charter.review import ReviewItem
+    from charter.review import ReviewItem, redact_review
     from charter.store import utcnow
 
     sources = list(LEVELS)
@@ -100,7 +100,7 @@ def test_redaction_shows_each_part_iff_its_document_is_readable(
         comment=None,
         version=0,
     )
-    review = access.redact_review(rt, who, item)
+    review = redact_review(rt, who, item)
     for shown in (trace, review):
         blob = repr(shown)
         for s in sources:
@@ -114,11 +114,11 @@ def test_redaction_shows_each_part_iff_its_document_is_readable(
 def test_roles_never_widen_reading_and_the_cli_checks_review_show(rt: Runtime, cli: Any) -> None:
     """traces.read_all (lena, omar) opens any request but shows only what they may read; ``review show`` as
     the contractor answers like a missing id (the old CLI had no check at all)."""
-    from charter import access
+    from charter.telemetry import visible_trace
 
     request_id, review_id = plant(rt, "farid", ["finance-policies", "help-center"])
     lena = rt.charter.principal("lena")
-    doc = access.visible_trace(rt, lena, request_id)
+    doc = visible_trace(rt, lena, request_id)
     assert canary("finance-policies") not in repr(doc) and canary("help-center") in repr(doc)
     assert "refund-exceptions-policy" not in repr(doc)
     out = cli("review", "show", review_id, "--as", "casey", "--charter", str(rt.charter.path))  # type: ignore[operator]

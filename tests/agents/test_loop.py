@@ -21,8 +21,8 @@ from charter.models import Generation, GenerationRequest, build_gateway
 from charter.pipeline import traces_for
 from charter.review import decide_approval
 from charter.runtime import Runtime
+from charter.store.tables import tool_actions
 from charter.tools import set_kill_switch
-from charter.tools._tables import tool_actions
 
 TASK = "ORD-10421 arrived fine but the customer asks for its status; look it up and note that we checked."
 

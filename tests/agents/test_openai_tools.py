@@ -19,7 +19,7 @@ from charter.agents import run_task
 from charter.models import PromptRegistry
 from charter.pipeline import traces_for
 from charter.runtime import Runtime
-from charter.tools._tables import tool_actions
+from charter.store.tables import tool_actions
 from tests._llama import llama_server
 
 

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from charter.evals import probe_runtime, run_cases, score_outputs
 from charter.retrieval import Index
-from charter.retrieval._tables import chunks
 from charter.runtime import Runtime
+from charter.store.tables import chunks
 
 DOCS = {
     "finance-policies/write-off-authority.md",

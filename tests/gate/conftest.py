@@ -109,8 +109,8 @@ def rebind_eval(charter: Path) -> None:
     evaluation check is not about (a real deployment re-runs ``charter eval`` after any change)."""
     from sqlalchemy import update
 
-    from charter.evals._tables import eval_runs
     from charter.runtime import Runtime
+    from charter.store.tables import eval_runs
 
     rt = Runtime.open(charter)
     try:

@@ -99,8 +99,8 @@ def test_stale_source(gated_project: Path) -> None:
     from sqlalchemy import update
 
     from charter.runtime import Runtime
-    from charter.sources._tables import source_state
     from charter.store import utcnow
+    from charter.store.tables import source_state
 
     rt = Runtime.open(gated_project)
     try:
@@ -209,8 +209,8 @@ def test_drift_regression_notifies_and_applies(gated_project: Path, mode: str, c
 
     from charter.gate import is_restricted
     from charter.runtime import Runtime
-    from charter.sources._tables import source_state
     from charter.store import utcnow
+    from charter.store.tables import source_state
     from charter.tools import is_killed
 
     edit_yaml(gated_project, lambda d: d["drift"].update(on_regression=mode, notify="log"))

@@ -25,7 +25,7 @@ def plant(
 ) -> None:
     from charter.runtime import Runtime
     from charter.store import utcnow
-    from charter.telemetry._trace_tables import traces
+    from charter.store.tables import traces
 
     rt = Runtime.open(charter)
     try:

@@ -164,7 +164,7 @@ def test_verification_cache_is_bound_to_the_stored_hash(rt: Runtime) -> None:
     issued = create_token(rt, "ana")
     resolve_token(rt, issued.token)
     # Replace the row's hash (as a re-issued token with the same id would): the cached entry must not match.
-    from charter.identity._tables import tokens
+    from charter.store.tables import tokens
 
     with rt.store.begin() as conn:
         conn.execute(
@@ -181,7 +181,7 @@ def test_successful_verification_is_cached(rt: Runtime) -> None:
     _, _ = parse_token(issued.token)
     from sqlalchemy import select
 
-    from charter.identity._tables import tokens
+    from charter.store.tables import tokens
 
     with rt.store.connect() as conn:
         stored = conn.execute(select(tokens.c.secret_hash).where(tokens.c.id == issued.info.id)).scalar_one()

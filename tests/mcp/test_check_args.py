@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charter.errors import UsageError
-from charter.mcp._tool import check_args
 from charter.tools import canonical_args
+from charter.tools._mcp_tool import check_args
 
 SCHEMA = {
     "type": "object",

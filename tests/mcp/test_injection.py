@@ -16,8 +16,8 @@ from sqlalchemy import select
 from charter.models import ScriptedModel, build_gateway
 from charter.pipeline import ask
 from charter.runtime import Runtime
+from charter.store.tables import tool_actions
 from charter.tools import propose
-from charter.tools._tables import tool_actions
 from tests.mcp.conftest import Governed, git, repo_state
 
 INJECTION = (

@@ -39,7 +39,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def expected_view(charter: Path, user: str) -> tuple[set[str], set[str]]:
     """(tool names, document uris) ``user`` may use, from the charter's declarations alone."""
     from charter.mcp._server import document_uri
-    from charter.sources._tables import source_documents
+    from charter.store.tables import source_documents
 
     spec = yaml.safe_load(charter.read_text())
     people = yaml.safe_load((charter.parent / "users.yaml").read_text())

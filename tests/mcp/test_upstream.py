@@ -17,8 +17,8 @@ from charter.errors import Denied, UsageError
 from charter.mcp import approve_upstream, get_pin, hub_for
 from charter.review import decide_approval
 from charter.runtime import Runtime
+from charter.store.tables import tool_actions
 from charter.tools import execute, propose
-from charter.tools._tables import tool_actions
 from tests.mcp.conftest import Governed, git, repo_state
 
 
@@ -175,7 +175,7 @@ def test_an_approved_call_waits_when_the_upstream_changed_before_it_runs(
 
 
 def test_an_unpinned_upstream_tool_cannot_be_called(governed: Governed) -> None:
-    from charter.mcp._tables import mcp_pins
+    from charter.store.tables import mcp_pins
 
     rt = Runtime.open(governed.charter)
     try:

@@ -229,8 +229,8 @@ def test_reservations_left_by_a_crashed_process_are_charged_and_freed_at_startup
 ):
     from datetime import timedelta
 
-    from charter.models._tables import budget_reservations
     from charter.store import utcnow
+    from charter.store.tables import budget_reservations
 
     rt = open_runtime(scripted_project)
     gw = build_gateway(rt, primary=ScriptedModel("primary"))

@@ -1,21 +1,13 @@
-"""Migration 0004 upgrades a 0003 database and creates exactly the tables ``models/_tables.py`` declares."""
+"""Migration 0004 upgrades a 0003 database and creates exactly the tables ``store/tables/models.py`` declares."""
 
 from __future__ import annotations
 
 from sqlalchemy import inspect
 
-from charter.models import _tables
 from charter.store import open_store
+from charter.store.tables import budget_months, budget_reservations, prompt_activations, prompt_approvals
 
-MINE = {
-    t.name: t
-    for t in (
-        _tables.budget_months,
-        _tables.budget_reservations,
-        _tables.prompt_approvals,
-        _tables.prompt_activations,
-    )
-}
+MINE = {t.name: t for t in (budget_months, budget_reservations, prompt_approvals, prompt_activations)}
 
 
 def test_upgrade_from_0003_creates_the_models_tables(tmp_path):

@@ -14,6 +14,7 @@ def test_exported_names() -> None:
             "Decision",
             "PolicyInfo",
             "check_policy_files",
+            "load_checked_charter",
             "parse_condition",
             "parse_resource",
         ]

@@ -65,7 +65,7 @@ def test_real_minilm_search_and_cache(store, minilm: Embedder) -> None:
     assert hits[0].doc_id == "refunds.md"
     assert hits[0].dense > hits[1].dense
     # re-indexing the same text elsewhere costs no embedding: the cache is keyed by (model, text hash)
-    from charter.retrieval._tables import embeddings
+    from charter.store.tables import embeddings
 
     with store.connect() as conn:
         before = conn.execute(embeddings.select()).all()

@@ -160,7 +160,7 @@ def test_kill_9_mid_sync_leaves_consistent_index(tmp_path: Path) -> None:
     assert len(states) > 20
     from sqlalchemy import func, select
 
-    from charter.retrieval._tables import acl, chunks, documents
+    from charter.store.tables import acl, chunks, documents
 
     with store.connect() as conn:
         per_doc = dict(

@@ -235,8 +235,8 @@ def test_hnsw_path_filters_inside_and_always_returns_k(request: pytest.FixtureRe
 def test_upgrade_to_0009_backfills_postings_and_vectors(request: pytest.FixtureRequest, project) -> None:
     """An index written before migration 0009 (revision 0008) searches the same after the upgrade: the
     migration derives the postings in SQL, the first search fills the vectors from the embedding cache."""
-    from charter.retrieval._tables import acl, chunks, documents, embeddings, versions
     from charter.spec import load_charter
+    from charter.store.tables import acl, chunks, documents, embeddings, versions
     from tests.retrieval.conftest import _drop_pg_database, _new_pg_database
 
     template, _ = request.getfixturevalue("_example_template")

@@ -46,10 +46,8 @@ def _kill_all(server: Any) -> None:
 def test_sigkill_mid_load_keeps_every_answered_request(
     project: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from charter.models._tables import budget_reservations
     from charter.runtime import Runtime
-    from charter.telemetry._audit_tables import audit_log
-    from charter.telemetry._trace_tables import traces
+    from charter.store.tables import audit_log, budget_reservations, traces
 
     if backend == "postgres":
         url, workers = str(request.getfixturevalue("pg_url")), 2

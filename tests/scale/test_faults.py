@@ -206,8 +206,8 @@ def test_the_database_restarting_under_load(
     """In-flight and new requests get 503 while PostgreSQL is down (never a 500, never a torn write); once it
     is back, requests succeed again without restarting the server."""
     from charter.runtime import Runtime
+    from charter.store.tables import tool_actions
     from charter.tools import execute, stuck_actions
-    from charter.tools._tables import tool_actions
 
     tokens = issue_tokens(project, pg_url, ("ana", "ben"))
     # every call in a conversation of its own (a new request, never a retry of an earlier one)

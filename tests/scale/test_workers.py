@@ -221,8 +221,8 @@ def test_a_budget_for_n_requests_admits_n_across_workers(project: Path, pg_url: 
     from sqlalchemy import select
 
     from charter.models import PromptRegistry
-    from charter.models._tables import budget_months, budget_reservations
     from charter.runtime import Runtime
+    from charter.store.tables import budget_months, budget_reservations
 
     question = {"question": "How long does a refund take to reach the card?", "submit_for_review": False}
     admit, concurrent = 5, 16

@@ -386,7 +386,7 @@ def test_traces_record_the_channel_a_request_arrived_by(client: Any, served: Ser
     from charter.evals import EvalCase
     from charter.evals._runner import run_case
     from charter.pipeline import ask
-    from charter.telemetry._trace_tables import traces
+    from charter.store.tables import traces
 
     rt: Any = served.rt
     r = client.post("/api/ask", json={"question": QUESTION}, headers=served.headers("ana"))

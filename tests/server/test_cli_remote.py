@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import traces
 from tests.conftest import run_cli
 from tests.server.conftest import Served
 

@@ -138,8 +138,8 @@ def test_server_drift_scheduler_notifies_and_restricts(server_project: Path, cap
 
     from charter.gate import is_restricted
     from charter.runtime import Runtime
-    from charter.sources._tables import source_state
     from charter.store import utcnow
+    from charter.store.tables import source_state
 
     rt = Runtime.open(server_project)
     with rt.store.begin() as conn:  # a regression: every source is long past its freshness

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from charter.server._auth import RateLimiter
 from charter.server._errors import RateLimited
 from charter.store import Store, open_store
-from charter.store._core_tables import rate_limit_windows
+from charter.store.tables import rate_limit_windows
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from sqlalchemy import update
 
 from charter.pipeline import read_request_state, retrieve
 from charter.sources import source_statuses, sync_sources
-from charter.sources._tables import source_state
 from charter.store import utcnow
+from charter.store.tables import source_state
 from charter.telemetry.traces import Trace
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 

@@ -36,7 +36,7 @@ WORDS = [
 
 
 def cached_vectors(ws: Workspace) -> int:
-    from charter.retrieval._tables import embeddings
+    from charter.store.tables import embeddings
 
     with ws.rt.store.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(embeddings)).scalar_one())

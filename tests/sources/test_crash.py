@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from charter.retrieval import Index
-from charter.sources._tables import sync_runs
 from charter.store import utcnow
+from charter.store.tables import sync_runs
 from tests.conftest import REPO
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 

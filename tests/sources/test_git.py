@@ -133,7 +133,7 @@ def test_git_sync_renames_deletions_acl_and_force_push(ws: Workspace, repo: Path
     assert "runbooks/general/welcome.md" in states and "runbooks/general/intro.md" not in states
     from sqlalchemy import select
 
-    from charter.sources._tables import source_documents
+    from charter.store.tables import source_documents
 
     with ws.rt.store.connect() as conn:
         versions = dict(conn.execute(select(source_documents.c.doc_id, source_documents.c.revision)).all())

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import inspect, select
 
-from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.store import open_store, utcnow
-from charter.store._core_tables import state
+from charter.store.tables import source_documents, source_state, state, sync_runs
 
 
 def test_upgrade_from_0002_adds_the_sources_tables(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from charter.errors import Conflict
 from charter.retrieval import Index
 from charter.sources import acl_hash, source_documents_listing
-from charter.sources._tables import source_state, sync_runs
 from charter.store import utcnow
+from charter.store.tables import source_state, sync_runs
 from tests.sources._embedder import CountingEmbedder
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 

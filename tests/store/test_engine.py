@@ -9,7 +9,7 @@ from tests._pg import PgCluster
 
 from charter.errors import ProviderError
 from charter.store import StoreUnavailable, open_store, utcnow
-from charter.store._core_tables import state
+from charter.store.tables import state
 
 pytestmark = pytest.mark.postgres
 

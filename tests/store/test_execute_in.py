@@ -15,8 +15,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from charter.store import Store, open_store
+from charter.store.tables import tool_actions
 from charter.tools._records import _update_for
-from charter.tools._tables import tool_actions
 
 _chars = st.characters(
     exclude_characters="\x00", exclude_categories=("Cs",)

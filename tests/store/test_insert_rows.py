@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from charter.store import Store, open_store
-from charter.telemetry._trace_tables import trace_spans, traces
+from charter.store.tables import trace_spans, traces
 
 _chars = st.characters(exclude_characters="\x00")  # PostgreSQL text cannot hold NUL, on either path
 

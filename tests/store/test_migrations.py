@@ -13,9 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, DateTime, MetaData, Table, select
 
 from charter.store import metadata, open_store, utcnow
-from charter.store._core_tables import state
 from charter.store._engine import MIGRATIONS_DIR
-from charter.telemetry._audit_tables import audit_checkpoints, audit_log
+from charter.store.tables import audit_checkpoints, audit_log, state
 from charter.telemetry.audit import AuditLog
 
 
@@ -69,7 +68,7 @@ def _audit_only(obj: object, name: str | None, type_: str, _reflected: bool, _ot
 
 
 def test_audit_tables_match_the_migrations(empty_db_url: str) -> None:
-    """The table definitions in ``_audit_tables.py`` and the migrations describe the same schema."""
+    """The table definitions in ``store/tables/audit.py`` and the migrations describe the same schema."""
     store = open_store(empty_db_url)
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"include_object": _audit_only, "compare_type": True})
@@ -92,8 +91,8 @@ POSTGRES_SEARCH_TABLES = {"retrieval_chunk_vectors", "retrieval_postings"}
 
 
 def test_every_table_matches_the_migrations(empty_db_url: str) -> None:
-    """Every package's ``_tables.py`` and the migrations describe the same tables, on both backends."""
-    import charter.store._all_tables  # noqa: F401  (the complete metadata)
+    """Every table in ``charter.store.tables`` and the migrations describe the same tables, on both backends."""
+    import charter.store.tables  # noqa: F401  (the complete metadata)
 
     store = open_store(empty_db_url)
     with store.engine.connect() as conn:

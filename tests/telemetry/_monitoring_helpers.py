@@ -195,8 +195,8 @@ def write_history(rt: Runtime, ops: list[dict[str, Any]], now: datetime) -> None
     """
     from tests.telemetry.test_trends import fast_store, make_trace, review
 
+    from charter.store.tables import feedback
     from charter.telemetry import record_feedback
-    from charter.telemetry._monitoring_tables import feedback
 
     ts = fast_store(rt)
     lena = rt.charter.principal("lena")  # may rate any trace (traces.read_all)

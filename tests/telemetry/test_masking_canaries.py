@@ -77,7 +77,7 @@ def test_custom_canary_in_answer_notes_and_traces(project: Path) -> None:
 
 def test_custom_canary_in_the_index_is_scored_as_a_leak_source(synced_project: Path) -> None:
     from charter.evals._scorers import _index_canaries
-    from charter.retrieval._tables import chunks, documents
+    from charter.store.tables import chunks, documents
 
     rt = _with_custom(synced_project)
     try:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from charter.errors import CharterException
 from charter.pipeline import ask
 from charter.runtime import Runtime
+from charter.store.tables import feedback, trace_sources, trace_spans, traces
 from charter.telemetry import (
     TraceExporter,
     build_report,
@@ -23,8 +24,6 @@ from charter.telemetry import (
     render_report,
     trace_store_for,
 )
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
 
 DOC_PLANTED = {
     "email": "disputes-desk@quillo-payments.example",

@@ -31,10 +31,9 @@ from tests.telemetry.test_trends import fast_store, make_trace
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.runtime import Runtime
+from charter.store.tables import feedback, monitor_rollup, trace_sources, traces
 from charter.telemetry import build_report, error_signature
-from charter.telemetry._monitoring_tables import feedback, monitor_rollup
 from charter.telemetry._report import _blame
-from charter.telemetry._trace_tables import trace_sources, traces
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
 SINCE = timedelta(days=7)
@@ -116,7 +115,7 @@ def rt(db_url: str, project: Path) -> Iterator[Runtime]:
 
 
 def _wipe(rt: Runtime) -> None:
-    from charter.review._tables import review_items
+    from charter.store.tables import review_items
 
     with rt.store.begin() as conn:
         for table in (feedback, review_items, trace_sources, traces, monitor_rollup):
@@ -142,7 +141,7 @@ def _wilson(k: int, n: int) -> tuple[float, float]:
 
 
 def _oracle(rt: Runtime, start: datetime, end: datetime, min_support: int, who: str | None) -> dict[str, Any]:
-    from charter.review._tables import review_items as ri
+    from charter.store.tables import review_items as ri
 
     t = traces.c
     with rt.store.connect() as conn:

@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 
 from charter.runtime import Runtime
 from charter.store import utcnow
+from charter.store.tables import feedback, trace_sources, trace_spans, traces
 from charter.telemetry import SpanRecord, apply_retention, record_feedback, trace_store_for
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
 
 
 def _count(rt: Runtime, table) -> int:  # type: ignore[no-untyped-def]

@@ -31,10 +31,9 @@ from sqlalchemy import delete, func, select, text
 from tests.access._world import LEO, add_user
 
 from charter.runtime import Runtime
+from charter.store.tables import feedback, monitor_rollup, traces
 from charter.telemetry import apply_retention
 from charter.telemetry._clusters import _failure_rows, _feedback_failures, failure_counts
-from charter.telemetry._monitoring_tables import feedback, monitor_rollup
-from charter.telemetry._trace_tables import traces
 from charter.telemetry._trends import day_expr, day_split, load_cells, raw_cells, sum_cost
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
@@ -93,7 +92,7 @@ def rt(db_url: str, project: Path) -> Iterator[Runtime]:
 
 
 def _wipe(rt: Runtime) -> None:
-    from charter.review._tables import review_items
+    from charter.store.tables import review_items
 
     with rt.store.begin() as conn:
         for table in (feedback, review_items, traces):

@@ -302,6 +302,10 @@ def test_exported_names() -> None:
             "find_cluster",
             "firing_alerts",
             "trend_charts",
+            # the drift/alert notifier, and who may open which trace (charter.access's rules on the trace store)
+            "notify",
+            "trace_list_filter",
+            "visible_trace",
         ]
     )
     for name in telemetry.__all__:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from charter.runtime import Runtime
-from charter.telemetry._audit_tables import audit_log
+from charter.store.tables import audit_log
 
 
 def billing_state(project: Path) -> dict[str, Any]:

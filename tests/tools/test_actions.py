@@ -13,6 +13,7 @@ import pytest
 from charter.errors import Conflict, Denied, IntegrityError
 from charter.review import ManualClock, decide_approval, decide_draft, submit_draft
 from charter.runtime import Runtime
+from charter.store.tables import tool_actions
 from charter.tools import (
     execute,
     get_action,
@@ -22,7 +23,6 @@ from charter.tools import (
     propose,
     set_kill_switch,
 )
-from charter.tools._tables import tool_actions
 from tests.tools._helpers import (
     CUSTOMER_EMAIL,
     CUSTOMER_ID,

@@ -35,6 +35,20 @@ def test_tools_exports() -> None:
             "stuck_actions",
             "tool",
             "tool_registry",
+            # upstream MCP tools are charter tools (re-exported by charter.mcp)
+            "LiveTool",
+            "Pin",
+            "UpstreamError",
+            "UpstreamHub",
+            "all_pins",
+            "approve_upstream",
+            "definition_hash",
+            "get_pin",
+            "hub_for",
+            "record_live",
+            # for charter.review (approvals move tool actions; reasons are recorded masked)
+            "masked",
+            "transition",
         ]
     )
     for name in charter.tools.__all__:
@@ -62,8 +76,17 @@ def test_review_exports() -> None:
             "list_reviews",
             "review_stats",
             "reviewer_roles",
+            "role_chain",
             "submit_draft",
             "tick",
+            # who may see which item (charter.access's rules on the review queue's records)
+            "assigned_to",
+            "eligible_reviewers",
+            "is_eligible_reviewer",
+            "may_see_review",
+            "redact_review",
+            "visible_approval",
+            "visible_review",
         ]
     )
     for name in charter.review.__all__:

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from charter.errors import Denied, SpecError, UsageError
 from charter.runtime import Runtime
 from charter.spec import Tool
+from charter.store.tables import tool_actions
 from charter.tools import ToolContext, ToolRegistry, args_hash, parse_args_json, propose, tool, tool_registry
-from charter.tools._tables import tool_actions
 from tests.tools._helpers import CUSTOMER_ID, INVOICE_ID, REFUND_50
 
 

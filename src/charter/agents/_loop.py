@@ -33,9 +33,9 @@ from sqlalchemy import or_, select, update
 
 from charter import _answer_checks as checks
 from charter import pipeline
-from charter.access import TOOL_SOURCE
+from charter.access import TOOL_SOURCE, DocRef, Reader, may_list_all_traces
 from charter.errors import BudgetExceeded, CharterException, Conflict, Denied, NotFound, UsageError
-from charter.models import ToolCall, ToolOffer, ToolResult, Turn, evolve
+from charter.models import OUTBOUND, Passage, ToolCall, ToolOffer, ToolResult, Turn, evolve
 from charter.retrieval import Hit
 from charter.spec import Principal
 from charter.store import sealer_for, utcnow
@@ -152,8 +152,6 @@ def get_run(rt: Runtime, run_id: str) -> AgentRun:
 def visible_run(rt: Runtime, principal: Principal, run_id: str) -> AgentRun:
     """The run, for its asker or a principal who may read every trace (``traces.read_all``); anyone else gets
     :class:`NotFound`, as for a run that does not exist. Every front end reads runs through this rule."""
-    from charter.access import may_list_all_traces
-
     run = get_run(rt, run_id)
     if run.principal_id != principal.id and not may_list_all_traces(rt, principal):
         raise NotFound(f"no agent run {run_id!r}")
@@ -170,8 +168,6 @@ def visible_runs(
     rt: Runtime, principal: Principal, *, status: str | None = None, limit: int = 100
 ) -> list[AgentRun]:
     """The runs ``principal`` may see: everyone's with ``traces.read_all``, else their own."""
-    from charter.access import may_list_all_traces
-
     mine = None if may_list_all_traces(rt, principal) else principal.id
     return list_runs(rt, status=status, principal_id=mine, limit=limit)
 
@@ -352,8 +348,6 @@ def resume_run(
     ran out). Returns ``None`` when there is nothing to do yet (an approval is still open, another process
     holds the run, or it has ended). The asker is re-admitted with their *current* rights, and the stored
     passages are re-checked against their documents' current ACLs before the model sees them again."""
-    from charter.access import DocRef, Reader
-
     run = get_run(rt, run_id)
     dead_worker = run.status == "running" and run.lease_until is not None and run.lease_until < utcnow()
     if run.status != "waiting" and not dead_worker:
@@ -732,8 +726,6 @@ def _hit_fields(h: Hit) -> dict[str, Any]:
 
 
 def _passages(run: AgentRun) -> list[Any]:
-    from charter.models import OUTBOUND, Passage
-
     return [
         Passage(
             id=cid,
@@ -765,8 +757,6 @@ def _turns(run: AgentRun) -> tuple[Turn, ...]:
 
 def _check_inputs(rt: Runtime, run: AgentRun) -> tuple[dict[str, Hit], dict[str, str]]:
     """What the final answer may cite: the run's passages and every tool result (as a quoted source)."""
-    from charter.models import OUTBOUND
-
     hits: dict[str, Hit] = {}
     for cid, p in run.state["passages"].items():
         if p.get("revoked"):

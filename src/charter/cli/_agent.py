@@ -9,6 +9,7 @@ from rich.table import Table
 
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
+from charter.errors import Conflict
 
 agent_app = typer.Typer(
     help="Agent runs (workflow.kind: agent): list them, show one, continue those whose approvals are decided.",
@@ -81,7 +82,6 @@ def agent_resume(
     """Continue runs whose approvals are decided (a running server does this by itself)."""
     from charter.agents import resume_ready, resume_run, visible_run
     from charter.cli._ask import _render_answer
-    from charter.errors import Conflict
 
     rt = open_runtime(charter)
     if run_id is None:

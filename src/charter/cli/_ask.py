@@ -19,6 +19,7 @@ from charter.cli._common import (
     err_console,
     open_runtime,
 )
+from charter.errors import AuthenticationError, Denied, ProviderError, UsageError
 
 
 def _render_answer(r: dict[str, Any]) -> None:
@@ -135,8 +136,6 @@ def _ask_server(url: str, user: str, question: str, *, submit_for_review: bool, 
 
     import httpx
 
-    from charter.errors import UsageError
-
     token = os.environ.get("CHARTER_TOKEN", "").strip()
     if not token:
         raise UsageError(
@@ -169,8 +168,6 @@ def _ask_server(url: str, user: str, question: str, *, submit_for_review: bool, 
 
 def _server_error(response: Any) -> Exception:
     """The server's JSON error as the CLI's own error (same exit code and message as in process)."""
-    from charter.errors import AuthenticationError, Denied, ProviderError, UsageError
-
     try:
         err = response.json()["error"]
         message, reasons = str(err["message"]), [str(r) for r in err.get("reasons") or []]

@@ -36,9 +36,9 @@ def check(
     """
     target = path or charter
     try:
-        from charter.spec import load_charter
+        from charter.policy import load_checked_charter
 
-        loaded = load_charter(target)
+        loaded = load_checked_charter(target)
     except SpecError as exc:
         if as_json:
             emit({"valid": False, "problems": [p.__dict__ for p in exc.problems]}, True)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from charter.errors import AuthenticationError
+
 if TYPE_CHECKING:  # imported when used: `charter --help` and remote asks stay fast
     from charter.runtime import Runtime
     from charter.spec import Principal
@@ -54,8 +56,6 @@ def open_runtime(charter: Path | None) -> Runtime:
 
 def acting_principal(rt: Runtime, user: str) -> Principal:
     """The principal for ``--as``: must exist and be active, else a usage error (audited)."""
-    from charter.errors import AuthenticationError
-
     principal = rt.charter.principal(user)
     if not principal.active:
         rt.audit.append(

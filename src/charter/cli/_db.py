@@ -33,10 +33,10 @@ def _head() -> str:
 
 
 def _url(charter: Any) -> str:
-    from charter.spec import load_charter
+    from charter.policy import load_checked_charter
     from charter.store import resolve_database_url
 
-    return resolve_database_url(load_charter(charter).base_dir)
+    return resolve_database_url(load_checked_charter(charter).base_dir)
 
 
 def _redacted(url: str) -> str:

@@ -10,8 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from charter.access import Reader
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, console, emit, err_console, open_runtime
+from charter.errors import Denied, NotFound, UsageError
 
 evals_app = typer.Typer(help="Stored eval runs.", no_args_is_help=True)
 app.add_typer(evals_app, name="evals")
@@ -24,7 +26,7 @@ def _set_paths(rt: Any, sets: list[Path] | None) -> list[Path]:
 
 
 def _summary_table(s: dict[str, Any]) -> Table:
-    from charter.evals._report import AREAS, is_category_metric
+    from charter.evals import AREAS, is_category_metric
 
     t = Table("metric", "value", "95% CI", "n", title="Metrics (all cases)")
     for name, est in s["metrics"].items():
@@ -34,9 +36,9 @@ def _summary_table(s: dict[str, Any]) -> Table:
 
 
 def _f(v: Any) -> str:
-    from charter.evals._report import _fmt
+    from charter.evals import format_metric
 
-    return _fmt(None if v is None else float(v))
+    return format_metric(None if v is None else float(v))
 
 
 def _render(s: dict[str, Any]) -> None:
@@ -99,11 +101,8 @@ def _render(s: dict[str, Any]) -> None:
 def _eval_actor(rt: Any, user: str | None) -> tuple[str, Any]:
     """Who runs the eval (``--as``, who needs ``evals.run``) and the reader of its reports (``None``: the
     local operator, who can read the database anyway)."""
-    from charter.errors import Denied
-
     if not user:
         return "cli", None
-    from charter.access import Reader
     from charter.cli._common import acting_principal
 
     principal = acting_principal(rt, user)
@@ -209,7 +208,6 @@ def eval_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Run eval cases through the real pipeline; exit 0 only when every charter threshold passes."""
-    from charter.errors import UsageError
     from charter.evals import load_eval_sets, record_run, write_reports
 
     if not 1 <= repeat <= 100:
@@ -292,7 +290,6 @@ def evals_show(
     ] = None,
 ) -> None:
     """One stored run: summary, thresholds, failures; optionally its reports."""
-    from charter.errors import Denied, NotFound
     from charter.evals import latest_run, load_run, write_reports
 
     rt = open_runtime(charter)
@@ -317,8 +314,6 @@ def evals_show(
 
 def _case_asker(rt: Any, ask_as: str | None, wf: str) -> str:
     """The user the new cases ask as: ``--ask-as``, or the first active user who may ask."""
-    from charter.errors import UsageError
-
     if ask_as is None:
         found = next(
             (
@@ -341,7 +336,6 @@ def _append_cases(to: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     is validated before it replaces the old one. Returns the cases added."""
     import yaml
 
-    from charter.errors import UsageError
     from charter.evals import EvalSetError, load_eval_set
 
     path = to if to.is_absolute() else Path.cwd() / to
@@ -390,7 +384,6 @@ def evals_add_from_production(
     """Turn a cluster of repeating production failures into eval cases, so the eval set grows from real
     failures. The set file is validated before it is written; existing cases are kept."""
     from charter.cli._common import acting_principal
-    from charter.errors import Denied
     from charter.spec import parse_duration
     from charter.store import utcnow
     from charter.telemetry import cases_from_cluster, find_cluster

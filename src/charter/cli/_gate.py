@@ -12,7 +12,7 @@ from rich.table import Table
 
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
-from charter.errors import UsageError
+from charter.errors import Denied, IntegrityError, UsageError
 
 gate_app = typer.Typer(
     help="The launch gate: seven checks with evidence, drills, a signed report, drift.",
@@ -115,7 +115,6 @@ def gate(
 
 
 def _require(rt: Any, who: Any) -> None:
-    from charter.errors import Denied
     from charter.gate import may_run_gate
 
     allowed, reasons = may_run_gate(rt, who)
@@ -137,7 +136,6 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Prove a gate report was produced by this installation for this configuration and not edited."""
-    from charter.errors import IntegrityError
     from charter.gate import verify_report
 
     rt = open_runtime(charter)

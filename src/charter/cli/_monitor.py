@@ -222,11 +222,11 @@ def trace_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one request's trace (your own, or any with the traces.read_all permission)."""
-    from charter import access
+    from charter.telemetry import visible_trace
 
     rt = open_runtime(charter)
     principal = acting_principal(rt, user)
-    doc = access.visible_trace(rt, principal, request_id)  # 404 for others' traces; unreadable parts redacted
+    doc = visible_trace(rt, principal, request_id)  # 404 for others' traces; unreadable parts redacted
 
     def render(d: dict[str, Any]) -> None:
         console.print(

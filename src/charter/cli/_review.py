@@ -11,7 +11,7 @@ from rich.table import Table
 
 from charter.cli._app import app
 from charter.cli._common import AsOpt, CharterOpt, JsonOpt, acting_principal, console, emit, open_runtime
-from charter.errors import UsageError
+from charter.errors import Denied, UsageError
 
 review_app = typer.Typer(help="The review queue for drafts, and SLA timers.", no_args_is_help=True)
 approvals_app = typer.Typer(help="Approval requests for tool actions.", no_args_is_help=True)
@@ -65,12 +65,11 @@ def approvals_show(
     approval_id: str, user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False
 ) -> None:
     """One approval request: tool, exact arguments and their hash, state, who may decide, outcome."""
-    from charter import access
-    from charter.review import approver_roles
+    from charter.review import approver_roles, visible_approval
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
-    action = access.visible_approval(rt, who, approval_id)
+    action = visible_approval(rt, who, approval_id)
     emit({**action.to_dict(), "approver_roles": approver_roles(rt, action)}, as_json)
 
 
@@ -215,40 +214,38 @@ def review_list(
     ``--all`` (with ``traces.read_all``) lists every item, each shown as you may read it (parts from sources
     you cannot read are redacted)."""
     from charter import access
-    from charter.errors import Denied
-    from charter.review import list_reviews
+    from charter.review import list_reviews, redact_review
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
     if show_all and not access.may_list_all_traces(rt, who):
         raise Denied(f"{who.id} may not list every draft", reasons=["--all needs traces.read_all"])
     items = list_reviews(rt, status=status, principal=None if show_all else who)
-    emit([access.redact_review(rt, who, i) for i in items], as_json, _render_reviews)
+    emit([redact_review(rt, who, i) for i in items], as_json, _render_reviews)
 
 
 @review_app.command("show")
 def review_show(item_id: str, user: AsOpt, charter: CharterOpt = None, as_json: JsonOpt = False) -> None:
     """One draft with its citations, groundedness, escalation and decision: yours, or one you may decide
     (anything else answers "no review item", the same as a missing id)."""
-    from charter import access
+    from charter.review import redact_review, visible_review
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
-    item = access.visible_review(rt, who, item_id)
-    emit(access.redact_review(rt, who, item), as_json, _render_review)
+    item = visible_review(rt, who, item_id)
+    emit(redact_review(rt, who, item), as_json, _render_review)
 
 
 def _decide_draft(
     item_id: str, user: str, decision: str, charter: Path | None, as_json: bool, **kw: Any
 ) -> None:
-    from charter import access
-    from charter.review import decide_draft
+    from charter.review import decide_draft, redact_review, visible_review
 
     rt = open_runtime(charter)
     who = acting_principal(rt, user)
-    access.visible_review(rt, who, item_id)
+    visible_review(rt, who, item_id)
     item = decide_draft(rt, item_id, who, decision, **kw)  # type: ignore[arg-type]
-    emit(access.redact_review(rt, who, item), as_json, _render_review)
+    emit(redact_review(rt, who, item), as_json, _render_review)
 
 
 @review_app.command("approve")

@@ -19,8 +19,17 @@ Public API:
 """
 
 from charter.evals._cases import CATEGORIES, EvalCase, EvalSetError, Pattern, load_eval_set, load_eval_sets
-from charter.evals._probes import ProbeSet, permission_probes, probe_runtime
-from charter.evals._report import render_html, render_json, render_markdown, report_data, write_reports
+from charter.evals._probes import ProbeSet, copy_sqlite, permission_probes, probe_runtime
+from charter.evals._report import (
+    AREAS,
+    format_metric,
+    is_category_metric,
+    render_html,
+    render_json,
+    render_markdown,
+    report_data,
+    write_reports,
+)
 from charter.evals._runner import (
     CaseResult,
     EvalRun,
@@ -56,6 +65,7 @@ from charter.evals._stats import (
 from charter.evals._store import latest_run, list_runs, load_run, record_run, save_run
 
 __all__ = [
+    "AREAS",
     "CATEGORIES",
     "FAILURE_CATEGORIES",
     "Aggregate",
@@ -77,8 +87,11 @@ __all__ = [
     "bootstrap_stat",
     "check_thresholds",
     "compare",
+    "copy_sqlite",
     "evaluate_thresholds",
+    "format_metric",
     "get_scorers",
+    "is_category_metric",
     "latest_run",
     "list_runs",
     "load_eval_set",

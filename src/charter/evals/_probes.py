@@ -23,6 +23,8 @@ from sqlalchemy import select
 
 from charter.errors import UsageError
 from charter.evals._cases import EvalCase, Pattern
+from charter.store import open_store
+from charter.store.tables import acl, chunks, documents
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -39,8 +41,6 @@ class ProbeSet:
 
 
 def _restricted_documents(rt: Runtime) -> list[tuple[str, str, str, frozenset[str]]]:
-    from charter.retrieval._tables import acl, documents
-
     configured = {s.id for s in rt.spec.sources}
     with rt.store.connect() as conn:
         docs = conn.execute(
@@ -59,8 +59,6 @@ def _restricted_documents(rt: Runtime) -> list[tuple[str, str, str, frozenset[st
 
 
 def _readable_text(rt: Runtime, user_tokens: frozenset[str]) -> str:
-    from charter.retrieval._tables import acl, chunks, documents
-
     with rt.store.connect() as conn:
         rows = (
             conn.execute(
@@ -148,7 +146,7 @@ def permission_probes(
     return cases, keys
 
 
-def _copy_sqlite(url: str, dest: Path) -> str:
+def copy_sqlite(url: str, dest: Path) -> str:
     if not url.startswith("sqlite:///"):
         raise UsageError(
             "permission probes run on a temporary copy of the store, which needs a SQLite "
@@ -176,13 +174,12 @@ def probe_runtime(
     second runtime, the probe cases (with their canaries) and the canary map. Removed on exit."""
     from charter.retrieval import Index
     from charter.runtime import Runtime as _Runtime
-    from charter.store import open_store
 
     cases, keys = permission_probes(rt, users=users, max_sentences=max_sentences, documents=documents)
     tmp = Path(tempfile.mkdtemp(prefix="charter-probes-"))
     prt: Runtime | None = None
     try:
-        url = _copy_sqlite(str(rt.store.engine.url), tmp / "charter.db")
+        url = copy_sqlite(str(rt.store.engine.url), tmp / "charter.db")
         keydir = tmp / "keys"
         if rt.key_dir.exists():
             shutil.copytree(rt.key_dir, keydir)

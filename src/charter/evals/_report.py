@@ -19,12 +19,13 @@ from typing import Any
 from charter.access import Reader, redact_eval_output
 from charter.evals._cases import CATEGORIES
 from charter.evals._runner import CaseResult, EvalRun
+from charter.store import private_dir, write_private
 
 MAX_EXAMPLES = 3
 AREAS = ("overall", "retrieval", "generation", "permission", "actions", "latency", "cost")
 
 
-def _fmt(v: float | None) -> str:
+def format_metric(v: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if abs(v) >= 100:
@@ -52,7 +53,15 @@ def metric_rows(run: EvalRun) -> list[tuple[str, str, str, str, int]]:
             elif parts[0] != scope or not is_category_metric(name):
                 continue
             metric = name if scope == "all" else ".".join(parts[1:])
-            rows.append((scope, metric, _fmt(est.value), f"[{_fmt(est.low)}, {_fmt(est.high)}]", est.n))
+            rows.append(
+                (
+                    scope,
+                    metric,
+                    format_metric(est.value),
+                    f"[{format_metric(est.low)}, {format_metric(est.high)}]",
+                    est.n,
+                )
+            )
     return rows
 
 
@@ -125,7 +134,7 @@ def render_markdown(run: EvalRun, reader: Reader | None = None) -> str:
     ]
     for t in run.thresholds:
         out.append(
-            f"| `{t.threshold}` | {_fmt(t.observed)} | {'pass' if t.passed else 'FAIL'}"
+            f"| `{t.threshold}` | {format_metric(t.observed)} | {'pass' if t.passed else 'FAIL'}"
             f"{' — ' + t.note if t.note else ''} |"
         )
     out += [
@@ -163,8 +172,8 @@ def render_markdown(run: EvalRun, reader: Reader | None = None) -> str:
         ]
         for c in run.comparison:
             out.append(
-                f"| {c.metric} | {_fmt(c.baseline)} | {_fmt(c.current)} | {_fmt(c.diff)} | "
-                f"[{_fmt(c.low)}, {_fmt(c.high)}] | {_fmt(c.p_value)} | {'yes' if c.significant else 'no'} |"
+                f"| {c.metric} | {format_metric(c.baseline)} | {format_metric(c.current)} | {format_metric(c.diff)} | "
+                f"[{format_metric(c.low)}, {format_metric(c.high)}] | {format_metric(c.p_value)} | {'yes' if c.significant else 'no'} |"
             )
     return "\n".join(out) + "\n"
 
@@ -192,7 +201,7 @@ def render_html(run: EvalRun, reader: Reader | None = None) -> str:
     for t in run.thresholds:
         cls = "pass" if t.passed else "fail"
         parts.append(
-            f"<tr><td><code>{e(t.threshold)}</code></td><td>{_fmt(t.observed)}</td>"
+            f"<tr><td><code>{e(t.threshold)}</code></td><td>{format_metric(t.observed)}</td>"
             f"<td class='{cls}'>{'pass' if t.passed else 'FAIL'} {e(t.note)}</td></tr>"
         )
     parts.append(
@@ -223,9 +232,9 @@ def render_html(run: EvalRun, reader: Reader | None = None) -> str:
         )
         for cmp in run.comparison:
             parts.append(
-                f"<tr><td>{e(cmp.metric)}</td><td>{_fmt(cmp.baseline)}</td><td>{_fmt(cmp.current)}</td>"
-                f"<td>{_fmt(cmp.diff)}</td><td>[{_fmt(cmp.low)}, {_fmt(cmp.high)}]</td>"
-                f"<td>{_fmt(cmp.p_value)}</td>"
+                f"<tr><td>{e(cmp.metric)}</td><td>{format_metric(cmp.baseline)}</td><td>{format_metric(cmp.current)}</td>"
+                f"<td>{format_metric(cmp.diff)}</td><td>[{format_metric(cmp.low)}, {format_metric(cmp.high)}]</td>"
+                f"<td>{format_metric(cmp.p_value)}</td>"
                 f"<td>{'yes' if cmp.significant else 'no'}</td></tr>"
             )
         parts.append("</table>")
@@ -241,8 +250,6 @@ def render_json(run: EvalRun, reader: Reader | None = None) -> str:
 def write_reports(run: EvalRun, directory: Path, reader: Reader | None = None) -> dict[str, Path]:
     """Write ``<run>.md``, ``<run>.json`` and ``<run>.html`` into ``directory`` as ``reader`` may see them
     (None: the local operator, unredacted); returns their paths."""
-    from charter.store import private_dir, write_private
-
     private_dir(directory)  # 0700 when created here; the reports (0600) quote answers and sources
     paths = {
         "markdown": directory / f"{run.id}.md",

@@ -27,7 +27,7 @@ from charter.evals._scorers import (
     get_scorers,
 )
 from charter.evals._stats import Comparison, Estimate, bootstrap_mean, bootstrap_stat, paired_comparison
-from charter.store import utcnow
+from charter.store import sealer_for, utcnow
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -158,8 +158,7 @@ def _tool_calls(rt: Runtime, request_id: str | None) -> list[dict[str, Any]]:
         return []
     from sqlalchemy import select
 
-    from charter.store import sealer_for
-    from charter.tools._tables import tool_actions as t
+    from charter.store.tables import tool_actions as t
 
     sealer = sealer_for(rt)  # arguments are sealed at rest (charter.tools._records.seal_values)
     with rt.store.connect() as conn:

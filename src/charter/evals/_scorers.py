@@ -23,8 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from charter.access import tokens_may_read, tool_result_readable
 from charter.errors import UsageError
 from charter.plugins import Registry, origin_of
+from charter.store.tables import chunks, documents
 
 if TYPE_CHECKING:
     from charter.evals._cases import EvalCase
@@ -119,8 +121,6 @@ class ScoreContext:
 
     def may_read(self, user: str, doc_key: str) -> bool:
         """The one document-read rule (:func:`charter.access.tokens_may_read`) on the indexed ACL."""
-        from charter.access import tokens_may_read, tool_result_readable
-
         tool = tool_result_readable(self.rt, self.rt.charter.principal(user), doc_key.split("/", 1)[0])
         if tool is not None:  # an agent run's tool result: readable by whoever may call the tool
             return tool
@@ -132,7 +132,7 @@ class ScoreContext:
         if key not in self._holders:
             from sqlalchemy import func, select
 
-            from charter.retrieval._tables import chunks, documents
+            from charter.store.tables import chunks, documents
 
             escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             with self.rt.store.connect() as conn:
@@ -162,7 +162,6 @@ def _index_canaries(rt: Runtime) -> dict[str, str]:
 
     from charter._answer_checks import normalise
     from charter.canaries import canaries_for
-    from charter.retrieval._tables import chunks, documents
 
     found = canaries_for(rt.spec)  # the one canary definition: built-in pattern plus monitoring.canaries
     out: dict[str, str] = {}

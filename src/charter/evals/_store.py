@@ -12,7 +12,7 @@ from charter.evals._cases import EvalCase
 from charter.evals._runner import CaseResult, EvalRun, ThresholdResult
 from charter.evals._scorers import CaseOutput, CaseScore
 from charter.evals._stats import Comparison, Estimate
-from charter.evals._tables import eval_results, eval_runs
+from charter.store.tables import eval_results, eval_runs
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime

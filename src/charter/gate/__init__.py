@@ -10,7 +10,7 @@ Public API:
   reads that the charter file cannot carry.
 * :func:`drift_once`, :func:`watch`, :class:`DriftScheduler` (periodic, for the server),
   :func:`is_restricted`, :func:`set_restricted`, :data:`RESTRICTED_KEY`
-  — drift after launch and restricted mode.
+  — drift after launch and restricted mode (read in :mod:`charter.store.switches`, re-exported here).
 * :func:`isolated_copy` — a second runtime over a temporary copy of the state (the drills use it).
 """
 
@@ -22,19 +22,13 @@ from charter.gate._approvals import (
     policy_set_hash,
     private_documents,
 )
-from charter.gate._drift import (
-    RESTRICTED_KEY,
-    DriftScheduler,
-    drift_once,
-    is_restricted,
-    notify,
-    set_restricted,
-    watch,
-)
+from charter.gate._drift import DriftScheduler, drift_once, set_restricted, watch
 from charter.gate._drill import isolated_copy
 from charter.gate._report import render_html, render_markdown, verify_report, write_report
 from charter.gate._run import POST_LAUNCH, record_gate, run_gate
 from charter.gate._types import CHECK_IDS, CHECKS, CheckResult, Finding, GateResult
+from charter.store.switches import RESTRICTED_KEY, is_restricted
+from charter.telemetry import notify
 
 __all__ = [
     "CHECKS",

@@ -72,7 +72,7 @@ def private_documents(rt: Runtime, source_id: str) -> list[str]:
     """Ids of the source's documents that are private by default (as the last sync recorded them)."""
     from sqlalchemy import select
 
-    from charter.sources._tables import source_documents as t
+    from charter.store.tables import source_documents as t
 
     with rt.store.connect() as conn:
         rows = conn.execute(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from charter.gate._approvals import policies_approval, policy_set_hash, private_ack, private_documents
 from charter.gate._types import CheckResult
+from charter.store import storage_wide_modes, utcnow
+from charter.store.tables import eval_results, traces
 
 if TYPE_CHECKING:
     from charter.evals import EvalRun
@@ -137,8 +139,6 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
 # --------------------------------------------------------------------------------------------- sources
 def check_storage_modes(rt: Runtime, c: CheckResult) -> None:
     """The database (and ``-wal``/``-shm``), keys, anchors and reports must be private (0600 in 0700)."""
-    from charter.store import storage_wide_modes
-
     db = rt.store.url if rt.store.is_sqlite else None
     wide = storage_wide_modes(rt.charter.base_dir, db, rt.key_dir)
     for w in wide:
@@ -430,9 +430,6 @@ def production_load(rt: Runtime, now: datetime, *, window: timedelta = LOAD_WIND
     import numpy as np
     from sqlalchemy import and_, func, select
 
-    from charter.evals._tables import eval_results
-    from charter.telemetry._trace_tables import traces
-
     since = now - window
     in_window = and_(
         traces.c.workflow == rt.spec.workflow.id,
@@ -505,8 +502,6 @@ def check_load(rt: Runtime, c: CheckResult, now: datetime) -> None:
 
 def check_cost_latency(rt: Runtime, c: CheckResult, run: EvalRun | None, now: datetime | None = None) -> None:
     """Cost and latency from the eval run, then from production traffic where there is enough of it."""
-    from charter.store import utcnow
-
     _check_eval_cost_latency(rt, c, run)
     check_load(rt, c, now or utcnow())
 

@@ -27,20 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from charter.gate._run import POST_LAUNCH, record_gate, run_gate
 from charter.gate._types import GateResult
-from charter.store import utcnow
+from charter.store import state, utcnow
+from charter.store.switches import RESTRICTED_KEY, is_restricted
+from charter.telemetry import alerts_once, notify
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
 
 log = logging.getLogger("charter.gate")
-RESTRICTED_KEY = "workflow.restricted"
-
-
-def is_restricted(rt: Runtime) -> bool:
-    """True while restricted mode is on (every draft requires review)."""
-    from charter.tools._killswitch import switch_on
-
-    return switch_on(rt.get_state(RESTRICTED_KEY))
 
 
 def set_restricted(
@@ -55,22 +49,6 @@ def set_restricted(
         outcome="on" if on else "off",
         details=record,
     )
-
-
-def notify(rt: Runtime, payload: dict[str, Any]) -> str:
-    """Send ``payload`` to ``drift.notify``; returns how it went; never raises (failures are logged)."""
-    target = rt.spec.drift.notify or "log"
-    if target.startswith(("http://", "https://")):
-        import httpx
-
-        try:
-            resp = httpx.post(target, json=payload, timeout=10)
-            return f"webhook {resp.status_code}"
-        except httpx.HTTPError as exc:
-            log.error("gate drift webhook failed: %s; payload: %s", exc, payload)
-            return f"webhook failed: {exc}"
-    log.warning("gate drift regression: %s", payload)
-    return "log"
 
 
 def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateResult, dict[str, Any] | None]:
@@ -121,8 +99,6 @@ def drift_once(rt: Runtime, *, actor: str = "system:gate-drift") -> tuple[GateRe
 
 def check_alerts(rt: Runtime, now: datetime | None = None) -> dict[str, Any] | None:
     """Evaluate and notify the alerts (see the module docstring); a failure is logged, never raised."""
-    from charter.telemetry import alerts_once
-
     try:
         return alerts_once(rt, now)
     except Exception:  # alerting must never break the drift pass
@@ -186,8 +162,6 @@ def claim_turn(rt: Runtime, key: str, period_s: float) -> bool:
     from datetime import timedelta
 
     from sqlalchemy.exc import IntegrityError
-
-    from charter.store import state
 
     now = utcnow()
     cutoff = now - timedelta(seconds=period_s)

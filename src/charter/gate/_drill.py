@@ -31,6 +31,8 @@ import yaml
 
 from charter.errors import CharterException, Conflict, Denied
 from charter.gate._types import CheckResult
+from charter.store import open_store, utcnow
+from charter.telemetry import metrics_for, recording_channel, trace_store_for
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -66,10 +68,9 @@ def drill({params}ctx: ToolContext) -> dict:
 @contextmanager
 def isolated_copy(rt: Runtime, *, recorder_for: Tool | None = None) -> Iterator[Runtime]:
     """A second runtime over a temporary copy of the charter folder, database and keys; removed on exit."""
-    from charter.evals._probes import _copy_sqlite
+    from charter.evals import copy_sqlite
+    from charter.policy import load_checked_charter
     from charter.runtime import Runtime as _Runtime
-    from charter.spec import load_charter
-    from charter.store import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="charter-gate-"))
     copy: Runtime | None = None
@@ -86,11 +87,11 @@ def isolated_copy(rt: Runtime, *, recorder_for: Tool | None = None) -> Iterator[
                 if t.get("name") == recorder_for.name:
                     t["callable"] = f"{module}:drill"
             charter_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        url = _copy_sqlite(str(rt.store.engine.url), tmp / "charter.db")
+        url = copy_sqlite(str(rt.store.engine.url), tmp / "charter.db")
         keydir = tmp / "keys"
         if rt.key_dir.exists():
             shutil.copytree(rt.key_dir, keydir)
-        copy = _Runtime(load_charter(charter_file), open_store(url), key_dir=keydir)
+        copy = _Runtime(load_checked_charter(charter_file), open_store(url), key_dir=keydir)
         from charter.retrieval import Index
 
         base_index = Index.for_runtime(rt)
@@ -172,9 +173,7 @@ def _pick(rt: Runtime, ok: Any, exclude: tuple[str, ...] = ()) -> Principal:
 
 
 def review_drill(rt: Runtime, c: CheckResult) -> None:
-    from charter.review import ManualClock, decide_approval, get_approval, submit_draft, tick
-    from charter.review._authority import role_chain
-    from charter.store import utcnow
+    from charter.review import ManualClock, decide_approval, get_approval, role_chain, submit_draft, tick
     from charter.tools import propose
 
     pick = high_risk_tool(rt)
@@ -403,7 +402,6 @@ def _refused(c: CheckResult, what: str, call: Any, aid: str) -> None:
 # --------------------------------------------------------------------------------------------- monitoring
 def monitoring_drill(rt: Runtime, c: CheckResult) -> None:
     from charter.agents import respond as ask
-    from charter.telemetry import metrics_for, recording_channel, trace_store_for
 
     with isolated_copy(rt) as copy:
         who = _pick(copy, lambda p: copy.authorizer.authorize(p, "ask").allowed and p.kind == "user")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from charter.errors import IntegrityError, UsageError
 from charter.spec import canonical_json
+from charter.store import private_dir, write_private
 
 if TYPE_CHECKING:
     from charter.gate._types import GateResult
@@ -103,7 +104,6 @@ def render_html(data: dict[str, Any]) -> str:
 
 def write_report(rt: Runtime, result: GateResult, folder: Path | str) -> dict[str, Any]:
     """Write the three reports and the signed manifest into ``folder``; returns the manifest."""
-    from charter.store import private_dir, write_private
     from charter.telemetry.signing import SigningKey
 
     folder = private_dir(folder)  # 0700 when created here; reports are 0600 (they quote evidence)

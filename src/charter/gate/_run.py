@@ -22,6 +22,7 @@ from charter.gate._checks import (
 from charter.gate._drill import forbidden_drill, isolated_copy, monitoring_drill, review_drill
 from charter.gate._types import CHECK_IDS, CHECKS, CheckResult, GateResult
 from charter.store import utcnow
+from charter.store.tables import budget_months
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -62,8 +63,7 @@ def budget_burn(rt: Runtime, c: CheckResult, now: datetime) -> None:
 
     from sqlalchemy import select
 
-    from charter.models._budget import month_key
-    from charter.models._tables import budget_months
+    from charter.models import month_key
 
     with rt.store.connect() as conn:
         row = conn.execute(

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from charter.errors import AuthenticationError
-from charter.identity._tables import console_sessions, tokens
 from charter.store import utcnow
+from charter.store.tables import console_sessions, tokens
 
 if TYPE_CHECKING:
     from charter.identity._tokens import RuntimeLike

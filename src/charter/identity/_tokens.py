@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from sqlalchemy import select
 
 from charter.errors import AuthenticationError, NotFound, UsageError
-from charter.identity._tables import tokens
 from charter.store import utcnow
+from charter.store.tables import tokens
 
 if TYPE_CHECKING:
     from charter.spec import LoadedCharter, Principal

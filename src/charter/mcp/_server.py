@@ -2,10 +2,10 @@
 
 :func:`build_server` makes one low-level :class:`mcp.server.Server` for a runtime. Every handler first
 resolves the caller (``principal_of``: the ``--as`` user on stdio, the bearer token's principal on HTTP —
-authenticated per request by :mod:`charter.mcp._http`) and then calls the *same* functions as the REST API,
+authenticated per request by :mod:`charter.server._mcp_http`) and then calls the *same* functions as the REST API,
 in a worker thread:
 
-* ``ask`` → ``charter.server._auth.require(..., "ask")`` and :func:`charter.pipeline.ask` (admission,
+* ``ask`` → ``charter.access.require(..., "ask")`` and :func:`charter.pipeline.ask` (admission,
   retrieval, budget, checks, review, trace, audit);
 * ``search`` → :func:`charter.pipeline.search` (Cedar ``search``, then the index with the caller's ACL
   tokens: only chunks the caller may read);
@@ -31,7 +31,9 @@ import anyio.to_thread
 import mcp_types as types
 from mcp.server import Server
 
-from charter.errors import CharterException, NotFound, UsageError
+from charter.errors import AuthenticationError, CharterException, NotFound, UsageError
+from charter.store.tables import acl, chunks, documents
+from charter.tools import propose, tool_registry
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -76,8 +78,7 @@ BUILTINS = ("ask", "search")
 def visible_tools(rt: Runtime, principal: Principal) -> list[types.Tool]:
     """The tools this principal sees: ``ask``/``search`` when Cedar permits them, and each charter tool
     Cedar lets them call. Descriptions are the charter's (upstream text only as approved data)."""
-    from charter.server._auth import allowed, tool_callable
-    from charter.tools import tool_registry
+    from charter.access import allowed, tool_callable
 
     wf = rt.spec.workflow
     out: list[types.Tool] = []
@@ -129,8 +130,6 @@ def readable_documents(rt: Runtime, principal: Principal, limit: int = MAX_RESOU
     """Documents of the charter's sources whose current ACL shares a token with the principal's."""
     from sqlalchemy import select
 
-    from charter.retrieval._tables import acl, documents
-
     tokens = sorted(principal.acl_tokens)
     configured = [s.id for s in rt.spec.sources]
     if not tokens or not configured:
@@ -161,9 +160,8 @@ def read_document(rt: Runtime, principal: Principal, uri: str) -> tuple[str, str
     (the same answer as for a document that does not exist)."""
     from sqlalchemy import select
 
+    from charter.access import require
     from charter.retrieval import Index
-    from charter.retrieval._tables import chunks, documents
-    from charter.server._auth import require
 
     require(rt, principal, "search")
     if not uri.startswith(URI_PREFIX) or uri.count("/") != URI_PREFIX.count("/") + 1:
@@ -194,7 +192,7 @@ def read_document(rt: Runtime, principal: Principal, uri: str) -> tuple[str, str
 # ------------------------------------------------------------------------------------------ calls
 def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Run one MCP tool call for ``principal`` through the REST path's functions: (document, is_error)."""
-    from charter.server._auth import require
+    from charter.access import require
 
     if name == "ask":
         from charter.agents import respond as ask
@@ -238,8 +236,6 @@ def call(rt: Runtime, principal: Principal, name: str, args: dict[str, Any]) -> 
                 for h in hits
             ]
         }, False
-    from charter.tools import propose
-
     proposal = propose(rt, principal, name, args, origin="mcp", reason="called over MCP")
     doc = proposal.to_dict()
     if proposal.approval_id:
@@ -293,7 +289,7 @@ def build_server(rt: Runtime, principal_of: PrincipalOf) -> Server[Any]:
         principal = principal_of(ctx)
 
         def listing() -> list[dict[str, Any]]:
-            from charter.server._auth import allowed
+            from charter.access import allowed
 
             return readable_documents(rt, principal) if allowed(rt, principal, "search") else []
 
@@ -356,8 +352,6 @@ def _version() -> str:
 def stdio_principal(rt: Runtime, user: str) -> PrincipalOf:
     """``--as USER`` on stdio: the user is re-resolved on every request (deactivation takes effect at once)."""
     from mcp.shared.exceptions import MCPError
-
-    from charter.errors import AuthenticationError
 
     def principal_of(_ctx: ServerRequestContext[Any, Any]) -> Principal:
         try:

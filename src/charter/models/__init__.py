@@ -6,10 +6,18 @@ The pipeline calls :func:`build_gateway` once and then :meth:`Gateway.build_requ
 """
 
 from charter.models import _extractive, _local, _openai, _scripted  # noqa: F401 - register built-in providers
-from charter.models._budget import BudgetLedger, Reservation, nano_to_usd, token_cost_nano, usd_to_nano
+from charter.models._budget import (
+    BudgetLedger,
+    Reservation,
+    month_key,
+    nano_to_usd,
+    token_cost_nano,
+    usd_to_nano,
+)
 from charter.models._extractive import (
     AGENT_NOTES_HEADER,
     NO_ANSWER_TEXT,
+    SENTENCE_VECTORS,
     DraftParts,
     ExtractiveModel,
     split_draft,
@@ -20,6 +28,7 @@ from charter.models._local import LocalModel, smollm2_path
 from charter.models._openai import OpenAIModel, classify_openai_error
 from charter.models._prompts import ActivePrompt, PromptRegistry, PromptVersionStatus
 from charter.models._render import (
+    changes_non_ascii,
     clean_text,
     escape_delimiters,
     estimate_request_tokens,
@@ -66,6 +75,7 @@ __all__ = [
     "INTERNAL",
     "NO_ANSWER_TEXT",
     "OUTBOUND",
+    "SENTENCE_VECTORS",
     "ActivePrompt",
     "Audience",
     "BudgetLedger",
@@ -98,6 +108,7 @@ __all__ = [
     "Turn",
     "audience_for",
     "build_gateway",
+    "changes_non_ascii",
     "classify_openai_error",
     "clean_text",
     "create_model",
@@ -107,6 +118,7 @@ __all__ = [
     "estimate_tokens",
     "evolve",
     "looks_like_instruction",
+    "month_key",
     "nano_to_usd",
     "parse_citations",
     "provider",

@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from charter.errors import BudgetExceeded
-from charter.models._tables import budget_months, budget_reservations
 from charter.store import Store, utcnow
+from charter.store.tables import budget_months, budget_reservations
 
 NANO = 10**9
 

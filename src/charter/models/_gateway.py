@@ -34,7 +34,7 @@ from charter.models._wrappers import Budgeted, Fallback, Limited, Metered, Retry
 from charter.spec import LoadedCharter, ModelEndpoint, Principal
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.context import RuntimeContext
 
 STALE_RESERVATION_AGE = timedelta(hours=1)
 #: ``build_request(prompt=SYSTEM)``: the prompt the charter binds to the ``system`` purpose.
@@ -172,7 +172,7 @@ class Gateway:
 
 
 def build_gateway(
-    runtime: Runtime,
+    rt: RuntimeContext,
     *,
     primary: Model | None = None,
     fallback: Model | None = None,
@@ -181,24 +181,24 @@ def build_gateway(
     sleep: Callable[[float], None] = time.sleep,
     check_prompts: bool = True,
 ) -> Gateway:
-    """The gateway for ``runtime``'s charter. ``primary``/``fallback`` replace the providers the charter names
+    """The gateway for ``rt``'s charter. ``primary``/``fallback`` replace the providers the charter names
     (tests pass scripted models); their prices, timeouts and retries still come from the charter.
 
     Refuses (:class:`Denied`) when an active prompt version is not approved, unless ``check_prompts=False``.
     """
-    charter = runtime.charter
+    charter = rt.charter
     spec = charter.spec
 
     def audit(**event: Any) -> None:
-        runtime.audit.append(**event)
+        rt.audit.append(**event)
 
-    prompts = PromptRegistry(charter, runtime.store, audit=audit)
+    prompts = PromptRegistry(charter, rt.store, audit=audit)
     if check_prompts:
         problems = prompts.check()
         if problems:
             raise Denied("the workflow cannot run: " + "; ".join(problems), reasons=["prompts.approval"])
     ledger = BudgetLedger(
-        runtime.store,
+        rt.store,
         workflow_id=spec.workflow.id,
         per_task_usd=spec.budgets.per_task_usd,
         monthly_usd=spec.budgets.monthly_usd,

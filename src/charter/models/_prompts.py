@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import select
 
 from charter.errors import Denied, NotFound, UsageError
-from charter.models._tables import prompt_activations, prompt_approvals
 from charter.spec import LoadedCharter, Principal, Prompt, PromptVersion
 from charter.store import Store, utcnow
+from charter.store.tables import prompt_activations, prompt_approvals
 
 AuditFn = Callable[..., Any]
 CHARTER_ACTOR = "@charter"  # activations that record the charter file's own `active` (not a user id)

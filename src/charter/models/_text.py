@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from charter.models._render import clean_text
+from charter.screening import screen_text
 
 # --------------------------------------------------------------------------------------------- markdown
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
@@ -200,8 +201,6 @@ def looks_like_instruction(text: str) -> bool:
     """Whether any sentence of ``text`` addresses an AI (an injection attempt). The rule lives in one place,
     :mod:`charter.screening` (normalised view against invisible characters, look-alike letters, leetspeak,
     spaced-out letters and encoded payloads); this is its yes/no form."""
-    from charter.screening import screen_text
-
     return bool(screen_text(text).flagged)
 
 

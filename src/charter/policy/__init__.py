@@ -2,20 +2,19 @@
 
 Build an :class:`Authorizer` once per charter (``Runtime.authorizer`` does) and call
 :meth:`Authorizer.authorize` (returns a :class:`Decision`) or :meth:`Authorizer.require` (audits and raises
-:class:`charter.errors.Denied` on deny). :func:`check_policy_files` is what ``charter check`` runs.
+:class:`charter.errors.Denied` on deny). :func:`check_policy_files` is what ``charter check`` runs;
+:func:`load_checked_charter` loads a charter and checks its policies too (``Runtime.open`` uses it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from charter.errors import Problem
+from charter.errors import Problem, SpecError
 from charter.policy._authorizer import AuditSink, Authorizer, Decision, custom_policies, parse_resource
 from charter.policy._conditions import Condition, parse_condition
 from charter.policy._generate import TOOL_ACTIONS, WORKFLOW_ACTIONS, PolicyInfo, charter_problems
-
-if TYPE_CHECKING:
-    from charter.spec import LoadedCharter
+from charter.spec import LoadedCharter, load_charter
 
 
 def check_policy_files(loaded: LoadedCharter) -> list[Problem]:
@@ -25,13 +24,21 @@ def check_policy_files(loaded: LoadedCharter) -> list[Problem]:
     problems = charter_problems(loaded)
     problems += custom_policies(loaded)[1]
     if not problems:
-        from charter.errors import SpecError
-
         try:  # whatever passes the checks must also build: the runtime builds exactly this
             Authorizer.from_charter(loaded)
         except SpecError as exc:
             problems += exc.problems
     return problems
+
+
+def load_checked_charter(path: Path | str | None = None) -> LoadedCharter:
+    """:func:`charter.spec.load_charter` and then :func:`check_policy_files`: a charter whose policies
+    compile. Raises :class:`SpecError` listing every problem found."""
+    loaded = load_charter(path)
+    problems = check_policy_files(loaded)
+    if problems:
+        raise SpecError(problems)
+    return loaded
 
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "Decision",
     "PolicyInfo",
     "check_policy_files",
+    "load_checked_charter",
     "parse_condition",
     "parse_resource",
 ]

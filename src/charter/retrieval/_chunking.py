@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from charter.retrieval._types import Chunk
 
 if TYPE_CHECKING:
-    from charter.sources import Document
+    from charter.documents import Document
     from charter.spec import Chunking
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")

@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, update
 
-from charter.errors import UsageError
+from charter.documents import acl_hash as _acl_hash
+from charter.errors import Conflict, UsageError
 from charter.retrieval._chunking import chunk_document
 from charter.retrieval._embedding import Embedder, Vectors, get_embedder
 from charter.retrieval._lexical import Postings, analyse, identifier_terms
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
-from charter.retrieval._tables import acl, chunks, documents, embeddings, meta, versions
 from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
-from charter.sources._document import acl_hash as _acl_hash
 from charter.store import utcnow
+from charter.store.tables import acl, chunks, documents, embeddings, meta, versions
 
 if TYPE_CHECKING:
-    from charter.sources import Document
+    from charter.documents import Document
     from charter.spec import Chunking, Fusion
     from charter.store import Store
 
@@ -125,21 +125,21 @@ class Index:
         self._embedder_checked = False
 
     @classmethod
-    def for_runtime(cls, runtime: Any) -> Index:
+    def for_runtime(cls, rt: Any) -> Index:
         """The runtime's index, built once (cached on the runtime) with the charter's embedder and fusion."""
-        existing = runtime.services.index
+        existing = rt.services.index
         if existing is not None:
             return existing  # type: ignore[no-any-return]
-        retrieval = runtime.spec.retrieval
+        retrieval = rt.spec.retrieval
         if retrieval.embedder == "openai" and retrieval.embeddings is not None:
             from charter.retrieval._embedding import OpenAIEmbedder
 
             emb: Embedder = OpenAIEmbedder.from_settings(retrieval.embeddings)
         else:
             emb = get_embedder(retrieval.embedder)
-        index = cls(runtime.store, emb)
+        index = cls(rt.store, emb)
         index.default_fusion = retrieval.fusion
-        runtime.services.index = index
+        rt.services.index = index
         return index
 
     @property
@@ -762,8 +762,6 @@ class Index:
             hits = self._materialise(snap, scored, tokens, min_score)
             if hits is not None:
                 return hits
-        from charter.errors import Conflict
-
         raise Conflict("the index kept changing during the search; try again")
 
     def _query_vector(self, query: str) -> Vectors:

@@ -60,8 +60,8 @@ from charter.retrieval._pg_bm25 import (
     postings_cache_size,
 )
 from charter.retrieval._search import fuse, fuse_parts
-from charter.retrieval._tables import chunks, documents, versions
 from charter.retrieval._types import Chunk, Hit
+from charter.store.tables import chunks, documents, versions
 
 if TYPE_CHECKING:
     from charter.retrieval._index import Index

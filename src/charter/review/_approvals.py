@@ -20,9 +20,17 @@ from typing import TYPE_CHECKING, Literal
 
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
-from charter.review._clock import Clock, clock_or_default
-from charter.tools import OPEN_STATES, Action, execute, get_action, list_actions, resolve_principal
-from charter.tools._records import masked, transition
+from charter.store.clock import Clock, clock_or_default
+from charter.tools import (
+    OPEN_STATES,
+    Action,
+    execute,
+    get_action,
+    list_actions,
+    masked,
+    resolve_principal,
+    transition,
+)
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -31,43 +39,43 @@ if TYPE_CHECKING:
 Decision = Literal["approve", "reject"]
 
 
-def get_approval(runtime: Runtime, approval_id: str) -> Action:
+def get_approval(rt: Runtime, approval_id: str) -> Action:
     """The approval request with this id (an action that needed an approval)."""
-    action = get_action(runtime, approval_id)
+    action = get_action(rt, approval_id)
     if not action.needs_approval:
         raise NotFound(f"{approval_id} needed no approval; it is an action, not an approval request")
     return action
 
 
 def list_approvals(
-    runtime: Runtime,
+    rt: Runtime,
     *,
     status: str | list[str] | None = None,
     principal: Principal | str | None = None,
     limit: int = 200,
 ) -> list[Action]:
     """Approval requests, newest first. With ``principal``: those they asked for or may decide now."""
-    items = list_actions(runtime, status=status, needs_approval=True, limit=limit)
+    items = list_actions(rt, status=status, needs_approval=True, limit=limit)
     if principal is None:
         return items
-    who = resolve_principal(runtime, principal)
-    return [a for a in items if a.requester == who.id or set(approver_roles(runtime, a)) & set(who.roles)]
+    who = resolve_principal(rt, principal)
+    return [a for a in items if a.requester == who.id or set(approver_roles(rt, a)) & set(who.roles)]
 
 
-def approver_roles(runtime: Runtime, action: Action) -> list[str]:
+def approver_roles(rt: Runtime, action: Action) -> list[str]:
     """The roles that may decide ``action`` now: its required role and every role it escalated to."""
-    return role_chain(runtime, "approval_sla", action.required_role, action.escalation_level)
+    return role_chain(rt, "approval_sla", action.required_role, action.escalation_level)
 
 
-def _expire_if_due(runtime: Runtime, action: Action, now: datetime, actor: str) -> Action:
+def _expire_if_due(rt: Runtime, action: Action, now: datetime, actor: str) -> Action:
     if action.status in OPEN_STATES and action.expires_at is not None and now >= action.expires_at:
         try:
             expired = transition(
-                runtime, action, "expired", now=now, decision_reason="expired: no decision in time"
+                rt, action, "expired", now=now, decision_reason="expired: no decision in time"
             )
         except Conflict:
-            return get_action(runtime, action.id)
-        runtime.audit.append(
+            return get_action(rt, action.id)
+        rt.audit.append(
             actor=actor,
             action="approval.expired",
             resource=f"action:{action.id}",
@@ -82,10 +90,10 @@ def _expire_if_due(runtime: Runtime, action: Action, now: datetime, actor: str) 
     return action
 
 
-def _check_open(runtime: Runtime, who: Principal, action: Action, decision: str) -> None:
+def _check_open(rt: Runtime, who: Principal, action: Action, decision: str) -> None:
     """Refuse (audited) an expired request; a decided one is a :class:`Conflict`."""
     if action.status == "expired":
-        runtime.audit.append(
+        rt.audit.append(
             actor=who.id,
             action="approval.refused",
             resource=f"action:{action.id}",
@@ -100,14 +108,14 @@ def _check_open(runtime: Runtime, who: Principal, action: Action, decision: str)
         raise Conflict(f"approval request {action.id} is already {action.status}")
 
 
-def _approver_authority(runtime: Runtime, who: Principal, action: Action, decision: str) -> list[str]:
+def _approver_authority(rt: Runtime, who: Principal, action: Action, decision: str) -> list[str]:
     """Why ``who`` may decide ``action`` (recorded in the audit entry); a refusal is audited and raised."""
     try:
         return require_authority(
-            runtime,
+            rt,
             who,
             owner=action.requester,
-            roles=approver_roles(runtime, action),
+            roles=approver_roles(rt, action),
             assigned=action.assigned_role,
             escalated=action.status == "escalated",
             cedar_action="tools.approve",
@@ -116,7 +124,7 @@ def _approver_authority(runtime: Runtime, who: Principal, action: Action, decisi
             what="approval request",
         )
     except Denied as exc:
-        runtime.audit.append(
+        rt.audit.append(
             actor=who.id,
             action="approval.refused",
             resource=f"action:{action.id}",
@@ -132,7 +140,7 @@ def _approver_authority(runtime: Runtime, who: Principal, action: Action, decisi
 
 
 def decide_approval(
-    runtime: Runtime,
+    rt: Runtime,
     approval_id: str,
     principal: Principal | str,
     decision: Decision,
@@ -151,23 +159,23 @@ def decide_approval(
     if decision == "reject" and not reason.strip():
         raise UsageError("a rejection needs a reason")
     now = clock_or_default(clock).now()
-    who = resolve_principal(runtime, principal)
-    action = _expire_if_due(runtime, get_approval(runtime, approval_id), now, "system")
+    who = resolve_principal(rt, principal)
+    action = _expire_if_due(rt, get_approval(rt, approval_id), now, "system")
     resource = f"action:{action.id}"
-    _check_open(runtime, who, action, decision)
-    because = _approver_authority(runtime, who, action, decision)
+    _check_open(rt, who, action, decision)
+    because = _approver_authority(rt, who, action, decision)
     to = "approved" if decision == "approve" else "rejected"
     decided = transition(
-        runtime,
+        rt,
         action,
         to,
         now=now,
         allowed_from=OPEN_STATES,
         decided_by=who.id,
         decided_at=now,
-        decision_reason=masked(runtime, reason) or f"{decision}d by {who.id}",
+        decision_reason=masked(rt, reason) or f"{decision}d by {who.id}",
     )
-    runtime.audit.append(
+    rt.audit.append(
         actor=who.id,
         action=f"approval.{to}",
         resource=resource,
@@ -176,34 +184,34 @@ def decide_approval(
             "tool": action.tool,
             "requester": action.requester,
             "args_hash": action.args_hash,
-            "reason": masked(runtime, reason),
+            "reason": masked(rt, reason),
             "authority": because,
             "at": now.isoformat(),
         },
     )
     if to == "approved" and run:
-        return execute(runtime, decided.id, actor=who.id, clock=clock)
+        return execute(rt, decided.id, actor=who.id, clock=clock)
     return decided
 
 
-def tick_approvals(runtime: Runtime, now: datetime) -> dict[str, list[str]]:
+def tick_approvals(rt: Runtime, now: datetime) -> dict[str, list[str]]:
     """Expire requests past ``expires_at``; escalate those past their SLA to the rule's ``then`` role."""
     expired: list[str] = []
     escalated: list[str] = []
-    for action in list_actions(runtime, status=list(OPEN_STATES), needs_approval=True, limit=100_000):
-        after = _expire_if_due(runtime, action, now, "system")
+    for action in list_actions(rt, status=list(OPEN_STATES), needs_approval=True, limit=100_000):
+        after = _expire_if_due(rt, action, now, "system")
         if after.status == "expired":
             expired.append(action.id)
             continue
         if action.sla_due_at is None or now < action.sla_due_at:
             continue
-        rule = escalation_rule(runtime, "approval_sla", action.assigned_role)
+        rule = escalation_rule(rt, "approval_sla", action.assigned_role)
         if rule is None or rule.then is None or rule.then == action.assigned_role:
             continue
-        following = escalation_rule(runtime, "approval_sla", rule.then)
+        following = escalation_rule(rt, "approval_sla", rule.then)
         try:
             moved = transition(
-                runtime,
+                rt,
                 action,
                 "escalated",
                 now=now,
@@ -214,7 +222,7 @@ def tick_approvals(runtime: Runtime, now: datetime) -> dict[str, list[str]]:
             )
         except Conflict:
             continue
-        runtime.audit.append(
+        rt.audit.append(
             actor="system",
             action="approval.escalated",
             resource=f"action:{action.id}",

@@ -24,22 +24,22 @@ if TYPE_CHECKING:
     from charter.spec import Escalation, Principal
 
 
-def escalation_rule(runtime: Runtime, trigger: str, role: str | None) -> Escalation | None:
+def escalation_rule(rt: Runtime, trigger: str, role: str | None) -> Escalation | None:
     """The first rule for ``trigger`` that applies to items currently with ``role`` (any role if None)."""
-    for rule in runtime.spec.review.escalations:
+    for rule in rt.spec.review.escalations:
         if rule.when == trigger and (role is None or rule.to == role):
             return rule
     return None
 
 
-def role_chain(runtime: Runtime, trigger: str, start: str | None, level: int) -> list[str]:
+def role_chain(rt: Runtime, trigger: str, start: str | None, level: int) -> list[str]:
     """The roles an item has been with: ``start`` and each role ``level`` escalations moved it to."""
     if start is None:
         return []
     roles = [start]
     role = start
     for _ in range(level):
-        rule = escalation_rule(runtime, trigger, role)
+        rule = escalation_rule(rt, trigger, role)
         if rule is None or rule.then is None:
             break
         role = rule.then
@@ -48,7 +48,7 @@ def role_chain(runtime: Runtime, trigger: str, start: str | None, level: int) ->
 
 
 def require_authority(
-    runtime: Runtime,
+    rt: Runtime,
     who: Principal,
     *,
     owner: str,
@@ -75,7 +75,7 @@ def require_authority(
                 f"{who.id} has {', '.join(who.roles) or 'none'}"
             ],
         )
-    decision = runtime.authorizer.authorize(who, cedar_action, resource, context)
+    decision = rt.authorizer.authorize(who, cedar_action, resource, context)
     if decision.allowed:
         return [f"role {held[0]}", *decision.reasons]
     if not decision.policy_ids and escalated and assigned is not None and assigned in who.roles:

@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from sqlalchemy import select
 
+from charter import access
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.review._authority import escalation_rule, require_authority, role_chain
-from charter.review._clock import Clock, clock_or_default
-from charter.review._tables import review_items
 from charter.spec import Escalation
 from charter.store import sealer_for
-from charter.tools import resolve_principal
-from charter.tools._records import masked
+from charter.store.clock import Clock, clock_or_default
+from charter.store.switches import is_restricted
+from charter.store.tables import chunks, documents, review_items
+from charter.tools import masked, resolve_principal
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -95,9 +96,9 @@ class ReviewItem:
 _SEALED_TEXT = ("question", "draft", "final_text", "diff")
 
 
-def _item(row: Any, runtime: Runtime) -> ReviewItem:
+def _item(row: Any, rt: Runtime) -> ReviewItem:
     """A stored row as an item; the work product (question, draft, edit, diff, notes) is unsealed here."""
-    sealer = sealer_for(runtime)
+    sealer = sealer_for(rt)
     values = {c.name: getattr(row, c.name) for c in review_items.columns}
     for name in _SEALED_TEXT:
         values[name] = sealer.open(values[name])
@@ -105,27 +106,27 @@ def _item(row: Any, runtime: Runtime) -> ReviewItem:
     return ReviewItem(**values)
 
 
-def route(runtime: Runtime, item: ReviewItem, role: str | None) -> tuple[str | None, str | None]:
+def route(rt: Runtime, item: ReviewItem, role: str | None) -> tuple[str | None, str | None]:
     """Who ``item`` goes to when it is with ``role``: ``(None, None)`` when a holder of the role (other than
     the submitter) may read every source it cites; else ``(owner, why)``, the owner of the restricting
     source (``sources[].owner``, else ``owners.sources``) who may read them; else ``(None, why)``: nobody
     qualifies and the item waits for an operator, which ``why`` says."""
-    from charter import access
+    from charter.review._visibility import eligible_reviewers  # built on this module's reads
 
     if role is None:
         return None, None
-    if access.eligible_reviewers(runtime, item, [role]):
+    if eligible_reviewers(rt, item, [role]):
         return None, None
-    members = [p.id for p in runtime.charter.principals.values() if role in p.roles and p.active]
-    owners = access.restricting_owners(runtime, item, members)
+    members = [p.id for p in rt.charter.principals.values() if role in p.roles and p.active]
+    owners = access.restricting_owners(rt, item, members)
     names = ", ".join(sorted({r.source_id for r in access.item_sources(item)})) or "its sources"
     for owner in owners:
-        who = runtime.charter.principals.get(owner)
+        who = rt.charter.principals.get(owner)
         if (
             who is not None
             and who.id != item.submitter
             and who.active
-            and access.may_read_item(runtime, who, item)
+            and access.may_read_item(rt, who, item)
         ):
             return owner, (
                 f"no {role} may read every source of this draft ({names}); escalated to {owner}, "
@@ -137,9 +138,9 @@ def route(runtime: Runtime, item: ReviewItem, role: str | None) -> tuple[str | N
     )
 
 
-def _seal(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
+def _seal(rt: Runtime, values: dict[str, Any]) -> dict[str, Any]:
     """Seal the work-product columns before they are written (see charter.store._sealing)."""
-    sealer = sealer_for(runtime)
+    sealer = sealer_for(rt)
     out = dict(values)
     for name in _SEALED_TEXT:
         if name in out and out[name] is not None:
@@ -149,16 +150,16 @@ def _seal(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def get_review(runtime: Runtime, item_id: str) -> ReviewItem:
-    with runtime.store.connect() as conn:
+def get_review(rt: Runtime, item_id: str) -> ReviewItem:
+    with rt.store.connect() as conn:
         row = conn.execute(select(review_items).where(review_items.c.id == item_id)).first()
     if row is None:
         raise NotFound(f"no review item {item_id!r}")
-    return _item(row, runtime)
+    return _item(row, rt)
 
 
 def list_reviews(
-    runtime: Runtime,
+    rt: Runtime,
     *,
     status: str | list[str] | None = None,
     principal: Principal | str | None = None,
@@ -175,26 +176,26 @@ def list_reviews(
         query = query.where(review_items.c.status.in_(statuses))
     if request_id is not None:
         query = query.where(review_items.c.request_id == request_id)
-    with runtime.store.connect() as conn:
-        items = [_item(r, runtime) for r in conn.execute(query)]
+    with rt.store.connect() as conn:
+        items = [_item(r, rt) for r in conn.execute(query)]
     if principal is None:
         return items
-    from charter import access
+    from charter.review._visibility import may_see_review  # built on this module's reads
 
-    who = resolve_principal(runtime, principal)
-    return [i for i in items if access.may_see_review(runtime, who, i)]
+    who = resolve_principal(rt, principal)
+    return [i for i in items if may_see_review(rt, who, i)]
 
 
-def reviewer_roles(runtime: Runtime, item: ReviewItem) -> list[str]:
+def reviewer_roles(rt: Runtime, item: ReviewItem) -> list[str]:
     """Roles that may decide ``item`` now: the first assignee and each role it escalated to."""
     trigger = item.escalation_reason or "always"
-    first = _initial_role(runtime, item.escalation_reason)
-    return role_chain(runtime, trigger, first, item.escalation_level)
+    first = _initial_role(rt, item.escalation_reason)
+    return role_chain(rt, trigger, first, item.escalation_level)
 
 
-def _initial_role(runtime: Runtime, reason: str | None) -> str:
-    rule = escalation_rule(runtime, reason or "always", None)
-    return rule.to if rule is not None else runtime.spec.review.reviewer_role
+def _initial_role(rt: Runtime, reason: str | None) -> str:
+    rule = escalation_rule(rt, reason or "always", None)
+    return rule.to if rule is not None else rt.spec.review.reviewer_role
 
 
 def _check_submission(escalation_reason: str | None, groundedness: float | None, citations: Any) -> None:
@@ -215,7 +216,7 @@ def _check_submission(escalation_reason: str | None, groundedness: float | None,
 
 
 def _place(
-    runtime: Runtime,
+    rt: Runtime,
     row: dict[str, Any],
     *,
     needs_review: bool,
@@ -226,10 +227,10 @@ def _place(
     """Set a new item's status and assignment on ``row``: queued for the escalation rule's role (and routed
     to a reviewer who may read its sources, :func:`route`), or approved by policy."""
     if needs_review:
-        rule = escalation_rule(runtime, escalation_reason or "always", None)
+        rule = escalation_rule(rt, escalation_reason or "always", None)
         row.update(
             status="escalated" if escalation_reason else "pending",
-            assigned_role=rule.to if rule else runtime.spec.review.reviewer_role,
+            assigned_role=rule.to if rule else rt.spec.review.reviewer_role,
             sla_due_at=now + rule.sla if rule else None,
         )
     else:
@@ -245,13 +246,13 @@ def _place(
     if needs_review:
         columns: dict[str, Any] = {c.name: row.get(c.name) for c in review_items.columns}
         draft_item = ReviewItem(**columns)
-        row["assigned_user"], row["routing"] = route(runtime, draft_item, row["assigned_role"])
+        row["assigned_user"], row["routing"] = route(rt, draft_item, row["assigned_role"])
         if row["routing"] is not None:
             row["status"] = "escalated"
 
 
 def submit_draft(
-    runtime: Runtime,
+    rt: Runtime,
     *,
     request_id: str | None,
     principal: Principal | str,
@@ -268,12 +269,10 @@ def submit_draft(
 
     It is routed only to reviewers who may read every source it cites (see :func:`route`)."""
     now = clock_or_default(clock).now()
-    who = resolve_principal(runtime, principal)
+    who = resolve_principal(rt, principal)
     _check_submission(escalation_reason, groundedness, citations)
-    mode = runtime.spec.review_drafts
-    from charter.gate import is_restricted  # drift's restricted mode: every draft needs review
-
-    needs_review = escalation_reason is not None or mode == "all" or is_restricted(runtime)
+    mode = rt.spec.review_drafts
+    needs_review = escalation_reason is not None or mode == "all" or is_restricted(rt)
     row: dict[str, Any] = {
         "id": "rev_" + secrets.token_hex(12),
         "request_id": request_id,
@@ -290,15 +289,15 @@ def submit_draft(
         "updated_at": now,
         "version": 0,
     }
-    _place(runtime, row, needs_review=needs_review, escalation_reason=escalation_reason, draft=draft, now=now)
-    sealed = _seal(runtime, row)
+    _place(rt, row, needs_review=needs_review, escalation_reason=escalation_reason, draft=draft, now=now)
+    sealed = _seal(rt, row)
     # what a read-back would return, without the round trip: JSON columns as JSON gives them back
     for name in ("citations", "agent_notes"):
         row[name] = json.loads(json.dumps(row[name]))
     stored: dict[str, Any] = {c.name: row.get(c.name) for c in review_items.columns}
     item = ReviewItem(**stored)
     # the queued draft and its audit entry commit together: no item in the queue without its entry
-    with runtime.audit.transaction() as tx:
+    with rt.audit.transaction() as tx:
         tx.conn.execute(review_items.insert().values(**sealed))
         tx.append(
             actor=who.id,
@@ -318,7 +317,7 @@ def submit_draft(
     return item
 
 
-def _transition(runtime: Runtime, item: ReviewItem, to: str, now: datetime, **values: Any) -> ReviewItem:
+def _transition(rt: Runtime, item: ReviewItem, to: str, now: datetime, **values: Any) -> ReviewItem:
     stmt = (
         review_items.update()
         .where(
@@ -326,12 +325,12 @@ def _transition(runtime: Runtime, item: ReviewItem, to: str, now: datetime, **va
             review_items.c.version == item.version,
             review_items.c.status.in_(OPEN_REVIEW_STATES),
         )
-        .values(status=to, version=item.version + 1, updated_at=now, **_seal(runtime, values))
+        .values(status=to, version=item.version + 1, updated_at=now, **_seal(rt, values))
     )
-    with runtime.store.begin() as conn:
+    with rt.store.begin() as conn:
         if conn.execute(stmt).rowcount != 1:
             raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
-    return get_review(runtime, item.id)
+    return get_review(rt, item.id)
 
 
 def _check_decision(item: ReviewItem, decision: str, text: str | None, reason: str | None) -> None:
@@ -345,9 +344,9 @@ def _check_decision(item: ReviewItem, decision: str, text: str | None, reason: s
         raise Conflict(f"review item {item.id} is already {item.status}")
 
 
-def _refused(runtime: Runtime, who: Principal, item: ReviewItem, decision: str, exc: Denied) -> Denied:
+def _refused(rt: Runtime, who: Principal, item: ReviewItem, decision: str, exc: Denied) -> Denied:
     """``exc``, audited as a refused review decision."""
-    runtime.audit.append(
+    rt.audit.append(
         actor=who.id,
         action="review.refused",
         resource=f"review:{item.id}",
@@ -357,12 +356,10 @@ def _refused(runtime: Runtime, who: Principal, item: ReviewItem, decision: str, 
     return exc
 
 
-def _reviewer_authority(runtime: Runtime, who: Principal, item: ReviewItem, decision: str) -> list[str]:
+def _reviewer_authority(rt: Runtime, who: Principal, item: ReviewItem, decision: str) -> list[str]:
     """Why ``who`` may take ``decision`` on ``item`` (the authority recorded in the audit entry); raises
     :class:`Denied` when they may not."""
-    from charter import access
-
-    if who.id != item.submitter and not access.may_read_item(runtime, who, item):
+    if who.id != item.submitter and not access.may_read_item(rt, who, item):
         raise Denied(
             f"{who.id} may not read every source this draft cites, so may not review it",
             reasons=["reviewer may not read a cited source"],
@@ -376,10 +373,10 @@ def _reviewer_authority(runtime: Runtime, who: Principal, item: ReviewItem, deci
         because = [f"escalated to {who.id}: owner of a restricting source"]
     else:
         because = require_authority(
-            runtime,
+            rt,
             who,
             owner=item.submitter,
-            roles=reviewer_roles(runtime, item),
+            roles=reviewer_roles(rt, item),
             assigned=item.assigned_role,
             escalated=item.escalation_level > 0,
             cedar_action="review.decide",
@@ -396,7 +393,7 @@ def _reviewer_authority(runtime: Runtime, who: Principal, item: ReviewItem, deci
 
 
 def _propose_edit(
-    runtime: Runtime,
+    rt: Runtime,
     item: ReviewItem,
     who: Principal,
     text: str,
@@ -426,10 +423,10 @@ def _propose_edit(
             updated_at=now,
             edited_by=who.id,
             edit_checks=checks,
-            **_seal(runtime, {"final_text": text, "diff": diff}),
+            **_seal(rt, {"final_text": text, "diff": diff}),
         )
     )
-    with runtime.audit.transaction() as tx:
+    with rt.audit.transaction() as tx:
         if tx.conn.execute(stmt).rowcount != 1:
             raise Conflict(f"review item {item.id} was changed concurrently; re-read it and retry")
         tx.append(
@@ -445,11 +442,11 @@ def _propose_edit(
                 "at": now.isoformat(),
             },
         )
-    return get_review(runtime, item.id)
+    return get_review(rt, item.id)
 
 
 def decide_draft(
-    runtime: Runtime,
+    rt: Runtime,
     item_id: str,
     principal: Principal | str,
     decision: DraftDecision,
@@ -466,25 +463,25 @@ def decide_draft(
     citations, canaries, personal data refused; groundedness recorded) and stays open: another reviewer
     (not the editor, not the submitter) must approve the edited text (four-eyes), seeing the diff."""
     now = clock_or_default(clock).now()
-    who = resolve_principal(runtime, principal)
-    item = get_review(runtime, item_id)
+    who = resolve_principal(rt, principal)
+    item = get_review(rt, item_id)
     _check_decision(item, decision, text, reason)
     try:
-        because = _reviewer_authority(runtime, who, item, decision)
+        because = _reviewer_authority(rt, who, item, decision)
     except Denied as exc:
-        raise _refused(runtime, who, item, decision, exc) from None
+        raise _refused(rt, who, item, decision, exc) from None
     values: dict[str, Any] = {
         "decided_by": who.id,
         "decided_at": now,
-        "comment": masked(runtime, comment) or None,
+        "comment": masked(rt, comment) or None,
     }
     if decision == "edit":
         assert text is not None
         try:
-            checks = check_edit(runtime, item, text)
+            checks = check_edit(rt, item, text)
         except Denied as exc:
-            raise _refused(runtime, who, item, decision, exc) from None
-        return _propose_edit(runtime, item, who, text, checks, values["comment"], because, now)
+            raise _refused(rt, who, item, decision, exc) from None
+        return _propose_edit(rt, item, who, text, checks, values["comment"], because, now)
     if decision == "approve":
         if item.edited_by is not None:  # approving another reviewer's edit: the edited text is sent
             values.update(decision="edited", final_text=item.final_text, diff=item.diff)
@@ -494,8 +491,8 @@ def decide_draft(
     else:
         values.update(decision="rejected", reject_reason=reason)
         to = "rejected"
-    done = _transition(runtime, item, to, now, **values)
-    runtime.audit.append(
+    done = _transition(rt, item, to, now, **values)
+    rt.audit.append(
         actor=who.id,
         action=f"review.{done.decision}",
         resource=f"review:{item.id}",
@@ -512,14 +509,12 @@ def decide_draft(
     return done
 
 
-def _cited_passages(runtime: Runtime, item: ReviewItem) -> dict[str, str]:
+def _cited_passages(rt: Runtime, item: ReviewItem) -> dict[str, str]:
     """Text of each passage the draft cites (``S1`` → chunk text), read from the index."""
     from sqlalchemy import select as sel
 
-    from charter.retrieval._tables import chunks, documents
-
     out: dict[str, str] = {}
-    with runtime.store.connect() as conn:
+    with rt.store.connect() as conn:
         for c in item.citations or []:
             if not isinstance(c, dict) or not isinstance(c.get("id"), str):
                 continue
@@ -539,15 +534,14 @@ def _cited_passages(runtime: Runtime, item: ReviewItem) -> dict[str, str]:
     return out
 
 
-def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
+def check_edit(rt: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     """The draft checks on a reviewer's edit, with the pipeline's own functions: citations must refer to the
     draft's passages, no canary token, no personal data or secret that no cited passage holds (refused with
     :class:`Denied`); groundedness is scored and recorded (``low_groundedness`` flags it for the second
     reviewer)."""
     from charter import _answer_checks as checks
-    from charter.pipeline import _embedder, _new_pii
 
-    passages = _cited_passages(runtime, item)
+    passages = _cited_passages(rt, item)
     cited_ids = {
         c["id"] for c in item.citations or [] if isinstance(c, dict) and isinstance(c.get("id"), str)
     }
@@ -561,15 +555,15 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     canaries = checks.find_canaries(normalised, normalised=True)
     if canaries:
         problems.append(f"{len(canaries)} canary token(s)")
-    pii = _new_pii(normalised, passages)
+    pii = checks.new_pii(normalised, passages)
     if pii:
         problems.append(f"personal data or secrets not in the cited passages: {', '.join(pii)}")
     if problems:
         raise Denied("the edit fails the draft checks: " + "; ".join(problems), reasons=problems)
-    scores = checks.score_sentences(cit.text, passages, _embedder(runtime), normalised=True)
+    scores = checks.score_sentences(cit.text, passages, checks.embedder_for(rt), normalised=True)
     grounded = checks.groundedness(scores) if scores else None
     flags = []
-    if grounded is not None and grounded < runtime.spec.review.groundedness_threshold:
+    if grounded is not None and grounded < rt.spec.review.groundedness_threshold:
         flags.append("low_groundedness")
     return {
         "groundedness": None if grounded is None else round(grounded, 4),
@@ -578,21 +572,21 @@ def check_edit(runtime: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     }
 
 
-def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
+def tick_reviews(rt: Runtime, now: datetime) -> list[str]:
     """Move open drafts past their SLA to their escalation rule's ``then`` role."""
     moved: list[str] = []
-    for item in list_reviews(runtime, status=list(OPEN_REVIEW_STATES), limit=100_000):
+    for item in list_reviews(rt, status=list(OPEN_REVIEW_STATES), limit=100_000):
         if item.sla_due_at is None or now < item.sla_due_at:
             continue
         trigger = item.escalation_reason or "always"
-        rule = escalation_rule(runtime, trigger, item.assigned_role)
+        rule = escalation_rule(rt, trigger, item.assigned_role)
         if rule is None or rule.then is None or rule.then == item.assigned_role:
             continue
-        following = escalation_rule(runtime, trigger, rule.then)
-        assigned_user, routing = route(runtime, item, rule.then)
+        following = escalation_rule(rt, trigger, rule.then)
+        assigned_user, routing = route(rt, item, rule.then)
         try:
             after = _transition(
-                runtime,
+                rt,
                 item,
                 "escalated",
                 now,
@@ -604,7 +598,7 @@ def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
             )
         except Conflict:
             continue
-        runtime.audit.append(
+        rt.audit.append(
             actor="system",
             action="review.escalated",
             resource=f"review:{item.id}",
@@ -622,9 +616,9 @@ def tick_reviews(runtime: Runtime, now: datetime) -> list[str]:
     return moved
 
 
-def review_stats(runtime: Runtime) -> dict[str, Any]:
+def review_stats(rt: Runtime) -> dict[str, Any]:
     """Counts of human decisions (``auto`` excluded) and the acceptance rate: approved as-is / decided."""
-    with runtime.store.connect() as conn:
+    with rt.store.connect() as conn:
         rows = conn.execute(select(review_items.c.decision).where(review_items.c.decision.is_not(None))).all()
     counts = {"approved": 0, "edited": 0, "rejected": 0, "auto": 0}
     for (d,) in rows:

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from charter.review._approvals import tick_approvals
-from charter.review._clock import Clock, clock_or_default
 from charter.review._drafts import tick_reviews
+from charter.store.clock import Clock, clock_or_default
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -30,11 +30,11 @@ class TickReport:
         return asdict(self)
 
 
-def tick(runtime: Runtime, *, clock: Clock | None = None) -> TickReport:
+def tick(rt: Runtime, *, clock: Clock | None = None) -> TickReport:
     """Expire and escalate whatever is due at ``clock.now()``."""
     now = clock_or_default(clock).now()
-    approvals = tick_approvals(runtime, now)
-    reviews = tick_reviews(runtime, now)
+    approvals = tick_approvals(rt, now)
+    reviews = tick_reviews(rt, now)
     return TickReport(
         at=now.isoformat(),
         approvals_expired=approvals["expired"],

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from charter.errors import NotFound, UsageError
+from charter.errors import Conflict, NotFound, UsageError
 from charter.server import _schemas as S
 from charter.server._app import state_of
 from charter.server._auth import require, require_any, require_capability, tool_callable
 from charter.spec import Principal
+from charter.telemetry import build_report, metrics_for, record_feedback, trace_list_filter, visible_trace
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -126,12 +127,11 @@ def list_traces(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> S.TraceList:
     """Recent requests: your own; everyone's with ``traces.read_all``."""
-    from charter import access
     from charter.pipeline import traces_for
 
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    who = access.trace_list_filter(rt, principal)
+    who = trace_list_filter(rt, principal)
     return S.TraceList.model_validate(
         {"items": _iso(traces_for(rt).list(status=status, principal_id=who, limit=limit))}
     )
@@ -144,16 +144,12 @@ def get_trace(request: Request, request_id: str, principal: Caller) -> Any:
     """One trace with every stage (masked as the charter says). Others' traces need ``traces.read_all``."""
     rt = _rt(request)
     require_any(rt, principal, ("ask", "traces.read_all"), "read traces")
-    from charter import access
-
-    return _iso([access.visible_trace(rt, principal, request_id)])[0]
+    return _iso([visible_trace(rt, principal, request_id)])[0]
 
 
 @router.post("/api/traces/{request_id}/feedback", response_model=S.IdOut, tags=["traces"])
 def feedback(request: Request, request_id: str, body: S.FeedbackIn, principal: Caller) -> S.IdOut:
     """Rate an answer (Cedar ``feedback``; only your own requests unless you may read all traces)."""
-    from charter.telemetry import record_feedback
-
     rt = _rt(request)
     require(rt, principal, "feedback")
     rating: int | str = body.rating
@@ -171,13 +167,13 @@ def list_reviews(
     request: Request, principal: Caller, status: Annotated[str | None, Query(max_length=40)] = None
 ) -> S.ReviewList:
     """Drafts you submitted or may decide now (parts from sources you cannot read are redacted)."""
-    from charter import access
+    from charter.review import assigned_to, redact_review
     from charter.review import list_reviews as items
 
     rt = _rt(request)
-    if not access.assigned_to(rt, principal):
+    if not assigned_to(rt, principal):
         require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    shown = [access.redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
+    shown = [redact_review(rt, principal, i) for i in items(rt, status=status, principal=principal)]
     return S.ReviewList.model_validate({"items": shown})
 
 
@@ -186,12 +182,12 @@ def list_reviews(
 )
 def get_review(request: Request, item_id: str, principal: Caller) -> Any:
     """One draft: yours, or one you may decide (404 otherwise, the same as a missing id)."""
-    from charter import access
+    from charter.review import assigned_to, redact_review, visible_review
 
     rt = _rt(request)
-    if not access.assigned_to(rt, principal, item_id):
+    if not assigned_to(rt, principal, item_id):
         require_any(rt, principal, ("review.submit", "review.decide"), "use the review queue")
-    return access.redact_review(rt, principal, access.visible_review(rt, principal, item_id))
+    return redact_review(rt, principal, visible_review(rt, principal, item_id))
 
 
 @router.post(
@@ -203,24 +199,23 @@ def get_review(request: Request, item_id: str, principal: Caller) -> Any:
 def decide_review(request: Request, item_id: str, body: S.ReviewDecisionIn, principal: Caller) -> Any:
     """Approve, edit or reject a draft (Cedar ``review.decide``; never your own). An edit needs another
     reviewer's approval before it can be sent."""
-    from charter import access
-    from charter.review import decide_draft
+    from charter.review import assigned_to, decide_draft, redact_review, visible_review
 
     rt = _rt(request)
-    if not access.assigned_to(rt, principal, item_id):
+    if not assigned_to(rt, principal, item_id):
         require(rt, principal, "review.decide")
-    access.visible_review(rt, principal, item_id)
+    visible_review(rt, principal, item_id)
     item = decide_draft(
         rt, item_id, principal, body.decision, text=body.text, reason=body.reason, comment=body.comment
     )
-    return access.redact_review(rt, principal, item)
+    return redact_review(rt, principal, item)
 
 
 # ------------------------------------------------------------------------------------------------ approvals
 def _visible_approval(rt: Runtime, principal: Principal, approval_id: str) -> Any:
-    from charter import access
+    from charter.review import visible_approval
 
-    return access.visible_approval(rt, principal, approval_id)
+    return visible_approval(rt, principal, approval_id)
 
 
 @router.get(
@@ -311,7 +306,6 @@ def resume_agent_run(request: Request, run_id: str, principal: Caller) -> Any:
     """Continue a run whose approvals are decided, now (the server also does it by itself); 409 when there is
     nothing to do yet (an approval is open, another worker has it, or it has ended)."""
     from charter.agents import resume_run, visible_run
-    from charter.errors import Conflict
 
     rt = _rt(request)
     require(rt, principal, "ask")
@@ -403,8 +397,6 @@ def report(
     """The operator report: usage, quality, cost, failures, source blame (Cedar ``reports.read``)."""
     import json
 
-    from charter.telemetry import build_report
-
     rt = _rt(request)
     require(rt, principal, "reports.read")
     doc = build_report(rt, since=timedelta(days=since_days), min_support=min_support, principal=principal)
@@ -419,8 +411,6 @@ def report(
 )
 def metrics(request: Request, principal: Caller) -> PlainTextResponse:
     """Prometheus metrics (a bearer token with ``reports.read`` or ``traces.read_all``)."""
-    from charter.telemetry import metrics_for
-
     rt = _rt(request)
     require_any(rt, principal, ("reports.read", "traces.read_all"), "read metrics")
     return PlainTextResponse(metrics_for(rt).exposition(), media_type="text/plain; version=0.0.4")

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from charter.server._auth import Authenticator, capabilities
 from charter.server._errors import install_error_handlers
 from charter.server._jobs import JobRunner
-from charter.telemetry import recording_channel
+from charter.telemetry import recording_channel, trace_store_for
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -358,8 +358,6 @@ def _start_background(state: ServerState) -> Callable[[], None]:
             stop_scheduler = getattr(state.scheduler, "stop", None)
             if callable(stop_scheduler):
                 stop_scheduler()
-        from charter.telemetry import trace_store_for
-
         trace_store_for(rt).flush()
 
     return stop
@@ -415,7 +413,7 @@ def create_app(
     _install_middleware(app, settings)
     for module in (_api, _launch, _openai, _console, _launch_pages):
         app.include_router(module.router)
-    from charter.mcp import mount_mcp  # MCP over streamable HTTP at /mcp (charter.mcp)
+    from charter.server._mcp_http import mount_mcp  # MCP over streamable HTTP at /mcp (charter.mcp)
 
     mount_mcp(app, state)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

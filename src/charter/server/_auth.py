@@ -32,6 +32,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from charter.access import allowed as allowed
+from charter.access import require as require
+from charter.access import tool_callable as tool_callable
+from charter.access import workflow_resource as workflow_resource
 from charter.errors import AuthenticationError, Denied
 from charter.server._errors import AuthThrottled, RateLimited
 
@@ -425,31 +429,6 @@ def client_of(request: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ authorisation
-def workflow_resource(rt: Runtime) -> str:
-    return f"workflow:{rt.spec.workflow.id}"
-
-
-def allowed(
-    rt: Runtime,
-    principal: Principal,
-    action: str,
-    resource: str | None = None,
-    context: dict[str, Any] | None = None,
-) -> bool:
-    return rt.authorizer.authorize(principal, action, resource or workflow_resource(rt), context).allowed
-
-
-def require(
-    rt: Runtime,
-    principal: Principal,
-    action: str,
-    resource: str | None = None,
-    context: dict[str, Any] | None = None,
-) -> None:
-    """Cedar must permit ``action``; a deny is audited and raised as :class:`Denied` (HTTP 403)."""
-    rt.authorizer.require(principal, action, resource or workflow_resource(rt), context, audit=rt.audit)
-
-
 def require_any(rt: Runtime, principal: Principal, actions: tuple[str, ...], what: str) -> None:
     if any(allowed(rt, principal, a) for a in actions):
         return
@@ -473,10 +452,6 @@ def approver_roles_of_charter(rt: Runtime) -> set[str]:
         for cond in getattr(approval, "conditions", None) or []:
             roles.add(cond.approver_role)
     return roles
-
-
-def tool_callable(rt: Runtime, principal: Principal, tool: str) -> bool:
-    return allowed(rt, principal, "tools.call", f"tool:{tool}", {"args": {}})
 
 
 def capabilities(rt: Runtime, principal: Principal) -> dict[str, bool]:

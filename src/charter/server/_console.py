@@ -23,6 +23,19 @@ from markupsafe import Markup, escape
 
 from charter import access
 from charter.errors import AuthenticationError, CharterException, Denied, NotFound
+from charter.review import (
+    REJECT_REASONS,
+    approver_roles,
+    assigned_to,
+    decide_approval,
+    decide_draft,
+    is_eligible_reviewer,
+    list_approvals,
+    list_reviews,
+    redact_review,
+    reviewer_roles,
+    visible_review,
+)
 from charter.server._app import state_of
 from charter.server._auth import (
     COOKIE,
@@ -34,6 +47,8 @@ from charter.server._auth import (
 )
 from charter.server._errors import status_for
 from charter.spec import Principal
+from charter.store.tables import chunks, documents
+from charter.telemetry import build_report, record_feedback, trace_list_filter, visible_trace
 
 log = logging.getLogger("charter.server")
 router = APIRouter(include_in_schema=False)
@@ -244,8 +259,6 @@ def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str
     """The text of each cited passage, re-checked against the document's current ACL."""
     from sqlalchemy import select
 
-    from charter.retrieval._tables import chunks, documents
-
     reader = access.Reader(rt, principal)
     out: dict[str, str] = {}
     for c in result.get("citations") or []:
@@ -271,8 +284,6 @@ def _passages(rt: Any, principal: Principal, result: dict[str, Any]) -> dict[str
 @router.post("/feedback/{request_id}", response_class=HTMLResponse)
 def feedback(request: Request, request_id: str, rating: str = Form(max_length=10)) -> Response:
     def page(p: Principal) -> Response:
-        from charter.telemetry import record_feedback
-
         rt = state_of(request).rt
         require(rt, p, "feedback")
         record_feedback(rt, request_id, p, rating=rating)
@@ -287,16 +298,14 @@ def feedback(request: Request, request_id: str, rating: str = Form(max_length=10
 @router.get("/review", response_class=HTMLResponse)
 def review_list(request: Request, status: str = "open") -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import list_reviews, reviewer_roles
-
         rt = state_of(request).rt
-        if not access.assigned_to(rt, p):
+        if not assigned_to(rt, p):
             require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
         statuses: list[str] | None = (
             ["pending", "escalated"] if status == "open" else (None if status == "all" else [status])
         )
         items = list_reviews(rt, status=statuses, principal=p)
-        rows = [{**access.redact_review(rt, p, i), "roles": reviewer_roles(rt, i)} for i in items]
+        rows = [{**redact_review(rt, p, i), "roles": reviewer_roles(rt, i)} for i in items]
         return _render(request, "review_list.html", p, items=rows, filter_status=status)
 
     return _page(request, page)
@@ -305,22 +314,20 @@ def review_list(request: Request, status: str = "open") -> Response:
 @router.get("/review/{item_id}", response_class=HTMLResponse)
 def review_item(request: Request, item_id: str) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import REJECT_REASONS
-
         rt = state_of(request).rt
-        if not access.assigned_to(rt, p, item_id):
+        if not assigned_to(rt, p, item_id):
             require_any(rt, p, ("review.submit", "review.decide"), "use the review queue")
-        item = access.visible_review(rt, p, item_id)
+        item = visible_review(rt, p, item_id)
         may_decide = (
             item.status in ("pending", "escalated")
-            and access.is_eligible_reviewer(rt, p, item)
+            and is_eligible_reviewer(rt, p, item)
             and (p.id == item.assigned_user or state_of(request).capabilities(p).get("review_decide", False))
         )
         return _render(
             request,
             "review_item.html",
             p,
-            item=access.redact_review(rt, p, item),
+            item=redact_review(rt, p, item),
             may_decide=may_decide,
             reject_reasons=REJECT_REASONS,
         )
@@ -338,10 +345,8 @@ def review_decide(
     comment: str = Form("", max_length=4000),
 ) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import decide_draft
-
         rt = state_of(request).rt
-        item = access.visible_review(rt, p, item_id)
+        item = visible_review(rt, p, item_id)
         if p.id != item.assigned_user:
             require(rt, p, "review.decide")
         if decision not in ("approve", "edit", "reject"):
@@ -372,8 +377,6 @@ def _upstream_of(rt: Any, tool: str) -> str | None:
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals(request: Request) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import approver_roles, list_approvals
-
         rt = state_of(request).rt
         require_capability(rt, p, "approvals", "see approval requests")
         rows = []
@@ -413,7 +416,6 @@ def approval_decide(
     reason: str = Form("", max_length=4000),
 ) -> Response:
     def page(p: Principal) -> Response:
-        from charter.review import decide_approval
         from charter.server._api import _visible_approval
 
         rt = state_of(request).rt
@@ -432,7 +434,6 @@ def approval_decide(
 def monitor(request: Request) -> Response:
     def page(p: Principal) -> Response:
         from charter.pipeline import traces_for
-        from charter.telemetry import build_report
 
         rt = state_of(request).rt
         require_capability(rt, p, "monitor", "see monitoring")
@@ -454,7 +455,7 @@ def monitor(request: Request) -> Response:
                 "alerts": firing_alerts(rt),
             }
         store = traces_for(rt)
-        who = access.trace_list_filter(rt, p)
+        who = trace_list_filter(rt, p)
         traces = store.list(principal_id=who, limit=25)
         return _render(request, "monitor.html", p, report=report, traces=traces, **extra)
 
@@ -466,7 +467,7 @@ def trace(request: Request, request_id: str) -> Response:
     def page(p: Principal) -> Response:
         rt = state_of(request).rt
         require_any(rt, p, ("ask", "traces.read_all"), "read traces")
-        return _render(request, "trace.html", p, trace=access.visible_trace(rt, p, request_id))
+        return _render(request, "trace.html", p, trace=visible_trace(rt, p, request_id))
 
     return _page(request, page)
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
+from charter.access import Reader
 from charter.errors import CharterException, IntegrityError, NotFound
 from charter.server import _schemas as S
 from charter.server._api import Caller, _iso, _rt
@@ -216,7 +217,6 @@ def eval_detail(rt: Runtime, jobs: Any, run_id: str) -> dict[str, Any]:
 
 def eval_report_response(rt: Runtime, principal: Principal, run_id: str, fmt: str) -> Response:
     """A stored eval run's report in ``fmt`` for ``principal`` (redacted by :mod:`charter.access`)."""
-    from charter.access import Reader
     from charter.evals import load_run, render_html, render_json, render_markdown
 
     if fmt not in EVAL_REPORT_MEDIA:

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from charter.access import Reader
 from charter.server._app import state_of
 from charter.server._auth import require, require_any, require_capability
 from charter.server._console import _page, _render
@@ -33,7 +34,7 @@ def _category_counts(rt: Any, run_ids: list[str]) -> dict[str, dict[str, int]]:
     """Hand-written and generated cases per category of each run (first repeat only), in one query."""
     from sqlalchemy import func, select
 
-    from charter.evals._tables import eval_results as r
+    from charter.store.tables import eval_results as r
 
     if not run_ids:
         return {}
@@ -108,7 +109,7 @@ def evals_start(request: Request, permission_probes: str | None = Form(None)) ->
 @router.get("/evals/{run_id}", response_class=HTMLResponse)
 def eval_page(request: Request, run_id: str) -> Response:
     def page(p: Principal) -> Response:
-        from charter.evals._report import AREAS, is_category_metric
+        from charter.evals import AREAS, is_category_metric
 
         st = state_of(request)
         require_any(st.rt, p, EVAL_READERS, "see evaluation runs")
@@ -121,7 +122,6 @@ def eval_page(request: Request, run_id: str) -> Response:
                 job=doc,
                 refresh=REFRESH_SECONDS if doc["status"] == "running" else None,
             )
-        from charter.access import Reader
         from charter.evals import load_run, report_data
 
         s = doc["summary"]

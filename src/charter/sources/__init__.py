@@ -17,10 +17,13 @@ Public API:
   :func:`source_config_hash`,
   :func:`last_successful_syncs` — the registry as operators (and the launch gate) see it.
 * :func:`screened_documents` and the ``source_screening`` table — documents instruction screening flagged at
-  sync (excluded sentences, quarantine and its approvals; written by :mod:`charter.screening`).
+  sync (excluded sentences, quarantine and its approvals; written and read by :mod:`charter.screening`,
+  re-exported here).
 """
 
-from charter.sources._acl import AclParseError, EffectiveAcl, effective_acl, is_valid_token, parse_acl
+from charter.documents import Document, acl_hash
+from charter.screening import screened_documents
+from charter.sources._acl import AclParseError, EffectiveAcl, effective_acl, parse_acl
 from charter.sources._connector import (
     AclEntry,
     Connector,
@@ -34,8 +37,6 @@ from charter.sources._connector import (
     connector_names,
     get_connector,
 )
-from charter.sources._document import Document, acl_hash
-from charter.sources._screened import screened_documents
 from charter.sources._status import (
     Freshness,
     acl_freshness,
@@ -48,7 +49,8 @@ from charter.sources._status import (
     source_statuses,
 )
 from charter.sources._sync import Syncer, SyncProgress, SyncSummary, source_config_hash, sync_sources
-from charter.sources._tables import source_screening
+from charter.spec import is_valid_token
+from charter.store.tables import source_screening
 
 __all__ = [
     "AclEntry",

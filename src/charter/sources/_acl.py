@@ -13,22 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from charter.errors import CharterError
+from charter.spec import is_valid_token
 
 if TYPE_CHECKING:
     from charter.spec import Source
 
-_ID = r"[a-z][a-z0-9_.-]{0,99}"
-_TOKEN = re.compile(rf"^(?:public|group:{_ID}|user:{_ID})$")
 MAX_ACL_TOKENS = 1000
 
 
 class AclParseError(CharterError):
     """An ACL value that is not a list of valid tokens; connectors turn it into ``Document.acl_error``."""
-
-
-def is_valid_token(token: str) -> bool:
-    """Whether ``token`` is ``public``, ``group:<id>`` or ``user:<id>``."""
-    return bool(_TOKEN.match(token))
 
 
 def parse_acl(value: Any) -> frozenset[str]:

@@ -32,9 +32,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from charter.documents import Document
 from charter.errors import CharterRuntimeError, UsageError
 from charter.plugins import Registry, origin_of
-from charter.sources._document import Document
 from charter.spec import Source
 
 DEFAULT_MAX_BYTES = 20_000_000  # per file / per line; bigger ones are skipped and reported

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
+from charter.documents import Document
 from charter.sources._acl import AclParseError, parse_acl, parse_acl_file
 from charter.sources._connector import ConnectorContext, Failed, SourceUnavailable, connector
-from charter.sources._document import Document
 from charter.sources._extract import (
     ExtractionError,
     decode_text,

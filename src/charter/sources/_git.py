@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from charter.documents import Document
 from charter.sources._acl import AclParseError, glob_match, parse_acl_file, rule_acl
 from charter.sources._connector import (
     AclEntry,
@@ -44,7 +45,6 @@ from charter.sources._connector import (
     Unchanged,
     connector,
 )
-from charter.sources._document import Document
 from charter.sources._extract import decode_text, first_heading, html_to_text, split_front_matter
 from charter.spec import GitOptions
 

@@ -17,9 +17,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from charter.documents import Document
 from charter.sources._acl import AclParseError, parse_acl
 from charter.sources._connector import ConnectorContext, Failed, SourceUnavailable, connector
-from charter.sources._document import Document
 from charter.sources._extract import ExtractionError, parse_timestamp
 from charter.sources._files import open_source_file
 

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from charter.sources._sync import source_config_hash
-from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.spec import Source
 from charter.store import utcnow
+from charter.store.tables import source_documents, source_state, sync_runs
 
 if TYPE_CHECKING:
+    from charter.context import RuntimeContext
     from charter.retrieval import Index
-    from charter.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -71,30 +71,30 @@ _LAST_SUCCESS = select(source_state.c.source_id, source_state.c.last_success_at)
 )
 
 
-def last_successful_syncs(rt: Runtime) -> dict[str, datetime]:
+def last_successful_syncs(rt: RuntimeContext) -> dict[str, datetime]:
     """Last successful sync time per source id."""
     with rt.store.connect() as conn:
         return dict(conn.execute(_LAST_SUCCESS).tuples().all())
 
 
-def source_freshness(rt: Runtime, now: datetime | None = None) -> dict[str, Freshness]:
+def source_freshness(rt: RuntimeContext, now: datetime | None = None) -> dict[str, Freshness]:
     """Freshness of every source in the charter (the retrieve stage flags or excludes stale ones)."""
     now = now or utcnow()
     last = last_successful_syncs(rt)
     return {s.id: freshness(s, last.get(s.id), now) for s in rt.spec.sources}
 
 
-#: Runtime state key of a source's approval recorded in the database (``charter sources approve SOURCE``).
+#: RuntimeContext state key of a source's approval recorded in the database (``charter sources approve SOURCE``).
 APPROVAL_KEY_PREFIX = "sources.approval."
 
 
-def recorded_approval(rt: Runtime, source_id: str) -> dict[str, Any] | None:
+def recorded_approval(rt: RuntimeContext, source_id: str) -> dict[str, Any] | None:
     """The approval recorded in the database for ``source_id`` (``{by, at, config_hash}``), or None."""
     value = rt.get_state(APPROVAL_KEY_PREFIX + source_id)
     return dict(value) if isinstance(value, dict) else None
 
 
-def approve_source(rt: Runtime, source: Source, actor: str) -> dict[str, Any]:
+def approve_source(rt: RuntimeContext, source: Source, actor: str) -> dict[str, Any]:
     """Record ``actor``'s approval of ``source``'s current configuration in the database (audited).
 
     Like prompt approvals, it lives in the database, not the charter: approving a source does not change
@@ -112,7 +112,7 @@ def approve_source(rt: Runtime, source: Source, actor: str) -> dict[str, Any]:
     return record
 
 
-def approval_status(rt: Runtime, source: Source) -> dict[str, Any]:
+def approval_status(rt: RuntimeContext, source: Source) -> dict[str, Any]:
     """Who approved the source and whether the approval still covers its current configuration.
 
     The approval is the one recorded in the database (``charter sources approve SOURCE``) when there is
@@ -154,7 +154,7 @@ def approval_status(rt: Runtime, source: Source) -> dict[str, Any]:
 
 
 def source_statuses(
-    rt: Runtime,
+    rt: RuntimeContext,
     *,
     index: Index | None = None,
     now: datetime | None = None,
@@ -226,7 +226,7 @@ def source_statuses(
 
 
 def source_documents_listing(
-    rt: Runtime, source_id: str, *, index: Index | None = None
+    rt: RuntimeContext, source_id: str, *, index: Index | None = None
 ) -> list[dict[str, Any]]:
     """Documents of one source as the last sync recorded them, with chunk counts from the index."""
     if index is None:

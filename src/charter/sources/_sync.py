@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from charter.documents import Document, acl_hash
 from charter.errors import CharterException, Conflict, UsageError
 from charter.screening import forget_screened, screen_pending
 from charter.sources._acl import EffectiveAcl, effective_acl
@@ -67,14 +68,13 @@ from charter.sources._connector import (
     Unchanged,
     get_connector,
 )
-from charter.sources._document import Document, acl_hash
-from charter.sources._tables import source_documents, source_state, sync_runs
 from charter.spec import Source, section_hash
 from charter.store import utcnow
+from charter.store.tables import source_documents, source_state, sync_runs
 
 if TYPE_CHECKING:
+    from charter.context import RuntimeContext
     from charter.retrieval import DocState, DocumentWrite, Index, Prepared
-    from charter.runtime import Runtime
 
 MAX_REASON_CHARS = 300
 MAX_LISTED = 200  # failures / private documents listed per summary (counts are always complete)
@@ -188,7 +188,7 @@ def _pid_alive(pid: int) -> bool:
 class _Catalog:
     """The per-document catalog of one source, written in small batches (it heals itself on re-sync)."""
 
-    def __init__(self, rt: Runtime, source_id: str, now: Callable[[], datetime]) -> None:
+    def __init__(self, rt: RuntimeContext, source_id: str, now: Callable[[], datetime]) -> None:
         self.rt, self.source_id, self.now = rt, source_id, now
         with rt.store.connect() as conn:
             rows = conn.execute(select(source_documents).where(source_documents.c.source_id == source_id))
@@ -290,7 +290,7 @@ class Syncer:
 
     def __init__(
         self,
-        rt: Runtime,
+        rt: RuntimeContext,
         index: Index | None = None,
         *,
         actor: str = "system",
@@ -919,7 +919,7 @@ def _upsert_state(conn: Any, source_id: str, values: dict[str, Any]) -> None:
 
 
 def sync_sources(
-    rt: Runtime,
+    rt: RuntimeContext,
     source_id: str | None = None,
     *,
     index: Index | None = None,

@@ -24,7 +24,7 @@ from charter.spec._schema import (
     WebOptions,
     WorkflowKind,
 )
-from charter.spec._types import parse_duration
+from charter.spec._types import is_valid_token, parse_duration
 from charter.spec._yaml import LocatedYAML, load_yaml_file
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "canonical_json",
     "find_charter",
     "fingerprint",
+    "is_valid_token",
     "load_charter",
     "load_yaml_file",
     "parse_duration",

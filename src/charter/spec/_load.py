@@ -505,8 +505,13 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_charter(path: Path | str | None = None, *, check_policies: bool = True) -> LoadedCharter:
-    """Load and fully check a charter. Raises :class:`SpecError` listing *every* problem found."""
+def load_charter(path: Path | str | None = None) -> LoadedCharter:
+    """Load and check a charter: schema, users, cross-references, referenced files. Raises
+    :class:`SpecError` listing *every* problem found.
+
+    Its Cedar policies are checked one layer up, by :func:`charter.policy.load_checked_charter` (what
+    ``Runtime.open`` and ``charter check`` use): compiling them needs the policy package, which builds on
+    this one."""
     path = find_charter(path)
     located = load_yaml_file(path, display=_display(path))
     spec, problems, partial = _validate(Charter, located)
@@ -539,10 +544,4 @@ def load_charter(path: Path | str | None = None, *, check_policies: bool = True)
                 field="workflow.kind",
             )
         )
-    if check_policies:
-        from charter.policy import check_policy_files
-
-        policy_problems = check_policy_files(loaded)
-        if policy_problems:
-            raise SpecError(policy_problems)
     return loaded

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from charter.spec._types import Comparator, Duration, Identifier, parse_threshold
+from charter.errors import UsageError
+from charter.spec._types import Comparator, Duration, Identifier, is_valid_token, parse_threshold
 
 Sensitivity = Literal["public", "internal", "confidential", "restricted"]
 SENSITIVITY_ORDER: dict[str, int] = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
@@ -226,8 +227,6 @@ class AclRule(Section):
     @field_validator("acl")
     @classmethod
     def _tokens(cls, v: list[str]) -> list[str]:
-        from charter.sources._acl import is_valid_token
-
         bad = [t for t in v if not is_valid_token(t)]
         if bad:
             raise ValueError(f"invalid ACL token {bad[0]!r} (expected 'public', 'group:<id>' or 'user:<id>')")
@@ -852,7 +851,6 @@ class Monitoring(Section):
     @classmethod
     def _canaries_compile(cls, value: list[str]) -> list[str]:
         from charter.canaries import validate_pattern
-        from charter.errors import UsageError
 
         try:
             return [validate_pattern(p) for p in value]

@@ -29,6 +29,16 @@ def parse_duration(value: Any) -> timedelta:
     raise ValueError(f"expected a duration such as '4h', '30m' or '90d', got {value!r}")
 
 
+_ACL_ID = r"[a-z][a-z0-9_.-]{0,99}"
+_ACL_TOKEN = re.compile(rf"^(?:public|group:{_ACL_ID}|user:{_ACL_ID})$")
+
+
+def is_valid_token(token: str) -> bool:
+    """Whether ``token`` is an ACL token: ``public``, ``group:<id>`` or ``user:<id>`` (the charter's ACL
+    rules and every connector's document ACLs, :mod:`charter.sources`, use this one rule)."""
+    return bool(_ACL_TOKEN.match(token))
+
+
 def format_duration(value: timedelta) -> str:
     # integer milliseconds: float seconds turn 1001 ms into 1000.9999…
     ms = round(value / timedelta(milliseconds=1))

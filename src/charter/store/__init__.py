@@ -1,11 +1,11 @@
 """Storage: SQLAlchemy Core tables, Alembic migrations, SQLite (default) and PostgreSQL engines.
 
-Every package defines its tables in its own ``_tables.py`` on the shared :data:`metadata`; the schema is
-created and upgraded only by the append-only migrations in ``charter/store/migrations/versions``.
+Every table of every package is defined in :mod:`charter.store.tables`, on the shared :data:`metadata`;
+the schema is created and upgraded only by the append-only migrations in
+``charter/store/migrations/versions``.
 """
 
 from charter.errors import StoreUnavailable
-from charter.store._core_tables import rate_limit_windows, state
 from charter.store._engine import (
     MIGRATIONS_DIR,
     Store,
@@ -17,6 +17,7 @@ from charter.store._engine import (
 from charter.store._perms import private_dir, storage_wide_modes, write_private
 from charter.store._sealing import Sealer, create_secret_file, sealer_for
 from charter.store._types import UTCDateTime, metadata, utcnow
+from charter.store.tables import rate_limit_windows, state
 
 __all__ = [
     "MIGRATIONS_DIR",

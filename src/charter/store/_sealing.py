@@ -15,14 +15,11 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from charter.errors import IntegrityError
-
-if TYPE_CHECKING:
-    from charter.runtime import Runtime
 
 PREFIX = "sealed:v1:"
 _CACHE: dict[str, Sealer] = {}
@@ -97,7 +94,22 @@ def create_secret_file(path: Path, data: bytes) -> bytes:
     return path.read_bytes().strip()
 
 
-def sealer_for(rt: Runtime) -> Sealer:
+class _SealerSlot(Protocol):
+    sealer: tuple[tuple[str | None, Path], Sealer] | None  # (key env and folder it was loaded for, it)
+
+
+class SealingContext(Protocol):
+    """What :func:`sealer_for` uses of a runtime (:class:`charter.runtime.Runtime`): its key folder and the
+    slot of :class:`charter.runtime.Services` where the sealer is kept."""
+
+    @property
+    def key_dir(self) -> Path: ...
+
+    @property
+    def services(self) -> _SealerSlot: ...
+
+
+def sealer_for(rt: SealingContext) -> Sealer:
     """The runtime's sealer (:meth:`Sealer.load_or_create` for its key folder), kept on the runtime while
     ``CHARTER_SEALING_KEY`` and the key folder stay what they were (every sealed value asks for it)."""
     which = (os.environ.get("CHARTER_SEALING_KEY"), rt.key_dir)

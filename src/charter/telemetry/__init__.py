@@ -10,10 +10,14 @@ Public API:
 * Masking at one choke point: :func:`masker_for`, :func:`mask_text`, :func:`mask_value` (use these on every
   write path), :class:`Masker`, :class:`PresidioMasker` (default), :class:`PatternMasker`,
   :func:`protect`, :data:`REDACTED`.
+* Who may open which trace: :func:`visible_trace`, :func:`trace_list_filter` (:mod:`charter.access`'s
+  rules on the trace store).
 * Feedback: :func:`record_feedback`, :data:`FEEDBACK_REASONS`, :func:`review_decisions`.
 * Metrics: :func:`metrics_for` (a per-runtime ``CollectorRegistry``; ``.exposition()``).
 * OpenTelemetry: :class:`TraceExporter`, :data:`SEMCONV_VERSION`.
 * Report: :func:`build_report`, :func:`render_report`, :func:`wilson_interval`, :func:`error_signature`.
+* Alerts: :func:`alerts_once`, :func:`firing_alerts`; :func:`notify` sends to the charter's
+  ``drift.notify`` (alerts and the gate's drift regressions).
 * Retention: :func:`apply_retention`, :class:`RetentionScheduler`.
 * Server start-up: :func:`start_server_telemetry` (background trace writes + periodic retention).
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from charter.telemetry._alerts import alerts_once, firing_alerts
+from charter.telemetry._alerts import alerts_once, firing_alerts, notify
 from charter.telemetry._clusters import cases_from_cluster, find_cluster
 from charter.telemetry._feedback import FEEDBACK_REASONS, record_feedback, review_decisions
 from charter.telemetry._metrics import RuntimeMetrics, metrics_for
@@ -35,6 +39,7 @@ from charter.telemetry._retention import (
     start_server_telemetry,
 )
 from charter.telemetry._trends import wilson_interval
+from charter.telemetry._visibility import trace_list_filter, visible_trace
 from charter.telemetry._wiring import mask_text, mask_value, masker_for, masking_salt, trace_store_for
 from charter.telemetry.masking import REDACTED, Masker, NullMasker, PatternMasker, protect
 from charter.telemetry.traces import (
@@ -96,13 +101,16 @@ __all__ = [
     "masker_for",
     "masking_salt",
     "metrics_for",
+    "notify",
     "protect",
     "record_feedback",
     "recording_channel",
     "render_report",
     "review_decisions",
     "start_server_telemetry",
+    "trace_list_filter",
     "trace_store_for",
     "trend_charts",
+    "visible_trace",
     "wilson_interval",
 ]

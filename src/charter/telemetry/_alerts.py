@@ -33,12 +33,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, case, func, select
 
 from charter.store import utcnow
-from charter.telemetry._trace_tables import traces
+from charter.store.switches import read_kill_switch
+from charter.store.tables import traces
 from charter.telemetry._trends import SERVED, period_aggregates, sum_cost
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
+_drift_log = logging.getLogger("charter.gate")  # what drift.notify sends is logged as the gate's
 log = logging.getLogger("charter.monitor")
 ALERTS_STATE_KEY = "monitor.alerts"
 AUDIT_VERIFY_KEY = "monitor.audit_verify"
@@ -67,7 +69,7 @@ class Alert:
         return asdict(self)
 
 
-def _owner(rt: Runtime, duty: str) -> dict[str, str]:
+def _owner(rt: TelemetryRuntime, duty: str) -> dict[str, str]:
     return {"duty": duty, "principal": str(getattr(rt.spec.owners, duty))}
 
 
@@ -76,7 +78,7 @@ def _month_start(now: datetime) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------- budget
-def budget_projection(rt: Runtime, now: datetime | None = None) -> dict[str, float]:
+def budget_projection(rt: TelemetryRuntime, now: datetime | None = None) -> dict[str, float]:
     """Month-to-date spend (from the traces) and its projection to the month's end at the current pace."""
     now = now or utcnow()
     start = _month_start(now)
@@ -94,7 +96,7 @@ def budget_projection(rt: Runtime, now: datetime | None = None) -> dict[str, flo
     }
 
 
-def _budget(rt: Runtime, now: datetime) -> list[Alert]:
+def _budget(rt: TelemetryRuntime, now: datetime) -> list[Alert]:
     b = budget_projection(rt, now)
     limit = rt.spec.drift.alerts.budget_projection_ratio * rt.spec.budgets.monthly_usd
     if b["projected_usd"] <= limit:
@@ -116,7 +118,7 @@ def _budget(rt: Runtime, now: datetime) -> list[Alert]:
 
 
 # ------------------------------------------------------------------------------------------- escalations
-def escalation_rates(rt: Runtime, now: datetime) -> dict[str, Any]:
+def escalation_rates(rt: TelemetryRuntime, now: datetime) -> dict[str, Any]:
     """Requests and escalations per reason in the recent window and in the baseline before it."""
     a = rt.spec.drift.alerts
     cut = now - a.escalation_window
@@ -131,7 +133,7 @@ def escalation_rates(rt: Runtime, now: datetime) -> dict[str, Any]:
     return {"baseline_requests": n[0], "recent_requests": n[1], "by_reason": by}
 
 
-def _escalations(rt: Runtime, now: datetime) -> list[Alert]:
+def _escalations(rt: TelemetryRuntime, now: datetime) -> list[Alert]:
     a = rt.spec.drift.alerts
     r = escalation_rates(rt, now)
     nb, nr = r["baseline_requests"], r["recent_requests"]
@@ -162,7 +164,7 @@ def _escalations(rt: Runtime, now: datetime) -> list[Alert]:
 
 
 # ------------------------------------------------------------------------------------------- latency SLO
-def latency_burn(rt: Runtime, now: datetime) -> dict[str, dict[str, float]]:
+def latency_burn(rt: TelemetryRuntime, now: datetime) -> dict[str, dict[str, float]]:
     """Per window: served requests, those slower than ``latency.p95_ms``, and the burn rate."""
     target = rt.spec.latency.p95_ms
     budget = 1 - rt.spec.drift.alerts.latency_objective
@@ -184,7 +186,7 @@ def latency_burn(rt: Runtime, now: datetime) -> dict[str, dict[str, float]]:
     return out
 
 
-def _latency(rt: Runtime, now: datetime) -> list[Alert]:
+def _latency(rt: TelemetryRuntime, now: datetime) -> list[Alert]:
     burn = latency_burn(rt, now)
     for long, short, factor, severity in BURN_WINDOWS:
         lw, sw = burn[str(long)], burn[str(short)]
@@ -209,7 +211,7 @@ def _latency(rt: Runtime, now: datetime) -> list[Alert]:
 
 
 # ------------------------------------------------------------------------------------------- the rest
-def _freshness(rt: Runtime, now: datetime) -> list[Alert]:
+def _freshness(rt: TelemetryRuntime, now: datetime) -> list[Alert]:
     from charter.sources import last_successful_syncs
 
     try:
@@ -236,7 +238,7 @@ def _freshness(rt: Runtime, now: datetime) -> list[Alert]:
     return out
 
 
-def verify_audit(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
+def verify_audit(rt: TelemetryRuntime, now: datetime | None = None) -> dict[str, Any]:
     """Verify the audit chain and remember the result (the ``charter_audit_verify_ok`` metric reads it)."""
     v = rt.audit.verify()
     record = {
@@ -250,7 +252,7 @@ def verify_audit(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     return record
 
 
-def _audit(rt: Runtime, now: datetime) -> list[Alert]:
+def _audit(rt: TelemetryRuntime, now: datetime) -> list[Alert]:
     v = verify_audit(rt, now)
     if v["ok"]:
         return []
@@ -265,10 +267,8 @@ def _audit(rt: Runtime, now: datetime) -> list[Alert]:
     ]
 
 
-def _kill(rt: Runtime, now: datetime) -> list[Alert]:
-    from charter.tools import is_killed
-
-    if not is_killed(rt):
+def _kill(rt: TelemetryRuntime, now: datetime) -> list[Alert]:
+    if not read_kill_switch(rt.store):
         return []
     return [
         Alert(
@@ -292,7 +292,7 @@ CONDITIONS = {
 
 
 def evaluate_alerts(
-    rt: Runtime, now: datetime | None = None, *, only: tuple[str, ...] | None = None
+    rt: TelemetryRuntime, now: datetime | None = None, *, only: tuple[str, ...] | None = None
 ) -> list[Alert]:
     """Every firing alert at ``now`` (``only``: a subset of :data:`CONDITIONS`)."""
     now = now or utcnow()
@@ -303,13 +303,28 @@ def evaluate_alerts(
     return out
 
 
+def notify(rt: TelemetryRuntime, payload: dict[str, Any]) -> str:
+    """Send ``payload`` to ``drift.notify``; returns how it went; never raises (failures are logged, on the
+    ``charter.gate`` logger). Drift regressions (:mod:`charter.gate`) and alerts are sent through it."""
+    target = rt.spec.drift.notify or "log"
+    if target.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            resp = httpx.post(target, json=payload, timeout=10)
+            return f"webhook {resp.status_code}"
+        except httpx.HTTPError as exc:
+            _drift_log.error("gate drift webhook failed: %s; payload: %s", exc, payload)
+            return f"webhook failed: {exc}"
+    _drift_log.warning("gate drift regression: %s", payload)
+    return "log"
+
+
 def alerts_once(
-    rt: Runtime, now: datetime | None = None, *, actor: str = "system:monitor-alerts"
+    rt: TelemetryRuntime, now: datetime | None = None, *, actor: str = "system:monitor-alerts"
 ) -> dict[str, Any]:
     """Evaluate the alerts, notify ``drift.notify`` of those that started or stopped firing since the last
     pass (no repeats while an alert keeps firing), audit each change and remember the firing set."""
-    from charter.gate._drift import notify
-
     now = now or utcnow()
     if not rt.spec.drift.alerts.enabled:
         return {"firing": [], "started": [], "resolved": [], "notified": None}
@@ -362,7 +377,7 @@ def alerts_once(
     }
 
 
-def firing_alerts(rt: Runtime) -> dict[str, Any]:
+def firing_alerts(rt: TelemetryRuntime) -> dict[str, Any]:
     """What the last drift pass found firing (for the console)."""
     value = rt.get_state(ALERTS_STATE_KEY)
     return value if isinstance(value, dict) else {"at": None, "firing": {}}

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from charter.errors import IntegrityError
+from charter.store import private_dir
 from charter.telemetry._audit_types import Checkpoint
 
 try:  # POSIX; elsewhere concurrent anchor updates are only best effort
@@ -63,8 +64,6 @@ def read_sealed_from(path: Path) -> int | None:
 def mark_sealed(path: Path, seq: int, database: str) -> bool:
     """Record once that every entry after ``seq`` is sealed (kept by later anchor updates). False if the
     anchor could not be written, or is corrupt (left for verify to report)."""
-    from charter.store import private_dir
-
     try:
         private_dir(path.parent)
         with _locked(path):

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal, literal_column, select, union_all
 
+from charter.errors import NotFound, UsageError
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import feedback, traces
 from charter.telemetry._trends import _has_reviews, day_expr
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
 Embed = Callable[[list[str]], Sequence[Sequence[float]]]
 
@@ -121,7 +121,7 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 # ------------------------------------------------------------------------------------------- the SQL
-def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
+def _failure_rows(rt: TelemetryRuntime, start: datetime, end: datetime) -> Any:
     """One select of ``(request_id, started_at, category)`` for every failure in the window except
     thumbs-down (their reasons are a JSON list: :func:`_feedback_failures`)."""
     t = traces.c
@@ -141,7 +141,7 @@ def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
     ]
     selects = list(parts)
     if _has_reviews(rt.store):
-        from charter.review._tables import review_items as ri
+        from charter.store.tables import review_items as ri
 
         selects.append(
             select(
@@ -157,7 +157,9 @@ def _failure_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
     return union_all(*selects).subquery("failures")
 
 
-def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tuple[str, datetime, str]]:
+def _feedback_failures(
+    rt: TelemetryRuntime, start: datetime, end: datetime
+) -> list[tuple[str, datetime, str]]:
     """Thumbs-down per reason (reasons are a JSON list, so they are split here; there are few rows)."""
     t = traces.c
     # on SQLite, `+started_at` keeps the planner from walking the window's traces (hundreds of thousands)
@@ -180,7 +182,7 @@ def _feedback_failures(rt: Runtime, start: datetime, end: datetime) -> list[tupl
 
 
 def failure_counts(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     start: datetime,
     end: datetime,
     feedback_rows: list[tuple[str, datetime, str]] | None = None,
@@ -215,7 +217,7 @@ def failure_counts(
     return dict(per_day)
 
 
-def _questions(rt: Runtime, request_ids: list[str]) -> dict[str, str | None]:
+def _questions(rt: TelemetryRuntime, request_ids: list[str]) -> dict[str, str | None]:
     """The stored (masked) question of each request, masked again if the policy stores it raw."""
     policy = rt.spec.monitoring.fields.get("question", "masked")
     out: dict[str, str | None] = {}
@@ -244,7 +246,7 @@ def _trend(first: int, second: int) -> str:
     return "rising" if ratio >= 1.25 else ("falling" if ratio <= 0.8 else "steady")
 
 
-def _owner(rt: Runtime, category: str) -> dict[str, str]:
+def _owner(rt: TelemetryRuntime, category: str) -> dict[str, str]:
     duty = owner_duty(category)
     return {"duty": duty, "principal": str(getattr(rt.spec.owners, duty))}
 
@@ -275,7 +277,7 @@ def _examples(ids: list[str], cats_of: dict[str, set[str]], questions: dict[str,
 
 
 def _categories(
-    rt: Runtime, per_day: dict[str, Counter[str]], mid: datetime, example: dict[str, str]
+    rt: TelemetryRuntime, per_day: dict[str, Counter[str]], mid: datetime, example: dict[str, str]
 ) -> list[dict[str, Any]]:
     halves: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     mid_day = mid.date().isoformat()
@@ -300,7 +302,7 @@ def _categories(
 
 
 def build_failures(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     *,
     since: timedelta = timedelta(days=28),
     now: datetime | None = None,
@@ -433,11 +435,14 @@ def cluster_questions(
 
 
 def find_cluster(
-    rt: Runtime, cluster_id: str, *, since: timedelta, now: datetime | None = None, embed: Embed | None = None
+    rt: TelemetryRuntime,
+    cluster_id: str,
+    *,
+    since: timedelta,
+    now: datetime | None = None,
+    embed: Embed | None = None,
 ) -> dict[str, Any]:
     """The cluster ``cluster_id`` as :func:`build_failures` reports it (any size), or ``NotFound``."""
-    from charter.errors import NotFound
-
     report = build_failures(rt, since=since, now=now, embed=embed, min_cluster=1, top=10_000)
     for c in report["clusters"]:
         if c["id"] == cluster_id:
@@ -462,13 +467,11 @@ EXPECT_FOR: dict[str, str] = {
 
 
 def cases_from_cluster(
-    rt: Runtime, cluster: dict[str, Any], *, ask_as: str, max_cases: int = 5, today: str = ""
+    rt: TelemetryRuntime, cluster: dict[str, Any], *, ask_as: str, max_cases: int = 5, today: str = ""
 ) -> list[dict[str, Any]]:
     """Eval cases (eval-set YAML dicts) from a cluster's distinct masked questions: ``prod-<cluster>-<n>``,
     category ``edge``, ``expect`` per :data:`EXPECT_FOR` (default ``answer``), tagged ``production``, with
     the categories and request ids in ``notes`` so the owner can add ``expected_sources``/``must_include``."""
-    from charter.errors import UsageError
-
     questions = _questions(rt, list(cluster["requests"]))
     seen: set[str] = set()
     picked: list[tuple[str, str]] = []

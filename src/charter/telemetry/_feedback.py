@@ -15,12 +15,11 @@ from sqlalchemy import inspect, select
 
 from charter.errors import NotFound, UsageError
 from charter.store import Store, utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import feedback, traces
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
     from charter.spec import Principal
+    from charter.telemetry._runtime import TelemetryRuntime
 
 #: Why an answer was rated down (or up). Unknown categories are refused.
 FEEDBACK_REASONS: tuple[str, ...] = (
@@ -40,7 +39,7 @@ REVIEW_OUTCOMES: dict[str, str] = {"approved": "unchanged", "edited": "edited", 
 
 
 def record_feedback(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     request_id: str,
     principal: Principal,
     *,
@@ -134,7 +133,7 @@ def review_decisions(
     """
     if not _has_table(store, "review_items"):
         return []
-    from charter.review._tables import review_items as ri
+    from charter.store.tables import review_items as ri
 
     q = select(ri.c.request_id, ri.c.decision, ri.c.reject_reason, ri.c.decided_at).where(
         ri.c.decision.in_(list(REVIEW_OUTCOMES))

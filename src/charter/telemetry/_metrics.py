@@ -22,11 +22,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Select, case, func, select
 
 from charter.store import Store, utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_spans, traces
+from charter.store.switches import read_kill_switch
+from charter.store.tables import feedback, trace_spans, traces
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
 #: Latency buckets in seconds (per stage and per request).
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -147,7 +147,7 @@ def _month_spent(conn: Any) -> float:
 class DatabaseCollector(Collector):
     """Collects Charter's metrics from the store (see the module docstring)."""
 
-    def __init__(self, rt: Runtime, *, ttl: float = 5.0) -> None:
+    def __init__(self, rt: TelemetryRuntime, *, ttl: float = 5.0) -> None:
         self.rt = rt
         self.store: Store = rt.store
         self.ttl = ttl
@@ -257,13 +257,12 @@ class DatabaseCollector(Collector):
     def _operations(self, wf: str) -> Iterator[Metric]:
         """The kill switch and the drift loop's last audit chain verification."""
         from charter.telemetry._alerts import AUDIT_VERIFY_KEY
-        from charter.tools import is_killed
 
         yield _gauge(
             "charter_kill_switch_engaged",
             "1 while the workflow's kill switch is on.",
             wf,
-            float(is_killed(self.rt)),
+            float(read_kill_switch(self.rt.store)),
         )
         verified = self.rt.get_state(AUDIT_VERIFY_KEY)
         ok = -1.0 if not isinstance(verified, dict) else (1.0 if verified.get("ok") else 0.0)
@@ -331,7 +330,7 @@ def _month_start(now: datetime) -> datetime:
 class RuntimeMetrics:
     """A runtime's metrics: its own registry with the database collector."""
 
-    def __init__(self, rt: Runtime, *, ttl: float = 5.0) -> None:
+    def __init__(self, rt: TelemetryRuntime, *, ttl: float = 5.0) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = DatabaseCollector(rt, ttl=ttl)
         self.registry.register(self.collector)
@@ -344,7 +343,7 @@ class RuntimeMetrics:
         return generate_latest(self.registry).decode()
 
 
-def metrics_for(rt: Runtime) -> RuntimeMetrics:
+def metrics_for(rt: TelemetryRuntime) -> RuntimeMetrics:
     """The runtime's metrics (built once)."""
     cached = rt.services.metrics
     if cached is None:

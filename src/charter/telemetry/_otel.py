@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
 SEMCONV_VERSION = "1.41.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
@@ -90,7 +90,7 @@ class TraceExporter:
         return exp
 
     @classmethod
-    def for_runtime(cls, rt: Runtime) -> TraceExporter:
+    def for_runtime(cls, rt: TelemetryRuntime) -> TraceExporter:
         ex = rt.spec.monitoring.exporters
         if not ex.otlp_endpoint:
             from charter.errors import UsageError

@@ -34,13 +34,12 @@ from sqlalchemy import Integer, case, cast, distinct, func, or_, select, true
 
 from charter.access import DocRef, Reader, document_redaction, scrub_documents
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_sources, traces
+from charter.store.tables import feedback, trace_sources, traces
 from charter.telemetry._trends import Agg, EdgeMemo, rollup, wilson_interval
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
     from charter.spec import Principal
+    from charter.telemetry._runtime import TelemetryRuntime
 
 GROUNDEDNESS_BINS = 10
 
@@ -81,7 +80,7 @@ def _agg_summary_of(agg: Agg, users: int) -> dict[str, float | None]:
     }
 
 
-def _agg_summary(rt: Runtime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
+def _agg_summary(rt: TelemetryRuntime, agg: Agg, start: datetime, end: datetime) -> dict[str, float | None]:
     """:func:`_agg_summary_of` with the period's number of distinct principals (one count)."""
     with rt.store.connect() as conn:
         users = conn.execute(
@@ -111,7 +110,7 @@ def _value_at_rank(conn: Any, column: Any, where: Any, rank: int, n: int) -> flo
     return None if v is None else float(v)
 
 
-def _sorted_ids(rt: Runtime, column: Any) -> Any:
+def _sorted_ids(rt: TelemetryRuntime, column: Any) -> Any:
     """``column`` ordered by code point on every backend (PostgreSQL's database collation may not be)."""
     return column.collate("C") if rt.store.dialect == "postgresql" else column
 
@@ -185,7 +184,7 @@ def _percentile_values_and_errors(
     return g_pct, errors
 
 
-def _period(rt: Runtime, start: datetime, end: datetime, *, cited_docs: bool) -> dict[str, Any]:
+def _period(rt: TelemetryRuntime, start: datetime, end: datetime, *, cited_docs: bool) -> dict[str, Any]:
     """The period's non-additive numbers, each aggregated by the database: requests by status and workflow
     with the cost maximum, the requests over the per-task budget and the groundedness histogram (one
     ``GROUP BY`` status, workflow, bin and sub-bin), exact nearest-rank percentiles (groundedness
@@ -260,7 +259,7 @@ def _counter(pairs: Any) -> Counter[str]:
     return out
 
 
-def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
+def _rated_cited(rt: TelemetryRuntime, start: datetime, end: datetime) -> Any:
     """One row per (source, document, rated request whose answer cited it, ``neg``), as a CTE: what the
     source blame groups. A request is rated when it has a review decision or feedback; ``neg`` = 1 when a
     review rejected it or its thumbs-down outnumber its thumbs-up (see the module docstring)."""
@@ -280,7 +279,7 @@ def _rated_cited(rt: Runtime, start: datetime, end: datetime) -> Any:
         .group_by(fb.request_id)
     ]
     if _has_table(rt.store, "review_items"):
-        from charter.review._tables import review_items as ri
+        from charter.store.tables import review_items as ri
 
         rejected = [d for d, o in REVIEW_OUTCOMES.items() if o == "rejected"]
         parts.append(
@@ -313,7 +312,7 @@ INLINE_HIDDEN = 1000
 
 
 def _blame_rows(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     start: datetime,
     end: datetime,
     hidden_sources: set[str],
@@ -462,7 +461,7 @@ def _redacted_blame_rows(
 
 
 def _blame(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     start: datetime,
     end: datetime,
     min_support: int,
@@ -574,7 +573,7 @@ def _by_count(counts: Counter[str]) -> dict[str, int]:
     return {k: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v}
 
 
-def _month_spend(rt: Runtime, now: datetime, memo: EdgeMemo | None = None) -> float:
+def _month_spend(rt: TelemetryRuntime, now: datetime, memo: EdgeMemo | None = None) -> float:
     from charter.telemetry._trends import sum_cost
 
     return sum_cost(rt, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now, memo)
@@ -668,7 +667,7 @@ def _cost_drivers(cells: dict[Any, Agg], total_cost: float) -> list[dict[str, An
 
 
 def _cost_section(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     cells: dict[Any, Agg],
     total_cost: float,
     s_cur: dict[str, float | None],
@@ -737,7 +736,7 @@ def _for_reader(
 
 
 def build_report(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     *,
     since: timedelta = timedelta(days=7),
     now: datetime | None = None,
@@ -800,10 +799,10 @@ def build_report(
     return _for_reader(doc, reader, principal, unreadable)
 
 
-def _screened(rt: Runtime) -> list[dict[str, Any]]:
+def _screened(rt: TelemetryRuntime) -> list[dict[str, Any]]:
     """Documents instruction screening flagged at sync (``charter.screening``): source, id, state, owner and
     reasons — never the sentences (those are for the source owner, ``charter sources show``)."""
-    from charter.sources import screened_documents
+    from charter.screening import screened_documents
 
     owners = {s.id: s.owner for s in rt.spec.sources}
     return [

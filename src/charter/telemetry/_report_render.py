@@ -6,6 +6,8 @@ import html
 import json
 from typing import Any
 
+from charter.errors import UsageError
+
 FORMATS = ("md", "html", "json")
 
 
@@ -440,8 +442,6 @@ def render_report(report: dict[str, Any], fmt: str = "md") -> str:
         return to_html(report)
     if fmt == "md":
         return to_markdown(report)
-    from charter.errors import UsageError
-
     raise UsageError(f"unknown report format {fmt!r}; expected one of {list(FORMATS)}")
 
 

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
+from charter.store.tables import feedback, trace_sources, trace_spans, traces
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
 
 @dataclass
@@ -38,7 +37,7 @@ class RetentionResult:
 
 
 def apply_retention(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     *,
     now: datetime | None = None,
     retention: timedelta | None = None,
@@ -97,7 +96,7 @@ def apply_retention(
 class RetentionScheduler:
     """Applies retention every ``every`` on a daemon thread (the server starts one; ``stop()`` ends it)."""
 
-    def __init__(self, rt: Runtime, *, every: timedelta = timedelta(hours=6)) -> None:
+    def __init__(self, rt: TelemetryRuntime, *, every: timedelta = timedelta(hours=6)) -> None:
         import threading
 
         self.rt = rt
@@ -126,7 +125,7 @@ class RetentionScheduler:
 
 
 def start_server_telemetry(
-    rt: Runtime, *, retention_every: timedelta = timedelta(hours=6)
+    rt: TelemetryRuntime, *, retention_every: timedelta = timedelta(hours=6)
 ) -> RetentionScheduler:
     """What a long-running server calls once at start-up: group-committed trace writes and periodic retention.
 

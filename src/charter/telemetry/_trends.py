@@ -39,12 +39,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from charter.store import utcnow
-from charter.telemetry._monitoring_tables import feedback
-from charter.telemetry._trace_tables import traces
+from charter.store.tables import feedback, traces
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
     from charter.store import Store
+    from charter.telemetry._runtime import TelemetryRuntime
 
 log = logging.getLogger("charter.monitor")
 Z95 = 1.959963984540054
@@ -294,7 +293,9 @@ def _edge_cells(store: Store, a: datetime, b: datetime, memo: EdgeMemo | None) -
     return memo[(a, b)]
 
 
-def load_cells(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> dict[Key, Agg]:
+def load_cells(
+    rt: TelemetryRuntime, start: datetime, end: datetime, memo: EdgeMemo | None = None
+) -> dict[Key, Agg]:
     """Aggregate ``[start, end)`` into cells by (day, prompt version, model, index version): whole UTC days
     from the daily rollup (``monitor_rollup``, kept by triggers on every write, migration
     ``0018_rollup``), the partial days at the edges (today, and the window's first day unless it starts at
@@ -310,10 +311,10 @@ def load_cells(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | Non
     return cells
 
 
-def sum_cost(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> float:
+def sum_cost(rt: TelemetryRuntime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> float:
     """Total ``cost_usd`` of the traces started in ``[start, end)``: whole days from the rollup, the edge
     days from the raw rows (as :func:`load_cells`; an edge already in ``memo`` from its cells)."""
-    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+    from charter.store.tables import monitor_rollup as mr
 
     raw, days = day_split(start, end)
     total = 0.0
@@ -355,7 +356,7 @@ ROLLUP_COUNTS = (
 def rollup_labels(store: Store, first_day: str, end_day: str, kinds: tuple[str, ...]) -> list[Any]:
     """``(day, prompt_version, model, index_version, kind, label, n)`` of the rollup's non-zero label rows
     of ``kinds`` for the days ``[first_day, end_day)`` (``YYYY-MM-DD``)."""
-    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+    from charter.store.tables import monitor_rollup as mr
 
     c = mr.c
     q = select(c.day, c.prompt_version, c.model, c.index_version, c.kind, c.label, c.n).where(
@@ -367,7 +368,7 @@ def rollup_labels(store: Store, first_day: str, end_day: str, kinds: tuple[str, 
 
 def rollup_cells(store: Store, first_day: str, end_day: str) -> dict[Key, Agg]:
     """The cells of the days ``[first_day, end_day)`` from the rollup (a cell exists while it has a trace)."""
-    from charter.telemetry._monitoring_tables import monitor_rollup as mr
+    from charter.store.tables import monitor_rollup as mr
 
     c = mr.c
     q = select(c.day, c.prompt_version, c.model, c.index_version, *(c[n] for n in ROLLUP_COUNTS)).where(
@@ -458,7 +459,7 @@ def raw_cells(store: Store, start: datetime, end: datetime) -> dict[Key, Agg]:
                 for reason in _json_list(reasons):
                     a.down_reasons[reason] += int(n)
         if _has_reviews(store):
-            from charter.review._tables import review_items as ri
+            from charter.store.tables import review_items as ri
             from charter.telemetry._feedback import REVIEW_OUTCOMES
 
             q3 = (
@@ -506,7 +507,7 @@ def _has_reviews(store: Store) -> bool:
 def _prompt_changes(conn: Any, wf: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
-        from charter.models._tables import prompt_activations as pa
+        from charter.store.tables import prompt_activations as pa
 
         previous: dict[str, str] = {}
         for r in conn.execute(
@@ -538,7 +539,7 @@ def _prompt_changes(conn: Any, wf: str, start: datetime, end: datetime) -> list[
 def _sync_changes(conn: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
-        from charter.sources._tables import sync_runs as sr
+        from charter.store.tables import sync_runs as sr
 
         for sync in conn.execute(
             select(sr.c.source_id, sr.c.finished_at, sr.c.summary).where(
@@ -595,7 +596,9 @@ def _traffic_changes(cells: dict[Key, Agg]) -> list[dict[str, Any]]:
     return out
 
 
-def change_points(rt: Runtime, start: datetime, end: datetime, cells: dict[Key, Agg]) -> list[dict[str, Any]]:
+def change_points(
+    rt: TelemetryRuntime, start: datetime, end: datetime, cells: dict[Key, Agg]
+) -> list[dict[str, Any]]:
     """What changed in ``[start, end)``: prompt activations and successful source syncs (from their
     tables, exact times) and models / index versions first seen in the traffic (day resolution)."""
     wf = rt.spec.workflow.id
@@ -648,11 +651,11 @@ def _before_after(cells: dict[Key, Agg], at: datetime, window_days: int) -> dict
     }
 
 
-def eval_pass_rates(rt: Runtime, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def eval_pass_rates(rt: TelemetryRuntime, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Every stored eval run in the window with its case pass rate (results without a failure / all)."""
     try:
-        from charter.evals._tables import eval_results as er
-        from charter.evals._tables import eval_runs as ev
+        from charter.store.tables import eval_results as er
+        from charter.store.tables import eval_runs as ev
     except Exception:  # pragma: no cover
         return []
     q = (
@@ -705,7 +708,7 @@ def _eval_by(runs: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
 
 
 def build_trends(
-    rt: Runtime,
+    rt: TelemetryRuntime,
     *,
     since: timedelta = timedelta(days=28),
     now: datetime | None = None,
@@ -785,6 +788,8 @@ def compare_periods(cur: Agg, prev: Agg) -> dict[str, Any]:
     return {k: compare_rates(p[k], c[k]) for k in c}
 
 
-def period_aggregates(rt: Runtime, start: datetime, end: datetime, memo: EdgeMemo | None = None) -> Agg:
+def period_aggregates(
+    rt: TelemetryRuntime, start: datetime, end: datetime, memo: EdgeMemo | None = None
+) -> Agg:
     """All of ``[start, end)`` as one :class:`Agg` (same SQL as the trends)."""
     return _total(load_cells(rt, start, end, memo))

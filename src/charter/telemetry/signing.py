@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from charter.errors import IntegrityError, NotFound
+from charter.store import private_dir, write_private
 
 PRIVATE_KEY_FILE = "signing.key"
 PUBLIC_KEY_FILE = "signing.pub"
@@ -107,8 +108,6 @@ class SigningKey:
     @classmethod
     def create(cls, key_dir: Path | str) -> SigningKey:
         """Create a new key in ``key_dir`` (0700); refuses to overwrite an existing private key."""
-        from charter.store import private_dir
-
         folder = private_dir(key_dir)
         with contextlib.suppress(OSError):
             folder.chmod(0o700)
@@ -165,8 +164,6 @@ class SigningKey:
 
 
 def _write_public(path: Path, public: PublicKey) -> None:
-    from charter.store import write_private
-
     write_private(path, public.to_pem())  # 0600 like everything under .charter/ (export it to share it)
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from charter.errors import CharterRuntimeError, NotFound
 from charter.store import Store, utcnow
-from charter.telemetry._trace_tables import trace_sources, trace_spans, traces
+from charter.store.tables import trace_sources, trace_spans, traces
 from charter.telemetry.masking import Masker, PatternMasker, mask_any, protect
 
 log = logging.getLogger("charter.telemetry")

@@ -48,6 +48,7 @@ from sqlalchemy import bindparam, func, select, text
 from charter.errors import CharterException, Conflict, Denied, IntegrityError, UsageError
 from charter.spec import Principal, Tool
 from charter.store import UTCDateTime
+from charter.store.tables import review_items, tool_actions
 from charter.tools._killswitch import is_killed
 from charter.tools._preconditions import check_preconditions
 from charter.tools._records import (
@@ -69,11 +70,10 @@ from charter.tools._records import (
     transition,
 )
 from charter.tools._registry import RegisteredTool, ToolContext, args_hash, tool_registry
-from charter.tools._tables import tool_actions
 
 if TYPE_CHECKING:
-    from charter.review import Clock
     from charter.runtime import Runtime
+    from charter.store.clock import Clock
 
 
 # ------------------------------------------------------------------------------------------ approvals
@@ -103,9 +103,9 @@ def approval_requirement(spec: Tool, args: dict[str, Any]) -> tuple[str | None, 
     return None, "no approval condition holds"
 
 
-def _sla_rule(runtime: Runtime, trigger: str, role: str | None) -> Any:
+def _sla_rule(rt: Runtime, trigger: str, role: str | None) -> Any:
     """The escalation rule for ``trigger`` that applies to items currently with ``role``."""
-    for rule in runtime.spec.review.escalations:
+    for rule in rt.spec.review.escalations:
         if rule.when == trigger and (role is None or rule.to == role):
             return rule
     return None
@@ -147,13 +147,13 @@ def _lock_key(principal_id: str, tool: str) -> int:
 class _Refusal:
     """Audits a refused proposal (``tools.refused``) and builds the :class:`Denied` to raise."""
 
-    runtime: Runtime
+    rt: Runtime
     actor: str
     tool: Any
     base: dict[str, Any]
 
     def __call__(self, message: str, reasons: list[str]) -> Denied:
-        self.runtime.audit.append(
+        self.rt.audit.append(
             actor=self.actor,
             action="tools.refused",
             resource=f"tool:{str(self.tool)[:100]}",
@@ -189,13 +189,13 @@ class _Stored:
     used: int = 0
 
 
-def _check_proposal(runtime: Runtime, who: Principal, tool: Any, args: Any, refuse: _Refusal) -> _Allowed:
+def _check_proposal(rt: Runtime, who: Principal, tool: Any, args: Any, refuse: _Refusal) -> _Allowed:
     """Every check before a proposal is stored, in order; a failed one is audited and raised."""
     if not isinstance(tool, str):
         raise UsageError("tool must be a name")
-    if tool in runtime.spec.scope.forbidden_actions:
+    if tool in rt.spec.scope.forbidden_actions:
         raise refuse(f"{tool!r} is a forbidden action", [f"scope.forbidden_actions: {tool}"])
-    registry = tool_registry(runtime)
+    registry = tool_registry(rt)
     if tool not in registry:
         raise refuse(
             f"{tool!r} is not in the workflow's tool list",
@@ -205,7 +205,7 @@ def _check_proposal(runtime: Runtime, who: Principal, tool: Any, args: Any, refu
     try:
         validated = reg.validate(args)
     except UsageError as exc:
-        runtime.audit.append(
+        rt.audit.append(
             actor=who.id,
             action="tools.refused",
             resource=f"tool:{tool}",
@@ -213,10 +213,10 @@ def _check_proposal(runtime: Runtime, who: Principal, tool: Any, args: Any, refu
             details={**refuse.base, "reasons": [str(exc)]},
         )
         raise
-    decision = runtime.authorizer.authorize(who, "tools.call", f"tool:{tool}", {"args": validated})
+    decision = rt.authorizer.authorize(who, "tools.call", f"tool:{tool}", {"args": validated})
     if not decision.allowed:
         raise refuse(f"{who.id} may not call {tool}", [*decision.reasons, *decision.errors])
-    if is_killed(runtime, tool):
+    if is_killed(rt, tool):
         raise refuse(f"the kill switch is on for {tool} (or the whole workflow)", ["kill_switch: on"])
     role, why = approval_requirement(reg.spec, validated)
     # upstream MCP tools: pinned and not changed (charter.mcp); a call that runs now is checked as
@@ -225,14 +225,14 @@ def _check_proposal(runtime: Runtime, who: Principal, tool: Any, args: Any, refu
     if unavailable:
         raise refuse(unavailable, [f"upstream: {reg.origin} is not pinned or changed"])
     try:
-        check_preconditions(runtime, reg.spec, validated, who)
+        check_preconditions(rt, reg.spec, validated, who)
     except Denied as exc:
         raise refuse(str(exc), exc.reasons) from None
     return _Allowed(reg, validated, tuple(decision.policy_ids), role, why)
 
 
 def _action_row(
-    runtime: Runtime,
+    rt: Runtime,
     who: Principal,
     tool: str,
     ok: _Allowed,
@@ -244,7 +244,7 @@ def _action_row(
 ) -> dict[str, Any]:
     """The new action's row: pending approval, or (when it runs now) already moved ``approved → executing``."""
     needs, role = ok.needs, ok.role
-    sla = _sla_rule(runtime, "approval_sla", role) if needs else None
+    sla = _sla_rule(rt, "approval_sla", role) if needs else None
     row: dict[str, Any] = {
         "id": "act_" + secrets.token_hex(12),
         "request_id": request_id,
@@ -274,7 +274,7 @@ def _action_row(
 
 
 def _store_proposal(
-    runtime: Runtime,
+    rt: Runtime,
     who: Principal,
     tool: str,
     ok: _Allowed,
@@ -293,27 +293,27 @@ def _store_proposal(
     out = _Stored()
     limit = ok.reg.spec.rate_limit
     needs = ok.needs
-    with runtime.audit.transaction() as tx:
+    with rt.audit.transaction() as tx:
         conn = tx.conn
-        if not runtime.store.is_sqlite:
+        if not rt.store.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(who.id, tool)})
-        store = runtime.store
+        store = rt.store
         if request_id is not None:  # the same request proposing the same call again gets the same action
             found = store.execute_in(
                 conn,
                 _BY_REQUEST,
                 {"request_id": request_id, "requester": who.id, "tool": tool, "args_hash": row["args_hash"]},
             )
-            out.existing = row_to_action(runtime, found[0]) if found else None
+            out.existing = row_to_action(rt, found[0]) if found else None
         if out.existing is None and limit is not None:
             counted = store.execute_in(
                 conn, _USED, {"requester": who.id, "tool": tool, "since": now - limit.per}
             )
             out.used = int(counted[0][0])
         if out.existing is None and (limit is None or out.used < limit.calls):
-            stored = seal_values(runtime, row)
+            stored = seal_values(rt, row)
             store.execute_in(conn, _INSERT, stored)
-            action = out.action = inserted_action(runtime, stored, ok.validated)
+            action = out.action = inserted_action(rt, stored, ok.validated)
             # the entries say what they said when the move was a separate step: proposed (approved, or
             # pending), then executing
             entries = [
@@ -337,7 +337,7 @@ def _store_proposal(
 
 
 def propose(
-    runtime: Runtime,
+    rt: Runtime,
     principal: Principal | str,
     tool: str,
     args: Any,
@@ -359,15 +359,15 @@ def propose(
         raise UsageError(f"origin must be one of {', '.join(ORIGINS)}")
     if not isinstance(reason, str) or len(reason) > 10_000:
         raise UsageError("reason must be a string of at most 10,000 characters")
-    who = resolve_principal(runtime, principal)
-    refuse = _Refusal(runtime, who.id, tool, {"tool": tool, "origin": origin, "request_id": request_id})
-    ok = _check_proposal(runtime, who, tool, args, refuse)
-    row = _action_row(runtime, who, tool, ok, request_id=request_id, origin=origin, reason=reason, now=now)
-    done = _store_proposal(runtime, who, tool, ok, row, request_id=request_id, origin=origin, now=now)
+    who = resolve_principal(rt, principal)
+    refuse = _Refusal(rt, who.id, tool, {"tool": tool, "origin": origin, "request_id": request_id})
+    ok = _check_proposal(rt, who, tool, args, refuse)
+    row = _action_row(rt, who, tool, ok, request_id=request_id, origin=origin, reason=reason, now=now)
+    done = _store_proposal(rt, who, tool, ok, row, request_id=request_id, origin=origin, now=now)
     existing = done.existing
     if existing is not None:
         if existing.status == "approved" and not existing.needs_approval:
-            return Proposal(execute(runtime, existing.id, actor=who.id, clock=clock, subject_id=subject_id))
+            return Proposal(execute(rt, existing.id, actor=who.id, clock=clock, subject_id=subject_id))
         return Proposal(existing)
     limit = ok.reg.spec.rate_limit
     if limit is not None and done.used >= limit.calls:
@@ -376,9 +376,7 @@ def propose(
             [f"tools.{tool}.rate_limit: {limit.calls} per {limit.per}"],
         )
     if done.running is not None:
-        return Proposal(
-            run_action(runtime, ok.reg, done.running, who.id, clock_of(clock), subject_id=subject_id)
-        )
+        return Proposal(run_action(rt, ok.reg, done.running, who.id, clock_of(clock), subject_id=subject_id))
     assert done.action is not None
     return Proposal(done.action)
 
@@ -392,7 +390,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def execute(
-    runtime: Runtime,
+    rt: Runtime,
     action_id: str,
     *,
     args: dict[str, Any] | None = None,
@@ -408,11 +406,11 @@ def execute(
     :class:`Conflict` if it is already executing (or was interrupted by a crash: see ``stuck_actions``).
     """
     clk = clock_of(clock)
-    action = get_action(runtime, action_id)
+    action = get_action(rt, action_id)
     who = actor or action.requester
     if args is not None and args_hash(args) != action.args_hash:
         audit_action(
-            runtime,
+            rt,
             who,
             "tools.refused",
             action,
@@ -439,45 +437,41 @@ def execute(
             ],
         )
     if args_hash(action.args) != action.args_hash:
-        audit_action(runtime, who, "tools.integrity_failed", action, "denied")
+        audit_action(rt, who, "tools.integrity_failed", action, "denied")
         raise IntegrityError(f"action {action.id}: stored arguments do not match their approved hash")
-    reg = registered_tool(runtime, action.tool)
-    requester = resolve_principal(runtime, action.requester)
-    decision = runtime.authorizer.authorize(
-        requester, "tools.call", f"tool:{action.tool}", {"args": action.args}
-    )
+    reg = registered_tool(rt, action.tool)
+    requester = resolve_principal(rt, action.requester)
+    decision = rt.authorizer.authorize(requester, "tools.call", f"tool:{action.tool}", {"args": action.args})
     if not decision.allowed:
-        audit_action(runtime, who, "tools.refused", action, "denied", reasons=list(decision.reasons))
+        audit_action(rt, who, "tools.refused", action, "denied", reasons=list(decision.reasons))
         raise Denied(f"{requester.id} may no longer call {action.tool}", reasons=list(decision.reasons))
-    if is_killed(runtime, action.tool):
-        audit_action(runtime, who, "tools.refused", action, "denied", reasons=["kill_switch: on"])
+    if is_killed(rt, action.tool):
+        audit_action(rt, who, "tools.refused", action, "denied", reasons=["kill_switch: on"])
         raise Denied(
             f"the kill switch is on for {action.tool}; the approved action waits", reasons=["kill_switch: on"]
         )
     unavailable = reg.unavailable(live=True)  # upstream MCP tools: the live definition still matches its pin
     if unavailable:
-        audit_action(runtime, who, "tools.refused", action, "denied", reasons=[unavailable])
+        audit_action(rt, who, "tools.refused", action, "denied", reasons=[unavailable])
         raise Denied(f"{unavailable}; the approved action waits", reasons=[f"upstream: {reg.origin}"])
-    check_preconditions(runtime, reg.spec, action.args, requester)
+    check_preconditions(rt, reg.spec, action.args, requester)
     running = transition(
-        runtime,
+        rt,
         action,
         "executing",
         now=clk.now(),
         started_at=clk.now(),
         audit=AuditNote(who, "tools.executing", "started"),
     )
-    return run_action(runtime, reg, running, who, clk, subject_id=subject_id)
+    return run_action(rt, reg, running, who, clk, subject_id=subject_id)
 
 
-def conversation_subject(runtime: Runtime, request_id: str | None, requester: str) -> str | None:
+def conversation_subject(rt: Runtime, request_id: str | None, requester: str) -> str | None:
     """The subject of the conversation ``request_id``: the one its requester named when asking (stored on
     the draft they submitted). ``None`` without a request, or when it is someone else's."""
     if not request_id:
         return None
-    from charter.review._tables import review_items
-
-    with runtime.store.connect() as conn:
+    with rt.store.connect() as conn:
         found = conn.execute(
             select(review_items.c.subject_id)
             .where(review_items.c.request_id == request_id, review_items.c.submitter == requester)
@@ -487,15 +481,15 @@ def conversation_subject(runtime: Runtime, request_id: str | None, requester: st
     return str(found) if found else None
 
 
-def registered_tool(runtime: Runtime, tool: str) -> RegisteredTool:
-    registry = tool_registry(runtime)
+def registered_tool(rt: Runtime, tool: str) -> RegisteredTool:
+    registry = tool_registry(rt)
     if tool not in registry:
         raise Denied(f"tool {tool!r} is no longer in the workflow's tool list", reasons=[f"tools: {tool}"])
     return registry.get(tool)
 
 
 def run_action(
-    runtime: Runtime,
+    rt: Runtime,
     reg: RegisteredTool,
     running: Action,
     who: str,
@@ -509,9 +503,9 @@ def run_action(
         idempotency_key=running.id,
         principal_id=running.requester,
         tool=running.tool,
-        base_dir=runtime.charter.base_dir,
-        runtime=runtime,
-        subject_id=subject_id or conversation_subject(runtime, running.request_id, running.requester),
+        base_dir=rt.charter.base_dir,
+        runtime=rt,
+        subject_id=subject_id or conversation_subject(rt, running.request_id, running.requester),
         request_id=running.request_id,
     )
     try:
@@ -519,17 +513,17 @@ def run_action(
     except Exception as exc:  # the tool's failure is recorded, never lost
         message = str(exc) if isinstance(exc, CharterException) else f"{type(exc).__name__}: {exc}"
         return transition(
-            runtime,
+            rt,
             running,
             "failed",
             now=clk.now(),
             finished_at=clk.now(),
             error=message[:4000],  # masked by transition (seal_values)
-            audit=AuditNote(who, "tools.failed", "failed", {"error": masked(runtime, message)}),
+            audit=AuditNote(who, "tools.failed", "failed", {"error": masked(rt, message)}),
         )
     # the result and its audit entry commit together: never an executed action without its entry
     return transition(
-        runtime,
+        rt,
         running,
         "executed",
         now=clk.now(),

@@ -10,94 +10,63 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from charter.errors import Denied, UsageError
 from charter.store import utcnow
-from charter.store._core_tables import state
+from charter.store.switches import KILL_SWITCH_KEY, read_kill_switch, tool_switch_key
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
     from charter.spec import Principal
 
-WORKFLOW_KEY = "kill_switch.workflow"
-
-
-def _tool_key(tool: str) -> str:
-    return f"kill_switch.tool.{tool}"
-
-
-def switch_on(value: Any) -> bool:
-    """How every switch is stored in ``state`` (kill switches, restricted mode): ``{"on": bool, ...}``."""
-    return isinstance(value, dict) and bool(value.get("on"))
-
-
-_queries: dict[str | None, Any] = {}
 _TOOL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")  # the charter's identifier rule (spec._types)
 
 
-def _switch_query(tool: str | None) -> Any:
-    """The one ``SELECT`` of both switches, built once per tool (so the store can keep it compiled)."""
-    query = _queries.get(tool)
-    if query is None:
-        keys = [WORKFLOW_KEY] if tool is None else [WORKFLOW_KEY, _tool_key(tool)]
-        query = _queries[tool] = select(state.c.value).where(state.c.key.in_(keys))
-    return query
-
-
-def is_killed(runtime: Runtime, tool: str | None = None) -> bool:
+def is_killed(rt: Runtime, tool: str | None = None) -> bool:
     """True if the workflow's kill switch is on, or (with ``tool``) that tool's switch is on.
 
-    Read from the store on every call (never cached). For a tool the charter declares, the query is a
-    constant of the charter (:meth:`~charter.store.Store.read_constant`, compiled once); any other name
-    goes the ordinary way, so no caller-supplied text is ever inlined into SQL."""
+    Read from the store on every call (never cached; :func:`charter.store.switches.read_kill_switch`). For
+    a tool the charter declares, the query is a constant of the charter (compiled once); any other name goes
+    the ordinary way, so no caller-supplied text is ever inlined into SQL."""
     declared = tool is None or (
-        _TOOL_NAME.match(tool) is not None and any(t.name == tool for t in runtime.spec.tools)
+        _TOOL_NAME.match(tool) is not None and any(t.name == tool for t in rt.spec.tools)
     )
-    if declared:
-        values = [r[0] for r in runtime.store.read_constant(_switch_query(tool))]
-    else:
-        assert tool is not None
-        keys = [WORKFLOW_KEY, _tool_key(tool)]
-        with runtime.store.connect() as conn:  # one read for both switches
-            values = list(conn.execute(select(state.c.value).where(state.c.key.in_(keys))).scalars())
-    return any(switch_on(v) for v in values)
+    return read_kill_switch(rt.store, tool, declared=declared)
 
 
-def kill_switch_status(runtime: Runtime) -> dict[str, Any]:
+def kill_switch_status(rt: Runtime) -> dict[str, Any]:
     """``{"workflow": {...}, "tools": {name: {...}}}`` with who set each switch, when and why."""
     off = {"on": False}
     return {
-        "workflow": runtime.get_state(WORKFLOW_KEY) or off,
-        "tools": {t.name: runtime.get_state(_tool_key(t.name)) or off for t in runtime.spec.tools},
+        "workflow": rt.get_state(KILL_SWITCH_KEY) or off,
+        "tools": {t.name: rt.get_state(tool_switch_key(t.name)) or off for t in rt.spec.tools},
     }
 
 
-def may_operate_kill_switch(runtime: Runtime, principal: Principal) -> tuple[bool, list[str]]:
+def may_operate_kill_switch(rt: Runtime, principal: Principal) -> tuple[bool, list[str]]:
     """The incidents owner, or anyone whose role has the ``kill_switch`` permission (decided by Cedar)."""
-    if principal.id == runtime.spec.owners.incidents and principal.active:
+    if principal.id == rt.spec.owners.incidents and principal.active:
         return True, [f"{principal.id} is owners.incidents"]
-    decision = runtime.authorizer.authorize(principal, "kill_switch", None)
+    decision = rt.authorizer.authorize(principal, "kill_switch", None)
     return decision.allowed, [*decision.reasons, *decision.errors]
 
 
 def set_kill_switch(
-    runtime: Runtime, principal: Principal | str, on: bool, *, tool: str | None = None, reason: str = ""
+    rt: Runtime, principal: Principal | str, on: bool, *, tool: str | None = None, reason: str = ""
 ) -> dict[str, Any]:
     """Turn a switch on or off (audited). Raises :class:`Denied` for anyone but the incidents owner or a
     role with the ``kill_switch`` permission."""
     from charter.tools._records import masked, resolve_principal
 
-    who = resolve_principal(runtime, principal)
-    if tool is not None and tool not in {t.name for t in runtime.spec.tools}:
+    who = resolve_principal(rt, principal)
+    if tool is not None and tool not in {t.name for t in rt.spec.tools}:
         raise UsageError(
             f"unknown tool {tool!r}; the charter's tools are: "
-            f"{', '.join(t.name for t in runtime.spec.tools) or 'none'}"
+            f"{', '.join(t.name for t in rt.spec.tools) or 'none'}"
         )
-    target = f"tool:{tool}" if tool else f"workflow:{runtime.spec.workflow.id}"
-    allowed, reasons = may_operate_kill_switch(runtime, who)
+    target = f"tool:{tool}" if tool else f"workflow:{rt.spec.workflow.id}"
+    allowed, reasons = may_operate_kill_switch(rt, who)
     if not allowed:
-        runtime.audit.append(
+        rt.audit.append(
             actor=who.id,
             action="kill_switch.refused",
             resource=target,
@@ -109,10 +78,10 @@ def set_kill_switch(
             f"'kill_switch' permission may)",
             reasons=reasons,
         )
-    reason = masked(runtime, reason)
+    reason = masked(rt, reason)
     value = {"on": bool(on), "by": who.id, "at": utcnow().isoformat(), "reason": reason}
-    runtime.set_state(_tool_key(tool) if tool else WORKFLOW_KEY, value)
-    runtime.audit.append(
+    rt.set_state(tool_switch_key(tool) if tool else KILL_SWITCH_KEY, value)
+    rt.audit.append(
         actor=who.id,
         action="kill_switch.on" if on else "kill_switch.off",
         resource=target,

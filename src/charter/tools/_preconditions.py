@@ -16,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from charter.errors import Denied, NotFound
+from sqlalchemy import select
+
+from charter.errors import Denied
 from charter.plugins import Registry, origin_of
+from charter.store.tables import review_items
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -55,7 +58,7 @@ def precondition(name: str) -> Callable[[Precondition], Precondition]:
     return register
 
 
-def check_preconditions(runtime: Runtime, tool: Tool, args: dict[str, Any], principal: Principal) -> None:
+def check_preconditions(rt: Runtime, tool: Tool, args: dict[str, Any], principal: Principal) -> None:
     """Run every precondition ``tool.requires`` names; the first that refuses raises :class:`Denied`."""
     for name in tool.requires:
         if name not in preconditions:
@@ -64,21 +67,20 @@ def check_preconditions(runtime: Runtime, tool: Tool, args: dict[str, Any], prin
             )
         registered = preconditions.get(name)
         if registered.wants_tool:
-            registered.fn(runtime, args, principal, tool=tool)
+            registered.fn(rt, args, principal, tool=tool)
         else:
-            registered.fn(runtime, args, principal)
+            registered.fn(rt, args, principal)
 
 
 @precondition("draft_approved")
 def draft_approved(
-    runtime: Runtime, args: dict[str, Any], principal: Principal, *, tool: Tool | None = None
+    rt: Runtime, args: dict[str, Any], principal: Principal, *, tool: Tool | None = None
 ) -> None:
     """The ``review_id`` names an approved draft that is bound to this call's context: the caller submitted it
     (or holds a role in ``review.senders``), and the tool's ``subject_argument`` (when it declares one) names
     the draft's subject. A missing draft and someone else's draft get the same answer (ids cannot be
-    probed)."""
-    from charter.review import get_review
-
+    probed). The draft's submitter, status and subject are read from ``review_items`` (none of them is
+    sealed), below :mod:`charter.review`, which builds on the tools."""
     review_id = args.get("review_id")
     if not isinstance(review_id, str) or not review_id:
         raise Denied(
@@ -89,11 +91,15 @@ def draft_approved(
         f"requires an approved draft of yours: no review {review_id!r} you may send",
         reasons=["requires: draft_approved (no such draft for this caller)"],
     )
-    try:
-        item = get_review(runtime, review_id)
-    except NotFound:
-        raise not_yours from None
-    senders = set(getattr(runtime.spec.review, "senders", []) or [])
+    with rt.store.connect() as conn:
+        item = conn.execute(
+            select(review_items.c.submitter, review_items.c.status, review_items.c.subject_id).where(
+                review_items.c.id == review_id
+            )
+        ).first()
+    if item is None:
+        raise not_yours
+    senders = set(getattr(rt.spec.review, "senders", []) or [])
     if item.submitter != principal.id and not (senders & set(principal.roles)):
         raise not_yours
     if item.status != "approved":

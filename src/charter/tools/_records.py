@@ -11,13 +11,14 @@ from sqlalchemy import bindparam, select
 
 from charter.errors import Conflict, Denied, NotFound, UsageError
 from charter.spec import Principal
-from charter.tools._tables import tool_actions
+from charter.store import sealer_for
+from charter.store.tables import tool_actions
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from charter.review import Clock
     from charter.runtime import Runtime
+    from charter.store.clock import Clock
     from charter.telemetry.audit import AuditTransaction
 
 Origin = Literal["api", "model", "cli", "mcp"]
@@ -97,15 +98,15 @@ class Proposal:
 
 
 def clock_of(clock: Clock | None) -> Clock:
-    from charter.review import clock_or_default
+    from charter.store.clock import clock_or_default
 
     return clock_or_default(clock)
 
 
-def resolve_principal(runtime: Runtime, principal: Principal | str) -> Principal:
+def resolve_principal(rt: Runtime, principal: Principal | str) -> Principal:
     """The charter's own view of a principal (roles are never taken from the caller); must be active."""
     pid = principal.id if isinstance(principal, Principal) else principal
-    known = runtime.charter.principal(pid)
+    known = rt.charter.principal(pid)
     if not known.active:
         raise Denied(f"principal {pid!r} is not active", reasons=["identity.inactive"])
     return known
@@ -115,7 +116,7 @@ _UNSET: Any = object()
 
 
 def row_to_action(
-    runtime: Runtime, row: Any, *, known: Action | None = None, result: Any = _UNSET, args: Any = _UNSET
+    rt: Runtime, row: Any, *, known: Action | None = None, result: Any = _UNSET, args: Any = _UNSET
 ) -> Action:
     """A stored row as an :class:`Action`: arguments and result unsealed, ``shown_args`` masked.
 
@@ -123,7 +124,6 @@ def row_to_action(
     masked form) are taken from it instead of being unsealed and masked again; ``result``: the value just
     sealed into the row (JSON already), likewise, else ``known``'s result; ``args``: the arguments just
     sealed into a new row (they are masked here, not unsealed)."""
-    from charter.store import sealer_for
     from charter.telemetry import mask_value
 
     values = {c.name: getattr(row, c.name) for c in tool_actions.columns}
@@ -131,13 +131,13 @@ def row_to_action(
         values["args"] = known.args
         values["result"] = known.result if result is _UNSET else result
         return Action(**values, shown_args=known.shown_args)
-    sealer = sealer_for(runtime)
+    sealer = sealer_for(rt)
     values["args"] = sealer.open_json(values["args"]) if args is _UNSET else args
     values["result"] = sealer.open_json(values["result"]) if result is _UNSET else result
-    return Action(**values, shown_args=mask_value(runtime, values["args"]))
+    return Action(**values, shown_args=mask_value(rt, values["args"]))
 
 
-def inserted_action(runtime: Runtime, stored: dict[str, Any], args: dict[str, Any]) -> Action:
+def inserted_action(rt: Runtime, stored: dict[str, Any], args: dict[str, Any]) -> Action:
     """The :class:`Action` a new row holds, from the column values just inserted (``stored``, as
     :func:`seal_values` made them) and the unsealed ``args`` — what reading the row back would give
     (timestamps as UTC, the result still empty), without the read."""
@@ -149,41 +149,39 @@ def inserted_action(runtime: Runtime, stored: dict[str, Any], args: dict[str, An
             values[name] = value.astimezone(UTC)
     values["args"] = args
     values["result"] = None
-    return Action(**values, shown_args=mask_value(runtime, args))
+    return Action(**values, shown_args=mask_value(rt, args))
 
 
-def seal_values(runtime: Runtime, values: dict[str, Any]) -> dict[str, Any]:
+def seal_values(rt: Runtime, values: dict[str, Any]) -> dict[str, Any]:
     """Column values as stored: ``args`` and ``result`` sealed (encrypted, see ``charter.store._sealing``)
     — the arguments are needed verbatim to execute the call, so they cannot be masked at rest — and the
     free-text ``reason``, ``decision_reason`` and ``error`` masked."""
-    from charter.store import sealer_for
-
     out = dict(values)
-    sealer = sealer_for(runtime)
+    sealer = sealer_for(rt)
     for name in ("args", "result"):
         if name in out and out[name] is not None:
             out[name] = sealer.seal_json(out[name])
     for name in ("reason", "decision_reason", "error"):
         if isinstance(out.get(name), str):
-            out[name] = masked(runtime, out[name], limit=10_000)
+            out[name] = masked(rt, out[name], limit=10_000)
     return out
 
 
-def get_action(runtime: Runtime, action_id: str, *, conn: Connection | None = None) -> Action:
+def get_action(rt: Runtime, action_id: str, *, conn: Connection | None = None) -> Action:
     """The action (approval request) with this id; :class:`NotFound` if there is none."""
     query = select(tool_actions).where(tool_actions.c.id == action_id)
     if conn is not None:
         row = conn.execute(query).first()
     else:
-        with runtime.store.connect() as c:
+        with rt.store.connect() as c:
             row = c.execute(query).first()
     if row is None:
         raise NotFound(f"no action or approval request {action_id!r}")
-    return row_to_action(runtime, row)
+    return row_to_action(rt, row)
 
 
 def list_actions(
-    runtime: Runtime,
+    rt: Runtime,
     *,
     status: str | list[str] | None = None,
     requester: str | None = None,
@@ -208,8 +206,8 @@ def list_actions(
         query = query.where(tool_actions.c.request_id == request_id)
     if needs_approval is not None:
         query = query.where(tool_actions.c.needs_approval == needs_approval)
-    with runtime.store.connect() as conn:
-        return [row_to_action(runtime, r) for r in conn.execute(query)]
+    with rt.store.connect() as conn:
+        return [row_to_action(rt, r) for r in conn.execute(query)]
 
 
 _updates: dict[tuple[tuple[str, ...], int], Any] = {}
@@ -235,7 +233,7 @@ def _update_for(columns: tuple[str, ...], sources: int) -> Any:
 
 
 def transition(
-    runtime: Runtime,
+    rt: Runtime,
     action: Action,
     to: str,
     *,
@@ -251,7 +249,7 @@ def transition(
     stored together or not at all (a crash or a lost database between the two cannot leave an
     ``executed`` action without its ``tools.executed`` entry). ``tx``: run inside this open audit
     transaction (it commits, or not, with the caller's other writes) instead of a new one."""
-    sets = {"status": to, "version": action.version + 1, "updated_at": now, **seal_values(runtime, values)}
+    sets = {"status": to, "version": action.version + 1, "updated_at": now, **seal_values(rt, values)}
     sources = allowed_from or (action.status,)
     params = {
         **{f"set_{k}": v for k, v in sets.items()},
@@ -262,12 +260,12 @@ def transition(
     stmt = _update_for(tuple(sorted(sets)), len(sources))
 
     def move(conn: Connection) -> Action:
-        rows = runtime.store.execute_in(conn, stmt, params)
+        rows = rt.store.execute_in(conn, stmt, params)
         row = rows[0] if rows else None
         if row is None:
             raise Conflict(f"action {action.id} was changed concurrently; re-read it and retry")
         # a transition never changes the arguments: reuse the unsealed (and masked) ones
-        return row_to_action(runtime, row, known=action, result=values.get("result", _UNSET))
+        return row_to_action(rt, row, known=action, result=values.get("result", _UNSET))
 
     if tx is not None:
         moved = move(tx.conn)
@@ -275,9 +273,9 @@ def transition(
             tx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
         return moved
     if audit is None:
-        with runtime.store.begin() as conn:
+        with rt.store.begin() as conn:
             return move(conn)
-    with runtime.audit.transaction() as atx:
+    with rt.audit.transaction() as atx:
         moved = move(atx.conn)
         atx.append(**_audit_fields(audit.actor, audit.action, moved, audit.outcome, audit.details))
     return moved
@@ -314,7 +312,7 @@ def audit_fields(actor: str, action: str, act: Action | None, outcome: str, **de
 
 
 def audit_action(
-    runtime: Runtime,
+    rt: Runtime,
     actor: str,
     action: str,
     act: Action | None,
@@ -328,12 +326,12 @@ def audit_action(
     if tx is not None:
         tx.append(**fields)
     else:
-        runtime.audit.append(**fields)
+        rt.audit.append(**fields)
 
 
-def masked(runtime: Runtime, text: str, limit: int = 1000) -> str:
+def masked(rt: Runtime, text: str, limit: int = 1000) -> str:
     """Free text a person (or a tool's error) wrote — a reason, a comment — as it may be recorded: masked
     at the telemetry choke point (fail closed) and cut to ``limit`` characters."""
     from charter.telemetry import mask_text
 
-    return (mask_text(runtime, text[:limit]) or "") if text else ""
+    return (mask_text(rt, text[:limit]) or "") if text else ""

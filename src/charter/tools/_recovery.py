@@ -25,24 +25,24 @@ from charter.tools._records import (
 )
 
 if TYPE_CHECKING:
-    from charter.review import Clock
     from charter.runtime import Runtime
+    from charter.store.clock import Clock
 
 
 def stuck_actions(
-    runtime: Runtime, *, older_than: timedelta = timedelta(0), clock: Clock | None = None
+    rt: Runtime, *, older_than: timedelta = timedelta(0), clock: Clock | None = None
 ) -> list[Action]:
     """Actions left ``executing`` (a crash or a still-running call) for longer than ``older_than``."""
     cutoff = clock_of(clock).now() - older_than
     return [
         a
-        for a in list_actions(runtime, status="executing", limit=10_000)
+        for a in list_actions(rt, status="executing", limit=10_000)
         if a.started_at is None or a.started_at <= cutoff
     ]
 
 
 def resolve_stuck(
-    runtime: Runtime,
+    rt: Runtime,
     action_id: str,
     principal: Principal | str,
     outcome: Literal["executed", "failed", "retry"],
@@ -59,51 +59,51 @@ def resolve_stuck(
     from charter.tools._killswitch import may_operate_kill_switch
 
     clk = clock_of(clock)
-    who = resolve_principal(runtime, principal)
+    who = resolve_principal(rt, principal)
     if not reason.strip():
         raise UsageError("say why (reason): what did you check before resolving the action?")
-    allowed, reasons = may_operate_kill_switch(runtime, who)
-    action = get_action(runtime, action_id)
+    allowed, reasons = may_operate_kill_switch(rt, who)
+    action = get_action(rt, action_id)
     if not allowed:
-        audit_action(runtime, who.id, "tools.recover_refused", action, "denied", reasons=reasons)
+        audit_action(rt, who.id, "tools.recover_refused", action, "denied", reasons=reasons)
         raise Denied(f"{who.id} may not resolve stuck actions", reasons=reasons)
     if action.status != "executing":
         raise Conflict(f"action {action.id} is {action.status}, not executing; nothing to recover")
     if outcome == "retry":
-        reg = registered_tool(runtime, action.tool)
+        reg = registered_tool(rt, action.tool)
         if not reg.definition.idempotent:
             raise Denied(
                 f"{action.tool} is not marked idempotent; record the outcome you found instead "
                 f"(executed or failed)",
                 reasons=[f"@tool({action.tool}): idempotent=False"],
             )
-        if is_killed(runtime, action.tool):
+        if is_killed(rt, action.tool):
             raise Denied(
                 f"the kill switch is on for {action.tool}; turn it off before re-running",
                 reasons=["kill_switch: on"],
             )
-        note = AuditNote(who.id, "tools.recovered", "retry", {"reason": masked(runtime, reason)})
-        again = transition(runtime, action, "executing", now=clk.now(), started_at=clk.now(), audit=note)
-        return run_action(runtime, reg, again, who.id, clk)
-    note = AuditNote(who.id, "tools.recovered", outcome, {"reason": masked(runtime, reason)})
+        note = AuditNote(who.id, "tools.recovered", "retry", {"reason": masked(rt, reason)})
+        again = transition(rt, action, "executing", now=clk.now(), started_at=clk.now(), audit=note)
+        return run_action(rt, reg, again, who.id, clk)
+    note = AuditNote(who.id, "tools.recovered", outcome, {"reason": masked(rt, reason)})
     if outcome == "executed":
         return transition(
-            runtime,
+            rt,
             action,
             "executed",
             now=clk.now(),
             finished_at=clk.now(),
-            result={"recovered_by": who.id, "note": masked(runtime, reason)},
+            result={"recovered_by": who.id, "note": masked(rt, reason)},
             audit=note,
         )
     if outcome == "failed":
         return transition(
-            runtime,
+            rt,
             action,
             "failed",
             now=clk.now(),
             finished_at=clk.now(),
-            error=f"interrupted; marked failed by {who.id}: {masked(runtime, reason)}",
+            error=f"interrupted; marked failed by {who.id}: {masked(rt, reason)}",
             audit=note,
         )
     raise UsageError("outcome must be executed, failed or retry")

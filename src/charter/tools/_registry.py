@@ -270,9 +270,9 @@ class ToolRegistry:
         return sorted(self._tools)
 
     @classmethod
-    def from_charter(cls, loaded: LoadedCharter, runtime: Runtime | None = None) -> ToolRegistry:
+    def from_charter(cls, loaded: LoadedCharter, rt: Runtime | None = None) -> ToolRegistry:
         """Import every tool the charter declares; every problem is reported, each with file and line.
-        Upstream MCP tools (``upstream:``) are bound to ``runtime`` (their pins live in its store)."""
+        Upstream MCP tools (``upstream:``) are bound to ``rt`` (their pins live in its store)."""
         spec = loaded.spec
         registry = cls(set(spec.scope.forbidden_actions))
         problems: list[Problem] = []
@@ -280,9 +280,9 @@ class ToolRegistry:
             line = loaded.located.line_of(("tools", i, "callable" if t.callable else "upstream"))
             try:
                 if t.upstream is not None:
-                    from charter.mcp._tool import upstream_tool
+                    from charter.tools._mcp_tool import upstream_tool
 
-                    registry.add(upstream_tool(t, runtime))
+                    registry.add(upstream_tool(t, rt))
                     continue
                 assert t.callable is not None
                 fn = resolve_callable(t.callable, loaded.base_dir)
@@ -349,11 +349,11 @@ _registries: weakref.WeakKeyDictionary[Any, ToolRegistry] = weakref.WeakKeyDicti
 _registries_lock = threading.Lock()
 
 
-def tool_registry(runtime: Runtime) -> ToolRegistry:
+def tool_registry(rt: Runtime) -> ToolRegistry:
     """The runtime's tool registry (imported once per runtime; a startup error if any tool is invalid)."""
     with _registries_lock:
-        reg = _registries.get(runtime)
+        reg = _registries.get(rt)
         if reg is None:
-            reg = ToolRegistry.from_charter(runtime.charter, runtime)
-            _registries[runtime] = reg
+            reg = ToolRegistry.from_charter(rt.charter, rt)
+            _registries[rt] = reg
         return reg

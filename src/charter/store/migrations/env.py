@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import charter.store._all_tables  # noqa: F401 - registers every table on the metadata
+import charter.store.tables  # noqa: F401 - registers every table on the metadata
 from charter.store import metadata
 
 connection = context.config.attributes.get("connection")

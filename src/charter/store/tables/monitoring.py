@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 feedback = Table(
     "feedback",

@@ -6,7 +6,7 @@ concurrency counter, as for tool actions.
 
 from sqlalchemy import JSON, Column, Float, Index, Integer, String, Table, Text
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 review_items = Table(
     "review_items",

@@ -8,7 +8,7 @@ ask it two more things:
 * :meth:`validate` — the arguments must be a JSON object valid under the **pinned** input schema (and name
   no property the schema does not declare) before anything is stored or sent;
 * :meth:`unavailable` — the tool must be pinned and not drifted; right before execution the pin is
-  compared with the live listing unless a comparison is still fresh (:func:`charter.mcp._pins.checked_pin`:
+  compared with the live listing unless a comparison is still fresh (:func:`charter.tools._mcp_pins.checked_pin`:
   younger than the server's ``pin_recheck``, no ``tools/list_changed`` or reconnect since), so a changed
   upstream is disabled before a call leaves Charter — at once when it says so, else within ``pin_recheck``.
 
@@ -124,8 +124,8 @@ class UpstreamRegisteredTool(RegisteredTool):
         """The stored pin: the one the last fresh comparison with the live listing left (see
         :meth:`unavailable`), else read from the store. ``reuse``: the pin this thread read for this tool
         within the last :data:`_REUSE_S` seconds — one decision (propose, or execute) reads it once."""
-        from charter.mcp._pins import get_pin
-        from charter.mcp._upstream import hub_for
+        from charter.tools._mcp_pins import get_pin
+        from charter.tools._mcp_upstream import hub_for
 
         fresh = hub_for(self._runtime()).fresh_pins(self.server)
         if fresh is not None and self.upstream_tool in fresh:
@@ -163,7 +163,7 @@ class UpstreamRegisteredTool(RegisteredTool):
         return f"[upstream {self.server}/{self.upstream_tool}] {pin.description if pin else ''}".strip()
 
     def unavailable(self, *, live: bool = False) -> str | None:
-        from charter.mcp._pins import checked_pin
+        from charter.tools._mcp_pins import checked_pin
 
         rt = self._runtime()
         fix = f"`charter tools approve-upstream {self.server} {self.upstream_tool}`"
@@ -182,8 +182,8 @@ class UpstreamRegisteredTool(RegisteredTool):
         return None
 
     def call(self, args: dict[str, Any], context: ToolContext) -> Any:
-        from charter.mcp._upstream import UpstreamError, hub_for
         from charter.telemetry import mask_text
+        from charter.tools._mcp_upstream import UpstreamError, hub_for
 
         rt = self._runtime()
         pin = self._pin(reuse=True)  # the pin the live check just compared (execute), else read now
@@ -213,8 +213,8 @@ class UpstreamRegisteredTool(RegisteredTool):
         }
 
 
-def upstream_tool(spec: Tool, runtime: Runtime | None) -> UpstreamRegisteredTool:
+def upstream_tool(spec: Tool, rt: Runtime | None) -> UpstreamRegisteredTool:
     """The registry entry for an upstream ``tools[]`` entry."""
     definition = ToolDefinition(name=spec.name, fn=_no_direct_call, args_model=StrictArgs, context_param=None)
-    ref = weakref.ref(runtime) if runtime is not None else None
+    ref = weakref.ref(rt) if rt is not None else None
     return UpstreamRegisteredTool(spec=spec, definition=definition, runtime_ref=ref)

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 documents = Table(
     "retrieval_documents",

@@ -7,7 +7,7 @@ JSON. Verification therefore hashes the stored bytes, identically on SQLite and 
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 audit_log = Table(
     "audit_log",

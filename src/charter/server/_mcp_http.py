@@ -74,7 +74,7 @@ class McpEndpoint:
     """The ASGI app at ``/mcp``: authenticate, then hand the request to the SDK's session manager."""
 
     def __init__(self, state: ServerState) -> None:
-        from charter.mcp._server import build_server
+        from charter.mcp import build_server
 
         self.state = state
         self.server = build_server(state.rt, principal_from_request)

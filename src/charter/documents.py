@@ -1,4 +1,8 @@
-"""The unit connectors produce and the index consumes."""
+"""The unit connectors produce and the index consumes: :class:`Document`, and :func:`acl_hash`.
+
+It sits below both :mod:`charter.sources` (connectors yield it; re-exported there as
+``charter.sources.Document``) and :mod:`charter.retrieval` (the index chunks and stores it), so neither
+imports the other for it."""
 
 from __future__ import annotations
 
@@ -47,3 +51,6 @@ class Document:
 def acl_hash(tokens: frozenset[str] | set[str]) -> str:
     """A stable hash of a set of ACL tokens."""
     return hashlib.sha256("\n".join(sorted(tokens)).encode()).hexdigest()
+
+
+__all__ = ["Document", "acl_hash"]

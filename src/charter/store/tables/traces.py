@@ -7,7 +7,7 @@ retrieved and whether the answer cited them, so "which source caused bad answers
 
 from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, String, Table, Text
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 traces = Table(
     "traces",

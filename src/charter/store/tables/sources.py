@@ -7,7 +7,7 @@ metadata the connector reported — including *why* a document is private by def
 
 from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, Text
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 sync_runs = Table(
     "sync_runs",

@@ -2,7 +2,7 @@
 
 from sqlalchemy import Column, Index, String, Table
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 tokens = Table(
     "tokens",

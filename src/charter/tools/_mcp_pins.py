@@ -10,7 +10,7 @@ the upstream listed them when an owner approved it (``charter tools approve-upst
 * arguments are validated against the *pinned* schema, never the live one;
 * before a call leaves Charter, :func:`checked_pin` makes sure the pin was compared with the live listing
   no longer ago than the server's ``pin_recheck`` and with no change signalled since (a
-  ``tools/list_changed`` notification, a reconnect: see :mod:`charter.mcp._upstream`); otherwise it lists
+  ``tools/list_changed`` notification, a reconnect: see :mod:`charter.tools._mcp_upstream`); otherwise it lists
   the tools again first. So a change the upstream announces is never missed by a later call, and a silent
   one is caught by the first call more than ``pin_recheck`` after the last comparison (``0s``: every call).
 """
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from charter.errors import NotFound, UsageError
-from charter.mcp._tables import mcp_pins
 from charter.spec import canonical_json
 from charter.store import utcnow
+from charter.store.tables import mcp_pins
 
 if TYPE_CHECKING:
-    from charter.mcp._upstream import LiveTool
     from charter.runtime import Runtime
+    from charter.tools._mcp_upstream import LiveTool
 
 log = logging.getLogger("charter.mcp")
 
@@ -75,8 +75,8 @@ class Pin:
         }
 
 
-def get_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
-    with runtime.store.connect() as conn:
+def get_pin(rt: Runtime, server: str, tool: str) -> Pin | None:
+    with rt.store.connect() as conn:
         row = conn.execute(
             select(mcp_pins).where(mcp_pins.c.server == server, mcp_pins.c.tool == tool)
         ).first()
@@ -85,13 +85,13 @@ def get_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
     return Pin(**{c.name: getattr(row, c.name) for c in mcp_pins.columns})
 
 
-def all_pins(runtime: Runtime) -> dict[tuple[str, str], Pin]:
-    with runtime.store.connect() as conn:
+def all_pins(rt: Runtime) -> dict[tuple[str, str], Pin]:
+    with rt.store.connect() as conn:
         rows = conn.execute(select(mcp_pins)).all()
     return {(r.server, r.tool): Pin(**{c.name: getattr(r, c.name) for c in mcp_pins.columns}) for r in rows}
 
 
-def pin_tool(runtime: Runtime, server: str, live: LiveTool, actor: str) -> Pin:
+def pin_tool(rt: Runtime, server: str, live: LiveTool, actor: str) -> Pin:
     """Record ``live`` as the approved definition (insert or replace), audited as ``mcp.upstream_pinned``."""
     h = definition_hash(live.name, live.description, live.input_schema)
     now = utcnow()
@@ -105,7 +105,7 @@ def pin_tool(runtime: Runtime, server: str, live: LiveTool, actor: str) -> Pin:
         "pinned_at": now,
         "checked_at": now,
     }
-    with runtime.audit.transaction() as tx:
+    with rt.audit.transaction() as tx:
         updated = tx.conn.execute(
             mcp_pins.update()
             .where(mcp_pins.c.server == server, mcp_pins.c.tool == live.name)
@@ -120,16 +120,16 @@ def pin_tool(runtime: Runtime, server: str, live: LiveTool, actor: str) -> Pin:
             outcome="pinned",
             details={"server": server, "tool": live.name, "hash": h},
         )
-    pin = get_pin(runtime, server, live.name)
+    pin = get_pin(rt, server, live.name)
     assert pin is not None
     return pin
 
 
-def record_live(runtime: Runtime, server: str, tool: str, live: LiveTool | None) -> Pin | None:
+def record_live(rt: Runtime, server: str, tool: str, live: LiveTool | None) -> Pin | None:
     """Compare the live definition with the pin; a difference (or a tool gone) disables it.
 
     Returns the pin as it is now (``None`` when the tool was never pinned)."""
-    pin = get_pin(runtime, server, tool)
+    pin = get_pin(rt, server, tool)
     if pin is None:
         return None
     live_hash = (
@@ -140,17 +140,17 @@ def record_live(runtime: Runtime, server: str, tool: str, live: LiveTool | None)
         if pin.status == "pinned":
             return pin
         # the upstream reverted to exactly what was approved: still disabled until a human re-approves
-        with runtime.store.begin() as conn:
+        with rt.store.begin() as conn:
             conn.execute(
                 mcp_pins.update()
                 .where(mcp_pins.c.server == server, mcp_pins.c.tool == tool)
                 .values(live_hash=live_hash, checked_at=now)
             )
-        return get_pin(runtime, server, tool)
+        return get_pin(rt, server, tool)
     if pin.status == "drifted" and pin.live_hash == live_hash:
         return pin
-    owner = runtime.spec.mcp.server(server).owner
-    with runtime.audit.transaction() as tx:
+    owner = rt.spec.mcp.server(server).owner
+    with rt.audit.transaction() as tx:
         tx.conn.execute(
             mcp_pins.update()
             .where(mcp_pins.c.server == server, mcp_pins.c.tool == tool)
@@ -181,51 +181,47 @@ def record_live(runtime: Runtime, server: str, tool: str, live: LiveTool | None)
         server,
         tool,
     )
-    return get_pin(runtime, server, tool)
+    return get_pin(rt, server, tool)
 
 
-def exposed_tools(runtime: Runtime, server: str) -> list[str]:
+def exposed_tools(rt: Runtime, server: str) -> list[str]:
     """The upstream tool names of ``server`` that some charter tool exposes."""
     return sorted(
-        {
-            t.upstream.tool
-            for t in runtime.spec.tools
-            if t.upstream is not None and t.upstream.server == server
-        }
+        {t.upstream.tool for t in rt.spec.tools if t.upstream is not None and t.upstream.server == server}
     )
 
 
-def _compare(runtime: Runtime, server: str, tools: list[str]) -> dict[str, Pin | None]:
+def _compare(rt: Runtime, server: str, tools: list[str]) -> dict[str, Pin | None]:
     """List ``server``'s tools now and :func:`record_live` each of ``tools``; remember the result as fresh.
     The caller holds the server's check lock."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
-    hub = hub_for(runtime)
+    hub = hub_for(rt)
     started = hub.check_started(server)
     listing = hub.list_tools(server)
-    pins = {t: record_live(runtime, server, t, listing.get(t)) for t in tools}
+    pins = {t: record_live(rt, server, t, listing.get(t)) for t in tools}
     hub.checked(server, started, pins)
     return pins
 
 
-def recheck_server(runtime: Runtime, server: str) -> dict[str, Pin | None]:
+def recheck_server(rt: Runtime, server: str) -> dict[str, Pin | None]:
     """Compare the live listing of ``server`` with the pins of every exposed tool now (what a
     ``tools/list_changed`` notification triggers)."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
-    with hub_for(runtime).check_lock(server):
-        return _compare(runtime, server, exposed_tools(runtime, server))
+    with hub_for(rt).check_lock(server):
+        return _compare(rt, server, exposed_tools(rt, server))
 
 
-def checked_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
+def checked_pin(rt: Runtime, server: str, tool: str) -> Pin | None:
     """The pin of ``tool``, compared with the live listing recently enough to let a call leave now.
 
     The last comparison is reused while it is fresh: younger than the server's ``pin_recheck`` and with no
     change signalled since it started. Otherwise the tools are listed again and every exposed tool of the
     server is compared; concurrent callers wait for that one listing."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
-    hub = hub_for(runtime)
+    hub = hub_for(rt)
     fresh = hub.fresh_pins(server)
     if fresh is not None and tool in fresh:
         return fresh[tool]  # type: ignore[no-any-return]
@@ -233,24 +229,24 @@ def checked_pin(runtime: Runtime, server: str, tool: str) -> Pin | None:
         fresh = hub.fresh_pins(server)  # another thread may have compared while this one waited
         if fresh is not None and tool in fresh:
             return fresh[tool]  # type: ignore[no-any-return]
-        return _compare(runtime, server, sorted(set(exposed_tools(runtime, server)) | {tool}))[tool]
+        return _compare(rt, server, sorted(set(exposed_tools(rt, server)) | {tool}))[tool]
 
 
-def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, actor: str) -> list[Pin]:
+def approve_upstream(rt: Runtime, server: str, tools: list[str] | None, actor: str) -> list[Pin]:
     """Pin the *live* definitions of ``tools`` (default: every charter tool from ``server``).
 
     Only tools the charter exposes can be pinned; the actor must be the server's owner or the incidents
     owner (the people the charter makes responsible for what upstream tools do)."""
-    from charter.mcp._upstream import hub_for
+    from charter.tools._mcp_upstream import hub_for
 
     try:
-        spec = runtime.spec.mcp.server(server)
+        spec = rt.spec.mcp.server(server)
     except KeyError:
         raise NotFound(f"no MCP server {server!r} in the charter's mcp.servers") from None
-    if actor not in (spec.owner, runtime.spec.owners.incidents):
+    if actor not in (spec.owner, rt.spec.owners.incidents):
         from charter.errors import Denied
 
-        runtime.audit.append(
+        rt.audit.append(
             actor=actor,
             action="mcp.pin_refused",
             resource=f"mcp:{server}",
@@ -260,11 +256,10 @@ def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, act
         raise Denied(
             f"{actor} may not approve upstream tools of {server}",
             reasons=[
-                f"mcp.servers.{server}.owner is {spec.owner}; owners.incidents is "
-                f"{runtime.spec.owners.incidents}"
+                f"mcp.servers.{server}.owner is {spec.owner}; owners.incidents is {rt.spec.owners.incidents}"
             ],
         )
-    exposed = exposed_tools(runtime, server)
+    exposed = exposed_tools(rt, server)
     wanted = exposed if not tools else list(tools)
     unknown = [t for t in wanted if t not in exposed]
     if unknown:
@@ -272,11 +267,11 @@ def approve_upstream(runtime: Runtime, server: str, tools: list[str] | None, act
             f"{', '.join(unknown)}: not exposed by any charter tool from {server} "
             f"(exposed: {', '.join(exposed) or 'none'}); add a tools[] entry with upstream first"
         )
-    live = hub_for(runtime).list_tools(server)
+    live = hub_for(rt).list_tools(server)
     missing = [t for t in wanted if t not in live]
     if missing:
         raise UsageError(f"{server} does not list {', '.join(missing)} now; nothing was pinned")
     try:
-        return [pin_tool(runtime, server, live[t], actor) for t in wanted]
+        return [pin_tool(rt, server, live[t], actor) for t in wanted]
     finally:
-        hub_for(runtime).changed(server)  # this process's last comparison predates the new pins
+        hub_for(rt).changed(server)  # this process's last comparison predates the new pins

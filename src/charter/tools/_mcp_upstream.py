@@ -15,7 +15,7 @@ Invariants:
   connections, a ``subscriptions/listen`` event on 2026-07-28 ones) and whenever the connection is
   dropped or ends (notifications may have been missed). A comparison is *fresh* only while the generation
   is the one it started under and it is younger than the server's ``pin_recheck``
-  (:func:`charter.mcp._pins.checked_pin` decides what that means for a call);
+  (:func:`charter.tools._mcp_pins.checked_pin` decides what that means for a call);
 * credentials reach the upstream only as declared: stdio servers get the SDK's minimal default environment
   plus the variables the charter maps by name (``env``); HTTP servers get ``Authorization: Bearer`` from
   ``token_env``. A declared variable that is unset is an error naming it, never an empty value.
@@ -240,8 +240,8 @@ def _describe(exc: BaseException) -> str:
 class UpstreamHub:
     """The runtime's upstream connections (see the module docstring). Thread-safe."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, rt: Runtime) -> None:
+        self.runtime = rt
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -315,7 +315,7 @@ class UpstreamHub:
         ).start()
 
     def _recheck(self, server_id: str) -> None:
-        from charter.mcp._pins import recheck_server
+        from charter.tools._mcp_pins import recheck_server
 
         while True:
             try:
@@ -455,11 +455,11 @@ class UpstreamHub:
 _hubs_lock = threading.Lock()
 
 
-def hub_for(runtime: Runtime) -> UpstreamHub:
+def hub_for(rt: Runtime) -> UpstreamHub:
     """The runtime's hub (created on first use, cached on the runtime)."""
     with _hubs_lock:
-        hub = runtime.services.mcp_hub
+        hub = rt.services.mcp_hub
         if not isinstance(hub, UpstreamHub):
-            hub = UpstreamHub(runtime)
-            runtime.services.mcp_hub = hub
+            hub = UpstreamHub(rt)
+            rt.services.mcp_hub = hub
         return hub

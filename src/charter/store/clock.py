@@ -1,4 +1,7 @@
-"""Time for SLAs, expiry and rate limits, injectable so that tests (and drills) are exact."""
+"""Time for SLAs, expiry and rate limits, injectable so that tests (and drills) are exact.
+
+In the store layer, next to :func:`charter.store.utcnow`, because tool actions (:mod:`charter.tools`) and
+the review queue (:mod:`charter.review`, which re-exports the clocks) both keep time by it."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from charter.store import utcnow
+from charter.store._types import utcnow
 
 
 @runtime_checkable
@@ -58,3 +61,6 @@ def clock_or_default(clock: Clock | None) -> Clock:
 
 def add(when: datetime, delta: timedelta | None) -> datetime | None:
     return None if delta is None else when + delta
+
+
+__all__ = ["DEFAULT_CLOCK", "Clock", "ManualClock", "SystemClock", "add", "clock_or_default"]

@@ -4,7 +4,7 @@ prompt approvals and activations. Money is stored as integer nano-dollars (1e-9 
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
-from charter.store import UTCDateTime, metadata
+from charter.store._types import UTCDateTime, metadata
 
 budget_months = Table(
     "budget_months",
