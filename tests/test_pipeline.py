@@ -301,3 +301,31 @@ def test_cli_ask_json(synced_project: Path) -> None:
     assert set(doc["latency_ms"]) >= {"admit", "retrieve", "generate", "check", "record", "total"}
     denied = run_cli("ask", "--as", "nobody", "hi", "--charter", str(synced_project))
     assert denied.exit_code == 2 and "unknown user" in denied.stderr
+
+
+def test_a_closed_runtime_leaves_no_drafter_bound_to_its_index(synced_project: Path, tmp_path: Path) -> None:
+    """Each runtime's extractive drafter embeds with its own index: a second runtime over a copy (as a gate
+    drill opens one) that answers and is closed and deleted does not break the first runtime's next answer
+    (it used to: the drafter's sentence vectors were bound process-wide to the last runtime's index)."""
+    import shutil
+
+    first = Runtime.open(synced_project)
+    try:
+        ana = first.charter.principal("ana")
+        assert ask(first, ana, "How long do card refunds take?", submit_for_review=False).status == "answered"
+        copy_dir = tmp_path / "copy"
+        shutil.copytree(synced_project.parent, copy_dir)
+        second = Runtime.open(copy_dir / synced_project.name)
+        try:
+            question = "Can I get a refund on my annual plan after three months?"  # sentences not seen yet
+            assert ask(second, second.charter.principal("ana"), question, submit_for_review=False).draft
+        finally:
+            second.close()
+        shutil.rmtree(copy_dir)
+        for question in (
+            "Which currencies can I pay in, and how do I switch?",
+            "How do I download invoices?",
+        ):
+            assert ask(first, ana, question, submit_for_review=False).draft  # no error from a closed index
+    finally:
+        first.close()

@@ -390,12 +390,15 @@ def gateway_for(rt: Runtime) -> Any:
         from charter.models import build_gateway
 
         cached = rt.services.gateway = build_gateway(rt)
-        # the extractive drafter embeds sentences with the index's model, and reuses its query vector
-        from charter.models import SENTENCE_VECTORS
+        # the extractive drafter embeds sentences with this runtime's index model and reuses its query vector
+        # (its own binding: a process-wide one would outlive the runtime that set it, e.g. a drill's copy)
+        from charter.models import SentenceVectors, use_sentence_vectors
         from charter.retrieval import Index
 
         index = Index.for_runtime(rt)
-        SENTENCE_VECTORS.bind(index.embedder, index._query_vector, index)
+        vectors = SentenceVectors()
+        vectors.bind(index.embedder, index._query_vector, index)
+        use_sentence_vectors(cached.model, vectors)
     return cached
 
 

@@ -94,6 +94,7 @@ def test_exported_names_are_pinned():
         "NO_ANSWER_TEXT",
         "OUTBOUND",
         "SENTENCE_VECTORS",
+        "SentenceVectors",
         "ActivePrompt",
         "Audience",
         "BudgetLedger",
@@ -151,6 +152,7 @@ def test_exported_names_are_pinned():
         "tone_parts",
         "usd_to_nano",
         "wrap_endpoint",
+        "use_sentence_vectors",
     }
     assert set(models.provider_names()) >= {"extractive", "openai", "local", "scripted"}
 

@@ -20,8 +20,10 @@ from charter.models._extractive import (
     SENTENCE_VECTORS,
     DraftParts,
     ExtractiveModel,
+    SentenceVectors,
     split_draft,
     tone_parts,
+    use_sentence_vectors,
 )
 from charter.models._gateway import Gateway, audience_for, build_gateway, wrap_endpoint
 from charter.models._local import LocalModel, smollm2_path
@@ -101,6 +103,7 @@ __all__ = [
     "Retrying",
     "ScriptedModel",
     "ScriptedReply",
+    "SentenceVectors",
     "Timed",
     "ToolCall",
     "ToolOffer",
@@ -132,5 +135,6 @@ __all__ = [
     "token_cost_nano",
     "tone_parts",
     "usd_to_nano",
+    "use_sentence_vectors",
     "wrap_endpoint",
 ]

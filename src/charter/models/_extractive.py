@@ -180,7 +180,24 @@ class SentenceVectors:
         return out
 
 
-SENTENCE_VECTORS = SentenceVectors()
+SENTENCE_VECTORS = SentenceVectors()  # the default of an extractive model built outside a runtime
+
+
+def use_sentence_vectors(model: Any, vectors: SentenceVectors) -> int:
+    """Give every extractive model in a gateway's chain (``inner`` and ``fallback`` links) ``vectors``;
+    returns how many. A runtime binds its own, so that one runtime closing (a gate drill's copy, a derived
+    evaluation runtime) never leaves another's drafter bound to a closed index."""
+    found, todo, seen = 0, [model], set()
+    while todo:
+        m = todo.pop()
+        if m is None or id(m) in seen:
+            continue
+        seen.add(id(m))
+        if isinstance(m, ExtractiveModel):
+            m.vectors = vectors
+            found += 1
+        todo += [getattr(m, "inner", None), getattr(m, "fallback", None)]
+    return found
 
 
 @functools.lru_cache(maxsize=8192)
