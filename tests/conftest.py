@@ -66,6 +66,32 @@ def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(MiniLMEmbedder, "_embed", memo_embed)
 
 
+# The two tiers. ``make test`` runs everything; ``make test-fast`` (the edit loop) deselects ``slow``,
+# ``postgres`` and ``browser``. A test is integration work — marked ``slow`` here, so that no module has to
+# remember it — when it needs an example project synced with the real embedding model (the billing example, the
+# gated copy, the order desk, a served copy), the real model itself, or real upstream MCP server processes
+# (``governed``): the first such test in a process pays for the sync and the model. Modules and tests with real
+# servers, processes, end-to-end example runs or heavy properties mark themselves.
+SLOW_FIXTURES = frozenset(
+    {
+        "_synced_template",
+        "synced_project",
+        "server_project",
+        "_gated_template",
+        "_order_desk_template",
+        "minilm",
+        "governed",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits a database URL or charter path from the developer's shell."""
