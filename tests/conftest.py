@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -32,11 +35,51 @@ SHARED = REPO.parent / "shared"
 
 # The suite syncs the same example documents in hundreds of tests, each into a fresh store, so each would embed
 # the same texts with the real model again (~2,400 texts for the billing example: most of a minute on 2 cores).
-# Within one test process every text is embedded once and its vector reused: MiniLM is deterministic per text,
-# so what a test sees is what the real model returns. Tests about the embedder's own work (threads, batching,
-# how long embedding takes) opt out with ``@pytest.mark.real_embedding``.
+# Within one test run every text is embedded once and its vector reused: MiniLM is deterministic per text, so
+# what a test sees is what the real model returns. The vectors are kept per process and shared between the
+# run's xdist workers through a SQLite file in the run's base temp folder (a worker embeds a batch under a file
+# lock after looking there, so two workers syncing the same example embed it once). Tests about the embedder's
+# own work (threads, batching, how long embedding takes) opt out with ``@pytest.mark.real_embedding``.
 _EMBED_MEMO: dict[str, object] = {}
 _EMBED_MEMO_MAX = 300_000
+
+
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every xdist worker of this run (the workers' base temp folders share a parent that is
+    unique to the run); the base temp folder itself without xdist."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(scope="session")
+def _shared_vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = _run_root(tmp_path_factory) / "embedding-memo.sqlite"
+    with sqlite3.connect(path, timeout=120) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+    return path
+
+
+def _key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _shared_get(path: Path, texts: list[str]) -> dict[str, bytes]:
+    keys = {_key(t): t for t in texts}
+    found: dict[str, bytes] = {}
+    with closing(sqlite3.connect(path, timeout=120)) as conn:
+        items = list(keys)
+        for i in range(0, len(items), 500):
+            part = items[i : i + 500]
+            rows = conn.execute(f"SELECT key, vec FROM memo WHERE key IN ({','.join('?' * len(part))})", part)
+            found.update((keys[k], v) for k, v in rows)
+    return found
+
+
+def _shared_put(path: Path, vectors: dict[str, bytes]) -> None:
+    with closing(sqlite3.connect(path, timeout=120)) as conn, conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO memo VALUES (?, ?)", [(_key(t), v) for t, v in vectors.items()]
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -44,16 +87,31 @@ def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     if request.node.get_closest_marker("real_embedding"):
         return
     import numpy as np
+    from filelock import FileLock
 
     from charter.retrieval import MiniLMEmbedder
 
     real = MiniLMEmbedder._embed
+    shared = Path(request.getfixturevalue("_shared_vectors"))
+
+    def compute(self: MiniLMEmbedder, model: object, missing: list[str]) -> dict[str, object]:
+        with FileLock(str(shared) + ".lock"):
+            stored = _shared_get(shared, missing)
+            fresh = {t: np.frombuffer(v, dtype=np.float32).copy() for t, v in stored.items()}
+            rest = [t for t in missing if t not in fresh]
+            if rest:
+                vectors = dict(zip(rest, real(self, model, rest), strict=True))
+                _shared_put(
+                    shared, {t: np.asarray(v, dtype=np.float32).tobytes() for t, v in vectors.items()}
+                )
+                fresh.update(vectors)
+        return fresh
 
     def memo_embed(self: MiniLMEmbedder, model: object, texts: list[str]) -> np.ndarray:
         got = {t: _EMBED_MEMO.get(t) for t in texts}
         missing = [t for t, v in got.items() if v is None]
         if missing:
-            fresh = dict(zip(missing, real(self, model, missing), strict=True))
+            fresh = compute(self, model, missing)
             got.update(fresh)
             if len(_EMBED_MEMO) + len(fresh) > _EMBED_MEMO_MAX:
                 _EMBED_MEMO.clear()
@@ -158,9 +216,7 @@ def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # Built once per run, not once per xdist worker: the workers' base temp folders share a parent that is
     # unique to the run, and the first worker to take the lock builds it (tests only ever copy it).
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
+    root = _run_root(tmp_path_factory)
     dest, done = root / "synced-template" / "project", root / "synced-template" / "done"
     with FileLock(str(root / "synced-template.lock")):
         if done.is_file():
