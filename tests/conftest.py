@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests._pg import backend, db_url, empty_db_url, pg_cluster, pg_url  # noqa: F401  (shared PostgreSQL)
+from tests._pg import (  # noqa: F401  (shared PostgreSQL, the migrated SQLite template)
+    backend,
+    db_url,
+    empty_db_url,
+    pg_cluster,
+    pg_url,
+    sqlite_template,
+)
 
 # Wall-clock deadlines make property tests flaky on a loaded 2-core CI machine; correctness is what they test.
 settings.register_profile(
