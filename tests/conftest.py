@@ -21,6 +21,7 @@ from tests._pg import (  # noqa: F401  (shared PostgreSQL, the migrated SQLite t
     backend,
     db_url,
     empty_db_url,
+    migrated_sqlite,
     pg_cluster,
     pg_url,
     sqlite_template,
@@ -165,11 +166,25 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh copy of the billing-support example; returns the charter file's path."""
+def unopened_project(tmp_path: Path) -> Path:
+    """A fresh copy of the billing-support example without ``.charter``; returns the charter file's path."""
     dest = tmp_path / "project"
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
     return dest / "charter.yaml"
+
+
+@pytest.fixture
+def project(unopened_project: Path, sqlite_template: Path) -> Path:  # noqa: F811  (the fixture)
+    """A fresh copy of the billing-support example; returns the charter file's path. Its database is what the
+    first ``Runtime.open`` creates before anything is written: an empty database migrated to head, private
+    (``.charter`` 0700, ``charter.db`` 0600) — copied from ``sqlite_template`` instead of running every
+    migration in every test. Keys are created on first use, as always. Tests about what the first open itself
+    creates take ``unopened_project``."""
+    folder = unopened_project.parent / ".charter"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    migrated_sqlite(sqlite_template, folder / "charter.db")
+    return unopened_project
 
 
 @dataclass
