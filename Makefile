@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	@bash scripts/test
 
-# The edit loop: everything but the slow, PostgreSQL and browser tests, on every core (< 90 s here).
+# The edit loop: the unit layer (no slow, PostgreSQL or browser tests), on every core; see docs/architecture.md, Tests.
 test-fast: setup
 	@bash scripts/test -m "not slow and not postgres and not browser"
 

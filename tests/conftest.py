@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -14,7 +17,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests._pg import backend, db_url, empty_db_url, pg_cluster, pg_url  # noqa: F401  (shared PostgreSQL)
+from tests._pg import (  # noqa: F401  (shared PostgreSQL, the migrated SQLite template)
+    backend,
+    db_url,
+    empty_db_url,
+    migrated_sqlite,
+    pg_cluster,
+    pg_url,
+    sqlite_template,
+)
 
 # Wall-clock deadlines make property tests flaky on a loaded 2-core CI machine; correctness is what they test.
 settings.register_profile(
@@ -32,11 +43,51 @@ SHARED = REPO.parent / "shared"
 
 # The suite syncs the same example documents in hundreds of tests, each into a fresh store, so each would embed
 # the same texts with the real model again (~2,400 texts for the billing example: most of a minute on 2 cores).
-# Within one test process every text is embedded once and its vector reused: MiniLM is deterministic per text,
-# so what a test sees is what the real model returns. Tests about the embedder's own work (threads, batching,
-# how long embedding takes) opt out with ``@pytest.mark.real_embedding``.
+# Within one test run every text is embedded once and its vector reused: MiniLM is deterministic per text, so
+# what a test sees is what the real model returns. The vectors are kept per process and shared between the
+# run's xdist workers through a SQLite file in the run's base temp folder (a worker embeds a batch under a file
+# lock after looking there, so two workers syncing the same example embed it once). Tests about the embedder's
+# own work (threads, batching, how long embedding takes) opt out with ``@pytest.mark.real_embedding``.
 _EMBED_MEMO: dict[str, object] = {}
 _EMBED_MEMO_MAX = 300_000
+
+
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every xdist worker of this run (the workers' base temp folders share a parent that is
+    unique to the run); the base temp folder itself without xdist."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(scope="session")
+def _shared_vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = _run_root(tmp_path_factory) / "embedding-memo.sqlite"
+    with sqlite3.connect(path, timeout=120) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+    return path
+
+
+def _key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _shared_get(path: Path, texts: list[str]) -> dict[str, bytes]:
+    keys = {_key(t): t for t in texts}
+    found: dict[str, bytes] = {}
+    with closing(sqlite3.connect(path, timeout=120)) as conn:
+        items = list(keys)
+        for i in range(0, len(items), 500):
+            part = items[i : i + 500]
+            rows = conn.execute(f"SELECT key, vec FROM memo WHERE key IN ({','.join('?' * len(part))})", part)
+            found.update((keys[k], v) for k, v in rows)
+    return found
+
+
+def _shared_put(path: Path, vectors: dict[str, bytes]) -> None:
+    with closing(sqlite3.connect(path, timeout=120)) as conn, conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO memo VALUES (?, ?)", [(_key(t), v) for t, v in vectors.items()]
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -44,16 +95,31 @@ def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     if request.node.get_closest_marker("real_embedding"):
         return
     import numpy as np
+    from filelock import FileLock
 
     from charter.retrieval import MiniLMEmbedder
 
     real = MiniLMEmbedder._embed
+    shared = Path(request.getfixturevalue("_shared_vectors"))
+
+    def compute(self: MiniLMEmbedder, model: object, missing: list[str]) -> dict[str, object]:
+        with FileLock(str(shared) + ".lock"):
+            stored = _shared_get(shared, missing)
+            fresh = {t: np.frombuffer(v, dtype=np.float32).copy() for t, v in stored.items()}
+            rest = [t for t in missing if t not in fresh]
+            if rest:
+                vectors = dict(zip(rest, real(self, model, rest), strict=True))
+                _shared_put(
+                    shared, {t: np.asarray(v, dtype=np.float32).tobytes() for t, v in vectors.items()}
+                )
+                fresh.update(vectors)
+        return fresh
 
     def memo_embed(self: MiniLMEmbedder, model: object, texts: list[str]) -> np.ndarray:
         got = {t: _EMBED_MEMO.get(t) for t in texts}
         missing = [t for t, v in got.items() if v is None]
         if missing:
-            fresh = dict(zip(missing, real(self, model, missing), strict=True))
+            fresh = compute(self, model, missing)
             got.update(fresh)
             if len(_EMBED_MEMO) + len(fresh) > _EMBED_MEMO_MAX:
                 _EMBED_MEMO.clear()
@@ -66,6 +132,32 @@ def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(MiniLMEmbedder, "_embed", memo_embed)
 
 
+# The two tiers. ``make test`` runs everything; ``make test-fast`` (the edit loop) deselects ``slow``,
+# ``postgres`` and ``browser``. A test is integration work — marked ``slow`` here, so that no module has to
+# remember it — when it needs an example project synced with the real embedding model (the billing example, the
+# gated copy, the order desk, a served copy), the real model itself, or real upstream MCP server processes
+# (``governed``): the first such test in a process pays for the sync and the model. Modules and tests with real
+# servers, processes, end-to-end example runs or heavy properties mark themselves.
+SLOW_FIXTURES = frozenset(
+    {
+        "_synced_template",
+        "synced_project",
+        "server_project",
+        "_gated_template",
+        "_order_desk_template",
+        "minilm",
+        "governed",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits a database URL or charter path from the developer's shell."""
@@ -74,11 +166,25 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh copy of the billing-support example; returns the charter file's path."""
+def unopened_project(tmp_path: Path) -> Path:
+    """A fresh copy of the billing-support example without ``.charter``; returns the charter file's path."""
     dest = tmp_path / "project"
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
     return dest / "charter.yaml"
+
+
+@pytest.fixture
+def project(unopened_project: Path, sqlite_template: Path) -> Path:  # noqa: F811  (the fixture)
+    """A fresh copy of the billing-support example; returns the charter file's path. Its database is what the
+    first ``Runtime.open`` creates before anything is written: an empty database migrated to head, private
+    (``.charter`` 0700, ``charter.db`` 0600) — copied from ``sqlite_template`` instead of running every
+    migration in every test. Keys are created on first use, as always. Tests about what the first open itself
+    creates take ``unopened_project``."""
+    folder = unopened_project.parent / ".charter"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    migrated_sqlite(sqlite_template, folder / "charter.db")
+    return unopened_project
 
 
 @dataclass
@@ -132,9 +238,7 @@ def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # Built once per run, not once per xdist worker: the workers' base temp folders share a parent that is
     # unique to the run, and the first worker to take the lock builds it (tests only ever copy it).
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
+    root = _run_root(tmp_path_factory)
     dest, done = root / "synced-template" / "project", root / "synced-template" / "done"
     with FileLock(str(root / "synced-template.lock")):
         if done.is_file():

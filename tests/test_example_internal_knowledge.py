@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 
+pytestmark = pytest.mark.slow  # syncs and evaluates the example end to end
+
 EXAMPLE = REPO / "examples" / "internal-knowledge"
 E3 = "What is the salary range for level E3 engineers?"
 

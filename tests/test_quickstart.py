@@ -11,7 +11,11 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # runs the quickstart end to end (sync, ask, evals)
 
 QUICKSTART = REPO / "docs" / "quickstart.md"
 

@@ -36,6 +36,7 @@ def test_state_read_follows_the_switches(project: Path) -> None:
         rt.close()
 
 
+@pytest.mark.slow  # syncs a source with the real embedding model
 def test_the_one_statement_read_matches_each_tables_own_reader(
     project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,8 @@ from tests.access._world import LEVELS, Oracle, canary, index_documents, plant
 from tests.conftest import run_cli
 from tests.server.conftest import DEMO_USERS, Served, _build
 
+pytestmark = pytest.mark.slow  # every front end end to end on the synced example
+
 SUBMITTER = "ben"
 ALL_LEVELS = list(LEVELS)
 #: The CLI opens the charter per call (~1 s): it checks the items that together carry every canary and

@@ -25,6 +25,8 @@ from tests.access._world import LEVELS, Oracle, canary, citation, index_document
 from tests.conftest import run_cli
 from tests.server.conftest import DEMO_USERS, Served, _build, console_client
 
+pytestmark = pytest.mark.slow  # every front end end to end on the synced example
+
 SUBMITTER = "ben"
 ALL_LEVELS = list(LEVELS)
 USERS = [u for u in DEMO_USERS if u != "guest"]

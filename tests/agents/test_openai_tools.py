@@ -22,6 +22,8 @@ from charter.runtime import Runtime
 from charter.store.tables import tool_actions
 from tests._llama import llama_server
 
+pytestmark = pytest.mark.slow  # a real llama.cpp server
+
 
 @pytest.fixture(scope="module")
 def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -13,6 +13,8 @@ import pytest
 
 from charter.evals import CaseOutput, EvalCase, get_scorers, load_eval_set, ranx_scores
 
+pytestmark = pytest.mark.slow  # indexes the billing example with the real embedding model
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "billing-support"
 K = 10
 

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.mcp.conftest import add_upstreams, make_repo
 
 
+@pytest.mark.slow  # real upstream MCP servers
 def test_servers_pinning_and_origins(project: Path, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     override = tmp_path / "rug-pull.json"

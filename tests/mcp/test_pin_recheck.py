@@ -25,6 +25,8 @@ from charter.runtime import Runtime
 from charter.tools import get_action, propose, stuck_actions
 from tests.mcp.conftest import UPSTREAMS
 
+pytestmark = pytest.mark.slow  # real upstream MCP server processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -142,6 +142,7 @@ WORKER = textwrap.dedent("""
 """).format(question=QUESTION, text=PASSAGES[0].text)
 
 
+@pytest.mark.slow  # two processes
 def test_two_processes_share_one_budget(scripted_project, open_runtime, tmp_path, db_url):
     path = edit_charter(scripted_project, {"model": {"fallback": None}})
     nano, usd = _estimate_usd(path, open_runtime)  # also migrates the database and approves the prompt

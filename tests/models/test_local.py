@@ -13,6 +13,8 @@ from charter.errors import UsageError
 from charter.models import GenerationRequest, LocalModel, Passage, create_model, smollm2_path
 from charter.spec._schema import ModelEndpoint
 
+pytestmark = pytest.mark.slow  # a real local model
+
 
 def test_local_provider_generates_with_reported_usage():
     if importlib.util.find_spec("llama_cpp") is None:

@@ -20,6 +20,8 @@ from tests._llama import llama_server as start_llama_server
 
 from .conftest import edit_charter
 
+pytestmark = pytest.mark.slow  # a real llama.cpp server
+
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

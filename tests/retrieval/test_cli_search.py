@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from charter.retrieval import Index
 from charter.runtime import Runtime
@@ -22,27 +24,67 @@ PROBES = [
 ]
 
 
+def _build_indexed(dest: Path, backend: str) -> Path:
+    """The example project in ``dest`` using the fast test embedder, every example document indexed (on the
+    database ``CHARTER_DATABASE_URL`` names, else ``.charter/charter.db``); returns the charter path."""
+    from tests.conftest import EXAMPLE
+
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    charter = dest / "charter.yaml"
+    text = charter.read_text()
+    charter.write_text(text.replace("  min_score: 0.0\n", "  min_score: 0.0\n  embedder: test-hash\n", 1))
+    rt = Runtime.open(charter)
+    try:
+        assert rt.store.is_sqlite == (backend == "sqlite")
+        index_example(Index.for_runtime(rt), charter)
+    finally:
+        rt.close()
+    return charter
+
+
+@pytest.fixture(scope="module")
+def _indexed_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str | None]]:
+    """Built once per module and backend, on first use; every test gets a private copy (``indexed``)."""
+    return {}
+
+
 @pytest.fixture
 def indexed(
-    project: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    backend: str,
+    _indexed_templates: dict[str, tuple[Path, str | None]],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Path:
-    """The example project using the fast test embedder, with every example document indexed — on SQLite
-    (``.charter/charter.db``) or on PostgreSQL (``CHARTER_DATABASE_URL``, a fresh database)."""
+    """A private copy of the example project using the fast test embedder, with every example document indexed
+    — on SQLite (``.charter/charter.db``) or on PostgreSQL (``CHARTER_DATABASE_URL``, a fresh database copied
+    from a template). The indexed template is built once per module and backend."""
+    cluster = None
     if backend == "postgres":
         from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
 
         cluster = request.getfixturevalue("pg_cluster")
-        url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    if backend not in _indexed_templates:
+        folder = tmp_path_factory.mktemp(f"indexed-{backend}") / "project"
+        template_db = None
+        with monkeypatch.context() as m:
+            if cluster is not None:
+                url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+                m.setenv("CHARTER_DATABASE_URL", url)
+                template_db = make_url(url).database
+            _build_indexed(folder, backend)
+        _indexed_templates[backend] = (folder, template_db)
+    folder, template_db = _indexed_templates[backend]
+    dest = tmp_path / "project"
+    shutil.copytree(folder, dest)
+    for key in (dest / ".charter" / "keys").glob("*"):
+        key.chmod(0o600)
+    if cluster is not None:
+        url = _copy_pg_database(cluster, str(template_db))
         request.addfinalizer(lambda: _drop_pg_database(cluster, url))
         monkeypatch.setenv("CHARTER_DATABASE_URL", url)
-    text = project.read_text()
-    text = text.replace("  min_score: 0.0\n", "  min_score: 0.0\n  embedder: test-hash\n", 1)
-    project.write_text(text)
-    rt = Runtime.open(project)
-    assert rt.store.is_sqlite == (backend == "sqlite")
-    index_example(Index.for_runtime(rt), project)
-    rt.close()
-    return project
+    return dest / "charter.yaml"
 
 
 def test_search_shows_rank_source_heading_and_reason(indexed: Path) -> None:

@@ -87,6 +87,7 @@ def test_without_dense_evidence_it_is_the_bm25_ranking(data, fusion, c) -> None:
     _same_ranking(got, np.where(present, bm25, -1.0).astype(np.float32), min(fusion.depth, max(n_present, 1)))
 
 
+@pytest.mark.slow  # a heavy property
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(
     data=lists(min_size=2), fusion=st.sampled_from(FUSIONS), m_extra=st.integers(0, 10), lead=st.booleans()
@@ -237,6 +238,7 @@ def _minmax_oracle(bm25: np.ndarray, present: np.ndarray, depth: int) -> np.ndar
     return out
 
 
+@pytest.mark.slow  # a heavy property
 @settings(max_examples=300, deadline=None)
 @given(data=lists(min_size=2), fusion=st.sampled_from(FUSIONS[:3]))
 def test_identifier_lead_ranks_by_bm25_and_lets_dense_break_ties(data, fusion) -> None:

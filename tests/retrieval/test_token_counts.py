@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charter.retrieval._chunking import chunk_text, count_tokens, tokenizer_counts
+
+pytestmark = pytest.mark.slow  # the real tokenizer over every example document
 
 # Everything the BERT pipeline treats specially: every kind of whitespace and control character (some it
 # deletes, joining their neighbours), punctuation, accents and combining marks, CJK (split per character),

@@ -30,6 +30,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.server.conftest import _build
 
+pytestmark = pytest.mark.slow  # fuzzes every API operation (schemathesis) on the synced example
+
 EXAMPLES = int(os.environ.get("CHARTER_SCHEMATHESIS_EXAMPLES", "250"))
 
 

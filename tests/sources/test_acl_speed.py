@@ -16,7 +16,10 @@ from charter.sources import sync_sources
 from tests.sources._matrix import check_matrix
 from tests.sources.conftest import Workspace
 
-pytestmark = pytest.mark.real_embedding  # measures or inspects the embedder's own work
+pytestmark = [
+    pytest.mark.real_embedding,
+    pytest.mark.slow,
+]  # measures or inspects the embedder's own work; slow: full syncs with the real embedding model, timed
 
 ROWS = 40  # 60 rows took 449 s for the full sync at load 23 on the shared 2-core machine (1,326x)
 WORDS = [

@@ -22,6 +22,8 @@ from charter.retrieval._embedding import EmbeddingServiceError
 from tests._llama import llama_server
 from tests.sources.conftest import DOCS_SOURCE, Workspace, md
 
+pytestmark = pytest.mark.slow  # a real llama.cpp embedding server
+
 
 @pytest.fixture(scope="module")
 def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -128,6 +128,7 @@ def test_same_text_title_and_url_as_the_bs4_extraction(page: bytes) -> None:
     assert (new.title, new.text, new.url) == (old.title, old.text, old.url)
 
 
+@pytest.mark.slow  # every page of a manual
 def test_same_extraction_on_every_page_of_the_postgresql_manual() -> None:
     pages = sorted(PG_DOCS.glob("*.html"))
     assert len(pages) > 1000, "apt-get install postgresql-doc-15 (scripts/setup installs it)"

@@ -29,7 +29,10 @@ def loose_umask() -> Iterator[None]:
         os.umask(old)
 
 
-def test_database_wal_shm_keys_anchor_and_reports_are_private(project: Path, loose_umask: None) -> None:
+def test_database_wal_shm_keys_anchor_and_reports_are_private(
+    unopened_project: Path, loose_umask: None
+) -> None:
+    project = unopened_project  # the first open creates the folder and the database
     rt = Runtime.open(project)
     try:
         for i in range(3):

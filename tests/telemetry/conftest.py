@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from _audit_helpers import RawDB
+from tests._pg import migrated_sqlite
 
 from charter.store import Store, open_store
 from charter.telemetry.audit import AuditLog
@@ -18,8 +19,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    st = open_store(f"sqlite:///{db_path}")
+def store(db_path: Path, sqlite_template: Path) -> Iterator[Store]:
+    """A fresh SQLite database at ``db_path``, migrated (a copy of the migrated template)."""
+    st = open_store(migrated_sqlite(sqlite_template, db_path))
     yield st
     st.dispose()
 

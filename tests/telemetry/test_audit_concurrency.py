@@ -14,6 +14,8 @@ import pytest
 from charter.store import Store, open_store
 from charter.telemetry.audit import AuditEvent, AuditLog
 
+pytestmark = pytest.mark.slow  # concurrent writer processes
+
 
 def _writer(db_url: str, key_dir: str, worker: int, n: int) -> None:
     """Runs in a child process: its own engine, its own AuditLog, appends and small batches."""

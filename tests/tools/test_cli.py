@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from charter.review import submit_draft
 from charter.runtime import Runtime
 from tests.conftest import run_cli
@@ -122,6 +124,7 @@ def test_reject_and_recover_from_the_cli(project: Path) -> None:
     assert stuck.exit_code == 0 and stuck.json() == []
 
 
+@pytest.mark.slow  # syncs the example through the CLI
 def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
     from tests.access._world import LEO, add_user
 
@@ -203,6 +206,7 @@ def test_the_review_queue_from_the_cli(project: Path, tmp_path: Path) -> None:
     assert tick.exit_code == 0 and tick.json()["approvals_expired"] == []
 
 
+@pytest.mark.slow  # syncs the example through the CLI
 def test_the_kill_switch_from_the_cli(project: Path) -> None:
     refused = _cli(project, "kill-switch", "on", "--as", "ana")
     assert refused.exit_code == 1

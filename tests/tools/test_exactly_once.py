@@ -24,6 +24,8 @@ from charter.runtime import Runtime
 from charter.tools import execute, get_action, propose, resolve_stuck, set_kill_switch, stuck_actions
 from tests.tools._helpers import REFUND_50, audit_rows, billing_state
 
+pytestmark = pytest.mark.slow  # real processes, SIGKILL mid-execution
+
 REPO = Path(__file__).resolve().parents[2]
 
 
