@@ -123,6 +123,7 @@ def test_search_shows_rank_source_heading_and_reason(indexed: Path) -> None:
         assert abs(e["bm25"]["contribution"] + e["dense"]["contribution"] - x["score"]) < 1e-3, e
 
 
+@pytest.mark.slow  # the CLI end to end for six users: integration, full suite only
 @pytest.mark.parametrize("user", ["ana", "ben", "lena", "casey", "svc-helpdesk", "farid"])
 def test_canaries_never_leak_to_users_without_access(indexed: Path, user: str) -> None:
     allowed = {"farid": {"CANARY-FIN-7d3a91"}, "lena": {"OPS-NOTE-118", "OPS-NOTE-119"}}.get(user, set())

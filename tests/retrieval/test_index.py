@@ -125,6 +125,7 @@ def test_embedder_failure_leaves_document_untouched(store) -> None:
     assert index.upsert_document(_doc(), PUBLIC, CHUNKING) == "unchanged"
 
 
+@pytest.mark.slow  # a second process killed with SIGKILL: multi-process, full suite only
 def test_kill_9_mid_sync_leaves_consistent_index(tmp_path: Path) -> None:
     """A process indexing many documents is killed with SIGKILL; every document is wholly there or absent."""
     db = tmp_path / "kill.db"

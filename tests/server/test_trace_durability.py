@@ -50,6 +50,7 @@ def production_client(project: Path) -> Iterator[tuple[Any, Any]]:
         served.rt.close()  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # 100 answers through the server: integration, full suite only
 def test_feedback_right_after_each_of_100_answers_never_404s(production_client: tuple[Any, Any]) -> None:
     client, served = production_client
     statuses: list[int] = []

@@ -144,6 +144,7 @@ def _big_pdf(path: Path, pages: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # builds a 20,000-page PDF: a stress case, full suite only
 def test_a_20000_page_pdf_fails_fast_on_the_page_cap(tmp_path: Path) -> None:
     root = _setup(tmp_path)
     _big_pdf(root / "huge.pdf", 20_000)

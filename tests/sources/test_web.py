@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from charter.retrieval import Index
 from charter.sources import sync_sources
 from tests.sources._embedder import CountingEmbedder
@@ -48,6 +50,7 @@ def failures(s: Any) -> str:
     return " | ".join(f["reason"] for f in s.failures)
 
 
+@pytest.mark.slow  # crawls 1,171 pages from a local HTTP server: integration, full suite only
 def test_crawl_of_the_postgresql_manual(ws: Workspace) -> None:
     with serve() as site:
         ws.configure([web_source(site.base, RULES)])

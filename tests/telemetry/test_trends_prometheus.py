@@ -46,6 +46,7 @@ def test_promtool_check_rules() -> None:
     assert "SUCCESS" in r.stdout
 
 
+@pytest.mark.slow  # runs Debian's promtool: an external binary, full suite only
 def test_promtool_test_rules() -> None:
     r = _run("test", "rules", *(t.name for t in TESTS))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -64,6 +65,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     assert firing == ALERTS and quiet == ALERTS
 
 
+@pytest.mark.slow  # runs Debian's promtool: an external binary, full suite only
 def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
     """The unit tests can fail: with the spike factor raised from 2 to 7 the escalation test must fail."""
     for p in (RULES, *TESTS):
