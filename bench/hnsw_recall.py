@@ -103,7 +103,9 @@ def main() -> None:
             conn.execute("ANALYZE v")
             curve = []
             efs = (
-                [int(x) for x in args.ef.split(",")] if args.readable >= 1.0 else [_product_ef(args.readable)]
+                [int(x) for x in args.ef.split(",")]
+                if args.readable >= 1.0
+                else [_product_ef(args.readable, args.k)]
             )
             for ef in efs:
                 curve.append(_measure(conn, qv, exact, ef, args.k, filtered=args.readable < 1.0))
@@ -118,13 +120,14 @@ def main() -> None:
         args.json.write_text(text + "\n")
 
 
-def _product_ef(share: float) -> int:
-    """``ef_search`` as ``PgSearch._hnsw_ef`` sizes it for a reader who may read ``share`` of the chunks."""
-    import math
+def _product_ef(share: float, k: int) -> int:
+    """``ef_search`` as ``PgSearch`` sizes it for a reader who may read ``share`` of the chunks."""
+    from charter.retrieval._pg import HNSW_MIN_RESULTS, hnsw_ef_search
 
-    from charter.retrieval._pg import HNSW_MARGIN, HNSW_MIN_EF, HNSW_MIN_RESULTS
-
-    return max(math.ceil(HNSW_MIN_RESULTS * HNSW_MARGIN / share), HNSW_MIN_EF)
+    ef = hnsw_ef_search(share, max(2 * k, HNSW_MIN_RESULTS))
+    if ef is None:
+        raise SystemExit(f"at {share:.0%} readable the product ranks exactly (ef beyond pgvector's limit)")
+    return ef
 
 
 def _measure(conn: Any, qv: np.ndarray, exact: np.ndarray, ef: int, k: int, filtered: bool) -> dict[str, Any]:

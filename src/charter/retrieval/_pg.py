@@ -178,6 +178,16 @@ def _bm25_term(df: float, n: int, tf: float, length: float, avgdl: float) -> flo
     return idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / max(avgdl, 1e-9)))
 
 
+def hnsw_ef_search(selectivity: float, need: int, margin: float = HNSW_MARGIN) -> int | None:
+    """``ef_search`` that brings back ``need`` permitted chunks with ``margin`` to spare when a share
+    ``selectivity`` of the indexed chunks is permitted; ``None`` when that is beyond pgvector's limit (then
+    the exact scan is the right choice)."""
+    ef = math.ceil(need * margin / max(selectivity, 1e-9))
+    if ef > EF_SEARCH_MAX:
+        return None
+    return max(ef, HNSW_MIN_EF)
+
+
 class PgSearch:
     """Permission-filtered hybrid search in PostgreSQL for one :class:`Index` (thread-safe)."""
 
@@ -524,11 +534,7 @@ class PgSearch:
         """``ef_search`` for the HNSW path, or ``None`` when the exact scan is the right (or only) choice."""
         if n <= self.exact_max_rows or n_model == 0 or self.index.embedder.dim != INDEXED_DIM:
             return None
-        selectivity = n / n_model
-        ef = math.ceil(need * self.hnsw_margin / max(selectivity, 1e-9))
-        if ef > EF_SEARCH_MAX:
-            return None
-        return max(ef, HNSW_MIN_EF)
+        return hnsw_ef_search(n / n_model, need, self.hnsw_margin)
 
     def _fuse_candidates(
         self,
