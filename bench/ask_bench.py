@@ -1,6 +1,7 @@
 """Ask pipeline overhead: what governance adds on top of retrieval and the model.
 
-    .venv/bin/python bench/ask_bench.py [--chunks 10000 100000] [--requests 200] [--json out.json]
+    .venv/bin/python bench/ask_bench.py [--chunks 10000 100000] [--requests 200] [--runs 5] [--busy]
+        [--questions distinct|repeated] [--json out.json]
 
 For each index size, the billing example is synced for real (its ~400 chunks, MiniLM embeddings) and then
 padded with public filler chunks (MS MARCO passages from ../shared, random unit vectors — search cost does
@@ -13,6 +14,17 @@ same question, two paths are timed back to back:
   per-chunk ACL re-check, freshness and prompt rules, the gateway (metering, budget reservation and
   settlement, retries), check (citations, groundedness, canaries, PII, topics) and record (masked trace
   write, metrics).
+
+**Questions.** With ``--questions distinct`` (the default) every request is a question the index has not
+seen: the index's small cache of query vectors (keyed by the question's text) is emptied before each path,
+so both paths embed the question with MiniLM, as a production request with a new question does. With
+``--questions repeated`` the bench's ten questions repeat and, after the warm-up, every question's vector is a
+cache hit on both paths: bare is then only the search and the model call (the earlier runs in
+docs/benchmarks.md measured this).
+
+``--runs N`` measures N series of ``--requests`` pairs per size (one sync, one padded index per size);
+``--busy`` keeps one core busy with a separate spinning process for the whole measurement
+(``_common.spinners``). The load average is printed with each series.
 
 The two paths alternate which goes first. The governed path includes the durable trace write (the server's
 group commit: the request returns only once its trace is committed, issue #24); after every governed
@@ -61,7 +73,7 @@ from charter.store.tables import acl, chunks, documents, embeddings, versions  #
 from charter.telemetry import Trace  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from _common import QUESTIONS  # type: ignore[import-not-found]  # noqa: E402
+from _common import QUESTIONS, spinners  # type: ignore[import-not-found]  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -148,7 +160,7 @@ def pad_index(rt: Runtime, target: int, corpus: list[dict]) -> int:
     return target
 
 
-def measure(rt: Runtime, n_requests: int) -> dict[str, object]:
+def measure(rt: Runtime, n_requests: int, distinct: bool = True) -> dict[str, object]:
     ana = rt.charter.principal("ana")
     index = Index.for_runtime(rt)
     gateway = gateway_for(rt)
@@ -166,6 +178,8 @@ def measure(rt: Runtime, n_requests: int) -> dict[str, object]:
         q = QUESTIONS[i % len(QUESTIONS)]
 
         def run_bare(q: str = q) -> float:
+            if distinct:
+                index._query_vectors.clear()  # a question not seen before: it is embedded
             t0 = time.perf_counter()
             hits = index.search(ana.acl_tokens, q, k=spec.retrieval.top_k, fusion=spec.retrieval.fusion)
             passages, audience = _passages(rt, hits)
@@ -174,6 +188,8 @@ def measure(rt: Runtime, n_requests: int) -> dict[str, object]:
             return (time.perf_counter() - t0) * 1000
 
         def run_governed(q: str = q) -> float:
+            if distinct:
+                index._query_vectors.clear()
             t0 = time.perf_counter()
             ask(rt, ana, q, submit_for_review=False)
             elapsed = (time.perf_counter() - t0) * 1000
@@ -208,6 +224,7 @@ def measure(rt: Runtime, n_requests: int) -> dict[str, object]:
         store._insert([rows])
         write_ms.append((time.perf_counter() - t0) * 1000)
     return {
+        "loadavg": os.getloadavg(),
         "bare_p50": pct(bare_ms, 50),
         "bare_p95": pct(bare_ms, 95),
         "governed_p50": pct(governed_ms, 50),
@@ -231,6 +248,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "retrieval" / "msmarco")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--runs", type=int, default=1, help="measurement series per size")
+    ap.add_argument("--busy", action="store_true", help="keep one core busy during the measurements")
+    ap.add_argument(
+        "--questions",
+        choices=["distinct", "repeated"],
+        default="distinct",
+        help="distinct: every question is embedded (the query-vector cache is emptied before each path)",
+    )
     ap.add_argument(
         "--sync-writes",
         action="store_true",
@@ -240,7 +265,7 @@ def main() -> None:
     corpus = [
         json.loads(line) for line in (args.data / "corpus.jsonl").read_text().split("\n") if line.strip()
     ]
-    results = {}
+    results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
         shutil.copytree(
@@ -262,29 +287,36 @@ def main() -> None:
 
         for n in sorted(args.chunks):
             size = pad_index(rt, n, corpus)
-            print(f"measuring at {size} chunks…", flush=True)
-            gc.collect()
-            gc.freeze()  # as the server does after warm-up: keeps GC pauses of torch/spaCy objects out of p95
-            results[size] = measure(rt, args.requests)
-            traces_for(rt).flush()
+            for run in range(1, args.runs + 1):
+                print(f"measuring at {size} chunks, run {run}/{args.runs}…", flush=True)
+                gc.collect()
+                gc.freeze()  # as the server does after warm-up: keeps GC pauses of torch/spaCy objects out of p95
+                with spinners(1 if args.busy else 0):
+                    results[f"{size}#{run}"] = measure(rt, args.requests, args.questions == "distinct")
+                traces_for(rt).flush()
         rt.close()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "synchronous trace writes" if args.sync_writes else "background trace writes (server mode)"
-    print(f"\n### Ask pipeline overhead — {stamp}, {machine()}, {args.requests} requests per size, {mode}\n")
+    mode += f", {args.questions} questions" + (", one core busy" if args.busy else "")
+    print(f"\n### Ask pipeline overhead — {stamp}, {machine()}, {args.requests} requests per run, {mode}\n")
     print(
-        "| chunks | bare p50 / p95 ms | governed p50 / p95 ms | paired overhead p50 / p95 ms "
+        "| chunks # run | load avg (1/5/15) | bare p50 / p95 ms | governed p50 / p95 ms | paired overhead p50 / p95 ms "
         "| paired p95 / bare p95 | added p50 / p95 ms | added p95 / bare p95 | record work p50 / p95 ms |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n, r in results.items():
+        load = " / ".join(f"{x:.2f}" for x in r["loadavg"])  # type: ignore[attr-defined]
+        size, run = n.split("#")
         print(
-            f"| {n:,} | {r['bare_p50']:.1f} / {r['bare_p95']:.1f} | {r['governed_p50']:.1f} / {r['governed_p95']:.1f} "
+            f"| {int(size):,} #{run} | {load} | {r['bare_p50']:.1f} / {r['bare_p95']:.1f} | {r['governed_p50']:.1f} / {r['governed_p95']:.1f} "
             f"| {r['overhead_p50']:.2f} / {r['overhead_p95']:.2f} | {100 * r['overhead_p95_share_of_bare_p95']:.1f}% "
             f"| {r['added_p50']:.2f} / {r['added_p95']:.2f} | {100 * r['added_p95'] / r['bare_p95']:.1f}% "
             f"| {r['trace_write_p50']:.2f} / {r['trace_write_p95']:.2f} |"
         )
     if args.json:
-        args.json.write_text(json.dumps({"date": stamp, "machine": machine(), "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"date": stamp, "machine": machine(), "mode": mode, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":
