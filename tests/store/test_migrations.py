@@ -188,3 +188,49 @@ def test_0021_indexes_the_cited_documents_by_time_and_keeps_the_rows(empty_db_ur
             "refunds.md"
         ]
     store.dispose()
+
+
+def test_a_database_at_head_is_opened_without_alembic_and_one_behind_is_upgraded(empty_db_url: str) -> None:
+    """Opening skips Alembic only when the version table names the head; one revision behind, or a version
+    table with two rows, still goes through the migrations (and ends at head)."""
+    import alembic.command
+
+    from charter.store._engine import head_revision
+
+    assert head_revision() == _head()
+    store = open_store(empty_db_url, migrate=False)
+    script = ScriptDirectory.from_config(_cfg())
+    previous = script.get_revision(_head()).down_revision
+    assert isinstance(previous, str)
+    store.migrate(previous)
+    calls: list[str] = []
+    real = alembic.command.upgrade
+
+    def counting(cfg: Config, revision: str, **kw: object) -> None:
+        calls.append(revision)
+        real(cfg, revision, **kw)  # type: ignore[arg-type]
+
+    alembic.command.upgrade = counting  # type: ignore[assignment]
+    try:
+        store.migrate()  # one behind: Alembic runs
+        assert calls == ["head"] and store.current_revision() == _head()
+        store.migrate()  # at head: nothing to do, Alembic not started
+        assert calls == ["head"]
+        with store.begin() as conn:  # an ambiguous version table is never taken for "at head"
+            conn.execute(alembic_version_insert(), {"v": previous})
+        assert store.current_revision() is None
+    finally:
+        alembic.command.upgrade = real  # type: ignore[assignment]
+        store.dispose()
+
+
+def _cfg() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def alembic_version_insert():  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    return text("INSERT INTO alembic_version (version_num) VALUES (:v)")

@@ -12,6 +12,7 @@ back by the server, so nothing of it was written.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from collections import namedtuple
@@ -329,13 +330,16 @@ class Store:
             raw.close()
 
     def migrate(self, revision: str = "head") -> None:
-        """Upgrade the schema to ``revision`` with the append-only Alembic migrations."""
-        from alembic import command
-        from alembic.config import Config
+        """Upgrade the schema to ``revision`` with the append-only Alembic migrations.
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        cfg.set_main_option("path_separator", "os")
+        A database already at the head revision is left alone without starting Alembic (which loads and
+        compiles every migration script: two thirds of opening a runtime). Anything else — an older schema,
+        a newer one, a missing version table — goes through Alembic, under PostgreSQL's advisory lock."""
+        from alembic import command
+
+        if revision == "head" and self.current_revision() == head_revision():
+            return
+        cfg = _alembic_config()
         with self.engine.connect() as conn:
             if not self.is_sqlite:  # one migrator at a time; the others wait, then find nothing to do
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATE_LOCK_KEY})
@@ -351,15 +355,36 @@ class Store:
                     conn.commit()
 
     def current_revision(self) -> str | None:
+        """The schema's Alembic revision; ``None`` when there is no version table or not exactly one row."""
         with self.engine.connect() as conn:
             try:
-                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
             except Exception:
                 return None
-            return str(row[0]) if row else None
+            return str(rows[0][0]) if len(rows) == 1 else None
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision (read once per process from the migration scripts)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its migrations
+        raise RuntimeError(f"no Alembic migrations under {MIGRATIONS_DIR}")
+    return str(head)
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
