@@ -13,6 +13,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -90,17 +91,19 @@ def _shared_put(path: Path, vectors: dict[str, bytes]) -> None:
         )
 
 
-@pytest.fixture(autouse=True)
-def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.node.get_closest_marker("real_embedding"):
-        return
+@pytest.fixture(scope="session", autouse=True)
+def _embedding_memo_for_the_session(_shared_vectors: Path) -> Iterator[None]:
+    """The memo is on for the whole session, so that session- and module-scoped fixtures (the synced
+    template, per-module indexes) use it too: pytest sets those up before any function-scoped fixture, and a
+    function-scoped patch left them embedding every text for real, in each worker."""
     import numpy as np
     from filelock import FileLock
 
     from charter.retrieval import MiniLMEmbedder
 
     real = MiniLMEmbedder._embed
-    shared = Path(request.getfixturevalue("_shared_vectors"))
+    _REAL_EMBED.append(real)
+    shared = _shared_vectors
 
     def compute(self: MiniLMEmbedder, model: object, missing: list[str]) -> dict[str, object]:
         with FileLock(str(shared) + ".lock"):
@@ -129,7 +132,22 @@ def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
             out[i] = got[t]
         return out
 
-    monkeypatch.setattr(MiniLMEmbedder, "_embed", memo_embed)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(MiniLMEmbedder, "_embed", memo_embed)
+    yield
+    patch.undo()
+
+
+_REAL_EMBED: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _embedding_memo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests about the embedder's own work (``@pytest.mark.real_embedding``) get the real method back."""
+    if request.node.get_closest_marker("real_embedding"):
+        from charter.retrieval import MiniLMEmbedder
+
+        monkeypatch.setattr(MiniLMEmbedder, "_embed", _REAL_EMBED[0])
 
 
 # The two tiers. ``make test`` runs everything; ``make test-fast`` (the edit loop) deselects ``slow``,
