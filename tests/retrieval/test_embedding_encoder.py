@@ -43,15 +43,15 @@ def encoder() -> SentenceEncoder:
 
 def example_texts() -> list[str]:
     texts = []
-    for path in sorted((EXAMPLE / "sources").rglob("*.md"))[:40]:
+    for path in sorted((EXAMPLE / "sources").rglob("*.md"))[::4]:  # every fourth document, 4 paragraphs
         body = path.read_text(encoding="utf-8")
-        texts += [p for p in body.split("\n\n") if p.strip()][:6]
+        texts += [p for p in body.split("\n\n") if p.strip()][:4]
     return texts
 
 
 def test_same_vectors_as_sentence_transformers_on_the_example(oracle, encoder) -> None:  # type: ignore[no-untyped-def]
     texts = example_texts()
-    assert len(texts) > 50
+    assert len(texts) > 40
     long_text = " ".join(texts)  # far beyond 256 tokens: truncated the same way
     texts.append(long_text)
     for batch in (texts[:1], texts[:8], texts):  # one text, a query-sized batch, a padded mixed batch
