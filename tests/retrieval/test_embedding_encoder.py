@@ -73,6 +73,15 @@ def test_same_vectors_on_any_text(oracle, encoder, texts: list[str]) -> None:  #
     assert np.abs(encoder.encode(texts) - oracle(texts)).max() < 1e-5
 
 
+@pytest.mark.parametrize(
+    "text", ["", "   ", "\n\t", "\u200b\u202e\ufeff", "x" * 100_000, "\U0001f642" * 50, "a\u0301" * 300]
+)
+def test_same_vectors_on_edge_texts(oracle, encoder, text: str) -> None:  # type: ignore[no-untyped-def]
+    got = encoder.encode([text])
+    assert np.abs(got - oracle([text])).max() < 1e-5
+    assert abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
+
+
 def test_the_embedder_returns_input_order_through_the_encoder() -> None:
     texts = ["a short one", "a much longer text about refunds to a card " * 5, "mid length text here"]
     together = MiniLMEmbedder().embed(texts)
