@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this tree, not an installed copy
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this tree, not an installed copy
 from charter.store import Store, open_store
 from charter.telemetry.audit import AuditEvent, AuditLog
 

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this tree, not an installed copy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, pct
 

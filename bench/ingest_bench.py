@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this tree, not an installed copy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port
 

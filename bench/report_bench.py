@@ -29,10 +29,13 @@ import json
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this tree, not an installed copy
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "billing-support"
