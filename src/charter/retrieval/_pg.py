@@ -59,7 +59,7 @@ from charter.retrieval._pg_bm25 import (
     bm25_top_memory,
     postings_cache_size,
 )
-from charter.retrieval._search import fuse, fuse_parts
+from charter.retrieval._search import clears_bound, fuse, fuse_parts
 from charter.retrieval._types import Chunk, Hit
 from charter.store.tables import chunks, documents, versions
 
@@ -597,7 +597,7 @@ class PgSearch:
         if mode == "bm25":
             ranked = ranked[np.isfinite(fused[ranked])]
         top = ranked[:k]
-        if not done and (len(top) < k or not float(fused[top[-1]]) > bound + 1e-6):
+        if not done and (len(top) < k or not clears_bound(float(fused[top[-1]]), bound)):
             return None  # a row outside both lists might tie or win: widen them
         return Ranked([order[i] for i in top], fused[top], bm25[top], nb[top], dense[top], nd[top])
 

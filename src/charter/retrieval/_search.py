@@ -190,6 +190,16 @@ def adaptive_weights(
     return wb, 1.0 - wb
 
 
+def clears_bound(score: float, bound: float) -> bool:
+    """Whether ``score`` is above ``bound`` by more than float32 rounding can account for.
+
+    Fused scores are float32: at a magnitude of a few hundred (z-scores of near-equal lists) one rounding step
+    is ~3e-5, so a bound computed from the same inputs in another order can be off by more than any fixed
+    absolute epsilon. A relative margin of 1e-5 (~80 float32 steps) keeps "the k-th result clears the bound
+    of every unseen row" safe; a score that does not clear it only costs another, wider round."""
+    return score > bound + 1e-5 * max(1.0, abs(bound))
+
+
 def fuse_parts(
     bm25: F32, bm25_present: Mask, dense: F32, fusion: Any, lead: bool = False
 ) -> tuple[F32, F32, F32, float, float]:
