@@ -19,9 +19,7 @@ from charter.telemetry.audit import AuditLog
 
 
 def _head() -> str:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    head = ScriptDirectory.from_config(_cfg()).get_current_head()
     assert head is not None
     return head
 
