@@ -23,10 +23,11 @@ spinning process (``_common.spinners``) for the whole measurement.
    (b) Charter's ``/v1/chat/completions`` with **retrieval on**: one small synced source that the upstream's
    canned answer cites and is grounded in, so the governed answer is accepted (status ``answered``) and the
    client receives the upstream's answer (plus the ``Sources:`` list Charter appends),
-   (c) Charter with **retrieval off** (no sources): by design every such request escalates
-   (``no_sources``: an answer must cite a passage retrieved for the request) and the client receives the
-   canned "routed to a colleague" text, not the upstream's — the row is reported, marked invalid, as the
-   cost of that path,
+   (c) Charter with **retrieval off**: the same workflow without sources and with ``review.grounding:
+   optional`` (a governed model gateway: the model's own, uncited sentences may stand in an answer; every
+   other check — Cedar, budget, rate limit, canaries, PII, scope, masking, the trace — still runs). The
+   client receives the upstream's answer with its ``[S1]`` removed (a citation to nothing retrieved for the
+   request is always removed and counted), which is what this row checks each response against,
    (d) LiteLLM's proxy (``litellm[proxy]``, in its own virtualenv; pass ``--litellm``; master key, no
    database) in front of the same upstream.
    Token authentication, Cedar, budget reservation, rate limiting (the production default,
@@ -88,6 +89,8 @@ GATEWAY_QUESTIONS = [
     "What is the annual leave allowance?",
 ]
 UPSTREAM_ANSWER = "Every full-time employee gets 27 days of paid annual leave per calendar year [S1]."
+# what the retrieval-off path returns: nothing was retrieved, so the citation goes (and is counted)
+UNCITED_ANSWER = "Every full-time employee gets 27 days of paid annual leave per calendar year."
 LEAVE_DOC = """---
 title: Annual leave
 updated_at: 2026-09-01T09:00:00Z
@@ -263,7 +266,8 @@ def billing_project(tmp: Path, chunks: int) -> tuple[Path, str]:
 def gateway_project(tmp: Path, upstream: str, *, retrieval: bool) -> tuple[Path, str]:
     """The internal-knowledge example (``workflow.kind: answer``) with its ``openai`` provider at the
     upstream. ``retrieval``: one synced source holding :data:`LEAVE_DOC` (the handbook's settings, one
-    document, one chunk); otherwise no sources. Returns the charter and a token for an employee."""
+    document, one chunk); otherwise no sources and ``review.grounding: optional``. Returns the charter and a
+    token for an employee."""
     import yaml
 
     from charter.identity import create_token
@@ -284,8 +288,9 @@ def gateway_project(tmp: Path, upstream: str, *, retrieval: bool) -> tuple[Path,
         (project / "docs" / "bench" / "annual-leave.md").write_text(LEAVE_DOC)
         handbook = next(s for s in doc["sources"] if s["id"] == "handbook")
         doc["sources"] = [{**handbook, "location": "docs/bench"}]
-    else:
+    else:  # a governed model gateway: no sources, the model's own words allowed (review.grounding)
         doc["sources"] = []
+        doc["review"]["grounding"] = "optional"
     doc["model"] = {
         "provider": "openai",
         "name": "upstream",
@@ -350,6 +355,7 @@ class Target:
     key: str
     model: str
     charter: bool  # Charter appends a "Sources:" list to the answer and a ``charter`` object
+    expected: str = UPSTREAM_ANSWER  # the assistant content every response must carry
     lat: list[float] = field(default_factory=list)
     errors: int = 0
     mismatches: int = 0
@@ -404,7 +410,7 @@ def run_block(client: Any, t: Target, n: int, *, record: bool = True) -> None:
         t.lat.append(dt)
         doc = r.json()
         content = answer_content(doc, t.charter)
-        if content != UPSTREAM_ANSWER:
+        if content != t.expected:
             t.mismatches += 1
             t.sample = t.sample or content
         if t.charter:
@@ -501,7 +507,10 @@ def gateway_overhead(
         proc, base = serve(charter, 1, limit)
         procs.append(proc)
         servers[name] = (charter, proc)
-        targets.append(Target(name, base + "/v1/chat/completions", key, "internal-knowledge", charter=True))
+        expected = UPSTREAM_ANSWER if retrieval else UNCITED_ANSWER
+        targets.append(
+            Target(name, base + "/v1/chat/completions", key, "internal-knowledge", True, expected=expected)
+        )
     if litellm:
         rows["litellm_version"] = litellm_version(litellm)
         try:
@@ -621,7 +630,7 @@ def _load(avg: Any) -> str:
 PATHS = (
     ("direct", "direct to the upstream"),
     ("charter_retrieval_on", "Charter, retrieval on (answered: the upstream's answer)"),
-    ("charter_retrieval_off", "Charter, retrieval off (no sources: escalated by design)"),
+    ("charter_retrieval_off", "Charter, retrieval off (no sources, `review.grounding: optional`: answered)"),
     ("litellm", "LiteLLM proxy"),
 )
 

@@ -224,12 +224,16 @@ class CitationCheck:
     removed: list[str] = field(default_factory=list)  # citation ids that referred to nothing retrieved
 
 
+_SPACED_CITATION = re.compile(r"([ \t]*)" + CITATION.pattern)
+
+
 def validate_citations(text: str, allowed: set[str]) -> CitationCheck:
-    """Keep only citations to passages retrieved for this request; count the rest."""
+    """Keep only citations to passages retrieved for this request; count the rest. A removed citation takes
+    the spaces before it along ("… per year [S9]." → "… per year.")."""
     result = CitationCheck(text="")
 
     def repl(m: re.Match[str]) -> str:
-        cid = m.group(1)
+        cid = m.group(2)
         if cid in allowed:
             if cid not in result.valid:
                 result.valid.append(cid)
@@ -237,7 +241,7 @@ def validate_citations(text: str, allowed: set[str]) -> CitationCheck:
         result.removed.append(cid)
         return ""
 
-    result.text = re.sub(r"[ \t]+\n", "\n", CITATION.sub(repl, text)).strip()
+    result.text = re.sub(r"[ \t]+\n", "\n", _SPACED_CITATION.sub(repl, text)).strip()
     return result
 
 
@@ -350,6 +354,14 @@ def instruction_echoes(sentences: Sequence[str], passages: dict[str, str]) -> li
 
 def groundedness(scores: list[SentenceScore]) -> float:
     return sum(s.score for s in scores) / len(scores) if scores else 0.0
+
+
+def judged(scores: list[SentenceScore], grounding: str) -> list[SentenceScore]:
+    """The sentences whose support counts under the charter's ``review.grounding``: every scored sentence when
+    it is ``required`` (an uncited sentence scores 0), only those that cite a passage when it is ``optional``
+    (the model's own words are then allowed; a citation must still be backed by what it cites). The one place
+    this rule lives: the pipeline's check, a reviewer's edit and the eval scorer all call it."""
+    return scores if grounding == "required" else [s for s in scores if s.citations]
 
 
 def find_canaries(text: str, *, normalised: bool = False, canaries: Canaries = DEFAULT_CANARIES) -> list[str]:

@@ -668,6 +668,7 @@ def _findings(
     embed = checks.embedder_for(rt)
     scored = c.scored_sentences()
     scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
+    counted = checks.judged(scores, spec.review.grounding)  # uncited sentences count only when required
     own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
     # requests for a forbidden action ("delete this account", "export the user list") are out of scope;
     # out-of-scope and sensitive topics are the workflow's with the asker's role overrides
@@ -675,9 +676,9 @@ def _findings(
     forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
     return _Findings(
         scores=scores,
-        grounded=checks.groundedness(scores) if scores else None,
+        grounded=checks.groundedness(counted) if counted else None,
         unsupported=[
-            s for s in scores if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text
+            s for s in counted if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text
         ],
         echoes=checks.instruction_echoes(scored, raw_sources),
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
@@ -688,15 +689,20 @@ def _findings(
     )
 
 
-def _escalation_reason(f: _Findings, c: _Composed, has_passages: bool, threshold: float) -> str | None:
-    """The first escalation rule the draft meets, in order of precedence, or ``None``."""
+def _escalation_reason(
+    f: _Findings, c: _Composed, has_passages: bool, *, grounding: str, threshold: float
+) -> str | None:
+    """The first escalation rule the draft meets, in order of precedence, or ``None``. Under
+    ``review.grounding: optional`` an answer without retrieved passages or valid citations is not
+    ``no_sources`` (an empty outbound text still is: there is nothing to show)."""
     if f.canaries:
         return "canary_in_output"
     if f.echoes:
         return "instruction_in_output"
     if f.topics_out:
         return "out_of_scope"
-    if not has_passages or not c.cit.valid or not c.outbound_body:
+    sourced = has_passages and bool(c.cit.valid)
+    if not c.outbound_body or (grounding == "required" and not sourced):
         return "no_sources"
     if f.grounded is not None and (f.grounded < threshold or f.unsupported):
         return "low_groundedness"
@@ -762,7 +768,10 @@ def check(
     with trace.span("check") as span:
         c = _compose(text, set(passages), audience, template)
         f = _findings(rt, principal, question, c, passages)
-        reason = _escalation_reason(f, c, bool(passages), rt.spec.review.groundedness_threshold)
+        review = rt.spec.review
+        reason = _escalation_reason(
+            f, c, bool(passages), grounding=review.grounding, threshold=review.groundedness_threshold
+        )
         escalation = _escalation(rt, principal, reason, f)
         draft, notes = c.draft, c.notes
         citations = _citations(rt, passages, audience, draft + " " + notes)
@@ -789,6 +798,7 @@ def check(
         )
         trace.checks = {
             "removed_citations": len(c.cit.removed),
+            "uncited_sentences": sum(1 for s in f.scores if not s.citations),
             "canaries": len(f.canaries),
             "instruction_echoes": f.echoes,
             "unsupported_sentences": len(f.unsupported),

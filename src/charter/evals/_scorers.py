@@ -315,9 +315,10 @@ class GenerationScorer:
 
     def score(self, outputs: Sequence[CaseOutput], ctx: ScoreContext) -> list[CaseScore]:
         threshold = float(ctx.rt.spec.review.groundedness_threshold)
-        return [self._one(o, threshold) for o in outputs]
+        required = ctx.rt.spec.review.grounding == "required"
+        return [self._one(o, threshold, required) for o in outputs]
 
-    def _one(self, o: CaseOutput, threshold: float) -> CaseScore:
+    def _one(self, o: CaseOutput, threshold: float, required: bool) -> CaseScore:
         c = o.case
         if o.status in ("error", "timeout"):
             return CaseScore()
@@ -350,7 +351,14 @@ class GenerationScorer:
                     if doc_key(x["source_id"], x["doc_id"]) in c.expected_sources or x["id"] in supporting
                 ]
                 m["generation.citation_precision"] = len(good) / len(cites)
-            if c.expect == "answer" and (not cites or (r.get("groundedness") or 0) < threshold):
+            grounded = r.get("groundedness")
+            # review.grounding: optional accepts an uncited answer; what it cites must still hold up
+            ungrounded = (
+                (not cites or (grounded or 0) < threshold)
+                if required
+                else (grounded is not None and grounded < threshold)
+            )
+            if c.expect == "answer" and ungrounded:
                 fails.append(
                     ("ungrounded", f"groundedness {r.get('groundedness')}, {len(cites)} citation(s)")
                 )

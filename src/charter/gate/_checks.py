@@ -134,6 +134,22 @@ def check_scope_static(rt: Runtime, c: CheckResult) -> None:
         f"{len(tools)} tools listed" + (f"; forbidden: {clash}" if clash else ""),
         tools=tools,
     )
+    _check_grounding(rt, c)
+
+
+def _check_grounding(rt: Runtime, c: CheckResult) -> None:
+    """``review.grounding: optional`` is a declared choice, shown to whoever signs the launch off."""
+    if rt.spec.review.grounding == "optional":
+        c.add(
+            "warn",
+            "review.grounding is optional: answers may contain the model's own, uncited sentences",
+            fix="keep it only for a model gateway or a workflow without sources; otherwise set "
+            "review.grounding: required in charter.yaml (docs/pipeline.md, Grounding)",
+            grounding="optional",
+            sources=len(rt.spec.sources),
+        )
+    else:
+        c.add("pass", "review.grounding is required: every answer cites a retrieved passage")
 
 
 # --------------------------------------------------------------------------------------------- sources

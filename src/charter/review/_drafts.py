@@ -561,7 +561,8 @@ def check_edit(rt: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     if problems:
         raise Denied("the edit fails the draft checks: " + "; ".join(problems), reasons=problems)
     scores = checks.score_sentences(cit.text, passages, checks.embedder_for(rt), normalised=True)
-    grounded = checks.groundedness(scores) if scores else None
+    counted = checks.judged(scores, rt.spec.review.grounding)
+    grounded = checks.groundedness(counted) if counted else None
     flags = []
     if grounded is not None and grounded < rt.spec.review.groundedness_threshold:
         flags.append("low_groundedness")

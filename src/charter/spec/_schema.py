@@ -713,6 +713,14 @@ class Review(Section):
     )
     reviewer_role: Identifier = Field(description="Role that reviews drafts.")
     groundedness_threshold: float = Field(0.6, ge=0, le=1, description="Below this, the draft escalates.")
+    grounding: Literal["required", "optional"] = Field(
+        "required",
+        description="`required`: every sentence of an answer must cite a passage retrieved for the request "
+        "and be supported by it, and an answer without a valid citation escalates (`no_sources`). "
+        "`optional`: the model's own, uncited sentences may stand in an answer (a governed model gateway, or a "
+        "workflow without sources); cited sentences must still be supported by what they cite, and every "
+        "other check applies. The launch gate reports it (docs/pipeline.md, *Grounding*).",
+    )
     sensitive_topics: list[str] = Field(default_factory=list, description="Topics that always go to a human.")
     outbound_sensitivity: list[Literal["public", "internal", "confidential", "restricted"]] = Field(
         default_factory=lambda: ["public"],  # type: ignore[arg-type]
