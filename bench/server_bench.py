@@ -28,6 +28,8 @@ spinning process (``_common.spinners``) for the whole measurement.
    other check — Cedar, budget, rate limit, canaries, PII, scope, masking, the trace — still runs). The
    client receives the upstream's answer with its ``[S1]`` removed (a citation to nothing retrieved for the
    request is always removed and counted), which is what this row checks each response against,
+   (b') the retrieval-on workflow with ``retrieval.mode: bm25``: the same governed, cited answer, ranked by
+   BM25 alone, so the question is not embedded (the rest of the path is (b)'s),
    (d) LiteLLM's proxy (``litellm[proxy]``, in its own virtualenv; pass ``--litellm``; master key, no
    database) in front of the same upstream.
    Token authentication, Cedar, budget reservation, rate limiting (the production default,
@@ -263,7 +265,7 @@ def billing_project(tmp: Path, chunks: int) -> tuple[Path, str]:
     return project / "charter.yaml", token
 
 
-def gateway_project(tmp: Path, upstream: str, *, retrieval: bool) -> tuple[Path, str]:
+def gateway_project(tmp: Path, upstream: str, *, retrieval: bool, mode: str = "hybrid") -> tuple[Path, str]:
     """The internal-knowledge example (``workflow.kind: answer``) with its ``openai`` provider at the
     upstream. ``retrieval``: one synced source holding :data:`LEAVE_DOC` (the handbook's settings, one
     document, one chunk); otherwise no sources and ``review.grounding: optional``. Returns the charter and a
@@ -275,7 +277,7 @@ def gateway_project(tmp: Path, upstream: str, *, retrieval: bool) -> tuple[Path,
     from charter.runtime import Runtime
     from charter.sources import sync_sources
 
-    project = tmp / ("gateway-retrieval-on" if retrieval else "gateway-retrieval-off")
+    project = tmp / (f"gateway-retrieval-on-{mode}" if retrieval else "gateway-retrieval-off")
     shutil.copytree(
         REPO / "examples" / "internal-knowledge", project, ignore=shutil.ignore_patterns(".charter")
     )
@@ -288,6 +290,7 @@ def gateway_project(tmp: Path, upstream: str, *, retrieval: bool) -> tuple[Path,
         (project / "docs" / "bench" / "annual-leave.md").write_text(LEAVE_DOC)
         handbook = next(s for s in doc["sources"] if s["id"] == "handbook")
         doc["sources"] = [{**handbook, "location": "docs/bench"}]
+        doc.setdefault("retrieval", {})["mode"] = mode
     else:  # a governed model gateway: no sources, the model's own words allowed (review.grounding)
         doc["sources"] = []
         doc["review"]["grounding"] = "optional"
@@ -502,8 +505,12 @@ def gateway_overhead(
     rows: dict[str, Any] = {"rate_limit_per_minute": limit, "default_rate_limit": DEFAULT_RATE_LIMIT}
     targets = [Target("direct", upstream + "/chat/completions", "x", "upstream", charter=False)]
     servers: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
-    for name, retrieval in (("charter_retrieval_off", False), ("charter_retrieval_on", True)):
-        charter, key = gateway_project(tmp, upstream, retrieval=retrieval)
+    for name, retrieval, mode in (
+        ("charter_retrieval_off", False, "hybrid"),
+        ("charter_retrieval_on", True, "hybrid"),
+        ("charter_retrieval_on_bm25", True, "bm25"),
+    ):
+        charter, key = gateway_project(tmp, upstream, retrieval=retrieval, mode=mode)
         proc, base = serve(charter, 1, limit)
         procs.append(proc)
         servers[name] = (charter, proc)
@@ -629,7 +636,8 @@ def _load(avg: Any) -> str:
 
 PATHS = (
     ("direct", "direct to the upstream"),
-    ("charter_retrieval_on", "Charter, retrieval on (answered: the upstream's answer)"),
+    ("charter_retrieval_on", "Charter, retrieval on (hybrid, the default: the question is embedded)"),
+    ("charter_retrieval_on_bm25", "Charter, retrieval on (`retrieval.mode: bm25`: no question embedding)"),
     ("charter_retrieval_off", "Charter, retrieval off (no sources, `review.grounding: optional`: answered)"),
     ("litellm", "LiteLLM proxy"),
 )

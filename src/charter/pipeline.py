@@ -264,6 +264,7 @@ def retrieve(
                 fusion=spec.retrieval.fusion,
                 sources=sources,
                 min_score=spec.retrieval.min_score,
+                mode=spec.retrieval.mode,
                 versions=state.index_counters,
             )
             if sources
@@ -355,7 +356,7 @@ def search(
     sources: set[str] | None = None,
     explain: bool = False,
 ) -> list[Hit]:
-    """Permission-filtered hybrid search as ``principal`` — the one search every front end calls (CLI, REST,
+    """Permission-filtered search (``retrieval.mode``: hybrid by default) as ``principal`` — the one search every front end calls (CLI, REST,
     MCP, the root API). Cedar must permit ``search`` (a deny is audited and raised as :class:`Denied`);
     then :meth:`~charter.retrieval.Index.search` ranks only the chunks the principal may read (and re-checks
     each hit's document ACL in the store), with the charter's fusion and minimum score. ``sources`` narrows
@@ -379,6 +380,7 @@ def search(
         fusion=spec.retrieval.fusion,
         sources=set(sources) if sources else configured,
         min_score=spec.retrieval.min_score,
+        mode=spec.retrieval.mode,
         explain=explain,
     )
 

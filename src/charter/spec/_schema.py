@@ -431,6 +431,13 @@ class Retrieval(Section):
     """Search settings."""
 
     top_k: int = Field(8, ge=1, le=100, description="Chunks retrieved per question.")
+    mode: Literal["hybrid", "bm25", "dense"] = Field(
+        "hybrid",
+        description="Ranking for questions and searches: `hybrid` (default: BM25 and dense scores fused, see "
+        "`fusion`), `bm25` (lexical only: the question is not embedded, so a request costs no model pass) or "
+        "`dense` (embeddings only). Documents are embedded at sync whatever the mode, so it can be switched "
+        "without a re-sync. Every mode ranks only the chunks the asker may read.",
+    )
     fusion: Fusion = Field(default_factory=lambda: Fusion(), description="Fusion of BM25 and dense scores.")
     min_score: float = Field(0.0, ge=0, le=1, description="Chunks scoring below this are dropped.")
     embedder: str = Field(
