@@ -28,8 +28,7 @@ from tests.conftest import REPO
 GENERAL = "How should I structure a short status update for my manager?"
 OWN_WORDS = "Start with the outcome, then list blockers and next steps. Keep it under five sentences."
 REFUNDS = "How long do card refunds take?"
-# three uncited sentences: enough to take a reviewer's edit of a grounded draft below the threshold when
-# every sentence counts (the edit check flags on the mean)
+# uncited sentences added to a grounded draft by a reviewer: each is unsupported when every sentence counts
 EXTRA = " Thanks for your patience with us. We value every customer. Write back any time you like."
 
 

@@ -356,6 +356,32 @@ def groundedness(scores: list[SentenceScore]) -> float:
     return sum(s.score for s in scores) / len(scores) if scores else 0.0
 
 
+@dataclass(frozen=True)
+class GroundingVerdict:
+    """Groundedness of a text under the charter's ``review.grounding``: the mean support of the sentences that
+    count (``None`` when none does) and those below :data:`SENTENCE_SUPPORT_MIN`."""
+
+    score: float | None
+    unsupported: list[SentenceScore]
+
+    def low(self, threshold: float) -> bool:
+        """``low_groundedness``: the mean below ``review.groundedness_threshold``, or any sentence unsupported."""
+        return self.score is not None and (self.score < threshold or bool(self.unsupported))
+
+
+def grounding_verdict(
+    scores: list[SentenceScore], grounding: str, *, exempt: frozenset[str] = frozenset()
+) -> GroundingVerdict:
+    """The one groundedness rule (the check stage and a reviewer's edit both call it): the sentences that
+    count (:func:`judged`), their mean, and the unsupported ones (``exempt`` sentences — the drafter's own
+    fixed "cannot answer" text — never are)."""
+    counted = judged(scores, grounding)
+    return GroundingVerdict(
+        score=groundedness(counted) if counted else None,
+        unsupported=[s for s in counted if s.score < SENTENCE_SUPPORT_MIN and s.sentence not in exempt],
+    )
+
+
 def judged(scores: list[SentenceScore], grounding: str) -> list[SentenceScore]:
     """The sentences whose support counts under the charter's ``review.grounding``: every scored sentence when
     it is ``required`` (an uncited sentence scores 0), only those that cite a passage when it is ``optional``

@@ -650,13 +650,20 @@ class _Findings:
     """What the checks found in a composed draft and in the question."""
 
     scores: list[checks.SentenceScore]
-    grounded: float | None
-    unsupported: list[checks.SentenceScore]
+    verdict: checks.GroundingVerdict
     echoes: list[dict[str, object]]
     canaries: list[str]
     pii: list[str]
     topics_out: list[str]
     topics_sensitive: list[str]
+
+    @property
+    def grounded(self) -> float | None:
+        return self.verdict.score
+
+    @property
+    def unsupported(self) -> list[checks.SentenceScore]:
+        return self.verdict.unsupported
 
 
 def _findings(
@@ -670,18 +677,15 @@ def _findings(
     embed = checks.embedder_for(rt)
     scored = c.scored_sentences()
     scores = checks.score_sentences(scored, sources, embed, normalised=True)  # from cit.text
-    counted = checks.judged(scores, spec.review.grounding)  # uncited sentences count only when required
-    own_text = set(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's own "cannot answer" text
+    own_text = frozenset(checks.split_sentences(NO_ANSWER_TEXT_MODEL))  # the drafter's "cannot answer" text
+    verdict = checks.grounding_verdict(scores, spec.review.grounding, exempt=own_text)
     # requests for a forbidden action ("delete this account", "export the user list") are out of scope;
     # out-of-scope and sensitive topics are the workflow's with the asker's role overrides
     scope = spec.scope_for(principal.roles)
     forbidden = [a.replace("_", " ") for a in spec.scope.forbidden_actions]
     return _Findings(
         scores=scores,
-        grounded=checks.groundedness(counted) if counted else None,
-        unsupported=[
-            s for s in counted if s.score < checks.SENTENCE_SUPPORT_MIN and s.sentence not in own_text
-        ],
+        verdict=verdict,
         echoes=checks.instruction_echoes(scored, raw_sources),
         # cit.text comes from normalise(); the charter's canaries (monitoring.canaries) and the built-in one
         canaries=checks.find_canaries(c.cit.text, normalised=True, canaries=canaries_for(spec)),
@@ -706,7 +710,7 @@ def _escalation_reason(
     sourced = has_passages and bool(c.cit.valid)
     if not c.outbound_body or (grounding == "required" and not sourced):
         return "no_sources"
-    if f.grounded is not None and (f.grounded < threshold or f.unsupported):
+    if f.verdict.low(threshold):
         return "low_groundedness"
     if f.topics_sensitive:
         return "sensitive_topic"

@@ -561,13 +561,10 @@ def check_edit(rt: Runtime, item: ReviewItem, text: str) -> dict[str, Any]:
     if problems:
         raise Denied("the edit fails the draft checks: " + "; ".join(problems), reasons=problems)
     scores = checks.score_sentences(cit.text, passages, checks.embedder_for(rt), normalised=True)
-    counted = checks.judged(scores, rt.spec.review.grounding)
-    grounded = checks.groundedness(counted) if counted else None
-    flags = []
-    if grounded is not None and grounded < rt.spec.review.groundedness_threshold:
-        flags.append("low_groundedness")
+    verdict = checks.grounding_verdict(scores, rt.spec.review.grounding)  # the check stage's rule
+    flags = ["low_groundedness"] if verdict.low(rt.spec.review.groundedness_threshold) else []
     return {
-        "groundedness": None if grounded is None else round(grounded, 4),
+        "groundedness": None if verdict.score is None else round(verdict.score, 4),
         "citations": cit.valid,
         "flags": flags,
     }
