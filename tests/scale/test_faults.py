@@ -24,7 +24,16 @@ from sqlalchemy import select
 
 from tests._pg import PgCluster
 from tests.conftest import REPO
-from tests.scale._server import add_slow_tool, conversations, issue_tokens, serve
+from tests.scale._server import (
+    NO_WARM_UP,
+    add_slow_tool,
+    conversations,
+    http_client,
+    http_get,
+    http_post,
+    issue_tokens,
+    serve,
+)
 from tests.scale.test_workers import audit_verify, bearer
 from tests.tools._helpers import INVOICE_ID
 
@@ -55,8 +64,8 @@ def test_kill_9_of_a_worker_during_a_tool_execution(
     add_slow_tool(project)
     tokens = issue_tokens(project, pg_url, ("ana", "lena"))
     started, finished = project.parent / "started.log", project.parent / "finished.log"
-    with serve(project, pg_url, workers=2, env={"SLOW_TOOL_SECONDS": "300"}) as server:
-        proposed = httpx.post(
+    with serve(project, pg_url, workers=2, env={**NO_WARM_UP, "SLOW_TOOL_SECONDS": "300"}) as server:
+        proposed = http_post(
             f"{server.base}/api/tools/slow_write/calls",
             json={"args": {"label": "x"}},
             headers=bearer(tokens["ana"]),
@@ -68,7 +77,7 @@ def test_kill_9_of_a_worker_during_a_tool_execution(
 
         def approve() -> None:
             try:
-                outcome["response"] = httpx.post(
+                outcome["response"] = http_post(
                     f"{server.base}/api/approvals/{action_id}/decision",
                     json={"decision": "approve", "reason": "ok"},
                     headers=bearer(tokens["lena"]),
@@ -94,17 +103,17 @@ def test_kill_9_of_a_worker_during_a_tool_execution(
         )
         wait_for(
             lambda: (
-                httpx.get(f"{server.base}/api/me", headers=bearer(tokens["lena"]), timeout=30).status_code
+                http_get(f"{server.base}/api/me", headers=bearer(tokens["lena"]), timeout=30).status_code
                 == 200
             ),
             "the service to answer",
         )
         # not lost: the action is visible as executing; not duplicated: approving again is refused
-        shown = httpx.get(
+        shown = http_get(
             f"{server.base}/api/approvals/{action_id}", headers=bearer(tokens["lena"]), timeout=30
         )
         assert shown.status_code == 200 and shown.json()["status"] == "executing", shown.text
-        again = httpx.post(
+        again = http_post(
             f"{server.base}/api/approvals/{action_id}/decision",
             json={"decision": "approve", "reason": "again"},
             headers=bearer(tokens["lena"]),
@@ -215,10 +224,11 @@ def test_the_database_restarting_under_load(
     results: list[tuple[float, int, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
-    with serve(project, pg_url, workers=2, env={"CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "0"}) as server:
+    env = {**NO_WARM_UP, "CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "0"}
+    with serve(project, pg_url, workers=2, env=env) as server:
 
         def load(user: str) -> None:
-            with httpx.Client(timeout=60) as client:
+            with http_client(timeout=60) as client:
                 while not stop.is_set():
                     with lock:
                         if not unused[user]:
