@@ -19,6 +19,34 @@ import psutil
 
 from tests.conftest import REPO
 
+# httpx builds a TLS context and loads the CA bundle for every client it makes (``httpx.get`` makes one per
+# call): ~20 ms of CPU each, and the readiness polls, wait loops and racing threads of these tests make
+# hundreds. The test servers speak plain http; every client here shares one context built once with the same
+# settings (``httpx.create_ssl_context()`` is what httpx builds by default), so behaviour is unchanged.
+TLS = httpx.create_ssl_context()
+
+
+def http_client(**kwargs: Any) -> httpx.Client:
+    """``httpx.Client(**kwargs)`` with the shared TLS context."""
+    return httpx.Client(verify=TLS, **kwargs)
+
+
+def http_get(url: str, **kwargs: Any) -> httpx.Response:
+    """``httpx.get`` (a new connection per call) with the shared TLS context."""
+    return httpx.get(url, verify=TLS, **kwargs)
+
+
+def http_post(url: str, **kwargs: Any) -> httpx.Response:
+    """``httpx.post`` (a new connection per call) with the shared TLS context."""
+    return httpx.post(url, verify=TLS, **kwargs)
+
+
+# A server whose requests never embed a text (tool calls, approvals, ``/api/me``: no question is asked) gains
+# nothing from the start-up warm-up, which loads MiniLM (torch and transformers: ~4 s of CPU in every worker,
+# most of a worker's start). A request that did need the embedder would load it on first use, so what such a
+# test proves does not depend on it. Tests that ask questions keep the warm-up, as production runs.
+NO_WARM_UP = {"CHARTER_SERVER_WARM_UP": "0"}
+
 SLOW_TOOLS = '''
 import os, time
 from charter.tools import ToolContext, tool
@@ -139,7 +167,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"charter serve exited {self.proc.returncode}:\n{self.output()}")
             try:
-                ok = httpx.get(f"{self.base}/api/ready", timeout=5).status_code == 200
+                ok = http_get(f"{self.base}/api/ready", timeout=5).status_code == 200
             except httpx.HTTPError:
                 ok = False
             started = self.output().count("Application startup complete")

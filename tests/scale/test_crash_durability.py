@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.scale._server import issue_tokens, serve
+from tests.scale._server import http_client, http_post, issue_tokens, serve
 from tests.scale.test_workers import audit_verify, bearer
 from tests.server.test_trace_durability import approve_prompts
 
@@ -63,7 +63,7 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     with serve(project, url, workers=workers, env=env, ready_timeout=540) as server:
 
         def load(user: str, k: int) -> None:
-            with httpx.Client(timeout=60) as client:
+            with http_client(timeout=60) as client:
                 i = k
                 while not stop.is_set():
                     i += 1
@@ -93,7 +93,7 @@ def test_sigkill_mid_load_keeps_every_answered_request(
     with serve(
         project, url, workers=workers, env=env, ready_timeout=540
     ) as server:  # restarts on the same database
-        r = httpx.post(
+        r = http_post(
             f"{server.base}/api/ask",
             json={"question": QUESTIONS[0]},
             headers=bearer(tokens["ana"]),

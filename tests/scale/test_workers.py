@@ -1,6 +1,7 @@
 """``charter serve --workers 2`` on one PostgreSQL: approvals, rate limits and the audit chain hold across
 worker processes. Each test starts a real server (subprocess) on the session's PostgreSQL (``tests/_pg.py``)
-and checks, by the workers' CPU time, that both workers served requests.
+and checks, by the workers' CPU time, that both workers served requests. Servers whose requests embed nothing
+start without the warm-up (``tests/scale/_server.py``, ``NO_WARM_UP``); the budget race keeps it.
 
 The budget test points the charter's ``openai`` model at a local upstream that answers after a few
 seconds, so that every request has reserved its estimated cost before any settles: exactly N fit.
@@ -23,7 +24,17 @@ import httpx
 import pytest
 
 from tests.conftest import run_cli
-from tests.scale._server import Server, conversations, cpu_seconds, issue_tokens, serve
+from tests.scale._server import (
+    NO_WARM_UP,
+    Server,
+    conversations,
+    cpu_seconds,
+    http_client,
+    http_get,
+    http_post,
+    issue_tokens,
+    serve,
+)
 from tests.tools._helpers import INVOICE_ID, REFUND_50, billing_state
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -40,7 +51,7 @@ def race(n: int, fn: Callable[[httpx.Client], httpx.Response]) -> list[httpx.Res
     lock = threading.Lock()
 
     def one() -> None:
-        with httpx.Client(timeout=120) as client:
+        with http_client(timeout=120) as client:
             barrier.wait()
             r = fn(client)
         with lock:
@@ -79,8 +90,8 @@ def test_twenty_concurrent_approvals_across_workers_execute_once(
     project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tokens = issue_tokens(project, pg_url, ("ana", "lena"))
-    with serve(project, pg_url, workers=2) as server:
-        proposed = httpx.post(
+    with serve(project, pg_url, workers=2, env=NO_WARM_UP) as server:
+        proposed = http_post(
             f"{server.base}/api/tools/issue_refund/calls",
             json={"args": REFUND_50},
             headers=bearer(tokens["ana"]),
@@ -108,15 +119,16 @@ def test_twenty_concurrent_approvals_across_workers_execute_once(
 
 def test_the_rate_limit_holds_across_workers(project: Path, pg_url: str) -> None:
     tokens = issue_tokens(project, pg_url, ("ana", "ben"))
-    if time.time() % 60 > 40:  # keep the burst inside one minute window, so that the count is exact
-        time.sleep(61 - time.time() % 60)
-    with serve(project, pg_url, workers=2, env={"CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "10"}) as server:
+    env = {**NO_WARM_UP, "CHARTER_SERVER_RATE_LIMIT_PER_MINUTE": "10"}
+    with serve(project, pg_url, workers=2, env=env) as server:
+        if time.time() % 60 > 40:  # keep the burst inside one minute window, so that the count is exact
+            time.sleep(61 - time.time() % 60)
 
         def me(client: httpx.Client) -> httpx.Response:
             return client.get(f"{server.base}/api/me", headers=bearer(tokens["ana"]))
 
         responses = both_workers_busy(server, lambda: race(30, me))
-        other = httpx.get(f"{server.base}/api/me", headers=bearer(tokens["ben"]), timeout=30)
+        other = http_get(f"{server.base}/api/me", headers=bearer(tokens["ben"]), timeout=30)
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 10 + [429] * 20  # per process, two workers would have let 20 through
     assert all(int(r.headers["Retry-After"]) >= 1 for r in responses if r.status_code == 429)
@@ -130,7 +142,7 @@ def test_the_audit_chain_verifies_after_concurrent_writers_in_both_workers(
     n = 40
     unused = conversations(project, pg_url, ("ana", "ben"), n)  # each call in a conversation of its own
     taking = threading.Lock()
-    with serve(project, pg_url, workers=2) as server:
+    with serve(project, pg_url, workers=2, env=NO_WARM_UP) as server:
 
         def lookup(client: httpx.Client) -> httpx.Response:
             user = "ana" if threading.get_ident() % 2 else "ben"
@@ -234,9 +246,10 @@ def test_a_budget_for_n_requests_admits_n_across_workers(project: Path, pg_url: 
         )
         rt.close()
         tokens = issue_tokens(project, pg_url, ("ana",))
-        # one request measures the reservation this question takes (the same for every identical request)
-        with serve(project, pg_url, workers=2) as server:
-            first = httpx.post(
+        # one request measures the reservation this question takes (the same for every identical request);
+        # that server's one question loads the embedder in the worker that answers it, the other never needs it
+        with serve(project, pg_url, workers=2, env=NO_WARM_UP) as server:
+            first = http_post(
                 f"{server.base}/api/ask", json=question, headers=bearer(tokens["ana"]), timeout=120
             )
             assert first.status_code == 200, first.text
