@@ -19,9 +19,9 @@ pytestmark = pytest.mark.real_embedding  # measures or inspects the embedder's o
 def test_query_embedding_is_single_threaded_and_restores_the_setting() -> None:
 
     e = get_embedder("minilm")
+    model = e._load()  # first: loading applies CHARTER_TORCH_THREADS (scripts/test sets it per worker)
     torch.set_num_threads(2)
     seen: list[int] = []
-    model = e._load()
     original = model.encode
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -44,6 +44,7 @@ def test_query_embedding_is_single_threaded_and_restores_the_setting() -> None:
 def test_overlapping_query_embeddings_restore_the_thread_count_once() -> None:
 
     e = get_embedder("minilm")
+    e._load()  # loading applies CHARTER_TORCH_THREADS; the count under test is set after it
     torch.set_num_threads(2)
     errors: list[BaseException] = []
 
