@@ -169,12 +169,13 @@ def release_free_memory() -> None:
 
 
 # The built-in model is a sentence-transformers model (a BERT encoder, mean pooling, L2 normalisation; its
-# ``modules.json``). It is run with transformers' ``BertModel`` and the ``tokenizers`` tokenizer its
-# ``tokenizer.json`` describes, which is what sentence-transformers does for this model, without importing
-# sentence-transformers: its import (back-end probing, its own modules) costs ~1.3 s of CPU in every process
-# that embeds — each server worker, `charter mcp serve`, each CLI command (a server's warm-up: 4.4 → 3.1 s of
-# CPU; a query on one thread: 11.9 → 11.1 ms p50). Same vectors: tests/retrieval/test_embedding_encoder.py
-# compares them with sentence-transformers' own, which stays a test dependency.
+# ``modules.json``). It is run with the BERT forward pass of ``charter.retrieval._bert`` (plain torch over the
+# folder's safetensors) and the ``tokenizers`` tokenizer its ``tokenizer.json`` describes, which is what
+# sentence-transformers does for this model, without importing sentence-transformers (~1.3 s of CPU: back-end
+# probing, its own modules) or transformers (~2.9 s: ``BertModel`` pulls in torch._dynamo, sympy, scipy) in
+# every process that embeds — each server worker, `charter mcp serve`, each CLI command. Same vectors:
+# tests/retrieval/test_embedding_encoder.py compares them with sentence-transformers' own (which runs
+# transformers' ``BertModel``), a test dependency.
 _SUPPORTED_MODULES = [
     "sentence_transformers.models.Transformer",
     "sentence_transformers.models.Pooling",
@@ -193,13 +194,10 @@ class SentenceEncoder:
     def __init__(self, model_dir: str, *, max_seq_length: int = 256) -> None:
         import json
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
         import torch
         from tokenizers import Tokenizer
-        from transformers import BertModel
-        from transformers.utils import logging as hf_logging
+
+        from charter.retrieval._bert import BertEncoder
 
         base = Path(model_dir)
         try:
@@ -217,11 +215,8 @@ class SentenceEncoder:
                 f"{model_dir}: expected modules {_SUPPORTED_MODULES} with mean pooling only; "
                 f"found {modules} and {pooling}"
             )
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         self._torch = torch
-        self.model = BertModel.from_pretrained(str(base), local_files_only=True, add_pooling_layer=False)
-        self.model.eval()  # type: ignore[no-untyped-call]
+        self.model = BertEncoder(base)
         self.tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_seq_length)
         pad = self.tokenizer.token_to_id("[PAD]")
@@ -234,7 +229,7 @@ class SentenceEncoder:
         mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.long)
         types = torch.tensor([e.type_ids for e in encoded], dtype=torch.long)
         with torch.inference_mode():
-            tokens = self.model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            tokens = self.model(ids, mask, types)
             weights = mask.unsqueeze(-1).to(tokens.dtype)
             summed = (tokens * weights).sum(dim=1)
             pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
