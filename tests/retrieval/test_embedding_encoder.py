@@ -1,6 +1,6 @@
-"""The built-in MiniLM encoder (transformers' BertModel + the model's tokenizer.json, mean pooling, L2
-normalisation) gives the vectors sentence-transformers gives for the same folder: the independent oracle is
-sentence-transformers itself, on the example documents, on texts longer than the 256-token limit, and on
+"""The built-in MiniLM encoder (the BERT forward pass of ``charter.retrieval._bert`` + the model's
+tokenizer.json, mean pooling, L2 normalisation) gives the vectors sentence-transformers gives for the same
+folder: the independent oracle is sentence-transformers itself (which runs transformers' ``BertModel``), on the example documents, on texts longer than the 256-token limit, and on
 generated text with any characters (Hypothesis), one by one and in mixed-length batches."""
 
 from __future__ import annotations
@@ -109,4 +109,43 @@ def test_a_folder_with_other_pooling_is_refused(tmp_path: Path) -> None:
         SentenceEncoder(str(copy))
     (copy / "modules.json").unlink()
     with pytest.raises(CharterRuntimeError, match="not a sentence-transformers model folder"):
+        SentenceEncoder(str(copy))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("hidden_act", "relu"),
+        ("position_embedding_type", "relative_key"),
+        ("is_decoder", True),
+        ("model_type", "roberta"),
+    ],
+)
+def test_a_model_that_is_not_a_plain_bert_encoder_is_refused(tmp_path: Path, key: str, value: object) -> None:
+    """The forward pass (``charter.retrieval._bert``) implements one architecture; any other is refused, never
+    computed differently."""
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(minilm_model_dir(), copy)
+    config = json.loads((copy / "config.json").read_text())
+    config[key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CharterRuntimeError, match="only a plain BERT encoder"):
+        SentenceEncoder(str(copy))
+
+
+def test_weights_without_a_bert_encoder_are_refused(tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "model"
+    shutil.copytree(minilm_model_dir(), copy)
+    weights = load_file(str(copy / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if "layer.5." not in k}, str(copy / "model.safetensors"))
+    with pytest.raises(CharterRuntimeError, match="lacks"):
+        SentenceEncoder(str(copy))
+    save_file({"other.weight": weights["pooler.dense.weight"]}, str(copy / "model.safetensors"))
+    with pytest.raises(CharterRuntimeError, match="no BERT embeddings"):
         SentenceEncoder(str(copy))
