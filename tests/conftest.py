@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ SHARED = REPO.parent / "shared"
 # the same texts with the real model again (~2,400 texts for the billing example: most of a minute on 2 cores).
 # Within one test run every text is embedded once and its vector reused: MiniLM is deterministic per text, so
 # what a test sees is what the real model returns. The vectors are kept per process and shared between the
-# run's xdist workers through a SQLite file in the run's base temp folder (a worker embeds a batch under a file
-# lock after looking there, so two workers syncing the same example embed it once). Tests about the embedder's
+# run's xdist workers through a SQLite file in the run's base temp folder (a worker looks there under a file lock
+# and claims a batch of what is missing, then embeds it outside the lock, so two workers syncing the same example
+# embed each text once and share the batches between them). Tests about the embedder's
 # own work (threads, batching, how long embedding takes) opt out with ``@pytest.mark.real_embedding``.
 _EMBED_MEMO: dict[str, object] = {}
 _EMBED_MEMO_MAX = 300_000
@@ -65,6 +67,9 @@ def _shared_vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = _run_root(tmp_path_factory) / "embedding-memo.sqlite"
     with sqlite3.connect(path, timeout=120) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS claims (key BLOB PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)"
+        )
     return path
 
 
@@ -82,6 +87,27 @@ def _shared_get(path: Path, texts: list[str]) -> dict[str, bytes]:
             rows = conn.execute(f"SELECT key, vec FROM memo WHERE key IN ({','.join('?' * len(part))})", part)
             found.update((keys[k], v) for k, v in rows)
     return found
+
+
+# A claim older than this belongs to a worker that died mid-batch: another worker takes the texts over.
+CLAIM_STALE_SECONDS = 300.0
+
+
+def _claim(path: Path, pending: list[str], owner: str, size: int) -> list[str]:
+    """Up to ``size`` of ``pending`` that no live claim covers, now claimed by ``owner`` (call under the lock)."""
+    now = time.time()
+    with closing(sqlite3.connect(path, timeout=120)) as conn, conn:
+        held = dict(conn.execute("SELECT key, at FROM claims WHERE at > ?", (now - CLAIM_STALE_SECONDS,)))
+        mine = [t for t in pending if _key(t) not in held][:size]
+        conn.executemany(
+            "INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", [(_key(t), owner, now) for t in mine]
+        )
+    return mine
+
+
+def _unclaim(path: Path, texts: list[str]) -> None:
+    with closing(sqlite3.connect(path, timeout=120)) as conn, conn:
+        conn.executemany("DELETE FROM claims WHERE key = ?", [(_key(t),) for t in texts])
 
 
 def _shared_put(path: Path, vectors: dict[str, bytes]) -> None:
@@ -105,17 +131,32 @@ def _embedding_memo_for_the_session(_shared_vectors: Path) -> Iterator[None]:
     _REAL_EMBED.append(real)
     shared = _shared_vectors
 
+    lock = str(shared) + ".lock"
+    me = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}:{os.getpid()}"
+
     def compute(self: MiniLMEmbedder, model: object, missing: list[str]) -> dict[str, object]:
-        with FileLock(str(shared) + ".lock"):
-            stored = _shared_get(shared, missing)
-            fresh = {t: np.frombuffer(v, dtype=np.float32).copy() for t, v in stored.items()}
-            rest = [t for t in missing if t not in fresh]
-            if rest:
-                vectors = dict(zip(rest, real(self, model, rest), strict=True))
-                _shared_put(
-                    shared, {t: np.asarray(v, dtype=np.float32).tobytes() for t, v in vectors.items()}
-                )
+        """Vectors for ``missing``: from the shared file, else embedded here — a batch at a time, each batch
+        claimed under the lock first, so that two workers that need the same texts (both syncing the example
+        at the start of a run) embed different batches at once instead of one waiting for the other."""
+        fresh: dict[str, object] = {}
+        pending = sorted(dict.fromkeys(missing), key=len)  # the embedder's own batching order: little padding
+        while pending:
+            with FileLock(lock):
+                stored = _shared_get(shared, pending)
+                fresh.update((t, np.frombuffer(v, dtype=np.float32).copy()) for t, v in stored.items())
+                pending = [t for t in pending if t not in fresh]
+                mine = _claim(shared, pending, me, self.batch_size)
+            if mine:
+                vectors = dict(zip(mine, real(self, model, mine), strict=True))
+                with FileLock(lock):
+                    _shared_put(
+                        shared, {t: np.asarray(v, dtype=np.float32).tobytes() for t, v in vectors.items()}
+                    )
+                    _unclaim(shared, mine)
                 fresh.update(vectors)
+                pending = [t for t in pending if t not in vectors]
+            elif pending:
+                time.sleep(0.05)  # every text left is being embedded by another worker right now
         return fresh
 
     def memo_embed(self: MiniLMEmbedder, model: object, texts: list[str]) -> np.ndarray:
