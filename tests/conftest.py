@@ -289,32 +289,49 @@ def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cached = os.environ.get("CHARTER_TEST_SYNCED_DIR")
     if cached and (Path(cached) / "charter.yaml").is_file():
         return Path(cached)
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
+    # Built once per run, not once per xdist worker: the workers' base temp folders share a parent that is
+    # unique to the run, and the first worker to take the lock builds it (tests only ever copy it).
+    # A worker that finds another building it helps instead of idling: it syncs a scratch copy, whose embedding
+    # batches the shared memo splits between the two (``_embedding_memo_for_the_session``), then waits.
+    root = _run_root(tmp_path_factory)
+    dest, done = root / "synced-template" / "project", root / "synced-template" / "done"
+    lock = FileLock(str(root / "synced-template.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not done.is_file():
+            _sync_copy(tmp_path_factory.mktemp("helping-sync") / "project")
+        lock.acquire()
+    try:
+        if done.is_file():
+            return dest
+        shutil.rmtree(dest.parent, ignore_errors=True)  # a build interrupted in another worker
+        _sync_copy(dest, approve=True)
+        done.touch()
+    finally:
+        lock.release()
+    return dest
+
+
+def _sync_copy(dest: Path, *, approve: bool = False) -> None:
+    """Copy the billing example to ``dest`` and sync it; ``approve``: approve its prompts (as Lena)."""
     from charter.models import PromptRegistry
     from charter.runtime import Runtime
     from charter.sources import sync_sources
 
-    # Built once per run, not once per xdist worker: the workers' base temp folders share a parent that is
-    # unique to the run, and the first worker to take the lock builds it (tests only ever copy it).
-    root = _run_root(tmp_path_factory)
-    dest, done = root / "synced-template" / "project", root / "synced-template" / "done"
-    with FileLock(str(root / "synced-template.lock")):
-        if done.is_file():
-            return dest
-        shutil.rmtree(dest.parent, ignore_errors=True)  # a build interrupted in another worker
-        shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
-        rt = Runtime.open(dest / "charter.yaml")
-        try:
-            sync_sources(rt)
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    rt = Runtime.open(dest / "charter.yaml")
+    try:
+        sync_sources(rt)
+        if approve:
             registry = PromptRegistry(rt.charter, rt.store, audit=lambda **e: rt.audit.append(**e))
             lena = rt.charter.principal("lena")
             for prompt in rt.spec.prompts:
                 registry.approve(prompt.name, prompt.active, principal=lena)
-        finally:
-            rt.close()
-        done.touch()
-    return dest
+    finally:
+        rt.close()
 
 
 @pytest.fixture
