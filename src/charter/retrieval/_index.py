@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from sqlalchemy import Connection, Integer, cast, delete, func, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, cast, delete, func, insert, select, update
 
 from charter.documents import acl_hash as _acl_hash
 from charter.errors import Conflict, UsageError
@@ -801,6 +801,27 @@ class RankedScores(Protocol):
     dense_norm: Any
 
 
+# The two reads of :func:`hits_for`, built once (every search runs them: building and keying the statements
+# again cost ~0.2 ms a search); the chunk ids and document ids are expanding parameters.
+_HIT_ROWS = (
+    select(
+        chunks.c.id,
+        chunks.c.doc_pk,
+        chunks.c.position,
+        chunks.c.heading,
+        chunks.c.page,
+        chunks.c.text,
+        documents.c.source_id,
+        documents.c.doc_id,
+        documents.c.title,
+        documents.c.url,
+    )
+    .select_from(chunks.join(documents, documents.c.id == chunks.c.doc_pk))
+    .where(chunks.c.id.in_(bindparam("pks", expanding=True)))
+)
+_HIT_ACLS = select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(bindparam("doc_pks", expanding=True)))
+
+
 def hits_for(
     store: Store, pks: list[int], scores: RankedScores, tokens: frozenset[str], min_score: float
 ) -> list[Hit] | None:
@@ -809,32 +830,11 @@ def hits_for(
     ``tokens`` (the ranking was made on stale data: the caller ranks again). Shared by both backends."""
     if not pks:
         return []
-    c, d = chunks.c, documents.c
     with store.connect() as conn:
-        rows = {
-            r.id: r
-            for r in conn.execute(
-                select(
-                    c.id,
-                    c.doc_pk,
-                    c.position,
-                    c.heading,
-                    c.page,
-                    c.text,
-                    d.source_id,
-                    d.doc_id,
-                    d.title,
-                    d.url,
-                )
-                .select_from(chunks.join(documents, d.id == c.doc_pk))
-                .where(c.id.in_(pks))
-            )
-        }
+        rows = {r.id: r for r in conn.execute(_HIT_ROWS, {"pks": pks})}
         doc_pks = sorted({r.doc_pk for r in rows.values()})
         acls: dict[int, set[str]] = {}
-        for pk, token in conn.execute(
-            select(acl.c.doc_pk, acl.c.token).where(acl.c.doc_pk.in_(doc_pks))
-        ).tuples():
+        for pk, token in conn.execute(_HIT_ACLS, {"doc_pks": doc_pks}).tuples():
             acls.setdefault(pk, set()).add(token)
     hits: list[Hit] = []
     for i, pk in enumerate(pks):
