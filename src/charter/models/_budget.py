@@ -116,7 +116,7 @@ class BudgetLedger:
     # ------------------------------------------------------------------------------------ locking
     def _lock_month(self, conn: Connection, month: str) -> tuple[int, int]:
         """Lock (creating if needed) the workflow-month row; return (spent, reserved)."""
-        key = (budget_months.c.workflow_id == self.workflow_id) & (budget_months.c.month == month)
+        params = {"b_workflow": self.workflow_id, "b_month": month}
         if not self.store.is_sqlite:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -131,12 +131,10 @@ class BudgetLedger:
                 )
                 .on_conflict_do_nothing(index_elements=["workflow_id", "month"])
             )
-            row = conn.execute(
-                select(budget_months.c.spent_nano, budget_months.c.reserved_nano).where(key).with_for_update()
-            ).one()
+            row = conn.execute(_MONTH_ROW.with_for_update(), params).one()
             return int(row[0]), int(row[1])
         # SQLite: the caller holds the database write lock (BEGIN IMMEDIATE) already.
-        found = conn.execute(_MONTH_ROW, {"b_workflow": self.workflow_id, "b_month": month}).first()
+        found = conn.execute(_MONTH_ROW, params).first()
         if found is None:
             conn.execute(
                 budget_months.insert().values(
