@@ -356,10 +356,10 @@ def search(
     sources: set[str] | None = None,
     explain: bool = False,
 ) -> list[Hit]:
-    """Permission-filtered search (``retrieval.mode``: hybrid by default) as ``principal`` — the one search every front end calls (CLI, REST,
-    MCP, the root API). Cedar must permit ``search`` (a deny is audited and raised as :class:`Denied`);
-    then :meth:`~charter.retrieval.Index.search` ranks only the chunks the principal may read (and re-checks
-    each hit's document ACL in the store), with the charter's fusion and minimum score. ``sources`` narrows
+    """Permission-filtered search as ``principal`` — the one search every front end calls (CLI, REST, MCP,
+    the root API). Cedar must permit ``search`` (a deny is audited and raised as :class:`Denied`); then
+    :meth:`~charter.retrieval.Index.search` ranks only the chunks the principal may read (and re-checks each
+    hit's document ACL in the store), with the charter's ``retrieval.mode``, fusion and minimum score. ``sources`` narrows
     the search to some source ids (unknown ids are a :class:`UsageError`); ``k`` defaults to
     ``retrieval.top_k``."""
     from charter.retrieval import Index
