@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests import _order
 from tests._pg import (  # noqa: F401  (shared PostgreSQL, the migrated SQLite template)
     backend,
     db_url,
@@ -215,6 +216,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items[:] = _order.longest_first(items, _order.recorded())  # tests/_order.py: balances the xdist workers
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-module-times",
+        action="store_true",
+        help="rewrite tests/module_times.json (the order modules run in) from this run's durations",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("record_module_times") and getattr(config, "workerinput", None) is None:
+        config.pluginmanager.register(_order.Recorder(), "charter-module-times")
 
 
 @pytest.fixture(autouse=True)
