@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests import _order
+from tests import _order, _vectors
 from tests._pg import (  # noqa: F401  (shared PostgreSQL, the migrated SQLite template)
     backend,
     db_url,
@@ -63,15 +63,46 @@ def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
 
 
+MEMO_FILE = "embedding-memo.sqlite"
+
+
 @pytest.fixture(scope="session")
-def _shared_vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = _run_root(tmp_path_factory) / "embedding-memo.sqlite"
-    with sqlite3.connect(path, timeout=120) as conn:
+def _shared_vectors(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
+    """The run's shared memo, filled from the recorded vectors (``tests/_vectors.py``) by the first worker —
+    unless this run records them (``--record-vectors``: it starts empty and notes which texts to keep)."""
+    from filelock import FileLock
+
+    path = _run_root(tmp_path_factory) / MEMO_FILE
+    with FileLock(str(path) + ".lock"), closing(sqlite3.connect(path, timeout=120)) as conn, conn:
         conn.execute("CREATE TABLE IF NOT EXISTS memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS claims (key BLOB PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)"
         )
+        conn.execute("CREATE TABLE IF NOT EXISTS texts (key BLOB PRIMARY KEY, text TEXT NOT NULL, keep INT)")
+        seeded = path.with_name(MEMO_FILE + ".seeded")
+        if not pytestconfig.getoption("record_vectors") and not seeded.exists():
+            recorded = _vectors.usable()
+            if recorded:
+                texts, vectors = recorded
+                conn.executemany(
+                    "INSERT OR IGNORE INTO memo VALUES (?, ?)",
+                    [(_key(t), v.tobytes()) for t, v in zip(texts, vectors, strict=True)],
+                )
+            seeded.touch()
     return path
+
+
+def _note_texts(path: Path, texts: list[str]) -> None:
+    """Recording run: remember ``texts`` and whether they are fixed (worth recording) or a Hypothesis
+    example's (generated, never asked for again)."""
+    from hypothesis import currently_in_test_context
+
+    keep = 0 if currently_in_test_context() else 1
+    with closing(sqlite3.connect(path, timeout=120)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO texts VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET keep = max(keep, excluded.keep)",
+            [(_key(t), t, keep) for t in dict.fromkeys(texts)],
+        )
 
 
 def _key(text: str) -> bytes:
@@ -119,7 +150,7 @@ def _shared_put(path: Path, vectors: dict[str, bytes]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _embedding_memo_for_the_session(_shared_vectors: Path) -> Iterator[None]:
+def _embedding_memo_for_the_session(_shared_vectors: Path, pytestconfig: pytest.Config) -> Iterator[None]:
     """The memo is on for the whole session, so that session- and module-scoped fixtures (the synced
     template, per-module indexes) use it too: pytest sets those up before any function-scoped fixture, and a
     function-scoped patch left them embedding every text for real, in each worker."""
@@ -160,7 +191,11 @@ def _embedding_memo_for_the_session(_shared_vectors: Path) -> Iterator[None]:
                 time.sleep(0.05)  # every text left is being embedded by another worker right now
         return fresh
 
+    recording = pytestconfig.getoption("record_vectors")
+
     def memo_embed(self: MiniLMEmbedder, model: object, texts: list[str]) -> np.ndarray:
+        if recording:
+            _note_texts(shared, texts)
         got = {t: _EMBED_MEMO.get(t) for t in texts}
         missing = [t for t, v in got.items() if v is None]
         if missing:
@@ -226,10 +261,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite tests/module_times.json (the order modules run in) from this run's durations",
     )
 
+    parser.addoption(
+        "--record-vectors",
+        action="store_true",
+        help="start from an empty embedding memo and rewrite tests/data/minilm-vectors.npz (tests/_vectors.py)",
+    )
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("record_module_times") and getattr(config, "workerinput", None) is None:
         config.pluginmanager.register(_order.Recorder(), "charter-module-times")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not config.getoption("record_vectors") or getattr(config, "workerinput", None) is not None:
+        return  # the controller (or the only process) writes the file, once every worker is done
+    if exitstatus != 0:
+        print("\n--record-vectors: the run failed; tests/data/minilm-vectors.npz left as it was")
+        return
+    # the run root: xdist gives each worker <this process's base temp>/popen-gwN (its own code does the same)
+    memo = config._tmp_path_factory.getbasetemp() / MEMO_FILE  # type: ignore[attr-defined]
+    if memo.is_file():
+        print(f"\n--record-vectors: {_vectors.record_from(memo)} vectors written to {_vectors.SEED}")
 
 
 @pytest.fixture(autouse=True)
