@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests._pg import migrated_sqlite
+from tests.conftest import EXAMPLE, require
 from tests.server.conftest import server_project  # noqa: F401  (the synced example; see its docstring)
 
 require("mcp", "pip install 'mcp>=2.3' (a runtime dependency of charter)")
@@ -128,40 +129,66 @@ class Governed:
     override: Path
 
 
+def _pinned(project: Path, root: Path) -> Path:
+    """``root`` holding a copy of ``project`` (as ``root/project``), a throwaway repository and the rug-pull
+    file, both upstreams declared and every upstream tool pinned by omar."""
+    from charter.mcp import approve_upstream
+    from charter.runtime import Runtime
+
+    shutil.copytree(project.parent, root / "project")
+    repo = make_repo(root / "repo")
+    add_upstreams(root / "project" / "charter.yaml", repo, root / "rug-pull.json")
+    rt = Runtime.open(root / "project" / "charter.yaml")
+    try:
+        approve_upstream(rt, "git", None, "omar")
+        approve_upstream(rt, "misbehaving", None, "omar")
+    finally:
+        rt.close()
+    return root
+
+
+def _copy_pinned(template: Path, dest: Path) -> Governed:
+    """A private copy of a ``_pinned`` folder: the charter's paths (repository, rug-pull file) point into the
+    copy, the database (pins, audit) is the template's."""
+    shutil.copytree(template, dest, symlinks=True)
+    charter = dest / "project" / "charter.yaml"
+    charter.write_text(
+        charter.read_text(encoding="utf-8").replace(str(template), str(dest)), encoding="utf-8"
+    )
+    for key in (dest / "project" / ".charter" / "keys").glob("*"):
+        key.chmod(0o600)
+    return Governed(charter, dest / "repo", dest / "rug-pull.json")
+
+
+# Pinning starts both upstream processes and building the repository runs six git commands (~1.5 s a test);
+# each worker does it once per example and every test gets a copy — pinned by omar in another process before
+# the test, as before.
+@pytest.fixture(scope="session")
+def _governed_template(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Path:
+    scratch = tmp_path_factory.mktemp("governed-example") / "project"
+    shutil.copytree(EXAMPLE, scratch, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    (scratch / ".charter").mkdir(mode=0o700)
+    migrated_sqlite(sqlite_template, scratch / ".charter" / "charter.db")
+    return _pinned(scratch / "charter.yaml", tmp_path_factory.mktemp("governed-template"))
+
+
+@pytest.fixture(scope="session")
+def _governed_synced_template(tmp_path_factory: pytest.TempPathFactory, _synced_template: Path) -> Path:
+    scratch = tmp_path_factory.mktemp("governed-synced-example") / "project"
+    shutil.copytree(_synced_template, scratch)
+    return _pinned(scratch / "charter.yaml", tmp_path_factory.mktemp("governed-synced-template"))
+
+
 @pytest.fixture
-def governed(project: Path, tmp_path: Path) -> Iterator[Governed]:
+def governed(_governed_template: Path, tmp_path: Path) -> Iterator[Governed]:
     """The (unsynced) billing example with both upstreams declared and every upstream tool pinned by omar."""
-    from charter.mcp import approve_upstream
-    from charter.runtime import Runtime
-
-    repo = make_repo(tmp_path / "repo")
-    override = tmp_path / "rug-pull.json"
-    add_upstreams(project, repo, override)
-    rt = Runtime.open(project)
-    try:
-        approve_upstream(rt, "git", None, "omar")
-        approve_upstream(rt, "misbehaving", None, "omar")
-    finally:
-        rt.close()
-    yield Governed(project, repo, override)
+    yield _copy_pinned(_governed_template, tmp_path / "governed")
 
 
 @pytest.fixture
-def governed_synced(server_project: Path, tmp_path: Path) -> Iterator[Governed]:  # noqa: F811
+def governed_synced(_governed_synced_template: Path, tmp_path: Path) -> Iterator[Governed]:
     """As ``governed``, on the synced example (documents indexed, prompt approved: ``ask`` works)."""
-    from charter.mcp import approve_upstream
-    from charter.runtime import Runtime
-
-    repo = make_repo(tmp_path / "repo")
-    override = tmp_path / "rug-pull.json"
-    add_upstreams(server_project, repo, override)
-    rt = Runtime.open(server_project)
-    try:
-        approve_upstream(rt, "git", None, "omar")
-        approve_upstream(rt, "misbehaving", None, "omar")
-    finally:
-        rt.close()
-    yield Governed(server_project, repo, override)
+    yield _copy_pinned(_governed_synced_template, tmp_path / "governed")
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
