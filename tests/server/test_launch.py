@@ -210,7 +210,10 @@ def blocking_job(served: Served, kind: str) -> threading.Event:
     release = threading.Event()
 
     def work(job: Any) -> dict[str, Any]:
-        release.wait(120)
+        # held until released (the cap only guards a test that never releases it; the thread is a daemon):
+        # a slot freed mid-test lets the next valid POST start a real run — the OpenAPI fuzzing module, which
+        # runs longer than the old 120 s cap under load, then ran a whole eval (~40 s of CPU) in the background
+        release.wait(1800)
         return {}
 
     served.app.state.charter.jobs.start(kind, "test", work)  # type: ignore[attr-defined]
