@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from io import StringIO
@@ -379,6 +379,23 @@ def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         done.touch()
     finally:
         lock.release()
+    return dest
+
+
+def run_shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``<run root>/<name>/project``, built once per test run — not once per xdist worker — by the first worker
+    that asks (``build(dest)``, under a file lock; the others wait for it and find it done). Tests only ever
+    copy it. An interrupted build (its worker died) is thrown away and built again."""
+    from filelock import FileLock
+
+    root = _run_root(tmp_path_factory)
+    dest, done = root / name / "project", root / name / "done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(dest.parent, ignore_errors=True)
+            dest.parent.mkdir(parents=True)
+            build(dest)
+            done.touch()
     return dest
 
 

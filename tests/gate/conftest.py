@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import run_shared
+
 #: Cases the extractive model misses on the full eval set (the full run still passes the thresholds).
 KNOWN_MISSES = {
     "n-refund-annual-30d",
@@ -71,21 +73,24 @@ def small_eval(rt, *, probe_users: tuple[str, ...] = ("casey",)) -> str:  # type
 
 @pytest.fixture(scope="session")
 def _gated_template(_synced_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synced example made gate-ready (a small eval run, policies approved, private documents
+    acknowledged) — once per test run: the gate's modules land on different workers (~15 s each)."""
     from charter.gate import acknowledge_private, approve_policies, private_documents
     from charter.runtime import Runtime
 
-    dest = tmp_path_factory.mktemp("gated") / "project"
-    shutil.copytree(_synced_template, dest)
-    rt = Runtime.open(dest / "charter.yaml")
-    try:
-        small_eval(rt)
-        approve_policies(rt, rt.charter.principal(rt.spec.owners.scope))
-        for s in rt.spec.sources:
-            if private_documents(rt, s.id):
-                acknowledge_private(rt, s.id, rt.charter.principal(s.owner))
-    finally:
-        rt.close()
-    return dest
+    def build(dest: Path) -> None:
+        shutil.copytree(_synced_template, dest)
+        rt = Runtime.open(dest / "charter.yaml")
+        try:
+            small_eval(rt)
+            approve_policies(rt, rt.charter.principal(rt.spec.owners.scope))
+            for s in rt.spec.sources:
+                if private_documents(rt, s.id):
+                    acknowledge_private(rt, s.id, rt.charter.principal(s.owner))
+        finally:
+            rt.close()
+
+    return run_shared(tmp_path_factory, "gated-template", build)
 
 
 @pytest.fixture

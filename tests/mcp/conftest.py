@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests._pg import migrated_sqlite
-from tests.conftest import EXAMPLE, require
+from tests.conftest import EXAMPLE, require, run_shared
 from tests.server.conftest import server_project  # noqa: F401  (the synced example; see its docstring)
 
 require("mcp", "pip install 'mcp>=2.3' (a runtime dependency of charter)")
@@ -161,22 +161,26 @@ def _copy_pinned(template: Path, dest: Path) -> Governed:
 
 
 # Pinning starts both upstream processes and building the repository runs six git commands (~1.5 s a test);
-# each worker does it once per example and every test gets a copy — pinned by omar in another process before
-# the test, as before.
+# it is done once per test run for each example (``run_shared``) and every test gets a copy — pinned by omar in
+# another process before the test, as before.
 @pytest.fixture(scope="session")
 def _governed_template(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Path:
-    scratch = tmp_path_factory.mktemp("governed-example") / "project"
-    shutil.copytree(EXAMPLE, scratch, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
-    (scratch / ".charter").mkdir(mode=0o700)
-    migrated_sqlite(sqlite_template, scratch / ".charter" / "charter.db")
-    return _pinned(scratch / "charter.yaml", tmp_path_factory.mktemp("governed-template"))
+    def build(dest: Path) -> None:
+        scratch = tmp_path_factory.mktemp("governed-example") / "project"
+        shutil.copytree(EXAMPLE, scratch, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+        (scratch / ".charter").mkdir(mode=0o700)
+        migrated_sqlite(sqlite_template, scratch / ".charter" / "charter.db")
+        _pinned(scratch / "charter.yaml", dest)
+
+    return run_shared(tmp_path_factory, "governed-template", build)
 
 
 @pytest.fixture(scope="session")
 def _governed_synced_template(tmp_path_factory: pytest.TempPathFactory, _synced_template: Path) -> Path:
-    scratch = tmp_path_factory.mktemp("governed-synced-example") / "project"
-    shutil.copytree(_synced_template, scratch)
-    return _pinned(scratch / "charter.yaml", tmp_path_factory.mktemp("governed-synced-template"))
+    def build(dest: Path) -> None:
+        _pinned(_synced_template / "charter.yaml", dest)
+
+    return run_shared(tmp_path_factory, "governed-synced-template", build)
 
 
 @pytest.fixture
