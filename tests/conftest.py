@@ -66,6 +66,16 @@ def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 MEMO_FILE = "embedding-memo.sqlite"
 
 
+def create_memo_tables(conn: sqlite3.Connection) -> None:
+    """The shared memo's tables: vectors by text hash, claims on texts being embedded, and (recording runs)
+    the texts asked for and whether they are worth recording."""
+    conn.execute("CREATE TABLE IF NOT EXISTS memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS claims (key BLOB PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)"
+    )
+    conn.execute("CREATE TABLE IF NOT EXISTS texts (key BLOB PRIMARY KEY, text TEXT NOT NULL, keep INT)")
+
+
 @pytest.fixture(scope="session")
 def _shared_vectors(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     """The run's shared memo, filled from the recorded vectors (``tests/_vectors.py``) by the first worker —
@@ -74,11 +84,7 @@ def _shared_vectors(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pyte
 
     path = _run_root(tmp_path_factory) / MEMO_FILE
     with FileLock(str(path) + ".lock"), closing(sqlite3.connect(path, timeout=120)) as conn, conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS claims (key BLOB PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)"
-        )
-        conn.execute("CREATE TABLE IF NOT EXISTS texts (key BLOB PRIMARY KEY, text TEXT NOT NULL, keep INT)")
+        create_memo_tables(conn)
         seeded = path.with_name(MEMO_FILE + ".seeded")
         if not pytestconfig.getoption("record_vectors") and not seeded.exists():
             recorded = _vectors.usable()
@@ -89,6 +95,15 @@ def _shared_vectors(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pyte
                     [(_key(t), v.tobytes()) for t, v in zip(texts, vectors, strict=True)],
                 )
             seeded.touch()
+    return path
+
+
+@pytest.fixture
+def memo_file(tmp_path: Path) -> Path:
+    """An empty memo file with the shared memo's tables (tests of the memo and of recording)."""
+    path = tmp_path / "memo.sqlite"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        create_memo_tables(conn)
     return path
 
 

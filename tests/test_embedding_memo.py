@@ -3,10 +3,8 @@ into claimed batches, a claim is released with its vectors, and a claim left by 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +14,8 @@ from tests import conftest
 
 
 @pytest.fixture
-def memo(tmp_path: Path) -> Path:
-    path = tmp_path / "memo.sqlite"
-    with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("CREATE TABLE memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
-        conn.execute("CREATE TABLE claims (key BLOB PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)")
-    return path
+def memo(memo_file: Path) -> Path:
+    return memo_file
 
 
 def test_two_owners_claim_disjoint_batches_until_nothing_is_left(memo: Path) -> None:

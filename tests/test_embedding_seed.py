@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -37,36 +35,27 @@ def test_the_recorded_vectors_are_what_the_installed_model_returns() -> None:
         assert float(fresh[row] @ vectors[i]) > 0.99999, (seed, texts[i][:80])
 
 
-@pytest.fixture
-def memo(tmp_path: Path) -> Path:
-    path = tmp_path / "memo.sqlite"
-    with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("CREATE TABLE memo (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
-        conn.execute("CREATE TABLE texts (key BLOB PRIMARY KEY, text TEXT NOT NULL, keep INT)")
-    return path
+def _put(memo_file: Path, texts: list[str]) -> None:
+    conftest._shared_put(memo_file, {t: np.full(4, len(t), dtype=np.float32).tobytes() for t in texts})
 
 
-def _put(memo: Path, texts: list[str]) -> None:
-    conftest._shared_put(memo, {t: np.full(4, len(t), dtype=np.float32).tobytes() for t in texts})
-
-
-def test_a_recording_keeps_fixed_texts_and_drops_hypothesis_examples(memo: Path, tmp_path: Path) -> None:
+def test_a_recording_keeps_fixed_texts_and_drops_hypothesis_examples(memo_file: Path, tmp_path: Path) -> None:
     generated: list[str] = []
 
     @settings(max_examples=20, database=None)
     @given(st.text(min_size=1))
     def inside_an_example(text: str) -> None:
         generated.append("generated " + text)
-        conftest._note_texts(memo, ["generated " + text])
+        conftest._note_texts(memo_file, ["generated " + text])
 
     inside_an_example()
     fixed = ["A refund takes 5–10 business days.", "Invoices are issued on the 1st.", "généré \u200b"]
-    conftest._note_texts(memo, fixed + fixed[:1])  # asked twice: kept once
-    conftest._note_texts(memo, generated[:1])  # also asked by a fixture later: worth keeping after all
-    _put(memo, fixed + generated)
+    conftest._note_texts(memo_file, fixed + fixed[:1])  # asked twice: kept once
+    conftest._note_texts(memo_file, generated[:1])  # also asked by a fixture later: worth keeping after all
+    _put(memo_file, fixed + generated)
 
     out = tmp_path / "seed.npz"
-    assert _vectors.record_from(memo, out) == len(fixed) + 1
+    assert _vectors.record_from(memo_file, out) == len(fixed) + 1
     model, texts, vectors = _vectors.read(out)
     assert model == _vectors.model_digest()
     assert sorted(texts) == sorted([*fixed, generated[0]])
@@ -74,7 +63,7 @@ def test_a_recording_keeps_fixed_texts_and_drops_hypothesis_examples(memo: Path,
         assert vector.tolist() == [float(len(text))] * 4  # each text with its own vector
 
 
-def test_an_empty_recording_writes_nothing(memo: Path, tmp_path: Path) -> None:
+def test_an_empty_recording_writes_nothing(memo_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "seed.npz"
-    assert _vectors.record_from(memo, out) == 0
+    assert _vectors.record_from(memo_file, out) == 0
     assert not out.exists()
