@@ -296,7 +296,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     memo = config._tmp_path_factory.getbasetemp() / MEMO_FILE  # type: ignore[attr-defined]
     if memo.is_file():  # a failed run's vectors are as real as a passing one's (it may have asked for fewer)
         failed = "" if exitstatus == 0 else " (the run failed: it may not have asked for every text)"
-        print(f"\n--record-vectors: {_vectors.record_from(memo)} vectors written to {_vectors.SEED}{failed}")
+        written = _vectors.record_from(memo)
+        print(
+            f"\n--record-vectors: {written} vectors written to {_vectors.SEED}{failed}"
+            if written
+            else f"\n--record-vectors: nothing was embedded; {_vectors.SEED} left as it was"
+        )
 
 
 @pytest.fixture(autouse=True)
