@@ -314,23 +314,29 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def unopened_project(tmp_path: Path) -> Path:
     """A fresh copy of the billing-support example without ``.charter``; returns the charter file's path."""
-    dest = tmp_path / "project"
+    return copy_example(tmp_path / "project")
+
+
+def copy_example(dest: Path, database_from: Path | None = None) -> Path:
+    """The billing example copied to ``dest`` (without ``.charter``); with ``database_from`` (the migrated
+    ``sqlite_template``), also its database as ``project`` describes it. Returns the charter file's path."""
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
+    if database_from is not None:
+        folder = dest / ".charter"
+        folder.mkdir(mode=0o700)
+        folder.chmod(0o700)
+        migrated_sqlite(database_from, folder / "charter.db")
     return dest / "charter.yaml"
 
 
 @pytest.fixture
-def project(unopened_project: Path, sqlite_template: Path) -> Path:  # noqa: F811  (the fixture)
+def project(tmp_path: Path, sqlite_template: Path) -> Path:  # noqa: F811  (the fixture)
     """A fresh copy of the billing-support example; returns the charter file's path. Its database is what the
     first ``Runtime.open`` creates before anything is written: an empty database migrated to head, private
     (``.charter`` 0700, ``charter.db`` 0600) — copied from ``sqlite_template`` instead of running every
     migration in every test. Keys are created on first use, as always. Tests about what the first open itself
     creates take ``unopened_project``."""
-    folder = unopened_project.parent / ".charter"
-    folder.mkdir(mode=0o700)
-    folder.chmod(0o700)
-    migrated_sqlite(sqlite_template, folder / "charter.db")
-    return unopened_project
+    return copy_example(tmp_path / "project", sqlite_template)
 
 
 @dataclass
@@ -376,46 +382,47 @@ def _synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cached = os.environ.get("CHARTER_TEST_SYNCED_DIR")
     if cached and (Path(cached) / "charter.yaml").is_file():
         return Path(cached)
-    from filelock import FileLock, Timeout
-
-    # Built once per run, not once per xdist worker: the workers' base temp folders share a parent that is
-    # unique to the run, and the first worker to take the lock builds it (tests only ever copy it).
-    # A worker that finds another building it helps instead of idling: it syncs a scratch copy, whose embedding
-    # batches the shared memo splits between the two (``_embedding_memo_for_the_session``), then waits.
-    root = _run_root(tmp_path_factory)
-    dest, done = root / "synced-template" / "project", root / "synced-template" / "done"
-    lock = FileLock(str(root / "synced-template.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if not done.is_file():
-            _sync_copy(tmp_path_factory.mktemp("helping-sync") / "project")
-        lock.acquire()
-    try:
-        if done.is_file():
-            return dest
-        shutil.rmtree(dest.parent, ignore_errors=True)  # a build interrupted in another worker
-        _sync_copy(dest, approve=True)
-        done.touch()
-    finally:
-        lock.release()
-    return dest
+    # Built once per run, not once per xdist worker (``run_shared``). A worker that finds another building it
+    # helps instead of idling: it syncs a scratch copy, whose embedding batches the shared memo splits between
+    # the two (``_embedding_memo_for_the_session``), then waits.
+    return run_shared(
+        tmp_path_factory,
+        "synced-template",
+        lambda dest: _sync_copy(dest, approve=True),
+        meanwhile=lambda: _sync_copy(tmp_path_factory.mktemp("helping-sync") / "project"),
+    )
 
 
-def run_shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+def run_shared(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    build: Callable[[Path], None],
+    *,
+    meanwhile: Callable[[], None] | None = None,
+) -> Path:
     """``<run root>/<name>/project``, built once per test run — not once per xdist worker — by the first worker
-    that asks (``build(dest)``, under a file lock; the others wait for it and find it done). Tests only ever
-    copy it. An interrupted build (its worker died) is thrown away and built again."""
-    from filelock import FileLock
+    that asks (``build(dest)``, under a file lock; the workers' base temp folders share a parent unique to the
+    run). The others wait for it and find it done, running ``meanwhile`` first if it is still being built.
+    Tests only ever copy it. An interrupted build (its worker died) is thrown away and built again."""
+    from filelock import FileLock, Timeout
 
     root = _run_root(tmp_path_factory)
     dest, done = root / name / "project", root / name / "done"
-    with FileLock(str(root / f"{name}.lock")):
+    lock = FileLock(str(root / f"{name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if meanwhile is not None and not done.is_file():
+            meanwhile()
+        lock.acquire()
+    try:
         if not done.is_file():
             shutil.rmtree(dest.parent, ignore_errors=True)
             dest.parent.mkdir(parents=True)
             build(dest)
             done.touch()
+    finally:
+        lock.release()
     return dest
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._pg import migrated_sqlite
-from tests.conftest import EXAMPLE, require, run_shared
+from tests.conftest import copy_example, require, run_shared
 from tests.server.conftest import server_project  # noqa: F401  (the synced example; see its docstring)
 
 require("mcp", "pip install 'mcp>=2.3' (a runtime dependency of charter)")
@@ -166,11 +165,8 @@ def _copy_pinned(template: Path, dest: Path) -> Governed:
 @pytest.fixture(scope="session")
 def _governed_template(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Path:
     def build(dest: Path) -> None:
-        scratch = tmp_path_factory.mktemp("governed-example") / "project"
-        shutil.copytree(EXAMPLE, scratch, ignore=shutil.ignore_patterns(".charter", "__pycache__"))
-        (scratch / ".charter").mkdir(mode=0o700)
-        migrated_sqlite(sqlite_template, scratch / ".charter" / "charter.db")
-        _pinned(scratch / "charter.yaml", dest)
+        scratch = copy_example(tmp_path_factory.mktemp("governed-example") / "project", sqlite_template)
+        _pinned(scratch, dest)
 
     return run_shared(tmp_path_factory, "governed-template", build)
 
