@@ -319,11 +319,13 @@ def merge_findings(found: list[tuple[int, int, float, str]]) -> list[tuple[int, 
 def _shrunk(
     text: str, start: int, end: int, pattern: re.Pattern[str], check: Callable[[str], bool]
 ) -> tuple[int, int] | None:
-    """The longest sub-span of a failed match, cut where a separator meets a letter or digit, that the
-    pattern matches on its own and the validator accepts (None if there is none)."""
+    """The first sub-span of a failed match (the earliest start, then the longest), cut where a separator
+    meets a letter or digit, that the pattern matches on its own and the validator accepts (None if there
+    is none). Earliest first: the scan resumes after the span returned, so a valid value before a longer one
+    ("IBAN-1 this IBAN-2" where IBAN-2 is written with spaces) must not be passed over."""
     starts = [start] + [p for p in range(start + 1, end) if text[p].isalnum() and not text[p - 1].isalnum()]
     ends = [p for p in range(start + 1, end) if text[p - 1].isalnum() and not text[p].isalnum()] + [end]
-    spans = sorted(((s, e) for s in starts[:24] for e in ends[-24:] if e > s), key=lambda se: se[0] - se[1])
+    spans = sorted(((s, e) for s in starts[:24] for e in ends[-24:] if e > s), key=lambda se: (se[0], -se[1]))
     for s, e in spans:
         if (s, e) != (start, end) and pattern.fullmatch(text, s, e) is not None and check(text[s:e]):
             return s, e
@@ -347,12 +349,13 @@ def _scan(text: str, *, gated: bool, canaries: Canaries) -> list[tuple[int, int,
                 found.append((start, end, score, kind))
             elif kind in _SHRINK_KINDS:
                 # a greedy match that fails its checksum may have swallowed the start of the next value
-                # ("IBAN-1 this IBAN-2 …"): after the valid part (or, if none, after its first word) the
-                # search resumes inside the match, not after it
+                # ("IBAN-1 this IBAN-2 …"): the search resumes inside the match, at the second word of
+                # its first valid part (or, if none, of the match) — not after it, so a value starting
+                # inside or overlapping that part is still found (overlaps are merged into one span)
                 sub = _shrunk(text, start, end, pattern, check)
                 if sub is not None:
                     found.append((sub[0], sub[1], score, kind))
-                    pos = sub[1]
+                    pos = _next_word(text, sub[0], end)
                 else:
                     pos = _next_word(text, start, end)
     return found
