@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,11 +46,11 @@ def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         s.dispose()
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
     s = open_store(url)
     yield s
     s.dispose()
-    _drop_pg_database(cluster, url)
+    cluster.drop_database(url)
 
 
 @pytest.fixture
@@ -76,36 +75,10 @@ def _example_template(
     return folder / "template.db", truth
 
 
-def _copy_pg_database(cluster: PgCluster, template: str) -> str:
-    """A new database copied from ``template`` (no session may be connected to the template)."""
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:16]
-    with psycopg.connect(cluster.server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")  # type: ignore[arg-type]
-    return cluster.url(name)
-
-
-def _drop_pg_database(cluster: PgCluster, url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(cluster.server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {make_url(url).database} WITH (FORCE)")  # type: ignore[arg-type]
-
-
-def _new_pg_database(cluster: PgCluster) -> str:
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:16]
-    with psycopg.connect(cluster.server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    return cluster.url(name)
-
-
 @pytest.fixture(scope="session")
 def _pg_migrated_template(pg_cluster: PgCluster) -> str:
     """An empty database migrated to head, copied by every PostgreSQL ``store`` (a file copy, ~50 ms)."""
-    url = _new_pg_database(pg_cluster)
+    url = pg_cluster.create_database(migrated=False)
     open_store(url).dispose()
     return str(make_url(url).database)
 
@@ -116,7 +89,7 @@ def _example_pg_template(pg_cluster: PgCluster) -> str:
     from tests.conftest import EXAMPLE
     from tests.retrieval._example import index_example
 
-    url = _new_pg_database(pg_cluster)
+    url = pg_cluster.create_database(migrated=False)
     s = open_store(url)
     index_example(Index(s, HashEmbedder()), EXAMPLE / "charter.yaml")
     s.dispose()
@@ -136,12 +109,12 @@ def example_index(
     else:
         cluster: PgCluster = request.getfixturevalue("pg_cluster")
         name = request.getfixturevalue("_example_pg_template")
-        url = _copy_pg_database(cluster, name)
+        url = cluster.copy_database(name)
     s = open_store(url)
     yield Index(s, HashEmbedder()), truth
     s.dispose()
     if backend != "sqlite":
-        _drop_pg_database(cluster, url)
+        cluster.drop_database(url)
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +122,8 @@ def pg_property_index(request: pytest.FixtureRequest) -> Iterator[Index]:
     """One migrated PostgreSQL database (hash embedder) for a module's generated examples: each example
     writes its own source."""
     cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
     index = Index(open_store(url), HashEmbedder())
     yield index
     index.store.dispose()
-    _drop_pg_database(cluster, url)
+    cluster.drop_database(url)

@@ -62,15 +62,13 @@ def indexed(
     from a template). The indexed template is built once per module and backend."""
     cluster = None
     if backend == "postgres":
-        from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
-
         cluster = request.getfixturevalue("pg_cluster")
     if backend not in _indexed_templates:
         folder = tmp_path_factory.mktemp(f"indexed-{backend}") / "project"
         template_db = None
         with monkeypatch.context() as m:
             if cluster is not None:
-                url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+                url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
                 m.setenv("CHARTER_DATABASE_URL", url)
                 template_db = make_url(url).database
             _build_indexed(folder, backend)
@@ -81,8 +79,8 @@ def indexed(
     for key in (dest / ".charter" / "keys").glob("*"):
         key.chmod(0o600)
     if cluster is not None:
-        url = _copy_pg_database(cluster, str(template_db))
-        request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+        url = cluster.copy_database(str(template_db))
+        request.addfinalizer(lambda: cluster.drop_database(url))
         monkeypatch.setenv("CHARTER_DATABASE_URL", url)
     return dest / "charter.yaml"
 

@@ -97,11 +97,20 @@ def test_the_embedder_returns_input_order_through_the_encoder() -> None:
     assert np.abs(together - alone).max() < 1e-5
 
 
-def test_a_folder_with_other_pooling_is_refused(tmp_path: Path) -> None:
+def _configs_copy(tmp_path: Path) -> Path:
+    """The model folder with its configuration files copied (to be edited) and its 90 MB of weights linked
+    (read only by these tests)."""
     import shutil
 
+    src = Path(minilm_model_dir())
     copy = tmp_path / "model"
-    shutil.copytree(minilm_model_dir(), copy)
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("model.safetensors"))
+    (copy / "model.safetensors").symlink_to(src / "model.safetensors")
+    return copy
+
+
+def test_a_folder_with_other_pooling_is_refused(tmp_path: Path) -> None:
+    copy = _configs_copy(tmp_path)
     config = json.loads((copy / "1_Pooling" / "config.json").read_text())
     config["pooling_mode_cls_token"] = True
     (copy / "1_Pooling" / "config.json").write_text(json.dumps(config))
@@ -124,10 +133,7 @@ def test_a_folder_with_other_pooling_is_refused(tmp_path: Path) -> None:
 def test_a_model_that_is_not_a_plain_bert_encoder_is_refused(tmp_path: Path, key: str, value: object) -> None:
     """The forward pass (``charter.retrieval._bert``) implements one architecture; any other is refused, never
     computed differently."""
-    import shutil
-
-    copy = tmp_path / "model"
-    shutil.copytree(minilm_model_dir(), copy)
+    copy = _configs_copy(tmp_path)
     config = json.loads((copy / "config.json").read_text())
     config[key] = value
     (copy / "config.json").write_text(json.dumps(config))

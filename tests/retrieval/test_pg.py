@@ -27,11 +27,10 @@ def _pair(request: pytest.FixtureRequest) -> tuple[Index, Index]:
     """The example indexed on SQLite (in-memory search) and on PostgreSQL (search in the database)."""
     template, _ = request.getfixturevalue("_example_template")
     sqlite = Index(open_store(f"sqlite:///{template}", migrate=False), HashEmbedder())
-    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_example_pg_template"))
-    request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+    url = cluster.copy_database(request.getfixturevalue("_example_pg_template"))
+    request.addfinalizer(lambda: cluster.drop_database(url))
     pg = Index(open_store(url), HashEmbedder())
     request.addfinalizer(pg.store.dispose)
     request.addfinalizer(sqlite.store.dispose)
@@ -172,11 +171,10 @@ class HashEmbedder384(HashEmbedder):
 
 def test_hnsw_path_filters_inside_and_always_returns_k(request: pytest.FixtureRequest) -> None:
     from charter.retrieval._pg import PgSearch
-    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
-    request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    request.addfinalizer(lambda: cluster.drop_database(url))
     index = Index(open_store(url), HashEmbedder384())
     request.addfinalizer(index.store.dispose)
     rng = np.random.default_rng(3)
@@ -237,14 +235,13 @@ def test_upgrade_to_0009_backfills_postings_and_vectors(request: pytest.FixtureR
     migration derives the postings in SQL, the first search fills the vectors from the embedding cache."""
     from charter.spec import load_charter
     from charter.store.tables import acl, chunks, documents, embeddings, versions
-    from tests.retrieval.conftest import _drop_pg_database, _new_pg_database
 
     template, _ = request.getfixturevalue("_example_template")
     sqlite = Index(open_store(f"sqlite:///{template}", migrate=False), HashEmbedder())
     request.addfinalizer(sqlite.store.dispose)
     cluster = request.getfixturevalue("pg_cluster")
-    url = _new_pg_database(cluster)
-    request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+    url = cluster.create_database(migrated=False)
+    request.addfinalizer(lambda: cluster.drop_database(url))
     old = open_store(url, migrate=False)
     old.migrate("0008")
     with sqlite.store.connect() as src, old.begin() as dst:
@@ -289,11 +286,10 @@ def test_everything_readable_skips_the_filter_with_the_same_results(
     request: pytest.FixtureRequest, tmp_path
 ) -> None:
     """When every chunk is readable the statements drop the permission filter: same results as SQLite."""
-    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
-    request.addfinalizer(lambda: _drop_pg_database(cluster, url))
+    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    request.addfinalizer(lambda: cluster.drop_database(url))
     pg = Index(open_store(url), HashEmbedder())
     lite = Index(open_store(f"sqlite:///{tmp_path / 'all.db'}"), HashEmbedder())
     request.addfinalizer(pg.store.dispose)

@@ -130,15 +130,14 @@ def test_maxscore_is_the_exact_permitted_top_m(
 @pytest.fixture(scope="module")
 def pg_all(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """A database where every chunk is readable (the path without a permission filter), with its model."""
-    from tests.retrieval.conftest import _copy_pg_database, _drop_pg_database
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = _copy_pg_database(cluster, request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
     index = Index(open_store(url), HashEmbedder())
     model: dict[str, list[list[str]]] = {}  # doc id -> its chunks' analysed terms, as indexed now
     yield index, model
     index.store.dispose()
-    _drop_pg_database(cluster, url)
+    cluster.drop_database(url)
 
 
 ops = st.lists(
