@@ -24,10 +24,11 @@ def test_status_and_upgrade(project: Path, empty_db_url: str, monkeypatch: pytes
     again = run_cli("db", "upgrade", "--json", "-c", c).json()
     assert again["changed"] is False and again["to"] == head  # type: ignore[index]
     res = run_cli("db", "status", "-c", c)
-    assert res.exit_code == 0 and "up to date" in res.stdout
+    # Rich folds the line at 80 columns when stdout is not a terminal: between words, and inside a long URL
+    assert res.exit_code == 0 and "up to date" in " ".join(res.stdout.split()), res.stdout
     password = make_url(empty_db_url).password
     if password:
-        assert str(password) not in res.stdout
+        assert str(password) not in "".join(res.stdout.split())
 
 
 def test_password_is_hidden_in_the_output(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
