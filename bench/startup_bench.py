@@ -9,6 +9,8 @@
 * **warm-up** — in a fresh interpreter each time (``--processes`` of them): importing the server,
   ``Runtime.open`` and ``charter.pipeline.warm_up`` (policies, the index and the embedding model, masker,
   gateway), wall time and CPU seconds — what a ``charter serve`` worker spends before its first request.
+* **exit** — in the same processes, from the script's last statement to the process's end (the interpreter's
+  shutdown), alternately as a plain script and with ``gc.freeze()`` first, as the ``charter`` command does.
 
 Prints a Markdown table with the date, machine and load average; results go to docs/benchmarks.md by hand.
 """
@@ -44,6 +46,10 @@ rt = Runtime.open(sys.argv[1])
 took = warm_up(rt)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": usage.ru_utime + usage.ru_stime, "parts": took}))
+if sys.argv[2] == "freeze":  # what the `charter` console script does last (charter.cli.main)
+    import gc
+    gc.freeze()
+print(time.time(), flush=True)  # the parent measures from here to the process's end
 """
 
 
@@ -81,15 +87,21 @@ def main() -> None:
             opens.append((time.perf_counter() - t0) * 1000)
         warm = []
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        for _ in range(args.processes):
+        exits: dict[str, list[float]] = {"plain": [], "freeze": []}
+        for i in range(2 * args.processes):
+            how = "plain" if i % 2 == 0 else "freeze"
             out = subprocess.run(
-                [sys.executable, "-c", WARM, str(charter)],
+                [sys.executable, "-c", WARM, str(charter), how],
                 capture_output=True,
                 text=True,
                 env=env,
                 check=True,
             )
-            warm.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            ended = time.time()
+            *_, doc, last = out.stdout.strip().splitlines()
+            exits[how].append(ended - float(last))
+            if how == "plain":
+                warm.append(json.loads(doc))
     load_after = os.getloadavg()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = (
@@ -115,6 +127,9 @@ def main() -> None:
         print(
             f"| fresh process #{i}: import + open + warm-up | {w['wall']:.2f} s wall, {w['cpu']:.2f} s CPU ({parts} s) |"
         )
+    for how, label in (("plain", "a plain script"), ("freeze", "`gc.freeze()` first, as `charter` does")):
+        times = ", ".join(f"{t:.2f}" for t in exits[how])
+        print(f"| exit after warm-up, {label} | {times} s (median {pct(exits[how], 0.5):.2f} s) |")
 
 
 if __name__ == "__main__":
