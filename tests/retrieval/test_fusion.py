@@ -184,6 +184,14 @@ def minilm():  # type: ignore[no-untyped-def]
     return get_embedder("minilm")
 
 
+def _index_all(index: Index, documents: list[Document], acl: frozenset[str]) -> None:
+    """Index ``documents`` as a sync does: their chunks embedded together in large batches first
+    (``prefetch_embeddings``), then each document written (finding its vectors in the cache)."""
+    index.prefetch_embeddings(documents, Chunking())
+    for doc in documents:
+        index.upsert_document(doc, acl, Chunking())
+
+
 @settings(
     max_examples=6,
     deadline=None,
@@ -205,17 +213,21 @@ def test_exact_identifier_match_ranks_first(tmp_path_factory, minilm, seed, shap
     try:
         index = Index(store, minilm)
         everyone = frozenset({"public"})
-        for i, x in enumerate(ids):
-            text = (
-                f"Invoice {x} issued to {rng.choice(COMPANIES)} for the {rng.choice(PLANS)} plan, "
-                f"{rng.randrange(2, 90)} seats, billing period {rng.choice(MONTHS)}. Total due "
-                f"{rng.randrange(40, 9000)}.{rng.randrange(100):02d} USD, payment terms net 30."
+        documents = [
+            Document(
+                source_id="billing",
+                doc_id=f"d{i:02d}",
+                title="",
+                text=(
+                    f"Invoice {x} issued to {rng.choice(COMPANIES)} for the {rng.choice(PLANS)} plan, "
+                    f"{rng.randrange(2, 90)} seats, billing period {rng.choice(MONTHS)}. Total due "
+                    f"{rng.randrange(40, 9000)}.{rng.randrange(100):02d} USD, payment terms net 30."
+                ),
+                format="text",
             )
-            index.upsert_document(
-                Document(source_id="billing", doc_id=f"d{i:02d}", title="", text=text, format="text"),
-                everyone,
-                Chunking(),
-            )
+            for i, x in enumerate(ids)
+        ]
+        _index_all(index, documents, everyone)
         target = rng.randrange(len(ids))
         hits = index.search(everyone, question.format(x=ids[target]), k=5)
         assert hits[0].doc_id == f"d{target:02d}", (ids[target], [h.doc_id for h in hits])
@@ -383,12 +395,11 @@ def test_an_error_code_found_in_many_tickets_ranks_its_chunks_first(
                         f"{rng.choice(PLANS)} plan in {rng.choice(MONTHS)}; the agent followed the runbook.",
                     )
                 )
-        for doc_id, text in docs:
-            index.upsert_document(
-                Document(source_id="kb", doc_id=doc_id, title="", text=text, format="text"),
-                everyone,
-                Chunking(),
-            )
+        _index_all(
+            index,
+            [Document(source_id="kb", doc_id=d, title="", text=t, format="text") for d, t in docs],
+            everyone,
+        )
         target = rng.choice(codes)
         holders = {d for d, t in docs if f"E{target}" in t}
         hits = index.search(everyone, question.format(x=f"E{target}"), k=len(docs))
@@ -426,13 +437,20 @@ def test_a_paraphrase_without_identifiers_keeps_the_dense_order(tmp_path_factory
     everyone = frozenset({"public"})
     try:
         index = Index(store, minilm)
-        for i, (cause, fix) in enumerate(ERRORS.items()):
-            text = f"In 2026, {rng.choice(COMPANIES)} reported that {cause}; support suggested to {fix}."
-            index.upsert_document(
-                Document(source_id="kb", doc_id=f"d{i}", title="", text=text, format="text"),
-                everyone,
-                Chunking(),
-            )
+        _index_all(
+            index,
+            [
+                Document(
+                    source_id="kb",
+                    doc_id=f"d{i}",
+                    title="",
+                    text=f"In 2026, {rng.choice(COMPANIES)} reported that {cause}; support suggested to {fix}.",
+                    format="text",
+                )
+                for i, (cause, fix) in enumerate(ERRORS.items())
+            ],
+            everyone,
+        )
         q = rng.choice(
             [
                 "lender refused a shopper's plastic during 2025, twice in 24h",
