@@ -321,8 +321,8 @@ def _shrunk(
 ) -> tuple[int, int] | None:
     """The first sub-span of a failed match (the earliest start, then the longest), cut where a separator
     meets a letter or digit, that the pattern matches on its own and the validator accepts (None if there
-    is none). Earliest first: the scan resumes after the span returned, so a valid value before a longer one
-    ("IBAN-1 this IBAN-2" where IBAN-2 is written with spaces) must not be passed over."""
+    is none). Earliest first: the scan goes on from inside the span returned, so a valid value before a
+    longer one ("IBAN-1 this IBAN-2" where IBAN-2 is written with spaces) must not be passed over."""
     starts = [start] + [p for p in range(start + 1, end) if text[p].isalnum() and not text[p - 1].isalnum()]
     ends = [p for p in range(start + 1, end) if text[p - 1].isalnum() and not text[p].isalnum()] + [end]
     spans = sorted(((s, e) for s in starts[:24] for e in ends[-24:] if e > s), key=lambda se: (se[0], -se[1]))
