@@ -46,7 +46,7 @@ def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         s.dispose()
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.create_database()
     s = open_store(url)
     yield s
     s.dispose()
@@ -73,14 +73,6 @@ def _example_template(
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     s.dispose()
     return folder / "template.db", truth
-
-
-@pytest.fixture(scope="session")
-def _pg_migrated_template(pg_cluster: PgCluster) -> str:
-    """An empty database migrated to head, copied by every PostgreSQL ``store`` (a file copy, ~50 ms)."""
-    url = pg_cluster.create_database(migrated=False)
-    open_store(url).dispose()
-    return str(make_url(url).database)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +114,7 @@ def pg_property_index(request: pytest.FixtureRequest) -> Iterator[Index]:
     """One migrated PostgreSQL database (hash embedder) for a module's generated examples: each example
     writes its own source."""
     cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.create_database()
     index = Index(open_store(url), HashEmbedder())
     yield index
     index.store.dispose()

@@ -68,7 +68,7 @@ def indexed(
         template_db = None
         with monkeypatch.context() as m:
             if cluster is not None:
-                url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+                url = cluster.create_database()
                 m.setenv("CHARTER_DATABASE_URL", url)
                 template_db = make_url(url).database
             _build_indexed(folder, backend)

@@ -173,7 +173,7 @@ def test_hnsw_path_filters_inside_and_always_returns_k(request: pytest.FixtureRe
     from charter.retrieval._pg import PgSearch
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.create_database()
     request.addfinalizer(lambda: cluster.drop_database(url))
     index = Index(open_store(url), HashEmbedder384())
     request.addfinalizer(index.store.dispose)
@@ -288,7 +288,7 @@ def test_everything_readable_skips_the_filter_with_the_same_results(
     """When every chunk is readable the statements drop the permission filter: same results as SQLite."""
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.create_database()
     request.addfinalizer(lambda: cluster.drop_database(url))
     pg = Index(open_store(url), HashEmbedder())
     lite = Index(open_store(f"sqlite:///{tmp_path / 'all.db'}"), HashEmbedder())

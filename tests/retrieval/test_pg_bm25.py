@@ -132,7 +132,7 @@ def pg_all(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """A database where every chunk is readable (the path without a permission filter), with its model."""
 
     cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.copy_database(request.getfixturevalue("_pg_migrated_template"))
+    url = cluster.create_database()
     index = Index(open_store(url), HashEmbedder())
     model: dict[str, list[list[str]]] = {}  # doc id -> its chunks' analysed terms, as indexed now
     yield index, model
