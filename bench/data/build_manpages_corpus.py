@@ -120,7 +120,8 @@ def build(out: Path, max_docs: int, man_dir: Path) -> None:
     if missing := judged - set(by_id):
         raise SystemExit(f"judged manual pages not installed here: {sorted(missing)}")
     order = [by_id[d] for d in sorted(judged)] + sorted(
-        (p for p in every if doc_id(p) not in judged), key=lambda p: hashlib.sha256(doc_id(p).encode()).digest()
+        (p for p in every if doc_id(p) not in judged),
+        key=lambda p: hashlib.sha256(doc_id(p).encode()).digest(),
     )
     docs: dict[str, str] = {}
     seen_text: set[str] = set()
@@ -129,7 +130,7 @@ def build(out: Path, max_docs: int, man_dir: Path) -> None:
         while len(docs) < max_docs and start < len(order):
             batch = order[start : start + 256]
             start += len(batch)
-            for page, text in zip(batch, pool.map(abstract, batch)):
+            for page, text in zip(batch, pool.map(abstract, batch), strict=True):
                 did = doc_id(page)
                 if text is None:
                     if did in judged:
