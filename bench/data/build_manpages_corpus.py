@@ -15,6 +15,9 @@ The questions (``bench/data/manpages_questions.json``) were written by hand *wit
 as questions over an encyclopedia of entities — and judged against these abstracts. The corpus is not
 committed (it is whatever Debian's packages on the machine install); the script refuses to build when a
 judged page is missing.
+
+``--full-text CHARS`` writes whole rendered pages instead (``DOC_ID.txt``, same order), for a ``folder``
+source: the real-text store of ``bench/hnsw_recall.py`` at 100k chunks and ``bench/screening_fp.py``.
 """
 
 from __future__ import annotations
@@ -147,10 +150,43 @@ def build(out: Path, max_docs: int, man_dir: Path) -> None:
     print(f"{len(docs)} pages, {len(spec['questions'])} questions -> {out}")
 
 
+def full_text(out: Path, budget_chars: int, man_dir: Path) -> None:
+    """Whole rendered pages as ``DOC_ID.txt`` files (a folder a ``folder`` source can sync), in the same
+    deterministic order, until ``budget_chars`` characters are written; pages already in ``out`` are kept and
+    count towards nothing, so a second call with a larger budget adds the next pages."""
+    out.mkdir(parents=True, exist_ok=True)
+    order = sorted(pages(man_dir), key=lambda p: hashlib.sha256(doc_id(p).encode()).digest())
+    todo = [p for p in order if not (out / f"{doc_id(p)}.txt").exists()]
+    written = n = 0
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for start in range(0, len(todo), 64):
+            batch = [p for p in todo[start : start + 64] if not _source_head(p).lstrip().startswith(b".so ")]
+            for page, text in zip(batch, pool.map(render, batch), strict=True):
+                text = re.sub(r"[ \t]+\n", "\n", text).strip()
+                if len(text) < 200:
+                    continue
+                (out / f"{doc_id(page)}.txt").write_text(text, encoding="utf-8")
+                written += len(text)
+                n += 1
+            print(f"\r{n} pages, {written / 1e6:.1f} MB", end="", flush=True)
+            if written >= budget_chars:
+                break
+    print()
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--max-docs", type=int, default=5000)
     ap.add_argument("--man-dir", type=Path, default=Path("/usr/share/man"))
+    ap.add_argument(
+        "--full-text",
+        type=int,
+        metavar="CHARS",
+        help="instead of the abstracts corpus: write whole pages as .txt files into OUT until CHARS characters",
+    )
     a = ap.parse_args()
-    build(a.out, a.max_docs, a.man_dir)
+    if a.full_text:
+        full_text(a.out, a.full_text, a.man_dir)
+    else:
+        build(a.out, a.max_docs, a.man_dir)
