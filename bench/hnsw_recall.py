@@ -4,7 +4,9 @@ synced Charter store, for a range of ``ef_search`` values; with per-query latenc
 
 The vectors come from a store that a sync has filled (its ``retrieval_embeddings`` cache), e.g. the one that
 ``bench/ingest_bench.py --workdir DIR`` leaves in ``DIR/project/.charter/charter.db`` (25,721 chunks of
-Debian's PostgreSQL manual with ``--pages 800 --chunk-tokens 64``). Queries: the 44 judged questions of
+Debian's PostgreSQL manual with ``--pages 800 --chunk-tokens 64``), or that store with a second ``folder``
+source of whole manual pages (``bench/data/build_manpages_corpus.py DIR --full-text CHARS``) synced into it —
+99,949 vectors in ``docs/benchmarks.md``. Queries: the 44 judged questions of
 ``bench/data/pgdocs_questions.json`` plus the first words of randomly chosen chunks (``--sample``), embedded
 with the same model. The exact top 10 is computed in numpy over every vector (an oracle independent of
 PostgreSQL); recall@10 is the share of it that the index returns.
