@@ -16,7 +16,8 @@ as questions over an encyclopedia of entities — and judged against these abstr
 committed (it is whatever Debian's packages on the machine install); the script refuses to build when a
 judged page is missing.
 
-``--full-text CHARS`` writes whole rendered pages instead (``DOC_ID.txt``, same order), for a ``folder``
+``--keyword-queries`` writes the same questions without function words ("put lines text random order"), the
+way people type into a search box. ``--full-text CHARS`` writes whole rendered pages instead (``DOC_ID.txt``, same order), for a ``folder``
 source: the real-text store of ``bench/hnsw_recall.py`` at 100k chunks and ``bench/screening_fp.py``.
 """
 
@@ -115,8 +116,79 @@ def abstract(page: Path) -> str | None:
     return text if len(text) >= 60 else None
 
 
-def build(out: Path, max_docs: int, man_dir: Path) -> None:
+# function words dropped by ``--keyword-queries`` (the questions as a search-box query: "put lines text random order")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "with",
+        "from",
+        "by",
+        "as",
+        "is",
+        "are",
+        "be",
+        "it",
+        "its",
+        "this",
+        "that",
+        "which",
+        "what",
+        "how",
+        "do",
+        "does",
+        "can",
+        "i",
+        "my",
+        "me",
+        "where",
+        "when",
+        "who",
+        "much",
+        "many",
+        "so",
+        "one",
+        "each",
+        "every",
+        "at",
+        "into",
+        "out",
+        "up",
+        "than",
+        "then",
+        "there",
+        "their",
+        "them",
+        "they",
+        "all",
+        "any",
+        "only",
+        "just",
+        "still",
+        "while",
+        "whose",
+        "whether",
+    ]
+)
+
+
+def keywords(question: str) -> str:
+    words = (w.strip("?,.").lower() for w in question.split())
+    return " ".join(w for w in words if w and w not in STOPWORDS)
+
+
+def build(out: Path, max_docs: int, man_dir: Path, keyword_queries: bool = False) -> None:
     spec = json.loads((HERE / "manpages_questions.json").read_text(encoding="utf-8"))
+    if keyword_queries:
+        spec["questions"] = [{**q, "text": keywords(q["text"])} for q in spec["questions"]]
     judged = {d for q in spec["questions"] for d in q["relevant"]}
     every = pages(man_dir)
     by_id = {doc_id(p): p for p in every}
@@ -180,6 +252,11 @@ if __name__ == "__main__":
     ap.add_argument("--max-docs", type=int, default=5000)
     ap.add_argument("--man-dir", type=Path, default=Path("/usr/share/man"))
     ap.add_argument(
+        "--keyword-queries",
+        action="store_true",
+        help="write the questions without function words, as keyword queries (same judgements)",
+    )
+    ap.add_argument(
         "--full-text",
         type=int,
         metavar="CHARS",
@@ -189,4 +266,4 @@ if __name__ == "__main__":
     if a.full_text:
         full_text(a.out, a.full_text, a.man_dir)
     else:
-        build(a.out, a.max_docs, a.man_dir)
+        build(a.out, a.max_docs, a.man_dir, a.keyword_queries)
