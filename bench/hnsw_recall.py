@@ -110,7 +110,9 @@ def main() -> None:
                 else [_product_ef(args.readable, args.k)]
             )
             for ef in efs:
-                curve.append(_measure(conn, qv, exact, ef, args.k, filtered=args.readable < 1.0))
+                curve.append(
+                    _measure(conn, qv, exact, scores, queries, ef, args.k, filtered=args.readable < 1.0)
+                )
                 print(json.dumps(curve[-1]), flush=True)
             report["curve"] = curve
     finally:
@@ -132,8 +134,19 @@ def _product_ef(share: float, k: int) -> int:
     return ef
 
 
-def _measure(conn: Any, qv: np.ndarray, exact: np.ndarray, ef: int, k: int, filtered: bool) -> dict[str, Any]:
-    """Recall@k of the index at ``ef`` (filtered: the product's statement shape and fallback rule)."""
+def _measure(
+    conn: Any,
+    qv: np.ndarray,
+    exact: np.ndarray,
+    scores: np.ndarray,
+    queries: list[str],
+    ef: int,
+    k: int,
+    filtered: bool,
+) -> dict[str, Any]:
+    """Recall@k of the index at ``ef`` (filtered: the product's statement shape and fallback rule), and how
+    much worse the missed neighbours are: per query, the mean cosine of the exact top k minus that of the k the
+    index returned (0 when it returned the exact set or vectors tied with it), for the worst queries."""
     from charter.retrieval._pg import HNSW_MIN_RESULTS
 
     need = max(2 * k, HNSW_MIN_RESULTS)
@@ -144,8 +157,8 @@ def _measure(conn: Any, qv: np.ndarray, exact: np.ndarray, ef: int, k: int, filt
         if filtered
         else "SELECT id FROM v ORDER BY embedding <#> %s::vector LIMIT %s"
     )
-    recalls, ms, fallbacks = [], [], 0
-    for q, truth in zip(qv, exact, strict=True):
+    recalls, ms, fallbacks, gaps = [], [], 0, []
+    for i, (q, truth) in enumerate(zip(qv, exact, strict=True)):
         lit = "[" + ",".join(f"{x:.7g}" for x in q) + "]"
         t0 = time.perf_counter()
         got = [r[0] for r in conn.execute(sql, (lit, lit, ef, need) if filtered else (lit, k))]
@@ -153,8 +166,11 @@ def _measure(conn: Any, qv: np.ndarray, exact: np.ndarray, ef: int, k: int, filt
         if filtered and len(got) < need:
             fallbacks += 1  # the product ranks this query exactly
             recalls.append(1.0)
+            gaps.append(0.0)
             continue
         recalls.append(len(set(got[:k]) & set(truth.tolist())) / k)
+        gaps.append(float(scores[i, truth].mean() - scores[i, got[:k]].mean()))
+    worst = sorted(range(len(recalls)), key=lambda i: (recalls[i], -gaps[i]))[:5]
     return {
         "ef_search": ef,
         "recall_at_10": round(float(np.mean(recalls)), 4),
@@ -162,6 +178,10 @@ def _measure(conn: Any, qv: np.ndarray, exact: np.ndarray, ef: int, k: int, filt
         "exact_fallbacks": fallbacks,
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "cosine_gap_p50_max": [round(float(np.percentile(gaps, 50)), 4), round(float(np.max(gaps)), 4)],
+        "worst_queries": [
+            {"query": queries[i][:70], "recall": recalls[i], "cosine_gap": round(gaps[i], 4)} for i in worst
+        ],
     }
 
 
