@@ -47,7 +47,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench" / "data"))
 
+from _beir import keywords  # noqa: E402  (bench/data/_beir.py)
 from sqlalchemy import insert  # noqa: E402
 
 from charter.retrieval import Index, _search, analyse, get_embedder  # noqa: E402
@@ -243,11 +245,13 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, f
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool) -> dict:
+def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool, keyword_queries: bool = False) -> dict:
     from ranx import Qrels, Run, compare, evaluate
 
     name = path.name
     corpus, queries, qrels = load(path)
+    if keyword_queries:  # the same judgements; the index and its cached embeddings are the corpus's own
+        queries = {q: keywords(t) for q, t in queries.items()}
     index, info = build_index(tmp, name, corpus)
     judged = {q: t for q, t in queries.items() if q in qrels}
     configs: dict[str, Any] = {
@@ -358,14 +362,20 @@ def main() -> None:
     ap.add_argument("corpora", nargs="+", type=Path)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--candidates", action="store_true", help="also score the fusions not chosen")
+    ap.add_argument(
+        "--keyword-queries",
+        action="store_true",
+        help="ask each corpus's questions without function words (bench/data/_beir.py: keywords)",
+    )
     a = ap.parse_args()
     report: dict[str, Any] = {"machine_before": machine(), "default_fusion": Fusion().model_dump()}
     with tempfile.TemporaryDirectory() as tmp:
         report["corpora"] = {}
         for path in a.corpora:
-            res = evaluate_corpus(path, Path(tmp), a.candidates)
-            report["corpora"][path.name] = res
-            print(json.dumps({path.name: res}, indent=1), flush=True)
+            res = evaluate_corpus(path, Path(tmp), a.candidates, a.keyword_queries)
+            label = path.name + (" (keyword queries)" if a.keyword_queries else "")
+            report["corpora"][label] = res
+            print(json.dumps({label: res}, indent=1), flush=True)
     report["machine_after"] = machine()
     if a.json:
         a.json.write_text(json.dumps(report, indent=1))

@@ -1,5 +1,6 @@
 """Write a corpus and its judged questions in the BEIR layout ``bench/fusion_bench.py`` reads:
-``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv`` (shared by the corpus builders here)."""
+``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv`` (shared by the corpus builders here); and
+``keywords``, a question as a search-box query (``--keyword-queries`` of the builders and of the bench)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,72 @@ def write_beir(out: Path, docs: Iterable[dict[str, Any]], questions: list[dict[s
                     raise SystemExit(f"{q['id']}: judged document {doc_id} is not in the corpus")
                 g.write(f"{q['id']}\t{doc_id}\t{grade}\n")
     return len(ids)
+
+
+# function words dropped by ``--keyword-queries`` (the questions as a search-box query: "put lines text random order")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "with",
+        "from",
+        "by",
+        "as",
+        "is",
+        "are",
+        "be",
+        "it",
+        "its",
+        "this",
+        "that",
+        "which",
+        "what",
+        "how",
+        "do",
+        "does",
+        "can",
+        "i",
+        "my",
+        "me",
+        "where",
+        "when",
+        "who",
+        "much",
+        "many",
+        "so",
+        "one",
+        "each",
+        "every",
+        "at",
+        "into",
+        "out",
+        "up",
+        "than",
+        "then",
+        "there",
+        "their",
+        "them",
+        "they",
+        "all",
+        "any",
+        "only",
+        "just",
+        "still",
+        "while",
+        "whose",
+        "whether",
+    ]
+)
+
+
+def keywords(question: str) -> str:
+    words = (w.strip("?,.").lower() for w in question.split())
+    return " ".join(w for w in words if w and w not in STOPWORDS)

@@ -33,7 +33,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _beir import write_beir  # bench/data/_beir.py (this script's folder is on sys.path)
+from _beir import keywords, write_beir  # bench/data/_beir.py (this script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("man1", "man8")
@@ -114,75 +114,6 @@ def abstract(page: Path) -> str | None:
     if len(text) > ABSTRACT_CHARS:
         text = text[:ABSTRACT_CHARS].rsplit(" ", 1)[0]
     return text if len(text) >= 60 else None
-
-
-# function words dropped by ``--keyword-queries`` (the questions as a search-box query: "put lines text random order")
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "for",
-        "and",
-        "or",
-        "with",
-        "from",
-        "by",
-        "as",
-        "is",
-        "are",
-        "be",
-        "it",
-        "its",
-        "this",
-        "that",
-        "which",
-        "what",
-        "how",
-        "do",
-        "does",
-        "can",
-        "i",
-        "my",
-        "me",
-        "where",
-        "when",
-        "who",
-        "much",
-        "many",
-        "so",
-        "one",
-        "each",
-        "every",
-        "at",
-        "into",
-        "out",
-        "up",
-        "than",
-        "then",
-        "there",
-        "their",
-        "them",
-        "they",
-        "all",
-        "any",
-        "only",
-        "just",
-        "still",
-        "while",
-        "whose",
-        "whether",
-    ]
-)
-
-
-def keywords(question: str) -> str:
-    words = (w.strip("?,.").lower() for w in question.split())
-    return " ".join(w for w in words if w and w not in STOPWORDS)
 
 
 def build(out: Path, max_docs: int, man_dir: Path, keyword_queries: bool = False) -> None:
