@@ -58,13 +58,20 @@ def doc_id(page: Path) -> str:
     return page.name.removesuffix(".gz")
 
 
-def _source_head(page: Path) -> bytes:
+def _hash_order(page: Path) -> bytes:
+    """The deterministic page order of both outputs (the same on any machine with the same pages)."""
+    return hashlib.sha256(doc_id(page).encode()).digest()
+
+
+def _redirect_or_unreadable(page: Path) -> bool:
+    """A page that only points at another (``.so``), or whose source cannot be read."""
     opener = gzip.open if page.suffix == ".gz" else open
     try:
         with opener(page, "rb") as f:
-            return f.read(256)
+            head = f.read(256).lstrip()
     except (OSError, EOFError):
-        return b""
+        return True
+    return not head or head.startswith(b".so ")
 
 
 def render(page: Path) -> str:
@@ -92,8 +99,7 @@ def sections(text: str) -> dict[str, list[str]]:
 
 
 def abstract(page: Path) -> str | None:
-    head = _source_head(page).lstrip()
-    if head.startswith(b".so ") or not head:
+    if _redirect_or_unreadable(page):
         return None
     secs = sections(render(page))
     name = " ".join(x for x in secs.get("NAME", []) if x).strip()
@@ -126,8 +132,7 @@ def build(out: Path, max_docs: int, man_dir: Path, keyword_queries: bool = False
     if missing := judged - set(by_id):
         raise SystemExit(f"judged manual pages not installed here: {sorted(missing)}")
     order = [by_id[d] for d in sorted(judged)] + sorted(
-        (p for p in every if doc_id(p) not in judged),
-        key=lambda p: hashlib.sha256(doc_id(p).encode()).digest(),
+        (p for p in every if doc_id(p) not in judged), key=_hash_order
     )
     docs: dict[str, str] = {}
     seen_text: set[str] = set()
@@ -158,12 +163,12 @@ def full_text(out: Path, budget_chars: int, man_dir: Path) -> None:
     deterministic order, until ``budget_chars`` characters are written; pages already in ``out`` are kept and
     count towards nothing, so a second call with a larger budget adds the next pages."""
     out.mkdir(parents=True, exist_ok=True)
-    order = sorted(pages(man_dir), key=lambda p: hashlib.sha256(doc_id(p).encode()).digest())
+    order = sorted(pages(man_dir), key=_hash_order)
     todo = [p for p in order if not (out / f"{doc_id(p)}.txt").exists()]
     written = n = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for start in range(0, len(todo), 64):
-            batch = [p for p in todo[start : start + 64] if not _source_head(p).lstrip().startswith(b".so ")]
+            batch = [p for p in todo[start : start + 64] if not _redirect_or_unreadable(p)]
             for page, text in zip(batch, pool.map(render, batch), strict=True):
                 text = re.sub(r"[ \t]+\n", "\n", text).strip()
                 if len(text) < 200:
