@@ -938,7 +938,7 @@ def warm_up(rt: Runtime) -> dict[str, float]:
     log = logging.getLogger("charter.pipeline")
     steps: list[tuple[str, Any]] = [
         ("policies", lambda: rt.authorizer),
-        ("index", lambda: Index.for_runtime(rt).embedder.embed(["warm-up"])),
+        ("index", lambda: Index.for_runtime(rt).warm_up()),
         ("masker", lambda: masker_for(rt).mask("warm-up ana@example.com")),
         ("gateway", lambda: gateway_for(rt)),
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import random
 import threading
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from charter.spec import EmbeddingService
 
 Vectors = npt.NDArray[np.float32]
+log = logging.getLogger("charter.retrieval")
 
 
 @runtime_checkable
@@ -222,19 +224,64 @@ class SentenceEncoder:
         pad = self.tokenizer.token_to_id("[PAD]")
         self.tokenizer.enable_padding(pad_id=0 if pad is None else pad, pad_token="[PAD]")  # noqa: S106 - a token name
 
-    def encode(self, texts: list[str]) -> Vectors:
+    def encode(self, texts: list[str], *, precision: str = "float32") -> Vectors:
+        """One normalised vector per text; another ``precision`` than float32 runs the matrix products in it
+        (:class:`~charter.retrieval._bert.QuantizedBertEncoder`: for questions, not for documents)."""
         torch = self._torch
         encoded = self.tokenizer.encode_batch(texts)
         ids = torch.tensor([e.ids for e in encoded], dtype=torch.long)
         mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.long)
         types = torch.tensor([e.type_ids for e in encoded], dtype=torch.long)
+        model = self.model if precision == "float32" else self.model.quantized(precision)
         with torch.inference_mode():
-            tokens = self.model(ids, mask, types)
+            tokens = model(ids, mask, types)
             weights = mask.unsqueeze(-1).to(tokens.dtype)
             summed = (tokens * weights).sum(dim=1)
             pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+
+
+# How questions are embedded (``CHARTER_QUERY_PRECISION``): ``float32`` (exact), ``bfloat16`` or ``int8``
+# (the matrix products in that precision; docs/retrieval.md, "Question encoder"). Documents are always embedded
+# in float32: their vectors are stored and shared through the embedding cache. A reduced precision is checked
+# when the first question is embedded: where it is missing or fails on this CPU and torch build, disagrees with
+# float32 on the check texts (cosine below QUERY_MIN_COSINE) or is not faster than float32 there, questions
+# are embedded in float32 and the reason is logged once.
+QUERY_PRECISION_ENV = "CHARTER_QUERY_PRECISION"
+QUERY_PRECISIONS = ("float32", "bfloat16", "int8")
+DEFAULT_QUERY_PRECISION = "float32"
+QUERY_MIN_COSINE = {"bfloat16": 0.9995, "int8": 0.99}
+_QUERY_CHECK_TEXTS = [
+    "How many days of paid annual leave do I get per year?",
+    "Why was invoice INV-2024-0042 charged twice, and who approves the refund?",
+    "pg_stat_activity: which backend holds the lock on table accounts",
+]
+
+
+def query_precision() -> str:
+    """The configured question precision (``CHARTER_QUERY_PRECISION``; see :data:`QUERY_PRECISIONS`)."""
+    value = os.environ.get(QUERY_PRECISION_ENV, "").strip().lower() or DEFAULT_QUERY_PRECISION
+    if value not in QUERY_PRECISIONS:
+        raise UsageError(f"{QUERY_PRECISION_ENV} must be one of {', '.join(QUERY_PRECISIONS)}; got {value!r}")
+    return value
+
+
+def embed_queries(emb: Embedder, texts: list[str]) -> Vectors:
+    """Questions' vectors: the embedder's ``embed_query`` when it has one (a cheaper pass for search
+    queries), else its ``embed``. Every search embeds its question through here."""
+    method = getattr(emb, "embed_query", None)
+    return method(texts) if callable(method) else emb.embed(texts)
+
+
+def _best_of(fn: Callable[[], object], runs: int = 5) -> float:
+    """The fastest of ``runs`` calls of ``fn``, in seconds."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 @embedder("minilm")
@@ -254,6 +301,8 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
+        self._query_precision: str | None = None  # decided on the first question (``query_precision``)
+        self._precision_lock = threading.Lock()
 
     def _load(self) -> Any:
         with self._lock:
@@ -261,6 +310,77 @@ class MiniLMEmbedder:
                 _apply_thread_setting()
                 self._model = SentenceEncoder(minilm_model_dir(), max_seq_length=self.max_seq_length)
         return self._model
+
+    @property
+    def query_precision(self) -> str:
+        """The precision questions are embedded in here: ``CHARTER_QUERY_PRECISION`` if its check passed
+        (:meth:`_check_precision`), else ``float32``; decided on the first question."""
+        if self._query_precision is None:
+            wanted = query_precision()
+            with self._precision_lock:
+                if self._query_precision is None:
+                    self._query_precision = (
+                        "float32" if wanted == "float32" else self._check_precision(wanted)
+                    )
+        return self._query_precision
+
+    def embed_query(self, texts: list[str]) -> Vectors:
+        """Vectors of search questions: like :meth:`embed`, in :attr:`query_precision`."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        precision = self.query_precision
+        if precision == "float32" or len(texts) > SINGLE_THREAD_MAX_TEXTS:
+            return self.embed(texts)
+        model = self._load()
+        with _single_threaded():
+            return self._embed(model, texts, precision=precision)
+
+    def _check_precision(self, precision: str) -> str:
+        """``precision`` if its pass runs on this CPU and torch build, agrees with float32 on the check texts
+        (cosine >= ``QUERY_MIN_COSINE``) and is faster than float32; else ``float32``, with the reason logged."""
+        model = self._load()
+
+        def timed(p: str) -> float:
+            return _best_of(lambda: model.encode(_QUERY_CHECK_TEXTS[:1], precision=p))
+
+        try:
+            with _single_threaded():
+                exact = model.encode(_QUERY_CHECK_TEXTS)
+                fast = model.encode(_QUERY_CHECK_TEXTS, precision=precision)
+                seconds = {p: timed(p) for p in ("float32", precision)}
+        except Exception as exc:  # any failure of the optional pass means: use float32
+            log.warning(
+                "%s question embedding failed here (%s: %s); using float32",
+                precision,
+                type(exc).__name__,
+                exc,
+            )
+            return "float32"
+        worst = float(np.min(np.sum(exact * fast, axis=1)))
+        if not worst >= QUERY_MIN_COSINE[precision]:
+            log.warning(
+                "%s question embedding disagrees with float32 (cosine %.5f < %s); using float32",
+                precision,
+                worst,
+                QUERY_MIN_COSINE[precision],
+            )
+            return "float32"
+        if seconds[precision] >= seconds["float32"]:
+            log.warning(
+                "%s question embedding is not faster than float32 on this machine (%.1f ms against %.1f ms); "
+                "using float32",
+                precision,
+                seconds[precision] * 1000,
+                seconds["float32"] * 1000,
+            )
+            return "float32"
+        log.info(
+            "questions are embedded in %s (%.1f ms against %.1f ms in float32)",
+            precision,
+            seconds[precision] * 1000,
+            seconds["float32"] * 1000,
+        )
+        return precision
 
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
@@ -271,12 +391,12 @@ class MiniLMEmbedder:
                 return self._embed(model, texts)
         return self._embed(model, texts)
 
-    def _embed(self, model: Any, texts: list[str]) -> Vectors:
+    def _embed(self, model: Any, texts: list[str], *, precision: str = "float32") -> Vectors:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            out[idx] = model.encode([texts[i] for i in idx])
+            out[idx] = model.encode([texts[i] for i in idx], precision=precision)
             if len(texts) > SINGLE_THREAD_MAX_TEXTS:  # a sync's batch, not a query
                 release_free_memory()
         return normalise(out)

@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Integer, bindparam, cast, delete, func, inser
 from charter.documents import acl_hash as _acl_hash
 from charter.errors import Conflict, UsageError
 from charter.retrieval._chunking import chunk_document
-from charter.retrieval._embedding import Embedder, Vectors, get_embedder
+from charter.retrieval._embedding import Embedder, Vectors, embed_queries, get_embedder
 from charter.retrieval._lexical import Postings, analyse, identifier_terms
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
 from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
@@ -764,6 +764,11 @@ class Index:
                 return hits
         raise Conflict("the index kept changing during the search; try again")
 
+    def warm_up(self) -> None:
+        """Load the embedder and embed one question the way searches do (the server's start-up calls it, so
+        the first request does not pay for loading the model or preparing its question pass)."""
+        embed_queries(self.embedder, ["warm-up"])
+
     def _query_vector(self, query: str) -> Vectors:
         """The query's embedding; the last 256 distinct queries are kept in memory."""
         key = f"{self.embedder.name}\x00{query}"
@@ -772,7 +777,7 @@ class Index:
             if vec is not None:
                 self._query_vectors.move_to_end(key)
                 return vec
-        vec = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+        vec = np.asarray(embed_queries(self.embedder, [query])[0], dtype=np.float32)
         with self._lock:
             self._query_vectors[key] = vec
             while len(self._query_vectors) > 256:
