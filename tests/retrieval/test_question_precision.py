@@ -1,0 +1,165 @@
+"""Questions embedded in a reduced precision (``CHARTER_QUERY_PRECISION``: ``bfloat16``, ``int8``).
+
+The oracle is the float32 forward pass (itself checked against sentence-transformers in
+``test_embedding_encoder.py``): the reduced passes must stay within their stated cosine of it on generated
+questions (words, identifiers, numbers and any punctuation around them), alone and in padded batches; the
+default stays exact float32; documents are never embedded in a reduced precision, whatever the setting; a
+search embeds its question in the configured precision; a precision whose check fails falls back to
+float32 and says why; a misspelt setting is refused with the choices.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from charter.errors import UsageError
+from charter.retrieval import Index, MiniLMEmbedder
+from charter.retrieval import _embedding as embedding
+from charter.retrieval._embedding import SentenceEncoder, minilm_model_dir
+from charter.retrieval._index import _text_hash
+from charter.sources import Document
+from charter.spec._schema import Chunking
+from charter.store import open_store
+from charter.store.tables import embeddings
+
+pytestmark = [pytest.mark.real_embedding, pytest.mark.slow]
+
+WORDS = [
+    "invoice",
+    "refund",
+    "charged",
+    "twice",
+    "annual",
+    "leave",
+    "policy",
+    "customer",
+    "account",
+    "backend",
+    "lock",
+    "table",
+    "manual",
+    "page",
+    "how",
+    "many",
+    "days",
+    "who",
+    "approves",
+    "the",
+    "when",
+    "why",
+    "what",
+    "is",
+    "a",
+    "of",
+    "for",
+    "in",
+    "on",
+]
+IDENTIFIERS = st.from_regex(r"[A-Z]{2,4}-\d{2,6}|[a-z_]{3,12}\(\)|v\d\.\d+|\d{1,5}", fullmatch=True)
+PUNCTUATION = st.sampled_from(["", ",", ".", "?", ":", ";", "!", " -", "'", '"', "(", ")", "/", "…", "—"])
+TOKEN = st.one_of(st.sampled_from(WORDS), IDENTIFIERS, st.text(min_size=1, max_size=8))
+QUESTION = st.lists(st.tuples(TOKEN, PUNCTUATION), min_size=1, max_size=40).map(
+    lambda parts: " ".join(t + p for t, p in parts)
+)
+
+
+BATCH_AGREEMENT = {"bfloat16": 0.9999, "int8": 0.995}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder(minilm_model_dir(), max_seq_length=MiniLMEmbedder.max_seq_length)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(questions=st.lists(QUESTION, min_size=1, max_size=5))
+def test_reduced_precision_stays_within_its_cosine_of_float32(encoder, precision, questions) -> None:  # type: ignore[no-untyped-def]
+    exact = encoder.encode(questions)
+    fast = encoder.encode(questions, precision=precision)  # one padded batch when several
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(exact * fast, axis=1)
+    assert cosine.min() >= embedding.QUERY_MIN_COSINE[precision], (questions, cosine)
+    alone = np.vstack([encoder.encode([q], precision=precision) for q in questions])
+    # padding changes a question's vector only by rounding (int8: a sum rounded differently can round the
+    # next layer's input to another step)
+    assert np.sum(alone * fast, axis=1).min() >= BATCH_AGREEMENT[precision]
+
+
+def test_unknown_precision_is_refused(encoder) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="int8"):
+        encoder.encode(["a question"], precision="float16")
+
+
+def _embedder(monkeypatch: pytest.MonkeyPatch, precision: str | None) -> MiniLMEmbedder:
+    if precision is None:
+        monkeypatch.delenv(embedding.QUERY_PRECISION_ENV, raising=False)
+    else:
+        monkeypatch.setenv(embedding.QUERY_PRECISION_ENV, precision)
+    return MiniLMEmbedder()
+
+
+def test_the_default_is_exact_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    emb = _embedder(monkeypatch, None)
+    questions = ["How many days of annual leave?", "INV-2024-0042 charged twice"]
+    assert emb.query_precision == "float32"
+    assert np.array_equal(emb.embed_query(questions), emb.embed(questions))
+
+
+def test_a_misspelt_setting_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    emb = _embedder(monkeypatch, "fp16")
+    with pytest.raises(UsageError, match=r"CHARTER_QUERY_PRECISION must be one of float32, bfloat16, int8"):
+        emb.embed_query(["a question"])
+
+
+def test_a_failed_check_falls_back_to_float32_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(embedding.QUERY_MIN_COSINE, "int8", 1.0001)  # no reduced pass can agree this well
+    emb = _embedder(monkeypatch, "int8")
+    with caplog.at_level(logging.WARNING, logger="charter.retrieval"):
+        vectors = emb.embed_query(["a question about refunds"])
+    assert emb.query_precision == "float32"
+    assert np.array_equal(vectors, emb.embed(["a question about refunds"]))
+    assert "int8 question embedding disagrees with float32" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_search_uses_the_question_precision_and_documents_stay_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    emb = _embedder(monkeypatch, precision)
+    if emb.query_precision != precision:
+        pytest.fail(f"{precision} did not pass its check on this machine; see the log for why")
+    texts = {
+        "leave": "Every full-time employee gets 27 days of paid annual leave per calendar year.",
+        "refund": "Refunds over 500 EUR, such as for invoice INV-2024-0042, are approved by finance.",
+        "lock": "pg_stat_activity shows which backend holds a lock on a table.",
+    }
+    store = open_store(f"sqlite:///{tmp_path / 'index.db'}")
+    index = Index(store, emb)
+    docs = [Document(source_id="s", doc_id=d, title=d, text=t, format="text") for d, t in texts.items()]
+    for doc in docs:  # one at a time: each a query-sized embedding call (<= 8 texts), the path questions take
+        index.upsert_document(doc, frozenset({"everyone"}), Chunking())
+    # documents: the vectors stored for their chunks are float32's, whatever the question precision
+    chunk_texts = [t for p in index.prepare(docs, Chunking()) for t in p.texts]
+    with store.connect() as conn:
+        rows = dict(conn.execute(select(embeddings.c.text_hash, embeddings.c.vector)).all())
+    stored = np.vstack([np.frombuffer(rows[_text_hash(t)], dtype="<f4") for t in chunk_texts])
+    assert np.array_equal(stored, emb.embed(chunk_texts))
+    # the question: the configured precision's vector, not float32's
+    question = "Who approves the refund for INV-2024-0042?"
+    used = index._query_vector(question)
+    assert np.array_equal(used, emb.embed_query([question])[0])
+    assert not np.array_equal(used, emb.embed([question])[0])
+    hits = index.search(frozenset({"everyone"}), question, k=3)
+    assert hits[0].doc_id == "refund"
+    store.dispose()
