@@ -529,6 +529,8 @@ def gateway_overhead(
             targets.append(
                 Target("litellm", base + "/v1/chat/completions", master, "upstream", charter=False)
             )
+    # the servers inherit CHARTER_QUERY_PRECISION (docs/retrieval.md, "Question precision"); unset = float32
+    rows["query_precision"] = os.environ.get("CHARTER_QUERY_PRECISION") or "float32 (default)"
     rows["loadavg_before"] = os.getloadavg()
     interleaved(targets, n, warm_up=warm_up)
     rows["loadavg_after"] = os.getloadavg()
@@ -663,7 +665,8 @@ def report(out: dict[str, Any]) -> None:
     print(
         f"\ngateway comparison: load average before {_load(rows['loadavg_before'])}, after "
         f"{_load(rows['loadavg_after'])}; Charter rate limit {rows['rate_limit_per_minute']}/min per principal "
-        f"(default {rows['default_rate_limit']}); LiteLLM {rows.get('litellm_version', 'not run')}"
+        f"(default {rows['default_rate_limit']}); question precision {rows.get('query_precision', '?')}; "
+        f"LiteLLM {rows.get('litellm_version', 'not run')}"
     )
     d = rows["direct"]
     print(

@@ -50,7 +50,11 @@ log = logging.getLogger("charter.retrieval")
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension.
+
+    An embedder may also have ``embed_query(texts)``, same contract, for search questions only (a cheaper
+    pass whose vectors are compared with, never stored beside, ``embed``'s): :func:`embed_queries` calls it
+    when it exists (the built-in ``minilm``: ``CHARTER_QUERY_PRECISION``)."""
 
     name: str  # identifies the model *and* its version; part of the embedding-cache key
     dim: int
