@@ -80,7 +80,9 @@ def corpus_digest(corpus: list[dict]) -> str:
     return hashlib.sha256(json.dumps(corpus, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_index(tmp: Path, name: str, corpus: list[dict]) -> tuple[Index, dict]:
+def build_index(
+    tmp: Path, name: str, corpus: list[dict], question_precision: str = "float32"
+) -> tuple[Index, dict]:
     emb = get_embedder("minilm")
     digest = corpus_digest(corpus)
     cache_file = CACHE / f"fusion-{name}-{digest}-{emb.name.replace('/', '_')}.npz"
@@ -94,7 +96,7 @@ def build_index(tmp: Path, name: str, corpus: list[dict]) -> tuple[Index, dict]:
         with store.begin() as conn:
             for i in range(0, len(rows), 5000):
                 conn.execute(insert(embeddings), rows[i : i + 5000])
-    index = Index(store, emb)
+    index = Index(store, emb, question_precision=question_precision)
     chunking = Chunking()
     docs = [
         Document(source_id=name, doc_id=d["_id"], title=d.get("title") or "", text=d["text"], format="text")
@@ -245,14 +247,20 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, f
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def evaluate_corpus(path: Path, tmp: Path, with_candidates: bool, keyword_queries: bool = False) -> dict:
+def evaluate_corpus(
+    path: Path,
+    tmp: Path,
+    with_candidates: bool,
+    keyword_queries: bool = False,
+    question_precision: str = "float32",
+) -> dict:
     from ranx import Qrels, Run, compare, evaluate
 
     name = path.name
     corpus, queries, qrels = load(path)
     if keyword_queries:  # the same judgements; the index and its cached embeddings are the corpus's own
         queries = {q: keywords(t) for q, t in queries.items()}
-    index, info = build_index(tmp, name, corpus)
+    index, info = build_index(tmp, name, corpus, question_precision)
     judged = {q: t for q, t in queries.items() if q in qrels}
     configs: dict[str, Any] = {
         "bm25": "bm25",
@@ -367,12 +375,22 @@ def main() -> None:
         action="store_true",
         help="ask each corpus's questions without function words (bench/data/_beir.py: keywords)",
     )
+    ap.add_argument(
+        "--question-precision",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="retrieval.question_precision for the questions (documents are float32 either way)",
+    )
     a = ap.parse_args()
-    report: dict[str, Any] = {"machine_before": machine(), "default_fusion": Fusion().model_dump()}
+    report: dict[str, Any] = {
+        "machine_before": machine(),
+        "default_fusion": Fusion().model_dump(),
+        "question_precision": a.question_precision,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         report["corpora"] = {}
         for path in a.corpora:
-            res = evaluate_corpus(path, Path(tmp), a.candidates, a.keyword_queries)
+            res = evaluate_corpus(path, Path(tmp), a.candidates, a.keyword_queries, a.question_precision)
             label = path.name + (" (keyword queries)" if a.keyword_queries else "")
             report["corpora"][label] = res
             print(json.dumps({label: res}, indent=1), flush=True)

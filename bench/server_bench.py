@@ -265,7 +265,9 @@ def billing_project(tmp: Path, chunks: int) -> tuple[Path, str]:
     return project / "charter.yaml", token
 
 
-def gateway_project(tmp: Path, upstream: str, *, retrieval: bool, mode: str = "hybrid") -> tuple[Path, str]:
+def gateway_project(
+    tmp: Path, upstream: str, *, retrieval: bool, mode: str = "hybrid", question_precision: str = "float32"
+) -> tuple[Path, str]:
     """The internal-knowledge example (``workflow.kind: answer``) with its ``openai`` provider at the
     upstream. ``retrieval``: one synced source holding :data:`LEAVE_DOC` (the handbook's settings, one
     document, one chunk); otherwise no sources and ``review.grounding: optional``. Returns the charter and a
@@ -291,6 +293,7 @@ def gateway_project(tmp: Path, upstream: str, *, retrieval: bool, mode: str = "h
         handbook = next(s for s in doc["sources"] if s["id"] == "handbook")
         doc["sources"] = [{**handbook, "location": "docs/bench"}]
         doc.setdefault("retrieval", {})["mode"] = mode
+        doc["retrieval"]["question_precision"] = question_precision
     else:  # a governed model gateway: no sources, the model's own words allowed (review.grounding)
         doc["sources"] = []
         doc["review"]["grounding"] = "optional"
@@ -492,7 +495,11 @@ def start_litellm(exe: str, tmp: Path, upstream: str) -> tuple[subprocess.Popen[
 
 
 def gateway_overhead(
-    tmp: Path, n: int, litellm: str | None, procs: list[subprocess.Popen[bytes]]
+    tmp: Path,
+    n: int,
+    litellm: str | None,
+    procs: list[subprocess.Popen[bytes]],
+    question_precision: str = "float32",
 ) -> dict[str, Any]:
     """The gateway comparison (part 2 of the module docstring); every server started is added to
     ``procs`` (the caller stops them)."""
@@ -510,7 +517,9 @@ def gateway_overhead(
         ("charter_retrieval_on", True, "hybrid"),
         ("charter_retrieval_on_bm25", True, "bm25"),
     ):
-        charter, key = gateway_project(tmp, upstream, retrieval=retrieval, mode=mode)
+        charter, key = gateway_project(
+            tmp, upstream, retrieval=retrieval, mode=mode, question_precision=question_precision
+        )
         proc, base = serve(charter, 1, limit)
         procs.append(proc)
         servers[name] = (charter, proc)
@@ -529,8 +538,7 @@ def gateway_overhead(
             targets.append(
                 Target("litellm", base + "/v1/chat/completions", master, "upstream", charter=False)
             )
-    # the servers inherit CHARTER_QUERY_PRECISION (docs/retrieval.md, "Question precision"); unset = float32
-    rows["query_precision"] = os.environ.get("CHARTER_QUERY_PRECISION") or "float32 (default)"
+    rows["query_precision"] = question_precision  # retrieval.question_precision of the charters
     rows["loadavg_before"] = os.getloadavg()
     interleaved(targets, n, warm_up=warm_up)
     rows["loadavg_after"] = os.getloadavg()
@@ -606,6 +614,12 @@ def main() -> None:
         help="the litellm executable (from a virtualenv with litellm[proxy])",
     )
     ap.add_argument("--skip-throughput", action="store_true", help="only the gateway comparison")
+    ap.add_argument(
+        "--question-precision",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="retrieval.question_precision of the gateway comparison's charters (docs/retrieval.md)",
+    )
     ap.add_argument("--busy", action="store_true", help="keep one core busy (a spinning process) throughout")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -621,7 +635,9 @@ def main() -> None:
             tmp = Path(tmp_s)
             if not args.skip_throughput:
                 out["throughput"] = throughput(tmp, args, procs)
-            out["overhead"] = gateway_overhead(tmp, args.overhead_requests, args.litellm, procs)
+            out["overhead"] = gateway_overhead(
+                tmp, args.overhead_requests, args.litellm, procs, args.question_precision
+            )
             out["loadavg_end"] = os.getloadavg()
     finally:
         for p in procs:

@@ -1,4 +1,4 @@
-"""Questions embedded in a reduced precision (``CHARTER_QUERY_PRECISION``: ``bfloat16``, ``int8``).
+"""Questions embedded in a reduced precision (``retrieval.question_precision``: ``bfloat16``, ``int8``).
 
 The oracle is the float32 forward pass (itself checked against sentence-transformers in
 ``test_embedding_encoder.py``): the reduced passes must stay within their stated cosine of it on generated
@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from charter.errors import UsageError
 from charter.retrieval import Index, MiniLMEmbedder
 from charter.retrieval import _embedding as embedding
-from charter.retrieval._embedding import SentenceEncoder, minilm_model_dir
+from charter.retrieval._embedding import SentenceEncoder, embed_queries, minilm_model_dir
 from charter.retrieval._index import _text_hash
 from charter.sources import Document
-from charter.spec._schema import Chunking
+from charter.spec._schema import Chunking, Retrieval
 from charter.store import open_store
 from charter.store.tables import embeddings
 
@@ -99,45 +100,51 @@ def test_unknown_precision_is_refused(encoder) -> None:  # type: ignore[no-untyp
         encoder.encode(["a question"], precision="float16")
 
 
-def _embedder(monkeypatch: pytest.MonkeyPatch, precision: str | None) -> MiniLMEmbedder:
-    if precision is None:
-        monkeypatch.delenv(embedding.QUERY_PRECISION_ENV, raising=False)
-    else:
-        monkeypatch.setenv(embedding.QUERY_PRECISION_ENV, precision)
-    return MiniLMEmbedder()
-
-
-def test_the_default_is_exact_float32(monkeypatch: pytest.MonkeyPatch) -> None:
-    emb = _embedder(monkeypatch, None)
+def test_the_default_is_exact_float32() -> None:
+    emb = MiniLMEmbedder()
     questions = ["How many days of annual leave?", "INV-2024-0042 charged twice"]
-    assert emb.query_precision == "float32"
-    assert np.array_equal(emb.embed_query(questions), emb.embed(questions))
+    assert Retrieval().question_precision == "float32"
+    assert np.array_equal(embed_queries(emb, questions), emb.embed(questions))
+    assert np.array_equal(embed_queries(emb, questions, "float32"), emb.embed(questions))
 
 
-def test_a_misspelt_setting_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    emb = _embedder(monkeypatch, "fp16")
-    with pytest.raises(UsageError, match=r"CHARTER_QUERY_PRECISION must be one of float32, bfloat16, int8"):
-        emb.embed_query(["a question"])
+def test_a_misspelt_precision_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValidationError, match="float32"):
+        Retrieval(question_precision="fp16")
+    with pytest.raises(UsageError, match=r"must be one of float32, bfloat16, int8"):
+        embed_queries(MiniLMEmbedder(), ["a question"], "fp16")
+
+
+def test_an_embedder_without_a_question_pass_is_refused_a_reduced_precision() -> None:
+    class Plain:
+        name, dim = "plain@1", 3
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            return np.tile(np.array([1.0, 0.0, 0.0], dtype=np.float32), (len(texts), 1))
+
+    assert embed_queries(Plain(), ["q"]).shape == (1, 3)  # float32: any embedder
+    with pytest.raises(UsageError, match=r"plain@1 has none.*float32"):
+        embed_queries(Plain(), ["q"], "int8")
 
 
 def test_a_failed_check_falls_back_to_float32_and_says_why(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(embedding.QUERY_MIN_COSINE, "int8", 1.0001)  # no reduced pass can agree this well
-    emb = _embedder(monkeypatch, "int8")
+    emb = MiniLMEmbedder()
     with caplog.at_level(logging.WARNING, logger="charter.retrieval"):
-        vectors = emb.embed_query(["a question about refunds"])
-    assert emb.query_precision == "float32"
+        vectors = emb.embed_query(["a question about refunds"], "int8")
+    assert emb.query_precision("int8") == "float32"
     assert np.array_equal(vectors, emb.embed(["a question about refunds"]))
     assert "int8 question embedding disagrees with float32" in caplog.text
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "int8"])
 def test_search_uses_the_question_precision_and_documents_stay_float32(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+    tmp_path: Path, precision: str
 ) -> None:
-    emb = _embedder(monkeypatch, precision)
-    if emb.query_precision != precision:
+    emb = MiniLMEmbedder()
+    if emb.query_precision(precision) != precision:
         pytest.fail(f"{precision} did not pass its check on this machine; see the log for why")
     texts = {
         "leave": "Every full-time employee gets 27 days of paid annual leave per calendar year.",
@@ -145,7 +152,7 @@ def test_search_uses_the_question_precision_and_documents_stay_float32(
         "lock": "pg_stat_activity shows which backend holds a lock on a table.",
     }
     store = open_store(f"sqlite:///{tmp_path / 'index.db'}")
-    index = Index(store, emb)
+    index = Index(store, emb, question_precision=precision)
     docs = [Document(source_id="s", doc_id=d, title=d, text=t, format="text") for d, t in texts.items()]
     for doc in docs:  # one at a time: each a query-sized embedding call (<= 8 texts), the path questions take
         index.upsert_document(doc, frozenset({"everyone"}), Chunking())
@@ -158,8 +165,11 @@ def test_search_uses_the_question_precision_and_documents_stay_float32(
     # the question: the configured precision's vector, not float32's
     question = "Who approves the refund for INV-2024-0042?"
     used = index._query_vector(question)
-    assert np.array_equal(used, emb.embed_query([question])[0])
+    assert np.array_equal(used, emb.embed_query([question], precision)[0])
     assert not np.array_equal(used, emb.embed([question])[0])
     hits = index.search(frozenset({"everyone"}), question, k=3)
     assert hits[0].doc_id == "refund"
+    # the same index in float32 gives float32's vector for the same question (the cache is per precision)
+    index.question_precision = "float32"
+    assert np.array_equal(index._query_vector(question), emb.embed([question])[0])
     store.dispose()

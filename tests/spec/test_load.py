@@ -169,6 +169,14 @@ def test_fingerprint_ignores_formatting_but_not_meaning(project: Path) -> None:
     assert load_charter(project).fingerprint() != before
 
 
+def test_fingerprint_covers_the_question_precision(project: Path) -> None:
+    """Evals measured with one question precision are not evidence for another (docs/retrieval.md)."""
+    before = load_charter(project).fingerprint()
+    edit(project, "  top_k: 6", "  top_k: 6\n  question_precision: bfloat16")
+    assert load_charter(project).spec.retrieval.question_precision == "bfloat16"
+    assert load_charter(project).fingerprint() != before
+
+
 def test_fingerprint_covers_referenced_files(project: Path) -> None:
     before = load_charter(project).fingerprint()
     prompt = project.parent / "prompts" / "draft_reply" / "v2.md"

@@ -52,9 +52,10 @@ log = logging.getLogger("charter.retrieval")
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors of a fixed dimension.
 
-    An embedder may also have ``embed_query(texts)``, same contract, for search questions only (a cheaper
-    pass whose vectors are compared with, never stored beside, ``embed``'s): :func:`embed_queries` calls it
-    when it exists (the built-in ``minilm``: ``CHARTER_QUERY_PRECISION``)."""
+    An embedder may also have ``embed_query(texts, precision)``, same contract, for search questions in a
+    reduced precision (``bfloat16``, ``int8``: a cheaper pass whose vectors are compared with, never stored
+    beside, ``embed``'s); :func:`embed_queries` calls it when the charter's ``retrieval.question_precision``
+    asks for one (the built-in ``minilm`` has it)."""
 
     name: str  # identifies the model *and* its version; part of the embedding-cache key
     dim: int
@@ -246,15 +247,13 @@ class SentenceEncoder:
         return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
 
 
-# How questions are embedded (``CHARTER_QUERY_PRECISION``): ``float32`` (exact), ``bfloat16`` or ``int8``
-# (the matrix products in that precision; docs/retrieval.md, "Question encoder"). Documents are always embedded
-# in float32: their vectors are stored and shared through the embedding cache. A reduced precision is checked
-# when the first question is embedded: where it is missing or fails on this CPU and torch build, disagrees with
-# float32 on the check texts (cosine below QUERY_MIN_COSINE) or is not faster than float32 there, questions
-# are embedded in float32 and the reason is logged once.
-QUERY_PRECISION_ENV = "CHARTER_QUERY_PRECISION"
+# How questions are embedded: ``retrieval.question_precision`` in the charter — ``float32`` (exact), ``bfloat16``
+# or ``int8`` (the matrix products in that precision; docs/retrieval.md, "Question precision"). Documents are
+# always embedded in float32: their vectors are stored and shared through the embedding cache. A reduced
+# precision is checked when the first question is embedded with it: where it fails on this CPU and torch
+# build, disagrees with float32 on the check texts (cosine below QUERY_MIN_COSINE) or is not faster than
+# float32 there, questions are embedded in float32 and the reason is logged once.
 QUERY_PRECISIONS = ("float32", "bfloat16", "int8")
-DEFAULT_QUERY_PRECISION = "float32"
 #: the least cosine to float32 each precision must show on the check texts. Measured (docs/retrieval.md): bfloat16
 #: >= 0.99994 and int8 >= 0.9857 on 400 generated questions (tests/retrieval/test_question_precision.py).
 QUERY_MIN_COSINE = {"bfloat16": 0.9995, "int8": 0.98}
@@ -265,19 +264,27 @@ _QUERY_CHECK_TEXTS = [
 ]
 
 
-def query_precision() -> str:
-    """The configured question precision (``CHARTER_QUERY_PRECISION``; see :data:`QUERY_PRECISIONS`)."""
-    value = os.environ.get(QUERY_PRECISION_ENV, "").strip().lower() or DEFAULT_QUERY_PRECISION
-    if value not in QUERY_PRECISIONS:
-        raise UsageError(f"{QUERY_PRECISION_ENV} must be one of {', '.join(QUERY_PRECISIONS)}; got {value!r}")
-    return value
+def supports_precision(emb: Embedder, precision: str) -> bool:
+    """Whether ``emb`` can embed questions in ``precision`` (float32: every embedder; another precision: an
+    embedder with ``embed_query(texts, precision)``)."""
+    return precision == "float32" or callable(getattr(emb, "embed_query", None))
 
 
-def embed_queries(emb: Embedder, texts: list[str]) -> Vectors:
-    """Questions' vectors: the embedder's ``embed_query`` when it has one (a cheaper pass for search
-    queries), else its ``embed``. Every search embeds its question through here."""
-    method = getattr(emb, "embed_query", None)
-    return method(texts) if callable(method) else emb.embed(texts)
+def embed_queries(emb: Embedder, texts: list[str], precision: str = "float32") -> Vectors:
+    """Questions' vectors in ``precision``: ``embed`` for float32, else the embedder's ``embed_query``
+    (:func:`supports_precision`). Every search embeds its question through here."""
+    if precision not in QUERY_PRECISIONS:
+        raise UsageError(
+            f"question precision must be one of {', '.join(QUERY_PRECISIONS)}; got {precision!r}"
+        )
+    if precision == "float32":
+        return emb.embed(texts)
+    if not supports_precision(emb, precision):
+        raise UsageError(
+            f"retrieval.question_precision: {precision} needs an embedder with a reduced-precision question "
+            f"pass; {emb.name} has none. Set retrieval.question_precision to float32 (or use embedder: minilm)"
+        )
+    return emb.embed_query(texts, precision)  # type: ignore[attr-defined,no-any-return]
 
 
 def _best_of(fn: Callable[[], object], runs: int = 5) -> float:
@@ -307,7 +314,9 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
-        self._query_precision: str | None = None  # decided on the first question (``query_precision``)
+        self._precisions: dict[
+            str, str
+        ] = {}  # asked -> used, decided on the first question (``query_precision``)
         self._precision_lock = threading.Lock()
 
     def _load(self) -> Any:
@@ -317,29 +326,31 @@ class MiniLMEmbedder:
                 self._model = SentenceEncoder(minilm_model_dir(), max_seq_length=self.max_seq_length)
         return self._model
 
-    @property
-    def query_precision(self) -> str:
-        """The precision questions are embedded in here: ``CHARTER_QUERY_PRECISION`` if its check passed
-        (:meth:`_check_precision`), else ``float32``; decided on the first question."""
-        if self._query_precision is None:
-            wanted = query_precision()
-            with self._precision_lock:
-                if self._query_precision is None:
-                    self._query_precision = (
-                        "float32" if wanted == "float32" else self._check_precision(wanted)
-                    )
-        return self._query_precision
+    def query_precision(self, wanted: str) -> str:
+        """The precision questions asked in ``wanted`` are embedded in here: ``wanted`` if its check passed
+        (:meth:`_check_precision`, once per precision and embedder), else ``float32``."""
+        if wanted == "float32":
+            return wanted
+        with self._precision_lock:
+            if wanted not in self._precisions:
+                self._precisions[wanted] = self._check_precision(wanted)
+            return self._precisions[wanted]
 
-    def embed_query(self, texts: list[str]) -> Vectors:
-        """Vectors of search questions: like :meth:`embed`, in :attr:`query_precision`."""
+    def embed_query(self, texts: list[str], precision: str) -> Vectors:
+        """Vectors of search questions: like :meth:`embed`, with the matrix products in ``precision``
+        (``bfloat16`` or ``int8``) where that passed its check here (:meth:`query_precision`)."""
+        if precision not in QUERY_PRECISIONS:
+            raise UsageError(
+                f"question precision must be one of {', '.join(QUERY_PRECISIONS)}; got {precision!r}"
+            )
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        precision = self.query_precision
-        if precision == "float32" or len(texts) > SINGLE_THREAD_MAX_TEXTS:
+        used = self.query_precision(precision)
+        if used == "float32" or len(texts) > SINGLE_THREAD_MAX_TEXTS:
             return self.embed(texts)
         model = self._load()
         with _single_threaded():
-            return self._embed(model, texts, precision=precision)
+            return self._embed(model, texts, precision=used)
 
     def _check_precision(self, precision: str) -> str:
         """``precision`` if its pass runs on this CPU and torch build, agrees with float32 on the check texts

@@ -34,7 +34,13 @@ from sqlalchemy import Connection, Integer, bindparam, cast, delete, func, inser
 from charter.documents import acl_hash as _acl_hash
 from charter.errors import Conflict, UsageError
 from charter.retrieval._chunking import chunk_document
-from charter.retrieval._embedding import Embedder, Vectors, embed_queries, get_embedder
+from charter.retrieval._embedding import (
+    Embedder,
+    Vectors,
+    embed_queries,
+    get_embedder,
+    supports_precision,
+)
 from charter.retrieval._lexical import Postings, analyse, identifier_terms
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
 from charter.retrieval._types import Chunk, DocState, Hit, chunk_key
@@ -115,9 +121,13 @@ class _BatchPlan:
 class Index:
     """The retrieval index of one store. Thread-safe for searches; writes serialise in the database."""
 
-    def __init__(self, store: Store, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder | None = None, *, question_precision: str = "float32"
+    ) -> None:
         self.store = store
         self._embedder = embedder
+        #: the precision questions are embedded in (``retrieval.question_precision``; documents: float32)
+        self.question_precision = question_precision
         self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
         self._query_vectors: OrderedDict[str, Vectors] = OrderedDict()  # small LRU of query embeddings
@@ -137,7 +147,12 @@ class Index:
             emb: Embedder = OpenAIEmbedder.from_settings(retrieval.embeddings)
         else:
             emb = get_embedder(retrieval.embedder)
-        index = cls(rt.store, emb)
+        if not supports_precision(emb, retrieval.question_precision):
+            raise UsageError(
+                f"retrieval.question_precision: {retrieval.question_precision} needs an embedder with a "
+                f"reduced-precision question pass; {retrieval.embedder!r} has none. Set it to float32."
+            )
+        index = cls(rt.store, emb, question_precision=retrieval.question_precision)
         index.default_fusion = retrieval.fusion
         rt.services.index = index
         return index
@@ -767,17 +782,17 @@ class Index:
     def warm_up(self) -> None:
         """Load the embedder and embed one question the way searches do (the server's start-up calls it, so
         the first request does not pay for loading the model or preparing its question pass)."""
-        embed_queries(self.embedder, ["warm-up"])
+        embed_queries(self.embedder, ["warm-up"], self.question_precision)
 
     def _query_vector(self, query: str) -> Vectors:
         """The query's embedding; the last 256 distinct queries are kept in memory."""
-        key = f"{self.embedder.name}\x00{query}"
+        key = f"{self.embedder.name}\x00{self.question_precision}\x00{query}"
         with self._lock:
             vec = self._query_vectors.get(key)
             if vec is not None:
                 self._query_vectors.move_to_end(key)
                 return vec
-        vec = np.asarray(embed_queries(self.embedder, [query])[0], dtype=np.float32)
+        vec = np.asarray(embed_queries(self.embedder, [query], self.question_precision)[0], dtype=np.float32)
         with self._lock:
             self._query_vectors[key] = vec
             while len(self._query_vectors) > 256:
