@@ -145,7 +145,7 @@ class BertEncoder:
 # The question's embedding is on every request's path, and on this model it is bound by its 36 matrix products
 # (~10 of ~11 ms for a 17-token question on one core in float32; docs/benchmarks.md, "Question encoder"). A
 # reduced precision does them faster, for a vector close to, not equal to, float32's — which is why it is an
-# opt-in for questions only (``CHARTER_QUERY_PRECISION``; documents are always float32, their vectors stored):
+# opt-in for questions only (``retrieval.question_precision``; documents are always float32, their vectors stored):
 #
 # * ``bfloat16``: weights and each product's input rounded to bfloat16, accumulated in float32 (native on
 #   CPUs with AVX-512 BF16 or AMX). Cosine to float32 >= 0.99997 on our benchmark questions; ~6 ms.
