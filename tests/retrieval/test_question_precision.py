@@ -26,7 +26,7 @@ from charter.retrieval import _embedding as embedding
 from charter.retrieval._embedding import SentenceEncoder, embed_queries, minilm_model_dir
 from charter.retrieval._index import _text_hash
 from charter.sources import Document
-from charter.spec._schema import Chunking, Retrieval
+from charter.spec._schema import Chunking, Fusion, Retrieval
 from charter.store import open_store
 from charter.store.tables import embeddings
 
@@ -173,3 +173,16 @@ def test_search_uses_the_question_precision_and_documents_stay_float32(
     index.question_precision = "float32"
     assert np.array_equal(index._query_vector(question), emb.embed([question])[0])
     store.dispose()
+
+
+def test_an_index_on_a_copied_store_searches_the_same_way(tmp_path: Path) -> None:
+    """The gate's drills and the eval probes search a copy of the database: same embedder, fusion and
+    question precision as production, or their evidence is about another configuration."""
+    emb = MiniLMEmbedder()
+    base = Index(open_store(f"sqlite:///{tmp_path / 'a.db'}"), emb, question_precision="int8")
+    base.default_fusion = Fusion(method="rrf")
+    copy = base.on_store(open_store(f"sqlite:///{tmp_path / 'b.db'}"))
+    assert copy.embedder is emb
+    assert copy.question_precision == "int8"
+    assert copy.default_fusion == Fusion(method="rrf")
+    assert copy.store is not base.store

@@ -184,10 +184,7 @@ def probe_runtime(
         if rt.key_dir.exists():
             shutil.copytree(rt.key_dir, keydir)
         prt = _Runtime(rt.charter, open_store(url), key_dir=keydir)
-        base = Index.for_runtime(rt)
-        index = Index(prt.store, base.embedder)
-        index.default_fusion = base.default_fusion
-        prt.services.index = index
+        index = prt.services.index = Index.for_runtime(rt).on_store(prt.store)
         canaries: dict[str, str] = {}
         planted: dict[tuple[str, str], str] = {}
         for (source_id, doc_id), sentences in keys.items():

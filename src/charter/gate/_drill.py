@@ -94,10 +94,7 @@ def isolated_copy(rt: Runtime, *, recorder_for: Tool | None = None) -> Iterator[
         copy = _Runtime(load_checked_charter(charter_file), open_store(url), key_dir=keydir)
         from charter.retrieval import Index
 
-        base_index = Index.for_runtime(rt)
-        index = Index(copy.store, base_index.embedder)  # share the loaded embedder: no second model load
-        index.default_fusion = base_index.default_fusion
-        copy.services.index = index
+        copy.services.index = Index.for_runtime(rt).on_store(copy.store)
         yield copy
     finally:
         if copy is not None:

@@ -2,7 +2,8 @@
 
 Public API (the sources sync and the request pipeline use only these names):
 
-* :class:`Index` — ``Index(store, embedder=None)`` or ``Index.for_runtime(runtime)`` (built once per runtime).
+* :class:`Index` — ``Index(store, embedder=None, question_precision="float32")`` or ``Index.for_runtime(runtime)``
+  (built once per runtime).
 
   - ``document_states(source_id) -> dict[doc_id, DocState]`` — what is indexed, for incremental sync.
   - ``upsert_document(doc, acl_tokens, chunking, *, private_by_default=False, seen_at=None)`` ->

@@ -157,6 +157,14 @@ class Index:
         rt.services.index = index
         return index
 
+    def on_store(self, store: Store) -> Index:
+        """An index over another store (a copy of this one's database: the gate's drills, the eval probes)
+        that searches exactly as this one does — the same loaded embedder (no second model load), default
+        fusion and question precision."""
+        index = Index(store, self.embedder, question_precision=self.question_precision)
+        index.default_fusion = self.default_fusion
+        return index
+
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
