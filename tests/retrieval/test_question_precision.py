@@ -71,9 +71,6 @@ QUESTION = st.lists(st.tuples(TOKEN, PUNCTUATION), min_size=1, max_size=40).map(
 )
 
 
-BATCH_AGREEMENT = {"bfloat16": 0.9999, "int8": 0.995}
-
-
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
     return SentenceEncoder(minilm_model_dir(), max_seq_length=MiniLMEmbedder.max_seq_length)
@@ -90,9 +87,11 @@ def test_reduced_precision_stays_within_its_cosine_of_float32(encoder, precision
     cosine = np.sum(exact * fast, axis=1)
     assert cosine.min() >= embedding.QUERY_MIN_COSINE[precision], (questions, cosine)
     alone = np.vstack([encoder.encode([q], precision=precision) for q in questions])
-    # padding changes a question's vector only by rounding (int8: a sum rounded differently can round the
-    # next layer's input to another step)
-    assert np.sum(alone * fast, axis=1).min() >= BATCH_AGREEMENT[precision]
+    assert np.sum(exact * alone, axis=1).min() >= embedding.QUERY_MIN_COSINE[precision], (questions, alone)
+    if precision == "bfloat16":  # padding changes a question's vector only by rounding
+        assert np.sum(alone * fast, axis=1).min() >= 0.9999
+    # (int8: a sum rounded differently in a padded batch can round the next layer's input to another step,
+    # so a question alone and in a batch differ like two int8 vectors of it do — each within the bound above)
 
 
 def test_unknown_precision_is_refused(encoder) -> None:  # type: ignore[no-untyped-def]

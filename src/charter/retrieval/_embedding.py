@@ -259,7 +259,7 @@ QUERY_PRECISIONS = ("float32", "bfloat16", "int8")
 QUERY_MIN_COSINE = {"bfloat16": 0.9995, "int8": 0.98}
 _QUERY_CHECK_TEXTS = [
     "How many days of paid annual leave do I get per year?",
-    "Why was invoice INV-2024-0042 charged twice, and who approves the refund?",
+    "Why was ticket REQ-2024-0042 closed twice, and who approves the exception?",
     "pg_stat_activity: which backend holds the lock on table accounts",
 ]
 
