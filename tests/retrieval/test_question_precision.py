@@ -11,24 +11,29 @@ float32 and says why; a misspelt setting is refused with the choices.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from charter.errors import UsageError
-from charter.retrieval import Index, MiniLMEmbedder
+from charter.retrieval import Index, MiniLMEmbedder, embedder
 from charter.retrieval import _embedding as embedding
 from charter.retrieval._embedding import SentenceEncoder, embed_queries, minilm_model_dir
 from charter.retrieval._index import _text_hash
+from charter.runtime import Runtime
 from charter.sources import Document
 from charter.spec._schema import Chunking, Fusion, Retrieval
 from charter.store import open_store
 from charter.store.tables import embeddings
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.real_embedding, pytest.mark.slow]
 
@@ -185,3 +190,51 @@ def test_an_index_on_a_copied_store_searches_the_same_way(tmp_path: Path) -> Non
     assert copy.question_precision == "int8"
     assert copy.default_fusion == Fusion(method="rrf")
     assert copy.store is not base.store
+
+
+@embedder("plain-without-question-pass")
+class _PlainEmbedder:
+    """A third-party embedder with ``embed`` only (no ``embed_query``)."""
+
+    name, dim = "plain-without-question-pass@1", 384
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.tile(np.eye(1, 384, dtype=np.float32), (len(texts), 1))
+
+
+def _set_retrieval(charter: Path, extra: str) -> None:
+    text = charter.read_text()
+    assert "retrieval:\n  top_k: 6\n" in text
+    charter.write_text(text.replace("retrieval:\n  top_k: 6\n", f"retrieval:\n  top_k: 6\n{extra}", 1))
+
+
+def test_the_charter_sets_the_runtime_index_precision(project: Path) -> None:
+    _set_retrieval(project, "  question_precision: int8\n")
+    rt = Runtime.open(project)
+    try:
+        assert Index.for_runtime(rt).question_precision == "int8"
+    finally:
+        rt.close()
+
+
+def test_a_charter_asking_a_reduced_precision_of_an_embedder_without_one_is_refused(project: Path) -> None:
+    _set_retrieval(project, "  question_precision: bfloat16\n  embedder: plain-without-question-pass\n")
+    rt = Runtime.open(project)
+    try:
+        with pytest.raises(UsageError, match=r"'plain-without-question-pass' has none. Set it to float32"):
+            Index.for_runtime(rt)
+    finally:
+        rt.close()
+
+
+def test_the_documented_setting_is_the_schema() -> None:
+    """docs/retrieval.md's example parses, and its table lists exactly the schema's precisions."""
+    text = (REPO / "docs" / "retrieval.md").read_text(encoding="utf-8")
+    section = text.split("### Question precision", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "docs/retrieval.md: no yaml example under 'Question precision'"
+    example = yaml.safe_load(block.group(1))["retrieval"]
+    assert Retrieval(**example).question_precision == example["question_precision"]
+    documented = re.findall(r"^\| `(\w+)`(?: \(default\))? \| (?!the question)", section, re.M)
+    schema = list(get_args(Retrieval.model_fields["question_precision"].annotation))
+    assert documented == schema == list(embedding.QUERY_PRECISIONS)
