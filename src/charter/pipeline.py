@@ -273,6 +273,8 @@ def retrieve(
         # Index.search re-checks every hit against its document's ACL in the store as it reads the chunk
         # text (and re-ranks on a stale snapshot), so each hit carries the token that admitted it.
         kept = [h for h in hits if h.acl_reason and set(h.acl_reason) <= tokens]
+        if spec.retrieval.mode != "bm25" and sources:  # the question was embedded: in which precision
+            span.update(question_precision=index.question_precision_used())
         span.update(
             k=spec.retrieval.top_k,
             returned=len(hits),

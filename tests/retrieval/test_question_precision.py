@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from charter.errors import UsageError
+from charter.pipeline import ask, traces_for
 from charter.retrieval import Index, MiniLMEmbedder, embedder
 from charter.retrieval import _embedding as embedding
 from charter.retrieval._embedding import SentenceEncoder, embed_queries, minilm_model_dir
@@ -238,3 +239,24 @@ def test_the_documented_setting_is_the_schema() -> None:
     documented = re.findall(r"^\| `(\w+)`(?: \(default\))? \| (?!the question)", section, re.M)
     schema = list(get_args(Retrieval.model_fields["question_precision"].annotation))
     assert documented == schema == list(embedding.QUERY_PRECISIONS)
+
+
+@pytest.mark.parametrize("fails_check", [False, True])
+def test_each_request_records_the_precision_its_question_was_embedded_in(
+    synced_project: Path, monkeypatch: pytest.MonkeyPatch, fails_check: bool
+) -> None:
+    """The trace says which precision embedded the question — the configured one, or float32 where its
+    check failed on this machine — so a reader of the evidence knows what ranked the passages."""
+    if fails_check:
+        monkeypatch.setitem(embedding.QUERY_MIN_COSINE, "int8", 1.0001)
+    _set_retrieval(synced_project, "  question_precision: int8\n")
+    rt = Runtime.open(synced_project)
+    try:
+        result = ask(
+            rt, rt.charter.principal("ana"), "How do I cancel my subscription?", submit_for_review=False
+        )
+        doc = traces_for(rt).get(result.request_id)
+    finally:
+        rt.close()
+    retrieve = next(s for s in doc["spans"] if s["stage"] == "retrieve")
+    assert retrieve["attributes"]["question_precision"] == ("float32" if fails_check else "int8")

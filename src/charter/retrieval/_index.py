@@ -157,6 +157,14 @@ class Index:
         rt.services.index = index
         return index
 
+    def question_precision_used(self) -> str:
+        """The precision questions are actually embedded in: :attr:`question_precision`, or ``float32`` where
+        the embedder's check of it failed on this machine (recorded in each request's trace)."""
+        check = getattr(self.embedder, "query_precision", None)
+        if self.question_precision == "float32" or not callable(check):
+            return self.question_precision
+        return str(check(self.question_precision))
+
     def on_store(self, store: Store) -> Index:
         """An index over another store (a copy of this one's database: the gate's drills, the eval probes)
         that searches exactly as this one does — the same loaded embedder (no second model load), default
