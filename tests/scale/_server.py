@@ -240,11 +240,20 @@ def serve(
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    """CPU time of each process's main thread — a server worker's event loop, which reads every request it
+    serves — in seconds, from the scheduler's nanosecond counter (``/proc/PID/schedstat``) where Linux has it:
+    ``cpu_times()`` counts clock ticks (10 ms), and a worker that answered a few cheap requests (a 429 costs
+    ~1 ms) can show no tick at all. Elsewhere ``cpu_times()`` of the whole process. -1 for a process that is
+    gone."""
     out: dict[int, float] = {}
     for p in procs:
+        stat = Path(f"/proc/{p.pid}/schedstat")
         try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-        except psutil.NoSuchProcess:
+            if stat.exists():
+                out[p.pid] = int(stat.read_text().split()[0]) / 1e9
+            else:
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             out[p.pid] = -1.0
     return out
