@@ -451,8 +451,8 @@ class Retrieval(Section):
     question_precision: Literal["float32", "bfloat16", "int8"] = Field(
         "float32",
         description="Precision of the question's embedding (documents are always embedded in float32): "
-        "`float32` (default, exact), `bfloat16` (~40 % faster, cosine >= 0.9999 to float32) or `int8` (~60 % "
-        "faster, >= 0.98; ranks can change near ties). Checked on the machine when the first question is "
+        "`float32` (default, exact), `bfloat16` (~1/3 less time, cosine >= 0.9999 to float32) or `int8` (~55 % "
+        "less time, >= 0.98; ranks can change near ties). Checked on the machine when the first question is "
         "embedded; falls back to float32 (logged) where it fails or is not faster. Part of the fingerprint: "
         "evals measure what production runs. Built-in embedder only (docs/retrieval.md, Question precision).",
     )
