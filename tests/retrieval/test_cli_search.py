@@ -115,6 +115,7 @@ def test_search_shows_rank_source_heading_and_reason(indexed: Path) -> None:
     js = run_cli("search", "--as", "ana", "goodwill credit limits", "--explain", "--json", cwd=indexed.parent)
     explained = js.json()
     assert explained["fusion"]["method"] == "adaptive" and explained["results"]
+    assert explained["question_precision"] == "float32"  # the default; the precision that embedded the query
     for x in explained["results"]:  # adaptive: this query's weights, recovered, and they give the score
         e = x["explain"]
         assert e["method"] == "adaptive" and abs(e["bm25"]["weight"] + e["dense"]["weight"] - 1) < 1e-3

@@ -46,6 +46,10 @@ def search(
         "fusion": fusion.model_dump(),
         "results": [],
     }
+    if spec.retrieval.mode != "bm25":  # the question was embedded: in which precision (docs/retrieval.md)
+        from charter.retrieval import Index
+
+        data["question_precision"] = Index.for_runtime(rt).question_precision_used()
     weights = _weights(hits, fusion)
     for h in hits:
         item = h.as_dict()
