@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import get_args
 
@@ -260,3 +262,26 @@ def test_each_request_records_the_precision_its_question_was_embedded_in(
         rt.close()
     retrieve = next(s for s in doc["spans"] if s["stage"] == "retrieve")
     assert retrieve["attributes"]["question_precision"] == ("float32" if fails_check else "int8")
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_concurrent_questions_get_the_vectors_they_get_alone(precision: str) -> None:
+    """Server threads embed questions at once, the first ones while the precision's check runs: each gets
+    exactly the vector it gets alone, and the check runs once."""
+    emb = MiniLMEmbedder()
+    questions = [f"How many days of leave are left after request {i}?" for i in range(24)]
+    barrier = threading.Barrier(4)
+
+    def work(part: list[str]) -> list[np.ndarray]:
+        barrier.wait()
+        return [emb.embed_query([q], precision)[0] for q in part]
+
+    with ThreadPoolExecutor(4) as pool:
+        parts = [questions[i::4] for i in range(4)]
+        results = dict(zip(range(4), pool.map(work, parts), strict=True))
+    alone = {q: emb.embed_query([q], precision)[0] for q in questions}
+    for i, part in enumerate(parts):
+        for q, v in zip(part, results[i], strict=True):
+            assert np.array_equal(v, alone[q]), q
+    assert emb.query_precision(precision) == precision
+    assert list(emb._precisions) == [precision]
