@@ -69,7 +69,17 @@ class Session:
         self.page.wait_for_load_state()
 
     def goto(self, path: str) -> Any:
-        self.page.goto(self.live.url + path)
+        from playwright.sync_api import Error
+
+        try:
+            self.page.goto(self.live.url + path)
+        except (
+            Error
+        ) as exc:  # a running job's page refreshes itself (meta refresh); its reload can win the race
+            if "interrupted by another navigation" not in str(exc):
+                raise
+            self.page.wait_for_load_state()
+            self.page.goto(self.live.url + path)
         return self.page
 
     def shot(self, name: str) -> None:
