@@ -270,20 +270,26 @@ def supports_precision(emb: Embedder, precision: str) -> bool:
     return precision == "float32" or callable(getattr(emb, "embed_query", None))
 
 
-def embed_queries(emb: Embedder, texts: list[str], precision: str = "float32") -> Vectors:
-    """Questions' vectors in ``precision``: ``embed`` for float32, else the embedder's ``embed_query``
-    (:func:`supports_precision`). Every search embeds its question through here."""
+def require_precision(emb: Embedder, precision: str, name: str | None = None) -> None:
+    """Raise :class:`UsageError` unless ``precision`` is a question precision ``emb`` can embed in (``name``:
+    how the message calls the embedder; its ``name`` by default)."""
     if precision not in QUERY_PRECISIONS:
         raise UsageError(
             f"question precision must be one of {', '.join(QUERY_PRECISIONS)}; got {precision!r}"
         )
-    if precision == "float32":
-        return emb.embed(texts)
     if not supports_precision(emb, precision):
         raise UsageError(
             f"retrieval.question_precision: {precision} needs an embedder with a reduced-precision question "
-            f"pass; {emb.name} has none. Set retrieval.question_precision to float32 (or use embedder: minilm)"
+            f"pass; {name or emb.name} has none. Set it to float32 (or use embedder: minilm)."
         )
+
+
+def embed_queries(emb: Embedder, texts: list[str], precision: str = "float32") -> Vectors:
+    """Questions' vectors in ``precision``: ``embed`` for float32, else the embedder's ``embed_query``
+    (:func:`require_precision`). Every search embeds its question through here."""
+    require_precision(emb, precision)
+    if precision == "float32":
+        return emb.embed(texts)
     return emb.embed_query(texts, precision)  # type: ignore[attr-defined,no-any-return]
 
 
@@ -314,9 +320,8 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
-        self._precisions: dict[
-            str, str
-        ] = {}  # asked -> used, decided on the first question (``query_precision``)
+        # precision asked -> precision used, decided on the first question (``query_precision``)
+        self._precisions: dict[str, str] = {}
         self._precision_lock = threading.Lock()
 
     def _load(self) -> Any:
@@ -339,10 +344,7 @@ class MiniLMEmbedder:
     def embed_query(self, texts: list[str], precision: str) -> Vectors:
         """Vectors of search questions: like :meth:`embed`, with the matrix products in ``precision``
         (``bfloat16`` or ``int8``) where that passed its check here (:meth:`query_precision`)."""
-        if precision not in QUERY_PRECISIONS:
-            raise UsageError(
-                f"question precision must be one of {', '.join(QUERY_PRECISIONS)}; got {precision!r}"
-            )
+        require_precision(self, precision)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         used = self.query_precision(precision)

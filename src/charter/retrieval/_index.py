@@ -39,7 +39,7 @@ from charter.retrieval._embedding import (
     Vectors,
     embed_queries,
     get_embedder,
-    supports_precision,
+    require_precision,
 )
 from charter.retrieval._lexical import Postings, analyse, identifier_terms
 from charter.retrieval._search import DocMeta, Scored, Snapshot, score
@@ -147,11 +147,7 @@ class Index:
             emb: Embedder = OpenAIEmbedder.from_settings(retrieval.embeddings)
         else:
             emb = get_embedder(retrieval.embedder)
-        if not supports_precision(emb, retrieval.question_precision):
-            raise UsageError(
-                f"retrieval.question_precision: {retrieval.question_precision} needs an embedder with a "
-                f"reduced-precision question pass; {retrieval.embedder!r} has none. Set it to float32."
-            )
+        require_precision(emb, retrieval.question_precision, repr(retrieval.embedder))
         index = cls(rt.store, emb, question_precision=retrieval.question_precision)
         index.default_fusion = retrieval.fusion
         rt.services.index = index
