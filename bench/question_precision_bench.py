@@ -12,6 +12,13 @@ change of background load falls on all alike. Reported: p50 / p95 / mean ms, the
 and the cosine of each question's reduced vector to its float32 vector (worst, 1st percentile, median).
 ``--busy`` keeps one core busy with a separate spinning process. Quality on retrieval is
 ``bench/fusion_bench.py --question-precision``'s job.
+
+Then the floor (``--no-floor`` skips it): the model's 24 matrix products alone, in each precision, for a
+one-token and a median-length question (torch's kernels, one thread, the same prepared weights the
+encoder uses) — what no faster code around them can remove. Reported per pass: ms, the arithmetic rate
+(GFLOP/s) and the rate the weights were read at (GB/s). With a handful of rows per product, each product
+reads its whole weight matrix for little arithmetic, so the pass is bound by how fast one core streams the
+weights (docs/benchmarks.md, *The question encoder's floor*).
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +44,7 @@ import numpy as np  # noqa: E402
 from _common import pct, spinners  # noqa: E402
 
 from charter.retrieval import MiniLMEmbedder  # noqa: E402
+from charter.retrieval._bert import _float32  # noqa: E402
 from charter.threads import apply_process_policy  # noqa: E402
 
 PRECISIONS = ["float32", "bfloat16", "int8"]
@@ -89,18 +99,79 @@ def measure(texts: list[str], repeat: int) -> dict[str, object]:
     return rows
 
 
+def _products_ms(
+    linear: Callable[[Any, tuple[Any, ...]], Any],
+    specs: list[tuple[Any, ...]],
+    inputs: list[Any],
+    repeat: int,
+) -> float:
+    """p50 ms of one pass of ``linear`` over every (input, weights) pair."""
+    for _ in range(20):
+        for x, s in zip(inputs, specs, strict=True):
+            linear(x, s)
+    ms = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for x, s in zip(inputs, specs, strict=True):
+            linear(x, s)
+        ms.append((time.perf_counter() - t0) * 1000)
+    return pct(ms, 0.5)
+
+
+def floor(texts: list[str], repeat: int = 200) -> dict[str, Any]:
+    """The encoder's matrix products alone, per precision, for a one-word question and one of the median
+    length (see the module docstring)."""
+    import torch
+
+    apply_process_policy()
+    model = MiniLMEmbedder()._load()
+    enc = model.model
+    lengths = sorted(len(model.tokenizer.encode(t).ids) for t in texts)
+    median = lengths[len(lengths) // 2]
+    macs_per_token = sum(
+        int(s[0].numel()) for layer in enc.prepared for s in (layer.qkv, layer.out, layer.up, layer.down)
+    )
+    rows: list[dict[str, Any]] = []
+    for precision in PRECISIONS:
+        # the encoder's own prepared weights and products (charter.retrieval._bert)
+        layers, linear = (
+            (enc.prepared, _float32)
+            if precision == "float32"
+            else (enc.quantized(precision).layers, enc.quantized(precision)._linear)
+        )
+        specs = [s for layer in layers for s in (layer.qkv, layer.out, layer.up, layer.down)]
+        width = {"float32": 4, "bfloat16": 2, "int8": 1}[precision]
+        # bfloat16 weights are kept (out, in); the others (in, out)
+        inputs_of = [int(s[0].shape[1] if precision == "bfloat16" else s[0].shape[0]) for s in specs]
+        for tokens in (3, median):  # [CLS] word [SEP], and the median question
+            ms = _products_ms(linear, specs, [torch.randn(tokens, n) for n in inputs_of], repeat)
+            rows.append(
+                {
+                    "precision": precision,
+                    "tokens": tokens,
+                    "p50_ms": round(ms, 2),
+                    "gflops": round(2 * macs_per_token * tokens / ms / 1e6, 1),
+                    "weights_mb": round(macs_per_token * width / 1e6, 1),
+                    "gb_per_s": round(macs_per_token * width / ms / 1e6, 1),
+                }
+            )
+    return {"median_tokens": median, "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpora", nargs="+", type=Path)
     ap.add_argument("--repeat", type=int, default=2, help="passes over the questions per precision")
     ap.add_argument("--busy", action="store_true", help="keep one core busy (a spinning process) throughout")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-floor", action="store_true", help="skip the matrix products alone")
     a = ap.parse_args()
     texts = questions(a.corpora)
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     with spinners(1) if a.busy else nullcontext():
         rows = measure(texts, a.repeat)
+        products = None if a.no_floor else floor(texts)
     load_after = os.getloadavg()
     report = {
         "started": started.isoformat(timespec="seconds"),
@@ -111,6 +182,7 @@ def main() -> None:
         "questions": len(texts),
         "repeat": a.repeat,
         "precisions": rows,
+        "floor": products,
     }
     print(
         f"### Question precision — {started:%Y-%m-%d %H:%M} UTC, {report['machine']}, "
@@ -128,6 +200,16 @@ def main() -> None:
             f"| {p} | {r['used']} | {r['p50_ms']} / {r['p95_ms']} / {r['mean_ms']} | {r['p50_vs_float32']} "
             f"| {r['cosine_worst']} / {r['cosine_p1']} / {r['cosine_median']} |"
         )
+    if products is not None:
+        print(
+            f"\nThe matrix products alone (the floor; median question {products['median_tokens']} tokens):\n\n"
+            "| precision | tokens | p50 ms | GFLOP/s | weights MB | weights read at GB/s |\n|---|---|---|---|---|---|"
+        )
+        for r in products["rows"]:
+            print(
+                f"| {r['precision']} | {r['tokens']} | {r['p50_ms']} | {r['gflops']} | {r['weights_mb']} "
+                f"| {r['gb_per_s']} |"
+            )
     if a.json:
         a.json.write_text(json.dumps(report, indent=1))
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from charter.errors import CharterRuntimeError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 # what this forward pass implements; any other value in config.json is refused
@@ -63,6 +65,7 @@ class BertEncoder:
             raise CharterRuntimeError(
                 f"{base}: model.safetensors lacks {missing[:3]} (and {len(missing)} in all)"
             )
+        self.prepared = [self._prepare_layer(i) for i in range(self.layers)]
 
     def _names(self) -> list[str]:
         names = [
@@ -85,13 +88,58 @@ class BertEncoder:
                 names += [f"{p}{part}.weight", f"{p}{part}.bias"]
         return names
 
+    def _prepare_layer(self, i: int) -> _Layer:
+        """Layer ``i``'s float32 weights as the forward pass uses them: query, key and value as one product,
+        every matrix ``(in, out)`` and contiguous (``x @ w``, the layout the BLAS is fastest with for the few
+        rows of a question: ~1.5 ms of ~10 less than ``x @ w.T`` per question on one core, docs/benchmarks.md,
+        *The question encoder's floor*). The original matrices are dropped: one copy of the model in memory."""
+        import torch
+
+        w, p = self.w, f"encoder.layer.{i}."
+
+        def dense(*names: str) -> tuple[torch.Tensor, ...]:
+            weight = torch.cat([w.pop(f"{p}{n}.weight") for n in names])
+            bias = torch.cat([w.pop(f"{p}{n}.bias") for n in names])
+            return weight.t().contiguous(), bias
+
+        return _Layer(
+            qkv=dense("attention.self.query", "attention.self.key", "attention.self.value"),
+            out=dense("attention.output.dense"),
+            up=dense("intermediate.dense"),
+            down=dense("output.dense"),
+            norm1=w[f"{p}attention.output.LayerNorm.weight"],
+            norm1_bias=w[f"{p}attention.output.LayerNorm.bias"],
+            norm2=w[f"{p}output.LayerNorm.weight"],
+            norm2_bias=w[f"{p}output.LayerNorm.bias"],
+        )
+
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        return self.forward(ids, mask, types, self.prepared, _float32)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        types: torch.Tensor,
+        layers: list[_Layer],
+        linear: Callable[[torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor],
+    ) -> torch.Tensor:
+        """The encoder over ``layers``, each dense layer computed by ``linear(x, layer.<part>)``: float32 here,
+        another precision in :class:`QuantizedBertEncoder`. A single text has no padding, so no mask."""
+        from torch.nn import functional as f
+
         batch, length = ids.shape
-        x = self.embed_tokens(ids, types)
-        bias = self.attention_bias(mask, x.dtype)
-        for i in range(self.layers):
-            x = self._layer(x, bias, f"encoder.layer.{i}.", batch, length)
-        return x
+        hidden, heads, eps = self.hidden, self.heads, self.eps
+        x = self.embed_tokens(ids, types).reshape(batch * length, hidden)
+        bias = self.attention_bias(mask, x.dtype) if batch > 1 else None
+        for layer in layers:
+            qkv = linear(x, layer.qkv).view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+            attended = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+            attended = attended.transpose(1, 2).reshape(batch * length, hidden)
+            x = f.layer_norm(linear(attended, layer.out) + x, (hidden,), layer.norm1, layer.norm1_bias, eps)
+            inner = f.gelu(linear(x, layer.up))  # the exact (erf) GELU, config "gelu"
+            x = f.layer_norm(linear(inner, layer.down) + x, (hidden,), layer.norm2, layer.norm2_bias, eps)
+        return x.view(batch, length, hidden)
 
     def embed_tokens(self, ids: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """The embedding layer: word + token type + absolute position embeddings, layer-normalised."""
@@ -118,32 +166,15 @@ class BertEncoder:
             self._quantized[precision] = QuantizedBertEncoder(self, precision)
         return self._quantized[precision]
 
-    def _layer(self, x: torch.Tensor, bias: torch.Tensor, p: str, batch: int, length: int) -> torch.Tensor:
-        from torch.nn import functional as f
-
-        w, heads = self.w, self.heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:  # (batch, length, hidden) -> (batch, heads, length, head)
-            return t.view(batch, length, heads, self.hidden // heads).transpose(1, 2)
-
-        def dense(t: torch.Tensor, name: str) -> torch.Tensor:
-            return f.linear(t, w[f"{p}{name}.weight"], w[f"{p}{name}.bias"])
-
-        q, k, v = (split(dense(x, f"attention.self.{n}")) for n in ("query", "key", "value"))
-        attended = f.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        attended = attended.transpose(1, 2).reshape(batch, length, self.hidden)
-        x = self._norm(dense(attended, "attention.output.dense") + x, f"{p}attention.output.LayerNorm")
-        inner = f.gelu(dense(x, "intermediate.dense"))  # the exact (erf) GELU, config "gelu"
-        return self._norm(dense(inner, "output.dense") + x, f"{p}output.LayerNorm")
-
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         from torch.nn import functional as f
 
         return f.layer_norm(x, (self.hidden,), self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
 
 
-# The question's embedding is on every request's path, and on this model it is bound by its 36 matrix products
-# (~10 of ~11 ms for a 17-token question on one core in float32; docs/benchmarks.md, "Question encoder"). A
+# The question's embedding is on every request's path, and on this model it is bound by its 24 matrix products
+# (~6-8 of ~9 ms for a 12-token question on one core in float32: the 42.5 MB of weights are read for a few rows
+# each; docs/benchmarks.md, "The question encoder's floor"). A
 # reduced precision does them faster, for a vector close to, not equal to, float32's — which is why it is an
 # opt-in for questions only (``retrieval.question_precision``; documents are always float32, their vectors stored):
 #
@@ -154,10 +185,11 @@ class BertEncoder:
 #   activation in one token does not coarsen the others' (the per-tensor scheme of torch's dynamic
 #   quantisation, fbgemm, measured cosine 0.985 at worst; this one 0.996 at worst, 0.998 median); ~4 ms.
 #
-# Everything else (embeddings, LayerNorm, attention, GELU, pooling) stays float32, and query, key and value
-# are one product.
+# Everything else (embeddings, LayerNorm, attention, GELU, pooling) stays float32; the forward pass is the
+# float32 one (:meth:`BertEncoder.forward`) with another ``linear``.
 class _Layer(NamedTuple):
-    """One encoder layer's weights for :class:`QuantizedBertEncoder` (query, key and value fused)."""
+    """One encoder layer's weights as :meth:`BertEncoder.forward` takes them (query, key and value fused; each
+    product's operands in the form its ``linear`` wants)."""
 
     qkv: tuple[torch.Tensor, ...]
     out: tuple[torch.Tensor, ...]
@@ -169,6 +201,13 @@ class _Layer(NamedTuple):
     norm2_bias: torch.Tensor
 
 
+def _float32(x: torch.Tensor, spec: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    import torch
+
+    weight, bias = spec  # weight (in, out)
+    return torch.addmm(bias, x, weight)
+
+
 class QuantizedBertEncoder:
     """``encoder(ids, mask, types)`` like :class:`BertEncoder`, with the dense layers' products in ``precision``
     (``int8`` or ``bfloat16``)."""
@@ -176,44 +215,32 @@ class QuantizedBertEncoder:
     PRECISIONS = ("int8", "bfloat16")
 
     def __init__(self, base: BertEncoder, precision: str = "int8") -> None:
-        import torch
-
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {self.PRECISIONS}, not {precision!r}")
         self.base, self.precision = base, precision
         self._linear = self._int8 if precision == "int8" else self._bfloat16
-        w = base.w
-
-        def dense(name: str) -> tuple[torch.Tensor, ...]:
-            return self._prepare(w[f"{name}.weight"], w[f"{name}.bias"])
-
-        self.layers: list[_Layer] = []
-        for i in range(base.layers):
-            p = f"encoder.layer.{i}."
-            qkv = [f"{p}attention.self.{n}" for n in ("query", "key", "value")]
-            self.layers.append(
-                _Layer(
-                    qkv=self._prepare(
-                        torch.cat([w[f"{n}.weight"] for n in qkv]), torch.cat([w[f"{n}.bias"] for n in qkv])
-                    ),
-                    out=dense(f"{p}attention.output.dense"),
-                    up=dense(f"{p}intermediate.dense"),
-                    down=dense(f"{p}output.dense"),
-                    norm1=w[f"{p}attention.output.LayerNorm.weight"],
-                    norm1_bias=w[f"{p}attention.output.LayerNorm.bias"],
-                    norm2=w[f"{p}output.LayerNorm.weight"],
-                    norm2_bias=w[f"{p}output.LayerNorm.bias"],
-                )
+        self.layers: list[_Layer] = [
+            layer._replace(
+                qkv=self._prepare(*layer.qkv),
+                out=self._prepare(*layer.out),
+                up=self._prepare(*layer.up),
+                down=self._prepare(*layer.down),
             )
+            for layer in base.prepared
+        ]
 
     def _prepare(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """From a float32 ``(in, out)`` matrix and its bias: bfloat16 ``(out, in)`` for ``linear``, or int8
+        ``(in, out)`` for ``x @ q`` with its per-output-row scales."""
         import torch
 
         if self.precision == "bfloat16":
-            return weight.to(torch.bfloat16), bias.to(torch.bfloat16)
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12)  # per output row
-        q = torch.round(weight * (127.0 / scale)[:, None]).to(torch.int8)
-        # (in, out) for x @ q; times the activation's amax, this scale undoes both roundings' scaling
+            return weight.t().contiguous().to(torch.bfloat16), bias.to(torch.bfloat16)
+        rows = weight.t()  # (out, in)
+        scale = rows.abs().amax(dim=1).clamp(min=1e-12)  # per output row
+        q = torch.round(rows * (127.0 / scale)[:, None]).to(torch.int8).contiguous()
+        # ``q.t()``: (in, out) for x @ q, as a view (``torch._int_mm`` is ~10 % faster on it than on a copy);
+        # times the activation's amax, this scale undoes both roundings' scaling
         return q.t(), scale / (127.0 * 127.0), bias.clone()
 
     @staticmethod
@@ -234,18 +261,4 @@ class QuantizedBertEncoder:
         return torch.addcmul(bias, torch._int_mm(q, weight).to(torch.float32), amax * scale)
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        from torch.nn import functional as f
-
-        base, linear = self.base, self._linear
-        batch, length = ids.shape
-        hidden, heads, eps = base.hidden, base.heads, base.eps
-        x = base.embed_tokens(ids, types).reshape(batch * length, hidden)
-        bias = base.attention_bias(mask, x.dtype) if batch > 1 else None  # one text: no padding
-        for layer in self.layers:
-            qkv = linear(x, layer.qkv).view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
-            attended = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
-            attended = attended.transpose(1, 2).reshape(batch * length, hidden)
-            x = f.layer_norm(linear(attended, layer.out) + x, (hidden,), layer.norm1, layer.norm1_bias, eps)
-            inner = f.gelu(linear(x, layer.up))
-            x = f.layer_norm(linear(inner, layer.down) + x, (hidden,), layer.norm2, layer.norm2_bias, eps)
-        return x.view(batch, length, hidden)
+        return self.base.forward(ids, mask, types, self.layers, self._linear)
