@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import get_args
@@ -144,6 +146,25 @@ def test_a_failed_check_falls_back_to_float32_and_says_why(
     assert emb.query_precision("int8") == "float32"
     assert np.array_equal(vectors, emb.embed(["a question about refunds"]))
     assert "int8 question embedding disagrees with float32" in caplog.text
+
+
+def test_the_speed_check_is_not_decided_by_a_burst_of_load() -> None:
+    """The check times float32 and the reduced pass interleaved: a burst of load elsewhere that lasts as long
+    as one pass's whole series (here: the 8th to 14th calls, +20 ms each) cannot make the faster pass look
+    slower, as it did when the two series ran one after the other."""
+    calls = 0
+
+    def work(ms: float) -> Callable[[], None]:
+        def run() -> None:
+            nonlocal calls
+            calls += 1
+            time.sleep((ms + (20 if 8 <= calls <= 14 else 0)) / 1000)
+
+        return run
+
+    best = embedding._best_of({"float32": work(4), "reduced": work(1)}, runs=7)
+    assert best["reduced"] < best["float32"]
+    assert calls == 14
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "int8"])
