@@ -15,8 +15,6 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-import threading
-import weakref
 from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -75,80 +73,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
     cur.close()
-
-
-# WAL checkpoints off the request path. SQLite's default (a checkpoint by whichever commit takes the WAL past
-# 1,000 pages) put a checkpoint — copying the WAL into the database file and syncing it — inside every ~43rd
-# trace commit of the ask pipeline: +7-9 ms on ~2 % of answers (docs/benchmarks.md, "WAL checkpoints").
-# Instead each process that writes runs a checkpointer thread (:class:`_Checkpointer`) that checkpoints
-# PASSIVE-ly (never blocking readers or writers) just after commits: it copies each commit's pages while the
-# next request runs, and once it has copied the whole WAL the next commit starts the WAL file from its
-# beginning again (so it stays small). Commits checkpoint themselves only past WAL_BACKSTOP_PAGES (~16 MB), if
-# that thread ever falls behind (e.g. writes without a pause long enough for a checkpoint to catch up).
-WAL_BACKSTOP_PAGES = 4000
-#: how long the checkpointer lets commits gather before it copies them
-CHECKPOINT_DELAY_S = 0.002
-#: the checkpointer threads' name (they are fork-safe: see ``_FORK_LOCK``)
-CHECKPOINT_THREAD = "charter-wal-checkpoint"
-# A fork copies SQLite's and the sqlite3 module's locks as they are: if a checkpointer were inside SQLite at
-# that moment, the child could block forever on its first query. The checkpointer holds this lock while it
-# is in SQLite, and a fork waits for it (``os.register_at_fork``), so a child never inherits a half-done
-# checkpoint; the child has no checkpointer thread and starts its own on its first commit.
-_FORK_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_FORK_LOCK.acquire, after_in_parent=_FORK_LOCK.release, after_in_child=_FORK_LOCK.release
-    )
-
-
-def other_threads_fork_safe() -> bool:
-    """Whether every thread of this process but the caller's is one that a fork may safely leave behind (a
-    checkpointer): for code that forks only when no other thread could hold a lock the child needs."""
-    return all(t is threading.current_thread() or t.name == CHECKPOINT_THREAD for t in threading.enumerate())
-
-
-class _Checkpointer:
-    """One daemon thread per SQLite store and process: ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection
-    :data:`CHECKPOINT_DELAY_S` after a commit was signalled (commits meanwhile share it). Stops when the store
-    is disposed or garbage-collected; a failed checkpoint is retried after the next commit (the backstop still
-    bounds the WAL)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.pid = os.getpid()
-        self._wrote = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=CHECKPOINT_THREAD, daemon=True)
-        self._thread.start()
-
-    def wrote(self) -> None:
-        self._wrote.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wrote.set()
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                self._wrote.wait()
-                if self._stop.wait(CHECKPOINT_DELAY_S):
-                    return
-                self._wrote.clear()
-                try:
-                    with _FORK_LOCK:
-                        if conn is None:
-                            conn = sqlite3.connect(self.path, timeout=0.1, check_same_thread=False)
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass  # busy or failing: tried again after the next commit
-        finally:
-            if conn is not None:
-                with _FORK_LOCK:
-                    conn.close()
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -255,24 +180,6 @@ class Store:
         self._prepared: dict[Any, tuple[str, list[Any]]] = {}
         self._inserts: dict[Table, _Insert] = {}
         self._fast: dict[tuple[Any, frozenset[str]], _Fast | None] = {}
-        db = sqlite_path(str(engine.url)) if self.dialect == "sqlite" else None
-        self._wal_path = db if db is not None and db.exists() else None
-        self._checkpointer: _Checkpointer | None = None
-        self._checkpointer_lock = threading.Lock()
-
-    def _wrote(self) -> None:
-        """A write was committed: the process's checkpointer (started here on the first write of this
-        process, so a forked worker gets its own) will checkpoint the WAL soon."""
-        if self._wal_path is None:
-            return
-        ckpt = self._checkpointer
-        if ckpt is None or ckpt.pid != os.getpid():
-            with self._checkpointer_lock:
-                ckpt = self._checkpointer
-                if ckpt is None or ckpt.pid != os.getpid():
-                    ckpt = self._checkpointer = _Checkpointer(self._wal_path)
-                    weakref.finalize(self, ckpt.stop)
-        ckpt.wrote()
 
     @property
     def url(self) -> str:
@@ -296,7 +203,6 @@ class Store:
                     yield conn
             finally:
                 conn.info.pop("begin_immediate", None)
-        self._wrote()
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -412,7 +318,6 @@ class Store:
                     driver.executemany(sql, values)
                 sql = "COMMIT"
                 driver.execute(sql)
-                self._wrote()
             except sqlite3.Error as exc:
                 if driver.in_transaction:
                     driver.execute("ROLLBACK")
@@ -459,8 +364,6 @@ class Store:
             return str(rows[0][0]) if len(rows) == 1 else None
 
     def dispose(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
         self.engine.dispose()
 
 
