@@ -134,11 +134,11 @@ def floor(texts: list[str], repeat: int = 200) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for precision in PRECISIONS:
         # the encoder's own prepared weights and products (charter.retrieval._bert)
-        layers, linear = (
-            (enc.prepared, _float32)
-            if precision == "float32"
-            else (enc.quantized(precision).layers, enc.quantized(precision)._linear)
-        )
+        if precision == "float32":
+            layers, linear = enc.prepared, _float32
+        else:
+            reduced = enc.quantized(precision)
+            layers, linear = reduced.layers, reduced._linear
         specs = [s for layer in layers for s in (layer.qkv, layer.out, layer.up, layer.down)]
         width = {"float32": 4, "bfloat16": 2, "int8": 1}[precision]
         # bfloat16 weights are kept (out, in); the others (in, out)

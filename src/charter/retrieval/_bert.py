@@ -91,7 +91,7 @@ class BertEncoder:
     def _prepare_layer(self, i: int) -> _Layer:
         """Layer ``i``'s float32 weights as the forward pass uses them: query, key and value as one product,
         every matrix ``(in, out)`` and contiguous (``x @ w``, the layout the BLAS is fastest with for the few
-        rows of a question: ~1.5 ms of ~10 less than ``x @ w.T`` per question on one core, docs/benchmarks.md,
+        rows of a question: 0.4-1.6 ms of ~10 less than ``x @ w.T`` per question on one core, docs/benchmarks.md,
         *The question encoder's floor*). The original matrices are dropped: one copy of the model in memory."""
         import torch
 
@@ -174,9 +174,9 @@ class BertEncoder:
 
 # The question's embedding is on every request's path, and on this model it is bound by its 24 matrix products
 # (~6-8 of ~9 ms for a 12-token question on one core in float32: the 42.5 MB of weights are read for a few rows
-# each; docs/benchmarks.md, "The question encoder's floor"). A
-# reduced precision does them faster, for a vector close to, not equal to, float32's — which is why it is an
-# opt-in for questions only (``retrieval.question_precision``; documents are always float32, their vectors stored):
+# each; docs/benchmarks.md, "The question encoder's floor"). A reduced precision does them faster, for a vector
+# close to, not equal to, float32's — which is why it is an opt-in for questions only
+# (``retrieval.question_precision``; documents are always float32, their vectors stored):
 #
 # * ``bfloat16``: weights and each product's input rounded to bfloat16, accumulated in float32 (native on
 #   CPUs with AVX-512 BF16 or AMX). Cosine to float32 >= 0.99997 on our benchmark questions; ~6 ms.
