@@ -7,7 +7,8 @@ A large SQLite chain is checked as two ranges at once: a forked child scans the 
 read-only connection while this process scans the lower half; the halves are then stitched (the first
 entry of the upper half must link to the last of the lower, timestamps must not go back). The result is
 the same as one pass: the first failure in ``seq`` order wins. Forking is used only when it is safe (no
-other threads in the process, a ``fork`` start method, a file database); otherwise one pass is made.
+other threads in the process but the store's fork-safe WAL checkpointer, a ``fork`` start method, a file
+database); otherwise one pass is made.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import multiprocessing
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -270,9 +270,11 @@ def _sqlite_file(conn: Connection) -> str | None:
 
 
 def _can_fork() -> bool:
+    from charter.store import other_threads_fork_safe
+
     return (
         "fork" in multiprocessing.get_all_start_methods()
-        and threading.active_count() == 1
+        and other_threads_fork_safe()  # no thread but the store's checkpointer (which is fork-safe)
         and (os.cpu_count() or 1) > 1
     )
 
