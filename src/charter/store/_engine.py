@@ -125,7 +125,6 @@ class _Checkpointer:
         self.path = path
         self.pid = os.getpid()
         self.commits = 0  #: commits since the last checkpoint started (approximate under threads: a count)
-        self.checkpoints = 0  #: checkpoints run (for tests and diagnostics)
         self._due = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=CHECKPOINT_THREAD, daemon=True)
@@ -166,7 +165,6 @@ class _Checkpointer:
                         if conn is None:
                             conn = sqlite3.connect(self.path, timeout=0.1, check_same_thread=False)
                         _busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.checkpoints += 1
                     complete = log == copied
                 except sqlite3.Error:
                     complete = False  # busy or failing
