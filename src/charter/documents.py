@@ -7,6 +7,7 @@ imports the other for it."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -48,9 +49,26 @@ class Document:
         return h.hexdigest()
 
 
+#: A lone UTF-16 surrogate: what JSON's ``"\\ud800"`` decodes to, and what ``surrogateescape`` leaves for the
+#: bytes of a file name that is not UTF-8. No database, tokenizer or encoder accepts one; the one rule for
+#: them is here (questions and tasks: replaced by U+FFFD; sources: :func:`charter.sources` sync).
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (as a decoder with ``errors="replace"`` does)."""
+    return LONE_SURROGATE.sub("\ufffd", text) if LONE_SURROGATE.search(text) else text
+
+
+def printable_id(value: str) -> str:
+    """An id that may hold lone surrogates, shown so it can be stored and recognised: each one as its
+    escape (a non-UTF-8 byte 0xff of a file name reads ``\\udcff``)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def acl_hash(tokens: frozenset[str] | set[str]) -> str:
     """A stable hash of a set of ACL tokens."""
     return hashlib.sha256("\n".join(sorted(tokens)).encode()).hexdigest()
 
 
-__all__ = ["Document", "acl_hash"]
+__all__ = ["LONE_SURROGATE", "Document", "acl_hash", "printable_id", "without_lone_surrogates"]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from charter import _answer_checks as checks
 from charter.access import safe_url
 from charter.canaries import canaries_for
+from charter.documents import without_lone_surrogates
 from charter.errors import CharterException, Denied, UsageError
 from charter.models import INTERNAL, Passage, audience_for, split_draft, tone_parts
 from charter.spec import Principal
@@ -434,7 +435,7 @@ def ask(
     A lone UTF-16 surrogate (JSON's ``"\\ud800"`` decodes to one) cannot be encoded, tokenized or stored:
     each becomes U+FFFD before anything else sees the question."""
     t0 = time.perf_counter()
-    question = LONE_SURROGATE.sub("\ufffd", question)
+    question = without_lone_surrogates(question)
     spec = rt.spec
     trace = Trace(
         workflow=spec.workflow.id,
@@ -826,7 +827,6 @@ def check(
     )
 
 
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 MAX_TOOL_CALLS = 5
 

@@ -34,6 +34,7 @@ from sqlalchemy import or_, select, update
 from charter import _answer_checks as checks
 from charter import pipeline
 from charter.access import TOOL_SOURCE, DocRef, Reader, may_list_all_traces
+from charter.documents import without_lone_surrogates
 from charter.errors import BudgetExceeded, CharterException, Conflict, Denied, NotFound, UsageError
 from charter.models import OUTBOUND, Passage, ToolCall, ToolOffer, ToolResult, Turn, evolve
 from charter.retrieval import Hit
@@ -286,7 +287,7 @@ def run_task(
     :func:`charter.pipeline.retrieve`'s (the asker's permitted chunks). Returns the same
     :class:`~charter.pipeline.AskResult` as ``ask``, with ``run_id`` and ``run_status`` set."""
     t0 = time.perf_counter()
-    task = pipeline.LONE_SURROGATE.sub("\ufffd", task) if isinstance(task, str) else task
+    task = without_lone_surrogates(task) if isinstance(task, str) else task
     spec = rt.spec
     trace = Trace(
         workflow=spec.workflow.id,

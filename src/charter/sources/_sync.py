@@ -47,14 +47,14 @@ import queue
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from charter.documents import Document, acl_hash
+from charter.documents import LONE_SURROGATE, Document, acl_hash, printable_id, without_lone_surrogates
 from charter.errors import CharterException, Conflict, UsageError
 from charter.screening import forget_screened, screen_pending
 from charter.sources._acl import EffectiveAcl, effective_acl
@@ -94,6 +94,53 @@ def source_config_hash(source: Source) -> str:
 
 def chunking_hash(source: Source) -> str:
     return section_hash(source.chunking.model_dump(mode="json"))
+
+
+def storable(item: Any) -> Any:
+    """What a connector yielded, made storable: the one rule for lone UTF-16 surrogates in source data
+    (a file name that is not UTF-8, as ``os.walk`` and ``git`` decode it; ``"\\ud800"`` in JSON, a SQL row, a
+    web page), which no database accepts — one such document used to stop the whole source's sync.
+
+    * an id with one cannot be stored or matched: the item becomes a :class:`Failed` under the id with its
+      surrogates escaped (``inv\\udcffalid.md``), saying what to do; the rest of the source syncs;
+    * an ACL token with one fails closed: the document's ACL is treated as invalid (private to the
+      source's owner), as for any unparseable ACL;
+    * in text, title, URL, pages, version or a failure's reason each becomes U+FFFD."""
+    if isinstance(item, Failed):
+        if (item.doc_id and LONE_SURROGATE.search(item.doc_id)) or LONE_SURROGATE.search(item.reason):
+            return replace(
+                item,
+                doc_id=printable_id(item.doc_id) if item.doc_id else None,
+                reason=without_lone_surrogates(item.reason),
+            )
+        return item
+    if isinstance(item, Moved):
+        doc = storable(item.document)
+        if isinstance(doc, Failed) or LONE_SURROGATE.search(item.old_id):
+            return doc  # an old id that could never have been stored: nothing indexed to move
+        return item if doc is item.document else replace(item, document=doc)
+    doc_id = getattr(item, "doc_id", None)
+    if isinstance(doc_id, str) and LONE_SURROGATE.search(doc_id):
+        return Failed(
+            printable_id(doc_id),
+            "the document's id is not valid Unicode text (a file name that is not UTF-8, or a lone "
+            "surrogate such as \\ud800 in the data): rename the file or fix the id",
+        )
+    acl = getattr(item, "acl", None)
+    if acl and any(LONE_SURROGATE.search(token) for token in acl):
+        bad = next(printable_id(t) for t in sorted(acl, key=printable_id) if LONE_SURROGATE.search(t))
+        item = replace(item, acl=None, acl_error=f"ACL token {bad!r} is not valid Unicode text")
+    if isinstance(item, Document):
+        fields: dict[str, Any] = {
+            name: without_lone_surrogates(value)
+            for name in ("title", "text", "url", "acl_error", "version", "revision")
+            if isinstance(value := getattr(item, name), str) and LONE_SURROGATE.search(value)
+        }
+        if item.pages and any(LONE_SURROGATE.search(page) for page in item.pages):
+            fields["pages"] = tuple(without_lone_surrogates(page) for page in item.pages)
+        if fields:
+            item = replace(item, **fields)
+    return item
 
 
 class SyncProgress(Protocol):
@@ -473,6 +520,7 @@ class Syncer:
         """Apply one item the connector yielded (a failure, an unchanged, deleted or moved document); the
         document to index, or ``None`` when there is nothing to index."""
         source, summary, catalog, states, seen = p.source, p.summary, p.catalog, p.states, p.seen
+        item = storable(item)
         if isinstance(item, Failed):
             if item.refused and item.doc_id:  # never keep (or serve) an earlier version of a refused file
                 if self.index.delete_document(source.id, item.doc_id):
@@ -580,6 +628,7 @@ class Syncer:
             self.progress.start(source.id, len(states) or None)
         seen: set[str] = set()
         for entry, read_at in _read_ahead(entries, PIPELINE_DEPTH):
+            entry = storable(entry)
             if isinstance(entry, Failed):
                 summary.documents += 1
                 self._fail(summary, catalog, seen, entry.doc_id, entry.reason, entry.line)
