@@ -112,7 +112,12 @@ def _strings(item: object) -> list[str]:
     pages=st.none() | st.lists(TEXT, max_size=3).map(tuple),
 )
 def test_whatever_a_connector_yields_comes_out_storable(
-    doc_id: str, title: str, text: str, url: str | None, acl: frozenset[str] | None, pages: tuple[str, ...] | None
+    doc_id: str,
+    title: str,
+    text: str,
+    url: str | None,
+    acl: frozenset[str] | None,
+    pages: tuple[str, ...] | None,
 ) -> None:
     doc = Document("s", doc_id, title, text, "text", url=url, acl=acl, pages=pages)
     out = storable(doc)
@@ -125,7 +130,9 @@ def test_whatever_a_connector_yields_comes_out_storable(
     assert out.text == "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
     clean_acl = acl is None or not any(0xD800 <= ord(c) <= 0xDFFF for t in acl for c in t)
     assert out.acl == (acl if clean_acl else None)  # a bad token: no ACL, i.e. private (fail closed)
-    if clean_acl and not any(0xD800 <= ord(c) <= 0xDFFF for c in title + text + (url or "") + "".join(pages or ())):
+    if clean_acl and not any(
+        0xD800 <= ord(c) <= 0xDFFF for c in title + text + (url or "") + "".join(pages or ())
+    ):
         assert out is doc  # nothing to change: the same object
 
 
@@ -137,3 +144,50 @@ def test_a_failure_with_unstorable_text_is_reported_storable(doc_id: str | None,
     for value in _strings(out):
         value.encode("utf-8")
     assert out.doc_id == (None if doc_id is None else _escaped(doc_id))
+
+
+def test_bytes_that_are_not_utf8_in_a_sqlite_source(ws: Workspace) -> None:
+    """SQLite keeps any bytes as TEXT and ``sqlite3`` refuses to decode them: one such value used to fail the
+    whole query. Now: in a body, U+FFFD; in an id, that row fails alone; in a grant, that row is private."""
+    import sqlalchemy as sa
+
+    from tests.sources.test_sql import sql_source
+
+    engine = sa.create_engine(f"sqlite:///{ws.base / 'kb.db'}")
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE faq (n TEXT, q TEXT, a TEXT, rev INTEGER)"))
+        c.execute(sa.text("CREATE TABLE grants (n TEXT, principal TEXT)"))
+        rows = [
+            ("'1'", "'gribbon refunds'", "'group:support'"),
+            (
+                "'2'",
+                "CAST(x'74617a7a6c65ff20726566756e6473' AS TEXT)",
+                "'group:support'",
+            ),  # "tazzle\\xff refunds"
+            ("CAST(x'33ff' AS TEXT)", "'mivvle refunds'", "'group:support'"),  # id "3\\xff"
+            ("'4'", "'drisseth refunds'", "CAST(x'67726f75703a737570ff' AS TEXT)"),  # "group:sup\\xff"
+        ]
+        for n, a, grant in rows:
+            c.execute(sa.text(f"INSERT INTO faq VALUES ({n}, 'Q', {a}, 1)"))
+            c.execute(sa.text(f"INSERT INTO grants VALUES ({n}, {grant})"))
+    engine.dispose()
+    src = sql_source("sqlite:///kb.db")
+    src["sql"] = {
+        "table": "faq",
+        "id_column": "n",
+        "title_column": "q",
+        "body_column": "a",
+        "updated_column": "rev",
+        "grants_query": "SELECT n, principal FROM grants",
+    }
+    ws.configure([src])
+    s = ws.sync()["kb"]
+    assert (s.status, s.added, s.failed) == ("partial", 3, 1), s.as_dict()
+    assert s.failures[0]["doc_id"] == "3\\udcff"
+    assert [p["doc_id"] for p in s.private] == ["4"]
+    support = ["group:support", "user:ana"]
+    assert _hits(ws, "gribbon", support) == {"1"}
+    assert _hits(ws, "tazzle", support) == {"2"}
+    [hit] = Index.for_runtime(ws.rt).search(support, "tazzle", k=1, mode="bm25")
+    assert "tazzle\ufffd refunds" in hit.text
+    assert _hits(ws, "drisseth", support) == set() and _hits(ws, "drisseth", ["user:omar"]) == {"4"}

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +79,14 @@ def _url(ctx: ConnectorContext, opts: SqlOptions) -> str:
         if not Path(url.database or "").exists():
             raise SourceUnavailable(f"source {sid!r}: SQLite database not found: {url.database}")
     return url.render_as_string(hide_password=False)
+
+
+def _lenient_text(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite stores whatever bytes it was given as TEXT; ``sqlite3`` refuses to decode a value that is not
+    UTF-8, and that one row would fail the whole query (the source). Decoded with ``surrogateescape``
+    instead, the sync's rule for unstorable text (``charter.sources._sync.storable``) fails only that row
+    when the bytes are in its id, makes its ACL private when they are in a grant, and puts U+FFFD in text."""
+    dbapi_conn.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
 
 
 def _acl_value(value: Any) -> tuple[frozenset[str] | None, str | None]:
@@ -143,6 +151,8 @@ class SqlConnector:
             engine = create_engine(_url(ctx, opts), pool_pre_ping=True)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise SourceUnavailable(f"source {ctx.source.id!r}: cannot open the database: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _lenient_text)
         return engine, opts
 
     @staticmethod
