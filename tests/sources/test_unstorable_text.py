@@ -191,3 +191,20 @@ def test_bytes_that_are_not_utf8_in_a_sqlite_source(ws: Workspace) -> None:
     [hit] = Index.for_runtime(ws.rt).search(support, "tazzle", k=1, mode="bm25")
     assert "tazzle\ufffd refunds" in hit.text
     assert _hits(ws, "drisseth", support) == set() and _hits(ws, "drisseth", ["user:omar"]) == {"4"}
+
+
+def test_a_git_acl_file_that_is_not_text_fails_closed_for_its_folder(ws: Workspace, tmp_path: Path) -> None:
+    repo = tmp_path / "kb-repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, "runbooks/general/intro.md", "# Welcome\n\nRunbook word glimbart.\n")
+    write(repo, "runbooks/board/pricing.md", "# Pricing\n\nBoard word drisseth.\n")
+    (repo / "runbooks" / "board" / ".acl").write_bytes(b"group:pricing-committee\n\xff\xfe\x00junk\n")
+    commit(repo, "first")
+    ws.configure([git_source(str(repo))])
+    s = ws.sync()["runbooks"]
+    assert s.status in ("succeeded", "partial") and s.added == 2, s.as_dict()
+    assert [p["doc_id"] for p in s.private] == ["runbooks/board/pricing.md"]  # its folder's ACL is unreadable
+    assert _hits(ws, "drisseth", ["group:support", "group:pricing-committee"]) == set()
+    assert _hits(ws, "drisseth", ["user:omar"]) == {"runbooks/board/pricing.md"}
+    assert _hits(ws, "glimbart", ["group:support"]) == {"runbooks/general/intro.md"}

@@ -45,7 +45,13 @@ from charter.sources._connector import (
     Unchanged,
     connector,
 )
-from charter.sources._extract import decode_text, first_heading, html_to_text, split_front_matter
+from charter.sources._extract import (
+    ExtractionError,
+    decode_text,
+    first_heading,
+    html_to_text,
+    split_front_matter,
+)
 from charter.spec import GitOptions
 
 FORMATS = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
@@ -178,7 +184,7 @@ class GitConnector:
         for folder, blob in acl_files.items():
             try:
                 parsed[folder] = (parse_acl_file(decode_text(blobs.read(blob))), None)
-            except AclParseError as exc:
+            except (AclParseError, ExtractionError) as exc:  # not parseable, or not text: fail closed
                 parsed[folder] = (None, f"{folder or '.'}/{self._opts(ctx).acl_file}: {exc}")
             except _GitError as exc:
                 parsed[folder] = (None, str(exc))
