@@ -3,6 +3,7 @@
 document used to stop the whole source's sync with a ``UnicodeEncodeError``; now the rule in
 ``charter.sources._sync.storable`` applies to every connector: an id that cannot be stored fails that
 document alone (reported, escaped), an ACL token fails closed, text keeps U+FFFD in place of each surrogate.
+SQLite TEXT that is not UTF-8, and a Git ACL file that is not text, are covered here too.
 """
 
 from __future__ import annotations
