@@ -23,11 +23,11 @@ against the URL path (last match wins); an unmatched page has no ACL (private un
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,75 @@ MAX_LINKS_PER_PAGE = 2000
 
 class _PageError(Exception):
     pass
+
+
+MAX_ROBOTS_BYTES = 512 * 1024  # RFC 9309 2.5: parse at least 500 KiB; the rest is ignored
+#: what :func:`read_capped` can decode; asked for in every request (httpx would otherwise offer brotli too)
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _decoder(encoding: str) -> Any:
+    """A streaming decoder for a Content-Encoding (``None``: identity), or ValueError if not supported."""
+    codings = [
+        c.strip().lower() for c in encoding.split(",") if c.strip() and c.strip().lower() != "identity"
+    ]
+    if not codings:
+        return None
+    if codings in (["gzip"], ["x-gzip"]):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if codings == ["deflate"]:
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib-wrapped (or gzip), as servers send it
+    raise ValueError(f"unsupported Content-Encoding: {encoding}")
+
+
+def read_capped(response: Any, limit: int, *, truncate: bool = False) -> bytes:
+    """The body of a streamed httpx ``response``, decoded here (not by httpx, which expands each received
+    chunk whole: 64 KB of gzip can become 64 MB) so that at most ``limit`` decoded bytes are ever held.
+    Past the limit: :class:`_TooLarge`, or with ``truncate`` the first ``limit`` bytes."""
+    return inflate(
+        response.iter_raw(), response.headers.get("content-encoding", ""), limit, truncate=truncate
+    )
+
+
+def inflate(chunks: Iterable[bytes], encoding: str, limit: int, *, truncate: bool = False) -> bytes:
+    """``chunks`` decoded from ``encoding`` (a Content-Encoding; ``gzip`` for a ``.gz`` file, every member
+    read as ``gzip.decompress`` does), never more than ``limit`` decoded bytes held: a few kilobytes of gzip
+    can expand to gigabytes. Past the limit: :class:`_TooLarge`, or with ``truncate`` the first ``limit``
+    bytes; an encoding that is not supported or not valid: ValueError."""
+    decoder = _decoder(encoding)
+    out: list[bytes] = []
+    size = 0
+    for raw in chunks:
+        data = raw
+        while data:
+            if decoder is None:
+                part, data = data, b""
+            else:
+                try:
+                    part = decoder.decompress(data, limit + 1 - size)
+                except zlib.error as exc:
+                    raise ValueError(f"the body is not valid {encoding}: {exc}") from None
+                data = decoder.unconsumed_tail
+                if decoder.eof and decoder.unused_data:  # another gzip member follows
+                    data = decoder.unused_data + data
+                    decoder = _decoder(encoding)
+            size += len(part)
+            out.append(part)
+            if size > limit:
+                if truncate:
+                    return b"".join(out)[:limit]
+                raise _TooLarge(f"over {limit:,} bytes")
+    if decoder is not None and not decoder.eof:
+        raise ValueError(f"the body is not valid {encoding}: it ends before its end marker")
+    return b"".join(out)
+
+
+def _too_large(url: str) -> str:
+    return f"the sitemap {url} is larger than {MAX_SITEMAP_BYTES:,} bytes (the sitemap protocol's limit)"
 
 
 def normalise_url(url: str) -> str:
@@ -121,7 +190,7 @@ class WebConnector:
         self.client = httpx.Client(
             timeout=opts.timeout.total_seconds(),
             follow_redirects=False,
-            headers={"User-Agent": opts.user_agent},
+            headers={"User-Agent": opts.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             limits=httpx.Limits(max_connections=opts.concurrency),
         )
 
@@ -148,11 +217,14 @@ class WebConnector:
         rules = Protego.parse("")
         try:
             self.limiter.wait(origin)
-            r = self.client.get(origin + "/robots.txt")
-            if r.status_code == 200 and len(r.content) < 1_000_000:
-                rules = Protego.parse(r.text)
-            elif r.status_code in (401, 403):
-                rules = Protego.parse("User-agent: *\nDisallow: /")  # RFC 9309: unauthorised = disallow all
+            with self.client.stream("GET", origin + "/robots.txt") as r:
+                if r.status_code == 200:
+                    body = read_capped(r, MAX_ROBOTS_BYTES, truncate=True)
+                    rules = Protego.parse(body.decode("utf-8", "replace"))
+                elif r.status_code in (401, 403):
+                    rules = Protego.parse(
+                        "User-agent: *\nDisallow: /"
+                    )  # RFC 9309: unauthorised = disallow all
         except Exception:  # noqa: S110 - unreachable robots.txt: "no rules" (RFC 9309 2.3.1.3)
             pass
         delay = rules.crawl_delay(self.opts.user_agent)
@@ -208,15 +280,14 @@ class WebConnector:
                 if declared and declared.isdigit() and int(declared) > self.opts.max_bytes:
                     page.error = f"page too large: {declared} bytes (limit {self.opts.max_bytes})"
                     return page
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in r.iter_bytes():
-                    size += len(chunk)
-                    if size > self.opts.max_bytes:
-                        page.error = f"page too large: over {self.opts.max_bytes} bytes"
-                        return page
-                    chunks.append(chunk)
-                page.body = b"".join(chunks)
+                try:
+                    page.body = read_capped(r, self.opts.max_bytes)
+                except _TooLarge:
+                    page.error = f"page too large: over {self.opts.max_bytes} bytes"
+                    return page
+                except ValueError as exc:  # an encoding it cannot be, or a broken one
+                    page.error = str(exc)
+                    return page
                 page.etag = r.headers.get("etag")
                 page.last_modified = r.headers.get("last-modified")
                 return page
@@ -233,14 +304,21 @@ class WebConnector:
             if self.allowed(url) is not None or not self.robots_allow(url):
                 raise SourceUnavailable(f"sitemap not allowed: {url}")
             self.limiter.wait(f"{urlsplit(url).scheme}://{urlsplit(url).netloc}")
-            r = self.client.get(url)
-        except httpx.HTTPError as exc:
+            with self.client.stream("GET", url) as r:
+                if r.status_code != 200:
+                    raise SourceUnavailable(f"cannot read the sitemap {url}: HTTP {r.status_code}")
+                data = read_capped(r, MAX_SITEMAP_BYTES)  # a Content-Encoding bomb is never held whole
+        except _TooLarge:
+            raise SourceUnavailable(_too_large(url)) from None
+        except (httpx.HTTPError, ValueError) as exc:
             raise SourceUnavailable(f"cannot read the sitemap {url}: {exc}") from None
-        if r.status_code != 200 or len(r.content) > MAX_SITEMAP_BYTES:
-            raise SourceUnavailable(f"cannot read the sitemap {url}: HTTP {r.status_code}")
-        data = r.content
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)[:MAX_SITEMAP_BYTES]
+        if data[:2] == b"\x1f\x8b":  # a .xml.gz sitemap
+            try:
+                data = inflate([data], "gzip", MAX_SITEMAP_BYTES)
+            except _TooLarge:
+                raise SourceUnavailable(_too_large(url)) from None
+            except ValueError as exc:
+                raise SourceUnavailable(f"cannot read the sitemap {url}: {exc}") from None
         try:
             root = ET.fromstring(data)  # noqa: S314 - stdlib parser: no external entities are resolved
         except ET.ParseError as exc:
