@@ -182,3 +182,48 @@ def test_sync_reports_the_refusal_and_drops_an_earlier_indexed_version(ws: Works
     assert summary.deleted == 1
     states = Index.for_runtime(ws.rt).document_states("docs")
     assert "notes.md" not in states and "help.md" in states
+
+
+def _pdf_with_a_bomb(path: Path, expanded: int) -> None:
+    """A valid one-page PDF whose content stream is ~``expanded`` bytes of FlateDecode (a few hundred KB)."""
+    import zlib
+
+    c = zlib.compressobj(9)
+    block = b"BT /F1 12 Tf 72 712 Td (refunds) Tj ET\n" + b" " * 999_960
+    stream = b"".join(c.compress(block) for _ in range(expanded // len(block))) + c.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+
+
+def test_a_pdf_compression_bomb_fails_alone_with_bounded_memory(tmp_path: Path) -> None:
+    """A 0.4 MB PDF whose content stream expands to 400 MB: pypdf (>= 6.0, pinned for this) stops at its
+    decompression limit, so that document fails alone and memory stays near the limit."""
+    import tracemalloc
+
+    root = _setup(tmp_path)
+    _pdf_with_a_bomb(root / "bomb.pdf", 400_000_000)
+    assert (root / "bomb.pdf").stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        docs = _within(60, lambda: _docs(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(docs["bomb.pdf"], Failed) and "Limit" in docs["bomb.pdf"].reason, docs["bomb.pdf"]
+    assert isinstance(docs["ok.md"], Document)
+    assert peak < 250_000_000, f"{peak:,} bytes traced at the peak"
