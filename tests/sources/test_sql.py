@@ -199,3 +199,28 @@ def test_sql_unreachable_database_deletes_nothing(ws: Workspace, tmp_path: Path)
     s = ws.sync()["kb"]
     assert s.status == "failed" and "not found" in (s.error or "")
     assert len(Index.for_runtime(ws.rt).document_states("kb")) == 5
+
+
+def test_a_query_that_writes_fails_and_leaves_the_source_database_as_it_was(
+    ws: Workspace, kb_url: str
+) -> None:
+    """The connector's sessions are read-only: a grants query that deletes what it returns (SQLite's
+    ``DELETE … RETURNING``, PostgreSQL's data-modifying ``WITH``) fails the source instead of emptying the
+    table. (A guard against mistakes; the permission is the database role, docs/sources.md.)"""
+    engine = create_kb(kb_url)
+    delete = (
+        "DELETE FROM grants RETURNING article_id, principal"
+        if kb_url.startswith("sqlite")
+        else "WITH d AS (DELETE FROM grants RETURNING article_id, principal) SELECT * FROM d"
+    )
+    ws.configure([sql_source(kb_url, grants_query=delete)])
+    s = ws.sync()["kb"]
+    assert s.status == "failed" and "read" in (s.error or "").lower(), s.as_dict()
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM grants")).scalar() == sum(
+            len(a) for _, a in CANARIES.values()
+        )
+    ws.configure([sql_source(kb_url)])  # the same database, an ordinary query: reads as before
+    s = ws.sync()["kb"]
+    assert (s.status, s.added) == ("succeeded", 5), s.as_dict()
+    engine.dispose()

@@ -81,12 +81,24 @@ def _url(ctx: ConnectorContext, opts: SqlOptions) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _lenient_text(dbapi_conn: Any, _record: Any) -> None:
-    """SQLite stores whatever bytes it was given as TEXT; ``sqlite3`` refuses to decode a value that is not
-    UTF-8, and that one row would fail the whole query (the source). Decoded with ``surrogateescape``
-    instead, the sync's rule for unstorable text (``charter.sources._sync.storable``) fails only that row
-    when the bytes are in its id, makes its ACL private when they are in a grant, and puts U+FFFD in text."""
+def _sqlite_session(dbapi_conn: Any, _record: Any) -> None:
+    """Read-only (``query_only``: an ``INSERT … RETURNING`` or ``DELETE … RETURNING`` written as the query or
+    the grants query fails instead of changing the source), and lenient text: SQLite stores whatever bytes
+    it was given as TEXT, and ``sqlite3`` refuses to decode a value that is not UTF-8 — that one row would
+    fail the whole query. Decoded with ``surrogateescape`` instead, the sync's rule for unstorable text
+    (``charter.sources._sync.storable``) fails only that row when the bytes are in its id, makes its ACL
+    private when they are in a grant, and puts U+FFFD in text."""
+    dbapi_conn.execute("PRAGMA query_only = ON")
     dbapi_conn.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
+
+
+def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+    """Every transaction of the connector's sessions read-only: a data-modifying statement in a charter's
+    query (``WITH d AS (DELETE … RETURNING …) SELECT …``) fails instead of changing the source. A guard
+    against mistakes, not a permission: give the connector a database role that can only read."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    dbapi_conn.commit()
 
 
 def _acl_value(value: Any) -> tuple[frozenset[str] | None, str | None]:
@@ -152,7 +164,9 @@ class SqlConnector:
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise SourceUnavailable(f"source {ctx.source.id!r}: cannot open the database: {exc}") from None
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _lenient_text)
+            event.listen(engine, "connect", _sqlite_session)
+        elif engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _postgres_session)
         return engine, opts
 
     @staticmethod
