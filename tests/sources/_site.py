@@ -108,20 +108,32 @@ def serve(pages: list[str] | None = None) -> Iterator[Site]:
                     self.send_header("ETag", etag)
                     self.end_headers()
                     return
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply(self, status, data, headers)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with http_server(Handler) as port:
+        site.port = port
+        yield site
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str]) -> None:
+    """Send one whole response (with its Content-Length)."""
+    handler.send_response(status)
+    for k, v in headers.items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A threaded HTTP server on a free loopback port (yielded), stopped on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    site.port = server.server_address[1]
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        yield site
+        yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()

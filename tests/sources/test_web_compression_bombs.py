@@ -8,14 +8,14 @@ multi-member ``.xml.gz`` still works.
 
 from __future__ import annotations
 
-import threading
 import tracemalloc
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from charter.sources._web import MAX_SITEMAP_BYTES
+from tests.sources._site import http_server, reply
 from tests.sources.conftest import Workspace
 from tests.sources.test_web import RULES, web_source
 
@@ -72,29 +72,13 @@ def site(*, robots_bomb: bool = False) -> Iterator[str]:
                 data = _gzip_member(iter([text[:half]])) + _gzip_member(iter([text[half:]]))
                 headers = {"Content-Type": "application/gzip"}
             else:
-                data, headers = b"not here", {"Content-Type": "text/plain"}
-                self.send_response(404)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
                 return
-            self.send_response(200)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply(self, 200, data, headers)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    base["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
+    with http_server(Handler) as port:
+        base["url"] = f"http://127.0.0.1:{port}"
         yield base["url"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _sync_peak(ws: Workspace) -> tuple[object, int]:
