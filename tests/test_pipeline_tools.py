@@ -152,3 +152,19 @@ def test_a_lone_surrogate_in_a_question_is_answered_and_recorded(rt: Runtime) ->
     assert result.status in ("answered", "needs_human")
     stored = traces_for(rt).get(result.request_id)
     assert stored["question"].count("\ufffd") == 3
+
+
+def test_a_tool_call_with_a_number_python_will_not_build_is_refused_not_a_crash(rt: Runtime) -> None:
+    """A model (or an instruction planted in a document it read) writes a tool call whose JSON holds an
+    integer of 5,001 digits: ``json.loads`` raises ``ValueError``, not ``JSONDecodeError``. The proposal is
+    refused like any invalid markup, and the answer and its trace are recorded."""
+    huge = "1" + "0" * 5000
+    script(
+        rt,
+        "Card refunds take 5–10 business days [S1]. "
+        f'<tool_call>{{"name": "issue_refund", "arguments": {{"amount": {huge}}}}}</tool_call>',
+    )
+    result = ask(rt, rt.charter.principal("ana"), Q, submit_for_review=False)
+    assert [(c["decision"], c["reason"]) for c in result.tool_calls] == [("refused", "not valid JSON")]
+    assert unapproved_executions(rt) == []
+    assert traces_for(rt).get(result.request_id)["status"] == result.status

@@ -868,7 +868,7 @@ def act(
                 record.update(
                     decision=proposal.status, action_id=proposal.id, approval_id=proposal.approval_id
                 )
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or a value Python will not build (an integer of 4,301+ digits)
                 record.update(decision="refused", reason="not valid JSON")
             except _CE as exc:
                 record.update(decision="refused", reason=str(exc), reasons=list(getattr(exc, "reasons", [])))

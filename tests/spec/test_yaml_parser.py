@@ -76,3 +76,18 @@ def test_a_lone_surrogate_is_a_spec_error_not_a_crash() -> None:
 def test_libyaml_is_used_when_pyyaml_has_it() -> None:
     assert yaml.__with_libyaml__, "PyYAML without libyaml: the loader falls back to the pure-Python parser"
     assert _BaseLoader is yaml.CSafeLoader
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1" + "0" * 5000,  # YAML accepts it; Python will not build an int of more than 4,300 digits
+        "2026-02-30",  # a timestamp YAML accepts that no calendar has
+    ],
+)
+def test_a_value_python_cannot_build_is_a_spec_error_not_a_crash(value: str) -> None:
+    with pytest.raises(ValueError):
+        yaml.load(f"a: {value}\n", Loader=yaml.SafeLoader)  # the oracle: PyYAML itself raises ValueError
+    with pytest.raises(SpecError, match="a value cannot be read") as got:
+        load_yaml_text(f"budgets:\n  per_task_usd: {value}\n", "charter.yaml")
+    assert got.value.problems[0].file == "charter.yaml"

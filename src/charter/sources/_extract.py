@@ -23,8 +23,13 @@ _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with the C loader when PyYAML has it."""
-    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+    """``yaml.safe_load`` with the C loader when PyYAML has it. A value YAML accepts but Python cannot build
+    (an integer of more than 4,300 digits, a date like 2026-02-30) or nesting too deep to build is raised as
+    :class:`yaml.YAMLError`, like any other invalid YAML (callers fail that document or its ACL closed)."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+    except (ValueError, OverflowError, RecursionError) as exc:
+        raise yaml.YAMLError(f"a value cannot be read: {str(exc).split(';')[0]}") from None
 
 
 class ExtractionError(Exception):

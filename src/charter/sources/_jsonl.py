@@ -83,8 +83,14 @@ class JsonlConnector:
         guessed = hint.group(1).decode("utf-8", "replace") if hint else None
         try:
             obj: Any = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        except ValueError as exc:  # also: not UTF-8, an integer of more than 4,300 digits
+            msg = (
+                exc.msg
+                if isinstance(exc, json.JSONDecodeError)
+                else "not UTF-8"
+                if isinstance(exc, UnicodeDecodeError)
+                else str(exc).split(";")[0]
+            )
             raise _BadLine(f"not valid JSON ({msg})", guessed) from None
         except RecursionError:
             raise _BadLine("JSON nested too deeply", guessed) from None

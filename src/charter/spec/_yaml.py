@@ -98,6 +98,9 @@ def load_yaml_text(text: str, file: str) -> LocatedYAML:
         raise SpecError([Problem(msg, file=file, line=line)]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(f"invalid YAML: {exc}", file=file)]) from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # YAML accepts it, Python cannot build it
+        detail = str(exc).split(";")[0] or type(exc).__name__
+        raise SpecError([Problem(f"a value cannot be read: {detail}", file=file)]) from None
     lines: dict[Loc, int] = {}
     if node is not None:
         _walk(node, (), lines)

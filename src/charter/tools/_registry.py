@@ -164,8 +164,8 @@ def parse_args_json(text: str) -> dict[str, Any]:
 
     try:
         data = json.loads(text, parse_constant=no_constants)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"tool arguments are not valid JSON: {exc}") from None
+    except ValueError as exc:  # not JSON, or an integer of more than 4,300 digits
+        raise UsageError(f"tool arguments are not valid JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise UsageError(f"tool arguments must be a JSON object, got {type(data).__name__}")
     return data
