@@ -43,6 +43,9 @@ RULES = [
     {"path": "/**", "acl": ["group:support"]},
     {"path": "/tutorial*.html", "acl": ["group:finance"]},
     {"path": "/index.html", "acl": ["public"]},
+    # its canonical page's ACL: a duplicate of it (with another ACL it would be a document of its own,
+    # tests/sources/test_web_canonical_acl.py)
+    {"path": "/index-copy.html", "acl": ["public"]},
 ]
 
 

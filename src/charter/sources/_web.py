@@ -14,8 +14,11 @@ Politeness and limits (all in the ``web`` section):
 * bodies larger than ``max_bytes`` are cut off while streaming and the page fails; content types outside
   ``content_types`` are skipped.
 
-The document id is the page's **canonical URL** (``<link rel="canonical">`` when it is allowed, else the
-final URL without fragment); two URLs with one canonical yield one document. Incremental syncs send
+The document id is the **URL that served the page** (after redirects, without fragment), and its ACL is
+that URL's. A page whose ``<link rel="canonical">`` names another allowed URL *with the same ACL* is a
+duplicate: it is skipped and the canonical URL is fetched itself (so a duplicate never stands in for its
+canonical page's content); a page whose canonical URL has another ACL is a document of its own (a
+restricted page pointing at a public one must not become it). Incremental syncs send
 ``If-None-Match`` / ``If-Modified-Since`` with the validators saved in the cursor; a ``304`` page is
 reported unchanged and its saved links are followed. ACLs come from the charter's ``acl_rules`` matched
 against the URL path (last match wins); an unmatched page has no ACL (private under ``per-document``).
@@ -117,6 +120,11 @@ def inflate(chunks: Iterable[bytes], encoding: str, limit: int, *, truncate: boo
     if decoder is not None and not decoder.eof:
         raise ValueError(f"the body is not valid {encoding}: it ends before its end marker")
     return b"".join(out)
+
+
+def _url_acl(ctx: ConnectorContext, url: str) -> frozenset[str] | None:
+    """The ACL the charter's ``acl_rules`` give ``url``'s path (``None``: no rule matches)."""
+    return rule_acl(ctx.source.acl_rules, urlsplit(url).path)
 
 
 def _too_large(url: str) -> str:
@@ -368,6 +376,10 @@ class WebConnector:
                         items, links, record = self._handle(ctx, page, saved.get(url), emitted)
                         if record is not None:
                             new_pages[url] = record
+                            alias_of = record.get("alias_of")
+                            if alias_of and alias_of not in queued:  # the canonical page, in any mode
+                                queued.add(alias_of)
+                                frontier.append((alias_of, depth))
                         yield from items
                         if follow and depth < opts.max_depth:
                             for link in links:
@@ -392,10 +404,12 @@ class WebConnector:
             return [Failed(doc_id if doc_id in ctx.known else None, f"{page.url}: {page.error}")], [], prev
         if page.status == 304 and prev is not None:
             doc_id = prev["doc"]
+            if prev.get("alias_of"):  # still a duplicate of its canonical page, which is fetched itself
+                return [], list(prev.get("links", [])), prev
             if doc_id in emitted:
                 return [], list(prev.get("links", [])), prev
             emitted.add(doc_id)
-            acl = rule_acl(ctx.source.acl_rules, urlsplit(doc_id).path)
+            acl = _url_acl(ctx, doc_id)
             err = None if acl is not None else "no acl_rules entry matches this URL"
             return [Unchanged(doc_id, acl, err, acl_known=True)], list(prev.get("links", [])), prev
         final = page.final or page.url
@@ -406,18 +420,28 @@ class WebConnector:
         else:
             text, title, links, canonical = decode_text(page.body), None, [], None
         doc_id = normalise_url(final)
-        if canonical and self.allowed(canonical) is None:
-            doc_id = canonical
+        # A document is what its own URL serves, with that URL's ACL. A page whose canonical link names
+        # another allowed URL with the same ACL is a duplicate of it: skipped, and the canonical URL is
+        # fetched itself (never replaced by a duplicate's content, whichever comes first). One whose
+        # canonical URL has another ACL is a document of its own: a restricted page whose canonical link
+        # points at a public one (a login wall or paywall often does) must not be indexed as that page.
+        acl = _url_acl(ctx, doc_id)
         record = {
             "doc": doc_id,
             "etag": page.etag,
             "last_modified": page.last_modified,
             "links": links[:MAX_LINKS_PER_PAGE],
         }
+        if (
+            canonical
+            and canonical != doc_id
+            and self.allowed(canonical) is None
+            and _url_acl(ctx, canonical) == acl
+        ):
+            return [], links, {**record, "doc": canonical, "alias_of": canonical}
         if doc_id in emitted:
             return [], links, record  # another URL of the same canonical page
         emitted.add(doc_id)
-        acl = rule_acl(ctx.source.acl_rules, urlsplit(doc_id).path)
         err = None if acl is not None else "no acl_rules entry matches this URL"
         fmt = "html" if page.content_type == "text/html" else "text"
         doc = ctx.document(
@@ -433,15 +457,22 @@ class WebConnector:
         return [doc], links, record
 
     def acls(self, ctx: ConnectorContext) -> Iterator[AclEntry]:
-        """ACLs come from the charter's URL patterns: every indexed page, no request at all."""
+        """ACLs come from the charter's URL patterns: every indexed page (its id is the URL that served
+        it), no request at all."""
         for doc_id in ctx.known or self._known_ids(ctx):
-            acl = rule_acl(ctx.source.acl_rules, urlsplit(doc_id).path)
+            acl = _url_acl(ctx, doc_id)
             yield AclEntry(doc_id, acl, None if acl is not None else "no acl_rules entry matches this URL")
 
     @staticmethod
     def _known_ids(ctx: ConnectorContext) -> list[str]:
         pages = (ctx.cursor or {}).get("pages", {})
-        return sorted({p["doc"] for p in pages.values() if isinstance(p, dict) and p.get("doc")})
+        return sorted(
+            {
+                p["doc"]
+                for p in pages.values()
+                if isinstance(p, dict) and p.get("doc") and not p.get("alias_of")
+            }
+        )
 
 
 def _links(html: HtmlText, base: str) -> tuple[list[str], str | None]:

@@ -1,0 +1,117 @@
+"""A canonical link must not move content across ACLs, nor replace a page's content. A restricted page whose
+``<link rel="canonical">`` points at a public page (login walls and paywalls often do) used to be indexed
+*as* that public page, with its ACL: board-only text readable by everyone; and whichever duplicate was
+crawled first stood in for its canonical page. Now a document is what its own URL serves, with that URL's
+ACL: a page whose canonical URL has the same ACL is a duplicate (skipped; the canonical page is fetched
+itself, in sitemap mode too), one whose canonical URL has another ACL is a document of its own — checked with
+the permission matrix (every principal against every page) in both crawl orders, after a re-sync of
+unchanged pages (304) and after an ACL-only sync."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from charter.retrieval import Index
+from charter.sources import sync_sources
+from tests.sources._matrix import check_matrix
+from tests.sources._site import http_server, reply
+from tests.sources.conftest import Workspace
+from tests.sources.test_web import web_source
+
+RULES = [
+    {"path": "/**", "acl": ["public"]},
+    {"path": "/board/**", "acl": ["group:pricing-committee"]},
+]
+
+
+def _page(word: str, canonical: str | None = None) -> bytes:
+    link = f'<link rel="canonical" href="{canonical}">' if canonical else ""
+    return f"<html><head><title>{word}</title>{link}</head><body><p>word {word}</p></body></html>".encode()
+
+
+@contextmanager
+def site(order: list[str]) -> Iterator[str]:
+    pages = {
+        "/index.html": _page("fennigal"),
+        "/board/pricing.html": _page(
+            "drisseth", canonical="/index.html"
+        ),  # restricted, claims the public page
+        "/board/minutes.html": _page("glimbart", canonical="/board/pricing.html"),  # same ACL: a duplicate
+        "/board/notes.html": _page(
+            "hovrack", canonical="/board/archive.html"
+        ),  # duplicate of an unlisted page
+        "/board/archive.html": _page("snorkwell"),
+        "/help.html": _page("quillet", canonical="/help.html"),
+    }
+    base: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/robots.txt":
+                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
+            elif self.path == "/sitemap.xml":
+                urls = "".join(f"<url><loc>{base['url']}{p}</loc></url>" for p in order)
+                body = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'
+                reply(self, 200, body.encode(), {"Content-Type": "application/xml"})
+            elif self.path in pages:
+                etag = f'"{abs(hash(pages[self.path]))}"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                reply(self, 200, pages[self.path], {"Content-Type": "text/html", "ETag": etag})
+            else:
+                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
+
+    with http_server(Handler) as port:
+        base["url"] = f"http://127.0.0.1:{port}"
+        yield base["url"]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["/board/pricing.html", "/index.html", "/board/minutes.html", "/board/notes.html", "/help.html"],
+        ["/index.html", "/board/minutes.html", "/board/notes.html", "/board/pricing.html", "/help.html"],
+    ],
+)
+def test_a_canonical_link_never_moves_content_to_a_wider_acl(ws: Workspace, order: list[str]) -> None:
+    with site(order) as base:
+        ws.configure([web_source(base, RULES, sitemap=f"{base}/sitemap.xml", content_types=["text/html"])])
+        s = ws.sync()["pgdocs"]
+        assert s.status == "succeeded", s.as_dict()
+        board = {"group:pricing-committee"}
+        canaries = {
+            f"{base}/index.html": ("fennigal", {"public"}),
+            f"{base}/board/pricing.html": ("drisseth", board),  # its own document, its own ACL
+            f"{base}/board/archive.html": ("snorkwell", board),  # fetched because notes names it canonical
+            f"{base}/help.html": ("quillet", {"public"}),
+        }
+        index = Index.for_runtime(ws.rt)
+        assert _ids(ws) == set(canaries)  # the duplicates (minutes, notes) are not documents
+        check_matrix(ws.rt, index, "pgdocs", canaries)
+        assert _visible_to_anyone(ws, "glimbart") == set() and _visible_to_anyone(ws, "hovrack") == set()
+        public = ["public", "group:support", "user:ana"]
+        hits = {h.doc_id for h in index.search(public, "drisseth", k=20, mode="bm25")}
+        assert hits == set()  # the board's text under no document anyone else can read
+        for again in ("full", "acl-only"):  # 304s keep it; so does an ACL-only pass
+            [s] = sync_sources(ws.rt, acl_only=again == "acl-only")
+            assert s.status == "succeeded", s.as_dict()
+            check_matrix(ws.rt, index, "pgdocs", canaries)
+
+
+def _ids(ws: Workspace) -> set[str]:
+    return set(Index.for_runtime(ws.rt).document_states("pgdocs"))
+
+
+def _visible_to_anyone(ws: Workspace, word: str) -> set[str]:
+    tokens = ["public", "group:pricing-committee", "user:omar"]
+    return {h.doc_id for h in Index.for_runtime(ws.rt).search(tokens, word, k=20, mode="bm25")}
