@@ -115,3 +115,76 @@ def _ids(ws: Workspace) -> set[str]:
 def _visible_to_anyone(ws: Workspace, word: str) -> set[str]:
     tokens = ["public", "group:pricing-committee", "user:omar"]
     return {h.doc_id for h in Index.for_runtime(ws.rt).search(tokens, word, k=20, mode="bm25")}
+
+
+SPELLINGS = [
+    "/%62oard/secret.html",  # an unreserved character escaped
+    "/public/%2E%2E/board/secret.html",  # escaped dot segments
+    "/BOARD/secret.html",  # a server that ignores case
+    "/board%2Fsecret.html",  # a server that decodes %2F
+    "/public/..%2Fboard/secret.html",
+]
+
+
+@contextmanager
+def lenient_site(links: list[str]) -> Iterator[str]:
+    """A server that, like many, decodes every escape, ignores case and resolves dot segments before it
+    looks a path up: every spelling above serves the board's page."""
+    import posixpath
+    from urllib.parse import unquote
+
+    pages = {
+        "/index.html": (
+            "<html><body><p>word fennigal</p>"
+            + "".join(f'<a href="{u}">x</a>' for u in links)
+            + "</body></html>"
+        ).encode(),
+        "/board/secret.html": _page("drisseth"),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = posixpath.normpath(unquote(self.path.split("?", 1)[0])).lower()  # the server's own reading
+            if path == "/robots.txt":
+                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
+            elif path in pages:
+                reply(self, 200, pages[path], {"Content-Type": "text/html"})
+            else:
+                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
+
+    with http_server(Handler) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_no_spelling_of_a_url_reaches_a_restricted_page_under_a_wider_rule(ws: Workspace) -> None:
+    """The ACL rule for ``/board/**`` holds however a link spells the path: escaped letters, escaped dots,
+    capitals, an escaped slash. Each spelling the server serves the board's page under is indexed with the
+    board's ACL or, where the spellings' rules disagree, with what all of them allow (owner only) — never
+    with the public rule's."""
+    with lenient_site(SPELLINGS) as base:
+        ws.configure([web_source(base, RULES, max_depth=1, content_types=["text/html"])])
+        s = ws.sync()["pgdocs"]
+        assert s.status == "succeeded", s.as_dict()
+        index = Index.for_runtime(ws.rt)
+        public = ["public", "group:support", "user:ana"]
+        assert {h.doc_id for h in index.search(public, "fennigal", k=20, mode="bm25")} == {
+            f"{base}/index.html"
+        }
+        assert {h.doc_id for h in index.search(public, "drisseth", k=20, mode="bm25")} == set()
+        board = {h.doc_id for h in index.search(["group:pricing-committee"], "drisseth", k=20, mode="bm25")}
+        assert f"{base}/board/secret.html" in board  # the escaped spellings normalise to the page itself
+        [s] = sync_sources(ws.rt, acl_only=True)
+        assert {h.doc_id for h in index.search(public, "drisseth", k=20, mode="bm25")} == set()
+
+
+def test_an_escaped_slash_does_not_leave_the_allowed_paths(ws: Workspace) -> None:
+    with lenient_site(["/public/..%2Fboard/secret.html", "/public/%2E%2E/board/secret.html"]) as base:
+        src = web_source(
+            base, RULES, max_depth=1, content_types=["text/html"], allowed_paths=["/index.html", "/public/**"]
+        )
+        ws.configure([src])
+        s = ws.sync()["pgdocs"]
+        assert set(Index.for_runtime(ws.rt).document_states("pgdocs")) == {f"{base}/index.html"}, s.as_dict()

@@ -26,6 +26,7 @@ against the URL path (last match wins); an unmatched page has no ACL (private un
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
 from charter.sources._acl import glob_match, rule_acl
 from charter.sources._connector import (
@@ -122,9 +123,33 @@ def inflate(chunks: Iterable[bytes], encoding: str, limit: int, *, truncate: boo
     return b"".join(out)
 
 
+@dataclass(frozen=True)
+class _Rule:
+    path: str
+    acl: tuple[str, ...]
+
+
 def _url_acl(ctx: ConnectorContext, url: str) -> frozenset[str] | None:
-    """The ACL the charter's ``acl_rules`` give ``url``'s path (``None``: no rule matches)."""
-    return rule_acl(ctx.source.acl_rules, urlsplit(url).path)
+    """The ACL the charter's ``acl_rules`` give ``url``'s path (``None``: no rule matches) — the same however
+    the server reads the path. Servers differ: some decode every escape (``/board%2Fx`` is ``/board/x``),
+    some ignore case (``/BOARD/x``). The path is matched as it is, fully decoded, and both case-folded (rules
+    too); if these disagree the document gets what *all* of them allow (their intersection: possibly no one
+    but the source's owner), so no spelling of a URL reaches a restricted page under a wider rule."""
+    rules = ctx.source.acl_rules
+    path = urlsplit(url).path
+    decoded = remove_dot_segments(unquote(path))
+    folded = [_Rule(r.path.lower(), tuple(r.acl)) for r in rules]
+    found = {
+        rule_acl(rules, path),
+        rule_acl(rules, decoded),
+        rule_acl(folded, path.lower()),
+        rule_acl(folded, decoded.lower()),
+    }
+    if len(found) == 1:
+        return found.pop()
+    if None in found:
+        return None
+    return frozenset.intersection(*(a for a in found if a is not None))
 
 
 def _too_large(url: str) -> str:
@@ -132,14 +157,46 @@ def _too_large(url: str) -> str:
 
 
 def normalise_url(url: str) -> str:
-    """Scheme and host lower-cased, default port dropped, fragment removed, empty path as ``/``."""
+    """Scheme and host lower-cased, default port dropped, fragment removed, empty path as ``/``, and the path
+    normalised as RFC 3986 6.2.2 says (see :func:`normal_path`)."""
     url, _ = urldefrag(url.strip())
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     port = parts.port
     if port and not ((parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)):
         host = f"{host}:{port}"
-    return urlunsplit((parts.scheme.lower(), host, parts.path or "/", parts.query, ""))
+    return urlunsplit((parts.scheme.lower(), host, normal_path(parts.path or "/"), parts.query, ""))
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def normal_path(path: str) -> str:
+    """A URL path as RFC 3986 6.2.2 normalises it: percent-encoded unreserved characters decoded (``%62`` is
+    ``b``), other escapes upper-cased, dot segments removed (``/a/../b`` is ``/b``)."""
+
+    def escape(m: re.Match[str]) -> str:
+        ch = chr(int(m.group(1), 16))
+        return ch if ch in _UNRESERVED else "%" + m.group(1).upper()
+
+    return remove_dot_segments(_PERCENT.sub(escape, path)) or "/"
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4: ``.`` and ``..`` segments resolved (never above the root)."""
+    absolute = path.startswith("/")
+    out: list[str] = []
+    for segment in (path[1:] if absolute else path).split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    result = ("/" if absolute else "") + "/".join(out)
+    if path.endswith(("/.", "/..")) and not result.endswith("/"):
+        result += "/"
+    return result
 
 
 class _HostLimiter:
@@ -210,8 +267,10 @@ class WebConnector:
             return f"not http(s): {url}"
         if (parts.hostname or "").lower() not in self.domains:
             return f"outside the allowed domains: {parts.hostname}"
-        if not any(glob_match(p, parts.path or "/") for p in self.opts.allowed_paths):
-            return f"outside the allowed paths: {parts.path}"
+        # as written and fully decoded: a server that decodes ``%2F`` serves ``/docs/..%2Fadmin`` as ``/admin``
+        for path in {parts.path or "/", remove_dot_segments(unquote(parts.path or "/"))}:
+            if not any(glob_match(p, path) for p in self.opts.allowed_paths):
+                return f"outside the allowed paths: {parts.path}"
         return None
 
     def _robots_for(self, url: str) -> Any:
