@@ -33,6 +33,9 @@ def _page(word: str, canonical: str | None = None) -> bytes:
     return f"<html><head><title>{word}</title>{link}</head><body><p>word {word}</p></body></html>".encode()
 
 
+CONDITIONAL: list[str] = []  # paths requested with If-None-Match, in order
+
+
 @contextmanager
 def site(order: list[str]) -> Iterator[str]:
     pages = {
@@ -62,6 +65,8 @@ def site(order: list[str]) -> Iterator[str]:
                 reply(self, 200, body.encode(), {"Content-Type": "application/xml"})
             elif self.path in pages:
                 etag = f'"{abs(hash(pages[self.path]))}"'
+                if self.headers.get("If-None-Match"):
+                    CONDITIONAL.append(self.path)
                 if self.headers.get("If-None-Match") == etag:
                     self.send_response(304)
                     self.send_header("ETag", etag)
@@ -188,3 +193,34 @@ def test_an_escaped_slash_does_not_leave_the_allowed_paths(ws: Workspace) -> Non
         ws.configure([src])
         s = ws.sync()["pgdocs"]
         assert set(Index.for_runtime(ws.rt).document_states("pgdocs")) == {f"{base}/index.html"}, s.as_dict()
+
+
+def test_pages_recorded_by_the_earlier_cursor_format_are_read_again_in_full(ws: Workspace) -> None:
+    """Cursors of the earlier format named a page's canonical URL as its document whatever its ACL, so a
+    "304 unchanged" answered from such a record would keep a leaked document as it was. Those records get
+    no conditional request: the page is read in full once, and conditional requests resume after."""
+    from sqlalchemy import select, update
+
+    from charter.store.tables import source_state
+
+    order = ["/board/pricing.html", "/index.html", "/help.html"]
+    with site(order) as base:
+        ws.configure([web_source(base, RULES, sitemap=f"{base}/sitemap.xml", content_types=["text/html"])])
+        ws.sync()
+        CONDITIONAL.clear()
+        ws.sync()
+        assert sorted(CONDITIONAL) == sorted(order)  # the current format: conditional requests
+        with ws.rt.store.begin() as conn:  # rewrite the saved cursor as the earlier format had it
+            cursor = conn.execute(
+                select(source_state.c.cursor).where(source_state.c.source_id == "pgdocs")
+            ).scalar()
+            for record in cursor["pages"].values():
+                record.pop("v", None)
+            conn.execute(
+                update(source_state).where(source_state.c.source_id == "pgdocs").values(cursor=cursor)
+            )
+        CONDITIONAL.clear()
+        s = ws.sync()["pgdocs"]
+        assert CONDITIONAL == [] and s.status == "succeeded", s.as_dict()
+        ws.sync()
+        assert sorted(CONDITIONAL) == sorted(order)

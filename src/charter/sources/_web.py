@@ -51,6 +51,10 @@ from charter.sources._extract import HtmlText, decode_text, html_to_text
 from charter.spec import WebOptions
 
 MAX_SITEMAP_BYTES = 50_000_000
+# The cursor's page records. 2: a document is the URL that served it (a same-ACL canonical link marks an
+# alias). Records of version 1 named a page's canonical URL as its document, whatever its ACL: a page with
+# such a record is read again in full once (no conditional request), never answered "unchanged" from it.
+RECORD_VERSION = 2
 MAX_LINKS_PER_PAGE = 2000
 
 
@@ -421,8 +425,11 @@ class WebConnector:
                 while frontier or in_flight:
                     while frontier and len(in_flight) < opts.concurrency and fetched < opts.max_pages:
                         url, depth = frontier.pop(0)
+                        prev = saved.get(url)
                         validators = (
-                            saved.get(url) if url in saved and saved[url].get("doc") in ctx.known else None
+                            prev
+                            if prev and prev.get("doc") in ctx.known and prev.get("v") == RECORD_VERSION
+                            else None
                         )
                         in_flight[pool.submit(self._safe_fetch, url, validators)] = (url, depth)
                         fetched += 1
@@ -490,6 +497,7 @@ class WebConnector:
             "etag": page.etag,
             "last_modified": page.last_modified,
             "links": links[:MAX_LINKS_PER_PAGE],
+            "v": RECORD_VERSION,
         }
         if (
             canonical
