@@ -172,6 +172,15 @@ def normalise_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), host, normal_path(parts.path or "/"), parts.query, ""))
 
 
+def resolve(base: str, href: str) -> str | None:
+    """``href`` resolved against ``base`` and normalised, or ``None`` when it is not a valid URL (a port out
+    of range or not a number, a broken IPv6 literal): such a link is skipped, never a failed sync."""
+    try:
+        return normalise_url(urljoin(base, href))
+    except ValueError:
+        return None
+
+
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
@@ -252,7 +261,25 @@ class WebConnector:
             raise SourceUnavailable(f"source {ctx.source.id!r}: location must be an http(s) URL: {start}")
         self.opts = opts
         self.start = start
-        self.domains = {d.lower() for d in opts.allowed_domains} or {parts.hostname.lower()}
+        # Hosts, and the ports other than 80/443 that may be reached on them: the start URL's, and any
+        # ``host:port`` listed in allowed_domains. Another service on an allowed host (``:8080``, ``:6379``)
+        # is not part of the site.
+        self.domains: set[str] = set()
+        self.ports: set[tuple[str, int]] = set()
+        for entry in opts.allowed_domains or [parts.netloc]:
+            try:
+                d = urlsplit("//" + entry.strip().lower())
+                host, port = d.hostname, d.port
+            except ValueError:
+                raise SourceUnavailable(
+                    f"source {ctx.source.id!r}: allowed_domains entry {entry!r} is not a host"
+                ) from None
+            if host:
+                self.domains.add(host)
+                if port is not None:
+                    self.ports.add((host, port))
+        if parts.port is not None:
+            self.ports.add((parts.hostname.lower(), parts.port))
         self.limiter = _HostLimiter(1.0 / opts.per_host_rps)
         self.robots: dict[str, Any] = {}
         self.robots_lock = threading.Lock()
@@ -269,8 +296,15 @@ class WebConnector:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             return f"not http(s): {url}"
-        if (parts.hostname or "").lower() not in self.domains:
+        host = (parts.hostname or "").lower()
+        if host not in self.domains:
             return f"outside the allowed domains: {parts.hostname}"
+        try:
+            port = parts.port
+        except ValueError:
+            return f"not a valid port: {url[:200]}"
+        if port is not None and port not in (80, 443) and (host, port) not in self.ports:
+            return f"outside the allowed ports: {host}:{port} (list it in allowed_domains as host:port)"
         # as written and fully decoded: a server that decodes ``%2F`` serves ``/docs/..%2Fadmin`` as ``/admin``
         for path in {parts.path or "/", remove_dot_segments(unquote(parts.path or "/"))}:
             if not any(glob_match(p, path) for p in self.opts.allowed_paths):
@@ -334,7 +368,11 @@ class WebConnector:
                     if not loc:
                         page.error = f"redirect without a Location ({r.status_code})"
                         return page
-                    current = normalise_url(urljoin(current, loc))
+                    target = resolve(current, loc)
+                    if target is None:
+                        page.error = f"redirect to an invalid URL: {loc[:200]}"
+                        return page
+                    current = target
                     continue
                 page.final, page.status = current, r.status_code
                 if r.status_code == 304:
@@ -397,7 +435,9 @@ class WebConnector:
         urls: list[str] = []
         for el in root.iter():
             if el.tag.endswith("loc") and el.text:
-                loc = normalise_url(urljoin(url, el.text.strip()))
+                loc = resolve(url, el.text.strip())
+                if loc is None:
+                    continue
                 if root.tag.endswith("sitemapindex"):
                     urls += self._sitemap_urls(loc, depth + 1)
                 else:
@@ -546,8 +586,8 @@ def _links(html: HtmlText, base: str) -> tuple[list[str], str | None]:
     """The page's links to follow (``<a href>`` without ``rel=nofollow``, resolved against ``<base
     href>``; no mailto/javascript/tel/fragment links) and its canonical URL, from the one parse."""
     if html.base is not None:
-        base = urljoin(base, html.base)
-    canonical = normalise_url(urljoin(base, html.url)) if html.url is not None else None
+        base = resolve(base, html.base) or base
+    canonical = resolve(base, html.url) if html.url is not None else None
     out: list[str] = []
     seen: set[str] = set()
     for href, rel in html.links:
@@ -556,8 +596,8 @@ def _links(html: HtmlText, base: str) -> tuple[list[str], str | None]:
         href = href.strip()
         if not href or href.startswith(("mailto:", "javascript:", "tel:", "#")):
             continue
-        u = normalise_url(urljoin(base, href))
-        if u not in seen:
+        u = resolve(base, href)
+        if u is not None and u not in seen:
             seen.add(u)
             out.append(u)
     return out, canonical
