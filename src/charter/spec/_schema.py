@@ -307,7 +307,11 @@ class WebOptions(Section):
 
     sitemap: str | None = Field(None, description="Sitemap URL (else the crawl starts at `location`).")
     allowed_domains: list[str] = Field(
-        default_factory=list, description="Hosts the crawler may fetch (default: the start URL's host)."
+        default_factory=list,
+        description=(
+            "Hosts the crawler may fetch, as `host` or `host:port` (default: the start URL's); on a host, "
+            "ports other than 80/443 and the start URL's only as listed `host:port`."
+        ),
     )
     allowed_paths: list[str] = Field(
         default_factory=lambda: ["/**"], description="Globs of URL paths to fetch."
