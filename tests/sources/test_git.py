@@ -178,3 +178,18 @@ def test_git_local_path_reads_committed_objects_only(ws: Workspace, repo: Path) 
     ws.configure([git_source(str(repo), branch="nope")])
     s = ws.sync()["runbooks"]
     assert s.status == "failed" and len(Index.for_runtime(ws.rt).document_states("runbooks")) == 5
+
+
+def test_a_transport_that_runs_commands_is_refused(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ext::`` makes git run a command; even with a machine's git config allowing it, a source's location
+    cannot use it (the connector pins the transports: http, https, ssh, git, file)."""
+    marker = tmp_path / "ran"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[protocol]\n\tallow = always\n")  # a permissive machine
+    monkeypatch.setenv("HOME", str(home))
+    ws.configure([git_source(f"ext::sh -c touch% {marker}% #://")])  # "://": fetched as a URL
+    s = ws.sync()["runbooks"]
+    assert s.status == "failed" and not marker.exists(), s.as_dict()

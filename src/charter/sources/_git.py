@@ -65,7 +65,14 @@ class _GitError(Exception):
 
 def _git(repo: Path | None, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
     cmd = ["git"] + (["-C", str(repo)] if repo is not None else []) + list(args)
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    # The transports a source may use, whatever the machine's git config says: never ``ext::`` (which runs
+    # a command) or ``fd::``.
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+        "GIT_ALLOW_PROTOCOL": "http:https:ssh:git:file",
+    }
     try:
         p = subprocess.run(cmd, input=input, capture_output=True, timeout=GIT_TIMEOUT, env=env, check=False)
     except FileNotFoundError:
