@@ -224,3 +224,59 @@ def test_pages_recorded_by_the_earlier_cursor_format_are_read_again_in_full(ws: 
         assert CONDITIONAL == [] and s.status == "succeeded", s.as_dict()
         ws.sync()
         assert sorted(CONDITIONAL) == sorted(order)
+
+
+@contextmanager
+def looping_site() -> Iterator[str]:
+    """Canonical links that lead back: ``/guide/`` names ``/guide``, which the server redirects to
+    ``/guide/`` (a common misconfiguration); ``/a.html`` and ``/b.html`` name each other."""
+    pages = {
+        "/guide/": _page("glimbart", canonical="/guide"),
+        "/a.html": _page("fennigal", canonical="/b.html"),
+        "/b.html": _page("quillet", canonical="/a.html"),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/robots.txt":
+                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
+            elif self.path == "/guide":
+                reply(self, 301, b"", {"Location": "/guide/"})
+            elif self.path == "/sitemap.xml":
+                urls = "".join(f"<url><loc>{base['url']}{p}</loc></url>" for p in pages)
+                body = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'
+                reply(self, 200, body.encode(), {"Content-Type": "application/xml"})
+            elif self.path in pages:
+                etag = f'"{abs(hash(pages[self.path]))}"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                reply(self, 200, pages[self.path], {"Content-Type": "text/html", "ETag": etag})
+            else:
+                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
+
+    base: dict[str, str] = {}
+    with http_server(Handler) as port:
+        base["url"] = f"http://127.0.0.1:{port}"
+        yield base["url"]
+
+
+def test_canonical_links_that_lead_back_never_leave_content_unindexed(ws: Workspace) -> None:
+    with looping_site() as base:
+        ws.configure([web_source(base, RULES, sitemap=f"{base}/sitemap.xml", content_types=["text/html"])])
+        for _ in range(2):  # and again, with conditional requests
+            s = ws.sync()["pgdocs"]
+            assert s.status == "succeeded", s.as_dict()
+            index = Index.for_runtime(ws.rt)
+            found = {
+                w: {h.doc_id for h in index.search(["public"], w, k=5, mode="bm25")}
+                for w in ("glimbart", "fennigal", "quillet")
+            }
+            assert found["glimbart"] == {f"{base}/guide/"}, found
+            # a and b name each other: the one named canonical is indexed as itself; the other is its duplicate
+            assert len(found["fennigal"] | found["quillet"]) == 1, found

@@ -459,6 +459,10 @@ class WebConnector:
                 frontier = [(self.start, 0)]
                 follow = True
             queued = {u for u, _ in frontier}
+            # URLs some page named as its canonical page: fetched as such, each is a document of its own
+            # whatever its own canonical link says (so a loop — /a/ says /a, /a redirects to /a/ — or a
+            # chain never leaves the content unindexed)
+            named: set[str] = set()
             in_flight: dict[Future[_Page], tuple[str, int]] = {}
             fetched = 0
             with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="charter-web") as pool:
@@ -468,7 +472,10 @@ class WebConnector:
                         prev = saved.get(url)
                         validators = (
                             prev
-                            if prev and prev.get("doc") in ctx.known and prev.get("v") == RECORD_VERSION
+                            if prev
+                            and prev.get("doc") in ctx.known
+                            and prev.get("v") == RECORD_VERSION
+                            and not (url in named and prev.get("alias_of"))  # now wanted as a document
                             else None
                         )
                         in_flight[pool.submit(self._safe_fetch, url, validators)] = (url, depth)
@@ -479,13 +486,20 @@ class WebConnector:
                     for fut in done:
                         url, depth = in_flight.pop(fut)
                         page = fut.result()
-                        items, links, record = self._handle(ctx, page, saved.get(url), emitted)
+                        items, links, record = self._handle(
+                            ctx, page, saved.get(url), emitted, named=url in named
+                        )
                         if record is not None:
                             new_pages[url] = record
                             alias_of = record.get("alias_of")
-                            if alias_of and alias_of not in queued:  # the canonical page, in any mode
-                                queued.add(alias_of)
-                                frontier.append((alias_of, depth))
+                            if alias_of and alias_of not in named:  # the canonical page, in any mode
+                                named.add(alias_of)
+                                if alias_of in queued:  # fetched (or queued) already as an ordinary page
+                                    frontier.append((alias_of, depth))
+                                    fetched -= 1  # a second fetch, as the canonical page: not a new page
+                                else:
+                                    queued.add(alias_of)
+                                    frontier.append((alias_of, depth))
                         yield from items
                         if follow and depth < opts.max_depth:
                             for link in links:
@@ -503,14 +517,20 @@ class WebConnector:
             return _Page(url, error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _handle(
-        self, ctx: ConnectorContext, page: _Page, prev: dict[str, Any] | None, emitted: set[str]
+        self,
+        ctx: ConnectorContext,
+        page: _Page,
+        prev: dict[str, Any] | None,
+        emitted: set[str],
+        *,
+        named: bool = False,
     ) -> tuple[list[Item], list[str], dict[str, Any] | None]:
         if page.error is not None:
             doc_id = prev.get("doc") if prev else None
             return [Failed(doc_id if doc_id in ctx.known else None, f"{page.url}: {page.error}")], [], prev
         if page.status == 304 and prev is not None:
             doc_id = prev["doc"]
-            if prev.get("alias_of"):  # still a duplicate of its canonical page, which is fetched itself
+            if prev.get("alias_of") and not named:  # still a duplicate of its canonical page (fetched itself)
                 return [], list(prev.get("links", [])), prev
             if doc_id in emitted:
                 return [], list(prev.get("links", [])), prev
@@ -540,7 +560,8 @@ class WebConnector:
             "v": RECORD_VERSION,
         }
         if (
-            canonical
+            not named
+            and canonical
             and canonical != doc_id
             and self.allowed(canonical) is None
             and _url_acl(ctx, canonical) == acl
