@@ -47,3 +47,25 @@ def test_a_jsonl_line_with_a_huge_number_fails_alone(ws: Workspace) -> None:
     [failure] = s.failures
     assert failure["line"] == 2 and "4300 digits" in failure["reason"] and "sys." not in failure["reason"]
     assert _hits(ws, "fennigal", ["group:support"]) == {"c"}
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31 23:59:59 -12:00", "0001-01-01 00:00:00 +14:00"])
+def test_a_timestamp_with_no_utc_time_is_unknown_not_a_crash(ws: Workspace, stamp: str) -> None:
+    """At the edge of the calendar a time zone pushes the UTC time out of range (``OverflowError``): the
+    document's time is then unknown (its file's modification time, for a folder), as for any bad value."""
+    ws.write("ok.md", md("# Fine\n\nword quillet"))
+    ws.write("late.md", f"---\nacl: [group:support]\nupdated_at: {stamp}\n---\n# Late\n\nword morrowby\n")
+    ws.configure(
+        [DOCS_SOURCE, {**DOCS_SOURCE, "id": "kb", "connector": "jsonl", "location": "testdocs/kb.jsonl"}]
+    )
+    iso = stamp.replace(" ", "T", 1).replace(" ", "")
+    ws.write(
+        "kb.jsonl",
+        f'{{"id": "a", "text": "word fennigal", "acl": ["group:support"], "updated_at": "{iso}"}}\n',
+    )
+    summaries = ws.sync()
+    assert all(s.status == "succeeded" for s in summaries.values()), {
+        k: s.as_dict() for k, s in summaries.items()
+    }
+    support = ["group:support", "user:ana"]
+    assert _hits(ws, "morrowby", support) == {"late.md"} and _hits(ws, "fennigal", support) == {"a"}

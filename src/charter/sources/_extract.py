@@ -84,17 +84,19 @@ def title_from_filename(path: Path) -> str:
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """A front-matter or JSON timestamp as an aware UTC datetime; naive values are taken as UTC."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str) and value.strip():
-        try:
+    """A front-matter or JSON timestamp as an aware UTC datetime; naive values are taken as UTC. ``None`` when
+    it is not one — including one at the edge of the calendar that has no UTC time (``9999-12-31 23:59:59
+    -12:00`` is in the year 10000)."""
+    try:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        if isinstance(value, str) and value.strip():
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
     return None
 
 
