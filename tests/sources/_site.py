@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,3 +137,51 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def static_site(
+    pages: dict[str, bytes],
+    *,
+    redirects: dict[str, str] | None = None,
+    sitemap: list[str] | None = None,
+    lookup: Callable[[str], str] = lambda path: path,
+    conditional: list[str] | None = None,
+) -> Iterator[str]:
+    """A small site on a loopback port (its base URL yielded): ``pages`` (path -> HTML) with ETags and 304s,
+    ``redirects`` (path -> Location, 302), ``/sitemap.xml`` listing ``sitemap`` paths, a robots.txt that
+    allows everything. ``lookup`` maps a request path to a key of ``pages`` (a server that decodes escapes
+    or ignores case); ``conditional`` collects the paths requested with ``If-None-Match``."""
+    base: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            raw = self.path.split("?", 1)[0]
+            path = lookup(raw)
+            if raw == "/robots.txt":
+                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
+            elif raw in (redirects or {}):
+                reply(self, 302, b"", {"Location": (redirects or {})[raw]})
+            elif raw == "/sitemap.xml" and sitemap is not None:
+                urls = "".join(f"<url><loc>{base['url']}{p}</loc></url>" for p in sitemap)
+                body = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'
+                reply(self, 200, body.encode(), {"Content-Type": "application/xml"})
+            elif path in pages:
+                etag = '"' + hashlib.sha256(pages[path]).hexdigest()[:20] + '"'
+                if self.headers.get("If-None-Match") and conditional is not None:
+                    conditional.append(raw)
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                reply(self, 200, pages[path], {"Content-Type": "text/html", "ETag": etag})
+            else:
+                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
+
+    with http_server(Handler) as port:
+        base["url"] = f"http://127.0.0.1:{port}"
+        yield base["url"]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from charter.retrieval import Index
 from charter.sources import sync_sources
 from tests.sources._matrix import check_matrix
-from tests.sources._site import http_server, reply
+from tests.sources._site import static_site
 from tests.sources.conftest import Workspace
 from tests.sources.test_web import web_source
 
@@ -50,35 +49,8 @@ def site(order: list[str]) -> Iterator[str]:
         "/board/archive.html": _page("snorkwell"),
         "/help.html": _page("quillet", canonical="/help.html"),
     }
-    base: dict[str, str] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            if self.path == "/robots.txt":
-                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
-            elif self.path == "/sitemap.xml":
-                urls = "".join(f"<url><loc>{base['url']}{p}</loc></url>" for p in order)
-                body = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'
-                reply(self, 200, body.encode(), {"Content-Type": "application/xml"})
-            elif self.path in pages:
-                etag = f'"{abs(hash(pages[self.path]))}"'
-                if self.headers.get("If-None-Match"):
-                    CONDITIONAL.append(self.path)
-                if self.headers.get("If-None-Match") == etag:
-                    self.send_response(304)
-                    self.send_header("ETag", etag)
-                    self.end_headers()
-                    return
-                reply(self, 200, pages[self.path], {"Content-Type": "text/html", "ETag": etag})
-            else:
-                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
-
-    with http_server(Handler) as port:
-        base["url"] = f"http://127.0.0.1:{port}"
-        yield base["url"]
+    with static_site(pages, sitemap=order, conditional=CONDITIONAL) as base:
+        yield base
 
 
 @pytest.mark.parametrize(
@@ -138,30 +110,13 @@ def lenient_site(links: list[str]) -> Iterator[str]:
     import posixpath
     from urllib.parse import unquote
 
+    anchors = "".join(f'<a href="{u}">x</a>' for u in links)
     pages = {
-        "/index.html": (
-            "<html><body><p>word fennigal</p>"
-            + "".join(f'<a href="{u}">x</a>' for u in links)
-            + "</body></html>"
-        ).encode(),
+        "/index.html": f"<html><body><p>word fennigal</p>{anchors}</body></html>".encode(),
         "/board/secret.html": _page("drisseth"),
     }
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = posixpath.normpath(unquote(self.path.split("?", 1)[0])).lower()  # the server's own reading
-            if path == "/robots.txt":
-                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
-            elif path in pages:
-                reply(self, 200, pages[path], {"Content-Type": "text/html"})
-            else:
-                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
-
-    with http_server(Handler) as port:
-        yield f"http://127.0.0.1:{port}"
+    with static_site(pages, lookup=lambda path: posixpath.normpath(unquote(path)).lower()) as base:
+        yield base
 
 
 def test_no_spelling_of_a_url_reaches_a_restricted_page_under_a_wider_rule(ws: Workspace) -> None:
@@ -235,35 +190,8 @@ def looping_site() -> Iterator[str]:
         "/a.html": _page("fennigal", canonical="/b.html"),
         "/b.html": _page("quillet", canonical="/a.html"),
     }
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            if self.path == "/robots.txt":
-                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
-            elif self.path == "/guide":
-                reply(self, 301, b"", {"Location": "/guide/"})
-            elif self.path == "/sitemap.xml":
-                urls = "".join(f"<url><loc>{base['url']}{p}</loc></url>" for p in pages)
-                body = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'
-                reply(self, 200, body.encode(), {"Content-Type": "application/xml"})
-            elif self.path in pages:
-                etag = f'"{abs(hash(pages[self.path]))}"'
-                if self.headers.get("If-None-Match") == etag:
-                    self.send_response(304)
-                    self.send_header("ETag", etag)
-                    self.end_headers()
-                    return
-                reply(self, 200, pages[self.path], {"Content-Type": "text/html", "ETag": etag})
-            else:
-                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
-
-    base: dict[str, str] = {}
-    with http_server(Handler) as port:
-        base["url"] = f"http://127.0.0.1:{port}"
-        yield base["url"]
+    with static_site(pages, redirects={"/guide": "/guide/"}, sitemap=list(pages)) as base:
+        yield base
 
 
 def test_canonical_links_that_lead_back_never_leave_content_unindexed(ws: Workspace) -> None:

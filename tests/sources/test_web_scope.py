@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 
 from charter.retrieval import Index
-from tests.sources._site import http_server, reply
+from tests.sources._site import static_site
 from tests.sources.conftest import Workspace
 from tests.sources.test_web import web_source
 
@@ -20,22 +19,8 @@ RULES = [{"path": "/**", "acl": ["public"]}]
 
 @contextmanager
 def server(pages: dict[str, bytes], redirects: dict[str, str] | None = None) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            if self.path == "/robots.txt":
-                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
-            elif self.path in (redirects or {}):
-                reply(self, 302, b"", {"Location": (redirects or {})[self.path]})
-            elif self.path in pages:
-                reply(self, 200, pages[self.path], {"Content-Type": "text/html"})
-            else:
-                reply(self, 404, b"not here", {"Content-Type": "text/plain"})
-
-    with http_server(Handler) as port:
-        yield f"http://127.0.0.1:{port}"
+    with static_site(pages, redirects=redirects) as base:
+        yield base
 
 
 def _html(word: str, links: tuple[str, ...] | list[str] = ()) -> bytes:
