@@ -260,3 +260,21 @@ store.dispose()
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.split() == ["['MainThread',", "'charter-wal-checkpoint']", "True", "False"], out.stderr
+
+
+def test_dispose_returns_once_every_connection_is_closed(tmp_path: Path) -> None:
+    """Closing the last connection to a WAL database checkpoints it and removes ``-wal`` and ``-shm``. The
+    checkpointer's connection is closed before ``dispose`` returns, so a copy of the folder made right
+    after (the test suite's template project, a backup) does not race with that removal."""
+    for i in range(3):
+        db = tmp_path / f"c{i}.db"
+        store = _open(db)
+        for j in range(engine.CHECKPOINT_EVERY + 1):  # a batch: the thread has checkpointed, is connected
+            _insert(store, f"k{j}")
+        time.sleep(0.05)
+        # hold the lock the thread takes to close its connection for a moment: a dispose that did not wait
+        # for the thread would return with that connection (and so -wal and -shm) still open
+        engine._FORK_LOCK.acquire()
+        threading.Timer(0.2, engine._FORK_LOCK.release).start()
+        store.dispose()
+        assert not db.with_name(db.name + "-wal").exists() and not db.with_name(db.name + "-shm").exists()

@@ -135,9 +135,15 @@ class _Checkpointer:
         if self.commits == 1 or self.commits >= CHECKPOINT_EVERY:
             self._due.set()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop the thread; with ``wait``, up to that many seconds for it to close its connection (in this
+        process), so that what closing the last connection does — SQLite checkpoints and removes the
+        ``-wal`` and ``-shm`` files — has happened when the store's ``dispose`` returns, as without a
+        checkpointer (a copy of the folder made just after must not race with it)."""
         self._stop.set()
         self._due.set()
+        if wait and self.pid == os.getpid() and self._thread is not threading.current_thread():
+            self._thread.join(wait)
 
     def _batch_ready(self) -> bool:
         """Wait until a batch is full or the commits pause; False if the store is being closed."""
@@ -486,7 +492,7 @@ class Store:
 
     def dispose(self) -> None:
         if self._checkpointer is not None:
-            self._checkpointer.stop()
+            self._checkpointer.stop(wait=10.0)
         self.engine.dispose()
 
 
