@@ -147,11 +147,13 @@ def static_site(
     sitemap: list[str] | None = None,
     lookup: Callable[[str], str] = lambda path: path,
     conditional: list[str] | None = None,
+    robots: bytes | int | None = b"User-agent: *\nAllow: /\n",
 ) -> Iterator[str]:
     """A small site on a loopback port (its base URL yielded): ``pages`` (path -> HTML) with ETags and 304s,
     ``redirects`` (path -> Location, 302), ``/sitemap.xml`` listing ``sitemap`` paths, a robots.txt that
-    allows everything. ``lookup`` maps a request path to a key of ``pages`` (a server that decodes escapes
-    or ignores case); ``conditional`` collects the paths requested with ``If-None-Match``."""
+    allows everything (``robots``: another body, an HTTP status to answer it with, or ``None`` to drop the
+    connection). ``lookup`` maps a request path to a key of ``pages`` (a server that decodes escapes or
+    ignores case); ``conditional`` collects the paths requested with ``If-None-Match``."""
     base: dict[str, str] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -161,10 +163,14 @@ def static_site(
         def do_GET(self) -> None:
             raw = self.path.split("?", 1)[0]
             path = lookup(raw)
-            if raw == "/robots.txt":
-                reply(self, 200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
-            elif raw in (redirects or {}):
+            if raw in (redirects or {}):
                 reply(self, 302, b"", {"Location": (redirects or {})[raw]})
+            elif raw == "/robots.txt" and robots is None:
+                self.close_connection = True  # no response at all: a network error for the client
+            elif raw == "/robots.txt" and isinstance(robots, int):
+                reply(self, robots, b"", {"Content-Type": "text/plain"})
+            elif raw == "/robots.txt":
+                reply(self, 200, robots or b"", {"Content-Type": "text/plain"})
             elif raw == "/sitemap.xml" and sitemap is not None:
                 urls = "".join(f"<url><loc>{base['url']}{p}</loc></url>" for p in sitemap)
                 body = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'

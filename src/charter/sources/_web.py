@@ -7,7 +7,8 @@ Politeness and limits (all in the ``web`` section):
 * only hosts in ``allowed_domains`` (default: the start URL's host) and paths matching ``allowed_paths``;
   links deeper than ``max_depth`` from the start page are not followed; at most ``max_pages`` per sync;
 * ``robots.txt`` of each host is read first (``protego``) and respected for ``user_agent``, including its
-  ``Crawl-delay`` when that is slower than ``per_host_rps``;
+  ``Crawl-delay`` when that is slower than ``per_host_rps``, as RFC 9309 says: redirects followed (up to
+  five, within the site's scope), 4xx sets no rules, 401/403, 5xx and network errors disallow everything;
 * ``concurrency`` requests in flight overall, at most ``per_host_rps`` request starts per second per host;
 * redirects are followed by hand, at most ``max_redirects`` per page, each hop checked against the allowed
   domains, paths and robots.txt (a redirect loop or an off-domain redirect fails that page only);
@@ -63,6 +64,8 @@ class _PageError(Exception):
 
 
 MAX_ROBOTS_BYTES = 512 * 1024  # RFC 9309 2.5: parse at least 500 KiB; the rest is ignored
+MAX_ROBOTS_REDIRECTS = 5  # RFC 9309 2.3.1.2: follow at least five
+DISALLOW_ALL = "User-agent: *\nDisallow: /\n"
 #: what :func:`read_capped` can decode; asked for in every request (httpx would otherwise offer brotli too)
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -319,19 +322,28 @@ class WebConnector:
         with self.robots_lock:
             if origin in self.robots:
                 return self.robots[origin]
-        rules = Protego.parse("")
+        text = ""  # RFC 9309: a robots.txt that is "unavailable" (4xx, e.g. 404) sets no rules
+        target = origin + "/robots.txt"
         try:
-            self.limiter.wait(origin)
-            with self.client.stream("GET", origin + "/robots.txt") as r:
-                if r.status_code == 200:
-                    body = read_capped(r, MAX_ROBOTS_BYTES, truncate=True)
-                    rules = Protego.parse(body.decode("utf-8", "replace"))
-                elif r.status_code in (401, 403):
-                    rules = Protego.parse(
-                        "User-agent: *\nDisallow: /"
-                    )  # RFC 9309: unauthorised = disallow all
-        except Exception:  # noqa: S110 - unreachable robots.txt: "no rules" (RFC 9309 2.3.1.3)
-            pass
+            for _hop in range(MAX_ROBOTS_REDIRECTS + 1):
+                self.limiter.wait(f"{urlsplit(target).scheme}://{urlsplit(target).netloc}")
+                with self.client.stream("GET", target) as r:
+                    if r.status_code in (301, 302, 303, 307, 308):
+                        # followed (RFC 9309 2.3.1.2), within the site's scope only; the rules are the origin's
+                        nxt = resolve(target, r.headers.get("location", ""))
+                        if nxt is None or self.allowed(nxt) is not None:
+                            break
+                        target = nxt
+                        continue
+                    if r.status_code == 200:
+                        body = read_capped(r, MAX_ROBOTS_BYTES, truncate=True)
+                        text = body.decode("utf-8", "replace")
+                    elif r.status_code in (401, 403) or r.status_code >= 500:
+                        text = DISALLOW_ALL  # unauthorised, or "unreachable" (RFC 9309 2.3.1.4)
+                    break
+        except Exception:  # a network error: robots.txt "unreachable", so complete disallow
+            text = DISALLOW_ALL
+        rules = Protego.parse(text)
         delay = rules.crawl_delay(self.opts.user_agent)
         if delay:
             self.limiter.delays[origin] = min(float(delay), 60.0)
