@@ -475,6 +475,7 @@ class WebConnector:
             # whatever its own canonical link says (so a loop — /a/ says /a, /a redirects to /a/ — or a
             # chain never leaves the content unindexed)
             named: set[str] = set()
+            handled: set[str] = set()  # URLs whose response was handled
             in_flight: dict[Future[_Page], tuple[str, int]] = {}
             fetched = 0
             with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="charter-web") as pool:
@@ -505,13 +506,16 @@ class WebConnector:
                             new_pages[url] = record
                             alias_of = record.get("alias_of")
                             if alias_of and alias_of not in named:  # the canonical page, in any mode
-                                named.add(alias_of)
-                                if alias_of in queued:  # fetched (or queued) already as an ordinary page
-                                    frontier.append((alias_of, depth))
-                                    fetched -= 1  # a second fetch, as the canonical page: not a new page
-                                else:
+                                named.add(alias_of)  # a fetch still to be handled is handled as named
+                                if alias_of not in queued:
                                     queued.add(alias_of)
                                     frontier.append((alias_of, depth))
+                                elif alias_of in handled and alias_of not in emitted:
+                                    # handled already as an ordinary page that was itself a duplicate:
+                                    # fetched once more, as the canonical page (not counted as a new page)
+                                    frontier.append((alias_of, depth))
+                                    fetched -= 1
+                        handled.add(url)
                         yield from items
                         if follow and depth < opts.max_depth:
                             for link in links:
