@@ -57,17 +57,15 @@ MAX_SITEMAP_BYTES = 50_000_000
 # such a record is read again in full once (no conditional request), never answered "unchanged" from it.
 RECORD_VERSION = 2
 MAX_LINKS_PER_PAGE = 2000
-
-
-class _PageError(Exception):
-    pass
-
-
 MAX_ROBOTS_BYTES = 512 * 1024  # RFC 9309 2.5: parse at least 500 KiB; the rest is ignored
 MAX_ROBOTS_REDIRECTS = 5  # RFC 9309 2.3.1.2: follow at least five
 DISALLOW_ALL = "User-agent: *\nDisallow: /\n"
 #: what :func:`read_capped` can decode; asked for in every request (httpx would otherwise offer brotli too)
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+class _PageError(Exception):
+    pass
 
 
 class _TooLarge(Exception):
@@ -144,7 +142,7 @@ def _url_acl(ctx: ConnectorContext, url: str) -> frozenset[str] | None:
     but the source's owner), so no spelling of a URL reaches a restricted page under a wider rule."""
     rules = ctx.source.acl_rules
     path = urlsplit(url).path
-    decoded = remove_dot_segments(unquote(path))
+    decoded = decoded_path(path)
     folded = [_Rule(r.path.lower(), tuple(r.acl)) for r in rules]
     found = {
         rule_acl(rules, path),
@@ -197,6 +195,11 @@ def normal_path(path: str) -> str:
         return ch if ch in _UNRESERVED else "%" + m.group(1).upper()
 
     return remove_dot_segments(_PERCENT.sub(escape, path)) or "/"
+
+
+def decoded_path(path: str) -> str:
+    """``path`` as a server that decodes every escape reads it (``%2F`` as ``/``), dot segments resolved."""
+    return remove_dot_segments(unquote(path))
 
 
 def remove_dot_segments(path: str) -> str:
@@ -309,7 +312,7 @@ class WebConnector:
         if port is not None and port not in (80, 443) and (host, port) not in self.ports:
             return f"outside the allowed ports: {host}:{port} (list it in allowed_domains as host:port)"
         # as written and fully decoded: a server that decodes ``%2F`` serves ``/docs/..%2Fadmin`` as ``/admin``
-        for path in {parts.path or "/", remove_dot_segments(unquote(parts.path or "/"))}:
+        for path in {parts.path or "/", decoded_path(parts.path or "/")}:
             if not any(glob_match(p, path) for p in self.opts.allowed_paths):
                 return f"outside the allowed paths: {parts.path}"
         return None
